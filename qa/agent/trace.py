@@ -1,0 +1,66 @@
+"""The bot's structured trace: one JSON object per line, appended and flushed as it happens.
+
+Everything the harness learns about the bot's inner life (decisions, lock holds, model I/O) comes from this
+file, so each record is written with a monotonic timestamp `t` (ms, see qa.clock) and a `type`.
+
+Record types (fields beyond `t` and `type`):
+  ready                 {userId, rooms}                       bot is syncing and has joined its rooms
+  inbound               {eventId, roomId, sender, session, decision: accepted|dropped, reason}
+  lock.acquire          {session, attempt, purpose, lockPath, waitMs}
+  lock.release          {session, attempt, purpose, heldMs}
+  lock.timeout          {session, attempt, purpose, error}
+  lock.takeover         {session, attempt, previous: {pid, attempt, ageMs}, reason}
+  model.request.start   {session, attempt, requestId}
+  model.request.end     {session, attempt, requestId, ok, error?}
+  turn.start            {session, attempt, eventId}
+  turn.end              {session, attempt, eventId, outcome: replied|stale|failed}
+  turn.stale            {session, attempt, reason}
+  reply.sent            {session, attempt, eventId, inReplyTo}
+  reaction              {session, eventId, sender, key, target}
+  error                 {where, error}
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from qa.clock import mono_ms
+
+
+class Trace:
+    def __init__(self, path: Path | None) -> None:
+        self._path = path
+        self._lock = threading.Lock()
+        self._fh = path.open("a", encoding="utf-8") if path else None
+
+    def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
+        record = {"t": round(mono_ms(), 3), "type": type_, **fields}
+        if self._fh is not None:
+            line = json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+            with self._lock:
+                self._fh.write(line + "\n")
+                self._fh.flush()
+        return record
+
+    def close(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+
+def read_trace(path: Path) -> list[dict[str, Any]]:
+    """Read a trace, skipping a torn last line (the bot may have been SIGKILLed mid-write)."""
+    records: list[dict[str, Any]] = []
+    if not path.exists():
+        return records
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
