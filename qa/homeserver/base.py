@@ -1,0 +1,74 @@
+"""The interface every homeserver backend implements (Synapse child process, Tuwunel in Docker, external URL).
+
+The harness only talks to a homeserver through this: start it, learn where it is, make users, stop it.
+Everything else (rooms, messages, sync) goes through real Matrix clients, as a bot would see it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+@dataclass(frozen=True)
+class UserCredentials:
+    """Who a test user is; clients log in themselves, so no access token is kept here."""
+
+    user_id: str
+    password: str
+    localpart: str
+
+    def __repr__(self) -> str:
+        # Credentials end up in reprs of actors and in tracebacks; the password must not.
+        return f"UserCredentials(user_id={self.user_id!r}, localpart={self.localpart!r}, password='***')"
+
+
+class Homeserver(ABC):
+    kind: str
+    server_name: str
+    # Filled by start(): what actually answered, for the report's environment section.
+    version: str | None = None
+    log_path: Path | None = None
+    # Spawn-to-ready time of the most recent start(), in milliseconds.
+    boot_ms: float | None = None
+
+    @property
+    @abstractmethod
+    def base_url(self) -> str:
+        """Client-server API root, e.g. http://127.0.0.1:8008 (no trailing slash)."""
+
+    @abstractmethod
+    async def start(self) -> None:
+        """Return once /_matrix/client/versions answers 200; raise InfraError otherwise."""
+
+    @abstractmethod
+    async def stop(self) -> None:
+        """Idempotent; safe to call whether or not start() ran or succeeded."""
+
+    @abstractmethod
+    async def restart(self) -> None:
+        """Stop, then start again with the same address and data."""
+
+    @abstractmethod
+    async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
+        """Create a user; raise InfraError if the server refuses."""
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.start()
+        except BaseException:
+            # A half-started server (spawned, never ready) must not outlive a failed `async with`.
+            await self.stop()
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,469 @@
+"""Synapse as a child process: the embedded default homeserver.
+
+Each instance owns a work directory (config, SQLite database, signing key, media) and a log directory
+(`synapse.log` from Synapse's logging, `synapse.stdout.log` for whatever it prints before logging is up,
+which is where configuration errors land).
+
+Cleanup guarantees, from most to least graceful:
+
+* `async with SynapseHomeserver(...) as hs:` stops the server on exit, including on Ctrl-C (asyncio turns
+  KeyboardInterrupt into cancellation, and `__aexit__` still runs).
+* Every live child is also recorded in a module-level table, and `kill_all_children()` SIGKILLs them all.
+  It is registered with `atexit` when the first child is spawned. Synapse runs in its own session (so a
+  terminal's Ctrl-C does not hit it mid-shutdown), which also means nothing else will kill it for us:
+  a harness that installs its own SIGTERM/SIGINT handlers should call `kill_all_children()` from them,
+  because the default SIGTERM action ends Python without running `atexit`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import copy
+import errno
+import importlib.metadata
+import importlib.util
+import os
+import re
+import secrets
+import signal
+import socket
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+
+from qa.errors import InfraError
+from qa.homeserver.base import Homeserver, UserCredentials
+from qa.homeserver.registration import redact, register_with_shared_secret
+
+DEFAULT_SERVER_NAME = "localhost"
+DEFAULT_START_TIMEOUT_S = 60.0
+STOP_GRACE_S = 10.0
+POLL_INTERVAL_S = 0.05
+VERSIONS_PATH = "/_matrix/client/versions"
+
+_NOT_INSTALLED = "matrix-synapse is not installed (pip install matrix-synapse)"
+_SECRET_KEYS = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
+# For failure messages: which log lines are worth quoting, and how many.
+_SEVERE = re.compile(r" - (WARNING|ERROR|CRITICAL) - ")
+_CARETS = re.compile(r"^\s*[\^~]+\s*$")
+_EXCERPT_LINES = 12
+
+# High enough that no scenario ever meets a 429, low enough to stay a plain number in the YAML.
+_UNLIMITED = {"per_second": 10_000, "burst_count": 10_000}
+
+# Every rate limiter Synapse reads with per_second/burst_count (synapse/config/ratelimiting.py). Keys it
+# does not know are silently ignored, so tests/unit/test_synapse_config.py checks these through Synapse's
+# own config parser rather than trusting the spelling here.
+_RATE_LIMITS: dict[str, Any] = {
+    "rc_message": _UNLIMITED,
+    "rc_registration": _UNLIMITED,
+    "rc_registration_token_validity": _UNLIMITED,
+    "rc_login": {"address": _UNLIMITED, "account": _UNLIMITED, "failed_attempts": _UNLIMITED},
+    "rc_joins": {"local": _UNLIMITED, "remote": _UNLIMITED},
+    "rc_joins_per_room": _UNLIMITED,
+    "rc_invites": {"per_room": _UNLIMITED, "per_user": _UNLIMITED, "per_issuer": _UNLIMITED},
+    "rc_third_party_invite": _UNLIMITED,
+    "rc_room_creation": _UNLIMITED,
+    "rc_3pid_validation": _UNLIMITED,
+    "rc_admin_redaction": _UNLIMITED,
+    "rc_media_create": _UNLIMITED,
+    "rc_presence": {"per_user": _UNLIMITED},
+    "rc_delayed_event_mgmt": _UNLIMITED,
+    "rc_reports": _UNLIMITED,
+    "rc_user_directory": _UNLIMITED,
+    "rc_profile": _UNLIMITED,
+    "rc_key_requests": _UNLIMITED,
+    "rc_federation": {
+        "window_size": 1000,
+        "sleep_limit": 10_000,
+        "sleep_delay": 0,
+        "reject_limit": 10_000,
+        "concurrent": 10_000,
+    },
+    "federation_rr_transactions_per_room_per_second": 10_000,
+}
+
+
+def build_synapse_config(
+    *,
+    workdir: Path,
+    port: int,
+    server_name: str = DEFAULT_SERVER_NAME,
+    extra_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The homeserver.yaml contents for a throwaway test server. Pure: touches no files.
+
+    Secrets are freshly random on every call. `extra_config` is merged last (dicts recursively), so a
+    caller can change one rate limit without restating the rest.
+    """
+    workdir = workdir.resolve()
+    config: dict[str, Any] = {
+        "server_name": server_name,
+        "public_baseurl": f"http://127.0.0.1:{port}/",
+        "pid_file": str(workdir / "homeserver.pid"),
+        "listeners": [
+            {
+                "port": port,
+                "bind_addresses": ["127.0.0.1"],
+                "type": "http",
+                "tls": False,
+                "x_forwarded": False,
+                # "client" also mounts /_synapse/admin (shared-secret registration, registration tokens)
+                # and authenticated media; nothing here federates, so no "federation" resource.
+                "resources": [{"names": ["client"], "compress": False}],
+            }
+        ],
+        "database": {"name": "sqlite3", "args": {"database": str(workdir / "homeserver.db")}},
+        "log_config": str(workdir / "log_config.yaml"),
+        "media_store_path": str(workdir / "media_store"),
+        "signing_key_path": str(workdir / "signing.key"),
+        "registration_shared_secret": secrets.token_hex(32),
+        # Left unset, Synapse derives these from the shared secret; keep them independent.
+        "macaroon_secret_key": secrets.token_hex(32),
+        "form_secret": secrets.token_hex(32),
+        "enable_registration": False,
+        "report_stats": False,
+        "enable_metrics": False,
+        # No outbound federation at all: no key fetches from matrix.org, no remote joins, no waiting on DNS.
+        "trusted_key_servers": [],
+        "suppress_key_server_warning": True,
+        "federation_domain_whitelist": [],
+        "url_preview_enabled": False,
+        # Test users log in constantly; the default 12 rounds costs ~250 ms per login.
+        "bcrypt_rounds": 4,
+        "presence": {"enabled": False},
+        # A cached /sync response would hide events sent in the last moments from a client that retries.
+        "caches": {"sync_response_cache_duration": 0},
+        # A fresh, short-lived database gains nothing from background updates; they only steal the CPU
+        # the scenarios are timing.
+        "background_updates": {"min_batch_size": 100_000, "sleep_duration_ms": 100_000},
+        **copy.deepcopy(_RATE_LIMITS),
+    }
+    if extra_config:
+        config = deep_merge(config, extra_config)
+    return config
+
+
+def build_log_config(log_path: Path) -> dict[str, Any]:
+    """Python logging dictConfig for Synapse: INFO to the log file, warnings also to stderr."""
+    fmt = "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"
+    return {
+        "version": 1,
+        "formatters": {"precise": {"format": fmt}},
+        "handlers": {
+            # Unbuffered (unlike Synapse's default): the lines that explain a crash must be on disk
+            # when we read them, even if the process was killed.
+            "file": {
+                "class": "logging.FileHandler",
+                "formatter": "precise",
+                "filename": str(log_path),
+                "encoding": "utf8",
+            },
+            "console": {"class": "logging.StreamHandler", "formatter": "precise", "level": "WARNING"},
+        },
+        "loggers": {
+            # DEBUG here would log access tokens.
+            "synapse.storage.SQL": {"level": "INFO"},
+        },
+        "root": {"level": "INFO", "handlers": ["file", "console"]},
+        "disable_existing_loggers": False,
+    }
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def write_signing_key(path: Path) -> None:
+    """Create a federation signing key in-process, which is far cheaper than Synapse's --generate-keys."""
+    try:
+        from signedjson.key import generate_signing_key, write_signing_keys
+    except ImportError as exc:
+        raise InfraError(_NOT_INSTALLED) from exc
+    key = generate_signing_key("a_" + secrets.token_hex(2))
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        write_signing_keys(fh, [key])
+
+
+def find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def port_is_free(port: int) -> bool:
+    """Whether Synapse could listen on 127.0.0.1:port right now.
+
+    SO_REUSEADDR mirrors what Twisted does, so a port whose last connections sit in TIME_WAIT (our own
+    previous run, just before a restart) counts as free, while one that something is listening on does not.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+            sock.listen(1)
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+# Process-group ids of Synapse children that are running, so that a last-resort cleanup can find them.
+_LIVE_CHILDREN: set[int] = set()
+_atexit_registered = False
+
+
+def kill_all_children() -> None:
+    """SIGKILL every Synapse child still running. Synchronous and signal-handler safe; idempotent."""
+    for pgid in list(_LIVE_CHILDREN):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pgid, signal.SIGKILL)
+        _LIVE_CHILDREN.discard(pgid)
+
+
+def _track(pgid: int) -> None:
+    global _atexit_registered
+    if not _atexit_registered:
+        atexit.register(kill_all_children)
+        _atexit_registered = True
+    _LIVE_CHILDREN.add(pgid)
+
+
+def synapse_installed() -> bool:
+    # find_spec rather than import: importing Synapse here would cost the harness most of a second.
+    return importlib.util.find_spec("synapse") is not None
+
+
+class SynapseHomeserver(Homeserver):
+    kind = "synapse"
+
+    def __init__(
+        self,
+        workdir: Path,
+        log_dir: Path,
+        *,
+        server_name: str = DEFAULT_SERVER_NAME,
+        port: int | None = None,
+        extra_config: Mapping[str, Any] | None = None,
+        start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+    ) -> None:
+        self.workdir = Path(workdir).resolve()
+        self.log_dir = Path(log_dir).resolve()
+        self.server_name = server_name
+        self.port = port
+        self.extra_config = dict(extra_config or {})
+        self.start_timeout_s = start_timeout_s
+        self.log_path = self.log_dir / "synapse.log"
+        self.stdout_path = self.log_dir / "synapse.stdout.log"
+        self.config_path = self.workdir / "homeserver.yaml"
+        self.version = None
+        self.boot_ms = None
+        self._config: dict[str, Any] | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self.port is None:
+            raise InfraError("Synapse has no port yet; call start() first")
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def shared_secret(self) -> str:
+        if self._config is None:
+            raise InfraError("Synapse has not been configured yet; call start() first")
+        return str(self._config["registration_shared_secret"])
+
+    async def start(self) -> None:
+        if self._proc is not None:
+            return
+        if not synapse_installed():
+            raise InfraError(_NOT_INSTALLED)
+        self._prepare()
+        assert self.port is not None
+        if not port_is_free(self.port):
+            raise InfraError(
+                f"Synapse cannot start: port {self.port} on 127.0.0.1 is already in use by another process "
+                f"(Synapse was not launched; its log would be {self.log_path})"
+            )
+
+        stdout_offset = _size(self.stdout_path)
+        log_offset = _size(self.log_path)
+        t0 = time.monotonic()
+        with self.stdout_path.open("ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "synapse.app.homeserver",
+                "-c",
+                str(self.config_path),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=asyncio.subprocess.STDOUT,
+                cwd=self.workdir,
+                # Own process group: stop() can signal Synapse and anything it forks in one go, and a
+                # terminal Ctrl-C reaches us first rather than killing Synapse under our feet.
+                start_new_session=True,
+            )
+        self._proc = proc
+        _track(proc.pid)
+        try:
+            problem = await self._wait_ready(proc, t0 + self.start_timeout_s)
+        except BaseException:
+            await self.stop()
+            raise
+        if problem is not None:
+            await self.stop()
+            raise self._start_failure(problem, stdout_offset, log_offset)
+        self.boot_ms = (time.monotonic() - t0) * 1000
+        self.version = await self._fetch_version()
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        try:
+            if proc.returncode is None:
+                _killpg(proc.pid, signal.SIGTERM)
+                try:
+                    await asyncio.wait_for(proc.wait(), STOP_GRACE_S)
+                except TimeoutError:
+                    _killpg(proc.pid, signal.SIGKILL)
+                    await proc.wait()
+        finally:
+            # Reached with the process still alive only if we were cancelled mid-stop: don't leave it.
+            if proc.returncode is None:
+                _killpg(proc.pid, signal.SIGKILL)
+            _LIVE_CHILDREN.discard(proc.pid)
+
+    async def restart(self) -> None:
+        await self.stop()
+        await self.start()
+
+    async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
+        if self._proc is None:
+            raise InfraError(f"cannot register @{localpart}: Synapse is not running")
+        return await register_with_shared_secret(
+            self.base_url, self.shared_secret, localpart, password, admin=admin
+        )
+
+    def _prepare(self) -> None:
+        """Write config, logging config and signing key once; restarts reuse them with the same data."""
+        if self._config is not None:
+            return
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        if self.port is None:
+            self.port = find_free_port()
+        config = build_synapse_config(
+            workdir=self.workdir,
+            port=self.port,
+            server_name=self.server_name,
+            extra_config=self.extra_config,
+        )
+        signing_key = Path(config["signing_key_path"])
+        if not signing_key.exists():
+            write_signing_key(signing_key)
+        Path(config["log_config"]).write_text(yaml.safe_dump(build_log_config(self.log_path)))
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(config, fh, sort_keys=False)
+        self._config = config
+
+    async def _wait_ready(self, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
+        """None once /versions answers 200, else why not. Wakes at once if the process exits."""
+        url = self.base_url + VERSIONS_PATH
+        exited = asyncio.ensure_future(proc.wait())
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+                while True:
+                    if exited.done():
+                        return f"exit code {proc.returncode}"
+                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                        async with http.get(url) as resp:
+                            if resp.status == 200:
+                                return None
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return f"did not answer {VERSIONS_PATH} within {self.start_timeout_s:g}s"
+                    await asyncio.wait({exited}, timeout=min(POLL_INTERVAL_S, remaining))
+        finally:
+            if not exited.done():
+                exited.cancel()
+
+    async def _fetch_version(self) -> str | None:
+        # The running server's own answer is authoritative; package metadata is the fallback.
+        url = self.base_url + "/_synapse/admin/v1/server_version"
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+            async with (
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
+                http.get(url) as resp,
+            ):
+                body = await resp.json()
+                if resp.status == 200 and isinstance(body.get("server_version"), str):
+                    return str(body["server_version"])
+        try:
+            return importlib.metadata.version("matrix-synapse")
+        except importlib.metadata.PackageNotFoundError:
+            return None
+
+    def _start_failure(self, problem: str, stdout_offset: int, log_offset: int) -> InfraError:
+        """One message that says what went wrong, where to look, and the lines that probably explain it."""
+        printed = [line for line in _read_from(self.stdout_path, stdout_offset) if _meaningful(line)]
+        logged = [line for line in _read_from(self.log_path, log_offset) if _SEVERE.search(line)]
+        if any("Failed to listen" in line for line in printed + logged):
+            # Lost a race for the port after our own check; say so rather than leave it in a traceback.
+            problem += f"; port {self.port} on 127.0.0.1 is already in use"
+        # Errors before logging is configured (bad config) only reach stdout, and the console handler copies
+        # later warnings there too, so stdout is the better source; the log file is the fallback.
+        lines = (printed or logged)[-_EXCERPT_LINES:]
+        where = [str(p) for p in (self.log_path, self.stdout_path) if _size(p) > 0] or [str(self.log_path)]
+        message = f"Synapse failed to start ({problem}); see {' and '.join(where)}"
+        if lines:
+            message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
+        secrets_ = [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
+        return InfraError(redact(message, secrets_))
+
+
+def _meaningful(line: str) -> bool:
+    # Python's traceback carets (^^^^) take a third of an excerpt and say nothing without a terminal.
+    return bool(line.strip()) and not _CARETS.match(line)
+
+
+def _killpg(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _read_from(path: Path, offset: int) -> list[str]:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(offset)
+            return fh.read().decode("utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
