@@ -1,0 +1,478 @@
+"""Rules of the mock provider: which reply a chat request gets. Pure logic; the only I/O is reading YAML.
+
+A rule file is a mapping with one key, `rules`, a list tried in file order (first match wins):
+
+    rules:
+      - name: slow-marker                       # required, unique within the file
+        match:                                  # every given condition must hold; no `match` = always
+          latest_user: "slow reply with marker: (?P<marker>\\S+)"   # re.search on the latest user message
+          any_message: "..."                    # re.search on each message, the most recent hit counts
+          last_role: tool                       # role of the conversation's last message
+          has_role: tool                        # some message has this role
+          tool_offered: exec                    # the request offers a tool of this name
+        reply: {text: "{marker}"}               # or {tool_call: {name, arguments}} / {tool_calls: [...]};
+                                                # text and tool calls may be combined
+        error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
+        latency_ms: 1500                        # simulated model latency before the response starts
+        hold: true                              # or a name: stay in flight until MockProvider.release(name)
+
+Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
+a named group of `match.latest_user` or `match.any_message`, or with `latest_user`, `last_content` (the last
+message's text) or `tool_content` (the most recent tool message's text); `{{` and `}}` are literal braces.
+Unknown names are rejected when the file is loaded, not when a request arrives.
+
+The built-in rules (marker echo, slow marker, exec tool call, tool-result echo) are data in
+fixtures/mock-provider/default.yaml, loaded by `load_default_rules()`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "mock-provider" / "default.yaml"
+DEFAULT_FALLBACK_TEXT = "mock: no rule matched"
+
+# Names every template may use, whatever the rule's regexes capture.
+BUILTIN_VARS = frozenset({"latest_user", "last_content", "tool_content"})
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)\}")
+
+
+class RuleFileError(ValueError):
+    """A rule file that cannot be used; the message names the file and each offending rule and field."""
+
+    def __init__(self, path: Path | str, problems: Sequence[str]) -> None:
+        self.path = Path(path)
+        self.problems = list(problems)
+        super().__init__(f"{self.path}: invalid mock-provider rules:\n" + "\n".join(f"  {p}" for p in problems))
+
+
+def _compile_regex(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as err:
+            # Pydantic's own message would drop the position, which is what the author needs.
+            raise ValueError(f"invalid regex {value!r}: {err}") from None
+    return value
+
+
+Regex = Annotated[re.Pattern[str], BeforeValidator(_compile_regex)]
+
+
+class _Strict(BaseModel):
+    # A misspelt key (`latency: 100`) must fail loudly rather than silently do nothing.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MatchSpec(_Strict):
+    latest_user: Regex | None = None
+    any_message: Regex | None = None
+    last_role: str | None = None
+    has_role: str | None = None
+    tool_offered: str | None = None
+
+
+class ToolCallSpec(_Strict):
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+
+
+class ReplySpec(_Strict):
+    text: str | None = None
+    tool_call: ToolCallSpec | None = None
+    tool_calls: list[ToolCallSpec] | None = None
+
+    @model_validator(mode="after")
+    def _one_shape(self) -> ReplySpec:
+        if self.tool_call is not None and self.tool_calls is not None:
+            raise ValueError("give either tool_call or tool_calls, not both")
+        if self.text is None and self.tool_call is None and not self.tool_calls:
+            raise ValueError("a reply needs text, tool_call or tool_calls")
+        return self
+
+    @property
+    def calls(self) -> list[ToolCallSpec]:
+        if self.tool_call is not None:
+            return [self.tool_call]
+        return list(self.tool_calls or [])
+
+
+class ErrorSpec(_Strict):
+    status: int = Field(ge=400, le=599)
+    message: str = "mock provider error"
+    type: str | None = None
+    code: str | None = None
+    param: str | None = None
+
+    def error_type(self) -> str:
+        if self.type is not None:
+            return self.type
+        return "server_error" if self.status >= 500 else "invalid_request_error"
+
+
+class Rule(_Strict):
+    name: str = Field(min_length=1)
+    match: MatchSpec = Field(default_factory=MatchSpec)
+    reply: ReplySpec | None = None
+    error: ErrorSpec | None = None
+    latency_ms: int = Field(default=0, ge=0)
+    hold: bool | str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Rule:
+        if (self.reply is None) == (self.error is None):
+            raise ValueError("a rule needs exactly one of reply or error")
+        if isinstance(self.hold, str) and not self.hold:
+            raise ValueError("hold: a hold name must not be empty")
+        known = set(BUILTIN_VARS)
+        for pattern in (self.match.latest_user, self.match.any_message):
+            if pattern is not None:
+                known.update(pattern.groupindex)
+        for where, template in self._templates():
+            unknown = sorted(set(_placeholders(template)) - known)
+            if unknown:
+                names = ", ".join("{" + n + "}" for n in unknown)
+                raise ValueError(
+                    f"{where} uses {names}: not a named group of match.latest_user/match.any_message "
+                    f"nor one of {', '.join(sorted(BUILTIN_VARS))}"
+                )
+        return self
+
+    def _templates(self) -> Iterable[tuple[str, str]]:
+        if self.reply is not None:
+            if self.reply.text is not None:
+                yield "reply.text", self.reply.text
+            for i, call in enumerate(self.reply.calls):
+                yield from _strings_in(call.arguments, f"tool call {i} ({call.name}) arguments")
+        if self.error is not None:
+            yield "error.message", self.error.message
+
+    @property
+    def hold_name(self) -> str | None:
+        if self.hold is True:
+            return self.name
+        if isinstance(self.hold, str):
+            return self.hold
+        return None
+
+    def match_request(self, request: ChatRequest) -> dict[str, str] | None:
+        """The template variables if this rule applies to the request, else None."""
+        spec = self.match
+        if spec.last_role is not None and request.last_role != spec.last_role:
+            return None
+        if spec.has_role is not None and all(m.role != spec.has_role for m in request.messages):
+            return None
+        if spec.tool_offered is not None and spec.tool_offered not in request.tools:
+            return None
+        variables = request.builtin_vars()
+        if spec.any_message is not None:
+            # The most recent hit, so a rule about "the last time X was said" sees the freshest value.
+            hit = next(
+                (m for m in (spec.any_message.search(msg.text) for msg in reversed(request.messages)) if m),
+                None,
+            )
+            if hit is None:
+                return None
+            variables.update({k: v or "" for k, v in hit.groupdict().items()})
+        if spec.latest_user is not None:
+            latest = request.latest_user
+            hit = spec.latest_user.search(latest) if latest is not None else None
+            if hit is None:
+                return None
+            variables.update({k: v or "" for k, v in hit.groupdict().items()})
+        return variables
+
+
+class RuleFile(_Strict):
+    rules: list[Rule]
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> RuleFile:
+        seen: dict[str, int] = {}
+        for index, rule in enumerate(self.rules):
+            if rule.name in seen:
+                raise ValueError(
+                    f"rules[{index}]: duplicate rule name {rule.name!r} (first used by rules[{seen[rule.name]}])"
+                )
+            seen[rule.name] = index
+        return self
+
+
+def _placeholders(template: str) -> list[str]:
+    return [m.group(1) for m in _PLACEHOLDER.finditer(template) if m.group(1)]
+
+
+def _strings_in(value: Any, where: str) -> Iterable[tuple[str, str]]:
+    if isinstance(value, str):
+        yield where, value
+    elif isinstance(value, Mapping):
+        for key, item in value.items():
+            yield from _strings_in(item, f"{where}.{key}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _strings_in(item, f"{where}[{i}]")
+
+
+def render(template: str, variables: Mapping[str, str]) -> str:
+    def _sub(m: re.Match[str]) -> str:
+        token = m.group(0)
+        if token == "{{":
+            return "{"
+        if token == "}}":
+            return "}"
+        # Load-time validation guarantees the name is known; keep the text visible if it somehow is not.
+        return variables.get(m.group(1), token)
+
+    return _PLACEHOLDER.sub(_sub, template)
+
+
+def _render_value(value: Any, variables: Mapping[str, str]) -> Any:
+    if isinstance(value, str):
+        return render(value, variables)
+    if isinstance(value, Mapping):
+        return {k: _render_value(v, variables) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_render_value(v, variables) for v in value]
+    return value
+
+
+# --- the request as rules see it -------------------------------------------------------------------------
+
+
+def content_text(content: Any) -> str:
+    """Text of a message's `content`: a string, or a list of parts of which the text parts count."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = [str(p.get("text", "")) for p in content if isinstance(p, Mapping) and p.get("type") == "text"]
+        return "\n".join(texts)
+    return str(content)
+
+
+@dataclass(frozen=True)
+class Message:
+    role: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    messages: list[Message]
+    tools: list[str] = field(default_factory=list)
+    model: str = ""
+
+    @classmethod
+    def from_body(cls, body: Mapping[str, Any]) -> ChatRequest:
+        raw = body.get("messages") or []
+        messages = [
+            Message(role=str(m.get("role", "")), text=content_text(m.get("content")))
+            for m in raw
+            if isinstance(m, Mapping)
+        ]
+        return cls(messages=messages, tools=tool_names(body), model=str(body.get("model", "")))
+
+    @property
+    def latest_user(self) -> str | None:
+        return next((m.text for m in reversed(self.messages) if m.role == "user"), None)
+
+    @property
+    def last_role(self) -> str | None:
+        return self.messages[-1].role if self.messages else None
+
+    def builtin_vars(self) -> dict[str, str]:
+        return {
+            "latest_user": self.latest_user or "",
+            "last_content": self.messages[-1].text if self.messages else "",
+            "tool_content": next((m.text for m in reversed(self.messages) if m.role == "tool"), ""),
+        }
+
+
+def tool_names(body: Mapping[str, Any]) -> list[str]:
+    """Names of the tools a request offers (`tools`, and the legacy `functions`)."""
+    names: list[str] = []
+    for tool in body.get("tools") or []:
+        if not isinstance(tool, Mapping):
+            continue
+        kind = tool.get("type", "function")
+        inner = tool.get(kind) if isinstance(tool.get(kind), Mapping) else tool
+        if isinstance(inner, Mapping) and isinstance(inner.get("name"), str):
+            names.append(inner["name"])
+    for fn in body.get("functions") or []:
+        if isinstance(fn, Mapping) and isinstance(fn.get("name"), str):
+            names.append(fn["name"])
+    return names
+
+
+# --- decisions --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    id: str
+    name: str
+    arguments: str  # JSON text, as the wire format carries it
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    @property
+    def finish_reason(self) -> Literal["stop", "tool_calls"]:
+        return "tool_calls" if self.tool_calls else "stop"
+
+    def to_json(self) -> dict[str, Any]:
+        return {"text": self.text, "toolCalls": [c.to_json() for c in self.tool_calls]}
+
+
+@dataclass(frozen=True)
+class ErrorReply:
+    status: int
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+@dataclass(frozen=True)
+class Decision:
+    rule: Rule | None  # None: nothing matched and the fallback text was used
+    reply: Reply | None
+    error: ErrorReply | None
+    latency_ms: int = 0
+    hold: str | None = None
+
+    @property
+    def rule_name(self) -> str | None:
+        return self.rule.name if self.rule is not None else None
+
+
+def decide(
+    rules: Sequence[Rule],
+    request: ChatRequest,
+    *,
+    fallback_text: str = DEFAULT_FALLBACK_TEXT,
+    call_id_prefix: str = "call_mock",
+) -> Decision:
+    """First matching rule wins; no match is not an error, so the bot under test keeps a working model."""
+    for rule in rules:
+        variables = rule.match_request(request)
+        if variables is None:
+            continue
+        if rule.error is not None:
+            err = rule.error
+            error = ErrorReply(
+                status=err.status,
+                message=render(err.message, variables),
+                type=err.error_type(),
+                code=err.code,
+                param=err.param,
+            )
+            return Decision(rule, None, error, rule.latency_ms, rule.hold_name)
+        assert rule.reply is not None  # guaranteed by Rule._check
+        calls = [
+            ToolCall(
+                id=f"{call_id_prefix}_{i}",
+                name=spec.name,
+                arguments=json.dumps(_render_value(spec.arguments, variables), ensure_ascii=False),
+            )
+            for i, spec in enumerate(rule.reply.calls)
+        ]
+        text = render(rule.reply.text, variables) if rule.reply.text is not None else None
+        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name)
+    return Decision(None, Reply(fallback_text), None)
+
+
+# --- loading ----------------------------------------------------------------------------------------------
+
+
+def _rule_lines(text: str) -> list[int]:
+    """1-based line of each item under `rules`, best effort: only used to make error messages findable."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
+def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> str:
+    loc = list(err["loc"])
+    msg = str(err["msg"]).removeprefix("Value error, ")
+    if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
+        index = loc[1]
+        head = f"rules[{index}]"
+        rules = raw.get("rules") if isinstance(raw, Mapping) else None
+        if isinstance(rules, list) and index < len(rules) and isinstance(rules[index], Mapping):
+            name = rules[index].get("name")
+            if name is not None:
+                head += f" (name {name!r})"
+        if index < len(lines):
+            head += f" at line {lines[index]}"
+        field_path = ".".join(str(p) for p in loc[2:])
+        return f"{head}: {field_path + ': ' if field_path else ''}{msg}"
+    return f"{'.'.join(str(p) for p in loc) or '<top level>'}: {msg}"
+
+
+def parse_rules(text: str, source: Path | str = "<string>") -> list[Rule]:
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise RuleFileError(source, [f"not valid YAML: {err}"]) from None
+    if not isinstance(raw, Mapping):
+        raise RuleFileError(source, ["expected a mapping with a `rules` list at the top level"])
+    try:
+        return list(RuleFile.model_validate(raw).rules)
+    except ValidationError as err:
+        lines = _rule_lines(text)
+        problems = [_format_error(e, raw, lines) for e in err.errors()]
+        raise RuleFileError(source, problems) from None
+
+
+def load_rules(path: Path | str) -> list[Rule]:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as err:
+        raise RuleFileError(path, [f"cannot read: {err.strerror or err}"]) from None
+    return parse_rules(text, path)
+
+
+def load_rule_files(paths: Iterable[Path | str]) -> list[Rule]:
+    rules: list[Rule] = []
+    for path in paths:
+        rules.extend(load_rules(path))
+    return rules
+
+
+@lru_cache(maxsize=1)
+def _default_rules() -> tuple[Rule, ...]:
+    return tuple(load_rules(DEFAULT_RULES_PATH))
+
+
+def load_default_rules() -> list[Rule]:
+    """The built-in rules; rules are frozen, so sharing the cached objects is safe."""
+    return list(_default_rules())
