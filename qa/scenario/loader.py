@@ -1,0 +1,332 @@
+"""Load scenario files, turning every problem into a `file:line:column: field: message` error.
+
+PyYAML's composed node tree keeps a start mark for every key and value, so a pydantic error location such as
+("steps", 1, "send", "bdy") is walked down that tree to the node the user wrote. The same tree catches what
+plain `yaml.safe_load` hides: a key written twice in one mapping (PyYAML silently keeps the last).
+
+Order of scenarios: by file name, except that the scenario with id `canary` always runs first. The canary is
+the cheapest proof that homeserver, bot and provider are wired up, so a broken setup fails in seconds rather
+than after a whole plan of confusing failures.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from qa.errors import ConfigError
+from qa.scenario.schema import Scenario, describe_step_problem, field_keys, model_at
+
+CANARY_ID = "canary"
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+Loc = tuple[str | int, ...]
+
+
+class ScenarioError(ConfigError):
+    """One problem in one scenario file; `line` and `column` are 1-based, `field` is dotted (steps[1].send)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        path: Path | None = None,
+        line: int | None = None,
+        column: int | None = None,
+        field: str | None = None,
+    ) -> None:
+        self.message = message
+        self.path = path
+        self.line = line
+        self.column = column
+        self.field = field
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = "" if self.path is None else str(self.path)
+        if self.path is not None and self.line is not None:
+            where += f":{self.line}" + (f":{self.column}" if self.column is not None else "")
+        parts = [p for p in (where, self.field) if p]
+        return ": ".join([*parts, self.message])
+
+    def __str__(self) -> str:
+        return self.format()
+
+
+class ScenarioErrors(ScenarioError):
+    """Several problems at once, so a user fixes all of them in one go.
+
+    A ScenarioError itself (located at the first problem) so `except ScenarioError` catches both; `errors`
+    holds them all and str() lists one per line.
+    """
+
+    def __init__(self, errors: list[ScenarioError]) -> None:
+        if not errors:
+            raise ValueError("ScenarioErrors needs at least one error")
+        self.errors = list(errors)
+        first = self.errors[0]
+        super().__init__(first.message, path=first.path, line=first.line, column=first.column, field=first.field)
+
+    def format(self) -> str:
+        return "\n".join(e.format() for e in self.errors)
+
+
+def field_path(loc: Loc) -> str:
+    """("steps", 1, "send", "body") -> "steps[1].send.body"."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+# --- walking the YAML node tree ----------------------------------------------------------------------------
+
+
+def _mapping_pair(node: MappingNode, key: str | int) -> tuple[Node, Node] | None:
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.value == str(key):
+            return key_node, value_node
+    return None
+
+
+def _locate(root: Node, loc: Loc, *, at_key: bool) -> Node:
+    """The deepest node the location reaches; `at_key` points at the final key rather than its value."""
+    node = root
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if part == "[key]":  # pydantic's marker for "the dict key itself was invalid"; handled one level up
+            break
+        last = i == len(parts) - 1
+        if isinstance(node, MappingNode):
+            pair = _mapping_pair(node, part)
+            if pair is None:
+                return node  # e.g. a missing field: the mapping that should have held it
+            key_is_bad = i + 1 < len(parts) and parts[i + 1] == "[key]"
+            if key_is_bad or (last and at_key):
+                return pair[0]
+            node = pair[1]
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node
+
+
+def _duplicate_keys(node: Node, loc: Loc, seen_nodes: set[int]) -> Iterator[tuple[Node, Loc, Node]]:
+    """(second key node, location, first key node) for each key repeated within one mapping."""
+    if id(node) in seen_nodes:  # aliases can make the tree a graph, even a cyclic one
+        return
+    seen_nodes.add(id(node))
+    if isinstance(node, MappingNode):
+        first: dict[str, Node] = {}
+        for key_node, value_node in node.value:
+            key = key_node.value if isinstance(key_node, ScalarNode) else None
+            if key is not None and key != "<<":
+                if key in first:
+                    yield key_node, (*loc, key), first[key]
+                else:
+                    first[key] = key_node
+            yield from _duplicate_keys(value_node, (*loc, key if key is not None else "?"), seen_nodes)
+    elif isinstance(node, SequenceNode):
+        for i, item in enumerate(node.value):
+            yield from _duplicate_keys(item, (*loc, i), seen_nodes)
+
+
+# --- one file ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Loaded:
+    path: Path
+    scenario: Scenario | None = None
+    root: Node | None = None
+    errors: list[ScenarioError] = field(default_factory=list)
+
+    def error(self, message: str, node: Node | None = None, loc: Loc = ()) -> None:
+        mark = node.start_mark if node is not None else None
+        self.errors.append(
+            ScenarioError(
+                message,
+                path=self.path,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+                field=field_path(loc) or None,
+            )
+        )
+
+
+def _message(err: ErrorDetails) -> str:
+    kind = err["type"]
+    loc = tuple(err["loc"])
+    if kind == "missing":
+        return "required field missing"
+    if kind == "extra_forbidden":
+        model = model_at(loc[:-1])
+        if model is None:
+            return "unknown field"
+        known = field_keys(model)
+        close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return f"unknown field ({hint}known: {', '.join(known)})"
+    if kind == "step_type":
+        return describe_step_problem(err["input"])
+    msg = err["msg"]
+    # pydantic prefixes messages of plain ValueErrors; the file:line prefix already says it's an error.
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _load_file(path: Path) -> _Loaded:
+    out = _Loaded(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        out.error(f"not UTF-8 text: {exc.reason} at byte {exc.start}")
+        return out
+    except OSError as exc:
+        out.error(f"cannot read: {exc.strerror or exc}")
+        return out
+
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None:
+            for key_node, dup_loc, first in _duplicate_keys(root, (), set()):
+                out.error(f"duplicate key (first at line {first.start_mark.line + 1})", key_node, dup_loc)
+        data = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        if "expected a single document" in problem:
+            problem = "a file holds one scenario; found several YAML documents (split them into files)"
+        out.errors.append(
+            ScenarioError(
+                f"YAML syntax error: {problem}",
+                path=path,
+                line=mark.line + 1 if mark else None,
+                column=mark.column + 1 if mark else None,
+            )
+        )
+        return out
+    except yaml.YAMLError as exc:
+        out.error(f"YAML error: {exc}")
+        return out
+    finally:
+        loader.dispose()
+    out.root = root
+
+    if data is None:
+        out.error("empty file: expected a scenario (a mapping with id, title, profiles and steps)")
+        return out
+    if isinstance(data, list):
+        out.error("a file holds one scenario (a mapping); found a list — put each scenario in its own file", root)
+        return out
+    if not isinstance(data, dict):
+        out.error(f"expected a scenario mapping at the top level, found {type(data).__name__}", root)
+        return out
+
+    try:
+        out.scenario = Scenario.model_validate(data, context={"source_path": path})
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            node = _locate(root, loc, at_key=err["type"] == "extra_forbidden")
+            shown = tuple(p for p in loc if p != "[key]")
+            out.error(_message(err), node, shown)
+    # A duplicate key makes the parsed value ambiguous, so don't hand out a scenario built from it.
+    if out.errors:
+        out.scenario = None
+    # pydantic reports in schema order, cross-reference checks come last; a reader goes top to bottom.
+    out.errors.sort(key=lambda e: (e.line or 0, e.column or 0))
+    return out
+
+
+# --- many files --------------------------------------------------------------------------------------------
+
+
+def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Path]:
+    files: list[Path] = []
+    seen: set[Path] = set()
+    for raw in paths:
+        p = Path(raw)
+        if p.is_dir():
+            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and c.is_file())
+            if not found:
+                errors.append(ScenarioError("no scenario files (*.yaml, *.yml) in this directory", path=p))
+        elif p.exists():
+            found = [p]
+        else:
+            errors.append(ScenarioError("no such file or directory", path=p))
+            found = []
+        for f in found:
+            key = f.resolve()
+            if key not in seen:
+                seen.add(key)
+                files.append(f)
+    return files
+
+
+def _as_paths(dir_or_paths: str | Path | Iterable[str | Path]) -> list[str | Path]:
+    if isinstance(dir_or_paths, str | Path):
+        return [dir_or_paths]
+    return list(dir_or_paths)
+
+
+def _plan_order(scenario: Scenario) -> tuple[bool, str, str]:
+    path = scenario.source_path or Path()
+    return (scenario.id != CANARY_ID, path.name, str(path))
+
+
+def _load_all(dir_or_paths: str | Path | Iterable[str | Path]) -> tuple[list[Scenario], list[ScenarioError]]:
+    errors: list[ScenarioError] = []
+    files = _expand(_as_paths(dir_or_paths), errors)
+    loaded = [_load_file(f) for f in sorted(files, key=lambda f: (f.name, str(f)))]
+
+    scenarios: list[Scenario] = []
+    first_by_id: dict[str, _Loaded] = {}
+    for item in loaded:
+        errors.extend(item.errors)
+        if item.scenario is None:
+            continue
+        sid = item.scenario.id
+        if sid in first_by_id:
+            first = first_by_id[sid]
+            first_line = _locate(first.root, ("id",), at_key=False).start_mark.line + 1 if first.root else 1
+            node = _locate(item.root, ("id",), at_key=False) if item.root else None
+            item.error(f"duplicate scenario id {sid!r} (also in {first.path}:{first_line})", node, ("id",))
+            errors.append(item.errors[-1])
+            continue
+        first_by_id[sid] = item
+        scenarios.append(item.scenario)
+    scenarios.sort(key=_plan_order)
+    return scenarios, errors
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load one file; raises ScenarioErrors (a ScenarioError) listing every problem found in it."""
+    item = _load_file(Path(path))
+    if item.errors or item.scenario is None:
+        raise ScenarioErrors(item.errors)
+    return item.scenario
+
+
+def load_scenarios(dir_or_paths: str | Path | Iterable[str | Path]) -> list[Scenario]:
+    """Load a directory (its *.yaml / *.yml, not recursive) and/or files, in plan order (see module doc)."""
+    scenarios, errors = _load_all(dir_or_paths)
+    if errors:
+        raise ScenarioErrors(errors)
+    return scenarios
+
+
+def validate_paths(paths: str | Path | Iterable[str | Path]) -> list[ScenarioError]:
+    """Every problem across all the given files and directories; empty when all of them are valid."""
+    return _load_all(paths)[1]
