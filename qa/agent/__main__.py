@@ -1,0 +1,75 @@
+"""Entry point of the bot process: `python -m qa.agent --config FILE`.
+
+Trace records go to the trace file and to stdout (one JSON line each) for the harness; human logs go to
+stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from qa.agent.config import load_agent_config, model_api_key
+from qa.agent.lock import release_all_held
+from qa.agent.lock_settings import resolve_lock_settings
+from qa.agent.matrix import MatrixBot
+from qa.agent.model import ModelClient
+from qa.agent.session import SessionManager
+from qa.agent.trace import Trace
+from qa.errors import QAError
+
+
+async def _main(config_path: Path) -> int:
+    config = load_agent_config(config_path)
+    settings, sources = resolve_lock_settings(config.session.get("writeLock"), os.environ)
+    trace = Trace(Path(config.trace_path) if config.trace_path else None, echo=sys.stdout)
+    trace.emit("start", pid=os.getpid(), userId=config.user_id,
+               lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
+                     "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
+    model = ModelClient(config.model, model_api_key())
+    bot = MatrixBot(config, trace, config.password(os.environ))
+    bot.sessions = SessionManager(Path(config.state_dir), settings, trace, model,
+                                  config.model.system_prompt, bot.send_reply)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await bot.login()
+        runner = asyncio.create_task(bot.run(), name="sync")
+        stopper = asyncio.create_task(stop.wait(), name="stop")
+        done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if runner in done:
+            runner.result()  # re-raise a crash of the sync loop
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        trace.emit("stop", reason="signal")
+        return 0
+    finally:
+        await bot.sessions.close()
+        release_all_held()
+        await model.close()
+        await bot.close()
+        trace.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m qa.agent", description="matrix-qa's embedded agent (bot)")
+    parser.add_argument("--config", required=True, type=Path)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(_main(args.config))
+    except QAError as exc:
+        print(f"matrix-qa bot: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""The bot's typed config, read from the JSON/YAML file the harness (or a person) writes.
+
+Secrets do not live in the file: the Matrix password comes from the file named by `passwordFile` or the
+env var `MATRIX_QA_BOT_PASSWORD`, the model key from `OPENAI_API_KEY`. That keeps the config safe to copy into
+artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from qa.agent.policy import RoomPolicy
+from qa.errors import ConfigError
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class RoomConfig(_Model):
+    require_mention: bool = Field(True, alias="requireMention")
+    allowlist: list[str] | None = None
+    allow_bots: Literal["off", "mentions", "all"] = Field("off", alias="allowBots")
+
+    @field_validator("allow_bots", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads a bare `off` as False; people write `allowBots: off` and mean the string.
+        return "off" if value is False else value
+
+
+class ModelConfig(_Model):
+    base_url: str = Field(alias="baseUrl")
+    model: str
+    timeout_s: float = Field(60.0, alias="timeoutS")
+    max_retries: int = Field(2, alias="maxRetries")
+    system_prompt: str = Field(
+        "You are a helpful assistant in a Matrix chat room. Follow the user's instructions exactly.",
+        alias="systemPrompt",
+    )
+
+
+class AgentConfig(_Model):
+    homeserver: str
+    user_id: str = Field(alias="userId")
+    password_file: str | None = Field(None, alias="passwordFile")
+    device_id: str = Field("MATRIXQABOT", alias="deviceId")
+    state_dir: str = Field(alias="stateDir")
+    trace_path: str | None = Field(None, alias="tracePath")
+    rooms: dict[str, RoomConfig]
+    known_bots: list[str] = Field(default_factory=list, alias="knownBots")
+    model: ModelConfig
+    session: dict[str, Any] = Field(default_factory=dict)
+    # Test hook, off by default: when true the bot forgets its sync position on start (a real bug class the
+    # restart scenarios must catch).
+    forget_sync_token: bool = Field(False, alias="forgetSyncToken")
+
+    def room_policy(self, room_id: str) -> RoomPolicy | None:
+        room = self.rooms.get(room_id)
+        if room is None:
+            return None
+        return RoomPolicy(
+            require_mention=room.require_mention,
+            allowlist=frozenset(room.allowlist) if room.allowlist is not None else None,
+            allow_bots=room.allow_bots,
+            known_bots=frozenset(self.known_bots),
+        )
+
+    def password(self, env: Mapping[str, str]) -> str:
+        if self.password_file:
+            return Path(self.password_file).read_text(encoding="utf-8").strip()
+        if env.get("MATRIX_QA_BOT_PASSWORD"):
+            return env["MATRIX_QA_BOT_PASSWORD"]
+        raise ConfigError("bot config: no password (set passwordFile or MATRIX_QA_BOT_PASSWORD)")
+
+
+def load_agent_config(path: Path) -> AgentConfig:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read bot config: {exc.strerror}") from exc
+    try:
+        raw = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: not valid {path.suffix.lstrip('.') or 'YAML'}: {exc}") from exc
+    try:
+        return AgentConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+
+
+def model_api_key(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("OPENAI_API_KEY") or env.get("MATRIX_QA_LIVE_OPENAI_KEY") or ""

@@ -1,0 +1,179 @@
+"""The bot's Matrix edge: a matrix-nio client, a sync loop that keeps its position, and send helpers.
+
+The loop is written out (rather than nio's sync_forever) because the bot must persist its sync token only
+after it has handed the batch's events on, and must say "ready" once its rooms are joined.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, RoomSendError, SyncError
+
+from qa.agent.config import AgentConfig
+from qa.agent.policy import decide, parse_inbound
+from qa.agent.session import SessionManager
+from qa.agent.trace import Trace
+from qa.errors import InfraError
+
+log = logging.getLogger("qa.agent.matrix")
+
+SYNC_TIMEOUT_MS = 30_000
+# Retry pacing when the homeserver is unreachable (e.g. restarting): a backoff, not a synchronization point.
+RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+
+
+def reply_content(text: str, thread_root: str | None, in_reply_to: str | None) -> dict[str, Any]:
+    content: dict[str, Any] = {"msgtype": "m.text", "body": text, "m.mentions": {}}
+    if thread_root:
+        content["m.relates_to"] = {
+            "rel_type": "m.thread",
+            "event_id": thread_root,
+            "is_falling_back": True,
+            "m.in_reply_to": {"event_id": in_reply_to or thread_root},
+        }
+    return content
+
+
+class MatrixBot:
+    def __init__(self, config: AgentConfig, trace: Trace, password: str) -> None:
+        self._config = config
+        self._trace = trace
+        self._password = password
+        state = Path(config.state_dir)
+        self._token_path = state / "sync-token.json"
+        store = state / "nio-store"
+        store.mkdir(parents=True, exist_ok=True)
+        self.client = AsyncClient(
+            config.homeserver,
+            config.user_id,
+            device_id=config.device_id,
+            store_path=str(store),
+            config=AsyncClientConfig(encryption_enabled=False, request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
+        )
+        self.sessions: SessionManager | None = None
+        self._sent: dict[str, tuple[str, str | None]] = {}  # bot event id -> (room, thread root)
+        self._ready = False
+
+    async def login(self) -> None:
+        resp = await self.client.login(self._password, device_name="matrix-qa bot")
+        if isinstance(resp, LoginError):
+            raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
+
+    def _load_token(self) -> str | None:
+        if self._config.forget_sync_token or not self._token_path.exists():
+            return None
+        try:
+            return json.loads(self._token_path.read_text())["next_batch"]
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def _save_token(self, token: str) -> None:
+        tmp = self._token_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"next_batch": token}))
+        tmp.replace(self._token_path)  # atomic, so a SIGKILL never leaves half a token
+
+    async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
+        resp = await self.client.room_send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to))
+        if isinstance(resp, RoomSendError):
+            self._trace.emit("error", where="send", roomId=room_id, error=resp.message)
+            return None
+        self._sent[resp.event_id] = (room_id, thread_root)
+        return resp.event_id
+
+    async def run(self) -> None:
+        token = self._load_token()
+        fresh_start = token is None
+        first = True
+        failures = 0
+        while True:
+            try:
+                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token, full_state=first)
+            except (TimeoutError, OSError) as exc:
+                resp = SyncError(f"{type(exc).__name__}: {exc}")
+            if isinstance(resp, SyncError):
+                delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                failures += 1
+                self._trace.emit("error", where="sync", error=resp.message, retryInS=delay)
+                await asyncio.sleep(delay)
+                continue
+            if failures:
+                self._trace.emit("sync.resumed", afterFailures=failures)
+            failures = 0
+            await self._join_invites(resp)
+            for room_id, room in resp.rooms.join.items():
+                for event in room.timeline.events:
+                    # Events in the very first sync of a never-synced bot are history, not requests.
+                    await self._handle(room_id, event.source, history=fresh_start and first)
+            token = resp.next_batch
+            self._save_token(token)
+            first = False
+            self._maybe_ready()
+
+    async def _join_invites(self, resp: Any) -> None:
+        for room_id in resp.rooms.invite:
+            if room_id not in self._config.rooms:
+                self._trace.emit("invite.ignored", roomId=room_id)
+                continue
+            joined = await self.client.join(room_id)
+            if isinstance(joined, JoinError):
+                self._trace.emit("error", where="join", roomId=room_id, error=joined.message)
+
+    def _maybe_ready(self) -> None:
+        if self._ready:
+            return
+        joined = set(self.client.rooms)
+        if all(room_id in joined for room_id in self._config.rooms):
+            self._ready = True
+            self._trace.emit("ready", userId=self._config.user_id, rooms=sorted(self._config.rooms))
+
+    async def _handle(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
+        etype = source.get("type")
+        if etype == "m.reaction":
+            await self._handle_reaction(room_id, source)
+            return
+        if etype != "m.room.message":
+            return
+        assert self.sessions is not None
+        event = {**source, "room_id": room_id}
+        inbound = parse_inbound(event, self._config.user_id)
+        if inbound.sender == self._config.user_id:
+            return  # our own echo: not worth a trace line
+        session = self.sessions.session_for(room_id, inbound.thread_root).key
+        if history:
+            decision_label, reason = "dropped", "history"
+        elif self.sessions.already_seen(inbound):
+            decision_label, reason = "dropped", "duplicate"
+        else:
+            decision = decide(inbound, self._config.user_id, self._config.room_policy(room_id))
+            decision_label, reason = decision.label, decision.reason
+        self._trace.emit("inbound", eventId=inbound.event_id, roomId=room_id, sender=inbound.sender,
+                         session=session, decision=decision_label, reason=reason)
+        if decision_label == "accepted":
+            self.sessions.submit(inbound)
+
+    async def _handle_reaction(self, room_id: str, source: dict[str, Any]) -> None:
+        relates = (source.get("content") or {}).get("m.relates_to") or {}
+        target = relates.get("event_id")
+        sender = source.get("sender")
+        if sender == self._config.user_id or relates.get("rel_type") != "m.annotation":
+            return
+        where = self._sent.get(target) if target else None
+        policy = self._config.room_policy(room_id)
+        allowed = policy is not None and (policy.allowlist is None or sender in policy.allowlist)
+        session = self.sessions.session_for(room_id, where[1]).key if (where and self.sessions) else None
+        self._trace.emit("reaction", eventId=source.get("event_id"), roomId=room_id, sender=sender,
+                         key=relates.get("key"), target=target, session=session,
+                         decision="recorded" if (where and allowed) else "ignored")
+        if where and allowed and self.sessions is not None:
+            await self.sessions.record_notice(room_id, where[1], {
+                "eventId": source.get("event_id"), "sender": sender,
+                "content": f"{sender} reacted {relates.get('key')} to message {target}",
+            })
+
+    async def close(self) -> None:
+        await self.client.close()

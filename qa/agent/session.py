@@ -1,0 +1,218 @@
+"""Sessions and the turn protocol: the place where the write-lock rule is kept or broken.
+
+One session = one conversation (a room's top level, or one thread). Per session two workers run in order:
+
+- the append worker writes each inbound message to the transcript as soon as it arrives
+  (acquire → append → release), so a message that lands while a turn is thinking is recorded at once;
+- the turn worker answers accepted messages one after another:
+  model I/O with no lock held → reacquire → fence check → append reply → release → send to Matrix.
+
+Scope `attempt` is the legacy bug kept on purpose: the turn holds the lock from start to end, model call
+included, so the append worker's acquire times out with `session file locked (timeout …)`. Tests use it to
+show the lock evidence catching the bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import itertools
+import os
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
+from qa.agent.lock_settings import LockSettings
+from qa.agent.model import ModelClient, build_messages
+from qa.agent.policy import Inbound, session_key
+from qa.agent.trace import Trace
+from qa.agent.transcript import FencedWriteError, Transcript
+
+# (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
+SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
+
+
+def transcript_file_name(key: str) -> str:
+    readable = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")[:60]
+    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
+    return f"{readable}-{digest}.jsonl"
+
+
+@dataclass
+class Session:
+    key: str
+    room_id: str
+    thread_root: str | None
+    transcript: Transcript
+    lock: SessionWriteLock
+    seen_events: set[str]
+    appends: asyncio.Queue[Inbound] = field(default_factory=asyncio.Queue)
+    turns: asyncio.Queue[Inbound] = field(default_factory=asyncio.Queue)
+    workers: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+class SessionManager:
+    def __init__(
+        self,
+        state_dir: Path,
+        settings: LockSettings,
+        trace: Trace,
+        model: ModelClient,
+        system_prompt: str,
+        send_reply: SendReply,
+    ) -> None:
+        self._dir = state_dir / "sessions"
+        self._dir.mkdir(parents=True, exist_ok=True)
+        self._settings = settings
+        self._trace = trace
+        self._model = model
+        self._system_prompt = system_prompt
+        self._send_reply = send_reply
+        self._sessions: dict[str, Session] = {}
+        self._attempts = itertools.count(1)
+        self._pid = os.getpid()
+
+    def session_for(self, room_id: str, thread_root: str | None) -> Session:
+        key = session_key(room_id, thread_root)
+        session = self._sessions.get(key)
+        if session is None:
+            path = self._dir / transcript_file_name(key)
+            transcript = Transcript(path)
+            seen = {str(r["eventId"]) for r in transcript.read() if r.get("kind") == "user" and r.get("eventId")}
+            session = Session(
+                key=key,
+                room_id=room_id,
+                thread_root=thread_root,
+                transcript=transcript,
+                lock=SessionWriteLock(path, self._settings, self._trace, session=key),
+                seen_events=seen,
+            )
+            session.workers = [
+                asyncio.create_task(self._append_worker(session), name=f"append:{key}"),
+                asyncio.create_task(self._turn_worker(session), name=f"turn:{key}"),
+            ]
+            self._sessions[key] = session
+        return session
+
+    def already_seen(self, inbound: Inbound) -> bool:
+        return inbound.event_id in self.session_for(inbound.room_id, inbound.thread_root).seen_events
+
+    def submit(self, inbound: Inbound) -> str:
+        """Queue an accepted message; returns its session key. Never blocks the sync loop."""
+        session = self.session_for(inbound.room_id, inbound.thread_root)
+        session.seen_events.add(inbound.event_id)
+        session.appends.put_nowait(inbound)
+        return session.key
+
+    async def record_notice(self, room_id: str, thread_root: str | None, record: dict[str, Any]) -> None:
+        session = self.session_for(room_id, thread_root)
+        attempt = self._next_attempt("notice")
+        try:
+            hold = await session.lock.acquire(attempt, "notice")
+        except SessionLockError as exc:
+            self._trace.emit("error", where="notice", session=session.key, error=str(exc))
+            return
+        try:
+            session.transcript.append(hold, {"kind": "notice", "attempt": attempt, **record})
+        finally:
+            hold.release()
+
+    async def close(self) -> None:
+        tasks = [t for s in self._sessions.values() for t in s.workers]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _next_attempt(self, kind: str) -> str:
+        return f"{kind}-{self._pid}-{next(self._attempts)}"
+
+    async def _append_worker(self, session: Session) -> None:
+        while True:
+            inbound = await session.appends.get()
+            attempt = self._next_attempt("inbound")
+            try:
+                hold = await session.lock.acquire(attempt, "inbound")
+            except SessionLockError as exc:
+                # The message is lost, exactly as writers were in the bug this project exists to catch.
+                self._trace.emit("error", where="inbound-append", session=session.key,
+                                 eventId=inbound.event_id, error=str(exc))
+                continue
+            try:
+                session.transcript.append(hold, {
+                    "kind": "user", "attempt": attempt, "eventId": inbound.event_id,
+                    "sender": inbound.sender, "content": inbound.body,
+                })
+            except Exception as exc:  # a worker that dies silently would look like a bot that ignores people
+                self._trace.emit("error", where="inbound-append", session=session.key, eventId=inbound.event_id,
+                                 error=f"{type(exc).__name__}: {exc}")
+                continue
+            finally:
+                hold.release()
+            session.turns.put_nowait(inbound)
+
+    async def _turn_worker(self, session: Session) -> None:
+        while True:
+            inbound = await session.turns.get()
+            try:
+                await self._run_turn(session, inbound)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # one bad turn must not stop the session
+                self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
+                                 error=f"{type(exc).__name__}: {exc}")
+
+    async def _run_turn(self, session: Session, inbound: Inbound) -> None:
+        attempt = self._next_attempt("turn")
+        trace = self._trace
+        trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id)
+        hold: LockHold | None = None
+        outcome = "failed"
+        try:
+            if self._settings.scope == "attempt":
+                hold = await session.lock.acquire(attempt, "turn")
+            messages = build_messages(self._system_prompt, session.transcript.read())
+            request_id = f"{attempt}-model"
+            trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id)
+            try:
+                reply = await self._model.complete(messages)
+            except Exception as exc:
+                trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
+                           ok=False, error=f"{type(exc).__name__}: {exc}")
+                hold = hold or await session.lock.acquire(attempt, "failed")
+                session.transcript.append(hold, {"kind": "failed", "attempt": attempt,
+                                                 "eventId": inbound.event_id, "content": type(exc).__name__})
+                return
+            trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True)
+            if hold is None:
+                hold = await session.lock.acquire(attempt, "reply")
+            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
+            if stale:
+                # Someone else owns this turn now: no output, no write, no cleanup of their state.
+                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=stale)
+                outcome = "stale"
+                return
+            text = reply.text.strip() or "(no answer)"
+            try:
+                session.transcript.append(hold, {"kind": "assistant", "attempt": attempt,
+                                                 "eventId": inbound.event_id, "content": text})
+            except FencedWriteError as exc:
+                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
+                outcome = "stale"
+                return
+            hold.release()
+            hold = None
+            sent = await self._send_reply(session.room_id, text, session.thread_root, inbound.event_id)
+            if sent:
+                trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
+                           inReplyTo=inbound.event_id)
+                outcome = "replied"
+        except SessionLockError as exc:
+            trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
+        finally:
+            if hold is not None:
+                hold.release()
+            trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                       outcome=outcome)
