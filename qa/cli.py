@@ -1,0 +1,131 @@
+"""`matrix-qa`: run | list | validate | report.
+
+Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from qa.errors import QAError
+
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse exits 2 already; keep its message one line
+        self.print_usage(sys.stderr)
+        print(f"matrix-qa: error: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise QAError(f"--bot-set expects KEY=VALUE (e.g. session.writeLock.scope=attempt), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="matrix-qa", description="End-to-end QA for Matrix chat bots.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="run scenarios against a disposable homeserver")
+    run.add_argument("--profile", default="fast", help="scenario profile (default: fast; 'all' runs everything)")
+    run.add_argument("--scenario", action="append", default=[], metavar="ID", help="run only this scenario (repeatable)")
+    run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
+                     help="scenario files or directories (default: scenarios/)")
+    run.add_argument("--homeserver", default="synapse", choices=["synapse"], help="homeserver backend")
+    run.add_argument("--provider", default="mock", choices=["mock"], help="model provider")
+    run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
+                     help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
+    run.add_argument("--output-dir", type=Path, default=None, help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
+    run.add_argument("--fail-fast", action="store_true", help="skip the remaining scenarios after the first failure")
+    run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
+    run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a key of the bot's config for every scenario (e.g. session.writeLock.scope=attempt)")
+
+    lst = sub.add_parser("list", help="list scenarios")
+    lst.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
+
+    val = sub.add_parser("validate", help="check scenario files; reports every error with file:line")
+    val.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
+
+    rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON")
+    rep.add_argument("summary", type=Path)
+    rep.add_argument("--output-dir", type=Path, default=None)
+    return parser
+
+
+def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from qa.run import RunOptions, run_sync
+
+    options = RunOptions(
+        profile=args.profile, scenario_ids=args.scenario,
+        scenario_paths=args.scenarios_dir or [Path("scenarios")], homeserver=args.homeserver,
+        provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
+        fail_fast=args.fail_fast, include_bodies=args.include_bodies,
+        bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
+    )
+    return run_sync(options)
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from qa.scenario.loader import load_scenarios
+
+    scenarios = load_scenarios(args.paths)
+    width = max((len(s.id) for s in scenarios), default=2)
+    for s in scenarios:
+        print(f"{s.id:{width}}  {','.join(s.profiles):20}  {s.title}")
+    return 0
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from qa.scenario.loader import validate_paths
+
+    errors = validate_paths(args.paths)
+    for error in errors:
+        print(str(error), file=sys.stderr)
+    if errors:
+        print(f"{len(errors)} error(s)", file=sys.stderr)
+        return EXIT_USAGE
+    print("ok: scenarios are valid")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from qa.report.writer import load_summary, write_reports
+
+    summary = load_summary(args.summary)
+    out = args.output_dir or args.summary.parent
+    files = write_reports(summary, out)
+    for name, path in files.items():
+        print(f"{name}: {out / path}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args, argv)
+        if args.command == "list":
+            return _cmd_list(args)
+        if args.command == "validate":
+            return _cmd_validate(args)
+        return _cmd_report(args)
+    except QAError as exc:
+        print(f"matrix-qa: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""Progress lines for the person at the terminal, mirrored (redacted) into matrix-qa-output.log."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from qa.clock import utc_now_iso
+
+
+class Output:
+    def __init__(self, stream: TextIO = sys.stderr) -> None:
+        self._stream = stream
+        self._log: TextIO | None = None
+        self._pending: list[str] = []
+        self._secrets: list[str] = []
+
+    def add_secrets(self, secrets: Iterable[str]) -> None:
+        self._secrets.extend(s for s in secrets if s and len(s) >= 4)
+
+    def redact(self, text: str) -> str:
+        for secret in self._secrets:
+            text = text.replace(secret, "[REDACTED]")
+        return text
+
+    def open_log(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = path.open("a", encoding="utf-8")
+        for line in self._pending:
+            self._log.write(line)
+        self._pending.clear()
+        self._log.flush()
+
+    def say(self, message: str) -> None:
+        message = self.redact(message)
+        print(message, file=self._stream, flush=True)
+        line = f"{utc_now_iso()} {message}\n"
+        if self._log is None:
+            self._pending.append(line)
+        else:
+            self._log.write(line)
+            self._log.flush()
+
+    def close(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None

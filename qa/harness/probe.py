@@ -1,0 +1,61 @@
+"""The contention probe: a second writer that tries a session's lock while the bot's model call is in flight.
+
+It follows the bot's trace: on every `model.request.start` it tries that session's lock file with a 25 ms
+timeout and records how long it took or the lock error. With the narrow lock that acquire is immediate; with
+the legacy `attempt` scope it fails with `session file locked (timeout 25ms)` — the bug, measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from qa.agent.lock import SessionLockTimeout, SessionWriteLock
+from qa.agent.lock_settings import LockSettings
+from qa.agent.session import transcript_file_name
+from qa.clock import mono_ms
+from qa.harness.bot_process import BotProcess
+from qa.waiting import WaitTimeout
+
+PROBE_TIMEOUT_MS = 25
+# The probe is a foreign writer: it must never reclaim or take over the bot's lock, only measure it.
+_PROBE_SETTINGS = LockSettings(acquire_timeout_ms=PROBE_TIMEOUT_MS, stale_ms=10**9, max_hold_ms=10**9)
+
+
+async def probe_once(sessions_dir: Path, session: str) -> dict[str, Any]:
+    lock = SessionWriteLock(sessions_dir / transcript_file_name(session), _PROBE_SETTINGS, None, session=session)
+    started = mono_ms()
+    try:
+        hold = await lock.acquire("probe", "probe", timeout_ms=PROBE_TIMEOUT_MS)
+    except SessionLockTimeout as exc:
+        return {"session": session, "t": round(started, 3),
+                "timeoutElapsedMs": round(mono_ms() - started, 3), "error": str(exc)}
+    elapsed = mono_ms() - started
+    hold.release()
+    return {"session": session, "t": round(started, 3), "acquiredElapsedMs": round(elapsed, 3)}
+
+
+async def follow_and_probe(bot: BotProcess, sessions_dir: Path, results: list[dict[str, Any]]) -> None:
+    """Run until cancelled: one probe per model request the bot starts."""
+    index = 0
+    while True:
+        try:
+            record = await bot.trace.wait_for(
+                lambda r: r.get("type") == "model.request.start", 3600, "model request", start=index
+            )
+        except WaitTimeout:
+            # The bot exited (restart steps do that): carry on once the next run of the same bot starts.
+            index = len(bot.trace.items)
+            await bot.trace.wait_open()
+            continue
+        index = bot.trace.items.index(record) + 1
+        results.append(await probe_once(sessions_dir, str(record.get("session"))))
+
+
+async def stop_prober(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except (asyncio.CancelledError, WaitTimeout):
+        pass

@@ -1,0 +1,60 @@
+"""What a running scenario knows: its users, rooms, bot, markers and the events its steps named."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qa.actors import Actor
+from qa.harness.bot_process import BotProcess
+from qa.homeserver.base import Homeserver
+from qa.report.summary import NegativeCheck
+
+
+class StepFailed(Exception):
+    """A check did not hold. `seen` is the evidence the report shows under "what the harness saw"."""
+
+    def __init__(self, expected: str, seen: list[str] | None = None, hints: list[str] | None = None) -> None:
+        super().__init__(expected)
+        self.expected = expected
+        self.seen = seen or []
+        self.hints = hints or []
+
+
+@dataclass
+class Ref:
+    """An event a step named with `id`, so later steps can reply to, react to or thread under it."""
+
+    room_id: str
+    event_id: str
+    thread_root: str | None
+    sent_mono_ms: float
+    actor: str | None = None
+
+
+@dataclass
+class ScenarioContext:
+    scenario: Any
+    homeserver: Homeserver
+    provider: Any | None  # MockProvider when mocked; its journal is evidence
+    actors: dict[str, Actor]
+    bot: BotProcess
+    bot_user_id: str
+    bot_name: str
+    rooms: dict[str, str]
+    markers: Any
+    artifact_dir: Path
+    refs: dict[str, Ref] = field(default_factory=dict)
+    reply_latencies_ms: list[float] = field(default_factory=list)
+    negative_checks: list[NegativeCheck] = field(default_factory=list)
+    trace_start: int = 0
+
+    def user_id_of(self, name: str) -> str:
+        if name == "bot":
+            return self.bot_user_id
+        return self.actors[name].user_id
+
+    def observer(self) -> Actor:
+        """Whose eyes check what the room shows: the first actor (the driver, by convention)."""
+        return next(iter(self.actors.values()))

@@ -1,0 +1,283 @@
+"""Step implementations. Each takes the scenario context and its step model, acts through real clients,
+and either returns a one-line detail for the report or raises StepFailed with the evidence it saw."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qa.actors import describe_event, message_content
+from qa.clock import mono_ms
+from qa.harness.bot_process import describe_record
+from qa.report.summary import NegativeCheck
+from qa.scenario.context import Ref, ScenarioContext, StepFailed
+from qa.scenario.markers import expand
+from qa.waiting import WaitTimeout
+
+DEFAULT_STEP_TIMEOUT_S = 30.0
+
+
+def _timeout(step: Any) -> float:
+    value = getattr(step, "timeout", None)
+    return float(value) if value else DEFAULT_STEP_TIMEOUT_S
+
+
+def _text(ctx: ScenarioContext, template: str) -> str:
+    return expand(template, ctx.markers)
+
+
+def _trace_about(ctx: ScenarioContext, event_id: str | None = None) -> list[str]:
+    """The bot trace lines that explain what happened to an event (or the run's problems)."""
+    lines = []
+    for record in ctx.bot.trace.items[ctx.trace_start:]:
+        about_event = event_id is not None and event_id in (record.get("eventId"), record.get("inReplyTo"))
+        if about_event or record.get("type") in ("error", "lock.timeout", "turn.stale", "model.request.end"):
+            lines.append("bot trace: " + describe_record(record))
+    if ctx.bot.trace.closed_reason:
+        lines.append(f"bot: {ctx.bot.trace.closed_reason} (log: {ctx.bot.log_path})")
+    return lines
+
+
+def _bot_messages(ctx: ScenarioContext, room_id: str) -> list[str]:
+    return [
+        "room: " + describe_event(e)
+        for e in ctx.observer().events.items
+        if e.get("room_id") == room_id and e.get("sender") == ctx.bot_user_id
+    ]
+
+
+async def send(ctx: ScenarioContext, step: Any) -> str:
+    actor = ctx.actors[step.actor]
+    room_id = ctx.rooms[step.room]
+    thread_root = ctx.refs[step.thread].event_id if step.thread else None
+    reply_to = ctx.refs[step.reply_to].event_id if step.reply_to else None
+    mention = None
+    if step.mention:
+        name = ctx.bot_name if step.mention == "bot" else step.mention
+        mention = (ctx.user_id_of(step.mention), name)
+    content = message_content(_text(ctx, step.body), mention=mention, thread_root=thread_root, reply_to=reply_to)
+    sent_at = mono_ms()
+    event_id = await actor.send(room_id, content)
+    if step.id:
+        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor)
+    where = f" in thread {step.thread}" if step.thread else ""
+    return f"{step.actor} sent {event_id}{where}"
+
+
+async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
+    """The bot's trace says which event answered the trigger; the room must then show that event."""
+    try:
+        record = await ctx.bot.trace.wait_for(
+            lambda r: r.get("type") == "reply.sent" and r.get("inReplyTo") == trigger.event_id,
+            timeout_s, what, ctx.trace_start,
+        )
+        event = await ctx.observer().events.wait_for(
+            lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room"
+        )
+    except WaitTimeout as exc:
+        seen = _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)
+        raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
+    latency = event["_seenMs"] - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, event["_seenMs"])
+    ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
+    return event
+
+
+def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> float:
+    """Simulated model time inside a reply window, so latency figures measure the harness and bot, not the mock."""
+    if ctx.provider is None:
+        return 0.0
+    return sum(
+        float(getattr(e, "latency_ms", 0) or 0)
+        for e in ctx.provider.journal
+        if start <= float(getattr(e, "started_at", 0) or 0) <= end
+    )
+
+
+def check_reply_shape(event: dict[str, Any], trigger: Ref, expect_thread: str | None, top_level: bool) -> list[str]:
+    """Pure: what is wrong with the reply's relation, as a list of problems (empty = fine)."""
+    relates = (event.get("content") or {}).get("m.relates_to")
+    problems: list[str] = []
+    if expect_thread:
+        if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread":
+            problems.append(f"expected rel_type m.thread, got m.relates_to={relates!r}")
+        else:
+            if relates.get("event_id") != expect_thread:
+                problems.append(f"thread root {relates.get('event_id')} != {expect_thread}")
+            if relates.get("is_falling_back") is not True:
+                problems.append("is_falling_back is not true")
+            in_reply = (relates.get("m.in_reply_to") or {}).get("event_id")
+            if in_reply != trigger.event_id:
+                problems.append(f"m.in_reply_to {in_reply} != triggering event {trigger.event_id}")
+    elif top_level and relates is not None:
+        problems.append(f"expected a top-level reply with no m.relates_to, got m.relates_to={relates!r}")
+    return problems
+
+
+async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
+    trigger = ctx.refs[step.to]
+    event = await wait_for_bot_reply(ctx, trigger, _timeout(step), f"a bot reply to step '{step.to}'")
+    body = str((event.get("content") or {}).get("body", ""))
+    thread_root = ctx.refs[step.thread].event_id if step.thread else None
+    problems = check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)))
+    expected_body = _text(ctx, step.body) if step.body is not None else None
+    if expected_body is not None and body.strip() != expected_body:
+        problems.insert(0, f"body {body.strip()!r} != expected {expected_body!r}")
+    contains = getattr(step, "body_contains", None)
+    if contains and _text(ctx, contains) not in body:
+        problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
+    if problems:
+        shape = "in the thread" if thread_root else ("top-level" if getattr(step, "top_level", False) else "")
+        expected = f"reply to '{step.to}'" + (f" with body {expected_body!r}" if expected_body else "") + f" {shape}"
+        raise StepFailed(expected.strip(), [*problems, "reply: " + describe_event(event)])
+    if step.id:
+        ctx.refs[step.id] = Ref(event["room_id"], event["event_id"], thread_root, event["_seenMs"], actor="bot")
+    return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms)"
+
+
+async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
+    """Silence proved by evidence: the bot traced the trigger as dropped for the expected reason, a later
+    control message was answered, and nothing answered the trigger. No fixed quiet window unless asked."""
+    trigger = ctx.refs[step.to]
+    timeout_s = _timeout(step)
+    check = NegativeCheck(step=0, triggerEventId=trigger.event_id, expectedReason=step.reason or "")
+    quiet = getattr(step, "quiet_window", None)
+    if quiet:
+        check.method = "quiet-window"
+        try:
+            event = await ctx.observer().events.wait_for(
+                lambda e: e.get("sender") == ctx.bot_user_id and e.get("room_id") == trigger.room_id
+                and e["_seenMs"] > trigger.sent_mono_ms, float(quiet), "any bot message")
+        except WaitTimeout:
+            ctx.negative_checks.append(check)
+            return f"no bot message within the {float(quiet):g}s quiet window"
+        check.unwantedReplies.append(event["event_id"])
+        ctx.negative_checks.append(check)
+        raise StepFailed(f"no bot reply to '{step.to}' within the quiet window", ["room: " + describe_event(event)])
+    try:
+        decision = await ctx.bot.trace.wait_for(
+            lambda r: r.get("type") == "inbound" and r.get("eventId") == trigger.event_id, timeout_s,
+            f"the bot's decision on step '{step.to}'", ctx.trace_start)
+    except WaitTimeout:
+        ctx.negative_checks.append(check)
+        raise StepFailed(f"the bot to trace a decision on '{step.to}'", _trace_about(ctx, trigger.event_id)) from None
+    check.botReason = decision.get("reason")
+    problems = []
+    if decision.get("decision") != "dropped":
+        problems.append(f"the bot accepted '{step.to}' ({decision.get('reason')})")
+    elif step.reason and decision.get("reason") != step.reason:
+        problems.append(f"dropped for {decision.get('reason')!r}, expected {step.reason!r}")
+    if step.control is not None:
+        control = step.control
+        room = getattr(control, "room", None) or None
+        room_id = ctx.rooms[room] if room else trigger.room_id
+        thread_root = trigger.thread_root
+        mention = (ctx.bot_user_id, ctx.bot_name) if getattr(control, "mention", "bot") == "bot" else None
+        content = message_content(_text(ctx, control.body), mention=mention, thread_root=thread_root)
+        sent_at = mono_ms()
+        control_id = await ctx.actors[control.actor].send(room_id, content)
+        check.controlEventId = control_id
+        control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor)
+        try:
+            reply = await wait_for_bot_reply(ctx, control_ref, timeout_s, "the bot's reply to the control message")
+            check.controlReplyEventId = reply["event_id"]
+        except StepFailed as exc:
+            problems.append(f"control message was not answered: {exc.expected}")
+            problems.extend(exc.seen)
+    unwanted = _replies_to(ctx, trigger.event_id)
+    check.unwantedReplies = unwanted
+    if unwanted:
+        problems.append(f"the bot answered '{step.to}': {', '.join(unwanted)}")
+    ctx.negative_checks.append(check)
+    if problems:
+        raise StepFailed(f"no reply to '{step.to}' (dropped: {step.reason or 'any reason'})",
+                         problems + _bot_messages(ctx, trigger.room_id))
+    return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+
+
+def _replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
+    from_trace = [str(r.get("eventId")) for r in ctx.bot.trace.items[ctx.trace_start:]
+                  if r.get("type") == "reply.sent" and r.get("inReplyTo") == event_id]
+    from_room = [
+        str(e.get("event_id")) for e in ctx.observer().events.items
+        if e.get("sender") == ctx.bot_user_id
+        and ((e.get("content") or {}).get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == event_id
+        and ((e.get("content") or {}).get("m.relates_to") or {}).get("rel_type") != "m.thread"
+    ]
+    return sorted(set(from_trace + from_room))
+
+
+async def react(ctx: ScenarioContext, step: Any) -> str:
+    target = ctx.refs[step.to]
+    event_id = await ctx.actors[step.actor].react(target.room_id, target.event_id, step.key)
+    if step.id:
+        ctx.refs[step.id] = Ref(target.room_id, event_id, target.thread_root, mono_ms(), actor=step.actor)
+    return f"{step.actor} reacted {step.key} to {target.event_id}"
+
+
+async def expect_reaction(ctx: ScenarioContext, step: Any) -> str:
+    """Another user sees the reaction, and (when the reactor is a person) the bot records it."""
+    target = ctx.refs[step.to]
+    by_id = ctx.user_id_of(step.by)
+    watcher = ctx.actors[step.actor] if getattr(step, "actor", None) else ctx.observer()
+
+    def matches(e: dict[str, Any]) -> bool:
+        rel = (e.get("content") or {}).get("m.relates_to") or {}
+        return (e.get("type") == "m.reaction" and e.get("sender") == by_id
+                and rel.get("event_id") == target.event_id and rel.get("key") == step.key)
+
+    try:
+        seen = await watcher.events.wait_for(matches, _timeout(step), f"{step.by}'s {step.key} reaction")
+    except WaitTimeout as exc:
+        raise StepFailed(f"{watcher.name} sees {step.by} react {step.key} to '{step.to}'", exc.seen[-10:]) from None
+    if getattr(step, "recorded_by_bot", True) and step.by != "bot":
+        try:
+            await ctx.bot.trace.wait_for(
+                lambda r: r.get("type") == "reaction" and r.get("eventId") == seen["event_id"]
+                and r.get("decision") == "recorded", _timeout(step), "the bot to record the reaction", ctx.trace_start)
+        except WaitTimeout:
+            raise StepFailed("the bot records the reaction in its session", _trace_about(ctx, seen["event_id"])) from None
+    return f"{watcher.name} saw {seen['event_id']}"
+
+
+async def expect_trace(ctx: ScenarioContext, step: Any) -> str:
+    wanted = dict(getattr(step, "match", None) or {})
+
+    def matches(r: dict[str, Any]) -> bool:
+        return r.get("type") == step.type and all(r.get(k) == v for k, v in wanted.items())
+
+    try:
+        record = await ctx.bot.trace.wait_for(matches, _timeout(step), f"trace {step.type} {wanted}", ctx.trace_start)
+    except WaitTimeout as exc:
+        raise StepFailed(f"a bot trace record {step.type} matching {wanted}", exc.seen[-15:]) from None
+    return describe_record(record)
+
+
+async def restart_bot(ctx: ScenarioContext, step: Any) -> str:
+    mode = getattr(step, "mode", "graceful")
+    code = await (ctx.bot.kill() if mode == "kill" else ctx.bot.stop())
+    start = await ctx.bot.start()
+    ready = await ctx.bot.wait_ready(_timeout(step), start)
+    return f"bot {mode} restart (exit {code}), ready again at t={ready.get('t')}"
+
+
+async def restart_homeserver(ctx: ScenarioContext, step: Any) -> str:
+    await ctx.homeserver.restart()
+    return f"homeserver restarted ({ctx.homeserver.boot_ms:.0f} ms)"
+
+
+async def not_yet(ctx: ScenarioContext, step: Any) -> str:
+    raise StepFailed(f"step {type(step).__name__} is not supported by this version of matrix-qa")
+
+
+STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
+    "send": send,
+    "expect_reply": expect_reply,
+    "expect_no_reply": expect_no_reply,
+    "react": react,
+    "expect_reaction": expect_reaction,
+    "expect_trace": expect_trace,
+    "restart_bot": restart_bot,
+    "restart_homeserver": restart_homeserver,
+    "approve": not_yet,
+}
+

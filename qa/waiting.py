@@ -1,0 +1,72 @@
+"""Waiting on evidence: an append-only stream of observations that callers wait on with a predicate.
+
+This is the only way the harness waits. A wait ends when the predicate holds or the deadline passes; on a
+timeout the error carries what *was* seen, so a failure report says more than "timed out".
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class WaitTimeout(Exception):
+    def __init__(self, what: str, timeout_s: float, seen: list[str]) -> None:
+        self.what = what
+        self.timeout_s = timeout_s
+        self.seen = seen
+        shown = "\n  ".join(seen[-15:]) if seen else "(nothing)"
+        super().__init__(f"timed out after {timeout_s:g}s waiting for {what}; seen ({len(seen)}):\n  {shown}")
+
+
+class Stream(Generic[T]):
+    def __init__(self, describe: Callable[[T], str] = repr) -> None:
+        self.items: list[T] = []
+        self._describe = describe
+        self._changed = asyncio.Condition()
+        self.closed_reason: str | None = None
+
+    async def append(self, item: T) -> None:
+        async with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    async def close(self, reason: str) -> None:
+        """No more items will come (e.g. the process behind the stream exited): wake waiters to fail fast."""
+        async with self._changed:
+            self.closed_reason = reason
+            self._changed.notify_all()
+
+    async def reopen(self) -> None:
+        """The source is back (a restarted process): waits may block again."""
+        async with self._changed:
+            self.closed_reason = None
+            self._changed.notify_all()
+
+    async def wait_open(self) -> None:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.closed_reason is None)
+
+    def find(self, predicate: Callable[[T], bool], start: int = 0) -> T | None:
+        for item in self.items[start:]:
+            if predicate(item):
+                return item
+        return None
+
+    async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0) -> T:
+        def ready() -> bool:
+            return self.find(predicate, start) is not None or self.closed_reason is not None
+
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(ready), timeout_s)
+            except TimeoutError:
+                raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self.items[start:]]) from None
+        found = self.find(predicate, start)
+        if found is None:
+            seen = [self._describe(i) for i in self.items[start:]]
+            raise WaitTimeout(f"{what} (stream ended: {self.closed_reason})", timeout_s, seen)
+        return found
