@@ -1,0 +1,499 @@
+"""Session write lock: one exclusive lock file beside each session transcript.
+
+`<transcript>.lock` is created with O_CREAT|O_EXCL, so exactly one creator wins, across threads and processes
+(the harness's contention probe runs in its own process and uses this module too). The payload identifies the
+hold: `{pid, createdAt, createdMono, attempt, maxHoldMs, token}`; `token` is a random nonce, and a hold only
+counts as ours while the file on disk carries our token. That is the fencing primitive: whoever removes or
+replaces the file ends our hold, and `LockHold.still_owned()` (checked before every transcript append) sees it.
+
+A waiter that finds the file may take it away when
+  - the owner pid is dead (`owner-dead`),
+  - it is older than the maxHoldMs its holder promised and than our own maxHoldMs (`max-hold`: a live but
+    runaway holder; honouring the longer of the two respects a holder configured for long holds, and lets a
+    pure observer such as the contention probe opt out of takeovers with a huge maxHoldMs and staleMs),
+  - it is older than our staleMs (`stale`), or
+  - it is unreadable (torn or corrupt payload) and its mtime is older than staleMs (`unreadable`).
+Age comes from `createdMono` (CLOCK_MONOTONIC is system-wide on Linux, so it compares across processes) and
+falls back to mtime when the payload is unreadable or was written before a reboot. A pid we cannot signal
+(PermissionError) counts as alive; a pid that is our own but whose token this process never created is a
+previous incarnation of this process (a restarted bot often gets the same pid in a container), so it is dead.
+
+Every removal, by a waiter or by `release()`, goes through `_remove_if_same`: rename the file to a unique
+name, then check the renamed file is the one we judged. Two waiters that both judged the same stale file can
+therefore not delete the fresh lock the first of them created; the loser puts it back with `os.link`, which
+fails rather than overwrite if yet another lock appeared in between (the moved holder is then fenced — the
+safe direction).
+
+Every removal by a waiter is appended to `<transcript>.takeovers.jsonl` (one O_APPEND write per entry) and
+traced as `lock.takeover`; the transcript's fence reads that log to stop an attempt that lost its hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import random
+import secrets
+import threading
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from qa.agent.lock_settings import LockSettings
+from qa.agent.trace import Trace
+from qa.clock import mono_ms, utc_now_iso
+
+# Backoff between tries: start small so an uncontended-but-just-released lock is picked up at once, cap small
+# so a 25 ms probe still gets several tries.
+_FIRST_DELAY_MS = 1.0
+_MAX_DELAY_MS = 10.0
+
+
+def lock_path_for(transcript_path: Path) -> Path:
+    return transcript_path.with_name(transcript_path.name + ".lock")
+
+
+def takeover_log_path(transcript_path: Path) -> Path:
+    return transcript_path.with_name(transcript_path.name + ".takeovers.jsonl")
+
+
+def read_takeovers(transcript_path: Path) -> list[dict[str, Any]]:
+    """Takeover log entries; a torn or corrupt line (writer killed mid-write) is skipped."""
+    path = takeover_log_path(transcript_path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    entries: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (disk nearly full, signals); a half-written record is worse."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+class SessionLockError(Exception):
+    pass
+
+
+class SessionLockTimeout(SessionLockError):
+    def __init__(
+        self,
+        *,
+        timeout_ms: int,
+        owner_pid: int | None,
+        owner_alive: bool | None,
+        age_ms: float,
+        lock_path: Path,
+        elapsed_ms: float,
+    ) -> None:
+        self.timeout_ms = timeout_ms
+        self.owner_pid = owner_pid
+        self.owner_alive = owner_alive
+        self.age_ms = age_ms
+        self.lock_path = lock_path
+        self.elapsed_ms = elapsed_ms
+        pid = "unknown" if owner_pid is None else str(owner_pid)
+        alive = "unknown" if owner_alive is None else str(owner_alive).lower()
+        super().__init__(
+            f"session file locked (timeout {timeout_ms}ms): pid={pid} alive={alive} ageMs={round(age_ms)} {lock_path}"
+        )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# What is on disk
+
+
+@dataclass(frozen=True)
+class _LockFile:
+    """One observed lock file; `payload` is None when it could not be parsed into a valid lock payload."""
+
+    payload: dict[str, Any] | None
+    inode: int
+    mtime_ns: int
+    size: int
+
+    @property
+    def token(self) -> str | None:
+        return self.payload["token"] if self.payload else None
+
+    @property
+    def pid(self) -> int | None:
+        return self.payload["pid"] if self.payload else None
+
+    @property
+    def attempt(self) -> str | None:
+        return self.payload["attempt"] if self.payload else None
+
+    def identity(self) -> tuple[Any, ...]:
+        # Inode numbers are reused at once after unlink (tmpfs, ext4), so the inode alone can't tell a fresh
+        # lock from the one we judged; the token can. Without a token, mtime and size are the best we have.
+        if self.payload is not None:
+            return (self.inode, self.payload["token"])
+        return (self.inode, self.mtime_ns, self.size)
+
+    def age_ms(self) -> float:
+        if self.payload is not None:
+            age = mono_ms() - float(self.payload["createdMono"])
+            # Negative: the file was stamped by another boot's monotonic clock.
+            if age >= 0:
+                return age
+        return max(0.0, time.time() * 1000 - self.mtime_ns / 1_000_000)
+
+
+def _valid_payload(data: Any) -> dict[str, Any] | None:
+    if not isinstance(data, dict):
+        return None
+    pid, mono, token = data.get("pid"), data.get("createdMono"), data.get("token")
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        # pid 0 or negative would make os.kill signal a whole process group.
+        return None
+    if not isinstance(mono, int | float) or isinstance(mono, bool):
+        return None
+    if not isinstance(token, str) or not token:
+        return None
+    if not isinstance(data.get("attempt", ""), str):
+        return None
+    return data
+
+
+def _read_lock(path: Path) -> _LockFile | None:
+    """The lock file as it is now, or None if there is none. Stat and content come from one open file."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        st = os.fstat(fd)
+        raw = os.read(fd, max(st.st_size, 1) + 1)
+    finally:
+        os.close(fd)
+    try:
+        payload = _valid_payload(json.loads(raw.decode("utf-8")))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        payload = None
+    return _LockFile(payload=payload, inode=st.st_ino, mtime_ns=st.st_mtime_ns, size=st.st_size)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_if_same(path: Path, identity: tuple[Any, ...]) -> bool:
+    """Remove the lock file only if it is still the one we looked at. True if we removed it."""
+    aside = path.with_name(f"{path.name}.{secrets.token_hex(8)}.aside")
+    try:
+        os.rename(path, aside)
+    except FileNotFoundError:
+        return False
+    try:
+        moved = _read_lock(aside)
+        if moved is not None and moved.identity() == identity:
+            return True
+        # We moved a lock that replaced the one we judged: give it back, but never over a newer one.
+        with contextlib.suppress(OSError):
+            os.link(aside, path)
+        return False
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(aside)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Holds of this process
+
+
+_registry_lock = threading.Lock()
+_held: dict[str, LockHold] = {}
+# Tokens this process has created (registered before the file exists), so that a lock carrying our own pid
+# but a token we never made is recognised as a previous incarnation's.
+_own_tokens: set[str] = set()
+
+
+def release_all_held() -> int:
+    """Release every hold this process still has (signal handlers, exit). Returns how many were released."""
+    with _registry_lock:
+        holds = list(_held.values())
+    released = 0
+    for hold in holds:
+        # One unreleasable lock (disk gone) must not keep the others held.
+        with contextlib.suppress(OSError):
+            hold.release()
+            released += 1
+    return released
+
+
+atexit.register(release_all_held)
+
+
+class LockHold:
+    """One successful acquire. Ours while the lock file carries `token`."""
+
+    def __init__(
+        self, lock: SessionWriteLock, token: str, attempt: str, purpose: str, acquired_mono: float, wait_ms: float
+    ) -> None:
+        self._lock = lock
+        self.token = token
+        self.attempt = attempt
+        self.purpose = purpose
+        self.acquired_mono = acquired_mono
+        self.wait_ms = wait_ms
+        self.released = False
+
+    @property
+    def lock_path(self) -> Path:
+        return self._lock.lock_path
+
+    @property
+    def transcript_path(self) -> Path:
+        return self._lock.transcript_path
+
+    @property
+    def session(self) -> str:
+        return self._lock.session
+
+    def still_owned(self) -> bool:
+        if self.released:
+            return False
+        seen = _read_lock(self.lock_path)
+        return seen is not None and seen.token == self.token
+
+    def release(self) -> bool:
+        """Idempotent. Removes the lock file only if it still carries our token; True if it did."""
+        if self.released:
+            return False
+        self.released = True
+        with _registry_lock:
+            _held.pop(self.token, None)
+        removed = False
+        try:
+            seen = _read_lock(self.lock_path)
+            if seen is not None and seen.token == self.token:
+                removed = _remove_if_same(self.lock_path, seen.identity())
+        finally:
+            with _registry_lock:
+                _own_tokens.discard(self.token)
+            self._lock._emit(
+                "lock.release",
+                attempt=self.attempt,
+                purpose=self.purpose,
+                heldMs=round(mono_ms() - self.acquired_mono, 3),
+            )
+        return removed
+
+    def __enter__(self) -> LockHold:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    async def __aenter__(self) -> LockHold:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"LockHold({self.lock_path}, attempt={self.attempt!r}, purpose={self.purpose!r})"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The lock
+
+
+class SessionWriteLock:
+    def __init__(
+        self, transcript_path: Path, settings: LockSettings, trace: Trace | None = None, session: str = ""
+    ) -> None:
+        self.transcript_path = Path(transcript_path)
+        self.lock_path = lock_path_for(self.transcript_path)
+        self.settings = settings
+        self.trace = trace
+        self.session = session
+
+    async def acquire(self, attempt: str, purpose: str, timeout_ms: int | None = None) -> LockHold:
+        steps = self._acquire_steps(attempt, purpose, timeout_ms)
+        try:
+            while True:
+                await asyncio.sleep(next(steps) / 1000)
+        except StopIteration as done:
+            return done.value
+
+    def acquire_sync(self, attempt: str, purpose: str, timeout_ms: int | None = None) -> LockHold:
+        """Blocking twin of `acquire`, for threads and for other processes (the contention probe)."""
+        steps = self._acquire_steps(attempt, purpose, timeout_ms)
+        try:
+            while True:
+                time.sleep(next(steps) / 1000)
+        except StopIteration as done:
+            return done.value
+
+    def _acquire_steps(self, attempt: str, purpose: str, timeout_ms: int | None) -> Generator[float, None, LockHold]:
+        """The acquire loop, minus the waiting: yields how long to wait (ms) and returns the hold.
+
+        Both `acquire` and `acquire_sync` drive this, so they cannot drift apart.
+        """
+        timeout = self.settings.acquire_timeout_ms if timeout_ms is None else timeout_ms
+        if timeout < 0:
+            raise ValueError(f"timeout_ms must be >= 0, got {timeout}")
+        started = mono_ms()
+        delay = _FIRST_DELAY_MS
+        while True:
+            hold, seen = self._try_once(attempt, purpose, started)
+            if hold is not None:
+                return hold
+            elapsed = mono_ms() - started
+            if elapsed >= timeout:
+                raise self._timeout(attempt, purpose, timeout, seen, elapsed)
+            # Jitter keeps two waiters from retrying in lockstep.
+            yield min(delay * random.uniform(0.5, 1.0), timeout - elapsed)
+            delay = min(delay * 2, _MAX_DELAY_MS)
+
+    def _try_once(self, attempt: str, purpose: str, started: float) -> tuple[LockHold | None, _LockFile | None]:
+        """One go at the lock: create it, or judge the existing one and take it away if we may."""
+        token = secrets.token_hex(16)
+        with _registry_lock:
+            _own_tokens.add(token)
+        seen: _LockFile | None = None
+        try:
+            # A reclaim is followed by one more create; a file vanishing under us gets one more look.
+            for _ in range(3):
+                try:
+                    fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                except FileExistsError:
+                    seen = _read_lock(self.lock_path)
+                    if seen is None:
+                        continue
+                    reason = self._reclaim_reason(seen)
+                    if reason is None or not _remove_if_same(self.lock_path, seen.identity()):
+                        return None, seen
+                    # Recorded now, not once we own the lock: if another waiter wins the create, the old
+                    # holder has still lost its hold and its fence must still learn about it.
+                    self._record_takeover(attempt, seen, reason)
+                    continue
+                return self._claim(fd, token, attempt, purpose, started), None
+            return None, seen
+        finally:
+            with _registry_lock:
+                if token not in _held:
+                    _own_tokens.discard(token)
+
+    def _claim(self, fd: int, token: str, attempt: str, purpose: str, started: float) -> LockHold:
+        now = mono_ms()
+        payload = {
+            "pid": os.getpid(),
+            "createdAt": utc_now_iso(),
+            "createdMono": round(now, 3),
+            "attempt": attempt,
+            "maxHoldMs": self.settings.max_hold_ms,
+            "token": token,
+        }
+        try:
+            write_all(fd, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
+        except BaseException:
+            # A lock file we can't fill would block everyone until staleMs.
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(self.lock_path)
+            raise
+        os.close(fd)
+        hold = LockHold(self, token, attempt, purpose, acquired_mono=now, wait_ms=round(now - started, 3))
+        with _registry_lock:
+            _held[token] = hold
+        self._emit("lock.acquire", attempt=attempt, purpose=purpose, lockPath=str(self.lock_path), waitMs=hold.wait_ms)
+        return hold
+
+    def _reclaim_reason(self, seen: _LockFile) -> str | None:
+        age = seen.age_ms()
+        if seen.payload is None:
+            return "unreadable" if age > self.settings.stale_ms else None
+        pid = seen.payload["pid"]
+        if pid == os.getpid():
+            with _registry_lock:
+                if seen.payload["token"] not in _own_tokens:
+                    return "owner-dead"
+        elif not _pid_alive(pid):
+            return "owner-dead"
+        promised = seen.payload.get("maxHoldMs")
+        if not isinstance(promised, int) or isinstance(promised, bool) or promised <= 0:
+            promised = self.settings.max_hold_ms
+        if age > max(promised, self.settings.max_hold_ms):
+            return "max-hold"
+        if age > self.settings.stale_ms:
+            return "stale"
+        return None
+
+    def _record_takeover(self, attempt: str, previous: _LockFile, reason: str) -> None:
+        age = round(previous.age_ms(), 3)
+        entry = {
+            "t": round(mono_ms(), 3),
+            "at": utc_now_iso(),
+            "session": self.session,
+            "attempt": attempt,
+            "pid": os.getpid(),
+            "previous": {"pid": previous.pid, "attempt": previous.attempt, "token": previous.token, "ageMs": age},
+            "reason": reason,
+        }
+        # fsync: the fence of a stale attempt depends on this entry surviving a crash of the new owner.
+        log = takeover_log_path(self.transcript_path)
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            write_all(fd, (json.dumps(entry, separators=(",", ":")) + "\n").encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._emit(
+            "lock.takeover",
+            attempt=attempt,
+            previous={"pid": previous.pid, "attempt": previous.attempt, "ageMs": age},
+            reason=reason,
+        )
+
+    def _timeout(
+        self, attempt: str, purpose: str, timeout: int, seen: _LockFile | None, elapsed: float
+    ) -> SessionLockTimeout:
+        pid = seen.pid if seen is not None else None
+        alive: bool | None = None
+        if pid is not None:
+            alive = _pid_alive(pid)
+        error = SessionLockTimeout(
+            timeout_ms=timeout,
+            owner_pid=pid,
+            owner_alive=alive,
+            age_ms=seen.age_ms() if seen is not None else 0.0,
+            lock_path=self.lock_path,
+            elapsed_ms=round(elapsed, 3),
+        )
+        self._emit("lock.timeout", attempt=attempt, purpose=purpose, error=str(error))
+        return error
+
+    def _emit(self, type_: str, **fields: Any) -> None:
+        if self.trace is not None:
+            self.trace.emit(type_, session=self.session, **fields)

@@ -1,0 +1,336 @@
+"""Lock-timing evidence: does the bot hold a session's write lock while it talks to the model?
+
+Pure: takes trace records (see qa.agent.trace) and contention-probe results, returns models for the report.
+
+Intervals, all in the trace's monotonic ms:
+  hold      lock.acquire → the matching lock.release (same session + attempt, same purpose preferred), or
+            → a lock.takeover naming its attempt as `previous` (the lock file is gone then, and a SIGKILLed
+            holder never releases). A hold still open when the trace ends counts up to the trace's last
+            record; a release with no acquire in the trace (trace started mid-hold) counts from `t - heldMs`.
+  model I/O model.request.start → model.request.end with the same requestId; open ones run to trace end.
+  turn      everything with one (session, attempt) that has a turn.start or a model request; turn.start /
+            turn.end give its start, event and outcome (without turn.start it starts at its first record).
+            Holds of other attempts (a bot's separate inbound-append or notice writers) are not turns; they
+            count in `otherHolds`, in the longest hold, and in the leaked-hold check.
+
+Verdict:
+  fail  when any of
+          - a turn's holds overlap that same turn's model I/O (> 0 ms; measured on the union of each side, so
+            parallel requests are not counted twice) — the legacy `attempt` scope does exactly this;
+          - a hold still open at trace end overlaps model I/O anywhere in its session (a leaked lock);
+          - a contention probe timed out while a model request of its session was in flight, or timed out
+            with no start time given (it cannot be cleared, and probes are fired during model I/O).
+  pass  no failure and at least one model request was seen.
+  none  no failure but no model request either: nothing was proven. The caller decides whether a scenario
+        that expected model I/O treats that as a failure.
+
+Why overlap is per turn and not "any hold in the session during any model I/O": while attempt A waits on the
+model, a second message to the same session appends its `user` record under a short hold of its own attempt
+B. That is the behaviour the narrow lock exists to allow, so B's hold must not fail A's evidence. Holds in
+another session never count at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+Interval = tuple[float, float]
+Verdict = Literal["pass", "fail", "none"]
+
+
+class _Model(BaseModel):
+    # camelCase on the wire like the trace and the summary JSON; snake_case in Python.
+    model_config = ConfigDict(
+        alias_generator=to_camel, validate_by_name=True, validate_by_alias=True, serialize_by_alias=True
+    )
+
+
+class ProbeEvidence(_Model):
+    """One contention probe: a second writer trying the session lock with a short timeout.
+
+    `t` is the probe's start on the shared monotonic clock; exactly one of the elapsed fields is set.
+    `during_model_io` is computed here from the trace.
+    """
+
+    session: str
+    t: float | None = None
+    acquired_elapsed_ms: float | None = None
+    timeout_elapsed_ms: float | None = None
+    error: str | None = None
+    during_model_io: bool | None = None
+
+
+class TurnEvidence(_Model):
+    session: str
+    attempt: str
+    event_id: str | None = None
+    outcome: str | None = None
+    start_t: float
+    end_t: float | None = None
+    # Relative to start_t, ms.
+    acquire: list[float]
+    prompt: float | None
+    cleanup: float | None
+    holds: list[Interval]
+    open_holds: int
+    model_io: list[Interval]
+    overlap_ms: float
+    longest_hold_ms: float
+    summary: str
+
+
+class LockEvidence(_Model):
+    verdict: Verdict
+    reasons: list[str]
+    turn_count: int
+    other_holds: int
+    model_requests: int
+    longest_hold_ms: float
+    total_overlap_ms: float
+    takeovers: int
+    lock_timeouts: int
+    probes: list[ProbeEvidence]
+    turns: list[TurnEvidence]
+
+
+class _Hold:
+    def __init__(self, session: str, attempt: str, purpose: str, start: float, end: float | None) -> None:
+        self.session = session
+        self.attempt = attempt
+        self.purpose = purpose
+        self.start = start
+        self.end = end
+
+
+def analyze_lock_evidence(
+    records: Sequence[Mapping[str, Any]], probes: Iterable[Mapping[str, Any] | ProbeEvidence] = ()
+) -> LockEvidence:
+    ordered = sorted((r for r in records if isinstance(r.get("t"), int | float)), key=lambda r: r["t"])
+    trace_end = float(ordered[-1]["t"]) if ordered else 0.0
+
+    holds = _holds(ordered)
+    model = _model_io(ordered, trace_end)
+    turns = _turns(ordered)
+    reasons: list[str] = []
+
+    turn_evidence: list[TurnEvidence] = []
+    for key, info in turns.items():
+        session, attempt = key
+        own_holds = [h for h in holds if (h.session, h.attempt) == key]
+        hold_iv = [(h.start, trace_end if h.end is None else h.end) for h in own_holds]
+        model_iv = [iv for (s, a), iv in model if (s, a) == key]
+        overlap = _intersection_ms(_union(hold_iv), _union(model_iv))
+        evidence = _turn(session, attempt, info, own_holds, hold_iv, model_iv, overlap)
+        turn_evidence.append(evidence)
+        if overlap > 0:
+            reasons.append(f"session {session} attempt {attempt}: lock held during model I/O for {overlap:.1f}ms")
+
+    for hold in holds:
+        if hold.end is not None:
+            continue
+        in_session = _union([iv for (s, _), iv in model if s == hold.session])
+        leaked = _intersection_ms([(hold.start, trace_end)], in_session)
+        if leaked > 0:
+            reasons.append(
+                f"session {hold.session} attempt {hold.attempt}: hold ({hold.purpose}) still open at trace end, "
+                f"overlapping model I/O for {leaked:.1f}ms"
+            )
+
+    probe_evidence = [_probe(p, model) for p in probes]
+    for probe in probe_evidence:
+        if probe.timeout_elapsed_ms is None:
+            continue
+        if probe.during_model_io is None:
+            reasons.append(f"session {probe.session}: contention probe timed out (start time unknown)")
+        elif probe.during_model_io:
+            reasons.append(
+                f"session {probe.session}: contention probe timed out after {probe.timeout_elapsed_ms:.1f}ms "
+                "while a model request was in flight"
+            )
+
+    all_holds = [(trace_end if h.end is None else h.end) - h.start for h in holds]
+    verdict: Verdict = "fail" if reasons else ("pass" if model else "none")
+    if verdict == "none":
+        reasons.append("no model request in the trace: nothing to check the lock against")
+    return LockEvidence(
+        verdict=verdict,
+        reasons=reasons,
+        turn_count=len(turn_evidence),
+        other_holds=sum(1 for h in holds if (h.session, h.attempt) not in turns),
+        model_requests=len(model),
+        longest_hold_ms=round(max(all_holds, default=0.0), 3),
+        total_overlap_ms=round(sum(t.overlap_ms for t in turn_evidence), 3),
+        takeovers=sum(1 for r in ordered if r.get("type") == "lock.takeover"),
+        lock_timeouts=sum(1 for r in ordered if r.get("type") == "lock.timeout"),
+        probes=probe_evidence,
+        turns=turn_evidence,
+    )
+
+
+def _key(record: Mapping[str, Any]) -> tuple[str, str]:
+    return (str(record.get("session", "")), str(record.get("attempt", "")))
+
+
+def _holds(ordered: Sequence[Mapping[str, Any]]) -> list[_Hold]:
+    holds: list[_Hold] = []
+    open_by_key: dict[tuple[str, str], list[_Hold]] = {}
+    # Holds ended by a takeover; the old holder's own later release must not count them a second time.
+    taken_by_key: dict[tuple[str, str], list[_Hold]] = {}
+    for r in ordered:
+        kind = r.get("type")
+        if kind == "lock.acquire":
+            session, attempt = _key(r)
+            hold = _Hold(session, attempt, str(r.get("purpose", "")), float(r["t"]), None)
+            holds.append(hold)
+            open_by_key.setdefault((session, attempt), []).append(hold)
+        elif kind == "lock.takeover":
+            previous = r.get("previous")
+            if not isinstance(previous, Mapping):
+                continue
+            # From here on the old hold excludes nobody, and a SIGKILLed holder never writes its release.
+            key = (str(r.get("session", "")), str(previous.get("attempt", "")))
+            candidates = open_by_key.get(key, [])
+            if candidates:
+                taken = candidates.pop(0)
+                taken.end = float(r["t"])
+                taken_by_key.setdefault(key, []).append(taken)
+        elif kind == "lock.release":
+            key = _key(r)
+            purpose = str(r.get("purpose", ""))
+            candidates = open_by_key.get(key, [])
+            match = _pick(candidates, purpose)
+            if match is not None:
+                candidates.remove(match)
+                match.end = float(r["t"])
+            elif (taken := _pick(taken_by_key.get(key, []), purpose)) is not None:
+                taken_by_key[key].remove(taken)
+            else:
+                held = r.get("heldMs")
+                start = float(r["t"]) - (float(held) if isinstance(held, int | float) else 0.0)
+                holds.append(_Hold(key[0], key[1], purpose, start, float(r["t"])))
+    return holds
+
+
+def _pick(candidates: Sequence[_Hold], purpose: str) -> _Hold | None:
+    return next((h for h in candidates if h.purpose == purpose), candidates[0] if candidates else None)
+
+
+def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[tuple[tuple[str, str], Interval]]:
+    started: dict[Any, tuple[tuple[str, str], float]] = {}
+    done: list[tuple[tuple[str, str], Interval]] = []
+    for r in ordered:
+        request = r.get("requestId", _key(r))
+        if r.get("type") == "model.request.start":
+            started[request] = (_key(r), float(r["t"]))
+        elif r.get("type") == "model.request.end" and request in started:
+            key, start = started.pop(request)
+            done.append((key, (start, float(r["t"]))))
+    done.extend((key, (start, trace_end)) for key, start in started.values())
+    return sorted(done, key=lambda item: item[1])
+
+
+def _turns(ordered: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+    relevant = {"turn.start", "turn.end", "lock.acquire", "lock.release", "model.request.start"}
+    makes_turn = {"turn.start", "model.request.start"}
+    is_turn = {_key(r) for r in ordered if r.get("type") in makes_turn}
+    turns: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in ordered:
+        kind = r.get("type")
+        if kind not in relevant or _key(r) not in is_turn:
+            continue
+        info = turns.setdefault(_key(r), {"start": float(r["t"]), "started": False})
+        if kind == "turn.start" and not info["started"]:
+            info.update(start=float(r["t"]), started=True, eventId=r.get("eventId"))
+        elif kind == "turn.end":
+            info.update(end=float(r["t"]), outcome=r.get("outcome"))
+            info.setdefault("eventId", r.get("eventId"))
+    return turns
+
+
+def _turn(
+    session: str,
+    attempt: str,
+    info: Mapping[str, Any],
+    holds: Sequence[_Hold],
+    hold_iv: Sequence[Interval],
+    model_iv: Sequence[Interval],
+    overlap: float,
+) -> TurnEvidence:
+    base = float(info["start"])
+
+    def rel(x: float) -> float:
+        return round(x - base, 3)
+
+    closed = [h.end for h in holds if h.end is not None]
+    durations = [end - start for start, end in hold_iv]
+    acquire = [rel(h.start) for h in holds]
+    prompt = rel(min(s for s, _ in model_iv)) if model_iv else None
+    cleanup = rel(max(closed)) if closed else None
+    open_holds = sum(1 for h in holds if h.end is None)
+    summary = (
+        f"acquire={','.join(f'{a:.1f}' for a in acquire) or '-'} "
+        f"prompt={'-' if prompt is None else f'{prompt:.1f}'} "
+        f"cleanup={'-' if cleanup is None else f'{cleanup:.1f}'} "
+        f"holds={','.join(f'{d:.1f}' for d in durations) or '-'}ms "
+        f"overlap={_ms(overlap)}ms"
+    )
+    if open_holds:
+        summary += f" open={open_holds}"
+    return TurnEvidence(
+        session=session,
+        attempt=attempt,
+        event_id=info.get("eventId"),
+        outcome=info.get("outcome"),
+        start_t=base,
+        end_t=info.get("end"),
+        acquire=acquire,
+        prompt=prompt,
+        cleanup=cleanup,
+        holds=[(rel(s), rel(e)) for s, e in hold_iv],
+        open_holds=open_holds,
+        model_io=[(rel(s), rel(e)) for s, e in model_iv],
+        overlap_ms=round(overlap, 3),
+        longest_hold_ms=round(max(durations, default=0.0), 3),
+        summary=summary,
+    )
+
+
+def _probe(raw: Mapping[str, Any] | ProbeEvidence, model: Sequence[tuple[tuple[str, str], Interval]]) -> ProbeEvidence:
+    probe = raw if isinstance(raw, ProbeEvidence) else ProbeEvidence.model_validate(raw)
+    elapsed = probe.timeout_elapsed_ms if probe.timeout_elapsed_ms is not None else probe.acquired_elapsed_ms
+    during: bool | None = None
+    if probe.t is not None:
+        end = probe.t + (elapsed or 0.0)
+        # Closed test: a probe that starts exactly at a request's start is still "during" it.
+        during = any(s == probe.session and start <= end and probe.t <= stop for (s, _), (start, stop) in model)
+    return probe.model_copy(update={"during_model_io": during})
+
+
+def _union(intervals: Iterable[Interval]) -> list[Interval]:
+    merged: list[Interval] = []
+    for start, end in sorted(intervals):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def _intersection_ms(a: Sequence[Interval], b: Sequence[Interval]) -> float:
+    """Total length of the intersection of two sorted, non-overlapping interval lists."""
+    total, i, j = 0.0, 0, 0
+    while i < len(a) and j < len(b):
+        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return total
+
+
+def _ms(value: float) -> str:
+    return "0" if value == 0 else f"{value:.1f}"

@@ -1,0 +1,307 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from qa.report.lock_evidence import ProbeEvidence, analyze_lock_evidence
+
+
+def rec(t: float, type_: str, **fields: Any) -> dict[str, Any]:
+    return {"t": t, "type": type_, **fields}
+
+
+def narrow_turn(session: str, attempt: str, t0: float, model_ms: float = 798.7) -> list[dict[str, Any]]:
+    """acquire → append user → release → model I/O → reacquire → append reply → release."""
+    s = {"session": session, "attempt": attempt}
+    end = t0 + 1.3 + model_ms
+    return [
+        rec(t0, "turn.start", eventId=f"$ev-{attempt}", **s),
+        rec(t0 + 0.0, "lock.acquire", purpose="append-user", lockPath="x.lock", waitMs=0.0, **s),
+        rec(t0 + 0.9, "lock.release", purpose="append-user", heldMs=0.9, **s),
+        rec(t0 + 1.3, "model.request.start", requestId=f"r-{attempt}", **s),
+        rec(end, "model.request.end", requestId=f"r-{attempt}", ok=True, **s),
+        rec(end + 12.4, "lock.acquire", purpose="append-reply", lockPath="x.lock", waitMs=0.1, **s),
+        rec(end + 13.0, "lock.release", purpose="append-reply", heldMs=0.6, **s),
+        rec(end + 13.5, "turn.end", eventId=f"$ev-{attempt}", outcome="replied", **s),
+    ]
+
+
+def attempt_scope_turn(session: str, attempt: str, t0: float) -> list[dict[str, Any]]:
+    """The legacy bug: one hold around the whole attempt, model call inside it."""
+    s = {"session": session, "attempt": attempt}
+    return [
+        rec(t0, "turn.start", eventId="$ev", **s),
+        rec(t0 + 0.1, "lock.acquire", purpose="attempt", lockPath="x.lock", waitMs=0.0, **s),
+        rec(t0 + 1.0, "model.request.start", requestId="r1", **s),
+        rec(t0 + 800.0, "model.request.end", requestId="r1", ok=True, **s),
+        rec(t0 + 801.0, "lock.release", purpose="attempt", heldMs=800.9, **s),
+        rec(t0 + 801.5, "turn.end", eventId="$ev", outcome="replied", **s),
+    ]
+
+
+def test_clean_narrow_turn_passes_with_summary() -> None:
+    evidence = analyze_lock_evidence(narrow_turn("!a", "att-1", 1000.0))
+
+    assert evidence.verdict == "pass"
+    assert evidence.reasons == []
+    assert evidence.turn_count == 1
+    assert evidence.model_requests == 1
+    assert evidence.total_overlap_ms == 0
+    (turn,) = evidence.turns
+    assert (turn.session, turn.attempt, turn.event_id, turn.outcome) == ("!a", "att-1", "$ev-att-1", "replied")
+    assert turn.acquire == pytest.approx([0.0, 812.4])
+    assert turn.prompt == pytest.approx(1.3)
+    assert turn.cleanup == pytest.approx(813.0)
+    assert turn.longest_hold_ms == pytest.approx(0.9)
+    assert turn.summary == "acquire=0.0,812.4 prompt=1.3 cleanup=813.0 holds=0.9,0.6ms overlap=0ms"
+    assert evidence.longest_hold_ms == pytest.approx(0.9)
+
+
+def test_attempt_scope_overlap_fails() -> None:
+    evidence = analyze_lock_evidence(attempt_scope_turn("!a", "att-1", 0.0))
+
+    assert evidence.verdict == "fail"
+    (turn,) = evidence.turns
+    assert turn.overlap_ms == pytest.approx(799.0)
+    assert turn.summary.endswith("overlap=799.0ms")
+    assert evidence.total_overlap_ms == pytest.approx(799.0)
+    assert evidence.longest_hold_ms == pytest.approx(800.9)
+    assert any("lock held during model I/O for 799.0ms" in r for r in evidence.reasons)
+
+
+def test_hold_in_one_session_does_not_count_against_model_io_in_another() -> None:
+    a = {"session": "!a", "attempt": "a1"}
+    b = {"session": "!b", "attempt": "b1"}
+    records = [
+        rec(0, "lock.acquire", purpose="append-user", **a),
+        rec(10, "model.request.start", requestId="rb", **b),
+        rec(400, "lock.release", purpose="append-user", heldMs=400, **a),
+        rec(500, "model.request.end", requestId="rb", ok=True, **b),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.total_overlap_ms == 0
+    assert evidence.turn_count == 1  # only !b talked to the model
+    assert evidence.other_holds == 1
+    assert evidence.longest_hold_ms == 400
+
+
+def test_two_sessions_interleaved_narrow_pass_and_attempt_scope_is_caught() -> None:
+    good = narrow_turn("!a", "a1", 0.0)
+    bad = attempt_scope_turn("!b", "b1", 100.0)
+    evidence = analyze_lock_evidence(sorted(good + bad, key=lambda r: r["t"]))
+    assert evidence.verdict == "fail"
+    overlaps = {t.session: t.overlap_ms for t in evidence.turns}
+    assert overlaps["!a"] == 0
+    assert overlaps["!b"] == pytest.approx(799.0)
+    assert all("!b" in r for r in evidence.reasons)
+
+
+def test_second_message_appended_during_model_io_is_not_overlap() -> None:
+    # Attempt a2's short append of the next user message lands while a1 is in model I/O: allowed by design.
+    first = narrow_turn("!a", "a1", 0.0)
+    s2 = {"session": "!a", "attempt": "a2"}
+    second = [
+        rec(300.0, "turn.start", eventId="$2", **s2),
+        rec(300.1, "lock.acquire", purpose="append-user", **s2),
+        rec(300.8, "lock.release", purpose="append-user", heldMs=0.7, **s2),
+    ]
+    evidence = analyze_lock_evidence(sorted(first + second, key=lambda r: r["t"]))
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.turn_count == 2
+
+
+def test_separate_inbound_writer_is_not_a_turn() -> None:
+    # The bot's shape: an `inbound-*` attempt appends the user message, a `turn-*` attempt talks to the model.
+    inbound = {"session": "!a", "attempt": "inbound-1"}
+    turn = {"session": "!a", "attempt": "turn-2"}
+    records = [
+        rec(0.0, "lock.acquire", purpose="inbound", **inbound),
+        rec(0.8, "lock.release", purpose="inbound", heldMs=0.8, **inbound),
+        rec(1.0, "turn.start", eventId="$1", **turn),
+        rec(1.5, "model.request.start", requestId="m", **turn),
+        rec(300.0, "lock.acquire", purpose="inbound", **{**inbound, "attempt": "inbound-3"}),
+        rec(300.5, "lock.release", purpose="inbound", heldMs=0.5, **{**inbound, "attempt": "inbound-3"}),
+        rec(700.0, "model.request.end", requestId="m", ok=True, **turn),
+        rec(701.0, "lock.acquire", purpose="reply", **turn),
+        rec(701.4, "lock.release", purpose="reply", heldMs=0.4, **turn),
+        rec(702.0, "turn.end", eventId="$1", outcome="replied", **turn),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert (evidence.turn_count, evidence.other_holds) == (1, 2)
+    assert evidence.turns[0].summary == "acquire=700.0 prompt=0.5 cleanup=700.4 holds=0.4ms overlap=0ms"
+    assert evidence.longest_hold_ms == pytest.approx(0.8)
+
+
+def test_parallel_model_requests_are_not_counted_twice() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(10, "model.request.start", requestId="r1", **s),
+        rec(12, "lock.acquire", purpose="p", **s),
+        rec(15, "model.request.start", requestId="r2", **s),
+        rec(20, "model.request.end", requestId="r1", ok=True, **s),
+        rec(22, "lock.release", purpose="p", heldMs=10, **s),
+        rec(25, "model.request.end", requestId="r2", ok=True, **s),
+    ]
+    assert analyze_lock_evidence(records).total_overlap_ms == pytest.approx(10.0)
+
+
+def test_release_without_acquire_counts_back_from_held_ms() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(45, "model.request.start", requestId="r1", **s),
+        rec(50, "lock.release", purpose="p", heldMs=10, **s),
+        rec(60, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.total_overlap_ms == pytest.approx(5.0)
+    assert evidence.verdict == "fail"
+
+
+def test_probe_timeout_during_model_io_fails() -> None:
+    probes = [{"session": "!a", "t": 400.0, "timeoutElapsedMs": 25.6, "error": "session file locked ..."}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    (probe,) = evidence.probes
+    assert probe.during_model_io is True
+    assert any("contention probe timed out after 25.6ms" in r for r in evidence.reasons)
+
+
+def test_probe_that_acquires_during_model_io_passes() -> None:
+    probe = ProbeEvidence(session="!a", t=400.0, acquired_elapsed_ms=0.4)
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [probe])
+    assert evidence.verdict == "pass"
+    assert evidence.probes[0].during_model_io is True
+
+
+def test_probe_timeout_outside_model_io_or_in_another_session_does_not_fail() -> None:
+    probes = [
+        {"session": "!a", "t": 5000.0, "timeoutElapsedMs": 25.0},
+        {"session": "!other", "t": 400.0, "timeoutElapsedMs": 25.0},
+    ]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert [p.during_model_io for p in evidence.probes] == [False, False]
+
+
+def test_probe_timeout_with_unknown_start_fails() -> None:
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [{"session": "!a", "timeoutElapsedMs": 25}])
+    assert evidence.verdict == "fail"
+    assert evidence.probes[0].during_model_io is None
+
+
+def test_open_hold_at_trace_end_counts_to_the_end() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(10, "lock.acquire", purpose="append-user", **s),
+        rec(20, "model.request.start", requestId="r1", **s),
+        rec(50, "model.request.end", requestId="r1", ok=True, **s),
+        rec(60, "reply.sent", **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    (turn,) = evidence.turns
+    assert turn.open_holds == 1
+    assert turn.holds == [(10.0, 60.0)]
+    assert turn.cleanup is None
+    assert turn.overlap_ms == pytest.approx(30.0)
+    assert evidence.longest_hold_ms == pytest.approx(50.0)
+    assert turn.summary.endswith("open=1")
+    assert any("still open at trace end" in r for r in evidence.reasons)
+
+
+def test_leaked_hold_of_another_attempt_in_the_session_fails() -> None:
+    records = [
+        *narrow_turn("!a", "a1", 100.0),
+        rec(50, "lock.acquire", purpose="append-user", session="!a", attempt="a0"),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == 0
+    assert any("attempt a0" in r and "still open" in r for r in evidence.reasons)
+
+
+def test_takeover_ends_the_previous_hold() -> None:
+    # The old bot was SIGKILLed holding the lock; after the restart its lock is reclaimed and a new turn runs.
+    records = [
+        rec(10, "lock.acquire", purpose="inbound", session="!a", attempt="inbound-old"),
+        rec(
+            500,
+            "lock.takeover",
+            session="!a",
+            attempt="inbound-new",
+            reason="owner-dead",
+            previous={"pid": 1, "attempt": "inbound-old", "ageMs": 490},
+        ),
+        rec(500.1, "lock.acquire", purpose="inbound", session="!a", attempt="inbound-new"),
+        rec(501, "lock.release", purpose="inbound", heldMs=0.9, session="!a", attempt="inbound-new"),
+        *narrow_turn("!a", "turn-new", 502.0),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.longest_hold_ms == pytest.approx(490)
+    assert evidence.takeovers == 1
+
+
+def test_takeover_of_attempt_scope_hold_still_counts_overlap_until_the_takeover() -> None:
+    s = {"session": "!a", "attempt": "turn-1"}
+    records = [
+        rec(0, "lock.acquire", purpose="turn", **s),
+        rec(1, "model.request.start", requestId="m", **s),
+        rec(
+            5001,
+            "lock.takeover",
+            session="!a",
+            attempt="inbound-2",
+            reason="max-hold",
+            previous={"pid": 1, "attempt": "turn-1", "ageMs": 5001},
+        ),
+        rec(6000, "model.request.end", requestId="m", ok=True, **s),
+        rec(6001, "lock.release", purpose="turn", heldMs=6001, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == pytest.approx(5000)
+    assert evidence.turns[0].holds == [(0.0, 5001.0)]  # the late release is not a second hold
+
+
+def test_open_hold_without_model_io_is_no_evidence() -> None:
+    records = [
+        rec(0, "turn.start", session="!a", attempt="a1", eventId="$1"),
+        rec(10, "lock.acquire", session="!a", attempt="a1", purpose="p"),
+        rec(30, "turn.end", session="!a", attempt="a1", eventId="$1", outcome="failed"),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "none"
+    assert evidence.turns[0].open_holds == 1
+    assert evidence.longest_hold_ms == 20
+
+
+def test_empty_trace_has_no_evidence() -> None:
+    evidence = analyze_lock_evidence([])
+    assert evidence.verdict == "none"
+    assert evidence.turn_count == 0
+    assert evidence.longest_hold_ms == 0
+    assert evidence.reasons == ["no model request in the trace: nothing to check the lock against"]
+
+
+def test_dump_is_json_with_camel_case_fields() -> None:
+    records = [
+        *narrow_turn("!a", "a1", 0.0),
+        rec(900, "lock.takeover", session="!a", attempt="a9", previous={}, reason="max-hold"),
+        rec(901, "lock.timeout", session="!a", attempt="a8", purpose="p", error="…"),
+    ]
+    dumped = analyze_lock_evidence(records, [{"session": "!a", "t": 1.0, "acquiredElapsedMs": 0.3}]).model_dump(
+        mode="json"
+    )
+    json.dumps(dumped)
+    assert {"verdict", "reasons", "turnCount", "modelRequests", "longestHoldMs", "totalOverlapMs"} <= set(dumped)
+    assert (dumped["takeovers"], dumped["lockTimeouts"]) == (1, 1)
+    turn = dumped["turns"][0]
+    assert {"eventId", "startT", "acquire", "prompt", "cleanup", "holds", "modelIo", "overlapMs"} <= set(turn)
+    assert turn["holds"][0] == [0.0, 0.9]
+    assert dumped["probes"][0]["acquiredElapsedMs"] == 0.3

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import pytest
+
+from qa.agent.lock_settings import LockConfigError, LockSettings, resolve_lock_settings
+
+ENV = "MATRIX_QA_SESSION_WRITE_LOCK_"
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    settings, sources = resolve_lock_settings(None, {})
+    assert settings == LockSettings()
+    assert settings.max_hold_ms < settings.acquire_timeout_ms < settings.stale_ms
+    assert sources == {
+        "acquireTimeoutMs": "default",
+        "staleMs": "default",
+        "maxHoldMs": "default",
+        "scope": "default",
+    }
+
+
+def test_env_beats_config_beats_default() -> None:
+    config = {"acquireTimeoutMs": 2000, "staleMs": 9000, "scope": "attempt"}
+    env = {ENV + "ACQUIRE_TIMEOUT_MS": "25", ENV + "SCOPE": "narrow", "UNRELATED": "x"}
+    settings, sources = resolve_lock_settings(config, env)
+    assert settings == LockSettings(acquire_timeout_ms=25, stale_ms=9000, max_hold_ms=5000, scope="narrow")
+    assert sources == {
+        "acquireTimeoutMs": "env",
+        "staleMs": "config",
+        "maxHoldMs": "default",
+        "scope": "env",
+    }
+
+
+def test_empty_env_value_counts_as_unset() -> None:
+    settings, sources = resolve_lock_settings({"staleMs": 1234}, {ENV + "STALE_MS": "  "})
+    assert settings.stale_ms == 1234
+    assert sources["staleMs"] == "config"
+
+
+def test_digit_strings_with_whitespace_are_accepted() -> None:
+    settings, _ = resolve_lock_settings({"maxHoldMs": "750"}, {ENV + "STALE_MS": " 60000\n"})
+    assert (settings.max_hold_ms, settings.stale_ms) == (750, 60000)
+
+
+@pytest.mark.parametrize("bad", ["12ms", "-1", "abc", "0", "1.5", "+5", "²"])
+def test_bad_env_value_names_the_variable_and_value(bad: str) -> None:
+    with pytest.raises(LockConfigError) as err:
+        resolve_lock_settings({}, {ENV + "STALE_MS": bad})
+    assert f"{ENV}STALE_MS={bad!r}" in str(err.value)
+
+
+@pytest.mark.parametrize("bad", ["12ms", -1, "abc", 0, 1.5, True, None])
+def test_bad_config_value_names_the_field_and_value(bad: object) -> None:
+    with pytest.raises(LockConfigError) as err:
+        resolve_lock_settings({"acquireTimeoutMs": bad}, {})
+    assert f"session.writeLock.acquireTimeoutMs={bad!r}" in str(err.value)
+
+
+def test_bad_scope_is_rejected_from_env_and_config() -> None:
+    with pytest.raises(LockConfigError, match=r"MATRIX_QA_SESSION_WRITE_LOCK_SCOPE='wide'.*narrow\|attempt"):
+        resolve_lock_settings({}, {ENV + "SCOPE": "wide"})
+    with pytest.raises(LockConfigError, match=r"session\.writeLock\.scope='wide'"):
+        resolve_lock_settings({"scope": "wide"}, {})
+
+
+def test_env_shadows_a_bad_config_value_but_not_a_different_field() -> None:
+    # A valid env value shadows the config value, so the bad config value is never read.
+    settings, _ = resolve_lock_settings({"staleMs": "bad"}, {ENV + "STALE_MS": "100"})
+    assert settings.stale_ms == 100
+    with pytest.raises(LockConfigError, match=r"session\.writeLock\.maxHoldMs"):
+        resolve_lock_settings({"maxHoldMs": "bad"}, {ENV + "STALE_MS": "100"})
+
+
+def test_unknown_config_key_is_named() -> None:
+    with pytest.raises(LockConfigError, match=r"session\.writeLock\.staleMS"):
+        resolve_lock_settings({"staleMS": 100}, {})
+
+
+def test_config_must_be_a_mapping() -> None:
+    with pytest.raises(LockConfigError, match=r"session\.writeLock must be a mapping"):
+        resolve_lock_settings([1, 2], {})  # type: ignore[arg-type]
