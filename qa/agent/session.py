@@ -49,8 +49,10 @@ class Session:
     transcript: Transcript
     lock: SessionWriteLock
     seen_events: set[str]
-    appends: asyncio.Queue[Inbound] = field(default_factory=asyncio.Queue)
-    turns: asyncio.Queue[Inbound] = field(default_factory=asyncio.Queue)
+    # Each accepted message carries its attempt id from arrival to reply, so the inbound append and the
+    # reply append of one turn are one attempt in the trace and in the lock evidence.
+    appends: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
+    turns: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -104,7 +106,10 @@ class SessionManager:
         """Queue an accepted message; returns its session key. Never blocks the sync loop."""
         session = self.session_for(inbound.room_id, inbound.thread_root)
         session.seen_events.add(inbound.event_id)
-        session.appends.put_nowait(inbound)
+        attempt = self._next_attempt("turn")
+        # A turn starts when its message arrives: the inbound append is step 1 of the turn protocol.
+        self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id)
+        session.appends.put_nowait((inbound, attempt))
         return session.key
 
     async def record_notice(self, room_id: str, thread_root: str | None, record: dict[str, Any]) -> None:
@@ -131,14 +136,12 @@ class SessionManager:
 
     async def _append_worker(self, session: Session) -> None:
         while True:
-            inbound = await session.appends.get()
-            attempt = self._next_attempt("inbound")
+            inbound, attempt = await session.appends.get()
             try:
                 hold = await session.lock.acquire(attempt, "inbound")
             except SessionLockError as exc:
                 # The message is lost, exactly as writers were in the bug this project exists to catch.
-                self._trace.emit("error", where="inbound-append", session=session.key,
-                                 eventId=inbound.event_id, error=str(exc))
+                self._inbound_failed(session, inbound, attempt, str(exc))
                 continue
             try:
                 session.transcript.append(hold, {
@@ -146,28 +149,29 @@ class SessionManager:
                     "sender": inbound.sender, "content": inbound.body,
                 })
             except Exception as exc:  # a worker that dies silently would look like a bot that ignores people
-                self._trace.emit("error", where="inbound-append", session=session.key, eventId=inbound.event_id,
-                                 error=f"{type(exc).__name__}: {exc}")
+                self._inbound_failed(session, inbound, attempt, f"{type(exc).__name__}: {exc}")
                 continue
             finally:
                 hold.release()
-            session.turns.put_nowait(inbound)
+            session.turns.put_nowait((inbound, attempt))
+
+    def _inbound_failed(self, session: Session, inbound: Inbound, attempt: str, error: str) -> None:
+        self._trace.emit("error", where="inbound-append", session=session.key, eventId=inbound.event_id, error=error)
+        self._trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id, outcome="failed")
 
     async def _turn_worker(self, session: Session) -> None:
         while True:
-            inbound = await session.turns.get()
+            inbound, attempt = await session.turns.get()
             try:
-                await self._run_turn(session, inbound)
+                await self._run_turn(session, inbound, attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one bad turn must not stop the session
                 self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    async def _run_turn(self, session: Session, inbound: Inbound) -> None:
-        attempt = self._next_attempt("turn")
+    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> None:
         trace = self._trace
-        trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id)
         hold: LockHold | None = None
         outcome = "failed"
         try:
