@@ -161,8 +161,8 @@ def _allow_bots(value: object) -> object:
 
 
 class SessionWriteLock(_Model):
-    # narrow: release before model I/O (the rule under test); legacy: hold for the whole attempt (the bug).
-    scope: Literal["narrow", "legacy"] | None = None
+    # narrow: release before model I/O (the rule under test); attempt: hold for the whole attempt (the legacy bug).
+    scope: Literal["narrow", "attempt"] | None = None
     acquire_timeout_ms: int | None = Field(default=None, alias="acquireTimeoutMs", gt=0)
     stale_ms: int | None = Field(default=None, alias="staleMs", gt=0)
     max_hold_ms: int | None = Field(default=None, alias="maxHoldMs", gt=0)
