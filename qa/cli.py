@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
                      help="scenario files or directories (default: scenarios/)")
     run.add_argument("--homeserver", default="synapse", choices=["synapse"], help="homeserver backend")
+    run.add_argument("--homeserver-port", type=int, default=None, metavar="PORT",
+                     help="port for the embedded homeserver on 127.0.0.1 (default: a free one)")
     run.add_argument("--provider", default="mock", choices=["mock"], help="model provider")
     run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
                      help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
@@ -70,6 +72,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
         scenario_paths=args.scenarios_dir or [Path("scenarios")], homeserver=args.homeserver,
+        homeserver_port=args.homeserver_port,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         fail_fast=args.fail_fast, include_bodies=args.include_bodies,
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],

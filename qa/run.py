@@ -51,6 +51,7 @@ class RunOptions:
     scenario_ids: list[str] = field(default_factory=list)
     scenario_paths: list[Path] = field(default_factory=lambda: [Path("scenarios")])
     homeserver: str = "synapse"
+    homeserver_port: int | None = None
     provider: str = "mock"
     provider_rules: list[Path] = field(default_factory=list)
     output_dir: Path | None = None
@@ -77,7 +78,7 @@ def _start_homeserver(options: RunOptions, work: Path, log_dir: Path) -> Homeser
         raise ConfigError(f"--homeserver {options.homeserver!r} is not supported yet; use synapse (the default)")
     from qa.homeserver.synapse import SynapseHomeserver
 
-    return SynapseHomeserver(work / "synapse", log_dir)
+    return SynapseHomeserver(work / "synapse", log_dir, port=options.homeserver_port)
 
 
 class Run:

@@ -102,7 +102,7 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
         async with asyncio.timeout(float(scenario.timeout)):
             ctx = await _provision(scenario, res, actors, bot, state_dir, scenario_dir, result)
             prober = asyncio.create_task(follow_and_probe(bot, state_dir / "bot" / "sessions", probes))
-            await _run_steps(ctx, scenario, result)
+            await _run_steps(ctx, scenario, result, say)
         result.status = "pass"
         result.details = f"{len(scenario.steps)} steps passed"
     except StepFailed as exc:
@@ -181,7 +181,7 @@ async def _provision(
     )
 
 
-async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult) -> None:
+async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult, say: Any) -> None:
     for index, step in enumerate(scenario.steps, start=1):
         step_result = StepResult(index=index, kind=step.kind, status="fail")
         result.steps.append(step_result)
@@ -189,6 +189,7 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
         try:
             step_result.detail = await STEPS[step.kind](ctx, step)
             step_result.status = "pass"
+            say(f"    {index}. {step.kind}: {step_result.detail}")
         except StepFailed as exc:
             step_result.detail = exc.expected
             raise

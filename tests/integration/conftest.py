@@ -1,0 +1,61 @@
+"""Integration tests drive the real pipeline: embedded Synapse, the mock HTTP provider, the bot process."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.harness.output import Output
+from qa.run import Run, RunOptions
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class RunResult:
+    code: int
+    dir: Path
+    summary: dict[str, Any]
+
+    def scenario(self, scenario_id: str) -> dict[str, Any]:
+        return next(s for s in self.summary["scenarios"] if s["id"] == scenario_id)
+
+    @property
+    def report(self) -> str:
+        return (self.dir / "matrix-qa-report.md").read_text(encoding="utf-8")
+
+
+@pytest.fixture
+def run_qa(tmp_path: Path):
+    """Run matrix-qa in-process (same code path as the CLI) and return the exit code and the summary."""
+
+    async def _run(*ids: str, **options: Any) -> RunResult:
+        out_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
+        opts = RunOptions(scenario_ids=list(ids), scenario_paths=[REPO / "scenarios"], output_dir=out_dir, **options)
+        with (tmp_path / "console.log").open("a", encoding="utf-8") as console:
+            code = await Run(opts, Output(console)).execute()
+        summary = json.loads((out_dir / "matrix-qa-summary.json").read_text())
+        return RunResult(code, out_dir, summary)
+
+    return _run
+
+
+def cli(*args: str, cwd: Path = REPO, timeout: float = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run the CLI as a user would. `tmpdir` becomes its TMPDIR, so its child processes can be found."""
+    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
+    return subprocess.run([sys.executable, "-m", "qa.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, check=False, env=env)
+
+
+def our_processes(marker: str) -> list[str]:
+    """Synapse or bot processes whose command line mentions `marker` (a tmp dir unique to the test)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
+    return [line for line in out.splitlines()
+            if marker in line and ("synapse.app.homeserver" in line or "qa.agent" in line)]

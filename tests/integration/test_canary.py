@@ -1,0 +1,123 @@
+"""The walking skeleton end to end: the canary on a real Synapse through the real mock provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, cli, our_processes
+
+pytestmark = pytest.mark.integration
+
+EXPECTED_FILES = [
+    "matrix-qa-summary.json",
+    "matrix-qa-report.md",
+    "matrix-qa-output.log",
+    "matrix-qa-observed-events.json",
+    "junit.xml",
+    "provider-journal.json",
+    "scenarios/canary/bot-trace.jsonl",
+    "scenarios/canary/bot.log",
+    "homeserver/synapse.log",
+]
+
+
+async def test_canary_passes_and_writes_every_artifact(run_qa) -> None:
+    result = await run_qa("canary")
+    assert result.code == 0, result.report
+    for name in EXPECTED_FILES:
+        assert (result.dir / name).is_file(), f"missing artifact {name}"
+    summary = result.summary
+    assert summary["schema"].startswith("matrix-qa.summary/")
+    assert summary["status"] == "pass"
+    assert summary["counts"] == {"total": 1, "passed": 1, "failed": 0, "skipped": 0}
+    env = summary["environment"]
+    assert env["homeserver"]["kind"] == "synapse" and env["homeserver"]["version"]
+    assert env["homeserver"]["serverName"] and env["homeserver"]["baseUrl"].startswith("http://127.0.0.1:")
+    assert env["provider"] == {"mode": "mock", "model": "mock-model", "baseUrlHost": env["provider"]["baseUrlHost"]}
+    assert summary["timings"]["homeserverBootMs"] > 0 and summary["timings"]["botBootMs"] > 0
+    canary = result.scenario("canary")
+    assert canary["status"] == "pass" and canary["durationMs"] > 0
+    # The bot's reply went through the provider: the journal holds the marker prompt it was asked.
+    journal = json.loads((result.dir / "provider-journal.json").read_text())
+    assert any("reply with only this exact marker: MQA-" in json.dumps(e["messages"]) for e in journal)
+    assert "canary" in result.report and "synapse" in result.report
+
+
+async def test_wrong_reply_fails_with_expected_and_seen(run_qa) -> None:
+    result = await run_qa("canary", provider_rules=[REPO / "fixtures/mock-provider/broken-marker.yaml"])
+    assert result.code == 1
+    canary = result.scenario("canary")
+    assert canary["status"] == "fail"
+    failure = canary["failure"]
+    assert "MQA-" in failure["expected"]
+    assert any("not-the-marker" in line for line in failure["seen"])
+    assert "not-the-marker" in result.report and "Expected" in result.report
+
+
+def test_unknown_scenario_id_exits_2_listing_known_ids() -> None:
+    proc = cli("run", "--scenario", "no-such-scenario")
+    assert proc.returncode == 2
+    assert "no-such-scenario" in proc.stderr and "canary" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: bad\ntitle: Bad\nprofiles: [fast]\nsteps:\n  - send: {as: driver, bdy: hi}\n")
+    proc = cli("run", "--scenarios-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    assert proc.returncode == 2
+    assert f"{bad}:5:" in proc.stderr and "bdy" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_homeserver_that_cannot_start_exits_2_naming_its_log(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = tmp_path / "out"
+        proc = cli("run", "--scenario", "canary", "--homeserver-port", str(port), "--output-dir", str(out),
+                   tmpdir=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "synapse" in proc.stderr.lower() and str(port) in proc.stderr
+    assert "Traceback" not in proc.stderr
+    summary = json.loads((out / "matrix-qa-summary.json").read_text())
+    assert summary["status"] == "error" and summary["errors"][0]["component"] == "homeserver"
+    assert (out / "matrix-qa-report.md").exists()
+    assert our_processes(str(tmp_path)) == []
+
+
+def test_ctrl_c_mid_turn_stops_everything_and_keeps_partial_results(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "run", "--scenario", "canary", "--output-dir", str(out),
+         "--provider-rules", str(REPO / "fixtures/mock-provider/hang.yaml")],
+        cwd=REPO, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    assert proc.stderr is not None
+    seen = []
+    # The send step's progress line means the bot's model call is now hanging in the provider.
+    for line in proc.stderr:
+        seen.append(line)
+        if "1. send:" in line:
+            break
+    else:
+        pytest.fail("run ended before the send step:\n" + "".join(seen))
+    assert our_processes(str(tmp_path)), "expected a live Synapse and bot while the turn hangs"
+    proc.send_signal(signal.SIGINT)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode != 0
+    assert "Traceback" not in rest, rest
+    assert our_processes(str(tmp_path)) == []
+    summary = json.loads((out / "matrix-qa-summary.json").read_text())
+    assert summary["scenarios"][0]["id"] == "canary"
+    assert (out / "scenarios/canary/bot-trace.jsonl").exists()
