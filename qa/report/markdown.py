@@ -1,0 +1,372 @@
+"""The pull-request-facing report: the run summary rendered as GitHub-flavoured markdown.
+
+Everything here reads the Summary only, so `matrix-qa report` can re-render an old run from its JSON. The
+Python side prepares plain values (escaped cells, formatted durations, a normalised lock view); the template
+only lays them out, which keeps the escaping rules in one place where they are unit-tested.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import re
+import shlex
+from functools import lru_cache
+from typing import Any
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from qa.report.summary import ScenarioResult, Summary
+
+TEMPLATE = "report.md.j2"
+
+# A failure block is for a glance; the full list of seen lines stays in matrix-qa-summary.json.
+SEEN_LINES_SHOWN = 20
+SEEN_LINE_CHARS = 400
+DETAILS_CHARS = 120
+SESSION_CHARS = 24
+ID_CHARS = 8
+
+RUN_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "error": "⚠️"}
+SCENARIO_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
+LOCK_VERDICT_EMOJI = {"pass": "✅", "fail": "❌", "none": "➖"}
+
+EMPTY = "—"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Formatting and escaping (pure; also used as template filters)
+
+
+def human_ms(ms: float | None) -> str:
+    if ms is None or (isinstance(ms, float) and math.isnan(ms)):
+        return EMPTY
+    if ms < 100:
+        return f"{ms:.1f} ms"
+    if ms < 1000:
+        return f"{ms:.0f} ms"
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.2f} s"
+    minutes, sec = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+_TERMINAL_NOISE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """Drop colour codes and other control characters that logs carry; GitHub shows them as garbage."""
+    return _TERMINAL_NOISE.sub("", text)
+
+
+def cell(value: Any) -> str:
+    """Text that is safe inside one GFM table cell.
+
+    A raw `|` would start a new column and a raw newline would end the row, so the table falls apart; HTML is
+    escaped because GitHub strips unknown tags, which would silently hide text like `<@bot:server>`.
+    """
+    if value is None or value == "":
+        return EMPTY
+    text = html.escape(printable(str(value)), quote=False)
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+    return text.replace("|", "\\|")
+
+
+def inline(value: Any) -> str:
+    """Text for a paragraph or list item: same as a cell, but a pipe there is just a pipe."""
+    if value is None or value == "":
+        return EMPTY
+    text = html.escape(printable(str(value)), quote=False)
+    return text.replace("\r\n", "\n").replace("\r", "\n").replace("\n", "<br>")
+
+
+def code(value: Any, table: bool = False) -> str:
+    """An inline code span that survives backticks in the value (and pipes, inside a table)."""
+    if value is None or value == "":
+        return EMPTY
+    text = " ".join(printable(str(value)).splitlines())
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    ticks = "`" * (longest + 1)
+    if text.startswith("`") or text.endswith("`"):
+        text = f" {text} "
+    if table:
+        # GFM splits cells before it parses code spans, so even a pipe inside backticks needs escaping.
+        text = text.replace("|", "\\|")
+    return f"{ticks}{text}{ticks}"
+
+
+def fenced(lines: list[str], info: str = "text") -> str:
+    """A fenced code block whose fence is longer than any backtick run in the content, so it cannot close early."""
+    body = "\n".join(printable(line) for line in lines)
+    longest = max((len(run) for run in re.findall(r"`{3,}", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{body}\n{fence}"
+
+
+def shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _short_id(part: str) -> str:
+    # Within one run every id is on the same homeserver, so the server part only takes up room.
+    local = part.split(":", 1)[0]
+    return local if len(local) <= ID_CHARS + 1 else local[: ID_CHARS + 1] + "…"
+
+
+def short_session(session: Any) -> str:
+    """`!room:server/thread/$root` → `!roomAbCd…/thread/$rootAbCd…`: enough to tell sessions apart in a table."""
+    text = str(session) if session is not None else ""
+    parts = text.split("/")
+    if len(parts) > 1 and text.startswith("!"):
+        return "/".join(_short_id(p) if p[:1] in ("!", "$") else p for p in parts)
+    if len(text) <= SESSION_CHARS:
+        return text
+    keep = (SESSION_CHARS - 1) // 2
+    return f"{text[:keep]}…{text[-keep:]}"
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile: always one of the observed values, which is what a reader expects to see."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# View: plain values the template lays out
+
+
+def _number(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return str(value)
+    return f"{value:.1f}" if isinstance(value, float) else str(value)
+
+
+def probe_line(probe: dict[str, Any]) -> str:
+    parts = [f"session={short_session(probe.get('session'))}"]
+    for key in ("acquiredElapsedMs", "timeoutElapsedMs"):
+        if probe.get(key) is not None:
+            parts.append(f"{key}={_number(probe[key])}")
+    if probe.get("duringModelIo") is not None:
+        parts.append(f"duringModelIo={str(bool(probe['duringModelIo'])).lower()}")
+    if probe.get("error"):
+        parts.append(f"error={json.dumps(str(probe['error']), ensure_ascii=False)}")
+    return "probe " + " ".join(parts)
+
+
+def _ms_or_empty(value: Any) -> str:
+    return human_ms(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else EMPTY
+
+
+def _scalar_pairs(mapping: Any) -> list[tuple[str, str]]:
+    if not isinstance(mapping, dict):
+        return []
+    pairs = []
+    for key, value in mapping.items():
+        if isinstance(value, str):
+            shown = value
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            shown = _number(value)
+        else:
+            shown = json.dumps(value, default=str)
+        pairs.append((str(key), shown))
+    return pairs
+
+
+_LOCK_COUNTERS = (
+    ("turnCount", "turn", "turns"),
+    ("modelRequests", "model request", "model requests"),
+    ("otherHolds", "other hold", "other holds"),
+    ("takeovers", "takeover", "takeovers"),
+    ("lockTimeouts", "lock timeout", "lock timeouts"),
+)
+
+
+def _counters(lock: dict[str, Any]) -> list[str]:
+    shown = []
+    for key, one, many in _LOCK_COUNTERS:
+        n = lock.get(key)
+        if isinstance(n, int) and not isinstance(n, bool):
+            shown.append(f"{n} {one if n == 1 else many}")
+    return shown
+
+
+def lock_view(lock: dict[str, Any] | None) -> dict[str, Any] | None:
+    """Normalise the lock evidence; its analysis is still evolving, so every key is optional."""
+    if lock is None:
+        return None
+    verdict = str(lock.get("verdict") or "none")
+    turns = []
+    for turn in lock.get("turns") or []:
+        if not isinstance(turn, dict):
+            continue
+        turns.append(
+            {
+                "session": short_session(turn.get("session")),
+                "attempt": turn.get("attempt"),
+                "outcome": turn.get("outcome"),
+                "summary": turn.get("summary") or "",
+                "longestHold": _ms_or_empty(turn.get("longestHoldMs")),
+                "overlap": _ms_or_empty(turn.get("overlapMs")),
+            }
+        )
+    return {
+        "scope": lock.get("scope"),
+        "verdict": verdict,
+        "emoji": LOCK_VERDICT_EMOJI.get(verdict, "❔"),
+        "settings": _scalar_pairs(lock.get("settings")),
+        "sources": _scalar_pairs(lock.get("sources")),
+        "reasons": [str(r) for r in lock.get("reasons") or []],
+        "turns": turns,
+        "counters": _counters(lock),
+        "longestHold": _ms_or_empty(lock.get("longestHoldMs")),
+        "totalOverlap": _ms_or_empty(lock.get("totalOverlapMs")),
+        "probes": [probe_line(p) for p in lock.get("probes") or [] if isinstance(p, dict)],
+    }
+
+
+def _seen_view(seen: list[str]) -> dict[str, Any]:
+    # A seen entry can itself span lines (a multi-line body); cap what a reader scrolls through, not entries.
+    lines = [shorten_line(line) for entry in seen for line in (str(entry).splitlines() or [""])]
+    shown = lines[-SEEN_LINES_SHOWN:]
+    return {"block": fenced(shown) if shown else None, "shown": len(shown), "total": len(lines)}
+
+
+def shorten_line(line: str) -> str:
+    return line if len(line) <= SEEN_LINE_CHARS else line[: SEEN_LINE_CHARS - 1] + "…"
+
+
+def _failure_view(result: ScenarioResult) -> dict[str, Any]:
+    failure = result.failure
+    view: dict[str, Any] = {"id": result.id, "title": result.title, "source": result.source}
+    view["artifacts"] = list(result.artifacts.items())
+    if failure is None:
+        view.update(step=None, expected=None, expected_block=None, seen=None, hints=[])
+        return view
+    parts = [str(failure.step)] if failure.step is not None else []
+    if failure.stepKind:
+        parts.append(f"({code(failure.stepKind)})")
+    step = " ".join(parts) or None
+    detail = next((s.detail for s in result.steps if s.index == failure.step and s.detail), "")
+    if step and detail:
+        step = f"{step} — {inline(detail)}"
+    multi_line = "\n" in failure.expected
+    view.update(
+        step=step,
+        expected=None if multi_line else failure.expected,
+        expected_block=fenced(failure.expected.splitlines()) if multi_line else None,
+        seen=_seen_view(failure.seen),
+        hints=failure.hints,
+    )
+    return view
+
+
+def _short_details(result: ScenarioResult) -> str:
+    text = result.details or (result.failure.expected if result.failure else "")
+    return shorten(text, DETAILS_CHARS) if text else ""
+
+
+def build_view(summary: Summary) -> dict[str, Any]:
+    latencies = [ms for r in summary.scenarios for ms in r.replyLatenciesMs]
+    negative = [(r.id, check) for r in summary.scenarios for check in r.negativeChecks]
+    return {
+        "s": summary,
+        "env": summary.environment,
+        "status_emoji": RUN_STATUS_EMOJI.get(summary.status, "❔"),
+        "command": shlex.join(summary.command) if summary.command else None,
+        "rows": [
+            {
+                "id": r.id,
+                "title": r.title,
+                "status": f"{SCENARIO_STATUS_EMOJI.get(r.status, '❔')} {r.status}",
+                "duration": human_ms(r.durationMs),
+                "details": _short_details(r),
+            }
+            for r in summary.scenarios
+        ],
+        "latency": (
+            {
+                "p50": human_ms(percentile(latencies, 50)),
+                "p95": human_ms(percentile(latencies, 95)),
+                "n": len(latencies),
+            }
+            if latencies
+            else None
+        ),
+        "lock": lock_view(summary.lock),
+        "negative": negative,
+        "failures": [_failure_view(r) for r in summary.scenarios if r.status == "fail"],
+        "scenario_artifacts": [(r.id, list(r.artifacts.items())) for r in summary.scenarios if r.artifacts],
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+@lru_cache(maxsize=1)
+def _environment() -> Environment:
+    env = Environment(
+        # PackageLoader reads through importlib.resources, so the template is found from an installed wheel too.
+        loader=PackageLoader("qa.report", "templates"),
+        # Markdown, not HTML: escaping is explicit per context (cell / inline / code) via the filters below.
+        autoescape=False,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(cell=cell, inline=inline, code=code, ms=human_ms, fenced=fenced)
+    return env
+
+
+def _scan_fences(lines: list[str]) -> list[tuple[bool, bool]]:
+    """Per line: (part of a fenced code block, fences included; a fence still open after the line)."""
+    scanned = []
+    fence: str | None = None
+    for line in lines:
+        match = re.match(r"^ {0,3}(`{3,})", line)
+        if fence is None:
+            if match:
+                fence = match.group(1)
+            scanned.append((fence is not None, fence is not None))
+        else:
+            if match and len(match.group(1)) >= len(fence) and not line.strip().strip("`"):
+                fence = None
+            scanned.append((True, fence is not None))
+    return scanned
+
+
+def fence_states(lines: list[str]) -> list[bool]:
+    """For each line, whether it belongs to a fenced code block (fence lines included).
+
+    Markdown post-processing (tidying, trimming for CI) must never touch what is inside a fence.
+    """
+    return [inside for inside, _ in _scan_fences(lines)]
+
+
+def fence_open_after(lines: list[str]) -> list[bool]:
+    """For each line, whether a fence is still open after it, i.e. whether cutting there would leave it open."""
+    return [open_after for _, open_after in _scan_fences(lines)]
+
+
+def _collapse_blank_lines(text: str) -> str:
+    lines = text.split("\n")
+    kept: list[str] = []
+    for line, in_fence in zip(lines, fence_states(lines), strict=True):
+        if not in_fence and not line.strip() and kept and not kept[-1].strip():
+            continue
+        kept.append(line)
+    return "\n".join(kept).strip() + "\n"
+
+
+def render_markdown(summary: Summary) -> str:
+    text = _environment().get_template(TEMPLATE).render(**build_view(summary))
+    # Optional sections leave runs of blank lines behind; collapse them so the markdown source reads cleanly.
+    return _collapse_blank_lines(text)
