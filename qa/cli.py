@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run scenarios against a disposable homeserver")
     run.add_argument("--profile", default="fast", help="scenario profile (default: fast; 'all' runs everything)")
-    run.add_argument("--scenario", action="append", default=[], metavar="ID", help="run only this scenario (repeatable)")
+    run.add_argument("--scenario", action="append", default=[], metavar="ID",
+                     help="run only this scenario (repeatable)")
     run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
                      help="scenario files or directories (default: scenarios/)")
     run.add_argument("--homeserver", default="synapse", choices=["synapse"], help="homeserver backend")
@@ -48,11 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--provider", default="mock", choices=["mock"], help="model provider")
     run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
                      help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
-    run.add_argument("--output-dir", type=Path, default=None, help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
+    run.add_argument("--output-dir", type=Path, default=None,
+                     help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
     run.add_argument("--fail-fast", action="store_true", help="skip the remaining scenarios after the first failure")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a key of the bot's config for every scenario (e.g. session.writeLock.scope=attempt)")
+                     help="override a key of the bot's config for every scenario, "
+                     "e.g. session.writeLock.scope=attempt")
 
     lst = sub.add_parser("list", help="list scenarios")
     lst.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import json
+import os
 import platform
 import secrets
 import shutil
@@ -93,6 +94,7 @@ class Run:
         self.results: list[ScenarioResult] = []
         self.errors: list[RunError] = []
         self.probes: list[dict[str, Any]] = []
+        self.observed: list[dict[str, Any]] = []
         self.homeserver: Homeserver | None = None
         self.provider: Any = None
         self.secrets: list[str] = []
@@ -100,6 +102,7 @@ class Run:
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
+        _check_lock_env({**os.environ, **self.options.bot_env})
         scenarios = load_scenarios(self.options.scenario_paths)
         self.plan = select(scenarios, self.options.profile, self.options.scenario_ids)
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -146,7 +149,7 @@ class Run:
             homeserver=self.homeserver, provider=self.provider, model_base_url=self.provider.base_url,
             model_name=self.provider.model, run_id=self.run_id, artifact_dir=self.dir, state_dir=work / "state",
             markers=MarkerFactory(self.run_id), bot_env={"OPENAI_API_KEY": "mock-key", **self.options.bot_env},
-            bot_overrides=self.options.bot_overrides, secrets=self.secrets, probes=self.probes,
+            bot_overrides=self.options.bot_overrides, secrets=self.secrets, probes=self.probes, observed=self.observed,
         )
         scenarios_began = mono_ms()
         for scenario in self.plan:
@@ -234,16 +237,13 @@ class Run:
             ),
             counts=counts, timings=self.timings, scenarios=self.results, lock=lock, errors=self.errors,
         )
-        observed = self._observed_events()
         self.timings.reportMs = round(mono_ms() - report_began, 1)
         self.timings.totalMs = round(mono_ms() - self.t0, 1)
         self._write_journal()
-        files = write_reports(summary, self.dir, observed_events=observed, include_bodies=self.options.include_bodies)
+        files = write_reports(summary, self.dir, observed_events=self.observed,
+                              include_bodies=self.options.include_bodies, secrets=self.secrets)
         self._print_table(summary, files)
         return code
-
-    def _observed_events(self) -> list[dict[str, Any]]:
-        return []
 
     def _write_journal(self) -> None:
         """The provider journal is evidence too (what the model was asked, and when)."""
@@ -263,6 +263,16 @@ class Run:
             self.out.say(f"error ({err.component}): {err.message}")
         self.out.say(f"report: {self.dir / files.get('report', 'matrix-qa-report.md')}")
         self.out.say(f"artifacts: {self.dir}")
+
+
+def _check_lock_env(env: dict[str, str]) -> None:
+    """A bad MATRIX_QA_SESSION_WRITE_LOCK_* value is a usage error: say so before starting anything."""
+    from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
+
+    try:
+        resolve_lock_settings(None, env)
+    except LockConfigError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _component(exc: QAError) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
-from qa.agent.lock_settings import resolve_lock_settings
+from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
 from qa.agent.matrix import MatrixBot
 from qa.agent.model import ModelClient
 from qa.agent.session import SessionManager
@@ -66,7 +66,7 @@ def main() -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return asyncio.run(_main(args.config))
-    except QAError as exc:
+    except (QAError, LockConfigError) as exc:
         print(f"matrix-qa bot: {exc}", file=sys.stderr)
         return 2
 

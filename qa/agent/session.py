@@ -179,7 +179,8 @@ class SessionManager:
                 hold = await session.lock.acquire(attempt, "turn")
             messages = build_messages(self._system_prompt, session.transcript.read())
             request_id = f"{attempt}-model"
-            trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id)
+            trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
+                       eventId=inbound.event_id)
             try:
                 reply = await self._model.complete(messages)
             except Exception as exc:

@@ -8,6 +8,7 @@ the legacy `attempt` scope it fails with `session file locked (timeout 25ms)` â€
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,5 @@ async def follow_and_probe(bot: BotProcess, sessions_dir: Path, results: list[di
 
 async def stop_prober(task: asyncio.Task[None]) -> None:
     task.cancel()
-    try:
+    with contextlib.suppress(asyncio.CancelledError, WaitTimeout):
         await task
-    except (asyncio.CancelledError, WaitTimeout):
-        pass

@@ -45,6 +45,7 @@ class RunResources:
     bot_overrides: dict[str, Any]
     secrets: list[str]
     probes: list[dict[str, Any]]
+    observed: list[dict[str, Any]]
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -128,6 +129,12 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
             await stop_prober(prober)
         res.probes.extend({**p, "scenario": scenario.id} for p in probes)
         await bot.stop()
+        if actors:
+            # One witness per scenario is enough: every member sees the same room timeline.
+            watcher = next(iter(actors.values()))
+            res.observed.extend(
+                {**e, "scenario": scenario.id, "observedBy": watcher.name} for e in watcher.events.items
+            )
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 await actor.close()

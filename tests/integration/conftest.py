@@ -47,11 +47,14 @@ def run_qa(tmp_path: Path):
     return _run
 
 
-def cli(*args: str, cwd: Path = REPO, timeout: float = 300, tmpdir: Path | None = None) -> subprocess.CompletedProcess[str]:
+def cli(*args: str, cwd: Path = REPO, timeout: float = 300, tmpdir: Path | None = None,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """Run the CLI as a user would. `tmpdir` becomes its TMPDIR, so its child processes can be found."""
-    env = {**os.environ, "TMPDIR": str(tmpdir)} if tmpdir else None
+    full_env = {**os.environ, **(env or {})}
+    if tmpdir:
+        full_env["TMPDIR"] = str(tmpdir)
     return subprocess.run([sys.executable, "-m", "qa.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, check=False, env=env)
+                          timeout=timeout, check=False, env=full_env)
 
 
 def our_processes(marker: str) -> list[str]:

@@ -15,5 +15,6 @@ def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff")
     if ruff is None:
         pytest.fail("ruff is not installed: install the dev extra (pip install -e '.[dev]')")
-    proc = subprocess.run([ruff, "check", "qa", "tests", "bench"], cwd=REPO, capture_output=True, text=True, check=False)
+    proc = subprocess.run([ruff, "check", "qa", "tests", "bench"], cwd=REPO, capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -1,0 +1,53 @@
+"""Lock-timing evidence on a real run: the narrow lock passes, and the legacy whole-turn lock is caught."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.conftest import cli
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = ("canary", "matrix-session-lock-contention")
+
+
+async def test_narrow_lock_passes_with_evidence(run_qa) -> None:
+    result = await run_qa(*SCENARIOS)
+    assert result.code == 0, result.report
+    lock = result.summary["lock"]
+    assert lock["verdict"] == "pass", lock["reasons"]
+    assert lock["scope"] == "narrow"
+    assert lock["settings"] == {"acquireTimeoutMs": 10000, "staleMs": 30000, "maxHoldMs": 5000}
+    assert lock["totalOverlapMs"] == 0
+    assert lock["modelRequests"] >= 3
+    # Every probe fired while a model call was in flight, and got the lock.
+    assert lock["probes"], "no contention probe ran"
+    assert all(p.get("acquiredElapsedMs") is not None for p in lock["probes"]), lock["probes"]
+    assert any(p.get("duringModelIo") for p in lock["probes"])
+    slow_turns = [t for t in lock["turns"] if t["outcome"] == "replied"]
+    assert len(slow_turns) == 3 and all(t["overlapMs"] == 0 for t in slow_turns)
+    assert "Lock-timing evidence" in result.report and "acquiredElapsedMs" in result.report
+
+
+async def test_whole_turn_lock_fails_the_evidence_and_the_run(run_qa) -> None:
+    # The env override is how CI would flip it; the report must say where the setting came from.
+    result = await run_qa(*SCENARIOS, bot_env={"MATRIX_QA_SESSION_WRITE_LOCK_SCOPE": "attempt"})
+    assert result.code == 1
+    lock = result.summary["lock"]
+    assert lock["verdict"] == "fail"
+    assert lock["scope"] == "attempt" and lock["sources"]["scope"] == "env"
+    assert lock["totalOverlapMs"] > 0
+    timed_out = [p for p in lock["probes"] if p.get("timeoutElapsedMs") is not None]
+    assert timed_out and all("session file locked (timeout 25ms)" in p["error"] for p in timed_out)
+    assert "session file locked (timeout 25ms)" in result.report
+    # The contention scenario sees the second message wait behind the whole first turn.
+    contention = result.scenario("matrix-session-lock-contention")
+    assert contention["status"] == "fail" and "waitMs" in contention["failure"]["expected"]
+
+
+def test_bad_lock_env_value_is_a_usage_error() -> None:
+    env_name = "MATRIX_QA_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS"
+    proc = cli("run", "--scenario", "canary", env={env_name: "abc"})
+    assert proc.returncode == 2
+    assert env_name in proc.stderr and "abc" in proc.stderr
+    assert "Traceback" not in proc.stderr
