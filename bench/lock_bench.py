@@ -1,0 +1,92 @@
+"""Lock-timing benchmark: many turns with a 100 ms mock model, narrow scope beside the legacy attempt scope.
+
+    python bench/lock_bench.py [--turns 50]
+
+Prints per scope: lock hold per turn (p50, max), total overlap of holds with model I/O, and the contention
+probe's acquire time while a model call is in flight. Goals (narrow): max hold <= 20 ms, overlap 0 ms,
+probe acquire <= 5 ms. The attempt scope is the bug, shown for contrast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+RULES = REPO / "fixtures" / "mock-provider" / "bench-latency.yaml"
+
+
+def scenario(turns: int) -> dict:
+    steps: list[dict] = []
+    for i in range(turns):
+        send = {"as": "driver", "mention": "bot", "body": f"bench reply with marker: B{i}", "id": f"q{i}"}
+        steps.append({"send": send})
+        steps.append({"expect_reply": {"to": f"q{i}", "body": f"B{i}", "top_level": True}})
+    return {"id": "bench-lock", "title": f"{turns} sequential turns", "profiles": ["bench"],
+            "timeout": f"{max(120, turns * 3)}s", "steps": steps}
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+
+
+def run(scope: str, scenarios_dir: Path, out: Path) -> dict:
+    proc = subprocess.run(
+        [sys.executable, "-m", "qa.cli", "run", "--scenarios-dir", str(scenarios_dir), "--profile", "bench",
+         "--provider-rules", str(RULES), "--bot-set", f"session.writeLock.scope={scope}", "--output-dir", str(out)],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )
+    summary_path = out / "matrix-qa-summary.json"
+    if not summary_path.exists():
+        sys.exit(f"{scope}: run wrote no summary (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(summary_path.read_text())
+
+
+def report(scope: str, summary: dict) -> None:
+    lock = summary["lock"]
+    turns = [t for t in lock["turns"] if t.get("outcome") == "replied"]
+    holds = [t["longestHoldMs"] for t in turns]
+    acquired = [p["acquiredElapsedMs"] for p in lock["probes"] if p.get("acquiredElapsedMs") is not None]
+    timed_out = [p for p in lock["probes"] if p.get("timeoutElapsedMs") is not None]
+    in_flight = sum(1 for p in lock["probes"] if p.get("duringModelIo"))
+    print(f"scope={scope}: {len(turns)} turns answered, run {summary['status']}, lock verdict {lock['verdict']}")
+    if holds:
+        print(f"  lock hold per turn     p50 {statistics.median(holds):8.2f} ms   max {max(holds):8.2f} ms")
+    print(f"  overlap with model I/O total {lock['totalOverlapMs']:8.2f} ms")
+    print(f"  probes                 {len(lock['probes'])} ({in_flight} while a model call was in flight)")
+    if acquired:
+        print(f"  probe acquire          p50 {statistics.median(acquired):8.2f} ms   max {max(acquired):8.2f} ms"
+              f"   p95 {percentile(acquired, 95):8.2f} ms")
+    if timed_out:
+        print(f"  probe timeouts         {len(timed_out)}: {timed_out[0]['error'][:70]}…")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--turns", type=int, default=50)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="mqa-lock-bench-") as tmp:
+        scenarios_dir = Path(tmp) / "scenarios"
+        scenarios_dir.mkdir()
+        (scenarios_dir / "bench-lock.yaml").write_text(yaml.safe_dump(scenario(args.turns), sort_keys=False))
+        results = {scope: run(scope, scenarios_dir, Path(tmp) / scope) for scope in ("narrow", "attempt")}
+    for scope, summary in results.items():
+        report(scope, summary)
+    narrow = results["narrow"]["lock"]
+    holds = [t["longestHoldMs"] for t in narrow["turns"] if t.get("outcome") == "replied"]
+    probes = [p["acquiredElapsedMs"] for p in narrow["probes"] if p.get("acquiredElapsedMs") is not None]
+    print("goals (narrow): max hold <= 20 ms: {:.2f} ({:.2f}x); overlap 0 ms: {:.2f}; probe acquire <= 5 ms: {:.2f} "
+          "({:.2f}x)".format(max(holds, default=0), max(holds, default=0) / 20, narrow["totalOverlapMs"],
+                             max(probes, default=0), max(probes, default=0) / 5))
+
+
+if __name__ == "__main__":
+    main()
