@@ -7,7 +7,8 @@ Intervals, all in the trace's monotonic ms:
             → a lock.takeover naming its attempt as `previous` (the lock file is gone then, and a SIGKILLed
             holder never releases). A hold still open when the trace ends counts up to the trace's last
             record; a release with no acquire in the trace (trace started mid-hold) counts from `t - heldMs`.
-  model I/O model.request.start → model.request.end with the same requestId; open ones run to trace end.
+  model I/O model.request.start → model.request.end with the same requestId (approval.wait.start → .end
+            too: waiting on a person is I/O as well); open ones run to trace end.
   turn      everything with one (session, attempt) that has a turn.start or a model request; turn.start /
             turn.end give its start, event and outcome (without turn.start it starts at its first record).
             Holds of other attempts (a bot's separate inbound-append or notice writers) are not turns; they
@@ -219,14 +220,19 @@ def _pick(candidates: Sequence[_Hold], purpose: str) -> _Hold | None:
     return next((h for h in candidates if h.purpose == purpose), candidates[0] if candidates else None)
 
 
+# Waiting for a person to approve a tool call is I/O like a model call: no lock may be held across it.
+_IO_START = frozenset({"model.request.start", "approval.wait.start"})
+_IO_END = frozenset({"model.request.end", "approval.wait.end"})
+
+
 def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[tuple[tuple[str, str], Interval]]:
     started: dict[Any, tuple[tuple[str, str], float]] = {}
     done: list[tuple[tuple[str, str], Interval]] = []
     for r in ordered:
         request = r.get("requestId", _key(r))
-        if r.get("type") == "model.request.start":
+        if r.get("type") in _IO_START:
             started[request] = (_key(r), float(r["t"]))
-        elif r.get("type") == "model.request.end" and request in started:
+        elif r.get("type") in _IO_END and request in started:
             key, start = started.pop(request)
             done.append((key, (start, float(r["t"]))))
     done.extend((key, (start, trace_end)) for key, start in started.values())

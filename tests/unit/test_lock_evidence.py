@@ -305,3 +305,22 @@ def test_dump_is_json_with_camel_case_fields() -> None:
     assert {"eventId", "startT", "acquire", "prompt", "cleanup", "holds", "modelIo", "overlapMs"} <= set(turn)
     assert turn["holds"][0] == [0.0, 0.9]
     assert dumped["probes"][0]["acquiredElapsedMs"] == 0.3
+
+
+def test_a_hold_across_an_approval_wait_fails_like_one_across_model_io() -> None:
+    s = {"session": "!a", "attempt": "att-1"}
+    records = [
+        rec(0.0, "turn.start", eventId="$ev", **s),
+        rec(1.0, "model.request.start", requestId="r1", **s),
+        rec(5.0, "model.request.end", requestId="r1", ok=True, **s),
+        rec(6.0, "lock.acquire", purpose="tool", lockPath="x.lock", waitMs=0.0, **s),
+        rec(7.0, "approval.wait.start", requestId="ap-1", **s),
+        rec(900.0, "approval.wait.end", requestId="ap-1", **s),
+        rec(901.0, "lock.release", purpose="tool", heldMs=895.0, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == pytest.approx(893.0)
+    # The same wait with the lock released before it is fine.
+    released_first = [*records[:4], rec(6.5, "lock.release", purpose="tool", heldMs=0.5, **s), *records[4:6]]
+    assert analyze_lock_evidence(released_first).verdict == "pass"
