@@ -15,7 +15,7 @@ from typing import Any
 from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, RoomSendError, SyncError
 
 from qa.agent.config import AgentConfig
-from qa.agent.policy import decide, parse_inbound
+from qa.agent.policy import DUPLICATE, HISTORY, decide, decide_reaction, parse_inbound
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
 from qa.errors import InfraError
@@ -145,9 +145,9 @@ class MatrixBot:
             return  # our own echo: not worth a trace line
         session = self.sessions.session_for(room_id, inbound.thread_root).key
         if history:
-            decision_label, reason = "dropped", "history"
+            decision_label, reason = "dropped", HISTORY
         elif self.sessions.already_seen(inbound):
-            decision_label, reason = "dropped", "duplicate"
+            decision_label, reason = "dropped", DUPLICATE
         else:
             decision = decide(inbound, self._config.user_id, self._config.room_policy(room_id))
             decision_label, reason = decision.label, decision.reason
@@ -163,17 +163,21 @@ class MatrixBot:
         if sender == self._config.user_id or relates.get("rel_type") != "m.annotation":
             return
         where = self._sent.get(target) if target else None
-        policy = self._config.room_policy(room_id)
-        allowed = policy is not None and (policy.allowlist is None or sender in policy.allowlist)
-        session = self.sessions.session_for(room_id, where[1]).key if (where and self.sessions) else None
-        self._trace.emit("reaction", eventId=source.get("event_id"), roomId=room_id, sender=sender,
-                         key=relates.get("key"), target=target, session=session,
-                         decision="recorded" if (where and allowed) else "ignored")
-        if where and allowed and self.sessions is not None:
+        decision = decide_reaction(str(sender), self._config.user_id, self._config.room_policy(room_id),
+                                   on_bot_message=where is not None)
+        session = None
+        if decision.accept and where is not None and self.sessions is not None:
+            session = self.sessions.session_for(room_id, where[1]).key
+            # Written before it is traced, so "recorded" in the trace means the transcript already has it and
+            # the session's next model request will carry it.
             await self.sessions.record_notice(room_id, where[1], {
+                # The transcript schema is fixed, so who/key/which message travel in the content.
                 "eventId": source.get("event_id"), "sender": sender,
                 "content": f"{sender} reacted {relates.get('key')} to message {target}",
             })
+        self._trace.emit("reaction", eventId=source.get("event_id"), roomId=room_id, sender=sender,
+                         key=relates.get("key"), target=target, session=session,
+                         decision="recorded" if decision.accept else "ignored", reason=decision.reason)
 
     async def close(self) -> None:
         await self.client.close()

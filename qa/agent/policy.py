@@ -16,12 +16,17 @@ AllowBots = Literal["off", "mentions", "all"]
 OWN_MESSAGE = "own-message"
 UNKNOWN_ROOM = "room-not-configured"
 NOT_TEXT = "not-a-text-message"
+# m.notice is what bots send; the spec says never to answer one automatically, because that is how loops start.
+NOTICE = "notice"
 EDIT = "edit"
 MENTION_REQUIRED = "mention-required"
 BOT_SENDER_BLOCKED = "bot-sender-blocked"
 SENDER_NOT_ALLOWED = "sender-not-allowed"
 DUPLICATE = "duplicate"
 HISTORY = "history"
+NOT_BOT_MESSAGE = "not-a-bot-message"  # a reaction to something the bot did not send
+
+RECORDED = "recorded"
 
 
 @dataclass(frozen=True)
@@ -64,37 +69,63 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None) -> Decis
         return Decision(False, OWN_MESSAGE)
     if policy is None:
         return Decision(False, UNKNOWN_ROOM)
-    if event.msgtype not in ("m.text", "m.notice", "m.emote"):
+    if event.msgtype == "m.notice":
+        return Decision(False, NOTICE)
+    if event.msgtype not in ("m.text", "m.emote"):
         return Decision(False, NOT_TEXT)
     if event.is_edit:
         return Decision(False, EDIT)
     if event.sender in policy.known_bots:
-        # Another bot talking is the classic loop hazard, so bots are blocked unless explicitly allowed.
+        # Another bot talking is the classic loop hazard, so bots are blocked unless explicitly allowed, and a
+        # blocked bot stays blocked even when it mentions us.
         if policy.allow_bots == "off":
             return Decision(False, BOT_SENDER_BLOCKED)
         if policy.allow_bots == "mentions" and not event.mentioned:
             return Decision(False, MENTION_REQUIRED)
-    elif policy.require_mention and not event.mentioned:
+    # allowBots only decides whether bots may trigger us at all; the room's mention rule applies to everyone,
+    # so `all` in a mention-required room cannot turn two bots into an endless conversation.
+    if policy.require_mention and not event.mentioned:
         return Decision(False, MENTION_REQUIRED)
     if policy.allowlist is not None and event.sender not in policy.allowlist:
         return Decision(False, SENDER_NOT_ALLOWED)
     return ACCEPT
 
 
+def decide_reaction(sender: str, bot_user_id: str, policy: RoomPolicy | None, on_bot_message: bool) -> Decision:
+    """Whether a reaction is recorded in the session of the bot message it annotates.
+
+    The same people who may talk to the bot may react to it; a reaction is never answered, only recorded, so
+    the mention rule does not apply.
+    """
+    if sender == bot_user_id:
+        return Decision(False, OWN_MESSAGE)
+    if policy is None:
+        return Decision(False, UNKNOWN_ROOM)
+    if not on_bot_message:
+        return Decision(False, NOT_BOT_MESSAGE)
+    if sender in policy.known_bots and policy.allow_bots == "off":
+        return Decision(False, BOT_SENDER_BLOCKED)
+    if policy.allowlist is not None and sender not in policy.allowlist:
+        return Decision(False, SENDER_NOT_ALLOWED)
+    return Decision(True, RECORDED)
+
+
 def mentions_user(content: Mapping[str, Any], user_id: str) -> bool:
-    """Intentional mentions (MSC3952) when present; otherwise a matrix.to pill to the user.
+    """Intentional mentions (MSC3952) when present; otherwise a matrix.to pill or the full user id in the body.
 
     When `m.mentions` is present it is authoritative: a body that merely contains the id does not count, which
-    is what stops replies and quotes from re-triggering a bot.
+    is what stops replies and quotes from re-triggering a bot. Without it (clients older than Matrix 1.7) the
+    spec's legacy fallback applies: a pill, or the user id in the plain body.
     """
     mentions = content.get("m.mentions")
     if isinstance(mentions, Mapping):
         ids = mentions.get("user_ids")
         return isinstance(ids, list) and user_id in ids
     formatted = content.get("formatted_body")
-    if isinstance(formatted, str):
-        return f"https://matrix.to/#/{user_id}" in formatted
-    return False
+    if isinstance(formatted, str) and f"https://matrix.to/#/{user_id}" in formatted:
+        return True
+    body = content.get("body")
+    return isinstance(body, str) and user_id in body
 
 
 def parse_inbound(event: Mapping[str, Any], bot_user_id: str) -> Inbound:

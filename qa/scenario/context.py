@@ -31,6 +31,7 @@ class Ref:
     thread_root: str | None
     sent_mono_ms: float
     actor: str | None = None
+    body: str | None = None  # the body as sent, to find the model request that answered it
 
 
 @dataclass

@@ -263,6 +263,9 @@ class Send(StepBase):
     room: RoomName = "main"
     body: MarkedText
     mention: ActorName | None = None  # "bot" or an actor: the message mentions them (pill + name in body)
+    # pill: an intentional mention (m.mentions + pill), as clients send when you pick a name. text: only the
+    # user id typed into the body, with m.mentions present and leaving them out, which must NOT count.
+    mention_style: Literal["pill", "text"] = "pill"
     thread: StepId | None = None  # thread root
     reply_to: StepId | None = None
     id: StepId | None = None
@@ -290,6 +293,7 @@ class ExpectReply(StepBase):
     body: MarkedText | None = None  # None: any reply will do
     thread: StepId | None = None  # the reply must be in this thread
     top_level: bool = False  # the reply must not be in any thread
+    after: StepId | None = None  # the reply must come later in the room than this earlier reply
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -300,7 +304,11 @@ class ExpectReply(StepBase):
         return self
 
     def refs(self) -> list[Ref]:
-        return [Ref(("to",), self.to, frozenset({SENT}), True), *_opt_ref("thread", self.thread, MESSAGES)]
+        return [
+            Ref(("to",), self.to, frozenset({SENT}), True),
+            *_opt_ref("thread", self.thread, MESSAGES),
+            *_opt_ref("after", self.after, frozenset({REPLY}), same_room=False),
+        ]
 
 
 class ControlMessage(_Model):
@@ -308,8 +316,9 @@ class ControlMessage(_Model):
 
     actor: ActorName = Field(alias="as")
     body: MarkedText
-    mention: ActorName | None = None
-    thread: StepId | None = None
+    # The bot by default: a control must be answered, and most rooms require a mention. null: no mention.
+    mention: ActorName | None = BOT
+    thread: StepId | None = None  # None: the trigger's own thread (or top level), i.e. the same session
     expect_body: MarkedText | None = None  # None: any reply to the control counts
 
 
@@ -360,6 +369,27 @@ class ExpectNoReply(StepBase):
         return found
 
 
+class ExpectModelRequest(StepBase):
+    """The model request the bot made to answer a sent message carried (`contains`) or did not carry
+    (`excludes`) these texts — evidence from the mock provider's request journal, e.g. for session isolation."""
+
+    kind: ClassVar[str] = "expect_model_request"
+
+    to: StepId
+    contains: list[MarkedText] = Field(default_factory=list)
+    excludes: list[MarkedText] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ExpectModelRequest:
+        if not self.contains and not self.excludes:
+            raise _error("evidence", "expect_model_request needs `contains` and/or `excludes`")
+        return self
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({SENT}), True)]
+
+
 class React(StepBase):
     """An actor reacts to a message; `id` names the reaction event."""
 
@@ -403,7 +433,9 @@ class ExpectTrace(StepBase):
 
     type: TraceType
     match: dict[str, Any] = Field(default_factory=dict)
-    to: StepId | None = None  # only records about that sent message's event
+    # Upper bounds on numeric fields, e.g. {waitMs: 25}: the first matching record must respect them.
+    max: dict[str, float] = Field(default_factory=dict)
+    to: StepId | None = None  # only records about that sent message's event (or its turn's attempt)
     timeout: Duration | None = None
 
     def refs(self) -> list[Ref]:
@@ -464,6 +496,7 @@ Step = Annotated[
         Annotated[Send, _unwrap("send"), Tag("send")],
         Annotated[ExpectReply, _unwrap("expect_reply"), Tag("expect_reply")],
         Annotated[ExpectNoReply, _unwrap("expect_no_reply"), Tag("expect_no_reply")],
+        Annotated[ExpectModelRequest, _unwrap("expect_model_request"), Tag("expect_model_request")],
         Annotated[React, _unwrap("react"), Tag("react")],
         Annotated[ExpectReaction, _unwrap("expect_reaction"), Tag("expect_reaction")],
         Annotated[ExpectTrace, _unwrap("expect_trace"), Tag("expect_trace")],
@@ -481,6 +514,7 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         Send,
         ExpectReply,
         ExpectNoReply,
+        ExpectModelRequest,
         React,
         ExpectReaction,
         ExpectTrace,

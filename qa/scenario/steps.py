@@ -42,7 +42,8 @@ def _bot_messages(ctx: ScenarioContext, room_id: str) -> list[str]:
     return [
         "room: " + describe_event(e)
         for e in ctx.observer().events.items
-        if e.get("room_id") == room_id and e.get("sender") == ctx.bot_user_id
+        # State events (the bot's own join) are not things it said.
+        if e.get("room_id") == room_id and e.get("sender") == ctx.bot_user_id and "state_key" not in e
     ]
 
 
@@ -51,15 +52,21 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
     room_id = ctx.rooms[step.room]
     thread_root = ctx.refs[step.thread].event_id if step.thread else None
     reply_to = ctx.refs[step.reply_to].event_id if step.reply_to else None
+    body = _text(ctx, step.body)
     mention = None
     if step.mention:
-        name = ctx.bot_name if step.mention == "bot" else step.mention
-        mention = (ctx.user_id_of(step.mention), name)
-    content = message_content(_text(ctx, step.body), mention=mention, thread_root=thread_root, reply_to=reply_to)
+        user_id = ctx.user_id_of(step.mention)
+        if getattr(step, "mention_style", "pill") == "text":
+            # Only the id typed into the body; message_content still sends an empty m.mentions, which says
+            # "this message mentions nobody" and must win over the text.
+            body = f"{user_id}: {body}"
+        else:
+            mention = (user_id, ctx.bot_name if step.mention == "bot" else step.mention)
+    content = message_content(body, mention=mention, thread_root=thread_root, reply_to=reply_to)
     sent_at = mono_ms()
     event_id = await actor.send(room_id, content)
     if step.id:
-        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor)
+        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"])
     where = f" in thread {step.thread}" if step.thread else ""
     return f"{step.actor} sent {event_id}{where}"
 
@@ -77,7 +84,8 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
     except WaitTimeout as exc:
         seen = _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)
         raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
-    latency = event["_seenMs"] - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, event["_seenMs"])
+    seen_at = event["_seenMs"]
+    latency = seen_at - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, seen_at)
     ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
     return event
 
@@ -125,6 +133,11 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     contains = getattr(step, "body_contains", None)
     if contains and _text(ctx, contains) not in body:
         problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
+    if step.after:
+        earlier = ctx.refs[step.after].event_id
+        order = [e.get("event_id") for e in ctx.observer().events.items]
+        if earlier not in order or order.index(earlier) > order.index(event["event_id"]):
+            problems.append(f"reply {event['event_id']} came before the reply of '{step.after}' ({earlier})")
     if problems:
         shape = "in the thread" if thread_root else ("top-level" if getattr(step, "top_level", False) else "")
         expected = f"reply to '{step.to}'" + (f" with body {expected_body!r}" if expected_body else "") + f" {shape}"
@@ -139,7 +152,9 @@ async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
     control message was answered, and nothing answered the trigger. No fixed quiet window unless asked."""
     trigger = ctx.refs[step.to]
     timeout_s = _timeout(step)
-    check = NegativeCheck(step=0, triggerEventId=trigger.event_id, expectedReason=step.reason or "")
+    # The step's own number, so a failing check is numbered too (the runner only fills in passing ones).
+    index = next((i for i, s in enumerate(ctx.scenario.steps, start=1) if s is step), 0)
+    check = NegativeCheck(step=index, triggerEventId=trigger.event_id, expectedReason=step.reason or "")
     quiet = getattr(step, "quiet_window", None)
     if quiet:
         check.method = "quiet-window"
@@ -164,22 +179,29 @@ async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
     problems = []
     if decision.get("decision") != "dropped":
         problems.append(f"the bot accepted '{step.to}' ({decision.get('reason')})")
+        problems.extend(await _unwanted_reply_evidence(ctx, trigger, timeout_s))
     elif step.reason and decision.get("reason") != step.reason:
         problems.append(f"dropped for {decision.get('reason')!r}, expected {step.reason!r}")
     if step.control is not None:
         control = step.control
-        room = getattr(control, "room", None) or None
-        room_id = ctx.rooms[room] if room else trigger.room_id
-        thread_root = trigger.thread_root
-        mention = (ctx.bot_user_id, ctx.bot_name) if getattr(control, "mention", "bot") == "bot" else None
+        room_id = trigger.room_id
+        # Same session as the trigger unless told otherwise: then the control's answer also shows the session
+        # was not stuck behind the trigger.
+        thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
+        mention = None
+        if control.mention:
+            mention = (ctx.user_id_of(control.mention), ctx.bot_name if control.mention == "bot" else control.mention)
         content = message_content(_text(ctx, control.body), mention=mention, thread_root=thread_root)
         sent_at = mono_ms()
         control_id = await ctx.actors[control.actor].send(room_id, content)
         check.controlEventId = control_id
-        control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor)
+        control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor, body=content["body"])
         try:
             reply = await wait_for_bot_reply(ctx, control_ref, timeout_s, "the bot's reply to the control message")
             check.controlReplyEventId = reply["event_id"]
+            got = str((reply.get("content") or {}).get("body", "")).strip()
+            if control.expect_body is not None and got != _text(ctx, control.expect_body):
+                problems.append(f"control reply body {got!r} != expected {_text(ctx, control.expect_body)!r}")
         except StepFailed as exc:
             problems.append(f"control message was not answered: {exc.expected}")
             problems.extend(exc.seen)
@@ -192,6 +214,25 @@ async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
         raise StepFailed(f"no reply to '{step.to}' (dropped: {step.reason or 'any reason'})",
                          problems + _bot_messages(ctx, trigger.room_id))
     return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+
+
+async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
+    """The bot accepted a message it should have dropped: wait for that turn to end, and for its reply to show
+    in the room, so the failure report shows what the bot actually said rather than just "accepted"."""
+    try:
+        end = await ctx.bot.trace.wait_for(
+            lambda r: r.get("type") == "turn.end" and r.get("eventId") == trigger.event_id,
+            timeout_s, "the end of the unwanted turn", ctx.trace_start)
+        if end.get("outcome") != "replied":
+            return [f"the unwanted turn ended without a reply ({end.get('outcome')})"]
+        sent = ctx.bot.trace.find(
+            lambda r: r.get("type") == "reply.sent" and r.get("inReplyTo") == trigger.event_id, ctx.trace_start)
+        reply_id = (sent or {}).get("eventId")
+        event = await ctx.observer().events.wait_for(
+            lambda e: e.get("event_id") == reply_id, timeout_s, "the unwanted reply to appear in the room")
+    except WaitTimeout as exc:
+        return [f"(no unwanted reply seen: {exc.what})"]
+    return ["unwanted reply: " + describe_event(event)]
 
 
 def _replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
@@ -223,7 +264,7 @@ async def expect_reaction(ctx: ScenarioContext, step: Any) -> str:
     def matches(e: dict[str, Any]) -> bool:
         rel = (e.get("content") or {}).get("m.relates_to") or {}
         return (e.get("type") == "m.reaction" and e.get("sender") == by_id
-                and rel.get("event_id") == target.event_id and rel.get("key") == step.key)
+                and rel.get("event_id") == target.event_id and (step.key is None or rel.get("key") == step.key))
 
     try:
         seen = await watcher.events.wait_for(matches, _timeout(step), f"{step.by}'s {step.key} reaction")
@@ -235,21 +276,92 @@ async def expect_reaction(ctx: ScenarioContext, step: Any) -> str:
                 lambda r: r.get("type") == "reaction" and r.get("eventId") == seen["event_id"]
                 and r.get("decision") == "recorded", _timeout(step), "the bot to record the reaction", ctx.trace_start)
         except WaitTimeout:
-            raise StepFailed("the bot records the reaction in its session", _trace_about(ctx, seen["event_id"])) from None
+            evidence = _trace_about(ctx, seen["event_id"])
+            raise StepFailed("the bot records the reaction in its session", evidence) from None
     return f"{watcher.name} saw {seen['event_id']}"
 
 
+def _attempts_for(ctx: ScenarioContext, event_id: str) -> set[str]:
+    """The bot's attempt ids for the turn(s) a message started, from its turn.start records."""
+    return {str(r.get("attempt")) for r in ctx.bot.trace.items[ctx.trace_start:]
+            if r.get("type") == "turn.start" and r.get("eventId") == event_id}
+
+
 async def expect_trace(ctx: ScenarioContext, step: Any) -> str:
-    wanted = dict(getattr(step, "match", None) or {})
+    wanted = dict(step.match or {})
+    event_id = ctx.refs[step.to].event_id if step.to else None
 
     def matches(r: dict[str, Any]) -> bool:
-        return r.get("type") == step.type and all(r.get(k) == v for k, v in wanted.items())
+        if r.get("type") != step.type or any(r.get(k) != v for k, v in wanted.items()):
+            return False
+        # Records about a message name its event, or the attempt of the turn it started (lock records do).
+        return event_id is None or r.get("eventId") == event_id or r.get("attempt") in _attempts_for(ctx, event_id)
 
+    what = f"trace {step.type} {wanted}" + (f" about '{step.to}'" if step.to else "")
     try:
-        record = await ctx.bot.trace.wait_for(matches, _timeout(step), f"trace {step.type} {wanted}", ctx.trace_start)
+        record = await ctx.bot.trace.wait_for(matches, _timeout(step), what, ctx.trace_start)
     except WaitTimeout as exc:
         raise StepFailed(f"a bot trace record {step.type} matching {wanted}", exc.seen[-15:]) from None
+    over = {k: record.get(k) for k, limit in step.max.items()
+            if not isinstance(record.get(k), int | float) or record[k] > limit}
+    if over:
+        raise StepFailed(f"{step.type} with {', '.join(f'{k} <= {v:g}' for k, v in step.max.items())}",
+                         ["bot trace: " + describe_record(record)])
     return describe_record(record)
+
+
+def _model_request_window(ctx: ScenarioContext, event_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The bot's model.request.start/end records for the turn that answered `event_id`, if both are traced."""
+    items = ctx.bot.trace.items[ctx.trace_start:]
+    attempts = {r.get("attempt") for r in items if r.get("type") == "turn.start" and r.get("eventId") == event_id}
+    start = next((r for r in items if r.get("type") == "model.request.start"
+                  and (r.get("eventId") == event_id or r.get("attempt") in attempts)), None)
+    if start is None:
+        return None
+    end = next((r for r in items if r.get("type") == "model.request.end"
+                and r.get("requestId") == start.get("requestId")), None)
+    return (start, end) if end is not None else None
+
+
+def find_model_request(journal: list[Any], start_ms: float, end_ms: float, body: str | None) -> Any | None:
+    """Pure: the journal entry for one traced model request. Bot and provider stamp the same system-wide
+    monotonic clock, so the request the provider received inside the bot's start/end window is the one;
+    the trigger's body narrows it when sessions overlap, and the last one wins when the client retried."""
+    slack = 1.0  # trace timestamps are rounded to the microsecond
+    inside = [e for e in journal if getattr(e, "is_chat", False)
+              and start_ms - slack <= float(e.started_at) <= end_ms + slack]
+    if body is not None:
+        inside = [e for e in inside if any(m.get("content") == body for m in e.messages)] or inside
+    return inside[-1] if inside else None
+
+
+async def expect_model_request(ctx: ScenarioContext, step: Any) -> str:
+    """What the model was asked when answering a message: evidence from the mock provider's journal."""
+    trigger = ctx.refs[step.to]
+    if ctx.provider is None or not hasattr(ctx.provider, "journal"):
+        # A live provider keeps no journal; say so in the step detail instead of pretending to have checked.
+        return "NOT CHECKED: the provider keeps no request journal"
+    try:
+        await ctx.bot.trace.wait_for(
+            lambda _: _model_request_window(ctx, trigger.event_id) is not None, _timeout(step),
+            f"the bot's model request for '{step.to}' to finish", ctx.trace_start)
+    except WaitTimeout:
+        raise StepFailed(f"a finished model request answering '{step.to}'",
+                         _trace_about(ctx, trigger.event_id)) from None
+    window = _model_request_window(ctx, trigger.event_id)
+    assert window is not None  # the wait above returned because it exists
+    start, end = window
+    entry = find_model_request(ctx.provider.journal, float(start["t"]), float(end["t"]), trigger.body)
+    if entry is None:
+        raise StepFailed(f"the provider journal holds the model request for '{step.to}'",
+                         ["provider: " + e.summary() for e in ctx.provider.journal[-10:]])
+    problems = [f"does not carry {t!r}" for t in (_text(ctx, x) for x in step.contains) if not entry.contains(t)]
+    problems += [f"carries {t!r}, which it must not" for t in (_text(ctx, x) for x in step.excludes)
+                 if entry.contains(t)]
+    if problems:
+        messages = [f"request {entry.id} {m.get('role')}: {str(m.get('content'))[:120]!r}" for m in entry.messages]
+        raise StepFailed(f"the model request for '{step.to}' ({entry.id})", problems + messages)
+    return f"request {entry.id} ({len(entry.messages)} messages) as expected"
 
 
 async def restart_bot(ctx: ScenarioContext, step: Any) -> str:
@@ -273,6 +385,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "send": send,
     "expect_reply": expect_reply,
     "expect_no_reply": expect_no_reply,
+    "expect_model_request": expect_model_request,
     "react": react,
     "expect_reaction": expect_reaction,
     "expect_trace": expect_trace,
