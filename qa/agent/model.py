@@ -42,14 +42,15 @@ def build_messages(system_prompt: str, records: Iterable[Mapping[str, Any]]) -> 
         if kind == "user":
             messages.append({"role": "user", "content": str(content)})
         elif kind == "assistant":
-            message: dict[str, Any] = {"role": "assistant", "content": content or None}
-            if record.get("toolCalls"):
-                message["tool_calls"] = record["toolCalls"]
-            messages.append(message)
-        elif kind == "tool":
-            messages.append(
-                {"role": "tool", "tool_call_id": record.get("toolCallId", ""), "content": str(content)}
-            )
+            messages.append({"role": "assistant", "content": str(content)})
+        elif kind == "tool" and isinstance(content, Mapping):
+            # One record holds the call and its result, so a crash can never leave a call without an answer.
+            call_id = str(content.get("callId") or "call")
+            messages.append({"role": "assistant", "content": None, "tool_calls": [{
+                "id": call_id, "type": "function",
+                "function": {"name": str(content.get("name", "")), "arguments": str(content.get("arguments", ""))},
+            }]})
+            messages.append({"role": "tool", "tool_call_id": call_id, "content": str(content.get("result", ""))})
         elif kind == "notice":
             # Reactions and other room happenings reach the model as context, not as instructions.
             messages.append({"role": "user", "content": f"[notice] {content}"})

@@ -24,15 +24,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qa.agent.approval_flow import ApprovalFlow
+from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
-from qa.agent.model import ModelClient, build_messages
+from qa.agent.model import ModelClient, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
 from qa.agent.trace import Trace
 from qa.agent.transcript import FencedWriteError, Transcript
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
 SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
+# room id -> who may decide approvals there (None: anyone but the bot)
+AllowedFor = Callable[[str], frozenset[str] | None]
+# A turn may call tools this many times before it must answer in words.
+MAX_TOOL_ROUNDS = 3
 
 
 def transcript_file_name(key: str) -> str:
@@ -65,6 +71,8 @@ class SessionManager:
         model: ModelClient,
         system_prompt: str,
         send_reply: SendReply,
+        approvals: ApprovalFlow | None = None,
+        allowed_for: AllowedFor | None = None,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -73,6 +81,8 @@ class SessionManager:
         self._model = model
         self._system_prompt = system_prompt
         self._send_reply = send_reply
+        self._approvals = approvals
+        self._allowed_for = allowed_for
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
@@ -172,52 +182,100 @@ class SessionManager:
 
     async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> None:
         trace = self._trace
-        hold: LockHold | None = None
+        # Legacy `attempt` scope: one hold for the whole turn, model I/O included (the bug, kept on purpose).
+        held: LockHold | None = None
         outcome = "failed"
         try:
             if self._settings.scope == "attempt":
-                hold = await session.lock.acquire(attempt, "turn")
-            messages = build_messages(self._system_prompt, session.transcript.read())
-            request_id = f"{attempt}-model"
-            trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
-                       eventId=inbound.event_id)
-            try:
-                reply = await self._model.complete(messages)
-            except Exception as exc:
-                trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
-                           ok=False, error=f"{type(exc).__name__}: {exc}")
-                hold = hold or await session.lock.acquire(attempt, "failed")
-                session.transcript.append(hold, {"kind": "failed", "attempt": attempt,
-                                                 "eventId": inbound.event_id, "content": type(exc).__name__})
-                return
-            trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True)
-            if hold is None:
-                hold = await session.lock.acquire(attempt, "reply")
-            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
-            if stale:
-                # Someone else owns this turn now: no output, no write, no cleanup of their state.
-                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=stale)
-                outcome = "stale"
-                return
-            text = reply.text.strip() or "(no answer)"
-            try:
-                session.transcript.append(hold, {"kind": "assistant", "attempt": attempt,
-                                                 "eventId": inbound.event_id, "content": text})
-            except FencedWriteError as exc:
-                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
-                outcome = "stale"
-                return
-            hold.release()
-            hold = None
+                held = await session.lock.acquire(attempt, "turn")
+            reply = None
+            for round_ in range(MAX_TOOL_ROUNDS + 1):
+                tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
+                reply = await self._call_model(session, attempt, inbound, round_, tools)
+                if not reply.tool_calls:
+                    break
+                for call in reply.tool_calls:
+                    # A stale attempt runs no tool: check the fence before acting, not only before writing.
+                    await self._fenced(session, attempt, inbound, "tool-check", None, held)
+                    result = await self._run_tool(session, attempt, call)
+                    await self._fenced(session, attempt, inbound, "tool", {"kind": "tool", "content": {
+                        "callId": call.id, "name": call.name, "arguments": call.arguments, "result": result}}, held)
+            text = (reply.text.strip() if reply else "") or "(no answer)"
+            await self._fenced(session, attempt, inbound, "reply", {"kind": "assistant", "content": text}, held)
+            if held is not None:
+                held.release()
+                held = None
             sent = await self._send_reply(session.room_id, text, session.thread_root, inbound.event_id)
             if sent:
                 trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
                            inReplyTo=inbound.event_id)
                 outcome = "replied"
+        except _Stale as exc:
+            # Someone else owns this turn now: no output, no write, no cleanup of their state.
+            trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
+            outcome = "stale"
+        except _ModelFailed as exc:
+            try:
+                await self._fenced(session, attempt, inbound, "failed", {"kind": "failed", "content": str(exc)}, held)
+            except _Stale as stale:
+                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(stale))
+                outcome = "stale"
         except SessionLockError as exc:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
         finally:
-            if hold is not None:
-                hold.release()
+            if held is not None:
+                held.release()
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
+
+    async def _call_model(
+        self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None
+    ) -> ModelReply:
+        messages = build_messages(self._system_prompt, session.transcript.read())
+        request_id = f"{attempt}-model-{round_}"
+        self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
+                         eventId=inbound.event_id)
+        try:
+            reply = await self._model.complete(messages, tools)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
+                             ok=False, error=error)
+            raise _ModelFailed(error) from exc
+        self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True,
+                         toolCalls=len(reply.tool_calls))
+        return reply
+
+    async def _run_tool(self, session: Session, attempt: str, call: ToolCall) -> str:
+        if call.name != "exec" or self._approvals is None:
+            return f"unknown tool {call.name!r}"
+        allowed = self._allowed_for(session.room_id) if self._allowed_for else None
+        return await self._approvals.run_exec(session.key, attempt, session.room_id, session.thread_root,
+                                              allowed, call)
+
+    async def _fenced(
+        self, session: Session, attempt: str, inbound: Inbound, purpose: str,
+        record: dict[str, Any] | None, held: LockHold | None,
+    ) -> None:
+        """Reacquire (unless the turn already holds the lock), check the fence, append `record` if given."""
+        hold = held or await session.lock.acquire(attempt, purpose)
+        try:
+            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
+            if stale:
+                raise _Stale(stale)
+            if record is not None:
+                try:
+                    session.transcript.append(hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+                except FencedWriteError as exc:
+                    raise _Stale(str(exc)) from exc
+        finally:
+            if held is None:
+                hold.release()
+
+
+class _Stale(Exception):
+    """The fence says another owner has this turn."""
+
+
+class _ModelFailed(Exception):
+    """The model call failed; the turn records that instead of a reply."""

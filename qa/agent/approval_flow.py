@@ -1,0 +1,96 @@
+"""The approval conversation for one `exec` tool call: post the request, offer the options, wait for a
+person's reaction (no lock held), announce the outcome, and run the command only when approved."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from qa.agent.approvals import ALLOW, DENY, ApprovalState, build_request_messages, resolution_content
+from qa.agent.exec_tool import run_command
+from qa.agent.model import ToolCall
+from qa.agent.trace import Trace
+
+# (room_id, content, thread_root) -> event id, or None when the send failed
+Post = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]
+# (room_id, target event id, key) -> event id or None
+React = Callable[[str, str, str], Awaitable[str | None]]
+
+
+@dataclass(frozen=True)
+class ApprovalSettings:
+    timeout_s: float = 120.0
+    text_chunk_limit: int = 4000
+    allowed_programs: tuple[str, ...] = ("printf", "echo", "true", "date")
+    exec_timeout_s: float = 10.0
+
+
+class ApprovalFlow:
+    def __init__(self, post: Post, react: React, trace: Trace, bot_user_id: str, settings: ApprovalSettings) -> None:
+        self._post = post
+        self._react = react
+        self._trace = trace
+        self._bot = bot_user_id
+        self.settings = settings
+        self._pending: dict[str, tuple[ApprovalState, asyncio.Event]] = {}
+        self._ids = itertools.count(1)
+
+    def on_reaction(self, sender: str, key: str, target: str, event_id: str) -> bool:
+        """Called by the sync loop for every reaction; True when it was about a pending approval."""
+        entry = self._pending.get(target)
+        if entry is None:
+            return False
+        state, decided = entry
+        before = len(state.ignored)
+        if state.offer(sender, key, target):
+            self._trace.emit("approval.reaction", approvalId=state.approval_id, eventId=event_id, sender=sender,
+                             key=key, decision="decided", outcome=state.outcome)
+            decided.set()
+        elif len(state.ignored) > before:
+            why = state.ignored[-1][2]
+            self._trace.emit("approval.reaction", approvalId=state.approval_id, eventId=event_id, sender=sender,
+                             key=key, decision="ignored", reason=why)
+        return True
+
+    async def run_exec(
+        self, session: str, attempt: str, room_id: str, thread_root: str | None,
+        allowed: frozenset[str] | None, call: ToolCall,
+    ) -> str:
+        command = str(call.parsed_arguments().get("command", "")).strip()
+        approval_id = f"ap-{attempt}-{next(self._ids)}"
+        contents = build_request_messages(approval_id, command, self.settings.text_chunk_limit,
+                                          datetime.now(UTC), self.settings.timeout_s)
+        first = await self._post(room_id, contents[0], thread_root)
+        if first is None:
+            return f"could not post the approval request for {command!r}; it was not run"
+        state = ApprovalState(approval_id, first, allowed, self._bot)
+        decided = asyncio.Event()
+        self._pending[first] = (state, decided)
+        chunk_ids = [first]
+        for content in contents[1:]:
+            chunk_ids.append(await self._post(room_id, content, thread_root) or "")
+        for key in (ALLOW, DENY):
+            await self._react(room_id, first, key)
+        self._trace.emit("approval.request", session=session, attempt=attempt, approvalId=approval_id,
+                         eventId=first, chunks=chunk_ids, command=command)
+        self._trace.emit("approval.wait.start", session=session, attempt=attempt, requestId=approval_id)
+        try:
+            await asyncio.wait_for(decided.wait(), self.settings.timeout_s)
+        except TimeoutError:
+            state.expire()
+        finally:
+            self._pending.pop(first, None)
+            self._trace.emit("approval.wait.end", session=session, attempt=attempt, requestId=approval_id,
+                             outcome=state.outcome)
+        await self._post(room_id, resolution_content(approval_id, state.outcome, first, state.decided_by),
+                         thread_root)
+        if state.outcome != "approved":
+            return state.tool_result()
+        result = await run_command(command, self.settings.allowed_programs, self.settings.exec_timeout_s)
+        self._trace.emit("exec.run", session=session, attempt=attempt, approvalId=approval_id, ran=result.ran,
+                         exitCode=result.exit_code)
+        return state.tool_result(result.output)
