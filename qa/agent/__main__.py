@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
 from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
@@ -33,8 +34,12 @@ async def _main(config_path: Path) -> int:
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
     model = ModelClient(config.model, model_api_key())
     bot = MatrixBot(config, trace, config.password(os.environ))
-    bot.sessions = SessionManager(Path(config.state_dir), settings, trace, model,
-                                  config.model.system_prompt, bot.send_reply)
+    if config.approvals.enabled:
+        a = config.approvals
+        bot.approvals = ApprovalFlow(bot.post, bot.react, trace, config.user_id, ApprovalSettings(
+            timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs)))
+    bot.sessions = SessionManager(Path(config.state_dir), settings, trace, model, config.model.system_prompt,
+                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -47,6 +47,13 @@ class ModelConfig(_Model):
     )
 
 
+class ApprovalsConfig(_Model):
+    enabled: bool = True
+    timeout_s: float = Field(120.0, alias="timeoutS", gt=0)
+    text_chunk_limit: int = Field(4000, alias="textChunkLimit", gt=0)
+    allowed_programs: list[str] = Field(["printf", "echo", "true", "date"], alias="allowedPrograms")
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -58,6 +65,7 @@ class AgentConfig(_Model):
     known_bots: list[str] = Field(default_factory=list, alias="knownBots")
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
+    approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     # Test hook, off by default: when true the bot forgets its sync position on start (a real bug class the
     # restart scenarios must catch).
     forget_sync_token: bool = Field(False, alias="forgetSyncToken")
@@ -72,6 +80,11 @@ class AgentConfig(_Model):
             allow_bots=room.allow_bots,
             known_bots=frozenset(self.known_bots),
         )
+
+    def approvers(self, room_id: str) -> frozenset[str] | None:
+        """Who may decide an approval in a room: its allowlist, or anyone but the bot when it has none."""
+        room = self.rooms.get(room_id)
+        return frozenset(room.allowlist) if room is not None and room.allowlist is not None else None
 
     def password(self, env: Mapping[str, str]) -> str:
         if self.password_file:

@@ -14,6 +14,7 @@ from typing import Any
 
 from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, RoomSendError, SyncError
 
+from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
 from qa.agent.policy import DUPLICATE, HISTORY, decide, decide_reaction, parse_inbound
 from qa.agent.session import SessionManager
@@ -56,6 +57,7 @@ class MatrixBot:
             config=AsyncClientConfig(encryption_enabled=False, request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
         )
         self.sessions: SessionManager | None = None
+        self.approvals: ApprovalFlow | None = None
         self._sent: dict[str, tuple[str, str | None]] = {}  # bot event id -> (room, thread root)
         self._ready = False
 
@@ -77,12 +79,28 @@ class MatrixBot:
         tmp.write_text(json.dumps({"next_batch": token}))
         tmp.replace(self._token_path)  # atomic, so a SIGKILL never leaves half a token
 
+    async def post(self, room_id: str, content: dict[str, Any], thread_root: str | None) -> str | None:
+        """Send any message content (approval requests, outcomes), in the session's thread when it has one."""
+        if thread_root:
+            content = {**content, "m.relates_to": reply_content("", thread_root, None)["m.relates_to"]}
+        return await self._send(room_id, "m.room.message", content, thread_root)
+
+    async def react(self, room_id: str, target: str, key: str) -> str | None:
+        content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}
+        return await self._send(room_id, "m.reaction", content, None)
+
     async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
-        resp = await self.client.room_send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to))
+        return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
+
+    async def _send(
+        self, room_id: str, event_type: str, content: dict[str, Any], thread_root: str | None
+    ) -> str | None:
+        resp = await self.client.room_send(room_id, event_type, content)
         if isinstance(resp, RoomSendError):
-            self._trace.emit("error", where="send", roomId=room_id, error=resp.message)
+            self._trace.emit("error", where=f"send {event_type}", roomId=room_id, error=resp.message)
             return None
-        self._sent[resp.event_id] = (room_id, thread_root)
+        if event_type == "m.room.message":
+            self._sent[resp.event_id] = (room_id, thread_root)
         return resp.event_id
 
     async def run(self) -> None:
@@ -165,19 +183,23 @@ class MatrixBot:
         where = self._sent.get(target) if target else None
         decision = decide_reaction(str(sender), self._config.user_id, self._config.room_policy(room_id),
                                    on_bot_message=where is not None)
+        if self.approvals is not None and target and self.approvals.on_reaction(
+                str(sender), str(relates.get("key")), target, str(source.get("event_id"))):
+            return  # a decision (or an ignored try) on a pending approval, traced by the approval flow
         session = None
+        recorded = False
         if decision.accept and where is not None and self.sessions is not None:
             session = self.sessions.session_for(room_id, where[1]).key
             # Written before it is traced, so "recorded" in the trace means the transcript already has it and
             # the session's next model request will carry it.
-            await self.sessions.record_notice(room_id, where[1], {
+            recorded = await self.sessions.record_notice(room_id, where[1], {
                 # The transcript schema is fixed, so who/key/which message travel in the content.
                 "eventId": source.get("event_id"), "sender": sender,
                 "content": f"{sender} reacted {relates.get('key')} to message {target}",
             })
         self._trace.emit("reaction", eventId=source.get("event_id"), roomId=room_id, sender=sender,
                          key=relates.get("key"), target=target, session=session,
-                         decision="recorded" if decision.accept else "ignored", reason=decision.reason)
+                         decision="recorded" if recorded else "ignored", reason=decision.reason)
 
     async def close(self) -> None:
         await self.client.close()

@@ -122,18 +122,20 @@ class SessionManager:
         session.appends.put_nowait((inbound, attempt))
         return session.key
 
-    async def record_notice(self, room_id: str, thread_root: str | None, record: dict[str, Any]) -> None:
+    async def record_notice(self, room_id: str, thread_root: str | None, record: dict[str, Any]) -> bool:
+        """Append a notice to the session's transcript; False when the lock could not be had."""
         session = self.session_for(room_id, thread_root)
         attempt = self._next_attempt("notice")
         try:
             hold = await session.lock.acquire(attempt, "notice")
         except SessionLockError as exc:
             self._trace.emit("error", where="notice", session=session.key, error=str(exc))
-            return
+            return False
         try:
             session.transcript.append(hold, {"kind": "notice", "attempt": attempt, **record})
         finally:
             hold.release()
+        return True
 
     async def close(self) -> None:
         tasks = [t for s in self._sessions.values() for t in s.workers]

@@ -6,17 +6,23 @@ file, so each record is written with a monotonic timestamp `t` (ms, see qa.clock
 Record types (fields beyond `t` and `type`):
   ready                 {userId, rooms}                       bot is syncing and has joined its rooms
   inbound               {eventId, roomId, sender, session, decision: accepted|dropped, reason}
+                        (reasons: see qa.agent.policy, e.g. mention-required, notice, duplicate, history)
   lock.acquire          {session, attempt, purpose, lockPath, waitMs}
   lock.release          {session, attempt, purpose, heldMs}
   lock.timeout          {session, attempt, purpose, error}
   lock.takeover         {session, attempt, previous: {pid, attempt, ageMs}, reason}
-  model.request.start   {session, attempt, requestId}
-  model.request.end     {session, attempt, requestId, ok, error?}
+  model.request.start   {session, attempt, requestId, eventId}
+  model.request.end     {session, attempt, requestId, ok, toolCalls?, error?}
   turn.start            {session, attempt, eventId}
   turn.end              {session, attempt, eventId, outcome: replied|stale|failed}
   turn.stale            {session, attempt, reason}
   reply.sent            {session, attempt, eventId, inReplyTo}
-  reaction              {session, eventId, sender, key, target}
+  reaction              {session, eventId, roomId, sender, key, target, decision: recorded|ignored, reason}
+  approval.request      {session, attempt, approvalId, eventId (first chunk), chunks, command}
+  approval.wait.start   {session, attempt, requestId (= approvalId)}      waiting on a person: I/O, no lock held
+  approval.wait.end     {session, attempt, requestId, outcome: approved|denied|expired}
+  approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}
+  exec.run              {session, attempt, approvalId, ran, exitCode}
   error                 {where, error}
 """
 

@@ -25,6 +25,7 @@ class HomeserverInfo(_Model):
     serverName: str | None = None
     baseUrl: str | None = None
     log: str | None = None
+    image: str | None = None  # the container image, for homeservers run in Docker
 
 
 class ProviderInfo(_Model):

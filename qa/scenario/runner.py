@@ -72,6 +72,7 @@ def bot_agent_config(
         "knownBots": [actor_ids[a] for a in bot.known_bots],
         "model": {"baseUrl": res.model_base_url, "model": res.model_name},
         "session": {"writeLock": lock},
+        "approvals": {"textChunkLimit": bot.text_chunk_limit},
     }
     for key, value in res.bot_overrides.items():
         _set_dotted(config, key, value)
@@ -81,7 +82,11 @@ def bot_agent_config(
 def _set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
     node = config
     *parents, last = dotted.split(".")
-    for part in parents:
+    for i, part in enumerate(parents):
+        if part == "*":  # every entry of a mapping, e.g. rooms.*.requireMention (room ids are unknown upfront)
+            for child in node.values():
+                _set_dotted(child, ".".join([*parents[i + 1:], last]), value)
+            return
         node = node.setdefault(part, {})
     node[last] = value
 

@@ -470,6 +470,25 @@ class Approve(StepBase):
         return [ActorUse(("as",), self.actor, False, True)]
 
 
+class ExpectApproval(StepBase):
+    """The bot's exec-approval request for the turn `to` started, or (state other than pending) its outcome.
+
+    pending: the first chunk carries complete `org.matrix_qa.approval` metadata, later chunks carry none, and
+    the bot's ✅/❌ option reactions are seen on the first chunk. approved|denied|expired: the outcome message
+    says so; for denied and expired the command provably never ran (no exec.run in the bot's trace)."""
+
+    kind: ClassVar[str] = "expect_approval"
+
+    to: StepId
+    state: Literal["pending", "approved", "denied", "expired"] = "pending"
+    chunked: bool | None = None  # None: either
+    command_contains: MarkedText | None = None
+    timeout: Duration | None = None
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({SENT}), True)]
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -503,6 +522,7 @@ Step = Annotated[
         Annotated[RestartBot, _unwrap("restart_bot"), Tag("restart_bot")],
         Annotated[RestartHomeserver, _unwrap("restart_homeserver"), Tag("restart_homeserver")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
+        Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -521,6 +541,7 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         RestartBot,
         RestartHomeserver,
         Approve,
+        ExpectApproval,
     )
 }
 

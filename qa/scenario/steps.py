@@ -310,17 +310,17 @@ async def expect_trace(ctx: ScenarioContext, step: Any) -> str:
     return describe_record(record)
 
 
-def _model_request_window(ctx: ScenarioContext, event_id: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The bot's model.request.start/end records for the turn that answered `event_id`, if both are traced."""
+def _model_request_windows(ctx: ScenarioContext, event_id: str) -> list[tuple[dict[str, Any], dict[str, Any]]] | None:
+    """The model.request.start/end pairs of the turn that answered `event_id`, once that turn has ended
+    (a turn with tool calls asks the model more than once); None while it is still running."""
     items = ctx.bot.trace.items[ctx.trace_start:]
     attempts = {r.get("attempt") for r in items if r.get("type") == "turn.start" and r.get("eventId") == event_id}
-    start = next((r for r in items if r.get("type") == "model.request.start"
-                  and (r.get("eventId") == event_id or r.get("attempt") in attempts)), None)
-    if start is None:
+    if not any(r.get("type") == "turn.end" and r.get("attempt") in attempts for r in items):
         return None
-    end = next((r for r in items if r.get("type") == "model.request.end"
-                and r.get("requestId") == start.get("requestId")), None)
-    return (start, end) if end is not None else None
+    ends = {r.get("requestId"): r for r in items if r.get("type") == "model.request.end"}
+    windows = [(r, ends[r.get("requestId")]) for r in items if r.get("type") == "model.request.start"
+               and r.get("attempt") in attempts and r.get("requestId") in ends]
+    return windows or None
 
 
 def find_model_request(journal: list[Any], start_ms: float, end_ms: float, body: str | None) -> Any | None:
@@ -336,32 +336,36 @@ def find_model_request(journal: list[Any], start_ms: float, end_ms: float, body:
 
 
 async def expect_model_request(ctx: ScenarioContext, step: Any) -> str:
-    """What the model was asked when answering a message: evidence from the mock provider's journal."""
+    """What the model was told while answering a message (every round of its turn): evidence from the mock
+    provider's journal."""
     trigger = ctx.refs[step.to]
     if ctx.provider is None or not hasattr(ctx.provider, "journal"):
         # A live provider keeps no journal; say so in the step detail instead of pretending to have checked.
         return "NOT CHECKED: the provider keeps no request journal"
     try:
         await ctx.bot.trace.wait_for(
-            lambda _: _model_request_window(ctx, trigger.event_id) is not None, _timeout(step),
-            f"the bot's model request for '{step.to}' to finish", ctx.trace_start)
+            lambda _: _model_request_windows(ctx, trigger.event_id) is not None, _timeout(step),
+            f"the bot's turn answering '{step.to}' to finish", ctx.trace_start)
     except WaitTimeout:
         raise StepFailed(f"a finished model request answering '{step.to}'",
                          _trace_about(ctx, trigger.event_id)) from None
-    window = _model_request_window(ctx, trigger.event_id)
-    assert window is not None  # the wait above returned because it exists
-    start, end = window
-    entry = find_model_request(ctx.provider.journal, float(start["t"]), float(end["t"]), trigger.body)
-    if entry is None:
+    windows = _model_request_windows(ctx, trigger.event_id) or []
+    entries = [find_model_request(ctx.provider.journal, float(start["t"]), float(end["t"]), trigger.body)
+               for start, end in windows]
+    found = [e for e in entries if e is not None]
+    if not found:
         raise StepFailed(f"the provider journal holds the model request for '{step.to}'",
                          ["provider: " + e.summary() for e in ctx.provider.journal[-10:]])
-    problems = [f"does not carry {t!r}" for t in (_text(ctx, x) for x in step.contains) if not entry.contains(t)]
+    problems = [f"does not carry {t!r}" for t in (_text(ctx, x) for x in step.contains)
+                if not any(e.contains(t) for e in found)]
     problems += [f"carries {t!r}, which it must not" for t in (_text(ctx, x) for x in step.excludes)
-                 if entry.contains(t)]
+                 if any(e.contains(t) for e in found)]
     if problems:
-        messages = [f"request {entry.id} {m.get('role')}: {str(m.get('content'))[:120]!r}" for m in entry.messages]
-        raise StepFailed(f"the model request for '{step.to}' ({entry.id})", problems + messages)
-    return f"request {entry.id} ({len(entry.messages)} messages) as expected"
+        messages = [f"request {e.id} {m.get('role')}: {str(m.get('content'))[:120]!r}"
+                    for e in found for m in e.messages]
+        raise StepFailed(f"the model request(s) for '{step.to}' ({', '.join(e.id for e in found)})",
+                         problems + messages)
+    return f"request(s) {', '.join(e.id for e in found)} as expected"
 
 
 async def restart_bot(ctx: ScenarioContext, step: Any) -> str:
@@ -377,8 +381,102 @@ async def restart_homeserver(ctx: ScenarioContext, step: Any) -> str:
     return f"homeserver restarted ({ctx.homeserver.boot_ms:.0f} ms)"
 
 
-async def not_yet(ctx: ScenarioContext, step: Any) -> str:
-    raise StepFailed(f"step {type(step).__name__} is not supported by this version of matrix-qa")
+APPROVAL_KEY = "org.matrix_qa.approval"
+REQUIRED_APPROVAL_FIELDS = {"version": 1, "type": "approval.request", "kind": "exec", "state": "pending",
+                            "allowedDecisions": ["allow-once", "deny"]}
+
+
+async def _approval_request(ctx: ScenarioContext, step: Any) -> dict[str, Any]:
+    """The bot's approval.request trace record for the turn that message `to` started."""
+    trigger = ctx.refs[step.to]
+    try:
+        return await ctx.bot.trace.wait_for(
+            lambda r: r.get("type") == "approval.request" and r.get("attempt") in _attempts_for(ctx, trigger.event_id),
+            _timeout(step), f"an approval request for '{step.to}'", ctx.trace_start)
+    except WaitTimeout:
+        raise StepFailed(f"the bot asks for approval of a command for '{step.to}'",
+                         _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)) from None
+
+
+async def _room_event(ctx: ScenarioContext, event_id: str, step: Any, what: str) -> dict[str, Any]:
+    try:
+        return await ctx.observer().events.wait_for(lambda e: e.get("event_id") == event_id, _timeout(step), what)
+    except WaitTimeout as exc:
+        raise StepFailed(what, exc.seen[-10:]) from None
+
+
+def check_request_metadata(meta: Any, command_contains: str | None) -> list[str]:
+    """Pure: what is wrong with an approval request's metadata."""
+    if not isinstance(meta, dict):
+        return [f"first chunk has no {APPROVAL_KEY} metadata"]
+    problems = [f"{k} is {meta.get(k)!r}, expected {v!r}" for k, v in REQUIRED_APPROVAL_FIELDS.items()
+                if meta.get(k) != v]
+    for key in ("id", "command", "expiresAt"):
+        if not isinstance(meta.get(key), str) or not meta.get(key):
+            problems.append(f"{key} missing")
+    if command_contains and command_contains not in str(meta.get("command", "")):
+        problems.append(f"command {meta.get('command')!r} does not contain {command_contains!r}")
+    return problems
+
+
+async def expect_approval(ctx: ScenarioContext, step: Any) -> str:
+    record = await _approval_request(ctx, step)
+    first_id = str(record.get("eventId"))
+    chunk_ids = [str(c) for c in record.get("chunks") or [first_id]]
+    first = await _room_event(ctx, first_id, step, "the approval request to appear in the room")
+    if step.state != "pending":
+        return await _expect_outcome(ctx, step, record, first_id)
+    problems = check_request_metadata((first.get("content") or {}).get(APPROVAL_KEY),
+                                      _text(ctx, step.command_contains) if step.command_contains else None)
+    later = [await _room_event(ctx, c, step, "every chunk of the approval request") for c in chunk_ids[1:]]
+    problems += [f"chunk {e['event_id']} carries metadata" for e in later if APPROVAL_KEY in (e.get("content") or {})]
+    if step.chunked is True and not later:
+        problems.append("the request was a single event, expected several chunks")
+    if step.chunked is False and later:
+        problems.append(f"the request was split into {len(chunk_ids)} chunks, expected one event")
+    for key in ("✅", "❌"):
+        try:
+            await ctx.observer().events.wait_for(
+                lambda e, k=key: e.get("type") == "m.reaction" and e.get("sender") == ctx.bot_user_id
+                and ((e.get("content") or {}).get("m.relates_to") or {}).get("event_id") == first_id
+                and ((e.get("content") or {}).get("m.relates_to") or {}).get("key") == k,
+                _timeout(step), f"the bot's {key} option")
+        except WaitTimeout:
+            problems.append(f"the bot's {key} option reaction on the first chunk was not seen")
+    if problems:
+        raise StepFailed(f"an approval request for '{step.to}' with complete metadata on its first chunk",
+                         [*problems, "request: " + describe_event(first),
+                          *("chunk: " + describe_event(e) for e in later)])
+    return f"approval {record.get('approvalId')} pending in {len(chunk_ids)} event(s), options offered"
+
+
+async def _expect_outcome(ctx: ScenarioContext, step: Any, record: dict[str, Any], first_id: str) -> str:
+    def is_outcome(e: dict[str, Any]) -> bool:
+        meta = (e.get("content") or {}).get(APPROVAL_KEY) or {}
+        return meta.get("type") == "approval.resolution" and meta.get("requestEventId") == first_id
+
+    try:
+        event = await ctx.observer().events.wait_for(is_outcome, _timeout(step), "the approval's outcome message")
+    except WaitTimeout as exc:
+        raise StepFailed(f"the approval for '{step.to}' ends {step.state}", exc.seen[-10:]) from None
+    state = event["content"][APPROVAL_KEY].get("state")
+    problems = [] if state == step.state else [f"outcome {state!r}, expected {step.state!r}"]
+    ran = [r for r in ctx.bot.trace.items[ctx.trace_start:]
+           if r.get("type") == "exec.run" and r.get("approvalId") == record.get("approvalId")]
+    if step.state != "approved" and ran:
+        problems.append(f"the command ran anyway: {describe_record(ran[0])}")
+    if problems:
+        raise StepFailed(f"the approval for '{step.to}' ends {step.state}",
+                         [*problems, "outcome: " + describe_event(event)])
+    return f"approval {record.get('approvalId')} {state}" + ("" if step.state == "approved" else "; command not run")
+
+
+async def approve(ctx: ScenarioContext, step: Any) -> str:
+    record = await _approval_request(ctx, step)
+    key = "✅" if step.decision == "allow-once" else "❌"
+    target = str(record.get("eventId"))
+    event_id = await ctx.actors[step.actor].react(ctx.refs[step.to].room_id, target, key)
+    return f"{step.actor} reacted {key} to approval {record.get('approvalId')} ({event_id})"
 
 
 STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
@@ -391,6 +489,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "expect_trace": expect_trace,
     "restart_bot": restart_bot,
     "restart_homeserver": restart_homeserver,
-    "approve": not_yet,
+    "approve": approve,
+    "expect_approval": expect_approval,
 }
 
