@@ -38,7 +38,10 @@ async def _main(config_path: Path) -> int:
         a = config.approvals
         bot.approvals = ApprovalFlow(bot.post, bot.react, trace, config.user_id, ApprovalSettings(
             timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs)))
-    bot.sessions = SessionManager(Path(config.state_dir), settings, trace, model, config.model.system_prompt,
+    state_dir = Path(config.state_dir)
+    if config.forget_state_on_start:
+        state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
+    bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
                                   bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

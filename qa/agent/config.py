@@ -66,9 +66,10 @@ class AgentConfig(_Model):
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
-    # Test hook, off by default: when true the bot forgets its sync position on start (a real bug class the
-    # restart scenarios must catch).
-    forget_sync_token: bool = Field(False, alias="forgetSyncToken")
+    # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start
+    # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
+    # bug class the restart scenarios must catch (answering old messages again).
+    forget_state_on_start: bool = Field(False, alias="forgetStateOnStart")
 
     def room_policy(self, room_id: str) -> RoomPolicy | None:
         room = self.rooms.get(room_id)

@@ -24,6 +24,8 @@ from qa.errors import InfraError
 log = logging.getLogger("qa.agent.matrix")
 
 SYNC_TIMEOUT_MS = 30_000
+# Catch-up after downtime comes in one batch as long as fewer events than this arrived meanwhile.
+SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 # Retry pacing when the homeserver is unreachable (e.g. restarting): a backoff, not a synchronization point.
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 
@@ -67,7 +69,7 @@ class MatrixBot:
             raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
 
     def _load_token(self) -> str | None:
-        if self._config.forget_sync_token or not self._token_path.exists():
+        if self._config.forget_state_on_start or not self._token_path.exists():
             return None
         try:
             return json.loads(self._token_path.read_text())["next_batch"]
@@ -105,12 +107,20 @@ class MatrixBot:
 
     async def run(self) -> None:
         token = self._load_token()
-        fresh_start = token is None
+        forget = self._config.forget_state_on_start
+        # A bot that never synced treats what is already in its rooms as history. The test-only mutation
+        # `forgetStateOnStart` behaves like a bot that keeps no state at all: everything looks new.
+        history_first = token is None and not forget
         first = True
         failures = 0
+        if self.sessions is not None and not forget:
+            resumed = self.sessions.resume_interrupted()
+            if resumed:
+                self._trace.emit("resume", interruptedTurns=resumed)
         while True:
             try:
-                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token, full_state=first)
+                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token, full_state=first,
+                                              sync_filter=SYNC_FILTER)
             except (TimeoutError, OSError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
             if isinstance(resp, SyncError):
@@ -125,10 +135,14 @@ class MatrixBot:
             await self._join_invites(resp)
             for room_id, room in resp.rooms.join.items():
                 for event in room.timeline.events:
-                    # Events in the very first sync of a never-synced bot are history, not requests.
-                    await self._handle(room_id, event.source, history=fresh_start and first)
+                    await self._handle(room_id, event.source, history=history_first and first)
+            # Only once the batch's messages are in their transcripts may the position move past them: a crash
+            # before this point redelivers them, and the transcripts' event ids stop a second answer.
+            if self.sessions is not None:
+                await self.sessions.flush_appends()
             token = resp.next_batch
-            self._save_token(token)
+            if not forget:
+                self._save_token(token)
             first = False
             self._maybe_ready()
 

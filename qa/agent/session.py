@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import os
 import re
 from collections.abc import Awaitable, Callable
@@ -92,6 +93,10 @@ class SessionManager:
         session = self._sessions.get(key)
         if session is None:
             path = self._dir / transcript_file_name(key)
+            meta = path.with_suffix(".meta.json")
+            if not meta.exists():
+                # Which conversation a transcript belongs to, so a restarted bot can resume its turns.
+                meta.write_text(json.dumps({"key": key, "roomId": room_id, "threadRoot": thread_root}))
             transcript = Transcript(path)
             seen = {str(r["eventId"]) for r in transcript.read() if r.get("kind") == "user" and r.get("eventId")}
             session = Session(
@@ -108,6 +113,36 @@ class SessionManager:
             ]
             self._sessions[key] = session
         return session
+
+    async def flush_appends(self) -> None:
+        """Until every queued inbound message is in its transcript: the sync position may then move past it."""
+        await asyncio.gather(*(s.appends.join() for s in list(self._sessions.values())))
+
+    def resume_interrupted(self) -> int:
+        """Queue a turn for every message a previous run of the bot appended but never answered or gave up on
+        (a crash mid-turn). Each is then answered exactly once; the dead run's lock is reclaimed on the way."""
+        resumed = 0
+        for meta_path in sorted(self._dir.glob("*.meta.json")):
+            try:
+                meta = json.loads(meta_path.read_text())
+            except (OSError, ValueError):
+                continue
+            session = self.session_for(str(meta["roomId"]), meta.get("threadRoot"))
+            records = session.transcript.read()
+            claimed = {r.get("eventId") for r in records if r.get("kind") in ("assistant", "failed")}
+            for record in records:
+                if record.get("kind") != "user" or record.get("eventId") in claimed:
+                    continue
+                inbound = Inbound(event_id=str(record["eventId"]), room_id=session.room_id,
+                                  sender=str(record.get("sender", "")), msgtype="m.text",
+                                  body=str(record.get("content", "")), mentioned=True,
+                                  thread_root=session.thread_root)
+                attempt = self._next_attempt("turn")
+                self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                                 resumedFrom=record.get("attempt"))
+                session.turns.put_nowait((inbound, attempt))
+                resumed += 1
+        return resumed
 
     def already_seen(self, inbound: Inbound) -> bool:
         return inbound.event_id in self.session_for(inbound.room_id, inbound.thread_root).seen_events
@@ -154,6 +189,7 @@ class SessionManager:
             except SessionLockError as exc:
                 # The message is lost, exactly as writers were in the bug this project exists to catch.
                 self._inbound_failed(session, inbound, attempt, str(exc))
+                session.appends.task_done()
                 continue
             try:
                 session.transcript.append(hold, {
@@ -162,10 +198,12 @@ class SessionManager:
                 })
             except Exception as exc:  # a worker that dies silently would look like a bot that ignores people
                 self._inbound_failed(session, inbound, attempt, f"{type(exc).__name__}: {exc}")
+                session.appends.task_done()
                 continue
             finally:
                 hold.release()
             session.turns.put_nowait((inbound, attempt))
+            session.appends.task_done()
 
     def _inbound_failed(self, session: Session, inbound: Inbound, attempt: str, error: str) -> None:
         self._trace.emit("error", where="inbound-append", session=session.key, eventId=inbound.event_id, error=error)

@@ -8,7 +8,6 @@ the legacy `attempt` scope it fails with `session file locked (timeout 25ms)` â€
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,10 @@ PROBE_TIMEOUT_MS = 25
 _PROBE_SETTINGS = LockSettings(acquire_timeout_ms=PROBE_TIMEOUT_MS, stale_ms=10**9, max_hold_ms=10**9)
 
 
-async def probe_once(sessions_dir: Path, session: str) -> dict[str, Any]:
+async def probe_once(sessions_dir: Path, session: str) -> dict[str, Any] | None:
+    """None when there is nothing to probe (the bot keeps its transcripts somewhere else)."""
+    if not sessions_dir.is_dir():
+        return None
     lock = SessionWriteLock(sessions_dir / transcript_file_name(session), _PROBE_SETTINGS, None, session=session)
     started = mono_ms()
     try:
@@ -51,10 +53,18 @@ async def follow_and_probe(bot: BotProcess, sessions_dir: Path, results: list[di
             await bot.trace.wait_open()
             continue
         index = bot.trace.items.index(record) + 1
-        results.append(await probe_once(sessions_dir, str(record.get("session"))))
+        probe = await probe_once(sessions_dir, str(record.get("session")))
+        if probe is not None:
+            results.append(probe)
 
 
-async def stop_prober(task: asyncio.Task[None]) -> None:
+async def stop_prober(task: asyncio.Task[None]) -> str | None:
+    """Stop the prober; returns what went wrong inside it, if anything (a probe must never fail a teardown)."""
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError, WaitTimeout):
+    try:
         await task
+    except (asyncio.CancelledError, WaitTimeout):
+        return None
+    except Exception as exc:
+        return f"contention probe failed: {type(exc).__name__}: {exc}"
+    return None

@@ -130,8 +130,8 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
         result.failure = Failure(expected="scenario infrastructure works", seen=[str(exc)])
         result.details = f"infrastructure: {exc}"
     finally:
-        if prober is not None:
-            await stop_prober(prober)
+        if prober is not None and (problem := await stop_prober(prober)):
+            say(f"  ! {problem}")
         res.probes.extend({**p, "scenario": scenario.id} for p in probes)
         await bot.stop()
         if actors:
@@ -144,6 +144,12 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
             with contextlib.suppress(Exception):
                 await actor.close()
         _collect_artifacts(state_dir, scenario_dir, result)
+        broken = invalid_transcript_lines(state_dir / "bot" / "sessions")
+        if broken and result.status == "pass":
+            # Whatever happened (crashes included), every transcript line must still parse.
+            result.status = "fail"
+            result.failure = Failure(expected="every line of every transcript is valid JSON", seen=broken)
+            result.details = f"{len(broken)} invalid transcript line(s)"
         if ctx is not None:
             result.replyLatenciesMs = ctx.reply_latencies_ms
             result.negativeChecks = ctx.negative_checks
@@ -210,6 +216,17 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
         for check in ctx.negative_checks:
             if check.step == 0:
                 check.step = index
+
+
+def invalid_transcript_lines(sessions_dir: Path) -> list[str]:
+    problems = []
+    for path in sorted(sessions_dir.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+            try:
+                json.loads(line)
+            except ValueError as exc:
+                problems.append(f"{path.name}:{number}: {exc}: {line[:80]!r}")
+    return problems
 
 
 def _recent_trace(bot: BotProcess) -> list[str]:

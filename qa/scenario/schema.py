@@ -450,6 +450,37 @@ class RestartBot(StepBase):
     mode: Literal["graceful", "kill"] = "graceful"  # kill: SIGKILL, no chance to clean up
 
 
+class StopBot(StepBase):
+    """Stop the bot (gracefully or with SIGKILL) and leave it down: messages sent now wait for `start_bot`."""
+
+    kind: ClassVar[str] = "stop_bot"
+
+    mode: Literal["graceful", "kill"] = "graceful"
+
+
+class StartBot(StepBase):
+    """Start a stopped bot again and wait until it is syncing with its rooms joined."""
+
+    kind: ClassVar[str] = "start_bot"
+
+    timeout: Duration | None = None
+
+
+class ExpectReplyCount(StepBase):
+    """The bot has answered message `to` exactly `count` times so far (across restarts): no double answers.
+
+    Put it after a step that proves the bot is past the point where a duplicate would have been sent (e.g. the
+    reply to a later message in the same session, since a session answers in order)."""
+
+    kind: ClassVar[str] = "expect_reply_count"
+
+    to: StepId
+    count: int = Field(ge=0)
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({SENT}), same_room=False)]
+
+
 class RestartHomeserver(StepBase):
     kind: ClassVar[str] = "restart_homeserver"
 
@@ -521,6 +552,9 @@ Step = Annotated[
         Annotated[ExpectTrace, _unwrap("expect_trace"), Tag("expect_trace")],
         Annotated[RestartBot, _unwrap("restart_bot"), Tag("restart_bot")],
         Annotated[RestartHomeserver, _unwrap("restart_homeserver"), Tag("restart_homeserver")],
+        Annotated[StopBot, _unwrap("stop_bot"), Tag("stop_bot")],
+        Annotated[StartBot, _unwrap("start_bot"), Tag("start_bot")],
+        Annotated[ExpectReplyCount, _unwrap("expect_reply_count"), Tag("expect_reply_count")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
     ],
@@ -542,6 +576,9 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         RestartHomeserver,
         Approve,
         ExpectApproval,
+        StopBot,
+        StartBot,
+        ExpectReplyCount,
     )
 }
 

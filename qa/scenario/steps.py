@@ -376,6 +376,27 @@ async def restart_bot(ctx: ScenarioContext, step: Any) -> str:
     return f"bot {mode} restart (exit {code}), ready again at t={ready.get('t')}"
 
 
+async def stop_bot(ctx: ScenarioContext, step: Any) -> str:
+    code = await (ctx.bot.kill() if step.mode == "kill" else ctx.bot.stop())
+    return f"bot stopped ({step.mode}, exit {code})"
+
+
+async def start_bot(ctx: ScenarioContext, step: Any) -> str:
+    start = await ctx.bot.start()
+    await ctx.bot.wait_ready(_timeout(step), start)
+    return "bot started and ready"
+
+
+async def expect_reply_count(ctx: ScenarioContext, step: Any) -> str:
+    trigger = ctx.refs[step.to]
+    replies = _replies_to(ctx, trigger.event_id)
+    if len(replies) != step.count:
+        raise StepFailed(f"exactly {step.count} bot repl{'y' if step.count == 1 else 'ies'} to '{step.to}'",
+                         [f"{len(replies)} replies: {', '.join(replies) or 'none'}",
+                          *_trace_about(ctx, trigger.event_id)])
+    return f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} to {trigger.event_id}"
+
+
 async def restart_homeserver(ctx: ScenarioContext, step: Any) -> str:
     await ctx.homeserver.restart()
     return f"homeserver restarted ({ctx.homeserver.boot_ms:.0f} ms)"
@@ -389,13 +410,21 @@ REQUIRED_APPROVAL_FIELDS = {"version": 1, "type": "approval.request", "kind": "e
 async def _approval_request(ctx: ScenarioContext, step: Any) -> dict[str, Any]:
     """The bot's approval.request trace record for the turn that message `to` started."""
     trigger = ctx.refs[step.to]
+    expected = f"the bot asks for approval of a command for '{step.to}'"
+
+    def request_or_turn_over(r: dict[str, Any]) -> bool:
+        # A turn that ended without asking never will: fail on that evidence instead of waiting out the timeout.
+        return r.get("type") in ("approval.request", "turn.end") and r.get("attempt") in _attempts_for(
+            ctx, trigger.event_id)
+
     try:
-        return await ctx.bot.trace.wait_for(
-            lambda r: r.get("type") == "approval.request" and r.get("attempt") in _attempts_for(ctx, trigger.event_id),
-            _timeout(step), f"an approval request for '{step.to}'", ctx.trace_start)
+        record = await ctx.bot.trace.wait_for(request_or_turn_over, _timeout(step),
+                                              f"an approval request for '{step.to}'", ctx.trace_start)
     except WaitTimeout:
-        raise StepFailed(f"the bot asks for approval of a command for '{step.to}'",
-                         _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)) from None
+        record = None
+    if record is None or record.get("type") != "approval.request":
+        raise StepFailed(expected, _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
+    return record
 
 
 async def _room_event(ctx: ScenarioContext, event_id: str, step: Any, what: str) -> dict[str, Any]:
@@ -489,6 +518,9 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "expect_trace": expect_trace,
     "restart_bot": restart_bot,
     "restart_homeserver": restart_homeserver,
+    "stop_bot": stop_bot,
+    "start_bot": start_bot,
+    "expect_reply_count": expect_reply_count,
     "approve": approve,
     "expect_approval": expect_approval,
 }
