@@ -43,10 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only this scenario (repeatable)")
     run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
                      help="scenario files or directories (default: scenarios/)")
-    run.add_argument("--homeserver", default="synapse", choices=["synapse"], help="homeserver backend")
+    run.add_argument("--homeserver", default=None, choices=["synapse", "tuwunel"],
+                     help="homeserver backend: synapse (the default: embedded, a child process) or tuwunel "
+                     "(a Docker container; needs a Docker engine)")
     run.add_argument("--homeserver-port", type=int, default=None, metavar="PORT",
-                     help="port for the embedded homeserver on 127.0.0.1 (default: a free one)")
-    run.add_argument("--provider", default="mock", choices=["mock"], help="model provider")
+                     help="port for the embedded or Docker homeserver on 127.0.0.1 (default: a free one)")
+    # Spelled out rather than imported so `matrix-qa list` does not load the Docker backend; a unit test
+    # keeps it equal to qa.homeserver.tuwunel.DEFAULT_IMAGE.
+    run.add_argument("--tuwunel-image", default=None, metavar="IMAGE",
+                     help="image for --homeserver tuwunel, pulled if absent "
+                     "(default: ghcr.io/matrix-construct/tuwunel:v1.5.1)")
+    run.add_argument("--homeserver-url", default=None, metavar="URL",
+                     help="use a homeserver you already run instead of starting one; users and rooms get "
+                     "unique names per run and nothing else is touched")
+    run.add_argument("--registration-token", default=None, metavar="TOKEN",
+                     help="registration token for --homeserver-url (better: env MATRIX_QA_REGISTRATION_TOKEN, "
+                     "which keeps it out of the process list)")
+    run.add_argument("--registration-shared-secret", default=None, metavar="SECRET",
+                     help="Synapse registration_shared_secret for --homeserver-url "
+                     "(better: env MATRIX_QA_REGISTRATION_SHARED_SECRET)")
+    run.add_argument("--provider", default="mock", choices=["mock", "live"],
+                     help="model provider: mock (the default; deterministic) or live (any OpenAI-compatible "
+                     "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY)")
+    run.add_argument("--model", default=None, help="model id for --provider live, e.g. gpt-5.4")
+    run.add_argument("--base-url", default=None, metavar="URL",
+                     help="OpenAI-compatible API root for --provider live (default: https://api.openai.com/v1)")
+    run.add_argument("--model-timeout", type=float, default=None, metavar="SECONDS",
+                     help="request timeout for --provider live (default: 60)")
+    run.add_argument("--model-retries", type=int, default=None, metavar="N",
+                     help="retries on 408/409/429/5xx and connection errors for --provider live (default: 2)")
     run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
                      help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
     run.add_argument("--output-dir", type=Path, default=None,
@@ -74,8 +99,12 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
-        scenario_paths=args.scenarios_dir or [Path("scenarios")], homeserver=args.homeserver,
-        homeserver_port=args.homeserver_port,
+        scenario_paths=args.scenarios_dir or [Path("scenarios")],
+        homeserver=args.homeserver or ("external" if args.homeserver_url else "synapse"),
+        homeserver_port=args.homeserver_port, homeserver_url=args.homeserver_url,
+        registration_token=args.registration_token, registration_shared_secret=args.registration_shared_secret,
+        tuwunel_image=args.tuwunel_image, model=args.model, base_url=args.base_url,
+        model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         fail_fast=args.fail_fast, include_bodies=args.include_bodies,
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],

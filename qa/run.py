@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import secrets
@@ -17,6 +18,8 @@ import shutil
 import statistics
 import sys
 import tempfile
+import traceback
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,6 +35,7 @@ from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
 from qa.report.summary import (
     Environment,
+    Failure,
     HomeserverInfo,
     ProviderInfo,
     RunError,
@@ -51,9 +55,19 @@ class RunOptions:
     profile: str = "fast"
     scenario_ids: list[str] = field(default_factory=list)
     scenario_paths: list[Path] = field(default_factory=lambda: [Path("scenarios")])
-    homeserver: str = "synapse"
+    homeserver: str = "synapse"  # synapse | tuwunel | external
     homeserver_port: int | None = None
+    # external: the server's URL, and a registration token or shared secret (env vars fill in what is None)
+    homeserver_url: str | None = None
+    registration_token: str | None = None
+    registration_shared_secret: str | None = None
+    tuwunel_image: str | None = None
     provider: str = "mock"
+    # live provider; the key is never an option: it comes from the environment only (qa.provider.live)
+    model: str | None = None
+    base_url: str | None = None
+    model_timeout_s: float | None = None
+    model_retries: int | None = None
     provider_rules: list[Path] = field(default_factory=list)
     output_dir: Path | None = None
     fail_fast: bool = False
@@ -75,11 +89,53 @@ def _version() -> str:
 
 
 def _start_homeserver(options: RunOptions, work: Path, log_dir: Path) -> Homeserver:
+    if options.homeserver == "tuwunel":
+        from qa.homeserver.tuwunel import DEFAULT_IMAGE, TuwunelHomeserver
+
+        return TuwunelHomeserver(log_dir, image=options.tuwunel_image or DEFAULT_IMAGE, port=options.homeserver_port)
+    if options.homeserver == "external":
+        from qa.homeserver.external import ExternalHomeserver
+
+        return ExternalHomeserver(_external_settings(options))
     if options.homeserver != "synapse":
-        raise ConfigError(f"--homeserver {options.homeserver!r} is not supported yet; use synapse (the default)")
+        raise ConfigError(f"--homeserver {options.homeserver!r} is not supported; use synapse (the default), "
+                          "tuwunel, or --homeserver-url URL")
     from qa.homeserver.synapse import SynapseHomeserver
 
     return SynapseHomeserver(work / "synapse", log_dir, port=options.homeserver_port)
+
+
+def _external_settings(options: RunOptions) -> Any:
+    from qa.homeserver.external import resolve_external_settings
+
+    if not options.homeserver_url:
+        raise ConfigError("an external homeserver needs --homeserver-url URL")
+    return resolve_external_settings(url=options.homeserver_url, registration_token=options.registration_token,
+                                     shared_secret=options.registration_shared_secret, env=os.environ)
+
+
+def _check_backend_options(options: RunOptions) -> None:
+    """Flags that belong to a backend the run is not using: a usage error, not something to silently ignore
+    (a user who passed --model must not believe a mocked run talked to that model)."""
+    misplaced = []
+    if options.provider != "live":
+        misplaced += [flag for flag, value in (("--model", options.model), ("--base-url", options.base_url),
+                                               ("--model-timeout", options.model_timeout_s),
+                                               ("--model-retries", options.model_retries)) if value is not None]
+    if options.provider != "mock" and options.provider_rules:
+        misplaced.append("--provider-rules")
+    if options.homeserver != "external":
+        if options.homeserver_url:
+            raise ConfigError(f"--homeserver-url points at an existing server; it cannot be combined with "
+                              f"--homeserver {options.homeserver}")
+        misplaced += [flag for flag, value in (("--registration-token", options.registration_token),
+                                               ("--registration-shared-secret", options.registration_shared_secret))
+                      if value]
+    if options.homeserver != "tuwunel" and options.tuwunel_image:
+        misplaced.append("--tuwunel-image")
+    if misplaced:
+        raise ConfigError(f"not used by this run (--homeserver {options.homeserver}, --provider {options.provider}): "
+                          f"{', '.join(misplaced)}")
 
 
 class Run:
@@ -97,16 +153,19 @@ class Run:
         self.observed: list[dict[str, Any]] = []
         self.homeserver: Homeserver | None = None
         self.provider: Any = None
+        self.live: Any = None  # LiveSettings when --provider live
         self.secrets: list[str] = []
         self.plan: list[Any] = []
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
         _check_lock_env({**os.environ, **self.options.bot_env})
+        self._preflight()
         scenarios = load_scenarios(self.options.scenario_paths)
         self.plan = select(scenarios, self.options.profile, self.options.scenario_ids)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.out.open_log(self.dir / "matrix-qa-output.log")
+        library_logs = _capture_library_logs(self.dir / "harness.log")
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}")
         self.out.say(f"artifacts: {self.dir}")
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-"))
@@ -121,35 +180,84 @@ class Run:
             shutil.rmtree(work, ignore_errors=True)
             code = self._write()
             self.out.close()
+            library_logs.close()
         return code
 
-    async def _run_all(self, work: Path) -> None:
-        from qa.provider.mock import MockProvider
-        from qa.provider.rules import load_rule_files
+    def _preflight(self) -> None:
+        """Usage and environment problems of the chosen backends are exit 2 before anything starts; secrets
+        they bring are registered for redaction before the first line is printed."""
+        options = self.options
+        _check_backend_options(options)
+        if options.provider == "live":
+            from qa.provider.live import resolve_live_settings
 
-        if self.options.provider != "mock":
-            raise ConfigError(f"--provider {self.options.provider!r} is not supported yet; use mock (the default)")
-        rule_files = list(self.options.provider_rules)
-        for scenario in self.plan:
-            rule_files += [Path(p) for p in scenario.provider.rules]
+            self.live = resolve_live_settings(model=options.model, base_url=options.base_url,
+                                              timeout_s=options.model_timeout_s, max_retries=options.model_retries,
+                                              env=os.environ)
+            self._add_secrets(self.live.secrets)
+        elif options.provider != "mock":
+            raise ConfigError(f"--provider {options.provider!r} is not supported; use mock (the default) or live")
+        if options.homeserver == "external":
+            self._add_secrets(_external_settings(options).secrets)
+        elif options.homeserver == "tuwunel":
+            from qa.homeserver.tuwunel import connect_docker
+
+            # Only a check that an engine answers; the backend opens its own client when it starts.
+            connect_docker(timeout=10).close()
+
+    def _add_secrets(self, values: list[str]) -> None:
+        self.secrets.extend(values)
+        self.out.add_secrets(values)
+
+    async def _start_provider(self) -> None:
         began = mono_ms()
-        self.provider = MockProvider(load_rule_files(rule_files) if rule_files else None)
-        await self.provider.start()
+        if self.live is not None:
+            from qa.provider.live import LiveProvider
+
+            self.provider = LiveProvider(self.live)
+            await self.provider.start()
+            self.out.say(f"live provider at {self.live.base_url_host}, model {self.live.model}: "
+                         f"{self.provider.checked}")
+            mock_only = [s.id for s in self.plan if s.provider.rules]
+            if mock_only:
+                self.out.say(f"note: the mock-provider rules of {', '.join(mock_only)} do not apply to a live model")
+        else:
+            from qa.provider.mock import MockProvider
+            from qa.provider.rules import load_rule_files
+
+            rule_files = list(self.options.provider_rules)
+            for scenario in self.plan:
+                rule_files += [Path(p) for p in scenario.provider.rules]
+            self.provider = MockProvider(load_rule_files(rule_files) if rule_files else None)
+            await self.provider.start()
+            self.out.say(f"mock provider on {self.provider.base_url}")
         self.timings.providerBootMs = round(mono_ms() - began, 1)
-        self.out.say(f"mock provider on {self.provider.base_url}")
+
+    async def _run_all(self, work: Path) -> None:
+        await self._start_provider()
 
         self.homeserver = _start_homeserver(self.options, work, self.dir / "homeserver")
-        self.out.say("starting synapse …")
-        await self.homeserver.start()
-        self.timings.homeserverBootMs = round(self.homeserver.boot_ms or 0, 1)
-        self.out.say(f"synapse {self.homeserver.version} ready at {self.homeserver.base_url} "
-                     f"in {self.homeserver.boot_ms:.0f} ms")
+        hs = self.homeserver
+        self._add_secrets(getattr(hs, "secrets", []))
+        image = getattr(hs, "image", None)
+        self.out.say(f"starting {hs.kind} homeserver{f' from {image} (pulled if absent)' if image else ''} …")
+        await hs.start()
+        self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
+        self.out.say(f"{hs.kind} {hs.version} ready at {hs.base_url} in {hs.boot_ms:.0f} ms")
 
+        if self.live is not None:
+            # No journal to consult (provider=None tells the steps so); the key reaches the bot through its
+            # environment only, and the bot's client gets the same timeout and retry bound as the preflight's.
+            provider, bot_env = None, {**self.options.bot_env, **self.live.bot_env()}
+            overrides = {**self.live.bot_overrides(), **self.options.bot_overrides}
+        else:
+            provider, bot_env = self.provider, {"OPENAI_API_KEY": "mock-key", **self.options.bot_env}
+            overrides = self.options.bot_overrides
         resources = RunResources(
-            homeserver=self.homeserver, provider=self.provider, model_base_url=self.provider.base_url,
+            homeserver=self.homeserver, provider=provider, model_base_url=self.provider.base_url,
             model_name=self.provider.model, run_id=self.run_id, artifact_dir=self.dir, state_dir=work / "state",
-            markers=MarkerFactory(self.run_id), bot_env={"OPENAI_API_KEY": "mock-key", **self.options.bot_env},
-            bot_overrides=self.options.bot_overrides, secrets=self.secrets, probes=self.probes, observed=self.observed,
+            markers=MarkerFactory(self.run_id), bot_env=bot_env,
+            bot_overrides=overrides, secrets=self.secrets, probes=self.probes, observed=self.observed,
         )
         scenarios_began = mono_ms()
         for scenario in self.plan:
@@ -157,7 +265,15 @@ class Run:
                 continue
             self.out.say(f"▶ {scenario.id}: {scenario.title}")
             self.out.add_secrets(self.secrets)
-            self.results.append(await run_scenario(scenario, resources, self.out.say))
+            try:
+                self.results.append(await run_scenario(scenario, resources, self.out.say))
+            except Exception as exc:  # a harness bug in one scenario must not lose the others or the report
+                self.results.append(ScenarioResult(
+                    id=scenario.id, title=scenario.title, status="fail",
+                    details=f"harness error: {type(exc).__name__}: {exc}",
+                    failure=Failure(expected="the harness runs the scenario",
+                                    seen=traceback.format_exception(exc)[-6:])))
+                self.out.say(f"  ✘ {scenario.id}: harness error: {type(exc).__name__}: {exc}")
         self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
 
     def _must_skip(self, scenario: Any) -> bool:
@@ -225,13 +341,13 @@ class Run:
             runId=self.run_id, status=status, exitCode=code, startedAt=self.started_at, finishedAt=utc_now_iso(),
             command=[self.out.redact(a) for a in self.options.argv],
             environment=Environment(
-                homeserver=HomeserverInfo(kind=self.options.homeserver, version=getattr(hs, "version", None),
-                                          serverName=getattr(hs, "server_name", None),
+                homeserver=HomeserverInfo(kind=getattr(hs, "kind", None) or self.options.homeserver,
+                                          version=getattr(hs, "version", None),
+                                          serverName=getattr(hs, "server_name", None) or None,
                                           baseUrl=_safe_base_url(hs),
-                                          log=_rel(self.dir, getattr(hs, "log_path", None))),
-                provider=ProviderInfo(mode="mock", model=getattr(self.provider, "model", "mock-model"),
-                                      baseUrlHost=urlparse(getattr(self.provider, "base_url", "") or "").netloc
-                                      or None),
+                                          log=_rel(self.dir, getattr(hs, "log_path", None)),
+                                          image=getattr(hs, "image", None)),
+                provider=self._provider_info(),
                 profile=self.options.profile, python=platform.python_version(),
                 platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
             ),
@@ -243,11 +359,36 @@ class Run:
         files = write_reports(summary, self.dir, observed_events=self.observed,
                               include_bodies=self.options.include_bodies, secrets=self.secrets)
         self._print_table(summary, files)
+        self._write_step_summary(files)
         return code
 
+    def _provider_info(self) -> ProviderInfo:
+        if self.live is not None:
+            # Host only: a base URL's path or query can carry deployment names or tokens.
+            return ProviderInfo(mode="live", model=self.live.model, baseUrlHost=self.live.base_url_host or None)
+        return ProviderInfo(mode="mock", model=getattr(self.provider, "model", "mock-model"),
+                            baseUrlHost=urlparse(getattr(self.provider, "base_url", "") or "").netloc or None)
+
+    def _write_step_summary(self, files: dict[str, str]) -> None:
+        """Under GitHub Actions ($GITHUB_STEP_SUMMARY set) the report also becomes the job summary, trimmed to
+        GitHub's size limit, with a pointer to the full artifacts."""
+        if not os.environ.get("GITHUB_STEP_SUMMARY"):
+            return
+        from qa.report.ci_summary import write_github_step_summary
+
+        hint = _artifact_hint(os.environ)
+        try:
+            markdown = (self.dir / files.get("report", "matrix-qa-report.md")).read_text(encoding="utf-8")
+            # The footer is the last section, so a trimmed summary loses it; the trimming note carries the hint.
+            markdown = markdown.rstrip("\n") + f"\n\n---\n\nFull report, logs and traces: {hint}.\n"
+            if write_github_step_summary(markdown, artifact_hint=hint) is not None:
+                self.out.say("job summary: written to $GITHUB_STEP_SUMMARY")
+        except OSError as exc:
+            self.out.say(f"warning: could not write the GitHub job summary: {exc}")
+
     def _write_journal(self) -> None:
-        """The provider journal is evidence too (what the model was asked, and when)."""
-        if self.provider is not None:
+        """The provider journal is evidence too (what the model was asked, and when). Only the mock keeps one."""
+        if self.provider is not None and hasattr(self.provider, "journal_as_json"):
             path = self.dir / "provider-journal.json"
             path.write_text(self.out.redact(json.dumps(self.provider.journal_as_json(), indent=1)), encoding="utf-8")
 
@@ -263,6 +404,30 @@ class Run:
             self.out.say(f"error ({err.component}): {err.message}")
         self.out.say(f"report: {self.dir / files.get('report', 'matrix-qa-report.md')}")
         self.out.say(f"artifacts: {self.dir}")
+
+
+class _LibraryLogs:
+    """The test users' matrix-nio clients log retries and timeouts; that belongs in a file, not the terminal."""
+
+    NAMES = ("nio", "aiohttp", "asyncio")
+
+    def __init__(self, path: Path) -> None:
+        self.handler = logging.FileHandler(path, encoding="utf-8")
+        self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        for name in self.NAMES:
+            logger = logging.getLogger(name)
+            logger.addHandler(self.handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
+
+    def close(self) -> None:
+        for name in self.NAMES:
+            logging.getLogger(name).removeHandler(self.handler)
+        self.handler.close()
+
+
+def _capture_library_logs(path: Path) -> _LibraryLogs:
+    return _LibraryLogs(path)
 
 
 def _check_lock_env(env: dict[str, str]) -> None:
@@ -287,9 +452,19 @@ def _component(exc: QAError) -> str:
 
 
 def _log_of(hs: Homeserver | None, exc: QAError) -> str | None:
-    if isinstance(exc, InfraError) and hs is not None and hs.log_path and "synapse" in str(exc).lower():
+    if isinstance(exc, InfraError) and hs is not None and hs.log_path and hs.kind in str(exc).lower():
         return str(hs.log_path)
     return None
+
+
+def _artifact_hint(env: Mapping[str, str]) -> str:
+    """Where the full report is, for the job summary: the workflow run's artifacts when Actions says which."""
+    name = env.get("MATRIX_QA_ARTIFACT_NAME")
+    where = f"the `{name}` artifact" if name else "the run's artifacts"
+    if env.get("GITHUB_SERVER_URL") and env.get("GITHUB_REPOSITORY") and env.get("GITHUB_RUN_ID"):
+        url = f"{env['GITHUB_SERVER_URL']}/{env['GITHUB_REPOSITORY']}/actions/runs/{env['GITHUB_RUN_ID']}"
+        return f"`matrix-qa-report.md` in {where} of [this workflow run]({url}#artifacts)"
+    return f"`matrix-qa-report.md` in {where}"
 
 
 def _safe_base_url(hs: Homeserver | None) -> str | None:
@@ -317,6 +492,10 @@ def run_sync(options: RunOptions, output: Output | None = None) -> int:
         from qa.homeserver.synapse import kill_all_children
 
         kill_all_children()
+        if "qa.homeserver.tuwunel" in sys.modules:  # never imports docker for a run that did not use it
+            from qa.homeserver.tuwunel import remove_all_containers
+
+            remove_all_containers()
         run.out.say("interrupted")
         return 130
 
