@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import html
+import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 from nio import (
+    Api,
     AsyncClient,
     AsyncClientConfig,
     JoinError,
@@ -16,10 +20,12 @@ from nio import (
     RoomCreateError,
     RoomPreset,
     RoomSendError,
+    RoomSendResponse,
     SyncError,
 )
 
 from qa.clock import mono_ms
+from qa.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
 from qa.errors import InfraError
 from qa.waiting import Stream
 
@@ -65,14 +71,17 @@ def message_content(
 
 
 class Actor:
-    def __init__(self, name: str, base_url: str, user_id: str, password: str, store_dir: Path) -> None:
+    def __init__(
+        self, name: str, base_url: str, user_id: str, password: str, store_dir: Path, *, encryption: bool = False
+    ) -> None:
         self.name = name
         self.user_id = user_id
         self._password = password
         store_dir.mkdir(parents=True, exist_ok=True)
+        # Encryption on means a real Olm/Megolm identity with its own crypto store for this test user.
         self.client = AsyncClient(
             base_url, user_id, store_path=str(store_dir),
-            config=AsyncClientConfig(encryption_enabled=False, request_timeout=45),
+            config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45),
         )
         self.events: Stream[dict[str, Any]] = Stream(describe_event)
         self._sync_task: asyncio.Task[None] | None = None
@@ -102,12 +111,14 @@ class Actor:
             failures = 0
             for room_id, room in resp.rooms.join.items():
                 for event in room.timeline.events:
-                    await self.events.append({**event.source, "room_id": room_id, "_seenMs": mono_ms()})
+                    await self.events.append({**event_view(event, room_id), "_seenMs": mono_ms()})
+            await maintain_keys(self.client)
             token = resp.next_batch
             self._first_sync.set()
 
-    async def create_room(self, name: str, invite: list[str]) -> str:
-        resp = await self.client.room_create(name=name, invite=invite, preset=RoomPreset.private_chat)
+    async def create_room(self, name: str, invite: list[str], *, encrypted: bool = False) -> str:
+        resp = await self.client.room_create(name=name, invite=invite, preset=RoomPreset.private_chat,
+                                             initial_state=[ENCRYPTION_STATE] if encrypted else [])
         if isinstance(resp, RoomCreateError):
             raise InfraError(f"{self.name} could not create room {name}: {resp.message}")
         return resp.room_id
@@ -118,7 +129,42 @@ class Actor:
             raise InfraError(f"{self.name} could not join {room_id}: {resp.message}")
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
-        resp = await self.client.room_send(room_id, event_type, content)
+        # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.
+        resp = await self.client.room_send(room_id, event_type, content, ignore_unverified_devices=True)
+        if isinstance(resp, RoomSendError):
+            raise InfraError(f"{self.name} could not send to {room_id}: {resp.message}")
+        return resp.event_id
+
+    async def know_devices(self, room_id: str, user_ids: list[str], timeout_s: float) -> None:
+        """Before the first encrypted send: every member's join has reached us and their devices are known,
+        so the room key goes to all of them (nio shares it with the devices it knows at send time)."""
+        for user_id in user_ids:
+            await self.events.wait_for(
+                lambda e, u=user_id: e.get("type") == "m.room.member" and e.get("state_key") == u
+                and e.get("room_id") == room_id and (e.get("content") or {}).get("membership") == "join",
+                timeout_s, f"{self.name} to see {user_id} join {room_id}")
+        if self.client.olm:
+            self.client.olm.users_for_key_query.update(user_ids)
+        await maintain_keys(self.client)
+        missing = [u for u in user_ids if not list(self.client.device_store.active_user_devices(u))]
+        if missing:
+            raise InfraError(f"{self.name} knows no device of {', '.join(missing)} after a key query")
+
+    async def send_undecryptable(self, room_id: str) -> str:
+        """An encrypted message under a Megolm session nobody else ever receives the key for (as a device that
+        withholds its room keys would send): the bot must trace it as undecryptable and carry on."""
+        assert self.client.olm, "send_undecryptable needs an encrypted test user"
+        content = {
+            "algorithm": MEGOLM,
+            "sender_key": self.client.olm.account.identity_keys["curve25519"],
+            "device_id": self.client.device_id,
+            "session_id": base64.b64encode(os.urandom(32)).decode().rstrip("="),
+            "ciphertext": base64.b64encode(os.urandom(96)).decode().rstrip("="),
+        }
+        # Straight to the API: room_send would (rightly) encrypt again and share a real key.
+        method, path, data = Api.room_send(self.client.access_token, room_id, "m.room.encrypted", content,
+                                           str(uuid.uuid4()))
+        resp = await self.client._send(RoomSendResponse, method, path, data, (room_id,))
         if isinstance(resp, RoomSendError):
             raise InfraError(f"{self.name} could not send to {room_id}: {resp.message}")
         return resp.event_id

@@ -66,6 +66,9 @@ class AgentConfig(_Model):
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
+    encryption: bool = False
+    # How long an encrypted message waits for its room key before it is dropped as undecryptable.
+    decrypt_retry_s: float = Field(3.0, alias="decryptRetryS", gt=0)
     # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start
     # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
     # bug class the restart scenarios must catch (answering old messages again).

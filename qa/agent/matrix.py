@@ -9,16 +9,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, RoomSendError, SyncError
+from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, MegolmEvent, RoomSendError, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
-from qa.agent.policy import DUPLICATE, HISTORY, decide, decide_reaction, parse_inbound
+from qa.agent.policy import DUPLICATE, HISTORY, UNDECRYPTABLE, decide, decide_reaction, parse_inbound
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
+from qa.clock import mono_ms
+from qa.e2ee import event_view, maintain_keys
 from qa.errors import InfraError
 
 log = logging.getLogger("qa.agent.matrix")
@@ -49,15 +52,20 @@ class MatrixBot:
         self._password = password
         state = Path(config.state_dir)
         self._token_path = state / "sync-token.json"
-        store = state / "nio-store"
+        # The crypto store and a stable device id are what let an encrypted bot decrypt after a restart; the
+        # forget-state mutation loses the store like a bot on an ephemeral disk would.
+        store = state / (f"volatile-{os.getpid()}/nio-store" if config.forget_state_on_start else "nio-store")
         store.mkdir(parents=True, exist_ok=True)
         self.client = AsyncClient(
             config.homeserver,
             config.user_id,
             device_id=config.device_id,
             store_path=str(store),
-            config=AsyncClientConfig(encryption_enabled=False, request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
+            config=AsyncClientConfig(encryption_enabled=config.encryption,
+                                     request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
         )
+        # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
+        self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sessions: SessionManager | None = None
         self.approvals: ApprovalFlow | None = None
         self._sent: dict[str, tuple[str, str | None]] = {}  # bot event id -> (room, thread root)
@@ -97,7 +105,8 @@ class MatrixBot:
     async def _send(
         self, room_id: str, event_type: str, content: dict[str, Any], thread_root: str | None
     ) -> str | None:
-        resp = await self.client.room_send(room_id, event_type, content)
+        # Trust on first use: room keys go to every device of the room's members (see qa.e2ee and the README).
+        resp = await self.client.room_send(room_id, event_type, content, ignore_unverified_devices=True)
         if isinstance(resp, RoomSendError):
             self._trace.emit("error", where=f"send {event_type}", roomId=room_id, error=resp.message)
             return None
@@ -119,7 +128,7 @@ class MatrixBot:
                 self._trace.emit("resume", interruptedTurns=resumed)
         while True:
             try:
-                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token, full_state=first,
+                resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
                                               sync_filter=SYNC_FILTER)
             except (TimeoutError, OSError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
@@ -135,7 +144,12 @@ class MatrixBot:
             await self._join_invites(resp)
             for room_id, room in resp.rooms.join.items():
                 for event in room.timeline.events:
-                    await self._handle(room_id, event.source, history=history_first and first)
+                    if isinstance(event, MegolmEvent):
+                        self._undecryptable(event, room_id, history=history_first and first)
+                        continue
+                    await self._handle(room_id, event_view(event, room_id), history=history_first and first)
+            await maintain_keys(self.client)
+            await self._retry_decryption()
             # Only once the batch's messages are in their transcripts may the position move past them: a crash
             # before this point redelivers them, and the transcripts' event ids stop a second answer.
             if self.sessions is not None:
@@ -145,6 +159,39 @@ class MatrixBot:
                 self._save_token(token)
             first = False
             self._maybe_ready()
+
+    def _sync_timeout_ms(self) -> int:
+        """Long-poll as usual, but wake in time to give up on an event whose room key never came."""
+        if not self._undecrypted:
+            return SYNC_TIMEOUT_MS
+        soonest = min(deadline for _, _, deadline in self._undecrypted.values())
+        return max(0, min(SYNC_TIMEOUT_MS, int(soonest - mono_ms()) + 1))
+
+    def _undecryptable(self, event: MegolmEvent, room_id: str, *, history: bool) -> None:
+        if history or event.sender == self._config.user_id:
+            return
+        if event.event_id not in self._undecrypted:
+            # Room keys travel separately (to-device) and may arrive a sync or two after the message.
+            self._undecrypted[event.event_id] = (event, room_id, mono_ms() + self._config.decrypt_retry_s * 1000)
+            self._trace.emit("decrypt.pending", eventId=event.event_id, roomId=room_id, sender=event.sender,
+                             sessionId=event.session_id, retryS=self._config.decrypt_retry_s)
+
+    async def _retry_decryption(self) -> None:
+        for event_id, (event, room_id, deadline) in list(self._undecrypted.items()):
+            try:
+                decrypted = self.client.decrypt_event(event)
+            except Exception as exc:  # nio raises EncryptionError (and friends) for a missing key
+                if mono_ms() < deadline:
+                    continue
+                del self._undecrypted[event_id]
+                session = self.sessions.session_for(room_id, None).key if self.sessions else None
+                self._trace.emit("inbound", eventId=event_id, roomId=room_id, sender=event.sender, session=session,
+                                 decision="dropped", reason=UNDECRYPTABLE, sessionId=event.session_id,
+                                 error=f"{type(exc).__name__}: {exc}")
+                continue
+            del self._undecrypted[event_id]
+            self._trace.emit("decrypt.late", eventId=event_id, roomId=room_id, sessionId=event.session_id)
+            await self._handle(room_id, event_view(decrypted, room_id), history=False)
 
     async def _join_invites(self, resp: Any) -> None:
         for room_id in resp.rooms.invite:

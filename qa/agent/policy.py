@@ -24,6 +24,7 @@ BOT_SENDER_BLOCKED = "bot-sender-blocked"
 SENDER_NOT_ALLOWED = "sender-not-allowed"
 DUPLICATE = "duplicate"
 HISTORY = "history"
+UNDECRYPTABLE = "undecryptable"  # an encrypted message whose room key never arrived
 NOT_BOT_MESSAGE = "not-a-bot-message"  # a reaction to something the bot did not send
 
 RECORDED = "recorded"

@@ -12,6 +12,7 @@ import json
 import re
 import secrets
 import shutil
+import traceback
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,11 @@ from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.steps import STEPS
 
 BOT_READY_TIMEOUT_S = 60.0
+KEYS_TIMEOUT_S = 30.0
+
+
+def uses_encryption(scenario: Any) -> bool:
+    return bool(scenario.bot.encryption) or any(spec.encrypted for spec in scenario.rooms.values())
 
 
 @dataclass
@@ -73,6 +79,7 @@ def bot_agent_config(
         "model": {"baseUrl": res.model_base_url, "model": res.model_name},
         "session": {"writeLock": lock},
         "approvals": {"textChunkLimit": bot.text_chunk_limit},
+        "encryption": uses_encryption(scenario),
     }
     for key, value in res.bot_overrides.items():
         _set_dotted(config, key, value)
@@ -129,6 +136,9 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
     except QAError as exc:
         result.failure = Failure(expected="scenario infrastructure works", seen=[str(exc)])
         result.details = f"infrastructure: {exc}"
+    except Exception as exc:  # a harness or library bug: report it as this scenario's failure, keep the rest
+        result.failure = Failure(expected="the harness runs the scenario", seen=traceback.format_exception(exc)[-8:])
+        result.details = f"harness error: {type(exc).__name__}: {exc}"
     finally:
         if prober is not None and (problem := await stop_prober(prober)):
             say(f"  ! {problem}")
@@ -170,8 +180,11 @@ async def _provision(
         passwords[role] = secrets.token_urlsafe(18)
         res.secrets.append(passwords[role])
         creds[role] = await hs.register_user(_localpart(role, scenario.id, res.run_id), passwords[role])
+    encryption = uses_encryption(scenario)
     for name in scenario.actors:
-        actors[name] = Actor(name, hs.base_url, creds[name].user_id, passwords[name], state_dir / "actors" / name)
+        # Crypto stores hold private keys, so they live in the state dir, never in the artifacts.
+        actors[name] = Actor(name, hs.base_url, creds[name].user_id, passwords[name], state_dir / "actors" / name,
+                             encryption=encryption)
     await asyncio.gather(*(a.login() for a in actors.values()))
     await asyncio.gather(*(a.start_sync() for a in actors.values()))
     bot_user_id = creds["bot"].user_id
@@ -180,7 +193,8 @@ async def _provision(
     for room_name, spec in scenario.rooms.items():
         members = spec.members if spec.members is not None else list(scenario.actors)
         invite = [bot_user_id] + [actors[m].user_id for m in members if actors[m] is not creator]
-        room_id = await creator.create_room(f"{scenario.id} {room_name} {res.run_id}", invite)
+        room_id = await creator.create_room(f"{scenario.id} {room_name} {res.run_id}", invite,
+                                            encrypted=spec.encrypted)
         rooms[room_name] = room_id
         await asyncio.gather(*(actors[m].join(room_id) for m in members if actors[m] is not creator))
     password_file = state_dir / "bot-password"
@@ -193,6 +207,12 @@ async def _provision(
     start = await bot.start()
     await bot.wait_ready(BOT_READY_TIMEOUT_S, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
+    for room_name, spec in scenario.rooms.items():
+        if spec.encrypted:
+            members = [actors[m] for m in (spec.members if spec.members is not None else scenario.actors)]
+            everyone = [bot_user_id, *(a.user_id for a in members)]
+            await asyncio.gather(*(a.know_devices(rooms[room_name], [u for u in everyone if u != a.user_id],
+                                                  KEYS_TIMEOUT_S) for a in members))
     return ScenarioContext(
         scenario=scenario, homeserver=hs, provider=res.provider, actors=actors, bot=bot, bot_user_id=bot_user_id,
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,

@@ -268,6 +268,8 @@ class Send(StepBase):
     mention_style: Literal["pill", "text"] = "pill"
     thread: StepId | None = None  # thread root
     reply_to: StepId | None = None
+    # Encrypted rooms only: encrypt under a room key nobody else ever receives (a device withholding its keys).
+    withhold_room_key: bool = False
     id: StepId | None = None
 
     def refs(self) -> list[Ref]:
@@ -294,6 +296,7 @@ class ExpectReply(StepBase):
     thread: StepId | None = None  # the reply must be in this thread
     top_level: bool = False  # the reply must not be in any thread
     after: StepId | None = None  # the reply must come later in the room than this earlier reply
+    encrypted: bool | None = None  # True: the reply must have been sent encrypted (and decrypted by us)
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 

@@ -64,20 +64,34 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
             mention = (user_id, ctx.bot_name if step.mention == "bot" else step.mention)
     content = message_content(body, mention=mention, thread_root=thread_root, reply_to=reply_to)
     sent_at = mono_ms()
-    event_id = await actor.send(room_id, content)
+    if step.withhold_room_key:
+        event_id = await actor.send_undecryptable(room_id)
+    else:
+        event_id = await actor.send(room_id, content)
     if step.id:
         ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"])
     where = f" in thread {step.thread}" if step.thread else ""
-    return f"{step.actor} sent {event_id}{where}"
+    withheld = " (room key withheld)" if step.withhold_room_key else ""
+    return f"{step.actor} sent {event_id}{where}{withheld}"
 
 
 async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
-    """The bot's trace says which event answered the trigger; the room must then show that event."""
+    """The bot's trace says which event answered the trigger; the room must then show that event.
+
+    A drop of the trigger (other than as a redelivered duplicate, which means it is handled already) is final:
+    the step fails on that evidence at once instead of waiting out its timeout."""
+
+    def answered_or_dropped(r: dict[str, Any]) -> bool:
+        if r.get("type") == "reply.sent":
+            return r.get("inReplyTo") == trigger.event_id
+        return (r.get("type") == "inbound" and r.get("eventId") == trigger.event_id
+                and r.get("decision") == "dropped" and r.get("reason") not in ("duplicate", "history"))
+
     try:
-        record = await ctx.bot.trace.wait_for(
-            lambda r: r.get("type") == "reply.sent" and r.get("inReplyTo") == trigger.event_id,
-            timeout_s, what, ctx.trace_start,
-        )
+        record = await ctx.bot.trace.wait_for(answered_or_dropped, timeout_s, what, ctx.trace_start)
+        if record.get("type") == "inbound":
+            raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
+                             _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
         event = await ctx.observer().events.wait_for(
             lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room"
         )
@@ -133,6 +147,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     contains = getattr(step, "body_contains", None)
     if contains and _text(ctx, contains) not in body:
         problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
+    if step.encrypted is not None and bool(event.get("decrypted")) != step.encrypted:
+        problems.append("the reply was sent in the clear" if step.encrypted else "the reply was encrypted")
     if step.after:
         earlier = ctx.refs[step.after].event_id
         order = [e.get("event_id") for e in ctx.observer().events.items]
