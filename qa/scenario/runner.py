@@ -99,6 +99,18 @@ def _set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
+    live = res.provider is None  # a live model: no journal, not deterministic
+    if live and scenario.live.skip:
+        reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
+        say(f"  - {scenario.id} {reason}")
+        return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)
+    result = await _run_scenario(scenario, res, say)
+    if live and scenario.live.tolerance:
+        result.details = f"{result.details} (live tolerance: {scenario.live.tolerance})"
+    return result
+
+
+async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
     started = mono_ms()
     scenario_dir = res.artifact_dir / "scenarios" / scenario.id
     scenario_dir.mkdir(parents=True, exist_ok=True)

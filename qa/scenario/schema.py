@@ -194,6 +194,16 @@ class ProviderConfig(_Model):
     rules: list[Annotated[str, Field(min_length=1), AfterValidator(_relative_path)]] = Field(default_factory=list)
 
 
+class LiveSpec(_Model):
+    """How the scenario fares against a live model, which is not deterministic like the mock.
+
+    tolerance: what a live model may do differently and what the scenario then allows or reports (shown in the
+    report). skip: the scenario only makes sense with the mock; a live run reports it skipped with the reason."""
+
+    tolerance: str | None = Field(default=None, min_length=1)
+    skip: bool = False
+
+
 # --- steps -------------------------------------------------------------------------------------------------
 
 # Kinds of event a step id can name; a reference says which kinds it accepts.
@@ -621,6 +631,7 @@ class Scenario(_Model):
     rooms: dict[RoomName, RoomSpec] = Field(default_factory=lambda: {"main": RoomSpec()}, min_length=1)
     bot: BotConfig = Field(default_factory=BotConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
+    live: LiveSpec = Field(default_factory=LiveSpec)
     steps: list[Step] = Field(min_length=1)
 
     # Private, so a scenario file cannot set it; the loader passes it through the validation context.
