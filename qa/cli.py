@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,7 +77,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
     run.add_argument("--output-dir", type=Path, default=None,
                      help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
-    run.add_argument("--fail-fast", action="store_true", help="skip the remaining scenarios after the first failure")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="start no new scenario after the first failure (running ones finish)")
+    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+                     help=f"scenarios side by side on the one homeserver (default: the core count, here "
+                     f"{os.cpu_count() or 1}); the canary runs first and alone; --jobs 1 runs one at a time")
+    run.add_argument("--shard", default=None, metavar="I/N",
+                     help="run only slice I of N of the plan (the canary runs in every shard); merge the shards' "
+                     "summaries with `matrix-qa report --merge`")
+    run.add_argument("--shard-durations", type=Path, default=None, metavar="SUMMARY.json",
+                     help="balance --shard by the scenario durations recorded in this earlier summary "
+                     "(default: by count)")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the bot's config for every scenario, "
@@ -88,15 +99,43 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate", help="check scenario files; reports every error with file:line")
     val.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
 
-    rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON")
-    rep.add_argument("summary", type=Path)
-    rep.add_argument("--output-dir", type=Path, default=None)
+    rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON, or merge "
+                         "several (shards) into one")
+    rep.add_argument("summary", type=Path, nargs="?", help="a matrix-qa-summary.json to render again")
+    rep.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
+                     help="merge these runs (artifact directories or summary files, e.g. every shard of a run) "
+                     "into one summary and report; exits with the merged run's exit code")
+    rep.add_argument("--output-dir", type=Path, default=None,
+                     help="where to write (default: beside SUMMARY; for --merge artifacts/qa-e2e/merged-<id>)")
     return parser
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _shard_durations(path: Path | None) -> dict[str, float] | None:
+    """Scenario durations from an earlier summary; skipped scenarios tell nothing about how long one takes."""
+    if path is None:
+        return None
+    from qa.report.writer import load_summary
+
+    summary = load_summary(path)
+    return {r.id: r.durationMs for r in summary.scenarios if r.status != "skip"}
+
+
 def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from qa.harness.plan import parse_shard
     from qa.run import RunOptions, run_sync
 
+    if args.shard_durations is not None and args.shard is None:
+        raise QAError("--shard-durations only balances a --shard I/N run")
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
         scenario_paths=args.scenarios_dir or [Path("scenarios")],
@@ -106,7 +145,9 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tuwunel_image=args.tuwunel_image, model=args.model, base_url=args.base_url,
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
-        fail_fast=args.fail_fast, include_bodies=args.include_bodies,
+        fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
+        shard=parse_shard(args.shard) if args.shard is not None else None,
+        shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
     )
     return run_sync(options)
@@ -135,15 +176,42 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_report(args: argparse.Namespace) -> int:
+def _cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from qa.report.writer import load_summary, write_reports
 
+    if args.merge is not None:
+        if args.summary is not None:
+            raise QAError("give either SUMMARY.json or --merge DIR..., not both")
+        return _cmd_merge(args, argv)
+    if args.summary is None:
+        raise QAError("report needs SUMMARY.json (or --merge DIR...)")
     summary = load_summary(args.summary)
     out = args.output_dir or args.summary.parent
     files = write_reports(summary, out)
     for name, path in files.items():
         print(f"{name}: {out / path}")
     return 0
+
+
+def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    from qa.report.merge import MergeInput, artifact_prefix, merge_summaries, merged_run_id
+    from qa.report.writer import SUMMARY_FILE, load_summary, write_reports
+
+    run_id = merged_run_id()
+    out = args.output_dir or Path("artifacts") / "qa-e2e" / run_id
+    parts = []
+    for given in args.merge:
+        path = given / SUMMARY_FILE if given.is_dir() else given
+        parts.append(MergeInput(load_summary(path), source=str(path),
+                                artifact_prefix=artifact_prefix(path.parent, out)))
+    merged = merge_summaries(parts, run_id=run_id, command=["matrix-qa", *argv])
+    files = write_reports(merged, out)
+    for name, path in files.items():
+        print(f"{name}: {out / path}")
+    c = merged.counts
+    print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
+          f"(merged from {len(parts)})")
+    return merged.exitCode
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -156,7 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "validate":
             return _cmd_validate(args)
-        return _cmd_report(args)
+        return _cmd_report(args, argv)
     except QAError as exc:
         print(f"matrix-qa: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -1,13 +1,21 @@
-"""Which scenarios a run executes, in what order: pure, so it is tested without servers."""
+"""Which scenarios a run executes, in what order, and which slice of them a shard runs: pure, so it is tested
+without servers."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Protocol
+import re
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
 
 from qa.errors import ConfigError
 
 CANARY = "canary"
+
+# Steps whose effect reaches beyond the scenario's own users, rooms and bot: a homeserver restart interrupts
+# every other scenario's sync. Scenarios with such a step run alone, even under --jobs.
+SHARED_STATE_STEPS = frozenset({"restart_homeserver"})
 
 
 class _Planned(Protocol):
@@ -15,7 +23,10 @@ class _Planned(Protocol):
     profiles: list[str]
 
 
-def select(scenarios: Sequence[_Planned], profile: str, ids: Sequence[str]) -> list[_Planned]:
+P = TypeVar("P", bound=_Planned)
+
+
+def select(scenarios: Sequence[P], profile: str, ids: Sequence[str]) -> list[P]:
     """Explicit ids win over the profile; `all` means every scenario. Plan order is the loaded order,
     with the canary first: if the canary fails, nothing else can be trusted."""
     known = {s.id: s for s in scenarios}
@@ -35,3 +46,63 @@ def select(scenarios: Sequence[_Planned], profile: str, ids: Sequence[str]) -> l
             profiles = sorted({p for s in scenarios for p in s.profiles} | {"all"})
             raise ConfigError(f"no scenario is in profile {profile!r}; profiles: {', '.join(profiles)}")
     return sorted(chosen, key=lambda s: s.id != CANARY)
+
+
+def runs_alone(scenario: Any) -> bool:
+    """Whether a scenario touches something other scenarios depend on, so it must not overlap with any."""
+    return any(getattr(step, "kind", None) in SHARED_STATE_STEPS for step in getattr(scenario, "steps", []))
+
+
+# --- sharding ----------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count`, 1-based as people (and CI job matrices) count."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+_SHARD_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
+
+
+def parse_shard(text: str) -> Shard:
+    match = _SHARD_RE.fullmatch(text)
+    if not match:
+        raise ConfigError(f"--shard expects I/N (e.g. 2/5), got {text!r}")
+    index, count = int(match.group(1)), int(match.group(2))
+    if count < 1 or not 1 <= index <= count:
+        raise ConfigError(f"--shard {text}: I must be between 1 and N (N >= 1)")
+    return Shard(index, count)
+
+
+def shard_plan(plan: Sequence[P], shard: Shard, durations: Mapping[str, float] | None = None) -> list[P]:
+    """The slice of `plan` that `shard` runs, in plan order.
+
+    The canary runs in every shard: it is each shard's gate (a shard whose homeserver or bot is broken must not
+    report its other scenarios as trustworthy). `qa.report.merge` keeps one canary result per merged summary.
+
+    Everything else is assigned by a rule that depends only on scenario ids and the given durations, never on
+    load order or the machine, so N CI jobs computing their own slice independently cover the plan exactly once:
+    - without durations: ids sorted, dealt round-robin (balanced by count);
+    - with durations (ms per id, from an earlier summary): greedy longest-processing-time: longest first, each to
+      the least-loaded shard (ties: lower index). An id with no recorded duration weighs the median of the known.
+    """
+    others = sorted(s.id for s in plan if s.id != CANARY)
+    known = {i: float(durations[i]) for i in others if durations and i in durations}
+    assigned: dict[str, int] = {}
+    if not known:
+        assigned = {scenario_id: n % shard.count for n, scenario_id in enumerate(others)}
+    else:
+        default = statistics.median(known.values())
+        weights = {i: known.get(i, default) for i in others}
+        loads = [0.0] * shard.count
+        for scenario_id in sorted(others, key=lambda i: (-weights[i], i)):
+            target = min(range(shard.count), key=lambda k: (loads[k], k))
+            assigned[scenario_id] = target
+            loads[target] += weights[scenario_id]
+    return [s for s in plan if s.id == CANARY or assigned.get(s.id) == shard.index - 1]

@@ -196,6 +196,38 @@ def _estimate_tokens(text: str) -> int:
     return math.ceil(len(text) / 4) if text else 0
 
 
+def scope_prefix(scope: str) -> str:
+    if not scope or "/" in scope:
+        raise ValueError(f"a provider scope is one URL path segment, got {scope!r}")
+    return f"/scope/{scope}"
+
+
+class ScopedProvider:
+    """One client's view of a shared MockProvider: its base URL, and only its own journal entries.
+
+    Everything else (rules, holds, waiting) is the shared provider's, reached through attribute delegation.
+    """
+
+    def __init__(self, provider: MockProvider, scope: str) -> None:
+        self._provider = provider
+        self.scope = scope
+        self._prefix = scope_prefix(scope) + "/"
+
+    @property
+    def base_url(self) -> str:
+        return self._provider.scoped_base_url(self.scope)
+
+    @property
+    def journal(self) -> list[JournalEntry]:
+        return [e for e in self._provider.journal if e.path.startswith(self._prefix)]
+
+    def entries_for(self, text: str) -> list[JournalEntry]:
+        return [e for e in self.journal if e.is_chat and e.contains(text)]
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._provider, name)
+
+
 class MockProvider:
     def __init__(
         self,
@@ -231,9 +263,12 @@ class MockProvider:
             raise RuntimeError("mock provider already started")
         self._stopping = asyncio.Event()
         app = web.Application(middlewares=[self._middleware], client_max_size=_MAX_BODY_BYTES)
-        app.router.add_post("/v1/chat/completions", self._chat_completions)
-        app.router.add_get("/v1/models", self._list_models)
-        app.router.add_get("/v1/models/{model_id}", self._get_model)
+        # The same API under /scope/<name>/v1 too: a client given `scoped_base_url(name)` is told apart in the
+        # journal by its request path, so scenarios running side by side each see only their own requests.
+        for prefix in ("", "/scope/{scope}"):
+            app.router.add_post(f"{prefix}/v1/chat/completions", self._chat_completions)
+            app.router.add_get(f"{prefix}/v1/models", self._list_models)
+            app.router.add_get(f"{prefix}/v1/models/{{model_id}}", self._get_model)
         # A short shutdown timeout: handlers wake on _stopping, so nothing legitimately needs longer.
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
@@ -272,6 +307,12 @@ class MockProvider:
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
+
+    def scoped_base_url(self, scope: str) -> str:
+        return f"http://{self.host}:{self.port}{scope_prefix(scope)}/v1"
+
+    def scoped(self, scope: str) -> ScopedProvider:
+        return ScopedProvider(self, scope)
 
     # --- journal ---------------------------------------------------------------------------------------
 

@@ -17,7 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from qa.report.summary import ScenarioResult, Summary
+from qa.report.summary import Latency, ScenarioResult, Summary, latency_stats
+from qa.report.summary import percentile as percentile  # re-exported: it lived here first
 
 TEMPLATE = "report.md.j2"
 
@@ -129,13 +130,6 @@ def short_session(session: Any) -> str:
         return text
     keep = (SESSION_CHARS - 1) // 2
     return f"{text[:keep]}…{text[-keep:]}"
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile: always one of the observed values, which is what a reader expects to see."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(p / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -272,33 +266,58 @@ def _short_details(result: ScenarioResult) -> str:
     return shorten(text, DETAILS_CHARS) if text else ""
 
 
+def _latency_view(latency: Latency | None) -> dict[str, Any] | None:
+    if latency is None:
+        return None
+    return {"p50": human_ms(latency.p50Ms), "p95": human_ms(latency.p95Ms), "n": latency.count}
+
+
+def _scenario_latency(result: ScenarioResult) -> str:
+    latency = result.latency or latency_stats(result.replyLatenciesMs)
+    if latency is None:
+        return EMPTY
+    # One reply has one latency; p50 and p95 of it would only repeat the number.
+    if latency.count == 1:
+        return human_ms(latency.p50Ms)
+    return f"{human_ms(latency.p50Ms)} / {human_ms(latency.p95Ms)}"
+
+
+def _run_facts(summary: Summary) -> list[tuple[str, str]]:
+    """Environment rows that only some runs have: concurrency, sharding, merging."""
+    facts = []
+    if summary.jobs is not None:
+        facts.append(("Jobs", f"up to {summary.jobs} scenario(s) side by side"))
+    if summary.shard is not None:
+        facts.append(("Shard", f"{summary.shard.index}/{summary.shard.count}"))
+    if summary.mergedFrom:
+        parts = [f"{m.runId} ({f'shard {m.shard.index}/{m.shard.count}, ' if m.shard else ''}{m.status})"
+                 for m in summary.mergedFrom]
+        facts.append(("Merged from", f"{len(parts)} summaries: " + ", ".join(parts)))
+    return facts
+
+
 def build_view(summary: Summary) -> dict[str, Any]:
-    latencies = [ms for r in summary.scenarios for ms in r.replyLatenciesMs]
+    # Summaries written before the latency fields existed carry only the raw lists.
+    latency = summary.latency or latency_stats(ms for r in summary.scenarios for ms in r.replyLatenciesMs)
     negative = [(r.id, check) for r in summary.scenarios for check in r.negativeChecks]
     return {
         "s": summary,
         "env": summary.environment,
         "status_emoji": RUN_STATUS_EMOJI.get(summary.status, "❔"),
         "command": shlex.join(summary.command) if summary.command else None,
+        "run_facts": _run_facts(summary),
         "rows": [
             {
                 "id": r.id,
                 "title": r.title,
                 "status": f"{SCENARIO_STATUS_EMOJI.get(r.status, '❔')} {r.status}",
                 "duration": human_ms(r.durationMs),
+                "latency": _scenario_latency(r),
                 "details": _short_details(r),
             }
             for r in summary.scenarios
         ],
-        "latency": (
-            {
-                "p50": human_ms(percentile(latencies, 50)),
-                "p95": human_ms(percentile(latencies, 95)),
-                "n": len(latencies),
-            }
-            if latencies
-            else None
-        ),
+        "latency": _latency_view(latency),
         "lock": lock_view(summary.lock),
         "negative": negative,
         "failures": [_failure_view(r) for r in summary.scenarios if r.status == "fail"],

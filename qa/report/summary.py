@@ -6,6 +6,8 @@ Field names are camelCase because the JSON is what people read and script agains
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -79,6 +81,15 @@ class NegativeCheck(_Model):
     method: Literal["trace", "quiet-window"] = "trace"
 
 
+class Latency(_Model):
+    """Reply latency: driver send → reply observed, minus the mock model's own simulated latency, i.e. what the
+    harness, the homeserver and the bot add. Nearest-rank percentiles, so each is an observed value."""
+
+    p50Ms: float
+    p95Ms: float
+    count: int
+
+
 class ScenarioResult(_Model):
     id: str
     title: str
@@ -90,6 +101,7 @@ class ScenarioResult(_Model):
     steps: list[StepResult] = Field(default_factory=list)
     botBootMs: float | None = None
     replyLatenciesMs: list[float] = Field(default_factory=list)
+    latency: Latency | None = None  # over replyLatenciesMs; absent when the scenario expected no reply
     negativeChecks: list[NegativeCheck] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
 
@@ -101,6 +113,7 @@ class Timings(_Model):
     scenariosMs: float | None = None
     reportMs: float | None = None
     totalMs: float | None = None
+    note: str | None = None  # how to read these numbers when they are not one run's (a merged summary)
 
 
 class RunError(_Model):
@@ -109,6 +122,23 @@ class RunError(_Model):
     component: str
     message: str
     log: str | None = None
+
+
+class ShardInfo(_Model):
+    index: int  # 1-based
+    count: int
+
+
+class MergedRun(_Model):
+    """One summary that went into a merged summary."""
+
+    runId: str
+    shard: ShardInfo | None = None
+    status: Literal["pass", "fail", "error"]
+    exitCode: int
+    totalMs: float | None = None
+    scenarios: int
+    source: str | None = None  # the summary file it was read from
 
 
 class Summary(_Model):
@@ -126,6 +156,11 @@ class Summary(_Model):
     lock: dict[str, Any] | None = None
     errors: list[RunError] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    # Optional, so every earlier v1 summary still reads: added with --jobs, --shard and `report --merge`.
+    latency: Latency | None = None  # over every scenario's replies
+    jobs: int | None = None  # how many scenarios ran side by side at most
+    shard: ShardInfo | None = None
+    mergedFrom: list[MergedRun] | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -140,3 +175,17 @@ def count(results: list[ScenarioResult]) -> Counts:
         failed=sum(r.status == "fail" for r in results),
         skipped=sum(r.status == "skip" for r in results),
     )
+
+
+def percentile(values: Iterable[float], p: float) -> float:
+    """Nearest-rank percentile: always one of the observed values, which is what a reader expects to see."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def latency_stats(values: Iterable[float]) -> Latency | None:
+    values = list(values)
+    if not values:
+        return None
+    return Latency(p50Ms=percentile(values, 50), p95Ms=percentile(values, 95), count=len(values))

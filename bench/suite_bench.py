@@ -1,0 +1,218 @@
+"""Suite benchmark: the fast profile, cold, at --jobs 1 and at the default --jobs, with a profile of the run.
+
+    python bench/suite_bench.py [--runs N] [--jobs J]...
+
+Each run is `matrix-qa run` in a new process (interpreter start, imports, Synapse boot, every scenario, report
+and shutdown all inside the wall time). Per configuration, medians over the runs of:
+
+- wall time, and the ratio default / --jobs 1;
+- the run's own timings from its summary: homeserver boot, bot boot p50, and where the scenarios' time went
+  (bot boot, the rest of setup: users, logins, rooms; the steps), summed over scenarios;
+- reply latency p50 / p95 (driver send → reply seen, minus the mock model's simulated latency);
+- CPU seconds by process (harness, Synapse, bots) and how many cores the run kept busy on average;
+- peak memory: VmHWM (the kernel's resident high-water mark) of the harness, of Synapse and of the largest bot,
+  and the largest sum of VmRSS over all bots, and over every process, at one instant.
+
+Memory and per-process CPU come from sampling /proc every 50 ms for the run's process tree; a process's
+figures are those of its last sample before it exited, so they are lower bounds (a bot lives about a second;
+its memory is reached while it boots, well before its last sample). Total CPU is exact (getrusage of children).
+
+Goals on a 2-core machine (default --jobs): wall <= 20 s; reply latency p50 <= 50 ms, p95 <= 150 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLE_S = 0.05
+GOAL_WALL_S = 20.0
+GOAL_P50_MS = 50.0
+GOAL_P95_MS = 150.0
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class _Proc:
+    kind: str
+    hwm_kb: int = 0
+    cpu_s: float = 0.0
+
+
+@dataclass
+class Sampler:
+    """Follows one process tree through /proc: per process its VmHWM and CPU time, per instant the RSS sums."""
+
+    root: int
+    procs: dict[int, _Proc] = field(default_factory=dict)
+    peak_rss_kb: dict[str, int] = field(default_factory=dict)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self._loop, daemon=True)
+        thread.start()
+        return thread
+
+    def stop(self, thread: threading.Thread) -> None:
+        self._stop.set()
+        thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(SAMPLE_S)
+
+    def _sample(self) -> None:
+        parents: dict[int, int] = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                stat = _read(f"/proc/{entry}/stat")
+                if stat:
+                    parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+        tree, frontier = {self.root}, [self.root]
+        while frontier:
+            parent = frontier.pop()
+            children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
+            tree.update(children)
+            frontier.extend(children)
+        rss: dict[str, int] = {}
+        for pid in tree:
+            status = _read(f"/proc/{pid}/status")
+            stat = _read(f"/proc/{pid}/stat")
+            if not status or not stat:
+                continue
+            proc = self.procs.get(pid)
+            if proc is None:
+                proc = self.procs[pid] = _Proc(self._kind(pid))
+            fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+            proc.hwm_kb = max(proc.hwm_kb, _kb(fields.get("VmHWM")))
+            ticks = stat.rsplit(")", 1)[1].split()
+            proc.cpu_s = (int(ticks[11]) + int(ticks[12])) / CLOCK_TICKS  # utime + stime
+            rss[proc.kind] = rss.get(proc.kind, 0) + _kb(fields.get("VmRSS"))
+        rss["all"] = sum(rss.values())
+        for kind, kb in rss.items():
+            self.peak_rss_kb[kind] = max(self.peak_rss_kb.get(kind, 0), kb)
+
+    def _kind(self, pid: int) -> str:
+        if pid == self.root:
+            return "harness"
+        cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
+        if "synapse.app.homeserver" in cmdline:
+            return "synapse"
+        return "bot" if "qa.agent" in cmdline else "other"
+
+    def hwm_mb(self, kind: str) -> float:
+        return max((p.hwm_kb for p in self.procs.values() if p.kind == kind), default=0) / 1024
+
+    def cpu_s(self, kind: str) -> float:
+        return sum(p.cpu_s for p in self.procs.values() if p.kind == kind)
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:  # the process exited between listing and reading
+        return ""
+
+
+def _kb(value: str | None) -> int:
+    return int(value.split()[0]) if value and value.split() else 0
+
+
+def one_run(jobs: int | None, out: Path) -> dict[str, float]:
+    command = [sys.executable, "-m", "qa.cli", "run", "--output-dir", str(out)]
+    if jobs is not None:
+        command += ["--jobs", str(jobs)]
+    cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    began = time.perf_counter()
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    sampler = Sampler(proc.pid)
+    thread = sampler.start()
+    _, stderr = proc.communicate()
+    wall = time.perf_counter() - began
+    sampler.stop(thread)
+    cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        sys.exit(f"run failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+    summary: dict[str, Any] = json.loads((out / "matrix-qa-summary.json").read_text())
+    t = summary["timings"]
+    scenarios = summary["scenarios"]
+    boots = [s["botBootMs"] or 0.0 for s in scenarios]
+    steps = [sum(step["durationMs"] for step in s["steps"]) for s in scenarios]
+    latency = summary.get("latency") or {}
+    cpu_total = (cpu_after.ru_utime - cpu_before.ru_utime) + (cpu_after.ru_stime - cpu_before.ru_stime)
+    return {
+        "jobs": float(summary.get("jobs") or 1),
+        "wall_s": wall,
+        "homeserver_boot_s": t["homeserverBootMs"] / 1000,
+        "bot_boot_p50_s": statistics.median(boots) / 1000,
+        "scenarios_wall_s": t["scenariosMs"] / 1000,
+        "sum_bot_boot_s": sum(boots) / 1000,
+        "sum_setup_without_boot_s": sum(s["durationMs"] for s in scenarios) / 1000 - sum(boots) / 1000
+        - sum(steps) / 1000,
+        "sum_steps_s": sum(steps) / 1000,
+        "outside_run_s": wall - t["totalMs"] / 1000,
+        "reply_p50_ms": latency.get("p50Ms", float("nan")),
+        "reply_p95_ms": latency.get("p95Ms", float("nan")),
+        "replies": float(latency.get("count", 0)),
+        "cpu_harness_s": sampler.cpu_s("harness"),
+        "cpu_synapse_s": sampler.cpu_s("synapse"),
+        "cpu_bots_s": sampler.cpu_s("bot"),
+        "cpu_total_s": cpu_total,
+        "cores_busy": cpu_total / wall,
+        "peak_harness_mb": sampler.hwm_mb("harness"),
+        "peak_synapse_mb": sampler.hwm_mb("synapse"),
+        "peak_one_bot_mb": sampler.hwm_mb("bot"),
+        "peak_bots_at_once_mb": sampler.peak_rss_kb.get("bot", 0) / 1024,
+        "peak_all_at_once_mb": sampler.peak_rss_kb.get("all", 0) / 1024,
+        "bots": float(sum(1 for p in sampler.procs.values() if p.kind == "bot")),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="cold runs per configuration (medians are shown)")
+    parser.add_argument("--jobs", type=int, action="append", default=None, metavar="J",
+                        help="extra --jobs values to measure besides 1 and the default (repeatable)")
+    args = parser.parse_args()
+    configs: list[int | None] = [1, None, *(args.jobs or [])]
+    results: dict[str, list[dict[str, float]]] = {}
+    with tempfile.TemporaryDirectory(prefix="mqa-suite-bench-") as tmp:
+        for config in configs:
+            name = "default" if config is None else f"jobs={config}"
+            results[name] = [one_run(config, Path(tmp) / f"{name}-{i}") for i in range(args.runs)]
+    medians = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+               for name, rows in results.items()}
+    names = list(medians)
+    default_jobs = int(medians["default"]["jobs"])
+    print(f"fast profile, cold, {args.runs} run(s) per column (medians); default --jobs = {default_jobs} "
+          f"on {os.cpu_count()} cores")
+    print(f"  {'':28}" + "".join(f"{n:>14}" for n in names))
+    for key in medians[names[0]]:
+        print(f"  {key:28}" + "".join(f"{medians[n][key]:14.2f}" for n in names))
+    one, default = medians["jobs=1"], medians["default"]
+    print(f"ratio wall default / jobs=1: {default['wall_s'] / one['wall_s']:.2f} "
+          f"({one['wall_s'] / default['wall_s']:.2f}x faster)")
+    print(f"goals (default --jobs): wall <= {GOAL_WALL_S:.0f} s: {default['wall_s']:.2f} s "
+          f"({default['wall_s'] / GOAL_WALL_S:.2f} of goal); reply p50 <= {GOAL_P50_MS:.0f} ms: "
+          f"{default['reply_p50_ms']:.0f} ms ({default['reply_p50_ms'] / GOAL_P50_MS:.2f}); reply p95 <= "
+          f"{GOAL_P95_MS:.0f} ms: {default['reply_p95_ms']:.0f} ms ({default['reply_p95_ms'] / GOAL_P95_MS:.2f})")
+    print("(sum_* add the scenarios' own times, which overlap under --jobs; outside_run_s is interpreter start and"
+          " imports before the run's clock starts, plus exit; peak_* in MiB, lower bounds: see the docstring)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""Concurrency must not cost correctness: --jobs and --shard against a real Synapse, mock provider and bots.
+
+The fast profile runs once one at a time (the reference), twice at --jobs 4, and in 3 shards that are then
+merged. About a minute in all on 2 cores; the reference run is shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.harness.plan import CANARY, Shard
+from tests.integration.conftest import REPO, RunResult, cli, our_processes, run_in_process
+
+pytestmark = pytest.mark.integration
+
+BROKEN = REPO / "fixtures/mock-provider/broken-marker.yaml"
+
+
+def _run(out_dir: Path, **options: Any) -> RunResult:
+    """A real run in-process, on its own event loop (so a module-scoped fixture can share one)."""
+    return asyncio.run(run_in_process(out_dir, out_dir.parent / f"{out_dir.name}.console.log", **options))
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
+    """The reference: the fast profile, one scenario at a time."""
+    return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1)
+
+
+def outcome(summary: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    return [(s["id"], s["status"], [step["status"] for step in s["steps"]]) for s in summary["scenarios"]]
+
+
+def bot_lifetimes(run: RunResult) -> dict[str, tuple[float, float]]:
+    """Per scenario, from its bot's trace (the machine's monotonic clock): first start → last stop."""
+    spans = {}
+    for trace in (run.dir / "scenarios").glob("*/bot-trace.jsonl"):
+        records = [json.loads(line) for line in trace.read_text().splitlines() if line.strip()]
+        times = [float(r["t"]) for r in records if r.get("type") in ("start", "stop")]
+        spans[trace.parent.name] = (min(times), max(times))
+    return spans
+
+
+def test_jobs_4_twice_gives_the_results_of_jobs_1(one_at_a_time: RunResult, tmp_path: Path) -> None:
+    reference = one_at_a_time
+    assert reference.code == 0, reference.report
+    assert reference.summary["jobs"] == 1
+    for attempt in (1, 2):
+        run = _run(tmp_path / f"jobs4-{attempt}", jobs=4)
+        assert run.code == 0, run.report
+        # Same scenarios, same order (the plan's, not the finishing order), same outcome of every step.
+        assert outcome(run.summary) == outcome(reference.summary)
+        assert run.summary["counts"] == reference.summary["counts"]
+        assert run.summary["lock"]["verdict"] == reference.summary["lock"]["verdict"] == "pass"
+        assert [len(s["replyLatenciesMs"]) for s in run.summary["scenarios"]] == \
+            [len(s["replyLatenciesMs"]) for s in reference.summary["scenarios"]]
+        assert run.summary["jobs"] == 4 and run.summary["latency"]["count"] >= len(run.summary["scenarios"]) - 4
+
+        spans = bot_lifetimes(run)
+        canary_end = spans.pop(CANARY)[1]
+        # The canary is the gate: no other scenario's bot started before the canary's had stopped.
+        assert all(start > canary_end for start, _ in spans.values())
+        # And the rest really ran side by side: some two bots were alive at the same time.
+        ordered = sorted(spans.values())
+        assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(ordered))
+        # Progress lines of concurrent scenarios say whose they are.
+        log = (run.dir / "matrix-qa-output.log").read_text()
+        assert "[matrix-thread-follow-up] ✔ matrix-thread-follow-up pass" in log
+    assert our_processes(str(tmp_path)) == []
+
+
+def test_three_shards_merged_equal_the_unsharded_run(one_at_a_time: RunResult, tmp_path: Path) -> None:
+    shard_dirs = []
+    seen: list[str] = []
+    for index in (1, 2, 3):
+        run = _run(tmp_path / f"shard{index}", shard=Shard(index, 3))
+        assert run.code == 0, run.report
+        assert run.summary["shard"] == {"index": index, "count": 3}
+        ids = [s["id"] for s in run.summary["scenarios"]]
+        assert ids[0] == CANARY
+        seen += ids[1:]
+        shard_dirs.append(run.dir)
+    # Every scenario ran in exactly one shard (the canary in each).
+    assert sorted(seen) == sorted(s["id"] for s in one_at_a_time.summary["scenarios"] if s["id"] != CANARY)
+
+    merged_dir = tmp_path / "merged"
+    proc = cli("report", "--merge", *map(str, shard_dirs), "--output-dir", str(merged_dir))
+    assert proc.returncode == 0, proc.stderr + proc.stdout
+    merged = json.loads((merged_dir / "matrix-qa-summary.json").read_text())
+    assert [(s["id"], s["status"]) for s in merged["scenarios"]] == \
+        [(s["id"], s["status"]) for s in one_at_a_time.summary["scenarios"]]
+    assert merged["counts"] == one_at_a_time.summary["counts"]
+    assert merged["status"] == "pass" and merged["lock"]["verdict"] == "pass"
+    assert [m["shard"]["index"] for m in merged["mergedFrom"]] == [1, 2, 3]
+    assert "Merged from" in (merged_dir / "matrix-qa-report.md").read_text()
+
+
+def test_a_failed_canary_stops_a_concurrent_run_before_anything_else_starts(tmp_path: Path) -> None:
+    result = _run(tmp_path / "run", scenario_ids=[CANARY, "matrix-thread-follow-up", "matrix-mention-gating"],
+                  jobs=2, provider_rules=[BROKEN])
+    assert result.code == 1
+    assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
+        (CANARY, "fail"), ("matrix-mention-gating", "skip"), ("matrix-thread-follow-up", "skip")]
+    assert not (result.dir / "scenarios" / "matrix-thread-follow-up").exists()
+
+
+def test_fail_fast_starts_nothing_new_after_a_failure(tmp_path: Path) -> None:
+    # No canary: both workers start at once, both scenarios fail (the model answers the wrong marker), and
+    # neither worker starts the two left.
+    plan = ["matrix-reaction-notification", "matrix-thread-follow-up", "matrix-thread-isolation",
+            "matrix-top-level-reply-shape"]  # plan order: by file name
+    result = _run(tmp_path / "run", scenario_ids=list(reversed(plan)), jobs=2, fail_fast=True,
+                  provider_rules=[BROKEN])
+    assert result.code == 1
+    assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
+        (plan[0], "fail"), (plan[1], "fail"), (plan[2], "skip"), (plan[3], "skip")]
+    skipped = [s for s in result.summary["scenarios"] if s["status"] == "skip"]
+    assert all("--fail-fast" in s["details"] for s in skipped)

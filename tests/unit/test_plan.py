@@ -1,0 +1,125 @@
+"""The plan: selection, scenarios that must run alone, and sharding (pure, no servers)."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from qa.cli import main
+from qa.errors import ConfigError
+from qa.harness.plan import CANARY, Shard, parse_shard, runs_alone, select, shard_plan
+
+
+@dataclass
+class S:
+    id: str
+    profiles: list[str] = field(default_factory=lambda: ["fast"])
+    steps: list[Any] = field(default_factory=list)
+
+
+@dataclass
+class Step:
+    kind: str
+
+
+IDS = [CANARY, *(f"matrix-s{i:02d}" for i in range(13))]
+
+
+def plan_of(ids: list[str]) -> list[S]:
+    return select([S(i) for i in ids], "fast", [])
+
+
+def test_select_puts_the_canary_first() -> None:
+    assert [s.id for s in plan_of(["b", "a", CANARY])] == [CANARY, "b", "a"]
+
+
+def test_only_a_homeserver_restart_makes_a_scenario_run_alone() -> None:
+    assert runs_alone(S("x", steps=[Step("send"), Step("restart_homeserver")]))
+    assert not runs_alone(S("x", steps=[Step("restart_bot"), Step("stop_bot"), Step("expect_reply")]))
+
+
+@pytest.mark.parametrize("text, expected", [("1/1", Shard(1, 1)), ("2/5", Shard(2, 5)), (" 3 / 3 ", Shard(3, 3))])
+def test_parse_shard(text: str, expected: Shard) -> None:
+    assert parse_shard(text) == expected
+    assert str(expected) == f"{expected.index}/{expected.count}"
+
+
+@pytest.mark.parametrize("text", ["0/3", "4/3", "1/0", "1", "a/b", "-1/3", "1/3/5", ""])
+def test_parse_shard_refuses_nonsense(text: str) -> None:
+    with pytest.raises(ConfigError, match="--shard"):
+        parse_shard(text)
+
+
+@pytest.mark.parametrize("count", [1, 2, 3, 5, 13, 20])
+def test_shards_cover_the_plan_exactly_once_with_the_canary_in_each(count: int) -> None:
+    plan = plan_of(IDS)
+    shards = [shard_plan(plan, Shard(i, count)) for i in range(1, count + 1)]
+    for shard in shards:
+        assert shard[0].id == CANARY
+        # Plan order is kept inside a shard.
+        assert [s.id for s in shard] == [s.id for s in plan if s in shard]
+    others = [s.id for shard in shards for s in shard if s.id != CANARY]
+    assert sorted(others) == sorted(IDS[1:])
+    # By count: sizes differ by at most one.
+    sizes = [len(shard) - 1 for shard in shards]
+    assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_plan_without_the_canary_gets_none() -> None:
+    plan = plan_of(["b", "a", "c"])
+    assert [[s.id for s in shard_plan(plan, Shard(i, 2))] for i in (1, 2)] == [["a", "c"], ["b"]]
+
+
+def test_sharding_depends_only_on_ids_not_on_load_order() -> None:
+    plan = plan_of(IDS)
+    shuffled = plan_of(list(reversed(IDS)))
+    for i in (1, 2, 3):
+        assert {s.id for s in shard_plan(plan, Shard(i, 3))} == {s.id for s in shard_plan(shuffled, Shard(i, 3))}
+
+
+def test_durations_balance_by_longest_processing_time() -> None:
+    plan = plan_of([CANARY, "a", "b", "c", "d", "e"])
+    durations = {CANARY: 1000.0, "a": 9000.0, "b": 5000.0, "c": 4000.0, "d": 3000.0, "e": 1000.0}
+    shards = [[s.id for s in shard_plan(plan, Shard(i, 2), durations)] for i in (1, 2)]
+    # Longest first, each to the least-loaded shard: a→1 (9), b→2 (5), c→2 (9), d→1 (12), e→2 (10).
+    assert shards == [[CANARY, "a", "d"], [CANARY, "b", "c", "e"]]
+
+
+def test_durations_beat_count_when_one_scenario_is_long() -> None:
+    ids = [CANARY, *"abcdef"]
+    durations = {"a": 30000.0, **{i: 1000.0 for i in "bcdef"}}
+    shards = [[s.id for s in shard_plan(plan_of(ids), Shard(i, 2), durations)] for i in (1, 2)]
+    assert shards == [[CANARY, "a"], [CANARY, *"bcdef"]]
+
+
+def test_unknown_durations_weigh_the_median_and_ties_are_stable() -> None:
+    ids = [CANARY, *"abcdefg"]
+    durations = {"a": 100.0, "b": 300.0, "c": 200.0}  # d..g are new: each weighs 200
+    # Membership only: inside a shard the order is the plan's, which follows load order.
+    results = {tuple(frozenset(s.id for s in shard_plan(plan_of(list(order)), Shard(i, 3), durations))
+                     for i in (1, 2, 3))
+               for order in itertools.islice(itertools.permutations(ids), 0, 5000, 97)}
+    assert len(results) == 1
+    (shards,) = results
+    assert sorted(x for shard in shards for x in shard if x != CANARY) == sorted(ids[1:])
+    # b (300), then c, d, e, f, g (200 each, by id), then a (100), each to the least-loaded shard (ties: the
+    # lower index): b→1, c→2, d→3, e→2, f→3, g→1, a→2.
+    assert shards == (frozenset({CANARY, "b", "g"}), frozenset({CANARY, "a", "c", "e"}),
+                      frozenset({CANARY, "d", "f"}))
+
+
+def test_cli_refuses_a_bad_shard_before_starting_anything(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--shard", "4/3"]) == 2
+    assert "--shard 4/3" in capsys.readouterr().err
+    assert main(["run", "--shard-durations", "x.json"]) == 2
+    assert "--shard-durations" in capsys.readouterr().err
+
+
+def test_cli_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--jobs", "0"])
+    assert exc.value.code == 2
+    assert "--jobs" in capsys.readouterr().err
