@@ -287,6 +287,11 @@ class SynapseHomeserver(Homeserver):
         return self._proc.pid if self._proc is not None else None
 
     @property
+    def secrets(self) -> list[str]:
+        """Everything in our generated config that must never reach an artifact or a log line."""
+        return [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
+
+    @property
     def shared_secret(self) -> str:
         if self._config is None:
             raise InfraError("Synapse has not been configured yet; call start() first")

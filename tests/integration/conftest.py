@@ -23,6 +23,7 @@ class RunResult:
     code: int
     dir: Path
     summary: dict[str, Any]
+    secrets: list[str]
 
     def scenario(self, scenario_id: str) -> dict[str, Any]:
         return next(s for s in self.summary["scenarios"] if s["id"] == scenario_id)
@@ -32,17 +33,25 @@ class RunResult:
         return (self.dir / "matrix-qa-report.md").read_text(encoding="utf-8")
 
 
+async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunResult:
+    """One real run in this process (the CLI's code path); progress lines go to `console`."""
+    options.setdefault("scenario_paths", [REPO / "scenarios"])
+    run = Run(RunOptions(output_dir=out_dir, **options), Output(stream := console.open("a", encoding="utf-8")))
+    try:
+        code = await run.execute()
+    finally:
+        stream.close()
+    summary = json.loads((out_dir / "matrix-qa-summary.json").read_text())
+    return RunResult(code, out_dir, summary, list(run.secrets))
+
+
 @pytest.fixture
 def run_qa(tmp_path: Path):
-    """Run matrix-qa in-process (same code path as the CLI) and return the exit code and the summary."""
+    """Run matrix-qa in-process on the repo's scenarios; returns the exit code, summary and secrets."""
 
     async def _run(*ids: str, **options: Any) -> RunResult:
         out_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
-        opts = RunOptions(scenario_ids=list(ids), scenario_paths=[REPO / "scenarios"], output_dir=out_dir, **options)
-        with (tmp_path / "console.log").open("a", encoding="utf-8") as console:
-            code = await Run(opts, Output(console)).execute()
-        summary = json.loads((out_dir / "matrix-qa-summary.json").read_text())
-        return RunResult(code, out_dir, summary)
+        return await run_in_process(out_dir, tmp_path / "console.log", scenario_ids=list(ids), **options)
 
     return _run
 

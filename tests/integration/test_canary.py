@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.report.redact import scan_for_secrets
 from tests.integration.conftest import REPO, cli, our_processes
 
 pytestmark = pytest.mark.integration
@@ -49,6 +50,9 @@ async def test_canary_passes_and_writes_every_artifact(run_qa) -> None:
     journal = json.loads((result.dir / "provider-journal.json").read_text())
     assert any("reply with only this exact marker: MQA-" in json.dumps(e["messages"]) for e in journal)
     assert "canary" in result.report and "synapse" in result.report
+    # Passwords of the run's users and the homeserver's registration secret never reach an artifact.
+    assert len(result.secrets) >= 3
+    assert scan_for_secrets(result.dir, result.secrets) == []
 
 
 async def test_wrong_reply_fails_with_expected_and_seen(run_qa) -> None:

@@ -14,9 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from qa.harness.output import Output
-from qa.run import Run, RunOptions
-from tests.integration.conftest import REPO, RunResult
+from tests.integration.conftest import REPO, RunResult, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -43,10 +41,8 @@ PEER_QUIET_WINDOW_MS = 8000
 async def run_dir(tmp_path: Path, scenario_dir: Path, *ids: str, **options: Any) -> RunResult:
     """Like the run_qa fixture, but over a directory of (mutated) scenario files."""
     out_dir = tmp_path / f"run-{len(list(tmp_path.iterdir()))}"
-    opts = RunOptions(scenario_ids=list(ids), scenario_paths=[scenario_dir], output_dir=out_dir, **options)
-    with (tmp_path / "console.log").open("a", encoding="utf-8") as console:
-        code = await Run(opts, Output(console)).execute()
-    return RunResult(code, out_dir, json.loads((out_dir / "matrix-qa-summary.json").read_text()))
+    return await run_in_process(out_dir, tmp_path / "console.log", scenario_ids=list(ids),
+                                scenario_paths=[scenario_dir], **options)
 
 
 def mutated(tmp_path: Path, scenario_id: str, **bot: Any) -> Path:
