@@ -48,7 +48,9 @@ async def _main(config_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await bot.login()
+        # Warm the model client while logging in: both are network round trips, neither needs the other.
+        _, warm_error = await asyncio.gather(bot.login(), model.warm_up())
+        trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
         runner = asyncio.create_task(bot.run(), name="sync")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
