@@ -27,6 +27,7 @@ import aiohttp
 from qa.errors import ConfigError, InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret, register_with_token
+from qa.urls import clean_http_url
 
 ENV_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"
 ENV_REGISTRATION_SHARED_SECRET = "MATRIX_QA_REGISTRATION_SHARED_SECRET"
@@ -64,13 +65,10 @@ class ExternalSettings:
 
 
 def validate_homeserver_url(url: str) -> str:
-    cleaned = url.strip().rstrip("/")
+    cleaned = clean_http_url(url, "--homeserver-url", "https://matrix.example.org",
+                             "use --registration-token or --registration-shared-secret "
+                             "(or their environment variables)")
     parsed = urlparse(cleaned)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"--homeserver-url must be an http(s) URL such as https://matrix.example.org, got {url!r}")
-    if parsed.username or parsed.password:
-        raise ConfigError("--homeserver-url must not contain credentials; use --registration-token or "
-                          "--registration-shared-secret (or their environment variables)")
     if parsed.query or parsed.fragment:
         raise ConfigError(f"--homeserver-url must be the client-server API root without query or fragment, got {url!r}")
     return cleaned

@@ -25,6 +25,7 @@ from urllib.parse import urlparse
 
 from qa.errors import ConfigError, InfraError
 from qa.report.redact import MIN_SECRET_LENGTH, redact
+from qa.urls import clean_http_url
 
 # Checked in this order; the first one that is set (and not blank) wins.
 KEY_ENV_VARS = ("OPENAI_API_KEY", "MATRIX_QA_LIVE_OPENAI_KEY")
@@ -80,14 +81,7 @@ def resolve_api_key(env: Mapping[str, str]) -> tuple[str, str]:
 
 def validate_base_url(base_url: str) -> str:
     """The base URL without a trailing slash; ConfigError for anything the SDK could not use safely."""
-    url = base_url.strip().rstrip("/")
-    parsed = urlparse(url)
-    if parsed.scheme not in ("http", "https") or not parsed.hostname:
-        raise ConfigError(f"--base-url must be an http(s) URL such as {DEFAULT_BASE_URL}, got {base_url!r}")
-    if parsed.username or parsed.password:
-        # Credentials in the URL would be copied into the bot's config file and the report's host field.
-        raise ConfigError("--base-url must not contain credentials; put the key in OPENAI_API_KEY instead")
-    return url
+    return clean_http_url(base_url, "--base-url", DEFAULT_BASE_URL, "put the key in OPENAI_API_KEY instead")
 
 
 def resolve_live_settings(
