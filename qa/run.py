@@ -178,7 +178,7 @@ class Run:
             self.plan = shard_plan(self.plan, self.options.shard, self.options.shard_durations)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.out.open_log(self.dir / "matrix-qa-output.log")
-        library_logs = _capture_library_logs(self.dir / "harness.log")
+        library_logs = _LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time")
@@ -507,10 +507,6 @@ class _LibraryLogs:
         for name in self.NAMES:
             logging.getLogger(name).removeHandler(self.handler)
         self.handler.close()
-
-
-def _capture_library_logs(path: Path) -> _LibraryLogs:
-    return _LibraryLogs(path)
 
 
 def _check_lock_env(env: dict[str, str]) -> None:

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from qa.agent.approvals import ALLOW, DENY, ApprovalState, build_request_messages, resolution_content
-from qa.agent.exec_tool import run_command
+from qa.agent.exec_tool import DEFAULT_ALLOWED_PROGRAMS, run_command
 from qa.agent.model import ToolCall
 from qa.agent.trace import Trace
 
@@ -25,7 +25,7 @@ React = Callable[[str, str, str], Awaitable[str | None]]
 class ApprovalSettings:
     timeout_s: float = 120.0
     text_chunk_limit: int = 4000
-    allowed_programs: tuple[str, ...] = ("printf", "echo", "true", "date")
+    allowed_programs: tuple[str, ...] = DEFAULT_ALLOWED_PROGRAMS
     exec_timeout_s: float = 10.0
 
 

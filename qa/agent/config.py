@@ -16,6 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from qa.agent.exec_tool import DEFAULT_ALLOWED_PROGRAMS
 from qa.agent.policy import RoomPolicy
 from qa.errors import ConfigError
 
@@ -51,7 +52,7 @@ class ApprovalsConfig(_Model):
     enabled: bool = True
     timeout_s: float = Field(120.0, alias="timeoutS", gt=0)
     text_chunk_limit: int = Field(4000, alias="textChunkLimit", gt=0)
-    allowed_programs: list[str] = Field(["printf", "echo", "true", "date"], alias="allowedPrograms")
+    allowed_programs: list[str] = Field(list(DEFAULT_ALLOWED_PROGRAMS), alias="allowedPrograms")
 
 
 class AgentConfig(_Model):

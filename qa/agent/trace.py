@@ -44,7 +44,7 @@ class Trace:
     """
 
     def __init__(self, path: Path | None, echo: TextIO | None = None) -> None:
-        self._path = path
+        self.path = path
         self._echo = echo
         self._lock = threading.Lock()
         self._fh = path.open("a", encoding="utf-8") if path else None

@@ -32,7 +32,6 @@ class BotProcess:
         self.trace: Stream[dict[str, Any]] = Stream(describe_record)
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.Task[None] | None = None
-        self.starts = 0
 
     @property
     def pid(self) -> int | None:
@@ -41,7 +40,6 @@ class BotProcess:
     async def start(self) -> int:
         """Start the bot; returns the trace index where this run's records begin."""
         mark = len(self.trace.items)
-        self.starts += 1
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(

@@ -51,8 +51,8 @@ def trace(tmp_path: Path) -> Iterator[Trace]:
 
 
 def records(trace: Trace, type_: str) -> list[dict[str, Any]]:
-    assert trace._path is not None
-    return [r for r in read_trace(trace._path) if r["type"] == type_]
+    assert trace.path is not None
+    return [r for r in read_trace(trace.path) if r["type"] == type_]
 
 
 def write_lock_file(path: Path, **overrides: Any) -> None:
