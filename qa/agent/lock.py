@@ -228,9 +228,8 @@ def _remove_if_same(path: Path, identity: tuple[Any, ...]) -> bool:
 
 _registry_lock = threading.Lock()
 _held: dict[str, LockHold] = {}
-# Tokens this process has created (registered before the file exists), so that a lock carrying our own pid
-# but a token we never made is recognised as a previous incarnation's.
-_own_tokens: set[str] = set()
+# Which run of a pid wrote a lock: a lock with our pid but another instance is a previous incarnation's.
+_INSTANCE = secrets.token_hex(8)
 
 
 def release_all_held() -> int:
@@ -294,8 +293,6 @@ class LockHold:
             if seen is not None and seen.token == self.token:
                 removed = _remove_if_same(self.lock_path, seen.identity())
         finally:
-            with _registry_lock:
-                _own_tokens.discard(self.token)
             self._lock._emit(
                 "lock.release",
                 attempt=self.attempt,
@@ -379,31 +376,24 @@ class SessionWriteLock:
     def _try_once(self, attempt: str, purpose: str, started: float) -> tuple[LockHold | None, _LockFile | None]:
         """One go at the lock: create it, or judge the existing one and take it away if we may."""
         token = secrets.token_hex(16)
-        with _registry_lock:
-            _own_tokens.add(token)
         seen: _LockFile | None = None
-        try:
-            # A reclaim is followed by one more create; a file vanishing under us gets one more look.
-            for _ in range(3):
-                try:
-                    fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                except FileExistsError:
-                    seen = _read_lock(self.lock_path)
-                    if seen is None:
-                        continue
-                    reason = self._reclaim_reason(seen)
-                    if reason is None or not _remove_if_same(self.lock_path, seen.identity()):
-                        return None, seen
-                    # Recorded now, not once we own the lock: if another waiter wins the create, the old
-                    # holder has still lost its hold and its fence must still learn about it.
-                    self._record_takeover(attempt, seen, reason)
+        # A reclaim is followed by one more create; a file vanishing under us gets one more look.
+        for _ in range(3):
+            try:
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                seen = _read_lock(self.lock_path)
+                if seen is None:
                     continue
-                return self._claim(fd, token, attempt, purpose, started), None
-            return None, seen
-        finally:
-            with _registry_lock:
-                if token not in _held:
-                    _own_tokens.discard(token)
+                reason = self._reclaim_reason(seen)
+                if reason is None or not _remove_if_same(self.lock_path, seen.identity()):
+                    return None, seen
+                # Recorded now, not once we own the lock: if another waiter wins the create, the old
+                # holder has still lost its hold and its fence must still learn about it.
+                self._record_takeover(attempt, seen, reason)
+                continue
+            return self._claim(fd, token, attempt, purpose, started), None
+        return None, seen
 
     def _claim(self, fd: int, token: str, attempt: str, purpose: str, started: float) -> LockHold:
         now = mono_ms()
@@ -414,6 +404,7 @@ class SessionWriteLock:
             "attempt": attempt,
             "maxHoldMs": self.settings.max_hold_ms,
             "token": token,
+            "instance": _INSTANCE,
         }
         try:
             write_all(fd, json.dumps(payload, separators=(",", ":")).encode("utf-8"))
@@ -436,9 +427,11 @@ class SessionWriteLock:
             return "unreadable" if age > self.settings.stale_ms else None
         pid = seen.payload["pid"]
         if pid == os.getpid():
-            with _registry_lock:
-                if seen.payload["token"] not in _own_tokens:
-                    return "owner-dead"
+            # Our pid, but written by an earlier process that had it (a restarted bot can get the same pid).
+            # Judged by the process instance, not by live tokens: a snapshot of a lock that one of our own
+            # threads has since released must not look like a dead owner's.
+            if seen.payload.get("instance") != _INSTANCE:
+                return "owner-dead"
         elif not _pid_alive(pid):
             return "owner-dead"
         promised = seen.payload.get("maxHoldMs")

@@ -294,6 +294,9 @@ def test_release_all_held(tmp_path: Path) -> None:
 
 
 def test_threads_are_mutually_excluded(transcript: Path) -> None:
+    # Enough contention to hit the window where one thread judges a lock another thread has just released
+    # (a same-pid lock once looked like a dead incarnation's then: 4 of 5 runs of this size lost updates).
+    THREADS, ROUNDS = 8, 300
     counter = transcript.with_name("counter")
     counter.write_text("0")
     errors: list[BaseException] = []
@@ -301,7 +304,7 @@ def test_threads_are_mutually_excluded(transcript: Path) -> None:
     def worker(n: int) -> None:
         lock = SessionWriteLock(transcript, LockSettings())
         try:
-            for _ in range(25):
+            for _ in range(ROUNDS):
                 with lock.acquire_sync(f"t{n}", "count", timeout_ms=5000):
                     # A read-modify-write that loses updates unless the lock excludes the other threads.
                     value = int(counter.read_text())
@@ -309,13 +312,13 @@ def test_threads_are_mutually_excluded(transcript: Path) -> None:
         except BaseException as err:
             errors.append(err)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(4)]
+    threads = [threading.Thread(target=worker, args=(n,)) for n in range(THREADS)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert errors == []
-    assert counter.read_text() == "100"
+    assert counter.read_text() == str(THREADS * ROUNDS)
 
 
 PROBE = textwrap.dedent(
