@@ -9,28 +9,17 @@ and the run's own timings from its summary. Goal on a 2-core machine: the whole 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from cli_run import run_matrix_qa
+
 GOAL_S = 6.0
 
 
 def one_run(out: Path) -> dict[str, float]:
-    began = time.perf_counter()
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "run", "--scenario", "canary", "--output-dir", str(out)],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )
-    wall = time.perf_counter() - began
-    if proc.returncode != 0:
-        sys.exit(f"canary run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    summary = json.loads((out / "matrix-qa-summary.json").read_text())
+    summary, wall = run_matrix_qa(["--scenario", "canary"], out)
     t = summary["timings"]
     scenario_ms = summary["scenarios"][0]["durationMs"]
     return {

@@ -10,16 +10,15 @@ probe acquire <= 5 ms. The attempt scope is the bug, shown for contrast.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import yaml
+from cli_run import REPO, run_matrix_qa
 
-REPO = Path(__file__).resolve().parents[1]
+from qa.report.summary import percentile
+
 RULES = REPO / "fixtures" / "mock-provider" / "bench-latency.yaml"
 
 
@@ -33,21 +32,11 @@ def scenario(turns: int) -> dict:
             "timeout": f"{max(120, turns * 3)}s", "steps": steps}
 
 
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
-
-
 def run(scope: str, scenarios_dir: Path, out: Path) -> dict:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "run", "--scenarios-dir", str(scenarios_dir), "--profile", "bench",
-         "--provider-rules", str(RULES), "--bot-set", f"session.writeLock.scope={scope}", "--output-dir", str(out)],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )
-    summary_path = out / "matrix-qa-summary.json"
-    if not summary_path.exists():
-        sys.exit(f"{scope}: run wrote no summary (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(summary_path.read_text())
+    # The attempt scope fails its lock verdict on purpose: its summary is the contrast, not an error.
+    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--profile", "bench", "--provider-rules",
+                                str(RULES), "--bot-set", f"session.writeLock.scope={scope}"], out, must_pass=False)
+    return summary
 
 
 def report(scope: str, summary: dict) -> None:

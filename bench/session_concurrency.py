@@ -20,15 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import yaml
+from cli_run import REPO, run_matrix_qa
 
-REPO = Path(__file__).resolve().parents[1]
 RULES = REPO / "fixtures" / "mock-provider" / "bench-sessions.yaml"
 RULE_NAME = "bench-session-marker"
 SCENARIO_ID = "bench-sessions"
@@ -45,15 +44,9 @@ def scenario(sessions: int) -> dict[str, Any]:
 
 
 def run(scenarios_dir: Path, out: Path) -> dict[str, Any]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "run", "--scenarios-dir", str(scenarios_dir), "--profile", "bench",
-         "--provider-rules", str(RULES), "--output-dir", str(out)],
-        cwd=REPO, capture_output=True, text=True, check=False,
-    )
-    summary_path = out / "matrix-qa-summary.json"
-    if proc.returncode != 0 or not summary_path.exists():
-        sys.exit(f"benchmark run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(summary_path.read_text())
+    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--profile", "bench",
+                                "--provider-rules", str(RULES)], out)
+    return summary
 
 
 def max_in_flight(intervals: list[tuple[float, float]]) -> int:
