@@ -161,8 +161,8 @@ class Run:
         self.homeserver: Homeserver | None = None
         self.provider: Any = None
         self.live: Any = None  # LiveSettings when --provider live
-        self.secrets: list[str] = []
-        self._secrets_told = 0  # how many of self.secrets the output already redacts
+        # One list: scenarios append their users' passwords as they provision, and the output redacts them.
+        self.secrets = self.out.secrets
         self.plan: list[Any] = []
         self.jobs = options.jobs if options.jobs is not None else (os.cpu_count() or 1)
 
@@ -221,9 +221,7 @@ class Run:
             connect_docker(timeout=10).close()
 
     def _add_secrets(self, values: list[str]) -> None:
-        new = [v for v in values if v and v not in self.secrets]
-        self.secrets.extend(new)
-        self.out.add_secrets(new)
+        self.secrets.extend(v for v in values if v and v not in self.secrets)
 
     async def _start_provider(self) -> None:
         began = mono_ms()
@@ -332,10 +330,6 @@ class Run:
         prefix = f"[{scenario.id}] " if self.jobs > 1 else ""
 
         def say(message: str) -> None:
-            # Passwords are registered as scenarios provision; redact them before any line is printed.
-            if len(self.secrets) > self._secrets_told:
-                self.out.add_secrets(self.secrets[self._secrets_told:])
-                self._secrets_told = len(self.secrets)
             self.out.say(prefix + message.strip() if prefix else message)
 
         return say

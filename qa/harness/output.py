@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TextIO
 
 from qa.clock import utc_now_iso
+from qa.report.redact import redact
 
 
 class Output:
@@ -15,15 +16,14 @@ class Output:
         self._stream = stream
         self._log: TextIO | None = None
         self._pending: list[str] = []
-        self._secrets: list[str] = []
+        # Everything appended here is redacted from the next line on; a run shares this list as its own.
+        self.secrets: list[str] = []
 
     def add_secrets(self, secrets: Iterable[str]) -> None:
-        self._secrets.extend(s for s in secrets if s and len(s) >= 4)
+        self.secrets.extend(secrets)
 
     def redact(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "[REDACTED]")
-        return text
+        return redact(text, self.secrets)
 
     def open_log(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
