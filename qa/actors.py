@@ -70,6 +70,19 @@ def message_content(
     return content
 
 
+async def login_for_token(base_url: str, user_id: str, password: str) -> tuple[str, str]:
+    """A fresh session for someone else (the bot under test): (access token, device id). The client is closed
+    without logging out, so the session stays valid for whoever is handed it."""
+    client = AsyncClient(base_url, user_id, config=AsyncClientConfig(request_timeout=30))
+    try:
+        resp = await client.login(password, device_name="matrix-qa launch")
+        if isinstance(resp, LoginError):
+            raise InfraError(f"could not log in as the bot {user_id} to hand it a session: {resp.message}")
+        return resp.access_token, resp.device_id
+    finally:
+        await client.close()
+
+
 class Actor:
     def __init__(
         self, name: str, base_url: str, user_id: str, password: str, store_dir: Path, *, encryption: bool = False

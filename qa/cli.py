@@ -43,7 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--scenario", action="append", default=[], metavar="ID",
                      help="run only this scenario (repeatable)")
     run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
-                     help="scenario files or directories (default: scenarios/)")
+                     help="your own scenario files or directories, added to the built-in library (repeatable)")
+    run.add_argument("--no-builtin-scenarios", action="store_true",
+                     help="run only the scenarios of --scenarios-dir, not the built-in library")
+    run.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml",
+                     help="the bot under test, described by a bot file (default: the embedded agent, "
+                     "python -m qa.agent); see README 'Test your own bot'")
+    run.add_argument("--bot-command", default=None, metavar="'CMD ...'",
+                     help="shortcut for a bot file with only this command: the bot gets the launch contract in "
+                     "its environment and is ready once it has joined its rooms")
     run.add_argument("--homeserver", default=None, choices=["synapse", "tuwunel"],
                      help="homeserver backend: synapse (the default: embedded, a child process) or tuwunel "
                      "(a Docker container; needs a Docker engine)")
@@ -93,11 +101,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override a key of the bot's config for every scenario, "
                      "e.g. session.writeLock.scope=attempt")
 
-    lst = sub.add_parser("list", help="list scenarios")
-    lst.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
+    lst = sub.add_parser("list", help="list scenarios (default: the built-in library)")
+    lst.add_argument("paths", nargs="*", type=Path, default=None)
 
-    val = sub.add_parser("validate", help="check scenario files; reports every error with file:line")
-    val.add_argument("paths", nargs="*", type=Path, default=[Path("scenarios")])
+    val = sub.add_parser("validate", help="check scenario files (default: the built-in library); reports every "
+                         "error with file:line")
+    val.add_argument("paths", nargs="*", type=Path, default=None)
+    val.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml", help="check a bot file too")
 
     rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON, or merge "
                          "several (shards) into one")
@@ -136,9 +146,15 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
     if args.shard_durations is not None and args.shard is None:
         raise QAError("--shard-durations only balances a --shard I/N run")
+    from qa.run import default_scenario_paths
+
+    own = list(args.scenarios_dir or [])
+    if args.no_builtin_scenarios and not own:
+        raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
-        scenario_paths=args.scenarios_dir or [Path("scenarios")],
+        scenario_paths=own if args.no_builtin_scenarios else [*default_scenario_paths(), *own],
+        bot_file=args.bot, bot_command=args.bot_command,
         homeserver=args.homeserver or ("external" if args.homeserver_url else "synapse"),
         homeserver_port=args.homeserver_port, homeserver_url=args.homeserver_url,
         registration_token=args.registration_token, registration_shared_secret=args.registration_shared_secret,
@@ -153,10 +169,19 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     return run_sync(options)
 
 
+def _paths_or_library(paths: list[Path] | None) -> list[Path]:
+    from qa.run import default_scenario_paths
+
+    chosen = paths or default_scenario_paths()
+    if not chosen:
+        raise QAError("no scenario paths given and the built-in library was not found")
+    return chosen
+
+
 def _cmd_list(args: argparse.Namespace) -> int:
     from qa.scenario.loader import load_scenarios
 
-    scenarios = load_scenarios(args.paths)
+    scenarios = load_scenarios(_paths_or_library(args.paths))
     width = max((len(s.id) for s in scenarios), default=2)
     for s in scenarios:
         print(f"{s.id:{width}}  {','.join(s.profiles):20}  {s.title}")
@@ -166,7 +191,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
 def _cmd_validate(args: argparse.Namespace) -> int:
     from qa.scenario.loader import validate_paths
 
-    errors = validate_paths(args.paths)
+    errors: list[object] = list(validate_paths(_paths_or_library(args.paths)))
+    if args.bot is not None:
+        from qa.harness.botfile import load_bot_file
+
+        try:
+            load_bot_file(args.bot)
+        except QAError as exc:
+            errors.append(exc)
     for error in errors:
         print(str(error), file=sys.stderr)
     if errors:

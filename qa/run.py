@@ -29,6 +29,7 @@ from urllib.parse import urlparse
 from qa.clock import mono_ms, utc_now_iso
 from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
+from qa.harness.botfile import BotFile, builtin_bot_file, command_bot_file, load_bot_file
 from qa.harness.output import Output
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
@@ -56,7 +57,7 @@ from qa.scenario.runner import RunResources, run_scenario
 class RunOptions:
     profile: str = "fast"
     scenario_ids: list[str] = field(default_factory=list)
-    scenario_paths: list[Path] = field(default_factory=lambda: [Path("scenarios")])
+    scenario_paths: list[Path] = field(default_factory=lambda: default_scenario_paths())
     homeserver: str = "synapse"  # synapse | tuwunel | external
     homeserver_port: int | None = None
     # external: the server's URL, and a registration token or shared secret (env vars fill in what is None)
@@ -81,7 +82,28 @@ class RunOptions:
     include_bodies: bool = False
     bot_overrides: dict[str, Any] = field(default_factory=dict)
     bot_env: dict[str, str] = field(default_factory=dict)
+    # The bot under test: a bot file, or a bare command (--bot-command); neither: the embedded agent.
+    bot_file: Path | None = None
+    bot_command: str | None = None
     argv: list[str] = field(default_factory=list)
+
+
+def default_scenario_paths() -> list[Path]:
+    """The built-in scenario library, wherever this install keeps it (qa.library)."""
+    from qa.library import builtin_scenarios_dir
+
+    found = builtin_scenarios_dir()
+    return [found] if found is not None else []
+
+
+def resolve_bot_file(options: RunOptions) -> BotFile:
+    if options.bot_file is not None and options.bot_command is not None:
+        raise ConfigError("give either --bot FILE or --bot-command CMD, not both")
+    if options.bot_file is not None:
+        return load_bot_file(options.bot_file)
+    if options.bot_command is not None:
+        return command_bot_file(options.bot_command)
+    return builtin_bot_file()
 
 
 def new_run_id() -> str:
@@ -165,6 +187,7 @@ class Run:
         self.secrets = self.out.secrets
         self.plan: list[Any] = []
         self.jobs = options.jobs if options.jobs is not None else (os.cpu_count() or 1)
+        self.bot_file: BotFile | None = None
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
@@ -172,6 +195,9 @@ class Run:
         if self.jobs < 1:
             raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
         self._preflight()
+        self.bot_file = resolve_bot_file(self.options)
+        if not self.options.scenario_paths:
+            raise ConfigError("no scenarios to run: the built-in library was not found and no --scenarios-dir given")
         scenarios = load_scenarios(self.options.scenario_paths)
         self.plan = select(scenarios, self.options.profile, self.options.scenario_ids)
         if self.options.shard is not None:
@@ -236,12 +262,13 @@ class Run:
             if mock_only:
                 self.out.say(f"note: the mock-provider rules of {', '.join(mock_only)} do not apply to a live model")
         else:
+            from qa.library import rules_root_for
             from qa.provider.mock import MockProvider
             from qa.provider.rules import load_rule_files
 
             rule_files = list(self.options.provider_rules)
             for scenario in self.plan:
-                rule_files += [Path(p) for p in scenario.provider.rules]
+                rule_files += [rules_root_for(scenario.source_path) / p for p in scenario.provider.rules]
             self.provider = MockProvider(load_rule_files(rule_files) if rule_files else None)
             await self.provider.start()
             self.out.say(f"mock provider on {self.provider.base_url}")
@@ -260,19 +287,19 @@ class Run:
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
         self.out.say(f"{hs.kind} {hs.version} ready at {hs.base_url} in {hs.boot_ms:.0f} ms")
 
-        if self.live is not None:
-            # No journal to consult (provider=None tells the steps so); the key reaches the bot through its
-            # environment only, and the bot's client gets the same timeout and retry bound as the preflight's.
-            provider, bot_env = None, {**self.options.bot_env, **self.live.bot_env()}
-            overrides = {**self.live.bot_overrides(), **self.options.bot_overrides}
-        else:
-            provider, bot_env = self.provider, {"OPENAI_API_KEY": "mock-key", **self.options.bot_env}
-            overrides = self.options.bot_overrides
+        # The bot reaches the model through the launch contract (OPENAI_BASE_URL / OPENAI_API_KEY); a live key
+        # goes there and nowhere else, and the bot's client gets the same timeout and retry bound as the preflight.
+        live = self.live
+        assert self.bot_file is not None
         resources = RunResources(
-            homeserver=self.homeserver, provider=provider, model_base_url=self.provider.base_url,
-            model_name=self.provider.model, run_id=self.run_id, artifact_dir=self.dir, state_dir=work / "state",
-            markers=MarkerFactory(self.run_id), bot_env=bot_env,
-            bot_overrides=overrides, secrets=self.secrets, probes=self.probes, observed=self.observed,
+            homeserver=self.homeserver, provider=None if live is not None else self.provider,
+            model_base_url=self.provider.base_url, model_name=self.provider.model, run_id=self.run_id,
+            artifact_dir=self.dir, state_dir=work / "state", markers=MarkerFactory(self.run_id),
+            bot_env=dict(self.options.bot_env), bot_overrides=dict(self.options.bot_overrides),
+            secrets=self.secrets, probes=self.probes, observed=self.observed, bot_file=self.bot_file,
+            provider_api_key=live.api_key if live is not None else "mock-key",
+            provider_timeout_s=live.timeout_s if live is not None else None,
+            provider_max_retries=live.max_retries if live is not None else None,
         )
         scenarios_began = mono_ms()
         await self._run_scenarios(resources)

@@ -1,7 +1,7 @@
 """Entry point of the bot process: `python -m qa.agent --config FILE`.
 
-Trace records go to the trace file and to stdout (one JSON line each) for the harness; human logs go to
-stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
+Trace records go to the trace file (`tracePath`, else $MATRIX_QA_TRACE_FILE), which the harness follows;
+human logs go to stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
 """
 
 from __future__ import annotations
@@ -28,7 +28,8 @@ from qa.errors import QAError
 async def _main(config_path: Path) -> int:
     config = load_agent_config(config_path)
     settings, sources = resolve_lock_settings(config.session.get("writeLock"), os.environ)
-    trace = Trace(Path(config.trace_path) if config.trace_path else None, echo=sys.stdout)
+    trace_path = config.trace_path or os.environ.get("MATRIX_QA_TRACE_FILE")
+    trace = Trace(Path(trace_path) if trace_path else None)
     trace.emit("start", pid=os.getpid(), userId=config.user_id,
                lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})

@@ -1,8 +1,8 @@
 """The bot's typed config, read from the JSON/YAML file the harness (or a person) writes.
 
 Secrets do not live in the file: the Matrix password comes from the file named by `passwordFile` or the
-env var `MATRIX_QA_BOT_PASSWORD`, the model key from `OPENAI_API_KEY`. That keeps the config safe to copy into
-artifacts.
+env var `MATRIX_QA_PASSWORD` (the launch contract's), the model key from `OPENAI_API_KEY`. That keeps the
+config safe to copy into artifacts.
 """
 
 from __future__ import annotations
@@ -94,9 +94,10 @@ class AgentConfig(_Model):
     def password(self, env: Mapping[str, str]) -> str:
         if self.password_file:
             return Path(self.password_file).read_text(encoding="utf-8").strip()
-        if env.get("MATRIX_QA_BOT_PASSWORD"):
-            return env["MATRIX_QA_BOT_PASSWORD"]
-        raise ConfigError("bot config: no password (set passwordFile or MATRIX_QA_BOT_PASSWORD)")
+        for name in ("MATRIX_QA_PASSWORD", "MATRIX_QA_BOT_PASSWORD"):  # the launch contract's, then the old name
+            if env.get(name):
+                return env[name]
+        raise ConfigError("bot config: no password (set passwordFile or MATRIX_QA_PASSWORD)")
 
 
 def load_agent_config(path: Path) -> AgentConfig:

@@ -15,7 +15,7 @@ from qa.agent.lock import SessionLockTimeout, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
 from qa.agent.session import transcript_file_name
 from qa.clock import mono_ms
-from qa.harness.bot_process import BotProcess
+from qa.harness.bot_process import BotUnderTest
 from qa.waiting import WaitTimeout
 
 PROBE_TIMEOUT_MS = 25
@@ -39,7 +39,7 @@ async def probe_once(sessions_dir: Path, session: str) -> dict[str, Any] | None:
     return {"session": session, "t": round(started, 3), "acquiredElapsedMs": round(elapsed, 3)}
 
 
-async def follow_and_probe(bot: BotProcess, sessions_dir: Path, results: list[dict[str, Any]]) -> None:
+async def follow_and_probe(bot: BotUnderTest, sessions_dir: Path, results: list[dict[str, Any]]) -> None:
     """Run until cancelled: one probe per model request the bot starts."""
     index = 0
     while True:

@@ -38,7 +38,11 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
-DEFAULT_RULES_PATH = Path(__file__).resolve().parents[2] / "fixtures" / "mock-provider" / "default.yaml"
+from qa.library import builtin_rules_dir
+
+# The checkout's fixtures/, or their installed copy (qa.library): a plain `pip install .` must find them too.
+DEFAULT_RULES_PATH = (builtin_rules_dir() or Path(__file__).resolve().parents[2] / "fixtures" / "mock-provider") \
+    / "default.yaml"
 DEFAULT_FALLBACK_TEXT = "mock: no rule matched"
 
 # Names every template may use, whatever the rule's regexes capture.

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor
-from qa.harness.bot_process import BotProcess
+from qa.harness.bot_process import BotUnderTest
 from qa.homeserver.base import Homeserver
 from qa.report.summary import NegativeCheck
 
@@ -40,7 +40,7 @@ class ScenarioContext:
     homeserver: Homeserver
     provider: Any | None  # MockProvider when mocked; its journal is evidence
     actors: dict[str, Actor]
-    bot: BotProcess
+    bot: BotUnderTest
     bot_user_id: str
     bot_name: str
     rooms: dict[str, str]

@@ -9,26 +9,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import re
 import secrets
-import shutil
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.actors import Actor
+from qa.actors import Actor, login_for_token
 from qa.clock import mono_ms
 from qa.errors import QAError
-from qa.harness.bot_process import BotProcess, describe_record
+from qa.harness.bot_process import BotUnderTest, describe_record
+from qa.harness.botfile import BotFile, builtin_bot_file
+from qa.harness.capabilities import missing, skip_reason
+from qa.harness.launch import LaunchFacts, build_launch
 from qa.harness.probe import follow_and_probe, stop_prober
 from qa.homeserver.base import Homeserver
+from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.steps import STEPS
 
-BOT_READY_TIMEOUT_S = 60.0
 KEYS_TIMEOUT_S = 30.0
+# `ready: {joined: true}` knows only that the bot joined; before the first message it waits until the bot's
+# output has been quiet this long (at most SETTLE_MAX_S), so a bot still busy with its first sync is not sent
+# a message it would take for history. It is the weakest readiness; a `log` or `trace` condition is exact.
+SETTLE_QUIET_S = 0.3
+SETTLE_MAX_S = 2.0
 
 
 def uses_encryption(scenario: Any) -> bool:
@@ -37,7 +45,7 @@ def uses_encryption(scenario: Any) -> bool:
 
 @dataclass
 class RunResources:
-    """What every scenario of a run shares: the homeserver, the model endpoint and where files go."""
+    """What every scenario of a run shares: the homeserver, the model endpoint, the bot file and where files go."""
 
     homeserver: Homeserver
     provider: Any | None
@@ -52,6 +60,10 @@ class RunResources:
     secrets: list[str]
     probes: list[dict[str, Any]]
     observed: list[dict[str, Any]]
+    bot_file: BotFile = field(default_factory=builtin_bot_file)
+    provider_api_key: str = "mock-key"
+    provider_timeout_s: float | None = None
+    provider_max_retries: int | None = None
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -59,49 +71,27 @@ def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
 
 
-def bot_agent_config(
-    scenario: Any, res: RunResources, bot_user_id: str, rooms: dict[str, str], actor_ids: dict[str, str],
-    state_dir: Path, trace_path: Path, password_file: Path,
-) -> dict[str, Any]:
-    """Translate the scenario's `bot:` block (actor names) into the bot's own config (Matrix ids)."""
+def bot_settings(scenario: Any, actor_ids: dict[str, str]) -> dict[str, Any]:
+    """The scenario's `bot:` block as a bot file's template sees it: camelCase, actor names as Matrix ids."""
     bot = scenario.bot
-    allowlist = [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None
-    room_config = {"requireMention": bot.require_mention, "allowlist": allowlist, "allowBots": bot.allow_bots}
     lock = bot.session_write_lock.model_dump(by_alias=True, exclude_none=True) if bot.session_write_lock else {}
-    config: dict[str, Any] = {
-        "homeserver": res.homeserver.base_url,
-        "userId": bot_user_id,
-        "passwordFile": str(password_file),
-        "stateDir": str(state_dir),
-        "tracePath": str(trace_path),
-        "rooms": {room_id: room_config for room_id in rooms.values()},
+    return {
+        "requireMention": bot.require_mention, "allowBots": bot.allow_bots,
         "knownBots": [actor_ids[a] for a in bot.known_bots],
-        "model": {"baseUrl": res.model_base_url, "model": res.model_name},
-        "session": {"writeLock": lock},
-        "approvals": {"textChunkLimit": bot.text_chunk_limit},
-        "encryption": uses_encryption(scenario),
+        "allowlist": [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None,
+        "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
     }
-    for key, value in res.bot_overrides.items():
-        _set_dotted(config, key, value)
-    return config
-
-
-def _set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
-    node = config
-    *parents, last = dotted.split(".")
-    for i, part in enumerate(parents):
-        if part == "*":  # every entry of a mapping, e.g. rooms.*.requireMention (room ids are unknown upfront)
-            for child in node.values():
-                _set_dotted(child, ".".join([*parents[i + 1:], last]), value)
-            return
-        node = node.setdefault(part, {})
-    node[last] = value
 
 
 async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
     live = res.provider is None  # a live model: no journal, not deterministic
+    reason = None
     if live and scenario.live.skip:
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
+    else:
+        reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.capabilities
+                                                          + (["trace"] if res.bot_file.has("trace") else [])))
+    if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)
     result = await _run_scenario(scenario, res, say)
@@ -119,17 +109,23 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
     result = ScenarioResult(id=scenario.id, title=scenario.title, status="fail",
                             source=str(getattr(scenario, "source_path", "") or ""))
     actors: dict[str, Actor] = {}
-    bot = BotProcess(state_dir / "bot-config.json", scenario_dir / "bot.log", res.bot_env)
+    # Set by _provision as soon as the bot process exists, so the teardown stops it whatever happens next.
+    holder: dict[str, BotUnderTest] = {}
     ctx: ScenarioContext | None = None
     probes: list[dict[str, Any]] = []
     prober: asyncio.Task[None] | None = None
     try:
         async with asyncio.timeout(float(scenario.timeout)):
-            ctx = await _provision(scenario, res, actors, bot, state_dir, scenario_dir, result)
-            prober = asyncio.create_task(follow_and_probe(bot, state_dir / "bot" / "sessions", probes))
+            ctx = await _provision(scenario, res, actors, holder, state_dir, scenario_dir, result)
+            if ctx.bot.bot.has("lock"):
+                prober = asyncio.create_task(follow_and_probe(ctx.bot, state_dir / "bot" / "sessions", probes))
             await _run_steps(ctx, scenario, result, say)
         result.status = "pass"
         result.details = f"{len(scenario.steps)} steps passed"
+        not_checked = [s for s in result.steps if s.detail.startswith("NOT CHECKED")]
+        if not_checked:
+            result.details += f"; {len(not_checked)} check(s) NOT CHECKED (steps " \
+                + ", ".join(str(s.index) for s in not_checked) + ")"
     except StepFailed as exc:
         failed = next((s for s in result.steps if s.status == "fail"), None)
         result.failure = Failure(step=failed.index if failed else None, stepKind=failed.kind if failed else None,
@@ -138,7 +134,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
     except TimeoutError:
         running = result.steps[-1] if result.steps else None
         where = f"step {running.index} ({running.kind})" if running else "setup"
-        seen = _recent_trace(bot)
+        seen = _recent_evidence(holder.get("bot"))
         result.failure = Failure(step=running.index if running else None, stepKind=running.kind if running else None,
                                  expected=f"scenario finishes within its timeout of {float(scenario.timeout):g}s",
                                  seen=seen)
@@ -146,8 +142,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             running.status = "fail"
         result.details = f"timed out during {where}"
     except QAError as exc:
-        result.failure = Failure(expected="scenario infrastructure works", seen=[str(exc)])
-        result.details = f"infrastructure: {exc}"
+        result.failure = Failure(expected="scenario infrastructure works", seen=str(exc).splitlines())
+        result.details = f"infrastructure: {str(exc).splitlines()[0]}"
     except Exception as exc:  # a harness or library bug: report it as this scenario's failure, keep the rest
         result.failure = Failure(expected="the harness runs the scenario", seen=traceback.format_exception(exc)[-8:])
         result.details = f"harness error: {type(exc).__name__}: {exc}"
@@ -155,7 +151,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         if prober is not None and (problem := await stop_prober(prober)):
             say(f"  ! {problem}")
         res.probes.extend({**p, "scenario": scenario.id} for p in probes)
-        await bot.stop()
+        if "bot" in holder:
+            await holder["bot"].stop()
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -165,7 +162,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 await actor.close()
-        _collect_artifacts(state_dir, scenario_dir, result)
+        _collect_artifacts(state_dir, scenario_dir, result, res.secrets)
         broken = invalid_transcript_lines(state_dir / "bot" / "sessions")
         if broken and result.status == "pass":
             # Whatever happened (crashes included), every transcript line must still parse.
@@ -182,7 +179,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
 
 
 async def _provision(
-    scenario: Any, res: RunResources, actors: dict[str, Actor], bot: BotProcess,
+    scenario: Any, res: RunResources, actors: dict[str, Actor], holder: dict[str, BotUnderTest],
     state_dir: Path, scenario_dir: Path, result: ScenarioResult,
 ) -> ScenarioContext:
     hs = res.homeserver
@@ -197,9 +194,12 @@ async def _provision(
         # Crypto stores hold private keys, so they live in the state dir, never in the artifacts.
         actors[name] = Actor(name, hs.base_url, creds[name].user_id, passwords[name], state_dir / "actors" / name,
                              encryption=encryption)
-    await asyncio.gather(*(a.login() for a in actors.values()))
-    await asyncio.gather(*(a.start_sync() for a in actors.values()))
     bot_user_id = creds["bot"].user_id
+    # The launch contract hands the bot a ready session too (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
+    (token, device_id), *_ = await asyncio.gather(
+        login_for_token(hs.base_url, bot_user_id, passwords["bot"]), *(a.login() for a in actors.values()))
+    res.secrets.append(token)
+    await asyncio.gather(*(a.start_sync() for a in actors.values()))
     creator = actors[scenario.actors[0]]
     rooms: dict[str, str] = {}
     for room_name, spec in scenario.rooms.items():
@@ -212,12 +212,26 @@ async def _provision(
     password_file = state_dir / "bot-password"
     password_file.write_text(passwords["bot"])
     password_file.chmod(0o600)
-    config = bot_agent_config(scenario, res, bot_user_id, rooms, {n: a.user_id for n, a in actors.items()},
-                              state_dir / "bot", scenario_dir / "bot-trace.jsonl", password_file)
-    bot.config_path.write_text(json.dumps(config, indent=2))
+    bot_state = state_dir / "bot"
+    bot_state.mkdir(parents=True, exist_ok=True)
+    actor_ids = {n: a.user_id for n, a in actors.items()}
+    facts = LaunchFacts(
+        homeserver_url=hs.base_url, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
+        password_file=password_file, access_token=token, device_id=device_id, rooms=rooms, actors=actor_ids,
+        provider_base_url=res.model_base_url, provider_api_key=res.provider_api_key, model=res.model_name,
+        scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids),
+        encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
+        provider_timeout_s=res.provider_timeout_s, provider_max_retries=res.provider_max_retries,
+    )
+    launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
+    bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
+                       scenario_dir / "bot-trace.jsonl", res.secrets)
+    holder["bot"] = bot
     boot_started = mono_ms()
     start = await bot.start()
-    await bot.wait_ready(BOT_READY_TIMEOUT_S, start)
+    ready_timeout = min(res.bot_file.ready.timeout, float(scenario.timeout) / 2)
+    bot.joined = joined_waiter(creator, bot, bot_user_id, list(rooms.values()))
+    await bot.wait_ready(ready_timeout, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
     for room_name, spec in scenario.rooms.items():
         if spec.encrypted:
@@ -231,13 +245,50 @@ async def _provision(
     )
 
 
+def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids: list[str]) -> Any:
+    """Readiness `joined`: the watcher sees the bot's join in every room, then the bot's output settles."""
+
+    async def wait(timeout_s: float) -> None:
+        for room_id in room_ids:
+            await watcher.events.wait_for(
+                lambda e, r=room_id: e.get("type") == "m.room.member" and e.get("state_key") == bot_user_id
+                and e.get("room_id") == r and (e.get("content") or {}).get("membership") == "join",
+                timeout_s, f"the bot to join {room_id}")
+        await settle(bot)
+
+    return wait
+
+
+async def settle(bot: BotUnderTest) -> None:
+    """Until the bot's log and trace have been quiet for SETTLE_QUIET_S, for at most SETTLE_MAX_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_MAX_S
+    while loop.time() < deadline:
+        marks = (len(bot.log.items), len(bot.trace.items))
+        try:
+            await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
+        except TimeoutError:
+            return
+
+
+async def _any_output(bot: BotUnderTest, marks: tuple[int, int]) -> None:
+    log = asyncio.ensure_future(bot.log.wait_for(lambda _: True, SETTLE_MAX_S, "output", marks[0]))
+    trace = asyncio.ensure_future(bot.trace.wait_for(lambda _: True, SETTLE_MAX_S, "trace", marks[1]))
+    try:
+        await asyncio.wait({log, trace}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (log, trace):
+            task.cancel()
+        await asyncio.gather(log, trace, return_exceptions=True)
+
+
 async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult, say: Any) -> None:
     for index, step in enumerate(scenario.steps, start=1):
         step_result = StepResult(index=index, kind=step.kind, status="fail")
         result.steps.append(step_result)
         began = mono_ms()
         try:
-            step_result.detail = await STEPS[step.kind](ctx, step)
+            step_result.detail = await until_bot_dies(ctx, STEPS[step.kind](ctx, step), index, step.kind)
             step_result.status = "pass"
             say(f"    {index}. {step.kind}: {step_result.detail}")
         except StepFailed as exc:
@@ -261,15 +312,47 @@ def invalid_transcript_lines(sessions_dir: Path) -> list[str]:
     return problems
 
 
-def _recent_trace(bot: BotProcess) -> list[str]:
-    return ["bot trace: " + describe_record(r) for r in bot.trace.items[-10:]]
+async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str) -> str:
+    """Run a step, but fail it at once when the bot exits while nobody asked it to (a crash, an OOM kill):
+    with the exit and the tail of its log, rather than waiting out the step's timeout."""
+    bot = ctx.bot
+    work = asyncio.ensure_future(step)
+    died = asyncio.ensure_future(bot.died.wait())
+    try:
+        await asyncio.wait({work, died}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        died.cancel()
+        if not work.done():
+            work.cancel()
+        await asyncio.gather(died, return_exceptions=True)
+    if work.done() and not work.cancelled():
+        return work.result()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await work
+    raise StepFailed(f"the bot to keep running through step {index} ({kind})",
+                     [f"bot {bot.name}: {bot.exit_description} unexpectedly (log: {bot.log_path})",
+                      *bot.log_tail(), *_recent_evidence(bot)[-10:]])
 
 
-def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResult) -> None:
+def _recent_evidence(bot: BotUnderTest | None) -> list[str]:
+    if bot is None:
+        return []
+    if bot.trace.items:
+        return ["bot trace: " + describe_record(r) for r in bot.trace.items[-10:]]
+    return bot.log_tail(10)
+
+
+def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResult, secrets: list[str]) -> None:
+    """Transcripts, by the convention $MATRIX_QA_STATE_DIR/sessions/*.jsonl, copied redacted: a model that
+    echoes a key back puts it in the transcript."""
     sessions = state_dir / "bot" / "sessions"
-    if sessions.exists():
+    transcripts = sorted(sessions.glob("*.jsonl")) if sessions.is_dir() else []
+    if transcripts:
         target = scenario_dir / "transcripts"
-        shutil.copytree(sessions, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.lock"))
+        target.mkdir(parents=True, exist_ok=True)
+        for path in transcripts:
+            text = path.read_text(encoding="utf-8", errors="replace")
+            (target / path.name).write_text(redact(text, secrets), encoding="utf-8")
         result.artifacts["transcripts"] = str(target.relative_to(scenario_dir.parent.parent))
     for name in ("bot-trace.jsonl", "bot.log"):
         if (scenario_dir / name).exists():

@@ -1,0 +1,205 @@
+"""The bot file: how to launch a bot under test, what it is told, when it is ready, and what it can do.
+
+    name: my-bot
+    command: ["python", "-m", "mybot", "--config", "{config}"]   # argv, no shell; placeholders below
+    env: {MYBOT_LOG: debug}                                      # extra env; values may use placeholders
+    config_template: mybot.ini.j2    # optional jinja2 file, rendered to {config} (relative to the bot file)
+    config_format: json              # optional: json|yaml; then --bot-set KEY=VALUE edits the rendered config
+    cwd: "{bot_dir}"                 # optional: the working directory (default: the bot file's folder)
+    ready: {joined: true}            # or {trace: true} or {log: "Starting sync loop"}; optional timeout
+    capabilities: [threads, restart] # what the bot claims; scenarios needing more are skipped with the reason
+
+Placeholders in `command` and `env`: {config} {state_dir} {trace_file} {python} {bot_dir} {scenario}. The
+template sees every fact of the launch (qa.harness.launch). Pure apart from reading the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+
+from qa.errors import ConfigError
+from qa.harness.capabilities import Capability
+
+PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
+_PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
+DEFAULT_READY_TIMEOUT_S = 20.0
+BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"
+
+
+def _placeholders_known(value: str) -> str:
+    unknown = [m for m in _PLACEHOLDER_RE.findall(value) if m not in PLACEHOLDERS]
+    if unknown:
+        raise ValueError(f"unknown placeholder {{{unknown[0]}}} (known: "
+                         + ", ".join(f"{{{p}}}" for p in PLACEHOLDERS) + ")")
+    return value
+
+
+Templated = Annotated[str, AfterValidator(_placeholders_known)]
+
+
+def _regex(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+    return value
+
+
+class ReadySpec(BaseModel):
+    """Exactly one condition. trace: a `ready` record in the trace; log: a regex over the bot's stdout/stderr;
+    joined: the harness sees the bot join every room of the scenario, then a short settle."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    trace: bool = False
+    log: Annotated[str | None, AfterValidator(_regex)] = Field(default=None, min_length=1)
+    joined: bool = False
+    timeout: float = Field(default=DEFAULT_READY_TIMEOUT_S, gt=0, le=600)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ReadySpec:
+        chosen = [name for name, on in (("trace", self.trace), ("log", self.log is not None),
+                                        ("joined", self.joined)) if on]
+        if len(chosen) != 1:
+            raise ValueError("ready needs exactly one condition: {trace: true}, {log: REGEX} or {joined: true}"
+                             + (f" (got {', '.join(chosen)})" if chosen else ""))
+        return self
+
+    @property
+    def kind(self) -> Literal["trace", "log", "joined"]:
+        return "trace" if self.trace else ("log" if self.log is not None else "joined")
+
+    def describe(self) -> str:
+        return {"trace": "a `ready` trace record", "log": f"a log line matching /{self.log}/",
+                "joined": "its join in every room"}[self.kind]
+
+
+class BotFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+    command: list[Templated] = Field(min_length=1)
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Templated] = Field(default_factory=dict)
+    config_template: str | None = Field(default=None, min_length=1)
+    config_format: Literal["json", "yaml"] | None = None
+    # The bot's working directory (placeholders allowed); default: the bot file's folder.
+    cwd: Templated | None = None
+    ready: ReadySpec = Field(default_factory=lambda: ReadySpec(joined=True))
+    capabilities: list[Capability] = Field(default_factory=list)
+    stop_timeout: float = Field(default=10.0, gt=0, le=120)
+
+    _dir: Path = PrivateAttr(default_factory=Path.cwd)
+    _source: Path | None = PrivateAttr(default=None)
+
+    @property
+    def directory(self) -> Path:
+        """Relative paths in the file (the template) are relative to the bot file's folder."""
+        return self._dir
+
+    @property
+    def source(self) -> str:
+        return str(self._source) if self._source else f"--bot-command ({self.name})"
+
+    def has(self, capability: str) -> bool:
+        return capability in self.capabilities or (capability == "trace" and self.ready.kind == "trace")
+
+    def template_path(self) -> Path | None:
+        return (self._dir / self.config_template) if self.config_template else None
+
+    def config_file_name(self) -> str:
+        if self.config_template:
+            name = Path(self.config_template).name
+            return name[:-3] if name.endswith(".j2") else name
+        return "bot-config"
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def load_bot_file(path: Path) -> BotFile:
+    """Read and check a bot file; every problem is a ConfigError naming file:line and the field."""
+    from qa.scenario.loader import _locate  # the node walker that gives scenario errors their line numbers
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read bot file: {getattr(exc, 'strerror', None) or exc}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is not None and _has_alias(root):
+            raise ConfigError(f"{path}: YAML aliases/anchors are not allowed in a bot file")
+        raw = loader.construct_document(root) if root is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: YAML error: {exc}") from None
+    finally:
+        loader.dispose()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a bot file is a mapping with at least `name` and `command`")
+    try:
+        bot = BotFile.model_validate(raw)
+    except ValidationError as exc:
+        lines = []
+        for err in exc.errors(include_url=False):
+            loc = tuple(err["loc"])
+            node = _locate(root, loc, at_key=err["type"] == "extra_forbidden") if root is not None else None
+            where = f":{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None else ""
+            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            lines.append(f"{path}{where}: {_field(loc)}: {message.removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None
+    bot._dir = path.resolve().parent
+    bot._source = path
+    template = bot.template_path()
+    if template is not None and not template.is_file():
+        raise ConfigError(f"{path}: config_template: {template} does not exist")
+    return bot
+
+
+def _has_alias(node: yaml.Node, seen: set[int] | None = None) -> bool:
+    """Anchors make a YAML tree a graph (and an alias bomb); a bot file never needs them."""
+    seen = set() if seen is None else seen
+    if id(node) in seen:
+        return True
+    seen.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        return any(_has_alias(k, seen) or _has_alias(v, seen) for k, v in node.value)
+    if isinstance(node, yaml.SequenceNode):
+        return any(_has_alias(v, seen) for v in node.value)
+    return False
+
+
+def builtin_bot_file() -> BotFile:
+    """The embedded agent (`python -m qa.agent`), described by a bot file like any other bot."""
+    return load_bot_file(BUILTIN_BOT_FILE)
+
+
+def command_bot_file(command: str) -> BotFile:
+    """`--bot-command 'CMD …'`: a bot file with only that command, the launch contract and readiness `joined`."""
+    import shlex
+
+    try:
+        argv = shlex.split(command)
+    except ValueError as exc:
+        raise ConfigError(f"--bot-command: cannot split {command!r}: {exc}") from None
+    if not argv:
+        raise ConfigError("--bot-command is empty")
+    try:
+        return BotFile(name="bot-command", command=argv)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"--bot-command: {_field(tuple(first['loc']))}: "
+                          f"{first['msg'].removeprefix('Value error, ')}") from None

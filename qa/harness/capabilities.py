@@ -1,0 +1,90 @@
+"""What a bot can do versus what a scenario needs: pure, so the skip decision is unit-tested without servers.
+
+A scenario needs what it declares in `requires:` plus what its own steps and settings imply (a thread step needs
+`threads`, a restart step needs `restart`, …), so a scenario author cannot forget one and have a foreign bot
+fail for a reason that is not a bug. A bot has what its bot file claims in `capabilities:`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock"]
+
+MEANING: dict[str, str] = {
+    "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
+    "threads": "answers inside Matrix threads",
+    "restart": "keeps its state in $MATRIX_QA_STATE_DIR across a restart or a crash",
+    "approvals": "asks for exec approvals and takes decisions by reaction",
+    "e2ee": "talks in end-to-end encrypted rooms",
+    "reactions": "records reactions to its messages (trace `reaction` records)",
+    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
+    "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+}
+
+_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
+
+
+@dataclass(frozen=True)
+class Need:
+    capability: str
+    why: str  # "requires:", or the step/setting that implies it
+
+
+def needs(scenario: Any) -> list[Need]:
+    """Every capability the scenario needs, each with the first reason found, in a stable order."""
+    found: dict[str, str] = {}
+
+    def need(capability: str, why: str) -> None:
+        found.setdefault(capability, why)
+
+    for capability in getattr(scenario, "requires", None) or []:
+        need(capability, "requires:")
+    bot = scenario.bot
+    if bot.encryption or any(spec.encrypted for spec in scenario.rooms.values()):
+        need("e2ee", "encrypted room")
+    for key, default in _DEFAULT_POLICY.items():
+        if getattr(bot, key) != default:
+            need("policy", f"bot.{_camel(key)}")
+    if bot.session_write_lock is not None:
+        need("lock", "bot.sessionWriteLock")
+    for index, step in enumerate(scenario.steps, start=1):
+        where = f"step {index} ({step.kind})"
+        kind = step.kind
+        if kind in ("restart_bot", "stop_bot", "start_bot"):
+            need("restart", where)
+        elif kind in ("approve", "expect_approval"):
+            need("approvals", where)
+            need("trace", where)
+        elif kind == "expect_trace":
+            need("trace", where)
+            if str(step.type).startswith("lock."):
+                need("lock", where)
+        elif kind == "expect_reaction" and step.by != "bot":
+            need("reactions", where)
+            need("trace", where)
+        elif kind == "expect_no_reply" and step.control is None and step.quiet_window is None:
+            need("trace", f"{where}: only the trace can prove this silence (no control message)")
+        if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):
+            need("threads", where)
+    return [Need(c, found[c]) for c in MEANING if c in found]
+
+
+def missing(scenario: Any, capabilities: Iterable[str]) -> list[Need]:
+    have = set(capabilities)
+    return [n for n in needs(scenario) if n.capability not in have]
+
+
+def skip_reason(bot_name: str, lacking: list[Need]) -> str | None:
+    """The one line a skipped scenario shows; None when nothing is lacking."""
+    if not lacking:
+        return None
+    parts = [f"'{n.capability}' ({n.why})" for n in lacking]
+    return f"skipped: bot '{bot_name}' lacks {', '.join(parts)}"
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    return head + "".join(p.title() for p in rest)

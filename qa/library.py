@@ -1,0 +1,50 @@
+"""Where the built-in scenario library and mock-provider rules live, in a checkout and in an installed package.
+
+In a checkout (and an editable install) they are the repo's own `scenarios/` and `fixtures/`, beside the `qa`
+package. A plain `pip install .` copies both into `<prefix>/share/matrix-qa/` (pyproject's data-files), because
+the repo keeps them at the top level rather than inside the package, and that prefix is what `sysconfig` calls
+the installation's data directory.
+"""
+
+from __future__ import annotations
+
+import sys
+import sysconfig
+from pathlib import Path
+
+DATA_SUBDIR = Path("share") / "matrix-qa"
+_CHECKOUT = Path(__file__).resolve().parents[1]
+
+
+def _candidates() -> list[Path]:
+    roots = [_CHECKOUT]
+    for base in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
+        if base:
+            roots.append(Path(base) / DATA_SUBDIR)
+    return roots
+
+
+def library_root(candidates: list[Path] | None = None) -> Path | None:
+    """The first root that holds a scenario library: scenarios/ beside fixtures/mock-provider/."""
+    for root in candidates if candidates is not None else _candidates():
+        if (root / "scenarios").is_dir() and (root / "fixtures" / "mock-provider").is_dir():
+            return root
+    return None
+
+
+def builtin_scenarios_dir() -> Path | None:
+    root = library_root()
+    return root / "scenarios" if root else None
+
+
+def builtin_rules_dir() -> Path | None:
+    root = library_root()
+    return root / "fixtures" / "mock-provider" if root else None
+
+
+def rules_root_for(scenario_path: Path | None) -> Path:
+    """What a scenario's `provider: {rules: [...]}` paths are relative to: the folder above the scenario's own
+    folder (the repo root for the scenarios/ + fixtures/ layout), so a run works from any directory."""
+    if scenario_path is None:
+        return library_root() or Path.cwd()
+    return Path(scenario_path).resolve().parent.parent
