@@ -34,8 +34,9 @@ def scenario(turns: int) -> dict:
 
 def run(scope: str, scenarios_dir: Path, out: Path) -> dict:
     # The attempt scope fails its lock verdict on purpose: its summary is the contrast, not an error.
-    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--profile", "bench", "--provider-rules",
-                                str(RULES), "--bot-set", f"session.writeLock.scope={scope}"], out, must_pass=False)
+    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--no-builtin-scenarios", "--profile", "bench",
+                                "--provider-rules", str(RULES), "--bot-set", f"session.writeLock.scope={scope}"],
+                               out, must_pass=False)
     return summary
 
 

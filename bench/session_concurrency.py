@@ -44,7 +44,7 @@ def scenario(sessions: int) -> dict[str, Any]:
 
 
 def run(scenarios_dir: Path, out: Path) -> dict[str, Any]:
-    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--profile", "bench",
+    summary, _ = run_matrix_qa(["--scenarios-dir", str(scenarios_dir), "--no-builtin-scenarios", "--profile", "bench",
                                 "--provider-rules", str(RULES)], out)
     return summary
 

@@ -35,6 +35,7 @@ from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
 from qa.report.summary import (
+    BotInfo,
     Environment,
     Failure,
     HomeserverInfo,
@@ -208,6 +209,7 @@ class Run:
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time")
+        self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
         self.out.say(f"artifacts: {self.dir}")
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-"))
         try:
@@ -393,24 +395,52 @@ class Run:
 
     def _lock_section(self) -> dict[str, Any] | None:
         from qa.agent.trace import read_trace
+        from qa.report.lock_evidence import (
+            has_lock_records,
+            has_model_records,
+            journal_overlap_reasons,
+            not_applicable,
+        )
 
-        records: list[dict[str, Any]] = []
-        settings: dict[str, Any] | None = None
-        for result in self.results:
-            trace_path = self.dir / "scenarios" / result.id / "bot-trace.jsonl"
-            trace = read_trace(trace_path)
-            records.extend(trace)
-            start = next((r for r in trace if r.get("type") == "start"), None)
-            if start and settings is None:
-                settings = start.get("lock")
-        if not records:
+        traces = {r.id: read_trace(self.dir / "scenarios" / r.id / "bot-trace.jsonl")
+                  for r in self.results if r.status != "skip"}
+        if not traces:
             return None
+        records = [record for trace in traces.values() for record in trace]
+        journals = {sid: self._journal_intervals(sid) for sid in traces}
+        if not has_lock_records(records):
+            model_requests = sum(1 for r in records if r.get("type") == "model.request.start") \
+                or sum(len(v) for v in journals.values())
+            return not_applicable(model_requests)
         evidence = analyze_lock_evidence(records, self.probes).model_dump(mode="json", by_alias=True)
-        settings = settings or {}
+        # A bot that traces its holds but not its model requests: the journal gives the model I/O, per scenario
+        # (scenarios run side by side, so one's requests say nothing about another's holds).
+        from_journal = 0
+        for sid, trace in traces.items():
+            if has_lock_records(trace) and not has_model_records(trace) and journals[sid]:
+                from_journal += len(journals[sid])
+                evidence["reasons"].extend(journal_overlap_reasons(trace, journals[sid]))
+        if from_journal:
+            evidence["modelRequests"] += from_journal
+            evidence["reasons"] = [r for r in evidence["reasons"] if not r.startswith("no model request")]
+            fails = evidence["verdict"] == "fail" or any("provider journal" in r for r in evidence["reasons"])
+            evidence["verdict"] = "fail" if fails else "pass"
+            evidence["reasons"].append(f"model I/O of {from_journal} request(s) taken from the provider journal "
+                                       "(the bot traces no model requests)")
+        start = next((r for r in records if r.get("type") == "start" and isinstance(r.get("lock"), dict)), None)
+        settings = start["lock"] if start else {}
         evidence["scope"] = settings.get("scope")
         evidence["settings"] = {k: settings.get(k) for k in ("acquireTimeoutMs", "staleMs", "maxHoldMs")}
         evidence["sources"] = settings.get("sources", {})
         return evidence
+
+    def _journal_intervals(self, scenario_id: str) -> list[tuple[float, float]]:
+        """The scenario's model requests as the mock saw them (start, end) on the shared monotonic clock."""
+        provider = self.provider
+        if provider is None or self.live is not None or not hasattr(provider, "scoped"):
+            return []
+        return [(float(e.started_at), float(e.finished_at)) for e in provider.scoped(scenario_id).journal
+                if e.is_chat and e.finished_at is not None]
 
     def _write(self) -> int:
         # Unplanned scenarios that never ran (an infra error stopped the run) are reported, not dropped.
@@ -446,6 +476,9 @@ class Run:
                                           log=_rel(self.dir, getattr(hs, "log_path", None)),
                                           image=getattr(hs, "image", None)),
                 provider=self._provider_info(),
+                bot=BotInfo(name=self.bot_file.name, source=self.bot_file.source,
+                            ready=self.bot_file.ready.describe(), capabilities=list(self.bot_file.capabilities))
+                if self.bot_file else None,
                 profile=self.options.profile, python=platform.python_version(),
                 platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
             ),

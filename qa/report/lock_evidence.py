@@ -40,7 +40,11 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
 
 Interval = tuple[float, float]
-Verdict = Literal["pass", "fail", "none"]
+# n/a: the bot reports no lock records at all (a bot without our trace, or one that keeps no session lock), so
+# there is nothing to judge; never shown as "none" or as a pass.
+Verdict = Literal["pass", "fail", "none", "n/a"]
+NOT_APPLICABLE = "n/a (the bot reports no lock records)"
+LOCK_RECORDS = frozenset({"lock.acquire", "lock.release", "lock.timeout", "lock.takeover"})
 
 
 class _Model(BaseModel):
@@ -170,6 +174,37 @@ def analyze_lock_evidence(
         probes=probe_evidence,
         turns=turn_evidence,
     )
+
+
+def has_lock_records(records: Iterable[Mapping[str, Any]]) -> bool:
+    return any(r.get("type") in LOCK_RECORDS for r in records)
+
+
+def has_model_records(records: Iterable[Mapping[str, Any]]) -> bool:
+    return any(r.get("type") == "model.request.start" for r in records)
+
+
+def not_applicable(model_requests: int) -> dict[str, Any]:
+    """The lock section of a run whose bot reports no lock records: every field present, nothing judged."""
+    return LockEvidence(verdict="n/a", reasons=[NOT_APPLICABLE], turn_count=0, other_holds=0,
+                        model_requests=model_requests, longest_hold_ms=0.0, total_overlap_ms=0.0, takeovers=0,
+                        lock_timeouts=0, probes=[], turns=[]).model_dump(mode="json", by_alias=True)
+
+
+def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Sequence[Interval]) -> list[str]:
+    """For a bot that traces its lock holds but not its model requests: the provider journal's request
+    intervals (same monotonic clock) stand in for model I/O. Sessions are unknown there, so any hold during any
+    of the scenario's model requests counts: stricter than the per-turn rule, never looser."""
+    ordered = sorted((r for r in records if isinstance(r.get("t"), int | float)), key=lambda r: r["t"])
+    trace_end = max([float(r["t"]) for r in ordered[-1:]] + [end for _, end in journal_io], default=0.0)
+    model = _union(journal_io)
+    reasons = []
+    for hold in _holds(ordered):
+        overlap = _intersection_ms([(hold.start, trace_end if hold.end is None else hold.end)], model)
+        if overlap > 0:
+            reasons.append(f"session {hold.session} attempt {hold.attempt}: lock ({hold.purpose}) held for "
+                           f"{overlap:.1f}ms while the provider journal shows a model request in flight")
+    return reasons
 
 
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:

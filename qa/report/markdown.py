@@ -31,7 +31,7 @@ ID_CHARS = 8
 
 RUN_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "error": "⚠️"}
 SCENARIO_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
-LOCK_VERDICT_EMOJI = {"pass": "✅", "fail": "❌", "none": "➖"}
+LOCK_VERDICT_EMOJI = {"pass": "✅", "fail": "❌", "none": "➖", "n/a": "➖"}
 
 EMPTY = "—"
 

@@ -168,7 +168,7 @@ def merge_lock(sections: Sequence[dict[str, Any] | None]) -> dict[str, Any] | No
     if not present:
         return None
     verdicts = [s.get("verdict") for s in present]
-    verdict = "fail" if "fail" in verdicts else ("pass" if "pass" in verdicts else "none")
+    verdict = next((v for v in ("fail", "pass", "none") if v in verdicts), "n/a")
     merged = dict(present[0])  # scope, settings and their sources: the runs share one configuration
     merged["verdict"] = verdict
     # A run with nothing to check ("none") says so in its reasons; that is no reason once another run passed.

@@ -36,9 +36,19 @@ class ProviderInfo(_Model):
     baseUrlHost: str | None = None
 
 
+class BotInfo(_Model):
+    """The bot under test, as its bot file describes it."""
+
+    name: str
+    source: str
+    ready: str
+    capabilities: list[str] = Field(default_factory=list)
+
+
 class Environment(_Model):
     homeserver: HomeserverInfo
     provider: ProviderInfo
+    bot: BotInfo | None = None  # None in summaries written before bot files existed
     profile: str
     python: str
     platform: str
@@ -58,6 +68,9 @@ class StepResult(_Model):
     status: Status
     durationMs: float = 0.0
     detail: str = ""
+    # Which evidence the step's check rested on: trace | relation | journal | order | order-guess |
+    # quiet-window | not-checked (qa.evidence); None for steps that only act.
+    method: str | None = None
 
 
 class Failure(_Model):
@@ -78,7 +91,10 @@ class NegativeCheck(_Model):
     controlEventId: str | None = None
     controlReplyEventId: str | None = None
     unwantedReplies: list[str] = Field(default_factory=list)
-    method: Literal["trace", "quiet-window"] = "trace"
+    # trace: the bot traced the drop; order: an in-order bot answered the later control and nothing for the
+    # trigger came before that answer; quiet-window: nothing in a fixed window (the last resort).
+    method: Literal["trace", "order", "quiet-window"] = "trace"
+    notes: list[str] = Field(default_factory=list)
 
 
 class Latency(_Model):

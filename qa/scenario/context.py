@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor
+from qa.evidence.pairing import Trigger
 from qa.harness.bot_process import BotUnderTest
 from qa.homeserver.base import Homeserver
 from qa.report.summary import NegativeCheck
@@ -32,6 +33,10 @@ class Ref:
     sent_mono_ms: float
     actor: str | None = None
     body: str | None = None  # the body as sent, to find the model request that answered it
+    text: str | None = None  # what the actor typed (markers expanded, no mention prefix): journal evidence
+
+    def as_trigger(self) -> Trigger:
+        return Trigger(self.event_id, self.room_id, self.text, self.sent_mono_ms)
 
 
 @dataclass
@@ -50,6 +55,10 @@ class ScenarioContext:
     reply_latencies_ms: list[float] = field(default_factory=list)
     negative_checks: list[NegativeCheck] = field(default_factory=list)
     trace_start: int = 0
+    # The evidence the running step rested on (StepResult.method); a step sets it, the runner records it.
+    method: str | None = None
+    # Bot messages already paired with a trigger, so a weaker pairing never hands one out twice.
+    claimed: set[str] = field(default_factory=set)
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

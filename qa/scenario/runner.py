@@ -287,6 +287,7 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
         step_result = StepResult(index=index, kind=step.kind, status="fail")
         result.steps.append(step_result)
         began = mono_ms()
+        ctx.method = None
         try:
             step_result.detail = await until_bot_dies(ctx, STEPS[step.kind](ctx, step), index, step.kind)
             step_result.status = "pass"
@@ -296,6 +297,7 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
             raise
         finally:
             step_result.durationMs = round(mono_ms() - began, 1)
+            step_result.method = ctx.method
         for check in ctx.negative_checks:
             if check.step == 0:
                 check.step = index

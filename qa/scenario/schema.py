@@ -11,6 +11,7 @@ Layout of a scenario file, in short:
     rooms: {main: {encrypted, members}} members default to every actor; the bot is always invited
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
+    requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
     steps: [ {send: {...}}, … ]        each step is a single-key mapping naming its type
 
 Step fields are snake_case. `as` is a Python keyword, so it is the alias of a field named `actor`. Ids given
@@ -43,6 +44,7 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from qa.harness.capabilities import Capability
 from qa.scenario import markers
 
 BOT = "bot"
@@ -632,6 +634,9 @@ class Scenario(_Model):
     bot: BotConfig = Field(default_factory=BotConfig)
     provider: ProviderConfig = Field(default_factory=ProviderConfig)
     live: LiveSpec = Field(default_factory=LiveSpec)
+    # What the bot under test must be able to do beyond what the steps imply (qa.harness.capabilities); a bot
+    # whose bot file lacks one skips the scenario with the reason.
+    requires: list[Capability] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
     # Private, so a scenario file cannot set it; the loader passes it through the validation context.

@@ -8,6 +8,8 @@ from typing import Any
 
 from qa.actors import describe_event, message_content
 from qa.clock import mono_ms
+from qa.evidence.order import unwanted_replies
+from qa.evidence.pairing import Pairing, pair_reply, replies_by_relation
 from qa.harness.bot_process import describe_record
 from qa.report.summary import NegativeCheck
 from qa.scenario.context import Ref, ScenarioContext, StepFailed
@@ -33,8 +35,11 @@ def _trace_about(ctx: ScenarioContext, event_id: str | None = None) -> list[str]
         about_event = event_id is not None and event_id in (record.get("eventId"), record.get("inReplyTo"))
         if about_event or record.get("type") in ("error", "lock.timeout", "turn.stale", "model.request.end"):
             lines.append("bot trace: " + describe_record(record))
-    if ctx.bot.trace.closed_reason:
-        lines.append(f"bot: {ctx.bot.trace.closed_reason} (log: {ctx.bot.log_path})")
+    if not ctx.bot.has_trace:
+        lines.append(f"(bot {ctx.bot.name} writes no trace; the last lines of {ctx.bot.log_path}:)")
+        lines.extend(ctx.bot.log_tail(8))
+    if ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason:
+        lines.append(f"bot: {ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason} (log: {ctx.bot.log_path})")
     return lines
 
 
@@ -53,6 +58,7 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
     thread_root = ctx.refs[step.thread].event_id if step.thread else None
     reply_to = ctx.refs[step.reply_to].event_id if step.reply_to else None
     body = _text(ctx, step.body)
+    typed = body
     mention = None
     if step.mention:
         user_id = ctx.user_id_of(step.mention)
@@ -69,39 +75,67 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
     else:
         event_id = await actor.send(room_id, content)
     if step.id:
-        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"])
+        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"],
+                                text=typed)
     where = f" in thread {step.thread}" if step.thread else ""
     withheld = " (room key withheld)" if step.withhold_room_key else ""
     return f"{step.actor} sent {event_id}{where}{withheld}"
 
 
 async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
-    """The bot's trace says which event answered the trigger; the room must then show that event.
+    """The bot message that answers `trigger`, by the strongest evidence the bot gives (ctx.method says which).
 
-    A drop of the trigger (other than as a redelivered duplicate, which means it is handled already) is final:
-    the step fails on that evidence at once instead of waiting out its timeout."""
+    With a trace, the bot's `reply.sent` record names it; a traced drop of the trigger (other than as a
+    redelivered duplicate, which means it is handled already) is final, so the step fails on that evidence at
+    once instead of waiting out its timeout. Without a trace: qa.evidence.pairing."""
+    try:
+        if ctx.bot.has_trace:
+            event = await _reply_by_trace(ctx, trigger, timeout_s, what)
+            ctx.method = "trace"
+        else:
+            pairing = await _reply_by_pairing(ctx, trigger, timeout_s, what)
+            event, ctx.method = pairing.event, pairing.method
+    except WaitTimeout as exc:
+        seen = _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)
+        raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
+    ctx.claimed.add(str(event.get("event_id")))
+    seen_at = event["_seenMs"]
+    latency = seen_at - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, seen_at)
+    ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
+    return event
 
+
+async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
     def answered_or_dropped(r: dict[str, Any]) -> bool:
         if r.get("type") == "reply.sent":
             return r.get("inReplyTo") == trigger.event_id
         return (r.get("type") == "inbound" and r.get("eventId") == trigger.event_id
                 and r.get("decision") == "dropped" and r.get("reason") not in ("duplicate", "history"))
 
-    try:
-        record = await ctx.bot.trace.wait_for(answered_or_dropped, timeout_s, what, ctx.trace_start)
-        if record.get("type") == "inbound":
-            raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
-                             _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
-        event = await ctx.observer().events.wait_for(
-            lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room"
-        )
-    except WaitTimeout as exc:
-        seen = _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)
-        raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
-    seen_at = event["_seenMs"]
-    latency = seen_at - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, seen_at)
-    ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
-    return event
+    record = await ctx.bot.trace.wait_for(answered_or_dropped, timeout_s, what, ctx.trace_start)
+    if record.get("type") == "inbound":
+        raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
+                         _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
+    return await ctx.observer().events.wait_for(
+        lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room")
+
+
+def _journal(ctx: ScenarioContext) -> list[Any] | None:
+    return list(ctx.provider.journal) if ctx.provider is not None and hasattr(ctx.provider, "journal") else None
+
+
+def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
+    return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_user_id, _journal(ctx),
+                      frozenset(ctx.claimed))
+
+
+async def _reply_by_pairing(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> Pairing:
+    # The journal entry is complete before the bot can post the model's answer, so re-pairing on each new room
+    # event is enough: a journal change alone never completes a pairing.
+    await ctx.observer().events.wait_for(lambda _e: _pair(ctx, trigger) is not None, timeout_s, what)
+    pairing = _pair(ctx, trigger)
+    assert pairing is not None
+    return pairing
 
 
 def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> float:
@@ -160,76 +194,114 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
         raise StepFailed(expected.strip(), [*problems, "reply: " + describe_event(event)])
     if step.id:
         ctx.refs[step.id] = Ref(event["room_id"], event["event_id"], thread_root, event["_seenMs"], actor="bot")
-    return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms)"
+    how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
+    return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
 
 
 async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
-    """Silence proved by evidence: the bot traced the trigger as dropped for the expected reason, a later
-    control message was answered, and nothing answered the trigger. No fixed quiet window unless asked."""
+    """Silence proved by evidence, not by waiting. With a trace: the bot traced the trigger as dropped for the
+    expected reason. Without one: order (qa.evidence.order). Either way a later control message must be
+    answered, and every bot message that answers the trigger is looked for and listed. A fixed quiet window
+    only when the scenario asks for one."""
     trigger = ctx.refs[step.to]
     timeout_s = _timeout(step)
     # The step's own number, so a failing check is numbered too (the runner only fills in passing ones).
     index = next((i for i, s in enumerate(ctx.scenario.steps, start=1) if s is step), 0)
     check = NegativeCheck(step=index, triggerEventId=trigger.event_id, expectedReason=step.reason or "")
+    ctx.negative_checks.append(check)
     quiet = getattr(step, "quiet_window", None)
     if quiet:
-        check.method = "quiet-window"
-        try:
-            event = await ctx.observer().events.wait_for(
-                lambda e: e.get("sender") == ctx.bot_user_id and e.get("room_id") == trigger.room_id
-                and e["_seenMs"] > trigger.sent_mono_ms, float(quiet), "any bot message")
-        except WaitTimeout:
-            ctx.negative_checks.append(check)
-            return f"no bot message within the {float(quiet):g}s quiet window"
-        check.unwantedReplies.append(event["event_id"])
-        ctx.negative_checks.append(check)
-        raise StepFailed(f"no bot reply to '{step.to}' within the quiet window", ["room: " + describe_event(event)])
+        return await _quiet_window(ctx, step, trigger, check, float(quiet))
+    problems: list[str] = []
+    if ctx.bot.has_trace:
+        problems += await _traced_decision(ctx, step, trigger, check, timeout_s)
+    else:
+        check.method = "order"
+        if step.reason:
+            check.notes.append(f"reason {step.reason!r} NOT CHECKED: bot {ctx.bot.name} writes no trace")
+    control_reply = None
+    if step.control is not None:
+        control_reply, control_problems = await _control(ctx, step.control, trigger, check, timeout_s)
+        problems += control_problems
+    if ctx.bot.has_trace:
+        unwanted = [(e, "replies to the trigger") for e in _replies_to(ctx, trigger.event_id)]
+    else:
+        found = unwanted_replies(trigger.as_trigger(), control_reply, ctx.observer().events.items, ctx.bot_user_id,
+                                 _journal(ctx))
+        unwanted = [(u.event_id, u.why) for u in found]
+    check.unwantedReplies = sorted({e for e, _ in unwanted})
+    if unwanted:
+        problems.append(f"the bot answered '{step.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
+    ctx.method = check.method
+    if problems:
+        raise StepFailed(f"no reply to '{step.to}' (dropped: {step.reason or 'any reason'})",
+                         problems + _bot_messages(ctx, trigger.room_id))
+    if check.method == "order":
+        return f"no bot message for '{step.to}' before the control's answer {check.controlReplyEventId} (order)" \
+            + (f"; {check.notes[0]}" if check.notes else "")
+    return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+
+
+async def _quiet_window(ctx: ScenarioContext, step: Any, trigger: Ref, check: NegativeCheck, quiet: float) -> str:
+    check.method = "quiet-window"
+    ctx.method = "quiet-window"
+    try:
+        event = await ctx.observer().events.wait_for(
+            lambda e: e.get("sender") == ctx.bot_user_id and e.get("room_id") == trigger.room_id
+            and e.get("type") == "m.room.message" and e["_seenMs"] > trigger.sent_mono_ms, quiet, "any bot message")
+    except WaitTimeout:
+        return f"no bot message within the {quiet:g}s quiet window"
+    check.unwantedReplies.append(event["event_id"])
+    raise StepFailed(f"no bot reply to '{step.to}' within the quiet window", ["room: " + describe_event(event)])
+
+
+async def _traced_decision(ctx: ScenarioContext, step: Any, trigger: Ref, check: NegativeCheck,
+                           timeout_s: float) -> list[str]:
     try:
         decision = await ctx.bot.trace.wait_for(
             lambda r: r.get("type") == "inbound" and r.get("eventId") == trigger.event_id, timeout_s,
             f"the bot's decision on step '{step.to}'", ctx.trace_start)
     except WaitTimeout:
-        ctx.negative_checks.append(check)
-        raise StepFailed(f"the bot to trace a decision on '{step.to}'", _trace_about(ctx, trigger.event_id)) from None
+        # No decision is no proof of silence; the unwanted replies are still looked for by the caller.
+        return [f"the bot traced no decision on '{step.to}' within {timeout_s:g}s",
+                *_trace_about(ctx, trigger.event_id)]
     check.botReason = decision.get("reason")
-    problems = []
     if decision.get("decision") != "dropped":
-        problems.append(f"the bot accepted '{step.to}' ({decision.get('reason')})")
-        problems.extend(await _unwanted_reply_evidence(ctx, trigger, timeout_s))
-    elif step.reason and decision.get("reason") != step.reason:
-        problems.append(f"dropped for {decision.get('reason')!r}, expected {step.reason!r}")
-    if step.control is not None:
-        control = step.control
-        room_id = trigger.room_id
-        # Same session as the trigger unless told otherwise: then the control's answer also shows the session
-        # was not stuck behind the trigger.
-        thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
-        mention = None
-        if control.mention:
-            mention = (ctx.user_id_of(control.mention), ctx.bot_name if control.mention == "bot" else control.mention)
-        content = message_content(_text(ctx, control.body), mention=mention, thread_root=thread_root)
-        sent_at = mono_ms()
-        control_id = await ctx.actors[control.actor].send(room_id, content)
-        check.controlEventId = control_id
-        control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor, body=content["body"])
-        try:
-            reply = await wait_for_bot_reply(ctx, control_ref, timeout_s, "the bot's reply to the control message")
-            check.controlReplyEventId = reply["event_id"]
-            got = str((reply.get("content") or {}).get("body", "")).strip()
-            if control.expect_body is not None and got != _text(ctx, control.expect_body):
-                problems.append(f"control reply body {got!r} != expected {_text(ctx, control.expect_body)!r}")
-        except StepFailed as exc:
-            problems.append(f"control message was not answered: {exc.expected}")
-            problems.extend(exc.seen)
-    unwanted = _replies_to(ctx, trigger.event_id)
-    check.unwantedReplies = unwanted
-    if unwanted:
-        problems.append(f"the bot answered '{step.to}': {', '.join(unwanted)}")
-    ctx.negative_checks.append(check)
-    if problems:
-        raise StepFailed(f"no reply to '{step.to}' (dropped: {step.reason or 'any reason'})",
-                         problems + _bot_messages(ctx, trigger.room_id))
-    return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+        return [f"the bot accepted '{step.to}' ({decision.get('reason')})",
+                *await _unwanted_reply_evidence(ctx, trigger, timeout_s)]
+    if step.reason and decision.get("reason") != step.reason:
+        return [f"dropped for {decision.get('reason')!r}, expected {step.reason!r}"]
+    return []
+
+
+async def _control(ctx: ScenarioContext, control: Any, trigger: Ref, check: NegativeCheck,
+                   timeout_s: float) -> tuple[str | None, list[str]]:
+    """Send the control message and wait for its answer: (the answer's event id, problems)."""
+    room_id = trigger.room_id
+    # Same session as the trigger unless told otherwise: then the control's answer also shows the session
+    # was not stuck behind the trigger.
+    thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
+    mention = None
+    if control.mention:
+        mention = (ctx.user_id_of(control.mention), ctx.bot_name if control.mention == "bot" else control.mention)
+    text = _text(ctx, control.body)
+    content = message_content(text, mention=mention, thread_root=thread_root)
+    sent_at = mono_ms()
+    control_id = await ctx.actors[control.actor].send(room_id, content)
+    check.controlEventId = control_id
+    control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor, body=content["body"], text=text)
+    problems = []
+    try:
+        reply = await wait_for_bot_reply(ctx, control_ref, timeout_s, "the bot's reply to the control message")
+    except StepFailed as exc:
+        return None, [f"control message was not answered: {exc.expected}", *exc.seen]
+    check.controlReplyEventId = reply["event_id"]
+    if ctx.method == "order-guess":
+        check.notes.append("the control's answer was paired as a guess (first bot message after it)")
+    got = str((reply.get("content") or {}).get("body", "")).strip()
+    if control.expect_body is not None and got != _text(ctx, control.expect_body):
+        problems.append(f"control reply body {got!r} != expected {_text(ctx, control.expect_body)!r}")
+    return reply["event_id"], problems
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
@@ -252,14 +324,13 @@ async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s
 
 
 def _replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
+    """Every bot message that answers `event_id`: by the bot's trace, and by relation in the room (a threaded
+    reply's m.in_reply_to names its trigger too). The claimed pairings of trace-less bots count as well."""
     from_trace = [str(r.get("eventId")) for r in ctx.bot.trace.items[ctx.trace_start:]
                   if r.get("type") == "reply.sent" and r.get("inReplyTo") == event_id]
-    from_room = [
-        str(e.get("event_id")) for e in ctx.observer().events.items
-        if e.get("sender") == ctx.bot_user_id
-        and ((e.get("content") or {}).get("m.relates_to") or {}).get("m.in_reply_to", {}).get("event_id") == event_id
-        and ((e.get("content") or {}).get("m.relates_to") or {}).get("rel_type") != "m.thread"
-    ]
+    ref = next((r for r in ctx.refs.values() if r.event_id == event_id), None)
+    room_id = ref.room_id if ref else next(iter(ctx.rooms.values()))
+    from_room = replies_by_relation(event_id, ctx.observer().events.items, ctx.bot_user_id, room_id)
     return sorted(set(from_trace + from_room))
 
 
@@ -357,7 +428,11 @@ async def expect_model_request(ctx: ScenarioContext, step: Any) -> str:
     trigger = ctx.refs[step.to]
     if ctx.provider is None or not hasattr(ctx.provider, "journal"):
         # A live provider keeps no journal; say so in the step detail instead of pretending to have checked.
+        ctx.method = "not-checked"
         return "NOT CHECKED: the provider keeps no request journal"
+    if not ctx.bot.has_trace:
+        return await _model_request_by_text(ctx, step, trigger)
+    ctx.method = "trace"
     try:
         await ctx.bot.trace.wait_for(
             lambda _: _model_request_windows(ctx, trigger.event_id) is not None, _timeout(step),
@@ -372,6 +447,28 @@ async def expect_model_request(ctx: ScenarioContext, step: Any) -> str:
     if not found:
         raise StepFailed(f"the provider journal holds the model request for '{step.to}'",
                          ["provider: " + e.summary() for e in ctx.provider.journal[-10:]])
+    return _judge_model_requests(ctx, step, found)
+
+
+async def _model_request_by_text(ctx: ScenarioContext, step: Any, trigger: Ref) -> str:
+    """No trace to say which requests answered the trigger: the scenario's own journal scope, every finished
+    request whose latest user message carries the trigger's text (each round of a turn with tool calls does)."""
+    ctx.method = "journal"
+    text = trigger.text or trigger.body or ""
+
+    def rounds() -> list[Any]:
+        return [e for e in ctx.provider.journal if e.is_chat and e.state != "in_flight"
+                and text and text in (e.latest_user or "")]
+
+    try:
+        await ctx.provider.wait_for(lambda _e: bool(rounds()), _timeout(step))
+    except TimeoutError:
+        raise StepFailed(f"a model request carrying the text of '{step.to}' in the provider journal",
+                         ["provider: " + e.summary() for e in ctx.provider.journal[-10:]]) from None
+    return _judge_model_requests(ctx, step, rounds())
+
+
+def _judge_model_requests(ctx: ScenarioContext, step: Any, found: list[Any]) -> str:
     problems = [f"does not carry {t!r}" for t in (_text(ctx, x) for x in step.contains)
                 if not any(e.contains(t) for e in found)]
     problems += [f"carries {t!r}, which it must not" for t in (_text(ctx, x) for x in step.excludes)
@@ -388,8 +485,8 @@ async def restart_bot(ctx: ScenarioContext, step: Any) -> str:
     mode = getattr(step, "mode", "graceful")
     code = await (ctx.bot.kill() if mode == "kill" else ctx.bot.stop())
     start = await ctx.bot.start()
-    ready = await ctx.bot.wait_ready(_timeout(step), start)
-    return f"bot {mode} restart (exit {code}), ready again at t={ready.get('t')}"
+    await ctx.bot.wait_ready(min(_timeout(step), ctx.bot.bot.ready.timeout), start)
+    return f"bot {mode} restart (exit {code}), ready again"
 
 
 async def stop_bot(ctx: ScenarioContext, step: Any) -> str:
@@ -399,7 +496,7 @@ async def stop_bot(ctx: ScenarioContext, step: Any) -> str:
 
 async def start_bot(ctx: ScenarioContext, step: Any) -> str:
     start = await ctx.bot.start()
-    await ctx.bot.wait_ready(_timeout(step), start)
+    await ctx.bot.wait_ready(min(_timeout(step), ctx.bot.bot.ready.timeout), start)
     return "bot started and ready"
 
 

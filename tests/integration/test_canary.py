@@ -76,7 +76,7 @@ def test_unknown_scenario_id_exits_2_listing_known_ids() -> None:
 def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: bad\ntitle: Bad\nprofiles: [fast]\nsteps:\n  - send: {as: driver, bdy: hi}\n")
-    proc = cli("run", "--scenarios-dir", str(tmp_path), "--output-dir", str(tmp_path / "out"))
+    proc = cli("run", "--scenarios-dir", str(tmp_path), "--no-builtin-scenarios", "--output-dir", str(tmp_path / "out"))
     assert proc.returncode == 2
     assert f"{bad}:5:" in proc.stderr and "bdy" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -99,6 +99,7 @@ async def test_existing_homeserver_by_url(tmp_path: Path) -> None:
         (scenarios / "external-restart.yaml").write_text(RESTART_SCENARIO)
         out2 = tmp_path / "run-secret"
         proc2 = await asyncio.to_thread(cli, "run", "--homeserver-url", hs.base_url, "--scenarios-dir", str(scenarios),
+                                        "--no-builtin-scenarios",
                                         "--scenario", "canary", "--scenario", "external-restart",
                                         "--output-dir", str(out2), tmpdir=tmp_path,
                                         env={"MATRIX_QA_REGISTRATION_SHARED_SECRET": hs.shared_secret})

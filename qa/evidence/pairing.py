@@ -1,0 +1,110 @@
+"""Which bot message answers which trigger, for bots that write no trace: pure, over what the harness saw.
+
+Evidence, strongest first (the design's "bot seam" ladder, below the trace):
+  relation     the bot message says so: `m.relates_to.m.in_reply_to.event_id` is the trigger (threaded replies
+               carry it too);
+  journal      with the mock provider: the request whose latest user message carried the trigger's text, the
+               text the model returned for it, and the bot message with that text;
+  order-guess  the first bot message after the trigger that relates to nothing; shown in the report as a guess.
+A message that replies to some *other* event is never paired by a weaker method.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Method = Literal["relation", "journal", "order-guess"]
+
+
+class JournalLike(Protocol):
+    """What pairing needs of a mock-provider journal entry (qa.provider.mock.JournalEntry)."""
+
+    @property
+    def is_chat(self) -> bool: ...
+
+    @property
+    def latest_user(self) -> str | None: ...
+
+    reply: Any
+
+
+@dataclass(frozen=True)
+class Trigger:
+    event_id: str
+    room_id: str
+    text: str | None  # what the actor typed, markers expanded, without a mention prefix
+    sent_ms: float  # monotonic ms when it was sent; bot messages seen before cannot answer it
+
+
+@dataclass(frozen=True)
+class Pairing:
+    event: dict[str, Any]
+    method: Method
+
+    @property
+    def note(self) -> str:
+        return {"relation": "paired by its m.in_reply_to relation",
+                "journal": "paired through the provider journal (the model's answer to the trigger)",
+                "order-guess": "a GUESS: the first bot message after the trigger (no relation, no journal match)",
+                }[self.method]
+
+
+def in_reply_to(event: dict[str, Any]) -> str | None:
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    target = (relates.get("m.in_reply_to") or {}).get("event_id") if isinstance(relates, dict) else None
+    return str(target) if target else None
+
+
+def is_bot_message(event: dict[str, Any], bot_user_id: str, room_id: str) -> bool:
+    """Something the bot said in the room: a message, not state (its join), not an edit of an earlier one."""
+    if event.get("type") != "m.room.message" or event.get("sender") != bot_user_id:
+        return False
+    if event.get("room_id") != room_id or "state_key" in event:
+        return False
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    return not (isinstance(relates, dict) and relates.get("rel_type") == "m.replace")
+
+
+def body(event: dict[str, Any]) -> str:
+    return str((event.get("content") or {}).get("body", "")).strip()
+
+
+def answers_in_journal(text: str | None, journal: Iterable[JournalLike] | None) -> list[str]:
+    """The texts the model returned to requests whose latest user message carried the trigger's text."""
+    if not text or journal is None:
+        return []
+    out = []
+    for entry in journal:
+        latest = entry.latest_user
+        reply = getattr(entry, "reply", None)
+        if entry.is_chat and latest is not None and text in latest and reply is not None and reply.text:
+            out.append(str(reply.text).strip())
+    return out
+
+
+def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: str,
+               journal: Iterable[JournalLike] | None, claimed: frozenset[str] = frozenset()) -> Pairing | None:
+    """The bot message that answers `trigger`, by the strongest evidence available; None if there is none yet.
+    `claimed` holds bot messages already paired with earlier triggers."""
+    candidates = [e for e in events if is_bot_message(e, bot_user_id, trigger.room_id)
+                  and float(e.get("_seenMs", 0.0)) >= trigger.sent_ms and e.get("event_id") not in claimed]
+    for event in candidates:
+        if in_reply_to(event) == trigger.event_id:
+            return Pairing(event, "relation")
+    unrelated = [e for e in candidates if in_reply_to(e) is None]
+    answers = answers_in_journal(trigger.text, journal)
+    if answers:
+        # The journal knows what the model said for this trigger: only a message carrying it is the answer.
+        for event in unrelated:
+            if body(event) in answers:
+                return Pairing(event, "journal")
+        return None
+    return Pairing(unrelated[0], "order-guess") if unrelated else None
+
+
+def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: str, room_id: str
+                        ) -> list[str]:
+    return [str(e.get("event_id")) for e in events
+            if is_bot_message(e, bot_user_id, room_id) and in_reply_to(e) == trigger_id]
