@@ -1,0 +1,142 @@
+"""From bot file and scenario facts to argv, environment and rendered config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa.errors import ConfigError
+from qa.harness.botfile import builtin_bot_file, load_bot_file
+from qa.harness.launch import LaunchFacts, build_launch, set_dotted
+
+
+def _facts(tmp_path: Path, **changes: object) -> LaunchFacts:
+    values: dict[str, object] = dict(
+        homeserver_url="http://127.0.0.1:8008", server_name="localhost", user_id="@bot:localhost",
+        password="pw-secret-123", password_file=tmp_path / "bot-password", access_token="tok-abc-123",
+        device_id="DEV1", rooms={"main": "!a:localhost", "side": "!b:localhost"},
+        actors={"driver": "@driver:localhost"}, provider_base_url="http://127.0.0.1:9/scope/x/v1",
+        provider_api_key="mock-key", model="mock-model", scenario_id="canary", scenario_title="Canary",
+        bot={"requireMention": True, "allowBots": "off", "knownBots": [], "allowlist": ["@driver:localhost"],
+             "sessionWriteLock": {"scope": "attempt"}, "textChunkLimit": 4000, "encryption": False},
+        encryption=False, state_dir=tmp_path / "state" / "bot", trace_file=tmp_path / "state" / "bot-trace.jsonl",
+    )
+    values.update(changes)
+    return LaunchFacts(**values)  # type: ignore[arg-type]
+
+
+def test_the_contract_is_always_in_the_environment(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text('name: b\ncommand: ["run", "{state_dir}", "--trace={trace_file}"]\n'
+                                     'env: {MYBOT_HOME: "{state_dir}/home", PLAIN: "x"}\n')
+    bot = load_bot_file(tmp_path / "b.yaml")
+    facts = _facts(tmp_path)
+    launch = build_launch(bot, facts, {}, {"PATH": "/bin", "MATRIX_QA_REGISTRATION_SHARED_SECRET": "s3cr3t",
+                                          "MATRIX_QA_LIVE_OPENAI_KEY": "sk-live"})
+    env = launch.env
+    assert env["MATRIX_QA_HOMESERVER_URL"] == "http://127.0.0.1:8008"
+    assert env["MATRIX_QA_USER_ID"] == "@bot:localhost"
+    assert env["MATRIX_QA_PASSWORD"] == "pw-secret-123"
+    assert env["MATRIX_QA_ACCESS_TOKEN"] == "tok-abc-123"
+    assert env["MATRIX_QA_DEVICE_ID"] == "DEV1"
+    assert env["MATRIX_QA_ROOM_IDS"] == "!a:localhost,!b:localhost"
+    assert env["MATRIX_QA_STATE_DIR"] == str(facts.state_dir)
+    assert env["MATRIX_QA_TRACE_FILE"] == str(facts.trace_file)
+    assert env["MATRIX_QA_SCENARIO"] == "canary"
+    assert env["MATRIX_QA_MODEL"] == "mock-model"
+    assert env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/scope/x/v1"
+    assert env["OPENAI_API_KEY"] == "mock-key"
+    assert env["MYBOT_HOME"] == f"{facts.state_dir}/home" and env["PLAIN"] == "x"
+    assert env["PATH"] == "/bin"
+    # The harness's own secrets are never handed to a bot.
+    assert "MATRIX_QA_REGISTRATION_SHARED_SECRET" not in env and "MATRIX_QA_LIVE_OPENAI_KEY" not in env
+    assert launch.argv == ["run", str(facts.state_dir), f"--trace={facts.trace_file}"]
+    assert launch.cwd == tmp_path.resolve()
+    assert launch.config_path is None and "MATRIX_QA_CONFIG" not in env
+
+
+def test_the_bot_file_cannot_override_the_contract(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text('name: b\ncommand: [x]\n')
+    launch = build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {},
+                          {"OPENAI_BASE_URL": "https://api.example.invalid/v1"})
+    assert launch.env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/scope/x/v1"
+
+
+def test_template_sees_every_fact(tmp_path: Path) -> None:
+    (tmp_path / "t.ini.j2").write_text(
+        "[matrix]\nurl={{ homeserver_url }}\nuser={{ user_id }}\ntoken={{ access_token }}\n"
+        "rooms={{ rooms.main }},{{ room_ids | join(',') }}\nmention={{ bot.requireMention }}\n"
+        "allow={{ bot.allowlist | join(',') }}\nmodel={{ provider.model }}@{{ provider.base_url }}\n"
+        "scenario={{ scenario }}\nconfig={{ config }}\n")
+    (tmp_path / "b.yaml").write_text('name: b\ncommand: [x, --config, "{config}"]\nconfig_template: t.ini.j2\n')
+    facts = _facts(tmp_path)
+    launch = build_launch(load_bot_file(tmp_path / "b.yaml"), facts, {}, {})
+    assert launch.config_path is not None and launch.config_path.name == "bot-t.ini"
+    assert launch.argv == ["x", "--config", str(launch.config_path)]
+    assert launch.env["MATRIX_QA_CONFIG"] == str(launch.config_path)
+    text = launch.config_text or ""
+    assert "url=http://127.0.0.1:8008" in text and "token=tok-abc-123" in text
+    assert "rooms=!a:localhost,!a:localhost,!b:localhost" in text
+    assert "mention=True" in text and "allow=@driver:localhost" in text
+    assert "model=mock-model@http://127.0.0.1:9/scope/x/v1" in text and "scenario=canary" in text
+    assert f"config={launch.config_path}" in text
+
+
+def test_template_with_an_unknown_variable_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("x={{ homeserver }}\n")
+    (tmp_path / "b.yaml").write_text("name: b\ncommand: [x]\nconfig_template: t.j2\n")
+    with pytest.raises(ConfigError, match="unknown variable"):
+        build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {}, {})
+
+
+def test_template_syntax_error_names_the_line(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("ok\n{% if %}\n")
+    (tmp_path / "b.yaml").write_text("name: b\ncommand: [x]\nconfig_template: t.j2\n")
+    with pytest.raises(ConfigError, match=r"t\.j2:2: template syntax error"):
+        build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {}, {})
+
+
+def test_bot_set_needs_an_editable_config(tmp_path: Path) -> None:
+    (tmp_path / "b.yaml").write_text("name: b\ncommand: [x]\n")
+    with pytest.raises(ConfigError, match="--bot-set"):
+        build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {"a": 1}, {})
+    (tmp_path / "t.j2").write_text("a=1\n")
+    (tmp_path / "c.yaml").write_text("name: c\ncommand: [x]\nconfig_template: t.j2\n")
+    with pytest.raises(ConfigError, match="config_format"):
+        build_launch(load_bot_file(tmp_path / "c.yaml"), _facts(tmp_path), {"a": 1}, {})
+
+
+def test_embedded_agent_config_renders_the_scenario_and_takes_overrides(tmp_path: Path) -> None:
+    facts = _facts(tmp_path, provider_timeout_s=12.5, provider_max_retries=1)
+    launch = build_launch(builtin_bot_file(), facts, {"rooms.*.requireMention": False, "forgetStateOnStart": True},
+                          {})
+    config = json.loads(launch.config_text or "")
+    assert config["homeserver"] == "http://127.0.0.1:8008"
+    assert config["userId"] == "@bot:localhost"
+    assert config["passwordFile"] == str(facts.password_file)
+    assert "pw-secret-123" not in (launch.config_text or ""), "the password stays in its own file"
+    assert config["tracePath"] == str(facts.trace_file)
+    assert set(config["rooms"]) == {"!a:localhost", "!b:localhost"}
+    assert config["rooms"]["!a:localhost"] == {"requireMention": False, "allowlist": ["@driver:localhost"],
+                                               "allowBots": "off"}
+    assert config["model"] == {"baseUrl": "http://127.0.0.1:9/scope/x/v1", "model": "mock-model",
+                               "timeoutS": 12.5, "maxRetries": 1}
+    assert config["session"] == {"writeLock": {"scope": "attempt"}}
+    assert config["forgetStateOnStart"] is True
+    assert launch.cwd == facts.state_dir, "not qa/agent: its module names would shadow the standard library"
+    # And the agent accepts what was rendered.
+    from qa.agent.config import AgentConfig
+
+    AgentConfig.model_validate(config)
+
+
+def test_set_dotted() -> None:
+    config: dict[str, object] = {"rooms": {"!a": {"x": 1}, "!b": {"x": 1}}, "model": {"m": "a"}}
+    set_dotted(config, "rooms.*.x", 2)
+    set_dotted(config, "model.timeoutS", 3)
+    set_dotted(config, "new.deep.key", True)
+    assert config == {"rooms": {"!a": {"x": 2}, "!b": {"x": 2}}, "model": {"m": "a", "timeoutS": 3},
+                      "new": {"deep": {"key": True}}}
+    with pytest.raises(ConfigError, match="not a mapping"):
+        set_dotted(config, "model.m.deeper", 1)

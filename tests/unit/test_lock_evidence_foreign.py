@@ -1,0 +1,67 @@
+"""Lock evidence for bots that are not ours: n/a without lock records, the journal for hold-only traces."""
+
+from __future__ import annotations
+
+from qa.report.lock_evidence import (
+    NOT_APPLICABLE,
+    has_lock_records,
+    has_model_records,
+    journal_overlap_reasons,
+    not_applicable,
+)
+from qa.report.merge import merge_lock
+
+
+def acquire(t: float, session: str = "s", attempt: str = "a1") -> dict[str, object]:
+    return {"t": t, "type": "lock.acquire", "session": session, "attempt": attempt, "purpose": "inbound"}
+
+
+def release(t: float, session: str = "s", attempt: str = "a1") -> dict[str, object]:
+    return {"t": t, "type": "lock.release", "session": session, "attempt": attempt, "purpose": "inbound"}
+
+
+def test_not_applicable_is_never_a_pass_nor_none() -> None:
+    section = not_applicable(model_requests=3)
+    assert section["verdict"] == "n/a"
+    assert section["reasons"] == [NOT_APPLICABLE] and "no lock records" in NOT_APPLICABLE
+    assert section["modelRequests"] == 3, "the journal's requests are counted, not reported as 0"
+    assert section["turnCount"] == 0 and section["longestHoldMs"] == 0.0
+
+
+def test_record_detection() -> None:
+    assert not has_lock_records([{"type": "ready"}, {"type": "model.request.start"}])
+    assert has_lock_records([{"type": "lock.release"}])
+    assert has_model_records([{"type": "model.request.start"}]) and not has_model_records([acquire(1)])
+
+
+def test_a_hold_during_a_journal_request_fails() -> None:
+    trace = [acquire(10), release(50)]
+    reasons = journal_overlap_reasons(trace, [(40, 100)])
+    assert len(reasons) == 1 and "10.0ms" in reasons[0] and "provider journal" in reasons[0]
+
+
+def test_holds_outside_every_journal_request_pass() -> None:
+    trace = [acquire(10), release(20), acquire(101, attempt="a2"), release(102, attempt="a2")]
+    assert journal_overlap_reasons(trace, [(20, 100), (150, 160)]) == []
+
+
+def test_every_overlapping_hold_is_reported_not_only_the_first() -> None:
+    trace = [acquire(1), release(2), acquire(10, attempt="a2"), release(30, attempt="a2"),
+             acquire(60, attempt="a3"), release(70, attempt="a3")]
+    reasons = journal_overlap_reasons(trace, [(25, 65)])
+    assert [r.split(" ")[3] for r in reasons] == ["a2:", "a3:"]
+
+
+def test_a_hold_still_open_runs_to_the_end_of_the_evidence() -> None:
+    assert journal_overlap_reasons([acquire(10)], [(500, 600)]) != []
+
+
+def test_sub_millisecond_overlap_still_fails() -> None:
+    assert journal_overlap_reasons([acquire(10), release(10.5)], [(10.25, 99)]) != []
+
+
+def test_merge_keeps_na_unless_something_was_judged() -> None:
+    na = not_applicable(1)
+    assert merge_lock([na, na])["verdict"] == "n/a"
+    assert merge_lock([na, {**na, "verdict": "pass", "reasons": []}])["verdict"] == "pass"
+    assert merge_lock([na, {**na, "verdict": "fail", "reasons": ["x"]}])["verdict"] == "fail"
