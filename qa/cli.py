@@ -226,7 +226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_validate(args)
         return _cmd_report(args, argv)
     except QAError as exc:
-        print(f"matrix-qa: {exc}", file=sys.stderr)
+        # One prefixed line per problem, so each line of the output stands alone in a CI log.
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"matrix-qa: {line}", file=sys.stderr)
         return exc.exit_code
 
 

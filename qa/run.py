@@ -203,6 +203,7 @@ class Run:
         they bring are registered for redaction before the first line is printed."""
         options = self.options
         _check_backend_options(options)
+        _check_rule_files(options.provider_rules)
         if options.provider == "live":
             from qa.provider.live import resolve_live_settings
 
@@ -501,6 +502,13 @@ class _LibraryLogs:
         for name in self.NAMES:
             logging.getLogger(name).removeHandler(self.handler)
         self.handler.close()
+
+
+def _check_rule_files(paths: list[Path]) -> None:
+    """A missing or broken --provider-rules file is exit 2 naming it, before anything starts."""
+    from qa.provider.rules import load_rule_files
+
+    load_rule_files(paths)
 
 
 def _check_lock_env(env: dict[str, str]) -> None:
