@@ -30,6 +30,7 @@ from qa.clock import mono_ms, utc_now_iso
 from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
 from qa.harness.output import Output
+from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
@@ -204,6 +205,7 @@ class Run:
         options = self.options
         _check_backend_options(options)
         _check_rule_files(options.provider_rules)
+        check_output_dir(self.dir, "--output-dir" if options.output_dir else "the artifact directory")
         if options.provider == "live":
             from qa.provider.live import resolve_live_settings
 
