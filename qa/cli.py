@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--homeserver", default=None, choices=["synapse", "tuwunel"],
                      help="homeserver backend: synapse (the default: embedded, a child process) or tuwunel "
                      "(a Docker container; needs a Docker engine)")
-    run.add_argument("--homeserver-port", type=int, default=None, metavar="PORT",
+    run.add_argument("--homeserver-port", type=_port, default=None, metavar="PORT",
                      help="port for the embedded or Docker homeserver on 127.0.0.1 (default: a free one)")
     # Spelled out rather than imported so `matrix-qa list` does not load the Docker backend; a unit test
     # keeps it equal to qa.homeserver.tuwunel.DEFAULT_IMAGE.
@@ -127,6 +127,17 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    # 0 would mean "any free port" to the OS, but the homeserver's URL must be known before it starts.
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
     return value
 
 
@@ -258,7 +269,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_validate(args)
         return _cmd_report(args, argv)
     except QAError as exc:
-        print(f"matrix-qa: {exc}", file=sys.stderr)
+        # One prefixed line per problem, so each line of the output stands alone in a CI log.
+        for line in str(exc).splitlines() or [type(exc).__name__]:
+            print(f"matrix-qa: {line}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -31,6 +31,7 @@ from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
 from qa.harness.botfile import BotFile, builtin_bot_file, command_bot_file, load_bot_file
 from qa.harness.output import Output
+from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
@@ -231,6 +232,8 @@ class Run:
         they bring are registered for redaction before the first line is printed."""
         options = self.options
         _check_backend_options(options)
+        _check_rule_files(options.provider_rules)
+        check_output_dir(self.dir, "--output-dir" if options.output_dir else "the artifact directory")
         if options.provider == "live":
             from qa.provider.live import resolve_live_settings
 
@@ -561,6 +564,13 @@ class _LibraryLogs:
         for name in self.NAMES:
             logging.getLogger(name).removeHandler(self.handler)
         self.handler.close()
+
+
+def _check_rule_files(paths: list[Path]) -> None:
+    """A missing or broken --provider-rules file is exit 2 naming it, before anything starts."""
+    from qa.provider.rules import load_rule_files
+
+    load_rule_files(paths)
 
 
 def _check_lock_env(env: dict[str, str]) -> None:

@@ -18,9 +18,9 @@ Defaults, and why:
                              (hold across the whole attempt, model I/O included), kept so the lock-evidence
                              check can be shown to catch it.
 
-Values must be whole numbers of milliseconds greater than zero: a zero timeout could never be met, a zero
-staleMs/maxHoldMs would let every waiter steal every lock. An env variable set to the empty string counts as
-unset, because CI templates commonly expand an absent matrix value to "".
+Values must be whole numbers of milliseconds greater than zero and at most a day (MAX_MS): a zero timeout
+could never be met, a zero staleMs/maxHoldMs would let every waiter steal every lock. An env variable set to
+the empty string counts as unset, because CI templates commonly expand an absent matrix value to "".
 """
 
 from __future__ import annotations
@@ -44,6 +44,10 @@ _FIELDS: dict[str, tuple[str, str]] = {
     "maxHoldMs": ("max_hold_ms", ENV_PREFIX + "MAX_HOLD_MS"),
     "scope": ("scope", ENV_PREFIX + "SCOPE"),
 }
+
+# Upper bound for every duration: a lock wait, hold or staleness of more than a day is a typo, not a setting,
+# and a bound keeps absurd values (thousands of digits) from reaching time arithmetic.
+MAX_MS = 86_400_000
 
 # ASCII digits only: str.isdigit() would accept "²" or Arabic-Indic digits.
 _WHOLE = re.compile(r"[0-9]+")
@@ -96,16 +100,27 @@ def _parse(key: str, raw: Any, name: str) -> Any:
     return _parse_ms(raw, name)
 
 
+def _shown(raw: Any) -> str:
+    # A value of thousands of digits would turn the one-line error into a screenful.
+    text = repr(raw)
+    return text if len(text) <= 40 else f"{text[:20]}… ({len(text)} characters)"
+
+
 def _parse_ms(raw: Any, name: str) -> int:
+    expected = f"expected a whole number of milliseconds from 1 to {MAX_MS} (one day)"
     # bool is an int subclass; `true` in YAML must not become 1 ms.
     if isinstance(raw, int) and not isinstance(raw, bool):
         value = raw
     elif isinstance(raw, str) and _WHOLE.fullmatch(raw.strip()):
-        value = int(raw.strip())
+        digits = raw.strip().lstrip("0") or "0"
+        # Checked before int(): Python refuses to convert strings of more than 4300 digits (ValueError).
+        if len(digits) > len(str(MAX_MS)):
+            raise LockConfigError(f"{name}={_shown(raw)}: {expected}")
+        value = int(digits)
     else:
-        raise LockConfigError(f"{name}={raw!r}: expected a whole number of milliseconds > 0")
-    if value <= 0:
-        raise LockConfigError(f"{name}={raw!r}: expected a whole number of milliseconds > 0")
+        raise LockConfigError(f"{name}={_shown(raw)}: {expected}")
+    if not 0 < value <= MAX_MS:
+        raise LockConfigError(f"{name}={_shown(raw)}: {expected}")
     return value
 
 

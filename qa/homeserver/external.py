@@ -27,7 +27,8 @@ import aiohttp
 from qa.errors import ConfigError, InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret, register_with_token
-from qa.urls import clean_http_url
+from qa.report.redact import MIN_SECRET_LENGTH
+from qa.urls import clean_http_url, shown_url
 
 ENV_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"
 ENV_REGISTRATION_SHARED_SECRET = "MATRIX_QA_REGISTRATION_SHARED_SECRET"
@@ -70,7 +71,8 @@ def validate_homeserver_url(url: str) -> str:
                              "(or their environment variables)")
     parsed = urlparse(cleaned)
     if parsed.query or parsed.fragment:
-        raise ConfigError(f"--homeserver-url must be the client-server API root without query or fragment, got {url!r}")
+        raise ConfigError("--homeserver-url must be the client-server API root without query or fragment, "
+                          f"got {shown_url(url)!r}")
     return cleaned
 
 
@@ -91,6 +93,12 @@ def resolve_external_settings(
             f"--registration-shared-secret SECRET (or the environment variables {ENV_REGISTRATION_TOKEN} / "
             f"{ENV_REGISTRATION_SHARED_SECRET}, which keep them out of the process list)"
         )
+    for value, flag in ((token, f"--registration-token (or {ENV_REGISTRATION_TOKEN})"),
+                        (secret, f"--registration-shared-secret (or {ENV_REGISTRATION_SHARED_SECRET})")):
+        if value is not None and len(value) < MIN_SECRET_LENGTH:
+            # Redaction ignores strings this short (they would match ordinary text), so it would leak.
+            raise ConfigError(f"{flag} is shorter than {MIN_SECRET_LENGTH} characters: too short to keep out of "
+                              "the artifacts (redaction ignores strings that short)")
     return ExternalSettings(base_url=base_url, registration_token=token, shared_secret=secret)
 
 

@@ -37,6 +37,10 @@ from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from qa import safe_yaml
+from qa.errors import ConfigError
 
 from qa.library import builtin_rules_dir
 
@@ -51,13 +55,17 @@ BUILTIN_VARS = frozenset({"latest_user", "last_content", "tool_content"})
 _PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([A-Za-z_]\w*)\}")
 
 
-class RuleFileError(ValueError):
-    """A rule file that cannot be used; the message names the file and each offending rule and field."""
+class RuleFileError(ConfigError, ValueError):
+    """A rule file that cannot be used: one line per problem, each `file[:line]: rule and field: message`.
 
-    def __init__(self, path: Path | str, problems: Sequence[str]) -> None:
+    A ConfigError, so the CLI reports it as a usage error (exit 2) without a traceback."""
+
+    def __init__(self, path: Path | str, problems: Sequence[str | tuple[int | None, str]]) -> None:
         self.path = Path(path)
-        self.problems = list(problems)
-        super().__init__(f"{self.path}: invalid mock-provider rules:\n" + "\n".join(f"  {p}" for p in problems))
+        located = [p if isinstance(p, tuple) else (None, p) for p in problems]
+        self.problems = [text for _, text in located]
+        lines = [f"{self.path}{f':{line}' if line else ''}: {' '.join(text.split())}" for line, text in located]
+        super().__init__("\n".join(lines))
 
 
 def _compile_regex(value: object) -> object:
@@ -409,23 +417,37 @@ def decide(
 # --- loading ----------------------------------------------------------------------------------------------
 
 
-def _rule_lines(text: str) -> list[int]:
-    """1-based line of each item under `rules`, best effort: only used to make error messages findable."""
-    try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError:
-        return []
-    if not isinstance(root, yaml.MappingNode):
+def _rule_lines(root: Node | None) -> list[int]:
+    """1-based line of each item under `rules`: only used to make error messages findable."""
+    if not isinstance(root, MappingNode):
         return []
     for key, value in root.value:
-        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+        if isinstance(key, ScalarNode) and key.value == "rules" and isinstance(value, SequenceNode):
             return [item.start_mark.line + 1 for item in value.value]
     return []
 
 
-def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> str:
+def _known_fields(names: list[str]) -> list[str]:
+    """Field names of the model at a location such as ["rules", "reply"] (list indexes left out)."""
+    model: Any = RuleFile
+    for name in names:
+        info = model.model_fields.get(name) if isinstance(model, type) else None
+        if info is None:
+            return []
+        candidates = [a for a in getattr(info.annotation, "__args__", ()) or (info.annotation,)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+        if model is None:
+            inner = [a for c in candidates for a in getattr(c, "__args__", ())]
+            model = next((c for c in inner if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
+
+
+def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> tuple[int | None, str]:
     loc = list(err["loc"])
     msg = str(err["msg"]).removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden":
+        known = _known_fields([p for p in loc[:-1] if isinstance(p, str)])
+        msg = f"unknown field (known: {', '.join(known)})" if known else "unknown field"
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
         index = loc[1]
         head = f"rules[{index}]"
@@ -434,16 +456,21 @@ def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> str:
             name = rules[index].get("name")
             if name is not None:
                 head += f" (name {name!r})"
-        if index < len(lines):
-            head += f" at line {lines[index]}"
         field_path = ".".join(str(p) for p in loc[2:])
-        return f"{head}: {field_path + ': ' if field_path else ''}{msg}"
-    return f"{'.'.join(str(p) for p in loc) or '<top level>'}: {msg}"
+        line = lines[index] if index < len(lines) else None
+        return line, f"{head}: {field_path + ': ' if field_path else ''}{msg}"
+    return None, f"{'.'.join(str(p) for p in loc) or '<top level>'}: {msg}"
 
 
 def parse_rules(text: str, source: Path | str = "<string>") -> list[Rule]:
     try:
-        raw = yaml.safe_load(text)
+        root, raw = safe_yaml.compose(text)
+    except safe_yaml.YAMLProblem as err:
+        raise RuleFileError(source, [(err.line, err.message)]) from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        problem = " ".join(p for p in (err.context, err.problem) if p)
+        raise RuleFileError(source, [(mark.line + 1 if mark else None, f"not valid YAML: {problem}")]) from None
     except yaml.YAMLError as err:
         raise RuleFileError(source, [f"not valid YAML: {err}"]) from None
     if not isinstance(raw, Mapping):
@@ -451,7 +478,7 @@ def parse_rules(text: str, source: Path | str = "<string>") -> list[Rule]:
     try:
         return list(RuleFile.model_validate(raw).rules)
     except ValidationError as err:
-        lines = _rule_lines(text)
+        lines = _rule_lines(root)
         problems = [_format_error(e, raw, lines) for e in err.errors()]
         raise RuleFileError(source, problems) from None
 
@@ -462,6 +489,8 @@ def load_rules(path: Path | str) -> list[Rule]:
         text = path.read_text(encoding="utf-8")
     except OSError as err:
         raise RuleFileError(path, [f"cannot read: {err.strerror or err}"]) from None
+    except UnicodeDecodeError as err:
+        raise RuleFileError(path, [f"not UTF-8 text: {err.reason} at byte {err.start}"]) from None
     return parse_rules(text, path)
 
 

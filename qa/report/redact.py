@@ -5,15 +5,19 @@ Artifacts are uploaded from CI and pasted into issues, so anything that reaches 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 REDACTED = "[REDACTED]"
 
-# Shorter strings would match all over ordinary text and shred the report while protecting nothing real.
-MIN_SECRET_LENGTH = 4
+# Shorter strings would match all over ordinary text and shred the report while protecting nothing real, so
+# the run refuses a user-supplied secret (API key, registration token or secret) shorter than this.
+MIN_SECRET_LENGTH = 8
 
 
 def _usable(secrets: Iterable[str]) -> list[str]:
@@ -69,3 +73,50 @@ def scan_for_secrets(directory: Path, secrets: Iterable[str]) -> list[tuple[Path
             if any(needle in data for needle in _needles(secret)):
                 found.append((path, index))
     return found
+
+
+def _is_binary(data: bytes) -> bool:
+    if b"\0" in data[:8192]:
+        return True
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return True
+    return False
+
+
+def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
+    """Every secret replaced, also in its JSON-escaped form (how a secret with quotes sits in a .json file)."""
+    for secret in _usable(secrets):
+        for needle in _needles(secret):
+            data = data.replace(needle, REDACTED.encode())
+    return data
+
+
+def redact_file(path: Path, secrets: Iterable[str]) -> bool:
+    """Rewrite a text file with every secret redacted; True if it changed. Binary files are left alone.
+
+    For files copied into the artifacts (bot logs, traces, transcripts) that were written without redaction.
+    The new text goes to a temporary file beside it that then replaces the original, so a crash mid-write
+    leaves the old file or the new one, never half of each; the file keeps its permissions.
+    """
+    path = Path(path)
+    data = path.read_bytes()
+    if _is_binary(data):
+        return False
+    cleaned = redact_bytes(data, secrets)
+    if cleaned == data:
+        return False
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".redacting", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(cleaned)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, path.stat().st_mode & 0o7777)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True

@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from qa import safe_yaml
 from qa.errors import ConfigError
 from qa.scenario.schema import Scenario, describe_step_problem, field_keys, model_at
 
@@ -185,7 +186,27 @@ def _message(err: ErrorDetails) -> str:
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
-def _load_file(path: Path) -> _Loaded:
+def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | None) -> None:
+    """Load the mock-provider rule files the scenario names, so a broken one is found by `validate` and
+    stops `run` before anything starts. Paths are relative to the working directory (the repo root), as the
+    run resolves them."""
+    from qa.provider.rules import RuleFileError, load_rules
+
+    assert out.scenario is not None
+    cache = {} if cache is None else cache
+    for index, name in enumerate(out.scenario.provider.rules):
+        if name not in cache:
+            try:
+                load_rules(Path(name))
+                cache[name] = []
+            except RuleFileError as exc:
+                cache[name] = str(exc).splitlines()
+        loc: Loc = ("provider", "rules", index)
+        for problem in cache[name]:
+            out.error(f"rule file {problem}", _locate(root, loc, at_key=False), loc)
+
+
+def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _Loaded:
     out = _Loaded(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -196,13 +217,14 @@ def _load_file(path: Path) -> _Loaded:
         out.error(f"cannot read: {exc.strerror or exc}")
         return out
 
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
+        root, data = safe_yaml.compose(text)
         if root is not None:
             for key_node, dup_loc, first in _duplicate_keys(root, (), set()):
                 out.error(f"duplicate key (first at line {first.start_mark.line + 1})", key_node, dup_loc)
-        data = loader.construct_document(root) if root is not None else None
+    except safe_yaml.YAMLProblem as exc:
+        out.errors.append(ScenarioError(exc.message, path=path, line=exc.line, column=exc.column))
+        return out
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         problem = " ".join(p for p in (exc.context, exc.problem) if p)
@@ -218,10 +240,8 @@ def _load_file(path: Path) -> _Loaded:
         )
         return out
     except yaml.YAMLError as exc:
-        out.error(f"YAML error: {exc}")
+        out.error(f"YAML error: {' '.join(str(exc).split())}")
         return out
-    finally:
-        loader.dispose()
     out.root = root
 
     if data is None:
@@ -242,6 +262,8 @@ def _load_file(path: Path) -> _Loaded:
             node = _locate(root, loc, at_key=err["type"] == "extra_forbidden")
             shown = tuple(p for p in loc if p != "[key]")
             out.error(_message(err), node, shown)
+    if out.scenario is not None:
+        _check_rule_files(out, root, rule_cache)
     # A duplicate key makes the parsed value ambiguous, so don't hand out a scenario built from it.
     if out.errors:
         out.scenario = None
@@ -289,7 +311,8 @@ def _plan_order(scenario: Scenario) -> tuple[bool, str, str]:
 def _load_all(dir_or_paths: str | Path | Iterable[str | Path]) -> tuple[list[Scenario], list[ScenarioError]]:
     errors: list[ScenarioError] = []
     files = _expand(_as_paths(dir_or_paths), errors)
-    loaded = [_load_file(f) for f in sorted(files, key=lambda f: (f.name, str(f)))]
+    rule_cache: dict[str, list[str]] = {}  # many scenarios name the same rule file
+    loaded = [_load_file(f, rule_cache) for f in sorted(files, key=lambda f: (f.name, str(f)))]
 
     scenarios: list[Scenario] = []
     first_by_id: dict[str, _Loaded] = {}

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from qa.agent.lock_settings import LockConfigError, LockSettings, resolve_lock_settings
+from qa.agent.lock_settings import MAX_MS, LockConfigError, LockSettings, resolve_lock_settings
 
 ENV = "MATRIX_QA_SESSION_WRITE_LOCK_"
 
@@ -80,3 +80,21 @@ def test_unknown_config_key_is_named() -> None:
 def test_config_must_be_a_mapping() -> None:
     with pytest.raises(LockConfigError, match=r"session\.writeLock must be a mapping"):
         resolve_lock_settings([1, 2], {})  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("digits", [5000, 50, len(str(MAX_MS)) + 1])
+def test_an_env_value_of_too_many_digits_is_a_short_clear_error(digits: int) -> None:
+    # 5000 digits is past Python's int-string limit (4300): int() itself would raise a ValueError.
+    name = ENV + "ACQUIRE_TIMEOUT_MS"
+    with pytest.raises(LockConfigError, match=f"{name}=.*from 1 to {MAX_MS}") as info:
+        resolve_lock_settings(None, {name: "9" * digits})
+    assert len(str(info.value)) < 200
+
+
+def test_durations_are_bounded_by_a_day_from_env_and_config() -> None:
+    assert resolve_lock_settings({"staleMs": MAX_MS}, {})[0].stale_ms == MAX_MS
+    assert resolve_lock_settings(None, {ENV + "STALE_MS": "000" + str(MAX_MS)})[0].stale_ms == MAX_MS
+    with pytest.raises(LockConfigError, match=r"session\.writeLock\.staleMs"):
+        resolve_lock_settings({"staleMs": MAX_MS + 1}, {})
+    with pytest.raises(LockConfigError, match=ENV + "MAX_HOLD_MS"):
+        resolve_lock_settings(None, {ENV + "MAX_HOLD_MS": str(MAX_MS + 1)})

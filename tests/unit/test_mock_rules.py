@@ -191,7 +191,7 @@ def write(tmp_path: Path, text: str) -> Path:
         (
             'rules:\n  - name: ok\n    reply: {text: hi}\n  - name: bad-regex\n    match: {latest_user: "a("}\n'
             "    reply: {text: x}\n",
-            ["rules[1] (name 'bad-regex') at line 4", "match.latest_user", "invalid regex"],
+            ["broken.yaml:4: rules[1] (name 'bad-regex')", "match.latest_user", "invalid regex"],
         ),
         (
             "rules:\n  - name: nothing\n    match: {last_role: user}\n",
@@ -199,7 +199,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ),
         (
             "rules:\n  - name: typo\n    reply: {text: hi}\n    latency: 100\n",
-            ["rules[0] (name 'typo')", "latency", "Extra inputs"],
+            ["broken.yaml:2: rules[0] (name 'typo')", "latency: unknown field (known: name, match, reply"],
         ),
         (
             'rules:\n  - name: ghost\n    match: {latest_user: "(?P<a>x)"}\n    reply: {text: "{b}"}\n',

@@ -1,0 +1,86 @@
+"""Run every entry of the bad-input corpus (tests/bad_inputs/cases.yaml) through the CLI, in process.
+
+Each must be exit 2 with one line per problem naming the file or flag, and never a traceback. The part of a
+run that starts processes is replaced, so an entry that slips past the checks fails here rather than booting
+a homeserver.
+"""
+
+from __future__ import annotations
+
+import re
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from qa import cli
+from qa.run import Run
+
+CORPUS = Path(__file__).parent / "bad_inputs"
+CASES: list[dict[str, Any]] = yaml.safe_load((CORPUS / "cases.yaml").read_text(encoding="utf-8"))
+# validate ends with this count; it sums the lines above it rather than being an error of its own
+_COUNT_LINE = re.compile(r"^\d+ error\(s\)$")
+
+
+def _expand(value: str, places: dict[str, str]) -> str:
+    value = re.sub(r"\{digits:(\d+)\}", lambda m: "9" * int(m.group(1)), value)
+    for name, replacement in places.items():
+        value = value.replace("{" + name + "}", replacement)
+    return value
+
+
+def _error_lines(stderr: str) -> list[str]:
+    # argparse's usage text (first line "usage:", wrapped lines indented) comes before its one error line.
+    return [line for line in stderr.splitlines()
+            if line and not line.startswith(("usage:", " ")) and not _COUNT_LINE.match(line)]
+
+
+@pytest.fixture
+def places(tmp_path: Path) -> dict[str, str]:
+    existing = tmp_path / "a-file"
+    existing.write_text("not a directory\n")
+    readonly = tmp_path / "readonly"
+    readonly.mkdir()
+    readonly.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    return {"tmp": str(tmp_path), "file": str(existing), "readonly": str(readonly)}
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
+def test_bad_input_is_one_clear_line_and_exit_2(
+    case: dict[str, Any], places: dict[str, str], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    started: list[bool] = []
+
+    async def no_run(self: Run, work: Path) -> None:
+        started.append(True)
+
+    monkeypatch.setattr(Run, "_run_all", no_run)
+    monkeypatch.chdir(CORPUS)
+    for name, value in (case.get("env") or {}).items():
+        monkeypatch.setenv(name, _expand(str(value), places))
+    argv = [_expand(str(a), places) for a in case["argv"]]
+
+    try:
+        code = cli.main(argv)
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+
+    assert "Traceback" not in out + err
+    assert code == 2, err
+    assert not started, "the run started despite the bad input"
+    lines = _error_lines(err)
+    assert len(lines) == case.get("errors", 1), lines
+    for fragment in case.get("expect", []):
+        assert fragment in err, err
+    for fragment in case.get("absent", []):
+        assert _expand(fragment, places) not in out + err
+
+
+def test_every_corpus_file_has_an_entry() -> None:
+    named = {part for case in CASES for part in case["argv"]}
+    files = {str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*.yaml")}
+    assert files - named == set(), "corpus files nobody runs"
+
