@@ -29,7 +29,7 @@ from urllib.parse import urlparse
 from qa.clock import mono_ms, utc_now_iso
 from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
-from qa.harness.botfile import BotFile, builtin_bot_file, command_bot_file, load_bot_file
+from qa.harness.botfile import BotFile, builtin_bot_file, check_overrides, command_bot_file, load_bot_file
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
@@ -198,6 +198,7 @@ class Run:
             raise ConfigError(f"--jobs must be at least 1, got {self.jobs}")
         self._preflight()
         self.bot_file = resolve_bot_file(self.options)
+        check_overrides(self.bot_file, self.options.bot_overrides)
         if not self.options.scenario_paths:
             raise ConfigError("no scenarios to run: the built-in library was not found and no --scenarios-dir given")
         scenarios = load_scenarios(self.options.scenario_paths)
@@ -495,9 +496,20 @@ class Run:
         self._write_journal()
         files = write_reports(summary, self.dir, observed_events=self.observed,
                               include_bodies=self.options.include_bodies, secrets=self.secrets)
+        self._redact_artifacts()
         self._print_table(summary, files)
         self._write_step_summary(files)
         return code
+
+    def _redact_artifacts(self) -> None:
+        """A last sweep over every file the run left (homeserver logs, anything copied): what was written
+        without going through redaction on its way is redacted here."""
+        from qa.report.redact import redact_file
+
+        for path in sorted(self.dir.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                with contextlib.suppress(OSError):
+                    redact_file(path, self.secrets)
 
     def _provider_info(self) -> ProviderInfo:
         if self.live is not None:

@@ -92,6 +92,9 @@ class BotFile(BaseModel):
     cwd: Templated | None = None
     ready: ReadySpec = Field(default_factory=lambda: ReadySpec(joined=True))
     capabilities: list[Capability] = Field(default_factory=list)
+    # Optional "module:function" taking the --bot-set overrides (dict) and returning a list of problems, so
+    # a bad KEY=VALUE is exit 2 before anything starts instead of a bot that dies in every scenario.
+    overrides_check: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None
     stop_timeout: float = Field(default=10.0, gt=0, le=120)
 
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
@@ -117,6 +120,27 @@ class BotFile(BaseModel):
             name = Path(self.config_template).name
             return name[:-3] if name.endswith(".j2") else name
         return "bot-config"
+
+
+def check_overrides(bot: BotFile, overrides: dict[str, Any]) -> None:
+    """Run the bot file's overrides_check, if any; ConfigError listing every problem by key."""
+    if not overrides:
+        return
+    if bot.config_template is None or bot.config_format is None:
+        raise ConfigError(f"--bot-set needs a bot file whose rendered config it can edit; {bot.source} has no "
+                          "config_template with config_format: json|yaml")
+    if bot.overrides_check is None:
+        return
+    import importlib
+
+    module_name, _, function = bot.overrides_check.partition(":")
+    try:
+        check = getattr(importlib.import_module(module_name), function)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check}: cannot load it: {exc}") from None
+    problems = list(check(overrides))
+    if problems:
+        raise ConfigError("--bot-set: " + "; ".join(str(p) for p in problems))
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -159,14 +183,30 @@ def load_bot_file(path: Path) -> BotFile:
             node = _locate(root, loc, at_key=err["type"] == "extra_forbidden") if root is not None else None
             where = f":{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None else ""
             message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+            if err["type"] == "literal_error":
+                message += f", got {err['input']!r}"
             lines.append(f"{path}{where}: {_field(loc)}: {message.removeprefix('Value error, ')}")
         raise ConfigError("\n".join(lines)) from None
     bot._dir = path.resolve().parent
     bot._source = path
     template = bot.template_path()
-    if template is not None and not template.is_file():
-        raise ConfigError(f"{path}: config_template: {template} does not exist")
+    if template is not None:
+        _check_template(path, template)
     return bot
+
+
+def _check_template(bot_path: Path, template: Path) -> None:
+    """A template that does not parse is a problem of the bot file, found before anything starts."""
+    import jinja2
+
+    try:
+        jinja2.Environment().parse(template.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{bot_path}: config_template: {template} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{template}: cannot read config template: {exc}") from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise ConfigError(f"{template}:{exc.lineno}: template syntax error: {exc.message}") from None
 
 
 def _has_alias(node: yaml.Node, seen: set[int] | None = None) -> bool:

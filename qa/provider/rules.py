@@ -41,7 +41,6 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
 from qa.errors import ConfigError
-
 from qa.library import builtin_rules_dir
 
 # The checkout's fixtures/, or their installed copy (qa.library): a plain `pip install .` must find them too.

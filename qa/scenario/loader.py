@@ -188,19 +188,23 @@ def _message(err: ErrorDetails) -> str:
 
 def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | None) -> None:
     """Load the mock-provider rule files the scenario names, so a broken one is found by `validate` and
-    stops `run` before anything starts. Paths are relative to the working directory (the repo root), as the
-    run resolves them."""
+    stops `run` before anything starts. Paths are relative to the folder above the scenario's own folder (the
+    repo root for scenarios/ + fixtures/), as the run resolves them (qa.library.rules_root_for)."""
+    from qa.library import rules_root_for
     from qa.provider.rules import RuleFileError, load_rules
 
     assert out.scenario is not None
     cache = {} if cache is None else cache
     for index, name in enumerate(out.scenario.provider.rules):
-        if name not in cache:
+        path = rules_root_for(out.path) / name
+        key = str(path)
+        if key not in cache:
             try:
-                load_rules(Path(name))
-                cache[name] = []
+                load_rules(path)
+                cache[key] = []
             except RuleFileError as exc:
-                cache[name] = str(exc).splitlines()
+                cache[key] = str(exc).splitlines()
+        name = key
         loc: Loc = ("provider", "rules", index)
         for problem in cache[name]:
             out.error(f"rule file {problem}", _locate(root, loc, at_key=False), loc)
