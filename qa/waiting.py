@@ -60,11 +60,13 @@ class Stream(Generic[T]):
         def ready() -> bool:
             return self.find(predicate, start) is not None or self.closed_reason is not None
 
-        async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait_for(ready), timeout_s)
-            except TimeoutError:
-                raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self.items[start:]]) from None
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
+        # as the inner wait completes, and a waiter that ignores its cancellation hangs the teardown waiting on it.
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(ready)
+        except TimeoutError:
+            raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self.items[start:]]) from None
         found = self.find(predicate, start)
         if found is None:
             seen = [self._describe(i) for i in self.items[start:]]

@@ -50,7 +50,7 @@ async def follow_and_probe(bot: BotUnderTest, sessions_dir: Path, results: list[
         except WaitTimeout:
             # The bot exited (restart steps do that): carry on once the next run of the same bot starts.
             index = len(bot.trace.items)
-            await bot.trace.wait_open()
+            await bot.trace.wait_open()  # cancellable: stop_prober ends it when the scenario ends
             continue
         index = bot.trace.items.index(record) + 1
         probe = await probe_once(sessions_dir, str(record.get("session")))
@@ -58,13 +58,19 @@ async def follow_and_probe(bot: BotUnderTest, sessions_dir: Path, results: list[
             results.append(probe)
 
 
+STOP_TIMEOUT_S = 5.0
+
+
 async def stop_prober(task: asyncio.Task[None]) -> str | None:
-    """Stop the prober; returns what went wrong inside it, if anything (a probe must never fail a teardown)."""
+    """Stop the prober; returns what went wrong inside it, if anything (a probe must never fail a teardown,
+    nor hang it: the wait for it is bounded)."""
     task.cancel()
-    try:
-        await task
-    except (asyncio.CancelledError, WaitTimeout):
+    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    if not done:
+        return f"contention probe did not stop within {STOP_TIMEOUT_S:g}s of being cancelled; left behind"
+    if task.cancelled():
         return None
-    except Exception as exc:
-        return f"contention probe failed: {type(exc).__name__}: {exc}"
-    return None
+    exc = task.exception()
+    if exc is None or isinstance(exc, WaitTimeout):
+        return None
+    return f"contention probe failed: {type(exc).__name__}: {exc}"

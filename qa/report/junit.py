@@ -49,6 +49,10 @@ def _scenario_case(suite: ET.Element, result: ScenarioResult, classname: str) ->
         failure.text = _xml_text(_failure_text(result))
     elif result.status == "skip":
         ET.SubElement(case, "skipped", {"message": _xml_text(result.details)})
+    elif result.status == "interrupted":
+        error = ET.SubElement(case, "error", {"message": _xml_text(result.details or "interrupted"),
+                                              "type": "Interrupted"})
+        error.text = _xml_text(_failure_text(result)) if result.failure else None
 
 
 def _infra_case(suite: ET.Element, errors: list[RunError], classname: str) -> None:
@@ -72,7 +76,7 @@ def render_junit(summary: Summary) -> str:
             "name": SUITE_NAME,
             "tests": str(tests),
             "failures": str(sum(r.status == "fail" for r in summary.scenarios)),
-            "errors": str(1 if summary.errors else 0),
+            "errors": str((1 if summary.errors else 0) + sum(r.status == "interrupted" for r in summary.scenarios)),
             "skipped": str(sum(r.status == "skip" for r in summary.scenarios)),
             "time": _seconds(summary.timings.totalMs),
             "timestamp": summary.startedAt,

@@ -29,8 +29,8 @@ DETAILS_CHARS = 120
 SESSION_CHARS = 24
 ID_CHARS = 8
 
-RUN_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "error": "⚠️"}
-SCENARIO_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "skip": "⏭️"}
+RUN_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "error": "⚠️", "interrupted": "⏹️"}
+SCENARIO_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "skip": "⏭️", "interrupted": "⏹️"}
 LOCK_VERDICT_EMOJI = {"pass": "✅", "fail": "❌", "none": "➖", "n/a": "➖"}
 
 EMPTY = "—"
@@ -320,7 +320,7 @@ def build_view(summary: Summary) -> dict[str, Any]:
         "latency": _latency_view(latency),
         "lock": lock_view(summary.lock),
         "negative": negative,
-        "failures": [_failure_view(r) for r in summary.scenarios if r.status == "fail"],
+        "failures": [_failure_view(r) for r in summary.scenarios if r.status in ("fail", "interrupted")],
         "scenario_artifacts": [(r.id, list(r.artifacts.items())) for r in summary.scenarios if r.artifacts],
     }
 

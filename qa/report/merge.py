@@ -37,9 +37,10 @@ from qa.report.summary import (
     count,
     latency_stats,
 )
+from qa.report.verdict import run_verdict
 
 # Which duplicate result wins: a failure anywhere must show in the merged record.
-_STATUS_RANK = {"fail": 0, "pass": 1, "skip": 2}
+_STATUS_RANK = {"interrupted": 0, "fail": 1, "pass": 2, "skip": 3}
 _LOCK_COUNTERS = ("turnCount", "otherHolds", "modelRequests", "takeovers", "lockTimeouts")
 
 
@@ -65,12 +66,11 @@ def merge_summaries(parts: Sequence[MergeInput], *, run_id: str, command: Sequen
               for p in parts for e in p.summary.errors]
     lock = merge_lock([p.summary.lock for p in parts])
     counts = count(results)
-    if errors:
-        status, code = "error", 2
-    elif counts.failed or (lock and lock.get("verdict") == "fail"):
-        status, code = "fail", 1
-    else:
-        status, code = "pass", 0
+    # A shard that was interrupted keeps the merged run interrupted, with its exit code: merging must never
+    # turn a run that did not finish into a pass.
+    interrupted = next((p.summary.exitCode for p in parts if p.summary.status == "interrupted"), None)
+    status, code = run_verdict([r.status for r in results], errors=bool(errors), lock=lock,
+                               interrupted_code=interrupted)
     summaries = [p.summary for p in parts]
     jobs = [s.jobs for s in summaries if s.jobs is not None]
     return Summary(

@@ -12,9 +12,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from qa.report.verdict import RunStatus
+
 SCHEMA = "matrix-qa.summary/v1"
 
-Status = Literal["pass", "fail", "skip"]
+# interrupted: the scenario was running when a signal (or a dying homeserver) ended the run.
+Status = Literal["pass", "fail", "skip", "interrupted"]
 
 
 class _Model(BaseModel):
@@ -60,6 +63,7 @@ class Counts(_Model):
     passed: int = 0
     failed: int = 0
     skipped: int = 0
+    interrupted: int = 0
 
 
 class StepResult(_Model):
@@ -150,7 +154,7 @@ class MergedRun(_Model):
 
     runId: str
     shard: ShardInfo | None = None
-    status: Literal["pass", "fail", "error"]
+    status: RunStatus
     exitCode: int
     totalMs: float | None = None
     scenarios: int
@@ -160,7 +164,7 @@ class MergedRun(_Model):
 class Summary(_Model):
     schema_: str = Field(SCHEMA, alias="schema")
     runId: str
-    status: Literal["pass", "fail", "error"]
+    status: RunStatus
     exitCode: int
     startedAt: str
     finishedAt: str
@@ -190,6 +194,7 @@ def count(results: list[ScenarioResult]) -> Counts:
         passed=sum(r.status == "pass" for r in results),
         failed=sum(r.status == "fail" for r in results),
         skipped=sum(r.status == "skip" for r in results),
+        interrupted=sum(r.status == "interrupted" for r in results),
     )
 
 
