@@ -324,7 +324,14 @@ async def main_async(settings: Settings, bug: str | None) -> int:
     return code
 
 
+def _exit_now(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    # A stop that comes before the event loop's handlers are in place (slow imports, startup) is still clean.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _exit_now)
     parser = argparse.ArgumentParser(description="A minimal Matrix reply bot (matrix-nio + openai).")
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
     args = parser.parse_args(argv)

@@ -185,6 +185,9 @@ async def test_replies_in_place_keeps_sessions_apart_and_catches_up_after_a_rest
         world: World, bots: list[BotRun]) -> None:
     alice, bot_id = world.alice, world.bot.user_id
     room = await alice.create_room("smoke", [bot_id])
+    # Sent before the bot's very first start: history it must leave alone.
+    before = marker()
+    history = await alice.send(room, ask(world, f"reply with only this exact marker: {before}"))
     token, device = await access_token(world)
     state = world.tmp / "state-main"
     bot = BotRun(bot_env(world, room, state, token=token, device=device), world.tmp / "bot-main.log")
@@ -203,6 +206,7 @@ async def test_replies_in_place_keeps_sessions_apart_and_catches_up_after_a_rest
     assert reply["content"]["m.relates_to"] == {"m.in_reply_to": {"event_id": top}}
     assert reply["content"]["m.mentions"] == {}
     assert replies_to(world, unmentioned) == [] and world.provider.entries_for(ignored) == []
+    assert replies_to(world, history) == [] and world.provider.entries_for(before) == []
 
     in_thread = marker()
     threaded = await alice.send(room, ask(world, f"reply with only this exact marker: {in_thread}", thread_root=top))
