@@ -15,6 +15,7 @@ import os
 import platform
 import secrets
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -31,7 +32,7 @@ from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
 from qa.harness.botfile import BotFile, builtin_bot_file, check_overrides, command_bot_file, load_bot_file
 from qa.harness.output import Output
-from qa.harness.output_dir import check_output_dir
+from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
@@ -49,6 +50,7 @@ from qa.report.summary import (
     count,
     latency_stats,
 )
+from qa.report.verdict import NOTHING_RAN, nothing_ran, run_verdict, signal_exit_code
 from qa.report.writer import write_reports
 from qa.scenario.loader import load_scenarios
 from qa.scenario.markers import MarkerFactory
@@ -190,6 +192,12 @@ class Run:
         self.plan: list[Any] = []
         self.jobs = options.jobs if options.jobs is not None else (os.cpu_count() or 1)
         self.bot_file: BotFile | None = None
+        # Set when a signal or a dying homeserver ends the run early: why, and (signals) the exit code.
+        self.stop_reason: str | None = None
+        self.interrupted_code: int | None = None
+        self.interrupted: list[ScenarioResult] = []
+        self._main: asyncio.Task[Any] | None = None
+        self._tearing_down = False
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
@@ -205,7 +213,7 @@ class Run:
         self.plan = select(scenarios, self.options.profile, self.options.scenario_ids)
         if self.options.shard is not None:
             self.plan = shard_plan(self.plan, self.options.shard, self.options.shard_durations)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        removed = prepare_output_dir(self.dir, "--output-dir" if self.options.output_dir else "the artifact directory")
         self.out.open_log(self.dir / "matrix-qa-output.log")
         library_logs = _LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
@@ -213,20 +221,50 @@ class Run:
                      f"{shard}, {self.jobs} at a time")
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
         self.out.say(f"artifacts: {self.dir}")
+        if removed:
+            self.out.say(f"note: removed the earlier run's {', '.join(removed)} from {self.dir}")
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-"))
+        self._main = asyncio.current_task()
+        signals = _SignalHandlers(self._on_signal)
         try:
             await self._run_all(work)
+        except asyncio.CancelledError:
+            if self.stop_reason is None:
+                raise  # not ours to turn into a verdict
+            self.out.say(f"interrupted: {self.stop_reason}")
         except QAError as exc:
             self.errors.append(RunError(component=_component(exc), message=self.out.redact(str(exc)),
                                         log=_log_of(self.homeserver, exc)))
             self.out.say(f"error: {self.out.redact(str(exc))}")
+        except Exception as exc:  # a bug of ours or a library's: the run must still end with an honest record
+            logging.getLogger("matrix_qa").error("unexpected error", exc_info=exc)
+            message = f"unexpected {type(exc).__name__}: {exc} (traceback in harness.log)"
+            self.errors.append(RunError(component="harness", message=self.out.redact(message),
+                                        log=str(self.dir / "harness.log")))
+            self.out.say(f"error: {self.out.redact(message)}")
         finally:
-            await self._shutdown()
-            shutil.rmtree(work, ignore_errors=True)
-            code = self._write()
-            self.out.close()
-            library_logs.close()
+            self._tearing_down = True
+            try:
+                await self._shutdown()
+            finally:
+                shutil.rmtree(work, ignore_errors=True)
+                code = self._write()
+                self.out.close()
+                library_logs.close()
+                signals.remove()
         return code
+
+    def _on_signal(self, signum: int) -> None:
+        """First SIGINT/SIGTERM/SIGHUP: stop the run (every process stopped, partial results written, exit
+        128 + signal). A second one: stop now, without the record."""
+        name = signal.Signals(signum).name
+        if self.interrupted_code is not None:
+            _kill_everything()
+            os._exit(self.interrupted_code)
+        self.interrupted_code = signal_exit_code(signum)
+        self.stop_reason = f"{name} received"
+        if not self._tearing_down and self._main is not None:
+            self._main.cancel()
 
     def _preflight(self) -> None:
         """Usage and environment problems of the chosen backends are exit 2 before anything starts; secrets
@@ -306,10 +344,36 @@ class Run:
             provider_api_key=live.api_key if live is not None else "mock-key",
             provider_timeout_s=live.timeout_s if live is not None else None,
             provider_max_retries=live.max_retries if live is not None else None,
+            interrupted=self.interrupted, stop_reason=lambda: self.stop_reason,
         )
         scenarios_began = mono_ms()
-        await self._run_scenarios(resources)
-        self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
+        try:
+            await self._while_homeserver_lives(self._run_scenarios(resources))
+        finally:
+            self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
+
+    async def _while_homeserver_lives(self, work: Any) -> None:
+        """Run `work`, but a homeserver that dies under it ends the run at once as an infrastructure error
+        naming it and its log, instead of every step timing out without a word about why."""
+        hs = self.homeserver
+        assert hs is not None
+        task = asyncio.ensure_future(work)
+        died = asyncio.ensure_future(hs.wait_died())
+        try:
+            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            died.cancel()
+            if not task.done():
+                # Cancelled from outside (a signal) or the homeserver died: either way the scenarios end now,
+                # and their own teardowns (each bounded) finish before the run writes its record.
+                task.cancel()
+                await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
+        if not died.done() or died.cancelled():
+            task.result()
+            return
+        self.stop_reason = f"the homeserver died: {died.result()}"
+        self.out.say(f"error: {self.stop_reason}")
+        raise InfraError(f"{hs.kind} homeserver died mid-run: {died.result()}; see {hs.log_path}")
 
     async def _run_scenarios(self, resources: RunResources) -> None:
         """Up to `jobs` scenarios at a time, started in plan order.
@@ -389,13 +453,17 @@ class Run:
         return reason is not None
 
     async def _shutdown(self) -> None:
+        """Every process this run started is stopped, within a deadline, whatever state the run is in."""
         kill_all_bots()
-        if self.homeserver is not None:
-            with contextlib.suppress(Exception):
-                await self.homeserver.stop()
-        if self.provider is not None:
-            with contextlib.suppress(Exception):
-                await self.provider.stop()
+        for component in (self.homeserver, self.provider):
+            if component is None:
+                continue
+            try:
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                    await component.stop()
+            except (Exception, asyncio.CancelledError) as exc:
+                self.out.say(f"warning: stopping {type(component).__name__} failed: {type(exc).__name__} {exc}")
+        _kill_everything()
 
     def _lock_section(self) -> dict[str, Any] | None:
         from qa.agent.trace import read_trace
@@ -448,11 +516,14 @@ class Run:
 
     def _write(self) -> int:
         # Unplanned scenarios that never ran (an infra error stopped the run) are reported, not dropped.
+        self.results.extend(r for r in self.interrupted if r.id not in {x.id for x in self.results})
         ran = {r.id for r in self.results}
+        why = f"not run: the run was stopped early ({self.stop_reason})" if self.stop_reason \
+            else "not run: the run stopped early"
         for scenario in self.plan:
             if scenario.id not in ran:
                 self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip",
-                                                   details="not run: the run stopped early"))
+                                                   details=why))
         # Side by side, scenarios finish in any order; the record keeps the plan's.
         order = {s.id: i for i, s in enumerate(self.plan)}
         self.results.sort(key=lambda r: order.get(r.id, len(order)))
@@ -460,12 +531,10 @@ class Run:
         report_began = mono_ms()
         lock = self._lock_section()
         counts = count(self.results)
-        if self.errors:
-            status, code = "error", 2
-        elif counts.failed or (lock and lock.get("verdict") == "fail"):
-            status, code = "fail", 1
-        else:
-            status, code = "pass", 0
+        if not self.errors and self.interrupted_code is None and nothing_ran(r.status for r in self.results):
+            self.errors.append(RunError(component="plan", message=f"{NOTHING_RAN} (see each scenario's reason)"))
+        status, code = run_verdict([r.status for r in self.results], errors=bool(self.errors), lock=lock,
+                                   interrupted_code=self.interrupted_code)
         boots = [r.botBootMs for r in self.results if r.botBootMs is not None]
         self.timings.botBootMs = round(statistics.median(boots), 1) if boots else None
         hs = self.homeserver
@@ -637,20 +706,48 @@ def _rel(root: Path, path: Path | None) -> str | None:
     return str(path)
 
 
+SHUTDOWN_TIMEOUT_S = 30.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+class _SignalHandlers:
+    """SIGINT, SIGTERM (what CI sends on cancel) and SIGHUP all end a run the same way (Run._on_signal)."""
+
+    def __init__(self, handler: Any) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._installed: list[int] = []
+        for sig in STOP_SIGNALS:
+            try:
+                self._loop.add_signal_handler(sig, handler, int(sig))
+                self._installed.append(sig)
+            except (ValueError, RuntimeError, NotImplementedError):  # not the main thread (tests): nothing to do
+                pass
+
+    def remove(self) -> None:
+        for sig in self._installed:
+            with contextlib.suppress(Exception):
+                self._loop.remove_signal_handler(sig)
+
+
+def _kill_everything() -> None:
+    """Last resort: no bot, Synapse or container of this run outlives it."""
+    kill_all_bots()
+    from qa.homeserver.synapse import kill_all_children
+
+    kill_all_children()
+    if "qa.homeserver.tuwunel" in sys.modules:  # never imports docker for a run that did not use it
+        from qa.homeserver.tuwunel import remove_all_containers
+
+        remove_all_containers()
+
+
 def run_sync(options: RunOptions, output: Output | None = None) -> int:
     run = Run(options, output)
     try:
         return asyncio.run(run.execute())
     except KeyboardInterrupt:
-        # asyncio.run cancelled the run; its finally-blocks stopped the processes. Belt and braces:
-        kill_all_bots()
-        from qa.homeserver.synapse import kill_all_children
-
-        kill_all_children()
-        if "qa.homeserver.tuwunel" in sys.modules:  # never imports docker for a run that did not use it
-            from qa.homeserver.tuwunel import remove_all_containers
-
-            remove_all_containers()
+        # Ctrl-C before the run's own handlers were installed (or after they were removed).
+        _kill_everything()
         run.out.say("interrupted")
         return 130
 

@@ -6,6 +6,7 @@ Everything else (rooms, messages, sync) goes through real Matrix clients, as a b
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,24 @@ class Homeserver(ABC):
     log_path: Path | None = None
     # Spawn-to-ready time of the most recent start(), in milliseconds.
     boot_ms: float | None = None
+
+    # Why the server died while nobody was stopping it (set by backends that can watch their server).
+    death: str | None = None
+    _died: asyncio.Event | None = None
+
+    def _died_event(self) -> asyncio.Event:
+        if self._died is None:
+            self._died = asyncio.Event()
+        return self._died
+
+    def mark_died(self, reason: str) -> None:
+        self.death = reason
+        self._died_event().set()
+
+    async def wait_died(self) -> str:
+        """Returns, with the reason, once the server has died on its own; never for a server nobody watches."""
+        await self._died_event().wait()
+        return self.death or "it stopped"
 
     @property
     @abstractmethod

@@ -275,6 +275,7 @@ class SynapseHomeserver(Homeserver):
         self.boot_ms = None
         self._config: dict[str, Any] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._watcher: asyncio.Task[None] | None = None
 
     @property
     def base_url(self) -> str:
@@ -340,6 +341,14 @@ class SynapseHomeserver(Homeserver):
             raise self._start_failure(problem, stdout_offset, log_offset)
         self.boot_ms = (time.monotonic() - t0) * 1000
         self.version = await self._fetch_version()
+        self._watcher = asyncio.create_task(self._watch(proc), name="synapse-watch")
+
+    async def _watch(self, proc: asyncio.subprocess.Process) -> None:
+        """A Synapse that exits while it is still ours (stop() lets go of it first) died on its own."""
+        code = await proc.wait()
+        if self._proc is proc:
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            self.mark_died(f"Synapse (pid {proc.pid}) {how}")
 
     async def stop(self) -> None:
         proc, self._proc = self._proc, None

@@ -64,6 +64,10 @@ class RunResources:
     provider_api_key: str = "mock-key"
     provider_timeout_s: float | None = None
     provider_max_retries: int | None = None
+    # A scenario cut short by the run's end (a signal, a dead homeserver) files its partial result here, and
+    # `stop_reason` says why.
+    interrupted: list[ScenarioResult] = field(default_factory=list)
+    stop_reason: Any = None
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -147,6 +151,20 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
     except Exception as exc:  # a harness or library bug: report it as this scenario's failure, keep the rest
         result.failure = Failure(expected="the harness runs the scenario", seen=traceback.format_exception(exc)[-8:])
         result.details = f"harness error: {type(exc).__name__}: {exc}"
+    except asyncio.CancelledError:
+        running = result.steps[-1] if result.steps else None
+        why = (res.stop_reason() if callable(res.stop_reason) else None) or "the run was stopped"
+        where = f"step {running.index} ({running.kind})" if running else "setup"
+        result.status = "interrupted"
+        result.details = f"interrupted during {where}: {why}"
+        if running is not None and running.status == "fail":
+            running.status = "interrupted"
+        result.failure = Failure(step=running.index if running else None,
+                                 stepKind=running.kind if running else None,
+                                 expected="the scenario runs to its end", seen=[why, *_recent_evidence(
+                                     holder.get("bot"))])
+        res.interrupted.append(result)
+        raise
     finally:
         if prober is not None and (problem := await stop_prober(prober)):
             say(f"  ! {problem}")

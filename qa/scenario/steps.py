@@ -33,7 +33,8 @@ def _trace_about(ctx: ScenarioContext, event_id: str | None = None) -> list[str]
     lines = []
     for record in ctx.bot.trace.items[ctx.trace_start:]:
         about_event = event_id is not None and event_id in (record.get("eventId"), record.get("inReplyTo"))
-        if about_event or record.get("type") in ("error", "lock.timeout", "turn.stale", "model.request.end"):
+        if about_event or record.get("type") in ("error", "lock.timeout", "turn.stale", "model.request.end",
+                                                  "turn.end"):
             lines.append("bot trace: " + describe_record(record))
     if not ctx.bot.has_trace:
         lines.append(f"(bot {ctx.bot.name} writes no trace; the last lines of {ctx.bot.log_path}:)")
@@ -106,15 +107,23 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
 
 
 async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
-    def answered_or_dropped(r: dict[str, Any]) -> bool:
-        if r.get("type") == "reply.sent":
+    def answered_dropped_or_failed(r: dict[str, Any]) -> bool:
+        kind = r.get("type")
+        if kind == "reply.sent":
             return r.get("inReplyTo") == trigger.event_id
-        return (r.get("type") == "inbound" and r.get("eventId") == trigger.event_id
-                and r.get("decision") == "dropped" and r.get("reason") not in ("duplicate", "history"))
+        if r.get("eventId") != trigger.event_id:
+            return False
+        # A traced drop or a failed turn is final: fail on that evidence now, not after the step's timeout.
+        if kind == "turn.end":
+            return r.get("outcome") == "failed"
+        return kind == "inbound" and r.get("decision") == "dropped" and r.get("reason") not in ("duplicate", "history")
 
-    record = await ctx.bot.trace.wait_for(answered_or_dropped, timeout_s, what, ctx.trace_start)
+    record = await ctx.bot.trace.wait_for(answered_dropped_or_failed, timeout_s, what, ctx.trace_start)
     if record.get("type") == "inbound":
         raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
+                         _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
+    if record.get("type") == "turn.end":
+        raise StepFailed(f"{what}, but the bot's turn for it failed (attempt {record.get('attempt')})",
                          _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id))
     return await ctx.observer().events.wait_for(
         lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room")
