@@ -306,7 +306,8 @@ class ExpectReply(StepBase):
     to: StepId
     body: MarkedText | None = None  # None: any reply will do
     thread: StepId | None = None  # the reply must be in this thread
-    top_level: bool = False  # the reply must not be in any thread
+    top_level: bool = False  # the reply must not be in any thread (a rich reply, m.in_reply_to alone, is fine)
+    no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
     after: StepId | None = None  # the reply must come later in the room than this earlier reply
     encrypted: bool | None = None  # True: the reply must have been sent encrypted (and decrypted by us)
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
@@ -314,7 +315,7 @@ class ExpectReply(StepBase):
 
     @model_validator(mode="after")
     def _thread_xor_top_level(self) -> ExpectReply:
-        if self.top_level and self.thread is not None:
+        if (self.top_level or self.no_relation) and self.thread is not None:
             raise _error("conflict", "top_level: true contradicts thread: a reply can't be in both places")
         return self
 

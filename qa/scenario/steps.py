@@ -158,8 +158,12 @@ def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> fl
     )
 
 
-def check_reply_shape(event: dict[str, Any], trigger: Ref, expect_thread: str | None, top_level: bool) -> list[str]:
-    """Pure: what is wrong with the reply's relation, as a list of problems (empty = fine)."""
+def check_reply_shape(event: dict[str, Any], trigger: Ref, expect_thread: str | None, top_level: bool,
+                      no_relation: bool = False) -> list[str]:
+    """Pure: what is wrong with the reply's relation, as a list of problems (empty = fine).
+
+    top_level: not in a thread (a rich reply, m.in_reply_to alone, is still top-level: most bots quote what they
+    answer). no_relation: stricter, no m.relates_to at all (how the embedded agent answers at the top level)."""
     relates = (event.get("content") or {}).get("m.relates_to")
     problems: list[str] = []
     if expect_thread:
@@ -173,8 +177,10 @@ def check_reply_shape(event: dict[str, Any], trigger: Ref, expect_thread: str | 
             in_reply = (relates.get("m.in_reply_to") or {}).get("event_id")
             if in_reply != trigger.event_id:
                 problems.append(f"m.in_reply_to {in_reply} != triggering event {trigger.event_id}")
-    elif top_level and relates is not None:
+    elif no_relation and relates is not None:
         problems.append(f"expected a top-level reply with no m.relates_to, got m.relates_to={relates!r}")
+    elif top_level and relates is not None and (not isinstance(relates, dict) or relates.get("rel_type")):
+        problems.append(f"expected a top-level reply (not in a thread), got m.relates_to={relates!r}")
     return problems
 
 
@@ -183,7 +189,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     event = await wait_for_bot_reply(ctx, trigger, _timeout(step), f"a bot reply to step '{step.to}'")
     body = str((event.get("content") or {}).get("body", ""))
     thread_root = ctx.refs[step.thread].event_id if step.thread else None
-    problems = check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)))
+    problems = check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)),
+                                 bool(getattr(step, "no_relation", False)))
     expected_body = _text(ctx, step.body) if step.body is not None else None
     if expected_body is not None and body.strip() != expected_body:
         problems.insert(0, f"body {body.strip()!r} != expected {expected_body!r}")

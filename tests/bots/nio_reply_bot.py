@@ -11,6 +11,10 @@ Launch contract (environment only):
   MATRIX_QA_STATE_DIR                           sync position and session histories, kept across restarts
   MATRIX_QA_MODEL                               model name; OPENAI_BASE_URL / OPENAI_API_KEY go to the SDK
 
+`--config FILE` reads the same settings from an INI file instead ([matrix] homeserver, user_id, access_token,
+device_id, password, rooms; [bot] state_dir, model), as a bot with its own config format would; the OpenAI
+variables still come from the environment.
+
 `--bug NAME` turns on one deliberate defect (see BUGS) so the harness can prove it catches that class of bug.
 """
 
@@ -39,6 +43,7 @@ BUGS = {
     "thread-top-level": "answers threaded messages at the top level (m.in_reply_to only, no m.thread)",
     "answer-unmentioned": "answers every text message, mentioned or not",
     "never-ready": "logs in, then never joins its rooms nor says it is syncing",
+    "die-mid-turn": "is SIGKILLed (by itself, as the OOM killer would) while its model request is in flight",
 }
 SYSTEM_PROMPT = "You are a helpful assistant in a Matrix chat room. Answer briefly."
 FAILURE_TEXT = "Sorry, I could not get an answer from the model."
@@ -85,6 +90,26 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         raise ConfigError(f"MATRIX_QA_ROOM_IDS: not a room id: {bad[0]!r}")
     return Settings(homeserver, user_id, password, token, env.get("MATRIX_QA_DEVICE_ID", "").strip(), rooms,
                     Path(required("MATRIX_QA_STATE_DIR")), required("MATRIX_QA_MODEL"))
+
+
+INI_KEYS = {("matrix", "homeserver"): "MATRIX_QA_HOMESERVER_URL", ("matrix", "user_id"): "MATRIX_QA_USER_ID",
+            ("matrix", "access_token"): "MATRIX_QA_ACCESS_TOKEN", ("matrix", "device_id"): "MATRIX_QA_DEVICE_ID",
+            ("matrix", "password"): "MATRIX_QA_PASSWORD", ("matrix", "rooms"): "MATRIX_QA_ROOM_IDS",
+            ("bot", "state_dir"): "MATRIX_QA_STATE_DIR", ("bot", "model"): "MATRIX_QA_MODEL"}
+
+
+def settings_from_ini(path: Path) -> Settings:
+    """The same settings from the bot's own config file: what a bot file's config_template renders."""
+    import configparser
+
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        with path.open(encoding="utf-8") as fh:
+            parser.read_file(fh)
+    except (OSError, configparser.Error) as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    values = {name: parser.get(section, key, fallback="") for (section, key), name in INI_KEYS.items()}
+    return settings_from_env(values)
 
 
 # --- pure decisions and shapes --------------------------------------------------------------------------------
@@ -263,6 +288,10 @@ class ReplyBot:
             return  # redelivered after a restart that came between our reply and the saved sync position
         body = str(content.get("body", ""))
         log.info("answering %s in %s (thread %s)", trigger, room_id, root)
+        if self.bug == "die-mid-turn":
+            asking = asyncio.create_task(self.ask_model(session.messages, body))
+            await asyncio.wait({asking}, timeout=0.2)  # the request is out; the answer (if slow) is not back
+            os.kill(os.getpid(), signal.SIGKILL)
         reply = await self.ask_model(session.messages, body)
         thread = self.bug != "thread-top-level"
         if reply is None:
@@ -334,11 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(sig, _exit_now)
     parser = argparse.ArgumentParser(description="A minimal Matrix reply bot (matrix-nio + openai).")
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
+    parser.add_argument("--config", type=Path, help="read the settings from this INI file, not the environment")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("nio").setLevel(logging.WARNING)  # nio is chatty at INFO on every sync
     try:
-        settings = settings_from_env(os.environ)
+        settings = settings_from_ini(args.config) if args.config else settings_from_env(os.environ)
     except ConfigError as exc:
         print(f"nio_reply_bot: {exc}", file=sys.stderr)
         return 2

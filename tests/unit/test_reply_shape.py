@@ -41,12 +41,19 @@ SHAPES = [
     ("rich reply where a thread was expected", {"m.in_reply_to": {"event_id": "$ask"}}, "$root", False,
      ["expected rel_type m.thread"]),
     ("top-level reply, as specified", None, None, True, []),
-    ("rich reply where top-level was expected", {"m.in_reply_to": {"event_id": "$ask"}}, None, True,
-     ["no m.relates_to"]),
-    ("thread reply where top-level was expected", THREADED, None, True, ["no m.relates_to"]),
-    ("empty m.relates_to still is one", {}, None, True, ["no m.relates_to"]),
+    ("rich reply is still top-level", {"m.in_reply_to": {"event_id": "$ask"}}, None, True, []),
+    ("thread reply where top-level was expected", THREADED, None, True, ["not in a thread"]),
+    ("an edit is not a top-level reply", {"rel_type": "m.replace", "event_id": "$x"}, None, True,
+     ["not in a thread"]),
     ("no shape asked for", THREADED, None, False, []),
 ]
+
+
+@pytest.mark.parametrize(("relates", "problem"), [
+    ({"m.in_reply_to": {"event_id": "$ask"}}, True), ({}, True), (None, False)])
+def test_no_relation_means_no_m_relates_to_at_all(relates: dict[str, Any] | None, problem: bool) -> None:
+    found = check_reply_shape(reply(relates), TRIGGER, None, True, no_relation=True)
+    assert bool(found) is problem and all("no m.relates_to" in p for p in found)
 
 
 @pytest.mark.parametrize(("case", "relates", "thread", "top_level", "problems"), SHAPES, ids=[s[0] for s in SHAPES])

@@ -1,0 +1,99 @@
+"""A bot we did not write, tested through its bot file: the independent nio bot in tests/bots passes the generic
+scenarios, skips the trace-only ones with their reason, and each of its buggy variants fails readably."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BOTS = Path(__file__).resolve().parents[1] / "bots"
+GENERIC = ["canary", "matrix-mention-gating", "matrix-thread-follow-up", "matrix-thread-isolation",
+           "matrix-top-level-reply-shape", "matrix-restart-resume"]
+TRACE_ONLY = {"matrix-reaction-notification": "lacks 'trace'", "matrix-allowlist-block": "lacks 'policy'",
+              "matrix-session-lock-contention": "lacks 'trace'", "matrix-e2ee-basic-reply": "lacks 'e2ee'"}
+
+
+async def test_generic_scenarios_pass_and_trace_only_ones_are_skipped_with_the_reason(run_qa) -> None:
+    result = await run_qa(*GENERIC, *TRACE_ONLY, bot_file=BOTS / "nio-reply-bot.yaml")
+    assert result.code == 0, result.report
+    assert result.summary["status"] == "pass"
+    bot = result.summary["environment"]["bot"]
+    assert bot["name"] == "nio-reply-bot" and bot["capabilities"] == ["threads", "restart"]
+    for scenario_id in GENERIC:
+        assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
+    for scenario_id, reason in TRACE_ONLY.items():
+        skipped = result.scenario(scenario_id)
+        assert skipped["status"] == "skip" and reason in skipped["details"], skipped
+    # The evidence it rested on is named, never silently the embedded agent's trace.
+    methods = {step["method"] for s in result.summary["scenarios"] for step in s["steps"] if step["method"]}
+    assert methods <= {"relation", "journal", "order"} and {"relation", "order"} <= methods
+    gating = result.scenario("matrix-mention-gating")["negativeChecks"]
+    assert [c["method"] for c in gating] == ["order", "order"]
+    assert all("NOT CHECKED" in c["notes"][0] for c in gating), "the reason cannot be checked without a trace"
+    lock = result.summary["lock"]
+    assert lock["verdict"] == "n/a" and lock["reasons"] == ["n/a (the bot reports no lock records)"]
+    assert lock["modelRequests"] > 0, "the journal saw the model requests: never '0 model requests'"
+    assert "n/a (the bot reports no lock records)" in result.report
+    log = (result.dir / "scenarios" / "canary" / "bot.log").read_text()
+    assert "syncing as @" in log, "stdout and stderr both land in bot.log"
+
+
+async def test_a_bot_configured_through_its_own_rendered_config_file(run_qa) -> None:
+    result = await run_qa("canary", "matrix-thread-follow-up", bot_file=BOTS / "nio-reply-bot-ini.yaml")
+    assert result.code == 0, result.report
+    token = next(s for s in result.secrets if len(s) > 30)  # the bot's access token is a run secret
+    for path in result.dir.rglob("*"):
+        if path.is_file():
+            assert token not in path.read_text(errors="replace"), path
+
+
+async def test_bot_command_shortcut_with_joined_readiness(run_qa) -> None:
+    result = await run_qa("canary", "matrix-mention-gating",
+                          bot_command=f"python {BOTS / 'nio_reply_bot.py'}")
+    assert result.code == 0, result.report
+    assert result.summary["environment"]["bot"]["ready"] == "its join in every room"
+
+
+async def test_answering_threads_at_the_top_level_fails_with_the_shape(run_qa) -> None:
+    result = await run_qa("matrix-thread-follow-up", bot_file=BOTS / "nio-reply-bot-thread-top-level.yaml")
+    assert result.code == 1
+    failure = result.scenario("matrix-thread-follow-up")["failure"]
+    assert failure["stepKind"] == "expect_reply"
+    assert any("expected rel_type m.thread" in line for line in failure["seen"]), failure
+    assert "expected rel_type m.thread" in result.report
+
+
+async def test_answering_unmentioned_messages_is_caught_by_order_evidence(run_qa) -> None:
+    result = await run_qa("matrix-mention-gating", bot_file=BOTS / "nio-reply-bot-answer-unmentioned.yaml")
+    assert result.code == 1
+    scenario = result.scenario("matrix-mention-gating")
+    check = scenario["negativeChecks"][0]
+    assert check["method"] == "order" and check["unwantedReplies"], check
+    assert check["controlReplyEventId"], "the control was answered: the bot was alive, and still answered"
+    seen = "\n".join(scenario["failure"]["seen"])
+    assert check["unwantedReplies"][0] in seen and "replies to the trigger" in seen
+    assert check["unwantedReplies"][0] in result.report
+
+
+async def test_a_bot_that_never_becomes_ready_is_named_with_its_log(run_qa) -> None:
+    result = await run_qa("canary", bot_file=BOTS / "nio-reply-bot-never-ready.yaml")
+    assert result.code == 1
+    canary = result.scenario("canary")
+    assert "did not become ready" in canary["details"] and "bot.log" in canary["details"]
+    assert "a log line matching /^syncing as @/" in canary["details"]
+    # Well before the scenario's own 60 s timeout: the bot file's ready timeout (8 s) decides.
+    assert canary["durationMs"] < 40_000
+    assert "deliberate bug enabled: never-ready" in "\n".join(canary["failure"]["seen"]), "the log tail is shown"
+
+
+async def test_a_bot_killed_mid_turn_fails_at_once_and_the_run_finishes(run_qa) -> None:
+    result = await run_qa("canary", bot_file=BOTS / "nio-reply-bot-die-mid-turn.yaml")
+    assert result.code == 1
+    canary = result.scenario("canary")
+    seen = "\n".join(canary["failure"]["seen"])
+    assert "killed by SIGKILL unexpectedly" in seen and "bot.log" in seen, seen
+    assert "deliberate bug enabled: die-mid-turn" in seen
+    assert canary["durationMs"] < 30_000, "not the scenario's 60 s timeout"
