@@ -1,0 +1,159 @@
+"""A verdict you can trust when things go wrong: signals at any moment, a homeserver that dies, a reused
+artifact directory, a provider that echoes the key back. Each runs the CLI as a user (or a CI system) would."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from qa.report.redact import scan_for_secrets
+from tests.integration.conftest import REPO, cli, our_processes
+
+pytestmark = pytest.mark.integration
+HANG = REPO / "fixtures" / "mock-provider" / "hang.yaml"
+
+
+def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    return subprocess.Popen([sys.executable, "-m", "qa.cli", "run", *args], cwd=REPO, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+
+
+def _read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:  # ends when the run does, so a run that never prints the marker fails below
+        seen.append(line)
+        if marker in line:
+            return seen
+    pytest.fail(f"the run ended before printing {marker!r}:\n" + "".join(seen))
+
+
+def _summary(out: Path) -> dict:
+    return json.loads((out / "matrix-qa-summary.json").read_text())
+
+
+def _work_dirs(tmp_path: Path) -> list[Path]:
+    return sorted(tmp_path.glob("matrix-qa-*"))
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
+def test_a_signal_mid_turn_ends_the_run_honestly(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG))
+    _read_until(proc, "1. send:")  # the bot's model call now hangs in the provider
+    assert our_processes(str(tmp_path)), "a live Synapse and bot while the turn hangs"
+    proc.send_signal(sig)
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == code, rest
+    assert "Traceback" not in rest
+    assert our_processes(str(tmp_path)) == []
+    assert _work_dirs(tmp_path) == [], "the temp dir with the homeserver config and bot password is gone"
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == code
+    canary = summary["scenarios"][0]
+    assert canary["id"] == "canary" and canary["status"] == "interrupted", canary
+    assert f"{sig.name} received" in canary["details"] and "step 2 (expect_reply)" in canary["details"]
+    assert canary["steps"][0]["status"] == "pass", "what ran before the signal is kept"
+    assert "interrupted" in (out / "matrix-qa-report.md").read_text()
+    junit = (out / "junit.xml").read_text()
+    assert 'type="Interrupted"' in junit
+
+
+def test_sigterm_during_homeserver_boot(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out))
+    _read_until(proc, "starting synapse homeserver")
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 143, rest
+    assert "Traceback" not in rest
+    assert our_processes(str(tmp_path)) == []
+    assert _work_dirs(tmp_path) == []
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == 143
+    assert summary["scenarios"][0]["status"] in ("skip", "interrupted")
+    assert "SIGTERM" in summary["scenarios"][0]["details"]
+
+
+def test_a_homeserver_killed_mid_run_is_an_infrastructure_error_naming_it(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG))
+    _read_until(proc, "1. send:")
+    synapse = [line for line in our_processes(str(tmp_path)) if "synapse.app.homeserver" in line]
+    assert len(synapse) == 1, synapse
+    os.kill(int(synapse[0].split()[0]), signal.SIGKILL)
+    began = time.monotonic()
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 2, rest
+    assert time.monotonic() - began < 45, "the run noticed, instead of waiting out the scenario's timeout"
+    assert "Traceback" not in rest
+    summary = _summary(out)
+    assert summary["status"] == "error" and summary["exitCode"] == 2
+    error = summary["errors"][0]
+    assert error["component"] == "homeserver" and "died mid-run" in error["message"], error
+    assert "killed by signal 9" in error["message"] and error["log"], error
+    assert summary["scenarios"][0]["status"] == "interrupted"
+    assert our_processes(str(tmp_path)) == []
+
+
+async def test_a_reused_output_dir_holds_only_the_new_run(run_qa, tmp_path: Path) -> None:
+    from tests.integration.conftest import run_in_process
+
+    out = tmp_path / "reused"
+    first = await run_in_process(out, tmp_path / "c1.log", scenario_ids=["canary"])
+    second = await run_in_process(out, tmp_path / "c2.log", scenario_ids=["canary"])
+    assert first.code == 0 and second.code == 0, second.report
+    assert second.summary["runId"] != first.summary["runId"]
+    trace = (out / "scenarios" / "canary" / "bot-trace.jsonl").read_text().splitlines()
+    assert sum(json.loads(line)["type"] == "start" for line in trace) == 1, "one run's evidence, never two"
+    assert first.summary["runId"] not in (out / "matrix-qa-output.log").read_text()
+
+
+def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_path: Path) -> None:
+    key = "sk-mqa-echo-" + secrets.token_hex(16)
+    rules = tmp_path / "echo.yaml"
+    rules.write_text(
+        "rules:\n"
+        "  - name: echo-key-in-error\n"
+        "    match: {latest_user: 'echo the key'}\n"
+        f"    error: {{status: 400, message: 'bad request for key {key}'}}\n"
+        "  - name: echo-key-in-text\n"
+        "    match: {latest_user: 'say the key'}\n"
+        f"    reply: {{text: 'your key is {key}'}}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.provider.mock", "--port", "0", "--api-key", key, "--rules", str(rules)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / "echo.yaml").write_text(
+        "id: echo-key\ntitle: a provider that echoes the key\nprofiles: [fast]\ntimeout: 30s\nsteps:\n"
+        "  - send: {as: driver, mention: bot, body: 'say the key', id: say}\n"
+        "  - expect_reply: {to: say, id: said}\n"
+        "  - send: {as: driver, mention: bot, body: 'echo the key', id: echo}\n"
+        "  - expect_reply: {to: echo, timeout: 10s}\n")
+    try:
+        assert proc.stdout is not None
+        base_url = proc.stdout.readline().strip()
+        out = tmp_path / "out"
+        run = cli("run", "--provider", "live", "--model", "mock-model", "--base-url", base_url,
+                  "--model-retries", "0", "--scenarios-dir", str(scenarios), "--no-builtin-scenarios",
+                  "--output-dir", str(out), tmpdir=tmp_path, env={"OPENAI_API_KEY": key})
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    assert run.returncode == 1, run.stderr  # the second turn fails: the provider refused it
+    assert (out / "scenarios" / "echo-key" / "transcripts").is_dir(), "the transcripts were copied"
+    trace = (out / "scenarios" / "echo-key" / "bot-trace.jsonl").read_text()
+    assert "[REDACTED]" in trace, "the echoed key reached the trace, and was redacted there"
+    assert scan_for_secrets(out, [key]) == []
+    assert key not in run.stderr and key not in run.stdout
+    assert our_processes(str(tmp_path)) == []
