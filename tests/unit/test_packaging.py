@@ -1,0 +1,41 @@
+"""A plain (non-editable) install must carry the scenario library, the mock rules and the embedded agent's
+bot file, and find them from any directory."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+from qa.library import DATA_SUBDIR, library_root, rules_root_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_the_wheel_carries_the_library_and_the_bot_file(tmp_path: Path) -> None:
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300, cwd=tmp_path)
+    wheel = next(tmp_path.glob("matrix_qa-*.whl"))
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = [n for n in names if ".data/data/share/matrix-qa/" in n]
+    scenarios = {Path(n).name for n in data if "/scenarios/" in n}
+    assert scenarios == {p.name for p in (REPO / "scenarios").glob("*.yaml")}
+    assert any(n.endswith("fixtures/mock-provider/default.yaml") for n in data)
+    assert "qa/agent/bot.yaml" in names and "qa/agent/bot-config.json.j2" in names
+    assert "qa/report/templates/report.md.j2" in names
+
+
+def test_library_root_prefers_a_checkout_then_the_installed_data(tmp_path: Path) -> None:
+    installed = tmp_path / "prefix" / DATA_SUBDIR
+    (installed / "scenarios").mkdir(parents=True)
+    (installed / "fixtures" / "mock-provider").mkdir(parents=True)
+    not_a_checkout = tmp_path / "site-packages"
+    not_a_checkout.mkdir()
+    assert library_root([not_a_checkout, installed]) == installed
+    assert library_root([REPO, installed]) == REPO
+    assert library_root([not_a_checkout]) is None
+
+
+def test_rule_paths_are_relative_to_the_folder_above_the_scenario(tmp_path: Path) -> None:
+    assert rules_root_for(tmp_path / "proj" / "scenarios" / "a.yaml") == (tmp_path / "proj").resolve()
