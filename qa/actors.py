@@ -26,7 +26,7 @@ from nio import (
 
 from qa.clock import mono_ms
 from qa.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
-from qa.errors import InfraError
+from qa.errors import HomeserverError, InfraError
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -103,7 +103,7 @@ class Actor:
     async def login(self) -> None:
         resp = await self.client.login(self._password, device_name=f"matrix-qa {self.name}")
         if isinstance(resp, LoginError):
-            raise InfraError(f"test user {self.name} ({self.user_id}) could not log in: {resp.message}")
+            raise HomeserverError(f"test user {self.name} ({self.user_id}) could not log in: {resp.message}")
 
     async def start_sync(self) -> None:
         self._sync_task = asyncio.create_task(self._sync_loop(), name=f"sync:{self.name}")
@@ -133,13 +133,13 @@ class Actor:
         resp = await self.client.room_create(name=name, invite=invite, preset=RoomPreset.private_chat,
                                              initial_state=[ENCRYPTION_STATE] if encrypted else [])
         if isinstance(resp, RoomCreateError):
-            raise InfraError(f"{self.name} could not create room {name}: {resp.message}")
+            raise HomeserverError(f"{self.name} could not create room {name}: {resp.message}")
         return resp.room_id
 
     async def join(self, room_id: str) -> None:
         resp = await self.client.join(room_id)
         if isinstance(resp, JoinError):
-            raise InfraError(f"{self.name} could not join {room_id}: {resp.message}")
+            raise HomeserverError(f"{self.name} could not join {room_id}: {resp.message}")
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

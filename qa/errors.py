@@ -17,3 +17,8 @@ class InfraError(QAError):
 
 class ConfigError(QAError):
     """The user asked for something invalid: bad flags, bad settings, unreadable files."""
+
+
+class HomeserverError(InfraError):
+    """The homeserver refused or failed what any scenario needs (registration, login, a room): the run's
+    infrastructure is broken, not the bot, so it is a run error (exit 2), not a scenario failure."""

@@ -196,6 +196,7 @@ class Run:
         self.stop_reason: str | None = None
         self.interrupted_code: int | None = None
         self.interrupted: list[ScenarioResult] = []
+        self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.errors.HomeserverError)
         self._main: asyncio.Task[Any] | None = None
         self._tearing_down = False
 
@@ -344,7 +345,7 @@ class Run:
             provider_api_key=live.api_key if live is not None else "mock-key",
             provider_timeout_s=live.timeout_s if live is not None else None,
             provider_max_retries=live.max_retries if live is not None else None,
-            interrupted=self.interrupted, stop_reason=lambda: self.stop_reason,
+            interrupted=self.interrupted, stop_reason=lambda: self.stop_reason, infra_errors=self.infra_errors,
         )
         scenarios_began = mono_ms()
         try:
@@ -530,6 +531,9 @@ class Run:
         self.observed.sort(key=lambda e: order.get(str(e.get("scenario")), len(order)))
         report_began = mono_ms()
         lock = self._lock_section()
+        for message in dict.fromkeys(self.infra_errors):
+            self.errors.append(RunError(component="homeserver", message=self.out.redact(message),
+                                        log=_rel(self.dir, getattr(self.homeserver, "log_path", None))))
         counts = count(self.results)
         if not self.errors and self.interrupted_code is None and nothing_ran(r.status for r in self.results):
             self.errors.append(RunError(component="plan", message=f"{NOTHING_RAN} (see each scenario's reason)"))

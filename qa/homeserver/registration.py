@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from qa.errors import InfraError
+from qa.errors import HomeserverError as InfraError  # every failure here is the homeserver's
 from qa.homeserver.base import UserCredentials
 
 SHARED_SECRET_PATH = "/_synapse/admin/v1/register"

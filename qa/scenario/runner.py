@@ -19,7 +19,7 @@ from typing import Any
 
 from qa.actors import Actor, login_for_token
 from qa.clock import mono_ms
-from qa.errors import QAError
+from qa.errors import HomeserverError, QAError
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -68,6 +68,7 @@ class RunResources:
     # `stop_reason` says why.
     interrupted: list[ScenarioResult] = field(default_factory=list)
     stop_reason: Any = None
+    infra_errors: list[str] = field(default_factory=list)
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -145,6 +146,11 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         if running:
             running.status = "fail"
         result.details = f"timed out during {where}"
+    except HomeserverError as exc:
+        # Not this scenario's fault, nor the bot's: the run records it as an infrastructure error (exit 2).
+        result.failure = Failure(expected="the homeserver registers users and makes rooms", seen=str(exc).splitlines())
+        result.details = f"infrastructure (homeserver): {str(exc).splitlines()[0]}"
+        res.infra_errors.append(str(exc))
     except QAError as exc:
         result.failure = Failure(expected="scenario infrastructure works", seen=str(exc).splitlines())
         result.details = f"infrastructure: {str(exc).splitlines()[0]}"

@@ -92,6 +92,18 @@ async def test_existing_homeserver_by_url(tmp_path: Path) -> None:
         assert env["log"] is None
         run1_users = await admin.user_ids() - before
 
+        # A server that refuses registration is an infrastructure error naming it, not a failed scenario.
+        out0 = tmp_path / "run-refused"
+        refused = await asyncio.to_thread(cli, "run", "--homeserver-url", hs.base_url, "--scenario", "canary",
+                                          "--output-dir", str(out0), tmpdir=tmp_path,
+                                          env={"MATRIX_QA_REGISTRATION_TOKEN": "wrong-token-" + secrets.token_hex(6)})
+        assert refused.returncode == 2, refused.stderr
+        refused_summary = _summary(out0)
+        assert refused_summary["status"] == "error"
+        assert refused_summary["errors"][0]["component"] == "homeserver", refused_summary["errors"]
+        assert "regist" in refused_summary["errors"][0]["message"].lower()
+        assert "Traceback" not in refused.stderr
+
         # 2. The shared secret, with a restart step the external backend must refuse.
         scenarios = tmp_path / "scenarios"
         scenarios.mkdir()
