@@ -55,6 +55,7 @@ from qa.report.writer import write_reports
 from qa.scenario.loader import load_scenarios
 from qa.scenario.markers import MarkerFactory
 from qa.scenario.runner import RunResources, run_scenario
+from qa.waiting import run_unless
 
 
 @dataclass
@@ -358,23 +359,18 @@ class Run:
         naming it and its log, instead of every step timing out without a word about why."""
         hs = self.homeserver
         assert hs is not None
-        task = asyncio.ensure_future(work)
-        died = asyncio.ensure_future(hs.wait_died())
-        try:
-            await asyncio.wait({task, died}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            died.cancel()
-            if not task.done():
-                # Cancelled from outside (a signal) or the homeserver died: either way the scenarios end now,
-                # and their own teardowns (each bounded) finish before the run writes its record.
-                task.cancel()
-                await asyncio.wait({task}, timeout=SHUTDOWN_TIMEOUT_S)
-        if not died.done() or died.cancelled():
+        # A signal cancels us here; run_unless then cancels the scenarios and lets their own (bounded)
+        # teardowns finish before the run writes its record.
+        async def death() -> None:
+            # Said before the scenarios are cancelled, so each one records why it was cut short.
+            self.stop_reason = f"the homeserver died: {await hs.wait_died()}"
+
+        stopped, task = await run_unless(work, death(), grace_s=SHUTDOWN_TIMEOUT_S)
+        if not stopped:
             task.result()
             return
-        self.stop_reason = f"the homeserver died: {died.result()}"
         self.out.say(f"error: {self.stop_reason}")
-        raise InfraError(f"{hs.kind} homeserver died mid-run: {died.result()}; see {hs.log_path}")
+        raise InfraError(f"{hs.kind} homeserver died mid-run: {hs.death}; see {hs.log_path}")
 
     async def _run_scenarios(self, resources: RunResources) -> None:
         """Up to `jobs` scenarios at a time, started in plan order.

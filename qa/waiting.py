@@ -7,10 +7,11 @@ timeout the error carries what *was* seen, so a failure report says more than "t
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class WaitTimeout(Exception):
@@ -72,3 +73,21 @@ class Stream(Generic[T]):
             seen = [self._describe(i) for i in self.items[start:]]
             raise WaitTimeout(f"{what} (stream ended: {self.closed_reason})", timeout_s, seen)
         return found
+
+
+async def run_unless(work: Awaitable[R], stopper: Awaitable[object], grace_s: float) -> tuple[bool, asyncio.Future[R]]:
+    """Run `work` until it finishes, or until `stopper` does (a process died): then `work` is cancelled and
+    given `grace_s` for its own teardown. Returns (stopped, the work's future). Cancelling the caller cancels
+    `work` the same way, teardown grace included, so nothing is left running behind the caller's back."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(stopper)
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=grace_s)
+        await asyncio.gather(watch, return_exceptions=True)
+    # The work's own outcome wins when both ended together: a finished step is not undone by a later exit.
+    return not (task.done() and not task.cancelled()), task

@@ -30,6 +30,7 @@ from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.steps import STEPS
+from qa.waiting import run_unless
 
 KEYS_TIMEOUT_S = 30.0
 # `ready: {joined: true}` knows only that the bot joined; before the first message it waits until the bot's
@@ -342,19 +343,9 @@ async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str)
     """Run a step, but fail it at once when the bot exits while nobody asked it to (a crash, an OOM kill):
     with the exit and the tail of its log, rather than waiting out the step's timeout."""
     bot = ctx.bot
-    work = asyncio.ensure_future(step)
-    died = asyncio.ensure_future(bot.died.wait())
-    try:
-        await asyncio.wait({work, died}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        died.cancel()
-        if not work.done():
-            work.cancel()
-        await asyncio.gather(died, return_exceptions=True)
-    if work.done() and not work.cancelled():
+    stopped, work = await run_unless(step, bot.died.wait(), grace_s=5.0)
+    if not stopped:
         return work.result()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await work
     raise StepFailed(f"the bot to keep running through step {index} ({kind})",
                      [f"bot {bot.name}: {bot.exit_description} unexpectedly (log: {bot.log_path})",
                       *bot.log_tail(), *_recent_evidence(bot)[-10:]])
