@@ -151,6 +151,11 @@ def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_pat
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
     assert run.returncode == 1, run.stderr  # the second turn fails: the provider refused it
+    summary = _summary(out)
+    failed = summary["scenarios"][0]
+    assert "the bot's turn for it failed" in failed["details"], failed
+    step = next(s for s in failed["steps"] if s["status"] == "fail")
+    assert step["durationMs"] < 9_000, "failed on the traced evidence, not after the step's 10 s timeout"
     assert (out / "scenarios" / "echo-key" / "transcripts").is_dir(), "the transcripts were copied"
     trace = (out / "scenarios" / "echo-key" / "bot-trace.jsonl").read_text()
     assert "[REDACTED]" in trace, "the echoed key reached the trace, and was redacted there"

@@ -226,3 +226,22 @@ def test_summaries_without_the_new_fields_still_load_and_render(tmp_path: Path) 
     md = render_markdown(old)
     assert "Reply latency over 2 replies: p50 40.0 ms · p95 80.0 ms" in md
     assert "| 40.0 ms / 80.0 ms |" in md
+
+
+def test_an_interrupted_shard_keeps_the_merged_run_interrupted_with_its_exit_code() -> None:
+    parts = shards()
+    cut = parts[1].summary.model_copy(update={
+        "status": "interrupted", "exitCode": 143,
+        "scenarios": [result("canary"), result("b", "interrupted")]})
+    parts[1] = MergeInput(cut, source="shard-2", artifact_prefix=parts[1].artifact_prefix)
+    merged = merge_summaries(parts, run_id="merged-x")
+    assert merged.status == "interrupted" and merged.exitCode == 143
+    assert merged.counts.interrupted == 1
+    kept = next(r for r in merged.scenarios if r.id == "b")
+    assert kept.status == "interrupted"
+
+
+def test_a_merge_of_runs_where_nothing_ran_is_not_a_pass() -> None:
+    only_skips = [MergeInput(summary("r1", [result("canary", "skip"), result("a", "skip")]), source="s1")]
+    merged = merge_summaries(only_skips, run_id="merged-y")
+    assert merged.status == "error" and merged.exitCode == 2
