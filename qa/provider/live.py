@@ -4,12 +4,14 @@ Unlike the mock, nothing is served here. The harness only has to
 
 * resolve settings (model, base URL, timeout, retries) and the key, and refuse bad ones before anything starts
   (`resolve_live_settings`, pure: the environment is a parameter);
-* hand the key to the bot through its environment only (`LiveSettings.bot_env`), never through its config
-  file, a command line or the summary, and register it for redaction;
+* hand the key to the bot through its environment only (the launch contract's OPENAI_API_KEY, set by
+  qa.harness.launch), never through its config file, a command line or the summary, and register it for
+  redaction;
 * check once, before the first scenario, that the endpoint answers and accepts the key (`LiveProvider.start`),
   so a wrong key is one clear exit-2 error instead of every scenario timing out.
 
-The bot's own client gets the same timeout and retry bound through its config (`model.timeoutS`,
+The bot's own client gets the same timeout and retry bound through the launch (`provider.timeout_s` and
+`provider.max_retries` in a bot file's template; the embedded agent's `model.timeoutS`,
 `model.maxRetries`); the SDK retries 408/409/429/5xx and connection errors with exponential backoff, at most
 `max_retries` times.
 """
@@ -20,7 +22,6 @@ import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import urlparse
 
 from qa.errors import ConfigError, InfraError
@@ -56,15 +57,6 @@ class LiveSettings:
     @property
     def secrets(self) -> list[str]:
         return [self.api_key]
-
-    def bot_env(self) -> dict[str, str]:
-        # The bot reads OPENAI_API_KEY first (qa.agent.config.model_api_key), so setting it here wins over
-        # whatever the harness's own environment holds.
-        return {"OPENAI_API_KEY": self.api_key}
-
-    def bot_overrides(self) -> dict[str, Any]:
-        """Dotted keys for the bot's config: the same request timeout and retry bound as the harness's."""
-        return {"model.timeoutS": self.timeout_s, "model.maxRetries": self.max_retries}
 
 
 def resolve_api_key(env: Mapping[str, str]) -> tuple[str, str]:

@@ -176,8 +176,16 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         if prober is not None and (problem := await stop_prober(prober)):
             say(f"  ! {problem}")
         res.probes.extend({**p, "scenario": scenario.id} for p in probes)
-        if "bot" in holder:
-            await holder["bot"].stop()
+        bot = holder.get("bot")
+        if bot is not None:
+            if bot.died.is_set() and result.status == "pass":
+                # A crash after the last step is still a crash: the scenario must not pass over it.
+                result.status = "fail"
+                result.failure = Failure(expected="the bot keeps running until the scenario ends",
+                                         seen=[f"bot {bot.name}: {bot.exit_description} (log: {bot.log_path})",
+                                               *bot.log_tail()])
+                result.details = f"the bot {bot.exit_description} unexpectedly"
+            await bot.stop()
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))

@@ -40,8 +40,6 @@ def test_defaults_and_what_the_bot_gets() -> None:
     assert (s.model, s.base_url, s.timeout_s, s.max_retries) == ("gpt-5.4", DEFAULT_BASE_URL, 60.0, 2)
     assert s.key_source == "OPENAI_API_KEY" and s.api_key == KEY
     assert s.base_url_host == "api.openai.com"
-    assert s.bot_env() == {"OPENAI_API_KEY": KEY}
-    assert s.bot_overrides() == {"model.timeoutS": 60.0, "model.maxRetries": 2}
     assert KEY not in repr(s) and KEY not in str(s)
 
 
@@ -57,8 +55,8 @@ def test_key_precedence_and_fallback_variable() -> None:
     assert _settings({"MATRIX_QA_LIVE_OPENAI_KEY": "sk-fallback-1"}).key_source == "MATRIX_QA_LIVE_OPENAI_KEY"
     both = _settings({"OPENAI_API_KEY": "sk-primary-1", "MATRIX_QA_LIVE_OPENAI_KEY": "sk-fallback-1"})
     assert both.api_key == "sk-primary-1"
-    # The bot always gets it as OPENAI_API_KEY, whichever variable it came from.
-    assert _settings({"MATRIX_QA_LIVE_OPENAI_KEY": "sk-fallback-1"}).bot_env() == {"OPENAI_API_KEY": "sk-fallback-1"}
+    # The bot always gets it as OPENAI_API_KEY (the launch contract), whichever variable it came from.
+    assert _settings({"MATRIX_QA_LIVE_OPENAI_KEY": "sk-fallback-1"}).api_key == "sk-fallback-1"
 
 
 @pytest.mark.parametrize(
