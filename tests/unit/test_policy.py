@@ -8,7 +8,9 @@ import pytest
 
 from qa.agent.policy import (
     BOT_SENDER_BLOCKED,
+    DUPLICATE,
     EDIT,
+    HISTORY,
     MENTION_REQUIRED,
     NOT_BOT_MESSAGE,
     NOT_TEXT,
@@ -16,7 +18,9 @@ from qa.agent.policy import (
     OWN_MESSAGE,
     RECORDED,
     SENDER_NOT_ALLOWED,
+    UNDECRYPTABLE,
     UNKNOWN_ROOM,
+    Decision,
     Inbound,
     RoomPolicy,
     decide,
@@ -155,6 +159,47 @@ def test_parse_inbound(case: str, content: dict[str, Any], root: str | None, is_
 
 
 def test_each_thread_is_its_own_session_and_the_top_level_another() -> None:
+    # Session keys are written into traces and transcripts, so their spelling is pinned, not just their identity.
+    assert session_key(ROOM, None) == "!room:hs/main"
+    assert session_key(ROOM, "$t1") == "!room:hs/thread/$t1"
+    assert session_key(ROOM, "") == "!room:hs/main"  # an empty thread root is no thread
     keys = {session_key(ROOM, None), session_key(ROOM, "$t1"), session_key(ROOM, "$t2"), session_key("!b:hs", None)}
     assert len(keys) == 4
-    assert session_key(ROOM, "$t1") == session_key(ROOM, "$t1")
+
+
+WIRE_REASONS = [
+    (OWN_MESSAGE, "own-message"), (UNKNOWN_ROOM, "room-not-configured"), (NOT_TEXT, "not-a-text-message"),
+    (NOTICE, "notice"), (EDIT, "edit"), (MENTION_REQUIRED, "mention-required"),
+    (BOT_SENDER_BLOCKED, "bot-sender-blocked"), (SENDER_NOT_ALLOWED, "sender-not-allowed"),
+    (DUPLICATE, "duplicate"), (HISTORY, "history"), (UNDECRYPTABLE, "undecryptable"),
+    (NOT_BOT_MESSAGE, "not-a-bot-message"), (RECORDED, "recorded"),
+]
+
+
+@pytest.mark.parametrize(("constant", "wire"), WIRE_REASONS, ids=[w for _, w in WIRE_REASONS])
+def test_drop_reasons_are_the_documented_wire_strings(constant: str, wire: str) -> None:
+    # Scenarios and reports match on these strings in traces: renaming one silently breaks them.
+    assert constant == wire
+
+
+def test_acceptance_is_spelled_accepted() -> None:
+    assert decide(inbound(), BOT, policy()) == Decision(True, "accepted")
+    assert (Decision(True, "x").label, Decision(False, "x").label) == ("accepted", "dropped")
+
+
+def test_parse_inbound_reads_msgtype_mention_and_body() -> None:
+    mentioning = parse_inbound(event({"msgtype": "m.emote", "body": f"waves at {BOT}"}), BOT)
+    assert (mentioning.msgtype, mentioning.mentioned, mentioning.body) == ("m.emote", True, f"waves at {BOT}")
+    plain = parse_inbound(event({"msgtype": "m.text", "body": "hi", "m.mentions": {}}), BOT)
+    assert (plain.msgtype, plain.mentioned) == ("m.text", False)
+    # A parsed text message that mentions the bot is what decide() accepts: the two agree on the wire names.
+    assert decide(mentioning, BOT, policy()).accept
+
+
+def test_parse_inbound_of_an_empty_event_does_not_raise() -> None:
+    parsed = parse_inbound({}, BOT)
+    assert parsed == Inbound(event_id="", room_id="", sender="", msgtype=None, body="", mentioned=False,
+                             thread_root=None, is_edit=False)
+    assert decide(parsed, BOT, policy()).reason == NOT_TEXT
+    assert parse_inbound({"content": None, "sender": ALICE}, BOT).sender == ALICE
+    assert parse_inbound({"content": {"m.relates_to": None, "body": 5}}, BOT).body == "5"
