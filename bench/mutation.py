@@ -16,9 +16,11 @@ import os
 import shlex
 import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,6 +36,11 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/agent/lock_settings.py": ["tests/unit/test_lock_settings.py"],
     "qa/scenario/markers.py": ["tests/unit/test_markers.py"],
 }
+
+# A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
+STALL_S = 180
+POLL_S = 5
+RESUMES = 3
 
 # mutmut 2 status names, in the order they are reported. A mutant that times out or makes the tests slow
 # was still detected; a skipped one was never run.
@@ -75,6 +82,47 @@ def _env(scratch: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
+def _tested(scratch: Path) -> int:
+    """How many mutants have a result so far (0 before mutmut has written its cache)."""
+    try:
+        with sqlite3.connect(f"file:{scratch / '.mutmut-cache'}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM Mutant WHERE status != 'untested'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _run_watched(scratch: Path, args: list[str]) -> tuple[int | None, str]:
+    """mutmut's exit code and output, or (None, output) when it stopped making progress and was ended.
+
+    mutmut 2 waits forever on a queue when its worker process dies (seen on this shared machine), so a run
+    whose result count does not move for STALL_S seconds is ended with its whole process group.
+    """
+    log = scratch / ".mutmut-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=scratch, env=_env(scratch),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        seen, since = -1, time.monotonic()
+        code: int | None = None
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                tested = _tested(scratch)
+                if tested != seen:
+                    seen, since = tested, time.monotonic()
+                elif time.monotonic() - since > STALL_S:
+                    break
+        finally:
+            # Its own session, so it is not ended with ours: end it here, stalled or interrupted.
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return code, log.read_text(errors="replace")
+
+
 def _ids(scratch: Path, status: str) -> list[str]:
     proc = _mutmut(scratch, "result-ids", status)
     return proc.stdout.split() if proc.returncode == 0 else []
@@ -91,11 +139,21 @@ def measure(module: str, test_files: list[str], show_survivors: bool) -> int:
                   file=sys.stderr)
             return 2
         runner = shlex.join([sys.executable, str(scratch / "bench" / "mutation.py"), "--run-tests", *test_files])
-        run = _mutmut(scratch, "run", "--paths-to-mutate", module, "--tests-dir", "tests/unit",
-                      "--runner", runner, "--simple-output", "--no-progress")
+        args = ["run", "--paths-to-mutate", module, "--tests-dir", "tests/unit", "--runner", runner,
+                "--simple-output", "--no-progress"]
+        for _ in range(RESUMES + 1):
+            code, output = _run_watched(scratch, args)
+            if code is not None:
+                break
+            # Stalled: mutmut's worker died without telling its parent. The cache keeps every result so far,
+            # and a second `mutmut run` only tests the rest.
+            print(f"mutation: mutmut made no progress for {STALL_S}s on {module}; resuming", file=sys.stderr)
+        else:
+            print(f"mutation: mutmut kept stalling on {module}", file=sys.stderr)
+            return 2
         # mutmut exits with a bit mask of what it found (2 survived, 4 timeout, 8 suspicious); 1 is fatal.
-        if run.returncode & 1:
-            print(f"mutation: mutmut failed for {module}:\n{(run.stdout + run.stderr)[-3000:]}", file=sys.stderr)
+        if code & 1:
+            print(f"mutation: mutmut failed for {module}:\n{output[-3000:]}", file=sys.stderr)
             return 2
         counts = {status: _ids(scratch, status) for status in STATUSES}
         detected = sum(len(counts[s]) for s in DETECTED)

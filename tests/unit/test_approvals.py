@@ -100,7 +100,7 @@ async def test_run_command_without_a_shell() -> None:
         ("abc  \n\n def", 4, ["abc ", "def"]),  # the run of separators after a cut is dropped
         ("abcd efgh", 4, ["abcd", "efgh"]),
         ("\nabc def", 5, ["\nabc", "def"]),  # a break at the very start is no place to cut
-        (" abc def", 5, [" abc", "def"]),
+        (" abcdef", 4, [" abc", "def"]),  # nor is a space there
         ("", 5, [""]),
         ("abc", 3, ["abc"]),
     ],

@@ -480,3 +480,121 @@ def test_probe_windows_are_closed_at_both_ends() -> None:
     ]
     evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 100.0), probes)
     assert [p.during_model_io for p in evidence.probes] == [True, True, False, False, False]
+
+
+def test_a_probes_unset_fields_are_null_in_the_dump() -> None:
+    # The harness writes only what it measured; readers of the summary test the other fields for null.
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [{"session": "!a", "t": 400.0,
+                                                                      "timeoutElapsedMs": 25.0}])
+    assert evidence.model_dump(mode="json")["probes"] == [
+        {"session": "!a", "t": 400.0, "acquiredElapsedMs": None, "timeoutElapsedMs": 25.0, "error": None,
+         "duringModelIo": True}
+    ]
+    assert ProbeEvidence(session="!a").model_dump() == {
+        "session": "!a", "t": None, "acquiredElapsedMs": None, "timeoutElapsedMs": None, "error": None,
+        "duringModelIo": None,
+    }
+
+
+def test_nested_holds_of_one_attempt_pair_by_purpose() -> None:
+    # An outer hold and an inner one, released inner first: each release ends the hold of its own purpose.
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(1, "model.request.end", requestId="r1", ok=True, **s),
+        rec(10, "lock.acquire", purpose="outer", **s),
+        rec(20, "lock.acquire", purpose="inner", **s),
+        rec(30, "lock.release", purpose="inner", heldMs=10, **s),
+        rec(40, "lock.release", purpose="outer", heldMs=30, **s),
+    ]
+    assert analyze_lock_evidence(records).turns[0].holds == [(10.0, 40.0), (20.0, 30.0)]
+    # Without a purpose on the inner pair, the release without one still ends the hold without one.
+    bare = [r if r.get("purpose") != "inner" else {k: v for k, v in r.items() if k != "purpose"} for r in records]
+    assert analyze_lock_evidence(bare).turns[0].holds == [(10.0, 40.0), (20.0, 30.0)]
+
+
+def test_records_without_session_or_attempt_still_pair_up() -> None:
+    # A minimal trace that never names its session or attempt: acquire, takeover and release still match.
+    records = [
+        rec(0, "lock.acquire", purpose="p"),
+        rec(5, "model.request.start", requestId="r1"),
+        rec(20, "lock.takeover", reason="max-hold", previous={"pid": 1}),
+        rec(30, "model.request.end", requestId="r1", ok=True),
+        rec(31, "lock.release", purpose="p", heldMs=31),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.turns[0].holds == [(0.0, 20.0)]
+    assert evidence.total_overlap_ms == pytest.approx(15.0)
+    assert evidence.reasons == ["session  attempt : lock held during model I/O for 15.0ms"]
+
+
+def test_a_malformed_takeover_does_not_hide_the_records_after_it() -> None:
+    records = [
+        rec(0, "lock.takeover", session="!a", attempt="x", reason="owner-dead"),  # no `previous`
+        *attempt_scope_turn("!a", "a1", 10.0),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == pytest.approx(799.0)
+
+
+def test_a_release_without_acquire_or_held_ms_is_an_instant() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(5, "lock.release", purpose="p", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.turns[0].holds == [(5.0, 5.0)]
+    assert evidence.longest_hold_ms == 0
+
+
+def test_a_model_request_end_without_its_start_is_ignored() -> None:
+    # The trace began mid-request: nothing to pair the end with.
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.end", requestId="r0", ok=True, **s),
+        rec(1, "lock.acquire", purpose="p", **s),
+        rec(2, "lock.release", purpose="p", heldMs=1, **s),
+        rec(3, "model.request.start", requestId="r1", **s),
+        rec(9, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.model_requests == 1
+    assert evidence.turns[0].model_io == [(2.0, 8.0)]
+
+
+def test_a_turn_starts_at_its_turn_start_or_else_at_its_first_lock_record() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    late_start = [
+        rec(0, "lock.acquire", purpose="p", **s),
+        rec(1, "lock.release", purpose="p", heldMs=1, **s),
+        rec(2, "turn.start", eventId="$1", **s),
+        rec(3, "model.request.start", requestId="r1", **s),
+        rec(4, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(late_start).turns
+    assert (turn.start_t, turn.event_id, turn.acquire) == (2.0, "$1", [-2.0])
+    mid_hold = [
+        rec(5, "lock.release", purpose="p", heldMs=3, **s),  # the trace began during this hold
+        rec(6, "model.request.start", requestId="r1", **s),
+        rec(9, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(mid_hold).turns
+    assert (turn.start_t, turn.event_id, turn.holds, turn.prompt) == (5.0, None, [(-3.0, 0.0)], 1.0)
+
+
+def test_durations_are_rounded_to_the_microsecond() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "lock.acquire", purpose="p", **s),
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2.23456, "lock.release", purpose="p", heldMs=2.23456, **s),
+        rec(3, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert (evidence.longest_hold_ms, evidence.total_overlap_ms) == (2.235, 1.235)
+    assert (evidence.turns[0].longest_hold_ms, evidence.turns[0].overlap_ms) == (2.235, 1.235)

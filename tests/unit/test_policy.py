@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, get_args
 
 import pytest
 
+from qa.agent.config import RoomConfig
 from qa.agent.policy import (
     BOT_SENDER_BLOCKED,
     DUPLICATE,
@@ -20,6 +22,7 @@ from qa.agent.policy import (
     SENDER_NOT_ALLOWED,
     UNDECRYPTABLE,
     UNKNOWN_ROOM,
+    AllowBots,
     Decision,
     Inbound,
     RoomPolicy,
@@ -203,3 +206,22 @@ def test_parse_inbound_of_an_empty_event_does_not_raise() -> None:
     assert decide(parsed, BOT, policy()).reason == NOT_TEXT
     assert parse_inbound({"content": None, "sender": ALICE}, BOT).sender == ALICE
     assert parse_inbound({"content": {"m.relates_to": None, "body": 5}}, BOT).body == "5"
+
+
+def test_the_policy_type_and_the_agent_config_accept_the_same_allow_bots_values() -> None:
+    # The config validates allowBots with its own Literal; a value one side knows and the other not would
+    # either be refused at load time or reach decide() unhandled.
+    accepted = get_args(RoomConfig.model_fields["allow_bots"].annotation)
+    assert get_args(AllowBots) == accepted == ("off", "mentions", "all")
+    assert RoomConfig().allow_bots == RoomPolicy().allow_bots == "off"
+
+
+def test_decisions_policies_and_events_are_immutable_values() -> None:
+    # One ACCEPT and one RoomPolicy per room are shared by every event: nobody may change them in passing.
+    accepted = decide(inbound(), BOT, policy())
+    room = policy()
+    parsed = parse_inbound(event({"msgtype": "m.text", "body": "hi"}), BOT)
+    for value, attr in ((accepted, "accept"), (room, "require_mention"), (parsed, "body")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attr, None)
+    assert len({policy(), policy()}) == 1

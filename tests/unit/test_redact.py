@@ -90,3 +90,12 @@ def test_scan_finds_the_json_escaped_form(tmp_path: Path) -> None:
 def test_scan_of_an_empty_directory_finds_nothing(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     assert scan_for_secrets(tmp_path, ["sk-live-1234"]) == []
+
+
+def test_scan_does_not_report_a_near_miss_of_the_escaped_form(tmp_path: Path) -> None:
+    # A leak check that cries wolf gets ignored: only the whole secret, plain or escaped, counts.
+    secret = 'ab"cd'
+    (tmp_path / "near.json").write_text(json.dumps({"k": 'Xb"cd', "j": 'ab"cX'}))
+    assert scan_for_secrets(tmp_path, [secret]) == []
+    (tmp_path / "hit.json").write_text(json.dumps({"k": secret}))
+    assert scan_for_secrets(tmp_path, [secret]) == [(tmp_path / "hit.json", 0)]
