@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta, timezone
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -9,7 +9,9 @@ from qa.agent.approvals import (
     ALLOW,
     DENY,
     METADATA_KEY,
+    OUTCOME_BY_DECISION,
     ApprovalState,
+    Outcome,
     build_request_messages,
     chunk_text,
     resolution_content,
@@ -101,6 +103,10 @@ async def test_run_command_without_a_shell() -> None:
         ("abcd efgh", 4, ["abcd", "efgh"]),
         ("\nabc def", 5, ["\nabc", "def"]),  # a break at the very start is no place to cut
         (" abcdef", 4, [" abc", "def"]),  # nor is a space there
+        ("a\nbcdef", 4, ["a", "bcde", "f"]),  # a break one character in is a boundary
+        ("a bcdef", 4, ["a", "bcde", "f"]),
+        ("ab Xcd", 3, ["ab", "Xcd"]),  # only line breaks and spaces are dropped at a cut
+        ("ab c", 4, ["ab c"]),  # exactly the limit: one chunk, not cut at its space
         ("", 5, [""]),
         ("abc", 3, ["abc"]),
     ],
@@ -198,3 +204,11 @@ def test_tool_results_tell_the_model_what_happened() -> None:
         "Nobody approved this command in time (approval ap-4); it was not run."
     )
     assert ApprovalState("ap-5", "$req", None, "@bot:x").outcome == "pending"
+
+
+def test_the_outcome_type_names_every_state_a_request_can_reach() -> None:
+    # Outcome is what the resolution's `state` field is typed as; it must cover what ApprovalState produces.
+    assert get_args(Outcome) == ("pending", "approved", "denied", "expired")
+    assert {ApprovalState("a", "$r", None, "@b:x").outcome, *OUTCOME_BY_DECISION.values(), "expired"} == set(
+        get_args(Outcome)
+    )

@@ -598,3 +598,48 @@ def test_durations_are_rounded_to_the_microsecond() -> None:
     evidence = analyze_lock_evidence(records)
     assert (evidence.longest_hold_ms, evidence.total_overlap_ms) == (2.235, 1.235)
     assert (evidence.turns[0].longest_hold_ms, evidence.turns[0].overlap_ms) == (2.235, 1.235)
+
+
+def test_the_first_turn_start_of_an_attempt_counts() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2, "model.request.end", requestId="r1", ok=True, **s),
+        rec(5, "turn.start", eventId="$again", **s),
+        rec(9, "turn.end", eventId="$end", outcome="replied", **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert (turn.start_t, turn.end_t, turn.event_id, turn.outcome) == (0.0, 9.0, "$1", "replied")
+
+
+def test_without_turn_start_the_event_id_comes_from_turn_end() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2, "model.request.end", requestId="r1", ok=True, **s),
+        rec(3, "turn.end", eventId="$1", outcome="failed", **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert (turn.start_t, turn.end_t, turn.event_id, turn.outcome) == (1.0, 3.0, "$1", "failed")
+
+
+def test_a_turn_without_holds_says_so_in_its_summary() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [rec(0, "turn.start", eventId="$1", **s), rec(4, "turn.end", eventId="$1", outcome="dropped", **s)]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert turn.summary == "acquire=- prompt=- cleanup=- holds=-ms overlap=0ms"
+    assert (turn.longest_hold_ms, turn.acquire, turn.holds, turn.prompt, turn.cleanup) == (0, [], [], None, None)
+
+
+def test_the_summary_of_a_turn_with_an_open_hold() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(1.23456, "lock.acquire", purpose="p", **s),
+        rec(2, "model.request.start", requestId="r1", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert turn.acquire == [1.235]  # relative times are rounded to the microsecond too
+    assert turn.summary == "acquire=1.2 prompt=2.0 cleanup=- holds=8.8ms overlap=8.0ms open=1"
