@@ -38,7 +38,7 @@ MODULE_TESTS: dict[str, list[str]] = {
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
-STALL_S = 180
+STALL_S = 90
 POLL_S = 5
 RESUMES = 3
 
