@@ -225,3 +225,12 @@ def test_decisions_policies_and_events_are_immutable_values() -> None:
         with pytest.raises(dataclasses.FrozenInstanceError):
             setattr(value, attr, None)
     assert len({policy(), policy()}) == 1
+
+
+def test_an_inbound_built_from_the_required_fields_is_a_plain_top_level_message() -> None:
+    # Resuming a session rebuilds Inbound from a transcript record without these fields.
+    bare = Inbound(event_id="$e", room_id=ROOM, sender=ALICE, msgtype="m.text", body="hi", mentioned=True)
+    assert bare.is_edit is False
+    assert bare.thread_root is None
+    assert session_key(bare.room_id, bare.thread_root) == "!room:hs/main"
+    assert decide(bare, BOT, policy()).accept
