@@ -58,10 +58,16 @@ def run_tests(test_files: list[str]) -> int:
 
 
 def _tracked_and_new_files() -> list[str]:
-    out = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO, capture_output=True, text=True, check=True,
-    ).stdout
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        # Not a git checkout (an unpacked archive): the sources are all there is.
+        skip = {".git", "__pycache__", ".venv", "artifacts", ".pytest_cache", ".ruff_cache", ".mutmut-cache"}
+        return [p.relative_to(REPO).as_posix() for p in REPO.rglob("*")
+                if p.is_file() and not skip.intersection(p.relative_to(REPO).parts)]
     return [p for p in out.split("\0") if p and (REPO / p).is_file()]
 
 
