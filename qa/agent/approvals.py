@@ -81,7 +81,8 @@ def build_request_messages(
 def resolution_content(
     approval_id: str, outcome: Outcome, request_event_id: str, decided_by: str | None
 ) -> dict[str, Any]:
-    words = {"approved": "approved", "denied": "denied", "expired": "expired without a decision"}
+    # The other outcomes read as themselves ("Approval ap-1 denied by @x.").
+    words = {"expired": "expired without a decision"}
     meta: dict[str, Any] = {
         "version": 1, "type": "approval.resolution", "kind": "exec", "id": approval_id,
         "state": outcome, "requestEventId": request_event_id,

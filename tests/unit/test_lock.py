@@ -209,12 +209,21 @@ async def test_live_young_lock_is_not_reclaimed(transcript: Path) -> None:
         await SessionWriteLock(transcript, LockSettings(stale_ms=30_000)).acquire("new", "p", 20)
 
 
-async def test_mono_stamp_from_another_boot_falls_back_to_mtime(transcript: Path) -> None:
+async def test_mono_stamp_from_another_boot_falls_back_to_mtime(transcript: Path, trace: Trace) -> None:
+    # A stamp ahead of our monotonic clock was written by another boot: its age is unknowable from it.
     path = lock_path_for(transcript)
     write_lock_file(path, createdMono=mono_ms() + 10**9)
+    # A fresh mtime: the lock is young, so it is not taken (a negative age must not count as stale either).
+    with pytest.raises(SessionLockTimeout, match=r"ageMs=\d+"):
+        await SessionWriteLock(transcript, LockSettings(stale_ms=30_000), trace).acquire("new", "p", 20)
+    assert records(trace, "lock.takeover") == []
+    # Two minutes old by mtime: past staleMs, so it is reclaimed, and the age reported is the mtime's.
     old = path.stat().st_mtime - 120
     os.utime(path, (old, old))
-    await SessionWriteLock(transcript, LockSettings(stale_ms=30_000)).acquire("new", "p", 1000)
+    await SessionWriteLock(transcript, LockSettings(stale_ms=30_000), trace).acquire("new", "p", 1000)
+    (takeover,) = records(trace, "lock.takeover")
+    assert takeover["reason"] == "stale"
+    assert 120_000 <= takeover["previous"]["ageMs"] < 10**9
 
 
 async def test_unreadable_lock_is_judged_by_mtime(transcript: Path, trace: Trace) -> None:

@@ -324,3 +324,322 @@ def test_a_hold_across_an_approval_wait_fails_like_one_across_model_io() -> None
     # The same wait with the lock released before it is fine.
     released_first = [*records[:4], rec(6.5, "lock.release", purpose="tool", heldMs=0.5, **s), *records[4:6]]
     assert analyze_lock_evidence(released_first).verdict == "pass"
+
+
+# --- several holds, probes and boundaries: the verdict must not depend on which one is listed first ---------
+
+
+def test_a_turn_whose_first_hold_overlaps_model_io_fails_even_if_its_second_does_not() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(0, "lock.acquire", purpose="append-user", **s),
+        rec(10, "model.request.start", requestId="r1", **s),
+        rec(14, "lock.release", purpose="append-user", heldMs=14, **s),  # 4 ms inside the request
+        rec(50, "model.request.end", requestId="r1", ok=True, **s),
+        rec(60, "lock.acquire", purpose="append-reply", **s),
+        rec(61, "lock.release", purpose="append-reply", heldMs=1, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.turns[0].overlap_ms == pytest.approx(4.0)
+    assert evidence.reasons == ["session !a attempt a1: lock held during model I/O for 4.0ms"]
+
+
+def test_overlaps_of_several_holds_with_several_requests_add_up() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(8, "lock.acquire", purpose="p", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),  # 2 ms under the lock
+        rec(12, "lock.release", purpose="p", heldMs=4, **s),
+        rec(20, "lock.acquire", purpose="q", **s),
+        rec(23, "model.request.start", requestId="r2", **s),  # 3 ms under the lock
+        rec(26, "lock.release", purpose="q", heldMs=6, **s),
+        rec(40, "model.request.end", requestId="r2", ok=True, **s),
+        rec(41, "lock.acquire", purpose="r", **s),
+        rec(42, "lock.release", purpose="r", heldMs=1, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.turns[0].overlap_ms == pytest.approx(5.0)
+    assert evidence.total_overlap_ms == pytest.approx(5.0)
+    assert evidence.turns[0].holds == [(8.0, 12.0), (20.0, 26.0), (41.0, 42.0)]
+    assert evidence.turns[0].model_io == [(0.0, 10.0), (23.0, 40.0)]
+
+
+def test_an_overlap_of_half_a_millisecond_fails() -> None:
+    # The promise is "no overlap at all" (> 0 ms), not "no overlap worth a millisecond".
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(1, "lock.acquire", purpose="append-user", **s),
+        rec(2, "model.request.start", requestId="r1", **s),
+        rec(2.5, "lock.release", purpose="append-user", heldMs=1.5, **s),
+        rec(100, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == pytest.approx(0.5)
+    assert evidence.turns[0].summary.endswith("overlap=0.5ms")
+
+
+def test_a_hold_released_exactly_when_the_request_starts_does_not_overlap() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "lock.acquire", purpose="append-user", **s),
+        rec(5, "lock.release", purpose="append-user", heldMs=5, **s),
+        rec(5, "model.request.start", requestId="r1", **s),
+        rec(50, "model.request.end", requestId="r1", ok=True, **s),
+        rec(50, "lock.acquire", purpose="append-reply", **s),
+        rec(51, "lock.release", purpose="append-reply", heldMs=1, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.total_overlap_ms == 0
+    assert evidence.turns[0].summary.endswith("overlap=0ms")
+
+
+def test_a_leaked_hold_listed_after_a_released_one_still_fails() -> None:
+    other = {"session": "!a", "attempt": "inbound-1"}
+    leaked = {"session": "!a", "attempt": "inbound-2"}
+    records = [
+        *narrow_turn("!a", "a1", 100.0),
+        rec(10, "lock.acquire", purpose="inbound", **other),
+        rec(11, "lock.release", purpose="inbound", heldMs=1, **other),
+        rec(50, "lock.acquire", purpose="inbound", **leaked),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.reasons == [
+        "session !a attempt inbound-2: hold (inbound) still open at trace end, overlapping model I/O for 798.7ms"
+    ]
+
+
+def test_a_leaked_hold_overlapping_model_io_by_half_a_millisecond_fails() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),
+        rec(9.5, "lock.acquire", purpose="stray", session="!a", attempt="a0"),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.reasons == [
+        "session !a attempt a0: hold (stray) still open at trace end, overlapping model I/O for 0.5ms"
+    ]
+
+
+def test_a_leaked_hold_in_another_session_or_after_the_model_io_is_not_a_leak() -> None:
+    records = [
+        *narrow_turn("!a", "a1", 0.0),
+        rec(100, "lock.acquire", purpose="stray", session="!b", attempt="b0"),
+        rec(900, "lock.acquire", purpose="late", session="!a", attempt="a9"),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.other_holds == 2
+
+
+def test_a_timed_out_probe_listed_after_a_clean_one_still_fails() -> None:
+    probes = [
+        {"session": "!a", "t": 300.0, "acquiredElapsedMs": 0.2},
+        {"session": "!a", "t": 5000.0, "timeoutElapsedMs": 25.0},
+        {"session": "!a", "t": 400.0, "timeoutElapsedMs": 25.6},
+    ]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert [p.during_model_io for p in evidence.probes] == [True, False, True]
+    assert evidence.reasons == [
+        "session !a: contention probe timed out after 25.6ms while a model request was in flight"
+    ]
+
+
+def test_a_probe_of_unknown_start_listed_after_a_clean_one_still_fails() -> None:
+    probes = [{"session": "!a", "t": 300.0, "acquiredElapsedMs": 0.2}, {"session": "!a", "timeoutElapsedMs": 25}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert evidence.reasons == ["session !a: contention probe timed out (start time unknown)"]
+
+
+def test_a_probe_started_just_before_the_request_and_timed_out_during_it_fails() -> None:
+    # narrow_turn's request runs from 1.3 to 800.0: the probe waits from 0.0 to 25.0, into the request.
+    probes = [{"session": "!a", "t": 0.0, "timeoutElapsedMs": 25.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert evidence.probes[0].during_model_io is True
+
+
+def test_probe_windows_are_closed_at_both_ends() -> None:
+    # The request of narrow_turn("!a", "a1", 100.0) runs from 101.3 to 900.0.
+    probes = [
+        {"session": "!a", "t": 91.3, "acquiredElapsedMs": 10.0},  # ends exactly at the request's start
+        {"session": "!a", "t": 900.0, "acquiredElapsedMs": 1.0},  # starts exactly at its end
+        {"session": "!a", "t": 91.2, "acquiredElapsedMs": 10.0},  # ends 0.1 ms before it
+        {"session": "!a", "t": 900.1, "acquiredElapsedMs": 1.0},  # starts 0.1 ms after it
+        {"session": "!a", "t": 101.0},  # neither elapsed field: the instant of its start
+    ]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 100.0), probes)
+    assert [p.during_model_io for p in evidence.probes] == [True, True, False, False, False]
+
+
+def test_a_probes_unset_fields_are_null_in_the_dump() -> None:
+    # The harness writes only what it measured; readers of the summary test the other fields for null.
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [{"session": "!a", "t": 400.0,
+                                                                      "timeoutElapsedMs": 25.0}])
+    assert evidence.model_dump(mode="json")["probes"] == [
+        {"session": "!a", "t": 400.0, "acquiredElapsedMs": None, "timeoutElapsedMs": 25.0, "error": None,
+         "duringModelIo": True}
+    ]
+    assert ProbeEvidence(session="!a").model_dump() == {
+        "session": "!a", "t": None, "acquiredElapsedMs": None, "timeoutElapsedMs": None, "error": None,
+        "duringModelIo": None,
+    }
+
+
+def test_nested_holds_of_one_attempt_pair_by_purpose() -> None:
+    # An outer hold and an inner one, released inner first: each release ends the hold of its own purpose.
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(1, "model.request.end", requestId="r1", ok=True, **s),
+        rec(10, "lock.acquire", purpose="outer", **s),
+        rec(20, "lock.acquire", purpose="inner", **s),
+        rec(30, "lock.release", purpose="inner", heldMs=10, **s),
+        rec(40, "lock.release", purpose="outer", heldMs=30, **s),
+    ]
+    assert analyze_lock_evidence(records).turns[0].holds == [(10.0, 40.0), (20.0, 30.0)]
+    # Without a purpose on the inner pair, the release without one still ends the hold without one.
+    bare = [r if r.get("purpose") != "inner" else {k: v for k, v in r.items() if k != "purpose"} for r in records]
+    assert analyze_lock_evidence(bare).turns[0].holds == [(10.0, 40.0), (20.0, 30.0)]
+
+
+def test_records_without_session_or_attempt_still_pair_up() -> None:
+    # A minimal trace that never names its session or attempt: acquire, takeover and release still match.
+    records = [
+        rec(0, "lock.acquire", purpose="p"),
+        rec(5, "model.request.start", requestId="r1"),
+        rec(20, "lock.takeover", reason="max-hold", previous={"pid": 1}),
+        rec(30, "model.request.end", requestId="r1", ok=True),
+        rec(31, "lock.release", purpose="p", heldMs=31),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.turns[0].holds == [(0.0, 20.0)]
+    assert evidence.total_overlap_ms == pytest.approx(15.0)
+    assert evidence.reasons == ["session  attempt : lock held during model I/O for 15.0ms"]
+
+
+def test_a_malformed_takeover_does_not_hide_the_records_after_it() -> None:
+    records = [
+        rec(0, "lock.takeover", session="!a", attempt="x", reason="owner-dead"),  # no `previous`
+        *attempt_scope_turn("!a", "a1", 10.0),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "fail"
+    assert evidence.total_overlap_ms == pytest.approx(799.0)
+
+
+def test_a_release_without_acquire_or_held_ms_is_an_instant() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.start", requestId="r1", **s),
+        rec(5, "lock.release", purpose="p", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.turns[0].holds == [(5.0, 5.0)]
+    assert evidence.longest_hold_ms == 0
+
+
+def test_a_model_request_end_without_its_start_is_ignored() -> None:
+    # The trace began mid-request: nothing to pair the end with.
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "model.request.end", requestId="r0", ok=True, **s),
+        rec(1, "lock.acquire", purpose="p", **s),
+        rec(2, "lock.release", purpose="p", heldMs=1, **s),
+        rec(3, "model.request.start", requestId="r1", **s),
+        rec(9, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert evidence.model_requests == 1
+    assert evidence.turns[0].model_io == [(2.0, 8.0)]
+
+
+def test_a_turn_starts_at_its_turn_start_or_else_at_its_first_lock_record() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    late_start = [
+        rec(0, "lock.acquire", purpose="p", **s),
+        rec(1, "lock.release", purpose="p", heldMs=1, **s),
+        rec(2, "turn.start", eventId="$1", **s),
+        rec(3, "model.request.start", requestId="r1", **s),
+        rec(4, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(late_start).turns
+    assert (turn.start_t, turn.event_id, turn.acquire) == (2.0, "$1", [-2.0])
+    mid_hold = [
+        rec(5, "lock.release", purpose="p", heldMs=3, **s),  # the trace began during this hold
+        rec(6, "model.request.start", requestId="r1", **s),
+        rec(9, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(mid_hold).turns
+    assert (turn.start_t, turn.event_id, turn.holds, turn.prompt) == (5.0, None, [(-3.0, 0.0)], 1.0)
+
+
+def test_durations_are_rounded_to_the_microsecond() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "lock.acquire", purpose="p", **s),
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2.23456, "lock.release", purpose="p", heldMs=2.23456, **s),
+        rec(3, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    evidence = analyze_lock_evidence(records)
+    assert (evidence.longest_hold_ms, evidence.total_overlap_ms) == (2.235, 1.235)
+    assert (evidence.turns[0].longest_hold_ms, evidence.turns[0].overlap_ms) == (2.235, 1.235)
+
+
+def test_the_first_turn_start_of_an_attempt_counts() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2, "model.request.end", requestId="r1", ok=True, **s),
+        rec(5, "turn.start", eventId="$again", **s),
+        rec(9, "turn.end", eventId="$end", outcome="replied", **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert (turn.start_t, turn.end_t, turn.event_id, turn.outcome) == (0.0, 9.0, "$1", "replied")
+
+
+def test_without_turn_start_the_event_id_comes_from_turn_end() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(1, "model.request.start", requestId="r1", **s),
+        rec(2, "model.request.end", requestId="r1", ok=True, **s),
+        rec(3, "turn.end", eventId="$1", outcome="failed", **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert (turn.start_t, turn.end_t, turn.event_id, turn.outcome) == (1.0, 3.0, "$1", "failed")
+
+
+def test_a_turn_without_holds_says_so_in_its_summary() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [rec(0, "turn.start", eventId="$1", **s), rec(4, "turn.end", eventId="$1", outcome="dropped", **s)]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert turn.summary == "acquire=- prompt=- cleanup=- holds=-ms overlap=0ms"
+    assert (turn.longest_hold_ms, turn.acquire, turn.holds, turn.prompt, turn.cleanup) == (0, [], [], None, None)
+
+
+def test_the_summary_of_a_turn_with_an_open_hold() -> None:
+    s = {"session": "!a", "attempt": "a1"}
+    records = [
+        rec(0, "turn.start", eventId="$1", **s),
+        rec(1.23456, "lock.acquire", purpose="p", **s),
+        rec(2, "model.request.start", requestId="r1", **s),
+        rec(10, "model.request.end", requestId="r1", ok=True, **s),
+    ]
+    (turn,) = analyze_lock_evidence(records).turns
+    assert turn.acquire == [1.235]  # relative times are rounded to the microsecond too
+    assert turn.summary == "acquire=1.2 prompt=2.0 cleanup=- holds=8.8ms overlap=8.0ms open=1"

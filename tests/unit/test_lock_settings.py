@@ -1,15 +1,30 @@
 from __future__ import annotations
 
+import dataclasses
+from typing import get_args
+
 import pytest
 
-from qa.agent.lock_settings import MAX_MS, LockConfigError, LockSettings, resolve_lock_settings
+from qa.agent.lock_settings import (
+    MAX_MS,
+    SCOPES,
+    LockConfigError,
+    LockSettings,
+    Scope,
+    Source,
+    resolve_lock_settings,
+)
 
 ENV = "MATRIX_QA_SESSION_WRITE_LOCK_"
+EXPECTED = f"expected a whole number of milliseconds from 1 to {MAX_MS} (one day)"
 
 
 def test_defaults_when_nothing_is_set() -> None:
     settings, sources = resolve_lock_settings(None, {})
-    assert settings == LockSettings()
+    # The documented defaults, spelled out: comparing with LockSettings() would pass whatever they were.
+    assert settings == LockSettings(acquire_timeout_ms=10_000, stale_ms=30_000, max_hold_ms=5_000, scope="narrow")
+    assert (settings.acquire_timeout_ms, settings.stale_ms, settings.max_hold_ms) == (10_000, 30_000, 5_000)
+    assert settings.scope == "narrow"
     assert settings.max_hold_ms < settings.acquire_timeout_ms < settings.stale_ms
     assert sources == {
         "acquireTimeoutMs": "default",
@@ -17,6 +32,37 @@ def test_defaults_when_nothing_is_set() -> None:
         "maxHoldMs": "default",
         "scope": "default",
     }
+
+
+def test_settings_cannot_be_changed_after_resolution() -> None:
+    # One LockSettings is shared by every lock of a bot; a holder must not be able to change a waiter's view.
+    settings, _ = resolve_lock_settings(None, {})
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        settings.max_hold_ms = 1  # type: ignore[misc]
+
+
+def test_every_setting_has_its_own_env_variable() -> None:
+    env = {
+        ENV + "ACQUIRE_TIMEOUT_MS": "11",
+        ENV + "STALE_MS": "22",
+        ENV + "MAX_HOLD_MS": "33",
+        ENV + "SCOPE": "attempt",
+    }
+    settings, sources = resolve_lock_settings({}, env)
+    assert settings == LockSettings(acquire_timeout_ms=11, stale_ms=22, max_hold_ms=33, scope="attempt")
+    assert set(sources.values()) == {"env"}
+
+
+def test_one_millisecond_is_the_smallest_accepted_value() -> None:
+    settings, _ = resolve_lock_settings({"maxHoldMs": 1}, {ENV + "STALE_MS": "1"})
+    assert (settings.max_hold_ms, settings.stale_ms) == (1, 1)
+
+
+def test_type_aliases_name_exactly_the_values_the_code_produces() -> None:
+    # Scope and Source are what a type checker holds callers to; they must agree with the runtime values.
+    assert get_args(Scope) == SCOPES == ("narrow", "attempt")
+    _, from_env = resolve_lock_settings({"staleMs": 5}, {ENV + "SCOPE": "narrow"})
+    assert set(get_args(Source)) == set(from_env.values()) == {"env", "config", "default"}
 
 
 def test_env_beats_config_beats_default() -> None:
@@ -47,18 +93,19 @@ def test_digit_strings_with_whitespace_are_accepted() -> None:
 def test_bad_env_value_names_the_variable_and_value(bad: str) -> None:
     with pytest.raises(LockConfigError) as err:
         resolve_lock_settings({}, {ENV + "STALE_MS": bad})
-    assert f"{ENV}STALE_MS={bad!r}" in str(err.value)
+    assert str(err.value) == f"{ENV}STALE_MS={bad!r}: {EXPECTED}"
 
 
 @pytest.mark.parametrize("bad", ["12ms", -1, "abc", 0, 1.5, True, None])
 def test_bad_config_value_names_the_field_and_value(bad: object) -> None:
     with pytest.raises(LockConfigError) as err:
         resolve_lock_settings({"acquireTimeoutMs": bad}, {})
-    assert f"session.writeLock.acquireTimeoutMs={bad!r}" in str(err.value)
+    assert str(err.value) == f"session.writeLock.acquireTimeoutMs={bad!r}: {EXPECTED}"
 
 
 def test_bad_scope_is_rejected_from_env_and_config() -> None:
-    with pytest.raises(LockConfigError, match=r"MATRIX_QA_SESSION_WRITE_LOCK_SCOPE='wide'.*narrow\|attempt"):
+    expected = r"^MATRIX_QA_SESSION_WRITE_LOCK_SCOPE='wide': expected one of narrow\|attempt$"
+    with pytest.raises(LockConfigError, match=expected):
         resolve_lock_settings({}, {ENV + "SCOPE": "wide"})
     with pytest.raises(LockConfigError, match=r"session\.writeLock\.scope='wide'"):
         resolve_lock_settings({"scope": "wide"}, {})
@@ -72,13 +119,17 @@ def test_env_shadows_a_bad_config_value_but_not_a_different_field() -> None:
         resolve_lock_settings({"maxHoldMs": "bad"}, {ENV + "STALE_MS": "100"})
 
 
-def test_unknown_config_key_is_named() -> None:
-    with pytest.raises(LockConfigError, match=r"session\.writeLock\.staleMS"):
-        resolve_lock_settings({"staleMS": 100}, {})
+def test_unknown_config_keys_are_named_with_the_known_ones() -> None:
+    with pytest.raises(LockConfigError) as err:
+        resolve_lock_settings({"staleMS": 100, "acquireTimeout": 1}, {})
+    assert str(err.value) == (
+        "unknown setting session.writeLock.acquireTimeout, session.writeLock.staleMS "
+        "(known: acquireTimeoutMs, staleMs, maxHoldMs, scope)"
+    )
 
 
 def test_config_must_be_a_mapping() -> None:
-    with pytest.raises(LockConfigError, match=r"session\.writeLock must be a mapping"):
+    with pytest.raises(LockConfigError, match=r"^session\.writeLock must be a mapping, got \[1, 2\]$"):
         resolve_lock_settings([1, 2], {})  # type: ignore[arg-type]
 
 

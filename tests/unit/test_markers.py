@@ -10,6 +10,7 @@ from qa.scenario.markers import (
     Marker,
     MarkerError,
     MarkerFactory,
+    _derive,
     check,
     expand,
     new_markers,
@@ -116,3 +117,85 @@ def test_factory_is_a_mapping_of_all_names() -> None:
     assert list(markers) == list(TOKEN_NAMES)
     assert len(markers) == len(TOKEN_NAMES)
     assert markers.seed == "x"
+
+
+def test_a_seed_gives_the_same_tokens_across_versions() -> None:
+    # Replaying a run from its seed must work with a later matrix-qa too: the derivation is pinned by value.
+    markers = new_markers("seed")
+    assert (markers["token"], markers["token2"], markers["token9"]) == ("MQA-d56f78de", "MQA-bb191984",
+                                                                        "MQA-2e4b98c9")
+    child = markers.child("canary")
+    assert (child.seed, child["token"]) == ("seed/canary", "MQA-bf0a684c")
+    assert list(child) == list(TOKEN_NAMES)
+    assert repr(markers) == "MarkerFactory(seed='seed')"
+
+
+def test_a_factory_can_be_made_for_other_names() -> None:
+    markers = MarkerFactory("seed", ("user", "token"))
+    assert list(markers) == ["user", "token"]
+    assert markers["token"] == "MQA-d56f78de"
+    assert list(markers.child("x")) == ["user", "token"]
+
+
+def test_a_colliding_token_is_derived_again() -> None:
+    first = _derive("seed", "token", set())
+    again = _derive("seed", "token", {first})
+    assert again != first and TOKEN_RE.fullmatch(again)
+    assert _derive("seed", "token", {first, again}) not in {first, again}
+    # The fallback is part of what a seed reproduces, so its value is pinned like the first one.
+    assert (first, again) == ("MQA-d56f78de", "MQA-cc1f3fd8")
+
+
+def test_markers_are_immutable_values() -> None:
+    marker = parse("{token}")[0]
+    assert {marker, Marker("token", 0)} == {Marker("token", 0)}
+    with pytest.raises(AttributeError):
+        marker.name = "token2"  # type: ignore[misc]
+
+
+def test_unseeded_runs_get_a_random_hex_seed() -> None:
+    seed = new_markers().seed
+    assert re.fullmatch(r"[0-9a-f]{16}", seed), seed
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("open { brace", "unmatched '{' at position 5; write '{{' for a literal brace"),
+        ("close } brace", "unmatched '}' at position 6; write '}}' for a literal brace"),
+        ('json {"a": 1}', "'{\"a\": 1}' at position 5 is not a marker (names look like {token}); "
+                          "write '{{' and '}}' for literal braces"),
+        ("{}", "'{}' at position 0 is not a marker (names look like {token}); write '{{' and '}}' for literal braces"),
+    ],
+)
+def test_malformed_template_messages(text: str, message: str) -> None:
+    with pytest.raises(MarkerError) as info:
+        parse(text)
+    assert str(info.value) == message
+
+
+def test_unknown_and_missing_marker_messages() -> None:
+    with pytest.raises(MarkerError) as info:
+        check("ok {tokn}", allowed=("token", "token2"))
+    assert str(info.value) == (
+        "unknown marker {tokn} at position 3 (known: {token}, {token2}; write '{{' and '}}' for literal braces)"
+    )
+    assert info.value.position == 3
+    with pytest.raises(MarkerError) as info:
+        expand("say {token3}", {"token": "T"})
+    assert str(info.value) == "marker {token3} at position 4 has no value in this run"
+
+
+def test_parse_emits_no_empty_literals() -> None:
+    assert parse("{token}") == [Marker("token", 0)]
+    assert parse("{token}{token2}") == [Marker("token", 0), Marker("token2", 7)]
+    assert parse("") == []
+    assert parse("a{{b}}c") == ["a{b}c"]
+    assert parse("{{{token}}}x") == ["{", Marker("token", 2), "}x"]
+    assert parse("{a_1}") == [Marker("a_1", 0)]
+
+
+def test_marker_names_start_with_a_lowercase_letter() -> None:
+    for bad in ("{1token}", "{_x}", "{to-ken}", "{tokén}"):
+        with pytest.raises(MarkerError):
+            parse(bad)

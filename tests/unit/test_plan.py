@@ -123,3 +123,80 @@ def test_cli_refuses_jobs_below_one(capsys: pytest.CaptureFixture[str]) -> None:
         main(["run", "--jobs", "0"])
     assert exc.value.code == 2
     assert "--jobs" in capsys.readouterr().err
+
+
+def loaded() -> list[S]:
+    return [S("b", ["fast"]), S("a", ["slow"]), S(CANARY, ["fast", "slow"]), S("c", ["fast", "nightly"])]
+
+
+def test_explicit_ids_win_over_the_profile_and_keep_load_order() -> None:
+    chosen = select(loaded(), "slow", ["c", "b"])
+    assert [s.id for s in chosen] == ["b", "c"]
+    assert [s.id for s in select(loaded(), "fast", ["a", CANARY, "a"])] == [CANARY, "a"]
+
+
+def test_unknown_ids_are_named_with_the_known_ones() -> None:
+    with pytest.raises(ConfigError) as err:
+        select(loaded(), "fast", ["zz", "a", "yy"])
+    assert str(err.value) == "unknown scenario id(s): zz, yy; known ids: a, b, c, canary"
+
+
+def test_profile_all_selects_every_scenario_with_the_canary_first() -> None:
+    assert [s.id for s in select(loaded(), "all", [])] == [CANARY, "b", "a", "c"]
+
+
+def test_a_profile_selects_its_members_only() -> None:
+    assert [s.id for s in select(loaded(), "slow", [])] == [CANARY, "a"]
+    assert [s.id for s in select(loaded(), "nightly", [])] == ["c"]
+
+
+def test_an_empty_profile_is_refused_with_the_profiles_there_are() -> None:
+    with pytest.raises(ConfigError) as err:
+        select(loaded(), "smoke", [])
+    assert str(err.value) == "no scenario is in profile 'smoke'; profiles: all, fast, nightly, slow"
+
+
+def test_a_scenario_without_steps_does_not_run_alone() -> None:
+    assert not runs_alone(object())
+    assert not runs_alone(S("x", steps=[object()]))
+
+
+def test_shard_messages_name_what_was_given() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_shard("2-5")
+    assert str(err.value) == "--shard expects I/N (e.g. 2/5), got '2-5'"
+    with pytest.raises(ConfigError) as err:
+        parse_shard("6/5")
+    assert str(err.value) == "--shard 6/5: I must be between 1 and N (N >= 1)"
+    assert str(parse_shard("2/5")) == "2/5"
+    assert parse_shard("10/12") == Shard(10, 12)
+
+
+def test_shards_are_values() -> None:
+    shard = Shard(1, 2)
+    assert {shard: "x"}[Shard(1, 2)] == "x"
+    with pytest.raises(AttributeError):
+        shard.index = 2  # type: ignore[misc]
+
+
+def test_durations_of_scenarios_not_in_the_plan_are_ignored() -> None:
+    plan = plan_of([CANARY, "a", "b", "c"])
+    # Only "c" has a known duration here, so the others weigh the same as it: by id, least loaded first.
+    durations = {"c": 100.0, "gone": 1_000_000.0, CANARY: 1_000_000.0}
+    shards = [[s.id for s in shard_plan(plan, Shard(i, 2), durations)] for i in (1, 2)]
+    assert shards == [[CANARY, "a", "c"], [CANARY, "b"]]
+
+
+def test_the_median_of_an_even_count_is_the_mean_of_the_middle_two() -> None:
+    plan = plan_of([CANARY, "a", "b", "n"])
+    # Known 100 and 300: the new "n" weighs 200, so a (100) joins n's shard, not b's (300).
+    durations = {"a": 100.0, "b": 300.0}
+    shards = [[s.id for s in shard_plan(plan, Shard(i, 2), durations)] for i in (1, 2)]
+    assert shards == [[CANARY, "b"], [CANARY, "a", "n"]]
+
+
+def test_without_durations_ids_are_dealt_round_robin_in_id_order() -> None:
+    plan = plan_of([CANARY, "e", "d", "c", "b", "a"])
+    shards = [[s.id for s in shard_plan(plan, Shard(i, 3))] for i in (1, 2, 3)]
+    assert shards == [[CANARY, "d", "a"], [CANARY, "e", "b"], [CANARY, "c"]]
+    assert [[s.id for s in shard_plan(plan, Shard(i, 3), {})] for i in (1, 2, 3)] == shards

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, get_args
 
 import pytest
 
+from qa.agent.config import RoomConfig
 from qa.agent.policy import (
     BOT_SENDER_BLOCKED,
+    DUPLICATE,
     EDIT,
+    HISTORY,
     MENTION_REQUIRED,
     NOT_BOT_MESSAGE,
     NOT_TEXT,
@@ -16,7 +20,10 @@ from qa.agent.policy import (
     OWN_MESSAGE,
     RECORDED,
     SENDER_NOT_ALLOWED,
+    UNDECRYPTABLE,
     UNKNOWN_ROOM,
+    AllowBots,
+    Decision,
     Inbound,
     RoomPolicy,
     decide,
@@ -155,6 +162,75 @@ def test_parse_inbound(case: str, content: dict[str, Any], root: str | None, is_
 
 
 def test_each_thread_is_its_own_session_and_the_top_level_another() -> None:
+    # Session keys are written into traces and transcripts, so their spelling is pinned, not just their identity.
+    assert session_key(ROOM, None) == "!room:hs/main"
+    assert session_key(ROOM, "$t1") == "!room:hs/thread/$t1"
+    assert session_key(ROOM, "") == "!room:hs/main"  # an empty thread root is no thread
     keys = {session_key(ROOM, None), session_key(ROOM, "$t1"), session_key(ROOM, "$t2"), session_key("!b:hs", None)}
     assert len(keys) == 4
-    assert session_key(ROOM, "$t1") == session_key(ROOM, "$t1")
+
+
+WIRE_REASONS = [
+    (OWN_MESSAGE, "own-message"), (UNKNOWN_ROOM, "room-not-configured"), (NOT_TEXT, "not-a-text-message"),
+    (NOTICE, "notice"), (EDIT, "edit"), (MENTION_REQUIRED, "mention-required"),
+    (BOT_SENDER_BLOCKED, "bot-sender-blocked"), (SENDER_NOT_ALLOWED, "sender-not-allowed"),
+    (DUPLICATE, "duplicate"), (HISTORY, "history"), (UNDECRYPTABLE, "undecryptable"),
+    (NOT_BOT_MESSAGE, "not-a-bot-message"), (RECORDED, "recorded"),
+]
+
+
+@pytest.mark.parametrize(("constant", "wire"), WIRE_REASONS, ids=[w for _, w in WIRE_REASONS])
+def test_drop_reasons_are_the_documented_wire_strings(constant: str, wire: str) -> None:
+    # Scenarios and reports match on these strings in traces: renaming one silently breaks them.
+    assert constant == wire
+
+
+def test_acceptance_is_spelled_accepted() -> None:
+    assert decide(inbound(), BOT, policy()) == Decision(True, "accepted")
+    assert (Decision(True, "x").label, Decision(False, "x").label) == ("accepted", "dropped")
+
+
+def test_parse_inbound_reads_msgtype_mention_and_body() -> None:
+    mentioning = parse_inbound(event({"msgtype": "m.emote", "body": f"waves at {BOT}"}), BOT)
+    assert (mentioning.msgtype, mentioning.mentioned, mentioning.body) == ("m.emote", True, f"waves at {BOT}")
+    plain = parse_inbound(event({"msgtype": "m.text", "body": "hi", "m.mentions": {}}), BOT)
+    assert (plain.msgtype, plain.mentioned) == ("m.text", False)
+    # A parsed text message that mentions the bot is what decide() accepts: the two agree on the wire names.
+    assert decide(mentioning, BOT, policy()).accept
+
+
+def test_parse_inbound_of_an_empty_event_does_not_raise() -> None:
+    parsed = parse_inbound({}, BOT)
+    assert parsed == Inbound(event_id="", room_id="", sender="", msgtype=None, body="", mentioned=False,
+                             thread_root=None, is_edit=False)
+    assert decide(parsed, BOT, policy()).reason == NOT_TEXT
+    assert parse_inbound({"content": None, "sender": ALICE}, BOT).sender == ALICE
+    assert parse_inbound({"content": {"m.relates_to": None, "body": 5}}, BOT).body == "5"
+
+
+def test_the_policy_type_and_the_agent_config_accept_the_same_allow_bots_values() -> None:
+    # The config validates allowBots with its own Literal; a value one side knows and the other not would
+    # either be refused at load time or reach decide() unhandled.
+    accepted = get_args(RoomConfig.model_fields["allow_bots"].annotation)
+    assert get_args(AllowBots) == accepted == ("off", "mentions", "all")
+    assert RoomConfig().allow_bots == RoomPolicy().allow_bots == "off"
+
+
+def test_decisions_policies_and_events_are_immutable_values() -> None:
+    # One ACCEPT and one RoomPolicy per room are shared by every event: nobody may change them in passing.
+    accepted = decide(inbound(), BOT, policy())
+    room = policy()
+    parsed = parse_inbound(event({"msgtype": "m.text", "body": "hi"}), BOT)
+    for value, attr in ((accepted, "accept"), (room, "require_mention"), (parsed, "body")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, attr, None)
+    assert len({policy(), policy()}) == 1
+
+
+def test_an_inbound_built_from_the_required_fields_is_a_plain_top_level_message() -> None:
+    # Resuming a session rebuilds Inbound from a transcript record without these fields.
+    bare = Inbound(event_id="$e", room_id=ROOM, sender=ALICE, msgtype="m.text", body="hi", mentioned=True)
+    assert bare.is_edit is False
+    assert bare.thread_root is None
+    assert session_key(bare.room_id, bare.thread_root) == "!room:hs/main"
+    assert decide(bare, BOT, policy()).accept

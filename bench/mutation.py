@@ -1,0 +1,210 @@
+"""Mutation score of one pure module against the unit tests written for it.
+
+    python bench/mutation.py qa/report/lock_evidence.py [--show-survivors]
+
+Runs mutmut (the dev extra pins it) in a scratch copy of the working tree, so the tree you are editing is
+never mutated, not even when the run is interrupted; uncommitted changes are measured too. Prints
+killed/total and, with --show-survivors, the diff of every surviving mutant; tests/unit/MUTATION.md lists
+the survivors that are equivalent and why. Too slow for .ci/run; cheap enough before a pure module changes.
+Exit 0 when the score is measured, 2 on bad input or when mutmut cannot run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Only the test files that exercise a module run against its mutants: the whole suite would be slower and
+# would credit a module with kills from tests that only pass through it.
+MODULE_TESTS: dict[str, list[str]] = {
+    "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py"],
+    "qa/agent/policy.py": ["tests/unit/test_policy.py"],
+    "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],
+    "qa/harness/plan.py": ["tests/unit/test_plan.py"],
+    "qa/report/redact.py": ["tests/unit/test_redact.py"],
+    "qa/agent/lock_settings.py": ["tests/unit/test_lock_settings.py"],
+    "qa/scenario/markers.py": ["tests/unit/test_markers.py"],
+}
+
+# A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
+STALL_S = 90
+POLL_S = 5
+RESUMES = 3
+
+# mutmut 2 status names, in the order they are reported. A mutant that times out or makes the tests slow
+# was still detected; a skipped one was never run.
+DETECTED = ("killed", "timeout", "suspicious")
+STATUSES = (*DETECTED, "survived", "skipped")
+
+
+def run_tests(test_files: list[str]) -> int:
+    """The runner mutmut calls for each mutant. mutmut 2 counts only exit code 1 as a kill, so a mutant that
+    breaks collection (pytest exit 2) would pass for a survivor: every failure becomes 1 here."""
+    import pytest
+
+    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *test_files])
+    return 0 if code == 0 else 1
+
+
+def _tracked_and_new_files() -> list[str]:
+    try:
+        out = subprocess.run(
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+            cwd=REPO, capture_output=True, text=True, check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        # Not a git checkout (an unpacked archive): the sources are all there is.
+        skip = {".git", "__pycache__", ".venv", "artifacts", ".pytest_cache", ".ruff_cache", ".mutmut-cache"}
+        return [p.relative_to(REPO).as_posix() for p in REPO.rglob("*")
+                if p.is_file() and not skip.intersection(p.relative_to(REPO).parts)]
+    return [p for p in out.split("\0") if p and (REPO / p).is_file()]
+
+
+def _copy_tree(scratch: Path) -> None:
+    for rel in _tracked_and_new_files():
+        dest = scratch / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / rel, dest)
+
+
+def _mutmut(scratch: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "mutmut", *args], cwd=scratch, env=_env(scratch),
+                          capture_output=True, text=True, check=False)
+
+
+def _env(scratch: Path) -> dict[str, str]:
+    # The package may be installed in editable mode from another checkout: the copy must win.
+    return {**os.environ, "PYTHONPATH": str(scratch), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _tested(scratch: Path) -> int:
+    """How many mutants have a result so far (0 before mutmut has written its cache)."""
+    try:
+        with sqlite3.connect(f"file:{scratch / '.mutmut-cache'}?mode=ro", uri=True, timeout=5) as db:
+            return int(db.execute("SELECT count(*) FROM Mutant WHERE status != 'untested'").fetchone()[0])
+    except sqlite3.Error:
+        return 0
+
+
+def _run_watched(scratch: Path, args: list[str]) -> tuple[int | None, str]:
+    """mutmut's exit code and output, or (None, output) when it stopped making progress and was ended.
+
+    mutmut 2 waits forever on a queue when its worker process dies (seen on this shared machine), so a run
+    whose result count does not move for STALL_S seconds is ended with its whole process group.
+    """
+    log = scratch / ".mutmut-run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "mutmut", *args], cwd=scratch, env=_env(scratch),
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        seen, since = -1, time.monotonic()
+        code: int | None = None
+        try:
+            while True:
+                try:
+                    code = proc.wait(timeout=POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                tested = _tested(scratch)
+                if tested != seen:
+                    seen, since = tested, time.monotonic()
+                elif time.monotonic() - since > STALL_S:
+                    break
+        finally:
+            # Its own session, so it is not ended with ours: end it here, stalled or interrupted.
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    return code, log.read_text(errors="replace")
+
+
+def _ids(scratch: Path, status: str) -> list[str]:
+    proc = _mutmut(scratch, "result-ids", status)
+    return proc.stdout.split() if proc.returncode == 0 else []
+
+
+def measure(module: str, test_files: list[str], show_survivors: bool) -> int:
+    with tempfile.TemporaryDirectory(prefix="matrix-qa-mutation-") as tmp:
+        scratch = Path(tmp)
+        _copy_tree(scratch)
+        check = subprocess.run([sys.executable, "-c", "import qa; print(qa.__file__)"], cwd=scratch,
+                               env=_env(scratch), capture_output=True, text=True, check=False)
+        if not check.stdout.strip().startswith(str(scratch)):
+            print(f"mutation: the scratch copy's qa package is not the one imported ({check.stdout.strip()})",
+                  file=sys.stderr)
+            return 2
+        runner = shlex.join([sys.executable, str(scratch / "bench" / "mutation.py"), "--run-tests", *test_files])
+        args = ["run", "--paths-to-mutate", module, "--tests-dir", "tests/unit", "--runner", runner,
+                "--simple-output", "--no-progress"]
+        for _ in range(RESUMES + 1):
+            code, output = _run_watched(scratch, args)
+            if code is not None:
+                break
+            # Stalled: mutmut's worker died without telling its parent. The cache keeps every result so far,
+            # and a second `mutmut run` only tests the rest.
+            print(f"mutation: mutmut made no progress for {STALL_S}s on {module}; resuming", file=sys.stderr)
+        else:
+            print(f"mutation: mutmut kept stalling on {module}", file=sys.stderr)
+            return 2
+        # mutmut exits with a bit mask of what it found (2 survived, 4 timeout, 8 suspicious); 1 is fatal.
+        if code & 1:
+            print(f"mutation: mutmut failed for {module}:\n{output[-3000:]}", file=sys.stderr)
+            return 2
+        counts = {status: _ids(scratch, status) for status in STATUSES}
+        detected = sum(len(counts[s]) for s in DETECTED)
+        total = detected + len(counts["survived"])
+        score = 100.0 * detected / total if total else 100.0
+        detail = ", ".join(f"{len(counts[s])} {s}" for s in STATUSES)
+        print(f"{module}: {detected}/{total} killed ({score:.1f} %) — {detail}; tests: {' '.join(test_files)}")
+        if show_survivors:
+            for mutant_id in counts["survived"]:
+                print(f"--- survivor {mutant_id}")
+                print(_mutmut(scratch, "show", mutant_id).stdout.rstrip())
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["--run-tests"]:
+        return run_tests(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("module", nargs="+", help=f"one of: {', '.join(MODULE_TESTS)}")
+    parser.add_argument("--tests", nargs="+", help="test files to run instead of the module's own")
+    parser.add_argument("--show-survivors", action="store_true", help="print the diff of each survivor")
+    args = parser.parse_args(argv)
+    try:
+        import mutmut  # noqa: F401
+    except ImportError:
+        print("mutation: mutmut is not installed: pip install -e '.[dev]'", file=sys.stderr)
+        return 2
+    # An interrupted run must still delete its scratch copy: SIGTERM unwinds like Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    status = 0
+    for module in args.module:
+        module = Path(module).as_posix()
+        tests = args.tests or MODULE_TESTS.get(module)
+        if not tests:
+            print(f"mutation: no unit tests are mapped to {module}; known: {', '.join(MODULE_TESTS)}",
+                  file=sys.stderr)
+            return 2
+        missing = [t for t in [module, *tests] if not (REPO / t).is_file()]
+        if missing:
+            print(f"mutation: no such file: {', '.join(missing)}", file=sys.stderr)
+            return 2
+        status = max(status, measure(module, tests, args.show_survivors))
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Redaction of secrets from text, data and files on disk (pure apart from reading the files it scans)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from qa.report.redact import MIN_SECRET_LENGTH, REDACTED, redact, redact_data, scan_for_secrets
+
+
+def test_the_placeholder_and_the_minimum_length() -> None:
+    assert REDACTED == "[REDACTED]"
+    # Secrets shorter than this are refused at input (qa.urls, live settings), never silently left unredacted.
+    assert MIN_SECRET_LENGTH == 8
+
+
+def test_a_secret_of_exactly_the_minimum_length_is_redacted_and_a_shorter_one_is_not() -> None:
+    assert redact("pin 12345678 and 1234567", ["12345678", "1234567"]) == f"pin {REDACTED} and 1234567"
+
+
+def test_every_occurrence_is_redacted() -> None:
+    assert redact("tokentok tokentok-tokentok", ["tokentok-"]) == f"tokentok {REDACTED}tokentok"
+    assert redact("aaaaaaaa aaaaaaaa", ["aaaaaaaa"]) == f"{REDACTED} {REDACTED}"
+
+
+def test_a_secret_containing_another_is_replaced_whole_whichever_is_listed_first() -> None:
+    text = "key=abcdabcd-efghefgh-ijkl;"
+    expected = f"key={REDACTED};"
+    assert redact(text, ["abcdabcd", "abcdabcd-efghefgh-ijkl"]) == expected
+    assert redact(text, ["abcdabcd-efghefgh-ijkl", "abcdabcd"]) == expected
+    assert redact(text, ["efghefgh", "abcdabcd-efghefgh", "abcdabcd-efghefgh-ijkl"]) == expected
+
+
+def test_no_secrets_leaves_text_alone() -> None:
+    assert redact("plain", []) == "plain"
+    assert redact("plain", ["", "abc"]) == "plain"
+    assert redact("short-secret abcdefg", ["abcdefg"]) == "short-secret abcdefg", "below the minimum: untouched"
+
+
+def test_redact_data_redacts_keys_values_and_nested_containers() -> None:
+    secret = "sk-live-1234"
+    data = {
+        "k": f"Bearer {secret}",
+        secret: 1,
+        "list": [secret, 2, None, {"deep": (secret, 3.5)}],
+        "n": 7,
+        "flag": True,
+    }
+    assert redact_data(data, [secret]) == {
+        "k": f"Bearer {REDACTED}",
+        REDACTED: 1,
+        "list": [REDACTED, 2, None, {"deep": [REDACTED, 3.5]}],
+        "n": 7,
+        "flag": True,
+    }
+    assert redact_data(secret, [secret]) == REDACTED
+    assert redact_data(("x", secret), [secret]) == ["x", REDACTED]
+
+
+def test_redact_data_without_usable_secrets_returns_the_value_itself() -> None:
+    data = {"a": ("tuple",)}
+    assert redact_data(data, []) is data
+    assert redact_data(data, ["abc", ""]) is data
+
+
+def test_redact_data_applies_the_longest_secret_first_too() -> None:
+    assert redact_data(["abcdabcd-efgh"], ["abcdabcd", "abcdabcd-efgh"]) == [REDACTED]
+
+
+def test_scan_returns_the_index_of_each_secret_per_file_in_path_order(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "b.log").write_text("token=syt-abcdef")
+    (tmp_path / "a.json").write_text("nothing here")
+    (tmp_path / "sub" / "c.txt").write_text("sk-key-0001 and syt-abcdef")
+    found = scan_for_secrets(tmp_path, ["abcdefg", "syt-abcdef", "", "sk-key-0001", "absent-1"])
+    assert found == [(tmp_path / "b.log", 1), (tmp_path / "sub" / "c.txt", 1), (tmp_path / "sub" / "c.txt", 3)]
+
+
+def test_scan_finds_a_secret_of_exactly_the_minimum_length(tmp_path: Path) -> None:
+    (tmp_path / "f").write_text("pin 12345678 and 1234567")
+    assert scan_for_secrets(str(tmp_path), ["12345678", "1234567"]) == [(tmp_path / "f", 0)]  # type: ignore[arg-type]
+
+
+def test_scan_finds_the_json_escaped_form(tmp_path: Path) -> None:
+    secret = 'pa"ss\\wörd'
+    (tmp_path / "plain.txt").write_text(f"x {secret} x", encoding="utf-8")
+    (tmp_path / "summary.json").write_text(json.dumps({"k": secret}, ensure_ascii=False), encoding="utf-8")
+    (tmp_path / "clean.json").write_text(json.dumps({"k": "other"}), encoding="utf-8")
+    assert scan_for_secrets(tmp_path, [secret]) == [(tmp_path / "plain.txt", 0), (tmp_path / "summary.json", 0)]
+
+
+def test_scan_of_an_empty_directory_finds_nothing(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    assert scan_for_secrets(tmp_path, ["sk-live-1234"]) == []
+
+
+def test_scan_does_not_report_a_near_miss_of_the_escaped_form(tmp_path: Path) -> None:
+    # A leak check that cries wolf gets ignored: only the whole secret, plain or escaped, counts.
+    secret = 'abcd"efgh'
+    (tmp_path / "near.json").write_text(json.dumps({"k": 'Xbcd"efgh', "j": 'abcd"efgX'}))
+    assert scan_for_secrets(tmp_path, [secret]) == []
+    (tmp_path / "hit.json").write_text(json.dumps({"k": secret}))
+    assert scan_for_secrets(tmp_path, [secret]) == [(tmp_path / "hit.json", 0)]
