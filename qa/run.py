@@ -250,7 +250,11 @@ class Run:
                 await self._shutdown()
             finally:
                 shutil.rmtree(work, ignore_errors=True)
-                code = self._write()
+                try:
+                    code = self._write()
+                except OSError as exc:  # a full disk, a directory removed under us: say so, in one line
+                    self.out.say(f"error: could not write the run's record to {self.dir}: {exc.strerror or exc}")
+                    code = 2 if self.interrupted_code is None else self.interrupted_code
                 self.out.close()
                 library_logs.close()
                 signals.remove()

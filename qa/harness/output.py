@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,6 +17,7 @@ class Output:
         self._stream = stream
         self._log: TextIO | None = None
         self._pending: list[str] = []
+        self._log_broken = False
         # Everything appended here is redacted from the next line on; a run shares this list as its own.
         self.secrets: list[str] = []
 
@@ -38,10 +40,18 @@ class Output:
         print(message, file=self._stream, flush=True)
         line = f"{utc_now_iso()} {message}\n"
         if self._log is None:
-            self._pending.append(line)
-        else:
+            if not self._log_broken:
+                self._pending.append(line)
+            return
+        try:
             self._log.write(line)
             self._log.flush()
+        except OSError as exc:  # e.g. no space left: the terminal still gets every line, the run goes on
+            print(f"warning: matrix-qa-output.log is no longer written: {exc.strerror or exc}", file=self._stream)
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None
+            self._log_broken = True
 
     def close(self) -> None:
         if self._log is not None:
