@@ -15,6 +15,9 @@ Launch contract (environment only):
 device_id, password, rooms; [bot] state_dir, model), as a bot with its own config format would; the OpenAI
 variables still come from the environment.
 
+`--trace-locks` writes just two kinds of matrix-qa trace record to $MATRIX_QA_TRACE_FILE: `lock.acquire` and
+`lock.release` around each write of a session file (a bot that traces its lock holds but not its model calls).
+
 `--bug NAME` turns on one deliberate defect (see BUGS) so the harness can prove it catches that class of bug.
 """
 
@@ -44,6 +47,7 @@ BUGS = {
     "answer-unmentioned": "answers every text message, mentioned or not",
     "never-ready": "logs in, then never joins its rooms nor says it is syncing",
     "die-mid-turn": "is SIGKILLed (by itself, as the OOM killer would) while its model request is in flight",
+    "lock-across-model": "holds its session-file lock while the model is thinking (with --trace-locks)",
 }
 SYSTEM_PROMPT = "You are a helpful assistant in a Matrix chat room. Answer briefly."
 FAILURE_TEXT = "Sorry, I could not get an answer from the model."
@@ -199,13 +203,32 @@ class Session:
                                "answered": self.answered})
 
 
+class LockTrace:
+    """The two trace records this bot can write (docs/trace-format.md): holds of its session-file lock."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = Path(path) if path else None
+
+    def emit(self, kind: str, session: str, attempt: str) -> None:
+        if self.path is None:
+            return
+        import time
+
+        record = {"t": round(time.monotonic_ns() / 1e6, 3), "type": kind, "session": session, "attempt": attempt,
+                  "purpose": "session-write"}
+        with self.path.open("a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
 # --- the bot ------------------------------------------------------------------------------------------------
 
 
 class ReplyBot:
-    def __init__(self, settings: Settings, model_client: openai.AsyncOpenAI, bug: str | None) -> None:
+    def __init__(self, settings: Settings, model_client: openai.AsyncOpenAI, bug: str | None,
+                 locks: LockTrace | None = None) -> None:
         self.s = settings
         self.bug = bug
+        self.locks = locks or LockTrace(None)
         self.model_client = model_client
         self.token_path = settings.state_dir / "sync-token.json"
         self.client = AsyncClient(settings.homeserver, settings.user_id, device_id=settings.device_id or None,
@@ -288,6 +311,9 @@ class ReplyBot:
             return  # redelivered after a restart that came between our reply and the saved sync position
         body = str(content.get("body", ""))
         log.info("answering %s in %s (thread %s)", trigger, room_id, root)
+        key = session.path.stem
+        if self.bug == "lock-across-model":
+            self.locks.emit("lock.acquire", key, trigger)  # the bug: held from here, across the model call
         if self.bug == "die-mid-turn":
             asking = asyncio.create_task(self.ask_model(session.messages, body))
             await asyncio.wait({asking}, timeout=0.2)  # the request is out; the answer (if slow) is not back
@@ -301,8 +327,13 @@ class ReplyBot:
         sent = await self.client.room_send(room_id, "m.room.message", out)
         if isinstance(sent, RoomSendError):
             log.error("could not send the reply to %s: %s", trigger, sent.message)
+            if self.bug == "lock-across-model":
+                self.locks.emit("lock.release", key, trigger)
             return  # not recorded: a restart redelivers it and tries again
+        if self.bug != "lock-across-model":
+            self.locks.emit("lock.acquire", key, trigger)
         session.record(trigger, body, reply)
+        self.locks.emit("lock.release", key, trigger)
 
     async def ask_model(self, history: list[dict[str, str]], text: str) -> str | None:
         messages: list[Any] = [{"role": "system", "content": SYSTEM_PROMPT}, *history,
@@ -319,14 +350,15 @@ class ReplyBot:
         return answer
 
 
-async def main_async(settings: Settings, bug: str | None) -> int:
+async def main_async(settings: Settings, bug: str | None, trace_locks: bool = False) -> int:
     try:
         # One request per trigger (no SDK retries), bounded in time; base URL and key come from the environment.
         model_client = openai.AsyncOpenAI(max_retries=0, timeout=MODEL_TIMEOUT_S)
     except openai.OpenAIError as exc:
         print(f"nio_reply_bot: {exc}", file=sys.stderr)
         return 2
-    bot = ReplyBot(settings, model_client, bug)
+    locks = LockTrace(os.environ.get("MATRIX_QA_TRACE_FILE") if trace_locks else None)
+    bot = ReplyBot(settings, model_client, bug, locks)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -364,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A minimal Matrix reply bot (matrix-nio + openai).")
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
     parser.add_argument("--config", type=Path, help="read the settings from this INI file, not the environment")
+    parser.add_argument("--trace-locks", action="store_true", help="trace session-file lock holds")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("nio").setLevel(logging.WARNING)  # nio is chatty at INFO on every sync
@@ -374,7 +407,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.bug:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
-    return asyncio.run(main_async(settings, args.bug))
+    return asyncio.run(main_async(settings, args.bug, args.trace_locks))
 
 
 if __name__ == "__main__":

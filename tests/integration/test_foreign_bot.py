@@ -97,3 +97,20 @@ async def test_a_bot_killed_mid_turn_fails_at_once_and_the_run_finishes(run_qa) 
     assert "killed by SIGKILL unexpectedly" in seen and "bot.log" in seen, seen
     assert "deliberate bug enabled: die-mid-turn" in seen
     assert canary["durationMs"] < 30_000, "not the scenario's 60 s timeout"
+
+
+async def test_a_bot_tracing_only_its_lock_holds_is_judged_against_the_journal(run_qa) -> None:
+    clean = await run_qa("canary", "matrix-thread-follow-up", bot_file=BOTS / "nio-reply-bot-lock-trace.yaml")
+    assert clean.code == 0, clean.report
+    lock = clean.summary["lock"]
+    assert lock["verdict"] == "pass", lock
+    assert any("taken from the provider journal" in r for r in lock["reasons"]), lock["reasons"]
+    assert lock["modelRequests"] >= 3
+
+    held = await run_qa("canary", "matrix-thread-follow-up",
+                        bot_file=BOTS / "nio-reply-bot-lock-trace-lock-across-model.yaml")
+    assert held.code == 1, "every scenario passed, but the lock was held across model I/O"
+    lock = held.summary["lock"]
+    assert lock["verdict"] == "fail", lock
+    assert any("while the provider journal shows a model request in flight" in r for r in lock["reasons"])
+    assert "lock held" in held.report or "provider journal" in held.report
