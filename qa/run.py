@@ -30,7 +30,14 @@ from urllib.parse import urlparse
 from qa.clock import mono_ms, utc_now_iso
 from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.bot_process import kill_all_bots
-from qa.harness.botfile import BotFile, builtin_bot_file, check_overrides, command_bot_file, load_bot_file
+from qa.harness.botfile import (
+    BotFile,
+    builtin_bot_file,
+    check_overrides,
+    check_runnable,
+    command_bot_file,
+    load_bot_file,
+)
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
@@ -209,6 +216,7 @@ class Run:
         self._preflight()
         self.bot_file = resolve_bot_file(self.options)
         check_overrides(self.bot_file, self.options.bot_overrides)
+        check_runnable(self.bot_file, {**os.environ, **self.options.bot_env})
         if not self.options.scenario_paths:
             raise ConfigError("no scenarios to run: the built-in library was not found and no --scenarios-dir given")
         scenarios = load_scenarios(self.options.scenario_paths)

@@ -31,7 +31,11 @@ _LIVE: set[asyncio.subprocess.Process] = set()
 # A trace file has no portable change notification in the standard library; reading new bytes this often
 # costs a syscall and keeps trace-based waits within a few ms of the bot's write.
 TRACE_POLL_S = 0.005
+TRACE_HEAD = 256
 LOG_TAIL_LINES = 15
+LOG_CHUNK = 65536
+LOG_LINES_KEPT = 20000
+LOG_LINE_KEPT = 2000
 
 
 def describe_record(record: dict[str, Any]) -> str:
@@ -69,10 +73,13 @@ class BotUnderTest:
         self._tasks: list[asyncio.Task[None]] = []
         self._trace_offset = 0
         self._trace_buffer = b""
+        self._trace_head = b""
+        self._trace_seen: tuple[int, int] = (-1, -1)
         self._started_at = 0.0
         self._log_mark = 0
         # Readiness `joined` is seen from outside the bot: the scenario hands in how to wait for it.
         self.joined: Callable[[float], Awaitable[None]] | None = None
+        self.waiting_on: str | None = None  # what readiness `joined` is still waiting for
 
     @property
     def name(self) -> str:
@@ -113,29 +120,47 @@ class BotUnderTest:
         await self.log.reopen()
         self._tasks = [asyncio.create_task(self._pump_log(self.proc), name=f"bot-log:{self.name}"),
                        asyncio.create_task(self._follow_trace(self.proc), name=f"bot-trace:{self.name}")]
+        self._tasks.append(asyncio.create_task(self._watch_exit(self.proc), name=f"bot-exit:{self.name}"))
         return mark
 
     # --- output ------------------------------------------------------------------------------------------
 
     async def _pump_log(self, proc: asyncio.subprocess.Process) -> None:
+        """stdout+stderr to bot.log, whole (lines of any length), and to the `log` stream (kept short)."""
         assert proc.stdout is not None
+        pending = b""
         with self.log_path.open("a", encoding="utf-8") as out:
-            while True:
-                try:
-                    raw = await proc.stdout.readline()
-                except ValueError:  # a line longer than the limit: keep what there is, carry on
-                    raw = await proc.stdout.read(2**20)
-                if not raw:
-                    break
-                line = redact(raw.decode("utf-8", errors="replace").rstrip("\n"), self._secrets)
-                out.write(line + "\n")
-                out.flush()
-                await self.log.append(line)
+            while chunk := await proc.stdout.read(LOG_CHUNK):
+                *lines, pending = (pending + chunk).split(b"\n")
+                if len(pending) > LOG_CHUNK:  # a line with no end in sight: write it out in pieces
+                    lines.append(pending)
+                    pending = b""
+                for raw in lines:
+                    await self._log_line(out, raw)
+            if pending:
+                await self._log_line(out, pending)
+
+    async def _log_line(self, out: Any, raw: bytes) -> None:
+        line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
+        out.write(line + "\n")
+        out.flush()
+        # The in-memory copy is for readiness and failure reports: bounded, whatever the bot prints.
+        if len(self.log.items) < LOG_LINES_KEPT:
+            await self.log.append(line[:LOG_LINE_KEPT])
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after."""
         code = await proc.wait()
         _LIVE.discard(proc)
         self.exit_description = describe_exit(code)
         if not self._stopping:
             self.died.set()
+        # Whatever it left behind in its process group goes with it, so the log reaches its end.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        pump = self._tasks[0] if self._tasks else None
+        if pump is not None:
+            await asyncio.wait({pump}, timeout=2.0)
         await self.log.close(f"bot process {self.exit_description}")
 
     async def _follow_trace(self, proc: asyncio.subprocess.Process) -> None:
@@ -147,16 +172,23 @@ class BotUnderTest:
 
     async def _read_trace(self) -> None:
         try:
-            size = self.trace_file.stat().st_size
+            stat = self.trace_file.stat()
         except FileNotFoundError:
             return
-        if size < self._trace_offset:  # the bot truncated its trace on a restart: read it from the top again
-            self._trace_offset, self._trace_buffer = 0, b""
+        if (stat.st_size, stat.st_mtime_ns) == self._trace_seen:
+            return  # nothing new: the common case, every few milliseconds
+        self._trace_seen = (stat.st_size, stat.st_mtime_ns)
+        size = stat.st_size
+        if size < self._trace_offset or (size and not self._same_start()):
+            # The bot truncated (or rewrote) its trace on a restart: read it from the top again.
+            self._trace_offset, self._trace_buffer, self._trace_head = 0, b"", b""
         if size == self._trace_offset:
             return
         with self.trace_file.open("rb") as fh:
             fh.seek(self._trace_offset)
             chunk = fh.read(size - self._trace_offset)
+        if self._trace_offset == 0:
+            self._trace_head = chunk[:TRACE_HEAD]
         self._trace_offset += len(chunk)
         *lines, self._trace_buffer = (self._trace_buffer + chunk).split(b"\n")
         records = []
@@ -176,8 +208,17 @@ class BotUnderTest:
             for record in records:
                 await self.trace.append(record)
 
+    def _same_start(self) -> bool:
+        """Whether the file still begins as it did when we read its start (a rewrite of the same length
+        would otherwise go unseen). Only checked once something was read."""
+        if not self._trace_head:
+            return True
+        with contextlib.suppress(OSError), self.trace_file.open("rb") as fh:
+            return fh.read(len(self._trace_head)) == self._trace_head
+        return True
+
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
-        return [f"bot.log: {line}" for line in self.log.items[-lines:]]
+        return [f"bot.log: {line[:300]}" for line in self.log.items[-lines:]]
 
     # --- readiness ---------------------------------------------------------------------------------------
 
@@ -217,7 +258,9 @@ class BotUnderTest:
         elif failure is not None and not isinstance(failure, WaitTimeout):
             raise failure
         else:
-            cause = f"no {ready.describe()} within {timeout_s:g}s"
+            cause = f"{ready.describe()} did not come within {timeout_s:g}s"
+            if self.waiting_on:
+                cause += f" (still waiting for {self.waiting_on})"
         tail = self.log_tail()
         raise InfraError(f"bot {self.name} did not become ready: {cause}; see {self.log_path}"
                          + ("\n  " + "\n  ".join(tail) if tail else " (it printed nothing)"))
@@ -246,9 +289,11 @@ class BotUnderTest:
                     os.killpg(proc.pid, signal.SIGKILL)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(proc.wait(), 10.0)
-        # The process group too: a bot that forked helpers must not leave them behind.
+        # The process group too: a bot that forked helpers must not leave them behind; and whatever escaped
+        # the group (a daemon that called setsid) still carries the launch contract's state dir.
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
+        kill_stragglers(self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.
@@ -258,6 +303,28 @@ class BotUnderTest:
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
         return proc.returncode
+
+
+def kill_stragglers(state_dir: str) -> list[int]:
+    """SIGKILL every process whose environment names this bot's state dir (unique per scenario): the bot's
+    descendants, however they detached. Linux /proc only; elsewhere nothing is found."""
+    if not state_dir:
+        return []
+    needle = f"MATRIX_QA_STATE_DIR={state_dir}".encode() + b"\0"
+    killed = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        pid = int(entry.name)
+        if pid == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes() + b"\0"
+        except OSError:
+            continue
+        if needle in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+    return killed
 
 
 def kill_all_bots() -> None:

@@ -26,6 +26,10 @@ from qa.errors import ConfigError
 from qa.harness.capabilities import Capability
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
+# The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
+CONTRACT_ENV = ("MATRIX_QA_HOMESERVER_URL", "MATRIX_QA_USER_ID", "MATRIX_QA_PASSWORD", "MATRIX_QA_ACCESS_TOKEN",
+                "MATRIX_QA_DEVICE_ID", "MATRIX_QA_ROOM_IDS", "MATRIX_QA_STATE_DIR", "MATRIX_QA_TRACE_FILE",
+                "MATRIX_QA_SCENARIO", "MATRIX_QA_MODEL", "MATRIX_QA_CONFIG", "OPENAI_BASE_URL", "OPENAI_API_KEY")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 DEFAULT_READY_TIMEOUT_S = 20.0
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"
@@ -46,7 +50,7 @@ def _regex(value: str | None) -> str | None:
     if value is not None:
         try:
             re.compile(value)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows, not re.error
             raise ValueError(f"not a valid regular expression: {exc}") from None
     return value
 
@@ -77,7 +81,7 @@ class ReadySpec(BaseModel):
 
     def describe(self) -> str:
         return {"trace": "a `ready` trace record", "log": f"a log line matching /{self.log}/",
-                "joined": "its join in every room"}[self.kind]
+                "joined": "the bot's join in every room"}[self.kind]
 
 
 class BotFile(BaseModel):
@@ -100,6 +104,19 @@ class BotFile(BaseModel):
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
 
+    @model_validator(mode="after")
+    def _consistent(self) -> BotFile:
+        taken = sorted(set(self.env) & set(CONTRACT_ENV))
+        if taken:
+            raise ValueError(f"env: {', '.join(taken)} belong to the launch contract; the harness sets them "
+                             "(a bot file must not point the bot somewhere else than the run reports)")
+        if self.config_template is None and any("{config}" in v for v in [*self.command, *self.env.values(),
+                                                                          self.cwd or ""]):
+            raise ValueError("{config} is used but there is no config_template to render it from")
+        if self.config_format is not None and self.config_template is None:
+            raise ValueError("config_format needs a config_template")
+        return self
+
     @property
     def directory(self) -> Path:
         """Relative paths in the file (the template) are relative to the bot file's folder."""
@@ -110,7 +127,8 @@ class BotFile(BaseModel):
         return str(self._source) if self._source else f"--bot-command ({self.name})"
 
     def has(self, capability: str) -> bool:
-        return capability in self.capabilities or (capability == "trace" and self.ready.kind == "trace")
+        # Readiness by a `ready` record is not a claim to the rest of the trace: every record is optional.
+        return capability in self.capabilities
 
     def template_path(self) -> Path | None:
         return (self._dir / self.config_template) if self.config_template else None
@@ -126,21 +144,35 @@ def check_overrides(bot: BotFile, overrides: dict[str, Any]) -> None:
     """Run the bot file's overrides_check, if any; ConfigError listing every problem by key."""
     if not overrides:
         return
-    if bot.config_template is None or bot.config_format is None:
+    if bot.config_format is None:
         raise ConfigError(f"--bot-set needs a bot file whose rendered config it can edit; {bot.source} has no "
                           "config_template with config_format: json|yaml")
     if bot.overrides_check is None:
         return
-    import importlib
 
-    module_name, _, function = bot.overrides_check.partition(":")
+    check = _overrides_checker(bot)
+    try:
+        problems = check(overrides)
+        problems = [str(p) for p in problems]
+    except Exception as exc:  # someone else's checker: its bug is reported, not raised through the CLI
+        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check} failed on the --bot-set values: "
+                          f"{type(exc).__name__}: {exc}") from None
+    if problems:
+        raise ConfigError("--bot-set: " + "; ".join(problems))
+
+
+def _overrides_checker(bot: BotFile) -> Any:
+    import importlib
+    import inspect
+
+    module_name, _, function = str(bot.overrides_check).partition(":")
     try:
         check = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as exc:
+    except Exception as exc:
         raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check}: cannot load it: {exc}") from None
-    problems = list(check(overrides))
-    if problems:
-        raise ConfigError("--bot-set: " + "; ".join(str(p) for p in problems))
+    if not callable(check) or inspect.isclass(check):
+        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check} is not a function")
+    return check
 
 
 def _field(loc: tuple[Any, ...]) -> str:
@@ -192,7 +224,27 @@ def load_bot_file(path: Path) -> BotFile:
     template = bot.template_path()
     if template is not None:
         _check_template(path, template)
+    if bot.overrides_check is not None:
+        _overrides_checker(bot)
     return bot
+
+
+def check_runnable(bot: BotFile, env: dict[str, str]) -> None:
+    """Before anything starts: the program exists and the working directory does (when neither depends on a
+    scenario's placeholders), so a typo is exit 2 instead of a failure in every scenario."""
+    import shutil
+    import sys
+
+    program = bot.command[0].replace("{python}", sys.executable).replace("{bot_dir}", str(bot.directory))
+    if "{" not in program:
+        found = shutil.which(program, path=env.get("PATH")) if "/" not in program else (
+            program if (bot.directory / program).exists() or Path(program).exists() else None)
+        if found is None:
+            raise ConfigError(f"{bot.source}: command: {program!r} is not an executable on PATH (nor a file)")
+    if bot.cwd is not None:
+        cwd = bot.cwd.replace("{bot_dir}", str(bot.directory)).replace("{python}", sys.executable)
+        if "{" not in cwd and not (bot.directory / cwd).is_dir():
+            raise ConfigError(f"{bot.source}: cwd: {cwd} is not a directory")
 
 
 def _check_template(bot_path: Path, template: Path) -> None:

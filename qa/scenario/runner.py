@@ -283,10 +283,12 @@ def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids:
 
     async def wait(timeout_s: float) -> None:
         for room_id in room_ids:
+            bot.waiting_on = f"the bot to join {room_id}"
             await watcher.events.wait_for(
                 lambda e, r=room_id: e.get("type") == "m.room.member" and e.get("state_key") == bot_user_id
                 and e.get("room_id") == r and (e.get("content") or {}).get("membership") == "join",
                 timeout_s, f"the bot to join {room_id}")
+        bot.waiting_on = None
         await settle(bot)
 
     return wait

@@ -54,7 +54,7 @@ async def test_bot_command_shortcut_with_joined_readiness(run_qa) -> None:
     result = await run_qa("canary", "matrix-mention-gating",
                           bot_command=f"python {BOTS / 'nio_reply_bot.py'}")
     assert result.code == 0, result.report
-    assert result.summary["environment"]["bot"]["ready"] == "its join in every room"
+    assert result.summary["environment"]["bot"]["ready"] == "the bot's join in every room"
 
 
 async def test_answering_threads_at_the_top_level_fails_with_the_shape(run_qa) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qa.errors import ConfigError
-from qa.harness.botfile import builtin_bot_file, command_bot_file, load_bot_file
+from qa.harness.botfile import builtin_bot_file, check_overrides, check_runnable, command_bot_file, load_bot_file
 
 
 def _write(tmp_path: Path, text: str, name: str = "bot.yaml") -> Path:
@@ -41,9 +41,12 @@ capabilities: [threads, restart]
     assert bot.has("threads") and bot.has("restart") and not bot.has("e2ee")
 
 
-def test_trace_readiness_implies_the_trace_capability(tmp_path: Path) -> None:
+def test_trace_readiness_is_no_claim_to_the_rest_of_the_trace(tmp_path: Path) -> None:
+    # Every trace record is optional: a bot that writes only `ready` is judged on what the harness sees.
     bot = load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nready: {trace: true}\n"))
-    assert bot.has("trace")
+    assert not bot.has("trace")
+    claimed = load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nready: {trace: true}\ncapabilities: [trace]\n"))
+    assert claimed.has("trace")
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -60,6 +63,13 @@ def test_trace_readiness_implies_the_trace_capability(tmp_path: Path) -> None:
     ("- not a mapping\n", "a bot file is a mapping"),
     ("name: b\ncommand: [x\n", "YAML syntax error"),
     ("a: &a [x, x]\nb: &b [*a, *a]\nname: b\ncommand: *b\n", "aliases/anchors are not allowed"),
+    ("name: b\ncommand: [x]\nready: {log: 'a{99999999999}'}\n", "not a valid regular expression"),
+    ("name: b\ncommand: [x]\nenv: {OPENAI_BASE_URL: 'https://api.example/v1'}\n", "belong to the launch contract"),
+    ("name: b\ncommand: [x, '{config}']\n", "no config_template"),
+    ("name: b\ncommand: [x]\nconfig_format: json\n", "config_format needs a config_template"),
+    ("name: b\ncommand: [x]\noverrides_check: 'no_such_module_here:f'\n", "cannot load it"),
+    ("name: b\ncommand: [x]\noverrides_check: 'qa.run:Run'\n", "is not a function"),
+    ("name: b\ncommand: [x]\noverrides_check: 'qa.run:nothing_by_this_name'\n", "cannot load it"),
 ])
 def test_bad_bot_files_are_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path, text)
@@ -100,3 +110,24 @@ def test_the_embedded_agent_is_a_bot_file_with_every_capability() -> None:
                                      "lock"}
     assert bot.template_path() is not None and bot.template_path().is_file()
     assert bot.config_format == "json"
+
+
+def test_a_checker_that_breaks_is_a_config_error_not_a_traceback(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("{}")
+    bot = load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\nconfig_format: json\n"
+                                         "overrides_check: 'builtins:print'\n"))
+    with pytest.raises(ConfigError, match="failed on the --bot-set values: TypeError"):
+        check_overrides(bot, {"a": 2})
+
+
+def test_check_runnable(tmp_path: Path) -> None:
+    missing = load_bot_file(_write(tmp_path, "name: b\ncommand: [no-such-program-mqa]\n"))
+    with pytest.raises(ConfigError, match="'no-such-program-mqa' is not an executable on PATH"):
+        check_runnable(missing, {"PATH": "/usr/bin:/bin"})
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: ['{python}', bot.py]\n")), {"PATH": ""})
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh, -c, 'true']\n")), {"PATH": "/usr/bin:/bin"})
+    bad_cwd = load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\ncwd: nowhere\n"))
+    with pytest.raises(ConfigError, match="cwd: nowhere is not a directory"):
+        check_runnable(bad_cwd, {"PATH": "/usr/bin:/bin"})
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\ncwd: '{state_dir}'\n")),
+                   {"PATH": "/usr/bin:/bin"})
