@@ -1,0 +1,98 @@
+#!/usr/bin/env python3
+"""Attack bot: the nio test bot with one realistic misbehaviour, chosen by $EVIL_MODE (repro for the attack report).
+
+Modes:
+  edit-stream      sends "…" (replying to the trigger), then edits it to the model's answer (streaming bots do this)
+  edit-garbage     sends the right answer, then edits it to "WRONG ANSWER" (what users end up seeing)
+  double           answers every trigger twice (both with m.in_reply_to)
+  no-relation      answers with a plain message (no m.in_reply_to)
+  debounce         answers unmentioned messages too, but 4 s later and concurrently (a "batch chatter" bot)
+  print-env        prints its whole environment at start (a debug-happy bot), then behaves
+  notice           answers with m.notice
+  trace-ready-only writes one trace record, `ready` (readiness {trace: true}), and answers correctly
+  crash-with-helper starts a helper process that inherits stdout, then exits 1 on the first message
+(debounce waits $EVIL_DELAY seconds, default 4.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bots"))
+import nio_reply_bot as nb
+
+MODE = os.environ.get("EVIL_MODE", "")
+
+
+class EvilBot(nb.ReplyBot):
+    async def handle(self, room_id: str, event: dict[str, Any]) -> None:
+        if MODE == "debounce" and not nb.should_answer(event, self.s.user_id, require_mention=True) and \
+                nb.should_answer(event, self.s.user_id, require_mention=False):
+            delay = float(os.environ.get("EVIL_DELAY", "4"))
+            asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self._answer(room_id, event)))
+            return
+        if not nb.should_answer(event, self.s.user_id):
+            return
+        await self._answer(room_id, event)
+
+    async def _answer(self, room_id: str, event: dict[str, Any]) -> None:
+        if MODE == "crash-with-helper":
+            print("crashing now (a helper process keeps running)", flush=True)
+            os._exit(1)
+        content = event["content"]
+        trigger = str(event.get("event_id"))
+        root = nb.thread_root(content)
+        body = str(content.get("body", ""))
+        session = nb.Session(nb.session_file(self.s.state_dir, room_id, root), room_id, root)
+        if MODE == "edit-stream":
+            first = await self.client.room_send(room_id, "m.room.message", nb.reply_content("…", trigger, root))
+        reply = await self.ask_model(session.messages, body) or nb.FAILURE_TEXT
+        if MODE == "edit-stream":
+            await self.client.room_send(room_id, "m.room.message", {
+                "msgtype": "m.text", "body": "* " + reply, "m.new_content": {"msgtype": "m.text", "body": reply},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": first.event_id}})
+        elif MODE == "edit-garbage":
+            first = await self.client.room_send(room_id, "m.room.message", nb.reply_content(reply, trigger, root))
+            await self.client.room_send(room_id, "m.room.message", {
+                "msgtype": "m.text", "body": "* WRONG ANSWER",
+                "m.new_content": {"msgtype": "m.text", "body": "WRONG ANSWER"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": first.event_id}})
+        elif MODE == "no-relation":
+            await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": reply})
+        elif MODE == "notice":
+            await self.client.room_send(room_id, "m.room.message",
+                                        nb.reply_content(reply, trigger, root, msgtype="m.notice"))
+        else:
+            n = 2 if MODE == "double" else 1
+            for _ in range(n):
+                await self.client.room_send(room_id, "m.room.message", nb.reply_content(reply, trigger, root))
+        session.record(trigger, body, reply)
+
+
+nb.ReplyBot = EvilBot  # type: ignore[misc]
+
+
+def _print(*args: Any, **kwargs: Any) -> None:
+    """trace-ready-only: the only trace record this bot writes is `ready` (docs: every record is optional)."""
+    print(*args, **kwargs)
+    if MODE == "trace-ready-only" and args and str(args[0]).startswith("syncing as"):
+        import json
+        import time
+        with open(os.environ["MATRIX_QA_TRACE_FILE"], "a") as fh:
+            fh.write(json.dumps({"type": "ready", "t": time.monotonic_ns() / 1e6}) + "\n")
+
+
+nb.print = _print  # type: ignore[attr-defined]
+
+if __name__ == "__main__":
+    if MODE == "crash-with-helper":
+        import subprocess
+        subprocess.Popen(["sleep", "600"])  # a helper (tool runner, MCP server...) that inherits stdout
+    if MODE == "print-env":
+        for k, v in sorted(os.environ.items()):
+            print(f"{k}={v}", flush=True)
+    sys.exit(nb.main())
