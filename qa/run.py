@@ -596,8 +596,12 @@ class Run:
         if self.live is not None:
             # Host only: a base URL's path or query can carry deployment names or tokens.
             return ProviderInfo(mode="live", model=self.live.model, baseUrlHost=self.live.base_url_host or None)
+        try:  # a provider interrupted while starting has no address yet; the record is still written
+            base_url = getattr(self.provider, "base_url", "") or ""
+        except Exception:
+            base_url = ""
         return ProviderInfo(mode="mock", model=getattr(self.provider, "model", "mock-model"),
-                            baseUrlHost=urlparse(getattr(self.provider, "base_url", "") or "").netloc or None)
+                            baseUrlHost=urlparse(base_url).netloc or None)
 
     def _write_step_summary(self, files: dict[str, str]) -> None:
         """Under GitHub Actions ($GITHUB_STEP_SUMMARY set) the report also becomes the job summary, trimmed to

@@ -108,3 +108,32 @@ def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_u
                         ) -> list[str]:
     return [str(e.get("event_id")) for e in events
             if is_bot_message(e, bot_user_id, room_id) and in_reply_to(e) == trigger_id]
+
+
+def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_user_id: str) -> str:
+    """What the message says now: the body of the bot's latest edit of it (`m.replace`, `m.new_content`), or
+    its own. Streaming bots post a draft and edit it; a bot may also edit a right answer into a wrong one."""
+    current = body(event)
+    target = event.get("event_id")
+    for other in events:
+        content = other.get("content") or {}
+        relates = content.get("m.relates_to") or {}
+        if (other.get("sender") == bot_user_id and other.get("type") == "m.room.message"
+                and isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
+                and relates.get("event_id") == target):
+            new = content.get("m.new_content")
+            current = str((new or {}).get("body", "")).strip() if isinstance(new, dict) \
+                else body(other).removeprefix("* ").strip()
+    return current
+
+
+def replies_by_journal(trigger: Trigger, events: Iterable[dict[str, Any]], bot_user_id: str,
+                       journal: Iterable[JournalLike] | None) -> list[str]:
+    """Bot messages that relate to nothing but carry the model's answer to the trigger: how a bot that posts
+    plain messages answers it (twice, if it answers twice)."""
+    answers = set(answers_in_journal(trigger.text, journal))
+    if not answers:
+        return []
+    return [str(e.get("event_id")) for e in events
+            if is_bot_message(e, bot_user_id, trigger.room_id) and in_reply_to(e) is None
+            and float(e.get("_seenMs", 0.0)) >= trigger.sent_ms and body(e) in answers]

@@ -33,6 +33,7 @@ another session never count at all.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
@@ -114,7 +115,7 @@ class _Hold:
 def analyze_lock_evidence(
     records: Sequence[Mapping[str, Any]], probes: Iterable[Mapping[str, Any] | ProbeEvidence] = ()
 ) -> LockEvidence:
-    ordered = sorted((r for r in records if isinstance(r.get("t"), int | float)), key=lambda r: r["t"])
+    ordered = _timed(records)
     trace_end = float(ordered[-1]["t"]) if ordered else 0.0
 
     holds = _holds(ordered)
@@ -176,6 +177,20 @@ def analyze_lock_evidence(
     )
 
 
+def _timed(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Records with a usable time, in time order. A trace is the bot's to write: a `t` that is not a finite
+    number of ms (a bool, a string, a 400-digit integer) makes its record unusable as timing, not the report."""
+    def usable(t: Any) -> bool:
+        if isinstance(t, bool) or not isinstance(t, int | float):
+            return False
+        try:
+            return math.isfinite(float(t))
+        except OverflowError:
+            return False
+
+    return sorted((r for r in records if usable(r.get("t"))), key=lambda r: float(r["t"]))
+
+
 def has_lock_records(records: Iterable[Mapping[str, Any]]) -> bool:
     return any(r.get("type") in LOCK_RECORDS for r in records)
 
@@ -195,7 +210,7 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     """For a bot that traces its lock holds but not its model requests: the provider journal's request
     intervals (same monotonic clock) stand in for model I/O. Sessions are unknown there, so any hold during any
     of the scenario's model requests counts: stricter than the per-turn rule, never looser."""
-    ordered = sorted((r for r in records if isinstance(r.get("t"), int | float)), key=lambda r: r["t"])
+    ordered = _timed(records)
     trace_end = max([float(r["t"]) for r in ordered[-1:]] + [end for _, end in journal_io], default=0.0)
     model = _union(journal_io)
     reasons = []

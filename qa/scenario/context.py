@@ -57,8 +57,12 @@ class ScenarioContext:
     trace_start: int = 0
     # The evidence the running step rested on (StepResult.method); a step sets it, the runner records it.
     method: str | None = None
-    # Bot messages already paired with a trigger, so a weaker pairing never hands one out twice.
-    claimed: set[str] = field(default_factory=set)
+    # Bot messages already paired with a trigger (reply id -> trigger id), so a weaker pairing never hands one
+    # out twice, and reply counts include them.
+    claimed: dict[str, str] = field(default_factory=dict)
+    # Checks that must still hold when the scenario ends (a reply edited later, an unwanted reply that came
+    # late): each returns a problem, or None.
+    final_checks: list[Any] = field(default_factory=list)
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

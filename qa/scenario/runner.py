@@ -126,9 +126,13 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             if ctx.bot.bot.has("lock"):
                 prober = asyncio.create_task(follow_and_probe(ctx.bot, state_dir / "bot" / "sessions", probes))
             await _run_steps(ctx, scenario, result, say)
+            # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
+            late = [problem for check in ctx.final_checks if (problem := check())]
+            if late:
+                raise StepFailed("what the steps checked still holds when the scenario ends", late)
         result.status = "pass"
         result.details = f"{len(scenario.steps)} steps passed"
-        not_checked = [s for s in result.steps if s.detail.startswith("NOT CHECKED")]
+        not_checked = [s for s in result.steps if "NOT CHECKED" in s.detail]
         if not_checked:
             result.details += f"; {len(not_checked)} check(s) NOT CHECKED (steps " \
                 + ", ".join(str(s.index) for s in not_checked) + ")"
@@ -136,7 +140,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         failed = next((s for s in result.steps if s.status == "fail"), None)
         result.failure = Failure(step=failed.index if failed else None, stepKind=failed.kind if failed else None,
                                  expected=exc.expected, seen=exc.seen, hints=exc.hints)
-        result.details = f"step {failed.index if failed else '?'} ({failed.kind if failed else '?'}): {exc.expected}"
+        result.details = f"step {failed.index} ({failed.kind}): {exc.expected}" if failed else exc.expected
     except TimeoutError:
         running = result.steps[-1] if result.steps else None
         where = f"step {running.index} ({running.kind})" if running else "setup"

@@ -3,13 +3,14 @@ and either returns a one-line detail for the report or raises StepFailed with th
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from qa.actors import describe_event, message_content
 from qa.clock import mono_ms
 from qa.evidence.order import unwanted_replies
-from qa.evidence.pairing import Pairing, pair_reply, replies_by_relation
+from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.harness.bot_process import describe_record
 from qa.report.summary import NegativeCheck
 from qa.scenario.context import Ref, ScenarioContext, StepFailed
@@ -99,7 +100,7 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
     except WaitTimeout as exc:
         seen = _trace_about(ctx, trigger.event_id) + _bot_messages(ctx, trigger.room_id)
         raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
-    ctx.claimed.add(str(event.get("event_id")))
+    ctx.claimed[str(event.get("event_id"))] = trigger.event_id
     seen_at = event["_seenMs"]
     latency = seen_at - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, seen_at)
     ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
@@ -136,6 +137,10 @@ def _journal(ctx: ScenarioContext) -> list[Any] | None:
 def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
     return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_user_id, _journal(ctx),
                       frozenset(ctx.claimed))
+
+
+def _body_now(ctx: ScenarioContext, event: dict[str, Any]) -> str:
+    return latest_body(event, ctx.observer().events.items, ctx.bot_user_id)
 
 
 async def _reply_by_pairing(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> Pairing:
@@ -186,12 +191,22 @@ def check_reply_shape(event: dict[str, Any], trigger: Ref, expect_thread: str | 
 
 async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     trigger = ctx.refs[step.to]
+    began = mono_ms()
     event = await wait_for_bot_reply(ctx, trigger, _timeout(step), f"a bot reply to step '{step.to}'")
-    body = str((event.get("content") or {}).get("body", ""))
+    expected_body = _text(ctx, step.body) if step.body is not None else None
+    if expected_body is not None and _body_now(ctx, event) != expected_body:
+        # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
+        # finishes it; the final check below still fails a reply that is edited into something else later.
+        left = max(_timeout(step) - (mono_ms() - began) / 1000, 0.05)
+        with contextlib.suppress(WaitTimeout):
+            await ctx.observer().events.wait_for(lambda _e: _body_now(ctx, event) == expected_body, left,
+                                                  "the reply's final edit")
+    body = _body_now(ctx, event)
+    if expected_body is not None:
+        ctx.final_checks.append(_still_says(ctx, event, expected_body, step.to))
     thread_root = ctx.refs[step.thread].event_id if step.thread else None
     problems = check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)),
                                  bool(getattr(step, "no_relation", False)))
-    expected_body = _text(ctx, step.body) if step.body is not None else None
     if expected_body is not None and body.strip() != expected_body:
         problems.insert(0, f"body {body.strip()!r} != expected {expected_body!r}")
     contains = getattr(step, "body_contains", None)
@@ -212,6 +227,27 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
         ctx.refs[step.id] = Ref(event["room_id"], event["event_id"], thread_root, event["_seenMs"], actor="bot")
     how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
     return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
+
+
+def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: str) -> Any:
+    def check() -> str | None:
+        now = _body_now(ctx, event)
+        if now != expected:
+            return f"the bot later edited its reply {event['event_id']} to '{to}' into {now!r} (expected {expected!r})"
+        return None
+
+    return check
+
+
+def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
+    def final() -> str | None:
+        late = sorted(set(_replies_to(ctx, trigger.event_id)) - set(check.unwantedReplies))
+        if late:
+            check.unwantedReplies.extend(late)
+            return f"the bot answered '{to}' after its check had passed: {', '.join(late)}"
+        return None
+
+    return final
 
 
 async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
@@ -246,6 +282,7 @@ async def expect_no_reply(ctx: ScenarioContext, step: Any) -> str:
                                  _journal(ctx))
         unwanted = [(u.event_id, u.why) for u in found]
     check.unwantedReplies = sorted({e for e, _ in unwanted})
+    ctx.final_checks.append(_still_silent(ctx, trigger, step.to, check))
     if unwanted:
         problems.append(f"the bot answered '{step.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
     ctx.method = check.method
@@ -346,8 +383,12 @@ def _replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
                   if r.get("type") == "reply.sent" and r.get("inReplyTo") == event_id]
     ref = next((r for r in ctx.refs.values() if r.event_id == event_id), None)
     room_id = ref.room_id if ref else next(iter(ctx.rooms.values()))
-    from_room = replies_by_relation(event_id, ctx.observer().events.items, ctx.bot_user_id, room_id)
-    return sorted(set(from_trace + from_room))
+    events = ctx.observer().events.items
+    from_room = replies_by_relation(event_id, events, ctx.bot_user_id, room_id)
+    paired = [reply for reply, trigger in ctx.claimed.items() if trigger == event_id]
+    by_journal = replies_by_journal(ref.as_trigger(), events, ctx.bot_user_id, _journal(ctx)) \
+        if ref is not None and not ctx.bot.has_trace else []
+    return sorted(set(from_trace + from_room + paired + by_journal))
 
 
 async def react(ctx: ScenarioContext, step: Any) -> str:

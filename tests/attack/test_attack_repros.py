@@ -1,8 +1,7 @@
 """Deterministic repros of defects found by attacking issues 11 and 12 (see the attack report).
 
-Each test states what SHOULD happen, so each one fails on the code it was written against. They are marked
-`xfail(strict=True)` so CI stays green until the defect is fixed; the fix turns the test into an XPASS, which
-strict mode reports as a failure: then delete the marker. Run with `PYTHONPATH=$PWD python -m pytest tests/attack`.
+Each test states what SHOULD happen; each failed on the code it was written against (they were strict xfails
+until the fixes landed), so each now guards its defect against coming back.
 """
 
 from __future__ import annotations
@@ -16,10 +15,7 @@ from pydantic import ValidationError
 from qa.harness.botfile import BotFile, ReadySpec, builtin_bot_file
 from qa.harness.launch import Launch
 
-defect = pytest.mark.xfail(strict=True, reason="defect found by the attack on issues 11/12; fix it, then drop this")
 
-
-@defect
 def test_a_huge_trace_timestamp_does_not_crash_the_lock_evidence() -> None:
     """A trace line with a 400-digit integer `t` made `matrix-qa run` die in _write with OverflowError: no
     summary, no report, exit 1 (repro: tests/attack/t-huge-t.yaml)."""
@@ -29,7 +25,6 @@ def test_a_huge_trace_timestamp_does_not_crash_the_lock_evidence() -> None:
     analyze_lock_evidence(records, [])  # must not raise
 
 
-@defect
 def test_an_unstarted_mock_provider_still_gives_a_summary() -> None:
     """SIGTERM while the mock provider is starting: _write's _provider_info raised RuntimeError ("mock
     provider not started") through getattr(..., "base_url", ""), so no summary was written and the exit was 1."""
@@ -41,14 +36,12 @@ def test_an_unstarted_mock_provider_still_gives_a_summary() -> None:
     run._provider_info()  # must not raise
 
 
-@defect
 def test_a_regex_with_a_huge_repeat_is_a_bot_file_error() -> None:
     """`ready: {log: "a{99999999999}"}` raised OverflowError (a traceback from `run` and `validate --bot`)."""
     with pytest.raises(ValidationError):
         ReadySpec(log="a{99999999999}")
 
 
-@defect
 def test_a_trace_truncated_on_restart_is_read_again(tmp_path: Path) -> None:
     """A bot that opens its trace with mode "w" on each start and writes a `ready` line of the same length:
     size == old offset, so the new record was never read and the restart timed out (tests/attack/t-truncate.yaml)."""
@@ -69,7 +62,6 @@ def test_a_trace_truncated_on_restart_is_read_again(tmp_path: Path) -> None:
     assert [r["t"] for r in items] == [1000, 2000]
 
 
-@defect
 def test_a_bot_that_writes_only_the_ready_record_is_not_judged_by_trace_replies() -> None:
     """docs/trace-format.md: "Every record is optional". Writing only `ready` (readiness {trace: true}) makes
     has("trace") true, so expect_reply waits for `reply.sent` records the bot never writes and fails a correct

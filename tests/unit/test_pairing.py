@@ -114,3 +114,32 @@ def test_nothing_unwanted_when_the_bot_kept_quiet() -> None:
 
 def test_messages_before_the_trigger_are_not_unwanted() -> None:
     assert unwanted_replies(T, "$c", [msg("$old", "old", seen=1)], BOT, None) == []
+
+
+def edit(event_id: str, target: str, new_body: str, *, seen: float = 20.0, sender: str = BOT) -> dict[str, Any]:
+    return {"type": "m.room.message", "sender": sender, "event_id": event_id, "room_id": ROOM, "_seenMs": seen,
+            "content": {"msgtype": "m.text", "body": f"* {new_body}", "m.new_content": {"body": new_body},
+                        "m.relates_to": {"rel_type": "m.replace", "event_id": target}}}
+
+
+def test_latest_body_follows_the_bots_own_edits_only() -> None:
+    from qa.evidence.pairing import latest_body
+
+    reply = msg("$r", "…", reply_to="$t")
+    events = [reply, edit("$e1", "$r", "draft"), edit("$x", "$r", "hijack", sender="@other:hs"),
+              edit("$e2", "$r", "ABC"), edit("$e3", "$other", "elsewhere")]
+    assert latest_body(reply, events, BOT) == "ABC"
+    assert latest_body(reply, [reply], BOT) == "…"
+    no_new_content = {**edit("$e4", "$r", "x"), "content": {"body": "* plain", "m.relates_to": {
+        "rel_type": "m.replace", "event_id": "$r"}}}
+    assert latest_body(reply, [reply, no_new_content], BOT) == "plain"
+
+
+def test_replies_by_journal_counts_every_plain_copy_of_the_answer() -> None:
+    from qa.evidence.pairing import replies_by_journal
+
+    journal = [_Entry("say ABC", _Reply("ABC"))]
+    events = [msg("$a", "ABC", seen=6), msg("$b", "ABC", seen=7), msg("$c", "ABC", reply_to="$x", seen=8),
+              msg("$d", "other", seen=9), msg("$early", "ABC", seen=1)]
+    assert replies_by_journal(T, events, BOT, journal) == ["$a", "$b"]
+    assert replies_by_journal(T, events, BOT, None) == []
