@@ -40,7 +40,12 @@ def describe_event(event: dict[str, Any]) -> str:
         body = str(content["body"])
         parts.append(f"body={body[:80]!r}")
     if rel:
-        parts.append(f"relates_to={ {k: v for k, v in rel.items() if k != 'm.in_reply_to'} }")
+        others = {k: v for k, v in rel.items() if k != "m.in_reply_to"}
+        if others:
+            parts.append(f"relates_to={others}")
+        target = (rel.get("m.in_reply_to") or {}).get("event_id") if isinstance(rel, dict) else None
+        if target:
+            parts.append(f"in_reply_to={target}")
     return " ".join(parts)
 
 

@@ -206,6 +206,7 @@ class Run:
         self.interrupted: list[ScenarioResult] = []
         self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.errors.HomeserverError)
         self._main: asyncio.Task[Any] | None = None
+        self._work: Path | None = None
         self._tearing_down = False
 
     async def execute(self) -> int:
@@ -234,6 +235,7 @@ class Run:
         if removed:
             self.out.say(f"note: removed the earlier run's {', '.join(removed)} from {self.dir}")
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-"))
+        self._work = work
         self._main = asyncio.current_task()
         signals = _SignalHandlers(self._on_signal)
         try:
@@ -273,7 +275,15 @@ class Run:
         128 + signal). A second one: stop now, without the record."""
         name = signal.Signals(signum).name
         if self.interrupted_code is not None:
+            # Second signal (CI sends SIGINT, then SIGTERM a few seconds later): no more waiting on anyone.
+            # Kill everything, remove the secrets-holding temp dir, write what is known, and go.
             _kill_everything()
+            if self._work is not None:
+                shutil.rmtree(self._work, ignore_errors=True)
+            with contextlib.suppress(Exception):
+                self.stop_reason = f"{self.stop_reason}, then {name}: stopped at once"
+                self._write()
+                self.out.close()
             os._exit(self.interrupted_code)
         self.interrupted_code = signal_exit_code(signum)
         self.stop_reason = f"{name} received"
@@ -632,7 +642,8 @@ class Run:
             self.out.say(f"  {r.status.upper():5} {r.id:45} {r.durationMs / 1000:7.2f}s  {r.details[:80]}")
         c = summary.counts
         lock = summary.lock or {}
-        self.out.say(f"{summary.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped"
+        interrupted = f", {c.interrupted} interrupted" if c.interrupted else ""
+        self.out.say(f"{summary.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped{interrupted}"
                      + (f"; lock evidence {lock.get('verdict')}" if lock else ""))
         if summary.latency is not None:
             self.out.say(f"reply latency over {summary.latency.count} replies: p50 {summary.latency.p50Ms:.0f} ms, "

@@ -69,14 +69,19 @@ def _infra_case(suite: ET.Element, errors: list[RunError], classname: str) -> No
 
 def render_junit(summary: Summary) -> str:
     classname = f"{SUITE_NAME}.{summary.environment.profile}"
-    tests = len(summary.scenarios) + (1 if summary.errors else 0)
+    # An interrupted run is never green in a CI test view, even when no scenario had started yet.
+    errors = list(summary.errors)
+    if summary.status == "interrupted" and not errors:
+        errors = [RunError(component="interrupted", message=f"the run was interrupted (exit {summary.exitCode}); "
+                           "its results are partial")]
+    tests = len(summary.scenarios) + (1 if errors else 0)
     suite = ET.Element(
         "testsuite",
         {
             "name": SUITE_NAME,
             "tests": str(tests),
             "failures": str(sum(r.status == "fail" for r in summary.scenarios)),
-            "errors": str((1 if summary.errors else 0) + sum(r.status == "interrupted" for r in summary.scenarios)),
+            "errors": str((1 if errors else 0) + sum(r.status == "interrupted" for r in summary.scenarios)),
             "skipped": str(sum(r.status == "skip" for r in summary.scenarios)),
             "time": _seconds(summary.timings.totalMs),
             "timestamp": summary.startedAt,
@@ -94,7 +99,7 @@ def render_junit(summary: Summary) -> str:
         ET.SubElement(properties, "property", {"name": name, "value": _xml_text(value)})
     for result in summary.scenarios:
         _scenario_case(suite, result, classname)
-    if summary.errors:
-        _infra_case(suite, summary.errors, classname)
+    if errors:
+        _infra_case(suite, errors, classname)
     ET.indent(suite)
     return ET.tostring(suite, encoding="unicode", xml_declaration=True) + "\n"

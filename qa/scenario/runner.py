@@ -38,6 +38,7 @@ KEYS_TIMEOUT_S = 30.0
 # a message it would take for history. It is the weakest readiness; a `log` or `trace` condition is exact.
 SETTLE_QUIET_S = 0.3
 SETTLE_MAX_S = 2.0
+INTERRUPT_STOP_S = 2.0
 
 
 def uses_encryption(scenario: Any) -> bool:
@@ -189,7 +190,9 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
                                          seen=[f"bot {bot.name}: {bot.exit_description} (log: {bot.log_path})",
                                                *bot.log_tail()])
                 result.details = f"the bot {bot.exit_description} unexpectedly"
-            await bot.stop()
+            # A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout.
+            stopping = callable(res.stop_reason) and res.stop_reason() is not None
+            await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))

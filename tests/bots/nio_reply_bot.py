@@ -231,6 +231,7 @@ class ReplyBot:
         self.locks = locks or LockTrace(None)
         self.model_client = model_client
         self.token_path = settings.state_dir / "sync-token.json"
+        self.joined: set[str] = set()
         self.client = AsyncClient(settings.homeserver, settings.user_id, device_id=settings.device_id or None,
                                   config=AsyncClientConfig(encryption_enabled=False,
                                                            request_timeout=SYNC_TIMEOUT_MS / 1000 + 15))
@@ -254,6 +255,7 @@ class ReplyBot:
         if isinstance(resp, JoinError):
             log.warning("could not join %s (yet): %s", room_id, resp.message)
         else:
+            self.joined.add(room_id)
             log.info("joined %s", room_id)
 
     async def run(self) -> None:
@@ -266,11 +268,14 @@ class ReplyBot:
         token: str | None = saved.get("next_batch") if isinstance(saved, dict) else None
         skip_history = token is None  # first start ever: what is already in the rooms is not for us
         ready = False
+        first = True
         failures = 0
         while True:
             try:
-                resp = await self.client.sync(timeout=SYNC_TIMEOUT_MS, since=token, full_state=token is None,
-                                              sync_filter=SYNC_FILTER)
+                # The first sync after a start returns at once: with a saved position and nothing new it would
+                # otherwise long-poll for 30 s before this bot could say it is syncing.
+                resp = await self.client.sync(timeout=0 if first else SYNC_TIMEOUT_MS, since=token,
+                                              full_state=token is None, sync_filter=SYNC_FILTER)
             except (TimeoutError, OSError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
             if isinstance(resp, SyncError):
@@ -280,6 +285,7 @@ class ReplyBot:
                 await asyncio.sleep(delay)
                 continue
             failures = 0
+            first = False
             for room_id in resp.rooms.invite:
                 if room_id in self.s.rooms:
                     await self.join(room_id)
@@ -296,7 +302,8 @@ class ReplyBot:
             token = resp.next_batch
             write_json(self.token_path, {"next_batch": token})
             skip_history = False
-            if not ready and all(r in self.client.rooms for r in self.s.rooms):
+            self.joined.update(resp.rooms.join)
+            if not ready and all(r in self.joined for r in self.s.rooms):
                 ready = True
                 print(f"syncing as {self.s.user_id}", flush=True)
 
