@@ -32,6 +32,7 @@ _LIVE: set[asyncio.subprocess.Process] = set()
 # costs a syscall and keeps trace-based waits within a few ms of the bot's write.
 TRACE_POLL_S = 0.005
 TRACE_HEAD = 256
+EXIT_POLL_S = 0.02
 LOG_TAIL_LINES = 15
 LOG_CHUNK = 65536
 LOG_LINES_KEPT = 20000
@@ -149,8 +150,12 @@ class BotUnderTest:
             await self.log.append(line[:LOG_LINE_KEPT])
 
     async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
-        """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after."""
-        code = await proc.wait()
+        """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
+        On Python 3.11 Process.wait() also waits for every pipe to close, so the exit code is polled: asyncio
+        sets it as soon as the child is reaped."""
+        while proc.returncode is None:
+            await asyncio.sleep(EXIT_POLL_S)  # polling the reaped status, not a synchronization point
+        code = proc.returncode
         _LIVE.discard(proc)
         self.exit_description = describe_exit(code)
         if not self._stopping:
@@ -282,13 +287,10 @@ class BotUnderTest:
         if proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
-            try:
-                await asyncio.wait_for(proc.wait(), timeout_s)
-            except TimeoutError:
+            if not await _exited(proc, timeout_s):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(proc.wait(), 10.0)
+                await _exited(proc, 10.0)
         # The process group too: a bot that forked helpers must not leave them behind; and whatever escaped
         # the group (a daemon that called setsid) still carries the launch contract's state dir.
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -303,6 +305,15 @@ class BotUnderTest:
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
         return proc.returncode
+
+
+async def _exited(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
+    """Whether the process exited within the time (see _watch_exit for why this polls)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while proc.returncode is None and loop.time() < deadline:
+        await asyncio.sleep(EXIT_POLL_S)
+    return proc.returncode is not None
 
 
 def kill_stragglers(state_dir: str) -> list[int]:

@@ -30,7 +30,7 @@ from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.steps import STEPS
-from qa.waiting import run_unless
+from qa.waiting import WaitTimeout, run_unless
 
 KEYS_TIMEOUT_S = 30.0
 # `ready: {joined: true}` knows only that the bot joined; before the first message it waits until the bot's
@@ -39,6 +39,8 @@ KEYS_TIMEOUT_S = 30.0
 SETTLE_QUIET_S = 0.3
 SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
+FINAL_QUIET_S = 0.25
+FINAL_MAX_S = 1.5
 
 
 def uses_encryption(scenario: Any) -> bool:
@@ -128,6 +130,9 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
                 prober = asyncio.create_task(follow_and_probe(ctx.bot, state_dir / "bot" / "sessions", probes))
             await _run_steps(ctx, scenario, result, say)
             # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
+            # What the bot sends right after the last step (an edit a few ms later) is let in first.
+            if ctx.final_checks:
+                await _room_settles(ctx)
             late = [problem for check in ctx.final_checks if (problem := check())]
             if late:
                 raise StepFailed("what the steps checked still holds when the scenario ends", late)
@@ -310,6 +315,21 @@ async def settle(bot: BotUnderTest) -> None:
         try:
             await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
         except TimeoutError:
+            return
+
+
+async def _room_settles(ctx: ScenarioContext) -> None:
+    """Until the watcher has seen no bot event for FINAL_QUIET_S (at most FINAL_MAX_S). Only ever adds
+    evidence for the final checks: a pass never rests on it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FINAL_MAX_S
+    events = ctx.observer().events
+    while loop.time() < deadline:
+        mark = len(events.items)
+        try:
+            await events.wait_for(lambda e: e.get("sender") == ctx.bot_user_id,
+                                  min(FINAL_QUIET_S, deadline - loop.time()), "bot events", mark)
+        except WaitTimeout:
             return
 
 

@@ -1,0 +1,66 @@
+"""Bots that misbehave the way real ones do, from the attack on the bot seam (tests/attack): each verdict must
+be the true one, never a false pass and never a false fail."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ATTACK = Path(__file__).resolve().parents[1] / "attack"
+
+
+async def test_a_reply_edited_into_a_wrong_answer_fails(run_qa) -> None:
+    result = await run_qa("canary", bot_file=ATTACK / "evil-edit-garbage.yaml")
+    assert result.code == 1, result.report
+    seen = "\n".join(result.scenario("canary")["failure"]["seen"])
+    assert "WRONG ANSWER" in seen, seen
+
+
+async def test_a_streamed_answer_is_judged_by_its_final_edit(run_qa) -> None:
+    result = await run_qa("canary", bot_file=ATTACK / "evil-edit-stream.yaml")
+    assert result.code == 0, result.report
+
+
+async def test_plain_replies_are_counted_through_the_journal(run_qa) -> None:
+    result = await run_qa(scenario_paths=[ATTACK / "scenarios-count"], bot_file=ATTACK / "evil-no-relation.yaml")
+    assert result.code == 0, result.report
+    steps = result.scenario("attack-reply-count")["steps"]
+    assert steps[1]["method"] == "journal"
+
+
+async def test_a_double_answer_is_counted(run_qa) -> None:
+    result = await run_qa(scenario_paths=[ATTACK / "scenarios-count-after"], bot_file=ATTACK / "evil-double.yaml")
+    assert result.code == 1, result.report
+    assert "2 replies" in "\n".join(result.scenario("attack-reply-count-after")["failure"]["seen"])
+
+
+async def test_a_bot_writing_only_the_ready_record_is_judged_on_what_it_does(run_qa) -> None:
+    result = await run_qa("canary", bot_file=ATTACK / "evil-trace-ready-only.yaml")
+    assert result.code == 0, result.report
+    assert result.scenario("canary")["steps"][1]["method"] == "relation"
+
+
+async def test_a_late_unwanted_reply_fails_the_scenario(run_qa) -> None:
+    result = await run_qa("matrix-mention-gating", bot_file=ATTACK / "evil-debounce-short.yaml")
+    assert result.code == 1, result.report
+    scenario = result.scenario("matrix-mention-gating")
+    assert any(c["unwantedReplies"] for c in scenario["negativeChecks"]), scenario["negativeChecks"]
+
+
+async def test_a_crash_is_seen_although_a_helper_keeps_stdout_open(run_qa) -> None:
+    began = time.monotonic()
+    result = await run_qa("canary", bot_file=ATTACK / "evil-crash-with-helper.yaml")
+    assert result.code == 1
+    seen = "\n".join(result.scenario("canary")["failure"]["seen"])
+    assert "exited with code 1 unexpectedly" in seen, seen
+    assert time.monotonic() - began < 25, "at once, not after the step's 30 s"
+
+
+async def test_a_bot_that_exits_at_once_says_so(run_qa) -> None:
+    result = await run_qa("canary", bot_file=ATTACK / "p-fork-exit.yaml")
+    assert result.code == 1
+    assert "exited with code 0" in result.scenario("canary")["details"], result.scenario("canary")["details"]

@@ -1,0 +1,66 @@
+"""The bot process seam without a homeserver: real child processes, their output, their exit."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+from qa.harness.bot_process import BotUnderTest, kill_stragglers
+from qa.harness.botfile import BotFile
+from qa.harness.launch import Launch
+
+
+def _bot(tmp_path: Path, code: str, ready: str = "^ready$", secrets: list[str] | None = None) -> BotUnderTest:
+    bot = BotFile(name="t", command=[sys.executable, "-c", code], ready={"log": ready, "timeout": 10})
+    env = {"MATRIX_QA_STATE_DIR": str(tmp_path / "state"), "PATH": "/usr/bin:/bin"}
+    return BotUnderTest(bot, Launch([sys.executable, "-c", code], env, tmp_path, None, None), tmp_path / "bot.log",
+                        tmp_path / "trace.jsonl", tmp_path / "copy.jsonl", secrets if secrets is not None else [])
+
+
+async def test_every_byte_of_a_long_line_reaches_bot_log_and_memory_stays_bounded(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "import time\nprint('A' * 3000000 + 'TAIL', flush=True)\nprint('ready', flush=True)\n"
+                         "time.sleep(60)")
+    start = await bot.start()
+    await bot.wait_ready(10, start)
+    await bot.stop(timeout_s=2)
+    log = (tmp_path / "bot.log").read_text()
+    assert log.count("A") == 3_000_001 and "TAIL" in log  # the A of TAIL too and log.endswith("ready\n")
+    assert max(len(line) for line in bot.log.items) <= 2000
+
+
+async def test_output_is_redacted_on_its_way_to_bot_log(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "import sys\nprint('token=syt_secret_token_1', flush=True)\n"
+                         "print('err syt_secret_token_1', file=sys.stderr, flush=True)\nprint('ready', flush=True)\n"
+                         "import time; time.sleep(60)", secrets=["syt_secret_token_1"])
+    start = await bot.start()
+    await bot.wait_ready(10, start)
+    await bot.stop(timeout_s=2)
+    log = (tmp_path / "bot.log").read_text()
+    assert "syt_secret_token_1" not in log and log.count("[REDACTED]") == 2, "stdout and stderr, both redacted"
+
+
+async def test_an_exit_is_seen_while_a_child_still_holds_stdout(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "import subprocess, sys\nsubprocess.Popen(['sleep', '60'])\nsys.exit(3)", ready="never")
+    start = await bot.start()
+    began = asyncio.get_running_loop().time()
+    try:
+        await bot.wait_ready(10, start)
+    except Exception as exc:  # InfraError: not ready
+        assert "exited with code 3" in str(exc) and "bot.log" in str(exc), exc
+    else:
+        raise AssertionError("a bot that exited was taken for ready")
+    assert asyncio.get_running_loop().time() - began < 5, "at once, not after the ready timeout"
+    assert bot.died.is_set()
+    await bot.stop(timeout_s=2)
+
+
+async def test_stragglers_are_found_by_their_state_dir(tmp_path: Path) -> None:
+    marker = str(tmp_path / "state")
+    env = {"MATRIX_QA_STATE_DIR": marker, "PATH": "/usr/bin:/bin"}
+    # A daemon: its own session, parent gone; only its environment still says whose it is.
+    proc = await asyncio.create_subprocess_exec("sleep", "60", env=env, start_new_session=True)
+    killed = kill_stragglers(marker)
+    assert proc.pid in killed
+    assert await asyncio.wait_for(proc.wait(), 5) == -9
+    assert kill_stragglers(marker) == [] and kill_stragglers("") == []
