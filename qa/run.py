@@ -204,6 +204,7 @@ class Run:
         self.stop_reason: str | None = None
         self.interrupted_code: int | None = None
         self.interrupted: list[ScenarioResult] = []
+        self.running: set[str] = set()  # scenarios that started (their results may never come back)
         self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.errors.HomeserverError)
         self._main: asyncio.Task[Any] | None = None
         self._work: Path | None = None
@@ -282,6 +283,8 @@ class Run:
                 shutil.rmtree(self._work, ignore_errors=True)
             with contextlib.suppress(Exception):
                 self.stop_reason = f"{self.stop_reason}, then {name}: stopped at once"
+                for result in self.interrupted:  # cut short a second time: their teardown never finished
+                    result.details += f"; then {name}: stopped at once"
                 self._write()
                 self.out.close()
             os._exit(self.interrupted_code)
@@ -426,6 +429,7 @@ class Run:
     async def _run_one(self, scenario: Any, resources: RunResources) -> None:
         if self._must_skip(scenario):
             return
+        self.running.add(scenario.id)
         say = self._say_for(scenario)
         say(f"▶ {scenario.title}" if self.jobs > 1 else f"▶ {scenario.id}: {scenario.title}")
         try:
@@ -540,7 +544,12 @@ class Run:
         why = f"not run: the run was stopped early ({self.stop_reason})" if self.stop_reason \
             else "not run: the run stopped early"
         for scenario in self.plan:
-            if scenario.id not in ran:
+            if scenario.id in ran:
+                continue
+            if scenario.id in self.running:  # started, and cut short before it could say so itself
+                self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="interrupted",
+                                                   details=f"interrupted: {self.stop_reason or 'the run stopped'}"))
+            else:
                 self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip",
                                                    details=why))
         # Side by side, scenarios finish in any order; the record keeps the plan's.

@@ -162,3 +162,38 @@ def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_pat
     assert scan_for_secrets(out, [key]) == []
     assert key not in run.stderr and key not in run.stdout
     assert our_processes(str(tmp_path)) == []
+
+
+def test_sigint_then_sigterm_as_ci_cancels_stops_at_once_and_keeps_the_record(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG))
+    _read_until(proc, "1. send:")
+    proc.send_signal(signal.SIGINT)
+    _read_until(proc, "interrupted: SIGINT received")
+    proc.send_signal(signal.SIGTERM)  # the second one, mid-teardown: no more grace for anyone
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, rest  # the first signal's code
+    assert our_processes(str(tmp_path)) == []
+    assert _work_dirs(tmp_path) == [], "the temp dir with the bot's password is gone even then"
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == 130
+    assert summary["scenarios"][0]["status"] == "interrupted", summary["scenarios"][0]
+
+
+def test_a_second_signal_during_a_slow_teardown_stops_at_once_with_the_record(tmp_path: Path) -> None:
+    attack = REPO / "tests" / "attack"
+    out = tmp_path / "out"
+    # This bot ignores SIGTERM, so the first signal's teardown waits out its grace before SIGKILL.
+    proc = _start(tmp_path, "--bot", str(attack / "t-ignore-term.yaml"), "--scenarios-dir",
+                  str(attack / "scenarios"), "--no-builtin-scenarios", "--output-dir", str(out))
+    _read_until(proc, "1. send:")
+    proc.send_signal(signal.SIGINT)
+    time.sleep(0.5)  # CI's pace (seconds apart, here less): the second signal lands during the teardown
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=60)[1]
+    assert proc.returncode == 130, rest
+    assert our_processes(str(tmp_path)) == [] and _work_dirs(tmp_path) == []
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == 130
+    scenario = summary["scenarios"][0]
+    assert scenario["status"] == "interrupted" and "then SIGTERM: stopped at once" in scenario["details"], scenario
