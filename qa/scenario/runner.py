@@ -39,8 +39,8 @@ KEYS_TIMEOUT_S = 30.0
 SETTLE_QUIET_S = 0.3
 SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
-FINAL_QUIET_S = 0.25
-FINAL_MAX_S = 1.5
+FINAL_QUIET_S = 0.15
+FINAL_MAX_S = 1.0
 
 
 def uses_encryption(scenario: Any) -> bool:
@@ -131,7 +131,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             await _run_steps(ctx, scenario, result, say)
             # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
             # What the bot sends right after the last step (an edit a few ms later) is let in first.
-            if ctx.final_checks:
+            if ctx.final_checks and not await _bot_says_it_is_idle(ctx):
                 await _room_settles(ctx)
             late = [problem for check in ctx.final_checks if (problem := check())]
             if late:
@@ -316,6 +316,26 @@ async def settle(bot: BotUnderTest) -> None:
             await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
         except TimeoutError:
             return
+
+
+async def _bot_says_it_is_idle(ctx: ScenarioContext) -> bool:
+    """A bot that traces its turns says when it is done: every turn it started has ended (its turn.end may
+    land a moment after the reply the last step saw)."""
+    if not ctx.bot.has_trace:
+        return False
+
+    def idle(_record: Any = None) -> bool:
+        items = ctx.bot.trace.items
+        started = {r.get("attempt") for r in items if r.get("type") == "turn.start"}
+        return bool(started) and started <= {r.get("attempt") for r in items if r.get("type") == "turn.end"}
+
+    if idle():
+        return True
+    try:
+        await ctx.bot.trace.wait_for(idle, FINAL_MAX_S, "every turn to end")
+    except WaitTimeout:
+        return False
+    return True
 
 
 async def _room_settles(ctx: ScenarioContext) -> None:
