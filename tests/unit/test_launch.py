@@ -178,6 +178,10 @@ def test_template_problems_at_render_time_are_one_exact_line(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as err:
         build_launch(bot, _facts(tmp_path), {}, {})
     assert str(err.value) == f"{path}: template uses an unknown variable: 'homeserver' is undefined"
+    path.write_text("ok\n{% if %}\n")  # broken between the check at load time and the launch
+    with pytest.raises(ConfigError) as err:
+        build_launch(bot, _facts(tmp_path), {}, {})
+    assert str(err.value) == f"{path}:2: template syntax error: Expected an expression, got 'end of statement block'"
     path.unlink()  # gone between the check at load time and the launch
     with pytest.raises(ConfigError) as err:
         build_launch(bot, _facts(tmp_path), {}, {})
