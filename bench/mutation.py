@@ -28,13 +28,19 @@ REPO = Path(__file__).resolve().parents[1]
 # Only the test files that exercise a module run against its mutants: the whole suite would be slower and
 # would credit a module with kills from tests that only pass through it.
 MODULE_TESTS: dict[str, list[str]] = {
-    "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py"],
+    "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py"],
     "qa/agent/policy.py": ["tests/unit/test_policy.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],
     "qa/harness/plan.py": ["tests/unit/test_plan.py"],
-    "qa/report/redact.py": ["tests/unit/test_redact.py"],
+    "qa/report/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],
     "qa/agent/lock_settings.py": ["tests/unit/test_lock_settings.py"],
     "qa/scenario/markers.py": ["tests/unit/test_markers.py"],
+    "qa/evidence/pairing.py": ["tests/unit/test_pairing.py"],
+    "qa/evidence/order.py": ["tests/unit/test_pairing.py"],
+    "qa/harness/capabilities.py": ["tests/unit/test_capabilities.py"],
+    "qa/report/verdict.py": ["tests/unit/test_verdict.py"],
+    "qa/harness/botfile.py": ["tests/unit/test_botfile.py"],
+    "qa/harness/launch.py": ["tests/unit/test_launch.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.

@@ -184,13 +184,19 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def load_bot_file(path: Path) -> BotFile:
     """Read and check a bot file; every problem is a ConfigError naming file:line and the field."""
+    from qa.safe_yaml import _reader_problem  # a control character's offset as line:column, like scenarios
     from qa.scenario.loader import _locate  # the node walker that gives scenario errors their line numbers
 
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read bot file: {getattr(exc, 'strerror', None) or exc}") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)  # the reader checks every character here, before the try below
+    except yaml.reader.ReaderError as exc:
+        problem = _reader_problem(text, exc)
+        where = f":{problem.line}:{problem.column}" if problem.line else ""
+        raise ConfigError(f"{path}{where}: {problem}") from None
     try:
         root = loader.get_single_node()
         if root is not None and _has_alias(root):
@@ -217,7 +223,8 @@ def load_bot_file(path: Path) -> BotFile:
             message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "literal_error":
                 message += f", got {err['input']!r}"
-            lines.append(f"{path}{where}: {_field(loc)}: {message.removeprefix('Value error, ')}")
+            field = f"{_field(loc)}: " if loc else ""  # a whole-file rule has no single field
+            lines.append(f"{path}{where}: {field}{message.removeprefix('Value error, ')}")
         raise ConfigError("\n".join(lines)) from None
     bot._dir = path.resolve().parent
     bot._source = path

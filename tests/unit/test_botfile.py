@@ -6,8 +6,17 @@ from pathlib import Path
 
 import pytest
 
+from qa.agent.overrides import validate_agent_overrides
 from qa.errors import ConfigError
-from qa.harness.botfile import builtin_bot_file, check_overrides, check_runnable, command_bot_file, load_bot_file
+from qa.harness.botfile import (
+    BotFile,
+    ReadySpec,
+    builtin_bot_file,
+    check_overrides,
+    check_runnable,
+    command_bot_file,
+    load_bot_file,
+)
 
 
 def _write(tmp_path: Path, text: str, name: str = "bot.yaml") -> Path:
@@ -131,3 +140,132 @@ def test_check_runnable(tmp_path: Path) -> None:
         check_runnable(bad_cwd, {"PATH": "/usr/bin:/bin"})
     check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\ncwd: '{state_dir}'\n")),
                    {"PATH": "/usr/bin:/bin"})
+KNOWN = "(known: {config}, {state_dir}, {trace_file}, {python}, {bot_dir}, {scenario})"
+EXACTLY_ONE = "ready: ready needs exactly one condition: {trace: true}, {log: REGEX} or {joined: true}"
+
+
+# The whole message, file:line:column included: it is all a bot author gets, so its wording is the contract.
+@pytest.mark.parametrize(("text", "expected"), [
+    ("name: b\ncommand: ['{confg}']\n", f":2:11: command[0]: unknown placeholder {{confg}} {KNOWN}"),
+    ("name: b\ncommand: [x]\nready: {log: '(unclosed'}\n",
+     ":3:14: ready.log: not a valid regular expression: missing ), unterminated subpattern at position 0"),
+    ("name: b\ncommand: [x]\nready: {joined: true, wait: 3}\n", ":3:23: ready.wait: unknown field"),
+    ("name: b\ncommand: [x]\nready: {}\n", f":3:8: {EXACTLY_ONE}"),
+    ("name: b\ncommand: [x]\nready: {trace: true, joined: true}\n", f":3:8: {EXACTLY_ONE} (got trace, joined)"),
+    ("name: b\ncommand: [x]\nready: {log: a, joined: true}\n", f":3:8: {EXACTLY_ONE} (got log, joined)"),
+    ("name: b\ncommand: [x]\nready: {log: ''}\n", ":3:14: ready.log: String should have at least 1 character"),
+    ("name: b\ncommand: [x]\nready: {joined: true, timeout: 601}\n",
+     ":3:32: ready.timeout: Input should be less than or equal to 600"),
+    ("name: b\ncommand: [x]\nconfig_template: ''\n",
+     ":3:18: config_template: String should have at least 1 character"),
+    ("name: b\ncommand: [x]\nconfig_format: toml\n",
+     ":3:16: config_format: Input should be 'json' or 'yaml', got 'toml'"),
+    ("name: b\ncommand: [x]\nstop_timeout: 121\n", ":3:15: stop_timeout: Input should be less than or equal to 120"),
+    ("name: b\ncommand: [x]\n  \ncomand: [y]\n", ":4:1: comand: unknown field"),
+    ("name: b\ncommand: [x, '{nope}']\nready:\n  timeout: 0\n  joined: true\n",
+     f":2:14: command[1]: unknown placeholder {{nope}} {KNOWN}\n"
+     "{path}:4:12: ready.timeout: Input should be greater than 0"),
+    ("- not a mapping\n", ": a bot file is a mapping with at least `name` and `command`"),
+    ("name: b\ncommand: [x\n", ":3:1: YAML syntax error: expected ',' or ']', but got '<stream end>'"),
+    ("a: &a [x]\nname: b\ncommand: *a\n", ": YAML aliases/anchors are not allowed in a bot file"),
+    ("name: b\x07\ncommand: [x]\n",
+     ":1:8: control character #x0007 is not allowed in YAML (write it as an escape in a double-quoted string if "
+     "you mean it)"),
+    ("name: b\ncommand: [x]\nconfig_template: missing.j2\n", ": config_template: {dir}/missing.j2 does not exist"),
+])
+def test_each_bad_bot_file_gets_its_exact_message(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, text)
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(path)
+    assert str(err.value) == str(path) + expected.replace("{path}", str(path)).replace("{dir}", str(tmp_path.resolve()))
+
+
+def test_a_template_that_does_not_parse_or_read_is_named_with_its_line(tmp_path: Path) -> None:
+    (tmp_path / "bad.j2").write_text("[x]\n{% if %}\n")
+    (tmp_path / "latin.j2").write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nconfig_template: bad.j2\n"))
+    assert str(err.value) == (f"{tmp_path.resolve()}/bad.j2:2: template syntax error: "
+                              "Expected an expression, got 'end of statement block'")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nconfig_template: latin.j2\n"))
+    assert str(err.value).startswith(f"{tmp_path.resolve()}/latin.j2: cannot read config template: 'utf-8' codec")
+
+
+def test_an_unreadable_bot_file_says_why(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(tmp_path / "nope.yaml")
+    assert str(err.value) == f"{tmp_path / 'nope.yaml'}: cannot read bot file: No such file or directory"
+
+
+def test_every_placeholder_and_the_limits_are_accepted(tmp_path: Path) -> None:
+    (tmp_path / "t").write_text("x\n")
+    every = ", ".join(f"'{{{p}}}'" for p in ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario"))
+    bot = load_bot_file(_write(tmp_path, f"name: b\ncommand: [{every}]\nenv: {{A: '{{trace_file}}'}}\n"
+                                         "cwd: '{bot_dir}/{scenario}'\nconfig_template: t\nconfig_format: yaml\n"
+                                         "ready: {log: x, timeout: 0.5}\nstop_timeout: 0.5\n"))
+    assert (bot.ready.timeout, bot.stop_timeout, bot.config_format, bot.config_file_name()) == (0.5, 0.5, "yaml", "t")
+    assert load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nready: {joined: true, timeout: 600}\n"
+                                          "stop_timeout: 120\n")).ready.timeout == 600
+
+
+def test_defaults_of_a_minimal_bot_file(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: b\ncommand: [x]\n")
+    bot = load_bot_file(path)
+    # README: readiness `joined` within 20 s; a bot gets 10 s to stop.
+    assert (bot.ready.timeout, bot.stop_timeout, bot.env, bot.cwd) == (20.0, 10.0, {}, None)
+    assert bot.source == str(path) and bot.config_file_name() == "bot-config" and bot.template_path() is None
+
+
+def test_readiness_describes_what_is_waited_for() -> None:
+    assert [ReadySpec(**kw).describe() for kw in ({"trace": True}, {"log": "^sync"}, {"joined": True})] == [
+        "a `ready` trace record", "a log line matching /^sync/", "the bot's join in every room"]
+
+
+def test_the_command_shortcut_has_no_file_and_no_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    bot = command_bot_file("run it")
+    assert (bot.name, bot.source, bot.env, bot.directory) == ("bot-command", "--bot-command (bot-command)", {},
+                                                             tmp_path)
+    with pytest.raises(ConfigError) as err:
+        command_bot_file("run '{confg}'")
+    assert str(err.value) == f"--bot-command: command[1]: unknown placeholder {{confg}} {KNOWN}"
+    for command, message in (("  ", "--bot-command is empty"),
+                             ("x 'open", "--bot-command: cannot split \"x 'open\": No closing quotation")):
+        with pytest.raises(ConfigError) as err:
+            command_bot_file(command)
+        assert str(err.value) == message
+
+
+def _editable(tmp_path: Path, extra: str = "") -> BotFile:
+    (tmp_path / "c.json.j2").write_text("{}\n")
+    return load_bot_file(_write(tmp_path, "name: b\ncommand: [x]\nconfig_template: c.json.j2\n" + extra))
+
+
+def test_bot_set_needs_a_template_with_a_format(tmp_path: Path) -> None:
+    check_overrides(command_bot_file("x"), {})  # nothing to check
+    message = ("--bot-set needs a bot file whose rendered config it can edit; {} has no config_template with "
+               "config_format: json|yaml")
+    no_format = _editable(tmp_path)
+    for bot in (command_bot_file("x"), no_format):
+        with pytest.raises(ConfigError) as err:
+            check_overrides(bot, {"a": 1})
+        assert str(err.value) == message.format(bot.source)
+    format_only = _write(tmp_path, "name: b\ncommand: [x]\nconfig_format: json\n", "f.yaml")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(format_only)  # refused when the file is read, before any --bot-set
+    assert str(err.value) == f"{format_only}:1:1: config_format needs a config_template"
+    check_overrides(_editable(tmp_path, "config_format: json\n"), {"a": 1})  # no checker: anything goes
+
+
+def test_bot_set_runs_the_bot_files_checker(tmp_path: Path) -> None:
+    bot = _editable(tmp_path, "config_format: json\noverrides_check: qa.agent.overrides:validate_agent_overrides\n")
+    problems = validate_agent_overrides({"nope": 1, "nada": 2})
+    assert len(problems) == 2
+    with pytest.raises(ConfigError) as err:
+        check_overrides(bot, {"nope": 1, "nada": 2})
+    assert str(err.value) == "--bot-set: " + "; ".join(str(p) for p in problems)
+    with pytest.raises(ConfigError) as err:  # a checker that cannot be loaded is refused with the file
+        _editable(tmp_path, "config_format: json\noverrides_check: no_such_module_q:check\n")
+    assert str(err.value) == (f"{tmp_path / 'bot.yaml'}: overrides_check no_such_module_q:check: cannot load it: "
+                              "No module named 'no_such_module_q'")

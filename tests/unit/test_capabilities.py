@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
 from pathlib import Path
+from typing import get_args
 
-from qa.harness.capabilities import missing, needs, skip_reason
+import pytest
+
+from qa.errors import ConfigError
+from qa.harness.capabilities import MEANING, Capability, Need, missing, needs, skip_reason
 from qa.scenario.loader import load_scenarios
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,3 +92,72 @@ def test_the_library_splits_into_generic_and_trace_only_scenarios() -> None:
     for trace_only in ("matrix-reaction-notification", "matrix-session-lock-contention",
                        "matrix-approval-exec-deny", "matrix-allowlist-block"):
         assert trace_only not in generic
+
+
+def _steps(tmp_path: Path, *steps: str, head: str = "") -> object:
+    return _scenario(tmp_path, head + "steps:\n" + "".join(f"  - {s}\n" for s in steps))
+
+
+def test_every_capability_can_be_required_and_nothing_else(tmp_path: Path) -> None:
+    # The alias types `requires:` here and `capabilities:` in a bot file; its order is the order of needs().
+    assert get_args(Capability) == tuple(MEANING)
+    s = _steps(tmp_path, "send: {as: driver, body: hi}", head=f"requires: [{', '.join(get_args(Capability))}]\n")
+    assert [(n.capability, n.why) for n in needs(s)] == [(c, "requires:") for c in MEANING]
+    with pytest.raises(ConfigError, match="requires"):
+        _steps(tmp_path, "send: {as: driver, body: hi}", head="requires: [telepathy]\n")
+
+
+@pytest.mark.parametrize("step", ["stop_bot: {mode: graceful}", "start_bot: {}", "restart_bot: {}"])
+def test_stopping_or_starting_the_bot_needs_restart(tmp_path: Path, step: str) -> None:
+    kind = step.split(":")[0]
+    assert [(n.capability, n.why) for n in needs(_steps(tmp_path, step))] == [("restart", f"step 1 ({kind})")]
+
+
+@pytest.mark.parametrize("step", ["expect_approval: {to: ask, state: pending}",
+                                  "approve: {as: driver, to: ask, decision: allow-once}"])
+def test_approval_steps_need_approvals_and_the_trace(tmp_path: Path, step: str) -> None:
+    s = _steps(tmp_path, "send: {as: driver, mention: bot, body: run it, id: ask}", step)
+    kind = step.split(":")[0]
+    assert [(n.capability, n.why) for n in needs(s)] == [("trace", f"step 2 ({kind})"),
+                                                          ("approvals", f"step 2 ({kind})")]
+
+
+def test_a_lock_trace_step_needs_lock_and_another_trace_step_does_not(tmp_path: Path) -> None:
+    s = _steps(tmp_path, "expect_trace: {type: ready}", "expect_trace: {type: lock.acquire}")
+    assert [(n.capability, n.why) for n in needs(s)] == [("trace", "step 1 (expect_trace)"),
+                                                          ("lock", "step 2 (expect_trace)")]
+
+
+def test_a_reaction_by_the_bot_needs_nothing_but_one_recorded_by_it_does(tmp_path: Path) -> None:
+    head = ["send: {as: driver, mention: bot, body: hi, id: a}", "expect_reply: {to: a, id: r}"]
+    by_bot = _steps(tmp_path, *head, "expect_reaction: {as: driver, by: bot, to: r}")
+    assert needs(by_bot) == []
+    by_driver = _steps(tmp_path, *head, "react: {as: driver, to: r, key: x}",
+                       "expect_reaction: {as: driver, by: driver, to: r}")
+    assert [n.capability for n in needs(by_driver)] == ["trace", "reactions"]
+
+
+def test_silence_without_a_control_says_why_only_the_trace_proves_it(tmp_path: Path) -> None:
+    s = _steps(tmp_path, "send: {as: driver, body: hi, id: a}", "expect_no_reply: {to: a, reason: mention-required}")
+    assert skip_reason("b", missing(s, [])) == (
+        "skipped: bot 'b' lacks 'trace' (step 2 (expect_no_reply): only the trace can prove this silence "
+        "(no control message))")
+
+
+def test_a_control_message_in_a_thread_needs_threads(tmp_path: Path) -> None:
+    s = _steps(tmp_path, "send: {as: driver, body: root, id: root}", "send: {as: driver, body: hi, id: a}",
+               "expect_no_reply: {to: a, control: {as: driver, body: ok, thread: root}}")
+    assert [(n.capability, n.why) for n in needs(s)] == [("threads", "step 3 (expect_no_reply)")]
+
+
+@pytest.mark.parametrize(("bot", "why"), [("{requireMention: false}", "bot.requireMention"),
+                                          ("{allowBots: all}", "bot.allowBots"),
+                                          ("{knownBots: [driver]}", "bot.knownBots")])
+def test_a_policy_need_names_the_setting_as_the_scenario_spells_it(tmp_path: Path, bot: str, why: str) -> None:
+    s = _steps(tmp_path, "send: {as: driver, body: hi}", head=f"bot: {bot}\n")
+    assert [(n.capability, n.why) for n in needs(s)] == [("policy", why)]
+
+
+def test_a_need_cannot_be_rewritten() -> None:
+    with pytest.raises(FrozenInstanceError):
+        Need("trace", "requires:").why = "other"  # type: ignore[misc]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from qa.errors import ConfigError
-from qa.harness.botfile import builtin_bot_file, load_bot_file
+from qa.harness.botfile import BotFile, builtin_bot_file, load_bot_file
 from qa.harness.launch import LaunchFacts, build_launch, set_dotted
 
 
@@ -140,3 +141,105 @@ def test_set_dotted() -> None:
                       "new": {"deep": {"key": True}}}
     with pytest.raises(ConfigError, match="not a mapping"):
         set_dotted(config, "model.m.deeper", 1)
+
+
+def _bot(tmp_path: Path, text: str, template: str | None = None, name: str = "t.j2") -> BotFile:
+    if template is not None:
+        (tmp_path / name).write_text(template)
+    (tmp_path / "b.yaml").write_text(text)
+    return load_bot_file(tmp_path / "b.yaml")
+
+
+def test_every_placeholder_is_filled_and_config_needs_a_template(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, 'name: b\ncommand: ["{python}", "{bot_dir}", "{scenario}"]\n')
+    launch = build_launch(bot, _facts(tmp_path), {}, {})
+    assert launch.argv == [sys.executable, str(tmp_path.resolve()), "canary"]
+    with pytest.raises(ConfigError, match="no config_template to render it from"):
+        _bot(tmp_path, 'name: b\ncommand: ["x", "c={config}"]\n')  # never silently an empty path
+
+
+def test_template_sees_the_rest_of_the_facts(tmp_path: Path) -> None:
+    template = ("{{ server_name }} {{ password }} {{ device_id }} {{ actors.driver }} {{ scenario_title }} "
+                "{{ provider.api_key }} {{ provider.timeout_s is none }} {{ provider.max_retries is none }}\n")
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", template)
+    text = build_launch(bot, _facts(tmp_path), {}, {}).config_text
+    # The trailing newline of the template is kept: a config file ends with one.
+    assert text == "localhost pw-secret-123 DEV1 @driver:localhost Canary mock-key True True\n"
+
+
+def test_tojson_is_plain_json_not_html_escaped(tmp_path: Path) -> None:
+    # Jinja's own tojson escapes <, >, & and ' for HTML; a bot's JSON config must get the title as written.
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", '{"title": {{ scenario_title | tojson }}}')
+    text = build_launch(bot, _facts(tmp_path, scenario_title="Bob's <canary> & co"), {}, {}).config_text
+    assert text == '{"title": "Bob\'s <canary> & co"}'
+
+
+def test_template_problems_at_render_time_are_one_exact_line(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", "x={{ homeserver }}\n")
+    path = tmp_path.resolve() / "t.j2"
+    with pytest.raises(ConfigError) as err:
+        build_launch(bot, _facts(tmp_path), {}, {})
+    assert str(err.value) == f"{path}: template uses an unknown variable: 'homeserver' is undefined"
+    path.write_text("ok\n{% if %}\n")  # broken between the check at load time and the launch
+    with pytest.raises(ConfigError) as err:
+        build_launch(bot, _facts(tmp_path), {}, {})
+    assert str(err.value) == f"{path}:2: template syntax error: Expected an expression, got 'end of statement block'"
+    path.unlink()  # gone between the check at load time and the launch
+    with pytest.raises(ConfigError) as err:
+        build_launch(bot, _facts(tmp_path), {}, {})
+    assert str(err.value) == f"{path}: cannot read config template: No such file or directory"
+
+
+def test_bot_set_refusals_are_exact(tmp_path: Path) -> None:
+    plain = _bot(tmp_path, "name: b\ncommand: [x]\n")
+    with pytest.raises(ConfigError) as err:
+        build_launch(plain, _facts(tmp_path), {"a": 1}, {})
+    assert str(err.value) == (f"--bot-set needs a bot file whose rendered config it can edit; {plain.source} has no "
+                              "config_template (with config_format: json|yaml)")
+    no_format = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", "a: 1\n")
+    with pytest.raises(ConfigError) as err:
+        build_launch(no_format, _facts(tmp_path), {"a": 1}, {})
+    assert str(err.value) == (f"--bot-set edits the rendered config only when {no_format.source} says "
+                              "config_format: json or yaml")
+
+
+def test_bot_set_edits_yaml_keeping_the_key_order(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\nconfig_format: yaml\n", "zeta: 1\nalpha: 2\n")
+    assert build_launch(bot, _facts(tmp_path), {"alpha": 3}, {}).config_text == "zeta: 1\nalpha: 3\n"
+
+
+def test_bot_set_writes_json_indented_by_two(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\nconfig_format: json\n", '{"a": {"b": 1}}')
+    assert build_launch(bot, _facts(tmp_path), {"a.b": 2}, {}).config_text == '{\n  "a": {\n    "b": 2\n  }\n}'
+
+
+@pytest.mark.parametrize(("fmt", "template", "expected"), [
+    # YAML would read `{a: 1}`; a config that says json must be JSON.
+    ("json", "{a: 1}", "the rendered config is not valid json: Expecting property name enclosed in double quotes: "
+                       "line 1 column 2 (char 1)"),
+    ("json", "[1]", "the rendered config is not a json mapping, so --bot-set cannot edit it"),
+    ("yaml", "- 1\n", "the rendered config is not a yaml mapping, so --bot-set cannot edit it"),
+])
+def test_a_rendered_config_bot_set_cannot_edit_is_refused(tmp_path: Path, fmt: str, template: str,
+                                                          expected: str) -> None:
+    bot = _bot(tmp_path, f"name: b\ncommand: [x]\nconfig_template: t.j2\nconfig_format: {fmt}\n", template)
+    with pytest.raises(ConfigError) as err:
+        build_launch(bot, _facts(tmp_path), {"a": 2}, {})
+    assert str(err.value) == f"{tmp_path.resolve() / 't.j2'}: {expected}"
+
+
+def test_a_wildcard_reaches_keys_nested_below_it() -> None:
+    config: dict[str, object] = {"rooms": {"!a": {"x": 1}, "!b": {}}}
+    set_dotted(config, "rooms.*.policy.mention", False)
+    assert config == {"rooms": {"!a": {"x": 1, "policy": {"mention": False}}, "!b": {"policy": {"mention": False}}}}
+    with pytest.raises(ConfigError) as err:
+        set_dotted(config, "rooms.!a.x.y", 1)
+    assert str(err.value) == "--bot-set rooms.!a.x.y: x is not a mapping in the bot's config"
+
+
+def test_a_relative_cwd_is_under_the_bot_files_folder_and_an_absolute_one_is_kept(tmp_path: Path) -> None:
+    relative = _bot(tmp_path, 'name: b\ncommand: [x]\ncwd: "run/{scenario}"\n')
+    assert build_launch(relative, _facts(tmp_path), {}, {}).cwd == tmp_path.resolve() / "run" / "canary"
+    absolute = _bot(tmp_path, 'name: b\ncommand: [x]\ncwd: "{state_dir}"\n')
+    facts = _facts(tmp_path)
+    assert build_launch(absolute, facts, {}, {}).cwd == facts.state_dir

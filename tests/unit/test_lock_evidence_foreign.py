@@ -65,3 +65,27 @@ def test_merge_keeps_na_unless_something_was_judged() -> None:
     assert merge_lock([na, na])["verdict"] == "n/a"
     assert merge_lock([na, {**na, "verdict": "pass", "reasons": []}])["verdict"] == "pass"
     assert merge_lock([na, {**na, "verdict": "fail", "reasons": ["x"]}])["verdict"] == "fail"
+
+
+def test_an_na_section_judges_nothing_and_says_why() -> None:
+    # The report and summary.json show this reason in place of a verdict: the wording is the contract.
+    section = not_applicable(model_requests=2)
+    assert section["reasons"] == ["n/a (the bot reports no lock records)"]
+    counted = {k: section[k] for k in ("turnCount", "otherHolds", "longestHoldMs", "totalOverlapMs", "takeovers",
+                                       "lockTimeouts", "probes", "turns")}
+    assert counted == {"turnCount": 0, "otherHolds": 0, "longestHoldMs": 0.0, "totalOverlapMs": 0.0,
+                       "takeovers": 0, "lockTimeouts": 0, "probes": [], "turns": []}
+
+
+def test_any_one_lock_record_type_makes_the_evidence_judgeable() -> None:
+    for kind in ("lock.acquire", "lock.release", "lock.timeout", "lock.takeover"):
+        assert has_lock_records([{"type": "ready"}, {"type": kind}]), kind
+    assert not has_lock_records([{"type": "lock.acquired"}, {"type": "lock"}])
+
+
+def test_a_journal_overlap_reason_names_the_hold_and_the_journal() -> None:
+    trace = [{**acquire(10, session="!r:hs", attempt="a7"), "purpose": "transcript"},
+             release(50, session="!r:hs", attempt="a7")]
+    assert journal_overlap_reasons(trace, [(40, 100)]) == [
+        "session !r:hs attempt a7: lock (transcript) held for 10.0ms while the provider journal shows a model "
+        "request in flight"]

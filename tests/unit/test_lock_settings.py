@@ -149,3 +149,20 @@ def test_durations_are_bounded_by_a_day_from_env_and_config() -> None:
         resolve_lock_settings({"staleMs": MAX_MS + 1}, {})
     with pytest.raises(LockConfigError, match=ENV + "MAX_HOLD_MS"):
         resolve_lock_settings(None, {ENV + "MAX_HOLD_MS": str(MAX_MS + 1)})
+
+
+def test_the_bound_is_one_day_in_milliseconds() -> None:
+    # The error text promises "(one day)": the bound itself, not just whatever MAX_MS holds, is pinned.
+    assert resolve_lock_settings({"maxHoldMs": 86_400_000}, {})[0].max_hold_ms == 86_400_000
+    with pytest.raises(LockConfigError, match="from 1 to 86400000 \\(one day\\)"):
+        resolve_lock_settings({"maxHoldMs": 86_400_001}, {})
+
+
+def test_a_too_long_value_is_shown_cut_with_its_length_in_the_error() -> None:
+    name = ENV + "STALE_MS"
+    # repr of 38 characters plus its quotes is 40: shown whole; one more and it is cut to 20 plus the length.
+    for value, shown in (("x" * 38, repr("x" * 38)), ("x" * 39, "'" + "x" * 19 + "… (41 characters)"),
+                         ("9" * 9, "'999999999'"), ("9" * 5000, "'" + "9" * 19 + "… (5002 characters)")):
+        with pytest.raises(LockConfigError) as info:
+            resolve_lock_settings(None, {name: value})
+        assert str(info.value) == f"{name}={shown}: {EXPECTED}"

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import FrozenInstanceError, dataclass
+from typing import Any, get_args
 
-from qa.evidence.order import unwanted_replies
-from qa.evidence.pairing import Trigger, pair_reply, replies_by_relation
+import pytest
+
+from qa.evidence.order import Unwanted, unwanted_replies
+from qa.evidence.pairing import Method, Pairing, Trigger, body, pair_reply, replies_by_relation
 
 BOT = "@bot:hs"
 ROOM = "!r:hs"
@@ -143,3 +145,76 @@ def test_replies_by_journal_counts_every_plain_copy_of_the_answer() -> None:
               msg("$d", "other", seen=9), msg("$early", "ABC", seen=1)]
     assert replies_by_journal(T, events, BOT, journal) == ["$a", "$b"]
     assert replies_by_journal(T, events, BOT, None) == []
+def test_the_method_type_names_exactly_the_methods_pairing_uses() -> None:
+    journal = [_Entry("say ABC", _Reply("ABC"))]
+    used = {pair_reply(T, [msg("$r", "x", reply_to="$t")], BOT, None).method,  # type: ignore[union-attr]
+            pair_reply(T, [msg("$j", "ABC")], BOT, journal).method,  # type: ignore[union-attr]
+            pair_reply(T, [msg("$g", "x")], BOT, None).method}  # type: ignore[union-attr]
+    assert set(get_args(Method)) == used == {"relation", "journal", "order-guess"}
+
+
+def test_each_note_starts_by_saying_how_the_message_was_paired() -> None:
+    # A step's message ends with "; <note>": the reader must see at once whether the pairing is a guess.
+    notes = {m: Pairing(msg("$r", "x"), m).note for m in ("relation", "journal", "order-guess")}
+    assert notes["relation"].startswith("paired by its m.in_reply_to relation")
+    assert notes["journal"].startswith("paired through the provider journal")
+    assert notes["order-guess"].startswith("a GUESS:")
+    assert notes["order-guess"].endswith("(no relation, no journal match)")
+    assert "GUESS" not in notes["relation"] + notes["journal"]
+
+
+def test_evidence_records_cannot_be_rewritten() -> None:
+    pairing = Pairing(msg("$r", "x"), "relation")
+    unwanted = Unwanted("$u", "why")
+    with pytest.raises(FrozenInstanceError):
+        T.sent_ms = 0.0  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        pairing.method = "order-guess"  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        unwanted.why = "other"  # type: ignore[misc]
+
+
+def test_a_message_typed_state_event_is_not_something_the_bot_said() -> None:
+    state = {**msg("$s", "ABC", reply_to="$t"), "state_key": ""}
+    assert pair_reply(T, [state], BOT, None) is None
+    assert unwanted_replies(T, "$c", [state], BOT, None) == []
+
+
+def test_a_message_without_a_body_reads_as_empty() -> None:
+    assert body({"content": {"msgtype": "m.text"}}) == "" and body({}) == ""
+    assert body(msg("$x", "  padded \n")) == "padded"
+
+
+def test_a_message_seen_at_the_instant_of_the_trigger_can_answer_it() -> None:
+    at_once = msg("$r", "ABC", seen=T.sent_ms)
+    pairing = pair_reply(T, [at_once], BOT, None)
+    assert pairing is not None and pairing.event["event_id"] == "$r"
+    assert [u.event_id for u in unwanted_replies(T, "$c", [at_once], BOT, None)] == ["$r"]
+
+
+def test_a_message_with_no_seen_stamp_counts_as_seen_before_any_trigger() -> None:
+    early = Trigger("$t", ROOM, "say ABC", 0.5)
+    unstamped = {k: v for k, v in msg("$u", "ABC", reply_to="$t").items() if k != "_seenMs"}
+    assert pair_reply(early, [unstamped], BOT, None) is None
+    assert unwanted_replies(early, "$c", [unstamped], BOT, None) == []
+
+
+def test_replies_by_relation_lists_every_bot_reply_to_the_trigger_in_order() -> None:
+    events = [msg("$a", "one", reply_to="$t"), msg("$plain", "none"), msg("$x", "other", reply_to="$else"),
+              msg("$b", "two", thread="$root", reply_to="$t")]
+    assert replies_by_relation("$t", events, BOT, ROOM) == ["$a", "$b"]
+
+
+def test_an_old_message_listed_first_does_not_hide_the_unwanted_ones_after_it() -> None:
+    events = [msg("$old", "old", seen=1), msg("$u", "answered", reply_to="$t", seen=6),
+              msg("$human", "hi", sender="@h:hs", seen=6.5), msg("$v", "plain", seen=7)]
+    assert [u.event_id for u in unwanted_replies(T, "$c", events, BOT, None)] == ["$u", "$v"]
+
+
+def test_each_unwanted_reply_says_why_first() -> None:
+    journal = [_Entry("say ABC", _Reply("ABC"))]
+    events = [msg("$r", "x", reply_to="$t", seen=6), msg("$j", "ABC", seen=6), msg("$p", "plain", seen=6)]
+    whys = [u.why for u in unwanted_replies(T, "$c", events, BOT, journal)]
+    assert whys[0].startswith("replies to the trigger")
+    assert whys[1].startswith("carries the model's answer to the trigger")
+    assert whys[2].startswith("a bot message between the trigger and the control's answer")

@@ -111,3 +111,41 @@ def test_redact_file_replaces_the_file_rather_than_writing_into_it(tmp_path: Pat
         assert SECRET in held.read()
     assert path.stat().st_ino != inode
     assert SECRET not in path.read_text()
+
+
+def test_redact_file_redacts_a_text_log_that_is_not_valid_utf8(tmp_path: Path) -> None:
+    # A bot killed mid-write leaves its log cut inside a character; a library may log a Latin-1 byte. Neither
+    # makes the log binary: its secrets must still go.
+    cut = tmp_path / "bot.log"
+    cut.write_bytes(f"key={SECRET}\nlast line é".encode()[:-1])
+    latin1 = tmp_path / "lib.log"
+    latin1.write_bytes(f"caf\xe9 key={SECRET}\n".encode("latin-1"))
+    for path in (cut, latin1):
+        assert redact_file(path, [SECRET]) is True
+        assert SECRET.encode() not in path.read_bytes() and REDACTED.encode() in path.read_bytes()
+
+
+def test_only_a_nul_in_the_first_8_kib_makes_a_file_binary(tmp_path: Path) -> None:
+    late_nul = tmp_path / "late.log"
+    late_nul.write_bytes(b"a" * 8192 + b"\0" + SECRET.encode())
+    early_nul = tmp_path / "early.bin"
+    early_nul.write_bytes(b"a" * 8191 + b"\0" + SECRET.encode())
+    assert redact_file(late_nul, [SECRET]) is True and SECRET.encode() not in late_nul.read_bytes()
+    assert redact_file(early_nul, [SECRET]) is False and SECRET.encode() in early_nul.read_bytes()
+
+
+def test_a_crash_mid_redaction_leaves_a_hidden_file_named_for_the_one_redacted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "bot.log"
+    path.write_text(f"key={SECRET}\n")
+    seen: list[str] = []
+
+    def crash(src: str, dst: object) -> None:
+        seen.append(Path(src).name)
+        raise OSError("disk gone")
+
+    monkeypatch.setattr("qa.report.redact.os.replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        redact_file(path, [SECRET])
+    assert len(seen) == 1 and seen[0].startswith(".bot.log.") and seen[0].endswith(".redacting")
+    assert [p.name for p in tmp_path.iterdir()] == ["bot.log"] and SECRET in path.read_text()
