@@ -218,3 +218,27 @@ def test_each_unwanted_reply_says_why_first() -> None:
     assert whys[0].startswith("replies to the trigger")
     assert whys[1].startswith("carries the model's answer to the trigger")
     assert whys[2].startswith("a bot message between the trigger and the control's answer")
+
+
+def test_an_edit_is_read_from_m_new_content_not_from_its_fallback_body() -> None:
+    from qa.evidence.pairing import latest_body
+
+    reply = msg("$r", "draft", reply_to="$t")
+    spec_edit = {**edit("$e", "$r", "ABC"), "content": {
+        "msgtype": "m.text", "body": "* something the client shows as a fallback", "m.new_content": {"body": "ABC"},
+        "m.relates_to": {"rel_type": "m.replace", "event_id": "$r"}}}
+    assert latest_body(reply, [reply, spec_edit], BOT) == "ABC"
+    emptied = {**spec_edit, "content": {**spec_edit["content"], "m.new_content": {}}}
+    assert latest_body(reply, [reply, emptied], BOT) == ""
+
+
+def test_replies_by_journal_boundaries_of_time() -> None:
+    from qa.evidence.pairing import replies_by_journal
+
+    journal = [_Entry("say ABC", _Reply("ABC"))]
+    at_once = Trigger("$t", ROOM, "say ABC", 10.0)
+    assert replies_by_journal(at_once, [msg("$same", "ABC", seen=10.0)], BOT, journal) == ["$same"]
+    unseen = {**msg("$u", "ABC"), "_seenMs": None}
+    del unseen["_seenMs"]
+    early = Trigger("$t", ROOM, "say ABC", 0.5)
+    assert replies_by_journal(early, [unseen], BOT, journal) == [], "no seen-time counts as before everything"
