@@ -89,3 +89,15 @@ def test_a_journal_overlap_reason_names_the_hold_and_the_journal() -> None:
     assert journal_overlap_reasons(trace, [(40, 100)]) == [
         "session !r:hs attempt a7: lock (transcript) held for 10.0ms while the provider journal shows a model "
         "request in flight"]
+
+
+def test_records_whose_time_is_not_a_finite_number_are_left_out_not_fatal() -> None:
+    from qa.report.lock_evidence import analyze_lock_evidence
+
+    odd = [{**acquire(0), "t": t} for t in ("5", None, "abc", True, 10**400, float("nan"))]
+    # None of the odd holds may count (with a journal request all along, any counted hold would overlap it)...
+    assert journal_overlap_reasons(odd, [(0, 100)]) == []
+    # ...and the usable records around them still do, in time order.
+    assert len(journal_overlap_reasons([*odd, acquire(10), release(20)], [(15, 100)])) == 1
+    evidence = analyze_lock_evidence([*odd, acquire(1), release(2)])
+    assert evidence.other_holds == 1 and evidence.longest_hold_ms == 1.0
