@@ -269,3 +269,63 @@ def test_bot_set_runs_the_bot_files_checker(tmp_path: Path) -> None:
         _editable(tmp_path, "config_format: json\noverrides_check: no_such_module_q:check\n")
     assert str(err.value) == (f"{tmp_path / 'bot.yaml'}: overrides_check no_such_module_q:check: cannot load it: "
                               "No module named 'no_such_module_q'")
+
+
+@pytest.mark.parametrize("name", sorted(__import__("qa.harness.botfile", fromlist=["CONTRACT_ENV"]).CONTRACT_ENV))
+def test_no_contract_variable_can_be_set_by_a_bot_file(tmp_path: Path, name: str) -> None:
+    path = _write(tmp_path, f"name: b\ncommand: [x]\nenv: {{{name}: elsewhere}}\n")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(path)
+    assert str(err.value) == (f"{path}:1:1: env: {name} belong to the launch contract; the harness sets them "
+                              "(a bot file must not point the bot somewhere else than the run reports)")
+
+
+def test_the_contract_a_bot_file_may_not_touch_is_the_one_the_launch_sets(tmp_path: Path) -> None:
+    from qa.harness.botfile import CONTRACT_ENV
+    from qa.harness.launch import contract_env
+    from tests.unit.test_launch import _facts
+
+    assert set(CONTRACT_ENV) == set(contract_env(_facts(tmp_path), tmp_path / "config"))
+    path = _write(tmp_path, "name: b\ncommand: [x]\nenv: {OPENAI_API_KEY: k, MATRIX_QA_MODEL: m, A: b}\n")
+    with pytest.raises(ConfigError, match=r"env: MATRIX_QA_MODEL, OPENAI_API_KEY belong to the launch contract"):
+        load_bot_file(path)
+
+
+def test_ready_conditions_default_to_off() -> None:
+    spec = ReadySpec(log="x")
+    assert spec.trace is False and spec.joined is False
+
+
+def test_config_without_a_template_and_non_functions_are_pinned(tmp_path: Path) -> None:
+    path = _write(tmp_path, "name: b\ncommand: [x]\ncwd: '{config}'\n")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(path)
+    assert str(err.value) == f"{path}:1:1: {{config}} is used but there is no config_template to render it from"
+    path = _write(tmp_path, "name: b\ncommand: [x]\noverrides_check: 'qa.run:Run'\n")
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(path)
+    assert str(err.value) == f"{path}: overrides_check qa.run:Run is not a function"
+
+
+def test_check_runnable_resolves_placeholders_and_paths_as_the_launch_will(tmp_path: Path) -> None:
+    sh = {"PATH": "/usr/bin:/bin"}
+    missing_py = load_bot_file(_write(tmp_path, "name: b\ncommand: ['{python}-not-there']\n"))
+    with pytest.raises(ConfigError) as err:
+        check_runnable(missing_py, sh)
+    assert str(err.value) == (f"{missing_py.source}: command: {__import__('sys').executable + '-not-there'!r} "
+                              "is not an executable on PATH (nor a file)")
+    with pytest.raises(ConfigError, match="is not an executable"):
+        check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: ['{bot_dir}/nope.sh']\n")), sh)
+    # A program named by a scenario's placeholder can only be checked at launch.
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: ['{scenario}-bot']\n")), sh)
+    # The bot's own PATH is where it is looked for, not the harness's.
+    with pytest.raises(ConfigError, match="'sh' is not an executable on PATH"):
+        check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\n")), {"PATH": ""})
+    # A relative path is relative to the bot file's folder, wherever the run was started from.
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [./run.sh]\n")), sh)
+    for cwd in ("'{bot_dir}/nowhere'", "'{python}'"):
+        bot = load_bot_file(_write(tmp_path, f"name: b\ncommand: [sh]\ncwd: {cwd}\n"))
+        with pytest.raises(ConfigError) as err:
+            check_runnable(bot, sh)
+        assert str(err.value).startswith(f"{bot.source}: cwd: ") and str(err.value).endswith(" is not a directory")
