@@ -21,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from qa.agent.config import AgentConfig
 from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
+from qa.dotted import set_dotted
 
 _ROOMS = ("!one:qa.invalid", "!two:qa.invalid")
 _SESSION_KEYS = ("writeLock",)
@@ -49,28 +50,10 @@ def _shown(value: object) -> str:
     return text if len(text) <= 60 else f"{text[:40]}… ({len(text)} characters)"
 
 
-def _apply(config: dict[str, Any], parts: list[str], value: object, done: list[str]) -> str | None:
-    """Set the value like the runner does; a problem (naming the part that is not a mapping) or None."""
-    node: Any = config
-    for i, part in enumerate(parts[:-1]):
-        if not isinstance(node, dict):
-            return f"{'.'.join([*done, *parts[:i]])} is not a mapping"
-        if part == "*":
-            for child in node.values():
-                problem = _apply(child, parts[i + 1:], value, [*done, *parts[:i + 1]])
-                if problem:
-                    return problem
-            return None
-        node = node.setdefault(part, {})
-    if not isinstance(node, dict):
-        return f"{'.'.join([*done, *parts[:-1]])} is not a mapping"
-    node[parts[-1]] = value
-    return None
-
-
 def apply_override(config: dict[str, Any], key: str, value: object) -> str | None:
-    """Set one dotted key in `config` in place, as the runner does; a problem or None."""
-    return _apply(config, key.split("."), value, [])
+    """Set one dotted key in `config` in place, exactly as the launch does (qa.dotted); a problem or None."""
+    blocked = set_dotted(config, key, value)
+    return f"{'.'.join(blocked)} is not a mapping" if blocked else None
 
 
 def _model_in(annotation: Any) -> tuple[type[BaseModel] | None, bool]:

@@ -31,34 +31,27 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from qa.clock import mono_ms
 
 
 class Trace:
-    """Appends records to the trace file and, when `echo` is given, writes the same line there too.
+    """Appends records to the trace file ($MATRIX_QA_TRACE_FILE), which the harness follows as the bot writes."""
 
-    The bot echoes to its stdout, which the harness reads as a stream: that is how the harness waits on
-    "ready" or "event dropped" as events instead of polling a file.
-    """
-
-    def __init__(self, path: Path | None, echo: TextIO | None = None) -> None:
+    def __init__(self, path: Path | None) -> None:
         self.path = path
-        self._echo = echo
         self._lock = threading.Lock()
         self._fh = path.open("a", encoding="utf-8") if path else None
 
     def emit(self, type_: str, **fields: Any) -> dict[str, Any]:
         record = {"t": round(mono_ms(), 3), "type": type_, **fields}
-        if self._fh is None and self._echo is None:
+        if self._fh is None:
             return record
         line = json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n"
         with self._lock:
-            for stream in (self._fh, self._echo):
-                if stream is not None:
-                    stream.write(line)
-                    stream.flush()
+            self._fh.write(line)
+            self._fh.flush()
         return record
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from qa.dotted import set_dotted as dotted_set
 from qa.errors import ConfigError
 from qa.harness.botfile import BotFile
 
@@ -151,21 +152,10 @@ def apply_overrides(text: str, fmt: str, overrides: Mapping[str, Any], where: st
 
 
 def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
-    """`a.b.c=v`; a `*` part means every entry of that mapping (e.g. rooms.*.requireMention, as room ids are
-    only known once the scenario has made its rooms)."""
-    node = config
-    *parents, last = dotted.split(".")
-    for i, part in enumerate(parents):
-        if part == "*":
-            for child in node.values():
-                if isinstance(child, dict):
-                    set_dotted(child, ".".join([*parents[i + 1:], last]), value)
-            return
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ConfigError(f"--bot-set {dotted}: {part} is not a mapping in the bot's config")
-        node = child
-    node[last] = value
+    """`a.b.c=v` (qa.dotted, the same code that checked the override before the run started)."""
+    blocked = dotted_set(config, dotted, value)
+    if blocked:
+        raise ConfigError(f"--bot-set {dotted}: {blocked[-1]} is not a mapping in the bot's config")
 
 
 def build_launch(bot: BotFile, facts: LaunchFacts, overrides: Mapping[str, Any], base_env: Mapping[str, str]
