@@ -83,6 +83,11 @@ class BotUnderTest:
         self.waiting_on: str | None = None  # what readiness `joined` is still waiting for
 
     @property
+    def secrets(self) -> list[str]:
+        """The run's live list of secrets, for anything written on the bot's behalf."""
+        return self._secrets
+
+    @property
     def name(self) -> str:
         return self.bot.name
 

@@ -8,6 +8,8 @@
     cwd: "{bot_dir}"                 # optional: the working directory (default: the bot file's folder)
     ready: {joined: true}            # or {trace: true} or {log: "Starting sync loop"}; optional timeout
     capabilities: [threads, restart] # what the bot claims; scenarios needing more are skipped with the reason
+    state_mutations:                 # optional: named commands that change the bot's saved state while it
+      rewind-sync: ["{python}", "tools/rewind.py", "{state_dir}"]   # is stopped (step mutate_bot_state)
 
 Placeholders in `command` and `env`: {config} {state_dir} {trace_file} {python} {bot_dir} {scenario}. The
 template sees every fact of the launch (qa.harness.launch). Pure apart from reading the file.
@@ -100,6 +102,11 @@ class BotFile(BaseModel):
     # a bad KEY=VALUE is exit 2 before anything starts instead of a bot that dies in every scenario.
     overrides_check: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None
     stop_timeout: float = Field(default=10.0, gt=0, le=120)
+    # Named commands (argv, placeholders allowed) that change the bot's saved state between a stop and a start
+    # (step `mutate_bot_state`). Only the bot knows its state's layout, so the bot file says how; a scenario
+    # naming a mutation the bot file lacks is skipped with the reason.
+    state_mutations: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)],
+                          Annotated[list[Templated], Field(min_length=1)]] = Field(default_factory=dict)
 
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
@@ -110,8 +117,9 @@ class BotFile(BaseModel):
         if taken:
             raise ValueError(f"env: {', '.join(taken)} belong to the launch contract; the harness sets them "
                              "(a bot file must not point the bot somewhere else than the run reports)")
+        mutation_args = [a for argv in self.state_mutations.values() for a in argv]
         if self.config_template is None and any("{config}" in v for v in [*self.command, *self.env.values(),
-                                                                          self.cwd or ""]):
+                                                                          self.cwd or "", *mutation_args]):
             raise ValueError("{config} is used but there is no config_template to render it from")
         if self.config_format is not None and self.config_template is None:
             raise ValueError("config_format needs a config_template")

@@ -53,7 +53,7 @@ def needs(scenario: Any) -> list[Need]:
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
-        if kind in ("restart_bot", "stop_bot", "start_bot"):
+        if kind in ("restart_bot", "stop_bot", "start_bot", "mutate_bot_state"):
             need("restart", where)
         elif kind in ("approve", "expect_approval"):
             need("approvals", where)
@@ -72,9 +72,16 @@ def needs(scenario: Any) -> list[Need]:
     return [Need(c, found[c]) for c in MEANING if c in found]
 
 
-def missing(scenario: Any, capabilities: Iterable[str]) -> list[Need]:
+def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = ()) -> list[Need]:
+    """What the bot lacks: capabilities, then the named state mutations its bot file does not offer."""
     have = set(capabilities)
-    return [n for n in needs(scenario) if n.capability not in have]
+    lacking = [n for n in needs(scenario) if n.capability not in have]
+    offered = set(mutations)
+    for index, step in enumerate(scenario.steps, start=1):
+        name = getattr(step, "mutation", None) if step.kind == "mutate_bot_state" else None
+        if name is not None and name not in offered and all(n.capability != f"state mutation {name}" for n in lacking):
+            lacking.append(Need(f"state mutation {name}", f"step {index} (mutate_bot_state)"))
+    return lacking
 
 
 def skip_reason(bot_name: str, lacking: list[Need]) -> str | None:

@@ -65,6 +65,8 @@ class Launch:
     cwd: Path
     config_path: Path | None
     config_text: str | None
+    # The placeholder values of this launch, so a bot file's state mutations are filled in the same way.
+    values: dict[str, str] = field(default_factory=dict)
 
 
 def placeholders(bot: BotFile, facts: LaunchFacts, config_path: Path | None) -> dict[str, str]:
@@ -172,4 +174,4 @@ def build_launch(bot: BotFile, facts: LaunchFacts, overrides: Mapping[str, Any],
     if not cwd.is_absolute():
         cwd = bot.directory / cwd
     return Launch(argv=[fill(a, values) for a in bot.command], env=env, cwd=cwd,
-                  config_path=config_path, config_text=config_text)
+                  config_path=config_path, config_text=config_text, values=values)

@@ -99,7 +99,8 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
     else:
         reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.capabilities
-                                                          + (["trace"] if res.bot_file.has("trace") else [])))
+                                                          + (["trace"] if res.bot_file.has("trace") else []),
+                                                          res.bot_file.state_mutations))
     if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)

@@ -482,6 +482,18 @@ class StartBot(StepBase):
     timeout: Duration | None = None
 
 
+class MutateBotState(StepBase):
+    """Run one of the bot file's named `state_mutations` while the bot is stopped (between `stop_bot` and
+    `start_bot`): a stale sync position, a lock file left by a dead process, a damaged store. The command gets
+    the bot's launch environment and placeholders; `args` are appended to its argv (markers expanded)."""
+
+    kind: ClassVar[str] = "mutate_bot_state"
+
+    mutation: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)]
+    args: list[MarkedText] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+
 class ExpectReplyCount(StepBase):
     """The bot has answered message `to` exactly `count` times so far (across restarts): no double answers.
 
@@ -571,6 +583,7 @@ Step = Annotated[
         Annotated[StopBot, _unwrap("stop_bot"), Tag("stop_bot")],
         Annotated[StartBot, _unwrap("start_bot"), Tag("start_bot")],
         Annotated[ExpectReplyCount, _unwrap("expect_reply_count"), Tag("expect_reply_count")],
+        Annotated[MutateBotState, _unwrap("mutate_bot_state"), Tag("mutate_bot_state")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
     ],
@@ -595,6 +608,7 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         StopBot,
         StartBot,
         ExpectReplyCount,
+        MutateBotState,
     )
 }
 
@@ -711,8 +725,17 @@ class Scenario(_Model):
 
         # id -> (kind, room) for ids defined so far; room is None when it could not be worked out.
         defined: dict[str, tuple[str, str | None]] = {}
+        bot_down = False  # between a stop_bot and the next start_bot
         for i, step in enumerate(self.steps):
             base: tuple[str | int, ...] = ("steps", i, step.kind)
+            if step.kind == "mutate_bot_state" and not bot_down:
+                # A running bot may rewrite its own state at any moment, so a change made under it proves nothing.
+                yield (*base, "mutation"), "the bot must be stopped first: put a stop_bot step before it", \
+                    getattr(step, "mutation", None)
+            elif step.kind == "stop_bot":
+                bot_down = True
+            elif step.kind in ("start_bot", "restart_bot"):
+                bot_down = False
 
             room = step.own_room()
             if room is not None and room not in self.rooms:

@@ -557,6 +557,19 @@ async def start_bot(ctx: ScenarioContext, step: Any) -> str:
     return "bot started and ready"
 
 
+async def mutate_bot_state(ctx: ScenarioContext, step: Any) -> str:
+    from qa.harness.state_mutation import run_state_mutation
+
+    args = [_text(ctx, a) for a in step.args]
+    result = await run_state_mutation(ctx.bot, step.mutation, args, _timeout(step),
+                                      ctx.artifact_dir / "bot-mutations.log", ctx.bot.secrets)
+    if not result.ok:
+        how = "did not finish in time" if result.code is None else f"exited with code {result.code}"
+        raise StepFailed(f"state mutation {step.mutation!r} succeeds", [f"{step.mutation} {how}", *result.tail],
+                         hints=["its whole output is in bot-mutations.log"])
+    return f"state mutation {step.mutation} done" + (f": {result.tail[-1]}" if result.tail else "")
+
+
 async def expect_reply_count(ctx: ScenarioContext, step: Any) -> str:
     trigger = ctx.refs[step.to]
     replies = _replies_to(ctx, trigger.event_id)
@@ -691,6 +704,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "stop_bot": stop_bot,
     "start_bot": start_bot,
     "expect_reply_count": expect_reply_count,
+    "mutate_bot_state": mutate_bot_state,
     "approve": approve,
     "expect_approval": expect_approval,
 }
