@@ -243,3 +243,11 @@ def test_a_relative_cwd_is_under_the_bot_files_folder_and_an_absolute_one_is_kep
     absolute = _bot(tmp_path, 'name: b\ncommand: [x]\ncwd: "{state_dir}"\n')
     facts = _facts(tmp_path)
     assert build_launch(absolute, facts, {}, {}).cwd == facts.state_dir
+
+
+def test_the_blocked_path_below_a_wildcard_names_the_wildcard_and_the_key_before_it() -> None:
+    from qa.dotted import set_dotted as raw_set
+
+    config: dict[str, object] = {"cfg": {"rooms": {"!a": {"policy": 3}}}}
+    assert raw_set(config, "cfg.rooms.*.policy.mention", False) == ["cfg", "rooms", "*", "policy"]
+    assert raw_set(config, "cfg.rooms.*.other.mention", False) is None
