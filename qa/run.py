@@ -218,9 +218,8 @@ class Run:
         self._main: asyncio.Task[Any] | None = None
         self._work: Path | None = None
         self._tearing_down = False
-        # --repeat: attempt id → (scenario id, attempt number); an infra retry: id planned → id it last ran as.
+        # --repeat: the plan before its scenarios became attempts; an infra retry: id planned → id it last ran as.
         self.base_plan: list[Any] = []
-        self._attempt_of: dict[str, tuple[str, int]] = {}
         self._ran_as: dict[str, str] = {}
         self.deadline: Deadline | None = None
 
@@ -316,12 +315,8 @@ class Run:
         gets fresh users, rooms, bot, markers, artifacts and view of the provider journal."""
         if self.options.repeat == 1:
             return plan
-        attempts = []
-        for scenario in plan:
-            for k in range(1, self.options.repeat + 1):
-                attempts.append(scenario.model_copy(update={"id": attempt_id(scenario.id, k)}))
-                self._attempt_of[attempts[-1].id] = (scenario.id, k)
-        return attempts
+        return [scenario.model_copy(update={"id": attempt_id(scenario.id, k)})
+                for scenario in plan for k in range(1, self.options.repeat + 1)]
 
     def _arm_deadline(self) -> asyncio.TimerHandle | None:
         if self.options.timeout is None:

@@ -137,4 +137,3 @@ async def test_every_attempt_of_a_repeat_gets_user_names_of_its_own(
         await run._run_one(attempt, resources(tmp_path))
     assert [sid for sid, _ in calls] == [f"{long_id}~{k}" for k in (1, 2, 3)]
     assert len({run_id[-6:] for _, run_id in calls}) == 3
-    assert run._attempt_of[f"{long_id}~2"] == (long_id, 2)
