@@ -96,6 +96,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard-durations", type=Path, default=None, metavar="SUMMARY.json",
                      help="balance --shard by the scenario durations recorded in this earlier summary "
                      "(default: by count)")
+    run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
+                     help="run each scenario N times (fresh users and rooms each time) and report its pass rate; "
+                     "flaky scenarios (some but not all attempts passed) are flagged")
+    run.add_argument("--min-pass-rate", type=_pass_rate, default=None, metavar="R",
+                     help="with --repeat: a scenario passes when at least this share of its attempts did "
+                     "(0.8 or 80%%; default 1: every attempt)")
+    run.add_argument("--rerun-failed", type=Path, default=None, metavar="SUMMARY.json",
+                     help="run only the scenarios that failed, were interrupted or never ran in that earlier run")
+    run.add_argument("--timeout", default=None, metavar="DURATION",
+                     help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
+                     "report says what finished and what did not (exit 2)")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the bot's config for every scenario, "
@@ -130,6 +141,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _pass_rate(text: str) -> float:
+    from qa.report.verdict import parse_pass_rate
+
+    try:
+        return parse_pass_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _rerun_ids(path: Path, chosen: list[str]) -> list[str]:
+    """The scenario ids --rerun-failed takes from an earlier run's summary."""
+    from qa.report.repeats import rerun_ids
+    from qa.report.writer import load_summary
+
+    if chosen:
+        raise QAError("give either --rerun-failed SUMMARY.json or --scenario ID, not both")
+    summary = load_summary(path)
+    ids = rerun_ids(summary)
+    if not ids:
+        raise QAError(f"{path}: nothing to rerun: no scenario of run {summary.runId} failed, was interrupted or "
+                      f"was left unrun (its status: {summary.status})")
+    return ids
+
+
 def _port(text: str) -> int:
     try:
         value = int(text)
@@ -159,6 +194,10 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         raise QAError("--shard-durations only balances a --shard I/N run")
     from qa.run import default_scenario_paths
 
+    if args.min_pass_rate is not None and args.repeat == 1:
+        raise QAError("--min-pass-rate needs --repeat N (N > 1): one attempt passes or fails, it has no rate")
+    if args.rerun_failed is not None:
+        args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
     own = list(args.scenarios_dir or [])
     if args.no_builtin_scenarios and not own:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
@@ -176,6 +215,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         shard=parse_shard(args.shard) if args.shard is not None else None,
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
+        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout,
     )
     return run_sync(options)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import logging
@@ -43,11 +44,14 @@ from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import analyze_lock_evidence
+from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id, combine_attempts
 from qa.report.summary import (
     BotInfo,
+    Deadline,
     Environment,
     Failure,
     HomeserverInfo,
+    InfraRetry,
     ProviderInfo,
     RunError,
     ScenarioResult,
@@ -98,6 +102,11 @@ class RunOptions:
     bot_file: Path | None = None
     bot_command: str | None = None
     argv: list[str] = field(default_factory=list)
+    # Each scenario runs `repeat` times and passes when its pass rate reaches min_pass_rate (qa.report.repeats);
+    # `timeout` is the whole run's deadline, as given ("20m"; qa.scenario.schema.parse_duration).
+    repeat: int = 1
+    min_pass_rate: float = 1.0
+    timeout: str | None = None
 
 
 def default_scenario_paths() -> list[Path]:
@@ -209,6 +218,10 @@ class Run:
         self._main: asyncio.Task[Any] | None = None
         self._work: Path | None = None
         self._tearing_down = False
+        # --repeat: the plan before its scenarios became attempts; an infra retry: id planned → id it last ran as.
+        self.base_plan: list[Any] = []
+        self._ran_as: dict[str, str] = {}
+        self.deadline: Deadline | None = None
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
@@ -225,6 +238,7 @@ class Run:
         self.plan = select(scenarios, self.options.profile, self.options.scenario_ids)
         if self.options.shard is not None:
             self.plan = shard_plan(self.plan, self.options.shard, self.options.shard_durations)
+        self.base_plan, self.plan = self.plan, self._attempts(self.plan)
         removed = prepare_output_dir(self.dir, "--output-dir" if self.options.output_dir else "the artifact directory")
         self.out.open_log(self.dir / "matrix-qa-output.log")
         library_logs = _LibraryLogs(self.dir / "harness.log")
@@ -239,6 +253,7 @@ class Run:
         self._work = work
         self._main = asyncio.current_task()
         signals = _SignalHandlers(self._on_signal)
+        deadline = self._arm_deadline()
         try:
             await self._run_all(work)
         except asyncio.CancelledError:
@@ -269,6 +284,8 @@ class Run:
                 self.out.close()
                 library_logs.close()
                 signals.remove()
+                if deadline is not None:
+                    deadline.cancel()
         return code
 
     def _on_signal(self, signum: int) -> None:
@@ -293,11 +310,40 @@ class Run:
         if not self._tearing_down and self._main is not None:
             self._main.cancel()
 
+    def _attempts(self, plan: list[Any]) -> list[Any]:
+        """--repeat N: each scenario N times in a row, each attempt a scenario of its own (`<id>~<k>`), so it
+        gets fresh users, rooms, bot, markers, artifacts and view of the provider journal."""
+        if self.options.repeat == 1:
+            return plan
+        return [scenario.model_copy(update={"id": attempt_id(scenario.id, k)})
+                for scenario in plan for k in range(1, self.options.repeat + 1)]
+
+    def _arm_deadline(self) -> asyncio.TimerHandle | None:
+        if self.options.timeout is None:
+            return None
+        seconds = _parse_timeout(self.options.timeout)
+        self.deadline = Deadline(timeout=self.options.timeout, timeoutMs=seconds * 1000)
+        return asyncio.get_running_loop().call_later(seconds, self._on_deadline)
+
+    def _on_deadline(self) -> None:
+        """--timeout passed: the run stops the way a signal stops it (every process stopped, the record written
+        with what finished), but its verdict is an error (exit 2), with the deadline named."""
+        if self._tearing_down or self.stop_reason is not None or self._main is None or self.deadline is None:
+            return
+        self.deadline.reached = True
+        self.stop_reason = f"the run's --timeout of {self.deadline.timeout} passed"
+        self.out.say(f"deadline: {self.stop_reason}; stopping every process")
+        self._main.cancel()
+
     def _preflight(self) -> None:
         """Usage and environment problems of the chosen backends are exit 2 before anything starts; secrets
         they bring are registered for redaction before the first line is printed."""
         options = self.options
         _check_backend_options(options)
+        if options.repeat < 1:
+            raise ConfigError(f"--repeat must be at least 1, got {options.repeat}")
+        if options.timeout is not None:
+            _parse_timeout(options.timeout)
         _check_rule_files(options.provider_rules)
         check_output_dir(self.dir, "--output-dir" if options.output_dir else "the artifact directory")
         if options.provider == "live":
@@ -410,7 +456,7 @@ class Run:
         reaches every running scenario through the task group, and each one's finally-blocks stop its bot.
         """
         plan = list(self.plan)
-        if self.jobs > 1 and plan and plan[0].id == CANARY:
+        if self.jobs > 1 and plan and plan[0].id == self._gate:
             await self._run_one(plan.pop(0), resources)
         together = [s for s in plan if self.jobs == 1 or not runs_alone(s)]
         alone = [s for s in plan if self.jobs > 1 and runs_alone(s)]
@@ -432,17 +478,38 @@ class Run:
         self.running.add(scenario.id)
         say = self._say_for(scenario)
         say(f"▶ {scenario.title}" if self.jobs > 1 else f"▶ {scenario.id}: {scenario.title}")
+        infra: list[str] = []
+        result = await self._run_guarded(scenario, resources, infra, say)
+        if infra and self.stop_reason is None:
+            # Infrastructure (the homeserver refused what any scenario needs) is never the scenario's failure:
+            # one more try, as a scenario of its own (fresh users, rooms, markers); the record keeps both.
+            say(f"  ↻ {scenario.id}: infrastructure error, retrying once: {infra[0].splitlines()[0]}")
+            retry = scenario.model_copy(update={"id": f"{scenario.id}{ATTEMPT_SEPARATOR}retry"})
+            self._ran_as[scenario.id] = retry.id
+            first, infra = result, []
+            result = await self._run_guarded(retry, resources, infra, say)
+            result.id = scenario.id
+            result.retries.append(InfraRetry(ranAs=scenario.id, error=self.out.redact(first.details),
+                                             durationMs=first.durationMs))
+        self.infra_errors.extend(infra)  # only a retry that failed the same way makes it the run's error
+        result.latency = latency_stats(result.replyLatenciesMs)
+        self.results.append(result)
+
+    async def _run_guarded(self, scenario: Any, resources: RunResources, infra: list[str], say: Any) -> ScenarioResult:
         try:
-            result = await run_scenario(scenario, self._resources_for(scenario, resources), say)
+            return await run_scenario(scenario, self._resources_for(scenario, resources, infra), say)
         except Exception as exc:  # a harness bug in one scenario must not lose the others or the report
-            result = ScenarioResult(
+            say(f"  ✘ {scenario.id}: harness error: {type(exc).__name__}: {exc}")
+            return ScenarioResult(
                 id=scenario.id, title=scenario.title, status="fail",
                 details=f"harness error: {type(exc).__name__}: {exc}",
                 failure=Failure(expected="the harness runs the scenario",
                                 seen=traceback.format_exception(exc)[-6:]))
-            say(f"  ✘ {scenario.id}: harness error: {type(exc).__name__}: {exc}")
-        result.latency = latency_stats(result.replyLatenciesMs)
-        self.results.append(result)
+
+    @property
+    def _gate(self) -> str:
+        """The canary's first attempt gates the run; its further attempts are measured like any other."""
+        return attempt_id(CANARY, 1) if self.options.repeat > 1 else CANARY
 
     def _say_for(self, scenario: Any) -> Any:
         """Progress lines of one scenario. Side by side, lines of different scenarios interleave, so each
@@ -454,10 +521,14 @@ class Run:
 
         return say
 
-    def _resources_for(self, scenario: Any, resources: RunResources) -> RunResources:
+    def _resources_for(self, scenario: Any, resources: RunResources, infra: list[str]) -> RunResources:
         """The run's resources as one scenario sees them: its own markers, and with the mock provider its own
-        base URL and journal, so a journal check or a latency figure never counts another scenario's request."""
-        own = replace(resources, markers=resources.markers.child(scenario.id))
+        base URL and journal, so a journal check or a latency figure never counts another scenario's request.
+        An attempt or a retry also gets its own user names: the runner cuts long ids short, but not run ids."""
+        run_id = resources.run_id
+        if ATTEMPT_SEPARATOR in scenario.id:
+            run_id = run_id[:-6] + hashlib.sha256(f"{run_id}/{scenario.id}".encode()).hexdigest()[:6]
+        own = replace(resources, markers=resources.markers.child(scenario.id), infra_errors=infra, run_id=run_id)
         if own.provider is not None and hasattr(own.provider, "scoped"):
             view = own.provider.scoped(scenario.id)
             own = replace(own, provider=view, model_base_url=view.base_url)
@@ -465,7 +536,7 @@ class Run:
 
     def _must_skip(self, scenario: Any) -> bool:
         reason = None
-        canary = next((r for r in self.results if r.id == CANARY), None)
+        canary = next((r for r in self.results if r.id == self._gate), None)
         if canary is not None and canary.status != "pass":
             reason = "skipped: the canary failed, so nothing else can be trusted"
         elif self.options.fail_fast and any(r.status == "fail" for r in self.results):
@@ -497,12 +568,12 @@ class Run:
             not_applicable,
         )
 
-        traces = {r.id: read_trace(self.dir / "scenarios" / r.id / "bot-trace.jsonl")
+        traces = {r.id: read_trace(self.dir / "scenarios" / self._ran_as.get(r.id, r.id) / "bot-trace.jsonl")
                   for r in self.results if r.status != "skip"}
         if not traces:
             return None
         records = [record for trace in traces.values() for record in trace]
-        journals = {sid: self._journal_intervals(sid) for sid in traces}
+        journals = {sid: self._journal_intervals(self._ran_as.get(sid, sid)) for sid in traces}
         if not has_lock_records(records):
             model_requests = sum(1 for r in records if r.get("type") == "model.request.start") \
                 or sum(len(v) for v in journals.values())
@@ -538,6 +609,9 @@ class Run:
                 if e.is_chat and e.finished_at is not None]
 
     def _write(self) -> int:
+        planned_as = {ran: planned for planned, ran in self._ran_as.items()}
+        for result in self.interrupted:  # a retry cut short files itself under the id it ran as
+            result.id = planned_as.get(result.id, result.id)
         # Unplanned scenarios that never ran (an infra error stopped the run) are reported, not dropped.
         self.results.extend(r for r in self.interrupted if r.id not in {x.id for x in self.results})
         ran = {r.id for r in self.results}
@@ -561,10 +635,17 @@ class Run:
         for message in dict.fromkeys(self.infra_errors):
             self.errors.append(RunError(component="homeserver", message=self.out.redact(message),
                                         log=_rel(self.dir, getattr(self.homeserver, "log_path", None))))
-        counts = count(self.results)
-        if not self.errors and self.interrupted_code is None and nothing_ran(r.status for r in self.results):
+        records = self._records()
+        if self.deadline is not None and self.deadline.reached:
+            self.deadline.finished = [r.id for r in records if r.status in ("pass", "fail")]
+            self.deadline.unfinished = [r.id for r in records if r.status not in ("pass", "fail")]
+            self.errors.append(RunError(component="deadline", message=(
+                f"{self.stop_reason}: every process was stopped; {len(self.deadline.finished)} scenario(s) "
+                f"finished, {len(self.deadline.unfinished)} did not ({', '.join(self.deadline.unfinished) or '-'})")))
+        counts = count(records)
+        if not self.errors and self.interrupted_code is None and nothing_ran(r.status for r in records):
             self.errors.append(RunError(component="plan", message=f"{NOTHING_RAN} (see each scenario's reason)"))
-        status, code = run_verdict([r.status for r in self.results], errors=bool(self.errors), lock=lock,
+        status, code = run_verdict([r.status for r in records], errors=bool(self.errors), lock=lock,
                                    interrupted_code=self.interrupted_code)
         boots = [r.botBootMs for r in self.results if r.botBootMs is not None]
         self.timings.botBootMs = round(statistics.median(boots), 1) if boots else None
@@ -586,10 +667,12 @@ class Run:
                 profile=self.options.profile, python=platform.python_version(),
                 platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
             ),
-            counts=counts, timings=self.timings, scenarios=self.results, lock=lock, errors=self.errors,
-            latency=latency_stats(ms for r in self.results for ms in r.replyLatenciesMs), jobs=self.jobs,
+            counts=counts, timings=self.timings, scenarios=records, lock=lock, errors=self.errors,
+            latency=latency_stats(ms for r in records for ms in r.replyLatenciesMs), jobs=self.jobs,
             shard=ShardInfo(index=self.options.shard.index, count=self.options.shard.count)
             if self.options.shard else None,
+            repeat=self.options.repeat if self.options.repeat > 1 else None,
+            minPassRate=self.options.min_pass_rate if self.options.repeat > 1 else None, deadline=self.deadline,
         )
         self.timings.reportMs = round(mono_ms() - report_began, 1)
         self.timings.totalMs = round(mono_ms() - self.t0, 1)
@@ -600,6 +683,15 @@ class Run:
         self._print_table(summary, files)
         self._write_step_summary(files)
         return code
+
+    def _records(self) -> list[ScenarioResult]:
+        """One record per planned scenario: with --repeat, its attempts combined into a pass rate."""
+        if self.options.repeat == 1:
+            return self.results
+        by_id = {r.id: r for r in self.results}
+        return [combine_attempts(
+            s.id, s.title, [by_id[a] for a in ids], [self._ran_as.get(a, a) for a in ids], self.options.min_pass_rate)
+            for s in self.base_plan if (ids := [attempt_id(s.id, k) for k in range(1, self.options.repeat + 1)])]
 
     def _redact_artifacts(self) -> None:
         """A last sweep over every file the run left (homeserver logs, anything copied): what was written
@@ -652,6 +744,7 @@ class Run:
         c = summary.counts
         lock = summary.lock or {}
         interrupted = f", {c.interrupted} interrupted" if c.interrupted else ""
+        interrupted += f", {c.flaky} flaky" if c.flaky else ""
         self.out.say(f"{summary.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped{interrupted}"
                      + (f"; lock evidence {lock.get('verdict')}" if lock else ""))
         if summary.latency is not None:
@@ -681,6 +774,15 @@ class _LibraryLogs:
         for name in self.NAMES:
             logging.getLogger(name).removeHandler(self.handler)
         self.handler.close()
+
+
+def _parse_timeout(text: str) -> float:
+    from qa.scenario.schema import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"--timeout: {exc}") from None
 
 
 def _check_rule_files(paths: list[Path]) -> None:

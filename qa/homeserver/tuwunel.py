@@ -5,6 +5,8 @@ engine does not have it). It listens on 127.0.0.1 only, allows registration with
 does not federate. Its database lives in the container itself, so:
 
 * `restart()` stops and starts the *same* container: same address, same data (the homeserver-restart scenario);
+* a container that stops on its own (a crash, `docker kill`, `docker rm -f`) while the run still uses it is
+  noticed within WATCH_EVERY_S and reported through `wait_died()`, so the run ends at once naming it;
 * `stop()` saves the container's log into the artifacts, then removes the container together with its
   volumes (`remove(v=True)`), which is where the data goes. It runs on success, failure and Ctrl-C (the run's
   finally-blocks), and `remove_all_containers()` is the last resort at interpreter exit.
@@ -39,6 +41,8 @@ CONTAINER_PORT = 8008
 DATABASE_PATH = "/var/lib/tuwunel"
 DEFAULT_START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10
+# Docker tells a client about an exit only when asked; the status is asked this often (one cheap API call).
+WATCH_EVERY_S = 1.0
 LABEL = "matrix-qa.instance"
 DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
 _EXCERPT_LINES = 12
@@ -176,6 +180,8 @@ class TuwunelHomeserver(Homeserver):
         self._client: Any = None
         self._container: Any = None
         self._lock = threading.Lock()
+        self._watcher: asyncio.Task[None] | None = None
+        self._generation = 0  # bumped whenever the container is stopped on purpose: the watch then lets go
 
     @property
     def base_url(self) -> str:
@@ -206,8 +212,10 @@ class TuwunelHomeserver(Homeserver):
         info = await fetch_server_info(self.base_url, _VERSION_PATHS)
         # The server's own answer is authoritative; the image tag is what we asked for, a fallback only.
         self.version = info[1] if info else f"{_tag(self.image)} (image tag)"
+        self._start_watch()
 
     async def stop(self) -> None:
+        self._stop_watch()
         if self._client is None:
             return
         try:
@@ -224,10 +232,12 @@ class TuwunelHomeserver(Homeserver):
             await self.start()
             return
         container = self._container
+        self._stop_watch()
         await asyncio.to_thread(container.stop, timeout=STOP_GRACE_S)
         t0 = time.monotonic()
         await asyncio.to_thread(container.start)
         await self._become_ready(t0)
+        self._start_watch()
 
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
         if self._container is None:
@@ -271,15 +281,35 @@ class TuwunelHomeserver(Homeserver):
                 raise InfraError(redact(message, self.secrets)) from None
 
     def _status(self) -> tuple[str, int | None]:
-        from docker.errors import DockerException
+        return _status_of(self._container)
 
-        try:
-            self._container.reload()
-        except DockerException:
-            # Removed behind our back (`docker rm -f`): as final as an exit.
-            return "gone", None
-        state = self._container.attrs.get("State") or {}
-        return str(self._container.status), state.get("ExitCode")
+    # --- watching a running server ---------------------------------------------------------------------------
+
+    def _start_watch(self) -> None:
+        self._stop_watch()
+        self._watcher = asyncio.create_task(self._watch(self._generation, self._container), name="tuwunel-watch")
+
+    def _stop_watch(self) -> None:
+        self._generation += 1
+        if self._watcher is not None:
+            self._watcher.cancel()
+            self._watcher = None
+
+    async def _watch(self, generation: int, container: Any) -> None:
+        """A container that stops while it is still ours (stop() and restart() let go of it first) died."""
+        while generation == self._generation:
+            await asyncio.sleep(WATCH_EVERY_S)
+            status, code = await asyncio.to_thread(_status_of, container)
+            if generation != self._generation:
+                return
+            if status == "gone":
+                self.mark_died(f"the Tuwunel container {self.container_name} disappeared (removed, or the engine "
+                               "stopped answering)")
+            elif status in ("exited", "dead"):
+                self.mark_died(f"the Tuwunel container {self.container_name} {status} with exit code {code}")
+            else:
+                continue
+            return
 
     def _save_log(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -313,6 +343,17 @@ class TuwunelHomeserver(Homeserver):
             message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
         await self.stop()
         raise InfraError(redact(message, self.secrets))
+
+
+def _status_of(container: Any) -> tuple[str, int | None]:
+    try:
+        container.reload()
+    except Exception:
+        # Removed behind our back (`docker rm -f`, a DockerException), or the engine's socket went away
+        # (requests' own errors): as final as an exit.
+        return "gone", None
+    state = container.attrs.get("State") or {}
+    return str(container.status), state.get("ExitCode")
 
 
 async def _in_daemon_thread(fn: Callable[[], None]) -> None:

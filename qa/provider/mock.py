@@ -251,6 +251,7 @@ class MockProvider:
         self._runner: web.AppRunner | None = None
         self._journal: list[JournalEntry] = []
         self._counter = 0
+        self._rule_hits: dict[int, int] = {}  # matches per `every: N` rule (qa.provider.rules.decide)
         # Replaced on every journal change; waiters hold the old one, so no wake-up is ever lost.
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -492,6 +493,7 @@ class MockProvider:
             ChatRequest.from_body(body),
             fallback_text=self.fallback_text,
             call_id_prefix=f"call_mock{number}",
+            hits=self._rule_hits,
         )
         entry.rule = decision.rule_name
         entry.unmatched = decision.rule is None

@@ -15,6 +15,8 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
         error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
         latency_ms: 1500                        # simulated model latency before the response starts
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
+        every: 2                                # applies only to every 2nd request it matches (the 2nd, 4th,
+                                                # …); the others fall through to the rules after it
 
 Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
 a named group of `match.latest_user` or `match.any_message`, or with `latest_user`, `last_content` (the last
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -138,6 +140,8 @@ class Rule(_Strict):
     error: ErrorSpec | None = None
     latency_ms: int = Field(default=0, ge=0)
     hold: bool | str | None = None
+    # A flaky model on purpose (--repeat's pass rates are tested with it): the count is the provider's.
+    every: int | None = Field(default=None, ge=2)
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
@@ -383,12 +387,22 @@ def decide(
     *,
     fallback_text: str = DEFAULT_FALLBACK_TEXT,
     call_id_prefix: str = "call_mock",
+    hits: MutableMapping[int, int] | None = None,
 ) -> Decision:
-    """First matching rule wins; no match is not an error, so the bot under test keeps a working model."""
+    """First matching rule wins; no match is not an error, so the bot under test keeps a working model.
+
+    `hits` is the caller's count of matches per rule (by id()), kept across requests: an `every: N` rule
+    applies only to the Nth, 2Nth, … request it matches. Without it, such a rule applies to none."""
     for rule in rules:
         variables = rule.match_request(request)
         if variables is None:
             continue
+        if rule.every is not None:
+            if hits is None:
+                continue
+            hits[id(rule)] = hits.get(id(rule), 0) + 1
+            if hits[id(rule)] % rule.every:
+                continue
         if rule.error is not None:
             err = rule.error
             error = ErrorReply(

@@ -43,6 +43,14 @@ def _scenario_case(suite: ET.Element, result: ScenarioResult, classname: str) ->
     case = ET.SubElement(
         suite, "testcase", {"classname": classname, "name": _xml_text(result.id), "time": _seconds(result.durationMs)}
     )
+    if result.passRate is not None:
+        # Properties for tools that read them, and the sentence in system-out for the ones that show only text.
+        p = result.passRate
+        props = ET.SubElement(case, "properties")
+        for name, value in (("passRate", "" if p.passRate is None else f"{p.passRate:g}"),
+                            ("passed", str(p.passed)), ("finished", str(p.finished)), ("repeat", str(p.repeat)),
+                            ("flaky", str(p.flaky).lower())):
+            ET.SubElement(props, "property", {"name": name, "value": value})
     if result.status == "fail":
         message = result.failure.expected if result.failure else (result.details or "failed")
         failure = ET.SubElement(case, "failure", {"message": _xml_text(message), "type": "ScenarioFailed"})
@@ -53,6 +61,10 @@ def _scenario_case(suite: ET.Element, result: ScenarioResult, classname: str) ->
         error = ET.SubElement(case, "error", {"message": _xml_text(result.details or "interrupted"),
                                               "type": "Interrupted"})
         error.text = _xml_text(_failure_text(result)) if result.failure else None
+    notes = ([result.details] if result.passRate is not None else []) + [
+        f"infrastructure error, retried once: {t.error}" for t in result.retries]
+    if notes:
+        ET.SubElement(case, "system-out").text = _xml_text("\n".join(notes))
 
 
 def _infra_case(suite: ET.Element, errors: list[RunError], classname: str) -> None:
@@ -95,6 +107,7 @@ def render_junit(summary: Summary) -> str:
         ("homeserver", " ".join(v for v in (env.homeserver.kind, env.homeserver.version) if v)),
         ("provider", f"{env.provider.mode} {env.provider.model}"),
         ("matrixQaVersion", env.matrixQaVersion),
+        *((("repeat", str(summary.repeat)), ("flaky", str(summary.counts.flaky))) if summary.repeat else ()),
     ):
         ET.SubElement(properties, "property", {"name": name, "value": _xml_text(value)})
     for result in summary.scenarios:

@@ -17,6 +17,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from qa.report.repeats import percent
 from qa.report.summary import Latency, ScenarioResult, Summary, latency_stats
 from qa.report.summary import percentile as percentile  # re-exported: it lived here first
 
@@ -289,11 +290,39 @@ def _run_facts(summary: Summary) -> list[tuple[str, str]]:
         facts.append(("Jobs", f"up to {summary.jobs} scenario(s) side by side"))
     if summary.shard is not None:
         facts.append(("Shard", f"{summary.shard.index}/{summary.shard.count}"))
+    if summary.repeat is not None:
+        rate = summary.minPassRate if summary.minPassRate is not None else 1.0
+        facts.append(("Repeat", f"each scenario {summary.repeat} times; passes at a pass rate of {percent(rate)} "
+                                f"or more; {summary.counts.flaky} flaky"))
+    if summary.deadline is not None:
+        d = summary.deadline
+        facts.append(("Deadline", f"--timeout {d.timeout}: " + (
+            f"reached; every process stopped; {len(d.finished)} finished, {len(d.unfinished)} did not"
+            if d.reached else "not reached")))
     if summary.mergedFrom:
         parts = [f"{m.runId} ({f'shard {m.shard.index}/{m.shard.count}, ' if m.shard else ''}{m.status})"
                  for m in summary.mergedFrom]
         facts.append(("Merged from", f"{len(parts)} summaries: " + ", ".join(parts)))
     return facts
+
+
+def pass_rate_rows(summary: Summary) -> list[dict[str, str]]:
+    """One row per repeated scenario, flaky ones marked; the attempts as a strip of status marks."""
+    rows = []
+    for r in summary.scenarios:
+        if r.passRate is None:
+            continue
+        p = r.passRate
+        rows.append({"id": r.id, "passed": f"{p.passed} of {p.finished}", "rate": percent(p.passRate),
+                     "verdict": f"{SCENARIO_STATUS_EMOJI.get(r.status, '❔')} {r.status}",
+                     "flaky": "⚠️ flaky" if p.flaky else "—",
+                     "attempts": " ".join(SCENARIO_STATUS_EMOJI.get(a.status, "❔") + ("↻" if a.retried else "")
+                                          for a in p.attempts)})
+    return rows
+
+
+def retry_rows(summary: Summary) -> list[tuple[str, str, str]]:
+    return [(r.id, t.ranAs, t.error) for r in summary.scenarios for t in r.retries]
 
 
 def build_view(summary: Summary) -> dict[str, Any]:
@@ -317,6 +346,8 @@ def build_view(summary: Summary) -> dict[str, Any]:
             }
             for r in summary.scenarios
         ],
+        "pass_rates": pass_rate_rows(summary),
+        "retries": retry_rows(summary),
         "latency": _latency_view(latency),
         "lock": lock_view(summary.lock),
         "negative": negative,

@@ -64,6 +64,7 @@ class Counts(_Model):
     failed: int = 0
     skipped: int = 0
     interrupted: int = 0
+    flaky: int = 0  # scenarios of a --repeat run that passed some but not all attempts
 
 
 class StepResult(_Model):
@@ -110,6 +111,38 @@ class Latency(_Model):
     count: int
 
 
+class InfraRetry(_Model):
+    """A try that ended in an infrastructure error (never the scenario's failure) and was run again once."""
+
+    ranAs: str  # the id that try ran under: its artifacts are in scenarios/<ranAs>/
+    error: str
+    durationMs: float = 0.0
+
+
+class Attempt(_Model):
+    """One of the --repeat N runs of a scenario, each with its own users, rooms, bot and markers."""
+
+    attempt: int  # 1-based
+    status: Status
+    durationMs: float = 0.0
+    details: str = ""
+    ranAs: str  # the id it ran under: its artifacts are in scenarios/<ranAs>/
+    retried: bool = False  # an infrastructure error made it run a second time (see that attempt's retries)
+
+
+class PassRate(_Model):
+    """How often a repeated scenario passed. `passRate` is over the attempts that finished (passed or failed);
+    flaky: some, but not all, of them passed."""
+
+    repeat: int  # attempts planned
+    finished: int
+    passed: int
+    passRate: float | None  # None when no attempt finished
+    minPassRate: float
+    flaky: bool
+    attempts: list[Attempt] = Field(default_factory=list)
+
+
 class ScenarioResult(_Model):
     id: str
     title: str
@@ -124,6 +157,8 @@ class ScenarioResult(_Model):
     latency: Latency | None = None  # over replyLatenciesMs; absent when the scenario expected no reply
     negativeChecks: list[NegativeCheck] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    retries: list[InfraRetry] = Field(default_factory=list)
+    passRate: PassRate | None = None  # only with --repeat N > 1
 
 
 class Timings(_Model):
@@ -142,6 +177,16 @@ class RunError(_Model):
     component: str
     message: str
     log: str | None = None
+
+
+class Deadline(_Model):
+    """The run's --timeout: whether it passed, and what had and had not finished by then."""
+
+    timeout: str  # as given, e.g. "10m"
+    timeoutMs: float
+    reached: bool = False
+    finished: list[str] = Field(default_factory=list)
+    unfinished: list[str] = Field(default_factory=list)
 
 
 class ShardInfo(_Model):
@@ -181,6 +226,10 @@ class Summary(_Model):
     jobs: int | None = None  # how many scenarios ran side by side at most
     shard: ShardInfo | None = None
     mergedFrom: list[MergedRun] | None = None
+    # Added with --repeat, --min-pass-rate and --timeout.
+    repeat: int | None = None
+    minPassRate: float | None = None
+    deadline: Deadline | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -195,6 +244,7 @@ def count(results: list[ScenarioResult]) -> Counts:
         failed=sum(r.status == "fail" for r in results),
         skipped=sum(r.status == "skip" for r in results),
         interrupted=sum(r.status == "interrupted" for r in results),
+        flaky=sum(r.passRate is not None and r.passRate.flaky for r in results),
     )
 
 

@@ -240,3 +240,33 @@ def test_missing_rule_file_is_a_rule_file_error(tmp_path: Path) -> None:
 def test_default_rules_are_the_documented_builtins() -> None:
     names = [rule.name for rule in load_default_rules()]
     assert names == ["exec-result", "slow-marker", "exact-marker", "exec-command"]
+
+
+EVERY_OTHER = """
+rules:
+  - name: flaky-marker
+    every: 2
+    match: {latest_user: "exact marker"}
+    reply: {text: "not the marker"}
+"""
+
+
+def test_an_every_rule_answers_only_every_nth_match_and_lets_the_others_fall_through() -> None:
+    rules = [*parse_rules(EVERY_OTHER), *load_default_rules()]
+    hits: dict[int, int] = {}
+    names = [decide(rules, user(f"reply with only this exact marker: MQA-{i}"), hits=hits).rule_name
+             for i in range(4)]
+    assert names == ["exact-marker", "flaky-marker", "exact-marker", "flaky-marker"]
+    # A request the rule does not match is not counted.
+    decide(rules, user("run this exact command: ls"), hits=hits)
+    assert decide(rules, user("reply with only this exact marker: MQA-9"), hits=hits).rule_name == "exact-marker"
+
+
+def test_an_every_rule_without_a_count_to_keep_never_applies() -> None:
+    rules = [*parse_rules(EVERY_OTHER), *load_default_rules()]
+    assert decide(rules, user("reply with only this exact marker: MQA-1")).rule_name == "exact-marker"
+
+
+def test_every_below_two_is_refused_naming_the_rule() -> None:
+    with pytest.raises(RuleFileError, match=r"flaky-marker.*every"):
+        parse_rules(EVERY_OTHER.replace("every: 2", "every: 1"), "flaky.yaml")

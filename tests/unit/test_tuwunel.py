@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -381,3 +382,43 @@ def test_remove_all_containers_is_the_last_resort(tmp_path: Path) -> None:
     assert client.live
     remove_all_containers()  # synchronous: what atexit and run_sync's KeyboardInterrupt path call
     assert client.live == [] and tuwunel._LIVE == {}
+
+
+# --- a container that stops on its own -----------------------------------------------------------------------
+
+
+async def test_a_container_that_stops_on_its_own_is_reported_dead(
+    tmp_path: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuwunel, "WATCH_EVERY_S", 0.01)
+    hs = _hs(tmp_path, fake)
+    await hs.start()
+    [container] = fake.created
+    container.attrs["State"]["ExitCode"] = 139
+    container.stop()  # what a crash looks like from outside: the container is no longer running
+    reason = await asyncio.wait_for(hs.wait_died(), 10)
+    assert reason == f"the Tuwunel container {hs.container_name} exited with exit code 139"
+    await hs.stop()
+
+
+async def test_restart_and_stop_on_purpose_are_not_deaths(
+    tmp_path: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tuwunel, "WATCH_EVERY_S", 0.005)
+    hs = _hs(tmp_path, fake)
+    await hs.start()
+    [container] = fake.created
+    stop = container.stop
+
+    def slow_stop(timeout: int = 10) -> None:
+        stop(timeout)
+        time.sleep(0.2)  # the container is down for a while, as a real restart's is: a watch still on it would see
+
+    container.stop = slow_stop  # type: ignore[method-assign]
+    await hs.restart()
+    assert hs.death is None
+    container.stop = stop  # type: ignore[method-assign]
+    container.attrs["State"]["ExitCode"] = 1
+    stop()
+    assert "exited with exit code 1" in await asyncio.wait_for(hs.wait_died(), 10), "watched again after restart"
+    await hs.stop()

@@ -1,0 +1,150 @@
+"""A real Docker engine for the Tuwunel backend's tests, and a stand-in Tuwunel image built offline.
+
+No image registry is reachable here, so Tuwunel itself cannot be pulled. The stand-in is `docker import` of a
+tiny rootfs: a static busybox whose httpd answers the version endpoints the backend polls, started by a shell
+that logs like a server (the registration token included, to prove the saved log is redacted) and stops on
+SIGTERM. Other tags exit at once (the failure path) or never answer (readiness deadline, signals).
+Registration and Matrix itself are NOT served.
+
+`engine()` uses an engine that already answers; failing that, as root with `dockerd` installed, it starts one
+(log to a file, bounded wait on its socket) and stops it afterwards; otherwise it says why not, for a skip.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+REPOSITORY = "matrix-qa-standin"
+SERVING = f"{REPOSITORY}:tuwunel"
+CRASHING = f"{REPOSITORY}:crash"
+SLOW = f"{REPOSITORY}:slow"  # never answers in time: for the readiness deadline and signals mid-start
+STANDIN_VERSION = "0.0-standin"
+SOCKET = Path("/var/run/docker.sock")
+ENGINE_START_S = 60.0
+
+INIT = """\
+#!/bin/sh
+echo "tuwunel stand-in starting: server_name=$TUWUNEL_SERVER_NAME port=$TUWUNEL_PORT"
+echo "config: registration_token=$TUWUNEL_REGISTRATION_TOKEN"
+busybox httpd -f -p "0.0.0.0:$TUWUNEL_PORT" -h /www &
+child=$!
+trap 'echo "tuwunel stand-in: SIGTERM, stopping"; kill $child; exit 0' TERM
+wait $child
+"""
+CRASH = """\
+#!/bin/sh
+echo "tuwunel stand-in: database at $TUWUNEL_DATABASE_PATH is locked by another process"
+echo "config: registration_token=$TUWUNEL_REGISTRATION_TOKEN"
+exit 3
+"""
+VERSIONS = b'{"versions": ["v1.11"], "unstable_features": {}}\n'
+FEDERATION = (json.dumps({"server": {"name": "Tuwunel", "version": STANDIN_VERSION}}) + "\n").encode()
+
+
+class Unavailable(Exception):
+    """Why the real-engine tests cannot run on this machine (the skip reason)."""
+
+
+def static_busybox() -> Path:
+    found = shutil.which("busybox")
+    if found is None:
+        raise Unavailable("no busybox to build the stand-in image from (apt-get install busybox-static)")
+    path = Path(found).resolve()
+    # A dynamically linked busybox names its loader; inside an empty rootfs it could not start.
+    if b"ld-linux" in path.read_bytes()[:4096]:
+        raise Unavailable(f"{path} is dynamically linked; the stand-in image needs busybox-static")
+    return path
+
+
+def rootfs(init: str, busybox: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        def add(name: str, data: bytes, mode: int = 0o644) -> None:
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), mode
+            tar.addfile(info, io.BytesIO(data))
+
+        for d in ("bin", "tmp", "var", "var/lib", "var/lib/tuwunel", "www", "www/_matrix", "www/_matrix/client",
+                  "www/_matrix/federation", "www/_matrix/federation/v1"):
+            info = tarfile.TarInfo(d)
+            info.type, info.mode = tarfile.DIRTYPE, 0o755
+            tar.addfile(info)
+        add("bin/busybox", busybox.read_bytes(), 0o755)
+        link = tarfile.TarInfo("bin/sh")
+        link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+        tar.addfile(link)
+        add("init", init.encode(), 0o755)
+        add("www/_matrix/client/versions", VERSIONS)
+        add("www/_matrix/federation/v1/version", FEDERATION)
+    return buf.getvalue()
+
+
+def build_images(client: Any) -> None:
+    """Every tag, built once per engine (an import takes well under a second)."""
+    from docker.errors import ImageNotFound
+
+    busybox = static_busybox()
+    slow = INIT.replace("\nbusybox httpd", "\nbusybox sleep 600\nbusybox httpd", 1)
+    for tag, init in ((SERVING, INIT), (CRASHING, CRASH), (SLOW, slow)):
+        with suppress(ImageNotFound):
+            client.images.get(tag)
+            continue
+        repo, _, name = tag.partition(":")
+        client.api.import_image_from_data(rootfs(init, busybox), repository=repo, tag=name,
+                                          changes=['CMD ["/bin/sh", "/init"]'])
+
+
+def _answers() -> Any | None:
+    from qa.errors import InfraError
+    from qa.homeserver.tuwunel import connect_docker
+
+    try:
+        return connect_docker(timeout=10)
+    except InfraError:
+        return None
+
+
+@contextmanager
+def engine(log_dir: Path) -> Iterator[Any]:
+    """A docker client of a working engine, started here if need be (and then stopped here)."""
+    client = _answers()
+    if client is not None:
+        yield client
+        client.close()
+        return
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        raise Unavailable("no Docker engine answers and dockerd is not installed (apt-get install docker.io)")
+    if os.geteuid() != 0:
+        raise Unavailable("no Docker engine answers, and starting dockerd needs root")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log = (log_dir / "dockerd.log").open("wb")
+    proc = subprocess.Popen([dockerd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + ENGINE_START_S
+        while (client := _answers()) is None:
+            if proc.poll() is not None:
+                raise Unavailable(f"dockerd exited with {proc.returncode}; see {log_dir / 'dockerd.log'}")
+            if time.monotonic() > deadline:
+                raise Unavailable(f"dockerd did not answer within {ENGINE_START_S:g}s; see {log_dir / 'dockerd.log'}")
+            time.sleep(0.2)
+        yield client
+        client.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        log.close()
