@@ -6,8 +6,10 @@ that logs like a server (the registration token included, to prove the saved log
 SIGTERM. Other tags exit at once (the failure path) or never answer (readiness deadline, signals).
 Registration and Matrix itself are NOT served.
 
-`engine()` uses an engine that already answers; failing that, as root with `dockerd` installed, it starts one
-(log to a file, bounded wait on its socket) and stops it afterwards; otherwise it says why not, for a skip.
+`engine()` uses an engine that already answers; failing that, as root, it installs what is missing with apt
+(`docker.io`, `busybox-static`: the package registries are reachable on our machines; bounded, and
+MATRIX_QA_NO_APT=1 turns it off), starts `dockerd` (log to a file, bounded wait on its socket) and stops it
+afterwards; otherwise it says why not, for a skip.
 """
 
 from __future__ import annotations
@@ -31,6 +33,36 @@ SLOW = f"{REPOSITORY}:slow"  # never answers in time: for the readiness deadline
 STANDIN_VERSION = "0.0-standin"
 SOCKET = Path("/var/run/docker.sock")
 ENGINE_START_S = 60.0
+APT_INSTALL_S = 600.0
+APT_PACKAGES = {"dockerd": "docker.io", "busybox": "busybox-static"}
+
+
+def install_missing(log_dir: Path) -> None:
+    """apt-get install the engine and the static busybox when absent, so a fresh CI machine runs these tests
+    instead of skipping them. Any failure is left to the checks below, which then give the skip reason."""
+    missing = [pkg for tool, pkg in APT_PACKAGES.items() if shutil.which(tool) is None]
+    if tool_busybox_is_dynamic():
+        missing.append("busybox-static")
+    if not missing or os.geteuid() != 0 or os.environ.get("MATRIX_QA_NO_APT") or shutil.which("apt-get") is None:
+        return
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    with (log_dir / "apt.log").open("ab") as log:
+        for argv in (["apt-get", "install", "-y", "--no-install-recommends", *sorted(set(missing))],
+                     ["apt-get", "update"],
+                     ["apt-get", "install", "-y", "--no-install-recommends", *sorted(set(missing))]):
+            try:
+                done = subprocess.run(argv, stdout=log, stderr=subprocess.STDOUT, env=env, timeout=APT_INSTALL_S,
+                                      check=False, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired):
+                return
+            if done.returncode == 0 and argv[1] == "install":
+                return
+
+
+def tool_busybox_is_dynamic() -> bool:
+    found = shutil.which("busybox")
+    return found is not None and b"ld-linux" in Path(found).resolve().read_bytes()[:4096]
 
 INIT = """\
 #!/bin/sh
@@ -117,6 +149,7 @@ def _answers() -> Any | None:
 @contextmanager
 def engine(log_dir: Path) -> Iterator[Any]:
     """A docker client of a working engine, started here if need be (and then stopped here)."""
+    install_missing(log_dir)
     client = _answers()
     if client is not None:
         yield client

@@ -52,7 +52,14 @@ def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
 
 
 def ours(client: Any, instance: str | None = None) -> list[Any]:
+    import docker.errors
+
     label = f"{LABEL}={instance}" if instance else "matrix-qa=tuwunel"
+    for _ in range(20):
+        try:
+            return client.containers.list(all=True, filters={"label": label})
+        except docker.errors.NotFound:
+            continue  # listing inspects each container; one was removed in between (a run tearing down)
     return client.containers.list(all=True, filters={"label": label})
 
 
