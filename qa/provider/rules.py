@@ -14,6 +14,7 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
                                                 # text and tool calls may be combined
         error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
         latency_ms: 1500                        # simulated model latency before the response starts
+        stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0)
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
 
 Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
@@ -131,12 +132,19 @@ class ErrorSpec(_Strict):
         return "server_error" if self.status >= 500 else "invalid_request_error"
 
 
+class StreamSpec(_Strict):
+    # How a streamed reply's text is cut and paced, so a bot's streaming preview has something to show.
+    pieces: int = Field(default=3, ge=1, le=500)
+    delay_ms: int = Field(default=0, ge=0, le=10_000)
+
+
 class Rule(_Strict):
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
     reply: ReplySpec | None = None
     error: ErrorSpec | None = None
     latency_ms: int = Field(default=0, ge=0)
+    stream: StreamSpec = Field(default_factory=StreamSpec)
     hold: bool | str | None = None
 
     @model_validator(mode="after")
@@ -260,6 +268,13 @@ def _render_value(value: Any, variables: Mapping[str, str]) -> Any:
 # --- the request as rules see it -------------------------------------------------------------------------
 
 
+def image_count(content: Any) -> int:
+    """How many image parts (OpenAI `image_url`) a message's content carries."""
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url")
+
+
 def content_text(content: Any) -> str:
     """Text of a message's `content`: a string, or a list of parts of which the text parts count."""
     if content is None:
@@ -371,6 +386,7 @@ class Decision:
     error: ErrorReply | None
     latency_ms: int = 0
     hold: str | None = None
+    stream: StreamSpec = field(default_factory=StreamSpec)
 
     @property
     def rule_name(self) -> str | None:
@@ -409,7 +425,7 @@ def decide(
             for i, spec in enumerate(rule.reply.calls)
         ]
         text = render(rule.reply.text, variables) if rule.reply.text is not None else None
-        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name)
+        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name, rule.stream)
     return Decision(None, Reply(fallback_text), None)
 
 
