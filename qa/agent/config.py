@@ -72,6 +72,7 @@ TestMutation = Literal[
     "no-media-size-limit",  # attachments are downloaded whatever their size
     "attachment-bypasses-mention",  # any attachment counts as a mention
     "image-not-forwarded",  # images are described in words only, never given to the model
+    "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
 ]
 
 

@@ -125,7 +125,8 @@ def decrypt(ciphertext: bytes, file: Mapping[str, Any]) -> bytes:
         raise MediaError(f"cannot decrypt the attachment: {type(exc).__name__}: {exc}") from exc
 
 
-async def fetch(homeserver: str, access_token: str, att: Attachment, limit: int | None) -> bytes:
+async def fetch(homeserver: str, access_token: str, att: Attachment, limit: int | None,
+                decrypt_encrypted: bool = True) -> bytes:
     """The attachment's bytes (decrypted), at most `limit` of them: a larger download raises MediaError."""
     headers = {"Authorization": f"Bearer {access_token}"}
     timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
@@ -138,7 +139,7 @@ async def fetch(homeserver: str, access_token: str, att: Attachment, limit: int 
             data += chunk
             if limit is not None and len(data) > limit:
                 raise MediaError(f"larger than the limit of {limit} bytes")
-    return decrypt(bytes(data), att.encrypted) if att.encrypted is not None else bytes(data)
+    return decrypt(bytes(data), att.encrypted) if att.encrypted is not None and decrypt_encrypted else bytes(data)
 
 
 Fetch = Callable[[Attachment], Awaitable[bytes]]

@@ -71,7 +71,8 @@ class TurnIO:
 
         async def fetcher(a: Any) -> bytes:
             homeserver, token = self._credentials()
-            return await fetch(homeserver, token, a, limit)
+            return await fetch(homeserver, token, a, limit,
+                               decrypt_encrypted=not config.mutated("encrypted-media-not-decrypted"))
 
         self._trace.emit("media.fetch.start", session=session, attempt=attempt, eventId=inbound.event_id,
                          msgtype=att.msgtype, mimetype=att.mimetype, size=att.size, encrypted=att.encrypted is not None)

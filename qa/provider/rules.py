@@ -28,6 +28,8 @@ fixtures/mock-provider/default.yaml, loaded by `load_default_rules()`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -268,11 +270,31 @@ def _render_value(value: Any, variables: Mapping[str, str]) -> Any:
 # --- the request as rules see it -------------------------------------------------------------------------
 
 
+_IMAGE_MAGIC = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",),
+                "image/gif": (b"GIF87a", b"GIF89a"), "image/webp": (b"RIFF",)}
+
+
+def is_image_data_url(url: object) -> bool:
+    """A data URL whose bytes really are an image of the type it declares, as a vision API would insist."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return False
+    head, _, data = url.partition(",")
+    mimetype = head.removeprefix("data:").split(";")[0]
+    if not head.endswith(";base64") or mimetype not in _IMAGE_MAGIC:
+        return False
+    try:
+        raw = base64.b64decode(data[:64], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return raw.startswith(_IMAGE_MAGIC[mimetype])
+
+
 def image_count(content: Any) -> int:
-    """How many image parts (OpenAI `image_url`) a message's content carries."""
+    """How many real images (OpenAI `image_url` parts with an image data URL) a message's content carries."""
     if not isinstance(content, list):
         return 0
-    return sum(1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url")
+    return sum(1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url"
+               and isinstance(p.get("image_url"), Mapping) and is_image_data_url(p["image_url"].get("url")))
 
 
 def content_text(content: Any) -> str:

@@ -317,6 +317,7 @@ class ExpectReply(StepBase):
 
     to: StepId
     body: MarkedText | None = None  # None: any reply will do
+    body_contains: MarkedText | None = None  # the reply's (final) text must contain this
     thread: StepId | None = None  # the reply must be in this thread
     top_level: bool = False  # the reply must not be in any thread (a rich reply, m.in_reply_to alone, is fine)
     no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
