@@ -178,10 +178,14 @@ class Preview:
             await hook()
 
     def abandon(self) -> None:
-        """Forget the draft: the next finish posts a fresh message (only the abandon-on-error mutation calls it)."""
+        """Give the preview up: the draft stays as it was and `finish` posts a fresh message. Only the
+        `preview-abandoned-on-tool-error` mutation calls this: it is the bug of a preview stuck on a tool error."""
         self.draft_id = None
+        self.mode = "off"
 
     async def _show(self, *, final: bool, force: bool = False) -> None:
+        if self.mode == "off":
+            return
         answer = "\n".join(t for t in (self._earlier, self._answer) if t)
         text = compose(answer, self._progress, final=final)
         if self.draft_id is None:
