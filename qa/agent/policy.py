@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qa.agent.media import Attachment, caption_of, parse_attachment
+
 AllowBots = Literal["off", "mentions", "all"]
 
 # Reasons are part of the trace contract; keep them stable.
@@ -50,7 +52,7 @@ class Inbound:
     mentioned: bool
     thread_root: str | None = None
     is_edit: bool = False
-    media: Any = None  # a qa.agent.media.Attachment for m.image/m.audio/m.video/m.file; body is then its caption
+    media: Attachment | None = None  # for m.image/m.audio/m.video/m.file; `body` is then its caption
 
 
 @dataclass(frozen=True)
@@ -131,8 +133,6 @@ def mentions_user(content: Mapping[str, Any], user_id: str) -> bool:
 
 
 def parse_inbound(event: Mapping[str, Any], bot_user_id: str) -> Inbound:
-    from qa.agent.media import caption_of, parse_attachment
-
     content = event.get("content") or {}
     relates = content.get("m.relates_to") or {}
     thread_root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None

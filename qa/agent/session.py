@@ -254,8 +254,10 @@ class SessionManager:
                     result = await self._run_tool_previewed(session, attempt, call, preview)
                     await self._fenced(session, attempt, inbound, "tool", {"kind": "tool", "content": {
                         "callId": call.id, "name": call.name, "arguments": call.arguments, "result": result}}, held)
-            text = (prepared.refusal if prepared and prepared.refusal else "") \
-                or (reply.text.strip() if reply else "") or "(no answer)"
+            if prepared and prepared.refusal:
+                text = prepared.refusal  # the bot's own answer: the model never saw the attachment
+            else:
+                text = (reply.text.strip() if reply else "") or "(no answer)"
             if preview is not None:
                 await preview.end_stream()
             await self._fenced(session, attempt, inbound, "reply", {"kind": "assistant", "content": text}, held)
@@ -287,6 +289,9 @@ class SessionManager:
                 await preview.end_stream()
             if held is not None:
                 held.release()
+            task = asyncio.current_task()
+            if preview is not None and outcome == "failed" and not (task and task.cancelling()):
+                await preview.give_up()  # a failed turn leaves no draft behind (a stale one leaves the owner's)
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
 

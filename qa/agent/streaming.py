@@ -36,6 +36,7 @@ Hook = Callable[[], Awaitable[None]]
 DRAFT_SUFFIX = " …"
 QUIET_PLACEHOLDER = "Working on it…"
 TOOL_MARK = "🔧"
+NO_ANSWER = "(no answer: this turn failed)"
 _USER_ID = re.compile(r"@[A-Za-z0-9._=/+-]+:[A-Za-z0-9.-]+(?::\d+)?")
 
 
@@ -176,6 +177,12 @@ class Preview:
         if self._after_stream is not None:
             hook, self._after_stream = self._after_stream, None
             await hook()
+
+    async def give_up(self) -> None:
+        """The turn ended without an answer: a draft already shown must not stay a draft forever."""
+        if self.draft_id is not None and self.mode != "off":
+            await self._io("failed", self.draft_id, edit_content(self.draft_id, NO_ANSWER))
+            self.draft_id = None
 
     def abandon(self) -> None:
         """Give the preview up: the draft stays as it was and `finish` posts a fresh message. Only the

@@ -188,3 +188,15 @@ async def test_quiet_stays_quiet_through_tool_progress() -> None:
     await p.tool_finished("exec", {"command": "printf x"}, "x")
     await p.finish("x")
     assert [c.get("m.new_content", c)["body"] for c in room.sent] == [QUIET_PLACEHOLDER, "x"]
+
+
+async def test_a_failed_turn_turns_its_draft_into_a_no_answer_note_once() -> None:
+    room = FakeRoom()
+    p = preview("quiet", room)
+    await p.start()
+    await p.give_up()
+    await p.give_up()
+    assert [c.get("m.new_content", c)["body"] for c in room.sent] == [QUIET_PLACEHOLDER, streaming.NO_ANSWER]
+    nothing = FakeRoom()
+    await preview("partial", nothing).give_up()
+    assert nothing.sent == []
