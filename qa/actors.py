@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import html
+import io
 import os
 import uuid
 from pathlib import Path
@@ -22,6 +23,7 @@ from nio import (
     RoomSendError,
     RoomSendResponse,
     SyncError,
+    UploadResponse,
 )
 
 from qa.clock import mono_ms
@@ -72,6 +74,23 @@ def message_content(
         }
     elif reply_to:
         content["m.relates_to"] = {"m.in_reply_to": {"event_id": reply_to}}
+    return content
+
+
+def media_content(
+    msgtype: str, mxc: str, *, filename: str, mimetype: str, size: int, caption: str | None,
+    encrypted_keys: dict[str, Any] | None = None, mention: tuple[str, str] | None = None,
+    thread_root: str | None = None,
+) -> dict[str, Any]:
+    """An attachment message as a modern client sends it: the caption is the body (Matrix 1.10, with
+    `filename`); in an encrypted room the URL moves into `file`, an EncryptedFile with its keys."""
+    base = message_content(caption, mention=mention, thread_root=thread_root) if caption else \
+        message_content(filename, thread_root=thread_root)
+    content = {**base, "msgtype": msgtype, "filename": filename, "info": {"mimetype": mimetype, "size": size}}
+    if encrypted_keys is not None:
+        content["file"] = {**encrypted_keys, "url": mxc, "mimetype": mimetype}
+    else:
+        content["url"] = mxc
     return content
 
 
@@ -186,6 +205,16 @@ class Actor:
         if isinstance(resp, RoomSendError):
             raise InfraError(f"{self.name} could not send to {room_id}: {resp.message}")
         return resp.event_id
+
+    async def upload(
+        self, data: bytes, mimetype: str, filename: str, *, encrypt: bool
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Put a file in the content repository: (mxc URI, the EncryptedFile keys when `encrypt`)."""
+        resp, keys = await self.client.upload(lambda *_: io.BytesIO(data), content_type=mimetype,
+                                              filename=filename, encrypt=encrypt, filesize=len(data))
+        if not isinstance(resp, UploadResponse):
+            raise InfraError(f"{self.name} could not upload {filename}: {getattr(resp, 'message', resp)}")
+        return resp.content_uri, keys
 
     async def react(self, room_id: str, target: str, key: str) -> str:
         content = {"m.relates_to": {"rel_type": "m.annotation", "event_id": target, "key": key}}

@@ -48,3 +48,8 @@ def rules_root_for(scenario_path: Path | None) -> Path:
     if scenario_path is None:
         return library_root() or Path.cwd()
     return Path(scenario_path).resolve().parent.parent
+
+
+def media_fixture(scenario_path: Path | None, name: str) -> Path:
+    """Where a scenario's `send_media: {fixture: NAME}` file is: fixtures/media/ beside its rule files."""
+    return rules_root_for(scenario_path) / "fixtures" / "media" / name

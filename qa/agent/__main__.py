@@ -18,10 +18,11 @@ from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
 from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
-from qa.agent.matrix import MatrixBot
+from qa.agent.matrix import MatrixBot, reply_content
 from qa.agent.model import ModelClient
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
+from qa.agent.turn_io import TurnIO
 from qa.errors import QAError
 
 
@@ -42,8 +43,12 @@ async def _main(config_path: Path) -> int:
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
+    turn_io = TurnIO(config, trace, bot.post_content,
+                     lambda root, reply_to: reply_content("", root, reply_to).get("m.relates_to"),
+                     lambda: (config.homeserver, bot.client.access_token))
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
-                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers)
+                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers,
+                                  turn_io=turn_io)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

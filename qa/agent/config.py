@@ -55,6 +55,27 @@ class ApprovalsConfig(_Model):
     allowed_programs: list[str] = Field(list(DEFAULT_ALLOWED_PROGRAMS), alias="allowedPrograms")
 
 
+class MediaConfig(_Model):
+    # Attachments over this size are refused with a reply, never downloaded: a bot must not hang or run out of
+    # memory on whatever someone uploads.
+    max_bytes: int = Field(1_000_000, alias="maxBytes", gt=0)
+
+
+# Test-only mutations of the streaming and media paths: each one is a bug a scenario must catch (see
+# tests/integration/test_media.py and test_streaming.py). Off unless listed.
+TestMutation = Literal[
+    "preview-pings",  # previews carry m.mentions for @room and user ids in their text
+    "final-edit-truncated",  # the final edit drops the answer's last characters
+    "lock-while-streaming",  # the session lock is held from the first draft until the final edit
+    "preview-abandoned-on-tool-error",  # a failed tool leaves the draft as it was and posts a new message
+    "crash-on-unknown-media",  # a non-image attachment raises inside the turn
+    "no-media-size-limit",  # attachments are downloaded whatever their size
+    "attachment-bypasses-mention",  # any attachment counts as a mention
+    "image-not-forwarded",  # images are described in words only, never given to the model
+    "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
+]
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -74,6 +95,22 @@ class AgentConfig(_Model):
     # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
     # bug class the restart scenarios must catch (answering old messages again).
     forget_state_on_start: bool = Field(False, alias="forgetStateOnStart")
+    # Draft replies edited as the model speaks (qa.agent.streaming): off, partial (a draft edited at a bounded
+    # rate) or quiet (an m.notice placeholder, then the answer).
+    streaming: Literal["off", "partial", "quiet"] = "off"
+    tool_progress: Literal["on", "off"] = Field("on", alias="toolProgress")
+    stream_edit_interval_ms: int = Field(250, alias="streamEditIntervalMs", gt=0)
+    media: MediaConfig = Field(default_factory=MediaConfig)
+    test_mutations: list[TestMutation] = Field(default_factory=list, alias="testMutations")
+
+    @field_validator("streaming", "tool_progress", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        # YAML 1.1 reads bare on/off as booleans.
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
+
+    def mutated(self, name: str) -> bool:
+        return name in self.test_mutations
 
     def room_policy(self, room_id: str) -> RoomPolicy | None:
         room = self.rooms.get(room_id)

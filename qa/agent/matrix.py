@@ -7,6 +7,7 @@ after it has handed the batch's events on, and must say "ready" once its rooms a
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -93,6 +94,10 @@ class MatrixBot:
         """Send any message content (approval requests, outcomes), in the session's thread when it has one."""
         if thread_root:
             content = {**content, "m.relates_to": reply_content("", thread_root, None)["m.relates_to"]}
+        return await self._send(room_id, "m.room.message", content, thread_root)
+
+    async def post_content(self, room_id: str, content: dict[str, Any], thread_root: str | None) -> str | None:
+        """Send message content as it is (streaming drafts and edits carry their own relations)."""
         return await self._send(room_id, "m.room.message", content, thread_root)
 
     async def react(self, room_id: str, target: str, key: str) -> str | None:
@@ -220,6 +225,8 @@ class MatrixBot:
         assert self.sessions is not None
         event = {**source, "room_id": room_id}
         inbound = parse_inbound(event, self._config.user_id)
+        if inbound.media is not None and self._config.mutated("attachment-bypasses-mention"):
+            inbound = dataclasses.replace(inbound, mentioned=True)  # the test-only bug
         if inbound.sender == self._config.user_id:
             return  # our own echo: not worth a trace line
         session = self.sessions.session_for(room_id, inbound.thread_root).key

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,14 +34,19 @@ class ModelReply:
     finish_reason: str | None = None
 
 
-def build_messages(system_prompt: str, records: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Turn transcript records into Chat Completions messages, oldest first."""
+def build_messages(
+    system_prompt: str, records: Iterable[Mapping[str, Any]],
+    parts_for: Mapping[str, list[dict[str, Any]]] | None = None,
+) -> list[dict[str, Any]]:
+    """Turn transcript records into Chat Completions messages, oldest first. `parts_for` gives some user
+    messages (by event id) content parts instead of their text: the current turn's image (qa.agent.media)."""
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
     for record in records:
         kind = record.get("kind")
         content = record.get("content")
         if kind == "user":
-            messages.append({"role": "user", "content": str(content)})
+            parts = (parts_for or {}).get(str(record.get("eventId")))
+            messages.append({"role": "user", "content": parts if parts else str(content)})
         elif kind == "assistant":
             messages.append({"role": "assistant", "content": str(content)})
         elif kind == "tool" and isinstance(content, Mapping):
@@ -82,7 +87,8 @@ class ModelClient:
         return None
 
     async def complete(
-        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
+        on_text: Callable[[str], Awaitable[None]] | None = None,
     ) -> ModelReply:
         kwargs: dict[str, Any] = {"model": self._config.model, "messages": messages, "stream": True}
         if tools:
@@ -98,6 +104,8 @@ class ModelClient:
             delta = choice.delta
             if delta.content:
                 parts.append(delta.content)
+                if on_text is not None:  # a streaming preview: the text so far (qa.agent.streaming)
+                    await on_text("".join(parts))
             for call in delta.tool_calls or []:
                 slot = calls.setdefault(call.index, ToolCall(id="", name="", arguments=""))
                 if call.id:

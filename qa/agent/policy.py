@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from qa.agent.media import Attachment, caption_of, parse_attachment
+
 AllowBots = Literal["off", "mentions", "all"]
 
 # Reasons are part of the trace contract; keep them stable.
@@ -50,6 +52,7 @@ class Inbound:
     mentioned: bool
     thread_root: str | None = None
     is_edit: bool = False
+    media: Attachment | None = None  # for m.image/m.audio/m.video/m.file; `body` is then its caption
 
 
 @dataclass(frozen=True)
@@ -72,7 +75,7 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None) -> Decis
         return Decision(False, UNKNOWN_ROOM)
     if event.msgtype == "m.notice":
         return Decision(False, NOTICE)
-    if event.msgtype not in ("m.text", "m.emote"):
+    if event.msgtype not in ("m.text", "m.emote") and event.media is None:
         return Decision(False, NOT_TEXT)
     if event.is_edit:
         return Decision(False, EDIT)
@@ -133,15 +136,17 @@ def parse_inbound(event: Mapping[str, Any], bot_user_id: str) -> Inbound:
     content = event.get("content") or {}
     relates = content.get("m.relates_to") or {}
     thread_root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+    media = parse_attachment(content)
     return Inbound(
         event_id=str(event.get("event_id", "")),
         room_id=str(event.get("room_id", "")),
         sender=str(event.get("sender", "")),
         msgtype=content.get("msgtype"),
-        body=str(content.get("body", "")),
+        body=caption_of(content) if media is not None else str(content.get("body", "")),
         mentioned=mentions_user(content, bot_user_id),
         thread_root=thread_root,
         is_edit=relates.get("rel_type") == "m.replace",
+        media=media,
     )
 
 

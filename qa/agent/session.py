@@ -29,10 +29,13 @@ from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
+from qa.agent.media import transcript_text
 from qa.agent.model import ModelClient, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
+from qa.agent.streaming import Preview
 from qa.agent.trace import Trace
 from qa.agent.transcript import FencedWriteError, Transcript
+from qa.agent.turn_io import TurnIO
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
 SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
@@ -74,6 +77,7 @@ class SessionManager:
         send_reply: SendReply,
         approvals: ApprovalFlow | None = None,
         allowed_for: AllowedFor | None = None,
+        turn_io: TurnIO | None = None,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +88,7 @@ class SessionManager:
         self._send_reply = send_reply
         self._approvals = approvals
         self._allowed_for = allowed_for
+        self._turn_io = turn_io
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
@@ -194,7 +199,7 @@ class SessionManager:
             try:
                 session.transcript.append(hold, {
                     "kind": "user", "attempt": attempt, "eventId": inbound.event_id,
-                    "sender": inbound.sender, "content": inbound.body,
+                    "sender": inbound.sender, "content": transcript_text(inbound.body, inbound.media),
                 })
             except Exception as exc:  # a worker that dies silently would look like a bot that ignores people
                 self._inbound_failed(session, inbound, attempt, f"{type(exc).__name__}: {exc}")
@@ -224,28 +229,45 @@ class SessionManager:
         trace = self._trace
         # Legacy `attempt` scope: one hold for the whole turn, model I/O included (the bug, kept on purpose).
         held: LockHold | None = None
+        preview: Preview | None = None
         outcome = "failed"
         try:
             if self._settings.scope == "attempt":
                 held = await session.lock.acquire(attempt, "turn")
+            io = self._turn_io
+            preview = io.preview(session.room_id, session.thread_root, inbound, session.key, attempt,
+                                 session.lock) if io else None
+            if preview is not None:
+                await preview.start()
+            # The attachment is fetched (I/O, no lock of ours) before the model sees the message.
+            prepared = await io.attachment(inbound, session.key, attempt) if io else None
+            parts = {inbound.event_id: prepared.parts} if prepared and prepared.parts else None
             reply = None
-            for round_ in range(MAX_TOOL_ROUNDS + 1):
+            for round_ in range(0 if prepared and prepared.refusal else MAX_TOOL_ROUNDS + 1):
                 tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
-                reply = await self._call_model(session, attempt, inbound, round_, tools)
+                reply = await self._call_model(session, attempt, inbound, round_, tools, preview, parts)
                 if not reply.tool_calls:
                     break
                 for call in reply.tool_calls:
                     # A stale attempt runs no tool: check the fence before acting, not only before writing.
                     await self._fenced(session, attempt, inbound, "tool-check", None, held)
-                    result = await self._run_tool(session, attempt, call)
+                    result = await self._run_tool_previewed(session, attempt, call, preview)
                     await self._fenced(session, attempt, inbound, "tool", {"kind": "tool", "content": {
                         "callId": call.id, "name": call.name, "arguments": call.arguments, "result": result}}, held)
-            text = (reply.text.strip() if reply else "") or "(no answer)"
+            if prepared and prepared.refusal:
+                text = prepared.refusal  # the bot's own answer: the model never saw the attachment
+            else:
+                text = (reply.text.strip() if reply else "") or "(no answer)"
+            if preview is not None:
+                await preview.end_stream()
             await self._fenced(session, attempt, inbound, "reply", {"kind": "assistant", "content": text}, held)
             if held is not None:
                 held.release()
                 held = None
-            sent = await self._send_reply(session.room_id, text, session.thread_root, inbound.event_id)
+            if preview is not None:
+                sent = await preview.finish(text)
+            else:
+                sent = await self._send_reply(session.room_id, text, session.thread_root, inbound.event_id)
             if sent:
                 trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
                            inReplyTo=inbound.event_id)
@@ -263,20 +285,30 @@ class SessionManager:
         except SessionLockError as exc:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
         finally:
+            if preview is not None:
+                await preview.end_stream()
             if held is not None:
                 held.release()
+            task = asyncio.current_task()
+            if preview is not None and outcome == "failed" and not (task and task.cancelling()):
+                await preview.give_up()  # a failed turn leaves no draft behind (a stale one leaves the owner's)
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
 
     async def _call_model(
-        self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None
+        self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None,
+        preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
     ) -> ModelReply:
-        messages = build_messages(self._system_prompt, session.transcript.read())
+        messages = build_messages(self._system_prompt, session.transcript.read(), parts)
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
         try:
-            reply = await self._model.complete(messages, tools)
+            if preview is not None:
+                preview.next_round()
+                reply = await self._model.complete(messages, tools, on_text=preview.on_text)
+            else:
+                reply = await self._model.complete(messages, tools)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
@@ -285,6 +317,18 @@ class SessionManager:
         self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True,
                          toolCalls=len(reply.tool_calls))
         return reply
+
+    async def _run_tool_previewed(self, session: Session, attempt: str, call: ToolCall,
+                                  preview: Preview | None) -> str:
+        """Run a tool, folding its progress into the turn's preview (agent setting toolProgress)."""
+        if preview is None:
+            return await self._run_tool(session, attempt, call)
+        await preview.tool_started(call.name, call.parsed_arguments())
+        result = await self._run_tool(session, attempt, call)
+        failed = await preview.tool_finished(call.name, call.parsed_arguments(), result)
+        if failed and self._turn_io is not None and self._turn_io.abandons_on_tool_error:
+            preview.abandon()  # the test-only bug: the draft is left as it was
+        return result
 
     async def _run_tool(self, session: Session, attempt: str, call: ToolCall) -> str:
         if call.name != "exec" or self._approvals is None:

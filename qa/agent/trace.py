@@ -23,6 +23,10 @@ Record types (fields beyond `t` and `type`):
   approval.wait.end     {session, attempt, requestId, outcome: approved|denied|expired}
   approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}
   exec.run              {session, attempt, approvalId, ran, exitCode}
+  preview.edit.start    {session, attempt, requestId, kind: draft|edit|final, target}   streaming preview I/O
+  preview.edit.end      {session, attempt, requestId, kind, eventId, ok}                  (qa.agent.streaming)
+  media.fetch.start     {session, attempt, eventId, msgtype, mimetype, size, encrypted}  attachment I/O
+  media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images}
   error                 {where, error}
 """
 

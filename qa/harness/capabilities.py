@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock"]
+Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
+                     "streaming"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -22,6 +23,8 @@ MEANING: dict[str, str] = {
     "reactions": "records reactions to its messages (trace `reaction` records)",
     "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+    "media": "takes attachments (m.image/m.audio/m.video/m.file), images to the model, and a mediaMaxBytes limit",
+    "streaming": "streams answers as an edited draft (bot.streaming partial|quiet, toolProgress) from the launch",
 }
 
 _DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
@@ -50,6 +53,13 @@ def needs(scenario: Any) -> list[Need]:
             need("policy", f"bot.{_camel(key)}")
     if bot.session_write_lock is not None:
         need("lock", "bot.sessionWriteLock")
+    if getattr(bot, "streaming", "off") != "off":
+        need("streaming", "bot.streaming")
+    if getattr(bot, "tool_progress", "on") != "on":
+        need("streaming", "bot.toolProgress")
+    limit = type(bot).model_fields.get("media_max_bytes")
+    if limit is not None and bot.media_max_bytes != limit.default:
+        need("media", "bot.mediaMaxBytes")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
@@ -65,6 +75,12 @@ def needs(scenario: Any) -> list[Need]:
         elif kind == "expect_reaction" and step.by != "bot":
             need("reactions", where)
             need("trace", where)
+        elif kind == "send_media":
+            need("media", where)
+        elif kind == "expect_edits" or (kind == "expect_reply" and getattr(step, "streamed", False)):
+            need("streaming", where)
+        elif kind == "expect_model_request" and getattr(step, "images", None) is not None:
+            need("media", where)
         elif kind == "expect_no_reply" and step.control is None and step.quiet_window is None:
             need("trace", f"{where}: only the trace can prove this silence (no control message)")
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):

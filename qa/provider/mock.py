@@ -45,6 +45,7 @@ from qa.provider.rules import (
     RuleFileError,
     content_text,
     decide,
+    image_count,
     load_default_rules,
     load_rule_files,
     tool_names,
@@ -81,6 +82,13 @@ class JournalEntry:
     hold: str | None = None
     held_ms: float | None = None
     client_disconnected: bool = False
+    pieces: int = _STREAM_PIECES
+    chunk_delay_ms: int = 0
+
+    @property
+    def images(self) -> int:
+        """Image content parts across the request's messages: evidence that an image reached the model."""
+        return sum(image_count(m.get("content")) for m in self.messages)
 
     @property
     def is_chat(self) -> bool:
@@ -115,7 +123,8 @@ class JournalEntry:
             "status": self.status,
             "model": self.model,
             "stream": self.stream,
-            "messages": self.messages,
+            "messages": [_without_image_bytes(m) for m in self.messages],
+            "images": self.images,
             "tools": self.tools,
             "rule": self.rule,
             "unmatched": self.unmatched,
@@ -139,6 +148,22 @@ class JournalEntry:
 # The middleware and the handler run in the same task, so a context variable hands the journal entry over
 # without aiohttp request storage (whose typed keys need a newer aiohttp than pyproject promises).
 _current_entry: contextvars.ContextVar[JournalEntry] = contextvars.ContextVar("mock_provider_entry")
+
+
+def _without_image_bytes(message: dict[str, Any]) -> dict[str, Any]:
+    """A message for the journal file: data URLs shortened to their type and size, so no artifact holds media."""
+    content = message.get("content")
+    if not isinstance(content, list):
+        return message
+    parts = []
+    for part in content:
+        url = part.get("image_url", {}).get("url") if isinstance(part, dict) and part.get("type") == "image_url" \
+            and isinstance(part.get("image_url"), dict) else None
+        if isinstance(url, str) and url.startswith("data:"):
+            head = url.split(",", 1)[0]
+            part = {**part, "image_url": {**part["image_url"], "url": f"{head},<{len(url) - len(head) - 1} chars>"}}
+        parts.append(part)
+    return {**message, "content": parts}
 
 
 def _shorten(text: str, limit: int = 100) -> str:
@@ -189,6 +214,11 @@ def _split(text: str, pieces: int = _STREAM_PIECES) -> list[str]:
         return []
     size = math.ceil(len(text) / pieces)
     return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def _is_text_delta(chunk: dict[str, Any]) -> bool:
+    choices = chunk.get("choices") or [{}]
+    return bool((choices[0].get("delta") or {}).get("content"))
 
 
 def _estimate_tokens(text: str) -> int:
@@ -499,6 +529,7 @@ class MockProvider:
         entry.unmatched = decision.rule is None
         entry.latency_ms = decision.latency_ms
         entry.hold = decision.hold
+        entry.pieces, entry.chunk_delay_ms = decision.stream.pieces, decision.stream.delay_ms
         self._notify()  # now the in-flight entry carries its messages, so predicates can see it
 
         if decision.hold is not None:
@@ -567,7 +598,7 @@ class MockProvider:
         if reply.text is not None:
             chunks.append(chunk({"role": "assistant", "content": "", "refusal": None}))
             role_sent = True
-            chunks += [chunk({"content": piece}) for piece in _split(reply.text)]
+            chunks += [chunk({"content": piece}) for piece in _split(reply.text, entry.pieces)]
         for index, call in enumerate(reply.tool_calls):
             # The first delta of a call carries id, type and name; later ones only argument fragments.
             head: dict[str, Any] = {
@@ -607,6 +638,8 @@ class MockProvider:
         try:
             await response.prepare(request)
             for chunk in self._chunks(entry, reply, usage):
+                if entry.chunk_delay_ms and _is_text_delta(chunk):
+                    await self._pause(entry.chunk_delay_ms / 1000)  # paced: a streaming preview can show it
                 await response.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

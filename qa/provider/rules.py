@@ -14,6 +14,7 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
                                                 # text and tool calls may be combined
         error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
         latency_ms: 1500                        # simulated model latency before the response starts
+        stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0)
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
         every: 2                                # applies only to every 2nd request it matches (the 2nd, 4th,
                                                 # …); the others fall through to the rules after it
@@ -29,6 +30,8 @@ fixtures/mock-provider/default.yaml, loaded by `load_default_rules()`.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import re
 from collections.abc import Iterable, Mapping, MutableMapping, Sequence
@@ -133,12 +136,19 @@ class ErrorSpec(_Strict):
         return "server_error" if self.status >= 500 else "invalid_request_error"
 
 
+class StreamSpec(_Strict):
+    # How a streamed reply's text is cut and paced, so a bot's streaming preview has something to show.
+    pieces: int = Field(default=3, ge=1, le=500)
+    delay_ms: int = Field(default=0, ge=0, le=10_000)
+
+
 class Rule(_Strict):
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
     reply: ReplySpec | None = None
     error: ErrorSpec | None = None
     latency_ms: int = Field(default=0, ge=0)
+    stream: StreamSpec = Field(default_factory=StreamSpec)
     hold: bool | str | None = None
     # A flaky model on purpose (--repeat's pass rates are tested with it): the count is the provider's.
     every: int | None = Field(default=None, ge=2)
@@ -264,6 +274,33 @@ def _render_value(value: Any, variables: Mapping[str, str]) -> Any:
 # --- the request as rules see it -------------------------------------------------------------------------
 
 
+_IMAGE_MAGIC = {"image/png": (b"\x89PNG\r\n\x1a\n",), "image/jpeg": (b"\xff\xd8\xff",),
+                "image/gif": (b"GIF87a", b"GIF89a"), "image/webp": (b"RIFF",)}
+
+
+def is_image_data_url(url: object) -> bool:
+    """A data URL whose bytes really are an image of the type it declares, as a vision API would insist."""
+    if not isinstance(url, str) or not url.startswith("data:"):
+        return False
+    head, _, data = url.partition(",")
+    mimetype = head.removeprefix("data:").split(";")[0]
+    if not head.endswith(";base64") or mimetype not in _IMAGE_MAGIC:
+        return False
+    try:
+        raw = base64.b64decode(data[:64], validate=True)
+    except (binascii.Error, ValueError):
+        return False
+    return raw.startswith(_IMAGE_MAGIC[mimetype])
+
+
+def image_count(content: Any) -> int:
+    """How many real images (OpenAI `image_url` parts with an image data URL) a message's content carries."""
+    if not isinstance(content, list):
+        return 0
+    return sum(1 for p in content if isinstance(p, Mapping) and p.get("type") == "image_url"
+               and isinstance(p.get("image_url"), Mapping) and is_image_data_url(p["image_url"].get("url")))
+
+
 def content_text(content: Any) -> str:
     """Text of a message's `content`: a string, or a list of parts of which the text parts count."""
     if content is None:
@@ -375,6 +412,7 @@ class Decision:
     error: ErrorReply | None
     latency_ms: int = 0
     hold: str | None = None
+    stream: StreamSpec = field(default_factory=StreamSpec)
 
     @property
     def rule_name(self) -> str | None:
@@ -423,7 +461,7 @@ def decide(
             for i, spec in enumerate(rule.reply.calls)
         ]
         text = render(rule.reply.text, variables) if rule.reply.text is not None else None
-        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name)
+        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name, rule.stream)
     return Decision(None, Reply(fallback_text), None)
 
 

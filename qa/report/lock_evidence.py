@@ -8,7 +8,8 @@ Intervals, all in the trace's monotonic ms:
             holder never releases). A hold still open when the trace ends counts up to the trace's last
             record; a release with no acquire in the trace (trace started mid-hold) counts from `t - heldMs`.
   model I/O model.request.start → model.request.end with the same requestId (approval.wait.start → .end
-            too: waiting on a person is I/O as well); open ones run to trace end.
+            too: waiting on a person is I/O as well; so are preview.edit.start → .end, a streaming draft sent
+            or edited, and media.fetch.start → .end); open ones run to trace end.
   turn      everything with one (session, attempt) that has a turn.start or a model request; turn.start /
             turn.end give its start, event and outcome (without turn.start it starts at its first record).
             Holds of other attempts (a bot's separate inbound-append or notice writers) are not turns; they
@@ -270,9 +271,10 @@ def _pick(candidates: Sequence[_Hold], purpose: str) -> _Hold | None:
     return next((h for h in candidates if h.purpose == purpose), candidates[0] if candidates else None)
 
 
-# Waiting for a person to approve a tool call is I/O like a model call: no lock may be held across it.
-_IO_START = frozenset({"model.request.start", "approval.wait.start"})
-_IO_END = frozenset({"model.request.end", "approval.wait.end"})
+# Waiting for a person to approve a tool call is I/O like a model call: no lock may be held across it. So are
+# sending or editing a streaming preview and fetching an attachment (qa.agent.streaming, qa.agent.media).
+_IO_START = frozenset({"model.request.start", "approval.wait.start", "preview.edit.start", "media.fetch.start"})
+_IO_END = frozenset({"model.request.end", "approval.wait.end", "preview.edit.end", "media.fetch.end"})
 
 
 def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[tuple[tuple[str, str], Interval]]:

@@ -72,6 +72,9 @@ def sanitize_event(event: dict[str, Any], *, include_bodies: bool = False) -> di
         if include_bodies:
             if isinstance(content.get("body"), str):
                 out["content"]["bodyLength"] = len(content["body"])
+            if isinstance(content.get("file"), dict):
+                # An encrypted attachment's key opens the file for anyone holding the artifact: never kept.
+                out["content"]["file"] = {k: v for k, v in content["file"].items() if k not in ("key", "iv", "hashes")}
         else:
             out["content"] = _structural_content(content)
             # `unsigned` can bundle other events whole (an edit's new content, the redaction's reason).

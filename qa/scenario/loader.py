@@ -210,6 +210,22 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
             out.error(f"rule file {problem}", _locate(root, loc, at_key=False), loc)
 
 
+def _check_media_fixtures(out: _Loaded, root: Node) -> None:
+    """A send_media step's fixture must exist, so a typo stops `validate` instead of failing mid-run."""
+    from qa.library import media_fixture
+
+    assert out.scenario is not None
+    for index, step in enumerate(out.scenario.steps):
+        name = getattr(step, "fixture", None) if step.kind == "send_media" else None
+        if name is not None and not media_fixture(out.path, name).is_file():
+            loc: Loc = ("steps", index, "send_media", "fixture")
+            folder = media_fixture(out.path, "")
+            known = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_file() and p.suffix != ".py")) \
+                if folder.is_dir() else "none"
+            out.error(f"no media fixture {name!r} in {folder} (known: {known})", _locate(root, loc, at_key=False),
+                      loc)
+
+
 def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _Loaded:
     out = _Loaded(path)
     try:
@@ -268,6 +284,7 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
             out.error(_message(err), node, shown)
     if out.scenario is not None:
         _check_rule_files(out, root, rule_cache)
+        _check_media_fixtures(out, root)
     # A duplicate key makes the parsed value ambiguous, so don't hand out a scenario built from it.
     if out.errors:
         out.scenario = None

@@ -50,7 +50,7 @@ from qa.scenario import markers
 BOT = "bot"
 IMPLICIT_PROFILE = "all"
 # Informational: profiles are free-form names so a new one needs no code change; these are the ones in use.
-KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow")
+KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport", "media")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -162,6 +162,14 @@ def _allow_bots(value: object) -> object:
     return value
 
 
+def _on_off(value: object) -> object:
+    # YAML 1.1 reads bare on/off as booleans; people mean the words.
+    return {False: "off", True: "on"}[value] if isinstance(value, bool) else value
+
+
+DEFAULT_MEDIA_MAX_BYTES = 1_000_000
+
+
 class SessionWriteLock(_Model):
     # narrow: release before model I/O (the rule under test); attempt: hold for the whole attempt (the legacy bug).
     scope: Literal["narrow", "attempt"] | None = None
@@ -183,6 +191,10 @@ class BotConfig(_Model):
     session_write_lock: SessionWriteLock | None = Field(default=None, alias="sessionWriteLock")
     text_chunk_limit: int = Field(default=4000, alias="textChunkLimit", gt=0)
     encryption: bool = False
+    # Streaming previews and media (capabilities `streaming` and `media`); see qa.agent.streaming / qa.agent.media.
+    streaming: Annotated[Literal["off", "partial", "quiet"], BeforeValidator(_on_off)] = "off"
+    tool_progress: Annotated[Literal["on", "off"], BeforeValidator(_on_off)] = Field(default="on", alias="toolProgress")
+    media_max_bytes: int = Field(default=DEFAULT_MEDIA_MAX_BYTES, alias="mediaMaxBytes", gt=0)
 
 
 def _relative_path(value: str) -> str:
@@ -305,11 +317,15 @@ class ExpectReply(StepBase):
 
     to: StepId
     body: MarkedText | None = None  # None: any reply will do
+    body_contains: MarkedText | None = None  # the reply's (final) text must contain this
     thread: StepId | None = None  # the reply must be in this thread
     top_level: bool = False  # the reply must not be in any thread (a rich reply, m.in_reply_to alone, is fine)
     no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
     after: StepId | None = None  # the reply must come later in the room than this earlier reply
     encrypted: bool | None = None  # True: the reply must have been sent encrypted (and decrypted by us)
+    # True: the reply is a streamed draft with at least one edit, whose chain is sound (see expect_edits); the
+    # final edit's content is what `body` matches.
+    streamed: bool = False
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -394,16 +410,90 @@ class ExpectModelRequest(StepBase):
     to: StepId
     contains: list[MarkedText] = Field(default_factory=list)
     excludes: list[MarkedText] = Field(default_factory=list)
+    images: int | None = Field(default=None, ge=0)  # exactly this many image content parts reached the model
     timeout: Duration | None = None
 
     @model_validator(mode="after")
     def _says_something(self) -> ExpectModelRequest:
-        if not self.contains and not self.excludes:
-            raise _error("evidence", "expect_model_request needs `contains` and/or `excludes`")
+        if not self.contains and not self.excludes and self.images is None:
+            raise _error("evidence", "expect_model_request needs `contains`, `excludes` and/or `images`")
         return self
 
     def refs(self) -> list[Ref]:
         return [Ref(("to",), self.to, frozenset({SENT}), True)]
+
+
+MediaKind = Literal["image", "audio", "video", "file"]
+_FIXTURE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class SendMedia(StepBase):
+    """An actor uploads a file to the homeserver's content repository and sends it as m.image / m.audio /
+    m.video / m.file (encrypted, attachment included, in an encrypted room). The file is `fixture` (a name under
+    fixtures/media/) or `generate_bytes` random bytes; `caption` is the message body (Matrix 1.10 captions)."""
+
+    kind: ClassVar[str] = "send_media"
+    defines_kind: ClassVar[str | None] = SENT
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+    media: MediaKind
+    fixture: Annotated[str, Field(pattern=_FIXTURE_NAME, max_length=100)] | None = None
+    generate_bytes: int | None = Field(default=None, gt=0, le=20_000_000)
+    mimetype: Annotated[str, Field(pattern=r"^[a-z]+/[A-Za-z0-9.+-]+$")] | None = None  # None: from the name
+    filename: Annotated[str, Field(pattern=_FIXTURE_NAME, max_length=100)] | None = None
+    caption: MarkedText | None = None
+    mention: ActorName | None = None  # the caption mentions them (m.mentions + pill); needs a caption
+    thread: StepId | None = None
+    id: StepId | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SendMedia:
+        if (self.fixture is None) == (self.generate_bytes is None):
+            raise _error("conflict", "send_media needs exactly one of `fixture` (a file in fixtures/media/) "
+                                     "or `generate_bytes`")
+        if self.mention is not None and self.caption is None:
+            raise _error("conflict", "a mention lives in the caption: give `caption` too")
+        return self
+
+    def refs(self) -> list[Ref]:
+        return _opt_ref("thread", self.thread, MESSAGES)
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True), *_mention(("mention",), self.mention)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class ExpectEdits(StepBase):
+    """The edit chain of a bot reply (a streamed draft): how many edits, in order, all by the bot and replacing
+    that reply, none pinging anyone (empty m.mentions on the draft and every edit), the last one carrying
+    `final_body` whole. `draft_msgtype` checks the draft (m.notice for a quiet preview); `some_edit_contains`
+    and `no_edit_contains` check what the previews showed (tool progress)."""
+
+    kind: ClassVar[str] = "expect_edits"
+
+    to: StepId
+    min: int = Field(default=1, ge=0)
+    max: int | None = Field(default=None, ge=0)
+    final_body: MarkedText | None = None
+    draft_msgtype: Literal["m.text", "m.notice"] | None = None
+    some_edit_contains: list[MarkedText] = Field(default_factory=list)
+    no_edit_contains: list[MarkedText] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ExpectEdits:
+        if self.max is not None and self.max < self.min:
+            raise _error("conflict", f"max ({self.max}) is below min ({self.min})")
+        return self
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({REPLY}), True)]
 
 
 class React(StepBase):
@@ -586,6 +676,8 @@ Step = Annotated[
         Annotated[MutateBotState, _unwrap("mutate_bot_state"), Tag("mutate_bot_state")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
+        Annotated[SendMedia, _unwrap("send_media"), Tag("send_media")],
+        Annotated[ExpectEdits, _unwrap("expect_edits"), Tag("expect_edits")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -609,6 +701,8 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         StartBot,
         ExpectReplyCount,
         MutateBotState,
+        SendMedia,
+        ExpectEdits,
     )
 }
 

@@ -7,8 +7,9 @@ import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from qa.actors import describe_event, message_content
+from qa.actors import describe_event, media_content, message_content
 from qa.clock import mono_ms
+from qa.evidence.edits import ChainRules, check_chain, describe_chain, edits_of
 from qa.evidence.order import unwanted_replies
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.harness.bot_process import describe_record
@@ -82,6 +83,48 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
     where = f" in thread {step.thread}" if step.thread else ""
     withheld = " (room key withheld)" if step.withhold_room_key else ""
     return f"{step.actor} sent {event_id}{where}{withheld}"
+
+
+_MEDIA_MSGTYPES = {"image": "m.image", "audio": "m.audio", "video": "m.video", "file": "m.file"}
+
+
+def media_bytes(ctx: ScenarioContext, step: Any) -> tuple[bytes, str, str]:
+    """(data, filename, mimetype) of a send_media step: its fixture file, or fresh random bytes."""
+    import mimetypes
+    import os
+
+    from qa.library import media_fixture
+
+    if step.fixture is not None:
+        data = media_fixture(ctx.scenario.source_path, step.fixture).read_bytes()
+        name = step.filename or step.fixture
+    else:
+        data = os.urandom(step.generate_bytes)
+        name = step.filename or f"generated-{step.generate_bytes}.bin"
+    mimetype = step.mimetype or mimetypes.guess_type(name)[0] or "application/octet-stream"
+    return data, name, mimetype
+
+
+async def send_media(ctx: ScenarioContext, step: Any) -> str:
+    actor = ctx.actors[step.actor]
+    room_id = ctx.rooms[step.room]
+    thread_root = ctx.refs[step.thread].event_id if step.thread else None
+    data, filename, mimetype = media_bytes(ctx, step)
+    encrypt = bool(ctx.scenario.rooms[step.room].encrypted)
+    mxc, keys = await actor.upload(data, mimetype, filename, encrypt=encrypt)
+    caption = _text(ctx, step.caption) if step.caption is not None else None
+    mention = None
+    if step.mention:
+        mention = (ctx.user_id_of(step.mention), ctx.bot_name if step.mention == "bot" else step.mention)
+    content = media_content(_MEDIA_MSGTYPES[step.media], mxc, filename=filename, mimetype=mimetype, size=len(data),
+                            caption=caption, encrypted_keys=keys, mention=mention, thread_root=thread_root)
+    sent_at = mono_ms()
+    event_id = await actor.send(room_id, content)
+    if step.id:
+        ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"],
+                                text=caption)
+    how = "encrypted " if encrypt else ""
+    return f"{step.actor} sent {how}{content['msgtype']} {filename} ({mimetype}, {len(data)} bytes) as {event_id}"
 
 
 async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
@@ -212,6 +255,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     contains = getattr(step, "body_contains", None)
     if contains and _text(ctx, contains) not in body:
         problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
+    if getattr(step, "streamed", False):
+        problems += _chain_problems(ctx, event, ChainRules(min_edits=1, final_body=expected_body))
     if step.encrypted is not None and bool(event.get("decrypted")) != step.encrypted:
         problems.append("the reply was sent in the clear" if step.encrypted else "the reply was encrypted")
     if step.after:
@@ -227,6 +272,32 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
         ctx.refs[step.id] = Ref(event["room_id"], event["event_id"], thread_root, event["_seenMs"], actor="bot")
     how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
     return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
+
+
+def _chain_problems(ctx: ScenarioContext, draft: dict[str, Any], rules: ChainRules) -> list[str]:
+    edits = edits_of(str(draft.get("event_id")), ctx.observer().events.items)
+    problems = check_chain(draft, edits, ctx.bot_user_id, rules)
+    return [*problems, *describe_chain(draft, edits)] if problems else []
+
+
+async def expect_edits(ctx: ScenarioContext, step: Any) -> str:
+    """The edit chain of a streamed reply (qa.evidence.edits). With `final_body`, waits (within the step's
+    time) until the last edit says it, since the chain may still be growing when the step starts."""
+    reply = ctx.refs[step.to]
+    draft = await _room_event(ctx, reply.event_id, step, f"the reply '{step.to}' in the room")
+    final = _text(ctx, step.final_body) if step.final_body is not None else None
+    if final is not None:
+        with contextlib.suppress(WaitTimeout):
+            await ctx.observer().events.wait_for(lambda _e: _body_now(ctx, draft) == final, _timeout(step),
+                                                  "the final edit")
+    rules = ChainRules(min_edits=step.min, max_edits=step.max, final_body=final, draft_msgtype=step.draft_msgtype,
+                       some_edit_contains=[_text(ctx, t) for t in step.some_edit_contains],
+                       no_edit_contains=[_text(ctx, t) for t in step.no_edit_contains])
+    problems = _chain_problems(ctx, draft, rules)
+    if problems:
+        raise StepFailed(f"a sound edit chain on the reply '{step.to}'", problems)
+    count = len(edits_of(reply.event_id, ctx.observer().events.items))
+    return f"{count} edit(s) of {reply.event_id}, final text complete, no pings"
 
 
 def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: str) -> Any:
@@ -528,6 +599,12 @@ async def _model_request_by_text(ctx: ScenarioContext, step: Any, trigger: Ref) 
 def _judge_model_requests(ctx: ScenarioContext, step: Any, found: list[Any]) -> str:
     problems = [f"does not carry {t!r}" for t in (_text(ctx, x) for x in step.contains)
                 if not any(e.contains(t) for e in found)]
+    wanted_images = getattr(step, "images", None)
+    if wanted_images is not None:
+        # The most any one round carried: every round of a turn re-sends the same conversation.
+        images = max((int(getattr(e, "images", 0)) for e in found), default=0)
+        if images != wanted_images:
+            problems.append(f"carries {images} image content part(s), expected {wanted_images}")
     problems += [f"carries {t!r}, which it must not" for t in (_text(ctx, x) for x in step.excludes)
                  if any(e.contains(t) for e in found)]
     if problems:
@@ -707,5 +784,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "mutate_bot_state": mutate_bot_state,
     "approve": approve,
     "expect_approval": expect_approval,
+    "send_media": send_media,
+    "expect_edits": expect_edits,
 }
 

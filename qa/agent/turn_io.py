@@ -1,0 +1,85 @@
+"""What a turn does besides talking to the model: its streaming preview and its message's attachment.
+
+Kept out of qa.agent.session so the turn protocol there stays readable; the session asks this for a preview
+(None when streaming is off) and for the prepared attachment (None for a text message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from qa.agent.config import AgentConfig
+from qa.agent.lock import LockHold, SessionWriteLock
+from qa.agent.media import Prepared, fetch, prepare
+from qa.agent.policy import Inbound
+from qa.agent.streaming import Preview
+from qa.agent.trace import Trace
+
+# (room_id, content, thread_root) -> event id or None
+PostContent = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]
+# (thread_root, in_reply_to) -> the relation a reply carries (None at the top level)
+RelationFor = Callable[[str | None, str | None], dict[str, Any] | None]
+
+
+class TurnIO:
+    def __init__(self, config: AgentConfig, trace: Trace, post: PostContent, relation_for: RelationFor,
+                 credentials: Callable[[], tuple[str, str]]) -> None:
+        self._config = config
+        self._trace = trace
+        self._post = post
+        self._relation_for = relation_for
+        self._credentials = credentials  # (homeserver URL, access token), read when a download starts
+
+    @property
+    def abandons_on_tool_error(self) -> bool:
+        return self._config.mutated("preview-abandoned-on-tool-error")
+
+    def preview(self, room_id: str, thread_root: str | None, inbound: Inbound, session: str, attempt: str,
+                lock: SessionWriteLock) -> Preview | None:
+        config = self._config
+        if config.streaming == "off":
+            return None
+        before = after = None
+        if config.mutated("lock-while-streaming"):
+            holds: list[LockHold] = []
+
+            async def before() -> None:
+                holds.append(await lock.acquire(attempt, "preview"))
+
+            async def after() -> None:
+                for hold in holds:
+                    hold.release()
+
+        async def send(content: dict[str, Any]) -> str | None:
+            return await self._post(room_id, content, None)
+
+        return Preview(
+            config.streaming, send, self._trace, session=session, attempt=attempt,
+            relates_to=self._relation_for(thread_root, inbound.event_id),
+            interval_ms=config.stream_edit_interval_ms, tool_progress=config.tool_progress == "on",
+            pings=config.mutated("preview-pings"), truncate_final=config.mutated("final-edit-truncated"),
+            before_draft=before, after_stream=after,
+        )
+
+    async def attachment(self, inbound: Inbound, session: str, attempt: str) -> Prepared | None:
+        att = inbound.media
+        if att is None:
+            return None
+        config = self._config
+        limit = None if config.mutated("no-media-size-limit") else config.media.max_bytes
+
+        async def fetcher(a: Any) -> bytes:
+            homeserver, token = self._credentials()
+            return await fetch(homeserver, token, a, limit,
+                               decrypt_encrypted=not config.mutated("encrypted-media-not-decrypted"))
+
+        self._trace.emit("media.fetch.start", session=session, attempt=attempt, eventId=inbound.event_id,
+                         msgtype=att.msgtype, mimetype=att.mimetype, size=att.size, encrypted=att.encrypted is not None)
+        prepared = await prepare(inbound.body, att, fetcher, limit,
+                                 crash_on_unknown=config.mutated("crash-on-unknown-media"),
+                                 forward_images=not config.mutated("image-not-forwarded"))
+        images = sum(1 for p in prepared.parts or [] if p.get("type") == "image_url")
+        self._trace.emit("media.fetch.end", session=session, attempt=attempt, eventId=inbound.event_id,
+                         outcome=prepared.outcome, images=images)
+        return prepared
