@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock"]
+Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock",
+                     "verification"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -22,6 +23,8 @@ MEANING: dict[str, str] = {
     "reactions": "records reactions to its messages (trace `reaction` records)",
     "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+    "verification": "takes part in to-device SAS verification, traces its SAS and outcome, and can share room "
+                    "keys with verified devices only (bot.roomKeys)",
 }
 
 _DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
@@ -50,6 +53,8 @@ def needs(scenario: Any) -> list[Need]:
             need("policy", f"bot.{_camel(key)}")
     if bot.session_write_lock is not None:
         need("lock", "bot.sessionWriteLock")
+    if bot.room_keys != "all":
+        need("verification", "bot.roomKeys")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
@@ -58,6 +63,9 @@ def needs(scenario: Any) -> list[Need]:
         elif kind in ("approve", "expect_approval"):
             need("approvals", where)
             need("trace", where)
+        elif kind in _E2EE_STEPS:
+            for capability in _E2EE_STEPS[kind]:
+                need(capability, where)
         elif kind == "expect_trace":
             need("trace", where)
             if str(step.type).startswith("lock."):
@@ -70,6 +78,14 @@ def needs(scenario: Any) -> list[Need]:
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):
             need("threads", where)
     return [Need(c, found[c]) for c in MEANING if c in found]
+
+
+# What the E2EE steps need: verification evidence and the bot's device ids come from its trace.
+_E2EE_STEPS: dict[str, tuple[str, ...]] = {
+    "verify": ("e2ee", "verification", "trace"), "expect_verified": ("e2ee", "verification", "trace"),
+    "login_device": ("e2ee",), "expect_encrypted": ("e2ee",), "send_verification_request": ("e2ee",),
+    "delete_bot_device": ("e2ee", "trace"), "expect_bot_device": ("e2ee", "trace"),
+}
 
 
 def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = ()) -> list[Need]:

@@ -14,6 +14,7 @@ from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_jou
 from qa.harness.bot_process import describe_record
 from qa.report.summary import NegativeCheck
 from qa.scenario.context import Ref, ScenarioContext, StepFailed
+from qa.scenario.e2ee_steps import E2EE_STEPS
 from qa.scenario.markers import expand
 from qa.waiting import WaitTimeout
 
@@ -707,5 +708,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "mutate_bot_state": mutate_bot_state,
     "approve": approve,
     "expect_approval": expect_approval,
+    # E2EE (issue 15)
+    **E2EE_STEPS,
 }
 
