@@ -21,6 +21,7 @@ from nio import (
     KeyVerificationCancel,
     KeyVerificationKey,
     KeyVerificationMac,
+    LoginError,
     ToDeviceError,
     ToDeviceMessage,
     UnknownToDeviceEvent,
@@ -157,7 +158,8 @@ async def _sas(ctx: ScenarioContext, actor: Actor, device: Any, timeout_s: float
     if sas.canceled or not sas.established_sas:
         raise VerificationStalled("the bot's m.key.verification.key", [
             f"our side cancelled: {sas.cancel_code} {sas.cancel_reason}" if sas.canceled else f"SAS {sas.state}",
-            *(f"to-device: {type(e).__name__} {getattr(e, 'transaction_id', '')}" for e in actor.to_device.items[mark:])])
+            *(f"to-device: {type(e).__name__} {getattr(e, 'transaction_id', '')}"
+              for e in actor.to_device.items[mark:])])
     ours = sas_view(sas)
     shown = await _bot_trace_sas(ctx, tx, timeout_s)
     problems = sas_mismatch(ours, shown)
@@ -246,13 +248,16 @@ async def _delete_device(ctx: ScenarioContext, device_id: str) -> None:
     assert ctx.state_dir is not None
     password = (ctx.state_dir / "bot-password").read_text()
     client = AsyncClient(ctx.homeserver.base_url, ctx.bot_user_id)
-    client.restore_login(ctx.bot_user_id, "", ctx.bot.launch.values["access_token"])
+    login = await client.login(password, device_name="matrix-qa device deletion")
+    if isinstance(login, LoginError):
+        raise StepFailed("the harness logs in as the bot to delete its device", [login.message])
     try:
         first = await client.delete_devices([device_id])
         auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": ctx.bot_user_id},
                 "password": password, "session": getattr(first, "session", None)}
         resp = first if isinstance(first, DeleteDevicesResponse) else await client.delete_devices([device_id], auth)
     finally:
+        await client.logout()  # this helper session is not a device the bot should see
         await client.close()
     if not isinstance(resp, DeleteDevicesResponse):
         raise StepFailed(f"the homeserver deletes bot device {device_id}", [str(getattr(resp, "message", resp))])
