@@ -346,20 +346,21 @@ async def send_verification_request(ctx: ScenarioContext, step: Any) -> str:
     return f"{step.actor} sent an in-room verification request {event_id}"
 
 
-def leaks(texts: list[str], files: list[Path]) -> list[str]:
-    """Pure (but for reading): which files hold which of the texts, as 'file: text'."""
+def leaks(texts: dict[str, str], files: list[Path]) -> list[str]:
+    """Which files hold which texts (label -> text), as 'file: holds label': the label, since repeating the
+    text in the report would be the very leak it reports."""
     found = []
     for path in files:
         try:
             data = path.read_text(encoding="utf-8", errors="replace")
         except OSError:
             continue
-        found += [f"{path}: holds {text!r}" for text in texts if text and text in data]
+        found += [f"{path}: holds {label}" for label, text in texts.items() if text and text in data]
     return found
 
 
 async def expect_artifacts_clean(ctx: ScenarioContext, step: Any) -> str:
-    texts = [expand(m, ctx.markers) for m in step.markers]
+    texts = {m: expand(m, ctx.markers) for m in step.markers}
     if ctx.include_bodies:
         return "NOT CHECKED: the run has --include-bodies"
     from qa.scenario.runner import strip_transcript_bodies
