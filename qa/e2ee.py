@@ -47,10 +47,11 @@ BARRIER_TYPE = "org.matrix_qa.barrier"
 class VerificationStalled(Exception):
     """The SAS flow stopped at `stage` (what we were waiting for), with what was seen instead."""
 
-    def __init__(self, stage: str, seen: list[str]) -> None:
+    def __init__(self, stage: str, seen: list[str], tx: str | None = None) -> None:
         super().__init__(stage)
         self.stage = stage
         self.seen = seen
+        self.tx = tx
 
 
 def has_room_key(client: AsyncClient, room_id: str, sender_key: str, session_id: str) -> bool:

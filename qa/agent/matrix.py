@@ -228,7 +228,7 @@ class MatrixBot:
         if etype != "m.room.message":
             return
         assert self.sessions is not None
-        self.e2ee.on_decrypted(source)
+        source = self.e2ee.inbound_view(source)
         event = {**source, "room_id": room_id}
         inbound = parse_inbound(event, self._config.user_id)
         if inbound.sender == self._config.user_id:

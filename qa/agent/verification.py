@@ -126,15 +126,21 @@ class BotE2EE:
                              reason="unverified")
         return False
 
-    def is_verification_notice(self, source: dict[str, Any]) -> bool:
+    @staticmethod
+    def is_verification_notice(source: dict[str, Any]) -> bool:
         """An in-room verification request (Element's msgtype m.key.verification.request): not a question."""
-        msgtype = str((source.get("content") or {}).get("msgtype", ""))
-        return msgtype.startswith("m.key.verification.") and not self._config.answer_verification_notices
+        return str((source.get("content") or {}).get("msgtype", "")).startswith("m.key.verification.")
 
-    def on_decrypted(self, source: dict[str, Any]) -> None:
+    def inbound_view(self, source: dict[str, Any]) -> dict[str, Any]:
+        """The message as the conversation sees it; the test-only mutations change what that is."""
+        content = source.get("content") or {}
         if self._config.log_decrypted_bodies and source.get("decrypted"):
             # The mutation: a debugging line that leaks what end-to-end encryption protected into the log.
-            log.info("decrypted %s: %s", source.get("event_id"), (source.get("content") or {}).get("body"))
+            log.info("decrypted %s: %s", source.get("event_id"), content.get("body"))
+        if self._config.answer_verification_notices and self.is_verification_notice(source):
+            # The mutation: a bot that reads every message's body, so a verification request is text to it.
+            return {**source, "content": {**content, "msgtype": "m.text"}}
+        return source
 
 
 async def send_in_the_clear(client: AsyncClient, room_id: str, event_type: str, content: dict[str, Any]) -> Any:

@@ -9,6 +9,7 @@ come from its trace.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from pathlib import Path
@@ -45,6 +46,7 @@ from qa.scenario.markers import expand
 from qa.waiting import WaitTimeout
 
 DEFAULT_TIMEOUT_S = 30.0
+TRACE_GRACE_S = 2.0
 VERIFICATION_RECORDS = ("verification.accepted", "verification.refused", "verification.sas", "verification.done",
                         "verification.cancelled", "verification.unknown-device")
 
@@ -127,6 +129,11 @@ async def verify(ctx: ScenarioContext, step: Any) -> str:
     try:
         tx = await _sas(ctx, actor, device, timeout_s)
     except VerificationStalled as exc:
+        stalled_tx = exc.tx
+        if stalled_tx:  # the bot's own account of why (a refusal) may trail its to-device answer by a moment
+            with contextlib.suppress(WaitTimeout):
+                await ctx.bot.trace.wait_for(lambda r: r.get("transactionId") == stalled_tx and r.get("type") in (
+                    "verification.refused", "verification.cancelled"), TRACE_GRACE_S, "why", ctx.trace_start)
         raise StepFailed(f"SAS verification between {actor.name} and the bot (stalled waiting for {exc.stage})",
                          [*exc.seen, *_trace_lines(ctx, VERIFICATION_RECORDS)]) from None
     return f"{actor.name} and bot device {bot_device} verified each other by SAS (transaction {tx})"
@@ -149,7 +156,7 @@ async def _sas(ctx: ScenarioContext, actor: Actor, device: Any, timeout_s: float
         except WaitTimeout as exc:
             raise VerificationStalled(stage, exc.seen[-8:]) from None
         if isinstance(event, KeyVerificationCancel):
-            raise VerificationStalled(stage, [f"the bot cancelled: {event.code} {event.reason}"])
+            raise VerificationStalled(stage, [f"the bot cancelled: {event.code} {event.reason}"], tx)
         return event
 
     await from_bot(KeyVerificationAccept, "the bot's m.key.verification.accept")

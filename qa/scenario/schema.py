@@ -228,7 +228,7 @@ class Ref(NamedTuple):
 
 
 class ActorUse(NamedTuple):
-    loc: tuple[str, ...]
+    loc: tuple[str | int, ...]
     name: str
     bot_allowed: bool
     must_be_member: bool  # the actor acts in (or watches) the step's room, so must have joined it
@@ -564,7 +564,7 @@ DeviceRef = Annotated[
 
 
 def _device_uses(loc: tuple[str, ...], refs: list[str]) -> list[ActorUse]:
-    return [ActorUse((*loc, str(i)), r.split(".")[0], False, False) for i, r in enumerate(refs)]
+    return [ActorUse((*loc, i), r.split(".")[0], False, False) for i, r in enumerate(refs)]
 
 
 class LoginDevice(StepBase):

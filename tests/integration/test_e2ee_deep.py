@@ -39,7 +39,8 @@ async def test_the_deeper_e2ee_scenarios_pass(run_qa) -> None:
     relogin = [r for r in _trace(result.dir, "matrix-e2ee-bot-device-deleted-relogin") if r["type"] == "device.relogin"]
     assert relogin and relogin[0]["oldDeviceId"] != relogin[0]["deviceId"]
     store = _trace(result.dir, "matrix-e2ee-crypto-store-corrupt")
-    assert [r for r in store if r["type"] == "e2ee.store.corrupt"] and [r for r in store if r["type"] == "e2ee.store.reset"]
+    kinds = {r["type"] for r in store}
+    assert {"e2ee.store.corrupt", "e2ee.store.reset"} <= kinds
     assert [r for r in store if r.get("reason") == "undecryptable"], "what it could not decrypt is in the trace"
     # The run's whole output, the report and observed events included, holds no decrypted marker.
     markers = MarkerFactory(result.summary["runId"])
@@ -50,18 +51,17 @@ async def test_the_deeper_e2ee_scenarios_pass(run_qa) -> None:
             assert not [t for t in texts if t in data], f"{path} holds a decrypted marker"
 
 
-MUTATIONS = {"acceptVerification": False, "keepMegolmSession": True, "logDecryptedBodies": True,
-             "reloginOnDeviceDeleted": False, "resetCorruptCryptoStore": False, "roomKeys": "all"}
-# scenario -> (failing step, words its report must carry)
+MUTATIONS = {"keepMegolmSession": True, "logDecryptedBodies": True, "reloginOnDeviceDeleted": False,
+             "resetCorruptCryptoStore": False, "roomKeys": "all", "answerVerificationNotices": True}
+# scenario -> (failing step, words its expectation must carry, words its evidence must carry)
 CAUGHT = {
-    "matrix-e2ee-sas-verification": (2, ["stalled waiting for the bot's m.key.verification.accept"],
-                                     ["the bot cancelled", "verification.refused"]),
     "matrix-e2ee-verified-only": (5, ["'first'"], ["driver.phone", "holds the room key"]),
+    "matrix-e2ee-verification-notice-no-trigger": (3, [], ["decision=accepted"]),
     "matrix-e2ee-key-rotation-on-leave": (7, ["'after'"], ["did not start a new one", "member", "holds the room key"]),
     "matrix-e2ee-late-joiner-history": (7, ["'after'"], ["late", "lacks the room key"]),
     "matrix-e2ee-new-device-gets-keys": (6, ["'after'"], ["driver.phone", "lacks the room key"]),
     "matrix-e2ee-bot-device-deleted-relogin": (3, ["log in as a new device"], ["device.deleted"]),
-    "matrix-e2ee-artifact-redaction": (3, ["no decrypted text in the run's artifacts"], ["bot.log: holds"]),
+    "matrix-e2ee-artifact-redaction": (3, ["no decrypted text in the run's artifacts"], ["bot.log: holds {token}"]),
     "matrix-e2ee-crypto-store-corrupt": (6, [], ["file is not a database"]),
 }
 
@@ -69,20 +69,23 @@ CAUGHT = {
 async def test_each_scenario_catches_its_bug(run_qa) -> None:
     result = await run_qa(*CAUGHT, bot_overrides=MUTATIONS)
     assert result.code == 1
+    wrong = []
     for scenario, (step, expected, seen) in CAUGHT.items():
-        failure = result.scenario(scenario)["failure"]
-        assert failure and failure["step"] == step, (scenario, failure)
-        assert all(e in failure["expected"] for e in expected), (scenario, failure["expected"])
-        text = "\n".join(failure["seen"])
-        assert all(s in text for s in seen), (scenario, failure["seen"])
+        failure = result.scenario(scenario)["failure"] or {}
+        text = "\n".join(failure.get("seen", []))
+        if failure.get("step") != step or not all(e in failure.get("expected", "") for e in expected) \
+                or not all(s in text for s in seen):
+            wrong.append((scenario, failure))
+    assert not wrong, wrong
 
 
-async def test_a_bot_that_bypasses_encryption_or_answers_verification_notices_is_caught(run_qa) -> None:
-    result = await run_qa("matrix-e2ee-dm-reply", "matrix-e2ee-verification-notice-no-trigger",
-                          bot_overrides={"sendInTheClear": True, "answerVerificationNotices": True})
+async def test_a_bot_that_refuses_verification_or_bypasses_encryption_is_caught(run_qa) -> None:
+    result = await run_qa("matrix-e2ee-sas-verification", "matrix-e2ee-dm-reply",
+                          bot_overrides={"acceptVerification": False, "sendInTheClear": True})
     assert result.code == 1
+    sas = result.scenario("matrix-e2ee-sas-verification")["failure"]
+    assert sas["step"] == 2, sas
+    assert "stalled waiting for the bot's m.key.verification.accept" in sas["expected"]
+    assert "the bot cancelled: m.user" in sas["seen"][0] and "verification.refused" in "\n".join(sas["seen"])
     dm = result.scenario("matrix-e2ee-dm-reply")["failure"]
-    assert dm["step"] == 2 and "the reply was sent in the clear" in dm["seen"]
-    notice = result.scenario("matrix-e2ee-verification-notice-no-trigger")["failure"]
-    assert notice["step"] == 3, notice
-    assert any("decision=accepted" in line for line in notice["seen"]), notice["seen"]
+    assert dm["step"] == 2 and "the reply was sent in the clear" in dm["seen"], dm
