@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 from pathlib import Path
 
+import peewee
 from nio import AsyncClient, AsyncClientConfig, LoginError
 
 from qa.agent.config import AgentConfig
@@ -51,9 +53,7 @@ class CryptoIdentity:
         try:
             await self._login(client)
             return client
-        except InfraError:
-            raise
-        except Exception as exc:  # nio opens the store during login: sqlite/peewee errors for a damaged one
+        except (peewee.PeeweeException, sqlite3.Error) as exc:  # nio opens the store during login
             if not self._config.reset_corrupt_crypto_store or not self._config.encryption:
                 raise
             aside = self._set_aside()

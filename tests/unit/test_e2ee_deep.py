@@ -300,3 +300,55 @@ def test_the_leaky_mutation_logs_decrypted_bodies_and_only_those(caplog: Any) ->
         e2ee.inbound_view({"event_id": "$a", "content": {"body": "plain words"}})
         e2ee.inbound_view({"event_id": "$b", "decrypted": True, "content": {"body": "secret words"}})
     assert "secret words" in caplog.text and "plain words" not in caplog.text
+
+
+# --- the bot's identity on disk --------------------------------------------------------------------------------
+
+
+class FakeLoginClient:
+    def __init__(self, device_id: str | None, fail: Exception | None = None) -> None:
+        self.device_id = device_id
+        self.fail = fail
+        self.closed = False
+
+    async def login(self, password: str, device_name: str) -> Any:
+        if self.fail:
+            raise self.fail
+        self.device_id = self.device_id or "NEWDEVICE"
+        return SimpleNamespace()
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_a_damaged_store_is_set_aside_and_a_new_device_logs_in(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import peewee
+
+    from qa.agent.crypto_store import CryptoIdentity
+
+    trace = FakeTrace()
+    identity = CryptoIdentity(_config(stateDir=str(tmp_path), encryption=True), trace, "pw")  # type: ignore[arg-type]
+    assert identity.device_id() == "MATRIXQABOT"  # nothing saved yet: the configured device
+    identity.store.mkdir(parents=True)
+    (identity.store / "old.db").write_text("damaged")
+    (tmp_path / "nio-store.corrupt-1").mkdir()  # an earlier one is kept too
+    monkeypatch.setattr(identity, "new_client", lambda device_id: FakeLoginClient(device_id))
+    broken = FakeLoginClient("MATRIXQABOT", peewee.DatabaseError("file is not a database"))
+    fresh = await identity.login(broken)  # type: ignore[arg-type]
+    assert broken.closed and fresh.device_id == "NEWDEVICE" and identity.device_id() == "NEWDEVICE"
+    assert (tmp_path / "nio-store.corrupt-2" / "old.db").read_text() == "damaged"
+    assert [r["type"] for r in trace.records] == ["e2ee.store.corrupt", "e2ee.store.reset"]
+    assert trace.records[0]["error"] == "DatabaseError: file is not a database"
+    assert trace.records[0]["keptAt"] == "nio-store.corrupt-2"
+
+
+async def test_with_the_reset_off_a_damaged_store_is_fatal(tmp_path: Path) -> None:
+    import peewee
+
+    from qa.agent.crypto_store import CryptoIdentity
+
+    config = _config(stateDir=str(tmp_path), encryption=True, resetCorruptCryptoStore=False)
+    identity = CryptoIdentity(config, FakeTrace(), "pw")  # type: ignore[arg-type]
+    with pytest.raises(peewee.DatabaseError):
+        await identity.login(FakeLoginClient("D", peewee.DatabaseError("bad")))  # type: ignore[arg-type]
