@@ -114,7 +114,8 @@ async def login_device(ctx: ScenarioContext, step: Any) -> str:
     await device.login()
     await device.start_sync()
     await maintain_keys(device.client)
-    knows = await _bot_knows(ctx, device, _timeout(step))
+    encrypted = any(spec.encrypted for spec in ctx.scenario.rooms.values())
+    knows = await _bot_knows(ctx, device, _timeout(step)) if encrypted else ""
     return f"{device.name} logged in as device {device.client.device_id}{knows}"
 
 
@@ -388,7 +389,10 @@ async def expect_artifacts_clean(ctx: ScenarioContext, step: Any) -> str:
             path.unlink()
         preview.rmdir()
     if found:
-        raise StepFailed("no decrypted text in the run's artifacts", [f.replace(str(run_dir) + "/", "") for f in found])
+        about_to = str(preview) + "/"
+        raise StepFailed("no decrypted text in the run's artifacts", [
+            f"(about to be written) {f.replace(about_to, '')}" if f.startswith(about_to)
+            else f.replace(str(run_dir) + "/", "") for f in found])
     return f"{len(texts)} marker(s) in none of {len(files)} artifact file(s)"
 
 
