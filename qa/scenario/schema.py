@@ -8,7 +8,7 @@ Layout of a scenario file, in short:
 
     id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all"
     actors: [driver, …]                test users; "bot" is reserved for the bot under test
-    rooms: {main: {encrypted, members}} members default to every actor; the bot is always invited
+    rooms: {main: {encrypted, direct, members}} members default to every actor; the bot is always invited
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
