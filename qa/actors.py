@@ -19,6 +19,8 @@ from nio import (
     JoinError,
     LoginError,
     RoomCreateError,
+    RoomInviteResponse,
+    RoomLeaveResponse,
     RoomPreset,
     RoomSendError,
     RoomSendResponse,
@@ -38,7 +40,9 @@ def describe_event(event: dict[str, Any]) -> str:
     content = event.get("content") or {}
     rel = content.get("m.relates_to") or {}
     parts = [event.get("type", "?"), f"from={event.get('sender')}", f"id={event.get('event_id')}"]
-    if "body" in content:
+    if "body" in content and event.get("decrypted"):
+        parts.append(f"body=<{len(str(content['body']))} chars, decrypted>")  # what E2EE protected stays out
+    elif "body" in content:
         body = str(content["body"])
         parts.append(f"body={body[:80]!r}")
     if rel:
@@ -114,6 +118,7 @@ class Actor:
         self.name = name
         self.user_id = user_id
         self._password = password
+        self._encryption = encryption
         store_dir.mkdir(parents=True, exist_ok=True)
         # Encryption on means a real Olm/Megolm identity with its own crypto store for this test user.
         self.client = AsyncClient(
@@ -121,6 +126,10 @@ class Actor:
             config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45),
         )
         self.events: Stream[dict[str, Any]] = Stream(describe_event)
+        # To-device events as nio parsed them (key verification), for qa.e2ee's SAS flow to wait on.
+        self.to_device: Stream[Any] = Stream(lambda e: f"{type(e).__name__} from {getattr(e, 'sender', '?')}")
+        # One item per finished sync (keys maintained too): what device-list waits re-check on.
+        self.syncs: Stream[int] = Stream(lambda n: f"sync {n}")
         self._sync_task: asyncio.Task[None] | None = None
         self._first_sync = asyncio.Event()
 
@@ -149,13 +158,16 @@ class Actor:
             for room_id, room in resp.rooms.join.items():
                 for event in room.timeline.events:
                     await self.events.append({**event_view(event, room_id), "_seenMs": mono_ms()})
+            for to_device in resp.to_device_events:
+                await self.to_device.append(to_device)
             await maintain_keys(self.client)
             token = resp.next_batch
             self._first_sync.set()
+            await self.syncs.append(len(self.syncs.items) + 1)
 
-    async def create_room(self, name: str, invite: list[str], *, encrypted: bool = False) -> str:
+    async def create_room(self, name: str, invite: list[str], *, encrypted: bool = False, direct: bool = False) -> str:
         resp = await self.client.room_create(name=name, invite=invite, preset=RoomPreset.private_chat,
-                                             initial_state=[ENCRYPTION_STATE] if encrypted else [])
+                                             initial_state=[ENCRYPTION_STATE] if encrypted else [], is_direct=direct)
         if isinstance(resp, RoomCreateError):
             raise HomeserverError(f"{self.name} could not create room {name}: {resp.message}")
         return resp.room_id
@@ -164,6 +176,22 @@ class Actor:
         resp = await self.client.join(room_id)
         if isinstance(resp, JoinError):
             raise HomeserverError(f"{self.name} could not join {room_id}: {resp.message}")
+
+    async def leave(self, room_id: str) -> None:
+        resp = await self.client.room_leave(room_id)
+        if not isinstance(resp, RoomLeaveResponse):
+            raise HomeserverError(f"{self.name} could not leave {room_id}: {getattr(resp, 'message', resp)}")
+
+    async def invite(self, room_id: str, user_id: str) -> None:
+        resp = await self.client.room_invite(room_id, user_id)
+        if not isinstance(resp, RoomInviteResponse):
+            raise HomeserverError(f"{self.name} could not invite {user_id} to {room_id}: "
+                                  f"{getattr(resp, 'message', resp)}")
+
+    def second_device(self, device: str, store_dir: Path) -> Actor:
+        """Another device of this actor's user, with its own crypto store (login_device)."""
+        return Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password, store_dir,
+                     encryption=self._encryption)
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

@@ -418,6 +418,7 @@ class Run:
             provider_timeout_s=live.timeout_s if live is not None else None,
             provider_max_retries=live.max_retries if live is not None else None,
             interrupted=self.interrupted, stop_reason=lambda: self.stop_reason, infra_errors=self.infra_errors,
+            include_bodies=self.options.include_bodies,
         )
         scenarios_began = mono_ms()
         try:

@@ -111,6 +111,22 @@ class AgentConfig(_Model):
 
     def mutated(self, name: str) -> bool:
         return name in self.test_mutations
+    # --- E2EE beyond trust on first use (qa.agent.verification) ---
+    # Who gets the bot's room keys: every device of the room's members ("all", trust on first use) or only
+    # devices the bot has verified ("verified"; unverified ones are blacklisted and traced e2ee.withheld).
+    room_keys: Literal["all", "verified"] = Field("all", alias="roomKeys")
+    # Take part in SAS verification others start; off cancels every request (m.user) and traces it.
+    accept_verification: bool = Field(True, alias="acceptVerification")
+    # After the server deleted our device (M_UNKNOWN_TOKEN): log in again as a new device.
+    relogin_on_device_deleted: bool = Field(True, alias="reloginOnDeviceDeleted")
+    # A crypto store that cannot be opened is moved aside and the bot starts as a new device (fail closed:
+    # what was encrypted for the old device stays undecryptable). Off: the bot dies on it.
+    reset_corrupt_crypto_store: bool = Field(True, alias="resetCorruptCryptoStore")
+    # Test-only mutations: the bug classes the deeper E2EE scenarios must catch.
+    keep_megolm_session: bool = Field(False, alias="keepMegolmSession")  # never a new session: leave/join/devices
+    answer_verification_notices: bool = Field(False, alias="answerVerificationNotices")
+    log_decrypted_bodies: bool = Field(False, alias="logDecryptedBodies")
+    send_in_the_clear: bool = Field(False, alias="sendInTheClear")
 
     def room_policy(self, room_id: str) -> RoomPolicy | None:
         room = self.rooms.get(room_id)

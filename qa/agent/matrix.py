@@ -10,20 +10,20 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, MegolmEvent, RoomSendError, SyncError
+from nio import JoinError, MegolmEvent, RoomSendError, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
+from qa.agent.crypto_store import CryptoIdentity
 from qa.agent.policy import DUPLICATE, HISTORY, UNDECRYPTABLE, decide, decide_reaction, parse_inbound
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
+from qa.agent.verification import VERIFICATION, BotE2EE, send_in_the_clear
 from qa.clock import mono_ms
 from qa.e2ee import event_view, maintain_keys
-from qa.errors import InfraError
 
 log = logging.getLogger("qa.agent.matrix")
 
@@ -53,18 +53,10 @@ class MatrixBot:
         self._password = password
         state = Path(config.state_dir)
         self._token_path = state / "sync-token.json"
-        # The crypto store and a stable device id are what let an encrypted bot decrypt after a restart; the
-        # forget-state mutation loses the store like a bot on an ephemeral disk would.
-        store = state / (f"volatile-{os.getpid()}/nio-store" if config.forget_state_on_start else "nio-store")
-        store.mkdir(parents=True, exist_ok=True)
-        self.client = AsyncClient(
-            config.homeserver,
-            config.user_id,
-            device_id=config.device_id,
-            store_path=str(store),
-            config=AsyncClientConfig(encryption_enabled=config.encryption,
-                                     request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
-        )
+        # The crypto store and a stable device id are what let an encrypted bot decrypt after a restart.
+        self.identity = CryptoIdentity(config, trace, password)
+        self.client = self.identity.new_client(self.identity.device_id())
+        self.e2ee = BotE2EE(config, trace)
         # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
         self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
         self.sessions: SessionManager | None = None
@@ -73,9 +65,8 @@ class MatrixBot:
         self._ready = False
 
     async def login(self) -> None:
-        resp = await self.client.login(self._password, device_name="matrix-qa bot")
-        if isinstance(resp, LoginError):
-            raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
+        self.client = await self.identity.login(self.client)
+        self.e2ee.install(self.client)
 
     def _load_token(self) -> str | None:
         if self._config.forget_state_on_start or not self._token_path.exists():
@@ -111,7 +102,12 @@ class MatrixBot:
         self, room_id: str, event_type: str, content: dict[str, Any], thread_root: str | None
     ) -> str | None:
         # Trust on first use: room keys go to every device of the room's members (see qa.e2ee and the README).
-        resp = await self.client.room_send(room_id, event_type, content, ignore_unverified_devices=True)
+        if self._config.send_in_the_clear:
+            resp = await send_in_the_clear(self.client, room_id, event_type, content)
+        else:
+            # roomKeys: verified withholds keys from unverified devices (qa.agent.verification).
+            resp = await self.client.room_send(room_id, event_type, content,
+                                               ignore_unverified_devices=self.e2ee.before_send(self.client, room_id))
         if isinstance(resp, RoomSendError):
             self._trace.emit("error", where=f"send {event_type}", roomId=room_id, error=resp.message)
             return None
@@ -137,6 +133,9 @@ class MatrixBot:
                                               sync_filter=SYNC_FILTER)
             except (TimeoutError, OSError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
+            if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
+                first = True  # a new client knows no room yet: full state again (the position is kept)
+                continue
             if isinstance(resp, SyncError):
                 delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
                 failures += 1
@@ -153,7 +152,9 @@ class MatrixBot:
                         self._undecryptable(event, room_id, history=history_first and first)
                         continue
                     await self._handle(room_id, event_view(event, room_id), history=history_first and first)
+            await self.e2ee.on_to_device(self.client, resp.to_device_events)
             await maintain_keys(self.client)
+            self.e2ee.after_keys(self.client)
             await self._retry_decryption()
             # Only once the batch's messages are in their transcripts may the position move past them: a crash
             # before this point redelivers them, and the transcripts' event ids stop a second answer.
@@ -164,6 +165,14 @@ class MatrixBot:
                 self._save_token(token)
             first = False
             self._maybe_ready()
+
+    async def _relogin_if_deleted(self, resp: SyncError) -> bool:
+        if resp.status_code != "M_UNKNOWN_TOKEN" or not self._config.relogin_on_device_deleted:
+            return False
+        self._trace.emit("device.deleted", deviceId=self.client.device_id, error=resp.message)
+        self.client = await self.identity.relogin(self.client)
+        self.e2ee.install(self.client)
+        return True
 
     def _sync_timeout_ms(self) -> int:
         """Long-poll as usual, but wake in time to give up on an event whose room key never came."""
@@ -213,7 +222,8 @@ class MatrixBot:
         joined = set(self.client.rooms)
         if all(room_id in joined for room_id in self._config.rooms):
             self._ready = True
-            self._trace.emit("ready", userId=self._config.user_id, rooms=sorted(self._config.rooms))
+            self._trace.emit("ready", userId=self._config.user_id, rooms=sorted(self._config.rooms),
+                             deviceId=self.client.device_id)
 
     async def _handle(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
         etype = source.get("type")
@@ -223,6 +233,7 @@ class MatrixBot:
         if etype != "m.room.message":
             return
         assert self.sessions is not None
+        source = self.e2ee.inbound_view(source)
         event = {**source, "room_id": room_id}
         inbound = parse_inbound(event, self._config.user_id)
         if inbound.media is not None and self._config.mutated("attachment-bypasses-mention"):
@@ -230,7 +241,9 @@ class MatrixBot:
         if inbound.sender == self._config.user_id:
             return  # our own echo: not worth a trace line
         session = self.sessions.session_for(room_id, inbound.thread_root).key
-        if history:
+        if self.e2ee.is_verification_notice(source):
+            decision_label, reason = "dropped", VERIFICATION
+        elif history:
             decision_label, reason = "dropped", HISTORY
         elif self.sessions.already_seen(inbound):
             decision_label, reason = "dropped", DUPLICATE

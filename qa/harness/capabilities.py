@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming"]
+                     "streaming", "verification"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -25,6 +25,8 @@ MEANING: dict[str, str] = {
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
     "media": "takes attachments (m.image/m.audio/m.video/m.file), images to the model, and a mediaMaxBytes limit",
     "streaming": "streams answers as an edited draft (bot.streaming partial|quiet, toolProgress) from the launch",
+    "verification": "takes part in to-device SAS verification, traces its SAS and outcome, and can share room "
+                    "keys with verified devices only (bot.roomKeys)",
 }
 
 _DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
@@ -60,6 +62,8 @@ def needs(scenario: Any) -> list[Need]:
     limit = type(bot).model_fields.get("media_max_bytes")
     if limit is not None and bot.media_max_bytes != limit.default:
         need("media", "bot.mediaMaxBytes")
+    if bot.room_keys != "all":
+        need("verification", "bot.roomKeys")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
@@ -68,6 +72,9 @@ def needs(scenario: Any) -> list[Need]:
         elif kind in ("approve", "expect_approval"):
             need("approvals", where)
             need("trace", where)
+        elif kind in _E2EE_STEPS:
+            for capability in _E2EE_STEPS[kind]:
+                need(capability, where)
         elif kind == "expect_trace":
             need("trace", where)
             if str(step.type).startswith("lock."):
@@ -86,6 +93,14 @@ def needs(scenario: Any) -> list[Need]:
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):
             need("threads", where)
     return [Need(c, found[c]) for c in MEANING if c in found]
+
+
+# What the E2EE steps need: verification evidence and the bot's device ids come from its trace.
+_E2EE_STEPS: dict[str, tuple[str, ...]] = {
+    "verify": ("e2ee", "verification", "trace"), "expect_verified": ("e2ee", "verification", "trace"),
+    "login_device": ("e2ee",), "expect_encrypted": ("e2ee",), "send_verification_request": ("e2ee",),
+    "delete_bot_device": ("e2ee", "trace"), "expect_bot_device": ("e2ee", "trace"),
+}
 
 
 def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = ()) -> list[Need]:

@@ -63,6 +63,9 @@ class ScenarioContext:
     # Checks that must still hold when the scenario ends (a reply edited later, an unwanted reply that came
     # late): each returns a problem, or None.
     final_checks: list[Any] = field(default_factory=list)
+    # The scenario's private state dir (crypto stores, the bot's password file) and --include-bodies (E2EE steps).
+    state_dir: Path | None = None
+    include_bodies: bool = False
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

@@ -73,6 +73,8 @@ class RunResources:
     interrupted: list[ScenarioResult] = field(default_factory=list)
     stop_reason: Any = None
     infra_errors: list[str] = field(default_factory=list)
+    # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
+    include_bodies: bool = False
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -90,6 +92,7 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str]) -> dict[str, Any]:
         "allowlist": [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None,
         "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
         "streaming": bot.streaming, "toolProgress": bot.tool_progress, "mediaMaxBytes": bot.media_max_bytes,
+        "roomKeys": bot.room_keys,
     }
 
 
@@ -209,7 +212,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 await actor.close()
-        _collect_artifacts(state_dir, scenario_dir, result, res.secrets)
+        _collect_artifacts(state_dir, scenario_dir, result, res.secrets,
+                           strip_bodies=uses_encryption(scenario) and not res.include_bodies)
         broken = invalid_transcript_lines(state_dir / "bot" / "sessions")
         if broken and result.status == "pass":
             # Whatever happened (crashes included), every transcript line must still parse.
@@ -253,7 +257,7 @@ async def _provision(
         members = spec.members if spec.members is not None else list(scenario.actors)
         invite = [bot_user_id] + [actors[m].user_id for m in members if actors[m] is not creator]
         room_id = await creator.create_room(f"{scenario.id} {room_name} {res.run_id}", invite,
-                                            encrypted=spec.encrypted)
+                                            encrypted=spec.encrypted, direct=spec.direct)
         rooms[room_name] = room_id
         await asyncio.gather(*(actors[m].join(room_id) for m in members if actors[m] is not creator))
     password_file = state_dir / "bot-password"
@@ -289,6 +293,7 @@ async def _provision(
     return ScenarioContext(
         scenario=scenario, homeserver=hs, provider=res.provider, actors=actors, bot=bot, bot_user_id=bot_user_id,
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
+        state_dir=state_dir, include_bodies=res.include_bodies,
     )
 
 
@@ -387,6 +392,22 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
                 check.step = index
 
 
+def strip_transcript_bodies(text: str) -> str:
+    """Pure: each transcript line with its `content` replaced by its length (lines that do not parse, too)."""
+    out = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            out.append(json.dumps({"unparsed": True, "length": len(line)}))
+            continue
+        if isinstance(record, dict) and "content" in record:
+            record["content"] = {"length": len(json.dumps(record["content"], ensure_ascii=False))}
+        out.append(json.dumps(record, ensure_ascii=False) if isinstance(record, dict)
+                   else json.dumps({"length": len(line)}))
+    return "\n".join(out) + ("\n" if out else "")
+
+
 def invalid_transcript_lines(sessions_dir: Path) -> list[str]:
     problems = []
     for path in sorted(sessions_dir.glob("*.jsonl")):
@@ -418,9 +439,11 @@ def _recent_evidence(bot: BotUnderTest | None) -> list[str]:
     return bot.log_tail(10)
 
 
-def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResult, secrets: list[str]) -> None:
+def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResult, secrets: list[str],
+                       strip_bodies: bool = False) -> None:
     """Transcripts, by the convention $MATRIX_QA_STATE_DIR/sessions/*.jsonl, copied redacted: a model that
-    echoes a key back puts it in the transcript."""
+    echoes a key back puts it in the transcript. In an encrypted scenario they hold what E2EE protected, so
+    their contents are cut to lengths unless the run has --include-bodies."""
     sessions = state_dir / "bot" / "sessions"
     transcripts = sorted(sessions.glob("*.jsonl")) if sessions.is_dir() else []
     if transcripts:
@@ -428,6 +451,8 @@ def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResu
         target.mkdir(parents=True, exist_ok=True)
         for path in transcripts:
             text = path.read_text(encoding="utf-8", errors="replace")
+            if strip_bodies:
+                text = strip_transcript_bodies(text)
             (target / path.name).write_text(redact(text, secrets), encoding="utf-8")
         result.artifacts["transcripts"] = str(target.relative_to(scenario_dir.parent.parent))
     for name in ("bot-trace.jsonl", "bot.log"):

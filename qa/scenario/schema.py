@@ -8,7 +8,7 @@ Layout of a scenario file, in short:
 
     id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all"
     actors: [driver, …]                test users; "bot" is reserved for the bot under test
-    rooms: {main: {encrypted, members}} members default to every actor; the bot is always invited
+    rooms: {main: {encrypted, direct, members}} members default to every actor; the bot is always invited
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
@@ -146,6 +146,8 @@ class _Model(BaseModel):
 
 class RoomSpec(_Model):
     encrypted: bool = False
+    # A direct chat: created with is_direct (and m.direct) by its first member, as clients open a DM.
+    direct: bool = False
     # None means "every actor"; the scenario check fills it in, so after loading it is always a list.
     members: list[ActorName] | None = None
 
@@ -195,6 +197,8 @@ class BotConfig(_Model):
     streaming: Annotated[Literal["off", "partial", "quiet"], BeforeValidator(_on_off)] = "off"
     tool_progress: Annotated[Literal["on", "off"], BeforeValidator(_on_off)] = Field(default="on", alias="toolProgress")
     media_max_bytes: int = Field(default=DEFAULT_MEDIA_MAX_BYTES, alias="mediaMaxBytes", gt=0)
+    # Who gets the bot's room keys: every device (trust on first use) or verified devices only.
+    room_keys: Literal["all", "verified"] = Field(default="all", alias="roomKeys")
 
 
 def _relative_path(value: str) -> str:
@@ -236,7 +240,7 @@ class Ref(NamedTuple):
 
 
 class ActorUse(NamedTuple):
-    loc: tuple[str, ...]
+    loc: tuple[str | int, ...]
     name: str
     bot_allowed: bool
     must_be_member: bool  # the actor acts in (or watches) the step's room, so must have joined it
@@ -638,6 +642,171 @@ class ExpectApproval(StepBase):
         return [Ref(("to",), self.to, frozenset({SENT}), True)]
 
 
+# --- E2EE steps: devices, verification, membership, Megolm sessions, artifacts -----------------------------
+
+DeviceName = Annotated[
+    str, _name("device name", r"[a-z][a-z0-9_]*", "lowercase letters, digits and '_', starting with a letter")
+]
+# An actor's device: `driver` (the one it started with) or `driver.phone` (one `login_device` added).
+DeviceRef = Annotated[
+    str, _name("device", r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)?", "an actor (driver) or actor.device (driver.phone)")
+]
+
+
+def _device_uses(loc: tuple[str, ...], refs: list[str]) -> list[ActorUse]:
+    return [ActorUse((*loc, i), r.split(".")[0], False, False) for i, r in enumerate(refs)]
+
+
+class LoginDevice(StepBase):
+    """The actor logs in a further device (its own crypto store); later steps name it `actor.device`. The
+    step waits until the bot's trace shows the bot knows the new device, so key sharing is not a race."""
+
+    kind: ClassVar[str] = "login_device"
+
+    actor: ActorName = Field(alias="as")
+    device: DeviceName
+    timeout: Duration | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, False)]
+
+
+class Verify(StepBase):
+    """The actor's device and the bot's device verify each other interactively (to-device SAS: start,
+    accept, keys, the short authentication string compared with the one the bot traces, MACs)."""
+
+    kind: ClassVar[str] = "verify"
+
+    actor: ActorName = Field(alias="as")
+    device: DeviceName | None = None  # None: the device the actor started with
+    method: Literal["sas"]
+    timeout: Duration | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, False)]
+
+
+class ExpectVerified(StepBase):
+    """Whether the actor's device and the bot's current device have verified each other: on the actor's side
+    its device store, on the bot's side its trace (verification.done); `by` narrows it to one side."""
+
+    kind: ClassVar[str] = "expect_verified"
+
+    actor: ActorName = Field(alias="as")
+    device: DeviceName | None = None
+    verified: bool = True
+    by: Literal["both", "actor", "bot"] = "both"
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, False)]
+
+
+class Leave(StepBase):
+    kind: ClassVar[str] = "leave"
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, False)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class Join(Leave):
+    """The actor joins the room (invited first by the room's creator: scenario rooms are invite-only). The
+    step waits until the bot's trace shows it knows the newcomer's devices."""
+
+    kind: ClassVar[str] = "join"
+
+
+class DeleteBotDevice(StepBase):
+    """The bot's current device is deleted on the server (as from another session of the bot's account); the
+    bot must notice, log in as a new device, and every test user must then know that device."""
+
+    kind: ClassVar[str] = "delete_bot_device"
+
+    timeout: Duration | None = None
+
+
+class ExpectBotDevice(StepBase):
+    """Every test user knows the device the bot's trace last named (`new`: one other than it started with)."""
+
+    kind: ClassVar[str] = "expect_bot_device"
+
+    new: bool = False
+    timeout: Duration | None = None
+
+
+class ExpectEncrypted(StepBase):
+    """Which Megolm session message `event` used and who holds its room key, read from the crypto stores:
+    `session: new|same` compares with message `than`; `readable_by` devices decrypt it, `unreadable_by`
+    devices provably hold no key for it (a to-device barrier, not a wait)."""
+
+    kind: ClassVar[str] = "expect_encrypted"
+
+    event: StepId
+    session: Literal["new", "same"] | None = None
+    than: StepId | None = None
+    readable_by: list[DeviceRef] = Field(default_factory=list)
+    unreadable_by: list[DeviceRef] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ExpectEncrypted:
+        if (self.session is None) != (self.than is None):
+            raise _error("conflict", "session: new|same and than: <step id> go together")
+        if self.session is None and not self.readable_by and not self.unreadable_by:
+            raise _error("evidence", "expect_encrypted needs session/than, readable_by and/or unreadable_by")
+        both = sorted(set(self.readable_by) & set(self.unreadable_by))
+        if both:
+            raise _error("conflict", f"{', '.join(both)} cannot be in both readable_by and unreadable_by")
+        return self
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("event",), self.event, MESSAGES, False), *_opt_ref("than", self.than, MESSAGES, False)]
+
+    def room_anchor(self) -> str | None:
+        return self.event
+
+    def actor_uses(self) -> list[ActorUse]:
+        return _device_uses(("readable_by",), self.readable_by) + _device_uses(("unreadable_by",), self.unreadable_by)
+
+
+class SendVerificationRequest(StepBase):
+    """An in-room verification request (msgtype m.key.verification.request, as Element sends in a DM) to the
+    bot: a notice about verification, never a question to answer."""
+
+    kind: ClassVar[str] = "send_verification_request"
+    defines_kind: ClassVar[str | None] = SENT
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+    id: StepId | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class ExpectArtifactsClean(StepBase):
+    """None of these texts (markers expanded: decrypted bodies) is in the run's artifacts so far, nor in what
+    this scenario is about to write (transcripts, observed events) — unless the run has --include-bodies."""
+
+    kind: ClassVar[str] = "expect_artifacts_clean"
+
+    markers: list[MarkedText] = Field(min_length=1)
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -678,6 +847,17 @@ Step = Annotated[
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
         Annotated[SendMedia, _unwrap("send_media"), Tag("send_media")],
         Annotated[ExpectEdits, _unwrap("expect_edits"), Tag("expect_edits")],
+        # E2EE (issue 15)
+        Annotated[LoginDevice, _unwrap("login_device"), Tag("login_device")],
+        Annotated[Verify, _unwrap("verify"), Tag("verify")],
+        Annotated[ExpectVerified, _unwrap("expect_verified"), Tag("expect_verified")],
+        Annotated[Leave, _unwrap("leave"), Tag("leave")],
+        Annotated[Join, _unwrap("join"), Tag("join")],
+        Annotated[DeleteBotDevice, _unwrap("delete_bot_device"), Tag("delete_bot_device")],
+        Annotated[ExpectBotDevice, _unwrap("expect_bot_device"), Tag("expect_bot_device")],
+        Annotated[ExpectEncrypted, _unwrap("expect_encrypted"), Tag("expect_encrypted")],
+        Annotated[SendVerificationRequest, _unwrap("send_verification_request"), Tag("send_verification_request")],
+        Annotated[ExpectArtifactsClean, _unwrap("expect_artifacts_clean"), Tag("expect_artifacts_clean")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -703,6 +883,17 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         MutateBotState,
         SendMedia,
         ExpectEdits,
+        # E2EE (issue 15)
+        LoginDevice,
+        Verify,
+        ExpectVerified,
+        Leave,
+        Join,
+        DeleteBotDevice,
+        ExpectBotDevice,
+        ExpectEncrypted,
+        SendVerificationRequest,
+        ExpectArtifactsClean,
     )
 }
 
@@ -820,8 +1011,10 @@ class Scenario(_Model):
         # id -> (kind, room) for ids defined so far; room is None when it could not be worked out.
         defined: dict[str, tuple[str, str | None]] = {}
         bot_down = False  # between a stop_bot and the next start_bot
+        devices: set[str] = set()  # actor.device names login_device steps so far have added
         for i, step in enumerate(self.steps):
             base: tuple[str | int, ...] = ("steps", i, step.kind)
+            yield from _device_problems(step, base, devices)
             if step.kind == "mutate_bot_state" and not bot_down:
                 # A running bot may rewrite its own state at any moment, so a change made under it proves nothing.
                 yield (*base, "mutation"), "the bot must be stopped first: put a stop_bot step before it", \
@@ -887,6 +1080,27 @@ class Scenario(_Model):
                     yield (*base, "id"), f"duplicate step id {sid!r} (first defined by steps[{first}])", sid
                 else:
                     defined[sid] = (step.defines_kind or "", room)
+
+
+def _device_problems(step: StepBase, base: tuple[str | int, ...], devices: set[str]) -> Iterator[
+        tuple[tuple[str | int, ...], str, Any]]:
+    """A device named as `actor.device` (or `device:` beside `as:`) must come from an earlier login_device."""
+    if isinstance(step, LoginDevice):
+        name = f"{step.actor}.{step.device}"
+        if name in devices:
+            yield (*base, "device"), f"{name} is logged in already by an earlier login_device", step.device
+        devices.add(name)
+        return
+    named: list[tuple[tuple[str | int, ...], str]] = []
+    if isinstance(step, Verify | ExpectVerified) and step.device is not None:
+        named.append(((*base, "device"), f"{step.actor}.{step.device}"))
+    if isinstance(step, ExpectEncrypted):
+        named += [((*base, field, j), ref) for field in ("readable_by", "unreadable_by")
+                  for j, ref in enumerate(getattr(step, field)) if "." in ref]
+    for loc, name in named:
+        if name not in devices:
+            known = ", ".join(sorted(devices)) or "none"
+            yield loc, f"unknown device {name!r}: add a login_device step before (devices so far: {known})", name
 
 
 # --- schema introspection for error messages ---------------------------------------------------------------

@@ -15,6 +15,7 @@ from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_jou
 from qa.harness.bot_process import describe_record
 from qa.report.summary import NegativeCheck
 from qa.scenario.context import Ref, ScenarioContext, StepFailed
+from qa.scenario.e2ee_steps import E2EE_STEPS
 from qa.scenario.markers import expand
 from qa.waiting import WaitTimeout
 
@@ -786,5 +787,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "expect_approval": expect_approval,
     "send_media": send_media,
     "expect_edits": expect_edits,
+    # E2EE (issue 15)
+    **E2EE_STEPS,
 }
 

@@ -1,0 +1,90 @@
+"""The bot's Matrix identity on disk: which device it is and where that device's crypto store lives, and what
+it does when either is lost — a store that cannot be opened, a device the server deleted.
+
+Both end the same way: the old device's private keys are of no use any more, so the bot logs in as a new
+device with an empty store, says so in the trace, and carries on. What was encrypted for the old device stays
+undecryptable (fail closed); nothing is decrypted with keys the bot should not have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import peewee
+from nio import AsyncClient, AsyncClientConfig, LoginError
+
+from qa.agent.config import AgentConfig
+from qa.agent.trace import Trace
+from qa.errors import InfraError
+
+REQUEST_TIMEOUT_S = 45.0
+
+
+class CryptoIdentity:
+    def __init__(self, config: AgentConfig, trace: Trace, password: str) -> None:
+        self._config = config
+        self._trace = trace
+        self._password = password
+        state = Path(config.state_dir)
+        # forgetStateOnStart loses the store like a bot on an ephemeral disk would.
+        self.store = state / (f"volatile-{os.getpid()}/nio-store" if config.forget_state_on_start else "nio-store")
+        self._device_file = self.store.parent / "device.json"
+
+    def device_id(self) -> str | None:
+        """The device this bot is: the one it last logged in as, else the configured one."""
+        try:
+            return str(json.loads(self._device_file.read_text())["deviceId"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return self._config.device_id
+
+    def new_client(self, device_id: str | None) -> AsyncClient:
+        self.store.mkdir(parents=True, exist_ok=True)
+        return AsyncClient(self._config.homeserver, self._config.user_id, device_id=device_id,
+                           store_path=str(self.store),
+                           config=AsyncClientConfig(encryption_enabled=self._config.encryption,
+                                                    request_timeout=REQUEST_TIMEOUT_S))
+
+    async def login(self, client: AsyncClient) -> AsyncClient:
+        """Log `client` in; a crypto store that cannot be opened is set aside and a new device logs in."""
+        try:
+            await self._login(client)
+            return client
+        except (peewee.PeeweeException, sqlite3.Error) as exc:  # nio opens the store during login
+            if not self._config.reset_corrupt_crypto_store or not self._config.encryption:
+                raise
+            aside = self._set_aside()
+            self._trace.emit("e2ee.store.corrupt", deviceId=client.device_id, error=f"{type(exc).__name__}: {exc}",
+                             keptAt=aside.name)
+            await client.close()
+        fresh = self.new_client(None)
+        await self._login(fresh)
+        self._trace.emit("e2ee.store.reset", deviceId=fresh.device_id)
+        return fresh
+
+    async def relogin(self, old: AsyncClient) -> AsyncClient:
+        """Our device is gone from the server: a new device, a new store file (nio keys it by device id)."""
+        fresh = self.new_client(None)
+        await self._login(fresh)
+        self._trace.emit("device.relogin", oldDeviceId=old.device_id, deviceId=fresh.device_id)
+        await old.close()
+        return fresh
+
+    async def _login(self, client: AsyncClient) -> None:
+        resp = await client.login(self._password, device_name="matrix-qa bot")
+        if isinstance(resp, LoginError):
+            raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
+        tmp = self._device_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"deviceId": client.device_id}))
+        tmp.replace(self._device_file)
+
+    def _set_aside(self) -> Path:
+        # Kept, not deleted: whoever debugs the damage wants to see it.
+        n = 1
+        while (aside := self.store.with_name(f"{self.store.name}.corrupt-{n}")).exists():
+            n += 1
+        shutil.move(str(self.store), aside)
+        return aside
