@@ -74,6 +74,7 @@ class SessionManager:
         send_reply: SendReply,
         approvals: ApprovalFlow | None = None,
         allowed_for: AllowedFor | None = None,
+        cross_room_memory: bool = False,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ class SessionManager:
         self._send_reply = send_reply
         self._approvals = approvals
         self._allowed_for = allowed_for
+        self._cross_room_memory = cross_room_memory  # a test-only mutation (config crossRoomMemory)
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
@@ -271,7 +273,8 @@ class SessionManager:
     async def _call_model(
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None
     ) -> ModelReply:
-        messages = build_messages(self._system_prompt, session.transcript.read())
+        messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound)
+                                  + session.transcript.read())
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
@@ -285,6 +288,14 @@ class SessionManager:
         self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True,
                          toolCalls=len(reply.tool_calls))
         return reply
+
+    def _leaked_memory(self, session: Session, inbound: Inbound) -> list[dict[str, Any]]:
+        """The bug `crossRoomMemory` stands for: what the sender said in other sessions (a DM, another room)
+        rides along, so one conversation leaks into the other. Empty unless the mutation is on."""
+        if not self._cross_room_memory:
+            return []
+        return [r for other in self._sessions.values() if other is not session
+                for r in other.transcript.read() if r.get("kind") == "user" and r.get("sender") == inbound.sender]
 
     async def _run_tool(self, session: Session, attempt: str, call: ToolCall) -> str:
         if call.name != "exec" or self._approvals is None:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock"]
+Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "membership",
+                     "hot-reload"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -22,9 +23,14 @@ MEANING: dict[str, str] = {
     "reactions": "records reactions to its messages (trace `reaction` records)",
     "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+    "membership": "joins rooms it is invited to at run time (bot.autoJoin: always|allowlist|off, "
+                  "autoJoinAllowlist) and stops serving a room it was kicked from",
+    "hot-reload": "rereads its rendered config on SIGHUP and traces `config.reload` {generation, ok} "
+                  "(template variable config_generation)",
 }
 
-_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
+_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None,
+                   "dm_require_mention": False}
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,11 @@ def needs(scenario: Any) -> list[Need]:
             need("policy", f"bot.{_camel(key)}")
     if bot.session_write_lock is not None:
         need("lock", "bot.sessionWriteLock")
+    if bot.auto_join != "off" or bot.auto_join_allowlist:
+        need("membership", "bot.autoJoin")
+    for name, spec in scenario.rooms.items():
+        if getattr(spec, "bot", None) is not None:
+            need("policy", f"rooms.{name}.bot")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
@@ -58,6 +69,11 @@ def needs(scenario: Any) -> list[Need]:
         elif kind in ("approve", "expect_approval"):
             need("approvals", where)
             need("trace", where)
+        elif kind in ("invite", "kick") and step.who == "bot":
+            need("membership", where)
+        elif kind == "set_bot_config":
+            need("hot-reload", where)
+            need("policy", where)
         elif kind == "expect_trace":
             need("trace", where)
             if str(step.type).startswith("lock."):

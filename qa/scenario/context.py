@@ -63,6 +63,9 @@ class ScenarioContext:
     # Checks that must still hold when the scenario ends (a reply edited later, an unwanted reply that came
     # late): each returns a problem, or None.
     final_checks: list[Any] = field(default_factory=list)
+    # set_bot_config: the changes so far -> the bot's config text rendered again (None: the bot has no config).
+    rerender: Any = None
+    config_changes: list[Any] = field(default_factory=list)
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

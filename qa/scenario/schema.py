@@ -50,7 +50,7 @@ from qa.scenario import markers
 BOT = "bot"
 IMPLICIT_PROFILE = "all"
 # Informational: profiles are free-form names so a new one needs no code change; these are the ones in use.
-KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow")
+KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -144,10 +144,30 @@ class _Model(BaseModel):
 # --- scenario-level settings -------------------------------------------------------------------------------
 
 
+class RoomOverride(_Model):
+    """Per-room bot settings that beat the account's (`rooms: {side: {bot: {...}}}`) or, in `set_bot_config`,
+    replace them. Unset fields keep the account's value."""
+
+    require_mention: bool | None = Field(default=None, alias="requireMention")
+    allow_bots: Annotated[Literal["off", "mentions", "all"] | None, BeforeValidator(lambda v: _allow_bots(v))] = \
+        Field(default=None, alias="allowBots")
+    allowlist: list[ActorName] | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """Only what was written, camelCase, so `allowlist: null` (everyone) differs from leaving it out."""
+        fields = type(self).model_fields
+        return {(f.alias or n): getattr(self, n) for n, f in fields.items() if n in self.model_fields_set}
+
+
 class RoomSpec(_Model):
     encrypted: bool = False
     # None means "every actor"; the scenario check fills it in, so after loading it is always a list.
     members: list[ActorName] | None = None
+    # A direct chat: created with is_direct and listed in the creator's m.direct account data, as clients do.
+    direct: bool = False
+    # false: the bot is not invited when the scenario starts (an `invite` step does it later), nor told of it.
+    invite_bot: bool = True
+    bot: RoomOverride | None = None
 
 
 def _allow_bots(value: object) -> object:
@@ -183,6 +203,12 @@ class BotConfig(_Model):
     session_write_lock: SessionWriteLock | None = Field(default=None, alias="sessionWriteLock")
     text_chunk_limit: int = Field(default=4000, alias="textChunkLimit", gt=0)
     encryption: bool = False
+    # Invites to rooms the bot was not configured for: always join, join when the inviter is on
+    # autoJoinAllowlist, or decline. The rooms it is configured for are always joined.
+    auto_join: Literal["always", "allowlist", "off"] = Field(default="off", alias="autoJoin")
+    auto_join_allowlist: list[ActorName] = Field(default_factory=list, alias="autoJoinAllowlist")
+    # Direct chats need no mention unless this says they do.
+    dm_require_mention: bool = Field(default=False, alias="dmRequireMention")
 
 
 def _relative_path(value: str) -> str:
@@ -548,6 +574,93 @@ class ExpectApproval(StepBase):
         return [Ref(("to",), self.to, frozenset({SENT}), True)]
 
 
+# --- membership and config changes (issue 13) ---------------------------------------------------------------
+
+
+class Invite(StepBase):
+    """Actor `as` invites `who` (the bot unless said otherwise) to a room it is not in."""
+
+    kind: ClassVar[str] = "invite"
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+    who: ActorName = BOT
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True), ActorUse(("who",), self.who, True, False)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class Kick(Invite):
+    """Actor `as` (the room's creator has the power) removes `who` from a room."""
+
+    kind: ClassVar[str] = "kick"
+
+    reason: str | None = Field(default=None, min_length=1)
+
+
+class Leave(StepBase):
+    """A test actor leaves a room."""
+
+    kind: ClassVar[str] = "leave"
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class ExpectMembership(StepBase):
+    """The room's timeline shows `who` (the bot by default) reaching `membership`: the bot joined an invite,
+    or declined it (leave), seen by the room's first member."""
+
+    kind: ClassVar[str] = "expect_membership"
+
+    room: RoomName = "main"
+    who: ActorName = BOT
+    membership: Literal["join", "leave", "invite"]
+    timeout: Duration | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("who",), self.who, True, False)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class SetBotConfig(StepBase):
+    """Change the running bot's settings: the harness renders its config again with these changes and a new
+    generation, writes it over the old one and sends SIGHUP; the step passes when the bot traces
+    `config.reload` with that generation (capability `hot-reload`)."""
+
+    kind: ClassVar[str] = "set_bot_config"
+
+    bot: RoomOverride = Field(default_factory=RoomOverride)  # account-level changes
+    rooms: dict[RoomName, RoomOverride] = Field(default_factory=dict)  # per-room changes
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> SetBotConfig:
+        if not self.bot.model_fields_set and not any(r.model_fields_set for r in self.rooms.values()):
+            raise _error("evidence", "set_bot_config changes nothing: give `bot: {...}` and/or `rooms: {...}`")
+        return self
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -586,6 +699,11 @@ Step = Annotated[
         Annotated[MutateBotState, _unwrap("mutate_bot_state"), Tag("mutate_bot_state")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
+        Annotated[Invite, _unwrap("invite"), Tag("invite")],
+        Annotated[Kick, _unwrap("kick"), Tag("kick")],
+        Annotated[Leave, _unwrap("leave"), Tag("leave")],
+        Annotated[ExpectMembership, _unwrap("expect_membership"), Tag("expect_membership")],
+        Annotated[SetBotConfig, _unwrap("set_bot_config"), Tag("set_bot_config")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -609,6 +727,11 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         StartBot,
         ExpectReplyCount,
         MutateBotState,
+        Invite,
+        Kick,
+        Leave,
+        ExpectMembership,
+        SetBotConfig,
     )
 }
 
@@ -707,10 +830,18 @@ class Scenario(_Model):
                 elif member not in actors:
                     yield ("rooms", room, "members", j), unknown_actor(member), member
 
-        for field, names in (("knownBots", self.bot.known_bots), ("allowlist", self.bot.allowlist or [])):
+        for field, names in (("knownBots", self.bot.known_bots), ("allowlist", self.bot.allowlist or []),
+                             ("autoJoinAllowlist", self.bot.auto_join_allowlist)):
             for j, name in enumerate(names):
                 if name not in actors:
                     yield ("bot", field, j), unknown_actor(name), name
+        for room, spec in self.rooms.items():
+            for j, name in enumerate((spec.bot.allowlist if spec.bot else None) or []):
+                if name not in actors:
+                    yield ("rooms", room, "bot", "allowlist", j), unknown_actor(name), name
+            if spec.direct and len(spec.members or []) != 1:
+                yield ("rooms", room, "direct"), "a direct room is the bot and exactly one member; give it " \
+                    f"`members: [one actor]` (has {len(spec.members or [])})", spec.direct
 
         yield from self._step_problems(actors, unknown_actor)
 
@@ -737,6 +868,8 @@ class Scenario(_Model):
             elif step.kind in ("start_bot", "restart_bot"):
                 bot_down = False
 
+            if step.kind == "set_bot_config":
+                yield from self._config_change_problems(base, step, actors, unknown_actor)
             room = step.own_room()
             if room is not None and room not in self.rooms:
                 known_rooms = ", ".join(self.rooms)
@@ -793,6 +926,18 @@ class Scenario(_Model):
                     yield (*base, "id"), f"duplicate step id {sid!r} (first defined by steps[{first}])", sid
                 else:
                     defined[sid] = (step.defines_kind or "", room)
+
+
+    def _config_change_problems(
+        self, base: tuple[str | int, ...], step: Any, actors: set[str], unknown_actor: Callable[[str], str]
+    ) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+        changes = [(("bot",), step.bot), *((("rooms", name), o) for name, o in step.rooms.items())]
+        for loc, override in changes:
+            if loc[0] == "rooms" and loc[1] not in self.rooms:
+                yield (*base, *loc), f"unknown room {loc[1]!r} (declared rooms: {', '.join(self.rooms)})", loc[1]
+            for j, name in enumerate(override.allowlist or []):
+                if name not in actors:
+                    yield (*base, *loc, "allowlist", j), unknown_actor(name), name
 
 
 # --- schema introspection for error messages ---------------------------------------------------------------

@@ -212,6 +212,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     contains = getattr(step, "body_contains", None)
     if contains and _text(ctx, contains) not in body:
         problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
+    if event.get("room_id") != trigger.room_id:
+        problems.append(f"the reply is in room {event.get('room_id')}, the message was in {trigger.room_id}")
     if step.encrypted is not None and bool(event.get("decrypted")) != step.encrypted:
         problems.append("the reply was sent in the clear" if step.encrypted else "the reply was encrypted")
     if step.after:
@@ -691,6 +693,69 @@ async def approve(ctx: ScenarioContext, step: Any) -> str:
     return f"{step.actor} reacted {key} to approval {record.get('approvalId')} ({event_id})"
 
 
+async def membership_change(ctx: ScenarioContext, step: Any) -> str:
+    """invite / kick / leave, through the acting user's own client."""
+    room_id = ctx.rooms[step.room]
+    who = ctx.user_id_of(getattr(step, "who", step.actor))
+    await ctx.actors[step.actor].membership(step.kind, room_id, who, getattr(step, "reason", None))
+    return f"{step.actor}: {step.kind} {room_id}" if step.kind == "leave" else \
+        f"{step.actor}: {step.kind} {who} in {room_id}"
+
+
+async def expect_membership(ctx: ScenarioContext, step: Any) -> str:
+    room_id = ctx.rooms[step.room]
+    who = ctx.user_id_of(step.who)
+
+    def reached(e: dict[str, Any]) -> bool:
+        return e.get("type") == "m.room.member" and e.get("state_key") == who and e.get("room_id") == room_id \
+            and (e.get("content") or {}).get("membership") == step.membership
+
+    try:
+        event = await ctx.observer().events.wait_for(reached, _timeout(step), f"{step.who} {step.membership} {room_id}")
+    except WaitTimeout as exc:
+        seen = [line for line in exc.seen if "m.room.member" in line][-8:]
+        raise StepFailed(f"{step.who} reaches membership {step.membership!r} in room {step.room!r}",
+                         seen + _trace_about(ctx)[-8:]) from None
+    ctx.method = "room"
+    return f"{who} {step.membership} in {room_id} ({event.get('event_id')})"
+
+
+async def set_bot_config(ctx: ScenarioContext, step: Any) -> str:
+    """Render the bot's config again with this change, write it where the bot reads it, send SIGHUP, and wait
+    for the bot to trace the new generation (without a trace, only the signal's delivery is known)."""
+    import os
+    import signal
+
+    launch = ctx.bot.launch
+    text = ctx.rerender([*ctx.config_changes, step]) if ctx.rerender else None
+    if text is None or launch.config_path is None or ctx.bot.pid is None:
+        raise StepFailed("a running bot with a rendered config to change",
+                         [f"bot {ctx.bot.name}: config {launch.config_path}, pid {ctx.bot.pid}"])
+    ctx.config_changes.append(step)
+    generation = len(ctx.config_changes) + 1
+    launch.config_text = text  # a later restart starts from the changed config too
+    tmp = launch.config_path.with_suffix(".next")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(launch.config_path)  # whole or not at all: a bot never reads half a config
+    mark = len(ctx.bot.trace.items)
+    os.kill(ctx.bot.pid, signal.SIGHUP)
+    if not ctx.bot.has_trace:
+        ctx.method = "signal"
+        return f"config generation {generation} written, SIGHUP sent (NOT CHECKED: the bot writes no trace)"
+    ctx.method = "trace"
+    try:
+        record = await ctx.bot.trace.wait_for(lambda r: r.get("type") == "config.reload"
+                                              and r.get("generation") == generation, _timeout(step),
+                                              f"config.reload generation {generation}", mark)
+    except WaitTimeout as exc:
+        raise StepFailed(f"the bot reloads its config (trace config.reload with generation {generation})",
+                         exc.seen[-10:]) from None
+    if record.get("ok") is not True:
+        raise StepFailed(f"the bot applies config generation {generation}", ["bot trace: " + describe_record(record)])
+    return describe_record(record)
+
+
 STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "send": send,
     "expect_reply": expect_reply,
@@ -707,5 +772,10 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "mutate_bot_state": mutate_bot_state,
     "approve": approve,
     "expect_approval": expect_approval,
+    "invite": membership_change,
+    "kick": membership_change,
+    "leave": membership_change,
+    "expect_membership": expect_membership,
+    "set_bot_config": set_bot_config,
 }
 
