@@ -94,6 +94,8 @@ class AgentConfig(_Model):
     stale_reload_policy: bool = Field(False, alias="staleReloadPolicy")
     # crossRoomMemory: a sender's messages in other rooms (a DM, another group) ride along in each model request.
     cross_room_memory: bool = Field(False, alias="crossRoomMemory")
+    # replyInFirstRoom: every answer goes to the first room of the config, wherever it was asked.
+    reply_in_first_room: bool = Field(False, alias="replyInFirstRoom")
 
     def room_policy(self, room_id: str, *, joined_at_runtime: bool = False, direct: bool = False
                     ) -> RoomPolicy | None:

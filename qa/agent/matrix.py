@@ -114,6 +114,8 @@ class MatrixBot:
         return await self._send(room_id, "m.reaction", content, None)
 
     async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
+        if self._config.reply_in_first_room and self._config.rooms:
+            room_id = next(iter(self._config.rooms))  # the test-only mutation: answers leave their room
         return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
 
     async def _send(

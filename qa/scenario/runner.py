@@ -93,13 +93,15 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, s
     def ids(names: list[str] | None) -> list[str] | None:
         return [actor_ids[a] for a in names] if names is not None else None
 
+    # Actor names until the end, where every allowlist becomes Matrix ids.
     account: dict[str, Any] = {"requireMention": bot.require_mention, "allowBots": bot.allow_bots,
-                               "allowlist": ids(bot.allowlist)}
+                               "allowlist": bot.allowlist}
     per_room = {name: spec.bot.settings() if spec.bot else {} for name, spec in scenario.rooms.items()}
     for change in changes or []:
         account.update(change.bot.settings())
         for name, override in change.rooms.items():
             per_room[name] = {**per_room[name], **override.settings()}
+    account["allowlist"] = ids(account["allowlist"])
     rooms: dict[str, dict[str, Any]] = {}
     for name, room_id in (room_ids or {}).items():
         own = per_room.get(name, {})

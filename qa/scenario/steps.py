@@ -697,6 +697,8 @@ async def membership_change(ctx: ScenarioContext, step: Any) -> str:
     """invite / kick / leave, through the acting user's own client."""
     room_id = ctx.rooms[step.room]
     who = ctx.user_id_of(getattr(step, "who", step.actor))
+    # expect_membership looks only at what the room shows from here on: the bot's join before a kick is old news.
+    ctx.membership_marks[room_id] = len(ctx.observer().events.items)
     await ctx.actors[step.actor].membership(step.kind, room_id, who, getattr(step, "reason", None))
     return f"{step.actor}: {step.kind} {room_id}" if step.kind == "leave" else \
         f"{step.actor}: {step.kind} {who} in {room_id}"
@@ -705,18 +707,28 @@ async def membership_change(ctx: ScenarioContext, step: Any) -> str:
 async def expect_membership(ctx: ScenarioContext, step: Any) -> str:
     room_id = ctx.rooms[step.room]
     who = ctx.user_id_of(step.who)
+    expected = f"{step.who} reaches membership {step.membership!r} in room {step.room!r}"
 
-    def reached(e: dict[str, Any]) -> bool:
-        return e.get("type") == "m.room.member" and e.get("state_key") == who and e.get("room_id") == room_id \
-            and (e.get("content") or {}).get("membership") == step.membership
+    def membership(e: dict[str, Any]) -> str | None:
+        if e.get("type") == "m.room.member" and e.get("state_key") == who and e.get("room_id") == room_id:
+            return str((e.get("content") or {}).get("membership"))
+        return None
+
+    def settled(e: dict[str, Any]) -> bool:
+        # Waiting for a join, a decline (leave) is as final an answer as the join: fail on it at once.
+        found = membership(e)
+        return found is not None and (found == step.membership or found != "invite")
 
     try:
-        event = await ctx.observer().events.wait_for(reached, _timeout(step), f"{step.who} {step.membership} {room_id}")
+        event = await ctx.observer().events.wait_for(settled, _timeout(step), f"{step.who} {step.membership} "
+                                                     f"{room_id}", ctx.membership_marks.get(room_id, 0))
     except WaitTimeout as exc:
         seen = [line for line in exc.seen if "m.room.member" in line][-8:]
-        raise StepFailed(f"{step.who} reaches membership {step.membership!r} in room {step.room!r}",
-                         seen + _trace_about(ctx)[-8:]) from None
+        raise StepFailed(expected, seen + _trace_about(ctx)[-8:]) from None
     ctx.method = "room"
+    if membership(event) != step.membership:
+        raise StepFailed(expected, [f"{who} reached {membership(event)!r} instead: " + describe_event(event),
+                                    *_trace_about(ctx)[-8:]])
     return f"{who} {step.membership} in {room_id} ({event.get('event_id')})"
 
 
