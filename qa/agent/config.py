@@ -84,7 +84,8 @@ class AgentConfig(_Model):
     # bug class the restart scenarios must catch (answering old messages again).
     forget_state_on_start: bool = Field(False, alias="forgetStateOnStart")
     # More test-only mutations, each a bug class a scenario of issue 13 must catch (all off by default):
-    # trustSyncPosition: no dedupe by transcript, only the saved sync position keeps a message from a 2nd answer.
+    # trustSyncPosition: no dedupe at the door, the saved sync position is trusted to never repeat a message; a
+    # redelivered one starts a second turn and model request (only the transcript's fence stops a 2nd answer).
     trust_sync_position: bool = Field(False, alias="trustSyncPosition")
     # catchupAsHistory: every start's first batch is taken for history, so messages sent while down are lost.
     catchup_as_history: bool = Field(False, alias="catchupAsHistory")

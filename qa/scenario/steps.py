@@ -447,7 +447,9 @@ async def expect_trace(ctx: ScenarioContext, step: Any) -> str:
     try:
         record = await ctx.bot.trace.wait_for(matches, _timeout(step), what, ctx.trace_start)
     except WaitTimeout as exc:
-        raise StepFailed(f"a bot trace record {step.type} matching {wanted}", exc.seen[-15:]) from None
+        # About one message: what the bot did with it says more than the last records of the whole trace.
+        seen = _trace_about(ctx, event_id) if event_id else exc.seen[-15:]
+        raise StepFailed(f"a bot trace record {step.type} matching {wanted}", seen) from None
     over = {k: record.get(k) for k, limit in step.max.items()
             if not isinstance(record.get(k), int | float) or record[k] > limit}
     if over:
