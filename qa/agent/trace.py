@@ -23,6 +23,9 @@ Record types (fields beyond `t` and `type`):
   approval.wait.end     {session, attempt, requestId, outcome: approved|denied|expired}
   approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}
   exec.run              {session, attempt, approvalId, ran, exitCode}
+  invite                {roomId, inviter, direct, decision: joined|declined, reason}   (qa.agent.membership)
+  membership            {roomId, membership: leave|ban, by, reason?}                  the bot was removed
+  config.reload         {generation, ok, changed?, error?}                            (qa.agent.reload)
   error                 {where, error}
 """
 
