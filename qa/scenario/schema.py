@@ -8,7 +8,8 @@ Layout of a scenario file, in short:
 
     id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all"
     actors: [driver, …]                test users; "bot" is reserved for the bot under test
-    rooms: {main: {encrypted, members}} members default to every actor; the bot is always invited
+    rooms: {main: {encrypted, members}} members default to every actor; the bot is invited unless
+                                       invite_bot: false; direct: true makes a DM; bot: {...} per room
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
@@ -144,13 +145,25 @@ class _Model(BaseModel):
 # --- scenario-level settings -------------------------------------------------------------------------------
 
 
+def _allow_bots(value: object) -> object:
+    # YAML 1.1 reads a bare `off` (also `no`, `false`) as False; that is what people mean by "off".
+    if value is False:
+        return "off"
+    if value is True:
+        raise _error(
+            "allow_bots",
+            "allowBots is true/on/yes, which is ambiguous: write 'mentions' or 'all' (or off)",
+        )
+    return value
+
+
 class RoomOverride(_Model):
     """Per-room bot settings that beat the account's (`rooms: {side: {bot: {...}}}`) or, in `set_bot_config`,
     replace them. Unset fields keep the account's value."""
 
     require_mention: bool | None = Field(default=None, alias="requireMention")
-    allow_bots: Annotated[Literal["off", "mentions", "all"] | None, BeforeValidator(lambda v: _allow_bots(v))] = \
-        Field(default=None, alias="allowBots")
+    allow_bots: Annotated[Literal["off", "mentions", "all"] | None, BeforeValidator(_allow_bots)] = Field(
+        default=None, alias="allowBots")
     allowlist: list[ActorName] | None = None
 
     def settings(self) -> dict[str, Any]:
@@ -168,18 +181,6 @@ class RoomSpec(_Model):
     # false: the bot is not invited when the scenario starts (an `invite` step does it later), nor told of it.
     invite_bot: bool = True
     bot: RoomOverride | None = None
-
-
-def _allow_bots(value: object) -> object:
-    # YAML 1.1 reads a bare `off` (also `no`, `false`) as False; that is what people mean by "off".
-    if value is False:
-        return "off"
-    if value is True:
-        raise _error(
-            "allow_bots",
-            "allowBots is true/on/yes, which is ambiguous: write 'mentions' or 'all' (or off)",
-        )
-    return value
 
 
 class SessionWriteLock(_Model):
