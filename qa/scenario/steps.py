@@ -4,6 +4,8 @@ and either returns a one-line detail for the report or raises StepFailed with th
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -737,9 +739,6 @@ async def expect_membership(ctx: ScenarioContext, step: Any) -> str:
 async def set_bot_config(ctx: ScenarioContext, step: Any) -> str:
     """Render the bot's config again with this change, write it where the bot reads it, send SIGHUP, and wait
     for the bot to trace the new generation (without a trace, only the signal's delivery is known)."""
-    import os
-    import signal
-
     launch = ctx.bot.launch
     text = ctx.rerender([*ctx.config_changes, step]) if ctx.rerender else None
     if text is None or launch.config_path is None or ctx.bot.pid is None:
