@@ -7,6 +7,7 @@ import base64
 import contextlib
 import html
 import io
+import json
 import os
 import uuid
 from pathlib import Path
@@ -16,6 +17,7 @@ from nio import (
     Api,
     AsyncClient,
     AsyncClientConfig,
+    ErrorResponse,
     JoinError,
     LoginError,
     RoomCreateError,
@@ -165,9 +167,13 @@ class Actor:
             self._first_sync.set()
             await self.syncs.append(len(self.syncs.items) + 1)
 
-    async def create_room(self, name: str, invite: list[str], *, encrypted: bool = False, direct: bool = False) -> str:
-        resp = await self.client.room_create(name=name, invite=invite, preset=RoomPreset.private_chat,
-                                             initial_state=[ENCRYPTION_STATE] if encrypted else [], is_direct=direct)
+    async def create_room(self, name: str, invite: list[str], *, encrypted: bool = False, direct: bool = False
+                          ) -> str:
+        # A DM as Element opens one: trusted_private_chat (both sides admins) and is_direct on the invites.
+        resp = await self.client.room_create(
+            name=None if direct else name, invite=invite, is_direct=direct,
+            preset=RoomPreset.trusted_private_chat if direct else RoomPreset.private_chat,
+            initial_state=[ENCRYPTION_STATE] if encrypted else [])
         if isinstance(resp, RoomCreateError):
             raise HomeserverError(f"{self.name} could not create room {name}: {resp.message}")
         return resp.room_id
@@ -192,6 +198,26 @@ class Actor:
         """Another device of this actor's user, with its own crypto store (login_device)."""
         return Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password, store_dir,
                      encryption=self._encryption)
+
+    async def mark_direct(self, other: str, room_id: str) -> None:
+        """List the room as a DM with `other` in this user's m.direct account data, as clients do."""
+        path = Api._build_path(["user", self.user_id, "account_data", "m.direct"],
+                               {"access_token": self.client.access_token})
+        resp = await self.client.send("PUT", path, json.dumps({other: [room_id]}),
+                                      headers={"Content-Type": "application/json"})
+        if resp.status != 200:
+            raise HomeserverError(f"{self.name} could not set m.direct: HTTP {resp.status}")
+
+    async def membership(self, action: str, room_id: str, user_id: str, reason: str | None = None) -> None:
+        """invite / kick someone, or leave (user_id is then ours)."""
+        if action == "invite":
+            resp: Any = await self.client.room_invite(room_id, user_id)
+        elif action == "kick":
+            resp = await self.client.room_kick(room_id, user_id, reason)
+        else:
+            resp = await self.client.room_leave(room_id)
+        if isinstance(resp, ErrorResponse):
+            raise HomeserverError(f"{self.name} could not {action} {user_id} in {room_id}: {resp.message}")
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

@@ -14,6 +14,7 @@ import signal
 import sys
 from pathlib import Path
 
+from qa.agent import reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
@@ -47,12 +48,15 @@ async def _main(config_path: Path) -> int:
                      lambda root, reply_to: reply_content("", root, reply_to).get("m.relates_to"),
                      lambda: (config.homeserver, bot.client.access_token))
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
-                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers,
-                                  turn_io=turn_io)
+                                  bot.send_reply, approvals=bot.approvals,
+                                  # through the bot, so a reloaded config's allowlists decide approvals too
+                                  allowed_for=lambda room_id: bot.config.approvers(room_id),
+                                  cross_room_memory=config.cross_room_memory, turn_io=turn_io)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    reload.install(config_path, bot, trace)
     try:
         # Warm the model client while logging in: both are network round trips, neither needs the other.
         _, warm_error = await asyncio.gather(bot.login(), model.warm_up())

@@ -84,6 +84,15 @@ class AgentConfig(_Model):
     state_dir: str = Field(alias="stateDir")
     trace_path: str | None = Field(None, alias="tracePath")
     rooms: dict[str, RoomConfig]
+    # The account's settings: what a room joined at run time (an invite, see autoJoin) is served with.
+    defaults: RoomConfig = Field(default_factory=RoomConfig)
+    # Invites to rooms not listed above: always join, join when the inviter is on autoJoinAllowlist, or decline.
+    auto_join: Literal["always", "allowlist", "off"] = Field("off", alias="autoJoin")
+    auto_join_allowlist: list[str] = Field(default_factory=list, alias="autoJoinAllowlist")
+    # Direct chats (an invite flagged is_direct) need no mention unless this says so.
+    dm_require_mention: bool = Field(False, alias="dmRequireMention")
+    # Which rendering of the config this is; traced on every reload (SIGHUP) so a reader can tell them apart.
+    config_generation: int = Field(1, alias="configGeneration")
     known_bots: list[str] = Field(default_factory=list, alias="knownBots")
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
@@ -127,13 +136,29 @@ class AgentConfig(_Model):
     answer_verification_notices: bool = Field(False, alias="answerVerificationNotices")
     log_decrypted_bodies: bool = Field(False, alias="logDecryptedBodies")
     send_in_the_clear: bool = Field(False, alias="sendInTheClear")
+    # More test-only mutations, each a bug class a scenario of issue 13 must catch (all off by default):
+    # trustSyncPosition: no dedupe at the door, the saved sync position is trusted to never repeat a message; a
+    # redelivered one starts a second turn and model request (only the transcript's fence stops a 2nd answer).
+    trust_sync_position: bool = Field(False, alias="trustSyncPosition")
+    # catchupAsHistory: every start's first batch is taken for history, so messages sent while down are lost.
+    catchup_as_history: bool = Field(False, alias="catchupAsHistory")
+    # answerBacklogOnJoin: what a room shows from before the bot (re)joined it counts as new messages.
+    answer_backlog_on_join: bool = Field(False, alias="answerBacklogOnJoin")
+    # staleReloadPolicy: a reload is traced but the rooms' policy stays what it was at start.
+    stale_reload_policy: bool = Field(False, alias="staleReloadPolicy")
+    # crossRoomMemory: a sender's messages in other rooms (a DM, another group) ride along in each model request.
+    cross_room_memory: bool = Field(False, alias="crossRoomMemory")
+    # replyInFirstRoom: every answer goes to the first room of the config, wherever it was asked.
+    reply_in_first_room: bool = Field(False, alias="replyInFirstRoom")
 
-    def room_policy(self, room_id: str) -> RoomPolicy | None:
-        room = self.rooms.get(room_id)
+    def room_policy(self, room_id: str, *, joined_at_runtime: bool = False, direct: bool = False
+                    ) -> RoomPolicy | None:
+        """A listed room's policy; for a room joined through an invite, the account's defaults; else None."""
+        room = self.rooms.get(room_id) or (self.defaults if joined_at_runtime else None)
         if room is None:
             return None
         return RoomPolicy(
-            require_mention=room.require_mention,
+            require_mention=self.dm_require_mention if direct else room.require_mention,
             allowlist=frozenset(room.allowlist) if room.allowlist is not None else None,
             allow_bots=room.allow_bots,
             known_bots=frozenset(self.known_bots),

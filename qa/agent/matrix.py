@@ -13,11 +13,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from nio import JoinError, MegolmEvent, RoomSendError, SyncError
+from nio import MegolmEvent, RoomSendError, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity
+from qa.agent.membership import Membership, backlog_cutoff
 from qa.agent.policy import DUPLICATE, HISTORY, UNDECRYPTABLE, decide, decide_reaction, parse_inbound
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
@@ -63,6 +64,19 @@ class MatrixBot:
         self.approvals: ApprovalFlow | None = None
         self._sent: dict[str, tuple[str, str | None]] = {}  # bot event id -> (room, thread root)
         self._ready = False
+        self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
+
+    @property
+    def config(self) -> AgentConfig:
+        return self._config
+
+    def reconfigure(self, config: AgentConfig) -> None:
+        """A reloaded config (qa.agent.reload): the next event is decided by it."""
+        self._config = config
+
+    def _policy(self, room_id: str) -> Any:
+        return self._config.room_policy(room_id, joined_at_runtime=room_id in self.membership.runtime_rooms,
+                                        direct=room_id in self.membership.direct_rooms)
 
     async def login(self) -> None:
         self.client = await self.identity.login(self.client)
@@ -96,6 +110,8 @@ class MatrixBot:
         return await self._send(room_id, "m.reaction", content, None)
 
     async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
+        if self._config.reply_in_first_room and self._config.rooms:
+            room_id = next(iter(self._config.rooms))  # the test-only mutation: answers leave their room
         return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
 
     async def _send(
@@ -145,13 +161,20 @@ class MatrixBot:
             if failures:
                 self._trace.emit("sync.resumed", afterFailures=failures)
             failures = 0
-            await self._join_invites(resp)
+            await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
+            self.membership.on_leaves(resp.rooms.leave)
+            # The test-only catchupAsHistory takes every start's first batch for history (messages sent while
+            # the bot was down are lost), as bots that "skip the initial sync" do.
+            batch_is_history = (history_first or self._config.catchup_as_history) and first
             for room_id, room in resp.rooms.join.items():
-                for event in room.timeline.events:
+                events = room.timeline.events
+                backlog = 0 if self._config.answer_backlog_on_join else backlog_cutoff(events, self._config.user_id)
+                for index, event in enumerate(events):
+                    history = batch_is_history or index < backlog
                     if isinstance(event, MegolmEvent):
-                        self._undecryptable(event, room_id, history=history_first and first)
+                        self._undecryptable(event, room_id, history=history)
                         continue
-                    await self._handle(room_id, event_view(event, room_id), history=history_first and first)
+                    await self._handle(room_id, event_view(event, room_id), history=history)
             await self.e2ee.on_to_device(self.client, resp.to_device_events)
             await maintain_keys(self.client)
             self.e2ee.after_keys(self.client)
@@ -207,15 +230,6 @@ class MatrixBot:
             self._trace.emit("decrypt.late", eventId=event_id, roomId=room_id, sessionId=event.session_id)
             await self._handle(room_id, event_view(decrypted, room_id), history=False)
 
-    async def _join_invites(self, resp: Any) -> None:
-        for room_id in resp.rooms.invite:
-            if room_id not in self._config.rooms:
-                self._trace.emit("invite.ignored", roomId=room_id)
-                continue
-            joined = await self.client.join(room_id)
-            if isinstance(joined, JoinError):
-                self._trace.emit("error", where="join", roomId=room_id, error=joined.message)
-
     def _maybe_ready(self) -> None:
         if self._ready:
             return
@@ -245,10 +259,10 @@ class MatrixBot:
             decision_label, reason = "dropped", VERIFICATION
         elif history:
             decision_label, reason = "dropped", HISTORY
-        elif self.sessions.already_seen(inbound):
+        elif not self._config.trust_sync_position and self.sessions.already_seen(inbound):
             decision_label, reason = "dropped", DUPLICATE
         else:
-            decision = decide(inbound, self._config.user_id, self._config.room_policy(room_id))
+            decision = decide(inbound, self._config.user_id, self._policy(room_id))
             decision_label, reason = decision.label, decision.reason
         self._trace.emit("inbound", eventId=inbound.event_id, roomId=room_id, sender=inbound.sender,
                          session=session, decision=decision_label, reason=reason)
@@ -262,7 +276,7 @@ class MatrixBot:
         if sender == self._config.user_id or relates.get("rel_type") != "m.annotation":
             return
         where = self._sent.get(target) if target else None
-        decision = decide_reaction(str(sender), self._config.user_id, self._config.room_policy(room_id),
+        decision = decide_reaction(str(sender), self._config.user_id, self._policy(room_id),
                                    on_bot_message=where is not None)
         if self.approvals is not None and target and self.approvals.on_reaction(
                 str(sender), str(relates.get("key")), target, str(source.get("event_id"))):

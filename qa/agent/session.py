@@ -78,6 +78,7 @@ class SessionManager:
         approvals: ApprovalFlow | None = None,
         allowed_for: AllowedFor | None = None,
         turn_io: TurnIO | None = None,
+        cross_room_memory: bool = False,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -89,6 +90,7 @@ class SessionManager:
         self._approvals = approvals
         self._allowed_for = allowed_for
         self._turn_io = turn_io
+        self._cross_room_memory = cross_room_memory  # a test-only mutation (config crossRoomMemory)
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
@@ -299,7 +301,8 @@ class SessionManager:
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None,
         preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
     ) -> ModelReply:
-        messages = build_messages(self._system_prompt, session.transcript.read(), parts)
+        messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound)
+                                  + session.transcript.read(), parts)
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
@@ -329,6 +332,14 @@ class SessionManager:
         if failed and self._turn_io is not None and self._turn_io.abandons_on_tool_error:
             preview.abandon()  # the test-only bug: the draft is left as it was
         return result
+
+    def _leaked_memory(self, session: Session, inbound: Inbound) -> list[dict[str, Any]]:
+        """The bug `crossRoomMemory` stands for: what the sender said in other sessions (a DM, another room)
+        rides along, so one conversation leaks into the other. Empty unless the mutation is on."""
+        if not self._cross_room_memory:
+            return []
+        return [r for other in self._sessions.values() if other is not session
+                for r in other.transcript.read() if r.get("kind") == "user" and r.get("sender") == inbound.sender]
 
     async def _run_tool(self, session: Session, attempt: str, call: ToolCall) -> str:
         if call.name != "exec" or self._approvals is None:

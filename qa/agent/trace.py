@@ -27,6 +27,9 @@ Record types (fields beyond `t` and `type`):
   preview.edit.end      {session, attempt, requestId, kind, eventId, ok}                  (qa.agent.streaming)
   media.fetch.start     {session, attempt, eventId, msgtype, mimetype, size, encrypted}  attachment I/O
   media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images}
+  invite                {roomId, inviter, direct, decision: joined|declined, reason}   (qa.agent.membership)
+  membership            {roomId, membership: leave|ban, by, reason?}                  the bot was removed
+  config.reload         {generation, ok, changed?, error?}                            (qa.agent.reload)
   error                 {where, error}
 """
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification"]
+                     "streaming", "verification", "membership", "hot-reload"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -27,9 +27,14 @@ MEANING: dict[str, str] = {
     "streaming": "streams answers as an edited draft (bot.streaming partial|quiet, toolProgress) from the launch",
     "verification": "takes part in to-device SAS verification, traces its SAS and outcome, and can share room "
                     "keys with verified devices only (bot.roomKeys)",
+    "membership": "joins rooms it is invited to at run time (bot.autoJoin: always|allowlist|off, "
+                  "autoJoinAllowlist) and stops serving a room it was kicked from",
+    "hot-reload": "rereads its rendered config on SIGHUP and traces `config.reload` {generation, ok} "
+                  "(template variable config_generation)",
 }
 
-_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
+_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None,
+                   "dm_require_mention": False}
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ def needs(scenario: Any) -> list[Need]:
         need("media", "bot.mediaMaxBytes")
     if bot.room_keys != "all":
         need("verification", "bot.roomKeys")
+    if bot.auto_join != "off" or bot.auto_join_allowlist:
+        need("membership", "bot.autoJoin")
+    for name, spec in scenario.rooms.items():
+        if getattr(spec, "bot", None) is not None:
+            need("policy", f"rooms.{name}.bot")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind
@@ -75,6 +85,11 @@ def needs(scenario: Any) -> list[Need]:
         elif kind in _E2EE_STEPS:
             for capability in _E2EE_STEPS[kind]:
                 need(capability, where)
+        elif kind in ("invite", "kick") and step.who == "bot":
+            need("membership", where)
+        elif kind == "set_bot_config":
+            need("hot-reload", where)
+            need("policy", where)
         elif kind == "expect_trace":
             need("trace", where)
             if str(step.type).startswith("lock."):

@@ -103,8 +103,11 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
     return env
 
 
-def template_context(bot: BotFile, facts: LaunchFacts, config_path: Path | None) -> dict[str, Any]:
+def template_context(bot: BotFile, facts: LaunchFacts, config_path: Path | None, generation: int = 1
+                     ) -> dict[str, Any]:
     return {
+        # Which rendering this is: 1 at launch, +1 for every set_bot_config step (a bot traces it on reload).
+        "config_generation": generation,
         **placeholders(bot, facts, config_path),
         "homeserver_url": facts.homeserver_url, "server_name": facts.server_name, "user_id": facts.user_id,
         "password": facts.password, "password_file": str(facts.password_file), "access_token": facts.access_token,
@@ -160,11 +163,11 @@ def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
         raise ConfigError(f"--bot-set {dotted}: {blocked[-1]} is not a mapping in the bot's config")
 
 
-def build_launch(bot: BotFile, facts: LaunchFacts, overrides: Mapping[str, Any], base_env: Mapping[str, str]
-                 ) -> Launch:
+def build_launch(bot: BotFile, facts: LaunchFacts, overrides: Mapping[str, Any], base_env: Mapping[str, str],
+                 generation: int = 1) -> Launch:
     config_path = facts.state_dir.parent / f"{facts.state_dir.name}-{bot.config_file_name()}" \
         if bot.config_template else None
-    context = template_context(bot, facts, config_path)
+    context = template_context(bot, facts, config_path, generation)
     config_text = render_config(bot, context, overrides)
     values = placeholders(bot, facts, config_path)
     inherited = {k: v for k, v in base_env.items() if not k.startswith(WITHHELD_ENV_PREFIXES)}

@@ -66,6 +66,11 @@ class ScenarioContext:
     # The scenario's private state dir (crypto stores, the bot's password file) and --include-bodies (E2EE steps).
     state_dir: Path | None = None
     include_bodies: bool = False
+    # set_bot_config: the changes so far -> the bot's config text rendered again (None: the bot has no config).
+    rerender: Any = None
+    config_changes: list[Any] = field(default_factory=list)
+    # room id -> where in the observer's stream the last invite/kick/leave step began (expect_membership)
+    membership_marks: dict[str, int] = field(default_factory=dict)
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

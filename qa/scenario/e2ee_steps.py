@@ -226,11 +226,6 @@ async def expect_verified(ctx: ScenarioContext, step: Any) -> str:
     return f"{actor.name} ({actor.client.device_id}) and bot device {bot_device}: {want} ({step.by})"
 
 
-async def leave(ctx: ScenarioContext, step: Any) -> str:
-    await ctx.actors[step.actor].leave(ctx.rooms[step.room])
-    return f"{step.actor} left {step.room}"
-
-
 async def join(ctx: ScenarioContext, step: Any) -> str:
     actor = ctx.actors[step.actor]
     room_id = ctx.rooms[step.room]
@@ -397,7 +392,7 @@ async def expect_artifacts_clean(ctx: ScenarioContext, step: Any) -> str:
 
 
 E2EE_STEPS = {
-    "login_device": login_device, "verify": verify, "expect_verified": expect_verified, "leave": leave, "join": join,
+    "login_device": login_device, "verify": verify, "expect_verified": expect_verified, "join": join,
     "delete_bot_device": delete_bot_device, "expect_bot_device": expect_bot_device,
     "expect_encrypted": expect_encrypted, "send_verification_request": send_verification_request,
     "expect_artifacts_clean": expect_artifacts_clean,

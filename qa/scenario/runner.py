@@ -82,17 +82,41 @@ def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
 
 
-def bot_settings(scenario: Any, actor_ids: dict[str, str]) -> dict[str, Any]:
-    """The scenario's `bot:` block as a bot file's template sees it: camelCase, actor names as Matrix ids."""
+def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, str] | None = None,
+                 changes: list[Any] | None = None) -> dict[str, Any]:
+    """The scenario's `bot:` block as a bot file's template sees it: camelCase, actor names as Matrix ids.
+
+    `rooms` maps each room id the bot is told of to that room's own settings (only what the scenario set for
+    it), `roomSettings` to the account's merged with them, which is what a bot without a notion of per-room
+    overrides can render. `changes` are the set_bot_config steps run so far, applied in order."""
     bot = scenario.bot
     lock = bot.session_write_lock.model_dump(by_alias=True, exclude_none=True) if bot.session_write_lock else {}
+
+    def ids(names: list[str] | None) -> list[str] | None:
+        return [actor_ids[a] for a in names] if names is not None else None
+
+    # Actor names until the end, where every allowlist becomes Matrix ids.
+    account: dict[str, Any] = {"requireMention": bot.require_mention, "allowBots": bot.allow_bots,
+                               "allowlist": bot.allowlist}
+    per_room = {name: spec.bot.settings() if spec.bot else {} for name, spec in scenario.rooms.items()}
+    for change in changes or []:
+        account.update(change.bot.settings())
+        for name, override in change.rooms.items():
+            per_room[name] = {**per_room[name], **override.settings()}
+    account["allowlist"] = ids(account["allowlist"])
+    rooms: dict[str, dict[str, Any]] = {}
+    for name, room_id in (room_ids or {}).items():
+        own = per_room.get(name, {})
+        rooms[room_id] = {k: ids(v) if k == "allowlist" else v for k, v in own.items()}
     return {
-        "requireMention": bot.require_mention, "allowBots": bot.allow_bots,
-        "knownBots": [actor_ids[a] for a in bot.known_bots],
-        "allowlist": [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None,
+        **account, "knownBots": [actor_ids[a] for a in bot.known_bots],
         "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
         "streaming": bot.streaming, "toolProgress": bot.tool_progress, "mediaMaxBytes": bot.media_max_bytes,
         "roomKeys": bot.room_keys,
+        "autoJoin": bot.auto_join, "autoJoinAllowlist": ids(bot.auto_join_allowlist),
+        "dmRequireMention": bot.dm_require_mention, "rooms": rooms,
+        "roomSettings": {room_id: {**account, **own} for room_id, own in rooms.items()},
+        "directRooms": [room_ids[n] for n, spec in scenario.rooms.items() if spec.direct and n in (room_ids or {})],
     }
 
 
@@ -251,15 +275,22 @@ async def _provision(
         login_for_token(hs.base_url, bot_user_id, passwords["bot"]), *(a.login() for a in actors.values()))
     res.secrets.append(token)
     await asyncio.gather(*(a.start_sync() for a in actors.values()))
-    creator = actors[scenario.actors[0]]
     rooms: dict[str, str] = {}
     for room_name, spec in scenario.rooms.items():
         members = spec.members if spec.members is not None else list(scenario.actors)
-        invite = [bot_user_id] + [actors[m].user_id for m in members if actors[m] is not creator]
+        # A direct chat is opened by its one member, as a person starts a DM; other rooms by the first actor.
+        creator = actors[members[0]] if spec.direct else actors[scenario.actors[0]]
+        invite = ([bot_user_id] if spec.invite_bot else []) + [actors[m].user_id for m in members
+                                                               if actors[m] is not creator]
         room_id = await creator.create_room(f"{scenario.id} {room_name} {res.run_id}", invite,
                                             encrypted=spec.encrypted, direct=spec.direct)
         rooms[room_name] = room_id
+        if spec.direct:
+            await creator.mark_direct(bot_user_id, room_id)
         await asyncio.gather(*(actors[m].join(room_id) for m in members if actors[m] is not creator))
+    # The bot is told only of the rooms it is invited to upfront; the others it learns of from an invite.
+    bot_rooms = {n: r for n, r in rooms.items() if scenario.rooms[n].invite_bot}
+    creator = actors[scenario.actors[0]]
     password_file = state_dir / "bot-password"
     password_file.write_text(passwords["bot"])
     password_file.chmod(0o600)
@@ -268,9 +299,9 @@ async def _provision(
     actor_ids = {n: a.user_id for n, a in actors.items()}
     facts = LaunchFacts(
         homeserver_url=hs.base_url, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
-        password_file=password_file, access_token=token, device_id=device_id, rooms=rooms, actors=actor_ids,
+        password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,
         provider_base_url=res.model_base_url, provider_api_key=res.provider_api_key, model=res.model_name,
-        scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids),
+        scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids, bot_rooms),
         encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
         provider_timeout_s=res.provider_timeout_s, provider_max_retries=res.provider_max_retries,
     )
@@ -281,7 +312,7 @@ async def _provision(
     boot_started = mono_ms()
     start = await bot.start()
     ready_timeout = min(res.bot_file.ready.timeout, float(scenario.timeout) / 2)
-    bot.joined = joined_waiter(creator, bot, bot_user_id, list(rooms.values()))
+    bot.joined = joined_waiter(creator, bot, bot_user_id, list(bot_rooms.values()))
     await bot.wait_ready(ready_timeout, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
     for room_name, spec in scenario.rooms.items():
@@ -294,7 +325,22 @@ async def _provision(
         scenario=scenario, homeserver=hs, provider=res.provider, actors=actors, bot=bot, bot_user_id=bot_user_id,
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
         state_dir=state_dir, include_bodies=res.include_bodies,
+        rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
     )
+
+
+def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_ids: dict[str, str],
+                    bot_rooms: dict[str, str]) -> Any:
+    """For set_bot_config: the bot's config rendered again with the changes so far and generation N
+    (template variable `config_generation`, 1 at launch)."""
+
+    def render(changes: list[Any]) -> str | None:
+        facts.bot = bot_settings(scenario, actor_ids, bot_rooms, changes)
+        launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env},
+                              generation=len(changes) + 1)
+        return launch.config_text
+
+    return render
 
 
 def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids: list[str]) -> Any:

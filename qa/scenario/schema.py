@@ -8,7 +8,8 @@ Layout of a scenario file, in short:
 
     id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all"
     actors: [driver, …]                test users; "bot" is reserved for the bot under test
-    rooms: {main: {encrypted, direct, members}} members default to every actor; the bot is always invited
+    rooms: {main: {encrypted, members}} members default to every actor; the bot is invited unless
+                                       invite_bot: false; direct: true makes a DM; bot: {...} per room
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
@@ -144,14 +145,6 @@ class _Model(BaseModel):
 # --- scenario-level settings -------------------------------------------------------------------------------
 
 
-class RoomSpec(_Model):
-    encrypted: bool = False
-    # A direct chat: created with is_direct (and m.direct) by its first member, as clients open a DM.
-    direct: bool = False
-    # None means "every actor"; the scenario check fills it in, so after loading it is always a list.
-    members: list[ActorName] | None = None
-
-
 def _allow_bots(value: object) -> object:
     # YAML 1.1 reads a bare `off` (also `no`, `false`) as False; that is what people mean by "off".
     if value is False:
@@ -170,6 +163,32 @@ def _on_off(value: object) -> object:
 
 
 DEFAULT_MEDIA_MAX_BYTES = 1_000_000
+
+
+class RoomOverride(_Model):
+    """Per-room bot settings that beat the account's (`rooms: {side: {bot: {...}}}`) or, in `set_bot_config`,
+    replace them. Unset fields keep the account's value."""
+
+    require_mention: bool | None = Field(default=None, alias="requireMention")
+    allow_bots: Annotated[Literal["off", "mentions", "all"] | None, BeforeValidator(_allow_bots)] = Field(
+        default=None, alias="allowBots")
+    allowlist: list[ActorName] | None = None
+
+    def settings(self) -> dict[str, Any]:
+        """Only what was written, camelCase, so `allowlist: null` (everyone) differs from leaving it out."""
+        fields = type(self).model_fields
+        return {(f.alias or n): getattr(self, n) for n, f in fields.items() if n in self.model_fields_set}
+
+
+class RoomSpec(_Model):
+    encrypted: bool = False
+    # None means "every actor"; the scenario check fills it in, so after loading it is always a list.
+    members: list[ActorName] | None = None
+    # A direct chat: created with is_direct and listed in the creator's m.direct account data, as clients do.
+    direct: bool = False
+    # false: the bot is not invited when the scenario starts (an `invite` step does it later), nor told of it.
+    invite_bot: bool = True
+    bot: RoomOverride | None = None
 
 
 class SessionWriteLock(_Model):
@@ -199,6 +218,12 @@ class BotConfig(_Model):
     media_max_bytes: int = Field(default=DEFAULT_MEDIA_MAX_BYTES, alias="mediaMaxBytes", gt=0)
     # Who gets the bot's room keys: every device (trust on first use) or verified devices only.
     room_keys: Literal["all", "verified"] = Field(default="all", alias="roomKeys")
+    # Invites to rooms the bot was not configured for: always join, join when the inviter is on
+    # autoJoinAllowlist, or decline. The rooms it is configured for are always joined.
+    auto_join: Literal["always", "allowlist", "off"] = Field(default="off", alias="autoJoin")
+    auto_join_allowlist: list[ActorName] = Field(default_factory=list, alias="autoJoinAllowlist")
+    # Direct chats need no mention unless this says they do.
+    dm_require_mention: bool = Field(default=False, alias="dmRequireMention")
 
 
 def _relative_path(value: str) -> str:
@@ -702,6 +727,8 @@ class ExpectVerified(StepBase):
 
 
 class Leave(StepBase):
+    """A test actor leaves a room (in an encrypted room, the bot's next message must use a new Megolm session)."""
+
     kind: ClassVar[str] = "leave"
 
     actor: ActorName = Field(alias="as")
@@ -715,6 +742,36 @@ class Leave(StepBase):
 
     def room_anchor(self) -> str | None:
         return None
+
+
+# --- membership and config changes (issue 13) ---------------------------------------------------------------
+
+
+class Invite(StepBase):
+    """Actor `as` invites `who` (the bot unless said otherwise) to a room it is not in."""
+
+    kind: ClassVar[str] = "invite"
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+    who: ActorName = BOT
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True), ActorUse(("who",), self.who, True, False)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class Kick(Invite):
+    """Actor `as` (the room's creator has the power) removes `who` from a room."""
+
+    kind: ClassVar[str] = "kick"
+
+    reason: str | None = Field(default=None, min_length=1)
 
 
 class Join(Leave):
@@ -807,6 +864,45 @@ class ExpectArtifactsClean(StepBase):
     markers: list[MarkedText] = Field(min_length=1)
 
 
+class ExpectMembership(StepBase):
+    """The room's timeline shows `who` (the bot by default) reaching `membership`: the bot joined an invite,
+    or declined it (leave), seen by the room's first member."""
+
+    kind: ClassVar[str] = "expect_membership"
+
+    room: RoomName = "main"
+    who: ActorName = BOT
+    membership: Literal["join", "leave", "invite"]
+    timeout: Duration | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("who",), self.who, True, False)]
+
+    def own_room(self) -> str | None:
+        return self.room
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
+class SetBotConfig(StepBase):
+    """Change the running bot's settings: the harness renders its config again with these changes and a new
+    generation, writes it over the old one and sends SIGHUP; the step passes when the bot traces
+    `config.reload` with that generation (capability `hot-reload`)."""
+
+    kind: ClassVar[str] = "set_bot_config"
+
+    bot: RoomOverride = Field(default_factory=RoomOverride)  # account-level changes
+    rooms: dict[RoomName, RoomOverride] = Field(default_factory=dict)  # per-room changes
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> SetBotConfig:
+        if not self.bot.model_fields_set and not any(r.model_fields_set for r in self.rooms.values()):
+            raise _error("evidence", "set_bot_config changes nothing: give `bot: {...}` and/or `rooms: {...}`")
+        return self
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -858,6 +954,10 @@ Step = Annotated[
         Annotated[ExpectEncrypted, _unwrap("expect_encrypted"), Tag("expect_encrypted")],
         Annotated[SendVerificationRequest, _unwrap("send_verification_request"), Tag("send_verification_request")],
         Annotated[ExpectArtifactsClean, _unwrap("expect_artifacts_clean"), Tag("expect_artifacts_clean")],
+        Annotated[Invite, _unwrap("invite"), Tag("invite")],
+        Annotated[Kick, _unwrap("kick"), Tag("kick")],
+        Annotated[ExpectMembership, _unwrap("expect_membership"), Tag("expect_membership")],
+        Annotated[SetBotConfig, _unwrap("set_bot_config"), Tag("set_bot_config")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -894,6 +994,10 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         ExpectEncrypted,
         SendVerificationRequest,
         ExpectArtifactsClean,
+        Invite,
+        Kick,
+        ExpectMembership,
+        SetBotConfig,
     )
 }
 
@@ -992,10 +1096,18 @@ class Scenario(_Model):
                 elif member not in actors:
                     yield ("rooms", room, "members", j), unknown_actor(member), member
 
-        for field, names in (("knownBots", self.bot.known_bots), ("allowlist", self.bot.allowlist or [])):
+        for field, names in (("knownBots", self.bot.known_bots), ("allowlist", self.bot.allowlist or []),
+                             ("autoJoinAllowlist", self.bot.auto_join_allowlist)):
             for j, name in enumerate(names):
                 if name not in actors:
                     yield ("bot", field, j), unknown_actor(name), name
+        for room, spec in self.rooms.items():
+            for j, name in enumerate((spec.bot.allowlist if spec.bot else None) or []):
+                if name not in actors:
+                    yield ("rooms", room, "bot", "allowlist", j), unknown_actor(name), name
+            if spec.direct and len(spec.members or []) != 1:
+                yield ("rooms", room, "direct"), "a direct room is the bot and exactly one member; give it " \
+                    f"`members: [one actor]` (has {len(spec.members or [])})", spec.direct
 
         yield from self._step_problems(actors, unknown_actor)
 
@@ -1024,6 +1136,8 @@ class Scenario(_Model):
             elif step.kind in ("start_bot", "restart_bot"):
                 bot_down = False
 
+            if step.kind == "set_bot_config":
+                yield from self._config_change_problems(base, step, actors, unknown_actor)
             room = step.own_room()
             if room is not None and room not in self.rooms:
                 known_rooms = ", ".join(self.rooms)
@@ -1080,6 +1194,18 @@ class Scenario(_Model):
                     yield (*base, "id"), f"duplicate step id {sid!r} (first defined by steps[{first}])", sid
                 else:
                     defined[sid] = (step.defines_kind or "", room)
+
+
+    def _config_change_problems(
+        self, base: tuple[str | int, ...], step: Any, actors: set[str], unknown_actor: Callable[[str], str]
+    ) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+        changes = [(("bot",), step.bot), *((("rooms", name), o) for name, o in step.rooms.items())]
+        for loc, override in changes:
+            if loc[0] == "rooms" and loc[1] not in self.rooms:
+                yield (*base, *loc), f"unknown room {loc[1]!r} (declared rooms: {', '.join(self.rooms)})", loc[1]
+            for j, name in enumerate(override.allowlist or []):
+                if name not in actors:
+                    yield (*base, *loc, "allowlist", j), unknown_actor(name), name
 
 
 def _device_problems(step: StepBase, base: tuple[str | int, ...], devices: set[str]) -> Iterator[

@@ -4,6 +4,8 @@ and either returns a one-line detail for the report or raises StepFailed with th
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -258,6 +260,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
         problems.insert(0, f"body {body!r} does not contain {_text(ctx, contains)!r}")
     if getattr(step, "streamed", False):
         problems += _chain_problems(ctx, event, ChainRules(min_edits=1, final_body=expected_body))
+    if event.get("room_id") != trigger.room_id:
+        problems.append(f"the reply is in room {event.get('room_id')}, the message was in {trigger.room_id}")
     if step.encrypted is not None and bool(event.get("decrypted")) != step.encrypted:
         problems.append("the reply was sent in the clear" if step.encrypted else "the reply was encrypted")
     if step.after:
@@ -517,7 +521,9 @@ async def expect_trace(ctx: ScenarioContext, step: Any) -> str:
     try:
         record = await ctx.bot.trace.wait_for(matches, _timeout(step), what, ctx.trace_start)
     except WaitTimeout as exc:
-        raise StepFailed(f"a bot trace record {step.type} matching {wanted}", exc.seen[-15:]) from None
+        # About one message: what the bot did with it says more than the last records of the whole trace.
+        seen = _trace_about(ctx, event_id) if event_id else exc.seen[-15:]
+        raise StepFailed(f"a bot trace record {step.type} matching {wanted}", seen) from None
     over = {k: record.get(k) for k, limit in step.max.items()
             if not isinstance(record.get(k), int | float) or record[k] > limit}
     if over:
@@ -769,6 +775,78 @@ async def approve(ctx: ScenarioContext, step: Any) -> str:
     return f"{step.actor} reacted {key} to approval {record.get('approvalId')} ({event_id})"
 
 
+async def membership_change(ctx: ScenarioContext, step: Any) -> str:
+    """invite / kick / leave, through the acting user's own client."""
+    room_id = ctx.rooms[step.room]
+    who = ctx.user_id_of(getattr(step, "who", step.actor))
+    # expect_membership looks only at what the room shows from here on: the bot's join before a kick is old news.
+    ctx.membership_marks[room_id] = len(ctx.observer().events.items)
+    await ctx.actors[step.actor].membership(step.kind, room_id, who, getattr(step, "reason", None))
+    return f"{step.actor}: {step.kind} {room_id}" if step.kind == "leave" else \
+        f"{step.actor}: {step.kind} {who} in {room_id}"
+
+
+async def expect_membership(ctx: ScenarioContext, step: Any) -> str:
+    room_id = ctx.rooms[step.room]
+    who = ctx.user_id_of(step.who)
+    expected = f"{step.who} reaches membership {step.membership!r} in room {step.room!r}"
+
+    def membership(e: dict[str, Any]) -> str | None:
+        if e.get("type") == "m.room.member" and e.get("state_key") == who and e.get("room_id") == room_id:
+            return str((e.get("content") or {}).get("membership"))
+        return None
+
+    def settled(e: dict[str, Any]) -> bool:
+        # Waiting for a join, a decline (leave) is as final an answer as the join: fail on it at once.
+        found = membership(e)
+        return found is not None and (found == step.membership or found != "invite")
+
+    try:
+        event = await ctx.observer().events.wait_for(settled, _timeout(step), f"{step.who} {step.membership} "
+                                                     f"{room_id}", ctx.membership_marks.get(room_id, 0))
+    except WaitTimeout as exc:
+        seen = [line for line in exc.seen if "m.room.member" in line][-8:]
+        raise StepFailed(expected, seen + _trace_about(ctx)[-8:]) from None
+    ctx.method = "room"
+    if membership(event) != step.membership:
+        raise StepFailed(expected, [f"{who} reached {membership(event)!r} instead: " + describe_event(event),
+                                    *_trace_about(ctx)[-8:]])
+    return f"{who} {step.membership} in {room_id} ({event.get('event_id')})"
+
+
+async def set_bot_config(ctx: ScenarioContext, step: Any) -> str:
+    """Render the bot's config again with this change, write it where the bot reads it, send SIGHUP, and wait
+    for the bot to trace the new generation (without a trace, only the signal's delivery is known)."""
+    launch = ctx.bot.launch
+    text = ctx.rerender([*ctx.config_changes, step]) if ctx.rerender else None
+    if text is None or launch.config_path is None or ctx.bot.pid is None:
+        raise StepFailed("a running bot with a rendered config to change",
+                         [f"bot {ctx.bot.name}: config {launch.config_path}, pid {ctx.bot.pid}"])
+    ctx.config_changes.append(step)
+    generation = len(ctx.config_changes) + 1
+    launch.config_text = text  # a later restart starts from the changed config too
+    tmp = launch.config_path.with_suffix(".next")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(0o600)
+    tmp.replace(launch.config_path)  # whole or not at all: a bot never reads half a config
+    mark = len(ctx.bot.trace.items)
+    os.kill(ctx.bot.pid, signal.SIGHUP)
+    if not ctx.bot.has_trace:
+        ctx.method = "signal"
+        return f"config generation {generation} written, SIGHUP sent (NOT CHECKED: the bot writes no trace)"
+    ctx.method = "trace"
+    try:
+        record = await ctx.bot.trace.wait_for(lambda r: r.get("type") == "config.reload"
+                                              and r.get("generation") == generation, _timeout(step),
+                                              f"config.reload generation {generation}", mark)
+    except WaitTimeout as exc:
+        raise StepFailed(f"the bot reloads its config (trace config.reload with generation {generation})",
+                         exc.seen[-10:]) from None
+    if record.get("ok") is not True:
+        raise StepFailed(f"the bot applies config generation {generation}", ["bot trace: " + describe_record(record)])
+    return describe_record(record)
+
+
 STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "send": send,
     "expect_reply": expect_reply,
@@ -789,5 +867,10 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "expect_edits": expect_edits,
     # E2EE (issue 15)
     **E2EE_STEPS,
+    "invite": membership_change,
+    "kick": membership_change,
+    "leave": membership_change,
+    "expect_membership": expect_membership,
+    "set_bot_config": set_bot_config,
 }
 

@@ -1,0 +1,132 @@
+"""The agent's membership decisions: which invites it joins, what a (re)joined room's backlog is, who kicked it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from qa.agent.config import AgentConfig
+from qa.agent.membership import (
+    Membership,
+    backlog_cutoff,
+    decide_invite,
+    invite_facts,
+    left_room,
+)
+from qa.agent.trace import Trace
+
+BOT = "@bot:hs"
+
+
+@pytest.mark.parametrize(("inviter", "configured", "auto_join", "join", "reason"), [
+    ("@x:hs", True, "off", True, "configured-room"),
+    ("@x:hs", True, "allowlist", True, "configured-room"),
+    ("@x:hs", False, "always", True, "auto-join-always"),
+    ("@a:hs", False, "allowlist", True, "inviter-allowed"),
+    ("@x:hs", False, "allowlist", False, "inviter-not-allowed"),
+    ("@a:hs", False, "off", False, "auto-join-off"),
+])
+def test_invites_follow_auto_join(inviter: str, configured: bool, auto_join: str, join: bool, reason: str) -> None:
+    decision = decide_invite(inviter, configured, auto_join, ["@a:hs"])
+    assert (decision.join, decision.reason) == (join, reason)
+
+
+def _member(user: str, membership: str, sender: str | None = None, **content: Any) -> Any:
+    source = {"type": "m.room.member", "state_key": user, "sender": sender or user,
+              "content": {"membership": membership, **content}}
+    return SimpleNamespace(source=source, state_key=user, sender=sender or user, membership=membership,
+                           content=source["content"])
+
+
+def _message(n: int) -> Any:
+    return SimpleNamespace(source={"type": "m.room.message", "event_id": f"$m{n}", "content": {"body": str(n)}})
+
+
+def test_invite_facts_read_the_inviter_and_is_direct_from_our_own_invite() -> None:
+    state = [_member("@other:hs", "join"), _member(BOT, "invite", sender="@dan:hs", is_direct=True)]
+    assert invite_facts(state, BOT) == ("@dan:hs", True)
+    assert invite_facts([_member(BOT, "invite", sender="@dan:hs")], BOT) == ("@dan:hs", False)
+    assert invite_facts([_member("@other:hs", "invite", sender="@dan:hs", is_direct=True)], BOT) == ("", False)
+
+
+def test_what_came_before_our_latest_join_in_a_batch_is_backlog() -> None:
+    assert backlog_cutoff([_message(1), _message(2)], BOT) == 0  # no join in it: an ordinary batch
+    assert backlog_cutoff([_message(1), _member(BOT, "join"), _message(2)], BOT) == 2
+    # A kick and a rejoin inside one batch: everything up to the rejoin is backlog.
+    events = [_member(BOT, "join"), _message(1), _member(BOT, "leave", sender="@dan:hs"), _message(2),
+              _member(BOT, "join"), _message(3)]
+    assert backlog_cutoff(events, BOT) == 5
+    assert backlog_cutoff([_message(1), _member("@dan:hs", "join")], BOT) == 0  # someone else's join
+
+
+def test_left_room_names_who_removed_the_bot_and_why() -> None:
+    kicked = [_message(1), _member(BOT, "leave", sender="@dan:hs", reason="bye")]
+    assert left_room(kicked, BOT) == {"membership": "leave", "by": "@dan:hs", "reason": "bye"}
+    assert left_room([_member(BOT, "ban", sender="@dan:hs")], BOT) == {"membership": "ban", "by": "@dan:hs"}
+    assert left_room([_message(1), _member("@dan:hs", "leave")], BOT) is None
+
+
+def _config(**extra: Any) -> AgentConfig:
+    return AgentConfig.model_validate({"homeserver": "http://hs", "userId": BOT, "stateDir": "/s",
+                                       "rooms": {"!known:hs": {}}, "model": {"baseUrl": "http://m", "model": "x"},
+                                       **extra})
+
+
+class _Client:
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str]] = []
+
+    async def join(self, room_id: str) -> Any:
+        self.calls.append(("join", room_id))
+        return SimpleNamespace()
+
+    async def room_leave(self, room_id: str) -> Any:
+        self.calls.append(("leave", room_id))
+        return SimpleNamespace()
+
+
+async def test_membership_joins_declines_traces_and_remembers(tmp_path: Path) -> None:
+    trace_path = tmp_path / "trace.jsonl"
+    trace = Trace(trace_path)
+    membership = Membership(tmp_path, BOT, trace)
+    client = _Client()
+    invites = {
+        "!known:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@x:hs")]),
+        "!dm:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@a:hs", is_direct=True)]),
+        "!spam:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@x:hs")]),
+    }
+    config = _config(autoJoin="allowlist", autoJoinAllowlist=["@a:hs"])
+    await membership.on_invites(client, invites, config)
+    membership.on_leaves({"!gone:hs": SimpleNamespace(timeline=SimpleNamespace(events=[
+        _member(BOT, "leave", sender="@dan:hs", reason="r")])),
+        "!spam:hs": SimpleNamespace(timeline=SimpleNamespace(events=[_member(BOT, "leave")]))})
+    trace.close()
+    assert client.calls == [("join", "!known:hs"), ("join", "!dm:hs"), ("leave", "!spam:hs")]
+    records = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    assert [(r["type"], r["roomId"], r.get("decision"), r.get("reason")) for r in records] == [
+        ("invite", "!known:hs", "joined", "configured-room"),
+        ("invite", "!dm:hs", "joined", "inviter-allowed"),
+        ("invite", "!spam:hs", "declined", "inviter-not-allowed"),
+        ("membership", "!gone:hs", None, "r"),  # our own decline is not traced a second time
+    ]
+    # A restarted bot still serves the room it joined by invite, and still knows the DM.
+    again = Membership(tmp_path, BOT, Trace(None))
+    assert (again.runtime_rooms, again.direct_rooms) == ({"!dm:hs"}, {"!dm:hs"})
+    assert Membership(tmp_path, BOT, Trace(None), forget=True).runtime_rooms == set()
+
+
+def test_room_policy_defaults_for_runtime_rooms_and_the_dm_rule() -> None:
+    config = _config(defaults={"requireMention": False, "allowlist": ["@a:hs"]}, dmRequireMention=False)
+    assert config.room_policy("!other:hs") is None  # neither listed nor joined by invite
+    runtime = config.room_policy("!other:hs", joined_at_runtime=True)
+    assert runtime is not None and not runtime.require_mention and runtime.allowlist == frozenset({"@a:hs"})
+    listed = config.room_policy("!known:hs")
+    assert listed is not None and listed.require_mention
+    dm = config.room_policy("!known:hs", direct=True)
+    assert dm is not None and not dm.require_mention
+    strict = _config(dmRequireMention=True).room_policy("!known:hs", direct=True)
+    assert strict is not None and strict.require_mention
