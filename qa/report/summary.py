@@ -124,6 +124,8 @@ class ScenarioResult(_Model):
     latency: Latency | None = None  # over replyLatenciesMs; absent when the scenario expected no reply
     negativeChecks: list[NegativeCheck] = Field(default_factory=list)
     artifacts: dict[str, str] = Field(default_factory=dict)
+    # Faults served on purpose (fault proxy rules, mock-provider faults), in the order they hit.
+    faultHits: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Timings(_Model):

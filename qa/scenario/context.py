@@ -63,6 +63,7 @@ class ScenarioContext:
     # Checks that must still hold when the scenario ends (a reply edited later, an unwanted reply that came
     # late): each returns a problem, or None.
     final_checks: list[Any] = field(default_factory=list)
+    fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares faults
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

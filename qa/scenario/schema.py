@@ -45,12 +45,13 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from qa.harness.capabilities import Capability
+from qa.harness.fault_rules import FaultRule, check_unique
 from qa.scenario import markers
 
 BOT = "bot"
 IMPLICIT_PROFILE = "all"
 # Informational: profiles are free-form names so a new one needs no code change; these are the ones in use.
-KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow")
+KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "faults")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -183,6 +184,8 @@ class BotConfig(_Model):
     session_write_lock: SessionWriteLock | None = Field(default=None, alias="sessionWriteLock")
     text_chunk_limit: int = Field(default=4000, alias="textChunkLimit", gt=0)
     encryption: bool = False
+    # How long the bot waits for the model before it gives up on a request (None: the bot's default).
+    model_timeout: Duration | None = Field(default=None, alias="modelTimeout")
 
 
 def _relative_path(value: str) -> str:
@@ -310,6 +313,8 @@ class ExpectReply(StepBase):
     no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
     after: StepId | None = None  # the reply must come later in the room than this earlier reply
     encrypted: bool | None = None  # True: the reply must have been sent encrypted (and decrypted by us)
+    msgtype: Literal["m.text", "m.notice"] | None = None  # None: any
+    body_contains: MarkedText | None = None  # the reply's body must contain this (e.g. a failure notice's gist)
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -536,6 +541,31 @@ class ExpectApproval(StepBase):
         return [Ref(("to",), self.to, frozenset({SENT}), True)]
 
 
+class SetFaults(StepBase):
+    """Replace the fault proxy's rules (qa.harness.fault_rules) from here on; their counts start afresh.
+    drop_in_flight: also cut the bot's open requests the new rules match (its current /sync long-poll), so
+    the very next ones meet the new rules."""
+
+    kind: ClassVar[str] = "set_faults"
+
+    rules: list[FaultRule] = Field(default_factory=list)
+    drop_in_flight: bool = False
+
+
+class ExpectFaults(StepBase):
+    """A fault rule was hit: a homeserver rule of the fault proxy, or (source: provider) a mock-provider rule
+    that served a fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit
+    the client's next matching request came no sooner than this (it waited as long as it was told)."""
+
+    kind: ClassVar[str] = "expect_faults"
+
+    rule: str = Field(min_length=1)
+    source: Literal["homeserver", "provider"] = "homeserver"
+    hits: int | None = Field(default=None, ge=1)
+    retried_after_ms: int | None = Field(default=None, ge=0)
+    timeout: Duration | None = None
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -573,6 +603,8 @@ Step = Annotated[
         Annotated[ExpectReplyCount, _unwrap("expect_reply_count"), Tag("expect_reply_count")],
         Annotated[Approve, _unwrap("approve"), Tag("approve")],
         Annotated[ExpectApproval, _unwrap("expect_approval"), Tag("expect_approval")],
+        Annotated[SetFaults, _unwrap("set_faults"), Tag("set_faults")],
+        Annotated[ExpectFaults, _unwrap("expect_faults"), Tag("expect_faults")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -595,6 +627,8 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         StopBot,
         StartBot,
         ExpectReplyCount,
+        SetFaults,
+        ExpectFaults,
     )
 }
 
@@ -638,6 +672,8 @@ class Scenario(_Model):
     # What the bot under test must be able to do beyond what the steps imply (qa.harness.capabilities); a bot
     # whose bot file lacks one skips the scenario with the reason.
     requires: list[Capability] = Field(default_factory=list)
+    # Homeserver faults for the bot's requests (qa.harness.fault_rules), served by a per-scenario fault proxy.
+    faults: list[FaultRule] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
     # Private, so a scenario file cannot set it; the loader passes it through the validation context.
@@ -698,7 +734,23 @@ class Scenario(_Model):
                 if name not in actors:
                     yield ("bot", field, j), unknown_actor(name), name
 
+        yield from self._fault_problems()
         yield from self._step_problems(actors, unknown_actor)
+
+    def _fault_problems(self) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+        for i, problem in check_unique(self.faults):
+            yield ("faults", i, "name"), problem, self.faults[i].name
+        names = {r.name for r in self.faults}
+        for i, step in enumerate(self.steps):
+            if isinstance(step, SetFaults):
+                for j, problem in check_unique(step.rules):
+                    yield ("steps", i, step.kind, "rules", j, "name"), problem, step.rules[j].name
+                names |= {r.name for r in step.rules}
+            elif isinstance(step, ExpectFaults) and step.source == "homeserver" and step.rule not in names:
+                known = ", ".join(sorted(names)) or "none"
+                yield (("steps", i, step.kind, "rule"),
+                       f"unknown fault rule {step.rule!r} (rules in `faults` and earlier set_faults: {known})",
+                       step.rule)
 
     def _step_problems(
         self, actors: set[str], unknown_actor: Callable[[str], str]
