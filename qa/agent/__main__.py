@@ -33,7 +33,7 @@ async def _main(config_path: Path) -> int:
     trace.emit("start", pid=os.getpid(), userId=config.user_id,
                lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
-    model = ModelClient(config.model, model_api_key())
+    model = ModelClient(config.model, model_api_key(), config.mutations)
     bot = MatrixBot(config, trace, config.password(os.environ))
     if config.approvals.enabled:
         a = config.approvals
@@ -43,7 +43,8 @@ async def _main(config_path: Path) -> int:
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
-                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers)
+                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers,
+                                  send_notice=bot.send_notice)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -55,6 +55,19 @@ class ApprovalsConfig(_Model):
     allowed_programs: list[str] = Field(list(DEFAULT_ALLOWED_PROGRAMS), alias="allowedPrograms")
 
 
+class FaultMutations(_Model):
+    """Test-only mutations, all off by default: each breaks one fault-recovery behaviour, so the fault scenarios
+    can be shown failing on exactly the bug they guard against (tests/integration/test_faults.py)."""
+
+    new_txn_id_on_retry: bool = Field(False, alias="newTxnIdOnRetry")  # a retried send is a new event: twice
+    ignore_retry_after: bool = Field(False, alias="ignoreRetryAfter")  # retry at once, whatever the server said
+    give_up_on_sync_error: bool = Field(False, alias="giveUpOnSyncError")  # the first sync error stops the bot
+    crash_on_send_error: bool = Field(False, alias="crashOnSendError")  # a refused send kills the process
+    no_model_retry: bool = Field(False, alias="noModelRetry")  # one model error fails the turn
+    no_model_timeout: bool = Field(False, alias="noModelTimeout")  # wait for a hung model (nearly) forever
+    keep_partial_reply: bool = Field(False, alias="keepPartialReply")  # send what a broken stream gave so far
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -74,6 +87,7 @@ class AgentConfig(_Model):
     # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
     # bug class the restart scenarios must catch (answering old messages again).
     forget_state_on_start: bool = Field(False, alias="forgetStateOnStart")
+    mutations: FaultMutations = Field(default_factory=FaultMutations)
 
     def room_policy(self, room_id: str) -> RoomPolicy | None:
         room = self.rooms.get(room_id)

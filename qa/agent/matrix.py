@@ -10,9 +10,11 @@ import asyncio
 import json
 import logging
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from nio import AsyncClient, AsyncClientConfig, JoinError, LoginError, MegolmEvent, RoomSendError, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
@@ -31,6 +33,10 @@ SYNC_TIMEOUT_MS = 30_000
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 # Retry pacing when the homeserver is unreachable (e.g. restarting): a backoff, not a synchronization point.
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+# A send is tried this often (429s, 5xx, dropped connections), always under one transaction id, so however
+# many tries reach the homeserver it makes one event.
+SEND_ATTEMPTS = 5
+MAX_RETRY_AFTER_S = 30.0  # a homeserver asking for longer is not waited for: the send is given up, traced
 
 
 def reply_content(text: str, thread_root: str | None, in_reply_to: str | None) -> dict[str, Any]:
@@ -61,8 +67,10 @@ class MatrixBot:
             config.user_id,
             device_id=config.device_id,
             store_path=str(store),
+            # nio's own retries stay off (429s and timeouts, unbounded and untraced there): ours are bounded.
             config=AsyncClientConfig(encryption_enabled=config.encryption,
-                                     request_timeout=SYNC_TIMEOUT_MS / 1000 + 15),
+                                     request_timeout=SYNC_TIMEOUT_MS / 1000 + 15,
+                                     max_limit_exceeded=0, max_timeouts=0),
         )
         # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
         self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
@@ -102,17 +110,47 @@ class MatrixBot:
     async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
         return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
 
+    async def send_notice(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None
+                          ) -> str | None:
+        content = {**reply_content(text, thread_root, in_reply_to), "msgtype": "m.notice"}
+        return await self._send(room_id, "m.room.message", content, thread_root)
+
     async def _send(
         self, room_id: str, event_type: str, content: dict[str, Any], thread_root: str | None
     ) -> str | None:
-        # Trust on first use: room keys go to every device of the room's members (see qa.e2ee and the README).
-        resp = await self.client.room_send(room_id, event_type, content, ignore_unverified_devices=True)
-        if isinstance(resp, RoomSendError):
-            self._trace.emit("error", where=f"send {event_type}", roomId=room_id, error=resp.message)
-            return None
-        if event_type == "m.room.message":
-            self._sent[resp.event_id] = (room_id, thread_root)
-        return resp.event_id
+        mutations = self._config.mutations
+        txn = uuid.uuid4().hex
+        for tries in range(1, SEND_ATTEMPTS + 1):
+            if mutations.new_txn_id_on_retry:
+                txn = uuid.uuid4().hex  # the mutation: each try is a new event to the homeserver
+            try:
+                # Trust on first use: room keys go to every device of the room's members (see qa.e2ee, README).
+                resp: Any = await self.client.room_send(room_id, event_type, content, tx_id=txn,
+                                                        ignore_unverified_devices=True)
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                resp, status, error = None, None, f"{type(exc).__name__}: {exc}"
+            else:
+                if not isinstance(resp, RoomSendError):
+                    if event_type == "m.room.message":
+                        self._sent[resp.event_id] = (room_id, thread_root)
+                    return str(resp.event_id)
+                status = getattr(getattr(resp, "transport_response", None), "status", None)
+                error = f"{resp.status_code or ''} {resp.message}".strip()
+            retryable = resp is None or status in (429, 502, 503, 504) or resp.status_code == "M_LIMIT_EXCEEDED"
+            asked = (resp.retry_after_ms / 1000) if resp is not None and resp.retry_after_ms else None
+            if not retryable or tries == SEND_ATTEMPTS or (asked or 0) > MAX_RETRY_AFTER_S:
+                self._trace.emit("error", where=f"send {event_type}", roomId=room_id, status=status, error=error,
+                                 tries=tries, txnId=txn)
+                if mutations.crash_on_send_error:
+                    raise SystemExit(3)  # the mutation: a refused send takes the whole bot down
+                return None
+            delay = RETRY_DELAYS_S[min(tries - 1, len(RETRY_DELAYS_S) - 1)]
+            if asked is not None and not mutations.ignore_retry_after:
+                delay = asked
+            self._trace.emit("send.retry", roomId=room_id, eventType=event_type, status=status, error=error,
+                             tries=tries, txnId=txn, retryInMs=round(delay * 1000))
+            await asyncio.sleep(delay)  # pacing the homeserver asked for, not a synchronization
+        return None
 
     async def run(self) -> None:
         token = self._load_token()
@@ -130,12 +168,17 @@ class MatrixBot:
             try:
                 resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
                                               sync_filter=SYNC_FILTER)
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
             if isinstance(resp, SyncError):
                 delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                if resp.retry_after_ms and not self._config.mutations.ignore_retry_after:
+                    delay = min(resp.retry_after_ms / 1000, MAX_RETRY_AFTER_S)
                 failures += 1
                 self._trace.emit("error", where="sync", error=resp.message, retryInS=delay)
+                if self._config.mutations.give_up_on_sync_error:
+                    raise InfraError(f"sync failed: {resp.message} (mutation giveUpOnSyncError)")
+                # The same `since` again: whatever arrived meanwhile comes in the next batch, nothing is skipped.
                 await asyncio.sleep(delay)
                 continue
             if failures:

@@ -93,8 +93,13 @@ class FaultProxy:
                 if rule is None or request.transport is None:
                     continue
                 request.transport.close()
-                self._record_hit(rule, 0, "drop-in-flight", record, None)["endedAt"] = round(mono_ms(), 1)
+                # Filed under its own name: the new rules' counts are about the requests that come next.
+                self.hits.append({"rule": "drop_in_flight", "occurrence": cut + 1, "action": "drop-in-flight",
+                                  "method": request.method, "path": request.path, "status": None,
+                                  "startedAt": round(record["startedAt"], 1), "endedAt": round(mono_ms(), 1),
+                                  "what": f"open request cut by set_faults (matched {rule.name})"})
                 cut += 1
+        self._notify()
         return cut
 
     async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:

@@ -43,6 +43,7 @@ from qa.provider.rules import (
     Reply,
     Rule,
     RuleFileError,
+    StreamFault,
     content_text,
     decide,
     load_default_rules,
@@ -81,6 +82,7 @@ class JournalEntry:
     hold: str | None = None
     held_ms: float | None = None
     client_disconnected: bool = False
+    fault: str | None = None  # the fault served on purpose (an error, a broken stream, a hang), in words
 
     @property
     def is_chat(self) -> bool:
@@ -127,6 +129,7 @@ class JournalEntry:
             "hold": self.hold,
             "heldMs": round(self.held_ms, 3) if self.held_ms is not None else None,
             "clientDisconnected": self.client_disconnected,
+            "fault": self.fault,
         }
 
     def summary(self) -> str:
@@ -146,7 +149,8 @@ def _shorten(text: str, limit: int = 100) -> str:
 
 
 def _error_response(error: ErrorReply, request_id: str) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers={"x-request-id": request_id})
+    return web.json_response(error.body(), status=error.status, headers={"x-request-id": request_id,
+                                                                         **error.headers()})
 
 
 def _bad_request(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:
@@ -255,6 +259,7 @@ class MockProvider:
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._holds: dict[str, asyncio.Event] = {}
+        self._times: dict[tuple[str, str], int] = {}  # how often each `times` rule answered (qa.provider.rules)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -492,6 +497,7 @@ class MockProvider:
             ChatRequest.from_body(body),
             fallback_text=self.fallback_text,
             call_id_prefix=f"call_mock{number}",
+            counts=self._times,
         )
         entry.rule = decision.rule_name
         entry.unmatched = decision.rule is None
@@ -507,6 +513,9 @@ class MockProvider:
             await self._pause(decision.latency_ms / 1000)
         if request.transport is None or request.transport.is_closing():
             entry.client_disconnected = True
+            if decision.hold is not None or decision.latency_ms:
+                entry.fault = f"hang: the client gave up after {mono_ms() - entry.started_at:.0f} ms"
+        entry.fault = entry.fault or decision.fault()
 
         if decision.error is not None:
             entry.error = decision.error
@@ -517,7 +526,14 @@ class MockProvider:
         if entry.stream:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return await self._stream(request, entry, decision.reply, usage if include_usage else None)
+            return await self._stream(request, entry, decision.reply, usage if include_usage else None,
+                                      decision.stream_fault)
+        if decision.stream_fault is not None:
+            # Not streamed: the same fault as half a JSON body, then the connection closed.
+            text = json.dumps(self._completion(entry, decision.reply, usage))
+            if decision.stream_fault.kind == "cut" and request.transport is not None:
+                request.transport.close()
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return web.json_response(self._completion(entry, decision.reply, usage))
 
     async def _pause(self, seconds: float) -> None:
@@ -592,7 +608,8 @@ class MockProvider:
         return chunks
 
     async def _stream(
-        self, request: web.Request, entry: JournalEntry, reply: Reply, usage: dict[str, int] | None
+        self, request: web.Request, entry: JournalEntry, reply: Reply, usage: dict[str, int] | None,
+        fault: StreamFault | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
@@ -604,7 +621,15 @@ class MockProvider:
         )
         try:
             await response.prepare(request)
-            for chunk in self._chunks(entry, reply, usage):
+            for number, chunk in enumerate(self._chunks(entry, reply, usage)):
+                if fault is not None and number == fault.after_chunks:
+                    if fault.kind == "cut":
+                        # Flushed first, so the client has the intact part when the connection goes.
+                        await response.drain()
+                        if request.transport is not None:
+                            request.transport.close()
+                        return response
+                    await response.write(b'data: {"choices": [{"delta": {"content": "unterminated\n\n')
                 await response.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

@@ -15,6 +15,13 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
         error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
         latency_ms: 1500                        # simulated model latency before the response starts
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
+        times: 2                                # only the first 2 requests with the same latest user message;
+                                                # later ones fall through to the next rules (a retry succeeds)
+        stream_fault: {kind: cut, after_chunks: 1}  # a reply that breaks mid-stream: `cut` closes the
+                                                # connection, `malformed` sends a chunk that is not JSON
+
+Provider faults: `error` (500, or 429 with `retry_after_s`, sent as a Retry-After header), `stream_fault`,
+and a `latency_ms`/`hold` longer than the client waits (a hang); the journal records each fault served.
 
 Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
 a named group of `match.latest_user` or `match.any_message`, or with `latest_user`, `last_content` (the last
@@ -124,11 +131,17 @@ class ErrorSpec(_Strict):
     type: str | None = None
     code: str | None = None
     param: str | None = None
+    retry_after_s: float | None = Field(default=None, ge=0, le=600)  # the Retry-After header, in seconds
 
     def error_type(self) -> str:
         if self.type is not None:
             return self.type
         return "server_error" if self.status >= 500 else "invalid_request_error"
+
+
+class StreamFault(_Strict):
+    kind: Literal["cut", "malformed"]
+    after_chunks: int = Field(default=1, ge=0)  # chunks of the reply that arrive intact before the fault
 
 
 class Rule(_Strict):
@@ -138,11 +151,15 @@ class Rule(_Strict):
     error: ErrorSpec | None = None
     latency_ms: int = Field(default=0, ge=0)
     hold: bool | str | None = None
+    times: int | None = Field(default=None, ge=1)
+    stream_fault: StreamFault | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
         if (self.reply is None) == (self.error is None):
             raise ValueError("a rule needs exactly one of reply or error")
+        if self.stream_fault is not None and self.reply is None:
+            raise ValueError("stream_fault breaks a reply; a rule with `error` has no stream to break")
         if isinstance(self.hold, str) and not self.hold:
             raise ValueError("hold: a hold name must not be empty")
         known = set(BUILTIN_VARS)
@@ -359,6 +376,10 @@ class ErrorReply:
     type: str
     code: str | None = None
     param: str | None = None
+    retry_after_s: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": f"{self.retry_after_s:g}"}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -371,10 +392,21 @@ class Decision:
     error: ErrorReply | None
     latency_ms: int = 0
     hold: str | None = None
+    stream_fault: StreamFault | None = None
 
     @property
     def rule_name(self) -> str | None:
         return self.rule.name if self.rule is not None else None
+
+    def fault(self) -> str | None:
+        """The fault this decision serves, in words for the journal and the report (None: a plain answer)."""
+        if self.error is not None:
+            after = f" retry-after {self.error.retry_after_s:g}s" if self.error.retry_after_s is not None else ""
+            return f"error {self.error.status}{after}"
+        if self.stream_fault is not None:
+            kind = "stream cut" if self.stream_fault.kind == "cut" else "malformed chunk"
+            return f"{kind} after {self.stream_fault.after_chunks} chunk(s)"
+        return None
 
 
 def decide(
@@ -383,12 +415,21 @@ def decide(
     *,
     fallback_text: str = DEFAULT_FALLBACK_TEXT,
     call_id_prefix: str = "call_mock",
+    counts: dict[tuple[str, str], int] | None = None,
 ) -> Decision:
-    """First matching rule wins; no match is not an error, so the bot under test keeps a working model."""
+    """First matching rule wins; no match is not an error, so the bot under test keeps a working model.
+
+    `counts` (kept by the caller across requests) is how often each `times` rule answered each latest user
+    message; a rule that used up its times is passed over, so a client's retry meets the next rule."""
     for rule in rules:
         variables = rule.match_request(request)
         if variables is None:
             continue
+        if rule.times is not None and counts is not None:
+            key = (rule.name, request.latest_user or "")
+            if counts.get(key, 0) >= rule.times:
+                continue
+            counts[key] = counts.get(key, 0) + 1
         if rule.error is not None:
             err = rule.error
             error = ErrorReply(
@@ -397,6 +438,7 @@ def decide(
                 type=err.error_type(),
                 code=err.code,
                 param=err.param,
+                retry_after_s=err.retry_after_s,
             )
             return Decision(rule, None, error, rule.latency_ms, rule.hold_name)
         assert rule.reply is not None  # guaranteed by Rule._check
@@ -409,7 +451,7 @@ def decide(
             for i, spec in enumerate(rule.reply.calls)
         ]
         text = render(rule.reply.text, variables) if rule.reply.text is not None else None
-        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name)
+        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name, rule.stream_fault)
     return Decision(None, Reply(fallback_text), None)
 
 

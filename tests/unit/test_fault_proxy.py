@@ -150,7 +150,7 @@ async def test_set_rules_mid_way_and_cut_what_is_in_flight(upstream: tuple[str, 
     finally:
         await proxy.stop()
     assert cut == 1
-    assert [(h["rule"], h["action"]) for h in proxy.hits] == [("hold", "delay"), ("bad-gateway", "drop-in-flight"),
+    assert [(h["rule"], h["action"]) for h in proxy.hits] == [("hold", "delay"), ("drop_in_flight", "drop-in-flight"),
                                                             ("bad-gateway", "status")]
     assert [i["by"] for i in proxy.artifact()["installed"]] == ["scenario", "set_faults"]
 
