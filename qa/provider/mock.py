@@ -59,6 +59,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Transcripts grow; aiohttp's 1 MiB default would turn a long conversation into a 413.
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _STREAM_PIECES = 3
+_DISCONNECT_CHECK_S = 0.25
 
 
 @dataclass
@@ -510,11 +511,11 @@ class MockProvider:
             await self._hold_event(decision.hold).wait()
             entry.held_ms = mono_ms() - held_from
         if decision.latency_ms:
-            await self._pause(decision.latency_ms / 1000)
+            await self._pause(decision.latency_ms / 1000, request)
         if request.transport is None or request.transport.is_closing():
             entry.client_disconnected = True
             if decision.hold is not None or decision.latency_ms:
-                entry.fault = f"hang: the client gave up after {mono_ms() - entry.started_at:.0f} ms"
+                entry.fault = "hang: the client gave up waiting"  # when: the entry's finishedAt
         entry.fault = entry.fault or decision.fault()
 
         if decision.error is not None:
@@ -536,11 +537,19 @@ class MockProvider:
             return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return web.json_response(self._completion(entry, decision.reply, usage))
 
-    async def _pause(self, seconds: float) -> None:
-        """Simulated model latency, cut short when the provider stops."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+    async def _pause(self, seconds: float, request: web.Request | None = None) -> None:
+        """Simulated model latency, cut short when the provider stops or the client has gone (a client that
+        timed out is the hang's evidence, journaled when it happens rather than when the latency would end)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                # aiohttp signals no disconnect to a handler, so a long pause looks at the transport now and then.
+                async with asyncio.timeout(min(left, _DISCONNECT_CHECK_S)):
+                    await self._stopping.wait()
+                    return
+            if request is not None and (request.transport is None or request.transport.is_closing()):
+                return
 
     def _usage(self, entry: JournalEntry, reply: Reply) -> dict[str, int]:
         prompt = sum(_estimate_tokens(t) + 4 for t in entry.texts())
@@ -625,7 +634,7 @@ class MockProvider:
                 if fault is not None and number == fault.after_chunks:
                     if fault.kind == "cut":
                         # Flushed first, so the client has the intact part when the connection goes.
-                        await response.drain()
+                        await response.write(b"")
                         if request.transport is not None:
                             request.transport.close()
                         return response
