@@ -106,9 +106,15 @@ def classify(exc: BaseException) -> tuple[str, bool, float | None]:
         return f"HTTP {status}", status in RETRYABLE_STATUSES, retry_after_s(exc.response.headers)
     if isinstance(exc, openai.APIConnectionError | ConnectionError) or _from_transport(exc):
         return "the connection broke", True, None
+    if isinstance(exc, StreamEndedEarly):
+        return "the reply stream ended early", True, None
     if isinstance(exc, ValueError | openai.APIError):  # a stream chunk that is not JSON, or a broken event
         return "a malformed reply", True, None
     return type(exc).__name__, False, None
+
+
+class StreamEndedEarly(ValueError):
+    """A reply stream that ended (however cleanly) without saying why it finished."""
 
 
 def _from_transport(exc: BaseException) -> bool:
@@ -209,7 +215,7 @@ class ModelClient:
             raise _BrokenStream(exc, ModelReply(text="".join(parts))) from exc
         if reply.finish_reason is None:
             # A stream that ends without saying why was cut short, however cleanly the connection closed.
-            raise _BrokenStream(ValueError("the reply stream ended without a finish reason"),
+            raise _BrokenStream(StreamEndedEarly("the reply stream ended without a finish reason"),
                                 ModelReply(text="".join(parts)))
         reply.text = "".join(parts)
         reply.tool_calls = [calls[i] for i in sorted(calls)]
