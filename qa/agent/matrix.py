@@ -35,7 +35,7 @@ SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 # A send is tried this often (429s, 5xx, dropped connections), always under one transaction id, so however
 # many tries reach the homeserver it makes one event.
-SEND_ATTEMPTS = 5
+SEND_ATTEMPTS = 6
 MAX_RETRY_AFTER_S = 30.0  # a homeserver asking for longer is not waited for: the send is given up, traced
 
 

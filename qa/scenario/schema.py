@@ -12,6 +12,7 @@ Layout of a scenario file, in short:
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
+    faults: [ {name, path, …}, … ]    homeserver faults for the bot, via a fault proxy (qa.harness.fault_rules)
     steps: [ {send: {...}}, … ]        each step is a single-key mapping naming its type
 
 Step fields are snake_case. `as` is a Python keyword, so it is the alias of a field named `actor`. Ids given

@@ -134,3 +134,11 @@ async def test_crash_on_send_error_is_the_mutation(tmp_path: Path, waits: list[f
     matrix_bot, _, _ = bot(tmp_path, [refused(403, "M_FORBIDDEN")], crashOnSendError=True)
     with pytest.raises(SystemExit):
         await matrix_bot.send_reply("!r", "hi", None, None)
+
+
+def test_mutations_are_checked_like_any_bot_setting() -> None:
+    from qa.agent.overrides import validate_agent_overrides
+
+    assert validate_agent_overrides({"mutations.noModelRetry": True}) == []
+    problems = validate_agent_overrides({"mutations.noModelRetr": True})
+    assert len(problems) == 1 and problems[0].startswith("--bot-set mutations.noModelRetr: unknown key (known: ")
