@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -118,9 +116,6 @@ class FaultProxy:
     def artifact(self) -> dict[str, Any]:
         return {"upstream": self.upstream, "installed": self.installed, "hits": self.hits,
                 "requests": len(self.requests)}
-
-    def write(self, path: Path) -> None:
-        path.write_text(json.dumps(self.artifact(), indent=2), encoding="utf-8")
 
     # --- the request path ---------------------------------------------------------------------------------
 

@@ -200,7 +200,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             stopping = callable(res.stop_reason) and res.stop_reason() is not None
             await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
-        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result)
+        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -305,7 +305,7 @@ def uses_faults(scenario: Any) -> bool:
 
 
 async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
-                            result: ScenarioResult) -> None:
+                            result: ScenarioResult, secrets: list[str]) -> None:
     """Stop the proxy (bounded) and file its hits, with the provider faults this scenario was served."""
     served = [e for e in (ctx.provider.journal if ctx is not None and ctx.provider is not None else [])
               if getattr(e, "fault", None)]
@@ -314,7 +314,9 @@ async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | Non
     hits = []
     if proxy is not None:
         await proxy.stop()
-        proxy.write(scenario_dir / "fault-hits.json")
+        # Redacted like every artifact: a foreign bot may carry a token in a path.
+        (scenario_dir / "fault-hits.json").write_text(redact(json.dumps(proxy.artifact(), indent=2), secrets),
+                                                      encoding="utf-8")
         result.artifacts["faults"] = str((scenario_dir / "fault-hits.json").relative_to(scenario_dir.parent.parent))
         hits = [{"source": "homeserver", **{k: h[k] for k in ("rule", "action", "method", "path", "status", "what")}}
                 for h in proxy.hits]
