@@ -41,6 +41,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/verdict.py": ["tests/unit/test_verdict.py"],
     "qa/harness/botfile.py": ["tests/unit/test_botfile.py"],
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
+    "qa/harness/fault_rules.py": ["tests/unit/test_fault_rules.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.

@@ -76,3 +76,15 @@ async def test_ignoring_retry_after_fails_both_rate_limit_scenarios(run_qa) -> N
         assert failure["stepKind"] == "expect_faults", failure
         assert f"each retried no sooner than {wait} ms later" in failure["expected"]
         assert any(line.startswith(f"retried sooner than {wait} ms") for line in failure["seen"]), failure
+
+
+async def test_a_foreign_bot_meets_the_same_homeserver_faults(run_qa) -> None:
+    """The proxy is bot-agnostic: any bot that honours MATRIX_QA_HOMESERVER_URL goes through it (here the nio
+    test bot, whose client retries 429s and dropped sends on the same transaction id by itself)."""
+    from tests.integration.test_foreign_bot import BOTS
+
+    result = await run_qa("matrix-send-rate-limited", "matrix-sync-errors-reconnect",
+                          bot_file=BOTS / "nio-reply-bot.yaml")
+    assert result.code == 0, result.report
+    for scenario_id in ("matrix-send-rate-limited", "matrix-sync-errors-reconnect"):
+        assert result.scenario(scenario_id)["faultHits"], scenario_id
