@@ -42,6 +42,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/harness/botfile.py": ["tests/unit/test_botfile.py"],
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
     "qa/dotted.py": ["tests/unit/test_launch.py", "tests/unit/test_agent_overrides.py"],
+    "qa/harness/fault_rules.py": ["tests/unit/test_fault_rules.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.

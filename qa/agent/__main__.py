@@ -35,7 +35,7 @@ async def _main(config_path: Path) -> int:
     trace.emit("start", pid=os.getpid(), userId=config.user_id,
                lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
-    model = ModelClient(config.model, model_api_key())
+    model = ModelClient(config.model, model_api_key(), config.mutations)
     bot = MatrixBot(config, trace, config.password(os.environ))
     if config.approvals.enabled:
         a = config.approvals
@@ -51,7 +51,8 @@ async def _main(config_path: Path) -> int:
                                   bot.send_reply, approvals=bot.approvals,
                                   # through the bot, so a reloaded config's allowlists decide approvals too
                                   allowed_for=lambda room_id: bot.config.approvers(room_id),
-                                  cross_room_memory=config.cross_room_memory, turn_io=turn_io)
+                                  cross_room_memory=config.cross_room_memory, turn_io=turn_io,
+                                  send_notice=bot.send_notice)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -76,6 +76,19 @@ TestMutation = Literal[
 ]
 
 
+class FaultMutations(_Model):
+    """Test-only mutations, all off by default: each breaks one fault-recovery behaviour, so the fault scenarios
+    can be shown failing on exactly the bug they guard against (tests/integration/test_faults.py)."""
+
+    new_txn_id_on_retry: bool = Field(False, alias="newTxnIdOnRetry")  # a retried send is a new event: twice
+    ignore_retry_after: bool = Field(False, alias="ignoreRetryAfter")  # retry at once, whatever the server said
+    give_up_on_sync_error: bool = Field(False, alias="giveUpOnSyncError")  # the first sync error stops the bot
+    crash_on_send_error: bool = Field(False, alias="crashOnSendError")  # a refused send kills the process
+    no_model_retry: bool = Field(False, alias="noModelRetry")  # one model error fails the turn
+    no_model_timeout: bool = Field(False, alias="noModelTimeout")  # wait for a hung model (nearly) forever
+    keep_partial_reply: bool = Field(False, alias="keepPartialReply")  # send what a broken stream gave so far
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -111,6 +124,7 @@ class AgentConfig(_Model):
     stream_edit_interval_ms: int = Field(250, alias="streamEditIntervalMs", gt=0)
     media: MediaConfig = Field(default_factory=MediaConfig)
     test_mutations: list[TestMutation] = Field(default_factory=list, alias="testMutations")
+    mutations: FaultMutations = Field(default_factory=FaultMutations)
 
     @field_validator("streaming", "tool_progress", mode="before")
     @classmethod

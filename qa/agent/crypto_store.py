@@ -45,8 +45,11 @@ class CryptoIdentity:
         self.store.mkdir(parents=True, exist_ok=True)
         return AsyncClient(self._config.homeserver, self._config.user_id, device_id=device_id,
                            store_path=str(self.store),
+                           # nio's own retries stay off (429s and timeouts, unbounded and untraced there): the
+                           # bot's are bounded and traced (qa.agent.matrix).
                            config=AsyncClientConfig(encryption_enabled=self._config.encryption,
-                                                    request_timeout=REQUEST_TIMEOUT_S))
+                                                    request_timeout=REQUEST_TIMEOUT_S,
+                                                    max_limit_exceeded=0, max_timeouts=0))
 
     async def login(self, client: AsyncClient) -> AsyncClient:
         """Log `client` in; a crypto store that cannot be opened is set aside and a new device logs in."""

@@ -10,9 +10,11 @@ import asyncio
 import dataclasses
 import json
 import logging
+import uuid
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from nio import MegolmEvent, RoomSendError, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
@@ -25,6 +27,7 @@ from qa.agent.trace import Trace
 from qa.agent.verification import VERIFICATION, BotE2EE, send_in_the_clear
 from qa.clock import mono_ms
 from qa.e2ee import event_view, maintain_keys
+from qa.errors import InfraError
 
 log = logging.getLogger("qa.agent.matrix")
 
@@ -33,6 +36,10 @@ SYNC_TIMEOUT_MS = 30_000
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 # Retry pacing when the homeserver is unreachable (e.g. restarting): a backoff, not a synchronization point.
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+# A send is tried this often (429s, 5xx, dropped connections), always under one transaction id, so however
+# many tries reach the homeserver it makes one event.
+SEND_ATTEMPTS = 6
+MAX_RETRY_AFTER_S = 30.0  # a homeserver asking for longer is not waited for: the send is given up, traced
 
 
 def reply_content(text: str, thread_root: str | None, in_reply_to: str | None) -> dict[str, Any]:
@@ -114,22 +121,52 @@ class MatrixBot:
             room_id = next(iter(self._config.rooms))  # the test-only mutation: answers leave their room
         return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
 
+    async def send_notice(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None
+                          ) -> str | None:
+        content = {**reply_content(text, thread_root, in_reply_to), "msgtype": "m.notice"}
+        return await self._send(room_id, "m.room.message", content, thread_root)
+
     async def _send(
         self, room_id: str, event_type: str, content: dict[str, Any], thread_root: str | None
     ) -> str | None:
-        # Trust on first use: room keys go to every device of the room's members (see qa.e2ee and the README).
-        if self._config.send_in_the_clear:
-            resp = await send_in_the_clear(self.client, room_id, event_type, content)
-        else:
-            # roomKeys: verified withholds keys from unverified devices (qa.agent.verification).
-            resp = await self.client.room_send(room_id, event_type, content,
-                                               ignore_unverified_devices=self.e2ee.before_send(self.client, room_id))
-        if isinstance(resp, RoomSendError):
-            self._trace.emit("error", where=f"send {event_type}", roomId=room_id, error=resp.message)
-            return None
-        if event_type == "m.room.message":
-            self._sent[resp.event_id] = (room_id, thread_root)
-        return resp.event_id
+        mutations = self._config.mutations
+        txn = uuid.uuid4().hex
+        for tries in range(1, SEND_ATTEMPTS + 1):
+            if mutations.new_txn_id_on_retry:
+                txn = uuid.uuid4().hex  # the mutation: each try is a new event to the homeserver
+            try:
+                if self._config.send_in_the_clear:  # the E2EE test-only mutation
+                    resp: Any = await send_in_the_clear(self.client, room_id, event_type, content)
+                else:
+                    # Trust on first use: room keys go to every device of the room's members (qa.e2ee, README),
+                    # unless roomKeys: verified withholds them from unverified devices (qa.agent.verification).
+                    resp = await self.client.room_send(
+                        room_id, event_type, content, tx_id=txn,
+                        ignore_unverified_devices=self.e2ee.before_send(self.client, room_id))
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                resp, status, error = None, None, f"{type(exc).__name__}: {exc}"
+            else:
+                if not isinstance(resp, RoomSendError):
+                    if event_type == "m.room.message":
+                        self._sent[resp.event_id] = (room_id, thread_root)
+                    return str(resp.event_id)
+                status = getattr(getattr(resp, "transport_response", None), "status", None)
+                error = f"{resp.status_code or ''} {resp.message}".strip()
+            retryable = resp is None or status in (429, 502, 503, 504) or resp.status_code == "M_LIMIT_EXCEEDED"
+            asked = (resp.retry_after_ms / 1000) if resp is not None and resp.retry_after_ms else None
+            if not retryable or tries == SEND_ATTEMPTS or (asked or 0) > MAX_RETRY_AFTER_S:
+                self._trace.emit("error", where=f"send {event_type}", roomId=room_id, status=status, error=error,
+                                 tries=tries, txnId=txn)
+                if mutations.crash_on_send_error:
+                    raise SystemExit(3)  # the mutation: a refused send takes the whole bot down
+                return None
+            delay = RETRY_DELAYS_S[min(tries - 1, len(RETRY_DELAYS_S) - 1)]
+            if asked is not None and not mutations.ignore_retry_after:
+                delay = asked
+            self._trace.emit("send.retry", roomId=room_id, eventType=event_type, status=status, error=error,
+                             tries=tries, txnId=txn, retryInMs=round(delay * 1000))
+            await asyncio.sleep(delay)  # pacing the homeserver asked for, not a synchronization
+        return None
 
     async def run(self) -> None:
         token = self._load_token()
@@ -147,15 +184,20 @@ class MatrixBot:
             try:
                 resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
                                               sync_filter=SYNC_FILTER)
-            except (TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
             if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
                 first = True  # a new client knows no room yet: full state again (the position is kept)
                 continue
             if isinstance(resp, SyncError):
                 delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                if resp.retry_after_ms and not self._config.mutations.ignore_retry_after:
+                    delay = min(resp.retry_after_ms / 1000, MAX_RETRY_AFTER_S)
                 failures += 1
                 self._trace.emit("error", where="sync", error=resp.message, retryInS=delay)
+                if self._config.mutations.give_up_on_sync_error:
+                    raise InfraError(f"sync failed: {resp.message} (mutation giveUpOnSyncError)")
+                # The same `since` again: whatever arrived meanwhile comes in the next batch, nothing is skipped.
                 await asyncio.sleep(delay)
                 continue
             if failures:

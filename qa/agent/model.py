@@ -8,9 +8,10 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
 from openai import AsyncOpenAI
 
-from qa.agent.config import ModelConfig
+from qa.agent.config import FaultMutations, ModelConfig
 
 
 @dataclass
@@ -64,16 +65,86 @@ def build_messages(
 
 
 WARM_UP_TIMEOUT_S = 5.0
+# Statuses worth another try: the provider is overloaded, rate-limiting or briefly broken.
+RETRYABLE_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+# Pacing between tries when the provider does not say how long to wait (a backoff, not a synchronization).
+BACKOFF_S = (0.25, 0.5, 1.0, 2.0)
+# A provider asking for a longer wait than this is not waited for: the person is told instead.
+MAX_RETRY_AFTER_S = 30.0
+NO_TIMEOUT_S = 3600.0  # the noModelTimeout mutation: a client that waits for a hung model (nearly) forever
+
+# (try number, the error, seconds until the next try): how the caller traces a retry
+OnRetry = Callable[[int, str, float], None]
+
+
+class ModelFailed(Exception):
+    """The model gave no usable answer within the retry bound. `reason` is said to the person in the room."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(error)
+        self.reason = reason
+
+
+def retry_after_s(headers: Mapping[str, str] | None) -> float | None:
+    """The wait a response asks for: `retry-after-ms`, else `Retry-After` in seconds (an HTTP date is ignored)."""
+    if not headers:
+        return None
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value is None:
+            continue
+        try:
+            seconds = float(value) * scale
+        except ValueError:
+            continue
+        if seconds >= 0:
+            return seconds
+    return None
+
+
+def classify(exc: BaseException) -> tuple[str, bool, float | None]:
+    """(what went wrong in a few words, whether another try may help, the wait the provider asked for)."""
+    if isinstance(exc, openai.APITimeoutError):
+        return "no answer in time", True, None
+    if isinstance(exc, openai.APIStatusError):
+        status = exc.status_code
+        return f"HTTP {status}", status in RETRYABLE_STATUSES, retry_after_s(exc.response.headers)
+    if isinstance(exc, openai.APIConnectionError | ConnectionError) or _from_transport(exc):
+        return "the connection broke", True, None
+    if isinstance(exc, StreamEndedEarly):
+        return "the reply stream ended early", True, None
+    if isinstance(exc, ValueError | openai.APIError):  # a stream chunk that is not JSON, or a broken event
+        return "a malformed reply", True, None
+    return type(exc).__name__, False, None
+
+
+class StreamEndedEarly(ValueError):
+    """A reply stream that ended (however cleanly) without saying why it finished."""
+
+
+def _from_transport(exc: BaseException) -> bool:
+    """An error raised by the HTTP stack under the SDK mid-stream (which the SDK does not wrap)."""
+    return type(exc).__module__.split(".")[0] in ("httpx", "httpx2", "httpcore", "h11", "anyio")
+
+
+class _BrokenStream(Exception):
+    def __init__(self, cause: BaseException, partial: ModelReply) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.partial = partial
 
 
 class ModelClient:
-    def __init__(self, config: ModelConfig, api_key: str) -> None:
+    def __init__(self, config: ModelConfig, api_key: str, mutations: FaultMutations | None = None) -> None:
         self._config = config
+        self._mutations = mutations or FaultMutations()
+        # The SDK's own retries stay off: ours are bounded the same way, honour Retry-After, cover a stream
+        # that breaks half-way (which the SDK never retries), and are traced.
         self._client = AsyncOpenAI(
             base_url=config.base_url,
             api_key=api_key or "unset",
-            timeout=config.timeout_s,
-            max_retries=config.max_retries,
+            timeout=NO_TIMEOUT_S if self._mutations.no_model_timeout else config.timeout_s,
+            max_retries=0,
         )
 
     async def warm_up(self) -> str | None:
@@ -89,7 +160,37 @@ class ModelClient:
     async def complete(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
         on_text: Callable[[str], Awaitable[None]] | None = None,
+        on_retry: OnRetry | None = None,
     ) -> ModelReply:
+        """The model's answer, retrying what may pass (within maxRetries); ModelFailed once it will not."""
+        retries = 0 if self._mutations.no_model_retry else self._config.max_retries
+        tries = 0
+        while True:
+            tries += 1
+            try:
+                return await self._complete_once(messages, tools, on_text)
+            except _BrokenStream as broken:
+                if self._mutations.keep_partial_reply and broken.partial.text:
+                    return broken.partial  # the mutation: half a reply sent as if it were whole
+                exc: BaseException = broken.cause
+            except Exception as caught:
+                exc = caught
+            what, retryable, asked = classify(exc)
+            error = f"{type(exc).__name__}: {exc}"
+            if not retryable or tries > retries:
+                attempts = f" after {tries} attempt{'s' if tries > 1 else ''}"
+                raise ModelFailed(error, what + attempts) from exc
+            if asked is not None and asked > MAX_RETRY_AFTER_S:
+                raise ModelFailed(error, f"{what}, asked to wait {asked:g}s") from exc
+            delay = BACKOFF_S[min(tries - 1, len(BACKOFF_S) - 1)]
+            if asked is not None and not self._mutations.ignore_retry_after:
+                delay = asked
+            if on_retry is not None:
+                on_retry(tries, error, delay)
+            await asyncio.sleep(delay)
+
+    async def _complete_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
+                             on_text: Callable[[str], Awaitable[None]] | None = None) -> ModelReply:
         kwargs: dict[str, Any] = {"model": self._config.model, "messages": messages, "stream": True}
         if tools:
             kwargs["tools"] = tools
@@ -97,25 +198,33 @@ class ModelClient:
         reply = ModelReply()
         parts: list[str] = []
         calls: dict[int, ToolCall] = {}
-        async for chunk in stream:
-            if not chunk.choices:
-                continue
-            choice = chunk.choices[0]
-            delta = choice.delta
-            if delta.content:
-                parts.append(delta.content)
-                if on_text is not None:  # a streaming preview: the text so far (qa.agent.streaming)
-                    await on_text("".join(parts))
-            for call in delta.tool_calls or []:
-                slot = calls.setdefault(call.index, ToolCall(id="", name="", arguments=""))
-                if call.id:
-                    slot.id = call.id
-                if call.function and call.function.name:
-                    slot.name += call.function.name
-                if call.function and call.function.arguments:
-                    slot.arguments += call.function.arguments
-            if choice.finish_reason:
-                reply.finish_reason = choice.finish_reason
+        try:
+            async for chunk in stream:
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta
+                if delta.content:
+                    parts.append(delta.content)
+                    if on_text is not None:  # a streaming preview: the text so far (qa.agent.streaming)
+                        await on_text("".join(parts))
+                for call in delta.tool_calls or []:
+                    slot = calls.setdefault(call.index, ToolCall(id="", name="", arguments=""))
+                    if call.id:
+                        slot.id = call.id
+                    if call.function and call.function.name:
+                        slot.name += call.function.name
+                    if call.function and call.function.arguments:
+                        slot.arguments += call.function.arguments
+                if choice.finish_reason:
+                    reply.finish_reason = choice.finish_reason
+        except Exception as exc:
+            # What came before the break is kept only for the keepPartialReply mutation to misuse.
+            raise _BrokenStream(exc, ModelReply(text="".join(parts))) from exc
+        if reply.finish_reason is None:
+            # A stream that ends without saying why was cut short, however cleanly the connection closed.
+            raise _BrokenStream(StreamEndedEarly("the reply stream ended without a finish reason"),
+                                ModelReply(text="".join(parts)))
         reply.text = "".join(parts)
         reply.tool_calls = [calls[i] for i in sorted(calls)]
         return reply

@@ -30,7 +30,7 @@ from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
 from qa.agent.media import transcript_text
-from qa.agent.model import ModelClient, ModelReply, ToolCall, build_messages
+from qa.agent.model import ModelClient, ModelFailed, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
 from qa.agent.streaming import Preview
 from qa.agent.trace import Trace
@@ -79,6 +79,7 @@ class SessionManager:
         allowed_for: AllowedFor | None = None,
         turn_io: TurnIO | None = None,
         cross_room_memory: bool = False,
+        send_notice: SendReply | None = None,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -91,6 +92,7 @@ class SessionManager:
         self._allowed_for = allowed_for
         self._turn_io = turn_io
         self._cross_room_memory = cross_room_memory  # a test-only mutation (config crossRoomMemory)
+        self._send_notice = send_notice
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
@@ -284,6 +286,9 @@ class SessionManager:
             except _Stale as stale:
                 trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(stale))
                 outcome = "stale"
+            else:
+                await self._notify_failure(session, attempt, inbound, exc.reason, held)
+                held = None
         except SessionLockError as exc:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
         finally:
@@ -297,6 +302,19 @@ class SessionManager:
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
 
+    async def _notify_failure(self, session: Session, attempt: str, inbound: Inbound, reason: str,
+                              held: LockHold | None) -> None:
+        """One notice saying the turn failed and why, sent with no lock held; never a part of a reply."""
+        if held is not None:
+            held.release()
+        if self._send_notice is None:
+            return
+        text = f"Sorry, I could not answer this: the model failed ({reason}). Please try again."
+        sent = await self._send_notice(session.room_id, text, session.thread_root, inbound.event_id)
+        if sent:
+            self._trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
+                             inReplyTo=inbound.event_id, notice=True)
+
     async def _call_model(
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None,
         preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
@@ -306,17 +324,21 @@ class SessionManager:
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
+        def retrying(tries: int, error: str, delay_s: float) -> None:
+            self._trace.emit("model.retry", session=session.key, attempt=attempt, requestId=request_id, tries=tries,
+                             error=error, retryInMs=round(delay_s * 1000))
+
         try:
             if preview is not None:
                 preview.next_round()
-                reply = await self._model.complete(messages, tools, on_text=preview.on_text)
+                reply = await self._model.complete(messages, tools, on_text=preview.on_text, on_retry=retrying)
             else:
-                reply = await self._model.complete(messages, tools)
+                reply = await self._model.complete(messages, tools, on_retry=retrying)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
                              ok=False, error=error)
-            raise _ModelFailed(error) from exc
+            raise _ModelFailed(error, exc.reason if isinstance(exc, ModelFailed) else error) from exc
         self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True,
                          toolCalls=len(reply.tool_calls))
         return reply
@@ -373,4 +395,8 @@ class _Stale(Exception):
 
 
 class _ModelFailed(Exception):
-    """The model call failed; the turn records that instead of a reply."""
+    """The model call failed; the turn records that instead of a reply, and says so in the room."""
+
+    def __init__(self, error: str, reason: str) -> None:
+        super().__init__(error)
+        self.reason = reason

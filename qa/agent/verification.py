@@ -115,8 +115,10 @@ class BotE2EE:
 
     def before_send(self, client: AsyncClient, room_id: str) -> bool:
         """Whether unverified devices may get the room key (nio's ignore_unverified_devices)."""
+        if self._config.room_keys == "all" or not client.olm:
+            return True  # trust on first use: nothing to look up
         room = client.rooms.get(room_id)
-        if self._config.room_keys == "all" or not client.olm or room is None or not room.encrypted:
+        if room is None or not room.encrypted:
             return True
         devices = [d for u in room.users for d in client.device_store.active_user_devices(u)]
         for device in devices_to_withhold(devices, client.device_id, client.olm.is_device_verified,

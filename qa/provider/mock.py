@@ -43,6 +43,7 @@ from qa.provider.rules import (
     Reply,
     Rule,
     RuleFileError,
+    StreamFault,
     content_text,
     decide,
     image_count,
@@ -59,6 +60,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # Transcripts grow; aiohttp's 1 MiB default would turn a long conversation into a 413.
 _MAX_BODY_BYTES = 64 * 1024 * 1024
 _STREAM_PIECES = 3
+_DISCONNECT_CHECK_S = 0.25
 
 
 @dataclass
@@ -84,6 +86,7 @@ class JournalEntry:
     client_disconnected: bool = False
     pieces: int = _STREAM_PIECES
     chunk_delay_ms: int = 0
+    fault: str | None = None  # the fault served on purpose (an error, a broken stream, a hang), in words
 
     @property
     def images(self) -> int:
@@ -136,6 +139,7 @@ class JournalEntry:
             "hold": self.hold,
             "heldMs": round(self.held_ms, 3) if self.held_ms is not None else None,
             "clientDisconnected": self.client_disconnected,
+            "fault": self.fault,
         }
 
     def summary(self) -> str:
@@ -171,7 +175,8 @@ def _shorten(text: str, limit: int = 100) -> str:
 
 
 def _error_response(error: ErrorReply, request_id: str) -> web.Response:
-    return web.json_response(error.body(), status=error.status, headers={"x-request-id": request_id})
+    return web.json_response(error.body(), status=error.status, headers={"x-request-id": request_id,
+                                                                         **error.headers()})
 
 
 def _bad_request(message: str, param: str | None = None, code: str | None = None) -> ErrorReply:
@@ -286,6 +291,7 @@ class MockProvider:
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._holds: dict[str, asyncio.Event] = {}
+        self._times: dict[tuple[str, str], int] = {}  # how often each `times` rule answered (qa.provider.rules)
 
     # --- lifecycle -------------------------------------------------------------------------------------
 
@@ -524,6 +530,7 @@ class MockProvider:
             fallback_text=self.fallback_text,
             call_id_prefix=f"call_mock{number}",
             hits=self._rule_hits,
+            counts=self._times,
         )
         entry.rule = decision.rule_name
         entry.unmatched = decision.rule is None
@@ -537,9 +544,12 @@ class MockProvider:
             await self._hold_event(decision.hold).wait()
             entry.held_ms = mono_ms() - held_from
         if decision.latency_ms:
-            await self._pause(decision.latency_ms / 1000)
+            await self._pause(decision.latency_ms / 1000, request)
         if request.transport is None or request.transport.is_closing():
             entry.client_disconnected = True
+            if decision.hold is not None or decision.latency_ms:
+                entry.fault = "hang: the client gave up waiting"  # when: the entry's finishedAt
+        entry.fault = entry.fault or decision.fault()
 
         if decision.error is not None:
             entry.error = decision.error
@@ -550,14 +560,29 @@ class MockProvider:
         if entry.stream:
             options = body.get("stream_options")
             include_usage = isinstance(options, dict) and options.get("include_usage") is True
-            return await self._stream(request, entry, decision.reply, usage if include_usage else None)
+            return await self._stream(request, entry, decision.reply, usage if include_usage else None,
+                                      decision.stream_fault)
+        if decision.stream_fault is not None:
+            # Not streamed: the same fault as half a JSON body, then the connection closed.
+            text = json.dumps(self._completion(entry, decision.reply, usage))
+            if decision.stream_fault.kind == "cut" and request.transport is not None:
+                request.transport.close()
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return web.json_response(self._completion(entry, decision.reply, usage))
 
-    async def _pause(self, seconds: float) -> None:
-        """Simulated model latency, cut short when the provider stops."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+    async def _pause(self, seconds: float, request: web.Request | None = None) -> None:
+        """Simulated model latency, cut short when the provider stops or the client has gone (a client that
+        timed out is the hang's evidence, journaled when it happens rather than when the latency would end)."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + seconds
+        while (left := end - loop.time()) > 0:
+            with contextlib.suppress(TimeoutError):
+                # aiohttp signals no disconnect to a handler, so a long pause looks at the transport now and then.
+                async with asyncio.timeout(min(left, _DISCONNECT_CHECK_S)):
+                    await self._stopping.wait()
+                    return
+            if request is not None and (request.transport is None or request.transport.is_closing()):
+                return
 
     def _usage(self, entry: JournalEntry, reply: Reply) -> dict[str, int]:
         prompt = sum(_estimate_tokens(t) + 4 for t in entry.texts())
@@ -625,7 +650,8 @@ class MockProvider:
         return chunks
 
     async def _stream(
-        self, request: web.Request, entry: JournalEntry, reply: Reply, usage: dict[str, int] | None
+        self, request: web.Request, entry: JournalEntry, reply: Reply, usage: dict[str, int] | None,
+        fault: StreamFault | None = None,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             status=200,
@@ -637,7 +663,15 @@ class MockProvider:
         )
         try:
             await response.prepare(request)
-            for chunk in self._chunks(entry, reply, usage):
+            for number, chunk in enumerate(self._chunks(entry, reply, usage)):
+                if fault is not None and number == fault.after_chunks:
+                    if fault.kind == "cut":
+                        # Flushed first, so the client has the intact part when the connection goes.
+                        await response.write(b"")
+                        if request.transport is not None:
+                            request.transport.close()
+                        return response
+                    await response.write(b'data: {"choices": [{"delta": {"content": "unterminated\n\n')
                 if entry.chunk_delay_ms and _is_text_delta(chunk):
                     await self._pause(entry.chunk_delay_ms / 1000)  # paced: a streaming preview can show it
                 await response.write(b"data: " + json.dumps(chunk, ensure_ascii=False).encode() + b"\n\n")

@@ -18,6 +18,13 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
         every: 2                                # applies only to every 2nd request it matches (the 2nd, 4th,
                                                 # …); the others fall through to the rules after it
+        times: 2                                # only the first 2 requests with the same latest user message;
+                                                # later ones fall through to the next rules (a retry succeeds)
+        stream_fault: {kind: cut, after_chunks: 1}  # a reply that breaks mid-stream: `cut` closes the
+                                                # connection, `malformed` sends a chunk that is not JSON
+
+Provider faults: `error` (500, or 429 with `retry_after_s`, sent as a Retry-After header), `stream_fault`,
+and a `latency_ms`/`hold` longer than the client waits (a hang); the journal records each fault served.
 
 Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
 a named group of `match.latest_user` or `match.any_message`, or with `latest_user`, `last_content` (the last
@@ -129,6 +136,7 @@ class ErrorSpec(_Strict):
     type: str | None = None
     code: str | None = None
     param: str | None = None
+    retry_after_s: float | None = Field(default=None, ge=0, le=600)  # the Retry-After header, in seconds
 
     def error_type(self) -> str:
         if self.type is not None:
@@ -142,6 +150,11 @@ class StreamSpec(_Strict):
     delay_ms: int = Field(default=0, ge=0, le=10_000)
 
 
+class StreamFault(_Strict):
+    kind: Literal["cut", "malformed"]
+    after_chunks: int = Field(default=1, ge=0)  # chunks of the reply that arrive intact before the fault
+
+
 class Rule(_Strict):
     name: str = Field(min_length=1)
     match: MatchSpec = Field(default_factory=MatchSpec)
@@ -152,11 +165,15 @@ class Rule(_Strict):
     hold: bool | str | None = None
     # A flaky model on purpose (--repeat's pass rates are tested with it): the count is the provider's.
     every: int | None = Field(default=None, ge=2)
+    times: int | None = Field(default=None, ge=1)
+    stream_fault: StreamFault | None = None
 
     @model_validator(mode="after")
     def _check(self) -> Rule:
         if (self.reply is None) == (self.error is None):
             raise ValueError("a rule needs exactly one of reply or error")
+        if self.stream_fault is not None and self.reply is None:
+            raise ValueError("stream_fault breaks a reply; a rule with `error` has no stream to break")
         if isinstance(self.hold, str) and not self.hold:
             raise ValueError("hold: a hold name must not be empty")
         known = set(BUILTIN_VARS)
@@ -400,6 +417,10 @@ class ErrorReply:
     type: str
     code: str | None = None
     param: str | None = None
+    retry_after_s: float | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {} if self.retry_after_s is None else {"Retry-After": f"{self.retry_after_s:g}"}
 
     def body(self) -> dict[str, Any]:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
@@ -413,10 +434,21 @@ class Decision:
     latency_ms: int = 0
     hold: str | None = None
     stream: StreamSpec = field(default_factory=StreamSpec)
+    stream_fault: StreamFault | None = None
 
     @property
     def rule_name(self) -> str | None:
         return self.rule.name if self.rule is not None else None
+
+    def fault(self) -> str | None:
+        """The fault this decision serves, in words for the journal and the report (None: a plain answer)."""
+        if self.error is not None:
+            after = f" retry-after {self.error.retry_after_s:g}s" if self.error.retry_after_s is not None else ""
+            return f"error {self.error.status}{after}"
+        if self.stream_fault is not None:
+            kind = "stream cut" if self.stream_fault.kind == "cut" else "malformed chunk"
+            return f"{kind} after {self.stream_fault.after_chunks} chunk(s)"
+        return None
 
 
 def decide(
@@ -426,11 +458,14 @@ def decide(
     fallback_text: str = DEFAULT_FALLBACK_TEXT,
     call_id_prefix: str = "call_mock",
     hits: MutableMapping[int, int] | None = None,
+    counts: dict[tuple[str, str], int] | None = None,
 ) -> Decision:
     """First matching rule wins; no match is not an error, so the bot under test keeps a working model.
 
     `hits` is the caller's count of matches per rule (by id()), kept across requests: an `every: N` rule
-    applies only to the Nth, 2Nth, … request it matches. Without it, such a rule applies to none."""
+    applies only to the Nth, 2Nth, … request it matches. Without it, such a rule applies to none.
+    `counts` (kept by the caller across requests) is how often each `times` rule answered each latest user
+    message; a rule that used up its times is passed over, so a client's retry meets the next rule."""
     for rule in rules:
         variables = rule.match_request(request)
         if variables is None:
@@ -441,6 +476,11 @@ def decide(
             hits[id(rule)] = hits.get(id(rule), 0) + 1
             if hits[id(rule)] % rule.every:
                 continue
+        if rule.times is not None and counts is not None:
+            key = (rule.name, request.latest_user or "")
+            if counts.get(key, 0) >= rule.times:
+                continue
+            counts[key] = counts.get(key, 0) + 1
         if rule.error is not None:
             err = rule.error
             error = ErrorReply(
@@ -449,6 +489,7 @@ def decide(
                 type=err.error_type(),
                 code=err.code,
                 param=err.param,
+                retry_after_s=err.retry_after_s,
             )
             return Decision(rule, None, error, rule.latency_ms, rule.hold_name)
         assert rule.reply is not None  # guaranteed by Rule._check
@@ -461,7 +502,8 @@ def decide(
             for i, spec in enumerate(rule.reply.calls)
         ]
         text = render(rule.reply.text, variables) if rule.reply.text is not None else None
-        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name, rule.stream)
+        return Decision(rule, Reply(text, calls), None, rule.latency_ms, rule.hold_name, rule.stream,
+                        rule.stream_fault)
     return Decision(None, Reply(fallback_text), None)
 
 

@@ -241,6 +241,7 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
     failure = result.failure
     view: dict[str, Any] = {"id": result.id, "title": result.title, "source": result.source}
     view["artifacts"] = list(result.artifacts.items())
+    view["faults"] = [f"{r['rule']} ×{r['hits']} ({r['what']})" for r in fault_rows(result)]
     if failure is None:
         view.update(step=None, expected=None, expected_block=None, seen=None, hints=[])
         return view
@@ -260,6 +261,21 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
         hints=failure.hints,
     )
     return view
+
+
+def fault_rows(result: ScenarioResult) -> list[dict[str, Any]]:
+    """A scenario's fault hits, one row per (source, rule): how often it hit, how, and what the rule does."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
+    for hit in result.faultHits:
+        key = (str(hit.get("source", "")), str(hit.get("rule", "")))
+        row = rows.setdefault(key, {"source": key[0], "rule": key[1], "hits": 0, "actions": [], "what": "",
+                                    "paths": []})
+        row["hits"] += 1
+        row["what"] = row["what"] or str(hit.get("what") or "")
+        for name, value in (("actions", hit.get("action")), ("paths", f"{hit.get('method')} {hit.get('path')}")):
+            if value and value not in row[name]:
+                row[name].append(str(value))
+    return list(rows.values())
 
 
 def _short_details(result: ScenarioResult) -> str:
@@ -352,6 +368,7 @@ def build_view(summary: Summary) -> dict[str, Any]:
         "lock": lock_view(summary.lock),
         "negative": negative,
         "failures": [_failure_view(r) for r in summary.scenarios if r.status in ("fail", "interrupted")],
+        "faults": [(r.id, row) for r in summary.scenarios for row in fault_rows(r)],
         "scenario_artifacts": [(r.id, list(r.artifacts.items())) for r in summary.scenarios if r.artifacts],
     }
 

@@ -159,6 +159,8 @@ class ScenarioResult(_Model):
     artifacts: dict[str, str] = Field(default_factory=dict)
     retries: list[InfraRetry] = Field(default_factory=list)
     passRate: PassRate | None = None  # only with --repeat N > 1
+    # Faults served on purpose (fault proxy rules, mock-provider faults), in the order they hit.
+    faultHits: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class Timings(_Model):

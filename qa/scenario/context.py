@@ -71,6 +71,7 @@ class ScenarioContext:
     config_changes: list[Any] = field(default_factory=list)
     # room id -> where in the observer's stream the last invite/kick/leave step began (expect_membership)
     membership_marks: dict[str, int] = field(default_factory=dict)
+    fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares faults
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

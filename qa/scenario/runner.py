@@ -23,6 +23,7 @@ from qa.errors import HomeserverError, QAError
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
+from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
 from qa.harness.probe import follow_and_probe, stop_prober
 from qa.homeserver.base import Homeserver
@@ -148,7 +149,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
                             source=str(getattr(scenario, "source_path", "") or ""))
     actors: dict[str, Actor] = {}
     # Set by _provision as soon as the bot process exists, so the teardown stops it whatever happens next.
-    holder: dict[str, BotUnderTest] = {}
+    holder: dict[str, Any] = {}  # "bot": BotUnderTest, "faults": FaultProxy
     ctx: ScenarioContext | None = None
     probes: list[dict[str, Any]] = []
     prober: asyncio.Task[None] | None = None
@@ -227,6 +228,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             # A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout.
             stopping = callable(res.stop_reason) and res.stop_reason() is not None
             await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
+        # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
+        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -254,7 +257,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
 
 
 async def _provision(
-    scenario: Any, res: RunResources, actors: dict[str, Actor], holder: dict[str, BotUnderTest],
+    scenario: Any, res: RunResources, actors: dict[str, Actor], holder: dict[str, Any],
     state_dir: Path, scenario_dir: Path, result: ScenarioResult,
 ) -> ScenarioContext:
     hs = res.homeserver
@@ -297,13 +300,19 @@ async def _provision(
     bot_state = state_dir / "bot"
     bot_state.mkdir(parents=True, exist_ok=True)
     actor_ids = {n: a.user_id for n, a in actors.items()}
+    bot_homeserver = hs.base_url
+    if uses_faults(scenario):
+        # Only the bot goes through the proxy: the test users must see the homeserver as it really is.
+        holder["faults"] = FaultProxy(hs.base_url, scenario.faults)
+        bot_homeserver = await holder["faults"].start()
     facts = LaunchFacts(
-        homeserver_url=hs.base_url, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
+        homeserver_url=bot_homeserver, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
         password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,
         provider_base_url=res.model_base_url, provider_api_key=res.provider_api_key, model=res.model_name,
         scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids, bot_rooms),
         encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
-        provider_timeout_s=res.provider_timeout_s, provider_max_retries=res.provider_max_retries,
+        provider_timeout_s=scenario.bot.model_timeout or res.provider_timeout_s,
+        provider_max_retries=res.provider_max_retries,
     )
     launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
     bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
@@ -326,6 +335,7 @@ async def _provision(
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
+        fault_proxy=holder.get("faults"),
     )
 
 
@@ -341,6 +351,31 @@ def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_
         return launch.config_text
 
     return render
+
+
+def uses_faults(scenario: Any) -> bool:
+    return bool(scenario.faults) or any(step.kind == "set_faults" for step in scenario.steps)
+
+
+async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
+                            result: ScenarioResult, secrets: list[str]) -> None:
+    """Stop the proxy (bounded) and file its hits, with the provider faults this scenario was served."""
+    served = [e for e in (ctx.provider.journal if ctx is not None and ctx.provider is not None else [])
+              if getattr(e, "fault", None)]
+    if proxy is None and not served:
+        return
+    hits = []
+    if proxy is not None:
+        await proxy.stop()
+        # Redacted like every artifact: a foreign bot may carry a token in a path.
+        (scenario_dir / "fault-hits.json").write_text(redact(json.dumps(proxy.artifact(), indent=2), secrets),
+                                                      encoding="utf-8")
+        result.artifacts["faults"] = str((scenario_dir / "fault-hits.json").relative_to(scenario_dir.parent.parent))
+        hits = [{"source": "homeserver", **{k: h[k] for k in ("rule", "action", "method", "path", "status", "what")}}
+                for h in proxy.hits]
+    hits += [{"source": "provider", "rule": e.rule, "action": e.fault, "method": e.method, "path": e.path,
+              "status": e.status, "what": e.fault} for e in served]
+    result.faultHits = hits
 
 
 def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids: list[str]) -> Any:

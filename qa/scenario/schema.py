@@ -13,6 +13,7 @@ Layout of a scenario file, in short:
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
+    faults: [ {name, path, …}, … ]    homeserver faults for the bot, via a fault proxy (qa.harness.fault_rules)
     steps: [ {send: {...}}, … ]        each step is a single-key mapping naming its type
 
 Step fields are snake_case. `as` is a Python keyword, so it is the alias of a field named `actor`. Ids given
@@ -46,12 +47,13 @@ from pydantic import (
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from qa.harness.capabilities import Capability
+from qa.harness.fault_rules import FaultRule, check_unique
 from qa.scenario import markers
 
 BOT = "bot"
 IMPLICIT_PROFILE = "all"
 # Informational: profiles are free-form names so a new one needs no code change; these are the ones in use.
-KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport", "media")
+KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport", "media", "faults")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -224,6 +226,8 @@ class BotConfig(_Model):
     auto_join_allowlist: list[ActorName] = Field(default_factory=list, alias="autoJoinAllowlist")
     # Direct chats need no mention unless this says they do.
     dm_require_mention: bool = Field(default=False, alias="dmRequireMention")
+    # How long the bot waits for the model before it gives up on a request (None: the bot's default).
+    model_timeout: Duration | None = Field(default=None, alias="modelTimeout")
 
 
 def _relative_path(value: str) -> str:
@@ -355,6 +359,7 @@ class ExpectReply(StepBase):
     # True: the reply is a streamed draft with at least one edit, whose chain is sound (see expect_edits); the
     # final edit's content is what `body` matches.
     streamed: bool = False
+    msgtype: Literal["m.text", "m.notice"] | None = None  # None: any
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -903,6 +908,33 @@ class SetBotConfig(StepBase):
         return self
 
 
+
+
+class SetFaults(StepBase):
+    """Replace the fault proxy's rules (qa.harness.fault_rules) from here on; their counts start afresh.
+    drop_in_flight: also cut the bot's open requests the new rules match (its current /sync long-poll), so
+    the very next ones meet the new rules."""
+
+    kind: ClassVar[str] = "set_faults"
+
+    rules: list[FaultRule] = Field(default_factory=list)
+    drop_in_flight: bool = False
+
+
+class ExpectFaults(StepBase):
+    """A fault rule was hit: a homeserver rule of the fault proxy, or (source: provider) a mock-provider rule
+    that served a fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit
+    the client's next matching request came no sooner than this (it waited as long as it was told)."""
+
+    kind: ClassVar[str] = "expect_faults"
+
+    rule: str = Field(min_length=1)
+    source: Literal["homeserver", "provider"] = "homeserver"
+    hits: int | None = Field(default=None, ge=1)
+    retried_after_ms: int | None = Field(default=None, ge=0)
+    timeout: Duration | None = None
+
+
 def _step_tag(value: Any) -> str | None:
     if isinstance(value, StepBase):
         return value.kind
@@ -958,6 +990,8 @@ Step = Annotated[
         Annotated[Kick, _unwrap("kick"), Tag("kick")],
         Annotated[ExpectMembership, _unwrap("expect_membership"), Tag("expect_membership")],
         Annotated[SetBotConfig, _unwrap("set_bot_config"), Tag("set_bot_config")],
+        Annotated[SetFaults, _unwrap("set_faults"), Tag("set_faults")],
+        Annotated[ExpectFaults, _unwrap("expect_faults"), Tag("expect_faults")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -998,6 +1032,8 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         Kick,
         ExpectMembership,
         SetBotConfig,
+        SetFaults,
+        ExpectFaults,
     )
 }
 
@@ -1041,6 +1077,8 @@ class Scenario(_Model):
     # What the bot under test must be able to do beyond what the steps imply (qa.harness.capabilities); a bot
     # whose bot file lacks one skips the scenario with the reason.
     requires: list[Capability] = Field(default_factory=list)
+    # Homeserver faults for the bot's requests (qa.harness.fault_rules), served by a per-scenario fault proxy.
+    faults: list[FaultRule] = Field(default_factory=list)
     steps: list[Step] = Field(min_length=1)
 
     # Private, so a scenario file cannot set it; the loader passes it through the validation context.
@@ -1109,7 +1147,23 @@ class Scenario(_Model):
                 yield ("rooms", room, "direct"), "a direct room is the bot and exactly one member; give it " \
                     f"`members: [one actor]` (has {len(spec.members or [])})", spec.direct
 
+        yield from self._fault_problems()
         yield from self._step_problems(actors, unknown_actor)
+
+    def _fault_problems(self) -> Iterator[tuple[tuple[str | int, ...], str, Any]]:
+        for i, problem in check_unique(self.faults):
+            yield ("faults", i, "name"), problem, self.faults[i].name
+        names = {r.name for r in self.faults}
+        for i, step in enumerate(self.steps):
+            if isinstance(step, SetFaults):
+                for j, problem in check_unique(step.rules):
+                    yield ("steps", i, step.kind, "rules", j, "name"), problem, step.rules[j].name
+                names |= {r.name for r in step.rules}
+            elif isinstance(step, ExpectFaults) and step.source == "homeserver" and step.rule not in names:
+                known = ", ".join(sorted(names)) or "none"
+                yield (("steps", i, step.kind, "rule"),
+                       f"unknown fault rule {step.rule!r} (rules in `faults` and earlier set_faults: {known})",
+                       step.rule)
 
     def _step_problems(
         self, actors: set[str], unknown_actor: Callable[[str], str]

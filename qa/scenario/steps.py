@@ -262,6 +262,9 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
         problems += _chain_problems(ctx, event, ChainRules(min_edits=1, final_body=expected_body))
     if event.get("room_id") != trigger.room_id:
         problems.append(f"the reply is in room {event.get('room_id')}, the message was in {trigger.room_id}")
+    msgtype = (event.get("content") or {}).get("msgtype")
+    if getattr(step, "msgtype", None) and msgtype != step.msgtype:
+        problems.insert(0, f"msgtype {msgtype!r} != expected {step.msgtype!r}")
     if step.encrypted is not None and bool(event.get("decrypted")) != step.encrypted:
         problems.append("the reply was sent in the clear" if step.encrypted else "the reply was encrypted")
     if step.after:
@@ -847,6 +850,66 @@ async def set_bot_config(ctx: ScenarioContext, step: Any) -> str:
     return describe_record(record)
 
 
+async def set_faults(ctx: ScenarioContext, step: Any) -> str:
+    proxy = ctx.fault_proxy
+    assert proxy is not None  # the runner starts one for every scenario with a set_faults step
+    cut = proxy.set_rules(step.rules, drop_in_flight=step.drop_in_flight)
+    names = ", ".join(r.name for r in step.rules) or "none (faults off)"
+    return f"fault rules now: {names}" + (f"; cut {cut} open request(s)" if step.drop_in_flight else "")
+
+
+async def expect_faults(ctx: ScenarioContext, step: Any) -> str:
+    from qa.harness.fault_rules import retry_gaps  # only fault scenarios need it
+
+    wanted = step.hits or 1
+    what = f"{'exactly' if step.hits else 'at least'} {wanted} hit(s) of {step.source} fault rule {step.rule!r}"
+    if step.retried_after_ms is not None:
+        what += f", each retried no sooner than {step.retried_after_ms} ms later"
+
+    def complete() -> bool:
+        hits, requests, rule = _fault_evidence(ctx, step)
+        return len(hits) >= wanted and (step.retried_after_ms is None or None not in retry_gaps(hits, requests, rule))
+
+    # Hits land as the bot retries: wait (bounded) on the evidence's own change signal, then judge it.
+    with contextlib.suppress(WaitTimeout, TimeoutError):
+        if step.source == "homeserver":
+            await ctx.fault_proxy.wait_until(complete, _timeout(step))
+        elif ctx.provider is not None:
+            await ctx.provider.wait_for(lambda _entry: complete(), _timeout(step))
+    hits, requests, rule = _fault_evidence(ctx, step)
+    gaps = retry_gaps(hits, requests, rule) if step.retried_after_ms is not None else [None] * len(hits)
+    seen = [f"hit {i}: {h['method']} {h['path']} {h['action']}" + (f" status={h['status']}" if h.get("status") else "")
+            + ("" if step.retried_after_ms is None else f", next matching request {g} ms later" if g is not None
+               else ", no later matching request")
+            for i, (h, g) in enumerate(zip(hits, gaps, strict=True), start=1)]
+    problems = []
+    if len(hits) < wanted or (step.hits is not None and len(hits) != step.hits):
+        problems.append(f"{len(hits)} hit(s) of {step.rule!r}")
+    early = [g for g in gaps if step.retried_after_ms is not None and (g is None or g < step.retried_after_ms)]
+    if early:
+        problems.append(f"retried sooner than {step.retried_after_ms} ms (or never) after {len(early)} hit(s)")
+    if problems:
+        raise StepFailed(what, [*problems, *seen, *_trace_about(ctx)[-8:]])
+    shown = f"; retried after {', '.join(f'{g:.0f}' for g in gaps if g is not None)} ms" \
+        if step.retried_after_ms is not None else ""
+    return f"{len(hits)} hit(s) of {step.rule}{shown}"
+
+
+def _fault_evidence(ctx: ScenarioContext, step: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+    """(hits, every request, the rule that matches later requests) from the fault proxy or the provider journal."""
+    if step.source == "homeserver":
+        proxy = ctx.fault_proxy
+        declared = [*ctx.scenario.faults, *(r for s in ctx.scenario.steps if s.kind == "set_faults" for r in s.rules)]
+        rule = next((r for r in declared if r.name == step.rule), None)
+        return [h for h in proxy.hits if h["rule"] == step.rule], list(proxy.requests), rule
+    # A provider retry is the next chat request: every journaled chat request counts as "the next one".
+    requests = [{"method": e.method, "path": e.path, "startedAt": e.started_at, "endedAt": e.finished_at,
+                 "status": e.status, "rule": e.rule, "action": getattr(e, "fault", None)}
+                for e in ctx.provider.journal if e.is_chat] if ctx.provider is not None else []
+    hits = [r for r in requests if r["rule"] == step.rule and r["action"] and r["endedAt"] is not None]
+    return hits, requests, None
+
+
 STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "send": send,
     "expect_reply": expect_reply,
@@ -872,5 +935,7 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "leave": membership_change,
     "expect_membership": expect_membership,
     "set_bot_config": set_bot_config,
+    "set_faults": set_faults,
+    "expect_faults": expect_faults,
 }
 

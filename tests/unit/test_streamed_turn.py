@@ -25,7 +25,8 @@ class StreamingModel:
     def __init__(self) -> None:
         self.messages: list[list[dict[str, Any]]] = []
 
-    async def complete(self, messages: list[dict[str, Any]], tools: Any = None, on_text: Any = None) -> ModelReply:
+    async def complete(self, messages: list[dict[str, Any]], tools: Any = None, on_text: Any = None,
+                       on_retry: Any = None) -> ModelReply:
         self.messages.append(messages)
         text = ""
         for piece in ("Hello", " there", ", friend"):

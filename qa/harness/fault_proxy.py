@@ -1,0 +1,221 @@
+"""The fault proxy: an HTTP proxy between the bot and the homeserver that breaks requests on purpose.
+
+One per scenario that declares faults, on 127.0.0.1 with an OS-chosen port. The bot is given its URL as the
+homeserver (MATRIX_QA_HOMESERVER_URL), the test users keep the real one, so only the bot sees the faults.
+Responses are streamed through as they come, so a /sync long-poll behaves as it does without the proxy.
+Rules (qa.harness.fault_rules) can be replaced mid-scenario; every hit is recorded with monotonic times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from qa.clock import mono_ms
+from qa.harness.fault_rules import FaultRule, FaultState
+
+log = logging.getLogger(__name__)
+
+# Headers that describe one hop, not the message: never copied across the proxy.
+_HOP = frozenset({"connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer",
+                  "host"})
+_MAX_BODY_BYTES = 64 * 1024 * 1024
+SHUTDOWN_TIMEOUT_S = 1.0
+# Only a summary of the unfaulted traffic is kept: enough to measure retry gaps, not a full HTTP log.
+MAX_REQUESTS_KEPT = 5000
+
+
+class FaultProxy:
+    def __init__(self, upstream: str, rules: Sequence[FaultRule] = ()) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.state = FaultState()
+        self.state.install(rules)
+        self.installed: list[dict[str, Any]] = [_installation(rules, "scenario")]
+        self.hits: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stopping = asyncio.Event()
+        self._in_flight: dict[int, tuple[web.Request, dict[str, Any]]] = {}
+        self._counter = 0
+        # Replaced on every hit and request; a waiter holds the old one, so no wake-up is lost.
+        self._changed = asyncio.Event()
+        self.url = ""
+
+    async def start(self) -> str:
+        # No total timeout: a /sync long-poll is legitimately long; the bot's own timeout bounds it.
+        self._session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            await self._session.close()
+            raise
+        self._runner = runner
+        self.url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+        return self.url
+
+    async def stop(self) -> None:
+        """Bounded: stalls wake at once, in-flight requests get SHUTDOWN_TIMEOUT_S, then are cut."""
+        self._stopping.set()
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            for request, _ in list(self._in_flight.values()):
+                if request.transport is not None:
+                    request.transport.close()
+            await runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def set_rules(self, rules: Sequence[FaultRule], *, drop_in_flight: bool = False, why: str = "set_faults") -> int:
+        """Install new rules; with drop_in_flight, cut the open requests they match (e.g. the current long-poll),
+        so the next requests meet the new rules. Returns how many were cut."""
+        self.state.install(rules)
+        self.installed.append(_installation(rules, why))
+        cut = 0
+        if drop_in_flight:
+            for request, record in list(self._in_flight.values()):
+                rule = next((r for r in rules if r.matches(request.method, request.path)), None)
+                if rule is None or request.transport is None:
+                    continue
+                request.transport.close()
+                # Filed under its own name: the new rules' counts are about the requests that come next.
+                self.hits.append({"rule": "drop_in_flight", "occurrence": cut + 1, "action": "drop-in-flight",
+                                  "method": request.method, "path": request.path, "status": None,
+                                  "startedAt": round(record["startedAt"], 1), "endedAt": round(mono_ms(), 1),
+                                  "what": f"open request cut by set_faults (matched {rule.name})"})
+                cut += 1
+        self._notify()
+        return cut
+
+    async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Until `condition()` holds (re-checked on every hit and request); TimeoutError past timeout_s."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                changed = self._changed
+                if condition():
+                    return
+                await changed.wait()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def artifact(self) -> dict[str, Any]:
+        return {"upstream": self.upstream, "installed": self.installed, "hits": self.hits,
+                "requests": len(self.requests)}
+
+    # --- the request path ---------------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        self._counter += 1
+        record = {"id": self._counter, "method": request.method, "path": request.path, "startedAt": mono_ms(),
+                  "endedAt": None, "status": None}
+        if len(self.requests) < MAX_REQUESTS_KEPT:
+            self.requests.append(record)
+        self._in_flight[self._counter] = (request, record)
+        self._notify()
+        try:
+            return await self._serve(request, record)
+        finally:
+            self._in_flight.pop(record["id"], None)
+            record["endedAt"] = mono_ms()
+
+    async def _serve(self, request: web.Request, record: dict[str, Any]) -> web.StreamResponse:
+        decided = self.state.decide(request.method, request.path)
+        if decided is None:
+            return await self._forward(request, record)
+        rule, occurrence = decided
+        hit = self._record_hit(rule, occurrence, rule.action, record, rule.status)
+        try:
+            if rule.status is not None:
+                record["status"] = rule.status
+                return web.json_response(rule.error_body(), status=rule.status, headers=rule.headers())
+            if rule.delay_ms is not None:
+                await self._pause(rule.delay_ms / 1000)
+                if request.transport is None or request.transport.is_closing():
+                    return _Severed()  # the client gave up (or the request was cut) while it waited
+                return await self._forward(request, record)
+            if rule.stall_ms is not None:
+                await self._pause(rule.stall_ms / 1000)
+            elif rule.drop == "after":
+                # The homeserver does the work; the bot never learns the answer.
+                await self._forward(request, record, deliver=False)
+            if request.transport is not None:
+                request.transport.close()
+            return _Severed()
+        finally:
+            # When the faulty answer ended: a retry is measured from here.
+            hit["endedAt"] = round(mono_ms(), 1)
+            self._notify()
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True
+                       ) -> web.StreamResponse:
+        assert self._session is not None
+        body = await request.read()
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        url = self.upstream + request.path_qs
+        try:
+            upstream = await self._session.request(request.method, url, data=body or None, headers=headers,
+                                                   allow_redirects=False)
+        except aiohttp.ClientError as exc:
+            # The homeserver itself is down (a restart step): answer as a real reverse proxy would.
+            record["status"] = 502
+            return web.json_response({"errcode": "M_UNKNOWN", "error": f"fault proxy: upstream: {exc}"}, status=502)
+        async with upstream:
+            record["status"] = upstream.status
+            if not deliver:
+                await upstream.read()
+                return web.Response(status=upstream.status)
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason)
+            for key, value in upstream.headers.items():
+                if key.lower() not in _HOP:
+                    response.headers.add(key, value)
+            await response.prepare(request)
+            with contextlib.suppress(ConnectionError, aiohttp.ClientError):
+                async for chunk in upstream.content.iter_any():
+                    await response.write(chunk)
+                await response.write_eof()
+            return response
+
+    def _record_hit(self, rule: FaultRule, occurrence: int, action: str, record: dict[str, Any],
+                    status: int | None) -> dict[str, Any]:
+        hit = {"rule": rule.name, "occurrence": occurrence, "action": action, "method": record["method"],
+               "path": record["path"], "status": status, "startedAt": round(record["startedAt"], 1),
+               "endedAt": None, "what": rule.describe()}
+        self.hits.append(hit)
+        self._notify()
+        log.info("fault %s hit %s %s (%s)", rule.name, record["method"], record["path"], action)
+        return hit
+
+
+class _Severed(web.StreamResponse):
+    """What a handler returns for a connection it closed: aiohttp needs a response, and writing one to a closed
+    transport would only log an error."""
+
+    async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
+        return None
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        return None
+
+
+def _installation(rules: Sequence[FaultRule], why: str) -> dict[str, Any]:
+    return {"at": round(mono_ms(), 1), "by": why, "rules": [{"name": r.name, "what": r.describe()} for r in rules]}

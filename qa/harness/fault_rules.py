@@ -1,0 +1,176 @@
+"""Homeserver fault rules: what the fault proxy does to which of the bot's requests. Pure: no I/O.
+
+A scenario's `faults:` block (and the `set_faults` step) is a list of rules, tried in order; the first rule
+whose match holds *and* whose occurrence window includes this request acts on it:
+
+    faults:
+      - name: reply-429                      # unique within the list; names the hits in the report
+        method: PUT                          # optional; any method when absent
+        path: "/send/m\\.room\\.message/"    # re.search on the request path (never the query string)
+        nth: 1                               # the first matching request this rule acts on (1 = the first)
+        count: 2                             # how many consecutive matching requests from nth on ("all": every one)
+        status: 429                          # answer instead of the homeserver, with a Matrix error body
+        errcode: M_LIMIT_EXCEEDED
+        retry_after_ms: 300                  # in the body, and as a Retry-After header (rounded up to seconds)
+      - {name: slow, path: "/sync", delay_ms: 500}             # forward after a delay
+      - {name: cut, path: "/sync", drop: before}               # close the connection, never forwarded
+      - {name: lost, path: "/send/", drop: after}              # forwarded, then the answer is lost
+      - {name: stall, path: "/sync", stall_ms: 3000}           # say nothing for 3 s, then close
+
+Every rule counts every request its method and path match, from the moment it is installed, whether or not
+an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+# A stall with no end would wait out the scenario; the proxy's teardown is bounded by this too.
+MAX_STALL_MS = 120_000
+# Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
+DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
+                    429: "M_LIMIT_EXCEEDED"}
+
+
+def _regex(value: object) -> object:
+    if isinstance(value, str):
+        try:
+            return re.compile(value)
+        except re.error as err:
+            raise ValueError(f"invalid regex {value!r}: {err}") from None
+    return value
+
+
+class FaultRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    method: Literal["GET", "PUT", "POST", "DELETE", "OPTIONS"] | None = None
+    path: Annotated[re.Pattern[str], BeforeValidator(_regex)]
+    nth: int = Field(1, ge=1)
+    count: int | Literal["all"] = 1
+    delay_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+    status: int | None = Field(None, ge=400, le=599)
+    errcode: str | None = Field(None, pattern=r"^M_[A-Z_]+$")
+    error: str | None = None
+    retry_after_ms: int | None = Field(None, ge=0)
+    drop: Literal["before", "after"] | None = None
+    stall_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+
+    @model_validator(mode="after")
+    def _one_action(self) -> FaultRule:
+        if isinstance(self.count, int) and self.count < 1:
+            raise ValueError("count must be at least 1 (or \"all\")")
+        actions = [n for n in ("delay_ms", "status", "drop", "stall_ms") if getattr(self, n) is not None]
+        if len(actions) != 1:
+            found = ", ".join(actions) or "none"
+            raise ValueError(f"a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: {found})")
+        if self.status is None and (self.errcode or self.error or self.retry_after_ms is not None):
+            raise ValueError("errcode, error and retry_after_ms belong to a `status` rule")
+        if self.status is not None and self.errcode is None and self.status not in DEFAULT_ERRCODES \
+                and self.status < 500:
+            raise ValueError(f"status {self.status} has no default Matrix errcode; give `errcode`")
+        return self
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.method is None or self.method == method.upper()) and self.path.search(path) is not None
+
+    def covers(self, occurrence: int) -> bool:
+        """Whether the rule acts on its `occurrence`-th matching request (1-based)."""
+        if occurrence < self.nth:
+            return False
+        return self.count == "all" or occurrence < self.nth + self.count
+
+    @property
+    def action(self) -> str:
+        if self.status is not None:
+            return "status"
+        if self.drop is not None:
+            return f"drop-{self.drop}"
+        return "delay" if self.delay_ms is not None else "stall"
+
+    def error_body(self) -> dict[str, Any]:
+        assert self.status is not None
+        code = self.errcode or DEFAULT_ERRCODES.get(self.status, "M_UNKNOWN")
+        body: dict[str, Any] = {"errcode": code, "error": self.error or f"matrix-qa fault {self.name!r}"}
+        if self.retry_after_ms is not None:
+            body["retry_after_ms"] = self.retry_after_ms
+        return body
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_ms is None:
+            return {}
+        return {"Retry-After": str(math.ceil(self.retry_after_ms / 1000))}
+
+    def describe(self) -> str:
+        """One line for the report: what the rule does."""
+        if self.status is not None:
+            body = self.error_body()
+            after = f" retry_after_ms={self.retry_after_ms}" if self.retry_after_ms is not None else ""
+            what = f"{self.status} {body['errcode']}{after}"
+        elif self.drop is not None:
+            what = "connection dropped " + ("before forwarding" if self.drop == "before" else "after forwarding")
+        elif self.delay_ms is not None:
+            what = f"delayed {self.delay_ms} ms"
+        else:
+            what = f"stalled {self.stall_ms} ms, then dropped"
+        which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"
+                                                                    if self.count > 1 else ""))
+        return f"{self.method or 'any'} {self.path.pattern} {which}: {what}"
+
+
+def check_unique(rules: Sequence[FaultRule]) -> list[tuple[int, str]]:
+    """(index, problem) for each rule whose name an earlier rule already used."""
+    seen: dict[str, int] = {}
+    problems = []
+    for i, rule in enumerate(rules):
+        if rule.name in seen:
+            problems.append((i, f"duplicate fault rule name {rule.name!r} (first used by faults[{seen[rule.name]}])"))
+        seen.setdefault(rule.name, i)
+    return problems
+
+
+@dataclass
+class FaultState:
+    """The installed rules and how many requests each has matched so far; `decide` is the proxy's brain."""
+
+    rules: list[FaultRule] = field(default_factory=list)
+    seen: dict[str, int] = field(default_factory=dict)
+
+    def install(self, rules: Sequence[FaultRule]) -> None:
+        """Replace the rules; counting starts afresh, so `nth` is relative to the moment they were set."""
+        self.rules = list(rules)
+        self.seen = {}
+
+    def decide(self, method: str, path: str) -> tuple[FaultRule, int] | None:
+        """The rule acting on this request and the request's occurrence number for it, or None to forward."""
+        chosen: tuple[FaultRule, int] | None = None
+        for rule in self.rules:
+            if not rule.matches(method, path):
+                continue
+            occurrence = self.seen.get(rule.name, 0) + 1
+            self.seen[rule.name] = occurrence
+            if chosen is None and rule.covers(occurrence):
+                chosen = (rule, occurrence)
+        return chosen
+
+
+def retry_gaps(hits: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]], rule: FaultRule | None,
+               ) -> list[float | None]:
+    """For each hit: ms from the end of its faulty answer to the start of the next request its rule matches
+    (None when no such request came, or the hit is still open): whether a client waited as long as it was told."""
+    gaps: list[float | None] = []
+    for hit in hits:
+        if hit.get("endedAt") is None:  # still being answered: nothing can have followed it yet
+            gaps.append(None)
+            continue
+        later = [r for r in requests if r["startedAt"] >= hit["endedAt"]
+                 and (rule is None or rule.matches(r["method"], r["path"]))]
+        gaps.append(round(min(r["startedAt"] for r in later) - hit["endedAt"], 1) if later else None)
+    return gaps

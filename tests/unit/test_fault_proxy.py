@@ -1,0 +1,180 @@
+"""The fault proxy on real sockets: forwards and streams untouched traffic, serves each fault kind, records hits,
+and stops within its bound with requests still open. The upstream is a small local aiohttp app."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from qa.harness.fault_proxy import SHUTDOWN_TIMEOUT_S, FaultProxy
+from qa.harness.fault_rules import FaultRule
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[tuple[str, list[str]]]:
+    seen: list[str] = []
+
+    async def echo(request: web.Request) -> web.StreamResponse:
+        seen.append(f"{request.method} {request.path_qs} {await request.text()}")
+        return web.json_response({"path": request.path_qs, "auth": request.headers.get("Authorization")})
+
+    async def slow_stream(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        await response.prepare(request)
+        await response.write(b"first;")
+        await asyncio.sleep(0.3)  # the upstream's own pace: the proxy must pass the first part on at once
+        await response.write(b"second")
+        await response.write_eof()
+        return response
+
+    app = web.Application()
+    app.router.add_get("/stream", slow_stream)
+    app.router.add_route("*", "/{tail:.*}", echo)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield f"http://127.0.0.1:{runner.addresses[0][1]}", seen
+    await runner.cleanup()
+
+
+def rules(*items: dict[str, object]) -> list[FaultRule]:
+    return [FaultRule.model_validate(item) for item in items]
+
+
+async def test_untouched_requests_pass_through_with_query_and_headers(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url)
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.put(f"{base}/_matrix/x?since=s1", data=b'{"a":1}',
+                            headers={"Authorization": "Bearer t"}) as resp:
+            assert resp.status == 200
+            assert await resp.json() == {"path": "/_matrix/x?since=s1", "auth": "Bearer t"}
+    finally:
+        await proxy.stop()
+    assert seen == ['PUT /_matrix/x?since=s1 {"a":1}']
+    assert proxy.hits == [] and [r["path"] for r in proxy.requests] == ["/_matrix/x"]
+
+
+async def test_a_streamed_response_arrives_piece_by_piece(upstream: tuple[str, list[str]]) -> None:
+    url, _ = upstream
+    proxy = FaultProxy(url)
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/stream") as resp:
+            first = await resp.content.readexactly(6)
+            first_at = time.monotonic()
+            rest = await resp.content.read()
+            assert (first, rest) == (b"first;", b"second")
+            assert time.monotonic() - first_at > 0.1, "the first part waited for the whole body"
+    finally:
+        await proxy.stop()
+
+
+async def test_status_rule_answers_with_a_matrix_error_and_is_recorded(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "limit", "method": "PUT", "path": "/send/", "count": 2,
+                                   "status": 429, "retry_after_ms": 250}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            statuses = []
+            for _ in range(3):
+                async with http.put(f"{base}/rooms/!r/send/m.room.message/txn1", data=b"{}") as resp:
+                    statuses.append(resp.status)
+                    body = await resp.json()
+                    if resp.status == 429:
+                        assert body == {"errcode": "M_LIMIT_EXCEEDED", "error": "matrix-qa fault 'limit'",
+                                        "retry_after_ms": 250}
+                        assert resp.headers["Retry-After"] == "1"
+    finally:
+        await proxy.stop()
+    assert statuses == [429, 429, 200]
+    assert len(seen) == 1, "a faulted request never reaches the homeserver"
+    assert [(h["rule"], h["occurrence"], h["status"]) for h in proxy.hits] == [("limit", 1, 429), ("limit", 2, 429)]
+    assert proxy.artifact()["requests"] == 3
+
+
+@pytest.mark.parametrize(("action", "forwarded"), [("before", 0), ("after", 1)])
+async def test_drop_closes_the_connection(upstream: tuple[str, list[str]], action: str, forwarded: int) -> None:
+    # POST: aiohttp clients (nio's too) silently retry an idempotent request once on a dropped connection.
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "cut", "path": "/send/", "drop": action}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(aiohttp.ClientError):
+                async with http.post(f"{base}/send/1", data=b"{}") as resp:
+                    await resp.read()
+    finally:
+        await proxy.stop()
+    assert len(seen) == forwarded
+    assert [h["action"] for h in proxy.hits] == [f"drop-{action}"]
+
+
+async def test_stall_says_nothing_then_closes(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "stall", "path": "/sync", "stall_ms": 200}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            began = time.monotonic()
+            with pytest.raises(aiohttp.ClientError):
+                async with http.post(f"{base}/sync") as resp:
+                    await resp.read()
+            assert time.monotonic() - began >= 0.15
+    finally:
+        await proxy.stop()
+    assert seen == [] and [h["action"] for h in proxy.hits] == ["stall"]
+
+
+async def test_set_rules_mid_way_and_cut_what_is_in_flight(upstream: tuple[str, list[str]]) -> None:
+    url, _ = upstream
+    proxy = FaultProxy(url, rules({"name": "hold", "path": "/sync", "delay_ms": 5000}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            pending = asyncio.ensure_future(http.post(f"{base}/sync"))
+            await proxy.wait_until(lambda: len(proxy.requests) == 1, 5)
+            cut = proxy.set_rules(rules({"name": "bad-gateway", "path": "/sync", "status": 502}), drop_in_flight=True)
+            with pytest.raises(aiohttp.ClientError):
+                await pending
+            async with http.get(f"{base}/sync") as resp:
+                assert resp.status == 502
+    finally:
+        await proxy.stop()
+    assert cut == 1
+    assert [(h["rule"], h["action"]) for h in proxy.hits] == [("hold", "delay"), ("drop_in_flight", "drop-in-flight"),
+                                                            ("bad-gateway", "status")]
+    assert [i["by"] for i in proxy.artifact()["installed"]] == ["scenario", "set_faults"]
+
+
+async def test_stop_is_bounded_with_a_stall_open(upstream: tuple[str, list[str]]) -> None:
+    url, _ = upstream
+    proxy = FaultProxy(url, rules({"name": "stall", "path": "/sync", "stall_ms": 60_000}))
+    base = await proxy.start()
+    async with aiohttp.ClientSession() as http:
+        pending = asyncio.ensure_future(http.get(f"{base}/sync"))
+        await proxy.wait_until(lambda: len(proxy.requests) == 1, 5)
+        began = time.monotonic()
+        await proxy.stop()
+        assert time.monotonic() - began < SHUTDOWN_TIMEOUT_S + 5  # generous: a shared machine
+        with pytest.raises(aiohttp.ClientError):
+            await pending
+
+
+async def test_an_unreachable_homeserver_is_a_502(upstream: tuple[str, list[str]]) -> None:
+    proxy = FaultProxy("http://127.0.0.1:9")  # discard port: nothing listens
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/_matrix/client/versions") as resp:
+            assert resp.status == 502
+            assert (await resp.json())["errcode"] == "M_UNKNOWN"
+    finally:
+        await proxy.stop()

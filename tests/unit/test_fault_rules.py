@@ -1,0 +1,107 @@
+"""Fault rules (qa.harness.fault_rules): which request a rule acts on, what it answers, and what is refused."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from qa.harness.fault_rules import FaultRule, FaultState, check_unique, retry_gaps
+
+
+def rule(**fields: object) -> FaultRule:
+    return FaultRule.model_validate({"name": "r", "path": "/send/", "status": 429, **fields})
+
+
+def test_nth_and_count_pick_a_window_of_matching_requests() -> None:
+    state = FaultState()
+    state.install([rule(nth=2, count=2)])
+    hits = [state.decide("PUT", f"/_matrix/client/v3/rooms/!a/send/m.room.message/t{i}") for i in range(5)]
+    assert [h[1] if h else None for h in hits] == [None, 2, 3, None, None]
+
+
+def test_count_all_acts_on_every_match_from_nth() -> None:
+    state = FaultState()
+    state.install([rule(nth=3, count="all")])
+    assert [state.decide("PUT", "/send/x") is not None for _ in range(5)] == [False, False, True, True, True]
+
+
+def test_method_and_path_must_both_match() -> None:
+    state = FaultState()
+    state.install([rule(method="PUT", path=r"/send/m\.room\.message/")])
+    assert state.decide("GET", "/rooms/!a/send/m.room.message/1") is None
+    assert state.decide("PUT", "/rooms/!a/send/m.reaction/1") is None
+    assert state.decide("put", "/rooms/!a/send/m.room.message/1") is not None
+
+
+def test_every_rule_counts_its_matches_even_when_an_earlier_rule_acted() -> None:
+    state = FaultState()
+    state.install([rule(name="first", count=1), rule(name="second", nth=2, status=500)])
+    first = state.decide("PUT", "/send/1")
+    second = state.decide("PUT", "/send/2")
+    assert first is not None and first[0].name == "first"
+    assert second is not None and second[0].name == "second" and second[1] == 2
+    assert state.decide("PUT", "/send/3") is None
+
+
+def test_install_restarts_the_counts() -> None:
+    state = FaultState()
+    state.install([rule()])
+    assert state.decide("PUT", "/send/1") is not None
+    assert state.decide("PUT", "/send/2") is None
+    state.install([rule()])
+    assert state.decide("PUT", "/send/3") is not None
+
+
+def test_error_body_and_retry_after_header() -> None:
+    r = rule(retry_after_ms=1500)
+    assert r.error_body() == {"errcode": "M_LIMIT_EXCEEDED", "error": "matrix-qa fault 'r'", "retry_after_ms": 1500}
+    assert r.headers() == {"Retry-After": "2"}
+    assert rule(status=403).error_body()["errcode"] == "M_FORBIDDEN"
+    assert rule(status=502).error_body()["errcode"] == "M_UNKNOWN"
+    assert rule(status=403, errcode="M_CUSTOM", error="no").error_body() == {"errcode": "M_CUSTOM", "error": "no"}
+    assert rule(status=403).headers() == {}
+
+
+def test_describe_names_window_and_action() -> None:
+    assert rule(nth=2, count=2, retry_after_ms=300).describe() == \
+        "any /send/ #2-#3: 429 M_LIMIT_EXCEEDED retry_after_ms=300"
+    assert FaultRule(name="s", method="GET", path="/sync", stall_ms=100, count="all").describe() == \
+        "GET /sync #1+: stalled 100 ms, then dropped"
+    assert FaultRule(name="d", path="/x", drop="after").describe() == "any /x #1: connection dropped after forwarding"
+    assert FaultRule(name="d", path="/x", delay_ms=5).action == "delay"
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms (found: none)"),
+    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms (found: status, drop)"),
+    ({"status": None, "delay_ms": 5, "retry_after_ms": 5}, "belong to a `status` rule"),
+    ({"status": 418}, "status 418 has no default Matrix errcode"),
+    ({"count": 0}, "count must be at least 1"),
+    ({"path": "("}, "invalid regex"),
+    ({"stall_ms": 10**9, "status": None}, "less than or equal to 120000"),
+    ({"name": "Bad Name"}, "String should match pattern"),
+    ({"nth": 0}, "greater than or equal to 1"),
+])
+def test_bad_rules_are_refused_with_the_reason(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        rule(**fields)
+    assert message in str(err.value)
+
+
+def test_duplicate_names_are_found() -> None:
+    problems = check_unique([rule(), rule(name="b"), rule()])
+    assert problems == [(2, "duplicate fault rule name 'r' (first used by faults[0])")]
+    assert check_unique([rule(), rule(name="b")]) == []
+
+
+def test_retry_gaps_measure_from_the_faulty_answer_to_the_next_matching_request() -> None:
+    r = rule(method="PUT")
+    hits = [{"endedAt": 100.0}, {"endedAt": 500.0}]
+    requests = [{"method": "PUT", "path": "/send/1", "startedAt": 90.0},
+                {"method": "GET", "path": "/send/1", "startedAt": 150.0},  # another method: not a retry
+                {"method": "PUT", "path": "/send/1", "startedAt": 420.0},
+                {"method": "PUT", "path": "/send/1", "startedAt": 800.0}]
+    assert retry_gaps(hits, requests, r) == [320.0, 300.0]
+    assert retry_gaps([{"endedAt": 900.0}], requests, r) == [None]
+    assert retry_gaps(hits, requests, None) == [50.0, 300.0]
+    assert retry_gaps([{"endedAt": None}], requests, r) == [None]
