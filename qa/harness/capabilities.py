@@ -11,7 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock"]
+Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock",
+                     "redactions"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -20,11 +21,15 @@ MEANING: dict[str, str] = {
     "approvals": "asks for exec approvals and takes decisions by reaction",
     "e2ee": "talks in end-to-end encrypted rooms",
     "reactions": "records reactions to its messages (trace `reaction` records)",
-    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
+    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots, threadReplies) "
+              "from the launch",
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+    "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
+                  "in its session (trace `reaction.removed`)",
 }
 
-_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None}
+_DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None,
+                   "thread_replies": "inbound"}
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,12 @@ def needs(scenario: Any) -> list[Need]:
         elif kind == "expect_reaction" and step.by != "bot":
             need("reactions", where)
             need("trace", where)
+        elif kind in ("redact", "expect_redaction"):
+            need("redactions", where)
+            if kind == "expect_redaction":
+                need("trace", where)
+        elif kind == "expect_reply" and getattr(step, "parts_min", None):
+            need("trace", f"{where}: the parts of a split reply are listed in the trace (reply.parts)")
         elif kind == "expect_no_reply" and step.control is None and step.quiet_window is None:
             need("trace", f"{where}: only the trace can prove this silence (no control message)")
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):

@@ -89,6 +89,7 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str]) -> dict[str, Any]:
         "knownBots": [actor_ids[a] for a in bot.known_bots],
         "allowlist": [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None,
         "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
+        "threadReplies": bot.thread_replies,
     }
 
 
