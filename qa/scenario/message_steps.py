@@ -3,6 +3,7 @@ formatting and split replies that expect_reply runs. Content builders and checks
 
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from typing import Any
 
 from nio import RoomRedactError
@@ -110,18 +111,56 @@ async def expect_redaction(ctx: ScenarioContext, step: Any) -> str:
 # --- expect_reply: formatting and split replies -------------------------------------------------------------
 
 
+# What a Matrix client may render from formatted_body (the spec's suggested set, img only as mxc://).
+MATRIX_TAGS = frozenset({
+    "font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "a", "ul", "ol", "sup", "sub", "li", "b",
+    "i", "u", "strong", "em", "s", "code", "hr", "br", "div", "table", "thead", "tbody", "tr", "th", "td", "caption",
+    "pre", "span", "img", "details", "summary", "mx-reply",
+})
+SAFE_SCHEMES = ("https:", "http:", "mailto:", "matrix:", "mxc:")
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.problems: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag not in MATRIX_TAGS:
+            self.problems.append(f"<{tag}> is not a tag Matrix clients render")
+        for name, value in attrs:
+            if name.startswith("on"):
+                self.problems.append(f"<{tag}> carries an event handler attribute {name}")
+            elif name in ("href", "src") and value is not None:
+                scheme = value.strip().lower()
+                if ":" in scheme.split("/")[0] and not scheme.startswith(SAFE_SCHEMES):
+                    self.problems.append(f"<{tag} {name}={value!r}> uses an unsafe URL scheme")
+                elif tag == "img" and not scheme.startswith("mxc:"):
+                    self.problems.append(f"<img src={value!r}> is not an mxc:// URL")
+
+
+def html_safety_problems(formatted: str) -> list[str]:
+    """Pure: real tags and attributes in formatted_body that no sanitized reply may carry. Escaped text that
+    merely looks like HTML (`&lt;script&gt;`) is text, and fine."""
+    parser = _Tags()
+    parser.feed(formatted)
+    parser.close()
+    return parser.problems
+
+
 def format_problems(content: dict[str, Any], contains: list[str], excludes: list[str],
-                    body_excludes: list[str]) -> list[str]:
+                    body_excludes: list[str], safe: bool = False) -> list[str]:
     """Pure: what is wrong with a reply's formatting (empty = fine)."""
     problems = []
     body = str(content.get("body", ""))
-    if contains or excludes:
+    if contains or excludes or safe:
         formatted = content.get("formatted_body")
         if content.get("format") != HTML_FORMAT or not isinstance(formatted, str):
             problems.append(f"no {HTML_FORMAT} formatted_body (format={content.get('format')!r})")
             formatted = ""
         problems += [f"formatted_body does not contain {t!r}" for t in contains if t not in formatted]
         problems += [f"formatted_body contains {t!r}" for t in excludes if t.lower() in formatted.lower()]
+        problems += html_safety_problems(formatted) if safe else []
         if problems and formatted:
             problems.append(f"formatted_body: {formatted[:300]!r}")
     problems += [f"body contains {t!r} (the plain body must be plain)" for t in body_excludes if t in body]

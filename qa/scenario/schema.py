@@ -330,6 +330,8 @@ class ExpectReply(StepBase):
     formatted_contains: list[MarkedText] = Field(default_factory=list)
     formatted_excludes: list[MarkedText] = Field(default_factory=list)
     body_excludes: list[MarkedText] = Field(default_factory=list)
+    # The formatted_body holds only tags Matrix clients render, no event handlers, no unsafe URL schemes.
+    formatted_safe: bool = False
     # The reply must arrive as at least this many parts (the bot's trace lists them): each a valid message in
     # the reply's place, in order, none lost; `body` is then compared with the parts joined.
     parts_min: int | None = Field(default=None, ge=2)

@@ -216,7 +216,7 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     problems += message_steps.format_problems(
         event.get("content") or {}, [_text(ctx, t) for t in getattr(step, "formatted_contains", [])],
         [_text(ctx, t) for t in getattr(step, "formatted_excludes", [])],
-        [_text(ctx, t) for t in getattr(step, "body_excludes", [])])
+        [_text(ctx, t) for t in getattr(step, "body_excludes", [])], bool(getattr(step, "formatted_safe", False)))
     if expected_body is not None and _body_now(ctx, event) != expected_body:
         # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
         # finishes it; the final check below still fails a reply that is edited into something else later.
