@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock",
-                     "redactions"]
+                     "redactions", "markdown"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -26,6 +26,7 @@ MEANING: dict[str, str] = {
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
     "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
                   "in its session (trace `reaction.removed`)",
+    "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
 }
 
 _DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None,
@@ -74,8 +75,11 @@ def needs(scenario: Any) -> list[Need]:
             need("redactions", where)
             if kind == "expect_redaction":
                 need("trace", where)
-        elif kind == "expect_reply" and getattr(step, "parts_min", None):
-            need("trace", f"{where}: the parts of a split reply are listed in the trace (reply.parts)")
+        elif kind == "expect_reply":
+            if getattr(step, "parts_min", None):
+                need("trace", f"{where}: the parts of a split reply are listed in the trace (reply.parts)")
+            if step.formatted_contains or step.formatted_excludes or step.formatted_safe:
+                need("markdown", where)
         elif kind == "expect_no_reply" and step.control is None and step.quiet_window is None:
             need("trace", f"{where}: only the trace can prove this silence (no control message)")
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):

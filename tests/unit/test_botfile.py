@@ -116,7 +116,7 @@ def test_the_embedded_agent_is_a_bot_file_with_every_capability() -> None:
     assert bot.name == "matrix-qa-agent"
     assert bot.ready.kind == "trace"
     assert set(bot.capabilities) == {"trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy",
-                                     "lock", "redactions"}
+                                     "lock", "redactions", "markdown"}
     assert bot.template_path() is not None and bot.template_path().is_file()
     assert bot.config_format == "json"
 

@@ -184,8 +184,15 @@ steps:
 def test_an_edit_and_a_whole_reply_need_nothing_more(tmp_path: Path) -> None:
     s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
                             "  - edit: {as: driver, to: a, mention: bot, body: again}\n"
-                            "  - expect_reply: {to: a, formatted_safe: true}\n")
+                            "  - expect_reply: {to: a, body_excludes: [x]}\n")
     assert needs(s) == []
+
+
+@pytest.mark.parametrize("check", ["formatted_safe: true", "formatted_contains: [x]", "formatted_excludes: [x]"])
+def test_formatting_checks_need_markdown(tmp_path: Path, check: str) -> None:
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+                            f"  - expect_reply: {{to: a, {check}}}\n")
+    assert [(n.capability, n.why) for n in needs(s)] == [("markdown", "step 2 (expect_reply)")]
 
 
 def test_expect_redaction_alone_needs_redactions_and_trace(tmp_path: Path) -> None:
