@@ -23,19 +23,17 @@ def edit_content(target_id: str, new_content: dict[str, Any], previously_mention
     """An m.replace edit as clients send it: the new message in m.new_content, a "* " fallback outside, and
     outer m.mentions naming only users the edit newly mentions (so an edit never pings twice)."""
     new = {k: v for k, v in new_content.items() if k != "m.relates_to"}
-    mentioned = list((new.get("m.mentions") or {}).get("user_ids") or [])
+    newly = [u for u in (new.get("m.mentions") or {}).get("user_ids") or [] if u not in previously_mentioned]
     outer: dict[str, Any] = {
         "msgtype": new.get("msgtype", "m.text"),
         "body": f"* {new.get('body', '')}",
         "m.new_content": new,
         "m.relates_to": {"rel_type": "m.replace", "event_id": target_id},
-        "m.mentions": {"user_ids": [u for u in mentioned if u not in previously_mentioned]} if mentioned else {},
+        "m.mentions": {"user_ids": newly} if newly else {},
     }
     if "formatted_body" in new:
         outer["format"] = new.get("format", HTML_FORMAT)
         outer["formatted_body"] = f"* {new['formatted_body']}"
-    if not outer["m.mentions"].get("user_ids", True):
-        outer["m.mentions"] = {}
     return outer
 
 
