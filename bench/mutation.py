@@ -29,7 +29,9 @@ REPO = Path(__file__).resolve().parents[1]
 # would credit a module with kills from tests that only pass through it.
 MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py"],
-    "qa/agent/policy.py": ["tests/unit/test_policy.py"],
+    "qa/agent/policy.py": ["tests/unit/test_policy.py", "tests/unit/test_message_semantics.py"],
+    "qa/agent/formatting.py": ["tests/unit/test_message_semantics.py"],
+    "qa/scenario/message_steps.py": ["tests/unit/test_message_semantics.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],
     "qa/harness/plan.py": ["tests/unit/test_plan.py"],
     "qa/report/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],

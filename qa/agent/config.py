@@ -17,7 +17,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from qa.agent.exec_tool import DEFAULT_ALLOWED_PROGRAMS
-from qa.agent.policy import RoomPolicy
+from qa.agent.policy import Mutations, RoomPolicy
 from qa.errors import ConfigError
 
 
@@ -89,6 +89,48 @@ class FaultMutations(_Model):
     keep_partial_reply: bool = Field(False, alias="keepPartialReply")  # send what a broken stream gave so far
 
 
+class RepliesConfig(_Model):
+    # A reply longer than this many characters is sent as ordered parts (qa.agent.formatting.split_text).
+    text_chunk_limit: int = Field(4000, alias="textChunkLimit", gt=0)
+    # inbound: answer where the message was; always: a top-level message is answered in a thread on it;
+    # off: every answer at the top level (as a rich reply).
+    thread_replies: Literal["off", "inbound", "always"] = Field("inbound", alias="threadReplies")
+    # Send markdown as sanitized org.matrix.custom.html next to the plain body.
+    markdown: bool = True
+
+    @field_validator("thread_replies", mode="before")
+    @classmethod
+    def _yaml_off(cls, value: Any) -> Any:
+        return "off" if value is False else value
+
+
+class MutationsConfig(FaultMutations):
+    """Test-only bugs, every one off by default: each makes the bot misbehave the way a real Matrix bot does,
+    so a scenario can be shown catching it (tests/integration/test_message_semantics.py; the fault ones above:
+    tests/integration/test_faults.py)."""
+
+    react_on_edits: bool = Field(False, alias="reactOnEdits")  # an edit is handled as its m.new_content
+    trust_formatted_mentions: bool = Field(False, alias="trustFormattedMentions")  # a pill beats m.mentions
+    mxid_prefix_is_mention: bool = Field(False, alias="mxidPrefixIsMention")  # "@bot:hs …" typed = addressed
+    answer_own_messages: bool = Field(False, alias="answerOwnMessages")  # no own-sender check
+    answer_notices: bool = Field(False, alias="answerNotices")  # m.notice answered like m.text
+    thread_root_from_reply: bool = Field(False, alias="threadRootFromReply")  # replied-to event as thread root
+    reply_fallback_to_root: bool = Field(False, alias="replyFallbackToRoot")  # m.in_reply_to names the root
+    answer_reactions: bool = Field(False, alias="answerReactions")  # a reaction is answered like a message
+    reactions_to_main_session: bool = Field(False, alias="reactionsToMainSession")  # thread target lost
+    raw_html: bool = Field(False, alias="rawHtml")  # the model's HTML passes into formatted_body unsanitized
+    truncate_long_replies: bool = Field(False, alias="truncateLongReplies")  # only the first part is sent
+    ignore_redactions: bool = Field(False, alias="ignoreRedactions")  # a removed reaction is not recorded
+    redactions_as_messages: bool = Field(False, alias="redactionsAsMessages")  # a redaction handled as text
+
+    def policy(self) -> Mutations:
+        return Mutations(
+            react_on_edits=self.react_on_edits, trust_formatted_mentions=self.trust_formatted_mentions,
+            mxid_prefix_is_mention=self.mxid_prefix_is_mention, answer_own_messages=self.answer_own_messages,
+            answer_notices=self.answer_notices, thread_root_from_reply=self.thread_root_from_reply,
+        )
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -124,7 +166,8 @@ class AgentConfig(_Model):
     stream_edit_interval_ms: int = Field(250, alias="streamEditIntervalMs", gt=0)
     media: MediaConfig = Field(default_factory=MediaConfig)
     test_mutations: list[TestMutation] = Field(default_factory=list, alias="testMutations")
-    mutations: FaultMutations = Field(default_factory=FaultMutations)
+    replies: RepliesConfig = Field(default_factory=RepliesConfig)
+    mutations: MutationsConfig = Field(default_factory=MutationsConfig)
 
     @field_validator("streaming", "tool_progress", mode="before")
     @classmethod

@@ -7,10 +7,10 @@ after it has handed the batch's events on, and must say "ready" once its rooms a
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import logging
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,23 @@ from nio import MegolmEvent, RoomSendError, SyncError
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity
+from qa.agent.formatting import reply_contents
 from qa.agent.membership import Membership, backlog_cutoff
-from qa.agent.policy import DUPLICATE, HISTORY, UNDECRYPTABLE, decide, decide_reaction, parse_inbound
+from qa.agent.policy import (
+    DUPLICATE,
+    HISTORY,
+    REDACTION,
+    UNDECRYPTABLE,
+    Inbound,
+    conversation_root,
+    decide,
+    decide_reaction,
+    decide_redaction,
+    parse_inbound,
+    redacted_event_id,
+    reply_thread,
+    session_key,
+)
 from qa.agent.session import SessionManager
 from qa.agent.trace import Trace
 from qa.agent.verification import VERIFICATION, BotE2EE, send_in_the_clear
@@ -70,6 +85,10 @@ class MatrixBot:
         self.sessions: SessionManager | None = None
         self.approvals: ApprovalFlow | None = None
         self._sent: dict[str, tuple[str, str | None]] = {}  # bot event id -> (room, thread root)
+        # Reactions recorded in a session, so their removal can be recorded there too: reaction event id ->
+        # (room, thread root, sender, key, annotated event). In memory only: a restart forgets them.
+        self._reactions: dict[str, tuple[str, str | None, str, str, str]] = {}
+        self._mutations = config.mutations.policy()
         self._ready = False
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
 
@@ -117,9 +136,31 @@ class MatrixBot:
         return await self._send(room_id, "m.reaction", content, None)
 
     async def send_reply(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None) -> str | None:
+        """Post an answer: markdown as sanitized HTML, split into ordered parts when it is long. Returns the
+        first part's id (what the reply "is"); a split reply also traces `reply.parts` with every part."""
+        replies, bugs = self._config.replies, self._config.mutations
         if self._config.reply_in_first_room and self._config.rooms:
             room_id = next(iter(self._config.rooms))  # the test-only mutation: answers leave their room
-        return await self._send(room_id, "m.room.message", reply_content(text, thread_root, in_reply_to), thread_root)
+        thread = reply_thread(thread_root, replies.thread_replies)
+        if thread:
+            fallback = thread if bugs.reply_fallback_to_root else in_reply_to
+            relates: dict[str, Any] | None = reply_content("", thread, fallback)["m.relates_to"]
+        else:
+            # At the top level the answer carries no relation, unless its trigger was in a thread that the
+            # answer leaves (threadReplies: off): then a rich reply says what it answers.
+            relates = {"m.in_reply_to": {"event_id": in_reply_to}} if thread_root and in_reply_to else None
+        contents = reply_contents(text, relates, limit=replies.text_chunk_limit, markdown=replies.markdown,
+                                  raw_html=bugs.raw_html, truncate=bugs.truncate_long_replies)
+        sent: list[str] = []
+        for content in contents:
+            event_id = await self._send(room_id, "m.room.message", content, thread)
+            if event_id is None:
+                break  # a gap in the middle would garble the answer; the send error is traced
+            sent.append(event_id)
+        if len(contents) > 1:
+            self._trace.emit("reply.parts", inReplyTo=in_reply_to, roomId=room_id, parts=sent,
+                             expected=len(contents))
+        return sent[0] if sent else None
 
     async def send_notice(self, room_id: str, text: str, thread_root: str | None, in_reply_to: str | None
                           ) -> str | None:
@@ -286,30 +327,71 @@ class MatrixBot:
         if etype == "m.reaction":
             await self._handle_reaction(room_id, source)
             return
+        if etype == "m.room.redaction":
+            await self._handle_redaction(room_id, source, history=history)
+            return
         if etype != "m.room.message":
             return
-        assert self.sessions is not None
         source = self.e2ee.inbound_view(source)
         event = {**source, "room_id": room_id}
-        inbound = parse_inbound(event, self._config.user_id)
+        inbound = parse_inbound(event, self._config.user_id, self._mutations)
         if inbound.media is not None and self._config.mutated("attachment-bypasses-mention"):
-            inbound = dataclasses.replace(inbound, mentioned=True)  # the test-only bug
-        if inbound.sender == self._config.user_id:
-            return  # our own echo: not worth a trace line
-        session = self.sessions.session_for(room_id, inbound.thread_root).key
-        if self.e2ee.is_verification_notice(source):
+            inbound = replace(inbound, mentioned=True)  # the test-only bug
+        await self._decide_and_submit(inbound, history=history,
+                                      verification=self.e2ee.is_verification_notice(source))
+
+    async def _decide_and_submit(self, inbound: Inbound, *, history: bool, verification: bool = False) -> None:
+        assert self.sessions is not None
+        if verification:
             decision_label, reason = "dropped", VERIFICATION
         elif history:
             decision_label, reason = "dropped", HISTORY
-        elif not self._config.trust_sync_position and self.sessions.already_seen(inbound):
-            decision_label, reason = "dropped", DUPLICATE
         else:
-            decision = decide(inbound, self._config.user_id, self._policy(room_id))
+            decision = decide(inbound, self._config.user_id, self._policy(inbound.room_id), self._mutations)
             decision_label, reason = decision.label, decision.reason
-        self._trace.emit("inbound", eventId=inbound.event_id, roomId=room_id, sender=inbound.sender,
-                         session=session, decision=decision_label, reason=reason)
+        if decision_label == "accepted":
+            # threadReplies: always puts a top-level trigger's conversation in a thread on it, so the
+            # duplicate check below looks in the session the message was filed in the first time.
+            inbound = replace(inbound, thread_root=conversation_root(
+                inbound.thread_root, inbound.event_id, self._config.replies.thread_replies))
+            if not self._config.trust_sync_position and self.sessions.already_seen(inbound):
+                decision_label, reason = "dropped", DUPLICATE
+        self._trace.emit("inbound", eventId=inbound.event_id, roomId=inbound.room_id, sender=inbound.sender,
+                         session=session_key(inbound.room_id, inbound.thread_root), decision=decision_label,
+                         reason=reason)
         if decision_label == "accepted":
             self.sessions.submit(inbound)
+
+    async def _handle_redaction(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
+        """A redaction is never answered. When it removes a reaction the bot recorded, the removal is recorded
+        in that reaction's session too, so the model no longer takes the reaction as standing."""
+        sender = str(source.get("sender", ""))
+        if sender == self._config.user_id:
+            return
+        event_id = str(source.get("event_id", ""))
+        content = source.get("content") or {}
+        if self._config.mutations.redactions_as_messages:
+            # The bug: every room event taken for a message; the redaction's reason becomes its text.
+            await self._decide_and_submit(Inbound(event_id=event_id, room_id=room_id, sender=sender,
+                                                  msgtype="m.text", body=str(content.get("reason", "")),
+                                                  mentioned=False), history=history)
+            return
+        decision = decide_redaction(sender, self._config.user_id, self._policy(room_id))
+        reason = HISTORY if history else decision.reason
+        target = redacted_event_id(source)
+        self._trace.emit("inbound", eventId=event_id, roomId=room_id, sender=sender, redacts=target,
+                         session=None, decision="dropped", reason=reason)
+        removed = self._reactions.pop(target, None) if target and reason == REDACTION else None
+        if removed is None or self._config.mutations.ignore_redactions or self.sessions is None:
+            return
+        _room, thread_root, reactor, key, annotated = removed
+        recorded = await self.sessions.record_notice(room_id, thread_root, {
+            "eventId": event_id, "sender": sender,
+            "content": f"{sender} removed the reaction {key} by {reactor} from message {annotated}",
+        })
+        self._trace.emit("reaction.removed", eventId=event_id, roomId=room_id, sender=sender, redacts=target,
+                         key=key, target=annotated, session=session_key(room_id, thread_root),
+                         decision="recorded" if recorded else "ignored", reason=REDACTION)
 
     async def _handle_reaction(self, room_id: str, source: dict[str, Any]) -> None:
         relates = (source.get("content") or {}).get("m.relates_to") or {}
@@ -323,17 +405,27 @@ class MatrixBot:
         if self.approvals is not None and target and self.approvals.on_reaction(
                 str(sender), str(relates.get("key")), target, str(source.get("event_id"))):
             return  # a decision (or an ignored try) on a pending approval, traced by the approval flow
+        if where is not None and self._config.mutations.answer_reactions:
+            # The bug: a reaction taken for a message addressed to the bot.
+            await self._decide_and_submit(Inbound(
+                event_id=str(source.get("event_id", "")), room_id=room_id, sender=str(sender), msgtype="m.text",
+                body=f"reacted {relates.get('key')}", mentioned=True, thread_root=where[1]), history=False)
+            return
         session = None
         recorded = False
+        thread_root = None if where is None or self._config.mutations.reactions_to_main_session else where[1]
         if decision.accept and where is not None and self.sessions is not None:
-            session = self.sessions.session_for(room_id, where[1]).key
+            session = self.sessions.session_for(room_id, thread_root).key
             # Written before it is traced, so "recorded" in the trace means the transcript already has it and
             # the session's next model request will carry it.
-            recorded = await self.sessions.record_notice(room_id, where[1], {
+            recorded = await self.sessions.record_notice(room_id, thread_root, {
                 # The transcript schema is fixed, so who/key/which message travel in the content.
                 "eventId": source.get("event_id"), "sender": sender,
                 "content": f"{sender} reacted {relates.get('key')} to message {target}",
             })
+        if recorded:
+            self._reactions[str(source.get("event_id"))] = (room_id, thread_root, str(sender),
+                                                            str(relates.get("key")), str(target))
         self._trace.emit("reaction", eventId=source.get("event_id"), roomId=room_id, sender=sender,
                          key=relates.get("key"), target=target, session=session,
                          decision="recorded" if recorded else "ignored", reason=decision.reason)

@@ -28,6 +28,8 @@ DUPLICATE = "duplicate"
 HISTORY = "history"
 UNDECRYPTABLE = "undecryptable"  # an encrypted message whose room key never arrived
 NOT_BOT_MESSAGE = "not-a-bot-message"  # a reaction to something the bot did not send
+# A redaction removes an event; it says nothing to the bot, whoever sends it and whatever it removes.
+REDACTION = "redaction"
 
 RECORDED = "recorded"
 
@@ -38,6 +40,22 @@ class RoomPolicy:
     allowlist: frozenset[str] | None = None  # None: everyone may trigger the bot
     allow_bots: AllowBots = "off"
     known_bots: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Mutations:
+    """Test-only bugs, all off in a correct bot: each is the mistake a scenario must catch (qa.agent.config
+    `mutations:` documents them). Kept here so the policy's unit tests can show each one changes a decision."""
+
+    react_on_edits: bool = False  # an edit is handled as the message it now says (m.new_content)
+    trust_formatted_mentions: bool = False  # a pill in formatted_body counts even when m.mentions leaves us out
+    mxid_prefix_is_mention: bool = False  # a body starting with our user id counts as addressing us
+    answer_own_messages: bool = False  # no own-sender check
+    answer_notices: bool = False  # m.notice handled like m.text
+    thread_root_from_reply: bool = False  # the replied-to event taken as the thread root
+
+
+CORRECT = Mutations()
 
 
 @dataclass(frozen=True)
@@ -68,14 +86,16 @@ class Decision:
 ACCEPT = Decision(True, "accepted")
 
 
-def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None) -> Decision:
-    if event.sender == bot_user_id:
+def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None, mutations: Mutations = CORRECT) -> Decision:
+    # First, before any setting: a bot that answers itself loops, and no allowBots value may change that.
+    if event.sender == bot_user_id and not mutations.answer_own_messages:
         return Decision(False, OWN_MESSAGE)
     if policy is None:
         return Decision(False, UNKNOWN_ROOM)
-    if event.msgtype == "m.notice":
+    if event.msgtype == "m.notice" and not mutations.answer_notices:
         return Decision(False, NOTICE)
-    if event.msgtype not in ("m.text", "m.emote") and event.media is None:
+    if event.msgtype not in ("m.text", "m.emote", *(("m.notice",) if mutations.answer_notices else ())) \
+            and event.media is None:
         return Decision(False, NOT_TEXT)
     if event.is_edit:
         return Decision(False, EDIT)
@@ -114,28 +134,55 @@ def decide_reaction(sender: str, bot_user_id: str, policy: RoomPolicy | None, on
     return Decision(True, RECORDED)
 
 
-def mentions_user(content: Mapping[str, Any], user_id: str) -> bool:
+def decide_redaction(sender: str, bot_user_id: str, policy: RoomPolicy | None) -> Decision:
+    """A redaction is never a trigger; the reason says why it was not answered (own, unknown room, redaction)."""
+    if sender == bot_user_id:
+        return Decision(False, OWN_MESSAGE)
+    if policy is None:
+        return Decision(False, UNKNOWN_ROOM)
+    return Decision(False, REDACTION)
+
+
+def redacted_event_id(event: Mapping[str, Any]) -> str | None:
+    """The event a redaction removes: `content.redacts` from room version 11 on, the top-level key before."""
+    content = event.get("content") or {}
+    target = content.get("redacts") if isinstance(content, Mapping) else None
+    target = target or event.get("redacts")
+    return target if isinstance(target, str) and target else None
+
+
+def mentions_user(content: Mapping[str, Any], user_id: str, mutations: Mutations = CORRECT) -> bool:
     """Intentional mentions (MSC3952) when present; otherwise a matrix.to pill or the full user id in the body.
 
     When `m.mentions` is present it is authoritative: a body that merely contains the id does not count, which
     is what stops replies and quotes from re-triggering a bot. Without it (clients older than Matrix 1.7) the
     spec's legacy fallback applies: a pill, or the user id in the plain body.
     """
+    formatted = content.get("formatted_body")
+    pill = isinstance(formatted, str) and f"https://matrix.to/#/{user_id}" in formatted
+    body = content.get("body")
+    if mutations.trust_formatted_mentions and pill:
+        return True
+    if mutations.mxid_prefix_is_mention and isinstance(body, str) and body.lstrip().startswith(user_id):
+        return True
     mentions = content.get("m.mentions")
     if isinstance(mentions, Mapping):
         ids = mentions.get("user_ids")
         return isinstance(ids, list) and user_id in ids
-    formatted = content.get("formatted_body")
-    if isinstance(formatted, str) and f"https://matrix.to/#/{user_id}" in formatted:
-        return True
-    body = content.get("body")
-    return isinstance(body, str) and user_id in body
+    return pill or (isinstance(body, str) and user_id in body)
 
 
-def parse_inbound(event: Mapping[str, Any], bot_user_id: str) -> Inbound:
+def parse_inbound(event: Mapping[str, Any], bot_user_id: str, mutations: Mutations = CORRECT) -> Inbound:
     content = event.get("content") or {}
     relates = content.get("m.relates_to") or {}
     thread_root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
+    if thread_root and mutations.thread_root_from_reply:
+        thread_root = (relates.get("m.in_reply_to") or {}).get("event_id") or thread_root
+    is_edit = relates.get("rel_type") == "m.replace"
+    new_content = content.get("m.new_content")
+    if is_edit and mutations.react_on_edits and isinstance(new_content, Mapping):
+        # The bug: the edit read as the message it now says, so an edited trigger is answered again.
+        content, is_edit = new_content, False
     media = parse_attachment(content)
     return Inbound(
         event_id=str(event.get("event_id", "")),
@@ -143,11 +190,28 @@ def parse_inbound(event: Mapping[str, Any], bot_user_id: str) -> Inbound:
         sender=str(event.get("sender", "")),
         msgtype=content.get("msgtype"),
         body=caption_of(content) if media is not None else str(content.get("body", "")),
-        mentioned=mentions_user(content, bot_user_id),
+        mentioned=mentions_user(content, bot_user_id, mutations),
         thread_root=thread_root,
-        is_edit=relates.get("rel_type") == "m.replace",
+        is_edit=is_edit,
         media=media,
     )
+
+
+ThreadReplies = Literal["off", "inbound", "always"]
+
+
+def conversation_root(thread_root: str | None, event_id: str, mode: ThreadReplies) -> str | None:
+    """The thread a message's conversation (its session and its answer) lives in. `inbound`: where the message
+    was; `always`: a top-level message opens a thread on itself, so its follow-ups there share its session;
+    `off` keeps threads as sessions too (only the answer goes to the top level, see reply_thread)."""
+    if mode == "always" and thread_root is None:
+        return event_id
+    return thread_root
+
+
+def reply_thread(thread_root: str | None, mode: ThreadReplies) -> str | None:
+    """The thread an answer is posted in: none when thread replies are off, else the conversation's."""
+    return None if mode == "off" else thread_root
 
 
 def session_key(room_id: str, thread_root: str | None) -> str:

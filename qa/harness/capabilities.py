@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification", "membership", "hot-reload"]
+                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -21,7 +21,8 @@ MEANING: dict[str, str] = {
     "approvals": "asks for exec approvals and takes decisions by reaction",
     "e2ee": "talks in end-to-end encrypted rooms",
     "reactions": "records reactions to its messages (trace `reaction` records)",
-    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots) from the launch",
+    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots, threadReplies) "
+              "from the launch",
     "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
     "media": "takes attachments (m.image/m.audio/m.video/m.file), images to the model, and a mediaMaxBytes limit",
     "streaming": "streams answers as an edited draft (bot.streaming partial|quiet, toolProgress) from the launch",
@@ -31,10 +32,13 @@ MEANING: dict[str, str] = {
                   "autoJoinAllowlist) and stops serving a room it was kicked from",
     "hot-reload": "rereads its rendered config on SIGHUP and traces `config.reload` {generation, ok} "
                   "(template variable config_generation)",
+    "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
+                  "in its session (trace `reaction.removed`)",
+    "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
 }
 
 _DEFAULT_POLICY = {"require_mention": True, "allow_bots": "off", "known_bots": [], "allowlist": None,
-                   "dm_require_mention": False}
+                   "dm_require_mention": False, "thread_replies": "inbound"}
 
 
 @dataclass(frozen=True)
@@ -99,10 +103,21 @@ def needs(scenario: Any) -> list[Need]:
             need("trace", where)
         elif kind == "send_media":
             need("media", where)
-        elif kind == "expect_edits" or (kind == "expect_reply" and getattr(step, "streamed", False)):
+        elif kind == "expect_edits":
             need("streaming", where)
         elif kind == "expect_model_request" and getattr(step, "images", None) is not None:
             need("media", where)
+        elif kind in ("redact", "expect_redaction"):
+            need("redactions", where)
+            if kind == "expect_redaction":
+                need("trace", where)
+        elif kind == "expect_reply":
+            if getattr(step, "streamed", False):
+                need("streaming", where)
+            if getattr(step, "parts_min", None):
+                need("trace", f"{where}: the parts of a split reply are listed in the trace (reply.parts)")
+            if step.formatted_contains or step.formatted_excludes or step.formatted_safe:
+                need("markdown", where)
         elif kind == "expect_no_reply" and step.control is None and step.quiet_window is None:
             need("trace", f"{where}: only the trace can prove this silence (no control message)")
         if getattr(step, "thread", None) or getattr(getattr(step, "control", None), "thread", None):

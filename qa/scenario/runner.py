@@ -118,6 +118,7 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, s
         "dmRequireMention": bot.dm_require_mention, "rooms": rooms,
         "roomSettings": {room_id: {**account, **own} for room_id, own in rooms.items()},
         "directRooms": [room_ids[n] for n, spec in scenario.rooms.items() if spec.direct and n in (room_ids or {})],
+        "threadReplies": bot.thread_replies,
     }
 
 

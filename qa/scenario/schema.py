@@ -159,6 +159,10 @@ def _allow_bots(value: object) -> object:
     return value
 
 
+def _off(value: object) -> object:
+    return "off" if value is False else value
+
+
 def _on_off(value: object) -> object:
     # YAML 1.1 reads bare on/off as booleans; people mean the words.
     return {False: "off", True: "on"}[value] if isinstance(value, bool) else value
@@ -228,6 +232,10 @@ class BotConfig(_Model):
     dm_require_mention: bool = Field(default=False, alias="dmRequireMention")
     # How long the bot waits for the model before it gives up on a request (None: the bot's default).
     model_timeout: Duration | None = Field(default=None, alias="modelTimeout")
+    # Where answers go: inbound (where the message was), always (a top-level message gets a thread on it),
+    # off (always the top level).
+    thread_replies: Annotated[Literal["off", "inbound", "always"], BeforeValidator(_off)] = Field(
+        default="inbound", alias="threadReplies")
 
 
 def _relative_path(value: str) -> str:
@@ -257,8 +265,12 @@ class LiveSpec(_Model):
 SENT = "sent"  # a message a test actor sent (send)
 REPLY = "reply"  # a bot message observed by expect_reply
 REACTION = "reaction"  # a reaction a test actor sent (react)
+REDACTION = "redaction"  # a redaction a test actor sent (redact)
 MESSAGES = frozenset({SENT, REPLY})
-_KIND_WORDS = {SENT: "a sent message", REPLY: "an observed reply", REACTION: "a reaction"}
+# What the bot can be expected not to answer: anything that lands in the room, its own replies included.
+SILENCE_TARGETS = frozenset({SENT, REPLY, REACTION, REDACTION})
+_KIND_WORDS = {SENT: "a sent message", REPLY: "an observed reply", REACTION: "a reaction",
+               REDACTION: "a redaction"}
 
 
 class Ref(NamedTuple):
@@ -322,7 +334,10 @@ class Send(StepBase):
     mention: ActorName | None = None  # "bot" or an actor: the message mentions them (pill + name in body)
     # pill: an intentional mention (m.mentions + pill), as clients send when you pick a name. text: only the
     # user id typed into the body, with m.mentions present and leaving them out, which must NOT count.
-    mention_style: Literal["pill", "text"] = "pill"
+    # spoof: the pill in formatted_body, while m.mentions leaves them out: must NOT count either.
+    mention_style: Literal["pill", "text", "spoof"] = "pill"
+    # m.notice is what bots send (and must never be answered automatically); m.emote is "/me".
+    msgtype: Literal["m.text", "m.notice", "m.emote"] = "m.text"
     thread: StepId | None = None  # thread root
     reply_to: StepId | None = None
     # Encrypted rooms only: encrypt under a room key nobody else ever receives (a device withholding its keys).
@@ -360,6 +375,16 @@ class ExpectReply(StepBase):
     # final edit's content is what `body` matches.
     streamed: bool = False
     msgtype: Literal["m.text", "m.notice"] | None = None  # None: any
+    # Formatting: given either, the reply must carry org.matrix.custom.html; each text is looked for in (or
+    # must be absent from) its formatted_body. body_excludes: texts the plain body must not carry.
+    formatted_contains: list[MarkedText] = Field(default_factory=list)
+    formatted_excludes: list[MarkedText] = Field(default_factory=list)
+    body_excludes: list[MarkedText] = Field(default_factory=list)
+    # The formatted_body holds only tags Matrix clients render, no event handlers, no unsafe URL schemes.
+    formatted_safe: bool = False
+    # The reply must arrive as at least this many parts (the bot's trace lists them): each a valid message in
+    # the reply's place, in order, none lost; `body` is then compared with the parts joined.
+    parts_min: int | None = Field(default=None, ge=2)
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -415,7 +440,7 @@ class ExpectNoReply(StepBase):
         return self
 
     def refs(self) -> list[Ref]:
-        refs = [Ref(("to",), self.to, frozenset({SENT}), True)]
+        refs = [Ref(("to",), self.to, SILENCE_TARGETS, True)]
         if self.control is not None and self.control.thread is not None:
             refs.append(Ref(("control", "thread"), self.control.thread, MESSAGES, True))
         return refs
@@ -433,6 +458,63 @@ class ExpectNoReply(StepBase):
         if self.quiet_window is not None:
             found.append((("quiet_window",), self.quiet_window))
         return found
+
+
+class Edit(StepBase):
+    """The sender of message `to` edits it (m.replace, the new text in m.new_content); `id` names the edit.
+
+    mention: who the new text mentions (its m.mentions, and the edit's own m.mentions for anyone newly
+    mentioned, as the spec says, so a naive bot that reads the edit's outer content sees the mention)."""
+
+    kind: ClassVar[str] = "edit"
+    defines_kind: ClassVar[str | None] = SENT
+
+    actor: ActorName = Field(alias="as")
+    to: StepId
+    body: MarkedText
+    mention: ActorName | None = None
+    id: StepId | None = None
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({SENT}), True)]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True), *_mention(("mention",), self.mention)]
+
+
+class Redact(StepBase):
+    """An actor redacts an earlier message or reaction; `id` names the redaction event."""
+
+    kind: ClassVar[str] = "redact"
+    defines_kind: ClassVar[str | None] = REDACTION
+
+    actor: ActorName = Field(alias="as")
+    to: StepId
+    reason: MarkedText | None = None
+    id: StepId | None = None
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({SENT, REPLY, REACTION}), True)]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+
+class ExpectRedaction(StepBase):
+    """Actor `as` sees redaction `to`; when it removed a reaction, the bot recorded the removal in the
+    reaction's session (trace `reaction.removed`, decision `recorded`)."""
+
+    kind: ClassVar[str] = "expect_redaction"
+
+    actor: ActorName = Field(alias="as")
+    to: StepId
+    timeout: Duration | None = None
+
+    def refs(self) -> list[Ref]:
+        return [Ref(("to",), self.to, frozenset({REDACTION}), True)]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
 
 
 class ExpectModelRequest(StepBase):
@@ -992,6 +1074,9 @@ Step = Annotated[
         Annotated[SetBotConfig, _unwrap("set_bot_config"), Tag("set_bot_config")],
         Annotated[SetFaults, _unwrap("set_faults"), Tag("set_faults")],
         Annotated[ExpectFaults, _unwrap("expect_faults"), Tag("expect_faults")],
+        Annotated[Edit, _unwrap("edit"), Tag("edit")],
+        Annotated[Redact, _unwrap("redact"), Tag("redact")],
+        Annotated[ExpectRedaction, _unwrap("expect_redaction"), Tag("expect_redaction")],
     ],
     # The message is refined by describe_step_problem, which can see the offending input.
     Discriminator(_step_tag, custom_error_type="step_type", custom_error_message="not a known step"),
@@ -1034,6 +1119,9 @@ STEP_TYPES: dict[str, type[StepBase]] = {
         SetBotConfig,
         SetFaults,
         ExpectFaults,
+        Edit,
+        Redact,
+        ExpectRedaction,
     )
 }
 

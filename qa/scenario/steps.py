@@ -16,6 +16,7 @@ from qa.evidence.order import unwanted_replies
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.harness.bot_process import describe_record
 from qa.report.summary import NegativeCheck
+from qa.scenario import message_steps
 from qa.scenario.context import Ref, ScenarioContext, StepFailed
 from qa.scenario.e2ee_steps import E2EE_STEPS
 from qa.scenario.markers import expand
@@ -75,6 +76,9 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
         else:
             mention = (user_id, ctx.bot_name if step.mention == "bot" else step.mention)
     content = message_content(body, mention=mention, thread_root=thread_root, reply_to=reply_to)
+    content["msgtype"] = getattr(step, "msgtype", "m.text")
+    if getattr(step, "mention_style", "pill") == "spoof":
+        content["m.mentions"] = {}  # the pill stays in formatted_body; the intentional mentions leave them out
     sent_at = mono_ms()
     if step.withhold_room_key:
         event_id = await actor.send_undecryptable(room_id)
@@ -82,7 +86,7 @@ async def send(ctx: ScenarioContext, step: Any) -> str:
         event_id = await actor.send(room_id, content)
     if step.id:
         ctx.refs[step.id] = Ref(room_id, event_id, thread_root, sent_at, actor=step.actor, body=content["body"],
-                                text=typed)
+                                text=typed, mentions=tuple(content["m.mentions"].get("user_ids", [])))
     where = f" in thread {step.thread}" if step.thread else ""
     withheld = " (room key withheld)" if step.withhold_room_key else ""
     return f"{step.actor} sent {event_id}{where}{withheld}"
@@ -240,6 +244,25 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     began = mono_ms()
     event = await wait_for_bot_reply(ctx, trigger, _timeout(step), f"a bot reply to step '{step.to}'")
     expected_body = _text(ctx, step.body) if step.body is not None else None
+    parts_min = getattr(step, "parts_min", None)
+    problems: list[str] = []
+    if parts_min:
+        # The body is the whole of the parts, so it is checked there, not against the first part alone.
+        parts = await message_steps.reply_parts(ctx, event, trigger, _timeout(step))
+        order = [str(e.get("event_id")) for e in ctx.observer().events.items]
+        problems += message_steps.parts_problems(parts, order, expected_body, parts_min,
+                                                 ctx.scenario.bot.text_chunk_limit)
+        # Every part stands where the reply does (same thread, same top-level shape).
+        root = ctx.refs[step.thread].event_id if step.thread else None
+        for index, part in enumerate(parts[1:], start=2):
+            problems += [f"part {index}: {problem}" for problem in check_reply_shape(
+                part, trigger, root, bool(getattr(step, "top_level", False)),
+                bool(getattr(step, "no_relation", False)))] if part is not None else []
+        expected_body = None
+    problems += message_steps.format_problems(
+        event.get("content") or {}, [_text(ctx, t) for t in getattr(step, "formatted_contains", [])],
+        [_text(ctx, t) for t in getattr(step, "formatted_excludes", [])],
+        [_text(ctx, t) for t in getattr(step, "body_excludes", [])], bool(getattr(step, "formatted_safe", False)))
     if expected_body is not None and _body_now(ctx, event) != expected_body:
         # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
         # finishes it; the final check below still fails a reply that is edited into something else later.
@@ -251,8 +274,8 @@ async def expect_reply(ctx: ScenarioContext, step: Any) -> str:
     if expected_body is not None:
         ctx.final_checks.append(_still_says(ctx, event, expected_body, step.to))
     thread_root = ctx.refs[step.thread].event_id if step.thread else None
-    problems = check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)),
-                                 bool(getattr(step, "no_relation", False)))
+    problems += check_reply_shape(event, trigger, thread_root, bool(getattr(step, "top_level", False)),
+                                  bool(getattr(step, "no_relation", False)))
     if expected_body is not None and body.strip() != expected_body:
         problems.insert(0, f"body {body.strip()!r} != expected {expected_body!r}")
     contains = getattr(step, "body_contains", None)
@@ -390,15 +413,16 @@ async def _quiet_window(ctx: ScenarioContext, step: Any, trigger: Ref, check: Ne
 async def _traced_decision(ctx: ScenarioContext, step: Any, trigger: Ref, check: NegativeCheck,
                            timeout_s: float) -> list[str]:
     try:
+        # A reaction is never a message: its `reaction` record (recorded or ignored) is the bot's decision on it.
         decision = await ctx.bot.trace.wait_for(
-            lambda r: r.get("type") == "inbound" and r.get("eventId") == trigger.event_id, timeout_s,
+            lambda r: r.get("type") in ("inbound", "reaction") and r.get("eventId") == trigger.event_id, timeout_s,
             f"the bot's decision on step '{step.to}'", ctx.trace_start)
     except WaitTimeout:
         # No decision is no proof of silence; the unwanted replies are still looked for by the caller.
         return [f"the bot traced no decision on '{step.to}' within {timeout_s:g}s",
                 *_trace_about(ctx, trigger.event_id)]
     check.botReason = decision.get("reason")
-    if decision.get("decision") != "dropped":
+    if decision.get("decision") not in ("dropped", "recorded", "ignored"):
         return [f"the bot accepted '{step.to}' ({decision.get('reason')})",
                 *await _unwanted_reply_evidence(ctx, trigger, timeout_s)]
     if step.reason and decision.get("reason") != step.reason:
@@ -937,5 +961,8 @@ STEPS: dict[str, Callable[[ScenarioContext, Any], Awaitable[str]]] = {
     "set_bot_config": set_bot_config,
     "set_faults": set_faults,
     "expect_faults": expect_faults,
+    "edit": message_steps.edit,
+    "redact": message_steps.redact,
+    "expect_redaction": message_steps.expect_redaction,
 }
 

@@ -161,3 +161,43 @@ def test_a_policy_need_names_the_setting_as_the_scenario_spells_it(tmp_path: Pat
 def test_a_need_cannot_be_rewritten() -> None:
     with pytest.raises(FrozenInstanceError):
         Need("trace", "requires:").why = "other"  # type: ignore[misc]
+
+
+def test_message_steps_and_settings_imply_redactions_trace_and_policy(tmp_path: Path) -> None:
+    s = _scenario(tmp_path, """
+bot: {threadReplies: always}
+steps:
+  - send: {as: driver, mention: bot, body: hi, id: a}
+  - edit: {as: driver, to: a, body: changed}
+  - expect_reply: {to: a, parts_min: 2}
+  - redact: {as: driver, to: a, id: gone}
+  - expect_redaction: {as: driver, to: gone}
+""")
+    got = {n.capability: n.why for n in needs(s)}
+    assert got == {
+        "trace": "step 3 (expect_reply): the parts of a split reply are listed in the trace (reply.parts)",
+        "policy": "bot.threadReplies",
+        "redactions": "step 4 (redact)",
+    }
+
+
+def test_an_edit_and_a_whole_reply_need_nothing_more(tmp_path: Path) -> None:
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+                            "  - edit: {as: driver, to: a, mention: bot, body: again}\n"
+                            "  - expect_reply: {to: a, body_excludes: [x]}\n")
+    assert needs(s) == []
+
+
+@pytest.mark.parametrize("check", ["formatted_safe: true", "formatted_contains: [x]", "formatted_excludes: [x]"])
+def test_formatting_checks_need_markdown(tmp_path: Path, check: str) -> None:
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+                            f"  - expect_reply: {{to: a, {check}}}\n")
+    assert [(n.capability, n.why) for n in needs(s)] == [("markdown", "step 2 (expect_reply)")]
+
+
+def test_expect_redaction_alone_needs_redactions_and_trace(tmp_path: Path) -> None:
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, body: hi, id: a}\n"
+                            "  - redact: {as: driver, to: a, id: gone}\n"
+                            "  - expect_redaction: {as: driver, to: gone}\n")
+    assert {n.capability: n.why for n in needs(s)} == {"trace": "step 3 (expect_redaction)",
+                                                       "redactions": "step 2 (redact)"}

@@ -1,0 +1,145 @@
+"""Message-semantics scenarios on a real Synapse: edits, redactions, notices, reactions, threads, gating and
+spoofing, reply formatting. Each passes on the embedded agent, and each is shown catching its bug: a test-only
+mutation in the agent's config (`mutations.*`, qa.agent.config.MutationsConfig) or a flipped bot setting
+makes it fail at the step that guards the behaviour, with a report that says what went wrong.
+
+Scenarios are grouped so that one run (one Synapse) covers many: the mutations of a group do not touch the
+other scenarios of that group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.integration.conftest import REPO, RunResult, run_in_process
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = [
+    "matrix-inbound-edit-ignored", "matrix-inbound-edit-no-duplicate-trigger", "matrix-reaction-redaction-observed",
+    "matrix-redaction-not-a-trigger", "matrix-notice-no-trigger", "matrix-reaction-not-a-reply",
+    "matrix-reaction-threaded", "matrix-thread-root-preservation", "matrix-thread-nested-reply-shape",
+    "matrix-thread-reply-override", "matrix-allowbots-all-unmentioned-open-room",
+    "matrix-allowbots-mentions-unmentioned-open-room-block", "matrix-self-sender-ignored",
+    "matrix-mention-spoof-block", "matrix-mxid-prefixed-command-block", "matrix-multi-actor-ordering",
+    "matrix-formatted-reply", "matrix-long-reply-split",
+]
+# What the correct bot says about each message it must not answer, in step order.
+NEGATIVE = {
+    "matrix-inbound-edit-ignored": ["mention-required", "edit"],
+    "matrix-inbound-edit-no-duplicate-trigger": ["edit"],
+    "matrix-reaction-redaction-observed": ["redaction"],
+    "matrix-redaction-not-a-trigger": ["redaction", "redaction"],
+    "matrix-notice-no-trigger": ["notice"],
+    "matrix-reaction-not-a-reply": ["recorded"],
+    "matrix-allowbots-mentions-unmentioned-open-room-block": ["mention-required"],
+    "matrix-self-sender-ignored": ["own-message"],
+    "matrix-mention-spoof-block": ["mention-required"],
+    "matrix-mxid-prefixed-command-block": ["mention-required", "sender-not-allowed"],
+    "matrix-multi-actor-ordering": ["sender-not-allowed"] * 3,
+}
+
+# Group 1: mutations (bot config overrides) and flipped scenario settings that leave each other's scenarios alone.
+MUTATIONS_1 = {
+    "mutations.reactOnEdits": True, "mutations.trustFormattedMentions": True, "mutations.mxidPrefixIsMention": True,
+    "mutations.answerNotices": True, "mutations.answerReactions": True, "mutations.rawHtml": True,
+    "mutations.truncateLongReplies": True, "mutations.redactionsAsMessages": True,
+    "mutations.replyFallbackToRoot": True,
+}
+FLIPPED = {
+    "matrix-allowbots-all-unmentioned-open-room": {"allowBots": "mentions"},
+    "matrix-allowbots-mentions-unmentioned-open-room-block": {"allowBots": "all"},
+    "matrix-thread-reply-override": {"threadReplies": "inbound"},
+    "matrix-multi-actor-ordering": {"allowlist": None},
+}
+# scenario -> (failing step, text the failure's evidence must show)
+CAUGHT_1 = {
+    "matrix-inbound-edit-ignored": (4, "the bot accepted 'edited'"),
+    "matrix-inbound-edit-no-duplicate-trigger": (4, "the bot accepted 'edited'"),
+    "matrix-mention-spoof-block": (2, "the bot accepted 'spoof'"),
+    "matrix-mxid-prefixed-command-block": (2, "the bot accepted 'typed'"),
+    "matrix-notice-no-trigger": (2, "the bot accepted 'notice'"),
+    "matrix-reaction-not-a-reply": (4, "the bot accepted 'party'"),
+    "matrix-formatted-reply": (2, "<script> is not a tag Matrix clients render"),
+    "matrix-long-reply-split": (2, "the reply came as 1 part(s), expected at least 3"),
+    "matrix-redaction-not-a-trigger": (4, "the bot accepted 'removed_ask'"),
+    "matrix-thread-nested-reply-shape": (3, "m.in_reply_to"),
+    "matrix-allowbots-all-unmentioned-open-room": (2, "the bot dropped it (mention-required)"),
+    "matrix-allowbots-mentions-unmentioned-open-room-block": (2, "the bot accepted 'unmentioned'"),
+    "matrix-thread-reply-override": (2, "expected rel_type m.thread"),
+    "matrix-multi-actor-ordering": (6, "the bot accepted 'blocked1'"),
+}
+# Group 2: mutations that would disturb group 1 (a bot answering itself loops in an open room; a bot answering
+# reactions never records them, so their removal or thread could not be checked).
+MUTATIONS_2 = {"mutations.answerOwnMessages": True, "mutations.ignoreRedactions": True,
+               "mutations.reactionsToMainSession": True, "mutations.threadRootFromReply": True}
+CAUGHT_2 = {
+    "matrix-self-sender-ignored": (3, "the bot accepted 'answer'"),
+    "matrix-reaction-redaction-observed": (6, "the bot records the reaction's removal"),
+    "matrix-reaction-threaded": (8, "does not carry 'reacted 👀 to message'"),
+    # Synapse refuses a thread rooted at the bot's own threaded answer: the turn fails with the server's reason.
+    "matrix-thread-root-preservation": (5, "Cannot start threads from an event with a relation"),
+}
+
+
+def scenario_dir(tmp_path: Path, name: str, ids: list[str], flipped: dict[str, dict[str, Any]]) -> Path:
+    """Copies of the library's scenarios, some with their `bot:` settings changed, alone in one directory."""
+    root = tmp_path / name
+    directory = root / "scenarios"
+    directory.mkdir(parents=True)
+    # Rule files are named relative to the repo root, which is the scenario folder's parent.
+    (root / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
+    for scenario_id in ids:
+        data = yaml.safe_load((REPO / "scenarios" / f"{scenario_id}.yaml").read_text(encoding="utf-8"))
+        data["bot"] = {**(data.get("bot") or {}), **flipped.get(scenario_id, {})}
+        (directory / f"{scenario_id}.yaml").write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    return directory
+
+
+async def run(tmp_path: Path, directory: Path, ids: list[str], overrides: dict[str, Any]) -> RunResult:
+    return await run_in_process(tmp_path / f"run-{directory.parent.name}", tmp_path / "console.log", scenario_ids=ids,
+                                scenario_paths=[directory], bot_overrides=overrides)
+
+
+def assert_caught(result: RunResult, caught: dict[str, tuple[int, str]]) -> None:
+    assert result.code == 1
+    report = result.report
+    for scenario_id, (step, evidence) in caught.items():
+        scenario = result.scenario(scenario_id)
+        assert scenario["status"] == "fail", (scenario_id, scenario.get("details"))
+        failure = scenario["failure"]
+        assert failure["step"] == step, (scenario_id, failure)
+        seen = "\n".join([failure.get("expected", ""), *failure["seen"]])
+        assert evidence in seen, (scenario_id, failure)
+        assert evidence in report, scenario_id
+
+
+async def test_message_semantics_scenarios_pass_on_the_embedded_agent(run_qa) -> None:
+    result = await run_qa(*SCENARIOS)
+    assert result.code == 0, result.report
+    for scenario_id in SCENARIOS:
+        assert result.scenario(scenario_id)["status"] == "pass", scenario_id
+    for scenario_id, reasons in NEGATIVE.items():
+        checks = result.scenario(scenario_id)["negativeChecks"]
+        assert [c["botReason"] for c in checks] == reasons, scenario_id
+        assert all(c["method"] == "trace" and c["unwantedReplies"] == [] for c in checks), scenario_id
+    # The reaction and its removal are both in the session transcript, as notices naming who and what.
+    transcripts = result.dir / "scenarios" / "matrix-reaction-redaction-observed" / "transcripts"
+    notices = [line for f in transcripts.glob("*.jsonl") for line in f.read_text().splitlines() if '"notice"' in line]
+    assert len(notices) == 2 and "removed the reaction" in notices[1]
+
+
+async def test_each_bug_is_caught_by_its_scenario(tmp_path: Path) -> None:
+    ids = list(CAUGHT_1)
+    result = await run(tmp_path, scenario_dir(tmp_path, "group-1", ids, FLIPPED), ids, MUTATIONS_1)
+    assert_caught(result, CAUGHT_1)
+
+
+async def test_self_answers_lost_reactions_and_wrong_thread_roots_are_caught(tmp_path: Path) -> None:
+    ids = list(CAUGHT_2)
+    result = await run(tmp_path, scenario_dir(tmp_path, "group-2", ids, {}), ids, MUTATIONS_2)
+    assert_caught(result, CAUGHT_2)
