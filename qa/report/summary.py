@@ -34,7 +34,7 @@ class HomeserverInfo(_Model):
 
 
 class ProviderInfo(_Model):
-    mode: Literal["mock", "live"]
+    mode: Literal["mock", "live", "replay"]
     model: str
     baseUrlHost: str | None = None
 
