@@ -91,7 +91,8 @@ class Placeholders:
     def unsplit(self, pieces: list[str]) -> list[str]:
         """Streamed pieces of one text, with every run value whole in one piece: a marker the model streamed
         as "MQA-" + "e620" + "27a1" would otherwise be stored as itself, outside any placeholder. A boundary
-        inside a value moves to the value's end (when the client had all of it); the count of pieces stays."""
+        inside a value moves to the value's start, so the value arrives with its last piece (when the client
+        had all of it); the count of pieces stays, and with it each piece's time."""
         if not pieces:
             return []
         text = "".join(pieces)
@@ -100,9 +101,9 @@ class Placeholders:
         for piece in pieces:
             position += len(piece)
             cut = position
-            for start, end in spans:
+            for start, end in reversed(spans):
                 if start < cut < end:
-                    cut = end
+                    cut = start
             cuts.append(max(cut, cuts[-1] if cuts else 0))
         return [text[a:b] for a, b in zip([0, *cuts[:-1]], cuts, strict=True)]
 
