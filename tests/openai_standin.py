@@ -120,3 +120,29 @@ def answer(messages: list[dict[str, Any]], tools: list[str]) -> tuple[str, dict[
     if marker:
         return marker.group(2).strip("`'\".,!*"), None, SLOW_S if marker.group(1) else 0.0
     return "I have nothing to add.", None, 0.0
+
+
+async def _serve(port: int, key: str) -> None:
+    standin = OpenAIStandIn(key)
+    app = web.Application()
+    app.router.add_get("/v1/models", standin._models)
+    app.router.add_post("/v1/chat/completions", standin._chat)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", port).start()
+    print(f"stand-in model at http://127.0.0.1:{port}/v1 (model standin-1)", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+if __name__ == "__main__":
+    # How fixtures/cassettes were made (see its README.md): serve, then record through matrix-qa.
+    import argparse
+    import os
+
+    parser = argparse.ArgumentParser(description="an OpenAI-compatible stand-in model for record/replay tests")
+    parser.add_argument("--port", type=int, default=8090)
+    args = parser.parse_args()
+    asyncio.run(_serve(args.port, os.environ["OPENAI_API_KEY"]))

@@ -17,7 +17,7 @@ Pure: no I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from qa.scenario import markers
@@ -78,25 +78,26 @@ class Placeholders:
             self._found[matrix_id] = f"{kind}{self._counts[kind]}"
         return self._found[matrix_id]
 
-    def spans(self, text: str) -> list[tuple[int, int]]:
-        """Where run values and matrix ids sit in a (raw) text, as (start, end) offsets."""
+    def spans(self, text: str, keep: Iterable[str] = ()) -> list[tuple[int, int]]:
+        """Where run values, matrix ids and the `keep` strings sit in a (raw) text, as (start, end) offsets."""
         found = [(m.start(), m.end()) for m in _MATRIX_ID_RE.finditer(text)]
-        for value, _name in self._values:
+        for value in [v for v, _name in self._values] + [k for k in keep if k]:
             start = text.find(value)
             while start >= 0:
                 found.append((start, start + len(value)))
                 start = text.find(value, start + 1)
         return sorted(found)
 
-    def unsplit(self, pieces: list[str]) -> list[str]:
+    def unsplit(self, pieces: list[str], keep: Iterable[str] = ()) -> list[str]:
         """Streamed pieces of one text, with every run value whole in one piece: a marker the model streamed
         as "MQA-" + "e620" + "27a1" would otherwise be stored as itself, outside any placeholder. A boundary
         inside a value moves to the value's start, so the value arrives with its last piece (when the client
-        had all of it); the count of pieces stays, and with it each piece's time."""
+        had all of it); the count of pieces stays, and with it each piece's time. `keep`: more strings to keep
+        whole (secrets, so that redaction finds them)."""
         if not pieces:
             return []
         text = "".join(pieces)
-        spans = self.spans(text)
+        spans = self.spans(text, keep)
         cuts, position = [], 0
         for piece in pieces:
             position += len(piece)

@@ -7,7 +7,8 @@ chunk by chunk, so the bot sees the live pace) and records the chat exchanges, t
 run values (qa.provider.placeholders).
 
 The bot is handed a stand-in key, not the real one: the proxy replaces whatever authorization the bot sends.
-Headers are never recorded, and the cassette text is redacted with the run's secrets before it is written.
+Headers are never recorded; every recorded string is redacted with the run's secrets (a model may echo a
+password) before it is templated, and a cassette that still holds one is not written.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ import aiohttp
 from aiohttp import web
 
 from qa.clock import utc_now_iso
-from qa.provider.cassette import Cassette, Exchange, assemble, dump, parse, path_for
+from qa.provider.cassette import Cassette, CassetteError, Exchange, assemble, dump, parse, path_for
 from qa.provider.matching import canonical_request, session_of
 from qa.provider.placeholders import Placeholders
-from qa.report.redact import redact
+from qa.report.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,9 @@ class RecordingProxy:
                             recorded={"status": status, "at": utc_now_iso(), "endpoint": self._endpoint})
         self.directory.mkdir(parents=True, exist_ok=True)
         path = path_for(self.directory, scope)
-        text = redact(dump(cassette), self._secrets)
+        text = dump(cassette)
+        if redact(text, self._secrets) != text:  # every string was redacted before templating; never write one
+            raise CassetteError(f"{path}: not written: a secret of the run is still in it (a recorder bug)")
         path.write_text(text, encoding="utf-8")
         self.written.append(path)
         # What replay will refuse is said now, while the live run that made it can still be looked at.
@@ -138,7 +141,8 @@ class RecordingProxy:
     async def _record(self, request: web.Request, upstream: aiohttp.ClientResponse, payload: dict[str, Any],
                       scope: _Scope, started: float) -> web.StreamResponse:
         placeholders = Placeholders(scope.values)
-        canonical = canonical_request(payload, placeholders)
+        # Secrets go before templating: a template doubles braces, and a doubled brace hides a secret.
+        canonical = canonical_request(redact_data(payload, self._secrets), placeholders)
         exchange = Exchange(index=len(scope.exchanges) + 1, session=session_of(canonical), request=canonical,
                             response={"status": upstream.status, "at_ms": 0.0})
         scope.exchanges.append(exchange)  # in arrival order: the order a replay must follow within a session
@@ -158,14 +162,16 @@ class RecordingProxy:
                 if chunk is not None:
                     chunks.append({"at_ms": since(), **chunk})
             await response.write_eof()
-            _keep_values_whole(chunks, placeholders)
+            _keep_values_whole(chunks, placeholders, self._secrets)
+            chunks = redact_data(chunks, self._secrets)
             text, calls, finish = assemble(chunks)
             exchange.response = placeholders.template_data({
                 "status": 200, "at_ms": chunks[0]["at_ms"] if chunks else since(), "text": text,
                 "tool_calls": [c.to_data() for c in calls], "finish_reason": finish, "chunks": chunks})
             return response
         data = await upstream.read()
-        exchange.response = placeholders.template_data(_plain_response(upstream.status, data, since()))
+        plain = redact_data(_plain_response(upstream.status, data, since()), self._secrets)
+        exchange.response = placeholders.template_data(plain)
         return web.Response(body=data, status=upstream.status,
                             content_type=upstream.headers.get("Content-Type", "application/json").split(";")[0])
 
@@ -177,11 +183,11 @@ async def _relay_plain(request: web.Request, upstream: aiohttp.ClientResponse) -
                         content_type=upstream.headers.get("Content-Type", "application/json").split(";")[0])
 
 
-def _keep_values_whole(chunks: list[dict[str, Any]], placeholders: Placeholders) -> None:
+def _keep_values_whole(chunks: list[dict[str, Any]], placeholders: Placeholders, secrets: list[str]) -> None:
     """Re-cut the streamed text and each tool call's arguments so no run value spans two chunks (it could not
-    be templated, and would land in the cassette as itself)."""
+    be templated, and would land in the cassette as itself); secrets too, so that redaction finds them."""
     def recut(slots: list[tuple[dict[str, Any], str]]) -> None:
-        pieces = placeholders.unsplit([str(holder[key]) for holder, key in slots])
+        pieces = placeholders.unsplit([str(holder[key]) for holder, key in slots], secrets)
         for (holder, key), piece in zip(slots, pieces, strict=True):
             holder[key] = piece
 

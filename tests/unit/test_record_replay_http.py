@@ -194,6 +194,25 @@ async def test_replay_keeps_the_recorded_pace_unless_told_otherwise(recorded: di
     assert await first_turn(None) < 0.8
 
 
+async def test_a_secret_the_model_echoes_is_redacted_from_the_cassette(tmp_path: Path) -> None:
+    key, password = "sk-standin-" + secrets.token_hex(16), "bot-password-" + secrets.token_hex(8)
+    standin = OpenAIStandIn(key)
+    await standin.start()
+    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=10,
+                           directory=tmp_path, secrets=[key, password])
+    await proxy.start()
+    try:
+        proxy.bind_scope("echo", values(RUN_ONE, "echo"))
+        answer = await converse(proxy.scoped_base_url("echo"), values(RUN_ONE, "echo"),
+                                prompt=f"reply with only this exact marker: {password}")
+        path = proxy.finish_scope("echo", "pass")
+    finally:
+        await proxy.stop()
+        await standin.stop()
+    assert answer[0]["text"] == password  # the bot saw it: it was the model's answer
+    assert path is not None and scan_for_secrets(tmp_path, [key, password]) == []
+
+
 def test_parse_speed() -> None:
     assert parse_speed("recorded") == 1.0 and parse_speed("fast") is None and parse_speed("2") == 2.0
     for bad in ("0", "-1", "soon", "inf", "nan"):
