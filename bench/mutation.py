@@ -41,6 +41,10 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/verdict.py": ["tests/unit/test_verdict.py"],
     "qa/harness/botfile.py": ["tests/unit/test_botfile.py"],
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
+    "qa/provider/placeholders.py": ["tests/unit/test_placeholders.py"],
+    "qa/provider/matching.py": ["tests/unit/test_matching.py"],
+    "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
+    "qa/report/replay_failure.py": ["tests/unit/test_replay_failure.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
