@@ -257,6 +257,7 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
         expected_block=fenced(failure.expected.splitlines()) if multi_line else None,
         seen=_seen_view(failure.seen),
         hints=failure.hints,
+        diff_block=fenced(failure.diff, "diff") if failure.diff else None,
     )
     return view
 

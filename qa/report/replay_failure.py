@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from qa.provider.matching import Miss
 from qa.report.summary import Failure, ScenarioResult
 
-# A diff of a long conversation is long; the summary JSON keeps the whole of it, the report shows its start.
+# A diff of a long conversation is long: each one is cut here, in the summary and the report alike.
 MAX_DIFF_LINES = 200
 
 
@@ -22,12 +22,13 @@ def apply_replay_misses(result: ScenarioResult, misses: Sequence[Miss], problems
     if not misses and not problems:
         return result
     seen: list[str] = list(problems)
+    diff: list[str] = []
     for number, miss in enumerate(misses, 1):
         nearest = f"nearest recorded: exchange #{miss.nearest.index}" if miss.nearest else "nothing recorded"
-        seen.append(f"request {number} with no recorded match ({nearest}); diff recorded → this run:")
-        seen.extend(miss.diff[:MAX_DIFF_LINES])
+        seen.append(f"request {number} with no recorded match ({nearest}); the diff below")
+        diff.extend(miss.diff[:MAX_DIFF_LINES])
         if len(miss.diff) > MAX_DIFF_LINES:
-            seen.append(f"… {len(miss.diff) - MAX_DIFF_LINES} more diff lines")
+            diff.append(f"… {len(miss.diff) - MAX_DIFF_LINES} more diff lines")
     if result.status not in ("pass", "skip") and result.details:
         seen.append(f"the scenario itself then: {result.details}")
     what = f"{len(misses)} model request(s) match no recorded exchange" if misses else problems[0]
@@ -38,6 +39,7 @@ def apply_replay_misses(result: ScenarioResult, misses: Sequence[Miss], problems
         stepKind=result.failure.stepKind if result.failure else None,
         expected="every model request matches the scenario's cassette (same messages, tools, model, stream flag)",
         seen=seen,
+        diff=diff,
         hints=["the scenario's prompts or the bot's requests changed since the cassette was recorded", hint],
     )
     return result

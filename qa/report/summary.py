@@ -83,6 +83,8 @@ class Failure(_Model):
     expected: str
     seen: list[str] = Field(default_factory=list)
     hints: list[str] = Field(default_factory=list)
+    # A replayed request against the nearest recorded one, unified diff (qa.report.replay_failure).
+    diff: list[str] = Field(default_factory=list)
 
 
 class NegativeCheck(_Model):

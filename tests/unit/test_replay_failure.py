@@ -29,9 +29,8 @@ def test_a_miss_fails_even_a_passing_scenario_with_diff_and_hint() -> None:
     assert result.status == "fail"
     assert result.details == "replay: 1 model request(s) match no recorded exchange"
     assert result.failure is not None
-    assert result.failure.seen[0] == "request 1 with no recorded match (nearest recorded: exchange #2); " \
-        "diff recorded → this run:"
-    assert result.failure.seen[1:] == DIFF
+    assert result.failure.seen == ["request 1 with no recorded match (nearest recorded: exchange #2); the diff below"]
+    assert result.failure.diff == DIFF
     assert HINT in result.failure.hints
 
 
@@ -40,7 +39,7 @@ def test_the_scenarios_own_failure_is_kept_as_a_consequence() -> None:
                             failure=Failure(step=2, stepKind="expect_reply", expected="a reply"))
     result = apply_replay_misses(failed, [Miss({}, None, ["(the cassette holds no exchanges)"])], [], HINT)
     assert result.failure is not None and result.failure.step == 2
-    assert result.failure.seen[0].endswith("(nothing recorded); diff recorded → this run:")
+    assert result.failure.seen[0].endswith("(nothing recorded); the diff below")
     assert result.failure.seen[-1] == "the scenario itself then: step 2 (expect_reply): a reply"
 
 
@@ -48,8 +47,8 @@ def test_a_long_diff_is_cut_and_says_so() -> None:
     long = [f"+line {i}" for i in range(MAX_DIFF_LINES + 5)]
     result = apply_replay_misses(passed(), [Miss({}, NEAREST, long)], [], HINT)
     assert result.failure is not None
-    assert result.failure.seen[-1] == "… 5 more diff lines"
-    assert len(result.failure.seen) == MAX_DIFF_LINES + 2
+    assert result.failure.diff[-1] == "… 5 more diff lines"
+    assert len(result.failure.diff) == MAX_DIFF_LINES + 1
 
 
 def test_a_response_problem_alone_fails_too() -> None:
@@ -57,7 +56,15 @@ def test_a_response_problem_alone_fails_too() -> None:
     assert result.status == "fail" and result.details.startswith("replay: s.yaml #1")
 
 
+def test_junit_carries_the_diff_for_ci_test_views() -> None:
+    from qa.report.junit import render_junit
+
+    xml = render_junit(make_summary([apply_replay_misses(passed(), [Miss({}, NEAREST, DIFF)], [], HINT)]))
+    assert "diff, recorded → this run:\n--- recorded (s.yaml #2)" in xml and "+  content: new" in xml
+
+
 def test_the_report_shows_the_diff_and_the_hint() -> None:
     markdown = render_markdown(make_summary([apply_replay_misses(passed(), [Miss({}, NEAREST, DIFF)], [], HINT)]))
-    assert "-  content: old" in markdown and "+  content: new" in markdown
+    # The whole diff, in a diff block (a seen block shows only its last lines).
+    assert "```diff\n" + "\n".join(DIFF) + "\n```" in markdown
     assert "--record fixtures/cassettes --scenario s" in markdown
