@@ -114,3 +114,6 @@ def after_scenario(provider: Any, scenario_id: str, result: Any, say: Any) -> No
 
         apply_replay_misses(result, provider.misses(scenario_id), provider.problems(scenario_id),
                             rerecord_hint(provider.directory, scenario_id, provider.model))
+        unused = provider.unused(scenario_id)
+        if unused and result.status != "skip":
+            result.details += f"; replay: {unused} recorded exchange(s) never asked for"

@@ -106,6 +106,11 @@ class ReplayProvider(MockProvider):
         state = self._scopes.get(scope)
         return list(state.misses) if state else []
 
+    def unused(self, scope: str) -> int:
+        """Recorded exchanges this run never asked for (the bot asks less than it did): a note, not a failure."""
+        state = self._scopes.get(scope)
+        return len(state.matcher.unused) if state else 0
+
     def problems(self, scope: str) -> list[str]:
         state = self._scopes.get(scope)
         return list(state.problems) if state else []

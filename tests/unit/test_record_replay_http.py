@@ -140,7 +140,7 @@ async def test_replay_answers_a_new_run_with_its_own_markers(recorded: dict[str,
             assert marker_turn["text"] == v["token"]
             assert call_turn["calls"][0][1:] == ("exec", '{"command": "printf ' + v["token2"] + '"}')
             assert result_turn["text"] == v["token2"]
-            assert provider.misses(scope) == []
+            assert provider.misses(scope) == [] and provider.unused(scope) == 0
             # The journal says which exchange answered each request, as the mock's names its rule.
             journal = [e for e in provider.scoped(scope).journal if e.is_chat]
             assert [e.rule for e in journal] == [f"{scope}.yaml #1", f"{scope}.yaml #2", f"{scope}.yaml #3"]
@@ -164,6 +164,7 @@ async def test_a_changed_prompt_is_a_miss_with_the_diff(recorded: dict[str, Any]
         assert "-  content: 'mqa-bot-x-{run}: reply with only this exact marker: {token}'" in miss.diff
         assert "+  content: 'mqa-bot-x-{run}: say only this marker: {token}'" in miss.diff
         assert provider.scoped("streamed").journal[-1].unmatched
+        assert provider.unused("streamed") == 3
     finally:
         await provider.stop()
 

@@ -60,6 +60,9 @@ class Replayer:
     def problems(self, scope: str) -> list[str]:
         return []
 
+    def unused(self, scope: str) -> int:
+        return 2
+
 
 def test_the_bot_never_holds_the_live_key_while_recording() -> None:
     assert bot_key(Live(), RunOptions(provider="live", record_dir=Path("c"))) == STAND_IN_KEY
@@ -93,3 +96,4 @@ def test_a_replay_miss_fails_the_scenario_with_the_rerecord_command() -> None:
     after_scenario(Replayer(), "s", result, print)
     assert result.status == "fail" and result.failure is not None
     assert any("--record fixtures/cassettes --scenario s" in h for h in result.failure.hints)
+    assert result.details.endswith("; replay: 2 recorded exchange(s) never asked for")
