@@ -241,7 +241,7 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
     view: dict[str, Any] = {"id": result.id, "title": result.title, "source": result.source}
     view["artifacts"] = list(result.artifacts.items())
     if failure is None:
-        view.update(step=None, expected=None, expected_block=None, seen=None, hints=[])
+        view.update(step=None, expected=None, expected_block=None, seen=None, hints=[], diff_block=None)
         return view
     parts = [str(failure.step)] if failure.step is not None else []
     if failure.stepKind:
