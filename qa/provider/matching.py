@@ -102,14 +102,23 @@ def nearest_exchange(request: dict[str, Any], exchanges: Sequence[Exchange], use
     the earliest among equals."""
     if not exchanges:
         return None
-    mine = render(request)
+    mine = _similarity_text(request)
 
     def score(pair: tuple[int, Exchange]) -> tuple[int, float, int]:
         position, exchange = pair
-        ratio = difflib.SequenceMatcher(None, render(exchange.request), mine, autojunk=False).ratio()
+        # By characters, not lines: a prompt with one word changed is one changed line, like any other prompt.
+        ratio = difflib.SequenceMatcher(None, _similarity_text(exchange.request), mine, autojunk=False).ratio()
         return (position not in used, ratio, -position)
 
     return max(enumerate(exchanges), key=score)[1]
+
+
+# The comparison is quadratic in the worst case; the end of a conversation (its newest turns) is what differs.
+_SIMILARITY_CHARS = 20_000
+
+
+def _similarity_text(request: dict[str, Any]) -> str:
+    return "\n".join(render(request))[-_SIMILARITY_CHARS:]
 
 
 def render(request: dict[str, Any]) -> list[str]:

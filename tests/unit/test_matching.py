@@ -108,3 +108,36 @@ def test_miss_on_an_empty_cassette_shows_the_request() -> None:
 def test_diff_of_equal_requests_is_empty() -> None:
     r = canon(body("x"))
     assert request_diff(r, r, "x") == []
+
+
+def test_tool_rounds_keep_the_call_and_its_result_and_drop_client_extras() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "exec", "arguments": "{}"}, "x_extra": 1}
+    b = {"model": "m", "messages": [SYSTEM, "not a message", {"role": "user", "content": "run", "name": "driver"},
+                                    {"role": "assistant", "content": None, "tool_calls": [call]},
+                                    {"role": "tool", "tool_call_id": "call_1", "content": "MQA-11111111"}]}
+    assert canon(b)["messages"] == [
+        SYSTEM, {"role": "user", "content": "run", "name": "driver"},
+        {"role": "assistant", "tool_calls": [{"id": "call_1", "type": "function",
+                                              "function": {"name": "exec", "arguments": "{{}}"}}]},
+        {"role": "tool", "content": "{token}", "tool_call_id": "call_1"}]
+    assert canon(b)["stream"] is False
+
+
+def test_a_session_does_not_depend_on_key_order() -> None:
+    a = {"messages": [{"role": "user", "content": "x"}]}
+    b = {"messages": [{"content": "x", "role": "user"}]}
+    assert session_of(a) == session_of(b)
+    assert len(session_of(a)) == 8 and int(session_of(a), 16) >= 0  # short hex: readable in a cassette
+
+
+def test_nearest_is_the_most_similar_not_the_first() -> None:
+    ex = exchanges(canon(body("something else entirely")), canon(body("reply with marker one")))
+    assert nearest_exchange(canon(body("reply with marker two")), ex, set()) is ex[1]
+
+
+def test_the_diff_is_exact_with_two_lines_of_context_and_keeps_unicode() -> None:
+    recorded = canon(body("a", "b", "reacted 👍 c"))
+    new = canon(body("a", "b", "reacted 👍 d"))
+    assert request_diff(recorded, new, "x.yaml #1") == [
+        "--- recorded (x.yaml #1)", "+++ this run", "@@ -13,3 +13,3 @@", "   content: answer 2", " - role: user",
+        "-  content: reacted 👍 c", "+  content: reacted 👍 d"]
