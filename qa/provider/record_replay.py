@@ -112,8 +112,9 @@ def after_scenario(provider: Any, scenario_id: str, result: Any, say: Any) -> No
         from qa.provider.replay import rerecord_hint
         from qa.report.replay_failure import apply_replay_misses
 
-        apply_replay_misses(result, provider.misses(scenario_id), provider.problems(scenario_id),
+        misses = provider.misses(scenario_id)
+        apply_replay_misses(result, misses, provider.problems(scenario_id),
                             rerecord_hint(provider.directory, scenario_id, provider.model))
         unused = provider.unused(scenario_id)
-        if unused and result.status != "skip":
+        if unused and not misses and result.status != "skip":  # after a miss, unused ones go without saying
             result.details += f"; replay: {unused} recorded exchange(s) never asked for"

@@ -47,6 +47,7 @@ class Replayer:
     directory: Path = Path("fixtures/cassettes")
     model: str = "m"
     have: tuple[str, ...] = ("s",)
+    missed: bool = True
 
     def bind_scope(self, scope: str, values: Any) -> None:
         assert scope in self.have
@@ -55,7 +56,7 @@ class Replayer:
         return None if scope in self.have else "skipped: no cassette"
 
     def misses(self, scope: str) -> list[Miss]:
-        return [Miss({}, None, ["(the cassette holds no exchanges)"])]
+        return [Miss({}, None, ["(the cassette holds no exchanges)"])] if self.missed else []
 
     def problems(self, scope: str) -> list[str]:
         return []
@@ -96,4 +97,11 @@ def test_a_replay_miss_fails_the_scenario_with_the_rerecord_command() -> None:
     after_scenario(Replayer(), "s", result, print)
     assert result.status == "fail" and result.failure is not None
     assert any("--record fixtures/cassettes --scenario s" in h for h in result.failure.hints)
-    assert result.details.endswith("; replay: 2 recorded exchange(s) never asked for")
+    assert "never asked for" not in result.details  # a miss leaves exchanges unused: no news
+
+
+def test_a_replay_that_asked_less_says_so_and_still_passes() -> None:
+    result = ScenarioResult(id="s", title="t", status="pass", details="2 steps passed")
+    after_scenario(Replayer(missed=False), "s", result, print)
+    assert result.status == "pass"
+    assert result.details == "2 steps passed; replay: 2 recorded exchange(s) never asked for"
