@@ -68,3 +68,13 @@ def test_the_report_shows_the_diff_and_the_hint() -> None:
     # The whole diff, in a diff block (a seen block shows only its last lines).
     assert "```diff\n" + "\n".join(DIFF) + "\n```" in markdown
     assert "--record fixtures/cassettes --scenario s" in markdown
+
+
+def test_a_diff_of_exactly_the_limit_is_whole_and_the_failure_says_what_was_expected() -> None:
+    exact = [f"+line {i}" for i in range(MAX_DIFF_LINES)]
+    result = apply_replay_misses(passed(), [Miss({}, NEAREST, exact)], [], HINT)
+    assert result.failure is not None and result.failure.diff == exact
+    assert result.failure.expected == "every model request matches the scenario's cassette (same messages, " \
+        "tools, model, stream flag)"
+    assert result.failure.hints[0] == "the scenario's prompts or the bot's requests changed since the cassette " \
+        "was recorded"
