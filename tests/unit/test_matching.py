@@ -141,3 +141,9 @@ def test_the_diff_is_exact_with_two_lines_of_context_and_keeps_unicode() -> None
     assert request_diff(recorded, new, "x.yaml #1") == [
         "--- recorded (x.yaml #1)", "+++ this run", "@@ -13,3 +13,3 @@", "   content: answer 2", " - role: user",
         "-  content: reacted 👍 c", "+  content: reacted 👍 d"]
+
+
+def test_nearest_among_equals_is_the_earliest() -> None:
+    same = canon(body("recorded twice"))
+    ex = exchanges(same, same)
+    assert nearest_exchange(canon(body("recorded twice!")), ex, set()) is ex[0]
