@@ -71,9 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--registration-shared-secret", default=None, metavar="SECRET",
                      help="Synapse registration_shared_secret for --homeserver-url "
                      "(better: env MATRIX_QA_REGISTRATION_SHARED_SECRET)")
-    run.add_argument("--provider", default="mock", choices=["mock", "live"],
-                     help="model provider: mock (the default; deterministic) or live (any OpenAI-compatible "
-                     "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY)")
+    run.add_argument("--provider", default="mock", choices=["mock", "live", "replay"],
+                     help="model provider: mock (the default; deterministic), live (any OpenAI-compatible "
+                     "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY) or replay (--cassettes)")
     run.add_argument("--model", default=None, help="model id for --provider live, e.g. gpt-5.4")
     run.add_argument("--base-url", default=None, metavar="URL",
                      help="OpenAI-compatible API root for --provider live (default: https://api.openai.com/v1)")
@@ -81,6 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="request timeout for --provider live (default: 60)")
     run.add_argument("--model-retries", type=int, default=None, metavar="N",
                      help="retries on 408/409/429/5xx and connection errors for --provider live (default: 2)")
+    run.add_argument("--record", type=Path, default=None, metavar="DIR",
+                     help="with --provider live: write every model exchange to DIR/<scenario>.yaml, for replay")
+    run.add_argument("--cassettes", type=Path, default=None, metavar="DIR",
+                     help="with --provider replay: the recorded cassettes to answer from (e.g. fixtures/cassettes)")
+    run.add_argument("--replay-speed", default=None, metavar="PACE",
+                     help="with --provider replay: recorded (the default), fast (no waiting) or a factor (2: twice "
+                     "as fast)")
     run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
                      help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
     run.add_argument("--output-dir", type=Path, default=None,
@@ -211,6 +218,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         tuwunel_image=args.tuwunel_image, model=args.model, base_url=args.base_url,
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
+        record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,
         fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
         shard=parse_shard(args.shard) if args.shard is not None else None,
         shard_durations=_shard_durations(args.shard_durations),

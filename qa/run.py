@@ -43,6 +43,15 @@ from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
 from qa.homeserver.base import Homeserver
+from qa.provider.record_replay import (
+    after_scenario,
+    bind_scope,
+    bot_key,
+    load_for_replay,
+    record_replay_misplaced,
+    start_recording,
+    start_replay,
+)
 from qa.report.lock_evidence import analyze_lock_evidence
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id, combine_attempts
 from qa.report.summary import (
@@ -88,6 +97,10 @@ class RunOptions:
     model_timeout_s: float | None = None
     model_retries: int | None = None
     provider_rules: list[Path] = field(default_factory=list)
+    # --record DIR (live only): a cassette per scenario; --provider replay serves them (qa.provider.replay)
+    record_dir: Path | None = None
+    cassettes_dir: Path | None = None
+    replay_speed: str | None = None  # recorded | fast | a factor; None: recorded
     output_dir: Path | None = None
     fail_fast: bool = False
     # How many scenarios run side by side on the one homeserver; None: the machine's core count.
@@ -174,6 +187,7 @@ def _check_backend_options(options: RunOptions) -> None:
                                                ("--model-retries", options.model_retries)) if value is not None]
     if options.provider != "mock" and options.provider_rules:
         misplaced.append("--provider-rules")
+    misplaced += record_replay_misplaced(options)
     if options.homeserver != "external":
         if options.homeserver_url:
             raise ConfigError(f"--homeserver-url points at an existing server; it cannot be combined with "
@@ -204,6 +218,7 @@ class Run:
         self.homeserver: Homeserver | None = None
         self.provider: Any = None
         self.live: Any = None  # LiveSettings when --provider live
+        self.cassettes: dict[str, Any] = {}  # --provider replay: scenario id -> its cassette
         # One list: scenarios append their users' passwords as they provision, and the output redacts them.
         self.secrets = self.out.secrets
         self.plan: list[Any] = []
@@ -239,6 +254,7 @@ class Run:
         if self.options.shard is not None:
             self.plan = shard_plan(self.plan, self.options.shard, self.options.shard_durations)
         self.base_plan, self.plan = self.plan, self._attempts(self.plan)
+        self.cassettes = load_for_replay(self.options, self.plan)
         removed = prepare_output_dir(self.dir, "--output-dir" if self.options.output_dir else "the artifact directory")
         self.out.open_log(self.dir / "matrix-qa-output.log")
         library_logs = _LibraryLogs(self.dir / "harness.log")
@@ -342,6 +358,10 @@ class Run:
         _check_backend_options(options)
         if options.repeat < 1:
             raise ConfigError(f"--repeat must be at least 1, got {options.repeat}")
+        if options.repeat > 1 and (options.provider == "replay" or options.record_dir is not None):
+            # A replay answers the same every time, and a cassette is one run's answers: N of them is no record.
+            raise ConfigError("--repeat measures a live or mocked model's pass rate; it cannot be combined with "
+                              "--provider replay or --record")
         if options.timeout is not None:
             _parse_timeout(options.timeout)
         _check_rule_files(options.provider_rules)
@@ -353,8 +373,9 @@ class Run:
                                               timeout_s=options.model_timeout_s, max_retries=options.model_retries,
                                               env=os.environ)
             self._add_secrets(self.live.secrets)
-        elif options.provider != "mock":
-            raise ConfigError(f"--provider {options.provider!r} is not supported; use mock (the default) or live")
+        elif options.provider not in ("mock", "replay"):
+            raise ConfigError(f"--provider {options.provider!r} is not supported; use mock (the default), live "
+                              "or replay")
         if options.homeserver == "external":
             self._add_secrets(_external_settings(options).secrets)
         elif options.homeserver == "tuwunel":
@@ -368,13 +389,17 @@ class Run:
 
     async def _start_provider(self) -> None:
         began = mono_ms()
-        if self.live is not None:
+        if self.options.provider == "replay":
+            self.provider = await start_replay(self.options, self.cassettes, self.out.say)
+        elif self.live is not None:
             from qa.provider.live import LiveProvider
 
             self.provider = LiveProvider(self.live)
             await self.provider.start()
             self.out.say(f"live provider at {self.live.base_url_host}, model {self.live.model}: "
                          f"{self.provider.checked}")
+            if self.options.record_dir is not None:
+                self.provider = await start_recording(self.live, self.options.record_dir, self.secrets, self.out.say)
             mock_only = [s.id for s in self.plan if s.provider.rules]
             if mock_only:
                 self.out.say(f"note: the mock-provider rules of {', '.join(mock_only)} do not apply to a live model")
@@ -414,7 +439,7 @@ class Run:
             artifact_dir=self.dir, state_dir=work / "state", markers=MarkerFactory(self.run_id),
             bot_env=dict(self.options.bot_env), bot_overrides=dict(self.options.bot_overrides),
             secrets=self.secrets, probes=self.probes, observed=self.observed, bot_file=self.bot_file,
-            provider_api_key=live.api_key if live is not None else "mock-key",
+            provider_api_key=bot_key(live, self.options),
             provider_timeout_s=live.timeout_s if live is not None else None,
             provider_max_retries=live.max_retries if live is not None else None,
             interrupted=self.interrupted, stop_reason=lambda: self.stop_reason, infra_errors=self.infra_errors,
@@ -493,6 +518,7 @@ class Run:
             result.retries.append(InfraRetry(ranAs=scenario.id, error=self.out.redact(first.details),
                                              durationMs=first.durationMs))
         self.infra_errors.extend(infra)  # only a retry that failed the same way makes it the run's error
+        after_scenario(self.provider, self._ran_as.get(scenario.id, scenario.id), result, say)
         result.latency = latency_stats(result.replyLatenciesMs)
         self.results.append(result)
 
@@ -533,7 +559,7 @@ class Run:
         if own.provider is not None and hasattr(own.provider, "scoped"):
             view = own.provider.scoped(scenario.id)
             own = replace(own, provider=view, model_base_url=view.base_url)
-        return own
+        return bind_scope(self.provider, scenario.id, own, self.run_id)
 
     def _must_skip(self, scenario: Any) -> bool:
         reason = None
@@ -542,6 +568,8 @@ class Run:
             reason = "skipped: the canary failed, so nothing else can be trusted"
         elif self.options.fail_fast and any(r.status == "fail" for r in self.results):
             reason = "skipped: --fail-fast after an earlier failure"
+        elif hasattr(self.provider, "skip_reason"):
+            reason = self.provider.skip_reason(scenario.id)  # replay: the scenario has no cassette
         if reason:
             self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason))
             self.out.say(f"  - {scenario.id} {reason}")
@@ -712,7 +740,8 @@ class Run:
             base_url = getattr(self.provider, "base_url", "") or ""
         except Exception:
             base_url = ""
-        return ProviderInfo(mode="mock", model=getattr(self.provider, "model", "mock-model"),
+        return ProviderInfo(mode=getattr(self.provider, "mode", "mock"),
+                            model=getattr(self.provider, "model", "mock-model"),
                             baseUrlHost=urlparse(base_url).netloc or None)
 
     def _write_step_summary(self, files: dict[str, str]) -> None:

@@ -35,6 +35,9 @@ def _failure_text(result: ScenarioResult) -> str:
     parts.append(f"expected: {failure.expected}")
     parts.append("seen:" if failure.seen else "seen: nothing")
     parts.extend(f"  {line}" for line in failure.seen)
+    if failure.diff:
+        parts.append("diff, recorded → this run:")
+        parts.extend(failure.diff)
     parts.extend(f"hint: {hint}" for hint in failure.hints)
     return "\n".join(parts)
 

@@ -243,7 +243,7 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
     view["artifacts"] = list(result.artifacts.items())
     view["faults"] = [f"{r['rule']} ×{r['hits']} ({r['what']})" for r in fault_rows(result)]
     if failure is None:
-        view.update(step=None, expected=None, expected_block=None, seen=None, hints=[])
+        view.update(step=None, expected=None, expected_block=None, seen=None, hints=[], diff_block=None)
         return view
     parts = [str(failure.step)] if failure.step is not None else []
     if failure.stepKind:
@@ -259,6 +259,7 @@ def _failure_view(result: ScenarioResult) -> dict[str, Any]:
         expected_block=fenced(failure.expected.splitlines()) if multi_line else None,
         seen=_seen_view(failure.seen),
         hints=failure.hints,
+        diff_block=fenced(failure.diff, "diff") if failure.diff else None,
     )
     return view
 

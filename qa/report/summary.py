@@ -34,7 +34,7 @@ class HomeserverInfo(_Model):
 
 
 class ProviderInfo(_Model):
-    mode: Literal["mock", "live"]
+    mode: Literal["mock", "live", "replay"]
     model: str
     baseUrlHost: str | None = None
 
@@ -84,6 +84,8 @@ class Failure(_Model):
     expected: str
     seen: list[str] = Field(default_factory=list)
     hints: list[str] = Field(default_factory=list)
+    # A replayed request against the nearest recorded one, unified diff (qa.report.replay_failure).
+    diff: list[str] = Field(default_factory=list)
 
 
 class NegativeCheck(_Model):

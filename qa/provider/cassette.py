@@ -1,0 +1,314 @@
+"""The cassette: every model exchange of one scenario, as recorded from a live model (qa.provider.recorder) and
+served back by qa.provider.replay.
+
+One YAML file per scenario, `<scenario-id>.yaml` (a `.json` file is read too), meant to be read and diffed:
+
+    format: matrix-qa.cassette/v1
+    scenario: canary
+    model: gpt-5.4
+    recorded: {status: pass, at: 2026-12-01T22:15:59Z, endpoint: api.openai.com}
+    exchanges:
+    - session: 3f2a9c1e          # which conversation of the bot (qa.provider.matching.session_of)
+      request: {model: gpt-5.4, stream: true, messages: [...], tools: [...]}
+      response:
+        status: 200
+        at_ms: 412.5             # when the response was complete (streamed: the first chunk)
+        text: '{token}'
+        tool_calls: []
+        finish_reason: stop
+        chunks:                  # streamed only: the deltas as they came, with their time
+        - {at_ms: 412.5, delta: {role: assistant, content: ''}}
+        - {at_ms: 430.1, delta: {content: '{token}'}}
+        - {at_ms: 431.0, delta: {}, finish_reason: stop}
+
+Strings are templates (qa.provider.placeholders): `{token}`, `{run}`, `{event1}`; literal braces doubled. For a
+streamed response `text`, `tool_calls` and `finish_reason` are what the chunks add up to, kept for the reader;
+a hand edit that makes them disagree is refused at load. Non-200 responses keep the endpoint's `error` body.
+
+Headers are never stored, so neither the key nor any authorization header can be in a cassette.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from yaml.nodes import MappingNode, Node, SequenceNode
+
+from qa import safe_yaml
+from qa.errors import ConfigError
+from qa.provider.placeholders import RUN_NAME, is_known_name, template_names
+from qa.scenario.markers import TOKEN_NAMES, MarkerError
+
+FORMAT = "matrix-qa.cassette/v1"
+SUFFIXES = (".yaml", ".json")
+_FIXED_NAMES = frozenset([*TOKEN_NAMES, RUN_NAME])
+
+
+class CassetteError(ConfigError):
+    """A cassette that cannot be used; the message names the file, line and field."""
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str
+
+    def to_data(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass
+class Exchange:
+    index: int  # 1-based, in the order the requests reached the model
+    session: str
+    request: dict[str, Any]
+    response: dict[str, Any]
+
+    @property
+    def status(self) -> int:
+        return int(self.response["status"])
+
+    @property
+    def chunks(self) -> list[dict[str, Any]] | None:
+        chunks = self.response.get("chunks")
+        return chunks if isinstance(chunks, list) else None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"session": self.session, "request": self.request, "response": self.response}
+
+
+@dataclass
+class Cassette:
+    scenario: str
+    model: str
+    exchanges: list[Exchange] = field(default_factory=list)
+    recorded: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    def to_data(self) -> dict[str, Any]:
+        return {"format": FORMAT, "scenario": self.scenario, "model": self.model, "recorded": self.recorded,
+                "exchanges": [e.to_data() for e in self.exchanges]}
+
+
+def assemble(chunks: Sequence[dict[str, Any]]) -> tuple[str | None, list[ToolCall], str | None]:
+    """(text, tool calls, finish reason) a client makes of streamed deltas, as the openai SDK does."""
+    text: list[str] = []
+    saw_text = False
+    calls: dict[int, ToolCall] = {}
+    finish = None
+    for chunk in chunks:
+        delta = chunk.get("delta") or {}
+        if isinstance(delta.get("content"), str):
+            saw_text = True
+            text.append(delta["content"])
+        for call in delta.get("tool_calls") or []:
+            slot = calls.setdefault(int(call.get("index", 0)), ToolCall("", "", ""))
+            slot.id = call.get("id") or slot.id
+            function = call.get("function") or {}
+            slot.name += function.get("name") or ""
+            slot.arguments += function.get("arguments") or ""
+        finish = chunk.get("finish_reason") or finish
+    return ("".join(text) if saw_text else None), [calls[i] for i in sorted(calls)], finish
+
+
+def response_summary(response: dict[str, Any]) -> tuple[str | None, list[ToolCall], str | None]:
+    calls = [ToolCall(str(c.get("id", "")), str(c.get("name", "")), str(c.get("arguments", "")))
+             for c in response.get("tool_calls") or []]
+    return response.get("text"), calls, response.get("finish_reason")
+
+
+# --- writing ---------------------------------------------------------------------------------------------
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    # Multi-line messages (system prompts, tool output) as block scalars: one line of text per line of diff.
+    style = "|" if "\n" in value and not value.endswith((" ", "\t")) and "\r" not in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump(cassette: Cassette) -> str:
+    return yaml.dump(cassette.to_data(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=120)
+
+
+def path_for(directory: Path, scenario_id: str) -> Path:
+    return directory / f"{scenario_id}.yaml"
+
+
+def find(directory: Path, scenario_id: str) -> Path | None:
+    for suffix in SUFFIXES:
+        candidate = directory / f"{scenario_id}{suffix}"
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --- reading ---------------------------------------------------------------------------------------------
+
+
+def load(path: Path) -> Cassette:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CassetteError(f"{path}: cannot read the cassette: {getattr(exc, 'strerror', None) or exc}") from None
+    return parse(text, path)
+
+
+def parse(text: str, path: Path) -> Cassette:
+    """A cassette from its text (YAML or JSON); CassetteError naming `path`, the line and the field."""
+    try:
+        root, data = safe_yaml.compose(text)
+    except safe_yaml.YAMLProblem as exc:
+        raise CassetteError(f"{path}:{exc.line or 1}: {exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f"{mark.line + 1}:" if mark is not None else ""
+        raise CassetteError(f"{path}:{line} not valid YAML or JSON: {getattr(exc, 'problem', None) or exc}") from None
+    return _Reader(path, root).cassette(data)
+
+
+class _Reader:
+    def __init__(self, path: Path, root: Node | None) -> None:
+        self.path = path
+        self.root = root
+
+    def fail(self, where: list[str | int], problem: str) -> CassetteError:
+        line = _line_of(self.root, where)
+        shown = _field_name(where) or "(top level)"
+        return CassetteError(f"{self.path}:{line}: {shown}: {problem}")
+
+    def cassette(self, data: object) -> Cassette:
+        top = self.mapping(data, [], required=("format", "scenario", "model", "exchanges"))
+        if top["format"] != FORMAT:
+            raise self.fail(["format"], f"expected {FORMAT!r}, got {top['format']!r}")
+        scenario = self.string(top["scenario"], ["scenario"])
+        model = self.string(top["model"], ["model"])
+        recorded = top.get("recorded") or {}
+        if not isinstance(recorded, dict):
+            raise self.fail(["recorded"], "expected a mapping")
+        if not isinstance(top["exchanges"], list):
+            raise self.fail(["exchanges"], "expected a list")
+        exchanges = [self.exchange(e, i) for i, e in enumerate(top["exchanges"])]
+        return Cassette(scenario=scenario, model=model, exchanges=exchanges, recorded=recorded, path=self.path)
+
+    def exchange(self, data: object, i: int) -> Exchange:
+        where: list[str | int] = ["exchanges", i]
+        item = self.mapping(data, where, required=("session", "request", "response"))
+        request = self.mapping(item["request"], [*where, "request"], required=("model", "stream", "messages"))
+        if not isinstance(request["messages"], list) or not request["messages"]:
+            raise self.fail([*where, "request", "messages"], "expected a non-empty list")
+        if not isinstance(request["stream"], bool):
+            raise self.fail([*where, "request", "stream"], "expected true or false")
+        self.templates(request, [*where, "request"])
+        response = self.response(item["response"], [*where, "response"], request["stream"])
+        return Exchange(index=i + 1, session=self.string(item["session"], [*where, "session"]),
+                        request=request, response=response)
+
+    def response(self, data: object, where: list[str | int], stream: bool) -> dict[str, Any]:
+        response = self.mapping(data, where, required=("status", "at_ms"))
+        status = response["status"]
+        if not isinstance(status, int) or isinstance(status, bool) or not 100 <= status <= 599:
+            raise self.fail([*where, "status"], f"expected an HTTP status code, got {status!r}")
+        self.millis(response["at_ms"], [*where, "at_ms"])
+        self.templates(response, where)
+        if status != 200:
+            if not isinstance(response.get("error"), dict):
+                raise self.fail([*where, "error"], f"a status-{status} response needs the endpoint's error body")
+            return response
+        if stream:
+            chunks = response.get("chunks")
+            if not isinstance(chunks, list) or not chunks:
+                raise self.fail([*where, "chunks"], "a streamed response needs its chunks (a non-empty list)")
+            for n, chunk in enumerate(chunks):
+                c = self.mapping(chunk, [*where, "chunks", n], required=("at_ms",))
+                self.millis(c["at_ms"], [*where, "chunks", n, "at_ms"])
+                # A usage-only chunk (stream_options.include_usage) carries no delta.
+                if not isinstance(c.get("delta"), dict) and not isinstance(c.get("usage"), dict):
+                    raise self.fail([*where, "chunks", n, "delta"], "expected a mapping (or a usage-only chunk)")
+            text, calls, finish = assemble(chunks)
+            for name, value in (("text", text), ("tool_calls", [c.to_data() for c in calls]),
+                                ("finish_reason", finish)):
+                if name in response and response[name] != value:
+                    raise self.fail([*where, name], f"says {response[name]!r} but the chunks add up to {value!r}; "
+                                    "edit the chunks, or re-record")
+        calls_data = response.get("tool_calls") or []
+        if not isinstance(calls_data, list):
+            raise self.fail([*where, "tool_calls"], "expected a list")
+        for n, call in enumerate(calls_data):
+            self.mapping(call, [*where, "tool_calls", n], required=("id", "name", "arguments"))
+        if response.get("text") is not None and not isinstance(response["text"], str):
+            raise self.fail([*where, "text"], "expected a string or null")
+        return response
+
+    def templates(self, value: Any, where: list[str | int]) -> None:
+        """Every string a valid template naming only known placeholders: a typo fails here, not mid-replay."""
+        if isinstance(value, str):
+            try:
+                names = template_names(value)
+            except MarkerError as exc:
+                raise self.fail(where, f"{exc} (cassette strings are templates)") from None
+            unknown = [n for n in names if not is_known_name(n, _FIXED_NAMES)]
+            if unknown:
+                raise self.fail(where, f"unknown placeholder {{{unknown[0]}}} (known: {{token}}…{{token9}}, "
+                                "{run}, {eventN}, {roomN}; write '{{' and '}}' for literal braces)")
+        elif isinstance(value, list):
+            for n, v in enumerate(value):
+                self.templates(v, [*where, n])
+        elif isinstance(value, dict):
+            for k, v in value.items():
+                self.templates(v, [*where, str(k)])
+
+    def mapping(self, data: object, where: list[str | int], required: Sequence[str] = ()) -> dict[str, Any]:
+        if not isinstance(data, dict):
+            raise self.fail(where, f"expected a mapping, got {type(data).__name__}")
+        for name in required:
+            if name not in data:
+                raise self.fail(where, f"missing field '{name}'")
+        return data
+
+    def string(self, value: object, where: list[str | int]) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(where, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def millis(self, value: object, where: list[str | int]) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+            raise self.fail(where, f"expected milliseconds (a number, 0 or more), got {value!r}")
+        return float(value)
+
+
+def _field_name(where: list[str | int]) -> str:
+    out = ""
+    for part in where:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out
+
+
+def _line_of(root: Node | None, where: list[str | int]) -> int:
+    """1-based line of the deepest node of `where` that exists (the field itself, or its parent)."""
+    node = root
+    line = node.start_mark.line + 1 if node is not None else 1
+    for part in where:
+        child = None
+        if isinstance(node, MappingNode):
+            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
+            child = node.value[part]
+        if child is None:
+            break
+        node = child
+        line = node.start_mark.line + 1
+    return line
+
