@@ -5,7 +5,13 @@ One session = one conversation (a room's top level, or one thread). Per session 
 - the append worker writes each inbound message to the transcript as soon as it arrives
   (acquire → append → release), so a message that lands while a turn is thinking is recorded at once;
 - the turn worker answers accepted messages one after another:
-  model I/O with no lock held → reacquire → fence check → append reply → release → send to Matrix.
+  model I/O with no lock held → reacquire → fence check → append reply → release → send to Matrix
+  → post-turn work (qa.agent.post_turn: memory note, compaction; no lock across their model calls).
+
+A turn that ends before any model call (an empty prompt once the mention is stripped, a local command, a
+shutdown) still claims its message under a short hold and releases it (`turn.skipped`, `lockReleased`). A
+turn whose hold was taken over (fence rule (b)) sends nothing and writes nothing; its message is then retried
+once by a fresh attempt, so it is still answered exactly once.
 
 Scope `attempt` is the legacy bug kept on purpose: the turn holds the lock from start to end, model call
 included, so the append worker's acquire times out with `session file locked (timeout …)`. Tests use it to
@@ -26,13 +32,16 @@ from pathlib import Path
 from typing import Any
 
 from qa.agent.approval_flow import ApprovalFlow
+from qa.agent.config import SessionLifeConfig
 from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
 from qa.agent.model import ModelClient, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
+from qa.agent.post_turn import PostTurnWork
+from qa.agent.prompt_gate import Skip, skip_for
 from qa.agent.trace import Trace
-from qa.agent.transcript import FencedWriteError, Transcript
+from qa.agent.transcript import FencedWriteError, Transcript, claims_of, user_events
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
 SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
@@ -59,7 +68,8 @@ class Session:
     # Each accepted message carries its attempt id from arrival to reply, so the inbound append and the
     # reply append of one turn are one attempt in the trace and in the lock evidence.
     appends: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
-    turns: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
+    # (message, attempt, retry): retry is True for the one fresh attempt after a takeover made a turn stale.
+    turns: asyncio.Queue[tuple[Inbound, str, bool]] = field(default_factory=asyncio.Queue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -74,6 +84,8 @@ class SessionManager:
         send_reply: SendReply,
         approvals: ApprovalFlow | None = None,
         allowed_for: AllowedFor | None = None,
+        life: SessionLifeConfig | None = None,
+        bot_user_id: str | None = None,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -87,6 +99,11 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
+        self._life = life or SessionLifeConfig()
+        self._bot_user_id = bot_user_id
+        self._post_turn = PostTurnWork(self._life, model, trace, system_prompt, self._next_attempt)
+        # The stall fault hits the process's first reply write only, so the retry after the takeover is clean.
+        self._stall_left = self._life.stall_first_reply_ms > 0
 
     def session_for(self, room_id: str, thread_root: str | None) -> Session:
         key = session_key(room_id, thread_root)
@@ -98,7 +115,7 @@ class SessionManager:
                 # Which conversation a transcript belongs to, so a restarted bot can resume its turns.
                 meta.write_text(json.dumps({"key": key, "roomId": room_id, "threadRoot": thread_root}))
             transcript = Transcript(path)
-            seen = {str(r["eventId"]) for r in transcript.read() if r.get("kind") == "user" and r.get("eventId")}
+            seen = user_events(transcript.read())
             session = Session(
                 key=key,
                 room_id=room_id,
@@ -129,7 +146,7 @@ class SessionManager:
                 continue
             session = self.session_for(str(meta["roomId"]), meta.get("threadRoot"))
             records = session.transcript.read()
-            claimed = {r.get("eventId") for r in records if r.get("kind") in ("assistant", "failed")}
+            claimed = set(claims_of(records))
             for record in records:
                 if record.get("kind") != "user" or record.get("eventId") in claimed:
                     continue
@@ -140,7 +157,7 @@ class SessionManager:
                 attempt = self._next_attempt("turn")
                 self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id,
                                  resumedFrom=record.get("attempt"))
-                session.turns.put_nowait((inbound, attempt))
+                session.turns.put_nowait((inbound, attempt, False))
                 resumed += 1
         return resumed
 
@@ -202,7 +219,7 @@ class SessionManager:
                 continue
             finally:
                 hold.release()
-            session.turns.put_nowait((inbound, attempt))
+            session.turns.put_nowait((inbound, attempt, False))
             session.appends.task_done()
 
     def _inbound_failed(self, session: Session, inbound: Inbound, attempt: str, error: str) -> None:
@@ -211,26 +228,37 @@ class SessionManager:
 
     async def _turn_worker(self, session: Session) -> None:
         while True:
-            inbound, attempt = await session.turns.get()
+            inbound, attempt, retry = await session.turns.get()
             try:
-                await self._run_turn(session, inbound, attempt)
+                outcome = await self._run_turn(session, inbound, attempt)
+                if outcome == "replied":
+                    await self._post_turn.run(session.key, session.transcript, session.lock)
+                elif outcome == "taken-over" and not retry:
+                    self._retry_after_takeover(session, inbound, attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one bad turn must not stop the session
                 self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> None:
+    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> str:
+        """One turn; returns its outcome (replied, skipped, stale, taken-over, failed, cancelled)."""
         trace = self._trace
         # Legacy `attempt` scope: one hold for the whole turn, model I/O included (the bug, kept on purpose).
         held: LockHold | None = None
         outcome = "failed"
+        asked_model = False
         try:
             if self._settings.scope == "attempt":
                 held = await session.lock.acquire(attempt, "turn")
+            skip = skip_for(inbound.body, self._bot_user_id)
+            if skip is not None:
+                outcome = await self._skip_turn(session, inbound, attempt, skip, held)
+                return outcome
             reply = None
             for round_ in range(MAX_TOOL_ROUNDS + 1):
                 tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
+                asked_model = True
                 reply = await self._call_model(session, attempt, inbound, round_, tools)
                 if not reply.tool_calls:
                     break
@@ -253,20 +281,63 @@ class SessionManager:
         except _Stale as exc:
             # Someone else owns this turn now: no output, no write, no cleanup of their state.
             trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
-            outcome = "stale"
+            outcome = "taken-over" if exc.taken_over else "stale"
         except _ModelFailed as exc:
             try:
                 await self._fenced(session, attempt, inbound, "failed", {"kind": "failed", "content": str(exc)}, held)
             except _Stale as stale:
                 trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(stale))
-                outcome = "stale"
+                outcome = "taken-over" if stale.taken_over else "stale"
         except SessionLockError as exc:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            if not asked_model:
+                # The skipped-prompt path's third way: shutdown before the model was asked. Released below.
+                trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                           reason="shutdown", lockReleased=True)
+            raise
         finally:
             if held is not None:
                 held.release()
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
+        return outcome
+
+    async def _skip_turn(
+        self, session: Session, inbound: Inbound, attempt: str, skip: Skip, held: LockHold | None
+    ) -> str:
+        """A turn that ends before any model call: claim the message under a short hold, release it, say so."""
+        hold = held or await session.lock.acquire(attempt, "skip")
+        try:
+            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
+            if stale:
+                raise _Stale(stale)
+            content: dict[str, Any] = {"reason": skip.reason}
+            if skip.reply is not None:
+                content["reply"] = skip.reply
+            session.transcript.append(hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
+                                             "content": content})
+        finally:
+            if held is None and self._life.test_bug != "leak-skipped":
+                hold.release()
+            self._trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                             reason=skip.reason, lockReleased=held is None and hold.released)
+        if skip.reply is not None:
+            sent = await self._send_reply(session.room_id, skip.reply, session.thread_root, inbound.event_id)
+            if sent:
+                self._trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
+                                 inReplyTo=inbound.event_id, local=True)
+        return "skipped"
+
+    def _retry_after_takeover(self, session: Session, inbound: Inbound, stale_attempt: str) -> None:
+        """The stale attempt did nothing; one fresh attempt answers the message (fence rule (a) still holds)."""
+        attempt = self._next_attempt("turn")
+        self._trace.emit("turn.retry", session=session.key, attempt=attempt, previousAttempt=stale_attempt,
+                         eventId=inbound.event_id)
+        self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                         retryOf=stale_attempt)
+        session.turns.put_nowait((inbound, attempt, True))
 
     async def _call_model(
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None
@@ -300,6 +371,11 @@ class SessionManager:
         """Reacquire (unless the turn already holds the lock), check the fence, append `record` if given."""
         hold = held or await session.lock.acquire(attempt, purpose)
         try:
+            if purpose == "reply":
+                await self._stall_fault(session, attempt)
+            if self._life.test_bug == "skip-fence":
+                hold = await self._unfenced_write(session, attempt, inbound, purpose, record, hold, held)
+                return
             stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
             if stale:
                 raise _Stale(stale)
@@ -312,9 +388,36 @@ class SessionManager:
             if held is None:
                 hold.release()
 
+    async def _stall_fault(self, session: Session, attempt: str) -> None:
+        """Fault injection (`stallFirstReplyMs`): the first reply write keeps its lock like a stalled disk."""
+        if not self._stall_left:
+            return
+        self._stall_left = False
+        ms = self._life.stall_first_reply_ms
+        self._trace.emit("lock.stall", session=session.key, attempt=attempt, ms=ms)
+        await asyncio.sleep(ms / 1000)
+
+    async def _unfenced_write(
+        self, session: Session, attempt: str, inbound: Inbound, purpose: str,
+        record: dict[str, Any] | None, hold: LockHold, held: LockHold | None,
+    ) -> LockHold:
+        """The `skip-fence` bug: no fence check, and a lost hold is simply taken again before writing."""
+        if record is None:
+            return hold
+        if not hold.still_owned():
+            hold.release()
+            hold = await session.lock.acquire(attempt, purpose)
+        session.transcript.append(hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+        return hold
+
 
 class _Stale(Exception):
     """The fence says another owner has this turn."""
+
+    @property
+    def taken_over(self) -> bool:
+        # Rule (a) (another attempt answered the event) names the event; every other reason is a lost hold.
+        return "already answered" not in str(self)
 
 
 class _ModelFailed(Exception):

@@ -6,12 +6,14 @@ Record fields (`append` fills the first four; the caller gives the rest):
   at       str       wall-clock ISO time, for humans
   attempt  str       the attempt whose hold wrote the line — taken from the hold; a caller may repeat it, but
                      a different value is refused
-  kind     str       user | assistant | tool | notice | failed
+  kind     str       user | assistant | tool | notice | failed | skipped | memory | summary
   eventId  str?      user: the inbound Matrix event. assistant / failed / tool: the inbound event of the turn
                      that wrote it (the one being answered, given up on, or worked on)
   sender   str?      user: the Matrix user id that sent it (None for eventId/sender means "leave it out")
   content  JSON      user: body text; assistant: reply text; tool: {name, arguments, result};
-                     notice: free-form bookkeeping; failed: the error text
+                     notice: free-form bookkeeping; failed: the error text; skipped: why the turn ended
+                     before any model call; memory: a post-turn note; summary: folded older records
+                     (qa.agent.compaction: text, the user events and claims it folded)
 
 Durability: each record is one line written with a single write (looping only on a short write) and fsynced,
 so a crash leaves every complete line parseable and at most a torn last line, which `scan` skips. The next
@@ -40,14 +42,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qa.agent.compaction import CLAIMS, CompactionPlan, landed_after, rewrite, summary_content
 from qa.agent.lock import LockHold, lock_path_for, read_takeovers, write_all
 from qa.clock import mono_ms, utc_now_iso
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"user", "assistant", "tool", "notice", "failed"})
+KINDS = frozenset({"user", "assistant", "tool", "notice", "failed", "skipped", "memory"})
 # Kinds by which an attempt claims an inbound event as handled.
-CLAIM_KINDS = frozenset({"assistant", "failed"})
+CLAIM_KINDS = CLAIMS
 _CALLER_KEYS = frozenset({"kind", "content", "eventId", "sender", "attempt"})
 
 
@@ -105,6 +108,28 @@ def scan_lines(data: bytes) -> TranscriptScan:
     return TranscriptScan(records, corrupt, torn_tail, ends_with_newline)
 
 
+def user_events(records: list[dict[str, Any]]) -> set[str]:
+    """Inbound events the transcript has recorded, folded ones (in a summary record) included."""
+    seen = {str(r["eventId"]) for r in records if r.get("kind") == "user" and r.get("eventId")}
+    for record in records:
+        if record.get("kind") == "summary" and isinstance(record.get("content"), Mapping):
+            seen.update(str(e) for e in record["content"].get("events", []))
+    return seen
+
+
+def claims_of(records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """inbound event -> attempts that answered it, gave up on it or skipped it, folded claims included."""
+    claims: dict[str, set[str]] = {}
+    for record in records:
+        event_id = record.get("eventId")
+        if record.get("kind") in CLAIM_KINDS and isinstance(event_id, str):
+            claims.setdefault(event_id, set()).add(str(record.get("attempt")))
+        elif record.get("kind") == "summary" and isinstance(record.get("content"), Mapping):
+            for event, attempts in (record["content"].get("claims") or {}).items():
+                claims.setdefault(str(event), set()).update(str(a) for a in attempts)
+    return claims
+
+
 def fence_reason(snapshot: FenceSnapshot, attempt: str, event_id: str) -> str | None:
     """Rules (a) and (b) of the module docstring; None means the turn is still ours."""
     others = sorted(snapshot.claims.get(event_id, frozenset()) - {attempt})
@@ -134,11 +159,7 @@ class Transcript:
 
     def snapshot(self) -> FenceSnapshot:
         records = self.read()
-        claims: dict[str, set[str]] = {}
-        for record in records:
-            event_id = record.get("eventId")
-            if record.get("kind") in CLAIM_KINDS and isinstance(event_id, str):
-                claims.setdefault(event_id, set()).add(str(record.get("attempt")))
+        claims = claims_of(records)
         taken_over = {
             str(entry["previous"]["attempt"])
             for entry in read_takeovers(self.path)
@@ -188,6 +209,43 @@ class Transcript:
         if created:
             _fsync_dir(self.path.parent)
         return full
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def compact(self, hold: LockHold, plan: CompactionPlan, text: str) -> tuple[int, int] | None:
+        """Replace the planned prefix by one summary record under `hold`: read, write aside, fsync, atomic
+        rename. Returns (records that landed since the plan, records now), or None when the prefix changed
+        meanwhile. Raises FencedWriteError unless the hold owns the lock, before and right before the rename."""
+        problem = self._hold_problem(hold)
+        if problem is not None:
+            raise FencedWriteError(problem)
+        current = self.read()
+        summary = {"seq": plan.cut_seq, "t": round(mono_ms(), 3), "at": utc_now_iso(), "attempt": hold.attempt,
+                   "kind": "summary", "content": summary_content(plan.folded, text)}
+        records = rewrite(current, plan, summary)
+        if records is None:
+            return None
+        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+        aside = self.path.with_name(f"{self.path.name}.{os.urandom(6).hex()}.compact")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            write_all(fd, data.encode("utf-8"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if not hold.still_owned():
+                raise FencedWriteError(f"lock {hold.lock_path} no longer carries our token")
+            os.replace(aside, self.path)
+        finally:
+            if aside.exists():
+                aside.unlink()
+        _fsync_dir(self.path.parent)
+        return landed_after(current, plan), len(records)
 
     def _hold_problem(self, hold: LockHold) -> str | None:
         if hold.lock_path != lock_path_for(self.path):
