@@ -1,4 +1,5 @@
-"""Entry point of the bot process: `python -m qa.agent --config FILE`.
+"""Entry point of the bot process: `python -m qa.agent --config FILE` (and `python -m qa.agent doctor`,
+qa.agent.doctor).
 
 Trace records go to the trace file (`tracePath`, else $MATRIX_QA_TRACE_FILE), which the harness follows;
 human logs go to stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
@@ -21,6 +22,7 @@ from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
 from qa.agent.matrix import MatrixBot
 from qa.agent.model import ModelClient
 from qa.agent.session import SessionManager
+from qa.agent.startup_cleanup import startup_cleanup
 from qa.agent.trace import Trace
 from qa.errors import QAError
 
@@ -42,8 +44,11 @@ async def _main(config_path: Path) -> int:
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
+    if config.session_life.test_bug != "skip-startup-cleanup":
+        startup_cleanup(state_dir / "sessions", settings, trace)
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
-                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers)
+                                  bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers,
+                                  life=config.session_life, bot_user_id=config.user_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +75,9 @@ async def _main(config_path: Path) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["doctor"]:
+        from qa.agent.doctor import doctor_main
+        return doctor_main(sys.argv[2:], "python -m qa.agent doctor", positional=False)
     parser = argparse.ArgumentParser(prog="python -m qa.agent", description="matrix-qa's embedded agent (bot)")
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args()
