@@ -316,8 +316,8 @@ class SessionManager:
             content: dict[str, Any] = {"reason": skip.reason}
             if skip.reply is not None:
                 content["reply"] = skip.reply
-            session.transcript.append(hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
-                                             "content": content})
+            self._append(session, hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
+                                         "content": content})
         finally:
             if held is None and self._life.test_bug != "leak-skipped":
                 hold.release()
@@ -381,7 +381,7 @@ class SessionManager:
                 raise _Stale(stale)
             if record is not None:
                 try:
-                    session.transcript.append(hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+                    self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
                 except FencedWriteError as exc:
                     raise _Stale(str(exc)) from exc
         finally:
@@ -407,8 +407,14 @@ class SessionManager:
         if not hold.still_owned():
             hold.release()
             hold = await session.lock.acquire(attempt, purpose)
-        session.transcript.append(hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+        self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
         return hold
+
+    def _append(self, session: Session, hold: LockHold, record: dict[str, Any]) -> None:
+        """A turn's transcript write, traced: the lock evidence checks that no taken-over attempt writes."""
+        written = session.transcript.append(hold, record)
+        self._trace.emit("transcript.write", session=session.key, attempt=hold.attempt, kind=written["kind"],
+                         seq=written["seq"])
 
 
 class _Stale(Exception):
