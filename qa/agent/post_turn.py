@@ -53,12 +53,13 @@ class PostTurnWork:
         try:
             messages = build_messages(self._system_prompt, transcript.read())
             messages.append({"role": "user", "content": MEMORY_PROMPT})
-            note = await self._ask(key, attempt, messages)
+            note = await self._ask(key, attempt, messages, "post-turn")
             hold = early or await lock.acquire(attempt, "post-turn")
             try:
-                transcript.append(hold, {"kind": "memory", "content": note.strip() or "(nothing)"})
+                written = transcript.append(hold, {"kind": "memory", "content": note.strip() or "(nothing)"})
             finally:
                 hold.release()
+            self._trace.emit("post_turn.end", session=key, attempt=attempt, work="memory", seq=written["seq"])
         finally:
             if early is not None:
                 early.release()
@@ -93,16 +94,16 @@ class PostTurnWork:
             return local_summary(plan.folded)
         messages = [{"role": "system", "content": SUMMARY_SYSTEM},
                     {"role": "user", "content": summary_prompt(plan.folded)}]
-        return (await self._ask(key, attempt, messages)).strip() or local_summary(plan.folded)
+        return (await self._ask(key, attempt, messages, "compaction")).strip() or local_summary(plan.folded)
 
     async def _early_hold(self, lock: SessionWriteLock, attempt: str, purpose: str, bug: str) -> LockHold | None:
         if self._life.test_bug != bug:
             return None
         return await lock.acquire(attempt, purpose)
 
-    async def _ask(self, key: str, attempt: str, messages: list[dict[str, Any]]) -> str:
+    async def _ask(self, key: str, attempt: str, messages: list[dict[str, Any]], purpose: str) -> str:
         request_id = f"{attempt}-model-0"
-        self._trace.emit("model.request.start", session=key, attempt=attempt, requestId=request_id)
+        self._trace.emit("model.request.start", session=key, attempt=attempt, requestId=request_id, purpose=purpose)
         try:
             reply = await self._model.complete(messages, None)
         except Exception as exc:

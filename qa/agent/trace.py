@@ -19,6 +19,7 @@ Record types (fields beyond `t` and `type`):
   compaction.start      {session, attempt, reason, cutSeq, folded, lastSeq, bytes}
   compaction.end        {session, attempt, outcome: compacted|prefix-changed, folded?, records?, landedMeanwhile?}
   turn.skipped          {session, attempt, eventId, reason: empty|command|shutdown, lockReleased}
+  post_turn.end         {session, attempt, work: memory, seq}   the post-turn note is written
   turn.retry            {session, attempt, previousAttempt, eventId}   a fresh attempt after a takeover
   model.request.start   {session, attempt, requestId, eventId}
   model.request.end     {session, attempt, requestId, ok, toolCalls?, error?}

@@ -50,6 +50,8 @@ def needs(scenario: Any) -> list[Need]:
             need("policy", f"bot.{_camel(key)}")
     if bot.session_write_lock is not None:
         need("lock", "bot.sessionWriteLock")
+    if getattr(bot, "session_life", None) is not None:
+        need("lock", "bot.sessionLife")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind

@@ -84,11 +84,13 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str]) -> dict[str, Any]:
     """The scenario's `bot:` block as a bot file's template sees it: camelCase, actor names as Matrix ids."""
     bot = scenario.bot
     lock = bot.session_write_lock.model_dump(by_alias=True, exclude_none=True) if bot.session_write_lock else {}
+    life = bot.session_life.model_dump(by_alias=True, exclude_none=True) if bot.session_life else {}
     return {
         "requireMention": bot.require_mention, "allowBots": bot.allow_bots,
         "knownBots": [actor_ids[a] for a in bot.known_bots],
         "allowlist": [actor_ids[a] for a in bot.allowlist] if bot.allowlist is not None else None,
-        "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
+        "sessionWriteLock": lock, "sessionLife": life, "textChunkLimit": bot.text_chunk_limit,
+        "encryption": uses_encryption(scenario),
     }
 
 
