@@ -57,6 +57,16 @@ def transcript_file_name(key: str) -> str:
     return f"{readable}-{digest}.jsonl"
 
 
+def context_for(records: list[dict[str, Any]], event_id: str, attempt: str) -> list[dict[str, Any]]:
+    """What the model sees when answering `event_id`: the transcript up to that message, plus this attempt's
+    own records (tool calls). Messages that landed later are their own turns' business: a turn retried after a
+    takeover, or resumed after a crash, must answer its own message, not the newest one."""
+    at = next((i for i, r in enumerate(records) if r.get("kind") == "user" and r.get("eventId") == event_id), None)
+    if at is None:
+        return records
+    return records[: at + 1] + [r for r in records[at + 1:] if r.get("attempt") == attempt]
+
+
 @dataclass
 class Session:
     key: str
@@ -342,7 +352,8 @@ class SessionManager:
     async def _call_model(
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None
     ) -> ModelReply:
-        messages = build_messages(self._system_prompt, session.transcript.read())
+        messages = build_messages(self._system_prompt,
+                                  context_for(session.transcript.read(), inbound.event_id, attempt))
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
