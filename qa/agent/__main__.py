@@ -44,7 +44,7 @@ async def _main(config_path: Path) -> int:
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
-    if config.session_life.test_bug != "skip-startup-cleanup":
+    if "skip-startup-cleanup" not in config.session_life.test_bugs:
         startup_cleanup(state_dir / "sessions", settings, trace)
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
                                   bot.send_reply, approvals=bot.approvals, allowed_for=config.approvers,

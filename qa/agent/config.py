@@ -78,7 +78,7 @@ class SessionLifeConfig(_Model):
     # Fault injection: the first reply write of the process keeps its lock this long before writing (a stalled
     # disk), so a waiter takes it over past maxHoldMs and the fence must stop the stale attempt.
     stall_first_reply_ms: int = Field(0, alias="stallFirstReplyMs", ge=0, le=60_000)
-    test_bug: LockLifeBug | None = Field(None, alias="testBug")
+    test_bugs: list[LockLifeBug] = Field(default_factory=list, alias="testBugs")
 
 
 class AgentConfig(_Model):

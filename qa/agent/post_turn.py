@@ -97,7 +97,7 @@ class PostTurnWork:
         return (await self._ask(key, attempt, messages, "compaction")).strip() or local_summary(plan.folded)
 
     async def _early_hold(self, lock: SessionWriteLock, attempt: str, purpose: str, bug: str) -> LockHold | None:
-        if self._life.test_bug != bug:
+        if bug not in self._life.test_bugs:
             return None
         return await lock.acquire(attempt, purpose)
 

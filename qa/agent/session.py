@@ -329,7 +329,7 @@ class SessionManager:
             self._append(session, hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
                                          "content": content})
         finally:
-            if held is None and self._life.test_bug != "leak-skipped":
+            if held is None and "leak-skipped" not in self._life.test_bugs:
                 hold.release()
             self._trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
                              reason=skip.reason, lockReleased=held is None and hold.released)
@@ -384,7 +384,7 @@ class SessionManager:
         try:
             if purpose == "reply":
                 await self._stall_fault(session, attempt)
-            if self._life.test_bug == "skip-fence":
+            if "skip-fence" in self._life.test_bugs:
                 hold = await self._unfenced_write(session, attempt, inbound, purpose, record, hold, held)
                 return
             stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
