@@ -17,7 +17,8 @@ from qa.clock import mono_ms
 SETTINGS = LockSettings(stale_ms=30_000, max_hold_ms=5_000)
 
 
-def obs(pid: int | None = 10, alive: bool | None = True, age: float = 100.0, promised: int | None = 5_000) -> Observation:
+def obs(pid: int | None = 10, alive: bool | None = True, age: float = 100.0,
+        promised: int | None = 5_000) -> Observation:
     return Observation(path="p", pid=pid, alive=alive, age_ms=age, attempt="a", promised_max_hold_ms=promised)
 
 
@@ -93,7 +94,8 @@ def test_fix_removes_only_the_dead_owners_lock(tmp_path: Path) -> None:
     # The runaway holder is alive: reported, not removed, so the exit code still says something is wrong.
     assert run_doctor(tmp_path, SETTINGS, fix=True, as_json=False, out=lines.append) == 1
     assert not dead.exists() and live.exists() and runaway.exists()
-    assert lines[1].endswith("[removed]") and not lines[0].endswith("[removed]") and lines[-1] == "3 lock(s), 1 removed, 1 problem(s) left"
+    assert lines[1].endswith("[removed]") and not lines[0].endswith("[removed]")
+    assert lines[-1] == "3 lock(s), 1 removed, 1 problem(s) left"
 
 
 def test_json_output_and_a_clean_tree(tmp_path: Path) -> None:
