@@ -7,12 +7,12 @@ qa.agent.session and qa.agent.transcript. The protocol, and why it is safe:
                seq <= cut_seq) once the transcript passes `maxRecords` or `maxBytes`, keeping the newest
                `keepRecords` records as they are;
   2. summarise model I/O with no lock held (the summary may come from the model);
-  3. rewrite   under a brief hold: read again, `rewrite` puts the summary in place of exactly the planned
-               prefix and keeps every later record, including any that landed during step 2; the caller writes
-               that aside and renames it over the transcript.
+  3. rewrite   under a brief hold: read again, `rewrite_bytes` puts the summary in place of exactly the
+               planned prefix (compared as bytes) and keeps every later line, including any that landed during
+               step 2; the caller writes that aside and renames it over the transcript.
 A record that lands during step 2 is appended after the prefix, so step 3 keeps it (not lost); the prefix is
 replaced by seq, never re-appended (not duplicated). If the prefix changed meanwhile (another compaction),
-`rewrite` returns None and nothing is written.
+`rewrite_bytes` returns None and nothing is written.
 
 The prefix never splits a turn that is still open: it ends before the first `user` record whose event has no
 claim (assistant / failed / skipped) inside the prefix, because the fence and the restart resume read those
@@ -146,22 +146,14 @@ def summary_content(folded: Sequence[Mapping[str, Any]], text: str) -> dict[str,
     }
 
 
-def rewrite(
-    current: Sequence[Mapping[str, Any]], plan: CompactionPlan, summary: Mapping[str, Any]
-) -> list[Mapping[str, Any]] | None:
-    """The compacted transcript: `summary` (a full record) in place of the planned prefix, every later record
-    kept in order. None when the transcript no longer starts with exactly the planned prefix."""
-    head = [r for r in current if (_seq(r) or 0) <= plan.cut_seq]
-    if [_identity(r) for r in head] != [_identity(r) for r in plan.folded]:
+def rewrite_bytes(current: bytes, prefix: bytes, summary_line: bytes) -> bytes | None:
+    """The compacted file: `summary_line` in place of the planned prefix, every later byte kept as it is. None
+    when the file no longer starts with exactly the planned prefix (another compaction rewrote it)."""
+    if not prefix or not current.startswith(prefix):
         return None
-    tail = [r for r in current if (_seq(r) or 0) > plan.cut_seq]
-    return [summary, *tail]
+    return summary_line + current[len(prefix):]
 
 
-def _identity(record: Mapping[str, Any]) -> tuple[Any, ...]:
-    return (record.get("seq"), record.get("attempt"), record.get("kind"), record.get("eventId"))
-
-
-def landed_after(current: Sequence[Mapping[str, Any]], plan: CompactionPlan) -> int:
-    """How many records arrived after the plan was made (they must survive the rewrite)."""
-    return sum(1 for r in current if (_seq(r) or 0) > plan.last_seq)
+def landed_after(tail: Sequence[Mapping[str, Any]], plan: CompactionPlan) -> int:
+    """How many of the kept records arrived after the plan was made (they must survive the rewrite)."""
+    return sum(1 for r in tail if (_seq(r) or 0) > plan.last_seq)

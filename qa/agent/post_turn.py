@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from qa.agent.compaction import CompactionLimits, CompactionPlan, local_summary, plan_compaction, summary_prompt
+from qa.agent.compaction import CompactionLimits, CompactionPlan, local_summary, summary_content, summary_prompt
 from qa.agent.config import SessionLifeConfig
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.model import ModelClient, build_messages
@@ -65,18 +65,21 @@ class PostTurnWork:
                 early.release()
 
     async def _compact(self, key: str, transcript: Transcript, lock: SessionWriteLock) -> None:
-        plan = plan_compaction(transcript.read(), transcript.size(), self._limits)
-        if plan is None:
+        prepared = transcript.prepare_compaction(self._limits)
+        if prepared is None:
             return
+        plan = prepared.plan
         attempt = self._next_attempt("compact")
         self._trace.emit("compaction.start", session=key, attempt=attempt, reason=plan.reason, cutSeq=plan.cut_seq,
                          folded=len(plan.folded), lastSeq=plan.last_seq, bytes=transcript.size())
         early = await self._early_hold(lock, attempt, "compaction", "compact-under-model")
         try:
             text = await self._summary(key, attempt, plan)
+            # Built before the hold: it walks every folded record, and the hold must not grow with them.
+            content = summary_content(plan.folded, text)
             hold = early or await lock.acquire(attempt, "compaction")
             try:
-                result = transcript.compact(hold, plan, text)
+                result = transcript.compact(hold, prepared, content)
             finally:
                 hold.release()
         finally:

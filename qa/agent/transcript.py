@@ -42,7 +42,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.agent.compaction import CLAIMS, CompactionPlan, landed_after, rewrite, summary_content
+from qa.agent.compaction import (
+    CLAIMS,
+    CompactionLimits,
+    CompactionPlan,
+    landed_after,
+    plan_compaction,
+    rewrite_bytes,
+)
 from qa.agent.lock import LockHold, lock_path_for, read_takeovers, write_all
 from qa.clock import mono_ms, utc_now_iso
 
@@ -71,6 +78,8 @@ class TranscriptScan:
     corrupt: list[CorruptLine]
     torn_tail: bool  # the last line had no newline and did not parse: a writer died mid-write
     ends_with_newline: bool
+    # Byte offset just past each record's line (its newline included), parallel to `records`.
+    ends: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -86,12 +95,15 @@ def scan_lines(data: bytes) -> TranscriptScan:
     """Parse transcript bytes. Pure, so torn and corrupt cases are tested without crashing a writer."""
     records: list[dict[str, Any]] = []
     corrupt: list[CorruptLine] = []
+    ends: list[int] = []
     lines = data.split(b"\n")
     ends_with_newline = data == b"" or data.endswith(b"\n")
     # split() leaves a final "" after a trailing newline; otherwise the last piece is an unterminated line.
     last_unterminated = None if ends_with_newline else len(lines) - 1
     torn_tail = False
+    offset = 0
     for index, raw in enumerate(lines):
+        offset += len(raw) + 1
         if not raw.strip():
             continue
         try:
@@ -105,7 +117,14 @@ def scan_lines(data: bytes) -> TranscriptScan:
                 corrupt.append(CorruptLine(index + 1, raw.decode("utf-8", "replace")[:200], str(err)))
             continue
         records.append(record)
-    return TranscriptScan(records, corrupt, torn_tail, ends_with_newline)
+        ends.append(min(offset, len(data)))
+    return TranscriptScan(records, corrupt, torn_tail, ends_with_newline, ends)
+
+
+@dataclass(frozen=True)
+class PreparedCompaction:
+    plan: CompactionPlan
+    prefix: bytes  # the file's bytes up to and including the last folded record's line, as planned
 
 
 def user_events(records: list[dict[str, Any]]) -> set[str]:
@@ -216,24 +235,44 @@ class Transcript:
         except FileNotFoundError:
             return 0
 
-    def compact(self, hold: LockHold, plan: CompactionPlan, text: str) -> tuple[int, int] | None:
-        """Replace the planned prefix by one summary record under `hold`: read, write aside, fsync, atomic
-        rename. Returns (records that landed since the plan, records now), or None when the prefix changed
-        meanwhile. Raises FencedWriteError unless the hold owns the lock, before and right before the rename."""
+    def prepare_compaction(self, limits: CompactionLimits) -> PreparedCompaction | None:
+        """Plan a compaction from the file as it is now (no lock needed: appends only add whole lines)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        scan = scan_lines(data)
+        plan = plan_compaction(scan.records, len(data), limits)
+        if plan is None:
+            return None
+        return PreparedCompaction(plan, data[: scan.ends[len(plan.folded) - 1]])
+
+    def compact(
+        self, hold: LockHold, prepared: PreparedCompaction, summary: Mapping[str, Any]
+    ) -> tuple[int, int] | None:
+        """Replace the planned prefix by one summary record (content `summary`, see compaction.summary_content)
+        under `hold`: read, write aside, fsync, atomic rename. Returns (records that landed since the plan,
+        records now), or None when the prefix changed meanwhile. Raises FencedWriteError unless the hold owns
+        the lock, checked before and right before the rename.
+
+        The hold's work does not grow with the folded part: the prefix is compared as bytes and only the tail
+        (what the plan kept, plus what landed) is parsed and copied."""
         problem = self._hold_problem(hold)
         if problem is not None:
             raise FencedWriteError(problem)
-        current = self.read()
-        summary = {"seq": plan.cut_seq, "t": round(mono_ms(), 3), "at": utc_now_iso(), "attempt": hold.attempt,
-                   "kind": "summary", "content": summary_content(plan.folded, text)}
-        records = rewrite(current, plan, summary)
-        if records is None:
+        plan = prepared.plan
+        current = self.path.read_bytes()
+        record = {"seq": plan.cut_seq, "t": round(mono_ms(), 3), "at": utc_now_iso(), "attempt": hold.attempt,
+                  "kind": "summary", "content": dict(summary)}
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        data = rewrite_bytes(current, prepared.prefix, line)
+        if data is None:
             return None
-        data = "".join(json.dumps(r, ensure_ascii=False, separators=(",", ":")) + "\n" for r in records)
+        tail = scan_lines(current[len(prepared.prefix):]).records
         aside = self.path.with_name(f"{self.path.name}.{os.urandom(6).hex()}.compact")
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         try:
-            write_all(fd, data.encode("utf-8"))
+            write_all(fd, data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -245,7 +284,7 @@ class Transcript:
             if aside.exists():
                 aside.unlink()
         _fsync_dir(self.path.parent)
-        return landed_after(current, plan), len(records)
+        return landed_after(tail, plan), len(tail) + 1
 
     def _hold_problem(self, hold: LockHold) -> str | None:
         if hold.lock_path != lock_path_for(self.path):

@@ -14,7 +14,7 @@ from qa.agent.compaction import (
     local_summary,
     over_limit,
     plan_compaction,
-    rewrite,
+    rewrite_bytes,
     summary_content,
     summary_prompt,
 )
@@ -99,17 +99,13 @@ def test_summary_content_carries_events_and_claims_also_from_an_earlier_summary(
 
 
 def test_rewrite_keeps_what_landed_and_refuses_a_changed_prefix() -> None:
-    records = turns(4)
-    plan = plan_compaction(records, 100, LIMITS)
-    assert plan is not None
-    landed = rec(9, "user", "$late")
-    summary = rec(6, "summary", content={"text": "s"})
-    new = rewrite([*records, landed], plan, summary)
-    assert new is not None
-    assert [r["seq"] for r in new] == [6, 7, 8, 9] and new[0] is summary and new[-1] is landed
-    # Someone compacted in between: the prefix is no longer what was planned.
-    assert rewrite([summary, *records[6:]], plan, summary) is None
-    assert rewrite(records[1:], plan, summary) is None
+    prefix = b'{"seq":1}\n{"seq":2}\n'
+    current = prefix + b'{"seq":3}\n{"seq":4,"late":true}\n'
+    assert rewrite_bytes(current, prefix, b"S\n") == b'S\n{"seq":3}\n{"seq":4,"late":true}\n'
+    # Someone compacted in between, or the file is shorter than planned: nothing is written.
+    assert rewrite_bytes(b'S\n{"seq":3}\n', prefix, b"S\n") is None
+    assert rewrite_bytes(prefix[:-1], prefix, b"S\n") is None
+    assert rewrite_bytes(current, b"", b"S\n") is None
 
 
 def test_summary_prompt_and_local_summary_show_the_folded_lines() -> None:
@@ -125,6 +121,27 @@ def test_summary_prompt_and_local_summary_show_the_folded_lines() -> None:
 # --- I/O: the transcript's rewrite under a hold ---------------------------------------------------------
 
 
+def test_prepare_on_a_missing_or_short_transcript_plans_nothing(tmp_path: Path) -> None:
+    assert Transcript(tmp_path / "none.jsonl").prepare_compaction(LIMITS) is None
+    fill(tmp_path / "s.jsonl", 3)
+    assert Transcript(tmp_path / "s.jsonl").prepare_compaction(LIMITS) is None
+
+
+def test_corrupt_lines_after_the_prefix_are_kept_and_inside_it_dropped(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    fill(path, 1)
+    with path.open("a") as f:
+        f.write("not json\n")
+    fill(path, 3)  # seqs 3..8 continue after the corrupt line
+    with path.open("a") as f:
+        f.write("also not json\n")
+    prepared = Transcript(path).prepare_compaction(LIMITS)
+    assert prepared is not None and prepared.prefix.count(b"not json") == 1
+    with SessionWriteLock(path, LockSettings()).acquire_sync("c", "compaction") as hold:
+        assert Transcript(path).compact(hold, prepared, {"text": "s"}) == (0, 3)
+    assert path.read_text().count("not json") == 1 and path.read_text().endswith("also not json\n")
+
+
 def fill(path: Path, n: int) -> list[dict[str, Any]]:
     lock = SessionWriteLock(path, LockSettings())
     transcript = Transcript(path)
@@ -137,16 +154,17 @@ def fill(path: Path, n: int) -> list[dict[str, Any]]:
 
 def test_compact_replaces_the_prefix_atomically_and_keeps_a_landed_record(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
-    records = fill(path, 4)
-    plan = plan_compaction(records, path.stat().st_size, LIMITS)
-    assert plan is not None
-    lock = SessionWriteLock(path, LockSettings())
+    fill(path, 4)
     transcript = Transcript(path)
+    prepared = transcript.prepare_compaction(LIMITS)
+    assert prepared is not None and prepared.plan.cut_seq == 6
+    lock = SessionWriteLock(path, LockSettings())
     # A message lands between the plan and the rewrite (while the summary is being written).
     with lock.acquire_sync("inbound", "inbound") as hold:
         transcript.append(hold, {"kind": "user", "eventId": "$late", "content": "late"})
+    content = summary_content(prepared.plan.folded, "the summary")
     with lock.acquire_sync("compact-1", "compaction") as hold:
-        assert transcript.compact(hold, plan, "the summary") == (1, 4)
+        assert transcript.compact(hold, prepared, content) == (1, 4)
     after = transcript.read()
     assert [r["kind"] for r in after] == ["summary", "user", "assistant", "user"]
     assert [r["seq"] for r in after] == [6, 7, 8, 9]
@@ -160,32 +178,33 @@ def test_compact_replaces_the_prefix_atomically_and_keeps_a_landed_record(tmp_pa
     # What the folded records proved survives: seen events and claims, and the model still gets the summary.
     assert {"$e0", "$e3", "$late"} <= user_events(after)
     assert claims_of(after)["$e0"] == {"writer"}
+    assert Transcript(path).prepare_compaction(LIMITS) is None  # 5 records now: within the limit
     messages = build_messages("sys", after)
     assert messages[1] == {"role": "system", "content": "Summary of the earlier conversation: the summary"}
 
 
 def test_compact_refuses_without_the_lock_and_leaves_the_file_alone(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
-    records = fill(path, 4)
-    plan = plan_compaction(records, path.stat().st_size, LIMITS)
-    assert plan is not None
+    fill(path, 4)
+    prepared = Transcript(path).prepare_compaction(LIMITS)
+    assert prepared is not None
     before = path.read_bytes()
     hold = SessionWriteLock(path, LockSettings()).acquire_sync("compact-1", "compaction")
     hold.release()
     with pytest.raises(FencedWriteError):
-        Transcript(path).compact(hold, plan, "s")
+        Transcript(path).compact(hold, prepared, {"text": "s"})
     assert path.read_bytes() == before
 
 
 def test_compact_after_a_concurrent_compaction_writes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
-    records = fill(path, 4)
-    plan = plan_compaction(records, path.stat().st_size, LIMITS)
-    assert plan is not None
+    fill(path, 4)
+    prepared = Transcript(path).prepare_compaction(LIMITS)
+    assert prepared is not None
     lock = SessionWriteLock(path, LockSettings())
     with lock.acquire_sync("c1", "compaction") as hold:
-        assert Transcript(path).compact(hold, plan, "first") is not None
+        assert Transcript(path).compact(hold, prepared, {"text": "first"}) is not None
     before = path.read_bytes()
     with lock.acquire_sync("c2", "compaction") as hold:
-        assert Transcript(path).compact(hold, plan, "second") is None
+        assert Transcript(path).compact(hold, prepared, {"text": "second"}) is None
     assert path.read_bytes() == before
