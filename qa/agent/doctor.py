@@ -4,6 +4,10 @@
 `matrix-qa doctor ARTIFACTS_OR_STATE_DIR`. Exit codes: 0 nothing wrong (after `--fix`: nothing wrong left),
 1 something wrong, 2 bad input.
 
+Given a run's artifacts directory (its state dir is temporary and gone), the doctor reads each scenario's
+bot trace instead and reports every hold still open when the trace ends (`left-held`): the lock file that run
+left behind. Nothing there can be fixed.
+
 `judge` is pure: an observation (pid, alive, age, promised maxHoldMs) in, a verdict out. Only a lock whose
 owner is provably gone is `--fix`able: its payload names a pid and that pid does not exist on this machine. A
 live owner over its maxHoldMs is reported (a runaway holder; its waiters take it over) but never removed here,
@@ -23,7 +27,7 @@ from typing import Literal
 from qa.agent.lock import LockFileView, pid_alive, remove_lock_if_same, view_lock
 from qa.agent.lock_settings import LockSettings
 
-State = Literal["held", "over-max-hold", "owner-dead", "unreadable"]
+State = Literal["held", "over-max-hold", "owner-dead", "unreadable", "left-held"]
 LOCK_SUFFIX = ".jsonl.lock"
 
 
@@ -113,12 +117,30 @@ def render(rows: Sequence[Row], root: Path) -> list[str]:
     return lines
 
 
+def from_traces(root: Path) -> list[Row]:
+    """For an artifacts directory: the holds each scenario's bot trace leaves open at its end."""
+    from qa.agent.trace import read_trace
+    from qa.report.lock_evidence import holds_open_at_end
+
+    rows: list[Row] = []
+    for trace in sorted(root.glob("scenarios/*/bot-trace.jsonl")):
+        records = read_trace(trace)
+        start = next((r for r in records if r.get("type") == "start"), {})
+        pid = start.get("pid") if isinstance(start.get("pid"), int) else None
+        for session, attempt, purpose, held in holds_open_at_end(records):
+            obs = Observation(path=f"{trace} session={session}", pid=pid, alive=None, age_ms=held, attempt=attempt,
+                              promised_max_hold_ms=None)
+            why = f"hold ({purpose}) still open when the trace ends, {held:.0f}ms after it was taken"
+            rows.append(Row(obs, Judgement("left-held", problem=True, fixable=False, why=why), fixed=False))
+    return rows
+
+
 def run_doctor(root: Path, settings: LockSettings, fix: bool, as_json: bool, out: Callable[[str], None],
                alive: Callable[[int], bool] = pid_alive) -> int:
     if not root.is_dir():
         out(f"doctor: {root}: not a directory")
         return 2
-    rows = examine(root, settings, fix, alive)
+    rows = examine(root, settings, fix, alive) + from_traces(root)
     if as_json:
         out(json.dumps([{**asdict(r.observation), **asdict(r.judgement), "fixed": r.fixed} for r in rows], indent=2))
     else:

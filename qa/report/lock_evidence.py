@@ -342,6 +342,14 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     return reasons
 
 
+def holds_open_at_end(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, float]]:
+    """(session, attempt, purpose, held ms) of every hold neither released nor taken over by the trace's end:
+    the lock file a run left behind, as the doctor reports it for an artifacts directory."""
+    ordered = _timed(records)
+    end = float(ordered[-1]["t"]) if ordered else 0.0
+    return [(h.session, h.attempt, h.purpose, round(end - h.start, 3)) for h in _holds(ordered) if h.end is None]
+
+
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:
     return (str(record.get("session", "")), str(record.get("attempt", "")))
 

@@ -125,3 +125,24 @@ def test_command_lines_exit_2_on_bad_input_without_a_traceback(tmp_path: Path) -
     proc = subprocess.run([sys.executable, "-m", "qa.agent", "doctor", "--state-dir", str(tmp_path), "--fix"],
                           capture_output=True, text=True, env=env, check=False)
     assert proc.returncode == 0 and "[removed]" in proc.stdout
+
+
+def test_an_artifacts_directory_is_judged_from_its_traces(tmp_path: Path) -> None:
+    def trace(sid: str, *records: dict[str, object]) -> None:
+        path = tmp_path / "scenarios" / sid / "bot-trace.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    common = {"session": "!r/main", "attempt": "turn-1"}
+    trace("clean", {"t": 0, "type": "start", "pid": 42},
+          {"t": 1, "type": "lock.acquire", "purpose": "inbound", **common},
+          {"t": 2, "type": "lock.release", "purpose": "inbound", **common})
+    trace("leaky", {"t": 0, "type": "start", "pid": 43}, {"t": 1, "type": "lock.acquire", "purpose": "skip", **common},
+          {"t": 251, "type": "turn.end", **common})
+    (tmp_path / "matrix-qa-summary.json").write_text("{}")
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=True, as_json=False, out=out.append) == 1
+    assert len(out) == 2
+    assert out[0].startswith("left-held      pid=43 (unknown) age=250ms attempt=turn-1 ")
+    assert "scenarios/leaky/bot-trace.jsonl session=!r/main: hold (skip) still open" in out[0]
+    assert out[1] == "1 lock(s), 0 removed, 1 problem(s) left"
