@@ -302,14 +302,14 @@ class SessionManager:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
         except asyncio.CancelledError:
             outcome = "cancelled"
-            if not asked_model:
-                # The skipped-prompt path's third way: shutdown before the model was asked. Released below.
-                trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
-                           reason="shutdown", lockReleased=True)
             raise
         finally:
             if held is not None:
                 held.release()
+            if outcome == "cancelled" and not asked_model:
+                # The skipped-prompt path's third way: shutdown before the model was asked.
+                trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                           reason="shutdown", lockReleased=held is None or held.released)
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
         return outcome
