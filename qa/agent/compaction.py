@@ -78,8 +78,8 @@ def plan_compaction(
     if len(prefix) < 2:
         return None
     last = max((s for r in records if (s := _seq(r)) is not None), default=0)
-    return CompactionPlan(cut_seq=max(_seq(r) or 0 for r in prefix), folded=tuple(prefix), reason=reason,
-                          last_seq=last)
+    cut = max(s for r in prefix if (s := _seq(r)) is not None)
+    return CompactionPlan(cut_seq=cut, folded=tuple(prefix), reason=reason, last_seq=last)
 
 
 def _closed_turns(candidates: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -208,3 +208,56 @@ def test_compact_after_a_concurrent_compaction_writes_nothing(tmp_path: Path) ->
     with lock.acquire_sync("c2", "compaction") as hold:
         assert Transcript(path).compact(hold, prepared, {"text": "second"}) is None
     assert path.read_bytes() == before
+
+
+# --- what the mutation run of qa/agent/compaction.py found untested ---------------------------------------
+
+
+def test_defaults_are_the_documented_ones_and_values_are_frozen() -> None:
+    import dataclasses
+
+    limits = CompactionLimits()
+    assert (limits.max_records, limits.max_bytes, limits.keep_records) == (400, 1_000_000, 40)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        limits.keep_records = 1  # type: ignore[misc]
+    plan = plan_compaction(turns(4), 100, LIMITS)
+    assert plan is not None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        plan.cut_seq = 1  # type: ignore[misc]
+
+
+def test_a_failed_turn_is_closed_and_its_claim_kept() -> None:
+    records = [rec(1, "user", "$f", "t0"), rec(2, "failed", "$f", "t0"), *[{**r, "seq": r["seq"] + 2}
+                                                                         for r in turns(3)]]
+    plan = plan_compaction(records, 100, LIMITS)
+    assert plan is not None and plan.cut_seq == 6
+    assert summary_content(plan.folded, "s")["claims"]["$f"] == ["t0"]
+
+
+def test_a_bool_seq_is_not_a_seq() -> None:
+    records = [*turns(1), {**rec(3, "notice"), "seq": True}, *turns(3)[2:]]
+    plan = plan_compaction(records, 100, LIMITS)
+    assert plan is not None and plan.cut_seq == 2
+
+
+def test_summary_content_skips_records_without_an_event_and_reads_mapping_content_only_of_summaries() -> None:
+    folded = [rec(1, "notice"), rec(2, "user", "$a", "t1"), rec(3, "skipped", "$a", "t1", {"reason": "empty"})]
+    content = summary_content(folded, "s")
+    assert content["events"] == ["$a"] and content["claims"] == {"$a": ["t1"]}
+    assert (summary_content([], "s")["fromSeq"], summary_content([], "s")["toSeq"]) == (0, 0)
+
+
+def test_summary_lines_of_every_kind_and_their_limits() -> None:
+    folded = [rec(1, "summary", content={}), rec(2, "summary", content={"text": "z" * 2000}),
+              rec(3, "notice", content="n"), rec(4, "memory", content="m")]
+    assert local_summary(folded).split("\n") == ["earlier: ", "earlier: " + "z" * 1200, "notice: n", "memory: m"]
+    assert summary_prompt([rec(1, "user", content="hi")]) == (
+        "Summarize the earlier conversation below in a few sentences. Keep every fact, name, number and "
+        "instruction a later answer may need.\n\nuser: hi")
+
+
+def test_records_without_seq_never_count_as_landed() -> None:
+    from qa.agent.compaction import CompactionPlan, landed_after
+
+    plan = CompactionPlan(cut_seq=0, folded=(), reason="records", last_seq=0)
+    assert landed_after([{"kind": "notice"}, {"seq": 1}], plan) == 1
