@@ -146,3 +146,63 @@ def test_an_artifacts_directory_is_judged_from_its_traces(tmp_path: Path) -> Non
     assert out[0].startswith("left-held      pid=43 (unknown) age=250ms attempt=turn-1 ")
     assert "scenarios/leaky/bot-trace.jsonl session=!r/main: hold (skip) still open" in out[0]
     assert out[1] == "1 lock(s), 0 removed, 1 problem(s) left"
+
+
+# --- what the mutation run of qa/agent/doctor.py found untested ------------------------------------------
+
+
+def test_the_reasons_are_exact() -> None:
+    assert judge(obs(alive=False), SETTINGS).why == "owner pid 10 is not running"
+    assert judge(obs(age=6_000.0), SETTINGS).why == "live owner pid 10 has held it 6000ms, over maxHoldMs 5000"
+    assert judge(obs(pid=None, alive=None, age=1.0), SETTINGS).why == "unreadable payload, younger than staleMs 30000"
+    assert judge(obs(pid=None, alive=None, age=40_000.0), SETTINGS).why == \
+        "unreadable payload, older than staleMs 30000"
+
+
+def test_observe_reads_the_promise_and_refuses_non_integers(tmp_path: Path) -> None:
+    from qa.agent.doctor import observe
+    from qa.agent.lock import view_lock
+
+    path = tmp_path / "s.jsonl.lock"
+    for promised, seen in ((10_000, 10_000), ("10000", None), (True, None)):
+        plant(path, os.getpid(), promised=promised)  # type: ignore[arg-type]
+        view = view_lock(path)
+        assert view is not None
+        assert observe(path, view, lambda pid: False).promised_max_hold_ms == seen
+        assert observe(path, view, lambda pid: False).alive is False
+
+
+def test_render_lines_are_exact(tmp_path: Path) -> None:
+    from qa.agent.doctor import Row, render
+
+    rows = [Row(obs(), judge(obs(), SETTINGS), False),
+            Row(obs(pid=None, alive=None), judge(obs(pid=None, alive=None), SETTINGS), False),
+            Row(obs(alive=False), judge(obs(alive=False), SETTINGS), True)]
+    assert render(rows, tmp_path) == [
+        "held           pid=10 (alive) age=100ms attempt=a p: held by live pid 10",
+        "unreadable     pid=? (unknown) age=100ms attempt=a p: unreadable payload, younger than staleMs 30000",
+        "owner-dead     pid=10 (dead) age=100ms attempt=a p: owner pid 10 is not running [removed]",
+        "3 lock(s), 1 removed, 0 problem(s) left",
+    ]
+
+
+def test_a_lock_left_in_a_trace_is_never_fixable(tmp_path: Path) -> None:
+    from qa.agent.doctor import from_traces
+
+    path = tmp_path / "scenarios" / "s" / "bot-trace.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"t": 1, "type": "lock.acquire", "session": "!r", "attempt": "a", "purpose": "p"})
+                    + "\n" + json.dumps({"t": 2, "type": "x"}) + "\n")
+    [row] = from_traces(tmp_path)
+    assert (row.judgement.problem, row.judgement.fixable, row.observation.pid) == (True, False, None)
+
+
+def test_max_hold_ms_flag_is_named_in_its_error(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "qa.cli", "doctor", str(tmp_path), "--max-hold-ms", "0"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("matrix-qa doctor: --max-hold-ms='0': expected"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "qa.agent", "doctor"], capture_output=True, text=True, env=env,
+                          check=False)
+    assert proc.returncode == 2 and "--state-dir" in proc.stderr
