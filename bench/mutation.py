@@ -28,7 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 # Only the test files that exercise a module run against its mutants: the whole suite would be slower and
 # would credit a module with kills from tests that only pass through it.
 MODULE_TESTS: dict[str, list[str]] = {
-    "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py"],
+    "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py",
+                                   "tests/unit/test_lock_life_evidence.py"],
+    "qa/agent/compaction.py": ["tests/unit/test_compaction.py"],
+    "qa/agent/doctor.py": ["tests/unit/test_doctor.py"],
+    "qa/agent/prompt_gate.py": ["tests/unit/test_startup_cleanup.py"],
     "qa/agent/policy.py": ["tests/unit/test_policy.py", "tests/unit/test_message_semantics.py"],
     "qa/agent/formatting.py": ["tests/unit/test_message_semantics.py"],
     "qa/scenario/message_steps.py": ["tests/unit/test_message_semantics.py"],

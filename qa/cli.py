@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("paths", nargs="*", type=Path, default=None)
     val.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml", help="check a bot file too")
 
+    sub.add_parser("doctor", help="list every session lock under a run's artifacts or a state dir, judge it "
+                   "(owner alive, age, over maxHoldMs); --fix removes dead owners' locks", add_help=False)
+
     rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON, or merge "
                          "several (shards) into one")
     rep.add_argument("summary", type=Path, nargs="?", help="a matrix-qa-summary.json to render again")
@@ -307,6 +310,10 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["doctor"]:
+        # The session-lock doctor has its own command line (qa.agent.doctor), shared with `python -m qa.agent`.
+        from qa.agent.doctor import doctor_main
+        return doctor_main(argv[1:], "matrix-qa doctor", positional=True)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

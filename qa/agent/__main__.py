@@ -1,4 +1,5 @@
-"""Entry point of the bot process: `python -m qa.agent --config FILE`.
+"""Entry point of the bot process: `python -m qa.agent --config FILE` (and `python -m qa.agent doctor`,
+qa.agent.doctor).
 
 Trace records go to the trace file (`tracePath`, else $MATRIX_QA_TRACE_FILE), which the harness follows;
 human logs go to stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
@@ -22,6 +23,7 @@ from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
 from qa.agent.matrix import MatrixBot, reply_content
 from qa.agent.model import ModelClient
 from qa.agent.session import SessionManager
+from qa.agent.startup_cleanup import startup_cleanup
 from qa.agent.trace import Trace
 from qa.agent.turn_io import TurnIO
 from qa.errors import QAError
@@ -47,12 +49,15 @@ async def _main(config_path: Path) -> int:
     turn_io = TurnIO(config, trace, bot.post_content,
                      lambda root, reply_to: reply_content("", root, reply_to).get("m.relates_to"),
                      lambda: (config.homeserver, bot.client.access_token))
+    if "skip-startup-cleanup" not in config.session_life.test_bugs:
+        startup_cleanup(state_dir / "sessions", settings, trace)
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
                                   bot.send_reply, approvals=bot.approvals,
                                   # through the bot, so a reloaded config's allowlists decide approvals too
                                   allowed_for=lambda room_id: bot.config.approvers(room_id),
                                   cross_room_memory=config.cross_room_memory, turn_io=turn_io,
-                                  send_notice=bot.send_notice)
+                                  send_notice=bot.send_notice, life=config.session_life,
+                                  bot_user_id=config.user_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -80,6 +85,9 @@ async def _main(config_path: Path) -> int:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["doctor"]:
+        from qa.agent.doctor import doctor_main
+        return doctor_main(sys.argv[2:], "python -m qa.agent doctor", positional=False)
     parser = argparse.ArgumentParser(prog="python -m qa.agent", description="matrix-qa's embedded agent (bot)")
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args()

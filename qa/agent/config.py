@@ -131,6 +131,32 @@ class MutationsConfig(FaultMutations):
         )
 
 
+class CompactionConfig(_Model):
+    enabled: bool = True
+    max_records: int = Field(400, alias="maxRecords", gt=1)
+    max_bytes: int = Field(1_000_000, alias="maxBytes", gt=0)
+    keep_records: int = Field(40, alias="keepRecords", ge=0)
+    # model: the summary comes from a model call (made with no lock held); local: the folded lines, cut short.
+    summary: Literal["model", "local"] = "model"
+
+
+# Test-only mutations of the session lock's life, each the bug one scenario must catch (none by default).
+LockLifeBug = Literal["compact-under-model", "hook-under-lock", "skip-fence", "skip-startup-cleanup",
+                      "leak-skipped"]
+
+
+class SessionLifeConfig(_Model):
+    """The lock's life beyond the turn (qa.agent.session_life): compaction, post-turn work, test knobs."""
+
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
+    # After each reply: ask the model for a short note on the turn and keep it in the transcript.
+    post_turn_memory: bool = Field(False, alias="postTurnMemory")
+    # Fault injection: the first reply write of the process keeps its lock this long before writing (a stalled
+    # disk), so a waiter takes it over past maxHoldMs and the fence must stop the stale attempt.
+    stall_first_reply_ms: int = Field(0, alias="stallFirstReplyMs", ge=0, le=60_000)
+    test_bugs: list[LockLifeBug] = Field(default_factory=list, alias="testBugs")
+
+
 class AgentConfig(_Model):
     homeserver: str
     user_id: str = Field(alias="userId")
@@ -151,6 +177,7 @@ class AgentConfig(_Model):
     known_bots: list[str] = Field(default_factory=list, alias="knownBots")
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
+    session_life: SessionLifeConfig = Field(default_factory=SessionLifeConfig, alias="sessionLife")
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     encryption: bool = False
     # How long an encrypted message waits for its room key before it is dropped as undecryptable.

@@ -222,6 +222,16 @@ def _remove_if_same(path: Path, identity: tuple[Any, ...]) -> bool:
             os.unlink(aside)
 
 
+# Public names for the doctor and the startup cleanup (qa.agent.doctor), which judge lock files they don't hold.
+LockFileView = _LockFile
+view_lock = _read_lock
+pid_alive = _pid_alive
+
+
+def remove_lock_if_same(path: Path, view: _LockFile) -> bool:
+    return _remove_if_same(path, view.identity())
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Holds of this process
 
@@ -293,11 +303,13 @@ class LockHold:
             if seen is not None and seen.token == self.token:
                 removed = _remove_if_same(self.lock_path, seen.identity())
         finally:
+            # removed=false: the file was no longer ours (taken over), so this release cleaned up nothing.
             self._lock._emit(
                 "lock.release",
                 attempt=self.attempt,
                 purpose=self.purpose,
                 heldMs=round(mono_ms() - self.acquired_mono, 3),
+                removed=removed,
             )
         return removed
 
@@ -443,7 +455,22 @@ class SessionWriteLock:
             return "stale"
         return None
 
-    def _record_takeover(self, attempt: str, previous: _LockFile, reason: str) -> None:
+    def reclaim_at_startup(self, attempt: str) -> dict[str, Any] | None:
+        """Before the first turn: remove this session's lock if a dead process left it. Traced as `lock.reclaim`
+        and logged like a takeover (the fence of that attempt, were it somehow alive, must see it)."""
+        seen = _read_lock(self.lock_path)
+        if seen is None or seen.payload is None:
+            return None
+        pid = seen.payload["pid"]
+        # At startup this process holds nothing yet, so a lock carrying our pid is a previous incarnation's.
+        dead = seen.payload.get("instance") != _INSTANCE if pid == os.getpid() else not _pid_alive(pid)
+        if not dead or not _remove_if_same(self.lock_path, seen.identity()):
+            return None
+        self._record_takeover(attempt, seen, "owner-dead", trace_type="lock.reclaim")
+        return {"pid": pid, "attempt": seen.attempt, "ageMs": round(seen.age_ms(), 3)}
+
+    def _record_takeover(self, attempt: str, previous: _LockFile, reason: str,
+                         trace_type: str = "lock.takeover") -> None:
         age = round(previous.age_ms(), 3)
         entry = {
             "t": round(mono_ms(), 3),
@@ -463,7 +490,7 @@ class SessionWriteLock:
         finally:
             os.close(fd)
         self._emit(
-            "lock.takeover",
+            trace_type,
             attempt=attempt,
             previous={"pid": previous.pid, "attempt": previous.attempt, "ageMs": age},
             reason=reason,

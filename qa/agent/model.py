@@ -58,6 +58,12 @@ def build_messages(
                 "function": {"name": str(content.get("name", "")), "arguments": str(content.get("arguments", ""))},
             }]})
             messages.append({"role": "tool", "tool_call_id": call_id, "content": str(content.get("result", ""))})
+        elif kind == "summary" and isinstance(content, Mapping):
+            # Folded older turns (qa.agent.compaction): context the model still needs, not a new instruction.
+            summary = f"Summary of the earlier conversation: {content.get('text', '')}"
+            messages.append({"role": "system", "content": summary})
+        elif kind == "memory":
+            messages.append({"role": "system", "content": f"Notes from earlier turns: {content}"})
         elif kind == "notice":
             # Reactions and other room happenings reach the model as context, not as instructions.
             messages.append({"role": "user", "content": f"[notice] {content}"})

@@ -5,7 +5,13 @@ One session = one conversation (a room's top level, or one thread). Per session 
 - the append worker writes each inbound message to the transcript as soon as it arrives
   (acquire → append → release), so a message that lands while a turn is thinking is recorded at once;
 - the turn worker answers accepted messages one after another:
-  model I/O with no lock held → reacquire → fence check → append reply → release → send to Matrix.
+  model I/O with no lock held → reacquire → fence check → append reply → release → send to Matrix
+  → post-turn work (qa.agent.post_turn: memory note, compaction; no lock across their model calls).
+
+A turn that ends before any model call (an empty prompt once the mention is stripped, a local command, a
+shutdown) still claims its message under a short hold and releases it (`turn.skipped`, `lockReleased`). A
+turn whose hold was taken over (fence rule (b)) sends nothing and writes nothing; its message is then retried
+once by a fresh attempt, so it is still answered exactly once.
 
 Scope `attempt` is the legacy bug kept on purpose: the turn holds the lock from start to end, model call
 included, so the append worker's acquire times out with `session file locked (timeout …)`. Tests use it to
@@ -26,15 +32,18 @@ from pathlib import Path
 from typing import Any
 
 from qa.agent.approval_flow import ApprovalFlow
+from qa.agent.config import SessionLifeConfig
 from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
 from qa.agent.media import transcript_text
 from qa.agent.model import ModelClient, ModelFailed, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
+from qa.agent.post_turn import PostTurnWork
+from qa.agent.prompt_gate import Skip, skip_for
 from qa.agent.streaming import Preview
 from qa.agent.trace import Trace
-from qa.agent.transcript import FencedWriteError, Transcript
+from qa.agent.transcript import FencedWriteError, Transcript, claims_of, user_events
 from qa.agent.turn_io import TurnIO
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
@@ -51,6 +60,16 @@ def transcript_file_name(key: str) -> str:
     return f"{readable}-{digest}.jsonl"
 
 
+def context_for(records: list[dict[str, Any]], event_id: str, attempt: str) -> list[dict[str, Any]]:
+    """What the model sees when answering `event_id`: the transcript up to that message, plus this attempt's
+    own records (tool calls). Messages that landed later are their own turns' business: a turn retried after a
+    takeover, or resumed after a crash, must answer its own message, not the newest one."""
+    at = next((i for i, r in enumerate(records) if r.get("kind") == "user" and r.get("eventId") == event_id), None)
+    if at is None:
+        return records
+    return records[: at + 1] + [r for r in records[at + 1:] if r.get("attempt") == attempt]
+
+
 @dataclass
 class Session:
     key: str
@@ -62,7 +81,8 @@ class Session:
     # Each accepted message carries its attempt id from arrival to reply, so the inbound append and the
     # reply append of one turn are one attempt in the trace and in the lock evidence.
     appends: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
-    turns: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
+    # (message, attempt, retry): retry is True for the one fresh attempt after a takeover made a turn stale.
+    turns: asyncio.Queue[tuple[Inbound, str, bool]] = field(default_factory=asyncio.Queue)
     workers: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -80,6 +100,8 @@ class SessionManager:
         turn_io: TurnIO | None = None,
         cross_room_memory: bool = False,
         send_notice: SendReply | None = None,
+        life: SessionLifeConfig | None = None,
+        bot_user_id: str | None = None,
     ) -> None:
         self._dir = state_dir / "sessions"
         self._dir.mkdir(parents=True, exist_ok=True)
@@ -96,6 +118,11 @@ class SessionManager:
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
+        self._life = life or SessionLifeConfig()
+        self._bot_user_id = bot_user_id
+        self._post_turn = PostTurnWork(self._life, model, trace, system_prompt, self._next_attempt)
+        # The stall fault hits the process's first reply write only, so the retry after the takeover is clean.
+        self._stall_left = self._life.stall_first_reply_ms > 0
 
     def session_for(self, room_id: str, thread_root: str | None) -> Session:
         key = session_key(room_id, thread_root)
@@ -107,7 +134,7 @@ class SessionManager:
                 # Which conversation a transcript belongs to, so a restarted bot can resume its turns.
                 meta.write_text(json.dumps({"key": key, "roomId": room_id, "threadRoot": thread_root}))
             transcript = Transcript(path)
-            seen = {str(r["eventId"]) for r in transcript.read() if r.get("kind") == "user" and r.get("eventId")}
+            seen = user_events(transcript.read())
             session = Session(
                 key=key,
                 room_id=room_id,
@@ -138,7 +165,7 @@ class SessionManager:
                 continue
             session = self.session_for(str(meta["roomId"]), meta.get("threadRoot"))
             records = session.transcript.read()
-            claimed = {r.get("eventId") for r in records if r.get("kind") in ("assistant", "failed")}
+            claimed = set(claims_of(records))
             for record in records:
                 if record.get("kind") != "user" or record.get("eventId") in claimed:
                     continue
@@ -149,7 +176,7 @@ class SessionManager:
                 attempt = self._next_attempt("turn")
                 self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id,
                                  resumedFrom=record.get("attempt"))
-                session.turns.put_nowait((inbound, attempt))
+                session.turns.put_nowait((inbound, attempt, False))
                 resumed += 1
         return resumed
 
@@ -211,7 +238,7 @@ class SessionManager:
                 continue
             finally:
                 hold.release()
-            session.turns.put_nowait((inbound, attempt))
+            session.turns.put_nowait((inbound, attempt, False))
             session.appends.task_done()
 
     def _inbound_failed(self, session: Session, inbound: Inbound, attempt: str, error: str) -> None:
@@ -220,24 +247,35 @@ class SessionManager:
 
     async def _turn_worker(self, session: Session) -> None:
         while True:
-            inbound, attempt = await session.turns.get()
+            inbound, attempt, retry = await session.turns.get()
             try:
-                await self._run_turn(session, inbound, attempt)
+                outcome = await self._run_turn(session, inbound, attempt)
+                if outcome == "replied":
+                    await self._post_turn.run(session.key, session.transcript, session.lock)
+                elif outcome == "taken-over" and not retry:
+                    self._retry_after_takeover(session, inbound, attempt)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # one bad turn must not stop the session
                 self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> None:
+    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> str:
+        """One turn; returns its outcome (replied, skipped, stale, taken-over, failed, cancelled)."""
         trace = self._trace
         # Legacy `attempt` scope: one hold for the whole turn, model I/O included (the bug, kept on purpose).
         held: LockHold | None = None
         preview: Preview | None = None
         outcome = "failed"
+        asked_model = False
         try:
             if self._settings.scope == "attempt":
                 held = await session.lock.acquire(attempt, "turn")
+            # An attachment is a prompt even without a caption: only a text message can be an empty prompt.
+            skip = skip_for(inbound.body, self._bot_user_id) if inbound.media is None else None
+            if skip is not None:
+                outcome = await self._skip_turn(session, inbound, attempt, skip, held)
+                return outcome
             io = self._turn_io
             preview = io.preview(session.room_id, session.thread_root, inbound, session.key, attempt,
                                  session.lock) if io else None
@@ -249,6 +287,7 @@ class SessionManager:
             reply = None
             for round_ in range(0 if prepared and prepared.refusal else MAX_TOOL_ROUNDS + 1):
                 tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
+                asked_model = True
                 reply = await self._call_model(session, attempt, inbound, round_, tools, preview, parts)
                 if not reply.tool_calls:
                     break
@@ -279,18 +318,21 @@ class SessionManager:
         except _Stale as exc:
             # Someone else owns this turn now: no output, no write, no cleanup of their state.
             trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
-            outcome = "stale"
+            outcome = "taken-over" if exc.taken_over else "stale"
         except _ModelFailed as exc:
             try:
                 await self._fenced(session, attempt, inbound, "failed", {"kind": "failed", "content": str(exc)}, held)
             except _Stale as stale:
                 trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(stale))
-                outcome = "stale"
+                outcome = "taken-over" if stale.taken_over else "stale"
             else:
                 await self._notify_failure(session, attempt, inbound, exc.reason, held)
                 held = None
         except SessionLockError as exc:
             trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            raise
         finally:
             if preview is not None:
                 await preview.end_stream()
@@ -299,8 +341,48 @@ class SessionManager:
             task = asyncio.current_task()
             if preview is not None and outcome == "failed" and not (task and task.cancelling()):
                 await preview.give_up()  # a failed turn leaves no draft behind (a stale one leaves the owner's)
+            if outcome == "cancelled" and not asked_model:
+                # The skipped-prompt path's third way: shutdown before the model was asked.
+                trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                           reason="shutdown", lockReleased=held is None or held.released)
             trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
                        outcome=outcome)
+        return outcome
+
+    async def _skip_turn(
+        self, session: Session, inbound: Inbound, attempt: str, skip: Skip, held: LockHold | None
+    ) -> str:
+        """A turn that ends before any model call: claim the message under a short hold, release it, say so."""
+        hold = held or await session.lock.acquire(attempt, "skip")
+        try:
+            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
+            if stale:
+                raise _Stale(stale)
+            content: dict[str, Any] = {"reason": skip.reason}
+            if skip.reply is not None:
+                content["reply"] = skip.reply
+            self._append(session, hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
+                                         "content": content})
+        finally:
+            if held is None and "leak-skipped" not in self._life.test_bugs:
+                hold.release()
+            self._trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                             reason=skip.reason, lockReleased=held is None and hold.released)
+        if skip.reply is not None:
+            sent = await self._send_reply(session.room_id, skip.reply, session.thread_root, inbound.event_id)
+            if sent:
+                self._trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
+                                 inReplyTo=inbound.event_id, local=True)
+        return "skipped"
+
+    def _retry_after_takeover(self, session: Session, inbound: Inbound, stale_attempt: str) -> None:
+        """The stale attempt did nothing; one fresh attempt answers the message (fence rule (a) still holds)."""
+        attempt = self._next_attempt("turn")
+        self._trace.emit("turn.retry", session=session.key, attempt=attempt, previousAttempt=stale_attempt,
+                         eventId=inbound.event_id)
+        self._trace.emit("turn.start", session=session.key, attempt=attempt, eventId=inbound.event_id,
+                         retryOf=stale_attempt)
+        session.turns.put_nowait((inbound, attempt, True))
 
     async def _notify_failure(self, session: Session, attempt: str, inbound: Inbound, reason: str,
                               held: LockHold | None) -> None:
@@ -320,7 +402,7 @@ class SessionManager:
         preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
     ) -> ModelReply:
         messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound)
-                                  + session.transcript.read(), parts)
+                                  + context_for(session.transcript.read(), inbound.event_id, attempt), parts)
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
                          eventId=inbound.event_id)
@@ -377,21 +459,59 @@ class SessionManager:
         """Reacquire (unless the turn already holds the lock), check the fence, append `record` if given."""
         hold = held or await session.lock.acquire(attempt, purpose)
         try:
+            if purpose == "reply":
+                await self._stall_fault(session, attempt)
+            if "skip-fence" in self._life.test_bugs:
+                hold = await self._unfenced_write(session, attempt, inbound, purpose, record, hold, held)
+                return
             stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
             if stale:
                 raise _Stale(stale)
             if record is not None:
                 try:
-                    session.transcript.append(hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+                    self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
                 except FencedWriteError as exc:
                     raise _Stale(str(exc)) from exc
         finally:
             if held is None:
                 hold.release()
 
+    async def _stall_fault(self, session: Session, attempt: str) -> None:
+        """Fault injection (`stallFirstReplyMs`): the first reply write keeps its lock like a stalled disk."""
+        if not self._stall_left:
+            return
+        self._stall_left = False
+        ms = self._life.stall_first_reply_ms
+        self._trace.emit("lock.stall", session=session.key, attempt=attempt, ms=ms)
+        await asyncio.sleep(ms / 1000)
+
+    async def _unfenced_write(
+        self, session: Session, attempt: str, inbound: Inbound, purpose: str,
+        record: dict[str, Any] | None, hold: LockHold, held: LockHold | None,
+    ) -> LockHold:
+        """The `skip-fence` bug: no fence check, and a lost hold is simply taken again before writing."""
+        if record is None:
+            return hold
+        if not hold.still_owned():
+            hold.release()
+            hold = await session.lock.acquire(attempt, purpose)
+        self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
+        return hold
+
+    def _append(self, session: Session, hold: LockHold, record: dict[str, Any]) -> None:
+        """A turn's transcript write, traced: the lock evidence checks that no taken-over attempt writes."""
+        written = session.transcript.append(hold, record)
+        self._trace.emit("transcript.write", session=session.key, attempt=hold.attempt, kind=written["kind"],
+                         seq=written["seq"])
+
 
 class _Stale(Exception):
     """The fence says another owner has this turn."""
+
+    @property
+    def taken_over(self) -> bool:
+        # Rule (a) (another attempt answered the event) names the event; every other reason is a lost hold.
+        return "already answered" not in str(self)
 
 
 class _ModelFailed(Exception):

@@ -8,13 +8,23 @@ Record types (fields beyond `t` and `type`):
   inbound               {eventId, roomId, sender, session, decision: accepted|dropped, reason}
                         (reasons: see qa.agent.policy, e.g. mention-required, notice, duplicate, history)
   lock.acquire          {session, attempt, purpose, lockPath, waitMs}
-  lock.release          {session, attempt, purpose, heldMs}
+  lock.release          {session, attempt, purpose, heldMs, removed}
   lock.timeout          {session, attempt, purpose, error}
   lock.takeover         {session, attempt, previous: {pid, attempt, ageMs}, reason}
+  lock.reclaim          {session, attempt, previous: {pid, attempt, ageMs}, reason}   startup cleanup of a dead
+                        process's lock (qa.agent.startup_cleanup), before the first turn
+  lock.startup          {locks, reclaimed}                    the startup cleanup is done
+  lock.stall            {session, attempt, ms}                fault injection: a reply write keeps its lock
+  transcript.write      {session, attempt, kind, seq}         a turn's transcript append
+  compaction.start      {session, attempt, reason, cutSeq, folded, lastSeq, bytes}
+  compaction.end        {session, attempt, outcome: compacted|prefix-changed, folded?, records?, landedMeanwhile?}
+  turn.skipped          {session, attempt, eventId, reason: empty|command|shutdown, lockReleased}
+  post_turn.end         {session, attempt, work: memory, seq}   the post-turn note is written
+  turn.retry            {session, attempt, previousAttempt, eventId}   a fresh attempt after a takeover
   model.request.start   {session, attempt, requestId, eventId}
   model.request.end     {session, attempt, requestId, ok, toolCalls?, error?}
   turn.start            {session, attempt, eventId}
-  turn.end              {session, attempt, eventId, outcome: replied|stale|failed}
+  turn.end              {session, attempt, eventId, outcome: replied|skipped|stale|taken-over|failed|cancelled}
   turn.stale            {session, attempt, reason}
   reply.sent            {session, attempt, eventId, inReplyTo}
   reaction              {session, eventId, roomId, sender, key, target, decision: recorded|ignored, reason}

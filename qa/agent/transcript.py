@@ -6,12 +6,14 @@ Record fields (`append` fills the first four; the caller gives the rest):
   at       str       wall-clock ISO time, for humans
   attempt  str       the attempt whose hold wrote the line — taken from the hold; a caller may repeat it, but
                      a different value is refused
-  kind     str       user | assistant | tool | notice | failed
+  kind     str       user | assistant | tool | notice | failed | skipped | memory | summary
   eventId  str?      user: the inbound Matrix event. assistant / failed / tool: the inbound event of the turn
                      that wrote it (the one being answered, given up on, or worked on)
   sender   str?      user: the Matrix user id that sent it (None for eventId/sender means "leave it out")
   content  JSON      user: body text; assistant: reply text; tool: {name, arguments, result};
-                     notice: free-form bookkeeping; failed: the error text
+                     notice: free-form bookkeeping; failed: the error text; skipped: why the turn ended
+                     before any model call; memory: a post-turn note; summary: folded older records
+                     (qa.agent.compaction: text, the user events and claims it folded)
 
 Durability: each record is one line written with a single write (looping only on a short write) and fsynced,
 so a crash leaves every complete line parseable and at most a torn last line, which `scan` skips. The next
@@ -40,14 +42,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qa.agent.compaction import (
+    CLAIMS,
+    CompactionLimits,
+    CompactionPlan,
+    landed_after,
+    plan_compaction,
+    rewrite_bytes,
+)
 from qa.agent.lock import LockHold, lock_path_for, read_takeovers, write_all
 from qa.clock import mono_ms, utc_now_iso
 
 log = logging.getLogger(__name__)
 
-KINDS = frozenset({"user", "assistant", "tool", "notice", "failed"})
+KINDS = frozenset({"user", "assistant", "tool", "notice", "failed", "skipped", "memory"})
 # Kinds by which an attempt claims an inbound event as handled.
-CLAIM_KINDS = frozenset({"assistant", "failed"})
+CLAIM_KINDS = CLAIMS
 _CALLER_KEYS = frozenset({"kind", "content", "eventId", "sender", "attempt"})
 
 
@@ -68,6 +78,8 @@ class TranscriptScan:
     corrupt: list[CorruptLine]
     torn_tail: bool  # the last line had no newline and did not parse: a writer died mid-write
     ends_with_newline: bool
+    # Byte offset just past each record's line (its newline included), parallel to `records`.
+    ends: list[int] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -83,12 +95,15 @@ def scan_lines(data: bytes) -> TranscriptScan:
     """Parse transcript bytes. Pure, so torn and corrupt cases are tested without crashing a writer."""
     records: list[dict[str, Any]] = []
     corrupt: list[CorruptLine] = []
+    ends: list[int] = []
     lines = data.split(b"\n")
     ends_with_newline = data == b"" or data.endswith(b"\n")
     # split() leaves a final "" after a trailing newline; otherwise the last piece is an unterminated line.
     last_unterminated = None if ends_with_newline else len(lines) - 1
     torn_tail = False
+    offset = 0
     for index, raw in enumerate(lines):
+        offset += len(raw) + 1
         if not raw.strip():
             continue
         try:
@@ -102,7 +117,36 @@ def scan_lines(data: bytes) -> TranscriptScan:
                 corrupt.append(CorruptLine(index + 1, raw.decode("utf-8", "replace")[:200], str(err)))
             continue
         records.append(record)
-    return TranscriptScan(records, corrupt, torn_tail, ends_with_newline)
+        ends.append(min(offset, len(data)))
+    return TranscriptScan(records, corrupt, torn_tail, ends_with_newline, ends)
+
+
+@dataclass(frozen=True)
+class PreparedCompaction:
+    plan: CompactionPlan
+    prefix: bytes  # the file's bytes up to and including the last folded record's line, as planned
+
+
+def user_events(records: list[dict[str, Any]]) -> set[str]:
+    """Inbound events the transcript has recorded, folded ones (in a summary record) included."""
+    seen = {str(r["eventId"]) for r in records if r.get("kind") == "user" and r.get("eventId")}
+    for record in records:
+        if record.get("kind") == "summary" and isinstance(record.get("content"), Mapping):
+            seen.update(str(e) for e in record["content"].get("events", []))
+    return seen
+
+
+def claims_of(records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """inbound event -> attempts that answered it, gave up on it or skipped it, folded claims included."""
+    claims: dict[str, set[str]] = {}
+    for record in records:
+        event_id = record.get("eventId")
+        if record.get("kind") in CLAIM_KINDS and isinstance(event_id, str):
+            claims.setdefault(event_id, set()).add(str(record.get("attempt")))
+        elif record.get("kind") == "summary" and isinstance(record.get("content"), Mapping):
+            for event, attempts in (record["content"].get("claims") or {}).items():
+                claims.setdefault(str(event), set()).update(str(a) for a in attempts)
+    return claims
 
 
 def fence_reason(snapshot: FenceSnapshot, attempt: str, event_id: str) -> str | None:
@@ -134,11 +178,7 @@ class Transcript:
 
     def snapshot(self) -> FenceSnapshot:
         records = self.read()
-        claims: dict[str, set[str]] = {}
-        for record in records:
-            event_id = record.get("eventId")
-            if record.get("kind") in CLAIM_KINDS and isinstance(event_id, str):
-                claims.setdefault(event_id, set()).add(str(record.get("attempt")))
+        claims = claims_of(records)
         taken_over = {
             str(entry["previous"]["attempt"])
             for entry in read_takeovers(self.path)
@@ -188,6 +228,63 @@ class Transcript:
         if created:
             _fsync_dir(self.path.parent)
         return full
+
+    def size(self) -> int:
+        try:
+            return self.path.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def prepare_compaction(self, limits: CompactionLimits) -> PreparedCompaction | None:
+        """Plan a compaction from the file as it is now (no lock needed: appends only add whole lines)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return None
+        scan = scan_lines(data)
+        plan = plan_compaction(scan.records, len(data), limits)
+        if plan is None:
+            return None
+        return PreparedCompaction(plan, data[: scan.ends[len(plan.folded) - 1]])
+
+    def compact(
+        self, hold: LockHold, prepared: PreparedCompaction, summary: Mapping[str, Any]
+    ) -> tuple[int, int] | None:
+        """Replace the planned prefix by one summary record (content `summary`, see compaction.summary_content)
+        under `hold`: read, write aside, fsync, atomic rename. Returns (records that landed since the plan,
+        records now), or None when the prefix changed meanwhile. Raises FencedWriteError unless the hold owns
+        the lock, checked before and right before the rename.
+
+        The hold's work does not grow with the folded part: the prefix is compared as bytes and only the tail
+        (what the plan kept, plus what landed) is parsed and copied."""
+        problem = self._hold_problem(hold)
+        if problem is not None:
+            raise FencedWriteError(problem)
+        plan = prepared.plan
+        current = self.path.read_bytes()
+        record = {"seq": plan.cut_seq, "t": round(mono_ms(), 3), "at": utc_now_iso(), "attempt": hold.attempt,
+                  "kind": "summary", "content": dict(summary)}
+        line = (json.dumps(record, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
+        data = rewrite_bytes(current, prepared.prefix, line)
+        if data is None:
+            return None
+        tail = scan_lines(current[len(prepared.prefix):]).records
+        aside = self.path.with_name(f"{self.path.name}.{os.urandom(6).hex()}.compact")
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            if not hold.still_owned():
+                raise FencedWriteError(f"lock {hold.lock_path} no longer carries our token")
+            os.replace(aside, self.path)
+        finally:
+            if aside.exists():
+                aside.unlink()
+        _fsync_dir(self.path.parent)
+        return landed_after(tail, plan), len(tail) + 1
 
     def _hold_problem(self, hold: LockHold) -> str | None:
         if hold.lock_path != lock_path_for(self.path):

@@ -78,6 +78,8 @@ def needs(scenario: Any) -> list[Need]:
     for name, spec in scenario.rooms.items():
         if getattr(spec, "bot", None) is not None:
             need("policy", f"rooms.{name}.bot")
+    if getattr(bot, "session_life", None) is not None:
+        need("lock", "bot.sessionLife")
     for index, step in enumerate(scenario.steps, start=1):
         where = f"step {index} ({step.kind})"
         kind = step.kind

@@ -26,6 +26,17 @@ Verdict:
   none  no failure but no model request either: nothing was proven. The caller decides whether a scenario
         that expected model I/O treats that as a failure.
 
+The lock's whole life (issue 19). Every hold has a kind, from its purpose (HOLD_KINDS): a turn's own writes,
+the inbound append, a skipped prompt's claim, post-turn work, compaction, a notice, the legacy whole turn.
+Post-turn work and compaction run as attempts of their own with model requests, so they are judged exactly like
+turns: a hold across the summary's or the hook's model I/O fails with that kind named. Also fail:
+  - a turn that ends (turn.end) while one of its own holds stays open more than LEAK_GRACE_MS longer (or to
+    the trace's end): the lock leaked, e.g. on the skipped-prompt path;
+  - an attempt whose hold was taken over (lock.takeover, or lock.reclaim at startup) that afterwards sends a
+    reply, writes the transcript (transcript.write), runs a tool (exec.run) or removes a lock file with the
+    release of the taken hold (release `removed: true`): the fence must have stopped it.
+Takeovers and startup reclaims are listed, each with what the stale attempt did afterwards.
+
 Why overlap is per turn and not "any hold in the session during any model I/O": while attempt A waits on the
 model, a second message to the same session appends its `user` record under a short hold of its own attempt
 B. That is the behaviour the narrow lock exists to allow, so B's hold must not fail A's evidence. Holds in
@@ -46,7 +57,21 @@ Interval = tuple[float, float]
 # there is nothing to judge; never shown as "none" or as a pass.
 Verdict = Literal["pass", "fail", "none", "n/a"]
 NOT_APPLICABLE = "n/a (the bot reports no lock records)"
-LOCK_RECORDS = frozenset({"lock.acquire", "lock.release", "lock.timeout", "lock.takeover"})
+LOCK_RECORDS = frozenset({"lock.acquire", "lock.release", "lock.timeout", "lock.takeover", "lock.reclaim"})
+# A removal of the previous holder's lock: by a waiter (takeover) or by the startup cleanup (reclaim).
+_TAKEOVER_RECORDS = frozenset({"lock.takeover", "lock.reclaim"})
+# Hold purpose (the embedded agent's names, which a foreign bot may share) -> the kind the report lists.
+HOLD_KINDS: dict[str, str] = {
+    "reply": "turn", "tool": "turn", "tool-check": "turn", "failed": "turn", "turn": "whole-turn",
+    "inbound": "inbound", "notice": "notice", "skip": "skipped-prompt", "post-turn": "post-turn",
+    "compaction": "compaction",
+}
+# Which kind names an attempt: work of its own (compaction, post-turn) wins over the turn's writes.
+_ATTEMPT_KIND_ORDER = ("compaction", "post-turn", "skipped-prompt", "whole-turn", "turn")
+# A bot may trace turn.end a moment before the release that ends it; a leaked hold outlives it by far more.
+LEAK_GRACE_MS = 50.0
+# What a stale attempt must not do once its hold is gone.
+_STALE_ACTIONS = {"reply.sent": "sent a reply", "transcript.write": "wrote the transcript", "exec.run": "ran a tool"}
 
 
 class _Model(BaseModel):
@@ -71,9 +96,30 @@ class ProbeEvidence(_Model):
     during_model_io: bool | None = None
 
 
+class HoldKindEvidence(_Model):
+    kind: str
+    count: int
+    longest_ms: float
+    open: int
+
+
+class TakeoverEvidence(_Model):
+    t: float
+    session: str
+    by_attempt: str
+    previous_attempt: str | None
+    previous_pid: int | None = None
+    previous_age_ms: float | None = None
+    reason: str
+    startup: bool
+    # What the stale attempt did after losing its hold (empty: nothing, as the fence requires).
+    after: list[str]
+
+
 class TurnEvidence(_Model):
     session: str
     attempt: str
+    kind: str = "turn"
     event_id: str | None = None
     outcome: str | None = None
     start_t: float
@@ -102,6 +148,9 @@ class LockEvidence(_Model):
     lock_timeouts: int
     probes: list[ProbeEvidence]
     turns: list[TurnEvidence]
+    startup_reclaims: int = 0
+    hold_kinds: list[HoldKindEvidence] = []
+    takeover_list: list[TakeoverEvidence] = []
 
 
 class _Hold:
@@ -111,6 +160,16 @@ class _Hold:
         self.purpose = purpose
         self.start = start
         self.end = end
+        # The release of a hold already taken over removed a lock file: the stale attempt cleaned up.
+        self.removed_after_takeover = False
+
+    @property
+    def kind(self) -> str:
+        return hold_kind(self.purpose)
+
+
+def hold_kind(purpose: str) -> str:
+    return HOLD_KINDS.get(purpose, "other")
 
 
 def analyze_lock_evidence(
@@ -133,8 +192,10 @@ def analyze_lock_evidence(
         overlap = _intersection_ms(_union(hold_iv), _union(model_iv))
         evidence = _turn(session, attempt, info, own_holds, hold_iv, model_iv, overlap)
         turn_evidence.append(evidence)
+        label = attempt if evidence.kind == "turn" else f"{attempt} ({evidence.kind})"
         if overlap > 0:
-            reasons.append(f"session {session} attempt {attempt}: lock held during model I/O for {overlap:.1f}ms")
+            reasons.append(f"session {session} attempt {label}: lock held during model I/O for {overlap:.1f}ms")
+        reasons.extend(_leaked_at_end(session, label, info, own_holds))
 
     for hold in holds:
         if hold.end is not None:
@@ -159,6 +220,12 @@ def analyze_lock_evidence(
                 "while a model request was in flight"
             )
 
+    takeovers = _takeovers(ordered, holds)
+    for tk in takeovers:
+        if tk.after:
+            reasons.append(f"session {tk.session} attempt {tk.previous_attempt}: its hold was taken over "
+                           f"({'startup ' if tk.startup else ''}{tk.reason}) but it then {', '.join(tk.after)}")
+
     all_holds = [(trace_end if h.end is None else h.end) - h.start for h in holds]
     verdict: Verdict = "fail" if reasons else ("pass" if model else "none")
     if verdict == "none":
@@ -175,7 +242,60 @@ def analyze_lock_evidence(
         lock_timeouts=sum(1 for r in ordered if r.get("type") == "lock.timeout"),
         probes=probe_evidence,
         turns=turn_evidence,
+        startup_reclaims=sum(1 for r in ordered if r.get("type") == "lock.reclaim"),
+        hold_kinds=_hold_kinds(holds, trace_end),
+        takeover_list=takeovers,
     )
+
+
+def _hold_kinds(holds: Sequence[_Hold], trace_end: float) -> list[HoldKindEvidence]:
+    by_kind: dict[str, list[_Hold]] = {}
+    for hold in holds:
+        by_kind.setdefault(hold.kind, []).append(hold)
+    return [
+        HoldKindEvidence(
+            kind=kind, count=len(items), open=sum(1 for h in items if h.end is None),
+            longest_ms=round(max((trace_end if h.end is None else h.end) - h.start for h in items), 3),
+        )
+        for kind, items in sorted(by_kind.items())
+    ]
+
+
+def _leaked_at_end(session: str, label: str, info: Mapping[str, Any], holds: Sequence[_Hold]) -> list[str]:
+    """A turn's own hold still open when the turn said it ended: nobody will release it now."""
+    end = info.get("end")
+    if end is None:
+        return []
+    return [f"session {session} attempt {label}: turn ended ({info.get('outcome') or '?'}) with its lock still "
+            f"held ({h.purpose})" for h in holds if h.start <= end and (h.end is None or h.end > end + LEAK_GRACE_MS)]
+
+
+def _takeovers(ordered: Sequence[Mapping[str, Any]], holds: Sequence[_Hold]) -> list[TakeoverEvidence]:
+    found: list[TakeoverEvidence] = []
+    for index, r in enumerate(ordered):
+        previous = r.get("previous")
+        if r.get("type") not in _TAKEOVER_RECORDS or not isinstance(previous, Mapping):
+            continue
+        session = str(r.get("session", ""))
+        stale = previous.get("attempt")
+        t = float(r["t"])
+        after: list[str] = []
+        if stale is not None:
+            for later in ordered[index + 1:]:
+                action = _STALE_ACTIONS.get(str(later.get("type")))
+                if action and _key(later) == (session, str(stale)) and action not in after:
+                    after.append(action)
+            if any(h.removed_after_takeover and (h.session, h.attempt) == (session, str(stale)) for h in holds):
+                after.append("removed a lock file when it released")
+        pid, age = previous.get("pid"), previous.get("ageMs")
+        found.append(TakeoverEvidence(
+            t=t, session=session, by_attempt=str(r.get("attempt", "")),
+            previous_attempt=None if stale is None else str(stale),
+            previous_pid=pid if isinstance(pid, int) and not isinstance(pid, bool) else None,
+            previous_age_ms=float(age) if isinstance(age, int | float) and not isinstance(age, bool) else None,
+            reason=str(r.get("reason", "")), startup=r.get("type") == "lock.reclaim", after=after,
+        ))
+    return found
 
 
 def _timed(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
@@ -202,7 +322,7 @@ def has_model_records(records: Iterable[Mapping[str, Any]]) -> bool:
 
 def not_applicable(model_requests: int) -> dict[str, Any]:
     """The lock section of a run whose bot reports no lock records: every field present, nothing judged."""
-    return LockEvidence(verdict="n/a", reasons=[NOT_APPLICABLE], turn_count=0, other_holds=0,
+    return LockEvidence(verdict="n/a", reasons=[NOT_APPLICABLE], turn_count=0, other_holds=0,  # the rest: defaults
                         model_requests=model_requests, longest_hold_ms=0.0, total_overlap_ms=0.0, takeovers=0,
                         lock_timeouts=0, probes=[], turns=[]).model_dump(mode="json", by_alias=True)
 
@@ -223,6 +343,14 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     return reasons
 
 
+def holds_open_at_end(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, float]]:
+    """(session, attempt, purpose, held ms) of every hold neither released nor taken over by the trace's end:
+    the lock file a run left behind, as the doctor reports it for an artifacts directory."""
+    ordered = _timed(records)
+    end = float(ordered[-1]["t"]) if ordered else 0.0
+    return [(h.session, h.attempt, h.purpose, round(end - h.start, 3)) for h in _holds(ordered) if h.end is None]
+
+
 def _key(record: Mapping[str, Any]) -> tuple[str, str]:
     return (str(record.get("session", "")), str(record.get("attempt", "")))
 
@@ -239,7 +367,7 @@ def _holds(ordered: Sequence[Mapping[str, Any]]) -> list[_Hold]:
             hold = _Hold(session, attempt, str(r.get("purpose", "")), float(r["t"]), None)
             holds.append(hold)
             open_by_key.setdefault((session, attempt), []).append(hold)
-        elif kind == "lock.takeover":
+        elif kind in _TAKEOVER_RECORDS:
             previous = r.get("previous")
             if not isinstance(previous, Mapping):
                 continue
@@ -260,6 +388,7 @@ def _holds(ordered: Sequence[Mapping[str, Any]]) -> list[_Hold]:
                 match.end = float(r["t"])
             elif (taken := _pick(taken_by_key.get(key, []), purpose)) is not None:
                 taken_by_key[key].remove(taken)
+                taken.removed_after_takeover = r.get("removed") is True
             else:
                 held = r.get("heldMs")
                 start = float(r["t"]) - (float(held) if isinstance(held, int | float) else 0.0)
@@ -338,9 +467,11 @@ def _turn(
     )
     if open_holds:
         summary += f" open={open_holds}"
+    kinds = {h.kind for h in holds}
     return TurnEvidence(
         session=session,
         attempt=attempt,
+        kind=next((k for k in _ATTEMPT_KIND_ORDER if k in kinds), "turn"),
         event_id=info.get("eventId"),
         outcome=info.get("outcome"),
         start_t=base,

@@ -180,6 +180,7 @@ _LOCK_COUNTERS = (
     ("otherHolds", "other hold", "other holds"),
     ("takeovers", "takeover", "takeovers"),
     ("lockTimeouts", "lock timeout", "lock timeouts"),
+    ("startupReclaims", "startup reclaim", "startup reclaims"),
 )
 
 
@@ -204,7 +205,8 @@ def lock_view(lock: dict[str, Any] | None) -> dict[str, Any] | None:
         turns.append(
             {
                 "session": short_session(turn.get("session")),
-                "attempt": turn.get("attempt"),
+                "attempt": turn.get("attempt") if turn.get("kind") in (None, "turn")
+                else f"{turn.get('attempt')} ({turn.get('kind')})",
                 "outcome": turn.get("outcome"),
                 "summary": turn.get("summary") or "",
                 "longestHold": _ms_or_empty(turn.get("longestHoldMs")),
@@ -223,7 +225,25 @@ def lock_view(lock: dict[str, Any] | None) -> dict[str, Any] | None:
         "longestHold": _ms_or_empty(lock.get("longestHoldMs")),
         "totalOverlap": _ms_or_empty(lock.get("totalOverlapMs")),
         "probes": [probe_line(p) for p in lock.get("probes") or [] if isinstance(p, dict)],
+        "holdKinds": [hold_kind_text(k) for k in lock.get("holdKinds") or [] if isinstance(k, dict)],
+        "takeovers": [takeover_line(t) for t in lock.get("takeoverList") or [] if isinstance(t, dict)],
     }
+
+
+def hold_kind_text(kind: dict[str, Any]) -> str:
+    text = f"{kind.get('kind')} ×{kind.get('count')} (longest {_ms_or_empty(kind.get('longestMs'))})"
+    return text + (f", {kind.get('open')} open" if kind.get("open") else "")
+
+
+def takeover_line(tk: dict[str, Any]) -> str:
+    """One takeover or startup reclaim, and what the stale attempt did after it (nothing, when all is well)."""
+    what = "startup reclaim" if tk.get("startup") else "takeover"
+    age = tk.get("previousAgeMs")
+    held = f", held {age:.0f}ms" if isinstance(age, int | float) else ""
+    after = tk.get("after") or []
+    then = "then: " + ", ".join(str(a) for a in after) if after else "then: nothing sent, written, run or removed"
+    return (f"{what} session={short_session(tk.get('session'))} {tk.get('previousAttempt') or '?'} "
+            f"(pid {tk.get('previousPid') or '?'}{held}) by {tk.get('byAttempt')} reason={tk.get('reason')}; {then}")
 
 
 def _seen_view(seen: list[str]) -> dict[str, Any]:

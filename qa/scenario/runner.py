@@ -92,6 +92,7 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, s
     overrides can render. `changes` are the set_bot_config steps run so far, applied in order."""
     bot = scenario.bot
     lock = bot.session_write_lock.model_dump(by_alias=True, exclude_none=True) if bot.session_write_lock else {}
+    life = bot.session_life.model_dump(by_alias=True, exclude_none=True) if bot.session_life else {}
 
     def ids(names: list[str] | None) -> list[str] | None:
         return [actor_ids[a] for a in names] if names is not None else None
@@ -111,7 +112,8 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, s
         rooms[room_id] = {k: ids(v) if k == "allowlist" else v for k, v in own.items()}
     return {
         **account, "knownBots": [actor_ids[a] for a in bot.known_bots],
-        "sessionWriteLock": lock, "textChunkLimit": bot.text_chunk_limit, "encryption": uses_encryption(scenario),
+        "sessionWriteLock": lock, "sessionLife": life, "textChunkLimit": bot.text_chunk_limit,
+        "encryption": uses_encryption(scenario),
         "streaming": bot.streaming, "toolProgress": bot.tool_progress, "mediaMaxBytes": bot.media_max_bytes,
         "roomKeys": bot.room_keys,
         "autoJoin": bot.auto_join, "autoJoinAllowlist": ids(bot.auto_join_allowlist),

@@ -53,7 +53,7 @@ from qa.scenario import markers
 BOT = "bot"
 IMPLICIT_PROFILE = "all"
 # Informational: profiles are free-form names so a new one needs no code change; these are the ones in use.
-KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport", "media", "faults")
+KNOWN_PROFILES = ("fast", "all", "approvals", "restart", "e2ee", "slow", "transport", "media", "faults", "lock")
 DEFAULT_TIMEOUT_S = 60.0
 
 
@@ -205,6 +205,22 @@ class SessionWriteLock(_Model):
     max_hold_ms: int | None = Field(default=None, alias="maxHoldMs", gt=0)
 
 
+class Compaction(_Model):
+    max_records: int | None = Field(default=None, alias="maxRecords", gt=1)
+    keep_records: int | None = Field(default=None, alias="keepRecords", ge=0)
+    max_bytes: int | None = Field(default=None, alias="maxBytes", gt=0)
+    summary: Literal["model", "local"] | None = None
+
+
+class SessionLife(_Model):
+    """The session lock's life beyond the turn (our agent's qa.agent.post_turn; needs capability `lock`)."""
+
+    compaction: Compaction | None = None
+    post_turn_memory: bool | None = Field(default=None, alias="postTurnMemory")
+    # Fault injection: the bot's first reply write keeps its lock this long (a stalled disk).
+    stall_first_reply_ms: int | None = Field(default=None, alias="stallFirstReplyMs", ge=0, le=60_000)
+
+
 class BotConfig(_Model):
     """The bot's config for one scenario; None for an optional setting means "the bot's own default"."""
 
@@ -216,6 +232,7 @@ class BotConfig(_Model):
     # None: everyone may trigger the bot; a list (even empty) restricts it to those actors.
     allowlist: list[ActorName] | None = None
     session_write_lock: SessionWriteLock | None = Field(default=None, alias="sessionWriteLock")
+    session_life: SessionLife | None = Field(default=None, alias="sessionLife")
     text_chunk_limit: int = Field(default=4000, alias="textChunkLimit", gt=0)
     encryption: bool = False
     # Streaming previews and media (capabilities `streaming` and `media`); see qa.agent.streaming / qa.agent.media.

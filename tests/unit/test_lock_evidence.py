@@ -273,7 +273,9 @@ def test_open_hold_without_model_io_is_no_evidence() -> None:
     records = [
         rec(0, "turn.start", session="!a", attempt="a1", eventId="$1"),
         rec(10, "lock.acquire", session="!a", attempt="a1", purpose="p"),
-        rec(30, "turn.end", session="!a", attempt="a1", eventId="$1", outcome="failed"),
+        # Still in progress (no turn.end): a turn that ended with its hold open is a leak, tested below.
+        rec(29, "lock.acquire", session="!a", attempt="b1", purpose="inbound"),
+        rec(30, "lock.release", session="!a", attempt="b1", purpose="inbound"),
     ]
     evidence = analyze_lock_evidence(records)
     assert evidence.verdict == "none"

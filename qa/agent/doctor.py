@@ -1,0 +1,183 @@
+"""The lock doctor: every session lock under a state dir, who owns it and whether it is stale.
+
+`python -m qa.agent doctor --state-dir DIR [--fix] [--stale-ms N] [--max-hold-ms N]` and
+`matrix-qa doctor ARTIFACTS_OR_STATE_DIR`. Exit codes: 0 nothing wrong (after `--fix`: nothing wrong left),
+1 something wrong, 2 bad input.
+
+Given a run's artifacts directory (its state dir is temporary and gone), the doctor reads each scenario's
+bot trace instead and reports every hold still open when the trace ends (`left-held`): the lock file that run
+left behind. Nothing there can be fixed.
+
+`judge` is pure: an observation (pid, alive, age, promised maxHoldMs) in, a verdict out. Only a lock whose
+owner is provably gone is `--fix`able: its payload names a pid and that pid does not exist on this machine. A
+live owner over its maxHoldMs is reported (a runaway holder; its waiters take it over) but never removed here,
+since the doctor cannot fence it; an unreadable lock proves nothing about its owner, so it is reported only.
+A pid that exists but belongs to another process after pid reuse counts as alive: the safe direction.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+from qa.agent.lock import LockFileView, pid_alive, remove_lock_if_same, view_lock
+from qa.agent.lock_settings import LockSettings
+
+State = Literal["held", "over-max-hold", "owner-dead", "unreadable", "left-held"]
+LOCK_SUFFIX = ".jsonl.lock"
+
+
+@dataclass(frozen=True)
+class Observation:
+    path: str
+    pid: int | None  # None: the payload could not be read
+    alive: bool | None
+    age_ms: float
+    attempt: str | None
+    promised_max_hold_ms: int | None
+
+
+@dataclass(frozen=True)
+class Judgement:
+    state: State
+    problem: bool  # something is wrong
+    fixable: bool  # provably stale: --fix may remove it
+    why: str
+
+
+def judge(obs: Observation, settings: LockSettings) -> Judgement:
+    if obs.pid is None:
+        old = obs.age_ms > settings.stale_ms
+        why = f"unreadable payload, {'older' if old else 'younger'} than staleMs {settings.stale_ms}"
+        return Judgement("unreadable", problem=old, fixable=False, why=why)
+    if obs.alive is False:
+        return Judgement("owner-dead", problem=True, fixable=True, why=f"owner pid {obs.pid} is not running")
+    promised = obs.promised_max_hold_ms if obs.promised_max_hold_ms and obs.promised_max_hold_ms > 0 \
+        else settings.max_hold_ms
+    limit = max(promised, settings.max_hold_ms)
+    if obs.age_ms > limit:
+        return Judgement("over-max-hold", problem=True, fixable=False,
+                         why=f"live owner pid {obs.pid} has held it {obs.age_ms:.0f}ms, over maxHoldMs {limit}")
+    return Judgement("held", problem=False, fixable=False, why=f"held by live pid {obs.pid}")
+
+
+def exit_code(judgements: Iterable[Judgement], fixed: Iterable[bool]) -> int:
+    """1 if any problem is left (a fixed one is not), else 0."""
+    return 1 if any(j.problem and not f for j, f in zip(judgements, fixed, strict=True)) else 0
+
+
+def find_locks(root: Path) -> list[Path]:
+    return sorted(p for p in root.rglob(f"*{LOCK_SUFFIX}") if p.is_file())
+
+
+def observe(path: Path, view: LockFileView, alive: Callable[[int], bool]) -> Observation:
+    pid = view.pid
+    promised = view.payload.get("maxHoldMs") if view.payload else None
+    if not isinstance(promised, int) or isinstance(promised, bool):
+        promised = None
+    return Observation(path=str(path), pid=pid, alive=None if pid is None else alive(pid), age_ms=view.age_ms(),
+                       attempt=view.attempt, promised_max_hold_ms=promised)
+
+
+@dataclass(frozen=True)
+class Row:
+    observation: Observation
+    judgement: Judgement
+    fixed: bool
+
+
+def examine(root: Path, settings: LockSettings, fix: bool, alive: Callable[[int], bool]) -> list[Row]:
+    rows: list[Row] = []
+    for path in find_locks(root):
+        view = view_lock(path)
+        if view is None:  # released while we looked
+            continue
+        obs = observe(path, view, alive)
+        verdict = judge(obs, settings)
+        fixed = bool(fix and verdict.fixable and remove_lock_if_same(path, view))
+        rows.append(Row(obs, verdict, fixed))
+    return rows
+
+
+def render(rows: Sequence[Row], root: Path) -> list[str]:
+    if not rows:
+        return [f"no session locks under {root}"]
+    lines = []
+    for row in rows:
+        o, j = row.observation, row.judgement
+        alive = "unknown" if o.alive is None else ("alive" if o.alive else "dead")
+        lines.append(f"{j.state:<14} pid={o.pid if o.pid is not None else '?'} ({alive}) age={o.age_ms:.0f}ms "
+                     f"attempt={o.attempt or '?'} {o.path}: {j.why}{' [removed]' if row.fixed else ''}")
+    problems = sum(1 for r in rows if r.judgement.problem and not r.fixed)
+    lines.append(f"{len(rows)} lock(s), {sum(r.fixed for r in rows)} removed, {problems} problem(s) left")
+    return lines
+
+
+def from_traces(root: Path) -> list[Row]:
+    """For an artifacts directory: the holds each scenario's bot trace leaves open at its end."""
+    from qa.agent.trace import read_trace
+    from qa.report.lock_evidence import holds_open_at_end
+
+    rows: list[Row] = []
+    for trace in sorted(root.glob("scenarios/*/bot-trace.jsonl")):
+        records = read_trace(trace)
+        start = next((r for r in records if r.get("type") == "start"), {})
+        pid = start.get("pid") if isinstance(start.get("pid"), int) else None
+        for session, attempt, purpose, held in holds_open_at_end(records):
+            obs = Observation(path=f"{trace} session={session}", pid=pid, alive=None, age_ms=held, attempt=attempt,
+                              promised_max_hold_ms=None)
+            why = f"hold ({purpose}) still open when the trace ends, {held:.0f}ms after it was taken"
+            rows.append(Row(obs, Judgement("left-held", problem=True, fixable=False, why=why), fixed=False))
+    return rows
+
+
+def run_doctor(root: Path, settings: LockSettings, fix: bool, as_json: bool, out: Callable[[str], None],
+               alive: Callable[[int], bool] = pid_alive) -> int:
+    if not root.is_dir():
+        out(f"doctor: {root}: not a directory")
+        return 2
+    rows = examine(root, settings, fix, alive) + from_traces(root)
+    if as_json:
+        out(json.dumps([{**asdict(r.observation), **asdict(r.judgement), "fixed": r.fixed} for r in rows], indent=2))
+    else:
+        for line in render(rows, root):
+            out(line)
+    return exit_code([r.judgement for r in rows], [r.fixed for r in rows])
+
+
+def doctor_main(argv: Sequence[str], prog: str, positional: bool) -> int:
+    """The command line of both entry points; `positional`: the dir is an argument (matrix-qa) or --state-dir."""
+    import argparse
+    import sys
+
+    from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
+
+    class _Parser(argparse.ArgumentParser):
+        def error(self, message: str) -> None:  # type: ignore[override]
+            self.exit(2, f"{self.prog}: {message}\n")
+
+    parser = _Parser(prog=prog, description="list every session lock and judge it; --fix removes dead owners'")
+    if positional:
+        parser.add_argument("root", type=Path, metavar="ARTIFACTS_OR_STATE_DIR")
+    else:
+        parser.add_argument("--state-dir", dest="root", type=Path, required=True)
+    parser.add_argument("--fix", action="store_true", help="remove the locks whose owner process is gone")
+    parser.add_argument("--json", action="store_true", help="one JSON list instead of lines")
+    parser.add_argument("--stale-ms", help="staleMs to judge unreadable locks by (default: env, else 30000)")
+    parser.add_argument("--max-hold-ms", help="maxHoldMs for locks that promise none (default: env, else 5000)")
+    args = parser.parse_args(list(argv))
+    config = {k: v for k, v in (("staleMs", args.stale_ms), ("maxHoldMs", args.max_hold_ms)) if v is not None}
+    try:
+        settings, _ = resolve_lock_settings(config, os.environ)
+    except LockConfigError as exc:
+        message = str(exc).replace("session.writeLock.staleMs", "--stale-ms")
+        print(f"{prog}: {message.replace('session.writeLock.maxHoldMs', '--max-hold-ms')}", file=sys.stderr)
+        return 2
+    if not args.root.is_dir():
+        print(f"{prog}: {args.root}: not a directory", file=sys.stderr)
+        return 2
+    return run_doctor(args.root, settings, args.fix, args.json, print)

@@ -1,0 +1,67 @@
+"""The session lock's whole life on real runs: compaction, post-turn work, takeover, startup cleanup and the
+skipped-prompt path pass with the embedded agent, and each scenario catches its bug (test-only `testBugs`).
+
+Two runs in all (each boots Synapse): the five scenarios as they are, then the same five against an agent with
+all five bugs switched on. Every bug only acts on its own scenario's path (compaction, the post-turn note, the
+stalled reply, startup, the skipped prompt), so each scenario's failure is its own bug's evidence.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = (
+    "matrix-session-compaction-lock",
+    "matrix-post-turn-hook-unlocked",
+    "matrix-lock-max-hold-takeover",
+    "matrix-startup-stale-lock-cleanup",
+    "matrix-skipped-prompt-releases-lock",
+)
+BUGS = ["compact-under-model", "hook-under-lock", "skip-fence", "skip-startup-cleanup", "leak-skipped"]
+
+
+async def test_the_lock_life_scenarios_pass_with_their_evidence(run_qa) -> None:
+    result = await run_qa(*SCENARIOS)
+    assert result.code == 0, result.report
+    lock = result.summary["lock"]
+    assert lock["verdict"] == "pass", lock["reasons"]
+    kinds = {k["kind"] for k in lock["holdKinds"]}
+    assert {"compaction", "post-turn", "skipped-prompt", "inbound", "turn"} <= kinds, kinds
+    takeovers = lock["takeoverList"]
+    assert [t["reason"] for t in takeovers if not t["startup"]] == ["max-hold"]
+    assert [t["reason"] for t in takeovers if t["startup"]] == ["owner-dead"]
+    assert all(t["after"] == [] for t in takeovers), takeovers
+    assert lock["startupReclaims"] == 1
+    report = result.report
+    assert "Holds by kind:" in report and "compaction ×" in report and "post-turn ×" in report
+    assert "startup reclaim session=" in report and "then: nothing sent, written, run or removed" in report
+
+
+async def test_each_scenario_catches_its_bug(run_qa) -> None:
+    result = await run_qa(*SCENARIOS, bot_overrides={"sessionLife.testBugs": BUGS})
+    assert result.code == 1
+    failed = {s["id"]: s for s in result.summary["scenarios"]}
+    assert all(failed[sid]["status"] == "fail" for sid in SCENARIOS), {k: v["status"] for k, v in failed.items()}
+
+    def failure(sid: str) -> str:
+        f = failed[sid]["failure"]
+        return f"{f['expected']} {' '.join(f['seen'])}"
+
+    # The message landing during the summary call waited for the whole of it.
+    assert "waitMs" in failure("matrix-session-compaction-lock")
+    assert "waitMs" in failure("matrix-post-turn-hook-unlocked")
+    # The stale attempt was never stopped: no turn.stale.
+    assert "turn.stale" in failure("matrix-lock-max-hold-takeover")
+    assert "lock.reclaim" in failure("matrix-startup-stale-lock-cleanup")
+    assert "turn.skipped" in failure("matrix-skipped-prompt-releases-lock")
+
+    lock = result.summary["lock"]
+    assert lock["verdict"] == "fail"
+    reasons = "\n".join(lock["reasons"])
+    assert "(compaction): lock held during model I/O" in reasons
+    assert "(post-turn): lock held during model I/O" in reasons
+    assert "its hold was taken over (max-hold) but it then wrote the transcript, sent a reply" in reasons
+    assert "turn ended (skipped) with its lock still held (skip)" in reasons
+    assert "lock held during model I/O" in result.report

@@ -1,0 +1,208 @@
+"""The lock doctor: pure judgement, exit codes, and the listing/fix over real lock files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from qa.agent.doctor import Judgement, Observation, exit_code, judge, run_doctor
+from qa.agent.lock_settings import LockSettings
+from qa.clock import mono_ms
+
+SETTINGS = LockSettings(stale_ms=30_000, max_hold_ms=5_000)
+
+
+def obs(pid: int | None = 10, alive: bool | None = True, age: float = 100.0,
+        promised: int | None = 5_000) -> Observation:
+    return Observation(path="p", pid=pid, alive=alive, age_ms=age, attempt="a", promised_max_hold_ms=promised)
+
+
+def test_live_young_holder_is_fine() -> None:
+    assert judge(obs(), SETTINGS) == Judgement("held", problem=False, fixable=False, why="held by live pid 10")
+
+
+def test_dead_owner_is_the_only_fixable_state() -> None:
+    verdict = judge(obs(alive=False, age=1.0), SETTINGS)
+    assert (verdict.state, verdict.problem, verdict.fixable) == ("owner-dead", True, True)
+    assert "pid 10 is not running" in verdict.why
+
+
+@pytest.mark.parametrize(("age", "promised", "state"), [
+    (5_000.0, 5_000, "held"), (5_001.0, 5_000, "over-max-hold"),
+    # The holder's longer promise is honoured; a shorter one does not undercut ours.
+    (9_000.0, 10_000, "held"), (10_001.0, 10_000, "over-max-hold"), (4_000.0, 1_000, "held"),
+    # No usable promise: our maxHoldMs.
+    (5_001.0, None, "over-max-hold"), (5_001.0, 0, "over-max-hold"), (4_999.0, 0, "held"),
+])
+def test_max_hold_is_judged_like_the_lock_itself(age: float, promised: int | None, state: str) -> None:
+    verdict = judge(obs(age=age, promised=promised), SETTINGS)
+    assert verdict.state == state
+    assert verdict.problem is (state == "over-max-hold") and verdict.fixable is False
+
+
+def test_over_max_hold_names_the_limit() -> None:
+    assert "over maxHoldMs 5000" in judge(obs(age=6_000.0), SETTINGS).why
+
+
+@pytest.mark.parametrize(("age", "problem"), [(30_000.0, False), (30_001.0, True)])
+def test_unreadable_lock_is_a_problem_only_past_stale_ms_and_never_fixable(age: float, problem: bool) -> None:
+    verdict = judge(obs(pid=None, alive=None, age=age), SETTINGS)
+    assert (verdict.state, verdict.problem, verdict.fixable) == ("unreadable", problem, False)
+    assert ("older" if problem else "younger") in verdict.why
+
+
+def test_exit_code_counts_problems_left_after_fixing() -> None:
+    ok = Judgement("held", False, False, "")
+    bad = Judgement("owner-dead", True, True, "")
+    assert exit_code([], []) == 0
+    assert exit_code([ok], [False]) == 0
+    assert exit_code([ok, bad], [False, False]) == 1
+    assert exit_code([ok, bad], [False, True]) == 0
+
+
+def dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def plant(path: Path, pid: int, age_ms: float = 0.0, promised: int = 5_000) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"pid": pid, "createdMono": mono_ms() - age_ms, "token": "t", "attempt": "turn-1",
+                                "maxHoldMs": promised}))
+
+
+def test_fix_removes_only_the_dead_owners_lock(tmp_path: Path) -> None:
+    dead = tmp_path / "state" / "sessions" / "a.jsonl.lock"
+    live = tmp_path / "state" / "sessions" / "b.jsonl.lock"
+    runaway = tmp_path / "other" / "sessions" / "c.jsonl.lock"
+    plant(dead, dead_pid())
+    plant(live, os.getpid())
+    plant(runaway, os.getpid(), age_ms=60_000)
+    lines: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=False, as_json=False, out=lines.append) == 1
+    # Sorted by path: other/… before state/….
+    assert [line.split()[0] for line in lines[:3]] == ["over-max-hold", "owner-dead", "held"]
+    assert lines[-1] == "3 lock(s), 0 removed, 2 problem(s) left"
+    assert dead.exists()
+    lines.clear()
+    # The runaway holder is alive: reported, not removed, so the exit code still says something is wrong.
+    assert run_doctor(tmp_path, SETTINGS, fix=True, as_json=False, out=lines.append) == 1
+    assert not dead.exists() and live.exists() and runaway.exists()
+    assert lines[1].endswith("[removed]") and not lines[0].endswith("[removed]")
+    assert lines[-1] == "3 lock(s), 1 removed, 1 problem(s) left"
+
+
+def test_json_output_and_a_clean_tree(tmp_path: Path) -> None:
+    plant(tmp_path / "s.jsonl.lock", os.getpid())
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=True, as_json=True, out=out.append) == 0
+    [row] = json.loads(out[0])
+    assert (row["state"], row["pid"], row["alive"], row["fixed"]) == ("held", os.getpid(), True, False)
+    out.clear()
+    (tmp_path / "s.jsonl.lock").unlink()
+    assert run_doctor(tmp_path, SETTINGS, fix=False, as_json=False, out=out.append) == 0
+    assert out == [f"no session locks under {tmp_path}"]
+
+
+def test_command_lines_exit_2_on_bad_input_without_a_traceback(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    for argv in (["-m", "qa.agent", "doctor", "--state-dir", str(tmp_path / "nope")],
+                 ["-m", "qa.cli", "doctor", str(tmp_path), "--stale-ms", "soon"],
+                 ["-m", "qa.cli", "doctor"]):
+        proc = subprocess.run([sys.executable, *argv], capture_output=True, text=True, env=env, check=False)
+        assert proc.returncode == 2, (argv, proc.stderr)
+        assert "Traceback" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "qa.cli", "doctor", str(tmp_path), "--stale-ms", "soon"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert "--stale-ms='soon'" in proc.stderr
+    plant(tmp_path / "x.jsonl.lock", dead_pid())
+    proc = subprocess.run([sys.executable, "-m", "qa.agent", "doctor", "--state-dir", str(tmp_path), "--fix"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0 and "[removed]" in proc.stdout
+
+
+def test_an_artifacts_directory_is_judged_from_its_traces(tmp_path: Path) -> None:
+    def trace(sid: str, *records: dict[str, object]) -> None:
+        path = tmp_path / "scenarios" / sid / "bot-trace.jsonl"
+        path.parent.mkdir(parents=True)
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    common = {"session": "!r/main", "attempt": "turn-1"}
+    trace("clean", {"t": 0, "type": "start", "pid": 42},
+          {"t": 1, "type": "lock.acquire", "purpose": "inbound", **common},
+          {"t": 2, "type": "lock.release", "purpose": "inbound", **common})
+    trace("leaky", {"t": 0, "type": "start", "pid": 43}, {"t": 1, "type": "lock.acquire", "purpose": "skip", **common},
+          {"t": 251, "type": "turn.end", **common})
+    (tmp_path / "matrix-qa-summary.json").write_text("{}")
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=True, as_json=False, out=out.append) == 1
+    assert len(out) == 2
+    assert out[0].startswith("left-held      pid=43 (unknown) age=250ms attempt=turn-1 ")
+    assert "scenarios/leaky/bot-trace.jsonl session=!r/main: hold (skip) still open" in out[0]
+    assert out[1] == "1 lock(s), 0 removed, 1 problem(s) left"
+
+
+# --- what the mutation run of qa/agent/doctor.py found untested ------------------------------------------
+
+
+def test_the_reasons_are_exact() -> None:
+    assert judge(obs(alive=False), SETTINGS).why == "owner pid 10 is not running"
+    assert judge(obs(age=6_000.0), SETTINGS).why == "live owner pid 10 has held it 6000ms, over maxHoldMs 5000"
+    assert judge(obs(pid=None, alive=None, age=1.0), SETTINGS).why == "unreadable payload, younger than staleMs 30000"
+    assert judge(obs(pid=None, alive=None, age=40_000.0), SETTINGS).why == \
+        "unreadable payload, older than staleMs 30000"
+
+
+def test_observe_reads_the_promise_and_refuses_non_integers(tmp_path: Path) -> None:
+    from qa.agent.doctor import observe
+    from qa.agent.lock import view_lock
+
+    path = tmp_path / "s.jsonl.lock"
+    for promised, seen in ((10_000, 10_000), ("10000", None), (True, None)):
+        plant(path, os.getpid(), promised=promised)  # type: ignore[arg-type]
+        view = view_lock(path)
+        assert view is not None
+        assert observe(path, view, lambda pid: False).promised_max_hold_ms == seen
+        assert observe(path, view, lambda pid: False).alive is False
+
+
+def test_render_lines_are_exact(tmp_path: Path) -> None:
+    from qa.agent.doctor import Row, render
+
+    rows = [Row(obs(), judge(obs(), SETTINGS), False),
+            Row(obs(pid=None, alive=None), judge(obs(pid=None, alive=None), SETTINGS), False),
+            Row(obs(alive=False), judge(obs(alive=False), SETTINGS), True)]
+    assert render(rows, tmp_path) == [
+        "held           pid=10 (alive) age=100ms attempt=a p: held by live pid 10",
+        "unreadable     pid=? (unknown) age=100ms attempt=a p: unreadable payload, younger than staleMs 30000",
+        "owner-dead     pid=10 (dead) age=100ms attempt=a p: owner pid 10 is not running [removed]",
+        "3 lock(s), 1 removed, 0 problem(s) left",
+    ]
+
+
+def test_a_lock_left_in_a_trace_is_never_fixable(tmp_path: Path) -> None:
+    from qa.agent.doctor import from_traces
+
+    path = tmp_path / "scenarios" / "s" / "bot-trace.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"t": 1, "type": "lock.acquire", "session": "!r", "attempt": "a", "purpose": "p"})
+                    + "\n" + json.dumps({"t": 2, "type": "x"}) + "\n")
+    [row] = from_traces(tmp_path)
+    assert (row.judgement.problem, row.judgement.fixable, row.observation.pid) == (True, False, None)
+
+
+def test_max_hold_ms_flag_is_named_in_its_error(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "qa.cli", "doctor", str(tmp_path), "--max-hold-ms", "0"],
+                          capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("matrix-qa doctor: --max-hold-ms='0': expected"), proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "qa.agent", "doctor"], capture_output=True, text=True, env=env,
+                          check=False)
+    assert proc.returncode == 2 and "--state-dir" in proc.stderr
