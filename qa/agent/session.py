@@ -61,13 +61,25 @@ def transcript_file_name(key: str) -> str:
 
 
 def context_for(records: list[dict[str, Any]], event_id: str, attempt: str) -> list[dict[str, Any]]:
-    """What the model sees when answering `event_id`: the transcript up to that message, plus this attempt's
-    own records (tool calls). Messages that landed later are their own turns' business: a turn retried after a
-    takeover, or resumed after a crash, must answer its own message, not the newest one."""
+    """What the model sees when answering `event_id`: the transcript up to that message, then what was written
+    after it about the conversation before it (an earlier message's answer that landed later, a reaction
+    notice, a summary), and this attempt's own records (tool calls). Messages that landed later, and whatever
+    belongs to them, are their own turns' business: a turn retried after a takeover, or resumed after a crash,
+    must answer its own message, not the newest one; another attempt's records about this message are stale."""
     at = next((i for i, r in enumerate(records) if r.get("kind") == "user" and r.get("eventId") == event_id), None)
     if at is None:
         return records
-    return records[: at + 1] + [r for r in records[at + 1:] if r.get("attempt") == attempt]
+    later = records[at + 1:]
+    later_messages = {r.get("eventId") for r in later if r.get("kind") == "user"}
+
+    def belongs(r: dict[str, Any]) -> bool:
+        if r.get("attempt") == attempt:
+            return True
+        if r.get("kind") == "user" or r.get("eventId") in later_messages:
+            return False
+        return r.get("eventId") != event_id  # this message's records from another (stale) attempt stay out
+
+    return records[: at + 1] + [r for r in later if belongs(r)]
 
 
 @dataclass

@@ -38,7 +38,7 @@ async def test_canary_passes_and_writes_every_artifact(run_qa) -> None:
     summary = result.summary
     assert summary["schema"].startswith("matrix-qa.summary/")
     assert summary["status"] == "pass"
-    assert summary["counts"] == {"total": 1, "passed": 1, "failed": 0, "skipped": 0, "interrupted": 0}
+    assert summary["counts"] == {"total": 1, "passed": 1, "failed": 0, "skipped": 0, "interrupted": 0, "flaky": 0}
     env = summary["environment"]
     assert env["homeserver"]["kind"] == "synapse" and env["homeserver"]["version"]
     assert env["homeserver"]["serverName"] and env["homeserver"]["baseUrl"].startswith("http://127.0.0.1:")

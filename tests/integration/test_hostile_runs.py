@@ -139,7 +139,8 @@ def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_pat
         "  - send: {as: driver, mention: bot, body: 'say the key', id: say}\n"
         "  - expect_reply: {to: say, id: said}\n"
         "  - send: {as: driver, mention: bot, body: 'echo the key', id: echo}\n"
-        "  - expect_reply: {to: echo, timeout: 10s}\n")
+        # The refused turn is answered with the bot's one failure notice (issue 16), which must not carry the key.
+        "  - expect_reply: {to: echo, msgtype: m.notice, body_contains: 'could not answer', timeout: 10s}\n")
     try:
         assert proc.stdout is not None
         base_url = proc.stdout.readline().strip()
@@ -150,12 +151,8 @@ def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_pat
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)
-    assert run.returncode == 1, run.stderr  # the second turn fails: the provider refused it
-    summary = _summary(out)
-    failed = summary["scenarios"][0]
-    assert "the bot's turn for it failed" in failed["details"], failed
-    step = next(s for s in failed["steps"] if s["status"] == "fail")
-    assert step["durationMs"] < 9_000, "failed on the traced evidence, not after the step's 10 s timeout"
+    assert run.returncode == 0, run.stderr  # the provider refused the second turn; the bot said so in the room
+    assert _summary(out)["scenarios"][0]["status"] == "pass"
     assert (out / "scenarios" / "echo-key" / "transcripts").is_dir(), "the transcripts were copied"
     trace = (out / "scenarios" / "echo-key" / "bot-trace.jsonl").read_text()
     assert "[REDACTED]" in trace, "the echoed key reached the trace, and was redacted there"

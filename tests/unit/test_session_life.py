@@ -182,9 +182,19 @@ async def test_shutdown_before_the_model_call_is_a_skipped_turn(tmp_path: Path) 
 
 
 def test_context_for_ends_at_the_message_being_answered() -> None:
-    records = [{"kind": "user", "eventId": "$1", "attempt": "t1"}, {"kind": "user", "eventId": "$2", "attempt": "t2"},
-               {"kind": "tool", "eventId": "$1", "attempt": "t3"}, {"kind": "assistant", "eventId": "$2",
-                                                                     "attempt": "t2"}]
-    assert context_for(records, "$1", "t3") == [records[0], records[2]]
-    assert context_for(records, "$2", "t2") == [*records[:2], records[3]]
+    user1 = {"kind": "user", "eventId": "$1", "attempt": "t1"}
+    user2 = {"kind": "user", "eventId": "$2", "attempt": "t2"}
+    tool1 = {"kind": "tool", "eventId": "$1", "attempt": "t3"}
+    answer2, stale2 = {"kind": "assistant", "eventId": "$2", "attempt": "t2"}, {"kind": "assistant", "eventId": "$2",
+                                                                              "attempt": "t9"}
+    notice = {"kind": "notice", "eventId": "$reaction", "attempt": "notice-1"}
+    user3, answer3 = {"kind": "user", "eventId": "$3", "attempt": "t4"}, {"kind": "assistant", "eventId": "$3",
+                                                                          "attempt": "t4"}
+    records = [user1, user2, tool1, answer2, stale2, notice, user3, answer3]
+    # Answering $1: nothing of the later message $2 (nor its answer), its own attempt's tool record, the notice.
+    assert context_for(records, "$1", "t3") == [user1, tool1, notice]
+    # Answering $2: the earlier message's tool record that landed after it, its own answer, not a stale
+    # attempt's answer to it, nothing of $3.
+    assert context_for(records, "$2", "t2") == [user1, user2, tool1, answer2, notice]
+    # A message folded into a summary is not found: the whole transcript.
     assert context_for(records, "$folded", "t9") == records
