@@ -24,12 +24,13 @@ an earlier rule acted on that request: `nth` is about the requests the rule matc
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from qa.patterns import Regex
 
 # A stall with no end would wait out the scenario; the proxy's teardown is bounded by this too.
 MAX_STALL_MS = 120_000
@@ -38,21 +39,13 @@ DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN
                     429: "M_LIMIT_EXCEEDED"}
 
 
-def _regex(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as err:
-            raise ValueError(f"invalid regex {value!r}: {err}") from None
-    return value
-
 
 class FaultRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
     method: Literal["GET", "PUT", "POST", "DELETE", "OPTIONS"] | None = None
-    path: Annotated[re.Pattern[str], BeforeValidator(_regex)]
+    path: Regex
     nth: int = Field(1, ge=1)
     count: int | Literal["all"] = 1
     delay_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)

@@ -45,15 +45,16 @@ from collections.abc import Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
 from qa.errors import ConfigError
 from qa.library import builtin_rules_dir
+from qa.patterns import Regex
 
 # The checkout's fixtures/, or their installed copy (qa.library): a plain `pip install .` must find them too.
 DEFAULT_RULES_PATH = (builtin_rules_dir() or Path(__file__).resolve().parents[2] / "fixtures" / "mock-provider") \
@@ -79,17 +80,7 @@ class RuleFileError(ConfigError, ValueError):
         super().__init__("\n".join(lines))
 
 
-def _compile_regex(value: object) -> object:
-    if isinstance(value, str):
-        try:
-            return re.compile(value)
-        except re.error as err:
-            # Pydantic's own message would drop the position, which is what the author needs.
-            raise ValueError(f"invalid regex {value!r}: {err}") from None
-    return value
 
-
-Regex = Annotated[re.Pattern[str], BeforeValidator(_compile_regex)]
 
 
 class _Strict(BaseModel):

@@ -331,6 +331,17 @@ class StepBase(_Model):
         return [(("timeout",), timeout)] if timeout is not None else []
 
 
+class _InRoom(StepBase):
+    """A step that names its room itself (its `room:` field), rather than following what it refers to. Each
+    subclass declares `room` in its own place: error messages list a step's fields in declaration order."""
+
+    def own_room(self) -> str | None:
+        return str(getattr(self, "room"))  # noqa: B009 - the field is the subclass's, not declared here
+
+    def room_anchor(self) -> str | None:
+        return None
+
+
 def _opt_ref(loc: str, target: str | None, accepts: frozenset[str], same_room: bool = True) -> list[Ref]:
     return [] if target is None else [Ref((loc,), target, accepts, same_room)]
 
@@ -339,7 +350,7 @@ def _mention(loc: tuple[str, ...], name: str | None) -> list[ActorUse]:
     return [] if name is None else [ActorUse(loc, name, bot_allowed=True, must_be_member=False)]
 
 
-class Send(StepBase):
+class Send(_InRoom):
     """An actor sends a message; `id` names it for later steps."""
 
     kind: ClassVar[str] = "send"
@@ -366,12 +377,6 @@ class Send(StepBase):
 
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, True), *_mention(("mention",), self.mention)]
-
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
 
 
 class ExpectReply(StepBase):
@@ -560,7 +565,7 @@ MediaKind = Literal["image", "audio", "video", "file"]
 _FIXTURE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
 
 
-class SendMedia(StepBase):
+class SendMedia(_InRoom):
     """An actor uploads a file to the homeserver's content repository and sends it as m.image / m.audio /
     m.video / m.file (encrypted, attachment included, in an encrypted room). The file is `fixture` (a name under
     fixtures/media/) or `generate_bytes` random bytes; `caption` is the message body (Matrix 1.10 captions)."""
@@ -594,12 +599,6 @@ class SendMedia(StepBase):
 
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, True), *_mention(("mention",), self.mention)]
-
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
 
 
 class ExpectEdits(StepBase):
@@ -830,7 +829,7 @@ class ExpectVerified(StepBase):
         return [ActorUse(("as",), self.actor, False, False)]
 
 
-class Leave(StepBase):
+class Leave(_InRoom):
     """A test actor leaves a room (in an encrypted room, the bot's next message must use a new Megolm session)."""
 
     kind: ClassVar[str] = "leave"
@@ -841,17 +840,11 @@ class Leave(StepBase):
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, False)]
 
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
-
 
 # --- membership and config changes (issue 13) ---------------------------------------------------------------
 
 
-class Invite(StepBase):
+class Invite(_InRoom):
     """Actor `as` invites `who` (the bot unless said otherwise) to a room it is not in."""
 
     kind: ClassVar[str] = "invite"
@@ -862,12 +855,6 @@ class Invite(StepBase):
 
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, True), ActorUse(("who",), self.who, True, False)]
-
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
 
 
 class Kick(Invite):
@@ -938,7 +925,7 @@ class ExpectEncrypted(StepBase):
         return _device_uses(("readable_by",), self.readable_by) + _device_uses(("unreadable_by",), self.unreadable_by)
 
 
-class SendVerificationRequest(StepBase):
+class SendVerificationRequest(_InRoom):
     """An in-room verification request (msgtype m.key.verification.request, as Element sends in a DM) to the
     bot: a notice about verification, never a question to answer."""
 
@@ -952,12 +939,6 @@ class SendVerificationRequest(StepBase):
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, True)]
 
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
-
 
 class ExpectArtifactsClean(StepBase):
     """None of these texts (markers expanded: decrypted bodies) is in the run's artifacts so far, nor in what
@@ -968,7 +949,7 @@ class ExpectArtifactsClean(StepBase):
     markers: list[MarkedText] = Field(min_length=1)
 
 
-class ExpectMembership(StepBase):
+class ExpectMembership(_InRoom):
     """The room's timeline shows `who` (the bot by default) reaching `membership`: the bot joined an invite,
     or declined it (leave), seen by the room's first member."""
 
@@ -981,12 +962,6 @@ class ExpectMembership(StepBase):
 
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("who",), self.who, True, False)]
-
-    def own_room(self) -> str | None:
-        return self.room
-
-    def room_anchor(self) -> str | None:
-        return None
 
 
 class SetBotConfig(StepBase):
