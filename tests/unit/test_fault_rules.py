@@ -105,3 +105,88 @@ def test_retry_gaps_measure_from_the_faulty_answer_to_the_next_matching_request(
     assert retry_gaps([{"endedAt": 900.0}], requests, r) == [None]
     assert retry_gaps(hits, requests, None) == [50.0, 300.0]
     assert retry_gaps([{"endedAt": None}], requests, r) == [None]
+
+
+@pytest.mark.parametrize(("status", "errcode"), [(400, "M_BAD_JSON"), (401, "M_UNKNOWN_TOKEN"),
+                                                 (403, "M_FORBIDDEN"), (404, "M_NOT_FOUND"),
+                                                 (429, "M_LIMIT_EXCEEDED"), (500, "M_UNKNOWN")])
+def test_each_status_answers_with_the_matrix_errcode_clients_expect(status: int, errcode: str) -> None:
+    assert rule(status=status).error_body()["errcode"] == errcode
+
+
+def test_each_action_is_named_and_described() -> None:
+    assert rule().action == "status"
+    assert FaultRule(name="d", path="/x", drop="before").action == "drop-before"
+    assert FaultRule(name="d", path="/x", drop="after").action == "drop-after"
+    assert FaultRule(name="s", path="/x", stall_ms=1).action == "stall"
+    assert FaultRule(name="d", path="/x", drop="before").describe() == \
+        "any /x #1: connection dropped before forwarding"
+    assert FaultRule(name="d", path="/x", delay_ms=1, nth=3).describe() == "any /x #3: delayed 1 ms"
+    assert rule(status=403).describe() == "any /send/ #1: 403 M_FORBIDDEN"
+
+
+def test_the_bounds_of_every_field_are_where_the_schema_says() -> None:
+    # Smallest and largest values allowed; each of these would be refused by an off-by-one bound.
+    FaultRule(name="a", path="/x", delay_ms=1)
+    FaultRule(name="a", path="/x", stall_ms=1)
+    rule(status=400)
+    rule(status=599)
+    rule(retry_after_ms=0)
+    for method in ("GET", "PUT", "POST", "DELETE", "OPTIONS"):
+        assert rule(method=method).method == method
+    with pytest.raises(ValidationError):
+        rule(status=600)
+
+
+@pytest.mark.parametrize("extra", [{"errcode": "M_X"}, {"error": "text"}, {"retry_after_ms": 5}])
+def test_each_status_field_alone_is_refused_on_a_rule_without_status(extra: dict[str, object]) -> None:
+    with pytest.raises(ValidationError) as err:
+        FaultRule.model_validate({"name": "r", "path": "/x", "delay_ms": 5, **extra})
+    assert "Value error, errcode, error and retry_after_ms belong to a `status` rule" in str(err.value)
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"count": 0}, 'Value error, count must be at least 1 (or "all")'),
+    ({"status": 418}, "Value error, status 418 has no default Matrix errcode; give `errcode`"),
+    ({"status": None}, "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: none)"),
+])
+def test_refusals_read_exactly_as_written(fields: dict[str, object], message: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        rule(**fields)
+    assert message in str(err.value)
+
+
+def test_retry_after_rounds_up_to_whole_seconds_and_rules_are_immutable() -> None:
+    assert rule(retry_after_ms=1001).headers() == {"Retry-After": "2"}
+    assert rule(retry_after_ms=1000).headers() == {"Retry-After": "1"}
+    with pytest.raises(ValidationError):
+        rule().nth = 5  # type: ignore[misc]
+    with pytest.raises(ValidationError):
+        rule(unknown=1)
+
+
+def test_a_fresh_state_forwards_everything() -> None:
+    assert FaultState().decide("GET", "/sync") is None
+    assert FaultState().seen == {} and FaultState().rules == []
+
+
+def test_a_rule_that_does_not_match_lets_the_next_one_act() -> None:
+    state = FaultState()
+    state.install([rule(name="sync-only", path="/sync"), rule(name="sends")])
+    hit = state.decide("PUT", "/send/1")
+    assert hit is not None and hit[0].name == "sends"
+
+
+@pytest.mark.parametrize("fields", [{"delay_ms": 0, "status": None}, {"retry_after_ms": -1}, {"errcode": "bad"},
+                                    {"delay_ms": 120_001, "status": None}])
+def test_out_of_range_values_are_refused(fields: dict[str, object]) -> None:
+    with pytest.raises(ValidationError):
+        rule(**fields)
+
+
+def test_retry_gaps_skip_open_hits_count_a_retry_at_the_same_instant_and_keep_a_tenth_of_a_ms() -> None:
+    r = rule(method="PUT")
+    hits = [{"endedAt": None}, {"endedAt": 100.0}, {"endedAt": 200.0}]
+    requests = [{"method": "PUT", "path": "/send/1", "startedAt": 100.0},
+                {"method": "PUT", "path": "/send/2", "startedAt": 200.26}]
+    assert retry_gaps(hits, requests, r) == [None, 0.0, 0.3]
