@@ -503,10 +503,18 @@ def invalid_transcript_lines(sessions_dir: Path) -> list[str]:
     return problems
 
 
+OWN_THE_BOTS_START = frozenset({"start_bot", "restart_bot"})
+
+
 async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str) -> str:
     """Run a step, but fail it at once when the bot exits while nobody asked it to (a crash, an OOM kill):
     with the exit and the tail of its log, rather than waiting out the step's timeout."""
     bot = ctx.bot
+    if kind in OWN_THE_BOTS_START:
+        # These wait for readiness and watch the exit themselves, and say which it was ("did not become
+        # ready", with the log's tail). Racing their own watch against this one made the verdict depend on
+        # which waiter the event loop woke first.
+        return await step
     stopped, work = await run_unless(step, bot.died.wait(), grace_s=5.0)
     if not stopped:
         return work.result()

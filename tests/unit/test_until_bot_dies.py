@@ -1,0 +1,50 @@
+"""A step that watches the bot's start itself gets the last word when the bot dies during it; any other step
+is cut short by the death at once, with the exit in its evidence. Regression: the two watches on one exit
+event raced, and a bot that died on a damaged store was reported as a step failure or as "did not become
+ready" depending on which waiter the event loop woke first."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+import pytest
+
+from qa.errors import InfraError
+from qa.scenario.context import StepFailed
+from qa.scenario.runner import until_bot_dies
+
+
+def _ctx() -> SimpleNamespace:
+    bot = SimpleNamespace(died=asyncio.Event(), name="bot", exit_description="exited with code 1",
+                          log_path="bot.log", log_tail=lambda lines=20: ["bot.log: boom"], has_trace=False,
+                          trace=SimpleNamespace(items=[]))
+    return SimpleNamespace(bot=bot)
+
+
+async def _dies_then_reports(ctx: SimpleNamespace) -> str:
+    ctx.bot.died.set()
+    for _ in range(3):  # its own watch answers a few loop turns later, as wait_ready's does
+        await asyncio.sleep(0)
+    raise InfraError("bot bot did not become ready: the bot exited with code 1")
+
+
+@pytest.mark.parametrize("kind", ["start_bot", "restart_bot"])
+async def test_a_start_step_reports_the_death_itself(kind: str) -> None:
+    ctx = _ctx()
+    with pytest.raises(InfraError, match="did not become ready"):
+        await until_bot_dies(ctx, _dies_then_reports(ctx), 3, kind)
+
+
+async def test_any_other_step_is_cut_short_by_the_death() -> None:
+    ctx = _ctx()
+
+    async def waits_forever() -> str:
+        ctx.bot.died.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    with pytest.raises(StepFailed) as caught:
+        await asyncio.wait_for(until_bot_dies(ctx, waits_forever(), 4, "expect_reply"), 10)
+    assert caught.value.expected == "the bot to keep running through step 4 (expect_reply)"
+    assert "bot bot: exited with code 1 unexpectedly (log: bot.log)" in caught.value.seen
