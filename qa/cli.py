@@ -114,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", default=None, metavar="DURATION",
                      help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
                      "report says what finished and what did not (exit 2)")
+    run.add_argument("--no-fork-server", action="store_true",
+                     help="start each embedded-agent bot as a fresh interpreter instead of forking it from one "
+                          "pre-imported process (slower; to compare or rule it out)")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the bot's config for every scenario, "
@@ -223,6 +226,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,
         fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
+        fork_server=not args.no_fork_server,
         shard=parse_shard(args.shard) if args.shard is not None else None,
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],

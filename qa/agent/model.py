@@ -9,9 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import openai
-from openai import AsyncOpenAI
+from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from qa.agent.config import FaultMutations, ModelConfig
+from qa.agent.tls import shared_tls_context
 
 
 @dataclass
@@ -146,11 +147,13 @@ class ModelClient:
         self._mutations = mutations or FaultMutations()
         # The SDK's own retries stay off: ours are bounded the same way, honour Retry-After, cover a stream
         # that breaks half-way (which the SDK never retries), and are traced.
+        tls = shared_tls_context()
         self._client = AsyncOpenAI(
             base_url=config.base_url,
             api_key=api_key or "unset",
             timeout=NO_TIMEOUT_S if self._mutations.no_model_timeout else config.timeout_s,
             max_retries=0,
+            **({"http_client": DefaultAsyncHttpxClient(verify=tls)} if tls is not None else {}),
         )
 
     async def warm_up(self) -> str | None:

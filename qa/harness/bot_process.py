@@ -23,11 +23,13 @@ from typing import Any
 
 from qa.errors import InfraError
 from qa.harness.botfile import BotFile
+from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
 from qa.report.redact import redact
 from qa.waiting import Stream, WaitTimeout
 
-_LIVE: set[asyncio.subprocess.Process] = set()
+Proc = asyncio.subprocess.Process | ForkedProcess
+_LIVE: set[Proc] = set()
 # A trace file has no portable change notification in the standard library; reading new bytes this often
 # costs a syscall and keeps trace-based waits within a few ms of the bot's write.
 TRACE_POLL_S = 0.005
@@ -58,7 +60,7 @@ class BotUnderTest:
     """One process at a time; `trace` and `log` accumulate across restarts (their files do too)."""
 
     def __init__(self, bot: BotFile, launch: Launch, log_path: Path, trace_file: Path, trace_copy: Path,
-                 secrets: list[str]) -> None:
+                 secrets: list[str], fork_server: ForkServer | None = None) -> None:
         self.bot = bot
         self.launch = launch
         self.log_path = log_path
@@ -67,7 +69,9 @@ class BotUnderTest:
         self._secrets = secrets  # the run's live list: anything registered later is redacted too
         self.trace: Stream[dict[str, Any]] = Stream(describe_record)
         self.log: Stream[str] = Stream(str)
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: Proc | None = None
+        self.fork_server = fork_server
+        self.forked = False  # this process came from the fork server (shown in the scenario's record)
         self.died = asyncio.Event()
         self.exit_description: str | None = None
         self._stopping = False
@@ -112,15 +116,7 @@ class BotUnderTest:
         self.exit_description = None
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
-        try:
-            self.proc = await asyncio.create_subprocess_exec(
-                *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
-                start_new_session=True, limit=2**20,
-            )
-        except OSError as exc:
-            raise InfraError(f"bot {self.name} could not be started ({self.launch.argv[0]}): "
-                             f"{exc.strerror or exc}; see {self.bot.source}") from None
+        self.proc = await self._forked() or await self._spawned()
         _LIVE.add(self.proc)
         await self.trace.reopen()
         await self.log.reopen()
@@ -129,9 +125,36 @@ class BotUnderTest:
         self._tasks.append(asyncio.create_task(self._watch_exit(self.proc), name=f"bot-exit:{self.name}"))
         return mark
 
+    async def _forked(self) -> ForkedProcess | None:
+        """From the fork server when it serves this launch; None means start it the ordinary way."""
+        server = self.fork_server
+        self.forked = False
+        if server is None or not server.serves(self.launch.argv, self.launch.env):
+            return None
+        try:
+            proc = await server.spawn(self.launch.argv, self.launch.env, self.launch.cwd)
+        except InfraError as exc:
+            # The bot is still tested, only slower: the next lines of its log say how it was started.
+            with self.log_path.open("a", encoding="utf-8") as log:
+                log.write(f"matrix-qa: {exc}; starting the bot the ordinary way\n")
+            return None
+        self.forked = True
+        return proc
+
+    async def _spawned(self) -> asyncio.subprocess.Process:
+        try:
+            return await asyncio.create_subprocess_exec(
+                *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
+                start_new_session=True, limit=2**20,
+            )
+        except OSError as exc:
+            raise InfraError(f"bot {self.name} could not be started ({self.launch.argv[0]}): "
+                             f"{exc.strerror or exc}; see {self.bot.source}") from None
+
     # --- output ------------------------------------------------------------------------------------------
 
-    async def _pump_log(self, proc: asyncio.subprocess.Process) -> None:
+    async def _pump_log(self, proc: Proc) -> None:
         """stdout+stderr to bot.log, whole (lines of any length), and to the `log` stream (kept short)."""
         assert proc.stdout is not None
         pending = b""
@@ -154,7 +177,7 @@ class BotUnderTest:
         if len(self.log.items) < LOG_LINES_KEPT:
             await self.log.append(line[:LOG_LINE_KEPT])
 
-    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+    async def _watch_exit(self, proc: Proc) -> None:
         """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
         On Python 3.11 Process.wait() also waits for every pipe to close, so the exit code is polled: asyncio
         sets it as soon as the child is reaped."""
@@ -162,7 +185,7 @@ class BotUnderTest:
             await asyncio.sleep(EXIT_POLL_S)  # polling the reaped status, not a synchronization point
         code = proc.returncode
         _LIVE.discard(proc)
-        self.exit_description = describe_exit(code)
+        self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
         if not self._stopping:
             self.died.set()
         # Whatever it left behind in its process group goes with it, so the log reaches its end.
@@ -173,7 +196,7 @@ class BotUnderTest:
             await asyncio.wait({pump}, timeout=2.0)
         await self.log.close(f"bot process {self.exit_description}")
 
-    async def _follow_trace(self, proc: asyncio.subprocess.Process) -> None:
+    async def _follow_trace(self, proc: Proc) -> None:
         while proc.returncode is None:
             await self._read_trace()
             await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (see TRACE_POLL_S), not a sync point
@@ -312,7 +335,7 @@ class BotUnderTest:
         return proc.returncode
 
 
-async def _exited(proc: asyncio.subprocess.Process, timeout_s: float) -> bool:
+async def _exited(proc: Proc, timeout_s: float) -> bool:
     """Whether the process exited within the time (see _watch_exit for why this polls)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s

@@ -46,6 +46,9 @@ class BotInfo(_Model):
     source: str
     ready: str
     capabilities: list[str] = Field(default_factory=list)
+    # How its processes were started: "fork-server" (forked from one pre-imported process, see
+    # qa.harness.fork_server) or "exec" (a fresh interpreter or program each time).
+    started: Literal["fork-server", "exec"] = "exec"
 
 
 class Environment(_Model):

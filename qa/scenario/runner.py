@@ -76,6 +76,7 @@ class RunResources:
     infra_errors: list[str] = field(default_factory=list)
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
+    fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -319,7 +320,7 @@ async def _provision(
     )
     launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
     bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
-                       scenario_dir / "bot-trace.jsonl", res.secrets)
+                       scenario_dir / "bot-trace.jsonl", res.secrets, fork_server=res.fork_server)
     holder["bot"] = bot
     boot_started = mono_ms()
     start = await bot.start()

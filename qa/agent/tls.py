@@ -1,0 +1,33 @@
+"""One TLS context per process for the model client, built the way the SDK's HTTP library builds its own.
+
+The SDK builds a fresh context for every client, loading the CA bundle each time: ~26 ms of CPU per bot, spent
+even for a plain-http mock. The fork server (qa.agent.zygote) builds this one before it forks, so a forked bot
+pays nothing; a bot started the ordinary way pays once, as before. The certificate variables the library
+honours (SSL_CERT_FILE, SSL_CERT_DIR) are part of the key, so a bot whose environment names others gets its own.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import os
+import ssl
+
+
+def shared_tls_context() -> ssl.SSLContext | None:
+    """None when the SDK's HTTP library offers no public way to build its context: the SDK then builds its own."""
+    return _context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+
+
+@functools.cache
+def _context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext | None:
+    for name in ("httpx2", "httpx"):  # openai 3.x ships httpx2; earlier releases, httpx
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        make = getattr(module, "create_ssl_context", None)
+        if make is not None:
+            context: ssl.SSLContext = make()
+            return context
+    return None

@@ -1,0 +1,224 @@
+"""The harness's end of the embedded agent's fork server (qa.agent.zygote): start it once per run, ask it for
+bots, hear their exits.
+
+Why: a bot process spends about a CPU-second importing openai and nio before it says a word, and a run starts
+one per scenario and more for restarts. The zygote imports once; each bot is forked from it. What a bot is to
+the harness does not change: its own pid and process group (the harness kills it with killpg, SIGKILL
+included), its stdout+stderr on a pipe the harness reads, its exit code (from the zygote, which is its parent
+and reaps it). A restart forks again: a new process, nothing kept.
+
+Only the embedded agent is served, and only when its launch would run exactly the interpreter and Python
+environment the zygote runs (same executable, same PYTHON* variables); any other bot, or the agent when the
+zygote is not there or fails, starts the ordinary way. If the zygote dies mid-run, the bots it forked are killed
+(their exits could no longer be known) and say why; later bots start the ordinary way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from qa.errors import InfraError
+
+MAX_MESSAGE = 1 << 16
+START_TIMEOUT_S = 60.0  # the imports, on a loaded 2-core machine
+SPAWN_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 5.0
+
+
+class ForkedProcess:
+    """The part of asyncio.subprocess.Process a BotUnderTest uses: pid, returncode, stdout."""
+
+    def __init__(self, pid: int, stdout: asyncio.StreamReader) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdout = stdout
+        # Set when the exit was not the bot's own doing (its fork server died): shown instead of a bare signal.
+        self.exit_note: str | None = None
+
+
+def same_python(env: Mapping[str, str], ours: Mapping[str, str]) -> bool:
+    """Pure: would a fresh `python` with `env` set itself up as the zygote did? PYTHON* variables (path, hash
+    seed, flags) are read once at interpreter start, so a bot that asks for others must get a fresh one."""
+    def python_vars(e: Mapping[str, str]) -> dict[str, str]:
+        return {k: v for k, v in e.items() if k.startswith("PYTHON")}
+    return python_vars(env) == python_vars(ours)
+
+
+def serves(argv: list[str], env: Mapping[str, str], ours: Mapping[str, str]) -> bool:
+    """Pure: is this launch one the zygote can fork? The embedded agent's own command line, same interpreter."""
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1:3] == ["-m", "qa.agent"] \
+        and argv[3:4] != ["doctor"] and same_python(env, ours)
+
+
+def uses_fork_server(command: list[str]) -> bool:
+    """Pure: is this bot file's command the embedded agent's, `{python} -m qa.agent …`?"""
+    return command[:3] == ["{python}", "-m", "qa.agent"]
+
+
+class ForkServer:
+    def __init__(self, log_path: Path, cwd: Path) -> None:
+        self.log_path = log_path
+        self.cwd = cwd
+        self.pid: int | None = None
+        self.failure: str | None = None  # why it is not serving (never started, died): for the run's notes
+        self._env = dict(os.environ)
+        self._proc: asyncio.subprocess.Process | None = None
+        self._sock: socket.socket | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._children: dict[int, ForkedProcess] = {}
+        self._next_id = 0
+
+    @property
+    def alive(self) -> bool:
+        return self._reader is not None and not self._reader.done()
+
+    def serves(self, argv: list[str], env: Mapping[str, str]) -> bool:
+        return self.alive and serves(argv, env, self._env)
+
+    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.cwd.mkdir(parents=True, exist_ok=True)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self.log_path.open("ab") as log:
+                self._proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "qa.agent.zygote", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
+                    start_new_session=True)
+        except OSError as exc:
+            ours.close()
+            raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None
+        finally:
+            theirs.close()
+        ours.setblocking(False)
+        self._sock = ours
+        loop = asyncio.get_running_loop()
+        try:
+            first = await asyncio.wait_for(loop.sock_recv(ours, MAX_MESSAGE), timeout_s)
+        except (TimeoutError, OSError) as exc:
+            await self.close()
+            raise InfraError(f"fork server did not become ready ({type(exc).__name__}); see {self.log_path}") \
+                from None
+        if not first or "ready" not in _decode(first):
+            await self.close()
+            raise InfraError(f"fork server exited before it was ready; see {self.log_path}")
+        self.pid = self._proc.pid
+        self._reader = asyncio.create_task(self._read(), name="fork-server")
+
+    async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path,
+                    timeout_s: float = SPAWN_TIMEOUT_S) -> ForkedProcess:
+        if not self.alive or self._sock is None:
+            raise InfraError(f"fork server is not running ({self.failure or 'not started'})")
+        self._next_id += 1
+        request_id = self._next_id
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._pending[request_id] = answer
+        read_fd, write_fd = os.pipe()
+        try:
+            message = json.dumps({"id": request_id, "argv": argv, "env": dict(env), "cwd": str(cwd)}).encode()
+            socket.send_fds(self._sock, [message], [write_fd])
+        except OSError as exc:
+            os.close(read_fd)
+            raise InfraError(f"fork server did not take the request: {exc}") from None
+        finally:
+            os.close(write_fd)  # in flight, the message holds its own reference
+        try:
+            reply = await asyncio.wait_for(answer, timeout_s)
+        except TimeoutError:
+            os.close(read_fd)
+            raise InfraError(f"fork server did not answer within {timeout_s:g}s; see {self.log_path}") from None
+        except InfraError:
+            os.close(read_fd)
+            raise
+        finally:
+            self._pending.pop(request_id, None)
+        if "pid" not in reply:
+            os.close(read_fd)
+            raise InfraError(f"fork server refused: {reply.get('error')}")
+        proc: ForkedProcess = reply["proc"]
+        proc.stdout = asyncio.StreamReader(limit=2**20)
+        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout), os.fdopen(read_fd, "rb", 0))
+        return proc
+
+    async def _read(self) -> None:
+        assert self._sock is not None
+        loop = asyncio.get_running_loop()
+        try:
+            while message := await loop.sock_recv(self._sock, MAX_MESSAGE):
+                self._dispatch(_decode(message))
+            self.failure = "it exited"
+        except OSError as exc:
+            self.failure = f"its socket failed: {exc}"
+        finally:
+            self._orphaned()
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if "exit" in message:
+            # The same object the spawn returned: its answer came first on the socket, and created it.
+            if (proc := self._children.pop(message["exit"], None)) is not None:
+                proc.returncode = int(message["code"])
+            return
+        answer = self._pending.get(message.get("id", -1))
+        if "pid" in message:
+            self._children[message["pid"]] = message["proc"] = ForkedProcess(message["pid"], asyncio.StreamReader())
+        if answer is not None and not answer.done():
+            answer.set_result(message)
+        elif "pid" in message:  # a spawn that gave up waiting: the bot is nobody's, so it goes
+            with contextlib.suppress(OSError):
+                os.killpg(message["pid"], signal.SIGKILL)
+
+    def _orphaned(self) -> None:
+        """The zygote is gone: nobody can tell us how its bots end, so they end now, saying why."""
+        for answer in self._pending.values():
+            if not answer.done():
+                answer.set_exception(InfraError(f"fork server stopped ({self.failure}); see {self.log_path}"))
+        for proc in self._children.values():
+            if proc.returncode is None:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.exit_note = f"killed: the fork server it was forked from stopped ({self.failure})"
+                proc.returncode = -signal.SIGKILL
+        self._children.clear()
+
+    async def stop(self) -> None:
+        await self.close()
+
+    async def close(self, timeout_s: float = STOP_TIMEOUT_S) -> None:
+        """End of file on its socket stops it (and any bot it still has); SIGKILL if it does not go in time."""
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.shutdown(socket.SHUT_RDWR)
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            try:
+                await asyncio.wait_for(proc.wait(), timeout_s)
+            except TimeoutError:
+                with contextlib.suppress(OSError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(proc.wait(), timeout_s)
+        if self._reader is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._reader), timeout_s)
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+
+
+def _decode(message: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(message)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

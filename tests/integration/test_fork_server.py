@@ -1,0 +1,160 @@
+"""The embedded agent's fork server, without a homeserver: real zygote, real forked bots, real signals.
+
+A forked bot must be what a spawned one is to the harness: its own pid and process group, its output on the
+harness's pipe, its own environment and working directory, its exit code; killed alone, restarted as a new
+process; and when the fork server itself dies, its bots end saying why and the next start is the ordinary one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from qa.harness.bot_process import BotUnderTest
+from qa.harness.botfile import builtin_bot_file
+from qa.harness.fork_server import ForkServer
+from qa.harness.launch import Launch
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def hanging_homeserver() -> Iterator[str]:
+    """Accepts connections (the kernel does) and never answers: a bot logging in there stays alive."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
+    fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    await fork_server.start()
+    try:
+        yield fork_server
+    finally:
+        await fork_server.close()
+
+
+def _bot(tmp_path: Path, name: str, homeserver: str, server: ForkServer | None, env: dict[str, str] | None = None,
+         config: dict[str, object] | None = None) -> BotUnderTest:
+    home = tmp_path / name
+    home.mkdir()
+    config_path = home / "bot.json"
+    config_path.write_text(json.dumps(config if config is not None else {
+        "homeserver": homeserver, "userId": "@bot:test", "stateDir": str(home / "state"), "rooms": {},
+        "model": {"baseUrl": "http://127.0.0.1:9/v1", "model": "m"},
+    }))
+    trace = home / "trace.jsonl"
+    launch_env = {**os.environ, "MATRIX_QA_TRACE_FILE": str(trace), "MATRIX_QA_PASSWORD": "pw-" + name,
+                  **(env or {})}
+    launch = Launch([sys.executable, "-m", "qa.agent", "--config", str(config_path)], launch_env, home, None, None)
+    return BotUnderTest(builtin_bot_file(), launch, home / "bot.log", trace, home / "trace-copy.jsonl", [],
+                        fork_server=server)
+
+
+async def _started(bot: BotUnderTest) -> int:
+    mark = await bot.start()
+    record = await bot.trace.wait_for(lambda r: r.get("type") == "start", 30, "the bot's start record", mark)
+    return int(record["pid"])
+
+
+def _parent(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1][0] != "Z"
+
+
+async def _gone(pid: int, timeout_s: float = 10.0) -> bool:
+    """SIGKILL lands a moment after it is sent: wait for the kernel to show the process gone (or a zombie)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while _alive(pid) and loop.time() < deadline:
+        await asyncio.sleep(0.02)  # polling the kernel's view of a process we are not the parent of
+    return not _alive(pid)
+
+
+async def test_a_forked_bot_is_its_own_process_run_in_its_own_environment(tmp_path: Path, server: ForkServer,
+                                                                          hanging_homeserver: str) -> None:
+    one = _bot(tmp_path, "one", hanging_homeserver, server)
+    two = _bot(tmp_path, "two", hanging_homeserver, server)
+    pid_one, pid_two = await _started(one), await _started(two)
+    assert one.forked and two.forked
+    # Each start record is in that bot's own trace file, which only its environment names; the pid it reports
+    # is the one the harness holds.
+    assert (pid_one, pid_two) == (one.pid, two.pid) and pid_one != pid_two
+    assert _parent(pid_one) == server.pid == _parent(pid_two)
+    assert os.getpgid(pid_one) == pid_one and os.getsid(pid_one) == pid_one, "a session of its own, for killpg"
+    assert Path(f"/proc/{pid_one}/cwd").resolve() == (tmp_path / "one").resolve()
+
+    assert await one.kill() == -signal.SIGKILL
+    assert one.exit_description is None or "SIGKILL" in one.exit_description
+    assert _alive(pid_two) and two.proc is not None and two.proc.returncode is None, "killing one spares the other"
+
+    pid_again = await _started(one)
+    assert pid_again != pid_one and one.forked, "a restart is a new process"
+    assert await two.stop(timeout_s=10) is not None
+    assert two.proc is not None and two.proc.returncode is not None and await _gone(pid_two)
+    await one.stop(timeout_s=10)
+
+
+async def test_a_forked_bot_that_fails_says_so_in_its_log_with_its_exit_code(tmp_path: Path, server: ForkServer,
+                                                                             hanging_homeserver: str) -> None:
+    bot = _bot(tmp_path, "bad", hanging_homeserver, server, config={"homeserver": 1})
+    await bot.start()
+    assert bot.forked
+    await asyncio.wait_for(bot.died.wait(), 30)
+    assert bot.exit_description == "exited with code 2"
+    await asyncio.wait_for(bot.log.wait_for(lambda line: "matrix-qa bot:" in line, 10, "its message"), 15)
+
+
+async def test_a_launch_the_zygote_could_not_reproduce_starts_the_ordinary_way(tmp_path: Path, server: ForkServer,
+                                                                               hanging_homeserver: str) -> None:
+    bot = _bot(tmp_path, "own-python", hanging_homeserver, server, env={"PYTHONHASHSEED": "7"})
+    pid = await _started(bot)
+    assert not bot.forked and _parent(pid) == os.getpid()
+    await bot.stop(timeout_s=10)
+
+
+async def test_when_the_fork_server_dies_its_bots_end_saying_why_and_later_ones_start_anyway(
+        tmp_path: Path, server: ForkServer, hanging_homeserver: str) -> None:
+    bot = _bot(tmp_path, "orphan", hanging_homeserver, server)
+    pid = await _started(bot)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    await asyncio.wait_for(bot.died.wait(), 30)
+    assert bot.exit_description is not None and "fork server" in bot.exit_description, bot.exit_description
+    assert not server.alive and await _gone(pid)
+    after = _bot(tmp_path, "after", hanging_homeserver, server)
+    pid_after = await _started(after)
+    assert not after.forked and _parent(pid_after) == os.getpid()
+    await after.stop(timeout_s=10)
+
+
+async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, hanging_homeserver: str) -> None:
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    await server.start()
+    bot = _bot(tmp_path, "left", hanging_homeserver, server)
+    pid = await _started(bot)
+    zygote = server.pid
+    assert zygote is not None
+    await server.close()
+    assert await _gone(zygote)
+    await asyncio.wait_for(bot.died.wait(), 30)
+    assert await _gone(pid), "a bot still running when its fork server stops goes with it"
