@@ -21,11 +21,9 @@ show the lock evidence catching the bug.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import os
-import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +41,7 @@ from qa.agent.post_turn import PostTurnWork
 from qa.agent.prompt_gate import Skip, skip_for
 from qa.agent.streaming import Preview
 from qa.agent.trace import Trace
-from qa.agent.transcript import FencedWriteError, Transcript, claims_of, user_events
+from qa.agent.transcript import FencedWriteError, Transcript, claims_of, transcript_file_name, user_events
 from qa.agent.turn_io import TurnIO
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
@@ -52,12 +50,6 @@ SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
 AllowedFor = Callable[[str], frozenset[str] | None]
 # A turn may call tools this many times before it must answer in words.
 MAX_TOOL_ROUNDS = 3
-
-
-def transcript_file_name(key: str) -> str:
-    readable = re.sub(r"[^A-Za-z0-9]+", "_", key).strip("_")[:60]
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return f"{readable}-{digest}.jsonl"
 
 
 def context_for(records: list[dict[str, Any]], event_id: str, attempt: str) -> list[dict[str, Any]]:

@@ -85,7 +85,7 @@ def plant_stale_lock(state_dir: Path, argv: list[str]) -> str:
     rooms = args.room or [r for r in os.environ.get("MATRIX_QA_ROOM_IDS", "").split(",") if r]
     if not rooms:
         raise MutationError("no room: pass --room or set MATRIX_QA_ROOM_IDS")
-    from qa.agent.session import transcript_file_name
+    from qa.agent.transcript import transcript_file_name
 
     sessions = state_dir / "sessions"
     sessions.mkdir(parents=True, exist_ok=True)

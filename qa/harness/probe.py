@@ -13,7 +13,7 @@ from typing import Any
 
 from qa.agent.lock import SessionLockTimeout, SessionWriteLock
 from qa.agent.lock_settings import LockSettings
-from qa.agent.session import transcript_file_name
+from qa.agent.transcript import transcript_file_name
 from qa.clock import mono_ms
 from qa.harness.bot_process import BotUnderTest
 from qa.waiting import WaitTimeout
