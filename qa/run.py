@@ -53,6 +53,8 @@ from qa.provider.record_replay import (
     start_replay,
 )
 from qa.report.lock_evidence import analyze_lock_evidence
+from qa.report.lock_picture import write_lock_pictures
+from qa.report.lock_timeline import tag_scenarios
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id, combine_attempts
 from qa.report.summary import (
     BotInfo,
@@ -608,6 +610,7 @@ class Run:
                 or sum(len(v) for v in journals.values())
             return not_applicable(model_requests)
         evidence = analyze_lock_evidence(records, self.probes).model_dump(mode="json", by_alias=True)
+        tag_scenarios(evidence, traces)  # issue 18: the picture is drawn per scenario
         # A bot that traces its holds but not its model requests: the journal gives the model I/O, per scenario
         # (scenarios run side by side, so one's requests say nothing about another's holds).
         from_journal = 0
@@ -661,6 +664,7 @@ class Run:
         self.observed.sort(key=lambda e: order.get(str(e.get("scenario")), len(order)))
         report_began = mono_ms()
         lock = self._lock_section()
+        write_lock_pictures(lock, self.dir, self.results, self._ran_as)  # issue 18: lock-timeline.svg per scenario
         for message in dict.fromkeys(self.infra_errors):
             self.errors.append(RunError(component="homeserver", message=self.out.redact(message),
                                         log=_rel(self.dir, getattr(self.homeserver, "log_path", None))))
