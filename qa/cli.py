@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from qa.errors import QAError
 
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
                      "report says what finished and what did not (exit 2)")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
+    run.add_argument("--progress", default="auto", choices=["auto", "live", "plain"],
+                     help="auto (default): a live status of running scenarios at a terminal, plain lines under CI "
+                          "or when piped; live/plain: always that")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the bot's config for every scenario, "
                      "e.g. session.writeLock.scope=attempt")
@@ -228,7 +232,17 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
         repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout,
     )
-    return run_sync(options)
+    return run_sync(options, _output(args.progress))
+
+
+def _output(requested: str) -> Any:
+    """Where the run's lines go: a live status at a person's terminal, plain lines anywhere else."""
+    from qa.harness.output import Output
+    from qa.harness.progress import choose_mode
+
+    mode = choose_mode("live" if requested == "live" else "plain" if requested == "plain" else "auto",
+                       sys.stderr.isatty(), os.environ)
+    return Output(sys.stderr, progress=mode)
 
 
 def _paths_or_library(paths: list[Path] | None) -> list[Path]:

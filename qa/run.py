@@ -263,6 +263,7 @@ class Run:
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time")
+        self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
         self.out.say(f"artifacts: {self.dir}")
         if removed:
@@ -506,6 +507,7 @@ class Run:
         self.running.add(scenario.id)
         say = self._say_for(scenario)
         say(f"▶ {scenario.title}" if self.jobs > 1 else f"▶ {scenario.id}: {scenario.title}")
+        self.out.scenario_started(scenario.id)
         infra: list[str] = []
         result = await self._run_guarded(scenario, resources, infra, say)
         if infra and self.stop_reason is None:
@@ -523,6 +525,7 @@ class Run:
         after_scenario(self.provider, self._ran_as.get(scenario.id, scenario.id), result, say)
         result.latency = latency_stats(result.replyLatenciesMs)
         self.results.append(result)
+        self.out.scenario_finished(scenario.id, result.status, result.durationMs / 1000)
 
     async def _run_guarded(self, scenario: Any, resources: RunResources, infra: list[str], say: Any) -> ScenarioResult:
         try:
@@ -575,6 +578,7 @@ class Run:
         if reason:
             self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason))
             self.out.say(f"  - {scenario.id} {reason}")
+            self.out.scenario_finished(scenario.id, "skip", 0.0)
         return reason is not None
 
     async def _shutdown(self) -> None:
