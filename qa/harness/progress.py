@@ -103,14 +103,22 @@ class LiveProgress:
         with self._lock:
             self.state.total = total
         self.start()
+        self._refresh()
 
     def started(self, scenario: str) -> None:
         with self._lock:
             self.state.started(scenario, time.monotonic())
+        self._refresh()
 
     def done(self, scenario: str, status: str, seconds: float) -> None:
         with self._lock:
             self.state.done(scenario, status, seconds)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Lines printed between two timed refreshes redraw the block as last rendered: render the change now.
+        if self._running:
+            self._live.refresh()
 
     def stop(self) -> None:
         if self._running:
