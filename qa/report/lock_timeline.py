@@ -5,8 +5,8 @@ I/O relative to the turn's start on the trace's monotonic clock), so `matrix-qa 
 Two layouts read the same Timeline: `mermaid_gantt` (the markdown report; GitHub renders ```mermaid blocks) and
 qa.report.svg (a file per scenario among the artifacts).
 
-One turn gives at most two lanes: `lock` (its holds, with the part that overlaps its own I/O drawn as a red
-`overlap` bar) and `I/O` (model calls, approval waits, preview edits, media fetches). The overlap here is the
+One turn gives a `lock` lane (its holds, with the part that overlaps its own I/O drawn as a red `overlap` bar)
+and one lane per kind of I/O it did (model calls, approval waits, preview edits, media fetches). The overlap here is the
 same per-turn rule the verdict uses (union of holds ∩ union of I/O), so a red bar means the verdict failed it.
 Holds of attempts that are not turns (the inbound append of a message arriving mid-turn) are only counted in
 the evidence, not traced per hold in the summary, so the picture does not show them.
@@ -42,7 +42,7 @@ class Bar:
 class Lane:
     session: str
     turn: str  # the attempt, with its kind when it is not a plain turn
-    what: str  # "lock" or "I/O"
+    what: str  # "lock" or an IO_LABELS value
     bars: tuple[Bar, ...]
 
 
@@ -174,8 +174,10 @@ def timeline(scenario: str, turns: list[_Turn], max_turns: int) -> Timeline:
                 bars = [Bar("hold", s - origin, e - origin) for s, e in t.holds]
                 bars += [Bar("overlap", s - origin, e - origin) for s, e in t.overlaps]
                 lanes.append(Lane(shown, t.label, "lock", tuple(bars)))
-            if t.io:
-                lanes.append(Lane(shown, t.label, "I/O", tuple(Bar(k, s - origin, e - origin) for (s, e), k in t.io)))
+            # One lane per kind of I/O: a preview edit drawn over the model call it happens during would hide it.
+            for kind in dict.fromkeys(k for _, k in t.io):
+                lanes.append(Lane(shown, t.label, IO_LABELS.get(kind, kind),
+                                  tuple(Bar(k, s - origin, e - origin) for (s, e), k in t.io if k == kind)))
     return Timeline(
         scenario=scenario, lanes=tuple(lanes), span_ms=max(ends, default=origin) - origin,
         overlap_ms=round(sum(e - s for t in turns for s, e in t.overlaps), 3),
