@@ -271,7 +271,7 @@ def lock_pictures(summary: Summary) -> dict[str, Any]:
     passing = [tl for tl in timelines if not tl.failed]
     return {"failing": [item(tl, i < MERMAID_FAILING) for i, tl in enumerate(failing)],
             "passing": [item(tl, i < MERMAID_PASSING) for i, tl in enumerate(passing)],
-            "passing_drawn": min(len(passing), MERMAID_PASSING)}
+            "passing_drawn": min(len(passing), MERMAID_PASSING), "failing_drawn": min(len(failing), MERMAID_FAILING)}
 
 
 def _seen_view(seen: list[str]) -> dict[str, Any]:

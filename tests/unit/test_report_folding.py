@@ -124,3 +124,14 @@ def test_long_artifact_lists_fold() -> None:
     # The run's own files stay in sight; the per-scenario list is folded.
     assert as_seen(artifacts).strip() == "- output log: `matrix-qa-output.log`\n\n▶ Artifacts of 68 scenarios"
     assert artifacts.count("- `scenario-") == 68
+
+
+def test_many_failing_lock_scenarios_are_drawn_up_to_the_cap_and_the_rest_say_so() -> None:
+    from qa.report.markdown import MERMAID_FAILING
+
+    traces = {f"legacy-{i}": attempt_scope_turn(f"!s{i}:x", f"att-{i}", i * 1000.0) for i in range(MERMAID_FAILING + 2)}
+    lock = analyze_lock_evidence([r for t in traces.values() for r in t]).model_dump(mode="json", by_alias=True)
+    tag_scenarios(lock, traces)
+    md = render_markdown(make_summary([ScenarioResult(id=i, title="t", status="fail") for i in traces], lock=lock))
+    assert md.count("```mermaid") == MERMAID_FAILING
+    assert md.count(f"(not drawn here: the first {MERMAID_FAILING} are)") == 2
