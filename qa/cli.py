@@ -11,7 +11,6 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from qa.errors import QAError
 
@@ -230,19 +229,9 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         shard=parse_shard(args.shard) if args.shard is not None else None,
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
-        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout,
+        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
     )
-    return run_sync(options, _output(args.progress))
-
-
-def _output(requested: str) -> Any:
-    """Where the run's lines go: a live status at a person's terminal, plain lines anywhere else."""
-    from qa.harness.output import Output
-    from qa.harness.progress import choose_mode
-
-    mode = choose_mode("live" if requested == "live" else "plain" if requested == "plain" else "auto",
-                       sys.stderr.isatty(), os.environ)
-    return Output(sys.stderr, progress=mode)
+    return run_sync(options)
 
 
 def _paths_or_library(paths: list[Path] | None) -> list[Path]:

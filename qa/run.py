@@ -117,6 +117,8 @@ class RunOptions:
     bot_file: Path | None = None
     bot_command: str | None = None
     argv: list[str] = field(default_factory=list)
+    # --progress (qa.harness.progress.choose_mode); plain unless asked: the live block is for the CLI at a terminal.
+    progress: str = "plain"
     # Each scenario runs `repeat` times and passes when its pass rate reaches min_pass_rate (qa.report.repeats);
     # `timeout` is the whole run's deadline, as given ("20m"; qa.scenario.schema.parse_duration).
     repeat: int = 1
@@ -207,7 +209,7 @@ def _check_backend_options(options: RunOptions) -> None:
 class Run:
     def __init__(self, options: RunOptions, output: Output | None = None) -> None:
         self.options = options
-        self.out = output or Output()
+        self.out = output or _output_for(options.progress)
         self.run_id = new_run_id()
         self.dir = (options.output_dir or Path("artifacts") / "qa-e2e" / self.run_id).resolve()
         self.started_at = utc_now_iso()
@@ -821,6 +823,14 @@ def _parse_timeout(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"--timeout: {exc}") from None
+
+
+def _output_for(progress: str) -> Output:
+    """Plain lines, or a live block over them at a person's terminal (--progress, issue 18)."""
+    from qa.harness.progress import choose_mode
+
+    requested = "live" if progress == "live" else "auto" if progress == "auto" else "plain"
+    return Output(sys.stderr, progress=choose_mode(requested, sys.stderr.isatty(), os.environ))
 
 
 def _check_rule_files(paths: list[Path]) -> None:

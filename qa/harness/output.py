@@ -44,6 +44,10 @@ class Output:
         self._pending.clear()
         self._log.flush()
 
+    @property
+    def progress(self) -> str:
+        return self._progress
+
     # Scenario progress for the live block; without one (plain output) these do nothing.
     def progress_total(self, total: int) -> None:
         if self._progress != "live" or self._live is not None:

@@ -143,3 +143,29 @@ def test_a_pseudo_terminal_gets_its_cursor_back_and_the_final_lines_after_an_err
     tail = text[text.rindex("\x1b[?25l"):]
     assert "\x1b[?25h" in tail  # … and showed it again before exiting
     assert "final line" in tail and "RuntimeError: boom" in tail
+
+
+def test_the_cli_passes_progress_to_the_run_and_refuses_other_values(monkeypatch: pytest.MonkeyPatch,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    import qa.run as run_module
+    from qa.cli import main
+
+    seen: list[str] = []
+    monkeypatch.setattr(run_module, "run_sync", lambda options: seen.append(options.progress) or 0)
+    assert main(["run", "--scenario", "canary"]) == 0
+    assert main(["run", "--scenario", "canary", "--progress", "plain"]) == 0
+    assert seen == ["auto", "plain"]
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--progress", "fancy"])
+    assert exc.value.code == 2 and "--progress" in capsys.readouterr().err
+
+
+def test_a_run_built_without_an_output_is_plain_unless_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.run import Run, RunOptions
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("GITHUB_ACTIONS", raising=False)
+    monkeypatch.setenv("TERM", "xterm")
+    assert Run(RunOptions()).out.progress == "plain"
+    assert Run(RunOptions(progress="auto")).out.progress == "live"
