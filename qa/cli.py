@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="start each embedded-agent bot as a fresh interpreter instead of forking it from one "
                           "pre-imported process (slower; to compare or rule it out)")
     run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
+    run.add_argument("--progress", default="auto", choices=["auto", "live", "plain"],
+                     help="auto (default): a live status of running scenarios at a terminal, plain lines under CI "
+                          "or when piped; live/plain: always that")
     run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a key of the bot's config for every scenario, "
                      "e.g. session.writeLock.scope=attempt")
@@ -230,7 +233,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         shard=parse_shard(args.shard) if args.shard is not None else None,
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
-        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout,
+        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
     )
     return run_sync(options)
 

@@ -54,6 +54,8 @@ from qa.provider.record_replay import (
     start_replay,
 )
 from qa.report.lock_evidence import analyze_lock_evidence
+from qa.report.lock_picture import write_lock_pictures
+from qa.report.lock_timeline import tag_scenarios
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id, combine_attempts
 from qa.report.summary import (
     BotInfo,
@@ -119,6 +121,8 @@ class RunOptions:
     bot_file: Path | None = None
     bot_command: str | None = None
     argv: list[str] = field(default_factory=list)
+    # --progress (qa.harness.progress.choose_mode); plain unless asked: the live block is for the CLI at a terminal.
+    progress: str = "plain"
     # Each scenario runs `repeat` times and passes when its pass rate reaches min_pass_rate (qa.report.repeats);
     # `timeout` is the whole run's deadline, as given ("20m"; qa.scenario.schema.parse_duration).
     repeat: int = 1
@@ -209,7 +213,7 @@ def _check_backend_options(options: RunOptions) -> None:
 class Run:
     def __init__(self, options: RunOptions, output: Output | None = None) -> None:
         self.options = options
-        self.out = output or Output()
+        self.out = output or _output_for(options.progress)
         self.run_id = new_run_id()
         self.dir = (options.output_dir or Path("artifacts") / "qa-e2e" / self.run_id).resolve()
         self.started_at = utc_now_iso()
@@ -266,6 +270,7 @@ class Run:
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time")
+        self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
         self.out.say(f"artifacts: {self.dir}")
         if removed:
@@ -529,6 +534,7 @@ class Run:
         self.running.add(scenario.id)
         say = self._say_for(scenario)
         say(f"▶ {scenario.title}" if self.jobs > 1 else f"▶ {scenario.id}: {scenario.title}")
+        self.out.scenario_started(scenario.id)
         infra: list[str] = []
         result = await self._run_guarded(scenario, resources, infra, say)
         if infra and self.stop_reason is None:
@@ -546,6 +552,7 @@ class Run:
         after_scenario(self.provider, self._ran_as.get(scenario.id, scenario.id), result, say)
         result.latency = latency_stats(result.replyLatenciesMs)
         self.results.append(result)
+        self.out.scenario_finished(scenario.id, result.status, result.durationMs / 1000)
 
     async def _run_guarded(self, scenario: Any, resources: RunResources, infra: list[str], say: Any) -> ScenarioResult:
         try:
@@ -598,6 +605,7 @@ class Run:
         if reason:
             self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason))
             self.out.say(f"  - {scenario.id} {reason}")
+            self.out.scenario_finished(scenario.id, "skip", 0.0)
         return reason is not None
 
     async def _shutdown(self) -> None:
@@ -633,6 +641,7 @@ class Run:
                 or sum(len(v) for v in journals.values())
             return not_applicable(model_requests)
         evidence = analyze_lock_evidence(records, self.probes).model_dump(mode="json", by_alias=True)
+        tag_scenarios(evidence, traces)  # issue 18: the picture is drawn per scenario
         # A bot that traces its holds but not its model requests: the journal gives the model I/O, per scenario
         # (scenarios run side by side, so one's requests say nothing about another's holds).
         from_journal = 0
@@ -686,6 +695,7 @@ class Run:
         self.observed.sort(key=lambda e: order.get(str(e.get("scenario")), len(order)))
         report_began = mono_ms()
         lock = self._lock_section()
+        write_lock_pictures(lock, self.dir, self.results, self._ran_as)  # issue 18: lock-timeline.svg per scenario
         for message in dict.fromkeys(self.infra_errors):
             self.errors.append(RunError(component="homeserver", message=self.out.redact(message),
                                         log=_rel(self.dir, getattr(self.homeserver, "log_path", None))))
@@ -839,6 +849,14 @@ def _parse_timeout(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise ConfigError(f"--timeout: {exc}") from None
+
+
+def _output_for(progress: str) -> Output:
+    """Plain lines, or a live block over them at a person's terminal (--progress, issue 18)."""
+    from qa.harness.progress import choose_mode
+
+    requested = "live" if progress == "live" else "auto" if progress == "auto" else "plain"
+    return Output(sys.stderr, progress=choose_mode(requested, sys.stderr.isatty(), os.environ))
 
 
 def _check_rule_files(paths: list[Path]) -> None:

@@ -1,4 +1,8 @@
-"""Progress lines for the person at the terminal, mirrored (redacted) into matrix-qa-output.log."""
+"""Progress lines for the person at the terminal, mirrored (redacted) into matrix-qa-output.log.
+
+With progress="live" (a person at a terminal, see qa.harness.progress.choose_mode) the same lines are printed
+above a live block of running and finished scenarios; the log and every line's text stay the same.
+"""
 
 from __future__ import annotations
 
@@ -6,15 +10,20 @@ import contextlib
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, Literal, TextIO
 
 from qa.clock import utc_now_iso
 from qa.report.redact import redact
 
+if TYPE_CHECKING:
+    from qa.harness.progress import LiveProgress
+
 
 class Output:
-    def __init__(self, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, stream: TextIO = sys.stderr, progress: Literal["live", "plain"] = "plain") -> None:
         self._stream = stream
+        self._progress = progress
+        self._live: LiveProgress | None = None
         self._log: TextIO | None = None
         self._pending: list[str] = []
         self._log_broken = False
@@ -35,9 +44,45 @@ class Output:
         self._pending.clear()
         self._log.flush()
 
+    @property
+    def progress(self) -> str:
+        return self._progress
+
+    # Scenario progress for the live block; without one (plain output) these do nothing.
+    def progress_total(self, total: int) -> None:
+        if self._progress != "live" or self._live is not None:
+            return
+        try:
+            from qa.harness.progress import LiveProgress
+
+            self._live = LiveProgress(self._stream, self.redact)
+            self._live.set_total(total)
+        except Exception as exc:  # a terminal rich cannot drive: the plain lines are all anyone needs
+            self._live = None
+            self._progress = "plain"
+            print(f"note: live progress is off ({type(exc).__name__}: {exc})", file=self._stream, flush=True)
+
+    def scenario_started(self, scenario: str) -> None:
+        if self._live is not None:
+            self._live.started(scenario)
+
+    def scenario_finished(self, scenario: str, status: str, seconds: float) -> None:
+        if self._live is not None:
+            self._live.done(scenario, status, seconds)
+
+    def stop_progress(self) -> None:
+        """Idempotent; the terminal gets its cursor back and the final lines print plain."""
+        live, self._live = self._live, None
+        if live is not None:
+            with contextlib.suppress(Exception):
+                live.stop()
+
     def say(self, message: str) -> None:
         message = self.redact(message)
-        print(message, file=self._stream, flush=True)
+        if self._live is not None:
+            self._live.print(message)
+        else:
+            print(message, file=self._stream, flush=True)
         line = f"{utc_now_iso()} {message}\n"
         if self._log is None:
             if not self._log_broken:
@@ -54,6 +99,7 @@ class Output:
             self._log_broken = True
 
     def close(self) -> None:
+        self.stop_progress()
         if self._log is not None:
             self._log.close()
             self._log = None

@@ -57,9 +57,33 @@ def _cut_inside(section: list[str], budget: int) -> list[str]:
     return best
 
 
+# The report folds the timelines of scenarios whose lock held fine between these lines (qa/report/markdown.py).
+PASSING_PICTURES_START = "<!-- matrix-qa:passing-lock-timelines -->"
+PASSING_PICTURES_END = "<!-- /matrix-qa:passing-lock-timelines -->"
+
+
+def drop_passing_pictures(markdown: str) -> str:
+    """The job summary keeps the pictures of failing lock scenarios only: a passing one is noise there, and its
+    SVG links point into artifacts the job page cannot open. Markers inside a code fence (a bot's own text in a
+    failure's seen lines) are text, not markers."""
+    lines = markdown.splitlines(keepends=True)
+    kept: list[str] = []
+    dropping = False
+    for line, in_fence in zip(lines, fence_states([ln.rstrip("\n") for ln in lines]), strict=True):
+        marker = None if in_fence else line.strip()
+        if not dropping and marker == PASSING_PICTURES_START:
+            dropping = True
+        elif dropping and marker == PASSING_PICTURES_END:
+            dropping = False
+        elif not dropping:
+            kept.append(line)
+    return markdown if dropping else "".join(kept)  # an unclosed start marker: drop nothing rather than the rest
+
+
 def render_ci_summary(
     markdown: str, limit_bytes: int = DEFAULT_LIMIT_BYTES, *, artifact_hint: str = DEFAULT_ARTIFACT_HINT
 ) -> str:
+    markdown = drop_passing_pictures(markdown)
     if len(markdown.encode()) <= limit_bytes:
         return markdown
     sections = _sections(markdown)

@@ -131,6 +131,8 @@ class TurnEvidence(_Model):
     holds: list[Interval]
     open_holds: int
     model_io: list[Interval]
+    # Per model_io entry, what the I/O was (IO_KINDS' values): the picture tells a model call from a wait.
+    io_kinds: list[str] = []
     overlap_ms: float
     longest_hold_ms: float
     summary: str
@@ -188,9 +190,11 @@ def analyze_lock_evidence(
         session, attempt = key
         own_holds = [h for h in holds if (h.session, h.attempt) == key]
         hold_iv = [(h.start, trace_end if h.end is None else h.end) for h in own_holds]
-        model_iv = [iv for (s, a), iv in model if (s, a) == key]
+        own_io = [(iv, kind) for (s, a), iv, kind in model if (s, a) == key]
+        model_iv = [iv for iv, _ in own_io]
         overlap = _intersection_ms(_union(hold_iv), _union(model_iv))
         evidence = _turn(session, attempt, info, own_holds, hold_iv, model_iv, overlap)
+        evidence.io_kinds = [kind for _, kind in own_io]
         turn_evidence.append(evidence)
         label = attempt if evidence.kind == "turn" else f"{attempt} ({evidence.kind})"
         if overlap > 0:
@@ -200,7 +204,7 @@ def analyze_lock_evidence(
     for hold in holds:
         if hold.end is not None:
             continue
-        in_session = _union([iv for (s, _), iv in model if s == hold.session])
+        in_session = _union([iv for (s, _), iv, _ in model if s == hold.session])
         leaked = _intersection_ms([(hold.start, trace_end)], in_session)
         if leaked > 0:
             reasons.append(
@@ -404,19 +408,23 @@ def _pick(candidates: Sequence[_Hold], purpose: str) -> _Hold | None:
 # sending or editing a streaming preview and fetching an attachment (qa.agent.streaming, qa.agent.media).
 _IO_START = frozenset({"model.request.start", "approval.wait.start", "preview.edit.start", "media.fetch.start"})
 _IO_END = frozenset({"model.request.end", "approval.wait.end", "preview.edit.end", "media.fetch.end"})
+# The start record's type -> the kind of I/O, as TurnEvidence.io_kinds names it.
+IO_KINDS = {"model.request.start": "model", "approval.wait.start": "approval", "preview.edit.start": "preview",
+            "media.fetch.start": "media"}
+_IoItem = tuple[tuple[str, str], Interval, str]
 
 
-def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[tuple[tuple[str, str], Interval]]:
-    started: dict[Any, tuple[tuple[str, str], float]] = {}
-    done: list[tuple[tuple[str, str], Interval]] = []
+def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[_IoItem]:
+    started: dict[Any, tuple[tuple[str, str], float, str]] = {}
+    done: list[_IoItem] = []
     for r in ordered:
         request = r.get("requestId", _key(r))
         if r.get("type") in _IO_START:
-            started[request] = (_key(r), float(r["t"]))
+            started[request] = (_key(r), float(r["t"]), IO_KINDS[str(r.get("type"))])
         elif r.get("type") in _IO_END and request in started:
-            key, start = started.pop(request)
-            done.append((key, (start, float(r["t"]))))
-    done.extend((key, (start, trace_end)) for key, start in started.values())
+            key, start, kind = started.pop(request)
+            done.append((key, (start, float(r["t"])), kind))
+    done.extend((key, (start, trace_end), kind) for key, start, kind in started.values())
     return sorted(done, key=lambda item: item[1])
 
 
@@ -488,14 +496,14 @@ def _turn(
     )
 
 
-def _probe(raw: Mapping[str, Any] | ProbeEvidence, model: Sequence[tuple[tuple[str, str], Interval]]) -> ProbeEvidence:
+def _probe(raw: Mapping[str, Any] | ProbeEvidence, model: Sequence[_IoItem]) -> ProbeEvidence:
     probe = raw if isinstance(raw, ProbeEvidence) else ProbeEvidence.model_validate(raw)
     elapsed = probe.timeout_elapsed_ms if probe.timeout_elapsed_ms is not None else probe.acquired_elapsed_ms
     during: bool | None = None
     if probe.t is not None:
         end = probe.t + (elapsed or 0.0)
         # Closed test: a probe that starts exactly at a request's start is still "during" it.
-        during = any(s == probe.session and start <= end and probe.t <= stop for (s, _), (start, stop) in model)
+        during = any(s == probe.session and start <= end and probe.t <= stop for (s, _), (start, stop), _ in model)
     return probe.model_copy(update={"during_model_io": during})
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from qa.report.lock_picture import ARTIFACT as LOCK_PICTURE
+from qa.report.lock_timeline import MAX_TURNS_MERMAID, mermaid_gantt, scenario_timelines
 from qa.report.repeats import percent
 from qa.report.summary import Latency, ScenarioResult, Summary, latency_stats
 from qa.report.summary import percentile as percentile  # re-exported: it lived here first
@@ -35,6 +37,16 @@ SCENARIO_STATUS_EMOJI = {"pass": "✅", "fail": "❌", "skip": "⏭️", "interr
 LOCK_VERDICT_EMOJI = {"pass": "✅", "fail": "❌", "none": "➖", "n/a": "➖"}
 
 EMPTY = "—"
+
+# Folding (issue 18): a long table goes into <details>, so the first screen keeps the verdict, the failures and
+# the timings. Up to this many rows a table stays open: folding three rows only hides them.
+OPEN_ROWS = 15
+# Mermaid pictures in the markdown: the failing scenarios' open, a few passing ones folded; every scenario's
+# SVG is linked whatever these caps leave out.
+MERMAID_FAILING = 4
+MERMAID_PASSING = 3
+MERMAID_TASKS = 40
+REASONS_OPEN = 10
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -246,6 +258,22 @@ def takeover_line(tk: dict[str, Any]) -> str:
             f"(pid {tk.get('previousPid') or '?'}{held}) by {tk.get('byAttempt')} reason={tk.get('reason')}; {then}")
 
 
+def lock_pictures(summary: Summary) -> dict[str, Any]:
+    """The lock timelines, failing scenarios first: Mermaid bodies (capped) and a link to every SVG."""
+    links = {r.id: r.artifacts[LOCK_PICTURE] for r in summary.scenarios if LOCK_PICTURE in r.artifacts}
+    timelines = scenario_timelines(summary.lock, MAX_TURNS_MERMAID)
+
+    def item(tl: Any, draw: bool) -> dict[str, Any]:
+        return {"scenario": tl.scenario, "overlap": human_ms(tl.overlap_ms), "svg": links.get(tl.scenario),
+                "mermaid": fenced(mermaid_gantt(tl, MERMAID_TASKS).splitlines(), "mermaid") if draw else None}
+
+    failing = [tl for tl in timelines if tl.failed]
+    passing = [tl for tl in timelines if not tl.failed]
+    return {"failing": [item(tl, i < MERMAID_FAILING) for i, tl in enumerate(failing)],
+            "passing": [item(tl, i < MERMAID_PASSING) for i, tl in enumerate(passing)],
+            "passing_drawn": min(len(passing), MERMAID_PASSING), "failing_drawn": min(len(failing), MERMAID_FAILING)}
+
+
 def _seen_view(seen: list[str]) -> dict[str, Any]:
     # A seen entry can itself span lines (a multi-line body); cap what a reader scrolls through, not entries.
     lines = [shorten_line(line) for entry in seen for line in (str(entry).splitlines() or [""])]
@@ -380,6 +408,7 @@ def build_view(summary: Summary) -> dict[str, Any]:
                 "duration": human_ms(r.durationMs),
                 "latency": _scenario_latency(r),
                 "details": _short_details(r),
+                "failing": r.status in ("fail", "interrupted"),
             }
             for r in summary.scenarios
         ],
@@ -387,6 +416,9 @@ def build_view(summary: Summary) -> dict[str, Any]:
         "retries": retry_rows(summary),
         "latency": _latency_view(latency),
         "lock": lock_view(summary.lock),
+        "pictures": lock_pictures(summary),
+        "open_rows": OPEN_ROWS,
+        "reasons_open": REASONS_OPEN,
         "negative": negative,
         "failures": [_failure_view(r) for r in summary.scenarios if r.status in ("fail", "interrupted")],
         "faults": [(r.id, row) for r in summary.scenarios for row in fault_rows(r)],
