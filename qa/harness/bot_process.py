@@ -186,6 +186,9 @@ class BotUnderTest:
         code = proc.returncode
         _LIVE.discard(proc)
         self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
+        # What it traced just before it exited is evidence the running step may be waiting for: read it before
+        # anyone hears of the exit, so the step sees the record rather than losing a race with the exit.
+        await self._read_trace()
         if not self._stopping:
             self.died.set()
         # Whatever it left behind in its process group goes with it, so the log reaches its end.
