@@ -39,7 +39,7 @@ from qa.harness.botfile import (
     command_bot_file,
     load_bot_file,
 )
-from qa.harness.fork_server import ForkServer, uses_fork_server
+from qa.harness.fork_server import ForkServer, kill_all_fork_servers, uses_fork_server
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
@@ -942,8 +942,9 @@ class _SignalHandlers:
 
 
 def _kill_everything() -> None:
-    """Last resort: no bot, Synapse or container of this run outlives it."""
+    """Last resort: no bot, fork server, Synapse or container of this run outlives it."""
     kill_all_bots()
+    kill_all_fork_servers()
     from qa.homeserver.synapse import kill_all_children
 
     kill_all_children()

@@ -29,6 +29,8 @@ from typing import Any
 from qa.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
+# Pids of fork servers that run, for the last-resort cleanup (signal-handler safe: a set and os.kill).
+_LIVE_SERVERS: set[int] = set()
 START_TIMEOUT_S = 60.0  # the imports, on a loaded 2-core machine
 SPAWN_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
@@ -57,6 +59,14 @@ def serves(argv: list[str], env: Mapping[str, str], ours: Mapping[str, str]) -> 
     """Pure: is this launch one the zygote can fork? The embedded agent's own command line, same interpreter."""
     return len(argv) >= 3 and argv[0] == sys.executable and argv[1:3] == ["-m", "qa.agent"] \
         and argv[3:4] != ["doctor"] and same_python(env, ours)
+
+
+def kill_all_fork_servers() -> None:
+    """SIGKILL every fork server still running; its bots are the bot registry's to kill. Idempotent."""
+    for pid in list(_LIVE_SERVERS):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        _LIVE_SERVERS.discard(pid)
 
 
 def uses_fork_server(command: list[str]) -> bool:
@@ -100,6 +110,7 @@ class ForkServer:
             raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None
         finally:
             theirs.close()
+        _LIVE_SERVERS.add(self._proc.pid)
         ours.setblocking(False)
         self._sock = ours
         loop = asyncio.get_running_loop()
@@ -214,6 +225,8 @@ class ForkServer:
         if self._sock is not None:
             self._sock.close()
             self._sock = None
+        if proc is not None and proc.returncode is not None:
+            _LIVE_SERVERS.discard(proc.pid)
 
 
 def _decode(message: bytes) -> dict[str, Any]:

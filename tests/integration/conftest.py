@@ -67,7 +67,19 @@ def cli(*args: str, cwd: Path = REPO, timeout: float = 300, tmpdir: Path | None 
 
 
 def our_processes(marker: str) -> list[str]:
-    """Synapse or bot processes whose command line mentions `marker` (a tmp dir unique to the test)."""
+    """Synapse or bot processes whose command line or working directory mentions `marker` (a tmp dir unique to
+    the test). A bot forked from the fork server keeps the server's command line (`python -m qa.agent.zygote`),
+    so for those the working directory (the scenario's state dir, the server's work dir) is what names the run."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
-    return [line for line in out.splitlines()
-            if marker in line and ("synapse.app.homeserver" in line or "qa.agent" in line)]
+    found = []
+    for line in out.splitlines():
+        if "synapse.app.homeserver" not in line and "qa.agent" not in line:
+            continue
+        pid = line.split(maxsplit=1)[0]
+        try:
+            cwd = os.readlink(f"/proc/{pid}/cwd")
+        except OSError:  # gone meanwhile, or not ours to look at
+            cwd = ""
+        if marker in line or marker in cwd:
+            found.append(f"{line} (cwd {cwd})")
+    return found

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.errors import InfraError
 from qa.harness.bot_process import BotUnderTest
 from qa.harness.botfile import builtin_bot_file
 from qa.harness.fork_server import ForkServer
@@ -158,3 +159,9 @@ async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, ha
     assert await _gone(zygote)
     await asyncio.wait_for(bot.died.wait(), 30)
     assert await _gone(pid), "a bot still running when its fork server stops goes with it"
+
+
+async def test_the_zygote_itself_refuses_anything_but_the_agent(tmp_path: Path, server: ForkServer) -> None:
+    with pytest.raises(InfraError, match=r"fork server refused: ValueError: only `python -m qa\.agent"):
+        await server.spawn([sys.executable, "-c", "print(1)"], dict(os.environ), tmp_path)
+    assert server.alive, "a refused request leaves it serving"
