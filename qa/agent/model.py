@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
+import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2
 import openai
 from openai import AsyncOpenAI
 
@@ -87,12 +88,15 @@ def prime_sdk() -> None:
     ]
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
-    def answer(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, content=body, headers={"content-type": "text/event-stream"})
-
     try:
+        # The HTTP library the SDK imported: httpx2 in recent releases, httpx before (pyproject allows both).
+        http = importlib.import_module("httpx2" if "httpx2" in sys.modules else "httpx")
+
+        def answer(request: Any) -> Any:
+            return http.Response(200, content=body, headers={"content-type": "text/event-stream"})
+
         with openai.OpenAI(api_key="prime", base_url="http://prime.invalid/v1", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.MockTransport(answer))) as client:
+                           http_client=http.Client(transport=http.MockTransport(answer))) as client:
             for _ in client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}],
                                                     tools=[{"type": "function", "function": {"name": "f"}}],
                                                     stream=True):
