@@ -12,7 +12,8 @@ reaction) are left out, so the table is about one plain message → answer.
 Hops (ms): the driver's send (Synapse persisting the event), Synapse waking the bot's /sync, the bot's turn
 split at its trace records, the bot's send, and Synapse waking the observer's /sync. `model` is the bot's model
 request minus the mock's simulated latency; its `sdk` part is the bot's own time before the HTTP request
-leaves, `mock` the provider's handling.
+leaves, `mock` the provider's handling. The hops start at the driver's HTTP request, so in an encrypted room
+the driver's key sharing before it (which the summary's figure includes) is in none of them.
 """
 
 from __future__ import annotations
