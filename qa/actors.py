@@ -29,6 +29,8 @@ from nio import (
     SyncError,
     UploadResponse,
 )
+from nio.store import DefaultStore
+from peewee import SqliteDatabase
 
 from qa.clock import mono_ms
 from qa.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
@@ -113,6 +115,18 @@ async def login_for_token(base_url: str, user_id: str, password: str) -> tuple[s
         await client.close()
 
 
+class _TestUserStore(DefaultStore):
+    """nio's crypto store with SQLite's fsyncs off: a test user's store lives as long as its run, and nio writes
+    it synchronously on the harness's event loop (every sync that brings keys, every encrypted send), where
+    each fsynced commit stalls every scenario, the mock provider and each reply's observation. A killed
+    process still leaves every commit in the OS's cache; only a machine crash could lose one, and with it the
+    run that needed it."""
+
+    def _create_database(self) -> SqliteDatabase:
+        return SqliteDatabase(self.database_path,
+                              pragmas={"foreign_keys": 1, "secure_delete": 1, "synchronous": 0})
+
+
 class Actor:
     def __init__(
         self, name: str, base_url: str, user_id: str, password: str, store_dir: Path, *, encryption: bool = False
@@ -125,7 +139,7 @@ class Actor:
         # Encryption on means a real Olm/Megolm identity with its own crypto store for this test user.
         self.client = AsyncClient(
             base_url, user_id, store_path=str(store_dir),
-            config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45),
+            config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45, store=_TestUserStore),
         )
         self.events: Stream[dict[str, Any]] = Stream(describe_event)
         # To-device events as nio parsed them (key verification), for qa.e2ee's SAS flow to wait on.

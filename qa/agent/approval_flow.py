@@ -71,10 +71,14 @@ class ApprovalFlow:
         decided = asyncio.Event()
         self._pending[first] = (state, decided)
         chunk_ids = [first]
-        for content in contents[1:]:
-            chunk_ids.append(await self._post(room_id, content, thread_root) or "")
-        for key in (ALLOW, DENY):
-            await self._react(room_id, first, key)
+
+        async def post_chunks() -> None:
+            for content in contents[1:]:  # in order: the text reads on from chunk to chunk
+                chunk_ids.append(await self._post(room_id, content, thread_root) or "")
+
+        # The option reactions target the first event only, so they need not queue behind the later chunks or
+        # each other: each Matrix send is a homeserver round trip inside the person's wait.
+        await asyncio.gather(post_chunks(), *(self._react(room_id, first, key) for key in (ALLOW, DENY)))
         self._trace.emit("approval.request", session=session, attempt=attempt, approvalId=approval_id,
                          eventId=first, chunks=chunk_ids, command=command)
         self._trace.emit("approval.wait.start", session=session, attempt=attempt, requestId=approval_id)
@@ -86,11 +90,15 @@ class ApprovalFlow:
             self._pending.pop(first, None)
             self._trace.emit("approval.wait.end", session=session, attempt=attempt, requestId=approval_id,
                              outcome=state.outcome)
-        await self._post(room_id, resolution_content(approval_id, state.outcome, first, state.decided_by),
-                         thread_root)
+        announce = self._post(room_id, resolution_content(approval_id, state.outcome, first, state.decided_by),
+                              thread_root)
         if state.outcome != "approved":
+            await announce
             return state.tool_result()
-        result = await run_command(command, self.settings.allowed_programs, self.settings.exec_timeout_s)
+        # Approved: the command runs while the outcome is being announced (both finish before the model hears
+        # the result, so the answer still comes after the announcement).
+        _, result = await asyncio.gather(announce, run_command(command, self.settings.allowed_programs,
+                                                                self.settings.exec_timeout_s))
         self._trace.emit("exec.run", session=session, attempt=attempt, approvalId=approval_id, ran=result.ran,
                          exitCode=result.exit_code)
         return state.tool_result(result.output)
