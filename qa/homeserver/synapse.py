@@ -24,6 +24,7 @@ import copy
 import errno
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -33,19 +34,24 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import yaml
 
 from qa.errors import InfraError
+from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
+from qa.homeserver.db_template import installed_synapse_key
 from qa.homeserver.registration import redact, register_with_shared_secret
+from qa.homeserver.seeded_boot import TEMPLATE_ENV
 
 DEFAULT_SERVER_NAME = "localhost"
 DEFAULT_START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
-POLL_INTERVAL_S = 0.05
+# Readiness poll: a refused connect costs the harness well under a millisecond, and every tick of slack here
+# is added to each boot and each restart_homeserver step.
+POLL_INTERVAL_S = 0.01
 VERSIONS_PATH = "/_matrix/client/versions"
 
 _NOT_INSTALLED = "matrix-synapse is not installed (pip install matrix-synapse)"
@@ -261,6 +267,7 @@ class SynapseHomeserver(Homeserver):
         port: int | None = None,
         extra_config: Mapping[str, Any] | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        template_dir: Path | Literal["default"] | None = "default",
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.log_dir = Path(log_dir).resolve()
@@ -268,6 +275,11 @@ class SynapseHomeserver(Homeserver):
         self.port = port
         self.extra_config = dict(extra_config or {})
         self.start_timeout_s = start_timeout_s
+        # Where pristine database templates are kept (None: never use one, every boot creates the schema).
+        self.template_dir = db_template.cache_root() if template_dir == "default" else template_dir
+        # Why this server's database did not come from a template (None: it did, or it was never fresh).
+        self.template_note: str | None = None
+        self._template_key: str | None = None
         self.log_path = self.log_dir / "synapse.log"
         self.stdout_path = self.log_dir / "synapse.stdout.log"
         self.config_path = self.workdir / "homeserver.yaml"
@@ -314,17 +326,15 @@ class SynapseHomeserver(Homeserver):
         stdout_offset = _size(self.stdout_path)
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
+        argv, env = self._launch_command()
         with self.stdout_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "synapse.app.homeserver",
-                "-c",
-                str(self.config_path),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.workdir,
+                env=env,
                 # Own process group: stop() can signal Synapse and anything it forks in one go, and a
                 # terminal Ctrl-C reaches us first rather than killing Synapse under our feet.
                 start_new_session=True,
@@ -379,6 +389,33 @@ class SynapseHomeserver(Homeserver):
             self.base_url, self.shared_secret, localpart, password, admin=admin
         )
 
+    def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
+        """Synapse itself when its database exists (a restart, or a copied template); on a fresh server with
+        no template yet, Synapse behind seeded_boot, which creates the schema and keeps a copy for next time."""
+        app = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+        db_path = self._sqlite_path()
+        if self.template_dir is None or self._template_key is None or db_path is None or db_path.exists():
+            return app, None
+        request = {"dir": str(self.template_dir / self._template_key), "key": self._template_key, "db": str(db_path)}
+        env = {**os.environ, TEMPLATE_ENV: json.dumps(request)}
+        return [sys.executable, "-m", "qa.homeserver.seeded_boot", *app[2:]], env
+
+    def _seed_database(self) -> None:
+        """A fresh server's database starts as a copy of the pristine template, when there is a sound one."""
+        db_path = self._sqlite_path()
+        if self.template_dir is None or db_path is None or db_path.exists():
+            return
+        self._template_key = installed_synapse_key(self.server_name)
+        if self._template_key is None:
+            return
+        self.template_note = db_template.install(self.template_dir / self._template_key, self._template_key, db_path)
+
+    def _sqlite_path(self) -> Path | None:
+        database = (self._config or {}).get("database") or {}
+        if database.get("name") != "sqlite3":
+            return None  # extra_config chose another engine: no templates for it
+        return Path(database["args"]["database"])
+
     def _prepare(self) -> None:
         """Write config, logging config and signing key once; restarts reuse them with the same data."""
         if self._config is not None:
@@ -401,6 +438,7 @@ class SynapseHomeserver(Homeserver):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             yaml.safe_dump(config, fh, sort_keys=False)
         self._config = config
+        self._seed_database()
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
         """None once /versions answers 200, else why not. Wakes at once if the process exits."""
