@@ -52,6 +52,7 @@ STOP_GRACE_S = 10.0
 # Readiness poll: a refused connect costs the harness well under a millisecond, and every tick of slack here
 # is added to each boot and each restart_homeserver step.
 POLL_INTERVAL_S = 0.01
+REGISTRATION_TIMEOUT = aiohttp.ClientTimeout(total=30)
 VERSIONS_PATH = "/_matrix/client/versions"
 
 _NOT_INSTALLED = "matrix-synapse is not installed (pip install matrix-synapse)"
@@ -288,6 +289,7 @@ class SynapseHomeserver(Homeserver):
         self._config: dict[str, Any] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     @property
     def base_url(self) -> str:
@@ -361,6 +363,9 @@ class SynapseHomeserver(Homeserver):
             self.mark_died(f"Synapse (pid {proc.pid}) {how}")
 
     async def stop(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -386,8 +391,24 @@ class SynapseHomeserver(Homeserver):
         if self._proc is None:
             raise InfraError(f"cannot register @{localpart}: Synapse is not running")
         return await register_with_shared_secret(
-            self.base_url, self.shared_secret, localpart, password, admin=admin
+            self.base_url, self.shared_secret, localpart, password, admin=admin, session=self._admin_http()
         )
+
+    async def register_session(self, localpart: str, password: str, *, device_name: str) -> UserCredentials:
+        # Synapse's admin registration logs the new user in when asked: one request instead of two.
+        if self._proc is None:
+            raise InfraError(f"cannot register @{localpart}: Synapse is not running")
+        return await register_with_shared_secret(
+            self.base_url, self.shared_secret, localpart, password, session=self._admin_http(),
+            device_name=device_name,
+        )
+
+    def _admin_http(self) -> aiohttp.ClientSession:
+        """One connection pool for every registration of this server's life (restarts included): a scenario
+        registers all its users at once, and new connections per request only add handshakes."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=REGISTRATION_TIMEOUT)
+        return self._http
 
     def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
         """Synapse itself when its database exists (a restart, or a copied template); on a fresh server with
