@@ -486,10 +486,8 @@ class SynapseHomeserver(Homeserver):
         # The running server's own answer is authoritative; package metadata is the fallback.
         url = self.base_url + "/_synapse/admin/v1/server_version"
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-                http.get(url) as resp,
-            ):
+            # On the pool the registrations use next: the connection is already open when the first one comes.
+            async with self._admin_http().get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 body = await resp.json()
                 if resp.status == 200 and isinstance(body.get("server_version"), str):
                     return str(body["server_version"])
