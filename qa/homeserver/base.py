@@ -16,15 +16,19 @@ from typing import Self
 
 @dataclass(frozen=True)
 class UserCredentials:
-    """Who a test user is; clients log in themselves, so no access token is kept here."""
+    """Who a test user is. access_token/device_id are set only by register_session on a backend that logs the
+    new user in as part of registering it; otherwise clients log in themselves."""
 
     user_id: str
     password: str
     localpart: str
+    access_token: str | None = None
+    device_id: str | None = None
 
     def __repr__(self) -> str:
-        # Credentials end up in reprs of actors and in tracebacks; the password must not.
-        return f"UserCredentials(user_id={self.user_id!r}, localpart={self.localpart!r}, password='***')"
+        # Credentials end up in reprs of actors and in tracebacks; the password and token must not.
+        token = ", access_token='***'" if self.access_token else ""
+        return f"UserCredentials(user_id={self.user_id!r}, localpart={self.localpart!r}, password='***'{token})"
 
 
 class Homeserver(ABC):
@@ -74,6 +78,12 @@ class Homeserver(ABC):
     @abstractmethod
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
         """Create a user; raise InfraError if the server refuses."""
+
+    async def register_session(self, localpart: str, password: str, *, device_name: str) -> UserCredentials:
+        """Create a user and, where the backend does both in one request, a logged-in device named `device_name`
+        (the credentials then carry its access token and device id). Elsewhere this is register_user, and the
+        caller logs in: a login per user is what registering with a session saves."""
+        return await self.register_user(localpart, password)
 
     async def __aenter__(self) -> Self:
         try:

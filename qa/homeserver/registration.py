@@ -59,7 +59,14 @@ async def register_with_shared_secret(
     *,
     admin: bool = False,
     session: aiohttp.ClientSession | None = None,
+    device_name: str | None = None,
 ) -> UserCredentials:
+    """Register through Synapse's admin API (a nonce per registration: GET, then POST).
+
+    With `device_name`, the same request logs the user in on a new device of that name and the credentials
+    carry its access token; without, no device or token is made at all (`inhibit_login`), since the user's
+    clients log in for themselves.
+    """
     secrets = (shared_secret, password)
     async with _session(session) as http:
         url = base_url.rstrip("/") + SHARED_SECRET_PATH
@@ -74,11 +81,20 @@ async def register_with_shared_secret(
             "admin": admin,
             "mac": shared_secret_mac(shared_secret, nonce, localpart, password, admin),
         }
+        if device_name is None:
+            payload["inhibit_login"] = True
+        else:
+            payload["initial_device_display_name"] = device_name
         what = f"registering @{localpart} with the shared secret"
         status, body = await _request(http, "POST", url, payload, what, secrets)
         if status != 200 or not isinstance(body.get("user_id"), str):
             raise _failure(what, status, body, secrets)
-        return UserCredentials(user_id=body["user_id"], password=password, localpart=localpart)
+        token, device_id = body.get("access_token"), body.get("device_id")
+        if device_name is not None and not (isinstance(token, str) and isinstance(device_id, str)):
+            raise InfraError(f"{what}: the server registered the user but returned no session for it")
+        return UserCredentials(user_id=body["user_id"], password=password, localpart=localpart,
+                               access_token=token if device_name is not None else None,
+                               device_id=device_id if device_name is not None else None)
 
 
 async def register_with_token(

@@ -24,6 +24,7 @@ import copy
 import errno
 import importlib.metadata
 import importlib.util
+import json
 import os
 import re
 import secrets
@@ -33,19 +34,25 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 import yaml
 
 from qa.errors import InfraError
+from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
+from qa.homeserver.db_template import installed_synapse_key
 from qa.homeserver.registration import redact, register_with_shared_secret
+from qa.homeserver.seeded_boot import TEMPLATE_ENV
 
 DEFAULT_SERVER_NAME = "localhost"
 DEFAULT_START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10.0
-POLL_INTERVAL_S = 0.05
+# Readiness poll: a refused connect costs the harness well under a millisecond, and every tick of slack here
+# is added to each boot and each restart_homeserver step.
+POLL_INTERVAL_S = 0.01
+REGISTRATION_TIMEOUT = aiohttp.ClientTimeout(total=30)
 VERSIONS_PATH = "/_matrix/client/versions"
 
 _NOT_INSTALLED = "matrix-synapse is not installed (pip install matrix-synapse)"
@@ -261,6 +268,7 @@ class SynapseHomeserver(Homeserver):
         port: int | None = None,
         extra_config: Mapping[str, Any] | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
+        template_dir: Path | Literal["default"] | None = "default",
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.log_dir = Path(log_dir).resolve()
@@ -268,6 +276,11 @@ class SynapseHomeserver(Homeserver):
         self.port = port
         self.extra_config = dict(extra_config or {})
         self.start_timeout_s = start_timeout_s
+        # Where pristine database templates are kept (None: never use one, every boot creates the schema).
+        self.template_dir = db_template.cache_root() if template_dir == "default" else template_dir
+        # Why this server's database did not come from a template (None: it did, or it was never fresh).
+        self.template_note: str | None = None
+        self._template_key: str | None = None
         self.log_path = self.log_dir / "synapse.log"
         self.stdout_path = self.log_dir / "synapse.stdout.log"
         self.config_path = self.workdir / "homeserver.yaml"
@@ -276,6 +289,7 @@ class SynapseHomeserver(Homeserver):
         self._config: dict[str, Any] | None = None
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
+        self._http: aiohttp.ClientSession | None = None
 
     @property
     def base_url(self) -> str:
@@ -314,17 +328,15 @@ class SynapseHomeserver(Homeserver):
         stdout_offset = _size(self.stdout_path)
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
+        argv, env = self._launch_command()
         with self.stdout_path.open("ab") as out:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable,
-                "-m",
-                "synapse.app.homeserver",
-                "-c",
-                str(self.config_path),
+                *argv,
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.workdir,
+                env=env,
                 # Own process group: stop() can signal Synapse and anything it forks in one go, and a
                 # terminal Ctrl-C reaches us first rather than killing Synapse under our feet.
                 start_new_session=True,
@@ -351,6 +363,9 @@ class SynapseHomeserver(Homeserver):
             self.mark_died(f"Synapse (pid {proc.pid}) {how}")
 
     async def stop(self) -> None:
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
         proc, self._proc = self._proc, None
         if proc is None:
             return
@@ -376,8 +391,51 @@ class SynapseHomeserver(Homeserver):
         if self._proc is None:
             raise InfraError(f"cannot register @{localpart}: Synapse is not running")
         return await register_with_shared_secret(
-            self.base_url, self.shared_secret, localpart, password, admin=admin
+            self.base_url, self.shared_secret, localpart, password, admin=admin, session=self._admin_http()
         )
+
+    async def register_session(self, localpart: str, password: str, *, device_name: str) -> UserCredentials:
+        # Synapse's admin registration logs the new user in when asked: one request instead of two.
+        if self._proc is None:
+            raise InfraError(f"cannot register @{localpart}: Synapse is not running")
+        return await register_with_shared_secret(
+            self.base_url, self.shared_secret, localpart, password, session=self._admin_http(),
+            device_name=device_name,
+        )
+
+    def _admin_http(self) -> aiohttp.ClientSession:
+        """One connection pool for every registration of this server's life (restarts included): a scenario
+        registers all its users at once, and new connections per request only add handshakes."""
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession(timeout=REGISTRATION_TIMEOUT)
+        return self._http
+
+    def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
+        """Synapse itself when its database exists (a restart, or a copied template); on a fresh server with
+        no template yet, Synapse behind seeded_boot, which creates the schema and keeps a copy for next time."""
+        app = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+        db_path = self._sqlite_path()
+        if self.template_dir is None or self._template_key is None or db_path is None or db_path.exists():
+            return app, None
+        request = {"dir": str(self.template_dir / self._template_key), "key": self._template_key, "db": str(db_path)}
+        env = {**os.environ, TEMPLATE_ENV: json.dumps(request)}
+        return [sys.executable, "-m", "qa.homeserver.seeded_boot", *app[2:]], env
+
+    def _seed_database(self) -> None:
+        """A fresh server's database starts as a copy of the pristine template, when there is a sound one."""
+        db_path = self._sqlite_path()
+        if self.template_dir is None or db_path is None or db_path.exists():
+            return
+        self._template_key = installed_synapse_key(self.server_name)
+        if self._template_key is None:
+            return
+        self.template_note = db_template.install(self.template_dir / self._template_key, self._template_key, db_path)
+
+    def _sqlite_path(self) -> Path | None:
+        database = (self._config or {}).get("database") or {}
+        if database.get("name") != "sqlite3":
+            return None  # extra_config chose another engine: no templates for it
+        return Path(database["args"]["database"])
 
     def _prepare(self) -> None:
         """Write config, logging config and signing key once; restarts reuse them with the same data."""
@@ -401,6 +459,7 @@ class SynapseHomeserver(Homeserver):
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             yaml.safe_dump(config, fh, sort_keys=False)
         self._config = config
+        self._seed_database()
 
     async def _wait_ready(self, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
         """None once /versions answers 200, else why not. Wakes at once if the process exits."""
@@ -427,10 +486,8 @@ class SynapseHomeserver(Homeserver):
         # The running server's own answer is authoritative; package metadata is the fallback.
         url = self.base_url + "/_synapse/admin/v1/server_version"
         with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-            async with (
-                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as http,
-                http.get(url) as resp,
-            ):
+            # On the pool the registrations use next: the connection is already open when the first one comes.
+            async with self._admin_http().get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
                 body = await resp.json()
                 if resp.status == 200 and isinstance(body.get("server_version"), str):
                     return str(body["server_version"])

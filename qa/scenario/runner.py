@@ -265,36 +265,41 @@ async def _provision(
     state_dir: Path, scenario_dir: Path, result: ScenarioResult,
 ) -> ScenarioContext:
     hs = res.homeserver
-    passwords: dict[str, str] = {}
-    creds = {}
-    for role in ["bot", *scenario.actors]:
-        passwords[role] = secrets.token_urlsafe(18)
-        res.secrets.append(passwords[role])
-        creds[role] = await hs.register_user(_localpart(role, scenario.id, res.run_id), passwords[role])
+    roles = ["bot", *scenario.actors]
+    passwords = {role: secrets.token_urlsafe(18) for role in roles}
+    res.secrets.extend(passwords.values())
+    # All users at once, each with its session where the homeserver makes one while registering (Synapse):
+    # the actors' devices are the ones a login would have made, and the bot's is the ready session the launch
+    # contract hands it (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
+    devices = {role: "matrix-qa launch" if role == "bot" else f"matrix-qa {role}" for role in roles}
+    registered = await asyncio.gather(*(
+        hs.register_session(_localpart(role, scenario.id, res.run_id), passwords[role], device_name=devices[role])
+        for role in roles))
+    creds = dict(zip(roles, registered, strict=True))
+    res.secrets.extend(c.access_token for c in registered if c.access_token)
     encryption = uses_encryption(scenario)
     for name in scenario.actors:
         # Crypto stores hold private keys, so they live in the state dir, never in the artifacts.
         actors[name] = Actor(name, hs.base_url, creds[name].user_id, passwords[name], state_dir / "actors" / name,
                              encryption=encryption)
     bot_user_id = creds["bot"].user_id
-    # The launch contract hands the bot a ready session too (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
-    (token, device_id), *_ = await asyncio.gather(
-        login_for_token(hs.base_url, bot_user_id, passwords["bot"]), *(a.login() for a in actors.values()))
-    res.secrets.append(token)
+    logins = []
+    for name, actor in actors.items():
+        session_token, session_device = creds[name].access_token, creds[name].device_id
+        if session_token and session_device:
+            actor.adopt_session(session_token, session_device)
+        else:
+            logins.append(actor.login())
+    bot_session = creds["bot"]
+    if bot_session.access_token and bot_session.device_id:
+        token, device_id = bot_session.access_token, bot_session.device_id
+        await asyncio.gather(*logins)
+    else:
+        (token, device_id), *_ = await asyncio.gather(login_for_token(hs.base_url, bot_user_id, passwords["bot"]),
+                                                      *logins)
+        res.secrets.append(token)
     await asyncio.gather(*(a.start_sync() for a in actors.values()))
-    rooms: dict[str, str] = {}
-    for room_name, spec in scenario.rooms.items():
-        members = spec.members if spec.members is not None else list(scenario.actors)
-        # A direct chat is opened by its one member, as a person starts a DM; other rooms by the first actor.
-        creator = actors[members[0]] if spec.direct else actors[scenario.actors[0]]
-        invite = ([bot_user_id] if spec.invite_bot else []) + [actors[m].user_id for m in members
-                                                               if actors[m] is not creator]
-        room_id = await creator.create_room(f"{scenario.id} {room_name} {res.run_id}", invite,
-                                            encrypted=spec.encrypted, direct=spec.direct)
-        rooms[room_name] = room_id
-        if spec.direct:
-            await creator.mark_direct(bot_user_id, room_id)
-        await asyncio.gather(*(actors[m].join(room_id) for m in members if actors[m] is not creator))
+    rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id)
     # The bot is told only of the rooms it is invited to upfront; the others it learns of from an invite.
     bot_rooms = {n: r for n, r in rooms.items() if scenario.rooms[n].invite_bot}
     creator = actors[scenario.actors[0]]
@@ -341,6 +346,42 @@ async def _provision(
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"),
     )
+
+
+@dataclass
+class _RoomPlan:
+    name: str
+    spec: Any
+    creator: Actor
+    invite: list[str]
+    joiners: list[Actor]
+    room_id: str = ""
+
+
+async def _create_rooms(scenario: Any, run_id: str, actors: dict[str, Actor], bot_user_id: str) -> dict[str, str]:
+    """Every scenario room, created side by side (each createRoom carries its invites and encryption state),
+    then every member's join at once: nothing in one room waits for another room."""
+    plans = []
+    for room_name, spec in scenario.rooms.items():
+        members = spec.members if spec.members is not None else list(scenario.actors)
+        # A direct chat is opened by its one member, as a person starts a DM; other rooms by the first actor.
+        creator = actors[members[0]] if spec.direct else actors[scenario.actors[0]]
+        joiners = [actors[m] for m in members if actors[m] is not creator]
+        invite = ([bot_user_id] if spec.invite_bot else []) + [a.user_id for a in joiners]
+        plans.append(_RoomPlan(room_name, spec, creator, invite, joiners))
+
+    async def create(plan: _RoomPlan) -> None:
+        plan.room_id = await plan.creator.create_room(f"{scenario.id} {plan.name} {run_id}", plan.invite,
+                                                      encrypted=plan.spec.encrypted, direct=plan.spec.direct)
+
+    await asyncio.gather(*(create(plan) for plan in plans))
+    # In scenario order, one at a time: each PUT replaces the creator's whole m.direct, so with two DMs the
+    # last one named wins, as it always did.
+    for plan in plans:
+        if plan.spec.direct:
+            await plan.creator.mark_direct(bot_user_id, plan.room_id)
+    await asyncio.gather(*(joiner.join(plan.room_id) for plan in plans for joiner in plan.joiners))
+    return {plan.name: plan.room_id for plan in plans}
 
 
 def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_ids: dict[str, str],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -115,6 +116,45 @@ async def test_boot_users_rooms_restart_and_stop(tmp_path: Path, http: aiohttp.C
     finally:
         await hs.stop()
     assert _synapse_processes_for(hs.config_path) == []
+
+
+async def test_pristine_template_is_built_once_reused_fresh_and_rebuilt_when_damaged(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+
+    # The logs cannot tell a cold boot from a template one (seeded_boot creates the schema before Synapse's
+    # logging starts), so template_note says which one happened.
+    async def boot(name: str) -> tuple[SynapseHomeserver, str]:
+        hs = SynapseHomeserver(tmp_path / name, tmp_path / f"{name}-logs", template_dir=cache)
+        await hs.start()
+        return hs, hs.log_path.read_text()
+
+    first, log = await boot("first")
+    try:
+        assert first.template_note == "no template yet"  # cold: seeded_boot created the schema, and kept it
+        await first.register_user("left-over", "pw-left-over")
+    finally:
+        await first.stop()
+    (template,) = [p for p in cache.iterdir() if not p.name.startswith(".")]
+
+    second, log = await boot("second")
+    try:
+        assert second.template_note is None  # its database is a copy of the template
+        assert "Existing schema is" in log and not re.search(r"Applying schema \d+/", log)
+        # Fresh all the same: the first server's user is not here, so its name can be registered again.
+        assert (await second.register_user("left-over", "pw")).user_id == "@left-over:localhost"
+    finally:
+        await second.stop()
+
+    (template / "homeserver.db").write_bytes(b"damaged")
+    third, log = await boot("third")
+    try:
+        assert third.template_note is not None and "discarded" in third.template_note
+        await third.register_user("carol", "pw-carol")
+    finally:
+        await third.stop()
+    assert (template / "homeserver.db").read_bytes()[:16] == b"SQLite format 3\x00"  # rebuilt, sound again
+    for hs in (first, second, third):
+        assert _synapse_processes_for(hs.config_path) == []
 
 
 async def test_invalid_config_names_the_log_and_leaves_no_process(tmp_path: Path) -> None:

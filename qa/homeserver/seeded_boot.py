@@ -1,0 +1,80 @@
+"""Run a Synapse app after creating its schema ourselves, keeping a copy as the pristine database template.
+
+    python -m qa.homeserver.seeded_boot synapse.app.homeserver -c homeserver.yaml
+
+Used only when no template exists yet for this Synapse (see qa.homeserver.db_template). The schema is created
+the way Synapse's own startup does it (same `prepare_database` call, same config), so the server then finds an
+up-to-date database and starts as usual. Building the template must never stop the server from starting:
+on any failure the half-made database is removed and Synapse creates its schema itself, as it always did.
+The app module is named on the command line so that process listings still show `synapse.app.homeserver`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
+
+
+def _create_schema(app: Any, argv: list[str]) -> Path:
+    """Create the schema in the configured SQLite database; returns its path."""
+    from synapse.storage.database import make_conn
+    from synapse.storage.engines import create_engine
+    from synapse.storage.prepare_database import prepare_database
+
+    config = app.load_or_generate_config(argv)
+    (db_config,) = config.database.databases
+    if db_config.config.get("name") != "sqlite3":
+        raise RuntimeError("only SQLite databases have templates")
+    engine = create_engine(db_config.config)
+    with make_conn(db_config=db_config, engine=engine, default_txn_name="template",
+                   server_name=config.server.server_name) as conn:
+        engine.check_database(conn)
+        prepare_database(conn, engine, config, databases=db_config.databases)
+        conn.commit()
+    return Path(db_config.config["args"]["database"])
+
+
+def _remove_database(path: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{path}{suffix}")
+
+
+def _seed(app: Any, argv: list[str], request: dict[str, str]) -> None:
+    from qa.homeserver.db_template import publish
+
+    db_path = Path(request["db"])
+    if db_path.exists():
+        return  # not a fresh server: nothing to seed, and nothing pristine to keep
+    try:
+        created = _create_schema(app, argv)
+    except Exception as exc:  # any Synapse version's surprise: fall back to Synapse's own schema creation
+        _remove_database(db_path)
+        print(f"matrix-qa: no database template this time (schema creation failed: {exc!r})", file=sys.stderr)
+        return
+    problem = publish(created, Path(request["dir"]), request["key"])
+    if problem:
+        print(f"matrix-qa: {problem}", file=sys.stderr)
+
+
+def main(argv: list[str]) -> None:
+    if not argv:
+        raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
+    app_module, synapse_argv = argv[0], argv[1:]
+    app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
+    request = os.environ.pop(TEMPLATE_ENV, None)
+    if request:
+        _seed(app, synapse_argv, json.loads(request))
+    sys.argv = [app_module, *synapse_argv]
+    app.main()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
