@@ -43,6 +43,7 @@ from qa.harness.fork_server import ForkServer, kill_all_fork_servers, uses_fork_
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir, prepare_output_dir
 from qa.harness.plan import CANARY, Shard, runs_alone, select, shard_plan
+from qa.harness.work_dir import work_root
 from qa.homeserver.base import Homeserver
 from qa.provider.record_replay import (
     after_scenario,
@@ -275,7 +276,7 @@ class Run:
         self.out.say(f"artifacts: {self.dir}")
         if removed:
             self.out.say(f"note: removed the earlier run's {', '.join(removed)} from {self.dir}")
-        work = Path(tempfile.mkdtemp(prefix="matrix-qa-"))
+        work = Path(tempfile.mkdtemp(prefix="matrix-qa-", dir=work_root(os.environ)))
         self._work = work
         self._main = asyncio.current_task()
         signals = _SignalHandlers(self._on_signal)
