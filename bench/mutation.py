@@ -53,7 +53,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/provider/matching.py": ["tests/unit/test_matching.py"],
     "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
     "qa/report/replay_failure.py": ["tests/unit/test_replay_failure.py"],
-    "qa/report/lock_timeline.py": ["tests/unit/test_lock_timeline.py"],
+    "qa/report/lock_timeline.py": ["tests/unit/test_lock_timeline.py", "tests/unit/test_lock_timeline_edges.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
