@@ -49,7 +49,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
     "qa/dotted.py": ["tests/unit/test_launch.py", "tests/unit/test_agent_overrides.py"],
     "qa/harness/fault_rules.py": ["tests/unit/test_fault_rules.py"],
-    "qa/provider/placeholders.py": ["tests/unit/test_placeholders.py"],
+    "qa/provider/placeholders.py": ["tests/unit/test_placeholders.py", "tests/unit/test_placeholders_edges.py"],
     "qa/provider/matching.py": ["tests/unit/test_matching.py"],
     "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
     "qa/report/replay_failure.py": ["tests/unit/test_replay_failure.py"],
