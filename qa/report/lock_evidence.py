@@ -192,7 +192,7 @@ def analyze_lock_evidence(
         hold_iv = [(h.start, trace_end if h.end is None else h.end) for h in own_holds]
         own_io = [(iv, kind) for (s, a), iv, kind in model if (s, a) == key]
         model_iv = [iv for iv, _ in own_io]
-        overlap = _intersection_ms(_union(hold_iv), _union(model_iv))
+        overlap = _intersection_ms(union(hold_iv), union(model_iv))
         evidence = _turn(session, attempt, info, own_holds, hold_iv, model_iv, overlap)
         evidence.io_kinds = [kind for _, kind in own_io]
         turn_evidence.append(evidence)
@@ -204,7 +204,7 @@ def analyze_lock_evidence(
     for hold in holds:
         if hold.end is not None:
             continue
-        in_session = _union([iv for (s, _), iv, _ in model if s == hold.session])
+        in_session = union([iv for (s, _), iv, _ in model if s == hold.session])
         leaked = _intersection_ms([(hold.start, trace_end)], in_session)
         if leaked > 0:
             reasons.append(
@@ -337,7 +337,7 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     of the scenario's model requests counts: stricter than the per-turn rule, never looser."""
     ordered = _timed(records)
     trace_end = max([float(r["t"]) for r in ordered[-1:]] + [end for _, end in journal_io], default=0.0)
-    model = _union(journal_io)
+    model = union(journal_io)
     reasons = []
     for hold in _holds(ordered):
         overlap = _intersection_ms([(hold.start, trace_end if hold.end is None else hold.end)], model)
@@ -507,7 +507,8 @@ def _probe(raw: Mapping[str, Any] | ProbeEvidence, model: Sequence[_IoItem]) -> 
     return probe.model_copy(update={"during_model_io": during})
 
 
-def _union(intervals: Iterable[Interval]) -> list[Interval]:
+def union(intervals: Iterable[Interval]) -> list[Interval]:
+    """Sorted, merged: touching intervals become one."""
     merged: list[Interval] = []
     for start, end in sorted(intervals):
         if merged and start <= merged[-1][1]:
@@ -517,16 +518,25 @@ def _union(intervals: Iterable[Interval]) -> list[Interval]:
     return merged
 
 
-def _intersection_ms(a: Sequence[Interval], b: Sequence[Interval]) -> float:
-    """Total length of the intersection of two sorted, non-overlapping interval lists."""
-    total, i, j = 0.0, 0, 0
+def intersections(a: Sequence[Interval], b: Sequence[Interval]) -> list[Interval]:
+    """The stretches covered by both of two sorted, non-overlapping interval lists, in time order; touching is
+    not overlap. The verdict sums them; the lock picture (qa.report.lock_timeline) draws them."""
+    found: list[Interval] = []
+    i = j = 0
     while i < len(a) and j < len(b):
-        total += max(0.0, min(a[i][1], b[j][1]) - max(a[i][0], b[j][0]))
+        start, end = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if end > start:
+            found.append((start, end))
         if a[i][1] < b[j][1]:
             i += 1
         else:
             j += 1
-    return total
+    return found
+
+
+def _intersection_ms(a: Sequence[Interval], b: Sequence[Interval]) -> float:
+    """Total length of the intersection of two sorted, non-overlapping interval lists."""
+    return sum((end - start for start, end in intersections(a, b)), 0.0)
 
 
 def _ms(value: float) -> str:

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-Interval = tuple[float, float]
+from qa.report.lock_evidence import Interval, union
+from qa.report.lock_evidence import intersections as overlap_stretches
 
 IO_LABELS = {"model": "model I/O", "approval": "approval wait", "preview": "preview edit", "media": "media fetch"}
 # Summaries written before io kinds were recorded: every I/O interval was a model call or counted as one.
@@ -60,30 +61,10 @@ class Timeline:
         return self.overlap_ms > 0
 
 
-def union(intervals: Iterable[Interval]) -> list[Interval]:
-    merged: list[Interval] = []
-    for start, end in sorted(intervals):
-        if merged and start <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], end))
-        else:
-            merged.append((start, end))
-    return merged
-
-
 def intersections(a: Iterable[Interval], b: Iterable[Interval]) -> list[Interval]:
-    """The stretches covered by both a and b (each side merged first), in time order; touching is not overlap."""
-    ua, ub = union(a), union(b)
-    found: list[Interval] = []
-    i = j = 0
-    while i < len(ua) and j < len(ub):
-        start, end = max(ua[i][0], ub[j][0]), min(ua[i][1], ub[j][1])
-        if end > start:
-            found.append((start, end))
-        if ua[i][1] < ub[j][1]:
-            i += 1
-        else:
-            j += 1
-    return found
+    """The stretches covered by both a and b (each side merged first), in time order; touching is not overlap:
+    the verdict's own rule (qa.report.lock_evidence), so a red bar means the verdict failed it."""
+    return overlap_stretches(union(a), union(b))
 
 
 def _number(value: Any) -> float | None:
