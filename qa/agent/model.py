@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import json
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,7 +12,7 @@ import openai
 from openai import AsyncOpenAI, DefaultAsyncHttpxClient
 
 from qa.agent.config import FaultMutations, ModelConfig
-from qa.agent.tls import shared_tls_context
+from qa.agent.tls import sdk_http_library, shared_tls_context
 
 
 @dataclass
@@ -90,8 +88,7 @@ def prime_sdk() -> None:
     body = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
 
     try:
-        # The HTTP library the SDK imported: httpx2 in recent releases, httpx before (pyproject allows both).
-        http = importlib.import_module("httpx2" if "httpx2" in sys.modules else "httpx")
+        http = sdk_http_library()
 
         def answer(request: Any) -> Any:
             return http.Response(200, content=body, headers={"content-type": "text/event-stream"})

@@ -12,6 +12,8 @@ import functools
 import importlib
 import os
 import ssl
+import sys
+from types import ModuleType
 
 
 def shared_tls_context() -> ssl.SSLContext | None:
@@ -19,15 +21,13 @@ def shared_tls_context() -> ssl.SSLContext | None:
     return _context(os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
 
 
+def sdk_http_library() -> ModuleType:
+    """The HTTP library the openai SDK itself imported: httpx2 in recent releases, httpx before (pyproject allows
+    both). Call after importing openai."""
+    return importlib.import_module("httpx2" if "httpx2" in sys.modules else "httpx")
+
+
 @functools.cache
 def _context(cert_file: str | None, cert_dir: str | None) -> ssl.SSLContext | None:
-    for name in ("httpx2", "httpx"):  # openai 3.x ships httpx2; earlier releases, httpx
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        make = getattr(module, "create_ssl_context", None)
-        if make is not None:
-            context: ssl.SSLContext = make()
-            return context
-    return None
+    make = getattr(sdk_http_library(), "create_ssl_context", None)
+    return make() if make is not None else None

@@ -38,14 +38,11 @@ def preload() -> None:
     """Everything a bot imports, lazily included, so a forked bot imports nothing."""
     import nio
     import nio.crypto.attachments  # noqa: F401
-    import openai
 
-    import qa.agent.__main__  # noqa: F401
+    import qa.agent.__main__  # noqa: F401  (qa.agent.model primes the SDK's lazy parts as it is imported)
     from qa.agent.tls import shared_tls_context
 
-    # The SDK's first client loads its lazy parts (~60 ms); the TLS context is then shared by every bot.
-    openai.AsyncOpenAI(base_url="http://127.0.0.1:9/v1", api_key="preload", http_client=openai.DefaultAsyncHttpxClient(
-        verify=shared_tls_context() or True))
+    shared_tls_context()  # built once here, so no forked bot loads the CA bundle (~90 ms) again
 
 
 def serve(sock: socket.socket) -> int:
