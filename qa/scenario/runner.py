@@ -355,7 +355,6 @@ class _RoomPlan:
     creator: Actor
     invite: list[str]
     joiners: list[Actor]
-    room_id: str = ""
 
 
 async def _create_rooms(scenario: Any, run_id: str, actors: dict[str, Actor], bot_user_id: str) -> dict[str, str]:
@@ -370,18 +369,17 @@ async def _create_rooms(scenario: Any, run_id: str, actors: dict[str, Actor], bo
         invite = ([bot_user_id] if spec.invite_bot else []) + [a.user_id for a in joiners]
         plans.append(_RoomPlan(room_name, spec, creator, invite, joiners))
 
-    async def create(plan: _RoomPlan) -> None:
-        plan.room_id = await plan.creator.create_room(f"{scenario.id} {plan.name} {run_id}", plan.invite,
-                                                      encrypted=plan.spec.encrypted, direct=plan.spec.direct)
-
-    await asyncio.gather(*(create(plan) for plan in plans))
+    room_ids = await asyncio.gather(*(
+        plan.creator.create_room(f"{scenario.id} {plan.name} {run_id}", plan.invite, encrypted=plan.spec.encrypted,
+                                 direct=plan.spec.direct) for plan in plans))
     # In scenario order, one at a time: each PUT replaces the creator's whole m.direct, so with two DMs the
     # last one named wins, as it always did.
-    for plan in plans:
+    for plan, room_id in zip(plans, room_ids, strict=True):
         if plan.spec.direct:
-            await plan.creator.mark_direct(bot_user_id, plan.room_id)
-    await asyncio.gather(*(joiner.join(plan.room_id) for plan in plans for joiner in plan.joiners))
-    return {plan.name: plan.room_id for plan in plans}
+            await plan.creator.mark_direct(bot_user_id, room_id)
+    await asyncio.gather(*(joiner.join(room_id) for plan, room_id in zip(plans, room_ids, strict=True)
+                           for joiner in plan.joiners))
+    return {plan.name: room_id for plan, room_id in zip(plans, room_ids, strict=True)}
 
 
 def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_ids: dict[str, str],
