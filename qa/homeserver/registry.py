@@ -5,7 +5,16 @@ Each backend registers itself from its own small module (qa/homeserver/backends/
 the server's own code is imported only when it starts); BUILTIN lists those modules, in the order their
 options are shown and checked. The CLI builds `--homeserver` and every backend's options from here, and the
 run asks here what to check, what to start and what to clean up: neither names a backend. A backend outside
-this package (a test's stand-in, a plugin) calls `register` itself.
+this package (a test's stand-in, a plugin) calls `register` itself. Adding one, e.g. an image on Docker:
+
+    # qa/homeserver/backends/dendrite.py, and its module name in BUILTIN
+    def _create(request: StartRequest) -> Homeserver:
+        from qa.homeserver.dendrite import DendriteHomeserver  # a ContainerHomeserver (qa.homeserver.container)
+        return DendriteHomeserver(request.log_dir, image=request.settings.get("dendrite_image") or IMAGE,
+                                  port=request.port)
+
+    BACKEND = register(Backend(name="dendrite", create=_create, choice="dendrite (a Docker container)",
+                               options=(Option("--dendrite-image", metavar="IMAGE", help="its image"),)))
 """
 
 from __future__ import annotations

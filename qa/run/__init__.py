@@ -81,12 +81,14 @@ class Run:
 
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
+        # Preflight: a usage or environment problem is exit 2 here, before anything starts or is written.
         _check_lock_env({**os.environ, **self.options.bot_env})
         self.live, brought = preflight(self.options, self.jobs, self.dir, os.environ)
         add_secrets(self.secrets, brought)
         self.bot_file = checked_bot_file(self.options)
         self.base_plan, self.plan = plan_scenarios(self.options)
         self.cassettes = load_for_replay(self.options, self.plan)
+        # From here on, whatever happens, every process started is stopped and the record is written.
         library_logs = self._open_record()
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-", dir=work_root(os.environ)))
         self.lifecycle.begin(work, self.options.timeout)
@@ -119,6 +121,7 @@ class Run:
         return library_logs
 
     async def _run_all(self, work: Path) -> None:
+        """The provider, then the homeserver (the fork server boots beside it), then the scenarios."""
         began = mono_ms()
         await start_provider(self.options, self.live, self.plan, self.cassettes, self.out, keep=self._keep_provider)
         self.timings.providerBootMs = round(mono_ms() - began, 1)

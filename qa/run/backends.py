@@ -1,4 +1,4 @@
-"""Chapter 2 of a run (qa.run): the homeserver, built by its backend in qa.homeserver.registry and booted while
+"""Chapter 3 of a run (qa.run): the homeserver, built by its backend in qa.homeserver.registry and booted while
 the embedded agent's fork server and the scenario runner's imports get ready beside it."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Chapter 3 of a run (qa.run): the model provider (mock, live or replay) started from the options, and what
+"""Chapter 2 of a run (qa.run): the model provider (mock, live or replay) started from the options, and what
 the record keeps of it: its description, and the mock's journal of requests."""
 
 from __future__ import annotations
