@@ -187,9 +187,9 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     if args.rerun_failed is not None:
         args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
     own = list(args.scenarios_dir or [])
-    settings = registry.settings_from(args)
     if args.no_builtin_scenarios and not own:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
+    settings = registry.settings_from(args)  # every backend's own options, by dest
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
         scenario_paths=own if args.no_builtin_scenarios else [*default_scenario_paths(), *own],
