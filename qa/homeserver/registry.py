@@ -2,12 +2,12 @@
 those options, its preflight, how it starts and its last-resort cleanup.
 
 Each backend registers itself from its own small module (qa/homeserver/backends/<name>.py: cheap to import,
-the server's own code is imported only when it starts); BUILTIN lists those modules, in the order their
-options are shown and checked. The CLI builds `--homeserver` and every backend's options from here, and the
+the server's own code is imported only when it starts); BUILTIN names them, in the order their options are
+shown and checked. The CLI builds `--homeserver` and every backend's options from here, and the
 run asks here what to check, what to start and what to clean up: neither names a backend. A backend outside
 this package (a test's stand-in, a plugin) calls `register` itself. Adding one, e.g. an image on Docker:
 
-    # qa/homeserver/backends/dendrite.py, and its module name in BUILTIN
+    # qa/homeserver/backends/dendrite.py, and its name in BUILTIN
     def _create(request: StartRequest) -> Homeserver:
         from qa.homeserver.dendrite import DendriteHomeserver  # a ContainerHomeserver (qa.homeserver.container)
         return DendriteHomeserver(request.log_dir, image=request.settings.get("dendrite_image") or IMAGE,
@@ -31,7 +31,9 @@ from qa.errors import ConfigError
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver
 
-BUILTIN = ("qa.homeserver.backends.synapse", "qa.homeserver.backends.external", "qa.homeserver.backends.tuwunel")
+# The built-in backends, each registered by qa/homeserver/backends/<name>.py, in the order their options are
+# shown and checked, whichever of them was imported first; backends registered from elsewhere follow.
+BUILTIN = ("synapse", "external", "tuwunel")
 
 # A backend's option values, by argparse dest (RunOptions.homeserver_settings): None where not given.
 Settings = Mapping[str, Any]
@@ -106,13 +108,14 @@ def unregister(name: str) -> None:
 
 
 def backends() -> list[Backend]:
-    """Every backend, the built-in ones first, in registration order."""
+    """Every backend: the built-in ones in BUILTIN's order, then the others in registration order."""
     global _loaded
     if not _loaded:
         _loaded = True
-        for module in BUILTIN:
-            importlib.import_module(module)
-    return list(_REGISTERED.values())
+        for name in BUILTIN:
+            importlib.import_module(f"qa.homeserver.backends.{name}")
+    rank = {name: i for i, name in enumerate(BUILTIN)}
+    return sorted(_REGISTERED.values(), key=lambda b: rank.get(b.name, len(rank)))
 
 
 def get(name: str) -> Backend:

@@ -56,6 +56,15 @@ def test_the_builtin_backends_in_order_and_the_help_built_from_them() -> None:
     assert actions["--registration-token"].default is None
 
 
+def test_the_order_does_not_depend_on_which_backend_module_was_imported_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # `import qa.homeserver.tuwunel` registers tuwunel before the registry loads the others: the order, and with
+    # it the help and the misplaced-flag message, must not follow.
+    every = {b.name: b for b in registry.backends()}
+    monkeypatch.setattr(registry, "_REGISTERED", dict(reversed(every.items())))
+    assert [b.name for b in registry.backends()] == ["synapse", "external", "tuwunel"]
+
+
 @pytest.mark.parametrize(("explicit", "settings", "chosen"), [
     (None, {}, "synapse"),
     (None, {"homeserver_url": ""}, "synapse"),
