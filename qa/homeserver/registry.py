@@ -129,9 +129,12 @@ def choose(explicit: str | None, settings: Settings) -> str:
     """--homeserver NAME if given; else the backend one of whose options chooses it; else the default."""
     if explicit:
         return explicit
-    every = backends()
-    chosen = next((b for b in every if b.chosen_by and settings.get(b.chosen_by)), None)
-    return (chosen or next(b for b in every if b.default)).name
+    chosen = next((b for b in backends() if b.chosen_by and settings.get(b.chosen_by)), None)
+    return chosen.name if chosen else default_name()
+
+
+def default_name() -> str:
+    return next(b for b in backends() if b.default).name
 
 
 def misplaced(in_use: str, settings: Settings) -> list[str]:

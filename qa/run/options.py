@@ -34,8 +34,8 @@ class RunOptions:
     profile: str = "fast"
     scenario_ids: list[str] = field(default_factory=list)
     scenario_paths: list[Path] = field(default_factory=lambda: default_scenario_paths())
-    # A backend of qa.homeserver.registry, and its options' values by dest (e.g. homeserver_url, tuwunel_image).
-    homeserver: str = "synapse"
+    # A backend of qa.homeserver.registry (default: the registry's default), and its options' values by dest.
+    homeserver: str = field(default_factory=registry.default_name)
     homeserver_port: int | None = None
     homeserver_settings: dict[str, Any] = field(default_factory=dict)
     provider: str = "mock"
