@@ -29,7 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 # would credit a module with kills from tests that only pass through it.
 MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py",
-                                   "tests/unit/test_lock_life_evidence.py"],
+                                   "tests/unit/test_lock_life_evidence.py", "tests/unit/test_lock_section.py",
+                                   "tests/unit/test_lock_evidence_edges.py"],
     "qa/agent/compaction.py": ["tests/unit/test_compaction.py"],
     "qa/agent/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/agent/prompt_gate.py": ["tests/unit/test_startup_cleanup.py"],

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qa.errors import QAError
+from qa.homeserver import registry
 
 EXIT_USAGE = 2
 
@@ -52,25 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--bot-command", default=None, metavar="'CMD ...'",
                      help="shortcut for a bot file with only this command: the bot gets the launch contract in "
                      "its environment and is ready once it has joined its rooms")
-    run.add_argument("--homeserver", default=None, choices=["synapse", "tuwunel"],
-                     help="homeserver backend: synapse (the default: embedded, a child process) or tuwunel "
-                     "(a Docker container; needs a Docker engine)")
-    run.add_argument("--homeserver-port", type=_port, default=None, metavar="PORT",
-                     help="port for the embedded or Docker homeserver on 127.0.0.1 (default: a free one)")
-    # Spelled out rather than imported so `matrix-qa list` does not load the Docker backend; a unit test
-    # keeps it equal to qa.homeserver.tuwunel.DEFAULT_IMAGE.
-    run.add_argument("--tuwunel-image", default=None, metavar="IMAGE",
-                     help="image for --homeserver tuwunel, pulled if absent "
-                     "(default: ghcr.io/matrix-construct/tuwunel:v1.5.1)")
-    run.add_argument("--homeserver-url", default=None, metavar="URL",
-                     help="use a homeserver you already run instead of starting one; users and rooms get "
-                     "unique names per run and nothing else is touched")
-    run.add_argument("--registration-token", default=None, metavar="TOKEN",
-                     help="registration token for --homeserver-url (better: env MATRIX_QA_REGISTRATION_TOKEN, "
-                     "which keeps it out of the process list)")
-    run.add_argument("--registration-shared-secret", default=None, metavar="SECRET",
-                     help="Synapse registration_shared_secret for --homeserver-url "
-                     "(better: env MATRIX_QA_REGISTRATION_SHARED_SECRET)")
+    registry.add_arguments(run)  # --homeserver, --homeserver-port and every backend's own options
     run.add_argument("--provider", default="mock", choices=["mock", "live", "replay"],
                      help="model provider: mock (the default; deterministic), live (any OpenAI-compatible "
                      "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY) or replay (--cassettes)")
@@ -181,17 +164,6 @@ def _rerun_ids(path: Path, chosen: list[str]) -> list[str]:
     return ids
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    # 0 would mean "any free port" to the OS, but the homeserver's URL must be known before it starts.
-    if not 1 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {value}")
-    return value
-
-
 def _shard_durations(path: Path | None) -> dict[str, float] | None:
     """Scenario durations from an earlier summary; skipped scenarios tell nothing about how long one takes."""
     if path is None:
@@ -217,14 +189,13 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     own = list(args.scenarios_dir or [])
     if args.no_builtin_scenarios and not own:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
+    settings = registry.settings_from(args)  # every backend's own options, by dest
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario,
         scenario_paths=own if args.no_builtin_scenarios else [*default_scenario_paths(), *own],
         bot_file=args.bot, bot_command=args.bot_command,
-        homeserver=args.homeserver or ("external" if args.homeserver_url else "synapse"),
-        homeserver_port=args.homeserver_port, homeserver_url=args.homeserver_url,
-        registration_token=args.registration_token, registration_shared_secret=args.registration_shared_secret,
-        tuwunel_image=args.tuwunel_image, model=args.model, base_url=args.base_url,
+        homeserver=registry.choose(args.homeserver, settings), homeserver_port=args.homeserver_port,
+        homeserver_settings=settings, model=args.model, base_url=args.base_url,
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,

@@ -25,6 +25,8 @@ Verdict:
   pass  no failure and at least one model request was seen.
   none  no failure but no model request either: nothing was proven. The caller decides whether a scenario
         that expected model I/O treats that as a failure.
+For a run (lock_section), a scenario whose bot traces holds but no model requests has the provider journal's
+requests stand in for its model I/O: a hold during one fails too, and the verdict is pass or fail, never none.
 
 The lock's whole life (issue 19). Every hold has a kind, from its purpose (HOLD_KINDS): a turn's own writes,
 the inbound append, a skipped prompt's claim, post-turn work, compaction, a notice, the legacy whole turn.
@@ -57,6 +59,7 @@ Interval = tuple[float, float]
 # there is nothing to judge; never shown as "none" or as a pass.
 Verdict = Literal["pass", "fail", "none", "n/a"]
 NOT_APPLICABLE = "n/a (the bot reports no lock records)"
+NO_MODEL_REQUEST = "no model request in the trace: nothing to check the lock against"
 LOCK_RECORDS = frozenset({"lock.acquire", "lock.release", "lock.timeout", "lock.takeover", "lock.reclaim"})
 # A removal of the previous holder's lock: by a waiter (takeover) or by the startup cleanup (reclaim).
 _TAKEOVER_RECORDS = frozenset({"lock.takeover", "lock.reclaim"})
@@ -233,7 +236,7 @@ def analyze_lock_evidence(
     all_holds = [(trace_end if h.end is None else h.end) - h.start for h in holds]
     verdict: Verdict = "fail" if reasons else ("pass" if model else "none")
     if verdict == "none":
-        reasons.append("no model request in the trace: nothing to check the lock against")
+        reasons.append(NO_MODEL_REQUEST)
     return LockEvidence(
         verdict=verdict,
         reasons=reasons,
@@ -329,6 +332,41 @@ def not_applicable(model_requests: int) -> dict[str, Any]:
     return LockEvidence(verdict="n/a", reasons=[NOT_APPLICABLE], turn_count=0, other_holds=0,  # the rest: defaults
                         model_requests=model_requests, longest_hold_ms=0.0, total_overlap_ms=0.0, takeovers=0,
                         lock_timeouts=0, probes=[], turns=[]).model_dump(mode="json", by_alias=True)
+
+
+def lock_section(traces: Mapping[str, Sequence[Mapping[str, Any]]], journals: Mapping[str, Sequence[Interval]],
+                 probes: Iterable[Mapping[str, Any] | ProbeEvidence] = ()) -> dict[str, Any] | None:
+    """The run's lock verdict, decided here once: the summary's `lock` section from each scenario's trace
+    (`traces`, by scenario) and the provider journal's model requests of that scenario (`journals`).
+
+    None when no scenario left a trace; n/a when no trace has a lock record. A scenario whose bot traces its
+    holds but not its model requests has its journal stand in for its model I/O (journal_overlap_reasons):
+    per scenario, since scenarios run side by side and one's requests say nothing about another's holds."""
+    if not traces:
+        return None
+    records = [record for trace in traces.values() for record in trace]
+    if not has_lock_records(records):
+        return not_applicable(sum(1 for r in records if r.get("type") == "model.request.start")
+                              or sum(len(io) for io in journals.values()))
+    evidence = analyze_lock_evidence(records, probes)
+    borrowed = {sid: journals[sid] for sid, trace in traces.items()
+                if journals.get(sid) and has_lock_records(trace) and not has_model_records(trace)}
+    if borrowed:
+        from_journal = sum(len(io) for io in borrowed.values())
+        journal_reasons = [r for sid, io in borrowed.items() for r in journal_overlap_reasons(traces[sid], io)]
+        failed = evidence.verdict == "fail" or bool(journal_reasons)
+        evidence = evidence.model_copy(update={
+            "verdict": "fail" if failed else "pass", "model_requests": evidence.model_requests + from_journal,
+            "reasons": [r for r in evidence.reasons if r != NO_MODEL_REQUEST] + journal_reasons
+            + [f"model I/O of {from_journal} request(s) taken from the provider journal (the bot traces no model "
+               "requests)"]})
+    section = evidence.model_dump(mode="json", by_alias=True)
+    start = next((r for r in records if r.get("type") == "start" and isinstance(r.get("lock"), dict)), None)
+    settings = start["lock"] if start else {}
+    section["scope"] = settings.get("scope")
+    section["settings"] = {k: settings.get(k) for k in ("acquireTimeoutMs", "staleMs", "maxHoldMs")}
+    section["sources"] = settings.get("sources", {})
+    return section
 
 
 def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Sequence[Interval]) -> list[str]:

@@ -20,7 +20,7 @@ from qa.provider.live import (
 )
 from qa.provider.mock import MockProvider
 from qa.report.redact import redact, scan_for_secrets
-from qa.run import _artifact_hint
+from qa.run.record import artifact_hint
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-0123456789abcdef"
@@ -211,9 +211,9 @@ def test_secret_scan_catches_a_planted_key_and_redaction_removes_it(tmp_path: Pa
 def test_artifact_hint_points_at_the_workflow_run() -> None:
     env = {"GITHUB_SERVER_URL": "https://github.com", "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "42",
            "MATRIX_QA_ARTIFACT_NAME": "matrix-qa-artifacts"}
-    hint = _artifact_hint(env)
+    hint = artifact_hint(env)
     assert "`matrix-qa-artifacts` artifact" in hint and "https://github.com/o/r/actions/runs/42" in hint
-    assert _artifact_hint({}) == "`matrix-qa-report.md` in the run's artifacts"
+    assert artifact_hint({}) == "`matrix-qa-report.md` in the run's artifacts"
 
 
 # --- the CI workflow ----------------------------------------------------------------------------------------

@@ -40,8 +40,7 @@ def test_lines_before_the_log_opens_are_written_to_it(tmp_path: Path) -> None:
 def test_a_run_whose_record_cannot_be_written_says_so_in_one_line(tmp_path: Path, monkeypatch) -> None:
     import asyncio
 
-    from qa import run as run_module
-    from qa.run import Run, RunOptions
+    from qa.run import Run, RunOptions, record
 
     async def no_run(self: Run, work: Path) -> None:
         return None
@@ -50,7 +49,7 @@ def test_a_run_whose_record_cannot_be_written_says_so_in_one_line(tmp_path: Path
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Run, "_run_all", no_run)
-    monkeypatch.setattr(run_module, "write_reports", full_disk)
+    monkeypatch.setattr(record, "write_reports", full_disk)
     terminal = io.StringIO()
     run = Run(RunOptions(scenario_ids=["canary"], output_dir=tmp_path / "out"), Output(terminal))
     code = asyncio.run(run.execute())

@@ -15,6 +15,7 @@ from qa.cli import main
 from qa.harness.output import Output
 from qa.report.summary import ScenarioResult
 from qa.run import Run, RunOptions
+from qa.run.options import attempts
 from qa.scenario.markers import MarkerFactory
 from qa.scenario.runner import RunResources
 from tests.unit.test_report_render import make_summary
@@ -57,8 +58,8 @@ async def run_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcomes: lis
     calls, fake = scripted(outcomes)
     monkeypatch.setattr(run_module, "run_scenario", fake)
     run = Run(RunOptions(output_dir=tmp_path / "out"), Output(io.StringIO()))
-    run.stop_reason = stop_reason
-    await run._run_one(Scenario("canary"), resources(tmp_path))
+    run.lifecycle.reason = stop_reason
+    await run.scheduler.run_one(Scenario("canary"), resources(tmp_path))
     return run, calls
 
 
@@ -67,27 +68,27 @@ async def test_an_infrastructure_error_is_retried_once_as_a_fresh_scenario_and_r
     run, calls = await run_one(tmp_path, monkeypatch, ["infra", "pass"])
     assert [sid for sid, _ in calls] == ["canary", "canary~retry"]
     assert calls[0][1] != calls[1][1], "the retry registers users under names of its own"
-    (result,) = run.results
+    (result,) = run.scheduler.results
     assert (result.id, result.status) == ("canary", "pass")
     assert [(r.ranAs, r.error) for r in result.retries] == [
         ("canary", "infrastructure (homeserver): could not register @mqa-driver: HTTP 502")]
-    assert run.infra_errors == [], "a retry that worked leaves no run error"
-    assert run._ran_as == {"canary": "canary~retry"}, "the lock evidence reads the retry's trace"
+    assert run.scheduler.infra_errors == [], "a retry that worked leaves no run error"
+    assert run.scheduler.ran_as == {"canary": "canary~retry"}, "the lock evidence reads the retry's trace"
 
 
 async def test_an_infrastructure_error_twice_is_the_runs_error_not_a_third_try(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run, calls = await run_one(tmp_path, monkeypatch, ["infra", "infra", "pass"])
     assert len(calls) == 2
-    assert run.infra_errors == ["could not register @mqa-driver: HTTP 502"]
-    assert run.results[0].retries and run.results[0].id == "canary"
+    assert run.scheduler.infra_errors == ["could not register @mqa-driver: HTTP 502"]
+    assert run.scheduler.results[0].retries and run.scheduler.results[0].id == "canary"
 
 
 @pytest.mark.parametrize(("outcomes", "stop_reason"), [(["fail"], None), (["infra"], "SIGTERM received")])
 async def test_no_retry_for_a_scenario_failure_or_a_run_being_stopped(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, outcomes: list[str], stop_reason: str | None) -> None:
     run, calls = await run_one(tmp_path, monkeypatch, [*outcomes, "pass"], stop_reason)
-    assert len(calls) == 1 and run.results[0].retries == []
+    assert len(calls) == 1 and run.scheduler.results[0].retries == []
 
 
 def write_summary(path: Path, statuses: dict[str, str]) -> Path:
@@ -133,7 +134,7 @@ async def test_every_attempt_of_a_repeat_gets_user_names_of_its_own(
     monkeypatch.setattr(run_module, "run_scenario", fake)
     run = Run(RunOptions(output_dir=tmp_path / "out", repeat=3), Output(io.StringIO()))
     long_id = "matrix-approval-exec-metadata-single-event"
-    for attempt in run._attempts([Scenario(long_id)]):
-        await run._run_one(attempt, resources(tmp_path))
+    for attempt in attempts([Scenario(long_id)], 3):
+        await run.scheduler.run_one(attempt, resources(tmp_path))
     assert [sid for sid, _ in calls] == [f"{long_id}~{k}" for k in (1, 2, 3)]
     assert len({run_id[-6:] for _, run_id in calls}) == 3

@@ -22,6 +22,7 @@ import yaml
 from docker.errors import APIError, ImageNotFound, NotFound
 
 from qa.errors import InfraError
+from qa.homeserver import container as shared_docker
 from qa.homeserver import tuwunel
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.tuwunel import (
@@ -310,7 +311,7 @@ async def test_start_pulls_registers_restarts_saves_log_and_removes(
     text = log.read_text()
     assert "INFO tuwunel: starting" in text
     assert token not in text, "the registration token is redacted from the saved log"
-    assert hs.instance not in tuwunel._LIVE
+    assert hs.instance not in shared_docker._LIVE
     await hs.stop()  # idempotent
 
 
@@ -381,7 +382,7 @@ def test_remove_all_containers_is_the_last_resort(tmp_path: Path) -> None:
     asyncio.run(hs.start())
     assert client.live
     remove_all_containers()  # synchronous: what atexit and run_sync's KeyboardInterrupt path call
-    assert client.live == [] and tuwunel._LIVE == {}
+    assert client.live == [] and shared_docker._LIVE == {}
 
 
 # --- a container that stops on its own -----------------------------------------------------------------------
@@ -390,7 +391,7 @@ def test_remove_all_containers_is_the_last_resort(tmp_path: Path) -> None:
 async def test_a_container_that_stops_on_its_own_is_reported_dead(
     tmp_path: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuwunel, "WATCH_EVERY_S", 0.01)
+    monkeypatch.setattr(shared_docker, "WATCH_EVERY_S", 0.01)
     hs = _hs(tmp_path, fake)
     await hs.start()
     [container] = fake.created
@@ -404,7 +405,7 @@ async def test_a_container_that_stops_on_its_own_is_reported_dead(
 async def test_restart_and_stop_on_purpose_are_not_deaths(
     tmp_path: Path, fake: FakeClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(tuwunel, "WATCH_EVERY_S", 0.005)
+    monkeypatch.setattr(shared_docker, "WATCH_EVERY_S", 0.005)
     hs = _hs(tmp_path, fake)
     await hs.start()
     [container] = fake.created

@@ -1,0 +1,192 @@
+"""Chapter 1 of a run (qa.run): what it was asked to do, and the checks that refuse a bad request, with exit 2,
+before anything starts. Secrets the request brings are returned for redaction before the first line is printed.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qa.errors import ConfigError
+from qa.harness.botfile import (
+    BotFile,
+    builtin_bot_file,
+    check_overrides,
+    check_runnable,
+    command_bot_file,
+    load_bot_file,
+)
+from qa.harness.output import Output
+from qa.harness.output_dir import check_output_dir
+from qa.harness.plan import Shard, select, shard_plan
+from qa.homeserver import registry
+from qa.provider.record_replay import record_replay_misplaced
+from qa.report.repeats import attempt_id
+from qa.scenario.loader import load_scenarios
+
+
+@dataclass
+class RunOptions:
+    profile: str = "fast"
+    scenario_ids: list[str] = field(default_factory=list)
+    scenario_paths: list[Path] = field(default_factory=lambda: default_scenario_paths())
+    # A backend of qa.homeserver.registry (default: the registry's default), and its options' values by dest.
+    homeserver: str = field(default_factory=registry.default_name)
+    homeserver_port: int | None = None
+    homeserver_settings: dict[str, Any] = field(default_factory=dict)
+    provider: str = "mock"
+    # live provider; the key is never an option: it comes from the environment only (qa.provider.live)
+    model: str | None = None
+    base_url: str | None = None
+    model_timeout_s: float | None = None
+    model_retries: int | None = None
+    provider_rules: list[Path] = field(default_factory=list)
+    # --record DIR (live only): a cassette per scenario; --provider replay serves them (qa.provider.replay)
+    record_dir: Path | None = None
+    cassettes_dir: Path | None = None
+    replay_speed: str | None = None  # recorded | fast | a factor; None: recorded
+    output_dir: Path | None = None
+    fail_fast: bool = False
+    # How many scenarios run side by side on the one homeserver; None: the machine's core count.
+    jobs: int | None = None
+    # Run only this slice of the plan (qa.harness.plan.shard_plan), balanced by these durations (ms per id).
+    shard: Shard | None = None
+    shard_durations: dict[str, float] | None = None
+    include_bodies: bool = False
+    # The embedded agent's bots are forked from one pre-imported process (qa.harness.fork_server);
+    # --no-fork-server starts each the ordinary way (to compare, or to rule the fork server out).
+    fork_server: bool = True
+    bot_overrides: dict[str, Any] = field(default_factory=dict)
+    bot_env: dict[str, str] = field(default_factory=dict)
+    # The bot under test: a bot file, or a bare command (--bot-command); neither: the embedded agent.
+    bot_file: Path | None = None
+    bot_command: str | None = None
+    argv: list[str] = field(default_factory=list)
+    # --progress (qa.harness.progress.choose_mode); plain unless asked: the live block is for the CLI at a terminal.
+    progress: str = "plain"
+    # Each scenario runs `repeat` times and passes when its pass rate reaches min_pass_rate (qa.report.repeats);
+    # `timeout` is the whole run's deadline, as given ("20m"; qa.scenario.schema.parse_duration).
+    repeat: int = 1
+    min_pass_rate: float = 1.0
+    timeout: str | None = None
+
+
+def default_scenario_paths() -> list[Path]:
+    """The built-in scenario library, wherever this install keeps it (qa.library)."""
+    from qa.library import builtin_scenarios_dir
+
+    found = builtin_scenarios_dir()
+    return [found] if found is not None else []
+
+
+def preflight(options: RunOptions, jobs: int, artifact_dir: Path, env: Mapping[str, str]) -> tuple[Any, list[str]]:
+    """Usage and environment problems of the chosen backends are exit 2 before anything starts. Returns the
+    live provider's settings (None for mock or replay) and the secrets the chosen backends bring."""
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    check_backend_options(options)
+    if options.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {options.repeat}")
+    if options.repeat > 1 and (options.provider == "replay" or options.record_dir is not None):
+        # A replay answers the same every time, and a cassette is one run's answers: N of them is no record.
+        raise ConfigError("--repeat measures a live or mocked model's pass rate; it cannot be combined with "
+                          "--provider replay or --record")
+    if options.timeout is not None:
+        parse_timeout(options.timeout)
+    _check_rule_files(options.provider_rules)
+    check_output_dir(artifact_dir, "--output-dir" if options.output_dir else "the artifact directory")
+    live, secrets = None, []
+    if options.provider == "live":
+        from qa.provider.live import resolve_live_settings
+
+        live = resolve_live_settings(model=options.model, base_url=options.base_url, timeout_s=options.model_timeout_s,
+                                     max_retries=options.model_retries, env=env)
+        secrets += live.secrets
+    elif options.provider not in ("mock", "replay"):
+        raise ConfigError(f"--provider {options.provider!r} is not supported; use mock (the default), live "
+                          "or replay")
+    secrets += registry.get(options.homeserver).preflight(options.homeserver_settings, env)
+    return live, secrets
+
+
+def check_backend_options(options: RunOptions) -> None:
+    """Flags that belong to a backend the run is not using: a usage error, not something to silently ignore
+    (a user who passed --model must not believe a mocked run talked to that model)."""
+    misplaced = []
+    if options.provider != "live":
+        misplaced += [flag for flag, value in (("--model", options.model), ("--base-url", options.base_url),
+                                               ("--model-timeout", options.model_timeout_s),
+                                               ("--model-retries", options.model_retries)) if value is not None]
+    if options.provider != "mock" and options.provider_rules:
+        misplaced.append("--provider-rules")
+    misplaced += record_replay_misplaced(options)
+    misplaced += registry.misplaced(options.homeserver, options.homeserver_settings)
+    if misplaced:
+        raise ConfigError(f"not used by this run (--homeserver {options.homeserver}, --provider {options.provider}): "
+                          f"{', '.join(misplaced)}")
+
+
+def checked_bot_file(options: RunOptions) -> BotFile:
+    """The bot under test, its --bot-set overrides accepted and its command runnable here."""
+    bot_file = resolve_bot_file(options)
+    check_overrides(bot_file, options.bot_overrides)
+    check_runnable(bot_file, {**os.environ, **options.bot_env})
+    return bot_file
+
+
+def resolve_bot_file(options: RunOptions) -> BotFile:
+    if options.bot_file is not None and options.bot_command is not None:
+        raise ConfigError("give either --bot FILE or --bot-command CMD, not both")
+    if options.bot_file is not None:
+        return load_bot_file(options.bot_file)
+    if options.bot_command is not None:
+        return command_bot_file(options.bot_command)
+    return builtin_bot_file()
+
+
+def plan_scenarios(options: RunOptions) -> tuple[list[Any], list[Any]]:
+    """(the plan, the plan as it runs): the chosen scenarios, this shard's slice of them, then with --repeat
+    each one's attempts."""
+    if not options.scenario_paths:
+        raise ConfigError("no scenarios to run: the built-in library was not found and no --scenarios-dir given")
+    plan = select(load_scenarios(options.scenario_paths), options.profile, options.scenario_ids)
+    if options.shard is not None:
+        plan = shard_plan(plan, options.shard, options.shard_durations)
+    return plan, attempts(plan, options.repeat)
+
+
+def attempts(plan: list[Any], repeat: int) -> list[Any]:
+    """--repeat N: each scenario N times in a row, each attempt a scenario of its own (`<id>~<k>`), so it
+    gets fresh users, rooms, bot, markers, artifacts and view of the provider journal."""
+    if repeat == 1:
+        return plan
+    return [scenario.model_copy(update={"id": attempt_id(scenario.id, k)})
+            for scenario in plan for k in range(1, repeat + 1)]
+
+
+def parse_timeout(text: str) -> float:
+    from qa.scenario.schema import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise ConfigError(f"--timeout: {exc}") from None
+
+
+def output_for(progress: str) -> Output:
+    """Plain lines, or a live block over them at a person's terminal (--progress, issue 18)."""
+    from qa.harness.progress import choose_mode
+
+    requested = "live" if progress == "live" else "auto" if progress == "auto" else "plain"
+    return Output(sys.stderr, progress=choose_mode(requested, sys.stderr.isatty(), os.environ))
+
+
+def _check_rule_files(paths: list[Path]) -> None:
+    """A missing or broken --provider-rules file is exit 2 naming it, before anything starts."""
+    from qa.provider.rules import load_rule_files
+
+    load_rule_files(paths)
