@@ -179,9 +179,10 @@ def timeline(scenario: str, turns: list[_Turn], max_turns: int) -> Timeline:
     origin = min((s for s, _ in spans), default=0.0)
     lanes: list[Lane] = []
     sessions = list(dict.fromkeys(t.session for t in chosen))  # grouped by session, in order of appearance
-    ordered = [t for session in sessions for t in chosen if t.session == session]
-    for number, t in enumerate(ordered, start=1):
-        lanes.extend(_lanes(t, number, origin))
+    # Numbered by time among all the scenario's turns, drawn or not: the per-turn table uses the same numbers.
+    numbers = {id(t): n for n, t in enumerate(sorted(turns, key=lambda t: t.start), start=1)}
+    for t in (t for session in sessions for t in chosen if t.session == session):
+        lanes.extend(_lanes(t, numbers[id(t)], origin))
     return Timeline(
         scenario=scenario, lanes=tuple(lanes), span_ms=max((e for _, e in spans), default=origin) - origin,
         overlap_ms=round(sum(e - s for t in turns for s, e in t.overlaps), 3),
