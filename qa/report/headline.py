@@ -34,6 +34,7 @@ class ScenarioLock:
     overlap_attempt: str = ""
     io_kinds: set[str] = field(default_factory=set)
     waited_ms: float = 0.0  # the longest wait of any of its turns
+    held_ms: float = 0.0  # the longest hold of any of its turns
     reasons: list[str] = field(default_factory=list)  # the verdict's reasons about its sessions
 
     @property
@@ -67,6 +68,7 @@ def scenario_locks(lock: Mapping[str, Any] | None) -> dict[str, ScenarioLock]:
             mine.io_kinds = {str(k) for k in turn.get("ioKinds") or ["model"]}
         waits = [_num(e) - _num(s) for s, e in (w for w in turn.get("waits") or [] if len(w) == 2)]
         mine.waited_ms = max([mine.waited_ms, *waits])
+        mine.held_ms = max(mine.held_ms, _num(turn.get("longestHoldMs")))
     if lock.get("verdict") == "fail":
         for reason in lock.get("reasons") or []:
             session = _SESSION_REASON.match(str(reason))

@@ -556,6 +556,7 @@ def test_write_reports_writes_every_file_and_round_trips(tmp_path: Path) -> None
     assert written == {
         "summary": "matrix-qa-summary.json",
         "report": "matrix-qa-report.md",
+        "html": "matrix-qa-report.html",
         "junit": "junit.xml",
         "observedEvents": "matrix-qa-observed-events.json",
     }
@@ -592,7 +593,7 @@ def test_interrupted_write_keeps_the_previous_summary(tmp_path: Path, monkeypatc
 
     assert (tmp_path / "matrix-qa-summary.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["matrix-qa-summary.json", "matrix-qa-report.md", "junit.xml"]
+        ["matrix-qa-summary.json", "matrix-qa-report.md", "matrix-qa-report.html", "junit.xml"]
     ), "a temp file was left behind"
 
 
