@@ -74,7 +74,7 @@ def short_path(path: str) -> str:
     parts = path.split("/")
     if "scenarios" in parts[:-1]:
         return "/".join(parts[len(parts) - 1 - parts[::-1].index("scenarios"):])
-    if len(parts) <= PATH_PARTS + 1:
+    if len([p for p in parts if p]) <= PATH_PARTS + 1:
         return path
     return "…/" + "/".join(parts[-PATH_PARTS:])
 
@@ -130,7 +130,7 @@ def plural(n: int, one: str, many: str | None = None) -> str:
     return f"{n} {one if n == 1 else (many or one + 's')}"
 
 
-_MS = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) ?ms\b")
+_MS = re.compile(r"(?<![\w.\-])(\d+(?:\.\d+)?) ?ms\b")
 
 
 def humanize_durations(text: str) -> str:
