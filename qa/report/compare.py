@@ -8,8 +8,8 @@ counts, each rule chosen so that noise on a shared CI machine does not fail a pu
   fix; anything else (pass → skip) is a change. The run's lock verdict turning `fail` is a regression too.
 - **New and vanished scenarios**: listed; a new scenario that fails is a regression.
 - **Timings**: per scenario, the reply latency p50 and the lock's longest hold, longest wait and time held
-  during I/O. A change is listed only beyond noise, |Δ| ≥ max(floor, share × base) with the floor and share of
-  NOISE; a rise beyond noise is a regression, a fall an improvement.
+  during I/O. A change is listed only beyond noise, |Δ| ≥ max(floor, share × the smaller of the two values) with
+  the floor and share of NOISE; a rise beyond noise is a regression, a fall an improvement.
 
 Exit code of `main`: 1 when something regressed, 0 when nothing did, 2 when a summary cannot be read.
 """
@@ -113,7 +113,8 @@ def measures(result: ScenarioResult, lock: ScenarioLock | None) -> dict[str, flo
 
 def beyond_noise(metric: str, base: float, head: float) -> bool:
     _, floor, share = NOISE[metric]
-    return abs(head - base) >= max(floor, share * base)
+    # Relative to the smaller side, so that halving is as far beyond noise as doubling.
+    return abs(head - base) >= max(floor, share * min(base, head))
 
 
 def _run(summary: Summary) -> dict[str, Any]:
@@ -177,7 +178,7 @@ def render_compare_markdown(c: Comparison) -> str:
         lines.append("")
     if not (c.verdictChanges or c.new or c.vanished or c.deltas or c.lockVerdict):
         lines += ["Same scenarios, same verdicts, no timing beyond noise.", ""]
-    noise = "; ".join(f"{label} {floor:g} ms" + (f" or {share:.0%} of the base" if share else "")
+    noise = "; ".join(f"{label} {floor:g} ms" + (f" or {share:.0%} of the smaller value" if share else "")
                       for label, floor, share in NOISE.values())
     lines.append(f"Noise (a smaller change is not listed): {noise}.")
     return "\n".join(lines) + "\n"

@@ -1,0 +1,139 @@
+"""`matrix-qa compare BASE HEAD`: verdict changes, new and vanished scenarios, timings beyond noise, exit 1 on a
+regression (issue 31). The issue's runs: the same two scenarios with the narrow lock and with the legacy one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from qa.report.compare import (
+    NOISE,
+    SCHEMA,
+    Comparison,
+    Delta,
+    VerdictChange,
+    beyond_noise,
+    change_of,
+    compare,
+    main,
+    render_compare_markdown,
+)
+from qa.report.summary import Latency, ScenarioResult, Summary
+from tests.unit.test_report_headline import FIXTURES, fixture
+from tests.unit.test_report_render import make_summary
+
+
+def test_a_passing_and_a_failing_run_of_the_same_scenarios_exits_1_and_names_the_regression(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    code = main([str(FIXTURES / "narrow-scope.json"), str(FIXTURES / "legacy-scope.json")])
+    out = capsys.readouterr().out
+    assert code == 1
+    assert out.startswith("## ❌ matrix-qa compare: 2 scenarios regressed\n")
+    assert "| `matrix-session-lock-contention` | ✅ pass | ❌ fail | regressed |" in out
+    assert "| `canary` | ✅ pass | ❌ fail | regressed |" in out
+    assert "| `matrix-session-lock-contention` | longest wait for the lock | 0.1 ms | 1.44 s | +1.44 s | ❌ worse |" \
+        in out
+    assert "**Lock evidence:** pass → fail" in out
+
+
+def test_two_passing_runs_exit_0(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "matrix-qa-summary.json").write_text((FIXTURES / "narrow-scope.json").read_text())
+    assert main([str(run), str(FIXTURES / "narrow-scope.json")]) == 0  # a run's directory will do
+    out = capsys.readouterr().out
+    assert out.startswith("## ✅ matrix-qa compare: no regression\n")
+    assert "Same scenarios, same verdicts, no timing beyond noise." in out
+
+
+def test_the_way_back_is_a_fix_and_exits_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(FIXTURES / "legacy-scope.json"), str(FIXTURES / "narrow-scope.json"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == SCHEMA and data["regressed"] is False and data["regressedScenarios"] == []
+    assert {(c["scenario"], c["change"]) for c in data["verdictChanges"]} == {
+        ("canary", "fixed"), ("matrix-session-lock-contention", "fixed")}
+    assert data["lockVerdict"] == {"base": "fail", "head": "pass"}
+    assert all(not d["regressed"] for d in data["deltas"])
+
+
+def test_an_unreadable_summary_exits_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    assert main([str(tmp_path / "nowhere.json"), str(FIXTURES / "narrow-scope.json")]) == 2
+    assert "nowhere.json" in capsys.readouterr().err
+
+
+def result(sid: str, status: str = "pass", p50: float | None = None) -> ScenarioResult:
+    latency = Latency(p50Ms=p50, p95Ms=p50, count=1) if p50 is not None else None
+    return ScenarioResult(id=sid, title="t", status=status, latency=latency)
+
+
+def two(base: list[ScenarioResult], head: list[ScenarioResult]) -> Comparison:
+    return compare(make_summary(base), make_summary(head))
+
+
+@pytest.mark.parametrize(("base", "head", "change"), [
+    ("pass", "fail", "regressed"), ("pass", "interrupted", "regressed"), ("skip", "fail", "regressed"),
+    ("fail", "pass", "fixed"), ("interrupted", "pass", "fixed"), ("pass", "skip", "changed"),
+    ("fail", "interrupted", "changed"), ("fail", "skip", "changed"), ("skip", "pass", "changed"),
+])
+def test_verdict_changes(base: str, head: str, change: str) -> None:
+    assert change_of(base, head) == change
+
+
+def test_new_and_vanished_scenarios() -> None:
+    c = two([result("a"), result("gone")], [result("a"), result("new-ok"), result("new-bad", "fail")])
+    assert c.new == [{"scenario": "new-ok", "verdict": "pass"}, {"scenario": "new-bad", "verdict": "fail"}]
+    assert c.vanished == [{"scenario": "gone", "verdict": "pass"}]
+    assert c.regressed_scenarios == ["new-bad"] and c.regressions == 1
+    md = render_compare_markdown(c)
+    assert "### New scenarios\n\n- `new-ok`: ✅ pass\n- `new-bad`: ❌ fail\n" in md
+    assert "### Vanished scenarios\n\n- `gone`: ✅ pass\n" in md
+
+
+def test_latency_beyond_noise_is_listed_within_noise_is_not() -> None:
+    c = two([result("slow", p50=100.0), result("noisy", p50=100.0), result("faster", p50=900.0),
+             result("absent", p50=100.0)],
+            [result("slow", p50=400.0), result("noisy", p50=199.0), result("faster", p50=100.0), result("absent")])
+    assert c.deltas == [Delta("slow", "replyLatencyP50Ms", 100.0, 400.0, 300.0, True),
+                        Delta("faster", "replyLatencyP50Ms", 900.0, 100.0, -800.0, False)]
+    assert c.regressed_scenarios == ["slow"]
+    md = render_compare_markdown(c)
+    assert "| `slow` | reply latency p50 | 100 ms | 400 ms | +300 ms | ❌ worse |" in md
+    assert "| `faster` | reply latency p50 | 900 ms | 100 ms | −800 ms | ✅ better |" in md
+    assert md.startswith("## ❌ matrix-qa compare: 1 scenario regressed\n")
+
+
+@pytest.mark.parametrize(("metric", "base", "head", "beyond"), [
+    ("replyLatencyP50Ms", 100.0, 349.0, False), ("replyLatencyP50Ms", 100.0, 350.0, True),
+    ("replyLatencyP50Ms", 400.0, 799.0, False), ("replyLatencyP50Ms", 400.0, 800.0, True),
+    ("replyLatencyP50Ms", 400.0, 0.0, True), ("longestWaitMs", 0.1, 50.0, False), ("longestWaitMs", 0.1, 50.2, True),
+    ("heldDuringIoMs", 0.0, 0.9, False), ("heldDuringIoMs", 0.0, 1.0, True), ("longestHoldMs", 60.0, 120.0, True),
+])
+def test_noise(metric: str, base: float, head: float, beyond: bool) -> None:
+    assert beyond_noise(metric, base, head) is beyond
+
+
+def test_a_lock_verdict_that_fails_with_no_scenario_to_show_it_is_a_regression() -> None:
+    base = make_summary([result("a")], lock={"verdict": "pass", "reasons": [], "turns": []})
+    head = make_summary([result("a")], lock={"verdict": "fail", "reasons": ["leaked"], "turns": []})
+    c = compare(base, head)
+    assert c.lockVerdict == {"base": "pass", "head": "fail"} and c.regressions == 1
+    assert render_compare_markdown(c).startswith("## ❌ matrix-qa compare: the lock evidence regressed\n")
+    assert compare(head, base).regressions == 0
+    # A run without lock evidence on one side is no change of the lock verdict.
+    assert compare(make_summary([result("a")]), head).lockVerdict is None
+
+
+def test_the_json_is_the_comparison() -> None:
+    c = Comparison(base={"runId": "b"}, head={"runId": "h"},
+                   verdictChanges=[VerdictChange("x", "pass", "fail", "regressed")])
+    data = c.to_json_dict()
+    assert data["regressed"] is True and data["regressedScenarios"] == ["x"]
+    assert data["verdictChanges"] == [{"scenario": "x", "base": "pass", "head": "fail", "change": "regressed"}]
+    assert set(NOISE) == {"replyLatencyP50Ms", "longestHoldMs", "longestWaitMs", "heldDuringIoMs"}
+
+
+def test_every_summary_reads_back_from_its_json() -> None:
+    for name in ("narrow-scope", "legacy-scope", "canary-legacy-scope"):
+        assert isinstance(fixture(name), Summary)

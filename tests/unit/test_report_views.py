@@ -1,0 +1,160 @@
+"""The plain values the markdown and the HTML report lay out: the lock section (per-turn rows with units, probes
+with the deciding value first, pictures in the table's order) and a failure that fits (issue 31)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qa.report.failure_view import SEEN_HEAD, SEEN_LINES_SHOWN, failure_view, fault_rows, seen_lines, seen_view
+from qa.report.headline import ScenarioLock
+from qa.report.lock_view import (
+    MERMAID_FAILING,
+    hold_kind_text,
+    lock_pictures,
+    lock_view,
+    ms_or_empty,
+    ordered_timelines,
+    probe_line,
+    takeover_line,
+    turn_row,
+    turn_rows,
+)
+from qa.report.summary import Failure, ScenarioResult, StepResult
+from qa.report.text import CONTINUATION
+from tests.unit.test_report_headline import fixture
+from tests.unit.test_report_render import make_summary
+
+LOCK_PATH = "/dev/shm/matrix-qa-x/state/s/bot/sessions/room_main-a518d471e02c.jsonl.lock"
+
+
+def test_a_turn_row_has_units_for_every_duration() -> None:
+    turn = {"scenario": "s", "session": "!roomIdThatIsLong:hs/main", "attempt": "turn-2", "kind": "whole-turn",
+            "outcome": "replied", "waits": [[0.0, 1400.0], [1500.0, 1540.0], ["x", 1]], "longestHoldMs": 1514.3,
+            "modelIo": [[1.0, 1001.0], [1100.0, 1600.0]], "overlapMs": 1500.0}
+    assert turn_row(turn, 2) == {
+        "scenario": "s", "number": 2, "session": "!roomIdTh…/main", "sessionFull": "!roomIdThatIsLong:hs/main",
+        "attempt": "turn-2 (whole-turn)", "outcome": "replied", "waited": "1.44 s", "held": "1.51 s",
+        "io": "1.50 s", "overlap": "1.50 s", "failed": True}
+    bare = turn_row({"kind": "turn", "attempt": "a", "overlapMs": 0.0, "waits": "x", "modelIo": []}, None)
+    assert (bare["attempt"], bare["waited"], bare["io"], bare["overlap"], bare["failed"]) == ("a", "—", "—", "0.0 ms",
+                                                                                             False)
+    assert turn_row({"overlapMs": "5"}, None)["failed"] is False
+
+
+def test_turn_rows_follow_the_scenarios_table_then_time() -> None:
+    turns: list[Any] = [
+        {"scenario": "b", "attempt": "b2", "startT": 20.0}, {"scenario": "a", "attempt": "a1", "startT": 30.0},
+        {"scenario": "b", "attempt": "b1", "startT": 10.0}, {"attempt": "loose", "startT": 0.0},
+        {"scenario": "z", "attempt": "z1", "startT": "late"}, "junk",
+    ]
+    rows = turn_rows(turns, ["b", "a"])
+    assert [(r["attempt"], r["number"]) for r in rows] == [("b1", 1), ("b2", 2), ("a1", 1), ("loose", None),
+                                                            ("z1", 1)]
+
+
+def test_probe_lines_lead_with_the_deciding_value() -> None:
+    probe = {"session": "!qpviIePd5y44-qSk9:hs/main", "t": 5.0, "timeoutElapsedMs": 26.068,
+             "error": f"session file locked (timeout 25ms): pid=1 {LOCK_PATH}", "duringModelIo": True}
+    assert probe_line(probe) == ('probe timeoutElapsedMs=26.1 duringModelIo=true session=!qpviIePd…/main '
+                                 'error="session file locked (timeout 25ms): pid=1 '
+                                 '…/bot/sessions/room_main-a518d471e02c.jsonl.lock"')
+    assert probe_line({"session": "!a", "acquiredElapsedMs": 3, "duringModelIo": False}) == \
+        "probe acquiredElapsedMs=3 duringModelIo=false session=!a"
+    assert probe_line({"session": "!a"}) == "probe session=!a"
+
+
+def test_lock_view_normalises_and_humanises() -> None:
+    view = lock_view({"verdict": "fail", "reasons": ["session !roomIdThatIsLong:hs/main: held for 1506.7ms"],
+                      "settings": {"a": 1, "b": 2.5, "c": "x", "d": [1]}, "turnCount": 1, "takeovers": True,
+                      "longestHoldMs": 1506.7, "totalOverlapMs": None, "probes": ["junk", {"session": "!a"}]})
+    assert view is not None
+    assert view["reasons"] == ["session !roomIdTh…/main: held for 1.51 s"]
+    assert view["settings"] == [("a", "1"), ("b", "2.5"), ("c", "x"), ("d", "[1]")]
+    assert view["counters"] == ["1 turn"]
+    assert (view["longestHold"], view["totalOverlap"], view["emoji"]) == ("1.51 s", "—", "❌")
+    assert view["probes"] == ["probe session=!a"]
+    assert lock_view(None) is None
+    odd = lock_view({"verdict": "odd", "settings": "x"})
+    assert odd is not None and odd["emoji"] == "❔" and odd["settings"] == []
+
+
+def test_kinds_and_takeovers_read_in_the_one_duration_format() -> None:
+    assert hold_kind_text({"kind": "inbound", "count": 3, "longestMs": 1.838}) == "inbound ×3 (longest 1.8 ms)"
+    assert hold_kind_text({"kind": "turn", "count": 1, "longestMs": 5, "open": 1}) == "turn ×1 (longest 5.0 ms), 1 open"
+    assert takeover_line({"session": "!a", "previousAttempt": "t1", "previousPid": 7, "previousAgeMs": 6100.0,
+                          "byAttempt": "t2", "reason": "max-hold", "after": ["sent a reply"]}) == (
+        "takeover session=!a t1 (pid 7, held 6.10 s) by t2 reason=max-hold; then: sent a reply")
+    assert takeover_line({"startup": True, "byAttempt": "t2", "reason": "owner-dead"}) == (
+        "startup reclaim session= ? (pid ?) by t2 reason=owner-dead; then: nothing sent, written, run or removed")
+    assert ms_or_empty(True) == "—" and ms_or_empty(12) == "12.0 ms"
+
+
+def test_pictures_come_in_the_scenarios_tables_order() -> None:
+    summary = fixture("legacy-scope")
+    # The run traced canary's turns first; the table lists them in plan order, which is what the pictures follow.
+    summary.scenarios.reverse()
+    assert [tl.scenario for tl in ordered_timelines(summary)] == [r.id for r in summary.scenarios]
+    pictures = lock_pictures(summary)
+    assert [p["scenario"] for p in pictures["failing"]] == [r.id for r in summary.scenarios]
+    first = pictures["failing"][0]
+    assert first["svg"] == "scenarios/matrix-session-lock-contention/lock-timeline.svg"
+    assert first["mermaid"].startswith("gantt\n") and first["waited"] == "1.44 s"
+    assert pictures["passing"] == [] and pictures["failing_drawn"] == 2 <= MERMAID_FAILING
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Failures that fit
+
+
+def test_seen_lines_drop_repeats_and_read_deciding_value_first() -> None:
+    seen = ["bot b: exited with code 3 (log: /tmp/o/scenarios/s/bot.log)", "bot.log: tail 1\nbot.log: tail 2", "",
+            "bot.log: tail 1", "bot.log: tail 2", "", "bot trace: lock.acquire session=!roomIdThatIsLong:hs/main "
+            "waitMs=1456.7"]
+    assert seen_lines(seen, "lock.acquire with waitMs <= 25") == [
+        "bot b: exited with code 3 (log: scenarios/s/bot.log)", "bot.log: tail 1", "bot.log: tail 2", "", "",
+        "bot trace: lock.acquire waitMs=1456.7 · session=!roomIdTh…/main"]
+    view = seen_view(seen, "x")
+    assert (view["shown"], view["total"], view["repeated"]) == (6, 6, 2)
+
+
+def test_a_long_seen_block_keeps_its_first_and_last_lines_and_wraps() -> None:
+    seen = ["exit line"] + [f"line {i}" for i in range(1, 30)] + ["x " * 80]
+    view = seen_view(seen)
+    lines = view["lines"]
+    assert (view["shown"], view["total"]) == (SEEN_LINES_SHOWN, 31)
+    assert lines[:SEEN_HEAD + 1] == ["exit line", "line 1", "line 2", "… 11 lines left out …"]
+    assert lines[-3] == "line 29" and lines[-2].startswith("x x") and lines[-1].startswith(CONTINUATION + "x")
+    assert all(len(line) <= 100 for line in lines)
+    assert seen_view([])["lines"] == []
+
+
+def test_the_step_detail_is_not_the_expectation_again() -> None:
+    failure = Failure(step=4, stepKind="expect_trace", expected="lock.acquire with waitMs <= 25", seen=["s"])
+    steps = [StepResult(index=4, kind="expect_trace", status="fail", detail="lock.acquire with waitMs <= 25 ")]
+    result = ScenarioResult(id="s", title="t", status="fail", failure=failure, steps=steps,
+                            artifacts={"bot": "scenarios/s/bot.log"})
+    view = failure_view(result)
+    assert (view["step"], view["kind"], view["detail"], view["expected"]) == (4, "expect_trace", None,
+                                                                              "lock.acquire with waitMs <= 25")
+    assert view["artifacts"] == [("bot", "scenarios/s/bot.log")] and view["lock"] is None
+    result.steps = [StepResult(index=4, kind="expect_trace", status="fail", detail="waited 30 s"),
+                    StepResult(index=3, kind="send", status="pass", detail="other")]
+    assert failure_view(result)["detail"] == "waited 30 s"
+
+
+def test_a_lock_only_failure_view() -> None:
+    mine = ScenarioLock(overlap_ms=12.7, overlap_attempt="t1", io_kinds={"model"}, reasons=["r"])
+    view = failure_view(ScenarioResult(id="canary", title="t", status="pass"), mine)
+    assert view["lock_only"] and view["step"] is None and view["seen"] is None
+    assert view["lock"] == "the bot held its session write lock during model I/O for 12.7 ms (t1)"
+    assert view["lock_reasons"] == ["r"]
+    assert failure_view(ScenarioResult(id="c", title="t", status="fail"), ScenarioLock())["lock"] is None
+
+
+def test_fault_rows_shorten_the_room_in_a_request_path() -> None:
+    hits = [{"source": "homeserver", "rule": "r", "action": "status", "what": "403",
+             "method": "PUT", "path": "/_matrix/client/v3/rooms/!XAcxMa9rsA7yvdSz:hs/send/m.room.message/t1"},
+            {"source": "homeserver", "rule": "r", "action": "status", "method": "PUT", "path": "/x"}]
+    (row,) = fault_rows(make_summary([ScenarioResult(id="s", title="t", status="fail", faultHits=hits)]).scenarios[0])
+    assert row["paths"] == ["PUT /_matrix/client/v3/rooms/!XAcxMa9r…/send/m.room.message/t1", "PUT /x"]
+    assert (row["hits"], row["actions"], row["what"]) == (2, ["status"], "403")
