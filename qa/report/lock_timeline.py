@@ -262,6 +262,13 @@ def _title(tl: Timeline, left_out: int) -> str:
     return f"{tl.scenario} - {verdict}" + (f" ({', '.join(notes)})" if notes else "")
 
 
+def axis_format(span_ms: float) -> str:
+    """A d3 time format that names its unit and does not wrap within the span ("-" drops the leading zero)."""
+    if span_ms < 1000:
+        return "%-L ms"
+    return "%-S.%L s" if span_ms < 60_000 else "%-M:%S min"
+
+
 def mermaid_gantt(tl: Timeline, max_tasks: int = 40) -> str:
     """The timeline as the body of a ```mermaid block (no fences). Tasks past `max_tasks` are left out, and the
     title says how many, as it says how many turns were."""
@@ -277,7 +284,7 @@ def mermaid_gantt(tl: Timeline, max_tasks: int = 40) -> str:
                                        f"{MERMAID_ORIGIN_MS + end}"))
     left_out = max(0, len(tasks) - max_tasks)
     tasks = tasks[:max_tasks]
-    axis = "%-S.%L s" if tl.span_ms < 60_000 else "%-M:%S min"  # d3: "-" drops the leading zero
+    axis = axis_format(tl.span_ms)
     lines = ["gantt", f"    title {mermaid_text(_title(tl, left_out))}", "    dateFormat x",
              f"    axisFormat {axis}", "    todayMarker off"]
     section = None

@@ -106,7 +106,7 @@ def render_svg(tl: Timeline) -> str:
             row += 1
         y = TOP + row * ROW_H
         row += 1
-        name = escape(f"{lane.turn} {lane.what}")
+        name = escape(f"{lane.number}. {lane.turn} {lane.what}")  # numbered as the per-turn table is
         out.append(f'<text x="{LABEL_W - 6}" y="{y + 13}" text-anchor="end">{name}</text>')
         # Overlap last, so the red is drawn over the hold it is part of.
         for bar in sorted(lane.bars, key=lambda b: b.kind == "overlap"):

@@ -71,7 +71,7 @@ def test_mermaid_marks_the_overlap_crit_on_a_ms_axis() -> None:
     lines = text.splitlines()
 
     assert lines[:5] == ["gantt", "    title lock-scenario - lock held during I/O for 799 ms", "    dateFormat x",
-                         "    axisFormat %-S.%L s", "    todayMarker off"]
+                         "    axisFormat %-L ms", "    todayMarker off"]
     # One short section per turn (a long label is drawn over the bars); each bar named by what and how long.
     assert lines[5:] == ["    section turn 1", "    held 801 ms :3600000, 3600801",
                          "    held during I/O 799 ms :crit, 3600001, 3600800",

@@ -105,3 +105,6 @@ def test_the_axis_switches_to_minutes_past_a_minute() -> None:
     (short,) = scenario_timelines({"turns": [turn(holds=[[0, 59_999]])]})
     (long,) = scenario_timelines({"turns": [turn(holds=[[0, 60_000]])]})
     assert "axisFormat %-S.%L s\n" in mermaid_gantt(short) and "axisFormat %-M:%S min\n" in mermaid_gantt(long)
+    (quick,) = scenario_timelines({"turns": [turn(holds=[[0, 999]])]})
+    (second,) = scenario_timelines({"turns": [turn(holds=[[0, 1000]])]})
+    assert "axisFormat %-L ms\n" in mermaid_gantt(quick) and "axisFormat %-S.%L s\n" in mermaid_gantt(second)
