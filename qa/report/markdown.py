@@ -192,6 +192,18 @@ def _scenario_row(r: ScenarioResult, lock_failed: bool) -> dict[str, Any]:
             "latency": _scenario_latency(r), "details": _short_details(r), "failing": failing or lock_failed}
 
 
+_LACKS = re.compile(r"'([\w .-]+)' \(")
+
+
+def lacking_meanings(summary: Summary) -> list[tuple[str, str]]:
+    """What each capability a skipped scenario's bot lacked means, in the order the skips name them."""
+    bot = summary.environment.bot
+    meanings = bot.capabilityMeanings if bot is not None else {}
+    named = [name for r in summary.scenarios if r.status == "skip" and " lacks " in r.details
+             for name in _LACKS.findall(r.details.split(" lacks ", 1)[1])]
+    return [(name, meanings[name]) for name in dict.fromkeys(named) if name in meanings]
+
+
 def _findings_view(summary: Summary, found: list[Finding]) -> dict[str, Any]:
     status = {r.id: r.status for r in summary.scenarios}
     shown = [{"scenario": f.scenario, "text": f.text, "lock_only": f.lock_only,
@@ -219,6 +231,7 @@ def build_view(summary: Summary) -> dict[str, Any]:
         "command": shlex.join(summary.command) if summary.command else None,
         "run_facts": _run_facts(summary),
         "rows": [_scenario_row(r, r.id in lock_failed) for r in summary.scenarios],
+        "lacking": lacking_meanings(summary),
         "pass_rates": pass_rate_rows(summary),
         "retries": retry_rows(summary),
         "latency": _latency_view(latency),

@@ -158,3 +158,22 @@ def test_fault_rows_shorten_the_room_in_a_request_path() -> None:
     (row,) = fault_rows(make_summary([ScenarioResult(id="s", title="t", status="fail", faultHits=hits)]).scenarios[0])
     assert row["paths"] == ["PUT /_matrix/client/v3/rooms/!XAcxMa9r…/send/m.room.message/t1", "PUT /x"]
     assert (row["hits"], row["actions"], row["what"]) == (2, ["status"], "403")
+
+
+def test_a_skip_for_a_lacking_capability_says_what_it_means() -> None:
+    from qa.report.markdown import lacking_meanings, render_markdown
+    from qa.report.summary import BotInfo
+
+    reason = ("skipped: bot 'echo' lacks 'lock' (requires:), 'state mutation x' (step 3 (mutate_bot_state)), "
+              "'e2ee' (room secret) and a long reason that goes on well past the table's usual cut of its details")
+    summary = make_summary([ScenarioResult(id="s", title="t", status="skip", details=reason),
+                            ScenarioResult(id="t", title="t", status="skip", details="skipped: bot 'echo' lacks "
+                                                                                   "'lock' (requires:)")])
+    assert lacking_meanings(summary) == []  # a summary written before the meanings were recorded
+    summary.environment.bot = BotInfo(name="echo", source="echo.yaml", ready="joined",
+                                      capabilityMeanings={"lock": "keeps a session lock", "e2ee": "talks E2EE",
+                                                          "media": "takes attachments"})
+    assert lacking_meanings(summary) == [("lock", "keeps a session lock"), ("e2ee", "talks E2EE")]
+    md = render_markdown(summary)
+    assert "Skipped for what the bot lacks: `lock` keeps a session lock · `e2ee` talks E2EE" in md
+    assert reason in md  # a skip's reason is never cut
