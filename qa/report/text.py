@@ -111,6 +111,7 @@ def deciding_first(line: str, expected: str) -> str:
 def wrap(line: str, width: int = WRAP_WIDTH) -> list[str]:
     """One long line as several no wider than `width`, broken at spaces where there are any, continued with an
     indent; a line that fits is returned as it is."""
+    width = max(width, len(CONTINUATION) + 1)  # a continuation must have room for more than its indent
     out: list[str] = []
     rest = line
     while len(rest) > width:

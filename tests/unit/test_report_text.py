@@ -136,3 +136,21 @@ def test_clip_and_plural() -> None:
     assert clip("abcd", 4) == "abcd"
     assert plural(1, "turn") == "1 turn" and plural(2, "turn") == "2 turns" and plural(0, "reply", "replies") == \
         "0 replies"
+
+
+def test_edges_found_by_mutation_testing() -> None:
+    assert EMPTY == "—" and human_ms(None) == "—"
+    assert wrap("a" * (WRAP_WIDTH + 1)) == ["a" * WRAP_WIDTH, CONTINUATION + "a"]
+    # Ids of eleven characters and more are id-like; shorter `$words:x` in text are left alone.
+    assert shorten_ids("$abcdefghij:hs x") == "$abcdefgh… x"
+    assert shorten_ids("$abcdefg:hs and $abcdefghi:hs") == "$abcdefg:hs and $abcdefghi:hs"
+    assert short_path("/a/b/c/scenarios/x.log") == "scenarios/x.log"
+    assert deciding_first("XTYPE a=1 b=2X", "b") == "XTYPE b=2X · a=1"
+    assert deciding_first("a=1 b=2", "b") == "b=2 · a=1"
+    # A space right after the first character is a break; one just past the width is not.
+    assert wrap("a bbbbbbbbbbb", width=6) == ["a", *[CONTINUATION + "bb"] * 5, CONTINUATION + "b"]
+    assert wrap("aaaaaaa bb", width=6) == ["aaaaaa", CONTINUATION + "a", CONTINUATION + "bb"]
+    # A field right after the first character is a break, before a later space that would also fit.
+    assert wrap("a k=v wwwww", width=7) == ["a", CONTINUATION + "k=v", CONTINUATION + "www", CONTINUATION + "ww"]
+    # A width no wider than the indent still makes progress.
+    assert wrap("x" * 9, width=3) == ["xxxxx", *[CONTINUATION + "x"] * 4]
