@@ -154,3 +154,5 @@ def test_edges_found_by_mutation_testing() -> None:
     assert wrap("a k=v wwwww", width=7) == ["a", CONTINUATION + "k=v", CONTINUATION + "www", CONTINUATION + "ww"]
     # A width no wider than the indent still makes progress.
     assert wrap("x" * 9, width=3) == ["xxxxx", *[CONTINUATION + "x"] * 4]
+    # Measured values are rewritten by the one formatter; a second is a second whatever way it was written.
+    assert humanize_durations("after 512.7ms, 12.34ms, 1000ms, 999ms") == "after 513 ms, 12.3 ms, 1.00 s, 999 ms"
