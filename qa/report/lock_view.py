@@ -119,11 +119,12 @@ def turn_rows(turns: Sequence[Any], order: Sequence[str]) -> list[dict[str, Any]
     valid = [t for t in turns if isinstance(t, Mapping)]
     valid.sort(key=lambda t: (rank.get(str(t.get("scenario")), len(rank)), str(t.get("scenario") or ""),
                               t["startT"] if _is_number(t.get("startT")) else 0.0))
-    rows, seen = [], {}  # type: ignore[var-annotated]
+    rows: list[dict[str, Any]] = []
+    counted: dict[Any, int] = {}
     for turn in valid:
         scenario = turn.get("scenario")
-        seen[scenario] = seen.get(scenario, 0) + 1
-        rows.append(turn_row(turn, seen[scenario] if scenario else None))
+        counted[scenario] = counted.get(scenario, 0) + 1
+        rows.append(turn_row(turn, counted[scenario] if scenario else None))
     return rows
 
 

@@ -154,3 +154,47 @@ def test_bar_box() -> None:
 def test_timeline_of_no_turns_is_empty_not_an_error() -> None:
     tl = timeline("s", [], 5)
     assert (tl.lanes, tl.span_ms, tl.turns, tl.waited_ms, tl.failed) == ((), 0.0, 0, 0.0, False)
+
+
+def test_the_pictures_limits_and_labels() -> None:
+    import dataclasses
+
+    from qa.report.lock_timeline import (
+        ATTEMPT_CHARS,
+        IO_LABELS,
+        MAX_TURNS_MERMAID,
+        MAX_TURNS_SVG,
+        WAIT_DRAWN_MS,
+        WAIT_NOTED_MS,
+        Bar,
+        Lane,
+        Timeline,
+    )
+
+    # A markdown chart of 12 turns is ~50 rows, an SVG of 60 about a screen; ids of 14 characters tell a run's
+    # attempts apart (turn-<pid>-<n>).
+    assert (MAX_TURNS_MERMAID, MAX_TURNS_SVG, ATTEMPT_CHARS) == (12, 60, 14)
+    assert (WAIT_DRAWN_MS, WAIT_NOTED_MS, WAIT_LABEL) == (1.0, 10.0, "lock wait")
+    assert IO_LABELS == {"model": "model I/O", "approval": "approval wait", "preview": "preview edit",
+                         "media": "media fetch"}
+    for value in (Bar("hold", 0, 1), Lane("s", "t", "lock", ()), Timeline("s", (), 0, 0, 0, 0)):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            value.scenario = "x"  # type: ignore[misc, union-attr]
+
+
+def test_waits_at_their_thresholds() -> None:
+    def one(wait_ms: float) -> Any:
+        (tl,) = scenario_timelines({"turns": [{"scenario": "s", "session": "!a", "attempt": "t", "startT": 0.0,
+                                               "holds": [[20, 21]], "waits": [[20 - wait_ms, 20]]}]})
+        return tl
+
+    assert [lane.what for lane in one(1.0).lanes] == [WAIT_LABEL, "lock"]
+    assert [lane.what for lane in one(0.99).lanes] == ["lock"]
+    assert "longest wait" in mermaid_gantt(one(10.0)) and "longest wait" not in mermaid_gantt(one(9.99))
+    # A turn that waited 10 ms is drawn before quiet ones when turns are capped; 9.99 ms is quiet.
+    quiet = [{"scenario": "s", "session": "!a", "attempt": "q", "startT": 0.0, "holds": [[0, 1]]}]
+    for wait_ms, drawn in ((10.0, "w"), (9.99, "q")):
+        waiting = {"scenario": "s", "session": "!a", "attempt": "w", "startT": 50.0, "holds": [[20, 21]],
+                   "waits": [[20 - wait_ms, 20]]}
+        (tl,) = scenario_timelines({"turns": [*quiet, waiting]}, max_turns=1)
+        assert {lane.turn for lane in tl.lanes} == {drawn}
