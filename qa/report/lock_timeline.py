@@ -51,7 +51,7 @@ class Lane:
     turn: str  # the attempt, with its kind when it is not a plain turn
     what: str  # "lock", WAIT_LABEL or an IO_LABELS value
     bars: tuple[Bar, ...]
-    number: int = 1  # the turn's number in its picture, in time order: what the Mermaid section is called
+    number: int  # the turn's number in its picture, in time order: what the Mermaid section is called
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Timeline:
     overlap_ms: float
     turns: int  # turns drawn
     omitted_turns: int  # turns left out to keep the picture bounded
-    waited_ms: float = 0.0  # the longest any turn of the scenario waited for the lock
+    waited_ms: float  # the longest any turn of the scenario waited for the lock
 
     @property
     def failed(self) -> bool:

@@ -177,7 +177,7 @@ def test_the_pictures_limits_and_labels() -> None:
     assert (WAIT_DRAWN_MS, WAIT_NOTED_MS, WAIT_LABEL) == (1.0, 10.0, "lock wait")
     assert IO_LABELS == {"model": "model I/O", "approval": "approval wait", "preview": "preview edit",
                          "media": "media fetch"}
-    for value in (Bar("hold", 0, 1), Lane("s", "t", "lock", ()), Timeline("s", (), 0, 0, 0, 0)):
+    for value in (Bar("hold", 0, 1), Lane("s", "t", "lock", (), 1), Timeline("s", (), 0, 0, 0, 0, 0)):
         with pytest.raises(dataclasses.FrozenInstanceError):
             value.scenario = "x"  # type: ignore[misc, union-attr]
 
@@ -190,6 +190,9 @@ def test_waits_at_their_thresholds() -> None:
 
     assert [lane.what for lane in one(1.0).lanes] == [WAIT_LABEL, "lock"]
     assert [lane.what for lane in one(0.99).lanes] == ["lock"]
+    (none,) = scenario_timelines({"turns": [{"scenario": "s", "session": "!a", "attempt": "t", "startT": 0.0,
+                                             "holds": [[20, 21]]}]})
+    assert none.waited_ms == 0.0
     assert "longest wait" in mermaid_gantt(one(10.0)) and "longest wait" not in mermaid_gantt(one(9.99))
     # A turn that waited 10 ms is drawn before quiet ones when turns are capped; 9.99 ms is quiet.
     quiet = [{"scenario": "s", "session": "!a", "attempt": "q", "startT": 0.0, "holds": [[0, 1]]}]

@@ -213,3 +213,12 @@ def test_a_failing_scenario_with_a_lock_finding_and_an_unrelated_step() -> None:
     lone = {"verdict": "fail", "reasons": ["session !x: y"], "turns": []}
     assert findings(run_with([], lone)) == [Finding(None, "session !x: y")]
     assert findings(run_with([], {"verdict": "fail", "reasons": [], "turns": []})) == []
+
+
+def test_a_scenario_without_waits_holds_or_numbers_counts_zero() -> None:
+    import dataclasses
+
+    mine = scenario_locks({"turns": [turn("s", "!a", "t", overlapMs="x", longestHoldMs=None)]})["s"]
+    assert (mine.overlap_ms, mine.waited_ms, mine.held_ms, mine.overlap_attempt) == (0.0, 0.0, 0.0, "")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Finding("s", "x").text = "y"  # type: ignore[misc]
