@@ -78,7 +78,7 @@ def scenario_locks(lock: Mapping[str, Any] | None) -> dict[str, ScenarioLock]:
     return found
 
 
-def lock_sentence(mine: ScenarioLock, expected: str = "") -> str:
+def lock_sentence(mine: ScenarioLock, expected: str) -> str:
     """`the bot held its session write lock during model I/O for 1.51 s (turn-1); a second writer waited 1.44 s
     for it (limit 25 ms)`; without an overlap, the first of the scenario's lock reasons."""
     limit = _WAIT_LIMIT.search(expected)

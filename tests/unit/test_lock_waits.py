@@ -201,3 +201,11 @@ def test_waits_at_their_thresholds() -> None:
                    "waits": [[20 - wait_ms, 20]]}
         (tl,) = scenario_timelines({"turns": [*quiet, waiting]}, max_turns=1)
         assert {lane.turn for lane in tl.lanes} == {drawn}
+
+
+def test_when_every_drawn_turn_is_a_finding_no_quiet_turn_squeezes_in() -> None:
+    turns = [{"scenario": "s", "session": "!a", "attempt": f"bad{i}", "startT": 100.0 * i, "holds": [[0, 10]],
+              "modelIo": [[1, 9]]} for i in range(3)]
+    turns.append({"scenario": "s", "session": "!a", "attempt": "quiet", "startT": 1000.0, "holds": [[0, 1]]})
+    (tl,) = scenario_timelines({"turns": turns}, max_turns=2)
+    assert sorted({lane.turn for lane in tl.lanes}) == ["bad0", "bad1"] and tl.omitted_turns == 2

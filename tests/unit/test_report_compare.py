@@ -137,3 +137,28 @@ def test_the_json_is_the_comparison() -> None:
 def test_every_summary_reads_back_from_its_json() -> None:
     for name in ("narrow-scope", "legacy-scope", "canary-legacy-scope"):
         assert isinstance(fixture(name), Summary)
+
+
+def test_the_rules_as_a_reader_sees_them() -> None:
+    import dataclasses
+
+    assert SCHEMA == "matrix-qa.compare/v1"
+    # Floors and shares, at their edges: hold 50 ms, wait 100 % of the smaller value, held during I/O 1 ms flat.
+    assert not beyond_noise("longestHoldMs", 0.0, 49.9) and beyond_noise("longestHoldMs", 0.0, 50.0)
+    assert not beyond_noise("longestWaitMs", 100.0, 199.0) and beyond_noise("longestWaitMs", 100.0, 200.0)
+    assert beyond_noise("heldDuringIoMs", 100.0, 101.0)
+    c = Comparison(base={"runId": "b", "status": "pass", "scenarios": 3},
+                   head={"runId": "h", "status": "fail", "scenarios": 3},
+                   verdictChanges=[VerdictChange("a", "skip", "interrupted", "regressed")],
+                   deltas=[Delta("x", m, 0.0, 100.0, 100.0, True) for m in NOISE])
+    md = render_compare_markdown(c)
+    assert "| `a` | ⏭️ skip | ⏹️ interrupted | regressed |" in md
+    for label in ("reply latency p50", "longest lock hold", "longest wait for the lock", "lock held during I/O"):
+        assert f"| `x` | {label} | 0.0 ms | 100 ms | +100 ms | ❌ worse |" in md
+    assert "lock held during I/O 1 ms." in md and "longest lock hold 50 ms or 100% of the smaller value" in md
+    assert md.startswith("## ❌ matrix-qa compare: 2 scenarios regressed\n")
+    data = c.to_json_dict()
+    assert (data["new"], data["vanished"], data["lockVerdict"]) == ([], [], None)
+    for frozen in (c.verdictChanges[0], c.deltas[0]):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            frozen.scenario = "y"  # type: ignore[misc]

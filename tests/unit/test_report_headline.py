@@ -134,14 +134,14 @@ def test_the_lock_sentence() -> None:
     assert lock_sentence(mine, "lock.acquire with waitMs <= 25") == (
         "the bot held its session write lock during model I/O for 1.51 s (turn-1); a second writer waited 1.44 s "
         "for it (limit 25 ms)")
-    assert lock_sentence(mine) == ("the bot held its session write lock during model I/O for 1.51 s (turn-1); "
+    assert lock_sentence(mine, "") == ("the bot held its session write lock during model I/O for 1.51 s (turn-1); "
                                    "a second writer waited 1.44 s for it")
     mine.waited_ms = 9.9  # the lock file's own cost, not a finding
     mine.io_kinds = {"model", "approval"}
-    assert lock_sentence(mine) == "the bot held its session write lock during I/O for 1.51 s (turn-1)"
+    assert lock_sentence(mine, "") == "the bot held its session write lock during I/O for 1.51 s (turn-1)"
     quiet = ScenarioLock(reasons=["session !roomIdThatIsLong:hs/main attempt t: its hold was taken over after 40ms"])
-    assert lock_sentence(quiet) == "session !roomIdTh…/main attempt t: its hold was taken over after 40 ms"
-    assert lock_sentence(ScenarioLock()) == ""
+    assert lock_sentence(quiet, "") == "session !roomIdTh…/main attempt t: its hold was taken over after 40 ms"
+    assert lock_sentence(ScenarioLock(), "") == ""
 
 
 def step(expected: str, seen: list[str], step: int | None = 4, kind: str | None = "expect_trace") -> ScenarioResult:
@@ -222,3 +222,16 @@ def test_a_scenario_without_waits_holds_or_numbers_counts_zero() -> None:
     assert (mine.overlap_ms, mine.waited_ms, mine.held_ms, mine.overlap_attempt) == (0.0, 0.0, 0.0, "")
     with pytest.raises(dataclasses.FrozenInstanceError):
         Finding("s", "x").text = "y"  # type: ignore[misc]
+
+
+def test_scenario_locks_edges() -> None:
+    # An untagged turn first does not hide the tagged ones after it; on a tie the first turn is the worst.
+    lock = {"verdict": "fail", "reasons": ["session !abX: held", "session !abX: probe"],
+            "turns": [None, {"session": "!x"}, turn("s", "!abX", "first", overlapMs=5.0),
+                      turn("s", "!abX", "second", overlapMs=5.0, ioKinds=["approval"]),
+                      turn("t", "!c", None, overlapMs=1.0, ioKinds=["approval"])]}
+    locks = scenario_locks(lock)
+    assert (locks["s"].overlap_attempt, locks["s"].io_kinds) == ("first", {"model"})
+    # A session id ending in X, reasons naming it with a colon after it: both are the scenario's.
+    assert locks["s"].reasons == ["session !abX: held", "session !abX: probe"]
+    assert (locks["t"].overlap_attempt, locks["t"].io_kinds) == ("?", {"approval"})
