@@ -140,7 +140,7 @@ def test_clip_and_plural() -> None:
 
 def test_edges_found_by_mutation_testing() -> None:
     assert EMPTY == "—" and human_ms(None) == "—"
-    assert wrap("a" * (WRAP_WIDTH + 1)) == ["a" * WRAP_WIDTH, CONTINUATION + "a"]
+    assert WRAP_WIDTH == 100 and wrap("a" * 101) == ["a" * 100, CONTINUATION + "a"]
     # Ids of eleven characters and more are id-like; shorter `$words:x` in text are left alone.
     assert shorten_ids("$abcdefghij:hs x") == "$abcdefgh… x"
     assert shorten_ids("$abcdefg:hs and $abcdefghi:hs") == "$abcdefg:hs and $abcdefghi:hs"
