@@ -56,8 +56,8 @@ def test_lock_waits_are_read_from_the_acquisitions() -> None:
                rec(30.0, "lock.acquire", session="!a", attempt="y", waitMs=True),
                rec(40.0, "lock.release", session="!a", attempt="y", waitMs=3.0),
                {"type": "lock.acquire", "session": "!a", "attempt": "z", "waitMs": 2.0},
-               rec(50.0, "lock.acquire", attempt="w", waitMs=1.0)]
-    assert lock_waits(records) == {("!a", "x"): [(6.0, 10.0)], ("", "w"): [(49.0, 50.0)]}
+               rec(50.0, "lock.acquire", attempt="w", waitMs=1.0), rec(60.0, "lock.acquire", session="!b", waitMs=2.0)]
+    assert lock_waits(records) == {("!a", "x"): [(6.0, 10.0)], ("", "w"): [(49.0, 50.0)], ("!b", ""): [(58.0, 60.0)]}
 
 
 def test_tag_scenarios_gives_each_turn_its_waits_relative_to_its_start() -> None:
@@ -67,10 +67,16 @@ def test_tag_scenarios_gives_each_turn_its_waits_relative_to_its_start() -> None
     assert by_attempt["turn-1"]["waits"] == [[0.19, 0.2]]
     assert {t["scenario"] for t in lock["turns"]} == {"s"}
     # A turn of no known scenario keeps no scenario; one without a start time gets no waits.
-    lock = {"turns": [{"session": "!x", "attempt": "q"}, {"session": "!room:hs/main", "attempt": "turn-2"}, "junk"]}
+    lock = {"turns": ["junk", {"session": "!x", "attempt": "q"}, {"session": "!room:hs/main", "attempt": "turn-2"}]}
     tag_scenarios(lock, {"s": contention()})
-    assert lock["turns"][0] == {"session": "!x", "attempt": "q"}
-    assert lock["turns"][1] == {"session": "!room:hs/main", "attempt": "turn-2", "scenario": "s"}
+    assert lock["turns"][1] == {"session": "!x", "attempt": "q"}
+    assert lock["turns"][2] == {"session": "!room:hs/main", "attempt": "turn-2", "scenario": "s"}
+    # Records and turns that name no session or no attempt still meet; waits keep three decimals.
+    lock = {"turns": [{"session": "!s", "startT": 0.0}, {"attempt": "a", "startT": 0.0}]}
+    tag_scenarios(lock, {"sc": [{"type": "lock.acquire", "session": "!s", "t": 5.12345, "waitMs": 1.0},
+                                {"type": "turn.start", "attempt": "a", "t": 0.0}]})
+    assert lock["turns"] == [{"session": "!s", "startT": 0.0, "scenario": "sc", "waits": [[4.123, 5.123]]},
+                             {"attempt": "a", "startT": 0.0, "scenario": "sc"}]
 
 
 def test_the_wait_is_its_own_lane_before_the_hold() -> None:
@@ -117,6 +123,7 @@ def test_an_instant_hold_is_a_visible_fraction_of_the_picture() -> None:
                                            "holds": [[0, 0.3], [10, 1500]], "modelIo": [[20, 1490]]}]})
     tasks = [line.strip() for line in mermaid_gantt(tl).splitlines() if " :" in line]
     width = round(1500 / MIN_BAR_PARTS)
+    assert MIN_BAR_PARTS == 150  # 1/150 of a ~750 px chart: 5 px
     assert tasks[0] == f"held 0.3 ms :{MERMAID_ORIGIN_MS}, {MERMAID_ORIGIN_MS + width}"
     assert tasks[1] == f"held 1.49 s :{MERMAID_ORIGIN_MS + 10}, {MERMAID_ORIGIN_MS + 1500}"
 

@@ -235,3 +235,16 @@ def test_scenario_locks_edges() -> None:
     # A session id ending in X, reasons naming it with a colon after it: both are the scenario's.
     assert locks["s"].reasons == ["session !abX: held", "session !abX: probe"]
     assert (locks["t"].overlap_attempt, locks["t"].io_kinds) == ("?", {"approval"})
+
+
+def test_sentence_edges() -> None:
+    mine = ScenarioLock(sessions={"!a"}, overlap_ms=0.5, overlap_attempt="t", io_kinds={"model"}, waited_ms=10.0,
+                        reasons=["r"])
+    assert lock_sentence(mine, "") == ("the bot held its session write lock during model I/O for 0.5 ms (t); "
+                                       "a second writer waited 10.0 ms for it")
+    two = step("model.request.start with a and b", ["bot trace: model.request.start a=1 c=3 b=2"])
+    assert seen_value(two) == "a=1 b=2"
+    # A failing scenario whose lock verdict passed says nothing about the lock, whatever its turns hold.
+    lock = {"verdict": "pass", "reasons": [], "turns": [turn("s", "!a", "t", overlapMs=5.0)]}
+    (found,) = findings(run_with([step("a reply", ["none"], 2, "expect_reply")], lock))
+    assert found.text == "step 2 (expect_reply) expected a reply; saw none"
