@@ -248,3 +248,16 @@ def test_sentence_edges() -> None:
     lock = {"verdict": "pass", "reasons": [], "turns": [turn("s", "!a", "t", overlapMs=5.0)]}
     (found,) = findings(run_with([step("a reply", ["none"], 2, "expect_reply")], lock))
     assert found.text == "step 2 (expect_reply) expected a reply; saw none"
+
+
+def test_an_interrupted_scenario_says_why_and_a_ten_millisecond_wait_explains_the_step() -> None:
+    cut = ScenarioResult(id="s", title="t", status="interrupted", details="interrupted: SIGTERM during step 2",
+                         failure=Failure(step=2, stepKind="expect_reply", expected="a reply", seen=["none"]))
+    assert findings(run_with([cut], None))[0].text == "interrupted: SIGTERM during step 2"
+    lock = {"verdict": "fail", "reasons": ["session !b attempt t: held"],
+            "turns": [turn("w", "!b", "t", overlapMs=20.0, waits=[[0, 10]])]}
+    waited = step("lock.acquire with waitMs <= 5", ["bot trace: lock.acquire waitMs=10"])
+    waited.id = "w"
+    assert findings(run_with([waited], lock))[0].text == (
+        "the bot held its session write lock during model I/O for 20.0 ms (t); a second writer waited 10.0 ms for "
+        "it (limit 5 ms)")
