@@ -162,3 +162,42 @@ def test_the_rules_as_a_reader_sees_them() -> None:
     for frozen in (c.verdictChanges[0], c.deltas[0]):
         with pytest.raises(dataclasses.FrozenInstanceError):
             frozen.scenario = "y"  # type: ignore[misc]
+
+
+NOISE_LINE = ("Noise (a smaller change is not listed): reply latency p50 250 ms or 100% of the smaller value; longest "
+              "lock hold 50 ms or 100% of the smaller value; longest wait for the lock 50 ms or 100% of the smaller "
+              "value; lock held during I/O 1 ms.\n")
+
+
+def test_the_whole_markdown_of_a_comparison() -> None:
+    c = Comparison(base={"runId": "b1", "status": "pass", "scenarios": 3, "lockVerdict": "pass"},
+                   head={"runId": "h1", "status": "fail", "scenarios": 3, "lockVerdict": "fail"},
+                   verdictChanges=[VerdictChange("a", "pass", "fail", "regressed"),
+                                   VerdictChange("b", "odd", "pass", "changed")],
+                   new=[{"scenario": "n", "verdict": "skip"}], vanished=[{"scenario": "v", "verdict": "pass"}],
+                   deltas=[Delta("a", "heldDuringIoMs", 0.0, 1.0, 1.0, True)],
+                   lockVerdict={"base": "pass", "head": "fail"})
+    assert render_compare_markdown(c) == (
+        "## ❌ matrix-qa compare: 1 scenario regressed\n\nBase `b1` (pass, 3 scenarios) → head `h1` (fail, 3 "
+        "scenarios)\n\n**Lock evidence:** pass → fail\n\n### Verdicts that changed\n\n| Scenario | Base | Head | |\n"
+        "|---|---|---|---|\n| `a` | ✅ pass | ❌ fail | regressed |\n| `b` | ❔ odd | ✅ pass | changed |\n\n"
+        "### New scenarios\n\n- `n`: ⏭️ skip\n\n### Vanished scenarios\n\n- `v`: ✅ pass\n\n"
+        "### Timings beyond noise\n\n| Scenario | Measure | Base | Head | Change | |\n|---|---|---:|---:|---:|---|\n"
+        "| `a` | lock held during I/O | 0.0 ms | 1.0 ms | +1.0 ms | ❌ worse |\n\n" + NOISE_LINE)
+    only_verdicts = Comparison(base=c.base, head=c.head, verdictChanges=c.verdictChanges[1:])
+    assert render_compare_markdown(only_verdicts).endswith("| `b` | ❔ odd | ✅ pass | changed |\n\n" + NOISE_LINE)
+    same = Comparison(base=c.base, head=c.base)
+    assert render_compare_markdown(same) == (
+        "## ✅ matrix-qa compare: no regression\n\nBase `b1` (pass, 3 scenarios) → head `b1` (pass, 3 scenarios)\n\n"
+        "Same scenarios, same verdicts, no timing beyond noise.\n\n" + NOISE_LINE)
+
+
+def test_deltas_keep_three_decimals_and_a_rise_of_one_millisecond_held_during_io_regresses() -> None:
+    c = two([result("a", p50=100.0)], [result("a", p50=400.1234)])
+    assert c.deltas[0].deltaMs == 300.123
+    base = make_summary([result("s")], lock={"verdict": "pass", "reasons": [], "turns": [
+        {"scenario": "s", "session": "!a", "attempt": "t", "overlapMs": 0.0}]})
+    head = make_summary([result("s")], lock={"verdict": "pass", "reasons": [], "turns": [
+        {"scenario": "s", "session": "!a", "attempt": "t", "overlapMs": 1.0}]})
+    (delta,) = compare(base, head).deltas
+    assert (delta.metric, delta.deltaMs, delta.regressed) == ("heldDuringIoMs", 1.0, True)
