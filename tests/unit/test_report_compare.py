@@ -201,3 +201,38 @@ def test_deltas_keep_three_decimals_and_a_rise_of_one_millisecond_held_during_io
         {"scenario": "s", "session": "!a", "attempt": "t", "overlapMs": 1.0}]})
     (delta,) = compare(base, head).deltas
     assert (delta.metric, delta.deltaMs, delta.regressed) == ("heldDuringIoMs", 1.0, True)
+
+
+def test_the_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+    import sys
+
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert usage.startswith("usage: matrix-qa compare [-h] [--json] base head")
+    assert "What changed between two runs: verdicts, new and vanished scenarios, timings beyond noise. Exit 1" in \
+        " ".join(usage.split())
+    assert "the base run: its matrix-qa-summary.json or its directory" in usage
+    assert "the run to judge: its matrix-qa-summary.json or its directory" in usage
+    assert "print the comparison as JSON instead of markdown" in usage
+    assert main([str(tmp_path / "none.json"), str(tmp_path / "none.json")]) == 2
+    assert capsys.readouterr().err == f"matrix-qa: {tmp_path / 'none.json'}: cannot read run summary: " \
+                                      "No such file or directory\n"
+    # JSON as written: two-space indent, text as it is.
+    accented = tmp_path / "café.json"
+    accented.write_text(json.dumps(make_summary([result("café")]).to_json_dict()))
+    base = tmp_path / "base.json"
+    base.write_text(json.dumps(make_summary([]).to_json_dict()))
+    assert main([str(base), str(accented), "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '\n  "schema": "matrix-qa.compare/v1",\n' in out and '"scenario": "café"' in out and out.endswith("}\n")
+    assert main([str(base), str(accented)]) == 0
+    assert capsys.readouterr().out.endswith(NOISE_LINE)  # one newline at the end, as the markdown has it
+    monkeypatch.setattr(sys, "argv", ["matrix-qa compare", str(base), str(accented)])
+    assert main() == 0
+    capsys.readouterr()
+    proc = subprocess.run([sys.executable, "-m", "qa.report.compare", str(base), str(FIXTURES / "legacy-scope.json")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "regressed" in proc.stdout
