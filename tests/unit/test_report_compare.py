@@ -4,6 +4,7 @@ regression (issue 31). The issue's runs: the same two scenarios with the narrow 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -217,6 +218,8 @@ def test_the_command_line(capsys: pytest.CaptureFixture[str], tmp_path: Path,
     assert "the base run: its matrix-qa-summary.json or its directory" in usage
     assert "the run to judge: its matrix-qa-summary.json or its directory" in usage
     assert "print the comparison as JSON instead of markdown" in usage
+    assert "Exit 1 when something regressed." in " ".join(usage.split())
+    assert not re.search(r"\w(the base run|the run to judge|print the comparison)", usage)
     assert main([str(tmp_path / "none.json"), str(tmp_path / "none.json")]) == 2
     assert capsys.readouterr().err == f"matrix-qa: {tmp_path / 'none.json'}: cannot read run summary: " \
                                       "No such file or directory\n"
