@@ -216,3 +216,33 @@ def test_when_every_drawn_turn_is_a_finding_no_quiet_turn_squeezes_in() -> None:
     turns.append({"scenario": "s", "session": "!a", "attempt": "quiet", "startT": 1000.0, "holds": [[0, 1]]})
     (tl,) = scenario_timelines({"turns": turns}, max_turns=2)
     assert sorted({lane.turn for lane in tl.lanes}) == ["bad0", "bad1"] and tl.omitted_turns == 2
+
+
+def _title(text: str) -> str:
+    return text.splitlines()[1].strip()
+
+
+def test_mermaid_titles_and_task_order_exactly() -> None:
+    (tl,) = scenario_timelines(tagged(contention()))
+    assert _title(mermaid_gantt(tl)) == ("title s - lock held during I/O for 1.50 s, longest wait for the lock 1.45 s")
+    turns = [{"scenario": "s", "session": "!a", "attempt": f"t{i}", "startT": 100.0 * i, "holds": [[0, 5]],
+              "modelIo": [[10, 20]]} for i in range(5)]
+    (capped,) = scenario_timelines({"turns": turns}, max_turns=3)
+    assert _title(mermaid_gantt(capped, max_tasks=4)) == (
+        "title s - no lock held during I/O (2 more turns not drawn, 2 more bars not drawn)")
+    # Red rows after every hold of their turn, each kind in time order.
+    (split,) = scenario_timelines({"turns": [{"scenario": "s", "session": "!a", "attempt": "t", "startT": 0.0,
+                                              "holds": [[0, 10], [20, 30]], "modelIo": [[5, 25]]}]})
+    names = [line.strip().split(" :")[0] for line in mermaid_gantt(split).splitlines() if " :" in line]
+    assert names == ["held 10.0 ms", "held 10.0 ms", "held during I/O 5.0 ms", "held during I/O 5.0 ms",
+                     "model I/O 20.0 ms"]
+    assert [line.split(" :")[1] for line in mermaid_gantt(split).splitlines() if " :" in line][2:4] == [
+        "crit, 3600005, 3600010", "crit, 3600020, 3600025"]
+
+
+def test_a_chart_holds_forty_bars_by_default() -> None:
+    turns = [{"scenario": "s", "session": "!a", "attempt": f"t{i}", "startT": 10.0 * i, "holds": [[0, 1]]}
+             for i in range(41)]
+    (tl,) = scenario_timelines({"turns": turns})
+    text = mermaid_gantt(tl)
+    assert len([line for line in text.splitlines() if " :" in line]) == 40 and "(1 more bars not drawn)" in text
