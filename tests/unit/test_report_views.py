@@ -177,3 +177,52 @@ def test_a_skip_for_a_lacking_capability_says_what_it_means() -> None:
     md = render_markdown(summary)
     assert "Skipped for what the bot lacks: `lock` keeps a session lock · `e2ee` talks E2EE" in md
     assert reason in md  # a skip's reason is never cut
+
+
+def test_the_whole_lock_view_of_a_rich_section() -> None:
+    from qa.report.lock_view import LOCK_VERDICT_EMOJI, MERMAID_PASSING, MERMAID_TASKS
+
+    assert LOCK_VERDICT_EMOJI == {"pass": "✅", "fail": "❌", "none": "➖", "n/a": "➖"}
+    assert (MERMAID_FAILING, MERMAID_PASSING, MERMAID_TASKS) == (4, 3, 40)
+    counters = {"turnCount": 2, "modelRequests": 2, "otherHolds": 2, "takeovers": 2, "lockTimeouts": 2,
+                "startupReclaims": 2}
+    view = lock_view({"verdict": "pass", "scope": "narrow", "sources": {"scope": "env"}, "totalOverlapMs": 0.5,
+                      "takeoverList": [{"session": "!a", "previousAttempt": "t1", "byAttempt": "t2", "reason": "r",
+                                        "after": ["sent a reply", "ran a tool"]}], **counters})
+    assert view is not None
+    assert {k: view[k] for k in ("scope", "verdict", "emoji", "sources", "totalOverlap", "counters")} == {
+        "scope": "narrow", "verdict": "pass", "emoji": "✅", "sources": [("scope", "env")], "totalOverlap": "0.5 ms",
+        "counters": ["2 turns", "2 model requests", "2 other holds", "2 takeovers", "2 lock timeouts",
+                     "2 startup reclaims"]}
+    assert view["takeovers"] == ["takeover session=!a t1 (pid ?) by t2 reason=r; then: sent a reply, ran a tool"]
+    singular = lock_view({k: 1 for k in counters})
+    assert singular is not None and singular["counters"] == [
+        "1 turn", "1 model request", "1 other hold", "1 takeover", "1 lock timeout", "1 startup reclaim"]
+    assert singular["verdict"] == "none" and singular["emoji"] == "➖"
+    assert [lock_view({"verdict": v})["emoji"] for v in ("fail", "n/a")] == ["❌", "➖"]  # type: ignore[index]
+
+
+def test_turn_rows_of_scenarios_the_table_does_not_list_sort_by_name_then_time() -> None:
+    turns = [{"scenario": "y", "attempt": "y1", "startT": 0.0}, {"scenario": "x", "attempt": "x1", "startT": 1.0},
+             {"scenario": "y", "attempt": "y2", "startT": 2.0}, {"scenario": "A", "attempt": "A1", "startT": 5.0},
+             {"attempt": "none", "startT": 3.0}, {"scenario": "x", "attempt": "x0", "startT": "junk"},
+             {"scenario": "x", "attempt": "x-early", "startT": 0.5}]
+    assert [r["attempt"] for r in turn_rows(turns, [])] == ["none", "A1", "x0", "x-early", "x1", "y1", "y2"]
+    assert turn_row({"overlapMs": 0.5}, None)["failed"] is True
+
+
+def test_pictures_are_capped_per_kind_and_say_how_many_are_drawn() -> None:
+    from qa.report.lock_evidence import analyze_lock_evidence
+    from qa.report.lock_timeline import tag_scenarios
+    from tests.unit.test_lock_evidence import attempt_scope_turn, narrow_turn
+
+    traces = {f"bad{i}": attempt_scope_turn(f"!b{i}:x", f"b{i}", i * 1000.0) for i in range(5)}
+    traces.update({f"ok{i}": narrow_turn(f"!o{i}:x", f"o{i}", 10_000 + i * 1000.0) for i in range(4)})
+    lock = analyze_lock_evidence([r for t in traces.values() for r in t]).model_dump(mode="json", by_alias=True)
+    tag_scenarios(lock, traces)
+    pictures = lock_pictures(make_summary([ScenarioResult(id=sid, title="t", status="pass") for sid in traces],
+                                          lock=lock))
+    assert [p["mermaid"] is not None for p in pictures["failing"]] == [True] * 4 + [False]
+    assert [p["mermaid"] is not None for p in pictures["passing"]] == [True] * 3 + [False]
+    assert (pictures["failing_drawn"], pictures["passing_drawn"]) == (4, 3)
+    assert pictures["failing"][0]["overlap"] == "799 ms" and pictures["passing"][0]["overlap"] == "0.0 ms"
