@@ -226,3 +226,36 @@ def test_pictures_are_capped_per_kind_and_say_how_many_are_drawn() -> None:
     assert [p["mermaid"] is not None for p in pictures["passing"]] == [True] * 3 + [False]
     assert (pictures["failing_drawn"], pictures["passing_drawn"]) == (4, 3)
     assert pictures["failing"][0]["overlap"] == "799 ms" and pictures["passing"][0]["overlap"] == "0.0 ms"
+
+
+def test_the_whole_failure_view() -> None:
+    hits = [{"source": "homeserver", "rule": "r1", "action": "status", "what": "403", "method": "PUT", "path": "/a"},
+            {"source": "homeserver", "rule": "r1", "action": "status", "what": "later", "method": "PUT",
+             "path": "/a"},
+            {"rule": "r2", "method": "GET", "path": "/b"}]
+    failure = Failure(step=2, stepKind="expect_reply", expected="a reply", seen=["one", "dup\ndup", "two"])
+    steps = [StepResult(index=1, kind="send", status="pass", detail="sent"),
+             StepResult(index=2, kind="expect_reply", status="fail", detail=""),
+             StepResult(index=2, kind="expect_reply", status="fail", detail="waited 30 s")]
+    result = ScenarioResult(id="s", title="T", status="interrupted", source="scenarios/s.yaml", failure=failure,
+                            steps=steps, faultHits=hits)
+    assert failure_view(result) == {
+        "id": "s", "title": "T", "source": "scenarios/s.yaml", "status": "interrupted", "lock_only": False,
+        "artifacts": [], "faults": ["r1 ×2 (403)", "r2 ×1 ()"], "lock": None, "lock_reasons": [], "step": 2,
+        "kind": "expect_reply", "detail": "waited 30 s", "expected": "a reply",
+        "seen": {"lines": ["one", "dup", "two"], "shown": 3, "total": 3, "repeated": 1}, "hints": [], "diff": []}
+    assert fault_rows(result)[1] == {"source": "", "rule": "r2", "hits": 1, "actions": [], "what": "",
+                                     "paths": ["GET /b"]}
+    assert failure_view(result.model_copy(update={"status": "fail"}))["lock_only"] is False
+    assert seen_view(["x"])["lines"] == ["x"] and seen_view([""])["repeated"] == 0
+    mine = ScenarioLock(overlap_ms=0.0, reasons=["session !a: probe timed out after 26.1ms"], waited_ms=50.0)
+    assert failure_view(ScenarioResult(id="s", title="t", status="pass"), mine)["lock"] == \
+        "session !a: probe timed out after 26.1 ms"
+
+
+def test_a_seen_block_of_exactly_the_cap_is_whole_and_one_more_is_cut() -> None:
+    whole = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN)])
+    assert whole["lines"] == [f"l{i}" for i in range(SEEN_LINES_SHOWN)]
+    cut = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN + 1)])["lines"]
+    assert cut == ["l0", "l1", "l2", "… 1 lines left out …", *[f"l{i}" for i in range(4, SEEN_LINES_SHOWN + 1)]]
+    assert seen_view(["same", "other", "same"], "x")["lines"] == ["same", "other"]
