@@ -32,7 +32,7 @@ def seen_lines(seen: list[str], expected: str) -> list[str]:
     return lines
 
 
-def seen_view(seen: list[str], expected: str = "") -> dict[str, Any]:
+def seen_view(seen: list[str], expected: str) -> dict[str, Any]:
     lines = seen_lines(seen, expected)
     total = len(lines)
     if total > SEEN_LINES_SHOWN:

@@ -119,13 +119,13 @@ def test_seen_lines_drop_repeats_and_read_deciding_value_first() -> None:
 
 def test_a_long_seen_block_keeps_its_first_and_last_lines_and_wraps() -> None:
     seen = ["exit line"] + [f"line {i}" for i in range(1, 30)] + ["x " * 80]
-    view = seen_view(seen)
+    view = seen_view(seen, "")
     lines = view["lines"]
     assert (view["shown"], view["total"]) == (SEEN_LINES_SHOWN, 31)
     assert lines[:SEEN_HEAD + 1] == ["exit line", "line 1", "line 2", "… 11 lines left out …"]
     assert lines[-3] == "line 29" and lines[-2].startswith("x x") and lines[-1].startswith(CONTINUATION + "x")
     assert all(len(line) <= 100 for line in lines)
-    assert seen_view([])["lines"] == []
+    assert seen_view([], "")["lines"] == []
 
 
 def test_the_step_detail_is_not_the_expectation_again() -> None:
@@ -247,15 +247,21 @@ def test_the_whole_failure_view() -> None:
     assert fault_rows(result)[1] == {"source": "", "rule": "r2", "hits": 1, "actions": [], "what": "",
                                      "paths": ["GET /b"]}
     assert failure_view(result.model_copy(update={"status": "fail"}))["lock_only"] is False
-    assert seen_view(["x"])["lines"] == ["x"] and seen_view([""])["repeated"] == 0
+    assert seen_view(["x"], "")["lines"] == ["x"] and seen_view([""], "")["repeated"] == 0
+    assert seen_view(["a\nb\na\nc"], "")["lines"] == ["a", "b", "c"]
+    two = [{"source": "homeserver", "rule": "r"}, {"source": "provider", "rule": "r"}, {"source": "provider"}]
+    rows = fault_rows(ScenarioResult(id="s", title="t", status="fail", faultHits=two))
+    assert [(r["source"], r["rule"]) for r in rows] == [("homeserver", "r"), ("provider", "r"), ("provider", "")]
+    bare = Failure(step=9, stepKind="x", expected="e")
+    assert failure_view(ScenarioResult(id="s", title="t", status="fail", failure=bare))["detail"] is None
     mine = ScenarioLock(overlap_ms=0.0, reasons=["session !a: probe timed out after 26.1ms"], waited_ms=50.0)
     assert failure_view(ScenarioResult(id="s", title="t", status="pass"), mine)["lock"] == \
         "session !a: probe timed out after 26.1 ms"
 
 
 def test_a_seen_block_of_exactly_the_cap_is_whole_and_one_more_is_cut() -> None:
-    whole = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN)])
+    whole = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN)], "")
     assert whole["lines"] == [f"l{i}" for i in range(SEEN_LINES_SHOWN)]
-    cut = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN + 1)])["lines"]
+    cut = seen_view([f"l{i}" for i in range(SEEN_LINES_SHOWN + 1)], "")["lines"]
     assert cut == ["l0", "l1", "l2", "… 1 lines left out …", *[f"l{i}" for i in range(4, SEEN_LINES_SHOWN + 1)]]
     assert seen_view(["same", "other", "same"], "x")["lines"] == ["same", "other"]
