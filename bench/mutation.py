@@ -54,7 +54,13 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/provider/matching.py": ["tests/unit/test_matching.py"],
     "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
     "qa/report/replay_failure.py": ["tests/unit/test_replay_failure.py"],
-    "qa/report/lock_timeline.py": ["tests/unit/test_lock_timeline.py", "tests/unit/test_lock_timeline_edges.py"],
+    "qa/report/lock_timeline.py": ["tests/unit/test_lock_timeline.py", "tests/unit/test_lock_timeline_edges.py",
+                                   "tests/unit/test_lock_waits.py"],
+    "qa/report/text.py": ["tests/unit/test_report_text.py"],
+    "qa/report/headline.py": ["tests/unit/test_report_headline.py"],
+    "qa/report/compare.py": ["tests/unit/test_report_compare.py"],
+    "qa/report/lock_view.py": ["tests/unit/test_report_views.py", "tests/unit/test_lock_life_evidence.py"],
+    "qa/report/failure_view.py": ["tests/unit/test_report_views.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.

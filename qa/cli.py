@@ -1,4 +1,4 @@
-"""`matrix-qa`: run | list | validate | report.
+"""`matrix-qa`: run | list | validate | report | compare | doctor.
 
 Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
 """
@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", help="list every session lock under a run's artifacts or a state dir, judge it "
                    "(owner alive, age, over maxHoldMs); --fix removes dead owners' locks", add_help=False)
+
+    sub.add_parser("compare", help="what changed between two runs (BASE HEAD summaries or run dirs): verdicts, new "
+                   "and vanished scenarios, timings beyond noise; exit 1 on a regression", add_help=False)
 
     rep = sub.add_parser("report", help="render the markdown/JUnit reports again from a summary JSON, or merge "
                          "several (shards) into one")
@@ -292,6 +295,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         # The session-lock doctor has its own command line (qa.agent.doctor), shared with `python -m qa.agent`.
         from qa.agent.doctor import doctor_main
         return doctor_main(argv[1:], "matrix-qa doctor", positional=True)
+    if argv[:1] == ["compare"]:
+        from qa.report.compare import main as compare_main
+        return compare_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":

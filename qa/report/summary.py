@@ -49,6 +49,9 @@ class BotInfo(_Model):
     # How its processes were started: "fork-server" (forked from one pre-imported process, see
     # qa.harness.fork_server) or "exec" (a fresh interpreter or program each time).
     started: Literal["fork-server", "exec"] = "exec"
+    # What each capability a bot may claim means (qa.harness.capabilities' MEANING), so a reader of a skip
+    # ("lacks 'lock'") learns what the bot would have to do. Empty in summaries written before it was recorded.
+    capabilityMeanings: dict[str, str] = Field(default_factory=dict)
 
 
 class Environment(_Model):

@@ -10,17 +10,23 @@ from __future__ import annotations
 import math
 from xml.sax.saxutils import escape
 
-from qa.report.lock_timeline import IO_LABELS, Bar, Timeline
+from qa.report.lock_timeline import IO_LABELS, WAIT_NOTED_MS, Bar, Timeline
+from qa.report.text import human_ms
 
 WIDTH = 1000
 LABEL_W = 300
 ROW_H = 18
 TOP = 64
 PAD = 12
-COLOURS = {"hold": "#4c78a8", "overlap": "#d62728", "model": "#f2a541", "approval": "#9d755d",
+# Room right of the plot for half of the last tick's label ("1.5 s" is centred on the plot's right edge).
+RIGHT_W = 28
+# The narrowest bar drawn: a 0.3 ms hold beside a 1.5 s model call is a fraction of a pixel.
+MIN_BAR_W = 3.0
+COLOURS = {"hold": "#4c78a8", "overlap": "#d62728", "wait": "#8c8c8c", "model": "#f2a541", "approval": "#9d755d",
            "preview": "#72b7b2", "media": "#b279a2"}
 OTHER_IO = "#bab0ac"
-LEGEND = (("hold", "lock held"), ("overlap", "lock held during I/O"), *IO_LABELS.items())
+LEGEND = (("wait", "waited for the lock"), ("hold", "lock held"), ("overlap", "lock held during I/O"),
+          *IO_LABELS.items())
 
 
 def nice_step(span_ms: float, ticks: int = 8) -> float:
@@ -37,12 +43,28 @@ def _tick_label(ms: float, step: float) -> str:
 
 
 def _bar_title(bar: Bar) -> str:
-    what = {"hold": "lock held", "overlap": "LOCK HELD DURING I/O"}.get(bar.kind, IO_LABELS.get(bar.kind, bar.kind))
-    return f"{what}: {bar.start:.1f} → {bar.end:.1f} ms ({bar.end - bar.start:.1f} ms)"
+    what = {"hold": "lock held", "overlap": "LOCK HELD DURING I/O", "wait": "waited for the lock"}.get(
+        bar.kind, IO_LABELS.get(bar.kind, bar.kind))
+    return f"{what}: {bar.start:.1f} → {bar.end:.1f} ms ({human_ms(bar.end - bar.start)})"
+
+
+def bar_box(start: float, end: float, left: float, right: float) -> tuple[float, float]:
+    """(x, width) of a bar from its ends in pixels: at least MIN_BAR_W wide, grown leftwards at the plot's
+    right edge so it stays inside the picture."""
+    width = max(MIN_BAR_W, end - start)
+    x = min(start, right - width)
+    return max(left, x), width
+
+
+def verdict_text(tl: Timeline) -> str:
+    text = f"lock held during I/O for {human_ms(tl.overlap_ms)}" if tl.failed else "no lock held during I/O"
+    if tl.waited_ms >= WAIT_NOTED_MS:
+        text += f"; longest wait for the lock {human_ms(tl.waited_ms)}"
+    return text
 
 
 def render_svg(tl: Timeline) -> str:
-    plot_w = WIDTH - LABEL_W - PAD
+    plot_w = WIDTH - LABEL_W - RIGHT_W
     span = max(tl.span_ms, 1.0)
 
     def x(ms: float) -> float:
@@ -55,12 +77,12 @@ def render_svg(tl: Timeline) -> str:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
            f'viewBox="0 0 {WIDTH} {height}" font-family="sans-serif" font-size="11">',
            f'<rect width="{WIDTH}" height="{height}" fill="#ffffff"/>']
-    verdict = (f"lock held during I/O for {tl.overlap_ms:.1f} ms" if tl.failed else "no lock held during I/O")
+    verdict = verdict_text(tl)
     out.append(f'<text x="{PAD}" y="18" font-size="14" font-weight="bold">{escape(tl.scenario)}</text>')
     out.append(f'<text x="{PAD}" y="34" fill="{COLOURS["overlap"] if tl.failed else "#2e7d32"}">'
                f'{escape(verdict)}; {tl.turns} turn(s) drawn'
                + (f", {tl.omitted_turns} more not drawn" if tl.omitted_turns else "") + "</text>")
-    legend_x = float(LABEL_W)
+    legend_x = float(PAD)  # seven entries: from the left edge they fit the width
     for kind, label in LEGEND:
         out.append(f'<rect x="{legend_x:.0f}" y="{TOP - 26}" width="10" height="10" fill="{COLOURS[kind]}"/>')
         out.append(f'<text x="{legend_x + 13:.0f}" y="{TOP - 17}">{escape(label)}</text>')
@@ -84,13 +106,13 @@ def render_svg(tl: Timeline) -> str:
             row += 1
         y = TOP + row * ROW_H
         row += 1
-        name = escape(f"{lane.turn} {lane.what}")
+        name = escape(f"{lane.number}. {lane.turn} {lane.what}")  # numbered as the per-turn table is
         out.append(f'<text x="{LABEL_W - 6}" y="{y + 13}" text-anchor="end">{name}</text>')
         # Overlap last, so the red is drawn over the hold it is part of.
         for bar in sorted(lane.bars, key=lambda b: b.kind == "overlap"):
-            width = max(1.0, x(bar.end) - x(bar.start))  # a 0.3 ms hold is still visible
+            left, width = bar_box(x(bar.start), x(bar.end), LABEL_W, LABEL_W + plot_w)
             colour = COLOURS.get(bar.kind, OTHER_IO)
-            out.append(f'<rect class="{escape(bar.kind)}" x="{x(bar.start):.1f}" y="{y + 3}" width="{width:.1f}" '
+            out.append(f'<rect class="{escape(bar.kind)}" x="{left:.1f}" y="{y + 3}" width="{width:.1f}" '
                        f'height="{ROW_H - 6}" fill="{colour}"><title>{escape(_bar_title(bar))}</title></rect>')
     if not tl.lanes:
         out.append(f'<text x="{LABEL_W}" y="{TOP + 13}" fill="#555555">no holds or I/O in the trace</text>')

@@ -18,6 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from qa.errors import ConfigError
+from qa.report.html import render_html
 from qa.report.junit import render_junit
 from qa.report.markdown import render_markdown
 from qa.report.redact import redact, redact_data
@@ -25,6 +26,7 @@ from qa.report.summary import SCHEMA, Summary
 
 SUMMARY_FILE = "matrix-qa-summary.json"
 REPORT_FILE = "matrix-qa-report.md"
+HTML_FILE = "matrix-qa-report.html"
 JUNIT_FILE = "junit.xml"
 EVENTS_FILE = "matrix-qa-observed-events.json"
 
@@ -97,7 +99,7 @@ def write_reports(
     include_bodies: bool = False,
     secrets: Iterable[str] = (),
 ) -> dict[str, str]:
-    """Write the summary, markdown report, JUnit XML and (when given) observed events under `out_dir`.
+    """Write the summary, markdown and HTML reports, JUnit XML and (when given) observed events under `out_dir`.
 
     Returns artifact name → path relative to `out_dir`. Those names are also added to the written summary's
     `artifacts`, so the record lists its sibling files; the caller's summary object is not modified.
@@ -105,7 +107,7 @@ def write_reports(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     secrets = list(secrets)
-    written = {"summary": SUMMARY_FILE, "report": REPORT_FILE, "junit": JUNIT_FILE}
+    written = {"summary": SUMMARY_FILE, "report": REPORT_FILE, "html": HTML_FILE, "junit": JUNIT_FILE}
     if observed_events is not None:
         written["observedEvents"] = EVENTS_FILE
 
@@ -117,6 +119,7 @@ def write_reports(
     _atomic_write(out_dir / SUMMARY_FILE, _json(record.to_json_dict()))
     # Redacting the rendered text again catches a secret that only exists once rendered (split across fields).
     _atomic_write(out_dir / REPORT_FILE, redact(render_markdown(record), secrets))
+    _atomic_write(out_dir / HTML_FILE, redact(render_html(record), secrets))
     _atomic_write(out_dir / JUNIT_FILE, redact(render_junit(record), secrets))
     if observed_events is not None:
         events = redact_data(sanitize_events(observed_events, include_bodies=include_bodies), secrets)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from qa.clock import mono_ms, utc_now_iso
 from qa.errors import ConfigError, InfraError, QAError
+from qa.harness.capabilities import MEANING
 from qa.harness.output import Output
 from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
@@ -135,6 +136,7 @@ def _environment(run: Run) -> Environment:
                                   log=_rel(run.dir, getattr(hs, "log_path", None)), image=getattr(hs, "image", None)),
         provider=provider_info(run.provider, run.live),
         bot=BotInfo(name=bot.name, source=bot.source, ready=bot.ready.describe(), capabilities=list(bot.capabilities),
+                    capabilityMeanings=dict(MEANING),
                     started="fork-server" if run.fork_server is not None else "exec") if bot else None,
         profile=run.options.profile, python=platform.python_version(),
         platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
@@ -168,6 +170,8 @@ def _print_table(out: Output, run_dir: Path, summary: Summary, files: dict[str, 
     for err in summary.errors:
         out.say(f"error ({err.component}): {err.message}")
     out.say(f"report: {run_dir / files.get('report', 'matrix-qa-report.md')}")
+    if "html" in files:
+        out.say(f"html report: {run_dir / files['html']}")
     out.say(f"artifacts: {run_dir}")
 
 

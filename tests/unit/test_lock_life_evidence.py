@@ -121,7 +121,7 @@ def test_the_report_shows_kinds_and_takeovers() -> None:
     view = lock_view(dumped)
     assert view is not None
     assert "compaction ×1 (longest 9.0 ms)" in view["holdKinds"]
-    assert view["takeovers"] == ["startup reclaim session=!a t1 (pid 7, held 394ms) by t2 reason=max-hold; "
+    assert view["takeovers"] == ["startup reclaim session=!a t1 (pid 7, held 394 ms) by t2 reason=max-hold; "
                                  "then: nothing sent, written, run or removed"]
     assert any(t["attempt"] == "compact-1 (compaction)" for t in view["turns"])
     assert "1 startup reclaim" in view["counters"]

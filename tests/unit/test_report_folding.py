@@ -55,7 +55,9 @@ def test_a_70_scenario_report_shows_verdict_failures_and_timings_on_the_first_sc
     first_screen = "\n".join(as_seen(md).splitlines()[:SCREEN_LINES])
 
     assert first_screen.startswith("# ❌ matrix-qa: fail — 68 passed, 2 failed")
-    assert "**Not passing:** `scenario-07`, `scenario-41`" in first_screen
+    # What failed and what was seen, one line each, right under the title.
+    assert md.splitlines()[2:7] == ["**Not passing:**", "", "- ❌ `scenario-07`: a step expected a reply; saw x",
+                                    "- ❌ `scenario-41`: a step expected a reply; saw x", ""]
     assert "| `scenario-41` | t41 | ❌ fail |" in first_screen
     assert "## Timings" in first_screen and "| Total |" in first_screen
     # Every scenario is still in the report, folded.
@@ -122,7 +124,8 @@ def test_long_artifact_lists_fold() -> None:
     md = render_markdown(big_run())
     artifacts = md.split("## Artifacts", 1)[1]
     # The run's own files stay in sight; the per-scenario list is folded.
-    assert as_seen(artifacts).strip() == "- output log: `matrix-qa-output.log`\n\n▶ Artifacts of 68 scenarios"
+    assert as_seen(artifacts).strip() == ("- output log: [matrix-qa-output.log](matrix-qa-output.log)\n\n"
+                                          "▶ Artifacts of 68 scenarios")
     assert artifacts.count("- `scenario-") == 68
 
 

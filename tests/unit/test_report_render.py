@@ -257,7 +257,12 @@ def test_failing_run_shows_expected_and_seen_with_cells_escaped() -> None:
     assert "**Seen:**\n\n```text\nm.room.message from @driver:qa.localhost body='a | b'\n" in block
     assert "body='line one\nline two'\n```" in block
     assert "- the bot dropped the event: mention-required" in block
-    assert "trace `scenarios/matrix-mention-gating/trace.jsonl`" in block
+    # Artifacts are links, relative to the run's directory where the report lies.
+    assert "**Artifacts:** [trace](scenarios/matrix-mention-gating/trace.jsonl)" in block
+    # The first screen says what failed and what was seen, under the title.
+    assert md.splitlines()[2:5] == ["**Not passing:**", "", "- ❌ `matrix-mention-gating`: step 1 (expect_reply) "
+                                    "expected a reply containing `tok-123` in thread $root; saw m.room.message "
+                                    "from @driver:qa.localhost body='a | b'"]
 
 
 def test_negative_checks_table() -> None:
@@ -269,7 +274,8 @@ def test_negative_checks_table() -> None:
         "`$trigger`",
         "`mention-required`",
         "`mention-required`",
-        "`$controlReply`",
+        # An id longer than a short one is cut the same way everywhere; the whole id is its title.
+        '<code title="$controlReply">$controlR…</code>',
         "none",
     ]
     assert [c.strip() for c in rows[1]][5:] == ["❌ none to `$c2`", "❌ `$oops1`, `$oops2`"]
@@ -279,9 +285,11 @@ def test_seen_is_capped_to_the_last_lines() -> None:
     run = failing_run()
     run.scenarios[1].failure.seen = [f"event {i}" for i in range(50)]  # type: ignore[union-attr]
     md = render_markdown(run)
-    assert "**Seen (last 20 of 50 lines; all are in the summary JSON):**" in md
-    assert "event 49" in md and "event 30" in md
-    assert "event 29\n" not in md
+    assert "**Seen (20 of 50 lines, the first and the last; all are in the summary JSON):**" in md
+    # The first lines stay (a crashed bot's first line says how it exited), then the last ones.
+    block = md.split("**Seen (20 of 50", 1)[1].split("```text\n", 1)[1].split("\n```", 1)[0]
+    assert block.splitlines() == ["event 0", "event 1", "event 2", "… 30 lines left out …",
+                                  *[f"event {i}" for i in range(33, 50)]]
 
 
 def test_seen_with_backtick_fence_cannot_close_the_block_early() -> None:
@@ -301,14 +309,16 @@ def test_lock_evidence_section() -> None:
     assert "**Verdict:** ❌ fail · lock scope `attempt`" in section
     assert "`acquireTimeoutMs=25` · `staleMs=30000` · `maxHoldMs=60000`" in section
     assert "**Longest hold:** 900 ms · **total overlap with model I/O:** 812 ms · 2 turns, 1 model request" in section
-    assert "- lock held during model I/O for 812.0 ms" in section
-    assert (
-        "| `!roomAAAA…/thread/$threadro…` | 1 | replied | acquire → model → append \\| release | 900 ms | 812 ms |"
-        in section
-    )
-    assert "| `!short:x` | — | — | — | — | — |" in section
-    assert "probe session=!short:x acquiredElapsedMs=1.2\n" in section
-    assert f'probe session=!short:x timeoutElapsedMs=26.0 duringModelIo=true error="{PROBE_ERROR}"' in section
+    assert "- lock held during model I/O for 812 ms" in section  # one duration formatter, also in reasons
+    # Per turn, with units: waited, held, I/O, held during I/O (marked when it is not zero), outcome.
+    assert "| Scenario | Turn | Attempt | Session | Waited for the lock | Longest hold | I/O | Held during I/O | " \
+           "Outcome |" in section
+    assert "| — | — | `1` | `!roomAAAA…/thread/$threadro…` | — | 900 ms | — | ❌ 812 ms | replied |" in section
+    assert "| — | — | — | `!short` | — | — | — | — | — |" in section
+    # Probes: the deciding value first, a long line wrapped before a field, the lock's own error text verbatim.
+    assert "probe acquiredElapsedMs=1.2 session=!short\n" in section
+    assert ("probe timeoutElapsedMs=26.0 duringModelIo=true session=!short\n"
+            f'    error="{PROBE_ERROR}"') in section
     assert_tables_well_formed(md)
 
 
@@ -331,8 +341,13 @@ def test_infra_error_run() -> None:
 def test_artifacts_listed() -> None:
     md = render_markdown(failing_run())
     artifacts = md.split("## Artifacts", 1)[1]
-    assert "- output log: `matrix-qa-output.log`" in artifacts
-    assert "- `matrix-mention-gating`: trace `scenarios/matrix-mention-gating/trace.jsonl`" in artifacts
+    assert "- output log: [matrix-qa-output.log](matrix-qa-output.log)" in artifacts
+    # A failing scenario's artifacts are listed under its failure, not a second time here.
+    assert "scenarios/matrix-mention-gating/trace.jsonl" not in artifacts
+    run = passing_run()
+    run.scenarios[0].artifacts = {"bot log": "scenarios/matrix-thread-follow-up (2)/bot.log"}
+    artifacts = render_markdown(run).split("## Artifacts", 1)[1]
+    assert "- `matrix-thread-follow-up`: [bot log](scenarios/matrix-thread-follow-up%20%282%29/bot.log)" in artifacts
 
 
 @pytest.mark.parametrize(
@@ -541,6 +556,7 @@ def test_write_reports_writes_every_file_and_round_trips(tmp_path: Path) -> None
     assert written == {
         "summary": "matrix-qa-summary.json",
         "report": "matrix-qa-report.md",
+        "html": "matrix-qa-report.html",
         "junit": "junit.xml",
         "observedEvents": "matrix-qa-observed-events.json",
     }
@@ -551,7 +567,7 @@ def test_write_reports_writes_every_file_and_round_trips(tmp_path: Path) -> None
     assert loaded.scenarios == failing_run().scenarios
     # The record lists its sibling files, so a reader of the JSON or the markdown can find them.
     assert loaded.artifacts["junit"] == "junit.xml"
-    assert "- junit: `junit.xml`" in (out / "matrix-qa-report.md").read_text()
+    assert "- junit: [junit.xml](junit.xml)" in (out / "matrix-qa-report.md").read_text()
     ET.parse(out / "junit.xml")
     events = json.loads((out / "matrix-qa-observed-events.json").read_text())
     assert "body" not in events[0]["content"]
@@ -577,7 +593,7 @@ def test_interrupted_write_keeps_the_previous_summary(tmp_path: Path, monkeypatc
 
     assert (tmp_path / "matrix-qa-summary.json").read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["matrix-qa-summary.json", "matrix-qa-report.md", "junit.xml"]
+        ["matrix-qa-summary.json", "matrix-qa-report.md", "matrix-qa-report.html", "junit.xml"]
     ), "a temp file was left behind"
 
 
