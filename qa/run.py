@@ -478,9 +478,9 @@ class Run:
         """Only for the embedded agent's own command; a failure costs speed, never the run: its bots then start
         the ordinary way, and the run says so."""
         assert self.bot_file is not None
-        if not self.options.fork_server or not uses_fork_server(self.bot_file.command):
+        if not self.options.fork_server or not uses_fork_server(self.bot_file):
             return
-        server = ForkServer(self.dir / "fork-server.log", work / "fork-server")
+        server = ForkServer(self.dir / "fork-server.log", work / "fork-server", self.bot_file)
         try:
             await server.start()
         except InfraError as exc:
@@ -630,7 +630,7 @@ class Run:
         _kill_everything()
 
     def _lock_section(self) -> dict[str, Any] | None:
-        from qa.agent.trace import read_trace
+        from qa.kernel.trace import read_trace
         from qa.report.lock_evidence import (
             has_lock_records,
             has_model_records,
@@ -875,13 +875,10 @@ def _check_rule_files(paths: list[Path]) -> None:
 
 
 def _check_lock_env(env: dict[str, str]) -> None:
-    """A bad MATRIX_QA_SESSION_WRITE_LOCK_* value is a usage error: say so before starting anything."""
-    from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
-
-    try:
-        resolve_lock_settings(None, env)
-    except LockConfigError as exc:
-        raise ConfigError(str(exc)) from None
+    """Nothing left to do here: the bot's own settings in the environment (the embedded agent's
+    MATRIX_QA_SESSION_WRITE_LOCK_*) are the bot file's `env_check`, which `check_runnable` runs before anything
+    starts (qa.harness.botfile). Kept for its call site until the run's preflight is rewritten (issue 24)."""
+    del env
 
 
 def _component(exc: QAError) -> str:
