@@ -38,7 +38,7 @@ def hanging_homeserver() -> Iterator[str]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
-    fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await fork_server.start()
     try:
         yield fork_server
@@ -149,7 +149,7 @@ async def test_when_the_fork_server_dies_its_bots_end_saying_why_and_later_ones_
 
 
 async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, hanging_homeserver: str) -> None:
-    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await server.start()
     bot = _bot(tmp_path, "left", hanging_homeserver, server)
     pid = await _started(bot)
