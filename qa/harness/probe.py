@@ -101,9 +101,9 @@ class ProbeProcess:
             os.close(read_fd)
         probe = cls(proc, write_fd, log_path)
         try:
-            line = await probe._line(READY_TIMEOUT_S, "its ready line")
+            line = await probe._line(READY_TIMEOUT_S, "ready line")
             if line != {"ready": True}:
-                raise ProbeFailed(f"its first line was {_shown(line)}, not {{\"ready\": true}}")
+                raise ProbeFailed(f"wrote {_shown(line)} first, not {{\"ready\": true}}")
         except BaseException:
             await probe.close()
             raise
@@ -115,7 +115,7 @@ class ProbeProcess:
             os.write(self._stdin, request.encode())
         except OSError as exc:
             raise ProbeFailed(f"did not take a request: {exc.strerror or exc}") from None
-        return probe_result(await self._line(ANSWER_TIMEOUT_S, "an answer"), session)
+        return probe_result(await self._line(ANSWER_TIMEOUT_S, "answer"), session)
 
     async def _line(self, timeout_s: float, what: str) -> Any:
         assert self.proc.stdout is not None
@@ -126,7 +126,7 @@ class ProbeProcess:
         except ValueError:  # a line past the reader's limit
             raise ProbeFailed(f"wrote a line of more than {LINE_LIMIT} bytes") from None
         if not raw:
-            raise ProbeFailed(f"exited before {what}; see {self.log_path}")
+            raise ProbeFailed(f"exited before its {what}; see {self.log_path}")
         try:
             return json.loads(raw)
         except ValueError:
