@@ -224,3 +224,16 @@ def test_a_trace_written_by_the_writer_reads_back_into_holds(tmp_path: Path) -> 
     [hold] = holds(timed(read_trace(path)))
     assert hold.end is not None and hold.end >= hold.start
     assert json.loads(path.read_text().splitlines()[0])["purpose"] == "p"
+
+
+def test_the_writer_says_where_it_writes(tmp_path: Path) -> None:
+    trace = Trace(tmp_path / "t.jsonl")
+    assert trace.path == tmp_path / "t.jsonl"
+    trace.close()
+    assert Trace(None).path is None
+
+
+def test_records_without_a_session_are_one_session_for_takeovers_too() -> None:
+    found = holds([{"t": 1, "type": "lock.acquire", "attempt": "old"},
+                   {"t": 2, "type": "lock.takeover", "attempt": "new", "previous": {"attempt": "old"}}])
+    assert spans(found) == [("", "old", "", 1.0, 2.0)]
