@@ -3,13 +3,14 @@ removal. (The doctor's judgement of one lock, also in qa.kernel.lockfile, is tes
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
@@ -37,6 +38,19 @@ def dead_pid() -> int:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     return child.pid
+
+
+def test_the_states_a_judgement_can_have() -> None:
+    assert get_args(lockfile.State) == ("held", "over-max-hold", "owner-dead", "unreadable", "left-held")
+
+
+def test_what_was_observed_and_judged_cannot_change_afterwards(tmp_path: Path) -> None:
+    seen = read_lock(write(tmp_path / "x.jsonl.lock", GOOD))
+    obs = lockfile.Observation(path="p", pid=1, alive=True, age_ms=1.0, attempt="a", promised_max_hold_ms=None)
+    verdict = lockfile.Judgement("held", problem=False, fixable=False, why="")
+    for frozen, field in ((seen, "payload"), (obs, "pid"), (verdict, "problem")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(frozen, field, None)
 
 
 def test_the_lock_file_sits_beside_its_transcript() -> None:
@@ -145,6 +159,14 @@ def test_an_mtime_in_the_future_is_no_age_at_all(tmp_path: Path) -> None:
 # --- pid liveness ---------------------------------------------------------------------------------------------
 
 
+def test_liveness_is_asked_with_signal_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    # First in this section: with any other signal, the next test would signal the test process itself.
+    sent: list[tuple[int, int]] = []
+    monkeypatch.setattr(lockfile.os, "kill", lambda pid, sig: sent.append((pid, sig)))
+    assert pid_alive(42) is True
+    assert sent == [(42, 0)]
+
+
 def test_pid_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
     assert pid_alive(os.getpid()) is True
     assert pid_alive(dead_pid()) is False
@@ -154,13 +176,6 @@ def test_pid_liveness(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(lockfile.os, "kill", forbidden)
     assert pid_alive(12345) is True, "a pid we may not signal exists: alive, the safe direction"
-
-
-def test_liveness_is_asked_with_signal_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    sent: list[tuple[int, int]] = []
-    monkeypatch.setattr(lockfile.os, "kill", lambda pid, sig: sent.append((pid, sig)))
-    assert pid_alive(42) is True
-    assert sent == [(42, 0)]
 
 
 # --- the safe removal -----------------------------------------------------------------------------------------
