@@ -230,3 +230,9 @@ def test_remove_if_same_judges_an_unreadable_lock_by_inode_mtime_and_size(tmp_pa
     assert seen is not None
     assert remove_if_same(path, seen.identity()) is True
     assert not path.exists()
+
+
+def test_exit_code_refuses_judgements_and_fixes_that_do_not_pair_up() -> None:
+    ok = lockfile.Judgement("held", problem=False, fixable=False, why="")
+    with pytest.raises(ValueError):
+        lockfile.exit_code([ok, ok], [False])
