@@ -26,8 +26,8 @@ from cli_run import REPO, run_matrix_qa
 
 from qa.agent.compaction import CompactionLimits, summary_content
 from qa.agent.lock import SessionWriteLock
-from qa.agent.lock_settings import LockSettings
 from qa.agent.transcript import Transcript
+from qa.kernel.lock_settings import LockSettings
 from qa.report.summary import percentile
 
 RULES = REPO / "fixtures" / "mock-provider" / "bench-latency.yaml"

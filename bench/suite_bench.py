@@ -127,8 +127,8 @@ class Sampler:
         cmdline = _read(f"/proc/{pid}/cmdline").replace("\0", " ")
         if "synapse.app.homeserver" in cmdline:
             return "synapse"
-        if "qa.agent.zygote" in cmdline:  # a forked bot keeps its parent's command line: told apart by parent
-            forked = parent is not None and "qa.agent.zygote" in _read(f"/proc/{parent}/cmdline")
+        if "qa.harness.zygote" in cmdline:  # a forked bot keeps its parent's command line: told apart by parent
+            forked = parent is not None and "qa.harness.zygote" in _read(f"/proc/{parent}/cmdline")
             return "bot" if forked else "fork-server"
         return "bot" if "qa.agent" in cmdline else "other"
 

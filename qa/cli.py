@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="run only the scenarios of --scenarios-dir, not the built-in library")
     run.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml",
                      help="the bot under test, described by a bot file (default: the embedded agent, "
-                     "python -m qa.agent); see README 'Test your own bot'")
+                     "qa/agent/bot.yaml); see README 'Test your own bot'")
     run.add_argument("--bot-command", default=None, metavar="'CMD ...'",
                      help="shortcut for a bot file with only this command: the bot gets the launch contract in "
                      "its environment and is ready once it has joined its rooms")
@@ -292,8 +292,8 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["doctor"]:
-        # The session-lock doctor has its own command line (qa.agent.doctor), shared with `python -m qa.agent`.
-        from qa.agent.doctor import doctor_main
+        # The session-lock doctor has its own command line (qa.kernel.doctor), shared with `python -m qa.agent`.
+        from qa.kernel.doctor import doctor_main
         return doctor_main(argv[1:], "matrix-qa doctor", positional=True)
     if argv[:1] == ["compare"]:
         from qa.report.compare import main as compare_main

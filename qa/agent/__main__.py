@@ -1,5 +1,5 @@
 """Entry point of the bot process: `python -m qa.agent --config FILE` (and `python -m qa.agent doctor`,
-qa.agent.doctor).
+qa.kernel.doctor).
 
 Trace records go to the trace file (`tracePath`, else $MATRIX_QA_TRACE_FILE), which the harness follows;
 human logs go to stderr. SIGTERM and SIGINT stop the bot cleanly and release every session lock it holds.
@@ -19,14 +19,14 @@ from qa.agent import reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
-from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
 from qa.agent.matrix import MatrixBot, reply_content
 from qa.agent.model import ModelClient
 from qa.agent.session import SessionManager
 from qa.agent.startup_cleanup import startup_cleanup
-from qa.agent.trace import Trace
 from qa.agent.turn_io import TurnIO
-from qa.errors import QAError
+from qa.kernel.errors import QAError
+from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
+from qa.kernel.trace import Trace
 
 
 async def _main(config_path: Path) -> int:
@@ -86,7 +86,7 @@ async def _main(config_path: Path) -> int:
 
 def main() -> int:
     if sys.argv[1:2] == ["doctor"]:
-        from qa.agent.doctor import doctor_main
+        from qa.kernel.doctor import doctor_main
         return doctor_main(sys.argv[2:], "python -m qa.agent doctor", positional=False)
     parser = argparse.ArgumentParser(prog="python -m qa.agent", description="matrix-qa's embedded agent (bot)")
     parser.add_argument("--config", required=True, type=Path)

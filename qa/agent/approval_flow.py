@@ -13,7 +13,7 @@ from typing import Any
 from qa.agent.approvals import ALLOW, DENY, ApprovalState, build_request_messages, resolution_content
 from qa.agent.exec_tool import DEFAULT_ALLOWED_PROGRAMS, run_command
 from qa.agent.model import ToolCall
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id, or None when the send failed
 Post = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from qa.agent.exec_tool import DEFAULT_ALLOWED_PROGRAMS
 from qa.agent.policy import Mutations, RoomPolicy
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 
 class _Model(BaseModel):

@@ -18,8 +18,8 @@ import peewee
 from nio import AsyncClient, AsyncClientConfig, LoginError
 
 from qa.agent.config import AgentConfig
-from qa.agent.trace import Trace
-from qa.errors import InfraError
+from qa.kernel.errors import InfraError
+from qa.kernel.trace import Trace
 
 REQUEST_TIMEOUT_S = 45.0
 

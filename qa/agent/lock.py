@@ -1,9 +1,10 @@
 """Session write lock: one exclusive lock file beside each session transcript.
 
 `<transcript>.lock` is created with O_CREAT|O_EXCL, so exactly one creator wins, across threads and processes
-(the harness's contention probe runs in its own process and uses this module too). The payload identifies the
-hold: `{pid, createdAt, createdMono, attempt, maxHoldMs, token}`; `token` is a random nonce, and a hold only
-counts as ours while the file on disk carries our token. That is the fencing primitive: whoever removes or
+(the contention probe, qa.agent.lock_probe, runs in its own process and uses this module too). The file and
+its payload `{pid, createdAt, createdMono, attempt, maxHoldMs, token}` follow the kernel's convention
+(qa.kernel.lockfile); `token` is a random nonce, and a hold only counts as ours while the file on disk carries
+our token. That is the fencing primitive: whoever removes or
 replaces the file ends our hold, and `LockHold.still_owned()` (checked before every transcript append) sees it.
 
 A waiter that finds the file may take it away when
@@ -18,11 +19,9 @@ falls back to mtime when the payload is unreadable or was written before a reboo
 (PermissionError) counts as alive; a pid that is our own but whose token this process never created is a
 previous incarnation of this process (a restarted bot often gets the same pid in a container), so it is dead.
 
-Every removal, by a waiter or by `release()`, goes through `_remove_if_same`: rename the file to a unique
-name, then check the renamed file is the one we judged. Two waiters that both judged the same stale file can
-therefore not delete the fresh lock the first of them created; the loser puts it back with `os.link`, which
-fails rather than overwrite if yet another lock appeared in between (the moved holder is then fenced — the
-safe direction).
+Every removal, by a waiter or by `release()`, goes through the kernel's `remove_if_same` (rename aside, check
+it is the file we judged, put a newer one back), so two waiters that judged the same stale file cannot delete
+the fresh lock the first of them created.
 
 Every removal by a waiter is appended to `<transcript>.takeovers.jsonl` (one O_APPEND write per entry) and
 traced as `lock.takeover`; the transcript's fence reads that log to stop an attempt that lost its hold.
@@ -40,23 +39,19 @@ import secrets
 import threading
 import time
 from collections.abc import Generator
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from qa.agent.lock_settings import LockSettings
-from qa.agent.trace import Trace
-from qa.clock import mono_ms, utc_now_iso
+from qa.kernel.clock import mono_ms, utc_now_iso
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.lockfile import LockFile, lock_path_for, pid_alive, read_lock, remove_if_same
+from qa.kernel.trace import Trace
 
 # Backoff between tries: start small so an uncontended-but-just-released lock is picked up at once, cap small
 # so a 25 ms probe still gets several tries.
 _FIRST_DELAY_MS = 1.0
 _MAX_DELAY_MS = 10.0
-
-
-def lock_path_for(transcript_path: Path) -> Path:
-    return transcript_path.with_name(transcript_path.name + ".lock")
 
 
 def takeover_log_path(transcript_path: Path) -> Path:
@@ -118,121 +113,6 @@ class SessionLockTimeout(SessionLockError):
 
 
 # ---------------------------------------------------------------------------------------------------------
-# What is on disk
-
-
-@dataclass(frozen=True)
-class _LockFile:
-    """One observed lock file; `payload` is None when it could not be parsed into a valid lock payload."""
-
-    payload: dict[str, Any] | None
-    inode: int
-    mtime_ns: int
-    size: int
-
-    @property
-    def token(self) -> str | None:
-        return self.payload["token"] if self.payload else None
-
-    @property
-    def pid(self) -> int | None:
-        return self.payload["pid"] if self.payload else None
-
-    @property
-    def attempt(self) -> str | None:
-        return self.payload["attempt"] if self.payload else None
-
-    def identity(self) -> tuple[Any, ...]:
-        # Inode numbers are reused at once after unlink (tmpfs, ext4), so the inode alone can't tell a fresh
-        # lock from the one we judged; the token can. Without a token, mtime and size are the best we have.
-        if self.payload is not None:
-            return (self.inode, self.payload["token"])
-        return (self.inode, self.mtime_ns, self.size)
-
-    def age_ms(self) -> float:
-        if self.payload is not None:
-            age = mono_ms() - float(self.payload["createdMono"])
-            # Negative: the file was stamped by another boot's monotonic clock.
-            if age >= 0:
-                return age
-        return max(0.0, time.time() * 1000 - self.mtime_ns / 1_000_000)
-
-
-def _valid_payload(data: Any) -> dict[str, Any] | None:
-    if not isinstance(data, dict):
-        return None
-    pid, mono, token = data.get("pid"), data.get("createdMono"), data.get("token")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
-        # pid 0 or negative would make os.kill signal a whole process group.
-        return None
-    if not isinstance(mono, int | float) or isinstance(mono, bool):
-        return None
-    if not isinstance(token, str) or not token:
-        return None
-    if not isinstance(data.get("attempt", ""), str):
-        return None
-    return data
-
-
-def _read_lock(path: Path) -> _LockFile | None:
-    """The lock file as it is now, or None if there is none. Stat and content come from one open file."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        st = os.fstat(fd)
-        raw = os.read(fd, max(st.st_size, 1) + 1)
-    finally:
-        os.close(fd)
-    try:
-        payload = _valid_payload(json.loads(raw.decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        payload = None
-    return _LockFile(payload=payload, inode=st.st_ino, mtime_ns=st.st_mtime_ns, size=st.st_size)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _remove_if_same(path: Path, identity: tuple[Any, ...]) -> bool:
-    """Remove the lock file only if it is still the one we looked at. True if we removed it."""
-    aside = path.with_name(f"{path.name}.{secrets.token_hex(8)}.aside")
-    try:
-        os.rename(path, aside)
-    except FileNotFoundError:
-        return False
-    try:
-        moved = _read_lock(aside)
-        if moved is not None and moved.identity() == identity:
-            return True
-        # We moved a lock that replaced the one we judged: give it back, but never over a newer one.
-        with contextlib.suppress(OSError):
-            os.link(aside, path)
-        return False
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(aside)
-
-
-# Public names for the doctor and the startup cleanup (qa.agent.doctor), which judge lock files they don't hold.
-LockFileView = _LockFile
-view_lock = _read_lock
-pid_alive = _pid_alive
-
-
-def remove_lock_if_same(path: Path, view: _LockFile) -> bool:
-    return _remove_if_same(path, view.identity())
-
-
-# ---------------------------------------------------------------------------------------------------------
 # Holds of this process
 
 
@@ -287,7 +167,7 @@ class LockHold:
     def still_owned(self) -> bool:
         if self.released:
             return False
-        seen = _read_lock(self.lock_path)
+        seen = read_lock(self.lock_path)
         return seen is not None and seen.token == self.token
 
     def release(self) -> bool:
@@ -299,9 +179,9 @@ class LockHold:
             _held.pop(self.token, None)
         removed = False
         try:
-            seen = _read_lock(self.lock_path)
+            seen = read_lock(self.lock_path)
             if seen is not None and seen.token == self.token:
-                removed = _remove_if_same(self.lock_path, seen.identity())
+                removed = remove_if_same(self.lock_path, seen.identity())
         finally:
             # removed=false: the file was no longer ours (taken over), so this release cleaned up nothing.
             self._lock._emit(
@@ -385,20 +265,20 @@ class SessionWriteLock:
             yield min(delay * random.uniform(0.5, 1.0), timeout - elapsed)
             delay = min(delay * 2, _MAX_DELAY_MS)
 
-    def _try_once(self, attempt: str, purpose: str, started: float) -> tuple[LockHold | None, _LockFile | None]:
+    def _try_once(self, attempt: str, purpose: str, started: float) -> tuple[LockHold | None, LockFile | None]:
         """One go at the lock: create it, or judge the existing one and take it away if we may."""
         token = secrets.token_hex(16)
-        seen: _LockFile | None = None
+        seen: LockFile | None = None
         # A reclaim is followed by one more create; a file vanishing under us gets one more look.
         for _ in range(3):
             try:
                 fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
-                seen = _read_lock(self.lock_path)
+                seen = read_lock(self.lock_path)
                 if seen is None:
                     continue
                 reason = self._reclaim_reason(seen)
-                if reason is None or not _remove_if_same(self.lock_path, seen.identity()):
+                if reason is None or not remove_if_same(self.lock_path, seen.identity()):
                     return None, seen
                 # Recorded now, not once we own the lock: if another waiter wins the create, the old
                 # holder has still lost its hold and its fence must still learn about it.
@@ -433,7 +313,7 @@ class SessionWriteLock:
         self._emit("lock.acquire", attempt=attempt, purpose=purpose, lockPath=str(self.lock_path), waitMs=hold.wait_ms)
         return hold
 
-    def _reclaim_reason(self, seen: _LockFile) -> str | None:
+    def _reclaim_reason(self, seen: LockFile) -> str | None:
         age = seen.age_ms()
         if seen.payload is None:
             return "unreadable" if age > self.settings.stale_ms else None
@@ -444,7 +324,7 @@ class SessionWriteLock:
             # threads has since released must not look like a dead owner's.
             if seen.payload.get("instance") != _INSTANCE:
                 return "owner-dead"
-        elif not _pid_alive(pid):
+        elif not pid_alive(pid):
             return "owner-dead"
         promised = seen.payload.get("maxHoldMs")
         if not isinstance(promised, int) or isinstance(promised, bool) or promised <= 0:
@@ -458,18 +338,18 @@ class SessionWriteLock:
     def reclaim_at_startup(self, attempt: str) -> dict[str, Any] | None:
         """Before the first turn: remove this session's lock if a dead process left it. Traced as `lock.reclaim`
         and logged like a takeover (the fence of that attempt, were it somehow alive, must see it)."""
-        seen = _read_lock(self.lock_path)
+        seen = read_lock(self.lock_path)
         if seen is None or seen.payload is None:
             return None
         pid = seen.payload["pid"]
         # At startup this process holds nothing yet, so a lock carrying our pid is a previous incarnation's.
-        dead = seen.payload.get("instance") != _INSTANCE if pid == os.getpid() else not _pid_alive(pid)
-        if not dead or not _remove_if_same(self.lock_path, seen.identity()):
+        dead = seen.payload.get("instance") != _INSTANCE if pid == os.getpid() else not pid_alive(pid)
+        if not dead or not remove_if_same(self.lock_path, seen.identity()):
             return None
         self._record_takeover(attempt, seen, "owner-dead", trace_type="lock.reclaim")
         return {"pid": pid, "attempt": seen.attempt, "ageMs": round(seen.age_ms(), 3)}
 
-    def _record_takeover(self, attempt: str, previous: _LockFile, reason: str,
+    def _record_takeover(self, attempt: str, previous: LockFile, reason: str,
                          trace_type: str = "lock.takeover") -> None:
         age = round(previous.age_ms(), 3)
         entry = {
@@ -497,12 +377,12 @@ class SessionWriteLock:
         )
 
     def _timeout(
-        self, attempt: str, purpose: str, timeout: int, seen: _LockFile | None, elapsed: float
+        self, attempt: str, purpose: str, timeout: int, seen: LockFile | None, elapsed: float
     ) -> SessionLockTimeout:
         pid = seen.pid if seen is not None else None
         alive: bool | None = None
         if pid is not None:
-            alive = _pid_alive(pid)
+            alive = pid_alive(pid)
         error = SessionLockTimeout(
             timeout_ms=timeout,
             owner_pid=pid,

@@ -38,11 +38,11 @@ from qa.agent.policy import (
     session_key,
 )
 from qa.agent.session import SessionManager
-from qa.agent.trace import Trace
 from qa.agent.verification import VERIFICATION, BotE2EE, send_in_the_clear
-from qa.clock import mono_ms
-from qa.e2ee import event_view, maintain_keys
-from qa.errors import InfraError
+from qa.kernel.clock import mono_ms
+from qa.kernel.e2ee import event_view, maintain_keys
+from qa.kernel.errors import InfraError
+from qa.kernel.trace import Trace
 
 log = logging.getLogger("qa.agent.matrix")
 
@@ -179,7 +179,7 @@ class MatrixBot:
                 if self._config.send_in_the_clear:  # the E2EE test-only mutation
                     resp: Any = await send_in_the_clear(self.client, room_id, event_type, content)
                 else:
-                    # Trust on first use: room keys go to every device of the room's members (qa.e2ee, README),
+                    # Trust on first use: room keys go to every device of the room's members (qa.kernel.e2ee, README),
                     # unless roomKeys: verified withholds them from unverified devices (qa.agent.verification).
                     resp = await self.client.room_send(
                         room_id, event_type, content, tx_id=txn,

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 # Reasons are part of the trace contract.
 CONFIGURED = "configured-room"

@@ -8,7 +8,8 @@ validated with the same pydantic model the bot uses, so every problem names the 
 Dotted keys follow the runner's rules: `a.b.c` sets a nested field, creating mappings on the way, and a `*`
 part means every entry of a mapping (`rooms.*.requireMention`: room ids are not known before the run).
 `session` is a free mapping in the model; its one known key, `writeLock`, is checked by the lock settings'
-own parser (qa.agent.lock_settings), as the bot does at start.
+own parser (qa.kernel.lock_settings), as the bot does at start. The same parser judges the lock settings'
+environment variables (`validate_agent_env`, bot.yaml's env_check).
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from typing import Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 
 from qa.agent.config import AgentConfig
-from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
-from qa.dotted import set_dotted
+from qa.kernel.dotted import set_dotted
+from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
 
 _ROOMS = ("!one:qa.invalid", "!two:qa.invalid")
 _SESSION_KEYS = ("writeLock",)
@@ -51,7 +52,7 @@ def _shown(value: object) -> str:
 
 
 def apply_override(config: dict[str, Any], key: str, value: object) -> str | None:
-    """Set one dotted key in `config` in place, exactly as the launch does (qa.dotted); a problem or None."""
+    """Set one dotted key in `config` in place, exactly as the launch does (qa.kernel.dotted); a problem or None."""
     blocked = set_dotted(config, key, value)
     return f"{'.'.join(blocked)} is not a mapping" if blocked else None
 
@@ -103,7 +104,7 @@ def _check_session(session: object) -> str | None:
     if unknown:
         return f"unknown key session.{unknown[0]} (known: {', '.join('session.' + k for k in _SESSION_KEYS)})"
     try:
-        # env={}: the environment is checked on its own (qa.run._check_lock_env); here only the override.
+        # env={}: the environment is checked on its own (validate_agent_env); here only the override.
         resolve_lock_settings(session.get("writeLock"), {})
     except LockConfigError as exc:
         return str(exc)
@@ -135,3 +136,13 @@ def validate_agent_override(key: str, value: object) -> str | None:
 def validate_agent_overrides(overrides: dict[str, object]) -> list[str]:
     """Every problem with the overrides, one per offending key (in the order given); empty when all are fine."""
     return [p for key, value in overrides.items() if (p := validate_agent_override(key, value)) is not None]
+
+
+def validate_agent_env(env: dict[str, str]) -> list[str]:
+    """bot.yaml's env_check: a bad MATRIX_QA_SESSION_WRITE_LOCK_* value in the environment the bot will inherit,
+    as the bot itself would refuse it at start (the first one, in the lock settings' own words)."""
+    try:
+        resolve_lock_settings(None, env)
+    except LockConfigError as exc:
+        return [str(exc)]
+    return []

@@ -16,8 +16,8 @@ from qa.agent.compaction import CompactionLimits, CompactionPlan, local_summary,
 from qa.agent.config import SessionLifeConfig
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
 from qa.agent.model import ModelClient, build_messages
-from qa.agent.trace import Trace
 from qa.agent.transcript import FencedWriteError, Transcript
+from qa.kernel.trace import Trace
 
 MEMORY_PROMPT = "Update your memory notes: in one short sentence, what should you remember from this conversation?"
 SUMMARY_SYSTEM = "You summarize chat transcripts faithfully and briefly."

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from qa.agent.config import AgentConfig, load_agent_config
-from qa.agent.trace import Trace
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
+from qa.kernel.trace import Trace
 
 # Fields a running bot cannot take over without reconnecting or moving its state.
 RESTART_ONLY = ("homeserver", "user_id", "password_file", "device_id", "state_dir", "trace_path", "model",

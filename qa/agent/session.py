@@ -33,16 +33,16 @@ from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import SessionLifeConfig
 from qa.agent.exec_tool import EXEC_TOOL
 from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
-from qa.agent.lock_settings import LockSettings
 from qa.agent.media import transcript_text
 from qa.agent.model import ModelClient, ModelFailed, ModelReply, ToolCall, build_messages
 from qa.agent.policy import Inbound, session_key
 from qa.agent.post_turn import PostTurnWork
 from qa.agent.prompt_gate import Skip, skip_for
 from qa.agent.streaming import Preview
-from qa.agent.trace import Trace
 from qa.agent.transcript import FencedWriteError, Transcript, claims_of, transcript_file_name, user_events
 from qa.agent.turn_io import TurnIO
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.trace import Trace
 
 # (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
 SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]

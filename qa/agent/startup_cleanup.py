@@ -12,10 +12,10 @@ import json
 import os
 from pathlib import Path
 
-from qa.agent.doctor import LOCK_SUFFIX
 from qa.agent.lock import SessionWriteLock
-from qa.agent.lock_settings import LockSettings
-from qa.agent.trace import Trace
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.lockfile import LOCK_SUFFIX
+from qa.kernel.trace import Trace
 
 
 def _session_key(transcript: Path) -> str:

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from qa.agent.lock import lock_path_for
 from qa.agent.policy import session_key
-from qa.clock import mono_ms, utc_now_iso
+from qa.kernel.clock import mono_ms, utc_now_iso
 
 # SQLite checks this header first; garbage in its place is "file is not a database" on open, as after a disk
 # fault or a half-written copy.

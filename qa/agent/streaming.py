@@ -24,8 +24,8 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
-from qa.agent.trace import Trace
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
+from qa.kernel.trace import Trace
 
 Mode = Literal["off", "partial", "quiet"]
 # (content) -> sent event id or None; the caller's send adds nothing to the content.

@@ -1,8 +1,8 @@
 """One TLS context per process for the model client, built the way the SDK's HTTP library builds its own.
 
 The SDK builds a fresh context for every client, loading the CA bundle each time: ~26 ms of CPU per bot, spent
-even for a plain-http mock. The fork server (qa.agent.zygote) builds this one before it forks, so a forked bot
-pays nothing; a bot started the ordinary way pays once, as before. The certificate variables the library
+even for a plain-http mock. The fork server builds this one before it forks (bot.yaml's fork_server preload), so
+a forked bot pays nothing; a bot started the ordinary way pays once, as before. The certificate variables the library
 honours (SSL_CERT_FILE, SSL_CERT_DIR) are part of the key, so a bot whose environment names others gets its own.
 """
 

@@ -2,7 +2,7 @@
 
 Record fields (`append` fills the first four; the caller gives the rest):
   seq      int       1, 2, 3 … in file order; assigned under the lock from the highest seq on disk
-  t        float     qa.clock.mono_ms() at append, comparable with the trace and the provider journal
+  t        float     qa.kernel.clock.mono_ms() at append, comparable with the trace and the provider journal
   at       str       wall-clock ISO time, for humans
   attempt  str       the attempt whose hold wrote the line — taken from the hold; a caller may repeat it, but
                      a different value is refused
@@ -53,7 +53,7 @@ from qa.agent.compaction import (
     rewrite_bytes,
 )
 from qa.agent.lock import LockHold, lock_path_for, read_takeovers, write_all
-from qa.clock import mono_ms, utc_now_iso
+from qa.kernel.clock import mono_ms, utc_now_iso
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from qa.agent.lock import LockHold, SessionWriteLock
 from qa.agent.media import Prepared, fetch, prepare
 from qa.agent.policy import Inbound
 from qa.agent.streaming import Preview
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id or None
 PostContent = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]

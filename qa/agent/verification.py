@@ -27,8 +27,8 @@ from nio import (
 )
 
 from qa.agent.config import AgentConfig
-from qa.agent.trace import Trace
-from qa.e2ee import sas_view
+from qa.kernel.e2ee import sas_view
+from qa.kernel.trace import Trace
 
 log = logging.getLogger("qa.agent.verification")
 VERIFICATION = "verification"  # the inbound drop reason for verification notices

@@ -10,9 +10,16 @@
     capabilities: [threads, restart] # what the bot claims; scenarios needing more are skipped with the reason
     state_mutations:                 # optional: named commands that change the bot's saved state while it
       rewind-sync: ["{python}", "tools/rewind.py", "{state_dir}"]   # is stopped (step mutate_bot_state)
+    overrides_check: mybot.check:overrides   # optional: module:function judging --bot-set values first
+    env_check: mybot.check:environment       # optional: module:function judging the environment first
+    lock_probe: ["{python}", "-m", "mybot.probe", "{state_dir}"]   # optional, with capability lock: the
+                                     # contention probe's second writer (qa.harness.probe)
+    fork_server: {preload: [mybot.main]}     # optional, for `{python} -m MODULE` bots: fork them from one
+                                             # pre-imported process (qa.harness.fork_server)
 
-Placeholders in `command` and `env`: {config} {state_dir} {trace_file} {python} {bot_dir} {scenario}. The
-template sees every fact of the launch (qa.harness.launch). Pure apart from reading the file.
+Placeholders in `command`, `env`, `cwd`, `state_mutations` and `lock_probe`: {config} {state_dir} {trace_file}
+{python} {bot_dir} {scenario}. The template sees every fact of the launch (qa.harness.launch). docs/bot-file.md
+is the reference. Pure apart from reading the file.
 """
 
 from __future__ import annotations
@@ -57,6 +64,13 @@ def _regex(value: str | None) -> str | None:
     return value
 
 
+def python_module(argv: list[str]) -> str | None:
+    """Pure: MODULE when `argv` is `{python} -m MODULE …` with MODULE written out, else None."""
+    if len(argv) >= 3 and argv[:2] == ["{python}", "-m"] and re.fullmatch(_MODULE, argv[2]):
+        return argv[2]
+    return None
+
+
 class ReadySpec(BaseModel):
     """Exactly one condition. trace: a `ready` record in the trace; log: a regex over the bot's stdout/stderr;
     joined: the harness sees the bot join every room of the scenario, then a short settle."""
@@ -86,6 +100,19 @@ class ReadySpec(BaseModel):
                 "joined": "the bot's join in every room"}[self.kind]
 
 
+_ENTRY_POINT = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
+_MODULE = r"^[A-Za-z_][\w]*(\.[A-Za-z_]\w*)*$"
+
+
+class ForkServerSpec(BaseModel):
+    """A Python bot started as `{python} -m MODULE …` may be forked from one process that imported it already:
+    `preload` is imported there once, in order (`module:function` also calls the function, to warm a cache)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    preload: list[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]] = Field(default_factory=list)
+
+
 class BotFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -100,7 +127,14 @@ class BotFile(BaseModel):
     capabilities: list[Capability] = Field(default_factory=list)
     # Optional "module:function" taking the --bot-set overrides (dict) and returning a list of problems, so
     # a bad KEY=VALUE is exit 2 before anything starts instead of a bot that dies in every scenario.
-    overrides_check: Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")] | None = None
+    overrides_check: Annotated[str, Field(pattern=_ENTRY_POINT)] | None = None
+    # Optional "module:function" taking the environment the bot will inherit (dict) and returning a list of
+    # problems: a bad value of the bot's own variables is exit 2 before anything starts.
+    env_check: Annotated[str, Field(pattern=_ENTRY_POINT)] | None = None
+    # The contention probe's second writer, for a bot with capability `lock` (qa.harness.probe): started once
+    # per scenario, it answers each probe request on stdin with one result line on stdout.
+    lock_probe: Annotated[list[Templated], Field(min_length=1)] | None = None
+    fork_server: ForkServerSpec | None = None
     stop_timeout: float = Field(default=10.0, gt=0, le=120)
     # Named commands (argv, placeholders allowed) that change the bot's saved state between a stop and a start
     # (step `mutate_bot_state`). Only the bot knows its state's layout, so the bot file says how; a scenario
@@ -117,12 +151,15 @@ class BotFile(BaseModel):
         if taken:
             raise ValueError(f"env: {', '.join(taken)} belong to the launch contract; the harness sets them "
                              "(a bot file must not point the bot somewhere else than the run reports)")
-        mutation_args = [a for argv in self.state_mutations.values() for a in argv]
+        mutation_args = [a for argv in self.state_mutations.values() for a in argv] + list(self.lock_probe or [])
         if self.config_template is None and any("{config}" in v for v in [*self.command, *self.env.values(),
                                                                           self.cwd or "", *mutation_args]):
             raise ValueError("{config} is used but there is no config_template to render it from")
         if self.config_format is not None and self.config_template is None:
             raise ValueError("config_format needs a config_template")
+        if self.fork_server is not None and python_module(self.command) is None:
+            raise ValueError("fork_server needs a command of the form [\"{python}\", \"-m\", MODULE, …]: the fork "
+                             "server runs MODULE as `python -m` would")
         return self
 
     @property
@@ -158,28 +195,42 @@ def check_overrides(bot: BotFile, overrides: dict[str, Any]) -> None:
     if bot.overrides_check is None:
         return
 
-    check = _overrides_checker(bot)
-    try:
-        problems = check(overrides)
-        problems = [str(p) for p in problems]
-    except Exception as exc:  # someone else's checker: its bug is reported, not raised through the CLI
-        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check} failed on the --bot-set values: "
-                          f"{type(exc).__name__}: {exc}") from None
+    problems = _run_check(bot, "overrides_check", overrides, "the --bot-set values")
     if problems:
         raise ConfigError("--bot-set: " + "; ".join(problems))
 
 
-def _overrides_checker(bot: BotFile) -> Any:
+def check_env(bot: BotFile, env: dict[str, str]) -> None:
+    """Run the bot file's env_check, if any, on the environment the bot will inherit; ConfigError with every
+    problem, in the checker's own words (they name the variable)."""
+    if bot.env_check is None:
+        return
+    problems = _run_check(bot, "env_check", dict(env), "the environment")
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _run_check(bot: BotFile, field: str, value: dict[str, Any], what: str) -> list[str]:
+    check = _checker(bot, field)
+    try:
+        return [str(p) for p in check(value)]
+    except Exception as exc:  # someone else's checker: its bug is reported, not raised through the CLI
+        raise ConfigError(f"{bot.source}: {field} {getattr(bot, field)} failed on {what}: "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
+def _checker(bot: BotFile, field: str) -> Any:
     import importlib
     import inspect
 
-    module_name, _, function = str(bot.overrides_check).partition(":")
+    entry = str(getattr(bot, field))
+    module_name, _, function = entry.partition(":")
     try:
         check = getattr(importlib.import_module(module_name), function)
     except Exception as exc:
-        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check}: cannot load it: {exc}") from None
+        raise ConfigError(f"{bot.source}: {field} {entry}: cannot load it: {exc}") from None
     if not callable(check) or inspect.isclass(check):
-        raise ConfigError(f"{bot.source}: overrides_check {bot.overrides_check} is not a function")
+        raise ConfigError(f"{bot.source}: {field} {entry} is not a function")
     return check
 
 
@@ -239,17 +290,20 @@ def load_bot_file(path: Path) -> BotFile:
     template = bot.template_path()
     if template is not None:
         _check_template(path, template)
-    if bot.overrides_check is not None:
-        _overrides_checker(bot)
+    for field in ("overrides_check", "env_check"):
+        if getattr(bot, field) is not None:
+            _checker(bot, field)
     return bot
 
 
 def check_runnable(bot: BotFile, env: dict[str, str]) -> None:
-    """Before anything starts: the program exists and the working directory does (when neither depends on a
-    scenario's placeholders), so a typo is exit 2 instead of a failure in every scenario."""
+    """Before anything starts: the bot file's env_check accepts `env`, the program exists and the working
+    directory does (when neither depends on a scenario's placeholders), so a typo is exit 2 instead of a failure
+    in every scenario."""
     import shutil
     import sys
 
+    check_env(bot, env)
     program = bot.command[0].replace("{python}", sys.executable).replace("{bot_dir}", str(bot.directory))
     if "{" not in program:
         found = shutil.which(program, path=env.get("PATH")) if "/" not in program else (
@@ -290,7 +344,7 @@ def _has_alias(node: yaml.Node, seen: set[int] | None = None) -> bool:
 
 
 def builtin_bot_file() -> BotFile:
-    """The embedded agent (`python -m qa.agent`), described by a bot file like any other bot."""
+    """The embedded agent (qa/agent/bot.yaml), described by a bot file like any other bot."""
     return load_bot_file(BUILTIN_BOT_FILE)
 
 

@@ -1,16 +1,18 @@
-"""The harness's end of the embedded agent's fork server (qa.agent.zygote): start it once per run, ask it for
-bots, hear their exits.
+"""The harness's end of a Python bot's fork server (qa.harness.zygote): start it once per run, ask it for bots,
+hear their exits.
 
-Why: a bot process spends about a CPU-second importing openai and nio before it says a word, and a run starts
-one per scenario and more for restarts. The zygote imports once; each bot is forked from it. What a bot is to
-the harness does not change: its own pid and process group (the harness kills it with killpg, SIGKILL
-included), its stdout+stderr on a pipe the harness reads, its exit code (from the zygote, which is its parent
-and reaps it). A restart forks again: a new process, nothing kept.
+Why: a Python bot process can spend a CPU-second importing its SDKs before it says a word, and a run starts one
+per scenario and more for restarts. The zygote imports once (the bot file's `fork_server.preload`); each bot is
+forked from it. What a bot is to the harness does not change: its own pid and process group (the harness kills
+it with killpg, SIGKILL included), its stdout+stderr on a pipe the harness reads, its exit code (from the
+zygote, which is its parent and reaps it). A restart forks again: a new process, nothing kept.
 
-Only the embedded agent is served, and only when its launch would run exactly the interpreter and Python
-environment the zygote runs (same executable, same PYTHON* variables); any other bot, or the agent when the
-zygote is not there or fails, starts the ordinary way. If the zygote dies mid-run, the bots it forked are killed
-(their exits could no longer be known) and say why; later bots start the ordinary way.
+Only a bot file with a `fork_server` entry is served, and only the launches of its own `{python} -m MODULE`
+commands (its `command`, and its `lock_probe` when that has the same form), and only when the launch would run
+exactly the interpreter and Python environment the zygote runs (same executable, same PYTHON* variables); any
+other launch, or any launch when the zygote is not there or fails, starts the ordinary way. If the zygote dies
+mid-run, the bots it forked are killed (their exits could no longer be known) and say why; later bots start the
+ordinary way.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -26,9 +29,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
+from qa.harness.botfile import BotFile, python_module
+from qa.kernel.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
+_PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
 # Pids of fork servers that run, for the last-resort cleanup (signal-handler safe: a set and os.kill).
 _LIVE_SERVERS: set[int] = set()
 START_TIMEOUT_S = 60.0  # the imports, on a loaded 2-core machine
@@ -55,10 +60,27 @@ def same_python(env: Mapping[str, str], ours: Mapping[str, str]) -> bool:
     return python_vars(env) == python_vars(ours)
 
 
-def serves(argv: list[str], env: Mapping[str, str], ours: Mapping[str, str]) -> bool:
-    """Pure: is this launch one the zygote can fork? The embedded agent's own command line, same interpreter."""
-    return len(argv) >= 3 and argv[0] == sys.executable and argv[1:3] == ["-m", "qa.agent"] \
-        and argv[3:4] != ["doctor"] and same_python(env, ours)
+def serves(argv: list[str], env: Mapping[str, str], ours: Mapping[str, str], commands: list[list[str]]) -> bool:
+    """Pure: is this launch one the zygote can fork? One of the bot file's forkable `commands` (placeholders
+    filled in any way), run by the zygote's own interpreter with its Python environment."""
+    return len(argv) >= 3 and argv[0] == sys.executable and argv[1] == "-m" \
+        and any(_fills(command, argv) for command in commands) and same_python(env, ours)
+
+
+def _fills(command: list[str], argv: list[str]) -> bool:
+    """Pure: could `argv` be `command` with its placeholders filled? `{python}` is this interpreter."""
+    if len(command) != len(argv):
+        return False
+    return all(re.fullmatch(".*".join(map(re.escape, _PLACEHOLDER.split(part))), value, re.DOTALL) is not None
+               for part, value in zip(command[1:], argv[1:], strict=True))
+
+
+def forkable(bot: BotFile) -> list[list[str]]:
+    """Pure: the bot file's commands its fork server forks: `command`, and `lock_probe` when it is also
+    `{python} -m MODULE …`. None without a `fork_server` entry."""
+    if bot.fork_server is None:
+        return []
+    return [argv for argv in (bot.command, bot.lock_probe) if argv is not None and python_module(argv) is not None]
 
 
 def kill_all_fork_servers() -> None:
@@ -69,15 +91,17 @@ def kill_all_fork_servers() -> None:
         _LIVE_SERVERS.discard(pid)
 
 
-def uses_fork_server(command: list[str]) -> bool:
-    """Pure: is this bot file's command the embedded agent's, `{python} -m qa.agent …`?"""
-    return command[:3] == ["{python}", "-m", "qa.agent"]
+def uses_fork_server(bot: BotFile) -> bool:
+    """Pure: does this bot file ask for a fork server?"""
+    return bool(forkable(bot))
 
 
 class ForkServer:
-    def __init__(self, log_path: Path, cwd: Path) -> None:
+    def __init__(self, log_path: Path, cwd: Path, bot: BotFile) -> None:
         self.log_path = log_path
         self.cwd = cwd
+        self.commands = forkable(bot)
+        self.preload = list(bot.fork_server.preload) if bot.fork_server is not None else []
         self.pid: int | None = None
         self.failure: str | None = None  # why it is not serving (never started, died): for the run's notes
         self._env = dict(os.environ)
@@ -93,7 +117,7 @@ class ForkServer:
         return self._reader is not None and not self._reader.done()
 
     def serves(self, argv: list[str], env: Mapping[str, str]) -> bool:
-        return self.alive and serves(argv, env, self._env)
+        return self.alive and serves(argv, env, self._env, self.commands)
 
     async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -102,7 +126,7 @@ class ForkServer:
         try:
             with self.log_path.open("ab") as log:
                 self._proc = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "qa.agent.zygote", str(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                    *self._zygote_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
                     start_new_session=True)
         except OSError as exc:
@@ -126,8 +150,15 @@ class ForkServer:
         self.pid = self._proc.pid
         self._reader = asyncio.create_task(self._read(), name="fork-server")
 
-    async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path,
-                    timeout_s: float = SPAWN_TIMEOUT_S) -> ForkedProcess:
+    def _zygote_argv(self, fd: int) -> list[str]:
+        modules = sorted({argv[2] for argv in self.commands})
+        return [sys.executable, "-m", "qa.harness.zygote", str(fd), *(a for m in modules for a in ("--serve", m)),
+                *(a for entry in self.preload for a in ("--preload", entry))]
+
+    async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float = SPAWN_TIMEOUT_S,
+                    stdin_fd: int | None = None, stderr_fd: int | None = None) -> ForkedProcess:
+        """A forked process; its stdout is a pipe to us. `stdin_fd` and `stderr_fd` (given together): its own
+        stdin and stderr instead of /dev/null and the stdout pipe."""
         if not self.alive or self._sock is None:
             raise InfraError(f"fork server is not running ({self.failure or 'not started'})")
         self._next_id += 1
@@ -138,7 +169,8 @@ class ForkServer:
         read_fd, write_fd = os.pipe()
         try:
             message = json.dumps({"id": request_id, "argv": argv, "env": dict(env), "cwd": str(cwd)}).encode()
-            socket.send_fds(self._sock, [message], [write_fd])
+            extra = [stdin_fd, stderr_fd] if stdin_fd is not None and stderr_fd is not None else []
+            socket.send_fds(self._sock, [message], [write_fd, *extra])
         except OSError as exc:
             os.close(read_fd)
             raise InfraError(f"fork server did not take the request: {exc}") from None

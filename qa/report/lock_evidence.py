@@ -1,6 +1,7 @@
 """Lock-timing evidence: does the bot hold a session's write lock while it talks to the model?
 
-Pure: takes trace records (see qa.agent.trace) and contention-probe results, returns models for the report.
+Pure: takes trace records (qa.kernel.trace, which also finds the lock holds) and contention-probe results,
+returns models for the report.
 
 Intervals, all in the trace's monotonic ms:
   hold      lock.acquire → the matching lock.release (same session + attempt, same purpose preferred), or
@@ -47,12 +48,14 @@ another session never count at all.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 from pydantic.alias_generators import to_camel
+
+from qa.kernel.trace import LOCK_RECORDS, TAKEOVER_RECORDS, Hold, record_key, timed
+from qa.kernel.trace import holds as trace_holds
 
 Interval = tuple[float, float]
 # n/a: the bot reports no lock records at all (a bot without our trace, or one that keeps no session lock), so
@@ -60,9 +63,6 @@ Interval = tuple[float, float]
 Verdict = Literal["pass", "fail", "none", "n/a"]
 NOT_APPLICABLE = "n/a (the bot reports no lock records)"
 NO_MODEL_REQUEST = "no model request in the trace: nothing to check the lock against"
-LOCK_RECORDS = frozenset({"lock.acquire", "lock.release", "lock.timeout", "lock.takeover", "lock.reclaim"})
-# A removal of the previous holder's lock: by a waiter (takeover) or by the startup cleanup (reclaim).
-_TAKEOVER_RECORDS = frozenset({"lock.takeover", "lock.reclaim"})
 # Hold purpose (the embedded agent's names, which a foreign bot may share) -> the kind the report lists.
 HOLD_KINDS: dict[str, str] = {
     "reply": "turn", "tool": "turn", "tool-check": "turn", "failed": "turn", "turn": "whole-turn",
@@ -158,21 +158,6 @@ class LockEvidence(_Model):
     takeover_list: list[TakeoverEvidence] = []
 
 
-class _Hold:
-    def __init__(self, session: str, attempt: str, purpose: str, start: float, end: float | None) -> None:
-        self.session = session
-        self.attempt = attempt
-        self.purpose = purpose
-        self.start = start
-        self.end = end
-        # The release of a hold already taken over removed a lock file: the stale attempt cleaned up.
-        self.removed_after_takeover = False
-
-    @property
-    def kind(self) -> str:
-        return hold_kind(self.purpose)
-
-
 def hold_kind(purpose: str) -> str:
     return HOLD_KINDS.get(purpose, "other")
 
@@ -180,10 +165,10 @@ def hold_kind(purpose: str) -> str:
 def analyze_lock_evidence(
     records: Sequence[Mapping[str, Any]], probes: Iterable[Mapping[str, Any] | ProbeEvidence] = ()
 ) -> LockEvidence:
-    ordered = _timed(records)
+    ordered = timed(records)
     trace_end = float(ordered[-1]["t"]) if ordered else 0.0
 
-    holds = _holds(ordered)
+    holds = trace_holds(ordered)
     model = _model_io(ordered, trace_end)
     turns = _turns(ordered)
     reasons: list[str] = []
@@ -255,10 +240,10 @@ def analyze_lock_evidence(
     )
 
 
-def _hold_kinds(holds: Sequence[_Hold], trace_end: float) -> list[HoldKindEvidence]:
-    by_kind: dict[str, list[_Hold]] = {}
+def _hold_kinds(holds: Sequence[Hold], trace_end: float) -> list[HoldKindEvidence]:
+    by_kind: dict[str, list[Hold]] = {}
     for hold in holds:
-        by_kind.setdefault(hold.kind, []).append(hold)
+        by_kind.setdefault(hold_kind(hold.purpose), []).append(hold)
     return [
         HoldKindEvidence(
             kind=kind, count=len(items), open=sum(1 for h in items if h.end is None),
@@ -268,7 +253,7 @@ def _hold_kinds(holds: Sequence[_Hold], trace_end: float) -> list[HoldKindEviden
     ]
 
 
-def _leaked_at_end(session: str, label: str, info: Mapping[str, Any], holds: Sequence[_Hold]) -> list[str]:
+def _leaked_at_end(session: str, label: str, info: Mapping[str, Any], holds: Sequence[Hold]) -> list[str]:
     """A turn's own hold still open when the turn said it ended: nobody will release it now."""
     end = info.get("end")
     if end is None:
@@ -277,11 +262,11 @@ def _leaked_at_end(session: str, label: str, info: Mapping[str, Any], holds: Seq
             f"held ({h.purpose})" for h in holds if h.start <= end and (h.end is None or h.end > end + LEAK_GRACE_MS)]
 
 
-def _takeovers(ordered: Sequence[Mapping[str, Any]], holds: Sequence[_Hold]) -> list[TakeoverEvidence]:
+def _takeovers(ordered: Sequence[Mapping[str, Any]], holds: Sequence[Hold]) -> list[TakeoverEvidence]:
     found: list[TakeoverEvidence] = []
     for index, r in enumerate(ordered):
         previous = r.get("previous")
-        if r.get("type") not in _TAKEOVER_RECORDS or not isinstance(previous, Mapping):
+        if r.get("type") not in TAKEOVER_RECORDS or not isinstance(previous, Mapping):
             continue
         session = str(r.get("session", ""))
         stale = previous.get("attempt")
@@ -290,7 +275,7 @@ def _takeovers(ordered: Sequence[Mapping[str, Any]], holds: Sequence[_Hold]) -> 
         if stale is not None:
             for later in ordered[index + 1:]:
                 action = _STALE_ACTIONS.get(str(later.get("type")))
-                if action and _key(later) == (session, str(stale)) and action not in after:
+                if action and record_key(later) == (session, str(stale)) and action not in after:
                     after.append(action)
             if any(h.removed_after_takeover and (h.session, h.attempt) == (session, str(stale)) for h in holds):
                 after.append("removed a lock file when it released")
@@ -303,20 +288,6 @@ def _takeovers(ordered: Sequence[Mapping[str, Any]], holds: Sequence[_Hold]) -> 
             reason=str(r.get("reason", "")), startup=r.get("type") == "lock.reclaim", after=after,
         ))
     return found
-
-
-def _timed(records: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    """Records with a usable time, in time order. A trace is the bot's to write: a `t` that is not a finite
-    number of ms (a bool, a string, a 400-digit integer) makes its record unusable as timing, not the report."""
-    def usable(t: Any) -> bool:
-        if isinstance(t, bool) or not isinstance(t, int | float):
-            return False
-        try:
-            return math.isfinite(float(t))
-        except OverflowError:
-            return False
-
-    return sorted((r for r in records if usable(r.get("t"))), key=lambda r: float(r["t"]))
 
 
 def has_lock_records(records: Iterable[Mapping[str, Any]]) -> bool:
@@ -373,11 +344,11 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     """For a bot that traces its lock holds but not its model requests: the provider journal's request
     intervals (same monotonic clock) stand in for model I/O. Sessions are unknown there, so any hold during any
     of the scenario's model requests counts: stricter than the per-turn rule, never looser."""
-    ordered = _timed(records)
+    ordered = timed(records)
     trace_end = max([float(r["t"]) for r in ordered[-1:]] + [end for _, end in journal_io], default=0.0)
     model = union(journal_io)
     reasons = []
-    for hold in _holds(ordered):
+    for hold in trace_holds(ordered):
         overlap = _intersection_ms([(hold.start, trace_end if hold.end is None else hold.end)], model)
         if overlap > 0:
             reasons.append(f"session {hold.session} attempt {hold.attempt}: lock ({hold.purpose}) held for "
@@ -385,65 +356,8 @@ def journal_overlap_reasons(records: Sequence[Mapping[str, Any]], journal_io: Se
     return reasons
 
 
-def holds_open_at_end(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, float]]:
-    """(session, attempt, purpose, held ms) of every hold neither released nor taken over by the trace's end:
-    the lock file a run left behind, as the doctor reports it for an artifacts directory."""
-    ordered = _timed(records)
-    end = float(ordered[-1]["t"]) if ordered else 0.0
-    return [(h.session, h.attempt, h.purpose, round(end - h.start, 3)) for h in _holds(ordered) if h.end is None]
-
-
-def _key(record: Mapping[str, Any]) -> tuple[str, str]:
-    return (str(record.get("session", "")), str(record.get("attempt", "")))
-
-
-def _holds(ordered: Sequence[Mapping[str, Any]]) -> list[_Hold]:
-    holds: list[_Hold] = []
-    open_by_key: dict[tuple[str, str], list[_Hold]] = {}
-    # Holds ended by a takeover; the old holder's own later release must not count them a second time.
-    taken_by_key: dict[tuple[str, str], list[_Hold]] = {}
-    for r in ordered:
-        kind = r.get("type")
-        if kind == "lock.acquire":
-            session, attempt = _key(r)
-            hold = _Hold(session, attempt, str(r.get("purpose", "")), float(r["t"]), None)
-            holds.append(hold)
-            open_by_key.setdefault((session, attempt), []).append(hold)
-        elif kind in _TAKEOVER_RECORDS:
-            previous = r.get("previous")
-            if not isinstance(previous, Mapping):
-                continue
-            # From here on the old hold excludes nobody, and a SIGKILLed holder never writes its release.
-            key = (str(r.get("session", "")), str(previous.get("attempt", "")))
-            candidates = open_by_key.get(key, [])
-            if candidates:
-                taken = candidates.pop(0)
-                taken.end = float(r["t"])
-                taken_by_key.setdefault(key, []).append(taken)
-        elif kind == "lock.release":
-            key = _key(r)
-            purpose = str(r.get("purpose", ""))
-            candidates = open_by_key.get(key, [])
-            match = _pick(candidates, purpose)
-            if match is not None:
-                candidates.remove(match)
-                match.end = float(r["t"])
-            elif (taken := _pick(taken_by_key.get(key, []), purpose)) is not None:
-                taken_by_key[key].remove(taken)
-                taken.removed_after_takeover = r.get("removed") is True
-            else:
-                held = r.get("heldMs")
-                start = float(r["t"]) - (float(held) if isinstance(held, int | float) else 0.0)
-                holds.append(_Hold(key[0], key[1], purpose, start, float(r["t"])))
-    return holds
-
-
-def _pick(candidates: Sequence[_Hold], purpose: str) -> _Hold | None:
-    return next((h for h in candidates if h.purpose == purpose), candidates[0] if candidates else None)
-
-
 # Waiting for a person to approve a tool call is I/O like a model call: no lock may be held across it. So are
-# sending or editing a streaming preview and fetching an attachment (qa.agent.streaming, qa.agent.media).
+# sending or editing a streaming preview and fetching an attachment.
 _IO_START = frozenset({"model.request.start", "approval.wait.start", "preview.edit.start", "media.fetch.start"})
 _IO_END = frozenset({"model.request.end", "approval.wait.end", "preview.edit.end", "media.fetch.end"})
 # The start record's type -> the kind of I/O, as TurnEvidence.io_kinds names it.
@@ -456,9 +370,9 @@ def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[_I
     started: dict[Any, tuple[tuple[str, str], float, str]] = {}
     done: list[_IoItem] = []
     for r in ordered:
-        request = r.get("requestId", _key(r))
+        request = r.get("requestId", record_key(r))
         if r.get("type") in _IO_START:
-            started[request] = (_key(r), float(r["t"]), IO_KINDS[str(r.get("type"))])
+            started[request] = (record_key(r), float(r["t"]), IO_KINDS[str(r.get("type"))])
         elif r.get("type") in _IO_END and request in started:
             key, start, kind = started.pop(request)
             done.append((key, (start, float(r["t"])), kind))
@@ -469,13 +383,13 @@ def _model_io(ordered: Sequence[Mapping[str, Any]], trace_end: float) -> list[_I
 def _turns(ordered: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
     relevant = {"turn.start", "turn.end", "lock.acquire", "lock.release", "model.request.start"}
     makes_turn = {"turn.start", "model.request.start"}
-    is_turn = {_key(r) for r in ordered if r.get("type") in makes_turn}
+    is_turn = {record_key(r) for r in ordered if r.get("type") in makes_turn}
     turns: dict[tuple[str, str], dict[str, Any]] = {}
     for r in ordered:
         kind = r.get("type")
-        if kind not in relevant or _key(r) not in is_turn:
+        if kind not in relevant or record_key(r) not in is_turn:
             continue
-        info = turns.setdefault(_key(r), {"start": float(r["t"]), "started": False})
+        info = turns.setdefault(record_key(r), {"start": float(r["t"]), "started": False})
         if kind == "turn.start" and not info["started"]:
             info.update(start=float(r["t"]), started=True, eventId=r.get("eventId"))
         elif kind == "turn.end":
@@ -488,7 +402,7 @@ def _turn(
     session: str,
     attempt: str,
     info: Mapping[str, Any],
-    holds: Sequence[_Hold],
+    holds: Sequence[Hold],
     hold_iv: Sequence[Interval],
     model_iv: Sequence[Interval],
     overlap: float,
@@ -513,7 +427,7 @@ def _turn(
     )
     if open_holds:
         summary += f" open={open_holds}"
-    kinds = {h.kind for h in holds}
+    kinds = {hold_kind(h.purpose) for h in holds}
     return TurnEvidence(
         session=session,
         attempt=attempt,

@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from qa.clock import mono_ms, utc_now_iso
-from qa.errors import ConfigError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
 from qa.harness.output import Output
@@ -82,7 +81,6 @@ class Run:
     async def execute(self) -> int:
         """Returns the exit code. Raises ConfigError before anything starts when the plan is bad."""
         # Preflight: a usage or environment problem is exit 2 here, before anything starts or is written.
-        _check_lock_env({**os.environ, **self.options.bot_env})
         self.live, brought = preflight(self.options, self.jobs, self.dir, os.environ)
         add_secrets(self.secrets, brought)
         self.bot_file = checked_bot_file(self.options)
@@ -187,16 +185,6 @@ class Run:
 
 def new_run_id() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
-
-
-def _check_lock_env(env: dict[str, str]) -> None:
-    """A bad MATRIX_QA_SESSION_WRITE_LOCK_* value is a usage error: say so before starting anything."""
-    from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
-
-    try:
-        resolve_lock_settings(None, env)
-    except LockConfigError as exc:
-        raise ConfigError(str(exc)) from None
 
 
 async def _run_scenario(scenario: Any, resources: RunResources, say: Any) -> ScenarioResult:

@@ -43,17 +43,17 @@ async def boot(hs: Homeserver, beside: Awaitable[None], out: Output, secrets: li
 
 async def start_fork_server(options: RunOptions, bot_file: BotFile, run_dir: Path, work: Path,
                             out: Output) -> ForkServer | None:
-    """Only for the embedded agent's own command; a failure costs speed, never the run: its bots then start
-    the ordinary way, and the run says so."""
-    if not options.fork_server or not uses_fork_server(bot_file.command):
+    """Only for a bot file that asks for one (`fork_server:`, as the embedded agent's does); a failure costs speed,
+    never the run: its bots then start the ordinary way, and the run says so."""
+    if not options.fork_server or not uses_fork_server(bot_file):
         return None
-    server = ForkServer(run_dir / "fork-server.log", work / "fork-server")
+    server = ForkServer(run_dir / "fork-server.log", work / "fork-server", bot_file)
     try:
         await server.start()
     except InfraError as exc:
         out.say(f"note: {exc}; bots start the ordinary way")
         return None
-    out.say(f"fork server ready (pid {server.pid}): the agent's bots are forked from it")
+    out.say(f"fork server ready (pid {server.pid}): the bot's processes are forked from it")
     return server
 
 

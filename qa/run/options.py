@@ -57,7 +57,7 @@ class RunOptions:
     shard: Shard | None = None
     shard_durations: dict[str, float] | None = None
     include_bodies: bool = False
-    # The embedded agent's bots are forked from one pre-imported process (qa.harness.fork_server);
+    # A bot file with `fork_server:` has its bots forked from one pre-imported process (qa.harness.fork_server);
     # --no-fork-server starts each the ordinary way (to compare, or to rule the fork server out).
     fork_server: bool = True
     bot_overrides: dict[str, Any] = field(default_factory=dict)

@@ -104,7 +104,7 @@ def run_error(exc: Exception, hs: Homeserver | None, out: Output, run_dir: Path)
 
 def _lock(run: Run) -> dict[str, Any] | None:
     """The inputs of the lock verdict, by scenario: the bot's trace and the provider journal's requests."""
-    from qa.agent.trace import read_trace
+    from qa.kernel.trace import read_trace
 
     ran_as = run.scheduler.ran_as
     ran = [r.id for r in run.scheduler.results if r.status != "skip"]

@@ -25,7 +25,7 @@ from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
-from qa.harness.probe import follow_and_probe, stop_prober
+from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
@@ -161,7 +161,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         async with asyncio.timeout(float(scenario.timeout)):
             ctx = await _provision(scenario, res, actors, holder, state_dir, scenario_dir, result)
             if ctx.bot.bot.has("lock"):
-                prober = asyncio.create_task(follow_and_probe(ctx.bot, state_dir / "bot" / "sessions", probes))
+                prober = await start_prober(ctx.bot, probes, res.fork_server)
             await _run_steps(ctx, scenario, result, say)
             # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
             # What the bot sends right after the last step (an edit a few ms later) is let in first.

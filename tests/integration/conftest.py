@@ -68,8 +68,9 @@ def cli(*args: str, cwd: Path = REPO, timeout: float = 300, tmpdir: Path | None 
 
 def our_processes(marker: str) -> list[str]:
     """Synapse or bot processes whose command line or working directory mentions `marker` (a tmp dir unique to
-    the test). A bot forked from the fork server keeps the server's command line (`python -m qa.agent.zygote`),
-    so for those the working directory (the scenario's state dir, the server's work dir) is what names the run."""
+    the test). A bot forked from the fork server keeps the server's command line (`python -m qa.harness.zygote
+    … --serve qa.agent`), so for those the working directory (the scenario's state dir, the server's work dir)
+    is what names the run."""
     out = subprocess.run(["ps", "-ww", "-eo", "pid,args"], capture_output=True, text=True, check=True).stdout
     found = []
     for line in out.splitlines():

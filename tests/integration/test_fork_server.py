@@ -38,7 +38,7 @@ def hanging_homeserver() -> Iterator[str]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
-    fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await fork_server.start()
     try:
         yield fork_server
@@ -149,7 +149,7 @@ async def test_when_the_fork_server_dies_its_bots_end_saying_why_and_later_ones_
 
 
 async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, hanging_homeserver: str) -> None:
-    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote")
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await server.start()
     bot = _bot(tmp_path, "left", hanging_homeserver, server)
     pid = await _started(bot)
@@ -165,3 +165,62 @@ async def test_the_zygote_itself_refuses_anything_but_the_agent(tmp_path: Path, 
     with pytest.raises(InfraError, match=r"fork server refused: ValueError: only `python -m qa\.agent"):
         await server.spawn([sys.executable, "-c", "print(1)"], dict(os.environ), tmp_path)
     assert server.alive, "a refused request leaves it serving"
+
+
+GENERIC_BOT = '''
+import os, sys
+from genbot_q import warm
+
+def main():
+    line = sys.stdin.readline().strip()
+    print(__name__, sys.argv[1:], warm.CACHE, os.getcwd(), os.environ.get("GENBOT"), repr(line), flush=True)
+    print("to stderr", file=sys.stderr, flush=True)
+    return int(sys.argv[1])
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+
+async def test_any_python_bot_file_can_have_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not only the agent: a `{python} -m MODULE` bot with a preload (a cache warmed once, in the zygote), its
+    module run as `__main__`, argv, cwd, env and exit code its own; with [stdout, stdin, stderr] fds too."""
+    from qa.harness.botfile import BotFile
+
+    package = tmp_path / "genbot_q"  # a package run by -m, as the agent is: its __main__ is preloaded
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "__main__.py").write_text(GENERIC_BOT)
+    (package / "warm.py").write_text("import os\nCACHE = []\ndef warm():\n    CACHE.append(os.getpid())\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), *sys.path[:1], os.environ.get("PYTHONPATH", "")]))
+    bot = BotFile(name="gen", command=["{python}", "-m", "genbot_q", "{scenario}"],
+                  fork_server={"preload": ["genbot_q.warm:warm", "genbot_q.__main__"]})
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
+    await server.start()
+    try:
+        argv = [sys.executable, "-m", "genbot_q", "3"]
+        env = {**os.environ, "GENBOT": "yes"}
+        assert server.serves(argv, env) and not server.serves([sys.executable, "-m", "genbot_q"], env)
+        work = tmp_path / "work"
+        work.mkdir()
+        proc = await server.spawn(argv, env, work)
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out.splitlines()[0] == f"__main__ ['3'] [{server.pid}] {work} yes ''", out
+        assert out.splitlines()[1] == "to stderr", "one fd: stdout and stderr both on it, stdin /dev/null"
+        for _ in range(500):
+            if proc.returncode is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert proc.returncode == 3
+        read_in, write_in = os.pipe()
+        with (tmp_path / "err.log").open("wb") as err:
+            proc = await server.spawn(argv, env, work, stdin_fd=read_in, stderr_fd=err.fileno())
+        os.close(read_in)
+        os.write(write_in, b"hello\n")
+        os.close(write_in)
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out.endswith("'hello'\n") and "to stderr" not in out, out
+        assert (tmp_path / "err.log").read_text() == "to stderr\n"
+        assert "RuntimeWarning" not in (tmp_path / "fork-server.log").read_text()
+    finally:
+        await server.close()

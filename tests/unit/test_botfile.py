@@ -330,3 +330,79 @@ def test_check_runnable_resolves_placeholders_and_paths_as_the_launch_will(tmp_p
         with pytest.raises(ConfigError) as err:
             check_runnable(bot, sh)
         assert str(err.value).startswith(f"{bot.source}: cwd: ") and str(err.value).endswith(" is not a directory")
+
+
+# --- the seam's fields (issue 24): env_check, lock_probe, fork_server ---------------------------------------
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("env_check: 'no_such_module_here:f'\n", "env_check no_such_module_here:f: cannot load it"),
+    ("env_check: 'qa.run:Run'\n", "env_check qa.run:Run is not a function"),
+    ("env_check: 'not a name'\n", "env_check: String should match pattern"),
+    ("lock_probe: []\n", "lock_probe: List should have at least 1 item"),
+    ("lock_probe: [probe, '{confg}']\n", "unknown placeholder {confg}"),
+    ("lock_probe: [probe, '{config}']\n", "{config} is used but there is no config_template"),
+    ("fork_server: {preload: ['not a module']}\n", "fork_server.preload[0]: String should match pattern"),
+    ("fork_server: {imports: [x]}\n", "fork_server.imports: unknown field"),
+    ("fork_server: {}\n", "fork_server needs a command of the form"),
+])
+def test_bad_seam_fields_are_one_clear_error(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path, "name: b\ncommand: [x]\n" + text)
+    with pytest.raises(ConfigError) as err:
+        load_bot_file(path)
+    assert expected in str(err.value)
+    assert str(path) in str(err.value)
+
+
+def test_the_embedded_agent_names_its_probe_its_env_check_and_its_fork_server() -> None:
+    bot = builtin_bot_file()
+    assert bot.lock_probe == ["{python}", "-m", "qa.agent.lock_probe", "{state_dir}"]
+    assert bot.env_check == "qa.agent.overrides:validate_agent_env"
+    assert bot.fork_server is not None and "qa.agent.__main__" in bot.fork_server.preload
+
+
+def test_env_check_runs_before_anything_starts_and_its_problems_are_the_message(tmp_path: Path) -> None:
+    bot = builtin_bot_file()
+    name = "MATRIX_QA_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS"
+    with pytest.raises(ConfigError) as err:
+        check_runnable(bot, {"PATH": "/usr/bin:/bin", name: "abc"})
+    assert str(err.value) == (f"{name}='abc': expected a whole number of milliseconds from 1 to 86400000 "
+                              "(one day)")
+    check_runnable(bot, {"PATH": "/usr/bin:/bin", name: "5000", "MATRIX_QA_SESSION_WRITE_LOCK_STALE_MS": ""})
+    # Another bot's environment is its own business: no env_check, no opinion.
+    check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\n")), {"PATH": "/usr/bin:/bin",
+                                                                                   name: "abc"})
+
+
+def test_env_check_problems_are_joined_and_a_broken_checker_is_named(tmp_path: Path) -> None:
+    from qa.harness.botfile import check_env
+
+    (tmp_path / "envcheck_mod_q.py").write_text(
+        "def two(env):\n    return ['A is bad', 'B is bad'] if 'A' in env else []\n"
+        "def boom(env):\n    raise RuntimeError('no')\n")
+    import sys
+
+    sys.path.insert(0, str(tmp_path))
+    try:
+        bot = load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\nenv_check: envcheck_mod_q:two\n"))
+        with pytest.raises(ConfigError) as err:
+            check_env(bot, {"A": "1"})
+        assert str(err.value) == "A is bad; B is bad"
+        check_env(bot, {})
+        broken = load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\nenv_check: envcheck_mod_q:boom\n"))
+        with pytest.raises(ConfigError) as err:
+            check_env(broken, {})
+        assert str(err.value) == (f"{tmp_path / 'bot.yaml'}: env_check envcheck_mod_q:boom failed on the "
+                                  "environment: RuntimeError: no")
+    finally:
+        sys.path.remove(str(tmp_path))
+
+
+def test_python_module_reads_only_a_written_out_dash_m_module() -> None:
+    from qa.harness.botfile import python_module
+
+    assert python_module(["{python}", "-m", "qa.agent", "--config", "{config}"]) == "qa.agent"
+    assert python_module(["{python}", "-m", "mybot"]) == "mybot"
+    for argv in (["{python}", "-m"], ["python", "-m", "x"], ["{python}", "-c", "x"], ["{python}", "-m", "{config}"],
+                 ["{python}", "-m", "a..b"], ["{python}", "-m", "1x"], ["{python}", "-m", "x.1"]):
+        assert python_module(argv) is None, argv

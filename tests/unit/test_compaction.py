@@ -19,9 +19,9 @@ from qa.agent.compaction import (
     summary_prompt,
 )
 from qa.agent.lock import SessionWriteLock, release_all_held
-from qa.agent.lock_settings import LockSettings
 from qa.agent.model import build_messages
 from qa.agent.transcript import FencedWriteError, Transcript, claims_of, user_events
+from qa.kernel.lock_settings import LockSettings
 
 
 @pytest.fixture(autouse=True)

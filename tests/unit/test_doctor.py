@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from qa.agent.doctor import Judgement, Observation, exit_code, judge, run_doctor
-from qa.agent.lock_settings import LockSettings
 from qa.clock import mono_ms
+from qa.kernel.doctor import run_doctor
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.lockfile import Judgement, Observation, exit_code, judge
 
 SETTINGS = LockSettings(stale_ms=30_000, max_hold_ms=5_000)
 
@@ -148,7 +149,7 @@ def test_an_artifacts_directory_is_judged_from_its_traces(tmp_path: Path) -> Non
     assert out[1] == "1 lock(s), 0 removed, 1 problem(s) left"
 
 
-# --- what the mutation run of qa/agent/doctor.py found untested ------------------------------------------
+# --- what the mutation run of the doctor (then qa/agent/doctor.py) found untested -----------------------------
 
 
 def test_the_reasons_are_exact() -> None:
@@ -160,8 +161,8 @@ def test_the_reasons_are_exact() -> None:
 
 
 def test_observe_reads_the_promise_and_refuses_non_integers(tmp_path: Path) -> None:
-    from qa.agent.doctor import observe
-    from qa.agent.lock import view_lock
+    from qa.kernel.lockfile import observe
+    from qa.kernel.lockfile import read_lock as view_lock
 
     path = tmp_path / "s.jsonl.lock"
     for promised, seen in ((10_000, 10_000), ("10000", None), (True, None)):
@@ -173,7 +174,7 @@ def test_observe_reads_the_promise_and_refuses_non_integers(tmp_path: Path) -> N
 
 
 def test_render_lines_are_exact(tmp_path: Path) -> None:
-    from qa.agent.doctor import Row, render
+    from qa.kernel.doctor import Row, render
 
     rows = [Row(obs(), judge(obs(), SETTINGS), False),
             Row(obs(pid=None, alive=None), judge(obs(pid=None, alive=None), SETTINGS), False),
@@ -187,7 +188,7 @@ def test_render_lines_are_exact(tmp_path: Path) -> None:
 
 
 def test_a_lock_left_in_a_trace_is_never_fixable(tmp_path: Path) -> None:
-    from qa.agent.doctor import from_traces
+    from qa.kernel.doctor import from_traces
 
     path = tmp_path / "scenarios" / "s" / "bot-trace.jsonl"
     path.parent.mkdir(parents=True)

@@ -1,25 +1,52 @@
-"""Which launches the fork server may fork: only the embedded agent, only with the zygote's own interpreter set-up."""
+"""Which launches the fork server may fork: only the bot file's own `{python} -m MODULE` commands (the embedded
+agent's, here), only with the zygote's own interpreter set-up."""
 
 from __future__ import annotations
 
 import sys
 
-from qa.harness.fork_server import same_python, serves, uses_fork_server
+import pytest
+from pydantic import ValidationError
+
+from qa.harness.botfile import BotFile, builtin_bot_file
+from qa.harness.fork_server import forkable, same_python, serves, uses_fork_server
 
 AGENT = [sys.executable, "-m", "qa.agent", "--config", "/tmp/c.json"]
 OURS = {"PATH": "/bin", "PYTHONPATH": "/src"}
+COMMANDS = forkable(builtin_bot_file())
 
 
 def test_the_embedded_agent_with_our_interpreter_is_served() -> None:
-    assert serves(AGENT, {"PATH": "/other", "PYTHONPATH": "/src", "MATRIX_QA_USER_ID": "@b:x"}, OURS)
+    assert serves(AGENT, {"PATH": "/other", "PYTHONPATH": "/src", "MATRIX_QA_USER_ID": "@b:x"}, OURS, COMMANDS)
 
 
 def test_another_interpreter_program_or_subcommand_is_not() -> None:
-    assert not serves(["/usr/bin/python3.12", *AGENT[1:]], OURS, OURS)
-    assert not serves([sys.executable, "-m", "mybot", "--config", "c"], OURS, OURS)
-    assert not serves([sys.executable, "-m", "qa.agent.zygote", "3"], OURS, OURS)
-    assert not serves([sys.executable, "-m", "qa.agent", "doctor", "--state-dir", "d"], OURS, OURS)
-    assert not serves([sys.executable, "-m"], OURS, OURS)
+    assert not serves(["/usr/bin/python3.12", *AGENT[1:]], OURS, OURS, COMMANDS)
+    assert not serves([sys.executable, "-m", "mybot", "--config", "c"], OURS, OURS, COMMANDS)
+    assert not serves([sys.executable, "-m", "qa.harness.zygote", "3"], OURS, OURS, COMMANDS)
+    assert not serves([sys.executable, "-m", "qa.agent", "doctor", "--state-dir", "d"], OURS, OURS, COMMANDS)
+    assert not serves([sys.executable, "-m"], OURS, OURS, COMMANDS)
+    assert not serves([sys.executable, "-m", "qa.agent", "--config"], OURS, OURS, COMMANDS), "one argument short"
+    assert not serves(AGENT, OURS, OURS, []), "a bot file without fork_server has nothing forked"
+
+
+def test_the_lock_probe_of_the_same_bot_file_is_served_too() -> None:
+    probe = [sys.executable, "-m", "qa.agent.lock_probe", "/state/s1/bot"]
+    assert serves(probe, OURS, OURS, COMMANDS)
+    assert not serves([*probe, "extra"], OURS, OURS, COMMANDS)
+
+
+def test_placeholders_match_any_value_and_literals_only_themselves() -> None:
+    commands = [["{python}", "-m", "mybot", "--config={config}", "x{scenario}y"]]
+    assert serves([sys.executable, "-m", "mybot", "--config=/a/b.json", "xcanaryy"], OURS, OURS, commands)
+    assert serves([sys.executable, "-m", "mybot", "--config=", "xy"], OURS, OURS, commands)
+    assert not serves([sys.executable, "-m", "mybot", "--conf=/a", "xcanaryy"], OURS, OURS, commands)
+    assert not serves([sys.executable, "-m", "mybot", "--config=/a", "xcanar"], OURS, OURS, commands)
+    assert not serves([sys.executable, "-m", "mybotx", "--config=/a", "xy"], OURS, OURS, commands)
+    # Regular-expression characters in a literal are literal.
+    dotted = [["{python}", "-m", "my.bot", "a+"]]
+    assert serves([sys.executable, "-m", "my.bot", "a+"], OURS, OURS, dotted)
+    assert not serves([sys.executable, "-m", "myxbot", "aa"], OURS, OURS, dotted)
 
 
 def test_python_variables_are_read_at_interpreter_start_so_they_must_match() -> None:
@@ -27,11 +54,22 @@ def test_python_variables_are_read_at_interpreter_start_so_they_must_match() -> 
     assert not same_python({"PYTHONPATH": "/elsewhere"}, OURS)
     assert not same_python({"PYTHONPATH": "/src", "PYTHONHASHSEED": "0"}, OURS)
     assert not same_python({}, OURS), "a launch that drops PYTHONPATH would import other code"
-    assert not serves(AGENT, {"PYTHONPATH": "/src", "PYTHONDEVMODE": "1"}, OURS)
+    assert not serves(AGENT, {"PYTHONPATH": "/src", "PYTHONDEVMODE": "1"}, OURS, COMMANDS)
 
 
-def test_only_the_agents_own_command_gets_a_fork_server() -> None:
-    assert uses_fork_server(["{python}", "-m", "qa.agent", "--config", "{config}"])
-    assert not uses_fork_server(["{python}", "-m", "mybot"])
-    assert not uses_fork_server(["python", "-m", "qa.agent"])
-    assert not uses_fork_server(["{python}"])
+def test_only_a_bot_file_that_asks_for_it_gets_a_fork_server() -> None:
+    assert uses_fork_server(builtin_bot_file())
+    assert COMMANDS == [["{python}", "-m", "qa.agent", "--config", "{config}"],
+                        ["{python}", "-m", "qa.agent.lock_probe", "{state_dir}"]]
+    assert not uses_fork_server(BotFile(name="b", command=["{python}", "-m", "mybot"]))
+    assert uses_fork_server(BotFile(name="b", command=["{python}", "-m", "mybot"], fork_server={}))
+    # A lock probe that is not `{python} -m …` is started the ordinary way.
+    bot = BotFile(name="b", command=["{python}", "-m", "mybot"], fork_server={}, lock_probe=["./probe"])
+    assert forkable(bot) == [["{python}", "-m", "mybot"]]
+
+
+@pytest.mark.parametrize("command", [["python", "-m", "qa.agent"], ["{python}"], ["{python}", "-m", "{scenario}"],
+                                     ["{python}", "bot.py"], ["{python}", "-m", "my-bot"]])
+def test_a_fork_server_needs_a_python_dash_m_command(command: list[str]) -> None:
+    with pytest.raises(ValidationError, match="fork_server needs a command of the form"):
+        BotFile(name="b", command=command, fork_server={})

@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 
-from qa.agent import lock as lock_module
 from qa.agent.lock import (
     LockHold,
     SessionLockError,
@@ -23,10 +22,11 @@ from qa.agent.lock import (
     read_takeovers,
     release_all_held,
 )
-from qa.agent.lock_settings import LockSettings
-from qa.agent.trace import Trace, read_trace
 from qa.agent.transcript import FencedWriteError, Transcript
 from qa.clock import mono_ms
+from qa.kernel import lockfile
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.trace import Trace, read_trace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -279,14 +279,14 @@ async def test_observer_with_huge_max_hold_never_takes_over(transcript: Path) ->
 def test_reclaimer_that_lost_the_race_puts_the_fresh_lock_back(transcript: Path) -> None:
     path = lock_path_for(transcript)
     write_lock_file(path, pid=dead_pid())
-    judged = lock_module._read_lock(path)
+    judged = lockfile.read_lock(path)
     assert judged is not None
 
     # Another waiter reclaims the same stale file first and creates a fresh lock.
     fresh = SessionWriteLock(transcript, LockSettings()).acquire_sync("winner", "p", 1000)
 
     # Our reclaim of the file we judged must leave the fresh lock alone.
-    assert lock_module._remove_if_same(path, judged.identity()) is False
+    assert lockfile.remove_if_same(path, judged.identity()) is False
     assert fresh.still_owned()
     assert [p.name for p in transcript.parent.iterdir() if ".aside" in p.name] == []
 
@@ -335,7 +335,7 @@ PROBE = textwrap.dedent(
     import json, sys
     from pathlib import Path
     from qa.agent.lock import SessionLockTimeout, SessionWriteLock
-    from qa.agent.lock_settings import LockSettings
+    from qa.kernel.lock_settings import LockSettings
 
     lock = SessionWriteLock(Path(sys.argv[1]), LockSettings(), session="probe")
     try:

@@ -5,12 +5,12 @@ and touching intervals."""
 
 from __future__ import annotations
 
+from qa.kernel.trace import holds_open_at_end
 from qa.report.lock_evidence import (
     TakeoverEvidence,
     analyze_lock_evidence,
     has_lock_records,
     hold_kind,
-    holds_open_at_end,
     intersections,
     not_applicable,
 )

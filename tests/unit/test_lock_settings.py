@@ -5,7 +5,7 @@ from typing import get_args
 
 import pytest
 
-from qa.agent.lock_settings import (
+from qa.kernel.lock_settings import (
     MAX_MS,
     SCOPES,
     LockConfigError,

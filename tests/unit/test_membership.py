@@ -17,7 +17,7 @@ from qa.agent.membership import (
     invite_facts,
     left_room,
 )
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 BOT = "@bot:hs"
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from qa.agent.config import AgentConfig
 from qa.agent.reload import changed_fields, reload_once, reload_problem
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 
 def _raw(**extra: Any) -> dict[str, Any]:

@@ -13,7 +13,7 @@ from nio import RoomSendError, RoomSendResponse
 from qa.agent import matrix
 from qa.agent.config import AgentConfig
 from qa.agent.matrix import SEND_ATTEMPTS, MatrixBot
-from qa.agent.trace import Trace, read_trace
+from qa.kernel.trace import Trace, read_trace
 
 
 class _Transport:

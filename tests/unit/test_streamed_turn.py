@@ -11,12 +11,12 @@ import pytest
 
 from qa.agent.config import AgentConfig
 from qa.agent.lock import lock_path_for
-from qa.agent.lock_settings import LockSettings
 from qa.agent.model import ModelReply
 from qa.agent.policy import Inbound
 from qa.agent.session import SessionManager
-from qa.agent.trace import Trace, read_trace
 from qa.agent.turn_io import TurnIO
+from qa.kernel.lock_settings import LockSettings
+from qa.kernel.trace import Trace, read_trace
 
 
 class StreamingModel:

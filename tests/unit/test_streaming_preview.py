@@ -19,7 +19,7 @@ from qa.agent.streaming import (
     tool_failed,
     tool_line,
 )
-from qa.agent.trace import Trace
+from qa.kernel.trace import Trace
 
 
 def test_pacer_shows_the_first_text_at_once_then_at_most_once_per_interval() -> None:
@@ -166,7 +166,7 @@ async def test_lock_hooks_run_once_around_the_stream() -> None:
 
 
 async def test_every_send_is_traced_as_preview_io(tmp_path) -> None:
-    from qa.agent.trace import read_trace
+    from qa.kernel.trace import read_trace
 
     trace = Trace(tmp_path / "t.jsonl")
     room = FakeRoom()

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from qa.agent.lock import LockHold, SessionWriteLock, release_all_held
-from qa.agent.lock_settings import LockSettings
 from qa.agent.transcript import FencedWriteError, FenceSnapshot, Transcript, fence_reason, scan_lines
+from qa.kernel.lock_settings import LockSettings
 
 
 @pytest.fixture(autouse=True)

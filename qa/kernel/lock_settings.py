@@ -1,7 +1,8 @@
 """Session write-lock settings: defaults, the agent config's `session.writeLock`, and env overrides.
 
 Precedence is env > config > default, and `resolve_lock_settings` also says where each effective value came
-from, so a report can show that a CI variable (not the scenario's config) set the timeout it ran with.
+from, so a report can show that a CI variable (not the scenario's config) set the timeout it ran with. In the
+kernel because the lock doctor (qa.kernel.doctor, `matrix-qa doctor` too) judges lock files by the same values.
 
 Defaults, and why:
   acquireTimeoutMs = 10_000  A narrow hold is one append + fsync (well under 100 ms even on a slow CI disk), so

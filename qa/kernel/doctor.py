@@ -1,86 +1,40 @@
 """The lock doctor: every session lock under a state dir, who owns it and whether it is stale.
 
-`python -m qa.agent doctor --state-dir DIR [--fix] [--stale-ms N] [--max-hold-ms N]` and
-`matrix-qa doctor ARTIFACTS_OR_STATE_DIR`. Exit codes: 0 nothing wrong (after `--fix`: nothing wrong left),
-1 something wrong, 2 bad input.
+`matrix-qa doctor ARTIFACTS_OR_STATE_DIR` and `python -m qa.agent doctor --state-dir DIR`, both this module's
+`doctor_main` (options `--fix`, `--json`, `--stale-ms N`, `--max-hold-ms N`). Exit codes: 0 nothing wrong (after
+`--fix`: nothing wrong left), 1 something wrong, 2 bad input.
 
-Given a run's artifacts directory (its state dir is temporary and gone), the doctor reads each scenario's
-bot trace instead and reports every hold still open when the trace ends (`left-held`): the lock file that run
-left behind. Nothing there can be fixed.
-
-`judge` is pure: an observation (pid, alive, age, promised maxHoldMs) in, a verdict out. Only a lock whose
-owner is provably gone is `--fix`able: its payload names a pid and that pid does not exist on this machine. A
-live owner over its maxHoldMs is reported (a runaway holder; its waiters take it over) but never removed here,
-since the doctor cannot fence it; an unreadable lock proves nothing about its owner, so it is reported only.
-A pid that exists but belongs to another process after pid reuse counts as alive: the safe direction.
+Each lock file is judged by the kernel's lock-file convention (qa.kernel.lockfile.judge, pure); only a lock
+whose owner is provably gone is `--fix`able. Given a run's artifacts directory (its state dir is temporary and
+gone), the doctor reads each scenario's bot trace instead (qa.kernel.trace) and reports every hold still open
+when the trace ends (`left-held`): the lock file that run left behind. Nothing there can be fixed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
 
-from qa.agent.lock import LockFileView, pid_alive, remove_lock_if_same, view_lock
-from qa.agent.lock_settings import LockSettings
-
-State = Literal["held", "over-max-hold", "owner-dead", "unreadable", "left-held"]
-LOCK_SUFFIX = ".jsonl.lock"
-
-
-@dataclass(frozen=True)
-class Observation:
-    path: str
-    pid: int | None  # None: the payload could not be read
-    alive: bool | None
-    age_ms: float
-    attempt: str | None
-    promised_max_hold_ms: int | None
-
-
-@dataclass(frozen=True)
-class Judgement:
-    state: State
-    problem: bool  # something is wrong
-    fixable: bool  # provably stale: --fix may remove it
-    why: str
-
-
-def judge(obs: Observation, settings: LockSettings) -> Judgement:
-    if obs.pid is None:
-        old = obs.age_ms > settings.stale_ms
-        why = f"unreadable payload, {'older' if old else 'younger'} than staleMs {settings.stale_ms}"
-        return Judgement("unreadable", problem=old, fixable=False, why=why)
-    if obs.alive is False:
-        return Judgement("owner-dead", problem=True, fixable=True, why=f"owner pid {obs.pid} is not running")
-    promised = obs.promised_max_hold_ms if obs.promised_max_hold_ms and obs.promised_max_hold_ms > 0 \
-        else settings.max_hold_ms
-    limit = max(promised, settings.max_hold_ms)
-    if obs.age_ms > limit:
-        return Judgement("over-max-hold", problem=True, fixable=False,
-                         why=f"live owner pid {obs.pid} has held it {obs.age_ms:.0f}ms, over maxHoldMs {limit}")
-    return Judgement("held", problem=False, fixable=False, why=f"held by live pid {obs.pid}")
-
-
-def exit_code(judgements: Iterable[Judgement], fixed: Iterable[bool]) -> int:
-    """1 if any problem is left (a fixed one is not), else 0."""
-    return 1 if any(j.problem and not f for j, f in zip(judgements, fixed, strict=True)) else 0
+from qa.kernel.lock_settings import LockConfigError, LockSettings, resolve_lock_settings
+from qa.kernel.lockfile import (
+    LOCK_SUFFIX,
+    Judgement,
+    Observation,
+    exit_code,
+    judge,
+    observe,
+    pid_alive,
+    read_lock,
+    remove_if_same,
+)
+from qa.kernel.trace import holds_open_at_end, read_trace
 
 
 def find_locks(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob(f"*{LOCK_SUFFIX}") if p.is_file())
-
-
-def observe(path: Path, view: LockFileView, alive: Callable[[int], bool]) -> Observation:
-    pid = view.pid
-    promised = view.payload.get("maxHoldMs") if view.payload else None
-    if not isinstance(promised, int) or isinstance(promised, bool):
-        promised = None
-    return Observation(path=str(path), pid=pid, alive=None if pid is None else alive(pid), age_ms=view.age_ms(),
-                       attempt=view.attempt, promised_max_hold_ms=promised)
 
 
 @dataclass(frozen=True)
@@ -93,12 +47,12 @@ class Row:
 def examine(root: Path, settings: LockSettings, fix: bool, alive: Callable[[int], bool]) -> list[Row]:
     rows: list[Row] = []
     for path in find_locks(root):
-        view = view_lock(path)
+        view = read_lock(path)
         if view is None:  # released while we looked
             continue
         obs = observe(path, view, alive)
         verdict = judge(obs, settings)
-        fixed = bool(fix and verdict.fixable and remove_lock_if_same(path, view))
+        fixed = bool(fix and verdict.fixable and remove_if_same(path, view.identity()))
         rows.append(Row(obs, verdict, fixed))
     return rows
 
@@ -119,9 +73,6 @@ def render(rows: Sequence[Row], root: Path) -> list[str]:
 
 def from_traces(root: Path) -> list[Row]:
     """For an artifacts directory: the holds each scenario's bot trace leaves open at its end."""
-    from qa.agent.trace import read_trace
-    from qa.report.lock_evidence import holds_open_at_end
-
     rows: list[Row] = []
     for trace in sorted(root.glob("scenarios/*/bot-trace.jsonl")):
         records = read_trace(trace)
@@ -153,8 +104,6 @@ def doctor_main(argv: Sequence[str], prog: str, positional: bool) -> int:
     """The command line of both entry points; `positional`: the dir is an argument (matrix-qa) or --state-dir."""
     import argparse
     import sys
-
-    from qa.agent.lock_settings import LockConfigError, resolve_lock_settings
 
     class _Parser(argparse.ArgumentParser):
         def error(self, message: str) -> None:  # type: ignore[override]

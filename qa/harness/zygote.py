@@ -1,29 +1,35 @@
-"""The embedded agent's fork server: `python -m qa.agent.zygote FD`, started by the harness (qa.harness.fork_server).
+"""A Python bot's fork server: `python -m qa.harness.zygote FD --serve MODULE… --preload ENTRY…`, started by the
+harness (qa.harness.fork_server) for a bot file with a `fork_server` entry (docs/bot-file.md).
 
-Importing the agent (openai, nio, pydantic, the crypto bindings) costs about a CPU-second, paid again by every
-bot process of a run: seventeen times in the fast profile, nearly half of the run's CPU. This process pays it
-once, then forks one bot per request. Each bot is still a process of its own, with its own pid and its own
-session (setsid, so the harness's killpg reaches it and nothing else), killable with SIGKILL, restarted for real
-by forking again, and its crash touches nothing else: after the fork it shares no state with its siblings.
+Importing a Python bot (an SDK, matrix-nio, pydantic, crypto bindings) can cost a CPU-second, paid again by every
+bot process of a run. This process pays it once (`--preload`: modules imported, `module:function` entries also
+called), then forks one bot per request and runs `-m MODULE` in it as a fresh interpreter would (runpy). Each bot
+is still a process of its own, with its own pid and its own session (setsid, so the harness's killpg reaches it
+and nothing else), killable with SIGKILL, restarted for real by forking again, and its crash touches nothing
+else: after the fork it shares no state with its siblings.
 
 Wire, over the SOCK_SEQPACKET socket the harness handed us as FD (one JSON object per message):
   us → harness   {"ready": pid}                              once, after the imports
-  harness → us   {"id": n, "argv": [...], "env": {...}, "cwd": "..."}   with one fd attached: the bot's stdout
+  harness → us   {"id": n, "argv": [...], "env": {...}, "cwd": "..."}   with fds attached: [stdout] (stdout and
+                 stderr both, stdin /dev/null) or [stdout, stdin, stderr]
   us → harness   {"id": n, "pid": p}  or  {"id": n, "error": "..."}
   us → harness   {"exit": p, "code": c}                      c as os.waitstatus_to_exitcode (−N for signal N)
 End of file on the socket (the harness exited, however it died) makes us SIGKILL every bot we forked that still
 runs, and exit: nothing outlives the run.
 
-Only argv of the form [python, "-m", "qa.agent", ...] is served; anything else is refused, and the harness then
-starts that bot the ordinary way.
+Only argv of the form [python, "-m", MODULE, ...] with MODULE one of `--serve` is served; anything else is
+refused, and the harness then starts that process the ordinary way.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
+import importlib
 import json
 import os
+import runpy
 import select
 import signal
 import socket
@@ -34,18 +40,17 @@ from typing import Any
 MAX_MESSAGE = 1 << 20  # a request is argv + env: far below this
 
 
-def preload() -> None:
-    """Everything a bot imports, lazily included, so a forked bot imports nothing."""
-    import nio
-    import nio.crypto.attachments  # noqa: F401
+def preload(entries: list[str]) -> None:
+    """Everything a bot imports, lazily included, so a forked bot imports nothing; `module:function` entries
+    also call the function (a cache built once here is never built again in a forked bot)."""
+    for entry in entries:
+        module_name, _, function = entry.partition(":")
+        module = importlib.import_module(module_name)
+        if function:
+            getattr(module, function)()
 
-    import qa.agent.__main__  # noqa: F401  (qa.agent.model primes the SDK's lazy parts as it is imported)
-    from qa.agent.tls import shared_tls_context
 
-    shared_tls_context()  # built once here, so no forked bot loads the CA bundle (~90 ms) again
-
-
-def serve(sock: socket.socket) -> int:
+def serve(sock: socket.socket, modules: frozenset[str]) -> int:
     children: set[int] = set()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -66,7 +71,7 @@ def serve(sock: socket.socket) -> int:
                 if not message:
                     return 0
                 try:
-                    pid = _fork(json.loads(message), fds, sock, (wake_r, wake_w))
+                    pid = _fork(json.loads(message), fds, sock, (wake_r, wake_w), modules)
                 except (ValueError, KeyError, TypeError, OSError) as exc:
                     _close(fds)
                     _send(sock, {"id": _id(message), "error": f"{type(exc).__name__}: {exc}"})
@@ -81,10 +86,12 @@ def serve(sock: socket.socket) -> int:
                 os.killpg(pid, signal.SIGKILL)
 
 
-def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tuple[int, int]) -> int:
+def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tuple[int, int],
+          modules: frozenset[str]) -> int:
     argv, env, cwd = request["argv"], request["env"], request["cwd"]
-    if len(fds) != 1 or argv[1:3] != ["-m", "qa.agent"] or not isinstance(env, dict):
-        raise ValueError("only `python -m qa.agent …` with one stdout fd is served here")
+    if len(fds) not in (1, 3) or argv[1:2] != ["-m"] or argv[2:3] == [] or argv[2] not in modules \
+            or not isinstance(env, dict):
+        raise ValueError(f"only `python -m {'|'.join(sorted(modules))} …` with 1 or 3 stdio fds is served here")
     pid = os.fork()
     if pid:
         return pid
@@ -98,20 +105,15 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
         signal.signal(signal.SIGINT, signal.default_int_handler)  # KeyboardInterrupt, as in a fresh interpreter
         sock.close()
         _close(list(own))
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fds[0], 1)
-        os.dup2(fds[0], 2)
-        _close([null, fds[0]])
+        _stdio(fds)
         os.chdir(cwd)
         os.environ.clear()
         os.environ.update(env)
         sys.argv = [argv[0], *argv[3:]]
-        # sys.stdout and sys.stderr write to fds 1 and 2, which now are the bot's log, buffered as a fresh
+        # sys.stdout and sys.stderr write to fds 1 and 2, which now are the bot's, buffered as a fresh
         # interpreter's would be (nothing was written to them before the fork).
-        from qa.agent.__main__ import main
-
-        code = main()
+        _run_as_main(argv[2])
+        code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
         if not isinstance(exc.code, int | None):
@@ -122,6 +124,26 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
     finally:
         _exit_like_python(code)
     return 0  # unreachable: _exit_like_python never returns
+
+
+def _stdio(fds: list[int]) -> None:
+    """[out] → stdout and stderr, stdin /dev/null; [out, in, err] → each its own."""
+    null = os.open(os.devnull, os.O_RDONLY)
+    out, inp, err = (fds[0], null, fds[0]) if len(fds) == 1 else fds
+    os.dup2(inp, 0)
+    os.dup2(out, 1)
+    os.dup2(err, 2)
+    _close([fd for fd in {null, *fds} if fd > 2])
+
+
+def _run_as_main(module: str) -> None:
+    """`python -m module`: its code runs as `__main__`. A fresh interpreter has never imported it under its own
+    name; the preload may have, so that entry goes first (else runpy warns, and the bot's log would show it)."""
+    for name in (module, f"{module}.__main__"):
+        loaded = sys.modules.get(name)
+        if loaded is not None and not hasattr(loaded, "__path__"):
+            del sys.modules[name]
+    runpy.run_module(module, run_name="__main__", alter_sys=True)
 
 
 def _exit_like_python(code: int) -> None:
@@ -167,18 +189,21 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
-def main() -> int:
-    if len(sys.argv) != 2 or not sys.argv[1].isdigit():
-        print("usage: python -m qa.agent.zygote FD (started by the matrix-qa harness)", file=sys.stderr)
-        return 2
-    sock = socket.socket(fileno=int(sys.argv[1]))
-    preload()
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m qa.harness.zygote",
+                                     description="a Python bot's fork server (started by the matrix-qa harness)")
+    parser.add_argument("fd", type=int)
+    parser.add_argument("--serve", action="append", default=[], metavar="MODULE")
+    parser.add_argument("--preload", action="append", default=[], metavar="MODULE[:FUNCTION]")
+    args = parser.parse_args(argv)
+    sock = socket.socket(fileno=args.fd)
+    preload(args.preload)
     # Objects made by the imports are never freed; freezing them keeps the collector from touching (and so
     # copying) their pages in every forked bot.
     gc.collect()
     gc.freeze()
-    return serve(sock)
+    return serve(sock, frozenset(args.serve))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))
