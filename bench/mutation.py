@@ -52,6 +52,11 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/provider/placeholders.py": ["tests/unit/test_placeholders.py", "tests/unit/test_placeholders_edges.py"],
     "qa/provider/matching.py": ["tests/unit/test_matching.py"],
     "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
+    "qa/provider/apis/base.py": ["tests/unit/test_api_chat.py"],
+    "qa/provider/apis/chat.py": ["tests/unit/test_api_chat.py"],
+    "qa/provider/apis/responses.py": ["tests/unit/test_api_responses.py"],
+    "qa/provider/apis/anthropic.py": ["tests/unit/test_api_anthropic.py"],
+    "qa/provider/journal.py": ["tests/unit/test_journal.py"],
     "qa/report/replay_failure.py": ["tests/unit/test_replay_failure.py"],
     "qa/report/lock_timeline.py": ["tests/unit/test_lock_timeline.py", "tests/unit/test_lock_timeline_edges.py"],
 }

@@ -54,6 +54,8 @@ def _output_text(output: Any) -> str:
     if isinstance(output, list):
         return "\n".join(str(p.get("text", "")) for p in output if isinstance(p, Mapping) and p.get("type")
                          in _TEXT_PARTS)
+    if output is None:
+        return ""
     return output if isinstance(output, str) else json.dumps(output)
 
 
