@@ -149,7 +149,9 @@ class MockProvider(ModelServer):
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m qa.provider.mock", description="Serve the matrix-qa mock OpenAI-compatible provider."
+        prog="python -m qa.provider.mock",
+        description="Serve the matrix-qa mock model provider (OpenAI chat completions and responses, Anthropic "
+                    "messages)."
     )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 lets the OS choose a free port")
@@ -158,7 +160,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--no-builtins", action="store_true", help="do not append the built-in rules")
     parser.add_argument("--model", default="mock-model")
-    parser.add_argument("--api-key", default=None, help="require this bearer token")
+    parser.add_argument("--api-key", default=None, help="require this key (a bearer token; x-api-key for Anthropic)")
     parser.add_argument("--fallback-text", default=DEFAULT_FALLBACK_TEXT)
     parser.add_argument("--journal", type=Path, default=None, help="write the request journal here on exit")
     return parser.parse_args(argv)
