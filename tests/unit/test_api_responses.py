@@ -55,14 +55,15 @@ def test_a_string_input_is_one_user_message() -> None:
 
 def test_items_become_the_common_view() -> None:
     parsed = ok({"input": [
-        {"role": "user", "content": [{"type": "input_text", "text": "look"}, {"type": "input_image", "image_url": PNG},
-                                     {"type": "input_image", "file_id": "file-1"}, "junk"]},
+        {"role": "user", "content": ["junk", {"type": "input_text", "text": "look"},
+                                     {"type": "input_image", "image_url": PNG}, {"type": "input_text", "text": 5},
+                                     {"text": "untyped"}, {"type": "input_image", "file_id": "file-1"}]},
         {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "a cat"}]},
         {"type": "function_call", "call_id": "call_1", "name": "exec", "arguments": '{"command": "ls"}', "id": "fc"},
         {"type": "function_call_output", "call_id": "call_1", "output": "file.txt"},
-        {"type": "function_call_output", "call_id": "call_2", "output": [{"type": "input_text", "text": "a"},
-                                                                        {"type": "input_image"}, {"type": "text",
-                                                                                                  "text": "b"}]},
+        {"type": "function_call_output", "call_id": "call_2", "output": [
+            {"type": "input_text", "text": "a"}, {"type": "input_image"}, "junk", {"type": "output_text"},
+            {"type": "text", "text": "b"}]},
         {"type": "function_call_output", "call_id": "call_3", "output": {"ok": True}},
         {"type": "reasoning", "summary": []},
         {"role": "developer", "content": "rules"},
@@ -74,7 +75,7 @@ def test_items_become_the_common_view() -> None:
         {"role": "assistant", "content": None, "tool_calls": [
             {"id": "call_1", "type": "function", "function": {"name": "exec", "arguments": '{"command": "ls"}'}}]},
         {"role": "tool", "tool_call_id": "call_1", "content": "file.txt"},
-        {"role": "tool", "tool_call_id": "call_2", "content": "a\nb"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "a\n\nb"},
         {"role": "tool", "tool_call_id": "call_3", "content": '{"ok": true}'},
         {"role": "developer", "content": "rules"},
     ]
