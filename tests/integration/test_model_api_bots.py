@@ -14,7 +14,7 @@ import pytest
 
 from qa.provider import cassette as cassettes
 from qa.provider.server import ModelServer
-from tests.integration.conftest import RunResult
+from tests.integration.conftest import REPO, RunResult
 from tests.openai_standin import OpenAIStandIn
 
 pytestmark = pytest.mark.integration
@@ -98,6 +98,15 @@ async def test_recorded_from_the_standin_and_replayed_without_it(run_qa, api: st
     assert_generic_pass(replayed, api)
     requests = model_requests(replayed)
     assert {e["api"] for e in requests} == {api} and all(e["rule"] and ".yaml #" in e["rule"] for e in requests)
+
+
+@API
+async def test_the_committed_cassettes_replay(run_qa, api: str) -> None:
+    """fixtures/cassettes/<api>/: recorded from the stand-in with this bot (see fixtures/cassettes/README.md)."""
+    result = await run_qa(*GENERIC, bot_file=bot_file(api), provider="replay", replay_speed="fast",
+                          cassettes_dir=REPO / "fixtures" / "cassettes" / api)
+    assert_generic_pass(result, api)
+    assert {e["api"] for e in model_requests(result)} == {api}
 
 
 @API
