@@ -279,6 +279,9 @@ def test_reading_a_plain_answer() -> None:
         {"type": "output_text", "text": "a"}, {"type": "refusal"}, {"type": "output_text", "text": "b"}, 3]},
         "junk"], "status": "incomplete"}) == {"text": "ab", "tool_calls": [], "finish_reason": "length"}
     assert RESPONSES.read_answer({"output": []}) == {"text": None, "tool_calls": [], "finish_reason": "stop"}
+    assert RESPONSES.read_answer({"output": [{"type": "message", "content": [{"type": "output_text"}]},
+                                             {"type": "function_call"}]}) == {
+        "text": "", "tool_calls": [{"id": "", "name": "", "arguments": ""}], "finish_reason": "tool_calls"}
     assert RESPONSES.read_answer(None) == {"text": None, "tool_calls": [], "finish_reason": "stop"}
 
 
