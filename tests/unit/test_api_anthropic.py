@@ -295,3 +295,31 @@ def test_the_reader_leaves_other_events_alone() -> None:
     assert reader.read({"type": "message_delta", "delta": {"stop_reason": "refusal"}}) == [
         {"delta": {}, "finish_reason": "stop"}]
     assert reader.usage is None
+
+
+def test_missing_fields_read_as_empty() -> None:
+    parsed = ok({"system": [{"type": "text"}], "messages": [
+        {"role": "user", "content": [{"type": "text"}, {"type": "tool_result", "content": [{"type": "text"}]}]}]})
+    assert parsed.system == "" and parsed.messages == [{"role": "tool", "tool_call_id": "", "content": ""},
+                                                       {"role": "user", "content": ""}]
+    assert ANTHROPIC.read_answer({"content": [{"type": "text"}], "stop_reason": "end_turn"})["text"] == ""
+    reader = ANTHROPIC.event_reader()
+    assert reader.read({"type": "content_block_start", "content_block": {"type": "text"}}) == [
+        {"delta": {"role": "assistant", "content": ""}}]
+    assert reader.read({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use"}}) == [
+        {"delta": {"tool_calls": [{"index": 0, "id": "", "type": "function", "function": {"name": "",
+                                                                                          "arguments": ""}}]}}]
+    assert reader.read({"type": "content_block_start", "content_block": {"type": "tool_use", "id": "t2"}}) == [
+        {"delta": {"tool_calls": [{"index": 1, "id": "t2", "type": "function", "function": {"name": "",
+                                                                                            "arguments": ""}}]}}]
+    assert reader.read({"type": "content_block_delta", "delta": {"type": "text_delta"}}) == [
+        {"delta": {"content": ""}}]
+    assert reader.read({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta"}}) == [
+        {"delta": {"tool_calls": [{"index": 0, "function": {"arguments": ""}}]}}]
+    assert reader.read({"type": "content_block_delta", "delta": {"type": "input_json_delta",
+                                                                 "partial_json": "x"}}) == [
+        {"delta": {"tool_calls": [{"index": 1, "function": {"arguments": "x"}}]}}]
+    assert reader.read({"type": "message_start", "message": {"usage": {"input_tokens": 3}}}) == []
+    assert reader.response_id is None and reader.usage == {"input_tokens": 3}
+    reader.read({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 2}})
+    assert reader.usage == {"input_tokens": 3, "output_tokens": 2}

@@ -312,3 +312,20 @@ def test_the_reader_leaves_other_events_alone() -> None:
     assert reader.read({"type": "response.incomplete", "response": {"status": "incomplete", "usage": 3}}) == [
         {"delta": {}, "finish_reason": "length"}]
     assert reader.usage is None and reader.response_id is None
+
+
+def test_the_reader_reads_missing_fields_as_empty() -> None:
+    reader = RESPONSES.event_reader()
+    assert reader.read({"type": "response.output_item.added", "item": {"type": "function_call", "id": "a"}}) == [
+        {"delta": {"tool_calls": [{"index": 0, "id": "", "type": "function", "function": {"name": "",
+                                                                                          "arguments": ""}}]}}]
+    assert reader.read({"type": "response.output_item.added", "item": {"type": "function_call", "id": "b",
+                                                                        "arguments": "{}"}}) == [
+        {"delta": {"tool_calls": [{"index": 1, "id": "", "type": "function", "function": {"name": "",
+                                                                                          "arguments": "{}"}}]}}]
+    assert reader.read({"type": "response.function_call_arguments.delta", "item_id": "b"}) == [
+        {"delta": {"tool_calls": [{"index": 1, "function": {"arguments": ""}}]}}]
+    assert reader.read({"type": "response.output_text.delta"}) == [{"delta": {"content": ""}}]
+    assert reader.read({"type": "response.completed", "response": {"id": "r", "usage": {"total_tokens": 1}}}) == [
+        {"delta": {}, "finish_reason": "tool_calls"}]
+    assert (reader.response_id, reader.usage) == ("r", {"total_tokens": 1})
