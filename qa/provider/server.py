@@ -28,6 +28,7 @@ from qa.provider.answering import (
     plain,
     stream,
 )
+from qa.provider.apis.anthropic import ANTHROPIC
 from qa.provider.apis.base import AnswerContext, ModelApi, ParsedRequest, Usage
 from qa.provider.journal import Journal, JournalEntry
 from qa.provider.rules import ErrorReply, Reply, StreamFault
@@ -229,7 +230,10 @@ class ModelServer:
         return response
 
     async def _list_models(self, request: web.Request) -> web.StreamResponse:
-        return web.json_response({"object": "list", "data": [self._model_object()]})
+        if apis.for_request(request.path, request.headers) is ANTHROPIC:
+            return web.json_response({"data": [self._model_object(request)], "has_more": False,
+                                      "first_id": self.model, "last_id": self.model})
+        return web.json_response({"object": "list", "data": [self._model_object(request)]})
 
     async def _get_model(self, request: web.Request) -> web.StreamResponse:
         model_id = request.match_info["model_id"]
@@ -243,9 +247,13 @@ class ModelServer:
             entry = current_entry.get()
             entry.error = error
             return error_response(apis.for_request(request.path, request.headers), error, entry.id)
-        return web.json_response(self._model_object())
+        return web.json_response(self._model_object(request))
 
-    def _model_object(self) -> dict[str, Any]:
+    def _model_object(self, request: web.Request) -> dict[str, Any]:
+        """The served model, as the asking client's API describes one."""
+        if apis.for_request(request.path, request.headers) is ANTHROPIC:
+            return {"type": "model", "id": self.model, "display_name": self.model,
+                    "created_at": "1970-01-01T00:00:00Z"}
         return {"id": self.model, "object": "model", "created": 0, "owned_by": "matrix-qa-mock"}
 
     def _handler(self, api: ModelApi) -> Handler:

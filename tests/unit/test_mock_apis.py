@@ -253,3 +253,15 @@ async def test_a_paced_stream_and_a_plain_fault(mock: MockProvider) -> None:
     status, _, raw = await post(mock, "/v1/responses", {"model": "m", "input": "bad"},
                                 {"Authorization": f"Bearer {KEY}"})
     assert status == 200 and raw.startswith(b'{"id": "resp_mock-') and not raw.endswith(b"}")
+
+
+async def test_the_model_list_is_in_the_asking_clients_shape(mock: MockProvider) -> None:
+    async with anthropic_client(mock) as claude:
+        models = await claude.models.list()
+        assert [m.id for m in models.data] == ["mock-model"] and models.data[0].type == "model"
+        assert (await claude.models.retrieve("mock-model")).display_name == "mock-model"
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await claude.models.retrieve("other")
+        assert missing.value.body["error"]["type"] == "not_found_error"
+    async with openai_client(mock) as client:
+        assert [m.owned_by for m in (await client.models.list()).data] == ["matrix-qa-mock"]
