@@ -323,3 +323,17 @@ def test_missing_fields_read_as_empty() -> None:
     assert reader.response_id is None and reader.usage == {"input_tokens": 3}
     reader.read({"type": "message_delta", "delta": {"stop_reason": "max_tokens"}, "usage": {"output_tokens": 2}})
     assert reader.usage == {"input_tokens": 3, "output_tokens": 2}
+
+
+def test_one_chunk_may_carry_text_and_calls_and_the_header_names() -> None:
+    from qa.provider.apis.anthropic import KEY_HEADER, VERSION_HEADER
+
+    assert (KEY_HEADER, VERSION_HEADER) == ("x-api-key", "anthropic-version")
+    writer = ANTHROPIC.stream(ctx())
+    raw = writer.feed({"delta": {"content": "café", "tool_calls": [
+        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}}, {"index": 1, "id": "c2"}]}})
+    assert [(e["type"], e["index"]) for e in events(raw)] == [
+        ("content_block_start", 0), ("content_block_delta", 0), ("content_block_stop", 0),
+        ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
+        ("content_block_start", 2)]
+    assert "café".encode() in raw[1]

@@ -329,3 +329,16 @@ def test_the_reader_reads_missing_fields_as_empty() -> None:
     assert reader.read({"type": "response.completed", "response": {"id": "r", "usage": {"total_tokens": 1}}}) == [
         {"delta": {}, "finish_reason": "tool_calls"}]
     assert (reader.response_id, reader.usage) == ("r", {"total_tokens": 1})
+
+
+def test_one_chunk_may_carry_text_and_calls_and_text_stays_unescaped() -> None:
+    writer = RESPONSES.stream(ctx())
+    raw = writer.feed({"delta": {"content": "café", "tool_calls": [
+        {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}},
+        {"index": 1, "id": "c2", "function": {"name": "g"}}]}})
+    assert [e["type"] for e in events(raw)] == [
+        "response.output_item.added", "response.content_part.added", "response.output_text.delta",
+        "response.output_text.done", "response.content_part.done", "response.output_item.done",
+        "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done", "response.output_item.added"]
+    assert "café".encode() in raw[2]

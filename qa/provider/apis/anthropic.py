@@ -24,14 +24,15 @@ from qa.provider.rules import ErrorReply, Reply
 
 VERSION_HEADER = "anthropic-version"
 KEY_HEADER = "x-api-key"
-# The error type Anthropic gives each status; an OpenAI-style default type of a rule is translated with it.
-ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-               404: "not_found_error", 413: "request_too_large", 429: "rate_limit_error", 500: "api_error",
-               529: "overloaded_error"}
+# The error type Anthropic gives a status, where it is not the default (`api_error` for 5xx, else
+# `invalid_request_error`); an OpenAI-style default type of a rule is translated with it.
+ERROR_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error",
+               413: "request_too_large", 429: "rate_limit_error", 529: "overloaded_error"}
 _OPENAI_DEFAULT_TYPES = ("invalid_request_error", "server_error")
-# Stop reasons and the neutral finish reasons of the cassette (Chat Completions' words).
-_STOP = {"stop": "end_turn", "tool_calls": "tool_use", "length": "max_tokens"}
-_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "tool_use": "tool_calls", "max_tokens": "length"}
+# Stop reasons and the neutral finish reasons of the cassette (Chat Completions' words), where they are not the
+# default (`end_turn`, `stop`).
+_STOP = {"tool_calls": "tool_use", "length": "max_tokens"}
+_FINISH = {"tool_use": "tool_calls", "max_tokens": "length"}
 
 
 def error_type(error: ErrorReply) -> str:
@@ -223,7 +224,7 @@ class AnthropicStream:
         delta = chunk.get("delta") if isinstance(chunk.get("delta"), Mapping) else {}
         out: list[bytes] = []
         if isinstance(delta.get("content"), str):
-            out += self._open("text", {"type": "text", "text": ""})
+            out = self._open("text", {"type": "text", "text": ""})
             if delta["content"]:
                 out.append(self._delta({"type": "text_delta", "text": delta["content"]}))
         for call in delta.get("tool_calls") or []:

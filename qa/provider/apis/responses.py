@@ -241,9 +241,7 @@ class ResponsesStream:
 
     def feed(self, chunk: Mapping[str, Any]) -> list[bytes]:
         delta = chunk.get("delta") if isinstance(chunk.get("delta"), Mapping) else {}
-        out: list[bytes] = []
-        if isinstance(delta.get("content"), str):
-            out += self._text(delta["content"])
+        out = self._text(delta["content"]) if isinstance(delta.get("content"), str) else []
         for call in delta.get("tool_calls") or []:
             out += self._call(call)
         if chunk.get("finish_reason"):
