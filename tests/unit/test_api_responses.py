@@ -212,6 +212,7 @@ def test_a_streamed_text_answer_follows_the_documented_sequence() -> None:
     assert [e["delta"] for e in out[4:6]] == ["abc", "def"] and out[4]["item_id"] == "msg_mock-7"
     assert out[4]["logprobs"] == [] and out[4]["content_index"] == 0
     assert out[6]["text"] == "abcdef" and out[7]["part"]["text"] == "abcdef"
+    assert [(e["item_id"], e["output_index"], e["content_index"]) for e in out[6:8]] == [("msg_mock-7", 0, 0)] * 2
     done_item = out[8]["item"]
     assert done_item["status"] == "completed" and done_item["content"][0]["text"] == "abcdef"
     final = out[9]["response"]
@@ -335,10 +336,11 @@ def test_one_chunk_may_carry_text_and_calls_and_text_stays_unescaped() -> None:
     writer = RESPONSES.stream(ctx())
     raw = writer.feed({"delta": {"content": "café", "tool_calls": [
         {"index": 0, "id": "c1", "function": {"name": "f", "arguments": "{}"}},
-        {"index": 1, "id": "c2", "function": {"name": "g"}}]}})
+        {"index": 1, "id": "c2", "function": {"name": "g"}}, {"index": 2, "id": "c3"}]}})
     assert [e["type"] for e in events(raw)] == [
         "response.output_item.added", "response.content_part.added", "response.output_text.delta",
         "response.output_text.done", "response.content_part.done", "response.output_item.done",
         "response.output_item.added", "response.function_call_arguments.delta",
+        "response.function_call_arguments.done", "response.output_item.done", "response.output_item.added",
         "response.function_call_arguments.done", "response.output_item.done", "response.output_item.added"]
-    assert "café".encode() in raw[2]
+    assert "café".encode() in raw[2] and events(raw)[-1]["item"]["name"] == ""

@@ -248,21 +248,22 @@ class ResponsesStream:
             self.finish_reason = str(chunk["finish_reason"])
         return out
 
-    def _place(self) -> dict[str, Any]:
-        return {"item_id": self.open["id"] if self.open else "", "output_index": len(self.items)}
+    def _place(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        return {"item_id": item["id"], "output_index": len(self.items)}
 
     def _text(self, piece: str) -> list[bytes]:
+        item = self.open
         out: list[bytes] = []
-        if self.open is None or self.open["type"] != "message":
-            out += self._close()
-            self.open = _message_item(self.ctx.tag, "", "in_progress")
+        if item is None or item["type"] != "message":
+            out = self._close()
+            item = self.open = _message_item(self.ctx.tag, "", "in_progress")
             out.append(self.event("response.output_item.added", output_index=len(self.items),
-                                  item=_message_item(self.ctx.tag, None, "in_progress")))
-            out.append(self.event("response.content_part.added", **self._place(), content_index=0,
+                                  item={**item, "content": []}))
+            out.append(self.event("response.content_part.added", **self._place(item), content_index=0,
                                   part=_text_part("")))
         if piece:
-            self.open["content"][0]["text"] += piece
-            out.append(self.event("response.output_text.delta", **self._place(), content_index=0, delta=piece,
+            item["content"][0]["text"] += piece
+            out.append(self.event("response.output_text.delta", **self._place(item), content_index=0, delta=piece,
                                   logprobs=[]))
         return out
 
@@ -270,21 +271,22 @@ class ResponsesStream:
         out: list[bytes] = []
         function = call.get("function") if isinstance(call.get("function"), Mapping) else {}
         if call.get("id"):  # a call's first delta: a new output item
-            out += self._close()
+            out = self._close()
             index = sum(1 for i in self.items if i["type"] == "function_call")
             self.open = _call_item(self.ctx.tag, index, str(call["id"]), str(function.get("name") or ""), "",
                                    "in_progress")
             out.append(self.event("response.output_item.added", output_index=len(self.items), item=dict(self.open)))
-        piece = function.get("arguments")
-        if piece and self.open is not None and self.open["type"] == "function_call":
-            self.open["arguments"] += piece
-            out.append(self.event("response.function_call_arguments.delta", **self._place(), delta=piece))
+        item, piece = self.open, function.get("arguments")
+        if piece and item is not None and item["type"] == "function_call":
+            item["arguments"] += piece
+            out.append(self.event("response.function_call_arguments.delta", **self._place(item), delta=piece))
         return out
 
     def _close(self) -> list[bytes]:
-        item, place = self.open, self._place()
-        if item is None:
+        item, self.open = self.open, None
+        if not item:
             return []
+        place = self._place(item)
         out: list[bytes] = []
         if item["type"] == "message":
             part = item["content"][0]
@@ -297,7 +299,6 @@ class ResponsesStream:
         item = {**item, "status": "completed"}
         out.append(self.event("response.output_item.done", output_index=place["output_index"], item=item))
         self.items.append(item)
-        self.open = None
         return out
 
     def finish(self) -> list[bytes]:
