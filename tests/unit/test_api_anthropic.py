@@ -337,3 +337,21 @@ def test_one_chunk_may_carry_text_and_calls_and_the_header_names() -> None:
         ("content_block_start", 1), ("content_block_delta", 1), ("content_block_stop", 1),
         ("content_block_start", 2)]
     assert "café".encode() in raw[1]
+
+
+def test_more_shapes_read_exactly() -> None:
+    parsed = ok({"stream": None, "messages": [
+        {"role": "user", "content": [{"type": "image", "source": {"type": "file", "url": "https://x"}}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}]})
+    assert parsed.stream is False
+    assert parsed.messages == [{"role": "assistant", "content": "a\nb"}]
+    raw = ANTHROPIC.stream(ctx()).malformed()
+    assert raw == (b'event: content_block_delta\ndata: {"type": "content_block_delta", "index": 0, '
+                   b'"delta": {"type": "text_delta", "text": "unterminated\n\n')
+    writer = ANTHROPIC.stream(ctx())
+    [start] = events(writer.feed({"delta": {"tool_calls": [{"index": 0, "id": "t1"}]}}))
+    assert start["content_block"] == {"type": "tool_use", "id": "t1", "name": "", "input": {}}
+    fresh = ANTHROPIC.event_reader()
+    assert (fresh.response_id, fresh.usage, fresh.calls) == (None, None, {})
+    assert fresh.read({"type": "message_delta_other", "message": {"id": "x"}}) == []
+    assert fresh.response_id is None

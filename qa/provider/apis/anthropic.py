@@ -115,7 +115,7 @@ def _check(body: dict[str, Any]) -> ErrorReply | None:
         return bad_request("model: Input should be a valid string")
     if isinstance(body["max_tokens"], bool) or not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
         return bad_request("max_tokens: Input should be a valid integer greater than or equal to 1")
-    if not isinstance(body.get("stream", False), bool):
+    if body.get("stream") is not None and not isinstance(body["stream"], bool):
         return bad_request("stream: Input should be a valid boolean")
     if body.get("system") is not None and not isinstance(body["system"], str | list):
         return bad_request("system: Input should be a valid string or list")
@@ -257,7 +257,7 @@ class AnthropicStream:
         return [_sse("content_block_stop", {"index": self.blocks - 1})]
 
     def finish(self) -> list[bytes]:
-        stop = _STOP.get(self.ctx.finish or self.finish_reason or "stop", "end_turn")
+        stop = _STOP.get(str(self.ctx.finish or self.finish_reason), "end_turn")
         return [*self._close(),
                 _sse("message_delta", {"delta": {"stop_reason": stop, "stop_sequence": None},
                                        "usage": {"output_tokens": self.ctx.usage.output}}),
