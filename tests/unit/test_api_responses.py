@@ -344,3 +344,11 @@ def test_one_chunk_may_carry_text_and_calls_and_text_stays_unescaped() -> None:
         "response.function_call_arguments.done", "response.output_item.done", "response.output_item.added",
         "response.function_call_arguments.done", "response.output_item.done", "response.output_item.added"]
     assert "café".encode() in raw[2] and events(raw)[-1]["item"]["name"] == ""
+
+
+def test_a_fresh_reader_and_the_message_it_opens() -> None:
+    reader = RESPONSES.event_reader()
+    assert (reader.response_id, reader.usage, reader.calls) == (None, None, {})
+    assert reader.read({"type": "response.output_item.added", "item": {"type": "message"}}) == [
+        {"delta": {"role": "assistant", "content": ""}}]
+    assert reader.read({"type": "response.output_item.done", "item": {"type": "message"}}) == []
