@@ -355,3 +355,9 @@ def test_more_shapes_read_exactly() -> None:
     assert (fresh.response_id, fresh.usage, fresh.calls) == (None, None, {})
     assert fresh.read({"type": "message_delta_other", "message": {"id": "x"}}) == []
     assert fresh.response_id is None
+
+
+def test_a_text_block_may_start_with_text() -> None:
+    assert ANTHROPIC.event_reader().read({"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": "pre"}}) == [
+        {"delta": {"role": "assistant", "content": "pre"}}]
