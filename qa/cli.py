@@ -60,6 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", default=None, help="model id for --provider live, e.g. gpt-5.4")
     run.add_argument("--base-url", default=None, metavar="URL",
                      help="OpenAI-compatible API root for --provider live (default: https://api.openai.com/v1)")
+    run.add_argument("--api", default=None, choices=["chat", "responses", "anthropic"],
+                     help="model API of the --provider live endpoint: chat (default; OpenAI Chat Completions, any "
+                     "OpenAI-compatible server), responses (OpenAI Responses) or anthropic (Anthropic Messages; key "
+                     "from env ANTHROPIC_API_KEY or MATRIX_QA_LIVE_ANTHROPIC_KEY, default https://api.anthropic.com/v1)")
     run.add_argument("--model-timeout", type=float, default=None, metavar="SECONDS",
                      help="request timeout for --provider live (default: 60)")
     run.add_argument("--model-retries", type=int, default=None, metavar="N",
@@ -198,7 +202,7 @@ def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         scenario_paths=own if args.no_builtin_scenarios else [*default_scenario_paths(), *own],
         bot_file=args.bot, bot_command=args.bot_command,
         homeserver=registry.choose(args.homeserver, settings), homeserver_port=args.homeserver_port,
-        homeserver_settings=settings, model=args.model, base_url=args.base_url,
+        homeserver_settings=settings, model=args.model, base_url=args.base_url, api=args.api,
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,

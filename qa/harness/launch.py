@@ -4,10 +4,13 @@ The launch contract (always in the bot's environment, whatever its bot file says
 
     MATRIX_QA_HOMESERVER_URL  MATRIX_QA_USER_ID  MATRIX_QA_PASSWORD  MATRIX_QA_ACCESS_TOKEN  MATRIX_QA_DEVICE_ID
     MATRIX_QA_ROOM_IDS (comma-separated)  MATRIX_QA_STATE_DIR  MATRIX_QA_TRACE_FILE  MATRIX_QA_SCENARIO
-    MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  (+ MATRIX_QA_CONFIG when a config is rendered)
+    MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
+    (+ MATRIX_QA_CONFIG when a config is rendered)
 
-The openai SDK reads OPENAI_BASE_URL and OPENAI_API_KEY by itself, so a bot that uses it reaches the scenario's
-own scope of the mock provider with no configuration at all.
+The openai SDK reads OPENAI_BASE_URL and OPENAI_API_KEY by itself, and the anthropic SDK ANTHROPIC_BASE_URL and
+ANTHROPIC_API_KEY, so a bot that uses either reaches the scenario's own scope of the mock provider with no
+configuration at all. Both pairs name the same provider and key; Anthropic's base URL is without the `/v1`
+(the anthropic SDK adds `/v1/messages` itself).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from qa.errors import ConfigError
 from qa.harness.botfile import BotFile
 
 # Never handed to a bot, not even through the inherited environment: they are the harness's, not the bot's.
-WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY")
+WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY", "MATRIX_QA_LIVE_ANTHROPIC_KEY")
 
 
 @dataclass
@@ -97,6 +100,8 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
         "MATRIX_QA_MODEL": facts.model,
         "OPENAI_BASE_URL": facts.provider_base_url,
         "OPENAI_API_KEY": facts.provider_api_key,
+        "ANTHROPIC_BASE_URL": facts.provider_base_url.removesuffix("/v1"),
+        "ANTHROPIC_API_KEY": facts.provider_api_key,
     }
     if config_path is not None:
         env["MATRIX_QA_CONFIG"] = str(config_path)

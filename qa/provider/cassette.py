@@ -6,6 +6,8 @@ One YAML file per scenario, `<scenario-id>.yaml` (a `.json` file is read too), m
     format: matrix-qa.cassette/v1
     scenario: canary
     model: gpt-5.4
+    api: chat                    # the model API of every exchange: chat, responses or anthropic (absent: each
+                                 # request says, `api:` first when it is not chat)
     recorded: {status: pass, at: 2026-12-01T22:15:59Z, endpoint: api.openai.com}
     exchanges:
     - session: 3f2a9c1e          # which conversation of the bot (qa.provider.matching.session_of)
@@ -20,6 +22,12 @@ One YAML file per scenario, `<scenario-id>.yaml` (a `.json` file is read too), m
         - {at_ms: 412.5, delta: {role: assistant, content: ''}}
         - {at_ms: 430.1, delta: {content: '{token}'}}
         - {at_ms: 431.0, delta: {}, finish_reason: stop}
+
+A request is the one the model saw, in the common view of every API (qa.provider.apis.base): a Responses or
+Anthropic request keeps `api` first and its conversation as Chat Completions messages (its `instructions` or
+`system` first, a `previous_response_id` replaced by the conversation it continues); a response keeps text,
+tool calls and finish reason in Chat Completions' words, and streamed chunks as Chat Completions deltas, which a
+replay sends in the request's own API.
 
 Strings are templates (qa.provider.placeholders): `{token}`, `{run}`, `{event1}`; literal braces doubled. For a
 streamed response `text`, `tool_calls` and `finish_reason` are what the chunks add up to, kept for the reader;
@@ -41,6 +49,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 from qa import safe_yaml
 from qa.errors import ConfigError
+from qa.provider.apis import NAMES as API_NAMES
 from qa.provider.placeholders import RUN_NAME, is_known_name, template_names
 from qa.scenario.markers import TOKEN_NAMES, MarkerError
 
@@ -90,10 +99,13 @@ class Cassette:
     exchanges: list[Exchange] = field(default_factory=list)
     recorded: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    api: str | None = None  # None: not said (a cassette from before the other APIs: Chat Completions)
 
     def to_data(self) -> dict[str, Any]:
-        return {"format": FORMAT, "scenario": self.scenario, "model": self.model, "recorded": self.recorded,
-                "exchanges": [e.to_data() for e in self.exchanges]}
+        head: dict[str, Any] = {"format": FORMAT, "scenario": self.scenario, "model": self.model}
+        if self.api is not None:
+            head["api"] = self.api
+        return head | {"recorded": self.recorded, "exchanges": [e.to_data() for e in self.exchanges]}
 
 
 def assemble(chunks: Sequence[dict[str, Any]]) -> tuple[str | None, list[ToolCall], str | None]:
@@ -200,13 +212,20 @@ class _Reader:
             raise self.fail(["recorded"], "expected a mapping")
         if not isinstance(top["exchanges"], list):
             raise self.fail(["exchanges"], "expected a list")
-        exchanges = [self.exchange(e, i) for i, e in enumerate(top["exchanges"])]
-        return Cassette(scenario=scenario, model=model, exchanges=exchanges, recorded=recorded, path=self.path)
+        api = top.get("api")
+        if api is not None and api not in API_NAMES:
+            raise self.fail(["api"], f"expected one of {', '.join(API_NAMES)}, got {api!r}")
+        exchanges = [self.exchange(e, i, api) for i, e in enumerate(top["exchanges"])]
+        return Cassette(scenario=scenario, model=model, exchanges=exchanges, recorded=recorded, path=self.path,
+                        api=api)
 
-    def exchange(self, data: object, i: int) -> Exchange:
+    def exchange(self, data: object, i: int, api: str | None) -> Exchange:
         where: list[str | int] = ["exchanges", i]
         item = self.mapping(data, where, required=("session", "request", "response"))
         request = self.mapping(item["request"], [*where, "request"], required=("model", "stream", "messages"))
+        if api is not None and request.get("api", "chat") != api:
+            raise self.fail([*where, "request", "api"], f"says {request.get('api', 'chat')!r} but the cassette's "
+                            f"api is {api!r}")
         if not isinstance(request["messages"], list) or not request["messages"]:
             raise self.fail([*where, "request", "messages"], "expected a non-empty list")
         if not isinstance(request["stream"], bool):

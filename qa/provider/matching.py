@@ -1,7 +1,7 @@
 """Which recorded exchange answers a request, and when none does, which one came nearest and how they differ.
 
 A request matches a recorded exchange when, after placeholders (qa.provider.placeholders), the two say the same
-thing to the model: model, stream flag, every message, every tool. Order counts within a session (one
+thing to the model: API, model, stream flag, every message, every tool. Order counts within a session (one
 conversation of the bot: a room's top level or a thread): a request may match only an exchange after the last
 one its session used, so a bot that asks again what it already asked, or in another order, does not replay.
 Sessions interleave freely, as they do when a bot answers two rooms at once.
@@ -28,8 +28,10 @@ _MESSAGE_KEYS = ("role", "name", "content", "tool_calls", "tool_call_id")
 _CALL_KEYS = ("id", "type", "function")
 
 
-def canonical_request(body: dict[str, Any], placeholders: Placeholders) -> dict[str, Any]:
-    """The request as the model saw it, templated: what a cassette stores and what matching compares."""
+def canonical_request(body: dict[str, Any], placeholders: Placeholders, api: str = "chat") -> dict[str, Any]:
+    """The request as the model saw it, templated: what a cassette stores and what matching compares. `body` is a
+    Chat Completions body (another API's request in the common view, qa.provider.apis.base.ParsedRequest.chat_body);
+    any other API is named first, so a request never matches an exchange of another API."""
     messages = []
     for message in body.get("messages") or []:
         if not isinstance(message, dict):
@@ -39,8 +41,8 @@ def canonical_request(body: dict[str, Any], placeholders: Placeholders) -> dict[
             kept["tool_calls"] = [{k: c[k] for k in _CALL_KEYS if k in c} if isinstance(c, dict) else c
                                   for c in kept["tool_calls"]]
         messages.append(kept)
-    request: dict[str, Any] = {"model": body.get("model"), "stream": body.get("stream") is True,
-                               "messages": messages}
+    request: dict[str, Any] = {"api": api} if api != "chat" else {}
+    request |= {"model": body.get("model"), "stream": body.get("stream") is True, "messages": messages}
     if body.get("tools"):
         request["tools"] = body["tools"]
     return placeholders.template_data(request)

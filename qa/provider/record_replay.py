@@ -64,7 +64,7 @@ async def start_recording(live: Any, directory: Path, secrets: list[str], say: A
 
     proxy = RecordingProxy(base_url=live.base_url, api_key=live.api_key, model=live.model,
                            timeout_s=live.timeout_s, directory=Path(directory), secrets=secrets,
-                           endpoint=live.base_url_host)
+                           endpoint=live.base_url_host, api=getattr(live, "api", "chat"))
     await proxy.start()
     say(f"recording every model exchange to {directory}/<scenario>.yaml (through {proxy.base_url})")
     return proxy
@@ -113,8 +113,9 @@ def after_scenario(provider: Any, scenario_id: str, result: Any, say: Any) -> No
         from qa.report.replay_failure import apply_replay_misses
 
         misses = provider.misses(scenario_id)
+        api = provider.api_of(scenario_id) if hasattr(provider, "api_of") else "chat"
         apply_replay_misses(result, misses, provider.problems(scenario_id),
-                            rerecord_hint(provider.directory, scenario_id, provider.model))
+                            rerecord_hint(provider.directory, scenario_id, provider.model, api))
         unused = provider.unused(scenario_id)
         if unused and not misses and result.status != "skip":  # after a miss, unused ones go without saying
             result.details += f"; replay: {unused} recorded exchange(s) never asked for"

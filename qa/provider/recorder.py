@@ -3,10 +3,14 @@ scenario (qa.provider.cassette).
 
 Each scenario's bot gets its own base URL, `/scope/<scenario-id>/v1`, as with the mock provider. The proxy
 forwards every request to the live endpoint with the run's key, relays the answer as it comes (a streamed one
-chunk by chunk, so the bot sees the live pace) and records the chat exchanges, templated with the scenario's
-run values (qa.provider.placeholders).
+chunk by chunk, so the bot sees the live pace) and records the model exchanges of every API (qa.provider.apis:
+Chat Completions, Responses, Anthropic Messages) in the common view, templated with the scenario's run values
+(qa.provider.placeholders). A Responses request's `previous_response_id` is recorded as the conversation it
+continues, which the proxy keeps from the answers it relayed.
 
-The bot is handed a stand-in key, not the real one: the proxy replaces whatever authorization the bot sends.
+The bot is handed a stand-in key, not the real one: the proxy replaces whatever authorization the bot sends, with
+`Authorization: Bearer KEY` for OpenAI's APIs and `x-api-key: KEY` for Anthropic's (the `anthropic-version` the
+bot sent is passed on).
 Headers are never recorded; every recorded string is redacted with the run's secrets (a model may echo a
 password) before it is templated, and a cassette that still holds one is not written.
 """
@@ -25,9 +29,13 @@ import aiohttp
 from aiohttp import web
 
 from qa.clock import utc_now_iso
+from qa.provider import apis
+from qa.provider.apis.anthropic import ANTHROPIC, KEY_HEADER, VERSION_HEADER
+from qa.provider.apis.base import ModelApi, ParsedRequest
 from qa.provider.cassette import Cassette, CassetteError, Exchange, assemble, dump, parse, path_for
 from qa.provider.matching import canonical_request, session_of
 from qa.provider.placeholders import Placeholders
+from qa.provider.rules import Reply, ToolCall
 from qa.report.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
@@ -35,6 +43,7 @@ log = logging.getLogger(__name__)
 # What the bot sends as its key in a recording run; the proxy puts the real key in instead.
 STAND_IN_KEY = "matrix-qa-recording-proxy"
 _MAX_BODY_BYTES = 64 * 1024 * 1024
+DEFAULT_ANTHROPIC_VERSION = "2023-06-01"
 
 
 @dataclass
@@ -47,8 +56,9 @@ class RecordingProxy:
     mode = "live"
 
     def __init__(self, *, base_url: str, api_key: str, model: str, timeout_s: float, directory: Path,
-                 secrets: list[str], endpoint: str = "", host: str = "127.0.0.1") -> None:
+                 secrets: list[str], endpoint: str = "", host: str = "127.0.0.1", api: str = "chat") -> None:
         self.upstream = base_url.rstrip("/")
+        self.api = api  # the live endpoint's API: how requests that are not model requests (a model list) sign
         self._key = api_key
         self.model = model
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
@@ -61,6 +71,9 @@ class RecordingProxy:
         self._http: aiohttp.ClientSession | None = None
         self._port = 0
         self.written: list[Path] = []
+        # Every relayed Responses answer's conversation, by the live response id (not recorded: only used to
+        # record a later `previous_response_id` as the conversation it continues).
+        self._conversations: dict[str, list[dict[str, Any]]] = {}
 
     async def start(self) -> None:
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
@@ -99,8 +112,10 @@ class RecordingProxy:
         if state is None or status is None:
             return None
         scope = scope.split("~", 1)[0]  # an infrastructure retry (`x~retry`) records scenario x's cassette
+        used = {e.request.get("api", "chat") for e in state.exchanges}
         cassette = Cassette(scenario=scope, model=self.model, exchanges=state.exchanges,
-                            recorded={"status": status, "at": utc_now_iso(), "endpoint": self._endpoint})
+                            recorded={"status": status, "at": utc_now_iso(), "endpoint": self._endpoint},
+                            api=used.pop() if len(used) == 1 else None)
         self.directory.mkdir(parents=True, exist_ok=True)
         path = path_for(self.directory, scope)
         text = dump(cassette)
@@ -114,36 +129,72 @@ class RecordingProxy:
 
     # --- HTTP ------------------------------------------------------------------------------------------
 
+    def _headers(self, request: web.Request, api: ModelApi | None, body: bytes) -> dict[str, str]:
+        """Only what the endpoint needs: the bot's own headers (its stand-in key among them) stay here."""
+        headers = {"Accept": request.headers.get("Accept", "*/*")}
+        if api is ANTHROPIC or (api is None and self.api == ANTHROPIC.name):
+            headers[KEY_HEADER] = self._key
+            headers[VERSION_HEADER] = request.headers.get(VERSION_HEADER, DEFAULT_ANTHROPIC_VERSION)
+            if "anthropic-beta" in request.headers:
+                headers["anthropic-beta"] = request.headers["anthropic-beta"]
+        else:
+            headers["Authorization"] = f"Bearer {self._key}"
+        if body:
+            headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
+        return headers
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         assert self._http is not None
         scope = self._scopes.get(request.match_info["scope"])
         tail = request.match_info["tail"]
         url = f"{self.upstream}/{tail}" + (f"?{request.query_string}" if request.query_string else "")
         body = await request.read()
-        # Only what the endpoint needs: the bot's own headers (its stand-in key among them) stay here.
-        headers = {"Authorization": f"Bearer {self._key}", "Accept": request.headers.get("Accept", "*/*")}
-        if body:
-            headers["Content-Type"] = request.headers.get("Content-Type", "application/json")
-        chat = request.method == "POST" and tail == "chat/completions" and scope is not None
-        try:
-            payload = json.loads(body) if chat else None
-        except ValueError:
-            payload = None
+        api = apis.for_path(f"/v1/{tail}") if request.method == "POST" else None
+        parsed = self._parse(api, body) if api is not None and scope is not None else None
         started = time.monotonic()
         try:
-            async with self._http.request(request.method, url, data=body or None, headers=headers) as upstream:
-                if not isinstance(payload, dict) or scope is None:
+            async with self._http.request(request.method, url, data=body or None,
+                                          headers=self._headers(request, api, body)) as upstream:
+                if parsed is None or api is None or scope is None:
                     return await _relay_plain(request, upstream)
-                return await self._record(request, upstream, payload, scope, started)
+                return await self._record(request, upstream, api, parsed, scope, started)
         except (aiohttp.ClientError, TimeoutError) as exc:
             message = f"matrix-qa recording proxy: the live endpoint failed: {type(exc).__name__}"
+            if api is ANTHROPIC:
+                return web.json_response({"type": "error", "error": {"type": "api_error", "message": message}},
+                                         status=502)
             return web.json_response({"error": {"message": message, "type": "proxy_error"}}, status=502)
 
-    async def _record(self, request: web.Request, upstream: aiohttp.ClientResponse, payload: dict[str, Any],
-                      scope: _Scope, started: float) -> web.StreamResponse:
+    def _parse(self, api: ModelApi, body: bytes) -> tuple[ParsedRequest, dict[str, Any]] | None:
+        """The request in the common view, as a Chat Completions body to record (a Chat Completions request as
+        sent), its stored conversation put in; None for what is not a request (it is relayed, not recorded)."""
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return None
+        parsed, _problem = api.parse(payload)
+        if parsed is None:
+            return None
+        if api.name == "chat":
+            return parsed, payload
+        chat_body = parsed.chat_body()
+        if parsed.previous_response_id is not None:
+            stored = self._conversations.get(parsed.previous_response_id)
+            if stored is None:  # not relayed by this proxy: recorded as sent, so it can only match itself
+                chat_body["previous_response_id"] = parsed.previous_response_id
+            parsed.previous = list(stored or [])
+            chat_body["messages"] = parsed.conversation()
+        return parsed, chat_body
+
+    async def _record(self, request: web.Request, upstream: aiohttp.ClientResponse, api: ModelApi,
+                      parsed_request: tuple[ParsedRequest, dict[str, Any]], scope: _Scope,
+                      started: float) -> web.StreamResponse:
+        parsed, payload = parsed_request
         placeholders = Placeholders(scope.values)
         # Secrets go before templating: a template doubles braces, and a doubled brace hides a secret.
-        canonical = canonical_request(redact_data(payload, self._secrets), placeholders)
+        canonical = canonical_request(redact_data(payload, self._secrets), placeholders, api=api.name)
+        if "previous_response_id" in payload:
+            canonical["previous_response_id"] = placeholders.template_data(payload["previous_response_id"])
         exchange = Exchange(index=len(scope.exchanges) + 1, session=session_of(canonical), request=canonical,
                             response={"status": upstream.status, "at_ms": 0.0})
         scope.exchanges.append(exchange)  # in arrival order: the order a replay must follow within a session
@@ -156,25 +207,44 @@ class RecordingProxy:
             response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                                 "Cache-Control": "no-cache"})
             await response.prepare(request)
+            reader = api.event_reader()
             chunks: list[dict[str, Any]] = []
             async for raw in upstream.content:
                 await response.write(raw)
-                chunk = _sse_chunk(raw)
-                if chunk is not None:
-                    chunks.append({"at_ms": since(), **chunk})
+                chunks += [{"at_ms": since(), **chunk} for chunk in reader.read(_sse_data(raw) or {})]
             await response.write_eof()
             _keep_values_whole(chunks, placeholders, self._secrets)
             chunks = redact_data(chunks, self._secrets)
             text, calls, finish = assemble(chunks)
-            exchange.response = placeholders.template_data({
+            recorded: dict[str, Any] = {
                 "status": 200, "at_ms": chunks[0]["at_ms"] if chunks else since(), "text": text,
-                "tool_calls": [c.to_data() for c in calls], "finish_reason": finish, "chunks": chunks})
+                "tool_calls": [c.to_data() for c in calls], "finish_reason": finish, "chunks": chunks}
+            if reader.usage is not None:
+                recorded["usage"] = reader.usage
+            self._remember(parsed, reader.response_id, text, [c.to_data() for c in calls])
+            exchange.response = placeholders.template_data(redact_data(recorded, self._secrets))
             return response
         data = await upstream.read()
-        plain = redact_data(_plain_response(upstream.status, data, since()), self._secrets)
-        exchange.response = placeholders.template_data(plain)
+        plain = _plain_response(api, upstream.status, data, since())
+        if upstream.status == 200:
+            self._remember(parsed, _answer_id(data), plain.get("text"), plain.get("tool_calls") or [])
+        exchange.response = placeholders.template_data(redact_data(plain, self._secrets))
         return web.Response(body=data, status=upstream.status,
                             content_type=upstream.headers.get("Content-Type", "application/json").split(";")[0])
+
+    def _remember(self, parsed: ParsedRequest, response_id: str | None, text: str | None,
+                  calls: list[dict[str, Any]]) -> None:
+        if parsed.api == "responses" and response_id and parsed.store:
+            reply = Reply(text, [ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in calls])
+            self._conversations[response_id] = parsed.stored(reply)
+
+
+def _answer_id(data: bytes) -> str | None:
+    try:
+        body = json.loads(data)
+    except ValueError:
+        return None
+    return str(body["id"]) if isinstance(body, dict) and body.get("id") else None
 
 
 async def _relay_plain(request: web.Request, upstream: aiohttp.ClientResponse) -> web.Response:
@@ -203,32 +273,19 @@ def _keep_values_whole(chunks: list[dict[str, Any]], placeholders: Placeholders,
         recut(slots)
 
 
-def _sse_chunk(raw: bytes) -> dict[str, Any] | None:
-    """One `data:` line of a stream as a cassette chunk: its delta and finish reason, or its usage."""
+def _sse_data(raw: bytes) -> dict[str, Any] | None:
+    """The JSON payload of one `data:` line of a stream (None for `event:` lines, `[DONE]`, anything else)."""
     line = raw.decode("utf-8", errors="replace").strip()
     if not line.startswith("data:"):
         return None
-    data = line[5:].strip()
-    if data == "[DONE]":
-        return None
     try:
-        chunk = json.loads(data)
+        data = json.loads(line[5:].strip())
     except ValueError:
         return None
-    if not isinstance(chunk, dict):
-        return None
-    choices = chunk.get("choices") or []
-    out: dict[str, Any] = {}
-    if choices and isinstance(choices[0], dict):
-        out["delta"] = {k: v for k, v in (choices[0].get("delta") or {}).items() if v is not None or k == "content"}
-        if choices[0].get("finish_reason"):
-            out["finish_reason"] = choices[0]["finish_reason"]
-    if isinstance(chunk.get("usage"), dict):
-        out["usage"] = chunk["usage"]
-    return out or None
+    return data if isinstance(data, dict) else None
 
 
-def _plain_response(status: int, data: bytes, at_ms: float) -> dict[str, Any]:
+def _plain_response(api: ModelApi, status: int, data: bytes, at_ms: float) -> dict[str, Any]:
     try:
         body = json.loads(data)
     except ValueError:
@@ -237,12 +294,4 @@ def _plain_response(status: int, data: bytes, at_ms: float) -> dict[str, Any]:
         error = body.get("error") if isinstance(body, dict) else None
         return {"status": status, "at_ms": at_ms,
                 "error": error if isinstance(error, dict) else {"message": data.decode("utf-8", "replace")[:2000]}}
-    choice = (body.get("choices") or [{}])[0] if isinstance(body, dict) else {}
-    message = choice.get("message") or {}
-    calls = [{"id": c.get("id", ""), "name": (c.get("function") or {}).get("name", ""),
-              "arguments": (c.get("function") or {}).get("arguments", "")} for c in message.get("tool_calls") or []]
-    response = {"status": 200, "at_ms": at_ms, "text": message.get("content"), "tool_calls": calls,
-                "finish_reason": choice.get("finish_reason")}
-    if isinstance(body, dict) and isinstance(body.get("usage"), dict):
-        response["usage"] = body["usage"]
-    return response
+    return {"status": 200, "at_ms": at_ms, **api.read_answer(body)}

@@ -1,5 +1,6 @@
-"""The replay provider of `--provider replay --cassettes DIR`: the mock provider's server and journal, answering
-from recorded cassettes (qa.provider.cassette) instead of rules.
+"""The replay provider of `--provider replay --cassettes DIR`: the mock provider's server and journal
+(qa.provider.server), answering from recorded cassettes (qa.provider.cassette) instead of rules, in whichever model
+API the bot asks (qa.provider.apis).
 
 Each scenario has its scope (`/scope/<scenario-id>/v1`) and its cassette. A request is templated with this
 run's values and matched (qa.provider.matching); the recorded response goes back with this run's markers put
@@ -7,13 +8,12 @@ in, at the recorded pace (`speed` 1.0), faster (`speed` 4.0: four times as fast)
 A request with no match is answered with an HTTP 400 the SDK does not retry, and kept as a miss: the run fails
 that scenario with the diff against the nearest recorded request (`misses`).
 
-The journal is the mock's (qa.provider.mock.JournalEntry), so `expect_model_request` and the lock evidence
+The journal is the mock's (qa.provider.journal.JournalEntry), so `expect_model_request` and the lock evidence
 work on a replay as on the mock.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,11 +24,19 @@ from aiohttp import web
 
 from qa.errors import ConfigError
 from qa.provider import cassette as cassettes
+from qa.provider.answering import error_response, usage_of
+from qa.provider.apis.base import ModelApi, ParsedRequest, usage_from
+from qa.provider.apis.chat import CHAT
 from qa.provider.cassette import Cassette, Exchange, response_summary
+from qa.provider.journal import JournalEntry
 from qa.provider.matching import Matcher, Miss, canonical_request
-from qa.provider.mock import JournalEntry, MockProvider, _current_entry, _error_response, _validate_chat_body
 from qa.provider.placeholders import PlaceholderError, Placeholders
-from qa.provider.rules import ErrorReply, Reply, ToolCall, tool_names
+from qa.provider.rules import ErrorReply, Reply, ToolCall
+from qa.provider.server import ModelServer
+
+# What a re-recording of a cassette needs, per API: the `--api` flag and the variable the key is read from.
+_RECORD_FLAGS = {"chat": ("", "OPENAI_API_KEY"), "responses": (" --api responses", "OPENAI_API_KEY"),
+                 "anthropic": (" --api anthropic", "ANTHROPIC_API_KEY")}
 
 
 def parse_speed(text: str) -> float | None:
@@ -65,9 +73,10 @@ def load_cassettes(directory: Path, scenario_ids: Iterable[str]) -> dict[str, Ca
     return found
 
 
-def rerecord_hint(directory: Path, scenario_id: str, model: str) -> str:
-    return (f"re-record it: `matrix-qa run --provider live --model {model} --record {directory} "
-            f"--scenario {scenario_id}` (key in OPENAI_API_KEY), then commit {directory}/{scenario_id}.yaml")
+def rerecord_hint(directory: Path, scenario_id: str, model: str, api: str = "chat") -> str:
+    flag, key = _RECORD_FLAGS.get(api, _RECORD_FLAGS["chat"])
+    return (f"re-record it: `matrix-qa run --provider live{flag} --model {model} --record {directory} "
+            f"--scenario {scenario_id}` (key in {key}), then commit {directory}/{scenario_id}.yaml")
 
 
 @dataclass
@@ -84,18 +93,23 @@ def base_scenario_id(scope: str) -> str:
     return scope.split("~", 1)[0]
 
 
-class ReplayProvider(MockProvider):
+class ReplayProvider(ModelServer):
     mode = "replay"
+    tag = "replay"
 
     def __init__(self, loaded: Mapping[str, Cassette], directory: Path, *, speed: float | None = 1.0,
                  host: str = "127.0.0.1") -> None:
         models = [c.model for c in loaded.values()]
-        super().__init__([], model=max(set(models), key=models.count) if models else "replay-model", host=host,
-                         include_builtins=False)
+        super().__init__(model=max(set(models), key=models.count) if models else "replay-model", host=host)
         self.cassettes = dict(loaded)
         self.directory = directory
         self.speed = speed
         self._scopes: dict[str, _Scope] = {}
+
+    def api_of(self, scenario_id: str) -> str:
+        """The model API a scenario's cassette was recorded with (for the re-recording hint)."""
+        loaded = self.cassettes.get(base_scenario_id(scenario_id))
+        return loaded.api if loaded is not None and loaded.api else "chat"
 
     def skip_reason(self, scenario_id: str) -> str | None:
         scenario_id = base_scenario_id(scenario_id)
@@ -121,27 +135,16 @@ class ReplayProvider(MockProvider):
         state = self._scopes.get(scope)
         return list(state.problems) if state else []
 
-    async def _chat_completions(self, request: web.Request) -> web.StreamResponse:
-        entry = _current_entry.get()
-        try:
-            body = json.loads(await request.read())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            body = None
-        problem = _validate_chat_body(body)
-        if problem is not None:
-            entry.error = problem
-            return _error_response(problem, entry.id)
-        entry.model = body["model"]
-        entry.stream = body.get("stream") is True
-        entry.messages = [m for m in body["messages"] if isinstance(m, dict)]
-        entry.tools = tool_names(body)
+    async def _answer(self, request: web.Request, entry: JournalEntry, api: ModelApi,
+                      parsed: ParsedRequest) -> web.StreamResponse:
+        """The recorded exchange this request matches, in the request's API; a miss otherwise."""
         state = self._scopes.get(request.match_info.get("scope", ""))
         if state is None:
             entry.error = ErrorReply(400, "matrix-qa replay: requests go to a scenario's own base URL "
                                      "(/scope/<scenario>/v1)", "invalid_request_error", code="replay_no_scope")
-            return _error_response(entry.error, entry.id)
+            return error_response(api, entry.error, entry.id)
         placeholders = Placeholders(state.values)
-        wanted = canonical_request(body, placeholders)
+        wanted = canonical_request(parsed.chat_body(), placeholders, api=parsed.api)
         exchange = state.matcher.match(wanted)
         label = state.cassette.path.name if state.cassette.path else f"{state.cassette.scenario}.yaml"
         if exchange is None:
@@ -152,7 +155,7 @@ class ReplayProvider(MockProvider):
             entry.error = ErrorReply(400, f"matrix-qa replay: this request matches no recorded exchange of {label}"
                                      f"{near}", "invalid_request_error", code="replay_mismatch")
             self._notify()
-            return _error_response(entry.error, entry.id)
+            return error_response(api, entry.error, entry.id)
         entry.rule = f"{label} #{exchange.index}"
         try:
             response = placeholders.expand_data(exchange.response)
@@ -161,68 +164,49 @@ class ReplayProvider(MockProvider):
                                   f"does not carry: {exc}")
             entry.error = ErrorReply(500, "matrix-qa replay: the recorded response cannot be filled in",
                                      "server_error")
-            return _error_response(entry.error, entry.id)
-        return await self._answer(request, entry, exchange, response)
+            return error_response(api, entry.error, entry.id)
+        return await self._replay(request, entry, api, parsed, exchange, response)
 
     def _wait_s(self, at_ms: float) -> float:
         return 0.0 if self.speed is None else float(at_ms) / 1000 / self.speed
 
-    async def _answer(self, request: web.Request, entry: JournalEntry, exchange: Exchange,
-                      response: dict[str, Any]) -> web.StreamResponse:
+    async def _replay(self, request: web.Request, entry: JournalEntry, api: ModelApi, parsed: ParsedRequest,
+                      exchange: Exchange, response: dict[str, Any]) -> web.StreamResponse:
         text, calls, finish = response_summary(response)
         chunks = response.get("chunks") if exchange.request.get("stream") else None
         last_ms = max([float(response["at_ms"]), *(float(c["at_ms"]) for c in chunks or [])])
         # The recorded model time counts as model latency, as the mock's simulated latency does.
         entry.latency_ms = round(self._wait_s(last_ms) * 1000)
+        reply = Reply(text, [ToolCall(c.id, c.name, c.arguments) for c in calls])
         if exchange.status == 200:
-            entry.reply = Reply(text, [ToolCall(c.id, c.name, c.arguments) for c in calls])
+            entry.reply = reply
         self._notify()
         began = time.monotonic()
         if exchange.status != 200:
             await self._pause(self._wait_s(response["at_ms"]))
-            entry.error = ErrorReply(exchange.status, str(response["error"].get("message", "")),
-                                     str(response["error"].get("type", "")), code=response["error"].get("code"))
-            return web.json_response({"error": response["error"]}, status=exchange.status,
-                                     headers={"x-request-id": entry.id})
-        envelope = {"id": f"chatcmpl-replay-{entry.id.removeprefix('req-')}", "created": int(time.time()),
-                    "model": entry.model or self.model, "system_fingerprint": None}
+            error = response["error"]
+            entry.error = ErrorReply(exchange.status, str(error.get("message", "")), str(error.get("type", "")),
+                                     code=error.get("code"))
+            body = {"type": "error", "error": error} if api.name == "anthropic" else {"error": error}
+            return web.json_response(body, status=exchange.status, headers={"x-request-id": entry.id})
+        recorded = response.get("usage")
+        usage = usage_from(recorded) if isinstance(recorded, dict) else usage_of(entry, reply)
+        ctx = self._context(entry, parsed, usage, finish=finish)
         if chunks is None:
             await self._pause(self._wait_s(response["at_ms"]))
-            message: dict[str, Any] = {"role": "assistant", "content": text, "refusal": None}
-            if calls:
-                message["tool_calls"] = [{"id": c.id, "type": "function",
-                                          "function": {"name": c.name, "arguments": c.arguments}} for c in calls]
-            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": finish}
-            body = envelope | {"object": "chat.completion", "choices": [choice]}
-            if "usage" in response:
-                body["usage"] = response["usage"]
+            self._remember(api, ctx, reply)
+            body = api.answer(reply, ctx)
+            if isinstance(recorded, dict):
+                body["usage"] = recorded
+            elif api is CHAT:
+                del body["usage"]  # as recorded: the endpoint sent none
             return web.json_response(body, headers={"x-request-id": entry.id})
-        stream = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
-                                                         "Cache-Control": "no-cache", "x-request-id": entry.id})
-        try:
-            await stream.prepare(request)
-            for chunk in chunks:
-                await self._pause(began + self._wait_s(chunk["at_ms"]) - time.monotonic())
-                await stream.write(b"data: " + json.dumps(_wire_chunk(envelope, chunk), ensure_ascii=False).encode()
-                                   + b"\n\n")
-            await stream.write(b"data: [DONE]\n\n")
-            await stream.write_eof()
-        except ConnectionError:
-            entry.client_disconnected = True
-        return stream
 
-    async def _pause(self, seconds: float) -> None:
+        async def pace(chunk: Mapping[str, Any]) -> None:
+            await self._pause(began + self._wait_s(chunk["at_ms"]) - time.monotonic())
+
+        return await self._send(request, entry, api, ctx, reply, chunks, pace)
+
+    async def _pause(self, seconds: float, request: web.Request | None = None) -> None:
         if seconds > 0:
-            await super()._pause(seconds)
-
-
-def _wire_chunk(envelope: dict[str, Any], chunk: dict[str, Any]) -> dict[str, Any]:
-    out = envelope | {"object": "chat.completion.chunk"}
-    if "delta" in chunk:
-        out["choices"] = [{"index": 0, "delta": chunk["delta"], "logprobs": None,
-                           "finish_reason": chunk.get("finish_reason")}]
-    else:
-        out["choices"] = []
-    if "usage" in chunk:
-        out["usage"] = chunk["usage"]
-    return out
+            await super()._pause(seconds, request)

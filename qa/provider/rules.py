@@ -1,4 +1,5 @@
-"""Rules of the mock provider: which reply a chat request gets. Pure logic; the only I/O is reading YAML.
+"""Rules of the mock provider: which reply a model request gets, whatever its API (the request in the common view of
+qa.provider.apis.base). Pure logic; the only I/O is reading YAML.
 
 A rule file is a mapping with one key, `rules`, a list tried in file order (first match wins):
 
@@ -12,7 +13,7 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
           tool_offered: exec                    # the request offers a tool of this name
         reply: {text: "{marker}"}               # or {tool_call: {name, arguments}} / {tool_calls: [...]};
                                                 # text and tool calls may be combined
-        error: {status: 500, message: "..."}    # instead of `reply`: answer with an OpenAI-shaped error
+        error: {status: 500, message: "..."}    # instead of `reply`: an error, in the request's API's shape
         latency_ms: 1500                        # simulated model latency before the response starts
         stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0)
         hold: true                              # or a name: stay in flight until MockProvider.release(name)

@@ -42,6 +42,7 @@ class RunOptions:
     # live provider; the key is never an option: it comes from the environment only (qa.provider.live)
     model: str | None = None
     base_url: str | None = None
+    api: str | None = None  # --api: the live endpoint's model API (qa.provider.live.APIS); None = chat
     model_timeout_s: float | None = None
     model_retries: int | None = None
     provider_rules: list[Path] = field(default_factory=list)
@@ -104,7 +105,8 @@ def preflight(options: RunOptions, jobs: int, artifact_dir: Path, env: Mapping[s
         from qa.provider.live import resolve_live_settings
 
         live = resolve_live_settings(model=options.model, base_url=options.base_url, timeout_s=options.model_timeout_s,
-                                     max_retries=options.model_retries, env=env)
+                                     max_retries=options.model_retries, env=env,
+                                     api=options.api or "chat")
         secrets += live.secrets
     elif options.provider not in ("mock", "replay"):
         raise ConfigError(f"--provider {options.provider!r} is not supported; use mock (the default), live "
@@ -119,7 +121,7 @@ def check_backend_options(options: RunOptions) -> None:
     misplaced = []
     if options.provider != "live":
         misplaced += [flag for flag, value in (("--model", options.model), ("--base-url", options.base_url),
-                                               ("--model-timeout", options.model_timeout_s),
+                                               ("--api", options.api), ("--model-timeout", options.model_timeout_s),
                                                ("--model-retries", options.model_retries)) if value is not None]
     if options.provider != "mock" and options.provider_rules:
         misplaced.append("--provider-rules")

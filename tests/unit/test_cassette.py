@@ -129,3 +129,27 @@ def test_an_error_response_needs_no_chunks() -> None:
 
 def test_format_constant_is_written() -> None:
     assert dump(good()).startswith(f"format: {FORMAT}\n")
+
+
+def test_a_cassette_names_its_api_and_every_exchange_agrees(tmp_path: Path) -> None:
+    c = good()
+    c.api = "anthropic"
+    c.exchanges[0].request = {"api": "anthropic", **REQUEST}
+    text = dump(c)
+    assert text.splitlines()[:4] == [f"format: {FORMAT}", "scenario: canary", "model: m", "api: anthropic"]
+    assert parse(text, tmp_path / "canary.yaml").api == "anthropic"
+    assert parse(dump(good()), tmp_path / "canary.yaml").api is None and "api:" not in dump(good())
+    unknown = text.replace("api: anthropic\nrecorded", "api: gemini\nrecorded")
+    with pytest.raises(CassetteError, match=r"canary.yaml:4: api: expected one of chat, responses, anthropic, "
+                                            r"got 'gemini'"):
+        parse(unknown, tmp_path / "canary.yaml")
+    other = text.replace("  request:\n    api: anthropic", "  request:\n    api: responses")
+    with pytest.raises(CassetteError, match=r"canary.yaml:\d+: exchanges\[0\].request.api: says 'responses' but "
+                                            r"the cassette's api is 'anthropic'"):
+        parse(other, tmp_path / "canary.yaml")
+    chat = dump(good()).replace("model: m\nrecorded", "model: m\napi: responses\nrecorded")
+    with pytest.raises(CassetteError, match="says 'chat' but the cassette's api is 'responses'"):
+        parse(chat, tmp_path / "canary.yaml")
+    # Without a cassette-wide api, each exchange says its own.
+    mixed = dump(good()).replace("  request:\n    model: m", "  request:\n    api: responses\n    model: m")
+    assert parse(mixed, tmp_path / "canary.yaml").exchanges[0].request["api"] == "responses"

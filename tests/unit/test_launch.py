@@ -64,6 +64,18 @@ def test_the_bot_file_cannot_override_the_contract(tmp_path: Path) -> None:
     assert launch.env["OPENAI_BASE_URL"] == "http://127.0.0.1:9/scope/x/v1"
 
 
+def test_the_anthropic_sdk_gets_the_same_scope_and_key(tmp_path: Path) -> None:
+    """ANTHROPIC_BASE_URL is the scope without `/v1` (the anthropic SDK adds `/v1/messages`); the harness's own
+    Anthropic key variable is never handed on, and the bot's environment cannot point the SDK elsewhere."""
+    (tmp_path / "b.yaml").write_text('name: b\ncommand: [x]\n')
+    launch = build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {},
+                          {"ANTHROPIC_BASE_URL": "https://api.anthropic.com", "ANTHROPIC_API_KEY": "sk-ant-real-1",
+                           "MATRIX_QA_LIVE_ANTHROPIC_KEY": "sk-ant-live-1"})
+    assert launch.env["ANTHROPIC_BASE_URL"] == "http://127.0.0.1:9/scope/x"
+    assert launch.env["ANTHROPIC_API_KEY"] == "mock-key"
+    assert "MATRIX_QA_LIVE_ANTHROPIC_KEY" not in launch.env
+
+
 def test_template_sees_every_fact(tmp_path: Path) -> None:
     (tmp_path / "t.ini.j2").write_text(
         "[matrix]\nurl={{ homeserver_url }}\nuser={{ user_id }}\ntoken={{ access_token }}\n"

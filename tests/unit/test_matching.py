@@ -147,3 +147,12 @@ def test_nearest_among_equals_is_the_earliest() -> None:
     same = canon(body("recorded twice"))
     ex = exchanges(same, same)
     assert nearest_exchange(canon(body("recorded twice!")), ex, set()) is ex[0]
+
+
+def test_another_api_is_named_first_and_never_matches_chat() -> None:
+    b = body("say MQA-11111111")
+    responses = canonical_request(b, Placeholders({"token": "MQA-11111111", "run": "abcdef"}), api="responses")
+    assert list(responses) == ["api", "model", "stream", "messages"] and responses["api"] == "responses"
+    assert {k: v for k, v in responses.items() if k != "api"} == canon(b) and "api" not in canon(b)
+    matcher = Matcher(exchanges(canon(b)))
+    assert matcher.match(responses) is None and matcher.match(canon(b)) is not None

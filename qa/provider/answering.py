@@ -1,0 +1,151 @@
+"""Reading a model request off the wire and writing its answer back, in whichever API it came (qa.provider.apis):
+shared by the mock provider (rules answer) and the replay provider (a cassette answers).
+
+The request side: the body read and parsed into the common view, the Anthropic version header and a Responses
+`previous_response_id` checked, the API key checked. The answer side: an error in the API's own shape, a plain
+answer, or a stream of the API's events written from neutral chunks at a given pace, with a fault on purpose
+(a cut connection, an event that is not JSON) after a given number of events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from aiohttp import web
+
+from qa.provider.apis.anthropic import ANTHROPIC, KEY_HEADER, VERSION_HEADER
+from qa.provider.apis.base import ModelApi, ParsedRequest, StreamWriter, Usage, estimate_tokens
+from qa.provider.apis.responses import RESPONSES
+from qa.provider.journal import JournalEntry
+from qa.provider.rules import ChatRequest, ErrorReply, Reply, StreamFault
+
+Pace = Callable[[Mapping[str, Any]], Awaitable[None]]
+_DISCONNECT_CHECK_S = 0.25
+_NO_BEARER = ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
+              "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+
+
+def check_auth(headers: Mapping[str, str], api: ModelApi, api_key: str | None) -> ErrorReply | None:
+    """The key as each API carries it: a bearer token for OpenAI's; `x-api-key` (or, as the SDK sends an
+    ANTHROPIC_AUTH_TOKEN, a bearer token) for Anthropic's. None when the key is right or none is required."""
+    if api_key is None:
+        return None
+    scheme, _, token = headers.get("Authorization", "").partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" else ""
+    if api is ANTHROPIC:
+        key = headers.get(KEY_HEADER, "").strip() or bearer
+        if not key:
+            return ErrorReply(401, f"{KEY_HEADER} header is required", "authentication_error")
+        return None if key == api_key else ErrorReply(401, f"invalid {KEY_HEADER}", "authentication_error")
+    if not bearer:
+        return ErrorReply(401, _NO_BEARER, "invalid_request_error")
+    if bearer != api_key:
+        return ErrorReply(401, "Incorrect API key provided.", "invalid_request_error", code="invalid_api_key")
+    return None
+
+
+def parse_request(raw: bytes, headers: Mapping[str, str], api: ModelApi,
+                  conversations: Mapping[str, list[dict[str, Any]]]) -> tuple[ParsedRequest | None, ErrorReply | None]:
+    """The request in the common view, with a Responses request's stored conversation put in, and what is wrong
+    with it (the first problem), if anything. A rejected request still comes back as far as it could be read."""
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None, api.parse_error()
+    parsed, problem = api.parse(body)
+    if api is ANTHROPIC and VERSION_HEADER not in headers:
+        problem = problem or ANTHROPIC.missing_version()
+    if parsed is not None and problem is None and parsed.previous_response_id is not None:
+        stored = conversations.get(parsed.previous_response_id)
+        if stored is None:
+            problem = RESPONSES.unknown_previous(parsed.previous_response_id)
+        parsed.previous = list(stored or [])
+    return parsed, problem
+
+
+def journal_request(entry: JournalEntry, parsed: ParsedRequest) -> None:
+    entry.model, entry.stream = parsed.model, parsed.stream
+    entry.messages, entry.tools = parsed.conversation(), list(parsed.tools)
+
+
+def rules_view(parsed: ParsedRequest) -> ChatRequest:
+    """The request as the rules read it: its whole conversation, and the tools it offers."""
+    view = ChatRequest.from_body({"messages": parsed.conversation(), "model": parsed.model or ""})
+    return ChatRequest(messages=view.messages, tools=list(parsed.tools), model=view.model)
+
+
+def usage_of(entry: JournalEntry, reply: Reply) -> Usage:
+    prompt = sum(estimate_tokens(t) + 4 for t in entry.texts())
+    calls = sum(estimate_tokens(c.name + c.arguments) for c in reply.tool_calls)
+    completion = estimate_tokens(reply.text or "") + calls
+    return Usage(prompt, completion)
+
+
+def error_response(api: ModelApi, error: ErrorReply, request_id: str) -> web.Response:
+    """An error in the API's own shape, with Retry-After when the error says how long to wait."""
+    headers = {"x-request-id": request_id, **error.headers()}
+    if api is ANTHROPIC:
+        headers["request-id"] = request_id
+    return web.json_response(api.error_body(error), status=error.status, headers=headers)
+
+
+async def pause(seconds: float, stopping: asyncio.Event, request: web.Request | None = None) -> None:
+    """Simulated model latency, cut short when the provider stops or the client has gone (a client that
+    timed out is the hang's evidence, journaled when it happens rather than when the latency would end)."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while (left := end - loop.time()) > 0:
+        with contextlib.suppress(TimeoutError):
+            # aiohttp signals no disconnect to a handler, so a long pause looks at the transport now and then.
+            async with asyncio.timeout(min(left, _DISCONNECT_CHECK_S)):
+                await stopping.wait()
+                return
+        if request is not None and (request.transport is None or request.transport.is_closing()):
+            return
+
+
+def plain(body: dict[str, Any], request: web.Request, fault: StreamFault | None) -> web.Response:
+    if fault is None:
+        return web.json_response(body)
+    # Not streamed: the same fault as half a JSON body, then the connection closed.
+    text = json.dumps(body)
+    if fault.kind == "cut" and request.transport is not None:
+        request.transport.close()
+    return web.Response(text=text[: len(text) // 2], content_type="application/json")
+
+
+async def stream(request: web.Request, entry: JournalEntry, writer: StreamWriter, chunks: Sequence[Mapping[str, Any]],
+                 pace: Pace, fault: StreamFault | None = None) -> web.StreamResponse:
+    """The writer's events for `chunks`; a fault comes after `fault.after_chunks` events (the API's chunks):
+    `cut` closes the connection there, `malformed` puts an event that is not JSON there and goes on."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
+                                                       "Cache-Control": "no-cache", "x-request-id": entry.id})
+    batches = [(None, writer.start()), *((c, writer.feed(c)) for c in chunks), (None, writer.finish())]
+    written = 0
+    try:
+        await response.prepare(request)
+        for chunk, events in batches:
+            if chunk is not None:
+                await pace(chunk)
+            for event in events:
+                if fault is not None and written == fault.after_chunks:
+                    if fault.kind == "cut":
+                        # Flushed first, so the client has the intact part when the connection goes.
+                        await response.write(b"")
+                        if request.transport is not None:
+                            request.transport.close()
+                        return response
+                    await response.write(writer.malformed())
+                await response.write(event)
+                written += 1
+        if writer.trailer:
+            await response.write(writer.trailer)
+        await response.write_eof()
+    except ConnectionError:
+        # The bot went away mid-stream (killed, or timed out); that is evidence, not a server fault.
+        entry.client_disconnected = True
+    return response
