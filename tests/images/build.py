@@ -24,7 +24,6 @@ and reuses it. The variants that break the contract on purpose (`exit`, `no-vers
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import io
 import json
@@ -41,32 +40,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from packaging.requirements import Requirement
-from packaging.utils import canonicalize_name
+from tests.images.recipe import (
+    BASE_REPO,
+    CONTRACT,
+    FAULT_VARIANTS,
+    GROUP,
+    IMAGE_NAME,
+    LABEL_IMAGE,
+    LABEL_INPUTS,
+    LABEL_ROOTFS,
+    PASSWD,
+    SYNAPSE_DIR,
+    SYNAPSE_SOURCES,
+    RootfsRecipe,
+    base_config,
+    cache_dir,
+    commit_changes,
+    fault_changes,
+    image_labels,
+    image_tag,
+    inputs_digest,
+    pins,
+    pip_argv,
+    removal_rank,
+    requirement_closure,
+    rootfs_name,
+    synapse_source,
+)
 
 HERE = Path(__file__).resolve().parent
 ENTRYPOINT = HERE / "entrypoint.py"
-IMAGE_REPO = "matrix-qa/complement-synapse"
-BASE_REPO = "matrix-qa/debian-python"
-LABEL_IMAGE = "org.matrix-qa.image"
-LABEL_SYNAPSE = "org.matrix-qa.synapse-version"
-LABEL_INPUTS = "org.matrix-qa.inputs"
-LABEL_VARIANT = "org.matrix-qa.variant"
-LABEL_ROOTFS = "org.matrix-qa.rootfs"
-IMAGE_NAME = "complement-synapse"
-CONTRACT = "contract"  # the variant that meets the contract; the others are the faults of the entrypoint
-FAULT_VARIANTS = ("exit", "no-versions", "closed-registration")
-SYNAPSE_DIR = "opt/synapse"
 MMDEBSTRAP_TIMEOUT_S = 300
-# Keys of qa's test config that belong to one container, not to the image: the entrypoint sets them.
-# federation_domain_whitelist goes too: the image serves federation on 8448, as the contract asks.
-PER_CONTAINER_KEYS = ("server_name", "public_baseurl", "listeners", "pid_file", "database", "log_config",
-                      "media_store_path", "signing_key_path", "registration_shared_secret", "macaroon_secret_key",
-                      "form_secret", "enable_registration", "federation_domain_whitelist")
-
-# What base-passwd's maintainer scripts would have written (the extract variant runs none).
-PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
-GROUP = "root:x:0:\nnogroup:x:65534:\n"
 
 Log = Callable[[str], None]
 
@@ -77,33 +81,6 @@ class BuildError(Exception):
 
 class ToolMissing(BuildError):
     """A tool the build needs is not installed (a reason to skip, not a failure)."""
-
-
-@dataclass(frozen=True)
-class RootfsRecipe:
-    """What `mmdebstrap` is asked for. The suite's Python must be the host's minor to copy the host's Synapse.
-
-    `extract` unpacks python3 and its dependencies without running any maintainer script: 13 s here where
-    `minbase` (dpkg configuring a whole base system) took 23 to 66 s. Python runs without those scripts; the
-    two files they would have made that anything here reads, /etc/passwd and /etc/group, come with the layer."""
-
-    suite: str = "bookworm"
-    python: str = "3.11"
-    variant: str = "extract"
-    packages: tuple[str, ...] = ("python3",)
-    # Documentation is dead weight in a test image: a smaller tarball imports faster.
-    excludes: tuple[str, ...] = ("/usr/share/man/*", "/usr/share/doc/*", "/usr/share/locale/*", "/usr/share/info/*")
-    mirror: str = ""
-
-    def argv(self, out: Path) -> list[str]:
-        argv = ["mmdebstrap", f"--variant={self.variant}", "--format=tar", f"--include={','.join(self.packages)}"]
-        argv += [f"--dpkgopt=path-exclude={pattern}" for pattern in self.excludes]
-        argv += [self.suite, str(out)]
-        return [*argv, self.mirror] if self.mirror else argv
-
-    def digest(self) -> str:
-        return _sha256(json.dumps([self.suite, self.python, self.variant, self.packages, self.excludes,
-                                   self.mirror]))
 
 
 @dataclass
@@ -122,100 +99,7 @@ class Built:
         return self.tags[CONTRACT]
 
 
-# --- pure: what goes in, and how it is named --------------------------------------------------------------------
-
-
-def requirement_closure(root: str, distribution: Callable[[str], Any] = importlib.metadata.distribution,
-                        ) -> dict[str, str]:
-    """{canonical name: version} of `root` and every installed distribution it needs, extras followed."""
-    seen: dict[str, tuple[str, frozenset[str]]] = {}
-    todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
-    while todo:
-        name, extras = todo.pop()
-        dist = distribution(name)
-        key = canonicalize_name(dist.metadata["Name"])
-        known = seen.get(key)
-        if known is not None and extras <= known[1]:
-            continue
-        extras |= known[1] if known else frozenset()
-        seen[key] = (dist.version, extras)
-        for line in dist.requires or []:
-            req = Requirement(line)
-            if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in sorted(extras) or [""]):
-                todo.append((req.name, frozenset(req.extras)))
-    return {key: version for key, (version, _) in seen.items()}
-
-
-def pins(closure: Mapping[str, str]) -> list[str]:
-    return [f"{name}=={version}" for name, version in sorted(closure.items())]
-
-
-def base_config(full: Mapping[str, Any]) -> dict[str, Any]:
-    """The image's fixed settings: qa's test-homeserver config without what each container sets itself."""
-    return {key: value for key, value in full.items() if key not in PER_CONTAINER_KEYS}
-
-
-def inputs_digest(recipe: RootfsRecipe, pinned: Iterable[str], config: Mapping[str, Any],
-                  sources: Mapping[str, bytes]) -> str:
-    """One hash over every build input: the rootfs recipe, the pinned distributions, the settings, and the
-    source of the entrypoint and of this script (a change in how the image is put together rebuilds it)."""
-    parts = {
-        "rootfs": recipe.digest(),
-        "pins": sorted(pinned),
-        "config": config,
-        "sources": {name: hashlib.sha256(data).hexdigest() for name, data in sorted(sources.items())},
-    }
-    return _sha256(json.dumps(parts, sort_keys=True))
-
-
-def image_tag(synapse_version: str, inputs: str, variant: str = CONTRACT) -> str:
-    suffix = "" if variant == CONTRACT else f"-{variant}"
-    return f"{IMAGE_REPO}:{synapse_version}-{inputs[:12]}{suffix}"
-
-
-def image_labels(synapse_version: str, inputs: str, variant: str = CONTRACT) -> dict[str, str]:
-    return {LABEL_IMAGE: IMAGE_NAME, LABEL_SYNAPSE: synapse_version, LABEL_INPUTS: inputs, LABEL_VARIANT: variant}
-
-
-def commit_changes(labels: Mapping[str, str], env: Mapping[str, str] | None = None) -> list[str]:
-    """Dockerfile lines `docker commit` applies: the contract's ports, the entrypoint, the labels."""
-    lines = ['ENTRYPOINT ["python3", "/opt/matrix-qa/entrypoint.py"]',
-             f"ENV PYTHONPATH=/{SYNAPSE_DIR}", "ENV PYTHONUNBUFFERED=1", "EXPOSE 8008/tcp", "EXPOSE 8448/tcp",
-             "WORKDIR /data"]
-    lines += [f"ENV {key}={value}" for key, value in sorted((env or {}).items())]
-    return lines + [f"LABEL {key}={json.dumps(value)}" for key, value in sorted(labels.items())]
-
-
-def fault_changes(labels: Mapping[str, str], fault: str) -> list[str]:
-    from tests.images.entrypoint import FAULT_ENV
-
-    return [f"ENV {FAULT_ENV}={fault}", f"LABEL {LABEL_VARIANT}={json.dumps(fault)}",
-            *(f"LABEL {k}={json.dumps(v)}" for k, v in sorted(labels.items()) if k != LABEL_VARIANT)]
-
-
-def host_can_serve(host_python: str, recipe: RootfsRecipe, editable: bool) -> bool:
-    """Whether the host's installed Synapse can be copied as it is: same Python minor, nothing editable."""
-    return host_python == recipe.python and not editable
-
-
-def pip_argv(recipe: RootfsRecipe, target: Path, pinned: Iterable[str]) -> list[str]:
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
-            "--only-binary=:all:", "--implementation", "cp", "--python-version", recipe.python,
-            "--platform", "manylinux2014_x86_64", "--platform", "manylinux_2_28_x86_64",
-            "--platform", "linux_x86_64", *pinned]
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 # --- inputs from this machine ----------------------------------------------------------------------------------
-
-
-def cache_dir(env: Mapping[str, str] = os.environ) -> Path:
-    if env.get("MATRIX_QA_IMAGE_CACHE"):
-        return Path(env["MATRIX_QA_IMAGE_CACHE"])
-    return Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "matrix-qa" / "images"
 
 
 def current_inputs(recipe: RootfsRecipe) -> tuple[str, dict[str, str], dict[str, Any]]:
@@ -231,7 +115,8 @@ def current_inputs(recipe: RootfsRecipe) -> tuple[str, dict[str, str], dict[str,
 
 
 def sources() -> dict[str, bytes]:
-    return {"entrypoint.py": ENTRYPOINT.read_bytes(), "build.py": Path(__file__).read_bytes()}
+    """The files whose every change makes a new image: what runs in it, and what puts it together."""
+    return {name: (HERE / name).read_bytes() for name in ("entrypoint.py", "recipe.py", "build.py")}
 
 
 def _editable(names: Iterable[str]) -> bool:
@@ -247,7 +132,7 @@ def _editable(names: Iterable[str]) -> bool:
 
 def ensure_rootfs(recipe: RootfsRecipe, cache: Path, log: Log) -> Path:
     """The recipe's rootfs tarball: from the cache, else made by mmdebstrap (written aside, then renamed)."""
-    out = cache / f"rootfs-{recipe.suite}-{recipe.digest()[:12]}.tar"
+    out = cache / rootfs_name(recipe)
     if out.exists():
         log(f"rootfs: cached {out}")
         return out
@@ -282,12 +167,16 @@ def _check_python(rootfs: Path, recipe: RootfsRecipe) -> None:
 
 
 def write_layer(recipe: RootfsRecipe, closure: Mapping[str, str], config: Mapping[str, Any], out: Path,
-                log: Log) -> None:
-    """The tar put over the rootfs: /opt/synapse, /opt/matrix-qa (entrypoint, settings), /data."""
+                log: Log, wanted: str = "auto") -> None:
+    """The tar put over the rootfs: /opt/synapse, /opt/matrix-qa (entrypoint, settings), /data, /etc files."""
     t0 = time.monotonic()
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    try:
+        source = synapse_source(wanted, host_python, recipe, _editable(closure))
+    except ValueError as exc:
+        raise BuildError(str(exc)) from None
     with tarfile.open(out, "w") as tar:
-        if host_can_serve(host_python, recipe, _editable(closure)):
+        if source == "host":
             count = _add_host_distributions(tar, closure)
             how = f"copied {count} files of {len(closure)} distributions from the host"
         else:
@@ -369,7 +258,8 @@ def commit_over(client: Any, image: str, tag: str, changes: list[str], layer: Pa
 
 
 def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path | None = None,
-                 rebuild: bool = False, variants: Iterable[str] = FAULT_VARIANTS, log: Log = print) -> Built:
+                 rebuild: bool = False, variants: Iterable[str] = FAULT_VARIANTS, synapse_from: str = "auto",
+                 log: Log = print) -> Built:
     """The image for the current inputs (and its fault variants): found by label, built when missing."""
     t0 = time.monotonic()
     recipe = recipe or RootfsRecipe()
@@ -387,7 +277,10 @@ def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path
         remove_images(client, client.images.list(filters={"label": f"{LABEL_INPUTS}={inputs}"}))
     built = rebuild or not _found(client, tags[CONTRACT], image_labels(version, inputs))
     if built:
-        _build_contract(client, recipe, cache, closure, config, tags[CONTRACT], image_labels(version, inputs), note)
+        def layer(out: Path) -> None:
+            write_layer(recipe, closure, config, out, note, synapse_from)
+
+        _build_contract(client, recipe, cache, layer, tags[CONTRACT], image_labels(version, inputs), note)
     for variant in variants:
         labels = image_labels(version, inputs, variant)
         # A variant sits on the contract image: a new contract image means new variants.
@@ -407,15 +300,15 @@ def _found(client: Any, tag: str, labels: Mapping[str, str]) -> bool:
     return image is not None
 
 
-def _build_contract(client: Any, recipe: RootfsRecipe, cache: Path, closure: Mapping[str, str],
-                    config: Mapping[str, Any], tag: str, labels: Mapping[str, str], log: Log) -> None:
+def _build_contract(client: Any, recipe: RootfsRecipe, cache: Path, make_layer: Callable[[Path], None],
+                    tag: str, labels: Mapping[str, str], log: Log) -> None:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="layer-", dir=cache) as scratch:
         layer = Path(scratch) / "synapse-layer.tar"
-        # The rootfs (mmdebstrap: downloads and dpkg) and the layer (file copies) overlap well on two cores.
+        # The rootfs (mmdebstrap: downloads, unpacking) and the layer (file copies) overlap well on two cores.
         with ThreadPoolExecutor(max_workers=2) as pool:
             base = pool.submit(ensure_base_image, client, recipe, cache, log)
-            pool.submit(write_layer, recipe, closure, config, layer, log).result()
+            pool.submit(make_layer, layer).result()
             base_image = base.result()
         t0 = time.monotonic()
         commit_over(client, base_image.id, tag, commit_changes(labels), layer)
@@ -424,14 +317,12 @@ def _build_contract(client: Any, recipe: RootfsRecipe, cache: Path, closure: Map
 
 def prune(client: Any, keep: str, log: Log = print) -> int:
     """Remove this script's images of other inputs (older Synapse or entrypoint). Returns how many."""
-    removed = 0
-    for image in client.images.list(filters={"label": f"{LABEL_IMAGE}={IMAGE_NAME}"}):
-        if image.labels.get(LABEL_INPUTS) != keep:
-            for tag in image.tags or [image.id]:
-                client.images.remove(tag)
-            removed += 1
-            log(f"pruned {image.tags or image.short_id}")
-    return removed
+    ours = client.images.list(filters={"label": f"{LABEL_IMAGE}={IMAGE_NAME}"})
+    stale = [image for image in ours if image.labels.get(LABEL_INPUTS) != keep]
+    remove_images(client, stale)
+    for image in stale:
+        log(f"pruned {', '.join(image.tags) or image.short_id}")
+    return len(stale)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -446,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fresh-rootfs", action="store_true",
                         help="make the rootfs anew (drops the cached tarball and base image first)")
     parser.add_argument("--prune", action="store_true", help="then remove images of other build inputs")
+    parser.add_argument("--synapse-from", choices=SYNAPSE_SOURCES, default="auto",
+                        help="copy the host's installed Synapse, or install the same pins with pip (auto: host "
+                             "when it can)")
     args = parser.parse_args(argv)
     from tests.images.engine import Unavailable, docker_engine
 
@@ -455,7 +349,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.fresh_rootfs:
                 drop_rootfs(engine.client, RootfsRecipe(), cache)
             built = ensure_image(engine.client, cache=cache, rebuild=args.rebuild or args.fresh_rootfs,
-                                 variants=() if args.no_variants else FAULT_VARIANTS)
+                                 variants=() if args.no_variants else FAULT_VARIANTS,
+                                 synapse_from=args.synapse_from)
             if args.prune:
                 prune(engine.client, built.inputs)
     except (Unavailable, BuildError) as exc:
@@ -469,14 +364,12 @@ def main(argv: list[str] | None = None) -> int:
 def drop_rootfs(client: Any, recipe: RootfsRecipe, cache: Path) -> None:
     """Forget the cached rootfs, tarball and base image, and so every image built on it (they carry the base's
     rootfs label): the next build makes the rootfs with mmdebstrap again."""
-    (cache / f"rootfs-{recipe.suite}-{recipe.digest()[:12]}.tar").unlink(missing_ok=True)
+    (cache / rootfs_name(recipe)).unlink(missing_ok=True)
     remove_images(client, client.images.list(filters={"label": f"{LABEL_ROOTFS}={recipe.digest()}"}))
 
 
 def remove_images(client: Any, images: list[Any]) -> None:
-    """Children before parents: the fault variants, then contract images, then the base."""
-    order = {CONTRACT: 1, None: 2}
-    for image in sorted(images, key=lambda image: order.get(image.labels.get(LABEL_VARIANT), 0)):
+    for image in sorted(images, key=lambda image: removal_rank(image.labels)):
         client.images.remove(image.id, force=True)
 
 

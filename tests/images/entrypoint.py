@@ -244,7 +244,7 @@ def serve_not_found() -> int:
     return 0
 
 
-def main(env: Mapping[str, str] = os.environ) -> int:
+def main(env: Mapping[str, str] = os.environ, data_dir: Path = DATA_DIR, base_path: Path = BASE_CONFIG_PATH) -> int:
     try:
         settings = read_settings(env)
     except ValueError as exc:
@@ -255,7 +255,7 @@ def main(env: Mapping[str, str] = os.environ) -> int:
         return EXIT_CODE
     if settings.fault == "no-versions":
         return serve_not_found()
-    config_path = prepare(settings)
+    config_path = prepare(settings, data_dir, base_path)
     say(f"starting Synapse for {settings.server_name} (registration "
         f"{'closed: fault closed-registration' if settings.fault else 'open with m.login.dummy'})")
     # exec: Synapse becomes PID 1 and gets `docker stop`'s SIGTERM itself.

@@ -35,7 +35,7 @@ from nio import (
 )
 
 from qa.homeserver.registration import register_with_shared_secret
-from tests.images.build import CONTRACT, LABEL_INPUTS, LABEL_SYNAPSE, LABEL_VARIANT, Built, ensure_image
+from tests.images.build import Built, ensure_image
 from tests.images.entrypoint import DEFAULT_SHARED_SECRET, EXIT_CODE
 from tests.images.fixtures import (  # noqa: F401 (fixtures, used by name)
     Containers,
@@ -45,6 +45,7 @@ from tests.images.fixtures import (  # noqa: F401 (fixtures, used by name)
     homeserver_image,
     image_containers,
 )
+from tests.images.recipe import CONTRACT, LABEL_INPUTS, LABEL_SYNAPSE, LABEL_VARIANT
 
 pytestmark = pytest.mark.integration
 SYNC_S = 30.0
