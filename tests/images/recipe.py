@@ -1,7 +1,7 @@
 """What the Complement-style image is made of and how it is named: recipe, pins, settings, hash, labels. Pure.
 
 tests/images/build.py does the I/O (mmdebstrap, the engine); everything it decides goes through here, so the
-unit tests (tests/unit/test_homeserver_image.py) check it without an engine.
+unit tests (tests/unit/test_homeserver_image_recipe.py) check it without an engine.
 """
 
 from __future__ import annotations
