@@ -147,6 +147,7 @@ def ensure_rootfs(recipe: RootfsRecipe, cache: Path, log: Log) -> Path:
             done = subprocess.run(recipe.argv(partial), stdout=sink, stderr=subprocess.STDOUT,
                                   stdin=subprocess.DEVNULL, timeout=MMDEBSTRAP_TIMEOUT_S, check=False)
         except subprocess.TimeoutExpired:
+            partial.unlink(missing_ok=True)
             raise BuildError(f"mmdebstrap took over {MMDEBSTRAP_TIMEOUT_S}s; its log: {log_path}") from None
     if done.returncode != 0:
         partial.unlink(missing_ok=True)
