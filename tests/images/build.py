@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any
 
 from tests.images.recipe import (
-    BASE_REPO,
     CONTRACT,
     FAULT_VARIANTS,
     GROUP,
@@ -54,6 +53,8 @@ from tests.images.recipe import (
     SYNAPSE_SOURCES,
     RootfsRecipe,
     base_config,
+    base_labels,
+    base_tag,
     cache_dir,
     commit_changes,
     fault_changes,
@@ -230,17 +231,17 @@ def find_image(client: Any, labels: Mapping[str, str]) -> Any | None:
 
 
 def ensure_base_image(client: Any, recipe: RootfsRecipe, cache: Path, log: Log) -> Any:
-    labels = {LABEL_IMAGE: "debian-python", LABEL_ROOTFS: recipe.digest()}
+    labels = base_labels(recipe)
     if (image := find_image(client, labels)) is not None:
         log(f"base image: cached {image.short_id}")
         return image
     rootfs = ensure_rootfs(recipe, cache, log)
     t0 = time.monotonic()
-    tag = f"{recipe.suite}-{recipe.digest()[:12]}"
+    repository, _, tag = base_tag(recipe).rpartition(":")
     changes = [f"LABEL {k}={json.dumps(v)}" for k, v in sorted(labels.items())]
-    client.api.import_image_from_file(str(rootfs), repository=BASE_REPO, tag=tag, changes=changes)
-    log(f"base image: docker import in {time.monotonic() - t0:.1f}s -> {BASE_REPO}:{tag}")
-    return client.images.get(f"{BASE_REPO}:{tag}")
+    client.api.import_image_from_file(str(rootfs), repository=repository, tag=tag, changes=changes)
+    log(f"base image: docker import in {time.monotonic() - t0:.1f}s -> {base_tag(recipe)}")
+    return client.images.get(base_tag(recipe))
 
 
 def commit_over(client: Any, image: str, tag: str, changes: list[str], layer: Path | None = None) -> None:

@@ -175,6 +175,15 @@ def rootfs_name(recipe: RootfsRecipe) -> str:
     return f"rootfs-{recipe.suite}-{recipe.digest()[:12]}.tar"
 
 
+def base_tag(recipe: RootfsRecipe) -> str:
+    return f"{BASE_REPO}:{recipe.suite}-{recipe.digest()[:12]}"
+
+
+def base_labels(recipe: RootfsRecipe) -> dict[str, str]:
+    """The base image's labels; every image built on it inherits the rootfs one (what drop_rootfs goes by)."""
+    return {LABEL_IMAGE: "debian-python", LABEL_ROOTFS: recipe.digest()}
+
+
 def removal_rank(labels: Mapping[str, str]) -> int:
     """Children before parents: fault variants (0) sit on a contract image (1), which sits on the base (2)."""
     return {CONTRACT: 1, None: 2}.get(labels.get(LABEL_VARIANT), 0)

@@ -4,7 +4,7 @@ engine helper may start a dockerd (tests/images/engine.py)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import FrozenInstanceError, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +38,26 @@ def test_every_field_of_the_recipe_changes_its_digest(change: dict[str, Any]) ->
     assert len(base.digest()) == 64
 
 
-def test_the_rootfs_tarball_is_named_by_suite_and_digest() -> None:
+def test_the_rootfs_tarball_and_base_image_are_named_by_suite_and_digest() -> None:
     recipe = rc.RootfsRecipe()
     assert rc.rootfs_name(recipe) == f"rootfs-bookworm-{recipe.digest()[:12]}.tar"
+    assert rc.base_tag(recipe) == f"matrix-qa/debian-python:bookworm-{recipe.digest()[:12]}"
+    assert rc.base_labels(recipe) == {"org.matrix-qa.image": "debian-python", "org.matrix-qa.rootfs": recipe.digest()}
+
+
+def test_a_recipe_cannot_change_under_its_digest() -> None:
+    recipe = rc.RootfsRecipe()
+    with pytest.raises(FrozenInstanceError):
+        recipe.suite = "trixie"  # type: ignore[misc]
+
+
+def test_the_layer_brings_the_accounts_the_extract_variant_does_not_make() -> None:
+    users = [line.split(":") for line in rc.PASSWD.splitlines()]
+    assert [(u[0], u[2], u[3]) for u in users] == [("root", "0", "0"), ("nobody", "65534", "65534")]
+    assert all(len(user) == 7 for user in users) and rc.PASSWD.endswith("\n")
+    groups = [line.split(":") for line in rc.GROUP.splitlines()]
+    assert [(g[0], g[2]) for g in groups] == [("root", "0"), ("nogroup", "65534")]
+    assert all(len(group) == 4 for group in groups) and rc.GROUP.endswith("\n")
 
 
 @dataclass
@@ -104,9 +121,10 @@ def test_the_image_keeps_qa_test_settings_and_leaves_per_container_ones_to_the_e
     assert config["rc_message"] == full["rc_message"]
     assert config["rc_login"]["failed_attempts"]["burst_count"] >= 1000
     assert config["trusted_key_servers"] == []
-    assert set(config) == set(full) - set(rc.PER_CONTAINER_KEYS)
-    for key in ("server_name", "listeners", "registration_shared_secret", "federation_domain_whitelist"):
-        assert key not in config
+    assert set(full) - set(config) == {
+        "server_name", "public_baseurl", "listeners", "pid_file", "database", "log_config", "media_store_path",
+        "signing_key_path", "registration_shared_secret", "macaroon_secret_key", "form_secret",
+        "enable_registration", "federation_domain_whitelist"}
 
 
 def test_the_inputs_digest_changes_with_every_input_and_only_then() -> None:
