@@ -22,7 +22,9 @@ from tests.images.engine import DEFAULT_HOST, endpoint, why_not_start
 def test_the_rootfs_is_python3_extracted_without_docs_into_a_tarball() -> None:
     argv = rc.RootfsRecipe().argv(Path("/c/out.tar"))
     assert argv[:4] == ["mmdebstrap", "--variant=extract", "--format=tar", "--include=python3"]
-    assert "--dpkgopt=path-exclude=/usr/share/doc/*" in argv
+    assert argv[4:8] == [f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("man", "doc", "locale", "info")]
+    assert rc.RootfsRecipe() == rc.RootfsRecipe("bookworm", "3.11", "extract", ("python3",), tuple(
+        f"/usr/share/{d}/*" for d in ("man", "doc", "locale", "info")), "")
     assert argv[-2:] == ["bookworm", "/c/out.tar"]
     assert rc.RootfsRecipe(packages=("python3", "tzdata"), mirror="http://m/debian").argv(Path("o"))[-3:] == [
         "bookworm", "o", "http://m/debian"]
