@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tests.images.entrypoint import BASE_CONFIG_PATH, CLIENT_PORT, DATA_DIR, SELF_PATH
 from tests.images.recipe import (
     CONTRACT,
     FAULT_VARIANTS,
@@ -111,7 +112,7 @@ def current_inputs(recipe: RootfsRecipe) -> tuple[str, dict[str, str], dict[str,
         closure = requirement_closure("matrix-synapse")
     except importlib.metadata.PackageNotFoundError as exc:
         raise ToolMissing(f"matrix-synapse is not installed on this host ({exc})") from None
-    config = base_config(build_synapse_config(workdir=Path("/data"), port=8008))
+    config = base_config(build_synapse_config(workdir=DATA_DIR, port=CLIENT_PORT))
     return closure["matrix-synapse"], closure, config
 
 
@@ -184,11 +185,11 @@ def write_layer(recipe: RootfsRecipe, closure: Mapping[str, str], config: Mappin
         else:
             _add_pip_install(tar, recipe, pins(closure))
             how = f"pip installed {len(closure)} pinned distributions for Python {recipe.python}"
-        _add_bytes(tar, "opt/matrix-qa/entrypoint.py", ENTRYPOINT.read_bytes(), 0o755)
-        _add_bytes(tar, "opt/matrix-qa/base-config.json", json.dumps(config, indent=1, sort_keys=True).encode())
+        _add_bytes(tar, str(SELF_PATH).lstrip("/"), ENTRYPOINT.read_bytes(), 0o755)
+        _add_bytes(tar, str(BASE_CONFIG_PATH).lstrip("/"), json.dumps(config, indent=1, sort_keys=True).encode())
         _add_bytes(tar, "etc/passwd", PASSWD.encode())
         _add_bytes(tar, "etc/group", GROUP.encode())
-        data = tarfile.TarInfo("data")
+        data = tarfile.TarInfo(str(DATA_DIR).lstrip("/"))
         data.type, data.mode = tarfile.DIRTYPE, 0o700
         tar.addfile(data)
     log(f"synapse layer: {how} in {time.monotonic() - t0:.1f}s")

@@ -39,8 +39,10 @@ from typing import Any
 CLIENT_PORT = 8008
 FEDERATION_PORT = 8448
 DATA_DIR = Path("/data")
-BASE_CONFIG_PATH = Path("/opt/matrix-qa/base-config.json")
-COMPLEMENT_CA = Path("/complement/ca")
+INSTALL_DIR = Path("/opt/matrix-qa")  # this file and the build's settings, in the image
+SELF_PATH = INSTALL_DIR / "entrypoint.py"
+BASE_CONFIG_PATH = INSTALL_DIR / "base-config.json"
+COMPLEMENT_CA = Path("/complement/ca")  # where Complement mounts its CA (ca.crt, ca.key)
 DEFAULT_SERVER_NAME = "localhost"
 DEFAULT_SHARED_SECRET = "complement"  # what Complement itself registers admins with
 FAULT_ENV = "MATRIX_QA_IMAGE_FAULT"

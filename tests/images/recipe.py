@@ -19,7 +19,14 @@ from typing import Any
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.images.entrypoint import FAULT_ENV, FAULTS
+from tests.images.entrypoint import (
+    CLIENT_PORT,
+    DATA_DIR,
+    FAULT_ENV,
+    FAULTS,
+    FEDERATION_PORT,
+    SELF_PATH,
+)
 
 IMAGE_REPO = "matrix-qa/complement-synapse"
 BASE_REPO = "matrix-qa/debian-python"
@@ -126,9 +133,9 @@ def image_labels(synapse_version: str, inputs: str, variant: str = CONTRACT) -> 
 def commit_changes(labels: Mapping[str, str]) -> list[str]:
     """Dockerfile lines `docker commit` applies: the contract's ports, the entrypoint, the labels. No VOLUME:
     the data stays in the container, so a restart keeps it and a removal takes it along."""
-    lines = ['ENTRYPOINT ["python3", "/opt/matrix-qa/entrypoint.py"]',
-             f"ENV PYTHONPATH=/{SYNAPSE_DIR}", "ENV PYTHONUNBUFFERED=1", "EXPOSE 8008/tcp", "EXPOSE 8448/tcp",
-             "WORKDIR /data"]
+    lines = [f"ENTRYPOINT {json.dumps(['python3', str(SELF_PATH)])}",
+             f"ENV PYTHONPATH=/{SYNAPSE_DIR}", "ENV PYTHONUNBUFFERED=1", f"EXPOSE {CLIENT_PORT}/tcp",
+             f"EXPOSE {FEDERATION_PORT}/tcp", f"WORKDIR {DATA_DIR}"]
     return lines + _label_lines(labels)
 
 

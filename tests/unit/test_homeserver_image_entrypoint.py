@@ -4,6 +4,7 @@ the federation certificate, and the fault switches."""
 
 from __future__ import annotations
 
+import datetime
 import io
 import json
 import os
@@ -21,6 +22,16 @@ from tests.images import entrypoint as ep
 from tests.images import recipe as rc
 
 # --- entrypoint: settings and config -------------------------------------------------------------------------
+
+
+def test_the_image_layout_is_where_the_build_puts_it_and_complement_mounts_its_ca() -> None:
+    assert str(ep.SELF_PATH) == "/opt/matrix-qa/entrypoint.py"
+    assert str(ep.BASE_CONFIG_PATH) == "/opt/matrix-qa/base-config.json"
+    assert str(ep.DATA_DIR) == "/data"
+    assert str(ep.COMPLEMENT_CA) == "/complement/ca"
+    changes = rc.commit_changes({})
+    assert changes[0] == 'ENTRYPOINT ["python3", "/opt/matrix-qa/entrypoint.py"]'
+    assert "WORKDIR /data" in changes
 
 
 def test_settings_default_to_complement_values() -> None:
@@ -110,6 +121,7 @@ def test_the_first_start_writes_private_files_that_a_restart_keeps(tmp_path: Pat
     assert json.loads(config_path.read_text()) == first
     assert first["macaroon_secret_key"] == json.loads(kept["secrets.json"])["macaroon_secret_key"]
     assert json.loads((data / "log_config.yaml").read_text()) == ep.log_config()
+    assert kept["signing.key"].startswith(b"ed25519 a_")
 
 
 def test_the_rendered_config_is_one_synapse_accepts(tmp_path: Path) -> None:
@@ -140,7 +152,8 @@ def test_the_federation_certificate_is_signed_by_complements_ca_when_mounted(tmp
     assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
         x509.DNSName) == ["hs1"]
     ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
-    assert cert.not_valid_after_utc > cert.not_valid_before_utc
+    assert cert.not_valid_after_utc - cert.not_valid_before_utc == datetime.timedelta(days=366)
+    assert cert.not_valid_before_utc < datetime.datetime.now(datetime.UTC) < cert.not_valid_after_utc
 
 
 def test_without_a_ca_the_federation_certificate_signs_itself(tmp_path: Path) -> None:
@@ -169,7 +182,23 @@ def test_the_exit_fault_and_a_bad_setting_exit_at_once(env: dict[str, str], said
     assert not (tmp_path / "data").exists()
 
 
-def test_the_no_versions_fault_answers_404_to_everything() -> None:
+def test_main_says_how_registration_goes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(os, "execv", lambda path, argv: None)
+    base = write_base(tmp_path)
+    ep.main({"SERVER_NAME": "hs1"}, tmp_path / "a", base)
+    assert "matrix-qa image: starting Synapse for hs1 (registration open with m.login.dummy)" in capsys.readouterr().err
+    ep.main({"MATRIX_QA_IMAGE_FAULT": "closed-registration"}, tmp_path / "b", base)
+    assert "(registration closed: fault closed-registration)" in capsys.readouterr().err
+
+
+def test_main_hands_the_no_versions_fault_to_its_server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setattr(ep, "serve_not_found", lambda: 7)
+    assert ep.main({"MATRIX_QA_IMAGE_FAULT": "no-versions"}, tmp_path / "data", tmp_path / "missing.json") == 7
+    assert not (tmp_path / "data").exists()
+
+
+def test_the_no_versions_fault_answers_404_to_everything(capsys: pytest.CaptureFixture[str]) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), ep.NotFound)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -179,7 +208,13 @@ def test_the_no_versions_fault_answers_404_to_everything() -> None:
                 urllib.request.urlopen(urllib.request.Request(url, data=b"{}" if method != "GET" else None,
                                                               method=method), timeout=5)
             assert raised.value.code == 404
-            assert json.load(io.BytesIO(raised.value.read()))["errcode"] == "M_UNRECOGNIZED"
+            assert raised.value.headers["Content-Type"] == "application/json"
+            body = raised.value.read()
+            assert int(raised.value.headers["Content-Length"]) == len(body)
+            assert json.load(io.BytesIO(body)) == {"errcode": "M_UNRECOGNIZED",
+                                                   "error": "matrix-qa image fault: no-versions"}
     finally:
         server.shutdown()
         server.server_close()
+    said = capsys.readouterr().err
+    assert "matrix-qa image: no-versions: POST /_matrix/client/versions -> 404" in said
