@@ -1,21 +1,23 @@
 """Build the Complement-style Synapse image offline, and find it again: Debian rootfs + the host's Synapse + entrypoint.
 
-    python -m tests.images.build [--rebuild] [--no-variants] [--cache-dir DIR] [--prune]
+    python -m tests.images.build [--rebuild] [--fresh-rootfs] [--no-variants] [--synapse-from auto|host|pip]
+                                 [--cache-dir DIR] [--prune]
 
 No image registry is reachable here, so nothing is pulled. The image is three layers, each from what this
-machine has or its package registries serve:
+machine has or its package registries serve, and each an image of its own, found again by its labels:
 
 1. a Debian root filesystem with Debian's Python (`mmdebstrap --variant=extract`, from Debian's packages),
    `docker import`ed as the base image. The tarball is cached on disk ($MATRIX_QA_IMAGE_CACHE, else
    ~/.cache/matrix-qa/images), and the base image in the engine, both keyed by the recipe;
-2. Synapse and its dependencies under /opt/synapse: the distributions the host's `matrix-synapse` needs,
-   copied from the host's site-packages (same Python minor as the image's, so the same wheels and .pyc
-   files fit), or installed by pip with the same pins when the host cannot serve them;
+2. Synapse and its dependencies under /opt/synapse (`matrix-qa/synapse:<version>-<pins hash>`): the
+   distributions the host's `matrix-synapse` needs, copied from the host's site-packages (same Python minor as
+   the image's, so the same wheels and .pyc files fit), or installed by pip with the same pins when the host
+   cannot serve them. Its label carries the pins' hash, so a change of the entrypoint reuses it;
 3. the entrypoint (tests/images/entrypoint.py) and the test-homeserver settings rendered from
    qa.homeserver.synapse (design.md's Synapse settings: one source for the embedded server and the image).
 
-Layers 2 and 3 go in with `put_archive` into a created container, then `commit` sets the entrypoint, the
-exposed ports and the labels. Every image carries `org.matrix-qa.synapse-version` and
+Layers 2 and 3 each go in with `put_archive` into a created container, then `commit`; the last one sets the
+entrypoint, the exposed ports and the labels. Every image carries `org.matrix-qa.synapse-version` and
 `org.matrix-qa.inputs` (a hash of every build input); a build first looks for an image with the same inputs
 and reuses it. The variants that break the contract on purpose (`exit`, `no-versions`,
 `closed-registration`) are one more commit each, with MATRIX_QA_IMAGE_FAULT set: no new files.
@@ -48,9 +50,11 @@ from tests.images.recipe import (
     IMAGE_NAME,
     LABEL_IMAGE,
     LABEL_INPUTS,
+    LABEL_PINS,
     LABEL_ROOTFS,
     PASSWD,
     SYNAPSE_DIR,
+    SYNAPSE_NAME,
     SYNAPSE_SOURCES,
     RootfsRecipe,
     base_config,
@@ -67,7 +71,10 @@ from tests.images.recipe import (
     removal_rank,
     requirement_closure,
     rootfs_name,
+    synapse_digest,
+    synapse_labels,
     synapse_source,
+    synapse_tag,
 )
 
 HERE = Path(__file__).resolve().parent
@@ -91,6 +98,7 @@ class Built:
 
     synapse_version: str
     inputs: str
+    pins: str  # the Synapse layer's digest
     tags: dict[str, str]
     built: bool
     seconds: float
@@ -169,9 +177,9 @@ def _check_python(rootfs: Path, recipe: RootfsRecipe) -> None:
             raise BuildError(f"the {recipe.suite} rootfs has no {wanted[1:]}: RootfsRecipe.python is wrong")
 
 
-def write_layer(recipe: RootfsRecipe, closure: Mapping[str, str], config: Mapping[str, Any], out: Path,
-                log: Log, wanted: str = "auto") -> None:
-    """The tar put over the rootfs: /opt/synapse, /opt/matrix-qa (entrypoint, settings), /data, /etc files."""
+def write_synapse_layer(recipe: RootfsRecipe, closure: Mapping[str, str], out: Path, log: Log,
+                        wanted: str = "auto") -> None:
+    """The tar of /opt/synapse: Synapse and every distribution it needs."""
     t0 = time.monotonic()
     host_python = f"{sys.version_info.major}.{sys.version_info.minor}"
     try:
@@ -185,6 +193,12 @@ def write_layer(recipe: RootfsRecipe, closure: Mapping[str, str], config: Mappin
         else:
             _add_pip_install(tar, recipe, pins(closure))
             how = f"pip installed {len(closure)} pinned distributions for Python {recipe.python}"
+    log(f"synapse layer: {how} in {time.monotonic() - t0:.1f}s")
+
+
+def write_entry_layer(config: Mapping[str, Any], out: Path) -> None:
+    """The small tar on top: the entrypoint, the settings, the accounts files and the empty /data."""
+    with tarfile.open(out, "w") as tar:
         _add_bytes(tar, str(SELF_PATH).lstrip("/"), ENTRYPOINT.read_bytes(), 0o755)
         _add_bytes(tar, str(BASE_CONFIG_PATH).lstrip("/"), json.dumps(config, indent=1, sort_keys=True).encode())
         _add_bytes(tar, "etc/passwd", PASSWD.encode())
@@ -192,7 +206,6 @@ def write_layer(recipe: RootfsRecipe, closure: Mapping[str, str], config: Mappin
         data = tarfile.TarInfo(str(DATA_DIR).lstrip("/"))
         data.type, data.mode = tarfile.DIRTYPE, 0o700
         tar.addfile(data)
-    log(f"synapse layer: {how} in {time.monotonic() - t0:.1f}s")
 
 
 def _add_host_distributions(tar: tarfile.TarFile, closure: Mapping[str, str]) -> int:
@@ -263,7 +276,9 @@ def commit_over(client: Any, image: str, tag: str, changes: list[str], layer: Pa
 def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path | None = None,
                  rebuild: bool = False, variants: Iterable[str] = FAULT_VARIANTS, synapse_from: str = "auto",
                  log: Log = print) -> Built:
-    """The image for the current inputs (and its fault variants): found by label, built when missing."""
+    """The image for the current inputs (and its fault variants): found by label, built when missing.
+
+    `rebuild` makes the Synapse layer and every image on it again (the base and the rootfs stay)."""
     t0 = time.monotonic()
     recipe = recipe or RootfsRecipe()
     cache = cache or cache_dir()
@@ -276,14 +291,16 @@ def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path
         lines.append(line)
         log(line)
 
+    layer = synapse_digest(recipe, pins(closure))
     if rebuild:  # the old images would keep their labels, untagged, and be found again
-        remove_images(client, client.images.list(filters={"label": f"{LABEL_INPUTS}={inputs}"}))
-    built = rebuild or not _found(client, tags[CONTRACT], image_labels(version, inputs))
+        remove_images(client, client.images.list(filters={"label": f"{LABEL_PINS}={layer}"}))
+    built = not _found(client, tags[CONTRACT], image_labels(version, inputs))
     if built:
-        def layer(out: Path) -> None:
-            write_layer(recipe, closure, config, out, note, synapse_from)
+        def synapse_layer(out: Path) -> None:
+            write_synapse_layer(recipe, closure, out, note, synapse_from)
 
-        _build_contract(client, recipe, cache, layer, tags[CONTRACT], image_labels(version, inputs), note)
+        below = ensure_synapse_image(client, recipe, cache, synapse_layer, (version, layer), note)
+        _commit_entry(client, below, config, cache, tags[CONTRACT], image_labels(version, inputs), note)
     for variant in variants:
         labels = image_labels(version, inputs, variant)
         # A variant sits on the contract image: a new contract image means new variants.
@@ -292,7 +309,7 @@ def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path
             note(f"variant {variant}: {tags[variant]}")
     seconds = time.monotonic() - t0
     note(f"{'built' if built else 'cached'}: {tags[CONTRACT]} in {seconds:.1f}s")
-    return Built(version, inputs, tags, built, seconds, lines)
+    return Built(version, inputs, layer, tags, built, seconds, lines)
 
 
 def _found(client: Any, tag: str, labels: Mapping[str, str]) -> bool:
@@ -303,8 +320,14 @@ def _found(client: Any, tag: str, labels: Mapping[str, str]) -> bool:
     return image is not None
 
 
-def _build_contract(client: Any, recipe: RootfsRecipe, cache: Path, make_layer: Callable[[Path], None],
-                    tag: str, labels: Mapping[str, str], log: Log) -> None:
+def ensure_synapse_image(client: Any, recipe: RootfsRecipe, cache: Path, make_layer: Callable[[Path], None],
+                         name: tuple[str, str], log: Log) -> Any:
+    """The base plus /opt/synapse, found by the pins' label or built: every entrypoint version shares it."""
+    version, digest = name
+    labels, tag = synapse_labels(version, digest), synapse_tag(version, digest)
+    if _found(client, tag, labels):
+        log(f"synapse image: cached {tag}")
+        return client.images.get(tag)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="layer-", dir=cache) as scratch:
         layer = Path(scratch) / "synapse-layer.tar"
@@ -314,18 +337,36 @@ def _build_contract(client: Any, recipe: RootfsRecipe, cache: Path, make_layer: 
             pool.submit(make_layer, layer).result()
             base_image = base.result()
         t0 = time.monotonic()
-        commit_over(client, base_image.id, tag, commit_changes(labels), layer)
-        log(f"image: layer put and committed in {time.monotonic() - t0:.1f}s -> {tag}")
+        commit_over(client, base_image.id, tag, [f"LABEL {k}={json.dumps(v)}" for k, v in sorted(labels.items())],
+                    layer)
+    log(f"synapse image: layer put and committed in {time.monotonic() - t0:.1f}s -> {tag}")
+    return client.images.get(tag)
 
 
-def prune(client: Any, keep: str, log: Log = print) -> int:
-    """Remove this script's images of other inputs (older Synapse or entrypoint). Returns how many."""
-    ours = client.images.list(filters={"label": f"{LABEL_IMAGE}={IMAGE_NAME}"})
-    stale = [image for image in ours if image.labels.get(LABEL_INPUTS) != keep]
-    remove_images(client, stale)
-    for image in stale:
+def _commit_entry(client: Any, below: Any, config: Mapping[str, Any], cache: Path, tag: str,
+                  labels: Mapping[str, str], log: Log) -> None:
+    t0 = time.monotonic()
+    cache.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="entry-", dir=cache) as scratch:
+        layer = Path(scratch) / "entry-layer.tar"
+        write_entry_layer(config, layer)
+        commit_over(client, below.id, tag, commit_changes(labels), layer)
+    log(f"image: entrypoint committed in {time.monotonic() - t0:.1f}s -> {tag}")
+
+
+def prune(client: Any, built: Built, log: Log = print) -> int:
+    """Remove this script's images of other inputs (another Synapse, entrypoint or recipe). Returns how many."""
+    def stale(image: Any) -> bool:
+        kind = image.labels.get(LABEL_IMAGE)
+        if kind == IMAGE_NAME:
+            return image.labels.get(LABEL_INPUTS) != built.inputs
+        return kind == SYNAPSE_NAME and image.labels.get(LABEL_PINS) != built.pins
+
+    found = [image for image in client.images.list(filters={"label": LABEL_IMAGE}) if stale(image)]
+    remove_images(client, found)
+    for image in found:
         log(f"pruned {', '.join(image.tags) or image.short_id}")
-    return len(stale)
+    return len(found)
 
 
 def _tail(path: Path, lines: int = 15) -> str:
@@ -334,7 +375,8 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.images.build", description=__doc__.splitlines()[0])
-    parser.add_argument("--rebuild", action="store_true", help="build even when an image with these inputs exists")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="make the Synapse layer and the images on it again, even though they exist")
     parser.add_argument("--no-variants", action="store_true", help="skip the images that break the contract")
     parser.add_argument("--cache-dir", type=Path, help="where the rootfs tarball is kept")
     parser.add_argument("--fresh-rootfs", action="store_true",
@@ -355,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                                  variants=() if args.no_variants else FAULT_VARIANTS,
                                  synapse_from=args.synapse_from)
             if args.prune:
-                prune(engine.client, built.inputs)
+                prune(engine.client, built)
     except (Unavailable, BuildError) as exc:
         print(f"cannot build the image: {exc}", file=sys.stderr)
         return 2

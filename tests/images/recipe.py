@@ -29,13 +29,17 @@ from tests.images.entrypoint import (
 )
 
 IMAGE_REPO = "matrix-qa/complement-synapse"
+SYNAPSE_REPO = "matrix-qa/synapse"
 BASE_REPO = "matrix-qa/debian-python"
 LABEL_IMAGE = "org.matrix-qa.image"
 LABEL_SYNAPSE = "org.matrix-qa.synapse-version"
 LABEL_INPUTS = "org.matrix-qa.inputs"
 LABEL_VARIANT = "org.matrix-qa.variant"
 LABEL_ROOTFS = "org.matrix-qa.rootfs"
+LABEL_PINS = "org.matrix-qa.synapse-pins"
 IMAGE_NAME = "complement-synapse"
+SYNAPSE_NAME = "synapse"  # the layer image: base + /opt/synapse, shared by every entrypoint built on it
+BASE_NAME = "debian-python"
 CONTRACT = "contract"  # the variant that meets the contract; the others are the faults of the entrypoint
 FAULT_VARIANTS = FAULTS
 SYNAPSE_DIR = "opt/synapse"
@@ -188,9 +192,27 @@ def base_tag(recipe: RootfsRecipe) -> str:
 
 def base_labels(recipe: RootfsRecipe) -> dict[str, str]:
     """The base image's labels; every image built on it inherits the rootfs one (what drop_rootfs goes by)."""
-    return {LABEL_IMAGE: "debian-python", LABEL_ROOTFS: recipe.digest()}
+    return {LABEL_IMAGE: BASE_NAME, LABEL_ROOTFS: recipe.digest()}
+
+
+def synapse_digest(recipe: RootfsRecipe, pinned: Iterable[str]) -> str:
+    """What the Synapse layer image depends on: its base and the pinned distributions, nothing of ours."""
+    return _sha256(json.dumps([recipe.digest(), sorted(pinned)]))
+
+
+def synapse_tag(synapse_version: str, digest: str) -> str:
+    return f"{SYNAPSE_REPO}:{synapse_version}-{digest[:12]}"
+
+
+def synapse_labels(synapse_version: str, digest: str) -> dict[str, str]:
+    """The layer image's labels; the images built on it inherit the pins one (what a rebuild goes by)."""
+    return {LABEL_IMAGE: SYNAPSE_NAME, LABEL_SYNAPSE: synapse_version, LABEL_PINS: digest}
 
 
 def removal_rank(labels: Mapping[str, str]) -> int:
-    """Children before parents: fault variants (0) sit on a contract image (1), which sits on the base (2)."""
-    return {CONTRACT: 1, None: 2}.get(labels.get(LABEL_VARIANT), 0)
+    """Children before parents: fault variants (0) sit on a contract image (1), on the Synapse layer (2), on the
+    base (3)."""
+    kind = labels.get(LABEL_IMAGE)
+    if kind == IMAGE_NAME:
+        return 1 if labels.get(LABEL_VARIANT) == CONTRACT else 0
+    return 2 if kind == SYNAPSE_NAME else 3

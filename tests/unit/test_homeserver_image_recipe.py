@@ -209,8 +209,22 @@ def test_the_cache_dir_follows_its_variable_then_xdg_then_home() -> None:
 
 
 def test_images_are_removed_children_first() -> None:
-    ranks = [rc.removal_rank(labels) for labels in ({}, {rc.LABEL_VARIANT: "contract"}, {rc.LABEL_VARIANT: "exit"})]
-    assert ranks == [2, 1, 0]
+    image = {rc.LABEL_IMAGE: "complement-synapse"}
+    kinds = [{rc.LABEL_IMAGE: "debian-python"}, {rc.LABEL_IMAGE: "synapse"}, {**image, rc.LABEL_VARIANT: "contract"},
+             {**image, rc.LABEL_VARIANT: "exit"}, {}]
+    assert [rc.removal_rank(labels) for labels in kinds] == [3, 2, 1, 0, 3]
+
+
+def test_the_synapse_layer_is_named_by_its_base_and_pins_only() -> None:
+    recipe = rc.RootfsRecipe()
+    digest = rc.synapse_digest(recipe, ["b==2", "a==1"])
+    assert digest == rc.synapse_digest(recipe, ["a==1", "b==2"]) != rc.synapse_digest(recipe, ["a==1"])
+    assert digest != rc.synapse_digest(replace(recipe, suite="trixie"), ["a==1", "b==2"])
+    assert len(digest) == 64
+    assert rc.synapse_tag("1.163.2", digest) == f"matrix-qa/synapse:1.163.2-{digest[:12]}"
+    assert rc.synapse_labels("1.163.2", digest) == {"org.matrix-qa.image": "synapse",
+                                                    "org.matrix-qa.synapse-version": "1.163.2",
+                                                    "org.matrix-qa.synapse-pins": digest}
 
 
 # --- engine ---------------------------------------------------------------------------------------------------
