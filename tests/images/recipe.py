@@ -30,7 +30,6 @@ from tests.images.entrypoint import (
 
 IMAGE_REPO = "matrix-qa/complement-synapse"
 SYNAPSE_REPO = "matrix-qa/synapse"
-BASE_REPO = "matrix-qa/debian-python"
 LABEL_IMAGE = "org.matrix-qa.image"
 LABEL_SYNAPSE = "org.matrix-qa.synapse-version"
 LABEL_INPUTS = "org.matrix-qa.inputs"
@@ -38,8 +37,7 @@ LABEL_VARIANT = "org.matrix-qa.variant"
 LABEL_ROOTFS = "org.matrix-qa.rootfs"
 LABEL_PINS = "org.matrix-qa.synapse-pins"
 IMAGE_NAME = "complement-synapse"
-SYNAPSE_NAME = "synapse"  # the layer image: base + /opt/synapse, shared by every entrypoint built on it
-BASE_NAME = "debian-python"
+SYNAPSE_NAME = "synapse"  # the rootfs + /opt/synapse, one import, shared by every entrypoint built on it
 CONTRACT = "contract"  # the variant that meets the contract; the others are the faults of the entrypoint
 FAULT_VARIANTS = FAULTS
 SYNAPSE_DIR = "opt/synapse"
@@ -140,15 +138,15 @@ def commit_changes(labels: Mapping[str, str]) -> list[str]:
     lines = [f"ENTRYPOINT {json.dumps(['python3', str(SELF_PATH)])}",
              f"ENV PYTHONPATH=/{SYNAPSE_DIR}", "ENV PYTHONUNBUFFERED=1", f"EXPOSE {CLIENT_PORT}/tcp",
              f"EXPOSE {FEDERATION_PORT}/tcp", f"WORKDIR {DATA_DIR}"]
-    return lines + _label_lines(labels)
+    return lines + label_lines(labels)
 
 
 def fault_changes(labels: Mapping[str, str], fault: str) -> list[str]:
     """A variant is its contract image with the fault switched on by the environment, and labelled so."""
-    return [f"ENV {FAULT_ENV}={fault}", *_label_lines({**labels, LABEL_VARIANT: fault})]
+    return [f"ENV {FAULT_ENV}={fault}", *label_lines({**labels, LABEL_VARIANT: fault})]
 
 
-def _label_lines(labels: Mapping[str, str]) -> list[str]:
+def label_lines(labels: Mapping[str, str]) -> list[str]:
     return [f"LABEL {key}={json.dumps(value)}" for key, value in sorted(labels.items())]
 
 
@@ -186,15 +184,6 @@ def rootfs_name(recipe: RootfsRecipe) -> str:
     return f"rootfs-{recipe.suite}-{recipe.digest()[:12]}.tar"
 
 
-def base_tag(recipe: RootfsRecipe) -> str:
-    return f"{BASE_REPO}:{recipe.suite}-{recipe.digest()[:12]}"
-
-
-def base_labels(recipe: RootfsRecipe) -> dict[str, str]:
-    """The base image's labels; every image built on it inherits the rootfs one (what drop_rootfs goes by)."""
-    return {LABEL_IMAGE: BASE_NAME, LABEL_ROOTFS: recipe.digest()}
-
-
 def synapse_digest(recipe: RootfsRecipe, pinned: Iterable[str]) -> str:
     """What the Synapse layer image depends on: its base and the pinned distributions, nothing of ours."""
     return _sha256(json.dumps([recipe.digest(), sorted(pinned)]))
@@ -204,15 +193,15 @@ def synapse_tag(synapse_version: str, digest: str) -> str:
     return f"{SYNAPSE_REPO}:{synapse_version}-{digest[:12]}"
 
 
-def synapse_labels(synapse_version: str, digest: str) -> dict[str, str]:
-    """The layer image's labels; the images built on it inherit the pins one (what a rebuild goes by)."""
-    return {LABEL_IMAGE: SYNAPSE_NAME, LABEL_SYNAPSE: synapse_version, LABEL_PINS: digest}
+def synapse_labels(synapse_version: str, digest: str, recipe: RootfsRecipe) -> dict[str, str]:
+    """The Synapse image's labels. The images built on it inherit them: the pins' one is what a rebuild goes by,
+    the rootfs' one what dropping the rootfs goes by."""
+    return {LABEL_IMAGE: SYNAPSE_NAME, LABEL_SYNAPSE: synapse_version, LABEL_PINS: digest,
+            LABEL_ROOTFS: recipe.digest()}
 
 
 def removal_rank(labels: Mapping[str, str]) -> int:
-    """Children before parents: fault variants (0) sit on a contract image (1), on the Synapse layer (2), on the
-    base (3)."""
-    kind = labels.get(LABEL_IMAGE)
-    if kind == IMAGE_NAME:
+    """Children before parents: fault variants (0) sit on a contract image (1), on the Synapse image (2)."""
+    if labels.get(LABEL_IMAGE) == IMAGE_NAME:
         return 1 if labels.get(LABEL_VARIANT) == CONTRACT else 0
-    return 2 if kind == SYNAPSE_NAME else 3
+    return 2

@@ -4,6 +4,8 @@ engine helper may start a dockerd (tests/images/engine.py)."""
 
 from __future__ import annotations
 
+import io
+import tarfile
 from dataclasses import FrozenInstanceError, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,7 @@ from packaging.utils import canonicalize_name
 from qa.homeserver.synapse import build_synapse_config
 from tests.images import entrypoint as ep
 from tests.images import recipe as rc
+from tests.images.build import concatenated_tar
 from tests.images.engine import DEFAULT_HOST, endpoint, why_not_start
 
 # --- recipe ------------------------------------------------------------------------------------------------------
@@ -40,11 +43,9 @@ def test_every_field_of_the_recipe_changes_its_digest(change: dict[str, Any]) ->
     assert len(base.digest()) == 64
 
 
-def test_the_rootfs_tarball_and_base_image_are_named_by_suite_and_digest() -> None:
+def test_the_rootfs_tarball_is_named_by_suite_and_digest() -> None:
     recipe = rc.RootfsRecipe()
     assert rc.rootfs_name(recipe) == f"rootfs-bookworm-{recipe.digest()[:12]}.tar"
-    assert rc.base_tag(recipe) == f"matrix-qa/debian-python:bookworm-{recipe.digest()[:12]}"
-    assert rc.base_labels(recipe) == {"org.matrix-qa.image": "debian-python", "org.matrix-qa.rootfs": recipe.digest()}
 
 
 def test_a_recipe_cannot_change_under_its_digest() -> None:
@@ -210,9 +211,9 @@ def test_the_cache_dir_follows_its_variable_then_xdg_then_home() -> None:
 
 def test_images_are_removed_children_first() -> None:
     image = {rc.LABEL_IMAGE: "complement-synapse"}
-    kinds = [{rc.LABEL_IMAGE: "debian-python"}, {rc.LABEL_IMAGE: "synapse"}, {**image, rc.LABEL_VARIANT: "contract"},
-             {**image, rc.LABEL_VARIANT: "exit"}, {}]
-    assert [rc.removal_rank(labels) for labels in kinds] == [3, 2, 1, 0, 3]
+    kinds = [{rc.LABEL_IMAGE: "synapse"}, {**image, rc.LABEL_VARIANT: "contract"}, {**image, rc.LABEL_VARIANT: "exit"},
+             {}, {rc.LABEL_VARIANT: "contract"}]
+    assert [rc.removal_rank(labels) for labels in kinds] == [2, 1, 0, 2, 2]
 
 
 def test_the_synapse_layer_is_named_by_its_base_and_pins_only() -> None:
@@ -222,9 +223,34 @@ def test_the_synapse_layer_is_named_by_its_base_and_pins_only() -> None:
     assert digest != rc.synapse_digest(replace(recipe, suite="trixie"), ["a==1", "b==2"])
     assert len(digest) == 64
     assert rc.synapse_tag("1.163.2", digest) == f"matrix-qa/synapse:1.163.2-{digest[:12]}"
-    assert rc.synapse_labels("1.163.2", digest) == {"org.matrix-qa.image": "synapse",
-                                                    "org.matrix-qa.synapse-version": "1.163.2",
-                                                    "org.matrix-qa.synapse-pins": digest}
+    assert rc.synapse_labels("1.163.2", digest, recipe) == {"org.matrix-qa.image": "synapse",
+                                                            "org.matrix-qa.synapse-version": "1.163.2",
+                                                            "org.matrix-qa.synapse-pins": digest,
+                                                            "org.matrix-qa.rootfs": recipe.digest()}
+
+
+# --- build: the one tar stream of rootfs and layer ------------------------------------------------------------
+
+
+def make_tar(path: Path, files: dict[str, bytes]) -> Path:
+    with tarfile.open(path, "w") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def test_two_tars_join_into_one_stream_with_every_member(tmp_path: Path) -> None:
+    first = make_tar(tmp_path / "a.tar", {"usr/bin/python3": b"x" * 700, "etc/os-release": b"debian"})
+    second = make_tar(tmp_path / "b.tar", {"opt/synapse/synapse/__init__.py": b"v = 1\n", "opt/empty": b""})
+    joined = b"".join(concatenated_tar(first, second, chunk=100))
+    with tarfile.open(fileobj=io.BytesIO(joined)) as tar:
+        found = {member.name: tar.extractfile(member).read() for member in tar}
+    assert found == {"usr/bin/python3": b"x" * 700, "etc/os-release": b"debian",
+                     "opt/synapse/synapse/__init__.py": b"v = 1\n", "opt/empty": b""}
+    assert joined.endswith(second.read_bytes())
+    assert len(joined) == len(second.read_bytes()) + 512 * (2 + 2 + 1)  # two headers, 700 bytes, debian
 
 
 # --- engine ---------------------------------------------------------------------------------------------------
