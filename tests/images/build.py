@@ -203,7 +203,7 @@ def write_entry_layer(config: Mapping[str, Any], out: Path) -> None:
         _add_bytes(tar, "etc/passwd", PASSWD.encode())
         _add_bytes(tar, "etc/group", GROUP.encode())
         data = tarfile.TarInfo(str(DATA_DIR).lstrip("/"))
-        data.type, data.mode = tarfile.DIRTYPE, 0o700
+        data.type, data.mode, data.mtime = tarfile.DIRTYPE, 0o700, int(time.time())
         tar.addfile(data)
 
 
@@ -255,7 +255,7 @@ def commit_over(client: Any, image: str, tag: str, changes: list[str], layer: Pa
         repository, _, name = tag.rpartition(":")
         container.commit(repository=repository, tag=name, changes=[*changes, "CMD []"])
     finally:
-        container.remove(force=True)
+        container.remove(force=True, v=True)  # v: an image declaring a VOLUME would leave one behind
 
 
 def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path | None = None,
@@ -360,12 +360,15 @@ def _commit_entry(client: Any, below: Any, config: Mapping[str, Any], cache: Pat
 
 
 def prune(client: Any, built: Built, log: Log = print) -> int:
-    """Remove this script's images of other inputs (another Synapse, entrypoint or recipe). Returns how many."""
+    """Remove this script's images of other inputs (another Synapse, entrypoint or recipe), and those of kinds it
+    no longer makes. Returns how many."""
     def stale(image: Any) -> bool:
         kind = image.labels.get(LABEL_IMAGE)
         if kind == IMAGE_NAME:
             return image.labels.get(LABEL_INPUTS) != built.inputs
-        return kind == SYNAPSE_NAME and image.labels.get(LABEL_PINS) != built.pins
+        if kind == SYNAPSE_NAME:
+            return image.labels.get(LABEL_PINS) != built.pins
+        return True  # a kind this script no longer makes
 
     found = [image for image in client.images.list(filters={"label": LABEL_IMAGE}) if stale(image)]
     remove_images(client, found)
