@@ -263,7 +263,7 @@ def ensure_image(client: Any, *, recipe: RootfsRecipe | None = None, cache: Path
                  log: Log = print) -> Built:
     """The image for the current inputs (and its fault variants): found by label, built when missing.
 
-    `rebuild` makes the Synapse layer and every image on it again (the base and the rootfs stay)."""
+    `rebuild` makes the Synapse image and every image on it again (the rootfs tarball stays)."""
     t0 = time.monotonic()
     recipe = recipe or RootfsRecipe()
     cache = cache or cache_dir()
@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-variants", action="store_true", help="skip the images that break the contract")
     parser.add_argument("--cache-dir", type=Path, help="where the rootfs tarball is kept")
     parser.add_argument("--fresh-rootfs", action="store_true",
-                        help="make the rootfs anew (drops the cached tarball and base image first)")
+                        help="make the rootfs anew with mmdebstrap (drops its tarball and every image on it first)")
     parser.add_argument("--prune", action="store_true", help="then remove images of other build inputs")
     parser.add_argument("--synapse-from", choices=SYNAPSE_SOURCES, default="auto",
                         help="copy the host's installed Synapse, or install the same pins with pip (auto: host "
@@ -415,8 +415,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def drop_rootfs(client: Any, recipe: RootfsRecipe, cache: Path) -> None:
-    """Forget the cached rootfs, tarball and base image, and so every image built on it (they carry the base's
-    rootfs label): the next build makes the rootfs with mmdebstrap again."""
+    """Forget the cached rootfs tarball and every image made from it (they all carry its label): the next build
+    runs mmdebstrap again."""
     (cache / rootfs_name(recipe)).unlink(missing_ok=True)
     remove_images(client, client.images.list(filters={"label": f"{LABEL_ROOTFS}={recipe.digest()}"}))
 

@@ -185,7 +185,7 @@ def rootfs_name(recipe: RootfsRecipe) -> str:
 
 
 def synapse_digest(recipe: RootfsRecipe, pinned: Iterable[str]) -> str:
-    """What the Synapse layer image depends on: its base and the pinned distributions, nothing of ours."""
+    """What the Synapse image depends on: the rootfs recipe and the pinned distributions, nothing of ours."""
     return _sha256(json.dumps([recipe.digest(), sorted(pinned)]))
 
 
