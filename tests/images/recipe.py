@@ -82,23 +82,25 @@ class RootfsRecipe:
 
 def requirement_closure(root: str, distribution: Callable[[str], Any] = importlib.metadata.distribution,
                         ) -> dict[str, str]:
-    """{canonical name: version} of `root` and every installed distribution it needs, extras followed."""
-    seen: dict[str, tuple[str, frozenset[str]]] = {}
+    """{canonical name: version} of `root` and every installed distribution it needs, extras followed.
+
+    A distribution is walked once per set of extras it is asked with, which also ends cycles."""
+    versions: dict[str, str] = {}
+    walked: set[tuple[str, frozenset[str]]] = set()
     todo: list[tuple[str, frozenset[str]]] = [(root, frozenset())]
     while todo:
         name, extras = todo.pop()
         dist = distribution(name)
         key = canonicalize_name(dist.metadata["Name"])
-        known = seen.get(key)
-        if known is not None and extras <= known[1]:
+        if (key, extras) in walked:
             continue
-        extras |= known[1] if known else frozenset()
-        seen[key] = (dist.version, extras)
+        walked.add((key, extras))
+        versions[key] = dist.version
         for line in dist.requires or []:
             req = Requirement(line)
             if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in sorted(extras) or [""]):
                 todo.append((req.name, frozenset(req.extras)))
-    return {key: version for key, (version, _) in seen.items()}
+    return versions
 
 
 def pins(closure: Mapping[str, str]) -> list[str]:
