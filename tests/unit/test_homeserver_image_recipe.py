@@ -117,6 +117,12 @@ def test_a_distribution_met_again_with_no_new_extras_is_not_walked_again() -> No
     assert index.calls.count("leaf") == 1
 
 
+def test_a_requirement_met_twice_does_not_end_the_walk() -> None:
+    index = fake_index(FakeDist("root", "1", ["leaf", "shared", "b"]), FakeDist("b", "1", ["shared"]),
+                       FakeDist("shared", "1"), FakeDist("leaf", "1"))
+    assert set(rc.requirement_closure("root", index)) == {"root", "b", "shared", "leaf"}
+
+
 def test_the_image_keeps_qa_test_settings_and_leaves_per_container_ones_to_the_entrypoint() -> None:
     full = build_synapse_config(workdir=Path("/data"), port=8008)
     config = rc.base_config(full)
@@ -143,6 +149,16 @@ def test_the_inputs_digest_changes_with_every_input_and_only_then() -> None:
     ]
     assert len({digest, *others}) == 6
     assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_the_inputs_digest_of_fixed_inputs_is_fixed() -> None:
+    """Same inputs, same image: the hash is a cache key, so it must not depend on anything but the inputs."""
+    recipe = rc.RootfsRecipe("suite", "3.x", "variant", ("pkg",), ("/x/*",), "http://m")
+    digest = rc.inputs_digest(recipe, ["a==1"], {"k": [1, {"n": None}]}, {"e.py": b"print()"})
+    assert digest == GOLDEN_INPUTS
+
+
+GOLDEN_INPUTS = "eeb7a91aa52b5c777908ba63a88bb9e68ed4cbf2f2aaa6bbb2f9b6f3f4117ea1"
 
 
 def test_tags_and_labels_carry_the_synapse_version_and_the_inputs() -> None:
