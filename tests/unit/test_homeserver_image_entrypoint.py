@@ -8,6 +8,7 @@ import datetime
 import io
 import json
 import os
+import re
 import stat
 import threading
 import urllib.error
@@ -100,16 +101,22 @@ def test_the_closed_registration_fault_closes_registration_only() -> None:
 
 
 def test_synapse_logs_to_stdout_which_is_the_container_log() -> None:
-    config = ep.log_config()
-    assert config["handlers"]["console"]["stream"] == "ext://sys.stdout"
-    assert config["root"] == {"level": "INFO", "handlers": ["console"]}
-    assert config["loggers"]["synapse.storage.SQL"]["level"] == "INFO"
+    assert ep.log_config() == {
+        "version": 1,
+        "formatters": {"precise": {
+            "format": "%(asctime)s - %(name)s - %(lineno)d - %(levelname)s - %(request)s - %(message)s"}},
+        "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "precise",
+                                 "stream": "ext://sys.stdout"}},
+        "loggers": {"synapse.storage.SQL": {"level": "INFO"}},
+        "root": {"level": "INFO", "handlers": ["console"]},
+        "disable_existing_loggers": False,
+    }
 
 
 def test_new_secrets_are_fresh_and_long() -> None:
     one, two = ep.new_secrets(), ep.new_secrets()
     assert set(one) == {"macaroon_secret_key", "form_secret"}
-    assert one != two and len(one["form_secret"]) == 64
+    assert one != two and len(one["form_secret"]) == len(one["macaroon_secret_key"]) == 64
 
 
 # --- entrypoint: the first start's files, and later starts -----------------------------------------------------
@@ -129,13 +136,16 @@ def test_the_first_start_writes_private_files_that_a_restart_keeps(tmp_path: Pat
     for name in ("secrets.json", "signing.key", "tls.key", "homeserver.yaml"):
         assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
     assert (data / "media_store").is_dir()
-    first = json.loads(config_path.read_text())
+    text = config_path.read_text()
+    first = json.loads(text)
+    assert text == json.dumps(first, indent=1, sort_keys=True)
+    assert (data / "log_config.yaml").read_text() == json.dumps(ep.log_config(), indent=1)
     ep.prepare(ep.read_settings({"SERVER_NAME": "hs1"}), data, base)
     assert {name: (data / name).read_bytes() for name in kept} == kept
     assert json.loads(config_path.read_text()) == first
     assert first["macaroon_secret_key"] == json.loads(kept["secrets.json"])["macaroon_secret_key"]
     assert json.loads((data / "log_config.yaml").read_text()) == ep.log_config()
-    assert kept["signing.key"].startswith(b"ed25519 a_")
+    assert re.fullmatch(rb"ed25519 a_[0-9a-f]{4} \S+\n", kept["signing.key"]), kept["signing.key"]
 
 
 def test_the_rendered_config_is_one_synapse_accepts(tmp_path: Path) -> None:
@@ -163,11 +173,31 @@ def test_the_federation_certificate_is_signed_by_complements_ca_when_mounted(tmp
     ca = x509.load_pem_x509_certificate((ca_dir / "ca.crt").read_bytes())
     cert = x509.load_pem_x509_certificate((tmp_path / "hs.crt").read_bytes())
     assert cert.issuer == ca.subject
-    assert cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
-        x509.DNSName) == ["hs1"]
+    san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    assert (san.value.get_values_for_type(x509.DNSName), san.critical) == (["hs1"], False)
     ca.public_key().verify(cert.signature, cert.tbs_certificate_bytes, ec.ECDSA(cert.signature_hash_algorithm))
     assert cert.not_valid_after_utc - cert.not_valid_before_utc == datetime.timedelta(days=366)
     assert cert.not_valid_before_utc < datetime.datetime.now(datetime.UTC) < cert.not_valid_after_utc
+
+
+def test_a_certificate_without_its_key_is_made_again(tmp_path: Path) -> None:
+    ep.ensure_tls(tmp_path / "hs.crt", tmp_path / "hs.key", "hs1", tmp_path / "no-ca")
+    first = (tmp_path / "hs.crt").read_bytes()
+    (tmp_path / "hs.key").unlink()
+    ep.ensure_tls(tmp_path / "hs.crt", tmp_path / "hs.key", "hs1", tmp_path / "no-ca")
+    assert (tmp_path / "hs.key").exists() and (tmp_path / "hs.crt").read_bytes() != first
+
+
+def test_a_ca_certificate_without_its_key_is_not_used(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    ca_dir = tmp_path / "ca"
+    ca_dir.mkdir()
+    ep.ensure_tls(ca_dir / "ca.crt", ca_dir / "ca.key", "Complement CA")
+    (ca_dir / "ca.key").unlink()
+    ep.ensure_tls(tmp_path / "hs.crt", tmp_path / "hs.key", "hs1", ca_dir)
+    cert = x509.load_pem_x509_certificate((tmp_path / "hs.crt").read_bytes())
+    assert cert.issuer == cert.subject
 
 
 def test_without_a_ca_the_federation_certificate_signs_itself(tmp_path: Path) -> None:
@@ -187,12 +217,14 @@ def test_main_execs_synapse_with_the_rendered_config(tmp_path: Path, monkeypatch
     assert path == argv[0]
 
 
-@pytest.mark.parametrize(("env", "said"), [({"MATRIX_QA_IMAGE_FAULT": "exit"}, "fault exit: exiting at once"),
-                                           ({"MATRIX_QA_IMAGE_FAULT": "bad"}, "is not one of")])
+@pytest.mark.parametrize(("env", "said"), [
+    ({"MATRIX_QA_IMAGE_FAULT": "exit"}, "fault exit: exiting at once, before any homeserver starts"),
+    ({"MATRIX_QA_IMAGE_FAULT": "bad"}, "MATRIX_QA_IMAGE_FAULT='bad' is not one of: exit, no-versions, "
+                                       "closed-registration")])
 def test_the_exit_fault_and_a_bad_setting_exit_at_once(env: dict[str, str], said: str, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     assert ep.main(env, tmp_path / "data", tmp_path / "missing.json") == ep.EXIT_CODE == 3
-    assert said in capsys.readouterr().err
+    assert capsys.readouterr().err == f"matrix-qa image: {said}\n"
     assert not (tmp_path / "data").exists()
 
 
