@@ -26,6 +26,17 @@ from tests.images import recipe as rc
 # --- entrypoint: settings and config -------------------------------------------------------------------------
 
 
+@pytest.fixture(autouse=True)
+def no_server_no_exec(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A test that reaches Synapse's exec or the fault server by mistake fails at once instead of replacing the
+    test process or serving on port 8008 forever; the tests that want either stand in for it themselves."""
+    def refuse(*args: object) -> None:
+        raise AssertionError(f"not in a unit test: {args}")
+
+    monkeypatch.setattr(os, "execv", refuse)
+    monkeypatch.setattr(ep, "serve_not_found", refuse)
+
+
 def test_the_image_layout_is_where_the_build_puts_it_and_complement_mounts_its_ca() -> None:
     assert str(ep.SELF_PATH) == "/opt/matrix-qa/entrypoint.py"
     assert str(ep.BASE_CONFIG_PATH) == "/opt/matrix-qa/base-config.json"
