@@ -250,7 +250,7 @@ def _strip(tp: Any) -> Any:
 
 
 def model_at(loc: tuple[str | int, ...], root: type[BaseModel] = Scenario) -> type[BaseModel] | None:
-    """The model class found at an error location, e.g. ("steps", 1, "send") -> Send; None if not a model."""
+    """The model class found at an error location, e.g. steps.1.send -> Send; None if not a model."""
     tp: Any = root
     for part in loc:
         tp = _strip(tp)
