@@ -200,7 +200,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             with contextlib.suppress(Exception):
                 await actor.close()
         collect_artifacts(state_dir, scenario_dir, result, res.secrets,
-                           strip_bodies=uses_encryption(scenario) and not res.include_bodies)
+                          strip_bodies=uses_encryption(scenario) and not res.include_bodies)
         broken = invalid_transcript_lines(state_dir / "bot" / "sessions")
         if broken and result.status == "pass":
             # Whatever happened (crashes included), every transcript line must still parse.

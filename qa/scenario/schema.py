@@ -172,6 +172,10 @@ class Scenario(Model):
             base: tuple[str | int, ...] = ("steps", i, step.kind)
             for loc, problem, value in step.check(scan):
                 yield (*base, *loc), problem, value
+            if step.stops_bot:
+                scan.bot_down = True
+            elif step.starts_bot:
+                scan.bot_down = False
             room = step.own_room()
             if room is not None and room not in self.rooms:
                 yield (*base, "room"), scan.unknown_room(room), room

@@ -21,13 +21,23 @@ from qa.evidence.approvals import (
     request_problems,
 )
 
-GOOD = {**REQUIRED_APPROVAL_FIELDS, "id": "ap1", "command": "echo hi", "expiresAt": "2026-01-01T00:00:00Z"}
+# The wire contract, written out: the bot's metadata key and the fields every request carries.
+WIRE_KEY = "org.matrix_qa.approval"
+GOOD = {"version": 1, "type": "approval.request", "kind": "exec", "state": "pending",
+        "allowedDecisions": ["allow-once", "deny"], "id": "ap1", "command": "echo hi",
+        "expiresAt": "2026-01-01T00:00:00Z"}
+
+
+def test_the_contract_is_the_one_the_bot_writes() -> None:
+    assert APPROVAL_KEY == WIRE_KEY
+    assert {k: GOOD[k] for k in REQUIRED_APPROVAL_FIELDS} == REQUIRED_APPROVAL_FIELDS
+    assert set(REQUIRED_APPROVAL_FIELDS) == {"version", "type", "kind", "state", "allowedDecisions"}
 
 
 def chunk(event_id: str, meta: dict[str, Any] | None = None) -> dict[str, Any]:
     content: dict[str, Any] = {"body": "b"}
     if meta is not None:
-        content[APPROVAL_KEY] = meta
+        content[WIRE_KEY] = meta
     return {"event_id": event_id, "content": content}
 
 
@@ -49,13 +59,15 @@ def test_complete_metadata_has_no_problem() -> None:
 
 
 def test_metadata_problems_are_exact() -> None:
-    assert check_request_metadata(None, None) == [f"first chunk has no {APPROVAL_KEY} metadata"]
-    assert check_request_metadata("x", None) == [f"first chunk has no {APPROVAL_KEY} metadata"]
+    assert check_request_metadata(None, None) == ["first chunk has no org.matrix_qa.approval metadata"]
+    assert check_request_metadata("x", None) == ["first chunk has no org.matrix_qa.approval metadata"]
     bad = {**GOOD, "version": 2, "state": "done", "command": "", "expiresAt": 5}
     del bad["id"]
     assert check_request_metadata(bad, "rm") == [
         "version is 2, expected 1", "state is 'done', expected 'pending'", "id missing", "command missing",
         "expiresAt missing", "command '' does not contain 'rm'"]
+    no_command = {k: v for k, v in GOOD.items() if k != "command"}
+    assert check_request_metadata(no_command, "X") == ["command missing", "command None does not contain 'X'"]
     assert check_request_metadata({**GOOD, "allowedDecisions": ["deny"]}, None) == [
         "allowedDecisions is ['deny'], expected ['allow-once', 'deny']"]
 
@@ -69,7 +81,8 @@ def test_request_problems_check_chunks_and_the_split_as_asked() -> None:
     assert request_problems(first, [chunk("$2")], False, None) == [
         "the request was split into 2 chunks, expected one event"]
     assert request_problems(first, [], False, None) == []
-    assert request_problems({"event_id": "$1"}, [], None, None) == [f"first chunk has no {APPROVAL_KEY} metadata"]
+    assert request_problems({"event_id": "$1"}, [], None, None) == [
+        "first chunk has no org.matrix_qa.approval metadata"]
 
 
 def reaction(sender: str = "@bot:hs", target: str = "$1", key: str = "✅", kind: str = "m.reaction"

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import pytest
+
 from qa.evidence.faults import (
     complete,
     expectation,
@@ -51,7 +53,7 @@ def test_provider_requests_are_its_chat_requests_and_hits_the_finished_faulty_on
 
 def test_complete_needs_enough_hits_and_a_gap_after_each_when_asked() -> None:
     hits = [{"h": 1}, {"h": 2}]
-    assert complete(hits, None, None) and complete(hits, None, 2)
+    assert complete(hits, None, None) and complete(hits, None, 2) and complete(hits[:1], None, None)
     assert not complete(hits, None, 3) and not complete([], None, None)
     assert complete(hits, [10.0, 0.0], 2) and not complete(hits, [10.0, None], 2)
 
@@ -68,6 +70,11 @@ def test_hit_lines_show_the_gap_only_when_retries_are_checked() -> None:
         "hit 2: GET /sync drop, no later matching request"]
 
 
+def test_hit_lines_take_one_gap_per_hit() -> None:
+    with pytest.raises(ValueError):
+        hit_lines([hit()], [], None)
+
+
 def test_fault_problems_count_hits_and_early_retries() -> None:
     assert fault_problems("r", [hit()], [None], None, None) == []
     assert fault_problems("r", [], [], None, None) == ["0 hit(s) of 'r'"]
@@ -82,3 +89,4 @@ def test_fault_problems_count_hits_and_early_retries() -> None:
 def test_summary_shows_the_gaps_only_when_asked() -> None:
     assert summary("r", [hit()], [None], None) == "1 hit(s) of r"
     assert summary("r", [hit(), hit()], [120.4, None], 100) == "2 hit(s) of r; retried after 120 ms"
+    assert summary("r", [hit(), hit()], [120.4, 80.6], 0) == "2 hit(s) of r; retried after 120, 81 ms"

@@ -137,11 +137,8 @@ class StepBase(Model):
         return iter(())
 
     def check(self, scan: Scan) -> Iterator[Problem]:
-        """This kind's own cross-checks against the scenario so far; also records what it changes in `scan`."""
-        if self.stops_bot:
-            scan.bot_down = True
-        elif self.starts_bot:
-            scan.bot_down = False
+        """This kind's own cross-checks against the scenario so far (what it adds, e.g. a device, it records in
+        `scan`); the scenario check reads `stops_bot`/`starts_bot` itself after it."""
         return iter(())
 
     def wait_s(self) -> float:
