@@ -4,9 +4,13 @@ rounds carry its text, and what they lack or carry against a step."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
+
 from qa.evidence.model_requests import (
+    find_model_request,
     model_request_problems,
     model_request_windows,
     request_lines,
@@ -81,3 +85,41 @@ def test_request_lines_show_every_message_cut_at_120() -> None:
     entry = Entry("r1", messages=[{"role": "system", "content": "sys"}, {"role": "user", "content": long}])
     assert request_lines([entry, Entry("r2", messages=[{"content": None}])]) == [
         "request r1 system: 'sys'", f"request r1 user: {long[:120]!r}", "request r2 None: 'None'"]
+
+
+@dataclass
+class Timed:
+    """What find_model_request reads of a journal entry."""
+
+    id: str
+    started_at: float
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    is_chat: bool = True
+
+
+def said(text: str) -> list[dict[str, Any]]:
+    return [{"role": "system", "content": "sys"}, {"role": "user", "content": text}]
+
+
+@pytest.mark.parametrize(("started", "inside"), [(99.0, True), (98.9, False), (111.0, True), (111.1, False),
+                                                 (100.0, True), (110.0, True)])
+def test_find_model_request_allows_a_millisecond_of_rounding_at_each_end(started: float, inside: bool) -> None:
+    found = find_model_request([Timed("it", started, said("ask"))], 100.0, 110.0, None)
+    assert (found is not None) is inside
+
+
+def test_find_model_request_narrows_by_body_only_when_given_and_counts_only_chat_requests() -> None:
+    journal = [Timed("ask", 101.0, said("ask")), Timed("other", 102.0, said("other"))]
+    assert find_model_request(journal, 100.0, 110.0, "ask").id == "ask"
+    assert find_model_request(journal, 100.0, 110.0, None).id == "other"
+    not_chat = SimpleNamespace(id="models", started_at=103.0, messages=[])
+    assert find_model_request([*journal, not_chat], 100.0, 110.0, None).id == "other"
+
+
+def test_rounds_carrying_a_text_never_match_a_round_without_a_user_message() -> None:
+    assert rounds_carrying([Entry("a", latest_user=None)], "X") == []
+
+
+def test_an_entry_that_says_nothing_of_images_carried_none() -> None:
+    entry = SimpleNamespace(id="a", contains=lambda _text: False)
+    assert model_request_problems([entry], [], [], 0) == []
