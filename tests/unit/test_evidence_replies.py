@@ -207,3 +207,23 @@ def test_a_split_reply_is_judged_by_its_parts_joined_not_by_its_first_part() -> 
     found = judge_reply(plain, TRIGGER, top, [plain], BOT, [plain, reply("two", event_id="$p2", relates=THREAD)])
     # A part the room's order does not hold yet is not "out of order".
     assert found == [f"part 2: expected a top-level reply with no m.relates_to, got m.relates_to={THREAD!r}"]
+
+
+# The tags a Matrix client may render (the spec's suggested set, plus mx-reply), written out: the allowlist is a
+# contract with clients, so each entry is pinned here rather than read back from the module.
+SPEC_TAGS = [
+    "font", "del", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "p", "a", "ul", "ol", "sup", "sub", "li", "b", "i",
+    "u", "strong", "em", "s", "code", "hr", "br", "div", "table", "thead", "tbody", "tr", "th", "td", "caption", "pre",
+    "span", "img", "details", "summary", "mx-reply",
+]
+
+
+def test_every_tag_matrix_renders_is_safe_and_nothing_else_is() -> None:
+    assert html_safety_problems("".join(f"<{tag}>x</{tag}>" for tag in SPEC_TAGS)) == []
+    assert html_safety_problems("<script>x</script><iframe></iframe>") == [
+        "<script> is not a tag Matrix clients render", "<iframe> is not a tag Matrix clients render"]
+
+
+@pytest.mark.parametrize("scheme", ["https:", "http:", "mailto:", "matrix:", "mxc:"])
+def test_each_safe_scheme_is_safe_for_a_link(scheme: str) -> None:
+    assert html_safety_problems(f'<a href="{scheme}//x">x</a>') == []
