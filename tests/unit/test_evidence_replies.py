@@ -14,6 +14,7 @@ from qa.evidence.replies import (
     ReplyWant,
     answered_dropped_or_failed,
     chain_problems,
+    check_reply_shape,
     format_problems,
     html_safety_problems,
     judge_reply,
@@ -61,6 +62,21 @@ def test_the_wait_for_a_reply_ends_on_the_reply_or_a_final_refusal(record: dict[
     assert answered_dropped_or_failed(record, "$ask") is settles
 
 
+# --- the reply's place --------------------------------------------------------------------------------------
+
+
+def test_reply_shape_problems_are_exact() -> None:
+    wrong = {**THREAD, "event_id": "$other", "is_falling_back": 1, "m.in_reply_to": {"event_id": "$x"}}
+    assert check_reply_shape(reply(relates=wrong), TRIGGER, "$root", False) == [
+        "thread root $other != $root", "is_falling_back is not true", "m.in_reply_to $x != triggering event $ask"]
+    assert check_reply_shape(reply(relates=THREAD), TRIGGER, None, True) == [
+        f"expected a top-level reply (not in a thread), got m.relates_to={THREAD!r}"]
+    assert check_reply_shape(reply(relates="odd"), TRIGGER, None, True) == [  # type: ignore[arg-type]
+        "expected a top-level reply (not in a thread), got m.relates_to='odd'"]
+    assert check_reply_shape(reply(relates=None), TRIGGER, "$root", False) == [
+        "expected rel_type m.thread, got m.relates_to=None"]
+
+
 # --- formatting ----------------------------------------------------------------------------------------------
 
 
@@ -79,6 +95,7 @@ def test_format_problems_without_html_say_what_the_format_was() -> None:
     # Nothing asked of the formatting: a plain reply is fine, and only the plain body is checked.
     assert format_problems({"body": "a <b>"}, [], [], ["<i>"]) == []
     assert format_problems({}, [], [], ["x"]) == []
+    assert format_problems({}, [], [], ["X"]) == []  # no body at all carries nothing
 
 
 def test_format_problems_check_safety_only_when_asked() -> None:
@@ -97,6 +114,7 @@ def test_format_problems_check_safety_only_when_asked() -> None:
     ('<a href="/x:y">x</a>', []),  # a colon after the first slash is a path, not a scheme
     ('<a href="matrix:r/x">x</a><a href="http://e.org">y</a>', []),
     ("<img>", []),
+    ('<img alt="a picture" title="t" src="mxc://hs/abc">', []),  # only href and src carry URLs
     ('<a onclick="x()" href="https://e.org">x</a>', ["<a> carries an event handler attribute onclick"]),
     ("<mx-reply>q</mx-reply><details><summary>s</summary></details>", []),
     ("<blink>x</blink>", ["<blink> is not a tag Matrix clients render"]),
@@ -124,6 +142,12 @@ def test_parts_problems_are_exact() -> None:
     long = "w " * 150
     joined = parts_problems([part("$1", long)], [], "other", 1, 999)
     assert joined == [f"the parts joined do not read as the expected text: {long[:200]!r}…"]
+
+
+def test_a_part_without_a_body_adds_no_text_to_the_joined_parts() -> None:
+    found = parts_problems([{"event_id": "$1", "type": "m.room.message", "content": {"msgtype": "m.text"}}], [], "",
+                           1, 9)
+    assert found == ["part 1 is not a text message with a body: m.room.message from=None id=$1"]
 
 
 def test_parts_out_of_order_only_counts_parts_seen_in_the_room() -> None:
