@@ -183,19 +183,24 @@ class ReplyWant:
         return None if self.parts_min else self.body
 
 
+def _split_problems(trigger: TriggerLike, want: ReplyWant, events: Sequence[dict[str, Any]],
+                    parts: Sequence[dict[str, Any] | None]) -> list[str]:
+    problems = parts_problems(parts, [str(e.get("event_id")) for e in events], want.body, want.parts_min or 0,
+                              want.chunk_limit)
+    # Every part stands where the reply does (same thread, same top-level shape).
+    for index, part in enumerate(parts[1:], start=2):
+        if part is not None:
+            problems += [f"part {index}: {problem}" for problem in check_reply_shape(
+                part, trigger, want.thread_root, want.top_level, want.no_relation)]
+    return problems
+
+
 def judge_reply(event: dict[str, Any], trigger: TriggerLike, want: ReplyWant, events: Sequence[dict[str, Any]],
                 bot_user_id: str, parts: Sequence[dict[str, Any] | None] = ()) -> list[str]:
     """Every problem with the reply `event` to `trigger`, judged by its latest edit among `events` (what the
     room showed); `parts` are the part events of a split reply. Kinds of problem the reader looks for first
     (msgtype, text) come first."""
-    problems: list[str] = []
-    if want.parts_min:
-        problems += parts_problems(parts, [str(e.get("event_id")) for e in events], want.body, want.parts_min,
-                                   want.chunk_limit)
-        # Every part stands where the reply does (same thread, same top-level shape).
-        for index, part in enumerate(parts[1:], start=2):
-            problems += [f"part {index}: {problem}" for problem in check_reply_shape(
-                part, trigger, want.thread_root, want.top_level, want.no_relation)] if part is not None else []
+    problems = _split_problems(trigger, want, events, parts) if want.parts_min else []
     problems += format_problems(event.get("content") or {}, want.formatted_contains, want.formatted_excludes,
                                 want.body_excludes, want.formatted_safe)
     body = latest_body(event, events, bot_user_id)

@@ -251,3 +251,26 @@ def test_every_tag_matrix_renders_is_safe_and_nothing_else_is() -> None:
 @pytest.mark.parametrize("scheme", ["https:", "http:", "mailto:", "matrix:", "mxc:"])
 def test_each_safe_scheme_is_safe_for_a_link(scheme: str) -> None:
     assert html_safety_problems(f'<a href="{scheme}//x">x</a>') == []
+
+
+def test_a_split_reply_whose_parts_came_out_of_order_says_so() -> None:
+    first, second = reply("one"), reply("two", event_id="$p2")
+    want = ReplyWant(body="one two", parts_min=2)
+    assert judge_reply(first, TRIGGER, want, [second, first], BOT, [first, second]) == [
+        "the parts appeared in the room out of order"]
+
+
+def test_the_default_part_limit_is_the_bots_default_text_chunk_limit() -> None:
+    want = ReplyWant(parts_min=1)
+    assert judge_reply(reply("x" * 4000), TRIGGER, want, [], BOT, [reply("x" * 4000)]) == []
+    assert judge_reply(reply("x" * 4001), TRIGGER, want, [], BOT, [reply("x" * 4001)]) == [
+        "part 1 has 4001 characters, over the limit of 4000"]
+
+
+def test_formatting_asks_can_be_given_one_at_a_time() -> None:
+    content = {"body": "b", "format": HTML_FORMAT, "formatted_body": "<b>x</b>"}
+    event = {**reply("b"), "content": content}
+    assert judge_reply(event, TRIGGER, ReplyWant(formatted_excludes=["<i>"]), [event], BOT) == []
+    assert judge_reply(event, TRIGGER, ReplyWant(formatted_contains=["<b>"]), [event], BOT) == []
+    assert judge_reply(event, TRIGGER, ReplyWant(body_excludes=["b"]), [event], BOT) == [
+        "body contains 'b' (the plain body must be plain)"]
