@@ -17,7 +17,6 @@ from nio import (
     Api,
     AsyncClient,
     AsyncClientConfig,
-    ErrorResponse,
     JoinError,
     LoginError,
     RoomCreateError,
@@ -35,28 +34,10 @@ from peewee import SqliteDatabase
 from qa.clock import mono_ms
 from qa.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
 from qa.errors import HomeserverError, InfraError
+from qa.evidence.events import describe_event
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
-
-
-def describe_event(event: dict[str, Any]) -> str:
-    content = event.get("content") or {}
-    rel = content.get("m.relates_to") or {}
-    parts = [event.get("type", "?"), f"from={event.get('sender')}", f"id={event.get('event_id')}"]
-    if "body" in content and event.get("decrypted"):
-        parts.append(f"body=<{len(str(content['body']))} chars, decrypted>")  # what E2EE protected stays out
-    elif "body" in content:
-        body = str(content["body"])
-        parts.append(f"body={body[:80]!r}")
-    if rel:
-        others = {k: v for k, v in rel.items() if k != "m.in_reply_to"}
-        if others:
-            parts.append(f"relates_to={others}")
-        target = (rel.get("m.in_reply_to") or {}).get("event_id") if isinstance(rel, dict) else None
-        if target:
-            parts.append(f"in_reply_to={target}")
-    return " ".join(parts)
 
 
 def message_content(
@@ -226,17 +207,6 @@ class Actor:
                                       headers={"Content-Type": "application/json"})
         if resp.status != 200:
             raise HomeserverError(f"{self.name} could not set m.direct: HTTP {resp.status}")
-
-    async def membership(self, action: str, room_id: str, user_id: str, reason: str | None = None) -> None:
-        """invite / kick someone, or leave (user_id is then ours)."""
-        if action == "invite":
-            resp: Any = await self.client.room_invite(room_id, user_id)
-        elif action == "kick":
-            resp = await self.client.room_kick(room_id, user_id, reason)
-        else:
-            resp = await self.client.room_leave(room_id)
-        if isinstance(resp, ErrorResponse):
-            raise HomeserverError(f"{self.name} could not {action} {user_id} in {room_id}: {resp.message}")
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

@@ -13,10 +13,6 @@ from qa.errors import ConfigError
 
 CANARY = "canary"
 
-# Steps whose effect reaches beyond the scenario's own users, rooms and bot: a homeserver restart interrupts
-# every other scenario's sync. Scenarios with such a step run alone, even under --jobs.
-SHARED_STATE_STEPS = frozenset({"restart_homeserver"})
-
 
 class _Planned(Protocol):
     id: str
@@ -49,8 +45,10 @@ def select(scenarios: Sequence[P], profile: str, ids: Sequence[str]) -> list[P]:
 
 
 def runs_alone(scenario: Any) -> bool:
-    """Whether a scenario touches something other scenarios depend on, so it must not overlap with any."""
-    return any(getattr(step, "kind", None) in SHARED_STATE_STEPS for step in getattr(scenario, "steps", []))
+    """Whether a scenario touches something other scenarios depend on, so it must not overlap with any: a step
+    whose effect reaches beyond the scenario's own users, rooms and bot says so (`runs_alone`; a homeserver
+    restart interrupts every other scenario's sync). Such a scenario runs alone, even under --jobs."""
+    return any(getattr(step, "runs_alone", False) for step in getattr(scenario, "steps", []))
 
 
 # --- sharding ----------------------------------------------------------------------------------------------

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qa.actors import Actor
 from qa.evidence.pairing import Trigger
-from qa.harness.bot_process import BotUnderTest
-from qa.homeserver.base import Homeserver
-from qa.report.summary import NegativeCheck
+
+if TYPE_CHECKING:  # types only: the scenario model imports this module, and must load without the Matrix client
+    from qa.actors import Actor
+    from qa.harness.bot_process import BotUnderTest
+    from qa.homeserver.base import Homeserver
+    from qa.report.summary import NegativeCheck
 
 
 class StepFailed(Exception):

@@ -1,7 +1,7 @@
 """Load scenario files, turning every problem into a `file:line:column: field: message` error.
 
 PyYAML's composed node tree keeps a start mark for every key and value, so a pydantic error location such as
-("steps", 1, "send", "bdy") is walked down that tree to the node the user wrote. The same tree catches what
+steps.1.send.bdy is walked down that tree to the node the user wrote. The same tree catches what
 plain `yaml.safe_load` hides: a key written twice in one mapping (PyYAML silently keeps the last).
 
 Order of scenarios: by file name, except that the scenario with id `canary` always runs first. The canary is
@@ -23,7 +23,8 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
 from qa.errors import ConfigError
-from qa.scenario.schema import Scenario, describe_step_problem, field_keys, model_at
+from qa.scenario.schema import Scenario, field_keys, model_at
+from qa.scenario.steps.registry import describe_step_problem
 
 CANARY_ID = "canary"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
@@ -80,7 +81,7 @@ class ScenarioErrors(ScenarioError):
 
 
 def field_path(loc: Loc) -> str:
-    """("steps", 1, "send", "body") -> "steps[1].send.body"."""
+    """The location steps.1.send.body as a field path: steps[1].send.body."""
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -211,14 +212,15 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
 
 
 def _check_media_fixtures(out: _Loaded, root: Node) -> None:
-    """A send_media step's fixture must exist, so a typo stops `validate` instead of failing mid-run."""
+    """The media fixtures a step sends must exist, so a typo stops `validate` instead of failing mid-run."""
     from qa.library import media_fixture
 
     assert out.scenario is not None
     for index, step in enumerate(out.scenario.steps):
-        name = getattr(step, "fixture", None) if step.kind == "send_media" else None
-        if name is not None and not media_fixture(out.path, name).is_file():
-            loc: Loc = ("steps", index, "send_media", "fixture")
+        for where, name in step.media_fixtures():
+            if media_fixture(out.path, name).is_file():
+                continue
+            loc: Loc = ("steps", index, step.kind, *where)
             folder = media_fixture(out.path, "")
             known = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_file() and p.suffix != ".py")) \
                 if folder.is_dir() else "none"

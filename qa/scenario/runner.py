@@ -29,8 +29,9 @@ from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
+from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
-from qa.scenario.steps import STEPS
+from qa.scenario.settings import bot_settings, uses_encryption
 from qa.waiting import WaitTimeout, run_unless
 
 KEYS_TIMEOUT_S = 30.0
@@ -42,10 +43,6 @@ SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
 FINAL_QUIET_S = 0.15
 FINAL_MAX_S = 1.0
-
-
-def uses_encryption(scenario: Any) -> bool:
-    return bool(scenario.bot.encryption) or any(spec.encrypted for spec in scenario.rooms.values())
 
 
 @dataclass
@@ -82,47 +79,6 @@ class RunResources:
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", scenario_id.lower()).strip("-")[:40]
     return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
-
-
-def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, str] | None = None,
-                 changes: list[Any] | None = None) -> dict[str, Any]:
-    """The scenario's `bot:` block as a bot file's template sees it: camelCase, actor names as Matrix ids.
-
-    `rooms` maps each room id the bot is told of to that room's own settings (only what the scenario set for
-    it), `roomSettings` to the account's merged with them, which is what a bot without a notion of per-room
-    overrides can render. `changes` are the set_bot_config steps run so far, applied in order."""
-    bot = scenario.bot
-    lock = bot.session_write_lock.model_dump(by_alias=True, exclude_none=True) if bot.session_write_lock else {}
-    life = bot.session_life.model_dump(by_alias=True, exclude_none=True) if bot.session_life else {}
-
-    def ids(names: list[str] | None) -> list[str] | None:
-        return [actor_ids[a] for a in names] if names is not None else None
-
-    # Actor names until the end, where every allowlist becomes Matrix ids.
-    account: dict[str, Any] = {"requireMention": bot.require_mention, "allowBots": bot.allow_bots,
-                               "allowlist": bot.allowlist}
-    per_room = {name: spec.bot.settings() if spec.bot else {} for name, spec in scenario.rooms.items()}
-    for change in changes or []:
-        account.update(change.bot.settings())
-        for name, override in change.rooms.items():
-            per_room[name] = {**per_room[name], **override.settings()}
-    account["allowlist"] = ids(account["allowlist"])
-    rooms: dict[str, dict[str, Any]] = {}
-    for name, room_id in (room_ids or {}).items():
-        own = per_room.get(name, {})
-        rooms[room_id] = {k: ids(v) if k == "allowlist" else v for k, v in own.items()}
-    return {
-        **account, "knownBots": [actor_ids[a] for a in bot.known_bots],
-        "sessionWriteLock": lock, "sessionLife": life, "textChunkLimit": bot.text_chunk_limit,
-        "encryption": uses_encryption(scenario),
-        "streaming": bot.streaming, "toolProgress": bot.tool_progress, "mediaMaxBytes": bot.media_max_bytes,
-        "roomKeys": bot.room_keys,
-        "autoJoin": bot.auto_join, "autoJoinAllowlist": ids(bot.auto_join_allowlist),
-        "dmRequireMention": bot.dm_require_mention, "rooms": rooms,
-        "roomSettings": {room_id: {**account, **own} for room_id, own in rooms.items()},
-        "directRooms": [room_ids[n] for n, spec in scenario.rooms.items() if spec.direct and n in (room_ids or {})],
-        "threadReplies": bot.thread_replies,
-    }
 
 
 async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
@@ -243,8 +199,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 await actor.close()
-        _collect_artifacts(state_dir, scenario_dir, result, res.secrets,
-                           strip_bodies=uses_encryption(scenario) and not res.include_bodies)
+        collect_artifacts(state_dir, scenario_dir, result, res.secrets,
+                          strip_bodies=uses_encryption(scenario) and not res.include_bodies)
         broken = invalid_transcript_lines(state_dir / "bot" / "sessions")
         if broken and result.status == "pass":
             # Whatever happened (crashes included), every transcript line must still parse.
@@ -397,7 +353,7 @@ def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_
 
 
 def uses_faults(scenario: Any) -> bool:
-    return bool(scenario.faults) or any(step.kind == "set_faults" for step in scenario.steps)
+    return bool(scenario.faults) or any(step.uses_fault_proxy for step in scenario.steps)
 
 
 async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
@@ -502,7 +458,8 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
         began = mono_ms()
         ctx.method = None
         try:
-            step_result.detail = await until_bot_dies(ctx, STEPS[step.kind](ctx, step), index, step.kind)
+            step_result.detail = await until_bot_dies(ctx, step.run(ctx), index, step.kind,
+                                                      watches_own_start=step.owns_bot_start)
             step_result.status = "pass"
             say(f"    {index}. {step.kind}: {step_result.detail}")
         except StepFailed as exc:
@@ -516,44 +473,15 @@ async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult
                 check.step = index
 
 
-def strip_transcript_bodies(text: str) -> str:
-    """Pure: each transcript line with its `content` replaced by its length (lines that do not parse, too)."""
-    out = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line)
-        except ValueError:
-            out.append(json.dumps({"unparsed": True, "length": len(line)}))
-            continue
-        if isinstance(record, dict) and "content" in record:
-            record["content"] = {"length": len(json.dumps(record["content"], ensure_ascii=False))}
-        out.append(json.dumps(record, ensure_ascii=False) if isinstance(record, dict)
-                   else json.dumps({"length": len(line)}))
-    return "\n".join(out) + ("\n" if out else "")
-
-
-def invalid_transcript_lines(sessions_dir: Path) -> list[str]:
-    problems = []
-    for path in sorted(sessions_dir.glob("*.jsonl")):
-        for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
-            try:
-                json.loads(line)
-            except ValueError as exc:
-                problems.append(f"{path.name}:{number}: {exc}: {line[:80]!r}")
-    return problems
-
-
-OWN_THE_BOTS_START = frozenset({"start_bot", "restart_bot"})
-
-
-async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str) -> str:
+async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str, *,
+                         watches_own_start: bool = False) -> str:
     """Run a step, but fail it at once when the bot exits while nobody asked it to (a crash, an OOM kill):
     with the exit and the tail of its log, rather than waiting out the step's timeout."""
     bot = ctx.bot
-    if kind in OWN_THE_BOTS_START:
-        # These wait for readiness and watch the exit themselves, and say which it was ("did not become
-        # ready", with the log's tail). Racing their own watch against this one made the verdict depend on
-        # which waiter the event loop woke first.
+    if watches_own_start:
+        # A step that starts the bot waits for readiness and watches the exit itself, and says which it was
+        # ("did not become ready", with the log's tail). Racing its own watch against this one made the verdict
+        # depend on which waiter the event loop woke first.
         return await step
     stopped, work = await run_unless(step, bot.died.wait(), grace_s=5.0)
     if not stopped:
@@ -569,24 +497,3 @@ def _recent_evidence(bot: BotUnderTest | None) -> list[str]:
     if bot.trace.items:
         return ["bot trace: " + describe_record(r) for r in bot.trace.items[-10:]]
     return bot.log_tail(10)
-
-
-def _collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResult, secrets: list[str],
-                       strip_bodies: bool = False) -> None:
-    """Transcripts, by the convention $MATRIX_QA_STATE_DIR/sessions/*.jsonl, copied redacted: a model that
-    echoes a key back puts it in the transcript. In an encrypted scenario they hold what E2EE protected, so
-    their contents are cut to lengths unless the run has --include-bodies."""
-    sessions = state_dir / "bot" / "sessions"
-    transcripts = sorted(sessions.glob("*.jsonl")) if sessions.is_dir() else []
-    if transcripts:
-        target = scenario_dir / "transcripts"
-        target.mkdir(parents=True, exist_ok=True)
-        for path in transcripts:
-            text = path.read_text(encoding="utf-8", errors="replace")
-            if strip_bodies:
-                text = strip_transcript_bodies(text)
-            (target / path.name).write_text(redact(text, secrets), encoding="utf-8")
-        result.artifacts["transcripts"] = str(target.relative_to(scenario_dir.parent.parent))
-    for name in ("bot-trace.jsonl", "bot.log"):
-        if (scenario_dir / name).exists():
-            result.artifacts[name.split(".")[0]] = str((scenario_dir / name).relative_to(scenario_dir.parent.parent))

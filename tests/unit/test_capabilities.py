@@ -201,3 +201,13 @@ def test_expect_redaction_alone_needs_redactions_and_trace(tmp_path: Path) -> No
                             "  - expect_redaction: {as: driver, to: gone}\n")
     assert {n.capability: n.why for n in needs(s)} == {"trace": "step 3 (expect_redaction)",
                                                        "redactions": "step 2 (redact)"}
+
+
+def test_each_named_state_mutation_the_bot_file_lacks_is_missing_once(tmp_path: Path) -> None:
+    s = _steps(tmp_path, "stop_bot: {}", "mutate_bot_state: {mutation: rewind}", "mutate_bot_state: {mutation: wipe}",
+               "mutate_bot_state: {mutation: rewind}", "start_bot: {}")
+    assert missing(s, ["restart"], ["rewind", "wipe"]) == []
+    assert missing(s, ["restart"], ["wipe"]) == [Need("state mutation rewind", "step 2 (mutate_bot_state)")]
+    assert missing(s, [], []) == [Need("restart", "step 1 (stop_bot)"),
+                                  Need("state mutation rewind", "step 2 (mutate_bot_state)"),
+                                  Need("state mutation wipe", "step 3 (mutate_bot_state)")]

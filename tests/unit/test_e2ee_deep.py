@@ -17,9 +17,9 @@ from qa.agent.config import AgentConfig
 from qa.agent.verification import VERIFICATION, BotE2EE, devices_to_withhold
 from qa.e2ee import sas_mismatch, session_comparison
 from qa.harness.capabilities import missing, needs, skip_reason
-from qa.scenario.e2ee_steps import leaks
+from qa.scenario.artifacts import strip_transcript_bodies
 from qa.scenario.loader import load_scenarios, validate_paths
-from qa.scenario.runner import strip_transcript_bodies
+from qa.scenario.steps.encryption import leaks
 
 HEADER = "id: s\ntitle: t\nprofiles: [e2ee]\nrooms: {main: {encrypted: true}}\nsteps:\n"
 

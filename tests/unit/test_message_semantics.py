@@ -1,7 +1,7 @@
 """Pure logic behind the message-semantics scenarios: edits, redactions, notices, own messages, spoofed
 mentions, thread roots (qa.agent.policy); markdown, sanitizing and splitting (qa.agent.formatting); the
-harness's edit content and reply checks (qa.scenario.message_steps). Each test mutation of the agent is shown
-to change exactly the decision it is named for."""
+harness's edit content and reply checks (qa.scenario.steps.messages, qa.evidence.replies). Each test mutation of
+the agent is shown to change exactly the decision it is named for."""
 
 from __future__ import annotations
 
@@ -36,7 +36,8 @@ from qa.agent.policy import (
     redacted_event_id,
     reply_thread,
 )
-from qa.scenario.message_steps import edit_content, format_problems, html_safety_problems, parts_problems
+from qa.evidence.replies import format_problems, html_safety_problems, parts_problems
+from qa.scenario.steps.messages import edit_content
 
 BOT = "@bot:hs"
 ALICE = "@alice:hs"

@@ -11,6 +11,10 @@ import pytest
 from qa.cli import main
 from qa.errors import ConfigError
 from qa.harness.plan import CANARY, Shard, parse_shard, runs_alone, select, shard_plan
+from qa.scenario.steps.lifecycle import RestartBot, RestartHomeserver, StopBot
+from qa.scenario.steps.messages import Send
+from qa.scenario.steps.registry import STEP_TYPES
+from qa.scenario.steps.replies import ExpectReply
 
 
 @dataclass
@@ -19,10 +23,6 @@ class S:
     profiles: list[str] = field(default_factory=lambda: ["fast"])
     steps: list[Any] = field(default_factory=list)
 
-
-@dataclass
-class Step:
-    kind: str
 
 
 IDS = [CANARY, *(f"matrix-s{i:02d}" for i in range(13))]
@@ -37,8 +37,10 @@ def test_select_puts_the_canary_first() -> None:
 
 
 def test_only_a_homeserver_restart_makes_a_scenario_run_alone() -> None:
-    assert runs_alone(S("x", steps=[Step("send"), Step("restart_homeserver")]))
-    assert not runs_alone(S("x", steps=[Step("restart_bot"), Step("stop_bot"), Step("expect_reply")]))
+    send, restart = Send(actor="driver", body="hi"), RestartHomeserver()
+    assert runs_alone(S("x", steps=[send, restart]))
+    assert not runs_alone(S("x", steps=[RestartBot(), StopBot(), ExpectReply(to="a")]))
+    assert [kind for kind, cls in STEP_TYPES.items() if cls.runs_alone] == ["restart_homeserver"]
 
 
 @pytest.mark.parametrize("text, expected", [("1/1", Shard(1, 1)), ("2/5", Shard(2, 5)), (" 3 / 3 ", Shard(3, 3))])

@@ -10,9 +10,11 @@ import pytest
 from pydantic import ValidationError
 
 from qa.agent.matrix import reply_content
+from qa.evidence.model_requests import find_model_request
+from qa.evidence.replies import check_reply_shape
 from qa.scenario.context import Ref
-from qa.scenario.schema import ExpectModelRequest, Scenario
-from qa.scenario.steps import check_reply_shape, find_model_request
+from qa.scenario.schema import Scenario
+from qa.scenario.steps.model_requests import ExpectModelRequest
 
 TRIGGER = Ref(room_id="!r:hs", event_id="$ask", thread_root="$root", sent_mono_ms=0.0)
 THREADED = {"rel_type": "m.thread", "event_id": "$root", "is_falling_back": True, "m.in_reply_to": {"event_id": "$ask"}}

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from qa.errors import ConfigError
+from qa.scenario.fields import parse_duration
 from qa.scenario.loader import (
     ScenarioError,
     ScenarioErrors,
@@ -14,16 +15,12 @@ from qa.scenario.loader import (
     load_scenarios,
     validate_paths,
 )
-from qa.scenario.schema import (
-    ExpectNoReply,
-    ExpectReply,
-    React,
-    RestartBot,
-    RestartHomeserver,
-    Scenario,
-    Send,
-    parse_duration,
-)
+from qa.scenario.schema import Scenario
+from qa.scenario.steps.lifecycle import RestartBot, RestartHomeserver
+from qa.scenario.steps.messages import Send
+from qa.scenario.steps.reactions import React
+from qa.scenario.steps.replies import ExpectReply
+from qa.scenario.steps.silence import ExpectNoReply
 
 REPO = Path(__file__).resolve().parents[2]
 

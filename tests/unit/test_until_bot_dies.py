@@ -13,6 +13,7 @@ import pytest
 from qa.errors import InfraError
 from qa.scenario.context import StepFailed
 from qa.scenario.runner import until_bot_dies
+from qa.scenario.steps.registry import STEP_TYPES
 
 
 def _ctx() -> SimpleNamespace:
@@ -29,11 +30,16 @@ async def _dies_then_reports(ctx: SimpleNamespace) -> str:
     raise InfraError("bot bot did not become ready: the bot exited with code 1")
 
 
+def test_only_the_steps_that_start_the_bot_watch_its_start_themselves() -> None:
+    assert {kind for kind, cls in STEP_TYPES.items() if cls.owns_bot_start} == {"start_bot", "restart_bot"}
+
+
 @pytest.mark.parametrize("kind", ["start_bot", "restart_bot"])
 async def test_a_start_step_reports_the_death_itself(kind: str) -> None:
     ctx = _ctx()
     with pytest.raises(InfraError, match="did not become ready"):
-        await until_bot_dies(ctx, _dies_then_reports(ctx), 3, kind)
+        await until_bot_dies(ctx, _dies_then_reports(ctx), 3, kind,
+                             watches_own_start=STEP_TYPES[kind].owns_bot_start)
 
 
 async def test_any_other_step_is_cut_short_by_the_death() -> None:
@@ -45,6 +51,7 @@ async def test_any_other_step_is_cut_short_by_the_death() -> None:
         return "never"
 
     with pytest.raises(StepFailed) as caught:
-        await asyncio.wait_for(until_bot_dies(ctx, waits_forever(), 4, "expect_reply"), 10)
+        await asyncio.wait_for(until_bot_dies(ctx, waits_forever(), 4, "expect_reply",
+                                              watches_own_start=STEP_TYPES["expect_reply"].owns_bot_start), 10)
     assert caught.value.expected == "the bot to keep running through step 4 (expect_reply)"
     assert "bot bot: exited with code 1 unexpectedly (log: bot.log)" in caught.value.seen

@@ -1,0 +1,75 @@
+"""Whether the bot's exec-approval request and its outcome are what a step expects. Pure: over the room
+events and trace records the approval steps gather."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+APPROVAL_KEY = "org.matrix_qa.approval"
+REQUIRED_APPROVAL_FIELDS = {"version": 1, "type": "approval.request", "kind": "exec", "state": "pending",
+                            "allowedDecisions": ["allow-once", "deny"]}
+OPTIONS = ("✅", "❌")  # allow once, deny: the reactions the bot offers and an actor answers with
+
+
+def decision_key(decision: str) -> str:
+    return OPTIONS[0] if decision == "allow-once" else OPTIONS[1]
+
+
+def request_or_turn_over(record: dict[str, Any], attempts: set[str]) -> bool:
+    """The bot's approval request for one of `attempts`, or the end of such a turn: a turn that ended without
+    asking never will, so the wait ends on that evidence instead of at its timeout."""
+    return record.get("type") in ("approval.request", "turn.end") and record.get("attempt") in attempts
+
+
+def check_request_metadata(meta: Any, command_contains: str | None) -> list[str]:
+    """What is wrong with an approval request's metadata."""
+    if not isinstance(meta, dict):
+        return [f"first chunk has no {APPROVAL_KEY} metadata"]
+    problems = [f"{k} is {meta.get(k)!r}, expected {v!r}" for k, v in REQUIRED_APPROVAL_FIELDS.items()
+                if meta.get(k) != v]
+    for key in ("id", "command", "expiresAt"):
+        if not isinstance(meta.get(key), str) or not meta.get(key):
+            problems.append(f"{key} missing")
+    if command_contains and command_contains not in str(meta.get("command", "")):
+        problems.append(f"command {meta.get('command')!r} does not contain {command_contains!r}")
+    return problems
+
+
+def request_problems(first: dict[str, Any], later: Sequence[dict[str, Any]], chunked: bool | None,
+                     command_contains: str | None) -> list[str]:
+    """A pending request: complete metadata on its first chunk only, and split (or not) as the step says."""
+    problems = check_request_metadata((first.get("content") or {}).get(APPROVAL_KEY), command_contains)
+    problems += [f"chunk {e['event_id']} carries metadata" for e in later if APPROVAL_KEY in (e.get("content") or {})]
+    if chunked is True and not later:
+        problems.append("the request was a single event, expected several chunks")
+    if chunked is False and later:
+        problems.append(f"the request was split into {len(later) + 1} chunks, expected one event")
+    return problems
+
+
+def is_option(event: dict[str, Any], bot_user_id: str, first_id: str, key: str) -> bool:
+    """The bot's option reaction `key` on the request's first chunk."""
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    return (event.get("type") == "m.reaction" and event.get("sender") == bot_user_id
+            and relates.get("event_id") == first_id and relates.get("key") == key)
+
+
+def is_outcome(event: dict[str, Any], first_id: str) -> bool:
+    """The bot's message that says how the request whose first chunk is `first_id` ended."""
+    meta = (event.get("content") or {}).get(APPROVAL_KEY) or {}
+    return meta.get("type") == "approval.resolution" and meta.get("requestEventId") == first_id
+
+
+def commands_run(records: Iterable[dict[str, Any]], approval_id: Any) -> list[dict[str, Any]]:
+    """The bot's exec.run records for the command of one approval."""
+    return [r for r in records if r.get("type") == "exec.run" and r.get("approvalId") == approval_id]
+
+
+def outcome_problems(outcome: dict[str, Any], wanted: str, ran: Sequence[str]) -> list[str]:
+    """What is wrong with how the approval ended; `ran` describes each run of its command."""
+    state = outcome["content"][APPROVAL_KEY].get("state")
+    problems = [] if state == wanted else [f"outcome {state!r}, expected {wanted!r}"]
+    if wanted != "approved" and ran:
+        problems.append(f"the command ran anyway: {ran[0]}")
+    return problems

@@ -1,0 +1,64 @@
+"""Whether a fault rule was hit as a step expects, and whether the client then waited as long as it was told.
+Pure: over the hits and requests the fault proxy or the mock provider's journal recorded, and the retry gaps
+(qa.harness.fault_rules.retry_gaps) measured between them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+Gaps = Sequence[float | None]
+
+
+def expectation(rule: str, source: str, hits: int | None, retried_after_ms: int | None) -> str:
+    """What the step expects, in words."""
+    what = f"{'exactly' if hits else 'at least'} {hits or 1} hit(s) of {source} fault rule {rule!r}"
+    if retried_after_ms is not None:
+        what += f", each retried no sooner than {retried_after_ms} ms later"
+    return what
+
+
+def provider_requests(journal: Iterable[Any]) -> list[dict[str, Any]]:
+    """The mock provider's chat requests as fault evidence: a provider retry is the next chat request."""
+    return [{"method": e.method, "path": e.path, "startedAt": e.started_at, "endedAt": e.finished_at,
+             "status": e.status, "rule": e.rule, "action": getattr(e, "fault", None)}
+            for e in journal if e.is_chat]
+
+
+def provider_hits(requests: Iterable[dict[str, Any]], rule: str) -> list[dict[str, Any]]:
+    """The finished requests a provider rule answered with a fault."""
+    return [r for r in requests if r["rule"] == rule and r["action"] and r["endedAt"] is not None]
+
+
+def complete(hits: Sequence[dict[str, Any]], gaps: Gaps | None, hits_wanted: int | None) -> bool:
+    """Enough hits, and (when gaps are asked for) each followed by a later request: nothing more to wait for."""
+    return len(hits) >= (hits_wanted or 1) and (gaps is None or None not in gaps)
+
+
+def hit_lines(hits: Sequence[dict[str, Any]], gaps: Gaps, retried_after_ms: int | None) -> list[str]:
+    """One line per hit, with the gap to the next matching request when the step asks about retries."""
+    lines = []
+    for i, (hit, gap) in enumerate(zip(hits, gaps, strict=True), start=1):
+        line = f"hit {i}: {hit['method']} {hit['path']} {hit['action']}"
+        line += f" status={hit['status']}" if hit.get("status") else ""
+        if retried_after_ms is not None:
+            line += f", next matching request {gap} ms later" if gap is not None else ", no later matching request"
+        lines.append(line)
+    return lines
+
+
+def fault_problems(rule: str, hits: Sequence[dict[str, Any]], gaps: Gaps, hits_wanted: int | None,
+                   retried_after_ms: int | None) -> list[str]:
+    problems = []
+    if len(hits) < (hits_wanted or 1) or (hits_wanted is not None and len(hits) != hits_wanted):
+        problems.append(f"{len(hits)} hit(s) of {rule!r}")
+    early = [g for g in gaps if retried_after_ms is not None and (g is None or g < retried_after_ms)]
+    if early:
+        problems.append(f"retried sooner than {retried_after_ms} ms (or never) after {len(early)} hit(s)")
+    return problems
+
+
+def summary(rule: str, hits: Sequence[dict[str, Any]], gaps: Gaps, retried_after_ms: int | None) -> str:
+    shown = f"; retried after {', '.join(f'{g:.0f}' for g in gaps if g is not None)} ms" \
+        if retried_after_ms is not None else ""
+    return f"{len(hits)} hit(s) of {rule}{shown}"

@@ -1,0 +1,190 @@
+"""Steps about what end-to-end encryption protects: expect_encrypted (which Megolm session a message used and
+which devices hold its key) and expect_artifacts_clean (no decrypted text in what the run writes).
+
+Evidence, not waits: who holds a room key is read from each test device's crypto store after a to-device
+barrier (a message the device sends itself: the inbox is ordered, so a room key sent before the message
+existed has arrived by the time the barrier does).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from qa.scenario.artifacts import strip_transcript_bodies
+from qa.scenario.context import Ref, StepFailed
+from qa.scenario.fields import DeviceRef, Duration, MarkedText, StepId, error
+from qa.scenario.steps.base import MESSAGES, ActorUse, Problem, Scan, StepBase, StepRef, opt_ref
+from qa.scenario.steps.common import text, trace_lines
+from qa.scenario.steps.devices import named_device_problems
+from qa.waiting import WaitTimeout
+
+if TYPE_CHECKING:
+    from qa.actors import Actor
+    from qa.scenario.context import ScenarioContext
+
+
+def _device_uses(loc: tuple[str, ...], refs: list[str]) -> list[ActorUse]:
+    return [ActorUse((*loc, i), r.split(".")[0], False, False) for i, r in enumerate(refs)]
+
+
+async def _barrier(actor: Actor, timeout_s: float) -> None:
+    """After this, every to-device message sent to the actor's device before it was sent has been processed."""
+    from nio import ToDeviceError, ToDeviceMessage, UnknownToDeviceEvent
+
+    from qa.e2ee import BARRIER_TYPE
+
+    nonce = uuid.uuid4().hex
+    message = ToDeviceMessage(BARRIER_TYPE, actor.user_id, actor.client.device_id, {"nonce": nonce})
+    resp = await actor.client.to_device(message)
+    if isinstance(resp, ToDeviceError):
+        raise StepFailed(f"a to-device barrier for {actor.name}", [resp.message])
+    try:
+        await actor.to_device.wait_for(lambda e: isinstance(e, UnknownToDeviceEvent)
+                                       and e.source.get("content", {}).get("nonce") == nonce, timeout_s,
+                                       f"{actor.name}'s to-device barrier")
+    except WaitTimeout as exc:
+        raise StepFailed(f"{actor.name}'s to-device barrier to arrive", exc.seen[-5:]) from None
+
+
+def _megolm(ctx: ScenarioContext, ref: Ref) -> dict[str, Any]:
+    event = ctx.observer().events.find(lambda e: e.get("event_id") == ref.event_id) or {}
+    info = dict(event.get("_megolm") or {})
+    content = event.get("content") or {}
+    if not info and content.get("session_id"):  # the observer could not decrypt it: the wire fields
+        info = {"sessionId": content.get("session_id"), "senderKey": content.get("sender_key")}
+    return info
+
+
+class ExpectEncrypted(StepBase):
+    """Which Megolm session message `event` used and who holds its room key, read from the crypto stores:
+    `session: new|same` compares with message `than`; `readable_by` devices decrypt it, `unreadable_by`
+    devices provably hold no key for it (a to-device barrier, not a wait)."""
+
+    kind: ClassVar[str] = "expect_encrypted"
+    does: ClassVar[str] = (
+        "which Megolm session message `event` used (`session: new\\|same`, `than`) and which devices hold its key "
+        "(`readable_by`, `unreadable_by`: `driver` or `driver.phone`)")
+    capabilities: ClassVar[tuple[str, ...]] = ("e2ee",)
+
+    event: StepId
+    session: Literal["new", "same"] | None = None
+    than: StepId | None = None
+    readable_by: list[DeviceRef] = Field(default_factory=list)
+    unreadable_by: list[DeviceRef] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _says_something(self) -> ExpectEncrypted:
+        if (self.session is None) != (self.than is None):
+            raise error("conflict", "session: new|same and than: <step id> go together")
+        if self.session is None and not self.readable_by and not self.unreadable_by:
+            raise error("evidence", "expect_encrypted needs session/than, readable_by and/or unreadable_by")
+        both = sorted(set(self.readable_by) & set(self.unreadable_by))
+        if both:
+            raise error("conflict", f"{', '.join(both)} cannot be in both readable_by and unreadable_by")
+        return self
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("event",), self.event, MESSAGES, False), *opt_ref("than", self.than, MESSAGES, False)]
+
+    def room_anchor(self) -> str | None:
+        return self.event
+
+    def actor_uses(self) -> list[ActorUse]:
+        return _device_uses(("readable_by",), self.readable_by) + _device_uses(("unreadable_by",), self.unreadable_by)
+
+    def check(self, scan: Scan) -> Iterator[Problem]:
+        return named_device_problems(scan, [((field, j), ref) for field in ("readable_by", "unreadable_by")
+                                            for j, ref in enumerate(getattr(self, field)) if "." in ref])
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        from qa.e2ee import has_room_key, session_comparison
+
+        ref = ctx.refs[self.event]
+        info = _megolm(ctx, ref)
+        problems: list[str] = []
+        if self.session is not None and self.than is not None:
+            problem = session_comparison(_megolm(ctx, ctx.refs[self.than]).get("sessionId"), info.get("sessionId"),
+                                         self.session)
+            if problem:
+                problems.append(f"'{self.than}' then '{self.event}': {problem}")
+        session_id, sender_key = info.get("sessionId"), info.get("senderKey")
+        for name, want in [*((n, True) for n in self.readable_by), *((n, False) for n in self.unreadable_by)]:
+            actor = ctx.actors[name]
+            if not session_id or not sender_key:
+                problems.append(f"'{self.event}' carries no Megolm session to look for")
+                break
+            await _barrier(actor, self.wait_s())
+            held = has_room_key(actor.client, ref.room_id, sender_key, session_id)
+            if held != want:
+                problems.append(f"{name} (device {actor.client.device_id}) {'holds' if held else 'lacks'} the room "
+                                f"key of session {session_id}")
+        if problems:
+            lines = trace_lines(ctx, ("e2ee.withheld", "e2ee.device", "device.relogin"))
+            raise StepFailed(f"'{self.event}' ({ref.event_id}) encrypted as the step says", [*problems, *lines])
+        readers = f"; readable by {', '.join(self.readable_by)}" if self.readable_by else ""
+        others = f"; not by {', '.join(self.unreadable_by)}" if self.unreadable_by else ""
+        return f"{ref.event_id} in Megolm session {session_id}{readers}{others}"
+
+
+def leaks(texts: dict[str, str], files: list[Path]) -> list[str]:
+    """Which files hold which texts (label -> text), as 'file: holds label': the label, since repeating the
+    text in the report would be the very leak it reports."""
+    found = []
+    for path in files:
+        try:
+            data = path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            continue
+        found += [f"{path}: holds {label}" for label, text in texts.items() if text and text in data]
+    return found
+
+
+class ExpectArtifactsClean(StepBase):
+    """None of these texts (markers expanded: decrypted bodies) is in the run's artifacts so far, nor in what
+    this scenario is about to write (transcripts, observed events) — unless the run has --include-bodies."""
+
+    kind: ClassVar[str] = "expect_artifacts_clean"
+    does: ClassVar[str] = "none of `markers` (expanded) is in the run's artifacts or in what the scenario is " \
+        "about to write"
+
+    markers: list[MarkedText] = Field(min_length=1)
+
+    def _preview(self, ctx: ScenarioContext, preview: Path) -> None:
+        """What this scenario writes at its end, written now the same way, so the scan covers it too."""
+        from qa.report.writer import sanitize_events
+
+        assert ctx.state_dir is not None
+        (preview / "observed.json").write_text(json.dumps(sanitize_events(ctx.observer().events.items)))
+        sessions = ctx.state_dir / "bot" / "sessions"
+        for path in sorted(sessions.glob("*.jsonl")) if sessions.is_dir() else []:
+            (preview / path.name).write_text(strip_transcript_bodies(path.read_text(encoding="utf-8",
+                                                                                    errors="replace")))
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        texts = {m: text(ctx, m) for m in self.markers}
+        if ctx.include_bodies:
+            return "NOT CHECKED: the run has --include-bodies"
+        run_dir = ctx.artifact_dir.parent.parent
+        preview = ctx.artifact_dir / ".artifact-preview"
+        preview.mkdir(exist_ok=True)
+        try:
+            self._preview(ctx, preview)
+            files = [p for p in run_dir.rglob("*") if p.is_file()]
+            found = leaks(texts, files)
+        finally:
+            for path in preview.iterdir():
+                path.unlink()
+            preview.rmdir()
+        if found:
+            about_to = str(preview) + "/"
+            raise StepFailed("no decrypted text in the run's artifacts", [
+                f"(about to be written) {f.replace(about_to, '')}" if f.startswith(about_to)
+                else f.replace(str(run_dir) + "/", "") for f in found])
+        return f"{len(texts)} marker(s) in none of {len(files)} artifact file(s)"

@@ -1,0 +1,105 @@
+"""Steps about faults injected on purpose: set_faults (new homeserver fault rules for the bot's requests, from
+here on) and expect_faults (a homeserver or mock-provider fault rule was hit, and the client waited as long as
+it was told before it retried). The step gathers the hits; qa.evidence.faults judges them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field
+
+from qa.evidence import faults as judge
+from qa.harness.fault_rules import FaultRule, check_unique, retry_gaps
+from qa.scenario.context import StepFailed
+from qa.scenario.fields import Duration
+from qa.scenario.steps.base import Problem, StepBase
+from qa.scenario.steps.common import trace_about
+from qa.waiting import WaitTimeout
+
+if TYPE_CHECKING:
+    from qa.scenario.context import ScenarioContext
+
+
+class SetFaults(StepBase):
+    """Replace the fault proxy's rules (qa.harness.fault_rules) from here on; their counts start afresh.
+    drop_in_flight: also cut the bot's open requests the new rules match (its current /sync long-poll), so
+    the very next ones meet the new rules."""
+
+    kind: ClassVar[str] = "set_faults"
+    does: ClassVar[str] = (
+        "replace the fault proxy's rules mid-scenario (`drop_in_flight` cuts the open long-poll) — see \"Faults on "
+        "purpose\"")
+    uses_fault_proxy: ClassVar[bool] = True
+
+    rules: list[FaultRule] = Field(default_factory=list)
+    drop_in_flight: bool = False
+
+    def declared_fault_rules(self) -> list[FaultRule]:
+        return list(self.rules)
+
+    def fault_problems(self, known: set[str]) -> Iterator[Problem]:
+        for j, problem in check_unique(self.rules):
+            yield ("rules", j, "name"), problem, self.rules[j].name
+        known |= {r.name for r in self.rules}
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        proxy = ctx.fault_proxy
+        assert proxy is not None  # the runner starts one for every scenario with a step that uses it
+        cut = proxy.set_rules(self.rules, drop_in_flight=self.drop_in_flight)
+        names = ", ".join(r.name for r in self.rules) or "none (faults off)"
+        return f"fault rules now: {names}" + (f"; cut {cut} open request(s)" if self.drop_in_flight else "")
+
+
+class ExpectFaults(StepBase):
+    """A fault rule was hit: a homeserver rule of the fault proxy, or (source: provider) a mock-provider rule
+    that served a fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit
+    the client's next matching request came no sooner than this (it waited as long as it was told)."""
+
+    kind: ClassVar[str] = "expect_faults"
+    does: ClassVar[str] = (
+        "a fault `rule` was hit (`hits`, `retried_after_ms`; `source: provider` for mock-provider rules) — see "
+        "\"Faults on purpose\"")
+
+    rule: str = Field(min_length=1)
+    source: Literal["homeserver", "provider"] = "homeserver"
+    hits: int | None = Field(default=None, ge=1)
+    retried_after_ms: int | None = Field(default=None, ge=0)
+    timeout: Duration | None = None
+
+    def fault_problems(self, known: set[str]) -> Iterator[Problem]:
+        if self.source == "homeserver" and self.rule not in known:
+            names = ", ".join(sorted(known)) or "none"
+            yield (("rule",), f"unknown fault rule {self.rule!r} (rules in `faults` and earlier set_faults: {names})",
+                   self.rule)
+
+    def _evidence(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
+        """(hits, every request, the rule that matches later requests) from the fault proxy or the journal."""
+        if self.source == "homeserver":
+            proxy = ctx.fault_proxy
+            declared = [*ctx.scenario.faults, *(r for s in ctx.scenario.steps for r in s.declared_fault_rules())]
+            rule = next((r for r in declared if r.name == self.rule), None)
+            return [h for h in proxy.hits if h["rule"] == self.rule], list(proxy.requests), rule
+        requests = judge.provider_requests(ctx.provider.journal) if ctx.provider is not None else []
+        return judge.provider_hits(requests, self.rule), requests, None
+
+    def _gaps(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[float | None] | None]:
+        hits, requests, rule = self._evidence(ctx)
+        return hits, retry_gaps(hits, requests, rule) if self.retried_after_ms is not None else None
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        # Hits land as the bot retries: wait (bounded) on the evidence's own change signal, then judge it.
+        with contextlib.suppress(WaitTimeout, TimeoutError):
+            if self.source == "homeserver":
+                await ctx.fault_proxy.wait_until(lambda: judge.complete(*self._gaps(ctx), self.hits), self.wait_s())
+            elif ctx.provider is not None:
+                await ctx.provider.wait_for(lambda _entry: judge.complete(*self._gaps(ctx), self.hits), self.wait_s())
+        hits, measured = self._gaps(ctx)
+        gaps = measured if measured is not None else [None] * len(hits)
+        problems = judge.fault_problems(self.rule, hits, gaps, self.hits, self.retried_after_ms)
+        if problems:
+            raise StepFailed(judge.expectation(self.rule, self.source, self.hits, self.retried_after_ms),
+                             [*problems, *judge.hit_lines(hits, gaps, self.retried_after_ms),
+                              *trace_about(ctx)[-8:]])
+        return judge.summary(self.rule, hits, gaps, self.retried_after_ms)

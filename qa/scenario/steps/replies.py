@@ -1,0 +1,316 @@
+"""Steps about how the bot answers: expect_reply (the reply, its place, text, formatting and parts),
+expect_edits (a streamed reply's edit chain), expect_reply_count (no double answers), and the wait for the
+reply to a message that other families use. A step about what the bot shows while it answers (an
+`expect_typing`, read receipts) belongs here too; one about the bot staying silent goes in silence.py.
+
+Each step gathers the events (the waiting, the I/O); qa.evidence.replies judges them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from qa.clock import mono_ms
+from qa.evidence.edits import ChainRules, edits_of
+from qa.evidence.events import describe_event
+from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
+from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, chain_problems, judge_reply
+from qa.scenario.context import Ref, StepFailed
+from qa.scenario.fields import BOT, Duration, MarkedText, StepId, error
+from qa.scenario.steps.base import MESSAGES, REPLY, SENT, StepBase, StepRef, opt_ref
+from qa.scenario.steps.common import bot_messages, journal, room_event, text, trace_about
+from qa.waiting import WaitTimeout
+
+if TYPE_CHECKING:
+    from qa.scenario.context import ScenarioContext
+
+
+# --- waiting for the reply to a message ---------------------------------------------------------------------
+
+
+async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
+    """The bot message that answers `trigger`, by the strongest evidence the bot gives (ctx.method says which).
+
+    With a trace, the bot's `reply.sent` record names it; a traced drop of the trigger (other than as a
+    redelivered duplicate, which means it is handled already) is final, so the step fails on that evidence at
+    once instead of waiting out its timeout. Without a trace: qa.evidence.pairing."""
+    try:
+        if ctx.bot.has_trace:
+            event = await _reply_by_trace(ctx, trigger, timeout_s, what)
+            ctx.method = "trace"
+        else:
+            pairing = await _reply_by_pairing(ctx, trigger, timeout_s, what)
+            event, ctx.method = pairing.event, pairing.method
+    except WaitTimeout as exc:
+        seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id)
+        raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
+    ctx.claimed[str(event.get("event_id"))] = trigger.event_id
+    seen_at = event["_seenMs"]
+    latency = seen_at - trigger.sent_mono_ms - _model_latency_between(ctx, trigger.sent_mono_ms, seen_at)
+    ctx.reply_latencies_ms.append(round(max(latency, 0.0), 1))
+    return event
+
+
+async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
+    record = await ctx.bot.trace.wait_for(lambda r: answered_dropped_or_failed(r, trigger.event_id), timeout_s,
+                                          what, ctx.trace_start)
+    if record.get("type") == "inbound":
+        raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
+                         trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
+    if record.get("type") == "turn.end":
+        raise StepFailed(f"{what}, but the bot's turn for it failed (attempt {record.get('attempt')})",
+                         trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
+    return await ctx.observer().events.wait_for(
+        lambda e: e.get("event_id") == record.get("eventId"), timeout_s, f"{what} to appear in the room")
+
+
+def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
+    return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_user_id, journal(ctx),
+                      frozenset(ctx.claimed))
+
+
+async def _reply_by_pairing(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> Pairing:
+    # The journal entry is complete before the bot can post the model's answer, so re-pairing on each new room
+    # event is enough: a journal change alone never completes a pairing.
+    await ctx.observer().events.wait_for(lambda _e: _pair(ctx, trigger) is not None, timeout_s, what)
+    pairing = _pair(ctx, trigger)
+    assert pairing is not None
+    return pairing
+
+
+def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> float:
+    """Simulated model time inside a reply window, so latency figures measure the harness and bot, not the mock."""
+    if ctx.provider is None:
+        return 0.0
+    return sum(
+        float(getattr(e, "latency_ms", 0) or 0)
+        for e in ctx.provider.journal
+        if start <= float(getattr(e, "started_at", 0) or 0) <= end
+    )
+
+
+def body_now(ctx: ScenarioContext, event: dict[str, Any]) -> str:
+    """The reply's text by its latest edit so far."""
+    return latest_body(event, ctx.observer().events.items, ctx.bot_user_id)
+
+
+def replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
+    """Every bot message that answers `event_id`: by the bot's trace, and by relation in the room (a threaded
+    reply's m.in_reply_to names its trigger too). The claimed pairings of trace-less bots count as well."""
+    from_trace = [str(r.get("eventId")) for r in ctx.bot.trace.items[ctx.trace_start:]
+                  if r.get("type") == "reply.sent" and r.get("inReplyTo") == event_id]
+    ref = next((r for r in ctx.refs.values() if r.event_id == event_id), None)
+    room_id = ref.room_id if ref else next(iter(ctx.rooms.values()))
+    events = ctx.observer().events.items
+    from_room = replies_by_relation(event_id, events, ctx.bot_user_id, room_id)
+    paired = [reply for reply, trigger in ctx.claimed.items() if trigger == event_id]
+    by_journal = replies_by_journal(ref.as_trigger(), events, ctx.bot_user_id, journal(ctx)) \
+        if ref is not None and not ctx.bot.has_trace else []
+    return sorted(set(from_trace + from_room + paired + by_journal))
+
+
+async def reply_parts(ctx: ScenarioContext, first: dict[str, Any], trigger: Ref, timeout_s: float
+                      ) -> list[dict[str, Any] | None]:
+    """The part events of the reply whose first part is `first`, by the bot's `reply.parts` trace record (a
+    reply sent whole has none: it is its only part)."""
+    record = ctx.bot.trace.find(lambda r: r.get("type") == "reply.parts" and r.get("inReplyTo") == trigger.event_id,
+                                ctx.trace_start)
+    ids = [str(i) for i in (record or {}).get("parts") or [first["event_id"]]]
+    found: list[dict[str, Any] | None] = []
+    for event_id in ids:
+        try:
+            found.append(await ctx.observer().events.wait_for(lambda e, i=event_id: e.get("event_id") == i,
+                                                              timeout_s, f"reply part {event_id}"))
+        except WaitTimeout:
+            found.append(None)
+    return found
+
+
+def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: str) -> Any:
+    def check() -> str | None:
+        now = body_now(ctx, event)
+        if now != expected:
+            return f"the bot later edited its reply {event['event_id']} to '{to}' into {now!r} (expected {expected!r})"
+        return None
+
+    return check
+
+
+# --- the steps ----------------------------------------------------------------------------------------------
+
+
+class ExpectReply(StepBase):
+    """The bot answers a sent message; `id` names the reply so later steps can react or thread on it."""
+
+    kind: ClassVar[str] = "expect_reply"
+    does: ClassVar[str] = (
+        "the bot answers step `to`: optional exact `body` (or `body_contains`), `thread` shape, `top_level` (not in "
+        "a thread) or `no_relation` (no `m.relates_to` at all), `after` (order), `streamed` (a draft with a sound "
+        "edit chain whose final content is the `body`), `msgtype`, `formatted_contains` / `formatted_excludes` / "
+        "`formatted_safe` (sanitized `org.matrix.custom.html`: only tags Matrix renders, no handlers, no unsafe "
+        "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `id`")
+    defines_kind: ClassVar[str | None] = REPLY
+
+    to: StepId
+    body: MarkedText | None = None  # None: any reply will do
+    body_contains: MarkedText | None = None  # the reply's (final) text must contain this
+    thread: StepId | None = None  # the reply must be in this thread
+    top_level: bool = False  # the reply must not be in any thread (a rich reply, m.in_reply_to alone, is fine)
+    no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
+    after: StepId | None = None  # the reply must come later in the room than this earlier reply
+    encrypted: bool | None = None  # True: the reply must have been sent encrypted (and decrypted by us)
+    # True: the reply is a streamed draft with at least one edit, whose chain is sound (see expect_edits); the
+    # final edit's content is what `body` matches.
+    streamed: bool = False
+    msgtype: Literal["m.text", "m.notice"] | None = None  # None: any
+    # Formatting: given either, the reply must carry org.matrix.custom.html; each text is looked for in (or
+    # must be absent from) its formatted_body. body_excludes: texts the plain body must not carry.
+    formatted_contains: list[MarkedText] = Field(default_factory=list)
+    formatted_excludes: list[MarkedText] = Field(default_factory=list)
+    body_excludes: list[MarkedText] = Field(default_factory=list)
+    # The formatted_body holds only tags Matrix clients render, no event handlers, no unsafe URL schemes.
+    formatted_safe: bool = False
+    # The reply must arrive as at least this many parts (the bot's trace lists them): each a valid message in
+    # the reply's place, in order, none lost; `body` is then compared with the parts joined.
+    parts_min: int | None = Field(default=None, ge=2)
+    timeout: Duration | None = None  # None: whatever is left of the scenario timeout
+    id: StepId | None = None
+
+    @model_validator(mode="after")
+    def _thread_xor_top_level(self) -> ExpectReply:
+        if (self.top_level or self.no_relation) and self.thread is not None:
+            raise error("conflict", "top_level: true contradicts thread: a reply can't be in both places")
+        return self
+
+    def refs(self) -> list[StepRef]:
+        return [
+            StepRef(("to",), self.to, frozenset({SENT}), True),
+            *opt_ref("thread", self.thread, MESSAGES),
+            *opt_ref("after", self.after, frozenset({REPLY}), same_room=False),
+        ]
+
+    def needs(self) -> list[tuple[str, str | None]]:
+        found: list[tuple[str, str | None]] = [("streaming", None)] if self.streamed else []
+        if self.parts_min:
+            found.append(("trace", "the parts of a split reply are listed in the trace (reply.parts)"))
+        if self.formatted_contains or self.formatted_excludes or self.formatted_safe:
+            found.append(("markdown", None))
+        return found + super().needs()
+
+    def want(self, ctx: ScenarioContext) -> ReplyWant:
+        """What the reply must be, markers expanded and step ids turned into event ids."""
+        return ReplyWant(
+            body=text(ctx, self.body) if self.body is not None else None,
+            contains=text(ctx, self.body_contains) if self.body_contains else None,
+            thread_root=ctx.refs[self.thread].event_id if self.thread else None, top_level=self.top_level,
+            no_relation=self.no_relation, after=ctx.refs[self.after].event_id if self.after else None,
+            after_step=self.after, streamed=self.streamed, msgtype=self.msgtype, encrypted=self.encrypted,
+            formatted_contains=[text(ctx, t) for t in self.formatted_contains],
+            formatted_excludes=[text(ctx, t) for t in self.formatted_excludes],
+            body_excludes=[text(ctx, t) for t in self.body_excludes], formatted_safe=self.formatted_safe,
+            parts_min=self.parts_min, chunk_limit=ctx.scenario.bot.text_chunk_limit)
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        trigger = ctx.refs[self.to]
+        began = mono_ms()
+        event = await wait_for_bot_reply(ctx, trigger, self.wait_s(), f"a bot reply to step '{self.to}'")
+        want = self.want(ctx)
+        parts = await reply_parts(ctx, event, trigger, self.wait_s()) if self.parts_min else []
+        expected = want.whole_body
+        if expected is not None and body_now(ctx, event) != expected:
+            # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
+            # finishes it; the final check below still fails a reply that is edited into something else later.
+            left = max(self.wait_s() - (mono_ms() - began) / 1000, 0.05)
+            with contextlib.suppress(WaitTimeout):
+                await ctx.observer().events.wait_for(lambda _e: body_now(ctx, event) == expected, left,
+                                                      "the reply's final edit")
+        if expected is not None:
+            ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
+        problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_user_id, parts)
+        if problems:
+            shape = "in the thread" if want.thread_root else ("top-level" if self.top_level else "")
+            what = f"reply to '{self.to}'" + (f" with body {expected!r}" if expected else "") + f" {shape}"
+            raise StepFailed(what.strip(), [*problems, "reply: " + describe_event(event)])
+        if self.id:
+            ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
+        how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
+        return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
+
+
+class ExpectEdits(StepBase):
+    """The edit chain of a bot reply (a streamed draft): how many edits, in order, all by the bot and replacing
+    that reply, none pinging anyone (empty m.mentions on the draft and every edit), the last one carrying
+    `final_body` whole. `draft_msgtype` checks the draft (m.notice for a quiet preview); `some_edit_contains`
+    and `no_edit_contains` check what the previews showed (tool progress)."""
+
+    kind: ClassVar[str] = "expect_edits"
+    does: ClassVar[str] = (
+        "the edit chain of a streamed reply `to`: `min`/`max` edits, in order, all the bot's, `final_body` carried "
+        "whole by the last edit, every `m.mentions` empty, `draft_msgtype`, `some_edit_contains` / "
+        "`no_edit_contains` (what the previews showed)")
+    capabilities: ClassVar[tuple[str, ...]] = ("streaming",)
+
+    to: StepId
+    min: int = Field(default=1, ge=0)
+    max: int | None = Field(default=None, ge=0)
+    final_body: MarkedText | None = None
+    draft_msgtype: Literal["m.text", "m.notice"] | None = None
+    some_edit_contains: list[MarkedText] = Field(default_factory=list)
+    no_edit_contains: list[MarkedText] = Field(default_factory=list)
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _bounds(self) -> ExpectEdits:
+        if self.max is not None and self.max < self.min:
+            raise error("conflict", f"max ({self.max}) is below min ({self.min})")
+        return self
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("to",), self.to, frozenset({REPLY}), True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        """With `final_body`, waits (within the step's time) until the last edit says it, since the chain may
+        still be growing when the step starts."""
+        reply = ctx.refs[self.to]
+        draft = await room_event(ctx, reply.event_id, self.wait_s(), f"the reply '{self.to}' in the room")
+        final = text(ctx, self.final_body) if self.final_body is not None else None
+        if final is not None:
+            with contextlib.suppress(WaitTimeout):
+                await ctx.observer().events.wait_for(lambda _e: body_now(ctx, draft) == final, self.wait_s(),
+                                                      "the final edit")
+        rules = ChainRules(min_edits=self.min, max_edits=self.max, final_body=final, draft_msgtype=self.draft_msgtype,
+                           some_edit_contains=[text(ctx, t) for t in self.some_edit_contains],
+                           no_edit_contains=[text(ctx, t) for t in self.no_edit_contains])
+        problems = chain_problems(draft, ctx.observer().events.items, ctx.bot_user_id, rules)
+        if problems:
+            raise StepFailed(f"a sound edit chain on the reply '{self.to}'", problems)
+        count = len(edits_of(reply.event_id, ctx.observer().events.items))
+        return f"{count} edit(s) of {reply.event_id}, final text complete, no pings"
+
+
+class ExpectReplyCount(StepBase):
+    """The bot has answered message `to` exactly `count` times so far (across restarts): no double answers.
+
+    Put it after a step that proves the bot is past the point where a duplicate would have been sent (e.g. the
+    reply to a later message in the same session, since a session answers in order)."""
+
+    kind: ClassVar[str] = "expect_reply_count"
+    does: ClassVar[str] = "the bot has answered `to` exactly `count` times, across restarts"
+
+    to: StepId
+    count: int = Field(ge=0)
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("to",), self.to, frozenset({SENT}), same_room=False)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        trigger = ctx.refs[self.to]
+        replies = replies_to(ctx, trigger.event_id)
+        if len(replies) != self.count:
+            raise StepFailed(f"exactly {self.count} bot repl{'y' if self.count == 1 else 'ies'} to '{self.to}'",
+                             [f"{len(replies)} replies: {', '.join(replies) or 'none'}",
+                              *trace_about(ctx, trigger.event_id)])
+        return f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} to {trigger.event_id}"

@@ -1,0 +1,222 @@
+"""The step that proves the bot stayed silent: expect_no_reply, by the bot's traced decision, a control
+message it does answer, and the absence of any answer to the trigger (a fixed quiet window only when asked).
+Each check gathers its evidence here; qa.evidence.silence and qa.evidence.order judge it."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import Field, model_validator
+
+from qa.clock import mono_ms
+from qa.evidence.events import describe_event
+from qa.evidence.order import unwanted_replies
+from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
+from qa.scenario.context import Ref, StepFailed
+from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
+from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use
+from qa.scenario.steps.common import bot_messages, journal, mention_of, text, trace_about
+from qa.scenario.steps.replies import replies_to, wait_for_bot_reply
+from qa.waiting import WaitTimeout
+
+if TYPE_CHECKING:
+    from qa.report.summary import NegativeCheck
+    from qa.scenario.context import ScenarioContext
+
+
+class ControlMessage(Model):
+    """A later message the bot must answer, proving it was alive and listening while it stayed silent."""
+
+    actor: ActorName = Field(alias="as")
+    body: MarkedText
+    # The bot by default: a control must be answered, and most rooms require a mention. null: no mention.
+    mention: ActorName | None = BOT
+    thread: StepId | None = None  # None: the trigger's own thread (or top level), i.e. the same session
+    expect_body: MarkedText | None = None  # None: any reply to the control counts
+
+
+class ExpectNoReply(StepBase):
+    """The bot stays silent about a message, proved by evidence rather than by waiting.
+
+    Evidence is the bot's trace (`reason`: the inbound record for the message was dropped for that reason)
+    and/or a `control` message sent afterwards that does get answered. `quiet_window` is the fallback for
+    bots without a trace and must be asked for explicitly.
+    """
+
+    kind: ClassVar[str] = "expect_no_reply"
+    does: ClassVar[str] = (
+        "silence proved by evidence: the bot traced `to` (a message, an edit, a reaction, a redaction, or the bot's "
+        "own reply) as not answered for `reason`, answered a `control` message, and sent nothing for `to` "
+        "(`quiet_window` is a fallback for bots without a trace)")
+
+    to: StepId
+    reason: Reason | None = None
+    control: ControlMessage | None = None
+    quiet_window: Duration | None = None
+    timeout: Duration | None = None
+
+    @model_validator(mode="after")
+    def _needs_evidence(self) -> ExpectNoReply:
+        if self.reason is None and self.control is None and self.quiet_window is None:
+            raise error(
+                "evidence",
+                "expect_no_reply needs evidence: a `reason` to find in the bot's trace and/or a `control` "
+                "message the bot must answer (or, as a last resort, an explicit `quiet_window`)",
+            )
+        return self
+
+    def refs(self) -> list[StepRef]:
+        refs = [StepRef(("to",), self.to, SILENCE_TARGETS, True)]
+        if self.control is not None and self.control.thread is not None:
+            refs.append(StepRef(("control", "thread"), self.control.thread, MESSAGES, True))
+        return refs
+
+    def actor_uses(self) -> list[ActorUse]:
+        if self.control is None:
+            return []
+        return [
+            ActorUse(("control", "as"), self.control.actor, False, True),
+            *mention_use(("control", "mention"), self.control.mention),
+        ]
+
+    def timeouts(self) -> list[tuple[tuple[str, ...], float]]:
+        found = super().timeouts()
+        if self.quiet_window is not None:
+            found.append((("quiet_window",), self.quiet_window))
+        return found
+
+    def needs(self) -> list[tuple[str, str | None]]:
+        found: list[tuple[str, str | None]] = []
+        if self.control is None and self.quiet_window is None:
+            found.append(("trace", "only the trace can prove this silence (no control message)"))
+        if self.control is not None and self.control.thread:
+            found.append(("threads", None))
+        return found
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        """Silence proved by evidence, not by waiting. With a trace: the bot traced the trigger as dropped for
+        the expected reason. Without one: order (qa.evidence.order). Either way a later control message must be
+        answered, and every bot message that answers the trigger is looked for and listed. A fixed quiet window
+        only when the scenario asks for one."""
+        from qa.report.summary import NegativeCheck
+
+        trigger = ctx.refs[self.to]
+        # The step's own number, so a failing check is numbered too (the runner only fills in passing ones).
+        index = next((i for i, s in enumerate(ctx.scenario.steps, start=1) if s is self), 0)
+        check = NegativeCheck(step=index, triggerEventId=trigger.event_id, expectedReason=self.reason or "")
+        ctx.negative_checks.append(check)
+        if self.quiet_window:
+            return await self._quiet_window(ctx, trigger, check, float(self.quiet_window))
+        problems: list[str] = []
+        if ctx.bot.has_trace:
+            problems += await self._traced_decision(ctx, trigger, check)
+        else:
+            check.method = "order"
+            if self.reason:
+                check.notes.append(f"reason {self.reason!r} NOT CHECKED: bot {ctx.bot.name} writes no trace")
+        control_reply = None
+        if self.control is not None:
+            control_reply, control_found = await self._control(ctx, self.control, trigger, check)
+            problems += control_found
+        if ctx.bot.has_trace:
+            unwanted = [(e, "replies to the trigger") for e in replies_to(ctx, trigger.event_id)]
+        else:
+            found = unwanted_replies(trigger.as_trigger(), control_reply, ctx.observer().events.items,
+                                     ctx.bot_user_id, journal(ctx))
+            unwanted = [(u.event_id, u.why) for u in found]
+        check.unwantedReplies = sorted({e for e, _ in unwanted})
+        ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
+        if unwanted:
+            problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
+        ctx.method = check.method
+        if problems:
+            raise StepFailed(f"no reply to '{self.to}' (dropped: {self.reason or 'any reason'})",
+                             problems + bot_messages(ctx, trigger.room_id))
+        if check.method == "order":
+            return f"no bot message for '{self.to}' before the control's answer {check.controlReplyEventId} " \
+                "(order)" + (f"; {check.notes[0]}" if check.notes else "")
+        return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+
+    async def _quiet_window(self, ctx: ScenarioContext, trigger: Ref, check: NegativeCheck, quiet: float) -> str:
+        check.method = "quiet-window"
+        ctx.method = "quiet-window"
+        try:
+            event = await ctx.observer().events.wait_for(
+                lambda e: e.get("sender") == ctx.bot_user_id and e.get("room_id") == trigger.room_id
+                and e.get("type") == "m.room.message" and e["_seenMs"] > trigger.sent_mono_ms, quiet,
+                "any bot message")
+        except WaitTimeout:
+            return f"no bot message within the {quiet:g}s quiet window"
+        check.unwantedReplies.append(event["event_id"])
+        raise StepFailed(f"no bot reply to '{self.to}' within the quiet window", ["room: " + describe_event(event)])
+
+    async def _traced_decision(self, ctx: ScenarioContext, trigger: Ref, check: NegativeCheck) -> list[str]:
+        timeout_s = self.wait_s()
+        try:
+            decision = await ctx.bot.trace.wait_for(lambda r: is_decision(r, trigger.event_id), timeout_s,
+                                                    f"the bot's decision on step '{self.to}'", ctx.trace_start)
+        except WaitTimeout:
+            # No decision is no proof of silence; the unwanted replies are still looked for by the caller.
+            return [f"the bot traced no decision on '{self.to}' within {timeout_s:g}s",
+                    *trace_about(ctx, trigger.event_id)]
+        check.botReason = decision.get("reason")
+        problems = decision_problems(decision, self.to, self.reason)
+        if accepted(decision):
+            problems += await _unwanted_reply_evidence(ctx, trigger, timeout_s)
+        return problems
+
+    async def _control(self, ctx: ScenarioContext, control: ControlMessage, trigger: Ref, check: NegativeCheck
+                       ) -> tuple[str | None, list[str]]:
+        """Send the control message and wait for its answer: (the answer's event id, problems)."""
+        from qa.actors import message_content
+
+        room_id = trigger.room_id
+        # Same session as the trigger unless told otherwise: then the control's answer also shows the session
+        # was not stuck behind the trigger.
+        thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
+        typed = text(ctx, control.body)
+        content = message_content(typed, mention=mention_of(ctx, control.mention), thread_root=thread_root)
+        sent_at = mono_ms()
+        control_id = await ctx.actors[control.actor].send(room_id, content)
+        check.controlEventId = control_id
+        control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor, body=content["body"],
+                          text=typed)
+        try:
+            reply = await wait_for_bot_reply(ctx, control_ref, self.wait_s(), "the bot's reply to the control message")
+        except StepFailed as exc:
+            return None, [f"control message was not answered: {exc.expected}", *exc.seen]
+        check.controlReplyEventId = reply["event_id"]
+        if ctx.method == "order-guess":
+            check.notes.append("the control's answer was paired as a guess (first bot message after it)")
+        expected = text(ctx, control.expect_body) if control.expect_body is not None else None
+        return reply["event_id"], control_problems(reply, expected)
+
+
+def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
+    def final() -> str | None:
+        late = sorted(set(replies_to(ctx, trigger.event_id)) - set(check.unwantedReplies))
+        if late:
+            check.unwantedReplies.extend(late)
+            return f"the bot answered '{to}' after its check had passed: {', '.join(late)}"
+        return None
+
+    return final
+
+
+async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
+    """The bot accepted a message it should have dropped: wait for that turn to end, and for its reply to show
+    in the room, so the failure report shows what the bot actually said rather than just "accepted"."""
+    try:
+        end = await ctx.bot.trace.wait_for(
+            lambda r: r.get("type") == "turn.end" and r.get("eventId") == trigger.event_id,
+            timeout_s, "the end of the unwanted turn", ctx.trace_start)
+        if end.get("outcome") != "replied":
+            return [f"the unwanted turn ended without a reply ({end.get('outcome')})"]
+        sent = ctx.bot.trace.find(
+            lambda r: r.get("type") == "reply.sent" and r.get("inReplyTo") == trigger.event_id, ctx.trace_start)
+        reply_id = (sent or {}).get("eventId")
+        event = await ctx.observer().events.wait_for(
+            lambda e: e.get("event_id") == reply_id, timeout_s, "the unwanted reply to appear in the room")
+    except WaitTimeout as exc:
+        return [f"(no unwanted reply seen: {exc.what})"]
+    return ["unwanted reply: " + describe_event(event)]

@@ -1,0 +1,92 @@
+"""qa.evidence.faults without servers: what a fault step expects, when its evidence is complete, and what is
+wrong with the hits and the retries after them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+
+from qa.evidence.faults import (
+    complete,
+    expectation,
+    fault_problems,
+    hit_lines,
+    provider_hits,
+    provider_requests,
+    summary,
+)
+
+
+def test_the_expectation_in_words() -> None:
+    assert expectation("r", "homeserver", None, None) == "at least 1 hit(s) of homeserver fault rule 'r'"
+    assert expectation("r", "provider", 3, 250) == ("exactly 3 hit(s) of provider fault rule 'r', each retried no "
+                                                    "sooner than 250 ms later")
+    assert expectation("r", "homeserver", None, 0).endswith("no sooner than 0 ms later")
+
+
+@dataclass
+class Entry:
+    method: str
+    path: str
+    started_at: float
+    finished_at: float | None
+    status: int | None
+    rule: str | None
+    is_chat: bool = True
+    fault: str | None = None
+
+
+def test_provider_requests_are_its_chat_requests_and_hits_the_finished_faulty_ones() -> None:
+    journal = [Entry("POST", "/v1/chat", 1.0, 2.0, 503, "slow", fault="status"),
+               Entry("GET", "/v1/models", 0.5, 0.6, 200, None, is_chat=False),
+               Entry("POST", "/v1/chat", 3.0, None, None, "slow", fault="status"),
+               Entry("POST", "/v1/chat", 4.0, 5.0, 200, "slow"), Entry("POST", "/v1/chat", 6.0, 7.0, 503, "other",
+                                                                        fault="status")]
+    requests = provider_requests(journal)
+    assert requests[0] == {"method": "POST", "path": "/v1/chat", "startedAt": 1.0, "endedAt": 2.0, "status": 503,
+                           "rule": "slow", "action": "status"}
+    assert len(requests) == 4 and requests[2]["action"] is None
+    assert provider_hits(requests, "slow") == [requests[0]]
+
+
+def test_complete_needs_enough_hits_and_a_gap_after_each_when_asked() -> None:
+    hits = [{"h": 1}, {"h": 2}]
+    assert complete(hits, None, None) and complete(hits, None, 2) and complete(hits[:1], None, None)
+    assert not complete(hits, None, 3) and not complete([], None, None)
+    assert complete(hits, [10.0, 0.0], 2) and not complete(hits, [10.0, None], 2)
+
+
+def hit(action: str = "status", status: int | None = 502) -> dict[str, Any]:
+    return {"method": "GET", "path": "/sync", "action": action, "status": status}
+
+
+def test_hit_lines_show_the_gap_only_when_retries_are_checked() -> None:
+    hits = [hit(), hit("drop", None)]
+    assert hit_lines(hits, [None, None], None) == ["hit 1: GET /sync status status=502", "hit 2: GET /sync drop"]
+    assert hit_lines(hits, [120.5, None], 100) == [
+        "hit 1: GET /sync status status=502, next matching request 120.5 ms later",
+        "hit 2: GET /sync drop, no later matching request"]
+
+
+def test_hit_lines_take_one_gap_per_hit() -> None:
+    with pytest.raises(ValueError):
+        hit_lines([hit()], [], None)
+
+
+def test_fault_problems_count_hits_and_early_retries() -> None:
+    assert fault_problems("r", [hit()], [None], None, None) == []
+    assert fault_problems("r", [], [], None, None) == ["0 hit(s) of 'r'"]
+    assert fault_problems("r", [hit(), hit()], [None, None], 2, None) == []
+    assert fault_problems("r", [hit(), hit(), hit()], [None] * 3, 2, None) == ["3 hit(s) of 'r'"]
+    assert fault_problems("r", [hit()], [None], 2, None) == ["1 hit(s) of 'r'"]
+    assert fault_problems("r", [hit(), hit()], [100.0, 250.0], None, 100) == []
+    assert fault_problems("r", [hit(), hit()], [99.9, None], None, 100) == [
+        "retried sooner than 100 ms (or never) after 2 hit(s)"]
+
+
+def test_summary_shows_the_gaps_only_when_asked() -> None:
+    assert summary("r", [hit()], [None], None) == "1 hit(s) of r"
+    assert summary("r", [hit(), hit()], [120.4, None], 100) == "2 hit(s) of r; retried after 120 ms"
+    assert summary("r", [hit(), hit()], [120.4, 80.6], 0) == "2 hit(s) of r; retried after 120, 81 ms"

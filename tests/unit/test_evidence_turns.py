@@ -1,0 +1,114 @@
+"""Small pure judgements of the steps, without servers: how an event is shown (qa.evidence.events), who reached
+which membership (qa.evidence.membership), what the trace says about a message (qa.evidence.trace), and whether
+the bot's decision proves its silence (qa.evidence.silence)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from qa.evidence.events import describe_event
+from qa.evidence.membership import membership_of, settles
+from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
+from qa.evidence.trace import attempts_for, describe_bounds, over_bounds, record_matches
+
+# --- events --------------------------------------------------------------------------------------------------
+
+
+def test_describe_event_shows_type_sender_id_body_and_relation() -> None:
+    long = "y" * 100
+    event = {"type": "m.room.message", "sender": "@b:hs", "event_id": "$e", "content": {
+        "body": long, "m.relates_to": {"rel_type": "m.thread", "event_id": "$root",
+                                       "m.in_reply_to": {"event_id": "$ask"}}}}
+    assert describe_event(event) == (f"m.room.message from=@b:hs id=$e body={long[:80]!r} "
+                                     "relates_to={'rel_type': 'm.thread', 'event_id': '$root'} in_reply_to=$ask")
+    assert describe_event({}) == "? from=None id=None"
+    assert describe_event({"type": "t", "content": {"body": "secret"}, "decrypted": True}) == \
+        "t from=None id=None body=<6 chars, decrypted>"
+    assert describe_event({"type": "t", "content": {"m.relates_to": {"m.in_reply_to": {"event_id": "$a"}}}}) == \
+        "t from=None id=None in_reply_to=$a"
+    assert describe_event({"type": "t", "content": {"m.relates_to": {"m.in_reply_to": {}}}}) == "t from=None id=None"
+
+
+# --- membership ----------------------------------------------------------------------------------------------
+
+
+def member(state: str, who: str = "@bot:hs", room: str = "!r", kind: str = "m.room.member") -> dict[str, Any]:
+    return {"type": kind, "state_key": who, "room_id": room, "content": {"membership": state}}
+
+
+def test_membership_of_is_about_that_user_in_that_room() -> None:
+    assert membership_of(member("join"), "@bot:hs", "!r") == "join"
+    assert membership_of(member("join", who="@u:hs"), "@bot:hs", "!r") is None
+    assert membership_of(member("join", room="!s"), "@bot:hs", "!r") is None
+    assert membership_of(member("join", kind="m.room.message"), "@bot:hs", "!r") is None
+    assert membership_of({"type": "m.room.member", "state_key": "@bot:hs", "room_id": "!r"}, "@bot:hs", "!r") == "None"
+
+
+@pytest.mark.parametrize(("state", "wanted", "settled"), [
+    ("join", "join", True), ("leave", "join", True), ("invite", "join", False), ("invite", "invite", True),
+    ("ban", "leave", True)])
+def test_a_wait_for_a_membership_settles_on_any_answer_but_a_pending_invite(state: str, wanted: str,
+                                                                            settled: bool) -> None:
+    assert settles(member(state), "@bot:hs", "!r", wanted) is settled
+    assert not settles(member(state, room="!s"), "@bot:hs", "!r", wanted)
+
+
+# --- trace ---------------------------------------------------------------------------------------------------
+
+
+def test_attempts_for_are_the_turns_a_message_started_as_text() -> None:
+    records = [{"type": "turn.start", "eventId": "$a", "attempt": 1}, {"type": "turn.start", "eventId": "$b",
+                                                                       "attempt": 2},
+               {"type": "turn.end", "eventId": "$a", "attempt": 3}, {"type": "turn.start", "eventId": "$a",
+                                                                     "attempt": "4"}]
+    assert attempts_for(records, "$a") == {"1", "4"}
+    assert attempts_for(records, "$c") == set()
+
+
+def test_record_matches_type_fields_and_the_message_or_its_attempt() -> None:
+    record = {"type": "lock.acquire", "eventId": None, "attempt": "7", "kind": "turn"}
+    assert record_matches(record, "lock.acquire", {"kind": "turn"}, None, set())
+    assert not record_matches(record, "lock.release", {}, None, set())
+    assert not record_matches(record, "lock.acquire", {"kind": "post"}, None, set())
+    assert record_matches(record, "lock.acquire", {}, "$a", {"7"})
+    assert not record_matches(record, "lock.acquire", {}, "$a", {"8"})
+    assert record_matches({**record, "eventId": "$a"}, "lock.acquire", {}, "$a", set())
+
+
+def test_over_bounds_names_fields_over_their_limit_or_not_numbers() -> None:
+    record = {"waitMs": 25, "holdMs": 30.5, "name": "x"}
+    assert over_bounds(record, {"waitMs": 25, "holdMs": 31}) == {}
+    assert over_bounds(record, {"waitMs": 24.9, "name": 1, "gone": 1}) == {"waitMs": 25, "name": "x", "gone": None}
+    assert describe_bounds("lock.acquire", {"waitMs": 25.0, "holdMs": 0.5}) == \
+        "lock.acquire with waitMs <= 25, holdMs <= 0.5"
+
+
+# --- silence -------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("record", "found"), [
+    ({"type": "inbound", "eventId": "$a"}, True), ({"type": "reaction", "eventId": "$a"}, True),
+    ({"type": "inbound", "eventId": "$b"}, False), ({"type": "turn.start", "eventId": "$a"}, False)])
+def test_the_decision_on_an_event_is_its_inbound_or_reaction_record(record: dict[str, Any], found: bool) -> None:
+    assert is_decision(record, "$a") is found
+
+
+def test_decision_problems() -> None:
+    for decision in ("dropped", "recorded", "ignored"):
+        assert not accepted({"decision": decision})
+        assert decision_problems({"decision": decision, "reason": "r"}, "ask", "r") == []
+        assert decision_problems({"decision": decision, "reason": "r"}, "ask", None) == []
+    assert accepted({"decision": "accepted"}) and accepted({})
+    assert decision_problems({"decision": "accepted", "reason": "mentioned"}, "ask", "r") == [
+        "the bot accepted 'ask' (mentioned)"]
+    assert decision_problems({"decision": "dropped", "reason": "allowlist"}, "ask", "mention-required") == [
+        "dropped for 'allowlist', expected 'mention-required'"]
+
+
+def test_control_problems_compare_the_stripped_body_when_one_is_expected() -> None:
+    answer = {"content": {"body": " ok \n"}}
+    assert control_problems(answer, None) == [] and control_problems(answer, "ok") == []
+    assert control_problems(answer, " ok") == ["control reply body 'ok' != expected ' ok'"]
+    assert control_problems({}, "x") == ["control reply body '' != expected 'x'"]
