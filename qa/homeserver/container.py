@@ -305,9 +305,13 @@ class ContainerHomeserver(Homeserver):
             return
         if not problem.startswith("the container"):
             problem = f"did not answer {VERSIONS_PATH} within {self.start_timeout_s:g}s ({problem})"
+        await self._give_up(f"{self.display} homeserver failed to start ({problem})")
+
+    async def _give_up(self, headline: str) -> None:
+        """Save the log, remove the container and raise an InfraError: `headline`, the log's place, its tail."""
         await asyncio.to_thread(self._save_log)
         lines = [ln for ln in self.log_path.read_text(encoding="utf-8").splitlines() if ln.strip()][-_EXCERPT_LINES:]
-        message = f"{self.display} homeserver failed to start ({problem}); its log is saved at {self.log_path}"
+        message = f"{headline}; its log is saved at {self.log_path}"
         if lines:
             message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
         await self.stop()

@@ -3,7 +3,8 @@
 matrix-qa does not own this server, so it is careful with it:
 
 * it only ever *adds* things: users and rooms whose names carry the run's unique suffix (the scenario runner
-  names them), registered with the registration token or shared secret the user handed us;
+  names them), registered the way the user chose (--registration: open, or the token or shared secret they
+  handed us);
 * it never deactivates, deletes, joins or changes anything it did not create, and it does not clean up after
   itself either (that would need admin rights over other people's data);
 * it cannot restart the server, so the restart_homeserver step fails with a clear error instead.
@@ -26,12 +27,18 @@ import aiohttp
 
 from qa.errors import ConfigError, InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
-from qa.homeserver.registration import register_with_shared_secret, register_with_token
-from qa.report.redact import MIN_SECRET_LENGTH
+from qa.homeserver.image_options import (
+    ENV_REGISTRATION_SHARED_SECRET,
+    ENV_REGISTRATION_TOKEN,
+    OPEN,
+    SHARED_SECRET,
+    Registration,
+    resolve_registration,
+)
+from qa.homeserver.registration import register_open, register_with_shared_secret, register_with_token
 from qa.urls import clean_http_url, shown_url
 
-ENV_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"
-ENV_REGISTRATION_SHARED_SECRET = "MATRIX_QA_REGISTRATION_SHARED_SECRET"
+__all__ = ["ENV_REGISTRATION_SHARED_SECRET", "ENV_REGISTRATION_TOKEN", "ExternalHomeserver", "ExternalSettings"]
 VERSIONS_PATH = "/_matrix/client/versions"
 POLL_INTERVAL_S = 0.05
 # The server is already running; this only rides out a proxy or load balancer that is briefly unhappy.
@@ -52,17 +59,15 @@ class HomeserverRestartUnsupported(InfraError):
 @dataclass(frozen=True)
 class ExternalSettings:
     base_url: str
-    registration_token: str | None = field(default=None, repr=False)
-    shared_secret: str | None = field(default=None, repr=False)
+    registration: Registration = field(default_factory=lambda: Registration(OPEN))
 
     @property
     def secrets(self) -> list[str]:
-        return [s for s in (self.registration_token, self.shared_secret) if s]
+        return self.registration.secrets
 
     @property
     def method(self) -> str:
-        # The shared secret wins when both are given: it can make admins and does not use up a token's quota.
-        return "shared secret" if self.shared_secret else "registration token"
+        return self.registration.described
 
 
 def validate_homeserver_url(url: str) -> str:
@@ -82,24 +87,14 @@ def resolve_external_settings(
     registration_token: str | None,
     shared_secret: str | None,
     env: Mapping[str, str],
+    registration: str | None = None,
 ) -> ExternalSettings:
-    """Flags win over environment variables. Pure: reads only its arguments."""
+    """Flags win over environment variables; the way users are registered is the one asked for (--registration)
+    or the one credential given. Pure: reads only its arguments."""
     base_url = validate_homeserver_url(url)
-    token = (registration_token or env.get(ENV_REGISTRATION_TOKEN) or "").strip() or None
-    secret = (shared_secret or env.get(ENV_REGISTRATION_SHARED_SECRET) or "").strip() or None
-    if token is None and secret is None:
-        raise ConfigError(
-            "--homeserver-url needs a way to create test users: --registration-token TOKEN or "
-            f"--registration-shared-secret SECRET (or the environment variables {ENV_REGISTRATION_TOKEN} / "
-            f"{ENV_REGISTRATION_SHARED_SECRET}, which keep them out of the process list)"
-        )
-    for value, flag in ((token, f"--registration-token (or {ENV_REGISTRATION_TOKEN})"),
-                        (secret, f"--registration-shared-secret (or {ENV_REGISTRATION_SHARED_SECRET})")):
-        if value is not None and len(value) < MIN_SECRET_LENGTH:
-            # Redaction ignores strings this short (they would match ordinary text), so it would leak.
-            raise ConfigError(f"{flag} is shorter than {MIN_SECRET_LENGTH} characters: too short to keep out of "
-                              "the artifacts (redaction ignores strings that short)")
-    return ExternalSettings(base_url=base_url, registration_token=token, shared_secret=secret)
+    chosen = resolve_registration(registration, token=registration_token, shared_secret=shared_secret, env=env,
+                                  default=None, needed_by="--homeserver-url")
+    return ExternalSettings(base_url=base_url, registration=chosen)
 
 
 async def wait_until_answering(
@@ -197,20 +192,27 @@ class ExternalHomeserver(Homeserver):
     async def restart(self) -> None:
         raise HomeserverRestartUnsupported(
             "restarting the homeserver is not supported for external servers (--homeserver-url): matrix-qa does "
-            "not control that server's process. Run restart scenarios with --homeserver synapse or tuwunel."
+            "not control that server's process. Run restart scenarios with --homeserver synapse, --homeserver-image "
+            "IMAGE or --homeserver tuwunel."
         )
 
+    @property
+    def registered_by(self) -> str:
+        return self.settings.registration.described
+
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
-        if self.settings.shared_secret:
-            creds = await register_with_shared_secret(
-                self.base_url, self.settings.shared_secret, localpart, password, admin=admin
-            )
-        elif admin:
-            raise InfraError(f"cannot register @{localpart} as an admin on {self.base_url} with a registration "
-                             "token; an admin user needs --registration-shared-secret")
+        mode, secret = self.settings.registration.mode, self.settings.registration.secret
+        if admin and mode != SHARED_SECRET:
+            raise InfraError(f"cannot register @{localpart} as an admin on {self.base_url} by "
+                             f"{self.registered_by}; an admin user needs --registration-shared-secret")
+        if mode == OPEN:
+            creds = await register_open(self.base_url, localpart, password)
+        elif mode == SHARED_SECRET:
+            assert secret is not None
+            creds = await register_with_shared_secret(self.base_url, secret, localpart, password, admin=admin)
         else:
-            assert self.settings.registration_token is not None
-            creds = await register_with_token(self.base_url, self.settings.registration_token, localpart, password)
+            assert secret is not None
+            creds = await register_with_token(self.base_url, secret, localpart, password)
         if not self.server_name:
             self.server_name = server_name_of(creds.user_id)
         return creds

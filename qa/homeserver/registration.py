@@ -1,11 +1,13 @@
-"""Creating users on a homeserver from the admin side, without a Matrix client library.
+"""Creating users on a homeserver: the admin side without a Matrix client library, open registration with one.
 
-Two ways, as described in design.md ("Homeservers"):
+Three ways, as described in design.md ("Homeservers") and docs/homeservers.md:
 
 * Synapse's shared-secret registration (`/_synapse/admin/v1/register`), which Synapse always offers when a
   `registration_shared_secret` is configured, and which can make admins;
 * the client-server `m.login.registration_token` user-interactive flow, for servers where we hold a
-  registration token instead (Tuwunel, or a homeserver someone else runs).
+  registration token instead (Tuwunel, or a homeserver someone else runs);
+* open registration with `m.login.dummy` (Complement's image contract), through matrix-nio's own
+  `AsyncClient.register`, as any Matrix client registers.
 
 Every failure becomes an InfraError carrying the HTTP status and the server's errcode/error. Passwords,
 secrets and tokens are scrubbed from those messages, because they end up in CI logs and reports.
@@ -13,6 +15,7 @@ secrets and tokens are scrubbed from those messages, because they end up in CI l
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 from collections.abc import AsyncIterator, Iterable
@@ -198,3 +201,41 @@ def _failure(what: str, status: int, body: dict[str, Any], secrets: Iterable[str
     errcode = body.get("errcode", "no errcode")
     error = body.get("error", "no error message")
     return InfraError(redact(f"{what} failed: HTTP {status} {errcode}: {error}", secrets))
+
+
+# matrix-nio retries 429s and timeouts on its own; bounded here, so a server that keeps refusing ends.
+_NIO_TIMEOUT_S = 30
+_NIO_RETRIES = 3
+
+
+async def register_open(base_url: str, localpart: str, password: str, *,
+                        device_name: str | None = None) -> UserCredentials:
+    """Register with `m.login.dummy` (open registration) through matrix-nio.
+
+    Registering always logs the new user in on a device; with `device_name` the credentials carry that
+    session, without it the session is logged out again and the user's clients log in for themselves."""
+    from nio import AsyncClient, AsyncClientConfig, RegisterResponse
+
+    secrets = (password,)
+    what = f"registering @{localpart} by open registration (m.login.dummy)"
+    config = AsyncClientConfig(request_timeout=_NIO_TIMEOUT_S, max_timeouts=_NIO_RETRIES,
+                               max_limit_exceeded=_NIO_RETRIES, encryption_enabled=False)
+    client = AsyncClient(base_url.rstrip("/"), localpart, config=config)
+    try:
+        try:
+            response = await client.register(localpart, password, device_name=device_name or "matrix-qa")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            detail = redact(f"{type(exc).__name__}: {exc}", secrets)
+            raise InfraError(f"{what}: could not reach {base_url}: {detail}") from exc
+        if not isinstance(response, RegisterResponse):
+            errcode = getattr(response, "status_code", None) or "no errcode"
+            raise InfraError(redact(f"{what} failed: {errcode}: {getattr(response, 'message', response)}",
+                                    secrets))
+        if device_name is None:
+            with contextlib.suppress(Exception):
+                await client.logout()
+            return UserCredentials(user_id=response.user_id, password=password, localpart=localpart)
+        return UserCredentials(user_id=response.user_id, password=password, localpart=localpart,
+                               access_token=response.access_token, device_id=response.device_id)
+    finally:
+        await client.close()

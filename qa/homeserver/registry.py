@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
 # The built-in backends, each registered by qa/homeserver/backends/<name>.py, in the order their options are
 # shown and checked, whichever of them was imported first; backends registered from elsewhere follow.
-BUILTIN = ("synapse", "external", "tuwunel")
+BUILTIN = ("synapse", "external", "tuwunel", "image")
 
 # A backend's option values, by argparse dest (RunOptions.homeserver_settings): None where not given.
 Settings = Mapping[str, Any]
@@ -147,7 +147,10 @@ def misplaced(in_use: str, settings: Settings) -> list[str]:
             flags += backend.misplaced(settings, in_use)
         else:
             flags += [o.flag for o in backend.options if settings.get(o.dest)]
-    return flags
+    # An option several backends share (--registration: external and image) is misplaced only where the
+    # backend in use does not take it; each flag is named once.
+    own = {o.flag for o in get(in_use).options} if any(b.name == in_use for b in backends()) else set()
+    return list(dict.fromkeys(f for f in flags if f not in own))
 
 
 def last_resort() -> None:
@@ -171,8 +174,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="homeserver backend: " + _either(b.choice or b.name for b in choices))
     parser.add_argument("--homeserver-port", type=_port, default=None, metavar="PORT",
                         help="port for the embedded or Docker homeserver on 127.0.0.1 (default: a free one)")
+    added: set[str] = set()
     for backend in every:
         for option in backend.options:
+            if option.flag in added:  # shared by several backends (see misplaced)
+                continue
+            added.add(option.flag)
             parser.add_argument(option.flag, default=None, metavar=option.metavar, help=option.help,
                                 **dict(option.argparse))
 

@@ -258,6 +258,7 @@ def synapse_installed() -> bool:
 
 class SynapseHomeserver(Homeserver):
     kind = "synapse"
+    registered_by = "shared-secret registration (/_synapse/admin/v1/register)"
 
     def __init__(
         self,

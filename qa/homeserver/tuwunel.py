@@ -1,14 +1,15 @@
-"""Tuwunel (the Rust homeserver) in a Docker container: its image, environment and registration.
+"""Tuwunel (the Rust homeserver) in a Docker container: the image backend's `tuwunel` preset.
 
-One container per run, from `ghcr.io/matrix-construct/tuwunel:v1.5.1` unless told otherwise (--tuwunel-image).
-It listens on 127.0.0.1 only, allows registration with a fresh random token and does not federate. Its
-database lives in the container itself, so a restart keeps the data and removal takes it away. The lifecycle
-(pull, start, readiness, restart, watch, log, removal by label) is every image backend's: qa.homeserver.container.
+One container per run, from `ghcr.io/matrix-construct/tuwunel:v1.5.1` unless told otherwise (--tuwunel-image),
+with the preset's environment (qa.homeserver.image_options.TUWUNEL): it listens on 127.0.0.1 only, allows
+registration with a fresh random token and does not federate. Its database lives in the container itself, so a
+restart keeps the data and removal takes it away. Everything else is the image backend's (qa.homeserver.image)
+and every container backend's (qa.homeserver.container). Never run here against Tuwunel itself: no registry is
+reachable to pull its image (docs/homeservers.md).
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from qa.homeserver.container import (
     loopback_spec,
     remove_all_containers,
 )
+from qa.homeserver.image import ImageHomeserver
+from qa.homeserver.image_options import TOKEN, TUWUNEL, Registration, container_env, fresh_token
 from qa.homeserver.registration import register_with_token
 
 __all__ = ["DEFAULT_IMAGE", "LABEL", "TuwunelHomeserver", "build_container_spec", "connect_docker",
@@ -32,10 +35,6 @@ __all__ = ["DEFAULT_IMAGE", "LABEL", "TuwunelHomeserver", "build_container_spec"
 
 DEFAULT_SERVER_NAME = "localhost"
 CONTAINER_PORT = 8008
-DATABASE_PATH = "/var/lib/tuwunel"
-
-# The spec's endpoint first; Tuwunel also answers its own, which does not depend on federation being enabled.
-_VERSION_PATHS = ("/_matrix/federation/v1/version", "/_tuwunel/server_version")
 
 
 def connect_docker(env: Mapping[str, str] | None = None, *, timeout: int = 60) -> Any:
@@ -51,27 +50,21 @@ def build_container_spec(
     registration_token: str,
     instance: str,
     server_name: str = DEFAULT_SERVER_NAME,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments for `client.containers.run`. Pure, so the unit tests can check it without an engine."""
     return loopback_spec(image=image, name=name, host_port=host_port, container_port=CONTAINER_PORT,
-                         instance=instance, kind="tuwunel", environment={
-                             "TUWUNEL_SERVER_NAME": server_name,
-                             "TUWUNEL_DATABASE_PATH": DATABASE_PATH,
-                             "TUWUNEL_ADDRESS": "0.0.0.0",
-                             "TUWUNEL_PORT": str(CONTAINER_PORT),
-                             "TUWUNEL_ALLOW_REGISTRATION": "true",
-                             "TUWUNEL_REGISTRATION_TOKEN": registration_token,
-                             "TUWUNEL_ALLOW_FEDERATION": "false",
-                             "TUWUNEL_ALLOW_ENCRYPTION": "true",
-                             "TUWUNEL_TRUSTED_SERVERS": "[]",
-                         })
+                         instance=instance, kind="tuwunel", environment=container_env(
+                             server_name=server_name, server_name_env=TUWUNEL.server_name_env,
+                             preset_env=TUWUNEL.env, user_env=env or {}, token_env=TUWUNEL.token_env,
+                             token=registration_token))
 
 
-class TuwunelHomeserver(ContainerHomeserver):
+class TuwunelHomeserver(ImageHomeserver):
     kind = "tuwunel"
-    display = "Tuwunel"
     image_flag = "--tuwunel-image"
-    version_paths = _VERSION_PATHS
+    # The generic readiness message (the image backend's names the contract a chosen image broke).
+    _become_ready = ContainerHomeserver._become_ready
 
     def __init__(
         self,
@@ -79,24 +72,21 @@ class TuwunelHomeserver(ContainerHomeserver):
         *,
         image: str = DEFAULT_IMAGE,
         server_name: str = DEFAULT_SERVER_NAME,
+        env: Mapping[str, str] | None = None,
         port: int | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         docker_factory: DockerFactory = connect_docker,
     ) -> None:
-        super().__init__(log_dir, image=image, port=port, start_timeout_s=start_timeout_s,
-                         docker_factory=docker_factory)
-        self.server_name = server_name
         # Fresh per instance; only the container's environment and this object ever hold it.
-        self.registration_token = secrets.token_urlsafe(24)
+        super().__init__(log_dir, image=image, registration=Registration(TOKEN, fresh_token()),
+                         env={TUWUNEL.server_name_env: server_name, **(env or {})}, preset=TUWUNEL, port=port,
+                         start_timeout_s=start_timeout_s, docker_factory=docker_factory)
+        self.display = "Tuwunel"
 
     @property
-    def secrets(self) -> list[str]:
-        return [self.registration_token]
-
-    def container_spec(self, host_port: int) -> dict[str, Any]:
-        return build_container_spec(image=self.image, name=self.container_name, host_port=host_port,
-                                    registration_token=self.registration_token, instance=self.instance,
-                                    server_name=self.server_name)
+    def registration_token(self) -> str:
+        assert self.registration.secret is not None
+        return self.registration.secret
 
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
         if not self.running:
@@ -105,3 +95,6 @@ class TuwunelHomeserver(ContainerHomeserver):
             raise InfraError(f"cannot register @{localpart} as an admin: Tuwunel registers through a "
                              "registration token, which cannot grant admin rights")
         return await register_with_token(self.base_url, self.registration_token, localpart, password)
+
+    async def register_session(self, localpart: str, password: str, *, device_name: str) -> UserCredentials:
+        return await self.register_user(localpart, password)

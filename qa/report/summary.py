@@ -31,6 +31,8 @@ class HomeserverInfo(_Model):
     baseUrl: str | None = None
     log: str | None = None
     image: str | None = None  # the container image, for homeservers run in Docker
+    imageId: str | None = None  # the engine's id of that image (sha256:...): which build of a tag ran
+    registration: str | None = None  # how the run's test users were registered
 
 
 class ProviderInfo(_Model):

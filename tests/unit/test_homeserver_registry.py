@@ -62,7 +62,7 @@ def test_the_order_does_not_depend_on_which_backend_module_was_imported_first(
     # it the help and the misplaced-flag message, must not follow.
     every = {b.name: b for b in registry.backends()}
     monkeypatch.setattr(registry, "_REGISTERED", dict(reversed(every.items())))
-    assert [b.name for b in registry.backends()] == ["synapse", "external", "tuwunel"]
+    assert [b.name for b in registry.backends()] == ["synapse", "external", "tuwunel", "image"]
 
 
 @pytest.mark.parametrize(("explicit", "settings", "chosen"), [
@@ -85,7 +85,8 @@ def test_the_cli_puts_every_backend_option_into_the_settings(monkeypatch: pytest
     assert (options.homeserver, options.homeserver_port) == ("external", 8448)
     assert options.homeserver_settings == {"homeserver_url": "https://matrix.example.org",
                                            "registration_token": "t" * 12, "registration_shared_secret": None,
-                                           "tuwunel_image": None}
+                                           "tuwunel_image": None, "registration": None,
+                                           "homeserver_env": None, "homeserver_image": None}
 
 
 @pytest.mark.parametrize(("options", "message"), [
@@ -116,7 +117,7 @@ def test_an_unknown_backend_names_every_way_to_choose_one(tmp_path: Path) -> Non
     with pytest.raises(ConfigError) as caught:
         preflight(RunOptions(scenario_paths=[], homeserver="dendrite"), 1, tmp_path / "out", {})
     assert str(caught.value) == ("--homeserver 'dendrite' is not supported; use synapse (the default), tuwunel, "
-                                 "or --homeserver-url URL")
+                                 "--homeserver-url URL, or --homeserver-image IMAGE")
 
 
 def test_an_external_backend_without_a_url_is_a_usage_error(tmp_path: Path) -> None:
@@ -153,7 +154,8 @@ def test_a_registered_backend_is_a_choice_with_its_own_options(standin: registry
     assert options.homeserver == "standin" and options.homeserver_settings["standin_motto"] == "hello"
     with pytest.raises(ConfigError) as caught:
         preflight(RunOptions(scenario_paths=[], homeserver="dendrite"), 1, Path("unused"), {})
-    assert "use synapse (the default), tuwunel, standin, or --homeserver-url URL" in str(caught.value)
+    assert ("use synapse (the default), tuwunel, standin, --homeserver-url URL, or --homeserver-image IMAGE"
+            in str(caught.value))
 
 
 def test_its_flags_are_refused_on_another_backend_and_its_preflight_brings_its_secret(

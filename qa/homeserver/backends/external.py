@@ -11,10 +11,17 @@ from qa.homeserver.registry import Backend, Option, Settings, StartRequest, regi
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver
 
+# Shared with --homeserver-image (qa/homeserver/backends/image.py): an option of both backends.
+REGISTRATION = Option("--registration", metavar="MODE", argparse={"choices": ["open", "shared-secret", "token"]},
+                      help="how test users are registered: open (m.login.dummy; the default for "
+                      "--homeserver-image), shared-secret or token (with the flags or environment variables "
+                      "below); for --homeserver-url and --homeserver-image. Never guessed: without it, the one "
+                      "credential given decides")
 OPTIONS = (
     Option("--homeserver-url", metavar="URL",
            help="use a homeserver you already run instead of starting one; users and rooms get unique names per "
            "run and nothing else is touched"),
+    REGISTRATION,
     Option("--registration-token", metavar="TOKEN",
            help="registration token for --homeserver-url (better: env MATRIX_QA_REGISTRATION_TOKEN, which keeps "
            "it out of the process list)"),
@@ -31,7 +38,8 @@ def _settings(settings: Settings, env: Mapping[str, str]) -> Any:
         raise ConfigError("an external homeserver needs --homeserver-url URL")
     return resolve_external_settings(url=settings["homeserver_url"],
                                      registration_token=settings.get("registration_token"),
-                                     shared_secret=settings.get("registration_shared_secret"), env=env)
+                                     shared_secret=settings.get("registration_shared_secret"), env=env,
+                                     registration=settings.get("registration"))
 
 
 def _create(request: StartRequest) -> Homeserver:

@@ -1,4 +1,5 @@
-"""Tuwunel in a Docker container (qa.homeserver.tuwunel): its image option and the engine check before start."""
+"""Tuwunel in a Docker container (qa.homeserver.tuwunel): a preset of the image backend (its image, environment
+and a fresh registration token), with its image option, --homeserver-env and the engine check before start."""
 
 from __future__ import annotations
 
@@ -6,27 +7,31 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from qa.homeserver.backends.image import ENV
+from qa.homeserver.image_options import TUWUNEL, parse_env
 from qa.homeserver.registry import Backend, Option, Settings, StartRequest, register
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver
 
-DEFAULT_IMAGE = "ghcr.io/matrix-construct/tuwunel:v1.5.1"
+DEFAULT_IMAGE = TUWUNEL.image
 
 
 def _create(request: StartRequest) -> Homeserver:
     from qa.homeserver.tuwunel import TuwunelHomeserver
 
     return TuwunelHomeserver(request.log_dir, image=request.settings.get("tuwunel_image") or DEFAULT_IMAGE,
-                             port=request.port)
+                             env=parse_env(request.settings.get("homeserver_env")), port=request.port)
 
 
 def _preflight(settings: Settings, env: Mapping[str, str]) -> list[str]:
+    from qa.homeserver.image import env_secrets
     from qa.homeserver.tuwunel import connect_docker
 
+    user_env = parse_env(settings.get("homeserver_env"))
     # Only a check that an engine answers; the backend opens its own client when it starts.
     connect_docker(env, timeout=10).close()
-    return []
+    return env_secrets(user_env)
 
 
 def _last_resort() -> None:
@@ -40,5 +45,5 @@ BACKEND = register(Backend(
     name="tuwunel", create=_create, preflight=_preflight, last_resort=_last_resort,
     choice="tuwunel (a Docker container; needs a Docker engine)",
     options=(Option("--tuwunel-image", metavar="IMAGE",
-                    help=f"image for --homeserver tuwunel, pulled if absent (default: {DEFAULT_IMAGE})"),),
+                    help=f"image for --homeserver tuwunel, pulled if absent (default: {DEFAULT_IMAGE})"), ENV),
 ))
