@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from qa.errors import InfraError
 from qa.homeserver import container
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.container import DEFAULT_START_TIMEOUT_S, ContainerHomeserver, DockerFactory, loopback_spec
-from qa.homeserver.external import VERSION_PATHS, wait_until_answering
+from qa.homeserver.external import POLL_INTERVAL_S, VERSION_PATHS, VERSIONS_PATH, fetch_server_info
 from qa.homeserver.image_options import (
     CONTRACT_PORT,
     OPEN,
@@ -95,6 +97,8 @@ class ImageHomeserver(ContainerHomeserver):
             return
         await super().start()
         self.image_id = await asyncio.to_thread(self._image_id)
+        if self.preset is None and (info := await fetch_server_info(self.base_url, self.version_paths)):
+            self.version = f"{info[0]} {info[1]}"  # any image: which server it is matters as much as its version
         if self.registration.mode == OPEN:
             await self._probe_open_registration()
 
@@ -123,19 +127,30 @@ class ImageHomeserver(ContainerHomeserver):
     # --- the contract, checked at start --------------------------------------------------------------------
 
     async def _become_ready(self, t0: float) -> None:
-        async def gone() -> str | None:
-            status, code = await asyncio.to_thread(self._status)
-            return judge_start(status=status, exit_code=code, last_answer="", waited_s=time.monotonic() - t0,
-                               timeout_s=float("inf"))
-
-        last = await wait_until_answering(self.base_url, t0 + self.start_timeout_s, check_every=4, gone=gone)
-        if last is None:
-            self.boot_ms = (time.monotonic() - t0) * 1000
-            return
-        problem = last if last.startswith("the container") else judge_start(
-            status="running", exit_code=None, last_answer=last, waited_s=self.start_timeout_s,
-            timeout_s=self.start_timeout_s)
-        await self._give_up(self._breach(problem or last))
+        """Poll /versions until 200; judge_start says when to give up (exit, 404 for long, the deadline)."""
+        url, last, not_found_since, polls = self.base_url + VERSIONS_PATH, "no answer yet", None, 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                try:
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            self.boot_ms = (time.monotonic() - t0) * 1000
+                            return
+                        last = f"HTTP {resp.status}"
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    last = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                now = time.monotonic()
+                not_found_since = (not_found_since or now) if last == "HTTP 404" else None
+                polls += 1
+                # Docker is asked every few polls only: it is a call to another service.
+                status, code = await asyncio.to_thread(self._status) if polls % 4 == 0 else ("running", None)
+                problem = judge_start(status=status, exit_code=code, last_answer=last, waited_s=now - t0,
+                                      timeout_s=self.start_timeout_s,
+                                      not_found_for_s=now - not_found_since if not_found_since else 0.0)
+                if problem is not None:
+                    await self._give_up(self._breach(problem))
+                    return
+                await asyncio.sleep(POLL_INTERVAL_S)
 
     async def _probe_open_registration(self) -> None:
         """One throwaway user, so an image that refuses m.login.dummy fails at start, not in every scenario."""

@@ -180,21 +180,25 @@ def server_name_in(env: Mapping[str, str], server_name_env: str = SERVER_NAME_EN
     return env.get(server_name_env) or DEFAULT_SERVER_NAME
 
 
-def judge_start(*, status: str, exit_code: int | None, last_answer: str, waited_s: float,
-                timeout_s: float) -> str | None:
+# A server that answers /versions with 404 for this long has no /versions (a server still starting answers
+# with a connection error or a 5xx from its proxy, not a 404 from the homeserver itself).
+NO_VERSIONS_AFTER_S = 10.0
+
+
+def judge_start(*, status: str, exit_code: int | None, last_answer: str, waited_s: float, timeout_s: float,
+                not_found_for_s: float = 0.0) -> str | None:
     """Why a container that is not (yet) answering `/versions` 200 will not come up, or None: keep waiting.
 
     `status` is Docker's (created, running, exited, dead, gone), `last_answer` what /versions last said
-    (an HTTP status, or the connection error)."""
+    (`HTTP 404`, or the connection error), `not_found_for_s` how long it has answered 404 without a break."""
     if status == "gone":
         return "the container disappeared before answering /_matrix/client/versions"
     if status in ("exited", "dead"):
         when = "at once" if waited_s < 5 else f"after {waited_s:.0f}s"
         return f"the container exited {when} with exit code {exit_code}, before answering /_matrix/client/versions"
+    if last_answer == "HTTP 404" and not_found_for_s >= NO_VERSIONS_AFTER_S:
+        return (f"no /_matrix/client/versions: it answered HTTP 404 for {not_found_for_s:.0f}s "
+                "(the contract asks for 200)")
     if waited_s < timeout_s:
         return None
-    if last_answer.startswith("HTTP "):
-        return (f"no /_matrix/client/versions: it answered {last_answer} for {timeout_s:g}s "
-                "(the contract asks for 200)")
     return f"did not answer /_matrix/client/versions within {timeout_s:g}s ({last_answer})"
-
