@@ -66,7 +66,8 @@ def _preflight(settings: Settings, env: Mapping[str, str]) -> list[str]:
 
 
 def _misplaced(settings: Settings, in_use: str) -> list[str]:
-    if settings.get("homeserver_image"):
+    if settings.get("homeserver_image") is not None:
+        image_name(settings)  # `--homeserver-image ""` chose no backend, but must not be ignored either
         other = "--homeserver-url" if in_use == "external" else f"--homeserver {in_use}"
         hint = " (--tuwunel-image chooses the preset's image)" if in_use == "tuwunel" else ""
         raise ConfigError(f"--homeserver-image starts a homeserver from an image; it cannot be combined with "
