@@ -1,0 +1,111 @@
+"""The image backend (`--homeserver-image`) runs matrix-qa's scenarios against the Complement-style Synapse image
+built here (tests/images), and refuses the images that break the contract.
+
+Against a real Docker engine (found, or started for the session) and the image built once per session:
+
+* a representative slice of the `transport` profile passes through the image backend: the canary, a threaded
+  exchange, an E2EE reply, a homeserver restart with the data kept, and the fault proxy in front of the
+  container (a 403 on send, 502s and a stalled /sync); users registered by open registration through
+  matrix-nio; the summary and report name the image and its id; the container's log is kept, redacted; nothing
+  with the backend's label is left. The whole profile is run by hand (docs/homeservers.md gives the figure).
+* each contract-breaking variant is exit 2 within a bounded time, naming the image, the condition and the
+  container's log, with nothing left running.
+
+Skipped with the reason where no engine can be had (not root, docker.io not installed) or mmdebstrap is missing.
+"""
+
+# The fixtures are imported from tests.images.fixtures: their names are then parameters of the tests too,
+# which ruff reads as redefinitions.
+# ruff: noqa: F811
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.images.build import Built
+from tests.images.engine import Engine
+from tests.images.fixtures import docker_engine, homeserver_image  # noqa: F401 (fixtures, used by name)
+from tests.integration.conftest import RunResult, cli
+
+pytestmark = [pytest.mark.integration, pytest.mark.docker]
+
+SLICE = ("canary", "matrix-thread-follow-up", "matrix-e2ee-basic-reply", "matrix-homeserver-restart-resume",
+         "matrix-send-forbidden", "matrix-sync-errors-reconnect")
+# Generous bounds for the failing cases (the contract's judgement takes 0-10 s past the boot), never tight.
+BAD_IMAGE_BOUND_S = 90.0
+
+
+def image_runs_left(engine: Engine) -> list[str]:
+    return [c.name for c in engine.client.containers.list(all=True, filters={"label": "matrix-qa=image"})]
+
+
+def settings(image: str, **more: Any) -> dict[str, Any]:
+    return {"homeserver_image": image, **more}
+
+
+async def test_a_transport_slice_passes_through_the_image_backend(
+        homeserver_image: Built, docker_engine: Engine, run_qa: Any, tmp_path: Path) -> None:
+    result: RunResult = await run_qa(*SLICE, homeserver="image", homeserver_settings=settings(
+        homeserver_image.image, homeserver_env=["SERVER_NAME=image-backend.test"]), jobs=2)
+    statuses = {s["id"]: s["status"] for s in result.summary["scenarios"]}
+    assert result.code == 0 and set(statuses.values()) == {"pass"}, (statuses, result.summary.get("errors"))
+    assert set(statuses) == set(SLICE), "every scenario of the slice ran, the restart included"
+
+    hs = result.summary["environment"]["homeserver"]
+    engine_id = docker_engine.client.images.get(homeserver_image.image).id
+    assert (hs["kind"], hs["image"], hs["imageId"]) == ("image", homeserver_image.image, engine_id)
+    assert hs["registration"] == "open registration (m.login.dummy)"
+    assert hs["serverName"] == "image-backend.test" and hs["version"].startswith("Synapse ")
+    report = result.report
+    assert homeserver_image.image in report and engine_id in report
+    assert "| Test users registered by | open registration (m.login.dummy) |" in report
+    console = (tmp_path / "console.log").read_text(encoding="utf-8")
+    assert "test users are registered by open registration (m.login.dummy)" in console
+
+    log = result.dir / hs["log"]
+    text = log.read_text(encoding="utf-8")
+    assert "Synapse now listening on TCP port 8008" in text, "the container's own log is kept"
+    assert text.count("Synapse now listening on TCP port 8008") >= 2, "both starts (before and after the restart)"
+    for secret in result.secrets:
+        assert secret not in text
+    assert image_runs_left(docker_engine) == []
+
+
+async def test_shared_secret_registration_through_the_image(
+        homeserver_image: Built, docker_engine: Engine, run_qa: Any) -> None:
+    # The closed-registration variant refuses m.login.dummy; Complement's admin route still makes users.
+    result = await run_qa("canary", homeserver="image", homeserver_settings=settings(
+        homeserver_image.tags["closed-registration"], registration="shared-secret",
+        registration_shared_secret="complement"))
+    assert result.code == 0, result.summary.get("errors")
+    hs = result.summary["environment"]["homeserver"]
+    assert hs["registration"] == "shared-secret registration (/_synapse/admin/v1/register)"
+    assert "complement" in result.secrets
+    assert "complement" not in (result.dir / hs["log"]).read_text(encoding="utf-8")
+    assert image_runs_left(docker_engine) == []
+
+
+@pytest.mark.parametrize(("variant", "condition"), [
+    ("exit", "the container exited at once with exit code 3, before answering /_matrix/client/versions"),
+    ("no-versions", "no /_matrix/client/versions: it answered HTTP 404 for 10s"),
+    ("closed-registration", "it refuses open registration (registering @mqa-probe-"),
+])
+def test_an_image_that_breaks_the_contract_is_exit_2_naming_it(
+        homeserver_image: Built, docker_engine: Engine, tmp_path: Path, variant: str, condition: str) -> None:
+    image = homeserver_image.tags[variant]
+    t0 = time.monotonic()
+    done = cli("run", "--homeserver-image", image, "--scenario", "canary", "--output-dir", str(tmp_path / "out"),
+               "--progress", "plain", timeout=BAD_IMAGE_BOUND_S + 60)
+    took = time.monotonic() - t0
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert took < BAD_IMAGE_BOUND_S, f"{variant}: {took:.0f}s"
+    output = done.stdout + done.stderr
+    assert f"the homeserver image {image} does not meet Complement's image contract: {condition}" in output
+    assert "last lines:" in output and "Traceback" not in output
+    log = tmp_path / "out" / "homeserver" / "image.log"
+    assert f"its log is saved at {log}" in output and log.stat().st_size > 0
+    assert image_runs_left(docker_engine) == []
