@@ -78,6 +78,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/compare.py": ["tests/unit/test_report_compare.py"],
     "qa/report/lock_view.py": ["tests/unit/test_report_views.py", "tests/unit/test_lock_life_evidence.py"],
     "qa/report/failure_view.py": ["tests/unit/test_report_views.py"],
+    "qa/homeserver/image_options.py": ["tests/unit/test_homeserver_image_options.py"],
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.

@@ -1,4 +1,5 @@
-"""A homeserver someone already runs, chosen by --homeserver-url (qa.homeserver.external)."""
+"""A homeserver someone already runs, chosen by --homeserver-url (qa.homeserver.external); its registration options
+are shared with --homeserver-image (qa/homeserver/backends/image.py)."""
 
 from __future__ import annotations
 
@@ -23,10 +24,10 @@ OPTIONS = (
            "run and nothing else is touched"),
     REGISTRATION,
     Option("--registration-token", metavar="TOKEN",
-           help="registration token for --homeserver-url (better: env MATRIX_QA_REGISTRATION_TOKEN, which keeps "
-           "it out of the process list)"),
+           help="registration token for --homeserver-url or --homeserver-image (better: env "
+           "MATRIX_QA_REGISTRATION_TOKEN, which keeps it out of the process list)"),
     Option("--registration-shared-secret", metavar="SECRET",
-           help="Synapse registration_shared_secret for --homeserver-url "
+           help="Synapse registration_shared_secret for --homeserver-url or --homeserver-image "
            "(better: env MATRIX_QA_REGISTRATION_SHARED_SECRET)"),
 )
 
