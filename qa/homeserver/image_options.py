@@ -186,7 +186,7 @@ NO_VERSIONS_AFTER_S = 10.0
 
 
 def judge_start(*, status: str, exit_code: int | None, last_answer: str, waited_s: float, timeout_s: float,
-                not_found_for_s: float = 0.0) -> str | None:
+                not_found_for_s: float) -> str | None:
     """Why a container that is not (yet) answering `/versions` 200 will not come up, or None: keep waiting.
 
     `status` is Docker's (created, running, exited, dead, gone), `last_answer` what /versions last said

@@ -23,6 +23,7 @@ from qa.homeserver.image_options import (
     SHARED_SECRET,
     TOKEN,
     TUWUNEL,
+    Preset,
     Registration,
     container_env,
     fresh_token,
@@ -221,7 +222,7 @@ def test_secret_looking_env_values_are_redacted_when_long_enough() -> None:
 
 def judge(**kwargs: Any) -> str | None:
     args: dict[str, Any] = {"status": "running", "exit_code": None, "last_answer": "no answer yet",
-                            "waited_s": 1.0, "timeout_s": 60.0}
+                            "waited_s": 1.0, "timeout_s": 60.0, "not_found_for_s": 0.0}
     return judge_start(**{**args, **kwargs})
 
 
@@ -304,3 +305,70 @@ def test_shared_options_are_misplaced_only_where_the_backend_in_use_does_not_tak
 def test_the_image_backend_is_chosen_by_its_flag() -> None:
     assert registry.choose(None, {"homeserver_image": "x:1"}) == "image"
     assert registry.get("image").choice is None, "chosen by --homeserver-image, not --homeserver image"
+
+
+# --- every word the user reads, and every value a container gets, pinned whole -------------------------------
+
+
+def test_the_names_and_descriptions_are_exact() -> None:
+    assert (ENV_REGISTRATION_TOKEN, ENV_REGISTRATION_SHARED_SECRET) == (
+        "MATRIX_QA_REGISTRATION_TOKEN", "MATRIX_QA_REGISTRATION_SHARED_SECRET")
+    assert DESCRIBED == {"open": "open registration (m.login.dummy)",
+                         "shared-secret": "shared-secret registration (/_synapse/admin/v1/register)",
+                         "token": "a registration token (m.login.registration_token)"}
+
+
+@pytest.mark.parametrize(("item", "message"), [
+    ("1X=2", "--homeserver-env '1X=2': '1X' is not a variable name (letters, digits and '_', not starting with a "
+             "digit)"),
+    ("A=x\ny", "--homeserver-env A=...: the value holds a NUL or a newline, which an environment variable cannot "
+               "carry"),
+])
+def test_env_errors_word_for_word(item: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse_env([item])
+    assert str(caught.value) == message
+
+
+def test_registration_errors_word_for_word() -> None:
+    with pytest.raises(ConfigError) as caught:
+        resolve()
+    assert str(caught.value) == (
+        "--homeserver-x needs a way to create test users: --registration open, or --registration-token TOKEN or "
+        "--registration-shared-secret SECRET (or the environment variables MATRIX_QA_REGISTRATION_TOKEN / "
+        "MATRIX_QA_REGISTRATION_SHARED_SECRET, which keep them out of the process list)")
+    with pytest.raises(ConfigError) as caught:
+        resolve(SHARED_SECRET, secret="short")
+    assert str(caught.value) == (
+        f"--registration-shared-secret (or MATRIX_QA_REGISTRATION_SHARED_SECRET) is shorter than {MIN_SECRET_LENGTH} "
+        "characters: too short to keep out of the artifacts (redaction ignores strings that short)")
+
+
+def test_registrations_and_presets_are_values_that_cannot_change() -> None:
+    import dataclasses
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Registration(OPEN).mode = TOKEN  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        TUWUNEL.image = "other"  # type: ignore[misc]
+    bare = Preset(name="p", image="i", env={}, server_name_env="SN")
+    assert (bare.token_env, bare.version_paths) == (None, ())
+    assert Registration(OPEN) == Registration(OPEN, None, ())
+
+
+def test_the_tuwunel_preset_whole() -> None:
+    expected = Preset(
+        name="tuwunel", image="ghcr.io/matrix-construct/tuwunel:v1.5.1",
+        env={"TUWUNEL_DATABASE_PATH": "/var/lib/tuwunel", "TUWUNEL_ADDRESS": "0.0.0.0", "TUWUNEL_PORT": "8008",
+             "TUWUNEL_ALLOW_REGISTRATION": "true", "TUWUNEL_ALLOW_FEDERATION": "false",
+             "TUWUNEL_ALLOW_ENCRYPTION": "true", "TUWUNEL_TRUSTED_SERVERS": "[]"},
+        server_name_env="TUWUNEL_SERVER_NAME", token_env="TUWUNEL_REGISTRATION_TOKEN",
+        version_paths=("/_matrix/federation/v1/version", "/_tuwunel/server_version"))
+    assert expected == TUWUNEL
+
+
+def test_a_fresh_token_is_24_random_bytes() -> None:
+    import base64
+
+    token = fresh_token()
+    assert len(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))) == 24
