@@ -77,6 +77,7 @@ class MatrixQA:
         self.scenario: TestScenario | None = None
         self._queue: asyncio.Queue[Any] | None = None
         self._task: asyncio.Task[Any] | None = None
+        self._ready: asyncio.Future[None] | None = None  # set when the runner asks for the first step
         self._res: Any = None
         self.ctx: Any = None
         self.result: Any = None  # the scenario's record, once it has ended
@@ -86,6 +87,7 @@ class MatrixQA:
     async def setup(self, **header: Any) -> None:
         """The scenario header (rooms, actors, bot, requires, timeout, faults, live, title, profiles), checked
         as a scenario file's, then the users, rooms and bot started. Called by the first step when not before."""
+        __tracebackhide__ = True
         await self._call(self._setup(header))
 
     def marker(self, name: str) -> str:
@@ -114,6 +116,7 @@ class MatrixQA:
     # --- on the session's loop --------------------------------------------------------------------------------
 
     async def _call(self, coro: Any) -> Any:
+        __tracebackhide__ = True  # pytest shows the test's line and the failure, not the plugin's frames
         try:
             return await self._session.on_loop(coro)
         except Skip as exc:
@@ -130,6 +133,7 @@ class MatrixQA:
         return self.ctx
 
     async def _setup(self, header: dict[str, Any]) -> None:
+        __tracebackhide__ = True
         if self._header is not None:
             raise MatrixQAUsageError("setup() is called once, before the first step")
         raw = {"title": self._title, "profiles": [PYTHON_PROFILE], **header}
@@ -150,15 +154,15 @@ class MatrixQA:
         self._res = res
         self._check_needs("setup()")
         self._queue = asyncio.Queue()
+        self._ready = asyncio.get_running_loop().create_future()
         self._task = asyncio.ensure_future(run_scenario(scenario, res, self._session.say_for(self.scenario_id),
                                                         steps=self._feed()))
-        self._ready = asyncio.get_running_loop().create_future()
         await asyncio.wait({self._ready, self._task}, return_when=asyncio.FIRST_COMPLETED)
         if not self._ready.done():  # the scenario ended before its first step: provisioning or the bot failed
             raise self._failure(await self._ended())
 
     async def _feed(self) -> Any:
-        assert self._queue is not None
+        assert self._queue is not None and self._ready is not None
         if not self._ready.done():
             self._ready.set_result(None)
         while (item := await self._queue.get()) is not None:
@@ -166,6 +170,7 @@ class MatrixQA:
 
     async def step(self, kind: str, fields: dict[str, Any]) -> Any:
         """Run one step of `kind` with its YAML fields; what it observed, or MatrixQAFailure."""
+        __tracebackhide__ = True
         if self._header is None:
             await self._setup({})
         assert self.scenario is not None and self._task is not None and self._queue is not None
@@ -253,6 +258,7 @@ class MatrixQA:
 
 
 def _validated(raw: dict[str, Any], where: str) -> TestScenario:
+    __tracebackhide__ = True
     try:
         return TestScenario.model_validate(raw)
     except ValidationError as exc:
@@ -262,6 +268,7 @@ def _validated(raw: dict[str, Any], where: str) -> TestScenario:
 
 def _step_method(kind: str, cls: type[BaseModel]) -> Any:
     async def method(self: MatrixQA, **fields: Any) -> Any:
+        __tracebackhide__ = True
         return await self._call(self.step(kind, fields))
 
     params = []

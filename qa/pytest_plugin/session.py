@@ -58,6 +58,7 @@ class QASession:
     def call(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Run `coro` on the session's loop and wait for it here (a thread with no loop of its own running). A
         KeyboardInterrupt while waiting cancels it and lets its bounded teardown finish before going on."""
+        __tracebackhide__ = True
         future = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return future.result()
@@ -70,6 +71,7 @@ class QASession:
 
     async def on_loop(self, coro: Coroutine[Any, Any, Any]) -> Any:
         """Await `coro` on the session's loop from any asyncio loop (the test's own, or this one)."""
+        __tracebackhide__ = True
         if _running_loop() is self.loop:
             return await coro
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
