@@ -124,9 +124,15 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
         session = QASession(options, write_report=bool(report))
         config.stash[SESSION_KEY] = session
     if not session.started:
+        from qa.errors import QAError
         from qa.pytest_plugin.items import plan_of
 
-        session.start(plan_of(items))
+        try:
+            session.start(plan_of(items))
+        except QAError as exc:  # a bad bot file or option, a homeserver that won't start: as `run`, exit 2
+            pytest.exit(f"matrix-qa: {exc}", returncode=2)
+    if session.base is None:
+        pytest.exit("matrix-qa: the session's homeserver and provider did not start (see above)", returncode=2)
     return session
 
 
@@ -186,7 +192,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
     qa = config.stash.get(SESSION_KEY, None)
-    if qa is None or not qa.started or qa.run is None:
+    if qa is None or qa.base is None or qa.run is None:
         return
     hs = qa.run.homeserver
     terminalreporter.write_line(

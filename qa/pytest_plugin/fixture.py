@@ -141,6 +141,9 @@ class MatrixQA:
             if reserved in raw:
                 raise MatrixQAUsageError(f"setup(): `{reserved}` is not a setup field (the test names the scenario, "
                                          "its steps are the method calls)")
+        if "provider" in raw:  # the session's mock has started with its rules; a test's would reach every test
+            raise MatrixQAUsageError("setup(): `provider` rules are not supported in a test; put the rule file in "
+                                     "a scenario file, or start the session with it")
         scenario = _validated({**raw, "id": self.scenario_id}, "setup()")
         self._header = raw
         self.scenario = scenario
