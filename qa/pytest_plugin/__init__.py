@@ -11,6 +11,7 @@ from __future__ import annotations
 import inspect
 import re
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -117,12 +118,14 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
             provider=option(config, "matrix_qa_provider") or "mock",
             cassettes_dir=Path(option(config, "matrix_qa_cassettes")) if option(config, "matrix_qa_cassettes")
             else None,
-            output_dir=Path(report).resolve() if report else default_artifact_dir(),
+            output_dir=Path(report).resolve() if report else default_artifact_dir(config),
             argv=["pytest", *config.invocation_params.args], profile="pytest", jobs=1)
         if option(config, "matrix_qa_homeserver"):
             options.homeserver = option(config, "matrix_qa_homeserver")
-        session = QASession(options, write_report=bool(report))
+        session = QASession(options)
         config.stash[SESSION_KEY] = session
+        # Also when the session's end is cut short (a second Ctrl-C, an error in another plugin's teardown).
+        config.add_cleanup(session.stop)
     if not session.started:
         from qa.errors import QAError
         from qa.pytest_plugin.items import plan_of
@@ -170,11 +173,10 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     try:
         outcome = yield
     except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            _session_of(item).interrupted("SIGINT received")
         if qa is not None and qa.result is None:
-            skipped = isinstance(exc, pytest.skip.Exception)
-            qa._session.call(qa.abandon("skipped" if skipped else f"{type(exc).__name__}: {exc}"))
-            if skipped and qa.result is not None:
-                qa.result.status, qa.result.details = "skip", str(exc)
+            qa._session.call(qa.abandon(exc))
         raise
     if qa is not None and qa.result is None:
         qa._session.call(qa.finish())
@@ -184,10 +186,14 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Every process stopped and the work dir gone, whatever ended the session (Ctrl-C and -x included);
-    the record written with --matrix-qa-report."""
+    the record written (to --matrix-qa-report DIR, else beside the artifacts)."""
     qa = session.config.stash.get(SESSION_KEY, None)
     if qa is not None:
         qa.stop()
+
+
+def _session_of(item: pytest.Item) -> Any:
+    return item.config.stash.get(SESSION_KEY, None) or SimpleNamespace(interrupted=lambda _why: None)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:

@@ -9,6 +9,7 @@ Every call is validated as the scenario file would be: the header and the steps 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import re
 from dataclasses import dataclass, field
@@ -225,6 +226,8 @@ class MatrixQA:
     async def _ended(self) -> Any:
         """The scenario's record, once its runner has finished (its own teardown included), filed once."""
         assert self._task is not None
+        if self.result is None and self._task.cancelled():  # Ctrl-C: the runner filed it among the interrupted
+            self.result = self._res.interrupted[-1] if self._res.interrupted else None
         if self.result is None:
             result = await self._task
             self.result = self._session.file_result(result)
@@ -244,20 +247,35 @@ class MatrixQA:
             assert self._queue is not None
             await self._queue.put(None)
         result = await self._ended()
-        if result.status not in ("pass", "skip"):
+        if result is not None and result.status not in ("pass", "skip", "interrupted"):
             raise self._failure(result)
 
-    async def abandon(self, why: str) -> None:
-        """The test itself failed or was cut short: end the scenario all the same, and file it as failed."""
+    async def abandon(self, exc: BaseException) -> None:
+        """The test itself failed, skipped or was cut short: end the scenario all the same, and file it so."""
         if self._task is None:
+            return
+        if isinstance(exc, KeyboardInterrupt) and not self._task.done():
+            # Cut short where it is (a step may be waiting): the runner records it as interrupted, in the run's
+            # list of those (qa.run.scheduler.settle files it), after its own bounded teardown.
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            await self._ended()
             return
         if not self._task.done():
             assert self._queue is not None
             await self._queue.put(None)
         result = await self._ended()
-        if result.status == "pass":
-            result.status = "fail"
-            result.details = f"the test failed: {why}"
+        if result is None or result.status != "pass":
+            return
+        import pytest
+
+        if isinstance(exc, pytest.skip.Exception):
+            result.status, result.details = "skip", str(exc)
+        elif isinstance(exc, KeyboardInterrupt):
+            result.status, result.details = "interrupted", "interrupted: SIGINT received"
+        else:
+            result.status, result.details = "fail", f"the test failed: {type(exc).__name__}: {exc}"
 
 
 def _validated(raw: dict[str, Any], where: str) -> TestScenario:

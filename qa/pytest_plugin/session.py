@@ -36,9 +36,8 @@ CANCEL_WAIT_S = 15.0  # a test cut short (Ctrl-C): its scenario's bounded teardo
 class QASession:
     """Started by the first test that needs it; stopped (every process, the work dir) when the session ends."""
 
-    def __init__(self, options: RunOptions, write_report: bool) -> None:
+    def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.write_report = write_report
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._serve, name="matrix-qa loop", daemon=True)
         self.run: Run | None = None
@@ -47,6 +46,7 @@ class QASession:
         self._logs: Any = None
         self._log_stream: Any = None
         self.started = False
+        self.stopped = False
         self.tests = 0
 
     def _serve(self) -> None:
@@ -105,10 +105,11 @@ class QASession:
         self.base = run.resources(self.work)
 
     def stop(self) -> int | None:
-        """Every process stopped, the work dir (secrets) gone, the record written when asked; the run's exit
-        code when a record was written. Safe to call twice, and when nothing started."""
-        if not self.started or not self.thread.is_alive():
+        """Every process stopped, the work dir (secrets) gone, the record written; the run's exit code. Safe to
+        call twice, and when nothing started."""
+        if not self.started or self.stopped or not self.thread.is_alive():
             return None
+        self.stopped = True
         try:
             future = asyncio.run_coroutine_threadsafe(self._stop(), self.loop)
             return future.result(timeout=STOP_WAIT_S)
@@ -128,7 +129,8 @@ class QASession:
         finally:
             if self.work is not None:
                 shutil.rmtree(self.work, ignore_errors=True)
-            if run is not None and self.write_report:
+            if run is not None:
+                # Always: the record's last sweep redacts every artifact; --matrix-qa-report only says where.
                 from qa.run.record import write_record
 
                 code = write_record(run)
@@ -139,6 +141,11 @@ class QASession:
             if self._log_stream is not None:
                 self._log_stream.close()
         return code
+
+    def interrupted(self, reason: str) -> None:
+        """Ctrl-C: the record says so (exit 130, the tests not run named), as a run stopped by a signal does."""
+        if self.run is not None and self.run.lifecycle.reason is None:
+            self.run.lifecycle.reason, self.run.lifecycle.code = reason, 130
 
     # --- one scenario ------------------------------------------------------------------------------------------
 
@@ -197,5 +204,9 @@ def _running_loop() -> asyncio.AbstractEventLoop | None:
         return None
 
 
-def default_artifact_dir() -> Path:
+def default_artifact_dir(config: Any) -> Path:
+    """Under pytest's own temporary root (it keeps the last few sessions'), else a temporary directory."""
+    factory = getattr(config, "_tmp_path_factory", None)
+    if factory is not None:
+        return Path(factory.mktemp("matrix-qa", numbered=True))
     return Path(tempfile.mkdtemp(prefix="matrix-qa-pytest-"))
