@@ -17,10 +17,9 @@ from typing import Any
 import pytest
 
 from qa.harness.botfile import builtin_bot_file
-from qa.pytest_plugin.failure import MatrixQAFailure, MatrixQAUsageError, failure_text
+from qa.pytest_plugin.failure import MatrixQAUsageError
 from qa.pytest_plugin.fixture import MatrixQA, Skip, TestScenario, _validated
 from qa.pytest_plugin.items import scenario_id_of
-from qa.report.summary import Failure, ScenarioResult
 from qa.scenario.markers import MarkerFactory
 from qa.scenario.steps.registry import STEP_TYPES
 
@@ -112,18 +111,6 @@ def test_markers_are_the_tests_own() -> None:
     assert qa.marker("token") != other.marker("token") and qa.marker("token").startswith("MQA-")
     with pytest.raises(MatrixQAUsageError, match="has not started"):
         qa.room_id()
-
-
-def test_the_failure_reads_like_the_report() -> None:
-    result = ScenarioResult(id="s", title="t", status="fail", details="step 3 (expect_reply): reply to 'ask'",
-                            failure=Failure(step=3, stepKind="expect_reply", expected="reply to 'ask'",
-                                            seen=["expected rel_type m.thread", "expected rel_type m.thread"],
-                                            hints=["look at the thread"]))
-    assert failure_text(result) == "\n".join([
-        "s fail: step 3 (expect_reply): reply to 'ask'", "expected: reply to 'ask'", "seen:",
-        "  expected rel_type m.thread", "hints:", "  - look at the thread"])
-    assert failure_text(ScenarioResult(id="s", title="t", status="fail", details="boom")) == "s fail: boom"
-    assert isinstance(MatrixQAFailure("x"), AssertionError)
 
 
 def test_a_tests_scenario_id_is_a_valid_unique_id() -> None:
