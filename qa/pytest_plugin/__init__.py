@@ -91,7 +91,7 @@ def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Col
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
     """--matrix-qa-scenarios DIR outside the paths pytest was given: its files are collected too."""
-    extra = [d for d in _scenario_dirs(config) if not any(d.is_relative_to(Path(p)) for p in session._initialpaths)]
+    extra = [d for d in _scenario_dirs(config) if not any(session.isinitpath(p) for p in (d, *d.parents))]
     if not extra:
         return
     from qa.pytest_plugin.items import ScenarioFile
