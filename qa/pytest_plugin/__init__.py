@@ -160,7 +160,8 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     the session's loop, so no async plugin is needed."""
     if "matrix_qa" not in pyfuncitem.fixturenames or not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
-    args = {name: pyfuncitem.funcargs[name] for name in pyfuncitem._fixtureinfo.argnames}
+    wanted = inspect.signature(pyfuncitem.obj).parameters
+    args = {name: value for name, value in pyfuncitem.funcargs.items() if name in wanted}
     qa_session(pyfuncitem.config, pyfuncitem.session.items).call(pyfuncitem.obj(**args))
     return True
 
