@@ -32,6 +32,7 @@ MODULE_TESTS: dict[str, list[str]] = {
                                    "tests/unit/test_lock_life_evidence.py", "tests/unit/test_lock_section.py",
                                    "tests/unit/test_lock_evidence_edges.py"],
     "qa/agent/compaction.py": ["tests/unit/test_compaction.py"],
+    "qa/pytest_plugin/failure.py": ["tests/unit/test_pytest_failure.py"],
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],
     "qa/kernel/lockfile.py": ["tests/unit/test_kernel_lockfile.py", "tests/unit/test_doctor.py"],

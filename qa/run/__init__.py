@@ -87,7 +87,7 @@ class Run:
         self.base_plan, self.plan = plan_scenarios(self.options)
         self.cassettes = load_for_replay(self.options, self.plan)
         # From here on, whatever happens, every process started is stopped and the record is written.
-        library_logs = self._open_record()
+        library_logs = self.open_record()
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-", dir=work_root(os.environ)))
         self.lifecycle.begin(work, self.options.timeout)
         try:
@@ -102,7 +102,7 @@ class Run:
             code = await self._finish(work, library_logs)
         return code
 
-    def _open_record(self) -> LibraryLogs:
+    def open_record(self) -> LibraryLogs:
         """The artifact directory, the output log beside the terminal, and the plan said in a few lines."""
         removed = prepare_output_dir(self.dir, "--output-dir" if self.options.output_dir else "the artifact directory")
         self.out.open_log(self.dir / "matrix-qa-output.log")
@@ -120,6 +120,18 @@ class Run:
 
     async def _run_all(self, work: Path) -> None:
         """The provider, then the homeserver (the fork server boots beside it), then the scenarios."""
+        await self.start_components(work)
+        hs = self.homeserver
+        assert hs is not None
+        scenarios_began = mono_ms()
+        try:
+            await self.lifecycle.while_homeserver_lives(hs, self.scheduler.run(self.plan, self.resources(work)))
+        finally:
+            self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
+
+    async def start_components(self, work: Path) -> None:
+        """What every scenario shares, started: the provider, then the homeserver with the fork server beside it.
+        Public for a session that feeds its scenarios one at a time (qa.pytest_plugin)."""
         began = mono_ms()
         await start_provider(self.options, self.live, self.plan, self.cassettes, self.out, keep=self._keep_provider)
         self.timings.providerBootMs = round(mono_ms() - began, 1)
@@ -128,12 +140,6 @@ class Run:
         await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
 
-        scenarios_began = mono_ms()
-        try:
-            await self.lifecycle.while_homeserver_lives(hs, self.scheduler.run(self.plan, self._resources(work)))
-        finally:
-            self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
-
     def _keep_provider(self, provider: Any) -> None:
         self.provider = self.scheduler.provider = provider
 
@@ -141,7 +147,7 @@ class Run:
         assert self.bot_file is not None
         self.fork_server = await start_fork_server(self.options, self.bot_file, self.dir, work, self.out)
 
-    def _resources(self, work: Path) -> RunResources:
+    def resources(self, work: Path) -> RunResources:
         """What every scenario shares. The bot reaches the model through the launch contract (OPENAI_BASE_URL /
         OPENAI_API_KEY); a live key goes there and nowhere else, and the bot's client gets the same timeout and
         retry bound as the preflight."""

@@ -123,7 +123,7 @@ class Scheduler:
 
     async def _run_guarded(self, scenario: Any, resources: RunResources, infra: list[str], say: Say) -> ScenarioResult:
         try:
-            return await self._run_scenario(scenario, self._resources_for(scenario, resources, infra), say)
+            return await self._run_scenario(scenario, self.resources_for(scenario, resources, infra), say)
         except Exception as exc:  # a harness bug in one scenario must not lose the others or the report
             say(f"  ✘ {scenario.id}: harness error: {type(exc).__name__}: {exc}")
             return ScenarioResult(
@@ -142,7 +142,7 @@ class Scheduler:
 
         return say
 
-    def _resources_for(self, scenario: Any, resources: RunResources, infra: list[str]) -> RunResources:
+    def resources_for(self, scenario: Any, resources: RunResources, infra: list[str]) -> RunResources:
         """The run's resources as one scenario sees them: its own markers, and with the mock provider its own
         base URL and journal, so a journal check or a latency figure never counts another scenario's request.
         An attempt or a retry also gets its own user names: the runner cuts long ids short, but not run ids."""

@@ -167,7 +167,8 @@ class _Loaded:
         )
 
 
-def _message(err: ErrorDetails) -> str:
+def describe_error(err: ErrorDetails) -> str:
+    """One pydantic error in the words a scenario author reads (also for the pytest plugin's step calls)."""
     kind = err["type"]
     loc = tuple(err["loc"])
     if kind == "missing":
@@ -283,7 +284,7 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
             loc = tuple(err["loc"])
             node = _locate(root, loc, at_key=err["type"] == "extra_forbidden")
             shown = tuple(p for p in loc if p != "[key]")
-            out.error(_message(err), node, shown)
+            out.error(describe_error(err), node, shown)
     if out.scenario is not None:
         _check_rule_files(out, root, rule_cache)
         _check_media_fixtures(out, root)

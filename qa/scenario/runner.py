@@ -13,6 +13,7 @@ import os
 import re
 import secrets
 import traceback
+from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,7 +82,10 @@ def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
 
 
-async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
+async def run_scenario(scenario: Any, res: RunResources, say: Any,
+                       steps: AsyncIterable[Any] | None = None) -> ScenarioResult:
+    """Run one scenario. `steps`, when given, feeds the steps one at a time instead of `scenario.steps` (a
+    pytest test calls them one by one: qa.pytest_plugin); the scenario then ends when the feed does."""
     live = res.provider is None  # a live model: no journal, not deterministic
     reason = None
     if live and scenario.live.skip:
@@ -93,13 +97,18 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioRe
     if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)
-    result = await _run_scenario(scenario, res, say)
+    result = await _run_scenario(scenario, res, say, _listed(scenario.steps) if steps is None else steps)
     if live and scenario.live.tolerance:
         result.details = f"{result.details} (live tolerance: {scenario.live.tolerance})"
     return result
 
 
-async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
+async def _listed(steps: list[Any]) -> AsyncIterator[Any]:
+    for step in steps:
+        yield step
+
+
+async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: AsyncIterable[Any]) -> ScenarioResult:
     started = mono_ms()
     scenario_dir = res.artifact_dir / "scenarios" / scenario.id
     scenario_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +127,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             ctx = await _provision(scenario, res, actors, holder, state_dir, scenario_dir, result)
             if ctx.bot.bot.has("lock"):
                 prober = await start_prober(ctx.bot, probes, res.fork_server)
-            await _run_steps(ctx, scenario, result, say)
+            await _run_steps(ctx, steps, result, say)
             # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
             # What the bot sends right after the last step (an edit a few ms later) is let in first.
             if ctx.final_checks and not await _bot_says_it_is_idle(ctx):
@@ -127,7 +136,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioR
             if late:
                 raise StepFailed("what the steps checked still holds when the scenario ends", late)
         result.status = "pass"
-        result.details = f"{len(scenario.steps)} steps passed"
+        result.details = f"{len(result.steps)} steps passed"
         not_checked = [s for s in result.steps if "NOT CHECKED" in s.detail]
         if not_checked:
             result.details += f"; {len(not_checked)} check(s) NOT CHECKED (steps " \
@@ -451,8 +460,10 @@ async def _any_output(bot: BotUnderTest, marks: tuple[int, int]) -> None:
         await asyncio.gather(log, trace, return_exceptions=True)
 
 
-async def _run_steps(ctx: ScenarioContext, scenario: Any, result: ScenarioResult, say: Any) -> None:
-    for index, step in enumerate(scenario.steps, start=1):
+async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: ScenarioResult, say: Any) -> None:
+    index = 0
+    async for step in steps:
+        index += 1
         step_result = StepResult(index=index, kind=step.kind, status="fail")
         result.steps.append(step_result)
         began = mono_ms()

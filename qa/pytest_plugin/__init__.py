@@ -1,0 +1,207 @@
+"""matrix-qa's pytest plugin (entry point `matrix_qa`; `-p no:matrix_qa` turns it off): the `matrix_qa`
+fixture, scenario files as test items, and the session's shared homeserver, provider and fork server.
+
+Loaded in every pytest session of an environment where matrix-qa is installed, so this module imports nothing
+heavy and does nothing until a test asks for the fixture or a scenario file is collected: the harness (pydantic
+models, the Matrix client, the homeserver) is imported and started then. Docs: docs/pytest.md.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+OPTIONS = (  # (flag, ini name, help)
+    ("--matrix-qa-bot", "matrix_qa_bot", "bot file of the bot under test (default: the embedded agent)"),
+    ("--matrix-qa-homeserver", "matrix_qa_homeserver", "homeserver backend, as `matrix-qa run --homeserver`"),
+    ("--matrix-qa-provider", "matrix_qa_provider", "model provider: mock (default), replay or live"),
+    ("--matrix-qa-cassettes", "matrix_qa_cassettes", "cassette directory for --matrix-qa-provider replay"),
+    ("--matrix-qa-report", "matrix_qa_report", "write the run's summary, markdown report and JUnit here"),
+    ("--matrix-qa-scenarios", "matrix_qa_scenarios",
+     "collect this directory's scenario files as tests (`builtin`: the built-in library)"),
+)
+SESSION_KEY = pytest.StashKey[Any]()
+FIXTURE_KEY = pytest.StashKey[Any]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("matrix-qa", "matrix-qa: Matrix bot QA (docs/pytest.md)")
+    for flag, ini, text in OPTIONS:
+        kwargs: dict[str, Any] = {"action": "append"} if ini == "matrix_qa_scenarios" else {}
+        group.addoption(flag, dest=ini, default=None, help=text, **kwargs)
+        parser.addini(ini, text, type="args" if ini == "matrix_qa_scenarios" else "string")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "matrix_qa(bot=FILE): run this test's scenario against another bot file")
+
+
+def option(config: pytest.Config, ini: str) -> Any:
+    """A matrix-qa option: the command line wins over [tool.pytest.ini_options]."""
+    value = config.getoption(ini)
+    return value if value not in (None, []) else (config.getini(ini) or None)
+
+
+# --- scenario files as items -----------------------------------------------------------------------------------
+
+_SCENARIO_SNIFF = re.compile(r"^(id|steps)\s*:", re.MULTILINE)
+
+
+def _scenario_dirs(config: pytest.Config) -> list[Path]:
+    found: list[Path] = []
+    for value in option(config, "matrix_qa_scenarios") or []:
+        if str(value) == "builtin":
+            from qa.library import builtin_scenarios_dir
+
+            builtin = builtin_scenarios_dir()
+            if builtin is not None:
+                found.append(builtin.resolve())
+        else:
+            found.append(Path(value).resolve())
+    return found
+
+
+def pytest_collect_file(file_path: Path, parent: pytest.Collector) -> pytest.Collector | None:
+    """A scenario file is collected when named on the command line, when its folder is (`pytest scenarios/`)
+    and it looks like a scenario (an `id:` or `steps:` key at the top), or when it is under a directory given
+    by --matrix-qa-scenarios. YAML elsewhere (bot files, fixtures) is left alone."""
+    if file_path.suffix not in (".yaml", ".yml"):
+        return None
+    session = parent.session
+    named = session.isinitpath(file_path)
+    in_named_dir = session.isinitpath(file_path.parent)
+    in_option_dir = any(file_path.resolve().is_relative_to(d) for d in _scenario_dirs(parent.config))
+    if not (named or in_named_dir or in_option_dir):
+        return None
+    if not named:
+        try:
+            if not _SCENARIO_SNIFF.search(file_path.read_text(encoding="utf-8", errors="replace")):
+                return None
+        except OSError:
+            return None
+    from qa.pytest_plugin.items import ScenarioFile
+
+    return ScenarioFile.from_parent(parent, path=file_path)  # type: ignore[no-any-return]
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    """--matrix-qa-scenarios DIR outside the paths pytest was given: its files are collected too."""
+    extra = [d for d in _scenario_dirs(config) if not any(session.isinitpath(p) for p in (d, *d.parents))]
+    if not extra:
+        return
+    from qa.pytest_plugin.items import ScenarioFile
+
+    for directory in extra:
+        for path in sorted(directory.glob("*.y*ml")):
+            node = ScenarioFile.from_parent(session, path=path)
+            items.extend(session.genitems(node))  # type: ignore[arg-type]
+
+
+# --- the session and the fixture -------------------------------------------------------------------------------
+
+
+def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
+    """The session's shared run, started by the first test that needs it."""
+    session = config.stash.get(SESSION_KEY, None)
+    if session is None:
+        from qa.pytest_plugin.session import QASession, default_artifact_dir
+        from qa.run import RunOptions
+
+        report = option(config, "matrix_qa_report")
+        options = RunOptions(
+            bot_file=Path(option(config, "matrix_qa_bot")) if option(config, "matrix_qa_bot") else None,
+            provider=option(config, "matrix_qa_provider") or "mock",
+            cassettes_dir=Path(option(config, "matrix_qa_cassettes")) if option(config, "matrix_qa_cassettes")
+            else None,
+            output_dir=Path(report).resolve() if report else default_artifact_dir(config),
+            argv=["pytest", *config.invocation_params.args], profile="pytest", jobs=1)
+        if option(config, "matrix_qa_homeserver"):
+            options.homeserver = option(config, "matrix_qa_homeserver")
+        session = QASession(options)
+        config.stash[SESSION_KEY] = session
+        # Also when the session's end is cut short (a second Ctrl-C, an error in another plugin's teardown).
+        config.add_cleanup(session.stop)
+    if not session.started:
+        from qa.errors import QAError
+        from qa.pytest_plugin.items import plan_of
+
+        try:
+            session.start(plan_of(items))
+        except QAError as exc:  # a bad bot file or option, a homeserver that won't start: as `run`, exit 2
+            pytest.exit(f"matrix-qa: {exc}", returncode=2)
+    if session.base is None:
+        pytest.exit("matrix-qa: the session's homeserver and provider did not start (see above)", returncode=2)
+    return session
+
+
+@pytest.fixture
+def matrix_qa(request: pytest.FixtureRequest) -> Any:
+    """One test, one scenario: its own users, rooms, bot process, state dir, mock scope and trace, on the
+    session's homeserver. See docs/pytest.md."""
+    from qa.pytest_plugin.fixture import MatrixQA
+    from qa.pytest_plugin.items import bot_file_of, scenario_id_of
+
+    session = qa_session(request.config, request.session.items)
+    node = request.node
+    qa = MatrixQA(session, scenario_id_of(node), node.nodeid, bot_file_of(node))
+    node.stash[FIXTURE_KEY] = qa
+    yield qa
+    if qa.result is None:
+        session.call(qa.finish())
+
+
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """An `async def` test that uses the fixture and that no other plugin runs (pytest-asyncio, anyio) runs on
+    the session's loop, so no async plugin is needed."""
+    if "matrix_qa" not in pyfuncitem.fixturenames or not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    wanted = inspect.signature(pyfuncitem.obj).parameters
+    args = {name: value for name, value in pyfuncitem.funcargs.items() if name in wanted}
+    qa_session(pyfuncitem.config, pyfuncitem.session.items).call(pyfuncitem.obj(**args))
+    return True
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Any:
+    """The end of a test's scenario is judged as part of the test (a final check or the lock evidence that
+    fails makes the test fail, not error), after its own code passed."""
+    qa = item.stash.get(FIXTURE_KEY, None)
+    try:
+        outcome = yield
+    except BaseException as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            _session_of(item).interrupted("SIGINT received")
+        if qa is not None and qa.result is None:
+            qa._session.call(qa.abandon(exc))
+        raise
+    if qa is not None and qa.result is None:
+        qa._session.call(qa.finish())
+    return outcome
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Every process stopped and the work dir gone, whatever ended the session (Ctrl-C and -x included);
+    the record written (to --matrix-qa-report DIR, else beside the artifacts)."""
+    qa = session.config.stash.get(SESSION_KEY, None)
+    if qa is not None:
+        qa.stop()
+
+
+def _session_of(item: pytest.Item) -> Any:
+    return item.config.stash.get(SESSION_KEY, None) or SimpleNamespace(interrupted=lambda _why: None)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    qa = config.stash.get(SESSION_KEY, None)
+    if qa is None or qa.base is None or qa.run is None:
+        return
+    hs = qa.run.homeserver
+    terminalreporter.write_line(
+        f"matrix-qa: {qa.tests} scenario(s) on one {getattr(hs, 'kind', '?')} homeserver; "
+        f"bot {qa.run.bot_file.name if qa.run.bot_file else '?'}; artifacts {qa.run.dir}")

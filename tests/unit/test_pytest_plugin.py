@@ -1,0 +1,185 @@
+"""The pytest plugin without servers: it imports nothing heavy, every step kind is a fixture method with its
+YAML fields, calls are checked with the scenario file's words, a lacking capability skips with the CLI's
+reason, failures read like the report, and scenario files are collected (or refused) as the CLI loads them."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from qa.harness.botfile import builtin_bot_file
+from qa.pytest_plugin.failure import MatrixQAUsageError
+from qa.pytest_plugin.fixture import MatrixQA, Skip, TestScenario, _validated
+from qa.pytest_plugin.items import scenario_id_of
+from qa.scenario.markers import MarkerFactory
+from qa.scenario.steps.registry import STEP_TYPES
+
+pytest_plugins = ["pytester"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _plugin_args() -> list[str]:
+    installed = any(ep.name == "matrix_qa" for ep in entry_points(group="pytest11"))
+    return [] if installed else ["-p", "qa.pytest_plugin"]
+
+
+def test_loading_the_plugin_imports_nothing_heavy() -> None:
+    code = ("import sys, qa.pytest_plugin; print(sorted({m.split('.')[0] for m in sys.modules} & "
+            "{'pydantic', 'nio', 'synapse', 'aiohttp', 'yaml'}), [m for m in sys.modules if m.startswith('qa.')])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO).stdout
+    assert out.strip() == "[] ['qa.pytest_plugin']"
+
+
+def test_every_step_kind_is_a_method_named_as_in_yaml_with_its_fields_as_keywords() -> None:
+    for kind, cls in STEP_TYPES.items():
+        method = getattr(MatrixQA, kind)
+        assert inspect.iscoroutinefunction(method) and method.__name__ == kind
+        params = list(inspect.signature(method).parameters)[1:]
+        expected = [("as_" if (f.alias or n) == "as" else (f.alias or n)) for n, f in cls.model_fields.items()]
+        assert params == expected, kind
+        assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(inspect.signature(method).parameters
+                                                                          .values())[1:])
+        assert cls.does.split()[0] in method.__doc__
+    assert "as_" in inspect.signature(MatrixQA.send).parameters
+    assert inspect.signature(MatrixQA.send).parameters["body"].default is inspect.Parameter.empty
+    assert inspect.signature(MatrixQA.send).parameters["room"].default == "main"
+
+
+class _FakeSession:
+    def __init__(self, bot_file: Any = None) -> None:
+        self.base = SimpleNamespace(markers=MarkerFactory("seed"))
+        self._bot_file = bot_file or builtin_bot_file()
+
+    async def on_loop(self, coro: Any) -> Any:
+        return await coro
+
+    def resources_for(self, scenario: Any) -> Any:
+        return SimpleNamespace(bot_file=self._bot_file, provider=object())
+
+
+def test_setup_checks_the_header_with_the_scenario_files_words() -> None:
+    qa = MatrixQA(_FakeSession(), "t-one", "tests/x.py::t")
+    with pytest.raises(MatrixQAUsageError) as bad:
+        asyncio.run(qa.setup(actors=["driver", "bot"]))
+    assert str(bad.value) == "setup(): actors[1]: 'bot' is reserved for the bot under test; it is always present"
+    with pytest.raises(MatrixQAUsageError, match=r"setup\(\): `steps` is not a setup field"):
+        asyncio.run(qa.setup(steps=[]))
+    with pytest.raises(MatrixQAUsageError, match=r"roms: unknown field \(did you mean 'rooms'\?"):
+        asyncio.run(qa.setup(roms={}))
+
+
+def test_a_step_is_checked_against_the_steps_before_it() -> None:
+    header = {"id": "t", "title": "t", "profiles": ["python"]}
+    ask = {"send": {"as": "driver", "body": "hi", "id": "ask"}}
+    assert _validated({**header, "steps": [ask]}, "send()").steps[-1].kind == "send"
+    with pytest.raises(MatrixQAUsageError) as bad:
+        _validated({**header, "steps": [ask, {"expect_reply": {"to": "asq"}}]}, "expect_reply()")
+    assert str(bad.value) == ("expect_reply(): steps[1].expect_reply.to: unknown step id 'asq' (ids defined before "
+                              "this step: ask)")
+    with pytest.raises(MatrixQAUsageError, match=r"steps\[0\]\.send\.bdy: unknown field \(did you mean 'body'\?"):
+        _validated({**header, "steps": [{"send": {"as": "driver", "bdy": "x"}}]}, "send()")
+    assert TestScenario.model_validate(header).steps == []
+
+
+def test_a_capability_the_bot_lacks_skips_with_the_clis_reason() -> None:
+    from qa.harness.botfile import load_bot_file
+
+    nio = load_bot_file(REPO / "tests" / "bots" / "nio-reply-bot.yaml")
+    qa = MatrixQA(_FakeSession(nio), "t", "t")
+    qa.scenario = _validated({"id": "t", "title": "t", "profiles": ["python"],
+                              "steps": [{"send": {"as": "driver", "body": "x", "id": "a"}},
+                                        {"expect_trace": {"type": "inbound", "to": "a"}}]}, "x")
+    qa._res = SimpleNamespace(bot_file=nio, provider=object())
+    with pytest.raises(Skip) as skipped:
+        qa._check_needs("expect_trace()")
+    assert str(skipped.value) == "skipped: bot 'nio-reply-bot' lacks 'trace' (step 2 (expect_trace))"
+
+
+def test_markers_are_the_tests_own() -> None:
+    qa = MatrixQA(_FakeSession(), "t-one", "t")
+    other = MatrixQA(_FakeSession(), "t-two", "t")
+    assert qa.marker("token") == MarkerFactory("seed").child("t-one")["token"]
+    assert qa.marker("token") != other.marker("token") and qa.marker("token").startswith("MQA-")
+    with pytest.raises(MatrixQAUsageError, match="has not started"):
+        qa.room_id()
+
+
+def test_a_tests_scenario_id_is_a_valid_unique_id() -> None:
+    config = SimpleNamespace(stash=pytest.Stash())
+
+    def node(path: str, name: str) -> Any:
+        return SimpleNamespace(config=config, path=Path(path), name=name, nodeid=f"{path}::{name}")
+
+    assert scenario_id_of(node("tests/test_Bot.py", "test_reply[a b]")) == "test-bot-test-reply-a-b"
+    first = scenario_id_of(node("a/test_x.py", "test_y"))
+    second = scenario_id_of(node("b/test_x.py", "test_y"))
+    assert first == "test-x-test-y" and second.startswith("test-x-test-y-") and second != first
+    assert scenario_id_of(node("a/test_x.py", "test_y")) == first
+    assert len(scenario_id_of(node("m.py", "test_" + "long" * 40))) <= 60
+
+
+SCENARIO = """\
+id: tiny
+title: A tiny scenario
+profiles: [fast, lock]
+steps:
+  - send: {as: driver, body: hi}
+"""
+
+
+def test_scenario_files_are_items_named_by_id_with_profiles_as_markers(pytester: pytest.Pytester) -> None:
+    scenarios = pytester.mkdir("scenarios")
+    (scenarios / "tiny.yaml").write_text(SCENARIO)
+    (scenarios / "other.yaml").write_text(SCENARIO.replace("tiny", "other").replace("fast, lock", "slow"))
+    (scenarios / "bot.yaml").write_text("name: my-bot\ncommand: [x]\n")  # a bot file: not a scenario
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "-q", "-m", "fast", "scenarios")
+    result.stdout.fnmatch_lines(["scenarios/tiny.yaml::tiny", "*1/2 tests collected (1 deselected)*"])
+    assert "bot.yaml" not in result.stdout.str()
+    # YAML deeper than the folders pytest was given is not taken for scenarios (bot files, fixtures, rules).
+    assert "tiny" not in pytester.runpytest(*_plugin_args(), "--collect-only", "-q", ".").stdout.str()
+
+
+def test_a_broken_scenario_file_is_a_collection_error_naming_file_line_and_field(pytester: pytest.Pytester) -> None:
+    scenarios = pytester.mkdir("scenarios")
+    (scenarios / "bad.yaml").write_text(SCENARIO.replace("body: hi", "bdy: hi"))
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "-q", "scenarios")
+    result.stdout.fnmatch_lines(["*scenarios/bad.yaml:5:*: steps[[]0].send.bdy: unknown field (did you mean 'body'?*"])
+    assert result.ret == pytest.ExitCode.INTERRUPTED  # pytest's "errors during collection"
+
+
+def test_a_session_without_the_fixture_starts_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile("def test_plain():\n    assert True\n")
+    result = pytester.runpytest(*_plugin_args(), "-q")
+    result.assert_outcomes(passed=1)
+    assert "matrix-qa" not in result.stdout.str()
+
+
+def test_options_are_offered_on_the_command_line_and_in_ini(pytester: pytest.Pytester) -> None:
+    pytester.makeini(textwrap.dedent("""\
+        [pytest]
+        matrix_qa_provider = replay
+        matrix_qa_scenarios = more
+    """))
+    pytester.makeconftest(textwrap.dedent("""\
+        from qa.pytest_plugin import option
+
+        def pytest_report_header(config):
+            return [f"provider={option(config, 'matrix_qa_provider')} bot={option(config, 'matrix_qa_bot')} "
+                    f"scenarios={option(config, 'matrix_qa_scenarios')}"]
+    """))
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "--matrix-qa-bot", "b.yaml", "-p",
+                                "no:cacheprovider")
+    result.stdout.fnmatch_lines(["provider=replay bot=b.yaml scenarios=['more']"])
+    help_text = pytester.runpytest(*_plugin_args(), "--help").stdout.str()
+    for flag in ("--matrix-qa-bot", "--matrix-qa-homeserver", "--matrix-qa-provider", "--matrix-qa-cassettes",
+                 "--matrix-qa-report", "--matrix-qa-scenarios"):
+        assert flag in help_text
