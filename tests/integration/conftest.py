@@ -55,16 +55,23 @@ def session_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessio
         shared.close()
 
 
+@contextlib.contextmanager
+def borrowing(shared: SessionSynapse) -> Iterator[None]:
+    """In-process runs inside borrow `shared` (for a fixture wider than a test, which the autouse one is not)."""
+    _LENDER.append(shared)
+    try:
+        yield
+    finally:
+        _LENDER.pop()
+
+
 @pytest.fixture(autouse=True)
 def _lend_session_synapse(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("own_homeserver"):
         yield
         return
-    _LENDER.append(request.getfixturevalue("session_synapse"))
-    try:
+    with borrowing(request.getfixturevalue("session_synapse")):
         yield
-    finally:
-        _LENDER.pop()
 
 
 async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunResult:
