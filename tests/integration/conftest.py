@@ -67,7 +67,8 @@ def borrowing(shared: SessionSynapse) -> Iterator[None]:
 
 @pytest.fixture(autouse=True)
 def _lend_session_synapse(request: pytest.FixtureRequest) -> Iterator[None]:
-    if request.node.get_closest_marker("own_homeserver"):
+    # MATRIX_QA_TESTS_OWN_SYNAPSE=1: every run boots its own, as before the sharing (to compare, or rule it out).
+    if request.node.get_closest_marker("own_homeserver") or os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1":
         yield
         return
     with borrowing(request.getfixturevalue("session_synapse")):
