@@ -98,7 +98,8 @@ def run_tests(test_files: list[str]) -> int:
     breaks collection (pytest exit 2) would pass for a survivor: every failure becomes 1 here."""
     import pytest
 
-    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", *test_files])
+    # -n 0: one process per mutant (pyproject's addopts spread the suite over xdist workers: here only overhead).
+    code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-n", "0", *test_files])
     return 0 if code == 0 else 1
 
 

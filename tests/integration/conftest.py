@@ -1,11 +1,18 @@
-"""Integration tests drive the real pipeline: embedded Synapse, the mock HTTP provider, the bot process."""
+"""Integration tests drive the real pipeline: embedded Synapse, the mock HTTP provider, the bot process.
+
+In-process runs (`run_qa`, `run_in_process`) share one Synapse per session (tests/integration/shared_synapse.py)
+unless the test is marked `own_homeserver`: those look at the homeserver's process, log or boot, and get a
+Synapse of their own per run, as a user's run does. Runs through the CLI (`cli`) always boot their own.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,6 +21,7 @@ import pytest
 
 from qa.harness.output import Output
 from qa.run import Run, RunOptions
+from tests.integration.shared_synapse import SessionSynapse, lend_to_runs
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,12 +41,48 @@ class RunResult:
         return (self.dir / "matrix-qa-report.md").read_text(encoding="utf-8")
 
 
+# The session's shared Synapse while a test that may borrow it runs (set by the autouse fixture below).
+_LENDER: list[SessionSynapse] = []
+
+
+@pytest.fixture(scope="session")
+def session_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionSynapse]:
+    """Booted by the first run that borrows it; stopped at the end of the session (of this xdist worker)."""
+    shared = SessionSynapse(tmp_path_factory.mktemp("session-synapse"))
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
+@contextlib.contextmanager
+def borrowing(shared: SessionSynapse) -> Iterator[None]:
+    """In-process runs inside borrow `shared` (for a fixture wider than a test, which the autouse one is not)."""
+    _LENDER.append(shared)
+    try:
+        yield
+    finally:
+        _LENDER.pop()
+
+
+@pytest.fixture(autouse=True)
+def _lend_session_synapse(request: pytest.FixtureRequest) -> Iterator[None]:
+    # MATRIX_QA_TESTS_OWN_SYNAPSE=1: every run boots its own, as before the sharing (to compare, or rule it out).
+    if request.node.get_closest_marker("own_homeserver") or os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1":
+        yield
+        return
+    with borrowing(request.getfixturevalue("session_synapse")):
+        yield
+
+
 async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunResult:
-    """One real run in this process (the CLI's code path); progress lines go to `console`."""
+    """One real run in this process (the CLI's code path); progress lines go to `console`. It borrows the
+    session's Synapse unless the test is marked `own_homeserver` (see the module notes)."""
     options.setdefault("scenario_paths", [REPO / "scenarios"])
     run = Run(RunOptions(output_dir=out_dir, **options), Output(stream := console.open("a", encoding="utf-8")))
     try:
-        code = await run.execute()
+        with lend_to_runs(_LENDER[-1]) if _LENDER else contextlib.nullcontext():
+            code = await run.execute()
     finally:
         stream.close()
     summary = json.loads((out_dir / "matrix-qa-summary.json").read_text())

@@ -30,6 +30,7 @@ EXPECTED_FILES = [
 ]
 
 
+@pytest.mark.own_homeserver  # the homeserver's log among the artifacts, its boot time in the summary
 async def test_canary_passes_and_writes_every_artifact(run_qa) -> None:
     result = await run_qa("canary")
     assert result.code == 0, result.report

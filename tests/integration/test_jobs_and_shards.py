@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from qa.harness.plan import CANARY, Shard
-from tests.integration.conftest import REPO, RunResult, cli, our_processes, run_in_process
+from tests.integration.conftest import REPO, RunResult, borrowing, cli, our_processes, run_in_process
+from tests.integration.shared_synapse import SessionSynapse
 
 pytestmark = pytest.mark.integration
 
@@ -28,9 +29,10 @@ def _run(out_dir: Path, **options: Any) -> RunResult:
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(tmp_path_factory: pytest.TempPathFactory) -> RunResult:
-    """The reference: the fast profile, one scenario at a time."""
-    return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1)
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, session_synapse: SessionSynapse) -> RunResult:
+    """The reference: the fast profile, one scenario at a time (on the session's Synapse, like the tests)."""
+    with borrowing(session_synapse):
+        return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1)
 
 
 def outcome(summary: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
