@@ -1,4 +1,4 @@
-"""`matrix-qa`: run | list | validate | report | compare | doctor.
+"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor.
 
 Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
 """
@@ -40,6 +40,10 @@ def build_parser() -> argparse.ArgumentParser:
     lst.add_argument("-k", "--keyword", dest="keyword", action="append", default=[], metavar="PATTERN",
                      help="as run -k: only the scenarios whose id or title matches count as run")
     lst.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of a scenario, bot, rules or cassette file (for "
+                         "editors: `# yaml-language-server: $schema=...`; also in docs/schema/)")
+    sch.add_argument("kind", choices=["scenario", "bot", "rules", "cassette"])
 
     val = sub.add_parser("validate", help="check scenario files (default: the built-in library); reports every "
                          "error with file:line")
@@ -178,6 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command == "schema":
+            from qa.scenario.json_schema import schema_text
+
+            sys.stdout.write(schema_text(args.kind))
+            return 0
         return _cmd_report(args, argv)
     except QAError as exc:
         # One prefixed line per problem, so each line of the output stands alone in a CI log.
