@@ -45,6 +45,16 @@ def build_parser() -> argparse.ArgumentParser:
                          "editors: `# yaml-language-server: $schema=...`; also in docs/schema/)")
     sch.add_argument("kind", choices=["scenario", "bot", "rules", "cassette"])
 
+    ini = sub.add_parser("init", help="write a bot file, a scenario, the config file and a GitHub workflow into "
+                         "DIR (default: here), asking at a terminal what the flags leave open; overwrites nothing")
+    ini.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
+    ini.add_argument("--name", default="my-bot", help="the bot's name in reports (default: my-bot)")
+    ini.add_argument("--command", dest="bot_command", default=None, metavar="'CMD ...'", help="the command that starts the bot")
+    ini.add_argument("--ready-log", default=None, metavar="REGEX",
+                     help="a regex the bot's output matches once it syncs (default: ready once it joined its rooms)")
+    ini.add_argument("--capabilities", default="", metavar="A,B",
+                     help="what the bot can do besides answering: threads, restart, trace, ... (docs/bot-file.md)")
+
     val = sub.add_parser("validate", help="check scenario files (default: the built-in library); reports every "
                          "error with file:line")
     val.add_argument("paths", nargs="*", type=Path, default=None)
@@ -127,6 +137,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from qa.init_project import Answers, init
+
+    answers = Answers(name=args.name, command=shlex.split(args.bot_command) if args.bot_command else None,
+                      ready_log=args.ready_log,
+                      capabilities=[c for c in args.capabilities.replace(",", " ").split() if c])
+    prompt = input if sys.stdin.isatty() and sys.stdout.isatty() else None
+    return init(args.dir, answers, prompt, print)
+
+
 def _cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     from qa.report.writer import load_summary, write_reports
 
@@ -182,6 +204,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command == "init":
+            return _cmd_init(args)
         if args.command == "schema":
             from qa.scenario.json_schema import schema_text
 
