@@ -49,7 +49,8 @@ def build_parser() -> argparse.ArgumentParser:
                          "DIR (default: here), asking at a terminal what the flags leave open; overwrites nothing")
     ini.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
     ini.add_argument("--name", default="my-bot", help="the bot's name in reports (default: my-bot)")
-    ini.add_argument("--command", dest="bot_command", default=None, metavar="'CMD ...'", help="the command that starts the bot")
+    ini.add_argument("--command", dest="bot_command", default=None, metavar="'CMD ...'",
+                     help="the command that starts the bot")
     ini.add_argument("--ready-log", default=None, metavar="REGEX",
                      help="a regex the bot's output matches once it syncs (default: ready once it joined its rooms)")
     ini.add_argument("--capabilities", default="", metavar="A,B",
