@@ -43,9 +43,10 @@ def bot_file_text(a: Answers) -> str:
 # yaml-language-server: $schema=schema/bot.json
 # How matrix-qa starts your bot and knows it is ready. Every field: docs/bot-file.md in matrix-qa.
 name: {a.name}
-# argv, no shell; started in a fresh state dir per scenario, with the launch contract in its environment:
-# MATRIX_HOMESERVER_URL, MATRIX_USER_ID, MATRIX_PASSWORD (or MATRIX_ACCESS_TOKEN), OPENAI_BASE_URL, OPENAI_API_KEY,
-# MATRIX_QA_STATE_DIR, ... (the full list: docs/bot-file.md). {{python}} is the interpreter matrix-qa runs on.
+# argv, no shell; started per scenario with the launch contract in its environment: MATRIX_QA_HOMESERVER_URL,
+# MATRIX_QA_USER_ID, MATRIX_QA_PASSWORD, MATRIX_QA_ACCESS_TOKEN, MATRIX_QA_DEVICE_ID, MATRIX_QA_ROOM_IDS,
+# MATRIX_QA_STATE_DIR, OPENAI_BASE_URL, OPENAI_API_KEY, ... (all of them: docs/bot-file.md in matrix-qa).
+# {{python}} is the interpreter matrix-qa runs on.
 command: {command}
 cwd: "{{bot_dir}}/.."          # run from the repository root (the folder above matrix-qa/)
 # When the bot can take messages: {{log: REGEX}} (a line of its output), {{joined: true}} (it joined the rooms) or
