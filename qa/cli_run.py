@@ -20,7 +20,7 @@ EPILOG = """\
 examples:
   matrix-qa run                                    the built-in fast profile on the embedded agent
   matrix-qa run --bot bot.yaml --scenarios-dir matrix-qa/scenarios
-  matrix-qa run -k reply -k 'not slow' --profile all
+  matrix-qa run -k 'reply and not slow' --profile all   (repeated -k: any of them picks)
   matrix-qa run --shard 2/4 --output-dir artifacts/shard-2
 
 config file: every flag may be set in [tool.matrix-qa] of pyproject.toml or in matrix-qa.toml (the first found
@@ -34,7 +34,7 @@ exit codes:
   0  every scenario passed
   1  a scenario or check failed
   2  usage, config or infrastructure error (nothing or not everything ran)
-  130  interrupted
+  130 / 143 / 129  ended by SIGINT / SIGTERM / SIGHUP (what finished is still reported)
 """
 
 # Flags that are about where settings come from, never settings themselves.

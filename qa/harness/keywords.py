@@ -16,7 +16,7 @@ Matcher = Callable[[str, str], bool]  # (id, title) -> picked?
 
 _GLOB_CHARS = frozenset("*?[")
 _TOKEN = re.compile(r"\(|\)|[^\s()]+")
-_OPERATORS = frozenset({"and", "or", "not"})
+_BINARY = frozenset({"and", "or"})  # `not` is read before these are refused as a word
 
 
 class PatternError(ValueError):
@@ -35,7 +35,6 @@ class _Parser:
     """Recursive descent, loosest first: or > and > not > (group) | word."""
 
     def __init__(self, text: str) -> None:
-        self.text = text
         self.tokens = _TOKEN.findall(text)
         self.pos = 0
 
@@ -85,7 +84,7 @@ class _Parser:
             if self._take() != ")":
                 raise PatternError("'(' without its ')'")
             return inner
-        if token == ")" or token in _OPERATORS:
+        if token == ")" or token in _BINARY:
             raise PatternError(f"unexpected {token!r} where a word or '(' was expected")
         return word_matcher(token)
 
