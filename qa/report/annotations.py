@@ -54,7 +54,7 @@ def annotation_lines(summary: Mapping[str, Any], step_lines: Mapping[str, Sequen
         failure = scenario.get("failure") or {}
         step = failure.get("step")
         source = scenario.get("source") or None
-        known = step_lines.get(source or "", [])
+        known = step_lines.get(source, []) if source else []
         line = known[step - 1] if isinstance(step, int) and 0 < step <= len(known) else None
         where = f" at step {step} ({failure.get('stepKind')})" if step else ""
         message = failure.get("expected") or scenario.get("details") or status

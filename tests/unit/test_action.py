@@ -193,6 +193,8 @@ def test_step_lines_are_read_from_the_file(tmp_path: Path) -> None:
     path = tmp_path / "a.yaml"
     path.write_text(FAILING)
     assert step_lines_of(path) == [4, 6]
+    path.write_text("id: x\nactors: [driver, helper]\nsteps:\n  - a: {}\n")
+    assert step_lines_of(path) == [4]  # the steps' lines, not those of the list before them
     path.write_text("[1, 2]\n")
     assert step_lines_of(path) == []
     path.write_text("id: x\nsteps: {}\n")
