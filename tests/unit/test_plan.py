@@ -195,8 +195,10 @@ def test_keywords_that_pick_nothing_are_refused_with_a_hint() -> None:
         select(titled(), "all", [], ["nope", "none"])
     assert str(err.value) == "no scenario of profile 'all' matches -k 'nope' -k 'none'"
     with pytest.raises(ConfigError) as err:
-        select(titled(), "fast", ["c-thread"], ["lock"])
-    assert str(err.value) == "no scenario of --scenario c-thread matches -k 'lock'"
+        select(titled(), "fast", ["c-thread", CANARY], ["lock"])
+    assert str(err.value) == "no scenario of --scenario c-thread canary matches -k 'lock'"
+    with pytest.raises(ConfigError):  # an untitled scenario is matched by its id alone
+        select([S("a")], "fast", [], ["xx"])
 
 
 def test_a_bad_keyword_is_a_config_error_naming_it() -> None:
