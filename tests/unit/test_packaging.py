@@ -3,6 +3,7 @@ bot file, and find them from any directory."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
@@ -47,10 +48,11 @@ def test_rule_paths_are_relative_to_the_folder_above_the_scenario(tmp_path: Path
 def test_a_user_install_is_looked_for_in_the_user_scheme(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     # pip install --user puts the data files under the user scheme's data dir (PYTHONUSERBASE, ~/.local by
     # default), which is neither the interpreter's prefix nor its data dir.
+    import sysconfig
+
     from qa import library
 
-    monkeypatch.setenv("PYTHONUSERBASE", str(tmp_path / "user"))
-    assert library._user_data() == str(tmp_path / "user")
+    assert library._user_data() == sysconfig.get_path("data", f"{os.name}_user")  # ~/.local, PYTHONUSERBASE
     installed = tmp_path / "user" / DATA_SUBDIR
     (installed / "scenarios").mkdir(parents=True)
     (installed / "fixtures" / "mock-provider").mkdir(parents=True)
