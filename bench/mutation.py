@@ -52,6 +52,8 @@ MODULE_TESTS: dict[str, list[str]] = {
                                 "tests/unit/test_rooms_settings.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],
     "qa/harness/plan.py": ["tests/unit/test_plan.py"],
+    "qa/harness/keywords.py": ["tests/unit/test_keywords.py", "tests/unit/test_plan.py"],
+    "qa/report/annotations.py": ["tests/unit/test_action.py"],
     "qa/report/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],
     "qa/kernel/lock_settings.py": ["tests/unit/test_lock_settings.py"],
     "qa/scenario/markers.py": ["tests/unit/test_markers.py"],

@@ -1,4 +1,4 @@
-"""`matrix-qa`: run | list | validate | report | compare | doctor.
+"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor.
 
 Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
 """
@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from qa.cli_run import EPILOG, add_run_arguments, cmd_run
 from qa.errors import QAError
-from qa.homeserver import registry
 
 EXIT_USAGE = 2
 
@@ -25,95 +24,37 @@ class _Parser(argparse.ArgumentParser):
         sys.exit(EXIT_USAGE)
 
 
-def _parse_override(text: str) -> tuple[str, object]:
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise QAError(f"--bot-set expects KEY=VALUE (e.g. session.writeLock.scope=attempt), got {text!r}")
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="matrix-qa", description="End-to-end QA for Matrix chat bots.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    run = sub.add_parser("run", help="run scenarios against a disposable homeserver")
-    run.add_argument("--profile", default="fast", help="scenario profile (default: fast; 'all' runs everything)")
-    run.add_argument("--scenario", action="append", default=[], metavar="ID",
-                     help="run only this scenario (repeatable)")
-    run.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
-                     help="your own scenario files or directories, added to the built-in library (repeatable)")
-    run.add_argument("--no-builtin-scenarios", action="store_true",
-                     help="run only the scenarios of --scenarios-dir, not the built-in library")
-    run.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml",
-                     help="the bot under test, described by a bot file (default: the embedded agent, "
-                     "qa/agent/bot.yaml); see README 'Test your own bot'")
-    run.add_argument("--bot-command", default=None, metavar="'CMD ...'",
-                     help="shortcut for a bot file with only this command: the bot gets the launch contract in "
-                     "its environment and is ready once it has joined its rooms")
-    registry.add_arguments(run)  # --homeserver, --homeserver-port and every backend's own options
-    run.add_argument("--provider", default="mock", choices=["mock", "live", "replay"],
-                     help="model provider: mock (the default; deterministic), live (any OpenAI-compatible "
-                     "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY) or replay (--cassettes)")
-    run.add_argument("--model", default=None, help="model id for --provider live, e.g. gpt-5.4")
-    run.add_argument("--base-url", default=None, metavar="URL",
-                     help="OpenAI-compatible API root for --provider live (default: https://api.openai.com/v1)")
-    run.add_argument("--api", default=None, choices=["chat", "responses", "anthropic"],
-                     help="model API of the --provider live endpoint: chat (default; OpenAI Chat Completions, any "
-                     "OpenAI-compatible server), responses (OpenAI Responses) or anthropic (Anthropic Messages; key "
-                     "from env ANTHROPIC_API_KEY or MATRIX_QA_LIVE_ANTHROPIC_KEY, default https://api.anthropic.com/v1)")
-    run.add_argument("--model-timeout", type=float, default=None, metavar="SECONDS",
-                     help="request timeout for --provider live (default: 60)")
-    run.add_argument("--model-retries", type=int, default=None, metavar="N",
-                     help="retries on 408/409/429/5xx and connection errors for --provider live (default: 2)")
-    run.add_argument("--record", type=Path, default=None, metavar="DIR",
-                     help="with --provider live: write every model exchange to DIR/<scenario>.yaml, for replay")
-    run.add_argument("--cassettes", type=Path, default=None, metavar="DIR",
-                     help="with --provider replay: the recorded cassettes to answer from (e.g. fixtures/cassettes)")
-    run.add_argument("--replay-speed", default=None, metavar="PACE",
-                     help="with --provider replay: recorded (the default), fast (no waiting) or a factor (2: twice "
-                     "as fast)")
-    run.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
-                     help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
-    run.add_argument("--output-dir", type=Path, default=None,
-                     help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
-    run.add_argument("--fail-fast", action="store_true",
-                     help="start no new scenario after the first failure (running ones finish)")
-    run.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
-                     help=f"scenarios side by side on the one homeserver (default: the core count, here "
-                     f"{os.cpu_count() or 1}); the canary runs first and alone; --jobs 1 runs one at a time")
-    run.add_argument("--shard", default=None, metavar="I/N",
-                     help="run only slice I of N of the plan (the canary runs in every shard); merge the shards' "
-                     "summaries with `matrix-qa report --merge`")
-    run.add_argument("--shard-durations", type=Path, default=None, metavar="SUMMARY.json",
-                     help="balance --shard by the scenario durations recorded in this earlier summary "
-                     "(default: by count)")
-    run.add_argument("--repeat", type=_positive_int, default=1, metavar="N",
-                     help="run each scenario N times (fresh users and rooms each time) and report its pass rate; "
-                     "flaky scenarios (some but not all attempts passed) are flagged")
-    run.add_argument("--min-pass-rate", type=_pass_rate, default=None, metavar="R",
-                     help="with --repeat: a scenario passes when at least this share of its attempts did "
-                     "(0.8 or 80%%; default 1: every attempt)")
-    run.add_argument("--rerun-failed", type=Path, default=None, metavar="SUMMARY.json",
-                     help="run only the scenarios that failed, were interrupted or never ran in that earlier run")
-    run.add_argument("--timeout", default=None, metavar="DURATION",
-                     help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
-                     "report says what finished and what did not (exit 2)")
-    run.add_argument("--no-fork-server", action="store_true",
-                     help="start each embedded-agent bot as a fresh interpreter instead of forking it from one "
-                          "pre-imported process (slower; to compare or rule it out)")
-    run.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
-    run.add_argument("--progress", default="auto", choices=["auto", "live", "plain"],
-                     help="auto (default): a live status of running scenarios at a terminal, plain lines under CI "
-                          "or when piped; live/plain: always that")
-    run.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a key of the bot's config for every scenario, "
-                     "e.g. session.writeLock.scope=attempt")
+    run = sub.add_parser("run", help="run scenarios against a disposable homeserver", epilog=EPILOG,
+                         formatter_class=argparse.RawDescriptionHelpFormatter,
+                         description="Run scenarios against a disposable homeserver and the bot under test.")
+    add_run_arguments(run)
 
-    lst = sub.add_parser("list", help="list scenarios (default: the built-in library)")
+    lst = sub.add_parser("list", help="list scenarios (default: the built-in library) and which the profile runs")
     lst.add_argument("paths", nargs="*", type=Path, default=None)
+    lst.add_argument("--profile", default="fast", help="mark the scenarios this profile leaves out (default: fast)")
+    lst.add_argument("-k", "--keyword", dest="keyword", action="append", default=[], metavar="PATTERN",
+                     help="as run -k: only the scenarios whose id or title matches count as run")
+    lst.add_argument("--json", action="store_true", help="print the list as JSON")
+
+    sch = sub.add_parser("schema", help="print the JSON Schema of a scenario, bot, rules or cassette file (for "
+                         "editors: `# yaml-language-server: $schema=...`; also in docs/schema/)")
+    sch.add_argument("kind", choices=["scenario", "bot", "rules", "cassette"])
+
+    ini = sub.add_parser("init", help="write a bot file, a scenario, the config file and a GitHub workflow into "
+                         "DIR (default: here), asking at a terminal what the flags leave open; overwrites nothing")
+    ini.add_argument("dir", nargs="?", type=Path, default=Path("."), metavar="DIR")
+    ini.add_argument("--name", default="my-bot", help="the bot's name in reports (default: my-bot)")
+    ini.add_argument("--command", dest="bot_command", default=None, metavar="'CMD ...'",
+                     help="the command that starts the bot")
+    ini.add_argument("--ready-log", default=None, metavar="REGEX",
+                     help="a regex the bot's output matches once it syncs (default: ready once it joined its rooms)")
+    ini.add_argument("--capabilities", default="", metavar="A,B",
+                     help="what the bot can do besides answering: threads, restart, trace, ... (docs/bot-file.md)")
 
     val = sub.add_parser("validate", help="check scenario files (default: the built-in library); reports every "
                          "error with file:line")
@@ -137,85 +78,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _pass_rate(text: str) -> float:
-    from qa.report.verdict import parse_pass_rate
-
-    try:
-        return parse_pass_rate(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _rerun_ids(path: Path, chosen: list[str]) -> list[str]:
-    """The scenario ids --rerun-failed takes from an earlier run's summary."""
-    from qa.report.repeats import rerun_ids
-    from qa.report.writer import load_summary
-
-    if chosen:
-        raise QAError("give either --rerun-failed SUMMARY.json or --scenario ID, not both")
-    summary = load_summary(path)
-    ids = rerun_ids(summary)
-    if not ids:
-        raise QAError(f"{path}: nothing to rerun: no scenario of run {summary.runId} failed, was interrupted or "
-                      f"was left unrun (its status: {summary.status})")
-    return ids
-
-
-def _shard_durations(path: Path | None) -> dict[str, float] | None:
-    """Scenario durations from an earlier summary; skipped scenarios tell nothing about how long one takes."""
-    if path is None:
-        return None
-    from qa.report.writer import load_summary
-
-    summary = load_summary(path)
-    return {r.id: r.durationMs for r in summary.scenarios if r.status != "skip"}
-
-
-def _cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
-    from qa.harness.plan import parse_shard
-    from qa.run import RunOptions, run_sync
-
-    if args.shard_durations is not None and args.shard is None:
-        raise QAError("--shard-durations only balances a --shard I/N run")
-    from qa.run import default_scenario_paths
-
-    if args.min_pass_rate is not None and args.repeat == 1:
-        raise QAError("--min-pass-rate needs --repeat N (N > 1): one attempt passes or fails, it has no rate")
-    if args.rerun_failed is not None:
-        args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
-    own = list(args.scenarios_dir or [])
-    if args.no_builtin_scenarios and not own:
-        raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
-    settings = registry.settings_from(args)  # every backend's own options, by dest
-    options = RunOptions(
-        profile=args.profile, scenario_ids=args.scenario,
-        scenario_paths=own if args.no_builtin_scenarios else [*default_scenario_paths(), *own],
-        bot_file=args.bot, bot_command=args.bot_command,
-        homeserver=registry.choose(args.homeserver, settings), homeserver_port=args.homeserver_port,
-        homeserver_settings=settings, model=args.model, base_url=args.base_url, api=args.api,
-        model_timeout_s=args.model_timeout, model_retries=args.model_retries,
-        provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
-        record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,
-        fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
-        fork_server=not args.no_fork_server,
-        shard=parse_shard(args.shard) if args.shard is not None else None,
-        shard_durations=_shard_durations(args.shard_durations),
-        bot_overrides=dict(_parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
-        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
-    )
-    return run_sync(options)
-
-
 def _paths_or_library(paths: list[Path] | None) -> list[Path]:
     from qa.run import default_scenario_paths
 
@@ -226,13 +88,34 @@ def _paths_or_library(paths: list[Path] | None) -> list[Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    from qa.harness.plan import picked
     from qa.scenario.loader import load_scenarios
 
     scenarios = load_scenarios(_paths_or_library(args.paths))
+    runs = {s.id for s in picked(scenarios, args.profile, [], args.keyword)}
+    if args.json:
+        print(json.dumps({"profile": args.profile, "keywords": args.keyword, "scenarios": [
+            {"id": s.id, "title": s.title, "profiles": list(s.profiles), "runs": s.id in runs,
+             "file": str(s.source_path) if s.source_path else None} for s in scenarios]}, indent=2))
+        return 0
     width = max((len(s.id) for s in scenarios), default=2)
     for s in scenarios:
-        print(f"{s.id:{width}}  {','.join(s.profiles):20}  {s.title}")
+        mark = " " if s.id in runs else "-"
+        print(f"{mark} {s.id:{width}}  {','.join(s.profiles) or '(every)':20}  {s.title}")
+    left_out = len(scenarios) - len(runs)
+    keys = "".join(f" -k {k!r}" for k in args.keyword)
+    print(f"{len(scenarios)} scenario(s); --profile {args.profile}{keys} runs {len(runs)}, leaves out {left_out}"
+          f"{' (marked -)' if left_out else ''}")
     return 0
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("matrix-qa")
+    except PackageNotFoundError:  # a checkout run without installing
+        return "unknown (not installed)"
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -253,6 +136,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print("ok: scenarios are valid")
     return 0
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    import shlex
+
+    from qa.init_project import Answers, init
+
+    answers = Answers(name=args.name, command=shlex.split(args.bot_command) if args.bot_command else None,
+                      ready_log=args.ready_log,
+                      capabilities=[c for c in args.capabilities.replace(",", " ").split() if c])
+    prompt = input if sys.stdin.isatty() and sys.stdout.isatty() else None
+    return init(args.dir, answers, prompt, print)
 
 
 def _cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
@@ -305,11 +200,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command == "run":
-            return _cmd_run(args, argv)
+            return cmd_run(args, argv)
         if args.command == "list":
             return _cmd_list(args)
         if args.command == "validate":
             return _cmd_validate(args)
+        if args.command == "init":
+            return _cmd_init(args)
+        if args.command == "schema":
+            from qa.scenario.json_schema import schema_text
+
+            sys.stdout.write(schema_text(args.kind))
+            return 0
         return _cmd_report(args, argv)
     except QAError as exc:
         # One prefixed line per problem, so each line of the output stands alone in a CI log.

@@ -3,11 +3,14 @@
 In a checkout (and an editable install) they are the repo's own `scenarios/` and `fixtures/`, beside the `qa`
 package. A plain `pip install .` copies both into `<prefix>/share/matrix-qa/` (pyproject's data-files), because
 the repo keeps them at the top level rather than inside the package, and that prefix is what `sysconfig` calls
-the installation's data directory.
+the installation's data directory. A `pip install --user` puts them under the user scheme's data directory
+(~/.local/share/matrix-qa on Linux), which is not the interpreter's; pipx and `uv tool` install into a venv of
+their own, whose prefix is sys.prefix.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import sysconfig
 from pathlib import Path
@@ -18,10 +21,16 @@ _CHECKOUT = Path(__file__).resolve().parents[1]
 
 def _candidates() -> list[Path]:
     roots = [_CHECKOUT]
-    for base in (sysconfig.get_path("data"), sys.prefix, sys.base_prefix):
+    for base in (sysconfig.get_path("data"), sys.prefix, _user_data(), sys.base_prefix):
         if base:
             roots.append(Path(base) / DATA_SUBDIR)
     return roots
+
+
+def _user_data() -> str | None:
+    """The user scheme's data directory (`pip install --user`), where the platform has one."""
+    scheme = f"{os.name}_user"
+    return sysconfig.get_path("data", scheme) if scheme in sysconfig.get_scheme_names() else None
 
 
 def library_root(candidates: list[Path] | None = None) -> Path | None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qa.errors import ConfigError
+from qa.harness.keywords import Matcher, PatternError, compile_patterns
 
 CANARY = "canary"
 
@@ -22,26 +23,44 @@ class _Planned(Protocol):
 P = TypeVar("P", bound=_Planned)
 
 
-def select(scenarios: Sequence[P], profile: str, ids: Sequence[str]) -> list[P]:
-    """Explicit ids win over the profile; `all` means every scenario. Plan order is the loaded order,
-    with the canary first: if the canary fails, nothing else can be trusted."""
+def select(scenarios: Sequence[P], profile: str, ids: Sequence[str], keywords: Sequence[str] = ()) -> list[P]:
+    """Explicit ids win over the profile; `all` means every scenario; a scenario without profiles (an author's
+    own, from --scenarios-dir) is in every profile. `-k` patterns (qa.harness.keywords) then narrow the choice.
+    Plan order is the loaded order, with the canary first: if the canary fails, nothing else can be trusted."""
     known = {s.id: s for s in scenarios}
-    if ids:
-        unknown = [i for i in ids if i not in known]
-        if unknown:
-            raise ConfigError(
-                f"unknown scenario id(s): {', '.join(unknown)}; known ids: {', '.join(sorted(known))}"
-            )
-        wanted = set(ids)
-        chosen = [s for s in scenarios if s.id in wanted]
-    elif profile == "all":
-        chosen = list(scenarios)
-    else:
-        chosen = [s for s in scenarios if profile in s.profiles]
-        if not chosen:
-            profiles = sorted({p for s in scenarios for p in s.profiles} | {"all"})
-            raise ConfigError(f"no scenario is in profile {profile!r}; profiles: {', '.join(profiles)}")
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise ConfigError(f"unknown scenario id(s): {', '.join(unknown)}; known ids: {', '.join(sorted(known))}")
+    if not ids and not any(in_profile(s, profile) for s in scenarios):
+        profiles = sorted({p for s in scenarios for p in s.profiles} | {"all"})
+        raise ConfigError(f"no scenario is in profile {profile!r}; profiles: {', '.join(profiles)}")
+    chosen = picked(scenarios, profile, ids, keywords)
+    if not chosen:
+        among = f"--scenario {' '.join(ids)}" if ids else f"profile {profile!r}"
+        hint = "" if ids or profile == "all" else " (add --profile all to search every scenario)"
+        raise ConfigError(f"no scenario of {among} matches -k {' -k '.join(map(repr, keywords))}{hint}")
+    return chosen
+
+
+def in_profile(scenario: _Planned, profile: str) -> bool:
+    """`all` holds every scenario, and a scenario that names no profile is in every one."""
+    return profile == "all" or not scenario.profiles or profile in scenario.profiles
+
+
+def picked(scenarios: Sequence[P], profile: str, ids: Sequence[str], keywords: Sequence[str] = ()) -> list[P]:
+    """What select chooses, without its refusals: `list` marks the rest as left out."""
+    match = _keyword_matcher(keywords)
+    wanted = set(ids)
+    chosen = [s for s in scenarios if (s.id in wanted if ids else in_profile(s, profile))
+              and match(s.id, getattr(s, "title", ""))]
     return sorted(chosen, key=lambda s: s.id != CANARY)
+
+
+def _keyword_matcher(keywords: Sequence[str]) -> Matcher:
+    try:
+        return compile_patterns(keywords)
+    except PatternError as exc:
+        raise ConfigError(f"-k {exc}") from None
 
 
 def runs_alone(scenario: Any) -> bool:

@@ -64,6 +64,9 @@ class Environment(_Model):
     python: str
     platform: str
     matrixQaVersion: str
+    # The config file the run read (qa.config_file) and the settings it gave, keyed as written there.
+    configFile: str | None = None
+    configSettings: dict[str, Any] = Field(default_factory=dict)
 
 
 class Counts(_Model):

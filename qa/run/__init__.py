@@ -174,7 +174,7 @@ class Run:
         try:
             await self.lifecycle.shutdown(self.homeserver, self.provider, self.fork_server)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            self._dispose(work)
             try:
                 code = self._write()
             except OSError as exc:  # a full disk, a directory removed under us: say so, in one line
@@ -187,6 +187,14 @@ class Run:
 
     def _write(self) -> int:
         return write_record(self)
+
+    def _dispose(self, work: Path) -> None:
+        """The scratch directory holds users' passwords and the bots' state: gone, unless asked to keep it."""
+        if self.options.keep_work_dir:
+            self.out.say(f"kept the work dir (homeserver database and logs, bot state; it holds test users' "
+                         f"passwords): {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def new_run_id() -> str:

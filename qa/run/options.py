@@ -33,6 +33,7 @@ from qa.scenario.loader import load_scenarios
 class RunOptions:
     profile: str = "fast"
     scenario_ids: list[str] = field(default_factory=list)
+    keywords: list[str] = field(default_factory=list)  # -k patterns (qa.harness.keywords): any picks a scenario
     scenario_paths: list[Path] = field(default_factory=lambda: default_scenario_paths())
     # A backend of qa.homeserver.registry (default: the registry's default), and its options' values by dest.
     homeserver: str = field(default_factory=registry.default_name)
@@ -74,6 +75,12 @@ class RunOptions:
     repeat: int = 1
     min_pass_rate: float = 1.0
     timeout: str | None = None
+    # --keep-work-dir: the disposable dir (homeserver database, bot state) stays for a person to inspect.
+    keep_work_dir: bool = False
+    # The config file the settings came from (qa.config_file) and the settings it gave, as written: the summary
+    # records both, so a run can be explained without the author's checkout.
+    config_file: Path | None = None
+    config_settings: dict[str, Any] = field(default_factory=dict)
 
 
 def default_scenario_paths() -> list[Path]:
@@ -155,7 +162,8 @@ def plan_scenarios(options: RunOptions) -> tuple[list[Any], list[Any]]:
     each one's attempts."""
     if not options.scenario_paths:
         raise ConfigError("no scenarios to run: the built-in library was not found and no --scenarios-dir given")
-    plan = select(load_scenarios(options.scenario_paths), options.profile, options.scenario_ids)
+    plan = select(load_scenarios(options.scenario_paths), options.profile, options.scenario_ids,
+                  options.keywords)
     if options.shard is not None:
         plan = shard_plan(plan, options.shard, options.shard_durations)
     return plan, attempts(plan, options.repeat)

@@ -24,6 +24,7 @@ from qa.homeserver.base import Homeserver
 from qa.report.lock_evidence import lock_section
 from qa.report.lock_picture import write_lock_pictures
 from qa.report.lock_timeline import tag_scenarios
+from qa.report.redact import redact_data
 from qa.report.repeats import attempt_id, combine_attempts
 from qa.report.summary import (
     BotInfo,
@@ -142,6 +143,8 @@ def _environment(run: Run) -> Environment:
                     started="fork-server" if run.fork_server is not None else "exec") if bot else None,
         profile=run.options.profile, python=platform.python_version(),
         platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
+        configFile=str(run.options.config_file) if run.options.config_file else None,
+        configSettings=redact_data(run.options.config_settings, run.secrets),
     )
 
 

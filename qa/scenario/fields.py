@@ -10,7 +10,7 @@ import math
 import re
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema
 from pydantic_core import PydanticCustomError
 
 from qa.scenario import markers
@@ -57,7 +57,13 @@ def _duration(value: object) -> float:
         raise error("duration", str(exc)) from None
 
 
-Duration = Annotated[float, BeforeValidator(_duration)]
+# In a JSON Schema (matrix-qa schema) a duration is what a file may write, not the float it becomes.
+DURATION_JSON_SCHEMA = {
+    "anyOf": [{"type": "number", "exclusiveMinimum": 0},
+              {"type": "string", "pattern": r"^\s*(\d+(\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$"}],
+    "description": f"a duration: {DURATION_HELP}",
+}
+Duration = Annotated[float, BeforeValidator(_duration), WithJsonSchema(DURATION_JSON_SCHEMA)]
 
 
 # --- names and text ----------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ test something other than what its author meant.
 
 Layout of a scenario file, in short:
 
-    id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all"
+    id, title, profiles, timeout       profiles: any ^[a-z0-9-]+$ names; every scenario is also in "all";
+                                       a scenario without profiles is in every profile
     actors: [driver, …]                test users; "bot" is reserved for the bot under test
     rooms: {main: {encrypted, members}} members default to every actor; the bot is invited unless
                                        invite_bot: false; direct: true makes a DM; bot: {...} per room
@@ -52,7 +53,8 @@ DEFAULT_TIMEOUT_S = 60.0
 class Scenario(Model):
     id: ScenarioId
     title: str = Field(min_length=1)
-    profiles: list[ProfileName] = Field(min_length=1)
+    # None given: in every profile (an author's own scenario runs by default; qa.harness.plan.in_profile).
+    profiles: list[ProfileName] = Field(default_factory=list)
     timeout: Duration = DEFAULT_TIMEOUT_S
     actors: list[ActorName] = Field(default_factory=lambda: ["driver"], min_length=1)
     rooms: dict[RoomName, RoomSpec] = Field(default_factory=lambda: {"main": RoomSpec()}, min_length=1)
@@ -74,7 +76,7 @@ class Scenario(Model):
         return self._source_path
 
     def in_profile(self, profile: str) -> bool:
-        return profile == IMPLICIT_PROFILE or profile in self.profiles
+        return profile == IMPLICIT_PROFILE or not self.profiles or profile in self.profiles
 
     def step_index(self, step_id: str) -> int | None:
         for i, step in enumerate(self.steps):

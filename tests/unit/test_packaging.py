@@ -3,10 +3,13 @@ bot file, and find them from any directory."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
 
 from qa.library import DATA_SUBDIR, library_root, rules_root_for
 
@@ -39,3 +42,22 @@ def test_library_root_prefers_a_checkout_then_the_installed_data(tmp_path: Path)
 
 def test_rule_paths_are_relative_to_the_folder_above_the_scenario(tmp_path: Path) -> None:
     assert rules_root_for(tmp_path / "proj" / "scenarios" / "a.yaml") == (tmp_path / "proj").resolve()
+
+
+
+def test_a_user_install_is_looked_for_in_the_user_scheme(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # pip install --user puts the data files under the user scheme's data dir (PYTHONUSERBASE, ~/.local by
+    # default), which is neither the interpreter's prefix nor its data dir.
+    import sysconfig
+
+    from qa import library
+
+    assert library._user_data() == sysconfig.get_path("data", f"{os.name}_user")  # ~/.local, PYTHONUSERBASE
+    installed = tmp_path / "user" / DATA_SUBDIR
+    (installed / "scenarios").mkdir(parents=True)
+    (installed / "fixtures" / "mock-provider").mkdir(parents=True)
+    monkeypatch.setattr(library, "_CHECKOUT", tmp_path / "not-a-checkout")
+    monkeypatch.setattr(sys, "prefix", str(tmp_path / "venv"))  # a venv (pipx, uv tool) without the library
+    monkeypatch.setattr(library.sysconfig, "get_path", lambda name, scheme=None: (
+        str(tmp_path / "user") if scheme else str(tmp_path / "venv")))
+    assert library.library_root() == installed

@@ -10,7 +10,7 @@ import pytest
 
 from qa.cli import main
 from qa.errors import ConfigError
-from qa.harness.plan import CANARY, Shard, parse_shard, runs_alone, select, shard_plan
+from qa.harness.plan import CANARY, Shard, in_profile, parse_shard, picked, runs_alone, select, shard_plan
 from qa.scenario.steps.lifecycle import RestartBot, RestartHomeserver, StopBot
 from qa.scenario.steps.messages import Send
 from qa.scenario.steps.registry import STEP_TYPES
@@ -156,6 +156,61 @@ def test_an_empty_profile_is_refused_with_the_profiles_there_are() -> None:
     with pytest.raises(ConfigError) as err:
         select(loaded(), "smoke", [])
     assert str(err.value) == "no scenario is in profile 'smoke'; profiles: all, fast, nightly, slow"
+
+
+def test_a_scenario_without_profiles_is_in_every_profile() -> None:
+    scenarios = [*loaded(), S("mine", [])]
+    assert [s.id for s in select(scenarios, "nightly", [])] == ["c", "mine"]
+    assert [s.id for s in select(scenarios, "fast", [])] == [CANARY, "b", "c", "mine"]
+    assert [s.id for s in select([S("mine", [])], "smoke", [])] == ["mine"]
+    assert in_profile(S("mine", []), "anything") and not in_profile(S("b", ["fast"]), "slow")
+    assert in_profile(S("b", ["fast"]), "all")
+
+
+@dataclass
+class T:
+    id: str
+    title: str
+    profiles: list[str] = field(default_factory=lambda: ["fast"])
+
+
+def titled() -> list[T]:
+    return [T("b-lock", "a lock test"), T(CANARY, "is it alive"), T("c-thread", "threads", ["slow"]),
+            T("d-reply", "a reply with a LOCK")]
+
+
+def test_keywords_narrow_the_profile_over_ids_and_titles() -> None:
+    assert [s.id for s in select(titled(), "fast", [], ["lock"])] == ["b-lock", "d-reply"]
+    assert [s.id for s in select(titled(), "fast", [], ["not lock"])] == [CANARY]
+    assert [s.id for s in select(titled(), "all", [], ["thread", "alive"])] == [CANARY, "c-thread"]
+    assert [s.id for s in select(titled(), "fast", ["c-thread", "b-lock"], ["lock"])] == ["b-lock"]
+
+
+def test_keywords_that_pick_nothing_are_refused_with_a_hint() -> None:
+    with pytest.raises(ConfigError) as err:
+        select(titled(), "fast", [], ["thread"])
+    assert str(err.value) == ("no scenario of profile 'fast' matches -k 'thread' "
+                              "(add --profile all to search every scenario)")
+    with pytest.raises(ConfigError) as err:
+        select(titled(), "all", [], ["nope", "none"])
+    assert str(err.value) == "no scenario of profile 'all' matches -k 'nope' -k 'none'"
+    with pytest.raises(ConfigError) as err:
+        select(titled(), "fast", ["c-thread", CANARY], ["lock"])
+    assert str(err.value) == "no scenario of --scenario c-thread canary matches -k 'lock'"
+    with pytest.raises(ConfigError):  # an untitled scenario is matched by its id alone
+        select([S("a")], "fast", [], ["xx"])
+
+
+def test_a_bad_keyword_is_a_config_error_naming_it() -> None:
+    with pytest.raises(ConfigError) as err:
+        select(titled(), "fast", [], ["lock", "not"])
+    assert str(err.value) == "-k 'not': pattern ends where a word or '(' was expected"
+
+
+def test_picked_marks_without_refusing() -> None:
+    assert picked(titled(), "smoke", [], []) == []
+    assert [s.id for s in picked(titled(), "fast", [], ["zzz"])] == []
+    assert [s.id for s in picked(titled(), "fast", [], [])] == [CANARY, "b-lock", "d-reply"]
 
 
 def test_a_scenario_without_steps_does_not_run_alone() -> None:

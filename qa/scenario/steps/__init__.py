@@ -17,9 +17,10 @@
     encryption.py      which Megolm session, who holds its key, no decrypted text in the artifacts
 
 A kind is a subclass of `base.StepBase` in one of these modules: its YAML fields, `kind` (the YAML key), `does`
-(its README row), what it needs of the bot, its references to earlier steps, actors and rooms, and
+(its row in docs/scenarios.md), what it needs of the bot, its references to earlier steps, actors and rooms, and
 `async run(ctx)`. `registry` finds it there (a new family module is added to `registry.FAMILIES`); add a
-scenario that uses it, a test, and regenerate the README's step table (python -m tests.unit.test_step_registry).
+scenario that uses it, a test, and regenerate docs/scenarios.md's step table
+(python -m tests.unit.test_step_registry).
 A step that waits and then judges keeps the judgement pure, in a module of qa.evidence, beside its tests.
 
 Step modules import the Matrix client (nio, qa.actors) inside `run()`: scenarios are loaded and checked, by

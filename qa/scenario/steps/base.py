@@ -79,7 +79,7 @@ def mention_use(loc: tuple[str, ...], name: str | None) -> list[ActorUse]:
 
 
 class StepBase(Model):
-    """One step kind. Subclasses set `kind` (the YAML key) and `does` (its row in the README's step table)."""
+    """One step kind. Subclasses set `kind` (the YAML key) and `does` (its row in docs/scenarios.md)."""
 
     kind: ClassVar[str]
     does: ClassVar[str]

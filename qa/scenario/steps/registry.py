@@ -1,5 +1,6 @@
 """Every step kind, found in its family module: the `Step` union that scenario files are validated with, the
-kind names, and the README's step table. Nothing here names a kind: adding one is a class in a family module.
+kind names, and docs/scenarios.md's step table. Nothing here names a kind: adding one is a class in a family
+module.
 
 The union's tags are the YAML keys, so pydantic's error locations (steps.3.send.body) match the file's own
 layout. Dispatch is the step's own `run(ctx)`; what a step needs of the bot is its own `needs()`.
@@ -32,7 +33,7 @@ from qa.scenario.steps import (
 from qa.scenario.steps.base import StepBase
 
 # In the order a reader meets them: what test users do, what the bot answers, then the bot's life, its
-# rooms, faults and encryption. The order of the kinds in error messages and in the README's table.
+# rooms, faults and encryption. The order of the kinds in error messages and in docs/scenarios.md's table.
 FAMILIES: tuple[ModuleType, ...] = (messages, media, reactions, replies, silence, model_requests, trace, approvals,
                                     lifecycle, membership, faults, devices, verification, encryption)
 
@@ -98,7 +99,7 @@ def describe_step_problem(raw: Any) -> str:
 
 
 def step_table() -> str:
-    """The README's step table: one row per kind, in registry order, from each class's `does`."""
+    """The step table of docs/scenarios.md: one row per kind, in registry order, from each class's `does`."""
     rows = ["| step | does |", "|---|---|"]
     rows += [f"| `{kind}` | {cls.does} |" for kind, cls in STEP_TYPES.items()]
     return "\n".join(rows)

@@ -1,0 +1,380 @@
+"""`matrix-qa run`'s command line: its flags in help groups, the config file's settings under them, and the
+RunOptions they make. qa.cli owns the other commands and the dispatch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from qa.config_file import ConfigFile, find_config_file, load_config_file
+from qa.errors import ConfigError, QAError
+from qa.homeserver import registry
+
+EPILOG = """\
+examples:
+  matrix-qa run                                    the built-in fast profile on the embedded agent
+  matrix-qa run --bot bot.yaml --scenarios-dir matrix-qa/scenarios
+  matrix-qa run -k 'reply and not slow' --profile all   (repeated -k: any of them picks)
+  matrix-qa run --shard 2/4 --output-dir artifacts/shard-2
+
+config file: every flag may be set in [tool.matrix-qa] of pyproject.toml or in matrix-qa.toml (the first found
+from the current directory upward; --config FILE names one), keyed by the flag without its dashes:
+  bot = "matrix-qa/bot.yaml"
+  scenarios-dir = ["matrix-qa/scenarios"]
+  jobs = 2
+flags beat the file, the file beats the defaults; paths in the file are relative to the file.
+
+exit codes:
+  0  every scenario passed
+  1  a scenario or check failed
+  2  usage, config or infrastructure error (nothing or not everything ran)
+  130 / 143 / 129  ended by SIGINT / SIGTERM / SIGHUP (what finished is still reported)
+"""
+
+# Flags that are about where settings come from, never settings themselves.
+_NOT_IN_FILE = frozenset({"help", "config"})
+
+
+class _RaisingParser(argparse.ArgumentParser):
+    """Reads one config key's value as its flag would be read, raising instead of exiting."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise ConfigError(message)
+
+
+def add_run_arguments(run: argparse.ArgumentParser) -> None:
+    """Every `run` flag, in the help groups a reader looks for."""
+    _bot_group(run.add_argument_group("bot under test"))
+    registry.add_arguments(run.add_argument_group("homeserver"))  # every backend's own options too
+    _provider_group(run.add_argument_group("model provider"))
+    _selection_group(run.add_argument_group("selecting scenarios"))
+    _output_group(run.add_argument_group("output and config"))
+    _speed_group(run.add_argument_group("speed, repeats and deadlines"))
+
+
+def _bot_group(g: Any) -> None:
+    g.add_argument("--bot", type=Path, default=None, metavar="BOT.yaml",
+                   help="the bot under test, described by a bot file (default: the embedded agent, "
+                   "qa/agent/bot.yaml); see docs/bot-file.md")
+    g.add_argument("--bot-command", default=None, metavar="'CMD ...'",
+                   help="shortcut for a bot file with only this command: the bot gets the launch contract in "
+                   "its environment and is ready once it has joined its rooms")
+    g.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key of the bot's config for every scenario, e.g. session.writeLock.scope=attempt")
+    g.add_argument("--no-fork-server", action="store_true",
+                   help="start each embedded-agent bot as a fresh interpreter instead of forking it from one "
+                   "pre-imported process (slower; to compare or rule it out)")
+
+
+def _provider_group(g: Any) -> None:
+    g.add_argument("--provider", default="mock", choices=["mock", "live", "replay"],
+                   help="model provider: mock (the default; deterministic), live (any OpenAI-compatible "
+                   "endpoint; key from env OPENAI_API_KEY or MATRIX_QA_LIVE_OPENAI_KEY) or replay (--cassettes)")
+    g.add_argument("--provider-rules", action="append", type=Path, default=[], metavar="FILE",
+                   help="extra mock-provider rule file, matched before the built-in rules (repeatable)")
+    g.add_argument("--model", default=None, help="model id for --provider live, e.g. gpt-5.4")
+    g.add_argument("--base-url", default=None, metavar="URL",
+                   help="OpenAI-compatible API root for --provider live (default: https://api.openai.com/v1)")
+    g.add_argument("--api", default=None, choices=["chat", "responses", "anthropic"],
+                   help="model API of the --provider live endpoint: chat (default; OpenAI Chat Completions, any "
+                   "OpenAI-compatible server), responses (OpenAI Responses) or anthropic (Anthropic Messages; key "
+                   "from env ANTHROPIC_API_KEY or MATRIX_QA_LIVE_ANTHROPIC_KEY, default https://api.anthropic.com/v1)")
+    g.add_argument("--model-timeout", type=float, default=None, metavar="SECONDS",
+                   help="request timeout for --provider live (default: 60)")
+    g.add_argument("--model-retries", type=int, default=None, metavar="N",
+                   help="retries on 408/409/429/5xx and connection errors for --provider live (default: 2)")
+    g.add_argument("--record", type=Path, default=None, metavar="DIR",
+                   help="with --provider live: write every model exchange to DIR/<scenario>.yaml, for replay")
+    g.add_argument("--cassettes", type=Path, default=None, metavar="DIR",
+                   help="with --provider replay: the recorded cassettes to answer from (e.g. fixtures/cassettes)")
+    g.add_argument("--replay-speed", default=None, metavar="PACE",
+                   help="with --provider replay: recorded (the default), fast (no waiting) or a factor (2: twice "
+                   "as fast)")
+
+
+def _selection_group(g: Any) -> None:
+    g.add_argument("--profile", default="fast", help="scenario profile (default: fast; 'all' runs everything); "
+                   "your own scenarios without profiles: are in every profile")
+    g.add_argument("--scenario", action="append", default=[], metavar="ID",
+                   help="run only this scenario (repeatable)")
+    g.add_argument("-k", "--keyword", dest="keyword", action="append", default=[], metavar="PATTERN",
+                   help="run only the scenarios of the profile whose id or title holds PATTERN (a glob when it has "
+                   "* ? [); and, or, not and parentheses combine words, as pytest's -k; repeatable: any matches")
+    g.add_argument("--scenarios-dir", action="append", type=Path, default=None, metavar="PATH",
+                   help="your own scenario files or directories, added to the built-in library (repeatable)")
+    g.add_argument("--no-builtin-scenarios", action="store_true",
+                   help="run only the scenarios of --scenarios-dir, not the built-in library")
+    g.add_argument("--rerun-failed", type=Path, default=None, metavar="SUMMARY.json",
+                   help="run only the scenarios that failed, were interrupted or never ran in that earlier run")
+    g.add_argument("--shard", default=None, metavar="I/N",
+                   help="run only slice I of N of the plan (the canary runs in every shard); merge the shards' "
+                   "summaries with `matrix-qa report --merge`")
+    g.add_argument("--shard-durations", type=Path, default=None, metavar="SUMMARY.json",
+                   help="balance --shard by the scenario durations recorded in this earlier summary "
+                   "(default: by count)")
+
+
+def _output_group(g: Any) -> None:
+    g.add_argument("--output-dir", type=Path, default=None,
+                   help="artifact directory (default: artifacts/qa-e2e/<run-id>)")
+    g.add_argument("--include-bodies", action="store_true", help="keep message bodies in the observed-events file")
+    g.add_argument("--progress", default="auto", choices=["auto", "live", "plain"],
+                   help="auto (default): a live status of running scenarios at a terminal, plain lines under CI "
+                   "or when piped; live/plain: always that")
+    g.add_argument("--keep-work-dir", action="store_true",
+                   help="keep the run's disposable directory (homeserver database and logs, bot state) and print "
+                   "where it is, to inspect a failure (default: deleted)")
+    g.add_argument("--config", type=Path, default=None, metavar="FILE",
+                   help="read settings from this matrix-qa.toml or pyproject.toml (default: the first found from "
+                   "the current directory upward)")
+
+
+def _speed_group(g: Any) -> None:
+    g.add_argument("--jobs", type=positive_int, default=None, metavar="N",
+                   help=f"scenarios side by side on the one homeserver (default: the core count, here "
+                   f"{os.cpu_count() or 1}); the canary runs first and alone; --jobs 1 runs one at a time")
+    g.add_argument("--fail-fast", action="store_true",
+                   help="start no new scenario after the first failure (running ones finish)")
+    g.add_argument("--repeat", type=positive_int, default=1, metavar="N",
+                   help="run each scenario N times (fresh users and rooms each time) and report its pass rate; "
+                   "flaky scenarios (some but not all attempts passed) are flagged")
+    g.add_argument("--min-pass-rate", type=_pass_rate, default=None, metavar="R",
+                   help="with --repeat: a scenario passes when at least this share of its attempts did "
+                   "(0.8 or 80%%; default 1: every attempt)")
+    g.add_argument("--timeout", default=None, metavar="DURATION",
+                   help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
+                   "report says what finished and what did not (exit 2)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _pass_rate(text: str) -> float:
+    from qa.report.verdict import parse_pass_rate
+
+    try:
+        return parse_pass_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_override(text: str) -> tuple[str, object]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise QAError(f"--bot-set expects KEY=VALUE (e.g. session.writeLock.scope=attempt), got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+# --- the config file -----------------------------------------------------------------------------------------
+
+
+def _standalone(defaults: bool = True) -> argparse.ArgumentParser:
+    parser = _RaisingParser(prog="matrix-qa run", add_help=False)
+    add_run_arguments(parser)
+    if not defaults:
+        for action in parser._actions:
+            action.default = argparse.SUPPRESS
+    return parser
+
+
+def _file_keys(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    """Config key -> its flag: the first long option without its dashes."""
+    keys = {}
+    for action in parser._actions:
+        longs = [o for o in action.option_strings if o.startswith("--")]
+        if longs and action.dest not in _NOT_IN_FILE:
+            keys[longs[0][2:]] = action
+    return keys
+
+
+def given_on_command_line(run_argv: Sequence[str]) -> set[str]:
+    """The dests the command line set itself (even to a default's value): those the file must not change."""
+    return set(vars(_standalone(defaults=False).parse_known_args(list(run_argv))[0]))
+
+
+def read_config(args: argparse.Namespace) -> ConfigFile | None:
+    """The config file this run uses: --config FILE, else the first found from the current directory upward."""
+    path = args.config if args.config is not None else find_config_file()
+    if path is None:
+        return None
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    return load_config_file(path)
+
+
+def apply_config(args: argparse.Namespace, run_argv: Sequence[str], config: ConfigFile) -> dict[str, Any]:
+    """Each setting of the file that the command line did not give, put into `args` as its flag would be.
+    Returns the settings applied, keyed as in the file. Every bad key is reported, one line each (exit 2)."""
+    parser = _standalone()
+    keys = _file_keys(parser)
+    given = given_on_command_line(run_argv)
+    applied: dict[str, Any] = {}
+    problems: list[str] = []
+    for key, raw in config.values.items():
+        action = keys.get(key)
+        try:
+            if action is None:
+                raise ConfigError(_unknown(key, keys))
+            value = _read_value(parser, action, key, raw, config.base)
+        except ConfigError as exc:
+            problems.append(f"{config.where(key)}: {exc}")
+            continue
+        applied[key] = raw
+        if action.dest not in given:
+            setattr(args, action.dest, value)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return applied
+
+
+def _unknown(key: str, keys: dict[str, argparse.Action]) -> str:
+    close = difflib.get_close_matches(key.replace("_", "-"), list(keys), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else "; the keys are run's flags without their dashes"
+    return f"unknown key{hint}"
+
+
+def _read_value(parser: argparse.ArgumentParser, action: argparse.Action, key: str, raw: object, base: Path) -> Any:
+    """The value as the flag reads it, so a file value is checked exactly as the flag's would be."""
+    flag = f"--{key}"
+    if action.nargs == 0:  # store_true
+        if not isinstance(raw, bool):
+            raise ConfigError(f"expected true or false, got {raw!r}")
+        tokens = [flag] if raw else []
+    elif isinstance(action, argparse._AppendAction):
+        items = raw if isinstance(raw, list) else [raw]
+        tokens = [t for item in items for t in (flag, _scalar(item))]
+    else:
+        tokens = [flag, _scalar(raw)]
+    try:
+        value = getattr(parser.parse_args(tokens), action.dest)
+    except ConfigError as exc:
+        raise ConfigError(str(exc).removeprefix(f"argument {'/'.join(action.option_strings)}: ")) from None
+    _check_more(action.dest, value)
+    return _relative_to(value, base)
+
+
+def _scalar(value: object) -> str:
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise ConfigError(f"expected a string or a number, got {value!r}")
+    return str(value)
+
+
+def _check_more(dest: str, value: Any) -> None:
+    """What the run would only refuse later, without naming the file: refused here, with the file's key."""
+    from qa.harness.plan import parse_shard
+    from qa.scenario.schema import parse_duration
+
+    try:
+        if dest == "timeout" and value is not None:
+            parse_duration(value)
+        elif dest == "shard" and value is not None:
+            parse_shard(value)
+        elif dest == "bot_set":
+            for item in value:
+                parse_override(item)
+    except (ValueError, QAError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _relative_to(value: Any, base: Path) -> Any:
+    if isinstance(value, Path):
+        return value if value.is_absolute() else base / value
+    if isinstance(value, list):
+        return [_relative_to(v, base) for v in value]
+    return value
+
+
+# --- the run ---------------------------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
+    """`matrix-qa run`: the config file under the flags, the checks across flags, then the run."""
+    from qa.run import RunOptions, run_sync
+
+    config = read_config(args)
+    applied = apply_config(args, argv[1:], config) if config is not None else {}
+    _check_combinations(args)
+    own = list(args.scenarios_dir or [])
+    settings = registry.settings_from(args)  # every backend's own options, by dest
+    options = RunOptions(
+        profile=args.profile, scenario_ids=args.scenario, keywords=list(args.keyword),
+        scenario_paths=own if args.no_builtin_scenarios else [*_library(), *own],
+        bot_file=args.bot, bot_command=args.bot_command,
+        homeserver=registry.choose(args.homeserver, settings), homeserver_port=args.homeserver_port,
+        homeserver_settings=settings, model=args.model, base_url=args.base_url, api=args.api,
+        model_timeout_s=args.model_timeout, model_retries=args.model_retries,
+        provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
+        record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,
+        fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
+        fork_server=not args.no_fork_server, shard=_shard(args.shard),
+        shard_durations=_shard_durations(args.shard_durations),
+        bot_overrides=dict(parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
+        repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
+        keep_work_dir=args.keep_work_dir,
+        config_file=config.path if config is not None else None, config_settings=applied,
+    )
+    return run_sync(options)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    if args.shard_durations is not None and args.shard is None:
+        raise QAError("--shard-durations only balances a --shard I/N run")
+    if args.min_pass_rate is not None and args.repeat == 1:
+        raise QAError("--min-pass-rate needs --repeat N (N > 1): one attempt passes or fails, it has no rate")
+    if args.rerun_failed is not None:
+        args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
+    if args.no_builtin_scenarios and not args.scenarios_dir:
+        raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
+
+
+def _library() -> list[Path]:
+    from qa.run import default_scenario_paths
+
+    return default_scenario_paths()
+
+
+def _shard(text: str | None) -> Any:
+    from qa.harness.plan import parse_shard
+
+    return parse_shard(text) if text is not None else None
+
+
+def _rerun_ids(path: Path, chosen: list[str]) -> list[str]:
+    """The scenario ids --rerun-failed takes from an earlier run's summary."""
+    from qa.report.repeats import rerun_ids
+    from qa.report.writer import load_summary
+
+    if chosen:
+        raise QAError("give either --rerun-failed SUMMARY.json or --scenario ID, not both")
+    summary = load_summary(path)
+    ids = rerun_ids(summary)
+    if not ids:
+        raise QAError(f"{path}: nothing to rerun: no scenario of run {summary.runId} failed, was interrupted or "
+                      f"was left unrun (its status: {summary.status})")
+    return ids
+
+
+def _shard_durations(path: Path | None) -> dict[str, float] | None:
+    """Scenario durations from an earlier summary; skipped scenarios tell nothing about how long one takes."""
+    if path is None:
+        return None
+    from qa.report.writer import load_summary
+
+    summary = load_summary(path)
+    return {r.id: r.durationMs for r in summary.scenarios if r.status != "skip"}

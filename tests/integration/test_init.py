@@ -1,0 +1,59 @@
+"""`matrix-qa init` then `matrix-qa run`, as a bot author would, on the independent nio bot: a pass."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.integration.conftest import REPO, cli
+
+pytestmark = pytest.mark.integration
+
+NIO_BOT = REPO / "tests" / "bots" / "nio_reply_bot.py"
+
+
+def test_init_then_run_passes_on_an_independent_bot(tmp_path: Path) -> None:
+    project = tmp_path / "my-bot-repo"
+    project.mkdir()
+    made = cli("init", "--name", "nio-bot", "--command", f"{{python}} {NIO_BOT}", "--ready-log", "^syncing as @",
+               "--capabilities", "threads,restart", cwd=project)
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.splitlines()[-1] == "next: matrix-qa run"
+    ran = cli("run", "--progress", "plain", cwd=project, tmpdir=tmp_path)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    summary = json.loads((project / "artifacts" / "matrix-qa" / "matrix-qa-summary.json").read_text())
+    assert summary["status"] == "pass"
+    assert [(s["id"], s["status"]) for s in summary["scenarios"]] == [("hello", "pass")]
+    assert summary["environment"]["bot"]["name"] == "nio-bot"
+    assert summary["environment"]["configFile"] == str(project / "matrix-qa.toml")
+
+
+WRONG = """\
+id: wrong-answer
+title: expects an answer the bot never gives
+steps:
+  - send: {as: driver, mention: bot, body: "reply with only this exact marker: {token}", id: ask}
+
+  - expect_reply: {to: ask, body: "not what the model says"}
+"""
+
+
+def test_a_failed_step_of_a_real_run_is_annotated_on_its_line(tmp_path: Path) -> None:
+    project = tmp_path / "repo"
+    project.mkdir()
+    made = cli("init", "--command", f"{{python}} {NIO_BOT}", "--ready-log", "^syncing as @", cwd=project)
+    assert made.returncode == 0, made.stderr
+    (project / "matrix-qa" / "scenarios" / "wrong.yaml").write_text(WRONG)
+    ran = cli("run", "--progress", "plain", "-k", "wrong", cwd=project, tmpdir=tmp_path)
+    assert ran.returncode == 1, ran.stdout + ran.stderr
+    summary = project / "artifacts" / "matrix-qa" / "matrix-qa-summary.json"
+    done = subprocess.run([sys.executable, "-m", "qa.report.annotations", str(summary), "--root", str(project)],
+                          cwd=project, capture_output=True, text=True, check=False, timeout=60)
+    assert done.returncode == 0, done.stderr
+    [line] = done.stdout.splitlines()
+    assert line.startswith("::error file=matrix-qa/scenarios/wrong.yaml,line=6,"
+                           "title=matrix-qa%3A wrong-answer failed at step 2 (expect_reply)::"), line
