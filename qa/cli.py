@@ -12,8 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from qa.errors import QAError
 from qa.homeserver import registry
+from qa.kernel.errors import QAError
 
 EXIT_USAGE = 2
 

@@ -21,10 +21,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
+from qa.kernel.errors import InfraError
 from qa.report.redact import redact
 from qa.waiting import Stream, WaitTimeout
 

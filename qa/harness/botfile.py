@@ -31,8 +31,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from qa.errors import ConfigError
 from qa.harness.capabilities import Capability
+from qa.kernel.errors import ConfigError
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
 # The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.

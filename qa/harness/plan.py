@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 CANARY = "canary"
 

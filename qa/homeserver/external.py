@@ -24,9 +24,9 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from qa.errors import ConfigError, InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret, register_with_token
+from qa.kernel.errors import ConfigError, InfraError
 from qa.report.redact import MIN_SECRET_LENGTH
 from qa.urls import clean_http_url, shown_url
 

@@ -39,12 +39,12 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
-from qa.errors import InfraError
 from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
 from qa.homeserver.registration import redact, register_with_shared_secret
 from qa.homeserver.seeded_boot import TEMPLATE_ENV
+from qa.kernel.errors import InfraError
 
 DEFAULT_SERVER_NAME = "localhost"
 DEFAULT_START_TIMEOUT_S = 60.0

@@ -13,7 +13,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.homeserver import container
 from qa.homeserver.backends.tuwunel import DEFAULT_IMAGE
 from qa.homeserver.base import UserCredentials
@@ -26,6 +25,7 @@ from qa.homeserver.container import (
     remove_all_containers,
 )
 from qa.homeserver.registration import register_with_token
+from qa.kernel.errors import InfraError
 
 __all__ = ["DEFAULT_IMAGE", "LABEL", "TuwunelHomeserver", "build_container_spec", "connect_docker",
            "remove_all_containers"]

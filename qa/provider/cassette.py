@@ -48,7 +48,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, SequenceNode
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.provider.apis import NAMES as API_NAMES
 from qa.provider.placeholders import RUN_NAME, is_known_name, template_names
 from qa.scenario.markers import TOKEN_NAMES, MarkerError

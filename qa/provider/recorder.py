@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from qa.clock import utc_now_iso
+from qa.kernel.clock import utc_now_iso
 from qa.provider import apis
 from qa.provider.apis.anthropic import ANTHROPIC, KEY_HEADER, VERSION_HEADER
 from qa.provider.apis.base import ModelApi, ParsedRequest

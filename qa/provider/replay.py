@@ -22,7 +22,7 @@ from typing import Any
 
 from aiohttp import web
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.provider import cassette as cassettes
 from qa.provider.answering import error_response, usage_of
 from qa.provider.apis.base import ModelApi, ParsedRequest, usage_from

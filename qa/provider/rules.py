@@ -53,7 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.library import builtin_rules_dir
 from qa.patterns import Regex
 

@@ -26,8 +26,8 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from qa.errors import ConfigError
 from qa.harness.plan import CANARY
+from qa.kernel.errors import ConfigError
 from qa.report.summary import (
     MergedRun,
     RunError,

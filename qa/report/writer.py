@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report.html import render_html
 from qa.report.junit import render_junit
 from qa.report.markdown import render_markdown

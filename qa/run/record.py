@@ -15,12 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.clock import mono_ms, utc_now_iso
-from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.capabilities import MEANING
 from qa.harness.output import Output
 from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
+from qa.kernel.clock import mono_ms, utc_now_iso
+from qa.kernel.errors import ConfigError, InfraError, QAError
 from qa.report.lock_evidence import lock_section
 from qa.report.lock_picture import write_lock_pictures
 from qa.report.lock_timeline import tag_scenarios

@@ -44,7 +44,7 @@ class Scheduler:
         self.running: set[str] = set()  # scenarios that started (their results may never come back)
         # A scenario cut short by the run's end files its partial result here (qa.scenario.runner).
         self.interrupted: list[ScenarioResult] = []
-        self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.errors.HomeserverError)
+        self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.kernel.errors.HomeserverError)
         self.ran_as: dict[str, str] = {}  # an infra retry: id planned → id it last ran as
 
     async def run(self, plan: list[Any], resources: RunResources) -> None:

@@ -22,7 +22,7 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
 

@@ -18,8 +18,6 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
-from qa.clock import mono_ms
-from qa.errors import HomeserverError, QAError
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -27,6 +25,8 @@ from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
+from qa.kernel.clock import mono_ms
+from qa.kernel.errors import HomeserverError, QAError
 from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines

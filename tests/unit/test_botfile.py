@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from qa.agent.overrides import validate_agent_overrides
-from qa.errors import ConfigError
 from qa.harness.botfile import (
     BotFile,
     ReadySpec,
@@ -17,6 +16,7 @@ from qa.harness.botfile import (
     command_bot_file,
     load_bot_file,
 )
+from qa.kernel.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str, name: str = "bot.yaml") -> Path:

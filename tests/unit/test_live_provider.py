@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from qa.errors import ConfigError, InfraError
+from qa.kernel.errors import ConfigError, InfraError
 from qa.provider.live import (
     DEFAULT_BASE_URL,
     LiveProvider,

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report import writer
 from qa.report.ci_summary import render_ci_summary, write_github_step_summary
 from qa.report.junit import render_junit

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.scenario.fields import parse_duration
 from qa.scenario.loader import (
     ScenarioError,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.homeserver.external import resolve_external_settings
+from qa.kernel.errors import ConfigError
 from qa.provider.live import resolve_live_settings
 from qa.report.redact import MIN_SECRET_LENGTH, REDACTED, redact_file
 from qa.urls import clean_http_url, shown_url
