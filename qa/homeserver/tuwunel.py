@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from qa.homeserver import container
-from qa.homeserver.backends.tuwunel import DEFAULT_IMAGE
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.container import (
     DEFAULT_START_TIMEOUT_S,
@@ -25,6 +24,7 @@ from qa.homeserver.container import (
     remove_all_containers,
 )
 from qa.homeserver.registration import register_with_token
+from qa.homeserver.tuwunel_image import DEFAULT_IMAGE
 from qa.kernel.errors import InfraError
 
 __all__ = ["DEFAULT_IMAGE", "LABEL", "TuwunelHomeserver", "build_container_spec", "connect_docker",

@@ -7,12 +7,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from qa.homeserver.registry import Backend, Option, Settings, StartRequest, register
+from qa.homeserver.tuwunel_image import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver
-
-DEFAULT_IMAGE = "ghcr.io/matrix-construct/tuwunel:v1.5.1"
-
 
 def _create(request: StartRequest) -> Homeserver:
     from qa.homeserver.tuwunel import TuwunelHomeserver
