@@ -10,6 +10,9 @@ hostile input:
   nesting is refused past MAX_DEPTH while composing, so the recursion never gets deep;
 - raw control characters: PyYAML's ReaderError gives a character offset; it is turned into line:column here.
 
+`locate` walks a composed node tree back from a pydantic error's location to the YAML that holds it, so every
+file the runner reads (scenarios, rules, cassettes, bot files) names the line of a bad field the same way.
+
 Limits, and why: a real scenario nests about eight levels and expands to a few thousand nodes; rule-file tool
 arguments nest a little deeper. 64 levels and 100 000 nodes leave a wide margin and still stop a bomb in
 milliseconds.
@@ -20,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 MAX_DEPTH = 64
 MAX_NODES = 100_000
@@ -62,7 +65,8 @@ def _line_col(text: str, position: int) -> tuple[int, int]:
     return line, position - (before.rfind("\n") + 1) + 1
 
 
-def _reader_problem(text: str, exc: yaml.reader.ReaderError) -> YAMLProblem:
+def reader_problem(text: str, exc: yaml.reader.ReaderError) -> YAMLProblem:
+    """PyYAML's complaint about a control character, at line:column instead of a character offset."""
     line, column = _line_col(text, exc.position) if isinstance(exc.position, int) else (None, None)
     char = exc.character
     shown = f"#x{char:04x}" if isinstance(char, int) else repr(char)
@@ -123,7 +127,7 @@ def compose(text: str) -> tuple[Node | None, object]:
         loader = _DepthLimitedLoader(text)  # the reader checks every character here, for a str
         root = loader.get_single_node()
     except yaml.reader.ReaderError as exc:
-        raise _reader_problem(text, exc) from None
+        raise reader_problem(text, exc) from None
     try:
         if root is None:
             return None, None
@@ -132,3 +136,36 @@ def compose(text: str) -> tuple[Node | None, object]:
     finally:
         loader.dispose()
 
+
+# --- from a validation error's location back to the YAML that holds it -------------------------------------
+
+
+def mapping_pair(node: MappingNode, key: str | int) -> tuple[Node, Node] | None:
+    """(key node, value node) of `key` in a mapping node, or None."""
+    for key_node, value_node in node.value:
+        if isinstance(key_node, ScalarNode) and key_node.value == str(key):
+            return key_node, value_node
+    return None
+
+
+def locate(root: Node, loc: tuple[str | int, ...], *, at_key: bool) -> Node:
+    """The deepest node the location reaches; `at_key` points at the final key rather than its value."""
+    node = root
+    parts = list(loc)
+    for i, part in enumerate(parts):
+        if part == "[key]":  # pydantic's marker for "the dict key itself was invalid"; handled one level up
+            break
+        last = i == len(parts) - 1
+        if isinstance(node, MappingNode):
+            pair = mapping_pair(node, part)
+            if pair is None:
+                return node  # e.g. a missing field: the mapping that should have held it
+            key_is_bad = i + 1 < len(parts) and parts[i + 1] == "[key]"
+            if key_is_bad or (last and at_key):
+                return pair[0]
+            node = pair[1]
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return node
+    return node

@@ -25,7 +25,7 @@ from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
 from qa.kernel.errors import InfraError
-from qa.report.redact import redact
+from qa.shared.redact import redact
 from qa.waiting import Stream, WaitTimeout
 
 Proc = asyncio.subprocess.Process | ForkedProcess

@@ -31,6 +31,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
+from qa import safe_yaml
 from qa.harness.capabilities import Capability
 from qa.kernel.errors import ConfigError
 
@@ -244,9 +245,6 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def load_bot_file(path: Path) -> BotFile:
     """Read and check a bot file; every problem is a ConfigError naming file:line and the field."""
-    from qa.safe_yaml import _reader_problem  # a control character's offset as line:column, like scenarios
-    from qa.scenario.loader import _locate  # the node walker that gives scenario errors their line numbers
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -254,7 +252,7 @@ def load_bot_file(path: Path) -> BotFile:
     try:
         loader = yaml.SafeLoader(text)  # the reader checks every character here, before the try below
     except yaml.reader.ReaderError as exc:
-        problem = _reader_problem(text, exc)
+        problem = safe_yaml.reader_problem(text, exc)
         where = f":{problem.line}:{problem.column}" if problem.line else ""
         raise ConfigError(f"{path}{where}: {problem}") from None
     try:
@@ -278,7 +276,7 @@ def load_bot_file(path: Path) -> BotFile:
         lines = []
         for err in exc.errors(include_url=False):
             loc = tuple(err["loc"])
-            node = _locate(root, loc, at_key=err["type"] == "extra_forbidden") if root is not None else None
+            node = safe_yaml.locate(root, loc, at_key=err["type"] == "extra_forbidden") if root is not None else None
             where = f":{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None else ""
             message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
             if err["type"] == "literal_error":

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from qa.kernel.clock import utc_now_iso
-from qa.report.redact import redact
+from qa.shared.redact import redact
 
 if TYPE_CHECKING:
     from qa.harness.progress import LiveProgress

@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from qa.kernel.errors import ConfigError
-
-CANARY = "canary"
+from qa.shared.canary import CANARY
 
 
 class _Planned(Protocol):

@@ -27,7 +27,7 @@ import aiohttp
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret, register_with_token
 from qa.kernel.errors import ConfigError, InfraError
-from qa.report.redact import MIN_SECRET_LENGTH
+from qa.shared.redact import MIN_SECRET_LENGTH
 from qa.urls import clean_http_url, shown_url
 
 ENV_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"

@@ -51,7 +51,7 @@ from qa import safe_yaml
 from qa.kernel.errors import ConfigError
 from qa.provider.apis import NAMES as API_NAMES
 from qa.provider.placeholders import RUN_NAME, is_known_name, template_names
-from qa.scenario.markers import TOKEN_NAMES, MarkerError
+from qa.shared.markers import TOKEN_NAMES, MarkerError
 
 FORMAT = "matrix-qa.cassette/v1"
 SUFFIXES = (".yaml", ".json")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from qa.kernel.errors import ConfigError, InfraError
-from qa.report.redact import MIN_SECRET_LENGTH, redact
+from qa.shared.redact import MIN_SECRET_LENGTH, redact
 from qa.urls import clean_http_url
 
 APIS = ("chat", "responses", "anthropic")

@@ -36,7 +36,7 @@ from qa.provider.cassette import Cassette, CassetteError, Exchange, assemble, du
 from qa.provider.matching import canonical_request, session_of
 from qa.provider.placeholders import Placeholders
 from qa.provider.rules import Reply, ToolCall
-from qa.report.redact import redact, redact_data
+from qa.shared.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from qa.run.options import (
 from qa.run.provider import start_provider
 from qa.run.record import run_error, write_record
 from qa.run.scheduler import Scheduler
-from qa.scenario.markers import MarkerFactory
+from qa.shared.markers import MarkerFactory
 
 if TYPE_CHECKING:
     from qa.scenario.runner import RunResources

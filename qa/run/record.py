@@ -146,7 +146,7 @@ def _environment(run: Run) -> Environment:
 def _redact_artifacts(run_dir: Path, secrets: list[str]) -> None:
     """A last sweep over every file the run left (homeserver logs, anything copied): what was written
     without going through redaction on its way is redacted here."""
-    from qa.report.redact import redact_file
+    from qa.shared.redact import redact_file
 
     for path in sorted(run_dir.rglob("*")):
         if path.is_file() and not path.is_symlink():

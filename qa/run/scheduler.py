@@ -21,10 +21,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qa.harness.output import Output
-from qa.harness.plan import CANARY, runs_alone
+from qa.harness.plan import runs_alone
 from qa.provider.record_replay import after_scenario, bind_scope
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id
 from qa.report.summary import Failure, InfraRetry, ScenarioResult, latency_stats
+from qa.shared.canary import CANARY
 
 if TYPE_CHECKING:
     from qa.scenario.runner import RunResources

@@ -27,11 +27,11 @@ from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import HomeserverError, QAError
-from qa.report.redact import redact
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.settings import bot_settings, uses_encryption
+from qa.shared.redact import redact
 from qa.waiting import WaitTimeout, run_unless
 
 KEYS_TIMEOUT_S = 30.0
