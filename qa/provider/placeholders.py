@@ -3,7 +3,7 @@
 What changes from run to run in what a bot sends its model:
 
 * the scenario's markers (`{token}` … `{token9}`, qa.shared.markers), fresh per run and per scenario;
-* the run's suffix in every user's localpart (`mqa-bot-canary-1a2b3c`, qa.scenario.runner._localpart), which a
+* the run's suffix in every user's localpart (`mqa-bot-canary-1a2b3c`, run_localpart_suffix), which a
   mention puts in the body;
 * Matrix event and room ids (a reaction notice names the message it reacted to), random per run.
 
@@ -40,7 +40,7 @@ def scope_values(tokens: Mapping[str, str], run_id: str) -> dict[str, str]:
 
 
 def run_localpart_suffix(run_id: str) -> str:
-    # Kept equal to qa.scenario.runner._localpart by a unit test.
+    # The runner ends every user's localpart with it (qa.scenario.runner), so a mention templates as {run}.
     return run_id[-6:].lower()
 
 

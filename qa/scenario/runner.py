@@ -27,6 +27,7 @@ from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import HomeserverError, QAError
+from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
@@ -78,7 +79,7 @@ class RunResources:
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", scenario_id.lower()).strip("-")[:40]
-    return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
+    return f"mqa-{role}-{slug}-{run_localpart_suffix(run_id)}"  # the suffix a cassette templates as {run}
 
 
 async def run_scenario(scenario: Any, res: RunResources, say: Any) -> ScenarioResult:
