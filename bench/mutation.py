@@ -30,7 +30,8 @@ REPO = Path(__file__).resolve().parents[1]
 MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/lock_evidence.py": ["tests/unit/test_lock_evidence.py", "tests/unit/test_lock_evidence_foreign.py",
                                    "tests/unit/test_lock_life_evidence.py", "tests/unit/test_lock_section.py",
-                                   "tests/unit/test_lock_evidence_edges.py"],
+                                   "tests/unit/test_lock_evidence_edges.py",
+                                   "tests/unit/test_lock_evidence_streaming.py"],
     "qa/agent/compaction.py": ["tests/unit/test_compaction.py"],
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],

@@ -23,13 +23,13 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
 from qa.kernel.errors import ConfigError
+from qa.safe_yaml import Loc, field_path
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
 from qa.shared.canary import CANARY
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
-Loc = tuple[str | int, ...]
 
 
 class ScenarioError(ConfigError):
@@ -78,17 +78,6 @@ class ScenarioErrors(ScenarioError):
 
     def format(self) -> str:
         return "\n".join(e.format() for e in self.errors)
-
-
-def field_path(loc: Loc) -> str:
-    """The location steps.1.send.body as a field path: steps[1].send.body."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
 
 
 # --- walking the YAML node tree ----------------------------------------------------------------------------
@@ -249,11 +238,8 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
     try:
         out.scenario = Scenario.model_validate(data, context={"source_path": path})
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            node = safe_yaml.locate(root, loc, at_key=err["type"] == "extra_forbidden")
-            shown = tuple(p for p in loc if p != "[key]")
-            out.error(_message(err), node, shown)
+        for problem in safe_yaml.field_errors(exc, root):
+            out.error(_message(problem.error), problem.node, tuple(p for p in problem.loc if p != "[key]"))
     if out.scenario is not None:
         _check_rule_files(out, root, rule_cache)
         _check_media_fixtures(out, root)

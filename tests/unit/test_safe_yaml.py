@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from qa import safe_yaml
 from qa.safe_yaml import MAX_DEPTH, MAX_NODES, YAMLProblem
@@ -73,3 +74,85 @@ def test_a_raw_control_character_is_located() -> None:
 def test_escaped_control_characters_are_still_yaml() -> None:
     _, data = safe_yaml.compose('a: "x\\ty"\n')
     assert data == {"a": "x\ty"}
+
+
+# --- locating a validation error in the YAML it came from (one helper for every file the runner reads) ---------
+
+class Inner(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    size: int
+
+
+class Outer(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    items: list[Inner] = []
+    labels: dict[str, str] = {}
+
+
+def located(text: str) -> list[tuple[tuple[str | int, ...], str, str, str]]:
+    """(loc, kind, message, where) of each problem of `text` as an Outer."""
+    root, data = safe_yaml.compose(text)
+    with pytest.raises(ValidationError) as info:
+        Outer.model_validate(data)
+    return [(p.loc, p.kind, p.message, p.where()) for p in safe_yaml.field_errors(info.value, root)]
+
+
+def test_a_bad_value_is_located_at_the_value() -> None:
+    assert located("name: n\nitems:\n  - size: 1\n  -   size: big\n") == [
+        (("items", 1, "size"), "int_parsing",
+         "Input should be a valid integer, unable to parse string as an integer", ":4:13"),
+    ]
+
+
+def test_an_unknown_field_is_located_at_its_key_and_a_missing_one_at_the_mapping() -> None:
+    assert located("name: n\nitems:\n  - {size: 1,   colour: red}\n  - {}\n") == [
+        (("items", 0, "colour"), "extra_forbidden", "Extra inputs are not permitted", ":3:17"),
+        (("items", 1, "size"), "missing", "Field required", ":4:5"),
+    ]
+    assert located("\nitems: []\n") == [(("name",), "missing", "Field required", ":2:1")]
+
+
+def test_a_bad_key_is_located_at_the_key() -> None:
+    assert located("name: n\nlabels:\n  ok: x\n  7: y\n")[0][::3] == (("labels", 7, "[key]"), ":4:3")
+
+
+def test_the_value_error_prefix_is_dropped_and_nothing_else() -> None:
+    root, _ = safe_yaml.compose("a: 1\n")
+    error = {"type": "value_error", "loc": ("a",), "msg": "Value error, Value error, no", "input": 1}
+    problem = safe_yaml.FieldError(error, safe_yaml.locate(root, ("a",), at_key=False))  # type: ignore[arg-type]
+    assert problem.message == "Value error, no" and problem.where() == ":1:4"
+    assert safe_yaml.FieldError(error, None).where() == ""  # type: ignore[arg-type]
+
+
+def test_without_a_document_nothing_is_located() -> None:
+    with pytest.raises(ValidationError) as info:
+        Outer.model_validate({})
+    assert [p.node for p in safe_yaml.field_errors(info.value, None)] == [None]
+    assert safe_yaml.line_of(None, ("name",)) == 1
+
+
+def test_line_of_is_the_deepest_node_that_exists() -> None:
+    root, _ = safe_yaml.compose("a:\n  b:\n    - x\n    - y\nc: 1\n")
+    assert safe_yaml.line_of(root, ("a", "b", 1)) == 4
+    assert safe_yaml.line_of(root, ("a", "b", 2)) == 3  # past the end: the list itself
+    assert safe_yaml.line_of(root, ("a", "missing")) == 2  # the mapping that lacks it
+    assert safe_yaml.line_of(root, ("c", "deeper")) == 5
+    assert safe_yaml.line_of(root, ()) == 1
+
+
+def test_field_path_writes_indexes_in_brackets() -> None:
+    assert safe_yaml.field_path(("steps", 1, "send", "body")) == "steps[1].send.body"
+    assert safe_yaml.field_path((0, "a", 2, 3)) == "[0].a[2][3]"
+    assert safe_yaml.field_path(()) == ""
+
+
+def test_a_document_that_refuses_aliases() -> None:
+    refused = "no anchors here"
+    for text in ("a: &x 1\nb: *x\n", "a: &x [1]\nb: [*x]\n", "? &k k\n: v\nw: *k\n"):
+        with pytest.raises(YAMLProblem, match=refused) as info:
+            safe_yaml.compose(text, no_aliases=refused)
+        assert info.value.line is None
+        assert safe_yaml.compose(text)[0] is not None  # aliases are fine unless refused
+    assert safe_yaml.compose("a: [1, 1]\nb: {c: 1}\n", no_aliases=refused)[1] == {"a": [1, 1], "b": {"c": 1}}
+    assert safe_yaml.compose("", no_aliases=refused) == (None, None)
