@@ -55,6 +55,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/shared/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],
     "qa/kernel/lock_settings.py": ["tests/unit/test_lock_settings.py"],
     "qa/shared/markers.py": ["tests/unit/test_markers.py"],
+    "qa/safe_yaml.py": ["tests/unit/test_safe_yaml.py"],
     "qa/evidence/pairing.py": ["tests/unit/test_pairing.py"],
     "qa/evidence/order.py": ["tests/unit/test_pairing.py"],
     "qa/harness/capabilities.py": ["tests/unit/test_capabilities.py"],

@@ -76,6 +76,38 @@ def test_escaped_control_characters_are_still_yaml() -> None:
     assert data == {"a": "x\ty"}
 
 
+def test_the_limits_are_the_documented_ones() -> None:
+    assert (MAX_DEPTH, MAX_NODES) == (64, 100_000)
+
+
+def test_the_depth_limit_is_exact_and_located_at_the_first_level_too_deep() -> None:
+    # The top-level mapping is the first level: x's value may open MAX_DEPTH - 2 lists inside the first one.
+    assert safe_yaml.compose(nested(MAX_DEPTH - 1))[1] is not None
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose(nested(MAX_DEPTH))
+    assert (str(info.value), info.value.line, info.value.column) == (
+        f"nested deeper than {MAX_DEPTH} levels", 1, len("x: ") + MAX_DEPTH)
+
+
+def test_the_depth_counts_the_path_down_not_every_node_seen() -> None:
+    # Many siblings, each nested deep but within the limit: leaving a node gives its level back.
+    sibling = "[" * (MAX_DEPTH - 4) + "]" * (MAX_DEPTH - 4)
+    _, data = safe_yaml.compose("x: [" + ", ".join([sibling] * 5) + "]\ny: " + sibling + "\n")
+    assert isinstance(data, dict) and len(data["x"]) == 5
+
+
+def test_a_problem_may_have_no_place() -> None:
+    problem = YAMLProblem("why")
+    assert (str(problem), problem.line, problem.column) == ("why", None, None)
+
+
+def test_a_control_character_is_named_with_how_to_write_it() -> None:
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose("a: '\x1b'\n")
+    assert str(info.value) == ("control character #x001b is not allowed in YAML (write it as an escape in a "
+                               "double-quoted string if you mean it)")
+
+
 # --- locating a validation error in the YAML it came from (one helper for every file the runner reads) ---------
 
 class Inner(BaseModel):
