@@ -65,6 +65,13 @@ def test_a_recursive_alias_is_refused() -> None:
         safe_yaml.compose("a: &a [1, *a]\n")
 
 
+def test_a_recursive_alias_is_located_at_the_node_that_contains_itself() -> None:
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose("x: 1\na: &a [1, *a]\n")
+    assert (str(info.value), info.value.line, info.value.column) == (
+        "an alias refers to a node that contains it (recursive YAML is not allowed)", 2, 4)
+
+
 def test_a_raw_control_character_is_located() -> None:
     with pytest.raises(YAMLProblem, match="control character #x0007") as info:
         safe_yaml.compose("a: 1\nb: 'x\x07y'\n")
