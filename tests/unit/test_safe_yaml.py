@@ -41,6 +41,39 @@ def test_the_node_limit_counts_the_expanded_tree() -> None:
         safe_yaml.compose(text)
 
 
+def hundreds(padding: int, copies: int = 998) -> str:
+    """`a` is a list of 100 nodes, `b` holds `copies` aliases of it and `padding` scalars: the document stands for
+    root + 2 keys + a + b = 1 + 2 + 100 + (1 + 100 * copies + padding) nodes."""
+    return "a: &a [" + ", ".join(["x"] * 99) + "]\nb: [" + ", ".join(["*a"] * copies + ["y"] * padding) + "]\n"
+
+
+def test_the_node_limit_is_exact() -> None:
+    assert safe_yaml.compose(hundreds(96))[1] is not None  # exactly MAX_NODES
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose(hundreds(97))
+    assert (str(info.value), info.value.line, info.value.column) == (
+        f"expands to more than {MAX_NODES} nodes once its aliases are expanded (an alias bomb?)", 1, 1)
+
+
+def test_the_node_that_overflows_is_named_where_it_starts() -> None:
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose("pad: 1\n" + hundreds(0, copies=1000))
+    assert (info.value.line, info.value.column) == (3, 4)
+
+
+def chain(layers: int) -> str:
+    """`layers` lists, each holding an alias of the one before: shallow as written, one level deeper per layer."""
+    return "\n".join(["a0: &a0 [x]"] + [f"a{i}: &a{i} [*a{i - 1}]" for i in range(1, layers)]) + "\n"
+
+
+def test_the_expanded_depth_limit_is_exact() -> None:
+    assert safe_yaml.compose(chain(MAX_DEPTH - 2))[1] is not None  # the root, 62 lists and x: 64 levels
+    with pytest.raises(YAMLProblem) as info:
+        safe_yaml.compose(chain(MAX_DEPTH - 1))
+    assert (str(info.value), info.value.line, info.value.column) == (
+        f"nests deeper than {MAX_DEPTH} levels once its aliases are expanded (an alias bomb?)", 1, 1)
+
+
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])
 def test_pathological_nesting_is_refused_with_its_line(depth: int) -> None:
     with pytest.raises(YAMLProblem, match=f"nested deeper than {MAX_DEPTH} levels") as info:
