@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -74,6 +76,19 @@ def test_the_expanded_depth_limit_is_exact() -> None:
         f"nests deeper than {MAX_DEPTH} levels once its aliases are expanded (an alias bomb?)", 1, 1)
 
 
+def test_at_exactly_the_node_limit_a_document_too_deep_is_told_too_deep() -> None:
+    # root 1 + p (key, list of 100) + q (key, list, 977 aliases of p, 54 scalars) + 63 chained layers and their
+    # keys (2142) = 100 000 nodes, reached just as the last layer goes one level too deep.
+    def padded(scalars: int) -> str:
+        return ("p: &p [" + ", ".join(["y"] * 99) + "]\nq: [" + ", ".join(["*p"] * 977 + ["y"] * scalars) + "]\n"
+                + chain(MAX_DEPTH - 1))
+
+    with pytest.raises(YAMLProblem, match=f"^nests deeper than {MAX_DEPTH} levels"):
+        safe_yaml.compose(padded(54))
+    with pytest.raises(YAMLProblem, match=f"^expands to more than {MAX_NODES} nodes"):
+        safe_yaml.compose(padded(55))
+
+
 @pytest.mark.parametrize("depth", [MAX_DEPTH + 1, 5000])
 def test_pathological_nesting_is_refused_with_its_line(depth: int) -> None:
     with pytest.raises(YAMLProblem, match=f"nested deeper than {MAX_DEPTH} levels") as info:
@@ -136,6 +151,13 @@ def test_the_depth_counts_the_path_down_not_every_node_seen() -> None:
     assert isinstance(data, dict) and len(data["x"]) == 5
 
 
+def test_leaving_a_node_gives_back_exactly_its_level() -> None:
+    # An empty list closed before a deep sibling: the sibling is as deep as it would be alone.
+    assert safe_yaml.compose("x: [[], " + "[" * (MAX_DEPTH - 2) + "]" * (MAX_DEPTH - 2) + "]\n")[1] is not None
+    with pytest.raises(YAMLProblem, match=f"nested deeper than {MAX_DEPTH} levels"):
+        safe_yaml.compose("x: [[], " + "[" * (MAX_DEPTH - 1) + "]" * (MAX_DEPTH - 1) + "]\n")
+
+
 def test_a_problem_may_have_no_place() -> None:
     problem = YAMLProblem("why")
     assert (str(problem), problem.line, problem.column) == ("why", None, None)
@@ -195,6 +217,8 @@ def test_the_value_error_prefix_is_dropped_and_nothing_else() -> None:
     problem = safe_yaml.FieldError(error, safe_yaml.locate(root, ("a",), at_key=False))  # type: ignore[arg-type]
     assert problem.message == "Value error, no" and problem.where() == ":1:4"
     assert safe_yaml.FieldError(error, None).where() == ""  # type: ignore[arg-type]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        problem.node = None  # type: ignore[misc]
 
 
 def test_without_a_document_nothing_is_located() -> None:
@@ -207,6 +231,7 @@ def test_without_a_document_nothing_is_located() -> None:
 def test_line_of_is_the_deepest_node_that_exists() -> None:
     root, _ = safe_yaml.compose("a:\n  b:\n    - x\n    - y\nc: 1\n")
     assert safe_yaml.line_of(root, ("a", "b", 1)) == 4
+    assert safe_yaml.line_of(root, ("a", "b")) == 3  # the value, not its key on the line before
     assert safe_yaml.line_of(root, ("a", "b", 2)) == 3  # past the end: the list itself
     assert safe_yaml.line_of(root, ("a", "missing")) == 2  # the mapping that lacks it
     assert safe_yaml.line_of(root, ("c", "deeper")) == 5
