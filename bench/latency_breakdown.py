@@ -5,7 +5,7 @@
 
 The run goes with bench/latency_probe on PYTHONPATH (HTTP timings of every process, see its docstring); the
 hops come from those timings, the bot's trace, the provider journal and the observed events, all on one
-clock (qa.clock). A reply counts when its trigger and its answer were both sent by a probed room_send and the
+clock (qa.kernel.clock). A reply counts when its trigger and its answer were both sent by a probed room_send and the
 answer was observed. Notices, local replies and replies after an approval (their window holds a person's
 reaction) are left out, so the table is about one plain message → answer.
 

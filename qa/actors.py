@@ -31,10 +31,10 @@ from nio import (
 from nio.store import DefaultStore
 from peewee import SqliteDatabase
 
-from qa.clock import mono_ms
-from qa.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
-from qa.errors import HomeserverError, InfraError
 from qa.evidence.events import describe_event
+from qa.kernel.clock import mono_ms
+from qa.kernel.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
+from qa.kernel.errors import HomeserverError, InfraError
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -123,7 +123,7 @@ class Actor:
             config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45, store=_TestUserStore),
         )
         self.events: Stream[dict[str, Any]] = Stream(describe_event)
-        # To-device events as nio parsed them (key verification), for qa.e2ee's SAS flow to wait on.
+        # To-device events as nio parsed them (key verification), for qa.kernel.e2ee's SAS flow to wait on.
         self.to_device: Stream[Any] = Stream(lambda e: f"{type(e).__name__} from {getattr(e, 'sender', '?')}")
         # One item per finished sync (keys maintained too): what device-list waits re-check on.
         self.syncs: Stream[int] = Stream(lambda n: f"sync {n}")
@@ -209,7 +209,7 @@ class Actor:
             raise HomeserverError(f"{self.name} could not set m.direct: HTTP {resp.status}")
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
-        # Trust on first use (see qa.e2ee): unverified devices get the room key. Plain rooms ignore the flag.
+        # Trust on first use (see qa.kernel.e2ee): unverified devices get the room key. Plain rooms ignore the flag.
         resp = await self.client.room_send(room_id, event_type, content, ignore_unverified_devices=True)
         if isinstance(resp, RoomSendError):
             raise InfraError(f"{self.name} could not send to {room_id}: {resp.message}")

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from qa.cli_run import EPILOG, add_run_arguments, cmd_run
-from qa.errors import QAError
+from qa.kernel.errors import QAError
 
 EXIT_USAGE = 2
 

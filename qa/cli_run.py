@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from qa.config_file import ConfigFile, find_config_file, load_config_file
-from qa.errors import ConfigError, QAError
 from qa.homeserver import registry
+from qa.kernel.errors import ConfigError, QAError
 
 EPILOG = """\
 examples:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 OWN_FILE = "matrix-qa.toml"
 PYPROJECT = "pyproject.toml"

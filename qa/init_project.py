@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 PLACEHOLDER = "FILL-IN"
 BOT_FILE = Path("matrix-qa/bot.yaml")

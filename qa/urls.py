@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from urllib.parse import parse_qsl, urlparse
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 # Query parameters that carry a credential in the APIs people point us at (OpenAI-compatible proxies take
 # `api-key`/`key`, Matrix takes `access_token`); matched anywhere in the name, case-insensitively.

@@ -21,11 +21,11 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
-from qa.report.redact import redact
+from qa.kernel.errors import InfraError
+from qa.shared.redact import redact
 from qa.waiting import Stream, WaitTimeout
 
 Proc = asyncio.subprocess.Process | ForkedProcess
@@ -56,6 +56,69 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+class TraceFollower:
+    """A bot's trace file, read as it grows: each new record is redacted into the scenario's copy and appended to
+    `stream`. A trace the bot truncates or rewrites when it restarts is read again from the top."""
+
+    def __init__(self, path: Path, copy: Path, secrets: list[str], stream: Stream[dict[str, Any]]) -> None:
+        self.path = path
+        self.copy = copy
+        self.stream = stream
+        self._secrets = secrets  # the run's live list, as the bot's
+        self._offset = 0
+        self._buffer = b""
+        self._head = b""
+        self._seen: tuple[int, int] = (-1, -1)
+
+    async def read(self) -> None:
+        """Whatever the bot appended since the last read (nothing, most of the time)."""
+        try:
+            stat = self.path.stat()
+        except FileNotFoundError:
+            return
+        if (stat.st_size, stat.st_mtime_ns) == self._seen:
+            return  # nothing new: the common case, every few milliseconds
+        self._seen = (stat.st_size, stat.st_mtime_ns)
+        size = stat.st_size
+        if size < self._offset or (size and not self._same_start()):
+            # The bot truncated (or rewrote) its trace on a restart: read it from the top again.
+            self._offset, self._buffer, self._head = 0, b"", b""
+        if size == self._offset:
+            return
+        with self.path.open("rb") as fh:
+            fh.seek(self._offset)
+            chunk = fh.read(size - self._offset)
+        if self._offset == 0:
+            self._head = chunk[:TRACE_HEAD]
+        self._offset += len(chunk)
+        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue  # a torn or foreign line: the trace is best effort, the artifact keeps only records
+            if isinstance(record, dict):
+                records.append(record)
+        if records:
+            self.copy.parent.mkdir(parents=True, exist_ok=True)
+            with self.copy.open("a", encoding="utf-8") as out:
+                for record in records:
+                    out.write(redact(json.dumps(record, ensure_ascii=False, separators=(",", ":")), self._secrets)
+                              + "\n")
+            for record in records:
+                await self.stream.append(record)
+
+    def _same_start(self) -> bool:
+        """Whether the file still begins as it did when we read its start (a rewrite of the same length
+        would otherwise go unseen). Only checked once something was read."""
+        if not self._head:
+            return True
+        with contextlib.suppress(OSError), self.path.open("rb") as fh:
+            return fh.read(len(self._head)) == self._head
+        return True
+
+
 class BotUnderTest:
     """One process at a time; `trace` and `log` accumulate across restarts (their files do too)."""
 
@@ -76,10 +139,7 @@ class BotUnderTest:
         self.exit_description: str | None = None
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []
-        self._trace_offset = 0
-        self._trace_buffer = b""
-        self._trace_head = b""
-        self._trace_seen: tuple[int, int] = (-1, -1)
+        self.trace_reader = TraceFollower(trace_file, trace_copy, secrets, self.trace)
         self._started_at = 0.0
         self._log_mark = 0
         # Readiness `joined` is seen from outside the bot: the scenario hands in how to wait for it.
@@ -188,7 +248,7 @@ class BotUnderTest:
         self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
         # What it traced just before it exited is evidence the running step may be waiting for: read it before
         # anyone hears of the exit, so the step sees the record rather than losing a race with the exit.
-        await self._read_trace()
+        await self.trace_reader.read()
         if not self._stopping:
             self.died.set()
         # Whatever it left behind in its process group goes with it, so the log reaches its end.
@@ -201,57 +261,10 @@ class BotUnderTest:
 
     async def _follow_trace(self, proc: Proc) -> None:
         while proc.returncode is None:
-            await self._read_trace()
+            await self.trace_reader.read()
             await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (see TRACE_POLL_S), not a sync point
-        await self._read_trace()  # what it wrote just before it exited
+        await self.trace_reader.read()  # what it wrote just before it exited
         await self.trace.close(f"bot process {describe_exit(proc.returncode)}")
-
-    async def _read_trace(self) -> None:
-        try:
-            stat = self.trace_file.stat()
-        except FileNotFoundError:
-            return
-        if (stat.st_size, stat.st_mtime_ns) == self._trace_seen:
-            return  # nothing new: the common case, every few milliseconds
-        self._trace_seen = (stat.st_size, stat.st_mtime_ns)
-        size = stat.st_size
-        if size < self._trace_offset or (size and not self._same_start()):
-            # The bot truncated (or rewrote) its trace on a restart: read it from the top again.
-            self._trace_offset, self._trace_buffer, self._trace_head = 0, b"", b""
-        if size == self._trace_offset:
-            return
-        with self.trace_file.open("rb") as fh:
-            fh.seek(self._trace_offset)
-            chunk = fh.read(size - self._trace_offset)
-        if self._trace_offset == 0:
-            self._trace_head = chunk[:TRACE_HEAD]
-        self._trace_offset += len(chunk)
-        *lines, self._trace_buffer = (self._trace_buffer + chunk).split(b"\n")
-        records = []
-        for line in lines:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue  # a torn or foreign line: the trace is best effort, the artifact keeps only records
-            if isinstance(record, dict):
-                records.append(record)
-        if records:
-            self.trace_copy.parent.mkdir(parents=True, exist_ok=True)
-            with self.trace_copy.open("a", encoding="utf-8") as out:
-                for record in records:
-                    out.write(redact(json.dumps(record, ensure_ascii=False, separators=(",", ":")), self._secrets)
-                              + "\n")
-            for record in records:
-                await self.trace.append(record)
-
-    def _same_start(self) -> bool:
-        """Whether the file still begins as it did when we read its start (a rewrite of the same length
-        would otherwise go unseen). Only checked once something was read."""
-        if not self._trace_head:
-            return True
-        with contextlib.suppress(OSError), self.trace_file.open("rb") as fh:
-            return fh.read(len(self._trace_head)) == self._trace_head
-        return True
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return [f"bot.log: {line[:300]}" for line in self.log.items[-lines:]]

@@ -31,8 +31,9 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
-from qa.errors import ConfigError
+from qa import safe_yaml
 from qa.harness.capabilities import Capability
+from qa.kernel.errors import ConfigError
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
 # The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
@@ -235,56 +236,35 @@ def _checker(bot: BotFile, field: str) -> Any:
     return check
 
 
-def _field(loc: tuple[Any, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
 def load_bot_file(path: Path) -> BotFile:
     """Read and check a bot file; every problem is a ConfigError naming file:line and the field."""
-    from qa.safe_yaml import _reader_problem  # a control character's offset as line:column, like scenarios
-    from qa.scenario.loader import _locate  # the node walker that gives scenario errors their line numbers
-
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read bot file: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        loader = yaml.SafeLoader(text)  # the reader checks every character here, before the try below
-    except yaml.reader.ReaderError as exc:
-        problem = _reader_problem(text, exc)
-        where = f":{problem.line}:{problem.column}" if problem.line else ""
-        raise ConfigError(f"{path}{where}: {problem}") from None
-    try:
-        root = loader.get_single_node()
-        if root is not None and _has_alias(root):
-            raise ConfigError(f"{path}: YAML aliases/anchors are not allowed in a bot file")
-        raw = loader.construct_document(root) if root is not None else None
+        root, raw = safe_yaml.compose(text, no_aliases="YAML aliases/anchors are not allowed in a bot file")
+    except safe_yaml.YAMLProblem as exc:
+        where = f":{exc.line}:{exc.column}" if exc.line else ""
+        raise ConfigError(f"{path}{where}: {exc}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: YAML syntax error: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: YAML error: {exc}") from None
-    finally:
-        loader.dispose()
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: a bot file is a mapping with at least `name` and `command`")
     try:
         bot = BotFile.model_validate(raw)
     except ValidationError as exc:
         lines = []
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            node = _locate(root, loc, at_key=err["type"] == "extra_forbidden") if root is not None else None
-            where = f":{node.start_mark.line + 1}:{node.start_mark.column + 1}" if node is not None else ""
-            message = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
-            if err["type"] == "literal_error":
-                message += f", got {err['input']!r}"
-            field = f"{_field(loc)}: " if loc else ""  # a whole-file rule has no single field
-            lines.append(f"{path}{where}: {field}{message.removeprefix('Value error, ')}")
+        for problem in safe_yaml.field_errors(exc, root):
+            message = "unknown field" if problem.kind == "extra_forbidden" else problem.message
+            if problem.kind == "literal_error":
+                message += f", got {problem.error['input']!r}"
+            field = f"{safe_yaml.field_path(problem.loc)}: " if problem.loc else ""  # a whole-file rule has none
+            lines.append(f"{path}{problem.where()}: {field}{message}")
         raise ConfigError("\n".join(lines)) from None
     bot._dir = path.resolve().parent
     bot._source = path
@@ -331,19 +311,6 @@ def _check_template(bot_path: Path, template: Path) -> None:
         raise ConfigError(f"{template}:{exc.lineno}: template syntax error: {exc.message}") from None
 
 
-def _has_alias(node: yaml.Node, seen: set[int] | None = None) -> bool:
-    """Anchors make a YAML tree a graph (and an alias bomb); a bot file never needs them."""
-    seen = set() if seen is None else seen
-    if id(node) in seen:
-        return True
-    seen.add(id(node))
-    if isinstance(node, yaml.MappingNode):
-        return any(_has_alias(k, seen) or _has_alias(v, seen) for k, v in node.value)
-    if isinstance(node, yaml.SequenceNode):
-        return any(_has_alias(v, seen) for v in node.value)
-    return False
-
-
 def builtin_bot_file() -> BotFile:
     """The embedded agent (qa/agent/bot.yaml), described by a bot file like any other bot."""
     return load_bot_file(BUILTIN_BOT_FILE)
@@ -363,5 +330,5 @@ def command_bot_file(command: str) -> BotFile:
         return BotFile(name="bot-command", command=argv)
     except ValidationError as exc:
         first = exc.errors()[0]
-        raise ConfigError(f"--bot-command: {_field(tuple(first['loc']))}: "
+        raise ConfigError(f"--bot-command: {safe_yaml.field_path(tuple(first['loc']))}: "
                           f"{first['msg'].removeprefix('Value error, ')}") from None

@@ -17,8 +17,8 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from qa.clock import mono_ms
 from qa.harness.fault_rules import FaultRule, FaultState
+from qa.kernel.clock import mono_ms
 
 log = logging.getLogger(__name__)
 

@@ -25,9 +25,9 @@ from typing import Any
 import jinja2
 import yaml
 
-from qa.dotted import set_dotted as dotted_set
-from qa.errors import ConfigError
 from qa.harness.botfile import BotFile
+from qa.kernel.dotted import set_dotted as dotted_set
+from qa.kernel.errors import ConfigError
 
 # Never handed to a bot, not even through the inherited environment: they are the harness's, not the bot's.
 WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY", "MATRIX_QA_LIVE_ANTHROPIC_KEY")
@@ -162,7 +162,7 @@ def apply_overrides(text: str, fmt: str, overrides: Mapping[str, Any], where: st
 
 
 def set_dotted(config: dict[str, Any], dotted: str, value: Any) -> None:
-    """`a.b.c=v` (qa.dotted, the same code that checked the override before the run started)."""
+    """`a.b.c=v` (qa.kernel.dotted, the same code that checked the override before the run started)."""
     blocked = dotted_set(config, dotted, value)
     if blocked:
         raise ConfigError(f"--bot-set {dotted}: {blocked[-1]} is not a mapping in the bot's config")

@@ -12,8 +12,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
-from qa.clock import utc_now_iso
-from qa.report.redact import redact
+from qa.kernel.clock import utc_now_iso
+from qa.shared.redact import redact
 
 if TYPE_CHECKING:
     from qa.harness.progress import LiveProgress

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 
 def check_output_dir(path: Path, label: str = "--output-dir") -> None:

@@ -9,10 +9,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from qa.errors import ConfigError
 from qa.harness.keywords import Matcher, PatternError, compile_patterns
-
-CANARY = "canary"
+from qa.kernel.errors import ConfigError
+from qa.shared.canary import CANARY
 
 
 class _Planned(Protocol):

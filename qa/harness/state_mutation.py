@@ -13,7 +13,7 @@ from pathlib import Path
 
 from qa.harness.bot_process import BotUnderTest, describe_exit
 from qa.harness.launch import fill
-from qa.report.redact import redact
+from qa.shared.redact import redact
 
 TAIL_LINES = 8
 

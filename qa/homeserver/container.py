@@ -32,11 +32,11 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.homeserver.base import Homeserver
 from qa.homeserver.external import VERSIONS_PATH, fetch_server_info, wait_until_answering
 from qa.homeserver.registration import redact
 from qa.homeserver.synapse import find_free_port
+from qa.kernel.errors import InfraError
 
 DEFAULT_START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 10

@@ -25,7 +25,6 @@ from urllib.parse import urlparse
 
 import aiohttp
 
-from qa.errors import ConfigError, InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.image_options import (
     ENV_REGISTRATION_SHARED_SECRET,
@@ -36,6 +35,7 @@ from qa.homeserver.image_options import (
     resolve_registration,
 )
 from qa.homeserver.registration import register_open, register_with_shared_secret, register_with_token
+from qa.kernel.errors import ConfigError, InfraError
 from qa.urls import clean_http_url, shown_url
 
 __all__ = ["ENV_REGISTRATION_SHARED_SECRET", "ENV_REGISTRATION_TOKEN", "ExternalHomeserver", "ExternalSettings"]

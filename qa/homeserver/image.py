@@ -21,7 +21,6 @@ from typing import Any
 
 import aiohttp
 
-from qa.errors import InfraError
 from qa.homeserver import container
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.container import DEFAULT_START_TIMEOUT_S, ContainerHomeserver, DockerFactory, loopback_spec
@@ -38,7 +37,8 @@ from qa.homeserver.image_options import (
     server_name_in,
 )
 from qa.homeserver.registration import register_open, register_with_shared_secret, register_with_token
-from qa.report.redact import MIN_SECRET_LENGTH
+from qa.kernel.errors import InfraError
+from qa.shared.redact import MIN_SECRET_LENGTH
 
 # --homeserver-env values under names like these are kept out of the artifacts like the registration secret.
 _SECRET_NAME = re.compile(r"SECRET|TOKEN|PASSWORD|PASSWD|KEY", re.IGNORECASE)

@@ -11,8 +11,9 @@ import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from qa.errors import ConfigError
-from qa.report.redact import MIN_SECRET_LENGTH
+from qa.homeserver.tuwunel_image import DEFAULT_IMAGE as TUWUNEL_IMAGE
+from qa.kernel.errors import ConfigError
+from qa.shared.redact import MIN_SECRET_LENGTH
 
 # Complement's image contract (https://github.com/matrix-org/complement#image-requirements).
 CONTRACT_PORT = 8008
@@ -142,7 +143,7 @@ class Preset:
 
 TUWUNEL = Preset(
     name="tuwunel",
-    image="ghcr.io/matrix-construct/tuwunel:v1.5.1",
+    image=TUWUNEL_IMAGE,
     env={
         "TUWUNEL_DATABASE_PATH": "/var/lib/tuwunel",
         "TUWUNEL_ADDRESS": "0.0.0.0",

@@ -24,8 +24,8 @@ from typing import Any
 
 import aiohttp
 
-from qa.errors import HomeserverError as InfraError  # every failure here is the homeserver's
 from qa.homeserver.base import UserCredentials
+from qa.kernel.errors import HomeserverError as InfraError  # every failure here is the homeserver's
 
 SHARED_SECRET_PATH = "/_synapse/admin/v1/register"
 REGISTER_PATH = "/_matrix/client/v3/register"

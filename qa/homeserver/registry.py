@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver

@@ -39,12 +39,12 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
-from qa.errors import InfraError
 from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
 from qa.homeserver.registration import redact, register_with_shared_secret
 from qa.homeserver.seeded_boot import TEMPLATE_ENV
+from qa.kernel.errors import InfraError
 
 DEFAULT_SERVER_NAME = "localhost"
 DEFAULT_START_TIMEOUT_S = 60.0
@@ -345,7 +345,7 @@ class SynapseHomeserver(Homeserver):
         self._proc = proc
         _track(proc.pid)
         try:
-            problem = await self._wait_ready(proc, t0 + self.start_timeout_s)
+            problem = await wait_ready(self.base_url, proc, t0 + self.start_timeout_s, self.start_timeout_s)
         except BaseException:
             await self.stop()
             raise
@@ -462,27 +462,6 @@ class SynapseHomeserver(Homeserver):
         self._config = config
         self._seed_database()
 
-    async def _wait_ready(self, proc: asyncio.subprocess.Process, deadline: float) -> str | None:
-        """None once /versions answers 200, else why not. Wakes at once if the process exits."""
-        url = self.base_url + VERSIONS_PATH
-        exited = asyncio.ensure_future(proc.wait())
-        try:
-            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-                while True:
-                    if exited.done():
-                        return f"exit code {proc.returncode}"
-                    with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                        async with http.get(url) as resp:
-                            if resp.status == 200:
-                                return None
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return f"did not answer {VERSIONS_PATH} within {self.start_timeout_s:g}s"
-                    await asyncio.wait({exited}, timeout=min(POLL_INTERVAL_S, remaining))
-        finally:
-            if not exited.done():
-                exited.cancel()
-
     async def _fetch_version(self) -> str | None:
         # The running server's own answer is authoritative; package metadata is the fallback.
         url = self.base_url + "/_synapse/admin/v1/server_version"
@@ -513,6 +492,29 @@ class SynapseHomeserver(Homeserver):
             message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
         secrets_ = [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
         return InfraError(redact(message, secrets_))
+
+
+async def wait_ready(base_url: str, proc: asyncio.subprocess.Process, deadline: float,
+                     timeout_s: float) -> str | None:
+    """None once /versions answers 200, else why not. Wakes at once if the process exits."""
+    url = base_url + VERSIONS_PATH
+    exited = asyncio.ensure_future(proc.wait())
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
+            while True:
+                if exited.done():
+                    return f"exit code {proc.returncode}"
+                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+                    async with http.get(url) as resp:
+                        if resp.status == 200:
+                            return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return f"did not answer {VERSIONS_PATH} within {timeout_s:g}s"
+                await asyncio.wait({exited}, timeout=min(POLL_INTERVAL_S, remaining))
+    finally:
+        if not exited.done():
+            exited.cancel()
 
 
 def _meaningful(line: str) -> bool:

@@ -14,9 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.homeserver import container
-from qa.homeserver.backends.tuwunel import DEFAULT_IMAGE
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.container import (
     DEFAULT_START_TIMEOUT_S,
@@ -29,6 +27,8 @@ from qa.homeserver.container import (
 from qa.homeserver.image import ImageHomeserver
 from qa.homeserver.image_options import TOKEN, TUWUNEL, Registration, container_env, fresh_token
 from qa.homeserver.registration import register_with_token
+from qa.homeserver.tuwunel_image import DEFAULT_IMAGE
+from qa.kernel.errors import InfraError
 
 __all__ = ["DEFAULT_IMAGE", "LABEL", "TuwunelHomeserver", "build_container_spec", "connect_docker",
            "remove_all_containers"]

@@ -45,13 +45,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.nodes import Node
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.provider.apis import NAMES as API_NAMES
 from qa.provider.placeholders import RUN_NAME, is_known_name, template_names
-from qa.scenario.markers import TOKEN_NAMES, MarkerError
+from qa.shared.markers import TOKEN_NAMES, MarkerError
 
 FORMAT = "matrix-qa.cassette/v1"
 SUFFIXES = (".yaml", ".json")
@@ -197,8 +197,8 @@ class _Reader:
         self.root = root
 
     def fail(self, where: list[str | int], problem: str) -> CassetteError:
-        line = _line_of(self.root, where)
-        shown = _field_name(where) or "(top level)"
+        line = safe_yaml.line_of(self.root, tuple(where))
+        shown = safe_yaml.field_path(tuple(where)) or "(top level)"
         return CassetteError(f"{self.path}:{line}: {shown}: {problem}")
 
     def cassette(self, data: object) -> Cassette:
@@ -306,28 +306,4 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise self.fail(where, f"expected milliseconds (a number, 0 or more), got {value!r}")
         return float(value)
-
-
-def _field_name(where: list[str | int]) -> str:
-    out = ""
-    for part in where:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
-def _line_of(root: Node | None, where: list[str | int]) -> int:
-    """1-based line of the deepest node of `where` that exists (the field itself, or its parent)."""
-    node = root
-    line = node.start_mark.line + 1 if node is not None else 1
-    for part in where:
-        child = None
-        if isinstance(node, MappingNode):
-            child = next((v for k, v in node.value if getattr(k, "value", None) == part), None)
-        elif isinstance(node, SequenceNode) and isinstance(part, int) and part < len(node.value):
-            child = node.value[part]
-        if child is None:
-            break
-        node = child
-        line = node.start_mark.line + 1
-    return line
 

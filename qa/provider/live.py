@@ -26,8 +26,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
-from qa.errors import ConfigError, InfraError
-from qa.report.redact import MIN_SECRET_LENGTH, redact
+from qa.kernel.errors import ConfigError, InfraError
+from qa.shared.redact import MIN_SECRET_LENGTH, redact
 from qa.urls import clean_http_url
 
 APIS = ("chat", "responses", "anthropic")

@@ -15,13 +15,13 @@ import difflib
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
 from qa.provider.cassette import Exchange
 from qa.provider.placeholders import Placeholders
+from qa.shared.replay_miss import Miss
 
 # What of a message the model reads; anything else a client adds (its own bookkeeping) does not change the answer.
 _MESSAGE_KEYS = ("role", "name", "content", "tool_calls", "tool_call_id")
@@ -58,15 +58,6 @@ def session_of(request: dict[str, Any]) -> str:
             break
     digest = hashlib.sha256(json.dumps(opening, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
     return digest[:8]
-
-
-@dataclass
-class Miss:
-    """A request no exchange matched: the nearest recorded one and the diff, recorded → this run."""
-
-    request: dict[str, Any]
-    nearest: Exchange | None
-    diff: list[str]
 
 
 class Matcher:

@@ -4,7 +4,7 @@ Completions (`/v1/chat/completions`), OpenAI Responses (`/v1/responses`), Anthro
 The bot under test talks to it exactly as it would talk to a live provider, through its normal SDK. Replies come
 from rules (qa.provider.rules), the same rules for every API: a rule matches the request's common view (its last
 user text, tools, tool results) and its answer is rendered in the request's API. Every request is journaled
-(qa.provider.journal) with monotonic timestamps (qa.clock) so the report can line model I/O up against the bot's
+(qa.provider.journal) with monotonic timestamps (qa.kernel.clock) so the report can line model I/O up against the bot's
 lock holds.
 
 The harness runs it in-process, on the harness's own event loop:
@@ -33,7 +33,7 @@ from typing import Any
 
 from aiohttp import web
 
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.provider.answering import error_response, rules_view, usage_of
 from qa.provider.apis.base import ModelApi, ParsedRequest, is_text_chunk, reply_chunks
 from qa.provider.journal import JournalEntry

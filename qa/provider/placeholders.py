@@ -2,12 +2,12 @@
 
 What changes from run to run in what a bot sends its model:
 
-* the scenario's markers (`{token}` … `{token9}`, qa.scenario.markers), fresh per run and per scenario;
-* the run's suffix in every user's localpart (`mqa-bot-canary-1a2b3c`, qa.scenario.runner._localpart), which a
+* the scenario's markers (`{token}` … `{token9}`, qa.shared.markers), fresh per run and per scenario;
+* the run's suffix in every user's localpart (`mqa-bot-canary-1a2b3c`, run_localpart_suffix), which a
   mention puts in the body;
 * Matrix event and room ids (a reaction notice names the message it reacted to), random per run.
 
-A cassette stores them in the scenario template syntax (qa.scenario.markers): `{token}`, `{run}`, and
+A cassette stores them in the scenario template syntax (qa.shared.markers): `{token}`, `{run}`, and
 `{event1}`, `{room1}` … numbered by first appearance within one request. Literal braces are doubled, so the
 mapping is exact in both directions: `expand(template(text)) == text` for every text.
 
@@ -20,8 +20,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from qa.scenario import markers
-from qa.scenario.markers import Marker
+from qa.shared import markers
+from qa.shared.markers import Marker
 
 RUN_NAME = "run"
 # Synapse's event ids (room v4+) are `$` and 43 url-safe base64 characters; room ids are `!opaque:server`.
@@ -40,7 +40,7 @@ def scope_values(tokens: Mapping[str, str], run_id: str) -> dict[str, str]:
 
 
 def run_localpart_suffix(run_id: str) -> str:
-    # Kept equal to qa.scenario.runner._localpart by a unit test.
+    # The runner ends every user's localpart with it (qa.scenario.runner), so a mention templates as {run}.
     return run_id[-6:].lower()
 
 

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.provider.placeholders import scope_values
 
 

@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from qa.clock import utc_now_iso
+from qa.kernel.clock import utc_now_iso
 from qa.provider import apis
 from qa.provider.apis.anthropic import ANTHROPIC, KEY_HEADER, VERSION_HEADER
 from qa.provider.apis.base import ModelApi, ParsedRequest
@@ -36,7 +36,7 @@ from qa.provider.cassette import Cassette, CassetteError, Exchange, assemble, du
 from qa.provider.matching import canonical_request, session_of
 from qa.provider.placeholders import Placeholders
 from qa.provider.rules import Reply, ToolCall
-from qa.report.redact import redact, redact_data
+from qa.shared.redact import redact, redact_data
 
 log = logging.getLogger(__name__)
 

@@ -22,17 +22,18 @@ from typing import Any
 
 from aiohttp import web
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.provider import cassette as cassettes
 from qa.provider.answering import error_response, usage_of
 from qa.provider.apis.base import ModelApi, ParsedRequest, usage_from
 from qa.provider.apis.chat import CHAT
 from qa.provider.cassette import Cassette, Exchange, response_summary
 from qa.provider.journal import JournalEntry
-from qa.provider.matching import Matcher, Miss, canonical_request
+from qa.provider.matching import Matcher, canonical_request
 from qa.provider.placeholders import PlaceholderError, Placeholders
 from qa.provider.rules import ErrorReply, Reply, ToolCall
 from qa.provider.server import ModelServer
+from qa.shared.replay_miss import Miss
 
 # What a re-recording of a cassette needs, per API: the `--api` flag and the variable the key is read from.
 _RECORD_FLAGS = {"chat": ("", "OPENAI_API_KEY"), "responses": (" --api responses", "OPENAI_API_KEY"),

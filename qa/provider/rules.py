@@ -50,10 +50,10 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import Node
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.library import builtin_rules_dir
 from qa.patterns import Regex
 
@@ -502,16 +502,6 @@ def decide(
 # --- loading ----------------------------------------------------------------------------------------------
 
 
-def _rule_lines(root: Node | None) -> list[int]:
-    """1-based line of each item under `rules`: only used to make error messages findable."""
-    if not isinstance(root, MappingNode):
-        return []
-    for key, value in root.value:
-        if isinstance(key, ScalarNode) and key.value == "rules" and isinstance(value, SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
-
-
 def _known_fields(names: list[str]) -> list[str]:
     """Field names of the model at a location such as ["rules", "reply"] (list indexes left out)."""
     model: Any = RuleFile
@@ -527,10 +517,11 @@ def _known_fields(names: list[str]) -> list[str]:
     return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []
 
 
-def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> tuple[int | None, str]:
-    loc = list(err["loc"])
-    msg = str(err["msg"]).removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
+def _format_error(problem: safe_yaml.FieldError, raw: Any, root: Node | None) -> tuple[int | None, str]:
+    """A problem of rule N is told at the line where rule N starts, with its name when it has one."""
+    loc = list(problem.loc)
+    msg = problem.message
+    if problem.kind == "extra_forbidden":
         known = _known_fields([p for p in loc[:-1] if isinstance(p, str)])
         msg = f"unknown field (known: {', '.join(known)})" if known else "unknown field"
     if len(loc) >= 2 and loc[0] == "rules" and isinstance(loc[1], int):
@@ -542,7 +533,7 @@ def _format_error(err: Mapping[str, Any], raw: Any, lines: list[int]) -> tuple[i
             if name is not None:
                 head += f" (name {name!r})"
         field_path = ".".join(str(p) for p in loc[2:])
-        line = lines[index] if index < len(lines) else None
+        line = safe_yaml.line_of(root, ("rules", index))
         return line, f"{head}: {field_path + ': ' if field_path else ''}{msg}"
     return None, f"{'.'.join(str(p) for p in loc) or '<top level>'}: {msg}"
 
@@ -563,8 +554,7 @@ def parse_rules(text: str, source: Path | str = "<string>") -> list[Rule]:
     try:
         return list(RuleFile.model_validate(raw).rules)
     except ValidationError as err:
-        lines = _rule_lines(root)
-        problems = [_format_error(e, raw, lines) for e in err.errors()]
+        problems = [_format_error(problem, raw, root) for problem in safe_yaml.field_errors(err, root)]
         raise RuleFileError(source, problems) from None
 
 

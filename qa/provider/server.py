@@ -16,7 +16,7 @@ from typing import Any
 
 from aiohttp import web
 
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.provider import apis
 from qa.provider.answering import (
     Pace,

@@ -127,7 +127,7 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
         # Also when the session's end is cut short (a second Ctrl-C, an error in another plugin's teardown).
         config.add_cleanup(session.stop)
     if not session.started:
-        from qa.errors import QAError
+        from qa.kernel.errors import QAError
         from qa.pytest_plugin.items import plan_of
 
         try:

@@ -24,7 +24,7 @@ MAX_ID = 60
 
 class ScenarioFile(pytest.File):
     def collect(self) -> list[pytest.Item]:
-        from qa.errors import ConfigError
+        from qa.kernel.errors import ConfigError
         from qa.scenario.loader import load_scenario
 
         try:

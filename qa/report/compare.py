@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report.headline import ScenarioLock, scenario_locks
 from qa.report.summary import ScenarioResult, Summary, latency_stats
 from qa.report.text import human_ms, signed_ms

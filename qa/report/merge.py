@@ -26,8 +26,7 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
-from qa.errors import ConfigError
-from qa.harness.plan import CANARY
+from qa.kernel.errors import ConfigError
 from qa.report.summary import (
     MergedRun,
     RunError,
@@ -38,6 +37,7 @@ from qa.report.summary import (
     latency_stats,
 )
 from qa.report.verdict import run_verdict
+from qa.shared.canary import CANARY
 
 # Which duplicate result wins: a failure anywhere must show in the merged record.
 _STATUS_RANK = {"interrupted": 0, "fail": 1, "pass": 2, "skip": 3}

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from qa.provider.matching import Miss
 from qa.report.summary import Failure, ScenarioResult
+from qa.shared.replay_miss import Miss
 
 # A diff of a long conversation is long: each one is cut here, in the summary and the report alike.
 MAX_DIFF_LINES = 200

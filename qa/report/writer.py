@@ -17,12 +17,12 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report.html import render_html
 from qa.report.junit import render_junit
 from qa.report.markdown import render_markdown
-from qa.report.redact import redact, redact_data
 from qa.report.summary import SCHEMA, Summary
+from qa.shared.redact import redact, redact_data
 
 SUMMARY_FILE = "matrix-qa-summary.json"
 REPORT_FILE = "matrix-qa-report.md"

@@ -19,13 +19,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.clock import mono_ms, utc_now_iso
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
 from qa.homeserver.base import Homeserver
+from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.provider.record_replay import bot_key, load_for_replay
 from qa.report.summary import RunError, ScenarioResult, Timings
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
@@ -41,7 +41,7 @@ from qa.run.options import (
 from qa.run.provider import start_provider
 from qa.run.record import run_error, write_record
 from qa.run.scheduler import Scheduler
-from qa.scenario.markers import MarkerFactory
+from qa.shared.markers import MarkerFactory
 
 if TYPE_CHECKING:
     from qa.scenario.runner import RunResources

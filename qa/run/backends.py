@@ -9,12 +9,12 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
-from qa.errors import InfraError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer, uses_fork_server
 from qa.harness.output import Output
 from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
+from qa.kernel.errors import InfraError
 from qa.run.options import RunOptions
 
 

@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from qa.errors import InfraError
 from qa.harness.bot_process import kill_all_bots
 from qa.harness.fork_server import kill_all_fork_servers
 from qa.harness.output import Output
 from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
+from qa.kernel.errors import InfraError
 from qa.report.summary import Deadline, ScenarioResult
 from qa.report.verdict import signal_exit_code
 from qa.run.options import parse_timeout

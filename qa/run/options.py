@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.errors import ConfigError
 from qa.harness.botfile import (
     BotFile,
     builtin_bot_file,
@@ -24,6 +23,7 @@ from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import Shard, select, shard_plan
 from qa.homeserver import registry
+from qa.kernel.errors import ConfigError
 from qa.provider.record_replay import record_replay_misplaced
 from qa.report.repeats import attempt_id
 from qa.scenario.loader import load_scenarios

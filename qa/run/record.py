@@ -15,16 +15,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from qa.clock import mono_ms, utc_now_iso
-from qa.errors import ConfigError, InfraError, QAError
 from qa.harness.capabilities import MEANING
 from qa.harness.output import Output
 from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
+from qa.kernel.clock import mono_ms, utc_now_iso
+from qa.kernel.errors import ConfigError, InfraError, QAError
 from qa.report.lock_evidence import lock_section
 from qa.report.lock_picture import write_lock_pictures
 from qa.report.lock_timeline import tag_scenarios
-from qa.report.redact import redact_data
 from qa.report.repeats import attempt_id, combine_attempts
 from qa.report.summary import (
     BotInfo,
@@ -40,6 +39,7 @@ from qa.report.summary import (
 from qa.report.verdict import NOTHING_RAN, nothing_ran, run_verdict
 from qa.report.writer import write_reports
 from qa.run.provider import journal_intervals, provider_info, write_journal
+from qa.shared.redact import redact_data
 
 if TYPE_CHECKING:
     from qa.run import Run
@@ -151,7 +151,7 @@ def _environment(run: Run) -> Environment:
 def _redact_artifacts(run_dir: Path, secrets: list[str]) -> None:
     """A last sweep over every file the run left (homeserver logs, anything copied): what was written
     without going through redaction on its way is redacted here."""
-    from qa.report.redact import redact_file
+    from qa.shared.redact import redact_file
 
     for path in sorted(run_dir.rglob("*")):
         if path.is_file() and not path.is_symlink():

@@ -21,10 +21,11 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qa.harness.output import Output
-from qa.harness.plan import CANARY, runs_alone
+from qa.harness.plan import runs_alone
 from qa.provider.record_replay import after_scenario, bind_scope
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id
 from qa.report.summary import Failure, InfraRetry, ScenarioResult, latency_stats
+from qa.shared.canary import CANARY
 
 if TYPE_CHECKING:
     from qa.scenario.runner import RunResources
@@ -44,7 +45,7 @@ class Scheduler:
         self.running: set[str] = set()  # scenarios that started (their results may never come back)
         # A scenario cut short by the run's end files its partial result here (qa.scenario.runner).
         self.interrupted: list[ScenarioResult] = []
-        self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.errors.HomeserverError)
+        self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.kernel.errors.HomeserverError)
         self.ran_as: dict[str, str] = {}  # an infra retry: id planned → id it last ran as
 
     async def run(self, plan: list[Any], resources: RunResources) -> None:

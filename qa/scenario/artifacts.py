@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from qa.report.redact import redact
+from qa.shared.redact import redact
 
 if TYPE_CHECKING:
     from qa.report.summary import ScenarioResult

@@ -22,14 +22,14 @@ from pydantic_core import ErrorDetails
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from qa import safe_yaml
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
+from qa.safe_yaml import Loc, field_path
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
+from qa.shared.canary import CANARY
 
-CANARY_ID = "canary"
 SCENARIO_SUFFIXES = (".yaml", ".yml")
 
-Loc = tuple[str | int, ...]
 
 
 class ScenarioError(ConfigError):
@@ -80,48 +80,7 @@ class ScenarioErrors(ScenarioError):
         return "\n".join(e.format() for e in self.errors)
 
 
-def field_path(loc: Loc) -> str:
-    """The location steps.1.send.body as a field path: steps[1].send.body."""
-    out = ""
-    for part in loc:
-        if isinstance(part, int):
-            out += f"[{part}]"
-        else:
-            out += ("." if out else "") + str(part)
-    return out
-
-
 # --- walking the YAML node tree ----------------------------------------------------------------------------
-
-
-def _mapping_pair(node: MappingNode, key: str | int) -> tuple[Node, Node] | None:
-    for key_node, value_node in node.value:
-        if isinstance(key_node, ScalarNode) and key_node.value == str(key):
-            return key_node, value_node
-    return None
-
-
-def _locate(root: Node, loc: Loc, *, at_key: bool) -> Node:
-    """The deepest node the location reaches; `at_key` points at the final key rather than its value."""
-    node = root
-    parts = list(loc)
-    for i, part in enumerate(parts):
-        if part == "[key]":  # pydantic's marker for "the dict key itself was invalid"; handled one level up
-            break
-        last = i == len(parts) - 1
-        if isinstance(node, MappingNode):
-            pair = _mapping_pair(node, part)
-            if pair is None:
-                return node  # e.g. a missing field: the mapping that should have held it
-            key_is_bad = i + 1 < len(parts) and parts[i + 1] == "[key]"
-            if key_is_bad or (last and at_key):
-                return pair[0]
-            node = pair[1]
-        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-        else:
-            return node
-    return node
 
 
 def _duplicate_keys(node: Node, loc: Loc, seen_nodes: set[int]) -> Iterator[tuple[Node, Loc, Node]]:
@@ -209,7 +168,7 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
         name = key
         loc: Loc = ("provider", "rules", index)
         for problem in cache[name]:
-            out.error(f"rule file {problem}", _locate(root, loc, at_key=False), loc)
+            out.error(f"rule file {problem}", safe_yaml.locate(root, loc, at_key=False), loc)
 
 
 def _check_media_fixtures(out: _Loaded, root: Node) -> None:
@@ -225,8 +184,8 @@ def _check_media_fixtures(out: _Loaded, root: Node) -> None:
             folder = media_fixture(out.path, "")
             known = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_file() and p.suffix != ".py")) \
                 if folder.is_dir() else "none"
-            out.error(f"no media fixture {name!r} in {folder} (known: {known})", _locate(root, loc, at_key=False),
-                      loc)
+            out.error(f"no media fixture {name!r} in {folder} (known: {known})",
+                      safe_yaml.locate(root, loc, at_key=False), loc)
 
 
 def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _Loaded:
@@ -280,11 +239,8 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
     try:
         out.scenario = Scenario.model_validate(data, context={"source_path": path})
     except ValidationError as exc:
-        for err in exc.errors(include_url=False):
-            loc = tuple(err["loc"])
-            node = _locate(root, loc, at_key=err["type"] == "extra_forbidden")
-            shown = tuple(p for p in loc if p != "[key]")
-            out.error(describe_error(err), node, shown)
+        for problem in safe_yaml.field_errors(exc, root):
+            out.error(describe_error(problem.error), problem.node, tuple(p for p in problem.loc if p != "[key]"))
     if out.scenario is not None:
         _check_rule_files(out, root, rule_cache)
         _check_media_fixtures(out, root)
@@ -329,7 +285,7 @@ def _as_paths(dir_or_paths: str | Path | Iterable[str | Path]) -> list[str | Pat
 
 def _plan_order(scenario: Scenario) -> tuple[bool, str, str]:
     path = scenario.source_path or Path()
-    return (scenario.id != CANARY_ID, path.name, str(path))
+    return (scenario.id != CANARY, path.name, str(path))
 
 
 def _load_all(dir_or_paths: str | Path | Iterable[str | Path]) -> tuple[list[Scenario], list[ScenarioError]]:
@@ -347,8 +303,8 @@ def _load_all(dir_or_paths: str | Path | Iterable[str | Path]) -> tuple[list[Sce
         sid = item.scenario.id
         if sid in first_by_id:
             first = first_by_id[sid]
-            first_line = _locate(first.root, ("id",), at_key=False).start_mark.line + 1 if first.root else 1
-            node = _locate(item.root, ("id",), at_key=False) if item.root else None
+            first_line = safe_yaml.locate(first.root, ("id",), at_key=False).start_mark.line + 1 if first.root else 1
+            node = safe_yaml.locate(item.root, ("id",), at_key=False) if item.root else None
             item.error(f"duplicate scenario id {sid!r} (also in {first.path}:{first_line})", node, ("id",))
             errors.append(item.errors[-1])
             continue

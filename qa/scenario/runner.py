@@ -19,8 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
-from qa.clock import mono_ms
-from qa.errors import HomeserverError, QAError
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -28,11 +26,14 @@ from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
-from qa.report.redact import redact
+from qa.kernel.clock import mono_ms
+from qa.kernel.errors import HomeserverError, QAError
+from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.settings import bot_settings, uses_encryption
+from qa.shared.redact import redact
 from qa.waiting import WaitTimeout, run_unless
 
 KEYS_TIMEOUT_S = 30.0
@@ -79,7 +80,7 @@ class RunResources:
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
     slug = re.sub(r"[^a-z0-9]+", "-", scenario_id.lower()).strip("-")[:40]
-    return f"mqa-{role}-{slug}-{run_id[-6:].lower()}"
+    return f"mqa-{role}-{slug}-{run_localpart_suffix(run_id)}"  # the suffix a cassette templates as {run}
 
 
 async def run_scenario(scenario: Any, res: RunResources, say: Any,

@@ -51,9 +51,9 @@ def test_a_trace_truncated_on_restart_is_read_again(tmp_path: Path) -> None:
 
     async def scenario() -> list[dict]:
         trace.write_text('{"type":"ready","t":1000}\n')
-        await bot._read_trace()
+        await bot.trace_reader.read()
         trace.write_text('{"type":"ready","t":2000}\n')  # the restarted bot truncated and rewrote it
-        await bot._read_trace()
+        await bot.trace_reader.read()
         return bot.trace.items
 
     items = asyncio.run(scenario())

@@ -137,8 +137,8 @@ def build_images(client: Any) -> None:
 
 
 def _answers() -> Any | None:
-    from qa.errors import InfraError
     from qa.homeserver.tuwunel import connect_docker
+    from qa.kernel.errors import InfraError
 
     try:
         return connect_docker(timeout=10)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.report.redact import scan_for_secrets
+from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import REPO, cli, our_processes
 
 pytestmark = pytest.mark.integration

@@ -24,8 +24,8 @@ from typing import Any
 
 import pytest
 
-from qa.errors import InfraError
 from qa.homeserver.tuwunel import DEFAULT_IMAGE, LABEL, TuwunelHomeserver, remove_all_containers
+from qa.kernel.errors import InfraError
 from tests.integration.conftest import REPO, cli
 from tests.integration.docker_standin import (
     CRASHING,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.scenario.markers import MarkerFactory
+from qa.shared.markers import MarkerFactory
 
 pytestmark = pytest.mark.integration
 

@@ -18,7 +18,7 @@ import aiohttp
 import pytest
 
 from qa.homeserver.synapse import SynapseHomeserver
-from qa.report.redact import scan_for_secrets
+from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import REPO, cli, our_processes
 
 pytestmark = pytest.mark.integration

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import InfraError
 from qa.harness.bot_process import BotUnderTest
 from qa.harness.botfile import builtin_bot_file
 from qa.harness.fork_server import ForkServer
 from qa.harness.launch import Launch
+from qa.kernel.errors import InfraError
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from qa.harness.plan import CANARY, Shard
+from qa.harness.plan import Shard
+from qa.shared.canary import CANARY
 from tests.integration.conftest import REPO, RunResult, borrowing, cli, our_processes, run_in_process
 from tests.integration.shared_synapse import SessionSynapse
 

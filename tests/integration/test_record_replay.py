@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.report.redact import scan_for_secrets
-from qa.scenario.markers import TOKEN_RE, MarkerFactory
+from qa.shared.markers import TOKEN_RE, MarkerFactory
+from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import REPO, run_in_process
 from tests.openai_standin import OpenAIStandIn
 

@@ -14,9 +14,9 @@ from typing import Any
 import aiohttp
 import pytest
 
-from qa.errors import InfraError
 from qa.homeserver.registration import register_with_token
 from qa.homeserver.synapse import SynapseHomeserver, kill_all_children
+from qa.kernel.errors import InfraError
 
 pytestmark = pytest.mark.integration
 

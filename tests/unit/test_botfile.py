@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from qa.agent.overrides import validate_agent_overrides
-from qa.errors import ConfigError
 from qa.harness.botfile import (
     BotFile,
     ReadySpec,
@@ -17,6 +16,7 @@ from qa.harness.botfile import (
     command_bot_file,
     load_bot_file,
 )
+from qa.kernel.errors import ConfigError
 
 
 def _write(tmp_path: Path, text: str, name: str = "bot.yaml") -> Path:
@@ -173,6 +173,8 @@ EXACTLY_ONE = "ready: ready needs exactly one condition: {trace: true}, {log: RE
      ":1:8: control character #x0007 is not allowed in YAML (write it as an escape in a double-quoted string if "
      "you mean it)"),
     ("name: b\ncommand: [x]\nconfig_template: missing.j2\n", ": config_template: {dir}/missing.j2 does not exist"),
+    # Read through qa.safe_yaml like every other file: pathological nesting stops before pydantic sees it.
+    ("name: b\ncommand: " + "[" * 70 + "]" * 70 + "\n", ":2:73: nested deeper than 64 levels"),
 ])
 def test_each_bad_bot_file_gets_its_exact_message(tmp_path: Path, text: str, expected: str) -> None:
     path = _write(tmp_path, text)

@@ -8,8 +8,8 @@ from typing import get_args
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.harness.capabilities import MEANING, Capability, Need, missing, needs, skip_reason
+from qa.kernel.errors import ConfigError
 from qa.scenario.loader import load_scenarios
 
 REPO = Path(__file__).resolve().parents[2]

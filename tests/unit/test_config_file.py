@@ -14,7 +14,7 @@ import pytest
 from qa import cli
 from qa.cli_run import _file_keys, _standalone, apply_config
 from qa.config_file import ConfigFile, find_config_file, load_config_file
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.run import Run
 
 # A valid value for each flag whose value a bare type cannot make up.

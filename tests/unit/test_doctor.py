@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.kernel.doctor import run_doctor
 from qa.kernel.lock_settings import LockSettings
 from qa.kernel.lockfile import Judgement, Observation, exit_code, judge

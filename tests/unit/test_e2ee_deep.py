@@ -15,8 +15,8 @@ from nio import KeyVerificationCancel, KeyVerificationKey, KeyVerificationStart
 from qa.agent import state_tools
 from qa.agent.config import AgentConfig
 from qa.agent.verification import VERIFICATION, BotE2EE, devices_to_withhold
-from qa.e2ee import sas_mismatch, session_comparison
 from qa.harness.capabilities import missing, needs, skip_reason
+from qa.kernel.e2ee import sas_mismatch, session_comparison
 from qa.scenario.artifacts import strip_transcript_bodies
 from qa.scenario.loader import load_scenarios, validate_paths
 from qa.scenario.steps.encryption import leaks

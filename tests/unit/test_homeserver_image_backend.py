@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from qa.errors import InfraError
 from qa.homeserver import image as image_module
 from qa.homeserver.base import UserCredentials
 from qa.homeserver.container import LABEL
 from qa.homeserver.image import ImageHomeserver
 from qa.homeserver.image_options import OPEN, SHARED_SECRET, TOKEN, Registration
 from qa.homeserver.registration import register_open
+from qa.kernel.errors import InfraError
 
 PASSWORD = "a-password-0123"
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.homeserver import registry
 from qa.homeserver.backends import image as image_backend
 from qa.homeserver.image import env_secrets
@@ -32,7 +31,8 @@ from qa.homeserver.image_options import (
     resolve_registration,
     server_name_in,
 )
-from qa.report.redact import MIN_SECRET_LENGTH
+from qa.kernel.errors import ConfigError
+from qa.shared.redact import MIN_SECRET_LENGTH
 
 TOKEN_VALUE = "token-0123456789"
 SECRET_VALUE = "secret-0123456789"

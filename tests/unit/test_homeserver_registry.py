@@ -14,9 +14,9 @@ import pytest
 
 import qa.run as run_module
 from qa.cli import build_parser, main
-from qa.errors import ConfigError
 from qa.harness.output import Output
 from qa.homeserver import registry
+from qa.kernel.errors import ConfigError
 from qa.run import Run, RunOptions
 from qa.run.lifecycle import kill_everything
 from qa.run.options import check_backend_options, preflight

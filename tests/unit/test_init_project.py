@@ -12,7 +12,6 @@ import yaml
 from qa.cli import main
 from qa.cli_run import _standalone, apply_config
 from qa.config_file import load_config_file
-from qa.errors import ConfigError
 from qa.harness.botfile import load_bot_file
 from qa.init_project import (
     BOT_FILE,
@@ -25,6 +24,7 @@ from qa.init_project import (
     files,
     init,
 )
+from qa.kernel.errors import ConfigError
 from qa.scenario.json_schema import schema_for, schema_text
 from qa.scenario.loader import load_scenario
 

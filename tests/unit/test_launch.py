@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.harness.botfile import BotFile, builtin_bot_file, load_bot_file
 from qa.harness.launch import LaunchFacts, build_launch, set_dotted
+from qa.kernel.errors import ConfigError
 
 
 def _facts(tmp_path: Path, **changes: object) -> LaunchFacts:
@@ -258,7 +258,7 @@ def test_a_relative_cwd_is_under_the_bot_files_folder_and_an_absolute_one_is_kep
 
 
 def test_the_blocked_path_below_a_wildcard_names_the_wildcard_and_the_key_before_it() -> None:
-    from qa.dotted import set_dotted as raw_set
+    from qa.kernel.dotted import set_dotted as raw_set
 
     config: dict[str, object] = {"cfg": {"rooms": {"!a": {"policy": 3}}}}
     assert raw_set(config, "cfg.rooms.*.policy.mention", False) == ["cfg", "rooms", "*", "policy"]

@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from qa.errors import ConfigError, InfraError
+from qa.kernel.errors import ConfigError, InfraError
 from qa.provider.live import (
     ANTHROPIC_BASE_URL,
     DEFAULT_BASE_URL,

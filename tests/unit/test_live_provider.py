@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 
-from qa.errors import ConfigError, InfraError
+from qa.kernel.errors import ConfigError, InfraError
 from qa.provider.live import (
     DEFAULT_BASE_URL,
     LiveProvider,
@@ -19,8 +19,8 @@ from qa.provider.live import (
     resolve_live_settings,
 )
 from qa.provider.mock import MockProvider
-from qa.report.redact import redact, scan_for_secrets
 from qa.run.record import artifact_hint
+from qa.shared.redact import redact, scan_for_secrets
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-0123456789abcdef"

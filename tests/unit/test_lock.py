@@ -23,8 +23,8 @@ from qa.agent.lock import (
     release_all_held,
 )
 from qa.agent.transcript import FencedWriteError, Transcript
-from qa.clock import mono_ms
 from qa.kernel import lockfile
+from qa.kernel.clock import mono_ms
 from qa.kernel.lock_settings import LockSettings
 from qa.kernel.trace import Trace, read_trace
 

@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from qa.scenario.markers import (
+from qa.shared.markers import (
     TOKEN_NAMES,
     TOKEN_RE,
     Marker,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from qa.cli import main
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report.markdown import render_markdown
 from qa.report.merge import MergeInput, artifact_prefix, merge_lock, merge_summaries
 from qa.report.summary import (

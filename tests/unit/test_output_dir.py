@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.harness.output_dir import check_output_dir
+from qa.kernel.errors import ConfigError
 
 
 def test_a_new_or_existing_directory_is_fine(tmp_path: Path) -> None:

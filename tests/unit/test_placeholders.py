@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from qa.provider.placeholders import PlaceholderError, Placeholders, run_localpart_suffix, scope_values
-from qa.scenario.markers import MarkerFactory
 from qa.scenario.runner import _localpart
+from qa.shared.markers import MarkerFactory
 
 TOKENS = {"token": "MQA-0123abcd", "token2": "MQA-4567ef01"}
 VALUES = {**TOKENS, "run": "9f8e7d"}

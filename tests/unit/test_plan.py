@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from qa.cli import main
-from qa.errors import ConfigError
-from qa.harness.plan import CANARY, Shard, in_profile, parse_shard, picked, runs_alone, select, shard_plan
+from qa.harness.plan import Shard, in_profile, parse_shard, picked, runs_alone, select, shard_plan
+from qa.kernel.errors import ConfigError
 from qa.scenario.steps.lifecycle import RestartBot, RestartHomeserver, StopBot
 from qa.scenario.steps.messages import Send
 from qa.scenario.steps.registry import STEP_TYPES
 from qa.scenario.steps.replies import ExpectReply
+from qa.shared.canary import CANARY
 
 
 @dataclass

@@ -20,8 +20,8 @@ from qa.harness.botfile import builtin_bot_file
 from qa.pytest_plugin.failure import MatrixQAUsageError
 from qa.pytest_plugin.fixture import MatrixQA, Skip, TestScenario, _validated
 from qa.pytest_plugin.items import scenario_id_of
-from qa.scenario.markers import MarkerFactory
 from qa.scenario.steps.registry import STEP_TYPES
+from qa.shared.markers import MarkerFactory
 
 pytest_plugins = ["pytester"]
 REPO = Path(__file__).resolve().parents[2]

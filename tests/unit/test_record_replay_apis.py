@@ -17,8 +17,8 @@ from qa.provider import cassette as cassettes
 from qa.provider.placeholders import scope_values
 from qa.provider.recorder import STAND_IN_KEY, RecordingProxy
 from qa.provider.replay import ReplayProvider, load_cassettes, rerecord_hint
-from qa.report.redact import scan_for_secrets
-from qa.scenario.markers import TOKEN_RE, MarkerFactory
+from qa.shared.markers import TOKEN_RE, MarkerFactory
+from qa.shared.redact import scan_for_secrets
 from tests.openai_standin import OpenAIStandIn
 
 PARAMETERS = {"type": "object", "properties": {"command": {"type": "string"}}}

@@ -6,12 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.provider.matching import Miss
 from qa.provider.record_replay import after_scenario, bind_scope, bot_key
 from qa.provider.recorder import STAND_IN_KEY
 from qa.report.summary import ScenarioResult
 from qa.run import RunOptions
-from qa.scenario.markers import MarkerFactory
+from qa.shared.markers import MarkerFactory
+from qa.shared.replay_miss import Miss
 
 
 @dataclass

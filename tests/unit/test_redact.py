@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qa.report.redact import MIN_SECRET_LENGTH, REDACTED, redact, redact_data, scan_for_secrets
+from qa.shared.redact import MIN_SECRET_LENGTH, REDACTED, redact, redact_data, scan_for_secrets
 
 
 def test_the_placeholder_and_the_minimum_length() -> None:

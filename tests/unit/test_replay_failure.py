@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from qa.provider.cassette import Exchange
-from qa.provider.matching import Miss
 from qa.report.markdown import render_markdown
 from qa.report.replay_failure import MAX_DIFF_LINES, apply_replay_misses
 from qa.report.summary import Failure, ScenarioResult
+from qa.shared.replay_miss import Miss
 from tests.unit.test_report_render import make_summary
 
 HINT = "re-record it: `matrix-qa run --provider live --model m --record fixtures/cassettes --scenario s`"

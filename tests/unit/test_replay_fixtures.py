@@ -10,7 +10,7 @@ import yaml
 from qa.harness.plan import select
 from qa.provider.replay import load_cassettes
 from qa.scenario.loader import load_scenarios
-from qa.scenario.markers import TOKEN_RE
+from qa.shared.markers import TOKEN_RE
 
 REPO = Path(__file__).resolve().parents[2]
 CASSETTES = REPO / "fixtures" / "cassettes"

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
 from qa.report import writer
 from qa.report.ci_summary import render_ci_summary, write_github_step_summary
 from qa.report.junit import render_junit
 from qa.report.markdown import fence_open_after, fence_states, human_ms, percentile, render_markdown
-from qa.report.redact import REDACTED, redact, scan_for_secrets
 from qa.report.summary import (
     SCHEMA,
     Counts,
@@ -32,6 +31,7 @@ from qa.report.summary import (
     count,
 )
 from qa.report.writer import load_summary, sanitize_events, write_reports
+from qa.shared.redact import REDACTED, redact, scan_for_secrets
 
 # ---------------------------------------------------------------------------------------------------------
 # Hand-built runs

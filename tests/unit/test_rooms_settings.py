@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from qa.agent.config import AgentConfig
-from qa.errors import ConfigError
 from qa.harness.botfile import builtin_bot_file
 from qa.harness.capabilities import needs
 from qa.harness.launch import LaunchFacts, build_launch
+from qa.kernel.errors import ConfigError
 from qa.scenario.loader import load_scenarios
 from qa.scenario.runner import bot_settings
 

@@ -16,8 +16,8 @@ from qa.harness.output import Output
 from qa.report.summary import ScenarioResult
 from qa.run import Run, RunOptions
 from qa.run.options import attempts
-from qa.scenario.markers import MarkerFactory
 from qa.scenario.runner import RunResources
+from qa.shared.markers import MarkerFactory
 from tests.unit.test_report_render import make_summary
 
 

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
+from qa.kernel.errors import ConfigError
+from qa.safe_yaml import field_path
 from qa.scenario.fields import parse_duration
 from qa.scenario.loader import (
     ScenarioError,
     ScenarioErrors,
-    field_path,
     load_scenario,
     load_scenarios,
     validate_paths,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from qa.errors import ConfigError
 from qa.homeserver.external import resolve_external_settings
+from qa.kernel.errors import ConfigError
 from qa.provider.live import resolve_live_settings
-from qa.report.redact import MIN_SECRET_LENGTH, REDACTED, redact_file
+from qa.shared.redact import MIN_SECRET_LENGTH, REDACTED, redact_file
 from qa.urls import clean_http_url, shown_url
 
 SECRET = "s3cr3t-Value-42"
@@ -144,7 +144,7 @@ def test_a_crash_mid_redaction_leaves_a_hidden_file_named_for_the_one_redacted(
         seen.append(Path(src).name)
         raise OSError("disk gone")
 
-    monkeypatch.setattr("qa.report.redact.os.replace", crash)
+    monkeypatch.setattr("qa.shared.redact.os.replace", crash)
     with pytest.raises(OSError, match="disk gone"):
         redact_file(path, [SECRET])
     assert len(seen) == 1 and seen[0].startswith(".bot.log.") and seen[0].endswith(".redacting")

@@ -13,9 +13,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from qa.errors import InfraError
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret
+from qa.kernel.errors import InfraError
 from qa.scenario.runner import _create_rooms
 
 SECRET = "the-shared-secret"

@@ -15,7 +15,7 @@ from qa.agent.prompt_gate import Skip, skip_for, strip_mention
 from qa.agent.session import transcript_file_name
 from qa.agent.startup_cleanup import startup_cleanup
 from qa.agent.state_tools import main as state_tools
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.kernel.lock_settings import LockSettings
 from qa.kernel.trace import Trace, read_trace
 

@@ -17,7 +17,6 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from qa.errors import InfraError
 from qa.homeserver import synapse as synapse_mod
 from qa.homeserver.registration import (
     DUMMY_STAGE,
@@ -35,6 +34,7 @@ from qa.homeserver.synapse import (
     deep_merge,
     write_signing_key,
 )
+from qa.kernel.errors import InfraError
 
 SECRET_KEYS = ("registration_shared_secret", "macaroon_secret_key", "form_secret")
 

@@ -21,7 +21,6 @@ import pytest
 import yaml
 from docker.errors import APIError, ImageNotFound, NotFound
 
-from qa.errors import InfraError
 from qa.homeserver import container as shared_docker
 from qa.homeserver import tuwunel
 from qa.homeserver.base import UserCredentials
@@ -33,6 +32,7 @@ from qa.homeserver.tuwunel import (
     connect_docker,
     remove_all_containers,
 )
+from qa.kernel.errors import InfraError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from qa.errors import InfraError
+from qa.kernel.errors import InfraError
 from qa.scenario.context import StepFailed
 from qa.scenario.runner import until_bot_dies
 from qa.scenario.steps.registry import STEP_TYPES

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from qa.errors import ConfigError
 from qa.homeserver.registry import Backend, Option, Settings, StartRequest, register
+from qa.kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver

@@ -11,10 +11,10 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from qa.errors import ConfigError
 from qa.homeserver.backends.external import OPTIONS as EXTERNAL_OPTIONS
 from qa.homeserver.image_options import OPEN, Registration, parse_env, resolve_registration
 from qa.homeserver.registry import Backend, Option, Settings, StartRequest, register
+from qa.kernel.errors import ConfigError
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver

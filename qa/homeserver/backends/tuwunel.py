@@ -8,14 +8,12 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from qa.homeserver.backends.image import ENV
-from qa.homeserver.image_options import TUWUNEL, parse_env
+from qa.homeserver.image_options import parse_env
 from qa.homeserver.registry import Backend, Option, Settings, StartRequest, register
+from qa.homeserver.tuwunel_image import DEFAULT_IMAGE
 
 if TYPE_CHECKING:
     from qa.homeserver.base import Homeserver
-
-DEFAULT_IMAGE = TUWUNEL.image
-
 
 def _create(request: StartRequest) -> Homeserver:
     from qa.homeserver.tuwunel import TuwunelHomeserver

@@ -10,7 +10,7 @@ from qa.evidence.trace import attempts_for
 from qa.harness.bot_process import describe_record
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import BOT
-from qa.scenario.markers import expand
+from qa.shared.markers import expand
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:

@@ -47,7 +47,7 @@ def bot_device_id(ctx: ScenarioContext) -> str | None:
 
 async def knows_device(actor: Actor, user_id: str, device_id: str, timeout_s: float, what: str) -> Any:
     """Until the actor's device store has that device: a key query asked for, re-checked after each sync."""
-    from qa.e2ee import maintain_keys
+    from qa.kernel.e2ee import maintain_keys
 
     def known(_: Any = None) -> bool:
         return any(d.id == device_id for d in actor.client.device_store.active_user_devices(user_id))
@@ -100,7 +100,7 @@ class LoginDevice(StepBase):
         scan.devices.add(name)
 
     async def run(self, ctx: ScenarioContext) -> str:
-        from qa.e2ee import maintain_keys
+        from qa.kernel.e2ee import maintain_keys
 
         assert ctx.state_dir is not None
         first = ctx.actors[self.actor]

@@ -37,7 +37,7 @@ async def _barrier(actor: Actor, timeout_s: float) -> None:
     """After this, every to-device message sent to the actor's device before it was sent has been processed."""
     from nio import ToDeviceError, ToDeviceMessage, UnknownToDeviceEvent
 
-    from qa.e2ee import BARRIER_TYPE
+    from qa.kernel.e2ee import BARRIER_TYPE
 
     nonce = uuid.uuid4().hex
     message = ToDeviceMessage(BARRIER_TYPE, actor.user_id, actor.client.device_id, {"nonce": nonce})
@@ -104,7 +104,7 @@ class ExpectEncrypted(StepBase):
                                             for j, ref in enumerate(getattr(self, field)) if "." in ref])
 
     async def run(self, ctx: ScenarioContext) -> str:
-        from qa.e2ee import has_room_key, session_comparison
+        from qa.kernel.e2ee import has_room_key, session_comparison
 
         ref = ctx.refs[self.event]
         info = _megolm(ctx, ref)

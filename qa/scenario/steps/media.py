@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref
 from qa.scenario.fields import ActorName, MarkedText, RoomName, StepId, error
 from qa.scenario.steps.base import MESSAGES, SENT, ActorUse, InRoom, StepRef, mention_use, opt_ref

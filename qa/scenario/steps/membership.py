@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from qa.errors import HomeserverError
 from qa.evidence.events import describe_event
 from qa.evidence.membership import membership_of, settles
+from qa.kernel.errors import HomeserverError
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, RoomName
 from qa.scenario.steps.base import ActorUse, InRoom

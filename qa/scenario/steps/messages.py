@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from qa.clock import mono_ms
 from qa.harness.bot_process import describe_record
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import ActorName, Duration, MarkedText, RoomName, StepId
 from qa.scenario.steps.base import (

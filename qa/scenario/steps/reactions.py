@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field
 
-from qa.clock import mono_ms
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, StepId
 from qa.scenario.steps.base import MESSAGES, REACTION, ActorUse, StepBase, StepRef

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from qa.clock import mono_ms
 from qa.evidence.edits import ChainRules, edits_of
 from qa.evidence.events import describe_event
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, chain_problems, judge_reply
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, Duration, MarkedText, StepId, error
 from qa.scenario.steps.base import MESSAGES, REPLY, SENT, StepBase, StepRef, opt_ref

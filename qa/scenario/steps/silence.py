@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
 
-from qa.clock import mono_ms
 from qa.evidence.events import describe_event
 from qa.evidence.order import unwanted_replies
 from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
 from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use

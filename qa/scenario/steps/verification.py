@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from qa.clock import mono_ms
 from qa.harness.bot_process import describe_record
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import ActorName, DeviceName, Duration, RoomName, StepId
 from qa.scenario.steps.base import SENT, ActorUse, InRoom, Problem, Scan, StepBase
@@ -43,7 +43,7 @@ class _Sas:
     async def run(self) -> str:
         from nio import KeyVerificationAccept, KeyVerificationKey, KeyVerificationMac, ToDeviceError
 
-        from qa.e2ee import VerificationStalled
+        from qa.kernel.e2ee import VerificationStalled
 
         resp = await self.client.start_key_verification(self.device)
         if isinstance(resp, ToDeviceError):
@@ -61,7 +61,7 @@ class _Sas:
     async def _from_bot(self, kind: type, stage: str) -> Any:
         from nio import KeyVerificationCancel
 
-        from qa.e2ee import VerificationStalled
+        from qa.kernel.e2ee import VerificationStalled
 
         def about(e: Any) -> bool:
             return getattr(e, "transaction_id", None) == self.tx and isinstance(e, kind | KeyVerificationCancel)
@@ -76,7 +76,7 @@ class _Sas:
 
     async def _compare(self) -> None:
         """Our short authentication string against the one the bot traced."""
-        from qa.e2ee import VerificationStalled, sas_mismatch, sas_view
+        from qa.kernel.e2ee import VerificationStalled, sas_mismatch, sas_view
 
         sas = self.client.key_verifications[self.tx]
         if sas.canceled or not sas.established_sas:
@@ -90,7 +90,7 @@ class _Sas:
             raise VerificationStalled("matching short authentication strings", problems)
 
     async def _bot_sas(self) -> dict[str, Any]:
-        from qa.e2ee import VerificationStalled
+        from qa.kernel.e2ee import VerificationStalled
 
         ctx = self.ctx
         try:
@@ -106,7 +106,7 @@ class _Sas:
 
     async def _done(self) -> None:
         """Both sides call it done: our store marks the bot's device verified, the bot traces verification.done."""
-        from qa.e2ee import VerificationStalled
+        from qa.kernel.e2ee import VerificationStalled
 
         ctx, tx = self.ctx, self.tx
         if not self.client.olm.is_device_verified(self.device):
@@ -144,7 +144,7 @@ class Verify(StepBase):
                                                                             f"{self.actor}.{self.device}")])
 
     async def run(self, ctx: ScenarioContext) -> str:
-        from qa.e2ee import VerificationStalled
+        from qa.kernel.e2ee import VerificationStalled
 
         actor = device_of(ctx, self.actor, self.device)
         bot_device = bot_device_id(ctx)
