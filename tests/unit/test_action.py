@@ -207,3 +207,31 @@ def test_step_lines_are_read_from_the_file(tmp_path: Path) -> None:
 def test_a_missing_summary_is_said_as_an_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(tmp_path / "nope.json")]) == 0
     assert capsys.readouterr().out.startswith("::error title=matrix-qa run::no matrix-qa summary to annotate from")
+
+
+def compare_stand_in(tmp_path: Path, code: int) -> dict[str, str]:
+    """A matrix-qa whose `compare` prints a line and exits `code`, as the real one does (1: regressed)."""
+    fake = tmp_path / "bin" / "matrix-qa"
+    fake.parent.mkdir(exist_ok=True)
+    fake.write_text(f"#!{sys.executable}\nimport sys\nprint('compare', *sys.argv[2:])\nsys.exit({code})\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    (tmp_path / "out").mkdir(exist_ok=True)
+    return {**os.environ, "PATH": f"{fake.parent}:{os.environ['PATH']}", "BASE": "base.json",
+            "OUT": str(tmp_path / "out"), "GITHUB_OUTPUT": str(tmp_path / "output"),
+            "GITHUB_STEP_SUMMARY": str(tmp_path / "summary.md")}
+
+
+@pytest.mark.parametrize(("code", "regressed", "warned"), [(1, "true", False), (0, "false", False),
+                                                           (2, "false", True)])
+def test_the_compare_step_reports_a_regression_without_failing_the_job(tmp_path: Path, code: int, regressed: str,
+                                                                     warned: bool) -> None:
+    compare = step("Compare with the base run")
+    assert compare["if"] == "always() && inputs.compare-with != ''"
+    env = compare_stand_in(tmp_path, code)
+    done = bash(compare["run"], env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert outputs(tmp_path / "output") == {"regressed": regressed}
+    shown = f"compare base.json {tmp_path / 'out'}/matrix-qa-summary.json\n"
+    assert (tmp_path / "out" / "compare.md").read_text() == shown
+    assert (tmp_path / "summary.md").read_text() == shown
+    assert ("::warning" in done.stdout) is warned
