@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.harness.botfile import BotFile, python_module
+from qa.harness.launch import inherited_env
 from qa.kernel.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
@@ -104,7 +105,9 @@ class ForkServer:
         self.preload = list(bot.fork_server.preload) if bot.fork_server is not None else []
         self.pid: int | None = None
         self.failure: str | None = None  # why it is not serving (never started, died): for the run's notes
-        self._env = dict(os.environ)
+        # Exactly what a bot may inherit: a forked bot's /proc/<pid>/environ is the one we start the zygote with,
+        # whatever its Python view is changed to after the fork.
+        self._env = inherited_env(os.environ)
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task[None] | None = None
