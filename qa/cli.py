@@ -14,6 +14,7 @@ from pathlib import Path
 
 from qa.errors import QAError
 from qa.homeserver import registry
+from qa.kernel.terminal import safe_print
 
 EXIT_USAGE = 2
 
@@ -21,7 +22,7 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 already; keep its message one line
         self.print_usage(sys.stderr)
-        print(f"matrix-qa: error: {message}", file=sys.stderr)
+        safe_print(f"matrix-qa: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -231,7 +232,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     scenarios = load_scenarios(_paths_or_library(args.paths))
     width = max((len(s.id) for s in scenarios), default=2)
     for s in scenarios:
-        print(f"{s.id:{width}}  {','.join(s.profiles):20}  {s.title}")
+        safe_print(f"{s.id:{width}}  {','.join(s.profiles):20}  {s.title}")
     return 0
 
 
@@ -247,7 +248,7 @@ def _cmd_validate(args: argparse.Namespace) -> int:
         except QAError as exc:
             errors.append(exc)
     for error in errors:
-        print(str(error), file=sys.stderr)
+        safe_print(str(error), file=sys.stderr)
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return EXIT_USAGE
@@ -268,7 +269,7 @@ def _cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = args.output_dir or args.summary.parent
     files = write_reports(summary, out)
     for name, path in files.items():
-        print(f"{name}: {out / path}")
+        safe_print(f"{name}: {out / path}")
     return 0
 
 
@@ -286,9 +287,9 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     merged = merge_summaries(parts, run_id=run_id, command=["matrix-qa", *argv])
     files = write_reports(merged, out)
     for name, path in files.items():
-        print(f"{name}: {out / path}")
+        safe_print(f"{name}: {out / path}")
     c = merged.counts
-    print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
+    safe_print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
           f"(merged from {len(parts)})")
     return merged.exitCode
 
@@ -314,7 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QAError as exc:
         # One prefixed line per problem, so each line of the output stands alone in a CI log.
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"matrix-qa: {line}", file=sys.stderr)
+            safe_print(f"matrix-qa: {line}", file=sys.stderr)
         return exc.exit_code
 
 
