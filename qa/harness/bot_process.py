@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.errors import InfraError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
@@ -143,11 +144,14 @@ class BotUnderTest:
 
     async def _spawned(self) -> asyncio.subprocess.Process:
         try:
-            return await asyncio.create_subprocess_exec(
-                *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
-                start_new_session=True, limit=2**20,
-            )
+            with processes.spawning():
+                proc = await asyncio.create_subprocess_exec(
+                    *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
+                    start_new_session=True, limit=2**20,
+                )
+                processes.own(proc.pid)
+                return proc
         except OSError as exc:
             raise InfraError(f"bot {self.name} could not be started ({self.launch.argv[0]}): "
                              f"{exc.strerror or exc}; see {self.bot.source}") from None
@@ -327,6 +331,8 @@ class BotUnderTest:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         kill_stragglers(self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
+        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper.
+        processes.stop_adopted()
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.harness.botfile import BotFile, python_module
 from qa.harness.launch import inherited_env
 from qa.kernel.errors import InfraError
@@ -127,11 +128,12 @@ class ForkServer:
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self.log_path.open("ab") as log:
+            with self.log_path.open("ab") as log, processes.spawning():
                 self._proc = await asyncio.create_subprocess_exec(
                     *self._zygote_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
                     start_new_session=True)
+                processes.own(self._proc.pid)
         except OSError as exc:
             ours.close()
             raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
+from qa import processes
 from qa.errors import InfraError
 from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
@@ -329,7 +330,7 @@ class SynapseHomeserver(Homeserver):
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
         argv, env = self._launch_command()
-        with self.stdout_path.open("ab") as out:
+        with self.stdout_path.open("ab") as out, processes.spawning():
             proc = await asyncio.create_subprocess_exec(
                 *argv,
                 stdin=asyncio.subprocess.DEVNULL,
@@ -341,6 +342,7 @@ class SynapseHomeserver(Homeserver):
                 # terminal Ctrl-C reaches us first rather than killing Synapse under our feet.
                 start_new_session=True,
             )
+            processes.own(proc.pid)
         self._proc = proc
         _track(proc.pid)
         try:
