@@ -6,7 +6,11 @@ orphan below the harness to the harness (not to init), so it shows up as a child
 
 What we started ourselves is registered here (`own`/`disown`, around each spawn), so the sweep spares it; a process
 we are starting at this very moment is not registered yet, so a sweep then waits for the next chance (`spawning`).
-Linux only; elsewhere everything here does nothing.
+A process that must not outlive the harness even when the harness is SIGKILLed (Synapse) is started through
+`python -m qa.processes --pdeathsig PARENT -- ARGV…` (`with_pdeathsig`): it sets PR_SET_PDEATHSIG in the child
+and then execs, which is safe there, unlike a pre-exec hook in our threaded harness.
+
+Linux only; elsewhere everything here does nothing (and the wrapper just execs).
 """
 
 from __future__ import annotations
@@ -15,13 +19,19 @@ import contextlib
 import ctypes
 import os
 import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
 REAP_TIMEOUT_S = 5.0
+
+# Never in the environment of a process that does not need them: the bot (qa.harness.launch), the homeserver.
+WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY", "MATRIX_QA_LIVE_ANTHROPIC_KEY")
+# The model keys a live or record run reads: a homeserver needs none of them.
+MODEL_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
 _OURS: set[int] = set()
 _spawning = 0
@@ -117,3 +127,29 @@ def _reap(pids: list[int], timeout_s: float) -> None:
                 left.remove(pid)
         if left:
             time.sleep(0.01)  # SIGKILL lands within a scheduler tick; bounded by the deadline above
+
+
+def homeserver_env(base: Mapping[str, str]) -> dict[str, str]:
+    """Pure: the harness's environment without its secrets, for a homeserver it starts."""
+    return {k: v for k, v in base.items() if not k.startswith(WITHHELD_ENV_PREFIXES) and k not in MODEL_KEYS}
+
+
+def with_pdeathsig(argv: list[str]) -> list[str]:
+    """Pure but for our pid: `argv` run through the wrapper, SIGKILLed when this process dies, however it dies."""
+    return [sys.executable, "-m", "qa.processes", "--pdeathsig", str(os.getpid()), "--", *argv]
+
+
+def _exec_with_pdeathsig(args: list[str]) -> int:
+    """The wrapper: PR_SET_PDEATHSIG, then exec. If the parent died before the setting took, go at once."""
+    if len(args) < 4 or args[0] != "--pdeathsig" or not args[1].isdigit() or args[2] != "--":
+        print("usage: python -m qa.processes --pdeathsig PARENT_PID -- ARGV...", file=sys.stderr)
+        return 2
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != int(args[1]):
+        return 1
+    os.execvp(args[3], args[3:])
+    return 1  # unreachable: execvp raises or never returns
+
+
+if __name__ == "__main__":
+    sys.exit(_exec_with_pdeathsig(sys.argv[1:]))

@@ -25,12 +25,13 @@ from typing import Any
 import jinja2
 import yaml
 
+from qa import processes
 from qa.dotted import set_dotted as dotted_set
 from qa.errors import ConfigError
 from qa.harness.botfile import CONTRACT_ENV, BotFile
 
 # Never handed to a bot, not even through the inherited environment: they are the harness's, not the bot's.
-WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY", "MATRIX_QA_LIVE_ANTHROPIC_KEY")
+WITHHELD_ENV_PREFIXES = processes.WITHHELD_ENV_PREFIXES
 
 
 def inherited_env(base_env: Mapping[str, str]) -> dict[str, str]:

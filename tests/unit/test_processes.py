@@ -73,3 +73,57 @@ def test_an_orphan_in_its_own_session_with_a_cleared_environment_comes_back_and_
     assert out.returncode == 0, out.stderr
     helper, rest = out.stdout.split(maxsplit=1)
     assert rest.strip() == f"[{helper}] False", out.stdout
+
+
+def test_a_homeserver_gets_no_harness_secret_and_no_model_key() -> None:
+    base = {"PATH": "/bin", "MATRIX_QA_REGISTRATION_SHARED_SECRET": "s", "MATRIX_QA_LIVE_OPENAI_KEY": "k",
+            "MATRIX_QA_LIVE_ANTHROPIC_KEY": "a", "OPENAI_API_KEY": "o", "ANTHROPIC_API_KEY": "n",
+            "SYNAPSE_CACHE_FACTOR": "1", "MATRIX_QA_SYNAPSE_TEMPLATE": "{}"}
+    assert processes.homeserver_env(base) == {"PATH": "/bin", "SYNAPSE_CACHE_FACTOR": "1",
+                                              "MATRIX_QA_SYNAPSE_TEMPLATE": "{}"}
+
+
+def test_the_wrapper_refuses_a_bad_command_line(capsys) -> None:  # type: ignore[no-untyped-def]
+    assert processes._exec_with_pdeathsig(["--pdeathsig", "x", "--", "true"]) == 2
+    assert processes._exec_with_pdeathsig(["--pdeathsig", "1", "true"]) == 2
+    assert "usage" in capsys.readouterr().err
+    assert processes.with_pdeathsig(["a", "b"])[-4:] == [str(os.getpid()), "--", "a", "b"]
+
+
+PARENT = r"""
+import subprocess, sys
+from qa import processes
+child = subprocess.Popen(processes.with_pdeathsig([sys.executable, "-c", "import time; time.sleep(60)"]))
+print(child.pid, flush=True)
+sys.stdin.read()  # until the test SIGKILLs us
+"""
+
+
+def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
+    import signal
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", PARENT], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                              text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert parent.stdout is not None
+    child = int(parent.stdout.readline())
+    deadline = time.monotonic() + 10
+    while "sleep" not in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)  # until the wrapper has exec'd: the setting is made before that
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.01)  # the kernel's SIGKILL lands within a tick; bounded above
+    alive = _running(child)
+    if alive:
+        os.kill(child, signal.SIGKILL)
+    assert not alive, "the wrapped child outlived its SIGKILLed parent"
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (init reaps an orphan's zombie in its own time)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
+    except OSError:
+        return False
