@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ from qa.errors import InfraError
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
+from qa.patterns import user_pattern
 from qa.report.redact import redact
 from qa.waiting import Stream, WaitTimeout
 
@@ -270,7 +270,7 @@ class BotUnderTest:
             condition: Awaitable[Any] = self.trace.wait_for(lambda r: r.get("type") == "ready", timeout_s,
                                                              "a `ready` trace record", start)
         elif ready.kind == "log":
-            pattern = re.compile(str(ready.log))
+            pattern = user_pattern(str(ready.log))  # bounded in time: a bot file's pattern is anyone's
             condition = self.log.wait_for(lambda line: pattern.search(line) is not None, timeout_s,
                                           f"a log line matching /{ready.log}/", self._log_mark)
         else:

@@ -33,6 +33,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from qa.errors import ConfigError
 from qa.harness.capabilities import Capability
+from qa.patterns import user_pattern
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
 # The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
@@ -58,10 +59,7 @@ Templated = Annotated[str, AfterValidator(_placeholders_known)]
 
 def _regex(value: str | None) -> str | None:
     if value is not None:
-        try:
-            re.compile(value)
-        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows, not re.error
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        user_pattern(value)  # the one check every user pattern gets (qa.patterns): ValueError with the reason
     return value
 
 

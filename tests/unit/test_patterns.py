@@ -1,0 +1,55 @@
+"""A user's regular expression: one type, one error path, bounded in compile size and match time (qa.patterns)."""
+
+from __future__ import annotations
+
+import time
+from re import _parser as sre_parse  # type: ignore[attr-defined]
+
+import pytest
+
+from qa.patterns import MAX_EXPANSION, PatternTimeout, UserPattern, compile_regex, expansion, user_pattern
+
+
+@pytest.mark.parametrize(("pattern", "size"), [
+    ("abc", 3), ("a{5}", 5), ("(a{10}){10}", 100), ("a+", 1), ("a*", 1), ("a{0,9}", 1), ("a|b{30}", 31),
+    ("(?=a{10})b", 11), ("(?!a{4})", 4), ("(?>a{3})", 3), ("(a)(?(1)b{5}|c{7})", 13), ("(?:x{2}){3}", 6),
+])
+def test_expansion_multiplies_counted_repeats_out(pattern: str, size: int) -> None:
+    assert expansion(sre_parse.parse(pattern)) == size
+
+
+@pytest.mark.parametrize(("pattern", "says"), [
+    ("(unclosed", "invalid regex '(unclosed': missing ), unterminated subpattern at position 0"),
+    ("a{99999999999}", "a repeat count past the engine's limit"),
+    ("((a{1000}){1000}){1000}", "multiply out to 1000000000 characters; at most 20000"),
+    ("x" * 2001, "regular expression of 2001 characters; at most 2000"),
+    ("(" * 2000 + ")" * 0, "invalid regex"),
+])
+def test_every_bad_pattern_is_one_value_error(pattern: str, says: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        user_pattern(pattern)
+    assert says in str(caught.value)
+
+
+def test_at_the_bound_is_fine_past_it_is_not() -> None:
+    assert user_pattern(f"a{{{MAX_EXPANSION}}}").search("a" * MAX_EXPANSION) is not None
+    with pytest.raises(ValueError):
+        user_pattern(f"a{{{MAX_EXPANSION}}}b")
+
+
+def test_the_pattern_type_takes_text_or_a_compiled_one_and_keeps_named_groups() -> None:
+    pattern = compile_regex(r"marker: (?P<marker>\S+)")
+    assert isinstance(pattern, UserPattern) and compile_regex(pattern) is pattern
+    assert pattern.groupindex == {"marker": 1} and pattern.pattern == r"marker: (?P<marker>\S+)"
+    assert pattern.search("the marker: MQA-1 here").groupdict() == {"marker": "MQA-1"}
+    assert pattern == UserPattern(r"marker: (?P<marker>\S+)") and len({pattern, compile_regex(pattern)}) == 1
+    assert "marker" in repr(pattern)
+    with pytest.raises(ValueError, match="must be a string, not int"):
+        compile_regex(5)
+
+
+def test_catastrophic_backtracking_is_a_configuration_error_not_a_hang() -> None:
+    began = time.monotonic()
+    with pytest.raises(PatternTimeout, match=r"/\(a\|aa\)\+\$/ took over 0.25s on a 61-character text"):
+        user_pattern("(a|aa)+$").search("a" * 60 + "b")
+    assert time.monotonic() - began < 30, "bounded (the figure is loose: a loaded machine is slow)"
