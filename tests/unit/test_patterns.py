@@ -53,3 +53,20 @@ def test_catastrophic_backtracking_is_a_configuration_error_not_a_hang() -> None
     with pytest.raises(PatternTimeout, match=r"/\(a\|aa\)\+\$/ took over 0.25s on a 61-character text"):
         user_pattern("(a|aa)+$").search("a" * 60 + "b")
     assert time.monotonic() - began < 30, "bounded (the figure is loose: a loaded machine is slow)"
+
+
+def test_durations_are_bounded_and_a_huge_integer_is_a_value_error() -> None:
+    from qa.scenario.fields import MAX_DURATION_S, parse_duration
+    assert parse_duration(MAX_DURATION_S) == MAX_DURATION_S and parse_duration("168h") == MAX_DURATION_S
+    for bad in (MAX_DURATION_S + 1, "169h", 10 ** 400, "9" * 30 + "h"):
+        with pytest.raises(ValueError, match="at most 604800s"):
+            parse_duration(bad)
+
+
+def test_shard_counts_are_bounded() -> None:
+    from qa.harness.plan import MAX_SHARDS, parse_shard
+    from qa.kernel.errors import ConfigError
+    assert parse_shard(f"{MAX_SHARDS}/{MAX_SHARDS}").count == MAX_SHARDS
+    for bad in (f"1/{MAX_SHARDS + 1}", "1/" + "9" * 21, "9" * 7 + "/3"):
+        with pytest.raises(ConfigError, match=f"at most {MAX_SHARDS}"):
+            parse_shard(bad)
