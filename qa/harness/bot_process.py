@@ -38,6 +38,9 @@ TRACE_HEAD = 256
 EXIT_POLL_S = 0.02
 LOG_TAIL_LINES = 15
 LOG_CHUNK = 65536
+TRACE_READ_CHUNK = 1 << 20  # read the trace's new part this much at a time
+TRACE_LINE_MAX = 1 << 20  # a record longer than this is dropped, not held
+_SKIPPING = b"\0skipping an overlong trace line\0"  # a JSON line never holds a raw NUL
 LOG_LINES_KEPT = 20000
 LOG_LINE_KEPT = 2000
 
@@ -57,6 +60,21 @@ def describe_exit(code: int | None) -> str:
     return f"exited with code {code}"
 
 
+def trace_lines(buffer: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    """Pure: the complete lines of `buffer + chunk` and what is left of a line still being written. A partial
+    line past TRACE_LINE_MAX is no record anyone can use: dropped, up to its end (memory stays bounded)."""
+    lines = (buffer + chunk).split(b"\n")
+    rest = lines.pop()
+    if buffer.startswith(_SKIPPING):
+        if lines:  # the overlong line ended here: drop it
+            lines.pop(0)
+        else:
+            return [], _SKIPPING
+    if len(rest) > TRACE_LINE_MAX:
+        rest = _SKIPPING
+    return lines, rest
+
+
 class BotUnderTest:
     """One process at a time; `trace` and `log` accumulate across restarts (their files do too)."""
 
@@ -69,7 +87,7 @@ class BotUnderTest:
         self.trace_copy = trace_copy
         self._secrets = secrets  # the run's live list: anything registered later is redacted too
         self.trace: Stream[dict[str, Any]] = Stream(describe_record)
-        self.log: Stream[str] = Stream(str)
+        self.log: Stream[str] = Stream(str, keep=LOG_LINES_KEPT)
         self.proc: Proc | None = None
         self.fork_server = fork_server
         self.forked = False  # this process came from the fork server (shown in the scenario's record)
@@ -107,7 +125,7 @@ class BotUnderTest:
     async def start(self) -> int:
         """Start the bot; returns the trace index where this run's records begin."""
         mark = len(self.trace.items)
-        self._log_mark = len(self.log.items)
+        self._log_mark = self.log.count
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.launch.config_path is not None and self.launch.config_text is not None:
             self.launch.config_path.write_text(self.launch.config_text, encoding="utf-8")
@@ -177,9 +195,9 @@ class BotUnderTest:
         line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
         out.write(line + "\n")
         out.flush()
-        # The in-memory copy is for readiness and failure reports: bounded, whatever the bot prints.
-        if len(self.log.items) < LOG_LINES_KEPT:
-            await self.log.append(line[:LOG_LINE_KEPT])
+        # Every line is offered to the waits (readiness among them) as it comes; the in-memory copy, for failure
+        # reports, keeps only the latest lines, whatever the bot prints.
+        await self.log.append(line[:LOG_LINE_KEPT])
 
     async def _watch_exit(self, proc: Proc) -> None:
         """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
@@ -222,15 +240,20 @@ class BotUnderTest:
         if size < self._trace_offset or (size and not self._same_start()):
             # The bot truncated (or rewrote) its trace on a restart: read it from the top again.
             self._trace_offset, self._trace_buffer, self._trace_head = 0, b"", b""
-        if size == self._trace_offset:
-            return
-        with self.trace_file.open("rb") as fh:
-            fh.seek(self._trace_offset)
-            chunk = fh.read(size - self._trace_offset)
-        if self._trace_offset == 0:
-            self._trace_head = chunk[:TRACE_HEAD]
-        self._trace_offset += len(chunk)
-        *lines, self._trace_buffer = (self._trace_buffer + chunk).split(b"\n")
+        # The new part in bounded chunks, however much the bot wrote since the last look.
+        while self._trace_offset < size:
+            with self.trace_file.open("rb") as fh:
+                fh.seek(self._trace_offset)
+                chunk = fh.read(min(size - self._trace_offset, TRACE_READ_CHUNK))
+            if not chunk:
+                return
+            if self._trace_offset == 0:
+                self._trace_head = chunk[:TRACE_HEAD]
+            self._trace_offset += len(chunk)
+            lines, self._trace_buffer = trace_lines(self._trace_buffer, chunk)
+            await self._trace_records(lines)
+
+    async def _trace_records(self, lines: list[bytes]) -> None:
         records = []
         for line in lines:
             try:
