@@ -42,13 +42,15 @@ class _Watch(Generic[T]):
 
 
 class Stream(Generic[T]):
-    """`keep`: hold at most about that many items (the oldest go); a wait still sees every item appended while it
-    waits, and `count` and the `start` of a wait stay absolute."""
+    """`keep`: hold at most about that many items (the oldest go; `count` and the `start` of a wait stay
+    absolute). `pure`: every wait's predicate depends on the item alone, so each item is judged once, as it is
+    appended (linear, and a wait sees every item however few are kept); needed with `keep`."""
 
-    def __init__(self, describe: Callable[[T], str] = repr, keep: int | None = None) -> None:
+    def __init__(self, describe: Callable[[T], str] = repr, keep: int | None = None, pure: bool = False) -> None:
         self.items: list[T] = []
         self.dropped = 0  # items no longer held, before items[0]
         self._keep = keep
+        self._once = pure or keep is not None
         self._describe = describe
         self._changed = asyncio.Condition()
         self._watches: list[_Watch[T]] = []
@@ -96,15 +98,35 @@ class Stream(Generic[T]):
         return None
 
     async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0) -> T:
-        # What is held is scanned once; from then on each new item is offered to the predicate as it comes
-        # (no await in between, so nothing is missed or seen twice).
+        if self._once:
+            return await self._wait_offered(predicate, timeout_s, what, start)
+
+        def ready() -> bool:
+            return self.find(predicate, start) is not None or self.closed_reason is not None
+
+        # Each wake re-judges every item: a predicate may depend on what the scenario learned since (the id of
+        # a message just sent), so an item that did not match before may match now.
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
+        # as the inner wait completes, and a waiter that ignores its cancellation hangs the teardown waiting on it.
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(ready)
+        except TimeoutError:
+            raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self._held(start)]) from None
+        found = self.find(predicate, start)
+        if found is None:
+            seen = [self._describe(i) for i in self._held(start)]
+            raise WaitTimeout(f"{what} (stream ended: {self.closed_reason})", timeout_s, seen)
+        return found
+
+    async def _wait_offered(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int) -> T:
+        """For pure predicates (a pattern on a log line): what is held is scanned once; from then on each new item
+        is offered to the predicate as it comes (no await in between, so nothing is missed or seen twice)."""
         found = self.find(predicate, start)
         if found is not None:
             return found
         watch: _Watch[T] = _Watch(predicate)
         self._watches.append(watch)
-        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
-        # as the inner wait completes, and a waiter that ignores its cancellation hangs the teardown waiting on it.
         try:
             async with asyncio.timeout(timeout_s), self._changed:
                 await self._changed.wait_for(

@@ -87,7 +87,7 @@ class BotUnderTest:
         self.trace_copy = trace_copy
         self._secrets = secrets  # the run's live list: anything registered later is redacted too
         self.trace: Stream[dict[str, Any]] = Stream(describe_record)
-        self.log: Stream[str] = Stream(str, keep=LOG_LINES_KEPT)
+        self.log: Stream[str] = Stream(str, keep=LOG_LINES_KEPT, pure=True)
         self.proc: Proc | None = None
         self.fork_server = fork_server
         self.forked = False  # this process came from the fork server (shown in the scenario's record)

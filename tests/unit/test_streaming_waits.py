@@ -35,7 +35,7 @@ async def test_a_wait_that_starts_late_scans_what_is_held_from_its_absolute_star
 
 
 async def test_each_item_is_judged_once_not_on_every_wake() -> None:
-    stream: Stream[int] = Stream()
+    stream: Stream[int] = Stream(pure=True)
     calls: list[int] = []
 
     def predicate(item: int) -> bool:
@@ -52,7 +52,7 @@ async def test_each_item_is_judged_once_not_on_every_wake() -> None:
 
 
 async def test_a_pattern_that_times_out_fails_the_wait_not_the_appender() -> None:
-    stream: Stream[str] = Stream(str)
+    stream: Stream[str] = Stream(str, pure=True)
     pattern = user_pattern("(a|aa)+$")
     waiter = asyncio.ensure_future(stream.wait_for(lambda line: pattern.search(line) is not None, 30, "x"))
     await asyncio.sleep(0)
@@ -81,3 +81,15 @@ def test_trace_lines_keep_a_partial_line_and_drop_an_overlong_one() -> None:
     assert trace_lines(rest, b"y" * 10) == ([], _SKIPPING), "still inside the overlong line"
     assert trace_lines(_SKIPPING, b'yyy\n{"c":3}\n{"d"') == ([b'{"c":3}'], b'{"d"')
     assert trace_lines(b"", b"x" * TRACE_LINE_MAX) == ([], b"x" * TRACE_LINE_MAX), "at the bound it is kept"
+
+
+async def test_a_stream_of_impure_predicates_rejudges_every_item_on_each_wake() -> None:
+    """Evidence streams: a predicate may start to hold for an item seen before (an id learned since)."""
+    stream: Stream[str] = Stream(str)
+    wanted: set[str] = set()
+    waiter = asyncio.ensure_future(stream.wait_for(lambda item: item in wanted, 10, "the reply"))
+    await stream.append("reply")
+    await asyncio.sleep(0)
+    wanted.add("reply")
+    await stream.append("other")
+    assert await waiter == "reply"
