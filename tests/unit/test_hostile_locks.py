@@ -77,3 +77,30 @@ def test_the_doctor_reports_every_hostile_lock_and_trace_line_without_crashing(
     out = capsys.readouterr().out
     assert code in (0, 1) and "lock(s)" in out and "Traceback" not in out
     assert out.count("unreadable") >= 3, out
+
+
+@pytest.mark.parametrize(("chunk", "where"), [
+    ({"delta": "x"}, ["delta"]),
+    ({"delta": {"content": 5}}, ["delta", "content"]),
+    ({"delta": {}, "finish_reason": ["stop"]}, ["finish_reason"]),
+    ({"delta": {"tool_calls": "x"}}, ["delta", "tool_calls"]),
+    ({"delta": {"tool_calls": ["x"]}}, ["delta", "tool_calls", 0]),
+    ({"delta": {"tool_calls": [{"index": "0"}]}}, ["delta", "tool_calls", 0, "index"]),
+    ({"delta": {"tool_calls": [{"index": 10 ** 400}]}}, ["delta", "tool_calls", 0, "index"]),
+    ({"delta": {"tool_calls": [{"index": True}]}}, ["delta", "tool_calls", 0, "index"]),
+    ({"delta": {"tool_calls": [{"id": 5}]}}, ["delta", "tool_calls", 0, "id"]),
+    ({"delta": {"tool_calls": [{"function": "f"}]}}, ["delta", "tool_calls", 0, "function"]),
+    ({"delta": {"tool_calls": [{"function": {"name": 1}}]}}, ["delta", "tool_calls", 0, "function", "name"]),
+    ({"delta": {"tool_calls": [{"function": {"arguments": {}}}]}}, ["delta", "tool_calls", 0, "function", "arguments"]),
+])
+def test_a_cassette_chunk_of_the_wrong_shape_is_named_where(chunk: dict[str, object], where: list[object]) -> None:
+    from qa.provider.cassette import chunk_problem
+    problem = chunk_problem(chunk)
+    assert problem is not None and problem[0] == where
+
+
+def test_a_sound_chunk_has_no_problem() -> None:
+    from qa.provider.cassette import chunk_problem
+    assert chunk_problem({"delta": {"content": "a", "tool_calls": [
+        {"index": 999, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "stop"}) is None
+    assert chunk_problem({"usage": {}}) is None and chunk_problem({"delta": {"content": None}}) is None
