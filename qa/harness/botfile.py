@@ -242,7 +242,7 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 def load_bot_file(path: Path) -> BotFile:
     """Read and check a bot file; every problem is a ConfigError naming file:line and the field."""
-    from qa.safe_yaml import _reader_problem  # a control character's offset as line:column, like scenarios
+    from qa.safe_yaml import HostileLoader, YAMLProblem, _reader_problem  # line:column, as for scenarios
     from qa.scenario.loader import _locate  # the node walker that gives scenario errors their line numbers
 
     try:
@@ -250,7 +250,7 @@ def load_bot_file(path: Path) -> BotFile:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read bot file: {getattr(exc, 'strerror', None) or exc}") from None
     try:
-        loader = yaml.SafeLoader(text)  # the reader checks every character here, before the try below
+        loader = HostileLoader(text)  # the reader checks every character here, before the try below
     except yaml.reader.ReaderError as exc:
         problem = _reader_problem(text, exc)
         where = f":{problem.line}:{problem.column}" if problem.line else ""
@@ -260,6 +260,8 @@ def load_bot_file(path: Path) -> BotFile:
         if root is not None and _has_alias(root):
             raise ConfigError(f"{path}: YAML aliases/anchors are not allowed in a bot file")
         raw = loader.construct_document(root) if root is not None else None
+    except YAMLProblem as problem:  # nested too deep; a value PyYAML cannot build (an impossible date)
+        raise ConfigError(f"{path}:{problem.line}:{problem.column}: {problem}") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
