@@ -213,7 +213,7 @@ def _run_check(bot: BotFile, field: str, value: dict[str, Any], what: str) -> li
     check = _checker(bot, field)
     try:
         return [str(p) for p in check(value)]
-    except Exception as exc:  # someone else's checker: its bug is reported, not raised through the CLI
+    except (Exception, SystemExit) as exc:  # someone else's checker (sys.exit too): reported, not raised through
         raise ConfigError(f"{bot.source}: {field} {getattr(bot, field)} failed on {what}: "
                           f"{type(exc).__name__}: {exc}") from None
 
@@ -226,7 +226,7 @@ def _checker(bot: BotFile, field: str) -> Any:
     module_name, _, function = entry.partition(":")
     try:
         check = getattr(importlib.import_module(module_name), function)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() when imported
         raise ConfigError(f"{bot.source}: {field} {entry}: cannot load it: {exc}") from None
     if not callable(check) or inspect.isclass(check):
         raise ConfigError(f"{bot.source}: {field} {entry} is not a function")

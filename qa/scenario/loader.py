@@ -311,16 +311,20 @@ def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Pa
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and c.is_file())
+            # A symlink that leads nowhere (dangling, looping) is kept, so reading it says why, not dropped.
+            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
             if not found:
                 errors.append(ScenarioError("no scenario files (*.yaml, *.yml) in this directory", path=p))
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             found = [p]
         else:
             errors.append(ScenarioError("no such file or directory", path=p))
             found = []
         for f in found:
-            key = f.resolve()
+            try:
+                key = f.resolve()
+            except (RuntimeError, OSError):  # a symlink loop (RuntimeError on 3.11): read, and reported, as it is
+                key = f.absolute()
             if key not in seen:
                 seen.add(key)
                 files.append(f)

@@ -104,3 +104,24 @@ def test_a_sound_chunk_has_no_problem() -> None:
     assert chunk_problem({"delta": {"content": "a", "tool_calls": [
         {"index": 999, "id": "c", "function": {"name": "f", "arguments": "{}"}}]}, "finish_reason": "stop"}) is None
     assert chunk_problem({"usage": {}}) is None and chunk_problem({"delta": {"content": None}}) is None
+
+
+def test_a_checker_that_calls_sys_exit_is_a_config_error_naming_it(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    from qa.harness.botfile import check_env, load_bot_file
+    from qa.kernel.errors import ConfigError
+
+    module = types.ModuleType("mqa_exiting_checker")
+    module.check = lambda env: sys.exit("bye")  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "mqa_exiting_checker", module)
+    (tmp_path / "b.yaml").write_text("name: b\ncommand: [x]\nenv_check: 'mqa_exiting_checker:check'\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: env_check mqa_exiting_checker:check failed on .*SystemExit: bye"):
+        check_env(load_bot_file(tmp_path / "b.yaml"), {})
+    (tmp_path / "exits_on_import.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    (tmp_path / "c.yaml").write_text("name: c\ncommand: [x]\nenv_check: 'exits_on_import:check'\n")
+    with pytest.raises(ConfigError, match="env_check exits_on_import:check: cannot load it: 3"):
+        check_env(load_bot_file(tmp_path / "c.yaml"), {})
