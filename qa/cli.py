@@ -242,9 +242,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     errors: list[object] = list(validate_paths(_paths_or_library(args.paths)))
     if args.bot is not None:
         from qa.harness.botfile import load_bot_file
+        from qa.scenario.loader import load_scenarios
+        from qa.scenario.template_check import check_bot_template
 
         try:
-            load_bot_file(args.bot)
+            bot = load_bot_file(args.bot)
+            # Its template, rendered for each scenario that loads (a broken one is reported above already).
+            good = [] if errors else load_scenarios(_paths_or_library(args.paths))
+            errors.extend(check_bot_template(bot, good))
         except QAError as exc:
             errors.append(exc)
     for error in errors:
