@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from re import _parser as sre_parse  # type: ignore[attr-defined]
 
@@ -70,3 +71,44 @@ def test_shard_counts_are_bounded() -> None:
     for bad in (f"1/{MAX_SHARDS + 1}", "1/" + "9" * 21, "9" * 7 + "/3"):
         with pytest.raises(ConfigError, match=f"at most {MAX_SHARDS}"):
             parse_shard(bad)
+
+
+@pytest.mark.parametrize(("pattern", "size"), [
+    ("za{5}", 6), ("zb(a{10}){10}", 102), ("z(?:y{2})", 3), ("z(?:a|b{30})", 32), ("z(?=a{10})", 11),
+    ("z(?>a{3})", 4), ("z(?!a{4})", 5), ("(a)z(?(1)b{5}|c{7})", 14),
+])
+def test_expansion_adds_what_comes_before(pattern: str, size: int) -> None:
+    assert expansion(sre_parse.parse(pattern)) == size
+
+
+def test_the_messages_are_exact() -> None:
+    cases = {
+        "x" * 2001: "regular expression of 2001 characters; at most 2000",
+        "(a": "invalid regex '(a': missing ), unterminated subpattern at position 0",
+        "a{99999999999}": "invalid regex 'a{99999999999}': the repetition number is too large (a repeat count past "
+                          "the engine's limit, or nesting too deep)",
+    }
+    for pattern, message in cases.items():
+        with pytest.raises(ValueError) as caught:
+            user_pattern(pattern)
+        assert str(caught.value) == message
+    with pytest.raises(ValueError) as caught:
+        compile_regex(5)
+    assert str(caught.value) == "a regular expression must be a string, not int"
+
+
+def test_equality_repr_and_the_pydantic_type() -> None:
+    from pydantic import BaseModel
+
+    from qa.patterns import Regex
+
+    assert UserPattern("a") != UserPattern("b") and UserPattern("a") != "a"
+    assert repr(UserPattern("a+")) == "UserPattern('a+')"
+
+    class Rule(BaseModel):
+        path: Regex
+
+    rule = Rule.model_validate({"path": "/sync"})
+    assert isinstance(rule.path, UserPattern) and rule.path.search("/x/sync") is not None
+    assert rule.model_dump() == {"path": "/sync"}
+    assert Rule.model_validate({"path": re.compile("a.")}).path == UserPattern("a.")
