@@ -13,6 +13,7 @@ from pathlib import Path
 
 from qa.cli_run import EPILOG, add_run_arguments, cmd_run
 from qa.kernel.errors import QAError
+from qa.kernel.terminal import safe_print
 
 EXIT_USAGE = 2
 
@@ -20,7 +21,7 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse exits 2 already; keep its message one line
         self.print_usage(sys.stderr)
-        print(f"matrix-qa: error: {message}", file=sys.stderr)
+        safe_print(f"matrix-qa: error: {message}", file=sys.stderr)
         sys.exit(EXIT_USAGE)
 
 
@@ -101,7 +102,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     width = max((len(s.id) for s in scenarios), default=2)
     for s in scenarios:
         mark = " " if s.id in runs else "-"
-        print(f"{mark} {s.id:{width}}  {','.join(s.profiles) or '(every)':20}  {s.title}")
+        safe_print(f"{mark} {s.id:{width}}  {','.join(s.profiles) or '(every)':20}  {s.title}")
     left_out = len(scenarios) - len(runs)
     keys = "".join(f" -k {k!r}" for k in args.keyword)
     print(f"{len(scenarios)} scenario(s); --profile {args.profile}{keys} runs {len(runs)}, leaves out {left_out}"
@@ -124,13 +125,18 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     errors: list[object] = list(validate_paths(_paths_or_library(args.paths)))
     if args.bot is not None:
         from qa.harness.botfile import load_bot_file
+        from qa.scenario.loader import load_scenarios
+        from qa.scenario.template_check import check_bot_template
 
         try:
-            load_bot_file(args.bot)
+            bot = load_bot_file(args.bot)
+            # Its template, rendered for each scenario that loads (a broken one is reported above already).
+            good = [] if errors else load_scenarios(_paths_or_library(args.paths))
+            errors.extend(check_bot_template(bot, good))
         except QAError as exc:
             errors.append(exc)
     for error in errors:
-        print(str(error), file=sys.stderr)
+        safe_print(str(error), file=sys.stderr)
     if errors:
         print(f"{len(errors)} error(s)", file=sys.stderr)
         return EXIT_USAGE
@@ -163,7 +169,7 @@ def _cmd_report(args: argparse.Namespace, argv: Sequence[str]) -> int:
     out = args.output_dir or args.summary.parent
     files = write_reports(summary, out)
     for name, path in files.items():
-        print(f"{name}: {out / path}")
+        safe_print(f"{name}: {out / path}")
     return 0
 
 
@@ -181,9 +187,9 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     merged = merge_summaries(parts, run_id=run_id, command=["matrix-qa", *argv])
     files = write_reports(merged, out)
     for name, path in files.items():
-        print(f"{name}: {out / path}")
+        safe_print(f"{name}: {out / path}")
     c = merged.counts
-    print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
+    safe_print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
           f"(merged from {len(parts)})")
     return merged.exitCode
 
@@ -216,7 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except QAError as exc:
         # One prefixed line per problem, so each line of the output stands alone in a CI log.
         for line in str(exc).splitlines() or [type(exc).__name__]:
-            print(f"matrix-qa: {line}", file=sys.stderr)
+            safe_print(f"matrix-qa: {line}", file=sys.stderr)
         return exc.exit_code
 
 

@@ -62,3 +62,23 @@ def rules_root_for(scenario_path: Path | None) -> Path:
 def media_fixture(scenario_path: Path | None, name: str) -> Path:
     """Where a scenario's `send_media: {fixture: NAME}` file is: fixtures/media/ beside its rule files."""
     return rules_root_for(scenario_path) / "fixtures" / "media" / name
+
+
+def confined(root: Path, relative: str) -> tuple[Path | None, str | None]:
+    """(resolved path, None) when `root`/`relative`, every symlink followed, is a regular file inside `root`
+    (itself resolved); else (None, why). A symlink out of the scenario library (to /proc/self/environ, say) would
+    otherwise be read and sent, so a scenario may name only what its own library holds."""
+    try:
+        base = root.resolve(strict=True)
+        path = (root / relative).resolve(strict=True)
+    except FileNotFoundError:
+        return None, "not found"
+    except RuntimeError:  # a symlink loop (Python 3.11 raises this for one)
+        return None, "a symlink loop"
+    except OSError as exc:
+        return None, f"cannot resolve: {exc.strerror or exc}"
+    if not path.is_relative_to(base):
+        return None, f"resolves to {path}, outside {base}: refused"
+    if not path.is_file():
+        return None, f"resolves to {path}, which is not a regular file"
+    return path, None

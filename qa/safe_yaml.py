@@ -8,7 +8,9 @@ hostile input:
   as the tree it stands for and refused past MAX_NODES, without ever expanding it;
 - pathological nesting (`[[[[...]]]]`): PyYAML's composer recurses per level and dies with RecursionError;
   nesting is refused past MAX_DEPTH while composing, so the recursion never gets deep;
-- raw control characters: PyYAML's ReaderError gives a character offset; it is turned into line:column here.
+- raw control characters: PyYAML's ReaderError gives a character offset; it is turned into line:column here;
+- values PyYAML cannot build (`2024-02-30` unquoted, an integer of thousands of digits): a bare ValueError while
+  constructing, turned into line:column here too.
 
 Every file the runner reads (scenarios, mock-provider rules, cassettes, bot files) is composed here, and its
 problems are told the same way: `field_errors` walks the composed node tree back from each pydantic error's
@@ -63,6 +65,26 @@ class _DepthLimitedLoader(yaml.SafeLoader):
             return super().compose_node(parent, index)  # type: ignore[arg-type]
         finally:
             self._depth -= 1
+
+    def construct_object(self, node: Node, deep: bool = False) -> object:
+        """A value PyYAML cannot build (an unquoted impossible date, an integer of thousands of digits) fails
+        while building, not parsing, as a bare ValueError: here it becomes a problem at the node's line:column."""
+        try:
+            return super().construct_object(node, deep)
+        except (ValueError, OverflowError) as exc:
+            raise value_problem(node, exc) from None
+
+
+# The loader every file people hand us is read with (scenarios, rules, cassettes through `compose`; bot files).
+HostileLoader = _DepthLimitedLoader
+
+
+def value_problem(node: Node, exc: Exception) -> YAMLProblem:
+    mark = node.start_mark
+    shown = node.value if isinstance(node.value, str) else node.tag
+    reason = str(exc).split(";")[0]
+    return YAMLProblem(f"cannot build a value from {shown[:40]!r}{'…' if len(shown) > 40 else ''} ({reason}); "
+                       "quote it if it is text", mark.line + 1, mark.column + 1)
 
 
 def _line_col(text: str, position: int) -> tuple[int, int]:

@@ -23,16 +23,53 @@ class WaitTimeout(Exception):
         super().__init__(f"timed out after {timeout_s:g}s waiting for {what}; seen ({len(seen)}):\n  {shown}")
 
 
+class _Watch(Generic[T]):
+    """One wait's predicate, offered each new item as it is appended: no wait ever re-scans what it saw."""
+
+    def __init__(self, predicate: Callable[[T], bool]) -> None:
+        self.predicate = predicate
+        self.found: list[T] = []
+        self.error: BaseException | None = None
+
+    def offer(self, item: T) -> None:
+        if self.found or self.error is not None:
+            return
+        try:
+            if self.predicate(item):
+                self.found.append(item)
+        except Exception as exc:  # the waiter's to raise (a user's pattern that timed out), not the appender's
+            self.error = exc
+
+
 class Stream(Generic[T]):
-    def __init__(self, describe: Callable[[T], str] = repr) -> None:
+    """`keep`: hold at most about that many items (the oldest go; `count` and the `start` of a wait stay
+    absolute). `pure`: every wait's predicate depends on the item alone, so each item is judged once, as it is
+    appended (linear, and a wait sees every item however few are kept); needed with `keep`."""
+
+    def __init__(self, describe: Callable[[T], str] = repr, keep: int | None = None, pure: bool = False) -> None:
         self.items: list[T] = []
+        self.dropped = 0  # items no longer held, before items[0]
+        self._keep = keep
+        self._once = pure or keep is not None
         self._describe = describe
         self._changed = asyncio.Condition()
+        self._watches: list[_Watch[T]] = []
         self.closed_reason: str | None = None
 
+    @property
+    def count(self) -> int:
+        """Every item ever appended: the `start` of a wait that begins now."""
+        return self.dropped + len(self.items)
+
     async def append(self, item: T) -> None:
+        for watch in self._watches:
+            watch.offer(item)
         async with self._changed:
             self.items.append(item)
+            if self._keep is not None and len(self.items) >= 2 * self._keep:  # trimmed in halves: amortised O(1)
+                cut = len(self.items) - self._keep
+                del self.items[:cut]
+                self.dropped += cut
             self._changed.notify_all()
 
     async def close(self, reason: str) -> None:
@@ -51,28 +88,59 @@ class Stream(Generic[T]):
         async with self._changed:
             await self._changed.wait_for(lambda: self.closed_reason is None)
 
+    def _held(self, start: int) -> list[T]:
+        return self.items[max(start - self.dropped, 0):]
+
     def find(self, predicate: Callable[[T], bool], start: int = 0) -> T | None:
-        for item in self.items[start:]:
+        for item in self._held(start):
             if predicate(item):
                 return item
         return None
 
     async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0) -> T:
+        if self._once:
+            return await self._wait_offered(predicate, timeout_s, what, start)
+
         def ready() -> bool:
             return self.find(predicate, start) is not None or self.closed_reason is not None
 
+        # Each wake re-judges every item: a predicate may depend on what the scenario learned since (the id of
+        # a message just sent), so an item that did not match before may match now.
         # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for can swallow a cancellation that arrives
         # as the inner wait completes, and a waiter that ignores its cancellation hangs the teardown waiting on it.
         try:
             async with asyncio.timeout(timeout_s), self._changed:
                 await self._changed.wait_for(ready)
         except TimeoutError:
-            raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self.items[start:]]) from None
+            raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self._held(start)]) from None
         found = self.find(predicate, start)
         if found is None:
-            seen = [self._describe(i) for i in self.items[start:]]
+            seen = [self._describe(i) for i in self._held(start)]
             raise WaitTimeout(f"{what} (stream ended: {self.closed_reason})", timeout_s, seen)
         return found
+
+    async def _wait_offered(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int) -> T:
+        """For pure predicates (a pattern on a log line): what is held is scanned once; from then on each new item
+        is offered to the predicate as it comes (no await in between, so nothing is missed or seen twice)."""
+        found = self.find(predicate, start)
+        if found is not None:
+            return found
+        watch: _Watch[T] = _Watch(predicate)
+        self._watches.append(watch)
+        try:
+            async with asyncio.timeout(timeout_s), self._changed:
+                await self._changed.wait_for(
+                    lambda: bool(watch.found) or watch.error is not None or self.closed_reason is not None)
+        except TimeoutError:
+            raise WaitTimeout(what, timeout_s, [self._describe(i) for i in self._held(start)]) from None
+        finally:
+            self._watches.remove(watch)
+        if watch.error is not None:
+            raise watch.error
+        if watch.found:
+            return watch.found[0]
+        seen = [self._describe(i) for i in self._held(start)]
+        raise WaitTimeout(f"{what} (stream ended: {self.closed_reason})", timeout_s, seen)
 
 
 async def run_unless(work: Awaitable[R], stopper: Awaitable[object], grace_s: float) -> tuple[bool, asyncio.Future[R]]:

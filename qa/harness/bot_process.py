@@ -15,16 +15,17 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
 from qa.kernel.errors import InfraError
+from qa.patterns import user_pattern
 from qa.shared.redact import redact
 from qa.waiting import Stream, WaitTimeout
 
@@ -37,6 +38,9 @@ TRACE_HEAD = 256
 EXIT_POLL_S = 0.02
 LOG_TAIL_LINES = 15
 LOG_CHUNK = 65536
+TRACE_READ_CHUNK = 1 << 20  # read the trace's new part this much at a time
+TRACE_LINE_MAX = 1 << 20  # a record longer than this is dropped, not held
+_SKIPPING = b"\0skipping an overlong trace line\0"  # a JSON line never holds a raw NUL
 LOG_LINES_KEPT = 20000
 LOG_LINE_KEPT = 2000
 
@@ -85,13 +89,20 @@ class TraceFollower:
             self._offset, self._buffer, self._head = 0, b"", b""
         if size == self._offset:
             return
-        with self.path.open("rb") as fh:
-            fh.seek(self._offset)
-            chunk = fh.read(size - self._offset)
-        if self._offset == 0:
-            self._head = chunk[:TRACE_HEAD]
-        self._offset += len(chunk)
-        *lines, self._buffer = (self._buffer + chunk).split(b"\n")
+        # The new part in bounded chunks, however much the bot wrote since the last look.
+        while self._offset < size:
+            with self.path.open("rb") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read(min(size - self._offset, TRACE_READ_CHUNK))
+            if not chunk:
+                return
+            if self._offset == 0:
+                self._head = chunk[:TRACE_HEAD]
+            self._offset += len(chunk)
+            lines, self._buffer = trace_lines(self._buffer, chunk)
+            await self._records(lines)
+
+    async def _records(self, lines: list[bytes]) -> None:
         records = []
         for line in lines:
             try:
@@ -119,6 +130,21 @@ class TraceFollower:
         return True
 
 
+def trace_lines(buffer: bytes, chunk: bytes) -> tuple[list[bytes], bytes]:
+    """Pure: the complete lines of `buffer + chunk` and what is left of a line still being written. A partial
+    line past TRACE_LINE_MAX is no record anyone can use: dropped, up to its end (memory stays bounded)."""
+    lines = (buffer + chunk).split(b"\n")
+    rest = lines.pop()
+    if buffer.startswith(_SKIPPING):
+        if lines:  # the overlong line ended here: drop it
+            lines.pop(0)
+        else:
+            return [], _SKIPPING
+    if len(rest) > TRACE_LINE_MAX:
+        rest = _SKIPPING
+    return lines, rest
+
+
 class BotUnderTest:
     """One process at a time; `trace` and `log` accumulate across restarts (their files do too)."""
 
@@ -131,7 +157,7 @@ class BotUnderTest:
         self.trace_copy = trace_copy
         self._secrets = secrets  # the run's live list: anything registered later is redacted too
         self.trace: Stream[dict[str, Any]] = Stream(describe_record)
-        self.log: Stream[str] = Stream(str)
+        self.log: Stream[str] = Stream(str, keep=LOG_LINES_KEPT, pure=True)
         self.proc: Proc | None = None
         self.fork_server = fork_server
         self.forked = False  # this process came from the fork server (shown in the scenario's record)
@@ -166,7 +192,7 @@ class BotUnderTest:
     async def start(self) -> int:
         """Start the bot; returns the trace index where this run's records begin."""
         mark = len(self.trace.items)
-        self._log_mark = len(self.log.items)
+        self._log_mark = self.log.count
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         if self.launch.config_path is not None and self.launch.config_text is not None:
             self.launch.config_path.write_text(self.launch.config_text, encoding="utf-8")
@@ -203,11 +229,14 @@ class BotUnderTest:
 
     async def _spawned(self) -> asyncio.subprocess.Process:
         try:
-            return await asyncio.create_subprocess_exec(
-                *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
-                start_new_session=True, limit=2**20,
-            )
+            with processes.spawning():
+                proc = await asyncio.create_subprocess_exec(
+                    *self.launch.argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                    stdin=asyncio.subprocess.DEVNULL, env=self.launch.env, cwd=self.launch.cwd,
+                    start_new_session=True, limit=2**20,
+                )
+                processes.own(proc.pid)
+                return proc
         except OSError as exc:
             raise InfraError(f"bot {self.name} could not be started ({self.launch.argv[0]}): "
                              f"{exc.strerror or exc}; see {self.bot.source}") from None
@@ -233,9 +262,9 @@ class BotUnderTest:
         line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
         out.write(line + "\n")
         out.flush()
-        # The in-memory copy is for readiness and failure reports: bounded, whatever the bot prints.
-        if len(self.log.items) < LOG_LINES_KEPT:
-            await self.log.append(line[:LOG_LINE_KEPT])
+        # Every line is offered to the waits (readiness among them) as it comes; the in-memory copy, for failure
+        # reports, keeps only the latest lines, whatever the bot prints.
+        await self.log.append(line[:LOG_LINE_KEPT])
 
     async def _watch_exit(self, proc: Proc) -> None:
         """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
@@ -279,7 +308,7 @@ class BotUnderTest:
             condition: Awaitable[Any] = self.trace.wait_for(lambda r: r.get("type") == "ready", timeout_s,
                                                              "a `ready` trace record", start)
         elif ready.kind == "log":
-            pattern = re.compile(str(ready.log))
+            pattern = user_pattern(str(ready.log))  # bounded in time: a bot file's pattern is anyone's
             condition = self.log.wait_for(lambda line: pattern.search(line) is not None, timeout_s,
                                           f"a log line matching /{ready.log}/", self._log_mark)
         else:
@@ -340,6 +369,8 @@ class BotUnderTest:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         kill_stragglers(self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
+        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper.
+        processes.stop_adopted()
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.

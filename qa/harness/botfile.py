@@ -34,6 +34,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 from qa import safe_yaml
 from qa.harness.capabilities import Capability
 from qa.kernel.errors import ConfigError
+from qa.patterns import user_pattern
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
 # The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
@@ -59,10 +60,7 @@ Templated = Annotated[str, AfterValidator(_placeholders_known)]
 
 def _regex(value: str | None) -> str | None:
     if value is not None:
-        try:
-            re.compile(value)
-        except (re.error, OverflowError, RecursionError) as exc:  # a{99999999999} overflows, not re.error
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        user_pattern(value)  # the one check every user pattern gets (qa.patterns): ValueError with the reason
     return value
 
 
@@ -216,7 +214,7 @@ def _run_check(bot: BotFile, field: str, value: dict[str, Any], what: str) -> li
     check = _checker(bot, field)
     try:
         return [str(p) for p in check(value)]
-    except Exception as exc:  # someone else's checker: its bug is reported, not raised through the CLI
+    except (Exception, SystemExit) as exc:  # someone else's checker (sys.exit too): reported, not raised through
         raise ConfigError(f"{bot.source}: {field} {getattr(bot, field)} failed on {what}: "
                           f"{type(exc).__name__}: {exc}") from None
 
@@ -229,7 +227,7 @@ def _checker(bot: BotFile, field: str) -> Any:
     module_name, _, function = entry.partition(":")
     try:
         check = getattr(importlib.import_module(module_name), function)
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:  # a module that calls sys.exit() when imported
         raise ConfigError(f"{bot.source}: {field} {entry}: cannot load it: {exc}") from None
     if not callable(check) or inspect.isclass(check):
         raise ConfigError(f"{bot.source}: {field} {entry} is not a function")

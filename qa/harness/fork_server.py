@@ -29,7 +29,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.harness.botfile import BotFile, python_module
+from qa.harness.launch import inherited_env
 from qa.kernel.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
@@ -104,7 +106,9 @@ class ForkServer:
         self.preload = list(bot.fork_server.preload) if bot.fork_server is not None else []
         self.pid: int | None = None
         self.failure: str | None = None  # why it is not serving (never started, died): for the run's notes
-        self._env = dict(os.environ)
+        # Exactly what a bot may inherit: a forked bot's /proc/<pid>/environ is the one we start the zygote with,
+        # whatever its Python view is changed to after the fork.
+        self._env = inherited_env(os.environ)
         self._proc: asyncio.subprocess.Process | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task[None] | None = None
@@ -124,11 +128,12 @@ class ForkServer:
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            with self.log_path.open("ab") as log:
+            with self.log_path.open("ab") as log, processes.spawning():
                 self._proc = await asyncio.create_subprocess_exec(
                     *self._zygote_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
                     stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
                     start_new_session=True)
+                processes.own(self._proc.pid)
         except OSError as exc:
             ours.close()
             raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None

@@ -25,12 +25,22 @@ from typing import Any
 import jinja2
 import yaml
 
-from qa.harness.botfile import BotFile
+from qa import processes
+from qa.harness.botfile import CONTRACT_ENV, BotFile
 from qa.kernel.dotted import set_dotted as dotted_set
 from qa.kernel.errors import ConfigError
 
 # Never handed to a bot, not even through the inherited environment: they are the harness's, not the bot's.
-WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY", "MATRIX_QA_LIVE_ANTHROPIC_KEY")
+WITHHELD_ENV_PREFIXES = processes.WITHHELD_ENV_PREFIXES
+
+
+def inherited_env(base_env: Mapping[str, str]) -> dict[str, str]:
+    """Pure: what a bot may inherit from the harness: never a withheld variable, never a contract name (each launch
+    sets its own, so a value the harness inherited for one, such as the user's own OPENAI_API_KEY that record mode
+    keeps from the bot, is never one a bot may see). Also the whole environment of the fork server, which outlives
+    every launch: /proc/<pid>/environ of each bot it forks shows what it was started with."""
+    return {k: v for k, v in base_env.items()
+            if not k.startswith(WITHHELD_ENV_PREFIXES) and k not in CONTRACT_ENV}
 
 
 @dataclass
@@ -175,8 +185,7 @@ def build_launch(bot: BotFile, facts: LaunchFacts, overrides: Mapping[str, Any],
     context = template_context(bot, facts, config_path, generation)
     config_text = render_config(bot, context, overrides)
     values = placeholders(bot, facts, config_path)
-    inherited = {k: v for k, v in base_env.items() if not k.startswith(WITHHELD_ENV_PREFIXES)}
-    env = {**inherited, **facts.extra_env, **contract_env(facts, config_path)}
+    env = {**inherited_env(base_env), **facts.extra_env, **contract_env(facts, config_path)}
     env.update({k: fill(v, values) for k, v in bot.env.items()})
     cwd = Path(fill(bot.cwd, values)) if bot.cwd else bot.directory
     if not cwd.is_absolute():

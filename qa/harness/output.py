@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO
 
 from qa.kernel.clock import utc_now_iso
+from qa.kernel.terminal import terminal_safe
 from qa.shared.redact import redact
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Output:
                 live.stop()
 
     def say(self, message: str) -> None:
-        message = self.redact(message)
+        message = terminal_safe(self.redact(message))
         if self._live is not None:
             self._live.print(message)
         else:

@@ -83,6 +83,7 @@ class Shard:
         return f"{self.index}/{self.count}"
 
 
+MAX_SHARDS = 1000
 _SHARD_RE = re.compile(r"\s*(\d+)\s*/\s*(\d+)\s*")
 
 
@@ -90,7 +91,12 @@ def parse_shard(text: str) -> Shard:
     match = _SHARD_RE.fullmatch(text)
     if not match:
         raise ConfigError(f"--shard expects I/N (e.g. 2/5), got {text!r}")
+    if len(match.group(2)) > 6 or len(match.group(1)) > 6:
+        raise ConfigError(f"--shard {text.strip()[:40]}: N must be at most {MAX_SHARDS} (one CI job per shard)")
     index, count = int(match.group(1)), int(match.group(2))
+    if count > MAX_SHARDS:
+        raise ConfigError(f"--shard {text}: N must be at most {MAX_SHARDS} (one CI job per shard; more shards than "
+                          "scenarios run the canary alone)")
     if count < 1 or not 1 <= index <= count:
         raise ConfigError(f"--shard {text}: I must be between 1 and N (N >= 1)")
     return Shard(index, count)

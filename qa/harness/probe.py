@@ -28,6 +28,7 @@ import signal
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.harness.bot_process import BotUnderTest
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import fill
@@ -155,9 +156,12 @@ async def _start(argv: list[str], env: dict[str, str], cwd: Path, stdin_fd: int,
         with contextlib.suppress(InfraError):  # it still probes, started the ordinary way
             return await fork_server.spawn(argv, env, cwd, stdin_fd=stdin_fd, stderr_fd=stderr_fd)
     try:
-        return await asyncio.create_subprocess_exec(
-            *argv, stdin=stdin_fd, stdout=asyncio.subprocess.PIPE, stderr=stderr_fd, env=env, cwd=cwd,
-            start_new_session=True, limit=LINE_LIMIT)
+        with processes.spawning():
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=stdin_fd, stdout=asyncio.subprocess.PIPE, stderr=stderr_fd, env=env, cwd=cwd,
+                start_new_session=True, limit=LINE_LIMIT)
+            processes.own(proc.pid)
+            return proc
     except OSError as exc:
         raise ProbeFailed(f"could not be started ({argv[0]}): {exc.strerror or exc}") from None
 

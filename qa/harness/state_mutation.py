@@ -11,6 +11,7 @@ import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from qa import processes
 from qa.harness.bot_process import BotUnderTest, describe_exit
 from qa.harness.launch import fill
 from qa.shared.redact import redact
@@ -37,9 +38,11 @@ async def run_state_mutation(bot: BotUnderTest, name: str, args: list[str], time
                              secrets: list[str]) -> MutationResult:
     argv = mutation_argv(bot, name, args)
     try:
-        proc = await asyncio.create_subprocess_exec(
-            *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
-            env=bot.launch.env, cwd=bot.launch.cwd, start_new_session=True)
+        with processes.spawning():
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+                stdin=asyncio.subprocess.DEVNULL, env=bot.launch.env, cwd=bot.launch.cwd, start_new_session=True)
+            processes.own(proc.pid)
     except OSError as exc:
         return MutationResult(argv, -1, [f"cannot start {argv[0]}: {exc.strerror or exc}"])
     code: int | None

@@ -39,6 +39,7 @@ from typing import Any, Literal
 import aiohttp
 import yaml
 
+from qa import processes
 from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
@@ -330,18 +331,20 @@ class SynapseHomeserver(Homeserver):
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
         argv, env = self._launch_command()
-        with self.stdout_path.open("ab") as out:
+        with self.stdout_path.open("ab") as out, processes.spawning():
             proc = await asyncio.create_subprocess_exec(
-                *argv,
+                # Through the wrapper: a SIGKILLed harness takes Synapse with it (PR_SET_PDEATHSIG).
+                *processes.with_pdeathsig(argv),
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=out,
                 stderr=asyncio.subprocess.STDOUT,
                 cwd=self.workdir,
-                env=env,
+                env=processes.homeserver_env(os.environ if env is None else env),
                 # Own process group: stop() can signal Synapse and anything it forks in one go, and a
                 # terminal Ctrl-C reaches us first rather than killing Synapse under our feet.
                 start_new_session=True,
             )
+            processes.own(proc.pid)
         self._proc = proc
         _track(proc.pid)
         try:

@@ -30,6 +30,7 @@ from qa.kernel.lockfile import (
     read_lock,
     remove_if_same,
 )
+from qa.kernel.terminal import safe_print
 from qa.kernel.trace import holds_open_at_end, read_trace
 
 
@@ -124,9 +125,9 @@ def doctor_main(argv: Sequence[str], prog: str, positional: bool) -> int:
         settings, _ = resolve_lock_settings(config, os.environ)
     except LockConfigError as exc:
         message = str(exc).replace("session.writeLock.staleMs", "--stale-ms")
-        print(f"{prog}: {message.replace('session.writeLock.maxHoldMs', '--max-hold-ms')}", file=sys.stderr)
+        safe_print(f"{prog}: {message.replace('session.writeLock.maxHoldMs', '--max-hold-ms')}", file=sys.stderr)
         return 2
     if not args.root.is_dir():
-        print(f"{prog}: {args.root}: not a directory", file=sys.stderr)
+        safe_print(f"{prog}: {args.root}: not a directory", file=sys.stderr)
         return 2
-    return run_doctor(args.root, settings, args.fix, args.json, print)
+    return run_doctor(args.root, settings, args.fix, args.json, safe_print)

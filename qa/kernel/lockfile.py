@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import secrets
+import stat
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -79,14 +81,30 @@ class LockFile:
         return max(0.0, time.time() * 1000 - self.mtime_ns / 1_000_000)
 
 
+# Linux's PID_MAX_LIMIT: a larger pid is no process (and past what os.kill takes: an OverflowError).
+MAX_PID = 1 << 22
+# A lock file is a few hundred bytes; anything much larger is not one, and is not read whole.
+MAX_LOCK_BYTES = 1 << 16
+
+
+def _finite_number(value: Any) -> bool:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an integer of hundreds of digits
+        return False
+
+
 def valid_payload(data: Any) -> dict[str, Any] | None:
+    """The payload when it has the shape of one (someone else's stale lock may hold anything), else None."""
     if not isinstance(data, dict):
         return None
     pid, mono, token = data.get("pid"), data.get("createdMono"), data.get("token")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    if not isinstance(pid, int) or isinstance(pid, bool) or not 0 < pid <= MAX_PID:
         # pid 0 or negative would make os.kill signal a whole process group.
         return None
-    if not isinstance(mono, int | float) or isinstance(mono, bool):
+    if not _finite_number(mono):
         return None
     if not isinstance(token, str) or not token:
         return None
@@ -98,17 +116,26 @@ def valid_payload(data: Any) -> dict[str, Any] | None:
 def read_lock(path: Path) -> LockFile | None:
     """The lock file as it is now, or None if there is none. Stat and content come from one open file."""
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO planted there must not block us
     except FileNotFoundError:
         return None
+    except OSError:  # unreadable (permissions, a loop): still a lock someone holds, with no payload we can read
+        try:
+            st = os.stat(path)
+        except OSError:
+            return None
+        return LockFile(payload=None, inode=st.st_ino, mtime_ns=st.st_mtime_ns, size=st.st_size)
     try:
         st = os.fstat(fd)
-        raw = os.read(fd, max(st.st_size, 1) + 1)
+        try:
+            raw = os.read(fd, min(max(st.st_size, 1) + 1, MAX_LOCK_BYTES)) if stat.S_ISREG(st.st_mode) else b""
+        except OSError:
+            raw = b""
     finally:
         os.close(fd)
     try:
         payload = valid_payload(json.loads(raw.decode("utf-8")))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+    except (UnicodeDecodeError, ValueError, RecursionError):  # torn, huge integers, nested past the reader
         payload = None
     return LockFile(payload=payload, inode=st.st_ino, mtime_ns=st.st_mtime_ns, size=st.st_size)
 
@@ -117,7 +144,7 @@ def pid_alive(pid: int) -> bool:
     """A pid we cannot signal (PermissionError) counts as alive."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process; a number no process can have
         return False
     except PermissionError:
         return True

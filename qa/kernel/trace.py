@@ -101,13 +101,15 @@ def read_trace(path: Path) -> list[dict[str, Any]]:
     records: list[dict[str, Any]] = []
     if not path.exists():
         return records
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            record = json.loads(line)
+        except (ValueError, RecursionError):  # torn; an integer of thousands of digits; nested past the reader
             continue
+        if isinstance(record, dict):  # a line of another shape is no record
+            records.append(record)
     return records
 
 

@@ -108,6 +108,37 @@ class Cassette:
         return head | {"recorded": self.recorded, "exchanges": [e.to_data() for e in self.exchanges]}
 
 
+def chunk_problem(chunk: dict[str, Any]) -> tuple[list[str | int], str] | None:
+    """Pure: (where in the chunk, what is wrong) for a field `assemble` could not use, else None. A hand-edited
+    cassette may hold anything; replay must refuse it at load, not crash on it mid-scenario."""
+    delta = chunk.get("delta") or {}
+    if not isinstance(delta, dict):
+        return ["delta"], "expected a mapping"
+    if delta.get("content") is not None and not isinstance(delta["content"], str):
+        return ["delta", "content"], f"expected a string or null, got {type(delta['content']).__name__}"
+    if chunk.get("finish_reason") is not None and not isinstance(chunk["finish_reason"], str):
+        return ["finish_reason"], f"expected a string or null, got {type(chunk['finish_reason']).__name__}"
+    calls = delta.get("tool_calls") or []
+    if not isinstance(calls, list):
+        return ["delta", "tool_calls"], f"expected a list, got {type(calls).__name__}"
+    for n, call in enumerate(calls):
+        if not isinstance(call, dict):
+            return ["delta", "tool_calls", n], f"expected a mapping, got {type(call).__name__}"
+        index = call.get("index", 0)
+        if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < 1000:
+            return ["delta", "tool_calls", n, "index"], f"expected a whole number from 0 to 999, got {index!r:.40}"
+        if call.get("id") is not None and not isinstance(call["id"], str):
+            return ["delta", "tool_calls", n, "id"], f"expected a string, got {type(call['id']).__name__}"
+        function = call.get("function") or {}
+        if not isinstance(function, dict):
+            return ["delta", "tool_calls", n, "function"], f"expected a mapping, got {type(function).__name__}"
+        for name in ("name", "arguments"):
+            if function.get(name) is not None and not isinstance(function[name], str):
+                return (["delta", "tool_calls", n, "function", name],
+                        f"expected a string, got {type(function[name]).__name__}")
+    return None
+
+
 def assemble(chunks: Sequence[dict[str, Any]]) -> tuple[str | None, list[ToolCall], str | None]:
     """(text, tool calls, finish reason) a client makes of streamed deltas, as the openai SDK does."""
     text: list[str] = []
@@ -256,6 +287,8 @@ class _Reader:
                 # A usage-only chunk (stream_options.include_usage) carries no delta.
                 if not isinstance(c.get("delta"), dict) and not isinstance(c.get("usage"), dict):
                     raise self.fail([*where, "chunks", n, "delta"], "expected a mapping (or a usage-only chunk)")
+                if (problem := chunk_problem(c)) is not None:
+                    raise self.fail([*where, "chunks", n, *problem[0]], problem[1])
             text, calls, finish = assemble(chunks)
             for name, value in (("text", text), ("tool_calls", [c.to_data() for c in calls]),
                                 ("finish_reason", finish)):
@@ -267,6 +300,10 @@ class _Reader:
             raise self.fail([*where, "tool_calls"], "expected a list")
         for n, call in enumerate(calls_data):
             self.mapping(call, [*where, "tool_calls", n], required=("id", "name", "arguments"))
+            for name in ("id", "name", "arguments"):
+                if not isinstance(call[name], str):
+                    raise self.fail([*where, "tool_calls", n, name],
+                                    f"expected a string, got {type(call[name]).__name__}")
         if response.get("text") is not None and not isinstance(response["text"], str):
             raise self.fail([*where, "text"], "expected a string or null")
         return response

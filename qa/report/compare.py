@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.kernel.errors import ConfigError
+from qa.kernel.terminal import safe_print, terminal_safe
 from qa.report.headline import ScenarioLock, scenario_locks
 from qa.report.summary import ScenarioResult, Summary, latency_stats
 from qa.report.text import human_ms, signed_ms
@@ -201,10 +202,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = compare(load_summary(_summary_path(args.base)), load_summary(_summary_path(args.head)))
     except ConfigError as exc:
-        print(f"matrix-qa: {exc}", file=sys.stderr)
+        safe_print(f"matrix-qa: {exc}", file=sys.stderr)
         return 2
+    # JSON escapes the C0 controls itself; the markdown shows scenario ids read from the two summaries.
     print(json.dumps(result.to_json_dict(), indent=2, ensure_ascii=False) if args.json
-          else render_compare_markdown(result), end="" if not args.json else "\n")
+          else terminal_safe(render_compare_markdown(result)), end="" if not args.json else "\n")
     return 1 if result.regressions else 0
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import math
 import os
 import tempfile
 from collections.abc import Iterable
@@ -127,17 +128,37 @@ def write_reports(
     return written
 
 
+MAX_SUMMARY_BYTES = 256 * 2**20  # a summary of thousands of scenarios is a few MB
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is past the range of a float")
+    return value
+
+
 def load_summary(path: Path) -> Summary:
     """Read a `matrix-qa-summary.json`, refusing (with the file named) anything that is not a v1 summary."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        if path.stat().st_size > MAX_SUMMARY_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes; a run summary is at most {MAX_SUMMARY_BYTES}")
+        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_not_json, parse_float=_finite)
     except OSError as e:
         raise ConfigError(f"{path}: cannot read run summary: {e.strerror or e}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"{path}: not UTF-8 text ({e.reason}); expected a run summary") from None
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}:{e.lineno}:{e.colno}: not valid JSON ({e.msg})") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deep to be a run summary") from None
+    except ValueError as e:  # an integer of thousands of digits; NaN, Infinity or a float past the float range
+        raise ConfigError(f"{path}: not a run summary: {str(e).split(';')[0]}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a JSON object; expected a matrix-qa run summary")
     schema = data.get("schema")

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
 from qa.harness.output import Output
@@ -88,6 +89,8 @@ class Run:
         self.cassettes = load_for_replay(self.options, self.plan)
         # From here on, whatever happens, every process started is stopped and the record is written.
         library_logs = self.open_record()
+        # Every orphan below us comes back to us, so teardown finds what escaped a bot's group and environment.
+        processes.become_subreaper()
         work = Path(tempfile.mkdtemp(prefix="matrix-qa-", dir=work_root(os.environ)))
         self.lifecycle.begin(work, self.options.timeout)
         try:

@@ -18,6 +18,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from qa import processes
 from qa.harness.bot_process import kill_all_bots
 from qa.harness.fork_server import kill_all_fork_servers
 from qa.harness.output import Output
@@ -132,6 +133,7 @@ def kill_everything() -> None:
     kill_all_bots()
     kill_all_fork_servers()
     registry.last_resort()
+    processes.stop_adopted(force=True)  # what escaped them all came back to us (qa.processes)
 
 
 class LibraryLogs:

@@ -91,14 +91,25 @@ def default_scenario_paths() -> list[Path]:
     return [found] if found is not None else []
 
 
+# Upper bounds of the flags that size what is built before anything starts (the reason is in each message).
+MAX_JOBS = 64
+MAX_REPEAT = 1000
+
+
 def preflight(options: RunOptions, jobs: int, artifact_dir: Path, env: Mapping[str, str]) -> tuple[Any, list[str]]:
     """Usage and environment problems of the chosen backends are exit 2 before anything starts. Returns the
     live provider's settings (None for mock or replay) and the secrets the chosen backends bring."""
     if jobs < 1:
         raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    if jobs > MAX_JOBS:
+        raise ConfigError(f"--jobs must be at most {MAX_JOBS}, got {jobs}: each job is a bot process and its test "
+                          "users on the one homeserver, and more than that only queues on it")
     check_backend_options(options)
     if options.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {options.repeat}")
+    if options.repeat > MAX_REPEAT:
+        raise ConfigError(f"--repeat must be at most {MAX_REPEAT}, got {options.repeat}: every attempt of every "
+                          "scenario is planned before the first starts, and a pass rate needs no more")
     if options.repeat > 1 and (options.provider == "replay" or options.record_dir is not None):
         # A replay answers the same every time, and a cassette is one run's answers: N of them is no record.
         raise ConfigError("--repeat measures a live or mocked model's pass rate; it cannot be combined with "

@@ -31,13 +31,19 @@ _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 DURATION_HELP = "use e.g. 60s, 1500ms, 2m, or a number of seconds"
 
 
+MAX_DURATION_S = 7 * 24 * 3600.0
+
+
 def parse_duration(value: object) -> float:
     """Seconds from "60s", "1500ms", "2m", "1h", "1.5s", 60 or 1.5 (a bare number is seconds)."""
     # YAML turns `yes`/`no`/`off` into bools, and bool is an int subclass: never let those pass as 1 or 0.
     if isinstance(value, bool):
         raise ValueError(f"invalid duration {value!r}; {DURATION_HELP}")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ValueError(f"duration must be at most {MAX_DURATION_S:g}s (a week)") from None
     elif isinstance(value, str):
         m = _DURATION_RE.fullmatch(value.strip())
         if m is None:
@@ -47,6 +53,9 @@ def parse_duration(value: object) -> float:
         raise ValueError(f"invalid duration {value!r}; {DURATION_HELP}")
     if not math.isfinite(seconds) or seconds <= 0:
         raise ValueError(f"duration must be positive and finite, got {value!r}")
+    if seconds > MAX_DURATION_S:
+        raise ValueError(f"duration must be at most {MAX_DURATION_S:g}s (a week: a longer wait bounds nothing), "
+                         f"got {str(value)[:40]!r}")
     return seconds
 
 

@@ -151,7 +151,7 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
     """Load the mock-provider rule files the scenario names, so a broken one is found by `validate` and
     stops `run` before anything starts. Paths are relative to the folder above the scenario's own folder (the
     repo root for scenarios/ + fixtures/), as the run resolves them (qa.library.rules_root_for)."""
-    from qa.library import rules_root_for
+    from qa.library import confined, rules_root_for
     from qa.provider.rules import RuleFileError, load_rules
 
     assert out.scenario is not None
@@ -159,6 +159,9 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
     for index, name in enumerate(out.scenario.provider.rules):
         path = rules_root_for(out.path) / name
         key = str(path)
+        _, why = confined(rules_root_for(out.path), name)
+        if why is not None and why != "not found":  # a missing file: load_rules says so, with its own words
+            cache[key] = [f"{key}: {why}"]
         if key not in cache:
             try:
                 load_rules(path)
@@ -173,15 +176,19 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
 
 def _check_media_fixtures(out: _Loaded, root: Node) -> None:
     """The media fixtures a step sends must exist, so a typo stops `validate` instead of failing mid-run."""
-    from qa.library import media_fixture
+    from qa.library import confined, media_fixture
 
     assert out.scenario is not None
     for index, step in enumerate(out.scenario.steps):
         for where, name in step.media_fixtures():
-            if media_fixture(out.path, name).is_file():
-                continue
             loc: Loc = ("steps", index, step.kind, *where)
             folder = media_fixture(out.path, "")
+            found, why = confined(folder, name)
+            if found is not None:
+                continue
+            if media_fixture(out.path, name).is_symlink() or why != "not found":
+                out.error(f"media fixture {name!r} in {folder}: {why}", safe_yaml.locate(root, loc, at_key=False), loc)
+                continue
             known = ", ".join(sorted(p.name for p in folder.glob("*") if p.is_file() and p.suffix != ".py")) \
                 if folder.is_dir() else "none"
             out.error(f"no media fixture {name!r} in {folder} (known: {known})",
@@ -261,16 +268,20 @@ def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Pa
     for raw in paths:
         p = Path(raw)
         if p.is_dir():
-            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and c.is_file())
+            # A symlink that leads nowhere (dangling, looping) is kept, so reading it says why, not dropped.
+            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
             if not found:
                 errors.append(ScenarioError("no scenario files (*.yaml, *.yml) in this directory", path=p))
-        elif p.exists():
+        elif p.exists() or p.is_symlink():
             found = [p]
         else:
             errors.append(ScenarioError("no such file or directory", path=p))
             found = []
         for f in found:
-            key = f.resolve()
+            try:
+                key = f.resolve()
+            except (RuntimeError, OSError):  # a symlink loop (RuntimeError on 3.11): read, and reported, as it is
+                key = f.absolute()
             if key not in seen:
                 seen.add(key)
                 files.append(f)

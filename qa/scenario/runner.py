@@ -408,7 +408,7 @@ async def settle(bot: BotUnderTest) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + SETTLE_MAX_S
     while loop.time() < deadline:
-        marks = (len(bot.log.items), len(bot.trace.items))
+        marks = (bot.log.count, len(bot.trace.items))
         try:
             await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
         except TimeoutError:

@@ -48,6 +48,7 @@ BUGS = {
     "never-ready": "logs in, then never joins its rooms nor says it is syncing",
     "die-mid-turn": "is SIGKILLed (by itself, as the OOM killer would) while its model request is in flight",
     "lock-across-model": "holds its session-file lock while the model is thinking (with --trace-locks)",
+    "escaping-helper": "starts a helper in a session of its own with a cleared environment, and leaves it running",
 }
 SYSTEM_PROMPT = "You are a helpful assistant in a Matrix chat room. Answer briefly."
 FAILURE_TEXT = "Sorry, I could not get an answer from the model."
@@ -392,6 +393,18 @@ async def main_async(settings: Settings, bug: str | None, trace_locks: bool = Fa
     return code
 
 
+def _start_escaping_helper() -> None:
+    """Out of the bot's process group (its own session) and out of the environment scan (nothing inherited): only
+    the harness as a subreaper can find it once the bot is gone. Its argv names the state dir, for the test."""
+    import subprocess
+
+    helper = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)", "escaping-helper", os.environ["MATRIX_QA_STATE_DIR"]],
+        env={}, start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    log.warning("escaping helper started: pid %d", helper.pid)
+
+
 def _exit_now(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -414,6 +427,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.bug:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
+    if args.bug == "escaping-helper":
+        _start_escaping_helper()
     return asyncio.run(main_async(settings, args.bug, args.trace_locks))
 
 

@@ -214,3 +214,41 @@ def test_live_provider_wrong_key_is_exit_2_without_the_key(
     assert summary["environment"]["provider"]["mode"] == "live"
     assert scan_for_secrets(out, [wrong]) == [] and wrong not in proc.stderr
     assert our_processes(str(tmp_path)) == []
+
+
+def test_nothing_withheld_in_proc_environ_of_the_fork_server_or_a_forked_bot_during_a_live_run(
+    tmp_path: Path, live_endpoint: tuple[str, str, Path]
+) -> None:
+    """As an attacker beside the bot would look: /proc/<pid>/environ of every bot-side process of a live run
+    (the fork server, and the bots forked from it), read while they run."""
+    import os
+    import time
+
+    base_url, key, _ = live_endpoint
+    registration = "reg-planted-" + secrets.token_hex(8)
+    env = {**os.environ, "TMPDIR": str(tmp_path), "MATRIX_QA_LIVE_OPENAI_KEY": key,
+           "MATRIX_QA_REGISTRATION_SHARED_SECRET": registration}
+    env.pop("OPENAI_API_KEY", None)
+    proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "run", "--provider", "live", "--model", "mock-model",
+                             "--base-url", base_url, "--scenario", "canary", "--scenario", "matrix-thread-follow-up",
+                             "--output-dir", str(tmp_path / "out")], cwd=REPO, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen: dict[int, bytes] = {}
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        for line in our_processes(str(tmp_path)):
+            if "qa.harness.zygote" in line:
+                pid = int(line.split()[0])
+                try:
+                    seen[pid] = Path(f"/proc/{pid}/environ").read_bytes()
+                except OSError:
+                    continue
+        time.sleep(0.05)  # sampling the processes of a run we do not control
+    if proc.poll() is None:
+        proc.kill()
+    assert proc.wait(timeout=60) == 0
+    assert len(seen) >= 2, "the fork server and at least one bot forked from it were read"
+    for pid, environ in seen.items():
+        assert key.encode() not in environ and registration.encode() not in environ, pid
+        assert b"MATRIX_QA_LIVE_" not in environ and b"MATRIX_QA_REGISTRATION_" not in environ, pid
+    assert our_processes(str(tmp_path)) == []

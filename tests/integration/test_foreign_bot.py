@@ -114,3 +114,28 @@ async def test_a_bot_tracing_only_its_lock_holds_is_judged_against_the_journal(r
     assert lock["verdict"] == "fail", lock
     assert any("while the provider journal shows a model request in flight" in r for r in lock["reasons"])
     assert "lock held" in held.report or "provider journal" in held.report
+
+
+def _helpers(marker: str) -> list[int]:
+    """Processes whose argv says `escaping-helper` and names `marker` (the test's tmp dir, in the state dir)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"escaping-helper" in argv and any(marker.encode() in a for a in argv):
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_helper_that_left_the_bots_session_and_environment_is_stopped_at_teardown(
+        run_qa, tmp_path: Path) -> None:
+    """The harness is a child subreaper: the helper, orphaned when the bot stops, comes back to it and is found."""
+    result = await run_qa("canary", bot_file=BOTS / "nio-reply-bot-escaping-helper.yaml")
+    assert result.code == 0, result.report
+    log = (result.dir / "scenarios" / "canary" / "bot.log").read_text()
+    assert "escaping helper started: pid" in log, "the bug ran"
+    pid = int(log.split("escaping helper started: pid ")[1].split()[0])
+    assert not Path(f"/proc/{pid}").exists(), "stopped and reaped at the bot's teardown, not left to init"
+    assert _helpers(str(tmp_path)) == []

@@ -224,3 +224,29 @@ async def test_any_python_bot_file_can_have_one(tmp_path: Path, monkeypatch: pyt
         assert "RuntimeWarning" not in (tmp_path / "fork-server.log").read_text()
     finally:
         await server.close()
+
+
+async def test_nothing_withheld_is_in_proc_environ_of_the_fork_server_or_a_forked_bot(
+        tmp_path: Path, hanging_homeserver: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As an attacker on the bot's side would look: /proc/<pid>/environ (the environment the process was exec'd
+    with, which clearing os.environ after a fork does not change), of the zygote and of a bot forked from it."""
+    planted = {"MATRIX_QA_LIVE_OPENAI_KEY": "sk-live-planted-0123456789abcdef",
+               "MATRIX_QA_LIVE_ANTHROPIC_KEY": "sk-ant-planted-0123456789abcdef",
+               "MATRIX_QA_REGISTRATION_SHARED_SECRET": "reg-planted-0123456789abcdef",
+               "OPENAI_API_KEY": "sk-user-own-planted-0123456789"}  # record mode keeps this from the bot
+    for name, value in planted.items():
+        monkeypatch.setenv(name, value)
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
+    await server.start()
+    try:
+        bot = _bot(tmp_path, "spy", hanging_homeserver, server)
+        bot.launch.env = {k: v for k, v in bot.launch.env.items() if k not in planted}  # as build_launch does
+        pid = await _started(bot)
+        assert bot.forked and server.pid is not None
+        for seen in (server.pid, pid):
+            environ = Path(f"/proc/{seen}/environ").read_bytes()
+            for name, value in planted.items():
+                assert value.encode() not in environ and name.encode() + b"=" not in environ, (seen, name)
+        await bot.stop(timeout_s=10)
+    finally:
+        await server.close()

@@ -3,6 +3,7 @@ artifact directory, a provider that echoes the key back. Each runs the CLI as a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -194,3 +195,37 @@ def test_a_second_signal_during_a_slow_teardown_stops_at_once_with_the_record(tm
     assert summary["status"] == "interrupted" and summary["exitCode"] == 130
     scenario = summary["scenarios"][0]
     assert scenario["status"] == "interrupted" and "then SIGTERM: stopped at once" in scenario["details"], scenario
+
+
+def test_a_sigkilled_harness_leaves_no_synapse_and_gave_it_no_secret(tmp_path: Path) -> None:
+    """Synapse is started through an exec wrapper that sets PR_SET_PDEATHSIG: the kernel SIGKILLs it when the
+    harness dies, however it dies. Its environment, read from /proc as anyone could, holds no harness secret."""
+    planted = {"MATRIX_QA_LIVE_OPENAI_KEY": "sk-live-planted-" + secrets.token_hex(8),
+               "MATRIX_QA_REGISTRATION_SHARED_SECRET": "reg-planted-" + secrets.token_hex(8)}
+    env = {**os.environ, "TMPDIR": str(tmp_path), **planted}
+    proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "run", "--scenario", "canary", "--output-dir",
+                             str(tmp_path / "out"), "--provider-rules", str(HANG)], cwd=REPO, env=env,
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    _read_until(proc, "1. send:")
+    synapse = [line for line in our_processes(str(tmp_path)) if "synapse.app.homeserver" in line]
+    assert len(synapse) == 1, synapse
+    pid = int(synapse[0].split()[0])
+    environ = Path(f"/proc/{pid}/environ").read_bytes()
+    assert not any(value.encode() in environ for value in planted.values())
+    proc.kill()
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 15  # the kernel sends SIGKILL at once; Synapse is then reaped by init
+    while Path(f"/proc/{pid}").exists() and "Z" not in _state(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)  # polling the kernel's view of a process that is no longer ours
+    left = [line for line in our_processes(str(tmp_path)) if "synapse.app.homeserver" in line]
+    for line in our_processes(str(tmp_path)):  # whatever else is left is not this test's claim; leave nothing
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(int(line.split()[0]), signal.SIGKILL)
+    assert left == [], left
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
+    except (OSError, IndexError):
+        return "Z"

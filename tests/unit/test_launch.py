@@ -263,3 +263,20 @@ def test_the_blocked_path_below_a_wildcard_names_the_wildcard_and_the_key_before
     config: dict[str, object] = {"cfg": {"rooms": {"!a": {"policy": 3}}}}
     assert raw_set(config, "cfg.rooms.*.policy.mention", False) == ["cfg", "rooms", "*", "policy"]
     assert raw_set(config, "cfg.rooms.*.other.mention", False) is None
+
+
+def test_what_a_bot_may_inherit_has_nothing_withheld_and_no_contract_name() -> None:
+    from qa.harness.launch import inherited_env
+    base = {"PATH": "/bin", "PYTHONPATH": "/src", "MATRIX_QA_REGISTRATION_SHARED_SECRET": "s",
+            "MATRIX_QA_LIVE_OPENAI_KEY": "k", "MATRIX_QA_LIVE_ANTHROPIC_KEY": "a", "OPENAI_API_KEY": "user-own",
+            "ANTHROPIC_API_KEY": "user-own", "MATRIX_QA_CONFIG": "/elsewhere", "MATRIX_QA_OTHER": "kept"}
+    assert inherited_env(base) == {"PATH": "/bin", "PYTHONPATH": "/src", "MATRIX_QA_OTHER": "kept"}
+
+
+def test_a_contract_name_the_harness_inherited_never_reaches_a_bot_without_that_contract_entry(
+        tmp_path: Path) -> None:
+    launch = build_launch(builtin_bot_file(), _facts(tmp_path), {}, {"MATRIX_QA_CONFIG": "/stray", "PATH": "/bin"})
+    assert launch.env["MATRIX_QA_CONFIG"] != "/stray"
+    (tmp_path / "b.yaml").write_text('name: b\ncommand: ["run"]\n')
+    plain = build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {}, {"MATRIX_QA_CONFIG": "/stray"})
+    assert "MATRIX_QA_CONFIG" not in plain.env

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from qa.kernel.clock import mono_ms
+from qa.kernel.errors import ConfigError
 from qa.scenario.context import Ref
 from qa.scenario.fields import ActorName, MarkedText, RoomName, StepId, error
 from qa.scenario.steps.base import MESSAGES, SENT, ActorUse, InRoom, StepRef, mention_use, opt_ref
@@ -68,10 +69,14 @@ class SendMedia(InRoom):
 
     def file(self, ctx: ScenarioContext) -> tuple[bytes, str, str]:
         """(data, filename, mimetype): the fixture file, or fresh random bytes."""
-        from qa.library import media_fixture
+        from qa.library import confined, media_fixture
 
         if self.fixture is not None:
-            data = media_fixture(ctx.scenario.source_path, self.fixture).read_bytes()
+            # Checked at load; again here, so a link swapped in since is refused rather than read.
+            path, why = confined(media_fixture(ctx.scenario.source_path, ""), self.fixture)
+            if path is None:
+                raise ConfigError(f"send_media fixture {self.fixture!r}: {why}")
+            data = path.read_bytes()
             name = self.filename or self.fixture
         else:
             data = os.urandom(self.generate_bytes or 0)

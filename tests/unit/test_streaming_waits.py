@@ -1,0 +1,95 @@
+"""Waits see every item as it comes, with bounded memory and no re-scan (qa.waiting), and the trace is read in
+bounded chunks with an overlong line dropped (qa.harness.bot_process.trace_lines)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from qa.harness.bot_process import _SKIPPING, TRACE_LINE_MAX, trace_lines
+from qa.patterns import PatternTimeout, user_pattern
+from qa.waiting import Stream, WaitTimeout
+
+
+async def test_a_ready_line_after_the_kept_window_is_still_seen() -> None:
+    stream: Stream[str] = Stream(str, keep=100)
+    waiter = asyncio.ensure_future(stream.wait_for(lambda line: line == "ready", 10, "ready"))
+    await asyncio.sleep(0)  # the waiter registers before the flood
+    for i in range(10_000):
+        await stream.append(f"noise {i}")
+    await stream.append("ready")
+    assert await waiter == "ready"
+    assert len(stream.items) < 200 and stream.count == 10_001 and stream.dropped == stream.count - len(stream.items)
+
+
+async def test_a_wait_that_starts_late_scans_what_is_held_from_its_absolute_start() -> None:
+    stream: Stream[int] = Stream(keep=10)
+    for i in range(100):
+        await stream.append(i)
+    assert await stream.wait_for(lambda i: i >= 95, 1, "late", start=stream.count - 5) == 95
+    assert stream.find(lambda i: i == 3) is None, "not held any more"
+    with pytest.raises(WaitTimeout) as caught:
+        await stream.wait_for(lambda i: i > 1000, 0.05, "never", start=95)
+    assert caught.value.seen == ["95", "96", "97", "98", "99"]
+
+
+async def test_each_item_is_judged_once_not_on_every_wake() -> None:
+    stream: Stream[int] = Stream(pure=True)
+    calls: list[int] = []
+
+    def predicate(item: int) -> bool:
+        calls.append(item)
+        return item == 499
+
+    waiter = asyncio.ensure_future(stream.wait_for(predicate, 10, "499"))
+    await asyncio.sleep(0)
+    for i in range(500):
+        await stream.append(i)
+        await asyncio.sleep(0)  # the waiter wakes after every item
+    assert await waiter == 499
+    assert calls == list(range(500)), "linear: no re-scan of what was seen"
+
+
+async def test_a_pattern_that_times_out_fails_the_wait_not_the_appender() -> None:
+    stream: Stream[str] = Stream(str, pure=True)
+    pattern = user_pattern("(a|aa)+$")
+    waiter = asyncio.ensure_future(stream.wait_for(lambda line: pattern.search(line) is not None, 30, "x"))
+    await asyncio.sleep(0)
+    await stream.append("a" * 60 + "b")  # the appender (the log pump) goes on
+    await stream.append("next")
+    with pytest.raises(PatternTimeout):
+        await waiter
+
+
+async def test_a_closed_stream_ends_the_wait_and_a_found_item_returns_at_once() -> None:
+    stream: Stream[int] = Stream()
+    await stream.append(1)
+    assert await stream.wait_for(lambda i: i == 1, 0.01, "one") == 1
+    waiter = asyncio.ensure_future(stream.wait_for(lambda i: i == 2, 10, "two"))
+    await asyncio.sleep(0)
+    await stream.close("exited")
+    with pytest.raises(WaitTimeout, match=r"two \(stream ended: exited\)"):
+        await waiter
+
+
+def test_trace_lines_keep_a_partial_line_and_drop_an_overlong_one() -> None:
+    assert trace_lines(b"", b'{"a":1}\n{"b"') == ([b'{"a":1}'], b'{"b"')
+    assert trace_lines(b'{"b"', b':2}\n') == ([b'{"b":2}'], b"")
+    lines, rest = trace_lines(b"", b'{"a":1}\n' + b"x" * (TRACE_LINE_MAX + 1))
+    assert lines == [b'{"a":1}'] and rest == _SKIPPING
+    assert trace_lines(rest, b"y" * 10) == ([], _SKIPPING), "still inside the overlong line"
+    assert trace_lines(_SKIPPING, b'yyy\n{"c":3}\n{"d"') == ([b'{"c":3}'], b'{"d"')
+    assert trace_lines(b"", b"x" * TRACE_LINE_MAX) == ([], b"x" * TRACE_LINE_MAX), "at the bound it is kept"
+
+
+async def test_a_stream_of_impure_predicates_rejudges_every_item_on_each_wake() -> None:
+    """Evidence streams: a predicate may start to hold for an item seen before (an id learned since)."""
+    stream: Stream[str] = Stream(str)
+    wanted: set[str] = set()
+    waiter = asyncio.ensure_future(stream.wait_for(lambda item: item in wanted, 10, "the reply"))
+    await stream.append("reply")
+    await asyncio.sleep(0)
+    wanted.add("reply")
+    await stream.append("other")
+    assert await waiter == "reply"
