@@ -56,7 +56,6 @@ class EventRouter:
         return self._config.room_policy(room_id, joined_at_runtime=room_id in self.membership.runtime_rooms,
                                         direct=room_id in self.membership.direct_rooms)
 
-
     async def handle(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
         etype = source.get("type")
         if etype == "m.reaction":
