@@ -19,8 +19,9 @@ from qa.agent import reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.lock import release_all_held
-from qa.agent.matrix import MatrixBot, reply_content
+from qa.agent.matrix import MatrixBot
 from qa.agent.model import ModelClient
+from qa.agent.sender import reply_content
 from qa.agent.session import SessionManager
 from qa.agent.startup_cleanup import startup_cleanup
 from qa.agent.turn_io import TurnIO
@@ -41,22 +42,22 @@ async def _main(config_path: Path) -> int:
     bot = MatrixBot(config, trace, config.password(os.environ))
     if config.approvals.enabled:
         a = config.approvals
-        bot.approvals = ApprovalFlow(bot.post, bot.react, trace, config.user_id, ApprovalSettings(
+        bot.approvals = ApprovalFlow(bot.sender.post, bot.sender.react, trace, config.user_id, ApprovalSettings(
             timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs)))
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
-    turn_io = TurnIO(config, trace, bot.post_content,
+    turn_io = TurnIO(config, trace, bot.sender.post_content,
                      lambda root, reply_to: reply_content("", root, reply_to).get("m.relates_to"),
                      lambda: (config.homeserver, bot.client.access_token))
     if "skip-startup-cleanup" not in config.session_life.test_bugs:
         startup_cleanup(state_dir / "sessions", settings, trace)
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
-                                  bot.send_reply, approvals=bot.approvals,
+                                  bot.sender.send_reply, approvals=bot.approvals,
                                   # through the bot, so a reloaded config's allowlists decide approvals too
                                   allowed_for=lambda room_id: bot.config.approvers(room_id),
                                   cross_room_memory=config.cross_room_memory, turn_io=turn_io,
-                                  send_notice=bot.send_notice, life=config.session_life,
+                                  send_notice=bot.sender.send_notice, life=config.session_life,
                                   bot_user_id=config.user_id)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -46,7 +46,7 @@ class CryptoIdentity:
         return AsyncClient(self._config.homeserver, self._config.user_id, device_id=device_id,
                            store_path=str(self.store),
                            # nio's own retries stay off (429s and timeouts, unbounded and untraced there): the
-                           # bot's are bounded and traced (qa.agent.matrix).
+                           # bot's are bounded and traced (qa.agent.matrix, qa.agent.sender).
                            config=AsyncClientConfig(encryption_enabled=self._config.encryption,
                                                     request_timeout=REQUEST_TIMEOUT_S,
                                                     max_limit_exceeded=0, max_timeouts=0))

@@ -16,6 +16,8 @@ once by a fresh attempt, so it is still answered exactly once.
 Scope `attempt` is the legacy bug kept on purpose: the turn holds the lock from start to end, model call
 included, so the append worker's acquire times out with `session file locked (timeout …)`. Tests use it to
 show the lock evidence catching the bug.
+
+Here: the sessions and their two workers. One turn is qa.agent.turn; its fenced writes, qa.agent.session_writes.
 """
 
 from __future__ import annotations
@@ -24,73 +26,27 @@ import asyncio
 import itertools
 import json
 import os
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import SessionLifeConfig
-from qa.agent.exec_tool import EXEC_TOOL
-from qa.agent.lock import LockHold, SessionLockError, SessionWriteLock
+from qa.agent.lock import SessionLockError, SessionWriteLock
 from qa.agent.media import transcript_text
-from qa.agent.model import ModelClient, ModelFailed, ModelReply, ToolCall, build_messages
+from qa.agent.model import ModelClient
 from qa.agent.policy import Inbound, session_key
 from qa.agent.post_turn import PostTurnWork
-from qa.agent.prompt_gate import Skip, skip_for
-from qa.agent.streaming import Preview
-from qa.agent.transcript import FencedWriteError, Transcript, claims_of, transcript_file_name, user_events
+from qa.agent.session_writes import FencedWriter, Session
+from qa.agent.transcript import Transcript, claims_of, transcript_file_name, user_events
+from qa.agent.turn import AllowedFor, SendReply, TurnRunner
 from qa.agent.turn_io import TurnIO
 from qa.kernel.lock_settings import LockSettings
 from qa.kernel.trace import Trace
 
-# (room_id, text, thread_root, in_reply_to) -> the sent event id, or None when the send failed
-SendReply = Callable[[str, str, str | None, str | None], Awaitable[str | None]]
-# room id -> who may decide approvals there (None: anyone but the bot)
-AllowedFor = Callable[[str], frozenset[str] | None]
-# A turn may call tools this many times before it must answer in words.
-MAX_TOOL_ROUNDS = 3
-
-
-def context_for(records: list[dict[str, Any]], event_id: str, attempt: str) -> list[dict[str, Any]]:
-    """What the model sees when answering `event_id`: the transcript up to that message, then what was written
-    after it about the conversation before it (an earlier message's answer that landed later, a reaction
-    notice, a summary), and this attempt's own records (tool calls). Messages that landed later, and whatever
-    belongs to them, are their own turns' business: a turn retried after a takeover, or resumed after a crash,
-    must answer its own message, not the newest one; another attempt's records about this message are stale."""
-    at = next((i for i, r in enumerate(records) if r.get("kind") == "user" and r.get("eventId") == event_id), None)
-    if at is None:
-        return records
-    later = records[at + 1:]
-    later_messages = {r.get("eventId") for r in later if r.get("kind") == "user"}
-
-    def belongs(r: dict[str, Any]) -> bool:
-        if r.get("attempt") == attempt:
-            return True
-        if r.get("kind") == "user" or r.get("eventId") in later_messages:
-            return False
-        return r.get("eventId") != event_id  # this message's records from another (stale) attempt stay out
-
-    return records[: at + 1] + [r for r in later if belongs(r)]
-
-
-@dataclass
-class Session:
-    key: str
-    room_id: str
-    thread_root: str | None
-    transcript: Transcript
-    lock: SessionWriteLock
-    seen_events: set[str]
-    # Each accepted message carries its attempt id from arrival to reply, so the inbound append and the
-    # reply append of one turn are one attempt in the trace and in the lock evidence.
-    appends: asyncio.Queue[tuple[Inbound, str]] = field(default_factory=asyncio.Queue)
-    # (message, attempt, retry): retry is True for the one fresh attempt after a takeover made a turn stale.
-    turns: asyncio.Queue[tuple[Inbound, str, bool]] = field(default_factory=asyncio.Queue)
-    workers: list[asyncio.Task[None]] = field(default_factory=list)
-
 
 class SessionManager:
+    """Keeps the sessions: one transcript, lock and pair of workers each; appends arrivals, queues and resumes turns."""
+
     def __init__(
         self,
         state_dir: Path,
@@ -111,22 +67,15 @@ class SessionManager:
         self._dir.mkdir(parents=True, exist_ok=True)
         self._settings = settings
         self._trace = trace
-        self._model = model
-        self._system_prompt = system_prompt
-        self._send_reply = send_reply
-        self._approvals = approvals
-        self._allowed_for = allowed_for
-        self._turn_io = turn_io
-        self._cross_room_memory = cross_room_memory  # a test-only mutation (config crossRoomMemory)
-        self._send_notice = send_notice
         self._sessions: dict[str, Session] = {}
         self._attempts = itertools.count(1)
         self._pid = os.getpid()
         self._life = life or SessionLifeConfig()
-        self._bot_user_id = bot_user_id
         self._post_turn = PostTurnWork(self._life, model, trace, system_prompt, self._next_attempt)
-        # The stall fault hits the process's first reply write only, so the retry after the takeover is clean.
-        self._stall_left = self._life.stall_first_reply_ms > 0
+        self._turns = TurnRunner(settings, trace, model, system_prompt, send_reply, FencedWriter(self._life, trace),
+                                 self._life, lambda: self._sessions.values(), approvals=approvals,
+                                 allowed_for=allowed_for, turn_io=turn_io, cross_room_memory=cross_room_memory,
+                                 send_notice=send_notice, bot_user_id=bot_user_id)
 
     def session_for(self, room_id: str, thread_root: str | None) -> Session:
         key = session_key(room_id, thread_root)
@@ -253,7 +202,7 @@ class SessionManager:
         while True:
             inbound, attempt, retry = await session.turns.get()
             try:
-                outcome = await self._run_turn(session, inbound, attempt)
+                outcome = await self._turns.run(session, inbound, attempt)
                 if outcome == "replied":
                     await self._post_turn.run(session.key, session.transcript, session.lock)
                 elif outcome == "taken-over" and not retry:
@@ -264,121 +213,6 @@ class SessionManager:
                 self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
                                  error=f"{type(exc).__name__}: {exc}")
 
-    async def _run_turn(self, session: Session, inbound: Inbound, attempt: str) -> str:
-        """One turn; returns its outcome (replied, skipped, stale, taken-over, failed, cancelled)."""
-        trace = self._trace
-        # Legacy `attempt` scope: one hold for the whole turn, model I/O included (the bug, kept on purpose).
-        held: LockHold | None = None
-        preview: Preview | None = None
-        outcome = "failed"
-        asked_model = False
-        try:
-            if self._settings.scope == "attempt":
-                held = await session.lock.acquire(attempt, "turn")
-            # An attachment is a prompt even without a caption: only a text message can be an empty prompt.
-            skip = skip_for(inbound.body, self._bot_user_id) if inbound.media is None else None
-            if skip is not None:
-                outcome = await self._skip_turn(session, inbound, attempt, skip, held)
-                return outcome
-            io = self._turn_io
-            preview = io.preview(session.room_id, session.thread_root, inbound, session.key, attempt,
-                                 session.lock) if io else None
-            if preview is not None:
-                await preview.start()
-            # The attachment is fetched (I/O, no lock of ours) before the model sees the message.
-            prepared = await io.attachment(inbound, session.key, attempt) if io else None
-            parts = {inbound.event_id: prepared.parts} if prepared and prepared.parts else None
-            reply = None
-            for round_ in range(0 if prepared and prepared.refusal else MAX_TOOL_ROUNDS + 1):
-                tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
-                asked_model = True
-                reply = await self._call_model(session, attempt, inbound, round_, tools, preview, parts)
-                if not reply.tool_calls:
-                    break
-                for call in reply.tool_calls:
-                    # A stale attempt runs no tool: check the fence before acting, not only before writing.
-                    await self._fenced(session, attempt, inbound, "tool-check", None, held)
-                    result = await self._run_tool_previewed(session, attempt, call, preview)
-                    await self._fenced(session, attempt, inbound, "tool", {"kind": "tool", "content": {
-                        "callId": call.id, "name": call.name, "arguments": call.arguments, "result": result}}, held)
-            if prepared and prepared.refusal:
-                text = prepared.refusal  # the bot's own answer: the model never saw the attachment
-            else:
-                text = (reply.text.strip() if reply else "") or "(no answer)"
-            if preview is not None:
-                await preview.end_stream()
-            await self._fenced(session, attempt, inbound, "reply", {"kind": "assistant", "content": text}, held)
-            if held is not None:
-                held.release()
-                held = None
-            if preview is not None:
-                sent = await preview.finish(text)
-            else:
-                sent = await self._send_reply(session.room_id, text, session.thread_root, inbound.event_id)
-            if sent:
-                trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
-                           inReplyTo=inbound.event_id)
-                outcome = "replied"
-        except _Stale as exc:
-            # Someone else owns this turn now: no output, no write, no cleanup of their state.
-            trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(exc))
-            outcome = "taken-over" if exc.taken_over else "stale"
-        except _ModelFailed as exc:
-            try:
-                await self._fenced(session, attempt, inbound, "failed", {"kind": "failed", "content": str(exc)}, held)
-            except _Stale as stale:
-                trace.emit("turn.stale", session=session.key, attempt=attempt, reason=str(stale))
-                outcome = "taken-over" if stale.taken_over else "stale"
-            else:
-                await self._notify_failure(session, attempt, inbound, exc.reason, held)
-                held = None
-        except SessionLockError as exc:
-            trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id, error=str(exc))
-        except asyncio.CancelledError:
-            outcome = "cancelled"
-            raise
-        finally:
-            if preview is not None:
-                await preview.end_stream()
-            if held is not None:
-                held.release()
-            task = asyncio.current_task()
-            if preview is not None and outcome == "failed" and not (task and task.cancelling()):
-                await preview.give_up()  # a failed turn leaves no draft behind (a stale one leaves the owner's)
-            if outcome == "cancelled" and not asked_model:
-                # The skipped-prompt path's third way: shutdown before the model was asked.
-                trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
-                           reason="shutdown", lockReleased=held is None or held.released)
-            trace.emit("turn.end", session=session.key, attempt=attempt, eventId=inbound.event_id,
-                       outcome=outcome)
-        return outcome
-
-    async def _skip_turn(
-        self, session: Session, inbound: Inbound, attempt: str, skip: Skip, held: LockHold | None
-    ) -> str:
-        """A turn that ends before any model call: claim the message under a short hold, release it, say so."""
-        hold = held or await session.lock.acquire(attempt, "skip")
-        try:
-            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
-            if stale:
-                raise _Stale(stale)
-            content: dict[str, Any] = {"reason": skip.reason}
-            if skip.reply is not None:
-                content["reply"] = skip.reply
-            self._append(session, hold, {"kind": "skipped", "attempt": attempt, "eventId": inbound.event_id,
-                                         "content": content})
-        finally:
-            if held is None and "leak-skipped" not in self._life.test_bugs:
-                hold.release()
-            self._trace.emit("turn.skipped", session=session.key, attempt=attempt, eventId=inbound.event_id,
-                             reason=skip.reason, lockReleased=held is None and hold.released)
-        if skip.reply is not None:
-            sent = await self._send_reply(session.room_id, skip.reply, session.thread_root, inbound.event_id)
-            if sent:
-                self._trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
-                                 inReplyTo=inbound.event_id, local=True)
-        return "skipped"
-
     def _retry_after_takeover(self, session: Session, inbound: Inbound, stale_attempt: str) -> None:
         """The stale attempt did nothing; one fresh attempt answers the message (fence rule (a) still holds)."""
         attempt = self._next_attempt("turn")
@@ -388,139 +222,3 @@ class SessionManager:
                          retryOf=stale_attempt)
         session.turns.put_nowait((inbound, attempt, True))
 
-    async def _notify_failure(self, session: Session, attempt: str, inbound: Inbound, reason: str,
-                              held: LockHold | None) -> None:
-        """One notice saying the turn failed and why, sent with no lock held; never a part of a reply."""
-        if held is not None:
-            held.release()
-        if self._send_notice is None:
-            return
-        text = f"Sorry, I could not answer this: the model failed ({reason}). Please try again."
-        sent = await self._send_notice(session.room_id, text, session.thread_root, inbound.event_id)
-        if sent:
-            self._trace.emit("reply.sent", session=session.key, attempt=attempt, eventId=sent,
-                             inReplyTo=inbound.event_id, notice=True)
-
-    async def _call_model(
-        self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None,
-        preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
-    ) -> ModelReply:
-        messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound)
-                                  + context_for(session.transcript.read(), inbound.event_id, attempt), parts)
-        request_id = f"{attempt}-model-{round_}"
-        self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,
-                         eventId=inbound.event_id)
-        def retrying(tries: int, error: str, delay_s: float) -> None:
-            self._trace.emit("model.retry", session=session.key, attempt=attempt, requestId=request_id, tries=tries,
-                             error=error, retryInMs=round(delay_s * 1000))
-
-        try:
-            if preview is not None:
-                preview.next_round()
-                reply = await self._model.complete(messages, tools, on_text=preview.on_text, on_retry=retrying)
-            else:
-                reply = await self._model.complete(messages, tools, on_retry=retrying)
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id,
-                             ok=False, error=error)
-            raise _ModelFailed(error, exc.reason if isinstance(exc, ModelFailed) else error) from exc
-        self._trace.emit("model.request.end", session=session.key, attempt=attempt, requestId=request_id, ok=True,
-                         toolCalls=len(reply.tool_calls))
-        return reply
-
-    async def _run_tool_previewed(self, session: Session, attempt: str, call: ToolCall,
-                                  preview: Preview | None) -> str:
-        """Run a tool, folding its progress into the turn's preview (agent setting toolProgress)."""
-        if preview is None:
-            return await self._run_tool(session, attempt, call)
-        await preview.tool_started(call.name, call.parsed_arguments())
-        result = await self._run_tool(session, attempt, call)
-        failed = await preview.tool_finished(call.name, call.parsed_arguments(), result)
-        if failed and self._turn_io is not None and self._turn_io.abandons_on_tool_error:
-            preview.abandon()  # the test-only bug: the draft is left as it was
-        return result
-
-    def _leaked_memory(self, session: Session, inbound: Inbound) -> list[dict[str, Any]]:
-        """The bug `crossRoomMemory` stands for: what the sender said in other sessions (a DM, another room)
-        rides along, so one conversation leaks into the other. Empty unless the mutation is on."""
-        if not self._cross_room_memory:
-            return []
-        return [r for other in self._sessions.values() if other is not session
-                for r in other.transcript.read() if r.get("kind") == "user" and r.get("sender") == inbound.sender]
-
-    async def _run_tool(self, session: Session, attempt: str, call: ToolCall) -> str:
-        if call.name != "exec" or self._approvals is None:
-            return f"unknown tool {call.name!r}"
-        allowed = self._allowed_for(session.room_id) if self._allowed_for else None
-        return await self._approvals.run_exec(session.key, attempt, session.room_id, session.thread_root,
-                                              allowed, call)
-
-    async def _fenced(
-        self, session: Session, attempt: str, inbound: Inbound, purpose: str,
-        record: dict[str, Any] | None, held: LockHold | None,
-    ) -> None:
-        """Reacquire (unless the turn already holds the lock), check the fence, append `record` if given."""
-        hold = held or await session.lock.acquire(attempt, purpose)
-        try:
-            if purpose == "reply":
-                await self._stall_fault(session, attempt)
-            if "skip-fence" in self._life.test_bugs:
-                hold = await self._unfenced_write(session, attempt, inbound, purpose, record, hold, held)
-                return
-            stale = session.transcript.check_fence(hold, attempt, inbound.event_id)
-            if stale:
-                raise _Stale(stale)
-            if record is not None:
-                try:
-                    self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
-                except FencedWriteError as exc:
-                    raise _Stale(str(exc)) from exc
-        finally:
-            if held is None:
-                hold.release()
-
-    async def _stall_fault(self, session: Session, attempt: str) -> None:
-        """Fault injection (`stallFirstReplyMs`): the first reply write keeps its lock like a stalled disk."""
-        if not self._stall_left:
-            return
-        self._stall_left = False
-        ms = self._life.stall_first_reply_ms
-        self._trace.emit("lock.stall", session=session.key, attempt=attempt, ms=ms)
-        await asyncio.sleep(ms / 1000)
-
-    async def _unfenced_write(
-        self, session: Session, attempt: str, inbound: Inbound, purpose: str,
-        record: dict[str, Any] | None, hold: LockHold, held: LockHold | None,
-    ) -> LockHold:
-        """The `skip-fence` bug: no fence check, and a lost hold is simply taken again before writing."""
-        if record is None:
-            return hold
-        if not hold.still_owned():
-            hold.release()
-            hold = await session.lock.acquire(attempt, purpose)
-        self._append(session, hold, {**record, "attempt": attempt, "eventId": inbound.event_id})
-        return hold
-
-    def _append(self, session: Session, hold: LockHold, record: dict[str, Any]) -> None:
-        """A turn's transcript write, traced: the lock evidence checks that no taken-over attempt writes."""
-        written = session.transcript.append(hold, record)
-        self._trace.emit("transcript.write", session=session.key, attempt=hold.attempt, kind=written["kind"],
-                         seq=written["seq"])
-
-
-class _Stale(Exception):
-    """The fence says another owner has this turn."""
-
-    @property
-    def taken_over(self) -> bool:
-        # Rule (a) (another attempt answered the event) names the event; every other reason is a lost hold.
-        return "already answered" not in str(self)
-
-
-class _ModelFailed(Exception):
-    """The model call failed; the turn records that instead of a reply, and says so in the room."""
-
-    def __init__(self, error: str, reason: str) -> None:
-        super().__init__(error)
-        self.reason = reason

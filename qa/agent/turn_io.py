@@ -1,6 +1,6 @@
 """What a turn does besides talking to the model: its streaming preview and its message's attachment.
 
-Kept out of qa.agent.session so the turn protocol there stays readable; the session asks this for a preview
+Kept out of qa.agent.turn so the turn protocol there stays readable; the turn asks this for a preview
 (None when streaming is off) and for the prepared attachment (None for a text message).
 """
 

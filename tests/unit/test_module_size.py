@@ -35,12 +35,10 @@ def test_no_module_of_qa_is_over_600_lines() -> None:
     assert too_long_modules(QA) == []
 
 
-# Over the limit when the limit was set, and not split yet (each wants an issue of its own): the embedded agent's
-# Matrix client and its session manager. They may shrink, never grow; when one fits, its entry goes.
-KNOWN_LONG_CLASSES = {
-    "qa/agent/matrix.py: class MatrixBot": 363,
-    "qa/agent/session.py: class SessionManager": 417,
-}
+# Classes over the limit that may stay so for now (each wants an issue of its own): name -> lines. They may
+# shrink, never grow; when one fits, its entry goes. Empty since MatrixBot and SessionManager were split
+# (qa.agent.sender, qa.agent.routing; qa.agent.turn, qa.agent.session_writes): every class fits.
+KNOWN_LONG_CLASSES: dict[str, int] = {}
 
 
 def test_no_class_of_qa_is_over_250_lines() -> None:

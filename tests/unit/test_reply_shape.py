@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from qa.agent.matrix import reply_content
+from qa.agent.sender import reply_content
 from qa.evidence.model_requests import find_model_request
 from qa.evidence.replies import check_reply_shape
 from qa.scenario.context import Ref

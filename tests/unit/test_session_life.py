@@ -15,7 +15,8 @@ from qa.agent.config import SessionLifeConfig
 from qa.agent.lock import lock_path_for, release_all_held
 from qa.agent.model import ModelReply
 from qa.agent.policy import Inbound
-from qa.agent.session import SessionManager, context_for, transcript_file_name
+from qa.agent.session import SessionManager, transcript_file_name
+from qa.agent.turn import context_for
 from qa.kernel.lock_settings import LockSettings
 from qa.kernel.trace import Trace, read_trace
 
