@@ -23,7 +23,8 @@ from cli_run import REPO, run_matrix_qa
 
 def by_pytest(profile: str, bot: list[str], out: Path) -> dict[str, dict[str, str]]:
     plugin = [] if any(ep.name == "matrix_qa" for ep in entry_points(group="pytest11")) else ["-p", "qa.pytest_plugin"]
-    subprocess.run([sys.executable, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-q", "-m", profile,
+    subprocess.run([sys.executable, "-m", "pytest", *plugin, "-o", "addopts=", "-p", "no:cacheprovider", "-q",
+                    "-m", profile,
                     *(["--matrix-qa-bot", bot[1]] if bot else []), "--matrix-qa-report", str(out),
                     str(REPO / "scenarios")], cwd=REPO, capture_output=True, text=True, check=False)
     summary = json.loads((out / "matrix-qa-summary.json").read_text())

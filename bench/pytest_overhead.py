@@ -44,7 +44,7 @@ def pytest_per_test(n: int, tmp: Path) -> tuple[float, float, int, float]:
     (tmp / "test_canaries.py").write_text(TESTS.format(n=n), encoding="utf-8")
     plugin = [] if any(ep.name == "matrix_qa" for ep in entry_points(group="pytest11")) else ["-p", "qa.pytest_plugin"]
     began = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin, "-p", "no:cacheprovider", "-q",
+    proc = subprocess.run([sys.executable, "-m", "pytest", *plugin, "-o", "addopts=", "-p", "no:cacheprovider", "-q",
                            "--rootdir", str(tmp), "--junitxml", str(tmp / "junit.xml"),
                            "--matrix-qa-report", str(tmp / "report"), str(tmp / "test_canaries.py")],
                           cwd=REPO, capture_output=True, text=True, check=False)

@@ -72,7 +72,8 @@ async def test_a_pytest_session_tests_the_nio_bot_and_fails_its_variant_as_the_c
                                               encoding="utf-8")
     report = tmp_path / "report"
     inner = subprocess.run(
-        [sys.executable, "-m", "pytest", *_plugin_args(), "-p", "no:cacheprovider", "-p", "no:asyncio", "-rfs",
+        [sys.executable, "-m", "pytest", *_plugin_args(), "-o", "addopts=", "-p", "no:cacheprovider",
+         "-p", "no:asyncio", "-rfs",
          "--matrix-qa-bot", str(BOTS / "nio-reply-bot.yaml"), "--matrix-qa-report", str(report),
          str(EXAMPLE), str(tmp_path / "test_variant.py"), str(REPO / "scenarios" / "matrix-thread-follow-up.yaml")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)

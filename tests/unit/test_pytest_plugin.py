@@ -183,3 +183,10 @@ def test_options_are_offered_on_the_command_line_and_in_ini(pytester: pytest.Pyt
     for flag in ("--matrix-qa-bot", "--matrix-qa-homeserver", "--matrix-qa-provider", "--matrix-qa-cassettes",
                  "--matrix-qa-report", "--matrix-qa-scenarios"):
         assert flag in help_text
+
+
+def test_each_xdist_worker_writes_its_own_record(tmp_path: Path) -> None:
+    from qa.pytest_plugin import report_dir
+
+    assert report_dir(tmp_path / "r", worker="") == (tmp_path / "r").resolve()
+    assert report_dir(tmp_path / "r", worker="gw1") == (tmp_path / "r" / "gw1").resolve()
