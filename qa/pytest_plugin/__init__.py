@@ -9,7 +9,6 @@ models, the Matrix client, the homeserver) is imported and started then. Docs: d
 from __future__ import annotations
 
 import inspect
-import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -106,11 +105,17 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
 # --- the session and the fixture -------------------------------------------------------------------------------
 
 
-def report_dir(given: Path, worker: str | None = None) -> Path:
+def report_dir(given: Path, worker: str) -> Path:
     """Where this session writes its record. Under pytest-xdist every worker is a session of its own with its
     own tests: each writes DIR/<worker id>/, so no worker's record (a pass) overwrites another's (a failure)."""
-    worker = worker if worker is not None else os.environ.get("PYTEST_XDIST_WORKER", "")
     return (given / worker).resolve() if worker else given.resolve()
+
+
+def xdist_worker(config: pytest.Config) -> str:
+    """This process's xdist worker id, or "" when it is no worker. Read from the config, not from
+    PYTEST_XDIST_WORKER, which a pytest started by a worker's test inherits without being a worker itself."""
+    workerinput = getattr(config, "workerinput", None)
+    return str(workerinput.get("workerid", "")) if isinstance(workerinput, dict) else ""
 
 
 def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
@@ -126,7 +131,7 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
             provider=option(config, "matrix_qa_provider") or "mock",
             cassettes_dir=Path(option(config, "matrix_qa_cassettes")) if option(config, "matrix_qa_cassettes")
             else None,
-            output_dir=report_dir(Path(report)) if report else default_artifact_dir(config),
+            output_dir=report_dir(Path(report), xdist_worker(config)) if report else default_artifact_dir(config),
             argv=["pytest", *config.invocation_params.args], profile="pytest", jobs=1)
         if option(config, "matrix_qa_homeserver"):
             options.homeserver = option(config, "matrix_qa_homeserver")

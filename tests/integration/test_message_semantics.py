@@ -9,6 +9,7 @@ other scenarios of that group.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,8 +92,9 @@ def scenario_dir(tmp_path: Path, name: str, ids: list[str], flipped: dict[str, d
     root = tmp_path / name
     directory = root / "scenarios"
     directory.mkdir(parents=True)
-    # Rule files are named relative to the repo root, which is the scenario folder's parent.
-    (root / "fixtures").symlink_to(REPO / "fixtures", target_is_directory=True)
+    # Rule files are named relative to the repo root, which is the scenario folder's parent. A copy, not a
+    # symlink: a path a scenario names must resolve inside its own library (issue 28's confinement).
+    shutil.copytree(REPO / "fixtures", root / "fixtures")
     for scenario_id in ids:
         data = yaml.safe_load((REPO / "scenarios" / f"{scenario_id}.yaml").read_text(encoding="utf-8"))
         data["bot"] = {**(data.get("bot") or {}), **flipped.get(scenario_id, {})}

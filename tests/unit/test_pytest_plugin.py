@@ -186,7 +186,10 @@ def test_options_are_offered_on_the_command_line_and_in_ini(pytester: pytest.Pyt
 
 
 def test_each_xdist_worker_writes_its_own_record(tmp_path: Path) -> None:
-    from qa.pytest_plugin import report_dir
+    from qa.pytest_plugin import report_dir, xdist_worker
 
-    assert report_dir(tmp_path / "r", worker="") == (tmp_path / "r").resolve()
-    assert report_dir(tmp_path / "r", worker="gw1") == (tmp_path / "r" / "gw1").resolve()
+    assert report_dir(tmp_path / "r", "") == (tmp_path / "r").resolve()
+    assert report_dir(tmp_path / "r", "gw1") == (tmp_path / "r" / "gw1").resolve()
+    # A worker is known by its config; a pytest a worker's test starts inherits PYTEST_XDIST_WORKER only.
+    assert xdist_worker(SimpleNamespace(workerinput={"workerid": "gw3"})) == "gw3"  # type: ignore[arg-type]
+    assert xdist_worker(SimpleNamespace()) == ""  # type: ignore[arg-type]
