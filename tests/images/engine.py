@@ -13,8 +13,11 @@ exits at once (its pid file is taken); the one that does answer is then used, an
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -75,7 +78,10 @@ def answering(env: Mapping[str, str] | None = None, timeout: int = PING_TIMEOUT_
 
 
 @contextmanager
-def docker_engine(log_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S) -> Iterator[Engine]:
+def docker_engine(log_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S,
+                  hand_over_to: Path | None = None) -> Iterator[Engine]:
+    """`hand_over_to`: a dockerd started here is not stopped on the way out but its pid written to that file, for
+    whoever outlives every user of it (the controller of a pytest-xdist session, tests/conftest.py)."""
     env = dict(os.environ)
     client = answering(env)
     if client is not None:
@@ -89,17 +95,85 @@ def docker_engine(log_dir: Path, *, start_timeout_s: float = START_TIMEOUT_S) ->
         raise Unavailable(reason)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / "dockerd.log"
-    with log_path.open("ab") as log:
-        proc = subprocess.Popen(["dockerd"], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+    proc = DetachedDockerd(log_path)
+    try:
+        client = _wait_for(proc, log_path, start_timeout_s)  # type: ignore[arg-type]
         try:
-            client = _wait_for(proc, log_path, start_timeout_s)
-            try:
-                yield Engine(client, DEFAULT_HOST, started_here=proc.poll() is None, log_path=log_path)
-            finally:
-                client.close()
+            yield Engine(client, DEFAULT_HOST, started_here=proc.poll() is None, log_path=log_path)
         finally:
-            _stop(proc)
+            client.close()
+    finally:
+        if hand_over_to is not None and proc.pid is not None and proc.poll() is None:
+            hand_over_to.write_text(str(proc.pid))
+        elif proc.pid is not None:
+            stop_pid(proc.pid)
+
+
+PR_SET_CHILD_SUBREAPER, PR_GET_CHILD_SUBREAPER = 36, 37
+PID_FILE = Path("/var/run/docker.pid")
+
+
+class DetachedDockerd:
+    """A dockerd started outside our process tree (`setsid -f`, with our child-subreaper flag off for that
+    moment), so it and the containerd shims it daemonizes are never re-parented to this test process: the
+    matrix-qa runs in it are child subreapers and stop every orphan they adopt, which would kill containers."""
+
+    def __init__(self, log_path: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)
+        libc.prctl(PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0)
+        try:
+            with log_path.open("ab") as log:
+                subprocess.run(["setsid", "-f", "dockerd"], stdout=log, stderr=subprocess.STDOUT,
+                               stdin=subprocess.DEVNULL, check=False, timeout=10)
+        finally:
+            if flag.value:
+                libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+        self.pid: int | None = None
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        """None while a dockerd runs (or has not yet written its pid file), else 1."""
+        if self.pid is None:
+            try:
+                self.pid = int(PID_FILE.read_text())
+            except (OSError, ValueError):
+                return None
+        alive = _is_dockerd(self.pid)
+        self.returncode = None if alive else 1
+        return self.returncode
+
+
+def _is_dockerd(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip() == "dockerd"
+    except OSError:
+        return False
+
+
+def stop_pid(pid: int) -> None:
+    """SIGTERM a dockerd by pid (only if that pid is still a dockerd), SIGKILL after STOP_TIMEOUT_S."""
+    if not _is_dockerd(pid):
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while _is_dockerd(pid) and time.monotonic() < deadline:
+        time.sleep(POLL_S)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if _is_dockerd(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def stop_handed_over(pid_file: Path) -> None:
+    """Stop the dockerd whose pid a worker handed over, bounded."""
+    try:
+        pid = int(pid_file.read_text())
+        pid_file.unlink()
+    except (OSError, ValueError):
+        return
+    stop_pid(pid)
 
 
 def _wait_for(proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float) -> Any:

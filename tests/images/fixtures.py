@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
+import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -36,10 +39,18 @@ STOP_GRACE_S = 10
 LOG_LINES = 15
 
 
+def handed_over_pid_file(controller_pid: int) -> Path:
+    """Where an xdist worker leaves the pid of a dockerd it started, for the controller to stop at the very end
+    (another worker may still be using it when this one's session ends)."""
+    return Path(tempfile.gettempdir()) / f"matrix-qa-test-dockerd-{controller_pid}.pid"
+
+
 @pytest.fixture(scope="session")
-def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+def docker_engine(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
+    worker = hasattr(request.config, "workerinput")  # the controller is this worker's parent process
+    hand_over_to = handed_over_pid_file(os.getppid()) if worker else None
     try:
-        with start_engine(tmp_path_factory.mktemp("dockerd")) as engine:
+        with start_engine(tmp_path_factory.mktemp("dockerd"), hand_over_to=hand_over_to) as engine:
             yield engine
     except Unavailable as why:
         pytest.skip(f"no Docker engine: {why}")

@@ -26,6 +26,8 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
+from tests.images.engine import DetachedDockerd, stop_pid
+
 REPOSITORY = "matrix-qa-standin"
 SERVING = f"{REPOSITORY}:tuwunel"
 CRASHING = f"{REPOSITORY}:crash"
@@ -147,8 +149,9 @@ def _answers() -> Any | None:
 
 
 @contextmanager
-def engine(log_dir: Path) -> Iterator[Any]:
-    """A docker client of a working engine, started here if need be (and then stopped here)."""
+def engine(log_dir: Path, hand_over_to: Path | None = None) -> Iterator[Any]:
+    """A docker client of a working engine, started here if need be (and then stopped here, or with
+    `hand_over_to` its pid written there for the xdist controller to stop: tests/conftest.py)."""
     install_missing(log_dir)
     client = _answers()
     if client is not None:
@@ -161,23 +164,22 @@ def engine(log_dir: Path) -> Iterator[Any]:
     if os.geteuid() != 0:
         raise Unavailable("no Docker engine answers, and starting dockerd needs root")
     log_dir.mkdir(parents=True, exist_ok=True)
-    log = (log_dir / "dockerd.log").open("wb")
-    proc = subprocess.Popen([dockerd], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    # Outside our process tree, or this test process (a child subreaper once a run has run in it) would adopt
+    # and sweep the containerd shims: tests/images/engine.py.
+    proc = DetachedDockerd(log_dir / "dockerd.log")
     try:
         deadline = time.monotonic() + ENGINE_START_S
         while (client := _answers()) is None:
             if proc.poll() is not None:
-                raise Unavailable(f"dockerd exited with {proc.returncode}; see {log_dir / 'dockerd.log'}")
+                raise Unavailable(f"dockerd exited; see {log_dir / 'dockerd.log'}")
             if time.monotonic() > deadline:
                 raise Unavailable(f"dockerd did not answer within {ENGINE_START_S:g}s; see {log_dir / 'dockerd.log'}")
             time.sleep(0.2)
+        proc.poll()
         yield client
         client.close()
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
-        log.close()
+        if hand_over_to is not None and proc.pid is not None and proc.poll() is None:
+            hand_over_to.write_text(str(proc.pid))
+        elif proc.pid is not None:
+            stop_pid(proc.pid)

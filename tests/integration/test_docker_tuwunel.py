@@ -26,6 +26,7 @@ import pytest
 
 from qa.homeserver.tuwunel import DEFAULT_IMAGE, LABEL, TuwunelHomeserver, remove_all_containers
 from qa.kernel.errors import InfraError
+from tests.images.fixtures import handed_over_pid_file
 from tests.integration.conftest import REPO, cli
 from tests.integration.docker_standin import (
     CRASHING,
@@ -42,9 +43,11 @@ BOUND_S = 30.0  # every wait on the engine below gives up after this long
 
 
 @pytest.fixture(scope="module")
-def docker_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def docker_client(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    # Under xdist a dockerd started here outlives this module: image tests on this worker or another may use it.
+    hand_over_to = handed_over_pid_file(os.getppid()) if hasattr(request.config, "workerinput") else None
     try:
-        with engine(tmp_path_factory.mktemp("dockerd")) as client:
+        with engine(tmp_path_factory.mktemp("dockerd"), hand_over_to) as client:
             build_images(client)
             yield client
     except Unavailable as why:
