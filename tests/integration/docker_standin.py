@@ -6,10 +6,10 @@ that logs like a server (the registration token included, to prove the saved log
 SIGTERM. Other tags exit at once (the failure path) or never answer (readiness deadline, signals).
 Registration and Matrix itself are NOT served.
 
-`engine()` uses an engine that already answers; failing that, as root, it installs what is missing with apt
-(`docker.io`, `busybox-static`: the package registries are reachable on our machines; bounded, and
-MATRIX_QA_NO_APT=1 turns it off), starts `dockerd` (log to a file, bounded wait on its socket) and stops it
-afterwards; otherwise it says why not, for a skip.
+`engine()` installs what is missing with apt (`docker.io`, `busybox-static`: the package registries are
+reachable on our machines; bounded, and MATRIX_QA_NO_APT=1 turns it off), then takes its engine from
+tests/images/engine.py: the one that answers, else a dockerd started outside our process tree, else Unavailable
+with the reason, for a skip.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ import os
 import shutil
 import subprocess
 import tarfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from tests.images.engine import DetachedDockerd, stop_pid
+from tests.images.engine import Unavailable, docker_engine
 
 REPOSITORY = "matrix-qa-standin"
 SERVING = f"{REPOSITORY}:tuwunel"
@@ -34,7 +33,6 @@ CRASHING = f"{REPOSITORY}:crash"
 SLOW = f"{REPOSITORY}:slow"  # never answers in time: for the readiness deadline and signals mid-start
 STANDIN_VERSION = "0.0-standin"
 SOCKET = Path("/var/run/docker.sock")
-ENGINE_START_S = 60.0
 APT_INSTALL_S = 600.0
 APT_PACKAGES = {"dockerd": "docker.io", "busybox": "busybox-static"}
 
@@ -83,10 +81,6 @@ exit 3
 """
 VERSIONS = b'{"versions": ["v1.11"], "unstable_features": {}}\n'
 FEDERATION = (json.dumps({"server": {"name": "Tuwunel", "version": STANDIN_VERSION}}) + "\n").encode()
-
-
-class Unavailable(Exception):
-    """Why the real-engine tests cannot run on this machine (the skip reason)."""
 
 
 def static_busybox() -> Path:
@@ -138,48 +132,11 @@ def build_images(client: Any) -> None:
                                           changes=['CMD ["/bin/sh", "/init"]'])
 
 
-def _answers() -> Any | None:
-    from qa.homeserver.tuwunel import connect_docker
-    from qa.kernel.errors import InfraError
-
-    try:
-        return connect_docker(timeout=10)
-    except InfraError:
-        return None
-
-
 @contextmanager
 def engine(log_dir: Path, hand_over_to: Path | None = None) -> Iterator[Any]:
-    """A docker client of a working engine, started here if need be (and then stopped here, or with
-    `hand_over_to` its pid written there for the xdist controller to stop: tests/conftest.py)."""
+    """A docker client of a working engine: tests/images/engine.py's (started outside our process tree if need
+    be, and stopped or handed over to the xdist controller with `hand_over_to`), after installing what is
+    missing with apt."""
     install_missing(log_dir)
-    client = _answers()
-    if client is not None:
-        yield client
-        client.close()
-        return
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        raise Unavailable("no Docker engine answers and dockerd is not installed (apt-get install docker.io)")
-    if os.geteuid() != 0:
-        raise Unavailable("no Docker engine answers, and starting dockerd needs root")
-    log_dir.mkdir(parents=True, exist_ok=True)
-    # Outside our process tree, or this test process (a child subreaper once a run has run in it) would adopt
-    # and sweep the containerd shims: tests/images/engine.py.
-    proc = DetachedDockerd(log_dir / "dockerd.log")
-    try:
-        deadline = time.monotonic() + ENGINE_START_S
-        while (client := _answers()) is None:
-            if proc.poll() is not None:
-                raise Unavailable(f"dockerd exited; see {log_dir / 'dockerd.log'}")
-            if time.monotonic() > deadline:
-                raise Unavailable(f"dockerd did not answer within {ENGINE_START_S:g}s; see {log_dir / 'dockerd.log'}")
-            time.sleep(0.2)
-        proc.poll()
-        yield client
-        client.close()
-    finally:
-        if hand_over_to is not None and proc.pid is not None and proc.poll() is None:
-            hand_over_to.write_text(str(proc.pid))
-        elif proc.pid is not None:
-            stop_pid(proc.pid)
+    with docker_engine(log_dir, hand_over_to=hand_over_to) as started:
+        yield started.client
