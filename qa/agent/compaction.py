@@ -1,7 +1,7 @@
 """Transcript compaction: fold the older turns of a long transcript into one `summary` record.
 
-Pure planning and rewriting; the I/O (the summary's model call, the brief hold, the atomic replace) lives in
-qa.agent.session and qa.agent.transcript. The protocol, and why it is safe:
+Pure planning and rewriting. The I/O lives elsewhere: the summary's model call, outside the lock, in
+qa.agent.post_turn; the brief hold and the atomic replace in qa.agent.transcript. The protocol, and why it is safe:
 
   1. plan      read the transcript with no lock; `plan_compaction` picks a prefix (every record with
                seq <= cut_seq) once the transcript passes `maxRecords` or `maxBytes`, keeping the newest
