@@ -8,6 +8,8 @@ Against a real Docker engine (found, or started for the session) and the image b
   container (a 403 on send, 502s and a stalled /sync); users registered by open registration through
   matrix-nio; the summary and report name the image and its id; the container's log is kept, redacted; nothing
   with the backend's label is left. The whole profile is run by hand (docs/homeservers.md gives the figure).
+* SIGTERM in the middle of a scenario (the bot's model call hanging in the provider) ends the run with 143 and
+  an `interrupted` summary, and removes the container, as a Ctrl-C or a CI cancel would.
 * each contract-breaking variant is exit 2 within a bounded time, naming the image, the condition and the
   container's log, with nothing left running.
 
@@ -20,6 +22,11 @@ Skipped with the reason where no engine can be had (not root, docker.io not inst
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +36,7 @@ import pytest
 from tests.images.build import Built
 from tests.images.engine import Engine
 from tests.images.fixtures import docker_engine, homeserver_image  # noqa: F401 (fixtures, used by name)
-from tests.integration.conftest import RunResult, cli
+from tests.integration.conftest import REPO, RunResult, cli, our_processes
 
 pytestmark = [pytest.mark.integration, pytest.mark.docker]
 
@@ -109,3 +116,35 @@ def test_an_image_that_breaks_the_contract_is_exit_2_naming_it(
     log = tmp_path / "out" / "homeserver" / "image.log"
     assert f"its log is saved at {log}" in output and log.stat().st_size > 0
     assert image_runs_left(docker_engine) == []
+
+
+def test_sigterm_mid_scenario_removes_the_container_and_says_interrupted(
+        homeserver_image: Built, docker_engine: Engine, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    hang = REPO / "fixtures" / "mock-provider" / "hang.yaml"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qa.cli", "run", "--homeserver-image", homeserver_image.image, "--scenario", "canary",
+         "--provider-rules", str(hang), "--output-dir", str(out)],
+        cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        text=True)
+    try:
+        assert proc.stderr is not None
+        seen = []
+        for line in proc.stderr:  # ends with the run, so a run that never gets this far fails below
+            seen.append(line)
+            if "1. send:" in line:
+                break
+        assert seen and "1. send:" in seen[-1], "".join(seen)
+        assert image_runs_left(docker_engine), "the run's container is up while the turn hangs"
+        proc.send_signal(signal.SIGTERM)
+        rest = proc.communicate(timeout=BAD_IMAGE_BOUND_S)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, rest
+    assert "Traceback" not in rest
+    assert image_runs_left(docker_engine) == [], "no container outlives the interrupted run"
+    assert our_processes(str(tmp_path)) == []
+    summary = json.loads((out / "matrix-qa-summary.json").read_text())
+    assert (summary["status"], summary["exitCode"]) == ("interrupted", 143)
+    assert summary["scenarios"][0]["status"] == "interrupted"
