@@ -37,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list scenarios (default: the built-in library) and which the profile runs")
     lst.add_argument("paths", nargs="*", type=Path, default=None)
-    lst.add_argument("--profile", default="fast", help="mark the scenarios this profile leaves out (default: fast)")
+    lst.add_argument("--profile", default=None,
+                     help="mark the scenarios this profile leaves out (default: the config file's, else fast)")
     lst.add_argument("-k", "--keyword", dest="keyword", action="append", default=[], metavar="PATTERN",
                      help="as run -k: only the scenarios whose id or title matches count as run")
     lst.add_argument("--json", action="store_true", help="print the list as JSON")
+    lst.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="as run --config: the file whose scenarios-dir, profile, keyword and scenario settings "
+                     "apply (default: the first found from the current directory upward)")
 
     sch = sub.add_parser("schema", help="print the JSON Schema of a scenario, bot, rules or cassette file (for "
                          "editors: `# yaml-language-server: $schema=...`; also in docs/schema/)")
@@ -89,11 +93,21 @@ def _paths_or_library(paths: list[Path] | None) -> list[Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    """What `run` would run with the same config file: its scenario dirs, profile, -k and scenario ids, under
+    list's own flags (PATH... replaces the library and the file's dirs)."""
+    from qa.cli_run import list_settings
     from qa.harness.plan import picked
     from qa.scenario.loader import load_scenarios
 
-    scenarios = load_scenarios(_paths_or_library(args.paths))
-    runs = {s.id for s in picked(scenarios, args.profile, [], args.keyword)}
+    run_args, _config = list_settings(args)
+    args.profile = args.profile or run_args.profile
+    args.keyword = args.keyword or run_args.keyword
+    paths = args.paths
+    if not paths and run_args.scenarios_dir:
+        own = list(run_args.scenarios_dir)
+        paths = own if run_args.no_builtin_scenarios else [*_paths_or_library(None), *own]
+    scenarios = load_scenarios(_paths_or_library(paths))
+    runs = {s.id for s in picked(scenarios, args.profile, [] if args.paths else run_args.scenario, args.keyword)}
     if args.json:
         print(json.dumps({"profile": args.profile, "keywords": args.keyword, "scenarios": [
             {"id": s.id, "title": s.title, "profiles": list(s.profiles), "runs": s.id in runs,
