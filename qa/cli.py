@@ -1,4 +1,4 @@
-"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor.
+"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor | completion.
 
 Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
 """
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "into one summary and report; exits with the merged run's exit code")
     rep.add_argument("--output-dir", type=Path, default=None,
                      help="where to write (default: beside SUMMARY; for --merge artifacts/qa-e2e/merged-<id>)")
+    com = sub.add_parser("completion", help="print a shell completion script: eval \"$(matrix-qa completion bash)\" "
+                         "(docs/cli.md)")
+    com.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
@@ -227,6 +230,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_validate(args)
         if args.command == "init":
             return _cmd_init(args)
+        if args.command == "completion":
+            from qa.completion import script
+
+            sys.stdout.write(script(args.shell, build_parser()))
+            return 0
         if args.command == "schema":
             from qa.scenario.json_schema import schema_text
 
