@@ -76,8 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "several (shards) into one")
     rep.add_argument("summary", type=Path, nargs="?", help="a matrix-qa-summary.json to render again")
     rep.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
-                     help="merge these runs (artifact directories or summary files, e.g. every shard of a run) "
-                     "into one summary and report; exits with the merged run's exit code")
+                     help="merge these runs (artifact directories or summary files, e.g. every shard of a run; a "
+                     "directory of run directories, such as the pytest plugin's per-xdist-worker DIR/gw*, merges "
+                     "each) into one summary and report; exits with the merged run's exit code")
     rep.add_argument("--output-dir", type=Path, default=None,
                      help="where to write (default: beside SUMMARY; for --merge artifacts/qa-e2e/merged-<id>)")
     com = sub.add_parser("completion", help="print a shell completion script: eval \"$(matrix-qa completion bash)\" "
@@ -197,8 +198,7 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run_id = merged_run_id()
     out = args.output_dir or Path("artifacts") / "qa-e2e" / run_id
     parts = []
-    for given in args.merge:
-        path = given / SUMMARY_FILE if given.is_dir() else given
+    for path in _summaries(args.merge, SUMMARY_FILE):
         parts.append(MergeInput(load_summary(path), source=str(path),
                                 artifact_prefix=artifact_prefix(path.parent, out)))
     merged = merge_summaries(parts, run_id=run_id, command=["matrix-qa", *argv])
@@ -209,6 +209,18 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     safe_print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
           f"(merged from {len(parts)})")
     return merged.exitCode
+
+
+def _summaries(given: list[Path], name: str) -> list[Path]:
+    """The summary files to merge: a file as given, a run's directory's summary, or, for a directory without one
+    whose subdirectories have one (the pytest plugin's DIR/gw0, DIR/gw1, ... under xdist), each of theirs."""
+    found = []
+    for path in given:
+        if path.is_dir() and not (path / name).exists():
+            found.extend(sorted(path.glob(f"*/{name}")) or [path / name])  # none: load_summary names it
+        else:
+            found.append(path / name if path.is_dir() else path)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -27,6 +27,7 @@ OPTIONS = (  # (flag, ini name, help)
 )
 SESSION_KEY = pytest.StashKey[Any]()
 FIXTURE_KEY = pytest.StashKey[Any]()
+GIVEN_KEY = pytest.StashKey[list[pytest.Item]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -239,12 +240,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return outcome
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> None:
+    """Remember each test this process was given: under xdist a worker collects every test but runs only those
+    handed to it, and its record must not call the others skipped ("not run: the run stopped early")."""
+    item.config.stash.setdefault(GIVEN_KEY, []).append(item)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Every process stopped and the work dir gone, whatever ended the session (Ctrl-C and -x included);
-    the record written (to --matrix-qa-report DIR, else beside the artifacts)."""
+    the record written (to --matrix-qa-report DIR, else beside the artifacts). An xdist worker's record holds
+    the tests it was given, so `matrix-qa report --merge DIR/gw*` joins the workers' records into the session's."""
     qa = session.config.stash.get(SESSION_KEY, None)
     if qa is not None:
+        if xdist_worker(session.config):
+            from qa.pytest_plugin.items import plan_of
+
+            qa.keep_in_plan({s.id for s in plan_of(session.config.stash.get(GIVEN_KEY, []))})
         qa.stop()
 
 
