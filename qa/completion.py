@@ -44,7 +44,7 @@ def describe(parser: argparse.ArgumentParser) -> dict[str, Command]:
 
 def _command(parser: argparse.ArgumentParser) -> Command:
     command = Command()
-    if not parser.add_help and len(parser._actions) == 0:  # doctor, compare: their own command lines
+    if not parser._actions:  # doctor, compare: no help, no arguments here; their own command lines take paths
         command.positional_paths = True
         return command
     for action in parser._actions:

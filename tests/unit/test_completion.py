@@ -46,7 +46,12 @@ LINES = [
     ["matrix-qa", "schema", ""],              # a positional's choices
     ["matrix-qa", "list", "my"],              # list's PATH: files
     ["matrix-qa", "completion", ""],
-    ["matrix-qa", "list", "--"],
+    ["matrix-qa", "list", "-"],               # long flags only (no -h, -k)
+    ["matrix-qa", "--v"],                     # the top level's flags
+    ["matrix-qa", "run", "my"],               # run takes no files: flags (none start with "my")
+    ["matrix-qa", "run", "--fail-fast", "--jo"],  # a flag without a value is no value's flag
+    ["matrix-qa", "doctor", "my"],            # doctor and compare parse their own lines: files
+    ["matrix-qa", "compare", "my"],
 ]
 EXPECTED = [
     ["run", "report"],
@@ -59,6 +64,11 @@ EXPECTED = [
     ["my-bot.yaml"],
     ["bash", "zsh"],
     ["--help", "--profile", "--keyword", "--json", "--config"],
+    ["--version"],
+    [],
+    ["--jobs"],
+    ["my-bot.yaml"],
+    ["my-bot.yaml"],
 ]
 
 
@@ -94,5 +104,6 @@ def test_the_command_prints_the_script_and_refuses_another_shell(capsys: pytest.
     with pytest.raises(SystemExit) as exc:
         main(["completion", "fish"])
     assert exc.value.code == 2
-    with pytest.raises(ValueError, match="no completion for 'fish'"):
+    with pytest.raises(ValueError) as err:
         script("fish", build_parser())
+    assert str(err.value) == "no completion for 'fish'; choose one of bash, zsh"
