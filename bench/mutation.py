@@ -34,6 +34,7 @@ MODULE_TESTS: dict[str, list[str]] = {
                                    "tests/unit/test_lock_evidence_streaming.py"],
     "qa/agent/compaction.py": ["tests/unit/test_compaction.py"],
     "qa/pytest_plugin/failure.py": ["tests/unit/test_pytest_failure.py"],
+    "qa/completion.py": ["tests/unit/test_completion.py"],
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],
     "qa/kernel/lockfile.py": ["tests/unit/test_kernel_lockfile.py", "tests/unit/test_doctor.py"],

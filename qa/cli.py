@@ -1,4 +1,4 @@
-"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor.
+"""`matrix-qa`: run | list | validate | schema | init | report | compare | doctor | completion.
 
 Exit codes: 0 all passed; 1 a scenario or check failed; 2 usage, config or infrastructure error.
 """
@@ -37,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lst = sub.add_parser("list", help="list scenarios (default: the built-in library) and which the profile runs")
     lst.add_argument("paths", nargs="*", type=Path, default=None)
-    lst.add_argument("--profile", default="fast", help="mark the scenarios this profile leaves out (default: fast)")
+    lst.add_argument("--profile", default=None,
+                     help="mark the scenarios this profile leaves out (default: the config file's, else fast)")
     lst.add_argument("-k", "--keyword", dest="keyword", action="append", default=[], metavar="PATTERN",
                      help="as run -k: only the scenarios whose id or title matches count as run")
     lst.add_argument("--json", action="store_true", help="print the list as JSON")
+    lst.add_argument("--config", type=Path, default=None, metavar="FILE",
+                     help="as run --config: the file whose scenarios-dir, profile, keyword and scenario settings "
+                     "apply (default: the first found from the current directory upward)")
 
     sch = sub.add_parser("schema", help="print the JSON Schema of a scenario, bot, rules or cassette file (for "
                          "editors: `# yaml-language-server: $schema=...`; also in docs/schema/)")
@@ -72,10 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "several (shards) into one")
     rep.add_argument("summary", type=Path, nargs="?", help="a matrix-qa-summary.json to render again")
     rep.add_argument("--merge", nargs="+", type=Path, default=None, metavar="DIR",
-                     help="merge these runs (artifact directories or summary files, e.g. every shard of a run) "
-                     "into one summary and report; exits with the merged run's exit code")
+                     help="merge these runs (artifact directories or summary files, e.g. every shard of a run; a "
+                     "directory of run directories, such as the pytest plugin's per-xdist-worker DIR/gw*, merges "
+                     "each) into one summary and report; exits with the merged run's exit code")
     rep.add_argument("--output-dir", type=Path, default=None,
                      help="where to write (default: beside SUMMARY; for --merge artifacts/qa-e2e/merged-<id>)")
+    com = sub.add_parser("completion", help="print a shell completion script: eval \"$(matrix-qa completion bash)\" "
+                         "(docs/cli.md)")
+    com.add_argument("shell", choices=["bash", "zsh"])
     return parser
 
 
@@ -89,11 +97,21 @@ def _paths_or_library(paths: list[Path] | None) -> list[Path]:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
+    """What `run` would run with the same config file: its scenario dirs, profile, -k and scenario ids, under
+    list's own flags (PATH... replaces the library and the file's dirs)."""
+    from qa.cli_run import list_settings
     from qa.harness.plan import picked
     from qa.scenario.loader import load_scenarios
 
-    scenarios = load_scenarios(_paths_or_library(args.paths))
-    runs = {s.id for s in picked(scenarios, args.profile, [], args.keyword)}
+    run_args, _config = list_settings(args)
+    args.profile = args.profile or run_args.profile
+    args.keyword = args.keyword or run_args.keyword
+    paths = args.paths
+    if not paths and run_args.scenarios_dir:
+        own = list(run_args.scenarios_dir)
+        paths = own if run_args.no_builtin_scenarios else [*_paths_or_library(None), *own]
+    scenarios = load_scenarios(_paths_or_library(paths))
+    runs = {s.id for s in picked(scenarios, args.profile, [] if args.paths else run_args.scenario, args.keyword)}
     if args.json:
         print(json.dumps({"profile": args.profile, "keywords": args.keyword, "scenarios": [
             {"id": s.id, "title": s.title, "profiles": list(s.profiles), "runs": s.id in runs,
@@ -180,8 +198,7 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     run_id = merged_run_id()
     out = args.output_dir or Path("artifacts") / "qa-e2e" / run_id
     parts = []
-    for given in args.merge:
-        path = given / SUMMARY_FILE if given.is_dir() else given
+    for path in _summaries(args.merge, SUMMARY_FILE):
         parts.append(MergeInput(load_summary(path), source=str(path),
                                 artifact_prefix=artifact_prefix(path.parent, out)))
     merged = merge_summaries(parts, run_id=run_id, command=["matrix-qa", *argv])
@@ -192,6 +209,18 @@ def _cmd_merge(args: argparse.Namespace, argv: Sequence[str]) -> int:
     safe_print(f"{merged.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped "
           f"(merged from {len(parts)})")
     return merged.exitCode
+
+
+def _summaries(given: list[Path], name: str) -> list[Path]:
+    """The summary files to merge: a file as given, a run's directory's summary, or, for a directory without one
+    whose subdirectories have one (the pytest plugin's DIR/gw0, DIR/gw1, ... under xdist), each of theirs."""
+    found = []
+    for path in given:
+        if path.is_dir() and not (path / name).exists():
+            found.extend(sorted(path.glob(f"*/{name}")) or [path / name])  # none: load_summary names it
+        else:
+            found.append(path / name if path.is_dir() else path)
+    return found
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -213,6 +242,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_validate(args)
         if args.command == "init":
             return _cmd_init(args)
+        if args.command == "completion":
+            from qa.completion import script
+
+            sys.stdout.write(script(args.shell, build_parser()))
+            return 0
         if args.command == "schema":
             from qa.scenario.json_schema import schema_text
 

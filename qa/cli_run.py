@@ -8,6 +8,7 @@ import argparse
 import difflib
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -300,15 +301,69 @@ def _relative_to(value: Any, base: Path) -> Any:
     return value
 
 
+def from_file(config: ConfigFile, applied: dict[str, Any], run_argv: Sequence[str]) -> dict[str, str]:
+    """Flag -> how the file names it (`FILE: [tool.matrix-qa] bot-set`), for each setting the run took from the
+    file rather than from the command line."""
+    keys = _file_keys(_standalone())
+    given = given_on_command_line(run_argv)
+    return {f"--{key}": config.where(key) for key in applied if keys[key].dest not in given}
+
+
+_FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
+
+
+def blame_file(exc: QAError, blamed: dict[str, str]) -> QAError:
+    """The same error, each line that names a flag whose value came from the config file naming the file and the
+    key instead (a reader looks for `--bot-set` on a command line that has none). Other lines stay as they are."""
+    lines = [_blame_line(line, blamed) for line in str(exc).splitlines()]
+    if lines == str(exc).splitlines():
+        return exc
+    renamed = type(exc)("\n".join(lines))
+    renamed.exit_code = exc.exit_code
+    return renamed
+
+
+def _blame_line(line: str, blamed: dict[str, str]) -> str:
+    flags = [f for f in _FLAG.findall(line) if f in blamed]
+    if not flags:
+        return line
+    key = flags[0][2:]
+    line = _FLAG.sub(lambda m: m.group(0)[2:] if m.group(0) in blamed else m.group(0), line)
+    # A check that prefixes its own flag (`--bot-set: --bot-set x: ...`) reads `bot-set x: ...`, once.
+    line = re.sub(r"^([a-z][a-z0-9-]*): \1\b", r"\1", line)
+    where = blamed[flags[0]]
+    if line.startswith(key):  # `bot-set x: unknown key` -> `FILE: [tool.matrix-qa] bot-set x: unknown key`
+        return where.removesuffix(key) + line
+    return f"{where}: {line}"
+
+
+def list_settings(args: argparse.Namespace) -> tuple[argparse.Namespace, ConfigFile | None]:
+    """`run`'s settings as `list` sees them: the config file's (checked as `run` checks them) over the
+    defaults. `list`'s own flags are applied by the caller."""
+    run_args = _standalone().parse_args([])
+    config = read_config(args)
+    if config is not None:
+        apply_config(run_args, [], config)
+    return run_args, config
+
+
 # --- the run ---------------------------------------------------------------------------------------------------
 
 
 def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """`matrix-qa run`: the config file under the flags, the checks across flags, then the run."""
-    from qa.run import RunOptions, run_sync
-
     config = read_config(args)
     applied = apply_config(args, argv[1:], config) if config is not None else {}
+    blamed = from_file(config, applied, argv[1:]) if config is not None else {}
+    try:
+        return _run(args, argv, config, applied)
+    except QAError as exc:
+        raise blame_file(exc, blamed) from None
+
+
+def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | None, applied: dict[str, Any]) -> int:
+    from qa.run import RunOptions, run_sync
+
     _check_combinations(args)
     own = list(args.scenarios_dir or [])
     settings = registry.settings_from(args)  # every backend's own options, by dest

@@ -27,6 +27,7 @@ OPTIONS = (  # (flag, ini name, help)
 )
 SESSION_KEY = pytest.StashKey[Any]()
 FIXTURE_KEY = pytest.StashKey[Any]()
+GIVEN_KEY = pytest.StashKey[list[pytest.Item]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -41,10 +42,47 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "matrix_qa(bot=FILE): run this test's scenario against another bot file")
 
 
+# The options the matrix-qa config file may also set, by its keys (`run`'s flags): the bot, homeserver, provider
+# and cassettes as `run` reads them, and the report directory as run's output dir. Not `scenarios-dir`: a file
+# that adds scenarios to `run` must not add them to every pytest session of the repository (`pytest tests/unit`).
+FILE_KEYS = {"matrix_qa_bot": "bot", "matrix_qa_homeserver": "homeserver", "matrix_qa_provider": "provider",
+             "matrix_qa_cassettes": "cassettes", "matrix_qa_report": "output-dir"}
+FILE_STASH = pytest.StashKey[Any]()
+
+
 def option(config: pytest.Config, ini: str) -> Any:
-    """A matrix-qa option: the command line wins over [tool.pytest.ini_options]."""
+    """A matrix-qa option: the command line wins over [tool.pytest.ini_options], which wins over the matrix-qa
+    config file ([tool.matrix-qa] or matrix-qa.toml, found from where pytest started upward)."""
     value = config.getoption(ini)
-    return value if value not in (None, []) else (config.getini(ini) or None)
+    if value not in (None, []):
+        return value
+    if config.getini(ini):
+        return config.getini(ini)
+    return config_file_settings(config)[1].get(ini) if ini in FILE_KEYS else None
+
+
+def config_file_settings(config: pytest.Config) -> tuple[Any, dict[str, Any]]:
+    """(the matrix-qa config file or None, its settings by ini name), read once and checked as `run` checks it:
+    a bad key or value ends the session (exit 2) naming the file and the key."""
+    found = config.stash.get(FILE_STASH, None)
+    if found is None:
+        from qa.cli_run import _standalone, apply_config
+        from qa.config_file import find_config_file, load_config_file
+        from qa.kernel.errors import QAError
+
+        path = find_config_file(config.invocation_params.dir)
+        found = (None, {})
+        if path is not None:
+            try:
+                file = load_config_file(path)
+                args = _standalone().parse_args([])
+                applied = apply_config(args, [], file)
+            except QAError as exc:
+                pytest.exit(f"matrix-qa: {exc}", returncode=2)
+            found = (file, {ini: getattr(args, key.replace("-", "_")) for ini, key in FILE_KEYS.items()
+                            if key in applied})
+        config.stash[FILE_STASH] = found
+    return found  # type: ignore[no-any-return]
 
 
 # --- scenario files as items -----------------------------------------------------------------------------------
@@ -133,6 +171,11 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
             else None,
             output_dir=report_dir(Path(report), xdist_worker(config)) if report else default_artifact_dir(config),
             argv=["pytest", *config.invocation_params.args], profile="pytest", jobs=1)
+        file, settings = config_file_settings(config)
+        if file is not None:  # the summary says which file was read, as `run`'s does
+            used = {FILE_KEYS[ini] for ini in settings}
+            options.config_file = file.path
+            options.config_settings = {key: value for key, value in file.values.items() if key in used}
         if option(config, "matrix_qa_homeserver"):
             options.homeserver = option(config, "matrix_qa_homeserver")
         session = QASession(options)
@@ -197,12 +240,24 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
     return outcome
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item) -> None:
+    """Remember each test this process was given: under xdist a worker collects every test but runs only those
+    handed to it, and its record must not call the others skipped ("not run: the run stopped early")."""
+    item.config.stash.setdefault(GIVEN_KEY, []).append(item)
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
     """Every process stopped and the work dir gone, whatever ended the session (Ctrl-C and -x included);
-    the record written (to --matrix-qa-report DIR, else beside the artifacts)."""
+    the record written (to --matrix-qa-report DIR, else beside the artifacts). An xdist worker's record holds
+    the tests it was given, so `matrix-qa report --merge DIR/gw*` joins the workers' records into the session's."""
     qa = session.config.stash.get(SESSION_KEY, None)
     if qa is not None:
+        if xdist_worker(session.config):
+            from qa.pytest_plugin.items import plan_of
+
+            qa.keep_in_plan({s.id for s in plan_of(session.config.stash.get(GIVEN_KEY, []))})
         qa.stop()
 
 

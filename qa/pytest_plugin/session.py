@@ -142,6 +142,12 @@ class QASession:
                 self._log_stream.close()
         return code
 
+    def keep_in_plan(self, ids: set[str]) -> None:
+        """Only these of the session's planned scenarios are this process's to report (an xdist worker's)."""
+        if self.run is not None:
+            self.run.plan = [s for s in self.run.plan if s.id in ids]
+            self.run.base_plan = [s for s in self.run.base_plan if s.id in ids]
+
     def interrupted(self, reason: str) -> None:
         """Ctrl-C: the record says so (exit 130, the tests not run named), as a run stopped by a signal does."""
         if self.run is not None and self.run.lifecycle.reason is None:

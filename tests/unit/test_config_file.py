@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from qa import cli
-from qa.cli_run import _file_keys, _standalone, apply_config
+from qa.cli_run import _file_keys, _standalone, apply_config, blame_file
 from qa.config_file import ConfigFile, find_config_file, load_config_file
 from qa.kernel.errors import ConfigError
 from qa.run import Run
@@ -207,3 +207,88 @@ def test_a_bad_file_found_upward_is_exit_2_naming_it(tmp_path: Path, monkeypatch
     err = capsys.readouterr().err
     assert f"matrix-qa: {tmp_path / 'matrix-qa.toml'}: jbos: unknown key; did you mean 'jobs'?" in err
     assert "Traceback" not in err
+
+
+# --- a value from the file that the run refuses later names the file and the key, not the flag -----------------
+
+
+def test_a_bot_set_from_the_file_refused_by_the_bot_names_the_file_and_key(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "pyproject.toml").write_text('[tool.matrix-qa]\nbot-set = ["session.nope=1"]\n')
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["run"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"matrix-qa: {tmp_path / 'pyproject.toml'}: [tool.matrix-qa] bot-set session.nope: ")
+    assert "--bot-set" not in err and "Traceback" not in err
+
+
+def test_a_setting_from_the_file_that_the_run_does_not_use_names_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "matrix-qa.toml").write_text('model = "gpt-x"\n')
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["run"], monkeypatch) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"matrix-qa: {tmp_path / 'matrix-qa.toml'}: model: not used by this run (--homeserver synapse, "
+                   "--provider mock): model")
+
+
+def test_a_flag_on_the_command_line_is_still_named_as_the_flag(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "matrix-qa.toml").write_text('bot-set = ["session.nope=1"]\nprofile = "fast"\n')
+    monkeypatch.chdir(tmp_path)
+    assert run_cli(["run", "--bot-set", "session.other=1"], monkeypatch) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("matrix-qa: --bot-set") and "session.other" in err and "matrix-qa.toml" not in err
+
+
+def test_blame_file_rewrites_only_the_lines_naming_a_flag_from_the_file() -> None:
+    blamed = {"--bot-set": "f.toml: bot-set", "--jobs": "f.toml: jobs"}
+    exc = ConfigError("--bot-set: --bot-set a.b: unknown key\nuse --jobs 2 or less\n--profile x: nothing\n"
+                      "the --bot-setting is not a flag")
+    got = blame_file(exc, blamed)
+    assert isinstance(got, ConfigError) and got.exit_code == exc.exit_code
+    assert str(got).splitlines() == ["f.toml: bot-set a.b: unknown key", "f.toml: jobs: use jobs 2 or less",
+                                     "--profile x: nothing", "the --bot-setting is not a flag"]
+    same = ConfigError("--profile x: nothing")
+    assert blame_file(same, blamed) is same
+
+
+# --- `list` reads the file as `run` does -----------------------------------------------------------------------
+
+MINE = "id: mine\ntitle: Mine\nsteps:\n  - send: {as: driver, body: hi}\n"
+
+
+def test_list_takes_the_files_scenario_dirs_profile_and_keywords(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mine.yaml").write_text(MINE)
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "matrix-qa.toml").write_text('scenarios-dir = ["mine"]\nprofile = "e2ee"\nkeyword = ["mine"]\n')
+    monkeypatch.chdir(tmp_path / "sub")
+    assert cli.main(["list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert (listed["profile"], listed["keywords"]) == ("e2ee", ["mine"])
+    assert [s["id"] for s in listed["scenarios"] if s["runs"]] == ["mine"]
+    assert "canary" in {s["id"] for s in listed["scenarios"]}  # the library too, as run adds it
+    # Flags beat the file.
+    assert cli.main(["list", "--json", "--profile", "fast", "-k", "canary"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert (listed["profile"], [s["id"] for s in listed["scenarios"] if s["runs"]]) == ("fast", ["canary"])
+
+
+def test_list_with_only_own_scenarios_and_ids_from_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "mine.yaml").write_text(MINE)
+    (tmp_path / "other.toml").write_text('scenarios-dir = ["."]\nno-builtin-scenarios = true\nscenario = ["x"]\n')
+    assert cli.main(["list", "--config", str(tmp_path / "other.toml")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["- mine  (every)               Mine",
+                   "1 scenario(s); --profile fast runs 0, leaves out 1 (marked -)"]
+
+
+def test_list_refuses_a_bad_file_as_run_does(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "matrix-qa.toml").write_text("jbos = 2\n")
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["list"]) == 2
+    assert f"matrix-qa: {tmp_path / 'matrix-qa.toml'}: jbos: unknown key" in capsys.readouterr().err

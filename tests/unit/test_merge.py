@@ -245,3 +245,17 @@ def test_a_merge_of_runs_where_nothing_ran_is_not_a_pass() -> None:
     only_skips = [MergeInput(summary("r1", [result("canary", "skip"), result("a", "skip")]), source="s1")]
     merged = merge_summaries(only_skips, run_id="merged-y")
     assert merged.status == "error" and merged.exitCode == 2
+
+
+def test_report_merge_of_a_directory_of_runs_merges_each(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # The pytest plugin under xdist writes DIR/gw0, DIR/gw1, ...: `--merge DIR` takes them all, in name order.
+    for part in shards():
+        write_reports(part.summary, tmp_path / "report" / f"gw{part.artifact_prefix}")
+    assert main(["report", "--merge", str(tmp_path / "report"), "--output-dir", str(tmp_path / "m")]) == 0
+    merged = load_summary(tmp_path / "m" / SUMMARY_FILE)
+    assert [m.runId for m in merged.mergedFrom] == ["run-1", "run-2", "run-3"]
+    assert "(merged from 3)" in capsys.readouterr().out
+    # A directory with neither a summary nor runs under it is named as the missing summary it is.
+    (tmp_path / "empty").mkdir()
+    assert main(["report", "--merge", str(tmp_path / "empty"), "--output-dir", str(tmp_path / "m2")]) == 2
+    assert str(tmp_path / "empty" / SUMMARY_FILE) in capsys.readouterr().err

@@ -193,3 +193,42 @@ def test_each_xdist_worker_writes_its_own_record(tmp_path: Path) -> None:
     # A worker is known by its config; a pytest a worker's test starts inherits PYTEST_XDIST_WORKER only.
     assert xdist_worker(SimpleNamespace(workerinput={"workerid": "gw3"})) == "gw3"  # type: ignore[arg-type]
     assert xdist_worker(SimpleNamespace()) == ""  # type: ignore[arg-type]
+
+
+OPTIONS_HEADER = textwrap.dedent("""\
+    from qa.pytest_plugin import OPTIONS, option
+
+    def pytest_report_header(config):
+        return [" ".join(f"{ini}={option(config, ini)}" for _flag, ini, _help in OPTIONS)]
+""")
+
+
+def test_options_come_from_flags_then_ini_then_the_matrix_qa_config_file(pytester: pytest.Pytester) -> None:
+    (pytester.path / "sub").mkdir()
+    (pytester.path / "matrix-qa.toml").write_text(textwrap.dedent("""\
+        bot = "b.yaml"
+        provider = "replay"
+        homeserver = "tuwunel"
+        cassettes = "cas"
+        output-dir = "rep"
+        scenarios-dir = ["mine"]
+        jobs = 2
+    """))
+    pytester.makeini("[pytest]\nmatrix_qa_provider = mock\n")
+    pytester.makeconftest(OPTIONS_HEADER)
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "-p", "no:cacheprovider",
+                                "--matrix-qa-homeserver", "synapse")
+    root = pytester.path
+    # The file's paths are relative to the file; its scenarios-dir is run's business, not the session's.
+    result.stdout.fnmatch_lines([f"matrix_qa_bot={root / 'b.yaml'} matrix_qa_homeserver=synapse "
+                                 f"matrix_qa_provider=mock matrix_qa_cassettes={root / 'cas'} "
+                                 f"matrix_qa_report={root / 'rep'} matrix_qa_scenarios=None"])
+
+
+def test_a_bad_matrix_qa_config_file_ends_the_session_naming_file_and_key(pytester: pytest.Pytester) -> None:
+    (pytester.path / "pyproject.toml").write_text('[tool.matrix-qa]\nprovider = "magic"\n')
+    pytester.makeconftest(OPTIONS_HEADER)
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "-p", "no:cacheprovider")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines([f"*matrix-qa: {pytester.path / 'pyproject.toml'}: [[]tool.matrix-qa[]] provider: "
+                                 "invalid choice: 'magic'*"])
