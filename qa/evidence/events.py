@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any
+
+# Who the bot is: its one Matrix id, or every account it speaks with (a bot file's `accounts`, issue 33).
+BotIds = str | Set[str]
+
+
+def is_bot_sender(sender: Any, bot: BotIds) -> bool:
+    """A message from any of the bot's accounts is the bot's."""
+    return sender == bot if isinstance(bot, str) else sender in bot
 
 
 def describe_event(event: dict[str, Any]) -> str:

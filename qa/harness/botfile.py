@@ -16,6 +16,7 @@
                                      # contention probe's second writer (qa.harness.probe)
     fork_server: {preload: [mybot.main]}     # optional, for `{python} -m MODULE` bots: fork them from one
                                              # pre-imported process (qa.harness.fork_server)
+    accounts: [router]               # optional: the bot's accounts beside its main one (MATRIX_QA_ACCOUNTS)
 
 Placeholders in `command`, `env`, `cwd`, `state_mutations` and `lock_probe`: {config} {state_dir} {trace_file}
 {python} {bot_dir} {scenario}. The template sees every fact of the launch (qa.harness.launch). docs/bot-file.md
@@ -41,7 +42,7 @@ PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scena
 CONTRACT_ENV = ("MATRIX_QA_HOMESERVER_URL", "MATRIX_QA_USER_ID", "MATRIX_QA_PASSWORD", "MATRIX_QA_ACCESS_TOKEN",
                 "MATRIX_QA_DEVICE_ID", "MATRIX_QA_ROOM_IDS", "MATRIX_QA_STATE_DIR", "MATRIX_QA_TRACE_FILE",
                 "MATRIX_QA_SCENARIO", "MATRIX_QA_MODEL", "MATRIX_QA_CONFIG", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
+                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "MATRIX_QA_ACCOUNTS")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 DEFAULT_READY_TIMEOUT_S = 20.0
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"
@@ -113,6 +114,30 @@ class ForkServerSpec(BaseModel):
     preload: list[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]] = Field(default_factory=list)
 
 
+# --- extra accounts (issue 33) -------------------------------------------------------------------------------
+# A bot that is more than one Matrix account names the others; the harness makes each with the scenario's users.
+# "bot" is the main account's name in scenarios (`from: bot`), so no extra account may take it.
+MAIN_ACCOUNT = "bot"
+AccountName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+
+
+def _accounts_distinct(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name == MAIN_ACCOUNT:
+            raise ValueError(f"{MAIN_ACCOUNT!r} is the bot's main account; name the others differently")
+        if name in seen:
+            raise ValueError(f"account {name!r} is named twice")
+        seen.add(name)
+    return names
+
+
+def account_clashes(bot: BotFile, actors: list[str]) -> list[str]:
+    """Pure: the bot's account names that are also a scenario's test users (each must be one Matrix user)."""
+    return [name for name in bot.accounts if name in actors]
+# --- end of extra accounts -----------------------------------------------------------------------------------
+
+
 class BotFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -141,6 +166,9 @@ class BotFile(BaseModel):
     # naming a mutation the bot file lacks is skipped with the reason.
     state_mutations: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)],
                           Annotated[list[Templated], Field(min_length=1)]] = Field(default_factory=dict)
+
+    # Extra accounts (issue 33): names of the accounts the bot needs beside its main one.
+    accounts: Annotated[list[AccountName], AfterValidator(_accounts_distinct)] = Field(default_factory=list)
 
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)

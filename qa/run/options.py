@@ -13,6 +13,7 @@ from typing import Any
 
 from qa.harness.botfile import (
     BotFile,
+    account_clashes,
     builtin_bot_file,
     check_overrides,
     check_runnable,
@@ -156,6 +157,16 @@ def checked_bot_file(options: RunOptions) -> BotFile:
     check_overrides(bot_file, options.bot_overrides)
     check_runnable(bot_file, {**os.environ, **options.bot_env})
     return bot_file
+
+
+def check_bot_accounts(bot_file: BotFile, plan: list[Any]) -> None:
+    """The bot's extra accounts (`accounts`) and each planned scenario's test users are different people: a name
+    that is both is exit 2 before anything starts."""
+    for scenario in plan:
+        clash = account_clashes(bot_file, list(scenario.actors))
+        if clash:
+            raise ConfigError(f"{bot_file.source}: accounts: {clash[0]!r} is also a test user of scenario "
+                              f"{scenario.id}; name the bot's account differently")
 
 
 def resolve_bot_file(options: RunOptions) -> BotFile:

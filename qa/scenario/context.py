@@ -75,6 +75,21 @@ class ScenarioContext:
     # room id -> where in the observer's stream the last invite/kick/leave step began (expect_membership)
     membership_marks: dict[str, int] = field(default_factory=dict)
     fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares faults
+    # Every account the bot speaks with, by name ("bot": the main one; a bot file's `accounts`, issue 33).
+    bot_accounts: dict[str, str] = field(default_factory=dict)
+    # Which of the bot's accounts sent the message the running step checked (StepResult.account).
+    account: str | None = None
+
+    @property
+    def bot_ids(self) -> frozenset[str]:
+        """A message from any of these is the bot's."""
+        return frozenset({self.bot_user_id, *self.bot_accounts.values()})
+
+    def account_of(self, user_id: Any) -> str | None:
+        """The bot account's name for a Matrix id ("bot" for the main one); None for anyone else."""
+        if user_id == self.bot_user_id:
+            return "bot"
+        return next((name for name, uid in self.bot_accounts.items() if uid == user_id), None)
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":
