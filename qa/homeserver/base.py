@@ -85,6 +85,13 @@ class Homeserver(ABC):
         caller logs in: a login per user is what registering with a session saves."""
         return await self.register_user(localpart, password)
 
+    async def registration_token(self, uses: int, valid_s: float) -> str:
+        """A registration token on this homeserver for `uses` registrations within `valid_s` seconds (a bot file's
+        `registration: token`). Only a backend that owns its homeserver can mint one."""
+        from qa.kernel.errors import InfraError
+
+        raise InfraError(f"the {self.kind} homeserver backend cannot make registration tokens")
+
     async def __aenter__(self) -> Self:
         try:
             await self.start()

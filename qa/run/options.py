@@ -169,6 +169,20 @@ def check_bot_accounts(bot_file: BotFile, plan: list[Any]) -> None:
                               f"{scenario.id}; name the bot's account differently")
 
 
+# The user's own registration token, for `registration: token` against a homeserver the run does not own.
+USER_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"
+
+
+def check_registration(bot_file: BotFile, homeserver: str, env: Mapping[str, str]) -> None:
+    """`registration: token` mints a token on the run's own Synapse only; anywhere else the user must give one
+    (never the shared secret, never a token made on someone's server behind their back)."""
+    if bot_file.registration is None or homeserver == "synapse" or env.get(USER_REGISTRATION_TOKEN):
+        return
+    raise ConfigError(f"{bot_file.source}: registration: token needs the run's own homeserver (--homeserver "
+                      f"synapse); for --homeserver {homeserver} set {USER_REGISTRATION_TOKEN} to a token you made "
+                      "for this purpose")
+
+
 def resolve_bot_file(options: RunOptions) -> BotFile:
     if options.bot_file is not None and options.bot_command is not None:
         raise ConfigError("give either --bot FILE or --bot-command CMD, not both")

@@ -292,6 +292,7 @@ async def _provision(
         encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
         provider_timeout_s=scenario.bot.model_timeout or res.provider_timeout_s,
         provider_max_retries=res.provider_max_retries, accounts=accounts,
+        registration_token=await _registration_token(res, float(scenario.timeout)),
     )
     launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
     bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
@@ -315,7 +316,23 @@ async def _provision(
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
+        registered_prefix=res.bot_file.registration_prefix,
     )
+
+
+# How many accounts a bot with `registration: token` may register per scenario.
+REGISTRATION_USES = 5
+
+
+async def _registration_token(res: RunResources, valid_s: float) -> str | None:
+    """For `registration: token`: a fresh token of a few uses, valid for the scenario, on the run's own homeserver;
+    on another the user's own (the run checked before it started that there is one)."""
+    if res.bot_file.registration is None:
+        return None
+    token = os.environ.get("MATRIX_QA_REGISTRATION_TOKEN") if res.homeserver.kind != "synapse" else None
+    token = token or await res.homeserver.registration_token(REGISTRATION_USES, valid_s)
+    res.secrets.extend([token, *getattr(res.homeserver, "secrets", [])])  # the token's minter too
+    return token
 
 
 async def _extra_accounts(res: RunResources, creds: dict[str, Any], passwords: dict[str, str]

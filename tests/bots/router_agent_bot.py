@@ -9,7 +9,9 @@ The router itself never speaks.
 Launch contract (environment only):
   MATRIX_QA_HOMESERVER_URL                      the homeserver
   MATRIX_QA_USER_ID, MATRIX_QA_ACCESS_TOKEN, MATRIX_QA_DEVICE_ID   the router (the bot's main account)
-  MATRIX_QA_ACCOUNTS                            JSON; its "agent" entry is the answering account
+  MATRIX_QA_ACCOUNTS                            JSON; its "agent" entry is the answering account, or else
+  MATRIX_QA_REGISTRATION_TOKEN                  the bot registers its agent itself (localpart $AGENT_PREFIX…)
+                                                and the router invites it to its rooms
   MATRIX_QA_ROOM_IDS                            comma-separated rooms both accounts join
   MATRIX_QA_MODEL                               model name; OPENAI_BASE_URL / OPENAI_API_KEY go to the SDK
 
@@ -58,7 +60,7 @@ class Settings:
     model: str
 
 
-def settings_from_env(env: Mapping[str, str]) -> Settings:
+def settings_from_env(env: Mapping[str, str], registered: Account | None = None) -> Settings:
     def required(name: str) -> str:
         value = env.get(name, "").strip()
         if not value:
@@ -66,7 +68,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         return value
 
     try:
-        accounts = json.loads(required("MATRIX_QA_ACCOUNTS"))
+        accounts = json.loads(required("MATRIX_QA_ACCOUNTS")) if registered is None else {
+            "agent": {"user_id": registered.user_id, "access_token": registered.access_token,
+                      "device_id": registered.device_id}}
         agent = accounts["agent"]
         agent_account = Account(agent["user_id"], agent["access_token"], agent["device_id"])
     except (ValueError, KeyError, TypeError) as exc:
@@ -152,6 +156,34 @@ async def ask(model: openai.AsyncOpenAI, model_name: str, messages: list[dict[st
     return (result.choices[0].message.content if result.choices else None) or "(no answer)"
 
 
+async def register_agent(env: Mapping[str, str]) -> Account:
+    """The agent's account, registered with the registration token (the spec's m.login.registration_token)."""
+    import secrets
+
+    import aiohttp
+
+    url = env["MATRIX_QA_HOMESERVER_URL"].rstrip("/") + "/_matrix/client/v3/register"
+    request: dict[str, Any] = {"username": env.get("AGENT_PREFIX", "agent-") + secrets.token_hex(4),
+                               "password": secrets.token_urlsafe(18), "initial_device_display_name": "agent"}
+    token = env["MATRIX_QA_REGISTRATION_TOKEN"]
+    async with aiohttp.ClientSession() as http:
+        async with http.post(url, json=request) as resp:
+            made = await resp.json()
+        # User-interactive auth: the token's stage, then whatever the flow still asks (m.login.dummy).
+        for stage in ("m.login.registration_token", "m.login.dummy"):
+            auth = {"type": stage, "session": made.get("session"), **({"token": token} if "token" in stage else {})}
+            async with http.post(url, json={**request, "auth": auth}) as resp:
+                made = await resp.json()
+                if resp.status == 200:
+                    break
+                if resp.status != 401 or "errcode" in made:
+                    raise RuntimeError(f"registering the agent failed: HTTP {resp.status} {made.get('errcode')}")
+        else:
+            raise RuntimeError("registering the agent failed: the flow did not end")
+    log.info("registered the agent %s", made["user_id"])
+    return Account(made["user_id"], made["access_token"], made["device_id"])
+
+
 class Router:
     """The main account: syncs, picks the messages for the bot, hands them to the agent."""
 
@@ -160,8 +192,11 @@ class Router:
         self.own = (s.router.user_id, s.agent.user_id)
         self.tasks: set[asyncio.Task[None]] = set()
 
-    async def run(self) -> None:
+    async def run(self, invite_agent: bool = False) -> None:
         for client, who in ((self.client, self.s.router), (self.agent.client, self.s.agent)):
+            if invite_agent and who is self.s.agent:  # an account the harness does not know: ours to invite
+                for room_id in self.s.rooms:
+                    await self.client.room_invite(room_id, who.user_id)
             who_am_i = await client.whoami()
             if isinstance(who_am_i, WhoamiError):
                 raise RuntimeError(f"the session of {who.user_id} was refused: {who_am_i.message}")
@@ -196,14 +231,14 @@ class Router:
         task.add_done_callback(self.tasks.discard)
 
 
-async def main_async(s: Settings, bug: str | None) -> int:
+async def main_async(s: Settings, bug: str | None, invite_agent: bool) -> int:
     model = openai.AsyncOpenAI(max_retries=0, timeout=120.0)
     router_client, agent_client = client_for(s.homeserver, s.router), client_for(s.homeserver, s.agent)
     router = Router(s, router_client, Agent(agent_client, model, s.model), bug)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         asyncio.get_running_loop().add_signal_handler(sig, stop.set)
-    task = asyncio.create_task(router.run())
+    task = asyncio.create_task(router.run(invite_agent))
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
@@ -226,14 +261,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("nio").setLevel(logging.WARNING)
+    register = "MATRIX_QA_ACCOUNTS" not in os.environ and "MATRIX_QA_REGISTRATION_TOKEN" in os.environ
     try:
-        settings = settings_from_env(os.environ)
+        agent = asyncio.run(register_agent(os.environ)) if register else None
+        settings = settings_from_env(os.environ, agent)
     except ConfigError as exc:
         print(f"router_agent_bot: {exc}", file=sys.stderr)
         return 2
     if args.bug:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
-    return asyncio.run(main_async(settings, args.bug))
+    return asyncio.run(main_async(settings, args.bug, invite_agent=register))
 
 
 if __name__ == "__main__":

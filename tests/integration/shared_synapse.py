@@ -159,6 +159,10 @@ class BorrowedSynapse(Homeserver):
         return await register_with_shared_secret(self.base_url, self.shared.hs.shared_secret, localpart, password,
                                                  session=self._session(), device_name=device_name)
 
+    async def registration_token(self, uses: int, valid_s: float) -> str:
+        # Minted by the shared server's own admin, on the loop that owns its connections.
+        return await self.shared.acall(self.shared.hs.registration_token(uses, valid_s))
+
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

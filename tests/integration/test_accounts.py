@@ -5,6 +5,7 @@ whose router answers itself fails that one, naming the account that spoke."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -50,3 +51,41 @@ async def test_a_router_that_answers_itself_fails_naming_the_account(run_qa) -> 
     assert any(line.startswith(said) and "expected its account 'agent' (@mqa-bot.agent-" in line
                for line in failure["seen"]), failure
     assert "the reply came from the bot's account 'bot'" in result.report
+
+
+def _environs() -> dict[int, tuple[str, bytes]]:
+    """Every process's command line and exec-time environment that we may read (/proc/<pid>/environ)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                found[int(proc.name)] = ((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
+                                         (proc / "environ").read_bytes())
+            except OSError:
+                continue
+    return found
+
+
+async def test_a_bot_registering_its_agent_with_a_token_only_it_holds(run_qa) -> None:
+    """`registration: token`: the bot registers its agent itself (localpart rab-…), which the harness then knows
+    as the bot's; the token is in the bot's environment and in no other process's, nor in any artifact."""
+    run = asyncio.ensure_future(run_qa("canary", "matrix-thread-follow-up", scenario_paths=SCENARIOS,
+                                       bot_file=BOTS / "router-agent-bot-registers.yaml"))
+    snapshots = []
+    while not run.done():  # bounded by the run's own scenario timeouts
+        snapshots.append(_environs())
+        await asyncio.wait({run}, timeout=0.1)
+    result = run.result()
+    assert result.code == 0, result.report
+    for scenario_id in ("canary", "matrix-thread-follow-up"):
+        spoke = [s["account"] for s in result.scenario(scenario_id)["steps"] if s["kind"] == "expect_reply"]
+        assert spoke and all(a.startswith("rab-") for a in spoke), spoke
+    tokens = {line.split(b"=", 1)[1] for snap in snapshots for _cmd, environ in snap.values()
+              for line in environ.split(b"\0") if line.startswith(b"MATRIX_QA_REGISTRATION_TOKEN=")}
+    assert len(tokens) == 2, "one fresh token per scenario, seen in a bot's environment"
+    holders = {cmd for snap in snapshots for cmd, environ in snap.values() if any(t in environ for t in tokens)}
+    assert holders and all("router_agent_bot.py" in cmd for cmd in holders), holders
+    assert {t.decode() for t in tokens} <= set(result.secrets)
+    for path in result.dir.rglob("*"):
+        if path.is_file():
+            assert not [t for t in tokens if t in path.read_bytes()], path

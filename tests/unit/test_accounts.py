@@ -4,8 +4,10 @@ every judgement that asks "did the bot say this" counting any of the bot's accou
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
@@ -142,9 +144,9 @@ def _ctx(accounts: dict[str, str]) -> ScenarioContext:
 
 def test_the_context_names_each_account() -> None:
     ctx = _ctx({"bot": MAIN, "agent": AGENT})
-    assert ctx.bot_ids == BOT
+    assert ctx.bot_ids.ids == BOT and AGENT in ctx.bot_ids and DRIVER not in ctx.bot_ids
     assert (ctx.account_of(MAIN), ctx.account_of(AGENT), ctx.account_of(DRIVER)) == ("bot", "agent", None)
-    assert _ctx({}).bot_ids == frozenset({MAIN})
+    assert _ctx({}).bot_ids.ids == frozenset({MAIN})
 
 
 # --- from: and the report ------------------------------------------------------------------------------------
@@ -181,3 +183,86 @@ def test_the_report_says_which_account_answered() -> None:
     summary = SimpleNamespace(scenarios=[ScenarioResult(id="one", title="t", status="pass", steps=steps),
                                          ScenarioResult(id="two", title="t", status="pass")])
     assert accounts_that_spoke(summary) == [("one", "step 2 agent, step 3 bot")]  # type: ignore[arg-type]
+
+
+# --- registration: token -------------------------------------------------------------------------------------
+
+
+def _registering(tmp_path: Path, body: str) -> Path:
+    path = tmp_path / "bot.yaml"
+    path.write_text(f"name: b\ncommand: [python]\n{body}\n")
+    return path
+
+
+def test_registration_needs_a_prefix_that_is_not_the_harness_users(tmp_path: Path) -> None:
+    bot = load_bot_file(_registering(tmp_path, "registration: token\nregistration_prefix: rab-"))
+    assert (bot.registration, bot.registration_prefix) == ("token", "rab-")
+    for body, message in [
+        ("registration: token", "registration: token needs registration_prefix"),
+        ("registration_prefix: rab-", "registration_prefix needs registration: token"),
+        ("registration: token\nregistration_prefix: mqa-bots-", "registration_prefix 'mqa-bots-' overlaps"),
+        ("registration: token\nregistration_prefix: mq", "registration_prefix 'mq' overlaps"),
+        ("registration: open\nregistration_prefix: rab-", "registration: Input should be 'token', got 'open'"),
+        ("registration: token\nregistration_prefix: Rab", "registration_prefix: String should match pattern"),
+    ]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            load_bot_file(_registering(tmp_path, body))
+
+
+def test_registration_on_a_homeserver_the_run_does_not_own_needs_the_users_token(tmp_path: Path) -> None:
+    from qa.run.options import check_registration
+
+    bot = load_bot_file(_registering(tmp_path, "registration: token\nregistration_prefix: rab-"))
+    check_registration(bot, "synapse", {})
+    check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN": "users-own"})
+    with pytest.raises(ConfigError, match=r"bot.yaml: registration: token needs the run's own homeserver .*"
+                                          r"--homeserver external set MATRIX_QA_REGISTRATION_TOKEN"):
+        check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN": ""})
+    check_registration(load_bot_file(_bot(tmp_path, "[]")), "external", {})  # a bot that does not ask
+
+
+def test_the_token_is_in_the_environment_only(tmp_path: Path) -> None:
+    (tmp_path / "t.j2").write_text("{{ user_id }}")
+    (tmp_path / "b.yaml").write_text("name: b\ncommand: [python]\nconfig_template: t.j2\nregistration: token\n"
+                                     "registration_prefix: rab-\n")
+    bot = load_bot_file(tmp_path / "b.yaml")
+    launch = build_launch(bot, _facts(tmp_path, registration_token="tok-reg-123"), {},
+                          {"PATH": "/bin", "MATRIX_QA_REGISTRATION_TOKEN": "inherited"})
+    assert launch.env["MATRIX_QA_REGISTRATION_TOKEN"] == "tok-reg-123"
+    from qa.harness.launch import template_context
+
+    assert "tok-reg-123" not in json.dumps(template_context(bot, _facts(tmp_path, registration_token="tok-reg-123"),
+                                                            None), default=str)
+    plain = build_launch(load_bot_file(_bot(tmp_path, "[]")), _facts(tmp_path), {},
+                         {"PATH": "/bin", "MATRIX_QA_REGISTRATION_TOKEN": "inherited"})
+    assert "MATRIX_QA_REGISTRATION_TOKEN" not in plain.env  # the user's token never reaches a bot that did not ask
+
+
+def test_accounts_the_bot_registered_are_known_by_their_prefix() -> None:
+    from qa.evidence.events import BotIdentity
+
+    bot = BotIdentity(frozenset({MAIN}), "rab-")
+    assert "@rab-1f2e:hs" in bot and MAIN in bot and DRIVER not in bot and "@xrab-1:hs" not in bot
+    assert "@rab-1:hs" not in BotIdentity(frozenset({MAIN}))
+    assert 42 not in bot
+    ctx = _ctx({})
+    ctx.registered_prefix = "rab-"
+    assert ctx.several_accounts and not _ctx({}).several_accounts and _ctx({"agent": AGENT}).several_accounts
+    assert ctx.account_of("@rab-1f2e:hs") == "rab-1f2e" and ctx.account_of(DRIVER) is None
+
+
+async def test_a_backend_that_does_not_own_its_server_mints_no_token() -> None:
+    from qa.homeserver.base import Homeserver
+    from qa.kernel.errors import InfraError
+
+    class Foreign(Homeserver):
+        kind = "external"
+        base_url = "http://x"
+
+        async def start(self) -> None: ...
+        async def stop(self) -> None: ...
+        async def restart(self) -> None: ...
+        async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> Any: ...
+
+    with pytest.raises(InfraError, match="the external homeserver backend cannot make registration tokens"):
+        await Foreign().registration_token(1, 60)

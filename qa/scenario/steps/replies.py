@@ -246,13 +246,13 @@ class ExpectReply(StepBase):
         if self.id:
             ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
         how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
-        said = f" from account '{ctx.account}'" if ctx.bot_accounts else ""
+        said = f" from account '{ctx.account}'" if ctx.several_accounts else ""
         return f"reply {event['event_id']}{said} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
 
     def _sender_problems(self, ctx: ScenarioContext, event: dict[str, Any]) -> list[str]:
         """Which of the bot's accounts spoke (recorded for the report), and whether it is the one `from` names."""
         spoke = ctx.account_of(event.get("sender"))
-        if ctx.bot_accounts:  # a bot of one account: nothing to say
+        if ctx.several_accounts:  # a bot of one account: nothing to say
             ctx.account = spoke
         if self.from_account is None or spoke == self.from_account:
             return []
