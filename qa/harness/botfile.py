@@ -144,6 +144,9 @@ def account_clashes(bot: BotFile, actors: list[str]) -> list[str]:
 # --- registration rights (issue 33) --------------------------------------------------------------------------
 # The harness's own users are all "mqa-…": a bot's registered accounts must never be mistaken for them.
 HARNESS_LOCALPARTS = "mqa-"
+# The user's own registration token for the bot, for `registration: token` against a homeserver the run does not
+# own (MATRIX_QA_REGISTRATION_TOKEN is the harness's, for its test users; like it, this is withheld from bots).
+USER_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT"
 
 
 def _registration_consistent(bot: BotFile) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.harness.botfile import (
+    USER_REGISTRATION_TOKEN,
     BotFile,
     account_clashes,
     builtin_bot_file,
@@ -167,10 +168,6 @@ def check_bot_accounts(bot_file: BotFile, plan: list[Any]) -> None:
         if clash:
             raise ConfigError(f"{bot_file.source}: accounts: {clash[0]!r} is also a test user of scenario "
                               f"{scenario.id}; name the bot's account differently")
-
-
-# The user's own registration token, for `registration: token` against a homeserver the run does not own.
-USER_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN"
 
 
 def check_registration(bot_file: BotFile, homeserver: str, env: Mapping[str, str]) -> None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from qa.actors import Actor, login_for_token
 from qa.harness.bot_process import BotUnderTest, describe_record
-from qa.harness.botfile import BotFile, builtin_bot_file
+from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
@@ -329,7 +329,7 @@ async def _registration_token(res: RunResources, valid_s: float) -> str | None:
     on another the user's own (the run checked before it started that there is one)."""
     if res.bot_file.registration is None:
         return None
-    token = os.environ.get("MATRIX_QA_REGISTRATION_TOKEN") if res.homeserver.kind != "synapse" else None
+    token = os.environ.get(USER_REGISTRATION_TOKEN) if res.homeserver.kind != "synapse" else None
     token = token or await res.homeserver.registration_token(REGISTRATION_USES, valid_s)
     res.secrets.extend([token, *getattr(res.homeserver, "secrets", [])])  # the token's minter too
     return token

@@ -214,10 +214,11 @@ def test_registration_on_a_homeserver_the_run_does_not_own_needs_the_users_token
 
     bot = load_bot_file(_registering(tmp_path, "registration: token\nregistration_prefix: rab-"))
     check_registration(bot, "synapse", {})
-    check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN": "users-own"})
+    check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT": "users-own"})
     with pytest.raises(ConfigError, match=r"bot.yaml: registration: token needs the run's own homeserver .*"
-                                          r"--homeserver external set MATRIX_QA_REGISTRATION_TOKEN"):
-        check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN": ""})
+                                          r"--homeserver external set MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT"):
+        # The harness's own token (for its test users) is not one for the bot.
+        check_registration(bot, "external", {"MATRIX_QA_REGISTRATION_TOKEN": "harness-own"})
     check_registration(load_bot_file(_bot(tmp_path, "[]")), "external", {})  # a bot that does not ask
 
 
