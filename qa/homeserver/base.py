@@ -39,6 +39,8 @@ class Homeserver(ABC):
     log_path: Path | None = None
     # Spawn-to-ready time of the most recent start(), in milliseconds.
     boot_ms: float | None = None
+    # Whether registration_token() can mint a token here (a server the run owns and administers).
+    mints_registration_tokens: bool = False
 
     # Why the server died while nobody was stopping it (set by backends that can watch their server).
     death: str | None = None

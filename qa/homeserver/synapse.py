@@ -296,6 +296,7 @@ class SynapseHomeserver(Homeserver):
         self._watcher: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._admin: UserCredentials | None = None  # who mints registration tokens
+        self.mints_registration_tokens = True
 
     @property
     def base_url(self) -> str:

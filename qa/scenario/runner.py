@@ -329,8 +329,11 @@ async def _registration_token(res: RunResources, valid_s: float) -> str | None:
     on another the user's own (the run checked before it started that there is one)."""
     if res.bot_file.registration is None:
         return None
-    token = os.environ.get(USER_REGISTRATION_TOKEN) if res.homeserver.kind != "synapse" else None
-    token = token or await res.homeserver.registration_token(REGISTRATION_USES, valid_s)
+    hs = res.homeserver
+    token = await hs.registration_token(REGISTRATION_USES, valid_s) if hs.mints_registration_tokens \
+        else os.environ.get(USER_REGISTRATION_TOKEN)
+    if not token:  # the run checked before it started; an environment changed since is still no traceback
+        raise QAError(f"registration: token: no token for the bot ({USER_REGISTRATION_TOKEN} is not set)")
     res.secrets.extend([token, *getattr(res.homeserver, "secrets", [])])  # the token's minter too
     return token
 

@@ -107,6 +107,7 @@ class BorrowedSynapse(Homeserver):
     """A run's view of the shared server: what a SynapseHomeserver shows a run, minus owning the process."""
 
     kind = "synapse"
+    mints_registration_tokens = True
 
     def __init__(self, shared: SessionSynapse) -> None:
         self.shared = shared

@@ -267,3 +267,32 @@ async def test_a_backend_that_does_not_own_its_server_mints_no_token() -> None:
 
     with pytest.raises(InfraError, match="the external homeserver backend cannot make registration tokens"):
         await Foreign().registration_token(1, 60)
+
+
+async def test_the_scenario_token_is_minted_where_the_run_may_else_the_users(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.kernel.errors import QAError
+    from qa.scenario.runner import REGISTRATION_USES, _registration_token
+
+    asked: list[tuple[int, float]] = []
+
+    class Owned:
+        mints_registration_tokens = True
+        secrets = ("admin-session-token",)
+
+        async def registration_token(self, uses: int, valid_s: float) -> str:
+            asked.append((uses, valid_s))
+            return "minted-token-123"
+
+    bot = load_bot_file(_registering(tmp_path, "registration: token\nregistration_prefix: rab-"))
+    res = SimpleNamespace(bot_file=bot, homeserver=Owned(), secrets=[])
+    monkeypatch.setenv("MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT", "users-token-123")
+    assert await _registration_token(res, 60.0) == "minted-token-123"  # type: ignore[arg-type]
+    assert asked == [(REGISTRATION_USES, 60.0)] and res.secrets == ["minted-token-123", "admin-session-token"]
+    res.homeserver = SimpleNamespace(mints_registration_tokens=False)
+    assert await _registration_token(res, 60.0) == "users-token-123"  # type: ignore[arg-type]
+    monkeypatch.delenv("MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT")
+    with pytest.raises(QAError, match="MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT is not set"):
+        await _registration_token(res, 60.0)  # type: ignore[arg-type]
+    res.bot_file = load_bot_file(_bot(tmp_path, "[]"))
+    assert await _registration_token(res, 60.0) is None  # type: ignore[arg-type]
