@@ -239,7 +239,7 @@ async def _provision(
     # All users at once, each with its session where the homeserver makes one while registering (Synapse):
     # the actors' devices are the ones a login would have made, and the bot's is the ready session the launch
     # contract hands it (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
-    devices = {role: "matrix-qa launch" if role.startswith("bot") else f"matrix-qa {role}" for role in roles}
+    devices = {role: "matrix-qa launch" if role.split(".")[0] == "bot" else f"matrix-qa {role}" for role in roles}
     registered = await asyncio.gather(*(
         hs.register_session(_localpart(role, scenario.id, res.run_id), passwords[role], device_name=devices[role])
         for role in roles))
