@@ -174,6 +174,11 @@ def test_a_scenario_naming_an_account_the_bot_lacks_is_skipped_with_the_reason()
     assert missing(scenario, [], (), ["agent"]) == []
     lacking = missing(scenario, [], (), ["router"])
     assert skip_reason("b", lacking) == "skipped: bot 'b' lacks 'account agent' (step 2 (expect_reply))"
+    main = SimpleNamespace(requires=[], implied_needs=lambda: [], state_mutations=lambda: [],
+                           bot_accounts=lambda: [("bot", "step 1 (expect_reply)")])
+    assert missing(main, [], (), []) == []  # the main account is always there
+    older = SimpleNamespace(requires=[], implied_needs=lambda: [], state_mutations=lambda: [])
+    assert missing(older, [], (), []) == []  # a scenario object that names no accounts at all
 
 
 def test_the_report_says_which_account_answered() -> None:
