@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from qa.evidence.events import BotIds, is_bot_sender
+
 APPROVAL_KEY = "org.matrix_qa.approval"
 REQUIRED_APPROVAL_FIELDS = {"version": 1, "type": "approval.request", "kind": "exec", "state": "pending",
                             "allowedDecisions": ["allow-once", "deny"]}
@@ -48,10 +50,10 @@ def request_problems(first: dict[str, Any], later: Sequence[dict[str, Any]], chu
     return problems
 
 
-def is_option(event: dict[str, Any], bot_user_id: str, first_id: str, key: str) -> bool:
+def is_option(event: dict[str, Any], bot_user_id: BotIds, first_id: str, key: str) -> bool:
     """The bot's option reaction `key` on the request's first chunk."""
     relates = (event.get("content") or {}).get("m.relates_to") or {}
-    return (event.get("type") == "m.reaction" and event.get("sender") == bot_user_id
+    return (event.get("type") == "m.reaction" and is_bot_sender(event.get("sender"), bot_user_id)
             and relates.get("event_id") == first_id and relates.get("key") == key)
 
 

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from qa.evidence.events import BotIds, is_bot_sender
+
 
 @dataclass(frozen=True)
 class ChainRules:
@@ -50,7 +52,7 @@ def _pings(content: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_chain(draft: Mapping[str, Any], edits: list[Mapping[str, Any]], bot_user_id: str,
+def check_chain(draft: Mapping[str, Any], edits: list[Mapping[str, Any]], bot_user_id: BotIds,
                 rules: ChainRules) -> list[str]:
     """What is wrong with the chain, as readable problems (empty: sound)."""
     problems: list[str] = []
@@ -61,7 +63,8 @@ def check_chain(draft: Mapping[str, Any], edits: list[Mapping[str, Any]], bot_us
         problems.append(f"the draft is {draft_content.get('msgtype')!r}, expected {rules.draft_msgtype!r}")
     if (why := _pings(draft_content)) is not None:
         problems.append(f"the draft pings: {why}")
-    foreign = [e.get("event_id") for e in edits if e.get("sender") != bot_user_id]
+    foreign = [e.get("event_id") for e in edits if not is_bot_sender(e.get("sender"), bot_user_id)
+               or e.get("sender") != draft.get("sender")]
     if foreign:
         problems.append(f"edits not sent by the bot: {', '.join(map(str, foreign))}")
     count = len(edits)

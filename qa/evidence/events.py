@@ -2,7 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Container
+from dataclasses import dataclass
 from typing import Any
+
+# Who the bot is: its one Matrix id, or every account it speaks with (a bot file's `accounts`, issue 33).
+BotIds = str | Container[str]
+
+
+@dataclass(frozen=True)
+class BotIdentity:
+    """The bot's accounts: the ones the harness made (`ids`), and any it registered itself, known by the localpart
+    `prefix` its bot file declares (`registration_prefix`)."""
+
+    ids: frozenset[str]
+    prefix: str | None = None
+
+    def __contains__(self, sender: object) -> bool:
+        if sender in self.ids:
+            return True
+        return bool(self.prefix) and isinstance(sender, str) and sender.startswith(f"@{self.prefix}")
+
+
+def is_bot_sender(sender: Any, bot: BotIds) -> bool:
+    """A message from any of the bot's accounts is the bot's."""
+    return sender == bot if isinstance(bot, str) else sender in bot
 
 
 def describe_event(event: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from qa.evidence.events import BotIds
 from qa.evidence.pairing import JournalLike, Trigger, answers_in_journal, body, in_reply_to, is_bot_message
 
 
@@ -26,7 +27,7 @@ class Unwanted:
 
 
 def unwanted_replies(trigger: Trigger, control_reply_id: str | None, events: Sequence[dict[str, Any]],
-                     bot_user_id: str, journal: Iterable[JournalLike] | None) -> list[Unwanted]:
+                     bot_user_id: BotIds, journal: Iterable[JournalLike] | None) -> list[Unwanted]:
     answers = set(answers_in_journal(trigger.text, journal))
     found: list[Unwanted] = []
     before_control = True

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
+from qa.evidence.events import BotIds, is_bot_sender
+
 Method = Literal["relation", "journal", "order-guess"]
 
 
@@ -57,9 +59,9 @@ def in_reply_to(event: dict[str, Any]) -> str | None:
     return str(target) if target else None
 
 
-def is_bot_message(event: dict[str, Any], bot_user_id: str, room_id: str) -> bool:
+def is_bot_message(event: dict[str, Any], bot_user_id: BotIds, room_id: str) -> bool:
     """Something the bot said in the room: a message, not state (its join), not an edit of an earlier one."""
-    if event.get("type") != "m.room.message" or event.get("sender") != bot_user_id:
+    if event.get("type") != "m.room.message" or not is_bot_sender(event.get("sender"), bot_user_id):
         return False
     if event.get("room_id") != room_id or "state_key" in event:
         return False
@@ -84,7 +86,7 @@ def answers_in_journal(text: str | None, journal: Iterable[JournalLike] | None) 
     return out
 
 
-def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: str,
+def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: BotIds,
                journal: Iterable[JournalLike] | None, claimed: frozenset[str] = frozenset()) -> Pairing | None:
     """The bot message that answers `trigger`, by the strongest evidence available; None if there is none yet.
     `claimed` holds bot messages already paired with earlier triggers."""
@@ -104,13 +106,13 @@ def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: 
     return Pairing(unrelated[0], "order-guess") if unrelated else None
 
 
-def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: str, room_id: str
+def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: BotIds, room_id: str
                         ) -> list[str]:
     return [str(e.get("event_id")) for e in events
             if is_bot_message(e, bot_user_id, room_id) and in_reply_to(e) == trigger_id]
 
 
-def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_user_id: str) -> str:
+def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_user_id: BotIds) -> str:
     """What the message says now: the body of the bot's latest edit of it (`m.replace`, `m.new_content`), or
     its own. Streaming bots post a draft and edit it; a bot may also edit a right answer into a wrong one."""
     current = body(event)
@@ -118,7 +120,9 @@ def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_use
     for other in events:
         content = other.get("content") or {}
         relates = content.get("m.relates_to") or {}
-        if (other.get("sender") == bot_user_id and other.get("type") == "m.room.message"
+        # Only the message's own sender can edit it (Matrix ignores an m.replace by anyone else), and it is the bot.
+        if (is_bot_sender(other.get("sender"), bot_user_id) and other.get("sender") == event.get("sender")
+                and other.get("type") == "m.room.message"
                 and isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
                 and relates.get("event_id") == target):
             new = content.get("m.new_content")
@@ -127,7 +131,7 @@ def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_use
     return current
 
 
-def replies_by_journal(trigger: Trigger, events: Iterable[dict[str, Any]], bot_user_id: str,
+def replies_by_journal(trigger: Trigger, events: Iterable[dict[str, Any]], bot_user_id: BotIds,
                        journal: Iterable[JournalLike] | None) -> list[str]:
     """Bot messages that relate to nothing but carry the model's answer to the trigger: how a bot that posts
     plain messages answers it (twice, if it answers twice)."""

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 from typing import Any, Protocol
 
 from qa.evidence.edits import ChainRules, check_chain, describe_chain, edits_of
-from qa.evidence.events import describe_event
+from qa.evidence.events import BotIds, describe_event
 from qa.evidence.pairing import latest_body
 
 HTML_FORMAT = "org.matrix.custom.html"
@@ -148,7 +148,7 @@ def parts_problems(parts: Sequence[dict[str, Any] | None], order: list[str], exp
     return problems
 
 
-def chain_problems(draft: dict[str, Any], events: Sequence[dict[str, Any]], bot_user_id: str,
+def chain_problems(draft: dict[str, Any], events: Sequence[dict[str, Any]], bot_user_id: BotIds,
                    rules: ChainRules) -> list[str]:
     """What is wrong with the edit chain of a bot message, followed by the chain itself when anything is."""
     edits = edits_of(str(draft.get("event_id")), events)
@@ -196,7 +196,7 @@ def _split_problems(trigger: TriggerLike, want: ReplyWant, events: Sequence[dict
 
 
 def judge_reply(event: dict[str, Any], trigger: TriggerLike, want: ReplyWant, events: Sequence[dict[str, Any]],
-                bot_user_id: str, parts: Sequence[dict[str, Any] | None] = ()) -> list[str]:
+                bot_user_id: BotIds, parts: Sequence[dict[str, Any] | None] = ()) -> list[str]:
     """Every problem with the reply `event` to `trigger`, judged by its latest edit among `events` (what the
     room showed); `parts` are the part events of a split reply. Kinds of problem the reader looks for first
     (msgtype, text) come first."""

@@ -16,6 +16,9 @@
                                      # contention probe's second writer (qa.harness.probe)
     fork_server: {preload: [mybot.main]}     # optional, for `{python} -m MODULE` bots: fork them from one
                                              # pre-imported process (qa.harness.fork_server)
+    accounts: [router]               # optional: the bot's accounts beside its main one (MATRIX_QA_ACCOUNTS)
+    registration: token              # optional: a registration token for the bot (MATRIX_QA_REGISTRATION_TOKEN);
+    registration_prefix: mybot-      # the localparts of the accounts it registers start with this
 
 Placeholders in `command`, `env`, `cwd`, `state_mutations` and `lock_probe`: {config} {state_dir} {trace_file}
 {python} {bot_dir} {scenario}. The template sees every fact of the launch (qa.harness.launch). docs/bot-file.md
@@ -41,7 +44,8 @@ PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scena
 CONTRACT_ENV = ("MATRIX_QA_HOMESERVER_URL", "MATRIX_QA_USER_ID", "MATRIX_QA_PASSWORD", "MATRIX_QA_ACCESS_TOKEN",
                 "MATRIX_QA_DEVICE_ID", "MATRIX_QA_ROOM_IDS", "MATRIX_QA_STATE_DIR", "MATRIX_QA_TRACE_FILE",
                 "MATRIX_QA_SCENARIO", "MATRIX_QA_MODEL", "MATRIX_QA_CONFIG", "OPENAI_BASE_URL", "OPENAI_API_KEY",
-                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY")
+                "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "MATRIX_QA_ACCOUNTS",
+                "MATRIX_QA_REGISTRATION_TOKEN")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 DEFAULT_READY_TIMEOUT_S = 20.0
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"
@@ -113,6 +117,50 @@ class ForkServerSpec(BaseModel):
     preload: list[Annotated[str, Field(pattern=r"^[A-Za-z_][\w.]*(:[A-Za-z_]\w*)?$")]] = Field(default_factory=list)
 
 
+# --- extra accounts (issue 33) -------------------------------------------------------------------------------
+# A bot that is more than one Matrix account names the others; the harness makes each with the scenario's users.
+# "bot" is the main account's name in scenarios (`from: bot`), so no extra account may take it.
+MAIN_ACCOUNT = "bot"
+AccountName = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)]
+
+
+def _accounts_distinct(names: list[str]) -> list[str]:
+    seen: set[str] = set()
+    for name in names:
+        if name == MAIN_ACCOUNT:
+            raise ValueError(f"{MAIN_ACCOUNT!r} is the bot's main account; name the others differently")
+        if name in seen:
+            raise ValueError(f"account {name!r} is named twice")
+        seen.add(name)
+    return names
+
+
+def account_clashes(bot: BotFile, actors: list[str]) -> list[str]:
+    """Pure: the bot's account names that are also a scenario's test users (each must be one Matrix user)."""
+    return [name for name in bot.accounts if name in actors]
+# --- end of extra accounts -----------------------------------------------------------------------------------
+
+
+# --- registration rights (issue 33) --------------------------------------------------------------------------
+# The harness's own users are all "mqa-…": a bot's registered accounts must never be mistaken for them.
+HARNESS_LOCALPARTS = "mqa-"
+# The user's own registration token for the bot, for `registration: token` against a homeserver the run does not
+# own (MATRIX_QA_REGISTRATION_TOKEN is the harness's, for its test users; like it, this is withheld from bots).
+USER_REGISTRATION_TOKEN = "MATRIX_QA_REGISTRATION_TOKEN_FOR_BOT"
+
+
+def _registration_consistent(bot: BotFile) -> None:
+    if bot.registration is None and bot.registration_prefix is not None:
+        raise ValueError("registration_prefix needs registration: token")
+    if bot.registration is not None and bot.registration_prefix is None:
+        raise ValueError("registration: token needs registration_prefix: the localpart prefix of the accounts "
+                         "the bot registers, so the harness knows their messages are the bot's")
+    prefix = bot.registration_prefix or ""
+    if prefix and (prefix.startswith(HARNESS_LOCALPARTS) or HARNESS_LOCALPARTS.startswith(prefix)):
+        raise ValueError(f"registration_prefix {prefix!r} overlaps the harness's own users ({HARNESS_LOCALPARTS}…)")
+# --- end of registration rights ------------------------------------------------------------------------------
+
+
 class BotFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -142,6 +190,13 @@ class BotFile(BaseModel):
     state_mutations: dict[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=64)],
                           Annotated[list[Templated], Field(min_length=1)]] = Field(default_factory=dict)
 
+    # Extra accounts (issue 33): names of the accounts the bot needs beside its main one.
+    accounts: Annotated[list[AccountName], AfterValidator(_accounts_distinct)] = Field(default_factory=list)
+    # Registration rights (issue 33): a registration token in the bot's environment, for bots that make their
+    # accounts themselves; accounts whose localpart starts with registration_prefix are the bot's.
+    registration: Literal["token"] | None = None
+    registration_prefix: Annotated[str, Field(pattern=r"^[a-z0-9._=-]+$", max_length=32)] | None = None
+
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
 
@@ -157,6 +212,7 @@ class BotFile(BaseModel):
             raise ValueError("{config} is used but there is no config_template to render it from")
         if self.config_format is not None and self.config_template is None:
             raise ValueError("config_format needs a config_template")
+        _registration_consistent(self)
         if self.fork_server is not None and python_module(self.command) is None:
             raise ValueError("fork_server needs a command of the form [\"{python}\", \"-m\", MODULE, …]: the fork "
                              "server runs MODULE as `python -m` would")

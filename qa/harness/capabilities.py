@@ -56,14 +56,20 @@ def needs(scenario: Any) -> list[Need]:
     return [Need(c, found[c]) for c in MEANING if c in found]
 
 
-def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = ()) -> list[Need]:
-    """What the bot lacks: capabilities, then the named state mutations its bot file does not offer."""
+def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = (),
+            accounts: Iterable[str] = ()) -> list[Need]:
+    """What the bot lacks: capabilities, then the named state mutations and the named accounts (beside its main
+    one, "bot") its bot file does not offer."""
     have = set(capabilities)
     lacking = [n for n in needs(scenario) if n.capability not in have]
     offered = set(mutations)
     for name, why in scenario.state_mutations():
         if name not in offered and all(n.capability != f"state mutation {name}" for n in lacking):
             lacking.append(Need(f"state mutation {name}", why))
+    has_accounts = {"bot", *accounts}
+    for name, why in getattr(scenario, "bot_accounts", lambda: [])():
+        if name not in has_accounts and all(n.capability != f"account {name}" for n in lacking):
+            lacking.append(Need(f"account {name}", why))
     return lacking
 
 

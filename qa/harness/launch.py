@@ -5,7 +5,8 @@ The launch contract (always in the bot's environment, whatever its bot file says
     MATRIX_QA_HOMESERVER_URL  MATRIX_QA_USER_ID  MATRIX_QA_PASSWORD  MATRIX_QA_ACCESS_TOKEN  MATRIX_QA_DEVICE_ID
     MATRIX_QA_ROOM_IDS (comma-separated)  MATRIX_QA_STATE_DIR  MATRIX_QA_TRACE_FILE  MATRIX_QA_SCENARIO
     MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
-    (+ MATRIX_QA_CONFIG when a config is rendered)
+    (+ MATRIX_QA_CONFIG when a config is rendered, MATRIX_QA_ACCOUNTS when the bot file names `accounts`,
+     MATRIX_QA_REGISTRATION_TOKEN with `registration: token`: in the environment only, never in a template)
 
 The openai SDK reads OPENAI_BASE_URL and OPENAI_API_KEY by itself, and the anthropic SDK ANTHROPIC_BASE_URL and
 ANTHROPIC_API_KEY, so a bot that uses either reaches the scenario's own scope of the mock provider with no
@@ -69,6 +70,10 @@ class LaunchFacts:
     provider_timeout_s: float | None = None
     provider_max_retries: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # The bot's extra accounts (its bot file's `accounts`): name -> user_id, password, access_token, device_id.
+    accounts: dict[str, dict[str, str]] = field(default_factory=dict)
+    # `registration: token`: a token valid on the run's own homeserver (or the user's, on theirs).
+    registration_token: str | None = None
 
 
 @dataclass
@@ -115,6 +120,10 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
     }
     if config_path is not None:
         env["MATRIX_QA_CONFIG"] = str(config_path)
+    if facts.accounts:
+        env["MATRIX_QA_ACCOUNTS"] = json.dumps(facts.accounts, sort_keys=True)
+    if facts.registration_token:
+        env["MATRIX_QA_REGISTRATION_TOKEN"] = facts.registration_token
     return env
 
 
@@ -128,7 +137,7 @@ def template_context(bot: BotFile, facts: LaunchFacts, config_path: Path | None,
         "password": facts.password, "password_file": str(facts.password_file), "access_token": facts.access_token,
         "device_id": facts.device_id, "rooms": dict(facts.rooms), "room_ids": list(facts.rooms.values()),
         "actors": dict(facts.actors), "encryption": facts.encryption, "bot": facts.bot,
-        "scenario_title": facts.scenario_title,
+        "scenario_title": facts.scenario_title, "accounts": {k: dict(v) for k, v in facts.accounts.items()},
         "provider": {"base_url": facts.provider_base_url, "api_key": facts.provider_api_key, "model": facts.model,
                      "timeout_s": facts.provider_timeout_s, "max_retries": facts.provider_max_retries},
     }

@@ -39,6 +39,8 @@ class Homeserver(ABC):
     log_path: Path | None = None
     # Spawn-to-ready time of the most recent start(), in milliseconds.
     boot_ms: float | None = None
+    # Whether registration_token() can mint a token here (a server the run owns and administers).
+    mints_registration_tokens: bool = False
 
     # Why the server died while nobody was stopping it (set by backends that can watch their server).
     death: str | None = None
@@ -84,6 +86,13 @@ class Homeserver(ABC):
         (the credentials then carry its access token and device id). Elsewhere this is register_user, and the
         caller logs in: a login per user is what registering with a session saves."""
         return await self.register_user(localpart, password)
+
+    async def registration_token(self, uses: int, valid_s: float) -> str:
+        """A registration token on this homeserver for `uses` registrations within `valid_s` seconds (a bot file's
+        `registration: token`). Only a backend that owns its homeserver can mint one."""
+        from qa.kernel.errors import InfraError
+
+        raise InfraError(f"the {self.kind} homeserver backend cannot make registration tokens")
 
     async def __aenter__(self) -> Self:
         try:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -145,6 +146,19 @@ async def register_with_token(
             if status != 401 or "errcode" in body:
                 raise _failure(what, status, body, secrets)
         raise InfraError(f"{what}: the server did not finish registration after stages {stages}")
+
+
+async def mint_token(base_url: str, admin_token: str, uses: int, valid_s: float,
+                     http: aiohttp.ClientSession) -> str:
+    """A registration token for `uses` registrations within `valid_s` seconds, by Synapse's admin API (a bot
+    file's `registration: token`, issue 33)."""
+    url = base_url.rstrip("/") + "/_synapse/admin/v1/registration_tokens/new"
+    body = {"uses_allowed": uses, "expiry_time": int((time.time() + valid_s) * 1000)}
+    async with http.post(url, json=body, headers={"Authorization": f"Bearer {admin_token}"}) as resp:
+        made = await resp.json(content_type=None) if resp.status == 200 else None
+        if not isinstance(made, dict) or not isinstance(made.get("token"), str):
+            raise InfraError(f"the homeserver refused to make a registration token: HTTP {resp.status}")
+    return str(made["token"])
 
 
 def choose_flow(flows: list[Any]) -> list[str] | None:

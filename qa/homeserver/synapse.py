@@ -43,7 +43,7 @@ from qa import processes
 from qa.homeserver import db_template
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
-from qa.homeserver.registration import redact, register_with_shared_secret
+from qa.homeserver.registration import mint_token, redact, register_with_shared_secret
 from qa.homeserver.seeded_boot import TEMPLATE_ENV
 from qa.kernel.errors import InfraError
 
@@ -136,7 +136,10 @@ def build_synapse_config(
         # Left unset, Synapse derives these from the shared secret; keep them independent.
         "macaroon_secret_key": secrets.token_hex(32),
         "form_secret": secrets.token_hex(32),
-        "enable_registration": False,
+        # Registration needs a token, and only the harness's admin can mint one (a bot file's `registration:
+        # token`, issue 33): without a token nobody registers, as before; never the shared secret for a bot.
+        "enable_registration": True,
+        "registration_requires_token": True,
         "report_stats": False,
         "enable_metrics": False,
         # No outbound federation at all: no key fetches from matrix.org, no remote joins, no waiting on DNS.
@@ -292,6 +295,8 @@ class SynapseHomeserver(Homeserver):
         self._proc: asyncio.subprocess.Process | None = None
         self._watcher: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
+        self._admin: UserCredentials | None = None  # who mints registration tokens
+        self.mints_registration_tokens = True
 
     @property
     def base_url(self) -> str:
@@ -306,7 +311,8 @@ class SynapseHomeserver(Homeserver):
     @property
     def secrets(self) -> list[str]:
         """Everything in our generated config that must never reach an artifact or a log line."""
-        return [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
+        minted = [self._admin.access_token or "", self._admin.password] if self._admin is not None else []
+        return ([str(self._config[k]) for k in _SECRET_KEYS] if self._config else []) + minted
 
     @property
     def shared_secret(self) -> str:
@@ -406,6 +412,14 @@ class SynapseHomeserver(Homeserver):
             self.base_url, self.shared_secret, localpart, password, session=self._admin_http(),
             device_name=device_name,
         )
+
+    async def registration_token(self, uses: int, valid_s: float) -> str:
+        """Minted (registration.mint_token) by an admin of the harness's own, made on first use (a secret)."""
+        if self._admin is None:
+            self._admin = await register_with_shared_secret(
+                self.base_url, self.shared_secret, f"mqa-admin-{secrets.token_hex(4)}", secrets.token_urlsafe(18),
+                admin=True, session=self._admin_http(), device_name="matrix-qa registration tokens")
+        return await mint_token(self.base_url, str(self._admin.access_token), uses, valid_s, self._admin_http())
 
     def _admin_http(self) -> aiohttp.ClientSession:
         """One connection pool for every registration of this server's life (restarts included): a scenario

@@ -2,7 +2,8 @@
 
 `setup(...)` takes a scenario file's header fields and starts the scenario (its users, rooms and bot) through the
 same runner as `matrix-qa run` (qa.scenario.runner.run_scenario, fed step by step); each step kind of the
-registry is a method of the same name whose keyword arguments are the step's YAML fields (`as` spelled `as_`).
+registry is a method of the same name whose keyword arguments are the step's YAML fields (`as` spelled `as_`,
+`from` spelled `from_`: Python keywords).
 Every call is validated as the scenario file would be: the header and the steps so far, with the same messages.
 """
 
@@ -180,7 +181,7 @@ class MatrixQA:
         assert self.scenario is not None and self._task is not None and self._queue is not None
         if self._task.done():
             raise MatrixQAUsageError("the scenario has already ended (an earlier step failed)")
-        raw = {"as" if k == "as_" else k: v for k, v in fields.items()}
+        raw = {_KEYWORDS.get(k, k): v for k, v in fields.items()}
         step_class = STEP_TYPES[kind]
         if step_class.defines_kind and raw.get("id") is None and "id" in step_class.model_fields:
             raw["id"] = f"{kind.replace('_', '-')}-{len(self._raw_steps) + 1}"  # to hand back what it names
@@ -204,7 +205,7 @@ class MatrixQA:
         assert self.scenario is not None
         bot = self._res.bot_file
         have = [*bot.capabilities, *(["trace"] if bot.has("trace") else [])]
-        reason = skip_reason(bot.name, missing(self.scenario, have, bot.state_mutations))
+        reason = skip_reason(bot.name, missing(self.scenario, have, bot.state_mutations, bot.accounts))
         if self._res.provider is None and self.scenario.live.skip:
             reason = f"skipped on a live model: {self.scenario.live.tolerance or 'the test needs the mock provider'}"
         if reason:
@@ -287,6 +288,10 @@ def _validated(raw: dict[str, Any], where: str) -> TestScenario:
         raise MatrixQAUsageError(f"{where}: " + "; ".join(problems)) from None
 
 
+# YAML field names that are Python keywords, spelled with a trailing underscore as keyword arguments.
+_KEYWORDS = {"as_": "as", "from_": "from"}
+
+
 def _step_method(kind: str, cls: type[BaseModel]) -> Any:
     async def method(self: MatrixQA, **fields: Any) -> Any:
         __tracebackhide__ = True
@@ -295,7 +300,7 @@ def _step_method(kind: str, cls: type[BaseModel]) -> Any:
     params = []
     for name, info in cls.model_fields.items():
         keyword = info.alias or name
-        keyword = "as_" if keyword == "as" else keyword
+        keyword = f"{keyword}_" if keyword in _KEYWORDS.values() else keyword
         default = inspect.Parameter.empty if info.is_required() else info.get_default(call_default_factory=True)
         params.append(inspect.Parameter(keyword, inspect.Parameter.KEYWORD_ONLY, default=default))
     method.__name__ = method.__qualname__ = kind

@@ -204,6 +204,12 @@ def lacking_meanings(summary: Summary) -> list[tuple[str, str]]:
     return [(name, meanings[name]) for name in dict.fromkeys(named) if name in meanings]
 
 
+def accounts_that_spoke(summary: Summary) -> list[tuple[str, str]]:
+    """Per scenario, which of the bot's accounts sent each reply its steps checked (bots with extra accounts)."""
+    return [(r.id, ", ".join(f"step {s.index} {s.account}" for s in r.steps if s.account))
+            for r in summary.scenarios if any(s.account for s in r.steps)]
+
+
 def _findings_view(summary: Summary, found: list[Finding]) -> dict[str, Any]:
     status = {r.id: r.status for r in summary.scenarios}
     shown = [{"scenario": f.scenario, "text": f.text, "lock_only": f.lock_only,
@@ -232,6 +238,7 @@ def build_view(summary: Summary) -> dict[str, Any]:
         "run_facts": _run_facts(summary),
         "rows": [_scenario_row(r, r.id in lock_failed) for r in summary.scenarios],
         "lacking": lacking_meanings(summary),
+        "spoke": accounts_that_spoke(summary),
         "pass_rates": pass_rate_rows(summary),
         "retries": retry_rows(summary),
         "latency": _latency_view(latency),

@@ -87,6 +87,9 @@ class StepResult(_Model):
     # Which evidence the step's check rested on: trace | relation | journal | order | order-guess |
     # quiet-window | not-checked (qa.evidence); None for steps that only act.
     method: str | None = None
+    # Which of the bot's accounts sent the message the step checked ("bot": its main one; a bot file's
+    # `accounts`); None when the step checked no bot message or the bot has only its main account.
+    account: str | None = None
 
 
 class Failure(_Model):

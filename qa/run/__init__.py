@@ -33,6 +33,8 @@ from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_ser
 from qa.run.lifecycle import LibraryLogs, Lifecycle, kill_everything
 from qa.run.options import (
     RunOptions,
+    check_bot_accounts,
+    check_registration,
     checked_bot_file,
     default_scenario_paths,
     output_for,
@@ -86,6 +88,8 @@ class Run:
         add_secrets(self.secrets, brought)
         self.bot_file = checked_bot_file(self.options)
         self.base_plan, self.plan = plan_scenarios(self.options)
+        check_bot_accounts(self.bot_file, self.base_plan)
+        check_registration(self.bot_file, self.options.homeserver, os.environ)
         self.cassettes = load_for_replay(self.options, self.plan)
         # From here on, whatever happens, every process started is stopped and the record is written.
         library_logs = self.open_record()

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 from qa.harness.botfile import (
+    USER_REGISTRATION_TOKEN,
     BotFile,
+    account_clashes,
     builtin_bot_file,
     check_overrides,
     check_runnable,
@@ -156,6 +158,26 @@ def checked_bot_file(options: RunOptions) -> BotFile:
     check_overrides(bot_file, options.bot_overrides)
     check_runnable(bot_file, {**os.environ, **options.bot_env})
     return bot_file
+
+
+def check_bot_accounts(bot_file: BotFile, plan: list[Any]) -> None:
+    """The bot's extra accounts (`accounts`) and each planned scenario's test users are different people: a name
+    that is both is exit 2 before anything starts."""
+    for scenario in plan:
+        clash = account_clashes(bot_file, list(scenario.actors))
+        if clash:
+            raise ConfigError(f"{bot_file.source}: accounts: {clash[0]!r} is also a test user of scenario "
+                              f"{scenario.id}; name the bot's account differently")
+
+
+def check_registration(bot_file: BotFile, homeserver: str, env: Mapping[str, str]) -> None:
+    """`registration: token` mints a token on the run's own Synapse only; anywhere else the user must give one
+    (never the shared secret, never a token made on someone's server behind their back)."""
+    if bot_file.registration is None or homeserver == "synapse" or env.get(USER_REGISTRATION_TOKEN):
+        return
+    raise ConfigError(f"{bot_file.source}: registration: token needs the run's own homeserver (--homeserver "
+                      f"synapse); for --homeserver {homeserver} set {USER_REGISTRATION_TOKEN} to a token you made "
+                      "for this purpose")
 
 
 def resolve_bot_file(options: RunOptions) -> BotFile:

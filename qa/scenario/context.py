@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from qa.evidence.events import BotIdentity
 from qa.evidence.pairing import Trigger
 
 if TYPE_CHECKING:  # types only: the scenario model imports this module, and must load without the Matrix client
@@ -75,6 +76,32 @@ class ScenarioContext:
     # room id -> where in the observer's stream the last invite/kick/leave step began (expect_membership)
     membership_marks: dict[str, int] = field(default_factory=dict)
     fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares faults
+    # Every account the bot speaks with, by name ("bot": the main one; a bot file's `accounts`, issue 33).
+    bot_accounts: dict[str, str] = field(default_factory=dict)
+    # Which of the bot's accounts sent the message the running step checked (StepResult.account).
+    account: str | None = None
+    # `registration: token`: the accounts the bot registers itself have localparts starting with this.
+    registered_prefix: str | None = None
+
+    @property
+    def bot_ids(self) -> BotIdentity:
+        """A message from any of these is the bot's."""
+        return BotIdentity(frozenset({self.bot_user_id, *self.bot_accounts.values()}), self.registered_prefix)
+
+    @property
+    def several_accounts(self) -> bool:
+        """Whether the bot may speak with more than its main account (then the report says which spoke)."""
+        return bool(self.bot_accounts) or bool(self.registered_prefix)
+
+    def account_of(self, user_id: Any) -> str | None:
+        """The bot account's name for a Matrix id ("bot" for the main one, the localpart of one it registered);
+        None for anyone else."""
+        if user_id == self.bot_user_id:
+            return "bot"
+        named = next((name for name, uid in self.bot_accounts.items() if uid == user_id), None)
+        if named is None and user_id in self.bot_ids:
+            return str(user_id)[1:].split(":", 1)[0]
+        return named
 
     def user_id_of(self, name: str) -> str:
         if name == "bot":

@@ -20,7 +20,7 @@ from typing import Any
 
 from qa.actors import Actor, login_for_token
 from qa.harness.bot_process import BotUnderTest, describe_record
-from qa.harness.botfile import BotFile, builtin_bot_file
+from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import LaunchFacts, build_launch
@@ -94,7 +94,7 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any,
     else:
         reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.capabilities
                                                           + (["trace"] if res.bot_file.has("trace") else []),
-                                                          res.bot_file.state_mutations))
+                                                          res.bot_file.state_mutations, res.bot_file.accounts))
     if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)
@@ -231,13 +231,15 @@ async def _provision(
     state_dir: Path, scenario_dir: Path, result: ScenarioResult,
 ) -> ScenarioContext:
     hs = res.homeserver
-    roles = ["bot", *scenario.actors]
+    # The bot's extra accounts (bot file `accounts`) are users like the others: role "bot.NAME" (an actor's name
+    # has no dot, so no localpart can clash).
+    roles = ["bot", *scenario.actors, *(f"bot.{name}" for name in res.bot_file.accounts)]
     passwords = {role: secrets.token_urlsafe(18) for role in roles}
     res.secrets.extend(passwords.values())
     # All users at once, each with its session where the homeserver makes one while registering (Synapse):
     # the actors' devices are the ones a login would have made, and the bot's is the ready session the launch
     # contract hands it (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
-    devices = {role: "matrix-qa launch" if role == "bot" else f"matrix-qa {role}" for role in roles}
+    devices = {role: "matrix-qa launch" if role.split(".")[0] == "bot" else f"matrix-qa {role}" for role in roles}
     registered = await asyncio.gather(*(
         hs.register_session(_localpart(role, scenario.id, res.run_id), passwords[role], device_name=devices[role])
         for role in roles))
@@ -264,8 +266,10 @@ async def _provision(
         (token, device_id), *_ = await asyncio.gather(login_for_token(hs.base_url, bot_user_id, passwords["bot"]),
                                                       *logins)
         res.secrets.append(token)
+    accounts = await _extra_accounts(res, creds, passwords)
+    also_bot = [a["user_id"] for a in accounts.values()]
     await asyncio.gather(*(a.start_sync() for a in actors.values()))
-    rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id)
+    rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id, also_bot)
     # The bot is told only of the rooms it is invited to upfront; the others it learns of from an invite.
     bot_rooms = {n: r for n, r in rooms.items() if scenario.rooms[n].invite_bot}
     creator = actors[scenario.actors[0]]
@@ -287,7 +291,8 @@ async def _provision(
         scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids, bot_rooms),
         encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
         provider_timeout_s=scenario.bot.model_timeout or res.provider_timeout_s,
-        provider_max_retries=res.provider_max_retries,
+        provider_max_retries=res.provider_max_retries, accounts=accounts,
+        registration_token=await _registration_token(res, float(scenario.timeout)),
     )
     launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
     bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
@@ -296,7 +301,7 @@ async def _provision(
     boot_started = mono_ms()
     start = await bot.start()
     ready_timeout = min(res.bot_file.ready.timeout, float(scenario.timeout) / 2)
-    bot.joined = joined_waiter(creator, bot, bot_user_id, list(bot_rooms.values()))
+    bot.joined = joined_waiter(creator, bot, [bot_user_id, *also_bot], list(bot_rooms.values()))
     await bot.wait_ready(ready_timeout, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
     for room_name, spec in scenario.rooms.items():
@@ -310,8 +315,47 @@ async def _provision(
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
-        fault_proxy=holder.get("faults"),
+        fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
+        registered_prefix=res.bot_file.registration_prefix,
     )
+
+
+# How many accounts a bot with `registration: token` may register per scenario.
+REGISTRATION_USES = 5
+
+
+async def _registration_token(res: RunResources, valid_s: float) -> str | None:
+    """For `registration: token`: a fresh token of a few uses, valid for the scenario, on the run's own homeserver;
+    on another the user's own (the run checked before it started that there is one)."""
+    if res.bot_file.registration is None:
+        return None
+    hs = res.homeserver
+    token = await hs.registration_token(REGISTRATION_USES, valid_s) if hs.mints_registration_tokens \
+        else os.environ.get(USER_REGISTRATION_TOKEN)
+    if not token:  # the run checked before it started; an environment changed since is still no traceback
+        raise QAError(f"registration: token: no token for the bot ({USER_REGISTRATION_TOKEN} is not set)")
+    res.secrets.extend([token, *getattr(res.homeserver, "secrets", [])])  # the token's minter too
+    return token
+
+
+async def _extra_accounts(res: RunResources, creds: dict[str, Any], passwords: dict[str, str]
+                          ) -> dict[str, dict[str, str]]:
+    """The bot file's extra accounts, each with a session (MATRIX_QA_ACCOUNTS): the one registration made, else a
+    login."""
+    names = list(res.bot_file.accounts)
+
+    async def session(name: str) -> tuple[str, str]:
+        made = creds[f"bot.{name}"]
+        if made.access_token and made.device_id:
+            return made.access_token, made.device_id
+        token, device_id = await login_for_token(res.homeserver.base_url, made.user_id, passwords[f"bot.{name}"])
+        res.secrets.append(token)
+        return token, device_id
+
+    sessions = await asyncio.gather(*(session(n) for n in names))
+    return {name: {"user_id": creds[f"bot.{name}"].user_id, "password": passwords[f"bot.{name}"],
+                   "access_token": token, "device_id": device_id}
+            for name, (token, device_id) in zip(names, sessions, strict=True)}
 
 
 @dataclass
@@ -323,16 +367,18 @@ class _RoomPlan:
     joiners: list[Actor]
 
 
-async def _create_rooms(scenario: Any, run_id: str, actors: dict[str, Actor], bot_user_id: str) -> dict[str, str]:
+async def _create_rooms(scenario: Any, run_id: str, actors: dict[str, Actor], bot_user_id: str,
+                        also_bot: list[str] | None = None) -> dict[str, str]:
     """Every scenario room, created side by side (each createRoom carries its invites and encryption state),
-    then every member's join at once: nothing in one room waits for another room."""
+    then every member's join at once: nothing in one room waits for another room. The bot's extra accounts
+    (`also_bot`) are invited wherever the bot is."""
     plans = []
     for room_name, spec in scenario.rooms.items():
         members = spec.members if spec.members is not None else list(scenario.actors)
         # A direct chat is opened by its one member, as a person starts a DM; other rooms by the first actor.
         creator = actors[members[0]] if spec.direct else actors[scenario.actors[0]]
         joiners = [actors[m] for m in members if actors[m] is not creator]
-        invite = ([bot_user_id] if spec.invite_bot else []) + [a.user_id for a in joiners]
+        invite = ([bot_user_id, *(also_bot or [])] if spec.invite_bot else []) + [a.user_id for a in joiners]
         plans.append(_RoomPlan(room_name, spec, creator, invite, joiners))
 
     room_ids = await asyncio.gather(*(
@@ -387,16 +433,19 @@ async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | Non
     result.faultHits = hits
 
 
-def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids: list[str]) -> Any:
-    """Readiness `joined`: the watcher sees the bot's join in every room, then the bot's output settles."""
+def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_ids: list[str], room_ids: list[str]) -> Any:
+    """Readiness `joined`: the watcher sees the join of each of the bot's accounts in every room, then the bot's
+    output settles."""
 
     async def wait(timeout_s: float) -> None:
         for room_id in room_ids:
-            bot.waiting_on = f"the bot to join {room_id}"
-            await watcher.events.wait_for(
-                lambda e, r=room_id: e.get("type") == "m.room.member" and e.get("state_key") == bot_user_id
-                and e.get("room_id") == r and (e.get("content") or {}).get("membership") == "join",
-                timeout_s, f"the bot to join {room_id}")
+            for user_id in bot_user_ids:
+                who = "the bot" if user_id == bot_user_ids[0] else f"the bot's account {user_id}"
+                bot.waiting_on = f"{who} to join {room_id}"
+                await watcher.events.wait_for(
+                    lambda e, r=room_id, u=user_id: e.get("type") == "m.room.member" and e.get("state_key") == u
+                    and e.get("room_id") == r and (e.get("content") or {}).get("membership") == "join",
+                    timeout_s, f"{who} to join {room_id}")
         bot.waiting_on = None
         await settle(bot)
 
@@ -444,7 +493,7 @@ async def _room_settles(ctx: ScenarioContext) -> None:
     while loop.time() < deadline:
         mark = len(events.items)
         try:
-            await events.wait_for(lambda e: e.get("sender") == ctx.bot_user_id,
+            await events.wait_for(lambda e: e.get("sender") in ctx.bot_ids,
                                   min(FINAL_QUIET_S, deadline - loop.time()), "bot events", mark)
         except WaitTimeout:
             return
@@ -469,6 +518,7 @@ async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: Sc
         result.steps.append(step_result)
         began = mono_ms()
         ctx.method = None
+        ctx.account = None
         try:
             step_result.detail = await until_bot_dies(ctx, step.run(ctx), index, step.kind,
                                                       watches_own_start=step.owns_bot_start)
@@ -480,6 +530,7 @@ async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: Sc
         finally:
             step_result.durationMs = round(mono_ms() - began, 1)
             step_result.method = ctx.method
+            step_result.account = ctx.account
         for check in ctx.negative_checks:
             if check.step == 0:
                 check.step = index

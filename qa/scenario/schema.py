@@ -104,6 +104,12 @@ class Scenario(Model):
             for name in step.state_mutations():
                 yield name, f"step {index} ({step.kind})"
 
+    def bot_accounts(self) -> Iterator[tuple[str, str]]:
+        """(account name, which step) for every account of the bot's (its bot file's `accounts`) a step names."""
+        for index, step in enumerate(self.steps, start=1):
+            for name in step.bot_accounts():
+                yield name, f"step {index} ({step.kind})"
+
     @model_validator(mode="after")
     def _cross_check(self, info: ValidationInfo) -> Scenario:
         if isinstance(info.context, dict) and info.context.get("source_path") is not None:

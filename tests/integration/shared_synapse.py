@@ -107,6 +107,7 @@ class BorrowedSynapse(Homeserver):
     """A run's view of the shared server: what a SynapseHomeserver shows a run, minus owning the process."""
 
     kind = "synapse"
+    mints_registration_tokens = True
 
     def __init__(self, shared: SessionSynapse) -> None:
         self.shared = shared
@@ -158,6 +159,10 @@ class BorrowedSynapse(Homeserver):
     async def register_session(self, localpart: str, password: str, *, device_name: str) -> UserCredentials:
         return await register_with_shared_secret(self.base_url, self.shared.hs.shared_secret, localpart, password,
                                                  session=self._session(), device_name=device_name)
+
+    async def registration_token(self, uses: int, valid_s: float) -> str:
+        # Minted by the shared server's own admin, on the loop that owns its connections.
+        return await self.shared.acall(self.shared.hs.registration_token(uses, valid_s))
 
     def _session(self) -> aiohttp.ClientSession:
         if self._http is None or self._http.closed:

@@ -288,7 +288,10 @@ def test_the_contract_a_bot_file_may_not_touch_is_the_one_the_launch_sets(tmp_pa
     from qa.harness.launch import contract_env
     from tests.unit.test_launch import _facts
 
-    assert set(CONTRACT_ENV) == set(contract_env(_facts(tmp_path), tmp_path / "config"))
+    facts = _facts(tmp_path)
+    facts.accounts = {"router": {"user_id": "@r:hs", "password": "p", "access_token": "t", "device_id": "D"}}
+    facts.registration_token = "reg-token"
+    assert set(CONTRACT_ENV) == set(contract_env(facts, tmp_path / "config"))
     path = _write(tmp_path, "name: b\ncommand: [x]\nenv: {OPENAI_API_KEY: k, MATRIX_QA_MODEL: m, A: b}\n")
     with pytest.raises(ConfigError, match=r"env: MATRIX_QA_MODEL, OPENAI_API_KEY belong to the launch contract"):
         load_bot_file(path)

@@ -44,7 +44,8 @@ def test_every_step_kind_is_a_method_named_as_in_yaml_with_its_fields_as_keyword
         method = getattr(MatrixQA, kind)
         assert inspect.iscoroutinefunction(method) and method.__name__ == kind
         params = list(inspect.signature(method).parameters)[1:]
-        expected = [("as_" if (f.alias or n) == "as" else (f.alias or n)) for n, f in cls.model_fields.items()]
+        expected = [(f"{f.alias}_" if f.alias in ("as", "from") else (f.alias or n))
+                    for n, f in cls.model_fields.items()]
         assert params == expected, kind
         assert all(p.kind is inspect.Parameter.KEYWORD_ONLY for p in list(inspect.signature(method).parameters
                                                                           .values())[1:])

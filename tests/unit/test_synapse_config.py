@@ -107,7 +107,8 @@ def test_log_config_writes_info_to_file_and_warnings_to_console(tmp_path: Path) 
 
 def test_harness_settings(tmp_path: Path) -> None:
     config = _config(tmp_path)
-    assert config["enable_registration"] is False
+    # Registration is closed to anyone without a token, and only the harness's admin mints tokens (issue 33).
+    assert config["enable_registration"] is True and config["registration_requires_token"] is True
     assert config["report_stats"] is False
     assert config["trusted_key_servers"] == []
     assert config["federation_domain_whitelist"] == []

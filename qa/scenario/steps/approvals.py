@@ -78,7 +78,7 @@ class ExpectApproval(StepBase):
                                     text(ctx, self.command_contains) if self.command_contains else None)
         for key in OPTIONS:
             try:
-                await ctx.observer().events.wait_for(lambda e, k=key: is_option(e, ctx.bot_user_id, first_id, k),
+                await ctx.observer().events.wait_for(lambda e, k=key: is_option(e, ctx.bot_ids, first_id, k),
                                                       self.wait_s(), f"the bot's {key} option")
             except WaitTimeout:
                 problems.append(f"the bot's {key} option reaction on the first chunk was not seen")

@@ -124,6 +124,10 @@ class StepBase(Model):
         """Named state mutations of the bot file this step runs."""
         return []
 
+    def bot_accounts(self) -> list[str]:
+        """Names of the bot's accounts (a bot file's `accounts`) this step names, e.g. `from:` of expect_reply."""
+        return []
+
     def media_fixtures(self) -> list[tuple[tuple[str, ...], str]]:
         """(field, file name) of each file under fixtures/media/ the step sends, so `validate` can look."""
         return []

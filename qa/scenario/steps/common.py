@@ -58,7 +58,7 @@ def bot_messages(ctx: ScenarioContext, room_id: str) -> list[str]:
         "room: " + describe_event(e)
         for e in ctx.observer().events.items
         # State events (the bot's own join) are not things it said.
-        if e.get("room_id") == room_id and e.get("sender") == ctx.bot_user_id and "state_key" not in e
+        if e.get("room_id") == room_id and e.get("sender") in ctx.bot_ids and "state_key" not in e
     ]
 
 

@@ -9,7 +9,7 @@ Each step gathers the events (the waiting, the I/O); qa.evidence.replies judges 
 from __future__ import annotations
 
 import contextlib
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -68,7 +68,7 @@ async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, 
 
 
 def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
-    return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_user_id, journal(ctx),
+    return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_ids, journal(ctx),
                       frozenset(ctx.claimed))
 
 
@@ -94,7 +94,7 @@ def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> fl
 
 def body_now(ctx: ScenarioContext, event: dict[str, Any]) -> str:
     """The reply's text by its latest edit so far."""
-    return latest_body(event, ctx.observer().events.items, ctx.bot_user_id)
+    return latest_body(event, ctx.observer().events.items, ctx.bot_ids)
 
 
 def replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
@@ -105,9 +105,9 @@ def replies_to(ctx: ScenarioContext, event_id: str) -> list[str]:
     ref = next((r for r in ctx.refs.values() if r.event_id == event_id), None)
     room_id = ref.room_id if ref else next(iter(ctx.rooms.values()))
     events = ctx.observer().events.items
-    from_room = replies_by_relation(event_id, events, ctx.bot_user_id, room_id)
+    from_room = replies_by_relation(event_id, events, ctx.bot_ids, room_id)
     paired = [reply for reply, trigger in ctx.claimed.items() if trigger == event_id]
-    by_journal = replies_by_journal(ref.as_trigger(), events, ctx.bot_user_id, journal(ctx)) \
+    by_journal = replies_by_journal(ref.as_trigger(), events, ctx.bot_ids, journal(ctx)) \
         if ref is not None and not ctx.bot.has_trace else []
     return sorted(set(from_trace + from_room + paired + by_journal))
 
@@ -151,7 +151,8 @@ class ExpectReply(StepBase):
         "a thread) or `no_relation` (no `m.relates_to` at all), `after` (order), `streamed` (a draft with a sound "
         "edit chain whose final content is the `body`), `msgtype`, `formatted_contains` / `formatted_excludes` / "
         "`formatted_safe` (sanitized `org.matrix.custom.html`: only tags Matrix renders, no handlers, no unsafe "
-        "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `id`")
+        "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `from` "
+        "(which of the bot's accounts sends it: `bot` or a name of its bot file's `accounts`), `id`")
     defines_kind: ClassVar[str | None] = REPLY
 
     to: StepId
@@ -178,6 +179,10 @@ class ExpectReply(StepBase):
     parts_min: int | None = Field(default=None, ge=2)
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
+    # Which of the bot's accounts must send the reply: "bot" (its main one) or a name of its bot file's
+    # `accounts` (issue 33); None: any of them. A bot file without that account skips the scenario.
+    from_account: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)] | None = Field(
+        default=None, alias="from")
 
     @model_validator(mode="after")
     def _thread_xor_top_level(self) -> ExpectReply:
@@ -199,6 +204,9 @@ class ExpectReply(StepBase):
         if self.formatted_contains or self.formatted_excludes or self.formatted_safe:
             found.append(("markdown", None))
         return found + super().needs()
+
+    def bot_accounts(self) -> list[str]:
+        return [self.from_account] if self.from_account and self.from_account != BOT else []
 
     def want(self, ctx: ScenarioContext) -> ReplyWant:
         """What the reply must be, markers expanded and step ids turned into event ids."""
@@ -229,7 +237,8 @@ class ExpectReply(StepBase):
                                                       "the reply's final edit")
         if expected is not None:
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
-        problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_user_id, parts)
+        problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_ids, parts)
+        problems += self._sender_problems(ctx, event)
         if problems:
             shape = "in the thread" if want.thread_root else ("top-level" if self.top_level else "")
             what = f"reply to '{self.to}'" + (f" with body {expected!r}" if expected else "") + f" {shape}"
@@ -237,7 +246,19 @@ class ExpectReply(StepBase):
         if self.id:
             ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
         how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
-        return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
+        said = f" from account '{ctx.account}'" if ctx.several_accounts else ""
+        return f"reply {event['event_id']}{said} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
+
+    def _sender_problems(self, ctx: ScenarioContext, event: dict[str, Any]) -> list[str]:
+        """Which of the bot's accounts spoke (recorded for the report), and whether it is the one `from` names."""
+        spoke = ctx.account_of(event.get("sender"))
+        if ctx.several_accounts:  # a bot of one account: nothing to say
+            ctx.account = spoke
+        if self.from_account is None or spoke == self.from_account:
+            return []
+        wanted = ctx.bot_accounts.get(self.from_account, ctx.bot_user_id)
+        return [f"the reply came from the bot's account '{spoke}' ({event.get('sender')}), expected its "
+                f"account '{self.from_account}' ({wanted})"]
 
 
 class ExpectEdits(StepBase):
@@ -284,7 +305,7 @@ class ExpectEdits(StepBase):
         rules = ChainRules(min_edits=self.min, max_edits=self.max, final_body=final, draft_msgtype=self.draft_msgtype,
                            some_edit_contains=[text(ctx, t) for t in self.some_edit_contains],
                            no_edit_contains=[text(ctx, t) for t in self.no_edit_contains])
-        problems = chain_problems(draft, ctx.observer().events.items, ctx.bot_user_id, rules)
+        problems = chain_problems(draft, ctx.observer().events.items, ctx.bot_ids, rules)
         if problems:
             raise StepFailed(f"a sound edit chain on the reply '{self.to}'", problems)
         count = len(edits_of(reply.event_id, ctx.observer().events.items))

@@ -122,7 +122,7 @@ class ExpectNoReply(StepBase):
             unwanted = [(e, "replies to the trigger") for e in replies_to(ctx, trigger.event_id)]
         else:
             found = unwanted_replies(trigger.as_trigger(), control_reply, ctx.observer().events.items,
-                                     ctx.bot_user_id, journal(ctx))
+                                     ctx.bot_ids, journal(ctx))
             unwanted = [(u.event_id, u.why) for u in found]
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
@@ -142,7 +142,7 @@ class ExpectNoReply(StepBase):
         ctx.method = "quiet-window"
         try:
             event = await ctx.observer().events.wait_for(
-                lambda e: e.get("sender") == ctx.bot_user_id and e.get("room_id") == trigger.room_id
+                lambda e: e.get("sender") in ctx.bot_ids and e.get("room_id") == trigger.room_id
                 and e.get("type") == "m.room.message" and e["_seenMs"] > trigger.sent_mono_ms, quiet,
                 "any bot message")
         except WaitTimeout:
