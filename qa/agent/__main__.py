@@ -31,11 +31,6 @@ from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
 from qa.kernel.trace import Trace
 
 
-async def _warm_up(model: ModelClient, trace: Trace) -> None:
-    error = await model.warm_up()
-    trace.emit("model.warmup", ok=error is None, **({"error": error} if error else {}))
-
-
 async def _main(config_path: Path) -> int:
     config = load_agent_config(config_path)
     settings, sources = resolve_lock_settings(config.session.get("writeLock"), os.environ)
@@ -70,12 +65,12 @@ async def _main(config_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reload.install(config_path, bot, trace)
-    warm: asyncio.Task[None] | None = None
     try:
-        await bot.login()  # adopting the handed session needs no request; a password login is one round trip
+        # Warm the model client while logging in (adopting the handed session needs no request; a password login
+        # is a round trip, as is the warm-up, and neither needs the other).
+        _, warm_error = await asyncio.gather(bot.login(), model.warm_up())
+        trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
         runner = asyncio.create_task(bot.run(), name="sync")
-        # Warm the model client while the first sync runs: neither needs the other, and readiness is the sync's.
-        warm = asyncio.create_task(_warm_up(model, trace), name="model-warmup")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
@@ -85,9 +80,6 @@ async def _main(config_path: Path) -> int:
         trace.emit("stop", reason="signal")
         return 0
     finally:
-        if warm is not None:
-            warm.cancel()
-            await asyncio.gather(warm, return_exceptions=True)
         await bot.sessions.close()
         release_all_held()
         await model.close()
