@@ -1,7 +1,8 @@
 """Integration tests drive the real pipeline: embedded Synapse, the mock HTTP provider, the bot process.
 
 In-process runs (`run_qa`, `run_in_process`) share one Synapse per session (tests/integration/shared_synapse.py)
-unless the test is marked `own_homeserver`: those look at the homeserver's process, log or boot, and get a
+and one fork server per bot file (tests/integration/shared_fork_server.py) unless the test is marked
+`own_homeserver`: those look at the homeserver's process, log or boot, and get a
 Synapse of their own per run, as a user's run does. Runs through the CLI (`cli`) always boot their own.
 """
 
