@@ -18,6 +18,7 @@ from pathlib import Path
 from qa.agent import reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
+from qa.agent.crypto_store import HandedSession
 from qa.agent.lock import release_all_held
 from qa.agent.matrix import MatrixBot
 from qa.agent.model import ModelClient
@@ -39,7 +40,7 @@ async def _main(config_path: Path) -> int:
                lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
     model = ModelClient(config.model, model_api_key(), config.mutations)
-    bot = MatrixBot(config, trace, config.password(os.environ))
+    bot = MatrixBot(config, trace, config.password(os.environ), HandedSession.from_env(os.environ))
     if config.approvals.enabled:
         a = config.approvals
         bot.approvals = ApprovalFlow(bot.sender.post, bot.sender.react, trace, config.user_id, ApprovalSettings(
@@ -65,7 +66,8 @@ async def _main(config_path: Path) -> int:
         loop.add_signal_handler(sig, stop.set)
     reload.install(config_path, bot, trace)
     try:
-        # Warm the model client while logging in: both are network round trips, neither needs the other.
+        # Warm the model client while logging in (adopting the handed session needs no request; a password login
+        # is a round trip, as is the warm-up, and neither needs the other).
         _, warm_error = await asyncio.gather(bot.login(), model.warm_up())
         trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
         runner = asyncio.create_task(bot.run(), name="sync")

@@ -1,6 +1,11 @@
 """The bot's Matrix identity on disk: which device it is and where that device's crypto store lives, and what
 it does when either is lost — a store that cannot be opened, a device the server deleted.
 
+The harness hands the bot a ready session (MATRIX_QA_ACCESS_TOKEN, MATRIX_QA_DEVICE_ID): the bot adopts it instead
+of logging in with its password (one round trip and a password hash on the server fewer at every boot), as long
+as that is the device it is. Once it had to become another device (see below), a restart logs in with the
+password as that device again, since the handed token belongs to the lost one.
+
 Both end the same way: the old device's private keys are of no use any more, so the bot logs in as a new
 device with an empty store, says so in the trace, and carries on. What was encrypted for the old device stays
 undecryptable (fail closed); nothing is decrypted with keys the bot should not have.
@@ -12,6 +17,8 @@ import json
 import os
 import shutil
 import sqlite3
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import peewee
@@ -24,22 +31,40 @@ from qa.kernel.trace import Trace
 REQUEST_TIMEOUT_S = 45.0
 
 
+@dataclass(frozen=True)
+class HandedSession:
+    """A session the harness made for the bot: its access token and the device it belongs to."""
+
+    access_token: str
+    device_id: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HandedSession | None:
+        token, device = env.get("MATRIX_QA_ACCESS_TOKEN"), env.get("MATRIX_QA_DEVICE_ID")
+        return cls(token, device) if token and device else None
+
+
 class CryptoIdentity:
-    def __init__(self, config: AgentConfig, trace: Trace, password: str) -> None:
+    def __init__(self, config: AgentConfig, trace: Trace, password: str, session: HandedSession | None = None
+                 ) -> None:
         self._config = config
         self._trace = trace
         self._password = password
+        self._session = session
+        # How the current device's session came about (traced with `ready`): "handed-session" or "password".
+        self.login_method = ""
         state = Path(config.state_dir)
         # forgetStateOnStart loses the store like a bot on an ephemeral disk would.
         self.store = state / (f"volatile-{os.getpid()}/nio-store" if config.forget_state_on_start else "nio-store")
         self._device_file = self.store.parent / "device.json"
 
     def device_id(self) -> str | None:
-        """The device this bot is: the one it last logged in as, else the configured one."""
+        """The device this bot is: the one it last logged in as, else the handed session's, else the configured
+        one."""
         try:
             return str(json.loads(self._device_file.read_text())["deviceId"])
         except (OSError, ValueError, KeyError, TypeError):
-            return self._config.device_id
+            return self._session.device_id if self._session else self._config.device_id
 
     def new_client(self, device_id: str | None) -> AsyncClient:
         self.store.mkdir(parents=True, exist_ok=True)
@@ -77,9 +102,20 @@ class CryptoIdentity:
         return fresh
 
     async def _login(self, client: AsyncClient) -> None:
-        resp = await client.login(self._password, device_name="matrix-qa bot")
-        if isinstance(resp, LoginError):
-            raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
+        session = self._session
+        if session is not None and client.device_id == session.device_id:
+            # No request: the token is checked by the first sync, and a rejected one (M_UNKNOWN_TOKEN) takes
+            # the deleted-device path (qa.agent.matrix), which logs in with the password as a new device.
+            client.restore_login(self._config.user_id, session.device_id, session.access_token)
+            self.login_method = "handed-session"
+        else:
+            resp = await client.login(self._password, device_name="matrix-qa bot")
+            if isinstance(resp, LoginError):
+                raise InfraError(f"bot login as {self._config.user_id} failed: {resp.message}")
+            self.login_method = "password"
+        self._remember(client)
+
+    def _remember(self, client: AsyncClient) -> None:
         tmp = self._device_file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"deviceId": client.device_id}))
         tmp.replace(self._device_file)

@@ -17,7 +17,7 @@ from nio import MegolmEvent, SyncError
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
-from qa.agent.crypto_store import CryptoIdentity
+from qa.agent.crypto_store import CryptoIdentity, HandedSession
 from qa.agent.membership import Membership, backlog_cutoff
 from qa.agent.policy import UNDECRYPTABLE
 from qa.agent.routing import EventRouter
@@ -34,24 +34,32 @@ log = logging.getLogger("qa.agent.matrix")
 SYNC_TIMEOUT_MS = 30_000
 # Catch-up after downtime comes in one batch as long as fewer events than this arrived meanwhile.
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
+# A bot's very first sync (no position kept) takes all it sees for history, so it asks for little: a few
+# timeline events and only the members they need (the members of an encrypted room nio fetches itself before
+# it encrypts). Everything later, a restart's catch-up included, uses SYNC_FILTER.
+FIRST_SYNC_FILTER = {"room": {"timeline": {"limit": 5, "lazy_load_members": True},
+                              "state": {"lazy_load_members": True}}}
 
 
 class MatrixBot:
     """Keeps the bot in sync: login and device, the sync position, late decryption, "ready"; hands events on."""
 
-    def __init__(self, config: AgentConfig, trace: Trace, password: str) -> None:
+    def __init__(self, config: AgentConfig, trace: Trace, password: str, session: HandedSession | None = None
+                 ) -> None:
         self._config = config
         self._trace = trace
         self._password = password
         state = Path(config.state_dir)
         self._token_path = state / "sync-token.json"
         # The crypto store and a stable device id are what let an encrypted bot decrypt after a restart.
-        self.identity = CryptoIdentity(config, trace, password)
+        self.identity = CryptoIdentity(config, trace, password, session)
         self.client = self.identity.new_client(self.identity.device_id())
         self.e2ee = BotE2EE(config, trace)
         # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
         self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
         self._ready = False
+        # Rooms the bot joined from an invite: known to be its own before the next sync shows them.
+        self._joined: set[str] = set()
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
         self.sender = Sender(lambda: self._config, lambda: self.client, self.e2ee, trace)
         self.router = EventRouter(lambda: self._config, trace, self.e2ee, self.membership, self.sender.sent)
@@ -112,7 +120,8 @@ class MatrixBot:
         while True:
             try:
                 resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
-                                              sync_filter=SYNC_FILTER)
+                                              sync_filter=FIRST_SYNC_FILTER if token is None and history_first
+                                              else SYNC_FILTER)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
                 resp = SyncError(f"{type(exc).__name__}: {exc}")
             if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
@@ -132,7 +141,7 @@ class MatrixBot:
             if failures:
                 self._trace.emit("sync.resumed", afterFailures=failures)
             failures = 0
-            await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
+            self._joined |= await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
             self.membership.on_leaves(resp.rooms.leave)
             # The test-only catchupAsHistory takes every start's first batch for history (messages sent while
             # the bot was down are lost), as bots that "skip the initial sync" do.
@@ -204,11 +213,11 @@ class MatrixBot:
     def _maybe_ready(self) -> None:
         if self._ready:
             return
-        joined = set(self.client.rooms)
+        joined = set(self.client.rooms) | self._joined
         if all(room_id in joined for room_id in self._config.rooms):
             self._ready = True
             self._trace.emit("ready", userId=self._config.user_id, rooms=sorted(self._config.rooms),
-                             deviceId=self.client.device_id)
+                             deviceId=self.client.device_id, login=self.identity.login_method)
 
     async def close(self) -> None:
         await self.client.close()

@@ -10,6 +10,7 @@ restarted bot still serves a room it joined by invite and still knows its DMs), 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,13 +103,22 @@ class Membership:
                                    "directRooms": sorted(self.direct_rooms)}))
         tmp.replace(self._path)
 
-    async def on_invites(self, client: Any, invites: dict[str, Any], config: Any) -> None:
-        for room_id, info in invites.items():
-            inviter, direct = invite_facts(getattr(info, "invite_state", []), self._user_id)
-            decision = decide_invite(inviter, room_id in config.rooms, config.auto_join, config.auto_join_allowlist)
-            resp = await (client.join(room_id) if decision.join else client.room_leave(room_id))
+    async def on_invites(self, client: Any, invites: dict[str, Any], config: Any) -> set[str]:
+        """Join or decline every invite of a batch (the requests at once: a bot invited to its rooms is not ready
+        before it joined them all); returns the rooms joined."""
+        facts = {room_id: invite_facts(getattr(info, "invite_state", []), self._user_id)
+                 for room_id, info in invites.items()}
+        decisions = {room_id: decide_invite(inviter, room_id in config.rooms, config.auto_join,
+                                            config.auto_join_allowlist)
+                     for room_id, (inviter, _) in facts.items()}
+        responses = await asyncio.gather(*(client.join(room_id) if decision.join else client.room_leave(room_id)
+                                           for room_id, decision in decisions.items()))
+        joined: set[str] = set()
+        for (room_id, decision), resp in zip(decisions.items(), responses, strict=True):
+            inviter, direct = facts[room_id]
             error = getattr(resp, "message", None) if type(resp).__name__.endswith("Error") else None
             if error is None and decision.join:
+                joined.add(room_id)
                 if room_id not in config.rooms:
                     self.runtime_rooms.add(room_id)
                 if direct:
@@ -117,6 +127,7 @@ class Membership:
             self._trace.emit("invite", roomId=room_id, inviter=inviter, direct=direct,
                              decision="joined" if decision.join else "declined", reason=decision.reason,
                              **({"error": error} if error else {}))
+        return joined
 
     def on_leaves(self, leaves: dict[str, Any]) -> None:
         for room_id, info in leaves.items():

@@ -164,6 +164,13 @@ class ForkServer:
                     stdin_fd: int | None = None, stderr_fd: int | None = None) -> ForkedProcess:
         """A forked process; its stdout is a pipe to us. `stdin_fd` and `stderr_fd` (given together): its own
         stdin and stderr instead of /dev/null and the stdout pipe."""
+        proc, read_fd = await self.request(argv, env, cwd, timeout_s, stdin_fd, stderr_fd)
+        return await attach_stdout(proc, read_fd)
+
+    async def request(self, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float = SPAWN_TIMEOUT_S,
+                      stdin_fd: int | None = None, stderr_fd: int | None = None) -> tuple[ForkedProcess, int]:
+        """The fork itself: the process and the read end of its stdout pipe, not yet read by any event loop (so a
+        server that lives on one loop can fork for a run on another: attach_stdout there)."""
         if not self.alive or self._sock is None:
             raise InfraError(f"fork server is not running ({self.failure or 'not started'})")
         self._next_id += 1
@@ -194,10 +201,7 @@ class ForkServer:
         if "pid" not in reply:
             os.close(read_fd)
             raise InfraError(f"fork server refused: {reply.get('error')}")
-        proc: ForkedProcess = reply["proc"]
-        proc.stdout = asyncio.StreamReader(limit=2**20)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout), os.fdopen(read_fd, "rb", 0))
-        return proc
+        return reply["proc"], read_fd
 
     async def _read(self) -> None:
         assert self._sock is not None
@@ -264,6 +268,14 @@ class ForkServer:
             self._sock = None
         if proc is not None and proc.returncode is not None:
             _LIVE_SERVERS.discard(proc.pid)
+
+
+async def attach_stdout(proc: ForkedProcess, read_fd: int) -> ForkedProcess:
+    """The forked process's stdout, read on the running loop."""
+    proc.stdout = asyncio.StreamReader(limit=2**20)
+    loop = asyncio.get_running_loop()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout), os.fdopen(read_fd, "rb", 0))
+    return proc
 
 
 def _decode(message: bytes) -> dict[str, Any]:

@@ -107,6 +107,10 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
         _close(list(own))
         _stdio(fds)
         os.chdir(cwd)
+        if not sys.flags.safe_path:
+            # `python -m` puts its working directory first on sys.path: ours was the server's, the bot's is its own
+            # (a bot module beside its bot file, `python -m mybot` in that folder, is found as it would be).
+            sys.path[0] = os.getcwd()
         os.environ.clear()
         os.environ.update(env)
         sys.argv = [argv[0], *argv[3:]]

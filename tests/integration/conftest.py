@@ -1,7 +1,8 @@
 """Integration tests drive the real pipeline: embedded Synapse, the mock HTTP provider, the bot process.
 
 In-process runs (`run_qa`, `run_in_process`) share one Synapse per session (tests/integration/shared_synapse.py)
-unless the test is marked `own_homeserver`: those look at the homeserver's process, log or boot, and get a
+and one fork server per bot file (tests/integration/shared_fork_server.py) unless the test is marked
+`own_homeserver`: those look at the homeserver's process, log or boot, and get a
 Synapse of their own per run, as a user's run does. Runs through the CLI (`cli`) always boot their own.
 """
 
@@ -21,6 +22,8 @@ import pytest
 
 from qa.harness.output import Output
 from qa.run import Run, RunOptions
+from tests.integration import shared_fork_server
+from tests.integration.shared_fork_server import SessionForkServers
 from tests.integration.shared_synapse import SessionSynapse, lend_to_runs
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +46,8 @@ class RunResult:
 
 # The session's shared Synapse while a test that may borrow it runs (set by the autouse fixture below).
 _LENDER: list[SessionSynapse] = []
+# The session's shared fork servers, lent under the same conditions (tests/integration/shared_fork_server.py).
+_FORK_LENDER: list[SessionForkServers] = []
 
 
 @pytest.fixture(scope="session")
@@ -55,14 +60,29 @@ def session_synapse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sessio
         shared.close()
 
 
+@pytest.fixture(scope="session")
+def session_fork_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionForkServers]:
+    """Started by the first run that borrows one; stopped at the end of the session (of this xdist worker)."""
+    shared = SessionForkServers(tmp_path_factory.mktemp("session-fork-servers"))
+    try:
+        yield shared
+    finally:
+        shared.close()
+
+
 @contextlib.contextmanager
-def borrowing(shared: SessionSynapse) -> Iterator[None]:
-    """In-process runs inside borrow `shared` (for a fixture wider than a test, which the autouse one is not)."""
+def borrowing(shared: SessionSynapse, forks: SessionForkServers | None = None) -> Iterator[None]:
+    """In-process runs inside borrow `shared` (for a fixture wider than a test, which the autouse one is not),
+    and the fork servers of `forks`."""
     _LENDER.append(shared)
+    if forks is not None:
+        _FORK_LENDER.append(forks)
     try:
         yield
     finally:
         _LENDER.pop()
+        if forks is not None:
+            _FORK_LENDER.pop()
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +91,10 @@ def _lend_session_synapse(request: pytest.FixtureRequest) -> Iterator[None]:
     if request.node.get_closest_marker("own_homeserver") or os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1":
         yield
         return
-    with borrowing(request.getfixturevalue("session_synapse")):
+    # MATRIX_QA_TESTS_OWN_FORK_SERVER=1: every run starts its own fork server, as before the sharing.
+    forks = None if os.environ.get("MATRIX_QA_TESTS_OWN_FORK_SERVER") == "1" \
+        else request.getfixturevalue("session_fork_servers")
+    with borrowing(request.getfixturevalue("session_synapse"), forks):
         yield
 
 
@@ -81,7 +104,8 @@ async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunRes
     options.setdefault("scenario_paths", [REPO / "scenarios"])
     run = Run(RunOptions(output_dir=out_dir, **options), Output(stream := console.open("a", encoding="utf-8")))
     try:
-        with lend_to_runs(_LENDER[-1]) if _LENDER else contextlib.nullcontext():
+        with lend_to_runs(_LENDER[-1]) if _LENDER else contextlib.nullcontext(), \
+                shared_fork_server.lend_to_runs(_FORK_LENDER[-1]) if _FORK_LENDER else contextlib.nullcontext():
             code = await run.execute()
     finally:
         stream.close()

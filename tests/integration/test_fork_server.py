@@ -226,6 +226,27 @@ async def test_any_python_bot_file_can_have_one(tmp_path: Path, monkeypatch: pyt
         await server.close()
 
 
+async def test_a_bot_module_beside_its_bot_file_is_found_in_the_fork_as_python_m_finds_it(tmp_path: Path) -> None:
+    """`python -m mybot` in the bot's folder imports mybot.py from there (the working directory first on sys.path):
+    a fork of a zygote started elsewhere must too (the test bots in tests/bots are run so)."""
+    from qa.harness.botfile import BotFile
+
+    folder = tmp_path / "bots"
+    folder.mkdir()
+    (folder / "besidebot_q.py").write_text("import os, sys\nprint('beside', sys.path[0] == os.getcwd())\n")
+    bot = BotFile(name="beside", command=["{python}", "-m", "besidebot_q"], fork_server={"preload": ["json"]})
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
+    await server.start()
+    try:
+        argv = [sys.executable, "-m", "besidebot_q"]
+        assert server.serves(argv, dict(os.environ))
+        proc = await server.spawn(argv, dict(os.environ), folder)
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out == "beside True\n", out
+    finally:
+        await server.close()
+
+
 async def test_nothing_withheld_is_in_proc_environ_of_the_fork_server_or_a_forked_bot(
         tmp_path: Path, hanging_homeserver: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """As an attacker on the bot's side would look: /proc/<pid>/environ (the environment the process was exec'd

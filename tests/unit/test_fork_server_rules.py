@@ -73,3 +73,20 @@ def test_only_a_bot_file_that_asks_for_it_gets_a_fork_server() -> None:
 def test_a_fork_server_needs_a_python_dash_m_command(command: list[str]) -> None:
     with pytest.raises(ValidationError, match="fork_server needs a command of the form"):
         BotFile(name="b", command=command, fork_server={})
+
+
+def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environments() -> None:
+    """tests/integration/shared_fork_server.py: a server is reused only for the same modules, preloads and the
+    environment it was started with (its /proc/<pid>/environ is what a forked bot shows)."""
+    from tests.integration.shared_fork_server import server_key
+
+    agent = builtin_bot_file()
+    env = {"PATH": "/bin", "PYTHONPATH": "/src"}
+    assert server_key(agent, env) == server_key(agent, dict(env))
+    assert server_key(agent, env) != server_key(agent, {**env, "LANG": "C"})
+    # What a bot may never inherit is never part of the key either (the server never has it).
+    assert server_key(agent, env) == server_key(agent, {**env, "MATRIX_QA_LIVE_OPENAI_KEY": "k"})
+    other = agent.model_copy(update={"fork_server": agent.fork_server.model_copy(update={"preload": ["nio"]})})
+    assert server_key(other, env) != server_key(agent, env)
+    modules, preload, _ = server_key(agent, env)
+    assert modules == ("qa.agent", "qa.agent.lock_probe") and "qa.agent.__main__" in preload

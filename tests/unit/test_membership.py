@@ -100,7 +100,7 @@ async def test_membership_joins_declines_traces_and_remembers(tmp_path: Path) ->
         "!spam:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@x:hs")]),
     }
     config = _config(autoJoin="allowlist", autoJoinAllowlist=["@a:hs"])
-    await membership.on_invites(client, invites, config)
+    assert await membership.on_invites(client, invites, config) == {"!known:hs", "!dm:hs"}
     membership.on_leaves({"!gone:hs": SimpleNamespace(timeline=SimpleNamespace(events=[
         _member(BOT, "leave", sender="@dan:hs", reason="r")])),
         "!spam:hs": SimpleNamespace(timeline=SimpleNamespace(events=[_member(BOT, "leave")]))})

@@ -1,0 +1,108 @@
+"""The embedded agent's boot: it adopts the session the harness hands it (no password login) while it is that
+device, logs in with its password once it had to become another one, and is ready once it joined its rooms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.agent.config import AgentConfig
+from qa.agent.crypto_store import CryptoIdentity, HandedSession
+from qa.agent.matrix import FIRST_SYNC_FILTER, SYNC_FILTER, MatrixBot
+from tests.unit.test_e2ee_deep import FakeTrace
+
+
+def _config(tmp_path: Path, **extra: Any) -> AgentConfig:
+    return AgentConfig.model_validate({"homeserver": "http://h", "userId": "@bot:x", "stateDir": str(tmp_path),
+                                       "rooms": {"!a:x": {}, "!b:x": {}},
+                                       "model": {"baseUrl": "http://m", "model": "m"}, **extra})
+
+
+class FakeClient:
+    def __init__(self, device_id: str | None) -> None:
+        self.device_id = device_id
+        self.calls: list[tuple[str, ...]] = []
+
+    def restore_login(self, user_id: str, device_id: str, access_token: str) -> None:
+        self.calls.append(("restore", user_id, device_id, access_token))
+
+    async def login(self, password: str, device_name: str) -> Any:
+        self.calls.append(("login", password))
+        self.device_id = self.device_id or "NEWDEVICE"
+        return object()
+
+    async def close(self) -> None:
+        self.calls.append(("close",))
+
+
+HANDED = HandedSession("tok", "HANDED")
+
+
+def test_a_handed_session_needs_both_the_token_and_the_device() -> None:
+    both = {"MATRIX_QA_ACCESS_TOKEN": "t", "MATRIX_QA_DEVICE_ID": "D"}
+    assert HandedSession.from_env(both) == HandedSession("t", "D")
+    assert HandedSession.from_env({"MATRIX_QA_ACCESS_TOKEN": "t"}) is None
+    assert HandedSession.from_env({"MATRIX_QA_DEVICE_ID": "D"}) is None
+    assert HandedSession.from_env({"MATRIX_QA_ACCESS_TOKEN": "", "MATRIX_QA_DEVICE_ID": "D"}) is None
+
+
+async def test_the_bot_adopts_the_handed_session_and_stays_that_device_across_restarts(tmp_path: Path) -> None:
+    identity = CryptoIdentity(_config(tmp_path), FakeTrace(), "pw", HANDED)  # type: ignore[arg-type]
+    assert identity.device_id() == "HANDED"  # nothing saved yet: the handed session's device
+    client = FakeClient(identity.device_id())
+    assert await identity.login(client) is client  # type: ignore[arg-type]
+    assert client.calls == [("restore", "@bot:x", "HANDED", "tok")]  # no password login
+    assert identity.login_method == "handed-session"
+    restarted = CryptoIdentity(_config(tmp_path), FakeTrace(), "pw", HANDED)  # type: ignore[arg-type]
+    assert restarted.device_id() == "HANDED"
+    again = FakeClient(restarted.device_id())
+    await restarted.login(again)  # type: ignore[arg-type]
+    assert again.calls == [("restore", "@bot:x", "HANDED", "tok")]
+
+
+async def test_without_a_handed_session_the_bot_logs_in_with_its_password(tmp_path: Path) -> None:
+    identity = CryptoIdentity(_config(tmp_path), FakeTrace(), "pw")  # type: ignore[arg-type]
+    assert identity.device_id() == "MATRIXQABOT"
+    client = FakeClient(identity.device_id())
+    await identity.login(client)  # type: ignore[arg-type]
+    assert client.calls == [("login", "pw")] and identity.login_method == "password"
+
+
+async def test_once_the_bot_became_another_device_a_restart_logs_in_as_that_device(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    identity = CryptoIdentity(_config(tmp_path), FakeTrace(), "pw", HANDED)  # type: ignore[arg-type]
+    monkeypatch.setattr(identity, "new_client", FakeClient)
+    old = FakeClient("HANDED")
+    fresh = await identity.relogin(old)  # type: ignore[arg-type]
+    # The handed token belongs to the deleted device: a new device comes from the password.
+    assert fresh.calls == [("login", "pw")] and fresh.device_id == "NEWDEVICE"  # type: ignore[attr-defined]
+    assert old.calls == [("close",)]
+    restarted = CryptoIdentity(_config(tmp_path), FakeTrace(), "pw", HANDED)  # type: ignore[arg-type]
+    assert restarted.device_id() == "NEWDEVICE"
+    client = FakeClient(restarted.device_id())
+    await restarted.login(client)  # type: ignore[arg-type]
+    assert client.calls == [("login", "pw")] and client.device_id == "NEWDEVICE"
+
+
+def test_the_first_sync_asks_for_little_and_later_ones_for_the_catch_up() -> None:
+    assert FIRST_SYNC_FILTER["room"]["state"]["lazy_load_members"] is True
+    assert FIRST_SYNC_FILTER["room"]["timeline"]["limit"] <= 10
+    assert SYNC_FILTER["room"]["timeline"]["limit"] == 100 and "state" not in SYNC_FILTER["room"]
+
+
+@pytest.mark.parametrize(("synced", "joined", "ready"), [
+    (set(), {"!a:x", "!b:x"}, True),      # joined both from invites: ready before a sync shows them
+    ({"!a:x"}, {"!b:x"}, True),           # one known from the sync, one just joined
+    ({"!a:x"}, set(), False),             # a configured room neither synced nor joined
+    ({"!a:x", "!b:x"}, set(), True),      # a restart: both in the sync
+])
+def test_ready_once_every_configured_room_is_known(tmp_path: Path, synced: set[str], joined: set[str],
+                                                   ready: bool) -> None:
+    trace = FakeTrace()
+    bot = MatrixBot(_config(tmp_path), trace, "pw")  # type: ignore[arg-type]
+    bot.client.rooms = dict.fromkeys(synced)  # type: ignore[assignment]
+    bot._joined = set(joined)
+    bot._maybe_ready()
+    assert [r["type"] for r in trace.records] == (["ready"] if ready else [])
