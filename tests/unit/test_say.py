@@ -128,3 +128,23 @@ def test_homeserver_faults_need_no_model(tmp_path: Path) -> None:
     s = _scenario(tmp_path, "faults: [{name: x, path: /send/, status: 500}]\n"
                             "steps:\n  - expect_faults: {rule: x}\n")
     assert _model_needs(s) == []
+
+
+def test_every_built_in_scenario_runs_for_the_command_bot_or_names_what_it_lacks() -> None:
+    """The mautrix command bot (tests/bots, `say:` and no model): at least 25 built-in scenarios are its to run;
+    every other one is skipped with a line naming a capability and the step or setting that needs it."""
+    repo = Path(__file__).resolve().parents[2]
+    bot = load_bot_file(repo / "tests" / "bots" / "mautrix-command-bot.yaml")
+    runnable, skipped = [], {}
+    for scenario in load_scenarios([repo / "scenarios"]):
+        reason = skip_reason(bot.name, missing(scenario, bot.abilities(), bot.state_mutations))
+        if reason is None:
+            runnable.append(scenario.id)
+        else:
+            skipped[scenario.id] = reason
+    assert len(runnable) >= 25, runnable
+    assert {"canary", "matrix-mention-gating", "matrix-thread-nested-reply-shape"} <= set(runnable)
+    for scenario_id, reason in skipped.items():
+        assert reason.startswith("skipped: bot 'mautrix-command-bot' lacks '"), (scenario_id, reason)
+    needing_a_model = [i for i, r in skipped.items() if "'model' (" in r]
+    assert "matrix-restart-resume" in needing_a_model and "matrix-provider-429-retry-after" in needing_a_model
