@@ -37,6 +37,7 @@ def test_a_say_template_names_text_once_and_means_no_model() -> None:
     assert not bot.has("model") and bot.abilities() == ["threads"]
     plain = BotFile(name="b", command=["x"], capabilities=["threads"])
     assert plain.has("model") and plain.abilities() == ["threads", "model"]
+    assert not plain.has("trace") and not bot.has("trace") and bot.has("threads")
     claimed = BotFile(name="b", command=["x"], capabilities=["model", "trace"])
     assert claimed.abilities() == ["model", "trace"]
     with pytest.raises(AssertionError):
