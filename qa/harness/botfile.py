@@ -19,6 +19,7 @@
     accounts: [router]               # optional: the bot's accounts beside its main one (MATRIX_QA_ACCOUNTS)
     registration: token              # optional: a registration token for the bot (MATRIX_QA_REGISTRATION_TOKEN);
     registration_prefix: mybot-      # the localparts of the accounts it registers start with this
+    say: "!echo {text}"              # optional: a bot without a model; the message it answers with {text}
 
 Placeholders in `command`, `env`, `cwd`, `state_mutations` and `lock_probe`: {config} {state_dir} {trace_file}
 {python} {bot_dir} {scenario}. The template sees every fact of the launch (qa.harness.launch). docs/bot-file.md
@@ -65,6 +66,12 @@ Templated = Annotated[str, AfterValidator(_placeholders_known)]
 def _regex(value: str | None) -> str | None:
     if value is not None:
         user_pattern(value)  # the one check every user pattern gets (qa.patterns): ValueError with the reason
+    return value
+
+
+def _say_template(value: str) -> str:
+    if value.count("{text}") != 1:
+        raise ValueError("say needs {text} exactly once: the text the bot is to answer with, e.g. \"!echo {text}\"")
     return value
 
 
@@ -196,6 +203,12 @@ class BotFile(BaseModel):
     # accounts themselves; accounts whose localpart starts with registration_prefix are the bot's.
     registration: Literal["token"] | None = None
     registration_prefix: Annotated[str, Field(pattern=r"^[a-z0-9._=-]+$", max_length=32)] | None = None
+    # --- say: a bot without a model (command30) ---
+    # The message that makes the bot answer with exactly {text}. A bot file with `say` has no model: a built-in
+    # prompt that only asks for a marker (qa.harness.capabilities.say_marker) is sent as this command instead,
+    # and a scenario that needs a model (capability `model`) is skipped with the reason.
+    say: Annotated[str, AfterValidator(_say_template)] | None = Field(default=None, max_length=500)
+    # --- end say ---
 
     _dir: Path = PrivateAttr(default_factory=Path.cwd)
     _source: Path | None = PrivateAttr(default=None)
@@ -213,6 +226,9 @@ class BotFile(BaseModel):
         if self.config_format is not None and self.config_template is None:
             raise ValueError("config_format needs a config_template")
         _registration_consistent(self)
+        if self.say is not None and "model" in self.capabilities:
+            raise ValueError("say is for a bot without a model, and capabilities claims `model`: a bot with a model "
+                             "is sent the prompts themselves (drop one of the two)")
         if self.fork_server is not None and python_module(self.command) is None:
             raise ValueError("fork_server needs a command of the form [\"{python}\", \"-m\", MODULE, …]: the fork "
                              "server runs MODULE as `python -m` would")
@@ -229,7 +245,17 @@ class BotFile(BaseModel):
 
     def has(self, capability: str) -> bool:
         # Readiness by a `ready` record is not a claim to the rest of the trace: every record is optional.
-        return capability in self.capabilities
+        # A bot file without `say` is a bot with a model, as every bot file was before `say` existed.
+        return capability in self.capabilities or (capability == "model" and self.say is None)
+
+    def abilities(self) -> list[str]:
+        """What the bot can do, for the skip decision: its claims, plus `model` unless it has a `say` template."""
+        return [*self.capabilities, *(["model"] if self.has("model") and "model" not in self.capabilities else [])]
+
+    def say_text(self, text: str) -> str:
+        """The message that makes this bot (one with a `say` template) answer with exactly `text`."""
+        assert self.say is not None, "say_text needs a bot file with `say`"
+        return self.say.replace("{text}", text)
 
     def template_path(self) -> Path | None:
         return (self._dir / self.config_template) if self.config_template else None

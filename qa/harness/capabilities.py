@@ -7,12 +7,13 @@ fail for a reason that is not a bug. A bot has what its bot file claims in `capa
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown"]
+                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown", "model"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -35,7 +36,22 @@ MEANING: dict[str, str] = {
     "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
                   "in its session (trace `reaction.removed`)",
     "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
+    "model": "answers prompts through a model (the mock provider's journal, rules, faults and tools); every bot "
+             "file without a `say` template has it",
 }
+
+# --- bots without a model: the say-able prompt ---------------------------------------------------------------
+# A prompt is say-able when its whole body is this sentence around one marker: its only right answer is the
+# marker, so a bot without a model is asked for the same answer with its bot file's `say` command instead
+# (docs/bot-file.md, "Bots without a model"). Any other prompt needs a model to be answered.
+SAYABLE = re.compile(r"reply with only this exact marker: (\{token[2-9]?\})")
+
+
+def say_marker(body: str) -> str | None:
+    """Pure: the marker placeholder (`{token2}`) a say-able prompt asks for, else None."""
+    found = SAYABLE.fullmatch(body)
+    return found.group(1) if found else None
+
 
 @dataclass(frozen=True)
 class Need:

@@ -92,8 +92,7 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any,
     if live and scenario.live.skip:
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
     else:
-        reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.capabilities
-                                                          + (["trace"] if res.bot_file.has("trace") else []),
+        reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.abilities(),
                                                           res.bot_file.state_mutations, res.bot_file.accounts))
     if reason:
         say(f"  - {scenario.id} {reason}")

@@ -36,12 +36,12 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, Field, PrivateAttr, ValidationError, ValidationInfo, model_validator
 from pydantic_core import InitErrorDetails
 
-from qa.harness.capabilities import Capability
+from qa.harness.capabilities import Capability, say_marker
 from qa.harness.fault_rules import FaultRule, check_unique
 from qa.scenario.fields import BOT, ActorName, Duration, Model, ProfileName, RoomName, ScenarioId, error
 from qa.scenario.fields import parse_duration as parse_duration  # re-exported: qa.run reads --timeout with it
 from qa.scenario.settings import BotConfig, LiveSpec, ProviderConfig, RoomSpec, uses_encryption
-from qa.scenario.steps.base import KIND_WORDS, Problem, Scan, StepBase
+from qa.scenario.steps.base import KIND_WORDS, SENT, Problem, Scan, StepBase
 from qa.scenario.steps.registry import STEP_TYPES, Step
 
 IMPLICIT_PROFILE = "all"
@@ -97,6 +97,22 @@ class Scenario(Model):
             where = f"step {index} ({step.kind})"
             for capability, why in step.needs():
                 yield capability, f"{where}: {why}" if why else where
+        yield from self._model_needs()
+
+    def _model_needs(self) -> Iterator[tuple[str, str]]:
+        """A model is needed to use the mock's rules, and to answer any message that is not a say-able prompt
+        (qa.harness.capabilities.say_marker): a bot with only a `say` template cannot answer it."""
+        if self.provider.rules:
+            yield "model", "provider.rules"
+        prompts: dict[str, int] = {}
+        for index, step in enumerate(self.steps, start=1):
+            sent = step.defined_id() if step.defines_kind == SENT else None
+            if sent and say_marker(getattr(step, "body", None) or "") is None:
+                prompts[sent] = index
+            answered = step.answered()
+            if answered in prompts:
+                yield "model", (f"step {index} ({step.kind}): an answer to step {prompts[answered]}, a prompt only "
+                                "a model answers (not say-able)")
 
     def state_mutations(self) -> Iterator[tuple[str, str]]:
         """(mutation name, which step) for every named state mutation of the bot file the steps run."""

@@ -3,15 +3,14 @@ view, checks, error shapes, the answer plain and streamed, and the reading of a 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from qa.provider.apis.anthropic import ANTHROPIC, ERROR_TYPES, AnthropicEventReader, error_type
 from qa.provider.apis.base import AnswerContext, ParsedRequest, Usage, reply_chunks
-from qa.provider.cassette import assemble
 from qa.provider.rules import ErrorReply, Reply, ToolCall
+from tests.unit.test_api_streams import events
 
 PNG_DATA = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 EXEC = {"name": "exec", "input_schema": {"type": "object"}}
@@ -26,16 +25,6 @@ def ok(body: dict[str, Any]) -> ParsedRequest:
 def problem_of(body: Any) -> str | None:
     _parsed, problem = ANTHROPIC.parse(body)
     return problem.message if problem else None
-
-
-def events(raw: list[bytes]) -> list[dict[str, Any]]:
-    out = []
-    for event in raw:
-        head, data = event.decode().removesuffix("\n\n").split("\n")
-        body = json.loads(data.removeprefix("data: "))
-        assert head == f"event: {body['type']}"
-        out.append(body)
-    return out
 
 
 def ctx(finish: str | None = None) -> AnswerContext:
@@ -239,13 +228,6 @@ def test_text_after_a_call_opens_a_new_block_and_stray_arguments_are_dropped() -
     assert out[-2]["delta"]["stop_reason"] == "tool_use"
 
 
-def test_a_malformed_event_is_not_json() -> None:
-    raw = ANTHROPIC.stream(ctx()).malformed()
-    assert raw.startswith(b"event: content_block_delta\ndata: {")
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(raw.split(b"data: ", 1)[1])
-
-
 # --- reading a live answer (the recording proxy) -------------------------------------------------------------
 
 
@@ -267,19 +249,6 @@ def test_reading_a_plain_answer() -> None:
 def read_stream(raw: list[bytes]) -> tuple[list[dict[str, Any]], AnthropicEventReader]:
     reader = ANTHROPIC.event_reader()
     return [c for e in events(raw) for c in reader.read(e)], reader
-
-
-@pytest.mark.parametrize("reply", [Reply("abcdefg"), Reply(None, [ToolCall("toolu_9", "exec", '{"x": "yz"}')]),
-                                   Reply("t", [ToolCall("c1", "a", "{}"), ToolCall("c2", "b", '{"q": 1}')]),
-                                   Reply("")])
-def test_reading_our_own_stream_gives_the_answer_back(reply: Reply) -> None:
-    writer = ANTHROPIC.stream(ctx())
-    raw = writer.start() + [e for c in reply_chunks(reply, 4) for e in writer.feed(c)] + writer.finish()
-    chunks, reader = read_stream(raw)
-    text, calls, finish = assemble(chunks)
-    assert (text, [(c.id, c.name, c.arguments) for c in calls], finish) == (
-        reply.text, [(c.id, c.name, c.arguments) for c in reply.tool_calls], reply.finish_reason)
-    assert reader.response_id == "msg_mock-5" and reader.usage == {"input_tokens": 20, "output_tokens": 4}
 
 
 def test_the_reader_leaves_other_events_alone() -> None:

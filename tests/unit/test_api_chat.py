@@ -211,3 +211,19 @@ def test_our_chat_stream_reads_back() -> None:
     text, calls, finish = assemble(chunks)
     assert (text, [(c.id, c.name, c.arguments) for c in calls], finish) == ("abc", [("c1", "f", '{"k": 1}')],
                                                                            "tool_calls")
+
+
+def test_a_chat_chunk_keeps_text_unescaped_and_the_malformed_one_is_cut_in_a_string() -> None:
+    writer = CHAT.stream(ctx())
+    assert "é ☃".encode() in writer.feed({"delta": {"content": "é ☃"}})[0]
+    assert writer.malformed() == b'data: {"choices": [{"delta": {"content": "unterminated\n\n'
+
+
+def test_usage_and_an_answer_context_cannot_change_under_an_answer() -> None:
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        Usage(1, 2).input = 3  # type: ignore[misc]
+    with pytest.raises(FrozenInstanceError):
+        ctx().finish = "stop"  # type: ignore[misc]
+    assert len({Usage(1, 2), Usage(1, 2)}) == 1

@@ -3,15 +3,14 @@ view, checks, the answer plain and streamed, and the reading of a live answer. N
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
 
 from qa.provider.apis.base import AnswerContext, ParsedRequest, Usage, reply_chunks
 from qa.provider.apis.responses import RESPONSES, ResponsesEventReader
-from qa.provider.cassette import assemble
 from qa.provider.rules import ErrorReply, Reply, ToolCall
+from tests.unit.test_api_streams import events
 
 PNG = ("data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJ"
        "RU5ErkJggg==")
@@ -26,16 +25,6 @@ def ok(body: dict[str, Any]) -> ParsedRequest:
     parsed, problem = parse({"model": "m", **body})
     assert problem is None and parsed is not None
     return parsed
-
-
-def events(raw: list[bytes]) -> list[dict[str, Any]]:
-    out = []
-    for event in raw:
-        head, data = event.decode().removesuffix("\n\n").split("\n")
-        body = json.loads(data.removeprefix("data: "))
-        assert head == f"event: {body['type']}"
-        out.append(body)
-    return out
 
 
 def ctx(request: ParsedRequest | None = None, finish: str | None = None, tag: str = "mock-7") -> AnswerContext:
@@ -261,13 +250,6 @@ def test_text_after_a_call_is_a_new_message_and_empty_text_opens_one() -> None:
     assert out[1]["arguments"] == "" and out[3]["output_index"] == 1
 
 
-def test_a_malformed_event_is_not_json() -> None:
-    raw = RESPONSES.stream(ctx()).malformed()
-    assert raw.startswith(b"event: response.output_text.delta\ndata: {")
-    with pytest.raises(json.JSONDecodeError):
-        json.loads(raw.split(b"data: ", 1)[1])
-
-
 # --- reading a live answer (the recording proxy) -------------------------------------------------------------
 
 
@@ -289,19 +271,6 @@ def test_reading_a_plain_answer() -> None:
 def read_stream(raw: list[bytes]) -> tuple[list[dict[str, Any]], ResponsesEventReader]:
     reader = RESPONSES.event_reader()
     return [c for e in events(raw) for c in reader.read(e)], reader
-
-
-@pytest.mark.parametrize("reply", [Reply("abcdefg"), Reply(None, [ToolCall("call_9", "exec", '{"x": "yz"}')]),
-                                   Reply("t", [ToolCall("c1", "a", "{}"), ToolCall("c2", "b", '{"q": 1}')]),
-                                   Reply("")])
-def test_reading_our_own_stream_gives_the_answer_back(reply: Reply) -> None:
-    writer = RESPONSES.stream(ctx())
-    raw = writer.start() + [e for c in reply_chunks(reply, 4) for e in writer.feed(c)] + writer.finish()
-    chunks, reader = read_stream(raw)
-    text, calls, finish = assemble(chunks)
-    assert (text, [(c.id, c.name, c.arguments) for c in calls], finish) == (
-        reply.text, [(c.id, c.name, c.arguments) for c in reply.tool_calls], reply.finish_reason)
-    assert reader.response_id == "resp_mock-7" and reader.usage == RESPONSES.usage(Usage(11, 3))
 
 
 def test_the_reader_leaves_other_events_alone() -> None:

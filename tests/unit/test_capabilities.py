@@ -13,6 +13,8 @@ from qa.kernel.errors import ConfigError
 from qa.scenario.loader import load_scenarios
 
 REPO = Path(__file__).resolve().parents[2]
+# A say-able prompt (qa.harness.capabilities.say_marker): answering it needs no model.
+ASK = "'reply with only this exact marker: {token}'"
 
 
 def _scenario(tmp_path: Path, body: str) -> object:
@@ -22,7 +24,8 @@ def _scenario(tmp_path: Path, body: str) -> object:
 
 
 def test_a_plain_conversation_needs_nothing(tmp_path: Path) -> None:
-    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, id: a,\n"
+                            "          body: " + ASK + "}\n"
                             "  - expect_reply: {to: a}\n")
     assert needs(s) == []
     assert skip_reason("b", missing(s, [])) is None
@@ -34,7 +37,7 @@ rooms: {main: {encrypted: true}}
 bot: {allowlist: [driver], sessionWriteLock: {scope: attempt}}
 steps:
   - send: {as: driver, body: root, id: root}
-  - send: {as: driver, mention: bot, thread: root, body: hi, id: a}
+  - send: {as: driver, mention: bot, thread: root, body: "reply with only this exact marker: {token}", id: a}
   - expect_reply: {to: a, thread: root, id: r}
   - restart_bot: {}
   - react: {as: driver, to: r, key: x}
@@ -64,7 +67,7 @@ def test_silence_without_a_control_needs_the_trace(tmp_path: Path) -> None:
                             "  - expect_no_reply: {to: a, reason: mention-required}\n")
     assert [n.capability for n in needs(s)] == ["trace"]
     with_control = _scenario(tmp_path, "steps:\n  - send: {as: driver, body: hi, id: a}\n"
-                                       "  - expect_no_reply: {to: a, control: {as: driver, body: ok}}\n")
+                                       "  - expect_no_reply: {to: a, control: {as: driver, body: " + ASK + "}}\n")
     assert needs(with_control) == []
 
 
@@ -86,7 +89,7 @@ def test_skip_reason_names_each_missing_capability_and_why(tmp_path: Path) -> No
 
 def test_the_library_splits_into_generic_and_trace_only_scenarios() -> None:
     scenarios = {s.id: s for s in load_scenarios([REPO / "scenarios"])}
-    generic = {i for i, s in scenarios.items() if not missing(s, ["threads", "restart"])}
+    generic = {i for i, s in scenarios.items() if not missing(s, ["model", "threads", "restart"])}
     assert {"canary", "matrix-mention-gating", "matrix-thread-follow-up", "matrix-top-level-reply-shape",
             "matrix-thread-isolation", "matrix-restart-resume"} <= generic
     for trace_only in ("matrix-reaction-notification", "matrix-session-lock-contention",
@@ -119,7 +122,8 @@ def test_approval_steps_need_approvals_and_the_trace(tmp_path: Path, step: str) 
     s = _steps(tmp_path, "send: {as: driver, mention: bot, body: run it, id: ask}", step)
     kind = step.split(":")[0]
     assert [(n.capability, n.why) for n in needs(s)] == [("trace", f"step 2 ({kind})"),
-                                                          ("approvals", f"step 2 ({kind})")]
+                                                          ("approvals", f"step 2 ({kind})"),
+                                                          ("model", f"step 2 ({kind})")]
 
 
 def test_a_lock_trace_step_needs_lock_and_another_trace_step_does_not(tmp_path: Path) -> None:
@@ -129,7 +133,7 @@ def test_a_lock_trace_step_needs_lock_and_another_trace_step_does_not(tmp_path: 
 
 
 def test_a_reaction_by_the_bot_needs_nothing_but_one_recorded_by_it_does(tmp_path: Path) -> None:
-    head = ["send: {as: driver, mention: bot, body: hi, id: a}", "expect_reply: {to: a, id: r}"]
+    head = ["send: {as: driver, mention: bot, body: " + ASK + ", id: a}", "expect_reply: {to: a, id: r}"]
     by_bot = _steps(tmp_path, *head, "expect_reaction: {as: driver, by: bot, to: r}")
     assert needs(by_bot) == []
     by_driver = _steps(tmp_path, *head, "react: {as: driver, to: r, key: x}",
@@ -146,7 +150,7 @@ def test_silence_without_a_control_says_why_only_the_trace_proves_it(tmp_path: P
 
 def test_a_control_message_in_a_thread_needs_threads(tmp_path: Path) -> None:
     s = _steps(tmp_path, "send: {as: driver, body: root, id: root}", "send: {as: driver, body: hi, id: a}",
-               "expect_no_reply: {to: a, control: {as: driver, body: ok, thread: root}}")
+               "expect_no_reply: {to: a, control: {as: driver, body: " + ASK + ", thread: root}}")
     assert [(n.capability, n.why) for n in needs(s)] == [("threads", "step 3 (expect_no_reply)")]
 
 
@@ -167,7 +171,7 @@ def test_message_steps_and_settings_imply_redactions_trace_and_policy(tmp_path: 
     s = _scenario(tmp_path, """
 bot: {threadReplies: always}
 steps:
-  - send: {as: driver, mention: bot, body: hi, id: a}
+  - send: {as: driver, mention: bot, body: 'reply with only this exact marker: {token}', id: a}
   - edit: {as: driver, to: a, body: changed}
   - expect_reply: {to: a, parts_min: 2}
   - redact: {as: driver, to: a, id: gone}
@@ -182,7 +186,7 @@ steps:
 
 
 def test_an_edit_and_a_whole_reply_need_nothing_more(tmp_path: Path) -> None:
-    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: " + ASK + ", id: a}\n"
                             "  - edit: {as: driver, to: a, mention: bot, body: again}\n"
                             "  - expect_reply: {to: a, body_excludes: [x]}\n")
     assert needs(s) == []
@@ -190,7 +194,7 @@ def test_an_edit_and_a_whole_reply_need_nothing_more(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("check", ["formatted_safe: true", "formatted_contains: [x]", "formatted_excludes: [x]"])
 def test_formatting_checks_need_markdown(tmp_path: Path, check: str) -> None:
-    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: hi, id: a}\n"
+    s = _scenario(tmp_path, "steps:\n  - send: {as: driver, mention: bot, body: " + ASK + ", id: a}\n"
                             f"  - expect_reply: {{to: a, {check}}}\n")
     assert [(n.capability, n.why) for n in needs(s)] == [("markdown", "step 2 (expect_reply)")]
 

@@ -129,7 +129,7 @@ def test_the_library_scenarios_name_the_agent_mutation_and_capabilities_it_has()
 
     bot = builtin_bot_file()
     for s in load_scenarios([repo / "scenarios"]):
-        assert missing(s, bot.capabilities, bot.state_mutations) == [], s.id
+        assert missing(s, bot.abilities(), bot.state_mutations) == [], s.id
     assert "corrupt-crypto-store" in bot.state_mutations and "verification" in bot.capabilities
 
 

@@ -88,3 +88,38 @@ async def test_waits_wake_on_a_change_and_say_what_they_saw() -> None:
     with pytest.raises(TimeoutError) as caught:
         await journal.wait(lambda e: False, 0, "x", loose=lambda e: False)
     assert "matching but already finished" not in str(caught.value)
+
+
+def test_a_fresh_entry_says_nothing_happened_yet() -> None:
+    from qa.provider.apis.base import STREAM_PIECES
+
+    fresh = entry()
+    assert (fresh.error, fresh.reply, fresh.pieces, fresh.chunk_delay_ms) == (None, None, STREAM_PIECES, 0)
+    data = fresh.to_json()
+    assert {k: data[k] for k in ("state", "status", "model", "stream", "tools", "rule", "unmatched", "latencyMs",
+                                 "hold", "clientDisconnected", "fault")} == {
+        "state": "in_flight", "status": None, "model": None, "stream": False, "tools": [], "rule": None,
+        "unmatched": False, "latencyMs": 0, "hold": None, "clientDisconnected": False, "fault": None}
+    assert fresh.summary() == "req-1 POST /v1/responses in_flight status=None"
+    assert JournalEntry(id="r", method="GET", path="/", started_at=1.23456).to_json()["startedAt"] == 1.235
+
+
+def test_a_tool_call_without_arguments_adds_an_empty_text() -> None:
+    e = entry(messages=[{"role": "assistant", "content": "a", "tool_calls": [{"function": {"name": "f"}}]}])
+    assert e.texts() == ["a", ""]
+
+
+async def test_a_short_wait_still_sees_a_change_and_a_timeout_lists_the_last_twenty() -> None:
+    journal = Journal()
+    waiting = asyncio.ensure_future(journal.wait(lambda e: e.rule == "r", 0.5, "a thing"))
+    await asyncio.sleep(0)
+    journal.entries.append(entry(rule="r"))
+    journal.notify()
+    assert (await waiting).rule == "r"
+    journal.entries[:] = [JournalEntry(id=f"req-{i}", method="POST", path="/v1/messages", started_at=1.0,
+                                       state="done") for i in range(25)]
+    with pytest.raises(TimeoutError) as caught:
+        await journal.wait(lambda e: False, 0, "x", loose=lambda e: e.id in ("req-1", "req-2"))
+    lines = str(caught.value).splitlines()
+    assert len(lines) == 22 and lines[1].startswith("  req-5 ") and lines[20].startswith("  req-24 ")
+    assert lines[-1] == "  matching but already finished: req-1, req-2"

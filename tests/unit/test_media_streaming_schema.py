@@ -50,9 +50,12 @@ def test_the_contract_scenarios_exist_in_their_profiles() -> None:
 def test_send_media_needs_media_and_a_foreign_bot_without_it_is_skipped(tmp_path: Path) -> None:
     s = _load(tmp_path, "  - send_media: {as: driver, media: image, fixture: pic.png, caption: hi, mention: bot, "
                         "id: a}\n  - expect_reply: {to: a, streamed: true, id: r}\n  - expect_edits: {to: r}\n")
+    # A caption answered is a prompt only a model answers (qa.harness.capabilities.say_marker).
     assert [(n.capability, n.why) for n in needs(s)] == [("media", "step 1 (send_media)"),
-                                                        ("streaming", "step 2 (expect_reply)")]
-    line = skip_reason("echo", missing(s, ["trace"]))
+                                                        ("streaming", "step 2 (expect_reply)"),
+                                                        ("model", "step 2 (expect_reply): an answer to step 1, a "
+                                                                  "prompt only a model answers (not say-able)")]
+    line = skip_reason("echo", missing(s, ["trace", "model"]))
     assert line == "skipped: bot 'echo' lacks 'media' (step 1 (send_media)), 'streaming' (step 2 (expect_reply))"
     assert {"media", "streaming"} <= set(MEANING)
 

@@ -55,7 +55,7 @@ class ExpectApproval(StepBase):
     does: ClassVar[str] = (
         "the bot's exec-approval request for `to` (`state: pending` checks metadata, chunks and option reactions; "
         "`approved`/`denied`/`expired` the outcome, and that a refused command never ran)")
-    capabilities: ClassVar[tuple[str, ...]] = ("approvals", "trace")
+    capabilities: ClassVar[tuple[str, ...]] = ("model", "approvals", "trace")
 
     to: StepId
     state: Literal["pending", "approved", "denied", "expired"] = "pending"
@@ -109,7 +109,7 @@ class Approve(StepBase):
 
     kind: ClassVar[str] = "approve"
     does: ClassVar[str] = "an actor decides the bot's exec-approval request for `to` (`decision: allow-once\\|deny`)"
-    capabilities: ClassVar[tuple[str, ...]] = ("approvals", "trace")
+    capabilities: ClassVar[tuple[str, ...]] = ("model", "approvals", "trace")
 
     actor: ActorName = Field(alias="as")
     to: StepId

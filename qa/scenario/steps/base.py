@@ -120,6 +120,11 @@ class StepBase(Model):
         """(capability, why beyond the step's name) for what this step, as written, needs of the bot."""
         return [(c, None) for c in self.capabilities] + ([("threads", None)] if getattr(self, "thread", None) else [])
 
+    def answered(self) -> str | None:
+        """The id of a message this step expects the bot to answer: its text must be one the bot can answer (a
+        say-able prompt, or a bot with a model; Scenario.implied_needs)."""
+        return None
+
     def state_mutations(self) -> list[str]:
         """Named state mutations of the bot file this step runs."""
         return []

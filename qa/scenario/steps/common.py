@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from qa.evidence.events import describe_event
 from qa.evidence.trace import attempts_for
 from qa.harness.bot_process import describe_record
+from qa.harness.capabilities import say_marker
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import BOT
 from qa.shared.markers import expand
@@ -23,6 +24,16 @@ _ALWAYS_SHOWN = ("error", "lock.timeout", "turn.stale", "model.request.end", "tu
 def text(ctx: ScenarioContext, template: str) -> str:
     """Scenario text with this run's markers filled in."""
     return expand(template, ctx.markers)
+
+
+def prompt(ctx: ScenarioContext, template: str) -> str:
+    """What a test user types for `template`: the text with markers filled in; for a bot without a model (a bot
+    file with `say`), a say-able prompt (qa.harness.capabilities.say_marker) becomes its say command instead."""
+    marker = say_marker(template)
+    bot = ctx.bot.bot
+    if marker is None or bot.has("model"):
+        return text(ctx, template)
+    return bot.say_text(text(ctx, marker))
 
 
 def mention_of(ctx: ScenarioContext, name: str | None) -> tuple[str, str] | None:

@@ -68,6 +68,9 @@ class ExpectFaults(StepBase):
     retried_after_ms: int | None = Field(default=None, ge=0)
     timeout: Duration | None = None
 
+    def needs(self) -> list[tuple[str, str | None]]:
+        return [("model", "source: provider (a mock-provider fault)")] if self.source == "provider" else []
+
     def fault_problems(self, known: set[str]) -> Iterator[Problem]:
         if self.source == "homeserver" and self.rule not in known:
             names = ", ".join(sorted(known)) or "none"

@@ -27,7 +27,7 @@ from qa.scenario.steps.base import (
     mention_use,
     opt_ref,
 )
-from qa.scenario.steps.common import mention_of, text
+from qa.scenario.steps.common import mention_of, prompt, text
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Send(InRoom):
 
     async def run(self, ctx: ScenarioContext) -> str:
         actor, room_id = ctx.actors[self.actor], ctx.rooms[self.room]
-        typed = text(ctx, self.body)
+        typed = prompt(ctx, self.body)
         content = self.content(ctx, typed)
         sent_at = mono_ms()
         if self.withhold_room_key:
@@ -154,7 +154,7 @@ class Edit(StepBase):
         if target.actor != self.actor:
             # Clients show an edit only from the original sender; anything else tests nothing a user can do.
             raise StepFailed(f"{self.actor} edits their own message", [f"'{self.to}' was sent by {target.actor}"])
-        typed = text(ctx, self.body)
+        typed = prompt(ctx, self.body)
         new = message_content(typed, mention=mention_of(ctx, self.mention))
         content = edit_content(target.event_id, new, target.mentions)
         sent_at = mono_ms()

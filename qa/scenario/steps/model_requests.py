@@ -33,6 +33,7 @@ class ExpectModelRequest(StepBase):
     does: ClassVar[str] = (
         "what the model was told while answering `to` (every round of the turn): `contains` / `excludes` texts, "
         "`images` (how many real image content parts), from the mock provider's journal")
+    capabilities: ClassVar[tuple[str, ...]] = ("model",)
 
     to: StepId
     contains: list[MarkedText] = Field(default_factory=list)

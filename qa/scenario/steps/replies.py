@@ -197,6 +197,9 @@ class ExpectReply(StepBase):
             *opt_ref("after", self.after, frozenset({REPLY}), same_room=False),
         ]
 
+    def answered(self) -> str | None:
+        return self.to
+
     def needs(self) -> list[tuple[str, str | None]]:
         found: list[tuple[str, str | None]] = [("streaming", None)] if self.streamed else []
         if self.parts_min:
@@ -326,6 +329,9 @@ class ExpectReplyCount(StepBase):
 
     def refs(self) -> list[StepRef]:
         return [StepRef(("to",), self.to, frozenset({SENT}), same_room=False)]
+
+    def answered(self) -> str | None:
+        return self.to if self.count else None
 
     async def run(self, ctx: ScenarioContext) -> str:
         trigger = ctx.refs[self.to]

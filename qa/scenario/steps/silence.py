@@ -11,11 +11,12 @@ from pydantic import Field, model_validator
 from qa.evidence.events import describe_event
 from qa.evidence.order import unwanted_replies
 from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
+from qa.harness.capabilities import say_marker
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
 from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use
-from qa.scenario.steps.common import bot_messages, journal, mention_of, text, trace_about
+from qa.scenario.steps.common import bot_messages, journal, mention_of, prompt, text, trace_about
 from qa.scenario.steps.replies import replies_to, wait_for_bot_reply
 from qa.waiting import WaitTimeout
 
@@ -91,6 +92,8 @@ class ExpectNoReply(StepBase):
             found.append(("trace", "only the trace can prove this silence (no control message)"))
         if self.control is not None and self.control.thread:
             found.append(("threads", None))
+        if self.control is not None and say_marker(self.control.body) is None:
+            found.append(("model", "the control message is a prompt only a model answers (not say-able)"))
         return found
 
     async def run(self, ctx: ScenarioContext) -> str:
@@ -174,7 +177,7 @@ class ExpectNoReply(StepBase):
         # Same session as the trigger unless told otherwise: then the control's answer also shows the session
         # was not stuck behind the trigger.
         thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
-        typed = text(ctx, control.body)
+        typed = prompt(ctx, control.body)
         content = message_content(typed, mention=mention_of(ctx, control.mention), thread_root=thread_root)
         sent_at = mono_ms()
         control_id = await ctx.actors[control.actor].send(room_id, content)
