@@ -43,7 +43,8 @@ async def _main(config_path: Path) -> int:
     if config.approvals.enabled:
         a = config.approvals
         bot.approvals = ApprovalFlow(bot.sender.post, bot.sender.react, trace, config.user_id, ApprovalSettings(
-            timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs)))
+            timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs),
+            exec_dir=os.environ.get("MATRIX_QA_EXEC_DIR") or None, run_when_refused=config.mutated("run-denied-exec")))
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only

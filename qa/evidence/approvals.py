@@ -73,3 +73,22 @@ def outcome_problems(outcome: dict[str, Any], wanted: str, ran: Sequence[str]) -
     if wanted != "approved" and ran:
         problems.append(f"the command ran anyway: {ran[0]}")
     return problems
+
+
+def exec_file_problems(present_names: Iterable[str], name: str, wanted: bool) -> list[str]:
+    """Whether the file a command makes (`touch NAME`) is in the exec directory as the step expects; the
+    directory's listing is the evidence, not anything the bot says."""
+    names = sorted(present_names)
+    if (name in names) == wanted:
+        return []
+    listing = ", ".join(names) or "nothing"
+    if wanted:
+        return [f"{name!r} is not in the exec directory (it holds: {listing}): the command never ran there"]
+    return [f"{name!r} is in the exec directory: the command ran although the bot said it did not"]
+
+
+def plain_file_name(name: str) -> str:
+    """A file name inside the exec directory: no path, no parent."""
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"must be a plain file name inside the exec directory, not a path: {name!r}")
+    return name

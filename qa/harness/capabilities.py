@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown"]
+                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown",
+                     "exec-dir"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -35,6 +36,8 @@ MEANING: dict[str, str] = {
     "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
                   "in its session (trace `reaction.removed`)",
     "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
+    "exec-dir": "runs its exec tool's commands in $MATRIX_QA_EXEC_DIR (their working directory), where the harness "
+                "sees the files a command made",
 }
 
 @dataclass(frozen=True)

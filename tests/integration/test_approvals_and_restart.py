@@ -23,7 +23,9 @@ async def test_approval_scenarios_pass_with_lock_evidence(run_qa) -> None:
     trace = (result.dir / "scenarios/matrix-approval-exec-deny/bot-trace.jsonl").read_text()
     records = [json.loads(line) for line in trace.splitlines()]
     assert any(r["type"] == "approval.wait.start" for r in records)
-    assert not any(r["type"] == "exec.run" for r in records), "a denied command must never run"
+    denied, approved = [r["approvalId"] for r in records if r["type"] == "approval.request"]
+    ran = [r["approvalId"] for r in records if r["type"] == "exec.run"]
+    assert ran == [approved], "a denied command must never run; the approved one runs once"
 
 
 async def test_a_bot_without_approvals_fails_the_approval_scenario(run_qa) -> None:
@@ -31,6 +33,19 @@ async def test_a_bot_without_approvals_fails_the_approval_scenario(run_qa) -> No
     assert result.code == 1
     failure = result.scenario("matrix-approval-exec-metadata-single-event")["failure"]
     assert "asks for approval" in failure["expected"]
+
+
+async def test_a_bot_that_runs_a_denied_command_untraced_fails_on_the_exec_file(run_qa) -> None:
+    """The cheat the bot's own trace cannot catch: the denied command runs anyway, with no exec.run record, and
+    the room and the model are told it did not. Only the file in the exec directory gives it away."""
+    result = await run_qa("matrix-approval-exec-deny", bot_overrides={"testMutations": ["run-denied-exec"]})
+    assert result.code == 1, result.report
+    failure = result.scenario("matrix-approval-exec-deny")["failure"]
+    assert failure["stepKind"] == "expect_exec_file", failure
+    assert failure["seen"][0].endswith("is in the exec directory: the command ran although the bot said it did not")
+    # Every check on the bot's word passed before it: the outcome said denied and no exec.run was traced.
+    trace = (result.dir / "scenarios/matrix-approval-exec-deny/bot-trace.jsonl").read_text()
+    assert not any(json.loads(line)["type"] == "exec.run" for line in trace.splitlines())
 
 
 async def test_restart_scenarios_pass(run_qa) -> None:

@@ -1,25 +1,29 @@
-"""Steps about the bot's exec approvals: expect_approval (the request the bot posts, or how it ended) and
-approve (a test user decides by reaction). The steps gather events; qa.evidence.approvals judges them."""
+"""Steps about the bot's exec approvals: expect_approval (the request the bot posts, or how it ended), approve
+(a test user decides by reaction) and expect_exec_file (whether a command really ran, seen in the exec
+directory). The steps gather events; qa.evidence.approvals judges them."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from qa.evidence.approvals import (
     APPROVAL_KEY,
     OPTIONS,
     commands_run,
     decision_key,
+    exec_file_problems,
     is_option,
     is_outcome,
     outcome_problems,
+    plain_file_name,
     request_or_turn_over,
     request_problems,
 )
 from qa.evidence.events import describe_event
 from qa.harness.bot_process import describe_record
+from qa.harness.launch import EXEC_DIR_NAME
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import ActorName, Duration, MarkedText, StepId
 from qa.scenario.steps.base import MESSAGES, SENT, ActorUse, StepBase, StepRef
@@ -126,3 +130,32 @@ class Approve(StepBase):
         key = decision_key(self.decision)
         event_id = await ctx.actors[self.actor].react(ctx.refs[self.to].room_id, str(record.get("eventId")), key)
         return f"{self.actor} reacted {key} to approval {record.get('approvalId')} ({event_id})"
+
+
+class ExpectExecFile(StepBase):
+    """A file a command makes (`touch NAME`) is, or is not, in the exec directory ($MATRIX_QA_EXEC_DIR).
+
+    The directory is outside the bot's state and is looked at directly, so a bot that runs a refused command
+    without tracing it and says it did not is caught. Checked at once, with no wait: place it after the
+    reply that ends the turn (the command runs before the model hears its result). An absence is evidence only
+    beside a presence for an approved command in the same scenario: it shows the bot runs commands there."""
+
+    kind: ClassVar[str] = "expect_exec_file"
+    does: ClassVar[str] = ("a file a command makes (`touch NAME`) is (`present: true`) or is not in the exec "
+                           "directory, seen by the harness, not reported by the bot")
+    capabilities: ClassVar[tuple[str, ...]] = ("approvals", "exec-dir")
+
+    file: Annotated[MarkedText, AfterValidator(plain_file_name)]
+    present: bool
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        if ctx.state_dir is None:
+            raise StepFailed("an exec directory to look into", ["this run has no scenario state directory"])
+        directory = ctx.state_dir / EXEC_DIR_NAME
+        name = text(ctx, self.file)
+        names = [p.name for p in directory.iterdir()] if directory.is_dir() else []
+        problems = exec_file_problems(names, name, self.present)
+        if problems:
+            where = "present" if self.present else "absent"
+            raise StepFailed(f"{name!r} {where} in the exec directory", problems)
+        return f"{name} {'present' if self.present else 'absent'} in the exec directory"
