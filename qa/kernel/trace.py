@@ -32,7 +32,8 @@ qa.kernel.clock) and a `type`. Every record is optional for a bot; these are the
   approval.request      {session, attempt, approvalId, eventId (first chunk), chunks, command}
   approval.wait.start   {session, attempt, requestId (= approvalId)}      waiting on a person: I/O, no lock held
   approval.wait.end     {session, attempt, requestId, outcome: approved|denied|expired}
-  approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}
+  approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}  (reason
+                        already-<outcome>: a reaction after the request ended)
   exec.run              {session, attempt, approvalId, ran, exitCode}
   preview.edit.start    {session, attempt, requestId, kind: draft|edit|final, target}   streaming preview I/O
   preview.edit.end      {session, attempt, requestId, kind, eventId, ok}

@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 APPROVALS = ("matrix-approval-exec-metadata-single-event", "matrix-approval-exec-metadata-chunked",
-             "matrix-approval-exec-deny")
+             "matrix-approval-exec-deny", "matrix-approval-reaction-not-allowed", "matrix-approval-in-thread",
+             "matrix-approval-expires")
 RESTART = ("matrix-restart-resume", "matrix-restart-catchup-dedupe", "matrix-crash-mid-turn",
            "matrix-homeserver-restart-resume")
 
@@ -23,7 +24,7 @@ async def test_approval_scenarios_pass_with_lock_evidence(run_qa) -> None:
     trace = (result.dir / "scenarios/matrix-approval-exec-deny/bot-trace.jsonl").read_text()
     records = [json.loads(line) for line in trace.splitlines()]
     assert any(r["type"] == "approval.wait.start" for r in records)
-    denied, approved = [r["approvalId"] for r in records if r["type"] == "approval.request"]
+    _denied, approved = [r["approvalId"] for r in records if r["type"] == "approval.request"]
     ran = [r["approvalId"] for r in records if r["type"] == "exec.run"]
     assert ran == [approved], "a denied command must never run; the approved one runs once"
 
@@ -35,17 +36,35 @@ async def test_a_bot_without_approvals_fails_the_approval_scenario(run_qa) -> No
     assert "asks for approval" in failure["expected"]
 
 
-async def test_a_bot_that_runs_a_denied_command_untraced_fails_on_the_exec_file(run_qa) -> None:
-    """The cheat the bot's own trace cannot catch: the denied command runs anyway, with no exec.run record, and
-    the room and the model are told it did not. Only the file in the exec directory gives it away."""
-    result = await run_qa("matrix-approval-exec-deny", bot_overrides={"testMutations": ["run-denied-exec"]})
+RAN_ANYWAY = "is in the exec directory: the command ran although the bot said it did not"
+
+
+async def test_each_approval_scenario_fails_on_the_bug_it_guards(run_qa) -> None:
+    """One run, one bug each (the mutations leave each other's scenarios alone). run-denied-exec is the cheat the
+    bot's own trace cannot catch: a refused command runs anyway, with no exec.run record, and the room and the
+    model are told it did not; only the file in the exec directory gives it away."""
+    bugs = ["run-denied-exec", "anyone-approves", "approval-top-level"]
+    result = await run_qa("matrix-approval-exec-deny", "matrix-approval-reaction-not-allowed",
+                          "matrix-approval-in-thread", "matrix-approval-expires", bot_overrides={"testMutations": bugs})
     assert result.code == 1, result.report
-    failure = result.scenario("matrix-approval-exec-deny")["failure"]
-    assert failure["stepKind"] == "expect_exec_file", failure
-    assert failure["seen"][0].endswith("is in the exec directory: the command ran although the bot said it did not")
-    # Every check on the bot's word passed before it: the outcome said denied and no exec.run was traced.
-    trace = (result.dir / "scenarios/matrix-approval-exec-deny/bot-trace.jsonl").read_text()
-    assert not any(json.loads(line)["type"] == "exec.run" for line in trace.splitlines())
+    failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
+    assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
+    # Denied (step 7) and expired (step 6): every check on the bot's word passed before the directory was seen.
+    for scenario_id, step in (("matrix-approval-exec-deny", 7), ("matrix-approval-expires", 6)):
+        failure = failures[scenario_id]
+        assert (failure["stepKind"], failure["step"]) == ("expect_exec_file", step), failure
+        assert failure["seen"][0].endswith(RAN_ANYWAY), failure
+        trace = (result.dir / f"scenarios/{scenario_id}/bot-trace.jsonl").read_text()
+        ran = [json.loads(line) for line in trace.splitlines() if json.loads(line)["type"] == "exec.run"]
+        assert ran == [], "the cheat leaves no exec.run record"
+    # The observer's ✅ decided the request: the ignored record never came.
+    outsider = failures["matrix-approval-reaction-not-allowed"]
+    assert (outsider["stepKind"], outsider["step"]) == ("expect_trace", 4), outsider
+    # The request went to the top level: the pending check sees each chunk out of the thread.
+    thread = failures["matrix-approval-in-thread"]
+    assert (thread["stepKind"], thread["step"]) == ("expect_approval", 3), thread
+    assert any(line.endswith("is at the top level, not in the thread on " + line.rsplit(" ", 1)[-1])
+               for line in thread["seen"]), thread
 
 
 async def test_restart_scenarios_pass(run_qa) -> None:
