@@ -77,6 +77,8 @@ TestMutation = Literal[
     "anyone-approves",  # the room's allowlist does not limit who may decide an approval
     "approval-top-level",  # an approval asked for in a thread is posted (and resolved) at the top level
     "late-approval-runs",  # a ✅ on a request that already ended still runs its command
+    "ignore-sync-stall",  # a /sync that never answers is waited on forever
+    "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
 ]
 
 
@@ -184,6 +186,8 @@ class AgentConfig(_Model):
     session_life: SessionLifeConfig = Field(default_factory=SessionLifeConfig, alias="sessionLife")
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     encryption: bool = False
+    # The /sync long-poll timeout the bot asks for; a sync silent well past it is given up on (qa.agent.matrix).
+    sync_timeout_ms: int = Field(30_000, alias="syncTimeoutMs", gt=0, le=300_000)
     # How long an encrypted message waits for its room key before it is dropped as undecryptable.
     decrypt_retry_s: float = Field(3.0, alias="decryptRetryS", gt=0)
     # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start

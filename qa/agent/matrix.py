@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 
 import aiohttp
-from nio import MegolmEvent, SyncError
+from nio import MegolmEvent, SyncError, SyncResponse
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
@@ -31,7 +31,10 @@ from qa.kernel.trace import Trace
 
 log = logging.getLogger("qa.agent.matrix")
 
-SYNC_TIMEOUT_MS = 30_000
+SYNC_TIMEOUT_MS = 30_000  # the default; the config's syncTimeoutMs
+# A /sync that has said nothing this long past its own timeout is stalled (a proxy or load balancer holding it
+# open): the bot stops waiting and syncs again from the same position. Half the timeout, within these bounds.
+STALL_GRACE_BOUNDS_S = (2.0, 15.0)
 # Catch-up after downtime comes in one batch as long as fewer events than this arrived meanwhile.
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 
@@ -110,16 +113,14 @@ class MatrixBot:
             if resumed:
                 self._trace.emit("resume", interruptedTurns=resumed)
         while True:
-            try:
-                resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
-                                              sync_filter=SYNC_FILTER)
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                resp = SyncError(f"{type(exc).__name__}: {exc}")
+            resp = await self._sync_once(token, first)
             if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
                 first = True  # a new client knows no room yet: full state again (the position is kept)
                 continue
             if isinstance(resp, SyncError):
-                delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                # Bounded backoff: growing, never past the last step (the test-only mutation retries at once).
+                delay = 0.0 if self._config.mutated("sync-retry-at-once") else \
+                    RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
                 if resp.retry_after_ms and not self._config.mutations.ignore_retry_after:
                     delay = min(resp.retry_after_ms / 1000, MAX_RETRY_AFTER_S)
                 failures += 1
@@ -160,6 +161,26 @@ class MatrixBot:
             first = False
             self._maybe_ready()
 
+    async def _sync_once(self, token: str | None, first: bool) -> SyncResponse | SyncError:
+        """One /sync, given up on when it stays silent well past its own timeout (traced sync.stall)."""
+        timeout_ms = self._sync_timeout_ms()
+        low, high = STALL_GRACE_BOUNDS_S
+        stall_s = timeout_ms / 1000 + min(high, max(low, timeout_ms / 2000))
+        if self._config.mutated("ignore-sync-stall"):
+            stall_s = None  # the bug: wait for an answer however long it takes
+        began = mono_ms()
+        try:
+            return await asyncio.wait_for(self.client.sync(timeout=timeout_ms, since=token, full_state=first,
+                                                           sync_filter=SYNC_FILTER), stall_s)
+        except TimeoutError as exc:
+            if stall_s is not None and mono_ms() - began >= stall_s * 1000:
+                waited = round(mono_ms() - began)
+                self._trace.emit("sync.stall", waitedMs=waited, timeoutMs=timeout_ms)
+                return SyncError(f"no answer to /sync within {waited} ms (its timeout was {timeout_ms} ms)")
+            return SyncError(f"{type(exc).__name__}: {exc}")
+        except (OSError, aiohttp.ClientError) as exc:
+            return SyncError(f"{type(exc).__name__}: {exc}")
+
     async def _relogin_if_deleted(self, resp: SyncError) -> bool:
         if resp.status_code != "M_UNKNOWN_TOKEN" or not self._config.relogin_on_device_deleted:
             return False
@@ -170,10 +191,11 @@ class MatrixBot:
 
     def _sync_timeout_ms(self) -> int:
         """Long-poll as usual, but wake in time to give up on an event whose room key never came."""
+        timeout = self._config.sync_timeout_ms
         if not self._undecrypted:
-            return SYNC_TIMEOUT_MS
+            return timeout
         soonest = min(deadline for _, _, deadline in self._undecrypted.values())
-        return max(0, min(SYNC_TIMEOUT_MS, int(soonest - mono_ms()) + 1))
+        return max(0, min(timeout, int(soonest - mono_ms()) + 1))
 
     def _undecryptable(self, event: MegolmEvent, room_id: str, *, history: bool) -> None:
         if history or event.sender == self._config.user_id:

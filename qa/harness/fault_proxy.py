@@ -4,6 +4,8 @@ One per scenario that declares faults, on 127.0.0.1 with an OS-chosen port. The 
 homeserver (MATRIX_QA_HOMESERVER_URL), the test users keep the real one, so only the bot sees the faults.
 Responses are streamed through as they come, so a /sync long-poll behaves as it does without the proxy.
 Rules (qa.harness.fault_rules) can be replaced mid-scenario; every hit is recorded with monotonic times.
+A held request (`hold_ms`) ends one of three ways, recorded as the hit's `ending`: the client gave up (its
+handler is cancelled when it hangs up), a release (new rules), or the hold ran out; the last two forward it.
 """
 
 from __future__ import annotations
@@ -46,6 +48,8 @@ class FaultProxy:
         self._counter = 0
         # Replaced on every hit and request; a waiter holds the old one, so no wake-up is lost.
         self._changed = asyncio.Event()
+        # Set when new rules are installed: every held request is let go. Replaced each time, like _changed.
+        self._release = asyncio.Event()
         self.url = ""
 
     async def start(self) -> str:
@@ -53,7 +57,9 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        # handler_cancellation: a client that hangs up cancels its handler, so a held request learns of it.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                               handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         try:
@@ -84,6 +90,8 @@ class FaultProxy:
         so the next requests meet the new rules. Returns how many were cut."""
         self.state.install(rules)
         self.installed.append(_installation(rules, why))
+        release, self._release = self._release, asyncio.Event()
+        release.set()
         cut = 0
         if drop_in_flight:
             for request, record in list(self._in_flight.values()):
@@ -148,6 +156,8 @@ class FaultProxy:
                 if request.transport is None or request.transport.is_closing():
                     return _Severed()  # the client gave up (or the request was cut) while it waited
                 return await self._forward(request, record)
+            if rule.hold_ms is not None:
+                return await self._hold(request, record, rule.hold_ms, hit)
             if rule.stall_ms is not None:
                 await self._pause(rule.stall_ms / 1000)
             elif rule.drop == "after":
@@ -161,10 +171,33 @@ class FaultProxy:
             hit["endedAt"] = round(mono_ms(), 1)
             self._notify()
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+    async def _pause(self, seconds: float, release: asyncio.Event | None = None) -> str:
+        """Wait `seconds`, less when the proxy stops (or `release` is set): which of them ended the wait."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if release is not None:
+            waits.append(asyncio.ensure_future(release.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if not done:
+            return "timed-out"
+        return "stopped" if self._stopping.is_set() else "released"
+
+    async def _hold(self, request: web.Request, record: dict[str, Any], hold_ms: int, hit: dict[str, Any]
+                    ) -> web.StreamResponse:
+        """No answer and no error: the connection stays open until the client hangs up (this handler is then
+        cancelled), the rules change, or the hold runs out; then the request goes on to the homeserver."""
+        try:
+            ending = await self._pause(hold_ms / 1000, self._release)
+        except asyncio.CancelledError:
+            hit["ending"] = "client-gave-up"
+            raise
+        hit["ending"] = ending
+        if ending == "stopped" or request.transport is None or request.transport.is_closing():
+            return _Severed()
+        return await self._forward(request, record)
 
     async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True
                        ) -> web.StreamResponse:

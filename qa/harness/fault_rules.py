@@ -16,6 +16,9 @@ whose match holds *and* whose occurrence window includes this request acts on it
       - {name: cut, path: "/sync", drop: before}               # close the connection, never forwarded
       - {name: lost, path: "/send/", drop: after}              # forwarded, then the answer is lost
       - {name: stall, path: "/sync", stall_ms: 3000}           # say nothing for 3 s, then close
+      - {name: silent, path: "/sync", hold_ms: 60000}          # say nothing, keep it open (no answer, no
+                                                               # error) until the client gives up, the rules
+                                                               # change, or 60 s pass; then forward it
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
@@ -35,6 +38,8 @@ from qa.patterns import Regex
 # A stall with no end would wait out the scenario; the proxy's teardown is bounded by this too.
 MAX_STALL_MS = 120_000
 # Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
+# What a rule can do to a request: exactly one per rule.
+ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms")
 DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
                     429: "M_LIMIT_EXCEEDED"}
 
@@ -55,15 +60,16 @@ class FaultRule(BaseModel):
     retry_after_ms: int | None = Field(None, ge=0)
     drop: Literal["before", "after"] | None = None
     stall_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+    hold_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
 
     @model_validator(mode="after")
     def _one_action(self) -> FaultRule:
         if isinstance(self.count, int) and self.count < 1:
             raise ValueError("count must be at least 1 (or \"all\")")
-        actions = [n for n in ("delay_ms", "status", "drop", "stall_ms") if getattr(self, n) is not None]
+        actions = [n for n in ACTIONS if getattr(self, n) is not None]
         if len(actions) != 1:
             found = ", ".join(actions) or "none"
-            raise ValueError(f"a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: {found})")
+            raise ValueError(f"a fault rule needs exactly one of {', '.join(ACTIONS)} (found: {found})")
         if self.status is None and (self.errcode or self.error or self.retry_after_ms is not None):
             raise ValueError("errcode, error and retry_after_ms belong to a `status` rule")
         if self.status is not None and self.errcode is None and self.status not in DEFAULT_ERRCODES \
@@ -86,6 +92,8 @@ class FaultRule(BaseModel):
             return "status"
         if self.drop is not None:
             return f"drop-{self.drop}"
+        if self.hold_ms is not None:
+            return "hold"
         return "delay" if self.delay_ms is not None else "stall"
 
     def error_body(self) -> dict[str, Any]:
@@ -111,6 +119,8 @@ class FaultRule(BaseModel):
             what = "connection dropped " + ("before forwarding" if self.drop == "before" else "after forwarding")
         elif self.delay_ms is not None:
             what = f"delayed {self.delay_ms} ms"
+        elif self.hold_ms is not None:
+            what = f"held open with no answer (up to {self.hold_ms} ms, until the client gives up or a release)"
         else:
             what = f"stalled {self.stall_ms} ms, then dropped"
         which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"

@@ -42,7 +42,9 @@ qa.kernel.clock) and a `type`. Every record is optional for a bot; these are the
   invite                {roomId, inviter, direct, decision: joined|declined, reason}
   membership            {roomId, membership: leave|ban, by, reason?}                  the bot was removed
   config.reload         {generation, ok, changed?, error?}
-  error                 {where, error}
+  error                 {where, error}  (where=sync: retryInS, the backoff before the next try)
+  sync.stall            {waitedMs, timeoutMs}   a /sync silent well past its own timeout, given up on
+  sync.resumed          {afterFailures}
 
 Lock holds (`holds`), all in the trace's monotonic ms: lock.acquire → the matching lock.release (same session
 + attempt, same purpose preferred), or → a lock.takeover / lock.reclaim naming its attempt as `previous` (the

@@ -155,6 +155,9 @@ class BotConfig(Model):
     # off (always the top level).
     thread_replies: Annotated[Literal["off", "inbound", "always"], BeforeValidator(_off), POLICY,
                               Fact.AFTER_ROOMS] = Field(default="inbound", alias="threadReplies")
+    # The /sync long-poll timeout the bot should ask for (None: the bot's own); the sync-stall scenario keeps it
+    # short so a bot that notices a silent /sync past it does so within the scenario's time.
+    sync_timeout: Annotated[Duration | None, Fact.WHEN_SET] = Field(default=None, alias="syncTimeout")
     # How long an exec-approval request waits for a decision before it expires, in seconds (None: the bot's).
     approval_timeout: Annotated[Duration | None, Implies("approvals"), Fact.WHEN_SET] = Field(
         default=None, alias="approvalTimeout")

@@ -72,8 +72,8 @@ def test_describe_names_window_and_action() -> None:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms (found: none)"),
-    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms (found: status, drop)"),
+    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: none)"),
+    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: status, drop)"),
     ({"status": None, "delay_ms": 5, "retry_after_ms": 5}, "belong to a `status` rule"),
     ({"status": 418}, "status 418 has no default Matrix errcode"),
     ({"count": 0}, "count must be at least 1"),
@@ -148,7 +148,8 @@ def test_each_status_field_alone_is_refused_on_a_rule_without_status(extra: dict
 @pytest.mark.parametrize(("fields", "message"), [
     ({"count": 0}, 'Value error, count must be at least 1 (or "all")'),
     ({"status": 418}, "Value error, status 418 has no default Matrix errcode; give `errcode`"),
-    ({"status": None}, "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: none)"),
+    ({"status": None},
+     "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: none)"),
 ])
 def test_refusals_read_exactly_as_written(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -190,3 +191,14 @@ def test_retry_gaps_skip_open_hits_count_a_retry_at_the_same_instant_and_keep_a_
     requests = [{"method": "PUT", "path": "/send/1", "startedAt": 100.0},
                 {"method": "PUT", "path": "/send/2", "startedAt": 200.26}]
     assert retry_gaps(hits, requests, r) == [None, 0.0, 0.3]
+
+
+def test_a_hold_is_its_own_action() -> None:
+    rule = FaultRule.model_validate({"name": "silent", "path": "/sync$", "hold_ms": 20_000})
+    assert rule.action == "hold"
+    assert rule.describe() == ("any /sync$ #1: held open with no answer (up to 20000 ms, until the client gives up "
+                               "or a release)")
+    with pytest.raises(ValueError, match="exactly one of delay_ms, status, drop, stall_ms, hold_ms"):
+        FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 10, "stall_ms": 10})
+    with pytest.raises(ValueError, match="less than or equal to 120000"):
+        FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 120_001})

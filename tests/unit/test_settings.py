@@ -27,7 +27,7 @@ DEFAULTS = {"requireMention": True, "allowBots": "off", "knownBots": [], "allowl
             "sessionLife": None, "textChunkLimit": 4000, "encryption": False, "streaming": "off", "toolProgress": "on",
             "mediaMaxBytes": 1_000_000, "roomKeys": "all", "autoJoin": "off", "autoJoinAllowlist": [],
             "dmRequireMention": False, "modelTimeout": None, "threadReplies": "inbound",
-            "approvalTimeout": None}
+            "syncTimeout": None, "approvalTimeout": None}
 
 
 def test_the_defaults_are_the_bots_own() -> None:
