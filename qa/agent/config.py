@@ -78,6 +78,8 @@ TestMutation = Literal[
     "approval-top-level",  # an approval asked for in a thread is posted (and resolved) at the top level
     "late-approval-runs",  # a ✅ on a request that already ended still runs its command
     "ignore-sync-stall",  # a /sync that never answers is waited on forever
+    "no-legacy-media-fallback",  # a 404 from the authenticated media endpoint is the end of the download
+    "media-failure-to-model",  # a failed download is told to the model only; the person hears nothing of it
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
 ]
 

@@ -158,6 +158,9 @@ class FaultProxy:
                 return await self._forward(request, record)
             if rule.hold_ms is not None:
                 return await self._hold(request, record, rule.hold_ms, hit)
+            if rule.rewrite_to is not None:
+                query = f"?{request.query_string}" if request.query_string else ""
+                return await self._forward(request, record, path_qs=rule.rewritten(request.path) + query)
             if rule.stall_ms is not None:
                 await self._pause(rule.stall_ms / 1000)
             elif rule.drop == "after":
@@ -199,12 +202,12 @@ class FaultProxy:
             return _Severed()
         return await self._forward(request, record)
 
-    async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True
-                       ) -> web.StreamResponse:
+    async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True,
+                       path_qs: str | None = None) -> web.StreamResponse:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        url = self.upstream + request.path_qs
+        url = self.upstream + (path_qs or request.path_qs)
         try:
             upstream = await self._session.request(request.method, url, data=body or None, headers=headers,
                                                    allow_redirects=False)

@@ -19,6 +19,8 @@ whose match holds *and* whose occurrence window includes this request acts on it
       - {name: silent, path: "/sync", hold_ms: 60000}          # say nothing, keep it open (no answer, no
                                                                # error) until the client gives up, the rules
                                                                # change, or 60 s pass; then forward it
+      - {name: legacy-media, path: "^/_matrix/media/v3/download/",     # forward to another path: the match
+         rewrite_to: "/_matrix/client/v1/media/download/"}             # replaced (plays an older server)
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
@@ -39,7 +41,7 @@ from qa.patterns import Regex
 MAX_STALL_MS = 120_000
 # Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
 # What a rule can do to a request: exactly one per rule.
-ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms")
+ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms", "rewrite_to")
 DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
                     429: "M_LIMIT_EXCEEDED"}
 
@@ -61,6 +63,7 @@ class FaultRule(BaseModel):
     drop: Literal["before", "after"] | None = None
     stall_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
     hold_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+    rewrite_to: str | None = Field(None, pattern=r"^/")
 
     @model_validator(mode="after")
     def _one_action(self) -> FaultRule:
@@ -80,6 +83,12 @@ class FaultRule(BaseModel):
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method.upper()) and self.path.search(path) is not None
 
+    def rewritten(self, path: str) -> str:
+        """The path a `rewrite_to` rule forwards this request to: its first match replaced, literally."""
+        assert self.rewrite_to is not None
+        found = self.path.search(path)
+        return path if found is None else path[:found.start()] + self.rewrite_to + path[found.end():]
+
     def covers(self, occurrence: int) -> bool:
         """Whether the rule acts on its `occurrence`-th matching request (1-based)."""
         if occurrence < self.nth:
@@ -94,6 +103,8 @@ class FaultRule(BaseModel):
             return f"drop-{self.drop}"
         if self.hold_ms is not None:
             return "hold"
+        if self.rewrite_to is not None:
+            return "rewrite"
         return "delay" if self.delay_ms is not None else "stall"
 
     def error_body(self) -> dict[str, Any]:
@@ -121,6 +132,8 @@ class FaultRule(BaseModel):
             what = f"delayed {self.delay_ms} ms"
         elif self.hold_ms is not None:
             what = f"held open with no answer (up to {self.hold_ms} ms, until the client gives up or a release)"
+        elif self.rewrite_to is not None:
+            what = f"forwarded as {self.rewrite_to}…"
         else:
             what = f"stalled {self.stall_ms} ms, then dropped"
         which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"

@@ -38,7 +38,8 @@ qa.kernel.clock) and a `type`. Every record is optional for a bot; these are the
   preview.edit.start    {session, attempt, requestId, kind: draft|edit|final, target}   streaming preview I/O
   preview.edit.end      {session, attempt, requestId, kind, eventId, ok}
   media.fetch.start     {session, attempt, eventId, msgtype, mimetype, size, encrypted}  attachment I/O
-  media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images}
+  media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images, via?}
+                        (via: authenticated|legacy, the download endpoint that served it)
   invite                {roomId, inviter, direct, decision: joined|declined, reason}
   membership            {roomId, membership: leave|ban, by, reason?}                  the bot was removed
   config.reload         {generation, ok, changed?, error?}

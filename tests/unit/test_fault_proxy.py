@@ -235,3 +235,15 @@ async def test_a_hold_that_runs_out_forwards_and_stop_ends_one_at_once(upstream:
         with pytest.raises(aiohttp.ClientError):
             await pending
     assert len(seen) == 1
+
+
+async def test_a_rewrite_forwards_to_the_other_path_with_its_query(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "legacy", "path": "^/old/", "rewrite_to": "/new/"}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/old/a?x=1") as resp:
+            assert resp.status == 200 and (await resp.json())["path"] == "/new/a?x=1"
+    finally:
+        await proxy.stop()
+    assert seen == ["GET /new/a?x=1 "] and [h["action"] for h in proxy.hits] == ["rewrite"]

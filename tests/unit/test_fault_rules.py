@@ -72,8 +72,8 @@ def test_describe_names_window_and_action() -> None:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: none)"),
-    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: status, drop)"),
+    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to (found: none)"),
+    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to (found: status, drop)"),
     ({"status": None, "delay_ms": 5, "retry_after_ms": 5}, "belong to a `status` rule"),
     ({"status": 418}, "status 418 has no default Matrix errcode"),
     ({"count": 0}, "count must be at least 1"),
@@ -149,7 +149,8 @@ def test_each_status_field_alone_is_refused_on_a_rule_without_status(extra: dict
     ({"count": 0}, 'Value error, count must be at least 1 (or "all")'),
     ({"status": 418}, "Value error, status 418 has no default Matrix errcode; give `errcode`"),
     ({"status": None},
-     "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms, hold_ms (found: none)"),
+     "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to "
+     "(found: none)"),
 ])
 def test_refusals_read_exactly_as_written(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -198,7 +199,20 @@ def test_a_hold_is_its_own_action() -> None:
     assert rule.action == "hold"
     assert rule.describe() == ("any /sync$ #1: held open with no answer (up to 20000 ms, until the client gives up "
                                "or a release)")
-    with pytest.raises(ValueError, match="exactly one of delay_ms, status, drop, stall_ms, hold_ms"):
+    with pytest.raises(ValueError, match="exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to"):
         FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 10, "stall_ms": 10})
     with pytest.raises(ValueError, match="less than or equal to 120000"):
         FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 120_001})
+
+
+def test_a_rewrite_forwards_to_another_path() -> None:
+    rule = FaultRule.model_validate({"name": "legacy", "method": "GET", "path": "^/_matrix/media/v3/download/",
+                                     "rewrite_to": "/_matrix/client/v1/media/download/"})
+    assert rule.action == "rewrite"
+    assert rule.rewritten("/_matrix/media/v3/download/hs/abc") == "/_matrix/client/v1/media/download/hs/abc"
+    assert rule.rewritten("/elsewhere") == "/elsewhere"
+    assert rule.describe() == "GET ^/_matrix/media/v3/download/ #1: forwarded as /_matrix/client/v1/media/download/…"
+    backslash = FaultRule.model_validate({"name": "b", "path": "x", "rewrite_to": "/a\\1"})
+    assert backslash.rewritten("/x/y") == "//a\\1/y"  # literal: no group references
+    with pytest.raises(ValueError, match="should match pattern"):
+        FaultRule.model_validate({"name": "r", "path": "x", "rewrite_to": "relative"})

@@ -1,6 +1,7 @@
-"""Syncs that fail in ways the other fault scenarios do not: a /sync held open with no answer and no error,
-and first syncs that fail before the bot ever got ready. One run passes both with the embedded agent; one run
-shows each failing on the agent's test-only mutation of the behaviour it guards."""
+"""Faults the other fault scenarios do not cover: a /sync held open with no answer and no error, first syncs
+that fail before the bot ever got ready, and (its passing run is in test_media.py) a media download that fails.
+One run passes the sync ones with the embedded agent; one run shows each failing on the agent's test-only
+mutation of the behaviour it guards (they leave each other's scenarios alone)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ async def test_sync_stall_and_failing_first_syncs_pass(run_qa) -> None:
 
 
 async def test_each_sync_scenario_fails_on_its_mutation(run_qa) -> None:
-    result = await run_qa(*SYNC, bot_overrides={"testMutations": ["ignore-sync-stall", "sync-retry-at-once"]})
+    result = await run_qa(*SYNC, "matrix-media-download-fails", bot_overrides={"testMutations": [
+        "ignore-sync-stall", "sync-retry-at-once", "media-failure-to-model"]})
     assert result.code == 1, result.report
     failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
     # Waiting forever on the silent /sync: the stall is never noticed.
@@ -41,3 +43,7 @@ async def test_each_sync_scenario_fails_on_its_mutation(run_qa) -> None:
     at_once = failures["matrix-first-sync-fails-repeatedly"]
     assert (at_once["stepKind"], at_once["step"]) == ("expect_faults", 3), at_once
     assert "retried sooner than 40 ms" in "\n".join(at_once["seen"]), at_once
+    # A failed download told to the model only: the person gets an answer as if the image had been seen.
+    told_model = failures["matrix-media-download-fails"]
+    assert (told_model["stepKind"], told_model["step"]) == ("expect_reply", 9), told_model
+    assert "does not contain 'could not download the attachment pixel.png'" in "\n".join(told_model["seen"])
