@@ -43,7 +43,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/evidence/replies.py": ["tests/unit/test_evidence_replies.py", "tests/unit/test_reply_shape.py",
                                "tests/unit/test_message_semantics.py"],
     "qa/evidence/model_requests.py": ["tests/unit/test_evidence_model_requests.py", "tests/unit/test_reply_shape.py"],
-    "qa/evidence/approvals.py": ["tests/unit/test_evidence_approvals.py"],
+    "qa/evidence/approvals.py": ["tests/unit/test_evidence_approvals.py", "tests/unit/test_exec_effects.py"],
     "qa/evidence/faults.py": ["tests/unit/test_evidence_faults.py"],
     "qa/evidence/events.py": ["tests/unit/test_evidence_turns.py"],
     "qa/evidence/membership.py": ["tests/unit/test_evidence_turns.py"],

@@ -80,6 +80,8 @@ TestMutation = Literal[
     "ignore-sync-stall",  # a /sync that never answers is waited on forever
     "no-legacy-media-fallback",  # a 404 from the authenticated media endpoint is the end of the download
     "media-failure-to-model",  # a failed download is told to the model only; the person hears nothing of it
+    "crypto-store-per-process",  # the device id survives a restart, its crypto store (Olm/Megolm keys) does not
+    "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
 ]
 

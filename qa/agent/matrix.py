@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from nio import MegolmEvent, SyncError, SyncResponse
@@ -55,6 +56,7 @@ class MatrixBot:
         # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
         self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
         self._ready = False
+        self._pinned: dict[tuple[str, str], str] = {}  # only for the first-megolm-session-only mutation
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
         self.sender = Sender(lambda: self._config, lambda: self.client, self.e2ee, trace)
         self.router = EventRouter(lambda: self._config, trace, self.e2ee, self.membership, self.sender.sent)
@@ -146,6 +148,8 @@ class MatrixBot:
                     if isinstance(event, MegolmEvent):
                         self._undecryptable(event, room_id, history=history)
                         continue
+                    if self._pinned_elsewhere(room_id, event):
+                        continue
                     await self.router.handle(room_id, event_view(event, room_id), history=history)
             await self.e2ee.on_to_device(self.client, resp.to_device_events)
             await maintain_keys(self.client)
@@ -196,6 +200,19 @@ class MatrixBot:
             return timeout
         soonest = min(deadline for _, _, deadline in self._undecrypted.values())
         return max(0, min(timeout, int(soonest - mono_ms()) + 1))
+
+    def _pinned_elsewhere(self, room_id: str, event: Any) -> bool:
+        """The test-only mutation first-megolm-session-only: a sender's first Megolm session in a room is the
+        only one taken; a message under a later one is dropped as undecryptable (a bot that pinned a session)."""
+        session = getattr(event, "session_id", None)
+        if not self._config.mutated("first-megolm-session-only") or not getattr(event, "decrypted", False) \
+                or not session:
+            return False
+        if self._pinned.setdefault((room_id, event.sender), session) == session:
+            return False
+        self._trace.emit("inbound", eventId=event.event_id, roomId=room_id, sender=event.sender, decision="dropped",
+                         reason=UNDECRYPTABLE, sessionId=session)
+        return True
 
     def _undecryptable(self, event: MegolmEvent, room_id: str, *, history: bool) -> None:
         if history or event.sender == self._config.user_id:
