@@ -82,6 +82,7 @@ TestMutation = Literal[
     "media-failure-to-model",  # a failed download is told to the model only; the person hears nothing of it
     "crypto-store-per-process",  # the device id survives a restart, its crypto store (Olm/Megolm keys) does not
     "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
+    "no-late-decrypt",  # an encrypted message whose room key has not arrived yet is dropped at once
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
 ]
 

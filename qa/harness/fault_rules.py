@@ -21,6 +21,9 @@ whose match holds *and* whose occurrence window includes this request acts on it
                                                                # change, or 60 s pass; then forward it
       - {name: legacy-media, path: "^/_matrix/media/v3/download/",     # forward to another path: the match
          rewrite_to: "/_matrix/client/v1/media/download/"}             # replaced (plays an older server)
+      - {name: late-key, path: "/sync$", hold_to_device: m.room.encrypted}
+        # forwarded, but the answer's to-device events of that type are kept back (an Olm-encrypted room key
+        # travels as m.room.encrypted) until new rules are set; then the next /sync answer carries them
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
@@ -41,7 +44,7 @@ from qa.patterns import Regex
 MAX_STALL_MS = 120_000
 # Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
 # What a rule can do to a request: exactly one per rule.
-ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms", "rewrite_to")
+ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms", "rewrite_to", "hold_to_device")
 DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
                     429: "M_LIMIT_EXCEEDED"}
 
@@ -64,6 +67,7 @@ class FaultRule(BaseModel):
     stall_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
     hold_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
     rewrite_to: str | None = Field(None, pattern=r"^/")
+    hold_to_device: str | None = Field(None, pattern=r"^[a-z][a-z0-9_.]*$")
 
     @model_validator(mode="after")
     def _one_action(self) -> FaultRule:
@@ -105,6 +109,8 @@ class FaultRule(BaseModel):
             return "hold"
         if self.rewrite_to is not None:
             return "rewrite"
+        if self.hold_to_device is not None:
+            return "hold-to-device"
         return "delay" if self.delay_ms is not None else "stall"
 
     def error_body(self) -> dict[str, Any]:
@@ -134,11 +140,34 @@ class FaultRule(BaseModel):
             what = f"held open with no answer (up to {self.hold_ms} ms, until the client gives up or a release)"
         elif self.rewrite_to is not None:
             what = f"forwarded as {self.rewrite_to}…"
+        elif self.hold_to_device is not None:
+            what = f"to-device {self.hold_to_device} kept back until released"
         else:
             what = f"stalled {self.stall_ms} ms, then dropped"
         which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"
                                                                     if self.count > 1 else ""))
         return f"{self.method or 'any'} {self.path.pattern} {which}: {what}"
+
+
+def take_to_device(body: Any, event_type: str) -> tuple[Any, list[Any]]:
+    """A /sync answer without its to-device events of `event_type`, and those events, in order."""
+    events = ((body.get("to_device") or {}).get("events") if isinstance(body, dict) else None) or []
+    if not isinstance(events, list):
+        return body, []
+    held = [e for e in events if isinstance(e, dict) and e.get("type") == event_type]
+    if not held:
+        return body, []
+    kept = [e for e in events if not (isinstance(e, dict) and e.get("type") == event_type)]
+    return {**body, "to_device": {**body["to_device"], "events": kept}}, held
+
+
+def give_to_device(body: Any, events: Sequence[Any]) -> Any:
+    """A /sync answer with `events` added to its to-device events, after the ones it had."""
+    if not isinstance(body, dict) or not events:
+        return body
+    to_device = body.get("to_device") if isinstance(body.get("to_device"), dict) else {}
+    had = to_device.get("events") if isinstance(to_device.get("events"), list) else []
+    return {**body, "to_device": {**to_device, "events": [*had, *events]}}
 
 
 def check_unique(rules: Sequence[FaultRule]) -> list[tuple[int, str]]:
