@@ -70,6 +70,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
     "qa/kernel/dotted.py": ["tests/unit/test_launch.py", "tests/unit/test_agent_overrides.py"],
     "qa/harness/fault_rules.py": ["tests/unit/test_fault_rules.py"],
+    "qa/harness/to_device_hold.py": ["tests/unit/test_to_device_hold.py"],
     "qa/provider/placeholders.py": ["tests/unit/test_placeholders.py", "tests/unit/test_placeholders_edges.py"],
     "qa/provider/matching.py": ["tests/unit/test_matching.py"],
     "qa/provider/cassette.py": ["tests/unit/test_cassette.py"],
