@@ -4,7 +4,8 @@ test_media.py), a room key that arrives after its message (held back by the faul
 its Megolm session, and a bot killed right after a new Olm session.
 
 Two runs on the shared Synapse: one passes them with the embedded agent; one shows each failing on the agent's
-test-only mutation of the behaviour it guards. The mutations leave each other's scenarios alone (none of these
+test-only mutation of the behaviour it guards (with matrix-approval-expires and late-approval-runs, a ✅ after the
+expiry that still runs the command). The mutations leave each other's scenarios alone (none of these
 scenarios restarts the bot but the hard-kill one, stalls a sync but the stall one, or needs a late key but the
 late-key one), so one run judges them all."""
 
@@ -19,7 +20,7 @@ pytestmark = pytest.mark.integration
 SYNC = ("matrix-sync-silent-stall", "matrix-first-sync-fails-repeatedly")
 E2EE = ("matrix-e2ee-sender-rotates-session", "matrix-e2ee-crypto-store-hard-kill", "matrix-e2ee-late-room-key")
 MUTATIONS = ["ignore-sync-stall", "sync-retry-at-once", "media-failure-to-model", "first-megolm-session-only",
-             "crypto-store-per-process", "no-late-decrypt"]
+             "crypto-store-per-process", "no-late-decrypt", "late-approval-runs"]
 
 
 def _trace(result, scenario_id: str) -> list[dict]:
@@ -45,7 +46,8 @@ async def test_the_new_fault_scenarios_pass(run_qa) -> None:
 
 
 async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
-    result = await run_qa(*SYNC, *E2EE, "matrix-media-download-fails", bot_overrides={"testMutations": MUTATIONS})
+    result = await run_qa(*SYNC, *E2EE, "matrix-media-download-fails", "matrix-approval-expires",
+                          bot_overrides={"testMutations": MUTATIONS})
     assert result.code == 1, result.report
     failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
     assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
@@ -70,3 +72,7 @@ async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     # A bot that gives up on a message whose key is late: it never waits for the key.
     early = failures["matrix-e2ee-late-room-key"]
     assert (early["stepKind"], early["step"]) == ("expect_trace", 7), early
+    # A ✅ after the expiry that still runs the command: traced as ignored, yet the file appears (the bot's word
+    # passed, the exec directory did not).
+    late = failures["matrix-approval-expires"]
+    assert (late["stepKind"], late["step"]) == ("expect_exec_file", 13), late
