@@ -97,11 +97,14 @@ def test_bounded_backoff_and_how_held_requests_ended() -> None:
 
     held = [{"ending": "client-gave-up"}, {"ending": "released"}]
     assert bound_problems(held, [100.0, 4000.0], 5000, None) == []
+    assert bound_problems(held, [5000.0, 5000.0], 5000, None) == []  # the bound itself is within it
     assert bound_problems(held, [100.0, 5001.0], 5000, None) == [
         "retried later than 5000 ms (or never) after 1 hit(s)"]
     assert bound_problems(held, [None, 10.0], 5000, None) == ["retried later than 5000 ms (or never) after 1 hit(s)"]
     assert bound_problems(held, [None, None], None, "client-gave-up") == ["1 hit(s) ended otherwise: released"]
     assert bound_problems(held[:1], [None], None, "client-gave-up") == []
+    assert bound_problems(held, [None, None], None, "timed-out") == [
+        "2 hit(s) ended otherwise: client-gave-up, released"]
     assert bound_problems([{}], [None], None, "released") == ["1 hit(s) ended otherwise: None"]
     # A held request still open is not complete when its ending is asked for.
     assert complete([{}], None, 1) and not complete([{}], None, 1, ended=True)
