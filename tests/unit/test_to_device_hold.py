@@ -74,3 +74,17 @@ async def test_the_proxy_keeps_a_key_back_and_gives_it_in_an_answer_at_once() ->
         await runner.cleanup()
     assert seen == ["30000", "0", "30000"]  # the answer with news does not wait out the long-poll
     assert [h["action"] for h in proxy.hits] == ["hold-to-device", "release-to-device"]
+
+
+def test_each_hit_is_a_whole_record_counted_per_rule_and_action() -> None:
+    hold = ToDeviceHold()
+    other_rule = [{"rule": "other", "action": "hold-to-device"}, {"rule": "late", "action": "release-to-device"}]
+    hits: list[dict[str, Any]] = list(other_rule)
+    record = {"method": "GET", "path": "/_matrix/client/v3/sync", "status": 200, "startedAt": 12.34}
+    hold.answer(answer(KEY), RULE, [RULE], record, hits)
+    hit = hits[-1]
+    assert set(hit) == {"rule", "occurrence", "action", "method", "path", "status", "startedAt", "endedAt", "what",
+                        "events"}
+    assert (hit["rule"], hit["occurrence"], hit["action"], hit["method"], hit["path"], hit["status"],
+            hit["startedAt"]) == ("late", 1, "hold-to-device", "GET", "/_matrix/client/v3/sync", 200, 12.3)
+    assert hit["endedAt"] >= hit["startedAt"] and round(hit["endedAt"], 1) == hit["endedAt"]
