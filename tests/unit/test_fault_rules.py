@@ -240,3 +240,11 @@ def test_to_device_events_are_taken_out_and_given_back_in_order() -> None:
     rule = FaultRule.model_validate({"name": "late", "path": "/sync$", "hold_to_device": "m.room.encrypted"})
     assert rule.action == "hold-to-device"
     assert rule.describe() == "any /sync$ #1: to-device m.room.encrypted kept back until released"
+
+
+def test_the_new_actions_bounds_and_names() -> None:
+    assert FaultRule.model_validate({"name": "h", "path": "/sync", "hold_ms": 1}).hold_ms == 1
+    with pytest.raises(ValueError, match="greater than 0"):
+        FaultRule.model_validate({"name": "h", "path": "/sync", "hold_ms": 0})
+    with pytest.raises(ValueError, match="should match pattern"):
+        FaultRule.model_validate({"name": "t", "path": "/sync", "hold_to_device": "M.Room Key"})
