@@ -42,9 +42,11 @@ async def _main(config_path: Path) -> int:
     model = ModelClient(config.model, model_api_key(), config.mutations)
     bot = MatrixBot(config, trace, config.password(os.environ), HandedSession.from_env(os.environ))
     if config.approvals.enabled:
-        a = config.approvals
+        a, bug = config.approvals, config.mutated
         bot.approvals = ApprovalFlow(bot.sender.post, bot.sender.react, trace, config.user_id, ApprovalSettings(
-            timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs)))
+            timeout_s=a.timeout_s, text_chunk_limit=a.text_chunk_limit, allowed_programs=tuple(a.allowed_programs),
+            exec_dir=os.environ.get("MATRIX_QA_EXEC_DIR") or None, run_when_refused=bug("run-denied-exec"),
+            top_level_only=bug("approval-top-level"), run_late_approvals=bug("late-approval-runs")))
     state_dir = Path(config.state_dir)
     if config.forget_state_on_start:
         state_dir = state_dir / f"volatile-{os.getpid()}"  # the mutation: this run's transcripts only
@@ -56,7 +58,8 @@ async def _main(config_path: Path) -> int:
     bot.sessions = SessionManager(state_dir, settings, trace, model, config.model.system_prompt,
                                   bot.sender.send_reply, approvals=bot.approvals,
                                   # through the bot, so a reloaded config's allowlists decide approvals too
-                                  allowed_for=lambda room_id: bot.config.approvers(room_id),
+                                  allowed_for=lambda room_id: (None if config.mutated("anyone-approves")
+                                                               else bot.config.approvers(room_id)),
                                   cross_room_memory=config.cross_room_memory, turn_io=turn_io,
                                   send_notice=bot.sender.send_notice, life=config.session_life,
                                   bot_user_id=config.user_id)

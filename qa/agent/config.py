@@ -73,6 +73,17 @@ TestMutation = Literal[
     "attachment-bypasses-mention",  # any attachment counts as a mention
     "image-not-forwarded",  # images are described in words only, never given to the model
     "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
+    "run-denied-exec",  # a denied or expired exec command runs anyway, untraced, and is reported as not run
+    "anyone-approves",  # the room's allowlist does not limit who may decide an approval
+    "approval-top-level",  # an approval asked for in a thread is posted (and resolved) at the top level
+    "late-approval-runs",  # a ✅ on a request that already ended still runs its command
+    "ignore-sync-stall",  # a /sync that never answers is waited on forever
+    "no-legacy-media-fallback",  # a 404 from the authenticated media endpoint is the end of the download
+    "media-failure-to-model",  # a failed download is told to the model only; the person hears nothing of it
+    "crypto-store-per-process",  # the device id survives a restart, its crypto store (Olm/Megolm keys) does not
+    "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
+    "no-late-decrypt",  # an encrypted message whose room key has not arrived yet is dropped at once
+    "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
 ]
 
 
@@ -180,6 +191,8 @@ class AgentConfig(_Model):
     session_life: SessionLifeConfig = Field(default_factory=SessionLifeConfig, alias="sessionLife")
     approvals: ApprovalsConfig = Field(default_factory=ApprovalsConfig)
     encryption: bool = False
+    # The /sync long-poll timeout the bot asks for; a sync silent well past it is given up on (qa.agent.matrix).
+    sync_timeout_ms: int = Field(30_000, alias="syncTimeoutMs", gt=0, le=300_000)
     # How long an encrypted message waits for its room key before it is dropped as undecryptable.
     decrypt_retry_s: float = Field(3.0, alias="decryptRetryS", gt=0)
     # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start

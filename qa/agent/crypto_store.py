@@ -57,6 +57,9 @@ class CryptoIdentity:
         # forgetStateOnStart loses the store like a bot on an ephemeral disk would.
         self.store = state / (f"volatile-{os.getpid()}/nio-store" if config.forget_state_on_start else "nio-store")
         self._device_file = self.store.parent / "device.json"
+        if config.mutated("crypto-store-per-process"):
+            # The test-only bug: the device is kept, its keys are not (a store on tmpfs, lost with the process).
+            self.store = state / f"volatile-{os.getpid()}/nio-store"
 
     def device_id(self) -> str | None:
         """The device this bot is: the one it last logged in as, else the handed session's, else the configured

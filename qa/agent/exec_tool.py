@@ -1,4 +1,7 @@
-"""The `exec` tool: run an approved command without a shell, with a timeout and a program allowlist."""
+"""The `exec` tool: run an approved command without a shell, with a timeout and a program allowlist.
+
+Commands run in $MATRIX_QA_EXEC_DIR when the harness gives one (the launch contract): what a command makes there
+(`touch NAME`) is evidence the harness sees without the bot's word for it."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import contextlib
 import shlex
 from dataclasses import dataclass
 
-DEFAULT_ALLOWED_PROGRAMS = ("printf", "echo", "true", "date")
+DEFAULT_ALLOWED_PROGRAMS = ("printf", "echo", "true", "date", "touch")
 MAX_OUTPUT = 4000
 
 EXEC_TOOL = {
@@ -44,12 +47,14 @@ def parse_command(command: str, allowed: tuple[str, ...]) -> list[str] | str:
     return argv
 
 
-async def run_command(command: str, allowed: tuple[str, ...], timeout_s: float = 10.0) -> ExecResult:
+async def run_command(command: str, allowed: tuple[str, ...], timeout_s: float = 10.0, cwd: str | None = None
+                      ) -> ExecResult:
     argv = parse_command(command, allowed)
     if isinstance(argv, str):
         return ExecResult(False, f"not run: {argv}")
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, stdin=asyncio.subprocess.DEVNULL,
+        cwd=cwd,
     )
     try:
         out, _ = await asyncio.wait_for(proc.communicate(), timeout_s)

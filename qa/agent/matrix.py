@@ -11,9 +11,10 @@ import asyncio
 import json
 import logging
 from pathlib import Path
+from typing import Any
 
 import aiohttp
-from nio import MegolmEvent, SyncError
+from nio import MegolmEvent, SyncError, SyncResponse
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
@@ -31,7 +32,10 @@ from qa.kernel.trace import Trace
 
 log = logging.getLogger("qa.agent.matrix")
 
-SYNC_TIMEOUT_MS = 30_000
+SYNC_TIMEOUT_MS = 30_000  # the default; the config's syncTimeoutMs
+# A /sync that has said nothing this long past its own timeout is stalled (a proxy or load balancer holding it
+# open): the bot stops waiting and syncs again from the same position. Half the timeout, within these bounds.
+STALL_GRACE_BOUNDS_S = (2.0, 15.0)
 # Catch-up after downtime comes in one batch as long as fewer events than this arrived meanwhile.
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}
 # A bot's very first sync (no position kept) takes all it sees for history, so it asks for little: a few
@@ -60,6 +64,7 @@ class MatrixBot:
         self._ready = False
         # Rooms the bot joined from an invite: known to be its own before the next sync shows them.
         self._joined: set[str] = set()
+        self._pinned: dict[tuple[str, str], str] = {}  # only for the first-megolm-session-only mutation
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
         self.sender = Sender(lambda: self._config, lambda: self.client, self.e2ee, trace)
         self.router = EventRouter(lambda: self._config, trace, self.e2ee, self.membership, self.sender.sent)
@@ -118,17 +123,15 @@ class MatrixBot:
             if resumed:
                 self._trace.emit("resume", interruptedTurns=resumed)
         while True:
-            try:
-                resp = await self.client.sync(timeout=self._sync_timeout_ms(), since=token, full_state=first,
-                                              sync_filter=FIRST_SYNC_FILTER if token is None and history_first
-                                              else SYNC_FILTER)
-            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                resp = SyncError(f"{type(exc).__name__}: {exc}")
+            resp = await self._sync_once(token, first,
+                                         FIRST_SYNC_FILTER if token is None and history_first else SYNC_FILTER)
             if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
                 first = True  # a new client knows no room yet: full state again (the position is kept)
                 continue
             if isinstance(resp, SyncError):
-                delay = RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+                # Bounded backoff: growing, never past the last step (the test-only mutation retries at once).
+                delay = 0.0 if self._config.mutated("sync-retry-at-once") else \
+                    RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
                 if resp.retry_after_ms and not self._config.mutations.ignore_retry_after:
                     delay = min(resp.retry_after_ms / 1000, MAX_RETRY_AFTER_S)
                 failures += 1
@@ -154,6 +157,8 @@ class MatrixBot:
                     if isinstance(event, MegolmEvent):
                         self._undecryptable(event, room_id, history=history)
                         continue
+                    if self._pinned_elsewhere(room_id, event):
+                        continue
                     await self.router.handle(room_id, event_view(event, room_id), history=history)
             await self.e2ee.on_to_device(self.client, resp.to_device_events)
             await maintain_keys(self.client)
@@ -169,6 +174,27 @@ class MatrixBot:
             first = False
             self._maybe_ready()
 
+    async def _sync_once(self, token: str | None, first: bool,
+                         sync_filter: dict[str, Any]) -> SyncResponse | SyncError:
+        """One /sync, given up on when it stays silent well past its own timeout (traced sync.stall)."""
+        timeout_ms = self._sync_timeout_ms()
+        low, high = STALL_GRACE_BOUNDS_S
+        stall_s = timeout_ms / 1000 + min(high, max(low, timeout_ms / 2000))
+        if self._config.mutated("ignore-sync-stall"):
+            stall_s = None  # the bug: wait for an answer however long it takes
+        began = mono_ms()
+        try:
+            return await asyncio.wait_for(self.client.sync(timeout=timeout_ms, since=token, full_state=first,
+                                                           sync_filter=sync_filter), stall_s)
+        except TimeoutError as exc:
+            if stall_s is not None and mono_ms() - began >= stall_s * 1000:
+                waited = round(mono_ms() - began)
+                self._trace.emit("sync.stall", waitedMs=waited, timeoutMs=timeout_ms)
+                return SyncError(f"no answer to /sync within {waited} ms (its timeout was {timeout_ms} ms)")
+            return SyncError(f"{type(exc).__name__}: {exc}")
+        except (OSError, aiohttp.ClientError) as exc:
+            return SyncError(f"{type(exc).__name__}: {exc}")
+
     async def _relogin_if_deleted(self, resp: SyncError) -> bool:
         if resp.status_code != "M_UNKNOWN_TOKEN" or not self._config.relogin_on_device_deleted:
             return False
@@ -179,13 +205,32 @@ class MatrixBot:
 
     def _sync_timeout_ms(self) -> int:
         """Long-poll as usual, but wake in time to give up on an event whose room key never came."""
+        timeout = self._config.sync_timeout_ms
         if not self._undecrypted:
-            return SYNC_TIMEOUT_MS
+            return timeout
         soonest = min(deadline for _, _, deadline in self._undecrypted.values())
-        return max(0, min(SYNC_TIMEOUT_MS, int(soonest - mono_ms()) + 1))
+        return max(0, min(timeout, int(soonest - mono_ms()) + 1))
+
+    def _pinned_elsewhere(self, room_id: str, event: Any) -> bool:
+        """The test-only mutation first-megolm-session-only: a sender's first Megolm session in a room is the
+        only one taken; a message under a later one is dropped as undecryptable (a bot that pinned a session)."""
+        session = getattr(event, "session_id", None)
+        if not self._config.mutated("first-megolm-session-only") or not getattr(event, "decrypted", False) \
+                or not session:
+            return False
+        if self._pinned.setdefault((room_id, event.sender), session) == session:
+            return False
+        self._trace.emit("inbound", eventId=event.event_id, roomId=room_id, sender=event.sender, decision="dropped",
+                         reason=UNDECRYPTABLE, sessionId=session)
+        return True
 
     def _undecryptable(self, event: MegolmEvent, room_id: str, *, history: bool) -> None:
         if history or event.sender == self._config.user_id:
+            return
+        if self._config.mutated("no-late-decrypt"):
+            # The test-only bug: a message whose key is not here yet is given up on at once.
+            self._trace.emit("inbound", eventId=event.event_id, roomId=room_id, sender=event.sender,
+                             decision="dropped", reason=UNDECRYPTABLE, sessionId=event.session_id)
             return
         if event.event_id not in self._undecrypted:
             # Room keys travel separately (to-device) and may arrive a sync or two after the message.

@@ -4,8 +4,11 @@ Images reach the model as OpenAI chat `image_url` content parts carrying a data 
 described to the model in words (name, type, size), because a chat model cannot take it. Attachments over
 the configured size are refused with a reply before anything is downloaded (the declared `info.size`), and a
 download that turns out larger than declared is cut off at the limit. Downloads use the authenticated media
-endpoint (`/_matrix/client/v1/media/download`, Matrix 1.11) with the bot's access token; an encrypted room's
-attachment (`file`, an EncryptedFile) is decrypted and its hash checked with nio's attachment helpers.
+endpoint (`/_matrix/client/v1/media/download`, Matrix 1.11) with the bot's access token, and fall back to the
+legacy one (`/_matrix/media/v3/download`) when a homeserver does not know the new one (404, 405, or 400
+M_UNRECOGNIZED) or it fails (5xx); which one served is traced. When neither serves the file, the person gets
+one reply that says so; the model is not asked about an image it never saw. An encrypted room's attachment (`file`, an
+EncryptedFile) is decrypted and its hash checked with nio's attachment helpers.
 
 No lock is held anywhere in here: fetching media is I/O, like a model call.
 """
@@ -24,6 +27,10 @@ MEDIA_MSGTYPES = frozenset({"m.image", "m.audio", "m.video", "m.file"})
 # What OpenAI-style vision input accepts.
 MODEL_IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp"})
 DOWNLOAD_PATH = "/_matrix/client/v1/media/download"
+LEGACY_DOWNLOAD_PATH = "/_matrix/media/v3/download"
+# The authenticated endpoint's answers that mean "not here, try the legacy one" (a server before Matrix 1.11);
+# a 5xx is tried there too. A 401/403 is not: the other endpoint would not know the bot better.
+FALLBACK_STATUSES = frozenset({400, 404, 405})
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -111,9 +118,9 @@ def parse_mxc(url: str) -> tuple[str, str]:
     return server, media_id
 
 
-def download_url(homeserver: str, mxc: str) -> str:
+def download_url(homeserver: str, mxc: str, path: str = DOWNLOAD_PATH) -> str:
     server, media_id = parse_mxc(mxc)
-    return f"{homeserver.rstrip('/')}{DOWNLOAD_PATH}/{quote(server)}/{quote(media_id)}"
+    return f"{homeserver.rstrip('/')}{path}/{quote(server)}/{quote(media_id)}"
 
 
 def decrypt(ciphertext: bytes, file: Mapping[str, Any]) -> bytes:
@@ -126,20 +133,39 @@ def decrypt(ciphertext: bytes, file: Mapping[str, Any]) -> bytes:
 
 
 async def fetch(homeserver: str, access_token: str, att: Attachment, limit: int | None,
-                decrypt_encrypted: bool = True) -> bytes:
-    """The attachment's bytes (decrypted), at most `limit` of them: a larger download raises MediaError."""
+                decrypt_encrypted: bool = True, via: list[str] | None = None, fallback: bool = True) -> bytes:
+    """The attachment's bytes (decrypted), at most `limit` of them: a larger download raises MediaError. `via`
+    collects which endpoint served it (`authenticated`, `legacy`)."""
     headers = {"Authorization": f"Bearer {access_token}"}
     timeout = aiohttp.ClientTimeout(total=DOWNLOAD_TIMEOUT_S)
-    async with aiohttp.ClientSession(timeout=timeout) as http, \
-            http.get(download_url(homeserver, att.url), headers=headers) as resp:
-        if resp.status != 200:
-            raise MediaError(f"download failed: HTTP {resp.status}")
-        data = bytearray()
-        async for chunk in resp.content.iter_chunked(64 * 1024):
-            data += chunk
-            if limit is not None and len(data) > limit:
-                raise MediaError(f"larger than the limit of {limit} bytes")
-    return decrypt(bytes(data), att.encrypted) if att.encrypted is not None and decrypt_encrypted else bytes(data)
+    failed: list[str] = []
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        for name, path in (("authenticated", DOWNLOAD_PATH), ("legacy", LEGACY_DOWNLOAD_PATH)):
+            async with http.get(download_url(homeserver, att.url, path), headers=headers) as resp:
+                if resp.status == 200:
+                    data = await _read_capped(resp, limit)
+                    if via is not None:
+                        via.append(name)
+                    break
+                failed.append(f"HTTP {resp.status} ({name})")
+                if not fallback or (resp.status not in FALLBACK_STATUSES and resp.status < 500):
+                    raise MediaError("download failed: " + ", ".join(failed))
+        else:
+            raise MediaError("download failed: " + ", ".join(failed))
+    return decrypt(data, att.encrypted) if att.encrypted is not None and decrypt_encrypted else data
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, limit: int | None) -> bytes:
+    data = bytearray()
+    async for chunk in resp.content.iter_chunked(64 * 1024):
+        data += chunk
+        if limit is not None and len(data) > limit:
+            raise MediaError(f"larger than the limit of {limit} bytes")
+    return bytes(data)
+
+
+def download_failed_reply(att: Attachment, why: str) -> str:
+    return f"Sorry, I could not download the attachment {att.filename} ({why}), so I cannot look at it."
 
 
 Fetch = Callable[[Attachment], Awaitable[bytes]]
@@ -155,7 +181,10 @@ class Prepared:
 
 
 async def prepare(caption: str, att: Attachment, fetcher: Fetch, limit: int | None, *,
-                  crash_on_unknown: bool = False, forward_images: bool = True) -> Prepared:
+                  crash_on_unknown: bool = False, forward_images: bool = True, failure_to_model: bool = False
+                  ) -> Prepared:
+    """What the turn does with the attachment. A download that fails is the bot's own reply (`failure_to_model`,
+    a test-only mutation: the model is told instead, and answers as if nothing had gone wrong)."""
     text = caption or "(no caption)"
     if limit is not None and too_large(att, limit):
         return Prepared(refusal=too_large_reply(att, limit), outcome="too-large")
@@ -168,9 +197,13 @@ async def prepare(caption: str, att: Attachment, fetcher: Fetch, limit: int | No
     except MediaError as exc:
         if limit is not None and str(exc).startswith("larger than"):
             return Prepared(refusal=too_large_reply(att, limit, att.size), outcome="too-large")
-        return Prepared(parts=[{"type": "text", "text": f"{text}\n{unsupported_note(att, str(exc))}"}],
-                        outcome="failed")
+        return _failed(text, att, str(exc), failure_to_model)
     except (aiohttp.ClientError, TimeoutError) as exc:
-        why = f"download failed: {type(exc).__name__}"
-        return Prepared(parts=[{"type": "text", "text": f"{text}\n{unsupported_note(att, why)}"}], outcome="failed")
+        return _failed(text, att, f"download failed: {type(exc).__name__}", failure_to_model)
     return Prepared(parts=image_parts(f"{text}\n{describe(att)}", att.mimetype, data), outcome="image")
+
+
+def _failed(text: str, att: Attachment, why: str, to_model: bool) -> Prepared:
+    if to_model:
+        return Prepared(parts=[{"type": "text", "text": f"{text}\n{unsupported_note(att, why)}"}], outcome="failed")
+    return Prepared(refusal=download_failed_reply(att, why), outcome="failed")

@@ -138,7 +138,7 @@ class EventRouter:
                                    on_bot_message=where is not None)
         if self.approvals is not None and target and self.approvals.on_reaction(
                 str(sender), str(relates.get("key")), target, str(source.get("event_id"))):
-            return  # a decision (or an ignored try) on a pending approval, traced by the approval flow
+            return  # a decision (or an ignored or late try) on an approval, traced by the approval flow
         if where is not None and self._config.mutations.answer_reactions:
             # The bug: a reaction taken for a message addressed to the bot.
             await self._decide_and_submit(Inbound(

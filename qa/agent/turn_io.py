@@ -69,17 +69,21 @@ class TurnIO:
         config = self._config
         limit = None if config.mutated("no-media-size-limit") else config.media.max_bytes
 
+        via: list[str] = []
+
         async def fetcher(a: Any) -> bytes:
             homeserver, token = self._credentials()
             return await fetch(homeserver, token, a, limit,
-                               decrypt_encrypted=not config.mutated("encrypted-media-not-decrypted"))
+                               decrypt_encrypted=not config.mutated("encrypted-media-not-decrypted"), via=via,
+                               fallback=not config.mutated("no-legacy-media-fallback"))
 
         self._trace.emit("media.fetch.start", session=session, attempt=attempt, eventId=inbound.event_id,
                          msgtype=att.msgtype, mimetype=att.mimetype, size=att.size, encrypted=att.encrypted is not None)
         prepared = await prepare(inbound.body, att, fetcher, limit,
                                  crash_on_unknown=config.mutated("crash-on-unknown-media"),
-                                 forward_images=not config.mutated("image-not-forwarded"))
+                                 forward_images=not config.mutated("image-not-forwarded"),
+                                 failure_to_model=config.mutated("media-failure-to-model"))
         images = sum(1 for p in prepared.parts or [] if p.get("type") == "image_url")
         self._trace.emit("media.fetch.end", session=session, attempt=attempt, eventId=inbound.event_id,
-                         outcome=prepared.outcome, images=images)
+                         outcome=prepared.outcome, images=images, **({"via": via[0]} if via else {}))
         return prepared

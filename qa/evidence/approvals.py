@@ -68,10 +68,46 @@ def commands_run(records: Iterable[dict[str, Any]], approval_id: Any) -> list[di
     return [r for r in records if r.get("type") == "exec.run" and r.get("approvalId") == approval_id]
 
 
-def outcome_problems(outcome: dict[str, Any], wanted: str, ran: Sequence[str]) -> list[str]:
-    """What is wrong with how the approval ended; `ran` describes each run of its command."""
-    state = outcome["content"][APPROVAL_KEY].get("state")
+def outcome_problems(outcome: dict[str, Any], wanted: str, ran: Sequence[str], decided_by: str | None = None
+                     ) -> list[str]:
+    """What is wrong with how the approval ended; `ran` describes each run of its command; `decided_by`, when
+    given, is who must have decided it."""
+    meta = outcome["content"][APPROVAL_KEY]
+    state = meta.get("state")
     problems = [] if state == wanted else [f"outcome {state!r}, expected {wanted!r}"]
+    if decided_by is not None and meta.get("decidedBy") != decided_by:
+        problems.append(f"decided by {meta.get('decidedBy')!r}, expected {decided_by!r}")
     if wanted != "approved" and ran:
         problems.append(f"the command ran anyway: {ran[0]}")
+    return problems
+
+
+def exec_file_problems(present_names: Iterable[str], name: str, wanted: bool) -> list[str]:
+    """Whether the file a command makes (`touch NAME`) is in the exec directory as the step expects; the
+    directory's listing is the evidence, not anything the bot says."""
+    names = sorted(present_names)
+    if (name in names) == wanted:
+        return []
+    listing = ", ".join(names) or "nothing"
+    if wanted:
+        return [f"{name!r} is not in the exec directory (it holds: {listing}): the command never ran there"]
+    return [f"{name!r} is in the exec directory: the command ran although the bot said it did not"]
+
+
+def plain_file_name(name: str) -> str:
+    """A file name inside the exec directory: no path, no parent."""
+    if "/" in name or "\\" in name or name in (".", ".."):
+        raise ValueError(f"must be a plain file name inside the exec directory, not a path: {name!r}")
+    return name
+
+
+def thread_problems(events: Sequence[dict[str, Any]], root_id: str) -> list[str]:
+    """Each of the approval's events (its chunks, its outcome) is in the thread on `root_id`."""
+    problems = []
+    for event in events:
+        relates = (event.get("content") or {}).get("m.relates_to") or {}
+        if relates.get("rel_type") != "m.thread" or relates.get("event_id") != root_id:
+            where = (f"in the thread on {relates.get('event_id')}" if relates.get("rel_type") == "m.thread"
+                     else "at the top level")
+            problems.append(f"{event.get('event_id')} is {where}, not in the thread on {root_id}")
     return problems

@@ -10,12 +10,32 @@ from typing import Any
 Gaps = Sequence[float | None]
 
 
-def expectation(rule: str, source: str, hits: int | None, retried_after_ms: int | None) -> str:
+def expectation(rule: str, source: str, hits: int | None, retried_after_ms: int | None,
+                retried_within_ms: int | None = None, ending: str | None = None) -> str:
     """What the step expects, in words."""
     what = f"{'exactly' if hits else 'at least'} {hits or 1} hit(s) of {source} fault rule {rule!r}"
     if retried_after_ms is not None:
         what += f", each retried no sooner than {retried_after_ms} ms later"
+    if retried_within_ms is not None:
+        what += f", each retried within {retried_within_ms} ms"
+    if ending is not None:
+        what += f", each held request ended: {ending}"
     return what
+
+
+def bound_problems(hits: Sequence[dict[str, Any]], gaps: Gaps, retried_within_ms: int | None,
+                   ending: str | None) -> list[str]:
+    """Bounded backoff (each hit followed by a retry within the bound) and how held requests ended."""
+    problems = []
+    if retried_within_ms is not None:
+        late = [g for g in gaps if g is None or g > retried_within_ms]
+        if late:
+            problems.append(f"retried later than {retried_within_ms} ms (or never) after {len(late)} hit(s)")
+    if ending is not None:
+        other = [str(h.get("ending")) for h in hits if h.get("ending") != ending]
+        if other:
+            problems.append(f"{len(other)} hit(s) ended otherwise: {', '.join(other)}")
+    return problems
 
 
 def provider_requests(journal: Iterable[Any]) -> list[dict[str, Any]]:
@@ -30,9 +50,12 @@ def provider_hits(requests: Iterable[dict[str, Any]], rule: str) -> list[dict[st
     return [r for r in requests if r["rule"] == rule and r["action"] and r["endedAt"] is not None]
 
 
-def complete(hits: Sequence[dict[str, Any]], gaps: Gaps | None, hits_wanted: int | None) -> bool:
-    """Enough hits, and (when gaps are asked for) each followed by a later request: nothing more to wait for."""
-    return len(hits) >= (hits_wanted or 1) and (gaps is None or None not in gaps)
+def complete(hits: Sequence[dict[str, Any]], gaps: Gaps | None, hits_wanted: int | None, ended: bool = False
+             ) -> bool:
+    """Enough hits, and (when gaps are asked for) each followed by a later request, and (`ended`) each held one
+    over: nothing more to wait for."""
+    return (len(hits) >= (hits_wanted or 1) and (gaps is None or None not in gaps)
+            and (not ended or all(h.get("ending") for h in hits)))
 
 
 def hit_lines(hits: Sequence[dict[str, Any]], gaps: Gaps, retried_after_ms: int | None) -> list[str]:
@@ -41,6 +64,7 @@ def hit_lines(hits: Sequence[dict[str, Any]], gaps: Gaps, retried_after_ms: int 
     for i, (hit, gap) in enumerate(zip(hits, gaps, strict=True), start=1):
         line = f"hit {i}: {hit['method']} {hit['path']} {hit['action']}"
         line += f" status={hit['status']}" if hit.get("status") else ""
+        line += f", ended: {hit['ending']}" if hit.get("ending") else ""
         if retried_after_ms is not None:
             line += f", next matching request {gap} ms later" if gap is not None else ", no later matching request"
         lines.append(line)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown", "model"]
+                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown",
+                     "exec-dir", "model"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -36,6 +37,8 @@ MEANING: dict[str, str] = {
     "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
                   "in its session (trace `reaction.removed`)",
     "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
+    "exec-dir": "runs its exec tool's commands in $MATRIX_QA_EXEC_DIR (their working directory), where the harness "
+                "sees the files a command made",
     "model": "answers prompts through a model (the mock provider's journal, rules, faults and tools); every bot "
              "file without a `say` template has it",
 }

@@ -4,12 +4,18 @@ One per scenario that declares faults, on 127.0.0.1 with an OS-chosen port. The 
 homeserver (MATRIX_QA_HOMESERVER_URL), the test users keep the real one, so only the bot sees the faults.
 Responses are streamed through as they come, so a /sync long-poll behaves as it does without the proxy.
 Rules (qa.harness.fault_rules) can be replaced mid-scenario; every hit is recorded with monotonic times.
+A `hold_to_device` rule forwards the /sync but keeps that type of to-device event out of its answers until new
+rules are set; the open /sync is then cut and the next answer carries them (hits `hold-to-device` and
+`release-to-device`).
+A held request (`hold_ms`) ends one of three ways, recorded as the hit's `ending`: the client gave up (its
+handler is cancelled when it hangs up), a release (new rules), or the hold ran out; the last two forward it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -18,6 +24,7 @@ import aiohttp
 from aiohttp import web
 
 from qa.harness.fault_rules import FaultRule, FaultState
+from qa.harness.to_device_hold import ToDeviceHold
 from qa.kernel.clock import mono_ms
 
 log = logging.getLogger(__name__)
@@ -46,6 +53,9 @@ class FaultProxy:
         self._counter = 0
         # Replaced on every hit and request; a waiter holds the old one, so no wake-up is lost.
         self._changed = asyncio.Event()
+        # Set when new rules are installed: every held request is let go. Replaced each time, like _changed.
+        self._release = asyncio.Event()
+        self._to_device = ToDeviceHold()
         self.url = ""
 
     async def start(self) -> str:
@@ -53,7 +63,9 @@ class FaultProxy:
         self._session = aiohttp.ClientSession(auto_decompress=False, timeout=aiohttp.ClientTimeout(total=None))
         app = web.Application(client_max_size=_MAX_BODY_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S)
+        # handler_cancellation: a client that hangs up cancels its handler, so a held request learns of it.
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT_S,
+                               handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         try:
@@ -84,19 +96,22 @@ class FaultProxy:
         so the next requests meet the new rules. Returns how many were cut."""
         self.state.install(rules)
         self.installed.append(_installation(rules, why))
+        release, self._release = self._release, asyncio.Event()
+        release.set()
+        # Kept to-device events go back at once: the open /sync is cut, and the bot's next one carries them.
+        cutting = [*(rules if drop_in_flight else []), *self._to_device.releasing(rules)]
         cut = 0
-        if drop_in_flight:
-            for request, record in list(self._in_flight.values()):
-                rule = next((r for r in rules if r.matches(request.method, request.path)), None)
-                if rule is None or request.transport is None:
-                    continue
-                request.transport.close()
-                # Filed under its own name: the new rules' counts are about the requests that come next.
-                self.hits.append({"rule": "drop_in_flight", "occurrence": cut + 1, "action": "drop-in-flight",
-                                  "method": request.method, "path": request.path, "status": None,
-                                  "startedAt": round(record["startedAt"], 1), "endedAt": round(mono_ms(), 1),
-                                  "what": f"open request cut by set_faults (matched {rule.name})"})
-                cut += 1
+        for request, record in list(self._in_flight.values()):
+            rule = next((r for r in cutting if r.matches(request.method, request.path)), None)
+            if rule is None or request.transport is None:
+                continue
+            request.transport.close()
+            # Filed under its own name: the new rules' counts are about the requests that come next.
+            self.hits.append({"rule": "drop_in_flight", "occurrence": cut + 1, "action": "drop-in-flight",
+                              "method": request.method, "path": request.path, "status": None,
+                              "startedAt": round(record["startedAt"], 1), "endedAt": round(mono_ms(), 1),
+                              "what": f"open request cut by set_faults (matched {rule.name})"})
+            cut += 1
         self._notify()
         return cut
 
@@ -135,6 +150,10 @@ class FaultProxy:
 
     async def _serve(self, request: web.Request, record: dict[str, Any]) -> web.StreamResponse:
         decided = self.state.decide(request.method, request.path)
+        if decided is not None and decided[0].hold_to_device is not None:
+            return await self._forward_to_device(request, record, decided[0])
+        if decided is None and self._to_device.gives_back(request.method, request.path):
+            return await self._forward_to_device(request, record, None)
         if decided is None:
             return await self._forward(request, record)
         rule, occurrence = decided
@@ -148,6 +167,11 @@ class FaultProxy:
                 if request.transport is None or request.transport.is_closing():
                     return _Severed()  # the client gave up (or the request was cut) while it waited
                 return await self._forward(request, record)
+            if rule.hold_ms is not None:
+                return await self._hold(request, record, rule.hold_ms, hit)
+            if rule.rewrite_to is not None:
+                query = f"?{request.query_string}" if request.query_string else ""
+                return await self._forward(request, record, path_qs=rule.rewritten(request.path) + query)
             if rule.stall_ms is not None:
                 await self._pause(rule.stall_ms / 1000)
             elif rule.drop == "after":
@@ -161,17 +185,40 @@ class FaultProxy:
             hit["endedAt"] = round(mono_ms(), 1)
             self._notify()
 
-    async def _pause(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await self._stopping.wait()
+    async def _pause(self, seconds: float, release: asyncio.Event | None = None) -> str:
+        """Wait `seconds`, less when the proxy stops (or `release` is set): which of them ended the wait."""
+        waits = [asyncio.ensure_future(self._stopping.wait())]
+        if release is not None:
+            waits.append(asyncio.ensure_future(release.wait()))
+        try:
+            done, _ = await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waits:
+                waiter.cancel()
+        if not done:
+            return "timed-out"
+        return "stopped" if self._stopping.is_set() else "released"
 
-    async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True
-                       ) -> web.StreamResponse:
+    async def _hold(self, request: web.Request, record: dict[str, Any], hold_ms: int, hit: dict[str, Any]
+                    ) -> web.StreamResponse:
+        """No answer and no error: the connection stays open until the client hangs up (this handler is then
+        cancelled), the rules change, or the hold runs out; then the request goes on to the homeserver."""
+        try:
+            ending = await self._pause(hold_ms / 1000, self._release)
+        except asyncio.CancelledError:
+            hit["ending"] = "client-gave-up"
+            raise
+        hit["ending"] = ending
+        if ending == "stopped" or request.transport is None or request.transport.is_closing():
+            return _Severed()
+        return await self._forward(request, record)
+
+    async def _forward(self, request: web.Request, record: dict[str, Any], *, deliver: bool = True,
+                       path_qs: str | None = None) -> web.StreamResponse:
         assert self._session is not None
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        url = self.upstream + request.path_qs
+        url = self.upstream + (path_qs or request.path_qs)
         try:
             upstream = await self._session.request(request.method, url, data=body or None, headers=headers,
                                                    allow_redirects=False)
@@ -194,6 +241,37 @@ class FaultProxy:
                     await response.write(chunk)
                 await response.write_eof()
             return response
+
+    async def _forward_to_device(self, request: web.Request, record: dict[str, Any], rule: FaultRule | None
+                                 ) -> web.StreamResponse:
+        """Forward a /sync and answer with its body rewritten: to-device events kept back while `rule` is still
+        installed when the answer comes, or (rule None, or released meanwhile) the kept ones given back."""
+        assert self._session is not None
+        body = await request.read()
+        # Uncompressed, so the answer can be read and rewritten.
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in (*_HOP, "accept-encoding")}
+        # Giving kept events back: the answer has news, so the homeserver is not to wait out its long-poll.
+        path_qs = request.path_qs if rule is not None else str(request.rel_url.update_query(timeout="0"))
+        try:
+            upstream = await self._session.request(request.method, self.upstream + path_qs,
+                                                   data=body or None, headers=headers, allow_redirects=False)
+        except aiohttp.ClientError as exc:
+            record["status"] = 502
+            return web.json_response({"errcode": "M_UNKNOWN", "error": f"fault proxy: upstream: {exc}"}, status=502)
+        async with upstream:
+            record["status"] = upstream.status
+            raw = await upstream.read()
+            out = {k: v for k, v in upstream.headers.items()
+                   if k.lower() not in (*_HOP, "content-length", "content-encoding")}
+        try:
+            answer = json.loads(raw) if upstream.status == 200 else None
+        except ValueError:
+            answer = None
+        if answer is None:
+            return web.Response(status=upstream.status, body=raw, headers=out)
+        answer = self._to_device.answer(answer, rule, self.state.rules, record, self.hits)
+        self._notify()
+        return web.Response(status=200, body=json.dumps(answer).encode(), headers=out)
 
     def _record_hit(self, rule: FaultRule, occurrence: int, action: str, record: dict[str, Any],
                     status: int | None) -> dict[str, Any]:

@@ -16,6 +16,14 @@ whose match holds *and* whose occurrence window includes this request acts on it
       - {name: cut, path: "/sync", drop: before}               # close the connection, never forwarded
       - {name: lost, path: "/send/", drop: after}              # forwarded, then the answer is lost
       - {name: stall, path: "/sync", stall_ms: 3000}           # say nothing for 3 s, then close
+      - {name: silent, path: "/sync", hold_ms: 60000}          # say nothing, keep it open (no answer, no
+                                                               # error) until the client gives up, the rules
+                                                               # change, or 60 s pass; then forward it
+      - {name: legacy-media, path: "^/_matrix/media/v3/download/",     # forward to another path: the match
+         rewrite_to: "/_matrix/client/v1/media/download/"}             # replaced (plays an older server)
+      - {name: late-key, path: "/sync$", hold_to_device: m.room.encrypted}
+        # forwarded, but the answer's to-device events of that type are kept back (an Olm-encrypted room key
+        # travels as m.room.encrypted) until new rules are set; then the next /sync answer carries them
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
@@ -35,6 +43,8 @@ from qa.patterns import Regex
 # A stall with no end would wait out the scenario; the proxy's teardown is bounded by this too.
 MAX_STALL_MS = 120_000
 # Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
+# What a rule can do to a request: exactly one per rule.
+ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms", "rewrite_to", "hold_to_device")
 DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
                     429: "M_LIMIT_EXCEEDED"}
 
@@ -55,15 +65,18 @@ class FaultRule(BaseModel):
     retry_after_ms: int | None = Field(None, ge=0)
     drop: Literal["before", "after"] | None = None
     stall_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+    hold_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
+    rewrite_to: str | None = Field(None, pattern=r"^/")
+    hold_to_device: str | None = Field(None, pattern=r"^[a-z][a-z0-9_.]*$")
 
     @model_validator(mode="after")
     def _one_action(self) -> FaultRule:
         if isinstance(self.count, int) and self.count < 1:
             raise ValueError("count must be at least 1 (or \"all\")")
-        actions = [n for n in ("delay_ms", "status", "drop", "stall_ms") if getattr(self, n) is not None]
+        actions = [n for n in ACTIONS if getattr(self, n) is not None]
         if len(actions) != 1:
             found = ", ".join(actions) or "none"
-            raise ValueError(f"a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: {found})")
+            raise ValueError(f"a fault rule needs exactly one of {', '.join(ACTIONS)} (found: {found})")
         if self.status is None and (self.errcode or self.error or self.retry_after_ms is not None):
             raise ValueError("errcode, error and retry_after_ms belong to a `status` rule")
         if self.status is not None and self.errcode is None and self.status not in DEFAULT_ERRCODES \
@@ -73,6 +86,12 @@ class FaultRule(BaseModel):
 
     def matches(self, method: str, path: str) -> bool:
         return (self.method is None or self.method == method.upper()) and self.path.search(path) is not None
+
+    def rewritten(self, path: str) -> str:
+        """The path a `rewrite_to` rule forwards this request to: its first match replaced, literally."""
+        assert self.rewrite_to is not None
+        found = self.path.search(path)
+        return path if found is None else path[:found.start()] + self.rewrite_to + path[found.end():]
 
     def covers(self, occurrence: int) -> bool:
         """Whether the rule acts on its `occurrence`-th matching request (1-based)."""
@@ -86,6 +105,12 @@ class FaultRule(BaseModel):
             return "status"
         if self.drop is not None:
             return f"drop-{self.drop}"
+        if self.hold_ms is not None:
+            return "hold"
+        if self.rewrite_to is not None:
+            return "rewrite"
+        if self.hold_to_device is not None:
+            return "hold-to-device"
         return "delay" if self.delay_ms is not None else "stall"
 
     def error_body(self) -> dict[str, Any]:
@@ -111,11 +136,38 @@ class FaultRule(BaseModel):
             what = "connection dropped " + ("before forwarding" if self.drop == "before" else "after forwarding")
         elif self.delay_ms is not None:
             what = f"delayed {self.delay_ms} ms"
+        elif self.hold_ms is not None:
+            what = f"held open with no answer (up to {self.hold_ms} ms, until the client gives up or a release)"
+        elif self.rewrite_to is not None:
+            what = f"forwarded as {self.rewrite_to}…"
+        elif self.hold_to_device is not None:
+            what = f"to-device {self.hold_to_device} kept back until released"
         else:
             what = f"stalled {self.stall_ms} ms, then dropped"
         which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"
                                                                     if self.count > 1 else ""))
         return f"{self.method or 'any'} {self.path.pattern} {which}: {what}"
+
+
+def take_to_device(body: Any, event_type: str) -> tuple[Any, list[Any]]:
+    """A /sync answer without its to-device events of `event_type`, and those events, in order."""
+    events = ((body.get("to_device") or {}).get("events") if isinstance(body, dict) else None) or []
+    if not isinstance(events, list):
+        return body, []
+    held = [e for e in events if isinstance(e, dict) and e.get("type") == event_type]
+    if not held:
+        return body, []
+    kept = [e for e in events if not (isinstance(e, dict) and e.get("type") == event_type)]
+    return {**body, "to_device": {**body["to_device"], "events": kept}}, held
+
+
+def give_to_device(body: Any, events: Sequence[Any]) -> Any:
+    """A /sync answer with `events` added to its to-device events, after the ones it had."""
+    if not isinstance(body, dict) or not events:
+        return body
+    to_device = body.get("to_device") if isinstance(body.get("to_device"), dict) else {}
+    had = to_device.get("events") if isinstance(to_device.get("events"), list) else []
+    return {**body, "to_device": {**to_device, "events": [*had, *events]}}
 
 
 def check_unique(rules: Sequence[FaultRule]) -> list[tuple[int, str]]:

@@ -3,8 +3,8 @@
 The launch contract (always in the bot's environment, whatever its bot file says):
 
     MATRIX_QA_HOMESERVER_URL  MATRIX_QA_USER_ID  MATRIX_QA_PASSWORD  MATRIX_QA_ACCESS_TOKEN  MATRIX_QA_DEVICE_ID
-    MATRIX_QA_ROOM_IDS (comma-separated)  MATRIX_QA_STATE_DIR  MATRIX_QA_TRACE_FILE  MATRIX_QA_SCENARIO
-    MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
+    MATRIX_QA_ROOM_IDS (comma-separated)  MATRIX_QA_STATE_DIR  MATRIX_QA_TRACE_FILE  MATRIX_QA_EXEC_DIR
+    MATRIX_QA_SCENARIO  MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
     (+ MATRIX_QA_CONFIG when a config is rendered, MATRIX_QA_ACCOUNTS when the bot file names `accounts`,
      MATRIX_QA_REGISTRATION_TOKEN with `registration: token`: in the environment only, never in a template)
 
@@ -33,6 +33,8 @@ from qa.kernel.errors import ConfigError
 
 # Never handed to a bot, not even through the inherited environment: they are the harness's, not the bot's.
 WITHHELD_ENV_PREFIXES = processes.WITHHELD_ENV_PREFIXES
+# The scenario's exec directory, beside the bot's state dir (MATRIX_QA_EXEC_DIR).
+EXEC_DIR_NAME = "exec"
 
 
 def inherited_env(base_env: Mapping[str, str]) -> dict[str, str]:
@@ -74,6 +76,12 @@ class LaunchFacts:
     accounts: dict[str, dict[str, str]] = field(default_factory=dict)
     # `registration: token`: a token valid on the run's own homeserver (or the user's, on theirs).
     registration_token: str | None = None
+    # Where the bot's exec tool runs its commands; the harness looks there for what a command made. Outside the
+    # bot's state (default: beside it), so only a command that really ran can leave a file in it.
+    exec_dir: Path | None = None
+
+    def exec_directory(self) -> Path:
+        return self.exec_dir or self.state_dir.parent / EXEC_DIR_NAME
 
 
 @dataclass
@@ -111,6 +119,7 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
         "MATRIX_QA_ROOM_IDS": ",".join(facts.rooms.values()),
         "MATRIX_QA_STATE_DIR": str(facts.state_dir),
         "MATRIX_QA_TRACE_FILE": str(facts.trace_file),
+        "MATRIX_QA_EXEC_DIR": str(facts.exec_directory()),
         "MATRIX_QA_SCENARIO": facts.scenario_id,
         "MATRIX_QA_MODEL": facts.model,
         "OPENAI_BASE_URL": facts.provider_base_url,

@@ -32,16 +32,20 @@ qa.kernel.clock) and a `type`. Every record is optional for a bot; these are the
   approval.request      {session, attempt, approvalId, eventId (first chunk), chunks, command}
   approval.wait.start   {session, attempt, requestId (= approvalId)}      waiting on a person: I/O, no lock held
   approval.wait.end     {session, attempt, requestId, outcome: approved|denied|expired}
-  approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}
+  approval.reaction     {approvalId, eventId, sender, key, decision: decided|ignored, outcome?, reason?}  (reason
+                        already-<outcome>: a reaction after the request ended)
   exec.run              {session, attempt, approvalId, ran, exitCode}
   preview.edit.start    {session, attempt, requestId, kind: draft|edit|final, target}   streaming preview I/O
   preview.edit.end      {session, attempt, requestId, kind, eventId, ok}
   media.fetch.start     {session, attempt, eventId, msgtype, mimetype, size, encrypted}  attachment I/O
-  media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images}
+  media.fetch.end       {session, attempt, eventId, outcome: image|described|too-large|failed, images, via?}
+                        (via: authenticated|legacy, the download endpoint that served it)
   invite                {roomId, inviter, direct, decision: joined|declined, reason}
   membership            {roomId, membership: leave|ban, by, reason?}                  the bot was removed
   config.reload         {generation, ok, changed?, error?}
-  error                 {where, error}
+  error                 {where, error}  (where=sync: retryInS, the backoff before the next try)
+  sync.stall            {waitedMs, timeoutMs}   a /sync silent well past its own timeout, given up on
+  sync.resumed          {afterFailures}
 
 Lock holds (`holds`), all in the trace's monotonic ms: lock.acquire → the matching lock.release (same session
 + attempt, same purpose preferred), or → a lock.takeover / lock.reclaim naming its attempt as `previous` (the

@@ -23,7 +23,7 @@ from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
-from qa.harness.launch import LaunchFacts, build_launch
+from qa.harness.launch import EXEC_DIR_NAME, LaunchFacts, build_launch
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
@@ -277,6 +277,8 @@ async def _provision(
     password_file.chmod(0o600)
     bot_state = state_dir / "bot"
     bot_state.mkdir(parents=True, exist_ok=True)
+    exec_dir = state_dir / EXEC_DIR_NAME
+    exec_dir.mkdir(exist_ok=True)
     actor_ids = {n: a.user_id for n, a in actors.items()}
     bot_homeserver = hs.base_url
     if uses_faults(scenario):
@@ -288,7 +290,7 @@ async def _provision(
         password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,
         provider_base_url=res.model_base_url, provider_api_key=res.provider_api_key, model=res.model_name,
         scenario_id=scenario.id, scenario_title=scenario.title, bot=bot_settings(scenario, actor_ids, bot_rooms),
-        encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl",
+        encryption=encryption, state_dir=bot_state, trace_file=state_dir / "bot-trace.jsonl", exec_dir=exec_dir,
         provider_timeout_s=scenario.bot.model_timeout or res.provider_timeout_s,
         provider_max_retries=res.provider_max_retries, accounts=accounts,
         registration_token=await _registration_token(res, float(scenario.timeout)),

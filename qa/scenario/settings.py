@@ -37,6 +37,7 @@ class Fact(Enum):
     ANY_ENCRYPTION = "true when the field is, or when any room is encrypted"
     AFTER_ROOMS = "as written, listed after the per-room facts (where it has always stood)"
     NONE = "not a template fact"
+    WHEN_SET = "as written, only when set (absent: the bot's own default), after the per-room facts"
 
 
 def _marker(field: FieldInfo, kind: type[Any]) -> Any:
@@ -154,6 +155,12 @@ class BotConfig(Model):
     # off (always the top level).
     thread_replies: Annotated[Literal["off", "inbound", "always"], BeforeValidator(_off), POLICY,
                               Fact.AFTER_ROOMS] = Field(default="inbound", alias="threadReplies")
+    # The /sync long-poll timeout the bot should ask for (None: the bot's own); the sync-stall scenario keeps it
+    # short so a bot that notices a silent /sync past it does so within the scenario's time.
+    sync_timeout: Annotated[Duration | None, Fact.WHEN_SET] = Field(default=None, alias="syncTimeout")
+    # How long an exec-approval request waits for a decision before it expires, in seconds (None: the bot's).
+    approval_timeout: Annotated[Duration | None, Implies("approvals"), Fact.WHEN_SET] = Field(
+        default=None, alias="approvalTimeout")
 
     def needs(self) -> Iterator[tuple[str, str]]:
         """(capability, why) for each field set to something other than its default, in field order."""
@@ -233,10 +240,11 @@ def bot_settings(scenario: Any, actor_ids: dict[str, str], room_ids: dict[str, s
     late: dict[str, Any] = {}
     for name, field in BotConfig.model_fields.items():
         fact = _marker(field, Fact)
-        if name in RoomOverride.model_fields or fact is Fact.NONE:
+        value = getattr(bot, name)
+        if name in RoomOverride.model_fields or fact is Fact.NONE or (fact is Fact.WHEN_SET and value is None):
             continue
-        (late if fact is Fact.AFTER_ROOMS else facts)[field.alias or name] = _fact(fact, getattr(bot, name), ids,
-                                                                                 scenario)
+        (late if fact in (Fact.AFTER_ROOMS, Fact.WHEN_SET) else facts)[field.alias or name] = _fact(fact, value, ids,
+                                                                                                    scenario)
     return {
         **account, **facts, "rooms": rooms,
         "roomSettings": {room_id: {**account, **own} for room_id, own in rooms.items()},

@@ -9,7 +9,8 @@ import pytest
 pytestmark = pytest.mark.integration
 
 APPROVALS = ("matrix-approval-exec-metadata-single-event", "matrix-approval-exec-metadata-chunked",
-             "matrix-approval-exec-deny")
+             "matrix-approval-exec-deny", "matrix-approval-reaction-not-allowed", "matrix-approval-in-thread",
+             "matrix-approval-expires")
 RESTART = ("matrix-restart-resume", "matrix-restart-catchup-dedupe", "matrix-crash-mid-turn",
            "matrix-homeserver-restart-resume")
 
@@ -23,7 +24,9 @@ async def test_approval_scenarios_pass_with_lock_evidence(run_qa) -> None:
     trace = (result.dir / "scenarios/matrix-approval-exec-deny/bot-trace.jsonl").read_text()
     records = [json.loads(line) for line in trace.splitlines()]
     assert any(r["type"] == "approval.wait.start" for r in records)
-    assert not any(r["type"] == "exec.run" for r in records), "a denied command must never run"
+    _denied, approved = [r["approvalId"] for r in records if r["type"] == "approval.request"]
+    ran = [r["approvalId"] for r in records if r["type"] == "exec.run"]
+    assert ran == [approved], "a denied command must never run; the approved one runs once"
 
 
 async def test_a_bot_without_approvals_fails_the_approval_scenario(run_qa) -> None:
@@ -31,6 +34,37 @@ async def test_a_bot_without_approvals_fails_the_approval_scenario(run_qa) -> No
     assert result.code == 1
     failure = result.scenario("matrix-approval-exec-metadata-single-event")["failure"]
     assert "asks for approval" in failure["expected"]
+
+
+RAN_ANYWAY = "is in the exec directory: the command ran although the bot said it did not"
+
+
+async def test_each_approval_scenario_fails_on_the_bug_it_guards(run_qa) -> None:
+    """One run, one bug each (the mutations leave each other's scenarios alone). run-denied-exec is the cheat the
+    bot's own trace cannot catch: a refused command runs anyway, with no exec.run record, and the room and the
+    model are told it did not; only the file in the exec directory gives it away."""
+    bugs = ["run-denied-exec", "anyone-approves", "approval-top-level"]
+    result = await run_qa("matrix-approval-exec-deny", "matrix-approval-reaction-not-allowed",
+                          "matrix-approval-in-thread", "matrix-approval-expires", bot_overrides={"testMutations": bugs})
+    assert result.code == 1, result.report
+    failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
+    assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
+    # Denied (step 7) and expired (step 6): every check on the bot's word passed before the directory was seen.
+    for scenario_id, step in (("matrix-approval-exec-deny", 7), ("matrix-approval-expires", 6)):
+        failure = failures[scenario_id]
+        assert (failure["stepKind"], failure["step"]) == ("expect_exec_file", step), failure
+        assert failure["seen"][0].endswith(RAN_ANYWAY), failure
+        trace = (result.dir / f"scenarios/{scenario_id}/bot-trace.jsonl").read_text()
+        ran = [json.loads(line) for line in trace.splitlines() if json.loads(line)["type"] == "exec.run"]
+        assert ran == [], "the cheat leaves no exec.run record"
+    # The observer's ✅ decided the request: the ignored record never came.
+    outsider = failures["matrix-approval-reaction-not-allowed"]
+    assert (outsider["stepKind"], outsider["step"]) == ("expect_trace", 4), outsider
+    # The request went to the top level: the pending check sees each chunk out of the thread.
+    thread = failures["matrix-approval-in-thread"]
+    assert (thread["stepKind"], thread["step"]) == ("expect_approval", 3), thread
+    assert any(line.endswith("is at the top level, not in the thread on " + line.rsplit(" ", 1)[-1])
+               for line in thread["seen"]), thread
 
 
 async def test_restart_scenarios_pass(run_qa) -> None:

@@ -17,6 +17,7 @@ MEDIA = [
     "matrix-unsupported-media-safe",
     "matrix-e2ee-media-image",
     "matrix-media-too-large",
+    "matrix-media-download-fails",
 ]
 
 
@@ -34,8 +35,12 @@ async def test_media_scenarios_pass_and_no_artifact_holds_media(run_qa) -> None:
     journal = json.loads((result.dir / "provider-journal.json").read_text())
     entries = journal if isinstance(journal, list) else journal["entries"]
     images = [e for e in entries if e.get("images")]
-    # Image understanding, type coverage's image and the encrypted image: three requests carried one image.
-    assert len(images) == 3 and all(e["images"] == 1 for e in images)
+    # Image understanding, type coverage's image, the encrypted image and the one the legacy endpoint served:
+    # four requests carried one image (the download that failed on both endpoints reached no model).
+    assert len(images) == 4 and all(e["images"] == 1 for e in images)
+    trace = (result.dir / "scenarios/matrix-media-download-fails/bot-trace.jsonl").read_text()
+    fetched = [json.loads(line) for line in trace.splitlines() if '"media.fetch.end"' in line]
+    assert [(r["outcome"], r.get("via")) for r in fetched] == [("image", "legacy"), ("failed", None)]
     journal_text = json.dumps(journal)
     assert "data:image/png;base64,<" in journal_text and "iVBORw0KGgo" not in journal_text  # PNG bytes' base64
     events = (result.dir / "matrix-qa-observed-events.json").read_text()
@@ -57,9 +62,11 @@ async def test_media_bugs_forwarding_mention_and_size_are_caught(run_qa) -> None
 
 
 async def test_media_bugs_crash_and_undecrypted_attachment_are_caught(run_qa) -> None:
-    ids = ["matrix-media-type-coverage", "matrix-unsupported-media-safe", "matrix-e2ee-media-image"]
+    ids = ["matrix-media-type-coverage", "matrix-unsupported-media-safe", "matrix-e2ee-media-image",
+           "matrix-media-download-fails"]
     result = await run_qa(*ids, bot_overrides={"testMutations": ["crash-on-unknown-media",
-                                                                  "encrypted-media-not-decrypted"]})
+                                                                  "encrypted-media-not-decrypted",
+                                                                  "no-legacy-media-fallback"]})
     assert result.code == 1
     for scenario_id in ("matrix-media-type-coverage", "matrix-unsupported-media-safe"):
         failure, text = _failure(result, scenario_id)
@@ -69,3 +76,7 @@ async def test_media_bugs_crash_and_undecrypted_attachment_are_caught(run_qa) ->
     assert _failure(result, "matrix-media-type-coverage")[0]["step"] == 4
     failure, text = _failure(result, "matrix-e2ee-media-image")
     assert failure["stepKind"] == "expect_model_request" and "carries 0 image content part(s)" in text
+    # No legacy fallback: the authenticated endpoint's 404 ends the download, and the bot says it failed.
+    failure, text = _failure(result, "matrix-media-download-fails")
+    assert (failure["stepKind"], failure["step"]) == ("expect_reply", 2), failure
+    assert "could not download the attachment pixel.png (download failed: HTTP 404 (authenticated))" in text

@@ -46,6 +46,8 @@ bot:
   dmRequireMention: true
   modelTimeout: 90s
   threadReplies: always
+  syncTimeout: 2s
+  approvalTimeout: 5s
 steps:
   - send: {as: driver, body: hi, id: a}
   - set_bot_config: {bot: {allowlist: [helper], allowBots: all}, rooms: {side: {requireMention: true, allowlist: null}}}
@@ -69,7 +71,7 @@ FROZEN = [
         '"mentions", "allowlist": ["@helper:hs"]}, "!side:hs": {"requireMention": false, "allowBots": "all", '
         '"allowlist": ["@driver:hs", "@other:hs"]}, "!dm:hs": {"requireMention": false, "allowBots": "mention'
         's", "allowlist": ["@driver:hs", "@other:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
-        '}'
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'  # issue 27: facts only given when set
     ),
     (
         '{"requireMention": false, "allowBots": "all", "allowlist": ["@helper:hs"], "knownBots": ["@helper:hs'
@@ -82,7 +84,8 @@ FROZEN = [
         'equireMention": true, "allowlist": null}, "!dm:hs": {}}, "roomSettings": {"!main:hs": {"requireMenti'
         'on": false, "allowBots": "all", "allowlist": ["@helper:hs"]}, "!side:hs": {"requireMention": true, "'
         'allowBots": "all", "allowlist": null}, "!dm:hs": {"requireMention": false, "allowBots": "all", "allo'
-        'wlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"}'
+        'wlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'
     ),
     (
         '{"requireMention": false, "allowBots": "all", "allowlist": ["@helper:hs"], "knownBots": ["@helper:hs'
@@ -95,10 +98,12 @@ FROZEN = [
         'llowBots": "all", "requireMention": true, "allowlist": null}, "!dm:hs": {}}, "roomSettings": {"!main'
         ':hs": {"requireMention": false, "allowBots": "off", "allowlist": ["@helper:hs"]}, "!side:hs": {"requ'
         'ireMention": true, "allowBots": "all", "allowlist": null}, "!dm:hs": {"requireMention": false, "allo'
-        'wBots": "all", "allowlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"}'
+        'wBots": "all", "allowlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'
     ),
 ]
 FROZEN_NEEDS = [
+    ["approvals", "bot.approvalTimeout"],
     ["e2ee", "encrypted room"],
     ["policy", "bot.requireMention"],
     ["lock", "bot.sessionWriteLock"],
@@ -141,6 +146,12 @@ def test_a_field_that_implies_a_capability_needs_it_only_when_it_is_not_the_defa
     assert list(changed.needs()) == []
     other = BotConfig.model_construct(**{name: object()})  # any value but the default
     assert list(other.needs()) == [(implied.capability, implied.why or f"bot.{field.alias or name}")]
+
+
+def test_a_when_set_fact_is_absent_when_unset(tmp_path: Path) -> None:
+    path = tmp_path / "plain.yaml"
+    path.write_text("id: s\ntitle: t\nprofiles: [fast]\nsteps:\n  - send: {as: driver, body: hi}\n")
+    assert "approvalTimeout" not in bot_settings(load_scenario(path), {"driver": "@driver:hs"})
 
 
 def test_only_the_model_timeout_is_not_a_template_fact() -> None:

@@ -19,6 +19,7 @@ from qa.evidence.approvals import (
     outcome_problems,
     request_or_turn_over,
     request_problems,
+    thread_problems,
 )
 
 # The wire contract, written out: the bot's metadata key and the fields every request carries.
@@ -121,3 +122,27 @@ def test_commands_run_are_the_exec_runs_of_that_approval() -> None:
     records = [{"type": "exec.run", "approvalId": "a"}, {"type": "exec.run", "approvalId": "b"},
                {"type": "approval.request", "approvalId": "a"}]
     assert commands_run(records, "a") == [records[0]]
+
+
+def test_the_decider_is_checked_when_the_step_names_one() -> None:
+    decided = chunk("$o", {"type": "approval.resolution", "requestEventId": "$1", "state": "approved",
+                           "decidedBy": "@driver:hs"})
+    assert outcome_problems(decided, "approved", [], "@driver:hs") == []
+    assert outcome_problems(decided, "approved", [], "@observer:hs") == [
+        "decided by '@driver:hs', expected '@observer:hs'"]
+    assert outcome_problems(outcome("expired"), "expired", [], None) == []
+
+
+def test_every_event_of_the_approval_is_in_its_thread() -> None:
+    def threaded(event_id: str, root: str | None, rel: str = "m.thread") -> dict[str, Any]:
+        event = chunk(event_id)
+        if root is not None:
+            event["content"]["m.relates_to"] = {"rel_type": rel, "event_id": root}
+        return event
+
+    assert thread_problems([threaded("$a", "$root"), threaded("$b", "$root")], "$root") == []
+    assert thread_problems([threaded("$a", "$root"), threaded("$b", None), threaded("$c", "$other"),
+                            threaded("$d", "$root", rel="m.reference")], "$root") == [
+        "$b is at the top level, not in the thread on $root",
+        "$c is in the thread on $other, not in the thread on $root",
+        "$d is at the top level, not in the thread on $root"]

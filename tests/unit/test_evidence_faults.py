@@ -90,3 +90,30 @@ def test_summary_shows_the_gaps_only_when_asked() -> None:
     assert summary("r", [hit()], [None], None) == "1 hit(s) of r"
     assert summary("r", [hit(), hit()], [120.4, None], 100) == "2 hit(s) of r; retried after 120 ms"
     assert summary("r", [hit(), hit()], [120.4, 80.6], 0) == "2 hit(s) of r; retried after 120, 81 ms"
+
+
+def test_bounded_backoff_and_how_held_requests_ended() -> None:
+    from qa.evidence.faults import bound_problems, complete, expectation
+
+    held = [{"ending": "client-gave-up"}, {"ending": "released"}]
+    assert bound_problems(held, [100.0, 4000.0], 5000, None) == []
+    assert bound_problems(held, [5000.0, 5000.0], 5000, None) == []  # the bound itself is within it
+    assert bound_problems(held, [100.0, 5001.0], 5000, None) == [
+        "retried later than 5000 ms (or never) after 1 hit(s)"]
+    assert bound_problems(held, [None, 10.0], 5000, None) == ["retried later than 5000 ms (or never) after 1 hit(s)"]
+    assert bound_problems(held, [None, None], None, "client-gave-up") == ["1 hit(s) ended otherwise: released"]
+    assert bound_problems(held[:1], [None], None, "client-gave-up") == []
+    assert bound_problems(held, [None, None], None, "timed-out") == [
+        "2 hit(s) ended otherwise: client-gave-up, released"]
+    assert bound_problems([{}], [None], None, "released") == ["1 hit(s) ended otherwise: None"]
+    # A held request still open is not complete when its ending is asked for.
+    assert complete([{}], None, 1) and not complete([{}], None, 1, ended=True)
+    assert complete(held, None, 2, ended=True)
+    assert expectation("r", "homeserver", 1, None, 5000, "client-gave-up") == (
+        "exactly 1 hit(s) of homeserver fault rule 'r', each retried within 5000 ms, each held request ended: "
+        "client-gave-up")
+    assert expectation("r", "homeserver", None, 40, None, None) == (
+        "at least 1 hit(s) of homeserver fault rule 'r', each retried no sooner than 40 ms later")
+    lines = hit_lines([{"method": "GET", "path": "/sync", "action": "hold", "status": None,
+                        "ending": "client-gave-up"}], [None], None)
+    assert lines == ["hit 1: GET /sync hold, ended: client-gave-up"]

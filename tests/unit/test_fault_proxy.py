@@ -178,3 +178,72 @@ async def test_an_unreachable_homeserver_is_a_502(upstream: tuple[str, list[str]
             assert (await resp.json())["errcode"] == "M_UNKNOWN"
     finally:
         await proxy.stop()
+
+
+async def test_a_held_request_gets_no_answer_until_the_client_gives_up(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "silent", "path": "/sync", "hold_ms": 60_000}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            with pytest.raises(TimeoutError):  # no answer and no error: only the client's own timeout ends it
+                async with http.get(f"{base}/sync", timeout=aiohttp.ClientTimeout(total=0.3)) as resp:
+                    await resp.read()
+            await proxy.wait_until(lambda: proxy.hits[0]["endedAt"] is not None, 5)
+            # The next request is not held (count 1): it reaches the homeserver.
+            async with http.get(f"{base}/sync") as resp:
+                assert resp.status == 200
+    finally:
+        await proxy.stop()
+    hit = proxy.hits[0]
+    assert (hit["action"], hit["ending"]) == ("hold", "client-gave-up")
+    assert hit["endedAt"] - hit["startedAt"] >= 250
+    assert len(seen) == 1  # the held request never reached the homeserver
+
+
+async def test_new_rules_release_a_held_request_to_the_homeserver(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "silent", "path": "/sync", "hold_ms": 60_000}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http:
+            pending = asyncio.ensure_future(http.get(f"{base}/sync?since=s1"))
+            await proxy.wait_until(lambda: len(proxy.hits) == 1, 5)
+            assert not pending.done() and seen == []
+            proxy.set_rules([], why="release")
+            resp = await asyncio.wait_for(pending, 5)
+            assert resp.status == 200 and (await resp.json())["path"] == "/sync?since=s1"
+    finally:
+        await proxy.stop()
+    assert proxy.hits[0]["ending"] == "released"
+
+
+async def test_a_hold_that_runs_out_forwards_and_stop_ends_one_at_once(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "silent", "path": "/sync", "hold_ms": 100, "count": "all"}))
+    base = await proxy.start()
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{base}/sync") as resp:
+            assert resp.status == 200
+        assert proxy.hits[0]["ending"] == "timed-out" and len(seen) == 1
+        proxy.set_rules(rules({"name": "long", "path": "/sync", "hold_ms": 60_000}))
+        pending = asyncio.ensure_future(http.get(f"{base}/sync"))
+        await proxy.wait_until(lambda: len(proxy.hits) == 2, 5)
+        began = time.monotonic()
+        await proxy.stop()
+        assert time.monotonic() - began < SHUTDOWN_TIMEOUT_S + 5
+        with pytest.raises(aiohttp.ClientError):
+            await pending
+    assert len(seen) == 1
+
+
+async def test_a_rewrite_forwards_to_the_other_path_with_its_query(upstream: tuple[str, list[str]]) -> None:
+    url, seen = upstream
+    proxy = FaultProxy(url, rules({"name": "legacy", "path": "^/old/", "rewrite_to": "/new/"}))
+    base = await proxy.start()
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{base}/old/a?x=1") as resp:
+            assert resp.status == 200 and (await resp.json())["path"] == "/new/a?x=1"
+    finally:
+        await proxy.stop()
+    assert seen == ["GET /new/a?x=1 "] and [h["action"] for h in proxy.hits] == ["rewrite"]

@@ -72,8 +72,10 @@ def test_describe_names_window_and_action() -> None:
 
 
 @pytest.mark.parametrize(("fields", "message"), [
-    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms (found: none)"),
-    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms (found: status, drop)"),
+    ({"status": None}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to, hold_to_device "
+                       "(found: none)"),
+    ({"drop": "before"}, "exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to, hold_to_device "
+                         "(found: status, drop)"),
     ({"status": None, "delay_ms": 5, "retry_after_ms": 5}, "belong to a `status` rule"),
     ({"status": 418}, "status 418 has no default Matrix errcode"),
     ({"count": 0}, "count must be at least 1"),
@@ -148,7 +150,9 @@ def test_each_status_field_alone_is_refused_on_a_rule_without_status(extra: dict
 @pytest.mark.parametrize(("fields", "message"), [
     ({"count": 0}, 'Value error, count must be at least 1 (or "all")'),
     ({"status": 418}, "Value error, status 418 has no default Matrix errcode; give `errcode`"),
-    ({"status": None}, "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms (found: none)"),
+    ({"status": None},
+     "Value error, a fault rule needs exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to, "
+     "hold_to_device (found: none)"),
 ])
 def test_refusals_read_exactly_as_written(fields: dict[str, object], message: str) -> None:
     with pytest.raises(ValidationError) as err:
@@ -190,3 +194,57 @@ def test_retry_gaps_skip_open_hits_count_a_retry_at_the_same_instant_and_keep_a_
     requests = [{"method": "PUT", "path": "/send/1", "startedAt": 100.0},
                 {"method": "PUT", "path": "/send/2", "startedAt": 200.26}]
     assert retry_gaps(hits, requests, r) == [None, 0.0, 0.3]
+
+
+def test_a_hold_is_its_own_action() -> None:
+    rule = FaultRule.model_validate({"name": "silent", "path": "/sync$", "hold_ms": 20_000})
+    assert rule.action == "hold"
+    assert rule.describe() == ("any /sync$ #1: held open with no answer (up to 20000 ms, until the client gives up "
+                               "or a release)")
+    with pytest.raises(ValueError, match="exactly one of delay_ms, status, drop, stall_ms, hold_ms, rewrite_to"):
+        FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 10, "stall_ms": 10})
+    with pytest.raises(ValueError, match="less than or equal to 120000"):
+        FaultRule.model_validate({"name": "x", "path": "/sync", "hold_ms": 120_001})
+
+
+def test_a_rewrite_forwards_to_another_path() -> None:
+    rule = FaultRule.model_validate({"name": "legacy", "method": "GET", "path": "^/_matrix/media/v3/download/",
+                                     "rewrite_to": "/_matrix/client/v1/media/download/"})
+    assert rule.action == "rewrite"
+    assert rule.rewritten("/_matrix/media/v3/download/hs/abc") == "/_matrix/client/v1/media/download/hs/abc"
+    assert rule.rewritten("/elsewhere") == "/elsewhere"
+    assert rule.describe() == "GET ^/_matrix/media/v3/download/ #1: forwarded as /_matrix/client/v1/media/download/…"
+    backslash = FaultRule.model_validate({"name": "b", "path": "x", "rewrite_to": "/a\\1"})
+    assert backslash.rewritten("/x/y") == "//a\\1/y"  # literal: no group references
+    with pytest.raises(ValueError, match="should match pattern"):
+        FaultRule.model_validate({"name": "r", "path": "x", "rewrite_to": "relative"})
+
+
+def test_to_device_events_are_taken_out_and_given_back_in_order() -> None:
+    from qa.harness.fault_rules import give_to_device, take_to_device
+
+    key = {"type": "m.room.encrypted", "content": {"n": 1}}
+    other = {"type": "m.key.verification.start"}
+    body = {"next_batch": "s2", "to_device": {"events": [other, key, "junk"]}, "rooms": {}}
+    kept, taken = take_to_device(body, "m.room.encrypted")
+    assert taken == [key] and kept["to_device"]["events"] == [other, "junk"] and kept["next_batch"] == "s2"
+    assert body["to_device"]["events"] == [other, key, "junk"]  # the answer read is not changed in place
+    assert take_to_device(kept, "m.room.encrypted") == (kept, [])
+    assert take_to_device({"next_batch": "s"}, "m.room.encrypted") == ({"next_batch": "s"}, [])
+    assert take_to_device({"to_device": {"events": "x"}}, "t") == ({"to_device": {"events": "x"}}, [])
+    assert take_to_device(["not", "a", "dict"], "t") == (["not", "a", "dict"], [])
+    assert give_to_device(kept, taken)["to_device"]["events"] == [other, "junk", key]
+    assert give_to_device({"next_batch": "s3"}, [key]) == {"next_batch": "s3", "to_device": {"events": [key]}}
+    assert give_to_device({"to_device": {"events": "x", "k": 1}}, [key]) == {"to_device": {"events": [key], "k": 1}}
+    assert give_to_device({"a": 1}, []) == {"a": 1} and give_to_device("x", [key]) == "x"
+    rule = FaultRule.model_validate({"name": "late", "path": "/sync$", "hold_to_device": "m.room.encrypted"})
+    assert rule.action == "hold-to-device"
+    assert rule.describe() == "any /sync$ #1: to-device m.room.encrypted kept back until released"
+
+
+def test_the_new_actions_bounds_and_names() -> None:
+    assert FaultRule.model_validate({"name": "h", "path": "/sync", "hold_ms": 1}).hold_ms == 1
+    with pytest.raises(ValueError, match="greater than 0"):
+        FaultRule.model_validate({"name": "h", "path": "/sync", "hold_ms": 0})
+    with pytest.raises(ValueError, match="should match pattern"):
+        FaultRule.model_validate({"name": "t", "path": "/sync", "hold_to_device": "M.Room Key"})

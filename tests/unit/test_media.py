@@ -86,12 +86,18 @@ async def test_too_large_is_refused_before_downloading_and_when_the_download_run
     assert (await prepare("hi", undeclared, runs_over, 1000)).outcome == "too-large"
 
 
-async def test_a_failed_download_is_told_to_the_model_not_raised() -> None:
+async def test_a_failed_download_is_told_to_the_person_not_raised() -> None:
+    # Issue 27 changed who is told: one clear reply to the person, not a note only the model saw.
     async def broken(_att: Attachment) -> bytes:
-        raise MediaError("download failed: HTTP 404")
+        raise MediaError("download failed: HTTP 500 (authenticated), HTTP 500 (legacy)")
 
-    prepared = await prepare("hi", parse_attachment(image_content()), broken, 1000)
-    assert prepared.outcome == "failed" and "download failed: HTTP 404" in prepared.parts[0]["text"]
+    att = parse_attachment(image_content())
+    prepared = await prepare("hi", att, broken, 1000)
+    assert prepared.outcome == "failed" and prepared.parts is None
+    assert prepared.refusal == (f"Sorry, I could not download the attachment {att.filename} (download failed: "
+                                "HTTP 500 (authenticated), HTTP 500 (legacy)), so I cannot look at it.")
+    mutated = await prepare("hi", att, broken, 1000, failure_to_model=True)  # the old, silent way
+    assert mutated.outcome == "failed" and "download failed: HTTP 500" in mutated.parts[0]["text"]
 
 
 def test_download_urls_use_the_authenticated_endpoint_and_reject_bad_mxc() -> None:
@@ -119,3 +125,47 @@ def test_the_mock_counts_only_data_urls_that_really_are_images() -> None:
     assert not is_image_data_url("https://example.org/cat.png")
     assert not is_image_data_url("data:image/png," + "%89PNG")
     assert image_count("text") == 0
+
+
+@pytest.mark.parametrize(("authenticated", "legacy", "via", "error"), [
+    (200, 200, ["authenticated"], None),
+    (404, 200, ["legacy"], None),
+    (500, 200, ["legacy"], None),
+    (403, 200, [], "download failed: HTTP 403 (authenticated)"),
+    (500, 500, [], "download failed: HTTP 500 (authenticated), HTTP 500 (legacy)"),
+])
+async def test_the_legacy_endpoint_is_the_fallback(authenticated: int, legacy: int, via: list[str],
+                                                    error: str | None) -> None:
+    from aiohttp import web
+
+    asked: list[str] = []
+
+    async def serve(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        status = authenticated if request.path.startswith(media.DOWNLOAD_PATH) else legacy
+        return web.Response(status=status, body=b"PNG" if status == 200 else b"{}")
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    homeserver = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    att = parse_attachment(image_content())
+    seen: list[str] = []
+    try:
+        if error is None:
+            assert await media.fetch(homeserver, "tok", att, 1000, via=seen) == b"PNG"
+        else:
+            with pytest.raises(MediaError) as err:
+                await media.fetch(homeserver, "tok", att, 1000, via=seen)
+            assert str(err.value) == error
+        if authenticated == 404:  # the test-only mutation: no fallback
+            with pytest.raises(MediaError, match=r"^download failed: HTTP 404 \(authenticated\)$"):
+                await media.fetch(homeserver, "tok", att, 1000, fallback=False)
+    finally:
+        await runner.cleanup()
+    assert seen == via
+    assert asked[0].startswith("/_matrix/client/v1/media/download/")
+    assert all(p.startswith(("/_matrix/client/v1/media/download/", "/_matrix/media/v3/download/")) for p in asked)

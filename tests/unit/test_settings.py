@@ -26,7 +26,8 @@ from qa.scenario.settings import (
 DEFAULTS = {"requireMention": True, "allowBots": "off", "knownBots": [], "allowlist": None, "sessionWriteLock": None,
             "sessionLife": None, "textChunkLimit": 4000, "encryption": False, "streaming": "off", "toolProgress": "on",
             "mediaMaxBytes": 1_000_000, "roomKeys": "all", "autoJoin": "off", "autoJoinAllowlist": [],
-            "dmRequireMention": False, "modelTimeout": None, "threadReplies": "inbound"}
+            "dmRequireMention": False, "modelTimeout": None, "threadReplies": "inbound",
+            "syncTimeout": None, "approvalTimeout": None}
 
 
 def test_the_defaults_are_the_bots_own() -> None:
@@ -49,6 +50,7 @@ IMPLIED = [
     ("autoJoinAllowlist", ["a"], "membership", "bot.autoJoin"),
     ("dmRequireMention", True, "policy", "bot.dmRequireMention"),
     ("threadReplies", "off", "policy", "bot.threadReplies"),
+    ("approvalTimeout", "3s", "approvals", "bot.approvalTimeout"),
 ]
 
 

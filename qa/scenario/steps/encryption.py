@@ -1,5 +1,6 @@
 """Steps about what end-to-end encryption protects: expect_encrypted (which Megolm session a message used and
-which devices hold its key) and expect_artifacts_clean (no decrypted text in what the run writes).
+which devices hold its key), expect_artifacts_clean (no decrypted text in what the run writes) and
+rotate_session (a test user starts a new Megolm session of its own, as clients do on a schedule).
 
 Evidence, not waits: who holds a room key is read from each test device's crypto store after a to-device
 barrier (a message the device sends itself: the inbox is ordered, so a room key sent before the message
@@ -18,8 +19,8 @@ from pydantic import Field, model_validator
 
 from qa.scenario.artifacts import strip_transcript_bodies
 from qa.scenario.context import Ref, StepFailed
-from qa.scenario.fields import DeviceRef, Duration, MarkedText, StepId, error
-from qa.scenario.steps.base import MESSAGES, ActorUse, Problem, Scan, StepBase, StepRef, opt_ref
+from qa.scenario.fields import ActorName, DeviceRef, Duration, MarkedText, RoomName, StepId, error
+from qa.scenario.steps.base import MESSAGES, ActorUse, InRoom, Problem, Scan, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import text, trace_lines
 from qa.scenario.steps.devices import named_device_problems
 from qa.waiting import WaitTimeout
@@ -188,3 +189,29 @@ class ExpectArtifactsClean(StepBase):
                 f"(about to be written) {f.replace(about_to, '')}" if f.startswith(about_to)
                 else f.replace(str(run_dir) + "/", "") for f in found])
         return f"{len(texts)} marker(s) in none of {len(files)} artifact file(s)"
+
+
+class RotateSession(InRoom):
+    """The actor discards its outbound Megolm session of the room: its next message there starts a new session,
+    whose key goes to every member's devices over Olm (clients rotate after N messages or a week; a bot must
+    take the new key as it comes, not only the one it saw first)."""
+
+    kind: ClassVar[str] = "rotate_session"
+    does: ClassVar[str] = "`as` discards its Megolm session of `room`: its next message there uses a new one"
+    capabilities: ClassVar[tuple[str, ...]] = ("e2ee",)
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        room_id, client = ctx.rooms[self.room], ctx.actors[self.actor].client
+        if client.olm is None:
+            raise StepFailed(f"{self.actor} rotates its Megolm session", [f"{self.actor} has no crypto (the room "
+                                                                          f"{self.room} is not encrypted)"])
+        had = client.olm.outbound_group_sessions.get(room_id)
+        client.olm.outbound_group_sessions.pop(room_id, None)
+        old = had.id if had is not None else "none yet"
+        return f"{self.actor} dropped its Megolm session {old} of {self.room}: the next message starts a new one"

@@ -55,7 +55,9 @@ class SetFaults(StepBase):
 class ExpectFaults(StepBase):
     """A fault rule was hit: a homeserver rule of the fault proxy, or (source: provider) a mock-provider rule
     that served a fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit
-    the client's next matching request came no sooner than this (it waited as long as it was told)."""
+    the client's next matching request came no sooner than this (it waited as long as it was told);
+    retried_within_ms: and no later than this (its backoff is bounded). ending: how each held request
+    (`hold_ms`) ended: `client-gave-up` proves the bot noticed a silent request and hung up itself."""
 
     kind: ClassVar[str] = "expect_faults"
     does: ClassVar[str] = (
@@ -66,6 +68,8 @@ class ExpectFaults(StepBase):
     source: Literal["homeserver", "provider"] = "homeserver"
     hits: int | None = Field(default=None, ge=1)
     retried_after_ms: int | None = Field(default=None, ge=0)
+    retried_within_ms: int | None = Field(default=None, ge=0)
+    ending: Literal["client-gave-up", "released", "timed-out"] | None = None
     timeout: Duration | None = None
 
     def needs(self) -> list[tuple[str, str | None]]:
@@ -89,20 +93,24 @@ class ExpectFaults(StepBase):
 
     def _gaps(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[float | None] | None]:
         hits, requests, rule = self._evidence(ctx)
-        return hits, retry_gaps(hits, requests, rule) if self.retried_after_ms is not None else None
+        measured = self.retried_after_ms is not None or self.retried_within_ms is not None
+        return hits, retry_gaps(hits, requests, rule) if measured else None
 
     async def run(self, ctx: ScenarioContext) -> str:
         # Hits land as the bot retries: wait (bounded) on the evidence's own change signal, then judge it.
         with contextlib.suppress(WaitTimeout, TimeoutError):
             if self.source == "homeserver":
-                await ctx.fault_proxy.wait_until(lambda: judge.complete(*self._gaps(ctx), self.hits), self.wait_s())
+                await ctx.fault_proxy.wait_until(
+                    lambda: judge.complete(*self._gaps(ctx), self.hits, self.ending is not None), self.wait_s())
             elif ctx.provider is not None:
                 await ctx.provider.wait_for(lambda _entry: judge.complete(*self._gaps(ctx), self.hits), self.wait_s())
         hits, measured = self._gaps(ctx)
         gaps = measured if measured is not None else [None] * len(hits)
         problems = judge.fault_problems(self.rule, hits, gaps, self.hits, self.retried_after_ms)
+        problems += judge.bound_problems(hits, gaps, self.retried_within_ms, self.ending)
         if problems:
-            raise StepFailed(judge.expectation(self.rule, self.source, self.hits, self.retried_after_ms),
-                             [*problems, *judge.hit_lines(hits, gaps, self.retried_after_ms),
-                              *trace_about(ctx)[-8:]])
+            shown = self.retried_after_ms if self.retried_after_ms is not None else self.retried_within_ms
+            raise StepFailed(judge.expectation(self.rule, self.source, self.hits, self.retried_after_ms,
+                                               self.retried_within_ms, self.ending),
+                             [*problems, *judge.hit_lines(hits, gaps, shown), *trace_about(ctx)[-8:]])
         return judge.summary(self.rule, hits, gaps, self.retried_after_ms)

@@ -1,0 +1,78 @@
+"""Faults of issue 27 the older fault scenarios do not cover: a /sync held open with no answer and no error,
+first syncs that fail before the bot ever got ready, a media download that fails (its passing run is in
+test_media.py), a room key that arrives after its message (held back by the fault proxy), a sender that rotates
+its Megolm session, and a bot killed right after a new Olm session.
+
+Two runs on the shared Synapse: one passes them with the embedded agent; one shows each failing on the agent's
+test-only mutation of the behaviour it guards (with matrix-approval-expires and late-approval-runs, a ✅ after the
+expiry that still runs the command). The mutations leave each other's scenarios alone (none of these
+scenarios restarts the bot but the hard-kill one, stalls a sync but the stall one, or needs a late key but the
+late-key one), so one run judges them all."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+SYNC = ("matrix-sync-silent-stall", "matrix-first-sync-fails-repeatedly")
+E2EE = ("matrix-e2ee-sender-rotates-session", "matrix-e2ee-crypto-store-hard-kill", "matrix-e2ee-late-room-key")
+MUTATIONS = ["ignore-sync-stall", "sync-retry-at-once", "media-failure-to-model", "first-megolm-session-only",
+             "crypto-store-per-process", "no-late-decrypt", "late-approval-runs"]
+
+
+def _trace(result, scenario_id: str) -> list[dict]:
+    path = result.dir / "scenarios" / scenario_id / "bot-trace.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_the_new_fault_scenarios_pass(run_qa) -> None:
+    result = await run_qa(*SYNC, *E2EE)
+    assert result.code == 0, result.report
+    stall = result.scenario("matrix-sync-silent-stall")
+    artifact = json.loads((result.dir / stall["artifacts"]["faults"]).read_text())
+    held = [h for h in artifact["hits"] if h["rule"] == "sync-silent"]
+    assert [h["ending"] for h in held] == ["client-gave-up"]
+    stalls = [r for r in _trace(result, "matrix-sync-silent-stall") if r["type"] == "sync.stall"]
+    assert len(stalls) == 1 and stalls[0]["timeoutMs"] == 2000, stalls
+    waits = [r["retryInS"] for r in _trace(result, "matrix-first-sync-fails-repeatedly")
+             if r["type"] == "error" and r.get("where") == "sync"]
+    assert waits == sorted(waits) and len(waits) >= 3 and max(waits) <= 1.0, waits  # growing, capped
+    late = result.scenario("matrix-e2ee-late-room-key")
+    actions = [(h["rule"], h["action"]) for h in late["faultHits"]]
+    assert ("room-key-late", "hold-to-device") in actions and ("room-key-late", "release-to-device") in actions
+
+
+async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
+    result = await run_qa(*SYNC, *E2EE, "matrix-media-download-fails", "matrix-approval-expires",
+                          bot_overrides={"testMutations": MUTATIONS})
+    assert result.code == 1, result.report
+    failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
+    assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
+    # Waiting forever on the silent /sync: the stall is never noticed.
+    stall = failures["matrix-sync-silent-stall"]
+    assert (stall["stepKind"], stall["step"]) == ("expect_trace", 6), stall
+    # No backoff: the proxy saw the retries come at once.
+    at_once = failures["matrix-first-sync-fails-repeatedly"]
+    assert (at_once["stepKind"], at_once["step"]) == ("expect_faults", 3), at_once
+    assert "retried sooner than 40 ms" in "\n".join(at_once["seen"]), at_once
+    # A failed download told to the model only: the person gets an answer as if the image had been seen.
+    told_model = failures["matrix-media-download-fails"]
+    assert (told_model["stepKind"], told_model["step"]) == ("expect_reply", 9), told_model
+    assert "does not contain 'could not download the attachment pixel.png'" in "\n".join(told_model["seen"])
+    # A bot that pinned the first session: the second message (under the new one) is never answered.
+    pinned = failures["matrix-e2ee-sender-rotates-session"]
+    assert (pinned["stepKind"], pinned["step"]) == ("expect_reply", 5), pinned
+    assert "undecryptable" in "\n".join(pinned["seen"]), pinned
+    # The keys died with the process: after the restart nothing from the helper is answered.
+    lost = failures["matrix-e2ee-crypto-store-hard-kill"]
+    assert lost["stepKind"] == "expect_reply" and lost["step"] >= 6, lost
+    # A bot that gives up on a message whose key is late: it never waits for the key.
+    early = failures["matrix-e2ee-late-room-key"]
+    assert (early["stepKind"], early["step"]) == ("expect_trace", 7), early
+    # A ✅ after the expiry that still runs the command: traced as ignored, yet the file appears (the bot's word
+    # passed, the exec directory did not).
+    late = failures["matrix-approval-expires"]
+    assert (late["stepKind"], late["step"]) == ("expect_exec_file", 13), late
