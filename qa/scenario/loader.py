@@ -15,6 +15,7 @@ import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -344,3 +345,19 @@ def load_scenarios(dir_or_paths: str | Path | Iterable[str | Path]) -> list[Scen
 def validate_paths(paths: str | Path | Iterable[str | Path]) -> list[ScenarioError]:
     """Every problem across all the given files and directories; empty when all of them are valid."""
     return _load_all(paths)[1]
+
+
+def located(scenario: Any, loc: Loc, exc: Exception) -> ScenarioError:
+    """A configuration problem found while the scenario runs (a fixture swapped for a link, a template that does
+    not render with this scenario's settings), placed where its file asks for it: path:line: field: message."""
+    if isinstance(exc, ScenarioError):
+        return exc
+    path = getattr(scenario, "source_path", None)
+    line = None
+    if path is not None:
+        try:
+            root, _ = safe_yaml.compose(Path(path).read_text(encoding="utf-8"))
+            line = safe_yaml.locate(root, loc, at_key=True).start_mark.line + 1 if root is not None else None
+        except (OSError, ValueError, yaml.YAMLError, safe_yaml.YAMLProblem):  # changed since it loaded: the field says
+            line = None
+    return ScenarioError(str(exc), path=path, line=line, field=safe_yaml.field_path(loc))

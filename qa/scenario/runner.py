@@ -27,11 +27,12 @@ from qa.harness.launch import LaunchFacts, build_launch
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
-from qa.kernel.errors import HomeserverError, QAError
+from qa.kernel.errors import ConfigError, HomeserverError, QAError
 from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
+from qa.scenario.loader import located
 from qa.scenario.settings import bot_settings, uses_encryption
 from qa.shared.redact import redact
 from qa.waiting import WaitTimeout, run_unless
@@ -45,6 +46,7 @@ SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
 FINAL_QUIET_S = 0.15
 FINAL_MAX_S = 1.0
+CONFIG_ERROR = "configuration error"  # how a scenario cut short by one says so (qa.pytest_plugin reads it)
 
 
 @dataclass
@@ -73,6 +75,8 @@ class RunResources:
     interrupted: list[ScenarioResult] = field(default_factory=list)
     stop_reason: Any = None
     infra_errors: list[str] = field(default_factory=list)
+    # Configuration errors found while a scenario ran: the run's errors (exit 2), shared by every scenario.
+    config_errors: list[str] = field(default_factory=list)
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
@@ -162,6 +166,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         result.failure = Failure(expected="the homeserver registers users and makes rooms", seen=str(exc).splitlines())
         result.details = f"infrastructure (homeserver): {str(exc).splitlines()[0]}"
         res.infra_errors.append(str(exc))
+    except ConfigError as exc:
+        config_error(result, exc, res.config_errors)
     except QAError as exc:
         result.failure = Failure(expected="scenario infrastructure works", seen=str(exc).splitlines())
         result.details = f"infrastructure: {str(exc).splitlines()[0]}"
@@ -477,12 +483,28 @@ async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: Sc
         except StepFailed as exc:
             step_result.detail = exc.expected
             raise
+        except ConfigError as exc:
+            raise located(ctx.scenario, ("steps", index - 1, step.kind), exc) from None
         finally:
             step_result.durationMs = round(mono_ms() - began, 1)
             step_result.method = ctx.method
         for check in ctx.negative_checks:
             if check.step == 0:
                 check.step = index
+
+
+def config_error(result: ScenarioResult, exc: ConfigError, errors: list[str]) -> None:
+    """A configuration error found mid-scenario is the run's error (exit 2, where in which file), never a verdict
+    on the bot: the scenario was cut short, not failed, and its step says so."""
+    message = str(exc)
+    result.status = "interrupted"
+    result.details = f"{CONFIG_ERROR}: {message.splitlines()[0]}"
+    result.failure = Failure(expected="a configuration this scenario can run with", seen=message.splitlines())
+    running = result.steps[-1] if result.steps else None
+    if running is not None and running.status == "fail":
+        running.status = "interrupted"
+        running.detail = f"NOT CHECKED: {CONFIG_ERROR}: {message.splitlines()[0]}"
+    errors.append(message)
 
 
 async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str, *,
