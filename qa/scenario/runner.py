@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
+from qa.evidence.silence import settle_window_s
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -46,6 +47,7 @@ SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
 FINAL_QUIET_S = 0.15
 FINAL_MAX_S = 1.0
+SETTLE_CAP_S = 10.0  # the longest the room is watched for late answers after the last step
 CONFIG_ERROR = "configuration error"  # how a scenario cut short by one says so (qa.pytest_plugin reads it)
 
 
@@ -441,17 +443,28 @@ async def _bot_says_it_is_idle(ctx: ScenarioContext) -> bool:
     return True
 
 
+def _model_times_ms(ctx: ScenarioContext) -> list[float | None]:
+    """How long the model took for each request of this scenario (the mock's journal: a request still in flight
+    counts its planned latency); for a live model, which keeps no journal, the replies' own latencies."""
+    entries = getattr(ctx.provider, "journal", None) if ctx.provider is not None else None
+    if entries is None:
+        return list(ctx.reply_latencies_ms)
+    return [e.finished_at - e.started_at if e.finished_at is not None else float(e.latency_ms) for e in entries]
+
+
 async def _room_settles(ctx: ScenarioContext) -> None:
-    """Until the watcher has seen no bot event for FINAL_QUIET_S (at most FINAL_MAX_S). Only ever adds
-    evidence for the final checks: a pass never rests on it."""
+    """Until the watcher has seen no bot event for the settle window (qa.evidence.silence: sized by the model's
+    latency in this scenario, so an out-of-order bot answering an ignored message after the last step is seen),
+    at most twice that. Only ever adds evidence for the final checks: a pass never rests on it."""
+    quiet_s = settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + FINAL_MAX_S
+    deadline = loop.time() + max(FINAL_MAX_S, 2 * quiet_s)
     events = ctx.observer().events
     while loop.time() < deadline:
         mark = len(events.items)
         try:
             await events.wait_for(lambda e: e.get("sender") == ctx.bot_user_id,
-                                  min(FINAL_QUIET_S, deadline - loop.time()), "bot events", mark)
+                                  min(quiet_s, deadline - loop.time()), "bot events", mark)
         except WaitTimeout:
             return
 

@@ -68,8 +68,11 @@ async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, 
 
 
 def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
+    """By relation, then the journal, only then by order; never a message the journal ties to another step's
+    message (the answer to one the bot should have ignored is not the control's answer)."""
+    others = [ref.as_trigger() for ref in ctx.refs.values() if ref.event_id != trigger.event_id]
     return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_user_id, journal(ctx),
-                      frozenset(ctx.claimed))
+                      frozenset(ctx.claimed), others)
 
 
 async def _reply_by_pairing(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> Pairing:
