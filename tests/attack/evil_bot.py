@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bots"))
 import nio_reply_bot as nb
 
 MODE = os.environ.get("EVIL_MODE", "")
+_ANSWERING: set[asyncio.Future[None]] = set()
 
 
 class EvilBot(nb.ReplyBot):
@@ -40,7 +41,9 @@ class EvilBot(nb.ReplyBot):
             return
         if MODE == "concurrent-plain":
             if nb.should_answer(event, self.s.user_id, require_mention=False):
-                asyncio.ensure_future(self._answer(room_id, event))
+                task = asyncio.ensure_future(self._answer(room_id, event))
+                _ANSWERING.add(task)  # kept until done: the loop holds only a weak reference
+                task.add_done_callback(_ANSWERING.discard)
             return
         if not nb.should_answer(event, self.s.user_id, require_mention=MODE != "serial-plain"):
             return
