@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
-                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown"]
+                     "streaming", "verification", "membership", "hot-reload", "redactions", "markdown",
+                     "agent-wording", "model-timeout"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -35,6 +36,10 @@ MEANING: dict[str, str] = {
     "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
                   "in its session (trace `reaction.removed`)",
     "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
+    "agent-wording": "words its notices as the embedded agent does (\"HTTP 500 after 3 attempts\", \"no answer in "
+                     "time\"): an expect_reply `wording` is checked; without it the notice is judged by behaviour",
+    "model-timeout": "gives up on a model request after the launch's timeout (bot.modelTimeout: "
+                     "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
 }
 
 @dataclass(frozen=True)

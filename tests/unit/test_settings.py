@@ -49,6 +49,8 @@ IMPLIED = [
     ("autoJoinAllowlist", ["a"], "membership", "bot.autoJoin"),
     ("dmRequireMention", True, "policy", "bot.dmRequireMention"),
     ("threadReplies", "off", "policy", "bot.threadReplies"),
+    # Issue 28: a bot that does not take the launch's model timeout skips the scenario with the reason.
+    ("modelTimeout", "5s", "model-timeout", "bot.modelTimeout"),
 ]
 
 
@@ -57,7 +59,7 @@ def test_each_setting_needs_its_capability(key: str, value: Any, capability: str
     assert list(BotConfig.model_validate({key: value}).needs()) == [(capability, why)]
 
 
-@pytest.mark.parametrize(("key", "value"), [("textChunkLimit", 10), ("modelTimeout", "5s")])
+@pytest.mark.parametrize(("key", "value"), [("textChunkLimit", 10)])
 def test_settings_that_every_bot_takes_need_nothing(key: str, value: Any) -> None:
     assert list(BotConfig.model_validate({key: value}).needs()) == []
 
