@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
+from qa.evidence.faults import hang_ended_by
 from qa.evidence.silence import settle_window_s
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import BotFile, builtin_bot_file
@@ -47,6 +48,7 @@ SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
 FINAL_QUIET_S = 0.15
 FINAL_MAX_S = 1.0
+HELD_END_S = 2.0  # the mock looks for a closed connection every _DISCONNECT_CHECK_S
 SETTLE_CAP_S = 10.0  # the longest the room is watched for late answers after the last step
 CONFIG_ERROR = "configuration error"  # how a scenario cut short by one says so (qa.pytest_plugin reads it)
 
@@ -205,9 +207,11 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
                 result.details = f"the bot {bot.exit_description} unexpectedly"
             # A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout.
             stopping = callable(res.stop_reason) and res.stop_reason() is not None
+            stopped_at = mono_ms()  # a request held past this was ended by us, not by the bot (Faults served)
             await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
-        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets)
+        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets,
+                                stopped_at if bot is not None else None)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -375,8 +379,10 @@ def uses_faults(scenario: Any) -> bool:
 
 
 async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
-                            result: ScenarioResult, secrets: list[str]) -> None:
+                            result: ScenarioResult, secrets: list[str], bot_stopped_at: float | None = None) -> None:
     """Stop the proxy (bounded) and file its hits, with the provider faults this scenario was served."""
+    if bot_stopped_at is not None and ctx is not None and ctx.provider is not None:
+        await _held_requests_end(ctx.provider)
     served = [e for e in (ctx.provider.journal if ctx is not None and ctx.provider is not None else [])
               if getattr(e, "fault", None)]
     if proxy is None and not served:
@@ -390,9 +396,22 @@ async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | Non
         result.artifacts["faults"] = str((scenario_dir / "fault-hits.json").relative_to(scenario_dir.parent.parent))
         hits = [{"source": "homeserver", **{k: h[k] for k in ("rule", "action", "method", "path", "status", "what")}}
                 for h in proxy.hits]
-    hits += [{"source": "provider", "rule": e.rule, "action": e.fault, "method": e.method, "path": e.path,
-              "status": e.status, "what": e.fault} for e in served]
+    for e in served:
+        said = hang_ended_by(e.fault, e.started_at, e.finished_at, bot_stopped_at)
+        hits.append({"source": "provider", "rule": e.rule, "action": said, "method": e.method, "path": e.path,
+                     "status": e.status, "what": said})
     result.faultHits = hits
+
+
+async def _held_requests_end(provider: Any) -> None:
+    """A request the mock still held when the bot was stopped ends as the mock sees the connection gone (it looks
+    now and then): wait for that, bounded, so the hang is filed among the faults served, with who ended it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HELD_END_S
+    for entry in [e for e in provider.journal if e.state == "in_flight" and (e.hold or e.latency_ms)]:
+        with contextlib.suppress(WaitTimeout, TimeoutError):
+            await provider.wait_for(lambda e, held=entry: e is held and e.state != "in_flight",
+                                    max(deadline - loop.time(), 0.0))
 
 
 def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_id: str, room_ids: list[str]) -> Any:

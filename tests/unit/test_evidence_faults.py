@@ -90,3 +90,20 @@ def test_summary_shows_the_gaps_only_when_asked() -> None:
     assert summary("r", [hit()], [None], None) == "1 hit(s) of r"
     assert summary("r", [hit(), hit()], [120.4, None], 100) == "2 hit(s) of r; retried after 120 ms"
     assert summary("r", [hit(), hit()], [120.4, 80.6], 0) == "2 hit(s) of r; retried after 120, 81 ms"
+
+
+def test_a_held_request_says_which_side_ended_it() -> None:
+    from qa.evidence.faults import hang_ended_by
+
+    closed = "hang: the connection closed while the request was held"
+    assert hang_ended_by(closed, 100.0, 1100.0, None) == "hang: the bot gave up waiting after 1000 ms"
+    assert hang_ended_by(closed, 100.0, 1100.0, 5000.0) == "hang: the bot gave up waiting after 1000 ms"
+    assert hang_ended_by(closed, 100.0, 1100.0, 50.0) == "hang: the bot gave up waiting after 1000 ms"
+    by_us = "hang: ended by the harness, which stopped the bot after the request was held {} ms (the bot had not " \
+        "given up)"
+    assert hang_ended_by(closed, 100.0, 15100.0, 15000.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 15100.0, 15100.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 15100.0, 100.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 50.0, 60.0) == "hang: the bot gave up waiting after 0 ms"
+    assert hang_ended_by(closed, 100.0, None, 60.0) == closed
+    assert hang_ended_by("HTTP 500", 100.0, 200.0, 150.0) == "HTTP 500"
