@@ -255,18 +255,18 @@ class BotUnderTest:
                 if len(pending) > LOG_CHUNK:  # a line with no end in sight: write it out in pieces
                     lines.append(pending)
                     pending = b""
-                for raw in lines:
-                    await self._log_line(out, raw)
+                await self._log_lines(out, lines)
             if pending:
-                await self._log_line(out, pending)
+                await self._log_lines(out, [pending])
 
-    async def _log_line(self, out: Any, raw: bytes) -> None:
-        line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
-        out.write(line + "\n")
+    async def _log_lines(self, out: Any, raws: list[bytes]) -> None:
+        """One chunk's lines: redacted and written (one write, one flush: a bot printing millions of short lines
+        costs no syscall each), then offered to the waits (readiness among them) in order; the in-memory copy,
+        for failure reports, keeps only the latest lines, whatever the bot prints."""
+        lines = [redact(raw.decode("utf-8", errors="replace"), self._secrets) for raw in raws]
+        out.write("".join(line + "\n" for line in lines))
         out.flush()
-        # Every line is offered to the waits (readiness among them) as it comes; the in-memory copy, for failure
-        # reports, keeps only the latest lines, whatever the bot prints.
-        await self.log.append(line[:LOG_LINE_KEPT])
+        await self.log.extend([line[:LOG_LINE_KEPT] for line in lines])
 
     async def _watch_exit(self, proc: Proc) -> None:
         """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
