@@ -263,14 +263,23 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
 # --- many files --------------------------------------------------------------------------------------------
 
 
+def _files_in(directory: Path) -> list[Path]:
+    """The scenario files of a directory. A symlink that leads nowhere (dangling, looping) is kept, so reading it
+    says why, not dropped."""
+    return sorted(c for c in directory.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
+
+
 def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Path]:
     files: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            # A symlink that leads nowhere (dangling, looping) is kept, so reading it says why, not dropped.
-            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
+        try:
+            found = _files_in(p) if p.is_dir() else None
+        except OSError as exc:  # a directory we may not list or enter: one line, not a traceback
+            errors.append(ScenarioError(f"cannot read this directory: {exc.strerror or exc}", path=p))
+            continue
+        if found is not None:
             if not found:
                 errors.append(ScenarioError("no scenario files (*.yaml, *.yml) in this directory", path=p))
         elif p.exists() or p.is_symlink():
