@@ -96,10 +96,10 @@ def in_flight_for(text: str | None, journal: Iterable[JournalLike] | None) -> bo
 
 def answers_elsewhere(trigger: Trigger, others: Iterable[Trigger], journal: Sequence[JournalLike] | None
                       ) -> set[str]:
-    """The texts the journal ties to other triggers and not to this one: never this trigger's answer."""
+    """The texts the journal ties to other triggers and not to this one: never this trigger's answer (the trigger
+    itself among `others` adds only its own answers, which are taken away again)."""
     mine = set(answers_in_journal(trigger.text, journal))
-    theirs = {answer for other in others if other.event_id != trigger.event_id
-              for answer in answers_in_journal(other.text, journal)}
+    theirs = {answer for other in others for answer in answers_in_journal(other.text, journal)}
     return theirs - mine
 
 
