@@ -299,7 +299,7 @@ def test_every_message_the_journal_ties_to_the_ignored_trigger_is_unwanted_even_
     events = [msg("$ctl-answer", "CTL", seen=9), msg("$late", "IGN", seen=10), msg("$other", "chat", seen=11)]
     found = unwanted_replies(IGNORED, "$ctl-answer", events, BOT, journal, "say CTL")
     assert [u.event_id for u in found] == ["$late"]
-    assert "provider journal" in found[0].why and "after the control's answer" in found[0].why
+    assert found[0].why == "carries the model's answer to the trigger (provider journal), after the control's answer"
     # A text the model gave the control too may be the control's second answer: not the trigger's, after it.
     same = [_Entry("bot: say IGN", _Reply("SAME")), _Entry("bot: say CTL", _Reply("SAME"))]
     events = [msg("$ctl-answer", "SAME", seen=9), msg("$late", "SAME", seen=10)]
