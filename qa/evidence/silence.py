@@ -17,7 +17,7 @@ def settle_window_s(model_ms: Iterable[float | None], quiet_s: float, cap_s: flo
     """How long the room must have been quiet (no bot event) before the final checks: the usual quiet, plus the
     slowest model answer this scenario saw, SETTLE_FACTOR times; never more than `cap_s`. Only ever adds
     evidence: a pass never rests on it."""
-    slowest = max((float(ms) for ms in model_ms if ms is not None and ms > 0), default=0.0)
+    slowest = max([0.0, *(float(ms) for ms in model_ms if ms is not None)])  # a clock step back counts as none
     return min(cap_s, quiet_s + SETTLE_FACTOR * slowest / 1000.0)
 
 

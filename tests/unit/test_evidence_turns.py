@@ -124,3 +124,4 @@ def test_the_settle_window_grows_with_the_slowest_model_answer_and_stops_at_its_
     assert settle_window_s([None, 1000], 0.5, 10.0) == pytest.approx(2.5)
     assert settle_window_s([60_000.0], 0.15, 10.0) == 10.0
     assert settle_window_s([4925.0], 0.15, 10.0) == 10.0
+    assert settle_window_s([0.5, None], 0.15, 10.0) == pytest.approx(0.151)
