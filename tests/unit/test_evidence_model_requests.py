@@ -154,6 +154,8 @@ def test_a_reply_timeout_says_whether_the_model_was_ever_asked_about_the_trigger
         "the last (req-2) was answered with an error (HTTP 500)")
     assert journal_knows([_req("req-2", "ask X")], "ask X").endswith("the last (req-2) ended without an answer")
     assert journal_knows([_req("req-2", None)], "ask X").startswith("provider journal: none of its 1")
+    assert journal_knows([_req("req-2", None)], "XX").startswith("provider journal: none of its 1")
+    assert journal_knows([_req("req-2", "ask X", reply="")], "ask X").endswith("the last (req-2) was answered ''")
 
 
 def test_each_marker_is_traced_back_to_the_step_that_sent_it() -> None:
