@@ -6,6 +6,15 @@ orphan below the harness to the harness (not to init), so it shows up as a child
 
 What we started ourselves is registered here (`own`/`disown`, around each spawn), so the sweep spares it; a process
 we are starting at this very moment is not registered yet, so a sweep then waits for the next chance (`spawning`).
+
+The sweep stops only what descends from a bot of this run, never every orphan: a process the caller of an in-process
+run started (a dockerd and its containerd shims) is re-parented to us just the same. An orphan is tied to a bot
+(`tie`, keyed by its state dir) by either of two marks: its environment names the bot's state dir
+(`MATRIX_QA_STATE_DIR`, which every helper that keeps its environment inherits), or it was seen below the bot while
+the bot lived (`record_descendants`, called while the bot runs and again just before it is stopped), which catches a
+helper that cleared its environment and left in a session of its own. A process is known by its pid and start
+time, so a recycled pid is never mistaken for a recorded one. A bot's stop sweeps only its own orphans (with
+`--jobs` > 1 a sibling's helpers are the sibling's); the end of the run sweeps every bot's.
 A process that must not outlive the harness even when the harness is SIGKILLed (Synapse) is started through
 `python -m qa.processes --pdeathsig PARENT -- ARGV…` (`with_pdeathsig`): it sets PR_SET_PDEATHSIG in the child
 and then execs, which is safe there, unlike a pre-exec hook in our threaded harness.
@@ -33,8 +42,16 @@ WITHHELD_ENV_PREFIXES = ("MATRIX_QA_REGISTRATION_", "MATRIX_QA_LIVE_OPENAI_KEY",
 # The model keys a live or record run reads: a homeserver needs none of them.
 MODEL_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 
+# The environment variable that marks a bot's descendants: unique per bot of a run (qa.harness.launch).
+MARK_ENV = "MATRIX_QA_STATE_DIR"
+STARTTIME_FIELD = 19  # starttime is field 22 of /proc/<pid>/stat, the 20th after the command name
+
+Identity = tuple[int, int]  # (pid, start time in clock ticks since boot): a recycled pid is another process
+
 _OURS: set[int] = set()
 _spawning = 0
+_OWNERS: set[str] = set()  # the bots of this run, by state dir
+_TIED: dict[Identity, str] = {}  # a process seen below a bot while the bot lived -> that bot
 
 
 def prctl(option: int, value: int) -> bool:
@@ -79,6 +96,87 @@ def stat_fields(text: str) -> tuple[int, int, str] | None:
     return int(fields[1]), int(fields[3]), fields[0]
 
 
+def start_time(text: str) -> int:
+    """Pure: the start time from /proc/<pid>/stat, 0 when the line is too short to hold one."""
+    fields = text.rpartition(") ")[2].split()
+    if len(fields) <= STARTTIME_FIELD or not fields[STARTTIME_FIELD].isdigit():
+        return 0
+    return int(fields[STARTTIME_FIELD])
+
+
+def descendants(root: int, parents: Mapping[Identity, int]) -> list[Identity]:
+    """Pure: every process below `root` in a table of (pid, start) -> ppid, children before grandchildren."""
+    children: dict[int, list[Identity]] = {}
+    for ident, ppid in parents.items():
+        children.setdefault(ppid, []).append(ident)
+    found: list[Identity] = []
+    todo = [root]
+    while todo:
+        for ident in sorted(children.get(todo.pop(0), [])):
+            if ident not in found and ident[0] != root:
+                found.append(ident)
+                todo.append(ident[0])
+    return found
+
+
+def marked_by(environ: bytes, owners: set[str]) -> str | None:
+    """Pure: the bot whose mark this raw /proc/<pid>/environ carries, None for none of ours."""
+    prefix = MARK_ENV.encode() + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            value = entry[len(prefix):].decode(errors="replace")
+            return value if value in owners else None
+    return None
+
+
+def owner_of(ident: Identity, environ: bytes, owners: set[str], tied: Mapping[Identity, str]) -> str | None:
+    """Pure: the bot of this run an orphan descends from, by record first, then by its environment's mark."""
+    recorded = tied.get(ident)
+    if recorded is not None and recorded in owners:
+        return recorded
+    return marked_by(environ, owners)
+
+
+def tie(owner: str) -> None:
+    """A bot of this run, known by its state dir: its orphans are the sweep's to stop."""
+    if owner:
+        _OWNERS.add(owner)
+
+
+def untie_all() -> None:
+    """After the last sweep of a run: no bot of it is left to tie an orphan to."""
+    _OWNERS.clear()
+    _TIED.clear()
+
+
+def process_table(proc: Path = Path("/proc")) -> dict[Identity, int]:
+    """(pid, start) -> ppid of every process we can read."""
+    table: dict[Identity, int] = {}
+    for entry in proc.glob("[0-9]*"):
+        try:
+            text = (entry / "stat").read_text(errors="replace")
+        except OSError:
+            continue
+        parsed = stat_fields(text)
+        if parsed is not None:
+            table[(int(entry.name), start_time(text))] = parsed[0]
+    return table
+
+
+def record_descendants(root: int, owner: str, proc: Path = Path("/proc")) -> list[Identity]:
+    """Tie everything below a live bot to it, so a helper that leaves its session and environment is still known
+    as the bot's once orphaned; ties of processes that have ended are dropped, so the record stays small."""
+    if not owner:
+        return []
+    table = process_table(proc)
+    for ident in [i for i in _TIED if i not in table]:
+        del _TIED[ident]
+    found = descendants(root, table)
+    for ident in found:
+        _TIED[ident] = owner
+    return found
+
+
 def adopted(proc: Path = Path("/proc")) -> list[int]:
     """Children of ours that we did not start: not registered, in a session other than ours (a child the caller
     of an in-process run started, in our session, is the caller's)."""
@@ -98,12 +196,31 @@ def adopted(proc: Path = Path("/proc")) -> list[int]:
     return sorted(found)
 
 
-def stop_adopted(force: bool = False) -> list[int]:
-    """SIGKILL every adopted orphan (its process group too, when it leads one) and reap it, within a bound.
+def tied_orphans(owner: str | None, proc: Path = Path("/proc")) -> list[int]:
+    """Adopted orphans that descend from `owner` (from any bot of this run when None); the rest are not ours."""
+    found = []
+    for pid in adopted(proc):
+        try:
+            ident = (pid, start_time((proc / str(pid) / "stat").read_text(errors="replace")))
+        except OSError:
+            continue  # gone meanwhile
+        try:
+            environ = (proc / str(pid) / "environ").read_bytes()
+        except OSError:
+            environ = b""  # not readable (not ours, or a zombie's): the record alone can tie it
+        bot = owner_of(ident, environ, _OWNERS, _TIED)
+        if bot is not None and owner in (None, bot):
+            found.append(pid)
+    return found
+
+
+def stop_adopted(owner: str | None = None, force: bool = False) -> list[int]:
+    """SIGKILL every adopted orphan of `owner`'s (of every bot of this run when None; its process group too, when
+    it leads one) and reap it, within a bound. An orphan no bot of this run left is not ours to stop.
     Skipped while a spawn of ours is in flight unless `force` (the end of the run, when nothing spawns)."""
     if _spawning and not force:
         return []
-    orphans = adopted()
+    orphans = tied_orphans(owner)
     for pid in orphans:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             if os.getpgid(pid) == pid:

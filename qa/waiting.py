@@ -62,10 +62,16 @@ class Stream(Generic[T]):
         return self.dropped + len(self.items)
 
     async def append(self, item: T) -> None:
-        for watch in self._watches:
-            watch.offer(item)
+        await self.extend([item])
+
+    async def extend(self, items: list[T]) -> None:
+        """Several items at once (a chunk of a bot's output): each offered to every wait, in order, then the
+        waiters woken once, not once per item."""
+        for item in items:
+            for watch in self._watches:
+                watch.offer(item)
         async with self._changed:
-            self.items.append(item)
+            self.items.extend(items)
             if self._keep is not None and len(self.items) >= 2 * self._keep:  # trimmed in halves: amortised O(1)
                 cut = len(self.items) - self._keep
                 del self.items[:cut]

@@ -86,3 +86,16 @@ def summary(rule: str, hits: Sequence[dict[str, Any]], gaps: Gaps, retried_after
     shown = f"; retried after {', '.join(f'{g:.0f}' for g in gaps if g is not None)} ms" \
         if retried_after_ms is not None else ""
     return f"{len(hits)} hit(s) of {rule}{shown}"
+
+
+def hang_ended_by(fault: str, started_at: float, finished_at: float | None, stopped_at: float | None) -> str:
+    """Which side ended a held request (a `hang` fault whose connection closed): the harness, when it had begun
+    to stop the bot (at a step's timeout, or the scenario's end) before the connection closed; else the bot,
+    which gave up waiting. Any other fault is said as it was served."""
+    if not fault.startswith("hang:") or finished_at is None:
+        return fault
+    held = f"{max(finished_at - started_at, 0.0):.0f} ms"
+    if stopped_at is not None and started_at <= stopped_at <= finished_at:
+        return f"hang: ended by the harness, which stopped the bot after the request was held {held} " \
+            "(the bot had not given up)"
+    return f"hang: the bot gave up waiting after {held}"

@@ -1,10 +1,13 @@
-"""Which model requests answered a message, and whether they carried what a step expects. Pure: over the
-bot's trace records and the mock provider's request journal, which the expect_model_request step gathers."""
+"""Which model requests answered a message, and whether they carried what a step expects; what the journal knows
+of a message no reply came for. Pure: over the bot's trace records and the mock provider's request journal, which
+the expect_model_request step and the wait for a reply gather."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
+
+from qa.shared.markers import TOKEN_RE
 
 Window = tuple[dict[str, Any], dict[str, Any]]
 
@@ -55,3 +58,39 @@ def model_request_problems(found: Sequence[Any], contains: list[str], excludes: 
 def request_lines(found: Iterable[Any]) -> list[str]:
     """Each message of each request, shortened: what the report shows when a check fails."""
     return [f"request {e.id} {m.get('role')}: {str(m.get('content'))[:120]!r}" for e in found for m in e.messages]
+
+
+def journal_knows(journal: Sequence[Any] | None, text: str | None) -> str:
+    """What the provider journal says of a trigger no reply came for: did the bot ask the model about it at all,
+    and how did the last such request end."""
+    if journal is None:
+        return "provider journal: none (a live model keeps none), so whether the model was asked is unknown"
+    if not text:
+        return "provider journal: the trigger has no text to look for"
+    chats = [e for e in journal if e.is_chat]
+    carrying = [e for e in chats if text in (e.latest_user or "")]
+    if not carrying:
+        return f"provider journal: none of its {len(chats)} model request(s) carried the trigger's text: the bot " \
+            "never asked the model about it"
+    last = carrying[-1]
+    if last.state == "in_flight":
+        how = "is still in flight"
+    elif last.error is not None:
+        how = f"was answered with an error (HTTP {last.status})"
+    elif last.reply is not None:
+        how = f"was answered {str(last.reply.text or '')[:80]!r}"
+    else:
+        how = "ended without an answer"
+    return f"provider journal: {len(carrying)} model request(s) carried the trigger's text; the last ({last.id}) {how}"
+
+
+def marker_origins(lines: Iterable[str], sent: Mapping[str, str | None]) -> list[str]:
+    """Where each run marker in these lines came from: "MQA-… = step 'ask'" for a marker the message of step
+    'ask' carried (`sent`: what each message said, by a label such as "step 'ask'"), so a reader can tell whose
+    context a reply or a request holds."""
+    seen = dict.fromkeys(m for line in lines for m in TOKEN_RE.findall(line))
+    out = []
+    for marker in seen:
+        origins = [label for label, text in sent.items() if text and marker in text]
+        out.append(f"{marker} = {' and '.join(origins) if origins else 'no message of this scenario'}")
+    return out

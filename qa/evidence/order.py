@@ -7,7 +7,8 @@ control's answer is looked at:
     is an unwanted reply;
   - one that relates to nothing is unwanted too: it is not the control's answer, and nothing else was asked;
   - one that replies to some other event is someone else's answer and is left alone.
-A reply to the trigger by relation counts wherever it is, even after the control's answer.
+A reply to the trigger by relation counts wherever it is, even after the control's answer; so does every message
+the journal ties to the trigger (and not to the control): an out-of-order bot may answer it last.
 """
 
 from __future__ import annotations
@@ -27,8 +28,12 @@ class Unwanted:
 
 
 def unwanted_replies(trigger: Trigger, control_reply_id: str | None, events: Sequence[dict[str, Any]],
-                     bot_user_id: BotIds, journal: Iterable[JournalLike] | None) -> list[Unwanted]:
-    answers = set(answers_in_journal(trigger.text, journal))
+                     bot_user_id: BotIds, journal: Iterable[JournalLike] | None,
+                     control_text: str | None = None) -> list[Unwanted]:
+    entries = list(journal) if journal is not None else None
+    answers = set(answers_in_journal(trigger.text, entries))
+    # After the control's answer, a text the model also gave the control may be a second answer to it.
+    only_trigger = answers - set(answers_in_journal(control_text, entries))
     found: list[Unwanted] = []
     before_control = True
     for event in events:
@@ -42,6 +47,9 @@ def unwanted_replies(trigger: Trigger, control_reply_id: str | None, events: Seq
         target = in_reply_to(event)
         if target == trigger.event_id:
             found.append(Unwanted(event_id, "replies to the trigger (m.in_reply_to)"))
+        elif not before_control and target is None and body(event) in only_trigger:
+            found.append(Unwanted(event_id, "carries the model's answer to the trigger (provider journal), "
+                                            "after the control's answer"))
         elif not before_control:
             continue
         elif target is None and body(event) in answers:

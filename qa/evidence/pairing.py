@@ -6,7 +6,9 @@ Evidence, strongest first (the design's "bot seam" ladder, below the trace):
   journal      with the mock provider: the request whose latest user message carried the trigger's text, the
                text the model returned for it, and the bot message with that text;
   order-guess  the first bot message after the trigger that relates to nothing; shown in the report as a guess.
-A message that replies to some *other* event is never paired by a weaker method.
+A message that replies to some *other* event is never paired by a weaker method, nor is one the journal ties to
+another trigger only (the bot's answer to a message it should have ignored is not the control's answer), and no
+guess is made while the journal shows the model still working on this trigger's request.
 """
 
 from __future__ import annotations
@@ -86,23 +88,46 @@ def answers_in_journal(text: str | None, journal: Iterable[JournalLike] | None) 
     return out
 
 
+def in_flight_for(text: str | None, journal: Iterable[JournalLike] | None) -> bool:
+    """Whether a model request whose latest user message carried the trigger's text is still unanswered."""
+    if not text or journal is None:
+        return False
+    return any(entry.is_chat and entry.latest_user is not None and text in entry.latest_user
+               and getattr(entry, "state", None) == "in_flight" for entry in journal)
+
+
+def answers_elsewhere(trigger: Trigger, others: Iterable[Trigger], journal: Sequence[JournalLike] | None
+                      ) -> set[str]:
+    """The texts the journal ties to other triggers and not to this one: never this trigger's answer (the trigger
+    itself among `others` adds only its own answers, which are taken away again)."""
+    mine = set(answers_in_journal(trigger.text, journal))
+    theirs = {answer for other in others for answer in answers_in_journal(other.text, journal)}
+    return theirs - mine
+
+
 def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: BotIds,
-               journal: Iterable[JournalLike] | None, claimed: frozenset[str] = frozenset()) -> Pairing | None:
+               journal: Iterable[JournalLike] | None, claimed: frozenset[str] = frozenset(),
+               others: Sequence[Trigger] = ()) -> Pairing | None:
     """The bot message that answers `trigger`, by the strongest evidence available; None if there is none yet.
-    `claimed` holds bot messages already paired with earlier triggers."""
+    `claimed` holds bot messages already paired with earlier triggers; `others` are the scenario's other
+    triggers, whose answers by the journal are never this one's."""
+    entries = list(journal) if journal is not None else None
     candidates = [e for e in events if is_bot_message(e, bot_user_id, trigger.room_id)
                   and float(e.get("_seenMs", 0.0)) >= trigger.sent_ms and e.get("event_id") not in claimed]
     for event in candidates:
         if in_reply_to(event) == trigger.event_id:
             return Pairing(event, "relation")
-    unrelated = [e for e in candidates if in_reply_to(e) is None]
-    answers = answers_in_journal(trigger.text, journal)
+    elsewhere = answers_elsewhere(trigger, others, entries)
+    unrelated = [e for e in candidates if in_reply_to(e) is None and body(e) not in elsewhere]
+    answers = answers_in_journal(trigger.text, entries)
     if answers:
         # The journal knows what the model said for this trigger: only a message carrying it is the answer.
         for event in unrelated:
             if body(event) in answers:
                 return Pairing(event, "journal")
         return None
+    if in_flight_for(trigger.text, entries):
+        return None  # the model is still answering it: what the bot said meanwhile is not that answer
     return Pairing(unrelated[0], "order-guess") if unrelated else None
 
 

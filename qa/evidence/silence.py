@@ -1,11 +1,24 @@
 """Whether the bot's own account of a message proves it stayed silent about it. Pure: over the trace records
-and the control message's answer that the expect_no_reply step gathers."""
+and the control message's answer that the expect_no_reply step gathers; and how long the room must stay quiet
+before a scenario's final checks when no trace says every turn ended."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 NOT_ANSWERED = ("dropped", "recorded", "ignored")  # decisions that mean "no reply will come"
+# An out-of-order bot may start its model request for an ignored message only once it has answered the one after
+# it, and then post: the slowest model answer of the scenario, twice over, covers the request and the post.
+SETTLE_FACTOR = 2.0
+
+
+def settle_window_s(model_ms: Iterable[float | None], quiet_s: float, cap_s: float) -> float:
+    """How long the room must have been quiet (no bot event) before the final checks: the usual quiet, plus the
+    slowest model answer this scenario saw, SETTLE_FACTOR times; never more than `cap_s`. Only ever adds
+    evidence: a pass never rests on it."""
+    slowest = max([0.0, *(float(ms) for ms in model_ms if ms is not None)])  # a clock step back counts as none
+    return min(cap_s, quiet_s + SETTLE_FACTOR * slowest / 1000.0)
 
 
 def is_decision(record: dict[str, Any], event_id: str) -> bool:

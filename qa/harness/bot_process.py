@@ -36,6 +36,7 @@ _LIVE: set[Proc] = set()
 TRACE_POLL_S = 0.005
 TRACE_HEAD = 256
 EXIT_POLL_S = 0.02
+RECORD_EVERY_S = 0.5  # how often a live bot's descendants are recorded (a /proc scan: a few ms)
 LOG_TAIL_LINES = 15
 LOG_CHUNK = 65536
 TRACE_READ_CHUNK = 1 << 20  # read the trace's new part this much at a time
@@ -203,6 +204,7 @@ class BotUnderTest:
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         self.proc = await self._forked() or await self._spawned()
+        processes.tie(self._owner)
         _LIVE.add(self.proc)
         await self.trace.reopen()
         await self.log.reopen()
@@ -253,25 +255,31 @@ class BotUnderTest:
                 if len(pending) > LOG_CHUNK:  # a line with no end in sight: write it out in pieces
                     lines.append(pending)
                     pending = b""
-                for raw in lines:
-                    await self._log_line(out, raw)
+                await self._log_lines(out, lines)
             if pending:
-                await self._log_line(out, pending)
+                await self._log_lines(out, [pending])
 
-    async def _log_line(self, out: Any, raw: bytes) -> None:
-        line = redact(raw.decode("utf-8", errors="replace"), self._secrets)
-        out.write(line + "\n")
+    async def _log_lines(self, out: Any, raws: list[bytes]) -> None:
+        """One chunk's lines: redacted and written (one write, one flush: a bot printing millions of short lines
+        costs no syscall each), then offered to the waits (readiness among them) in order; the in-memory copy,
+        for failure reports, keeps only the latest lines, whatever the bot prints."""
+        lines = [redact(raw.decode("utf-8", errors="replace"), self._secrets) for raw in raws]
+        out.write("".join(line + "\n" for line in lines))
         out.flush()
-        # Every line is offered to the waits (readiness among them) as it comes; the in-memory copy, for failure
-        # reports, keeps only the latest lines, whatever the bot prints.
-        await self.log.append(line[:LOG_LINE_KEPT])
+        await self.log.extend([line[:LOG_LINE_KEPT] for line in lines])
 
     async def _watch_exit(self, proc: Proc) -> None:
         """The exit is the process's, not its stdout's: a helper it forked may hold stdout open long after.
         On Python 3.11 Process.wait() also waits for every pipe to close, so the exit code is polled: asyncio
         sets it as soon as the child is reaped."""
+        loop = asyncio.get_running_loop()
+        recorded_at = loop.time()
         while proc.returncode is None:
             await asyncio.sleep(EXIT_POLL_S)  # polling the reaped status, not a synchronization point
+            if loop.time() - recorded_at >= RECORD_EVERY_S:
+                # What runs below the bot now is its own, should it outlive the bot (qa.processes).
+                processes.record_descendants(proc.pid, self._owner)
+                recorded_at = loop.time()
         code = proc.returncode
         _LIVE.discard(proc)
         self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
@@ -294,6 +302,11 @@ class BotUnderTest:
             await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (see TRACE_POLL_S), not a sync point
         await self.trace_reader.read()  # what it wrote just before it exited
         await self.trace.close(f"bot process {describe_exit(proc.returncode)}")
+
+    @property
+    def _owner(self) -> str:
+        """This bot among the run's, for the orphan sweep: its state dir, unique per bot and scenario."""
+        return self.launch.env.get(processes.MARK_ENV, "")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
         return [f"bot.log: {line[:300]}" for line in self.log.items[-lines:]]
@@ -358,6 +371,7 @@ class BotUnderTest:
             return None
         self._stopping = True
         if proc.returncode is None:
+            processes.record_descendants(proc.pid, self._owner)  # the last look while they are still its own
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, sig)
             if not await _exited(proc, timeout_s):
@@ -369,8 +383,9 @@ class BotUnderTest:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(proc.pid, signal.SIGKILL)
         kill_stragglers(self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
-        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper.
-        processes.stop_adopted()
+        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper: only
+        # this bot's orphans, not a sibling bot's nor anything else's (qa.processes).
+        processes.stop_adopted(self._owner)
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.

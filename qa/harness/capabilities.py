@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
                      "streaming", "verification", "membership", "hot-reload", "redactions", "markdown",
-                     "exec-dir", "model"]
+                     "exec-dir", "model", "agent-wording", "model-timeout"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -41,6 +41,10 @@ MEANING: dict[str, str] = {
                 "sees the files a command made",
     "model": "answers prompts through a model (the mock provider's journal, rules, faults and tools); every bot "
              "file without a `say` template has it",
+    "agent-wording": "words its notices as the embedded agent does (\"HTTP 500 after 3 attempts\", \"no answer in "
+                     "time\"): an expect_reply `wording` is checked; without it the notice is judged by behaviour",
+    "model-timeout": "gives up on a model request after the launch's timeout (bot.modelTimeout: "
+                     "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
 }
 
 # --- bots without a model: the say-able prompt ---------------------------------------------------------------

@@ -5,7 +5,8 @@ The launch contract (always in the bot's environment, whatever its bot file says
     MATRIX_QA_HOMESERVER_URL  MATRIX_QA_USER_ID  MATRIX_QA_PASSWORD  MATRIX_QA_ACCESS_TOKEN  MATRIX_QA_DEVICE_ID
     MATRIX_QA_ROOM_IDS (comma-separated)  MATRIX_QA_STATE_DIR  MATRIX_QA_TRACE_FILE  MATRIX_QA_EXEC_DIR
     MATRIX_QA_SCENARIO  MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
-    (+ MATRIX_QA_CONFIG when a config is rendered, MATRIX_QA_ACCOUNTS when the bot file names `accounts`,
+    (+ MATRIX_QA_CONFIG when a config is rendered, MATRIX_QA_MODEL_TIMEOUT_S when the scenario's bot.modelTimeout
+     or --model-timeout sets one, MATRIX_QA_ACCOUNTS when the bot file names `accounts`,
      MATRIX_QA_REGISTRATION_TOKEN with `registration: token`: in the environment only, never in a template)
 
 The openai SDK reads OPENAI_BASE_URL and OPENAI_API_KEY by itself, and the anthropic SDK ANTHROPIC_BASE_URL and
@@ -129,6 +130,8 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
     }
     if config_path is not None:
         env["MATRIX_QA_CONFIG"] = str(config_path)
+    if facts.provider_timeout_s is not None:
+        env["MATRIX_QA_MODEL_TIMEOUT_S"] = f"{float(facts.provider_timeout_s):g}"
     if facts.accounts:
         env["MATRIX_QA_ACCOUNTS"] = json.dumps(facts.accounts, sort_keys=True)
     if facts.registration_token:

@@ -130,4 +130,12 @@ def doctor_main(argv: Sequence[str], prog: str, positional: bool) -> int:
     if not args.root.is_dir():
         safe_print(f"{prog}: {args.root}: not a directory", file=sys.stderr)
         return 2
+    # A directory the search cannot enter would read as "no session locks": say it cannot look instead.
+    unreadable = [args.root] if not os.access(args.root, os.R_OK | os.X_OK) else []
+    for here, dirs, _ in os.walk(args.root):
+        unreadable += [Path(here, d) for d in dirs if not os.access(Path(here, d), os.R_OK | os.X_OK)]
+    if unreadable:
+        safe_print(f"{prog}: cannot read {', '.join(map(str, unreadable[:5]))} (permission denied): its session "
+                   "locks cannot be listed", file=sys.stderr)
+        return 2
     return run_doctor(args.root, settings, args.fix, args.json, safe_print)

@@ -122,7 +122,8 @@ class MockProvider(ModelServer):
         if request.transport is None or request.transport.is_closing():
             entry.client_disconnected = True
             if decision.hold is not None or decision.latency_ms:
-                entry.fault = "hang: the client gave up waiting"  # when: the entry's finishedAt
+                # Which side closed it (the bot, or the harness stopping the bot) is the runner's to say.
+                entry.fault = "hang: the connection closed while the request was held"  # when: its finishedAt
         entry.fault = entry.fault or decision.fault()
 
         if decision.error is not None:

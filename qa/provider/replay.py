@@ -63,7 +63,10 @@ def load_cassettes(directory: Path, scenario_ids: Iterable[str]) -> dict[str, Ca
                           f"`matrix-qa run --provider live --model MODEL --record {directory}`)")
     found: dict[str, Cassette] = {}
     for scenario_id in scenario_ids:
-        path = cassettes.find(directory, scenario_id)
+        try:
+            path = cassettes.find(directory, scenario_id)
+        except OSError as exc:  # a directory we may list but not enter, or not read at all
+            raise ConfigError(f"--cassettes {directory}: cannot read: {exc.strerror or exc}") from None
         if path is None:
             continue
         loaded = cassettes.load(path)

@@ -172,7 +172,8 @@ class Run:
             provider_timeout_s=live.timeout_s if live is not None else None,
             provider_max_retries=live.max_retries if live is not None else None,
             interrupted=scheduler.interrupted, stop_reason=lambda: self.lifecycle.reason,
-            infra_errors=scheduler.infra_errors, include_bodies=self.options.include_bodies,
+            infra_errors=scheduler.infra_errors, config_errors=scheduler.config_errors,
+            include_bodies=self.options.include_bodies,
             fork_server=self.fork_server,
         )
 

@@ -134,6 +134,7 @@ def kill_everything() -> None:
     kill_all_fork_servers()
     registry.last_resort()
     processes.stop_adopted(force=True)  # what escaped them all came back to us (qa.processes)
+    processes.untie_all()
 
 
 class LibraryLogs:

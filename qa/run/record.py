@@ -57,6 +57,8 @@ def write_record(run: Run) -> int:
     for message in dict.fromkeys(scheduler.infra_errors):
         run.errors.append(RunError(component="homeserver", message=run.out.redact(message),
                                    log=_rel(run.dir, getattr(run.homeserver, "log_path", None))))
+    for message in dict.fromkeys(scheduler.config_errors):
+        run.errors.append(RunError(component="config", message=run.out.redact(message)))
     records = _records(run)
     deadline = run.lifecycle.deadline
     if deadline is not None and deadline.reached:

@@ -46,6 +46,7 @@ class Scheduler:
         # A scenario cut short by the run's end files its partial result here (qa.scenario.runner).
         self.interrupted: list[ScenarioResult] = []
         self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.kernel.errors.HomeserverError)
+        self.config_errors: list[str] = []  # configuration errors found mid-scenario (qa.scenario.runner)
         self.ran_as: dict[str, str] = {}  # an infra retry: id planned → id it last ran as
 
     async def run(self, plan: list[Any], resources: RunResources) -> None:

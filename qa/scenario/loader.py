@@ -15,6 +15,7 @@ import difflib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -262,14 +263,23 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
 # --- many files --------------------------------------------------------------------------------------------
 
 
+def _files_in(directory: Path) -> list[Path]:
+    """The scenario files of a directory. A symlink that leads nowhere (dangling, looping) is kept, so reading it
+    says why, not dropped."""
+    return sorted(c for c in directory.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
+
+
 def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Path]:
     files: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
-        if p.is_dir():
-            # A symlink that leads nowhere (dangling, looping) is kept, so reading it says why, not dropped.
-            found = sorted(c for c in p.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
+        try:
+            found = _files_in(p) if p.is_dir() else None
+        except OSError as exc:  # a directory we may not list or enter: one line, not a traceback
+            errors.append(ScenarioError(f"cannot read this directory: {exc.strerror or exc}", path=p))
+            continue
+        if found is not None:
             if not found:
                 errors.append(ScenarioError("no scenario files (*.yaml, *.yml) in this directory", path=p))
         elif p.exists() or p.is_symlink():
@@ -344,3 +354,19 @@ def load_scenarios(dir_or_paths: str | Path | Iterable[str | Path]) -> list[Scen
 def validate_paths(paths: str | Path | Iterable[str | Path]) -> list[ScenarioError]:
     """Every problem across all the given files and directories; empty when all of them are valid."""
     return _load_all(paths)[1]
+
+
+def located(scenario: Any, loc: Loc, exc: Exception) -> ScenarioError:
+    """A configuration problem found while the scenario runs (a fixture swapped for a link, a template that does
+    not render with this scenario's settings), placed where its file asks for it: path:line: field: message."""
+    if isinstance(exc, ScenarioError):
+        return exc
+    path = getattr(scenario, "source_path", None)
+    line = None
+    if path is not None:
+        try:
+            root, _ = safe_yaml.compose(Path(path).read_text(encoding="utf-8"))
+            line = safe_yaml.locate(root, loc, at_key=True).start_mark.line + 1 if root is not None else None
+        except (OSError, ValueError, yaml.YAMLError, safe_yaml.YAMLProblem):  # changed since it loaded: the field says
+            line = None
+    return ScenarioError(str(exc), path=path, line=line, field=safe_yaml.field_path(loc))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
+from qa.evidence.faults import hang_ended_by
 from qa.harness.bot_process import BotUnderTest, describe_record
 from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -27,24 +28,21 @@ from qa.harness.launch import EXEC_DIR_NAME, LaunchFacts, build_launch
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
-from qa.kernel.errors import HomeserverError, QAError
+from qa.kernel.errors import ConfigError, HomeserverError, QAError
 from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
+from qa.scenario.loader import located
 from qa.scenario.settings import bot_settings, uses_encryption
+from qa.scenario.settling import bot_says_it_is_idle, room_settles, settle
 from qa.shared.redact import redact
 from qa.waiting import WaitTimeout, run_unless
 
 KEYS_TIMEOUT_S = 30.0
-# `ready: {joined: true}` knows only that the bot joined; before the first message it waits until the bot's
-# output has been quiet this long (at most SETTLE_MAX_S), so a bot still busy with its first sync is not sent
-# a message it would take for history. It is the weakest readiness; a `log` or `trace` condition is exact.
-SETTLE_QUIET_S = 0.3
-SETTLE_MAX_S = 2.0
 INTERRUPT_STOP_S = 2.0
-FINAL_QUIET_S = 0.15
-FINAL_MAX_S = 1.0
+HELD_END_S = 2.0  # the mock looks for a closed connection every _DISCONNECT_CHECK_S
+CONFIG_ERROR = "configuration error"  # how a scenario cut short by one says so (qa.pytest_plugin reads it)
 
 
 @dataclass
@@ -73,6 +71,8 @@ class RunResources:
     interrupted: list[ScenarioResult] = field(default_factory=list)
     stop_reason: Any = None
     infra_errors: list[str] = field(default_factory=list)
+    # Configuration errors found while a scenario ran: the run's errors (exit 2), shared by every scenario.
+    config_errors: list[str] = field(default_factory=list)
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
@@ -130,8 +130,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
             await _run_steps(ctx, steps, result, say)
             # Late evidence: an edit that changed a checked reply, an unwanted reply that came after its check.
             # What the bot sends right after the last step (an edit a few ms later) is let in first.
-            if ctx.final_checks and not await _bot_says_it_is_idle(ctx):
-                await _room_settles(ctx)
+            if ctx.final_checks and not await bot_says_it_is_idle(ctx):
+                await room_settles(ctx)
             late = [problem for check in ctx.final_checks if (problem := check())]
             if late:
                 raise StepFailed("what the steps checked still holds when the scenario ends", late)
@@ -161,6 +161,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         result.failure = Failure(expected="the homeserver registers users and makes rooms", seen=str(exc).splitlines())
         result.details = f"infrastructure (homeserver): {str(exc).splitlines()[0]}"
         res.infra_errors.append(str(exc))
+    except ConfigError as exc:
+        config_error(result, exc, res.config_errors)
     except QAError as exc:
         result.failure = Failure(expected="scenario infrastructure works", seen=str(exc).splitlines())
         result.details = f"infrastructure: {str(exc).splitlines()[0]}"
@@ -196,9 +198,11 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
                 result.details = f"the bot {bot.exit_description} unexpectedly"
             # A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout.
             stopping = callable(res.stop_reason) and res.stop_reason() is not None
+            stopped_at = mono_ms()  # a request held past this was ended by us, not by the bot (Faults served)
             await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
-        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets)
+        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets,
+                                stopped_at if bot is not None else None)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -414,8 +418,10 @@ def uses_faults(scenario: Any) -> bool:
 
 
 async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
-                            result: ScenarioResult, secrets: list[str]) -> None:
+                            result: ScenarioResult, secrets: list[str], bot_stopped_at: float | None = None) -> None:
     """Stop the proxy (bounded) and file its hits, with the provider faults this scenario was served."""
+    if bot_stopped_at is not None and ctx is not None and ctx.provider is not None:
+        await _held_requests_end(ctx.provider)
     served = [e for e in (ctx.provider.journal if ctx is not None and ctx.provider is not None else [])
               if getattr(e, "fault", None)]
     if proxy is None and not served:
@@ -429,9 +435,22 @@ async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | Non
         result.artifacts["faults"] = str((scenario_dir / "fault-hits.json").relative_to(scenario_dir.parent.parent))
         hits = [{"source": "homeserver", **{k: h[k] for k in ("rule", "action", "method", "path", "status", "what")}}
                 for h in proxy.hits]
-    hits += [{"source": "provider", "rule": e.rule, "action": e.fault, "method": e.method, "path": e.path,
-              "status": e.status, "what": e.fault} for e in served]
+    for e in served:
+        said = hang_ended_by(e.fault, e.started_at, e.finished_at, bot_stopped_at)
+        hits.append({"source": "provider", "rule": e.rule, "action": said, "method": e.method, "path": e.path,
+                     "status": e.status, "what": said})
     result.faultHits = hits
+
+
+async def _held_requests_end(provider: Any) -> None:
+    """A request the mock still held when the bot was stopped ends as the mock sees the connection gone (it looks
+    now and then): wait for that, bounded, so the hang is filed among the faults served, with who ended it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HELD_END_S
+    for entry in [e for e in provider.journal if e.state == "in_flight" and (e.hold or e.latency_ms)]:
+        with contextlib.suppress(WaitTimeout, TimeoutError):
+            await provider.wait_for(lambda e, held=entry: e is held and e.state != "in_flight",
+                                    max(deadline - loop.time(), 0.0))
 
 
 def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_ids: list[str], room_ids: list[str]) -> Any:
@@ -453,64 +472,6 @@ def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_ids: list[str], ro
     return wait
 
 
-async def settle(bot: BotUnderTest) -> None:
-    """Until the bot's log and trace have been quiet for SETTLE_QUIET_S, for at most SETTLE_MAX_S."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + SETTLE_MAX_S
-    while loop.time() < deadline:
-        marks = (bot.log.count, len(bot.trace.items))
-        try:
-            await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
-        except TimeoutError:
-            return
-
-
-async def _bot_says_it_is_idle(ctx: ScenarioContext) -> bool:
-    """A bot that traces its turns says when it is done: every turn it started has ended (its turn.end may
-    land a moment after the reply the last step saw)."""
-    if not ctx.bot.has_trace:
-        return False
-
-    def idle(_record: Any = None) -> bool:
-        items = ctx.bot.trace.items
-        started = {r.get("attempt") for r in items if r.get("type") == "turn.start"}
-        return bool(started) and started <= {r.get("attempt") for r in items if r.get("type") == "turn.end"}
-
-    if idle():
-        return True
-    try:
-        await ctx.bot.trace.wait_for(idle, FINAL_MAX_S, "every turn to end")
-    except WaitTimeout:
-        return False
-    return True
-
-
-async def _room_settles(ctx: ScenarioContext) -> None:
-    """Until the watcher has seen no bot event for FINAL_QUIET_S (at most FINAL_MAX_S). Only ever adds
-    evidence for the final checks: a pass never rests on it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FINAL_MAX_S
-    events = ctx.observer().events
-    while loop.time() < deadline:
-        mark = len(events.items)
-        try:
-            await events.wait_for(lambda e: e.get("sender") in ctx.bot_ids,
-                                  min(FINAL_QUIET_S, deadline - loop.time()), "bot events", mark)
-        except WaitTimeout:
-            return
-
-
-async def _any_output(bot: BotUnderTest, marks: tuple[int, int]) -> None:
-    log = asyncio.ensure_future(bot.log.wait_for(lambda _: True, SETTLE_MAX_S, "output", marks[0]))
-    trace = asyncio.ensure_future(bot.trace.wait_for(lambda _: True, SETTLE_MAX_S, "trace", marks[1]))
-    try:
-        await asyncio.wait({log, trace}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in (log, trace):
-            task.cancel()
-        await asyncio.gather(log, trace, return_exceptions=True)
-
-
 async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: ScenarioResult, say: Any) -> None:
     index = 0
     async for step in steps:
@@ -528,6 +489,8 @@ async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: Sc
         except StepFailed as exc:
             step_result.detail = exc.expected
             raise
+        except ConfigError as exc:
+            raise located(ctx.scenario, ("steps", index - 1, step.kind), exc) from None
         finally:
             step_result.durationMs = round(mono_ms() - began, 1)
             step_result.method = ctx.method
@@ -535,6 +498,20 @@ async def _run_steps(ctx: ScenarioContext, steps: AsyncIterable[Any], result: Sc
         for check in ctx.negative_checks:
             if check.step == 0:
                 check.step = index
+
+
+def config_error(result: ScenarioResult, exc: ConfigError, errors: list[str]) -> None:
+    """A configuration error found mid-scenario is the run's error (exit 2, where in which file), never a verdict
+    on the bot: the scenario was cut short, not failed, and its step says so."""
+    message = str(exc)
+    result.status = "interrupted"
+    result.details = f"{CONFIG_ERROR}: {message.splitlines()[0]}"
+    result.failure = Failure(expected="a configuration this scenario can run with", seen=message.splitlines())
+    running = result.steps[-1] if result.steps else None
+    if running is not None and running.status == "fail":
+        running.status = "interrupted"
+        running.detail = f"NOT CHECKED: {CONFIG_ERROR}: {message.splitlines()[0]}"
+    errors.append(message)
 
 
 async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str, *,

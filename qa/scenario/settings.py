@@ -149,8 +149,10 @@ class BotConfig(Model):
     # Direct chats need no mention unless this says they do.
     dm_require_mention: Annotated[bool, POLICY] = Field(default=False, alias="dmRequireMention")
     # How long the bot waits for the model before it gives up on a request (None: the bot's default). It
-    # reaches the bot as the launch's provider timeout, not as a `bot` fact.
-    model_timeout: Annotated[Duration | None, Fact.NONE] = Field(default=None, alias="modelTimeout")
+    # reaches the bot as the launch's provider timeout ($MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s),
+    # not as a `bot` fact; a bot that does not claim to take it skips the scenario with the reason.
+    model_timeout: Annotated[Duration | None, Implies("model-timeout"), Fact.NONE] = Field(
+        default=None, alias="modelTimeout")
     # Where answers go: inbound (where the message was), always (a top-level message gets a thread on it),
     # off (always the top level).
     thread_replies: Annotated[Literal["off", "inbound", "always"], BeforeValidator(_off), POLICY,

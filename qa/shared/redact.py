@@ -9,7 +9,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ REDACTED = "[REDACTED]"
 # Shorter strings would match all over ordinary text and shred the report while protecting nothing real, so
 # the run refuses a user-supplied secret (API key, registration token or secret) shorter than this.
 MIN_SECRET_LENGTH = 8
+REDACT_CHUNK = 1 << 20  # a file is redacted this much at a time
 
 
 def _usable(secrets: Iterable[str]) -> list[str]:
@@ -83,30 +84,67 @@ def _is_binary(data: bytes) -> bool:
 
 def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
     """Every secret replaced, also in its JSON-escaped form (how a secret with quotes sits in a .json file)."""
-    for secret in _usable(secrets):
-        for needle in _needles(secret):
-            data = data.replace(needle, REDACTED.encode())
+    return _replace(data, _all_needles(secrets))
+
+
+def _all_needles(secrets: Iterable[str]) -> list[bytes]:
+    return [needle for secret in _usable(secrets) for needle in _needles(secret)]
+
+
+def _replace(data: bytes, needles: list[bytes]) -> bytes:
+    for needle in needles:
+        data = data.replace(needle, REDACTED.encode())
     return data
+
+
+def safe_cut(buffer: bytes, cut: int, needles: list[bytes]) -> int:
+    """The largest position at or before `cut` that no occurrence of a needle straddles: a chunk may end there
+    and every secret in it is still whole."""
+    cut = max(cut, 0)
+    moved = True
+    while moved:
+        moved = False
+        for needle in needles:
+            pos = buffer.find(needle, max(cut - len(needle) + 1, 0))
+            if -1 < pos < cut:
+                cut, moved = pos, True
+    return cut
+
+
+def _chunks(path: Path, needles: list[bytes]) -> Iterator[bytes]:
+    """The file in pieces of about REDACT_CHUNK bytes, each cut where no secret straddles the cut."""
+    keep = max(len(n) for n in needles) - 1
+    carry = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(REDACT_CHUNK):
+            buffer = carry + chunk
+            cut = safe_cut(buffer, len(buffer) - keep, needles)
+            carry = buffer[cut:]
+            yield buffer[:cut]
+    yield carry
 
 
 def redact_file(path: Path, secrets: Iterable[str]) -> bool:
     """Rewrite a text file with every secret redacted; True if it changed. Binary files are left alone.
 
     For files copied into the artifacts (bot logs, traces, transcripts) that were written without redaction.
-    The new text goes to a temporary file beside it that then replaces the original, so a crash mid-write
-    leaves the old file or the new one, never half of each; the file keeps its permissions.
+    Read and written in pieces, so a bot log of hundreds of megabytes costs no more memory than a small one;
+    a file without a secret is only read. The new text goes to a temporary file beside it that then replaces the
+    original, so a crash mid-write leaves the old file or the new one, never half of each; the file keeps its
+    permissions.
     """
     path = Path(path)
-    data = path.read_bytes()
-    if _is_binary(data):
-        return False
-    cleaned = redact_bytes(data, secrets)
-    if cleaned == data:
+    needles = _all_needles(secrets)
+    with path.open("rb") as handle:
+        if not needles or _is_binary(handle.read(8192)):
+            return False
+    if not any(needle in piece for piece in _chunks(path, needles) for needle in needles):
         return False
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".redacting", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(cleaned)
+            for piece in _chunks(path, needles):
+                handle.write(_replace(piece, needles))
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, path.stat().st_mode & 0o7777)

@@ -11,6 +11,9 @@ Modes:
   notice           answers with m.notice
   trace-ready-only writes one trace record, `ready` (readiness {trace: true}), and answers correctly
   crash-with-helper starts a helper process that inherits stdout, then exits 1 on the first message
+  concurrent-plain answers every text message, mentioned or not, each as soon as its own model answer comes
+                   (so out of order), with a plain message (no m.in_reply_to), and writes no trace
+  serial-plain     answers every text message, mentioned or not, one after the other, with a plain message
 (debounce waits $EVIL_DELAY seconds, default 4.)
 """
 
@@ -26,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bots"))
 import nio_reply_bot as nb
 
 MODE = os.environ.get("EVIL_MODE", "")
+_ANSWERING: set[asyncio.Future[None]] = set()
 
 
 class EvilBot(nb.ReplyBot):
@@ -35,7 +39,13 @@ class EvilBot(nb.ReplyBot):
             delay = float(os.environ.get("EVIL_DELAY", "4"))
             asyncio.get_running_loop().call_later(delay, lambda: asyncio.ensure_future(self._answer(room_id, event)))
             return
-        if not nb.should_answer(event, self.s.user_id):
+        if MODE == "concurrent-plain":
+            if nb.should_answer(event, self.s.user_id, require_mention=False):
+                task = asyncio.ensure_future(self._answer(room_id, event))
+                _ANSWERING.add(task)  # kept until done: the loop holds only a weak reference
+                task.add_done_callback(_ANSWERING.discard)
+            return
+        if not nb.should_answer(event, self.s.user_id, require_mention=MODE != "serial-plain"):
             return
         await self._answer(room_id, event)
 
@@ -61,7 +71,7 @@ class EvilBot(nb.ReplyBot):
                 "msgtype": "m.text", "body": "* WRONG ANSWER",
                 "m.new_content": {"msgtype": "m.text", "body": "WRONG ANSWER"},
                 "m.relates_to": {"rel_type": "m.replace", "event_id": first.event_id}})
-        elif MODE == "no-relation":
+        elif MODE in ("no-relation", "concurrent-plain", "serial-plain"):
             await self.client.room_send(room_id, "m.room.message", {"msgtype": "m.text", "body": reply})
         elif MODE == "notice":
             await self.client.room_send(room_id, "m.room.message",

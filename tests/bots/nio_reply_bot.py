@@ -358,10 +358,11 @@ class ReplyBot:
         return answer
 
 
-async def main_async(settings: Settings, bug: str | None, trace_locks: bool = False) -> int:
+async def main_async(settings: Settings, bug: str | None, trace_locks: bool = False, model_retries: int = 0) -> int:
     try:
-        # One request per trigger (no SDK retries), bounded in time; base URL and key come from the environment.
-        model_client = openai.AsyncOpenAI(max_retries=0, timeout=MODEL_TIMEOUT_S)
+        # One request per trigger unless --model-retries (the SDK's own retries on 5xx), bounded in time; base URL
+        # and key come from the environment.
+        model_client = openai.AsyncOpenAI(max_retries=model_retries, timeout=MODEL_TIMEOUT_S)
     except openai.OpenAIError as exc:
         print(f"nio_reply_bot: {exc}", file=sys.stderr)
         return 2
@@ -417,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
     parser.add_argument("--config", type=Path, help="read the settings from this INI file, not the environment")
     parser.add_argument("--trace-locks", action="store_true", help="trace session-file lock holds")
+    parser.add_argument("--model-retries", type=int, default=0, choices=range(6),
+                        help="let the model client retry a failed request this many times")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("nio").setLevel(logging.WARNING)  # nio is chatty at INFO on every sync
@@ -429,7 +432,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
     if args.bug == "escaping-helper":
         _start_escaping_helper()
-    return asyncio.run(main_async(settings, args.bug, args.trace_locks))
+    return asyncio.run(main_async(settings, args.bug, args.trace_locks, args.model_retries))
 
 
 if __name__ == "__main__":

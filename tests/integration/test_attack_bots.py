@@ -64,3 +64,24 @@ async def test_a_bot_that_exits_at_once_says_so(run_qa) -> None:
     result = await run_qa("canary", bot_file=ATTACK / "p-fork-exit.yaml")
     assert result.code == 1
     assert "exited with code 0" in result.scenario("canary")["details"], result.scenario("canary")["details"]
+
+
+async def test_a_bot_without_a_trace_answering_ignored_messages_is_caught_whenever_it_answers(run_qa) -> None:
+    """Issue 28: the answer to an ignored message, whenever it comes, is an unwanted reply. A bot answering in
+    order: while the control's model request is not even made, that answer is not taken for the control's (the
+    journal ties it to the trigger). A bot answering out of order, after the last step: still seen (the settle
+    window is sized by the model's latency in the scenario)."""
+    serial = await run_qa(scenario_paths=[ATTACK / "scenarios-ooo" / "ooo-guess.yaml"],
+                          bot_file=ATTACK / "evil-serial-plain.yaml")
+    assert serial.code == 1, serial.report
+    guess = serial.scenario("attack-ooo-guess")
+    seen = "\n".join(guess["failure"]["seen"])
+    assert "control reply body" not in seen, seen
+    assert guess["negativeChecks"][0]["unwantedReplies"], guess["negativeChecks"]
+    assert "carries the model's answer to the trigger" in seen, seen
+    concurrent = await run_qa(scenario_paths=[ATTACK / "scenarios-ooo" / "ooo-late.yaml"],
+                              bot_file=ATTACK / "evil-concurrent-plain.yaml")
+    assert concurrent.code == 1, concurrent.report
+    late = concurrent.scenario("attack-ooo-late")
+    assert late["status"] == "fail", late
+    assert "after its check had passed" in "\n".join(late["failure"]["seen"] + [late["failure"]["expected"]]), late

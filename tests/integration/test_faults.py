@@ -28,6 +28,8 @@ async def test_fault_scenarios_pass_and_record_every_hit(run_qa) -> None:
     assert len(tries) == 1, tries
     hung = result.scenario("matrix-provider-hang-timeout")
     assert {h["source"] for h in hung["faultHits"]} == {"provider"}
+    # Issue 28: the agent gave up on each held request itself (its 1 s timeout), and Faults served says so.
+    assert all(h["what"].startswith("hang: the bot gave up waiting after") for h in hung["faultHits"]), hung
     report = result.report
     assert "## Faults served" in report and "`reply-answer-lost`" in report and "`fault-stream-cut`" in report
     # Every transcript line is valid (the runner fails the scenario otherwise); the failed turn is recorded.
@@ -61,6 +63,12 @@ async def test_each_fault_scenario_fails_on_its_mutation(run_qa) -> None:
                                           " attempt)"), no_retry
     hang = failures["matrix-provider-hang-timeout"]
     assert hang["expected"] == "a bot reply to step 'ask' within 15s", hang
+    # Issue 28: what the journal knows, and where the marker came from; the held request was ended by us.
+    assert any("model request(s) carried the trigger's text; the last" in line and "still in flight" in line
+               for line in hang["seen"]), hang
+    assert any(line.startswith("MQA-") and line.endswith("= step 'ask'") for line in hang["seen"]), hang
+    hung = result.scenario("matrix-provider-hang-timeout")["faultHits"]
+    assert any(h["what"].startswith("hang: ended by the harness") for h in hung), hung
     partial = failures["matrix-provider-stream-cut"]
     assert partial["stepKind"] == "expect_reply" and partial["seen"][0].startswith("body 'MQA-' != expected"), partial
     report = result.report

@@ -139,3 +139,18 @@ async def test_a_helper_that_left_the_bots_session_and_environment_is_stopped_at
     pid = int(log.split("escaping helper started: pid ")[1].split()[0])
     assert not Path(f"/proc/{pid}").exists(), "stopped and reaped at the bot's teardown, not left to init"
     assert _helpers(str(tmp_path)) == []
+
+
+async def test_a_foreign_bot_is_judged_by_behaviour_on_provider_faults(run_qa) -> None:
+    """Issue 28: a bot that retries the model's 500s and then posts one top-level notice in its own words passes
+    matrix-provider-5xx-retry (the agent's wording is not asked of it, and the step says so); a bot that does not
+    take the launch's model timeout skips matrix-provider-hang-timeout with the reason."""
+    result = await run_qa("matrix-provider-5xx-retry", "matrix-provider-hang-timeout",
+                          bot_file=BOTS / "nio-reply-bot-model-retries.yaml")
+    assert result.code == 0, result.report
+    retry = result.scenario("matrix-provider-5xx-retry")
+    assert retry["status"] == "pass", retry
+    notice = retry["steps"][4]
+    assert "wording 'HTTP 500 after 3 attempts' NOT CHECKED" in notice["detail"], notice
+    hang = result.scenario("matrix-provider-hang-timeout")
+    assert hang["status"] == "skip" and "model-timeout" in hang["details"], hang

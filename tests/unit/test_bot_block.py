@@ -112,6 +112,7 @@ FROZEN_NEEDS = [
     ["verification", "bot.roomKeys"],
     ["membership", "bot.autoJoin"],
     ["hot-reload", "step 2 (set_bot_config)"],
+    ["model-timeout", "bot.modelTimeout"],  # issue 28: taken from the launch only by a bot that claims it
 ]
 
 

@@ -117,7 +117,7 @@ def test_the_embedded_agent_is_a_bot_file_with_every_capability() -> None:
     assert bot.ready.kind == "trace"
     assert set(bot.capabilities) == {"trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy",
                                      "lock", "media", "streaming", "verification", "membership", "hot-reload",
-                                     "redactions", "markdown", "exec-dir"}
+                                     "redactions", "markdown", "exec-dir", "agent-wording", "model-timeout"}
     assert bot.template_path() is not None and bot.template_path().is_file()
     assert bot.config_format == "json"
 
@@ -291,6 +291,7 @@ def test_the_contract_a_bot_file_may_not_touch_is_the_one_the_launch_sets(tmp_pa
     facts = _facts(tmp_path)
     facts.accounts = {"router": {"user_id": "@r:hs", "password": "p", "access_token": "t", "device_id": "D"}}
     facts.registration_token = "reg-token"
+    facts.provider_timeout_s = 5.0
     assert set(CONTRACT_ENV) == set(contract_env(facts, tmp_path / "config"))
     path = _write(tmp_path, "name: b\ncommand: [x]\nenv: {OPENAI_API_KEY: k, MATRIX_QA_MODEL: m, A: b}\n")
     with pytest.raises(ConfigError, match=r"env: MATRIX_QA_MODEL, OPENAI_API_KEY belong to the launch contract"):

@@ -117,3 +117,20 @@ def test_bounded_backoff_and_how_held_requests_ended() -> None:
     lines = hit_lines([{"method": "GET", "path": "/sync", "action": "hold", "status": None,
                         "ending": "client-gave-up"}], [None], None)
     assert lines == ["hit 1: GET /sync hold, ended: client-gave-up"]
+
+
+def test_a_held_request_says_which_side_ended_it() -> None:
+    from qa.evidence.faults import hang_ended_by
+
+    closed = "hang: the connection closed while the request was held"
+    assert hang_ended_by(closed, 100.0, 1100.0, None) == "hang: the bot gave up waiting after 1000 ms"
+    assert hang_ended_by(closed, 100.0, 1100.0, 5000.0) == "hang: the bot gave up waiting after 1000 ms"
+    assert hang_ended_by(closed, 100.0, 1100.0, 50.0) == "hang: the bot gave up waiting after 1000 ms"
+    by_us = "hang: ended by the harness, which stopped the bot after the request was held {} ms (the bot had not " \
+        "given up)"
+    assert hang_ended_by(closed, 100.0, 15100.0, 15000.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 15100.0, 15100.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 15100.0, 100.0) == by_us.format(15000)
+    assert hang_ended_by(closed, 100.0, 50.0, 60.0) == "hang: the bot gave up waiting after 0 ms"
+    assert hang_ended_by(closed, 100.0, None, 60.0) == closed
+    assert hang_ended_by("HTTP 500", 100.0, 200.0, 150.0) == "HTTP 500"

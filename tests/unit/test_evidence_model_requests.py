@@ -123,3 +123,47 @@ def test_rounds_carrying_a_text_never_match_a_round_without_a_user_message() -> 
 def test_an_entry_that_says_nothing_of_images_carried_none() -> None:
     entry = SimpleNamespace(id="a", contains=lambda _text: False)
     assert model_request_problems([entry], [], [], 0) == []
+
+
+# --- issue 28: what a reply timeout says ------------------------------------------------------------------------
+
+
+def _req(rid: str, latest: str | None, *, state: str = "done", reply: str | None = None, error: bool = False,
+         status: int | None = None, chat: bool = True) -> Any:
+    return SimpleNamespace(id=rid, latest_user=latest, state=state, is_chat=chat, status=status,
+                           reply=SimpleNamespace(text=reply) if reply is not None else None,
+                           error=object() if error else None)
+
+
+def test_a_reply_timeout_says_whether_the_model_was_ever_asked_about_the_trigger() -> None:
+    from qa.evidence.model_requests import journal_knows
+
+    assert journal_knows(None, "ask X") == \
+        "provider journal: none (a live model keeps none), so whether the model was asked is unknown"
+    assert journal_knows([], None) == "provider journal: the trigger has no text to look for"
+    other = _req("req-1", "something else", reply="hi")
+    models = _req("req-9", "ask X", chat=False)
+    assert journal_knows([other, models], "ask X") == "provider journal: none of its 1 model request(s) carried " \
+        "the trigger's text: the bot never asked the model about it"
+    assert journal_knows([other, _req("req-2", "bot: ask X", reply="A" * 100)], "ask X") == \
+        f"provider journal: 1 model request(s) carried the trigger's text; the last (req-2) was answered {'A' * 80!r}"
+    assert journal_knows([_req("req-2", "ask X", error=True, status=500), _req("req-3", "ask X", state="in_flight")],
+                         "ask X") == "provider journal: 2 model request(s) carried the trigger's text; the last " \
+        "(req-3) is still in flight"
+    assert journal_knows([_req("req-2", "ask X", error=True, status=500)], "ask X").endswith(
+        "the last (req-2) was answered with an error (HTTP 500)")
+    assert journal_knows([_req("req-2", "ask X")], "ask X").endswith("the last (req-2) ended without an answer")
+    assert journal_knows([_req("req-2", None)], "ask X").startswith("provider journal: none of its 1")
+    assert journal_knows([_req("req-2", None)], "XX").startswith("provider journal: none of its 1")
+    assert journal_knows([_req("req-2", "ask X", reply="")], "ask X").endswith("the last (req-2) was answered ''")
+
+
+def test_each_marker_is_traced_back_to_the_step_that_sent_it() -> None:
+    from qa.evidence.model_requests import marker_origins
+
+    sent = {"step 'ask'": "reply with MQA-0000000a", "step 'later'": "MQA-0000000b and MQA-0000000a", "x": None}
+    lines = ["bot said MQA-0000000a", "request: MQA-0000000b MQA-0000000a", "MQA-0000000c", "MQA-xyz"]
+    assert marker_origins(lines, sent) == ["MQA-0000000a = step 'ask' and step 'later'",
+                                           "MQA-0000000b = step 'later'",
+                                           "MQA-0000000c = no message of this scenario"]
+    assert marker_origins([], sent) == []

@@ -112,3 +112,16 @@ def test_control_problems_compare_the_stripped_body_when_one_is_expected() -> No
     assert control_problems(answer, None) == [] and control_problems(answer, "ok") == []
     assert control_problems(answer, " ok") == ["control reply body 'ok' != expected ' ok'"]
     assert control_problems({}, "x") == ["control reply body '' != expected 'x'"]
+
+
+def test_the_settle_window_grows_with_the_slowest_model_answer_and_stops_at_its_cap() -> None:
+    from qa.evidence.silence import SETTLE_FACTOR, settle_window_s
+
+    assert SETTLE_FACTOR == 2.0
+    assert settle_window_s([], 0.15, 10.0) == 0.15
+    assert settle_window_s([None, 0, -5], 0.15, 10.0) == 0.15
+    assert settle_window_s([100.0, 1500.0, 20.0], 0.15, 10.0) == pytest.approx(3.15)
+    assert settle_window_s([None, 1000], 0.5, 10.0) == pytest.approx(2.5)
+    assert settle_window_s([60_000.0], 0.15, 10.0) == 10.0
+    assert settle_window_s([4925.0], 0.15, 10.0) == 10.0
+    assert settle_window_s([0.5, None], 0.15, 10.0) == pytest.approx(0.151)

@@ -242,3 +242,69 @@ def test_replies_by_journal_boundaries_of_time() -> None:
     del unseen["_seenMs"]
     early = Trigger("$t", ROOM, "say ABC", 0.5)
     assert replies_by_journal(early, [unseen], BOT, journal) == [], "no seen-time counts as before everything"
+
+
+# --- issue 28: journal before order, for the control of a negative check too ------------------------------------
+
+
+@dataclass
+class _Flight:
+    latest_user: str | None
+    reply: _Reply | None
+    state: str = "in_flight"
+    is_chat: bool = True
+
+
+IGNORED = Trigger("$ign", ROOM, "say IGN", 5.0)
+CONTROL = Trigger("$ctl", ROOM, "say CTL", 8.0)
+
+
+def test_an_answer_the_journal_ties_to_another_trigger_is_never_this_ones() -> None:
+    """The ignored message's answer lands while the control's model request is in flight: not a guess for it."""
+    journal: list[Any] = [_Entry("bot: say IGN", _Reply("IGN")), _Flight("bot: say CTL", None)]
+    events = [msg("$a", "IGN", seen=9)]
+    assert pair_reply(CONTROL, events, BOT, journal, others=[IGNORED]) is None
+    journal[1] = _Entry("bot: say CTL", _Reply("CTL"))
+    pairing = pair_reply(CONTROL, [*events, msg("$b", "CTL", seen=10)], BOT, journal, others=[IGNORED])
+    assert pairing is not None and pairing.event["event_id"] == "$b" and pairing.method == "journal"
+
+
+def test_no_guess_while_the_model_still_answers_this_trigger() -> None:
+    events = [msg("$typing", "thinking…", seen=9)]
+    assert pair_reply(CONTROL, events, BOT, [_Flight("bot: say CTL", None)]) is None
+    done = _Flight("bot: say CTL", None, state="error")  # no answer will come: a guess is all there is
+    pairing = pair_reply(CONTROL, events, BOT, [done])
+    assert pairing is not None and pairing.method == "order-guess"
+    other = _Flight("bot: say OTHER", None)  # another trigger's request in flight says nothing about this one
+    assert pair_reply(CONTROL, events, BOT, [other]) is not None
+    assert pair_reply(CONTROL, events, BOT, [_Flight("bot: say CTL", None, is_chat=False)]) is not None
+    assert pair_reply(CONTROL, events, BOT, [_Flight(None, None)]) is not None
+    assert pair_reply(Trigger("$x", ROOM, None, 8.0), events, BOT, [_Flight("bot: say CTL", None)]) is not None
+
+
+def test_an_answer_the_journal_ties_to_both_triggers_stays_a_candidate() -> None:
+    journal = [_Entry("bot: say IGN", _Reply("SAME")), _Entry("bot: say CTL", _Reply("SAME"))]
+    pairing = pair_reply(CONTROL, [msg("$a", "SAME", seen=9)], BOT, journal, others=[IGNORED])
+    assert pairing is not None and pairing.event["event_id"] == "$a" and pairing.method == "journal"
+    # The trigger itself among `others` excludes nothing; without a journal nothing is tied to anyone.
+    journal2 = [_Entry("bot: say CTL", _Reply("CTL2"))]
+    pairing = pair_reply(CONTROL, [msg("$a", "X", seen=9)], BOT, None, others=[IGNORED, CONTROL])
+    assert pairing is not None and pairing.method == "order-guess"
+    pairing = pair_reply(CONTROL, [msg("$c", "CTL2", seen=9)], BOT, journal2, others=[CONTROL])
+    assert pairing is not None and pairing.method == "journal"
+
+
+def test_every_message_the_journal_ties_to_the_ignored_trigger_is_unwanted_even_after_the_control() -> None:
+    journal = [_Entry("bot: say IGN", _Reply("IGN")), _Entry("bot: say CTL", _Reply("CTL"))]
+    events = [msg("$ctl-answer", "CTL", seen=9), msg("$late", "IGN", seen=10), msg("$other", "chat", seen=11)]
+    found = unwanted_replies(IGNORED, "$ctl-answer", events, BOT, journal, "say CTL")
+    assert [u.event_id for u in found] == ["$late"]
+    assert found[0].why == "carries the model's answer to the trigger (provider journal), after the control's answer"
+    # A text the model gave the control too may be the control's second answer: not the trigger's, after it.
+    same = [_Entry("bot: say IGN", _Reply("SAME")), _Entry("bot: say CTL", _Reply("SAME"))]
+    events = [msg("$ctl-answer", "SAME", seen=9), msg("$late", "SAME", seen=10)]
+    assert unwanted_replies(IGNORED, "$ctl-answer", events, BOT, same, "say CTL") == []
+    assert [u.event_id for u in unwanted_replies(IGNORED, "$ctl-answer", events, BOT, same)] == ["$late"]
+    # A reply to another event after the control's answer is left alone.
+    events = [msg("$ctl-answer", "CTL", seen=9), msg("$r", "IGN", seen=10, reply_to="$elsewhere")]
+    assert unwanted_replies(IGNORED, "$ctl-answer", events, BOT, journal, "say CTL") == []

@@ -40,6 +40,52 @@ def test_adopted_is_a_child_in_another_session_that_we_did_not_start(tmp_path: P
     assert adopted(tmp_path) == [900001, 900004]
 
 
+def test_start_time_is_the_22nd_stat_field() -> None:
+    line = "7 (a b) S 1 7 7 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0 98765 1000 50"
+    assert processes.start_time(line) == 98765
+    head = "7 (x) S 1 7 7 0 -1 4194560 1 2 3 4 5 6 7 8 20 0 1 0"
+    assert processes.start_time(head) == 0
+    assert processes.start_time(head + " x 1") == 0
+    assert processes.start_time(head + " 5") == 5
+
+
+def test_descendants_walk_the_whole_tree_below_a_root_and_nothing_else() -> None:
+    table = {(10, 1): 1, (11, 2): 10, (12, 3): 11, (13, 4): 10, (20, 5): 1, (21, 6): 20, (10, 9): 10}
+    assert processes.descendants(10, table) == [(11, 2), (13, 4), (12, 3)]
+    assert processes.descendants(20, table) == [(21, 6)]
+    assert processes.descendants(12, table) == []
+
+
+def test_an_orphan_is_tied_by_its_record_first_then_by_its_mark() -> None:
+    owners = {"/s/a", "/s/b"}
+    env_b = b"PATH=/bin\0MATRIX_QA_STATE_DIR=/s/b\0HOME=/"
+    assert processes.marked_by(env_b, owners) == "/s/b"
+    assert processes.marked_by(b"MATRIX_QA_STATE_DIR=/s/c", owners) is None
+    assert processes.marked_by(b"X_MATRIX_QA_STATE_DIR=/s/a\0", owners) is None
+    assert processes.marked_by(b"", owners) is None
+    assert processes.owner_of((5, 1), env_b, owners, {(5, 1): "/s/a"}) == "/s/a"
+    assert processes.owner_of((5, 2), env_b, owners, {(5, 1): "/s/a"}) == "/s/b"  # a recycled pid: not the record
+    assert processes.owner_of((5, 1), b"", owners, {(5, 1): "/s/z"}) is None  # a bot of another run
+    assert processes.owner_of((5, 1), b"", owners, {}) is None
+
+
+def test_record_descendants_ties_what_lives_below_a_bot_and_forgets_the_dead(tmp_path: Path) -> None:
+    def stat(pid: int, ppid: int, start: int) -> None:
+        (tmp_path / str(pid)).mkdir(exist_ok=True)
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (x) S {ppid} {pid} {pid} 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 "
+                                                  f"{start} 1 1\n")
+    stat(100, 1, 7)
+    stat(101, 100, 8)
+    stat(102, 101, 9)
+    processes._TIED[(999, 1)] = "/s/old"
+    try:
+        assert processes.record_descendants(100, "", tmp_path) == []
+        assert processes.record_descendants(100, "/s/a", tmp_path) == [(101, 8), (102, 9)]
+        assert processes._TIED == {(101, 8): "/s/a", (102, 9): "/s/a"}
+    finally:
+        processes.untie_all()
+
+
 def test_a_spawn_in_flight_defers_the_sweep_unless_forced() -> None:
     with processes.spawning():
         assert processes._spawning == 1
@@ -50,29 +96,57 @@ SCRIPT = r"""
 import os, subprocess, sys, time
 from qa import processes
 assert processes.become_subreaper()
-# A bot that starts a helper in its own session with nothing inherited, then exits: the helper is orphaned.
-bot = subprocess.Popen([sys.executable, "-c",
-    "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], env={}, "
-    "start_new_session=True); print(p.pid)"], stdout=subprocess.PIPE, text=True, start_new_session=True)
-processes.own(bot.pid)
-helper = int(bot.stdout.readline())
-bot.wait()
+HELPER = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], " \
+    "env=ENV, start_new_session=True); print(p.pid, flush=True); sys.stdin.read()"
+
+def parent(env, mark):
+    # A process that starts a helper in its own session, says its pid, and exits when told: the helper is orphaned.
+    proc = subprocess.Popen([sys.executable, "-c", HELPER.replace("ENV", env)], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, start_new_session=True,
+                            env={**os.environ, **({processes.MARK_ENV: mark} if mark else {})})
+    processes.own(proc.pid)
+    return proc, int(proc.stdout.readline())
+
+def orphan(proc, helper):
+    proc.stdin.close()
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while helper not in processes.adopted() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+# Bot A's helper clears its environment: only the record taken while A lived ties it to A.
+a, helper_a = parent("{}", "/state/a")
+# Bot B's helper keeps its environment: B's mark ties it to B.
+b, helper_b = parent("None", "/state/b")
+# Not a bot at all (a dockerd the caller started, whose containerd shim outlives it): nobody's to stop.
+shim_parent, shim = parent("{}", "")
+processes.tie("/state/a")
+processes.tie("/state/b")
 deadline = time.monotonic() + 10
-while helper not in processes.adopted() and time.monotonic() < deadline:
+while not processes.record_descendants(a.pid, "/state/a") and time.monotonic() < deadline:
     time.sleep(0.01)
+for proc, helper in ((a, helper_a), (b, helper_b), (shim_parent, shim)):
+    orphan(proc, helper)
 with processes.spawning():
-    assert processes.stop_adopted() == []
-stopped = processes.stop_adopted()
-print(helper, stopped, os.path.exists(f"/proc/{helper}"))
+    assert processes.stop_adopted("/state/a") == []
+first = processes.stop_adopted("/state/a")
+last = processes.stop_adopted(force=True)
+alive = [os.path.exists(f"/proc/{pid}") for pid in (helper_a, helper_b, shim)]
+spared = processes.adopted()
+os.kill(shim, 9)
+os.waitpid(shim, 0)
+processes.untie_all()
+print(first == [helper_a], last == [helper_b], alive, spared == [shim])
 """
 
 
-def test_an_orphan_in_its_own_session_with_a_cleared_environment_comes_back_and_is_stopped() -> None:
+def test_the_sweep_stops_a_bots_escaped_orphans_and_only_those() -> None:
+    """Bot A's helper left A's session with a cleared environment; bot B's kept its environment; a third orphan
+    descends from no bot. A's stop sweeps only A's, the end of the run B's too, and the third stays."""
     out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, timeout=60,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.returncode == 0, out.stderr
-    helper, rest = out.stdout.split(maxsplit=1)
-    assert rest.strip() == f"[{helper}] False", out.stdout
+    assert out.stdout.strip() == "True True [False, False, True] True", out.stdout
 
 
 def test_a_homeserver_gets_no_harness_secret_and_no_model_key() -> None:

@@ -184,7 +184,7 @@ async def test_a_hang_times_out_and_the_journal_records_the_client_giving_up(moc
         await ask(client(mock, retries=0, timeout_s=0.3), "hang")
     assert failed.value.reason == "no answer in time after 1 attempt"
     entry = await mock.wait_for(lambda e: e.state == "done", 5)
-    assert entry.fault == "hang: the client gave up waiting"
+    assert entry.fault == "hang: the connection closed while the request was held"
     assert entry.finished_at - entry.started_at < 5000  # type: ignore[operator]  # not the 20 s latency
 
 

@@ -101,3 +101,24 @@ def test_scan_does_not_report_a_near_miss_of_the_escaped_form(tmp_path: Path) ->
     assert scan_for_secrets(tmp_path, [secret]) == []
     (tmp_path / "hit.json").write_text(json.dumps({"k": secret}))
     assert scan_for_secrets(tmp_path, [secret]) == [(tmp_path / "hit.json", 0)]
+
+
+def test_a_big_file_is_redacted_in_pieces_and_no_secret_is_split_by_a_cut(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Issue 28: a bot log of hundreds of megabytes is redacted without being read whole; a secret that spans
+    the boundary between two pieces is still found."""
+    from qa.shared import redact as module
+
+    monkeypatch.setattr(module, "REDACT_CHUNK", 16)
+    secret = "hunter2-secret"
+    text = "".join(f"line {i} {secret if i % 3 == 0 else 'plain'}\n" for i in range(50)) + secret
+    path = tmp_path / "bot.log"
+    path.write_text(text)
+    assert module.redact_file(path, [secret]) is True
+    assert path.read_text() == text.replace(secret, module.REDACTED)
+    assert module.redact_file(path, [secret]) is False, "nothing left: the file is only read"
+    for start in range(0, 40):
+        assert module.safe_cut(b"x" * start + b"abcdefgh" + b"y" * 40, start + 4, [b"abcdefgh"]) == start
+    assert module.safe_cut(b"abcdefgh", 8, [b"abcdefgh"]) == 8
+    assert module.safe_cut(b"abcdefghabcdefgh", 12, [b"abcdefgh"]) == 8
+    assert module.safe_cut(b"zzzz", -3, [b"abcdefgh"]) == 0
+    assert module.safe_cut(b"aaaaaaaaXbbbbbbbb", 12, [b"Xbbbbbbbb", b"aaaaaaaaX"]) == 0

@@ -51,6 +51,8 @@ IMPLIED = [
     ("dmRequireMention", True, "policy", "bot.dmRequireMention"),
     ("threadReplies", "off", "policy", "bot.threadReplies"),
     ("approvalTimeout", "3s", "approvals", "bot.approvalTimeout"),
+    # Issue 28: a bot that does not take the launch's model timeout skips the scenario with the reason.
+    ("modelTimeout", "5s", "model-timeout", "bot.modelTimeout"),
 ]
 
 
@@ -59,7 +61,7 @@ def test_each_setting_needs_its_capability(key: str, value: Any, capability: str
     assert list(BotConfig.model_validate({key: value}).needs()) == [(capability, why)]
 
 
-@pytest.mark.parametrize(("key", "value"), [("textChunkLimit", 10), ("modelTimeout", "5s")])
+@pytest.mark.parametrize(("key", "value"), [("textChunkLimit", 10)])
 def test_settings_that_every_bot_takes_need_nothing(key: str, value: Any) -> None:
     assert list(BotConfig.model_validate({key: value}).needs()) == []
 

@@ -15,6 +15,7 @@ from pydantic import Field, model_validator
 
 from qa.evidence.edits import ChainRules, edits_of
 from qa.evidence.events import describe_event
+from qa.evidence.model_requests import journal_knows, marker_origins
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, chain_problems, judge_reply
 from qa.kernel.clock import mono_ms
@@ -46,6 +47,11 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
             event, ctx.method = pairing.event, pairing.method
     except WaitTimeout as exc:
         seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id)
+        seen.append(journal_knows(journal(ctx), trigger.text))
+        sent = {f"step {step!r}": ref.text for step, ref in ctx.refs.items()}
+        if all(ref.event_id != trigger.event_id for ref in ctx.refs.values()):
+            sent["the message waited on"] = trigger.text  # a control message has no step id
+        seen += marker_origins([*seen, trigger.text or ""], sent)
         raise StepFailed(f"{what} within {exc.timeout_s:g}s", seen) from None
     ctx.claimed[str(event.get("event_id"))] = trigger.event_id
     seen_at = event["_seenMs"]
@@ -68,8 +74,11 @@ async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, 
 
 
 def _pair(ctx: ScenarioContext, trigger: Ref) -> Pairing | None:
+    """By relation, then the journal, only then by order; never a message the journal ties to another step's
+    message (the answer to one the bot should have ignored is not the control's answer)."""
+    others = [ref.as_trigger() for ref in ctx.refs.values() if ref.event_id != trigger.event_id]
     return pair_reply(trigger.as_trigger(), ctx.observer().events.items, ctx.bot_ids, journal(ctx),
-                      frozenset(ctx.claimed))
+                      frozenset(ctx.claimed), others)
 
 
 async def _reply_by_pairing(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> Pairing:
@@ -152,12 +161,17 @@ class ExpectReply(StepBase):
         "edit chain whose final content is the `body`), `msgtype`, `formatted_contains` / `formatted_excludes` / "
         "`formatted_safe` (sanitized `org.matrix.custom.html`: only tags Matrix renders, no handlers, no unsafe "
         "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `from` "
-        "(which of the bot's accounts sends it: `bot` or a name of its bot file's `accounts`), `id`")
+        "(which of the bot's accounts sends it: `bot` or a name of its bot file's `accounts`), `wording` (the "
+        "embedded agent's words, checked only for a bot that claims `agent-wording`), `id`")
     defines_kind: ClassVar[str | None] = REPLY
 
     to: StepId
     body: MarkedText | None = None  # None: any reply will do
     body_contains: MarkedText | None = None  # the reply's (final) text must contain this
+    # The embedded agent's words for this reply (a notice's "HTTP 500 after 3 attempts"): checked like
+    # body_contains for a bot that claims `agent-wording`; any other bot is judged by the behaviour the other
+    # fields ask for (msgtype, place, body_excludes the model's text), and the step says the wording was not checked.
+    wording: MarkedText | None = None
     thread: StepId | None = None  # the reply must be in this thread
     top_level: bool = False  # the reply must not be in any thread (a rich reply, m.in_reply_to alone, is fine)
     no_relation: bool = False  # stricter: the reply carries no m.relates_to at all
@@ -188,6 +202,9 @@ class ExpectReply(StepBase):
     def _thread_xor_top_level(self) -> ExpectReply:
         if (self.top_level or self.no_relation) and self.thread is not None:
             raise error("conflict", "top_level: true contradicts thread: a reply can't be in both places")
+        if self.wording is not None and (self.body_contains is not None or self.body is not None):
+            raise error("conflict", "wording is the agent's words for a reply whose text is otherwise free: "
+                                    "give it without body or body_contains")
         return self
 
     def refs(self) -> list[StepRef]:
@@ -211,11 +228,15 @@ class ExpectReply(StepBase):
     def bot_accounts(self) -> list[str]:
         return [self.from_account] if self.from_account and self.from_account != BOT else []
 
+    def wording_checked(self, ctx: ScenarioContext) -> bool:
+        return self.wording is not None and ctx.bot.bot.has("agent-wording")
+
     def want(self, ctx: ScenarioContext) -> ReplyWant:
         """What the reply must be, markers expanded and step ids turned into event ids."""
+        contains = self.wording if self.wording_checked(ctx) else self.body_contains
         return ReplyWant(
             body=text(ctx, self.body) if self.body is not None else None,
-            contains=text(ctx, self.body_contains) if self.body_contains else None,
+            contains=text(ctx, contains) if contains else None,
             thread_root=ctx.refs[self.thread].event_id if self.thread else None, top_level=self.top_level,
             no_relation=self.no_relation, after=ctx.refs[self.after].event_id if self.after else None,
             after_step=self.after, streamed=self.streamed, msgtype=self.msgtype, encrypted=self.encrypted,
@@ -249,6 +270,9 @@ class ExpectReply(StepBase):
         if self.id:
             ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
         how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
+        if self.wording is not None and not self.wording_checked(ctx):
+            how += f"; wording {self.wording!r} NOT CHECKED: bot {ctx.bot.name} does not claim agent-wording " \
+                "(judged by behaviour)"
         said = f" from account '{ctx.account}'" if ctx.several_accounts else ""
         return f"reply {event['event_id']}{said} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
 

@@ -117,15 +117,17 @@ class ExpectNoReply(StepBase):
             check.method = "order"
             if self.reason:
                 check.notes.append(f"reason {self.reason!r} NOT CHECKED: bot {ctx.bot.name} writes no trace")
-        control_reply = None
+        control_reply = control_text = None
         if self.control is not None:
-            control_reply, control_found = await self._control(ctx, self.control, trigger, check)
+            # What the user typed: a say command for a bot without a model.
+            control_text = prompt(ctx, self.control.body)
+            control_reply, control_found = await self._control(ctx, self.control, trigger, check, control_text)
             problems += control_found
         if ctx.bot.has_trace:
             unwanted = [(e, "replies to the trigger") for e in replies_to(ctx, trigger.event_id)]
         else:
             found = unwanted_replies(trigger.as_trigger(), control_reply, ctx.observer().events.items,
-                                     ctx.bot_ids, journal(ctx))
+                                     ctx.bot_ids, journal(ctx), control_text)
             unwanted = [(u.event_id, u.why) for u in found]
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
@@ -168,8 +170,8 @@ class ExpectNoReply(StepBase):
             problems += await _unwanted_reply_evidence(ctx, trigger, timeout_s)
         return problems
 
-    async def _control(self, ctx: ScenarioContext, control: ControlMessage, trigger: Ref, check: NegativeCheck
-                       ) -> tuple[str | None, list[str]]:
+    async def _control(self, ctx: ScenarioContext, control: ControlMessage, trigger: Ref, check: NegativeCheck,
+                       typed: str) -> tuple[str | None, list[str]]:
         """Send the control message and wait for its answer: (the answer's event id, problems)."""
         from qa.actors import message_content
 
@@ -177,7 +179,6 @@ class ExpectNoReply(StepBase):
         # Same session as the trigger unless told otherwise: then the control's answer also shows the session
         # was not stuck behind the trigger.
         thread_root = ctx.refs[control.thread].event_id if control.thread else trigger.thread_root
-        typed = prompt(ctx, control.body)
         content = message_content(typed, mention=mention_of(ctx, control.mention), thread_root=thread_root)
         sent_at = mono_ms()
         control_id = await ctx.actors[control.actor].send(room_id, content)

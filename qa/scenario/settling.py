@@ -1,0 +1,90 @@
+"""How long to wait for a bot to fall quiet: before the first message (readiness `joined`) and after the last step,
+before the final checks (a late answer to an ignored message must still be seen)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from qa.evidence.silence import settle_window_s
+from qa.harness.bot_process import BotUnderTest
+from qa.scenario.context import ScenarioContext
+from qa.waiting import WaitTimeout
+
+# `ready: {joined: true}` knows only that the bot joined; before the first message it waits until the bot's
+# output has been quiet this long (at most SETTLE_MAX_S), so a bot still busy with its first sync is not sent
+# a message it would take for history. It is the weakest readiness; a `log` or `trace` condition is exact.
+SETTLE_QUIET_S = 0.3
+SETTLE_MAX_S = 2.0
+FINAL_QUIET_S = 0.15
+FINAL_MAX_S = 1.0
+SETTLE_CAP_S = 10.0  # the longest the room is watched for late answers after the last step
+
+
+async def settle(bot: BotUnderTest) -> None:
+    """Until the bot's log and trace have been quiet for SETTLE_QUIET_S, for at most SETTLE_MAX_S."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_MAX_S
+    while loop.time() < deadline:
+        marks = (bot.log.count, len(bot.trace.items))
+        try:
+            await asyncio.wait_for(_any_output(bot, marks), min(SETTLE_QUIET_S, deadline - loop.time()))
+        except TimeoutError:
+            return
+
+
+async def bot_says_it_is_idle(ctx: ScenarioContext) -> bool:
+    """A bot that traces its turns says when it is done: every turn it started has ended (its turn.end may
+    land a moment after the reply the last step saw)."""
+    if not ctx.bot.has_trace:
+        return False
+
+    def idle(_record: Any = None) -> bool:
+        items = ctx.bot.trace.items
+        started = {r.get("attempt") for r in items if r.get("type") == "turn.start"}
+        return bool(started) and started <= {r.get("attempt") for r in items if r.get("type") == "turn.end"}
+
+    if idle():
+        return True
+    try:
+        await ctx.bot.trace.wait_for(idle, FINAL_MAX_S, "every turn to end")
+    except WaitTimeout:
+        return False
+    return True
+
+
+def _model_times_ms(ctx: ScenarioContext) -> list[float | None]:
+    """How long the model took for each request of this scenario (the mock's journal: a request still in flight
+    counts its planned latency); for a live model, which keeps no journal, the replies' own latencies."""
+    entries = getattr(ctx.provider, "journal", None) if ctx.provider is not None else None
+    if entries is None:
+        return list(ctx.reply_latencies_ms)
+    return [e.finished_at - e.started_at if e.finished_at is not None else float(e.latency_ms) for e in entries]
+
+
+async def room_settles(ctx: ScenarioContext) -> None:
+    """Until the watcher has seen no bot event for the settle window (qa.evidence.silence: sized by the model's
+    latency in this scenario, so an out-of-order bot answering an ignored message after the last step is seen),
+    at most twice that. Only ever adds evidence for the final checks: a pass never rests on it."""
+    quiet_s = settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(FINAL_MAX_S, 2 * quiet_s)
+    events = ctx.observer().events
+    while loop.time() < deadline:
+        mark = len(events.items)
+        try:
+            await events.wait_for(lambda e: e.get("sender") in ctx.bot_ids,
+                                  min(quiet_s, deadline - loop.time()), "bot events", mark)
+        except WaitTimeout:
+            return
+
+
+async def _any_output(bot: BotUnderTest, marks: tuple[int, int]) -> None:
+    log = asyncio.ensure_future(bot.log.wait_for(lambda _: True, SETTLE_MAX_S, "output", marks[0]))
+    trace = asyncio.ensure_future(bot.trace.wait_for(lambda _: True, SETTLE_MAX_S, "trace", marks[1]))
+    try:
+        await asyncio.wait({log, trace}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (log, trace):
+            task.cancel()
+        await asyncio.gather(log, trace, return_exceptions=True)
