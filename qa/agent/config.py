@@ -115,6 +115,10 @@ class MutationsConfig(FaultMutations):
     answer_own_messages: bool = Field(False, alias="answerOwnMessages")  # no own-sender check
     answer_notices: bool = Field(False, alias="answerNotices")  # m.notice answered like m.text
     thread_root_from_reply: bool = Field(False, alias="threadRootFromReply")  # replied-to event as thread root
+    ignore_legacy_mentions: bool = Field(False, alias="ignoreLegacyMentions")  # no m.mentions: nothing counts
+    display_name_is_mention: bool = Field(False, alias="displayNameIsMention")  # the name typed in the body counts
+    visible_mention_required: bool = Field(False, alias="visibleMentionRequired")  # m.mentions alone is ignored
+    quote_leaves_thread: bool = Field(False, alias="quoteLeavesThread")  # an in-thread quote answered top-level
     reply_fallback_to_root: bool = Field(False, alias="replyFallbackToRoot")  # m.in_reply_to names the root
     answer_reactions: bool = Field(False, alias="answerReactions")  # a reaction is answered like a message
     reactions_to_main_session: bool = Field(False, alias="reactionsToMainSession")  # thread target lost
@@ -128,6 +132,8 @@ class MutationsConfig(FaultMutations):
             react_on_edits=self.react_on_edits, trust_formatted_mentions=self.trust_formatted_mentions,
             mxid_prefix_is_mention=self.mxid_prefix_is_mention, answer_own_messages=self.answer_own_messages,
             answer_notices=self.answer_notices, thread_root_from_reply=self.thread_root_from_reply,
+            ignore_legacy_mentions=self.ignore_legacy_mentions, display_name_is_mention=self.display_name_is_mention,
+            visible_mention_required=self.visible_mention_required, quote_leaves_thread=self.quote_leaves_thread,
         )
 
 
