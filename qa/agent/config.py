@@ -73,6 +73,7 @@ TestMutation = Literal[
     "attachment-bypasses-mention",  # any attachment counts as a mention
     "image-not-forwarded",  # images are described in words only, never given to the model
     "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
+    "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
 ]
 
 
