@@ -139,3 +139,16 @@ async def test_a_helper_that_left_the_bots_session_and_environment_is_stopped_at
     pid = int(log.split("escaping helper started: pid ")[1].split()[0])
     assert not Path(f"/proc/{pid}").exists(), "stopped and reaped at the bot's teardown, not left to init"
     assert _helpers(str(tmp_path)) == []
+
+
+async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
+    """Issue 27's generic scenarios against a bot we did not write: it honours m.mentions and explicit quotes in
+    threads, and misses a legacy client's pill (without m.mentions it looks only for its id in the body)."""
+    passing = ["matrix-mention-display-name", "matrix-mention-metadata-only", "matrix-thread-explicit-quote"]
+    result = await run_qa(*passing, "matrix-mention-pill-without-m-mentions", bot_file=BOTS / "nio-reply-bot.yaml")
+    assert result.code == 1
+    for scenario_id in passing:
+        assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
+    missed = result.scenario("matrix-mention-pill-without-m-mentions")
+    assert missed["status"] == "fail" and missed["failure"]["step"] == 2, missed
+    assert "a bot reply to step 'legacy_pill'" in missed["failure"]["expected"], missed
