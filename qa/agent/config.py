@@ -74,6 +74,7 @@ TestMutation = Literal[
     "image-not-forwarded",  # images are described in words only, never given to the model
     "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
     "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
+    "no-thread-history",  # a thread older than the bot's first sync is answered without its earlier messages
 ]
 
 
@@ -120,6 +121,7 @@ class MutationsConfig(FaultMutations):
     display_name_is_mention: bool = Field(False, alias="displayNameIsMention")  # the name typed in the body counts
     visible_mention_required: bool = Field(False, alias="visibleMentionRequired")  # m.mentions alone is ignored
     quote_leaves_thread: bool = Field(False, alias="quoteLeavesThread")  # an in-thread quote answered top-level
+    known_bots_ignored: bool = Field(False, alias="knownBotsIgnored")  # bots treated as people: allowBots moot
     reply_fallback_to_root: bool = Field(False, alias="replyFallbackToRoot")  # m.in_reply_to names the root
     answer_reactions: bool = Field(False, alias="answerReactions")  # a reaction is answered like a message
     reactions_to_main_session: bool = Field(False, alias="reactionsToMainSession")  # thread target lost
@@ -135,6 +137,7 @@ class MutationsConfig(FaultMutations):
             answer_notices=self.answer_notices, thread_root_from_reply=self.thread_root_from_reply,
             ignore_legacy_mentions=self.ignore_legacy_mentions, display_name_is_mention=self.display_name_is_mention,
             visible_mention_required=self.visible_mention_required, quote_leaves_thread=self.quote_leaves_thread,
+            known_bots_ignored=self.known_bots_ignored,
         )
 
 

@@ -57,6 +57,7 @@ class Mutations:
     display_name_is_mention: bool = False  # our display name (the localpart) typed in the body counts
     visible_mention_required: bool = False  # m.mentions alone is not enough: the id or a pill must show too
     quote_leaves_thread: bool = False  # an explicit quote inside a thread is taken for a top-level reply
+    known_bots_ignored: bool = False  # knownBots never consulted: a bot is treated like a person
 
 
 CORRECT = Mutations()
@@ -103,7 +104,7 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None, mutation
         return Decision(False, NOT_TEXT)
     if event.is_edit:
         return Decision(False, EDIT)
-    if event.sender in policy.known_bots:
+    if event.sender in policy.known_bots and not mutations.known_bots_ignored:
         # Another bot talking is the classic loop hazard, so bots are blocked unless explicitly allowed, and a
         # blocked bot stays blocked even when it mentions us.
         if policy.allow_bots == "off":

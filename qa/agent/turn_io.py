@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
+
 from qa.agent.config import AgentConfig
 from qa.agent.lock import LockHold, SessionWriteLock
 from qa.agent.media import Prepared, fetch, prepare
 from qa.agent.policy import Inbound
 from qa.agent.streaming import Preview
+from qa.agent.thread_history import fetch_thread, first_turn_of_thread, history_records
 from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id or None
@@ -83,3 +86,21 @@ class TurnIO:
         self._trace.emit("media.fetch.end", session=session, attempt=attempt, eventId=inbound.event_id,
                          outcome=prepared.outcome, images=images)
         return prepared
+
+    async def thread_history(self, room_id: str, thread_root: str | None, records: list[dict[str, Any]],
+                             inbound: Inbound, session: str, attempt: str) -> list[dict[str, Any]]:
+        """The thread's earlier messages when this is the session's first turn (qa.agent.thread_history);
+        empty at the top level, on later turns, on a fetch error (traced), and under `no-thread-history`."""
+        if thread_root is None or not first_turn_of_thread(records, inbound.event_id) \
+                or self._config.mutated("no-thread-history"):
+            return []
+        homeserver, token = self._credentials()
+        try:
+            root, events = await fetch_thread(homeserver, token, room_id, thread_root)
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+            self._trace.emit("error", where="thread.history", session=session, attempt=attempt, error=str(exc))
+            return []
+        known = {str(r.get("eventId")) for r in records if r.get("eventId")}
+        found = history_records(events, root, inbound.event_id, self._config.user_id, known)
+        self._trace.emit("thread.history", session=session, attempt=attempt, root=thread_root, messages=len(found))
+        return found

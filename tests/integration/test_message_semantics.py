@@ -30,7 +30,7 @@ SCENARIOS = [
     "matrix-formatted-reply", "matrix-long-reply-split",
     # Clients that are not like ours (issue 27): legacy and display-name mentions, hidden mentions, quotes, DMs.
     "matrix-mention-pill-without-m-mentions", "matrix-mention-display-name", "matrix-mention-metadata-only",
-    "matrix-thread-explicit-quote", "matrix-dm-misclassified-group",
+    "matrix-thread-explicit-quote", "matrix-dm-misclassified-group", "matrix-thread-preexisting",
 ]
 # What the correct bot says about each message it must not answer, in step order.
 NEGATIVE = {
@@ -49,6 +49,7 @@ NEGATIVE = {
     "matrix-mention-display-name": ["mention-required"],
     "matrix-mention-metadata-only": ["mention-required"],
     "matrix-dm-misclassified-group": ["mention-required"],
+    "matrix-allowbots-all-unmentioned-open-room": ["bot-sender-blocked"],
 }
 
 # Group 1: mutations (bot config overrides) and flipped scenario settings that leave each other's scenarios alone.
@@ -87,7 +88,9 @@ CAUGHT_1 = {
 MUTATIONS_2 = {"mutations.answerOwnMessages": True, "mutations.ignoreRedactions": True,
                "mutations.reactionsToMainSession": True, "mutations.threadRootFromReply": True,
                # Not in group 1: there displayNameIsMention would count the legacy pill's visible name.
-               "mutations.ignoreLegacyMentions": True, "mutations.visibleMentionRequired": True}
+               "mutations.ignoreLegacyMentions": True, "mutations.visibleMentionRequired": True,
+               # Not in group 3: two-members-is-dm would answer the thread's earlier messages, which then are context.
+               "testMutations": ["no-thread-history"]}
 CAUGHT_2 = {
     "matrix-self-sender-ignored": (3, "the bot accepted 'answer'"),
     "matrix-reaction-redaction-observed": (6, "the bot records the reaction's removal"),
@@ -96,14 +99,19 @@ CAUGHT_2 = {
     "matrix-thread-root-preservation": (5, "Cannot start threads from an event with a relation"),
     "matrix-mention-pill-without-m-mentions": (2, "the bot dropped it (mention-required)"),
     "matrix-mention-metadata-only": (2, "the bot dropped it (mention-required)"),
+    "matrix-thread-preexisting": (7, "does not carry"),
 }
 # Group 3: an explicit quote read as leaving the thread (group 1's replyFallbackToRoot and group 2's
 # threadRootFromReply would break the same scenario earlier), and DMs guessed by head count (which would make
 # every two-member room of the other groups a DM).
-MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm"]}
+# Also: a bot that never consults knownBots (bots are people to it) passes allowBots all's positive case; the
+# negative (allowBots off, same room) catches it. Group 1 flips that scenario to show its positive failing.
+MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm"],
+               "mutations.knownBotsIgnored": True}
 CAUGHT_3 = {
     "matrix-thread-explicit-quote": (5, "expected rel_type m.thread, got m.relates_to=None"),
     "matrix-dm-misclassified-group": (5, "the bot accepted 'unmentioned'"),
+    "matrix-allowbots-all-unmentioned-open-room": (5, "the bot accepted 'blocked'"),
 }
 
 
