@@ -75,6 +75,7 @@ TestMutation = Literal[
     "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
     "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
     "no-thread-history",  # a thread older than the bot's first sync is answered without its earlier messages
+    "buffered-preview",  # the whole answer is awaited, then a draft and edits are sent in one burst
 ]
 
 

@@ -62,7 +62,7 @@ class TurnIO:
             relates_to=self._relation_for(thread_root, inbound.event_id),
             interval_ms=config.stream_edit_interval_ms, tool_progress=config.tool_progress == "on",
             pings=config.mutated("preview-pings"), truncate_final=config.mutated("final-edit-truncated"),
-            before_draft=before, after_stream=after,
+            before_draft=before, after_stream=after, buffered=config.mutated("buffered-preview"),
         )
 
     async def attachment(self, inbound: Inbound, session: str, attempt: str) -> Prepared | None:
