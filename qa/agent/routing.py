@@ -5,6 +5,7 @@ conversation it belongs to, or taken by a pending approval.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -16,6 +17,7 @@ from qa.agent.policy import (
     DUPLICATE,
     HISTORY,
     REDACTION,
+    SENDER_NOT_ALLOWED,
     Inbound,
     conversation_root,
     decide,
@@ -28,6 +30,8 @@ from qa.agent.policy import (
 from qa.agent.session import SessionManager
 from qa.agent.verification import VERIFICATION, BotE2EE
 from qa.kernel.trace import Trace
+
+SLOW_ON_BLOCKED_S = 3.0  # the test-only `slow-on-blocked`: what each blocked message costs the loop
 
 
 class EventRouter:
@@ -95,6 +99,10 @@ class EventRouter:
                          reason=reason)
         if decision_label == "accepted":
             self.sessions.submit(inbound)
+        elif reason == SENDER_NOT_ALLOWED and self._config.mutated("slow-on-blocked"):
+            # The test-only bug: a blocked sender costs the loop time (a profile lookup, a model call thrown
+            # away), so the next allowed message waits behind it. Correct: a drop costs nothing.
+            await asyncio.sleep(SLOW_ON_BLOCKED_S)
 
     async def _handle_redaction(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
         """A redaction is never answered. When it removes a reaction the bot recorded, the removal is recorded

@@ -80,7 +80,7 @@ CAUGHT_1 = {
     "matrix-allowbots-all-unmentioned-open-room": (2, "the bot dropped it (mention-required)"),
     "matrix-allowbots-mentions-unmentioned-open-room-block": (2, "the bot accepted 'unmentioned'"),
     "matrix-thread-reply-override": (2, "expected rel_type m.thread"),
-    "matrix-multi-actor-ordering": (6, "the bot accepted 'blocked1'"),
+    "matrix-multi-actor-ordering": (8, "the bot accepted 'blocked1'"),
     "matrix-mention-display-name": (4, "the bot accepted 'name_only'"),
 }
 # Group 2: mutations that would disturb group 1 (a bot answering itself loops in an open room; a bot answering
@@ -106,12 +106,14 @@ CAUGHT_2 = {
 # every two-member room of the other groups a DM).
 # Also: a bot that never consults knownBots (bots are people to it) passes allowBots all's positive case; the
 # negative (allowBots off, same room) catches it. Group 1 flips that scenario to show its positive failing.
-MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm"],
+# And a bot whose blocked senders each hold its loop up ("does not delay", measured against a baseline reply).
+MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm", "slow-on-blocked"],
                "mutations.knownBotsIgnored": True}
 CAUGHT_3 = {
     "matrix-thread-explicit-quote": (5, "expected rel_type m.thread, got m.relates_to=None"),
     "matrix-dm-misclassified-group": (5, "the bot accepted 'unmentioned'"),
     "matrix-allowbots-all-unmentioned-open-room": (5, "the bot accepted 'blocked'"),
+    "matrix-multi-actor-ordering": (11, "more than the 2000 ms slack"),
 }
 
 

@@ -18,7 +18,7 @@ from qa.evidence.edits import ChainRules, Timing, check_chain, describe_chain, e
 from qa.evidence.events import describe_event
 from qa.evidence.model_requests import rounds_carrying
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
-from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, judge_reply
+from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, delay_problems, judge_reply
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, Duration, MarkedText, StepId, error
@@ -153,7 +153,8 @@ class ExpectReply(StepBase):
         "a thread) or `no_relation` (no `m.relates_to` at all), `after` (order), `streamed` (a draft with a sound "
         "edit chain whose final content is the `body`), `msgtype`, `formatted_contains` / `formatted_excludes` / "
         "`formatted_safe` (sanitized `org.matrix.custom.html`: only tags Matrix renders, no handlers, no unsafe "
-        "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `id`")
+        "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), "
+        "`no_slower_than` (an earlier reply: this one took at most `slack` longer, model time left out), `id`")
     defines_kind: ClassVar[str | None] = REPLY
 
     to: StepId
@@ -178,6 +179,10 @@ class ExpectReply(StepBase):
     # The reply must arrive as at least this many parts (the bot's trace lists them): each a valid message in
     # the reply's place, in order, none lost; `body` is then compared with the parts joined.
     parts_min: int | None = Field(default=None, ge=2)
+    # "Does not delay", measured: this reply's latency (its trigger sent -> the reply seen, the model's own time
+    # left out) is at most that of an earlier reply (a baseline measured in the same scenario) plus `slack`.
+    no_slower_than: StepId | None = None
+    slack: Duration = 2.0
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
 
@@ -192,6 +197,7 @@ class ExpectReply(StepBase):
             StepRef(("to",), self.to, frozenset({SENT}), True),
             *opt_ref("thread", self.thread, MESSAGES),
             *opt_ref("after", self.after, frozenset({REPLY}), same_room=False),
+            *opt_ref("no_slower_than", self.no_slower_than, frozenset({REPLY}), same_room=False),
         ]
 
     def needs(self) -> list[tuple[str, str | None]]:
@@ -232,12 +238,17 @@ class ExpectReply(StepBase):
         if expected is not None:
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
         problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_user_id, parts)
+        latency = ctx.reply_latencies_ms[-1]
+        if self.no_slower_than is not None:
+            problems += delay_problems(latency, ctx.refs[self.no_slower_than].latency_ms, self.no_slower_than,
+                                       self.slack * 1000)
         if problems:
             shape = "in the thread" if want.thread_root else ("top-level" if self.top_level else "")
             what = f"reply to '{self.to}'" + (f" with body {expected!r}" if expected else "") + f" {shape}"
             raise StepFailed(what.strip(), [*problems, "reply: " + describe_event(event)])
         if self.id:
-            ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
+            ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT,
+                                    latency_ms=latency)
         how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
         return f"reply {event['event_id']} ({ctx.reply_latencies_ms[-1]:.0f} ms{how})"
 
