@@ -187,6 +187,9 @@ class AgentConfig(_Model):
     # Which rendering of the config this is; traced on every reload (SIGHUP) so a reader can tell them apart.
     config_generation: int = Field(1, alias="configGeneration")
     known_bots: list[str] = Field(default_factory=list, alias="knownBots")
+    # The loop guard: at most this many answers in a row to known bots in one conversation with no person speaking
+    # in between; the next bot message is dropped (`bot-loop`, traced). null: no guard (two bots talk forever).
+    bot_loop_limit: int | None = Field(3, alias="botLoopLimit", ge=1)
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
     session_life: SessionLifeConfig = Field(default_factory=SessionLifeConfig, alias="sessionLife")

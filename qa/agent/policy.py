@@ -32,6 +32,9 @@ NOT_BOT_MESSAGE = "not-a-bot-message"  # a reaction to something the bot did not
 REDACTION = "redaction"
 
 RECORDED = "recorded"
+# Two bots that both answer everything talk forever; after `botLoopLimit` answers in a row to known bots in one
+# conversation, with no person speaking in between, the next bot message is dropped until a person speaks.
+BOT_LOOP = "bot-loop"
 
 
 @dataclass(frozen=True)
@@ -118,6 +121,19 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None, mutation
     if policy.allowlist is not None and event.sender not in policy.allowlist:
         return Decision(False, SENDER_NOT_ALLOWED)
     return ACCEPT
+
+
+def guard_bot_loop(decision: Decision, from_known_bot: bool, streak: int, limit: int | None) -> tuple[Decision, int]:
+    """The loop guard after `decide`: (the decision, the conversation's new streak of answered bot messages).
+    An accepted person resets the streak; an accepted known bot extends it, or is dropped as `bot-loop` once
+    `limit` answers in a row went to bots (None: no guard). A drop leaves the streak as it was."""
+    if not decision.accept:
+        return decision, streak
+    if not from_known_bot:
+        return decision, 0
+    if limit is not None and streak >= limit:
+        return Decision(False, BOT_LOOP), streak
+    return decision, streak + 1
 
 
 def decide_reaction(sender: str, bot_user_id: str, policy: RoomPolicy | None, on_bot_message: bool) -> Decision:

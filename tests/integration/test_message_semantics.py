@@ -31,6 +31,7 @@ SCENARIOS = [
     # Clients that are not like ours (issue 27): legacy and display-name mentions, hidden mentions, quotes, DMs.
     "matrix-mention-pill-without-m-mentions", "matrix-mention-display-name", "matrix-mention-metadata-only",
     "matrix-thread-explicit-quote", "matrix-dm-misclassified-group", "matrix-thread-preexisting",
+    "matrix-bot-loop-guard",
 ]
 # What the correct bot says about each message it must not answer, in step order.
 NEGATIVE = {
@@ -107,13 +108,15 @@ CAUGHT_2 = {
 # Also: a bot that never consults knownBots (bots are people to it) passes allowBots all's positive case; the
 # negative (allowBots off, same room) catches it. Group 1 flips that scenario to show its positive failing.
 # And a bot whose blocked senders each hold its loop up ("does not delay", measured against a baseline reply).
+# And no loop guard at all (botLoopLimit null): two bots that answer everything talk on and on.
 MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm", "slow-on-blocked"],
-               "mutations.knownBotsIgnored": True}
+               "mutations.knownBotsIgnored": True, "botLoopLimit": None}
 CAUGHT_3 = {
     "matrix-thread-explicit-quote": (5, "expected rel_type m.thread, got m.relates_to=None"),
     "matrix-dm-misclassified-group": (5, "the bot accepted 'unmentioned'"),
     "matrix-allowbots-all-unmentioned-open-room": (5, "the bot accepted 'blocked'"),
     "matrix-multi-actor-ordering": (11, "more than the 2000 ms slack"),
+    "matrix-bot-loop-guard": (2, "the bot answered 6 messages in a row from other_bot"),
 }
 
 

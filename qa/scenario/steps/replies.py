@@ -21,8 +21,8 @@ from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_jou
 from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, delay_problems, judge_reply
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
-from qa.scenario.fields import BOT, Duration, MarkedText, StepId, error
-from qa.scenario.steps.base import MESSAGES, REPLY, SENT, StepBase, StepRef, opt_ref
+from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, StepId, error
+from qa.scenario.steps.base import MESSAGES, REPLY, SENT, ActorUse, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import bot_messages, journal, room_event, text, trace_about
 from qa.waiting import WaitTimeout
 
@@ -350,3 +350,47 @@ class ExpectReplyCount(StepBase):
                              [f"{len(replies)} replies: {', '.join(replies) or 'none'}",
                               *trace_about(ctx, trigger.event_id)])
         return f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} to {trigger.event_id}"
+
+
+class AnswerEveryReply(StepBase):
+    """A test user behaving like a second bot that answers everything (the bot knows it as a bot): it answers
+    each of the bot's replies, starting from the reply to `to`, until the bot stays quiet. A loop guard must
+    stop the exchange within `max` bot answers; the step fails with the count when it does not."""
+
+    kind: ClassVar[str] = "answer_every_reply"
+    does: ClassVar[str] = (
+        "`as` answers every bot reply, from the reply to `to` on, with `body` (like a second bot that answers "
+        "everything); the exchange must stop within `max` bot answers (no answer within `quiet`, or a traced "
+        "drop); fails with the number of answers")
+    capabilities: ClassVar[tuple[str, ...]] = ("policy",)
+
+    actor: ActorName = Field(alias="as")
+    to: StepId
+    body: MarkedText
+    max: int = Field(ge=1)
+    quiet: Duration = 3.0
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("to",), self.to, frozenset({SENT}), True)]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        from qa.actors import message_content
+
+        trigger, answers = ctx.refs[self.to], 0
+        while True:
+            try:
+                await wait_for_bot_reply(ctx, trigger, self.quiet, f"a bot answer to message {answers + 1}")
+            except StepFailed as stopped:
+                return f"the exchange stopped after {answers} bot answer(s): {stopped.expected}"
+            answers += 1
+            if answers > self.max:
+                raise StepFailed(f"the bot-to-bot exchange to stop within {self.max} bot answers",
+                                 [f"the bot answered {answers} messages in a row from {self.actor}, who answers "
+                                  "everything; it would go on", *trace_about(ctx, trigger.event_id)[-6:]])
+            typed = f"{text(ctx, self.body)} {answers}"
+            sent_at = mono_ms()
+            event_id = await ctx.actors[self.actor].send(trigger.room_id, message_content(typed))
+            trigger = Ref(trigger.room_id, event_id, None, sent_at, actor=self.actor, body=typed, text=typed)
