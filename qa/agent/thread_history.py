@@ -5,18 +5,15 @@ written): its messages then never reached the bot's transcript. When a turn is t
 the turn asks the homeserver for the thread's root and its earlier messages (`/relations/{root}/m.thread`,
 Matrix 1.4; no lock is held, it is I/O like the model call) and hands them to the model ahead of the
 transcript, traced `thread.history {session, attempt, root, messages}`. What is already in the transcript is
-not repeated. Encrypted and non-text events are left out: a context is text someone wrote.
+not repeated. Encrypted and non-text events are left out: a context is text someone wrote. Pure; the fetch
+itself is qa.agent.turn_io.fetch_thread.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import quote
 
-import aiohttp
-
-FETCH_TIMEOUT_S = 10.0
 MAX_MESSAGES = 50  # a thread's context is its recent past, not an unbounded download
 
 
@@ -43,18 +40,3 @@ def history_records(events: Sequence[Mapping[str, Any]], root: Mapping[str, Any]
         records.append({"kind": "user", "content": f"{sender}: {content['body']}", "eventId": event_id,
                         "history": True})
     return records[-MAX_MESSAGES:]
-
-
-async def fetch_thread(homeserver: str, access_token: str, room_id: str, root_id: str
-                       ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """(root event, the thread's events) as the homeserver has them; a part the server refuses is None or []."""
-    base = f"{homeserver.rstrip('/')}/_matrix/client/v1/rooms/{quote(room_id)}"
-    headers = {"Authorization": f"Bearer {access_token}"}
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http:
-        async with http.get(f"{base}/relations/{quote(root_id)}/m.thread", headers=headers,
-                            params={"limit": str(MAX_MESSAGES), "dir": "b"}) as resp:
-            chunk = (await resp.json()).get("chunk", []) if resp.status == 200 else []
-        root_url = f"{homeserver.rstrip('/')}/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(root_id)}"
-        async with http.get(root_url, headers=headers) as resp:
-            root = await resp.json() if resp.status == 200 else None
-    return root, [e for e in chunk if isinstance(e, dict)]

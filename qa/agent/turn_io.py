@@ -1,4 +1,5 @@
-"""What a turn does besides talking to the model: its streaming preview and its message's attachment.
+"""What a turn does besides talking to the model: its streaming preview, its message's attachment, and the
+earlier messages of a thread it meets for the first time (qa.agent.thread_history decides which).
 
 Kept out of qa.agent.turn so the turn protocol there stays readable; the turn asks this for a preview
 (None when streaming is off) and for the prepared attachment (None for a text message).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 
@@ -16,13 +18,31 @@ from qa.agent.lock import LockHold, SessionWriteLock
 from qa.agent.media import Prepared, fetch, prepare
 from qa.agent.policy import Inbound
 from qa.agent.streaming import Preview
-from qa.agent.thread_history import fetch_thread, first_turn_of_thread, history_records
+from qa.agent.thread_history import MAX_MESSAGES, first_turn_of_thread, history_records
 from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id or None
 PostContent = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]
 # (thread_root, in_reply_to) -> the relation a reply carries (None at the top level)
 RelationFor = Callable[[str | None, str | None], dict[str, Any] | None]
+
+
+FETCH_TIMEOUT_S = 10.0
+
+
+async def fetch_thread(homeserver: str, access_token: str, room_id: str, root_id: str
+                       ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(root event, the thread's events) as the homeserver has them; a part the server refuses is None or []."""
+    base = f"{homeserver.rstrip('/')}/_matrix/client/v1/rooms/{quote(room_id)}"
+    headers = {"Authorization": f"Bearer {access_token}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http:
+        async with http.get(f"{base}/relations/{quote(root_id)}/m.thread", headers=headers,
+                            params={"limit": str(MAX_MESSAGES), "dir": "b"}) as resp:
+            chunk = (await resp.json()).get("chunk", []) if resp.status == 200 else []
+        root_url = f"{homeserver.rstrip('/')}/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(root_id)}"
+        async with http.get(root_url, headers=headers) as resp:
+            root = await resp.json() if resp.status == 200 else None
+    return root, [e for e in chunk if isinstance(e, dict)]
 
 
 class TurnIO:
