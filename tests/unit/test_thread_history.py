@@ -50,3 +50,8 @@ def test_only_a_sessions_first_turn_asks() -> None:
     assert first_turn_of_thread([], "$ask")
     assert first_turn_of_thread([{"kind": "user", "eventId": "$ask"}, {"kind": "notice", "eventId": "$x"}], "$ask")
     assert not first_turn_of_thread([{"kind": "user", "eventId": "$old"}, {"kind": "user", "eventId": "$ask"}], "$ask")
+
+
+def test_equal_timestamps_are_ordered_by_event_id_whatever_the_servers_order() -> None:
+    events = [msg("$c", "c", 1), msg("$a", "a", 1), msg("$b", "b", 1)]
+    assert [r["eventId"] for r in history_records(events, None, "$ask", BOT, set())] == ["$a", "$b", "$c"]
