@@ -21,6 +21,7 @@ def test_bot_answers_count_up_to_the_limit_then_are_dropped() -> None:
         seen.append(decision.reason)
     assert seen == ["accepted", "accepted", "accepted", BOT_LOOP, BOT_LOOP]
     assert streak == 3  # a drop leaves the count where it was
+    assert guard_bot_loop(ACCEPT, True, 3, 3)[0] == Decision(False, BOT_LOOP)  # dropped, not just renamed
 
 
 def test_a_person_resets_the_count_and_a_drop_changes_nothing() -> None:
