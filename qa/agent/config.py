@@ -84,6 +84,10 @@ TestMutation = Literal[
     "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
     "no-late-decrypt",  # an encrypted message whose room key has not arrived yet is dropped at once
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
+    "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
+    "no-thread-history",  # a thread older than the bot's first sync is answered without its earlier messages
+    "buffered-preview",  # the whole answer is awaited, then a draft and edits are sent in one burst
+    "slow-on-blocked",  # each message from a sender not allowed holds the sync loop up (a slow lookup) for 3 s
 ]
 
 
@@ -126,6 +130,11 @@ class MutationsConfig(FaultMutations):
     answer_own_messages: bool = Field(False, alias="answerOwnMessages")  # no own-sender check
     answer_notices: bool = Field(False, alias="answerNotices")  # m.notice answered like m.text
     thread_root_from_reply: bool = Field(False, alias="threadRootFromReply")  # replied-to event as thread root
+    ignore_legacy_mentions: bool = Field(False, alias="ignoreLegacyMentions")  # no m.mentions: nothing counts
+    display_name_is_mention: bool = Field(False, alias="displayNameIsMention")  # the name typed in the body counts
+    visible_mention_required: bool = Field(False, alias="visibleMentionRequired")  # m.mentions alone is ignored
+    quote_leaves_thread: bool = Field(False, alias="quoteLeavesThread")  # an in-thread quote answered top-level
+    known_bots_ignored: bool = Field(False, alias="knownBotsIgnored")  # bots treated as people: allowBots moot
     reply_fallback_to_root: bool = Field(False, alias="replyFallbackToRoot")  # m.in_reply_to names the root
     answer_reactions: bool = Field(False, alias="answerReactions")  # a reaction is answered like a message
     reactions_to_main_session: bool = Field(False, alias="reactionsToMainSession")  # thread target lost
@@ -139,6 +148,9 @@ class MutationsConfig(FaultMutations):
             react_on_edits=self.react_on_edits, trust_formatted_mentions=self.trust_formatted_mentions,
             mxid_prefix_is_mention=self.mxid_prefix_is_mention, answer_own_messages=self.answer_own_messages,
             answer_notices=self.answer_notices, thread_root_from_reply=self.thread_root_from_reply,
+            ignore_legacy_mentions=self.ignore_legacy_mentions, display_name_is_mention=self.display_name_is_mention,
+            visible_mention_required=self.visible_mention_required, quote_leaves_thread=self.quote_leaves_thread,
+            known_bots_ignored=self.known_bots_ignored,
         )
 
 
@@ -186,6 +198,9 @@ class AgentConfig(_Model):
     # Which rendering of the config this is; traced on every reload (SIGHUP) so a reader can tell them apart.
     config_generation: int = Field(1, alias="configGeneration")
     known_bots: list[str] = Field(default_factory=list, alias="knownBots")
+    # The loop guard: at most this many answers in a row to known bots in one conversation with no person speaking
+    # in between; the next bot message is dropped (`bot-loop`, traced). null: no guard (two bots talk forever).
+    bot_loop_limit: int | None = Field(3, alias="botLoopLimit", ge=1)
     model: ModelConfig
     session: dict[str, Any] = Field(default_factory=dict)
     session_life: SessionLifeConfig = Field(default_factory=SessionLifeConfig, alias="sessionLife")

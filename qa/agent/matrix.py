@@ -150,6 +150,7 @@ class MatrixBot:
             # the bot was down are lost), as bots that "skip the initial sync" do.
             batch_is_history = (history_first or self._config.catchup_as_history) and first
             for room_id, room in resp.rooms.join.items():
+                self._misclassify_direct(room_id)
                 events = room.timeline.events
                 backlog = 0 if self._config.answer_backlog_on_join else backlog_cutoff(events, self._config.user_id)
                 for index, event in enumerate(events):
@@ -223,6 +224,13 @@ class MatrixBot:
         self._trace.emit("inbound", eventId=event.event_id, roomId=room_id, sender=event.sender, decision="dropped",
                          reason=UNDECRYPTABLE, sessionId=session)
         return True
+
+    def _misclassify_direct(self, room_id: str) -> None:
+        """The test-only `two-members-is-dm`: a room with two joined members counted as a direct chat, the way
+        bots guess DMs by head count. Correct: only an invite flagged is_direct makes one (qa.agent.membership)."""
+        room = self.client.rooms.get(room_id) if self._config.mutated("two-members-is-dm") else None
+        if room is not None and room.joined_count == 2:
+            self.membership.direct_rooms.add(room_id)
 
     def _undecryptable(self, event: MegolmEvent, room_id: str, *, history: bool) -> None:
         if history or event.sender == self._config.user_id:

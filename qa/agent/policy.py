@@ -32,6 +32,9 @@ NOT_BOT_MESSAGE = "not-a-bot-message"  # a reaction to something the bot did not
 REDACTION = "redaction"
 
 RECORDED = "recorded"
+# Two bots that both answer everything talk forever; after `botLoopLimit` answers in a row to known bots in one
+# conversation, with no person speaking in between, the next bot message is dropped until a person speaks.
+BOT_LOOP = "bot-loop"
 
 
 @dataclass(frozen=True)
@@ -53,6 +56,11 @@ class Mutations:
     answer_own_messages: bool = False  # no own-sender check
     answer_notices: bool = False  # m.notice handled like m.text
     thread_root_from_reply: bool = False  # the replied-to event taken as the thread root
+    ignore_legacy_mentions: bool = False  # without m.mentions nothing counts: older clients' pills are missed
+    display_name_is_mention: bool = False  # our display name (the localpart) typed in the body counts
+    visible_mention_required: bool = False  # m.mentions alone is not enough: the id or a pill must show too
+    quote_leaves_thread: bool = False  # an explicit quote inside a thread is taken for a top-level reply
+    known_bots_ignored: bool = False  # knownBots never consulted: a bot is treated like a person
 
 
 CORRECT = Mutations()
@@ -99,7 +107,7 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None, mutation
         return Decision(False, NOT_TEXT)
     if event.is_edit:
         return Decision(False, EDIT)
-    if event.sender in policy.known_bots:
+    if event.sender in policy.known_bots and not mutations.known_bots_ignored:
         # Another bot talking is the classic loop hazard, so bots are blocked unless explicitly allowed, and a
         # blocked bot stays blocked even when it mentions us.
         if policy.allow_bots == "off":
@@ -113,6 +121,19 @@ def decide(event: Inbound, bot_user_id: str, policy: RoomPolicy | None, mutation
     if policy.allowlist is not None and event.sender not in policy.allowlist:
         return Decision(False, SENDER_NOT_ALLOWED)
     return ACCEPT
+
+
+def guard_bot_loop(decision: Decision, from_known_bot: bool, streak: int, limit: int | None) -> tuple[Decision, int]:
+    """The loop guard after `decide`: (the decision, the conversation's new streak of answered bot messages).
+    An accepted person resets the streak; an accepted known bot extends it, or is dropped as `bot-loop` once
+    `limit` answers in a row went to bots (None: no guard). A drop leaves the streak as it was."""
+    if not decision.accept:
+        return decision, streak
+    if not from_known_bot:
+        return decision, 0
+    if limit is not None and streak >= limit:
+        return Decision(False, BOT_LOOP), streak
+    return decision, streak + 1
 
 
 def decide_reaction(sender: str, bot_user_id: str, policy: RoomPolicy | None, on_bot_message: bool) -> Decision:
@@ -155,8 +176,11 @@ def mentions_user(content: Mapping[str, Any], user_id: str, mutations: Mutations
     """Intentional mentions (MSC3952) when present; otherwise a matrix.to pill or the full user id in the body.
 
     When `m.mentions` is present it is authoritative: a body that merely contains the id does not count, which
-    is what stops replies and quotes from re-triggering a bot. Without it (clients older than Matrix 1.7) the
-    spec's legacy fallback applies: a pill, or the user id in the plain body.
+    is what stops replies and quotes from re-triggering a bot, and a mention that only `m.mentions` carries
+    (no visible text, as a client sends for a mention it hides) does count: the sender said whom they meant.
+    Without it (clients older than Matrix 1.7, bridges) the spec's legacy fallback applies: a pill, or the user
+    id in the plain body. A display name typed as text never counts by itself: display names are neither unique
+    nor stable, and anyone talking *about* the bot by name would wake it (docs/scenarios.md, mentions).
     """
     formatted = content.get("formatted_body")
     pill = isinstance(formatted, str) and f"https://matrix.to/#/{user_id}" in formatted
@@ -165,11 +189,23 @@ def mentions_user(content: Mapping[str, Any], user_id: str, mutations: Mutations
         return True
     if mutations.mxid_prefix_is_mention and isinstance(body, str) and body.lstrip().startswith(user_id):
         return True
+    if mutations.display_name_is_mention and isinstance(body, str) and _localpart(user_id) in body.lower():
+        return True
     mentions = content.get("m.mentions")
     if isinstance(mentions, Mapping):
         ids = mentions.get("user_ids")
-        return isinstance(ids, list) and user_id in ids
+        named = isinstance(ids, list) and user_id in ids
+        if named and mutations.visible_mention_required:
+            return pill or (isinstance(body, str) and user_id in body)
+        return named
+    if mutations.ignore_legacy_mentions:
+        return False
     return pill or (isinstance(body, str) and user_id in body)
+
+
+def _localpart(user_id: str) -> str:
+    """`@name:server` -> `name`: the display name a Matrix account has until someone sets another one."""
+    return user_id.lstrip("@").split(":", 1)[0].lower()
 
 
 def parse_inbound(event: Mapping[str, Any], bot_user_id: str, mutations: Mutations = CORRECT) -> Inbound:
@@ -178,6 +214,8 @@ def parse_inbound(event: Mapping[str, Any], bot_user_id: str, mutations: Mutatio
     thread_root = relates.get("event_id") if relates.get("rel_type") == "m.thread" else None
     if thread_root and mutations.thread_root_from_reply:
         thread_root = (relates.get("m.in_reply_to") or {}).get("event_id") or thread_root
+    if thread_root and mutations.quote_leaves_thread and relates.get("is_falling_back") is False:
+        thread_root = None  # the bug: a real reply read as "not in a thread" because it quotes something
     is_edit = relates.get("rel_type") == "m.replace"
     new_content = content.get("m.new_content")
     if is_edit and mutations.react_on_edits and isinstance(new_content, Mapping):

@@ -5,6 +5,7 @@ conversation it belongs to, or taken by a pending approval.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -16,11 +17,14 @@ from qa.agent.policy import (
     DUPLICATE,
     HISTORY,
     REDACTION,
+    SENDER_NOT_ALLOWED,
+    Decision,
     Inbound,
     conversation_root,
     decide,
     decide_reaction,
     decide_redaction,
+    guard_bot_loop,
     parse_inbound,
     redacted_event_id,
     session_key,
@@ -28,6 +32,8 @@ from qa.agent.policy import (
 from qa.agent.session import SessionManager
 from qa.agent.verification import VERIFICATION, BotE2EE
 from qa.kernel.trace import Trace
+
+SLOW_ON_BLOCKED_S = 3.0  # the test-only `slow-on-blocked`: what each blocked message costs the loop
 
 
 class EventRouter:
@@ -45,6 +51,7 @@ class EventRouter:
         # (room, thread root, sender, key, annotated event). In memory only: a restart forgets them.
         self._reactions: dict[str, tuple[str, str | None, str, str, str]] = {}
         self._mutations = config().mutations.policy()
+        self._bot_streaks: dict[tuple[str, str | None], int] = {}  # answered bot messages in a row, per conversation
         self.sessions: SessionManager | None = None
         self.approvals: ApprovalFlow | None = None
 
@@ -82,6 +89,7 @@ class EventRouter:
             decision_label, reason = "dropped", HISTORY
         else:
             decision = decide(inbound, self._config.user_id, self._policy(inbound.room_id), self._mutations)
+            decision = self._loop_guard(inbound, decision)
             decision_label, reason = decision.label, decision.reason
         if decision_label == "accepted":
             # threadReplies: always puts a top-level trigger's conversation in a thread on it, so the
@@ -95,6 +103,19 @@ class EventRouter:
                          reason=reason)
         if decision_label == "accepted":
             self.sessions.submit(inbound)
+        elif reason == SENDER_NOT_ALLOWED and self._config.mutated("slow-on-blocked"):
+            # The test-only bug: a blocked sender costs the loop time (a profile lookup, a model call thrown
+            # away), so the next allowed message waits behind it. Correct: a drop costs nothing.
+            await asyncio.sleep(SLOW_ON_BLOCKED_S)
+
+    def _loop_guard(self, inbound: Inbound, decision: Decision) -> Decision:
+        """Counts answered bot messages in a row per conversation (room, thread) and stops a bot-to-bot loop
+        (qa.agent.policy.guard_bot_loop). In memory: a restart starts every count again, a bounded cost."""
+        where = (inbound.room_id, inbound.thread_root)
+        from_bot = inbound.sender in self._config.known_bots
+        decision, self._bot_streaks[where] = guard_bot_loop(decision, from_bot, self._bot_streaks.get(where, 0),
+                                                            self._config.bot_loop_limit)
+        return decision
 
     async def _handle_redaction(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
         """A redaction is never answered. When it removes a reaction the bot recorded, the removal is recorded

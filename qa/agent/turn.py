@@ -114,11 +114,14 @@ class TurnRunner:
             # The attachment is fetched (I/O, no lock of ours) before the model sees the message.
             prepared = await io.attachment(inbound, session.key, attempt) if io else None
             parts = {inbound.event_id: prepared.parts} if prepared and prepared.parts else None
+            # A thread met for the first time: what it said before the bot saw it (I/O, no lock of ours).
+            earlier = await io.thread_history(session.room_id, session.thread_root, session.transcript.read(),
+                                              inbound, session.key, attempt) if io else []
             reply = None
             for round_ in range(0 if prepared and prepared.refusal else MAX_TOOL_ROUNDS + 1):
                 tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None
                 asked_model = True
-                reply = await self._call_model(session, attempt, inbound, round_, tools, preview, parts)
+                reply = await self._call_model(session, attempt, inbound, round_, tools, preview, parts, earlier)
                 if not reply.tool_calls:
                     break
                 for call in reply.tool_calls:
@@ -223,8 +226,9 @@ class TurnRunner:
     async def _call_model(
         self, session: Session, attempt: str, inbound: Inbound, round_: int, tools: list[dict[str, Any]] | None,
         preview: Preview | None = None, parts: dict[str, list[dict[str, Any]]] | None = None,
+        earlier: list[dict[str, Any]] | None = None,
     ) -> ModelReply:
-        messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound)
+        messages = build_messages(self._system_prompt, self._leaked_memory(session, inbound) + (earlier or [])
                                   + context_for(session.transcript.read(), inbound.event_id, attempt), parts)
         request_id = f"{attempt}-model-{round_}"
         self._trace.emit("model.request.start", session=session.key, attempt=attempt, requestId=request_id,

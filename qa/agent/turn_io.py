@@ -1,4 +1,5 @@
-"""What a turn does besides talking to the model: its streaming preview and its message's attachment.
+"""What a turn does besides talking to the model: its streaming preview, its message's attachment, and the
+earlier messages of a thread it meets for the first time (qa.agent.thread_history decides which).
 
 Kept out of qa.agent.turn so the turn protocol there stays readable; the turn asks this for a preview
 (None when streaming is off) and for the prepared attachment (None for a text message).
@@ -8,18 +9,40 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import quote
+
+import aiohttp
 
 from qa.agent.config import AgentConfig
 from qa.agent.lock import LockHold, SessionWriteLock
 from qa.agent.media import Prepared, fetch, prepare
 from qa.agent.policy import Inbound
 from qa.agent.streaming import Preview
+from qa.agent.thread_history import MAX_MESSAGES, first_turn_of_thread, history_records
 from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id or None
 PostContent = Callable[[str, dict[str, Any], str | None], Awaitable[str | None]]
 # (thread_root, in_reply_to) -> the relation a reply carries (None at the top level)
 RelationFor = Callable[[str | None, str | None], dict[str, Any] | None]
+
+
+FETCH_TIMEOUT_S = 10.0
+
+
+async def fetch_thread(homeserver: str, access_token: str, room_id: str, root_id: str
+                       ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(root event, the thread's events) as the homeserver has them; a part the server refuses is None or []."""
+    base = f"{homeserver.rstrip('/')}/_matrix/client/v1/rooms/{quote(room_id)}"
+    headers = {"Authorization": f"Bearer {access_token}"}
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=FETCH_TIMEOUT_S)) as http:
+        async with http.get(f"{base}/relations/{quote(root_id)}/m.thread", headers=headers,
+                            params={"limit": str(MAX_MESSAGES), "dir": "b"}) as resp:
+            chunk = (await resp.json()).get("chunk", []) if resp.status == 200 else []
+        root_url = f"{homeserver.rstrip('/')}/_matrix/client/v3/rooms/{quote(room_id)}/event/{quote(root_id)}"
+        async with http.get(root_url, headers=headers) as resp:
+            root = await resp.json() if resp.status == 200 else None
+    return root, [e for e in chunk if isinstance(e, dict)]
 
 
 class TurnIO:
@@ -59,7 +82,7 @@ class TurnIO:
             relates_to=self._relation_for(thread_root, inbound.event_id),
             interval_ms=config.stream_edit_interval_ms, tool_progress=config.tool_progress == "on",
             pings=config.mutated("preview-pings"), truncate_final=config.mutated("final-edit-truncated"),
-            before_draft=before, after_stream=after,
+            before_draft=before, after_stream=after, buffered=config.mutated("buffered-preview"),
         )
 
     async def attachment(self, inbound: Inbound, session: str, attempt: str) -> Prepared | None:
@@ -87,3 +110,21 @@ class TurnIO:
         self._trace.emit("media.fetch.end", session=session, attempt=attempt, eventId=inbound.event_id,
                          outcome=prepared.outcome, images=images, **({"via": via[0]} if via else {}))
         return prepared
+
+    async def thread_history(self, room_id: str, thread_root: str | None, records: list[dict[str, Any]],
+                             inbound: Inbound, session: str, attempt: str) -> list[dict[str, Any]]:
+        """The thread's earlier messages when this is the session's first turn (qa.agent.thread_history);
+        empty at the top level, on later turns, on a fetch error (traced), and under `no-thread-history`."""
+        if thread_root is None or not first_turn_of_thread(records, inbound.event_id) \
+                or self._config.mutated("no-thread-history"):
+            return []
+        homeserver, token = self._credentials()
+        try:
+            root, events = await fetch_thread(homeserver, token, room_id, thread_root)
+        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+            self._trace.emit("error", where="thread.history", session=session, attempt=attempt, error=str(exc))
+            return []
+        known = {str(r.get("eventId")) for r in records if r.get("eventId")}
+        found = history_records(events, root, inbound.event_id, self._config.user_id, known)
+        self._trace.emit("thread.history", session=session, attempt=attempt, root=thread_root, messages=len(found))
+        return found

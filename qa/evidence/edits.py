@@ -103,6 +103,58 @@ def check_chain(draft: Mapping[str, Any], edits: list[Mapping[str, Any]], bot_us
     return problems
 
 
+@dataclass(frozen=True)
+class Timing:
+    """How a streamed preview must move in time, beyond counting its edits: what a bot that buffers the whole
+    answer and then bursts a draft and edits out cannot fake. Times are the homeserver's (origin_server_ts)."""
+
+    min_interval_ms: float | None = None  # the bot's streamEditIntervalMs: preview edits at least this far apart
+    tolerance_ms: float = 50.0  # clock granularity and the gap between a send and its server timestamp
+    stream_end_ms: float | None = None  # when the model's stream ended, on the homeserver's clock
+    grows: bool = False  # each edit's text starts with the text shown before it
+
+
+def _ts(event: Mapping[str, Any]) -> int | None:
+    stamp = event.get("origin_server_ts")
+    return stamp if isinstance(stamp, int) else None
+
+
+def timing_problems(draft: Mapping[str, Any], edits: list[Mapping[str, Any]], timing: Timing) -> list[str]:
+    """What is wrong with the chain's timing and growth (empty: none). The final edit may follow the last preview
+    edit at once (the answer is complete), so only the draft and the preview edits before it are paced."""
+    problems: list[str] = []
+    draft_at = _ts(draft)
+    if timing.stream_end_ms is not None and draft_at is not None and draft_at > timing.stream_end_ms:
+        problems.append(f"the draft reached the homeserver {draft_at - timing.stream_end_ms:.0f} ms after the model's "
+                        "stream ended: the answer was buffered, not previewed as it came")
+    if timing.min_interval_ms is not None:
+        paced = [draft, *edits[:-1]]
+        for i, (a, b) in enumerate(itertools.pairwise(paced), start=1):
+            at, bt = _ts(a), _ts(b)
+            if at is not None and bt is not None and bt - at < timing.min_interval_ms - timing.tolerance_ms:
+                problems.append(f"edit {i} came {bt - at} ms after {'the draft' if i == 1 else f'edit {i - 1}'}, "
+                                f"under the edit interval of {timing.min_interval_ms:g} ms "
+                                f"(tolerance {timing.tolerance_ms:g} ms)")
+    if timing.grows:
+        shown = [str(_content(draft).get("body", ""))] + [new_body(e) for e in edits]
+        for i, (before, after) in enumerate(itertools.pairwise(shown), start=1):
+            if not after.startswith(_without_cursor(before)):
+                problems.append(f"edit {i} does not grow from the text before it: {before[:60]!r} -> {after[:60]!r}")
+    return problems
+
+
+# What previews append to show the answer is still coming (a typing cursor); the next edit replaces it.
+_CURSORS = (" …", "…", "...", "▍", "▌", "█")
+
+
+def _without_cursor(text: str) -> str:
+    text = text.rstrip()
+    for cursor in _CURSORS:
+        if text.endswith(cursor):
+            return text[: -len(cursor)].rstrip()
+    return text
+
+
 def describe_chain(draft: Mapping[str, Any], edits: list[Mapping[str, Any]]) -> list[str]:
     lines = [f"draft {draft.get('event_id')} {_content(draft).get('msgtype')}: "
              f"{str(_content(draft).get('body', ''))[:80]!r} mentions={_content(draft).get('m.mentions')!r}"]

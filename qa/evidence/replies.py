@@ -156,6 +156,17 @@ def chain_problems(draft: dict[str, Any], events: Sequence[dict[str, Any]], bot_
     return [*problems, *describe_chain(draft, edits)] if problems else []
 
 
+def delay_problems(latency_ms: float, baseline_ms: float | None, baseline: str, slack_ms: float) -> list[str]:
+    """A reply that took longer than an earlier one (the baseline, measured in the same scenario) by more than
+    `slack_ms`: something held it up. Latencies leave the model's own time out. Empty: in time."""
+    if baseline_ms is None:
+        return [f"the reply '{baseline}' has no measured latency to compare with"]
+    if latency_ms > baseline_ms + slack_ms:
+        return [f"the reply took {latency_ms:.0f} ms, the baseline '{baseline}' {baseline_ms:.0f} ms: "
+                f"{latency_ms - baseline_ms:.0f} ms slower, more than the {slack_ms:.0f} ms slack"]
+    return []
+
+
 @dataclass
 class ReplyWant:
     """What an expect_reply step asks of the reply, markers expanded."""

@@ -38,6 +38,7 @@ class Ref:
     body: str | None = None  # the body as sent, to find the model request that answered it
     text: str | None = None  # what the actor typed (markers expanded, no mention prefix): journal evidence
     mentions: tuple[str, ...] = ()  # user ids the message intentionally mentions (an edit says who is new)
+    latency_ms: float | None = None  # a bot reply's: trigger sent -> reply seen, less the model's time
 
     def as_trigger(self) -> Trigger:
         return Trigger(self.event_id, self.room_id, self.text, self.sent_mono_ms)

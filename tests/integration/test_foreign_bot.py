@@ -154,3 +154,23 @@ async def test_a_foreign_bot_is_judged_by_behaviour_on_provider_faults(run_qa) -
     assert "wording 'HTTP 500 after 3 attempts' NOT CHECKED" in notice["detail"], notice
     hang = result.scenario("matrix-provider-hang-timeout")
     assert hang["status"] == "skip" and "model-timeout" in hang["details"], hang
+
+
+async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
+    """Issue 27's generic scenarios against a bot we did not write: it honours m.mentions and explicit quotes in
+    threads, and misses a legacy client's pill (without m.mentions it looks only for its id in the body)."""
+    passing = ["matrix-mention-display-name", "matrix-mention-metadata-only", "matrix-thread-explicit-quote"]
+    result = await run_qa(*passing, "matrix-mention-pill-without-m-mentions", "matrix-thread-preexisting",
+                          "matrix-bot-loop-guard", bot_file=BOTS / "nio-reply-bot.yaml")
+    assert result.code == 1
+    for scenario_id in passing:
+        assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
+    missed = result.scenario("matrix-mention-pill-without-m-mentions")
+    assert missed["status"] == "fail" and missed["failure"]["step"] == 2, missed
+    assert "a bot reply to step 'legacy_pill'" in missed["failure"]["expected"], missed
+    # It follows a thread begun while it was down, but knows only what its own session file recorded.
+    forgot = result.scenario("matrix-thread-preexisting")
+    assert forgot["status"] == "fail" and forgot["failure"]["step"] == 7, forgot
+    assert any("does not carry" in line for line in forgot["failure"]["seen"]), forgot
+    loop = result.scenario("matrix-bot-loop-guard")
+    assert loop["status"] == "skip" and "lacks 'trace'" in loop["details"] and "'policy'" in loop["details"], loop

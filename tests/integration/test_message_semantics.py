@@ -28,6 +28,10 @@ SCENARIOS = [
     "matrix-allowbots-mentions-unmentioned-open-room-block", "matrix-self-sender-ignored",
     "matrix-mention-spoof-block", "matrix-mxid-prefixed-command-block", "matrix-multi-actor-ordering",
     "matrix-formatted-reply", "matrix-long-reply-split",
+    # Clients that are not like ours (issue 27): legacy and display-name mentions, hidden mentions, quotes, DMs.
+    "matrix-mention-pill-without-m-mentions", "matrix-mention-display-name", "matrix-mention-metadata-only",
+    "matrix-thread-explicit-quote", "matrix-dm-misclassified-group", "matrix-thread-preexisting",
+    "matrix-bot-loop-guard",
 ]
 # What the correct bot says about each message it must not answer, in step order.
 NEGATIVE = {
@@ -42,6 +46,11 @@ NEGATIVE = {
     "matrix-mention-spoof-block": ["mention-required"],
     "matrix-mxid-prefixed-command-block": ["mention-required", "sender-not-allowed"],
     "matrix-multi-actor-ordering": ["sender-not-allowed"] * 3,
+    "matrix-mention-pill-without-m-mentions": ["mention-required"],
+    "matrix-mention-display-name": ["mention-required"],
+    "matrix-mention-metadata-only": ["mention-required"],
+    "matrix-dm-misclassified-group": ["mention-required"],
+    "matrix-allowbots-all-unmentioned-open-room": ["bot-sender-blocked"],
 }
 
 # Group 1: mutations (bot config overrides) and flipped scenario settings that leave each other's scenarios alone.
@@ -49,7 +58,7 @@ MUTATIONS_1 = {
     "mutations.reactOnEdits": True, "mutations.trustFormattedMentions": True, "mutations.mxidPrefixIsMention": True,
     "mutations.answerNotices": True, "mutations.answerReactions": True, "mutations.rawHtml": True,
     "mutations.truncateLongReplies": True, "mutations.redactionsAsMessages": True,
-    "mutations.replyFallbackToRoot": True,
+    "mutations.replyFallbackToRoot": True, "mutations.displayNameIsMention": True,
 }
 FLIPPED = {
     "matrix-allowbots-all-unmentioned-open-room": {"allowBots": "mentions"},
@@ -72,18 +81,42 @@ CAUGHT_1 = {
     "matrix-allowbots-all-unmentioned-open-room": (2, "the bot dropped it (mention-required)"),
     "matrix-allowbots-mentions-unmentioned-open-room-block": (2, "the bot accepted 'unmentioned'"),
     "matrix-thread-reply-override": (2, "expected rel_type m.thread"),
-    "matrix-multi-actor-ordering": (6, "the bot accepted 'blocked1'"),
+    "matrix-multi-actor-ordering": (8, "the bot accepted 'blocked1'"),
+    "matrix-mention-display-name": (4, "the bot accepted 'name_only'"),
 }
 # Group 2: mutations that would disturb group 1 (a bot answering itself loops in an open room; a bot answering
 # reactions never records them, so their removal or thread could not be checked).
 MUTATIONS_2 = {"mutations.answerOwnMessages": True, "mutations.ignoreRedactions": True,
-               "mutations.reactionsToMainSession": True, "mutations.threadRootFromReply": True}
+               "mutations.reactionsToMainSession": True, "mutations.threadRootFromReply": True,
+               # Not in group 1: there displayNameIsMention would count the legacy pill's visible name.
+               "mutations.ignoreLegacyMentions": True, "mutations.visibleMentionRequired": True,
+               # Not in group 3: two-members-is-dm would answer the thread's earlier messages, which then are context.
+               "testMutations": ["no-thread-history"]}
 CAUGHT_2 = {
     "matrix-self-sender-ignored": (3, "the bot accepted 'answer'"),
     "matrix-reaction-redaction-observed": (6, "the bot records the reaction's removal"),
     "matrix-reaction-threaded": (8, "does not carry 'reacted 👀 to message'"),
     # Synapse refuses a thread rooted at the bot's own threaded answer: the turn fails with the server's reason.
     "matrix-thread-root-preservation": (5, "Cannot start threads from an event with a relation"),
+    "matrix-mention-pill-without-m-mentions": (2, "the bot dropped it (mention-required)"),
+    "matrix-mention-metadata-only": (2, "the bot dropped it (mention-required)"),
+    "matrix-thread-preexisting": (7, "does not carry"),
+}
+# Group 3: an explicit quote read as leaving the thread (group 1's replyFallbackToRoot and group 2's
+# threadRootFromReply would break the same scenario earlier), and DMs guessed by head count (which would make
+# every two-member room of the other groups a DM).
+# Also: a bot that never consults knownBots (bots are people to it) passes allowBots all's positive case; the
+# negative (allowBots off, same room) catches it. Group 1 flips that scenario to show its positive failing.
+# And a bot whose blocked senders each hold its loop up ("does not delay", measured against a baseline reply).
+# And no loop guard at all (botLoopLimit null): two bots that answer everything talk on and on.
+MUTATIONS_3 = {"mutations.quoteLeavesThread": True, "testMutations": ["two-members-is-dm", "slow-on-blocked"],
+               "mutations.knownBotsIgnored": True, "botLoopLimit": None}
+CAUGHT_3 = {
+    "matrix-thread-explicit-quote": (5, "expected rel_type m.thread, got m.relates_to=None"),
+    "matrix-dm-misclassified-group": (5, "the bot accepted 'unmentioned'"),
+    "matrix-allowbots-all-unmentioned-open-room": (5, "the bot accepted 'blocked'"),
+    "matrix-multi-actor-ordering": (11, "more than the 2000 ms slack"),
+    "matrix-bot-loop-guard": (2, "the bot answered 6 messages in a row from other_bot"),
 }
 
 
@@ -145,3 +178,9 @@ async def test_self_answers_lost_reactions_and_wrong_thread_roots_are_caught(tmp
     ids = list(CAUGHT_2)
     result = await run(tmp_path, scenario_dir(tmp_path, "group-2", ids, {}), ids, MUTATIONS_2)
     assert_caught(result, CAUGHT_2)
+
+
+async def test_explicit_quotes_read_as_top_level_and_dms_guessed_by_head_count_are_caught(tmp_path: Path) -> None:
+    ids = list(CAUGHT_3)
+    result = await run(tmp_path, scenario_dir(tmp_path, "group-3", ids, {}), ids, MUTATIONS_3)
+    assert_caught(result, CAUGHT_3)

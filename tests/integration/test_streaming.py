@@ -72,3 +72,17 @@ async def test_the_legacy_whole_turn_lock_is_caught_while_streaming(run_qa) -> N
     failure, _ = _failure(result, LOCK)
     assert failure["stepKind"] == "expect_trace" and "waitMs" in failure["expected"]
     assert result.summary["lock"]["verdict"] == "fail" and result.summary["lock"]["scope"] == "attempt"
+
+
+async def test_a_buffered_answer_burst_out_as_a_preview_is_caught(run_qa) -> None:
+    """The cheat that passed when only edits were counted (issue 27): the whole answer awaited, then a draft and
+    an edit in one burst, then the final edit. Its count (2) is within bounds; its timing is not."""
+    scenario = "matrix-room-partial-streaming-preview"
+    result = await run_qa(scenario, bot_overrides={"testMutations": ["buffered-preview"]})
+    assert result.code == 1
+    failure, text = _failure(result, scenario)
+    assert failure["stepKind"] == "expect_edits", text
+    assert "after the model's stream ended: the answer was buffered" in text, text
+    # The burst's edits are one send apart, usually under the interval too ("under the edit interval of 250 ms"),
+    # but how long a send takes depends on the machine's load, so only the robust evidence is asserted here; the
+    # pacing rule is shown catching bursts in tests/unit/test_edit_chain.py.

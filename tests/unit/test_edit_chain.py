@@ -77,3 +77,58 @@ def test_an_empty_draft_is_not_a_sensible_body() -> None:
     draft, edits = chain("a")
     draft["content"]["body"] = " "
     assert check_chain(draft, edits, BOT, ChainRules())[0].startswith("the draft has an empty body")
+
+
+# --- timing (issue 27): what a bot that buffers the answer and bursts the edits out cannot fake ---------------
+
+from qa.evidence.edits import Timing, timing_problems  # noqa: E402
+
+
+def timed(*stamped: tuple[str, int]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    (first, at), *rest = stamped
+    draft = event("$d", draft_content(first, "m.text", None), at)
+    return draft, [event(f"$e{i}", edit_content("$d", t), ts) for i, (t, ts) in enumerate(rest, start=1)]
+
+
+GROWING = timed(("He …", 1000), ("Hello …", 1250), ("Hello wor…", 1500), ("Hello world", 1510))
+
+
+def test_a_real_preview_has_no_timing_problems() -> None:
+    draft, edits = GROWING
+    assert timing_problems(draft, edits, Timing(min_interval_ms=250, stream_end_ms=1400, grows=True)) == []
+    assert timing_problems(draft, edits, Timing()) == []  # nothing asked, nothing checked
+
+
+def test_a_draft_after_the_stream_ended_is_a_buffered_answer() -> None:
+    draft, edits = GROWING
+    assert timing_problems(draft, edits, Timing(stream_end_ms=1000)) == []  # the same millisecond is in time
+    problems = timing_problems(draft, edits, Timing(stream_end_ms=990))
+    assert problems == ["the draft reached the homeserver 10 ms after the model's stream ended: the answer was "
+                        "buffered, not previewed as it came"]
+
+
+def test_preview_edits_are_paced_within_the_tolerance_and_the_final_edit_is_not() -> None:
+    draft, edits = timed(("a", 1000), ("ab", 1199), ("abc", 1398), ("abcd", 1399))
+    assert timing_problems(draft, edits, Timing(min_interval_ms=250)) == [
+        "edit 1 came 199 ms after the draft, under the edit interval of 250 ms (tolerance 50 ms)",
+        "edit 2 came 199 ms after edit 1, under the edit interval of 250 ms (tolerance 50 ms)"]
+    assert timing_problems(draft, edits, Timing(min_interval_ms=250, tolerance_ms=51)) == []
+    draft, edits = timed(("a", 1000), ("ab", 1250))  # the boundary: exactly the interval is fine
+    assert timing_problems(draft, edits, Timing(min_interval_ms=250, tolerance_ms=0)) == []
+
+
+def test_a_missing_timestamp_is_not_a_gap() -> None:
+    draft, edits = timed(("a", 1000), ("ab", 1001), ("abc", 1002))
+    draft = {**draft, "origin_server_ts": None}
+    assert timing_problems(draft, edits, Timing(min_interval_ms=250, stream_end_ms=0)) == []
+
+
+def test_each_edit_grows_from_the_last_text_shown_less_its_cursor() -> None:
+    for cursor in (" …", "…", "...", "▍", "▌", "█", ""):
+        draft, edits = timed((f"Hel{cursor}", 1), ("Hello", 2))
+        assert timing_problems(draft, edits, Timing(grows=True)) == [], cursor
+    draft, edits = timed(("Hello …", 1), ("Goodbye …", 2), ("Goodbye", 3))
+    assert timing_problems(draft, edits, Timing(grows=True)) == [
+        "edit 1 does not grow from the text before it: 'Hello …' -> 'Goodbye …'"]
+    draft, edits = timed(("abc  ", 1), ("abd", 2))
+    assert timing_problems(draft, edits, Timing(grows=True)) != []

@@ -6,14 +6,15 @@ media.py, a reaction in reactions.py.
 
 from __future__ import annotations
 
+import html
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from qa.harness.bot_process import describe_record
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
-from qa.scenario.fields import ActorName, Duration, MarkedText, RoomName, StepId
+from qa.scenario.fields import ActorName, Duration, MarkedText, RoomName, StepId, error
 from qa.scenario.steps.base import (
     MESSAGES,
     REACTION,
@@ -43,7 +44,10 @@ class Send(InRoom):
     does: ClassVar[str] = (
         "`as`, `body`, optional `room`, `mention` (`bot` or an actor), `mention_style` (`pill`; `text`: the id typed "
         "in the body while `m.mentions` leaves it out; `spoof`: the pill in `formatted_body` while `m.mentions` "
-        "leaves it out), `msgtype` (`m.text`, `m.notice`, `m.emote`), `thread`, `reply_to`, `id`")
+        "leaves it out; `display_name`: the name typed as plain text, no pill, `m.mentions` naming them; "
+        "`metadata_only`: `m.mentions` names them, no visible mention text), `m_mentions: false` (no `m.mentions` "
+        "key at all, as older clients and bridges send), `msgtype` (`m.text`, `m.notice`, `m.emote`), `thread`, "
+        "`reply_to`, `quote` (inside `thread`: an explicit reply to that message, `is_falling_back: false`), `id`")
     defines_kind: ClassVar[str | None] = SENT
 
     actor: ActorName = Field(alias="as")
@@ -53,17 +57,40 @@ class Send(InRoom):
     # pill: an intentional mention (m.mentions + pill), as clients send when you pick a name. text: only the
     # user id typed into the body, with m.mentions present and leaving them out, which must NOT count.
     # spoof: the pill in formatted_body, while m.mentions leaves them out: must NOT count either.
-    mention_style: Literal["pill", "text", "spoof"] = "pill"
+    # display_name: "Name: hi" in plain text (a client without pills, a bridge), m.mentions naming them.
+    # metadata_only: m.mentions names them and nothing visible does (a client that hides the mention).
+    mention_style: Literal["pill", "text", "spoof", "display_name", "metadata_only"] = "pill"
+    # False: the content carries no m.mentions key at all, as clients older than Matrix 1.7 and many bridges
+    # send; then the spec's legacy fallback (a pill, the id in the body) is all a bot has to go on.
+    m_mentions: bool = True
     # m.notice is what bots send (and must never be answered automatically); m.emote is "/me".
     msgtype: Literal["m.text", "m.notice", "m.emote"] = "m.text"
     thread: StepId | None = None  # thread root
     reply_to: StepId | None = None
+    # Inside `thread`: a reply to this specific earlier message, a real quote (is_falling_back: false), as a
+    # client sends when someone picks "reply" on a message in a thread rather than just typing in it.
+    quote: StepId | None = None
     # Encrypted rooms only: encrypt under a room key nobody else ever receives (a device withholding its keys).
     withhold_room_key: bool = False
     id: StepId | None = None
 
+    @model_validator(mode="after")
+    def _consistent(self) -> Send:
+        if self.mention_style != "pill" and self.mention is None:
+            raise error("conflict", f"mention_style: {self.mention_style} needs `mention` (whom it mentions)")
+        if not self.m_mentions and self.mention_style in ("spoof", "metadata_only"):
+            raise error("conflict", f"m_mentions: false contradicts mention_style: {self.mention_style}, which "
+                                    "is about what m.mentions says")
+        if self.quote is not None and self.thread is None:
+            raise error("conflict", "quote is an explicit reply inside a thread: give `thread` too (outside a "
+                                    "thread, use reply_to)")
+        if self.quote is not None and self.reply_to is not None:
+            raise error("conflict", "quote and reply_to both name the replied-to message: give one")
+        return self
+
     def refs(self) -> list[StepRef]:
-        return opt_ref("thread", self.thread, MESSAGES) + opt_ref("reply_to", self.reply_to, MESSAGES)
+        return (opt_ref("thread", self.thread, MESSAGES) + opt_ref("reply_to", self.reply_to, MESSAGES)
+                + opt_ref("quote", self.quote, MESSAGES))
 
     def actor_uses(self) -> list[ActorUse]:
         return [ActorUse(("as",), self.actor, False, True), *mention_use(("mention",), self.mention)]
@@ -71,16 +98,12 @@ class Send(InRoom):
     def content(self, ctx: ScenarioContext, typed: str) -> dict[str, Any]:
         from qa.actors import message_content  # the Matrix client is imported when a scenario runs, not loads
 
-        body, mention = typed, mention_of(ctx, self.mention)
-        if mention and self.mention_style == "text":
-            # Only the id typed into the body; message_content still sends an empty m.mentions, which says
-            # "this message mentions nobody" and must win over the text.
-            body, mention = f"{mention[0]}: {typed}", None
-        content = message_content(body, mention=mention, thread_root=self._event(ctx, self.thread),
+        content = message_content(typed, thread_root=self._event(ctx, self.thread),
                                   reply_to=self._event(ctx, self.reply_to))
+        content = with_mention(content, typed, mention_of(ctx, self.mention), self.mention_style, self.m_mentions)
         content["msgtype"] = self.msgtype
-        if self.mention_style == "spoof":
-            content["m.mentions"] = {}  # the pill stays in formatted_body; the intentional mentions leave them out
+        if self.quote:
+            content["m.relates_to"] = quoted_in_thread(content["m.relates_to"], self._event(ctx, self.quote))
         return content
 
     @staticmethod
@@ -99,10 +122,37 @@ class Send(InRoom):
         if self.id:
             ctx.refs[self.id] = Ref(room_id, event_id, self._event(ctx, self.thread), sent_at, actor=self.actor,
                                     body=content["body"], text=typed,
-                                    mentions=tuple(content["m.mentions"].get("user_ids", [])))
+                                    mentions=tuple((content.get("m.mentions") or {}).get("user_ids", [])))
         where = f" in thread {self.thread}" if self.thread else ""
         withheld = " (room key withheld)" if self.withhold_room_key else ""
         return f"{self.actor} sent {event_id}{where}{withheld}"
+
+
+def with_mention(content: dict[str, Any], typed: str, who: tuple[str, str] | None, style: str,
+                 m_mentions: bool = True) -> dict[str, Any]:
+    """A plain message's content (from qa.actors.message_content) made to mention `who` (user id, display
+    name) the way `style` says, with or without the `m.mentions` key. Pure."""
+    out = dict(content)
+    if who is not None:
+        user_id, name = who
+        pill = f'<a href="https://matrix.to/#/{user_id}">{html.escape(name)}</a>'
+        visible = {"pill": (f"{name}: {typed}", f"{pill}: {html.escape(typed)}"), "spoof": (f"{name}: {typed}",
+                   f"{pill}: {html.escape(typed)}"), "text": (f"{user_id}: {typed}", None),
+                   "display_name": (f"{name}: {typed}", None), "metadata_only": (typed, None)}[style]
+        out["body"] = visible[0]
+        if visible[1] is not None:
+            out["format"], out["formatted_body"] = HTML_FORMAT, visible[1]
+        # Whom the sender meant: text and spoof leave them out, which must win over what the text shows.
+        out["m.mentions"] = {} if style in ("text", "spoof") else {"user_ids": [user_id]}
+    if not m_mentions:
+        out.pop("m.mentions", None)
+    return out
+
+
+def quoted_in_thread(relates: dict[str, Any], quoted: str | None) -> dict[str, Any]:
+    """A thread relation turned into an explicit reply to `quoted` inside the thread (is_falling_back false:
+    the m.in_reply_to is meant, not the fallback a thread-unaware client would show). Pure."""
+    return {**relates, "is_falling_back": False, "m.in_reply_to": {"event_id": quoted}}
 
 
 def edit_content(target_id: str, new_content: dict[str, Any], previously_mentioned: tuple[str, ...]) -> dict[str, Any]:

@@ -9,19 +9,20 @@ Each step gathers the events (the waiting, the I/O); qa.evidence.replies judges 
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from qa.evidence.edits import ChainRules, edits_of
+from qa.evidence.edits import ChainRules, Timing, check_chain, describe_chain, edits_of, timing_problems
 from qa.evidence.events import describe_event
-from qa.evidence.model_requests import journal_knows, marker_origins
+from qa.evidence.model_requests import journal_knows, marker_origins, rounds_carrying
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
-from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, chain_problems, judge_reply
+from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, delay_problems, judge_reply
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
-from qa.scenario.fields import BOT, Duration, MarkedText, StepId, error
-from qa.scenario.steps.base import MESSAGES, REPLY, SENT, StepBase, StepRef, opt_ref
+from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, StepId, error
+from qa.scenario.steps.base import MESSAGES, REPLY, SENT, ActorUse, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import bot_messages, journal, room_event, text, trace_about
 from qa.waiting import WaitTimeout
 
@@ -162,7 +163,8 @@ class ExpectReply(StepBase):
         "`formatted_safe` (sanitized `org.matrix.custom.html`: only tags Matrix renders, no handlers, no unsafe "
         "URLs), `body_excludes`, `parts_min` (a split reply: every part valid, in order, joined = `body`), `from` "
         "(which of the bot's accounts sends it: `bot` or a name of its bot file's `accounts`), `wording` (the "
-        "embedded agent's words, checked only for a bot that claims `agent-wording`), `id`")
+        "embedded agent's words, checked only for a bot that claims `agent-wording`), `no_slower_than` (an "
+        "earlier reply: this one took at most `slack` longer, model time left out), `id`")
     defines_kind: ClassVar[str | None] = REPLY
 
     to: StepId
@@ -191,6 +193,10 @@ class ExpectReply(StepBase):
     # The reply must arrive as at least this many parts (the bot's trace lists them): each a valid message in
     # the reply's place, in order, none lost; `body` is then compared with the parts joined.
     parts_min: int | None = Field(default=None, ge=2)
+    # "Does not delay", measured: this reply's latency (its trigger sent -> the reply seen, the model's own time
+    # left out) is at most that of an earlier reply (a baseline measured in the same scenario) plus `slack`.
+    no_slower_than: StepId | None = None
+    slack: Duration = 2.0
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
     # Which of the bot's accounts must send the reply: "bot" (its main one) or a name of its bot file's
@@ -212,6 +218,7 @@ class ExpectReply(StepBase):
             StepRef(("to",), self.to, frozenset({SENT}), True),
             *opt_ref("thread", self.thread, MESSAGES),
             *opt_ref("after", self.after, frozenset({REPLY}), same_room=False),
+            *opt_ref("no_slower_than", self.no_slower_than, frozenset({REPLY}), same_room=False),
         ]
 
     def answered(self) -> str | None:
@@ -263,12 +270,17 @@ class ExpectReply(StepBase):
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
         problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_ids, parts)
         problems += self._sender_problems(ctx, event)
+        latency = ctx.reply_latencies_ms[-1]
+        if self.no_slower_than is not None:
+            problems += delay_problems(latency, ctx.refs[self.no_slower_than].latency_ms, self.no_slower_than,
+                                       self.slack * 1000)
         if problems:
             shape = "in the thread" if want.thread_root else ("top-level" if self.top_level else "")
             what = f"reply to '{self.to}'" + (f" with body {expected!r}" if expected else "") + f" {shape}"
             raise StepFailed(what.strip(), [*problems, "reply: " + describe_event(event)])
         if self.id:
-            ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT)
+            ctx.refs[self.id] = Ref(event["room_id"], event["event_id"], want.thread_root, event["_seenMs"], actor=BOT,
+                                    latency_ms=latency)
         how = "" if ctx.method == "trace" else f"; {Pairing(event, ctx.method).note}"  # type: ignore[arg-type]
         if self.wording is not None and not self.wording_checked(ctx):
             how += f"; wording {self.wording!r} NOT CHECKED: bot {ctx.bot.name} does not claim agent-wording " \
@@ -298,7 +310,9 @@ class ExpectEdits(StepBase):
     does: ClassVar[str] = (
         "the edit chain of a streamed reply `to`: `min`/`max` edits, in order, all the bot's, `final_body` carried "
         "whole by the last edit, every `m.mentions` empty, `draft_msgtype`, `some_edit_contains` / "
-        "`no_edit_contains` (what the previews showed)")
+        "`no_edit_contains` (what the previews showed); timing: `paced` (the bot's edit interval: the draft and "
+        "preview edits at least that far apart, within `tolerance`), `grows` (each edit's text starts with the "
+        "last one's), `draft_before_stream_end` (the draft reached the server before the model's stream ended)")
     capabilities: ClassVar[tuple[str, ...]] = ("streaming",)
 
     to: StepId
@@ -308,6 +322,11 @@ class ExpectEdits(StepBase):
     draft_msgtype: Literal["m.text", "m.notice"] | None = None
     some_edit_contains: list[MarkedText] = Field(default_factory=list)
     no_edit_contains: list[MarkedText] = Field(default_factory=list)
+    # What an edit count cannot tell from a bot that buffers the answer and bursts a draft and edits out:
+    paced: Duration | None = None  # the bot's streamEditIntervalMs: the draft and preview edits this far apart
+    tolerance: Duration = 0.05  # for `paced`: clock granularity, a send's way to the server
+    grows: bool = False  # each edit's text starts with the text shown before it (no tool progress in between)
+    draft_before_stream_end: bool = False  # the mock's journal says when the stream ended; the draft came before
     timeout: Duration | None = None
 
     @model_validator(mode="after")
@@ -332,11 +351,27 @@ class ExpectEdits(StepBase):
         rules = ChainRules(min_edits=self.min, max_edits=self.max, final_body=final, draft_msgtype=self.draft_msgtype,
                            some_edit_contains=[text(ctx, t) for t in self.some_edit_contains],
                            no_edit_contains=[text(ctx, t) for t in self.no_edit_contains])
-        problems = chain_problems(draft, ctx.observer().events.items, ctx.bot_ids, rules)
+        edits = edits_of(reply.event_id, ctx.observer().events.items)
+        timing, unchecked = self._timing(ctx, reply.event_id)
+        problems = check_chain(draft, edits, ctx.bot_ids, rules) + timing_problems(draft, edits, timing)
         if problems:
-            raise StepFailed(f"a sound edit chain on the reply '{self.to}'", problems)
-        count = len(edits_of(reply.event_id, ctx.observer().events.items))
-        return f"{count} edit(s) of {reply.event_id}, final text complete, no pings"
+            raise StepFailed(f"a sound edit chain on the reply '{self.to}'", problems + describe_chain(draft, edits))
+        return f"{len(edits)} edit(s) of {reply.event_id}, final text complete, no pings{unchecked}"
+
+    def _timing(self, ctx: ScenarioContext, reply_id: str) -> tuple[Timing, str]:
+        """The timing rules, the stream's end put on the homeserver's clock (the host's wall clock: the journal
+        keeps monotonic times). Without a journal (a live model) that part is NOT CHECKED, said in the detail."""
+        stream_end, unchecked = None, ""
+        if self.draft_before_stream_end:
+            trigger = next((r for r in ctx.refs.values() if r.event_id == ctx.claimed.get(reply_id)), None)
+            found = rounds_carrying(journal(ctx) or [], (trigger.text or trigger.body or "") if trigger else "")
+            ends = [e.finished_at for e in found if e.finished_at is not None]
+            if ends:
+                stream_end = max(ends) + time.time() * 1000 - mono_ms()
+            else:
+                unchecked = "; NOT CHECKED: when the model's stream ended (no journal entry for the trigger)"
+        return Timing(min_interval_ms=self.paced * 1000 if self.paced is not None else None,
+                      tolerance_ms=self.tolerance * 1000, stream_end_ms=stream_end, grows=self.grows), unchecked
 
 
 class ExpectReplyCount(StepBase):
@@ -365,3 +400,47 @@ class ExpectReplyCount(StepBase):
                              [f"{len(replies)} replies: {', '.join(replies) or 'none'}",
                               *trace_about(ctx, trigger.event_id)])
         return f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} to {trigger.event_id}"
+
+
+class AnswerEveryReply(StepBase):
+    """A test user behaving like a second bot that answers everything (the bot knows it as a bot): it answers
+    each of the bot's replies, starting from the reply to `to`, until the bot stays quiet. A loop guard must
+    stop the exchange within `max` bot answers; the step fails with the count when it does not."""
+
+    kind: ClassVar[str] = "answer_every_reply"
+    does: ClassVar[str] = (
+        "`as` answers every bot reply, from the reply to `to` on, with `body` (like a second bot that answers "
+        "everything); the exchange must stop within `max` bot answers (no answer within `quiet`, or a traced "
+        "drop); fails with the number of answers")
+    capabilities: ClassVar[tuple[str, ...]] = ("policy",)
+
+    actor: ActorName = Field(alias="as")
+    to: StepId
+    body: MarkedText
+    max: int = Field(ge=1)
+    quiet: Duration = 3.0
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("to",), self.to, frozenset({SENT}), True)]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        from qa.actors import message_content
+
+        trigger, answers = ctx.refs[self.to], 0
+        while True:
+            try:
+                await wait_for_bot_reply(ctx, trigger, self.quiet, f"a bot answer to message {answers + 1}")
+            except StepFailed as stopped:
+                return f"the exchange stopped after {answers} bot answer(s): {stopped.expected}"
+            answers += 1
+            if answers > self.max:
+                raise StepFailed(f"the bot-to-bot exchange to stop within {self.max} bot answers",
+                                 [f"the bot answered {answers} messages in a row from {self.actor}, who answers "
+                                  "everything; it would go on", *trace_about(ctx, trigger.event_id)[-6:]])
+            typed = f"{text(ctx, self.body)} {answers}"
+            sent_at = mono_ms()
+            event_id = await ctx.actors[self.actor].send(trigger.room_id, message_content(typed))
+            trigger = Ref(trigger.room_id, event_id, None, sent_at, actor=self.actor, body=typed, text=typed)
