@@ -1,13 +1,15 @@
 """The GitHub Action (action.yml): its shape (inputs, outputs, steps that name only what exists) and its shell
 parts, run here with a stand-in matrix-qa: the arguments it builds, the outputs it sets, the annotations it
-prints for a failed step (file and line of that step). check-jsonschema is not installable here, so the
-official schema check (vendor.github-action) is not run; these checks stand in for it."""
+prints for a failed step (file and line of that step). The Action, this repository's workflow and the workflow
+`matrix-qa init` writes are also validated against the official schemas that check-jsonschema ships
+(vendor.github-actions, vendor.github-workflows: bundled, so no network), and a broken Action is refused by it."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -235,3 +237,32 @@ def test_the_compare_step_reports_a_regression_without_failing_the_job(tmp_path:
     assert (tmp_path / "out" / "compare.md").read_text() == shown
     assert (tmp_path / "summary.md").read_text() == shown
     assert ("::warning" in done.stdout) is warned
+
+
+def _schema_check(schema: str, *files: Path) -> subprocess.CompletedProcess[str]:
+    tool = shutil.which("check-jsonschema")
+    if tool is None:
+        pytest.skip("check-jsonschema is not installed (it is in the dev extra: pip install -e '.[dev]')")
+    return subprocess.run([tool, "--builtin-schema", schema, *map(str, files)], capture_output=True, text=True,
+                          timeout=120, check=False)
+
+
+def test_the_action_and_the_workflows_meet_githubs_schemas(tmp_path: Path) -> None:
+    from qa.init_project import workflow_text
+
+    written = tmp_path / "init-workflow.yml"
+    written.write_text(workflow_text(), encoding="utf-8")
+    action = _schema_check("vendor.github-actions", ROOT / "action.yml")
+    assert action.returncode == 0, action.stdout + action.stderr
+    workflows = _schema_check("vendor.github-workflows", *sorted((ROOT / ".github" / "workflows").glob("*.yml")),
+                              written)
+    assert workflows.returncode == 0, workflows.stdout + workflows.stderr
+
+
+def test_the_schema_check_refuses_a_broken_action(tmp_path: Path) -> None:
+    broken = dict(ACTION)
+    broken["runs"] = {"using": "composite", "steps": [{"name": "no run and no uses"}], "main": 3}
+    path = tmp_path / "action.yml"
+    path.write_text(yaml.safe_dump(broken), encoding="utf-8")
+    done = _schema_check("vendor.github-actions", path)
+    assert done.returncode == 1, done.stdout + done.stderr
