@@ -46,7 +46,8 @@ SYNAPSE_SOURCES = ("auto", "host", "pip")
 # federation_domain_whitelist goes too: the image serves federation on 8448, as the contract asks.
 PER_CONTAINER_KEYS = ("server_name", "public_baseurl", "listeners", "pid_file", "database", "log_config",
                       "media_store_path", "signing_key_path", "registration_shared_secret", "macaroon_secret_key",
-                      "form_secret", "enable_registration", "federation_domain_whitelist")
+                      "form_secret", "enable_registration", "registration_requires_token",
+                      "federation_domain_whitelist")
 
 # What base-passwd's maintainer scripts would have written (the extract variant runs none).
 PASSWD = "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"

@@ -44,20 +44,30 @@ SLICE = ("canary", "matrix-thread-follow-up", "matrix-e2ee-basic-reply", "matrix
          "matrix-send-forbidden", "matrix-sync-errors-reconnect")
 # Generous bounds for the failing cases (the contract's judgement takes 0-10 s past the boot), never tight.
 BAD_IMAGE_BOUND_S = 90.0
+TAG_VARIABLE = "MATRIX_QA_TEST_RUN"  # which test made a container (image_runs_left)
 
 
-def image_runs_left(engine: Engine) -> list[str]:
-    return [c.name for c in engine.client.containers.list(all=True, filters={"label": "matrix-qa=image"})]
+def image_runs_left(engine: Engine, tag: str) -> list[str]:
+    """The containers of this test's runs still there. Tests of this file run side by side under pytest-xdist, so
+    each run's container carries the test's own tag in its environment (`--homeserver-env`), and only those count.
+    """
+    return [c.name for c in engine.client.containers.list(all=True, filters={"label": "matrix-qa=image"})
+            if f"{TAG_VARIABLE}={tag}" in (c.attrs.get("Config", {}).get("Env") or [])]
 
 
-def settings(image: str, **more: Any) -> dict[str, Any]:
-    return {"homeserver_image": image, **more}
+def run_tag(tmp_path: Path) -> str:
+    return str(tmp_path)  # unique across the xdist workers too (each has its own base temp dir)
+
+
+def settings(image: str, tag: str, **more: Any) -> dict[str, Any]:
+    env = [*more.pop("homeserver_env", []), f"{TAG_VARIABLE}={tag}"]
+    return {"homeserver_image": image, "homeserver_env": env, **more}
 
 
 async def test_a_transport_slice_passes_through_the_image_backend(
         homeserver_image: Built, docker_engine: Engine, run_qa: Any, tmp_path: Path) -> None:
     result: RunResult = await run_qa(*SLICE, homeserver="image", homeserver_settings=settings(
-        homeserver_image.image, homeserver_env=["SERVER_NAME=image-backend.test"]), jobs=2)
+        homeserver_image.image, run_tag(tmp_path), homeserver_env=["SERVER_NAME=image-backend.test"]), jobs=2)
     statuses = {s["id"]: s["status"] for s in result.summary["scenarios"]}
     assert result.code == 0 and set(statuses.values()) == {"pass"}, (statuses, result.summary.get("errors"))
     assert set(statuses) == set(SLICE), "every scenario of the slice ran, the restart included"
@@ -79,21 +89,21 @@ async def test_a_transport_slice_passes_through_the_image_backend(
     assert text.count("Synapse now listening on TCP port 8008") >= 2, "both starts (before and after the restart)"
     for secret in result.secrets:
         assert secret not in text
-    assert image_runs_left(docker_engine) == []
+    assert image_runs_left(docker_engine, run_tag(tmp_path)) == []
 
 
 async def test_shared_secret_registration_through_the_image(
-        homeserver_image: Built, docker_engine: Engine, run_qa: Any) -> None:
+        homeserver_image: Built, docker_engine: Engine, run_qa: Any, tmp_path: Path) -> None:
     # The closed-registration variant refuses m.login.dummy; Complement's admin route still makes users.
     result = await run_qa("canary", homeserver="image", homeserver_settings=settings(
-        homeserver_image.tags["closed-registration"], registration="shared-secret",
+        homeserver_image.tags["closed-registration"], run_tag(tmp_path), registration="shared-secret",
         registration_shared_secret="complement"))
     assert result.code == 0, result.summary.get("errors")
     hs = result.summary["environment"]["homeserver"]
     assert hs["registration"] == "shared-secret registration (/_synapse/admin/v1/register)"
     assert "complement" in result.secrets
     assert "complement" not in (result.dir / hs["log"]).read_text(encoding="utf-8")
-    assert image_runs_left(docker_engine) == []
+    assert image_runs_left(docker_engine, run_tag(tmp_path)) == []
 
 
 @pytest.mark.parametrize(("variant", "condition"), [
@@ -105,8 +115,9 @@ def test_an_image_that_breaks_the_contract_is_exit_2_naming_it(
         homeserver_image: Built, docker_engine: Engine, tmp_path: Path, variant: str, condition: str) -> None:
     image = homeserver_image.tags[variant]
     t0 = time.monotonic()
-    done = cli("run", "--homeserver-image", image, "--scenario", "canary", "--output-dir", str(tmp_path / "out"),
-               "--progress", "plain", timeout=BAD_IMAGE_BOUND_S + 60)
+    done = cli("run", "--homeserver-image", image, "--homeserver-env", f"{TAG_VARIABLE}={run_tag(tmp_path)}",
+               "--scenario", "canary", "--output-dir", str(tmp_path / "out"), "--progress", "plain",
+               timeout=BAD_IMAGE_BOUND_S + 60)
     took = time.monotonic() - t0
     assert done.returncode == 2, done.stdout + done.stderr
     assert took < BAD_IMAGE_BOUND_S, f"{variant}: {took:.0f}s"
@@ -115,7 +126,7 @@ def test_an_image_that_breaks_the_contract_is_exit_2_naming_it(
     assert "last lines:" in output and "Traceback" not in output
     log = tmp_path / "out" / "homeserver" / "image.log"
     assert f"its log is saved at {log}" in output and log.stat().st_size > 0
-    assert image_runs_left(docker_engine) == []
+    assert image_runs_left(docker_engine, run_tag(tmp_path)) == []
 
 
 def test_sigterm_mid_scenario_removes_the_container_and_says_interrupted(
@@ -123,7 +134,8 @@ def test_sigterm_mid_scenario_removes_the_container_and_says_interrupted(
     out = tmp_path / "out"
     hang = REPO / "fixtures" / "mock-provider" / "hang.yaml"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "qa.cli", "run", "--homeserver-image", homeserver_image.image, "--scenario", "canary",
+        [sys.executable, "-m", "qa.cli", "run", "--homeserver-image", homeserver_image.image, "--homeserver-env",
+         f"{TAG_VARIABLE}={run_tag(tmp_path)}", "--scenario", "canary",
          "--provider-rules", str(hang), "--output-dir", str(out)],
         cwd=REPO, env={**os.environ, "TMPDIR": str(tmp_path)}, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
         text=True)
@@ -135,7 +147,7 @@ def test_sigterm_mid_scenario_removes_the_container_and_says_interrupted(
             if "1. send:" in line:
                 break
         assert seen and "1. send:" in seen[-1], "".join(seen)
-        assert image_runs_left(docker_engine), "the run's container is up while the turn hangs"
+        assert image_runs_left(docker_engine, run_tag(tmp_path)), "the run's container is up while the turn hangs"
         proc.send_signal(signal.SIGTERM)
         rest = proc.communicate(timeout=BAD_IMAGE_BOUND_S)[1]
     finally:
@@ -143,7 +155,7 @@ def test_sigterm_mid_scenario_removes_the_container_and_says_interrupted(
             proc.kill()
     assert proc.returncode == 143, rest
     assert "Traceback" not in rest
-    assert image_runs_left(docker_engine) == [], "no container outlives the interrupted run"
+    assert image_runs_left(docker_engine, run_tag(tmp_path)) == [], "no container outlives the interrupted run"
     assert our_processes(str(tmp_path)) == []
     summary = json.loads((out / "matrix-qa-summary.json").read_text())
     assert (summary["status"], summary["exitCode"]) == ("interrupted", 143)

@@ -1,5 +1,6 @@
 """The pytest plugin's session as a whole, from outside: Ctrl-C in the middle of a test leaves no process and no
-work dir behind and exits as pytest's "interrupted"; under pytest-xdist the workers' records join into one with
+work dir behind and exits as pytest's "interrupted"; `pytest -x` stops at the first failing test and still writes
+the report; under pytest-xdist the workers' records join into one with
 `matrix-qa report --merge DIR`. Each runs a pytest of its own in a subprocess, with homeservers of its own (the
 session's, as a bot author's)."""
 
@@ -162,3 +163,35 @@ def test_xdist_workers_records_merge_into_the_sessions(tmp_path: Path) -> None:
         "test-two-test-answered-0", "test-two-test-answered-1", "test-two-test-wrong-answer-expected"]
     assert all("ran 2 times" not in s["details"] for s in summary["scenarios"])
     assert len(summary["mergedFrom"]) == 2
+
+
+FIRST_FAILS = '''
+async def test_wrong_answer_expected(matrix_qa):
+    await matrix_qa.send(as_="driver", mention="bot", body="reply with only this exact marker: {token}", id="ask")
+    await matrix_qa.expect_reply(to="ask", body="not what it says", timeout="5s")
+
+
+async def test_after_the_failure(matrix_qa):
+    await matrix_qa.send(as_="driver", mention="bot", body="reply with only this exact marker: {token}", id="ask")
+    await matrix_qa.expect_reply(to="ask", body="{token}")
+'''
+
+
+def test_exitfirst_stops_at_the_first_failure_and_still_writes_the_report(tmp_path: Path) -> None:
+    (tmp_path / "test_first_fails.py").write_text(FIRST_FAILS, encoding="utf-8")
+    report = tmp_path / "report"
+    inner = subprocess.run(
+        [sys.executable, "-m", "pytest", *_plugin_args(), "-o", "addopts=", "-p", "no:cacheprovider", "-p",
+         "no:asyncio", "-q", "-x", "--matrix-qa-report", str(report), str(tmp_path / "test_first_fails.py")],
+        cwd=REPO, capture_output=True, text=True, timeout=400, check=False)
+    out = inner.stdout + inner.stderr
+    assert inner.returncode == 1, out
+    assert "1 failed" in inner.stdout and "passed" not in inner.stdout, out
+    summary = json.loads((report / "matrix-qa-summary.json").read_text())
+    assert (summary["status"], summary["exitCode"]) == ("fail", 1), summary["status"]
+    by_id = {s["id"]: s for s in summary["scenarios"]}
+    failed = by_id["test-first-fails-test-wrong-answer-expected"]
+    assert failed["status"] == "fail" and "not what it says" in json.dumps(failed["failure"]), failed
+    later = by_id.get("test-first-fails-test-after-the-failure")
+    assert later is None or later["status"] != "pass", "the test -x stopped before is never recorded as a pass"
+    assert (report / "matrix-qa-report.md").is_file() and (report / "junit.xml").is_file()

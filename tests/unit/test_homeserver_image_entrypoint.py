@@ -72,10 +72,13 @@ KEPT = {"macaroon_secret_key": "m" * 8, "form_secret": "f" * 8}
 
 
 def test_the_config_opens_registration_with_dummy_auth_on_8008_and_federates_over_tls_on_8448() -> None:
-    base = {"bcrypt_rounds": 4, "server_name": "stale", "enable_registration": False}
+    # qa's embedded Synapse (the base) asks a registration token; the image's registration is open.
+    base = {"bcrypt_rounds": 4, "server_name": "stale", "enable_registration": False,
+            "registration_requires_token": True}
     config = ep.render_config(base, ep.read_settings({"SERVER_NAME": "hs1"}), KEPT, Path("/d"))
     assert (config["server_name"], config["bcrypt_rounds"]) == ("hs1", 4)
     assert config["enable_registration"] is True
+    assert config["registration_requires_token"] is False
     assert config["enable_registration_without_verification"] is True
     assert config["registration_shared_secret"] == "complement"
     assert (config["macaroon_secret_key"], config["form_secret"]) == ("m" * 8, "f" * 8)
@@ -86,7 +89,8 @@ def test_the_config_opens_registration_with_dummy_auth_on_8008_and_federates_ove
         {"port": 8448, "bind_addresses": ["0.0.0.0"], "type": "http", "tls": True,
          "resources": [{"names": ["federation"], "compress": False}]},
     ]
-    assert base == {"bcrypt_rounds": 4, "server_name": "stale", "enable_registration": False}
+    assert base == {"bcrypt_rounds": 4, "server_name": "stale", "enable_registration": False,
+                    "registration_requires_token": True}
 
 
 def test_the_config_is_a_copy_down_to_the_nested_settings() -> None:

@@ -134,7 +134,7 @@ def test_the_image_keeps_qa_test_settings_and_leaves_per_container_ones_to_the_e
     assert set(full) - set(config) == {
         "server_name", "public_baseurl", "listeners", "pid_file", "database", "log_config", "media_store_path",
         "signing_key_path", "registration_shared_secret", "macaroon_secret_key", "form_secret",
-        "enable_registration", "federation_domain_whitelist"}
+        "enable_registration", "registration_requires_token", "federation_domain_whitelist"}
 
 
 def test_the_inputs_digest_changes_with_every_input_and_only_then() -> None:
