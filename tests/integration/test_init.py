@@ -1,4 +1,6 @@
-"""`matrix-qa init` then `matrix-qa run`, as a bot author would, on the independent nio bot: a pass."""
+"""`matrix-qa init` then `matrix-qa run`, as a bot author would, on the independent nio bot: a pass. The first
+test does it as a new user on a fresh machine would: the wheel installed with `pip install --user` (no checkout on
+the path), from an empty directory holding only the bot's repository."""
 
 from __future__ import annotations
 
@@ -16,20 +18,31 @@ pytestmark = pytest.mark.integration
 NIO_BOT = REPO / "tests" / "bots" / "nio_reply_bot.py"
 
 
-def test_init_then_run_passes_on_an_independent_bot(tmp_path: Path) -> None:
+def test_a_wheel_installed_with_pip_user_then_init_then_run_passes_on_an_independent_bot(tmp_path: Path) -> None:
+    from tests.integration.test_install_anywhere import _clean_env, _install_user
+
+    _run_ok([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
+            _clean_env(), tmp_path)
+    (tmp_path / "user").mkdir()
+    exe, env = _install_user(next((tmp_path / "dist").glob("matrix_qa-*.whl")), tmp_path / "user")
+    env["TMPDIR"] = str(tmp_path)
     project = tmp_path / "my-bot-repo"
     project.mkdir()
-    made = cli("init", "--name", "nio-bot", "--command", f"{{python}} {NIO_BOT}", "--ready-log", "^syncing as @",
-               "--capabilities", "threads,restart", cwd=project)
-    assert made.returncode == 0, made.stderr
+    made = _run_ok([str(exe), "init", "--name", "nio-bot", "--command", f"{{python}} {NIO_BOT}", "--ready-log",
+                    "^syncing as @", "--capabilities", "threads,restart"], env, project)
     assert made.stdout.splitlines()[-1] == "next: matrix-qa run"
-    ran = cli("run", "--progress", "plain", cwd=project, tmpdir=tmp_path)
-    assert ran.returncode == 0, ran.stdout + ran.stderr
+    _run_ok([str(exe), "run", "--progress", "plain"], env, project)
     summary = json.loads((project / "artifacts" / "matrix-qa" / "matrix-qa-summary.json").read_text())
     assert summary["status"] == "pass"
     assert [(s["id"], s["status"]) for s in summary["scenarios"]] == [("hello", "pass")]
     assert summary["environment"]["bot"]["name"] == "nio-bot"
     assert summary["environment"]["configFile"] == str(project / "matrix-qa.toml")
+
+
+def _run_ok(cmd: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, f"{' '.join(cmd)}: exit {done.returncode}\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+    return done
 
 
 WRONG = """\
