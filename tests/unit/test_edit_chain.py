@@ -226,6 +226,13 @@ def test_a_draft_without_a_body_grows_into_any_first_edit() -> None:
     assert timing_problems(draft, edits, Timing(grows=True)) == []
 
 
+def test_only_the_cursor_is_taken_off_the_text_before() -> None:
+    # "Hello …" -> "Help" takes back text shown before the cursor: not a growing preview.
+    draft, edits = timed(("Hello …", 1), ("Help", 2))
+    assert timing_problems(draft, edits, Timing(grows=True)) == [
+        "edit 1 does not grow from the text before it: 'Hello …' -> 'Help'"]
+
+
 def test_a_text_that_does_not_grow_is_shown_cut_to_sixty_characters() -> None:
     before, after = "a" * 61 + " …", "b" * 61
     draft, edits = timed((before, 1), (after, 2))
