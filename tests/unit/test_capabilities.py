@@ -215,3 +215,65 @@ def test_each_named_state_mutation_the_bot_file_lacks_is_missing_once(tmp_path: 
     assert missing(s, [], []) == [Need("restart", "step 1 (stop_bot)"),
                                   Need("state mutation rewind", "step 2 (mutate_bot_state)"),
                                   Need("state mutation wipe", "step 3 (mutate_bot_state)")]
+
+
+# What the report tells a reader each capability means ("Skipped for what the bot lacks: `lock` keeps …"), word for
+# word: qa.run.record copies MEANING into the summary, so changing a text changes what users read; this table is
+# where that change is made on purpose.
+DESCRIBED = {
+    "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
+    "threads": "answers inside Matrix threads",
+    "restart": "keeps its state in $MATRIX_QA_STATE_DIR across a restart or a crash",
+    "approvals": "asks for exec approvals and takes decisions by reaction",
+    "e2ee": "talks in end-to-end encrypted rooms",
+    "reactions": "records reactions to its messages (trace `reaction` records)",
+    "policy": "takes the scenario's bot: settings (requireMention, allowlist, allowBots, knownBots, threadReplies) "
+              "from the launch",
+    "lock": "keeps transcripts under a session write lock and traces its holds and model requests",
+    "media": "takes attachments (m.image/m.audio/m.video/m.file), images to the model, and a mediaMaxBytes limit",
+    "streaming": "streams answers as an edited draft (bot.streaming partial|quiet, toolProgress) from the launch",
+    "verification": "takes part in to-device SAS verification, traces its SAS and outcome, and can share room "
+                    "keys with verified devices only (bot.roomKeys)",
+    "membership": "joins rooms it is invited to at run time (bot.autoJoin: always|allowlist|off, "
+                  "autoJoinAllowlist) and stops serving a room it was kicked from",
+    "hot-reload": "rereads its rendered config on SIGHUP and traces `config.reload` {generation, ok} "
+                  "(template variable config_generation)",
+    "redactions": "never answers a redaction (trace `inbound`, reason `redaction`) and records a removed reaction "
+                  "in its session (trace `reaction.removed`)",
+    "markdown": "sends the model's markdown as org.matrix.custom.html (formatted_body) beside the plain body",
+    "exec-dir": "runs its exec tool's commands in $MATRIX_QA_EXEC_DIR (their working directory), where the harness "
+                "sees the files a command made",
+    "model": "answers prompts through a model (the mock provider's journal, rules, faults and tools); every bot "
+             "file without a `say` template has it",
+    "agent-wording": "words its notices as the embedded agent does (\"HTTP 500 after 3 attempts\", \"no answer in "
+                     "time\"): an expect_reply `wording` is checked; without it the notice is judged by behaviour",
+    "model-timeout": "gives up on a model request after the launch's timeout (bot.modelTimeout: "
+                     "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
+}
+
+
+def test_each_capability_a_skip_names_is_explained_to_the_reader_word_for_word(tmp_path: Path) -> None:
+    from qa.report.markdown import lacking_meanings, render_markdown
+    from qa.report.summary import BotInfo, ScenarioResult
+    from tests.unit.test_report_render import make_summary
+
+    assert MEANING == DESCRIBED
+    s = _steps(tmp_path, "send: {as: driver, body: hi}", head=f"requires: [{', '.join(get_args(Capability))}]\n")
+    reason = skip_reason("echo", missing(s, []))
+    assert reason is not None
+    summary = make_summary([ScenarioResult(id="s", title="t", status="skip", details=reason)])
+    # What qa.run.record writes for every run with a bot file.
+    summary.environment.bot = BotInfo(name="echo", source="echo.yaml", ready="joined",
+                                      capabilityMeanings=dict(MEANING))
+    assert lacking_meanings(summary) == list(DESCRIBED.items())  # every name survives the skip line's parsing
+    legend = next(line for line in render_markdown(summary).splitlines() if "Skipped for what the bot lacks" in line)
+    for name, meaning in DESCRIBED.items():
+        assert f"`{name}` {meaning}" in legend
+
+
+def test_the_documented_capabilities_are_the_described_ones() -> None:
+    # docs/bot-file.md's `capabilities` row lists each claimable name; a new or renamed one is documented too.
+    row = next(line for line in (REPO / "docs" / "bot-file.md").read_text().splitlines()
+               if line.startswith("| `capabilities` |"))
+    listed = row.split("what the bot claims:", 1)[1].split("(", 1)[0]
+    assert sorted(name.strip(" `,") for name in listed.split(", ")) == sorted(DESCRIBED)

@@ -132,3 +132,121 @@ def test_each_edit_grows_from_the_last_text_shown_less_its_cursor() -> None:
         "edit 1 does not grow from the text before it: 'Hello …' -> 'Goodbye …'"]
     draft, edits = timed(("abc  ", 1), ("abd", 2))
     assert timing_problems(draft, edits, Timing(grows=True)) != []
+
+
+# --- wording, defaults and corners the mutation run found unpinned (tests/unit/MUTATION.md) -------------------
+
+import dataclasses  # noqa: E402
+
+import pytest  # noqa: E402
+
+from qa.evidence.edits import describe_chain  # noqa: E402
+
+
+def test_default_rules_ask_for_one_edit_and_nothing_more() -> None:
+    draft, edits = chain("a")
+    assert check_chain(draft, edits, BOT, ChainRules()) == []
+    assert check_chain(draft, [], BOT, ChainRules()) == ["0 edit(s), expected at least 1"]
+
+
+def test_rules_and_timing_are_values_that_cannot_change() -> None:
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ChainRules().min_edits = 0  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        Timing().grows = True  # type: ignore[misc]
+
+
+def test_every_kind_of_ping_is_named_word_for_word() -> None:
+    draft, edits = chain("a", "b")
+    del draft["content"]["m.mentions"]
+    edits[0]["content"]["m.mentions"] = {"user_ids": ["@alice:hs"]}  # the edit's own (fallback) content pings
+    assert check_chain(draft, edits, BOT, ChainRules(min_edits=2)) == [
+        "the draft pings: no m.mentions (clients then fall back to pinging whoever the body names)",
+        "edit 1 ($e0) pings: m.mentions {'user_ids': ['@alice:hs']}"]
+    edits[0]["content"]["m.mentions"] = {"room": False, "user_ids": []}  # present and empty: no ping
+    draft["content"]["m.mentions"] = {}
+    assert check_chain(draft, edits, BOT, ChainRules(min_edits=2)) == []
+
+
+def test_an_edit_without_new_content_is_named_and_the_next_edit_is_still_checked() -> None:
+    draft, edits = chain("a", "b")
+    del edits[0]["content"]["m.new_content"]
+    edits[1]["content"]["m.new_content"]["m.mentions"] = {"room": True}
+    assert check_chain(draft, edits, BOT, ChainRules()) == [
+        "edit 1 ($e0) has no m.new_content",
+        "edit 2 ($e1) m.new_content pings: m.mentions {'room': True}"]
+
+
+def test_the_final_text_is_read_from_the_last_edit_or_the_draft_and_named_whole() -> None:
+    draft, edits = chain("Hello wor")
+    assert check_chain(draft, edits, BOT, ChainRules(final_body="Hello world")) == [
+        "the final text is 'Hello wor', expected the complete answer 'Hello world'"]
+    del edits[0]["content"]["m.new_content"]["body"]  # new content without a body shows nothing
+    assert check_chain(draft, edits, BOT, ChainRules(final_body="Hello world"))[-1] == (
+        "the final text is '', expected the complete answer 'Hello world'")
+    del edits[0]["content"]["m.new_content"]  # no new content at all: nothing either
+    assert check_chain(draft, edits, BOT, ChainRules(final_body="Hello world"))[-1] == (
+        "the final text is '', expected the complete answer 'Hello world'")
+    # Without edits the draft is the final text.
+    assert check_chain(draft, [], BOT, ChainRules(min_edits=0, final_body="draft …")) == []
+    del draft["content"]["body"]
+    assert check_chain(draft, [], BOT, ChainRules(min_edits=0, final_body="Hello")) == [
+        "the draft has an empty body: a reader that ignores edits sees nothing",
+        "the final text is '', expected the complete answer 'Hello'"]
+
+
+def test_edits_by_another_of_the_bots_accounts_are_foreign_all_named() -> None:
+    draft, edits = chain("a", "b", "c")
+    edits[0]["sender"] = "@bot2:hs"  # the bot's, but not the draft's sender: Matrix ignores such an edit
+    edits[2]["sender"] = "@mallory:hs"
+    assert check_chain(draft, edits, {BOT, "@bot2:hs"}, ChainRules()) == ["edits not sent by the bot: $e0, $e2"]
+
+
+def test_edits_at_the_same_server_millisecond_are_in_order() -> None:
+    draft, edits = chain("a", "b")
+    edits[1]["origin_server_ts"] = edits[0]["origin_server_ts"]
+    assert check_chain(draft, edits, BOT, ChainRules()) == []
+
+
+def test_the_draft_itself_may_show_a_forbidden_text_or_the_wanted_one() -> None:
+    draft, edits = chain("a", "b")
+    assert check_chain(draft, edits, BOT, ChainRules(some_edit_contains=["draft"], no_edit_contains=["draft"])) == [
+        "the draft showed 'draft', which it must not"]
+
+
+def test_timing_asks_nothing_by_default_even_of_a_chain_that_fails_every_check() -> None:
+    draft, edits = timed(("Hello", 5000), ("Bye", 5001), ("Hi", 5002))
+    assert timing_problems(draft, edits, Timing()) == []
+    assert len(timing_problems(draft, edits, Timing(min_interval_ms=250, stream_end_ms=0, grows=True))) == 4
+
+
+def test_a_draft_without_a_body_grows_into_any_first_edit() -> None:
+    draft, edits = timed(("x", 1), ("Hello", 2))
+    del draft["content"]["body"]
+    assert timing_problems(draft, edits, Timing(grows=True)) == []
+
+
+def test_only_the_cursor_is_taken_off_the_text_before() -> None:
+    # "Hello …" -> "Help" takes back text shown before the cursor: not a growing preview.
+    draft, edits = timed(("Hello …", 1), ("Help", 2))
+    assert timing_problems(draft, edits, Timing(grows=True)) == [
+        "edit 1 does not grow from the text before it: 'Hello …' -> 'Help'"]
+
+
+def test_a_text_that_does_not_grow_is_shown_cut_to_sixty_characters() -> None:
+    before, after = "a" * 61 + " …", "b" * 61
+    draft, edits = timed((before, 1), (after, 2))
+    assert timing_problems(draft, edits, Timing(grows=True)) == [
+        f"edit 1 does not grow from the text before it: {'a' * 60!r} -> {'b' * 60!r}"]
+
+
+def test_the_chain_is_described_line_by_line_with_texts_cut_to_eighty_characters() -> None:
+    draft, edits = chain("x" * 81, "short", draft_type="m.notice")
+    draft["content"]["body"] = "d" * 81
+    edits[1]["content"]["m.mentions"] = {"room": True}
+    assert describe_chain(draft, edits) == [
+        f"draft $d m.notice: {'d' * 80!r} mentions={{}}",
+        f"edit 1 $e0: {'x' * 80!r} mentions={{}}",
+        "edit 2 $e1: 'short' mentions={'room': True}"]
+    del draft["content"]["body"], draft["content"]["m.mentions"], edits[0]["content"]["m.new_content"]
+    assert describe_chain(draft, edits[:1]) == ["draft $d m.notice: '' mentions=None", "edit 1 $e0: '' mentions={}"]
