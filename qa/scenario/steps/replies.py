@@ -26,6 +26,8 @@ from qa.scenario.steps.base import MESSAGES, REPLY, SENT, ActorUse, StepBase, St
 from qa.scenario.steps.common import bot_messages, journal, room_event, text, trace_about
 from qa.waiting import WaitTimeout
 
+FAILED_TURN_WHY_S = 1.0  # how long a failed turn's `error` record is waited for (it follows the turn.end)
+
 if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
 
@@ -68,6 +70,12 @@ async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, 
         raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
                          trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
     if record.get("type") == "turn.end":
+        # The agent traces why a turn failed after its turn.end (the exception reaches the worker after the
+        # turn's own finally): give that record a moment to arrive, so the failure says why. Bounded; without it
+        # the failure is reported all the same.
+        with contextlib.suppress(WaitTimeout):
+            await ctx.bot.trace.wait_for(lambda r: r.get("type") == "error" and r.get("eventId") == trigger.event_id,
+                                         FAILED_TURN_WHY_S, "why the turn failed", ctx.trace_start)
         raise StepFailed(f"{what}, but the bot's turn for it failed (attempt {record.get('attempt')})",
                          trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
     return await ctx.observer().events.wait_for(
