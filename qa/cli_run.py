@@ -66,6 +66,10 @@ def _bot_group(g: Any) -> None:
     g.add_argument("--bot-command", default=None, metavar="'CMD ...'",
                    help="shortcut for a bot file with only this command: the bot gets the launch contract in "
                    "its environment and is ready once it has joined its rooms")
+    g.add_argument("--peer-bot", type=Path, default=None, metavar="PEER.yaml",
+                   help="a second bot beside the bot under test, for the scenarios about bots talking to bots "
+                   "(`peer_bot:`); a bot file like --bot's. Without it those scenarios are skipped; see "
+                   "docs/bot-file.md#a-peer-bot")
     g.add_argument("--bot-set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a key of the bot's config for every scenario, e.g. session.writeLock.scope=attempt")
     g.add_argument("--no-fork-server", action="store_true",
@@ -370,7 +374,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | Non
     options = RunOptions(
         profile=args.profile, scenario_ids=args.scenario, keywords=list(args.keyword),
         scenario_paths=own if args.no_builtin_scenarios else [*_library(), *own],
-        bot_file=args.bot, bot_command=args.bot_command,
+        bot_file=args.bot, bot_command=args.bot_command, peer_bot_file=args.peer_bot,
         homeserver=registry.choose(args.homeserver, settings), homeserver_port=args.homeserver_port,
         homeserver_settings=settings, model=args.model, base_url=args.base_url, api=args.api,
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,

@@ -309,7 +309,7 @@ class BotUnderTest:
         return self.launch.env.get(processes.MARK_ENV, "")
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> list[str]:
-        return [f"bot.log: {line[:300]}" for line in self.log.items[-lines:]]
+        return [f"{self.log_path.name}: {line[:300]}" for line in self.log.items[-lines:]]
 
     # --- readiness ---------------------------------------------------------------------------------------
 

@@ -36,6 +36,7 @@ from qa.run.options import (
     check_bot_accounts,
     check_registration,
     checked_bot_file,
+    checked_peer_file,
     default_scenario_paths,
     output_for,
     plan_scenarios,
@@ -68,6 +69,7 @@ class Run:
         self.observed: list[dict[str, Any]] = []
         self.jobs = options.jobs if options.jobs is not None else (os.cpu_count() or 1)
         self.bot_file: BotFile | None = None
+        self.peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer)
         # --repeat: the plan before its scenarios became attempts (base_plan), and the attempts (plan).
         self.base_plan: list[Any] = []
         self.plan: list[Any] = []
@@ -87,6 +89,7 @@ class Run:
         self.live, brought = preflight(self.options, self.jobs, self.dir, os.environ)
         add_secrets(self.secrets, brought)
         self.bot_file = checked_bot_file(self.options)
+        self.peer_bot = checked_peer_file(self.options)
         self.base_plan, self.plan = plan_scenarios(self.options)
         check_bot_accounts(self.bot_file, self.base_plan)
         check_registration(self.bot_file, self.options.homeserver, os.environ)
@@ -120,6 +123,8 @@ class Run:
         self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
         assert self.bot_file is not None
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
+        if self.peer_bot is not None:
+            self.out.say(f"peer bot: {self.peer_bot.name} ({self.peer_bot.source})")
         self.out.say(f"artifacts: {self.dir}")
         if removed:
             self.out.say(f"note: removed the earlier run's {', '.join(removed)} from {self.dir}")
@@ -174,7 +179,7 @@ class Run:
             interrupted=scheduler.interrupted, stop_reason=lambda: self.lifecycle.reason,
             infra_errors=scheduler.infra_errors, config_errors=scheduler.config_errors,
             include_bodies=self.options.include_bodies,
-            fork_server=self.fork_server,
+            fork_server=self.fork_server, peer_bot=self.peer_bot,
         )
 
     async def _finish(self, work: Path, library_logs: LibraryLogs) -> int:

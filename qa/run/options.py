@@ -69,6 +69,9 @@ class RunOptions:
     # The bot under test: a bot file, or a bare command (--bot-command); neither: the embedded agent.
     bot_file: Path | None = None
     bot_command: str | None = None
+    # --peer-bot: a second bot beside the bot under test, for the scenarios that name one (`peer_bot:`;
+    # qa.harness.peer). None: those scenarios are skipped with the reason.
+    peer_bot_file: Path | None = None
     argv: list[str] = field(default_factory=list)
     # --progress (qa.harness.progress.choose_mode); plain unless asked: the live block is for the CLI at a terminal.
     progress: str = "plain"
@@ -158,6 +161,24 @@ def checked_bot_file(options: RunOptions) -> BotFile:
     check_overrides(bot_file, options.bot_overrides)
     check_runnable(bot_file, {**os.environ, **options.bot_env})
     return bot_file
+
+
+def checked_peer_file(options: RunOptions) -> BotFile | None:
+    """The peer bot (--peer-bot), refused with exit 2 naming the flag, the file and the field when it cannot be
+    one (qa.harness.peer), its command runnable here. Its environment is its own: never --bot-env's."""
+    from qa.harness.peer import FLAG, peer_problems
+
+    if options.peer_bot_file is None:
+        return None
+    try:
+        peer = load_bot_file(options.peer_bot_file)
+        check_runnable(peer, dict(os.environ))
+    except ConfigError as exc:
+        raise ConfigError("\n".join(f"{FLAG}: {line}" for line in str(exc).splitlines())) from None
+    problems = peer_problems(peer, options.bot_file)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return peer
 
 
 def check_bot_accounts(bot_file: BotFile, plan: list[Any]) -> None:

@@ -56,6 +56,6 @@ def collect_artifacts(state_dir: Path, scenario_dir: Path, result: ScenarioResul
                 text = strip_transcript_bodies(text)
             (target / path.name).write_text(redact(text, secrets), encoding="utf-8")
         result.artifacts["transcripts"] = str(target.relative_to(scenario_dir.parent.parent))
-    for name in ("bot-trace.jsonl", "bot.log"):
+    for name in ("bot-trace.jsonl", "bot.log", "peer-bot.log", "peer-bot-trace.jsonl"):
         if (scenario_dir / name).exists():
             result.artifacts[name.split(".")[0]] = str((scenario_dir / name).relative_to(scenario_dir.parent.parent))

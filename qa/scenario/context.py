@@ -83,6 +83,10 @@ class ScenarioContext:
     account: str | None = None
     # `registration: token`: the accounts the bot registers itself have localparts starting with this.
     registered_prefix: str | None = None
+    # The peer bot (`peer_bot:`, qa.scenario.peer): its process, Matrix id and name in the scenario.
+    peer: BotUnderTest | None = None
+    peer_user_id: str = ""
+    peer_name: str = ""
 
     @property
     def bot_ids(self) -> BotIdentity:

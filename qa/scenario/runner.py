@@ -25,6 +25,7 @@ from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_fil
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import EXEC_DIR_NAME, LaunchFacts, build_launch
+from qa.harness.peer import needs_peer_reason
 from qa.harness.probe import start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
@@ -34,6 +35,15 @@ from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.loader import located
+from qa.scenario.peer import (
+    ROLE,
+    peer_launch,
+    peer_ready,
+    peer_roles,
+    raise_if_peer_died,
+    stop_peer,
+    until_either_dies,
+)
 from qa.scenario.settings import bot_settings, uses_encryption
 from qa.scenario.settling import bot_says_it_is_idle, room_settles, settle
 from qa.shared.redact import redact
@@ -76,6 +86,7 @@ class RunResources:
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
+    peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer): for the scenarios that name a peer
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -93,7 +104,8 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any,
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
     else:
         reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.abilities(),
-                                                          res.bot_file.state_mutations, res.bot_file.accounts))
+                                                          res.bot_file.state_mutations, res.bot_file.accounts)) \
+            or needs_peer_reason(scenario.peer_bot, res.peer_bot is not None)
     if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)
@@ -200,6 +212,10 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
             stopping = callable(res.stop_reason) and res.stop_reason() is not None
             stopped_at = mono_ms()  # a request held past this was ended by us, not by the bot (Faults served)
             await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
+        peer_crash = await stop_peer(holder.get("peer"), callable(res.stop_reason) and res.stop_reason() is not None)
+        if peer_crash and result.status == "pass":
+            result.status, result.details = "fail", "the peer bot exited unexpectedly"
+            result.failure = Failure(expected="the peer bot keeps running until the scenario ends", seen=[peer_crash])
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
         await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets,
                                 stopped_at if bot is not None else None)
@@ -236,7 +252,7 @@ async def _provision(
     hs = res.homeserver
     # The bot's extra accounts (bot file `accounts`) are users like the others: role "bot.NAME" (an actor's name
     # has no dot, so no localpart can clash).
-    roles = ["bot", *scenario.actors, *(f"bot.{name}" for name in res.bot_file.accounts)]
+    roles = ["bot", *scenario.actors, *(f"bot.{name}" for name in res.bot_file.accounts), *peer_roles(scenario, res)]
     passwords = {role: secrets.token_urlsafe(18) for role in roles}
     res.secrets.extend(passwords.values())
     # All users at once, each with its session where the homeserver makes one while registering (Synapse):
@@ -272,7 +288,8 @@ async def _provision(
     accounts = await _extra_accounts(res, creds, passwords)
     also_bot = [a["user_id"] for a in accounts.values()]
     await asyncio.gather(*(a.start_sync() for a in actors.values()))
-    rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id, also_bot)
+    peer_ids = [creds[ROLE].user_id] if ROLE in creds else []
+    rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id, [*also_bot, *peer_ids])
     # The bot is told only of the rooms it is invited to upfront; the others it learns of from an invite.
     bot_rooms = {n: r for n, r in rooms.items() if scenario.rooms[n].invite_bot}
     creator = actors[scenario.actors[0]]
@@ -284,6 +301,8 @@ async def _provision(
     exec_dir = state_dir / EXEC_DIR_NAME
     exec_dir.mkdir(exist_ok=True)
     actor_ids = {n: a.user_id for n, a in actors.items()}
+    if peer_ids:  # the bot's settings name the peer like a test user (knownBots)
+        actor_ids[scenario.peer_bot] = peer_ids[0]
     bot_homeserver = hs.base_url
     if uses_faults(scenario):
         # Only the bot goes through the proxy: the test users must see the homeserver as it really is.
@@ -304,11 +323,22 @@ async def _provision(
                        scenario_dir / "bot-trace.jsonl", res.secrets, fork_server=res.fork_server)
     holder["bot"] = bot
     boot_started = mono_ms()
+    peer = None
+    if peer_ids:  # started first, so it boots while the bot does
+        session = (creds[ROLE].access_token, creds[ROLE].device_id) if creds[ROLE].access_token \
+            and creds[ROLE].device_id else await login_for_token(hs.base_url, peer_ids[0], passwords[ROLE])
+        res.secrets.append(session[0])
+        peer = holder["peer"] = peer_launch(res, scenario, creds[ROLE], passwords[ROLE], session, bot_rooms,
+                                            actor_ids, state_dir, scenario_dir)
+        peer_start = await peer.start()
+        peer.joined = joined_waiter(creator, peer, peer_ids, list(bot_rooms.values()))
     start = await bot.start()
     ready_timeout = min(res.bot_file.ready.timeout, float(scenario.timeout) / 2)
     bot.joined = joined_waiter(creator, bot, [bot_user_id, *also_bot], list(bot_rooms.values()))
     await bot.wait_ready(ready_timeout, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
+    if peer is not None:
+        await peer_ready(peer, peer_start, float(scenario.timeout))
     for room_name, spec in scenario.rooms.items():
         if spec.encrypted:
             members = [actors[m] for m in (spec.members if spec.members is not None else scenario.actors)]
@@ -321,7 +351,8 @@ async def _provision(
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
-        registered_prefix=res.bot_file.registration_prefix,
+        registered_prefix=res.bot_file.registration_prefix, peer=peer,
+        peer_user_id=peer_ids[0] if peer_ids else "", peer_name=scenario.peer_bot or "",
     )
 
 
@@ -524,9 +555,11 @@ async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str,
         # ("did not become ready", with the log's tail). Racing its own watch against this one made the verdict
         # depend on which waiter the event loop woke first.
         return await step
-    stopped, work = await run_unless(step, bot.died.wait(), grace_s=5.0)
+    stopped, work = await run_unless(step, until_either_dies(bot, ctx.peer), grace_s=5.0)
     if not stopped:
         return work.result()
+    if not bot.died.is_set():
+        raise_if_peer_died(ctx.peer, f"step {index} ({kind})")
     raise StepFailed(f"the bot to keep running through step {index} ({kind})",
                      [f"bot {bot.name}: {bot.exit_description} unexpectedly (log: {bot.log_path})",
                       *bot.log_tail(), *_recent_evidence(bot)[-10:]])

@@ -15,6 +15,8 @@ Layout of a scenario file, in short:
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
     faults: [ {name, path, …}, … ]    homeserver faults for the bot, via a fault proxy (qa.harness.fault_rules)
+    peer_bot: NAME                     a second bot process in the bot's rooms (--peer-bot; qa.harness.peer),
+                                       known to `bot:` settings by NAME; without a peer the scenario is skipped
     steps: [ {send: {...}}, … ]        each step is a single-key mapping naming its type
 
 Field types live in qa.scenario.fields, the settings (rooms, `bot:`, provider, live) in qa.scenario.settings,
@@ -66,6 +68,9 @@ class Scenario(Model):
     requires: list[Capability] = Field(default_factory=list)
     # Homeserver faults for the bot's requests (qa.harness.fault_rules), served by a per-scenario fault proxy.
     faults: list[FaultRule] = Field(default_factory=list)
+    # A second bot process beside the bot under test, named as `bot:` settings name it (knownBots, allowlist):
+    # the run's --peer-bot (qa.harness.peer); a run without one skips the scenario with the reason.
+    peer_bot: ActorName | None = None
     steps: list[Step] = Field(min_length=1)
 
     # Private, so a scenario file cannot set it; the loader passes it through the validation context.
@@ -159,14 +164,17 @@ class Scenario(Model):
                 elif member not in actors:
                     yield ("rooms", room, "members", j), scan.unknown_actor(member), member
 
+        yield from self._peer_problems(actors)
+        # The bot's settings may name the peer bot too: it is a sender the bot sees, like a test user.
+        known = actors | ({self.peer_bot} if self.peer_bot else set())
         for field, names in (("knownBots", self.bot.known_bots), ("allowlist", self.bot.allowlist or []),
                              ("autoJoinAllowlist", self.bot.auto_join_allowlist)):
             for j, name in enumerate(names):
-                if name not in actors:
+                if name not in known:
                     yield ("bot", field, j), scan.unknown_actor(name), name
         for room, spec in self.rooms.items():
             for j, name in enumerate((spec.bot.allowlist if spec.bot else None) or []):
-                if name not in actors:
+                if name not in known:
                     yield ("rooms", room, "bot", "allowlist", j), scan.unknown_actor(name), name
             if spec.direct and len(spec.members or []) != 1:
                 yield ("rooms", room, "direct"), "a direct room is the bot and exactly one member; give it " \
@@ -174,6 +182,18 @@ class Scenario(Model):
 
         yield from self._fault_problems()
         yield from self._step_problems(scan)
+
+    def _peer_problems(self, actors: set[str]) -> Iterator[Problem]:
+        if self.peer_bot == BOT:
+            yield ("peer_bot",), "'bot' is the bot under test; name the peer bot otherwise", self.peer_bot
+        elif self.peer_bot in actors:
+            yield ("peer_bot",), f"{self.peer_bot!r} is a test user of this scenario; the peer bot is another " \
+                "account: name it otherwise", self.peer_bot
+        if self.peer_bot is None:
+            for i, step in enumerate(self.steps):
+                if step.needs_peer:
+                    yield ("steps", i, step.kind), "this step judges the peer bot: the scenario needs " \
+                        "`peer_bot: NAME`", step.kind
 
     def _fault_problems(self) -> Iterator[Problem]:
         for i, problem in check_unique(self.faults):

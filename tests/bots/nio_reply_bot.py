@@ -18,6 +18,10 @@ variables still come from the environment.
 `--trace-locks` writes just two kinds of matrix-qa trace record to $MATRIX_QA_TRACE_FILE: `lock.acquire` and
 `lock.release` around each write of a session file (a bot that traces its lock holds but not its model calls).
 
+`--answer-all` answers every text message, mentioned or not, from people and bots alike (its own excepted): a bot
+set up to talk in an open room, as the harness's peer bot is (docs/bot-file.md, "A peer bot"). It has no loop
+guard of its own, on purpose: another bot's guard must end an exchange with it.
+
 `--bug NAME` turns on one deliberate defect (see BUGS) so the harness can prove it catches that class of bug.
 """
 
@@ -226,9 +230,10 @@ class LockTrace:
 
 class ReplyBot:
     def __init__(self, settings: Settings, model_client: openai.AsyncOpenAI, bug: str | None,
-                 locks: LockTrace | None = None) -> None:
+                 locks: LockTrace | None = None, answer_all: bool = False) -> None:
         self.s = settings
         self.bug = bug
+        self.answer_all = answer_all
         self.locks = locks or LockTrace(None)
         self.model_client = model_client
         self.token_path = settings.state_dir / "sync-token.json"
@@ -309,7 +314,8 @@ class ReplyBot:
                 print(f"syncing as {self.s.user_id}", flush=True)
 
     async def handle(self, room_id: str, event: dict[str, Any]) -> None:
-        if not should_answer(event, self.s.user_id, require_mention=self.bug != "answer-unmentioned"):
+        require_mention = not self.answer_all and self.bug != "answer-unmentioned"
+        if not should_answer(event, self.s.user_id, require_mention=require_mention):
             return
         content = event["content"]
         trigger = str(event.get("event_id"))
@@ -358,7 +364,8 @@ class ReplyBot:
         return answer
 
 
-async def main_async(settings: Settings, bug: str | None, trace_locks: bool = False, model_retries: int = 0) -> int:
+async def main_async(settings: Settings, bug: str | None, trace_locks: bool = False, model_retries: int = 0,
+                     answer_all: bool = False) -> int:
     try:
         # One request per trigger unless --model-retries (the SDK's own retries on 5xx), bounded in time; base URL
         # and key come from the environment.
@@ -367,7 +374,7 @@ async def main_async(settings: Settings, bug: str | None, trace_locks: bool = Fa
         print(f"nio_reply_bot: {exc}", file=sys.stderr)
         return 2
     locks = LockTrace(os.environ.get("MATRIX_QA_TRACE_FILE") if trace_locks else None)
-    bot = ReplyBot(settings, model_client, bug, locks)
+    bot = ReplyBot(settings, model_client, bug, locks, answer_all)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -418,6 +425,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
     parser.add_argument("--config", type=Path, help="read the settings from this INI file, not the environment")
     parser.add_argument("--trace-locks", action="store_true", help="trace session-file lock holds")
+    parser.add_argument("--answer-all", action="store_true",
+                        help="answer every text message, mentioned or not, people's and bots' alike")
     parser.add_argument("--model-retries", type=int, default=0, choices=range(6),
                         help="let the model client retry a failed request this many times")
     args = parser.parse_args(argv)
@@ -432,7 +441,7 @@ def main(argv: list[str] | None = None) -> int:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
     if args.bug == "escaping-helper":
         _start_escaping_helper()
-    return asyncio.run(main_async(settings, args.bug, args.trace_locks, args.model_retries))
+    return asyncio.run(main_async(settings, args.bug, args.trace_locks, args.model_retries, args.answer_all))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,8 @@ class StepBase(Model):
     uses_fault_proxy: ClassVar[bool] = False  # the scenario's bot reaches the homeserver through a fault proxy
     # Touches what other scenarios depend on (the shared homeserver), so its scenario never overlaps another.
     runs_alone: ClassVar[bool] = False
+    # Judges the peer bot too (qa.harness.peer): its scenario must name one (`peer_bot:`).
+    needs_peer: ClassVar[bool] = False
 
     def defined_id(self) -> str | None:
         return getattr(self, "id", None) if self.defines_kind else None

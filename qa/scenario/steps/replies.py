@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 
 from qa.evidence.edits import ChainRules, Timing, check_chain, describe_chain, edits_of, timing_problems
 from qa.evidence.events import describe_event
+from qa.evidence.exchange import describe_counts, exchange_counts, exchange_problem, in_exchange
 from qa.evidence.model_requests import journal_knows, marker_origins, rounds_carrying
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, delay_problems, judge_reply
@@ -452,3 +453,40 @@ class AnswerEveryReply(StepBase):
             sent_at = mono_ms()
             event_id = await ctx.actors[self.actor].send(trigger.room_id, message_content(typed))
             trigger = Ref(trigger.room_id, event_id, None, sent_at, actor=self.actor, body=typed, text=typed)
+
+
+class ExpectExchangeStops(StepBase):
+    """The bot and the scenario's peer bot (a second bot process that answers everything) talk after `after`;
+    a loop guard must end the exchange within `max` messages of theirs (an edit is no new message), seen as
+    `quiet` without a new one. Fails with the count when the bots go on, the count of each bot in the evidence."""
+
+    kind: ClassVar[str] = "expect_exchange_stops"
+    does: ClassVar[str] = (
+        "the bot and the peer bot (`peer_bot:`) exchange messages after `after`; the exchange must stop (no new "
+        "message within `quiet`) within `max` messages of theirs; fails with the count of each")
+    capabilities: ClassVar[tuple[str, ...]] = ("policy",)
+    needs_peer: ClassVar[bool] = True
+
+    after: StepId
+    max: int = Field(ge=1)
+    quiet: Duration = 3.0
+
+    def refs(self) -> list[StepRef]:
+        return [StepRef(("after",), self.after, frozenset({SENT}), True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        opener = ctx.refs[self.after]
+        speakers = {ctx.bot_user_id: "bot", ctx.peer_user_id: f"peer bot {ctx.peer_name}"}
+        events = ctx.observer().events
+        while True:
+            mark = events.count
+            counts = exchange_counts(events.items, opener.event_id, opener.room_id, speakers)
+            if problem := exchange_problem(counts, self.max):
+                raise StepFailed(f"the bot-to-bot exchange to stop within {self.max} messages",
+                                 [problem, *trace_about(ctx, opener.event_id)[-6:]])
+            try:
+                await events.wait_for(lambda e: in_exchange(e, opener.room_id, speakers), self.quiet,
+                                      "a further message of the exchange", mark)
+            except WaitTimeout:
+                ctx.method = "room"
+                return f"the exchange stopped after {describe_counts(counts)}: none more within {self.quiet:g}s"
