@@ -27,7 +27,7 @@ def peer_problems(peer: Any, bot_source: Path | None) -> list[str]:
     and the field. `bot_source` is the bot under test's file (None: the embedded agent or a bare command)."""
     source = peer.source
     problems = []
-    if bot_source is not None and source is not None and _same(source, bot_source):
+    if bot_source is not None and _same(Path(source), bot_source):
         # Its own guard would end an exchange with a copy of itself: a bot under test without one would pass.
         problems.append(f"{FLAG} {source}: is the bot under test's own file (--bot); a peer must be another bot, "
                         "or a copy's loop guard would hide the bot under test's")

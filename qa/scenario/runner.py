@@ -555,11 +555,12 @@ async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str,
         # ("did not become ready", with the log's tail). Racing its own watch against this one made the verdict
         # depend on which waiter the event loop woke first.
         return await step
-    stopped, work = await run_unless(step, until_either_dies(bot, ctx.peer), grace_s=5.0)
+    peer = getattr(ctx, "peer", None)  # a scenario without a peer bot, or a stand-in context
+    stopped, work = await run_unless(step, until_either_dies(bot, peer), grace_s=5.0)
     if not stopped:
         return work.result()
     if not bot.died.is_set():
-        raise_if_peer_died(ctx.peer, f"step {index} ({kind})")
+        raise_if_peer_died(peer, f"step {index} ({kind})")
     raise StepFailed(f"the bot to keep running through step {index} ({kind})",
                      [f"bot {bot.name}: {bot.exit_description} unexpectedly (log: {bot.log_path})",
                       *bot.log_tail(), *_recent_evidence(bot)[-10:]])
