@@ -47,6 +47,9 @@ def test_what_the_bot_answers() -> None:
     # The answer-unmentioned bug drops only the mention gate; its own messages stay unanswered (no loop).
     assert should_answer(message("hi", **{"m.mentions": {}}), BOT, require_mention=False)
     assert not should_answer(message("hi", sender=BOT), BOT, require_mention=False)
+    # --answer-all (the peer bot): another bot's unmentioned reply is answered like a person's.
+    other_bot = {"m.mentions": {}, "m.relates_to": {"m.in_reply_to": {"event_id": "$mine"}}}
+    assert should_answer(message("MQA-1", sender="@agent:localhost", **other_bot), BOT, require_mention=False)
 
 
 def test_reply_shapes() -> None:

@@ -1,0 +1,197 @@
+"""The peer bot (issue 27): a second bot process beside the bot under test. Which peer bot files a run refuses
+(qa.harness.peer), the scenario's `peer_bot:` and the step that judges it, a scenario without its peer skipped
+(never passed), the flag and its config key, and the exchange counted from what the room showed
+(qa.evidence.exchange)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from qa.cli_run import _file_keys, _standalone
+from qa.evidence.exchange import (
+    describe_counts,
+    exchange_counts,
+    exchange_problem,
+    in_exchange,
+    opener_index,
+)
+from qa.harness.botfile import builtin_bot_file, load_bot_file
+from qa.harness.peer import FLAG, NOT_FOR_A_PEER, needs_peer_reason, peer_died, peer_problems
+from qa.kernel.errors import ConfigError
+from qa.run.options import RunOptions, checked_peer_file
+from qa.scenario.loader import ScenarioErrors, load_scenario
+
+REPO = Path(__file__).resolve().parents[2]
+PEER_FILE = REPO / "tests" / "bots" / "nio-reply-bot-peer.yaml"
+BOT, PEER, PERSON, ROOM = "@bot:hs", "@peer:hs", "@driver:hs", "!r:hs"
+SPEAKERS = {BOT: "bot", PEER: "peer"}
+
+
+# --- which peer bot files a run refuses ------------------------------------------------------------------------
+
+
+def _peer(**fields: Any) -> Any:
+    values = {"source": "/x/peer.yaml", "say": None, **dict.fromkeys(NOT_FOR_A_PEER)}
+    values.update(fields)
+    return SimpleNamespace(**values)
+
+
+def test_a_plain_peer_file_is_accepted() -> None:
+    assert peer_problems(_peer(), Path("/x/bot.yaml")) == []
+    assert peer_problems(_peer(), None) == []  # the embedded agent under test: any file may be the peer
+
+
+def test_the_bot_under_tests_own_file_is_refused_naming_the_flag_and_the_file(tmp_path: Path) -> None:
+    bot = tmp_path / "bot.yaml"
+    bot.write_text("x")
+    (problem,) = peer_problems(_peer(source=str(tmp_path / "." / "bot.yaml")), bot)
+    assert problem.startswith(f"{FLAG} {tmp_path / '.' / 'bot.yaml'}: ")
+    assert "is the bot under test's own file (--bot)" in problem
+    assert peer_problems(_peer(source=str(tmp_path / "other.yaml")), bot) == []
+
+
+@pytest.mark.parametrize("field", sorted(NOT_FOR_A_PEER))
+def test_what_a_peer_cannot_have_is_refused_naming_the_field(field: str) -> None:
+    (problem,) = peer_problems(_peer(**{field: ["something"]}), None)
+    assert problem == f"{FLAG} /x/peer.yaml: {field}: not for a peer bot ({NOT_FOR_A_PEER[field]})"
+
+
+def test_say_is_refused_and_every_problem_is_its_own_line() -> None:
+    problems = peer_problems(_peer(say="!echo {text}", accounts=["a"]), None)
+    assert problems == [f"{FLAG} /x/peer.yaml: accounts: not for a peer bot ({NOT_FOR_A_PEER['accounts']})",
+                        f"{FLAG} /x/peer.yaml: say: not for a peer bot (a peer answers by its own lights)"]
+
+
+def test_the_repositorys_peer_loads_and_a_missing_file_names_the_flag(tmp_path: Path) -> None:
+    peer = checked_peer_file(RunOptions(peer_bot_file=PEER_FILE))
+    assert peer is not None and peer.name == "nio-reply-bot-peer" and "--answer-all" in peer.command
+    assert checked_peer_file(RunOptions()) is None
+    with pytest.raises(ConfigError, match=rf"^--peer-bot: {tmp_path}/nope.yaml: cannot read bot file"):
+        checked_peer_file(RunOptions(peer_bot_file=tmp_path / "nope.yaml"))
+    with pytest.raises(ConfigError, match="is the bot under test's own file"):
+        checked_peer_file(RunOptions(peer_bot_file=PEER_FILE, bot_file=PEER_FILE))
+
+
+def test_the_flag_is_a_run_flag_and_a_config_key() -> None:
+    parser = _standalone()
+    assert parser.parse_args(["--peer-bot", "p.yaml"]).peer_bot == Path("p.yaml")
+    assert parser.parse_args([]).peer_bot is None
+    assert "peer-bot" in _file_keys(parser)
+
+
+def test_the_skip_reason_and_the_death_line() -> None:
+    assert needs_peer_reason(None, False) is None
+    assert needs_peer_reason("peer", True) is None
+    reason = needs_peer_reason("peer", False)
+    assert reason is not None and reason.startswith("skipped: needs a peer bot as 'peer'") and FLAG in reason
+    assert peer_died("p", "exited with code 1", Path("/a/peer-bot.log")) == \
+        "peer bot p: exited with code 1 unexpectedly (log: /a/peer-bot.log)"
+    assert peer_died("p", None, Path("l")) == "peer bot p: exited unexpectedly (log: l)"
+
+
+# --- the scenario's peer_bot: and the step that judges it -----------------------------------------------------
+
+HEAD = """id: s
+title: t
+actors: [driver]
+"""
+STEPS = """steps:
+  - send: {as: driver, body: a, id: a}
+  - expect_exchange_stops: {after: a, max: 9}
+"""
+
+
+def _load(tmp_path: Path, text: str) -> Any:
+    path = tmp_path / "s.yaml"
+    path.write_text(text, encoding="utf-8")
+    return load_scenario(path)
+
+
+def test_the_bot_settings_may_name_the_peer_and_the_step_defaults_its_quiet_window(tmp_path: Path) -> None:
+    scenario = _load(tmp_path, HEAD + "peer_bot: peer\nbot: {knownBots: [peer], allowlist: [driver, peer]}\n"
+                     + STEPS)
+    step = scenario.steps[1]
+    assert scenario.peer_bot == "peer" and scenario.bot.known_bots == ["peer"]
+    assert (step.after, step.max, step.quiet, step.needs_peer) == ("a", 9, 3.0, True)
+    assert ("policy", "step 2 (expect_exchange_stops)") in list(scenario.implied_needs())
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("peer_bot: bot\n", "'bot' is the bot under test; name the peer bot otherwise"),
+    ("peer_bot: driver\n", "'driver' is a test user of this scenario"),
+    ("", "this step judges the peer bot: the scenario needs `peer_bot: NAME`"),
+    ("bot: {knownBots: [peer]}\n", "knownBots"),  # without peer_bot, `peer` is nobody
+])
+def test_a_bad_peer_bot_is_refused_with_file_line_and_field(tmp_path: Path, extra: str, message: str) -> None:
+    with pytest.raises(ScenarioErrors) as caught:
+        _load(tmp_path, HEAD + extra + STEPS)
+    assert message in str(caught.value) and "s.yaml:" in str(caught.value)
+
+
+def test_the_step_needs_a_positive_bound(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioErrors, match="max"):
+        _load(tmp_path, HEAD + "peer_bot: peer\n" + STEPS.replace("max: 9", "max: 0"))
+
+
+def test_the_library_scenario_names_its_peer_and_is_skipped_without_one() -> None:
+    from qa.scenario.runner import run_scenario
+
+    scenario = load_scenario(REPO / "scenarios" / "matrix-bot-loop-guard-peer.yaml")
+    assert scenario.peer_bot == "peer" and scenario.bot.known_bots == ["peer"]
+    said: list[str] = []
+    res = SimpleNamespace(provider=object(), bot_file=builtin_bot_file(), peer_bot=None)
+    result = asyncio.run(run_scenario(scenario, res, said.append))  # type: ignore[arg-type]
+    assert result.status == "skip" and result.details == needs_peer_reason("peer", False)
+    assert said == [f"  - {scenario.id} {result.details}"]
+    # With a peer it would run: the skip is for the missing peer alone.
+    peer = load_bot_file(PEER_FILE)
+    assert needs_peer_reason(scenario.peer_bot, peer is not None) is None
+
+
+# --- the exchange as the room showed it -----------------------------------------------------------------------
+
+
+def _msg(sender: str, n: int, room: str = ROOM, **content: Any) -> dict[str, Any]:
+    return {"type": "m.room.message", "sender": sender, "room_id": room, "event_id": f"$e{n}",
+            "content": {"msgtype": "m.text", "body": f"m{n}", **content}}
+
+
+def test_only_the_two_bots_new_messages_in_the_room_are_the_exchange() -> None:
+    assert in_exchange(_msg(BOT, 1), ROOM, SPEAKERS)
+    assert in_exchange(_msg(PEER, 1), ROOM, SPEAKERS)
+    assert in_exchange(_msg(PEER, 1, **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}), ROOM, SPEAKERS)
+    assert not in_exchange(_msg(PERSON, 1), ROOM, SPEAKERS)
+    assert not in_exchange(_msg(BOT, 1, room="!other:hs"), ROOM, SPEAKERS)
+    assert not in_exchange({**_msg(BOT, 1), "type": "m.reaction"}, ROOM, SPEAKERS)
+    assert not in_exchange(_msg(BOT, 1, **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$e0"}}), ROOM,
+                           SPEAKERS)
+    assert in_exchange(_msg(BOT, 1, **{"m.relates_to": {"rel_type": "m.thread", "event_id": "$e0"}}), ROOM,
+                       SPEAKERS)
+    assert in_exchange({**_msg(BOT, 1), "content": "not a mapping"}, ROOM, SPEAKERS)
+
+
+def test_counts_start_after_the_opener_and_name_each_bot() -> None:
+    events = [_msg(BOT, 0), _msg(PERSON, 1), _msg(BOT, 2), _msg(PEER, 3), _msg(PEER, 4),
+              _msg(BOT, 5, room="!other:hs"), _msg(PERSON, 6)]
+    assert opener_index(events, "$e1") == 1
+    assert opener_index(events, "$e0") == 0
+    assert opener_index(events, "$nope") is None
+    assert exchange_counts(events, "$e1", ROOM, SPEAKERS) == {"bot": 1, "peer": 2}
+    assert exchange_counts(events, "$e0", ROOM, SPEAKERS) == {"bot": 1, "peer": 2}  # the opener itself never counts
+    assert exchange_counts(events, "$nope", ROOM, SPEAKERS) == {"bot": 0, "peer": 0}
+    assert exchange_counts([], "$e1", ROOM, SPEAKERS) == {"bot": 0, "peer": 0}
+
+
+def test_the_bound_and_the_words_of_the_count() -> None:
+    assert describe_counts({"bot": 4, "peer": 5}) == "9 messages (bot 4, peer 5)"
+    assert describe_counts({"bot": 1, "peer": 0}) == "1 message (bot 1, peer 0)"
+    assert describe_counts({"bot": 0, "peer": 0}) == "0 messages (bot 0, peer 0)"
+    assert exchange_problem({"bot": 4, "peer": 5}, 9) is None
+    assert exchange_problem({"bot": 8, "peer": 7}, 14) == (
+        "the bots sent 15 messages (bot 8, peer 7) after the opener, more than 14: the exchange went on")
+    assert exchange_problem({"bot": 5, "peer": 5}, 9) is not None
