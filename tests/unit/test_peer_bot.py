@@ -195,3 +195,29 @@ def test_the_bound_and_the_words_of_the_count() -> None:
     assert exchange_problem({"bot": 8, "peer": 7}, 14) == (
         "the bots sent 15 messages (bot 8, peer 7) after the opener, more than 14: the exchange went on")
     assert exchange_problem({"bot": 5, "peer": 5}, 9) is not None
+
+
+# --- the peer's launch: its own account and environment -------------------------------------------------------
+
+
+def test_the_peers_launch_is_its_own_account_on_the_real_homeserver(tmp_path: Path, monkeypatch) -> None:
+    from qa.scenario.peer import LOG_NAME, peer_launch
+
+    monkeypatch.setenv("OPENAI_API_KEY", "the-users-own-key")  # a contract name: never inherited
+    res = SimpleNamespace(
+        homeserver=SimpleNamespace(base_url="http://hs:8008", server_name="hs"), model_base_url="http://m/v1",
+        provider_api_key="mock-key", model_name="mock", provider_timeout_s=None, provider_max_retries=None,
+        peer_bot=load_bot_file(PEER_FILE), secrets=[], fork_server=None,
+        bot_env={"BOT_ONLY": "x"}, bot_overrides={"botLoopLimit": None})
+    scenario = load_scenario(REPO / "scenarios" / "matrix-bot-loop-guard-peer.yaml")
+    peer = peer_launch(res, scenario, SimpleNamespace(user_id=PEER), "peer-password", ("peer-token", "PEERDEV"),
+                       {"main": ROOM}, {"driver": PERSON, "peer": PEER}, tmp_path, tmp_path / "artifacts")
+    env = peer.launch.env
+    assert (env["MATRIX_QA_USER_ID"], env["MATRIX_QA_ACCESS_TOKEN"], env["MATRIX_QA_DEVICE_ID"]) == \
+        (PEER, "peer-token", "PEERDEV")
+    assert env["MATRIX_QA_PASSWORD"] == "peer-password" and env["MATRIX_QA_ROOM_IDS"] == ROOM
+    assert env["MATRIX_QA_HOMESERVER_URL"] == "http://hs:8008"  # never the bot's fault proxy
+    assert env["MATRIX_QA_STATE_DIR"] == str(tmp_path / "peer") and env["OPENAI_API_KEY"] == "mock-key"
+    assert "BOT_ONLY" not in env  # --bot-env is the bot under test's
+    assert peer.launch.argv[-1] == "--answer-all" and peer.log_path == tmp_path / "artifacts" / LOG_NAME
+    assert (tmp_path / "peer-password").stat().st_mode & 0o077 == 0

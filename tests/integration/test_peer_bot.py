@@ -1,0 +1,69 @@
+"""The peer bot (issue 27): a second bot process beside the bot under test. The embedded agent's loop guard against
+the real independent nio bot (`--answer-all`, no guard of its own): the exchange stops within its bound and the
+agent traces `bot-loop`; with the guard off (a test-only change of the agent's config) the scenario fails with
+the count; and a peer that dies fails the scenario naming the peer and its log. Shared Synapse and fork server.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tests.integration.conftest import REPO, RunResult
+
+SCENARIO = "matrix-bot-loop-guard-peer"
+PEER = REPO / "tests" / "bots" / "nio-reply-bot-peer.yaml"
+MOST = 14  # the scenario's `max`
+
+
+def _no_secret_in_artifacts(result: RunResult) -> None:
+    secrets = [s for s in result.secrets if len(s) >= 8]
+    for path in result.dir.rglob("*"):
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            assert not [s for s in secrets if s in text], path
+
+
+async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run_qa) -> None:
+    result = await run_qa(SCENARIO, peer_bot_file=PEER)
+    assert result.code == 0, result.report
+    scenario = result.scenario(SCENARIO)
+    steps = {s["index"]: s for s in scenario["steps"]}
+    stopped = re.search(r"stopped after (\d+) messages \(bot (\d+), peer bot peer (\d+)\)", steps[2]["detail"])
+    assert stopped, steps[2]
+    total, bot, peer = map(int, stopped.groups())
+    # The guard (botLoopLimit 3): the bot answers the person and 3 of the peer's messages, the peer answers all.
+    assert total <= MOST and bot == 4 and peer >= bot, steps[2]
+    assert "reason=bot-loop" in steps[3]["detail"] and "sender=@mqa-peer-" in steps[3]["detail"]
+    # The peer's answer to the person is not the bot's: the bot's own reply is the one paired.
+    assert steps[5]["status"] == "pass" and steps[5]["method"] == "trace"
+    log = result.dir / scenario["artifacts"]["peer-bot"]
+    assert log.name == "peer-bot.log" and "answering" in log.read_text(encoding="utf-8")
+    _no_secret_in_artifacts(result)
+
+
+async def test_without_the_guard_the_scenario_fails_with_the_count(run_qa) -> None:
+    result = await run_qa(SCENARIO, peer_bot_file=PEER, bot_overrides={"botLoopLimit": None})
+    assert result.code == 1
+    failure = result.scenario(SCENARIO)["failure"]
+    assert failure["step"] == 2 and failure["stepKind"] == "expect_exchange_stops", failure
+    went_on = re.search(r"the bots sent (\d+) messages \(bot (\d+), peer bot peer (\d+)\) after the opener, more "
+                        rf"than {MOST}: the exchange went on", failure["seen"][0])
+    assert went_on and int(went_on.group(1)) > MOST and int(went_on.group(2)) > 4, failure
+    assert "the exchange went on" in result.report
+
+
+async def test_a_peer_that_dies_fails_the_scenario_naming_the_peer_and_its_log(run_qa, tmp_path: Path) -> None:
+    dies = tmp_path / "peer-that-dies.yaml"
+    dies.write_text('name: peer-that-dies\n'
+                    'command: ["{python}", "-c", "import time; print(\'syncing as @p\', flush=True); '
+                    'time.sleep(3); raise SystemExit(3)"]\n'
+                    'ready: {log: "^syncing as @"}\n', encoding="utf-8")
+    result = await run_qa(SCENARIO, peer_bot_file=dies)
+    assert result.code == 1
+    scenario = result.scenario(SCENARIO)
+    seen = "\n".join([scenario["details"], *scenario["failure"]["seen"]])
+    # Mid-step (`peer bot NAME: exited with code 3 unexpectedly (log: …)`), or, on a slow machine, before it was
+    # ready (`peer bot NAME did not become ready: the bot exited with code 3 …; see …`): the peer, named, either way.
+    assert "peer bot peer-that-dies" in seen and "exited with code 3" in seen, seen
+    assert "peer-bot.log" in seen, seen
