@@ -47,6 +47,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/evidence/replies.py": ["tests/unit/test_evidence_replies.py", "tests/unit/test_reply_shape.py",
                                "tests/unit/test_message_semantics.py", "tests/unit/test_reply_delay.py"],
     "qa/evidence/edits.py": ["tests/unit/test_edit_chain.py"],
+    "qa/evidence/exchange.py": ["tests/unit/test_exchange.py"],
+    "qa/harness/peer.py": ["tests/unit/test_peer_bot.py"],
     "qa/evidence/model_requests.py": ["tests/unit/test_evidence_model_requests.py", "tests/unit/test_reply_shape.py"],
     "qa/evidence/approvals.py": ["tests/unit/test_evidence_approvals.py", "tests/unit/test_exec_effects.py"],
     "qa/evidence/faults.py": ["tests/unit/test_evidence_faults.py"],
