@@ -9,6 +9,7 @@ state mutations, no lock probe, no `say` (it answers what it is told by its own 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -40,10 +41,8 @@ def peer_problems(peer: Any, bot_source: Path | None) -> list[str]:
 
 
 def _same(a: Path, b: Path) -> bool:
-    try:
-        return a.resolve() == b.resolve()
-    except OSError:  # a path that cannot be resolved is not the same file as anything
-        return False
+    # realpath, not Path.resolve: a symlink loop is a path like any other here, not an exception.
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def needs_peer_reason(peer_name: str | None, has_peer: bool) -> str | None:

@@ -46,6 +46,30 @@ def test_the_bot_under_tests_own_file_is_refused_naming_the_flag_and_the_file(tm
     assert peer_problems(_peer(source=str(tmp_path / "other.yaml")), bot) == []
 
 
+def test_the_reasons_a_reader_sees_word_for_word(tmp_path: Path) -> None:
+    assert NOT_FOR_A_PEER == {
+        "accounts": "the harness registers one account for a peer",
+        "registration": "a peer gets no registration rights",
+        "state_mutations": "no step changes a peer's state",
+        "lock_probe": "lock evidence is the bot under test's",
+    }
+    bot = tmp_path / "bot.yaml"
+    assert peer_problems(_peer(source=str(bot)), bot) == [
+        f"--peer-bot {bot}: is the bot under test's own file (--bot); a peer must be another bot, or a copy's loop "
+        "guard would hide the bot under test's"]
+    assert needs_peer_reason("p", False) == ("skipped: needs a peer bot as 'p' (a second bot process; run with "
+                                             "--peer-bot FILE, or peer-bot in the config file)")
+
+
+def test_a_symlink_to_the_bots_file_is_the_same_file_and_a_loop_is_no_error(tmp_path: Path) -> None:
+    bot = tmp_path / "bot.yaml"
+    bot.write_text("x")
+    (tmp_path / "link.yaml").symlink_to(bot)
+    assert peer_problems(_peer(source=str(tmp_path / "link.yaml")), bot) != []
+    (tmp_path / "loop.yaml").symlink_to(tmp_path / "loop.yaml")
+    assert peer_problems(_peer(source=str(tmp_path / "loop.yaml")), bot) == []
+
+
 @pytest.mark.parametrize("field", sorted(NOT_FOR_A_PEER))
 def test_what_a_peer_cannot_have_is_refused_naming_the_field(field: str) -> None:
     (problem,) = peer_problems(_peer(**{field: ["something"]}), None)
