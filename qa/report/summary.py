@@ -60,6 +60,8 @@ class Environment(_Model):
     homeserver: HomeserverInfo
     provider: ProviderInfo
     bot: BotInfo | None = None  # None in summaries written before bot files existed
+    # The run's --peer-bot (qa.harness.peer), the second bot of the scenarios that name one; None: no peer.
+    peerBot: BotInfo | None = None
     profile: str
     python: str
     platform: str

@@ -143,6 +143,8 @@ def _environment(run: Run) -> Environment:
         bot=BotInfo(name=bot.name, source=bot.source, ready=bot.ready.describe(), capabilities=list(bot.capabilities),
                     capabilityMeanings=dict(MEANING),
                     started="fork-server" if run.fork_server is not None else "exec") if bot else None,
+        peerBot=BotInfo(name=peer.name, source=peer.source, ready=peer.ready.describe(),
+                        capabilities=list(peer.capabilities)) if (peer := getattr(run, "peer_bot", None)) else None,
         profile=run.options.profile, python=platform.python_version(),
         platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
         configFile=str(run.options.config_file) if run.options.config_file else None,

@@ -27,6 +27,7 @@ def _no_secret_in_artifacts(result: RunResult) -> None:
 async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run_qa) -> None:
     result = await run_qa(SCENARIO, peer_bot_file=PEER)
     assert result.code == 0, result.report
+    assert result.summary["environment"]["peerBot"]["name"] == "nio-reply-bot-peer"
     scenario = result.scenario(SCENARIO)
     steps = {s["index"]: s for s in scenario["steps"]}
     stopped = re.search(r"stopped after (\d+) messages \(bot (\d+), peer bot peer (\d+)\)", steps[2]["detail"])
