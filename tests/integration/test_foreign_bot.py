@@ -161,7 +161,7 @@ async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
     threads, and misses a legacy client's pill (without m.mentions it looks only for its id in the body)."""
     passing = ["matrix-mention-display-name", "matrix-mention-metadata-only", "matrix-thread-explicit-quote"]
     result = await run_qa(*passing, "matrix-mention-pill-without-m-mentions", "matrix-thread-preexisting",
-                          "matrix-bot-loop-guard", bot_file=BOTS / "nio-reply-bot.yaml")
+                          "matrix-bot-loop-guard", "matrix-bot-loop-guard-peer", bot_file=BOTS / "nio-reply-bot.yaml")
     assert result.code == 1
     for scenario_id in passing:
         assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
@@ -172,5 +172,6 @@ async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
     forgot = result.scenario("matrix-thread-preexisting")
     assert forgot["status"] == "fail" and forgot["failure"]["step"] == 7, forgot
     assert any("does not carry" in line for line in forgot["failure"]["seen"]), forgot
-    loop = result.scenario("matrix-bot-loop-guard")
-    assert loop["status"] == "skip" and "lacks 'trace'" in loop["details"] and "'policy'" in loop["details"], loop
+    for loop_id in ("matrix-bot-loop-guard", "matrix-bot-loop-guard-peer"):  # as the peer it is test_peer_bot's
+        loop = result.scenario(loop_id)
+        assert loop["status"] == "skip" and "lacks 'trace'" in loop["details"] and "'policy'" in loop["details"], loop
