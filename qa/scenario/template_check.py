@@ -21,7 +21,8 @@ SAMPLE = Path("/sample")
 def sample_facts(scenario: Any) -> LaunchFacts:
     """Pure: launch facts of the shape a run gives, for `scenario` (its actors, the rooms the bot is invited to,
     its bot: block), with sample values."""
-    actors = {name: f"@{name}:localhost" for name in scenario.actors}
+    # The peer bot, when the scenario has one, is named in the bot's settings as an actor is (qa.scenario.peer).
+    actors = {name: f"@{name}:localhost" for name in [*scenario.actors, *filter(None, [scenario.peer_bot])]}
     rooms = {name: f"!{name}:localhost" for name, spec in scenario.rooms.items() if spec.invite_bot}
     return LaunchFacts(
         homeserver_url="http://127.0.0.1:8008", server_name="localhost", user_id="@bot:localhost",

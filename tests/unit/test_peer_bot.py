@@ -192,3 +192,11 @@ def test_the_peers_launch_is_its_own_account_on_the_real_homeserver(tmp_path: Pa
     assert "BOT_ONLY" not in env  # --bot-env is the bot under test's
     assert peer.launch.argv[-1] == "--answer-all" and peer.log_path == tmp_path / "artifacts" / LOG_NAME
     assert (tmp_path / "peer-password").stat().st_mode & 0o077 == 0
+
+
+def test_validate_renders_a_template_with_the_peer_among_the_sample_actors() -> None:
+    from qa.scenario.template_check import sample_facts
+
+    facts = sample_facts(load_scenario(REPO / "scenarios" / "matrix-bot-loop-guard-peer.yaml"))
+    assert facts.actors == {"driver": "@driver:localhost", "peer": "@peer:localhost"}
+    assert facts.bot["knownBots"] == ["@peer:localhost"]
