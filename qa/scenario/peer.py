@@ -19,7 +19,9 @@ from qa.harness.peer import peer_died
 from qa.kernel.errors import InfraError
 from qa.scenario.context import StepFailed
 
-ROLE = "peer"  # its registration role; an actor's name is never "peer"-prefixed in a localpart clash (mqa-ROLE-…)
+# Its registration role, and so its localpart (mqa-peer.bot-<scenario>-<run>): no actor name has a dot, and the
+# bot's own accounts are "bot.NAME", so it can be no test user's nor the bot's (an actor may be called "peer").
+ROLE = "peer.bot"
 LOG_NAME = "peer-bot.log"
 PEER_STOP_S = 10.0  # at most, however long its bot file allows: the scenario's teardown stays bounded
 

@@ -35,7 +35,7 @@ async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run
     total, bot, peer = map(int, stopped.groups())
     # The guard (botLoopLimit 3): the bot answers the person and 3 of the peer's messages, the peer answers all.
     assert total <= MOST and bot == 4 and peer >= bot, steps[2]
-    assert "reason=bot-loop" in steps[3]["detail"] and "sender=@mqa-peer-" in steps[3]["detail"]
+    assert "reason=bot-loop" in steps[3]["detail"] and "sender=@mqa-peer.bot-" in steps[3]["detail"]
     # The peer's answer to the person is not the bot's: the bot's own reply is the one paired.
     assert steps[5]["status"] == "pass" and steps[5]["method"] == "trace"
     log = result.dir / scenario["artifacts"]["peer-bot"]

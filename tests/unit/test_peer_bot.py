@@ -200,3 +200,15 @@ def test_validate_renders_a_template_with_the_peer_among_the_sample_actors() -> 
     facts = sample_facts(load_scenario(REPO / "scenarios" / "matrix-bot-loop-guard-peer.yaml"))
     assert facts.actors == {"driver": "@driver:localhost", "peer": "@peer:localhost"}
     assert facts.bot["knownBots"] == ["@peer:localhost"]
+
+
+def test_the_peers_account_can_be_no_test_users_nor_the_bots(tmp_path: Path) -> None:
+    import re
+
+    from qa.scenario.peer import ROLE, peer_roles
+
+    assert re.fullmatch(r"[a-z][a-z0-9_]*", ROLE) is None and not ROLE.startswith("bot")  # actors; bot, bot.NAME
+    scenario = _load(tmp_path, "id: s\ntitle: t\nactors: [driver, peer]\npeer_bot: other\n" + STEPS)
+    assert peer_roles(scenario, SimpleNamespace(peer_bot=object())) == [ROLE]
+    assert peer_roles(scenario, SimpleNamespace(peer_bot=None)) == []
+    assert ROLE not in ["bot", *scenario.actors]
