@@ -368,7 +368,7 @@ class SynapseHomeserver(Homeserver):
             raise
         if problem is not None:
             await self.stop()
-            raise self._start_failure(problem, stdout_offset, log_offset)
+            raise _start_failure(self, problem, stdout_offset, log_offset)
         self.boot_ms = (time.monotonic() - t0) * 1000
         self.version = await self._fetch_version()
         self._watcher = asyncio.create_task(self._watch(proc), name="synapse-watch")
@@ -511,22 +511,22 @@ class SynapseHomeserver(Homeserver):
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    def _start_failure(self, problem: str, stdout_offset: int, log_offset: int) -> InfraError:
-        """One message that says what went wrong, where to look, and the lines that probably explain it."""
-        printed = [line for line in _read_from(self.stdout_path, stdout_offset) if _meaningful(line)]
-        logged = [line for line in _read_from(self.log_path, log_offset) if _SEVERE.search(line)]
-        if any("Failed to listen" in line for line in printed + logged):
-            # Lost a race for the port after our own check; say so rather than leave it in a traceback.
-            problem += f"; port {self.port} on 127.0.0.1 is already in use"
-        # Errors before logging is configured (bad config) only reach stdout, and the console handler copies
-        # later warnings there too, so stdout is the better source; the log file is the fallback.
-        lines = (printed or logged)[-_EXCERPT_LINES:]
-        where = [str(p) for p in (self.log_path, self.stdout_path) if _size(p) > 0] or [str(self.log_path)]
-        message = f"Synapse failed to start ({problem}); see {' and '.join(where)}"
-        if lines:
-            message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
-        secrets_ = [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
-        return InfraError(redact(message, secrets_))
+
+def _start_failure(hs: SynapseHomeserver, problem: str, stdout_offset: int, log_offset: int) -> InfraError:
+    """One message that says what went wrong, where to look, and the lines that probably explain it."""
+    printed = [line for line in _read_from(hs.stdout_path, stdout_offset) if _meaningful(line)]
+    logged = [line for line in _read_from(hs.log_path, log_offset) if _SEVERE.search(line)]
+    if any("Failed to listen" in line for line in printed + logged):
+        # Lost a race for the port after our own check; say so rather than leave it in a traceback.
+        problem += f"; port {hs.port} on 127.0.0.1 is already in use"
+    # Errors before logging is configured (bad config) only reach stdout, and the console handler copies
+    # later warnings there too, so stdout is the better source; the log file is the fallback.
+    lines = (printed or logged)[-_EXCERPT_LINES:]
+    where = [str(p) for p in (hs.log_path, hs.stdout_path) if _size(p) > 0] or [str(hs.log_path)]
+    message = f"Synapse failed to start ({problem}); see {' and '.join(where)}"
+    if lines:
+        message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
+    return InfraError(redact(message, hs.secrets))
 
 
 async def wait_ready(base_url: str, proc: asyncio.subprocess.Process, deadline: float,
