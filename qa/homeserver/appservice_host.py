@@ -35,10 +35,16 @@ DELIVERY_TIMEOUT = aiohttp.ClientTimeout(total=10)
 REGISTER_TIMEOUT = aiohttp.ClientTimeout(total=30)
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def free_port(avoid: set[int]) -> int:
+    """A free loopback port, none of `avoid`: the homeserver's port is free too until it boots, and a bot's until
+    it listens, so the kernel may offer either again."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            avoid.add(port)
+            return port
 
 
 @dataclass
@@ -54,6 +60,7 @@ class Lease:
     access_token: str = ""
     device_id: str = ""
     queue: asyncio.Queue[tuple[str, list[Any], float]] = field(default_factory=asyncio.Queue)
+    forwarded: int = 0  # numbers the parts forwarded to this bot: its transaction ids
     delivered: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
@@ -63,16 +70,22 @@ class Lease:
 class AppserviceHost:
     """Receives `PUT /_matrix/app/v1/transactions/{txnId}` from the homeserver and forwards by scenario."""
 
-    def __init__(self, workdir: Path, server_name: str) -> None:
+    def __init__(self, workdir: Path, server_name: str, homeserver_port: int | None = None) -> None:
         self.server_name = server_name
         self.as_token = secrets.token_urlsafe(32)
         self.hs_token = secrets.token_urlsafe(32)
-        self.port = free_port()
+        # Every port handed out here (this endpoint's, each bot's) and the homeserver's: never one twice.
+        self._taken: set[int] = {homeserver_port} if homeserver_port else set()
+        self.port = free_port(self._taken)
         self.registration_path = workdir / "appservice-registration.yaml"
         self.routes = rules.Routes()
         self.leases: dict[str, Lease] = {}
         self.pushes = 0
         self.rejected = 0
+        # The homeserver's transaction ids since it last booted: a retried one is not forwarded twice. Synapse
+        # numbers them afresh after a restart, so the bots get ids of the harness's own (Lease.forwarded): a bot
+        # remembers the ids it has seen, and would drop a new transaction that reused one.
+        self._seen: set[str] = set()
         self._runner: web.AppRunner | None = None
         self._http: aiohttp.ClientSession | None = None
 
@@ -94,6 +107,10 @@ class AppserviceHost:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             yaml.safe_dump(content, fh, sort_keys=False)
         return self.registration_path
+
+    def homeserver_boots(self) -> None:
+        """The homeserver is (re)starting: its transaction ids start again."""
+        self._seen.clear()
 
     async def listen(self) -> None:
         if self._runner is not None:
@@ -129,7 +146,7 @@ class AppserviceHost:
         prefix = rules.scenario_prefix(key)
         made = await self._register(base_url, prefix + localpart)
         lease = Lease(key=key, prefix=prefix, user_id=made["user_id"], hs_token=secrets.token_urlsafe(32),
-                      as_port=free_port(), access_token=str(made.get("access_token") or ""),
+                      as_port=free_port(self._taken), access_token=str(made.get("access_token") or ""),
                       device_id=str(made.get("device_id") or ""))
         self.routes.add(key, prefix, rooms or [])
         self.leases[key] = lease
@@ -186,11 +203,16 @@ class AppserviceHost:
         events = body.get("events") if isinstance(body, dict) else None
         if not isinstance(events, list):
             return web.json_response({"errcode": "M_BAD_JSON", "error": "no events"}, status=400)
+        txn_id = request.match_info["txn_id"]
+        if txn_id in self._seen:
+            return web.json_response({})  # a retry of one already taken (its answer was lost): once is enough
+        self._seen.add(txn_id)
         self.pushes += 1
         received = time.monotonic()
-        txn_id = request.match_info["txn_id"]
         for key, part in self.routes.split(e for e in events if isinstance(e, dict)).items():
-            self.leases[key].queue.put_nowait((txn_id, part, received))
+            lease = self.leases[key]
+            lease.forwarded += 1
+            lease.queue.put_nowait((f"mqa-{lease.forwarded}", part, received))
         # Acknowledged at once: a bot not yet listening must not hold the homeserver's pushes to every other one.
         return web.json_response({})
 

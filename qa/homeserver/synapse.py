@@ -343,6 +343,7 @@ class SynapseHomeserver(Homeserver):
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
         if self.appservice is not None:
+            self.appservice.homeserver_boots()
             await self.appservice.listen()  # Synapse pushes from its first moment
         argv, env = self._launch_command()
         with self.stdout_path.open("ab") as out, processes.spawning():
@@ -479,7 +480,7 @@ class SynapseHomeserver(Homeserver):
             self.port = find_free_port()
         extra = dict(self.extra_config)
         if self._hosts_appservice:
-            self.appservice = AppserviceHost(self.workdir, self.server_name)
+            self.appservice = AppserviceHost(self.workdir, self.server_name, self.port)
             extra.setdefault("app_service_config_files", [str(self.appservice.write_registration())])
         config = build_synapse_config(
             workdir=self.workdir,
