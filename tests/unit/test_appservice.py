@@ -28,6 +28,9 @@ from tests.unit.test_launch import _facts
 
 
 def test_the_namespace_cannot_hold_a_test_user_and_prefixes_overlap_both_ways() -> None:
+    from qa.scenario.runner import _localpart
+
+    assert _localpart("as", "canary", "20261206T120000Z-abcdef").startswith(rules.HARNESS_PREFIX)
     assert not rules.prefixes_overlap(rules.AS_PREFIX, rules.HARNESS_PREFIX)
     assert rules.prefixes_overlap("mqa-", "mqa-bot-") and rules.prefixes_overlap("mqa-bot-", "mqa-")
     assert rules.prefixes_overlap("abc", "abc")
@@ -39,8 +42,9 @@ def test_the_namespace_cannot_hold_a_test_user_and_prefixes_overlap_both_ways() 
 def test_a_scenario_prefix_is_8_hex_digits_inside_the_namespace() -> None:
     assert rules.scenario_prefix("0a1b2c3d") == "mqa_as-0a1b2c3d-"
     for bad in ("0a1b2c3", "0a1b2c3d4", "0A1B2C3D", "0a1b2c3g", ""):
-        with pytest.raises(ValueError, match="8 hex digits"):
+        with pytest.raises(ValueError) as err:
             rules.scenario_prefix(bad)
+        assert str(err.value) == f"a scenario tag is 8 hex digits, got {bad!r}"
 
 
 def test_the_namespace_regex_matches_its_users_only() -> None:
@@ -61,8 +65,9 @@ def test_the_registration_is_exclusive_over_its_namespace_with_its_sender_inside
         "namespaces": {"users": [{"exclusive": True, "regex": r"@mqa_as\-[^:]*:hs"}], "aliases": [], "rooms": []},
         "rate_limited": False,
     }
-    with pytest.raises(ValueError, match="must be inside the namespace"):
+    with pytest.raises(ValueError) as err:
         rules.registration(url="u", as_token="a", hs_token="h", sender_localpart="outside")
+    assert str(err.value) == "the sender 'outside' must be inside the namespace 'mqa_as-'"
 
 
 def test_the_bots_copy_names_its_own_url_token_user_and_namespace() -> None:
@@ -104,6 +109,7 @@ def test_routes_learn_a_room_from_the_invite_of_a_scenarios_user_and_split_in_or
 
 def test_a_route_owns_only_its_users_and_no_room_without_a_string_id() -> None:
     route = rules.Route("mqa_as-aaaaaaaa-")
+    assert route.rooms == set()
     assert route.owns_user("@mqa_as-aaaaaaaa-x:hs")
     assert not route.owns_user("mqa_as-aaaaaaaa-x:hs") and not route.owns_user(None)
     routes = rules.Routes()
@@ -115,8 +121,9 @@ def test_a_route_owns_only_its_users_and_no_room_without_a_string_id() -> None:
 def test_two_scenarios_never_share_a_namespace() -> None:
     routes = rules.Routes()
     routes.add("a", "mqa_as-aaaaaaaa-")
-    with pytest.raises(ValueError, match="overlaps scenario 'a'"):
+    with pytest.raises(ValueError) as err:
         routes.add("b", "mqa_as-aaaaaaaa-x")
+    assert str(err.value) == "the namespace 'mqa_as-aaaaaaaa-x' overlaps scenario 'a''s"
     routes.add("c", "mqa_as-cccccccc-")
     assert list(routes.routes) == ["a", "c"]
 
