@@ -274,3 +274,54 @@ async def test_the_endpoint_forwards_each_scenarios_share_with_its_own_token(tmp
     finally:
         await host.close()
     assert host.leases == {}
+
+
+async def test_a_homeserver_without_the_endpoint_is_a_configuration_error_naming_the_field(tmp_path: Path) -> None:
+    """The run refuses other backends before anything starts; a homeserver of another kind that reaches a scenario
+    (the pytest plugin, a backend registered from elsewhere) still says why, as a configuration error."""
+    from types import SimpleNamespace
+
+    from qa.scenario.appservice_bot import lease_appservice
+
+    bot = load_bot_file(_bot(tmp_path, "command: [x, '{as_port}']\nappservice: {}\n"))
+    elsewhere = SimpleNamespace(kind="external", appservice=None, base_url="http://hs")
+    with pytest.raises(ConfigError) as err:
+        await lease_appservice(elsewhere, bot, tmp_path, [])
+    assert str(err.value) == (f"{tmp_path / 'bot.yaml'}: appservice: the external homeserver backend does not load "
+                              "the harness's application-service registration (only --homeserver synapse does)")
+    assert await lease_appservice(elsewhere, load_bot_file(_bot(tmp_path, "command: [x]\n")), tmp_path, []) is None
+
+
+async def test_a_scenarios_lease_writes_the_bots_copy_privately_and_files_every_token_as_a_secret(
+        tmp_path: Path, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from qa.scenario.appservice_bot import REGISTRATION_COPY, lease_appservice
+
+    host = AppserviceHost(tmp_path / "hs", "hs")
+
+    async def register(base_url: str, localpart: str) -> dict[str, Any]:
+        return {"user_id": f"@{localpart}:hs", "access_token": "session-token-1234", "device_id": "DEV"}
+
+    monkeypatch.setattr(host, "_register", register)
+    bot = load_bot_file(_bot(tmp_path, "command: [x, '{as_port}']\nappservice: {localpart: main}\n"))
+    secrets: list[str] = []
+    try:
+        made = await lease_appservice(SimpleNamespace(kind="synapse", appservice=host, base_url="http://hs"), bot,
+                                      tmp_path, secrets)
+        assert made is not None
+        lease = made.lease
+        assert lease.user_id == f"@{lease.prefix}main:hs"
+        copy = tmp_path / REGISTRATION_COPY
+        assert (copy.stat().st_mode & 0o777) == 0o600
+        assert yaml.safe_load(copy.read_text()) == host.bot_registration(lease, "main")
+        assert made.facts == {"registration": str(copy), "as_token": host.as_token, "hs_token": lease.hs_token,
+                              "as_port": str(lease.as_port), "prefix": lease.prefix, "user_id": lease.user_id}
+        assert secrets == [host.as_token, lease.hs_token, "session-token-1234"]
+        creds = made.credentials()
+        assert (creds.user_id, creds.password, creds.localpart, creds.access_token, creds.device_id) == (
+            lease.user_id, "", f"{lease.prefix}main", "session-token-1234", "DEV")
+        await made.release()
+        assert host.leases == {} and host.routes.routes == {}
+    finally:
+        await host.close()
