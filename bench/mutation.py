@@ -76,6 +76,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/processes.py": ["tests/unit/test_processes.py"],
     "qa/harness/botfile.py": ["tests/unit/test_botfile.py", "tests/unit/test_accounts.py", "tests/unit/test_say.py"],
     "qa/harness/launch.py": ["tests/unit/test_launch.py"],
+    "qa/shared/appservice.py": ["tests/unit/test_appservice.py"],
     "qa/kernel/dotted.py": ["tests/unit/test_launch.py", "tests/unit/test_agent_overrides.py"],
     "qa/harness/fault_rules.py": ["tests/unit/test_fault_rules.py"],
     "qa/harness/to_device_hold.py": ["tests/unit/test_to_device_hold.py"],

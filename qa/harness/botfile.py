@@ -19,11 +19,12 @@
     accounts: [router]               # optional: the bot's accounts beside its main one (MATRIX_QA_ACCOUNTS)
     registration: token              # optional: a registration token for the bot (MATRIX_QA_REGISTRATION_TOKEN);
     registration_prefix: mybot-      # the localparts of the accounts it registers start with this
+    appservice: {localpart: bot}     # optional: an application service; its command or env uses {as_port}
     say: "!echo {text}"              # optional: a bot without a model; the message it answers with {text}
 
 Placeholders in `command`, `env`, `cwd`, `state_mutations` and `lock_probe`: {config} {state_dir} {trace_file}
-{python} {bot_dir} {scenario}. The template sees every fact of the launch (qa.harness.launch). docs/bot-file.md
-is the reference. Pure apart from reading the file.
+{python} {bot_dir} {scenario} {as_port} (the port an `appservice:` bot listens on). The template sees every fact
+of the launch (qa.harness.launch). docs/bot-file.md is the reference. Pure apart from reading the file.
 """
 
 from __future__ import annotations
@@ -39,14 +40,16 @@ from qa import safe_yaml
 from qa.harness.capabilities import Capability
 from qa.kernel.errors import ConfigError
 from qa.patterns import user_pattern
+from qa.shared.appservice import AS_PREFIX, prefixes_overlap
 
-PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario")
+PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario", "as_port")
 # The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
 CONTRACT_ENV = ("MATRIX_QA_HOMESERVER_URL", "MATRIX_QA_USER_ID", "MATRIX_QA_PASSWORD", "MATRIX_QA_ACCESS_TOKEN",
                 "MATRIX_QA_DEVICE_ID", "MATRIX_QA_ROOM_IDS", "MATRIX_QA_STATE_DIR", "MATRIX_QA_TRACE_FILE",
                 "MATRIX_QA_EXEC_DIR", "MATRIX_QA_SCENARIO", "MATRIX_QA_MODEL", "MATRIX_QA_CONFIG", "OPENAI_BASE_URL",
                 "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "MATRIX_QA_ACCOUNTS",
-                "MATRIX_QA_REGISTRATION_TOKEN", "MATRIX_QA_MODEL_TIMEOUT_S")
+                "MATRIX_QA_REGISTRATION_TOKEN", "MATRIX_QA_MODEL_TIMEOUT_S", "MATRIX_QA_APPSERVICE_REGISTRATION",
+                "MATRIX_QA_AS_TOKEN", "MATRIX_QA_HS_TOKEN")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 DEFAULT_READY_TIMEOUT_S = 20.0
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"
@@ -163,9 +166,36 @@ def _registration_consistent(bot: BotFile) -> None:
         raise ValueError("registration: token needs registration_prefix: the localpart prefix of the accounts "
                          "the bot registers, so the harness knows their messages are the bot's")
     prefix = bot.registration_prefix or ""
-    if prefix and (prefix.startswith(HARNESS_LOCALPARTS) or HARNESS_LOCALPARTS.startswith(prefix)):
+    if prefix and prefixes_overlap(prefix, HARNESS_LOCALPARTS):
         raise ValueError(f"registration_prefix {prefix!r} overlaps the harness's own users ({HARNESS_LOCALPARTS}…)")
+    if prefix and prefixes_overlap(prefix, AS_PREFIX):
+        raise ValueError(f"registration_prefix {prefix!r} overlaps the application-service namespace "
+                         f"({AS_PREFIX}…), which only the harness's registration may register in")
 # --- end of registration rights ------------------------------------------------------------------------------
+
+
+# --- application services (issue 33) -------------------------------------------------------------------------
+class AppserviceSpec(BaseModel):
+    """An application-service bot. The harness owns the namespace (qa.shared.appservice): each scenario's bot gets
+    `mqa_as-<8 hex>-` and its main user is that prefix + `localpart`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    localpart: Annotated[str, Field(pattern=r"^[a-z0-9._=-]+$", max_length=32)] = "bot"
+
+
+def _appservice_consistent(bot: BotFile) -> None:
+    uses_port = any("{as_port}" in v for v in [*bot.command, *bot.env.values()])
+    if bot.appservice is not None and not uses_port:
+        raise ValueError("appservice needs the {as_port} placeholder in command or env: the port the harness "
+                         "forwards the homeserver's transactions to, which the bot must listen on")
+    others = [*(a for argv in bot.state_mutations.values() for a in argv), *(bot.lock_probe or []), bot.cwd or ""]
+    if bot.appservice is None and (uses_port or any("{as_port}" in v for v in others)):
+        raise ValueError("{as_port} is used but there is no appservice: only an application-service bot has one")
+    if bot.appservice is not None and bot.registration is not None:
+        raise ValueError("appservice and registration: token do not go together: an application service makes "
+                         "its users in its own namespace, with its as_token")
+# --- end of application services -----------------------------------------------------------------------------
 
 
 class BotFile(BaseModel):
@@ -203,6 +233,8 @@ class BotFile(BaseModel):
     # accounts themselves; accounts whose localpart starts with registration_prefix are the bot's.
     registration: Literal["token"] | None = None
     registration_prefix: Annotated[str, Field(pattern=r"^[a-z0-9._=-]+$", max_length=32)] | None = None
+    # Application service (issue 33): the harness's registration, a namespace and {as_port} for this bot.
+    appservice: AppserviceSpec | None = None
     # --- say: a bot without a model (command30) ---
     # The message that makes the bot answer with exactly {text}. A bot file with `say` has no model: a built-in
     # prompt that only asks for a marker (qa.harness.capabilities.say_marker) is sent as this command instead,
@@ -226,6 +258,7 @@ class BotFile(BaseModel):
         if self.config_format is not None and self.config_template is None:
             raise ValueError("config_format needs a config_template")
         _registration_consistent(self)
+        _appservice_consistent(self)
         if self.say is not None and "model" in self.capabilities:
             raise ValueError("say is for a bot without a model, and capabilities claims `model`: a bot with a model "
                              "is sent the prompts themselves (drop one of the two)")

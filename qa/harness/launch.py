@@ -7,7 +7,9 @@ The launch contract (always in the bot's environment, whatever its bot file says
     MATRIX_QA_SCENARIO  MATRIX_QA_MODEL  OPENAI_BASE_URL  OPENAI_API_KEY  ANTHROPIC_BASE_URL  ANTHROPIC_API_KEY
     (+ MATRIX_QA_CONFIG when a config is rendered, MATRIX_QA_MODEL_TIMEOUT_S when the scenario's bot.modelTimeout
      or --model-timeout sets one, MATRIX_QA_ACCOUNTS when the bot file names `accounts`,
-     MATRIX_QA_REGISTRATION_TOKEN with `registration: token`: in the environment only, never in a template)
+     MATRIX_QA_REGISTRATION_TOKEN with `registration: token`: in the environment only, never in a template;
+     with `appservice:` MATRIX_QA_APPSERVICE_REGISTRATION (a registration file the bot may read),
+     MATRIX_QA_AS_TOKEN and MATRIX_QA_HS_TOKEN: the tokens in the environment and that file only)
 
 The openai SDK reads OPENAI_BASE_URL and OPENAI_API_KEY by itself, and the anthropic SDK ANTHROPIC_BASE_URL and
 ANTHROPIC_API_KEY, so a bot that uses either reaches the scenario's own scope of the mock provider with no
@@ -80,6 +82,8 @@ class LaunchFacts:
     # Where the bot's exec tool runs its commands; the harness looks there for what a command made. Outside the
     # bot's state (default: beside it), so only a command that really ran can leave a file in it.
     exec_dir: Path | None = None
+    # `appservice:`: registration (path of the bot's copy), as_token, hs_token, as_port, prefix.
+    appservice: dict[str, str] | None = None
 
     def exec_directory(self) -> Path:
         return self.exec_dir or self.state_dir.parent / EXEC_DIR_NAME
@@ -100,6 +104,7 @@ def placeholders(bot: BotFile, facts: LaunchFacts, config_path: Path | None) -> 
     return {
         "config": str(config_path or ""), "state_dir": str(facts.state_dir), "trace_file": str(facts.trace_file),
         "python": sys.executable, "bot_dir": str(bot.directory), "scenario": facts.scenario_id,
+        "as_port": (facts.appservice or {}).get("as_port", ""),
     }
 
 
@@ -136,6 +141,10 @@ def contract_env(facts: LaunchFacts, config_path: Path | None) -> dict[str, str]
         env["MATRIX_QA_ACCOUNTS"] = json.dumps(facts.accounts, sort_keys=True)
     if facts.registration_token:
         env["MATRIX_QA_REGISTRATION_TOKEN"] = facts.registration_token
+    if facts.appservice:
+        env["MATRIX_QA_APPSERVICE_REGISTRATION"] = facts.appservice["registration"]
+        env["MATRIX_QA_AS_TOKEN"] = facts.appservice["as_token"]
+        env["MATRIX_QA_HS_TOKEN"] = facts.appservice["hs_token"]
     return env
 
 
@@ -150,6 +159,8 @@ def template_context(bot: BotFile, facts: LaunchFacts, config_path: Path | None,
         "device_id": facts.device_id, "rooms": dict(facts.rooms), "room_ids": list(facts.rooms.values()),
         "actors": dict(facts.actors), "encryption": facts.encryption, "bot": facts.bot,
         "scenario_title": facts.scenario_title, "accounts": {k: dict(v) for k, v in facts.accounts.items()},
+        # Never the tokens (they are in the environment): where the registration is, the port, the namespace.
+        "appservice": {k: v for k, v in (facts.appservice or {}).items() if not k.endswith("_token")} or None,
         "provider": {"base_url": facts.provider_base_url, "api_key": facts.provider_api_key, "model": facts.model,
                      "timeout_s": facts.provider_timeout_s, "max_retries": facts.provider_max_retries},
     }

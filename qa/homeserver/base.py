@@ -11,7 +11,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,9 @@ class Homeserver(ABC):
     boot_ms: float | None = None
     # Whether registration_token() can mint a token here (a server the run owns and administers).
     mints_registration_tokens: bool = False
+    # The application-service endpoint (qa.homeserver.appservice_host.AppserviceHost) of a homeserver that loaded
+    # the harness's registration at boot; None where the backend cannot (image, Tuwunel, external).
+    appservice: Any = None
 
     # Why the server died while nobody was stopping it (set by backends that can watch their server).
     death: str | None = None

@@ -62,6 +62,8 @@ class StartRequest:
     work_dir: Path  # the run's scratch directory, removed after the run: secrets may live there
     log_dir: Path  # in the artifacts
     env: Mapping[str, str]
+    # The bot file has `appservice:`: a backend that can load the harness's registration at boot does so.
+    appservice: bool = False
 
 
 def _nothing_to_check(settings: Settings, env: Mapping[str, str]) -> list[str]:

@@ -41,6 +41,7 @@ import yaml
 
 from qa import processes
 from qa.homeserver import db_template
+from qa.homeserver.appservice_host import AppserviceHost
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
 from qa.homeserver.registration import mint_token, redact, register_with_shared_secret
@@ -274,6 +275,7 @@ class SynapseHomeserver(Homeserver):
         extra_config: Mapping[str, Any] | None = None,
         start_timeout_s: float = DEFAULT_START_TIMEOUT_S,
         template_dir: Path | Literal["default"] | None = "default",
+        appservice: bool = False,
     ) -> None:
         self.workdir = Path(workdir).resolve()
         self.log_dir = Path(log_dir).resolve()
@@ -297,6 +299,9 @@ class SynapseHomeserver(Homeserver):
         self._http: aiohttp.ClientSession | None = None
         self._admin: UserCredentials | None = None  # who mints registration tokens
         self.mints_registration_tokens = True
+        # Application-service bots (issue 33): one registration, loaded at boot, the harness as its service URL.
+        self.appservice: AppserviceHost | None = None
+        self._hosts_appservice = appservice
 
     @property
     def base_url(self) -> str:
@@ -312,7 +317,8 @@ class SynapseHomeserver(Homeserver):
     def secrets(self) -> list[str]:
         """Everything in our generated config that must never reach an artifact or a log line."""
         minted = [self._admin.access_token or "", self._admin.password] if self._admin is not None else []
-        return ([str(self._config[k]) for k in _SECRET_KEYS] if self._config else []) + minted
+        hosted = self.appservice.secrets if self.appservice is not None else []
+        return ([str(self._config[k]) for k in _SECRET_KEYS] if self._config else []) + minted + hosted
 
     @property
     def shared_secret(self) -> str:
@@ -336,6 +342,9 @@ class SynapseHomeserver(Homeserver):
         stdout_offset = _size(self.stdout_path)
         log_offset = _size(self.log_path)
         t0 = time.monotonic()
+        if self.appservice is not None:
+            self.appservice.homeserver_boots()
+            await self.appservice.listen()  # Synapse pushes from its first moment
         argv, env = self._launch_command()
         with self.stdout_path.open("ab") as out, processes.spawning():
             proc = await asyncio.create_subprocess_exec(
@@ -360,7 +369,7 @@ class SynapseHomeserver(Homeserver):
             raise
         if problem is not None:
             await self.stop()
-            raise self._start_failure(problem, stdout_offset, log_offset)
+            raise _start_failure(self, problem, stdout_offset, log_offset)
         self.boot_ms = (time.monotonic() - t0) * 1000
         self.version = await self._fetch_version()
         self._watcher = asyncio.create_task(self._watch(proc), name="synapse-watch")
@@ -373,6 +382,11 @@ class SynapseHomeserver(Homeserver):
             self.mark_died(f"Synapse (pid {proc.pid}) {how}")
 
     async def stop(self) -> None:
+        await self._stop_server()
+        if self.appservice is not None:
+            await self.appservice.close()
+
+    async def _stop_server(self) -> None:
         http, self._http = self._http, None
         if http is not None:
             await http.close()
@@ -394,7 +408,8 @@ class SynapseHomeserver(Homeserver):
             _LIVE_CHILDREN.discard(proc.pid)
 
     async def restart(self) -> None:
-        await self.stop()
+        # The application-service endpoint and its scenarios' routes outlive a restart, as the registration does.
+        await self._stop_server()
         await self.start()
 
     async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
@@ -463,11 +478,15 @@ class SynapseHomeserver(Homeserver):
         self.log_dir.mkdir(parents=True, exist_ok=True)
         if self.port is None:
             self.port = find_free_port()
+        extra = dict(self.extra_config)
+        if self._hosts_appservice:
+            self.appservice = AppserviceHost(self.workdir, self.server_name, self.port)
+            extra.setdefault("app_service_config_files", [str(self.appservice.write_registration())])
         config = build_synapse_config(
             workdir=self.workdir,
             port=self.port,
             server_name=self.server_name,
-            extra_config=self.extra_config,
+            extra_config=extra,
         )
         signing_key = Path(config["signing_key_path"])
         if not signing_key.exists():
@@ -493,22 +512,22 @@ class SynapseHomeserver(Homeserver):
         except importlib.metadata.PackageNotFoundError:
             return None
 
-    def _start_failure(self, problem: str, stdout_offset: int, log_offset: int) -> InfraError:
-        """One message that says what went wrong, where to look, and the lines that probably explain it."""
-        printed = [line for line in _read_from(self.stdout_path, stdout_offset) if _meaningful(line)]
-        logged = [line for line in _read_from(self.log_path, log_offset) if _SEVERE.search(line)]
-        if any("Failed to listen" in line for line in printed + logged):
-            # Lost a race for the port after our own check; say so rather than leave it in a traceback.
-            problem += f"; port {self.port} on 127.0.0.1 is already in use"
-        # Errors before logging is configured (bad config) only reach stdout, and the console handler copies
-        # later warnings there too, so stdout is the better source; the log file is the fallback.
-        lines = (printed or logged)[-_EXCERPT_LINES:]
-        where = [str(p) for p in (self.log_path, self.stdout_path) if _size(p) > 0] or [str(self.log_path)]
-        message = f"Synapse failed to start ({problem}); see {' and '.join(where)}"
-        if lines:
-            message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
-        secrets_ = [str(self._config[k]) for k in _SECRET_KEYS] if self._config else []
-        return InfraError(redact(message, secrets_))
+
+def _start_failure(hs: SynapseHomeserver, problem: str, stdout_offset: int, log_offset: int) -> InfraError:
+    """One message that says what went wrong, where to look, and the lines that probably explain it."""
+    printed = [line for line in _read_from(hs.stdout_path, stdout_offset) if _meaningful(line)]
+    logged = [line for line in _read_from(hs.log_path, log_offset) if _SEVERE.search(line)]
+    if any("Failed to listen" in line for line in printed + logged):
+        # Lost a race for the port after our own check; say so rather than leave it in a traceback.
+        problem += f"; port {hs.port} on 127.0.0.1 is already in use"
+    # Errors before logging is configured (bad config) only reach stdout, and the console handler copies
+    # later warnings there too, so stdout is the better source; the log file is the fallback.
+    lines = (printed or logged)[-_EXCERPT_LINES:]
+    where = [str(p) for p in (hs.log_path, hs.stdout_path) if _size(p) > 0] or [str(hs.log_path)]
+    message = f"Synapse failed to start ({problem}); see {' and '.join(where)}"
+    if lines:
+        message += "\n  last lines:\n" + "\n".join("    " + line for line in lines)
+    return InfraError(redact(message, hs.secrets))
 
 
 async def wait_ready(base_url: str, proc: asyncio.subprocess.Process, deadline: float,

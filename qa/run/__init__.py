@@ -33,6 +33,7 @@ from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_ser
 from qa.run.lifecycle import LibraryLogs, Lifecycle, kill_everything
 from qa.run.options import (
     RunOptions,
+    check_appservice,
     check_bot_accounts,
     check_registration,
     checked_bot_file,
@@ -93,6 +94,7 @@ class Run:
         self.base_plan, self.plan = plan_scenarios(self.options)
         check_bot_accounts(self.bot_file, self.base_plan)
         check_registration(self.bot_file, self.options.homeserver, os.environ)
+        check_appservice(self.bot_file, self.options.homeserver)
         self.cassettes = load_for_replay(self.options, self.plan)
         # From here on, whatever happens, every process started is stopped and the record is written.
         library_logs = self.open_record()
@@ -148,7 +150,8 @@ class Run:
         await start_provider(self.options, self.live, self.plan, self.cassettes, self.out, keep=self._keep_provider)
         self.timings.providerBootMs = round(mono_ms() - began, 1)
 
-        hs = self.homeserver = create_homeserver(self.options, work, self.dir / "homeserver")
+        hosts = self.bot_file is not None and self.bot_file.appservice is not None
+        hs = self.homeserver = create_homeserver(self.options, work, self.dir / "homeserver", appservice=hosts)
         await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
 

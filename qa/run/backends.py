@@ -18,9 +18,9 @@ from qa.kernel.errors import InfraError
 from qa.run.options import RunOptions
 
 
-def create_homeserver(options: RunOptions, work: Path, log_dir: Path) -> Homeserver:
+def create_homeserver(options: RunOptions, work: Path, log_dir: Path, appservice: bool = False) -> Homeserver:
     request = registry.StartRequest(settings=options.homeserver_settings, port=options.homeserver_port,
-                                    work_dir=work, log_dir=log_dir, env=os.environ)
+                                    work_dir=work, log_dir=log_dir, env=os.environ, appservice=appservice)
     return registry.get(options.homeserver).create(request)
 
 

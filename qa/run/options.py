@@ -201,6 +201,16 @@ def check_registration(bot_file: BotFile, homeserver: str, env: Mapping[str, str
                       "for this purpose")
 
 
+def check_appservice(bot_file: BotFile, homeserver: str) -> None:
+    """`appservice:` needs a homeserver that loads the harness's registration when it boots: the run's own Synapse.
+    An image, Tuwunel or someone else's server cannot be told to, so the bot is refused before anything starts."""
+    if bot_file.appservice is None or homeserver == "synapse":
+        return
+    raise ConfigError(f"{bot_file.source}: appservice: an application-service bot needs the run's own homeserver "
+                      f"(--homeserver synapse), which loads the harness's registration at boot; --homeserver "
+                      f"{homeserver} cannot be given one")
+
+
 def resolve_bot_file(options: RunOptions) -> BotFile:
     if options.bot_file is not None and options.bot_command is not None:
         raise ConfigError("give either --bot FILE or --bot-command CMD, not both")

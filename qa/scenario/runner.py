@@ -32,6 +32,7 @@ from qa.kernel.clock import mono_ms
 from qa.kernel.errors import ConfigError, HomeserverError, QAError
 from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
+from qa.scenario.appservice_bot import lease_appservice
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.loader import located
@@ -216,6 +217,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         if peer_crash and result.status == "pass":
             result.status, result.details = "fail", "the peer bot exited unexpectedly"
             result.failure = Failure(expected="the peer bot keeps running until the scenario ends", seen=[peer_crash])
+        if holder.get("appservice") is not None:
+            await holder["appservice"].release()  # after the bot: nothing is forwarded to a port now free
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
         await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets,
                                 stopped_at if bot is not None else None)
@@ -259,10 +262,16 @@ async def _provision(
     # the actors' devices are the ones a login would have made, and the bot's is the ready session the launch
     # contract hands it (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
     devices = {role: "matrix-qa launch" if role.split(".")[0] == "bot" else f"matrix-qa {role}" for role in roles}
+    # An application-service bot's main user is made by the service in its own namespace (appservice_bot).
+    as_bot = holder["appservice"] = await lease_appservice(hs, res.bot_file, state_dir, res.secrets)
+    made = [role for role in roles if not (as_bot and role == "bot")]
     registered = await asyncio.gather(*(
         hs.register_session(_localpart(role, scenario.id, res.run_id), passwords[role], device_name=devices[role])
-        for role in roles))
-    creds = dict(zip(roles, registered, strict=True))
+        for role in made))
+    creds = dict(zip(made, registered, strict=True))
+    if as_bot:
+        creds["bot"] = as_bot.credentials()
+        passwords["bot"] = ""  # it has none: it speaks by its session or by the as_token
     res.secrets.extend(c.access_token for c in registered if c.access_token)
     encryption = uses_encryption(scenario)
     for name in scenario.actors:
@@ -317,6 +326,7 @@ async def _provision(
         provider_timeout_s=scenario.bot.model_timeout or res.provider_timeout_s,
         provider_max_retries=res.provider_max_retries, accounts=accounts,
         registration_token=await _registration_token(res, float(scenario.timeout)),
+        appservice=as_bot.facts if as_bot else None,
     )
     launch = build_launch(res.bot_file, facts, res.bot_overrides, {**os.environ, **res.bot_env})
     bot = BotUnderTest(res.bot_file, launch, scenario_dir / "bot.log", facts.trace_file,
@@ -351,7 +361,7 @@ async def _provision(
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
-        registered_prefix=res.bot_file.registration_prefix, peer=peer,
+        registered_prefix=as_bot.lease.prefix if as_bot else res.bot_file.registration_prefix, peer=peer,
         peer_user_id=peer_ids[0] if peer_ids else "", peer_name=scenario.peer_bot or "",
     )
 

@@ -57,7 +57,8 @@ class SessionSynapse:
     def _new_server(self) -> SynapseHomeserver:
         self._generation += 1
         where = self.root / f"synapse-{self._generation}"
-        return SynapseHomeserver(where / "work", where / "logs")
+        # With the application-service registration (issue 33): the runs of every bot file share this server.
+        return SynapseHomeserver(where / "work", where / "logs", appservice=True)
 
     def call(self, coro: Coroutine[Any, Any, T]) -> T:
         """Run `coro` on the server's loop and wait for it here (blocking: for fixtures, not for tests' loops)."""
@@ -121,6 +122,11 @@ class BorrowedSynapse(Homeserver):
         return self.shared.hs.base_url
 
     @property
+    def appservice(self) -> SharedAppservice | None:
+        host = self.shared.hs.appservice
+        return SharedAppservice(self.shared, host) if host is not None else None
+
+    @property
     def secrets(self) -> list[str]:
         return self.shared.hs.secrets
 
@@ -168,6 +174,24 @@ class BorrowedSynapse(Homeserver):
         if self._http is None or self._http.closed:
             self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         return self._http
+
+
+class SharedAppservice:
+    """A run's view of the shared server's application-service endpoint, whose I/O lives on the server's loop."""
+
+    def __init__(self, shared: SessionSynapse, host: Any) -> None:
+        self.shared = shared
+        self.host = host
+        self.as_token = host.as_token
+
+    async def open_lease(self, base_url: str, localpart: str) -> Any:
+        return await self.shared.acall(self.host.open_lease(base_url, localpart))
+
+    def bot_registration(self, lease: Any, localpart: str) -> dict[str, Any]:
+        return dict(self.host.bot_registration(lease, localpart))
+
+    async def release(self, key: str) -> dict[str, Any]:
+        return dict(await self.shared.acall(self.host.release(key)))
 
 
 @contextlib.contextmanager

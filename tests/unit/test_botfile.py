@@ -141,7 +141,7 @@ def test_check_runnable(tmp_path: Path) -> None:
         check_runnable(bad_cwd, {"PATH": "/usr/bin:/bin"})
     check_runnable(load_bot_file(_write(tmp_path, "name: b\ncommand: [sh]\ncwd: '{state_dir}'\n")),
                    {"PATH": "/usr/bin:/bin"})
-KNOWN = "(known: {config}, {state_dir}, {trace_file}, {python}, {bot_dir}, {scenario})"
+KNOWN = "(known: {config}, {state_dir}, {trace_file}, {python}, {bot_dir}, {scenario}, {as_port})"
 EXACTLY_ONE = "ready: ready needs exactly one condition: {trace: true}, {log: REGEX} or {joined: true}"
 
 
@@ -292,6 +292,7 @@ def test_the_contract_a_bot_file_may_not_touch_is_the_one_the_launch_sets(tmp_pa
     facts.accounts = {"router": {"user_id": "@r:hs", "password": "p", "access_token": "t", "device_id": "D"}}
     facts.registration_token = "reg-token"
     facts.provider_timeout_s = 5.0
+    facts.appservice = {"registration": "/r.yaml", "as_token": "a" * 16, "hs_token": "h" * 16, "as_port": "9"}
     assert set(CONTRACT_ENV) == set(contract_env(facts, tmp_path / "config"))
     path = _write(tmp_path, "name: b\ncommand: [x]\nenv: {OPENAI_API_KEY: k, MATRIX_QA_MODEL: m, A: b}\n")
     with pytest.raises(ConfigError, match=r"env: MATRIX_QA_MODEL, OPENAI_API_KEY belong to the launch contract"):

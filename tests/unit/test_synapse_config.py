@@ -303,3 +303,25 @@ async def test_unreachable_server_is_an_infra_error() -> None:
     free_port = synapse_mod.find_free_port()
     with pytest.raises(InfraError, match=r"could not reach http://127\.0\.0\.1:\d+"):
         await register_with_shared_secret(f"http://127.0.0.1:{free_port}", "s", "frank", "pw")
+
+
+def test_synapse_loads_the_application_service_registration_it_is_given(tmp_path: Path) -> None:
+    """Issue 33: the registration the harness writes, read by Synapse's own loader: its sender, namespace and
+    URL as meant, the namespace exclusive, and none of the harness's test users inside it."""
+    from synapse.config.appservice import load_appservices
+
+    hs = SynapseHomeserver(tmp_path / "work", tmp_path / "logs", port=18008, appservice=True)
+    hs._prepare()
+    assert hs.appservice is not None
+    files = hs._config["app_service_config_files"] if hs._config else []
+    assert files == [str(hs.appservice.registration_path)]
+    [service] = load_appservices("localhost", files)
+    assert service.sender.to_string() == "@mqa_as-sender:localhost" and service.url == hs.appservice.url
+    assert service.token == hs.appservice.as_token and service.hs_token == hs.appservice.hs_token
+    assert service.is_exclusive_user("@mqa_as-0a1b2c3d-bot:localhost")
+    assert not service.is_interested_in_user("@mqa-as-canary-1a2b3c:localhost")
+    assert not service.is_interested_in_user("@mqa_as-x:elsewhere")
+    assert {hs.appservice.as_token, hs.appservice.hs_token} <= set(hs.secrets)
+    plain = SynapseHomeserver(tmp_path / "w2", tmp_path / "l2", port=18009)
+    plain._prepare()
+    assert plain.appservice is None and "app_service_config_files" not in (plain._config or {})

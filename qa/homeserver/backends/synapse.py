@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 def _create(request: StartRequest) -> Homeserver:
     from qa.homeserver.synapse import SynapseHomeserver
 
-    return SynapseHomeserver(request.work_dir / "synapse", request.log_dir, port=request.port)
+    return SynapseHomeserver(request.work_dir / "synapse", request.log_dir, port=request.port,
+                             appservice=request.appservice)
 
 
 def _last_resort() -> None:

@@ -1,0 +1,250 @@
+"""The harness's side of application-service bots (issue 33): the service URL of the one registration a homeserver
+loads at boot, which takes the homeserver's pushed transactions and forwards each scenario's share to that
+scenario's bot (the pure rules: qa.shared.appservice).
+
+Lifetime: the homeserver's. `listen()` before the homeserver boots (it pushes from its first moment), `close()`
+after it is gone; a restart of the homeserver keeps it. Each scenario's bot holds a `Lease`: its sub-namespace, a
+hs_token of its own (never the registration's), the port it listens on, and a queue the harness delivers in order,
+retrying while the bot is not yet listening, so nothing pushed before the bot was up is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import yaml
+from aiohttp import web
+
+from qa.kernel.errors import InfraError
+from qa.shared import appservice as rules
+
+# A bot that does not listen yet is tried again this often; one that answers with an error, with backoff to this.
+RETRY_S = 0.05
+MAX_BACKOFF_S = 1.0
+DELIVERY_TIMEOUT = aiohttp.ClientTimeout(total=10)
+REGISTER_TIMEOUT = aiohttp.ClientTimeout(total=30)
+
+
+def free_port(avoid: set[int]) -> int:
+    """A free loopback port, none of `avoid`: the homeserver's port is free too until it boots, and a bot's until
+    it listens, so the kernel may offer either again."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in avoid:
+            avoid.add(port)
+            return port
+
+
+@dataclass
+class Lease:
+    """One scenario's application service: what its bot is told, and what was forwarded to it."""
+
+    key: str
+    prefix: str
+    user_id: str
+    hs_token: str
+    as_port: int
+    # The main user's own session (the registration logs it in): MATRIX_QA_ACCESS_TOKEN / MATRIX_QA_DEVICE_ID.
+    access_token: str = ""
+    device_id: str = ""
+    queue: asyncio.Queue[tuple[str, list[Any], float]] = field(default_factory=asyncio.Queue)
+    forwarded: int = 0  # numbers the parts forwarded to this bot: its transaction ids
+    delivered: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+
+class AppserviceHost:
+    """Receives `PUT /_matrix/app/v1/transactions/{txnId}` from the homeserver and forwards by scenario."""
+
+    def __init__(self, workdir: Path, server_name: str, homeserver_port: int | None = None) -> None:
+        self.server_name = server_name
+        self.as_token = secrets.token_urlsafe(32)
+        self.hs_token = secrets.token_urlsafe(32)
+        # Every port handed out here (this endpoint's, each bot's) and the homeserver's: never one twice.
+        self._taken: set[int] = {homeserver_port} if homeserver_port else set()
+        self.port = free_port(self._taken)
+        self.registration_path = workdir / "appservice-registration.yaml"
+        self.routes = rules.Routes()
+        self.leases: dict[str, Lease] = {}
+        self.pushes = 0
+        self.rejected = 0
+        # The homeserver's transaction ids since it last booted: a retried one is not forwarded twice. Synapse
+        # numbers them afresh after a restart, so the bots get ids of the harness's own (Lease.forwarded): a bot
+        # remembers the ids it has seen, and would drop a new transaction that reused one.
+        self._seen: set[str] = set()
+        self._runner: web.AppRunner | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def secrets(self) -> list[str]:
+        return [self.as_token, self.hs_token,
+                *(t for lease in self.leases.values() for t in (lease.hs_token, lease.access_token) if t)]
+
+    def write_registration(self) -> Path:
+        """The registration the homeserver loads (app_service_config_files), readable by its owner only."""
+        content = rules.registration(url=self.url, as_token=self.as_token, hs_token=self.hs_token,
+                                     server_name=self.server_name)
+        self.registration_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.registration_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(content, fh, sort_keys=False)
+        return self.registration_path
+
+    def homeserver_boots(self) -> None:
+        """The homeserver is (re)starting: its transaction ids start again."""
+        self._seen.clear()
+
+    async def listen(self) -> None:
+        if self._runner is not None:
+            return
+        app = web.Application()
+        app.router.add_put(rules.TRANSACTION_PATH, self._transaction)
+        # The spec's other pushes (user and alias queries, ping): nothing here owns users or aliases on demand.
+        app.router.add_route("*", "/{tail:.*}", self._not_found)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, "127.0.0.1", self.port, reuse_address=True).start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise InfraError(f"the application-service endpoint cannot listen on 127.0.0.1:{self.port}: {exc}") \
+                from None
+        self._runner = runner
+
+    async def close(self) -> None:
+        for key in list(self.leases):
+            await self.release(key)
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
+
+    async def open_lease(self, base_url: str, localpart: str, rooms: list[str] | None = None) -> Lease:
+        """A scenario's sub-namespace, its main user registered by the application service (no password), a
+        hs_token and a port for its bot, and the room routing that sends it its share of the pushes."""
+        key = secrets.token_hex(4)
+        prefix = rules.scenario_prefix(key)
+        made = await self._register(base_url, prefix + localpart)
+        lease = Lease(key=key, prefix=prefix, user_id=made["user_id"], hs_token=secrets.token_urlsafe(32),
+                      as_port=free_port(self._taken), access_token=str(made.get("access_token") or ""),
+                      device_id=str(made.get("device_id") or ""))
+        self.routes.add(key, prefix, rooms or [])
+        self.leases[key] = lease
+        lease.task = asyncio.get_running_loop().create_task(self._deliver(lease), name=f"appservice-{key}")
+        return lease
+
+    def bot_registration(self, lease: Lease, localpart: str) -> dict[str, Any]:
+        return rules.bot_registration(url=f"http://127.0.0.1:{lease.as_port}", as_token=self.as_token,
+                                      hs_token=lease.hs_token, prefix=lease.prefix, localpart=lease.prefix + localpart,
+                                      server_name=self.server_name)
+
+    async def release(self, key: str) -> dict[str, Any]:
+        """Stop forwarding to a scenario; what was forwarded to it, for its record."""
+        self.routes.remove(key)
+        lease = self.leases.pop(key, None)
+        if lease is None:
+            return {}
+        if lease.task is not None:
+            lease.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await lease.task
+        return {"delivered": lease.delivered, "latenciesMs": lease.latencies_ms, "refused": lease.refused}
+
+    async def _register(self, base_url: str, localpart: str) -> dict[str, Any]:
+        """`m.login.application_service`: the registration's as_token makes a user of its namespace."""
+        url = base_url.rstrip("/") + "/_matrix/client/v3/register"
+        body = {"type": "m.login.application_service", "username": localpart,
+                "initial_device_display_name": "matrix-qa launch"}
+        try:
+            async with self._session().post(url, json=body, timeout=REGISTER_TIMEOUT,
+                                            headers={"Authorization": f"Bearer {self.as_token}"}) as resp:
+                answer = await resp.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise InfraError(f"registering @{localpart} as the application service failed: {exc}") from None
+        if resp.status != 200 or not isinstance(answer, dict) or not isinstance(answer.get("user_id"), str):
+            errcode = answer.get("errcode") if isinstance(answer, dict) else None
+            raise InfraError(f"registering @{localpart} as the application service failed: HTTP {resp.status} "
+                             f"{errcode or ''}".rstrip())
+        return answer
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._http is None or self._http.closed:
+            self._http = aiohttp.ClientSession()
+        return self._http
+
+    async def _transaction(self, request: web.Request) -> web.Response:
+        if not rules.token_matches(rules.bearer_token(request.headers, request.query), self.hs_token):
+            self.rejected += 1
+            return web.json_response({"errcode": "M_FORBIDDEN", "error": "bad hs_token"}, status=403)
+        try:
+            body = await request.json()
+        except ValueError:
+            return web.json_response({"errcode": "M_NOT_JSON", "error": "not JSON"}, status=400)
+        events = body.get("events") if isinstance(body, dict) else None
+        if not isinstance(events, list):
+            return web.json_response({"errcode": "M_BAD_JSON", "error": "no events"}, status=400)
+        txn_id = request.match_info["txn_id"]
+        if txn_id in self._seen:
+            return web.json_response({})  # a retry of one already taken (its answer was lost): once is enough
+        self._seen.add(txn_id)
+        self.pushes += 1
+        received = time.monotonic()
+        for key, part in self.routes.split(e for e in events if isinstance(e, dict)).items():
+            lease = self.leases[key]
+            lease.forwarded += 1
+            lease.queue.put_nowait((f"mqa-{lease.forwarded}", part, received))
+        # Acknowledged at once: a bot not yet listening must not hold the homeserver's pushes to every other one.
+        return web.json_response({})
+
+    async def _not_found(self, request: web.Request) -> web.Response:
+        return web.json_response({"errcode": "M_NOT_FOUND", "error": "not here"}, status=404)
+
+    async def _deliver(self, lease: Lease) -> None:
+        """Forward a scenario's parts in order, each until its bot takes it; ends when the lease does."""
+        while True:
+            txn_id, events, received = await lease.queue.get()
+            url = f"http://127.0.0.1:{lease.as_port}" + rules.TRANSACTION_PATH.format(txn_id=txn_id)
+            data = json.dumps({"events": events})
+            wait, tries = RETRY_S, 0
+            while True:
+                tries += 1
+                status = await self._put(url, data, lease.hs_token)
+                if status == 200:
+                    break
+                if status is not None and len(lease.refused) < 20:
+                    lease.refused.append(f"transaction {txn_id}: HTTP {status}")
+                await asyncio.sleep(wait)  # a retry pace, not a synchronisation: the bot decides when it listens
+                wait = RETRY_S if status is None else min(wait * 2, MAX_BACKOFF_S)
+            lease.delivered += 1
+            if tries == 1:  # the forwarding's own cost; a part that waited for its bot to listen says nothing of it
+                lease.latencies_ms.append(round((time.monotonic() - received) * 1000, 2))
+
+    async def _put(self, url: str, data: str, token: str) -> int | None:
+        try:
+            async with self._session().put(url, data=data, timeout=DELIVERY_TIMEOUT,
+                                           headers={"Authorization": f"Bearer {token}",
+                                                    "Content-Type": "application/json"}) as resp:
+                await resp.read()
+                return resp.status
+        except (aiohttp.ClientError, TimeoutError):
+            return None
