@@ -9,13 +9,18 @@ setup + call + teardown (pytest's default `junit_duration_report`), so a session
 the first test that uses it. Under pytest-xdist the tests' summed time exceeds the wall time; the share column
 is always of the summed time, which is what a slow test costs whatever the parallelism.
 
-Prints: wall time (or "n/a" for --from-xml), tests by outcome, the summed test time, the N slowest tests with
+Prints: wall time (or "n/a" for --from-xml), the CPU the run used (user+sys of pytest and every descendant it
+reaped: workers, Synapses, bots) and the load average before and after (the machine is shared: a figure means
+little without it), tests by outcome, the summed test time, the N slowest tests with
 their seconds and share, and the time per test file. Not a test: nothing here is asserted.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -83,12 +88,27 @@ def report(cases: list[Case], wall_s: float | None, top: int) -> str:
     return "\n".join(lines)
 
 
-def run_pytest(args: list[str], xml_path: Path) -> tuple[float, int]:
+def run_pytest(args: list[str], xml_path: Path) -> tuple[float, int, str]:
+    """(wall seconds, exit code, a line with the CPU the run used and the machine's load before and after)."""
     cmd = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", f"--junitxml={xml_path}", *args]
     print("$ " + " ".join(cmd), file=sys.stderr, flush=True)
+    load_before, cpu_before = os.getloadavg(), _children_cpu_s()
     began = time.monotonic()
     code = subprocess.run(cmd, cwd=REPO, check=False).returncode
-    return time.monotonic() - began, code
+    wall = time.monotonic() - began
+    cpu = _children_cpu_s() - cpu_before  # pytest, its xdist workers, Synapses and bots: every reaped descendant
+    load_after = os.getloadavg()
+    return wall, code, (f"cpu: {cpu:.1f} s user+sys ({cpu / max(wall, 1e-9):.2f} cores on average); "
+                        f"load average (1/5/15 min) before: {_load(load_before)}, after: {_load(load_after)}")
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _load(avg: tuple[float, float, float]) -> str:
+    return "/".join(f"{x:.1f}" for x in avg)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -103,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     with tempfile.TemporaryDirectory(prefix="suite-time-") as tmp:
         xml_path = ns.keep_xml or Path(tmp) / "junit.xml"
-        wall, code = run_pytest(ns.pytest_args, xml_path)
+        wall, code, usage = run_pytest(ns.pytest_args, xml_path)
         print(f"pytest exit code: {code}")
+        print(usage)
         if not xml_path.exists():
             print("pytest wrote no JUnit XML", file=sys.stderr)
             return code or 1
@@ -113,4 +134,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` ends the report quietly, without a traceback
     sys.exit(main())

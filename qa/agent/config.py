@@ -208,8 +208,12 @@ class AgentConfig(_Model):
     encryption: bool = False
     # The /sync long-poll timeout the bot asks for; a sync silent well past it is given up on (qa.agent.matrix).
     sync_timeout_ms: int = Field(30_000, alias="syncTimeoutMs", gt=0, le=300_000)
-    # How long an encrypted message waits for its room key before it is dropped as undecryptable.
-    decrypt_retry_s: float = Field(3.0, alias="decryptRetryS", gt=0)
+    # How long an encrypted message waits for its room key before it is dropped as undecryptable. A dropped
+    # message is lost for good while a late one is only answered late, and a key can come seconds after its
+    # message (to-device delivery, an Olm session set up for a new device, a loaded homeserver): 3 s dropped a
+    # message whose key was on its way under load. Scenarios whose key never comes set a short one
+    # (`bot: {decryptRetry: 3s}`), so the drop they check comes soon.
+    decrypt_retry_s: float = Field(30.0, alias="decryptRetryS", gt=0)
     # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start
     # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
     # bug class the restart scenarios must catch (answering old messages again).

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from nio import MegolmEvent, SyncError, SyncResponse
+from nio import MegolmEvent, RoomKeyEvent, SyncError, SyncResponse
 
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.config import AgentConfig
@@ -61,6 +61,9 @@ class MatrixBot:
         self.e2ee = BotE2EE(config, trace)
         # Encrypted events we could not decrypt yet: event id -> (event, room id, give-up time on mono clock)
         self._undecrypted: dict[str, tuple[MegolmEvent, str, float]] = {}
+        # Megolm sessions of messages dropped as undecryptable: a key for one that comes later is traced
+        # (decrypt.key-after-drop), so a drop tells a key that came too late from one that never came.
+        self._dropped_sessions: set[str] = set()
         self._ready = False
         # Rooms the bot joined from an invite: known to be its own before the next sync shows them.
         self._joined: set[str] = set()
@@ -162,6 +165,7 @@ class MatrixBot:
                         continue
                     await self.router.handle(room_id, event_view(event, room_id), history=history)
             await self.e2ee.on_to_device(self.client, resp.to_device_events)
+            self._keys_after_drop(resp.to_device_events)
             await maintain_keys(self.client)
             self.e2ee.after_keys(self.client)
             await self._retry_decryption()
@@ -254,6 +258,7 @@ class MatrixBot:
                 if mono_ms() < deadline:
                     continue
                 del self._undecrypted[event_id]
+                self._dropped_sessions.add(event.session_id)
                 session = self.sessions.session_for(room_id, None).key if self.sessions else None
                 self._trace.emit("inbound", eventId=event_id, roomId=room_id, sender=event.sender, session=session,
                                  decision="dropped", reason=UNDECRYPTABLE, sessionId=event.session_id,
@@ -262,6 +267,13 @@ class MatrixBot:
             del self._undecrypted[event_id]
             self._trace.emit("decrypt.late", eventId=event_id, roomId=room_id, sessionId=event.session_id)
             await self.router.handle(room_id, event_view(decrypted, room_id), history=False)
+
+    def _keys_after_drop(self, to_device: list[Any]) -> None:
+        for event in to_device:
+            if isinstance(event, RoomKeyEvent) and event.session_id in self._dropped_sessions:
+                self._dropped_sessions.discard(event.session_id)
+                self._trace.emit("decrypt.key-after-drop", roomId=event.room_id, sender=event.sender,
+                                 sessionId=event.session_id, retryS=self._config.decrypt_retry_s)
 
     def _maybe_ready(self) -> None:
         if self._ready:

@@ -163,6 +163,10 @@ class BotConfig(Model):
     # How long an exec-approval request waits for a decision before it expires, in seconds (None: the bot's).
     approval_timeout: Annotated[Duration | None, Implies("approvals"), Fact.WHEN_SET] = Field(
         default=None, alias="approvalTimeout")
+    # How long the bot holds an encrypted message whose room key has not come before it drops it as undecryptable
+    # (None: the bot's own). Scenarios whose key never comes keep it short, so the drop they check comes soon.
+    decrypt_retry: Annotated[Duration | None, Implies("e2ee"), Fact.WHEN_SET] = Field(
+        default=None, alias="decryptRetry")
 
     def needs(self) -> Iterator[tuple[str, str]]:
         """(capability, why) for each field set to something other than its default, in field order."""

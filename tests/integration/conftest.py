@@ -3,7 +3,9 @@
 In-process runs (`run_qa`, `run_in_process`) share one Synapse per session (tests/integration/shared_synapse.py)
 and one fork server per bot file (tests/integration/shared_fork_server.py) unless the test is marked
 `own_homeserver`: those look at the homeserver's process, log or boot, and get a
-Synapse of their own per run, as a user's run does. Runs through the CLI (`cli`) always boot their own.
+Synapse of their own per run, as a user's run does. Runs through the CLI (`cli`) boot their own, unless the test
+passes them the shared one (`shared_homeserver_cli`: as a user's own server, by URL) because it does not look at
+the homeserver.
 """
 
 from __future__ import annotations
@@ -68,6 +70,19 @@ def session_fork_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield shared
     finally:
         shared.close()
+
+
+@pytest.fixture
+def shared_homeserver_cli(session_synapse: SessionSynapse) -> tuple[list[str], dict[str, str]]:
+    """For a run through the CLI whose test does not look at the homeserver: (flags, environment) that point it
+    at the session's Synapse as at a user's own server (`--homeserver-url`, users registered with its shared
+    secret, passed in the environment as a user would), so it boots no Synapse of its own. With
+    MATRIX_QA_TESTS_OWN_SYNAPSE=1, nothing: the run boots its own, as before the sharing."""
+    if os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1":
+        return [], {}
+    session_synapse.ensure_running()
+    return (["--homeserver-url", session_synapse.hs.base_url, "--registration", "shared-secret"],
+            {"MATRIX_QA_REGISTRATION_SHARED_SECRET": session_synapse.hs.shared_secret})
 
 
 @contextlib.contextmanager

@@ -22,6 +22,8 @@ async def test_encrypted_scenarios_pass(run_qa) -> None:
              (result.dir / "scenarios/matrix-e2ee-undecryptable/bot-trace.jsonl").read_text().splitlines()]
     [dropped] = [r for r in trace if r["type"] == "inbound" and r.get("reason") == "undecryptable"]
     assert dropped["sessionId"], "the trace names the Megolm session whose key never came"
+    [pending] = [r for r in trace if r["type"] == "decrypt.pending"]
+    assert pending["retryS"] == 3, "the scenario's bot.decryptRetry reached the bot (its own default is longer)"
     check = result.scenario("matrix-e2ee-undecryptable")["negativeChecks"][0]
     assert check["botReason"] == "undecryptable" and check["controlReplyEventId"]
 

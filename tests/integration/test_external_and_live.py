@@ -165,7 +165,10 @@ def live_endpoint(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
             proc.wait()
 
 
-def test_live_provider_over_real_http(tmp_path: Path, live_endpoint: tuple[str, str, Path]) -> None:
+def test_live_provider_over_real_http(tmp_path: Path, live_endpoint: tuple[str, str, Path],
+                                      shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+    # The provider is what is tested: the homeserver is the session's, by URL (it never sees the key).
+    flags, hs_env = shared_homeserver_cli
     base_url, key, _ = live_endpoint
     port = base_url.split(":")[2].split("/")[0]
     out = tmp_path / "run-live"
@@ -174,8 +177,8 @@ def test_live_provider_over_real_http(tmp_path: Path, live_endpoint: tuple[str, 
               "GITHUB_REPOSITORY": "o/r", "GITHUB_RUN_ID": "7", "MATRIX_QA_ARTIFACT_NAME": "matrix-qa-artifacts"}
     proc = cli("run", "--provider", "live", "--model", "mock-model", "--base-url", base_url, "--model-timeout", "30",
                "--scenario", "canary", "--scenario", "matrix-thread-follow-up",
-               "--scenario", "matrix-session-lock-contention", "--output-dir", str(out), tmpdir=tmp_path,
-               env={"OPENAI_API_KEY": key, **github})
+               "--scenario", "matrix-session-lock-contention", "--output-dir", str(out), *flags, tmpdir=tmp_path,
+               env={"OPENAI_API_KEY": key, **github, **hs_env})
     assert proc.returncode == 0, proc.stderr
     summary = _summary(out)
     assert summary["environment"]["provider"] == {"mode": "live", "model": "mock-model",
@@ -217,21 +220,23 @@ def test_live_provider_wrong_key_is_exit_2_without_the_key(
 
 
 def test_nothing_withheld_in_proc_environ_of_the_fork_server_or_a_forked_bot_during_a_live_run(
-    tmp_path: Path, live_endpoint: tuple[str, str, Path]
+    tmp_path: Path, live_endpoint: tuple[str, str, Path], shared_homeserver_cli: tuple[list[str], dict[str, str]]
 ) -> None:
     """As an attacker beside the bot would look: /proc/<pid>/environ of every bot-side process of a live run
-    (the fork server, and the bots forked from it), read while they run."""
+    (the fork server, and the bots forked from it), read while they run. The homeserver is the session's, by URL:
+    its registration shared secret is then one the harness really uses (from its environment), not only planted."""
     import os
     import time
 
     base_url, key, _ = live_endpoint
-    registration = "reg-planted-" + secrets.token_hex(8)
+    flags, hs_env = shared_homeserver_cli
+    registration = hs_env.get("MATRIX_QA_REGISTRATION_SHARED_SECRET") or "reg-planted-" + secrets.token_hex(8)
     env = {**os.environ, "TMPDIR": str(tmp_path), "MATRIX_QA_LIVE_OPENAI_KEY": key,
            "MATRIX_QA_REGISTRATION_SHARED_SECRET": registration}
     env.pop("OPENAI_API_KEY", None)
     proc = subprocess.Popen([sys.executable, "-m", "qa.cli", "run", "--provider", "live", "--model", "mock-model",
                              "--base-url", base_url, "--scenario", "canary", "--scenario", "matrix-thread-follow-up",
-                             "--output-dir", str(tmp_path / "out")], cwd=REPO, env=env,
+                             "--output-dir", str(tmp_path / "out"), *flags], cwd=REPO, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     seen: dict[int, bytes] = {}
     deadline = time.monotonic() + 240

@@ -51,17 +51,23 @@ title: expects an answer the bot never gives
 steps:
   - send: {as: driver, mention: bot, body: "reply with only this exact marker: {token}", id: ask}
 
-  - expect_reply: {to: ask, body: "not what the model says"}
+  - expect_reply: {to: ask, body: "not what the model says", timeout: 8s}
 """
+# The timeout: a reply with another body is waited on for an edit that would finish it (a streamed draft) for the
+# rest of the step's time; the failure and its line are the same after 8 s as after the default 30 s.
 
 
-def test_a_failed_step_of_a_real_run_is_annotated_on_its_line(tmp_path: Path) -> None:
+def test_a_failed_step_of_a_real_run_is_annotated_on_its_line(
+        tmp_path: Path, shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+    # What is checked is the annotation of a failed step: the homeserver is the session's (the test above runs a
+    # project on a Synapse of its own).
+    flags, env = shared_homeserver_cli
     project = tmp_path / "repo"
     project.mkdir()
     made = cli("init", "--command", f"{{python}} {NIO_BOT}", "--ready-log", "^syncing as @", cwd=project)
     assert made.returncode == 0, made.stderr
     (project / "matrix-qa" / "scenarios" / "wrong.yaml").write_text(WRONG)
-    ran = cli("run", "--progress", "plain", "-k", "wrong", cwd=project, tmpdir=tmp_path)
+    ran = cli("run", "--progress", "plain", "-k", "wrong", *flags, cwd=project, tmpdir=tmp_path, env=env)
     assert ran.returncode == 1, ran.stdout + ran.stderr
     summary = project / "artifacts" / "matrix-qa" / "matrix-qa-summary.json"
     done = subprocess.run([sys.executable, "-m", "qa.report.annotations", str(summary), "--root", str(project)],

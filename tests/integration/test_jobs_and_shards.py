@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import pytest
 from qa.harness.plan import Shard
 from qa.shared.canary import CANARY
 from tests.integration.conftest import REPO, RunResult, borrowing, cli, our_processes, run_in_process
+from tests.integration.shared_fork_server import SessionForkServers
 from tests.integration.shared_synapse import SessionSynapse
 
 pytestmark = pytest.mark.integration
@@ -30,9 +32,12 @@ def _run(out_dir: Path, **options: Any) -> RunResult:
 
 
 @pytest.fixture(scope="module")
-def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, session_synapse: SessionSynapse) -> RunResult:
-    """The reference: the fast profile, one scenario at a time (on the session's Synapse, like the tests)."""
-    with borrowing(session_synapse):
+def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, session_synapse: SessionSynapse,
+                  session_fork_servers: SessionForkServers) -> RunResult:
+    """The reference: the fast profile, one scenario at a time (on the session's Synapse and fork server, like
+    the tests)."""
+    own_forks = os.environ.get("MATRIX_QA_TESTS_OWN_FORK_SERVER") == "1"  # as the autouse fixture (conftest)
+    with borrowing(session_synapse, None if own_forks else session_fork_servers):
         return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1)
 
 

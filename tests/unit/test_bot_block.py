@@ -48,6 +48,7 @@ bot:
   threadReplies: always
   syncTimeout: 2s
   approvalTimeout: 5s
+  decryptRetry: 3s
 steps:
   - send: {as: driver, body: hi, id: a}
   - set_bot_config: {bot: {allowlist: [helper], allowBots: all}, rooms: {side: {requireMention: true, allowlist: null}}}
@@ -71,7 +72,7 @@ FROZEN = [
         '"mentions", "allowlist": ["@helper:hs"]}, "!side:hs": {"requireMention": false, "allowBots": "all", '
         '"allowlist": ["@driver:hs", "@other:hs"]}, "!dm:hs": {"requireMention": false, "allowBots": "mention'
         's", "allowlist": ["@driver:hs", "@other:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
-        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'  # issue 27: facts only given when set
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0, "decryptRetry": 3.0}'  # issue 27: facts only given when set
     ),
     (
         '{"requireMention": false, "allowBots": "all", "allowlist": ["@helper:hs"], "knownBots": ["@helper:hs'
@@ -85,7 +86,7 @@ FROZEN = [
         'on": false, "allowBots": "all", "allowlist": ["@helper:hs"]}, "!side:hs": {"requireMention": true, "'
         'allowBots": "all", "allowlist": null}, "!dm:hs": {"requireMention": false, "allowBots": "all", "allo'
         'wlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
-        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0, "decryptRetry": 3.0}'
     ),
     (
         '{"requireMention": false, "allowBots": "all", "allowlist": ["@helper:hs"], "knownBots": ["@helper:hs'
@@ -99,7 +100,7 @@ FROZEN = [
         ':hs": {"requireMention": false, "allowBots": "off", "allowlist": ["@helper:hs"]}, "!side:hs": {"requ'
         'ireMention": true, "allowBots": "all", "allowlist": null}, "!dm:hs": {"requireMention": false, "allo'
         'wBots": "all", "allowlist": ["@helper:hs"]}}, "directRooms": ["!dm:hs"], "threadReplies": "always"'
-        ', "syncTimeout": 2.0, "approvalTimeout": 5.0}'
+        ', "syncTimeout": 2.0, "approvalTimeout": 5.0, "decryptRetry": 3.0}'
     ),
 ]
 FROZEN_NEEDS = [

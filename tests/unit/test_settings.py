@@ -27,7 +27,7 @@ DEFAULTS = {"requireMention": True, "allowBots": "off", "knownBots": [], "allowl
             "sessionLife": None, "textChunkLimit": 4000, "encryption": False, "streaming": "off", "toolProgress": "on",
             "mediaMaxBytes": 1_000_000, "roomKeys": "all", "autoJoin": "off", "autoJoinAllowlist": [],
             "dmRequireMention": False, "modelTimeout": None, "threadReplies": "inbound",
-            "syncTimeout": None, "approvalTimeout": None}
+            "syncTimeout": None, "approvalTimeout": None, "decryptRetry": None}
 
 
 def test_the_defaults_are_the_bots_own() -> None:
@@ -51,6 +51,7 @@ IMPLIED = [
     ("dmRequireMention", True, "policy", "bot.dmRequireMention"),
     ("threadReplies", "off", "policy", "bot.threadReplies"),
     ("approvalTimeout", "3s", "approvals", "bot.approvalTimeout"),
+    ("decryptRetry", "3s", "e2ee", "bot.decryptRetry"),
     # Issue 28: a bot that does not take the launch's model timeout skips the scenario with the reason.
     ("modelTimeout", "5s", "model-timeout", "bot.modelTimeout"),
 ]
