@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from qa.harness.botfile import BotFile, builtin_bot_file, load_bot_file
-from qa.harness.launch import LaunchFacts, build_launch, set_dotted
+from qa.harness.launch import LaunchFacts, build_launch, compiled_template, set_dotted
 from qa.kernel.errors import ConfigError
 
 
@@ -280,3 +280,15 @@ def test_a_contract_name_the_harness_inherited_never_reaches_a_bot_without_that_
     (tmp_path / "b.yaml").write_text('name: b\ncommand: ["run"]\n')
     plain = build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {}, {"MATRIX_QA_CONFIG": "/stray"})
     assert "MATRIX_QA_CONFIG" not in plain.env
+
+
+def test_a_template_is_compiled_once_per_text_and_an_edited_one_again(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", "a={{ scenario }} {{ 'x' | tojson }}\n")
+    compiled_template.cache_clear()
+    first = build_launch(bot, _facts(tmp_path), {}, {}).config_text
+    second = build_launch(bot, _facts(tmp_path, scenario_id="other"), {}, {}).config_text
+    assert (first, second) == ('a=canary "x"\n', 'a=other "x"\n')  # one compiled template, each its own facts
+    assert compiled_template.cache_info().misses == 1 and compiled_template.cache_info().hits == 1
+    (tmp_path / "t.j2").write_text("b={{ scenario }}\n")  # edited mid-run: read again, compiled anew
+    assert build_launch(bot, _facts(tmp_path), {}, {}).config_text == "b=canary\n"
+    assert compiled_template.cache_info().misses == 2
