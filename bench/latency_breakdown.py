@@ -14,6 +14,11 @@ split at its trace records, the bot's send, and Synapse waking the observer's /s
 request minus the mock's simulated latency; its `sdk` part is the bot's own time before the HTTP request
 leaves, `mock` the provider's handling. The hops start at the driver's HTTP request, so in an encrypted room
 the driver's key sharing before it (which the summary's figure includes) is in none of them.
+
+Then, per reply, ours (the bot's hops) against Synapse's (the four homeserver hops), and the ratio of the
+measured reply latency to the Synapse floor: a raw sender and receiver on the run's own Synapse, measured while
+the run goes on (bench/latency_probe/floor_probe.py; it adds a message every 0.25 s to the server's work).
+Goals (issue 29): ours <= 10 ms p50, the ratio <= 1.3.
 """
 
 from __future__ import annotations
@@ -96,6 +101,11 @@ def breakdown(trace: list[dict[str, Any]], http: list[dict[str, Any]], journal: 
     return rows
 
 
+def floor_samples(probe_dir: Path) -> list[dict[str, float]]:
+    path = probe_dir / "floor.jsonl"
+    return _jsonl(path) if path.exists() else []
+
+
 def analyze(output_dir: Path, probe_dir: Path) -> list[dict[str, float]]:
     http = [r for f in sorted(probe_dir.glob("http-*.jsonl")) for r in _jsonl(f)]
     journal = json.loads((output_dir / "provider-journal.json").read_text())
@@ -106,14 +116,52 @@ def analyze(output_dir: Path, probe_dir: Path) -> list[dict[str, float]]:
             for row in breakdown(_jsonl(trace), http, journal, seen)]
 
 
-def table(rows: list[dict[str, float]]) -> str:
+# The hops that add up to a reply, by whose they are (the "of which" rows are parts of the model request).
+OURS = [name for name, whose in HOPS if whose == "ours" and not name.startswith(" ")]
+SYNAPSES = [name for name, whose in HOPS if whose == "synapse"]
+TOTAL = HOPS[-1][0]
+
+
+def _p(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def table(rows: list[dict[str, float]], floor: list[dict[str, float]] | None = None) -> str:
     lines = [f"{len(rows)} replies", f"{'hop':42s} {'whose':8s} {'median':>7s} {'p90':>7s}"]
     for name, whose in HOPS:
         values = sorted(r[name] for r in rows)
         if values:
-            p90 = values[min(len(values) - 1, int(len(values) * 0.9))]
-            lines.append(f"{name:42s} {whose:8s} {statistics.median(values):7.1f} {p90:7.1f}")
+            lines.append(f"{name:42s} {whose:8s} {statistics.median(values):7.1f} {_p(values, 0.9):7.1f}")
+    if rows:
+        lines += summary(rows, floor or [])
     return "\n".join(lines)
+
+
+def summary(rows: list[dict[str, float]], floor: list[dict[str, float]]) -> list[str]:
+    """Ours against Synapse's per reply (each reply's hops summed, then the median), and the measured reply
+    latency against the floor: a raw sender and receiver on the same Synapse in the same run (floor_probe.py),
+    two of whose hops (a send, then the receiver's /sync waking) a reply needs at least: driver -> bot, then
+    bot -> observer."""
+    ours = [sum(r[name] for name in OURS) for r in rows]
+    synapse = [sum(r[name] for name in SYNAPSES) for r in rows]
+    total = [r[TOTAL] for r in rows]
+    lines = ["per reply (hops summed, then median / p90):",
+             f"  {'ours':40s} {statistics.median(ours):7.1f} {_p(ours, 0.9):7.1f}   goal <= 10 ms p50",
+             f"  {'Synapse':40s} {statistics.median(synapse):7.1f} {_p(synapse, 0.9):7.1f}"]
+    if not floor:
+        return [*lines, "Synapse floor: not measured (run without --analyze, or no floor.jsonl in the probe dir)"]
+    hop = [f["t2"] - f["t0"] for f in floor]
+    send = [f["t1"] - f["t0"] for f in floor]
+    wake = [f["t2"] - f["t1"] for f in floor]
+    floor_reply = 2 * statistics.median(hop)
+    ratio = statistics.median(total) / floor_reply
+    return [*lines,
+            f"Synapse floor, raw sender and receiver in the same run ({len(floor)} messages): "
+            f"send {statistics.median(send):.1f} ms + /sync wakes {statistics.median(wake):.1f} ms = one hop "
+            f"{statistics.median(hop):.1f} ms p50 ({_p(hop, 0.9):.1f} p90); a reply needs two: {floor_reply:.1f} ms",
+            f"ratio reply latency p50 / floor: {statistics.median(total):.1f} / {floor_reply:.1f} = {ratio:.2f}"
+            f"   goal <= 1.3"]
 
 
 def main() -> int:
@@ -124,20 +172,23 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="more arguments for matrix-qa run (after --)")
     args = parser.parse_args()
     if args.analyze:
-        print(table(analyze(*args.analyze)))
+        print(table(analyze(*args.analyze), floor_samples(args.analyze[1])))
         return 0
     rows: list[dict[str, float]] = []
+    floor: list[dict[str, float]] = []
     for _ in range(args.runs):
         work = Path(tempfile.mkdtemp(prefix="latency-breakdown-"))
         (work / "probe").mkdir()
-        env = {**os.environ, "MATRIX_QA_LATENCY_PROBE": str(work / "probe"),
+        env = {**os.environ, "MATRIX_QA_LATENCY_PROBE": str(work / "probe"), "MATRIX_QA_LATENCY_FLOOR": "1",
                "PYTHONPATH": os.pathsep.join([str(REPO), str(PROBE), os.environ.get("PYTHONPATH", "")])}
         cmd = [sys.executable, "-m", "qa.cli", "run", "--output-dir", str(work / "out"), "--jobs", str(args.jobs),
                *args.extra]
         done = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
-        print(next((line for line in done.stdout.splitlines() if line.startswith("reply latency")), "no latency"))
+        said = (done.stdout + done.stderr).splitlines()
+        print(next((line for line in said if line.lstrip().startswith("reply latency")), "no latency line"))
         rows += analyze(work / "out", work / "probe")
-    print(table(rows))
+        floor += floor_samples(work / "probe")
+    print(table(rows, floor))
     return 0
 
 

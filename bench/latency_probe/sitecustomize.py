@@ -4,7 +4,8 @@ PYTHONPATH, and inert unless MATRIX_QA_LATENCY_PROBE names a directory.
 Every process of the run (harness, bots; they inherit PYTHONPATH) appends one JSON line per HTTP request to
 <dir>/http-<pid>.jsonl: method, URL without query (so no access token), CLOCK_MONOTONIC ms at start and when
 the response headers arrived, and for a Matrix send the event id it created. aiohttp covers matrix-nio, httpx2
-covers the openai SDK.
+covers the openai SDK. With MATRIX_QA_LATENCY_FLOOR set, the harness also measures the Synapse floor
+(floor_probe.py).
 """
 
 from __future__ import annotations
@@ -66,3 +67,9 @@ def _install(directory: str) -> None:
 
 if _DIR:
     _install(_DIR)
+    # The Synapse floor (floor_probe.py) runs in the harness only: the one process started with this variable,
+    # which it takes out of the environment at once so that no bot or homeserver inherits it.
+    if os.environ.pop("MATRIX_QA_LATENCY_FLOOR", None):
+        import floor_probe
+
+        floor_probe.install(_DIR)

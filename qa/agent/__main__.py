@@ -68,12 +68,16 @@ async def _main(config_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reload.install(config_path, bot, trace)
+    warming: asyncio.Task[None] | None = None
     try:
-        # Warm the model client while logging in (adopting the handed session needs no request; a password login
-        # is a round trip, as is the warm-up, and neither needs the other).
-        _, warm_error = await asyncio.gather(bot.login(), model.warm_up())
-        trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
+        await bot.login()
         runner = asyncio.create_task(bot.run(), name="sync")
+        # Warm the model client beside the first sync, not before it: the warm-up (a round trip to the provider
+        # and the SDK's lazy loading) and the first sync and joins (round trips to the homeserver) need nothing of
+        # each other, and readiness waited for the warm-up (30-90 ms of every boot). Started after the sync task,
+        # so the /sync request leaves before the SDK's loading takes the CPU. The first message, which needs the
+        # model, comes a round trip after `ready` at the earliest.
+        warming = asyncio.create_task(_warm_up(model, trace), name="model-warm-up")
         stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
@@ -83,11 +87,19 @@ async def _main(config_path: Path) -> int:
         trace.emit("stop", reason="signal")
         return 0
     finally:
+        if warming is not None:
+            warming.cancel()
+            await asyncio.gather(warming, return_exceptions=True)
         await bot.sessions.close()
         release_all_held()
         await model.close()
         await bot.close()
         trace.close()
+
+
+async def _warm_up(model: ModelClient, trace: Trace) -> None:
+    warm_error = await model.warm_up()
+    trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
 
 
 def main() -> int:

@@ -147,6 +147,11 @@ def build_synapse_config(
         "trusted_key_servers": [],
         "suppress_key_server_warning": True,
         "federation_domain_whitelist": [],
+        # No federation sender either: with it, every event Synapse stores is queued, looked at and dropped for
+        # want of a remote server (213 "did not have cached prev group" lines in one fast-profile run), on the
+        # one thread that serves the scenarios. An empty list turns it off (the main process keeps only an
+        # in-memory queue for workers that never come).
+        "federation_sender_instances": [],
         "url_preview_enabled": False,
         # Test users log in constantly; the default 12 rounds costs ~250 ms per login.
         "bcrypt_rounds": 4,

@@ -65,3 +65,22 @@ def test_a_reply_after_an_approval_is_left_out() -> None:
 def test_a_reply_whose_answer_was_never_observed_is_left_out() -> None:
     trace, http, journal, _ = _reply()
     assert lb.breakdown(trace, http, journal, {}) == []
+
+
+def test_the_summary_sums_each_side_of_a_reply_without_counting_the_parts_twice() -> None:
+    [row] = lb.breakdown(*_reply())
+    floor = [{"t0": 0, "t1": 40, "t2": 100}, {"t0": 0, "t1": 60, "t2": 200}, {"t0": 0, "t1": 50, "t2": 150}]
+    lines = lb.summary([row], floor)
+    # ours: 13 + 4 + 8 + 66 + 32 + 64 (the model's "of which" rows are inside its 66); Synapse: 10 + 20 + 128 + 256
+    assert lines[1].split()[:3] == ["ours", "187.0", "187.0"]
+    assert lines[2].split()[:3] == ["Synapse", "414.0", "414.0"]
+    # the floor: one hop's median (150 ms: send 50 + wake 100) twice, against the reply's total of 601 ms
+    assert "send 50.0 ms + /sync wakes 100.0 ms = one hop 150.0 ms p50" in lines[3]
+    assert "a reply needs two: 300.0 ms" in lines[3]
+    assert lines[4].startswith("ratio reply latency p50 / floor: 601.0 / 300.0 = 2.00")
+
+
+def test_without_a_floor_the_summary_says_it_was_not_measured() -> None:
+    [row] = lb.breakdown(*_reply())
+    assert lb.summary([row], [])[-1].startswith("Synapse floor: not measured")
+    assert "ratio" not in lb.table([row])

@@ -9,7 +9,14 @@ from pathlib import Path
 import pytest
 
 from qa.harness.botfile import BotFile, builtin_bot_file, load_bot_file
-from qa.harness.launch import LaunchFacts, build_launch, set_dotted
+from qa.harness.launch import (
+    Launch,
+    LaunchFacts,
+    build_launch,
+    compiled_template,
+    set_dotted,
+    template_context,
+)
 from qa.kernel.errors import ConfigError
 
 
@@ -280,3 +287,40 @@ def test_a_contract_name_the_harness_inherited_never_reaches_a_bot_without_that_
     (tmp_path / "b.yaml").write_text('name: b\ncommand: ["run"]\n')
     plain = build_launch(load_bot_file(tmp_path / "b.yaml"), _facts(tmp_path), {}, {"MATRIX_QA_CONFIG": "/stray"})
     assert "MATRIX_QA_CONFIG" not in plain.env
+
+
+def test_a_template_is_compiled_once_per_text_and_an_edited_one_again(tmp_path: Path) -> None:
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", "a={{ scenario }} {{ 'x' | tojson }}\n")
+    compiled_template.cache_clear()
+    first = build_launch(bot, _facts(tmp_path), {}, {}).config_text
+    second = build_launch(bot, _facts(tmp_path, scenario_id="other"), {}, {}).config_text
+    assert (first, second) == ('a=canary "x"\n', 'a=other "x"\n')  # one compiled template, each its own facts
+    assert compiled_template.cache_info().misses == 1 and compiled_template.cache_info().hits == 1
+    (tmp_path / "t.j2").write_text("b={{ scenario }}\n")  # edited mid-run: read again, compiled anew
+    assert build_launch(bot, _facts(tmp_path), {}, {}).config_text == "b=canary\n"
+    assert compiled_template.cache_info().misses == 2
+
+
+def test_the_later_contract_variables_and_facts_reach_the_bot(tmp_path: Path) -> None:
+    # Exec dir, model timeout, extra accounts and a registration token: set exactly when given, named exactly.
+    template = "{{ accounts | tojson }} g{{ config_generation }}\n"
+    bot = _bot(tmp_path, "name: b\ncommand: [x]\nconfig_template: t.j2\n", template)
+    plain = build_launch(bot, _facts(tmp_path), {}, {})
+    assert plain.env["MATRIX_QA_EXEC_DIR"] == str(tmp_path / "state" / "exec")  # beside the bot's state by default
+    assert not {"MATRIX_QA_MODEL_TIMEOUT_S", "MATRIX_QA_ACCOUNTS", "MATRIX_QA_REGISTRATION_TOKEN"} & set(plain.env)
+    assert plain.values["config"] == str(plain.config_path) and plain.config_text == "{} g1\n"
+    accounts = {"zed": {"user_id": "@z:localhost"}, "amy": {"user_id": "@a:localhost"}}  # not in key order
+    full = build_launch(bot, _facts(tmp_path, exec_dir=tmp_path / "elsewhere", provider_timeout_s=2.5,
+                                    accounts=accounts, registration_token="reg-tok-123"), {}, {})
+    assert full.env["MATRIX_QA_EXEC_DIR"] == str(tmp_path / "elsewhere")
+    assert full.env["MATRIX_QA_MODEL_TIMEOUT_S"] == "2.5"
+    assert full.env["MATRIX_QA_ACCOUNTS"] == '{"amy": {"user_id": "@a:localhost"}, "zed": {"user_id": "@z:localhost"}}'
+    assert full.env["MATRIX_QA_REGISTRATION_TOKEN"] == "reg-tok-123"
+    assert full.config_text == '{"zed": {"user_id": "@z:localhost"}, "amy": {"user_id": "@a:localhost"}} g1\n'
+
+
+def test_a_launch_without_a_template_has_an_empty_config_placeholder(tmp_path: Path) -> None:
+    launch = build_launch(_bot(tmp_path, "name: b\ncommand: [x]\n"), _facts(tmp_path), {}, {})
+    assert launch.values["config"] == "" and launch.config_path is None
+    assert Launch(argv=[], env={}, cwd=tmp_path, config_path=None, config_text=None).values == {}
+    assert template_context(builtin_bot_file(), _facts(tmp_path), None)["config_generation"] == 1  # the first

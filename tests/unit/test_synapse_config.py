@@ -112,6 +112,7 @@ def test_harness_settings(tmp_path: Path) -> None:
     assert config["report_stats"] is False
     assert config["trusted_key_servers"] == []
     assert config["federation_domain_whitelist"] == []
+    assert config["federation_sender_instances"] == []
     assert config["bcrypt_rounds"] == 4
     assert config["presence"] == {"enabled": False}
     assert config["caches"]["sync_response_cache_duration"] == 0
@@ -145,6 +146,7 @@ def test_synapse_reads_the_other_settings_as_intended(tmp_path: Path) -> None:
     assert parsed.caches.sync_response_cache_duration.as_millis() == 0
     assert parsed.key.key_servers == []
     assert parsed.federation.federation_domain_whitelist == {}
+    assert parsed.worker.send_federation is False  # the sender off: nothing queued per event for nobody
     assert parsed.background_updates.sleep_duration_ms >= 100_000
     assert parsed.background_updates.min_batch_size >= 100_000
 
