@@ -96,6 +96,25 @@ async def login_for_token(base_url: str, user_id: str, password: str) -> tuple[s
         await client.close()
 
 
+async def _put_direct(client: AsyncClient, who: str, content: dict[str, list[str]]) -> None:
+    path = Api._build_path(["user", client.user_id, "account_data", "m.direct"],
+                           {"access_token": client.access_token})
+    resp = await client.send("PUT", path, json.dumps(content), headers={"Content-Type": "application/json"})
+    if resp.status != 200:
+        raise HomeserverError(f"{who} could not set m.direct: HTTP {resp.status}")
+
+
+async def put_direct_as(base_url: str, user_id: str, access_token: str, content: dict[str, list[str]]) -> None:
+    """Replace someone else's m.direct (the bot under test's) through a session the harness made for it, with a
+    client of its own that is closed without logging out: the session stays the bot's."""
+    client = AsyncClient(base_url, user_id, config=AsyncClientConfig(request_timeout=30))
+    client.access_token, client.user_id = access_token, user_id  # nio sets user_id only when it logs in itself
+    try:
+        await _put_direct(client, "the bot's account", content)
+    finally:
+        await client.close()
+
+
 class _TestUserStore(DefaultStore):
     """nio's crypto store with SQLite's fsyncs off: a test user's store lives as long as its run, and nio writes
     it synchronously on the harness's event loop (every sync that brings keys, every encrypted send), where
@@ -201,12 +220,11 @@ class Actor:
 
     async def mark_direct(self, other: str, room_id: str) -> None:
         """List the room as a DM with `other` in this user's m.direct account data, as clients do."""
-        path = Api._build_path(["user", self.user_id, "account_data", "m.direct"],
-                               {"access_token": self.client.access_token})
-        resp = await self.client.send("PUT", path, json.dumps({other: [room_id]}),
-                                      headers={"Content-Type": "application/json"})
-        if resp.status != 200:
-            raise HomeserverError(f"{self.name} could not set m.direct: HTTP {resp.status}")
+        await self.set_direct({other: [room_id]})
+
+    async def set_direct(self, content: dict[str, list[str]]) -> None:
+        """Replace this user's whole m.direct account data ({other user: [room id, ...]})."""
+        await _put_direct(self.client, self.name, content)
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.kernel.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

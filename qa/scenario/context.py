@@ -83,6 +83,8 @@ class ScenarioContext:
     account: str | None = None
     # `registration: token`: the accounts the bot registers itself have localparts starting with this.
     registered_prefix: str | None = None
+    # The session the harness made for the bot's account (its launch token): set_m_direct writes as the bot with it.
+    bot_access_token: str | None = None
 
     @property
     def bot_ids(self) -> BotIdentity:

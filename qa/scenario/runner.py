@@ -321,7 +321,7 @@ async def _provision(
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
-        registered_prefix=res.bot_file.registration_prefix,
+        registered_prefix=res.bot_file.registration_prefix, bot_access_token=token,
     )
 
 

@@ -117,6 +117,18 @@ steps:
     ("steps:\n  - expect_membership: {membership: banned}\n", ["steps[0].expect_membership.membership"]),
     ("steps:\n  - kick: {as: bot}\n", ["steps[0].kick.as", "name a test actor"]),
     ("bot: {autoJoin: sometimes}\nsteps:\n  - send: {as: driver, body: hi}\n", ["bot.autoJoin"]),
+    ("steps:\n  - set_m_direct: {as: bot, rooms: {driver: [nowhere]}}\n",
+     ["s.yaml:6", "steps[0].set_m_direct.rooms.driver[0]", "unknown room 'nowhere'"]),
+    ("steps:\n  - set_m_direct: {as: bot, rooms: {stranger: [main]}}\n",
+     ["steps[0].set_m_direct.rooms.stranger", "unknown actor 'stranger'"]),
+    ("steps:\n  - set_m_direct: {as: nobody, rooms: {driver: [main]}}\n",
+     ["steps[0].set_m_direct.as", "unknown actor 'nobody'"]),
+    ("steps:\n  - set_m_direct: {as: driver, rooms: {driver: [main]}}\n",
+     ["steps[0].set_m_direct.rooms.driver", "cannot have a direct chat with itself"]),
+    ("steps:\n  - set_m_direct: {as: bot, rooms: {driver: []}}\n",
+     ["steps[0].set_m_direct.rooms.driver", "lists no room"]),
+    ("steps:\n  - set_m_direct: {as: bot, rooms: {driver: main}}\n", ["steps[0].set_m_direct.rooms.driver"]),
+    ("steps:\n  - set_m_direct: {as: bot}\n", ["steps[0].set_m_direct.rooms", "required"]),
 ])
 def test_bad_membership_and_config_steps_name_file_line_and_field(tmp_path: Path, body: str,
                                                                   fragments: list[str]) -> None:
