@@ -10,6 +10,7 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from nio import (
     RoomPreset,
     RoomSendError,
     RoomSendResponse,
+    ShareGroupSessionResponse,
     SyncError,
     UploadResponse,
 )
@@ -35,6 +37,7 @@ from qa.evidence.events import describe_event
 from qa.kernel.clock import mono_ms
 from qa.kernel.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
 from qa.kernel.errors import HomeserverError, InfraError
+from qa.shared.olm import sent_bodies
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -127,6 +130,20 @@ class _TestUserStore(DefaultStore):
                               pragmas={"foreign_keys": 1, "secure_delete": 1, "synchronous": 0})
 
 
+class _TestUserClient(AsyncClient):
+    """nio's client, telling whoever asks (the fault proxy's `hold_to_device: m.room_key`) the Olm ciphertexts
+    of each room key it shares: nio sends a Megolm session's shares as requests answered by a
+    ShareGroupSessionResponse, and only those, so the response class marks them."""
+
+    on_room_keys: Callable[[set[str]], None] | None = None
+
+    async def _send(self, response_class: type, method: str, path: str, data: Any = None,
+                    *args: Any, **kwargs: Any) -> Any:
+        if response_class is ShareGroupSessionResponse and self.on_room_keys is not None:
+            self.on_room_keys(sent_bodies(data))
+        return await super()._send(response_class, method, path, data, *args, **kwargs)
+
+
 class Actor:
     def __init__(
         self, name: str, base_url: str, user_id: str, password: str, store_dir: Path, *, encryption: bool = False
@@ -137,7 +154,7 @@ class Actor:
         self._encryption = encryption
         store_dir.mkdir(parents=True, exist_ok=True)
         # Encryption on means a real Olm/Megolm identity with its own crypto store for this test user.
-        self.client = AsyncClient(
+        self.client = _TestUserClient(
             base_url, user_id, store_path=str(store_dir),
             config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45, store=_TestUserStore),
         )
@@ -215,8 +232,10 @@ class Actor:
 
     def second_device(self, device: str, store_dir: Path) -> Actor:
         """Another device of this actor's user, with its own crypto store (login_device)."""
-        return Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password, store_dir,
-                     encryption=self._encryption)
+        device_actor = Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password,
+                             store_dir, encryption=self._encryption)
+        device_actor.client.on_room_keys = self.client.on_room_keys
+        return device_actor
 
     async def mark_direct(self, other: str, room_id: str) -> None:
         """List the room as a DM with `other` in this user's m.direct account data, as clients do."""

@@ -289,6 +289,8 @@ async def _provision(
         # Only the bot goes through the proxy: the test users must see the homeserver as it really is.
         holder["faults"] = FaultProxy(hs.base_url, scenario.faults)
         bot_homeserver = await holder["faults"].start()
+        for actor in actors.values():  # hold_to_device: m.room_key knows a room key by what its sharer reported
+            actor.client.on_room_keys = holder["faults"].note_room_keys
     facts = LaunchFacts(
         homeserver_url=bot_homeserver, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
         password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,

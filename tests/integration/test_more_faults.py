@@ -43,6 +43,9 @@ async def test_the_new_fault_scenarios_pass(run_qa) -> None:
     late = result.scenario("matrix-e2ee-late-room-key")
     actions = [(h["rule"], h["action"]) for h in late["faultHits"]]
     assert ("room-key-late", "hold-to-device") in actions and ("room-key-late", "release-to-device") in actions
+    # Only the room key was kept (hold_to_device: m.room_key), known by the ciphertext the driver's client shared.
+    kept = [h["what"] for h in late["faultHits"] if h["action"] == "hold-to-device"]
+    assert kept and all(w.endswith("room key(s) the test users shared") for w in kept), kept
 
 
 async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
