@@ -129,6 +129,12 @@ steps:
      ["steps[0].set_m_direct.rooms.driver", "lists no room"]),
     ("steps:\n  - set_m_direct: {as: bot, rooms: {driver: main}}\n", ["steps[0].set_m_direct.rooms.driver"]),
     ("steps:\n  - set_m_direct: {as: bot}\n", ["steps[0].set_m_direct.rooms", "required"]),
+    ("steps:\n  - expect_trace: {type: error, growing: retryInS}\n",
+     ["s.yaml:6", "steps[0].expect_trace.growing", "give `at_least`"]),
+    ("steps:\n  - expect_trace: {type: error, at_least: 1}\n",
+     ["steps[0].expect_trace.at_least", "greater than or equal to 2"]),
+    ("steps:\n  - expect_trace: {type: error, at_least: 2, growing: retry in s}\n",
+     ["steps[0].expect_trace.growing"]),
 ])
 def test_bad_membership_and_config_steps_name_file_line_and_field(tmp_path: Path, body: str,
                                                                   fragments: list[str]) -> None:
