@@ -236,7 +236,8 @@ class MatrixBot:
 
     def _misclassify_direct(self, room_id: str) -> None:
         """The test-only `two-members-is-dm`: a room with two joined members counted as a direct chat, the way
-        bots guess DMs by head count. Correct: only an invite flagged is_direct makes one (qa.agent.membership)."""
+        bots guess DMs by head count. Correct: an invite flagged is_direct, or the bot's m.direct confirmed by the
+        room's members (qa.agent.membership)."""
         room = self.client.rooms.get(room_id) if self._config.mutated("two-members-is-dm") else None
         if room is not None and room.joined_count == 2:
             self.membership.direct_rooms.add(room_id)
