@@ -63,6 +63,8 @@ def test_what_came_before_our_latest_join_in_a_batch_is_backlog() -> None:
               _member(BOT, "join"), _message(3)]
     assert backlog_cutoff(events, BOT) == 5
     assert backlog_cutoff([_message(1), _member("@dan:hs", "join")], BOT) == 0  # someone else's join
+    assert backlog_cutoff([_message(1), _member(BOT, "join")], BOT) == 2  # the join is the batch's last event
+    assert backlog_cutoff([_member(BOT, "join"), _message(1)], BOT) == 1  # ... or its first
 
 
 def test_left_room_names_who_removed_the_bot_and_why() -> None:
@@ -165,6 +167,10 @@ def test_membership_takes_m_direct_from_account_data_and_checks_it_against_the_r
     membership = Membership(tmp_path, BOT, trace)
     members = {"!pair:hs": (2, {BOT, DRIVER}), "!crowd:hs": (3, {BOT, DRIVER, ALICE}), "!left:hs": (2, {BOT, DRIVER})}
     membership.room_members = members.get
+    # Before the Matrix edge says who is in a room, no room is a DM by m.direct (and asking does not fail).
+    fresh = Membership(tmp_path, BOT, Trace(None))
+    fresh.m_direct = {DRIVER: ["!pair:hs"]}
+    assert not fresh.is_direct("!pair:hs")
     assert not membership.is_direct("!pair:hs")  # no m.direct yet
     membership.on_account_data([SimpleNamespace(type="m.tag", content={}),
                                 SimpleNamespace(type="m.direct", content={DRIVER: ["!pair:hs", "!crowd:hs"],
@@ -185,3 +191,28 @@ def test_membership_takes_m_direct_from_account_data_and_checks_it_against_the_r
     trace.close()
     records = [json.loads(line) for line in trace_path.read_text().splitlines()]
     assert [(r["type"], r["users"], r["rooms"]) for r in records] == [("m.direct", 2, 3), ("m.direct", 1, 1)]
+
+
+class _RefusingClient(_Client):
+    async def join(self, room_id: str) -> Any:
+        self.calls.append(("join", room_id))
+        return type("JoinError", (), {"message": "no such room"})()
+
+
+async def test_a_refused_join_is_traced_with_the_servers_reason_and_not_remembered(tmp_path: Path) -> None:
+    trace_path = tmp_path / "trace.jsonl"
+    trace = Trace(trace_path)
+    membership = Membership(tmp_path, BOT, trace)
+    invites = {"!known:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@x:hs", is_direct=True)])}
+    assert await membership.on_invites(_RefusingClient(), invites, _config()) == set()
+    # Our own decline first, a removal after it: the decline is skipped, the removal still traced.
+    membership.on_leaves({"!spam:hs": SimpleNamespace(timeline=SimpleNamespace(events=[_member(BOT, "leave")])),
+                          "!gone:hs": SimpleNamespace(timeline=SimpleNamespace(events=[
+                              _member(BOT, "leave", sender="@dan:hs")]))})
+    trace.close()
+    records = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    assert [(r["type"], r["roomId"], r.get("error")) for r in records] == [
+        ("invite", "!known:hs", "no such room"), ("membership", "!gone:hs", None)]
+    assert membership.direct_rooms == set()
+    # An invite whose event names no sender: nobody to credit, not a made-up name.
+    assert invite_facts([SimpleNamespace(state_key=BOT, membership="invite", content=None)], BOT) == ("", False)
