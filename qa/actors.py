@@ -10,6 +10,7 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ from nio import (
     RoomPreset,
     RoomSendError,
     RoomSendResponse,
+    ShareGroupSessionResponse,
     SyncError,
     UploadResponse,
 )
@@ -35,6 +37,7 @@ from qa.evidence.events import describe_event
 from qa.kernel.clock import mono_ms
 from qa.kernel.e2ee import ENCRYPTION_STATE, MEGOLM, event_view, maintain_keys
 from qa.kernel.errors import HomeserverError, InfraError
+from qa.shared.olm import sent_bodies
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
@@ -96,6 +99,25 @@ async def login_for_token(base_url: str, user_id: str, password: str) -> tuple[s
         await client.close()
 
 
+async def _put_direct(client: AsyncClient, who: str, content: dict[str, list[str]]) -> None:
+    path = Api._build_path(["user", client.user_id, "account_data", "m.direct"],
+                           {"access_token": client.access_token})
+    resp = await client.send("PUT", path, json.dumps(content), headers={"Content-Type": "application/json"})
+    if resp.status != 200:
+        raise HomeserverError(f"{who} could not set m.direct: HTTP {resp.status}")
+
+
+async def put_direct_as(base_url: str, user_id: str, access_token: str, content: dict[str, list[str]]) -> None:
+    """Replace someone else's m.direct (the bot under test's) through a session the harness made for it, with a
+    client of its own that is closed without logging out: the session stays the bot's."""
+    client = AsyncClient(base_url, user_id, config=AsyncClientConfig(request_timeout=30))
+    client.access_token, client.user_id = access_token, user_id  # nio sets user_id only when it logs in itself
+    try:
+        await _put_direct(client, "the bot's account", content)
+    finally:
+        await client.close()
+
+
 class _TestUserStore(DefaultStore):
     """nio's crypto store with SQLite's fsyncs off: a test user's store lives as long as its run, and nio writes
     it synchronously on the harness's event loop (every sync that brings keys, every encrypted send), where
@@ -108,6 +130,20 @@ class _TestUserStore(DefaultStore):
                               pragmas={"foreign_keys": 1, "secure_delete": 1, "synchronous": 0})
 
 
+class _TestUserClient(AsyncClient):
+    """nio's client, telling whoever asks (the fault proxy's `hold_to_device: m.room_key`) the Olm ciphertexts
+    of each room key it shares: nio sends a Megolm session's shares as requests answered by a
+    ShareGroupSessionResponse, and only those, so the response class marks them."""
+
+    on_room_keys: Callable[[set[str]], None] | None = None
+
+    async def _send(self, response_class: type, method: str, path: str, data: Any = None,
+                    *args: Any, **kwargs: Any) -> Any:
+        if response_class is ShareGroupSessionResponse and self.on_room_keys is not None:
+            self.on_room_keys(sent_bodies(data))
+        return await super()._send(response_class, method, path, data, *args, **kwargs)
+
+
 class Actor:
     def __init__(
         self, name: str, base_url: str, user_id: str, password: str, store_dir: Path, *, encryption: bool = False
@@ -118,7 +154,7 @@ class Actor:
         self._encryption = encryption
         store_dir.mkdir(parents=True, exist_ok=True)
         # Encryption on means a real Olm/Megolm identity with its own crypto store for this test user.
-        self.client = AsyncClient(
+        self.client = _TestUserClient(
             base_url, user_id, store_path=str(store_dir),
             config=AsyncClientConfig(encryption_enabled=encryption, request_timeout=45, store=_TestUserStore),
         )
@@ -196,17 +232,18 @@ class Actor:
 
     def second_device(self, device: str, store_dir: Path) -> Actor:
         """Another device of this actor's user, with its own crypto store (login_device)."""
-        return Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password, store_dir,
-                     encryption=self._encryption)
+        device_actor = Actor(f"{self.name}.{device}", str(self.client.homeserver), self.user_id, self._password,
+                             store_dir, encryption=self._encryption)
+        device_actor.client.on_room_keys = self.client.on_room_keys
+        return device_actor
 
     async def mark_direct(self, other: str, room_id: str) -> None:
         """List the room as a DM with `other` in this user's m.direct account data, as clients do."""
-        path = Api._build_path(["user", self.user_id, "account_data", "m.direct"],
-                               {"access_token": self.client.access_token})
-        resp = await self.client.send("PUT", path, json.dumps({other: [room_id]}),
-                                      headers={"Content-Type": "application/json"})
-        if resp.status != 200:
-            raise HomeserverError(f"{self.name} could not set m.direct: HTTP {resp.status}")
+        await self.set_direct({other: [room_id]})
+
+    async def set_direct(self, content: dict[str, list[str]]) -> None:
+        """Replace this user's whole m.direct account data ({other user: [room id, ...]})."""
+        await _put_direct(self.client, self.name, content)
 
     async def send(self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message") -> str:
         # Trust on first use (see qa.kernel.e2ee): unverified devices get the room key. Plain rooms ignore the flag.

@@ -103,6 +103,10 @@ class Stream(Generic[T]):
                 return item
         return None
 
+    def matching(self, predicate: Callable[[T], bool], start: int = 0) -> list[T]:
+        """Every held item from `start` on that the predicate accepts, in order."""
+        return [item for item in self._held(start) if predicate(item)]
+
     async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0) -> T:
         if self._once:
             return await self._wait_offered(predicate, timeout_s, what, start)

@@ -69,6 +69,7 @@ class MatrixBot:
         self._joined: set[str] = set()
         self._pinned: dict[tuple[str, str], str] = {}  # only for the first-megolm-session-only mutation
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
+        self.membership.room_members = self._room_members
         self.sender = Sender(lambda: self._config, lambda: self.client, self.e2ee, trace)
         self.router = EventRouter(lambda: self._config, trace, self.e2ee, self.membership, self.sender.sent)
 
@@ -149,6 +150,8 @@ class MatrixBot:
             failures = 0
             self._joined |= await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
             self.membership.on_leaves(resp.rooms.leave)
+            # Before the rooms: a batch's messages are judged with the m.direct written before them.
+            self.membership.on_account_data(resp.account_data_events)
             # The test-only catchupAsHistory takes every start's first batch for history (messages sent while
             # the bot was down are lost), as bots that "skip the initial sync" do.
             batch_is_history = (history_first or self._config.catchup_as_history) and first
@@ -229,9 +232,16 @@ class MatrixBot:
                          reason=UNDECRYPTABLE, sessionId=session)
         return True
 
+    def _room_members(self, room_id: str) -> tuple[int, set[str]] | None:
+        room = self.client.rooms.get(room_id)
+        if room is None:
+            return None
+        return room.joined_count, {user for user, member in room.users.items() if not member.invited}
+
     def _misclassify_direct(self, room_id: str) -> None:
         """The test-only `two-members-is-dm`: a room with two joined members counted as a direct chat, the way
-        bots guess DMs by head count. Correct: only an invite flagged is_direct makes one (qa.agent.membership)."""
+        bots guess DMs by head count. Correct: an invite flagged is_direct, or the bot's m.direct confirmed by the
+        room's members (qa.agent.membership)."""
         room = self.client.rooms.get(room_id) if self._config.mutated("two-members-is-dm") else None
         if room is not None and room.joined_count == 2:
             self.membership.direct_rooms.add(room_id)

@@ -6,13 +6,20 @@ restarted bot still serves a room it joined by invite and still knows its DMs), 
 
   invite      {roomId, inviter, direct, decision: joined|declined, reason}
   membership  {roomId, membership: leave|ban, by, reason?}   the bot was removed (or left) — it stops there
+  m.direct    {users, rooms}   the bot's own m.direct account data arrived (how many users and rooms it lists)
+
+Direct chats: an invite flagged is_direct makes one (kept in membership.json). The bot's own `m.direct` account
+data is a hint only, taken when the room really is a chat of two: `direct_partner` names the listed user only
+while the room has exactly two joined members, the bot and that user. Clients never prune m.direct, so an entry
+outlives the person's leaving and other people's joining; trusted blindly it would turn a group room into a
+DM, where the bot answers every message unmentioned.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,6 +87,31 @@ def left_room(timeline: list[Any], user_id: str) -> dict[str, Any] | None:
     return None
 
 
+def parse_m_direct(content: Any) -> dict[str, list[str]]:
+    """m.direct's content ({user id: [room id, ...]}) with anything malformed left out: account data is written
+    by any client of the account and is not checked by the server."""
+    if not isinstance(content, dict):
+        return {}
+    return {user: [room for room in rooms if isinstance(room, str)]
+            for user, rooms in content.items() if isinstance(user, str) and isinstance(rooms, list)}
+
+
+def direct_partner(m_direct: dict[str, list[str]], room_id: str, own_id: str, joined: Collection[str],
+                   joined_count: int) -> str | None:
+    """The user m.direct lists this room for, when the room is a chat of exactly two: the bot and that user,
+    both joined. None for a stale entry (the user left, or others joined) or a room m.direct does not list."""
+    if joined_count != 2 or own_id not in joined:
+        return None
+    for user, rooms in m_direct.items():
+        if user != own_id and room_id in rooms and user in joined:
+            return user
+    return None
+
+
+# A room's joined members as the client knows them: (joined count, joined user ids); None for a room not known.
+RoomMembers = Callable[[str], tuple[int, Collection[str]] | None]
+
+
 class Membership:
     """Rooms joined at run time and direct chats, persisted; joins, declines and removals, traced."""
 
@@ -89,6 +121,8 @@ class Membership:
         self._trace = trace
         self.runtime_rooms: set[str] = set()
         self.direct_rooms: set[str] = set()
+        self.m_direct: dict[str, list[str]] = {}  # the bot's own m.direct account data, as last synced
+        self.room_members: RoomMembers = lambda _room_id: None  # the Matrix edge sets it (qa.agent.matrix)
         if not forget and self._path.exists():
             try:
                 data = json.loads(self._path.read_text())
@@ -128,6 +162,27 @@ class Membership:
                              decision="joined" if decision.join else "declined", reason=decision.reason,
                              **({"error": error} if error else {}))
         return joined
+
+    def on_account_data(self, events: Iterable[Any]) -> None:
+        """Takes the bot's m.direct from a sync's global account data (each event replaces the whole map)."""
+        for event in events:
+            if getattr(event, "type", None) == "m.direct":
+                self.m_direct = parse_m_direct(getattr(event, "content", None))
+                self._trace.emit("m.direct", users=len(self.m_direct),
+                                 rooms=len({room for rooms in self.m_direct.values() for room in rooms}))
+
+    def is_direct(self, room_id: str, *, trust_m_direct: bool = False) -> bool:
+        """A direct chat: its invite said so, or m.direct lists it and the room is the bot and that user alone.
+        `trust_m_direct` is the test-only bug: any room m.direct lists, whoever is in it."""
+        if room_id in self.direct_rooms:
+            return True
+        if trust_m_direct:
+            return any(room_id in rooms for rooms in self.m_direct.values())
+        members = self.room_members(room_id)
+        if members is None:
+            return False
+        joined_count, joined = members
+        return direct_partner(self.m_direct, room_id, self._user_id, joined, joined_count) is not None
 
     def on_leaves(self, leaves: dict[str, Any]) -> None:
         for room_id, info in leaves.items():

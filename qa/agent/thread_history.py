@@ -1,12 +1,14 @@
-"""A thread the bot meets for the first time: what was said in it before, fetched once as the model's context.
+"""A thread the bot did not record from its start: what was said in it before, as the model's context.
 
 A thread can be older than the bot's first sync of its room (the bot joined later, or started after it was
-written): its messages then never reached the bot's transcript. When a turn is the first of a thread session,
-the turn asks the homeserver for the thread's root and its earlier messages (`/relations/{root}/m.thread`,
-Matrix 1.4; no lock is held, it is I/O like the model call) and hands them to the model ahead of the
-transcript, traced `thread.history {session, attempt, root, messages}`. What is already in the transcript is
-not repeated. Encrypted and non-text events are left out: a context is text someone wrote. Pure; the fetch
-itself is qa.agent.turn_io.fetch_thread.
+written): its messages then never reached the bot's transcript. A thread session whose first recorded message
+is not the thread's root is missing that past (`history_anchor`): each of its turns, the first and every later
+one, hands the model the thread's root and its messages from before the session's first recorded message,
+ahead of the transcript, so the second question in such a thread is answered with the same past as the first.
+The turn asks the homeserver once per thread and process (`/relations/{root}/m.thread`, Matrix 1.4; no lock is
+held, it is I/O like the model call; later turns reuse the answer), traced `thread.history {session, attempt,
+root, messages, fetched}`. What is already in the transcript is not repeated. Encrypted and non-text events
+are left out: a context is text someone wrote. Pure; the fetch itself is qa.agent.turn_io.fetch_thread.
 """
 
 from __future__ import annotations
@@ -20,6 +22,14 @@ MAX_MESSAGES = 50  # a thread's context is its recent past, not an unbounded dow
 def first_turn_of_thread(records: Sequence[Mapping[str, Any]], event_id: str) -> bool:
     """True when the transcript holds no user message but this one: the session has just begun."""
     return all(r.get("eventId") == event_id for r in records if r.get("kind") == "user")
+
+
+def history_anchor(records: Sequence[Mapping[str, Any]], event_id: str, thread_root: str) -> str | None:
+    """The message the thread's unrecorded past ends before: the session's first recorded user message (this
+    trigger, on a first turn). None when that message is the thread's root: the bot recorded the thread from
+    its start, and nothing of it is missing."""
+    first = next((str(r["eventId"]) for r in records if r.get("kind") == "user" and r.get("eventId")), event_id)
+    return None if first == thread_root else first
 
 
 def history_records(events: Sequence[Mapping[str, Any]], root: Mapping[str, Any] | None, before: str,

@@ -18,7 +18,7 @@ from qa.agent.lock import LockHold, SessionWriteLock
 from qa.agent.media import Prepared, fetch, prepare
 from qa.agent.policy import Inbound
 from qa.agent.streaming import Preview
-from qa.agent.thread_history import MAX_MESSAGES, first_turn_of_thread, history_records
+from qa.agent.thread_history import MAX_MESSAGES, first_turn_of_thread, history_anchor, history_records
 from qa.kernel.trace import Trace
 
 # (room_id, content, thread_root) -> event id or None
@@ -45,6 +45,9 @@ async def fetch_thread(homeserver: str, access_token: str, room_id: str, root_id
     return root, [e for e in chunk if isinstance(e, dict)]
 
 
+MAX_THREADS_KEPT = 256  # threads whose fetched past is kept for their later turns; the oldest goes first
+
+
 class TurnIO:
     def __init__(self, config: AgentConfig, trace: Trace, post: PostContent, relation_for: RelationFor,
                  credentials: Callable[[], tuple[str, str]]) -> None:
@@ -53,6 +56,8 @@ class TurnIO:
         self._post = post
         self._relation_for = relation_for
         self._credentials = credentials  # (homeserver URL, access token), read when a download starts
+        # (room, thread root) -> the thread as fetched (root, events): its later turns reuse it. Bounded.
+        self._threads: dict[tuple[str, str], tuple[dict[str, Any] | None, list[dict[str, Any]]]] = {}
 
     @property
     def abandons_on_tool_error(self) -> bool:
@@ -113,18 +118,30 @@ class TurnIO:
 
     async def thread_history(self, room_id: str, thread_root: str | None, records: list[dict[str, Any]],
                              inbound: Inbound, session: str, attempt: str) -> list[dict[str, Any]]:
-        """The thread's earlier messages when this is the session's first turn (qa.agent.thread_history);
-        empty at the top level, on later turns, on a fetch error (traced), and under `no-thread-history`."""
-        if thread_root is None or not first_turn_of_thread(records, inbound.event_id) \
-                or self._config.mutated("no-thread-history"):
+        """The thread's messages from before the session's first recorded one (qa.agent.thread_history), on
+        every turn of a thread the bot did not record from its root; empty at the top level, for a thread
+        recorded from its root, on a fetch error (traced), and under `no-thread-history`. The test-only
+        `thread-history-first-turn-only` gives them to the session's first turn only."""
+        anchor = history_anchor(records, inbound.event_id, thread_root) if thread_root is not None else None
+        if thread_root is None or anchor is None or self._config.mutated("no-thread-history") or (
+                self._config.mutated("thread-history-first-turn-only")
+                and not first_turn_of_thread(records, inbound.event_id)):
             return []
-        homeserver, token = self._credentials()
-        try:
-            root, events = await fetch_thread(homeserver, token, room_id, thread_root)
-        except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
-            self._trace.emit("error", where="thread.history", session=session, attempt=attempt, error=str(exc))
-            return []
+        key = (room_id, thread_root)
+        fetched = key not in self._threads
+        if fetched:
+            homeserver, token = self._credentials()
+            try:
+                thread = await fetch_thread(homeserver, token, room_id, thread_root)
+            except (OSError, TimeoutError, ValueError, aiohttp.ClientError) as exc:
+                self._trace.emit("error", where="thread.history", session=session, attempt=attempt, error=str(exc))
+                return []
+            if len(self._threads) >= MAX_THREADS_KEPT:
+                self._threads.pop(next(iter(self._threads)))
+            self._threads[key] = thread
+        root, events = self._threads[key]
         known = {str(r.get("eventId")) for r in records if r.get("eventId")}
-        found = history_records(events, root, inbound.event_id, self._config.user_id, known)
-        self._trace.emit("thread.history", session=session, attempt=attempt, root=thread_root, messages=len(found))
+        found = history_records(events, root, anchor, self._config.user_id, known)
+        self._trace.emit("thread.history", session=session, attempt=attempt, root=thread_root, messages=len(found),
+                         fetched=fetched)
         return found

@@ -1,9 +1,10 @@
 """What the bot's trace says about one message: the attempts of the turns it started, the records about it, and
-whether a record keeps within a step's bounds. Pure: over trace records (docs/trace-format.md)."""
+whether a record (or a series of them: one per failed sync, say) keeps within a step's bounds. Pure: over trace
+records (docs/trace-format.md)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 
@@ -29,3 +30,26 @@ def over_bounds(record: dict[str, Any], bounds: Mapping[str, float]) -> dict[str
 
 def describe_bounds(kind: str, bounds: Mapping[str, float]) -> str:
     return f"{kind} with {', '.join(f'{k} <= {v:g}' for k, v in bounds.items())}"
+
+
+def series_problems(records: Sequence[dict[str, Any]], at_least: int, bounds: Mapping[str, float],
+                    growing: str | None) -> list[str]:
+    """What is wrong with a series of matching records (e.g. one `error {where: sync, retryInS}` per failed sync,
+    a backoff): fewer than `at_least`, any record over `bounds`, or the `growing` field shrinking from one record
+    to the next (a backoff that grows, or at least never shortens)."""
+    problems = []
+    if len(records) < at_least:
+        problems.append(f"{len(records)} matching record(s), expected at least {at_least}")
+    over = [str(i) for i, record in enumerate(records, start=1) if over_bounds(record, bounds)]
+    if over:
+        problems.append(f"record(s) {', '.join(over)} of {len(records)} over the bounds")
+    if growing is not None:
+        values = [record.get(growing) for record in records]
+        if not all(isinstance(v, int | float) for v in values):
+            problems.append(f"record(s) without a number in {growing}")
+        else:
+            shrank = [f"{values[i - 1]:g} then {values[i]:g}" for i in range(1, len(values))
+                      if values[i] < values[i - 1]]
+            if shrank:
+                problems.append(f"{growing} shrank: {'; '.join(shrank)}")
+    return problems

@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import aiohttp
@@ -57,6 +57,10 @@ class FaultProxy:
         self._release = asyncio.Event()
         self._to_device = ToDeviceHold()
         self.url = ""
+
+    def note_room_keys(self, bodies: Iterable[str]) -> None:
+        """The Olm ciphertexts of room keys a test user just shared (qa.actors): `hold_to_device: m.room_key`."""
+        self._to_device.note_room_keys(bodies)
 
     async def start(self) -> str:
         # No total timeout: a /sync long-poll is legitimately long; the bot's own timeout bounds it.

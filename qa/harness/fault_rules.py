@@ -21,9 +21,13 @@ whose match holds *and* whose occurrence window includes this request acts on it
                                                                # change, or 60 s pass; then forward it
       - {name: legacy-media, path: "^/_matrix/media/v3/download/",     # forward to another path: the match
          rewrite_to: "/_matrix/client/v1/media/download/"}             # replaced (plays an older server)
-      - {name: late-key, path: "/sync$", hold_to_device: m.room.encrypted}
-        # forwarded, but the answer's to-device events of that type are kept back (an Olm-encrypted room key
-        # travels as m.room.encrypted) until new rules are set; then the next /sync answer carries them
+      - {name: late-type, path: "/sync$", hold_to_device: m.room.encrypted}
+        # forwarded, but the answer's to-device events of that type are kept back until new rules are set;
+        # then the next /sync answer carries them
+      - {name: late-key, path: "/sync$", hold_to_device: m.room_key}
+        # the same for room keys only: a room key travels Olm-encrypted (m.room.encrypted, its type hidden),
+        # so the proxy knows one by its ciphertext, which the test user's client reported when it shared a
+        # Megolm session (qa.actors); any other Olm message (a key request, a dummy) goes through
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
@@ -32,13 +36,14 @@ an earlier rule acted on that request: `nth` is about the requests the rule matc
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qa.patterns import Regex
+from qa.shared.olm import olm_bodies
 
 # A stall with no end would wait out the scenario; the proxy's teardown is bounded by this too.
 MAX_STALL_MS = 120_000
@@ -140,6 +145,8 @@ class FaultRule(BaseModel):
             what = f"held open with no answer (up to {self.hold_ms} ms, until the client gives up or a release)"
         elif self.rewrite_to is not None:
             what = f"forwarded as {self.rewrite_to}…"
+        elif self.hold_to_device == ROOM_KEY:
+            what = "to-device room keys the test users shared kept back until released"
         elif self.hold_to_device is not None:
             what = f"to-device {self.hold_to_device} kept back until released"
         else:
@@ -149,15 +156,31 @@ class FaultRule(BaseModel):
         return f"{self.method or 'any'} {self.path.pattern} {which}: {what}"
 
 
-def take_to_device(body: Any, event_type: str) -> tuple[Any, list[Any]]:
-    """A /sync answer without its to-device events of `event_type`, and those events, in order."""
+# `hold_to_device: m.room_key`: the room keys the test users shared, not every Olm message.
+ROOM_KEY = "m.room_key"
+OLM_ENVELOPE = "m.room.encrypted"
+
+
+def is_held(event: Any, event_type: str, room_keys: Collection[str] = ()) -> bool:
+    """Whether a to-device event is one a `hold_to_device: event_type` rule keeps back: of that type, or for
+    m.room_key an Olm envelope whose ciphertext is one of the `room_keys` shared."""
+    if not isinstance(event, dict):
+        return False
+    if event_type == ROOM_KEY:
+        return event.get("type") == OLM_ENVELOPE and not olm_bodies(event.get("content")).isdisjoint(room_keys)
+    return event.get("type") == event_type
+
+
+def take_to_device(body: Any, event_type: str, room_keys: Collection[str] = ()) -> tuple[Any, list[Any]]:
+    """A /sync answer without the to-device events a `hold_to_device: event_type` rule keeps back, and those
+    events, in order."""
     events = ((body.get("to_device") or {}).get("events") if isinstance(body, dict) else None) or []
     if not isinstance(events, list):
         return body, []
-    held = [e for e in events if isinstance(e, dict) and e.get("type") == event_type]
+    held = [e for e in events if is_held(e, event_type, room_keys)]
     if not held:
         return body, []
-    kept = [e for e in events if not (isinstance(e, dict) and e.get("type") == event_type)]
+    kept = [e for e in events if not is_held(e, event_type, room_keys)]
     return {**body, "to_device": {**body["to_device"], "events": kept}}, held
 
 

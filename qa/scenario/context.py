@@ -87,6 +87,8 @@ class ScenarioContext:
     peer: BotUnderTest | None = None
     peer_user_id: str = ""
     peer_name: str = ""
+    # The session the harness made for the bot's account (its launch token): set_m_direct writes as the bot with it.
+    bot_access_token: str | None = None
 
     @property
     def bot_ids(self) -> BotIdentity:

@@ -317,6 +317,8 @@ async def _provision(
         # Only the bot goes through the proxy: the test users must see the homeserver as it really is.
         holder["faults"] = FaultProxy(hs.base_url, scenario.faults)
         bot_homeserver = await holder["faults"].start()
+        for actor in actors.values():  # hold_to_device: m.room_key knows a room key by what its sharer reported
+            actor.client.on_room_keys = holder["faults"].note_room_keys
     facts = LaunchFacts(
         homeserver_url=bot_homeserver, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
         password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,
@@ -361,7 +363,8 @@ async def _provision(
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
-        registered_prefix=as_bot.lease.prefix if as_bot else res.bot_file.registration_prefix, peer=peer,
+        registered_prefix=as_bot.lease.prefix if as_bot else res.bot_file.registration_prefix,
+        peer=peer, bot_access_token=token,
         peer_user_id=peer_ids[0] if peer_ids else "", peer_name=scenario.peer_bot or "",
     )
 

@@ -49,7 +49,7 @@ NEGATIVE = {
     "matrix-mention-pill-without-m-mentions": ["mention-required"],
     "matrix-mention-display-name": ["mention-required"],
     "matrix-mention-metadata-only": ["mention-required"],
-    "matrix-dm-misclassified-group": ["mention-required"],
+    "matrix-dm-misclassified-group": ["mention-required"] * 3,
     "matrix-allowbots-all-unmentioned-open-room": ["bot-sender-blocked"],
 }
 
@@ -91,7 +91,8 @@ MUTATIONS_2 = {"mutations.answerOwnMessages": True, "mutations.ignoreRedactions"
                # Not in group 1: there displayNameIsMention would count the legacy pill's visible name.
                "mutations.ignoreLegacyMentions": True, "mutations.visibleMentionRequired": True,
                # Not in group 3: two-members-is-dm would answer the thread's earlier messages, which then are context.
-               "testMutations": ["no-thread-history"]}
+               # trust-m-direct: only the DM scenario's bot has an m.direct of its own.
+               "testMutations": ["no-thread-history", "trust-m-direct"]}
 CAUGHT_2 = {
     "matrix-self-sender-ignored": (3, "the bot accepted 'answer'"),
     "matrix-reaction-redaction-observed": (6, "the bot records the reaction's removal"),
@@ -101,6 +102,8 @@ CAUGHT_2 = {
     "matrix-mention-pill-without-m-mentions": (2, "the bot dropped it (mention-required)"),
     "matrix-mention-metadata-only": (2, "the bot dropped it (mention-required)"),
     "matrix-thread-preexisting": (7, "does not carry"),
+    # The bot's own m.direct lists a room of three for the driver: a bot that trusts it answers unmentioned.
+    "matrix-dm-misclassified-group": (10, "the bot accepted 'crowded'"),
 }
 # Group 3: an explicit quote read as leaving the thread (group 1's replyFallbackToRoot and group 2's
 # threadRootFromReply would break the same scenario earlier), and DMs guessed by head count (which would make

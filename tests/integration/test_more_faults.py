@@ -5,8 +5,10 @@ its Megolm session, and a bot killed right after a new Olm session.
 
 Two runs on the shared Synapse: one passes them with the embedded agent; one shows each failing on the agent's
 test-only mutation of the behaviour it guards (with matrix-approval-expires and late-approval-runs, a ✅ after the
-expiry that still runs the command). The mutations leave each other's scenarios alone (none of these
-scenarios restarts the bot but the hard-kill one, stalls a sync but the stall one, or needs a late key but the
+expiry that still runs the command; and matrix-thread-preexisting with thread-history-first-turn-only, a thread's
+unrecorded past given to its first turn only, which rides along here because no other mutation of this run
+touches a plain room's threads). The mutations leave each other's scenarios alone (none of these scenarios
+loses its crypto store but the hard-kill one, stalls a sync but the stall one, or needs a late key but the
 late-key one), so one run judges them all."""
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ pytestmark = pytest.mark.integration
 SYNC = ("matrix-sync-silent-stall", "matrix-first-sync-fails-repeatedly")
 E2EE = ("matrix-e2ee-sender-rotates-session", "matrix-e2ee-crypto-store-hard-kill", "matrix-e2ee-late-room-key")
 MUTATIONS = ["ignore-sync-stall", "sync-retry-at-once", "media-failure-to-model", "first-megolm-session-only",
-             "crypto-store-per-process", "no-late-decrypt", "late-approval-runs"]
+             "crypto-store-per-process", "no-late-decrypt", "late-approval-runs", "thread-history-first-turn-only"]
 
 
 def _trace(result, scenario_id: str) -> list[dict]:
@@ -43,11 +45,14 @@ async def test_the_new_fault_scenarios_pass(run_qa) -> None:
     late = result.scenario("matrix-e2ee-late-room-key")
     actions = [(h["rule"], h["action"]) for h in late["faultHits"]]
     assert ("room-key-late", "hold-to-device") in actions and ("room-key-late", "release-to-device") in actions
+    # Only the room key was kept (hold_to_device: m.room_key), known by the ciphertext the driver's client shared.
+    kept = [h["what"] for h in late["faultHits"] if h["action"] == "hold-to-device"]
+    assert kept and all(w.endswith("room key(s) the test users shared") for w in kept), kept
 
 
 async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     result = await run_qa(*SYNC, *E2EE, "matrix-media-download-fails", "matrix-approval-expires",
-                          bot_overrides={"testMutations": MUTATIONS})
+                          "matrix-thread-preexisting", bot_overrides={"testMutations": MUTATIONS})
     assert result.code == 1, result.report
     failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
     assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
@@ -76,3 +81,7 @@ async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     # passed, the exec directory did not).
     late = failures["matrix-approval-expires"]
     assert (late["stepKind"], late["step"]) == ("expect_exec_file", 13), late
+    # A thread's unrecorded past given to its first turn only: the follow-up's model request lacks it.
+    follow_up = failures["matrix-thread-preexisting"]
+    assert (follow_up["stepKind"], follow_up["step"]) == ("expect_model_request", 11), follow_up
+    assert any("does not carry" in line for line in follow_up["seen"]), follow_up

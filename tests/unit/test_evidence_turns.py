@@ -11,7 +11,7 @@ import pytest
 from qa.evidence.events import describe_event
 from qa.evidence.membership import membership_of, settles
 from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
-from qa.evidence.trace import attempts_for, describe_bounds, over_bounds, record_matches
+from qa.evidence.trace import attempts_for, describe_bounds, over_bounds, record_matches, series_problems
 
 # --- events --------------------------------------------------------------------------------------------------
 
@@ -83,6 +83,57 @@ def test_over_bounds_names_fields_over_their_limit_or_not_numbers() -> None:
     assert over_bounds(record, {"waitMs": 24.9, "name": 1, "gone": 1}) == {"waitMs": 25, "name": "x", "gone": None}
     assert describe_bounds("lock.acquire", {"waitMs": 25.0, "holdMs": 0.5}) == \
         "lock.acquire with waitMs <= 25, holdMs <= 0.5"
+
+
+def _waits(*values: Any) -> list[dict[str, Any]]:
+    return [{"type": "error", "where": "sync", "retryInS": v} for v in values]
+
+
+@pytest.mark.parametrize(("records", "at_least", "bounds", "growing", "problems"), [
+    (_waits(0.05, 0.1, 0.2, 0.5, 1.0, 1.0), 3, {"retryInS": 5}, "retryInS", []),  # growing, then capped
+    (_waits(0.05, 0.1), 3, {}, None, ["2 matching record(s), expected at least 3"]),
+    (_waits(0.05, 0.1, 0.1), 3, {}, None, []),
+    (_waits(0.05, 6, 0.2, 7), 2, {"retryInS": 5}, None, ["record(s) 2, 4 of 4 over the bounds"]),
+    (_waits(0.05, 5), 2, {"retryInS": 5}, None, []),
+    (_waits(0.5, 0.2, 0.2, 0.1), 2, {}, "retryInS", ["retryInS shrank: 0.5 then 0.2; 0.2 then 0.1"]),
+    (_waits(0.5, "soon"), 2, {}, "retryInS", ["record(s) without a number in retryInS"]),
+    (_waits(0, 0, 0), 3, {}, "retryInS", []),  # never shrinking: a constant (even no) wait is not a shrink
+    ([], 2, {"retryInS": 5}, "retryInS", ["0 matching record(s), expected at least 2"]),
+])
+def test_a_series_of_records_is_counted_bounded_and_never_shrinks(
+        records: list[dict[str, Any]], at_least: int, bounds: dict[str, float], growing: str | None,
+        problems: list[str]) -> None:
+    assert series_problems(records, at_least, bounds, growing) == problems
+
+
+async def test_expect_trace_waits_for_a_series_and_judges_all_of_it() -> None:
+    from types import SimpleNamespace
+
+    from qa.scenario.context import StepFailed
+    from qa.scenario.steps.trace import ExpectTrace
+    from qa.waiting import Stream
+
+    trace: Stream[dict[str, Any]] = Stream(repr)
+    for record in [*_waits(0.05), {"type": "error", "where": "send", "retryInS": 9}, *_waits(0.1, 0.2)]:
+        await trace.append(record)
+    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={})
+    step = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "at_least": 3,
+                                       "growing": "retryInS", "max": {"retryInS": 5}, "timeout": 1})
+    assert await step.run(ctx) == "3 error records: retryInS 0.05, 0.1, 0.2"
+    await trace.append(_waits(0.1)[0])  # a shorter wait after a longer one
+    with pytest.raises(StepFailed) as failed:
+        await step.run(ctx)
+    assert "retryInS never shrinking" in failed.value.expected
+    assert "retryInS shrank: 0.2 then 0.1" in failed.value.seen
+    short = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "at_least": 9, "timeout": 0.05})
+    with pytest.raises(StepFailed) as missing:
+        await short.run(ctx)
+    assert missing.value.expected == "at least 9 bot trace records error matching {'where': 'sync'}"
+    # Without at_least: the first matching record, as before.
+    single = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "max": {"retryInS": 0.01}})
+    with pytest.raises(StepFailed) as over:
+        await single.run(ctx)
+    assert over.value.expected == "error with retryInS <= 0.01"
 
 
 # --- silence -------------------------------------------------------------------------------------------------

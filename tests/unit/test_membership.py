@@ -14,8 +14,10 @@ from qa.agent.membership import (
     Membership,
     backlog_cutoff,
     decide_invite,
+    direct_partner,
     invite_facts,
     left_room,
+    parse_m_direct,
 )
 from qa.kernel.trace import Trace
 
@@ -61,6 +63,8 @@ def test_what_came_before_our_latest_join_in_a_batch_is_backlog() -> None:
               _member(BOT, "join"), _message(3)]
     assert backlog_cutoff(events, BOT) == 5
     assert backlog_cutoff([_message(1), _member("@dan:hs", "join")], BOT) == 0  # someone else's join
+    assert backlog_cutoff([_message(1), _member(BOT, "join")], BOT) == 2  # the join is the batch's last event
+    assert backlog_cutoff([_member(BOT, "join"), _message(1)], BOT) == 1  # ... or its first
 
 
 def test_left_room_names_who_removed_the_bot_and_why() -> None:
@@ -130,3 +134,85 @@ def test_room_policy_defaults_for_runtime_rooms_and_the_dm_rule() -> None:
     assert dm is not None and not dm.require_mention
     strict = _config(dmRequireMention=True).room_policy("!known:hs", direct=True)
     assert strict is not None and strict.require_mention
+
+
+DRIVER, ALICE = "@driver:hs", "@alice:hs"
+
+
+def test_m_direct_parsing_keeps_only_well_formed_entries() -> None:
+    assert parse_m_direct(None) == {} and parse_m_direct(["!r:hs"]) == {}
+    content = {DRIVER: ["!a:hs", 7, "!b:hs"], ALICE: "!c:hs", 3: ["!d:hs"], "@e:hs": []}
+    assert parse_m_direct(content) == {DRIVER: ["!a:hs", "!b:hs"], "@e:hs": []}
+
+
+@pytest.mark.parametrize(("m_direct", "joined", "count", "partner"), [
+    ({DRIVER: ["!r:hs"]}, {BOT, DRIVER}, 2, DRIVER),  # the bot and the listed user alone: a direct chat
+    ({DRIVER: ["!other:hs"]}, {BOT, DRIVER}, 2, None),  # m.direct does not list this room
+    ({DRIVER: ["!r:hs"]}, {BOT, DRIVER, ALICE}, 3, None),  # three people are never a direct chat
+    ({DRIVER: ["!r:hs"]}, {BOT, DRIVER}, 3, None),  # the count says more joined than the client has loaded
+    ({ALICE: ["!r:hs"]}, {BOT, DRIVER}, 2, None),  # stale: the listed user left, someone else is here
+    ({DRIVER: ["!r:hs"]}, {DRIVER, ALICE}, 2, None),  # the bot itself is not joined
+    ({BOT: ["!r:hs"]}, {BOT, DRIVER}, 2, None),  # an entry naming the bot itself names no partner
+    ({BOT: ["!r:hs"], DRIVER: ["!r:hs"]}, {BOT, DRIVER}, 2, DRIVER),
+    ({}, {BOT, DRIVER}, 2, None),
+])
+def test_m_direct_is_a_hint_confirmed_by_the_rooms_members(m_direct: dict[str, list[str]], joined: set[str],
+                                                            count: int, partner: str | None) -> None:
+    assert direct_partner(m_direct, "!r:hs", BOT, joined, count) == partner
+
+
+def test_membership_takes_m_direct_from_account_data_and_checks_it_against_the_room(tmp_path: Path) -> None:
+    trace_path = tmp_path / "trace.jsonl"
+    trace = Trace(trace_path)
+    membership = Membership(tmp_path, BOT, trace)
+    members = {"!pair:hs": (2, {BOT, DRIVER}), "!crowd:hs": (3, {BOT, DRIVER, ALICE}), "!left:hs": (2, {BOT, DRIVER})}
+    membership.room_members = members.get
+    # Before the Matrix edge says who is in a room, no room is a DM by m.direct (and asking does not fail).
+    fresh = Membership(tmp_path, BOT, Trace(None))
+    fresh.m_direct = {DRIVER: ["!pair:hs"]}
+    assert not fresh.is_direct("!pair:hs")
+    assert not membership.is_direct("!pair:hs")  # no m.direct yet
+    membership.on_account_data([SimpleNamespace(type="m.tag", content={}),
+                                SimpleNamespace(type="m.direct", content={DRIVER: ["!pair:hs", "!crowd:hs"],
+                                                                          ALICE: ["!left:hs", "!pair:hs"]})])
+    assert membership.is_direct("!pair:hs")
+    assert not membership.is_direct("!crowd:hs") and not membership.is_direct("!left:hs")
+    assert not membership.is_direct("!unknown:hs")  # a room the client does not know
+    # The test-only trust-m-direct: whatever m.direct lists, whoever is in it.
+    assert membership.is_direct("!crowd:hs", trust_m_direct=True)
+    assert membership.is_direct("!left:hs", trust_m_direct=True)
+    assert not membership.is_direct("!unknown:hs", trust_m_direct=True)
+    # An invite flagged is_direct decides on its own, m.direct or not.
+    membership.direct_rooms.add("!unknown:hs")
+    assert membership.is_direct("!unknown:hs")
+    # A later m.direct replaces the whole map.
+    membership.on_account_data([SimpleNamespace(type="m.direct", content={ALICE: ["!crowd:hs"]})])
+    assert not membership.is_direct("!pair:hs")
+    trace.close()
+    records = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    assert [(r["type"], r["users"], r["rooms"]) for r in records] == [("m.direct", 2, 3), ("m.direct", 1, 1)]
+
+
+class _RefusingClient(_Client):
+    async def join(self, room_id: str) -> Any:
+        self.calls.append(("join", room_id))
+        return type("JoinError", (), {"message": "no such room"})()
+
+
+async def test_a_refused_join_is_traced_with_the_servers_reason_and_not_remembered(tmp_path: Path) -> None:
+    trace_path = tmp_path / "trace.jsonl"
+    trace = Trace(trace_path)
+    membership = Membership(tmp_path, BOT, trace)
+    invites = {"!known:hs": SimpleNamespace(invite_state=[_member(BOT, "invite", sender="@x:hs", is_direct=True)])}
+    assert await membership.on_invites(_RefusingClient(), invites, _config()) == set()
+    # Our own decline first, a removal after it: the decline is skipped, the removal still traced.
+    membership.on_leaves({"!spam:hs": SimpleNamespace(timeline=SimpleNamespace(events=[_member(BOT, "leave")])),
+                          "!gone:hs": SimpleNamespace(timeline=SimpleNamespace(events=[
+                              _member(BOT, "leave", sender="@dan:hs")]))})
+    trace.close()
+    records = [json.loads(line) for line in trace_path.read_text().splitlines()]
+    assert [(r["type"], r["roomId"], r.get("error")) for r in records] == [
+        ("invite", "!known:hs", "no such room"), ("membership", "!gone:hs", None)]
+    assert membership.direct_rooms == set()
+    # An invite whose event names no sender: nobody to credit, not a made-up name.
+    assert invite_facts([SimpleNamespace(state_key=BOT, membership="invite", content=None)], BOT) == ("", False)

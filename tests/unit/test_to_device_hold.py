@@ -89,3 +89,81 @@ def test_each_hit_is_a_whole_record_counted_per_rule_and_action(monkeypatch: Any
     assert (hit["rule"], hit["occurrence"], hit["action"], hit["method"], hit["path"], hit["status"],
             hit["startedAt"]) == ("late", 1, "hold-to-device", "GET", "/_matrix/client/v3/sync", 200, 12.3)
     assert hit["endedAt"] == 100.0
+
+
+# --- hold_to_device: m.room_key (room keys known by the ciphertext their sharer reported) ---------------------
+
+ROOM_KEY_RULE = FaultRule.model_validate({"name": "key", "method": "GET", "path": "/sync$",
+                                          "hold_to_device": "m.room_key", "count": "all"})
+
+
+def _olm(*bodies: str) -> dict[str, Any]:
+    return {"type": "m.room.encrypted", "sender": "@d:hs",
+            "content": {"algorithm": "m.olm.v1.curve25519-aes-sha2", "sender_key": "s",
+                        "ciphertext": {f"k{i}": {"type": 0, "body": b} for i, b in enumerate(bodies)}}}
+
+
+def test_olm_bodies_and_the_bodies_a_send_to_device_request_carries() -> None:
+    from qa.shared.olm import olm_bodies, sent_bodies
+
+    assert olm_bodies(_olm("a", "b")["content"]) == {"a", "b"}
+    assert olm_bodies({"ciphertext": {"k": {"body": 3}, "j": "x", "i": {"type": 1, "body": "c"}}}) == {"c"}
+    assert olm_bodies({"ciphertext": "x"}) == set() and olm_bodies(None) == set() and olm_bodies({}) == set()
+    request = {"messages": {"@bot:hs": {"DEV": _olm("a")["content"], "D2": _olm("b")["content"]},
+                            "@d:hs": {"OWN": _olm("c")["content"]}, "@x:hs": "junk"}}
+    assert sent_bodies(json.dumps(request)) == {"a", "b", "c"}
+    assert sent_bodies(json.dumps(request).encode()) == {"a", "b", "c"}
+    assert sent_bodies(request) == {"a", "b", "c"}
+    assert sent_bodies("{not json") == set() and sent_bodies(None) == set()
+    assert sent_bodies('{"messages": []}') == set() and sent_bodies("[1]") == set()
+
+
+def test_only_the_room_keys_shared_are_kept_other_olm_messages_pass() -> None:
+    from qa.harness.fault_rules import is_held, take_to_device
+
+    key, dummy, plain = _olm("key-body"), _olm("dummy-body"), {"type": "m.key.verification.start", "content": {}}
+    assert is_held(key, "m.room_key", {"key-body"}) and not is_held(dummy, "m.room_key", {"key-body"})
+    assert not is_held(key, "m.room_key") and not is_held("junk", "m.room_key", {"key-body"})
+    # Another type whose ciphertext happens to match is not a room key's envelope.
+    assert not is_held({**key, "type": "m.room_key"}, "m.room_key", {"key-body"})
+    assert is_held(key, "m.room.encrypted") and is_held(dummy, "m.room.encrypted")  # by type: every Olm message
+    kept, taken = take_to_device(answer(dummy, key, plain), "m.room_key", {"key-body"})
+    assert taken == [key] and kept == answer(dummy, plain)
+    hold, hits = ToDeviceHold(), []
+    assert hold.answer(answer(key), ROOM_KEY_RULE, [ROOM_KEY_RULE], RECORD, hits) == answer(key)  # not known yet
+    hold.note_room_keys({"key-body"})
+    hold.note_room_keys(["other"])
+    assert hold.room_keys == {"key-body", "other"}
+    assert hold.answer(answer(dummy, key), ROOM_KEY_RULE, [ROOM_KEY_RULE], RECORD, hits) == answer(dummy)
+    assert hits[-1]["what"] == "kept back 1 room key(s) the test users shared" and hits[-1]["events"] == 1
+    assert ROOM_KEY_RULE.describe() == "GET /sync$ #1+: to-device room keys the test users shared kept back until " \
+                                       "released"
+    assert hold.answer(answer(), None, [], RECORD, hits) == answer(key)
+
+
+async def test_a_test_users_client_reports_the_room_keys_it_shares(monkeypatch: Any) -> None:
+    from nio import AsyncClient, ShareGroupSessionResponse, ToDeviceResponse
+
+    from qa.actors import _TestUserClient
+
+    sent: list[tuple[type, str]] = []
+
+    async def fake_send(self: Any, response_class: type, method: str, path: str, data: Any = None,
+                        *args: Any, **kwargs: Any) -> str:
+        sent.append((response_class, path))
+        return "sent"
+
+    monkeypatch.setattr(AsyncClient, "_send", fake_send)
+    client = _TestUserClient("http://hs", "@d:hs")
+    try:
+        share = json.dumps({"messages": {"@bot:hs": {"DEV": _olm("key-body")["content"]}}})
+        assert await client._send(ShareGroupSessionResponse, "PUT", "/p", share, response_data=("!r", {})) == "sent"
+        reported: list[set[str]] = []
+        client.on_room_keys = reported.append
+        await client._send(ShareGroupSessionResponse, "PUT", "/p2", share)
+        await client._send(ToDeviceResponse, "PUT", "/p3", json.dumps({"messages": {"@bot:hs": {
+            "DEV": _olm("dummy-body")["content"]}}}))  # any other to-device message is not a room key
+        assert reported == [{"key-body"}]
+        assert [p for _, p in sent] == ["/p", "/p2", "/p3"]
+    finally:
+        await client.close()

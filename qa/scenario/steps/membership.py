@@ -1,9 +1,10 @@
-"""Steps about who is in a room: invite, kick, leave, join (test users, or the bot as `who`) and
-expect_membership (the room shows someone reaching a membership). The judgement is qa.evidence.membership."""
+"""Steps about who is in a room: invite, kick, leave, join (test users, or the bot as `who`),
+expect_membership (the room shows someone reaching a membership; the judgement is qa.evidence.membership) and
+set_m_direct (which rooms an account's `m.direct` account data calls direct chats)."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field
@@ -13,7 +14,7 @@ from qa.evidence.membership import membership_of, settles
 from qa.kernel.errors import HomeserverError
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, RoomName
-from qa.scenario.steps.base import ActorUse, InRoom
+from qa.scenario.steps.base import ActorUse, InRoom, Problem, Scan, StepBase
 from qa.scenario.steps.common import trace_about
 from qa.scenario.steps.devices import KNOW_DEVICE_TIMEOUT_S, bot_knows
 from qa.waiting import WaitTimeout
@@ -149,3 +150,44 @@ class ExpectMembership(InRoom):
             raise StepFailed(expected, [f"{who} reached {reached!r} instead: " + describe_event(event),
                                         *trace_about(ctx)[-8:]])
         return f"{who} {self.membership} in {room_id} ({event.get('event_id')})"
+
+
+class SetMDirect(StepBase):
+    """Writes an account's `m.direct` account data: a test user's through its own client, the bot's through the
+    session the harness made for it. The whole map is replaced, as every client's PUT does. Clients never prune
+    m.direct, so an entry outliving the person's stay in the room (a stale one) is what real accounts carry."""
+
+    kind: ClassVar[str] = "set_m_direct"
+    does: ClassVar[str] = (
+        "writes the `m.direct` account data of `as` (a test actor, or `bot`: the bot's own account): `rooms` maps "
+        "each other user (an actor or `bot`) to the rooms listed as direct chats with them; replaces the whole map")
+
+    actor: ActorName = Field(alias="as")
+    rooms: dict[ActorName, list[RoomName]]
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, True, False),
+                *(ActorUse(("rooms", other), other, True, False) for other in self.rooms)]
+
+    def check(self, scan: Scan) -> Iterator[Problem]:
+        for other, names in self.rooms.items():
+            if other == self.actor:
+                yield ("rooms", other), f"{other!r} cannot have a direct chat with itself; name the other user", other
+            if not names:
+                yield ("rooms", other), "lists no room; leave the user out instead", names
+            for j, name in enumerate(names):
+                if name not in scan.rooms:
+                    yield ("rooms", other, j), scan.unknown_room(name), name
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        from qa.actors import put_direct_as
+
+        content = {ctx.user_id_of(other): [ctx.rooms[name] for name in names] for other, names in self.rooms.items()}
+        if self.actor == BOT:
+            if not ctx.bot_access_token:
+                raise HomeserverError("set_m_direct as bot: the harness holds no session of the bot's account")
+            await put_direct_as(str(ctx.homeserver.base_url), ctx.bot_user_id, ctx.bot_access_token, content)
+        else:
+            await ctx.actors[self.actor].set_direct(content)
+        listed = ", ".join(f"{other}: [{', '.join(names)}]" for other, names in self.rooms.items()) or "nothing"
+        return f"{self.actor}'s m.direct now lists {listed}"

@@ -4,28 +4,34 @@ the trace with what the model was sent goes in model_requests.py."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from qa.evidence.trace import describe_bounds, over_bounds, record_matches
+from qa.evidence.trace import describe_bounds, over_bounds, record_matches, series_problems
 from qa.harness.bot_process import describe_record
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import Duration, StepId, TraceType
-from qa.scenario.steps.base import SENT, StepBase, StepRef, opt_ref
+from qa.scenario.steps.base import SENT, Problem, Scan, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import attempts, trace_about
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
 
+# A trace record's field name, e.g. retryInS.
+TraceField = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
+
 
 class ExpectTrace(StepBase):
-    """A record of `type` whose fields include `match` appears in the bot's trace (see qa.agent.trace)."""
+    """A record of `type` whose fields include `match` appears in the bot's trace (see qa.agent.trace); with
+    `at_least`, a series of them (one per failed sync, say), each within `max`, `growing` never shrinking."""
 
     kind: ClassVar[str] = "expect_trace"
     does: ClassVar[str] = "a bot trace record of `type` with `match` fields, optionally about message `to`, with " \
-        "`max` bounds"
+        "`max` bounds; `at_least: N` waits for N such records and holds every one to `max`, `growing: FIELD` " \
+        "to a value that never shrinks from one to the next (a backoff)"
     capabilities: ClassVar[tuple[str, ...]] = ("trace",)
 
     type: TraceType
@@ -33,7 +39,14 @@ class ExpectTrace(StepBase):
     # Upper bounds on numeric fields, e.g. {waitMs: 25}: the first matching record must respect them.
     max: dict[str, float] = Field(default_factory=dict)
     to: StepId | None = None  # only records about that sent message's event (or its turn's attempt)
+    # A series: wait for this many matching records, then judge all that match (each within `max`).
+    at_least: int | None = Field(default=None, ge=2)
+    growing: TraceField | None = None  # with at_least: a numeric field that never shrinks along the series
     timeout: Duration | None = None
+
+    def check(self, scan: Scan) -> Iterator[Problem]:
+        if self.growing is not None and self.at_least is None:
+            yield ("growing",), "`growing` judges a series: give `at_least` (how many records make one)", self.growing
 
     def refs(self) -> list[StepRef]:
         return opt_ref("to", self.to, frozenset({SENT}), same_room=False)
@@ -46,15 +59,38 @@ class ExpectTrace(StepBase):
         wanted = dict(self.match or {})
         event_id = ctx.refs[self.to].event_id if self.to else None
         what = f"trace {self.type} {wanted}" + (f" about '{self.to}'" if self.to else "")
+
+        def matches(record: dict[str, Any]) -> bool:
+            return record_matches(record, self.type, wanted, event_id,
+                                  attempts(ctx, event_id) if event_id is not None else set())
+
+        counted: set[int] = set()  # the matching records seen so far (a wake re-judges the held ones: idempotent)
+
+        def enough(record: dict[str, Any]) -> bool:
+            if matches(record):
+                counted.add(id(record))
+            return len(counted) >= (self.at_least or 1)
+
         try:
-            record = await ctx.bot.trace.wait_for(
-                lambda r: record_matches(r, self.type, wanted, event_id,
-                                         attempts(ctx, event_id) if event_id is not None else set()),
-                self.wait_s(), what, ctx.trace_start)
+            record = await ctx.bot.trace.wait_for(enough, self.wait_s(), what, ctx.trace_start)
         except WaitTimeout as exc:
             # About one message: what the bot did with it says more than the last records of the whole trace.
             seen = trace_about(ctx, event_id) if event_id else exc.seen[-15:]
-            raise StepFailed(f"a bot trace record {self.type} matching {wanted}", seen) from None
+            expected = f"at least {self.at_least} bot trace records" if self.at_least else "a bot trace record"
+            raise StepFailed(f"{expected} {self.type} matching {wanted}", seen) from None
+        if self.at_least is not None:
+            return self._judge_series(ctx.bot.trace.matching(matches, ctx.trace_start))
         if over_bounds(record, self.max):
             raise StepFailed(describe_bounds(self.type, self.max), ["bot trace: " + describe_record(record)])
         return describe_record(record)
+
+    def _judge_series(self, records: list[dict[str, Any]]) -> str:
+        assert self.at_least is not None
+        problems = series_problems(records, self.at_least, self.max, self.growing)
+        if problems:
+            bounds = f", each {describe_bounds(self.type, self.max)}" if self.max else ""
+            growing = f", {self.growing} never shrinking" if self.growing else ""
+            raise StepFailed(f"at least {self.at_least} bot trace records {self.type}{bounds}{growing}",
+                             [*problems, *("bot trace: " + describe_record(r) for r in records[-10:])])
+        shown = f": {self.growing} " + ", ".join(f"{r.get(self.growing)}" for r in records) if self.growing else ""
+        return f"{len(records)} {self.type} records{shown}"
