@@ -69,7 +69,7 @@ class MatrixBot:
         self._joined: set[str] = set()
         self._pinned: dict[tuple[str, str], str] = {}  # only for the first-megolm-session-only mutation
         self.membership = Membership(state, config.user_id, trace, forget=config.forget_state_on_start)
-        self.membership.room_members = self._room_members
+        self.membership.room_members = lambda room_id: _room_members(self.client, room_id)  # the client of now
         self.sender = Sender(lambda: self._config, lambda: self.client, self.e2ee, trace)
         self.router = EventRouter(lambda: self._config, trace, self.e2ee, self.membership, self.sender.sent)
 
@@ -232,12 +232,6 @@ class MatrixBot:
                          reason=UNDECRYPTABLE, sessionId=session)
         return True
 
-    def _room_members(self, room_id: str) -> tuple[int, set[str]] | None:
-        room = self.client.rooms.get(room_id)
-        if room is None:
-            return None
-        return room.joined_count, {user for user, member in room.users.items() if not member.invited}
-
     def _misclassify_direct(self, room_id: str) -> None:
         """The test-only `two-members-is-dm`: a room with two joined members counted as a direct chat, the way
         bots guess DMs by head count. Correct: an invite flagged is_direct, or the bot's m.direct confirmed by the
@@ -296,3 +290,11 @@ class MatrixBot:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _room_members(client: Any, room_id: str) -> tuple[int, set[str]] | None:
+    """A room's joined count and joined members as the bot's client knows them (None: a room it does not know)."""
+    room = client.rooms.get(room_id)
+    if room is None:
+        return None
+    return room.joined_count, {user for user, member in room.users.items() if not member.invited}
