@@ -19,6 +19,7 @@ REDACTED = "[REDACTED]"
 # the run refuses a user-supplied secret (API key, registration token or secret) shorter than this.
 MIN_SECRET_LENGTH = 8
 REDACT_CHUNK = 1 << 20  # a file is redacted this much at a time
+BINARY_SNIFF = 8192  # a NUL in this many first bytes makes a file binary, as git judges it
 
 
 def _usable(secrets: Iterable[str]) -> list[str]:
@@ -76,10 +77,10 @@ def scan_for_secrets(directory: Path, secrets: Iterable[str]) -> list[tuple[Path
     return found
 
 
-def _is_binary(data: bytes) -> bool:
-    # A NUL in the first 8 KiB, as git judges it. Not "invalid UTF-8": a bot log cut inside a character when the
-    # bot was killed, or holding one Latin-1 byte, is text whose secrets must still be redacted.
-    return b"\0" in data[:8192]
+def _is_binary(head: bytes) -> bool:
+    # A NUL in the file's first BINARY_SNIFF bytes (`head`). Not "invalid UTF-8": a bot log cut inside a character
+    # when the bot was killed, or holding one Latin-1 byte, is text whose secrets must still be redacted.
+    return b"\0" in head
 
 
 def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
@@ -136,7 +137,7 @@ def redact_file(path: Path, secrets: Iterable[str]) -> bool:
     path = Path(path)
     needles = _all_needles(secrets)
     with path.open("rb") as handle:
-        if not needles or _is_binary(handle.read(8192)):
+        if not needles or _is_binary(handle.read(BINARY_SNIFF)):
             return False
     if not any(needle in piece for piece in _chunks(path, needles) for needle in needles):
         return False

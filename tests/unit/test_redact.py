@@ -122,3 +122,39 @@ def test_a_big_file_is_redacted_in_pieces_and_no_secret_is_split_by_a_cut(tmp_pa
     assert module.safe_cut(b"abcdefghabcdefgh", 12, [b"abcdefgh"]) == 8
     assert module.safe_cut(b"zzzz", -3, [b"abcdefgh"]) == 0
     assert module.safe_cut(b"aaaaaaaaXbbbbbbbb", 12, [b"Xbbbbbbbb", b"aaaaaaaaX"]) == 0
+
+
+# --- what the mutation run of redact.py's chunking (issue 28) found untested ------------------------------------
+
+
+def test_a_cut_moved_back_for_one_secret_is_checked_again_for_the_others() -> None:
+    """Moving the cut before one secret can make another straddle the new cut: safe_cut goes on until no secret
+    does, whatever order the secrets come in (one pass in the wrong order would split `aaaaaaaaX` and leak it)."""
+    from qa.shared.redact import safe_cut
+
+    buffer = b"aaaaaaaaXbbbbbbbb"
+    assert safe_cut(buffer, 12, [b"aaaaaaaaX", b"Xbbbbbbbb"]) == 0
+    assert safe_cut(buffer, 12, [b"Xbbbbbbbb", b"aaaaaaaaX"]) == 0
+
+
+def test_overlapping_secrets_straddling_a_piece_boundary_are_both_redacted(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qa.shared import redact as module
+
+    monkeypatch.setattr(module, "REDACT_CHUNK", 20)
+    path = tmp_path / "bot.log"
+    # The first piece would end at 11, inside `Xbbbbbbbb` (9 to 18); the cut moved before it, to 9, falls inside
+    # `aaaaaaaaaX` (0 to 10), looked at first (the longer) and missed until then: the cut goes to 0.
+    path.write_bytes(b"aaaaaaaaaXbbbbbbbb tail aaaaaaaaaX\n")
+    assert module.redact_file(path, ["Xbbbbbbbb", "aaaaaaaaaX"]) is True
+    assert path.read_bytes() == b"[REDACTED]bbbbbbbb tail [REDACTED]\n"
+
+
+def test_a_file_is_read_in_pieces_of_one_mebibyte(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The memory bound itself: a file of 2.5 MiB is three pieces and what is carried, none of them whole."""
+    from qa.shared import redact as module
+
+    assert module.REDACT_CHUNK == 1 << 20
+    path = tmp_path / "bot.log"
+    path.write_bytes(b"x" * (5 << 19))
+    pieces = [len(p) for p in module._chunks(path, [b"abcdefgh"])]
+    assert sum(pieces) == 5 << 19 and max(pieces) <= 1 << 20 and len(pieces) == 4, pieces
