@@ -158,3 +158,24 @@ def test_a_file_is_read_in_pieces_of_one_mebibyte(tmp_path) -> None:  # type: ig
     path.write_bytes(b"x" * (5 << 19))
     pieces = [len(p) for p in module._chunks(path, [b"abcdefgh"])]
     assert sum(pieces) == 5 << 19 and max(pieces) <= 1 << 20 and len(pieces) == 4, pieces
+
+
+def test_lines_redacted_together_are_redacted_as_each_would_be_alone() -> None:
+    """A bot's output is redacted a chunk at a time (redact_lines); no secret may match across two lines, and
+    every line comes out as `redact` makes it, newlines in a line or in a secret included."""
+    import random
+
+    from qa.shared.redact import redact_lines
+
+    rng = random.Random(7)
+    pool = ["abcdefgh", "abcdefghij", "cdefghab", "gh\nabcdef", "xx\nyyzzww"]
+    for _ in range(400):
+        secrets = rng.sample(pool, rng.randint(0, 3))
+        lines = ["".join(rng.choice("abcdefghxyzw\n ") for _ in range(rng.randint(0, 30)))
+                 for _ in range(rng.randint(0, 6))]
+        assert redact_lines(lines, secrets) == [redact(line, secrets) for line in lines], (lines, secrets)
+    # The two seams by name: a secret split by a line end stays split (as line by line), whole ones go.
+    assert redact_lines(["key abcd", "efgh", "abcdefgh"], ["abcdefgh"]) == ["key abcd", "efgh", REDACTED]
+    assert redact_lines(["a\nb", "abcdefgh"], ["abcdefgh"]) == ["a\nb", REDACTED]
+    assert redact_lines(["ab", "cdefghij"], ["b\ncdefghi"]) == ["ab", "cdefghij"]
+    assert redact_lines([], ["abcdefgh"]) == [] and redact_lines(["x"], []) == ["x"]
