@@ -182,8 +182,12 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     deadline = time.monotonic() + 10
-    while "sleep" not in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the wrapper has exec'd: the setting is made before that
+    # Until the wrapper has exec'd (the setting is made before that). Not "sleep" in the command line: the wrapper's
+    # own holds it as an argument, and a parent killed before the wrapper looks at it ends the wrapper by another
+    # path (its parent check), which passed this test with PR_SET_PDEATHSIG broken.
+    while "qa.processes" in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "qa.processes" not in Path(f"/proc/{child}/cmdline").read_text()
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
