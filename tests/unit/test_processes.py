@@ -205,3 +205,62 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
     except OSError:
         return False
+
+
+# --- what the mutation run of qa/processes.py found untested ----------------------------------------------------
+
+
+def test_a_nested_spawn_keeps_the_sweep_deferred_until_the_outer_one_ends() -> None:
+    with processes.spawning():
+        with processes.spawning():
+            assert processes._spawning == 2
+        assert processes._spawning == 1
+        assert processes.stop_adopted() == [], "a spawn is still in flight"
+    assert processes._spawning == 0
+
+
+def _stat_bytes(root: Path, pid: int, ppid: int, session: int, name: bytes = b"x") -> None:
+    (root / str(pid)).mkdir()
+    (root / str(pid) / "stat").write_bytes(b"%d (%s) S %d %d %d 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 1 1\n"
+                                           % (pid, name, ppid, pid, session, pid + 5))
+
+
+def test_a_process_whose_name_is_not_utf8_is_still_read(tmp_path: Path) -> None:
+    """A command name is any bytes (prctl PR_SET_NAME): the table and the adoption scan read it, never fail on it."""
+    me = os.getpid()
+    _stat_bytes(tmp_path, 900011, me, 900011, b"\xff\xfebad")
+    _stat_bytes(tmp_path, 900012, 900011, 900011, b"caf\xc3")
+    assert processes.process_table(tmp_path) == {(900011, 900016): me, (900012, 900017): 900011}
+    assert adopted(tmp_path) == [900011]
+
+
+def test_a_process_gone_mid_scan_does_not_end_the_scan(tmp_path: Path) -> None:
+    """Entries without a stat (ended between the listing and the read) are skipped, whatever order they come in."""
+    for n in range(10):
+        _stat_bytes(tmp_path, 900100 + n, 1, 1)
+        (tmp_path / str(900200 + n)).mkdir()  # gone: no stat to read
+    assert sorted(processes.process_table(tmp_path)) == [(900100 + n, 900105 + n) for n in range(10)]
+
+
+def test_the_process_table_reads_the_real_proc_by_default() -> None:
+    table = processes.process_table()
+    me = [ident for ident in table if ident[0] == os.getpid()]
+    assert len(me) == 1 and me[0][1] > 0 and table[me[0]] == os.getppid()
+
+
+def test_a_mark_that_is_not_utf8_ties_nothing() -> None:
+    assert processes.marked_by(b"MATRIX_QA_STATE_DIR=/s/\xff\0", {"/s/a"}) is None
+    assert processes.marked_by(b"MATRIX_QA_STATE_DIR=/s/\xff\0", {"/s/\ufffd"}) == "/s/\ufffd"
+
+
+def test_without_prctl_nothing_is_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not Linux (no libc, or no prctl in it): every setting says it did not take."""
+    import ctypes
+
+    def no_libc(*_args: object, **_kwargs: object) -> object:
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert processes.prctl(processes.PR_SET_CHILD_SUBREAPER, 1) is False
+    monkeypatch.setattr(ctypes, "CDLL", lambda *_a, **_k: object())  # a libc without prctl
+    assert processes.become_subreaper() is False
