@@ -236,10 +236,14 @@ def test_a_process_whose_name_is_not_utf8_is_still_read(tmp_path: Path) -> None:
 
 def test_a_process_gone_mid_scan_does_not_end_the_scan(tmp_path: Path) -> None:
     """Entries without a stat (ended between the listing and the read) are skipped, whatever order they come in."""
+    me = os.getpid()
     for n in range(10):
-        _stat_bytes(tmp_path, 900100 + n, 1, 1)
+        _stat_bytes(tmp_path, 900100 + n, me, 900100 + n)  # adopted orphans
         (tmp_path / str(900200 + n)).mkdir()  # gone: no stat to read
+        (tmp_path / str(900300 + n)).mkdir()
+        (tmp_path / str(900300 + n) / "stat").write_text("garbage")  # a stat that cannot be parsed
     assert sorted(processes.process_table(tmp_path)) == [(900100 + n, 900105 + n) for n in range(10)]
+    assert adopted(tmp_path) == [900100 + n for n in range(10)]
 
 
 def test_the_process_table_reads_the_real_proc_by_default() -> None:
