@@ -96,8 +96,11 @@ SCRIPT = r"""
 import os, subprocess, sys, time
 from qa import processes
 assert processes.become_subreaper()
+# The helper's output goes nowhere: a sweep that misses it must fail the test when the script ends, not hold the
+# test's pipe open until the helper's sleep is over.
 HELPER = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], " \
-    "env=ENV, start_new_session=True); print(p.pid, flush=True); sys.stdin.read()"
+    "env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, " \
+    "flush=True); sys.stdin.read()"
 
 def parent(env, mark):
     # A process that starts a helper in its own session, says its pid, and exits when told: the helper is orphaned.
