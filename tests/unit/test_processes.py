@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qa import processes
 from qa.processes import adopted, stat_fields
 
@@ -271,3 +273,22 @@ def test_without_prctl_nothing_is_set(monkeypatch) -> None:  # type: ignore[no-u
     assert processes.prctl(processes.PR_SET_CHILD_SUBREAPER, 1) is False
     monkeypatch.setattr(ctypes, "CDLL", lambda *_a, **_k: object())  # a libc without prctl
     assert processes.become_subreaper() is False
+
+
+def test_tied_orphans_skip_one_gone_meanwhile_and_read_any_name_and_mark(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An adopted orphan whose stat is gone by the time it is read is skipped, not the end of the scan; a name or
+    a mark that is not UTF-8 is read; an unreadable environment leaves the record to tie it."""
+    me = os.getpid()
+    _stat_bytes(tmp_path, 900402, me, 900402, b"\xffname")
+    (tmp_path / "900402" / "environ").write_bytes(b"A=\xff\0MATRIX_QA_STATE_DIR=/s/a\0")
+    _stat_bytes(tmp_path, 900403, me, 900403)  # no environ file: tied by its record alone
+    monkeypatch.setattr(processes, "adopted", lambda proc: [900401, 900402, 900403])  # 900401 ended meanwhile
+    processes.tie("/s/a")
+    processes._TIED[(900403, 900408)] = "/s/a"
+    try:
+        assert processes.tied_orphans(None, tmp_path) == [900402, 900403]
+        assert processes.tied_orphans("/s/a", tmp_path) == [900402, 900403]
+        assert processes.tied_orphans("/s/b", tmp_path) == []
+    finally:
+        processes.untie_all()
