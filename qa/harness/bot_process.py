@@ -269,10 +269,8 @@ class BotUnderTest:
         """One chunk's lines: redacted and written (one write, one flush: a bot printing millions of short lines
         costs no syscall each), then offered to the waits (readiness among them) in order; the in-memory copy,
         for failure reports, keeps only the latest lines, whatever the bot prints."""
-        if not raws:
-            return
         lines = redact_lines(decoded_lines(raws), self._secrets)
-        out.write("\n".join(lines) + "\n")
+        out.write("\n".join([*lines, ""]))  # each line and its newline; nothing for no lines
         out.flush()
         await self.log.extend([line[:LOG_LINE_KEPT] for line in lines])
 
