@@ -179,3 +179,18 @@ def test_lines_redacted_together_are_redacted_as_each_would_be_alone() -> None:
     assert redact_lines(["a\nb", "abcdefgh"], ["abcdefgh"]) == ["a\nb", REDACTED]
     assert redact_lines(["ab", "cdefghij"], ["b\ncdefghi"]) == ["ab", "cdefghij"]
     assert redact_lines([], ["abcdefgh"]) == [] and redact_lines(["x"], []) == ["x"]
+
+
+def test_lines_without_newlines_are_redacted_in_one_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The point of redact_lines: a chunk of a bot's output costs one search per secret, not one per line."""
+    from qa.shared import redact as module
+
+    calls: list[str] = []
+    real = module.redact
+    monkeypatch.setattr(module, "redact", lambda text, secrets: calls.append(text) or real(text, secrets))
+    assert module.redact_lines(["a abcdefgh", "b", "c abcdefgh"], ["abcdefgh"]) == [f"a {REDACTED}", "b",
+                                                                                    f"c {REDACTED}"]
+    assert calls == ["a abcdefgh\nb\nc abcdefgh"]
+    calls.clear()
+    assert module.redact_lines(["a", "b\nabcdefgh"], ["abcdefgh"]) == ["a", f"b\n{REDACTED}"]
+    assert calls == ["a", "b\nabcdefgh"], "a line holding a newline: line by line"
