@@ -327,3 +327,43 @@ def test_the_command_line_refusals_are_exact(tmp_path: Path, capsys) -> None:  #
     (tmp_path / "x.jsonl.lock").write_text("{}")
     code, out, _ = _main(["--state-dir", str(tmp_path), "--fix"], capsys, positional=False)
     assert code == 0 and out.startswith("unreadable ")
+
+
+def test_a_row_cannot_change_under_its_verdict() -> None:
+    import dataclasses
+
+    from qa.kernel.doctor import Row
+
+    row = Row(obs(), judge(obs(), SETTINGS), False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.fixed = True  # type: ignore[misc]
+
+
+def test_the_max_hold_refusal_names_the_flag_in_process(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = _main([str(tmp_path), "--max-hold-ms", "0"], capsys)
+    assert code == 2 and err.startswith("matrix-qa doctor: --max-hold-ms='0': expected"), err
+    assert "session.writeLock" not in err
+
+
+def test_directories_it_cannot_enter_are_named_not_read_as_empty(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Run as root here, where every directory is readable: which ones are is asked of os.access, faked."""
+    import os as real_os
+
+    asked: list[int] = []
+    closed = {"a", "b", "c", "d", "e", "f"}
+
+    def access(path: object, mode: int) -> bool:
+        asked.append(mode)
+        return Path(str(path)).name not in closed
+
+    deepest = tmp_path / "x" / "a" / "b" / "c" / "d" / "e" / "f"  # one per level: the walk's order is known
+    deepest.mkdir(parents=True)
+    monkeypatch.setattr("qa.kernel.doctor.os.access", access)
+    code, out, err = _main([str(tmp_path)], capsys)
+    shown = ", ".join(str(tmp_path / "x" / "abcde"[: i + 1].replace("", "/")[1:-1]) for i in range(5))
+    assert (code, out) == (2, "") and err == (f"matrix-qa doctor: cannot read {shown} (permission denied): its "
+                                              "session locks cannot be listed\n"), err
+    assert set(asked) == {real_os.R_OK | real_os.X_OK}
+    closed.add(tmp_path.name)
+    code, _, err = _main([str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"matrix-qa doctor: cannot read {tmp_path}, {tmp_path / 'x' / 'a'}, "), err
