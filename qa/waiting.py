@@ -31,12 +31,16 @@ class _Watch(Generic[T]):
         self.found: list[T] = []
         self.error: BaseException | None = None
 
-    def offer(self, item: T) -> None:
+    def offer(self, items: list[T]) -> None:
+        """New items in order, until one matches or the predicate fails (one call per chunk, not per item)."""
         if self.found or self.error is not None:
             return
+        predicate = self.predicate
         try:
-            if self.predicate(item):
-                self.found.append(item)
+            for item in items:
+                if predicate(item):
+                    self.found.append(item)
+                    return
         except Exception as exc:  # the waiter's to raise (a user's pattern that timed out), not the appender's
             self.error = exc
 
@@ -67,9 +71,8 @@ class Stream(Generic[T]):
     async def extend(self, items: list[T]) -> None:
         """Several items at once (a chunk of a bot's output): each offered to every wait, in order, then the
         waiters woken once, not once per item."""
-        for item in items:
-            for watch in self._watches:
-                watch.offer(item)
+        for watch in self._watches:  # each wait judges on its own, so wait by wait is the same as item by item
+            watch.offer(items)
         async with self._changed:
             self.items.extend(items)
             if self._keep is not None and len(self.items) >= 2 * self._keep:  # trimmed in halves: amortised O(1)

@@ -26,7 +26,7 @@ from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
 from qa.kernel.errors import InfraError
 from qa.patterns import user_pattern
-from qa.shared.redact import redact
+from qa.shared.redact import redact_lines
 from qa.waiting import Stream, WaitTimeout
 
 Proc = asyncio.subprocess.Process | ForkedProcess
@@ -42,6 +42,7 @@ LOG_CHUNK = 65536
 TRACE_READ_CHUNK = 1 << 20  # read the trace's new part this much at a time
 TRACE_LINE_MAX = 1 << 20  # a record longer than this is dropped, not held
 _SKIPPING = b"\0skipping an overlong trace line\0"  # a JSON line never holds a raw NUL
+_COPY_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # json.dumps's, made once, not per record
 LOG_LINES_KEPT = 20000
 LOG_LINE_KEPT = 2000
 
@@ -59,6 +60,12 @@ def describe_exit(code: int | None) -> str:
             return f"killed by {signal.Signals(-code).name}"
         return f"killed by signal {-code}"
     return f"exited with code {code}"
+
+
+def decoded_lines(raws: list[bytes]) -> list[str]:
+    """Pure: `[raw.decode("utf-8", errors="replace") for raw in raws]` (lines without their newline), decoded as one
+    text: a newline byte is never inside a UTF-8 sequence, so an invalid sequence ends at it either way."""
+    return b"\n".join(raws).decode("utf-8", errors="replace").split("\n") if raws else []
 
 
 class TraceFollower:
@@ -114,12 +121,11 @@ class TraceFollower:
                 records.append(record)
         if records:
             self.copy.parent.mkdir(parents=True, exist_ok=True)
+            # One JSON line per record (a dump holds no raw newline), redacted as one text: one search per secret.
+            lines = redact_lines([_COPY_JSON.encode(record) for record in records], self._secrets)
             with self.copy.open("a", encoding="utf-8") as out:
-                for record in records:
-                    out.write(redact(json.dumps(record, ensure_ascii=False, separators=(",", ":")), self._secrets)
-                              + "\n")
-            for record in records:
-                await self.stream.append(record)
+                out.write("\n".join(lines) + "\n")
+            await self.stream.extend(records)
 
     def _same_start(self) -> bool:
         """Whether the file still begins as it did when we read its start (a rewrite of the same length
@@ -263,8 +269,8 @@ class BotUnderTest:
         """One chunk's lines: redacted and written (one write, one flush: a bot printing millions of short lines
         costs no syscall each), then offered to the waits (readiness among them) in order; the in-memory copy,
         for failure reports, keeps only the latest lines, whatever the bot prints."""
-        lines = [redact(raw.decode("utf-8", errors="replace"), self._secrets) for raw in raws]
-        out.write("".join(line + "\n" for line in lines))
+        lines = redact_lines(decoded_lines(raws), self._secrets)
+        out.write("\n".join([*lines, ""]))  # each line and its newline; nothing for no lines
         out.flush()
         await self.log.extend([line[:LOG_LINE_KEPT] for line in lines])
 

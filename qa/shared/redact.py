@@ -19,6 +19,7 @@ REDACTED = "[REDACTED]"
 # the run refuses a user-supplied secret (API key, registration token or secret) shorter than this.
 MIN_SECRET_LENGTH = 8
 REDACT_CHUNK = 1 << 20  # a file is redacted this much at a time
+BINARY_SNIFF = 8192  # a NUL in this many first bytes makes a file binary, as git judges it
 
 
 def _usable(secrets: Iterable[str]) -> list[str]:
@@ -30,6 +31,17 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     for secret in _usable(secrets):
         text = text.replace(secret, REDACTED)
     return text
+
+
+def redact_lines(lines: list[str], secrets: Iterable[str]) -> list[str]:
+    """`[redact(line, secrets) for line in lines]`, done over the lines joined where that is the same thing: no line
+    and no secret holds a newline, so no secret can match across two lines. A bot's output is redacted a chunk
+    of lines at a time: one search per secret over the chunk, not one per line."""
+    usable = _usable(secrets)
+    joined = "\n".join(lines)
+    if any("\n" in secret for secret in usable) or joined.count("\n") != len(lines) - 1:
+        return [redact(line, usable) for line in lines]
+    return redact(joined, usable).split("\n")
 
 
 def redact_data(value: Any, secrets: Iterable[str]) -> Any:
@@ -76,10 +88,10 @@ def scan_for_secrets(directory: Path, secrets: Iterable[str]) -> list[tuple[Path
     return found
 
 
-def _is_binary(data: bytes) -> bool:
-    # A NUL in the first 8 KiB, as git judges it. Not "invalid UTF-8": a bot log cut inside a character when the
-    # bot was killed, or holding one Latin-1 byte, is text whose secrets must still be redacted.
-    return b"\0" in data[:8192]
+def _is_binary(head: bytes) -> bool:
+    # A NUL in the file's first BINARY_SNIFF bytes (`head`). Not "invalid UTF-8": a bot log cut inside a character
+    # when the bot was killed, or holding one Latin-1 byte, is text whose secrets must still be redacted.
+    return b"\0" in head
 
 
 def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
@@ -136,7 +148,7 @@ def redact_file(path: Path, secrets: Iterable[str]) -> bool:
     path = Path(path)
     needles = _all_needles(secrets)
     with path.open("rb") as handle:
-        if not needles or _is_binary(handle.read(8192)):
+        if not needles or _is_binary(handle.read(BINARY_SNIFF)):
             return False
     if not any(needle in piece for piece in _chunks(path, needles) for needle in needles):
         return False

@@ -64,3 +64,40 @@ async def test_stragglers_are_found_by_their_state_dir(tmp_path: Path) -> None:
     assert proc.pid in killed
     assert await asyncio.wait_for(proc.wait(), 5) == -9
     assert kill_stragglers(marker) == [] and kill_stragglers("") == []
+
+
+def test_lines_decoded_together_decode_as_each_alone() -> None:
+    """bot.log's lines are decoded a chunk at a time; a line cut inside a character or holding bytes that are not
+    UTF-8 comes out as it would alone (one replacement character per bad sequence, none across lines)."""
+    import random
+
+    from qa.harness.bot_process import decoded_lines
+
+    rng = random.Random(3)
+    alphabet = [b"a", b"\xc3", b"\xa9", b"\xe2\x82", b"\xac", b"\xf0\x9f\x98", b"\x80", b"\xff", "é€😀".encode()]
+    for _ in range(500):
+        raws = [b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 8))) for _ in range(rng.randint(1, 5))]
+        assert decoded_lines(raws) == [raw.decode("utf-8", errors="replace") for raw in raws], raws
+    assert decoded_lines([]) == [] and decoded_lines([b""]) == [""]
+    assert decoded_lines([b"caf\xc3", b"\xa9"]) == ["caf\ufffd", "\ufffd"]
+
+
+async def test_the_trace_copy_is_one_compact_redacted_line_per_record_and_every_record_reaches_the_stream(
+        tmp_path: Path) -> None:
+    """Records are copied a chunk at a time: each as compact JSON with its text unescaped, a secret redacted in
+    it, a torn or foreign line left out; the waits get every record, in order."""
+    import json
+
+    from qa.harness.bot_process import TraceFollower, describe_record
+    from qa.waiting import Stream
+
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text(json.dumps({"t": 1, "type": "a", "s": "café syt_secret_token_1"}) + "\n" + "[1, 2]\n{torn\n"
+                     + json.dumps({"t": 2, "type": "b", "n": [1, {"k": None}]}) + "\n{\"t\": 3", encoding="utf-8")
+    stream: Stream[dict[str, object]] = Stream(describe_record)
+    follower = TraceFollower(trace, tmp_path / "out" / "copy.jsonl", ["syt_secret_token_1"], stream)
+    await follower.read()
+    assert (tmp_path / "out" / "copy.jsonl").read_text(encoding="utf-8") == \
+        '{"t":1,"type":"a","s":"café [REDACTED]"}\n{"t":2,"type":"b","n":[1,{"k":null}]}\n'
+    assert [r["t"] for r in stream.items] == [1, 2]
+    assert stream.items[0]["s"] == "café syt_secret_token_1", "the evidence itself is not redacted, only its copy"

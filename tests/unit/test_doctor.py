@@ -207,3 +207,163 @@ def test_max_hold_ms_flag_is_named_in_its_error(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "qa.agent", "doctor"], capture_output=True, text=True, env=env,
                           check=False)
     assert proc.returncode == 2 and "--state-dir" in proc.stderr
+
+
+# --- what the mutation re-run of qa/kernel/doctor.py (wave 5) found untested --------------------------------------
+
+
+def _main(argv: list[str], capsys, positional: bool = True) -> tuple[int, str, str]:  # type: ignore[no-untyped-def]
+    from qa.kernel.doctor import doctor_main
+
+    code = doctor_main(argv, "matrix-qa doctor" if positional else "python -m qa.agent doctor", positional)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_a_directory_named_like_a_lock_is_not_one(tmp_path: Path) -> None:
+    (tmp_path / "sessions" / "d.jsonl.lock").mkdir(parents=True)
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=False, as_json=False, out=out.append) == 0
+    assert out == [f"no session locks under {tmp_path}"]
+
+
+def test_a_lock_released_while_the_doctor_looks_is_left_out_and_the_rest_still_listed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.kernel import doctor
+
+    plant(tmp_path / "a.jsonl.lock", os.getpid())
+    plant(tmp_path / "b.jsonl.lock", os.getpid())
+    real = doctor.read_lock
+    monkeypatch.setattr(doctor, "read_lock", lambda path: None if path.name == "a.jsonl.lock" else real(path))
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=False, as_json=False, out=out.append) == 0
+    assert len(out) == 2 and out[0].startswith("held ") and out[0].endswith(f"{tmp_path / 'b.jsonl.lock'}: held by "
+                                                                            f"live pid {os.getpid()}")
+    assert out[1] == "1 lock(s), 0 removed, 0 problem(s) left"
+
+
+def test_render_shows_an_unknown_attempt_and_counts_only_problems_not_fixed(tmp_path: Path) -> None:
+    from qa.kernel.doctor import Row, render
+
+    nameless = Observation(path="p", pid=10, alive=True, age_ms=1.4, attempt=None, promised_max_hold_ms=None)
+    dead = obs(alive=False)
+    rows = [Row(nameless, judge(nameless, SETTINGS), False), Row(dead, judge(dead, SETTINGS), False)]
+    assert render(rows, tmp_path) == [
+        "held           pid=10 (alive) age=1ms attempt=? p: held by live pid 10",
+        "owner-dead     pid=10 (dead) age=100ms attempt=a p: owner pid 10 is not running",
+        "2 lock(s), 0 removed, 1 problem(s) left",
+    ]
+
+
+def test_a_trace_row_is_exact(tmp_path: Path) -> None:
+    """The row an artifacts directory gives: its path names the trace and session, the pid only when the start
+    record has an integer one, the age is how long the hold was open, and it is a problem nothing can fix."""
+    from qa.kernel.doctor import from_traces
+
+    path = tmp_path / "scenarios" / "s" / "bot-trace.jsonl"
+    path.parent.mkdir(parents=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in (
+        {"t": 0, "type": "start", "pid": "42"},
+        {"t": 10, "type": "lock.acquire", "session": "!r", "attempt": "turn-2", "purpose": "inbound"},
+        {"t": 1510.4, "type": "x"})))
+    [row] = from_traces(tmp_path)
+    assert row.observation == Observation(path=f"{path} session=!r", pid=None, alive=None, age_ms=1500.4,
+                                          attempt="turn-2", promised_max_hold_ms=None)
+    assert row.judgement == Judgement("left-held", problem=True, fixable=False,
+                                      why="hold (inbound) still open when the trace ends, 1500ms after it was taken")
+    assert row.fixed is False
+    (tmp_path / "scenarios" / "other" / "nested").mkdir(parents=True)  # only scenarios/*/bot-trace.jsonl counts
+    (tmp_path / "scenarios" / "other" / "nested" / "bot-trace.jsonl").write_text(path.read_text())
+    (tmp_path / "bot-trace.jsonl").write_text(path.read_text())
+    assert len(from_traces(tmp_path)) == 1
+
+
+def test_run_doctor_refuses_what_is_not_a_directory(tmp_path: Path) -> None:
+    out: list[str] = []
+    assert run_doctor(tmp_path / "nope", SETTINGS, fix=False, as_json=False, out=out.append) == 2
+    assert out == [f"doctor: {tmp_path / 'nope'}: not a directory"]
+
+
+def test_the_json_rows_are_whole(tmp_path: Path) -> None:
+    lock = tmp_path / "s.jsonl.lock"
+    plant(lock, os.getpid())
+    out: list[str] = []
+    assert run_doctor(tmp_path, SETTINGS, fix=False, as_json=True, out=out.append) == 0
+    [row] = json.loads(out[0])
+    assert list(row) == ["path", "pid", "alive", "age_ms", "attempt", "promised_max_hold_ms", "state", "problem",
+                         "fixable", "why", "fixed"]
+    assert (row["path"], row["attempt"], row["promised_max_hold_ms"], row["problem"], row["fixable"]) == \
+        (str(lock), "turn-1", 5_000, False, False)
+    assert out[0].startswith("[\n  {\n    \"path\""), "indented by two"
+
+
+def test_the_limits_on_the_command_line_are_the_ones_judged_by(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    """--stale-ms judges the unreadable lock, --max-hold-ms the runaway one; without them the defaults do."""
+    (tmp_path / "torn.jsonl.lock").write_text("{not json")
+    code, out, _ = _main([str(tmp_path)], capsys)
+    assert code == 0 and out.startswith("unreadable     pid=? (unknown)"), out
+    code, out, _ = _main([str(tmp_path), "--stale-ms", "1"], capsys)
+    assert code == 1 and "older than staleMs 1\n" in out, out
+    (tmp_path / "torn.jsonl.lock").unlink()
+    plant(tmp_path / "run.jsonl.lock", os.getpid(), age_ms=60_000)
+    assert _main([str(tmp_path)], capsys)[0] == 1
+    code, out, _ = _main([str(tmp_path), "--max-hold-ms", "120000"], capsys)
+    assert code == 0 and "held by live pid" in out, out
+    code, out, _ = _main(["--state-dir", str(tmp_path), "--max-hold-ms", "120000", "--json"], capsys,
+                         positional=False)
+    assert code == 0 and json.loads(out)[0]["state"] == "held"
+
+
+def test_the_command_line_refusals_are_exact(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, out, err = _main([str(tmp_path / "nope")], capsys)
+    assert (code, out, err) == (2, "", f"matrix-qa doctor: {tmp_path / 'nope'}: not a directory\n")
+    code, _, err = _main([str(tmp_path), "--stale-ms", "0"], capsys)
+    assert code == 2 and err.startswith("matrix-qa doctor: --stale-ms='0': expected"), err
+    with pytest.raises(SystemExit) as exited:
+        _main([], capsys, positional=False)
+    assert exited.value.code == 2
+    assert capsys.readouterr().err.startswith("python -m qa.agent doctor: the following arguments are required: "
+                                              "--state-dir")
+    (tmp_path / "x.jsonl.lock").write_text("{}")
+    code, out, _ = _main(["--state-dir", str(tmp_path), "--fix"], capsys, positional=False)
+    assert code == 0 and out.startswith("unreadable ")
+
+
+def test_a_row_cannot_change_under_its_verdict() -> None:
+    import dataclasses
+
+    from qa.kernel.doctor import Row
+
+    row = Row(obs(), judge(obs(), SETTINGS), False)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        row.fixed = True  # type: ignore[misc]
+
+
+def test_the_max_hold_refusal_names_the_flag_in_process(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    code, _, err = _main([str(tmp_path), "--max-hold-ms", "0"], capsys)
+    assert code == 2 and err.startswith("matrix-qa doctor: --max-hold-ms='0': expected"), err
+    assert "session.writeLock" not in err
+
+
+def test_directories_it_cannot_enter_are_named_not_read_as_empty(tmp_path: Path, capsys, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Run as root here, where every directory is readable: which ones are is asked of os.access, faked."""
+    import os as real_os
+
+    asked: list[int] = []
+    closed = {"a", "b", "c", "d", "e", "f"}
+
+    def access(path: object, mode: int) -> bool:
+        asked.append(mode)
+        return Path(str(path)).name not in closed
+
+    deepest = tmp_path / "x" / "a" / "b" / "c" / "d" / "e" / "f"  # one per level: the walk's order is known
+    deepest.mkdir(parents=True)
+    monkeypatch.setattr("qa.kernel.doctor.os.access", access)
+    code, out, err = _main([str(tmp_path)], capsys)
+    shown = ", ".join(str(tmp_path / "x" / "abcde"[: i + 1].replace("", "/")[1:-1]) for i in range(5))
+    assert (code, out) == (2, "") and err == (f"matrix-qa doctor: cannot read {shown} (permission denied): its "
+                                              "session locks cannot be listed\n"), err
+    assert set(asked) == {real_os.R_OK | real_os.X_OK}
+    closed.add(tmp_path.name)
+    code, _, err = _main([str(tmp_path)], capsys)
+    assert code == 2 and err.startswith(f"matrix-qa doctor: cannot read {tmp_path}, {tmp_path / 'x' / 'a'}, "), err

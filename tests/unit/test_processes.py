@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qa import processes
 from qa.processes import adopted, stat_fields
 
@@ -96,8 +98,11 @@ SCRIPT = r"""
 import os, subprocess, sys, time
 from qa import processes
 assert processes.become_subreaper()
+# The helper's output goes nowhere: a sweep that misses it must fail the test when the script ends, not hold the
+# test's pipe open until the helper's sleep is over.
 HELPER = "import subprocess, sys; p = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], " \
-    "env=ENV, start_new_session=True); print(p.pid, flush=True); sys.stdin.read()"
+    "env=ENV, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL); print(p.pid, " \
+    "flush=True); sys.stdin.read()"
 
 def parent(env, mark):
     # A process that starts a helper in its own session, says its pid, and exits when told: the helper is orphaned.
@@ -182,8 +187,12 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     assert parent.stdout is not None
     child = int(parent.stdout.readline())
     deadline = time.monotonic() + 10
-    while "sleep" not in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
-        time.sleep(0.01)  # until the wrapper has exec'd: the setting is made before that
+    # Until the wrapper has exec'd (the setting is made before that). Not "sleep" in the command line: the wrapper's
+    # own holds it as an argument, and a parent killed before the wrapper looks at it ends the wrapper by another
+    # path (its parent check), which passed this test with PR_SET_PDEATHSIG broken.
+    while "qa.processes" in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert "qa.processes" not in Path(f"/proc/{child}/cmdline").read_text()
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
@@ -201,3 +210,85 @@ def _running(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[-1][:1] != "Z"
     except OSError:
         return False
+
+
+# --- what the mutation run of qa/processes.py found untested ----------------------------------------------------
+
+
+def test_a_nested_spawn_keeps_the_sweep_deferred_until_the_outer_one_ends() -> None:
+    with processes.spawning():
+        with processes.spawning():
+            assert processes._spawning == 2
+        assert processes._spawning == 1
+        assert processes.stop_adopted() == [], "a spawn is still in flight"
+    assert processes._spawning == 0
+
+
+def _stat_bytes(root: Path, pid: int, ppid: int, session: int, name: bytes = b"x") -> None:
+    (root / str(pid)).mkdir()
+    (root / str(pid) / "stat").write_bytes(b"%d (%s) S %d %d %d 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 %d 1 1\n"
+                                           % (pid, name, ppid, pid, session, pid + 5))
+
+
+def test_a_process_whose_name_is_not_utf8_is_still_read(tmp_path: Path) -> None:
+    """A command name is any bytes (prctl PR_SET_NAME): the table and the adoption scan read it, never fail on it."""
+    me = os.getpid()
+    _stat_bytes(tmp_path, 900011, me, 900011, b"\xff\xfebad")
+    _stat_bytes(tmp_path, 900012, 900011, 900011, b"caf\xc3")
+    assert processes.process_table(tmp_path) == {(900011, 900016): me, (900012, 900017): 900011}
+    assert adopted(tmp_path) == [900011]
+
+
+def test_a_process_gone_mid_scan_does_not_end_the_scan(tmp_path: Path) -> None:
+    """Entries without a stat (ended between the listing and the read) are skipped, whatever order they come in."""
+    me = os.getpid()
+    for n in range(10):
+        _stat_bytes(tmp_path, 900100 + n, me, 900100 + n)  # adopted orphans
+        (tmp_path / str(900200 + n)).mkdir()  # gone: no stat to read
+        (tmp_path / str(900300 + n)).mkdir()
+        (tmp_path / str(900300 + n) / "stat").write_text("garbage")  # a stat that cannot be parsed
+    assert sorted(processes.process_table(tmp_path)) == [(900100 + n, 900105 + n) for n in range(10)]
+    assert adopted(tmp_path) == [900100 + n for n in range(10)]
+
+
+def test_the_process_table_reads_the_real_proc_by_default() -> None:
+    table = processes.process_table()
+    me = [ident for ident in table if ident[0] == os.getpid()]
+    assert len(me) == 1 and me[0][1] > 0 and table[me[0]] == os.getppid()
+
+
+def test_a_mark_that_is_not_utf8_ties_nothing() -> None:
+    assert processes.marked_by(b"MATRIX_QA_STATE_DIR=/s/\xff\0", {"/s/a"}) is None
+    assert processes.marked_by(b"MATRIX_QA_STATE_DIR=/s/\xff\0", {"/s/\ufffd"}) == "/s/\ufffd"
+
+
+def test_without_prctl_nothing_is_set(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Not Linux (no libc, or no prctl in it): every setting says it did not take."""
+    import ctypes
+
+    def no_libc(*_args: object, **_kwargs: object) -> object:
+        raise OSError("no libc here")
+
+    monkeypatch.setattr(ctypes, "CDLL", no_libc)
+    assert processes.prctl(processes.PR_SET_CHILD_SUBREAPER, 1) is False
+    monkeypatch.setattr(ctypes, "CDLL", lambda *_a, **_k: object())  # a libc without prctl
+    assert processes.become_subreaper() is False
+
+
+def test_tied_orphans_skip_one_gone_meanwhile_and_read_any_name_and_mark(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An adopted orphan whose stat is gone by the time it is read is skipped, not the end of the scan; a name or
+    a mark that is not UTF-8 is read; an unreadable environment leaves the record to tie it."""
+    me = os.getpid()
+    _stat_bytes(tmp_path, 900402, me, 900402, b"\xffname")
+    (tmp_path / "900402" / "environ").write_bytes(b"A=\xff\0MATRIX_QA_STATE_DIR=/s/a\0")
+    _stat_bytes(tmp_path, 900403, me, 900403)  # no environ file: tied by its record alone
+    monkeypatch.setattr(processes, "adopted", lambda proc: [900401, 900402, 900403])  # 900401 ended meanwhile
+    processes.tie("/s/a")
+    processes._TIED[(900403, 900408)] = "/s/a"
+    try:
+        assert processes.tied_orphans(None, tmp_path) == [900402, 900403]
+        assert processes.tied_orphans("/s/a", tmp_path) == [900402, 900403]
+        assert processes.tied_orphans("/s/b", tmp_path) == []
+    finally:
+        processes.untie_all()

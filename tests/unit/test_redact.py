@@ -122,3 +122,75 @@ def test_a_big_file_is_redacted_in_pieces_and_no_secret_is_split_by_a_cut(tmp_pa
     assert module.safe_cut(b"abcdefghabcdefgh", 12, [b"abcdefgh"]) == 8
     assert module.safe_cut(b"zzzz", -3, [b"abcdefgh"]) == 0
     assert module.safe_cut(b"aaaaaaaaXbbbbbbbb", 12, [b"Xbbbbbbbb", b"aaaaaaaaX"]) == 0
+
+
+# --- what the mutation run of redact.py's chunking (issue 28) found untested ------------------------------------
+
+
+def test_a_cut_moved_back_for_one_secret_is_checked_again_for_the_others() -> None:
+    """Moving the cut before one secret can make another straddle the new cut: safe_cut goes on until no secret
+    does, whatever order the secrets come in (one pass in the wrong order would split `aaaaaaaaX` and leak it)."""
+    from qa.shared.redact import safe_cut
+
+    buffer = b"aaaaaaaaXbbbbbbbb"
+    assert safe_cut(buffer, 12, [b"aaaaaaaaX", b"Xbbbbbbbb"]) == 0
+    assert safe_cut(buffer, 12, [b"Xbbbbbbbb", b"aaaaaaaaX"]) == 0
+
+
+def test_overlapping_secrets_straddling_a_piece_boundary_are_both_redacted(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qa.shared import redact as module
+
+    monkeypatch.setattr(module, "REDACT_CHUNK", 20)
+    path = tmp_path / "bot.log"
+    # The first piece would end at 11, inside `Xbbbbbbbb` (9 to 18); the cut moved before it, to 9, falls inside
+    # `aaaaaaaaaX` (0 to 10), looked at first (the longer) and missed until then: the cut goes to 0.
+    path.write_bytes(b"aaaaaaaaaXbbbbbbbb tail aaaaaaaaaX\n")
+    assert module.redact_file(path, ["Xbbbbbbbb", "aaaaaaaaaX"]) is True
+    assert path.read_bytes() == b"[REDACTED]bbbbbbbb tail [REDACTED]\n"
+
+
+def test_a_file_is_read_in_pieces_of_one_mebibyte(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The memory bound itself: a file of 2.5 MiB is three pieces and what is carried, none of them whole."""
+    from qa.shared import redact as module
+
+    assert module.REDACT_CHUNK == 1 << 20
+    path = tmp_path / "bot.log"
+    path.write_bytes(b"x" * (5 << 19))
+    pieces = [len(p) for p in module._chunks(path, [b"abcdefgh"])]
+    assert sum(pieces) == 5 << 19 and max(pieces) <= 1 << 20 and len(pieces) == 4, pieces
+
+
+def test_lines_redacted_together_are_redacted_as_each_would_be_alone() -> None:
+    """A bot's output is redacted a chunk at a time (redact_lines); no secret may match across two lines, and
+    every line comes out as `redact` makes it, newlines in a line or in a secret included."""
+    import random
+
+    from qa.shared.redact import redact_lines
+
+    rng = random.Random(7)
+    pool = ["abcdefgh", "abcdefghij", "cdefghab", "gh\nabcdef", "xx\nyyzzww"]
+    for _ in range(400):
+        secrets = rng.sample(pool, rng.randint(0, 3))
+        lines = ["".join(rng.choice("abcdefghxyzw\n ") for _ in range(rng.randint(0, 30)))
+                 for _ in range(rng.randint(0, 6))]
+        assert redact_lines(lines, secrets) == [redact(line, secrets) for line in lines], (lines, secrets)
+    # The two seams by name: a secret split by a line end stays split (as line by line), whole ones go.
+    assert redact_lines(["key abcd", "efgh", "abcdefgh"], ["abcdefgh"]) == ["key abcd", "efgh", REDACTED]
+    assert redact_lines(["a\nb", "abcdefgh"], ["abcdefgh"]) == ["a\nb", REDACTED]
+    assert redact_lines(["ab", "cdefghij"], ["b\ncdefghi"]) == ["ab", "cdefghij"]
+    assert redact_lines([], ["abcdefgh"]) == [] and redact_lines(["x"], []) == ["x"]
+
+
+def test_lines_without_newlines_are_redacted_in_one_pass(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The point of redact_lines: a chunk of a bot's output costs one search per secret, not one per line."""
+    from qa.shared import redact as module
+
+    calls: list[str] = []
+    real = module.redact
+    monkeypatch.setattr(module, "redact", lambda text, secrets: calls.append(text) or real(text, secrets))
+    assert module.redact_lines(["a abcdefgh", "b", "c abcdefgh"], ["abcdefgh"]) == [f"a {REDACTED}", "b",
+                                                                                    f"c {REDACTED}"]
+    assert calls == ["a abcdefgh\nb\nc abcdefgh"]
+    calls.clear()
+    assert module.redact_lines(["a", "b\nabcdefgh"], ["abcdefgh"]) == ["a", f"b\n{REDACTED}"]
+    assert calls == ["a", "b\nabcdefgh"], "a line holding a newline: line by line"

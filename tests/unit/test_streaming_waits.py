@@ -93,3 +93,29 @@ async def test_a_stream_of_impure_predicates_rejudges_every_item_on_each_wake() 
     wanted.add("reply")
     await stream.append("other")
     assert await waiter == "reply"
+
+
+async def test_a_chunk_is_judged_item_by_item_until_each_wait_has_its_first_match() -> None:
+    """A chunk of lines is offered to each wait at once: each finds the first item it matches, judges nothing
+    after it, and a predicate that fails ends its own wait only, with its error."""
+    stream: Stream[int] = Stream(keep=1000)
+    judged: list[int] = []
+
+    def even_over_2(i: int) -> bool:
+        judged.append(i)
+        return i > 2 and i % 2 == 0
+
+    def fails_at_5(i: int) -> bool:
+        if i == 5:
+            raise ValueError("five")
+        return False
+
+    first = asyncio.ensure_future(stream.wait_for(even_over_2, 5, "even"))
+    second = asyncio.ensure_future(stream.wait_for(lambda i: i == 7, 5, "seven"))
+    third = asyncio.ensure_future(stream.wait_for(fails_at_5, 5, "never"))
+    await asyncio.sleep(0)
+    await stream.extend([1, 2, 3, 4, 5, 6, 7, 8])
+    assert await first == 4 and judged == [1, 2, 3, 4]
+    assert await second == 7
+    with pytest.raises(ValueError, match="five"):
+        await third
