@@ -93,7 +93,8 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any,
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
     else:
         reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.abilities(),
-                                                          res.bot_file.state_mutations, res.bot_file.accounts))
+                                                          res.bot_file.state_mutations, res.bot_file.accounts,
+                                                          res.bot_file.registration is not None))
     if reason:
         say(f"  - {scenario.id} {reason}")
         return ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=reason)

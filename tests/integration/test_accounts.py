@@ -69,23 +69,39 @@ def _environs() -> dict[int, tuple[str, bytes]]:
 async def test_a_bot_registering_its_agent_with_a_token_only_it_holds(run_qa) -> None:
     """`registration: token`: the bot registers its agent itself (localpart rab-…), which the harness then knows
     as the bot's; the token is in the bot's environment and in no other process's, nor in any artifact."""
-    run = asyncio.ensure_future(run_qa("canary", "matrix-thread-follow-up", scenario_paths=SCENARIOS,
-                                       bot_file=BOTS / "router-agent-bot-registers.yaml"))
+    run = asyncio.ensure_future(run_qa("canary", "matrix-thread-follow-up", "router-agent-answers",
+                                       scenario_paths=SCENARIOS, bot_file=BOTS / "router-agent-bot-registers.yaml"))
     snapshots = []
     while not run.done():  # bounded by the run's own scenario timeouts
         snapshots.append(_environs())
         await asyncio.wait({run}, timeout=0.1)
     result = run.result()
     assert result.code == 0, result.report
-    for scenario_id in ("canary", "matrix-thread-follow-up"):
+    for scenario_id in ("canary", "matrix-thread-follow-up", "router-agent-answers"):
         spoke = [s["account"] for s in result.scenario(scenario_id)["steps"] if s["kind"] == "expect_reply"]
-        assert spoke and all(a.startswith("rab-") for a in spoke), spoke
+        assert spoke and all(a.startswith("rab-agent-") for a in spoke), spoke
+    # `from: agent` names the account it registered (rab-agent-<hex>): the same scenario as for the bot whose
+    # agent the harness made.
+    answers = result.scenario("router-agent-answers")["steps"]
+    assert "from account 'rab-agent-" in answers[1]["detail"], answers
     tokens = {line.split(b"=", 1)[1] for snap in snapshots for _cmd, environ in snap.values()
               for line in environ.split(b"\0") if line.startswith(b"MATRIX_QA_REGISTRATION_TOKEN=")}
-    assert len(tokens) == 2, "one fresh token per scenario, seen in a bot's environment"
+    assert len(tokens) == 3, "one fresh token per scenario, seen in a bot's environment"
     holders = {cmd for snap in snapshots for cmd, environ in snap.values() if any(t in environ for t in tokens)}
     assert holders and all("router_agent_bot.py" in cmd for cmd in holders), holders
     assert {t.decode() for t in tokens} <= set(result.secrets)
     for path in result.dir.rglob("*"):
         if path.is_file():
             assert not [t for t in tokens if t in path.read_bytes()], path
+
+
+async def test_a_router_that_answers_itself_fails_when_the_agent_is_one_it_registered(run_qa) -> None:
+    """`from: agent` with an agent the bot registered itself: the router's reply fails, naming both accounts."""
+    result = await run_qa("router-agent-answers", bot_file=BOTS / "router-agent-bot-registers-router-answers.yaml",
+                          scenario_paths=SCENARIOS)
+    assert result.code == 1, result.report
+    failure = result.scenario("router-agent-answers")["failure"]
+    assert failure["step"] == 2 and failure["stepKind"] == "expect_reply"
+    said = "the reply came from the bot's account 'bot' (@mqa-bot-router-agent-answers-"
+    assert any(line.startswith(said) and "expected its account 'agent' (one it registered itself: @rab-agent…)"
+               in line for line in failure["seen"]), failure

@@ -207,8 +207,10 @@ class ExpectReply(StepBase):
     slack: Duration = 2.0
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
-    # Which of the bot's accounts must send the reply: "bot" (its main one) or a name of its bot file's
-    # `accounts` (issue 33); None: any of them. A bot file without that account skips the scenario.
+    # Which of the bot's accounts must send the reply: "bot" (its main one), a name of its bot file's `accounts`
+    # (issue 33), or the name of one it registered itself (its localpart after `registration_prefix`, up to the
+    # first character outside [a-z0-9_]); None: any of them. A bot file that has no such account, and does not
+    # register its own, skips the scenario.
     from_account: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)] | None = Field(
         default=None, alias="from")
 
@@ -298,14 +300,14 @@ class ExpectReply(StepBase):
 
     def _sender_problems(self, ctx: ScenarioContext, event: dict[str, Any]) -> list[str]:
         """Which of the bot's accounts spoke (recorded for the report), and whether it is the one `from` names."""
-        spoke = ctx.account_of(event.get("sender"))
+        sender = event.get("sender")
+        spoke = ctx.account_of(sender)
         if ctx.several_accounts:  # a bot of one account: nothing to say
             ctx.account = spoke
-        if self.from_account is None or spoke == self.from_account:
+        if self.from_account is None or ctx.is_account(sender, self.from_account):
             return []
-        wanted = ctx.bot_accounts.get(self.from_account, ctx.bot_user_id)
-        return [f"the reply came from the bot's account '{spoke}' ({event.get('sender')}), expected its "
-                f"account '{self.from_account}' ({wanted})"]
+        return [f"the reply came from the bot's account '{spoke}' ({sender}), expected its account "
+                f"'{self.from_account}' ({ctx.account_wanted(self.from_account)})"]
 
 
 class ExpectEdits(StepBase):
