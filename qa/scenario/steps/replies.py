@@ -8,6 +8,7 @@ Each step gathers the events (the waiting, the I/O); qa.evidence.replies judges 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -27,6 +28,7 @@ from qa.scenario.steps.common import bot_messages, journal, room_event, text, tr
 from qa.waiting import WaitTimeout
 
 FAILED_TURN_WHY_S = 1.0  # how long a failed turn's `error` record is waited for (it follows the turn.end)
+EXIT_JUDGED_S = 2.0  # how long a reply wait ended by the bot's exit waits for the exit watch's verdict (moments)
 
 if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
@@ -49,8 +51,14 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
             pairing = await _reply_by_pairing(ctx, trigger, timeout_s, what)
             event, ctx.method = pairing.event, pairing.method
     except WaitTimeout as exc:
+        if ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason:
+            # The trace closes on the bot's exit as soon as its exit watch sees it: let that watch say (within
+            # moments) whether nobody asked for the exit, so the evidence names a crash as one.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.bot.died.wait(), EXIT_JUDGED_S)
         seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id)
-        seen.append(journal_knows(journal(ctx), trigger.text))
+        if ctx.bot.bot.has("model"):  # a bot without a model (`say`) never asks one: nothing to say of it
+            seen.append(journal_knows(journal(ctx), trigger.text))
         sent = {f"step {step!r}": ref.text for step, ref in ctx.refs.items()}
         if all(ref.event_id != trigger.event_id for ref in ctx.refs.values()):
             sent["the message waited on"] = trigger.text  # a control message has no step id
