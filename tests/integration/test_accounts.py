@@ -38,6 +38,11 @@ async def test_a_router_and_its_agent_pass_and_the_report_names_the_agent(run_qa
     assert "from account 'agent'" in answers[1]["detail"]
     line = next(x for x in result.report.splitlines() if x.startswith("Which of the bot's accounts answered: "))
     assert "`canary` step 2 agent" in line and "`router-agent-answers` step 2 agent, step 5 agent" in line
+    # The HTML page and the JUnit XML say it too.
+    html = (result.dir / "matrix-qa-report.html").read_text()
+    assert "<code>router-agent-answers</code> step 2 agent, step 5 agent" in html
+    junit = (result.dir / "junit.xml").read_text()
+    assert "the bot's accounts that answered: step 2 agent, step 5 agent" in junit
     # The agent's password and session are secrets of the run like the main account's: in no artifact.
     secrets = [s for s in result.secrets if len(s) >= 16]
     assert len(secrets) >= 4
@@ -73,11 +78,14 @@ async def test_a_bot_registering_its_agent_with_a_token_only_it_holds(run_qa) ->
     # agent the harness made.
     answers = result.scenario("router-agent-answers")["steps"]
     assert "from account 'rab-agent-" in answers[1]["detail"], answers
-    tokens = {line.split(b"=", 1)[1] for snap in snapshots for _cmd, environ in snap.values()
+    # This run's bots (other runs on the machine hand their own bots tokens of their own): one fresh token each.
+    ours = bot_processes(snapshots, result.summary["runId"])
+    tokens = {line.split(b"=", 1)[1] for snap in snapshots for pid, (_cmd, environ) in snap.items() if pid in ours
               for line in environ.split(b"\0") if line.startswith(b"MATRIX_QA_REGISTRATION_TOKEN=")}
     assert len(tokens) == 3, "one fresh token per scenario, seen in a bot's environment"
-    holders = {cmd for snap in snapshots for cmd, environ in snap.values() if any(t in environ for t in tokens)}
-    assert holders and all("router_agent_bot.py" in cmd for cmd in holders), holders
+    holders = {(pid, cmd) for snap in snapshots for pid, (cmd, environ) in snap.items()
+               if any(t in environ for t in tokens)}
+    assert holders and all(pid in ours and "router_agent_bot.py" in cmd for pid, cmd in holders), holders
     assert {t.decode() for t in tokens} <= set(result.secrets)
     for path in result.dir.rglob("*"):
         if path.is_file():
