@@ -47,6 +47,9 @@ def _msg(event_id: str, sender: str, body: str = "hi", room: str = "!r", **conte
 def test_accounts_are_read_in_order(tmp_path: Path) -> None:
     assert load_bot_file(_bot(tmp_path, "[router, agent_2]")).accounts == ["router", "agent_2"]
     assert load_bot_file(_bot(tmp_path, "[]")).accounts == []
+    assert load_bot_file(_bot(tmp_path, f"[{'a' * 32}]")).accounts == ["a" * 32]  # the longest name `from:` takes
+    with pytest.raises(ConfigError, match="accounts.0.: String should have at most 32 characters"):
+        load_bot_file(_bot(tmp_path, f"[{'a' * 33}]"))
 
 
 @pytest.mark.parametrize(("accounts", "message"), [
