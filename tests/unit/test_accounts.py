@@ -48,7 +48,7 @@ def test_accounts_are_read_in_order(tmp_path: Path) -> None:
     assert load_bot_file(_bot(tmp_path, "[router, agent_2]")).accounts == ["router", "agent_2"]
     assert load_bot_file(_bot(tmp_path, "[]")).accounts == []
     assert load_bot_file(_bot(tmp_path, f"[{'a' * 32}]")).accounts == ["a" * 32]  # the longest name `from:` takes
-    with pytest.raises(ConfigError, match="accounts.0.: String should have at most 32 characters"):
+    with pytest.raises(ConfigError, match=r"accounts\[0\]: String should have at most 32 characters"):
         load_bot_file(_bot(tmp_path, f"[{'a' * 33}]"))
 
 
@@ -250,6 +250,17 @@ def test_registration_needs_a_prefix_that_is_not_the_harness_users(tmp_path: Pat
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_bot_file(_registering(tmp_path, body))
+    # The whole-file rules' messages, whole: each is the line's last words.
+    for body, message in [
+        ("registration: token", "registration: token needs registration_prefix: the localpart prefix of the "
+                                "accounts the bot registers, so the harness knows their messages are the bot's"),
+        ("registration_prefix: rab-", "registration_prefix needs registration: token"),
+        ("registration: token\nregistration_prefix: mqa-", "registration_prefix 'mqa-' overlaps the harness's own "
+                                                          "users (mqa-…)"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_bot_file(_registering(tmp_path, body))
+        assert str(caught.value).endswith(f": {message}"), caught.value
 
 
 def test_registration_on_a_homeserver_the_run_does_not_own_needs_the_users_token(tmp_path: Path) -> None:
