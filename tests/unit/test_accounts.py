@@ -250,11 +250,27 @@ def test_registration_needs_a_prefix_that_is_not_the_harness_users(tmp_path: Pat
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_bot_file(_registering(tmp_path, body))
+    # Bounds and defaults of the fields these rules read.
+    long_prefix = load_bot_file(_registering(tmp_path, f"registration: token\nregistration_prefix: {'r' * 32}"))
+    assert long_prefix.registration_prefix == "r" * 32
+    with pytest.raises(ConfigError, match="registration_prefix: String should have at most 32 characters"):
+        load_bot_file(_registering(tmp_path, f"registration: token\nregistration_prefix: {'r' * 33}"))
+    plain = load_bot_file(_registering(tmp_path, ""))
+    assert (plain.accounts, plain.registration, plain.registration_prefix, plain.say, plain.lock_probe) == (
+        [], None, None, None, None)
     # The whole-file rules' messages, whole: each is the line's last words.
     for body, message in [
         ("registration: token", "registration: token needs registration_prefix: the localpart prefix of the "
                                 "accounts the bot registers, so the harness knows their messages are the bot's"),
         ("registration_prefix: rab-", "registration_prefix needs registration: token"),
+        ("say: '!e {text}'\ncapabilities: [model]", "say is for a bot without a model, and capabilities claims "
+                                                   "`model`: a bot with a model is sent the prompts themselves (drop "
+                                                   "one of the two)"),
+        ("fork_server: {}", 'fork_server needs a command of the form ["{python}", "-m", MODULE, …]: the fork server '
+                            "runs MODULE as `python -m` would"),
+        ("say: '" + "x" * 494 + " {text}'", "say: Value should have at most 500 items after validation, not 501"),
+        ("state_mutations: {" + "m" * 65 + ": [x]}", "String should have at most 64 characters"),
+        ("state_mutations: {m: []}", "state_mutations.m: List should have at least 1 item after validation, not 0"),
         ("registration: token\nregistration_prefix: mqa-", "registration_prefix 'mqa-' overlaps the harness's own "
                                                           "users (mqa-…)"),
     ]:
