@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="a regex the bot's output matches once it syncs (default: ready once it joined its rooms)")
     ini.add_argument("--capabilities", default="", metavar="A,B",
                      help="what the bot can do besides answering: threads, restart, trace, ... (docs/bot-file.md)")
+    ini.add_argument("--say", default=None, metavar="'!echo {text}'",
+                     help="a bot without a model: the message that makes it answer with exactly {text}")
 
     val = sub.add_parser("validate", help="check scenario files (default: the built-in library); reports every "
                          "error with file:line")
@@ -169,7 +171,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
     answers = Answers(name=args.name, command=shlex.split(args.bot_command) if args.bot_command else None,
                       ready_log=args.ready_log,
-                      capabilities=[c for c in args.capabilities.replace(",", " ").split() if c])
+                      capabilities=[c for c in args.capabilities.replace(",", " ").split() if c], say=args.say)
     prompt = input if sys.stdin.isatty() and sys.stdout.isatty() else None
     return init(args.dir, answers, prompt, print)
 

@@ -34,6 +34,9 @@ class Answers:
     command: list[str] | None = None
     ready_log: str | None = None  # a regex over the bot's output once it syncs; None: ready when joined
     capabilities: list[str] = field(default_factory=list)
+    # A bot without a model: the message that makes it answer with exactly {text} (the bot file's `say`, issue
+    # 30); None: the bot asks a model, or nobody said.
+    say: str | None = None
 
 
 def bot_file_text(a: Answers) -> str:
@@ -54,6 +57,14 @@ cwd: "{{bot_dir}}/.."          # run from the repository root (the folder above 
 ready: {ready}
 # What the bot can do beyond answering a mention; a scenario that needs more is skipped with the reason.
 capabilities: {json.dumps(a.capabilities)}
+""" + (_say_text(a.say) if a.say else "")
+
+
+def _say_text(template: str) -> str:
+    return f"""\
+# The bot has no model: the message that makes it answer with exactly {{text}}. matrix-qa sends it wherever a
+# scenario only needs "the bot answers this with this text", and skips the scenarios that need a model.
+say: {json.dumps(template)}
 """
 
 
@@ -63,7 +74,7 @@ def scenario_text() -> str:
 # Your own scenario: a test user mentions the bot and the bot must answer. Every step: docs/scenarios.md.
 # The mock model answers "reply with only this exact marker: ..." with the marker, so a bot that passes what it
 # is told to an OpenAI-compatible model (OPENAI_BASE_URL) and posts the answer passes as it is. A bot without a
-# model: write what it answers instead, e.g. expect_reply: {to: ask, body_contains: "pong"}.
+# model and a `say` command in its bot file gets that command (with the marker) instead of this prompt.
 id: hello
 title: The bot answers a mention
 steps:
@@ -123,7 +134,31 @@ def ask(answers: Answers, prompt: Callable[[str], str]) -> Answers:
     if not answers.capabilities:
         text = prompt(f"What it can do besides answering ({CAPABILITY_HELP}): ")
         answers.capabilities = [c.strip() for c in text.replace(",", " ").split() if c.strip()]
+    if answers.say is None and "model" not in answers.capabilities:  # a bot that claims a model has no `say`
+        answers.say = _ask_say(prompt)
     return answers
+
+
+SAY_QUESTION = ("If your bot has no AI model: the message that makes it answer with a given text, {text} where the "
+                "text goes (e.g. !echo {text}; empty: it asks a model): ")
+
+
+def _ask_say(prompt: Callable[[str], str]) -> str | None:
+    """The `say` template, asked again (saying why) until it holds {text} once or the answer is empty."""
+    question = SAY_QUESTION
+    while True:
+        text = prompt(question).strip()
+        problem = say_problem(text) if text else None
+        if problem is None:
+            return text or None
+        question = f"{problem}; again (empty: it asks a model): "
+
+
+def say_problem(template: str) -> str | None:
+    """Why `template` is no `say` of a bot file (qa.harness.botfile's own rule), or None."""
+    from qa.harness.botfile import say_template_problem
+
+    return say_template_problem(template)
 
 
 def write(target: Path, contents: dict[Path, str]) -> list[Path]:
@@ -155,6 +190,10 @@ def init(target: Path, answers: Answers, prompt: Callable[[str], str] | None, sa
     if answers.command is None and prompt is not None:
         answers = ask(answers, prompt)
     check_capabilities(answers.capabilities)
+    if answers.say is not None and say_problem(answers.say):
+        raise ConfigError(f"--say: {say_problem(answers.say)}")
+    if answers.say is not None and "model" in answers.capabilities:
+        raise ConfigError("--say is for a bot without a model, and --capabilities names model: give one of the two")
     written = write(target, files(answers))
     for rel in written:
         say(f"wrote {target / rel}")

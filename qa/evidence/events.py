@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
@@ -22,6 +23,19 @@ class BotIdentity:
         if sender in self.ids:
             return True
         return bool(self.prefix) and isinstance(sender, str) and sender.startswith(f"@{self.prefix}")
+
+    def registered_name(self, sender: object) -> str | None:
+        """The name a scenario gives an account the bot registered itself (`from: NAME`): its localpart after the
+        prefix, up to the first character that is not [a-z0-9_] (`@rab-agent-1f2e:hs` is `agent`, so a bot may
+        add a suffix to keep its accounts apart); None for any other sender, or one whose name is empty."""
+        if sender in self.ids or sender not in self:
+            return None
+        rest = str(sender)[1 + len(str(self.prefix)):]
+        return _NAME.match(rest).group(0) or None  # type: ignore[union-attr]  # the empty alternative always matches
+
+
+# What `from:` can name (qa.scenario.steps.replies.ExpectReply.from_account): a letter, then [a-z0-9_].
+_NAME = re.compile(r"[a-z][a-z0-9_]*|")
 
 
 def is_bot_sender(sender: Any, bot: BotIds) -> bool:

@@ -72,9 +72,17 @@ def _regex(value: str | None) -> str | None:
     return value
 
 
-def _say_template(value: str) -> str:
+def say_template_problem(value: str) -> str | None:
+    """Pure: why `value` is no `say` template, or None."""
     if value.count("{text}") != 1:
-        raise ValueError("say needs {text} exactly once: the text the bot is to answer with, e.g. \"!echo {text}\"")
+        return "say needs {text} exactly once: the text the bot is to answer with, e.g. \"!echo {text}\""
+    return None
+
+
+def _say_template(value: str) -> str:
+    problem = say_template_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -80,9 +80,10 @@ def needs(scenario: Any) -> list[Need]:
 
 
 def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str] = (),
-            accounts: Iterable[str] = ()) -> list[Need]:
+            accounts: Iterable[str] = (), registers: bool = False) -> list[Need]:
     """What the bot lacks: capabilities, then the named state mutations and the named accounts (beside its main
-    one, "bot") its bot file does not offer."""
+    one, "bot") its bot file does not offer. A bot that `registers` accounts itself may have any other name:
+    whether it does is known only when its reply comes (the step then says whose it was)."""
     have = set(capabilities)
     lacking = [n for n in needs(scenario) if n.capability not in have]
     offered = set(mutations)
@@ -91,7 +92,7 @@ def missing(scenario: Any, capabilities: Iterable[str], mutations: Iterable[str]
             lacking.append(Need(f"state mutation {name}", why))
     has_accounts = {"bot", *accounts}
     for name, why in getattr(scenario, "bot_accounts", lambda: [])():
-        if name not in has_accounts and all(n.capability != f"account {name}" for n in lacking):
+        if not registers and name not in has_accounts and all(n.capability != f"account {name}" for n in lacking):
             lacking.append(Need(f"account {name}", why))
     return lacking
 

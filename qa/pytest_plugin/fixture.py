@@ -205,7 +205,8 @@ class MatrixQA:
         assert self.scenario is not None
         bot = self._res.bot_file
         have = bot.abilities()
-        reason = skip_reason(bot.name, missing(self.scenario, have, bot.state_mutations, bot.accounts))
+        reason = skip_reason(bot.name, missing(self.scenario, have, bot.state_mutations, bot.accounts,
+                                                   bot.registration is not None))
         if self._res.provider is None and self.scenario.live.skip:
             reason = f"skipped on a live model: {self.scenario.live.tolerance or 'the test needs the mock provider'}"
         if reason:

@@ -31,7 +31,10 @@ def _failure_text(result: ScenarioResult) -> str:
         return result.details
     parts = []
     if failure.step is not None or failure.stepKind:
-        parts.append(f"step {failure.step if failure.step is not None else '?'} ({failure.stepKind or '?'})")
+        # A bot of several accounts: which one sent the message the failing step checked (issue 33).
+        account = next((s.account for s in result.steps if s.index == failure.step and s.account), None)
+        parts.append(f"step {failure.step if failure.step is not None else '?'} ({failure.stepKind or '?'})"
+                     + (f", answered by the bot's account '{account}'" if account else ""))
     parts.append(f"expected: {failure.expected}")
     parts.append("seen:" if failure.seen else "seen: nothing")
     parts.extend(f"  {line}" for line in failure.seen)
@@ -64,7 +67,9 @@ def _scenario_case(suite: ET.Element, result: ScenarioResult, classname: str) ->
         error = ET.SubElement(case, "error", {"message": _xml_text(result.details or "interrupted"),
                                               "type": "Interrupted"})
         error.text = _xml_text(_failure_text(result)) if result.failure else None
-    notes = ([result.details] if result.passRate is not None else []) + [
+    spoke = ", ".join(f"step {s.index} {s.account}" for s in result.steps if s.account)
+    notes = ([result.details] if result.passRate is not None else []) + (
+        [f"the bot's accounts that answered: {spoke}"] if spoke else []) + [
         f"infrastructure error, retried once: {t.error}" for t in result.retries]
     if notes:
         ET.SubElement(case, "system-out").text = _xml_text("\n".join(notes))

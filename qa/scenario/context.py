@@ -110,6 +110,21 @@ class ScenarioContext:
             return str(user_id)[1:].split(":", 1)[0]
         return named
 
+    def is_account(self, user_id: Any, name: str) -> bool:
+        """Whether `user_id` is the bot's account `name` (`from:`): "bot", a bot file's account, else an account
+        the bot registered itself whose name is `name` (qa.evidence.events.BotIdentity.registered_name)."""
+        if name == "bot" or name in self.bot_accounts:
+            return user_id == self.bot_accounts.get(name, self.bot_user_id)
+        return self.bot_ids.registered_name(user_id) == name
+
+    def account_wanted(self, name: str) -> str:
+        """Who `from: name` means, as a failure message says it."""
+        if name == "bot" or name in self.bot_accounts:
+            return self.bot_accounts.get(name, self.bot_user_id)
+        if self.registered_prefix:
+            return f"one it registered itself: @{self.registered_prefix}{name}…"
+        return "an account the bot does not have"
+
     def user_id_of(self, name: str) -> str:
         if name == "bot":
             return self.bot_user_id

@@ -105,7 +105,8 @@ async def run_scenario(scenario: Any, res: RunResources, say: Any,
         reason = f"skipped on a live model: {scenario.live.tolerance or 'the scenario needs the mock provider'}"
     else:
         reason = skip_reason(res.bot_file.name, missing(scenario, res.bot_file.abilities(),
-                                                          res.bot_file.state_mutations, res.bot_file.accounts)) \
+                                                          res.bot_file.state_mutations, res.bot_file.accounts,
+                                                          res.bot_file.registration is not None)) \
             or needs_peer_reason(scenario.peer_bot, res.peer_bot is not None)
     if reason:
         say(f"  - {scenario.id} {reason}")

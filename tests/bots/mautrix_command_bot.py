@@ -48,6 +48,7 @@ log = logging.getLogger("mautrix_command_bot")
 BUGS = {
     "answer-unmentioned": "answers every command, mentioned or not",
     "thread-top-level": "answers threaded commands at the top level (m.in_reply_to only, no m.thread)",
+    "die-on-command": "is SIGKILLed (by itself, as the OOM killer would) on a command it accepted, before answering",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
 COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?!echo (?P<text>.+)$", re.DOTALL)
@@ -307,6 +308,8 @@ class CommandBot:
             log.info("not answering %s: %s", trigger, reason)
             return
         self.trace.emit("turn.start", session=session, attempt=trigger, eventId=trigger)
+        if self.bug == "die-on-command":
+            os.kill(os.getpid(), signal.SIGKILL)
         answer = await self.send(room_id, reply_content(text, event, policy, bug=self.bug))
         if answer is not None:
             self.sent.append(answer)

@@ -15,7 +15,8 @@ Launch contract (environment only):
   MATRIX_QA_ROOM_IDS                            comma-separated rooms both accounts join
   MATRIX_QA_MODEL                               model name; OPENAI_BASE_URL / OPENAI_API_KEY go to the SDK
 
-`--bug router-answers` makes the router answer itself instead of handing over (the bug its scenario catches).
+`--bug router-answers` makes the router answer itself instead of handing over (the bug its scenario catches);
+`--bug die-mid-turn` kills the whole bot while the agent asks the model.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ import openai
 from nio import AsyncClient, AsyncClientConfig, JoinError, RoomSendError, SyncError, WhoamiError
 
 log = logging.getLogger("router_agent_bot")
-BUGS = {"router-answers": "the router answers mentions itself instead of handing them to the agent"}
+BUGS = {"router-answers": "the router answers mentions itself instead of handing them to the agent",
+        "die-mid-turn": "is SIGKILLed (by itself, as the OOM killer would) while the agent's model request is out"}
 SYNC_TIMEOUT_MS = 30_000
 
 
@@ -184,6 +186,14 @@ async def register_agent(env: Mapping[str, str]) -> Account:
     return Account(made["user_id"], made["access_token"], made["device_id"])
 
 
+async def die_mid_turn(agent: Agent, event: Mapping[str, Any]) -> None:
+    """The bug: the model request goes out, and the process dies before its answer is back."""
+    question = [{"role": "user", "content": str(event["content"].get("body", ""))}]
+    asking = asyncio.create_task(ask(agent.model, agent.model_name, question))
+    await asyncio.wait({asking}, timeout=0.2)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
 class Router:
     """The main account: syncs, picks the messages for the bot, hands them to the agent."""
 
@@ -223,10 +233,12 @@ class Router:
     def route(self, room_id: str, event: Mapping[str, Any]) -> None:
         if room_id not in self.s.rooms or not for_the_bot(event, self.own):
             return
-        log.info("routing %s to %s", event.get("event_id"), "the router itself" if self.bug else "the agent")
-        speaker = Agent(self.client, self.agent.model, self.agent.model_name, self.agent.histories) if self.bug \
+        by_router = self.bug == "router-answers"
+        log.info("routing %s to %s", event.get("event_id"), "the router itself" if by_router else "the agent")
+        speaker = Agent(self.client, self.agent.model, self.agent.model_name, self.agent.histories) if by_router \
             else self.agent
-        task = asyncio.create_task(speaker.answer(room_id, event))
+        task = asyncio.create_task(die_mid_turn(speaker, event) if self.bug == "die-mid-turn"
+                                   else speaker.answer(room_id, event))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.proc_watch import bot_processes, still_running, watched
+
 pytestmark = pytest.mark.integration
 
 BOTS = Path(__file__).resolve().parents[1] / "bots"
@@ -61,3 +63,28 @@ async def test_the_buggy_command_bots_fail_with_what_was_wrong(run_qa) -> None:
     assert failure["stepKind"] == "expect_reply"
     assert any("expected rel_type m.thread" in line for line in failure["seen"]), failure
     assert "expected rel_type m.thread" in flat.report
+
+
+async def test_a_command_bot_killed_on_its_say_command_fails_naming_its_death(run_qa) -> None:
+    """SIGKILLed when the say command arrives: the scenario fails at once naming the death and the bot's log,
+    nothing the bot ran is left, and its session is in no artifact."""
+    result, snapshots = await watched(run_qa("canary", bot_file=BOTS / "mautrix-command-bot-die-on-command.yaml"))
+    assert result.code == 1, result.report
+    assert result.summary["status"] == "fail"
+    canary = result.scenario("canary")
+    assert canary["status"] == "fail" and canary["failure"]["stepKind"] == "expect_reply", canary
+    seen = "\n".join(canary["failure"]["seen"])
+    assert "killed by SIGKILL unexpectedly" in seen and "bot.log" in seen, seen
+    assert "deliberate bug enabled: die-on-command" in seen, "the log tail is shown"
+    assert "model" not in seen, "a bot without a model is not said to have never asked one"
+    assert canary["durationMs"] < 30_000, "not the scenario's 60 s timeout"
+    # It died of the say command the harness sent in the prompt's place (its trace's last turn began on it).
+    assert '"turn.start"' in (result.dir / "scenarios" / "canary" / "bot-trace.jsonl").read_text()
+    ran = bot_processes(snapshots, result.summary["runId"])
+    assert any("mautrix_command_bot.py" in cmd for cmd in ran.values()), ran
+    assert still_running(ran) == []
+    secrets = [s for s in result.secrets if len(s) >= 16]
+    assert secrets
+    for path in result.dir.rglob("*"):
+        if path.is_file():
+            assert not [s for s in secrets if s in path.read_text(errors="replace")], path

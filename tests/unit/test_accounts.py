@@ -47,6 +47,9 @@ def _msg(event_id: str, sender: str, body: str = "hi", room: str = "!r", **conte
 def test_accounts_are_read_in_order(tmp_path: Path) -> None:
     assert load_bot_file(_bot(tmp_path, "[router, agent_2]")).accounts == ["router", "agent_2"]
     assert load_bot_file(_bot(tmp_path, "[]")).accounts == []
+    assert load_bot_file(_bot(tmp_path, f"[{'a' * 32}]")).accounts == ["a" * 32]  # the longest name `from:` takes
+    with pytest.raises(ConfigError, match=r"accounts\[0\]: String should have at most 32 characters"):
+        load_bot_file(_bot(tmp_path, f"[{'a' * 33}]"))
 
 
 @pytest.mark.parametrize(("accounts", "message"), [
@@ -190,6 +193,41 @@ def test_the_report_says_which_account_answered() -> None:
     assert accounts_that_spoke(summary) == [("one", "step 2 agent, step 3 bot")]  # type: ignore[arg-type]
 
 
+def test_every_report_says_which_account_answered() -> None:
+    """The markdown, the HTML page and the JUnit XML name the account of each checked reply; a failing step's
+    JUnit text says whose reply it judged."""
+    import xml.etree.ElementTree as ET
+
+    from qa.report.html import render_html
+    from qa.report.junit import render_junit
+    from qa.report.markdown import render_markdown
+    from qa.report.summary import Failure
+    from tests.unit.test_report_render import make_summary
+
+    passed = ScenarioResult(id="one", title="t", status="pass", steps=[
+        StepResult(index=1, kind="send", status="pass"),
+        StepResult(index=2, kind="expect_reply", status="pass", account="rab-agent-1f2e")])
+    failed = ScenarioResult(id="two", title="t", status="fail", steps=[
+        StepResult(index=1, kind="send", status="pass"),
+        StepResult(index=2, kind="expect_reply", status="fail", account="bot")],
+        failure=Failure(step=2, stepKind="expect_reply", expected="reply to 'ask'", seen=["from the router"]))
+    quiet = ScenarioResult(id="three", title="t", status="pass", steps=[StepResult(index=1, kind="send",
+                                                                                    status="pass")])
+    summary = make_summary([passed, failed, quiet], status="fail", exitCode=1)
+    line = "Which of the bot's accounts answered: `one` step 2 rab-agent-1f2e · `two` step 2 bot"
+    assert line in render_markdown(summary)
+    assert ("<p>Which of the bot's accounts answered: <code>one</code> step 2 rab-agent-1f2e · "
+            "<code>two</code> step 2 bot</p>") in render_html(summary)
+    cases = {c.get("name"): c for c in ET.fromstring(render_junit(summary).split("?>", 1)[1]).iter("testcase")}
+    assert cases["one"].findtext("system-out") == "the bot's accounts that answered: step 2 rab-agent-1f2e"
+    assert cases["two"].findtext("system-out") == "the bot's accounts that answered: step 2 bot"
+    assert (cases["two"].findtext("failure") or "").startswith(
+        "step 2 (expect_reply), answered by the bot's account 'bot'\nexpected: reply to 'ask'")
+    assert cases["three"].find("system-out") is None
+    alone = make_summary([quiet])  # a bot of one account: no line anywhere
+    assert "accounts answered" not in render_markdown(alone) and "accounts answered" not in render_html(alone)
+
+
 # --- registration: token -------------------------------------------------------------------------------------
 
 
@@ -212,6 +250,33 @@ def test_registration_needs_a_prefix_that_is_not_the_harness_users(tmp_path: Pat
     ]:
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_bot_file(_registering(tmp_path, body))
+    # Bounds and defaults of the fields these rules read.
+    long_prefix = load_bot_file(_registering(tmp_path, f"registration: token\nregistration_prefix: {'r' * 32}"))
+    assert long_prefix.registration_prefix == "r" * 32
+    with pytest.raises(ConfigError, match="registration_prefix: String should have at most 32 characters"):
+        load_bot_file(_registering(tmp_path, f"registration: token\nregistration_prefix: {'r' * 33}"))
+    plain = load_bot_file(_registering(tmp_path, ""))
+    assert (plain.accounts, plain.registration, plain.registration_prefix, plain.say, plain.lock_probe) == (
+        [], None, None, None, None)
+    # The whole-file rules' messages, whole: each is the line's last words.
+    for body, message in [
+        ("registration: token", "registration: token needs registration_prefix: the localpart prefix of the "
+                                "accounts the bot registers, so the harness knows their messages are the bot's"),
+        ("registration_prefix: rab-", "registration_prefix needs registration: token"),
+        ("say: '!e {text}'\ncapabilities: [model]", "say is for a bot without a model, and capabilities claims "
+                                                   "`model`: a bot with a model is sent the prompts themselves (drop "
+                                                   "one of the two)"),
+        ("fork_server: {}", 'fork_server needs a command of the form ["{python}", "-m", MODULE, …]: the fork server '
+                            "runs MODULE as `python -m` would"),
+        ("say: '" + "x" * 494 + " {text}'", "say: Value should have at most 500 items after validation, not 501"),
+        ("state_mutations: {" + "m" * 65 + ": [x]}", "String should have at most 64 characters"),
+        ("state_mutations: {m: []}", "state_mutations.m: List should have at least 1 item after validation, not 0"),
+        ("registration: token\nregistration_prefix: mqa-", "registration_prefix 'mqa-' overlaps the harness's own "
+                                                          "users (mqa-…)"),
+    ]:
+        with pytest.raises(ConfigError) as caught:
+            load_bot_file(_registering(tmp_path, body))
+        assert str(caught.value).endswith(f": {message}"), caught.value
 
 
 def test_registration_on_a_homeserver_the_run_does_not_own_needs_the_users_token(tmp_path: Path) -> None:
@@ -255,6 +320,62 @@ def test_accounts_the_bot_registered_are_known_by_their_prefix() -> None:
     ctx.registered_prefix = "rab-"
     assert ctx.several_accounts and not _ctx({}).several_accounts and _ctx({"agent": AGENT}).several_accounts
     assert ctx.account_of("@rab-1f2e:hs") == "rab-1f2e" and ctx.account_of(DRIVER) is None
+
+
+def test_an_account_the_bot_registered_is_named_by_its_localpart_after_the_prefix() -> None:
+    from qa.evidence.events import BotIdentity
+
+    bot = BotIdentity(frozenset({MAIN, AGENT}), "rab-")
+    assert [bot.registered_name(u) for u in ("@rab-agent-1f2e:hs", "@rab-agent:hs", "@rab-agent_2.x:hs",
+                                             "@rab-router=1:hs")] == ["agent", "agent", "agent_2", "router"]
+    # No name: not the bot's, one the harness made, or nothing nameable after the prefix (`from:` needs a letter).
+    assert [bot.registered_name(u) for u in (DRIVER, MAIN, AGENT, "@rab-:hs", "@rab-1f2e:hs", "@rab--x:hs", 7)] \
+        == [None] * 7
+    assert BotIdentity(frozenset({MAIN})).registered_name("@rab-agent:hs") is None  # no prefix: none registered
+    # The prefix is cut exactly, never more nor less.
+    assert BotIdentity(frozenset(), "rab-ag").registered_name("@rab-agent:hs") == "ent"
+
+
+def _registering_ctx(accounts: dict[str, str] | None = None) -> ScenarioContext:
+    ctx = _ctx(accounts or {})
+    ctx.registered_prefix = "rab-"
+    return ctx
+
+
+def test_from_names_an_account_the_bot_registered_itself() -> None:
+    from qa.scenario.steps.replies import ExpectReply
+
+    step = ExpectReply.model_validate({"to": "ask", "from": "agent"})
+    ctx = _registering_ctx()
+    assert step._sender_problems(ctx, _msg("$a", "@rab-agent-1f2e:hs")) == []
+    assert ctx.account == "rab-agent-1f2e"  # the report names the whole localpart
+    assert step._sender_problems(ctx, _msg("$a", MAIN)) == [
+        f"the reply came from the bot's account 'bot' ({MAIN}), expected its account 'agent' (one it registered "
+        "itself: @rab-agent…)"]
+    assert step._sender_problems(ctx, _msg("$a", "@rab-agents-1:hs")) == [
+        "the reply came from the bot's account 'rab-agents-1' (@rab-agents-1:hs), expected its account 'agent' "
+        "(one it registered itself: @rab-agent…)"]
+    assert ctx.account == "rab-agents-1"
+    # A name the bot file gives is that account only, never a registered one of the same name.
+    named = _registering_ctx({"agent": AGENT})
+    assert step._sender_problems(named, _msg("$a", AGENT)) == []
+    assert step._sender_problems(named, _msg("$a", "@rab-agent-1:hs")) == [
+        f"the reply came from the bot's account 'rab-agent-1' (@rab-agent-1:hs), expected its account 'agent' "
+        f"({AGENT})"]
+    main = ExpectReply.model_validate({"to": "ask", "from": "bot"})
+    assert main._sender_problems(ctx, _msg("$a", MAIN)) == []
+    assert main._sender_problems(ctx, _msg("$a", "@rab-bot-1:hs")) == [
+        f"the reply came from the bot's account 'rab-bot-1' (@rab-bot-1:hs), expected its account 'bot' ({MAIN})"]
+    # Without a prefix, a name the bot lacks (a scenario skipped before it ran, normally) is said plainly.
+    assert _ctx({}).account_wanted("agent") == "an account the bot does not have"
+    assert not _ctx({}).is_account("@rab-agent:hs", "agent")
+
+
+def test_a_bot_that_registers_its_accounts_is_not_skipped_for_a_name_it_may_register() -> None:
+    scenario = SimpleNamespace(requires=[], implied_needs=lambda: [], state_mutations=lambda: [],
+                               bot_accounts=lambda: [("agent", "step 2 (expect_reply)")])
+    assert missing(scenario, [], (), [], registers=True) == []
+    assert [n.capability for n in missing(scenario, [], (), [], registers=False)] == ["account agent"]
 
 
 async def test_a_backend_that_does_not_own_its_server_mints_no_token() -> None:

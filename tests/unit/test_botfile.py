@@ -361,6 +361,11 @@ def test_bad_seam_fields_are_one_clear_error(tmp_path: Path, text: str, expected
     assert str(path) in str(err.value)
 
 
+def test_a_fork_server_without_preload_preloads_nothing(tmp_path: Path) -> None:
+    bot = load_bot_file(_write(tmp_path, "name: b\ncommand: ['{python}', '-m', 'mybot']\nfork_server: {}\n"))
+    assert bot.fork_server is not None and bot.fork_server.preload == []
+
+
 def test_the_embedded_agent_names_its_probe_its_env_check_and_its_fork_server() -> None:
     bot = builtin_bot_file()
     assert bot.lock_probe == ["{python}", "-m", "qa.agent.lock_probe", "{state_dir}"]

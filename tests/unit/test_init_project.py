@@ -17,6 +17,7 @@ from qa.init_project import (
     BOT_FILE,
     CONFIG_FILE,
     PLACEHOLDER,
+    SAY_QUESTION,
     SCENARIO_FILE,
     WORKFLOW_FILE,
     Answers,
@@ -87,7 +88,7 @@ def test_nothing_is_overwritten_nor_half_written(tmp_path: Path) -> None:
 
 
 def test_questions_fill_what_the_flags_left_open() -> None:
-    replies = iter(["python -m mybot --verbose", "^ready$", "threads, e2ee"])
+    replies = iter(["python -m mybot --verbose", "^ready$", "threads, e2ee", ""])
     asked: list[str] = []
 
     def prompt(question: str) -> str:
@@ -97,11 +98,47 @@ def test_questions_fill_what_the_flags_left_open() -> None:
     got = ask(Answers(), prompt)
     assert (got.command, got.ready_log, got.capabilities) == (
         ["python", "-m", "mybot", "--verbose"], "^ready$", ["threads", "e2ee"])
-    assert len(asked) == 3
+    assert len(asked) == 4 and asked[3] == SAY_QUESTION
     empty = ask(Answers(), lambda q: "  ")
     assert (empty.command, empty.ready_log, empty.capabilities) == (None, None, [])
-    kept = ask(Answers(command=["x"], ready_log="r", capabilities=["trace"]), lambda q: pytest.fail(q))
-    assert (kept.command, kept.ready_log, kept.capabilities) == (["x"], "r", ["trace"])
+    kept = ask(Answers(command=["x"], ready_log="r", capabilities=["trace"], say="!e {text}"),
+               lambda q: pytest.fail(q))
+    assert (kept.command, kept.ready_log, kept.capabilities, kept.say) == (["x"], "r", ["trace"], "!e {text}")
+
+
+def test_a_bot_without_a_model_is_asked_for_its_say_command_until_it_holds_the_text_once(tmp_path: Path) -> None:
+    replies = iter(["python bot.py", "", "threads", "!echo", "!echo {text} {text}", " !echo {text} "])
+    asked: list[str] = []
+
+    def prompt(question: str) -> str:
+        asked.append(question)
+        return next(replies)
+
+    said: list[str] = []
+    assert init(tmp_path, Answers(), prompt, said.append) == 0
+    again = "say needs {text} exactly once: the text the bot is to answer with, e.g. \"!echo {text}\"; again"
+    assert asked[3] == SAY_QUESTION and asked[4].startswith(again) and asked[5].startswith(again)
+    bot = load_bot_file(tmp_path / BOT_FILE)
+    assert bot.say == "!echo {text}" and bot.capabilities == ["threads"] and not bot.has("model")
+    # The scenario init writes is say-able: the bot is sent its command with the marker, not the prompt.
+    from qa.harness.capabilities import missing
+
+    assert missing(load_scenario(tmp_path / SCENARIO_FILE), bot.abilities()) == []
+    # A bot that claims a model is not asked.
+    claims = ask(Answers(command=["x"], ready_log="r", capabilities=["model"]), lambda q: pytest.fail(q))
+    assert claims.say is None
+
+
+def test_the_say_flag_is_checked_before_anything_is_written(tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["init", str(tmp_path), "--command", "python bot.py", "--say", "!echo"]) == 2
+    assert "--say: say needs {text} exactly once" in capsys.readouterr().err
+    assert main(["init", str(tmp_path), "--command", "b", "--say", "!e {text}", "--capabilities", "model"]) == 2
+    assert "--say is for a bot without a model, and --capabilities names model" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+    assert main(["init", str(tmp_path), "--command", "python bot.py", "--say", "!echo {text}"]) == 0
+    assert load_bot_file(tmp_path / BOT_FILE).say == "!echo {text}"
+    assert "say:" not in files(ANSWERS)[BOT_FILE]  # a bot with a model: no say line
 
 
 def test_prompting_happens_only_when_the_command_is_open(tmp_path: Path) -> None:

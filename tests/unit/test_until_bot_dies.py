@@ -55,3 +55,23 @@ async def test_any_other_step_is_cut_short_by_the_death() -> None:
                                               watches_own_start=STEP_TYPES["expect_reply"].owns_bot_start), 10)
     assert caught.value.expected == "the bot to keep running through step 4 (expect_reply)"
     assert "bot bot: exited with code 1 unexpectedly (log: bot.log)" in caught.value.seen
+
+
+def test_a_wait_the_death_ended_first_says_it_as_a_death_with_the_log() -> None:
+    """A traced bot's reply wait can end on the closed trace before the step's death watch fires: its evidence
+    then names the death and shows the log's tail, as the death watch's would."""
+    from qa.scenario.steps.common import trace_about
+
+    log = SimpleNamespace(closed_reason="bot process killed by SIGKILL")
+    record = {"type": "turn.start", "eventId": "$t"}
+    bot = SimpleNamespace(died=asyncio.Event(), name="b", exit_description="killed by SIGKILL", log_path="bot.log",
+                          log_tail=lambda lines=20: [f"bot.log: last of {lines}"], has_trace=True, log=log,
+                          trace=SimpleNamespace(items=[record], closed_reason=None))
+    ctx = SimpleNamespace(bot=bot, trace_start=0)
+    # A stop the harness asked for:
+    assert trace_about(ctx, "$t")[-1] == "bot: bot process killed by SIGKILL (log: bot.log)"
+    bot.died.set()
+    assert trace_about(ctx, "$t") == ["bot trace: turn.start eventId=$t",
+                                      "bot b: killed by SIGKILL unexpectedly (log: bot.log)", "bot.log: last of 8"]
+    bot.has_trace = False  # the tail is then shown once, where an untraced bot's always is
+    assert trace_about(ctx, "$t").count("bot.log: last of 8") == 1

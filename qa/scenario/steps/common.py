@@ -53,7 +53,13 @@ def trace_about(ctx: ScenarioContext, event_id: str | None = None) -> list[str]:
     if not ctx.bot.has_trace:
         lines.append(f"(bot {ctx.bot.name} writes no trace; the last lines of {ctx.bot.log_path}:)")
         lines.extend(ctx.bot.log_tail(8))
-    if ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason:
+    if ctx.bot.died.is_set():
+        # A crash (an OOM kill) that ended the wait before the step's own death watch did: said as the death it
+        # is, with the last lines of the log (the trace's, when it writes one, are above).
+        lines.append(f"bot {ctx.bot.name}: {ctx.bot.exit_description} unexpectedly (log: {ctx.bot.log_path})")
+        if ctx.bot.has_trace:
+            lines.extend(ctx.bot.log_tail(8))
+    elif ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason:
         lines.append(f"bot: {ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason} (log: {ctx.bot.log_path})")
     return lines
 

@@ -8,6 +8,7 @@ Each step gathers the events (the waiting, the I/O); qa.evidence.replies judges 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
@@ -28,6 +29,7 @@ from qa.scenario.steps.common import bot_messages, journal, room_event, text, tr
 from qa.waiting import WaitTimeout
 
 FAILED_TURN_WHY_S = 1.0  # how long a failed turn's `error` record is waited for (it follows the turn.end)
+EXIT_JUDGED_S = 2.0  # how long a reply wait ended by the bot's exit waits for the exit watch's verdict (moments)
 
 if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
@@ -50,8 +52,14 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
             pairing = await _reply_by_pairing(ctx, trigger, timeout_s, what)
             event, ctx.method = pairing.event, pairing.method
     except WaitTimeout as exc:
+        if ctx.bot.trace.closed_reason or ctx.bot.log.closed_reason:
+            # The trace closes on the bot's exit as soon as its exit watch sees it: let that watch say (within
+            # moments) whether nobody asked for the exit, so the evidence names a crash as one.
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(ctx.bot.died.wait(), EXIT_JUDGED_S)
         seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id)
-        seen.append(journal_knows(journal(ctx), trigger.text))
+        if ctx.bot.bot.has("model"):  # a bot without a model (`say`) never asks one: nothing to say of it
+            seen.append(journal_knows(journal(ctx), trigger.text))
         sent = {f"step {step!r}": ref.text for step, ref in ctx.refs.items()}
         if all(ref.event_id != trigger.event_id for ref in ctx.refs.values()):
             sent["the message waited on"] = trigger.text  # a control message has no step id
@@ -208,8 +216,10 @@ class ExpectReply(StepBase):
     slack: Duration = 2.0
     timeout: Duration | None = None  # None: whatever is left of the scenario timeout
     id: StepId | None = None
-    # Which of the bot's accounts must send the reply: "bot" (its main one) or a name of its bot file's
-    # `accounts` (issue 33); None: any of them. A bot file without that account skips the scenario.
+    # Which of the bot's accounts must send the reply: "bot" (its main one), a name of its bot file's `accounts`
+    # (issue 33), or the name of one it registered itself (its localpart after `registration_prefix`, up to the
+    # first character outside [a-z0-9_]); None: any of them. A bot file that has no such account, and does not
+    # register its own, skips the scenario.
     from_account: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=32)] | None = Field(
         default=None, alias="from")
 
@@ -299,14 +309,14 @@ class ExpectReply(StepBase):
 
     def _sender_problems(self, ctx: ScenarioContext, event: dict[str, Any]) -> list[str]:
         """Which of the bot's accounts spoke (recorded for the report), and whether it is the one `from` names."""
-        spoke = ctx.account_of(event.get("sender"))
+        sender = event.get("sender")
+        spoke = ctx.account_of(sender)
         if ctx.several_accounts:  # a bot of one account: nothing to say
             ctx.account = spoke
-        if self.from_account is None or spoke == self.from_account:
+        if self.from_account is None or ctx.is_account(sender, self.from_account):
             return []
-        wanted = ctx.bot_accounts.get(self.from_account, ctx.bot_user_id)
-        return [f"the reply came from the bot's account '{spoke}' ({event.get('sender')}), expected its "
-                f"account '{self.from_account}' ({wanted})"]
+        return [f"the reply came from the bot's account '{spoke}' ({sender}), expected its account "
+                f"'{self.from_account}' ({ctx.account_wanted(self.from_account)})"]
 
 
 class ExpectEdits(StepBase):

@@ -1,0 +1,58 @@
+"""What processes a run started, seen from outside it: every process's command line and exec-time environment
+(/proc/<pid>/environ), polled while the run lasts, so a test can say which held a secret and which are left."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import TypeVar
+
+from qa.provider.placeholders import run_localpart_suffix
+
+T = TypeVar("T")
+Snapshot = dict[int, tuple[str, bytes]]
+
+
+def environs() -> Snapshot:
+    """Every process's command line and exec-time environment that we may read (/proc/<pid>/environ)."""
+    found = {}
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                found[int(proc.name)] = ((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
+                                         (proc / "environ").read_bytes())
+            except OSError:
+                continue
+    return found
+
+
+async def watched(run: Awaitable[T]) -> tuple[T, list[Snapshot]]:
+    """`run`'s result, and a snapshot of every process every 0.1 s while it ran (bounded by the run itself)."""
+    task = asyncio.ensure_future(run)
+    snapshots = []
+    while not task.done():
+        snapshots.append(environs())
+        await asyncio.wait({task}, timeout=0.1)
+    return task.result(), snapshots
+
+
+def bot_processes(snapshots: list[Snapshot], run_id: str) -> dict[int, str]:
+    """pid -> command line of every process seen with a bot account of run `run_id` in its environment (the
+    launch contract's MATRIX_QA_USER_ID ends with the run's suffix: qa.scenario.runner)."""
+    mark = f"-{run_localpart_suffix(run_id)}:".encode()
+    return {pid: cmd for snap in snapshots for pid, (cmd, env) in snap.items()
+            if any(line.startswith(b"MATRIX_QA_USER_ID=") and mark in line for line in env.split(b"\0"))}
+
+
+def still_running(pids: dict[int, str]) -> list[str]:
+    """Those of `pids` that are alive now (a zombie is not: it runs nothing and its parent reaps it)."""
+    alive = []
+    for pid, cmd in pids.items():
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and Path(f"/proc/{pid}/environ").exists():
+            alive.append(f"{pid} {cmd}")
+    return alive
