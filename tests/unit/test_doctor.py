@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -299,11 +300,15 @@ def test_the_json_rows_are_whole(tmp_path: Path) -> None:
 
 def test_the_limits_on_the_command_line_are_the_ones_judged_by(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
     """--stale-ms judges the unreadable lock, --max-hold-ms the runaway one; without them the defaults do."""
-    (tmp_path / "torn.jsonl.lock").write_text("{not json")
+    torn = tmp_path / "torn.jsonl.lock"
+    torn.write_text("{not json")
+    # 5 s old: young for the default 30 s, old for --stale-ms 1000, whatever the file clock's granularity (a
+    # lock written this instant could read as 0 ms old, and the test then failed under load).
+    os.utime(torn, (time.time() - 5, time.time() - 5))
     code, out, _ = _main([str(tmp_path)], capsys)
     assert code == 0 and out.startswith("unreadable     pid=? (unknown)"), out
-    code, out, _ = _main([str(tmp_path), "--stale-ms", "1"], capsys)
-    assert code == 1 and "older than staleMs 1\n" in out, out
+    code, out, _ = _main([str(tmp_path), "--stale-ms", "1000"], capsys)
+    assert code == 1 and "older than staleMs 1000\n" in out, out
     (tmp_path / "torn.jsonl.lock").unlink()
     plant(tmp_path / "run.jsonl.lock", os.getpid(), age_ms=60_000)
     assert _main([str(tmp_path)], capsys)[0] == 1
