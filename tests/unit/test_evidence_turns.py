@@ -136,6 +136,24 @@ async def test_expect_trace_waits_for_a_series_and_judges_all_of_it() -> None:
     assert over.value.expected == "error with retryInS <= 0.01"
 
 
+async def test_expect_trace_without_a_series_judges_the_record_that_matched_not_the_traces_first() -> None:
+    """The wait re-judges the held records once it wakes: a stateful predicate that said yes to any record once
+    enough were counted took the trace's first record (a `start`) for the one found, and its bounds failed on
+    the merged tree (matrix-session-lock-contention: "lock.acquire with waitMs <= 25", seen "start …")."""
+    from types import SimpleNamespace
+
+    from qa.scenario.steps.trace import ExpectTrace
+    from qa.waiting import Stream
+
+    trace: Stream[dict[str, Any]] = Stream(repr)
+    await trace.append({"type": "start", "pid": 1})
+    await trace.append({"type": "lock.acquire", "purpose": "inbound", "waitMs": 0.1})
+    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={})
+    step = ExpectTrace.model_validate({"type": "lock.acquire", "match": {"purpose": "inbound"},
+                                       "max": {"waitMs": 25}, "timeout": 1})
+    assert "lock.acquire" in await step.run(ctx)
+
+
 # --- silence -------------------------------------------------------------------------------------------------
 
 

@@ -64,11 +64,14 @@ class ExpectTrace(StepBase):
             return record_matches(record, self.type, wanted, event_id,
                                   attempts(ctx, event_id) if event_id is not None else set())
 
-        counted: set[int] = set()  # the matching records seen so far (a wake re-judges the held ones: idempotent)
+        counted: set[int] = set()  # the matching records seen so far (a wake re-judges the held ones)
 
         def enough(record: dict[str, Any]) -> bool:
-            if matches(record):
-                counted.add(id(record))
+            # Only a matching record can end the wait: once enough were counted, a re-judged record that does not
+            # match (the trace's first, on a wake) must not be taken for the one found.
+            if not matches(record):
+                return False
+            counted.add(id(record))
             return len(counted) >= (self.at_least or 1)
 
         try:
