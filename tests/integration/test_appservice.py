@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_accounts import _environs
+from tests.integration.proc_watch import environs
 
 pytestmark = pytest.mark.integration
 
@@ -25,7 +25,7 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
     run = asyncio.ensure_future(run_qa(*GENERIC, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=3))
     snapshots = []
     while not run.done():  # bounded by the run's own scenario timeouts
-        snapshots.append(_environs())
+        snapshots.append(environs())
         await asyncio.wait({run}, timeout=0.1)
     result = run.result()
     assert result.code == 0, result.report
@@ -36,8 +36,10 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
         assert spoke <= {"bot"}, scenario
     host = session_synapse.hs.appservice
     assert host is not None and host.leases == {}, "every scenario's lease ends with it"
+    # Only this worker's homeserver's bots: another xdist worker's run has a Synapse and tokens of its own.
+    ours = b"MATRIX_QA_AS_TOKEN=" + host.as_token.encode()
     handed = {line.split(b"=", 1)[1] for snap in snapshots for _cmd, environ in snap.values()
-              for line in environ.split(b"\0") if line.startswith(TOKENS)}
+              if ours in environ.split(b"\0") for line in environ.split(b"\0") if line.startswith(TOKENS)}
     # One as_token (the registration's) and one hs_token per scenario, never the registration's own hs_token.
     assert host.as_token.encode() in handed and host.hs_token.encode() not in handed
     assert len(handed) == 1 + len(GENERIC), handed
