@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Container
+from collections.abc import Container, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,3 +60,17 @@ def describe_event(event: dict[str, Any]) -> str:
         if target:
             parts.append(f"in_reply_to={target}")
     return " ".join(parts)
+
+
+def strangers_messages(events: Iterable[dict[str, Any]], room_id: str, bot: BotIds, known: Container[str],
+                       limit: int = 5) -> list[str]:
+    """Messages in a room from an account that is neither the bot's nor one of the scenario's known users (its test
+    users, a peer bot): an answer the bot sent as a user that is not its own shows up here, named by its sender, so
+    a failed wait for the bot's reply says who answered instead (the last `limit` of them)."""
+    lines = [
+        f"room: {describe_event(e)} (from none of the bot's accounts)"
+        for e in events
+        if e.get("room_id") == room_id and e.get("type") == "m.room.message" and "state_key" not in e
+        and not is_bot_sender(e.get("sender"), bot) and e.get("sender") not in known
+    ]
+    return lines[-limit:] if limit > 0 else []

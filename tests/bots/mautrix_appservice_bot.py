@@ -14,6 +14,9 @@ Launch contract (environment only):
   --port PORT                         where it listens for the homeserver's transactions
 
 `--bug answer-unmentioned` answers every message, mentioned or not (the bug the mention scenarios catch).
+`--bug answer-outside-namespace` answers as another user of the homeserver's registration, one outside the
+namespace of the registration it was handed (`outsider`): its own user invites that user, which joins and answers.
+The homeserver lets its as_token act for that user, so only a check of who answered catches it.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from mautrix.appservice import AppService
 from mautrix.types import EventType, RoomID, UserID
 
 log = logging.getLogger("mautrix_appservice_bot")
-BUGS = {"answer-unmentioned": "answers every message, mentioned or not"}
+BUGS = {"answer-unmentioned": "answers every message, mentioned or not",
+        "answer-outside-namespace": "answers as a user outside the namespace it was given"}
 
 
 class ConfigError(Exception):
@@ -111,6 +115,15 @@ def thread_root(event: Mapping[str, Any]) -> str | None:
         else None
 
 
+def outsider(user_id: str) -> str:
+    """The user `answer-outside-namespace` speaks as: `@mqa_as-1a2b3c4d-bot:hs` -> `@mqa_as-stray-1a2b3c4d-bot:hs`,
+    a user the registration's as_token may act for (its first localpart segment is the registration's) but outside
+    the sub-namespace `mqa_as-1a2b3c4d-` this service was given."""
+    localpart, server = user_id[1:].split(":", 1)
+    head, sep, rest = localpart.partition("-")
+    return f"@{head}{sep or '-'}stray-{rest}:{server}"
+
+
 def reply_content(text: str, trigger: Mapping[str, Any]) -> dict[str, Any]:
     """A reply to `trigger`; in its thread when it is in one (the spec's fallback shape)."""
     relates: dict[str, Any] = {"m.in_reply_to": {"event_id": trigger["event_id"]}}
@@ -161,7 +174,11 @@ class Bot:
         except openai.OpenAIError as exc:
             text = f"(the model failed: {type(exc).__name__})"
         history += [{"role": "user", "content": question}, {"role": "assistant", "content": text}]
-        await self.me.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, reply_content(text, event))
+        speaker = self.me
+        if self.bug == "answer-outside-namespace":
+            speaker = self.appservice.intent.user(UserID(outsider(self.s.user_id)))
+            await speaker.ensure_joined(RoomID(room_id), bot=self.me)  # registers it, and our user invites it
+        await speaker.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, reply_content(text, event))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.appservice.start(host="127.0.0.1", port=self.s.port)

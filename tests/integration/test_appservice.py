@@ -2,7 +2,8 @@
 appservice module): the shared Synapse loads the harness's registration at boot and the harness forwards each
 scenario's share of the pushed transactions to that scenario's bot. It passes the canary, mention gating and a thread
 follow-up side by side; its tokens are in its own processes' environments only and in no artifact; the variant that
-answers unmentioned messages fails mention gating, and keeps answering across a homeserver restart."""
+answers unmentioned messages fails mention gating, and keeps answering across a homeserver restart; the variant that
+answers as a user outside its namespace fails the canary, the failure naming who answered."""
 
 from __future__ import annotations
 
@@ -67,3 +68,16 @@ async def test_an_appservice_bot_answering_unmentioned_messages_fails_mention_ga
     assert failure["stepKind"] == "expect_no_reply" and failure["step"] in (2, 4), failure
     assert failure["seen"][0].startswith("the bot answered '"), failure
     assert any("from=@mqa_as-" in line for line in failure["seen"]), failure
+
+
+async def test_an_appservice_bot_answering_outside_its_namespace_fails_the_canary(run_qa) -> None:
+    """The variant answers as `@mqa_as-stray-…`, a user the registration's as_token may act for but outside the
+    sub-namespace its scenario was given: the homeserver takes the answer, and the canary fails showing who sent it."""
+    result = await run_qa("canary", bot_file=BOTS / "mautrix-appservice-bot-answer-outside-namespace.yaml")
+    assert result.code == 1, result.report
+    failure = result.scenario("canary")["failure"]
+    assert failure["stepKind"] == "expect_reply", failure
+    strays = [line for line in failure["seen"] if "from=@mqa_as-stray-" in line]
+    assert strays and all(line.endswith("(from none of the bot's accounts)") for line in strays), failure
+    # The stray's answer is the model's answer to the canary: only the sender is wrong.
+    assert any("m.room.message" in line for line in strays), failure

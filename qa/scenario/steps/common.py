@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from qa.evidence.events import describe_event
+from qa.evidence.events import describe_event, strangers_messages
 from qa.evidence.trace import attempts_for
 from qa.harness.bot_process import describe_record
 from qa.harness.capabilities import say_marker
@@ -77,6 +77,13 @@ def bot_messages(ctx: ScenarioContext, room_id: str) -> list[str]:
         # State events (the bot's own join) are not things it said.
         if e.get("room_id") == room_id and e.get("sender") in ctx.bot_ids and "state_key" not in e
     ]
+
+
+def strangers(ctx: ScenarioContext, room_id: str) -> list[str]:
+    """What accounts that are neither the bot's nor the scenario's users said in a room: an answer from an account
+    that is not the bot's (an application service speaking outside its namespace), as evidence lines."""
+    known = {a.user_id for a in ctx.actors.values()} | ({ctx.peer_user_id} if ctx.peer_user_id else set())
+    return strangers_messages(ctx.observer().events.items, room_id, ctx.bot_ids, known)
 
 
 def attempts(ctx: ScenarioContext, event_id: str) -> set[str]:

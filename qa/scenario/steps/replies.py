@@ -25,7 +25,7 @@ from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, StepId, error
 from qa.scenario.steps.base import MESSAGES, REPLY, SENT, ActorUse, StepBase, StepRef, opt_ref
-from qa.scenario.steps.common import bot_messages, journal, room_event, text, trace_about
+from qa.scenario.steps.common import bot_messages, journal, room_event, strangers, text, trace_about
 from qa.waiting import WaitTimeout
 
 FAILED_TURN_WHY_S = 1.0  # how long a failed turn's `error` record is waited for (it follows the turn.end)
@@ -57,7 +57,7 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
             # moments) whether nobody asked for the exit, so the evidence names a crash as one.
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(ctx.bot.died.wait(), EXIT_JUDGED_S)
-        seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id)
+        seen = trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id) + strangers(ctx, trigger.room_id)
         if ctx.bot.bot.has("model"):  # a bot without a model (`say`) never asks one: nothing to say of it
             seen.append(journal_knows(journal(ctx), trigger.text))
         sent = {f"step {step!r}": ref.text for step, ref in ctx.refs.items()}
