@@ -43,3 +43,4 @@ def test_only_the_last_few_are_shown() -> None:
     assert [line.split(" id=")[1].split(" ")[0] for line in lines] == ["$m5", "$m6", "$m7"]
     assert len(strangers_messages(events, ROOM, BOT, KNOWN)) == 5
     assert strangers_messages(events, ROOM, BOT, KNOWN, limit=0) == []
+    assert [line.split(" id=")[1][:3] for line in strangers_messages(events, ROOM, BOT, KNOWN, limit=1)] == ["$m7"]
