@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.shared.redact import scan_for_secrets
 from tests.integration.proc_watch import bot_processes, environs, still_running, watched
 
 pytestmark = pytest.mark.integration
@@ -46,10 +47,7 @@ async def test_a_router_and_its_agent_pass_and_the_report_names_the_agent(run_qa
     # The agent's password and session are secrets of the run like the main account's: in no artifact.
     secrets = [s for s in result.secrets if len(s) >= 16]
     assert len(secrets) >= 4
-    for path in result.dir.rglob("*"):
-        if path.is_file():
-            text = path.read_text(errors="replace")
-            assert not [s for s in secrets if s in text], path
+    assert scan_for_secrets(result.dir, secrets) == []
 
 
 async def test_a_router_that_answers_itself_fails_naming_the_account(run_qa) -> None:
@@ -87,9 +85,7 @@ async def test_a_bot_registering_its_agent_with_a_token_only_it_holds(run_qa) ->
                if any(t in environ for t in tokens)}
     assert holders and all(pid in ours and "router_agent_bot.py" in cmd for pid, cmd in holders), holders
     assert {t.decode() for t in tokens} <= set(result.secrets)
-    for path in result.dir.rglob("*"):
-        if path.is_file():
-            assert not [t for t in tokens if t in path.read_bytes()], path
+    assert scan_for_secrets(result.dir, [t.decode() for t in tokens]) == []
 
 
 async def test_a_router_that_answers_itself_fails_when_the_agent_is_one_it_registered(run_qa) -> None:
@@ -123,9 +119,7 @@ async def test_a_bot_of_two_accounts_killed_mid_turn_fails_naming_its_death_and_
     assert still_running(ran) == []
     secrets = [s for s in result.secrets if len(s) >= 16]
     assert len(secrets) >= 4, "both accounts' password and session"
-    for path in result.dir.rglob("*"):
-        if path.is_file():
-            assert not [s for s in secrets if s in path.read_text(errors="replace")], path
+    assert scan_for_secrets(result.dir, secrets) == []
 
 
 def test_sigterm_while_the_harness_mints_the_registration_token(tmp_path: Path) -> None:
@@ -158,9 +152,7 @@ def test_sigterm_while_the_harness_mints_the_registration_token(tmp_path: Path) 
     canary = summary["scenarios"][0]
     assert canary["id"] == "canary" and canary["status"] == "interrupted", canary
     assert "SIGTERM received" in canary["details"], canary
-    for path in out.rglob("*"):
-        if path.is_file():
-            assert token.encode() not in path.read_bytes(), path
+    assert scan_for_secrets(out, [token]) == []
     assert not [cmd for cmd, environ in environs().values() if token.encode() in environ]
     assert our_processes(str(tmp_path)) == []
     assert sorted(tmp_path.glob("matrix-qa-*")) == [], "the temp dir with the homeserver's secrets is gone"

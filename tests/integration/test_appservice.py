@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from qa.shared.redact import scan_for_secrets
 from tests.integration.proc_watch import environs
 
 pytestmark = pytest.mark.integration
@@ -48,10 +49,7 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
                if any(t in environ for t in [*handed, host.hs_token.encode()])}
     assert holders and all("mautrix_appservice_bot.py" in cmd for cmd in holders), holders
     assert {t.decode() for t in handed} | {host.hs_token} <= set(result.secrets)
-    for path in result.dir.rglob("*"):
-        if path.is_file():
-            data = path.read_bytes()
-            assert not [t for t in [*handed, host.hs_token.encode()] if t in data], path
+    assert scan_for_secrets(result.dir, [*(t.decode() for t in handed), host.hs_token]) == []
 
 
 async def test_an_appservice_bot_answering_unmentioned_messages_fails_mention_gating(run_qa) -> None:
