@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import secrets
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,7 @@ import aiohttp
 import yaml
 from aiohttp import web
 
+from qa.homeserver.ports import free_port
 from qa.kernel.errors import InfraError
 from qa.shared import appservice as rules
 
@@ -33,18 +33,6 @@ RETRY_S = 0.05
 MAX_BACKOFF_S = 1.0
 DELIVERY_TIMEOUT = aiohttp.ClientTimeout(total=10)
 REGISTER_TIMEOUT = aiohttp.ClientTimeout(total=30)
-
-
-def free_port(avoid: set[int]) -> int:
-    """A free loopback port, none of `avoid`: the homeserver's port is free too until it boots, and a bot's until
-    it listens, so the kernel may offer either again."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        if port not in avoid:
-            avoid.add(port)
-            return port
 
 
 @dataclass

@@ -34,8 +34,8 @@ from typing import Any
 
 from qa.homeserver.base import Homeserver
 from qa.homeserver.external import VERSIONS_PATH, fetch_server_info, wait_until_answering
+from qa.homeserver.ports import find_free_port
 from qa.homeserver.registration import redact
-from qa.homeserver.synapse import find_free_port
 from qa.kernel.errors import InfraError
 
 DEFAULT_START_TIMEOUT_S = 60.0

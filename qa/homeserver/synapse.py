@@ -44,6 +44,7 @@ from qa.homeserver import db_template
 from qa.homeserver.appservice_host import AppserviceHost
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
+from qa.homeserver.ports import find_free_port
 from qa.homeserver.registration import mint_token, redact, register_with_shared_secret
 from qa.homeserver.seeded_boot import TEMPLATE_ENV
 from qa.kernel.errors import InfraError
@@ -214,12 +215,6 @@ def write_signing_key(path: Path) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
         write_signing_keys(fh, [key])
-
-
-def find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def port_is_free(port: int) -> bool:

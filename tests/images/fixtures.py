@@ -28,7 +28,7 @@ import aiohttp
 import pytest
 
 from qa.homeserver.external import wait_until_answering
-from qa.homeserver.synapse import find_free_port
+from qa.homeserver.ports import find_free_port
 from tests.images.build import Built, ToolMissing, ensure_image
 from tests.images.engine import Engine, Unavailable
 from tests.images.engine import docker_engine as start_engine
