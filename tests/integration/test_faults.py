@@ -29,7 +29,8 @@ async def test_fault_scenarios_pass_and_record_every_hit(run_qa) -> None:
     hung = result.scenario("matrix-provider-hang-timeout")
     assert {h["source"] for h in hung["faultHits"]} == {"provider"}
     # Issue 28: the agent gave up on each held request itself (its 1 s timeout), and Faults served says so.
-    assert all(h["what"].startswith("hang: the bot gave up waiting after") for h in hung["faultHits"]), hung
+    assert all(h["what"].startswith("hang: the bot gave up waiting after") for h in hung["faultHits"]), \
+        [h["what"] for h in hung["faultHits"]]
     report = result.report
     assert "## Faults served" in report and "`reply-answer-lost`" in report and "`fault-stream-cut`" in report
     # Every transcript line is valid (the runner fails the scenario otherwise); the failed turn is recorded.
