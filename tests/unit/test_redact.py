@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from qa.shared.redact import MIN_SECRET_LENGTH, REDACTED, redact, redact_data, scan_for_secrets
+from qa.shared.redact import MIN_SECRET_LENGTH, REDACTED, redact, redact_data, redact_lines, scan_for_secrets
 
 
 def test_the_placeholder_and_the_minimum_length() -> None:
@@ -186,11 +186,59 @@ def test_lines_without_newlines_are_redacted_in_one_pass(monkeypatch) -> None:  
     from qa.shared import redact as module
 
     calls: list[str] = []
-    real = module.redact
-    monkeypatch.setattr(module, "redact", lambda text, secrets: calls.append(text) or real(text, secrets))
+    real = module._Compiled.redact
+    monkeypatch.setattr(module._Compiled, "redact", lambda self, text: calls.append(text) or real(self, text))
     assert module.redact_lines(["a abcdefgh", "b", "c abcdefgh"], ["abcdefgh"]) == [f"a {REDACTED}", "b",
                                                                                     f"c {REDACTED}"]
     assert calls == ["a abcdefgh\nb\nc abcdefgh"]
     calls.clear()
     assert module.redact_lines(["a", "b\nabcdefgh"], ["abcdefgh"]) == ["a", f"b\n{REDACTED}"]
     assert calls == ["a", "b\nabcdefgh"], "a line holding a newline: line by line"
+
+
+def _redact_as_before(text: str, secrets: list[str]) -> str:
+    """redact() as it was before the secret list was prepared once: sorted afresh on every call."""
+    for secret in sorted({s for s in secrets if s and len(s) >= MIN_SECRET_LENGTH}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def test_prepared_secrets_redact_the_same_bytes_as_sorting_them_per_call() -> None:
+    import random
+
+    rng = random.Random(29)
+    for _ in range(400):
+        # A small alphabet, so secrets overlap, contain each other and sit side by side in the text.
+        secrets = ["".join(rng.choice("ab]D") for _ in range(rng.randint(6, 12))) for _ in range(rng.randint(0, 5))]
+        text = "".join(rng.choice("ab]D [") for _ in range(rng.randint(0, 40)))
+        expected = _redact_as_before(text, secrets)
+        assert redact(text, secrets) == expected, (text, secrets)
+        assert redact_data([text], secrets) == [expected]
+        assert redact_lines(text.split(" "), secrets) == [_redact_as_before(p, secrets) for p in text.split(" ")]
+
+
+def test_a_secret_list_that_grows_is_redacted_with_its_new_secret() -> None:
+    secrets = ["first-secret"]
+    assert redact("first-secret second-secret", secrets) == f"{REDACTED} second-secret"
+    secrets.append("second-secret")
+    assert redact("first-secret second-secret", secrets) == f"{REDACTED} {REDACTED}"
+
+
+def test_a_text_as_long_as_the_shortest_secret_is_still_redacted() -> None:
+    assert redact("12345678", ["12345678", "abcdefghij"]) == REDACTED
+    assert redact("1234567", ["12345678", "abcdefghij"]) == "1234567"
+    assert redact_data({"12345678": "x"}, ["12345678", "abcdefghij"]) == {REDACTED: "x"}
+
+
+def test_a_secret_list_is_sorted_once_for_many_texts(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qa.shared import redact as module
+
+    sorts: list[int] = []
+    real = module._usable
+    monkeypatch.setattr(module, "_usable", lambda secrets: sorts.append(1) or real(secrets))
+    secrets = ["sorted-once-secret-1", "sorted-once-secret-22"]
+    for _ in range(50):
+        assert redact("a sorted-once-secret-22 b", secrets) == f"a {REDACTED} b"
+    assert redact_data({f"k{i}": "sorted-once-secret-1" for i in range(50)}, secrets) == {
+        f"k{i}": REDACTED for i in range(50)}
+    assert len(sorts) <= 3, "once for the list, once for redact_data's own check, once for its prepared form"
