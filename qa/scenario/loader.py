@@ -12,7 +12,7 @@ than after a whole plan of confusing failures.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from qa import safe_yaml
 from qa.kernel.errors import ConfigError
 from qa.safe_yaml import Loc, field_path
+from qa.scenario.heads import Head, head
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
 from qa.shared.canary import CANARY
@@ -312,9 +313,16 @@ def _plan_order(scenario: Scenario) -> tuple[bool, str, str]:
 def _load_all(dir_or_paths: str | Path | Iterable[str | Path]) -> tuple[list[Scenario], list[ScenarioError]]:
     errors: list[ScenarioError] = []
     files = _expand(_as_paths(dir_or_paths), errors)
-    rule_cache: dict[str, list[str]] = {}  # many scenarios name the same rule file
-    loaded = [_load_file(f, rule_cache) for f in sorted(files, key=lambda f: (f.name, str(f)))]
+    return _collect(_parse(files), errors)
 
+
+def _parse(files: list[Path]) -> list[_Loaded]:
+    rule_cache: dict[str, list[str]] = {}  # many scenarios name the same rule file
+    return [_load_file(f, rule_cache) for f in sorted(files, key=lambda f: (f.name, str(f)))]
+
+
+def _collect(loaded: list[_Loaded], errors: list[ScenarioError]) -> tuple[list[Scenario], list[ScenarioError]]:
+    """The files' scenarios in plan order, and every problem: each file's own, then an id in two files."""
     scenarios: list[Scenario] = []
     first_by_id: dict[str, _Loaded] = {}
     for item in loaded:
@@ -349,6 +357,35 @@ def load_scenarios(dir_or_paths: str | Path | Iterable[str | Path]) -> list[Scen
     if errors:
         raise ScenarioErrors(errors)
     return scenarios
+
+
+def load_chosen(dir_or_paths: str | Path | Iterable[str | Path], chosen: Callable[[Head], bool],
+                may_skip: Callable[[Path], bool]) -> list[Scenario] | None:
+    """`load_scenarios`, except that a file `may_skip` allows (the built-in library's, which the test suite
+    validates) is not parsed when `chosen` refuses its head (qa.scenario.heads): ScenarioErrors lists every problem
+    of the files parsed, as `load_scenarios` would. None when the choice cannot be made that cheaply (a path
+    problem, a file whose head must be parsed to be known, an id in two heads) or a parsed file's scenario
+    disagrees with its head: the caller then loads them all, and its messages are the ones it always gave."""
+    errors: list[ScenarioError] = []
+    files = _expand(_as_paths(dir_or_paths), errors)
+    heads = {path: _head_of(path) for path in files}
+    if errors or None in heads.values() or len({h.id for h in heads.values() if h}) != len(heads):
+        return None
+    loaded = _parse([path for path, found in heads.items() if not may_skip(path) or (found and chosen(found))])
+    if any(item.scenario is not None and heads[item.path] != Head(item.scenario.id, tuple(item.scenario.profiles))
+           for item in loaded):
+        return None
+    scenarios, errors = _collect(loaded, errors)
+    if errors:
+        raise ScenarioErrors(errors)
+    return scenarios
+
+
+def _head_of(path: Path) -> Head | None:
+    try:
+        return head(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError):
+        return None
 
 
 def validate_paths(paths: str | Path | Iterable[str | Path]) -> list[ScenarioError]:
