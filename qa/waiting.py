@@ -110,8 +110,13 @@ class Stream(Generic[T]):
         """Every held item from `start` on that the predicate accepts, in order."""
         return [item for item in self._held(start) if predicate(item)]
 
-    async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0) -> T:
-        if self._once:
+    async def wait_for(self, predicate: Callable[[T], bool], timeout_s: float, what: str, start: int = 0, *,
+                       pure: bool = False) -> T:
+        """The first item from `start` on that the predicate accepts. `pure`: this predicate depends on the item
+        alone (and on values fixed when the wait began), so each item is judged once, as it comes, rather than
+        every held item again at every wake (a bot's trace grows by a record at a time while steps wait on it).
+        A predicate that counts, or reads what the scenario learns meanwhile, must not say so."""
+        if self._once or pure:
             return await self._wait_offered(predicate, timeout_s, what, start)
 
         def ready() -> bool:

@@ -325,7 +325,7 @@ class BotUnderTest:
         joined = self.joined
         if ready.kind == "trace":
             condition: Awaitable[Any] = self.trace.wait_for(lambda r: r.get("type") == "ready", timeout_s,
-                                                             "a `ready` trace record", start)
+                                                             "a `ready` trace record", start, pure=True)
         elif ready.kind == "log":
             pattern = user_pattern(str(ready.log))  # bounded in time: a bot file's pattern is anyone's
             condition = self.log.wait_for(lambda line: pattern.search(line) is not None, timeout_s,

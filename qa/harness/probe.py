@@ -188,7 +188,7 @@ async def follow_and_probe(bot: BotUnderTest, probe: ProbeProcess, results: list
         while True:
             try:
                 record = await bot.trace.wait_for(
-                    lambda r: r.get("type") == MODEL_REQUEST_START, 3600, "model request", start=index
+                    lambda r: r.get("type") == MODEL_REQUEST_START, 3600, "model request", start=index, pure=True
                 )
             except WaitTimeout:
                 # The bot exited (restart steps do that): carry on once the next run of the same bot starts.

@@ -119,3 +119,37 @@ async def test_a_chunk_is_judged_item_by_item_until_each_wait_has_its_first_matc
     assert await second == 7
     with pytest.raises(ValueError, match="five"):
         await third
+
+
+async def test_a_wait_that_says_its_predicate_is_pure_judges_each_item_once_on_any_stream() -> None:
+    """The bot's trace stream is not pure (steps count records, or learn ids meanwhile), but a wait whose
+    predicate reads only the record says so (`pure=True`), and is linear: what is held once, then each record as
+    it comes; the other waits on the same stream still re-judge everything."""
+    stream: Stream[int] = Stream()
+    for i in range(10):
+        await stream.append(i)
+    calls: list[int] = []
+
+    def predicate(item: int) -> bool:
+        calls.append(item)
+        return item == 299
+
+    wanted: set[int] = set()
+    waiter = asyncio.ensure_future(stream.wait_for(predicate, 10, "299", start=5, pure=True))
+    impure = asyncio.ensure_future(stream.wait_for(lambda i: i in wanted, 10, "learned"))
+    await asyncio.sleep(0)
+    for i in range(10, 300):
+        await stream.append(i)
+        await asyncio.sleep(0)  # every wait wakes after every item
+    assert await waiter == 299
+    assert calls == list(range(5, 300)), "from its start, each once: no re-scan"
+    wanted.add(3)
+    await stream.append(300)
+    assert await impure == 3, "an impure wait on the same stream still re-judges what it saw"
+    assert await stream.wait_for(lambda i: i == 7, 1, "held", start=5, pure=True) == 7
+    assert not stream._watches, "a finished wait leaves no watch behind"
+    closing = asyncio.ensure_future(stream.wait_for(lambda i: i < 0, 10, "never", pure=True))
+    await asyncio.sleep(0)
+    await stream.close("exited")
+    with pytest.raises(WaitTimeout, match=r"never \(stream ended: exited\)"):
+        await closing

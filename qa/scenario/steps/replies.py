@@ -74,7 +74,7 @@ async def wait_for_bot_reply(ctx: ScenarioContext, trigger: Ref, timeout_s: floa
 
 async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, what: str) -> dict[str, Any]:
     record = await ctx.bot.trace.wait_for(lambda r: answered_dropped_or_failed(r, trigger.event_id), timeout_s,
-                                          what, ctx.trace_start)
+                                          what, ctx.trace_start, pure=True)
     if record.get("type") == "inbound":
         raise StepFailed(f"{what}, but the bot dropped it ({record.get('reason')})",
                          trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
@@ -84,7 +84,7 @@ async def _reply_by_trace(ctx: ScenarioContext, trigger: Ref, timeout_s: float, 
         # the failure is reported all the same.
         with contextlib.suppress(WaitTimeout):
             await ctx.bot.trace.wait_for(lambda r: r.get("type") == "error" and r.get("eventId") == trigger.event_id,
-                                         FAILED_TURN_WHY_S, "why the turn failed", ctx.trace_start)
+                                         FAILED_TURN_WHY_S, "why the turn failed", ctx.trace_start, pure=True)
         raise StepFailed(f"{what}, but the bot's turn for it failed (attempt {record.get('attempt')})",
                          trace_about(ctx, trigger.event_id) + bot_messages(ctx, trigger.room_id))
     return await ctx.observer().events.wait_for(

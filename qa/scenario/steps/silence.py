@@ -159,7 +159,8 @@ class ExpectNoReply(StepBase):
         timeout_s = self.wait_s()
         try:
             decision = await ctx.bot.trace.wait_for(lambda r: is_decision(r, trigger.event_id), timeout_s,
-                                                    f"the bot's decision on step '{self.to}'", ctx.trace_start)
+                                                    f"the bot's decision on step '{self.to}'", ctx.trace_start,
+                                                    pure=True)
         except WaitTimeout:
             # No decision is no proof of silence; the unwanted replies are still looked for by the caller.
             return [f"the bot traced no decision on '{self.to}' within {timeout_s:g}s",
@@ -213,7 +214,7 @@ async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s
     try:
         end = await ctx.bot.trace.wait_for(
             lambda r: r.get("type") == "turn.end" and r.get("eventId") == trigger.event_id,
-            timeout_s, "the end of the unwanted turn", ctx.trace_start)
+            timeout_s, "the end of the unwanted turn", ctx.trace_start, pure=True)
         if end.get("outcome") != "replied":
             return [f"the unwanted turn ended without a reply ({end.get('outcome')})"]
         sent = ctx.bot.trace.find(
