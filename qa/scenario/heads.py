@@ -43,14 +43,14 @@ def _plain_string(value: str, pattern: re.Pattern[str]) -> str | None:
 
 def _value(rest: str | None) -> str | None:
     """The value on a key's own line, its trailing comment cut; None when the value is not on that line."""
-    if rest is None or rest.startswith("#"):
+    if rest is None:
         return None
     match = _COMMENT.fullmatch(rest)
     return match.group(1) if match else None
 
 
 def _profiles(value: str | None) -> tuple[str, ...] | None:
-    list_match = _FLOW_LIST.fullmatch(value or "")
+    list_match = _FLOW_LIST.fullmatch(value) if value else None
     if list_match is None:
         return None
     inner = list_match.group(1).strip()
@@ -77,7 +77,8 @@ def head(text: str) -> Head | None:
             if key in found:
                 return None
             found[key] = _value(match.group(2))
-    scenario_id = _plain_string(found.get("id") or "", _NAME)
+    raw_id = found.get("id")
+    scenario_id = _plain_string(raw_id, _NAME) if raw_id else None
     profiles = _profiles(found["profiles"]) if "profiles" in found else ()
     if scenario_id is None or profiles is None:
         return None

@@ -16,6 +16,7 @@ def test_the_plain_head_of_a_scenario() -> None:
     assert head("\nid:   a1   \n\n#x\nprofiles:   [ b ,c ]   \n") == Head("a1", ("b", "c"))
     assert head("id: a # comment\n") == Head("a", ())
     assert head("other_key-2:\nid: a\n") == Head("a", ())
+    assert len({head("id: a\n"), Head("a", ())}) == 1, "a value: hashable, equal by its fields"
 
 
 @pytest.mark.parametrize("text", [
@@ -50,10 +51,12 @@ def test_the_plain_head_of_a_scenario() -> None:
     "? id\n: a\n",
     "- id: a\n",
     "\tid: a\n",
+    "id: a\nXyz\n",                 # a line at the top that is not a key
     "id : a\n",
     "id:a\n",
     "id: a\rprofiles: [b]\n",         # a lone carriage return, and the other breaks YAML knows
-    "id: a\n\x85profiles: [b]\n",
+    "title: x\x85profiles: [b]\nid: a\n",
+    "title: x\rprofiles: [b]\nid: a\n",
     "title: x\u2028profiles: [b]\nid: a\n",
     "title: x\u2029id: b\nid: a\n",
     "id: a\ntitle: \"two\nprofiles: [b]\"\n",  # inside a quoted title: a line the head cannot read as a key
