@@ -111,3 +111,5 @@ def test_the_watch_lasts_twice_the_controls_turnaround_counted_from_the_trigger(
     # A clock that seems to step back is no turnaround.
     assert watch_after_control_s(0.0, 100.0, 50.0, cap_s=60.0) == 0.0
     assert watch_after_control_s(1000.0, 1000.0, 1300.0, cap_s=60.0) == pytest.approx(0.3)
+    # An answer seen the instant the control was sent: no turnaround, nothing left to watch.
+    assert watch_after_control_s(1000.0, 1000.0, 1000.0, cap_s=60.0) == 0.0
