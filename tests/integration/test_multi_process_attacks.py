@@ -11,6 +11,7 @@ the run is still mid-scenario when it arrives, however loaded the machine."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -83,8 +84,6 @@ def _leaves_nothing(tmp_path: Path, ran: dict[int, str], secrets: set[str]) -> N
 
 
 def _summary(tmp_path: Path) -> dict:
-    import json
-
     return json.loads((tmp_path / "out" / "matrix-qa-summary.json").read_text())
 
 
@@ -95,13 +94,13 @@ def test_sigint_mid_run_with_a_peer_bot(tmp_path: Path, shared_homeserver_cli) -
     console = _read_until(proc, "1. send:")  # the peer is ready and both bots' model requests now hang
     snapshot = environs()
     proc.send_signal(signal.SIGINT)
-    summary_rest = _ended(proc, console, 130, set())
+    rest = _ended(proc, console, 130, set())
     summary = _summary(tmp_path)
     ran = bot_processes([snapshot], summary["runId"])
     assert any("nio_reply_bot" in cmd for cmd in ran.values()), ran  # the peer was running when the signal came
     secrets = _secrets(snapshot, ran) | set(env.values())
     assert len(secrets) >= 3, "the peer's password and session, the homeserver's shared secret"
-    assert not [s for s in secrets if s in console + summary_rest]
+    assert not [s for s in secrets if s in console + rest]
     assert summary["status"] == "interrupted" and summary["exitCode"] == 130, summary
     scenario = summary["scenarios"][0]
     assert scenario["status"] == "interrupted" and "SIGINT received" in scenario["details"], scenario
