@@ -99,6 +99,10 @@ async def test_a_quiet_room_after_the_controls_answer_passes_and_says_what_was_w
     said = await step.run(ctx)
     assert said.startswith("no bot message for 'ignored' before the control's answer $control-answer, nor in the"), said
     assert said.endswith("s watched after it (order; judged again when the scenario ends)"), said
+    # Judged again when the scenario ends: an answer after the watch (after a later step) still fails it.
+    assert ctx.final_checks[0]() is None
+    await events.append(_message("$later", "late", reply_to="$trigger"))
+    assert ctx.final_checks[0]() == "the bot answered 'ignored' after its check had passed: $later"
 
 
 def test_the_watch_lasts_twice_the_controls_turnaround_counted_from_the_trigger() -> None:
