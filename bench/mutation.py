@@ -57,7 +57,7 @@ MODULE_TESTS: dict[str, list[str]] = {
                               "tests/unit/test_evidence_strangers.py"],
     "qa/evidence/membership.py": ["tests/unit/test_evidence_turns.py"],
     "qa/evidence/trace.py": ["tests/unit/test_evidence_turns.py"],
-    "qa/evidence/silence.py": ["tests/unit/test_evidence_turns.py"],
+    "qa/evidence/silence.py": ["tests/unit/test_evidence_turns.py", "tests/unit/test_silence_by_order.py"],
     "qa/scenario/settings.py": ["tests/unit/test_settings.py", "tests/unit/test_bot_block.py",
                                 "tests/unit/test_rooms_settings.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],

@@ -215,7 +215,8 @@ class AgentConfig(_Model):
     # message (to-device delivery, an Olm session set up for a new device, a loaded homeserver): 3 s dropped a
     # message whose key was on its way under load. Scenarios whose key never comes set a short one
     # (`bot: {decryptRetry: 3s}`), so the drop they check comes soon.
-    decrypt_retry_s: float = Field(30.0, alias="decryptRetryS", gt=0)
+    # Finite and at most a week (a scenario's longest duration): `inf` would hold an undecryptable message forever.
+    decrypt_retry_s: float = Field(30.0, alias="decryptRetryS", gt=0, le=7 * 24 * 3600, allow_inf_nan=False)
     # Test-only mutation, off by default: behave like a bot whose state is not persistent — every start
     # forgets the sync position and the transcripts, and treats its first sync as new messages. It is the
     # bug class the restart scenarios must catch (answering old messages again).

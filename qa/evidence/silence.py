@@ -1,6 +1,7 @@
 """Whether the bot's own account of a message proves it stayed silent about it. Pure: over the trace records
-and the control message's answer that the expect_no_reply step gathers; and how long the room must stay quiet
-before a scenario's final checks when no trace says every turn ended."""
+and the control message's answer that the expect_no_reply step gathers; how long a step judged by order keeps
+watching after the control's answer; and how long the room must stay quiet before a scenario's final checks when
+no trace says every turn ended."""
 
 from __future__ import annotations
 
@@ -19,6 +20,15 @@ def settle_window_s(model_ms: Iterable[float | None], quiet_s: float, cap_s: flo
     evidence: a pass never rests on it."""
     slowest = max([0.0, *(float(ms) for ms in model_ms if ms is not None)])  # a clock step back counts as none
     return min(cap_s, quiet_s + SETTLE_FACTOR * slowest / 1000.0)
+
+
+def watch_after_control_s(trigger_sent_ms: float, control_sent_ms: float, control_seen_ms: float,
+                          cap_s: float) -> float:
+    """How long, after the control's answer, a bot answering each message in its own task could still answer the
+    trigger: until SETTLE_FACTOR times the turnaround it showed on the control (sent -> answer seen), counted from
+    the trigger; never more than `cap_s`. Sized by the bot's own evidence, not a fixed window."""
+    turnaround = max(0.0, control_seen_ms - control_sent_ms)
+    return min(cap_s, max(0.0, trigger_sent_ms + SETTLE_FACTOR * turnaround - control_seen_ms) / 1000.0)
 
 
 def is_decision(record: dict[str, Any], event_id: str) -> bool:

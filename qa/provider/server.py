@@ -196,6 +196,7 @@ class ModelServer:
         self._counter += 1
         entry = JournalEntry(id=f"req-{self._counter}", method=request.method, path=request.path, started_at=mono_ms())
         self._journal.entries.append(entry)
+        self._notify()  # a wait for "a request came" sees it now, not when the request ends
         current_entry.set(entry)
         api = apis.for_request(request.path, request.headers)
         response: web.StreamResponse | None = None
@@ -215,6 +216,12 @@ class ModelServer:
             )
             entry.error = ErrorReply(exc.status, message, "invalid_request_error")
             response = error_response(api, entry.error, entry.id)
+        except ConnectionError:
+            # The client went away before its request was read (a bot stopped or killed mid-send, as when the run
+            # is torn down): the client's doing and evidence of it, not a provider fault to print a traceback
+            # for. Nobody is left to answer.
+            entry.client_disconnected = True
+            response = web.Response(status=499, reason="Client Closed Request")
         except Exception as exc:
             log.exception("mock provider: unexpected error handling %s %s", request.method, request.path)
             entry.error = ErrorReply(500, f"mock provider internal error: {type(exc).__name__}: {exc}", "server_error")

@@ -20,7 +20,7 @@ from typing import Any
 
 from qa.actors import Actor, login_for_token
 from qa.evidence.faults import hang_ended_by
-from qa.harness.bot_process import BotUnderTest, describe_record
+from qa.harness.bot_process import BotUnderTest
 from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.fault_proxy import FaultProxy
@@ -34,6 +34,7 @@ from qa.provider.placeholders import run_localpart_suffix
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.appservice_bot import lease_appservice
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
+from qa.scenario.bot_death import recent_evidence, until_bot_dies
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.loader import located
 from qa.scenario.peer import (
@@ -41,14 +42,12 @@ from qa.scenario.peer import (
     peer_launch,
     peer_ready,
     peer_roles,
-    raise_if_peer_died,
     stop_peer,
-    until_either_dies,
 )
 from qa.scenario.settings import bot_settings, uses_encryption
 from qa.scenario.settling import bot_says_it_is_idle, room_settles, settle
 from qa.shared.redact import redact
-from qa.waiting import WaitTimeout, run_unless
+from qa.waiting import WaitTimeout
 
 KEYS_TIMEOUT_S = 30.0
 INTERRUPT_STOP_S = 2.0
@@ -163,7 +162,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
     except TimeoutError:
         running = result.steps[-1] if result.steps else None
         where = f"step {running.index} ({running.kind})" if running else "setup"
-        seen = _recent_evidence(holder.get("bot"))
+        seen = recent_evidence(holder.get("bot"))
         result.failure = Failure(step=running.index if running else None, stepKind=running.kind if running else None,
                                  expected=f"scenario finishes within its timeout of {float(scenario.timeout):g}s",
                                  seen=seen)
@@ -193,7 +192,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
             running.status = "interrupted"
         result.failure = Failure(step=running.index if running else None,
                                  stepKind=running.kind if running else None,
-                                 expected="the scenario runs to its end", seen=[why, *_recent_evidence(
+                                 expected="the scenario runs to its end", seen=[why, *recent_evidence(
                                      holder.get("bot"))])
         res.interrupted.append(result)
         raise
@@ -557,32 +556,3 @@ def config_error(result: ScenarioResult, exc: ConfigError, errors: list[str]) ->
         running.status = "interrupted"
         running.detail = f"NOT CHECKED: {CONFIG_ERROR}: {message.splitlines()[0]}"
     errors.append(message)
-
-
-async def until_bot_dies(ctx: ScenarioContext, step: Any, index: int, kind: str, *,
-                         watches_own_start: bool = False) -> str:
-    """Run a step, but fail it at once when the bot exits while nobody asked it to (a crash, an OOM kill):
-    with the exit and the tail of its log, rather than waiting out the step's timeout."""
-    bot = ctx.bot
-    if watches_own_start:
-        # A step that starts the bot waits for readiness and watches the exit itself, and says which it was
-        # ("did not become ready", with the log's tail). Racing its own watch against this one made the verdict
-        # depend on which waiter the event loop woke first.
-        return await step
-    peer = getattr(ctx, "peer", None)  # a scenario without a peer bot, or a stand-in context
-    stopped, work = await run_unless(step, until_either_dies(bot, peer), grace_s=5.0)
-    if not stopped:
-        return work.result()
-    if not bot.died.is_set():
-        raise_if_peer_died(peer, f"step {index} ({kind})")
-    raise StepFailed(f"the bot to keep running through step {index} ({kind})",
-                     [f"bot {bot.name}: {bot.exit_description} unexpectedly (log: {bot.log_path})",
-                      *bot.log_tail(), *_recent_evidence(bot)[-10:]])
-
-
-def _recent_evidence(bot: BotUnderTest | None) -> list[str]:
-    if bot is None:
-        return []
-    if bot.trace.items:
-        return ["bot trace: " + describe_record(r) for r in bot.trace.items[-10:]]
-    return bot.log_tail(10)

@@ -69,8 +69,9 @@ async def test_a_bot_that_exits_at_once_says_so(run_qa) -> None:
 async def test_a_bot_without_a_trace_answering_ignored_messages_is_caught_whenever_it_answers(run_qa) -> None:
     """Issue 28: the answer to an ignored message, whenever it comes, is an unwanted reply. A bot answering in
     order: while the control's model request is not even made, that answer is not taken for the control's (the
-    journal ties it to the trigger). A bot answering out of order, after the last step: still seen (the settle
-    window is sized by the model's latency in the scenario)."""
+    journal ties it to the trigger). A bot answering out of order, after the control's answer: seen by the step
+    itself, which watches on after that answer for as long as the bot's turnaround and the model's latency in the
+    scenario say an answer could still come (before, the step passed and only the scenario's end caught it)."""
     serial = await run_qa(scenario_paths=[ATTACK / "scenarios-ooo" / "ooo-guess.yaml"],
                           bot_file=ATTACK / "evil-serial-plain.yaml")
     assert serial.code == 1, serial.report
@@ -83,5 +84,6 @@ async def test_a_bot_without_a_trace_answering_ignored_messages_is_caught_whenev
                               bot_file=ATTACK / "evil-concurrent-plain.yaml")
     assert concurrent.code == 1, concurrent.report
     late = concurrent.scenario("attack-ooo-late")
-    assert late["status"] == "fail", late
-    assert "after its check had passed" in "\n".join(late["failure"]["seen"] + [late["failure"]["expected"]]), late
+    assert late["status"] == "fail" and late["failure"]["step"] == 2, late
+    seen = "\n".join(late["failure"]["seen"])
+    assert "carries the model's answer to the trigger (provider journal), after the control's answer" in seen, late

@@ -465,6 +465,9 @@ class AnswerEveryReply(StepBase):
             trigger = Ref(trigger.room_id, event_id, None, sent_at, actor=self.actor, body=typed, text=typed)
 
 
+MAX_EXCHANGE = 1000  # the most messages an expect_exchange_stops bound may allow
+
+
 class ExpectExchangeStops(StepBase):
     """The bot and the scenario's peer bot (a second bot process that answers everything) talk after `after`;
     a loop guard must end the exchange within `max` messages of theirs (an edit is no new message), seen as
@@ -478,11 +481,17 @@ class ExpectExchangeStops(StepBase):
     needs_peer: ClassVar[bool] = True
 
     after: StepId
-    max: int = Field(ge=1)
+    # strict: YAML's `yes`/`true` would otherwise pass as 1. A bound past MAX_EXCHANGE bounds nothing a scenario
+    # could wait out.
+    max: int = Field(ge=1, le=MAX_EXCHANGE, strict=True)
     quiet: Duration = 3.0
 
     def refs(self) -> list[StepRef]:
         return [StepRef(("after",), self.after, frozenset({SENT}), True)]
+
+    def timeouts(self) -> list[tuple[tuple[str, ...], float]]:
+        # The step ends only after `quiet` without a message: a longer quiet than the scenario's timeout never ends.
+        return [*super().timeouts(), (("quiet",), self.quiet)]
 
     async def run(self, ctx: ScenarioContext) -> str:
         opener = ctx.refs[self.after]

@@ -9,8 +9,14 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from pydantic import Field, model_validator
 
 from qa.evidence.events import describe_event
-from qa.evidence.order import unwanted_replies
-from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
+from qa.evidence.order import Unwanted, unwanted_replies
+from qa.evidence.silence import (
+    accepted,
+    control_problems,
+    decision_problems,
+    is_decision,
+    watch_after_control_s,
+)
 from qa.harness.capabilities import say_marker
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
@@ -98,9 +104,10 @@ class ExpectNoReply(StepBase):
 
     async def run(self, ctx: ScenarioContext) -> str:
         """Silence proved by evidence, not by waiting. With a trace: the bot traced the trigger as dropped for
-        the expected reason. Without one: order (qa.evidence.order). Either way a later control message must be
-        answered, and every bot message that answers the trigger is looked for and listed. A fixed quiet window
-        only when the scenario asks for one."""
+        the expected reason. Without one: order (qa.evidence.order), the room watched after the control's answer
+        until it falls quiet (a bot answering each message in its own task may answer the trigger last). Either
+        way a later control message must be answered, and every bot message that answers the trigger is looked
+        for and listed. A fixed quiet window only when the scenario asks for one."""
         from qa.report.summary import NegativeCheck
 
         trigger = ctx.refs[self.to]
@@ -117,18 +124,22 @@ class ExpectNoReply(StepBase):
             check.method = "order"
             if self.reason:
                 check.notes.append(f"reason {self.reason!r} NOT CHECKED: bot {ctx.bot.name} writes no trace")
-        control_reply = control_text = None
+        control_reply: dict[str, Any] | None = None
+        control_text = None
         if self.control is not None:
             # What the user typed: a say command for a bot without a model.
             control_text = prompt(ctx, self.control.body)
             control_reply, control_found = await self._control(ctx, self.control, trigger, check, control_text)
             problems += control_found
+        watched_s = None
+        if check.method == "order" and control_reply is not None:
+            # Order proves nothing about a bot that answers each message in a task of its own: the trigger's
+            # answer may land after the control's. Watch on (qa.evidence.silence.watch_after_control_s).
+            watched_s = await self._watch_after_control(ctx, trigger, control_reply, control_text)
         if ctx.bot.has_trace:
             unwanted = [(e, "replies to the trigger") for e in replies_to(ctx, trigger.event_id)]
         else:
-            found = unwanted_replies(trigger.as_trigger(), control_reply, ctx.observer().events.items,
-                                     ctx.bot_ids, journal(ctx), control_text)
-            unwanted = [(u.event_id, u.why) for u in found]
+            unwanted = [(u.event_id, u.why) for u in self._unwanted(ctx, trigger, control_reply, control_text)]
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
         if unwanted:
@@ -138,9 +149,39 @@ class ExpectNoReply(StepBase):
             raise StepFailed(f"no reply to '{self.to}' (dropped: {self.reason or 'any reason'})",
                              problems + bot_messages(ctx, trigger.room_id))
         if check.method == "order":
-            return f"no bot message for '{self.to}' before the control's answer {check.controlReplyEventId} " \
-                "(order)" + (f"; {check.notes[0]}" if check.notes else "")
+            watched = f", nor in the {watched_s:.1f}s watched after it" if watched_s else ""
+            note = f"; {check.notes[0]}" if check.notes else ""
+            return f"no bot message for '{self.to}' before the control's answer {check.controlReplyEventId}" \
+                f"{watched} (order; judged again when the scenario ends){note}"
         return f"dropped ({check.botReason}); control answered by {check.controlReplyEventId}"
+
+    @staticmethod
+    def _unwanted(ctx: ScenarioContext, trigger: Ref, control_reply: dict[str, Any] | None,
+                  control_text: str | None, events: list[dict[str, Any]] | None = None) -> list[Unwanted]:
+        reply_id = control_reply["event_id"] if control_reply is not None else None
+        seen = ctx.observer().events.items if events is None else events
+        return unwanted_replies(trigger.as_trigger(), reply_id, seen, ctx.bot_ids, journal(ctx), control_text)
+
+    async def _watch_after_control(self, ctx: ScenarioContext, trigger: Ref, control_reply: dict[str, Any],
+                                   control_text: str | None) -> float:
+        """Keep watching after the control's answer, for as long as the bot's turnaround on the control says an
+        answer to the trigger could still come, then until the room falls quiet (qa.scenario.settling: sized by
+        the model's latency, a request still in flight counting its planned latency). Ends early on an unwanted
+        message. How long it watched, in s."""
+        from qa.scenario.settling import room_settles
+
+        started = mono_ms()
+        window_s = watch_after_control_s(trigger.sent_mono_ms, control_reply["_controlSentMs"],
+                                         float(control_reply.get("_seenMs", started)), self.wait_s())
+
+        def unwanted(event: dict[str, Any]) -> bool:  # judged as coming after the control's answer
+            return bool(self._unwanted(ctx, trigger, control_reply, control_text, [control_reply, event]))
+
+        try:
+            await ctx.observer().events.wait_for(unwanted, window_s, "an answer to the trigger after the control's")
+        except WaitTimeout:
+            await room_settles(ctx)
+        return (mono_ms() - started) / 1000.0
 
     async def _quiet_window(self, ctx: ScenarioContext, trigger: Ref, check: NegativeCheck, quiet: float) -> str:
         check.method = "quiet-window"
@@ -172,8 +213,9 @@ class ExpectNoReply(StepBase):
         return problems
 
     async def _control(self, ctx: ScenarioContext, control: ControlMessage, trigger: Ref, check: NegativeCheck,
-                       typed: str) -> tuple[str | None, list[str]]:
-        """Send the control message and wait for its answer: (the answer's event id, problems)."""
+                       typed: str) -> tuple[dict[str, Any] | None, list[str]]:
+        """Send the control message and wait for its answer: (the answer, with `_controlSentMs` the monotonic
+        ms the control was sent; problems)."""
         from qa.actors import message_content
 
         room_id = trigger.room_id
@@ -194,7 +236,7 @@ class ExpectNoReply(StepBase):
         if ctx.method == "order-guess":
             check.notes.append("the control's answer was paired as a guess (first bot message after it)")
         expected = text(ctx, control.expect_body) if control.expect_body is not None else None
-        return reply["event_id"], control_problems(reply, expected)
+        return {**reply, "_controlSentMs": sent_at}, control_problems(reply, expected)
 
 
 def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
