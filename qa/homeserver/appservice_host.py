@@ -259,6 +259,7 @@ class AppserviceHost:
                 hit = lease.hit(lease.faults.hit(rule, occurrence, txn_id, mono_ms()))
                 await asyncio.sleep(rule.delay_ms / 1000)  # the fault itself: the transaction held back
                 hit["endedAt"] = round(mono_ms(), 1)
+                lease.notify()
             tries = await self._until_taken(lease, url, data, txn_id)
             lease.delivered += 1
             if tries == 1 and rule is None:  # the forwarding's own cost: not a wait for the bot, nor a fault's
