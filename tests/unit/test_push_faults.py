@@ -277,3 +277,33 @@ def test_an_appservice_bot_file_does_not_claim_the_capability(tmp_path: Path) ->
         load_bot_file(path)
     assert "capabilities: appservice is not claimed in capabilities: a bot file with `appservice:` has it" \
         in str(err.value)
+
+
+async def test_push_hits_are_filed_with_the_fault_proxy_s(tmp_path: Path) -> None:
+    import json
+    from types import SimpleNamespace
+
+    from qa.report.summary import ScenarioResult
+    from qa.scenario.faults_served import file_fault_hits
+
+    again = rule(name="again", redeliver=1)
+    hit = {**PushFaults.hit(again, 1, "tok-abcdefghijkl", 5.0), "status": 200, "endedAt": 6.0}
+    pushed = {"installed": [{"at": 1.0, "by": "scenario", "rules": [{"name": "again", "what": again.describe()}]}],
+              "hits": [hit], "problems": []}
+    scenario_dir = tmp_path / "scenarios" / "s"
+    scenario_dir.mkdir(parents=True)
+    result = ScenarioResult(id="s", title="t", status="pass")
+    service = SimpleNamespace(artifact=lambda: pushed)
+    await file_fault_hits(None, service, None, scenario_dir, result, ["tok-abcdefghijkl"])
+    assert result.faultHits == [{"source": "push", "rule": "again", "action": "redeliver", "method": "PUT",
+                                 "path": "/_matrix/app/v1/transactions/tok-abcdefghijkl", "status": 200,
+                                 "what": again.describe()}]
+    assert result.artifacts["faults"] == "scenarios/s/fault-hits.json"
+    written = json.loads((scenario_dir / "fault-hits.json").read_text())
+    assert written["push"]["hits"][0]["path"] == "/_matrix/app/v1/transactions/[REDACTED]"  # redacted like any
+    # No push rule and no hit: nothing filed (a bot that is an application service, in a scenario without faults).
+    quiet = ScenarioResult(id="q", title="t", status="pass")
+    empty = SimpleNamespace(artifact=lambda: {"installed": [{"at": 1.0, "by": "scenario", "rules": []}], "hits": [],
+                                              "problems": []})
+    await file_fault_hits(None, empty, None, tmp_path / "scenarios" / "q", quiet, [])
+    assert quiet.faultHits == [] and "faults" not in quiet.artifacts
