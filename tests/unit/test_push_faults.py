@@ -139,6 +139,12 @@ def test_rules_count_every_transaction_they_match_and_the_first_covering_one_act
     assert faults.installed[-1]["by"] == "set_faults" and faults.problems == []
 
 
+def test_no_rules_installed_acts_on_nothing() -> None:
+    fresh = PushFaults()
+    assert fresh.decide([MESSAGE]) is None
+    assert (fresh.rules, fresh.seen, fresh.installed, fresh.problems) == ([], {}, [], [])
+
+
 def test_a_body_pattern_that_runs_out_of_time_is_no_match_and_is_said() -> None:
     faults = PushFaults()
     slow = rule(name="slow", body="(a+)+$", redeliver=1)
