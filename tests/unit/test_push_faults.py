@@ -51,6 +51,7 @@ def test_a_push_rule_delays_or_redelivers_and_says_so() -> None:
     # A client rule reads as before.
     client = FaultRule.model_validate({"name": "c", "path": "/sync", "delay_ms": 5})
     assert client.target == "client" and client.describe() == "any /sync #1: delayed 5 ms"
+    assert FaultRule.model_validate({"name": "c", "target": "client", "path": "/sync", "delay_ms": 5}) == client
 
 
 @pytest.mark.parametrize("name", ["method", "path", "status", "drop", "stall_ms", "hold_ms", "rewrite_to",
