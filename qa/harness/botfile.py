@@ -203,6 +203,12 @@ def _appservice_consistent(bot: BotFile) -> None:
     if bot.appservice is not None and bot.registration is not None:
         raise ValueError("appservice and registration: token do not go together: an application service makes "
                          "its users in its own namespace, with its as_token")
+
+
+def _not_claimed(capabilities: list[str]) -> list[str]:
+    if "appservice" in capabilities:
+        raise ValueError("appservice is not claimed in capabilities: a bot file with `appservice:` has it")
+    return capabilities
 # --- end of application services -----------------------------------------------------------------------------
 
 
@@ -217,7 +223,7 @@ class BotFile(BaseModel):
     # The bot's working directory (placeholders allowed); default: the bot file's folder.
     cwd: Templated | None = None
     ready: ReadySpec = Field(default_factory=lambda: ReadySpec(joined=True))
-    capabilities: list[Capability] = Field(default_factory=list)
+    capabilities: Annotated[list[Capability], AfterValidator(_not_claimed)] = Field(default_factory=list)
     # Optional "module:function" taking the --bot-set overrides (dict) and returning a list of problems, so
     # a bad KEY=VALUE is exit 2 before anything starts instead of a bot that dies in every scenario.
     overrides_check: Annotated[str, Field(pattern=_ENTRY_POINT)] | None = None
@@ -287,11 +293,14 @@ class BotFile(BaseModel):
     def has(self, capability: str) -> bool:
         # Readiness by a `ready` record is not a claim to the rest of the trace: every record is optional.
         # A bot file without `say` is a bot with a model, as every bot file was before `say` existed.
-        return capability in self.capabilities or (capability == "model" and self.say is None)
+        return capability in self.capabilities or (capability == "model" and self.say is None) \
+            or (capability == "appservice" and self.appservice is not None)
 
     def abilities(self) -> list[str]:
-        """What the bot can do, for the skip decision: its claims, plus `model` unless it has a `say` template."""
-        return [*self.capabilities, *(["model"] if self.has("model") and "model" not in self.capabilities else [])]
+        """What the bot can do, for the skip decision: its claims, plus `model` unless it has a `say` template, and
+        `appservice` when it is one."""
+        return [*self.capabilities, *(["model"] if self.has("model") and "model" not in self.capabilities else []),
+                *(["appservice"] if self.appservice is not None else [])]
 
     def say_text(self, text: str) -> str:
         """The message that makes this bot (one with a `say` template) answer with exactly `text`."""

@@ -31,6 +31,17 @@ whose match holds *and* whose occurrence window includes this request acts on it
 
 Every rule counts every request its method and path match, from the moment it is installed, whether or not
 an earlier rule acted on that request: `nth` is about the requests the rule matches, not the ones it hit.
+
+`target: push` rules act instead on the transactions the homeserver pushes to an application-service bot (bot
+file `appservice:`), in the harness's endpoint (qa.homeserver.appservice_host; matching: qa.harness.push_faults):
+
+      - {name: again, target: push, event_type: m.room.message, redeliver: 2}  # after the bot's 200, PUT the
+                                                               # same transaction (same id, same body) twice more
+      - {name: late, target: push, body: "slow push", delay_ms: 1500}         # hold it 1.5 s, then forward it
+
+A push rule matches a transaction carrying an event of `event_type` whose `content.body` `body` searches (each
+optional), counted with `nth`/`count` like a client rule. The field is `target`, not `on`: YAML 1.1 reads an
+unquoted `on` as the boolean true, so `on: push` would reach the model as `{True: "push"}`.
 """
 
 from __future__ import annotations
@@ -40,7 +51,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from qa.patterns import Regex
 from qa.shared.olm import olm_bodies
@@ -50,6 +61,12 @@ MAX_STALL_MS = 120_000
 # Matrix's own error codes for the statuses scenarios use; another status needs an explicit errcode.
 # What a rule can do to a request: exactly one per rule.
 ACTIONS = ("delay_ms", "status", "drop", "stall_ms", "hold_ms", "rewrite_to", "hold_to_device")
+PUSH_ACTIONS = ("delay_ms", "redeliver")
+# Fields only a client rule (a request of the bot's) or only a push rule (a transaction to the bot) can use.
+CLIENT_ONLY = ("method", "path", "status", "errcode", "error", "retry_after_ms", "drop", "stall_ms", "hold_ms",
+               "rewrite_to", "hold_to_device")
+PUSH_ONLY = ("redeliver", "event_type", "body")
+MAX_REDELIVER = 10
 DEFAULT_ERRCODES = {400: "M_BAD_JSON", 401: "M_UNKNOWN_TOKEN", 403: "M_FORBIDDEN", 404: "M_NOT_FOUND",
                     429: "M_LIMIT_EXCEEDED"}
 
@@ -59,8 +76,10 @@ class FaultRule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: Annotated[str, Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+    # Before every field whose validator reads it: pydantic validates fields in the order they are declared.
+    target: Literal["client", "push"] = "client"
     method: Literal["GET", "PUT", "POST", "DELETE", "OPTIONS"] | None = None
-    path: Regex
+    path: Regex | None = None  # a client rule's; required there
     nth: int = Field(1, ge=1)
     count: int | Literal["all"] = 1
     delay_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
@@ -73,15 +92,44 @@ class FaultRule(BaseModel):
     hold_ms: int | None = Field(None, gt=0, le=MAX_STALL_MS)
     rewrite_to: str | None = Field(None, pattern=r"^/")
     hold_to_device: str | None = Field(None, pattern=r"^[a-z][a-z0-9_.]*$")
+    # target: push only: PUT the same transaction this many more times after the bot's 200; which transactions.
+    redeliver: int | None = Field(None, ge=1, le=MAX_REDELIVER)
+    event_type: str | None = Field(None, pattern=r"^[a-z][a-z0-9_.]*$")
+    body: Regex | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _yaml_on(cls, data: Any) -> Any:
+        if isinstance(data, dict) and True in data:
+            raise ValueError("`on` is read as YAML's boolean true: write `target: push` (or `target: client`)")
+        return data
+
+    @field_validator(*CLIENT_ONLY)
+    @classmethod
+    def _client_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("target") == "push":
+            raise ValueError(f"{info.field_name} is for a client rule; a push rule (target: push) takes "
+                             f"{' or '.join(PUSH_ACTIONS)}, matched by event_type, body, nth and count")
+        return value
+
+    @field_validator(*PUSH_ONLY)
+    @classmethod
+    def _push_only(cls, value: Any, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("target", "client") != "push":
+            raise ValueError(f"{info.field_name} is for a push rule: give the rule `target: push` (the "
+                             "homeserver's transactions to an application-service bot)")
+        return value
 
     @model_validator(mode="after")
     def _one_action(self) -> FaultRule:
         if isinstance(self.count, int) and self.count < 1:
             raise ValueError("count must be at least 1 (or \"all\")")
-        actions = [n for n in ACTIONS if getattr(self, n) is not None]
-        if len(actions) != 1:
-            found = ", ".join(actions) or "none"
-            raise ValueError(f"a fault rule needs exactly one of {', '.join(ACTIONS)} (found: {found})")
+        if self.target == "push":
+            self._one_of(PUSH_ACTIONS, "a push fault rule")
+            return self
+        if self.path is None:
+            raise ValueError("a client fault rule needs `path` (a regex on the bot's request path)")
+        self._one_of(ACTIONS, "a fault rule")
         if self.status is None and (self.errcode or self.error or self.retry_after_ms is not None):
             raise ValueError("errcode, error and retry_after_ms belong to a `status` rule")
         if self.status is not None and self.errcode is None and self.status not in DEFAULT_ERRCODES \
@@ -89,12 +137,19 @@ class FaultRule(BaseModel):
             raise ValueError(f"status {self.status} has no default Matrix errcode; give `errcode`")
         return self
 
+    def _one_of(self, actions: tuple[str, ...], what: str) -> None:
+        found = [n for n in actions if getattr(self, n) is not None]
+        if len(found) != 1:
+            raise ValueError(f"{what} needs exactly one of {', '.join(actions)} (found: {', '.join(found) or 'none'})")
+
     def matches(self, method: str, path: str) -> bool:
-        return (self.method is None or self.method == method.upper()) and self.path.search(path) is not None
+        """Whether a client rule matches a request of the bot's (a push rule matches none)."""
+        return self.path is not None and (self.method is None or self.method == method.upper()) \
+            and self.path.search(path) is not None
 
     def rewritten(self, path: str) -> str:
         """The path a `rewrite_to` rule forwards this request to: its first match replaced, literally."""
-        assert self.rewrite_to is not None
+        assert self.rewrite_to is not None and self.path is not None
         found = self.path.search(path)
         return path if found is None else path[:found.start()] + self.rewrite_to + path[found.end():]
 
@@ -106,6 +161,8 @@ class FaultRule(BaseModel):
 
     @property
     def action(self) -> str:
+        if self.redeliver is not None:
+            return "redeliver"
         if self.status is not None:
             return "status"
         if self.drop is not None:
@@ -131,8 +188,15 @@ class FaultRule(BaseModel):
             return {}
         return {"Retry-After": str(math.ceil(self.retry_after_ms / 1000))}
 
+    def which(self) -> str:
+        """The occurrences it acts on: `#2`, `#2-#3`, `#2+`."""
+        return f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"
+                                                                  if self.count > 1 else ""))
+
     def describe(self) -> str:
         """One line for the report: what the rule does."""
+        if self.target == "push":
+            return push_description(self)
         if self.status is not None:
             body = self.error_body()
             after = f" retry_after_ms={self.retry_after_ms}" if self.retry_after_ms is not None else ""
@@ -151,9 +215,17 @@ class FaultRule(BaseModel):
             what = f"to-device {self.hold_to_device} kept back until released"
         else:
             what = f"stalled {self.stall_ms} ms, then dropped"
-        which = f"#{self.nth}" + ("+" if self.count == "all" else (f"-#{self.nth + self.count - 1}"
-                                                                    if self.count > 1 else ""))
-        return f"{self.method or 'any'} {self.path.pattern} {which}: {what}"
+        assert self.path is not None  # a client rule has one (_one_action)
+        return f"{self.method or 'any'} {self.path.pattern} {self.which()}: {what}"
+
+
+def push_description(rule: FaultRule) -> str:
+    """A push rule in one line: `push m.room.message /slow/ #1: delayed 1500 ms`."""
+    match = " ".join([*([rule.event_type] if rule.event_type else []),
+                      *([f"/{rule.body.pattern}/"] if rule.body is not None else [])]) or "any"
+    what = f"delayed {rule.delay_ms} ms" if rule.delay_ms is not None else \
+        f"redelivered {rule.redeliver} more time(s) under the same transaction id after the bot's 200"
+    return f"push {match} {rule.which()}: {what}"
 
 
 # `hold_to_device: m.room_key`: the room keys the test users shared, not every Olm message.

@@ -5,7 +5,10 @@ scenario's bot (the pure rules: qa.shared.appservice).
 Lifetime: the homeserver's. `listen()` before the homeserver boots (it pushes from its first moment), `close()`
 after it is gone; a restart of the homeserver keeps it. Each scenario's bot holds a `Lease`: its sub-namespace, a
 hs_token of its own (never the registration's), the port it listens on, and a queue the harness delivers in order,
-retrying while the bot is not yet listening, so nothing pushed before the bot was up is lost.
+retrying while the bot is not yet listening, so nothing pushed before the bot was up is lost. The scenario's push
+fault rules (`target: push`, qa.harness.push_faults) act here, on the way to its bot: a transaction held back
+(`delay_ms`), or put again under the same id after the bot's 200 (`redeliver`); each hit is filed with the fault
+proxy's (Faults served).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +29,7 @@ import yaml
 from aiohttp import web
 
 from qa.homeserver.ports import free_port
+from qa.kernel.clock import mono_ms
 from qa.kernel.errors import InfraError
 from qa.shared import appservice as rules
 
@@ -53,6 +58,21 @@ class Lease:
     latencies_ms: list[float] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
     task: asyncio.Task[None] | None = None
+    # The scenario's push fault rules (qa.harness.push_faults.PushFaults, handed over by the scenario: this floor
+    # knows them only by what they do): which transaction is delayed or redelivered, and the hits' records.
+    faults: Any = None
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    # Replaced on every hit; a waiter holds the old one, so no wake-up is lost (as the fault proxy's).
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def hit(self, record: dict[str, Any]) -> dict[str, Any]:
+        self.hits.append(record)
+        self.notify()
+        return record
+
+    def notify(self) -> None:
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
 
 
 class AppserviceHost:
@@ -127,15 +147,17 @@ class AppserviceHost:
         if http is not None:
             await http.close()
 
-    async def open_lease(self, base_url: str, localpart: str, rooms: list[str] | None = None) -> Lease:
+    async def open_lease(self, base_url: str, localpart: str, rooms: list[str] | None = None,
+                         push_faults: Any = None) -> Lease:
         """A scenario's sub-namespace, its main user registered by the application service (no password), a
-        hs_token and a port for its bot, and the room routing that sends it its share of the pushes."""
+        hs_token and a port for its bot, the room routing that sends it its share of the pushes, and the push
+        fault rules acting on that share."""
         key = secrets.token_hex(4)
         prefix = rules.scenario_prefix(key)
         made = await self._register(base_url, prefix + localpart)
         lease = Lease(key=key, prefix=prefix, user_id=made["user_id"], hs_token=secrets.token_urlsafe(32),
                       as_port=free_port(self._taken), access_token=str(made.get("access_token") or ""),
-                      device_id=str(made.get("device_id") or ""))
+                      device_id=str(made.get("device_id") or ""), faults=push_faults)
         self.routes.add(key, prefix, rooms or [])
         self.leases[key] = lease
         lease.task = asyncio.get_running_loop().create_task(self._deliver(lease), name=f"appservice-{key}")
@@ -156,7 +178,24 @@ class AppserviceHost:
             lease.task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await lease.task
-        return {"delivered": lease.delivered, "latenciesMs": lease.latencies_ms, "refused": lease.refused}
+        return {"delivered": lease.delivered, "latenciesMs": lease.latencies_ms, "refused": lease.refused,
+                "faultHits": lease.hits}
+
+    async def set_push_faults(self, key: str, rules: Sequence[Any], why: str = "set_faults") -> None:
+        """A set_faults step: the scenario's push rules from here on (counting afresh)."""
+        lease = self.leases.get(key)
+        if lease is not None and lease.faults is not None:
+            lease.faults.install(rules, why, mono_ms())
+
+    async def wait_push_hits(self, key: str, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Until `condition()` holds, re-checked on every push hit of the scenario; TimeoutError past timeout_s."""
+        lease = self.leases[key]
+        async with asyncio.timeout(timeout_s):
+            while True:
+                changed = lease.changed
+                if condition():
+                    return
+                await changed.wait()
 
     async def _register(self, base_url: str, localpart: str) -> dict[str, Any]:
         """`m.login.application_service`: the registration's as_token makes a user of its namespace."""
@@ -208,24 +247,48 @@ class AppserviceHost:
         return web.json_response({"errcode": "M_NOT_FOUND", "error": "not here"}, status=404)
 
     async def _deliver(self, lease: Lease) -> None:
-        """Forward a scenario's parts in order, each until its bot takes it; ends when the lease does."""
+        """Forward a scenario's parts in order, each until its bot takes it, its push faults on the way; ends when
+        the lease does."""
         while True:
             txn_id, events, received = await lease.queue.get()
+            decided = lease.faults.decide(events) if lease.faults is not None else None
+            rule, occurrence = decided if decided is not None else (None, 0)
             url = f"http://127.0.0.1:{lease.as_port}" + rules.TRANSACTION_PATH.format(txn_id=txn_id)
             data = json.dumps({"events": events})
-            wait, tries = RETRY_S, 0
-            while True:
-                tries += 1
-                status = await self._put(url, data, lease.hs_token)
-                if status == 200:
-                    break
-                if status is not None and len(lease.refused) < 20:
-                    lease.refused.append(f"transaction {txn_id}: HTTP {status}")
-                await asyncio.sleep(wait)  # a retry pace, not a synchronisation: the bot decides when it listens
-                wait = RETRY_S if status is None else min(wait * 2, MAX_BACKOFF_S)
+            if rule is not None and rule.delay_ms is not None:
+                hit = lease.hit(lease.faults.hit(rule, occurrence, txn_id, mono_ms()))
+                await asyncio.sleep(rule.delay_ms / 1000)  # the fault itself: the transaction held back
+                hit["endedAt"] = round(mono_ms(), 1)
+                lease.notify()
+            tries = await self._until_taken(lease, url, data, txn_id)
             lease.delivered += 1
-            if tries == 1:  # the forwarding's own cost; a part that waited for its bot to listen says nothing of it
+            if tries == 1 and rule is None:  # the forwarding's own cost: not a wait for the bot, nor a fault's
                 lease.latencies_ms.append(round((time.monotonic() - received) * 1000, 2))
+            if rule is not None and rule.redeliver is not None:
+                await self._redeliver(lease, rule, occurrence, url, data, txn_id)
+
+    async def _until_taken(self, lease: Lease, url: str, data: str, txn_id: str) -> int:
+        """PUT a transaction until the bot answers 200; how many tries it took."""
+        wait, tries = RETRY_S, 0
+        while True:
+            tries += 1
+            status = await self._put(url, data, lease.hs_token)
+            if status == 200:
+                return tries
+            if status is not None and len(lease.refused) < 20:
+                lease.refused.append(f"transaction {txn_id}: HTTP {status}")
+            await asyncio.sleep(wait)  # a retry pace, not a synchronisation: the bot decides when it listens
+            wait = RETRY_S if status is None else min(wait * 2, MAX_BACKOFF_S)
+
+    async def _redeliver(self, lease: Lease, rule: Any, occurrence: int, url: str, data: str,
+                         txn_id: str) -> None:
+        """The same transaction again, as a homeserver that never saw the bot's 200 sends it: same id, same body,
+        once per time asked; each try is a hit with the bot's answer (none: the connection failed)."""
+        for _ in range(rule.redeliver or 0):
+            hit = lease.hit(lease.faults.hit(rule, occurrence, txn_id, mono_ms()))
+            hit["status"] = await self._put(url, data, lease.hs_token)
+            hit["endedAt"] = round(mono_ms(), 1)
+            lease.notify()
 
     async def _put(self, url: str, data: str, token: str) -> int | None:
         try:

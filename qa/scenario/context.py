@@ -76,7 +76,9 @@ class ScenarioContext:
     config_changes: list[Any] = field(default_factory=list)
     # room id -> where in the observer's stream the last invite/kick/leave step began (expect_membership)
     membership_marks: dict[str, int] = field(default_factory=dict)
-    fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares faults
+    fault_proxy: Any | None = None  # qa.harness.fault_proxy.FaultProxy when the scenario declares client faults
+    # qa.scenario.appservice_bot.AppserviceBot for an application-service bot: its push faults and their hits.
+    appservice: Any | None = None
     # Every account the bot speaks with, by name ("bot": the main one; a bot file's `accounts`, issue 33).
     bot_accounts: dict[str, str] = field(default_factory=dict)
     # Which of the bot's accounts sent the message the running step checked (StepResult.account).

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import re
 import secrets
@@ -19,11 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from qa.actors import Actor, login_for_token
-from qa.evidence.faults import hang_ended_by
 from qa.harness.bot_process import BotUnderTest
 from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
-from qa.harness.fault_proxy import FaultProxy
 from qa.harness.launch import EXEC_DIR_NAME, LaunchFacts, build_launch
 from qa.harness.peer import needs_peer_reason
 from qa.harness.probe import start_prober, stop_prober
@@ -36,6 +33,7 @@ from qa.scenario.appservice_bot import lease_appservice
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.bot_death import recent_evidence, until_bot_dies
 from qa.scenario.context import ScenarioContext, StepFailed
+from qa.scenario.faults_served import file_fault_hits, start_fault_proxy, uses_fault_proxy
 from qa.scenario.loader import located
 from qa.scenario.peer import (
     ROLE,
@@ -46,12 +44,9 @@ from qa.scenario.peer import (
 )
 from qa.scenario.settings import bot_settings, uses_encryption
 from qa.scenario.settling import bot_says_it_is_idle, room_settles, settle
-from qa.shared.redact import redact
-from qa.waiting import WaitTimeout
 
 KEYS_TIMEOUT_S = 30.0
 INTERRUPT_STOP_S = 2.0
-HELD_END_S = 2.0  # the mock looks for a closed connection every _DISCONNECT_CHECK_S
 CONFIG_ERROR = "configuration error"  # how a scenario cut short by one says so (qa.pytest_plugin reads it)
 
 
@@ -220,8 +215,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         if holder.get("appservice") is not None:
             await holder["appservice"].release()  # after the bot: nothing is forwarded to a port now free
         # After the bot: a proxy gone first would look like a homeserver outage to a bot still running.
-        await _stop_fault_proxy(holder.get("faults"), ctx, scenario_dir, result, res.secrets,
-                                stopped_at if bot is not None else None)
+        await file_fault_hits(holder.get("faults"), holder.get("appservice"), ctx, scenario_dir, result, res.secrets,
+                              stopped_at if bot is not None else None)
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
@@ -263,7 +258,7 @@ async def _provision(
     # contract hands it (MATRIX_QA_ACCESS_TOKEN), for bots that do not log in.
     devices = {role: "matrix-qa launch" if role.split(".")[0] == "bot" else f"matrix-qa {role}" for role in roles}
     # An application-service bot's main user is made by the service in its own namespace (appservice_bot).
-    as_bot = holder["appservice"] = await lease_appservice(hs, res.bot_file, state_dir, res.secrets)
+    as_bot = holder["appservice"] = await lease_appservice(hs, res.bot_file, state_dir, res.secrets, scenario.faults)
     made = [role for role in roles if not (as_bot and role == "bot")]
     registered = await asyncio.gather(*(
         hs.register_session(_localpart(role, scenario.id, res.run_id), passwords[role], device_name=devices[role])
@@ -313,12 +308,9 @@ async def _provision(
     if peer_ids:  # the bot's settings name the peer like a test user (knownBots)
         actor_ids[scenario.peer_bot] = peer_ids[0]
     bot_homeserver = hs.base_url
-    if uses_faults(scenario):
-        # Only the bot goes through the proxy: the test users must see the homeserver as it really is.
-        holder["faults"] = FaultProxy(hs.base_url, scenario.faults)
-        bot_homeserver = await holder["faults"].start()
-        for actor in actors.values():  # hold_to_device: m.room_key knows a room key by what its sharer reported
-            actor.client.on_room_keys = holder["faults"].note_room_keys
+    if uses_fault_proxy(scenario):
+        holder["faults"] = await start_fault_proxy(scenario, hs.base_url, actors)
+        bot_homeserver = holder["faults"].url
     facts = LaunchFacts(
         homeserver_url=bot_homeserver, server_name=hs.server_name, user_id=bot_user_id, password=passwords["bot"],
         password_file=password_file, access_token=token, device_id=device_id, rooms=bot_rooms, actors=actor_ids,
@@ -362,7 +354,8 @@ async def _provision(
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
         state_dir=state_dir, include_bodies=res.include_bodies,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
-        fault_proxy=holder.get("faults"), bot_accounts={n: a["user_id"] for n, a in accounts.items()},
+        fault_proxy=holder.get("faults"), appservice=as_bot,
+        bot_accounts={n: a["user_id"] for n, a in accounts.items()},
         registered_prefix=as_bot.lease.prefix if as_bot else res.bot_file.registration_prefix,
         peer=peer, bot_access_token=token,
         peer_user_id=peer_ids[0] if peer_ids else "", peer_name=scenario.peer_bot or "",
@@ -455,46 +448,6 @@ def config_renderer(scenario: Any, res: RunResources, facts: LaunchFacts, actor_
         return launch.config_text
 
     return render
-
-
-def uses_faults(scenario: Any) -> bool:
-    return bool(scenario.faults) or any(step.uses_fault_proxy for step in scenario.steps)
-
-
-async def _stop_fault_proxy(proxy: FaultProxy | None, ctx: ScenarioContext | None, scenario_dir: Path,
-                            result: ScenarioResult, secrets: list[str], bot_stopped_at: float | None = None) -> None:
-    """Stop the proxy (bounded) and file its hits, with the provider faults this scenario was served."""
-    if bot_stopped_at is not None and ctx is not None and ctx.provider is not None:
-        await _held_requests_end(ctx.provider)
-    served = [e for e in (ctx.provider.journal if ctx is not None and ctx.provider is not None else [])
-              if getattr(e, "fault", None)]
-    if proxy is None and not served:
-        return
-    hits = []
-    if proxy is not None:
-        await proxy.stop()
-        # Redacted like every artifact: a foreign bot may carry a token in a path.
-        (scenario_dir / "fault-hits.json").write_text(redact(json.dumps(proxy.artifact(), indent=2), secrets),
-                                                      encoding="utf-8")
-        result.artifacts["faults"] = str((scenario_dir / "fault-hits.json").relative_to(scenario_dir.parent.parent))
-        hits = [{"source": "homeserver", **{k: h[k] for k in ("rule", "action", "method", "path", "status", "what")}}
-                for h in proxy.hits]
-    for e in served:
-        said = hang_ended_by(e.fault, e.started_at, e.finished_at, bot_stopped_at)
-        hits.append({"source": "provider", "rule": e.rule, "action": said, "method": e.method, "path": e.path,
-                     "status": e.status, "what": said})
-    result.faultHits = hits
-
-
-async def _held_requests_end(provider: Any) -> None:
-    """A request the mock still held when the bot was stopped ends as the mock sees the connection gone (it looks
-    now and then): wait for that, bounded, so the hang is filed among the faults served, with who ended it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + HELD_END_S
-    for entry in [e for e in provider.journal if e.state == "in_flight" and (e.hold or e.latency_ms)]:
-        with contextlib.suppress(WaitTimeout, TimeoutError):
-            await provider.wait_for(lambda e, held=entry: e is held and e.state != "in_flight",
-                                    max(deadline - loop.time(), 0.0))
 
 
 def joined_waiter(watcher: Actor, bot: BotUnderTest, bot_user_ids: list[str], room_ids: list[str]) -> Any:

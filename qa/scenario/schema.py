@@ -14,7 +14,8 @@ Layout of a scenario file, in short:
     bot: {requireMention, allowBots, …} the bot's config, camelCase like the bot's own config file
     provider: {rules: [...]}           extra mock-provider rule files, relative to the repo root
     requires: [trace, restart, …]      what the bot must be able to do (qa.harness.capabilities)
-    faults: [ {name, path, …}, … ]    homeserver faults for the bot, via a fault proxy (qa.harness.fault_rules)
+    faults: [ {name, path, …}, … ]    homeserver faults for the bot, via a fault proxy (qa.harness.fault_rules);
+                                       `target: push` ones on the homeserver's pushes to an application service
     peer_bot: NAME                     a second bot process in the bot's rooms (--peer-bot; qa.harness.peer),
                                        known to `bot:` settings by NAME; without a peer the scenario is skipped
     steps: [ {send: {...}}, … ]        each step is a single-key mapping naming its type
@@ -94,6 +95,9 @@ class Scenario(Model):
         reason for a capability is the one a skip shows (qa.harness.capabilities.needs)."""
         if uses_encryption(self):
             yield "e2ee", "encrypted room"
+        for i, rule in enumerate(self.faults):
+            if rule.target == "push":
+                yield "appservice", f"faults[{i}] target: push"
         yield from self.bot.needs()
         for name, spec in self.rooms.items():
             if spec.bot is not None:
@@ -198,7 +202,7 @@ class Scenario(Model):
     def _fault_problems(self) -> Iterator[Problem]:
         for i, problem in check_unique(self.faults):
             yield ("faults", i, "name"), problem, self.faults[i].name
-        names = {r.name for r in self.faults}
+        names = {r.name: r for r in self.faults}
         for i, step in enumerate(self.steps):
             for loc, problem, value in step.fault_problems(names):
                 yield ("steps", i, step.kind, *loc), problem, value

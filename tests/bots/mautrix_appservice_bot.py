@@ -17,6 +17,9 @@ Launch contract (environment only):
 `--bug answer-outside-namespace` answers as another user of the homeserver's registration, one outside the
 namespace of the registration it was handed (`outsider`): its own user invites that user, which joins and answers.
 The homeserver lets its as_token act for that user, so only a check of who answered catches it.
+`--bug no-txn-dedupe` forgets the transaction ids it has handled (mautrix remembers them, and answers a transaction
+it has seen with 200 and nothing more), so a transaction the homeserver sends again is handled again: a mention
+in it is answered twice.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from mautrix.types import EventType, RoomID, UserID
 
 log = logging.getLogger("mautrix_appservice_bot")
 BUGS = {"answer-unmentioned": "answers every message, mentioned or not",
-        "answer-outside-namespace": "answers as a user outside the namespace it was given"}
+        "answer-outside-namespace": "answers as a user outside the namespace it was given",
+        "no-txn-dedupe": "handles a transaction sent again (the same id) as if it were new"}
 
 
 class ConfigError(Exception):
@@ -133,6 +137,13 @@ def reply_content(text: str, trigger: Mapping[str, Any]) -> dict[str, Any]:
     return {"msgtype": "m.text", "body": text, "m.mentions": {}, "m.relates_to": relates}
 
 
+class Forgetful(set):  # type: ignore[type-arg]
+    """A set of transaction ids that never holds one: mautrix's check of a seen id always misses."""
+
+    def add(self, _item: Any) -> None:
+        return None
+
+
 # --- the service ----------------------------------------------------------------------------------------------
 
 
@@ -147,6 +158,8 @@ class Bot:
         self.histories: dict[tuple[str, str | None], list[dict[str, str]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.appservice.matrix_event_handler(self.on_event)
+        if bug == "no-txn-dedupe":
+            self.appservice.transactions = Forgetful()
 
     @property
     def me(self) -> Any:

@@ -23,3 +23,11 @@ def test_a_localpart_without_a_dash_still_gets_one() -> None:
 
 def test_the_bug_is_offered() -> None:
     assert "answer-outside-namespace" in BUGS
+
+
+def test_the_forgetful_set_never_holds_a_transaction_id() -> None:
+    from tests.bots.mautrix_appservice_bot import Forgetful
+
+    seen = Forgetful()
+    seen.add("mqa-1")
+    assert "mqa-1" not in seen and "no-txn-dedupe" in BUGS

@@ -184,8 +184,14 @@ class SharedAppservice:
         self.host = host
         self.as_token = host.as_token
 
-    async def open_lease(self, base_url: str, localpart: str) -> Any:
-        return await self.shared.acall(self.host.open_lease(base_url, localpart))
+    async def open_lease(self, base_url: str, localpart: str, push_faults: Any = None) -> Any:
+        return await self.shared.acall(self.host.open_lease(base_url, localpart, push_faults=push_faults))
+
+    async def set_push_faults(self, key: str, rules: Any, why: str = "set_faults") -> None:
+        await self.shared.acall(self.host.set_push_faults(key, rules, why))
+
+    async def wait_push_hits(self, key: str, condition: Any, timeout_s: float) -> None:
+        await self.shared.acall(self.host.wait_push_hits(key, condition, timeout_s))
 
     def bot_registration(self, lease: Any, localpart: str) -> dict[str, Any]:
         return dict(self.host.bot_registration(lease, localpart))

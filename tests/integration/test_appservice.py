@@ -3,11 +3,14 @@ appservice module): the shared Synapse loads the harness's registration at boot 
 scenario's share of the pushed transactions to that scenario's bot. It passes the canary, mention gating and a thread
 follow-up side by side; its tokens are in its own processes' environments only and in no artifact; the variant that
 answers unmentioned messages fails mention gating, and keeps answering across a homeserver restart; the variant that
-answers as a user outside its namespace fails the canary, the failure naming who answered."""
+answers as a user outside its namespace fails the canary, the failure naming who answered. Push faults: in the same
+run a transaction pushed again under its id is answered once and a held-back one still answered; the variant that
+forgets the ids it has handled answers the redelivered mention three times, and fails saying so."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -20,22 +23,25 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 BOTS = REPO / "tests" / "bots"
 GENERIC = ["canary", "matrix-mention-gating", "matrix-thread-follow-up"]
+PUSHED = "matrix-appservice-push-redelivered"
 TOKENS = (b"MATRIX_QA_AS_TOKEN=", b"MATRIX_QA_HS_TOKEN=")
 
 
 async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, session_synapse) -> None:
-    run = asyncio.ensure_future(run_qa(*GENERIC, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=3))
+    # Four at once, so the push scenario adds no turn of its own to the run.
+    run = asyncio.ensure_future(run_qa(*GENERIC, PUSHED, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=4))
     snapshots = []
     while not run.done():  # bounded by the run's own scenario timeouts
         snapshots.append(environs())
         await asyncio.wait({run}, timeout=0.1)
     result = run.result()
     assert result.code == 0, result.report
-    for scenario_id in GENERIC:
+    for scenario_id in [*GENERIC, PUSHED]:
         scenario = result.scenario(scenario_id)
         assert scenario["status"] == "pass", scenario
         spoke = {s["account"] for s in scenario["steps"] if s["kind"] == "expect_reply"}
         assert spoke <= {"bot"}, scenario
+    _push_faults_were_served(result)
     host = session_synapse.hs.appservice
     assert host is not None and host.leases == {}, "every scenario's lease ends with it"
     # Only this worker's homeserver's bots: another xdist worker's run has a Synapse and tokens of its own.
@@ -44,7 +50,7 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
               if ours in environ.split(b"\0") for line in environ.split(b"\0") if line.startswith(TOKENS)}
     # One as_token (the registration's) and one hs_token per scenario, never the registration's own hs_token.
     assert host.as_token.encode() in handed and host.hs_token.encode() not in handed
-    assert len(handed) == 1 + len(GENERIC), handed
+    assert len(handed) == 1 + len(GENERIC) + 1, handed
     holders = {cmd for snap in snapshots for cmd, environ in snap.values()
                if any(t in environ for t in [*handed, host.hs_token.encode()])}
     assert holders and all("mautrix_appservice_bot.py" in cmd for cmd in holders), holders
@@ -80,3 +86,29 @@ async def test_an_appservice_bot_answering_outside_its_namespace_fails_the_canar
     assert strays and all(line.endswith("(from none of the bot's accounts)") for line in strays), failure
     # The stray's answer is the model's answer to the canary: only the sender is wrong.
     assert any("m.room.message" in line for line in strays), failure
+
+
+def _push_faults_were_served(result) -> None:
+    """Filed as the fault proxy's hits are: the summary, the artifact; each redelivery taken by the bot (200)."""
+    scenario = result.scenario(PUSHED)
+    hits = [(h["source"], h["rule"], h["action"], h["status"]) for h in scenario["faultHits"]]
+    assert hits == [("push", "push-again", "redeliver", 200), ("push", "push-again", "redeliver", 200),
+                    ("push", "push-late", "delay", None)], scenario["faultHits"]
+    artifact = json.loads((result.dir / scenario["artifacts"]["faults"]).read_text())
+    assert [h["rule"] for h in artifact["push"]["hits"]] == ["push-again", "push-again", "push-late"], artifact
+    # The same transaction each time: the id the bot was first given.
+    assert len({h["path"] for h in artifact["push"]["hits"][:2]}) == 1, artifact
+    assert "Faults served" in result.report and "push-again" in result.report
+
+
+async def test_an_appservice_bot_handling_a_redelivered_transaction_again_answers_twice(run_qa) -> None:
+    """mautrix answers a transaction id it has handled with 200 and nothing more; the variant forgets them, so each
+    redelivery of the mention is handled as new and answered: the reply count says so."""
+    result = await run_qa(PUSHED, bot_file=BOTS / "mautrix-appservice-bot-no-txn-dedupe.yaml")
+    assert result.code == 1, result.report
+    scenario = result.scenario(PUSHED)
+    failure = scenario["failure"]
+    assert failure["stepKind"] == "expect_reply_count", failure
+    assert failure["expected"] == "exactly 1 bot reply to 'again'", failure
+    assert failure["seen"][0].startswith(("2 replies", "3 replies")), failure
+    assert [s["status"] for s in scenario["steps"][:-1]] == ["pass"] * 6, scenario["steps"]

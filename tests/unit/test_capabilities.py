@@ -249,6 +249,8 @@ DESCRIBED = {
                      "time\"): an expect_reply `wording` is checked; without it the notice is judged by behaviour",
     "model-timeout": "gives up on a model request after the launch's timeout (bot.modelTimeout: "
                      "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
+    "appservice": "is an application service (bot file `appservice:`, never claimed in `capabilities`): the "
+                  "homeserver pushes it transactions through the harness, where `target: push` faults act",
 }
 
 

@@ -143,8 +143,9 @@ class StepBase(Model):
         """Fault rules this step installs from here on."""
         return []
 
-    def fault_problems(self, known: set[str]) -> Iterator[Problem]:
-        """What is wrong with the fault rules this step installs or names; `known` holds the names so far."""
+    def fault_problems(self, known: dict[str, FaultRule]) -> Iterator[Problem]:
+        """What is wrong with the fault rules this step installs or names; `known` holds the rules so far, by
+        name (a step that installs rules adds its own)."""
         return iter(())
 
     def check(self, scan: Scan) -> Iterator[Problem]:

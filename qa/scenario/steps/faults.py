@@ -1,6 +1,7 @@
-"""Steps about faults injected on purpose: set_faults (new homeserver fault rules for the bot's requests, from
-here on) and expect_faults (a homeserver or mock-provider fault rule was hit, and the client waited as long as
-it was told before it retried). The step gathers the hits; qa.evidence.faults judges them."""
+"""Steps about faults injected on purpose: set_faults (new homeserver fault rules for the bot's requests and, for an
+application-service bot, the homeserver's pushes to it, from here on) and expect_faults (a homeserver, push or
+mock-provider fault rule was hit, and the client waited as long as it was told before it retried). The step
+gathers the hits; qa.evidence.faults judges them."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import Field
 
 from qa.evidence import faults as judge
+from qa.harness.capabilities import Capability
 from qa.harness.fault_rules import FaultRule, check_unique, retry_gaps
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import Duration
@@ -23,14 +25,14 @@ if TYPE_CHECKING:
 
 
 class SetFaults(StepBase):
-    """Replace the fault proxy's rules (qa.harness.fault_rules) from here on; their counts start afresh.
-    drop_in_flight: also cut the bot's open requests the new rules match (its current /sync long-poll), so
-    the very next ones meet the new rules."""
+    """Replace the fault rules (qa.harness.fault_rules) from here on, the fault proxy's and the push rules
+    (`target: push`) alike; their counts start afresh. drop_in_flight: also cut the bot's open requests the new
+    rules match (its current /sync long-poll), so the very next ones meet the new rules."""
 
     kind: ClassVar[str] = "set_faults"
     does: ClassVar[str] = (
-        "replace the fault proxy's rules mid-scenario (`drop_in_flight` cuts the open long-poll) — see \"Faults on "
-        "purpose\"")
+        "replace the fault rules mid-scenario, the proxy's and `target: push` ones (`drop_in_flight` cuts the open "
+        "long-poll) — see \"Faults on purpose\"")
     uses_fault_proxy: ClassVar[bool] = True
 
     rules: list[FaultRule] = Field(default_factory=list)
@@ -39,25 +41,32 @@ class SetFaults(StepBase):
     def declared_fault_rules(self) -> list[FaultRule]:
         return list(self.rules)
 
-    def fault_problems(self, known: set[str]) -> Iterator[Problem]:
+    def needs(self) -> list[tuple[Capability, str | None]]:
+        push = next((j for j, r in enumerate(self.rules) if r.target == "push"), None)
+        return [("appservice", f"rules[{push}] target: push")] if push is not None else []
+
+    def fault_problems(self, known: dict[str, FaultRule]) -> Iterator[Problem]:
         for j, problem in check_unique(self.rules):
             yield ("rules", j, "name"), problem, self.rules[j].name
-        known |= {r.name for r in self.rules}
+        known.update((r.name, r) for r in self.rules)
 
     async def run(self, ctx: ScenarioContext) -> str:
         proxy = ctx.fault_proxy
         assert proxy is not None  # the runner starts one for every scenario with a step that uses it
-        cut = proxy.set_rules(self.rules, drop_in_flight=self.drop_in_flight)
+        cut = proxy.set_rules([r for r in self.rules if r.target == "client"], drop_in_flight=self.drop_in_flight)
+        if ctx.appservice is not None:
+            await ctx.appservice.set_faults(self.rules)
         names = ", ".join(r.name for r in self.rules) or "none (faults off)"
         return f"fault rules now: {names}" + (f"; cut {cut} open request(s)" if self.drop_in_flight else "")
 
 
 class ExpectFaults(StepBase):
-    """A fault rule was hit: a homeserver rule of the fault proxy, or (source: provider) a mock-provider rule
-    that served a fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit
-    the client's next matching request came no sooner than this (it waited as long as it was told);
-    retried_within_ms: and no later than this (its backoff is bounded). ending: how each held request
-    (`hold_ms`) ended: `client-gave-up` proves the bot noticed a silent request and hung up itself."""
+    """A fault rule was hit: a homeserver rule of the fault proxy or of the pushes to an application-service bot
+    (`target: push`: a redelivery is one hit each), or (source: provider) a mock-provider rule that served a
+    fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit the client's next
+    matching request came no sooner than this (it waited as long as it was told); retried_within_ms: and no later
+    than this (its backoff is bounded). ending: how each held request (`hold_ms`) ended: `client-gave-up` proves
+    the bot noticed a silent request and hung up itself."""
 
     kind: ClassVar[str] = "expect_faults"
     does: ClassVar[str] = (
@@ -75,19 +84,34 @@ class ExpectFaults(StepBase):
     def needs(self) -> list[tuple[str, str | None]]:
         return [("model", "source: provider (a mock-provider fault)")] if self.source == "provider" else []
 
-    def fault_problems(self, known: set[str]) -> Iterator[Problem]:
+    def fault_problems(self, known: dict[str, FaultRule]) -> Iterator[Problem]:
         if self.source == "homeserver" and self.rule not in known:
             names = ", ".join(sorted(known)) or "none"
             yield (("rule",), f"unknown fault rule {self.rule!r} (rules in `faults` and earlier set_faults: {names})",
                    self.rule)
+        elif self.source == "homeserver" and known[self.rule].target == "push":
+            for name in ("retried_after_ms", "retried_within_ms", "ending"):
+                if getattr(self, name) is not None:
+                    yield ((name,), f"{name} is about the bot's retries of its own requests; {self.rule!r} is a "
+                            "push rule (target: push), whose hits are the harness's deliveries", getattr(self, name))
+
+    def _rule(self, ctx: ScenarioContext) -> FaultRule | None:
+        declared = [*ctx.scenario.faults, *(r for s in ctx.scenario.steps for r in s.declared_fault_rules())]
+        return next((r for r in declared if r.name == self.rule), None)
+
+    def _pushed(self, ctx: ScenarioContext) -> bool:
+        rule = self._rule(ctx)
+        return self.source == "homeserver" and rule is not None and rule.target == "push"
 
     def _evidence(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any]:
-        """(hits, every request, the rule that matches later requests) from the fault proxy or the journal."""
+        """(hits, every request, the rule that matches later requests) from the fault proxy, the pushes or the
+        journal. A push has no retry of the bot's to measure: no requests."""
+        if self._pushed(ctx):
+            pushed = ctx.appservice.hits if ctx.appservice is not None else []  # none: the scenario was skipped
+            return [h for h in pushed if h["rule"] == self.rule], [], None
         if self.source == "homeserver":
             proxy = ctx.fault_proxy
-            declared = [*ctx.scenario.faults, *(r for s in ctx.scenario.steps for r in s.declared_fault_rules())]
-            rule = next((r for r in declared if r.name == self.rule), None)
-            return [h for h in proxy.hits if h["rule"] == self.rule], list(proxy.requests), rule
+            return [h for h in proxy.hits if h["rule"] == self.rule], list(proxy.requests), self._rule(ctx)
         requests = judge.provider_requests(ctx.provider.journal) if ctx.provider is not None else []
         return judge.provider_hits(requests, self.rule), requests, None
 
@@ -99,7 +123,12 @@ class ExpectFaults(StepBase):
     async def run(self, ctx: ScenarioContext) -> str:
         # Hits land as the bot retries: wait (bounded) on the evidence's own change signal, then judge it.
         with contextlib.suppress(WaitTimeout, TimeoutError):
-            if self.source == "homeserver":
+            if self._pushed(ctx) and ctx.appservice is not None:
+                # Complete once every hit has ended (a redelivery's answer is in): the count is then final.
+                await ctx.appservice.wait_until(
+                    lambda: judge.complete(self._gaps(ctx)[0], None, self.hits)
+                    and all(h["endedAt"] is not None for h in self._gaps(ctx)[0]), self.wait_s())
+            elif self.source == "homeserver":
                 await ctx.fault_proxy.wait_until(
                     lambda: judge.complete(*self._gaps(ctx), self.hits, self.ending is not None), self.wait_s())
             elif ctx.provider is not None:
