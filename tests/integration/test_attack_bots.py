@@ -18,6 +18,12 @@ async def test_a_reply_edited_into_a_wrong_answer_fails(run_qa) -> None:
     assert result.code == 1, result.report
     seen = "\n".join(result.scenario("canary")["failure"]["seen"])
     assert "WRONG ANSWER" in seen, seen
+    # Also when the homeserver is slow: the edit is then seen well after the reply, and the room must be watched
+    # for as long as the bot's messages take to arrive (this variant passed with a fixed 0.15 s quiet).
+    slow = await run_qa(scenario_paths=[ATTACK / "scenarios-slow-send"], bot_file=ATTACK / "evil-edit-garbage.yaml")
+    assert slow.code == 1, slow.report
+    seen = "\n".join(slow.scenario("attack-canary-slow-send")["failure"]["seen"])
+    assert "WRONG ANSWER" in seen, seen
 
 
 async def test_a_streamed_answer_is_judged_by_its_final_edit(run_qa) -> None:
