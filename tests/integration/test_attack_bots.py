@@ -3,7 +3,6 @@ be the true one, never a false pass and never a false fail."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -58,12 +57,14 @@ async def test_a_late_unwanted_reply_fails_the_scenario(run_qa) -> None:
 
 
 async def test_a_crash_is_seen_although_a_helper_keeps_stdout_open(run_qa) -> None:
-    began = time.monotonic()
     result = await run_qa("canary", bot_file=ATTACK / "evil-crash-with-helper.yaml")
     assert result.code == 1
     seen = "\n".join(result.scenario("canary")["failure"]["seen"])
     assert "exited with code 1 unexpectedly" in seen, seen
-    assert time.monotonic() - began < 25, "at once, not after the step's 30 s"
+    # Timed from the step that waits for the reply, not from the run's start: the bot's boot (up to 20 s for a
+    # script bot on a loaded machine) is no part of how soon the death is seen.
+    waited = result.scenario("canary")["steps"][1]
+    assert waited["kind"] == "expect_reply" and waited["durationMs"] < 25_000, "at once, not after the step's time"
 
 
 async def test_a_bot_that_exits_at_once_says_so(run_qa) -> None:
