@@ -206,3 +206,4 @@ def test_the_settle_window_is_at_least_as_long_as_the_slowest_reply_took_to_arri
     assert settle_window_s([], 0.15, 10.0, [None, -30.0]) == 0.15
     assert settle_window_s([500.0], 0.15, 10.0, [1000.0]) == pytest.approx(2.0)  # the model's time comes on top
     assert settle_window_s([], 0.15, 10.0, [20_000.0]) == 10.0
+    assert settle_window_s([], 0.0, 10.0, [0.5]) == pytest.approx(0.0005)  # a sub-millisecond pace counts as is
