@@ -1,6 +1,6 @@
 """Mutation score of one pure module against the unit tests written for it.
 
-    python bench/mutation.py qa/report/lock_evidence.py [--show-survivors]
+    python bench/mutation.py qa/report/lock_evidence.py [--show-survivors] [--tests FILE|DIR ...] [--stall-s S]
 
 Runs mutmut (the dev extra pins it) in a scratch copy of the working tree, so the tree you are editing is
 never mutated, not even when the run is interrupted; uncommitted changes are measured too. Prints
@@ -108,6 +108,8 @@ MODULE_TESTS: dict[str, list[str]] = {
 }
 
 # A single mutant's tests are killed by mutmut after 10x the baseline; no new result for this long is a hang.
+# On a quiet machine. The limit grows with the load per core (a run at load 20 on 2 cores is ten times slower,
+# and 90 s then ended healthy runs as stalled), and --stall-s sets the base.
 STALL_S = 90
 POLL_S = 5
 RESUMES = 3
@@ -168,11 +170,26 @@ def _tested(scratch: Path) -> int:
         return 0
 
 
-def _run_watched(scratch: Path, args: list[str]) -> tuple[int | None, str]:
+def stall_limit_s(base_s: float, load: float, cores: int) -> float:
+    """How long a run may go without a new result before it counts as stalled: `base_s` on a machine with no
+    more runnable work than cores, scaled up by the load per core beyond that."""
+    return base_s * max(1.0, load / max(cores, 1))
+
+
+def _current_stall_limit_s(base_s: float) -> float:
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return stall_limit_s(base_s, load, os.cpu_count() or 1)
+
+
+def _run_watched(scratch: Path, args: list[str], stall_s: float) -> tuple[int | None, str]:
     """mutmut's exit code and output, or (None, output) when it stopped making progress and was ended.
 
     mutmut 2 waits forever on a queue when its worker process dies (seen on this shared machine), so a run
-    whose result count does not move for STALL_S seconds is ended with its whole process group.
+    whose result count does not move for the stall limit (`stall_s`, scaled by the load, re-read on every
+    poll) is ended with its whole process group.
     """
     log = scratch / ".mutmut-run.log"
     with log.open("w") as out:
@@ -190,7 +207,7 @@ def _run_watched(scratch: Path, args: list[str]) -> tuple[int | None, str]:
                 tested = _tested(scratch)
                 if tested != seen:
                     seen, since = tested, time.monotonic()
-                elif time.monotonic() - since > STALL_S:
+                elif time.monotonic() - since > _current_stall_limit_s(stall_s):
                     break
         finally:
             # Its own session, so it is not ended with ours: end it here, stalled or interrupted.
@@ -205,7 +222,7 @@ def _ids(scratch: Path, status: str) -> list[str]:
     return proc.stdout.split() if proc.returncode == 0 else []
 
 
-def measure(module: str, test_files: list[str], show_survivors: bool) -> int:
+def measure(module: str, test_files: list[str], show_survivors: bool, stall_s: float = STALL_S) -> int:
     with tempfile.TemporaryDirectory(prefix="matrix-qa-mutation-") as tmp:
         scratch = Path(tmp)
         _copy_tree(scratch)
@@ -219,12 +236,13 @@ def measure(module: str, test_files: list[str], show_survivors: bool) -> int:
         args = ["run", "--paths-to-mutate", module, "--tests-dir", "tests/unit", "--runner", runner,
                 "--simple-output", "--no-progress"]
         for _ in range(RESUMES + 1):
-            code, output = _run_watched(scratch, args)
+            code, output = _run_watched(scratch, args, stall_s)
             if code is not None:
                 break
             # Stalled: mutmut's worker died without telling its parent. The cache keeps every result so far,
             # and a second `mutmut run` only tests the rest.
-            print(f"mutation: mutmut made no progress for {STALL_S}s on {module}; resuming", file=sys.stderr)
+            print(f"mutation: mutmut made no progress for {_current_stall_limit_s(stall_s):.0f}s on {module}; "
+                  "resuming", file=sys.stderr)
         else:
             print(f"mutation: mutmut kept stalling on {module}", file=sys.stderr)
             return 2
@@ -251,8 +269,12 @@ def main(argv: list[str] | None = None) -> int:
         return run_tests(argv[1:])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("module", nargs="+", help=f"one of: {', '.join(MODULE_TESTS)}")
-    parser.add_argument("--tests", nargs="+", help="test files to run instead of the module's own")
+    parser.add_argument("--tests", nargs="+", metavar="PATH",
+                        help="test files or directories to run instead of the module's own")
     parser.add_argument("--show-survivors", action="store_true", help="print the diff of each survivor")
+    parser.add_argument("--stall-s", type=_positive_seconds, default=STALL_S, metavar="S",
+                        help=f"seconds without a new result before mutmut counts as stalled, on an idle machine; "
+                             f"scaled up by the load per core (default {STALL_S})")
     args = parser.parse_args(argv)
     try:
         import mutmut  # noqa: F401
@@ -269,12 +291,22 @@ def main(argv: list[str] | None = None) -> int:
             print(f"mutation: no unit tests are mapped to {module}; known: {', '.join(MODULE_TESTS)}",
                   file=sys.stderr)
             return 2
-        missing = [t for t in [module, *tests] if not (REPO / t).is_file()]
+        missing = [t for t in [module] if not (REPO / t).is_file()] + [t for t in tests if not (REPO / t).exists()]
         if missing:
-            print(f"mutation: no such file: {', '.join(missing)}", file=sys.stderr)
+            print(f"mutation: no such file or directory: {', '.join(missing)}", file=sys.stderr)
             return 2
-        status = max(status, measure(module, tests, args.show_survivors))
+        status = max(status, measure(module, tests, args.show_survivors, args.stall_s))
     return status
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 if __name__ == "__main__":

@@ -14,12 +14,19 @@ NOT_ANSWERED = ("dropped", "recorded", "ignored")  # decisions that mean "no rep
 SETTLE_FACTOR = 2.0
 
 
-def settle_window_s(model_ms: Iterable[float | None], quiet_s: float, cap_s: float) -> float:
-    """How long the room must have been quiet (no bot event) before the final checks: the usual quiet, plus the
-    slowest model answer this scenario saw, SETTLE_FACTOR times; never more than `cap_s`. Only ever adds
-    evidence: a pass never rests on it."""
+def settle_window_s(model_ms: Iterable[float | None], quiet_s: float, cap_s: float,
+                    reply_ms: Iterable[float | None] = ()) -> float:
+    """How long the room must have been quiet (no bot event) before the final checks: the usual quiet, or the
+    slowest reply this scenario saw when that is longer, plus the slowest model answer SETTLE_FACTOR times;
+    never more than `cap_s`.
+
+    `reply_ms` are the replies' latencies less the model's time (trigger sent -> reply seen): what one message
+    of the bot takes to reach the room on this homeserver, under this load. A bot that edits its reply right
+    after sending it is seen that much later again; a fixed quiet of 0.15 s let a slow homeserver (or a loaded
+    machine) hide a reply edited into a wrong answer, and the scenario passed."""
     slowest = max([0.0, *(float(ms) for ms in model_ms if ms is not None)])  # a clock step back counts as none
-    return min(cap_s, quiet_s + SETTLE_FACTOR * slowest / 1000.0)
+    pace = max([0.0, *(float(ms) for ms in reply_ms if ms is not None)])
+    return min(cap_s, max(quiet_s, pace / 1000.0) + SETTLE_FACTOR * slowest / 1000.0)
 
 
 def watch_after_control_s(trigger_sent_ms: float, control_sent_ms: float, control_seen_ms: float,

@@ -64,9 +64,10 @@ def _model_times_ms(ctx: ScenarioContext) -> list[float | None]:
 
 async def room_settles(ctx: ScenarioContext) -> None:
     """Until the watcher has seen no bot event for the settle window (qa.evidence.silence: sized by the model's
-    latency in this scenario, so an out-of-order bot answering an ignored message after the last step is seen),
-    at most twice that. Only ever adds evidence for the final checks: a pass never rests on it."""
-    quiet_s = settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S)
+    latency in this scenario, so an out-of-order bot answering an ignored message after the last step is seen,
+    and by how long the bot's replies took to reach the room, so an edit sent right after a reply is seen on a
+    slow homeserver too), at most twice that. Only ever adds evidence for the final checks."""
+    quiet_s = settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S, ctx.reply_latencies_ms)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(FINAL_MAX_S, 2 * quiet_s)
     events = ctx.observer().events

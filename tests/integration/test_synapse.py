@@ -15,7 +15,7 @@ import aiohttp
 import pytest
 
 from qa.homeserver.registration import register_with_token
-from qa.homeserver.synapse import SynapseHomeserver, kill_all_children
+from qa.homeserver.synapse import STOP_GRACE_S, SynapseHomeserver, kill_all_children
 from qa.kernel.errors import InfraError
 
 pytestmark = pytest.mark.integration
@@ -109,7 +109,9 @@ async def test_boot_users_rooms_restart_and_stop(tmp_path: Path, http: aiohttp.C
         assert pid is not None
         started = time.monotonic()
         await hs.stop()
-        assert time.monotonic() - started < 5, "SIGTERM should be enough; it should not wait for SIGKILL"
+        # SIGKILL comes only after STOP_GRACE_S: anything shorter was SIGTERM's doing (a fixed 5 s was a wall-time
+        # bound a loaded machine could break with SIGTERM enough).
+        assert time.monotonic() - started < STOP_GRACE_S, "SIGTERM should be enough; it should not wait for SIGKILL"
         assert not _alive(pid)
         assert hs.pid is None
         await hs.stop()  # idempotent

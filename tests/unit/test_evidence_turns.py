@@ -194,3 +194,16 @@ def test_the_settle_window_grows_with_the_slowest_model_answer_and_stops_at_its_
     assert settle_window_s([60_000.0], 0.15, 10.0) == 10.0
     assert settle_window_s([4925.0], 0.15, 10.0) == 10.0
     assert settle_window_s([0.5, None], 0.15, 10.0) == pytest.approx(0.151)
+
+
+def test_the_settle_window_is_at_least_as_long_as_the_slowest_reply_took_to_arrive() -> None:
+    from qa.evidence.silence import settle_window_s
+
+    # A bot's reply took 1067 ms to reach the room (a slow homeserver): its edit right after comes that late.
+    assert settle_window_s([], 0.15, 10.0, [1067.0]) == pytest.approx(1.067)
+    assert settle_window_s([], 0.15, 10.0, [40.0, None, 900.0, 120.0]) == pytest.approx(0.9)  # the slowest
+    assert settle_window_s([], 0.15, 10.0, [100.0]) == 0.15  # faster than the usual quiet: the quiet stands
+    assert settle_window_s([], 0.15, 10.0, [None, -30.0]) == 0.15
+    assert settle_window_s([500.0], 0.15, 10.0, [1000.0]) == pytest.approx(2.0)  # the model's time comes on top
+    assert settle_window_s([], 0.15, 10.0, [20_000.0]) == 10.0
+    assert settle_window_s([], 0.0, 10.0, [0.5]) == pytest.approx(0.0005)  # a sub-millisecond pace counts as is

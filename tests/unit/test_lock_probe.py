@@ -10,10 +10,13 @@ import json
 import os
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
+import qa.agent.lock as lock_module
+import qa.agent.lock_probe as probe_module
 from qa.agent.lock import SessionWriteLock, release_all_held
 from qa.agent.lock_probe import probe_once, serve
 from qa.agent.transcript import transcript_file_name
@@ -72,10 +75,17 @@ def test_a_long_answer_is_cut_in_the_message() -> None:
 # --- the agent's probe ----------------------------------------------------------------------------------------
 
 
-def test_the_agents_probe_acquires_a_free_lock_and_leaves_nothing(tmp_path: Path) -> None:
+def test_the_agents_probe_acquires_a_free_lock_and_leaves_nothing(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # The clock moves only by the waits the lock asks for: "at once" is exactly no wait, where "under 25 ms" of
+    # wall time is something a loaded machine can break with no wait at all.
+    now = [1000.0]
+    monkeypatch.setattr(lock_module, "mono_ms", lambda: now[0])
+    monkeypatch.setattr(probe_module, "mono_ms", lambda: now[0])
+    monkeypatch.setattr(lock_module, "time", SimpleNamespace(sleep=lambda s: now.__setitem__(0, now[0] + s * 1000)))
     result = probe_once(tmp_path, "!r:x/main", 25)
     assert set(result) == {"session", "t", "acquiredElapsedMs"} and result["session"] == "!r:x/main"
-    assert 0 <= result["acquiredElapsedMs"] < 25
+    assert result["acquiredElapsedMs"] == 0
     assert list(tmp_path.iterdir()) == []
 
 

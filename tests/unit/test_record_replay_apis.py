@@ -27,6 +27,10 @@ EXEC_ANTHROPIC = {"name": "exec", "description": "run it", "input_schema": PARAM
 RUN_ONE, RUN_TWO = "20261201T000000Z-aaaaaa", "20261202T000000Z-bbbbbb"
 SCOPES = [("responses", True), ("responses", False), ("anthropic", True), ("anthropic", False)]
 # One recording serves the module: the tests read it, and replay it on their own providers.
+# The proxy's and the SDKs' timeouts only stop a hang; nothing here checks timing. The stand-in, the proxy and the
+# SDKs share this one process's event loop, and a loaded machine can starve it for seconds: with 10 s the proxy's
+# read timeout fired mid-stream (1-2 of 3 runs at load ~17), and the SDK saw its 502 inside the streamed body.
+PATIENCE_S = 120
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
@@ -49,7 +53,7 @@ async def _respond(client: openai.AsyncOpenAI, stream: bool, **kwargs: Any) -> A
 
 async def converse_responses(base_url: str, v: dict[str, str], stream: bool) -> list[Any]:
     """A Responses bot: a marker turn, a follow-up on `previous_response_id`, an exec call and its output."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=STAND_IN_KEY, max_retries=0, timeout=10)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=STAND_IN_KEY, max_retries=0, timeout=PATIENCE_S)
     try:
         first = await _respond(client, stream, instructions="Answer briefly.",
                                input=f"mqa-bot-x-{v['run']}: reply with only this exact marker: {v['token']}")
@@ -76,7 +80,7 @@ async def _message(client: anthropic.AsyncAnthropic, stream: bool, **kwargs: Any
 async def converse_anthropic(base_url: str, v: dict[str, str], stream: bool) -> list[Any]:
     """An Anthropic bot: a marker turn with a system prompt, an exec `tool_use` and its `tool_result`."""
     client = anthropic.AsyncAnthropic(base_url=base_url.removesuffix("/v1"), api_key=STAND_IN_KEY, max_retries=0,
-                                      timeout=10)
+                                      timeout=PATIENCE_S)
     try:
         first = await _message(client, stream, system="Answer briefly.", messages=[
             {"role": "user", "content": f"mqa-bot-x-{v['run']}: reply with only this exact marker: {v['token']}"}])
@@ -111,7 +115,7 @@ async def recorded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     key = "sk-standin-" + secrets.token_hex(16)
     standin = OpenAIStandIn(key)
     await standin.start()
-    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=10,
+    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=PATIENCE_S,
                            directory=directory, secrets=[key], endpoint="standin")
     await proxy.start()
     answers = {}

@@ -24,6 +24,11 @@ EXEC = {"type": "function", "function": {"name": "exec", "description": "run it"
 RUN_ONE, RUN_TWO = "20261201T000000Z-aaaaaa", "20261202T000000Z-bbbbbb"
 
 
+# The proxy's and the SDK's timeouts only stop a hang (see test_record_replay_apis: one process's event loop runs
+# the stand-in, the proxy and the SDK, and a loaded machine can starve it for longer than 10 s).
+PATIENCE_S = 120
+
+
 def values(run_id: str, scope: str) -> dict[str, str]:
     return scope_values(MarkerFactory(run_id).child(scope), run_id)
 
@@ -31,7 +36,7 @@ def values(run_id: str, scope: str) -> dict[str, str]:
 async def converse(base_url: str, v: dict[str, str], *, prompt: str = "reply with only this exact marker: {token}",
                    stream: bool = True) -> list[Any]:
     """A bot's conversation: a marker turn, then an exec tool call and its result."""
-    client = openai.AsyncOpenAI(base_url=base_url, api_key=STAND_IN_KEY, max_retries=0, timeout=10)
+    client = openai.AsyncOpenAI(base_url=base_url, api_key=STAND_IN_KEY, max_retries=0, timeout=PATIENCE_S)
     out: list[Any] = []
     try:
         user = f"mqa-bot-x-{v['run']}: " + prompt.replace("{token}", v["token"])
@@ -79,7 +84,7 @@ async def recorded(tmp_path: Path) -> dict[str, Any]:
     key = "sk-standin-" + secrets.token_hex(16)
     standin = OpenAIStandIn(key)
     await standin.start()
-    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=10,
+    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=PATIENCE_S,
                            directory=tmp_path / "cassettes", secrets=[key], endpoint="standin")
     await proxy.start()
     answers = {}
@@ -171,9 +176,10 @@ async def test_a_changed_prompt_is_a_miss_with_the_diff(recorded: dict[str, Any]
 
 async def test_replay_keeps_the_recorded_pace_unless_told_otherwise(recorded: dict[str, Any]) -> None:
     loaded = load_cassettes(recorded["dir"], ["streamed"])
-    # Stretch the recording so pace is measurable on a busy machine: the marker's chunk at 0.8 s.
-    for chunk in loaded["streamed"].exchanges[0].chunks or []:
-        chunk["at_ms"] = 800.0 if chunk["delta"].get("content") else chunk["at_ms"]
+
+    def stretch(at_ms: float) -> None:
+        for chunk in loaded["streamed"].exchanges[0].chunks or []:
+            chunk["at_ms"] = at_ms if chunk["delta"].get("content") else chunk["at_ms"]
 
     async def first_turn(speed: float | None) -> float:
         provider = ReplayProvider(loaded, recorded["dir"], speed=speed)
@@ -191,15 +197,20 @@ async def test_replay_keeps_the_recorded_pace_unless_told_otherwise(recorded: di
         finally:
             await provider.stop()
 
+    # Paced: the marker's chunk recorded at 0.8 s comes no sooner (a lower bound: a busy machine only adds).
+    stretch(800.0)
     assert await first_turn(1.0) >= 0.8
-    assert await first_turn(None) < 0.8
+    # Unpaced: a recording whose marker came after ten minutes replays at once. Not "under 0.8 s", which a loaded
+    # machine can exceed with no pacing at all: the bound only catches a replay that keeps the recorded pace.
+    stretch(600_000.0)
+    await asyncio.wait_for(first_turn(None), 60)
 
 
 async def test_a_secret_the_model_echoes_is_redacted_from_the_cassette(tmp_path: Path) -> None:
     key, password = "sk-standin-" + secrets.token_hex(16), "bot-password-" + secrets.token_hex(8)
     standin = OpenAIStandIn(key)
     await standin.start()
-    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=10,
+    proxy = RecordingProxy(base_url=standin.base_url, api_key=key, model="standin-1", timeout_s=PATIENCE_S,
                            directory=tmp_path, secrets=[key, password])
     await proxy.start()
     try:
