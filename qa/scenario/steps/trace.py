@@ -36,7 +36,7 @@ class ExpectTrace(StepBase):
 
     type: TraceType
     match: dict[str, Any] = Field(default_factory=dict)
-    # Upper bounds on numeric fields, e.g. {waitMs: 25}: the first matching record must respect them.
+    # Upper bounds on numeric fields, e.g. {waitMs: 250}: the first matching record must respect them.
     max: dict[str, float] = Field(default_factory=dict)
     to: StepId | None = None  # only records about that sent message's event (or its turn's attempt)
     # A series: wait for this many matching records, then judge all that match (each within `max`).
