@@ -329,7 +329,8 @@ def check_overrides(bot: BotFile, overrides: dict[str, Any]) -> None:
 
     problems = _run_check(bot, "overrides_check", overrides, "the --bot-set values")
     if problems:
-        raise ConfigError("--bot-set: " + "; ".join(problems))
+        # A checker may name the flag itself (the agent's says "--bot-set KEY: …"): say it once, not twice.
+        raise ConfigError("; ".join(p if str(p).startswith("--bot-set") else f"--bot-set: {p}" for p in problems))
 
 
 def check_env(bot: BotFile, env: dict[str, str]) -> None:

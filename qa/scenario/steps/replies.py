@@ -403,7 +403,7 @@ class ExpectReplyCount(StepBase):
     does: ClassVar[str] = "the bot has answered `to` exactly `count` times, across restarts"
 
     to: StepId
-    count: int = Field(ge=0)
+    count: int = Field(ge=0, strict=True)  # strict: YAML's `yes` would be read as 1
 
     def refs(self) -> list[StepRef]:
         return [StepRef(("to",), self.to, frozenset({SENT}), same_room=False)]
