@@ -40,8 +40,9 @@ class RoomConfig(_Model):
 class ModelConfig(_Model):
     base_url: str = Field(alias="baseUrl")
     model: str
-    timeout_s: float = Field(60.0, alias="timeoutS")
-    max_retries: int = Field(2, alias="maxRetries")
+    # Finite and positive: `inf` or 0 would make a hung provider hang the bot, or fail every request at once.
+    timeout_s: float = Field(60.0, alias="timeoutS", gt=0, le=24 * 3600, allow_inf_nan=False)
+    max_retries: int = Field(2, alias="maxRetries", ge=0, le=100)
     system_prompt: str = Field(
         "You are a helpful assistant in a Matrix chat room. Follow the user's instructions exactly.",
         alias="systemPrompt",
@@ -50,7 +51,7 @@ class ModelConfig(_Model):
 
 class ApprovalsConfig(_Model):
     enabled: bool = True
-    timeout_s: float = Field(120.0, alias="timeoutS", gt=0)
+    timeout_s: float = Field(120.0, alias="timeoutS", gt=0, le=7 * 24 * 3600, allow_inf_nan=False)
     text_chunk_limit: int = Field(4000, alias="textChunkLimit", gt=0)
     allowed_programs: list[str] = Field(list(DEFAULT_ALLOWED_PROGRAMS), alias="allowedPrograms")
 
