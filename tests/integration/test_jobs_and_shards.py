@@ -24,6 +24,8 @@ from tests.integration.shared_synapse import SessionSynapse
 pytestmark = pytest.mark.integration
 
 BROKEN = REPO / "fixtures/mock-provider/broken-marker.yaml"
+# Runs with BROKEN fail on the wrong marker in the embedded agent's first (unstreamed) reply: --reply-edit-wait 0
+# fails it at once instead of after the step's 30 s wait for an edit, with the same failure.
 
 
 def _run(out_dir: Path, **options: Any) -> RunResult:
@@ -111,10 +113,11 @@ def test_three_shards_merged_equal_the_unsharded_run(one_at_a_time: RunResult, t
 
 def test_a_failed_canary_stops_a_concurrent_run_before_anything_else_starts(tmp_path: Path) -> None:
     result = _run(tmp_path / "run", scenario_ids=[CANARY, "matrix-thread-follow-up", "matrix-mention-gating"],
-                  jobs=2, provider_rules=[BROKEN])
+                  jobs=2, provider_rules=[BROKEN], reply_edit_wait_s=0)
     assert result.code == 1
     assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
         (CANARY, "fail"), ("matrix-mention-gating", "skip"), ("matrix-thread-follow-up", "skip")]
+    assert any("not-the-marker" in line for line in result.scenario(CANARY)["failure"]["seen"])
     assert not (result.dir / "scenarios" / "matrix-thread-follow-up").exists()
 
 
@@ -124,9 +127,12 @@ def test_fail_fast_starts_nothing_new_after_a_failure(tmp_path: Path) -> None:
     plan = ["matrix-reaction-notification", "matrix-thread-follow-up", "matrix-thread-isolation",
             "matrix-top-level-reply-shape"]  # plan order: by file name
     result = _run(tmp_path / "run", scenario_ids=list(reversed(plan)), jobs=2, fail_fast=True,
-                  provider_rules=[BROKEN])
+                  provider_rules=[BROKEN], reply_edit_wait_s=0)
     assert result.code == 1
     assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
         (plan[0], "fail"), (plan[1], "fail"), (plan[2], "skip"), (plan[3], "skip")]
+    # Each failed on the wrong marker (the reason, not only the status).
+    assert all(any("not-the-marker" in line for line in s["failure"]["seen"])
+               for s in result.summary["scenarios"] if s["status"] == "fail")
     skipped = [s for s in result.summary["scenarios"] if s["status"] == "skip"]
     assert all("--fail-fast" in s["details"] for s in skipped)

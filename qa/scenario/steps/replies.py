@@ -278,10 +278,13 @@ class ExpectReply(StepBase):
         want = self.want(ctx)
         parts = await reply_parts(ctx, event, trigger, self.wait_s()) if self.parts_min else []
         expected = want.whole_body
-        if expected is not None and body_now(ctx, event) != expected:
-            # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
-            # finishes it; the final check below still fails a reply that is edited into something else later.
+        if expected is not None and body_now(ctx, event) != expected and ctx.reply_edit_wait_s != 0:
+            # A draft that the bot edits as the model speaks: wait (within the step's time, and the run's
+            # --reply-edit-wait) for the edit that finishes it; the final check below still fails a reply that is
+            # edited into something else later.
             left = max(self.wait_s() - (mono_ms() - began) / 1000, 0.05)
+            if ctx.reply_edit_wait_s is not None:
+                left = min(left, ctx.reply_edit_wait_s)
             with contextlib.suppress(WaitTimeout):
                 await ctx.observer().events.wait_for(lambda _e: body_now(ctx, event) == expected, left,
                                                       "the reply's final edit")
