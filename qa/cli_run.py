@@ -158,7 +158,7 @@ def _speed_group(g: Any) -> None:
     g.add_argument("--reply-edit-wait", type=edit_wait, default=None, metavar="DURATION",
                    help="how long expect_reply waits for an edit that turns a reply with the wrong text into the "
                    "expected one (a streamed draft); default: the rest of the step's time. 0 for a bot that "
-                   "never edits its replies: a wrong answer fails at once")
+                   "never edits its replies: a wrong answer fails at once (a `streamed: true` step always waits)")
 
 
 def edit_wait(text: str) -> float:
