@@ -155,6 +155,22 @@ def _speed_group(g: Any) -> None:
     g.add_argument("--timeout", default=None, metavar="DURATION",
                    help="deadline for the whole run (e.g. 20m, 90s): past it every process is stopped and the "
                    "report says what finished and what did not (exit 2)")
+    g.add_argument("--reply-edit-wait", type=edit_wait, default=None, metavar="DURATION",
+                   help="how long expect_reply waits for an edit that turns a reply with the wrong text into the "
+                   "expected one (a streamed draft); default: the rest of the step's time. 0 for a bot that "
+                   "never edits its replies: a wrong answer fails at once (a `streamed: true` step always waits)")
+
+
+def edit_wait(text: str) -> float:
+    """--reply-edit-wait: 0 (no wait) or a duration ("5s", "1500ms")."""
+    from qa.scenario.fields import parse_duration
+
+    if text.strip() in ("0", "0s", "0ms"):
+        return 0.0
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -385,7 +401,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | Non
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
         repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
-        keep_work_dir=args.keep_work_dir,
+        keep_work_dir=args.keep_work_dir, reply_edit_wait_s=args.reply_edit_wait,
         config_file=config.path if config is not None else None, config_settings=applied,
     )
     return run_sync(options)

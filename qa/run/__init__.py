@@ -181,7 +181,7 @@ class Run:
             provider_max_retries=live.max_retries if live is not None else None,
             interrupted=scheduler.interrupted, stop_reason=lambda: self.lifecycle.reason,
             infra_errors=scheduler.infra_errors, config_errors=scheduler.config_errors,
-            include_bodies=self.options.include_bodies,
+            include_bodies=self.options.include_bodies, reply_edit_wait_s=self.options.reply_edit_wait_s,
             fork_server=self.fork_server, peer_bot=self.peer_bot,
         )
 

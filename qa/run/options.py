@@ -81,6 +81,9 @@ class RunOptions:
     repeat: int = 1
     min_pass_rate: float = 1.0
     timeout: str | None = None
+    # --reply-edit-wait: how long expect_reply waits for an edit that would finish a reply whose text is wrong
+    # (a streamed draft); None: the rest of the step's time; 0: no wait (a bot that never edits its replies).
+    reply_edit_wait_s: float | None = None
     # --keep-work-dir: the disposable dir (homeserver database, bot state) stays for a person to inspect.
     keep_work_dir: bool = False
     # The config file the settings came from (qa.config_file) and the settings it gave, as written: the summary

@@ -71,6 +71,9 @@ class ScenarioContext:
     # The scenario's private state dir (crypto stores, the bot's password file) and --include-bodies (E2EE steps).
     state_dir: Path | None = None
     include_bodies: bool = False
+    # --reply-edit-wait: the most expect_reply waits for an edit that finishes a wrong-bodied reply (None: the
+    # rest of the step's time; 0: none, for a bot that never edits its replies).
+    reply_edit_wait_s: float | None = None
     # set_bot_config: the changes so far -> the bot's config text rendered again (None: the bot has no config).
     rerender: Any = None
     config_changes: list[Any] = field(default_factory=list)

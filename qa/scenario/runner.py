@@ -80,6 +80,7 @@ class RunResources:
     config_errors: list[str] = field(default_factory=list)
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
+    reply_edit_wait_s: float | None = None  # --reply-edit-wait (qa.scenario.context.ScenarioContext)
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
     peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer): for the scenarios that name a peer
 
@@ -352,7 +353,7 @@ async def _provision(
     return ScenarioContext(
         scenario=scenario, homeserver=hs, provider=res.provider, actors=actors, bot=bot, bot_user_id=bot_user_id,
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
-        state_dir=state_dir, include_bodies=res.include_bodies,
+        state_dir=state_dir, include_bodies=res.include_bodies, reply_edit_wait_s=res.reply_edit_wait_s,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), appservice=as_bot,
         bot_accounts={n: a["user_id"] for n, a in accounts.items()},

@@ -57,7 +57,10 @@ async def test_canary_passes_and_writes_every_artifact(run_qa) -> None:
 
 
 async def test_wrong_reply_fails_with_expected_and_seen(run_qa) -> None:
-    result = await run_qa("canary", provider_rules=[REPO / "fixtures/mock-provider/broken-marker.yaml"])
+    # The embedded agent does not stream here, so its first reply is its answer: no wait for an edit (the
+    # default would wait out the step's 30 s), same failure (--reply-edit-wait).
+    result = await run_qa("canary", provider_rules=[REPO / "fixtures/mock-provider/broken-marker.yaml"],
+                          reply_edit_wait_s=0)
     assert result.code == 1
     canary = result.scenario("canary")
     assert canary["status"] == "fail"

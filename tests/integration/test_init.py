@@ -18,13 +18,13 @@ pytestmark = pytest.mark.integration
 NIO_BOT = REPO / "tests" / "bots" / "nio_reply_bot.py"
 
 
-def test_a_wheel_installed_with_pip_user_then_init_then_run_passes_on_an_independent_bot(tmp_path: Path) -> None:
-    from tests.integration.test_install_anywhere import _clean_env, _install_user
+def test_a_wheel_installed_with_pip_user_then_init_then_run_passes_on_an_independent_bot(
+        tmp_path: Path, built_wheel: Path) -> None:
+    from tests.integration.test_install_anywhere import _install_user
 
-    _run_ok([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
-            _clean_env(), tmp_path)
     (tmp_path / "user").mkdir()
-    exe, env = _install_user(next((tmp_path / "dist").glob("matrix_qa-*.whl")), tmp_path / "user")
+    # This checkout's wheel, built once per session for both wheel tests (tests/integration/wheel_cache.py).
+    exe, env = _install_user(built_wheel, tmp_path / "user")
     env["TMPDIR"] = str(tmp_path)
     project = tmp_path / "my-bot-repo"
     project.mkdir()

@@ -6,8 +6,9 @@ venv), not this checkout.
 Everything goes into throwaway prefixes under tmp_path: PYTHONUSERBASE and HOME for `--user`, PIPX_HOME /
 PIPX_BIN_DIR for pipx, UV_TOOL_DIR / UV_TOOL_BIN_DIR for uv. The shared site-packages, where matrix-qa is
 installed editable from the main checkout, is never written (a test checks its record before and after). The
-package caches (pip's, uv's) are left where they are, so a second run downloads nothing. One wheel build, the
-three installs side by side: about 30-45 s on the shared 2-core machine, once per suite run (one test).
+package caches (pip's, uv's) are left where they are, so a second run downloads nothing. One wheel build (shared
+with test_init's, tests/integration/wheel_cache.py), the three installs side by side: about 30-45 s on the shared
+2-core machine, once per suite run (one test).
 """
 
 from __future__ import annotations
@@ -88,13 +89,11 @@ def _editable_record() -> bytes:
     return b"".join((info / n).read_bytes() for n in ("RECORD", "direct_url.json") if (info / n).exists())
 
 
-def test_the_wheel_installs_and_finds_its_library_in_every_layout(tmp_path: Path) -> None:
+def test_the_wheel_installs_and_finds_its_library_in_every_layout(tmp_path: Path, built_wheel: Path) -> None:
     missing = {layout: f"{tool} is not installed (pip install {tool})" for layout, (tool, _) in LAYOUTS.items()
                if tool != "pip" and not Path(_tool(tool)).exists()}
     before = _editable_record()
-    _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path / "dist"), str(REPO)],
-         _clean_env(), tmp_path)
-    wheel = next((tmp_path / "dist").glob("matrix_qa-*.whl"))
+    wheel = built_wheel  # this checkout's, built once per session (tests/integration/wheel_cache.py)
     elsewhere = tmp_path / "unrelated"  # no checkout, no config file, no scenarios above it
     elsewhere.mkdir()
     layouts = [layout for layout in LAYOUTS if layout not in missing]

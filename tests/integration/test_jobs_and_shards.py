@@ -1,7 +1,7 @@
 """Concurrency must not cost correctness: --jobs and --shard against a real Synapse, mock provider and bots.
 
-The fast profile runs once one at a time (the reference), twice at --jobs 4, and in 3 shards that are then
-merged. About a minute in all on 2 cores; the reference run is shared by the tests of this module.
+The fast profile runs once one at a time (the reference) and twice at --jobs 4; seven of its scenarios run in 3
+shards that are then merged. About a minute in all on 2 cores; the reference run is shared by the tests of this module.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ from tests.integration.shared_synapse import SessionSynapse
 pytestmark = pytest.mark.integration
 
 BROKEN = REPO / "fixtures/mock-provider/broken-marker.yaml"
+# Runs with BROKEN fail on the wrong marker in the embedded agent's first (unstreamed) reply: --reply-edit-wait 0
+# fails it at once instead of after the step's 30 s wait for an edit, with the same failure.
 
 
 def _run(out_dir: Path, **options: Any) -> RunResult:
@@ -83,27 +85,40 @@ def test_jobs_4_twice_gives_the_results_of_jobs_1(one_at_a_time: RunResult, tmp_
     assert our_processes(str(tmp_path)) == []
 
 
+# What the shards split: the canary and six of the fast profile's scenarios, two a shard (the split and the
+# merge are the same whatever the scenarios do; the fast profile whole ran in 19 scenario runs, this in 9). The
+# unsharded run they must equal is the reference's run of these same scenarios (each scenario runs alone, in
+# fresh rooms, whatever else the run holds).
+SHARDED = [CANARY, "matrix-allowlist-block", "matrix-mention-gating", "matrix-reaction-notification",
+           "matrix-thread-follow-up", "matrix-thread-isolation", "matrix-top-level-reply-shape"]
+
+
 def test_three_shards_merged_equal_the_unsharded_run(one_at_a_time: RunResult, tmp_path: Path) -> None:
+    unsharded = [s for s in one_at_a_time.summary["scenarios"] if s["id"] in SHARDED]
+    assert len(unsharded) == len(SHARDED)
     shard_dirs = []
     seen: list[str] = []
+    per_shard: list[list[str]] = []
     for index in (1, 2, 3):
-        run = _run(tmp_path / f"shard{index}", shard=Shard(index, 3))
+        run = _run(tmp_path / f"shard{index}", shard=Shard(index, 3), scenario_ids=list(SHARDED))
         assert run.code == 0, run.report
         assert run.summary["shard"] == {"index": index, "count": 3}
         ids = [s["id"] for s in run.summary["scenarios"]]
         assert ids[0] == CANARY
         seen += ids[1:]
+        per_shard.append(ids[1:])
         shard_dirs.append(run.dir)
     # Every scenario ran in exactly one shard (the canary in each).
-    assert sorted(seen) == sorted(s["id"] for s in one_at_a_time.summary["scenarios"] if s["id"] != CANARY)
+    assert sorted(seen) == sorted(s["id"] for s in unsharded if s["id"] != CANARY)
+    assert all(len(ids) == 2 for ids in per_shard), per_shard  # every shard had work besides its canary
 
     merged_dir = tmp_path / "merged"
     proc = cli("report", "--merge", *map(str, shard_dirs), "--output-dir", str(merged_dir))
     assert proc.returncode == 0, proc.stderr + proc.stdout
     merged = json.loads((merged_dir / "matrix-qa-summary.json").read_text())
-    assert [(s["id"], s["status"]) for s in merged["scenarios"]] == \
-        [(s["id"], s["status"]) for s in one_at_a_time.summary["scenarios"]]
-    assert merged["counts"] == one_at_a_time.summary["counts"]
+    assert [(s["id"], s["status"]) for s in merged["scenarios"]] == [(s["id"], s["status"]) for s in unsharded]
+    assert merged["counts"] == {**one_at_a_time.summary["counts"], "total": len(SHARDED), "passed": len(SHARDED)}
+    assert one_at_a_time.summary["counts"]["passed"] == one_at_a_time.summary["counts"]["total"]
     assert merged["status"] == "pass" and merged["lock"]["verdict"] == "pass"
     assert [m["shard"]["index"] for m in merged["mergedFrom"]] == [1, 2, 3]
     assert "Merged from" in (merged_dir / "matrix-qa-report.md").read_text()
@@ -111,10 +126,11 @@ def test_three_shards_merged_equal_the_unsharded_run(one_at_a_time: RunResult, t
 
 def test_a_failed_canary_stops_a_concurrent_run_before_anything_else_starts(tmp_path: Path) -> None:
     result = _run(tmp_path / "run", scenario_ids=[CANARY, "matrix-thread-follow-up", "matrix-mention-gating"],
-                  jobs=2, provider_rules=[BROKEN])
+                  jobs=2, provider_rules=[BROKEN], reply_edit_wait_s=0)
     assert result.code == 1
     assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
         (CANARY, "fail"), ("matrix-mention-gating", "skip"), ("matrix-thread-follow-up", "skip")]
+    assert any("not-the-marker" in line for line in result.scenario(CANARY)["failure"]["seen"])
     assert not (result.dir / "scenarios" / "matrix-thread-follow-up").exists()
 
 
@@ -124,9 +140,12 @@ def test_fail_fast_starts_nothing_new_after_a_failure(tmp_path: Path) -> None:
     plan = ["matrix-reaction-notification", "matrix-thread-follow-up", "matrix-thread-isolation",
             "matrix-top-level-reply-shape"]  # plan order: by file name
     result = _run(tmp_path / "run", scenario_ids=list(reversed(plan)), jobs=2, fail_fast=True,
-                  provider_rules=[BROKEN])
+                  provider_rules=[BROKEN], reply_edit_wait_s=0)
     assert result.code == 1
     assert [(s["id"], s["status"]) for s in result.summary["scenarios"]] == [
         (plan[0], "fail"), (plan[1], "fail"), (plan[2], "skip"), (plan[3], "skip")]
+    # Each failed on the wrong marker (the reason, not only the status).
+    assert all(any("not-the-marker" in line for line in s["failure"]["seen"])
+               for s in result.summary["scenarios"] if s["status"] == "fail")
     skipped = [s for s in result.summary["scenarios"] if s["status"] == "skip"]
     assert all("--fail-fast" in s["details"] for s in skipped)

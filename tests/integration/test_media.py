@@ -66,7 +66,10 @@ async def test_media_bugs_crash_and_undecrypted_attachment_are_caught(run_qa) ->
            "matrix-media-download-fails"]
     result = await run_qa(*ids, bot_overrides={"testMutations": ["crash-on-unknown-media",
                                                                   "encrypted-media-not-decrypted",
-                                                                  "no-legacy-media-fallback"]})
+                                                                  "no-legacy-media-fallback"]},
+                          # The download failure's notice is a wrong body the agent (not streaming in any of
+                          # these) never edits: fail it at once, not after the step's 30 s wait for an edit.
+                          reply_edit_wait_s=0)
     assert result.code == 1
     for scenario_id in ("matrix-media-type-coverage", "matrix-unsupported-media-safe"):
         failure, text = _failure(result, scenario_id)

@@ -119,6 +119,14 @@ def _model_latency_between(ctx: ScenarioContext, start: float, end: float) -> fl
     )
 
 
+def edit_wait_s(step_left_s: float, cap_s: float | None, streamed: bool) -> float:
+    """How long expect_reply waits for an edit that would finish a wrong-bodied reply: the rest of the step's time
+    (at least a moment), bounded by --reply-edit-wait (`cap_s`; 0: no wait), except for a `streamed` reply, which
+    is edited by definition and always gets the rest of the step."""
+    left = max(step_left_s, 0.05)
+    return left if cap_s is None or streamed else min(left, cap_s)
+
+
 def body_now(ctx: ScenarioContext, event: dict[str, Any]) -> str:
     """The reply's text by its latest edit so far."""
     return latest_body(event, ctx.observer().events.items, ctx.bot_ids)
@@ -278,10 +286,10 @@ class ExpectReply(StepBase):
         want = self.want(ctx)
         parts = await reply_parts(ctx, event, trigger, self.wait_s()) if self.parts_min else []
         expected = want.whole_body
-        if expected is not None and body_now(ctx, event) != expected:
+        left = edit_wait_s(self.wait_s() - (mono_ms() - began) / 1000, ctx.reply_edit_wait_s, self.streamed)
+        if expected is not None and body_now(ctx, event) != expected and left > 0:
             # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
             # finishes it; the final check below still fails a reply that is edited into something else later.
-            left = max(self.wait_s() - (mono_ms() - began) / 1000, 0.05)
             with contextlib.suppress(WaitTimeout):
                 await ctx.observer().events.wait_for(lambda _e: body_now(ctx, event) == expected, left,
                                                       "the reply's final edit")
