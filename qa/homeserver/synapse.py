@@ -157,6 +157,11 @@ def build_synapse_config(
         # Test users log in constantly; the default 12 rounds costs ~250 ms per login.
         "bcrypt_rounds": 4,
         "presence": {"enabled": False},
+        # No push-rule evaluation: with it on, Synapse runs every local member's push rules against every event
+        # it persists (each invite, join and message, on its one thread) and counts unread notifications for
+        # every room of every /sync, for pushers that never exist here. What a client sees instead:
+        # `unread_notifications` stays empty; push rules themselves are still served and kept as account data.
+        "push": {"enabled": False},
         # A cached /sync response would hide events sent in the last moments from a client that retries.
         "caches": {"sync_response_cache_duration": 0},
         # A fresh, short-lived database gains nothing from background updates; they only steal the CPU
