@@ -1,6 +1,7 @@
 """What a Synapse setting saves per scenario: two embedded Synapses side by side, measured in turn on one load.
 
     python bench/synapse_config_pairs.py --variant '{"push": {"enabled": true}}' [--base '{...}'] [--pairs 10]
+    python bench/synapse_config_pairs.py --variant '{}' --base-plain-synapse   # what qa's launcher saves
 
 A runs qa's test-server config with --variant merged in, B with --base merged in (default: nothing, qa's config as
 it is). Both boot once; then the same scenario-shaped batch runs on A and on B in turn (A B, B A, A B ...: the order
@@ -8,6 +9,9 @@ alternates), and each Synapse's CPU (utime + stime from /proc) is counted over i
 a pair meet the same machine load. A batch is --jobs scenarios at once, each: three users registered with a
 session, each long-polling /sync, a private_chat createRoom naming the room and inviting two of them, both joins,
 and --messages messages; then a short settle for the syncs and background work it caused.
+
+--base-plain-synapse starts B as `python -m synapse.app.homeserver`, without qa.homeserver.seeded_boot (which
+remembers jsonschema's schema checks), on the same config.
 
 Printed: each side's median CPU per scenario, the median and quartiles of the per-pair ratio A/B, and the ratio of
 the sums. Not a test: nothing is asserted. Synapse's CPU, not wall time: the wall of a loaded machine drifts more
@@ -97,6 +101,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="synapse-pairs-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     a = SynapseHomeserver(work / "a", work / "a-log", extra_config=json.loads(args.variant))
     b = SynapseHomeserver(work / "b", work / "b-log", extra_config=json.loads(args.base))
+    if args.base_plain_synapse:
+        b._launch_command = lambda: (  # type: ignore[method-assign]
+            [sys.executable, "-m", "synapse.app.homeserver", "-c", str(b.config_path)], None)
     a_cpu: list[float] = []
     b_cpu: list[float] = []
     try:
@@ -114,7 +121,8 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(a.stop(), b.stop())
     ratios = [x / y for x, y in zip(a_cpu, b_cpu, strict=True) if y > 0]
     return {
-        "A (variant)": args.variant, "B (base)": args.base, "pairs": len(ratios),
+        "A (variant)": args.variant, "B (base)": args.base + (" on plain Synapse" if args.base_plain_synapse else ""),
+        "pairs": len(ratios),
         "A cpu ms/scenario (median)": round(statistics.median(a_cpu) / args.jobs * 1000, 1),
         "B cpu ms/scenario (median)": round(statistics.median(b_cpu) / args.jobs * 1000, 1),
         "A/B per pair: median": round(statistics.median(ratios), 3),
@@ -127,6 +135,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="JSON merged into A's config (build_synapse_config extra)")
     parser.add_argument("--base", default="{}", help="JSON merged into B's config (default: none)")
+    parser.add_argument("--base-plain-synapse", action="store_true",
+                        help="B without qa's Synapse launcher (python -m synapse.app.homeserver)")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="scenarios at once in a batch (the run's default)")
     parser.add_argument("--messages", type=int, default=6)

@@ -449,15 +449,14 @@ class SynapseHomeserver(Homeserver):
         return self._http
 
     def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
-        """Synapse itself when its database exists (a restart, or a copied template); on a fresh server with
-        no template yet, Synapse behind seeded_boot, which creates the schema and keeps a copy for next time."""
-        app = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+        """Synapse behind seeded_boot, always (it remembers jsonschema's schema checks); on a fresh server with
+        no template yet, seeded_boot is also asked to create the schema and keep a copy for next time."""
+        app = [sys.executable, "-m", "qa.homeserver.seeded_boot", "synapse.app.homeserver", "-c", str(self.config_path)]
         db_path = self._sqlite_path()
         if self.template_dir is None or self._template_key is None or db_path is None or db_path.exists():
             return app, None
         request = {"dir": str(self.template_dir / self._template_key), "key": self._template_key, "db": str(db_path)}
-        env = {**os.environ, TEMPLATE_ENV: json.dumps(request)}
-        return [sys.executable, "-m", "qa.homeserver.seeded_boot", *app[2:]], env
+        return app, {**os.environ, TEMPLATE_ENV: json.dumps(request)}
 
     def _seed_database(self) -> None:
         """A fresh server's database starts as a copy of the pristine template, when there is a sound one."""
