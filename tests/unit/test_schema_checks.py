@@ -11,7 +11,7 @@ import pytest
 from jsonschema import Draft7Validator, FormatChecker
 from jsonschema.exceptions import SchemaError, ValidationError, best_match
 
-from qa.homeserver.schema_checks import make_validate
+from qa.homeserver.schema_checks import make_validate, remember_schema_checks
 
 SCHEMA = {"type": "object", "properties": {"n": {"type": "integer"}, "s": {"type": "string", "maxLength": 3}},
           "required": ["n"]}
@@ -46,6 +46,19 @@ def test_the_schema_is_checked_once_per_class_and_schema() -> None:
     assert _Counter.checks == 1
     validate({"n": 1}, {**SCHEMA, "required": []}, cls=CountingValidator)  # another schema: checked
     assert _Counter.checks == 2
+
+
+def test_an_equal_schema_built_in_another_order_is_not_checked_again() -> None:
+    validate = _validate()
+    validate({"n": 1}, SCHEMA, cls=CountingValidator)
+    validate({"n": 1}, dict(reversed(list(SCHEMA.items()))), cls=CountingValidator)
+    assert _Counter.checks == 1
+
+
+def test_without_jsonschema_nothing_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "jsonschema", None)  # import jsonschema -> ImportError
+    monkeypatch.setitem(sys.modules, "jsonschema.validators", None)
+    assert remember_schema_checks() is False
 
 
 def test_a_schema_changed_in_place_is_checked_again() -> None:
@@ -94,7 +107,9 @@ def test_synapse_validates_through_it_once_installed() -> None:
     code = (
         "import jsonschema\n"
         "from qa.homeserver.schema_checks import remember_schema_checks\n"
-        "assert remember_schema_checks() and remember_schema_checks()\n"
+        "assert remember_schema_checks()\n"
+        "installed = jsonschema.validate\n"
+        "assert remember_schema_checks() and jsonschema.validate is installed  # a second call changes nothing\n"
         "from synapse.events.validator import POWER_LEVELS_SCHEMA, POWER_LEVELS_VALIDATOR\n"
         "calls = []\n"
         "orig = POWER_LEVELS_VALIDATOR.check_schema\n"
