@@ -110,6 +110,10 @@ class Sampler:
             proc = self.procs.get(pid)
             if proc is None:
                 proc = self.procs[pid] = _Proc(self._kind(pid, parents.get(pid)))
+            elif proc.kind == "other":
+                # Seen between its fork and its exec (still the harness's command line): look again, or a
+                # Synapse caught in that window would be counted as "other" for the whole run.
+                proc.kind = self._kind(pid, parents.get(pid))
             fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
             proc.hwm_kb = max(proc.hwm_kb, _kb(fields.get("VmHWM")))
             ticks = stat.rsplit(")", 1)[1].split()

@@ -1,8 +1,11 @@
-"""Run a Synapse app after creating its schema ourselves, keeping a copy as the pristine database template.
+"""Run a Synapse app the way the harness launches every embedded Synapse (fresh, seeded or restarted).
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver -c homeserver.yaml
 
-Used only when no template exists yet for this Synapse (see qa.homeserver.db_template). The schema is created
+Two things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
+Synapse re-checks the same power-levels and mentions schemas on every event), and, only when the harness asks for
+it (no template exists yet for this Synapse, see qa.homeserver.db_template), the database schema is created here
+and a copy kept as the pristine database template. The schema is created
 the way Synapse's own startup does it (same `prepare_database` call, same config), so the server then finds an
 up-to-date database and starts as usual. Building the template must never stop the server from starting:
 on any failure the half-made database is removed and Synapse creates its schema itself, as it always did.
@@ -18,6 +21,8 @@ import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from qa.homeserver.schema_checks import remember_schema_checks
 
 TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
 
@@ -69,6 +74,7 @@ def main(argv: list[str]) -> None:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
     app_module, synapse_argv = argv[0], argv[1:]
     app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
+    remember_schema_checks()
     request = os.environ.pop(TEMPLATE_ENV, None)
     if request:
         _seed(app, synapse_argv, json.loads(request))

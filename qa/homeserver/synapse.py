@@ -157,6 +157,11 @@ def build_synapse_config(
         # Test users log in constantly; the default 12 rounds costs ~250 ms per login.
         "bcrypt_rounds": 4,
         "presence": {"enabled": False},
+        # No push-rule evaluation: with it on, Synapse runs every local member's push rules against every event
+        # it persists (each invite, join and message, on its one thread) and counts unread notifications for
+        # every room of every /sync, for pushers that never exist here. What a client sees instead:
+        # `unread_notifications` stays empty; push rules themselves are still served and kept as account data.
+        "push": {"enabled": False},
         # A cached /sync response would hide events sent in the last moments from a client that retries.
         "caches": {"sync_response_cache_duration": 0},
         # A fresh, short-lived database gains nothing from background updates; they only steal the CPU
@@ -444,15 +449,14 @@ class SynapseHomeserver(Homeserver):
         return self._http
 
     def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
-        """Synapse itself when its database exists (a restart, or a copied template); on a fresh server with
-        no template yet, Synapse behind seeded_boot, which creates the schema and keeps a copy for next time."""
-        app = [sys.executable, "-m", "synapse.app.homeserver", "-c", str(self.config_path)]
+        """Synapse behind seeded_boot, always (it remembers jsonschema's schema checks); on a fresh server with
+        no template yet, seeded_boot is also asked to create the schema and keep a copy for next time."""
+        app = [sys.executable, "-m", "qa.homeserver.seeded_boot", "synapse.app.homeserver", "-c", str(self.config_path)]
         db_path = self._sqlite_path()
         if self.template_dir is None or self._template_key is None or db_path is None or db_path.exists():
             return app, None
         request = {"dir": str(self.template_dir / self._template_key), "key": self._template_key, "db": str(db_path)}
-        env = {**os.environ, TEMPLATE_ENV: json.dumps(request)}
-        return [sys.executable, "-m", "qa.homeserver.seeded_boot", *app[2:]], env
+        return app, {**os.environ, TEMPLATE_ENV: json.dumps(request)}
 
     def _seed_database(self) -> None:
         """A fresh server's database starts as a copy of the pristine template, when there is a sound one."""

@@ -193,7 +193,7 @@ def test_fresh_server_without_template_boots_through_seeded_boot(tmp_path: Path)
     assert request["dir"] == str(tmp_path / "cache" / request["key"])
 
 
-def test_server_with_a_database_runs_synapse_directly(tmp_path: Path) -> None:
+def test_server_with_a_database_boots_without_a_template_request(tmp_path: Path) -> None:
     key = db_template.installed_synapse_key("localhost")
     assert key is not None
     fresh = _fake_synapse_db(tmp_path / "fresh.db")
@@ -203,14 +203,15 @@ def test_server_with_a_database_runs_synapse_directly(tmp_path: Path) -> None:
     assert hs.template_note is None
     assert (tmp_path / "w" / "homeserver.db").read_bytes() == (tmp_path / "cache" / key / DB_NAME).read_bytes()
     argv, env = hs._launch_command()
-    assert argv[1:3] == ["-m", "synapse.app.homeserver"] and env is None
+    # Through seeded_boot still (it remembers jsonschema's schema checks), but nothing to seed.
+    assert argv[1:4] == ["-m", "qa.homeserver.seeded_boot", "synapse.app.homeserver"] and env is None
 
 
 def test_templates_can_be_turned_off(tmp_path: Path) -> None:
     hs = SynapseHomeserver(tmp_path / "w", tmp_path / "l", port=18008, template_dir=None)
     hs._prepare()
     argv, env = hs._launch_command()
-    assert argv[1:3] == ["-m", "synapse.app.homeserver"] and env is None
+    assert argv[1:4] == ["-m", "qa.homeserver.seeded_boot", "synapse.app.homeserver"] and env is None
     assert not (tmp_path / "w" / "homeserver.db").exists()
 
 

@@ -115,6 +115,7 @@ def test_harness_settings(tmp_path: Path) -> None:
     assert config["federation_sender_instances"] == []
     assert config["bcrypt_rounds"] == 4
     assert config["presence"] == {"enabled": False}
+    assert config["push"] == {"enabled": False}
     assert config["caches"]["sync_response_cache_duration"] == 0
 
 
@@ -143,6 +144,7 @@ def test_synapse_reads_the_other_settings_as_intended(tmp_path: Path) -> None:
     assert parsed.registration.registration_shared_secret == config["registration_shared_secret"]
     assert parsed.registration.bcrypt_rounds == 4
     assert parsed.server.presence_enabled is False
+    assert parsed.push.enable_push is False  # no push rules run per event, no unread counts per /sync
     assert parsed.caches.sync_response_cache_duration.as_millis() == 0
     assert parsed.key.key_servers == []
     assert parsed.federation.federation_domain_whitelist == {}
