@@ -47,7 +47,7 @@ unquoted `on` as the boolean true, so `on: push` would reach the model as `{True
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
@@ -290,15 +290,23 @@ class FaultState:
 
     def decide(self, method: str, path: str) -> tuple[FaultRule, int] | None:
         """The rule acting on this request and the request's occurrence number for it, or None to forward."""
-        chosen: tuple[FaultRule, int] | None = None
-        for rule in self.rules:
-            if not rule.matches(method, path):
-                continue
-            occurrence = self.seen.get(rule.name, 0) + 1
-            self.seen[rule.name] = occurrence
-            if chosen is None and rule.covers(occurrence):
-                chosen = (rule, occurrence)
-        return chosen
+        return choose_rule(self.rules, self.seen, lambda rule: rule.matches(method, path))
+
+
+def choose_rule(rules: Sequence[FaultRule], seen: dict[str, int], matches: Callable[[FaultRule], bool],
+                ) -> tuple[FaultRule, int] | None:
+    """The first rule in order that `matches` and covers its occurrence, with that occurrence number. Every
+    matching rule counts the occurrence in `seen` (updated in place), the ones that do not act included, so each
+    rule's `nth` counts what it matched (a client request or a pushed transaction) since it was installed."""
+    chosen: tuple[FaultRule, int] | None = None
+    for rule in rules:
+        if not matches(rule):
+            continue
+        occurrence = seen.get(rule.name, 0) + 1
+        seen[rule.name] = occurrence
+        if chosen is None and rule.covers(occurrence):
+            chosen = (rule, occurrence)
+    return chosen
 
 
 def retry_gaps(hits: Sequence[dict[str, Any]], requests: Sequence[dict[str, Any]], rule: FaultRule | None,

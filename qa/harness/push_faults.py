@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from qa.harness.fault_rules import FaultRule
+from qa.harness.fault_rules import FaultRule, choose_rule
 from qa.kernel.errors import ConfigError
 
 TRANSACTION_PATH = "/_matrix/app/v1/transactions/"
@@ -59,21 +59,14 @@ class PushFaults:
     def decide(self, events: Sequence[Any]) -> tuple[FaultRule, int] | None:
         """The rule acting on this transaction and its occurrence number for that rule, or None to deliver it as
         it is."""
-        chosen: tuple[FaultRule, int] | None = None
-        for rule in self.rules:
-            try:
-                matched = push_matches(rule, events)
-            except ConfigError as exc:  # a pathological `body` pattern: bounded, reported, never a crash
-                self.problems.append(f"fault rule {rule.name!r}: {exc}")
-                matched = False
-            if not matched:
-                continue
-            occurrence = self.seen.get(rule.name, 0) + 1
-            self.seen[rule.name] = occurrence
-            if chosen is None and rule.covers(occurrence):
-                chosen = (rule, occurrence)
-        return chosen
+        return choose_rule(self.rules, self.seen, lambda rule: self._matches(rule, events))
 
+    def _matches(self, rule: FaultRule, events: Sequence[Any]) -> bool:
+        try:
+            return push_matches(rule, events)
+        except ConfigError as exc:  # a pathological `body` pattern: bounded, reported, never a crash
+            self.problems.append(f"fault rule {rule.name!r}: {exc}")
+            return False
 
     @staticmethod
     def hit(rule: FaultRule, occurrence: int, txn_id: str, started_at: float) -> dict[str, Any]:
