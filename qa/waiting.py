@@ -177,3 +177,25 @@ async def run_unless(work: Awaitable[R], stopper: Awaitable[object], grace_s: fl
         await asyncio.gather(watch, return_exceptions=True)
     # The work's own outcome wins when both ended together: a finished step is not undone by a later exit.
     return not (task.done() and not task.cancelled()), task
+
+
+class Changes:
+    """"Something changed" for waiters that re-check a condition of their own (hits, requests, pushes): `notify`
+    wakes every waiter and hands later ones a fresh event; a waiter takes the event before it checks, so a change
+    between its check and its wait is never lost."""
+
+    def __init__(self) -> None:
+        self._event = asyncio.Event()
+
+    def notify(self) -> None:
+        event, self._event = self._event, asyncio.Event()
+        event.set()
+
+    async def until(self, condition: Callable[[], bool], timeout_s: float) -> None:
+        """Until `condition()` holds, re-checked after every change; TimeoutError past timeout_s."""
+        async with asyncio.timeout(timeout_s):
+            while True:
+                event = self._event
+                if condition():
+                    return
+                await event.wait()

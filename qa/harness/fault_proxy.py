@@ -26,6 +26,7 @@ from aiohttp import web
 from qa.harness.fault_rules import FaultRule, FaultState
 from qa.harness.to_device_hold import ToDeviceHold
 from qa.kernel.clock import mono_ms
+from qa.waiting import Changes
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +52,8 @@ class FaultProxy:
         self._stopping = asyncio.Event()
         self._in_flight: dict[int, tuple[web.Request, dict[str, Any]]] = {}
         self._counter = 0
-        # Replaced on every hit and request; a waiter holds the old one, so no wake-up is lost.
-        self._changed = asyncio.Event()
-        # Set when new rules are installed: every held request is let go. Replaced each time, like _changed.
+        self._changes = Changes()  # notified on every hit and request
+        # Set when new rules are installed: every held request is let go. Replaced each time, so none is missed.
         self._release = asyncio.Event()
         self._to_device = ToDeviceHold()
         self.url = ""
@@ -116,21 +116,12 @@ class FaultProxy:
                               "startedAt": round(record["startedAt"], 1), "endedAt": round(mono_ms(), 1),
                               "what": f"open request cut by set_faults (matched {rule.name})"})
             cut += 1
-        self._notify()
+        self._changes.notify()
         return cut
 
     async def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> None:
         """Until `condition()` holds (re-checked on every hit and request); TimeoutError past timeout_s."""
-        async with asyncio.timeout(timeout_s):
-            while True:
-                changed = self._changed
-                if condition():
-                    return
-                await changed.wait()
-
-    def _notify(self) -> None:
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        await self._changes.until(condition, timeout_s)
 
     def artifact(self) -> dict[str, Any]:
         return {"upstream": self.upstream, "installed": self.installed, "hits": self.hits,
@@ -145,7 +136,7 @@ class FaultProxy:
         if len(self.requests) < MAX_REQUESTS_KEPT:
             self.requests.append(record)
         self._in_flight[self._counter] = (request, record)
-        self._notify()
+        self._changes.notify()
         try:
             return await self._serve(request, record)
         finally:
@@ -187,7 +178,7 @@ class FaultProxy:
         finally:
             # When the faulty answer ended: a retry is measured from here.
             hit["endedAt"] = round(mono_ms(), 1)
-            self._notify()
+            self._changes.notify()
 
     async def _pause(self, seconds: float, release: asyncio.Event | None = None) -> str:
         """Wait `seconds`, less when the proxy stops (or `release` is set): which of them ended the wait."""
@@ -274,7 +265,7 @@ class FaultProxy:
         if answer is None:
             return web.Response(status=upstream.status, body=raw, headers=out)
         answer = self._to_device.answer(answer, rule, self.state.rules, record, self.hits)
-        self._notify()
+        self._changes.notify()
         return web.Response(status=200, body=json.dumps(answer).encode(), headers=out)
 
     def _record_hit(self, rule: FaultRule, occurrence: int, action: str, record: dict[str, Any],
@@ -283,7 +274,7 @@ class FaultProxy:
                "path": record["path"], "status": status, "startedAt": round(record["startedAt"], 1),
                "endedAt": None, "what": rule.describe()}
         self.hits.append(hit)
-        self._notify()
+        self._changes.notify()
         log.info("fault %s hit %s %s (%s)", rule.name, record["method"], record["path"], action)
         return hit
 

@@ -32,6 +32,7 @@ from qa.homeserver.ports import free_port
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import InfraError
 from qa.shared import appservice as rules
+from qa.waiting import Changes
 
 # A bot that does not listen yet is tried again this often; one that answers with an error, with backoff to this.
 RETRY_S = 0.05
@@ -62,17 +63,12 @@ class Lease:
     # knows them only by what they do): which transaction is delayed or redelivered, and the hits' records.
     faults: Any = None
     hits: list[dict[str, Any]] = field(default_factory=list)
-    # Replaced on every hit; a waiter holds the old one, so no wake-up is lost (as the fault proxy's).
-    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    changes: Changes = field(default_factory=Changes)  # notified on every hit and every push's end
 
     def hit(self, record: dict[str, Any]) -> dict[str, Any]:
         self.hits.append(record)
-        self.notify()
+        self.changes.notify()
         return record
-
-    def notify(self) -> None:
-        changed, self.changed = self.changed, asyncio.Event()
-        changed.set()
 
 
 class AppserviceHost:
@@ -189,13 +185,7 @@ class AppserviceHost:
 
     async def wait_push_hits(self, key: str, condition: Callable[[], bool], timeout_s: float) -> None:
         """Until `condition()` holds, re-checked on every push hit of the scenario; TimeoutError past timeout_s."""
-        lease = self.leases[key]
-        async with asyncio.timeout(timeout_s):
-            while True:
-                changed = lease.changed
-                if condition():
-                    return
-                await changed.wait()
+        await self.leases[key].changes.until(condition, timeout_s)
 
     async def _register(self, base_url: str, localpart: str) -> dict[str, Any]:
         """`m.login.application_service`: the registration's as_token makes a user of its namespace."""
@@ -259,7 +249,7 @@ class AppserviceHost:
                 hit = lease.hit(lease.faults.hit(rule, occurrence, txn_id, mono_ms()))
                 await asyncio.sleep(rule.delay_ms / 1000)  # the fault itself: the transaction held back
                 hit["endedAt"] = round(mono_ms(), 1)
-                lease.notify()
+                lease.changes.notify()
             tries = await self._until_taken(lease, url, data, txn_id)
             lease.delivered += 1
             if tries == 1 and rule is None:  # the forwarding's own cost: not a wait for the bot, nor a fault's
@@ -288,7 +278,7 @@ class AppserviceHost:
             hit = lease.hit(lease.faults.hit(rule, occurrence, txn_id, mono_ms()))
             hit["status"] = await self._put(url, data, lease.hs_token)
             hit["endedAt"] = round(mono_ms(), 1)
-            lease.notify()
+            lease.changes.notify()
 
     async def _put(self, url: str, data: str, token: str) -> int | None:
         try:
