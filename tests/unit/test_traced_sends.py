@@ -118,3 +118,43 @@ async def test_a_closed_client_stream_does_not_end_the_wait_for_the_others() -> 
     assert not waiting.done()
     await ctx.actors["a1"].events.append({"event_id": "$a"})
     assert await asyncio.wait_for(waiting, 5) is None
+
+
+# --- which wait the final checks get -------------------------------------------------------------------------
+
+
+async def _late_evidence(monkeypatch: Any, ctx: Any, idle: bool) -> tuple[str | None, list[str]]:
+    settled: list[str] = []
+
+    async def says_idle(_ctx: Any) -> bool:
+        return idle
+
+    async def settles(_ctx: Any) -> None:
+        settled.append("quiet window")
+
+    monkeypatch.setattr(settling, "bot_says_it_is_idle", says_idle)
+    monkeypatch.setattr(settling, "room_settles", settles)
+    ctx.provider, ctx.reply_latencies_ms = None, []
+    return await settling.late_evidence_in(ctx), settled
+
+
+async def test_a_bot_whose_turns_have_not_ended_gets_the_quiet_window(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}])  # never received: not waited for here
+    assert await _late_evidence(monkeypatch, ctx, idle=False) == (None, ["quiet window"])
+
+
+async def test_an_idle_bot_is_waited_on_by_its_event_ids_alone(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}], [{"event_id": "$a"}])
+    assert await _late_evidence(monkeypatch, ctx, idle=True) == (None, [])
+
+
+async def test_a_send_traced_without_its_id_adds_the_quiet_window(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}, end("r1", None)], [{"event_id": "$a"}])
+    assert await _late_evidence(monkeypatch, ctx, idle=True) == (None, ["quiet window"])
+
+
+async def test_what_never_arrived_is_said_for_the_result(monkeypatch: Any) -> None:
+    monkeypatch.setattr(settling, "FINAL_MAX_S", 0.2)
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$gone"}, end("r1", None)], [])
+    missing, settled = await _late_evidence(monkeypatch, ctx, idle=True)
+    assert missing is not None and missing.endswith("within 0.3s: $gone") and settled == [], missing
