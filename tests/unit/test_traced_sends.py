@@ -45,6 +45,15 @@ def test_a_failed_send_names_nothing_and_a_send_without_an_id_is_unnamed() -> No
     assert traced_sends([start(None)]) == TracedSends((), (), 1)  # no requestId: no end can be told apart
 
 
+def test_every_record_is_read_whatever_came_before_it() -> None:
+    # After a failed send, a split reply, or a record that names no send, the rest of the trace still counts.
+    records = [start("r1"), end("r1", None, ok=False), {"type": "reply.sent", "eventId": "$a"},
+               {"type": "reply.parts", "parts": ["$b"]}, {"type": "reply.sent", "eventId": "$c"},
+               {"type": "turn.end"}, {"type": "reply.sent", "eventId": "$d"}]
+    assert traced_sends(records) == TracedSends(("$a", "$b", "$c", "$d"), (), 0)
+    assert traced_sends([start(None), start(7), {"type": "reply.sent"}]).unnamed == 3
+
+
 def test_hostile_parts_and_other_records_name_nothing() -> None:
     records = [{"type": "reply.parts", "parts": "$abc"}, {"type": "reply.parts"},
                {"type": "turn.start", "eventId": "$t"}, {"type": "inbound", "eventId": "$t"}, {"eventId": "$u"}]
