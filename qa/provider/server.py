@@ -79,6 +79,27 @@ class ScopedProvider:
         return getattr(self._provider, name)
 
 
+async def watching_the_client(request: web.Request,
+                              serve: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """The request served in a task of its own. aiohttp cancels this one when the client's connection closes
+    (`handler_cancellation`): that moment is set as the request's CLIENT_GONE event, which a held request waits
+    on, and the answer runs on as before (it finds the client gone when it writes). Any other cancellation (the
+    server stopping) cancels the answer too."""
+    gone = request[CLIENT_GONE] = asyncio.Event()
+    serving = asyncio.ensure_future(serve())
+    while True:
+        try:
+            return await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if gone.is_set() or not client_gone(request) or task is None:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+                raise
+            gone.set()
+            task.uncancel()
+
+
 class ModelServer:
     tag = "model"  # answers' ids are `<tag>-<request number>`
 
@@ -197,23 +218,7 @@ class ModelServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
-        """The request served in a task of its own. aiohttp cancels this one when the client's connection closes
-        (`handler_cancellation`): that moment is set as the request's CLIENT_GONE event, which a held request
-        waits on, and the answer runs on as before (it finds the client gone when it writes). Any other
-        cancellation (the server stopping) cancels the answer too."""
-        gone = request[CLIENT_GONE] = asyncio.Event()
-        serving = asyncio.ensure_future(self._serve(request, handler))
-        while True:
-            try:
-                return await asyncio.shield(serving)
-            except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if gone.is_set() or not client_gone(request) or task is None:
-                    serving.cancel()
-                    await asyncio.gather(serving, return_exceptions=True)
-                    raise
-                gone.set()
-                task.uncancel()
+        return await watching_the_client(request, lambda: self._serve(request, handler))
 
     async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self._counter += 1
