@@ -36,6 +36,13 @@ def test_an_edit_started_and_not_ended_is_in_flight_until_its_end() -> None:
     assert traced_sends([start("r1"), end("r2", "$x")]).in_flight == ("r1",)
 
 
+def test_a_send_the_bot_began_before_it_restarted_is_not_in_flight() -> None:
+    # Killed mid-edit and started again: the new process never ends the old one's send.
+    for again in ({"type": "start", "pid": 2}, {"type": "ready"}):
+        assert traced_sends([start("r1"), again, start("r2")]) == TracedSends((), ("r2",), 0)
+    assert traced_sends([{"type": "reply.sent", "eventId": "$a"}, {"type": "ready"}]).ids == ("$a",)
+
+
 def test_a_failed_send_names_nothing_and_a_send_without_an_id_is_unnamed() -> None:
     assert traced_sends([start("r1"), end("r1", None, ok=False)]) == TracedSends((), (), 0)
     assert traced_sends([end("r1", "$x", ok=False)]) == TracedSends((), (), 0)
