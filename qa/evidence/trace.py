@@ -1,10 +1,12 @@
 """What the bot's trace says about one message: the attempts of the turns it started, the records about it, and
-whether a record (or a series of them: one per failed sync, say) keeps within a step's bounds. Pure: over trace
+whether a record (or a series of them: one per failed sync, say) keeps within a step's bounds; and which events
+the bot says it sent, so the final checks wait for the test users' clients to receive them. Pure: over trace
 records (docs/trace-format.md)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -53,3 +55,53 @@ def series_problems(records: Sequence[dict[str, Any]], at_least: int, bounds: Ma
             if shrank:
                 problems.append(f"{growing} shrank: {'; '.join(shrank)}")
     return problems
+
+
+@dataclass(frozen=True)
+class TracedSends:
+    """What the bot's trace says it sent: the events' ids (each once, in trace order), the preview sends it
+    started and has not yet ended (their requestIds: an edit still on its way), and how many sends it recorded
+    without an event id (nothing to wait for by id)."""
+
+    ids: tuple[str, ...]
+    in_flight: tuple[str, ...]
+    unnamed: int
+
+
+def traced_sends(records: Iterable[dict[str, Any]]) -> TracedSends:
+    """The events a bot says it sent: `reply.sent` (eventId), `reply.parts` (parts) and a `preview.edit.end` that
+    says ok (eventId: the draft, or the edit's own event); a `preview.edit.start` stays in flight until the
+    `preview.edit.end` with its requestId, or until the bot starts again (`start`, `ready`). A start without a
+    requestId, or a send recorded as done without an event id, is unnamed."""
+    ids: dict[str, None] = {}
+    started: dict[str, None] = {}
+    unnamed = 0
+    for record in records:
+        kind = record.get("type")
+        if kind in ("start", "ready"):  # a new process of the bot: the sends its previous one began never end
+            started.clear()
+            continue
+        if kind == "preview.edit.start":
+            request = record.get("requestId")
+            if isinstance(request, str):
+                started[request] = None
+            else:
+                unnamed += 1
+            continue
+        if kind == "preview.edit.end":
+            started.pop(str(record.get("requestId")), None)
+            if not record.get("ok"):
+                continue  # a send that failed: no event to wait for
+        elif kind == "reply.parts":
+            parts = record.get("parts")
+            if isinstance(parts, list):
+                ids.update((part, None) for part in parts if isinstance(part, str) and part)
+            continue
+        elif kind != "reply.sent":
+            continue
+        event_id = record.get("eventId")
+        if isinstance(event_id, str) and event_id:
+            ids[event_id] = None
+        else:
+            unnamed += 1
+    return TracedSends(tuple(ids), tuple(started), unnamed)

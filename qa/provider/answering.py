@@ -10,7 +10,6 @@ answer, or a stream of the API's events written from neutral chunks at a given p
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
@@ -24,10 +23,12 @@ from qa.provider.journal import JournalEntry
 from qa.provider.rules import ChatRequest, ErrorReply, Reply, StreamFault
 
 Pace = Callable[[Mapping[str, Any]], Awaitable[None]]
-# How often a held request looks for its client gone. Its finishedAt is when the close was seen, and the runner
-# tells "the bot gave up" from "the harness stopped the bot" by it: at 0.25 s a bot that gave up and then finished
-# the scenario's last steps within the interval was filed as stopped by the harness (a CI flake).
-_DISCONNECT_CHECK_S = 0.02
+# Where a request keeps the event set when its client's connection closes (qa.provider.server sets it the moment
+# aiohttp reports the connection lost). A held request's finishedAt is when the close was seen, and the runner
+# tells "the bot gave up" from "the harness stopped the bot" by it: a look at the transport every 0.25 s filed a
+# bot that gave up and then finished the scenario's last steps within the interval as stopped by the harness (a
+# CI flake); every 20 ms still left a window, and a `hold` looked only when it was released.
+CLIENT_GONE = web.RequestKey("qa_client_gone", asyncio.Event)
 _NO_BEARER = ("You didn't provide an API key. You need to provide your API key in an Authorization header using "
               "Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
 
@@ -96,19 +97,32 @@ def error_response(api: ModelApi, error: ErrorReply, request_id: str) -> web.Res
     return web.json_response(api.error_body(error), status=error.status, headers=headers)
 
 
+def client_gone(request: web.Request) -> bool:
+    """Whether the client's connection has closed (seen by aiohttp, or by the transport itself)."""
+    gone = request.get(CLIENT_GONE)
+    return (gone is not None and gone.is_set()) or request.transport is None or request.transport.is_closing()
+
+
+async def until_any(seconds: float | None, *events: asyncio.Event) -> None:
+    """Until one of `events` is set, or `seconds` pass (None: no time limit)."""
+    if seconds is not None and seconds <= 0:
+        return
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+
+
 async def pause(seconds: float, stopping: asyncio.Event, request: web.Request | None = None) -> None:
     """Simulated model latency, cut short when the provider stops or the client has gone (a client that
     timed out is the hang's evidence, journaled when it happens rather than when the latency would end)."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + seconds
-    while (left := end - loop.time()) > 0:
-        with contextlib.suppress(TimeoutError):
-            # aiohttp signals no disconnect to a handler, so a long pause looks at the transport now and then.
-            async with asyncio.timeout(min(left, _DISCONNECT_CHECK_S)):
-                await stopping.wait()
-                return
-        if request is not None and (request.transport is None or request.transport.is_closing()):
-            return
+    if request is not None and client_gone(request):
+        return
+    gone = request.get(CLIENT_GONE) if request is not None else None
+    await until_any(seconds, stopping, *([gone] if gone is not None else []))
 
 
 def plain(body: dict[str, Any], request: web.Request, fault: StreamFault | None) -> web.Response:

@@ -34,7 +34,7 @@ from typing import Any
 from aiohttp import web
 
 from qa.kernel.clock import mono_ms
-from qa.provider.answering import error_response, rules_view, usage_of
+from qa.provider.answering import CLIENT_GONE, client_gone, error_response, rules_view, until_any, usage_of
 from qa.provider.apis.base import ModelApi, ParsedRequest, is_text_chunk, reply_chunks
 from qa.provider.journal import JournalEntry
 from qa.provider.rules import (
@@ -115,11 +115,13 @@ class MockProvider(ModelServer):
 
         if decision.hold is not None:
             held_from = mono_ms()
-            await self._hold_event(decision.hold).wait()
+            # Until released, or the provider stops, or the client has gone (the bot gave up: its finishedAt).
+            gone = [event] if (event := request.get(CLIENT_GONE)) is not None else []
+            await until_any(None, self._hold_event(decision.hold), self._stopping, *gone)
             entry.held_ms = mono_ms() - held_from
         if decision.latency_ms:
             await self._pause(decision.latency_ms / 1000, request)
-        if request.transport is None or request.transport.is_closing():
+        if client_gone(request):
             entry.client_disconnected = True
             if decision.hold is not None or decision.latency_ms:
                 # Which side closed it (the bot, or the harness stopping the bot) is the runner's to say.

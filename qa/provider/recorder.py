@@ -209,9 +209,12 @@ class RecordingProxy:
             await response.prepare(request)
             reader = api.event_reader()
             chunks: list[dict[str, Any]] = []
-            async for raw in upstream.content:
-                await response.write(raw)
-                chunks += [{"at_ms": since(), **chunk} for chunk in reader.read(_sse_data(raw) or {})]
+            try:
+                async for raw in upstream.content:
+                    await response.write(raw)
+                    chunks += [{"at_ms": since(), **chunk} for chunk in reader.read(_sse_data(raw) or {})]
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                return _cut(request, response, exc)
             await response.write_eof()
             _keep_values_whole(chunks, placeholders, self._secrets)
             chunks = redact_data(chunks, self._secrets)
@@ -237,6 +240,16 @@ class RecordingProxy:
         if parsed.api == "responses" and response_id and parsed.store:
             reply = Reply(text, [ToolCall(str(c["id"]), str(c["name"]), str(c["arguments"])) for c in calls])
             self._conversations[response_id] = parsed.stored(reply)
+
+
+def _cut(request: web.Request, response: web.StreamResponse, exc: BaseException) -> web.StreamResponse:
+    """The live stream broke (or the bot went away) after its headers and part of it were relayed: the bot's
+    connection is cut, so it sees a broken stream as it would from the endpoint. An error answer now would land
+    inside the stream it has begun (a 502 written into the event stream). The exchange is not completed."""
+    log.warning("recording proxy: the stream broke after it began (%s); cut the connection", type(exc).__name__)
+    if request.transport is not None:
+        request.transport.close()
+    return response
 
 
 def _answer_id(data: bytes) -> str | None:

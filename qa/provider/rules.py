@@ -25,7 +25,9 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
                                                 # connection, `malformed` sends a chunk that is not JSON
 
 Provider faults: `error` (500, or 429 with `retry_after_s`, sent as a Retry-After header), `stream_fault`,
-and a `latency_ms`/`hold` longer than the client waits (a hang); the journal records each fault served.
+and a `latency_ms`/`hold` longer than the client waits (a hang); the journal records each fault served. Either
+ends the moment the client's connection closes (the bot gave up, or the harness stopped it), which is the hang's
+finishedAt.
 
 Templates (`reply.text`, every string inside tool-call arguments, `error.message`) substitute `{name}` with
 a named group of `match.latest_user` or `match.any_message`, or with `latest_user`, `last_content` (the last

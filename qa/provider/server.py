@@ -19,8 +19,10 @@ from aiohttp import web
 from qa.kernel.clock import mono_ms
 from qa.provider import apis
 from qa.provider.answering import (
+    CLIENT_GONE,
     Pace,
     check_auth,
+    client_gone,
     error_response,
     journal_request,
     parse_request,
@@ -77,6 +79,27 @@ class ScopedProvider:
         return getattr(self._provider, name)
 
 
+async def watching_the_client(request: web.Request,
+                              serve: Callable[[], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """The request served in a task of its own. aiohttp cancels this one when the client's connection closes
+    (`handler_cancellation`): that moment is set as the request's CLIENT_GONE event, which a held request waits
+    on, and the answer runs on as before (it finds the client gone when it writes). Any other cancellation (the
+    server stopping) cancels the answer too."""
+    gone = request[CLIENT_GONE] = asyncio.Event()
+    serving = asyncio.ensure_future(serve())
+    while True:
+        try:
+            return await asyncio.shield(serving)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if gone.is_set() or not client_gone(request) or task is None:
+                serving.cancel()
+                await asyncio.gather(serving, return_exceptions=True)
+                raise
+            gone.set()
+            task.uncancel()
+
+
 class ModelServer:
     tag = "model"  # answers' ids are `<tag>-<request number>`
 
@@ -108,7 +131,9 @@ class ModelServer:
             app.router.add_get(f"{prefix}/v1/models", self._list_models)
             app.router.add_get(f"{prefix}/v1/models/{{model_id}}", self._get_model)
         # A short shutdown timeout: handlers wake on _stopping, so nothing legitimately needs longer.
-        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        # handler_cancellation: aiohttp's one signal of a client gone (see _middleware).
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0,
+                               handler_cancellation=True)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self._requested_port)
         try:
@@ -193,6 +218,9 @@ class ModelServer:
 
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        return await watching_the_client(request, lambda: self._serve(request, handler))
+
+    async def _serve(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         self._counter += 1
         entry = JournalEntry(id=f"req-{self._counter}", method=request.method, path=request.path, started_at=mono_ms())
         self._journal.entries.append(entry)

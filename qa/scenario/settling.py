@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 from qa.evidence.silence import settle_window_s
+from qa.evidence.trace import traced_sends
 from qa.harness.bot_process import BotUnderTest
 from qa.scenario.context import ScenarioContext
 from qa.waiting import WaitTimeout
@@ -62,12 +63,80 @@ def _model_times_ms(ctx: ScenarioContext) -> list[float | None]:
     return [e.finished_at - e.started_at if e.finished_at is not None else float(e.latency_ms) for e in entries]
 
 
+async def late_evidence_in(ctx: ScenarioContext) -> str | None:
+    """Before the final checks: what the bot sent after the last step must have reached the test users' clients.
+    A traced bot that says every turn ended is waited on by the events its trace says it sent (a send still in
+    flight, then every event id until a client received it); a bot without a trace, or one whose turns have not
+    ended, or that traced a send without its event id, gets the room's quiet window. None when the evidence is
+    in; else what was still missing when the bounded wait ended, for the result to say NOT CHECKED."""
+    if not await bot_says_it_is_idle(ctx):
+        await room_settles(ctx)
+        return None
+    missing = await _traced_sends_received(ctx, max(FINAL_MAX_S, 2 * _settle_s(ctx)))
+    if missing is None and traced_sends(ctx.bot.trace.items[ctx.trace_start:]).unnamed:
+        await room_settles(ctx)
+    return missing
+
+
+async def _traced_sends_received(ctx: ScenarioContext, bound_s: float) -> str | None:
+    """Until no send the trace shows is in flight and every event id it names has reached a test user's client
+    (the bot got its id back before the homeserver told the clients: an edit that turned a right answer wrong
+    was otherwise never judged); at most `bound_s`. What was missing at the bound, or None."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + bound_s
+    trace = ctx.bot.trace
+
+    def in_flight(_record: Any = None) -> tuple[str, ...]:
+        return traced_sends(trace.items[ctx.trace_start:]).in_flight
+
+    if in_flight():
+        try:
+            await trace.wait_for(lambda _r: not in_flight(), bound_s, "the bot's sends in flight to end",
+                                 ctx.trace_start)
+        except WaitTimeout:
+            return (f"the bot's trace still shows {len(in_flight())} send(s) in flight (preview.edit.start without "
+                    f"its end) after {bound_s:g}s")
+    streams = [actor.events for actor in ctx.actors.values()]
+    while True:
+        marks = [stream.count for stream in streams]
+        seen = {e.get("event_id") for stream in streams for e in stream.items}
+        missing = [i for i in traced_sends(trace.items[ctx.trace_start:]).ids if i not in seen]
+        if not missing or not streams:
+            return None
+        left = deadline - loop.time()
+        if left <= 0 or not await _any_received(streams, marks, set(missing), left):
+            return (f"{len(missing)} event(s) the bot's trace says it sent never reached a test user's client "
+                    f"within {bound_s:g}s: {', '.join(missing[:5])}")
+
+
+async def _any_received(streams: list[Any], marks: list[int], wanted: set[str], timeout_s: float) -> bool:
+    """Whether any of `wanted` reaches any of the clients' streams (from `marks` on) within `timeout_s`."""
+    tasks = [asyncio.ensure_future(s.wait_for(lambda e: e.get("event_id") in wanted, timeout_s, "a traced send", m))
+             for s, m in zip(streams, marks, strict=True)]
+    try:
+        for next_done in asyncio.as_completed(tasks):
+            try:
+                await next_done
+            except WaitTimeout:  # this client's wait ran out (or its stream closed); another may still see it
+                continue
+            return True
+        return False
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _settle_s(ctx: ScenarioContext) -> float:
+    return settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S, ctx.reply_latencies_ms)
+
+
 async def room_settles(ctx: ScenarioContext) -> None:
     """Until the watcher has seen no bot event for the settle window (qa.evidence.silence: sized by the model's
     latency in this scenario, so an out-of-order bot answering an ignored message after the last step is seen,
     and by how long the bot's replies took to reach the room, so an edit sent right after a reply is seen on a
     slow homeserver too), at most twice that. Only ever adds evidence for the final checks."""
-    quiet_s = settle_window_s(_model_times_ms(ctx), FINAL_QUIET_S, SETTLE_CAP_S, ctx.reply_latencies_ms)
+    quiet_s = _settle_s(ctx)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(FINAL_MAX_S, 2 * quiet_s)
     events = ctx.observer().events

@@ -14,6 +14,8 @@ Modes:
   concurrent-plain answers every text message, mentioned or not, each as soon as its own model answer comes
                    (so out of order), with a plain message (no m.in_reply_to), and writes no trace
   serial-plain     answers every text message, mentioned or not, one after the other, with a plain message
+  trace-edit-late  writes a trace; sends the right answer, then ends its turn while its edit to "WRONG ANSWER"
+                   is still on its way (traced as a preview edit: start, then end with the edit's event id)
 (debounce waits $EVIL_DELAY seconds, default 4.)
 """
 
@@ -65,6 +67,8 @@ class EvilBot(nb.ReplyBot):
             await self.client.room_send(room_id, "m.room.message", {
                 "msgtype": "m.text", "body": "* " + reply, "m.new_content": {"msgtype": "m.text", "body": reply},
                 "m.relates_to": {"rel_type": "m.replace", "event_id": first.event_id}})
+        elif MODE == "trace-edit-late":
+            await self._answer_then_edit_late(room_id, trigger, root, reply)
         elif MODE == "edit-garbage":
             first = await self.client.room_send(room_id, "m.room.message", nb.reply_content(reply, trigger, root))
             await self.client.room_send(room_id, "m.room.message", {
@@ -82,18 +86,46 @@ class EvilBot(nb.ReplyBot):
                 await self.client.room_send(room_id, "m.room.message", nb.reply_content(reply, trigger, root))
         session.record(trigger, body, reply)
 
+    async def _answer_then_edit_late(self, room_id: str, trigger: str, root: str | None, reply: str) -> None:
+        """The turn ends as soon as the edit is sent off: a bot that finishes its answers in the background."""
+        attempt = f"{trigger}-1"
+        _trace("turn.start", session=room_id, attempt=attempt, eventId=trigger)
+        first = await self.client.room_send(room_id, "m.room.message", nb.reply_content(reply, trigger, root))
+        _trace("reply.sent", session=room_id, attempt=attempt, eventId=first.event_id, inReplyTo=trigger)
+        request = f"{attempt}-edit"
+        _trace("preview.edit.start", session=room_id, attempt=attempt, requestId=request, kind="edit",
+               target=first.event_id)
+
+        async def edit() -> None:
+            sent = await self.client.room_send(room_id, "m.room.message", {
+                "msgtype": "m.text", "body": "* WRONG ANSWER",
+                "m.new_content": {"msgtype": "m.text", "body": "WRONG ANSWER"},
+                "m.relates_to": {"rel_type": "m.replace", "event_id": first.event_id}})
+            event_id = getattr(sent, "event_id", None)
+            _trace("preview.edit.end", session=room_id, attempt=attempt, requestId=request, kind="edit",
+                   eventId=event_id, ok=event_id is not None)
+
+        task = asyncio.ensure_future(edit())
+        _ANSWERING.add(task)
+        task.add_done_callback(_ANSWERING.discard)
+        _trace("turn.end", session=room_id, attempt=attempt, eventId=trigger, outcome="replied")
+
 
 nb.ReplyBot = EvilBot  # type: ignore[misc]
+
+
+def _trace(record_type: str, **fields: Any) -> None:
+    import json
+    import time
+    with open(os.environ["MATRIX_QA_TRACE_FILE"], "a") as fh:
+        fh.write(json.dumps({"type": record_type, "t": time.monotonic_ns() / 1e6, **fields}) + "\n")
 
 
 def _print(*args: Any, **kwargs: Any) -> None:
     """trace-ready-only: the only trace record this bot writes is `ready` (docs: every record is optional)."""
     print(*args, **kwargs)
-    if MODE == "trace-ready-only" and args and str(args[0]).startswith("syncing as"):
-        import json
-        import time
-        with open(os.environ["MATRIX_QA_TRACE_FILE"], "a") as fh:
-            fh.write(json.dumps({"type": "ready", "t": time.monotonic_ns() / 1e6}) + "\n")
+    if MODE in ("trace-ready-only", "trace-edit-late") and args and str(args[0]).startswith("syncing as"):
+        _trace("ready")
 
 
 nb.print = _print  # type: ignore[attr-defined]

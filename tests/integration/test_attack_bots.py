@@ -25,6 +25,17 @@ async def test_a_reply_edited_into_a_wrong_answer_fails(run_qa) -> None:
     assert "WRONG ANSWER" in seen, seen
 
 
+async def test_a_traced_bot_s_edit_sent_after_its_turn_ended_is_judged(run_qa) -> None:
+    # A bot with a trace says when every turn ended; its last edit, held 400 ms on its way, reaches the test
+    # user's client after that. The final checks wait for the events the trace says were sent (this passed
+    # when they ran as soon as the turns ended).
+    result = await run_qa(scenario_paths=[ATTACK / "scenarios-slow-send"],
+                          bot_file=ATTACK / "evil-trace-edit-late.yaml")
+    assert result.code == 1, result.report
+    seen = "\n".join(result.scenario("attack-canary-slow-send")["failure"]["seen"])
+    assert "WRONG ANSWER" in seen, seen
+
+
 async def test_a_streamed_answer_is_judged_by_its_final_edit(run_qa) -> None:
     result = await run_qa("canary", bot_file=ATTACK / "evil-edit-stream.yaml")
     assert result.code == 0, result.report

@@ -1,0 +1,176 @@
+"""Before the final checks, a traced bot's sends must have reached the test users' clients: which events the
+trace says the bot sent (qa.evidence.traced_sends, pure) and the bounded wait for them (qa.scenario.settling),
+without servers."""
+
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+from typing import Any
+
+from qa.evidence.trace import TracedSends, traced_sends
+from qa.scenario import settling
+from qa.waiting import Stream
+
+
+def start(request: Any = "r1", **fields: Any) -> dict[str, Any]:
+    return {"type": "preview.edit.start", "requestId": request, "kind": "edit", **fields}
+
+
+def end(request: Any = "r1", event_id: Any = "$edit", ok: Any = True) -> dict[str, Any]:
+    return {"type": "preview.edit.end", "requestId": request, "eventId": event_id, "ok": ok}
+
+
+# --- which sends the trace names -----------------------------------------------------------------------------
+
+
+def test_replies_parts_and_ended_edits_are_named_once_in_trace_order() -> None:
+    records = [{"type": "reply.sent", "eventId": "$a", "inReplyTo": "$t"}, start("r1"), end("r1", "$b"),
+               {"type": "reply.parts", "parts": ["$a", "$c", 7, ""]}, {"type": "turn.end", "eventId": "$t"},
+               {"type": "reply.sent", "eventId": "$b"}]
+    assert traced_sends(records) == TracedSends(("$a", "$b", "$c"), (), 0)
+
+
+def test_an_edit_started_and_not_ended_is_in_flight_until_its_end() -> None:
+    assert traced_sends([start("r1"), start("r2"), end("r1", "$x")]) == TracedSends(("$x",), ("r2",), 0)
+    assert traced_sends([start("r1"), end("r2", "$x")]).in_flight == ("r1",)
+
+
+def test_a_send_the_bot_began_before_it_restarted_is_not_in_flight() -> None:
+    # Killed mid-edit and started again: the new process never ends the old one's send.
+    for again in ({"type": "start", "pid": 2}, {"type": "ready"}):
+        assert traced_sends([start("r1"), again, start("r2")]) == TracedSends((), ("r2",), 0)
+    assert traced_sends([{"type": "reply.sent", "eventId": "$a"}, {"type": "ready"}]).ids == ("$a",)
+
+
+def test_a_failed_send_names_nothing_and_a_send_without_an_id_is_unnamed() -> None:
+    assert traced_sends([start("r1"), end("r1", None, ok=False)]) == TracedSends((), (), 0)
+    assert traced_sends([end("r1", "$x", ok=False)]) == TracedSends((), (), 0)
+    assert traced_sends([end("r1", None)]) == TracedSends((), (), 1)
+    assert traced_sends([end("r1", "")]).unnamed == 1
+    assert traced_sends([{"type": "reply.sent"}, {"type": "reply.sent", "eventId": 5}]) == TracedSends((), (), 2)
+    assert traced_sends([start(None)]) == TracedSends((), (), 1)  # no requestId: no end can be told apart
+
+
+def test_every_record_is_read_whatever_came_before_it() -> None:
+    # After a failed send, a split reply, or a record that names no send, the rest of the trace still counts.
+    records = [start("r1"), end("r1", None, ok=False), {"type": "reply.sent", "eventId": "$a"},
+               {"type": "reply.parts", "parts": ["$b"]}, {"type": "reply.sent", "eventId": "$c"},
+               {"type": "turn.end"}, {"type": "reply.sent", "eventId": "$d"}]
+    assert traced_sends(records) == TracedSends(("$a", "$b", "$c", "$d"), (), 0)
+    assert traced_sends([start(None), start(7), {"type": "reply.sent"}]).unnamed == 3
+
+
+def test_hostile_parts_and_other_records_name_nothing() -> None:
+    records = [{"type": "reply.parts", "parts": "$abc"}, {"type": "reply.parts"},
+               {"type": "turn.start", "eventId": "$t"}, {"type": "inbound", "eventId": "$t"}, {"eventId": "$u"}]
+    assert traced_sends(records) == TracedSends((), (), 0)
+
+
+# --- the wait ------------------------------------------------------------------------------------------------
+
+
+def ctx_with(trace: list[dict[str, Any]], *clients: list[dict[str, Any]]) -> Any:
+    async def make() -> Any:
+        bot_trace: Stream[dict[str, Any]] = Stream()
+        await bot_trace.extend(trace)
+        actors = {}
+        for i, events in enumerate(clients):
+            stream: Stream[dict[str, Any]] = Stream()
+            await stream.extend(events)
+            actors[f"a{i}"] = SimpleNamespace(events=stream)
+        return SimpleNamespace(bot=SimpleNamespace(trace=bot_trace), trace_start=0, actors=actors)
+    return make()
+
+
+async def test_the_wait_ends_when_a_client_receives_the_last_traced_send() -> None:
+    # The embedded agent's case: it got the edit's id back, traced it and ended its turn before the test
+    # user's sync brought the edit.
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}, start(), end("r1", "$edit")],
+                         [{"event_id": "$a"}], [])
+    waiting = asyncio.ensure_future(settling._traced_sends_received(ctx, 30.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await ctx.actors["a1"].events.append({"event_id": "$edit"})  # any test user's client will do
+    assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_an_edit_in_flight_is_waited_for_then_its_event() -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}, start()], [{"event_id": "$a"}])
+    waiting = asyncio.ensure_future(settling._traced_sends_received(ctx, 30.0))
+    await asyncio.sleep(0.05)
+    await ctx.bot.trace.append(end("r1", "$edit"))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await ctx.actors["a0"].events.append({"event_id": "$edit"})
+    assert await asyncio.wait_for(waiting, 5) is None
+
+
+async def test_a_send_never_received_is_said_when_the_wait_ends() -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}, {"type": "reply.sent", "eventId": "$b"}],
+                         [{"event_id": "$a"}])
+    missing = await settling._traced_sends_received(ctx, 0.2)
+    assert missing == "1 event(s) the bot's trace says it sent never reached a test user's client within 0.2s: $b"
+
+
+async def test_a_send_that_never_ends_is_said_when_the_wait_ends() -> None:
+    ctx = await ctx_with([start("r1"), start("r2"), end("r2", "$x")], [{"event_id": "$x"}])
+    missing = await settling._traced_sends_received(ctx, 0.2)
+    assert missing == "the bot's trace still shows 1 send(s) in flight (preview.edit.start without its end) after 0.2s"
+
+
+async def test_nothing_to_wait_for_ends_at_once() -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}], [{"event_id": "$a"}])
+    assert await asyncio.wait_for(settling._traced_sends_received(ctx, 30.0), 5) is None
+    lonely = await ctx_with([{"type": "reply.sent", "eventId": "$a"}])
+    assert await asyncio.wait_for(settling._traced_sends_received(lonely, 30.0), 5) is None
+
+
+async def test_a_closed_client_stream_does_not_end_the_wait_for_the_others() -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}], [], [])
+    await ctx.actors["a0"].events.close("client stopped")
+    waiting = asyncio.ensure_future(settling._traced_sends_received(ctx, 30.0))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()
+    await ctx.actors["a1"].events.append({"event_id": "$a"})
+    assert await asyncio.wait_for(waiting, 5) is None
+
+
+# --- which wait the final checks get -------------------------------------------------------------------------
+
+
+async def _late_evidence(monkeypatch: Any, ctx: Any, idle: bool) -> tuple[str | None, list[str]]:
+    settled: list[str] = []
+
+    async def says_idle(_ctx: Any) -> bool:
+        return idle
+
+    async def settles(_ctx: Any) -> None:
+        settled.append("quiet window")
+
+    monkeypatch.setattr(settling, "bot_says_it_is_idle", says_idle)
+    monkeypatch.setattr(settling, "room_settles", settles)
+    ctx.provider, ctx.reply_latencies_ms = None, []
+    return await settling.late_evidence_in(ctx), settled
+
+
+async def test_a_bot_whose_turns_have_not_ended_gets_the_quiet_window(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}])  # never received: not waited for here
+    assert await _late_evidence(monkeypatch, ctx, idle=False) == (None, ["quiet window"])
+
+
+async def test_an_idle_bot_is_waited_on_by_its_event_ids_alone(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}], [{"event_id": "$a"}])
+    assert await _late_evidence(monkeypatch, ctx, idle=True) == (None, [])
+
+
+async def test_a_send_traced_without_its_id_adds_the_quiet_window(monkeypatch: Any) -> None:
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$a"}, end("r1", None)], [{"event_id": "$a"}])
+    assert await _late_evidence(monkeypatch, ctx, idle=True) == (None, ["quiet window"])
+
+
+async def test_what_never_arrived_is_said_for_the_result(monkeypatch: Any) -> None:
+    monkeypatch.setattr(settling, "FINAL_MAX_S", 0.2)
+    ctx = await ctx_with([{"type": "reply.sent", "eventId": "$gone"}, end("r1", None)], [])
+    missing, settled = await _late_evidence(monkeypatch, ctx, idle=True)
+    assert missing is not None and missing.endswith("within 0.3s: $gone") and settled == [], missing
