@@ -182,6 +182,11 @@ def test_membership_takes_m_direct_from_account_data_and_checks_it_against_the_r
     assert membership.is_direct("!crowd:hs", trust_m_direct=True)
     assert membership.is_direct("!left:hs", trust_m_direct=True)
     assert not membership.is_direct("!unknown:hs", trust_m_direct=True)
+    # The test-only m-direct-any-pair: listed for anyone and two joined, though the one listed left (!left's
+    # entry names alice, who is not in it); three joined, or a room not listed, still no DM.
+    assert membership.is_direct("!left:hs", any_pair=True) and membership.is_direct("!pair:hs", any_pair=True)
+    assert not membership.is_direct("!crowd:hs", any_pair=True)
+    assert not membership.is_direct("!unknown:hs", any_pair=True)
     # An invite flagged is_direct decides on its own, m.direct or not.
     membership.direct_rooms.add("!unknown:hs")
     assert membership.is_direct("!unknown:hs")
