@@ -57,6 +57,7 @@ def test_invite_facts_read_the_inviter_and_is_direct_from_our_own_invite() -> No
 
 def test_what_came_before_our_latest_join_in_a_batch_is_backlog() -> None:
     assert backlog_cutoff([_message(1), _message(2)], BOT) == 0  # no join in it: an ordinary batch
+    assert backlog_cutoff([], BOT) == 0  # an empty timeline (a room with only state in the batch)
     assert backlog_cutoff([_message(1), _member(BOT, "join"), _message(2)], BOT) == 2
     # A kick and a rejoin inside one batch: everything up to the rejoin is backlog.
     events = [_member(BOT, "join"), _message(1), _member(BOT, "leave", sender="@dan:hs"), _message(2),
