@@ -87,6 +87,7 @@ TestMutation = Literal[
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
     "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
     "trust-m-direct",  # a room the bot's m.direct lists is a direct chat, whoever is (still) in it
+    "m-direct-any-pair",  # a room m.direct lists for anyone is a direct chat while two are joined, whoever they are
     "no-thread-history",  # a thread older than the bot's first sync is answered without its earlier messages
     "thread-history-first-turn-only",  # such a thread's earlier messages are context for its first turn only
     "buffered-preview",  # the whole answer is awaited, then a draft and edits are sent in one burst

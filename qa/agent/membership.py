@@ -171,17 +171,21 @@ class Membership:
                 self._trace.emit("m.direct", users=len(self.m_direct),
                                  rooms=len({room for rooms in self.m_direct.values() for room in rooms}))
 
-    def is_direct(self, room_id: str, *, trust_m_direct: bool = False) -> bool:
+    def is_direct(self, room_id: str, *, trust_m_direct: bool = False, any_pair: bool = False) -> bool:
         """A direct chat: its invite said so, or m.direct lists it and the room is the bot and that user alone.
-        `trust_m_direct` is the test-only bug: any room m.direct lists, whoever is in it."""
+        `trust_m_direct` is the test-only bug: any room m.direct lists, whoever is in it; `any_pair` the subtler
+        one: any room m.direct lists while two are joined, though the user it lists has left (a stale entry)."""
         if room_id in self.direct_rooms:
             return True
+        listed = any(room_id in rooms for rooms in self.m_direct.values())
         if trust_m_direct:
-            return any(room_id in rooms for rooms in self.m_direct.values())
+            return listed
         members = self.room_members(room_id)
         if members is None:
             return False
         joined_count, joined = members
+        if any_pair:
+            return listed and joined_count == 2
         return direct_partner(self.m_direct, room_id, self._user_id, joined, joined_count) is not None
 
     def on_leaves(self, leaves: dict[str, Any]) -> None:

@@ -62,7 +62,8 @@ class EventRouter:
     def _policy(self, room_id: str) -> Any:
         return self._config.room_policy(room_id, joined_at_runtime=room_id in self.membership.runtime_rooms,
                                         direct=self.membership.is_direct(
-                                            room_id, trust_m_direct=self._config.mutated("trust-m-direct")))
+                                            room_id, trust_m_direct=self._config.mutated("trust-m-direct"),
+                                            any_pair=self._config.mutated("m-direct-any-pair")))
 
     async def handle(self, room_id: str, source: dict[str, Any], *, history: bool) -> None:
         etype = source.get("type")

@@ -30,21 +30,32 @@ def over_bounds(record: dict[str, Any], bounds: Mapping[str, float]) -> dict[str
             if not isinstance(record.get(k), int | float) or record[k] > limit}
 
 
-def describe_bounds(kind: str, bounds: Mapping[str, float]) -> str:
-    return f"{kind} with {', '.join(f'{k} <= {v:g}' for k, v in bounds.items())}"
+def under_bounds(record: dict[str, Any], floors: Mapping[str, float]) -> dict[str, Any]:
+    """The fields the record holds below their floor, or does not carry as a number (a backoff's wait of 0 s)."""
+    return {k: record.get(k) for k, floor in floors.items()
+            if not isinstance(record.get(k), int | float) or record[k] < floor}
+
+
+def describe_bounds(kind: str, bounds: Mapping[str, float], floors: Mapping[str, float] | None = None) -> str:
+    limits = [*(f'{k} >= {v:g}' for k, v in (floors or {}).items()), *(f'{k} <= {v:g}' for k, v in bounds.items())]
+    return f"{kind} with {', '.join(limits)}"
 
 
 def series_problems(records: Sequence[dict[str, Any]], at_least: int, bounds: Mapping[str, float],
-                    growing: str | None) -> list[str]:
+                    growing: str | None, floors: Mapping[str, float] | None = None) -> list[str]:
     """What is wrong with a series of matching records (e.g. one `error {where: sync, retryInS}` per failed sync,
-    a backoff): fewer than `at_least`, any record over `bounds`, or the `growing` field shrinking from one record
-    to the next (a backoff that grows, or at least never shortens)."""
+    a backoff): fewer than `at_least`, any record over `bounds` or under `floors`, or the `growing` field
+    shrinking from one record to the next (a backoff that grows, or at least never shortens; a retry at once,
+    0 s every time, never shrinks either: only a floor tells it from a backoff)."""
     problems = []
     if len(records) < at_least:
         problems.append(f"{len(records)} matching record(s), expected at least {at_least}")
     over = [str(i) for i, record in enumerate(records, start=1) if over_bounds(record, bounds)]
     if over:
         problems.append(f"record(s) {', '.join(over)} of {len(records)} over the bounds")
+    under = [str(i) for i, record in enumerate(records, start=1) if under_bounds(record, floors or {})]
+    if under:
+        problems.append(f"record(s) {', '.join(under)} of {len(records)} under the bounds")
     if growing is not None:
         values = [record.get(growing) for record in records]
         if not all(isinstance(v, int | float) for v in values):

@@ -158,13 +158,18 @@ async def test_a_foreign_bot_is_judged_by_behaviour_on_provider_faults(run_qa) -
 
 async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
     """Issue 27's generic scenarios against a bot we did not write: it honours m.mentions and explicit quotes in
-    threads, and misses a legacy client's pill (without m.mentions it looks only for its id in the body)."""
+    threads, and misses a legacy client's pill (without m.mentions it looks only for its id in the body) and a DM
+    (it wants a mention there too)."""
     passing = ["matrix-mention-display-name", "matrix-mention-metadata-only", "matrix-thread-explicit-quote"]
     result = await run_qa(*passing, "matrix-mention-pill-without-m-mentions", "matrix-thread-preexisting",
-                          "matrix-bot-loop-guard", "matrix-bot-loop-guard-peer", bot_file=BOTS / "nio-reply-bot.yaml")
+                          "matrix-dm-misclassified-group", "matrix-bot-loop-guard", "matrix-bot-loop-guard-peer",
+                          bot_file=BOTS / "nio-reply-bot.yaml")
     assert result.code == 1
     for scenario_id in passing:
         assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
+    for scenario_id in passing[:2]:  # the README's "the negative halves NOT CHECKED: it has no trace"
+        checks = result.scenario(scenario_id)["negativeChecks"]
+        assert checks and all(c["method"] == "order" and "NOT CHECKED" in c["notes"][0] for c in checks), checks
     missed = result.scenario("matrix-mention-pill-without-m-mentions")
     assert missed["status"] == "fail" and missed["failure"]["step"] == 2, missed
     assert "a bot reply to step 'legacy_pill'" in missed["failure"]["expected"], missed
@@ -172,6 +177,10 @@ async def test_scenarios_for_clients_unlike_ours_on_the_nio_bot(run_qa) -> None:
     forgot = result.scenario("matrix-thread-preexisting")
     assert forgot["status"] == "fail" and forgot["failure"]["step"] == 7, forgot
     assert any("does not carry" in line for line in forgot["failure"]["seen"]), forgot
+    # It wants a mention in a direct chat too: the DM control, the scenario's first reply, is never answered.
+    dm = result.scenario("matrix-dm-misclassified-group")
+    assert dm["status"] == "fail" and dm["failure"]["step"] == 2, dm
+    assert dm["failure"]["stepKind"] == "expect_reply" and "'in_dm'" in dm["failure"]["expected"], dm
     for loop_id in ("matrix-bot-loop-guard", "matrix-bot-loop-guard-peer"):  # as the peer it is test_peer_bot's
         loop = result.scenario(loop_id)
         assert loop["status"] == "skip" and "lacks 'trace'" in loop["details"] and "'policy'" in loop["details"], loop

@@ -59,6 +59,8 @@ MUTATIONS_1 = {
     "mutations.answerNotices": True, "mutations.answerReactions": True, "mutations.rawHtml": True,
     "mutations.truncateLongReplies": True, "mutations.redactionsAsMessages": True,
     "mutations.replyFallbackToRoot": True, "mutations.displayNameIsMention": True,
+    # A stale m.direct entry trusted while two are joined: only the DM scenario's bot has an m.direct.
+    "testMutations": ["m-direct-any-pair"],
 }
 FLIPPED = {
     "matrix-allowbots-all-unmentioned-open-room": {"allowBots": "mentions"},
@@ -83,6 +85,8 @@ CAUGHT_1 = {
     "matrix-thread-reply-override": (2, "expected rel_type m.thread"),
     "matrix-multi-actor-ordering": (8, "the bot accepted 'blocked1'"),
     "matrix-mention-display-name": (4, "the bot accepted 'name_only'"),
+    # m.direct lists the room for alice, who left: two remain, the bot and the driver, and no DM between them.
+    "matrix-dm-misclassified-group": (14, "the bot accepted 'stale'"),
 }
 # Group 2: mutations that would disturb group 1 (a bot answering itself loops in an open room; a bot answering
 # reactions never records them, so their removal or thread could not be checked).

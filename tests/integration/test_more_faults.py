@@ -14,8 +14,15 @@ late-key one), so one run judges them all."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import pytest
+
+from qa.scenario.context import StepFailed
+from qa.scenario.loader import load_scenario
+from qa.scenario.steps.trace import ExpectTrace
+from qa.waiting import Stream
+from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +70,7 @@ async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     at_once = failures["matrix-first-sync-fails-repeatedly"]
     assert (at_once["stepKind"], at_once["step"]) == ("expect_faults", 3), at_once
     assert "retried sooner than 40 ms" in "\n".join(at_once["seen"]), at_once
+    await _the_traced_backoff_check_fails_too(_trace(result, "matrix-first-sync-fails-repeatedly"))
     # A failed download told to the model only: the person gets an answer as if the image had been seen.
     told_model = failures["matrix-media-download-fails"]
     assert (told_model["stepKind"], told_model["step"]) == ("expect_reply", 9), told_model
@@ -85,3 +93,21 @@ async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     follow_up = failures["matrix-thread-preexisting"]
     assert (follow_up["stepKind"], follow_up["step"]) == ("expect_model_request", 11), follow_up
     assert any("does not carry" in line for line in follow_up["seen"]), follow_up
+
+
+async def _the_traced_backoff_check_fails_too(trace: list[dict]) -> None:
+    """The scenario stops at the proxy's check (step 3), so its later check of the bot's own trace never runs on
+    the sync-retry-at-once agent: that step, taken from the scenario file, judges the trace the agent wrote. It
+    traced a wait of 0 s per failure, which never shrinks (`growing` alone passed it); `min` fails it."""
+    step = next(s for s in load_scenario(REPO / "scenarios" / "matrix-first-sync-fails-repeatedly.yaml").steps
+                if isinstance(s, ExpectTrace) and s.at_least is not None)
+    waits = [r["retryInS"] for r in trace if r["type"] == "error" and r.get("where") == "sync"]
+    assert len(waits) >= 3 and set(waits) == {0}, waits
+    records: Stream[dict] = Stream(repr)
+    for record in trace:
+        await records.append(record)
+    ctx = SimpleNamespace(bot=SimpleNamespace(trace=records), trace_start=0, refs={})
+    with pytest.raises(StepFailed) as failed:
+        await step.run(ctx)  # type: ignore[arg-type]
+    assert "retryInS >= 0.04" in failed.value.expected, failed.value.expected
+    assert any(line.endswith(f"of {len(waits)} under the bounds") for line in failed.value.seen), failed.value.seen

@@ -11,7 +11,7 @@ import pytest
 from qa.evidence.events import describe_event
 from qa.evidence.membership import membership_of, settles
 from qa.evidence.silence import accepted, control_problems, decision_problems, is_decision
-from qa.evidence.trace import attempts_for, describe_bounds, over_bounds, record_matches, series_problems
+from qa.evidence.trace import attempts_for, describe_bounds, over_bounds, record_matches, series_problems, under_bounds
 
 # --- events --------------------------------------------------------------------------------------------------
 
@@ -85,6 +85,27 @@ def test_over_bounds_names_fields_over_their_limit_or_not_numbers() -> None:
         "lock.acquire with waitMs <= 25, holdMs <= 0.5"
 
 
+def test_under_bounds_names_fields_under_their_floor_or_not_numbers() -> None:
+    record = {"retryInS": 0.05, "name": "x"}
+    assert under_bounds(record, {"retryInS": 0.05}) == {}  # the floor itself is within
+    assert under_bounds(record, {"retryInS": 0.06, "name": 1, "gone": 0}) == \
+        {"retryInS": 0.05, "name": "x", "gone": None}
+    assert under_bounds(record, {}) == {}
+    assert describe_bounds("error", {"retryInS": 5}, {"retryInS": 0.04}) == "error with retryInS >= 0.04, retryInS <= 5"
+    assert describe_bounds("error", {}, {"retryInS": 0.04}) == "error with retryInS >= 0.04"
+
+
+def test_a_retry_at_once_never_shrinks_but_is_under_the_floor() -> None:
+    """The sync-retry-at-once agent traces retryInS 0 for every failed sync: `growing` alone passes it, a floor
+    does not (matrix-first-sync-fails-repeatedly's min: {retryInS: 0.04})."""
+    assert series_problems(_waits(0, 0, 0, 0), 3, {"retryInS": 5}, "retryInS") == []
+    assert series_problems(_waits(0, 0, 0, 0), 3, {"retryInS": 5}, "retryInS", {"retryInS": 0.04}) == \
+        ["record(s) 1, 2, 3, 4 of 4 under the bounds"]
+    assert series_problems(_waits(0.05, 0.1, 0.2), 3, {"retryInS": 5}, "retryInS", {"retryInS": 0.04}) == []
+    assert series_problems(_waits(0.05, 0.02, 7), 3, {"retryInS": 5}, None, {"retryInS": 0.04}) == \
+        ["record(s) 3 of 3 over the bounds", "record(s) 2 of 3 under the bounds"]
+
+
 def _waits(*values: Any) -> list[dict[str, Any]]:
     return [{"type": "error", "where": "sync", "retryInS": v} for v in values]
 
@@ -134,6 +155,17 @@ async def test_expect_trace_waits_for_a_series_and_judges_all_of_it() -> None:
     with pytest.raises(StepFailed) as over:
         await single.run(ctx)
     assert over.value.expected == "error with retryInS <= 0.01"
+    floor = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "min": {"retryInS": 0.06}})
+    with pytest.raises(StepFailed) as under:
+        await floor.run(ctx)  # the first record waits 0.05 s
+    assert under.value.expected == "error with retryInS >= 0.06"
+    assert await ExpectTrace.model_validate({"type": "error", "min": {"retryInS": 0.05}}).run(ctx)
+    series = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "at_least": 3,
+                                         "min": {"retryInS": 0.1}, "timeout": 1})
+    with pytest.raises(StepFailed) as floored:
+        await series.run(ctx)
+    assert floored.value.expected == "at least 3 bot trace records error, each error with retryInS >= 0.1"
+    assert "record(s) 1 of 4 under the bounds" in floored.value.seen
 
 
 async def test_expect_trace_without_a_series_judges_the_record_that_matched_not_the_traces_first() -> None:

@@ -57,6 +57,7 @@ def test_invite_facts_read_the_inviter_and_is_direct_from_our_own_invite() -> No
 
 def test_what_came_before_our_latest_join_in_a_batch_is_backlog() -> None:
     assert backlog_cutoff([_message(1), _message(2)], BOT) == 0  # no join in it: an ordinary batch
+    assert backlog_cutoff([], BOT) == 0  # an empty timeline (a room with only state in the batch)
     assert backlog_cutoff([_message(1), _member(BOT, "join"), _message(2)], BOT) == 2
     # A kick and a rejoin inside one batch: everything up to the rejoin is backlog.
     events = [_member(BOT, "join"), _message(1), _member(BOT, "leave", sender="@dan:hs"), _message(2),
@@ -182,6 +183,11 @@ def test_membership_takes_m_direct_from_account_data_and_checks_it_against_the_r
     assert membership.is_direct("!crowd:hs", trust_m_direct=True)
     assert membership.is_direct("!left:hs", trust_m_direct=True)
     assert not membership.is_direct("!unknown:hs", trust_m_direct=True)
+    # The test-only m-direct-any-pair: listed for anyone and two joined, though the one listed left (!left's
+    # entry names alice, who is not in it); three joined, or a room not listed, still no DM.
+    assert membership.is_direct("!left:hs", any_pair=True) and membership.is_direct("!pair:hs", any_pair=True)
+    assert not membership.is_direct("!crowd:hs", any_pair=True)
+    assert not membership.is_direct("!unknown:hs", any_pair=True)
     # An invite flagged is_direct decides on its own, m.direct or not.
     membership.direct_rooms.add("!unknown:hs")
     assert membership.is_direct("!unknown:hs")

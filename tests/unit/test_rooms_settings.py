@@ -135,6 +135,9 @@ steps:
      ["steps[0].expect_trace.at_least", "greater than or equal to 2"]),
     ("steps:\n  - expect_trace: {type: error, at_least: 2, growing: retry in s}\n",
      ["steps[0].expect_trace.growing"]),
+    ("steps:\n  - expect_trace: {type: error, min: {retryInS: 6}, max: {retryInS: 5}}\n",
+     ["s.yaml:6", "steps[0].expect_trace.min.retryInS", "min 6 is above max 5: no record could pass"]),
+    ("steps:\n  - expect_trace: {type: error, min: {retryInS: soon}}\n", ["s.yaml:6", "steps[0].expect_trace.min"]),
 ])
 def test_bad_membership_and_config_steps_name_file_line_and_field(tmp_path: Path, body: str,
                                                                   fragments: list[str]) -> None:

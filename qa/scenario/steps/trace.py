@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from qa.evidence.trace import describe_bounds, over_bounds, record_matches, series_problems
+from qa.evidence.trace import describe_bounds, over_bounds, record_matches, series_problems, under_bounds
 from qa.harness.bot_process import describe_record
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import Duration, StepId, TraceType
@@ -26,18 +26,21 @@ TraceField = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
 class ExpectTrace(StepBase):
     """A record of `type` whose fields include `match` appears in the bot's trace (see qa.agent.trace); with
-    `at_least`, a series of them (one per failed sync, say), each within `max`, `growing` never shrinking."""
+    `at_least`, a series of them (one per failed sync, say), each within `min` and `max`, `growing` never
+    shrinking."""
 
     kind: ClassVar[str] = "expect_trace"
     does: ClassVar[str] = "a bot trace record of `type` with `match` fields, optionally about message `to`, with " \
-        "`max` bounds; `at_least: N` waits for N such records and holds every one to `max`, `growing: FIELD` " \
-        "to a value that never shrinks from one to the next (a backoff)"
+        "`max` (and `min`) bounds; `at_least: N` waits for N such records and holds every one to them, " \
+        "`growing: FIELD` to a value that never shrinks from one to the next (a backoff)"
     capabilities: ClassVar[tuple[str, ...]] = ("trace",)
 
     type: TraceType
     match: dict[str, Any] = Field(default_factory=dict)
     # Upper bounds on numeric fields, e.g. {waitMs: 250}: the first matching record must respect them.
     max: dict[str, float] = Field(default_factory=dict)
+    # Lower bounds, e.g. {retryInS: 0.04}: a backoff that waits (a retry at once traces 0, which never shrinks).
+    min: dict[str, float] = Field(default_factory=dict)
     to: StepId | None = None  # only records about that sent message's event (or its turn's attempt)
     # A series: wait for this many matching records, then judge all that match (each within `max`).
     at_least: int | None = Field(default=None, ge=2)
@@ -47,6 +50,9 @@ class ExpectTrace(StepBase):
     def check(self, scan: Scan) -> Iterator[Problem]:
         if self.growing is not None and self.at_least is None:
             yield ("growing",), "`growing` judges a series: give `at_least` (how many records make one)", self.growing
+        for name, floor in self.min.items():
+            if name in self.max and floor > self.max[name]:
+                yield ("min", name), f"min {floor:g} is above max {self.max[name]:g}: no record could pass", floor
 
     def refs(self) -> list[StepRef]:
         return opt_ref("to", self.to, frozenset({SENT}), same_room=False)
@@ -83,15 +89,16 @@ class ExpectTrace(StepBase):
             raise StepFailed(f"{expected} {self.type} matching {wanted}", seen) from None
         if self.at_least is not None:
             return self._judge_series(ctx.bot.trace.matching(matches, ctx.trace_start))
-        if over_bounds(record, self.max):
-            raise StepFailed(describe_bounds(self.type, self.max), ["bot trace: " + describe_record(record)])
+        if over_bounds(record, self.max) or under_bounds(record, self.min):
+            raise StepFailed(describe_bounds(self.type, self.max, self.min),
+                             ["bot trace: " + describe_record(record)])
         return describe_record(record)
 
     def _judge_series(self, records: list[dict[str, Any]]) -> str:
         assert self.at_least is not None
-        problems = series_problems(records, self.at_least, self.max, self.growing)
+        problems = series_problems(records, self.at_least, self.max, self.growing, self.min)
         if problems:
-            bounds = f", each {describe_bounds(self.type, self.max)}" if self.max else ""
+            bounds = f", each {describe_bounds(self.type, self.max, self.min)}" if self.max or self.min else ""
             growing = f", {self.growing} never shrinking" if self.growing else ""
             raise StepFailed(f"at least {self.at_least} bot trace records {self.type}{bounds}{growing}",
                              [*problems, *("bot trace: " + describe_record(r) for r in records[-10:])])
