@@ -159,6 +159,20 @@ def _speed_group(g: Any) -> None:
                    help="how long expect_reply waits for an edit that turns a reply with the wrong text into the "
                    "expected one (a streamed draft); default: the rest of the step's time. 0 for a bot that "
                    "never edits its replies: a wrong answer fails at once (a `streamed: true` step always waits)")
+    g.add_argument("--step-timeout-cap", type=step_timeout_cap, default=None, metavar="DURATION",
+                   help="the most any step waits for what it looks for: a step's timeout (30s unless it says) "
+                   "above this is cut to it, so a bot that never answers fails in DURATION, not 30s, at the same "
+                   "step. Windows a passing step waits out (expect_no_reply's watch) are not cut. Default: none")
+
+
+def step_timeout_cap(text: str) -> float:
+    """--step-timeout-cap: a positive duration ("10s", "1500ms")."""
+    from qa.scenario.fields import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def edit_wait(text: str) -> float:
@@ -402,6 +416,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | Non
         bot_overrides=dict(parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],
         repeat=args.repeat, min_pass_rate=args.min_pass_rate or 1.0, timeout=args.timeout, progress=args.progress,
         keep_work_dir=args.keep_work_dir, reply_edit_wait_s=args.reply_edit_wait,
+        step_timeout_cap_s=args.step_timeout_cap,
         config_file=config.path if config is not None else None, config_settings=applied,
     )
     return run_sync(options)

@@ -182,6 +182,7 @@ class Run:
             interrupted=scheduler.interrupted, stop_reason=lambda: self.lifecycle.reason,
             infra_errors=scheduler.infra_errors, config_errors=scheduler.config_errors,
             include_bodies=self.options.include_bodies, reply_edit_wait_s=self.options.reply_edit_wait_s,
+            step_timeout_cap_s=self.options.step_timeout_cap_s,
             fork_server=self.fork_server, peer_bot=self.peer_bot,
         )
 

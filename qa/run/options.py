@@ -84,6 +84,9 @@ class RunOptions:
     # --reply-edit-wait: how long expect_reply waits for an edit that would finish a reply whose text is wrong
     # (a streamed draft); None: the rest of the step's time; 0: no wait (a bot that never edits its replies).
     reply_edit_wait_s: float | None = None
+    # --step-timeout-cap: the most any step waits for what it looks for (its `timeout`, or the 30 s default, cut to
+    # this); None: each step's own. Windows a passing step waits out are not cut (StepBase.wait_s).
+    step_timeout_cap_s: float | None = None
     # --keep-work-dir: the disposable dir (homeserver database, bot state) stays for a person to inspect.
     keep_work_dir: bool = False
     # The config file the settings came from (qa.config_file) and the settings it gave, as written: the summary

@@ -74,6 +74,8 @@ class ScenarioContext:
     # --reply-edit-wait: the most expect_reply waits for an edit that finishes a wrong-bodied reply (None: the
     # rest of the step's time; 0: none, for a bot that never edits its replies).
     reply_edit_wait_s: float | None = None
+    # --step-timeout-cap: the most a step waits for what it looks for (StepBase.wait_s; None: its own timeout).
+    step_timeout_cap_s: float | None = None
     # set_bot_config: the changes so far -> the bot's config text rendered again (None: the bot has no config).
     rerender: Any = None
     config_changes: list[Any] = field(default_factory=list)

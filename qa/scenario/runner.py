@@ -81,6 +81,7 @@ class RunResources:
     # --include-bodies: decrypted bodies may reach the artifacts (transcripts of encrypted scenarios).
     include_bodies: bool = False
     reply_edit_wait_s: float | None = None  # --reply-edit-wait (qa.scenario.context.ScenarioContext)
+    step_timeout_cap_s: float | None = None  # --step-timeout-cap (qa.scenario.steps.base.StepBase.wait_s)
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
     peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer): for the scenarios that name a peer
 
@@ -355,6 +356,7 @@ async def _provision(
         scenario=scenario, homeserver=hs, provider=res.provider, actors=actors, bot=bot, bot_user_id=bot_user_id,
         bot_name=creds["bot"].localpart, rooms=rooms, markers=res.markers, artifact_dir=scenario_dir,
         state_dir=state_dir, include_bodies=res.include_bodies, reply_edit_wait_s=res.reply_edit_wait_s,
+        step_timeout_cap_s=res.step_timeout_cap_s,
         rerender=config_renderer(scenario, res, facts, actor_ids, bot_rooms),
         fault_proxy=holder.get("faults"), appservice=as_bot,
         bot_accounts={n: a["user_id"] for n, a in accounts.items()},

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from qa.shared.markers import MarkerFactory
+from tests.integration.conftest import MUTANT_STEP_CAP_S
 
 pytestmark = pytest.mark.integration
 
@@ -71,7 +72,8 @@ CAUGHT: dict[str, Caught] = {
 
 
 async def test_each_scenario_catches_its_bug(run_qa) -> None:
-    result = await run_qa(*CAUGHT, bot_overrides=MUTATIONS)
+    # The bot that never notices its deleted device: the wait for its new one is cut to MUTANT_STEP_CAP_S.
+    result = await run_qa(*CAUGHT, bot_overrides=MUTATIONS, step_timeout_cap_s=MUTANT_STEP_CAP_S)
     assert result.code == 1
     wrong = []
     for scenario, (step, expected, seen) in CAUGHT.items():

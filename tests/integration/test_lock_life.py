@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 
+from tests.integration.conftest import MUTANT_STEP_CAP_S
+
 pytestmark = pytest.mark.integration
 
 SCENARIOS = (
@@ -42,11 +44,19 @@ async def test_the_lock_life_scenarios_pass_with_their_evidence(run_qa) -> None:
 async def test_each_scenario_catches_its_bug(run_qa) -> None:
     # All five side by side: three of the bugs are caught by a trace record that never comes, each a 30 s wait,
     # which two jobs (the default on 2 cores) would run one after the other. The scenarios are independent (own
-    # users, rooms and bot), and the jobs count changes no outcome (test_jobs_and_shards).
-    result = await run_qa(*SCENARIOS, bot_overrides={"sessionLife.testBugs": BUGS}, jobs=len(SCENARIOS))
+    # users, rooms and bot), and the jobs count changes no outcome (test_jobs_and_shards). The waits that never end
+    # are cut to MUTANT_STEP_CAP_S: each still fails at its step (below), with the record it waited for named.
+    result = await run_qa(*SCENARIOS, bot_overrides={"sessionLife.testBugs": BUGS}, jobs=len(SCENARIOS),
+                          step_timeout_cap_s=MUTANT_STEP_CAP_S)
     assert result.code == 1
     failed = {s["id"]: s for s in result.summary["scenarios"]}
     assert all(failed[sid]["status"] == "fail" for sid in SCENARIOS), {k: v["status"] for k, v in failed.items()}
+    steps = {sid: (failed[sid]["failure"]["stepKind"], failed[sid]["failure"]["step"]) for sid in SCENARIOS}
+    assert steps == {"matrix-session-compaction-lock": ("expect_trace", 11),
+                     "matrix-post-turn-hook-unlocked": ("expect_trace", 5),
+                     "matrix-lock-max-hold-takeover": ("expect_trace", 5),
+                     "matrix-startup-stale-lock-cleanup": ("expect_trace", 6),
+                     "matrix-skipped-prompt-releases-lock": ("expect_trace", 2)}, steps
 
     def failure(sid: str) -> str:
         f = failed[sid]["failure"]

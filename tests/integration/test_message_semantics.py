@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.integration.conftest import REPO, RunResult, run_in_process
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO, RunResult, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -143,8 +143,11 @@ def scenario_dir(tmp_path: Path, name: str, ids: list[str], flipped: dict[str, d
 
 
 async def run(tmp_path: Path, directory: Path, ids: list[str], overrides: dict[str, Any]) -> RunResult:
+    """Every run here is a mutant's, expected to fail: a step the bug makes wait out (the removal of a reaction the
+    bot never records) fails after MUTANT_STEP_CAP_S, at the same step (assert_caught)."""
     return await run_in_process(tmp_path / f"run-{directory.parent.name}", tmp_path / "console.log", scenario_ids=ids,
-                                scenario_paths=[directory], bot_overrides=overrides)
+                                scenario_paths=[directory], bot_overrides=overrides,
+                                step_timeout_cap_s=MUTANT_STEP_CAP_S)
 
 
 def assert_caught(result: RunResult, caught: dict[str, tuple[int, str]]) -> None:

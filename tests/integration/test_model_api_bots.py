@@ -14,7 +14,7 @@ import pytest
 
 from qa.provider import cassette as cassettes
 from qa.provider.server import ModelServer
-from tests.integration.conftest import REPO, RunResult
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO, RunResult
 from tests.openai_standin import OpenAIStandIn
 
 pytestmark = pytest.mark.integration
@@ -122,10 +122,11 @@ async def test_model_requests_and_lock_evidence_come_from_the_journal(run_qa, ap
     every = ModelServer.journal.fget
     assert every is not None
     monkeypatch.setattr(ModelServer, "journal", property(lambda self: [e for e in every(self) if e.api != api]))
-    blind = await run_qa("canary", "matrix-thread-follow-up", bot_file=bot_file(api, "lock-trace"))
+    blind = await run_qa("canary", "matrix-thread-follow-up", bot_file=bot_file(api, "lock-trace"),
+                         step_timeout_cap_s=MUTANT_STEP_CAP_S)  # the journal never shows the request
     assert blind.code == 1
     failure = blind.scenario("matrix-thread-follow-up")["failure"]
-    assert failure["stepKind"] == "expect_model_request", failure
+    assert (failure["stepKind"], failure["step"]) == ("expect_model_request", 6), failure
     assert "in the provider journal" in failure["expected"], failure
     lock = blind.summary["lock"]
     assert lock["verdict"] != "pass" and lock["modelRequests"] == 0, lock

@@ -22,7 +22,7 @@ from qa.scenario.context import StepFailed
 from qa.scenario.loader import load_scenario
 from qa.scenario.steps.trace import ExpectTrace
 from qa.waiting import Stream
-from tests.integration.conftest import REPO
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO
 
 pytestmark = pytest.mark.integration
 
@@ -59,7 +59,8 @@ async def test_the_new_fault_scenarios_pass(run_qa) -> None:
 
 async def test_each_new_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     result = await run_qa(*SYNC, *E2EE, "matrix-media-download-fails", "matrix-approval-expires",
-                          "matrix-thread-preexisting", bot_overrides={"testMutations": MUTATIONS})
+                          "matrix-thread-preexisting", bot_overrides={"testMutations": MUTATIONS},
+                          step_timeout_cap_s=MUTANT_STEP_CAP_S)  # the stall's and the late key's records never come
     assert result.code == 1, result.report
     failures = {s["id"]: s["failure"] for s in result.summary["scenarios"]}
     assert all(s["status"] == "fail" for s in result.summary["scenarios"]), result.report
@@ -106,7 +107,7 @@ async def _the_traced_backoff_check_fails_too(trace: list[dict]) -> None:
     records: Stream[dict] = Stream(repr)
     for record in trace:
         await records.append(record)
-    ctx = SimpleNamespace(bot=SimpleNamespace(trace=records), trace_start=0, refs={})
+    ctx = SimpleNamespace(bot=SimpleNamespace(trace=records), trace_start=0, refs={}, step_timeout_cap_s=None)
     with pytest.raises(StepFailed) as failed:
         await step.run(ctx)  # type: ignore[arg-type]
     assert "retryInS >= 0.04" in failed.value.expected, failed.value.expected

@@ -12,7 +12,7 @@ import pytest
 
 from qa.shared.markers import TOKEN_RE, MarkerFactory
 from qa.shared.redact import scan_for_secrets
-from tests.integration.conftest import REPO, run_in_process
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO, run_in_process
 from tests.openai_standin import OpenAIStandIn
 
 pytestmark = pytest.mark.integration
@@ -86,10 +86,11 @@ async def test_record_then_replay_without_the_model(tmp_path: Path, monkeypatch:
     (changed_dir / "canary.yaml").write_text(changed)
     mismatch = await run_in_process(tmp_path / "changed-run", tmp_path / "console.log", scenario_ids=["canary"],
                                     scenario_paths=[changed_dir], provider="replay", cassettes_dir=cassettes,
-                                    replay_speed="fast")
+                                    replay_speed="fast", step_timeout_cap_s=MUTANT_STEP_CAP_S)  # no answer comes
     assert mismatch.code == 1
     canary = mismatch.scenario("canary")
     assert canary["status"] == "fail"
+    assert (canary["failure"]["stepKind"], canary["failure"]["step"]) == ("expect_reply", 2), canary["failure"]
     assert canary["details"] == "replay: 1 model request(s) match no recorded exchange"
     report = mismatch.report
     assert "-  content: 'mqa-bot-canary-{run}: reply with only this exact marker: {token}'" in report

@@ -137,7 +137,7 @@ async def test_expect_trace_waits_for_a_series_and_judges_all_of_it() -> None:
     trace: Stream[dict[str, Any]] = Stream(repr)
     for record in [*_waits(0.05), {"type": "error", "where": "send", "retryInS": 9}, *_waits(0.1, 0.2)]:
         await trace.append(record)
-    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={})
+    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={}, step_timeout_cap_s=None)
     step = ExpectTrace.model_validate({"type": "error", "match": {"where": "sync"}, "at_least": 3,
                                        "growing": "retryInS", "max": {"retryInS": 5}, "timeout": 1})
     assert await step.run(ctx) == "3 error records: retryInS 0.05, 0.1, 0.2"
@@ -180,7 +180,7 @@ async def test_expect_trace_without_a_series_judges_the_record_that_matched_not_
     trace: Stream[dict[str, Any]] = Stream(repr)
     await trace.append({"type": "start", "pid": 1})
     await trace.append({"type": "lock.acquire", "purpose": "inbound", "waitMs": 0.1})
-    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={})
+    ctx: Any = SimpleNamespace(bot=SimpleNamespace(trace=trace), trace_start=0, refs={}, step_timeout_cap_s=None)
     step = ExpectTrace.model_validate({"type": "lock.acquire", "match": {"purpose": "inbound"},
                                        "max": {"waitMs": 25}, "timeout": 1})
     assert "lock.acquire" in await step.run(ctx)

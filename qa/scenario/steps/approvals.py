@@ -85,13 +85,14 @@ class ExpectApproval(StepBase):
                 self.decided_by
 
     async def run(self, ctx: ScenarioContext) -> str:
-        record = await _approval_request(ctx, self.to, self.wait_s())
+        record = await _approval_request(ctx, self.to, self.wait_s(ctx))
         first_id = str(record.get("eventId"))
         chunk_ids = [str(c) for c in record.get("chunks") or [first_id]]
-        first = await room_event(ctx, first_id, self.wait_s(), "the approval request to appear in the room")
+        first = await room_event(ctx, first_id, self.wait_s(ctx), "the approval request to appear in the room")
         if self.state != "pending":
             return await self._outcome(ctx, record, first_id)
-        later = [await room_event(ctx, c, self.wait_s(), "every chunk of the approval request") for c in chunk_ids[1:]]
+        wait_s = self.wait_s(ctx)
+        later = [await room_event(ctx, c, wait_s, "every chunk of the approval request") for c in chunk_ids[1:]]
         problems = request_problems(first, later, self.chunked,
                                     text(ctx, self.command_contains) if self.command_contains else None)
         if self.thread is not None:
@@ -99,7 +100,7 @@ class ExpectApproval(StepBase):
         for key in OPTIONS:
             try:
                 await ctx.observer().events.wait_for(lambda e, k=key: is_option(e, ctx.bot_ids, first_id, k),
-                                                      self.wait_s(), f"the bot's {key} option")
+                                                      self.wait_s(ctx), f"the bot's {key} option")
             except WaitTimeout:
                 problems.append(f"the bot's {key} option reaction on the first chunk was not seen")
         if problems:
@@ -110,7 +111,7 @@ class ExpectApproval(StepBase):
 
     async def _outcome(self, ctx: ScenarioContext, record: dict[str, Any], first_id: str) -> str:
         try:
-            event = await ctx.observer().events.wait_for(lambda e: is_outcome(e, first_id), self.wait_s(),
+            event = await ctx.observer().events.wait_for(lambda e: is_outcome(e, first_id), self.wait_s(ctx),
                                                           "the approval's outcome message")
         except WaitTimeout as exc:
             raise StepFailed(f"the approval for '{self.to}' ends {self.state}", exc.seen[-10:]) from None
@@ -145,7 +146,7 @@ class Approve(StepBase):
         return [ActorUse(("as",), self.actor, False, True)]
 
     async def run(self, ctx: ScenarioContext) -> str:
-        record = await _approval_request(ctx, self.to, self.wait_s())
+        record = await _approval_request(ctx, self.to, self.wait_s(ctx))
         key = decision_key(self.decision)
         event_id = await ctx.actors[self.actor].react(ctx.refs[self.to].room_id, str(record.get("eventId")), key)
         return f"{self.actor} reacted {key} to approval {record.get('approvalId')} ({event_id})"

@@ -153,10 +153,19 @@ class StepBase(Model):
         `scan`); the scenario check reads `stops_bot`/`starts_bot` itself after it."""
         return iter(())
 
-    def wait_s(self) -> float:
-        """How long the step may wait for what it looks for."""
+    def declared_wait_s(self) -> float:
+        """The step's own timeout, or the default: what the scenario gives it."""
         value = getattr(self, "timeout", None)
         return float(value) if value else DEFAULT_STEP_TIMEOUT_S
+
+    def wait_s(self, ctx: ScenarioContext) -> float:
+        """How long the step may wait for what it looks for: its timeout, cut to --step-timeout-cap when the run
+        has one. Only for waits a passing step ends early (something it looks for came); a window a passing step
+        waits out to its end (expect_no_reply's watch after the control) takes declared_wait_s, so the cap never
+        shortens a negative check."""
+        declared = self.declared_wait_s()
+        cap = ctx.step_timeout_cap_s
+        return declared if cap is None else min(declared, cap)
 
     async def run(self, ctx: ScenarioContext) -> str:
         """Act and check through real clients: a one-line detail for the report, or StepFailed with evidence."""

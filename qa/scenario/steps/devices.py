@@ -110,7 +110,7 @@ class LoginDevice(StepBase):
         await device.start_sync()
         await maintain_keys(device.client)
         encrypted = any(spec.encrypted for spec in ctx.scenario.rooms.values())
-        knows = await bot_knows(ctx, device, self.wait_s()) if encrypted else ""
+        knows = await bot_knows(ctx, device, self.wait_s(ctx)) if encrypted else ""
         return f"{device.name} logged in as device {device.client.device_id}{knows}"
 
 
@@ -167,7 +167,7 @@ class DeleteBotDevice(StepBase):
         if old is None:
             raise StepFailed("the bot's trace names its device (ready deviceId)", trace_lines(ctx, ("ready",)))
         await _delete_device(ctx, old)
-        known = await _everyone_knows_bot_device(ctx, self.wait_s(), True, old)
+        known = await _everyone_knows_bot_device(ctx, self.wait_s(ctx), True, old)
         return known + f" (device {old} deleted on the server)"
 
 
@@ -182,4 +182,4 @@ class ExpectBotDevice(StepBase):
     timeout: Duration | None = None
 
     async def run(self, ctx: ScenarioContext) -> str:
-        return await _everyone_knows_bot_device(ctx, self.wait_s(), self.new, None)
+        return await _everyone_knows_bot_device(ctx, self.wait_s(ctx), self.new, None)

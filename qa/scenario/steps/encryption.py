@@ -121,7 +121,7 @@ class ExpectEncrypted(StepBase):
             if not session_id or not sender_key:
                 problems.append(f"'{self.event}' carries no Megolm session to look for")
                 break
-            await _barrier(actor, self.wait_s())
+            await _barrier(actor, self.wait_s(ctx))
             held = has_room_key(actor.client, ref.room_id, sender_key, session_id)
             if held != want:
                 problems.append(f"{name} (device {actor.client.device_id}) {'holds' if held else 'lacks'} the room "

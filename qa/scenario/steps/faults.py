@@ -127,12 +127,13 @@ class ExpectFaults(StepBase):
                 # Complete once every hit has ended (a redelivery's answer is in): the count is then final.
                 await ctx.appservice.wait_until(
                     lambda: judge.complete(self._gaps(ctx)[0], None, self.hits)
-                    and all(h["endedAt"] is not None for h in self._gaps(ctx)[0]), self.wait_s())
+                    and all(h["endedAt"] is not None for h in self._gaps(ctx)[0]), self.wait_s(ctx))
             elif self.source == "homeserver":
                 await ctx.fault_proxy.wait_until(
-                    lambda: judge.complete(*self._gaps(ctx), self.hits, self.ending is not None), self.wait_s())
+                    lambda: judge.complete(*self._gaps(ctx), self.hits, self.ending is not None), self.wait_s(ctx))
             elif ctx.provider is not None:
-                await ctx.provider.wait_for(lambda _entry: judge.complete(*self._gaps(ctx), self.hits), self.wait_s())
+                await ctx.provider.wait_for(lambda _entry: judge.complete(*self._gaps(ctx), self.hits),
+                                            self.wait_s(ctx))
         hits, measured = self._gaps(ctx)
         gaps = measured if measured is not None else [None] * len(hits)
         problems = judge.fault_problems(self.rule, hits, gaps, self.hits, self.retried_after_ms)

@@ -42,7 +42,7 @@ class RestartBot(StepBase):
 
     async def run(self, ctx: ScenarioContext) -> str:
         code = await (ctx.bot.kill() if self.mode == "kill" else ctx.bot.stop())
-        await _start(ctx, self.wait_s())
+        await _start(ctx, self.wait_s(ctx))
         return f"bot {self.mode} restart (exit {code}), ready again"
 
 
@@ -73,7 +73,7 @@ class StartBot(StepBase):
     timeout: Duration | None = None
 
     async def run(self, ctx: ScenarioContext) -> str:
-        await _start(ctx, self.wait_s())
+        await _start(ctx, self.wait_s(ctx))
         return "bot started and ready"
 
 
@@ -105,7 +105,7 @@ class MutateBotState(StepBase):
         from qa.harness.state_mutation import run_state_mutation
 
         args = [text(ctx, a) for a in self.args]
-        result = await run_state_mutation(ctx.bot, self.mutation, args, self.wait_s(),
+        result = await run_state_mutation(ctx.bot, self.mutation, args, self.wait_s(ctx),
                                           ctx.artifact_dir / "bot-mutations.log", ctx.bot.secrets)
         if not result.ok:
             how = "did not finish in time" if result.code is None else f"exited with code {result.code}"
@@ -168,7 +168,7 @@ class SetBotConfig(StepBase):
         ctx.method = "trace"
         try:
             record = await ctx.bot.trace.wait_for(lambda r: r.get("type") == "config.reload"
-                                                  and r.get("generation") == generation, self.wait_s(),
+                                                  and r.get("generation") == generation, self.wait_s(ctx),
                                                   f"config.reload generation {generation}", mark)
         except WaitTimeout as exc:
             raise StepFailed(f"the bot reloads its config (trace config.reload with generation {generation})",

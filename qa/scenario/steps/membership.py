@@ -139,7 +139,7 @@ class ExpectMembership(InRoom):
         expected = f"{self.who} reaches membership {self.membership!r} in room {self.room!r}"
         try:
             event = await ctx.observer().events.wait_for(
-                lambda e: settles(e, who, room_id, self.membership), self.wait_s(),
+                lambda e: settles(e, who, room_id, self.membership), self.wait_s(ctx),
                 f"{self.who} {self.membership} {room_id}", ctx.membership_marks.get(room_id, 0))
         except WaitTimeout as exc:
             seen = [line for line in exc.seen if "m.room.member" in line][-8:]

@@ -277,7 +277,7 @@ class ExpectRedaction(StepBase):
         try:
             await ctx.actors[self.actor].events.wait_for(
                 lambda e: e.get("type") == "m.room.redaction" and e.get("event_id") == redaction.event_id,
-                self.wait_s(), f"{self.actor} to see the redaction '{self.to}'")
+                self.wait_s(ctx), f"{self.actor} to see the redaction '{self.to}'")
         except WaitTimeout as exc:
             raise StepFailed(f"{self.actor} sees the redaction '{self.to}'", exc.seen[-10:]) from None
         redact_step = _defining_step(ctx.scenario, self.to)
@@ -287,7 +287,7 @@ class ExpectRedaction(StepBase):
         try:
             record = await ctx.bot.trace.wait_for(
                 lambda r: r.get("type") == "reaction.removed" and r.get("eventId") == redaction.event_id,
-                self.wait_s(), "the bot to record the reaction's removal", ctx.trace_start)
+                self.wait_s(ctx), "the bot to record the reaction's removal", ctx.trace_start)
         except WaitTimeout:
             seen = ["bot trace: " + describe_record(r) for r in ctx.bot.trace.items[ctx.trace_start:]
                     if redaction.event_id in (r.get("eventId"), r.get("redacts"))

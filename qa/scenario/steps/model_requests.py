@@ -69,7 +69,7 @@ class ExpectModelRequest(StepBase):
             return model_request_windows(ctx.bot.trace.items[ctx.trace_start:], trigger.event_id)
 
         try:
-            await ctx.bot.trace.wait_for(lambda _: windows() is not None, self.wait_s(),
+            await ctx.bot.trace.wait_for(lambda _: windows() is not None, self.wait_s(ctx),
                                          f"the bot's turn answering '{self.to}' to finish", ctx.trace_start)
         except WaitTimeout:
             raise StepFailed(f"a finished model request answering '{self.to}'",
@@ -88,7 +88,7 @@ class ExpectModelRequest(StepBase):
         ctx.method = "journal"
         typed = trigger.text or trigger.body or ""
         try:
-            await ctx.provider.wait_for(lambda _e: bool(rounds_carrying(ctx.provider.journal, typed)), self.wait_s())
+            await ctx.provider.wait_for(lambda _e: bool(rounds_carrying(ctx.provider.journal, typed)), self.wait_s(ctx))
         except TimeoutError:
             raise StepFailed(f"a model request carrying the text of '{self.to}' in the provider journal",
                              ["provider: " + e.summary() for e in ctx.provider.journal[-10:]]) from None

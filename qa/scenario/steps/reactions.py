@@ -78,7 +78,7 @@ class ExpectReaction(StepBase):
         by_id = ctx.user_id_of(self.by)
         watcher = ctx.actors[self.actor]
         try:
-            seen = await watcher.events.wait_for(lambda e: self._matches(e, by_id, target.event_id), self.wait_s(),
+            seen = await watcher.events.wait_for(lambda e: self._matches(e, by_id, target.event_id), self.wait_s(ctx),
                                                  f"{self.by}'s {self.key} reaction")
         except WaitTimeout as exc:
             raise StepFailed(f"{watcher.name} sees {self.by} react {self.key} to '{self.to}'",
@@ -87,7 +87,7 @@ class ExpectReaction(StepBase):
             try:
                 await ctx.bot.trace.wait_for(
                     lambda r: r.get("type") == "reaction" and r.get("eventId") == seen["event_id"]
-                    and r.get("decision") == "recorded", self.wait_s(), "the bot to record the reaction",
+                    and r.get("decision") == "recorded", self.wait_s(ctx), "the bot to record the reaction",
                     ctx.trace_start)
             except WaitTimeout:
                 raise StepFailed("the bot records the reaction in its session",

@@ -282,11 +282,11 @@ class ExpectReply(StepBase):
     async def run(self, ctx: ScenarioContext) -> str:
         trigger = ctx.refs[self.to]
         began = mono_ms()
-        event = await wait_for_bot_reply(ctx, trigger, self.wait_s(), f"a bot reply to step '{self.to}'")
+        event = await wait_for_bot_reply(ctx, trigger, self.wait_s(ctx), f"a bot reply to step '{self.to}'")
         want = self.want(ctx)
-        parts = await reply_parts(ctx, event, trigger, self.wait_s()) if self.parts_min else []
+        parts = await reply_parts(ctx, event, trigger, self.wait_s(ctx)) if self.parts_min else []
         expected = want.whole_body
-        left = edit_wait_s(self.wait_s() - (mono_ms() - began) / 1000, ctx.reply_edit_wait_s, self.streamed)
+        left = edit_wait_s(self.wait_s(ctx) - (mono_ms() - began) / 1000, ctx.reply_edit_wait_s, self.streamed)
         if expected is not None and body_now(ctx, event) != expected and left > 0:
             # A draft that the bot edits as the model speaks: wait (within the step's time) for the edit that
             # finishes it; the final check below still fails a reply that is edited into something else later.
@@ -369,11 +369,11 @@ class ExpectEdits(StepBase):
         """With `final_body`, waits (within the step's time) until the last edit says it, since the chain may
         still be growing when the step starts."""
         reply = ctx.refs[self.to]
-        draft = await room_event(ctx, reply.event_id, self.wait_s(), f"the reply '{self.to}' in the room")
+        draft = await room_event(ctx, reply.event_id, self.wait_s(ctx), f"the reply '{self.to}' in the room")
         final = text(ctx, self.final_body) if self.final_body is not None else None
         if final is not None:
             with contextlib.suppress(WaitTimeout):
-                await ctx.observer().events.wait_for(lambda _e: body_now(ctx, draft) == final, self.wait_s(),
+                await ctx.observer().events.wait_for(lambda _e: body_now(ctx, draft) == final, self.wait_s(ctx),
                                                       "the final edit")
         rules = ChainRules(min_edits=self.min, max_edits=self.max, final_body=final, draft_msgtype=self.draft_msgtype,
                            some_edit_contains=[text(ctx, t) for t in self.some_edit_contains],

@@ -172,7 +172,7 @@ class ExpectNoReply(StepBase):
 
         started = mono_ms()
         window_s = watch_after_control_s(trigger.sent_mono_ms, control_reply["_controlSentMs"],
-                                         float(control_reply.get("_seenMs", started)), self.wait_s())
+                                         float(control_reply.get("_seenMs", started)), self.declared_wait_s())
 
         def unwanted(event: dict[str, Any]) -> bool:  # judged as coming after the control's answer
             return bool(self._unwanted(ctx, trigger, control_reply, control_text, [control_reply, event]))
@@ -197,7 +197,7 @@ class ExpectNoReply(StepBase):
         raise StepFailed(f"no bot reply to '{self.to}' within the quiet window", ["room: " + describe_event(event)])
 
     async def _traced_decision(self, ctx: ScenarioContext, trigger: Ref, check: NegativeCheck) -> list[str]:
-        timeout_s = self.wait_s()
+        timeout_s = self.wait_s(ctx)
         try:
             decision = await ctx.bot.trace.wait_for(lambda r: is_decision(r, trigger.event_id), timeout_s,
                                                     f"the bot's decision on step '{self.to}'", ctx.trace_start,
@@ -229,7 +229,8 @@ class ExpectNoReply(StepBase):
         control_ref = Ref(room_id, control_id, thread_root, sent_at, actor=control.actor, body=content["body"],
                           text=typed)
         try:
-            reply = await wait_for_bot_reply(ctx, control_ref, self.wait_s(), "the bot's reply to the control message")
+            reply = await wait_for_bot_reply(ctx, control_ref, self.wait_s(ctx),
+                                             "the bot's reply to the control message")
         except StepFailed as exc:
             return None, [f"control message was not answered: {exc.expected}", *exc.seen]
         check.controlReplyEventId = reply["event_id"]

@@ -81,7 +81,7 @@ class ExpectTrace(StepBase):
             return len(counted) >= (self.at_least or 1)
 
         try:
-            record = await ctx.bot.trace.wait_for(enough, self.wait_s(), what, ctx.trace_start)
+            record = await ctx.bot.trace.wait_for(enough, self.wait_s(ctx), what, ctx.trace_start)
         except WaitTimeout as exc:
             # About one message: what the bot did with it says more than the last records of the whole trace.
             seen = trace_about(ctx, event_id) if event_id else exc.seen[-15:]

@@ -150,7 +150,7 @@ class Verify(StepBase):
         bot_device = bot_device_id(ctx)
         if bot_device is None:
             raise StepFailed("the bot's trace names its device (ready deviceId)", trace_lines(ctx, ("ready",)))
-        timeout_s = self.wait_s()
+        timeout_s = self.wait_s(ctx)
         device = await knows_device(actor, ctx.bot_user_id, bot_device, timeout_s,
                                     f"{actor.name} to know the bot's device")
         try:
