@@ -388,15 +388,7 @@ class BotUnderTest:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await _exited(proc, 10.0)
-        # The process group too: a bot that forked helpers must not leave them behind; and whatever escaped
-        # the group (a daemon that called setsid) still carries the launch contract's state dir.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        # Every process's environment read: in a thread, off the loop the other jobs run on.
-        await asyncio.to_thread(kill_stragglers, self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
-        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper: only
-        # this bot's orphans, not a sibling bot's nor anything else's (qa.processes).
-        processes.stop_adopted(self._owner)
+        await _sweep(proc.pid, self._owner)
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.
@@ -406,6 +398,18 @@ class BotUnderTest:
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
         return proc.returncode
+
+
+async def _sweep(pid: int, owner: str) -> None:
+    """After a bot's end, what it left: its process group (a bot that forked helpers must not leave them
+    behind); whatever escaped the group (a daemon that called setsid) but still carries the launch contract's
+    state dir, `owner` (every process's environment read: in a thread, off the loop the other jobs run on); and
+    whatever left both (its own session, a cleared environment) and came back to us, the subreaper: only this
+    bot's orphans, not a sibling bot's nor anything else's (qa.processes)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    await asyncio.to_thread(kill_stragglers, owner)
+    processes.stop_adopted(owner)
 
 
 async def _exited(proc: Proc, timeout_s: float) -> bool:
