@@ -403,13 +403,14 @@ class BotUnderTest:
 async def _sweep(pid: int, owner: str) -> None:
     """After a bot's end, what it left: its process group (a bot that forked helpers must not leave them
     behind); whatever escaped the group (a daemon that called setsid) but still carries the launch contract's
-    state dir, `owner` (every process's environment read: in a thread, off the loop the other jobs run on); and
-    whatever left both (its own session, a cleared environment) and came back to us, the subreaper: only this
-    bot's orphans, not a sibling bot's nor anything else's (qa.processes)."""
+    state dir, `owner`; and whatever left both (its own session, a cleared environment) and came back to us, the
+    subreaper: only this bot's orphans, not a sibling bot's nor anything else's (qa.processes). Both scan all of
+    /proc (10-30 ms each on a loaded machine), so in a thread, off the loop the other jobs run on. A spawn that
+    starts meanwhile is safe from the sweep: it is neither tied to this bot nor marked with its state dir."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
     await asyncio.to_thread(kill_stragglers, owner)
-    processes.stop_adopted(owner)
+    await asyncio.to_thread(processes.stop_adopted, owner)
 
 
 async def _exited(proc: Proc, timeout_s: float) -> bool:
