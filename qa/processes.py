@@ -29,6 +29,7 @@ import ctypes
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -52,6 +53,9 @@ _OURS: set[int] = set()
 _spawning = 0
 _OWNERS: set[str] = set()  # the bots of this run, by state dir
 _TIED: dict[Identity, str] = {}  # a process seen below a bot while the bot lived -> that bot
+# record_descendants runs in worker threads (off the harness's loop, qa.harness.bot_process), two bots' at once
+# under --jobs > 1: one look at a time, as when they ran on the loop, and none during untie_all.
+_TIED_LOCK = threading.Lock()
 
 
 def prctl(option: int, value: int) -> bool:
@@ -146,20 +150,55 @@ def tie(owner: str) -> None:
 def untie_all() -> None:
     """After the last sweep of a run: no bot of it is left to tie an orphan to."""
     _OWNERS.clear()
-    _TIED.clear()
+    with _TIED_LOCK:
+        _TIED.clear()
+
+
+def pids(proc: Path = Path("/proc")) -> list[str]:
+    """The numeric entries of /proc (os.listdir: a pathlib glob costs ~4x the syscalls' own time in Python)."""
+    try:
+        return [name for name in os.listdir(proc) if name.isdigit()]
+    except OSError:
+        return []
+
+
+def _read(path: str, limit: int = 4096) -> bytes:
+    """One small /proc file in one read, without a Python file object (raises OSError as open() would)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return os.read(fd, limit)
+    finally:
+        os.close(fd)
+
+
+def read_whole(path: str) -> bytes:
+    """A /proc file of any length (an environment can be long), read to its end without a Python file object."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _stat(proc: Path, pid: str) -> str | None:
+    """/proc/<pid>/stat as text, None for a process gone meanwhile (a stat line is far below one read)."""
+    try:
+        return _read(f"{proc}/{pid}/stat").decode(errors="replace")
+    except OSError:
+        return None
 
 
 def process_table(proc: Path = Path("/proc")) -> dict[Identity, int]:
     """(pid, start) -> ppid of every process we can read."""
     table: dict[Identity, int] = {}
-    for entry in proc.glob("[0-9]*"):
-        try:
-            text = (entry / "stat").read_text(errors="replace")
-        except OSError:
-            continue
-        parsed = stat_fields(text)
-        if parsed is not None:
-            table[(int(entry.name), start_time(text))] = parsed[0]
+    for pid in pids(proc):
+        text = _stat(proc, pid)
+        parsed = stat_fields(text) if text is not None else None
+        if text is not None and parsed is not None:
+            table[(int(pid), start_time(text))] = parsed[0]
     return table
 
 
@@ -168,12 +207,13 @@ def record_descendants(root: int, owner: str, proc: Path = Path("/proc")) -> lis
     as the bot's once orphaned; ties of processes that have ended are dropped, so the record stays small."""
     if not owner:
         return []
-    table = process_table(proc)
-    for ident in [i for i in _TIED if i not in table]:
-        del _TIED[ident]
-    found = descendants(root, table)
-    for ident in found:
-        _TIED[ident] = owner
+    with _TIED_LOCK:  # the whole look, scan included: one taken earlier must not prune what a later one tied
+        table = process_table(proc)
+        found = descendants(root, table)
+        for ident in [i for i in _TIED if i not in table]:
+            del _TIED[ident]
+        for ident in found:
+            _TIED[ident] = owner
     return found
 
 
@@ -182,15 +222,13 @@ def adopted(proc: Path = Path("/proc")) -> list[int]:
     of an in-process run started, in our session, is the caller's)."""
     me, my_session = os.getpid(), os.getsid(0)
     found = []
-    for entry in proc.glob("[0-9]*"):
-        try:
-            parsed = stat_fields((entry / "stat").read_text(errors="replace"))
-        except OSError:
-            continue
+    for name in pids(proc):
+        text = _stat(proc, name)
+        parsed = stat_fields(text) if text is not None else None
         if parsed is None:
             continue
         ppid, session, _ = parsed
-        pid = int(entry.name)
+        pid = int(name)
         if ppid == me and session != my_session and pid not in _OURS:
             found.append(pid)
     return sorted(found)
@@ -200,12 +238,12 @@ def tied_orphans(owner: str | None, proc: Path = Path("/proc")) -> list[int]:
     """Adopted orphans that descend from `owner` (from any bot of this run when None); the rest are not ours."""
     found = []
     for pid in adopted(proc):
-        try:
-            ident = (pid, start_time((proc / str(pid) / "stat").read_text(errors="replace")))
-        except OSError:
+        text = _stat(proc, str(pid))
+        if text is None:
             continue  # gone meanwhile
+        ident = (pid, start_time(text))
         try:
-            environ = (proc / str(pid) / "environ").read_bytes()
+            environ = read_whole(f"{proc}/{pid}/environ")
         except OSError:
             environ = b""  # not readable (not ours, or a zombie's): the record alone can tie it
         bot = owner_of(ident, environ, _OWNERS, _TIED)

@@ -175,6 +175,18 @@ class _BrokenStream(Exception):
         self.partial = partial
 
 
+def request_arguments(model: str, messages: list[dict[str, Any]],
+                      tools: list[dict[str, Any]] | None) -> dict[str, Any]:
+    """Pure: `chat.completions.create`'s arguments. The conversation and the tools go in `extra_body`, which the
+    SDK sends as given: as parameters, the SDK first walks every message and tool against its TypedDicts, a
+    transform that changes nothing in plain JSON like ours and took ~0.6 ms of each reply's turn for a short
+    conversation (more as a thread grows). The request's body is the same, byte for byte (a unit test compares)."""
+    body: dict[str, Any] = {"messages": messages}
+    if tools:
+        body["tools"] = tools
+    return {"model": model, "messages": [], "stream": True, "extra_body": body}
+
+
 class ModelClient:
     def __init__(self, config: ModelConfig, api_key: str, mutations: FaultMutations | None = None) -> None:
         self._config = config
@@ -234,10 +246,7 @@ class ModelClient:
 
     async def _complete_once(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None,
                              on_text: Callable[[str], Awaitable[None]] | None = None) -> ModelReply:
-        kwargs: dict[str, Any] = {"model": self._config.model, "messages": messages, "stream": True}
-        if tools:
-            kwargs["tools"] = tools
-        stream = await self._client.chat.completions.create(**kwargs)
+        stream = await self._client.chat.completions.create(**request_arguments(self._config.model, messages, tools))
         reply = ModelReply()
         parts: list[str] = []
         calls: dict[int, ToolCall] = {}

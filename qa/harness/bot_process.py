@@ -36,7 +36,7 @@ _LIVE: set[Proc] = set()
 TRACE_POLL_S = 0.005
 TRACE_HEAD = 256
 EXIT_POLL_S = 0.02
-RECORD_EVERY_S = 0.5  # how often a live bot's descendants are recorded (a /proc scan: a few ms)
+RECORD_EVERY_S = 0.5  # how often a live bot's descendants are recorded (a /proc scan, in a thread: ~1 ms)
 LOG_TAIL_LINES = 15
 LOG_CHUNK = 65536
 TRACE_READ_CHUNK = 1 << 20  # read the trace's new part this much at a time
@@ -283,8 +283,9 @@ class BotUnderTest:
         while proc.returncode is None:
             await asyncio.sleep(EXIT_POLL_S)  # polling the reaped status, not a synchronization point
             if loop.time() - recorded_at >= RECORD_EVERY_S:
-                # What runs below the bot now is its own, should it outlive the bot (qa.processes).
-                processes.record_descendants(proc.pid, self._owner)
+                # What runs below the bot now is its own, should it outlive the bot (qa.processes). A scan of all
+                # /proc, so in a thread: on the loop it held up the other job's boot and messages under load.
+                await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
                 recorded_at = loop.time()
         code = proc.returncode
         _LIVE.discard(proc)
@@ -377,21 +378,17 @@ class BotUnderTest:
             return None
         self._stopping = True
         if proc.returncode is None:
-            processes.record_descendants(proc.pid, self._owner)  # the last look while they are still its own
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, sig)
+            try:
+                # The last look while they are still its own (in a thread, as in _watch_exit).
+                await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
+            finally:  # cancelled meanwhile or not, the signal goes
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, sig)
             if not await _exited(proc, timeout_s):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await _exited(proc, 10.0)
-        # The process group too: a bot that forked helpers must not leave them behind; and whatever escaped
-        # the group (a daemon that called setsid) still carries the launch contract's state dir.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        kill_stragglers(self.launch.env.get("MATRIX_QA_STATE_DIR", ""))
-        # And whatever left both (its own session, a cleared environment) came back to us, the subreaper: only
-        # this bot's orphans, not a sibling bot's nor anything else's (qa.processes).
-        processes.stop_adopted(self._owner)
+        await _sweep(proc.pid, self._owner)
         tasks, self._tasks = self._tasks, []
         if tasks:
             # Bounded: a grandchild holding stdout open must not hang the teardown.
@@ -401,6 +398,19 @@ class BotUnderTest:
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
         return proc.returncode
+
+
+async def _sweep(pid: int, owner: str) -> None:
+    """After a bot's end, what it left: its process group (a bot that forked helpers must not leave them
+    behind); whatever escaped the group (a daemon that called setsid) but still carries the launch contract's
+    state dir, `owner`; and whatever left both (its own session, a cleared environment) and came back to us, the
+    subreaper: only this bot's orphans, not a sibling bot's nor anything else's (qa.processes). Both scan all of
+    /proc (10-30 ms each on a loaded machine), so in a thread, off the loop the other jobs run on. A spawn that
+    starts meanwhile is safe from the sweep: it is neither tied to this bot nor marked with its state dir."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+    await asyncio.to_thread(kill_stragglers, owner)
+    await asyncio.to_thread(processes.stop_adopted, owner)
 
 
 async def _exited(proc: Proc, timeout_s: float) -> bool:
@@ -419,12 +429,13 @@ def kill_stragglers(state_dir: str) -> list[int]:
         return []
     needle = f"MATRIX_QA_STATE_DIR={state_dir}".encode() + b"\0"
     killed = []
-    for entry in Path("/proc").glob("[0-9]*"):
-        pid = int(entry.name)
-        if pid == os.getpid():
+    me = os.getpid()
+    for name in processes.pids():
+        pid = int(name)
+        if pid == me:
             continue
         try:
-            environ = (entry / "environ").read_bytes() + b"\0"
+            environ = processes.read_whole(f"/proc/{name}/environ") + b"\0"
         except OSError:
             continue
         if needle in environ:

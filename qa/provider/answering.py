@@ -22,7 +22,11 @@ from qa.provider.apis.responses import RESPONSES
 from qa.provider.journal import JournalEntry
 from qa.provider.rules import ChatRequest, ErrorReply, Reply, StreamFault
 
-Pace = Callable[[Mapping[str, Any]], Awaitable[None]]
+# Before a chunk of a stream: the seconds to wait first (0 or less: none). Asked, not awaited, so that the
+# events up to a pause go out as one write: each write wakes the bot's reader, the harness's and the bot's
+# turn on a loaded 2-core machine, and an unpaced reply came as ~5 writes.
+Pace = Callable[[Mapping[str, Any]], float]
+Pause = Callable[[float], Awaitable[None]]
 # Where a request keeps the event set when its client's connection closes (qa.provider.server sets it the moment
 # aiohttp reports the connection lost). A held request's finishedAt is when the close was seen, and the runner
 # tells "the bot gave up" from "the harness stopped the bot" by it: a look at the transport every 0.25 s filed a
@@ -136,20 +140,31 @@ def plain(body: dict[str, Any], request: web.Request, fault: StreamFault | None)
 
 
 async def stream(request: web.Request, entry: JournalEntry, writer: StreamWriter, chunks: Sequence[Mapping[str, Any]],
-                 pace: Pace, fault: StreamFault | None = None) -> web.StreamResponse:
+                 pace: Pace, pause: Pause, fault: StreamFault | None = None) -> web.StreamResponse:
     """The writer's events for `chunks`; a fault comes after `fault.after_chunks` events (the API's chunks):
-    `cut` closes the connection there, `malformed` puts an event that is not JSON there and goes on."""
+    `cut` closes the connection there, `malformed` puts an event that is not JSON there and goes on. Events go
+    out together up to each pause (`pace`), a fault, and the end; what came before a pause is out before it."""
     response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                        "Cache-Control": "no-cache", "x-request-id": entry.id})
     batches = [(None, writer.start()), *((c, writer.feed(c)) for c in chunks), (None, writer.finish())]
     written = 0
+    pending: list[bytes] = []
+
+    async def flush() -> None:
+        if pending:
+            data = b"".join(pending)
+            pending.clear()
+            await response.write(data)
+
     try:
         await response.prepare(request)
         for chunk, events in batches:
-            if chunk is not None:
-                await pace(chunk)
+            if chunk is not None and (wait := pace(chunk)) > 0:
+                await flush()
+                await pause(wait)
             for event in events:
                 if fault is not None and written == fault.after_chunks:
+                    await flush()
                     if fault.kind == "cut":
                         # Flushed first, so the client has the intact part when the connection goes.
                         await response.write(b"")
@@ -157,10 +172,11 @@ async def stream(request: web.Request, entry: JournalEntry, writer: StreamWriter
                             request.transport.close()
                         return response
                     await response.write(writer.malformed())
-                await response.write(event)
+                pending.append(event)
                 written += 1
         if writer.trailer:
-            await response.write(writer.trailer)
+            pending.append(writer.trailer)
+        await flush()
         await response.write_eof()
     except ConnectionError:
         # The bot went away mid-stream (killed, or timed out); that is evidence, not a server fault.

@@ -140,9 +140,10 @@ class MockProvider(ModelServer):
             if parsed.include_usage:
                 chunks.append({"usage": api.usage(ctx.usage)})
 
-        async def pace(chunk: Mapping[str, Any]) -> None:
+        def pace(chunk: Mapping[str, Any]) -> float:
             if entry.chunk_delay_ms and is_text_chunk(chunk):
-                await self._pause(entry.chunk_delay_ms / 1000)  # paced: a streaming preview can show it
+                return entry.chunk_delay_ms / 1000  # paced: a streaming preview can show it
+            return 0.0
 
         return await self._send(request, entry, api, ctx, decision.reply, chunks, pace, decision.stream_fault)
 

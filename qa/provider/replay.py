@@ -206,8 +206,8 @@ class ReplayProvider(ModelServer):
                 del body["usage"]  # as recorded: the endpoint sent none
             return web.json_response(body, headers={"x-request-id": entry.id})
 
-        async def pace(chunk: Mapping[str, Any]) -> None:
-            await self._pause(began + self._wait_s(chunk["at_ms"]) - time.monotonic())
+        def pace(chunk: Mapping[str, Any]) -> float:
+            return began + self._wait_s(chunk["at_ms"]) - time.monotonic()
 
         return await self._send(request, entry, api, ctx, reply, chunks, pace)
 

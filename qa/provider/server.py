@@ -325,7 +325,7 @@ class ModelServer:
         self._remember(api, ctx, reply)
         if chunks is None:
             return plain(api.answer(reply, ctx), request, fault)
-        return await stream(request, entry, api.stream(ctx), chunks, pace, fault)
+        return await stream(request, entry, api.stream(ctx), chunks, pace, self._pause, fault)
 
     def _remember(self, api: ModelApi, ctx: AnswerContext, reply: Reply) -> None:
         """A stored Responses answer's conversation, for a later request's `previous_response_id`."""

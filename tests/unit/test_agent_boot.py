@@ -90,6 +90,8 @@ def test_the_first_sync_asks_for_little_and_later_ones_for_the_catch_up() -> Non
     assert FIRST_SYNC_FILTER["room"]["state"]["lazy_load_members"] is True
     assert FIRST_SYNC_FILTER["room"]["timeline"]["limit"] <= 10
     assert SYNC_FILTER["room"]["timeline"]["limit"] == 100 and "state" not in SYNC_FILTER["room"]
+    for sync_filter in (FIRST_SYNC_FILTER, SYNC_FILTER):  # no push rules, but m.direct still comes
+        assert sync_filter["account_data"] == {"not_types": ["m.push_rules"]}, sync_filter
 
 
 @pytest.mark.parametrize(("synced", "joined", "ready"), [

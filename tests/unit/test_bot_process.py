@@ -60,6 +60,11 @@ async def test_stragglers_are_found_by_their_state_dir(tmp_path: Path) -> None:
     env = {"MATRIX_QA_STATE_DIR": marker, "PATH": "/usr/bin:/bin"}
     # A daemon: its own session, parent gone; only its environment still says whose it is.
     proc = await asyncio.create_subprocess_exec("sleep", "60", env=env, start_new_session=True)
+    # Until it has exec'd, the child's environment is still ours (no mark): wait for the exec, bounded.
+    deadline = asyncio.get_running_loop().time() + 10
+    while marker.encode() not in Path(f"/proc/{proc.pid}/environ").read_bytes():
+        assert asyncio.get_running_loop().time() < deadline, "the child never exec'd"
+        await asyncio.sleep(0.01)  # polling the child's environment for the exec, not a synchronization point
     killed = kill_stragglers(marker)
     assert proc.pid in killed
     assert await asyncio.wait_for(proc.wait(), 5) == -9
