@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -90,3 +91,23 @@ def test_only_a_run_on_the_embedded_synapse_starts_one_early(
     monkeypatch.setattr(early_synapse, "start", started.append)
     cli_run._start_synapse_early(cli.build_parser().parse_args(["run", *flags]))
     assert bool(started) is starts
+
+
+def test_the_fork_server_is_on_its_way_before_the_homeserver_writes_its_config() -> None:
+    from qa.harness.output import Output
+    from qa.run.backends import boot
+
+    order: list[str] = []
+
+    class Homeserver:
+        kind, version, base_url, boot_ms = "fake", "1", "http://127.0.0.1:1", 1.0
+
+        async def start(self) -> None:
+            order.append("homeserver")
+
+    async def fork_server() -> None:
+        order.append("fork server")
+
+    with open(os.devnull, "w") as devnull:
+        asyncio.run(boot(Homeserver(), fork_server(), Output(devnull), []))  # type: ignore[arg-type]
+    assert order == ["fork server", "homeserver"]
