@@ -122,7 +122,7 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
     if _pending is not None:
         return _pending
     # find_spec, as qa.homeserver.synapse.synapse_installed: importing that module (aiohttp) here would delay the start.
-    if importlib.util.find_spec("synapse") is None or not hasattr(os, "pidfd_open"):
+    if importlib.util.find_spec("synapse") is None or not pidfds_work():
         return None
     try:
         with processes.spawning():
@@ -137,6 +137,15 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
         _atexit_registered = True
     _pending = EarlySynapse(popen)
     return _pending
+
+
+def pidfds_work() -> bool:
+    """Whether this kernel (and its seccomp filter) gives pidfds, which EarlySynapse.wait sleeps on."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
 
 
 def take() -> EarlySynapse | None:

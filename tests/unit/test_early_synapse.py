@@ -111,3 +111,13 @@ def test_the_fork_server_is_on_its_way_before_the_homeserver_writes_its_config()
     with open(os.devnull, "w") as devnull:
         asyncio.run(boot(Homeserver(), fork_server(), Output(devnull), []))  # type: ignore[arg-type]
     assert order == ["fork server", "homeserver"]
+
+
+def test_without_pidfds_nothing_starts_early(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(pid: int) -> int:
+        raise OSError(38, "Function not implemented")
+
+    assert early_synapse.pidfds_work()
+    monkeypatch.setattr(os, "pidfd_open", refused)
+    assert not early_synapse.pidfds_work()
+    assert early_synapse.start(os.environ) is None and early_synapse.take() is None
