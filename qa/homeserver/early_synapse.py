@@ -52,8 +52,8 @@ class EarlySynapse:
         while self._popen.poll() is None:
             try:
                 fd = os.pidfd_open(self.pid)
-            except ProcessLookupError:  # exited and reaped meanwhile: poll() has the code
-                continue
+            except ProcessLookupError:  # gone meanwhile: wait() has its code (0 if someone else reaped it)
+                break
             try:
                 await _readable(fd, lambda: self._popen.poll() is not None)
             finally:
@@ -160,4 +160,3 @@ def discard() -> None:
     early = take()
     if early is not None:
         early.kill()
-
