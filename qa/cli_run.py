@@ -9,13 +9,15 @@ import difflib
 import json
 import os
 import re
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from qa.config_file import ConfigFile, find_config_file, load_config_file
-from qa.homeserver import registry
+from qa.homeserver import early_synapse, registry
 from qa.kernel.errors import ConfigError, QAError
+from qa.kernel.terminal import safe_print
 
 EPILOG = """\
 examples:
@@ -390,9 +392,22 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     applied = apply_config(args, argv[1:], config) if config is not None else {}
     blamed = from_file(config, applied, argv[1:]) if config is not None else {}
     try:
+        _start_synapse_early(args)
         return _run(args, argv, config, applied)
     except QAError as exc:
         raise blame_file(exc, blamed) from None
+    except KeyboardInterrupt:  # Ctrl-C before the run's own handlers (run_sync's own answer, once they are gone)
+        safe_print("interrupted", file=sys.stderr)
+        return 130
+    finally:
+        early_synapse.discard()  # the run took it, or it never got that far: never left waiting
+
+
+def _start_synapse_early(args: argparse.Namespace) -> None:
+    """The embedded Synapse imports itself while the run imports and checks its plan (qa.homeserver.early_synapse):
+    it holds nothing until the run hands it its config, and is stopped unused if the run never gets there."""
+    if registry.choose(args.homeserver, registry.settings_from(args)) == "synapse":
+        early_synapse.start(os.environ)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | None, applied: dict[str, Any]) -> int:

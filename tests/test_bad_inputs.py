@@ -2,7 +2,8 @@
 
 Each must be exit 2 with one line per problem naming the file or flag, and never a traceback. The part of a
 run that starts processes is replaced, so an entry that slips past the checks fails here rather than booting
-a homeserver.
+a homeserver. What `run` starts before its checks (the embedded Synapse's interpreter, qa.homeserver.early_synapse)
+is a `sleep` here, and every entry must leave it stopped and reaped.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 import yaml
 
 from qa import cli
+from qa.homeserver import early_synapse
 from qa.run import Run
 
 CORPUS = Path(__file__).parent / "bad_inputs"
@@ -57,6 +59,15 @@ def test_bad_input_is_one_clear_line_and_exit_2(
         started.append(True)
 
     monkeypatch.setattr(Run, "_run_all", no_run)
+    early: list[early_synapse.EarlySynapse] = []
+    real_start = early_synapse.start
+
+    def cheap_start(env: Any) -> early_synapse.EarlySynapse | None:  # a sleep in place of Synapse's imports
+        early.append(real_start(env))
+        return early[-1]
+
+    monkeypatch.setattr(early_synapse, "command", lambda: ["sleep", "600"])
+    monkeypatch.setattr(early_synapse, "start", cheap_start)
     monkeypatch.chdir(CORPUS)
     for name, value in (case.get("env") or {}).items():
         monkeypatch.setenv(name, _expand(str(value), places))
@@ -71,6 +82,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     assert "Traceback" not in out + err
     assert code == 2, err
     assert not started, "the run started despite the bad input"
+    assert all(e is not None and e.returncode is not None for e in early), "a waiting Synapse was left running"
+    assert early_synapse.take() is None
     lines = _error_lines(err)
     assert len(lines) == case.get("errors", 1), lines
     for fragment in case.get("expect", []):

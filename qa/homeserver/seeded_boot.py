@@ -10,6 +10,11 @@ the way Synapse's own startup does it (same `prepare_database` call, same config
 up-to-date database and starts as usual. Building the template must never stop the server from starting:
 on any failure the half-made database is removed and Synapse creates its schema itself, as it always did.
 The app module is named on the command line so that process listings still show `synapse.app.homeserver`.
+
+    python -m qa.homeserver.seeded_boot synapse.app.homeserver --await-config
+
+imports the app and then waits for its orders on stdin (qa.homeserver.early_synapse): one JSON line with Synapse's
+arguments, the working directory, the file for its output and the template request. End of file: exit, unused.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import Any
 from qa.homeserver.schema_checks import remember_schema_checks
 
 TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
+AWAIT_FLAG = "--await-config"
 
 
 def _create_schema(app: Any, argv: list[str]) -> Path:
@@ -69,6 +75,29 @@ def _seed(app: Any, argv: list[str], request: dict[str, str]) -> None:
         print(f"matrix-qa: {problem}", file=sys.stderr)
 
 
+def orders_from(line: bytes) -> dict[str, Any] | None:
+    """Pure: the orders in one stdin line; None at end of file (the harness let go of us unused)."""
+    if not line.strip():
+        return None
+    orders = json.loads(line)
+    if not isinstance(orders, dict) or not all(isinstance(orders.get(k), str) for k in ("cwd", "stdout")) \
+            or not isinstance(orders.get("argv"), list) or not all(isinstance(a, str) for a in orders["argv"]):
+        raise SystemExit(f"matrix-qa: bad orders on stdin: {line[:200]!r}")
+    return orders
+
+
+def _obey(orders: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
+    """As if started with these arguments, in this directory, output to this file and nothing on stdin."""
+    os.chdir(orders["cwd"])
+    out = os.open(orders["stdout"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o666)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    for fd, to in ((nothing, 0), (out, 1), (out, 2)):
+        os.dup2(fd, to)
+    os.close(out)
+    os.close(nothing)
+    return list(orders["argv"]), orders.get("template")
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
@@ -76,6 +105,12 @@ def main(argv: list[str]) -> None:
     app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
     remember_schema_checks()
     request = os.environ.pop(TEMPLATE_ENV, None)
+    if synapse_argv == [AWAIT_FLAG]:
+        orders = orders_from(sys.stdin.buffer.readline())
+        if orders is None:
+            return  # the harness let go of us unused
+        synapse_argv, template = _obey(orders)
+        request = json.dumps(template) if template else None
     if request:
         _seed(app, synapse_argv, json.loads(request))
     sys.argv = [app_module, *synapse_argv]

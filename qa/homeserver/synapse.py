@@ -40,7 +40,7 @@ import aiohttp
 import yaml
 
 from qa import processes
-from qa.homeserver import db_template
+from qa.homeserver import db_template, early_synapse
 from qa.homeserver.appservice_host import AppserviceHost
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.db_template import installed_synapse_key
@@ -300,6 +300,7 @@ class SynapseHomeserver(Homeserver):
         self.boot_ms = None
         self._config: dict[str, Any] | None = None
         self._proc: asyncio.subprocess.Process | None = None
+        self._early: early_synapse.EarlySynapse | None = None  # adopt_early
         self._watcher: asyncio.Task[None] | None = None
         self._http: aiohttp.ClientSession | None = None
         self._admin: UserCredentials | None = None  # who mints registration tokens
@@ -351,8 +352,10 @@ class SynapseHomeserver(Homeserver):
             self.appservice.homeserver_boots()
             await self.appservice.listen()  # Synapse pushes from its first moment
         argv, env = self._launch_command()
+        early, self._early = self._early, None  # Synapse already imported, waiting for this config
+        proc: Any = early_synapse.hand_over(early, argv, env, self.workdir, self.stdout_path) if early else None
         with self.stdout_path.open("ab") as out, processes.spawning():
-            proc = await asyncio.create_subprocess_exec(
+            proc = proc or await asyncio.create_subprocess_exec(
                 # Through the wrapper: a SIGKILLed harness takes Synapse with it (PR_SET_PDEATHSIG).
                 *processes.with_pdeathsig(argv),
                 stdin=asyncio.subprocess.DEVNULL,
@@ -376,7 +379,7 @@ class SynapseHomeserver(Homeserver):
             await self.stop()
             raise _start_failure(self, problem, stdout_offset, log_offset)
         self.boot_ms = (time.monotonic() - t0) * 1000
-        self.version = await self._fetch_version()
+        self.version = await fetch_version(self._admin_http(), self.base_url)
         self._watcher = asyncio.create_task(self._watch(proc), name="synapse-watch")
 
     async def _watch(self, proc: asyncio.subprocess.Process) -> None:
@@ -391,7 +394,14 @@ class SynapseHomeserver(Homeserver):
         if self.appservice is not None:
             await self.appservice.close()
 
+    def adopt_early(self, early: early_synapse.EarlySynapse | None) -> None:
+        """The first start() hands its config to this waiting interpreter instead of spawning one."""
+        self._early = early
+
     async def _stop_server(self) -> None:
+        if self._early is not None:  # stopped before it ever started
+            self._early, early = None, self._early
+            early.kill()
         http, self._http = self._http, None
         if http is not None:
             await http.close()
@@ -502,19 +512,20 @@ class SynapseHomeserver(Homeserver):
         self._config = config
         self._seed_database()
 
-    async def _fetch_version(self) -> str | None:
-        # The running server's own answer is authoritative; package metadata is the fallback.
-        url = self.base_url + "/_synapse/admin/v1/server_version"
-        with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
-            # On the pool the registrations use next: the connection is already open when the first one comes.
-            async with self._admin_http().get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
-                body = await resp.json()
-                if resp.status == 200 and isinstance(body.get("server_version"), str):
-                    return str(body["server_version"])
-        try:
-            return importlib.metadata.version("matrix-synapse")
-        except importlib.metadata.PackageNotFoundError:
-            return None
+
+async def fetch_version(http: aiohttp.ClientSession, base_url: str) -> str | None:
+    # The running server's own answer is authoritative; package metadata is the fallback.
+    url = base_url + "/_synapse/admin/v1/server_version"
+    with contextlib.suppress(aiohttp.ClientError, TimeoutError, ValueError):
+        # On the pool the registrations use next: the connection is already open when the first one comes.
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=5)) as resp:
+            body = await resp.json()
+            if resp.status == 200 and isinstance(body.get("server_version"), str):
+                return str(body["server_version"])
+    try:
+        return importlib.metadata.version("matrix-synapse")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _start_failure(hs: SynapseHomeserver, problem: str, stdout_offset: int, log_offset: int) -> InfraError:

@@ -25,6 +25,7 @@ from qa.harness.fork_server import ForkServer
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
+from qa.homeserver import early_synapse
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.provider.record_replay import bot_key, load_for_replay
@@ -152,6 +153,8 @@ class Run:
 
         hosts = self.bot_file is not None and self.bot_file.appservice is not None
         hs = self.homeserver = create_homeserver(self.options, work, self.dir / "homeserver", appservice=hosts)
+        if (adopt := getattr(hs, "adopt_early", None)) is not None:  # `matrix-qa run` started its Synapse early
+            adopt(early_synapse.take())
         await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
 

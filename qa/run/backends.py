@@ -32,7 +32,10 @@ async def boot(hs: Homeserver, beside: Awaitable[None], out: Output, secrets: li
     out.say(f"starting {hs.kind} homeserver{f' from {image} (pulled if absent)' if image else ''} …")
     forks = asyncio.ensure_future(beside)
     runner = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "qa.scenario.runner"))
+    # The fork server is spawned (and the import thread started) before the homeserver writes its config: with
+    # Synapse's imports already done early (qa.homeserver.early_synapse), the fork server's are the longer wait.
     try:
+        await asyncio.sleep(0)
         await hs.start()
     finally:
         await forks

@@ -23,6 +23,9 @@ def _last_resort() -> None:
     module = sys.modules.get("qa.homeserver.synapse")
     if module is not None:
         module.kill_all_children()
+    early = sys.modules.get("qa.homeserver.early_synapse")
+    if early is not None:
+        early.discard()
 
 
 BACKEND = register(Backend(name="synapse", create=_create, default=True, last_resort=_last_resort,
