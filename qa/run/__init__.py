@@ -27,6 +27,7 @@ from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms, utc_now_iso
+from qa.library import builtin_estimates
 from qa.provider.record_replay import bot_key, load_for_replay
 from qa.report.summary import RunError, ScenarioResult, Timings
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
@@ -81,7 +82,8 @@ class Run:
         self.fork_server: ForkServer | None = None
         self.scheduler = Scheduler(jobs=self.jobs, repeat=options.repeat, fail_fast=options.fail_fast,
                                    run_id=self.run_id, out=self.out, run_scenario=_run_scenario,
-                                   stop_reason=lambda: self.lifecycle.reason)
+                                   stop_reason=lambda: self.lifecycle.reason,
+                                   estimates=options.shard_durations or builtin_estimates())
         self.lifecycle = Lifecycle(self.out, self.scheduler.interrupted, self._write)
 
     async def execute(self) -> int:
