@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from qa.harness.jobs import default_jobs
 from qa.harness.output import Output
 from qa.harness.plan import longest_first
 from qa.library import builtin_estimates, builtin_scenarios_dir
@@ -105,3 +106,16 @@ def test_an_unreadable_estimates_file_means_plan_order_not_an_error(
     assert builtin_estimates() == {}
     (tmp_path / "scenarios" / "durations.json").write_text(json.dumps({"durationsMs": {"a": 12}}))
     assert builtin_estimates() == {"a": 12.0}
+
+
+@pytest.mark.parametrize(("cores", "jobs"), [(None, 2), (0, 2), (1, 2), (2, 4), (3, 6), (4, 8), (5, 8), (64, 8)])
+def test_the_default_jobs_are_two_per_core_capped(cores: int | None, jobs: int) -> None:
+    assert default_jobs(cores) == jobs
+
+
+def test_a_run_without_jobs_takes_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from qa.run import Run, RunOptions
+
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    assert Run(RunOptions(output_dir=tmp_path), Output(io.StringIO())).jobs == 6
+    assert Run(RunOptions(output_dir=tmp_path, jobs=1), Output(io.StringIO())).jobs == 1
