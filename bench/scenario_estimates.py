@@ -5,9 +5,10 @@
 The run's scheduler starts scenarios longest expected first under --jobs (qa.harness.plan.longest_first), so the
 last job does not run one long scenario alone while the others idle. Only the order reads these figures: a stale
 file costs a little tail time, never a verdict. Regenerate after adding a scenario or changing a long one, from
-a `matrix-qa run --profile all` summary (any --jobs; the relative lengths are what count). Skipped scenarios and
-failed ones are left out (a failure may end early, so its time says nothing about a pass); ids the summary lacks
-weigh the median of the others.
+a `matrix-qa run --profile all --jobs 2` summary on a quiet machine: the relative lengths are what count, and
+under load or many jobs the contention hides them (a run at --jobs 4 and load 15 correlated 0.07 with one at
+--jobs 2 and load 1-6). Skipped scenarios and failed ones are left out (a failure may end early, so its time
+says nothing about a pass); ids the file lacks weigh the median of the others.
 """
 
 from __future__ import annotations
