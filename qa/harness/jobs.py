@@ -12,4 +12,4 @@ JOBS_CAP = 8
 
 def default_jobs(cores: int | None) -> int:
     """--jobs when none is given: two per core (`cores` None or 0 counts as one), at most JOBS_CAP."""
-    return max(1, min(JOBS_PER_CORE * (cores or 1), JOBS_CAP))
+    return min(JOBS_PER_CORE * (cores or 1), JOBS_CAP)
