@@ -10,12 +10,14 @@ their own, whose prefix is sys.prefix.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import sysconfig
 from pathlib import Path
 
 DATA_SUBDIR = Path("share") / "matrix-qa"
+ESTIMATES_FILE = "durations.json"
 _CHECKOUT = Path(__file__).resolve().parents[1]
 
 
@@ -44,6 +46,18 @@ def library_root(candidates: list[Path] | None = None) -> Path | None:
 def builtin_scenarios_dir() -> Path | None:
     root = library_root()
     return root / "scenarios" if root else None
+
+
+def builtin_estimates() -> dict[str, float]:
+    """Expected ms per built-in scenario id (scenarios/durations.json, written by bench/scenario_estimates.py
+    from a measured run). Only the start order under --jobs reads it (qa.harness.plan.longest_first), so a
+    missing or unreadable file means plan order, never an error."""
+    root = library_root()
+    try:
+        data = json.loads((root / "scenarios" / ESTIMATES_FILE).read_text()) if root else {}
+        return {str(k): float(v) for k, v in data["durationsMs"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
 
 
 def builtin_rules_dir() -> Path | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
@@ -128,3 +128,21 @@ def shard_plan(plan: Sequence[P], shard: Shard, durations: Mapping[str, float] |
             assigned[scenario_id] = target
             loads[target] += weights[scenario_id]
     return [s for s in plan if s.id == CANARY or assigned.get(s.id) == shard.index - 1]
+
+
+# --- start order under --jobs ------------------------------------------------------------------------------
+
+
+def longest_first(plan: Sequence[P], estimates: Mapping[str, float], key: Callable[[str], str] = str) -> list[P]:
+    """`plan` in the order side-by-side jobs should start it: longest expected first, so the run does not end on
+    one long scenario while the other jobs idle (greedy longest-processing-time; the start order only, the
+    record keeps the plan's). `estimates` holds expected ms per id, looked up under `key(id)` (an attempt
+    under its scenario's id); an id it does not know weighs the median of the known. Ties keep plan order, so
+    without estimates the order is the plan's."""
+    known = [float(estimates[key(s.id)]) for s in plan if key(s.id) in estimates]
+    if not known:
+        return list(plan)
+    default = statistics.median(known)
+    weights = [float(estimates.get(key(s.id), default)) for s in plan]
+    order = sorted(range(len(plan)), key=lambda n: (-weights[n], n))
+    return [plan[n] for n in order]

@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any
 from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
+from qa.harness.jobs import default_jobs
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
 from qa.homeserver import early_synapse
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms, utc_now_iso
+from qa.library import builtin_estimates
 from qa.provider.record_replay import bot_key, load_for_replay
 from qa.report.summary import RunError, ScenarioResult, Timings
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
@@ -69,7 +71,7 @@ class Run:
         self.secrets = self.out.secrets
         self.probes: list[dict[str, Any]] = []
         self.observed: list[dict[str, Any]] = []
-        self.jobs = options.jobs if options.jobs is not None else (os.cpu_count() or 1)
+        self.jobs = options.jobs if options.jobs is not None else default_jobs(os.cpu_count())
         self.bot_file: BotFile | None = None
         self.peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer)
         # --repeat: the plan before its scenarios became attempts (base_plan), and the attempts (plan).
@@ -82,7 +84,8 @@ class Run:
         self.fork_server: ForkServer | None = None
         self.scheduler = Scheduler(jobs=self.jobs, repeat=options.repeat, fail_fast=options.fail_fast,
                                    run_id=self.run_id, out=self.out, run_scenario=_run_scenario,
-                                   stop_reason=lambda: self.lifecycle.reason)
+                                   stop_reason=lambda: self.lifecycle.reason,
+                                   estimates=options.shard_durations or builtin_estimates())
         self.lifecycle = Lifecycle(self.out, self.scheduler.interrupted, self._write)
 
     async def execute(self) -> int:

@@ -56,7 +56,7 @@ class RunOptions:
     replay_speed: str | None = None  # recorded | fast | a factor; None: recorded
     output_dir: Path | None = None
     fail_fast: bool = False
-    # How many scenarios run side by side on the one homeserver; None: the machine's core count.
+    # How many scenarios run side by side on the one homeserver; None: qa.harness.plan.default_jobs (2 per core).
     jobs: int | None = None
     # Run only this slice of the plan (qa.harness.plan.shard_plan), balanced by these durations (ms per id).
     shard: Shard | None = None

@@ -1,8 +1,9 @@
 """Chapter 4 of a run (qa.run): which scenario runs when, and what each one left.
 
-Up to `jobs` scenarios at a time, started in plan order. Side by side is safe because each scenario has its own
-users, rooms, bot process, state dir, markers and view of the mock provider's journal. Three exceptions keep
-the old guarantees:
+Up to `jobs` scenarios at a time, started longest expected first (qa.harness.plan.longest_first: the run then
+does not end on one long scenario while the other jobs idle; one at a time, in plan order). Side by side is
+safe because each scenario has its own users, rooms, bot process, state dir, markers and view of the mock
+provider's journal. Three exceptions keep the old guarantees:
 - the canary runs first and alone: it is the gate, and nothing else starts until it has passed;
 - a scenario that touches shared state (a homeserver restart: `runs_alone`) runs after the others, alone;
 - skips (canary failed, --fail-fast) are decided when a scenario would start, so after a failure no new
@@ -16,12 +17,12 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import traceback
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from qa.harness.output import Output
-from qa.harness.plan import runs_alone
+from qa.harness.plan import longest_first, runs_alone
 from qa.provider.record_replay import after_scenario, bind_scope
 from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id
 from qa.report.summary import Failure, InfraRetry, ScenarioResult, latency_stats
@@ -36,8 +37,10 @@ ScenarioRunner = Callable[[Any, "RunResources", Say], Awaitable[ScenarioResult]]
 
 class Scheduler:
     def __init__(self, *, jobs: int, repeat: int, fail_fast: bool, run_id: str, out: Output,
-                 run_scenario: ScenarioRunner, stop_reason: Callable[[], str | None]) -> None:
+                 run_scenario: ScenarioRunner, stop_reason: Callable[[], str | None],
+                 estimates: Mapping[str, float] | None = None) -> None:
         self.jobs, self.repeat, self.fail_fast, self.run_id, self.out = jobs, repeat, fail_fast, run_id, out
+        self.estimates = estimates or {}  # expected ms per scenario id: the start order under --jobs
         self._run_scenario = run_scenario
         self._stop_reason = stop_reason
         self.provider: Any = None  # the run's provider, once started: its scopes, skips and recordings
@@ -57,7 +60,9 @@ class Scheduler:
             await self.run_one(plan.pop(0), resources)
         together = [s for s in plan if self.jobs == 1 or not runs_alone(s)]
         alone = [s for s in plan if self.jobs > 1 and runs_alone(s)]
-        pending = iter(together)  # shared by the workers: each takes the next scenario in plan order
+        if self.jobs > 1:
+            together = longest_first(together, self.estimates, key=lambda i: i.split(ATTEMPT_SEPARATOR)[0])
+        pending = iter(together)  # shared by the workers: each takes the next scenario in that order
 
         async def worker() -> None:
             for scenario in pending:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.library import DATA_SUBDIR, library_root, rules_root_for
+from qa.library import DATA_SUBDIR, ESTIMATES_FILE, library_root, rules_root_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -23,7 +23,8 @@ def test_the_wheel_carries_the_library_and_the_bot_file(tmp_path: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     data = [n for n in names if ".data/data/share/matrix-qa/" in n]
     scenarios = {Path(n).name for n in data if "/scenarios/" in n}
-    assert scenarios == {p.name for p in (REPO / "scenarios").glob("*.yaml")}
+    # The library, and the estimates its longest-first start order reads (qa.library.builtin_estimates).
+    assert scenarios == {p.name for p in (REPO / "scenarios").glob("*.yaml")} | {ESTIMATES_FILE}
     assert any(n.endswith("fixtures/mock-provider/default.yaml") for n in data)
     assert "qa/agent/bot.yaml" in names and "qa/agent/bot-config.json.j2" in names
     assert "qa/report/templates/report.md.j2" in names
