@@ -125,10 +125,12 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
     if importlib.util.find_spec("synapse") is None or not pidfds_work():
         return None
     try:
+        # cwd "/": `python -m` puts its working directory first on the import path, and the user's (a bot's repo
+        # with its own yaml.py or http.py) must not shadow Synapse's imports; the orders move it to the work dir.
         with processes.spawning():
             popen = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                                      stderr=subprocess.DEVNULL, env=processes.homeserver_env(env),
-                                     start_new_session=True)
+                                     start_new_session=True, cwd="/")
             processes.own(popen.pid)
     except OSError:
         return None

@@ -24,6 +24,7 @@ import importlib
 import json
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -102,14 +103,26 @@ def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
     app_module, synapse_argv = argv[0], argv[1:]
-    app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
-    remember_schema_checks()
+    waiting = synapse_argv == [AWAIT_FLAG]
+    failed = None
+    try:
+        app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
+        remember_schema_checks()
+    except Exception:
+        if not waiting:
+            raise
+        # Waiting, our output goes nowhere until the orders name the log: keep the traceback for it, so the run's
+        # "Synapse failed to start; see <log>" has something to show.
+        failed = traceback.format_exc()
     request = os.environ.pop(TEMPLATE_ENV, None)
-    if synapse_argv == [AWAIT_FLAG]:
+    if waiting:
         orders = orders_from(sys.stdin.buffer.readline())
         if orders is None:
             return  # the harness let go of us unused
         synapse_argv, template = _obey(orders)
+        if failed is not None:
+            sys.stderr.write(failed)
+            raise SystemExit(1)
         request = json.dumps(template) if template else None
     if request:
         _seed(app, synapse_argv, json.loads(request))

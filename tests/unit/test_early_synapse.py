@@ -121,3 +121,39 @@ def test_without_pidfds_nothing_starts_early(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(os, "pidfd_open", refused)
     assert not early_synapse.pidfds_work()
     assert early_synapse.start(os.environ) is None and early_synapse.take() is None
+
+
+def test_an_app_that_fails_to_import_writes_its_traceback_to_the_log_it_is_handed(tmp_path: Path) -> None:
+    # Waiting, its output goes nowhere until the orders name the log: the import's traceback must reach that log,
+    # or the run's "Synapse failed to start; see <log>" points at an empty file.
+    (tmp_path / "broken_app.py").write_text("raise ImportError('no module named twisted_but_broken')\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    popen = subprocess.Popen([sys.executable, "-m", "qa.homeserver.seeded_boot", "broken_app", AWAIT_FLAG],
+                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    orders = {"argv": ["-c", "hs.yaml"], "cwd": str(tmp_path), "stdout": str(tmp_path / "out.log"), "template": None}
+    popen.communicate(json.dumps(orders).encode() + b"\n", timeout=60)
+    assert popen.returncode == 1
+    assert "no module named twisted_but_broken" in (tmp_path / "out.log").read_text()
+
+
+def test_the_waiting_interpreter_does_not_start_in_the_users_directory(monkeypatch: pytest.MonkeyPatch,
+                                                                       tmp_path: Path) -> None:
+    # `python -m` puts its working directory first on sys.path: a bot repo's yaml.py would shadow Synapse's yaml.
+    seen: dict[str, object] = {}
+
+    class Recorder:
+        def __init__(self, argv: list[str], **kwargs: object) -> None:
+            seen.update(kwargs)
+            self.pid = os.getpid()
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(early_synapse.subprocess, "Popen", Recorder)
+    monkeypatch.setattr(early_synapse, "pidfds_work", lambda: True)
+    monkeypatch.setattr(early_synapse.processes, "own", lambda pid: None)
+    monkeypatch.setattr(early_synapse, "_pending", None)
+    monkeypatch.setattr(early_synapse, "_atexit_registered", True)
+    try:
+        assert early_synapse.start({"PATH": "/bin"}) is not None
+    finally:
+        monkeypatch.setattr(early_synapse, "_pending", None)
+    assert seen["cwd"] == "/" and seen["cwd"] != str(tmp_path)
