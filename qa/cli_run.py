@@ -143,11 +143,11 @@ def _output_group(g: Any) -> None:
 
 
 def _speed_group(g: Any) -> None:
-    from qa.harness.jobs import JOBS_CAP, default_jobs
+    from qa.harness.jobs import JOBS_CAP, default_jobs, usable_cores
 
     g.add_argument("--jobs", type=positive_int, default=None, metavar="N",
                    help=f"scenarios side by side on the one homeserver (default: two per core, at most "
-                   f"{JOBS_CAP}; here {default_jobs(os.cpu_count())}); the canary runs first and alone; --jobs 1 "
+                   f"{JOBS_CAP}; here {default_jobs(usable_cores())}); the canary runs first and alone; --jobs 1 "
                    "runs one at a time")
     g.add_argument("--fail-fast", action="store_true",
                    help="start no new scenario after the first failure (running ones finish)")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
-from qa.harness.jobs import default_jobs
+from qa.harness.jobs import default_jobs, usable_cores
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
@@ -71,7 +71,7 @@ class Run:
         self.secrets = self.out.secrets
         self.probes: list[dict[str, Any]] = []
         self.observed: list[dict[str, Any]] = []
-        self.jobs = options.jobs if options.jobs is not None else default_jobs(os.cpu_count())
+        self.jobs = options.jobs if options.jobs is not None else default_jobs(usable_cores())
         self.bot_file: BotFile | None = None
         self.peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer)
         # --repeat: the plan before its scenarios became attempts (base_plan), and the attempts (plan).

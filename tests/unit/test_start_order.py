@@ -116,6 +116,21 @@ def test_the_default_jobs_are_two_per_core_capped(cores: int | None, jobs: int) 
 def test_a_run_without_jobs_takes_the_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     from qa.run import Run, RunOptions
 
-    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
+    monkeypatch.setattr("os.cpu_count", lambda: 64)  # the host's count: a CPU set of 3 is what the run may use
     assert Run(RunOptions(output_dir=tmp_path), Output(io.StringIO())).jobs == 6
     assert Run(RunOptions(output_dir=tmp_path, jobs=1), Output(io.StringIO())).jobs == 1
+
+
+def test_usable_cores_are_the_cpu_set_and_the_host_count_only_without_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.harness.jobs import usable_cores
+
+    monkeypatch.setattr("os.cpu_count", lambda: 64)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1})
+    assert usable_cores() == 2
+
+    def refused(pid: int) -> set[int]:
+        raise OSError("no affinity here")
+
+    monkeypatch.setattr("os.sched_getaffinity", refused)
+    assert usable_cores() == 64
