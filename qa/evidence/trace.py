@@ -82,14 +82,19 @@ class TracedSends:
 def traced_sends(records: Iterable[dict[str, Any]]) -> TracedSends:
     """The events a bot says it sent: `reply.sent` (eventId), `reply.parts` (parts) and a `preview.edit.end` that
     says ok (eventId: the draft, or the edit's own event); a `preview.edit.start` stays in flight until the
-    `preview.edit.end` with its requestId, or until the bot starts again (`start`, `ready`). A start without a
-    requestId, or a send recorded as done without an event id, is unnamed."""
+    `preview.edit.end` with its requestId, or until the bot starts again (`start`; `ready` when it traces no
+    `start`). A start without a requestId, or a send recorded as done without an event id, is unnamed."""
     ids: dict[str, None] = {}
     started: dict[str, None] = {}
     unnamed = 0
+    starts = False
     for record in records:
         kind = record.get("type")
-        if kind in ("start", "ready"):  # a new process of the bot: the sends its previous one began never end
+        # A new process of the bot: the sends its previous one began never end. `start` says so; `ready` only for
+        # a bot that never traces `start`, since the format does not make `ready` once per process (a bot may
+        # trace it again after a reconnect, with an edit still on its way).
+        if kind == "start" or (kind == "ready" and not starts):
+            starts = starts or kind == "start"
             started.clear()
             continue
         if kind == "preview.edit.start":

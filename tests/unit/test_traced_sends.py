@@ -43,6 +43,15 @@ def test_a_send_the_bot_began_before_it_restarted_is_not_in_flight() -> None:
     assert traced_sends([{"type": "reply.sent", "eventId": "$a"}, {"type": "ready"}]).ids == ("$a",)
 
 
+def test_a_second_ready_of_a_bot_that_traces_start_keeps_its_edit_in_flight() -> None:
+    # The format does not make `ready` once per process: a bot may trace it again after a reconnect, mid-edit.
+    ready = {"type": "ready"}
+    assert traced_sends([{"type": "start", "pid": 1}, ready, start("r1"), ready]).in_flight == ("r1",)
+    # A restart (a new `start`) still ends it, and its own `ready` after that ends nothing new.
+    assert traced_sends([{"type": "start", "pid": 1}, start("r1"), {"type": "start", "pid": 2}, ready,
+                         start("r2"), ready]).in_flight == ("r2",)
+
+
 def test_a_failed_send_names_nothing_and_a_send_without_an_id_is_unnamed() -> None:
     assert traced_sends([start("r1"), end("r1", None, ok=False)]) == TracedSends((), (), 0)
     assert traced_sends([end("r1", "$x", ok=False)]) == TracedSends((), (), 0)
