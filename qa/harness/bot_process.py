@@ -409,8 +409,14 @@ async def _sweep(pid: int, owner: str) -> None:
     starts meanwhile is safe from the sweep: it is neither tied to this bot nor marked with its state dir."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    await asyncio.to_thread(kill_stragglers, owner)
-    await asyncio.to_thread(processes.stop_adopted, owner)
+    # One thread call for both: a thread runs to its end even when the awaiting task is cancelled, so a stop
+    # cancelled between two calls can no longer skip the adoption sweep.
+    await asyncio.to_thread(_sweep_sync, owner)
+
+
+def _sweep_sync(owner: str) -> None:
+    kill_stragglers(owner)
+    processes.stop_adopted(owner)
 
 
 async def _exited(proc: Proc, timeout_s: float) -> bool:

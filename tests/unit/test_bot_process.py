@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 
@@ -106,3 +107,30 @@ async def test_the_trace_copy_is_one_compact_redacted_line_per_record_and_every_
         '{"t":1,"type":"a","s":"café [REDACTED]"}\n{"t":2,"type":"b","n":[1,{"k":null}]}\n'
     assert [r["t"] for r in stream.items] == [1, 2]
     assert stream.items[0]["s"] == "café syt_secret_token_1", "the evidence itself is not redacted, only its copy"
+
+
+async def test_a_stop_cancelled_mid_sweep_still_sweeps_what_the_bot_left(monkeypatch) -> None:
+    # The sweep's two /proc passes (the marked stragglers, then the adopted orphans) run in a thread; a stop
+    # cancelled while the first runs must not skip the second.
+    import threading
+
+    from qa.harness import bot_process
+
+    first_running, release = threading.Event(), threading.Event()
+    adopted_swept = threading.Event()
+
+    def stragglers(owner: str) -> list[int]:
+        first_running.set()
+        release.wait(10)
+        return []
+
+    monkeypatch.setattr(bot_process, "kill_stragglers", stragglers)
+    monkeypatch.setattr(bot_process.processes, "stop_adopted", lambda owner: adopted_swept.set())
+    monkeypatch.setattr(bot_process.os, "killpg", lambda pid, sig: None)
+    sweep = asyncio.ensure_future(bot_process._sweep(999_999, "owner"))
+    assert await asyncio.to_thread(first_running.wait, 10)
+    sweep.cancel()
+    release.set()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweep
+    assert await asyncio.to_thread(adopted_swept.wait, 10)
