@@ -5,6 +5,7 @@ RunOptions they make. qa.cli owns the other commands and the dispatch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import os
@@ -403,7 +404,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         safe_print("interrupted", file=sys.stderr)
         return 130
     finally:
-        early_synapse.discard()  # the run took it, or it never got that far: never left waiting
+        # The run took it, or it never got that far: never left waiting. A second Ctrl-C while it is reaped must
+        # not print a traceback: its SIGKILL goes first.
+        with contextlib.suppress(KeyboardInterrupt):
+            early_synapse.discard()
 
 
 def _start_synapse_early(args: argparse.Namespace) -> None:
