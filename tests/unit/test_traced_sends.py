@@ -41,6 +41,9 @@ def test_a_send_the_bot_began_before_it_restarted_is_not_in_flight() -> None:
     for again in ({"type": "start", "pid": 2}, {"type": "ready"}):
         assert traced_sends([start("r1"), again, start("r2")]) == TracedSends((), ("r2",), 0)
     assert traced_sends([{"type": "reply.sent", "eventId": "$a"}, {"type": "ready"}]).ids == ("$a",)
+    # A bot that never traces `start`: each `ready` is a new process, the second as much as the first.
+    ready = {"type": "ready"}
+    assert traced_sends([ready, start("r1"), ready, start("r2")]).in_flight == ("r2",)
 
 
 def test_a_second_ready_of_a_bot_that_traces_start_keeps_its_edit_in_flight() -> None:
