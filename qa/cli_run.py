@@ -184,15 +184,8 @@ def step_timeout_cap(text: str) -> float:
 
 
 def edit_wait(text: str) -> float:
-    """--reply-edit-wait: 0 (no wait) or a duration ("5s", "1500ms")."""
-    from qa.scenario.fields import parse_duration
-
-    if text.strip() in ("0", "0s", "0ms"):
-        return 0.0
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+    """--reply-edit-wait: 0 (no wait) or a positive duration, read as --step-timeout-cap reads one."""
+    return 0.0 if text.strip() in ("0", "0s", "0ms") else step_timeout_cap(text)
 
 
 def positive_int(text: str) -> int:
