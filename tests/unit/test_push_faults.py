@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from pydantic import ValidationError
 
 from qa.harness.botfile import builtin_bot_file, load_bot_file
@@ -22,6 +21,7 @@ from qa.homeserver.appservice_host import AppserviceHost
 from qa.kernel.errors import ConfigError
 from qa.scenario.faults_served import uses_fault_proxy
 from qa.scenario.loader import load_scenario
+from tests.unit.test_appservice import _stand_in_bot
 
 REPO = Path(__file__).resolve().parents[2]
 MESSAGE = {"type": "m.room.message", "room_id": "!r", "content": {"msgtype": "m.text", "body": "pushed again: hi"}}
@@ -173,19 +173,6 @@ def test_a_hit_is_a_put_of_the_transaction_in_the_fault_proxy_s_shape() -> None:
 # --- the endpoint ---------------------------------------------------------------------------------------------
 
 
-async def _bot(port: int, seen: list[tuple[str, list[Any]]]) -> web.AppRunner:
-    async def take(request: web.Request) -> web.Response:
-        seen.append((request.match_info["txn"], (await request.json())["events"]))
-        return web.json_response({})
-
-    app = web.Application()
-    app.router.add_put("/_matrix/app/v1/transactions/{txn}", take)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner
-
-
 async def test_the_endpoint_holds_back_and_redelivers_what_the_rules_pick(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(appservice_host, "RETRY_S", 0.01)
     host = AppserviceHost(tmp_path, "hs")
@@ -197,9 +184,9 @@ async def test_the_endpoint_holds_back_and_redelivers_what_the_rules_pick(tmp_pa
     faults = PushFaults()
     faults.install([rule(name="again", body="pushed again", redeliver=2), rule(name="late", body="held", delay_ms=300)],
                    "scenario", 0.0)
-    seen: list[tuple[str, list[Any]]] = []
+    seen: list[tuple[str, str, list[Any]]] = []  # (txn id, Authorization, events)
     lease = await host.open_lease("http://hs", "bot", push_faults=faults)
-    bot = await _bot(lease.as_port, seen)
+    bot = await _stand_in_bot(lease.as_port, seen, status=[])
     try:
         invite = {"type": "m.room.member", "room_id": "!r", "state_key": lease.user_id}
         late = {**MESSAGE, "content": {"body": "held back"}}
@@ -211,7 +198,7 @@ async def test_the_endpoint_holds_back_and_redelivers_what_the_rules_pick(tmp_pa
         await asyncio.wait_for(_delivered(lease, 4), 30.0)
         # The same id and body three times (once, then twice more), in order; the held one after them.
         assert [s[0] for s in seen] == ["h1", "h2", "h2", "h2", "h3", "h4"]
-        assert seen[1][1] == seen[2][1] == seen[3][1] == [MESSAGE]
+        assert seen[1][2] == seen[2][2] == seen[3][2] == [MESSAGE]
         hits = [(h["rule"], h["action"], h["path"], h["status"]) for h in lease.hits]
         assert hits == [("again", "redeliver", "/_matrix/app/v1/transactions/h2", 200),
                         ("again", "redeliver", "/_matrix/app/v1/transactions/h2", 200),
