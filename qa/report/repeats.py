@@ -19,6 +19,11 @@ def attempt_id(scenario_id: str, attempt: int) -> str:
     return f"{scenario_id}{ATTEMPT_SEPARATOR}{attempt}"
 
 
+def scenario_of(run_id: str) -> str:
+    """attempt_id's inverse: the scenario an attempt (or a plain scenario id) runs."""
+    return run_id.split(ATTEMPT_SEPARATOR, 1)[0]
+
+
 def percent(rate: float | None) -> str:
     return "—" if rate is None else f"{rate * 100:.0f} %"
 

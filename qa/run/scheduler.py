@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from qa.harness.output import Output
 from qa.harness.plan import longest_first, runs_alone
 from qa.provider.record_replay import after_scenario, bind_scope
-from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id
+from qa.report.repeats import ATTEMPT_SEPARATOR, attempt_id, scenario_of
 from qa.report.summary import Failure, InfraRetry, ScenarioResult, latency_stats
 from qa.shared.canary import CANARY
 
@@ -61,7 +61,7 @@ class Scheduler:
         together = [s for s in plan if self.jobs == 1 or not runs_alone(s)]
         alone = [s for s in plan if self.jobs > 1 and runs_alone(s)]
         if self.jobs > 1:
-            together = longest_first(together, self.estimates, key=lambda i: i.split(ATTEMPT_SEPARATOR)[0])
+            together = longest_first(together, self.estimates, key=scenario_of)
         pending = iter(together)  # shared by the workers: each takes the next scenario in that order
 
         async def worker() -> None:

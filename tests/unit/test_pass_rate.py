@@ -138,3 +138,11 @@ def test_the_report_names_a_reached_deadline_and_what_did_not_finish() -> None:
                            errors=[RunError(component="deadline", message="the run's --timeout of 20s passed")])
     markdown = render_markdown(summary)
     assert "--timeout 20s: reached; every process stopped; 1 finished, 1 did not" in markdown
+
+
+def test_an_attempt_runs_its_scenario() -> None:
+    from qa.report.repeats import attempt_id, scenario_of
+
+    assert scenario_of(attempt_id("matrix-canary", 3)) == "matrix-canary"
+    assert scenario_of("matrix-canary") == "matrix-canary"
+    assert scenario_of("matrix-canary~retry") == "matrix-canary"
