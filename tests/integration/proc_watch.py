@@ -16,15 +16,35 @@ Snapshot = dict[int, tuple[str, bytes]]
 
 def environs() -> Snapshot:
     """Every process's command line and exec-time environment that we may read (/proc/<pid>/environ)."""
-    found = {}
+    return with_parents()[0]
+
+
+def with_parents() -> tuple[Snapshot, dict[int, int]]:
+    """environs(), and pid -> parent pid read in the same pass: a process a bot starts (a `uname` its libraries run)
+    inherits the bot's environment and may be gone by the next look, so its parent is read beside it."""
+    found: Snapshot = {}
+    parent: dict[int, int] = {}
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
             try:
                 found[int(proc.name)] = ((proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"),
                                          (proc / "environ").read_bytes())
-            except OSError:
+                parent[int(proc.name)] = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                found.pop(int(proc.name), None)
                 continue
-    return found
+    return found, parent
+
+
+def started_by(pid: int, parent: dict[int, int], snapshot: Snapshot, mark: str) -> bool:
+    """Whether `pid`, or a process it descends from, has `mark` in its command line (all within one look)."""
+    seen: set[int] = set()
+    while pid in snapshot and pid not in seen:
+        if mark in snapshot[pid][0]:
+            return True
+        seen.add(pid)
+        pid = parent.get(pid, 0)
+    return False
 
 
 async def watched(run: Awaitable[T]) -> tuple[T, list[Snapshot]]:

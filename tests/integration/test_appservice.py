@@ -17,7 +17,7 @@ import pytest
 
 from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import MUTANT_STEP_CAP_S
-from tests.integration.proc_watch import environs
+from tests.integration.proc_watch import started_by, with_parents
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +33,7 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
     run = asyncio.ensure_future(run_qa(*GENERIC, PUSHED, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=4))
     snapshots = []
     while not run.done():  # bounded by the run's own scenario timeouts
-        snapshots.append(environs())
+        snapshots.append(with_parents())
         await asyncio.wait({run}, timeout=0.1)
     result = run.result()
     assert result.code == 0, result.report
@@ -47,14 +47,17 @@ async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, sess
     assert host is not None and host.leases == {}, "every scenario's lease ends with it"
     # Only this worker's homeserver's bots: another xdist worker's run has a Synapse and tokens of its own.
     ours = b"MATRIX_QA_AS_TOKEN=" + host.as_token.encode()
-    handed = {line.split(b"=", 1)[1] for snap in snapshots for _cmd, environ in snap.values()
+    handed = {line.split(b"=", 1)[1] for snap, _parent in snapshots for _cmd, environ in snap.values()
               if ours in environ.split(b"\0") for line in environ.split(b"\0") if line.startswith(TOKENS)}
     # One as_token (the registration's) and one hs_token per scenario, never the registration's own hs_token.
     assert host.as_token.encode() in handed and host.hs_token.encode() not in handed
     assert len(handed) == 1 + len(GENERIC) + 1, handed
-    holders = {cmd for snap in snapshots for cmd, environ in snap.values()
+    # A holder is the bot, or a process the bot started (its libraries may run `uname -p`, which inherits its
+    # environment): nothing the harness runs holds them.
+    holders = {(pid, cmd): started_by(pid, parent, snap, "mautrix_appservice_bot.py")
+               for snap, parent in snapshots for pid, (cmd, environ) in snap.items()
                if any(t in environ for t in [*handed, host.hs_token.encode()])}
-    assert holders and all("mautrix_appservice_bot.py" in cmd for cmd in holders), holders
+    assert holders and all(holders.values()), holders
     assert {t.decode() for t in handed} | {host.hs_token} <= set(result.secrets)
     assert scan_for_secrets(result.dir, [*(t.decode() for t in handed), host.hs_token]) == []
 
