@@ -125,6 +125,22 @@ def test_markdown_and_junit_show_the_pass_rate_and_the_flaky_flag() -> None:
     assert "2 of 4 attempts passed (50 %), flaky" in (case.findtext("system-out") or "")
 
 
+def test_a_check_an_attempt_could_not_make_stays_not_checked_in_every_report() -> None:
+    """Attempts that all passed, one of them with a check it could not make: the combined record says so, and the
+    markdown and JUnit show it (they render `details`), not just the JSON's per-attempt list."""
+    note = "3 steps passed; final checks NOT CHECKED: $edit never reached a test user's client"
+    tries = [attempt("pass", 1), attempt("pass", 2).model_copy(update={"details": note}), attempt("pass", 3)]
+    record = combine_attempts("canary", "Canary", tries, [t.id for t in tries], 1.0)
+    assert record.status == "pass"
+    assert record.details == f"3 of 3 attempts passed (100 %); NOT CHECKED in attempt(s) 2: {note}"
+    summary = make_summary([record], repeat=3, minPassRate=1.0)
+    assert "NOT CHECKED in attempt(s) 2" in render_markdown(summary)
+    assert "NOT CHECKED in attempt(s) 2" in render_junit(summary)
+    # A failed attempt's note is its failure's, already shown; only passes are named here.
+    tries = [attempt("fail", 1).model_copy(update={"details": "NOT CHECKED elsewhere"}), attempt("pass", 2)]
+    assert "NOT CHECKED in" not in combine_attempts("canary", "Canary", tries, [t.id for t in tries], 0.5).details
+
+
 def test_a_run_without_repeat_has_no_pass_rate_section() -> None:
     markdown = render_markdown(make_summary([ScenarioResult(id="a", title="A", status="pass")]))
     assert "## Pass rates" not in markdown and "Repeat" not in markdown
