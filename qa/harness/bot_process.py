@@ -379,11 +379,17 @@ class BotUnderTest:
         self._stopping = True
         if proc.returncode is None:
             try:
+                # Frozen first, so nothing in the group can fork, setsid and clear its environment between the
+                # last look and the signal (it would be neither recorded nor in the group, and outlive the bot).
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGSTOP)
                 # The last look while they are still its own (in a thread, as in _watch_exit).
                 await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
-            finally:  # cancelled meanwhile or not, the signal goes
+            finally:  # cancelled meanwhile or not, the signal goes, then the group runs on to take it
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, sig)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGCONT)
             if not await _exited(proc, timeout_s):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)

@@ -134,3 +134,28 @@ async def test_a_stop_cancelled_mid_sweep_still_sweeps_what_the_bot_left(monkeyp
     with contextlib.suppress(asyncio.CancelledError):
         await sweep
     assert await asyncio.to_thread(adopted_swept.wait, 10)
+
+
+async def test_the_last_look_at_a_stopping_bot_s_processes_is_taken_while_they_are_frozen(
+        tmp_path: Path, monkeypatch) -> None:
+    # Between the last /proc look and the signal, a descendant could fork, setsid and clear its environment and so
+    # escape both the record and the group. The group is stopped (SIGSTOP) for the look, then signalled and
+    # continued: a bot that ends cleanly on SIGTERM still does (it would sit stopped until SIGKILL otherwise).
+    from qa.harness import bot_process
+
+    states: list[str] = []
+    record = bot_process.processes.record_descendants
+
+    def looking(root: int, owner: str) -> list:
+        states.append(Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        return record(root, owner)
+
+    monkeypatch.setattr(bot_process.processes, "record_descendants", looking)
+    bot = _bot(tmp_path, "import signal, sys, time\n"
+                         "signal.signal(signal.SIGTERM, lambda *_: (print('bye', flush=True), sys.exit(0)))\n"
+                         "print('ready', flush=True)\ntime.sleep(60)")
+    start = await bot.start()
+    await bot.wait_ready(10, start)
+    code = await bot.stop(timeout_s=10)
+    assert states == ["T"], states
+    assert code == 0 and "bye" in (tmp_path / "bot.log").read_text()
