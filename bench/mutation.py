@@ -76,6 +76,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/harness/capabilities.py": ["tests/unit/test_capabilities.py", "tests/unit/test_accounts.py",
                                    "tests/unit/test_say.py"],
     "qa/report/verdict.py": ["tests/unit/test_verdict.py"],
+    "qa/report/repeats.py": ["tests/unit/test_pass_rate.py"],
     "qa/kernel/terminal.py": ["tests/unit/test_terminal.py"],
     "qa/patterns.py": ["tests/unit/test_patterns.py"],
     "qa/processes.py": ["tests/unit/test_processes.py"],

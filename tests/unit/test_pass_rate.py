@@ -141,6 +141,39 @@ def test_a_check_an_attempt_could_not_make_stays_not_checked_in_every_report() -
     assert "NOT CHECKED in" not in combine_attempts("canary", "Canary", tries, [t.id for t in tries], 0.5).details
 
 
+def test_the_record_merges_every_attempt_and_shows_the_one_cut_short() -> None:
+    from qa.report.summary import NegativeCheck
+
+    def check(k: int) -> NegativeCheck:
+        return NegativeCheck(step=k, triggerEventId=f"$t{k}", expectedReason="not mentioned")
+
+    tries = [attempt("pass", 1, ms=100.0, negativeChecks=[check(1)], botBootMs=1.0),
+             attempt("interrupted", 2, ms=200.0, negativeChecks=[check(2)], botBootMs=2.0).model_copy(
+                 update={"failure": Failure(expected="the run was stopped", seen=[])}),
+             attempt("skip", 3, ms=300.04, retries=[InfraRetry(ranAs="canary~3", error="502")], botBootMs=3.0),
+             attempt("pass", 4, ms=400.0, botBootMs=4.0)]
+    record = combine_attempts("canary", "Canary title", tries, [t.id for t in tries], 1.0)
+    assert record.id == "canary" and record.title == "Canary title"
+    assert record.details == "2 of 2 attempts passed (100 %); 2 attempt(s) did not finish", record.details
+    assert record.status == "interrupted" and record.botBootMs == 2.0, "the attempt cut short is the one shown"
+    assert record.failure is not None and record.failure.expected == "the run was stopped"
+    passes = [attempt("pass", k, botBootMs=float(k)) for k in (1, 2, 3)]
+    assert combine_attempts("canary", "C", passes, [t.id for t in passes], 1.0).botBootMs == 3.0, "else the last"
+    assert record.durationMs == 1000.0
+    assert record.replyLatenciesMs == [10.0, 20.0, 30.0, 40.0] and record.latency is not None
+    assert [c.step for c in record.negativeChecks] == [1, 2] and [r.ranAs for r in record.retries] == ["canary~3"]
+    assert record.passRate is not None and record.passRate.passRate == 1.0
+    # Only unfinished attempts: the details are the one shown (the interrupted one, not the last).
+    cut = [attempt("skip", 1), attempt("interrupted", 2), attempt("skip", 3)]
+    assert combine_attempts("canary", "C", cut, [t.id for t in cut], 1.0).details == "details of 2"
+    # Two attempts with a check they could not make: both named, the first's note shown.
+    notes = [attempt("pass", k).model_copy(update={"details": f"NOT CHECKED {k}"}) for k in (1, 2)]
+    assert combine_attempts("canary", "C", notes, [t.id for t in notes], 1.0).details.endswith(
+        "; NOT CHECKED in attempt(s) 1, 2: NOT CHECKED 1")
+    three = [attempt("pass", 1), attempt("fail", 2), attempt("pass", 3)]
+    assert combine_attempts("canary", "C", three, [t.id for t in three], 0.5).passRate.passRate == 0.6667
+
+
 def test_a_run_without_repeat_has_no_pass_rate_section() -> None:
     markdown = render_markdown(make_summary([ScenarioResult(id="a", title="A", status="pass")]))
     assert "## Pass rates" not in markdown and "Repeat" not in markdown
