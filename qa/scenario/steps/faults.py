@@ -164,6 +164,9 @@ class ReleaseHold(StepBase):
     name: str = Field(min_length=1)
     timeout: Duration | None = None
 
+    def provider_holds(self) -> list[tuple[tuple[str, ...], str]]:
+        return [(("name",), self.name)]
+
     async def run(self, ctx: ScenarioContext) -> str:
         provider = ctx.provider
         if provider is None or not hasattr(provider, "release"):
