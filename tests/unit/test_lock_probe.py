@@ -283,6 +283,7 @@ async def test_a_stop_that_lands_as_the_answer_comes_still_stops_the_prober(
     await bot.trace.append({"t": 1, "type": "model.request.start", "session": "s"})
     assert json.loads(await _until_asked(asked)) == {"session": "s", "timeoutMs": 25}
     reader.feed_data(b'{"t": 2, "acquiredElapsedMs": 0.5}\n')
+    reader.feed_eof()  # the close finds its end of file at once
     problem = await stop_prober(Prober(task, probe))  # cancels before its first await: the answer's turn
     assert problem is None
     assert task.done(), "the prober is left pending"
@@ -300,6 +301,7 @@ async def test_a_stop_at_any_point_leaves_no_task_and_no_process(tmp_path: Path,
     prober = Prober(asyncio.create_task(follow_and_probe(bot, probe, [])), probe)
     await bot.trace.append({"t": 1, "type": "model.request.start", "session": "s"})
     reader.feed_data(b'{"t": 2, "acquiredElapsedMs": 0.5}\n')  # answered as soon as asked
+    reader.feed_eof()
     for _ in range(turns):
         await asyncio.sleep(0)
     assert await stop_prober(prober) is None
