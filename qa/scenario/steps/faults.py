@@ -1,8 +1,8 @@
 """Steps about faults injected on purpose: set_faults (new homeserver fault rules for the bot's requests and, for an
 application-service bot, the homeserver's pushes to it, from here on), expect_faults (a homeserver, push or
 mock-provider fault rule was hit, and the client waited as long as it was told before it retried) and
-release_hold (the mock provider's requests held under a name go on). The step
-gathers the hits; qa.evidence.faults judges them."""
+release_hold (the mock provider's requests held under a name go on). expect_faults gathers the hits;
+qa.evidence.faults judges them."""
 
 from __future__ import annotations
 
