@@ -178,8 +178,8 @@ class SessionLifeConfig(_Model):
     compaction: CompactionConfig = Field(default_factory=CompactionConfig)
     # After each reply: ask the model for a short note on the turn and keep it in the transcript.
     post_turn_memory: bool = Field(False, alias="postTurnMemory")
-    # Fault injection: the first reply write of the process keeps its lock this long before writing (a stalled
-    # disk), so a waiter takes it over past maxHoldMs and the fence must stop the stale attempt.
+    # Fault injection: the first reply write of the process keeps its lock (a stalled disk) until a waiter takes it
+    # over past maxHoldMs, or at most this long; then the fence must stop the stale attempt.
     stall_first_reply_ms: int = Field(0, alias="stallFirstReplyMs", ge=0, le=60_000)
     test_bugs: list[LockLifeBug] = Field(default_factory=list, alias="testBugs")
 

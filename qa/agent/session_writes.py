@@ -17,6 +17,8 @@ from qa.agent.policy import Inbound
 from qa.agent.transcript import FencedWriteError, Transcript
 from qa.kernel.trace import Trace
 
+STALL_LOOK_S = 0.02
+
 
 @dataclass
 class Session:
@@ -60,7 +62,7 @@ class FencedWriter:
         hold = held or await session.lock.acquire(attempt, purpose)
         try:
             if purpose == "reply":
-                await self._stall_fault(session, attempt)
+                await self._stall_fault(session, attempt, hold)
             if "skip-fence" in self._life.test_bugs:
                 hold = await self._unfenced_write(session, attempt, inbound, purpose, record, hold, held)
                 return
@@ -76,14 +78,19 @@ class FencedWriter:
             if held is None:
                 hold.release()
 
-    async def _stall_fault(self, session: Session, attempt: str) -> None:
-        """Fault injection (`stallFirstReplyMs`): the first reply write keeps its lock like a stalled disk."""
+    async def _stall_fault(self, session: Session, attempt: str, hold: LockHold) -> None:
+        """Fault injection (`stallFirstReplyMs`): the first reply write keeps its lock like a stalled disk, until
+        the hold is taken over or the time is up. Ending at the takeover makes the window exact: a second message
+        takes the lock over however late it lands (within the time), and the fence is checked right after."""
         if not self._stall_left:
             return
         self._stall_left = False
         ms = self._life.stall_first_reply_ms
         self._trace.emit("lock.stall", session=session.key, attempt=attempt, ms=ms)
-        await asyncio.sleep(ms / 1000)
+        deadline = asyncio.get_running_loop().time() + ms / 1000
+        # A takeover by this process or another shows only in the lock file: look every STALL_LOOK_S.
+        while hold.still_owned() and (left := deadline - asyncio.get_running_loop().time()) > 0:
+            await asyncio.sleep(min(STALL_LOOK_S, left))
 
     async def _unfenced_write(
         self, session: Session, attempt: str, inbound: Inbound, purpose: str,

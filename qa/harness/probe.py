@@ -26,7 +26,7 @@ import math
 import os
 import signal
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from qa import processes
 from qa.harness.bot_process import BotUnderTest
@@ -84,6 +84,7 @@ class ProbeProcess:
         self.proc = proc
         self._stdin = stdin_fd
         self.log_path = log_path
+        self._closed = False
 
     @classmethod
     async def start(cls, bot: BotUnderTest, fork_server: ForkServer | None) -> ProbeProcess:
@@ -120,8 +121,11 @@ class ProbeProcess:
 
     async def _line(self, timeout_s: float, what: str) -> Any:
         assert self.proc.stdout is not None
+        # asyncio.timeout, not asyncio.wait_for: on Python 3.11 wait_for returns an answer that comes in the same
+        # turn as a cancellation and drops the cancellation, and stop_prober's cancel is then lost (test_lock_probe).
         try:
-            raw = await asyncio.wait_for(self.proc.stdout.readline(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                raw = await self.proc.stdout.readline()
         except TimeoutError:
             raise ProbeFailed(f"gave no {what} within {timeout_s:g}s; see {self.log_path}") from None
         except ValueError:  # a line past the reader's limit
@@ -134,17 +138,25 @@ class ProbeProcess:
             raise ProbeFailed(f"wrote {_shown(raw.decode(errors='replace').strip())}, not JSON") from None
 
     async def close(self) -> None:
-        """End of file on its stdin ends it; SIGKILL when it does not go in time. Bounded."""
+        """End of file on its stdin ends it; SIGKILL when it does not go in time. Bounded, and once: the prober's
+        own end and stop_prober may both ask. The kill happens even when a wait here is cancelled."""
+        if self._closed:
+            return
+        self._closed = True
         with contextlib.suppress(OSError):
             os.close(self._stdin)
         assert self.proc.stdout is not None
-        with contextlib.suppress(TimeoutError, ValueError):  # it did not go by itself: SIGKILL below
-            await asyncio.wait_for(self.proc.stdout.read(), CLOSE_TIMEOUT_S)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)  # whatever is left of it, and anything it started
+        try:
+            with contextlib.suppress(TimeoutError, ValueError):  # it did not go by itself: SIGKILL below
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.proc.stdout.read()
+        finally:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)  # whatever is left of it, and anything it started
         if isinstance(self.proc, asyncio.subprocess.Process):
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.proc.wait(), CLOSE_TIMEOUT_S)
+                async with asyncio.timeout(CLOSE_TIMEOUT_S):
+                    await self.proc.wait()
         with contextlib.suppress(OSError):
             if self.log_path.stat().st_size == 0:
                 self.log_path.unlink()
@@ -166,8 +178,15 @@ async def _start(argv: list[str], env: dict[str, str], cwd: Path, stdin_fd: int,
         raise ProbeFailed(f"could not be started ({argv[0]}): {exc.strerror or exc}") from None
 
 
+class Prober(NamedTuple):
+    """A running prober: the task that follows the trace, and the probe process it asks."""
+
+    task: asyncio.Task[None]
+    probe: ProbeProcess
+
+
 async def start_prober(bot: BotUnderTest, results: list[dict[str, Any]],
-                       fork_server: ForkServer | None) -> asyncio.Task[None] | None:
+                       fork_server: ForkServer | None) -> Prober | None:
     """For a bot that claims `lock`: its probe, started and ready, followed by a task that probes every model
     request until `stop_prober`. None (with a NOT CHECKED entry in `results`) when there is no probe to run."""
     if bot.bot.lock_probe is None:
@@ -178,7 +197,7 @@ async def start_prober(bot: BotUnderTest, results: list[dict[str, Any]],
     except ProbeFailed as exc:
         results.append({"session": "-", "error": f"contention probe NOT CHECKED: the lock_probe {exc}"})
         return None
-    return asyncio.create_task(follow_and_probe(bot, probe, results), name=f"lock-probe:{bot.name}")
+    return Prober(asyncio.create_task(follow_and_probe(bot, probe, results), name=f"lock-probe:{bot.name}"), probe)
 
 
 async def follow_and_probe(bot: BotUnderTest, probe: ProbeProcess, results: list[dict[str, Any]]) -> None:
@@ -206,11 +225,16 @@ async def follow_and_probe(bot: BotUnderTest, probe: ProbeProcess, results: list
 STOP_TIMEOUT_S = 5.0
 
 
-async def stop_prober(task: asyncio.Task[None]) -> str | None:
+async def stop_prober(prober: Prober) -> str | None:
     """Stop the prober; returns what went wrong inside it, if anything (a probe must never fail a teardown,
-    nor hang it: the wait for it is bounded)."""
+    nor hang it: the wait for it is bounded). The probe is closed here too: a task cancelled before its first
+    step never runs its own `finally`, and a stop that is itself cancelled must not leave the process behind."""
+    task = prober.task
     task.cancel()
-    done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=STOP_TIMEOUT_S)
+    finally:
+        await prober.probe.close()
     if not done:
         return f"contention probe did not stop within {STOP_TIMEOUT_S:g}s of being cancelled; left behind"
     if task.cancelled():
@@ -221,4 +245,3 @@ async def stop_prober(task: asyncio.Task[None]) -> str | None:
     if isinstance(exc, ProbeFailed):
         return f"contention probe failed: the lock_probe {exc}"
     return f"contention probe failed: {type(exc).__name__}: {exc}"
-

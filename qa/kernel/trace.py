@@ -16,6 +16,7 @@ qa.kernel.clock) and a `type`. Every record is optional for a bot; these are the
                         process's lock, before the first turn
   lock.startup          {locks, reclaimed}                    the startup cleanup is done
   lock.stall            {session, attempt, ms}                fault injection: a reply write keeps its lock
+                        until it is taken over, at most `ms`
   transcript.write      {session, attempt, kind, seq}         a turn's transcript append
   compaction.start      {session, attempt, reason, cutSeq, folded, lastSeq, bytes}
   compaction.end        {session, attempt, outcome: compacted|prefix-changed, folded?, records?, landedMeanwhile?}

@@ -40,6 +40,7 @@ class JournalEntry:
     latency_ms: int = 0
     hold: str | None = None
     held_ms: float | None = None
+    hold_end: str | None = None  # released | ran out (its rule's hold_ms) | client gone | stopped
     client_disconnected: bool = False
     pieces: int = STREAM_PIECES
     chunk_delay_ms: int = 0
@@ -103,6 +104,7 @@ class JournalEntry:
             "latencyMs": self.latency_ms,
             "hold": self.hold,
             "heldMs": round(self.held_ms, 3) if self.held_ms is not None else None,
+            "holdEnd": self.hold_end,
             "clientDisconnected": self.client_disconnected,
             "fault": self.fault,
         }

@@ -39,6 +39,7 @@ from qa.provider.apis.base import ModelApi, ParsedRequest, is_text_chunk, reply_
 from qa.provider.journal import JournalEntry
 from qa.provider.rules import (
     DEFAULT_FALLBACK_TEXT,
+    Decision,
     Rule,
     RuleFileError,
     decide,
@@ -76,17 +77,19 @@ class MockProvider(ModelServer):
         self._times: dict[tuple[str, str], int] = {}  # how often each `times` rule answered (qa.provider.rules)
 
     # --- holds -----------------------------------------------------------------------------------------
+    # By (scope, name): scenarios side by side (and each attempt of one) share this provider, and one's release
+    # must not let another's held request go. "" is the unscoped `/v1`.
 
-    def _hold_event(self, name: str) -> asyncio.Event:
-        return self._holds.setdefault(name, asyncio.Event())
+    def _hold_event(self, name: str, scope: str = "") -> asyncio.Event:
+        return self._holds.setdefault((scope, name), asyncio.Event())
 
-    def release(self, name: str) -> None:
-        """Let requests held under `name` proceed. Sticky: later requests for the hold pass straight
+    def release(self, name: str, scope: str = "") -> None:
+        """Let requests held under `name` (in `scope`) proceed. Sticky: later requests for the hold pass straight
         through until `rearm_hold`, so a release that races ahead of the request cannot deadlock."""
-        self._hold_event(name).set()
+        self._hold_event(name, scope).set()
 
-    def rearm_hold(self, name: str) -> None:
-        self._hold_event(name).clear()
+    def rearm_hold(self, name: str, scope: str = "") -> None:
+        self._hold_event(name, scope).clear()
 
     def _wake(self) -> None:
         for hold in self._holds.values():
@@ -114,11 +117,7 @@ class MockProvider(ModelServer):
         self._notify()  # now the in-flight entry carries its messages, so predicates can see it
 
         if decision.hold is not None:
-            held_from = mono_ms()
-            # Until released, or the provider stops, or the client has gone (the bot gave up: its finishedAt).
-            gone = [event] if (event := request.get(CLIENT_GONE)) is not None else []
-            await until_any(None, self._hold_event(decision.hold), self._stopping, *gone)
-            entry.held_ms = mono_ms() - held_from
+            await self._held(request, entry, decision)
         if decision.latency_ms:
             await self._pause(decision.latency_ms / 1000, request)
         if client_gone(request):
@@ -146,6 +145,25 @@ class MockProvider(ModelServer):
             return 0.0
 
         return await self._send(request, entry, api, ctx, decision.reply, chunks, pace, decision.stream_fault)
+
+    async def _held(self, request: web.Request, entry: JournalEntry, decision: Decision) -> None:
+        """Until released, or the provider stops, or the client has gone (the bot gave up: its finishedAt), or
+        the rule's `hold_ms` ran out: the journal says which (`entry.hold_end`)."""
+        assert decision.hold is not None and decision.rule is not None
+        released = self._hold_event(decision.hold, request.match_info.get("scope", ""))
+        gone = [event] if (event := request.get(CLIENT_GONE)) is not None else []
+        limit_ms = decision.rule.hold_ms
+        held_from = mono_ms()
+        await until_any(None if limit_ms is None else limit_ms / 1000, released, self._stopping, *gone)
+        entry.held_ms = mono_ms() - held_from
+        if self._stopping.is_set():  # first: stopping sets every hold's event too (_wake)
+            entry.hold_end = "stopped"
+        elif released.is_set() or any(event.is_set() for event in gone):
+            entry.hold_end = "released" if released.is_set() else "client gone"
+        else:  # nobody released it in time: the answer goes on, and the report's faults served says so
+            entry.hold_end = "ran out"
+            entry.fault = f"hold {decision.hold!r} ran out after {limit_ms} ms: nothing released it"
+        self._notify()
 
 
 # --- standalone entry point -------------------------------------------------------------------------------

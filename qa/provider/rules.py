@@ -17,6 +17,7 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
         latency_ms: 1500                        # simulated model latency before the response starts
         stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0)
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
+        hold_ms: 20000                          # a hold ends by itself this long after it began (journaled)
         every: 2                                # applies only to every 2nd request it matches (the 2nd, 4th,
                                                 # …); the others fall through to the rules after it
         times: 2                                # only the first 2 requests with the same latest user message;
@@ -157,6 +158,7 @@ class Rule(_Strict):
     latency_ms: int = Field(default=0, ge=0)
     stream: StreamSpec = Field(default_factory=StreamSpec)
     hold: bool | str | None = None
+    hold_ms: int | None = Field(default=None, ge=1)
     # A flaky model on purpose (--repeat's pass rates are tested with it): the count is the provider's.
     every: int | None = Field(default=None, ge=2)
     times: int | None = Field(default=None, ge=1)
@@ -170,6 +172,8 @@ class Rule(_Strict):
             raise ValueError("stream_fault breaks a reply; a rule with `error` has no stream to break")
         if isinstance(self.hold, str) and not self.hold:
             raise ValueError("hold: a hold name must not be empty")
+        if self.hold_ms is not None and self.hold_name is None:
+            raise ValueError("hold_ms bounds a hold, and this rule has no `hold`")
         known = set(BUILTIN_VARS)
         for pattern in (self.match.latest_user, self.match.any_message):
             if pattern is not None:

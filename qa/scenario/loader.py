@@ -176,6 +176,30 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
             out.error(f"rule file {problem}", safe_yaml.locate(root, loc, at_key=False), loc)
 
 
+def _check_hold_names(out: _Loaded, root: Node) -> None:
+    """A hold a step releases must be one that a rule of the scenario's own rule files (or a built-in) makes: a
+    misspelt name is found here, not by a step that waits for a hold nobody makes. Only once those files load."""
+    from qa.library import rules_root_for
+    from qa.provider.rules import RuleFileError, load_default_rules, load_rules
+
+    assert out.scenario is not None
+    wanted = [(index, step, where, name) for index, step in enumerate(out.scenario.steps)
+              for where, name in step.provider_holds()]
+    if not wanted:
+        return
+    try:
+        rules = [rule for name in out.scenario.provider.rules for rule in load_rules(rules_root_for(out.path) / name)]
+    except RuleFileError:
+        return  # _check_rule_files says what is wrong with them
+    made = sorted({rule.hold_name for rule in [*rules, *load_default_rules()] if rule.hold_name is not None})
+    for index, step, where, name in wanted:
+        if name not in made:
+            loc: Loc = ("steps", index, step.kind, *where)
+            out.error(f"no rule of this scenario's provider.rules holds under {name!r} (holds there: "
+                      f"{', '.join(made) or 'none'}; a rule's `hold: NAME`)", safe_yaml.locate(root, loc, at_key=False),
+                      loc)
+
+
 def _check_media_fixtures(out: _Loaded, root: Node) -> None:
     """The media fixtures a step sends must exist, so a typo stops `validate` instead of failing mid-run."""
     from qa.library import confined, media_fixture
@@ -252,6 +276,7 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
             out.error(describe_error(problem.error), problem.node, tuple(p for p in problem.loc if p != "[key]"))
     if out.scenario is not None:
         _check_rule_files(out, root, rule_cache)
+        _check_hold_names(out, root)
         _check_media_fixtures(out, root)
     # A duplicate key makes the parsed value ambiguous, so don't hand out a scenario built from it.
     if out.errors:

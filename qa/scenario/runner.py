@@ -23,7 +23,7 @@ from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_fil
 from qa.harness.capabilities import missing, skip_reason
 from qa.harness.launch import EXEC_DIR_NAME, LaunchFacts, build_launch
 from qa.harness.peer import needs_peer_reason
-from qa.harness.probe import start_prober, stop_prober
+from qa.harness.probe import Prober, start_prober, stop_prober
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import ConfigError, HomeserverError, QAError
@@ -131,7 +131,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
     holder: dict[str, Any] = {}  # "bot": BotUnderTest, "faults": FaultProxy
     ctx: ScenarioContext | None = None
     probes: list[dict[str, Any]] = []
-    prober: asyncio.Task[None] | None = None
+    prober: Prober | None = None
     try:
         async with asyncio.timeout(float(scenario.timeout)):
             ctx = await _provision(scenario, res, actors, holder, state_dir, scenario_dir, result)

@@ -111,7 +111,7 @@ class SessionLife(Model):
 
     compaction: Compaction | None = None
     post_turn_memory: bool | None = Field(default=None, alias="postTurnMemory")
-    # Fault injection: the bot's first reply write keeps its lock this long (a stalled disk).
+    # Fault injection: the bot's first reply write keeps its lock (a stalled disk) until it is taken over, or this long.
     stall_first_reply_ms: int | None = Field(default=None, alias="stallFirstReplyMs", ge=0, le=60_000)
 
 

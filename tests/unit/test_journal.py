@@ -51,7 +51,7 @@ def test_the_json_form_keeps_no_media_and_names_the_api() -> None:
     assert (data["startedAt"], data["finishedAt"], data["heldMs"]) == (1.0, 2.346, 1.235)
     assert list(data) == ["id", "method", "path", "api", "state", "status", "model", "stream", "messages", "images",
                           "tools", "rule", "unmatched", "reply", "error", "startedAt", "finishedAt", "latencyMs",
-                          "hold", "heldMs", "clientDisconnected", "fault"]
+                          "hold", "heldMs", "holdEnd", "clientDisconnected", "fault"]
     bare = entry().to_json()
     assert (bare["reply"], bare["error"], bare["finishedAt"], bare["heldMs"]) == (None, None, None, None)
 

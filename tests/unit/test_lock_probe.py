@@ -27,6 +27,7 @@ from qa.harness.probe import (
     NOT_CHECKED,
     ProbeFailed,
     ProbeProcess,
+    Prober,
     follow_and_probe,
     probe_result,
     start_prober,
@@ -152,8 +153,8 @@ async def test_a_probe_per_model_request_through_the_agents_own_probe(tmp_path: 
     assert AGENT_PROBE is not None
     bot = _bot(tmp_path, AGENT_PROBE)
     results: list[dict[str, Any]] = []
-    task = await start_prober(bot, results, None)
-    assert task is not None
+    prober = await start_prober(bot, results, None)
+    assert prober is not None
     await bot.trace.append({"t": 1, "type": "model.request.start", "session": "!r:x/main"})
     await bot.trace.append({"t": 2, "type": "lock.acquire", "session": "!r:x/main"})
     await bot.trace.append({"t": 3, "type": "model.request.start", "session": "!r:x/t"})
@@ -161,7 +162,7 @@ async def test_a_probe_per_model_request_through_the_agents_own_probe(tmp_path: 
         if len(results) == 2:
             break
         await asyncio.sleep(0.01)
-    assert await stop_prober(task) is None
+    assert await stop_prober(prober) is None
     assert [r["session"] for r in results] == ["!r:x/main", "!r:x/t"]
     assert all(set(r) == {"session", "t", "acquiredElapsedMs"} for r in results)
     assert not (tmp_path / "lock-probe.log").exists(), "an empty probe log is not kept"
@@ -205,11 +206,11 @@ async def test_a_probe_that_answers_wrongly_or_dies_is_reported_by_stop(tmp_path
     code = ("import json, sys\nprint(json.dumps({'ready': True}), flush=True)\nsys.stdin.readline()\n"
             "print('not json', flush=True)\n")
     bot = _bot(tmp_path, _standin(tmp_path, code))
-    task = await start_prober(bot, [], None)
-    assert task is not None
+    prober = await start_prober(bot, [], None)
+    assert prober is not None
     await bot.trace.append({"t": 1, "type": "model.request.start", "session": "s"})
-    await asyncio.wait({task}, timeout=10)
-    problem = await stop_prober(task)
+    await asyncio.wait({prober.task}, timeout=10)
+    problem = await stop_prober(prober)
     assert problem == "contention probe failed: the lock_probe wrote \"not json\", not JSON"
 
 
@@ -243,5 +244,68 @@ async def test_the_prober_waits_out_a_restart_of_the_bot(tmp_path: Path) -> None
         if results:
             break
         await asyncio.sleep(0.01)
-    assert await stop_prober(task) is None
+    assert await stop_prober(Prober(task, probe)) is None
     assert [r["session"] for r in results] == ["s"]
+
+
+async def _held_probe(tmp_path: Path) -> tuple[ProbeProcess, asyncio.StreamReader, int, Any]:
+    """A ProbeProcess whose answers the test feeds by hand (its stdout a bare StreamReader), around a real
+    process in its own session for `close` to kill; the read end of its stdin pipe shows what it was asked."""
+    reader = asyncio.StreamReader()
+    sleeper = await asyncio.create_subprocess_exec("sleep", "60", start_new_session=True)
+    asked, ask = os.pipe()
+    os.set_blocking(asked, False)
+    return ProbeProcess(SimpleNamespace(stdout=reader, pid=sleeper.pid), ask, tmp_path / "lock-probe.log"), \
+        reader, asked, sleeper
+
+
+async def _until_asked(asked: int) -> bytes:
+    for _ in range(1000):
+        try:
+            return os.read(asked, 4096)
+        except BlockingIOError:
+            await asyncio.sleep(0.01)
+    raise AssertionError("the prober never asked its probe")
+
+
+async def test_a_stop_that_lands_as_the_answer_comes_still_stops_the_prober(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The answer and the cancellation in the same turn of the loop: Python 3.11's asyncio.wait_for returned the
+    # answer and dropped the cancellation, so the prober went on waiting for the next model request, stop_prober
+    # gave up on it, and the task was left pending until the garbage collector closed it at the loop's end
+    # ("coroutine ignored GeneratorExit": its `finally` awaited the probe's close).
+    import qa.harness.probe as harness_probe
+
+    monkeypatch.setattr(harness_probe, "STOP_TIMEOUT_S", 2.0)
+    probe, reader, asked, sleeper = await _held_probe(tmp_path)
+    bot = _bot(tmp_path, AGENT_PROBE)
+    task = asyncio.create_task(follow_and_probe(bot, probe, []))
+    await bot.trace.append({"t": 1, "type": "model.request.start", "session": "s"})
+    assert json.loads(await _until_asked(asked)) == {"session": "s", "timeoutMs": 25}
+    reader.feed_data(b'{"t": 2, "acquiredElapsedMs": 0.5}\n')
+    reader.feed_eof()  # the close finds its end of file at once
+    problem = await stop_prober(Prober(task, probe))  # cancels before its first await: the answer's turn
+    assert problem is None
+    assert task.done(), "the prober is left pending"
+    assert await asyncio.wait_for(sleeper.wait(), 10) is not None, "the probe process is stopped with it"
+    os.close(asked)
+
+
+@pytest.mark.parametrize("turns", range(8))
+async def test_a_stop_at_any_point_leaves_no_task_and_no_process(tmp_path: Path, turns: int) -> None:
+    # Cancelled after 0..7 turns of the loop: before the task's first step (its own `finally` never runs, so
+    # the probe process was left behind), while it waits for a model request, while it waits for the answer,
+    # and after it. Each time the task ends, the probe process with it, and nothing else is left pending.
+    probe, reader, asked, sleeper = await _held_probe(tmp_path)
+    bot = _bot(tmp_path, AGENT_PROBE)
+    prober = Prober(asyncio.create_task(follow_and_probe(bot, probe, [])), probe)
+    await bot.trace.append({"t": 1, "type": "model.request.start", "session": "s"})
+    reader.feed_data(b'{"t": 2, "acquiredElapsedMs": 0.5}\n')  # answered as soon as asked
+    reader.feed_eof()
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    assert await stop_prober(prober) is None
+    assert prober.task.done()
+    assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
+    assert await asyncio.wait_for(sleeper.wait(), 10) is not None, "the probe process is stopped"
+    os.close(asked)

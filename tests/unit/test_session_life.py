@@ -199,3 +199,22 @@ def test_context_for_ends_at_the_message_being_answered() -> None:
     assert context_for(records, "$2", "t2") == [user1, user2, tool1, answer2, notice]
     # A message folded into a summary is not found: the whole transcript.
     assert context_for(records, "$folded", "t9") == records
+
+
+async def test_a_stalled_reply_write_lasts_until_its_hold_is_taken_over(tmp_path: Path) -> None:
+    # The stall (`stallFirstReplyMs`) is an upper bound: it ends at the takeover, so the second message lands inside
+    # it however late it comes, and the stale attempt is stopped right after, not when a fixed stall runs out.
+    h = Harness(tmp_path, SessionLifeConfig(stall_first_reply_ms=60_000), LockSettings(max_hold_ms=300))
+    first = h.submit("bot: first")
+    (stall,) = await h.until("lock.stall")
+    assert stall["ms"] == 60_000
+    await asyncio.sleep(0.5)  # a late second message: the stall is still on
+    assert not h.records("turn.stale")
+    second = h.submit("bot: second")
+    (takeover,) = await h.until("lock.takeover", reason="max-hold")
+    (stale,) = await h.until("turn.stale")  # within WAIT_S (10 s), not after the stall's 60 s
+    assert stale["attempt"] == stall["attempt"] and stale["t"] >= takeover["t"]
+    await h.until("reply.sent", n=2)
+    await h.close()
+    assert sorted(h.sent) == ["echo bot: first", "echo bot: second"]
+    assert {r["inReplyTo"] for r in h.records("reply.sent")} == {first, second}

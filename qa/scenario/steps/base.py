@@ -139,6 +139,11 @@ class StepBase(Model):
         """(field, file name) of each file under fixtures/media/ the step sends, so `validate` can look."""
         return []
 
+    def provider_holds(self) -> list[tuple[tuple[str, ...], str]]:
+        """(field, hold name) of each mock-provider hold (a rule's `hold: NAME`) the step names, so `validate` can
+        look for it in the scenario's rule files."""
+        return []
+
     def declared_fault_rules(self) -> list[FaultRule]:
         """Fault rules this step installs from here on."""
         return []

@@ -1,7 +1,8 @@
 """Steps about faults injected on purpose: set_faults (new homeserver fault rules for the bot's requests and, for an
-application-service bot, the homeserver's pushes to it, from here on) and expect_faults (a homeserver, push or
-mock-provider fault rule was hit, and the client waited as long as it was told before it retried). The step
-gathers the hits; qa.evidence.faults judges them."""
+application-service bot, the homeserver's pushes to it, from here on), expect_faults (a homeserver, push or
+mock-provider fault rule was hit, and the client waited as long as it was told before it retried) and
+release_hold (the mock provider's requests held under a name go on). expect_faults gathers the hits;
+qa.evidence.faults judges them."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from pydantic import Field
 from qa.evidence import faults as judge
 from qa.harness.capabilities import Capability
 from qa.harness.fault_rules import FaultRule, check_unique, retry_gaps
+from qa.kernel.clock import mono_ms
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import Duration
 from qa.scenario.steps.base import Problem, StepBase
@@ -144,3 +146,47 @@ class ExpectFaults(StepBase):
                                                self.retried_within_ms, self.ending),
                              [*problems, *judge.hit_lines(hits, gaps, shown), *trace_about(ctx)[-8:]])
         return judge.summary(self.rule, hits, gaps, self.retried_after_ms)
+
+
+class ReleaseHold(StepBase):
+    """Let the mock provider's requests held under `name` (a rule's `hold: NAME`) go on. A held model call is a
+    window the scenario closes itself once it has done what must land inside it, instead of a latency that a
+    loaded machine may outrun. The step first waits (bounded) until one of this scenario's requests is held under
+    the name, and fails when none is: the window never opened, or its rule's `hold_ms` ran out first. It releases
+    the hold either way, and for good: later requests under the name pass straight through."""
+
+    kind: ClassVar[str] = "release_hold"
+    does: ClassVar[str] = (
+        "let the mock provider's model requests held under `name` (a rule's `hold: NAME`) go on, once one of this "
+        "scenario's is held (waits up to `timeout`, fails when none is) — see \"Faults on purpose\"")
+    capabilities: ClassVar[tuple[Capability, ...]] = ("model",)
+
+    name: str = Field(min_length=1)
+    timeout: Duration | None = None
+
+    def provider_holds(self) -> list[tuple[tuple[str, ...], str]]:
+        return [(("name",), self.name)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        provider = ctx.provider
+        if provider is None or not hasattr(provider, "release"):
+            ctx.method = "not-checked"  # a live model or a replay holds nothing
+            return f"NOT CHECKED: only the mock provider holds requests; nothing held under {self.name!r}"
+
+        def held() -> list[Any]:
+            return [e for e in provider.journal if e.hold == self.name and e.hold_end is None
+                    and e.state == "in_flight"]
+
+        try:
+            with contextlib.suppress(WaitTimeout, TimeoutError):
+                await provider.wait_for(lambda _entry: bool(held()), self.wait_s(ctx))
+            waiting = held()
+        finally:  # released even when nothing was held: a request that comes later must not hang the bot
+            provider.release(self.name, getattr(provider, "scope", ""))
+        if not waiting:
+            raise StepFailed(f"a model request of this scenario held under {self.name!r} (a rule's "
+                             f"`hold: {self.name}`) to release",
+                             [f"provider: {e.summary()} hold={e.hold} holdEnd={e.hold_end}"
+                              for e in provider.journal[-10:]] or ["provider: no model request yet"])
+        return f"released {self.name!r}: " + ", ".join(
+            f"{e.id} held {mono_ms() - e.started_at:.0f} ms" for e in waiting)

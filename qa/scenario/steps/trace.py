@@ -86,7 +86,8 @@ class ExpectTrace(StepBase):
             # About one message: what the bot did with it says more than the last records of the whole trace.
             seen = trace_about(ctx, event_id) if event_id else exc.seen[-15:]
             expected = f"at least {self.at_least} bot trace records" if self.at_least else "a bot trace record"
-            raise StepFailed(f"{expected} {self.type} matching {wanted}", seen) from None
+            bounds = f" ({describe_bounds(self.type, self.max, self.min)})" if self.max or self.min else ""
+            raise StepFailed(f"{expected} {self.type} matching {wanted}{bounds}", seen) from None
         if self.at_least is not None:
             return self._judge_series(ctx.bot.trace.matching(matches, ctx.trace_start))
         if over_bounds(record, self.max) or under_bounds(record, self.min):
