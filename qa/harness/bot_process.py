@@ -378,18 +378,7 @@ class BotUnderTest:
             return None
         self._stopping = True
         if proc.returncode is None:
-            try:
-                # Frozen first, so nothing in the group can fork, setsid and clear its environment between the
-                # last look and the signal (it would be neither recorded nor in the group, and outlive the bot).
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGSTOP)
-                # The last look while they are still its own (in a thread, as in _watch_exit).
-                await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
-            finally:  # cancelled meanwhile or not, the signal goes, then the group runs on to take it
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, sig)
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGCONT)
+            await _last_look_then_signal(proc.pid, self._owner, sig)
             if not await _exited(proc, timeout_s):
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
@@ -404,6 +393,21 @@ class BotUnderTest:
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
         return proc.returncode
+
+
+async def _last_look_then_signal(pid: int, owner: str, sig: int) -> None:
+    """Record the group's processes while they are still its own, then signal it. Frozen first (SIGSTOP), so
+    nothing in it can fork, setsid and clear its environment between the look and the signal (it would be neither
+    recorded nor in the group, and outlive the bot); continued after, so the signal is taken."""
+    try:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGSTOP)
+        await asyncio.to_thread(processes.record_descendants, pid, owner)  # in a thread, as in _watch_exit
+    finally:  # cancelled meanwhile or not, the signal goes, then the group runs on to take it
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, sig)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGCONT)
 
 
 async def _sweep(pid: int, owner: str) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from pathlib import Path
 
 from qa.harness.bot_process import BotUnderTest, kill_stragglers
@@ -147,12 +148,21 @@ async def test_the_last_look_at_a_stopping_bot_s_processes_is_taken_while_they_a
     record = bot_process.processes.record_descendants
 
     def looking(root: int, owner: str) -> list:
-        states.append(Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()[0])
+        # A stop signal is taken at the process's next trip through the kernel, which a loaded machine delays:
+        # its state is read until it says stopped, or for at most 5 s (old code: never stopped).
+        deadline = time.monotonic() + 5
+        while True:
+            state = Path(f"/proc/{root}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            if state == "T" or time.monotonic() > deadline:
+                break
+            time.sleep(0.01)
+        states.append(state)
         return record(root, owner)
 
     monkeypatch.setattr(bot_process.processes, "record_descendants", looking)
-    bot = _bot(tmp_path, "import signal, sys, time\n"
-                         "signal.signal(signal.SIGTERM, lambda *_: (print('bye', flush=True), sys.exit(0)))\n"
+    # (os.write: the signal may land while print('ready') is still inside stdout's buffer, which print refuses)
+    bot = _bot(tmp_path, "import os, signal, sys, time\n"
+                         "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'bye\\n'), sys.exit(0)))\n"
                          "print('ready', flush=True)\ntime.sleep(60)")
     start = await bot.start()
     await bot.wait_ready(10, start)
