@@ -104,13 +104,10 @@ def _able_to_occur(usable: list[str], value: Any) -> list[str]:
     those that could appear only once another is replaced (straddling an inserted REDACTED, they hold its first or
     last character, or lie inside it). A summary of a whole run holds ~8,000 strings and ~450 secrets, few of them
     present: replacing every secret in every string was most of the time its report took to write. The strings are
-    searched joined by a character no secret holds, so no match can span two of them."""
+    searched joined: a match across two of them only keeps a secret that then replaces nothing."""
     strings: list[str] = []
     _strings_of(value, strings)
-    joiner = next((c for c in "\0\n\x1f" if not any(c in s for s in usable)), None)
-    if joiner is None:  # every candidate joiner is in some secret: no cheap search, keep them all
-        return usable
-    joined = joiner.join(strings)
+    joined = "\0".join(strings)
     return [s for s in usable
             if s in joined or REDACTED[0] in s or REDACTED[-1] in s or s in REDACTED]
 
@@ -182,15 +179,16 @@ class _Finder:
         self.needles = needles
         alphabet = {b for needle in needles for b in needle}
         outside = next((b for b in range(256) if b not in alphabet), None)
-        self.joiner = bytes([outside]) if outside is not None else b""
         members = b"".join(re.escape(bytes([b])) for b in sorted(alphabet))
         shortest = min(len(needle) for needle in needles)
-        self.runs = re.compile(b"[" + members + b"]{%d,}" % shortest) if outside is not None else None
+        # (the runs' pattern, their joiner); None when the needles hold every byte value: no joiner is possible
+        self.runs = None if outside is None else (re.compile(b"[" + members + b"]{%d,}" % shortest), bytes([outside]))
 
     def found_in(self, piece: bytes) -> bool:
-        if self.runs is None:  # the needles hold every byte value: no joiner, search the piece itself
+        if self.runs is None:
             return any(needle in piece for needle in self.needles)
-        runs = self.joiner.join(set(self.runs.findall(piece)))
+        pattern, joiner = self.runs
+        runs = joiner.join(set(pattern.findall(piece)))
         return any(needle in runs for needle in self.needles)
 
 

@@ -268,10 +268,26 @@ def test_a_secret_that_appears_only_after_another_is_replaced_is_replaced() -> N
     assert redact_data(["qqqqqqqqqqqq"], [first, inside]) == [f"[{REDACTED}]"]
 
 
-def test_redact_data_with_every_joiner_in_some_secret_still_redacts() -> None:
-    secrets = ["abc\0defgh", "abc\ndefgh", "abc\x1fdefgh", "plain-secret"]
-    assert redact_data(["x abc\0defgh y", "plain-secret", "abc\ndefgh"], secrets) == [
-        f"x {REDACTED} y", REDACTED, REDACTED]
+def test_redact_data_with_the_joiner_in_a_secret_still_redacts() -> None:
+    secrets = ["abc\0defgh", "abc\ndefgh", "plain-secret"]
+    assert redact_data(["x abc\0defgh y", "plain-secret", "abc\ndefgh", "abc", "defgh"], secrets) == [
+        f"x {REDACTED} y", REDACTED, REDACTED, "abc", "defgh"]
+
+
+def test_a_secret_ending_or_starting_at_a_replacement_is_replaced() -> None:
+    first = "qqqqqqqqqqqq"
+    for text, later in (("abcdefgqqqqqqqqqqqq", "abcdefg["), ("qqqqqqqqqqqqabcdefg", "]abcdefg")):
+        expected = _redact_as_before(text, [first, later])
+        assert expected != text.replace(first, REDACTED), expected  # the later one was replaced too
+        assert redact_data([text], [first, later]) == [expected]
+
+
+def test_only_the_secrets_a_tree_can_hold_are_replaced_in_it() -> None:
+    from qa.shared.redact import _able_to_occur
+
+    usable = ["secret-absent-1", "secret-present", "secret-[bracket", "REDACTED"]
+    assert _able_to_occur(usable, {"k": ["a secret-present b"], "secret-absent": 1}) == usable[1:]
+    assert _able_to_occur(usable, ["secret-absent-", "1"]) == usable[2:], "strings are not searched as one"
 
 
 def test_the_finder_answers_as_a_search_for_each_needle_would() -> None:
@@ -297,6 +313,7 @@ def test_the_finder_without_a_byte_outside_the_needles_searches_the_piece() -> N
     everything = bytes(range(256))
     finder = _Finder((everything, b"needle-1"))
     assert finder.runs is None
+    assert _Finder((b"needle-1",)).runs is not None, "ordinary needles are looked for in their runs"
     assert finder.found_in(b"a needle-1 b") and not finder.found_in(b"a needle-2 b")
     assert finder.found_in(b"x" + everything)
 
@@ -323,3 +340,14 @@ def test_a_sweep_makes_the_needles_once_for_all_its_files(tmp_path, monkeypatch)
     assert changed == [bool(i % 2) for i in range(20)]
     assert (tmp_path / "f1.log").read_text() == f"line 1 {REDACTED}\n"
     assert sorted(made) == sorted(secrets), "each secret's needles are made once"
+
+
+def test_the_runs_are_of_the_needles_bytes_only_and_the_finder_is_made_once() -> None:
+    from qa.shared.redact import _Finder, _finder
+
+    finder = _Finder((b"abcdefgh", b"hgfedcba"))
+    assert finder.runs is not None
+    pattern, joiner = finder.runs
+    assert pattern.findall(b"abcdefghX abcdXefgh hhhhhhhhh") == [b"abcdefgh", b"hhhhhhhhh"]
+    assert joiner not in b"abcdefgh"
+    assert _finder((b"made-once",)) is _finder((b"made-once",))
