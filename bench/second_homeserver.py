@@ -1,8 +1,10 @@
-"""A homeserver per job, measured rather than built: one run at --jobs 2 on one Synapse, against the same plan
-split in two shards run side by side at --jobs 1, each with its own Synapse (what "a second homeserver per job"
+"""A homeserver per job, measured rather than built: one run at --jobs J on one Synapse, against the same plan
+split in two shards run side by side at --jobs J/2, each with its own Synapse (what "a second homeserver per job"
 would do), paired A B A B … so the comparison holds on a machine whose load drifts. Not a test: nothing asserted.
 
-    python bench/second_homeserver.py [--pairs N] [--profile fast]
+    python bench/second_homeserver.py [--pairs N] [--profile fast] [--jobs 2]
+
+--jobs 4 compares the default --jobs on 2 cores (qa.harness.jobs) with two homeservers of 2 jobs each.
 
 Per side, medians over the pairs: wall time (for B, until both shards are done), CPU seconds of every process
 (getrusage of children), Synapse's CPU seconds, and the largest sum of Pss over every process at one instant
@@ -45,13 +47,18 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--profile", default="fast")
+    parser.add_argument("--jobs", type=int, default=2, help="jobs of the one-homeserver run (even: half per shard)")
     args = parser.parse_args()
+    if args.jobs < 2 or args.jobs % 2:
+        parser.error("--jobs must be even and at least 2 (each shard runs half)")
     tmp = Path(tempfile.mkdtemp(prefix="second-hs-"))
     run = [sys.executable, "-m", "qa.cli", "run", "--profile", args.profile, "--progress", "plain"]
-    results: dict[str, list[dict[str, float]]] = {"one homeserver, --jobs 2": [], "two homeservers, 2 x --jobs 1": []}
+    half = args.jobs // 2
+    results: dict[str, list[dict[str, float]]] = {f"one homeserver, --jobs {args.jobs}": [],
+                                                  f"two homeservers, 2 x --jobs {half}": []}
     for i in range(args.pairs):
-        one = _run([[*run, "--jobs", "2", "--output-dir", str(tmp / f"one-{i}")]])
-        two = _run([[*run, "--jobs", "1", "--shard", f"{k}/2", "--output-dir", str(tmp / f"two-{i}-{k}")]
+        one = _run([[*run, "--jobs", str(args.jobs), "--output-dir", str(tmp / f"one-{i}")]])
+        two = _run([[*run, "--jobs", str(half), "--shard", f"{k}/2", "--output-dir", str(tmp / f"two-{i}-{k}")]
                     for k in (1, 2)])
         for name, figures in zip(results, (one, two), strict=True):
             results[name].append(figures)

@@ -9,6 +9,7 @@ import contextlib
 import functools
 import json
 import os
+import re
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -35,8 +36,8 @@ class _Compiled:
 
     __slots__ = ("shortest", "usable")
 
-    def __init__(self, secrets: tuple[str, ...]) -> None:
-        self.usable = _usable(secrets)
+    def __init__(self, usable: list[str]) -> None:
+        self.usable = usable  # already in replacement order (_usable)
         self.shortest = len(self.usable[-1]) if self.usable else 0
 
     def redact(self, text: str) -> str:
@@ -50,7 +51,7 @@ class _Compiled:
 
 @functools.lru_cache(maxsize=64)
 def _compile(secrets: tuple[str, ...]) -> _Compiled:
-    return _Compiled(secrets)
+    return _Compiled(_usable(secrets))
 
 
 def _compiled(secrets: Iterable[str]) -> _Compiled:
@@ -83,7 +84,8 @@ def redact_data(value: Any, secrets: Iterable[str]) -> Any:
     usable = _usable(secrets)
     if not usable:
         return value
-    compiled = _compiled(usable)
+    # Only the secrets that can change a string, in the order the whole list would replace them.
+    compiled = _Compiled(_able_to_occur(_compiled(usable).usable, value))
 
     def walk(v: Any) -> Any:
         if isinstance(v, str):
@@ -95,6 +97,31 @@ def redact_data(value: Any, secrets: Iterable[str]) -> Any:
         return v
 
     return walk(value)
+
+
+def _able_to_occur(usable: list[str], value: Any) -> list[str]:
+    """The secrets of `usable` (in its order) that can change a string of `value`: those found in its strings, and
+    those that could appear only once another is replaced (straddling an inserted REDACTED, they hold its first or
+    last character, or lie inside it). A summary of a whole run holds ~8,000 strings and ~450 secrets, few of them
+    present: replacing every secret in every string was most of the time its report took to write. The strings are
+    searched joined: a match across two of them only keeps a secret that then replaces nothing."""
+    strings: list[str] = []
+    _strings_of(value, strings)
+    joined = "\0".join(strings)
+    return [s for s in usable
+            if s in joined or REDACTED[0] in s or REDACTED[-1] in s or s in REDACTED]
+
+
+def _strings_of(value: Any, into: list[str]) -> None:
+    if isinstance(value, str):
+        into.append(value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _strings_of(key, into)
+            _strings_of(item, into)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _strings_of(item, into)
 
 
 def _needles(secret: str) -> list[bytes]:
@@ -131,7 +158,43 @@ def redact_bytes(data: bytes, secrets: Iterable[str]) -> bytes:
 
 
 def _all_needles(secrets: Iterable[str]) -> list[bytes]:
-    return [needle for secret in _usable(secrets) for needle in _needles(secret)]
+    return list(_needles_of(tuple(secrets)))
+
+
+@functools.lru_cache(maxsize=64)
+def _needles_of(secrets: tuple[str, ...]) -> tuple[bytes, ...]:
+    # The end-of-run sweep asks for the same ~450 secrets' needles once per file (~450 files): made once.
+    return tuple(needle for secret in _usable(secrets) for needle in _needles(secret))
+
+
+class _Finder:
+    """Whether any of many needles is in a piece of bytes, without one search per needle through all of it.
+
+    Every occurrence of a needle is inside a run of bytes that each occur in some needle (the needles' alphabet) at
+    least as long as the shortest needle. So the needles are looked for only in the piece's distinct such runs,
+    joined by a byte outside the alphabet (no needle can span it): the same answer, and a log repeats its words and
+    ids, so the runs are a tenth of it. A run's 450 needles searched through every file was most of a run's end."""
+
+    def __init__(self, needles: tuple[bytes, ...]) -> None:
+        self.needles = needles
+        alphabet = {b for needle in needles for b in needle}
+        outside = next((b for b in range(256) if b not in alphabet), None)
+        members = b"".join(re.escape(bytes([b])) for b in sorted(alphabet))
+        shortest = min(len(needle) for needle in needles)
+        # (the runs' pattern, their joiner); None when the needles hold every byte value: no joiner is possible
+        self.runs = None if outside is None else (re.compile(b"[" + members + b"]{%d,}" % shortest), bytes([outside]))
+
+    def found_in(self, piece: bytes) -> bool:
+        if self.runs is None:
+            return any(needle in piece for needle in self.needles)
+        pattern, joiner = self.runs
+        runs = joiner.join(set(pattern.findall(piece)))
+        return any(needle in runs for needle in self.needles)
+
+
+@functools.lru_cache(maxsize=64)
+def _finder(needles: tuple[bytes, ...]) -> _Finder:
+    return _Finder(needles)
 
 
 def _replace(data: bytes, needles: list[bytes]) -> bytes:
@@ -181,7 +244,8 @@ def redact_file(path: Path, secrets: Iterable[str]) -> bool:
     with path.open("rb") as handle:
         if not needles or _is_binary(handle.read(BINARY_SNIFF)):
             return False
-    if not any(needle in piece for piece in _chunks(path, needles) for needle in needles):
+    finder = _finder(tuple(needles))
+    if not any(finder.found_in(piece) for piece in _chunks(path, needles)):
         return False
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".redacting", dir=path.parent)
     try:

@@ -242,3 +242,112 @@ def test_a_secret_list_is_sorted_once_for_many_texts(monkeypatch) -> None:  # ty
     assert redact_data({f"k{i}": "sorted-once-secret-1" for i in range(50)}, secrets) == {
         f"k{i}": REDACTED for i in range(50)}
     assert len(sorts) <= 3, "once for the list, once for redact_data's own check, once for its prepared form"
+
+
+def test_redact_data_looks_only_for_secrets_it_can_find_and_redacts_the_same() -> None:
+    """The secrets a tree's strings cannot hold are skipped, but one that appears only once another is replaced
+    (it straddles or lies inside the inserted REDACTED) is still replaced, exactly as the whole list would."""
+    import random
+
+    rng = random.Random(2929)
+    letters = "[REDACTED]ab"
+    for _ in range(600):
+        secrets = ["".join(rng.choice(letters) for _ in range(rng.randint(8, 11))) for _ in range(rng.randint(1, 6))]
+        texts = ["".join(rng.choice(letters + " ") for _ in range(rng.randint(0, 30))) for _ in range(3)]
+        texts.append(rng.choice(secrets) + rng.choice(["", "ab", "]a"]))
+        assert redact_data({"t": texts}, secrets) == {"t": [_redact_as_before(t, secrets) for t in texts]}, (
+            texts, secrets)
+
+
+def test_a_secret_that_appears_only_after_another_is_replaced_is_replaced() -> None:
+    first, straddler = "qqqqqqqqqqqq", "EDACTED]xyz"  # the longer goes first
+    assert _redact_as_before("qqqqqqqqqqqqxyz", [first, straddler]) == f"[R{REDACTED}"
+    assert redact_data(["qqqqqqqqqqqqxyz"], [first, straddler]) == [f"[R{REDACTED}"]
+    inside = "REDACTED"  # no bracket, but inside every replacement
+    assert _redact_as_before("qqqqqqqqqqqq", [first, inside]) == f"[{REDACTED}]"
+    assert redact_data(["qqqqqqqqqqqq"], [first, inside]) == [f"[{REDACTED}]"]
+
+
+def test_redact_data_with_the_joiner_in_a_secret_still_redacts() -> None:
+    secrets = ["abc\0defgh", "abc\ndefgh", "plain-secret"]
+    assert redact_data(["x abc\0defgh y", "plain-secret", "abc\ndefgh", "abc", "defgh"], secrets) == [
+        f"x {REDACTED} y", REDACTED, REDACTED, "abc", "defgh"]
+
+
+def test_a_secret_ending_or_starting_at_a_replacement_is_replaced() -> None:
+    first = "qqqqqqqqqqqq"
+    for text, later in (("abcdefgqqqqqqqqqqqq", "abcdefg["), ("qqqqqqqqqqqqabcdefg", "]abcdefg")):
+        expected = _redact_as_before(text, [first, later])
+        assert expected != text.replace(first, REDACTED), expected  # the later one was replaced too
+        assert redact_data([text], [first, later]) == [expected]
+
+
+def test_only_the_secrets_a_tree_can_hold_are_replaced_in_it() -> None:
+    from qa.shared.redact import _able_to_occur
+
+    usable = ["secret-absent-1", "secret-present", "secret-[bracket", "REDACTED"]
+    assert _able_to_occur(usable, {"k": ["a secret-present b"], "secret-absent": 1}) == usable[1:]
+    assert _able_to_occur(usable, ["secret-absent-", "1"]) == usable[2:], "strings are not searched as one"
+
+
+def test_the_finder_answers_as_a_search_for_each_needle_would() -> None:
+    import random
+
+    from qa.shared.redact import _Finder
+
+    rng = random.Random(29)
+    for _ in range(500):
+        alphabet = bytes(rng.sample(range(256), rng.randint(2, 6)))
+        needles = tuple(bytes(rng.choice(alphabet) for _ in range(rng.randint(8, 10)))
+                        for _ in range(rng.randint(1, 4)))
+        piece = bytes(rng.choice(alphabet + b" \n") for _ in range(rng.randint(0, 80)))
+        if rng.random() < 0.3:
+            at = rng.randint(0, len(piece))
+            piece = piece[:at] + rng.choice(needles) + piece[at:]
+        assert _Finder(needles).found_in(piece) == any(n in piece for n in needles), (needles, piece)
+
+
+def test_the_finder_without_a_byte_outside_the_needles_searches_the_piece() -> None:
+    from qa.shared.redact import _Finder
+
+    everything = bytes(range(256))
+    finder = _Finder((everything, b"needle-1"))
+    assert finder.runs is None
+    assert _Finder((b"needle-1",)).runs is not None, "ordinary needles are looked for in their runs"
+    assert finder.found_in(b"a needle-1 b") and not finder.found_in(b"a needle-2 b")
+    assert finder.found_in(b"x" + everything)
+
+
+def test_a_needle_inside_a_longer_run_of_its_alphabet_is_found() -> None:
+    from qa.shared.redact import _Finder
+
+    finder = _Finder((b"syt_secret",))
+    assert finder.found_in(b'{"token": "Bearer syt_secret_and_more"}')
+    assert finder.found_in(b"syt_secret")
+    assert not finder.found_in(b"syt_secre t syt-secret")
+
+
+def test_a_sweep_makes_the_needles_once_for_all_its_files(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from qa.shared import redact as module
+
+    made: list[str] = []
+    real = module._needles
+    monkeypatch.setattr(module, "_needles", lambda secret: made.append(secret) or real(secret))
+    secrets = ["sweep-secret-one", "sweep-secret-two"]
+    for i in range(20):
+        (tmp_path / f"f{i}.log").write_text(f"line {i} sweep-secret-two\n" if i % 2 else f"clean {i}\n")
+    changed = [module.redact_file(tmp_path / f"f{i}.log", secrets) for i in range(20)]
+    assert changed == [bool(i % 2) for i in range(20)]
+    assert (tmp_path / "f1.log").read_text() == f"line 1 {REDACTED}\n"
+    assert sorted(made) == sorted(secrets), "each secret's needles are made once"
+
+
+def test_the_runs_are_of_the_needles_bytes_only_and_the_finder_is_made_once() -> None:
+    from qa.shared.redact import _Finder, _finder
+
+    finder = _Finder((b"abcdefgh", b"hgfedcba"))
+    assert finder.runs is not None
+    pattern, joiner = finder.runs
+    assert pattern.findall(b"abcdefghX abcdXefgh hhhhhhhhh") == [b"abcdefgh", b"hhhhhhhhh"]
+    assert joiner not in b"abcdefgh"
+    assert _finder((b"made-once",)) is _finder((b"made-once",))
