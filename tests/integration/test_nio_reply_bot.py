@@ -3,7 +3,7 @@
 This proves the bot works before the harness is asked to judge it, so a harness failure against it means the
 harness (or a deliberate --bug), not a broken test bot. The homeserver is the session's shared Synapse
 (tests/integration/shared_synapse.py; users with a per-module suffix, rooms of their own): nothing here stops,
-restarts or looks at the homeserver's process, and its boot was most of this file's CPU. With
+restarts or looks at the homeserver's process, and a boot of its own cost ~2 s of CPU (a third of the file). With
 MATRIX_QA_TESTS_OWN_SYNAPSE=1 the file boots one of its own, as before the sharing.
 """
 
