@@ -24,7 +24,7 @@ import pytest
 
 from qa.harness.output import Output
 from qa.run import Run, RunOptions
-from tests.integration import shared_fork_server, wheel_cache
+from tests.integration import shared_fork_server
 from tests.integration.shared_fork_server import SessionForkServers
 from tests.integration.shared_synapse import SessionSynapse, lend_to_runs
 
@@ -75,15 +75,6 @@ def session_fork_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
         yield shared
     finally:
         shared.close()
-
-
-@pytest.fixture(scope="session")
-def built_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """This checkout's wheel, built once per session for every test and xdist worker that installs it
-    (tests/integration/wheel_cache.py)."""
-    from tests.integration.test_install_anywhere import _clean_env
-
-    return wheel_cache.built_wheel(wheel_cache.session_root(tmp_path_factory.getbasetemp()), _clean_env())
 
 
 @pytest.fixture

@@ -4,13 +4,15 @@ the way a user's own would be, and driven through the CLI as a user would."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 from qa.homeserver.synapse import SynapseHomeserver
 from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import REPO, cli, our_processes
+from tests.integration.shared_synapse import SessionSynapse
 
 pytestmark = pytest.mark.integration
 
@@ -60,18 +63,43 @@ class Admin:
         return cls(http, base_url, payload["access_token"])
 
     async def user_ids(self) -> set[str]:
-        users = await self.call("GET", "/_synapse/admin/v2/users?limit=1000&guests=false")
-        return {u["name"] for u in users["users"]}
+        """Every user, page by page: a shared server holds many."""
+        found: set[str] = set()
+        page = "0"
+        while True:
+            users = await self.call("GET", f"/_synapse/admin/v2/users?limit=1000&guests=false&from={page}")
+            found |= {u["name"] for u in users["users"]}
+            if "next_token" not in users:
+                return found
+            page = str(users["next_token"])
 
 
-async def test_existing_homeserver_by_url(tmp_path: Path) -> None:
-    # The user's own server: registration needs a token, and it already holds someone's account and room.
-    extra = {"enable_registration": True, "registration_requires_token": True}
+@contextlib.asynccontextmanager
+async def _their_server(tmp_path: Path, shared: SessionSynapse) -> AsyncIterator[tuple[SynapseHomeserver, Any]]:
+    """(the server, how to run one of its coroutines on the loop that owns it)."""
+    if os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1":
+        async with SynapseHomeserver(tmp_path / "their-hs", tmp_path / "their-logs") as hs:
+            yield hs, _here
+        return
+    await asyncio.to_thread(shared.ensure_running)
+    yield shared.hs, shared.acall
+
+
+async def _here(coro: Any) -> Any:
+    return await coro
+
+
+async def test_existing_homeserver_by_url(tmp_path: Path, session_synapse: SessionSynapse) -> None:
+    # The user's own server: registration needs a token (SynapseHomeserver's default), and it already holds
+    # someone's account and room. It is the session's shared Synapse, started apart from the runs as a user's own
+    # would be: the CLI runs below only know its URL, and nothing here stops or looks at its process. It also holds
+    # earlier tests' users and rooms, as a user's server holds others'. With MATRIX_QA_TESTS_OWN_SYNAPSE=1, a server
+    # of the test's own, as before the sharing.
     async with (
-        SynapseHomeserver(tmp_path / "their-hs", tmp_path / "their-logs", extra_config=extra) as hs,
+        _their_server(tmp_path, session_synapse) as (hs, on_its_loop),
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
     ):
-        owner = await hs.register_user("owner", "owner-pw-123", admin=True)
+        owner = await on_its_loop(hs.register_user(f"owner-{secrets.token_hex(4)}", "owner-pw-123", admin=True))
         admin = await Admin.login(http, hs.base_url, owner.user_id, owner.password)
         room = (await admin.call("POST", "/_matrix/client/v3/createRoom", {"name": "owner's room"}))["room_id"]
         await admin.call("PUT", f"/_matrix/client/v3/rooms/{room}/send/m.room.message/t1",
@@ -225,7 +253,6 @@ def test_nothing_withheld_in_proc_environ_of_the_fork_server_or_a_forked_bot_dur
     """As an attacker beside the bot would look: /proc/<pid>/environ of every bot-side process of a live run
     (the fork server, and the bots forked from it), read while they run. The homeserver is the session's, by URL:
     its registration shared secret is then one the harness really uses (from its environment), not only planted."""
-    import os
     import time
 
     base_url, key, _ = live_endpoint

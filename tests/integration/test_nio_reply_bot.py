@@ -1,7 +1,10 @@
 """The foreign test bot (tests/bots/nio_reply_bot.py) on its own: a real Synapse, the mock provider, one test user.
 
 This proves the bot works before the harness is asked to judge it, so a harness failure against it means the
-harness (or a deliberate --bug), not a broken test bot. One Synapse boot serves the whole file.
+harness (or a deliberate --bug), not a broken test bot. The homeserver is the session's shared Synapse
+(tests/integration/shared_synapse.py; users with a per-module suffix, rooms of their own): nothing here stops,
+restarts or looks at the homeserver's process, and a boot of its own cost ~2 s of CPU (a third of the file). With
+MATRIX_QA_TESTS_OWN_SYNAPSE=1 the file boots one of its own, as before the sharing.
 """
 
 from __future__ import annotations
@@ -9,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import signal
 import sys
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import pytest_asyncio
@@ -27,6 +31,7 @@ from qa.homeserver.synapse import SynapseHomeserver
 from qa.provider.mock import MockProvider
 from qa.provider.rules import Rule
 from qa.waiting import Stream
+from tests.integration.shared_synapse import SessionSynapse
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -35,6 +40,7 @@ READY_S = 60.0  # generous: a cold Python start plus login, joins and a first sy
 REPLY_S = 30.0
 STOP_S = 10.0
 FAIL_PROMPT = "please fail this model request"
+T = TypeVar("T")
 
 
 @dataclass
@@ -47,18 +53,25 @@ class World:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World]:
+async def world(tmp_path_factory: pytest.TempPathFactory, session_synapse: SessionSynapse) -> AsyncIterator[World]:
     tmp = tmp_path_factory.mktemp("nio-bot")
-    hs = SynapseHomeserver(tmp / "hs", tmp / "logs")
+    own = os.environ.get("MATRIX_QA_TESTS_OWN_SYNAPSE") == "1"
     failing = Rule.model_validate({"name": "fail", "match": {"latest_user": FAIL_PROMPT},
                                    "error": {"status": 500, "message": "mock failure"}})
     provider = MockProvider([failing])
     alice: Actor | None = None
+    hs = SynapseHomeserver(tmp / "hs", tmp / "logs") if own else None
     try:
-        await hs.start()
+        if hs is None:
+            await asyncio.to_thread(session_synapse.ensure_running)
+            hs, on_its_loop = session_synapse.hs, session_synapse.acall
+        else:
+            await hs.start()
+            on_its_loop = _here
         await provider.start()
-        creds = await hs.register_user("alice", "alice-pw-1")
-        bot = await hs.register_user("replybot", "replybot-pw-2")
+        suffix = secrets.token_hex(4)  # the shared server may already hold an earlier module's users
+        creds = await on_its_loop(hs.register_user(f"alice-{suffix}", "alice-pw-1"))
+        bot = await on_its_loop(hs.register_user(f"replybot-{suffix}", "replybot-pw-2"))
         alice = Actor("alice", hs.base_url, creds.user_id, creds.password, tmp / "alice")
         await alice.login()
         await alice.start_sync()
@@ -67,7 +80,12 @@ async def world(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[World
         if alice is not None:
             await alice.close()
         await provider.stop()
-        await hs.stop()
+        if own and hs is not None:
+            await hs.stop()
+
+
+async def _here(coro: Coroutine[Any, Any, T]) -> T:
+    return await coro
 
 
 class BotRun:

@@ -1,5 +1,5 @@
 """One wheel of this checkout per test session, shared by the tests that install it (test_install_anywhere,
-test_init) and by the session's xdist workers.
+test_init), the unit test that reads its contents (test_packaging) and the session's xdist workers.
 
 The wheel is built once into a directory of the session's temporary root (the one the xdist workers' own roots
 sit in), named by a hash of what goes into it (qa/, the scenario library, the fixtures shipped as data, the

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
-import anthropic
 import openai
 import pytest
 
 from qa.provider.mock import MockProvider
 from qa.provider.rules import parse_rules
+
+if TYPE_CHECKING:  # imported where used: it is the heaviest import of the suite's collection, which
+    import anthropic  # every xdist worker does (~2 s CPU each), and only the worker running these tests needs it
 
 KEY = "sk-mock-key-0123456789"
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
@@ -43,6 +45,7 @@ def openai_client(mock: MockProvider) -> openai.AsyncOpenAI:
 
 
 def anthropic_client(mock: MockProvider, key: str = KEY) -> anthropic.AsyncAnthropic:
+    import anthropic
     return anthropic.AsyncAnthropic(base_url=mock.scoped_base_url("s").removesuffix("/v1"), api_key=key,
                                     max_retries=0, timeout=10)
 
@@ -173,6 +176,7 @@ async def test_a_response_not_stored_cannot_be_continued(mock: MockProvider) -> 
 
 
 async def test_errors_of_a_rule_come_back_in_each_apis_shape_with_retry_after(mock: MockProvider) -> None:
+    import anthropic
     async with openai_client(mock) as client:
         with pytest.raises(openai.RateLimitError) as limited:
             await client.responses.create(model="m", input="busy")
@@ -256,6 +260,7 @@ async def test_a_paced_stream_and_a_plain_fault(mock: MockProvider) -> None:
 
 
 async def test_the_model_list_is_in_the_asking_clients_shape(mock: MockProvider) -> None:
+    import anthropic
     async with anthropic_client(mock) as claude:
         models = await claude.models.list()
         assert [m.id for m in models.data] == ["mock-model"] and models.data[0].type == "model"

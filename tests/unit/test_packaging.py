@@ -4,7 +4,6 @@ bot file, and find them from any directory."""
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -16,10 +15,10 @@ from qa.library import DATA_SUBDIR, ESTIMATES_FILE, library_root, rules_root_for
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_the_wheel_carries_the_library_and_the_bot_file(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
-                    str(tmp_path), str(REPO)], check=True, capture_output=True, timeout=300, cwd=tmp_path)
-    wheel = next(tmp_path.glob("matrix_qa-*.whl"))
+def test_the_wheel_carries_the_library_and_the_bot_file(built_wheel: Path) -> None:
+    # This checkout's wheel (`pip wheel --no-deps`), built once per session with the tests that install it
+    # (tests/integration/wheel_cache.py: named by a hash of everything it is built from, so never a stale one).
+    wheel = built_wheel
     names = set(zipfile.ZipFile(wheel).namelist())
     data = [n for n in names if ".data/data/share/matrix-qa/" in n]
     scenarios = {Path(n).name for n in data if "/scenarios/" in n}

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import secrets
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import anthropic
 import openai
 import pytest
 import pytest_asyncio
@@ -20,6 +19,9 @@ from qa.provider.replay import ReplayProvider, load_cassettes, rerecord_hint
 from qa.shared.markers import TOKEN_RE, MarkerFactory
 from qa.shared.redact import scan_for_secrets
 from tests.openai_standin import OpenAIStandIn
+
+if TYPE_CHECKING:  # imported where used: it is the heaviest import of the suite's collection, which
+    import anthropic  # every xdist worker does (~2 s CPU each), and only the worker running these tests needs it
 
 PARAMETERS = {"type": "object", "properties": {"command": {"type": "string"}}}
 EXEC_RESPONSES = {"type": "function", "name": "exec", "description": "run it", "parameters": PARAMETERS}
@@ -79,6 +81,7 @@ async def _message(client: anthropic.AsyncAnthropic, stream: bool, **kwargs: Any
 
 async def converse_anthropic(base_url: str, v: dict[str, str], stream: bool) -> list[Any]:
     """An Anthropic bot: a marker turn with a system prompt, an exec `tool_use` and its `tool_result`."""
+    import anthropic
     client = anthropic.AsyncAnthropic(base_url=base_url.removesuffix("/v1"), api_key=STAND_IN_KEY, max_retries=0,
                                       timeout=PATIENCE_S)
     try:
