@@ -112,11 +112,13 @@ class MockProvider(ModelServer):
         entry.rule = decision.rule_name
         entry.unmatched = decision.rule is None
         entry.latency_ms = decision.latency_ms
-        entry.hold = decision.hold
+        # A stream held after some pieces (`stream.hold_after`) is held there, and only says so once it is.
+        held_after = decision.stream.hold_after if parsed.stream and decision.hold is not None else None
+        entry.hold = decision.hold if held_after is None else None
         entry.pieces, entry.chunk_delay_ms = decision.stream.pieces, decision.stream.delay_ms
         self._notify()  # now the in-flight entry carries its messages, so predicates can see it
 
-        if decision.hold is not None:
+        if entry.hold is not None:
             await self._held(request, entry, decision)
         if decision.latency_ms:
             await self._pause(decision.latency_ms / 1000, request)
@@ -139,12 +141,24 @@ class MockProvider(ModelServer):
             if parsed.include_usage:
                 chunks.append({"usage": api.usage(ctx.usage)})
 
+        paced = 0  # text pieces paced so far: the next one's number while its pause runs
+
         def pace(chunk: Mapping[str, Any]) -> float:
+            nonlocal paced
             if entry.chunk_delay_ms and is_text_chunk(chunk):
+                paced += 1
                 return entry.chunk_delay_ms / 1000  # paced: a streaming preview can show it
             return 0.0
 
-        return await self._send(request, entry, api, ctx, decision.reply, chunks, pace, decision.stream_fault)
+        async def paused(seconds: float) -> None:
+            if held_after is not None and paced == held_after + 1:  # `held_after` pieces are out (flushed)
+                entry.hold = decision.hold
+                self._notify()  # a step waiting for the hold sees it now
+                await self._held(request, entry, decision)
+            await self._pause(seconds, request)
+
+        return await self._send(request, entry, api, ctx, decision.reply, chunks, pace, decision.stream_fault,
+                                paused)
 
     async def _held(self, request: web.Request, entry: JournalEntry, decision: Decision) -> None:
         """Until released, or the provider stops, or the client has gone (the bot gave up: its finishedAt), or

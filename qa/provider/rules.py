@@ -15,7 +15,8 @@ A rule file is a mapping with one key, `rules`, a list tried in file order (firs
                                                 # text and tool calls may be combined
         error: {status: 500, message: "..."}    # instead of `reply`: an error, in the request's API's shape
         latency_ms: 1500                        # simulated model latency before the response starts
-        stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0)
+        stream: {pieces: 12, delay_ms: 100}     # streamed replies: text in this many deltas, paced (default 3, 0);
+                                                # hold_after: N holds (the rule's `hold`) after N pieces instead
         hold: true                              # or a name: stay in flight until MockProvider.release(name)
         hold_ms: 20000                          # a hold ends by itself this long after it began (journaled)
         every: 2                                # applies only to every 2nd request it matches (the 2nd, 4th,
@@ -143,6 +144,7 @@ class StreamSpec(_Strict):
     # How a streamed reply's text is cut and paced, so a bot's streaming preview has something to show.
     pieces: int = Field(default=3, ge=1, le=500)
     delay_ms: int = Field(default=0, ge=0, le=10_000)
+    hold_after: int | None = Field(default=None, ge=1)  # the rule's hold waits after this many pieces, not before
 
 
 class StreamFault(_Strict):
@@ -174,6 +176,8 @@ class Rule(_Strict):
             raise ValueError("hold: a hold name must not be empty")
         if self.hold_ms is not None and self.hold_name is None:
             raise ValueError("hold_ms bounds a hold, and this rule has no `hold`")
+        if self.stream.hold_after is not None and (self.hold_name is None or not self.stream.delay_ms):
+            raise ValueError("stream.hold_after holds a paced stream (delay_ms) under the rule's `hold`")
         known = set(BUILTIN_VARS)
         for pattern in (self.match.latest_user, self.match.any_message):
             if pattern is not None:

@@ -21,6 +21,7 @@ from qa.provider import apis
 from qa.provider.answering import (
     CLIENT_GONE,
     Pace,
+    Pause,
     check_auth,
     client_gone,
     error_response,
@@ -320,12 +321,13 @@ class ModelServer:
 
     async def _send(self, request: web.Request, entry: JournalEntry, api: ModelApi, ctx: AnswerContext, reply: Reply,
                     chunks: list[Mapping[str, Any]] | None, pace: Pace,
-                    fault: StreamFault | None = None) -> web.StreamResponse:
-        """An answer in the API's shape: plain, or streamed from neutral chunks (`chunks`, each after `pace`)."""
+                    fault: StreamFault | None = None, paused: Pause | None = None) -> web.StreamResponse:
+        """An answer in the API's shape: plain, or streamed from neutral chunks (`chunks`, each after `pace`,
+        waited out by `paused`, by default a plain pause)."""
         self._remember(api, ctx, reply)
         if chunks is None:
             return plain(api.answer(reply, ctx), request, fault)
-        return await stream(request, entry, api.stream(ctx), chunks, pace, self._pause, fault)
+        return await stream(request, entry, api.stream(ctx), chunks, pace, paused or self._pause, fault)
 
     def _remember(self, api: ModelApi, ctx: AnswerContext, reply: Reply) -> None:
         """A stored Responses answer's conversation, for a later request's `previous_response_id`."""

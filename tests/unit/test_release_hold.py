@@ -5,6 +5,7 @@ releases, in the journal's words. A real mock provider over HTTP; the step runs 
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -28,6 +29,11 @@ RULES = """rules:
     reply: {text: ran out}
     hold: brief
     hold_ms: 200
+  - name: midway
+    match: {latest_user: midway}
+    reply: {text: "one two three four five six"}
+    stream: {pieces: 6, delay_ms: 1, hold_after: 2}
+    hold: midway
 """
 
 
@@ -116,6 +122,41 @@ async def test_without_the_mock_nothing_is_held_and_the_step_says_not_checked() 
         "NOT CHECKED: only the mock provider holds requests; nothing held under 'gate'"
     assert ctx.method == "not-checked"
     assert (await ReleaseHold(name="gate").run(_ctx(None))).startswith("NOT CHECKED")
+
+
+async def _stream(provider: MockProvider, scope: str, text: str, pieces: list[str]) -> None:
+    body = {"model": provider.model, "stream": True, "messages": [{"role": "user", "content": text}]}
+    async with aiohttp.ClientSession() as http, \
+            http.post(provider.scoped_base_url(scope) + "/chat/completions", json=body) as answer:
+        async for line in answer.content:
+            if line.startswith(b"data: {"):
+                delta = json.loads(line[6:])["choices"][0]["delta"] if b'"choices": [{' in line else {}
+                if delta.get("content"):
+                    pieces.append(delta["content"])
+
+
+async def test_a_stream_held_after_some_pieces_says_held_only_there_and_goes_on_when_released(
+        mock: MockProvider) -> None:
+    pieces: list[str] = []
+    asking = asyncio.create_task(_stream(mock, "a", "midway", pieces))
+    entry = await mock.wait_in_flight(lambda e: True, timeout=5)
+    held = await mock.scoped("a").wait_for(lambda e: e.hold == "midway", 5)
+    assert held is entry and entry.hold_end is None
+    await asyncio.sleep(0.1)
+    # Two pieces out (the client has them), the third held back until the release.
+    assert len(pieces) == 2 and not asking.done(), pieces
+    assert (await ReleaseHold(name="midway").run(_ctx(mock.scoped("a")))).startswith("released 'midway'")
+    await asyncio.wait_for(asking, 5)
+    assert "".join(pieces) == "one two three four five six" and entry.hold_end == "released"
+
+
+@pytest.mark.parametrize("stream", ["{pieces: 3, delay_ms: 10, hold_after: 1}", "{pieces: 3, hold_after: 1}"])
+def test_hold_after_needs_a_hold_and_a_paced_stream(tmp_path: Path, stream: str) -> None:
+    rules = tmp_path / "bad.yaml"
+    hold = "" if "delay_ms" in stream else "    hold: h\n"
+    rules.write_text(f"rules:\n  - name: r\n    reply: {{text: x}}\n    stream: {stream}\n{hold}", encoding="utf-8")
+    with pytest.raises(RuleFileError, match=r"stream\.hold_after holds a paced stream"):
+        load_rules(rules)
 
 
 def test_hold_ms_needs_a_hold(tmp_path: Path) -> None:
