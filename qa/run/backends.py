@@ -9,6 +9,7 @@ import os
 from collections.abc import Awaitable
 from pathlib import Path
 
+from qa.harness import early_fork_server
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer, uses_fork_server
 from qa.harness.output import Output
@@ -32,8 +33,8 @@ async def boot(hs: Homeserver, beside: Awaitable[None], out: Output, secrets: li
     out.say(f"starting {hs.kind} homeserver{f' from {image} (pulled if absent)' if image else ''} …")
     forks = asyncio.ensure_future(beside)
     runner = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "qa.scenario.runner"))
-    # The fork server is spawned (and the import thread started) before the homeserver writes its config: with
-    # Synapse's imports already done early (qa.homeserver.early_synapse), the fork server's are the longer wait.
+    # The fork server is spawned (or, started early by `matrix-qa run`, handed its orders) before the homeserver
+    # writes its config: its imports are the longer wait.
     try:
         await asyncio.sleep(0)
         await hs.start()
@@ -50,11 +51,14 @@ async def start_fork_server(options: RunOptions, bot_file: BotFile, run_dir: Pat
                             out: Output) -> ForkServer | None:
     """Only for a bot file that asks for one (`fork_server:`, as the embedded agent's does); a failure costs speed,
     never the run: its bots then start the ordinary way, and the run says so."""
+    early = early_fork_server.take()  # `matrix-qa run` started the built-in agent's early: adopted, or stopped here
     if not options.fork_server or not uses_fork_server(bot_file):
+        if early is not None:
+            early.kill()
         return None
     server = ForkServer(run_dir / "fork-server.log", work / "fork-server", bot_file)
     try:
-        await server.start()
+        await server.start(early=early)
     except InfraError as exc:
         out.say(f"note: {exc}; bots start the ordinary way")
         return None
