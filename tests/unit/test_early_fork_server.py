@@ -197,3 +197,24 @@ async def test_a_run_whose_bot_is_not_forked_stops_the_early_one(tmp_path: Path,
     with open(os.devnull, "w") as devnull:
         server = await start_fork_server(RunOptions(fork_server=fork_server), bot, tmp_path, tmp_path, Output(devnull))
     assert server is None and pending.killed and early_fork_server.take() is None
+
+
+@pytest.mark.parametrize(("homeserver_s", "fork_server_s", "at_least_ms"), [(0.0, 0.2, 190.0), (0.2, 0.0, 0.0)])
+def test_boot_counts_the_wait_for_the_fork_server_once_the_homeserver_is_ready(
+        homeserver_s: float, fork_server_s: float, at_least_ms: float) -> None:
+    from qa.run.backends import boot
+
+    class Homeserver:
+        kind, version, base_url, boot_ms = "fake", "1", "http://127.0.0.1:1", 1.0
+
+        async def start(self) -> None:
+            await asyncio.sleep(homeserver_s)
+
+    async def fork_server() -> None:
+        await asyncio.sleep(fork_server_s)
+
+    with open(os.devnull, "w") as devnull:
+        waited = asyncio.run(boot(Homeserver(), fork_server(), Output(devnull), []))  # type: ignore[arg-type]
+    assert waited >= at_least_ms
+    if not fork_server_s:
+        assert waited < 190.0, "the fork server was ready first: the wait is the await's own instant"
