@@ -226,3 +226,33 @@ def test_boot_counts_the_wait_for_the_fork_server_once_the_homeserver_is_ready(
     assert waited >= at_least_ms
     if not fork_server_s:
         assert waited < 190.0, "the fork server was ready first: the wait is the await's own instant"
+
+
+def test_start_keeps_one_pending_registers_its_discard_at_exit_once_and_never_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    launched: list[list[str]] = []
+    registered: list[object] = []
+    fake = object()
+    monkeypatch.setattr(early_fork_server, "_pending", None)
+    monkeypatch.setattr(early_fork_server, "_atexit_registered", False)
+    monkeypatch.setattr(early_fork_server.atexit, "register", registered.append)
+    monkeypatch.setattr(early_fork_server, "launch", lambda args, env: launched.append(args) or fake)
+    assert early_fork_server.start({}) is fake and early_fork_server.start({}) is fake
+    assert launched == [early_fork_server.builtin_args()] and registered == [early_fork_server.discard]
+    assert early_fork_server.take() is fake and early_fork_server.take() is None
+    assert early_fork_server.start({}) is fake and registered == [early_fork_server.discard], "registered once"
+    monkeypatch.setattr(early_fork_server, "_pending", None)
+    broken: list[tuple[object, str, object]] = [  # no pidfds, no preload to do, a failed spawn
+        (early_fork_server.processes, "pidfds_work", lambda: False), (early_fork_server, "builtin_args", lambda: None),
+        (early_fork_server, "launch", lambda args, env: None)]
+    for owner, name, answer in broken:
+        with monkeypatch.context() as m:
+            m.setattr(owner, name, answer)
+            assert early_fork_server.start({}) is None and early_fork_server.take() is None
+
+
+def test_one_that_can_no_longer_take_its_orders_says_so(small_bot: BotFile, tmp_path: Path) -> None:
+    early = early_fork_server.launch(_args(small_bot), os.environ)
+    assert early is not None
+    early.kill()
+    assert not early.go(tmp_path, tmp_path / "fork-server.log")
