@@ -20,7 +20,8 @@ Per configuration, medians over the runs of:
   process, Pss splits them, so the Pss sum is what the run really holds).
 
 Then "where the wall time went": before the run's clock (interpreter start, imports), the homeserver's boot
-(the fork server starts beside it), the scenarios (their own times summed, divided by the jobs that ran them),
+(the fork server starts beside it), the wait for the fork server once the homeserver was ready (the summary's
+forkServerWaitMs), the scenarios (their own times summed, divided by the jobs that ran them),
 the report, and exit.
 
 Memory and per-process CPU come from sampling /proc every 50 ms for the run's process tree; a process's
@@ -200,6 +201,7 @@ def one_run(config: Config, profile: str, out: Path) -> dict[str, float]:
         "jobs": jobs,
         "wall_s": wall,
         "homeserver_boot_s": t["homeserverBootMs"] / 1000,
+        "fork_server_wait_s": (t.get("forkServerWaitMs") or 0) / 1000,
         "bot_boot_p50_ms": statistics.median(boots),
         "bot_boot_p95_ms": _p95(boots),
         "scenarios_wall_s": t["scenariosMs"] / 1000,
@@ -239,13 +241,16 @@ def where_the_time_went(m: dict[str, float]) -> list[str]:
     parts = {"bot boot": m["sum_bot_boot_s"], "setup (users, logins, rooms)": m["sum_setup_without_boot_s"],
              "steps": m["sum_steps_s"]}
     summed = sum(parts.values()) or 1.0
-    rest = m["wall_s"] - m["before_run_s"] - m["homeserver_boot_s"] - scenarios - m["report_s"]
+    waited = m["fork_server_wait_s"]
+    rest = m["wall_s"] - m["before_run_s"] - m["homeserver_boot_s"] - waited - scenarios - m["report_s"]
     rows = [("before the run's clock (interpreter start, imports), exit", m["before_run_s"], ""),
             ("homeserver boot (the fork server starts beside it)", m["homeserver_boot_s"], ""),
+            ("waiting for the fork server once the homeserver was ready", waited, ""),
             (f"scenarios: {int(m['scenarios'])} at --jobs {int(m['jobs'])}", scenarios, "")]
     rows += [(f"  {name}", scenarios * value / summed, f"  ({value:.2f} s summed over scenarios)")
              for name, value in parts.items()]
-    rows += [("report", m["report_s"], ""), ("the rest (provider start, shutdown)", rest, "")]
+    rows += [("report", m["report_s"], ""),
+             ("the rest (run set-up before the homeserver's clock, provider start, shutdown)", rest, "")]
     return [f"  {label:60} {value:6.2f} s{note}" for label, value, note in rows]
 
 

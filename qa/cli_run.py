@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from qa.config_file import ConfigFile, find_config_file, load_config_file
+from qa.harness import early_fork_server
 from qa.homeserver import early_synapse, registry
 from qa.kernel.errors import ConfigError, QAError
 from qa.kernel.terminal import safe_print
@@ -393,6 +394,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _skip_collection_at_exit()
     try:
         _start_synapse_early(args)
+        _start_fork_server_early(args)
         return _run(args, argv, config, applied)
     except QAError as exc:
         raise blame_file(exc, blamed) from None
@@ -403,7 +405,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
         # The run took it, or it never got that far: never left waiting. A second Ctrl-C while it is reaped must
         # not print a traceback: its SIGKILL goes first.
         with contextlib.suppress(KeyboardInterrupt):
-            early_synapse.discard()
+            try:
+                early_synapse.discard()
+            finally:
+                early_fork_server.discard()
 
 
 _exit_hook_registered = False
@@ -425,6 +430,14 @@ def _start_synapse_early(args: argparse.Namespace) -> None:
     it holds nothing until the run hands it its config, and is stopped unused if the run never gets there."""
     if registry.choose(args.homeserver, registry.settings_from(args)) == "synapse":
         early_synapse.start(os.environ)
+
+
+def _start_fork_server_early(args: argparse.Namespace) -> None:
+    """The built-in agent's fork server imports the agent while the run imports and checks its plan
+    (qa.harness.early_fork_server): only when its bots will be forked from it, and never a user's bot file (its
+    preload is the user's code, which must not run for a run its checks refuse)."""
+    if args.bot is None and args.bot_command is None and not args.no_fork_server:
+        early_fork_server.start(os.environ)
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | None, applied: dict[str, Any]) -> int:

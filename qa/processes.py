@@ -31,8 +31,12 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # the --pdeathsig wrapper imports this module: it stays light (no subprocess, no asyncio)
+    import subprocess
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -287,6 +291,44 @@ def _reap(pids: list[int], timeout_s: float) -> None:
 def homeserver_env(base: Mapping[str, str]) -> dict[str, str]:
     """Pure: the harness's environment without its secrets, for a homeserver it starts."""
     return {k: v for k, v in base.items() if not k.startswith(WITHHELD_ENV_PREFIXES) and k not in MODEL_KEYS}
+
+
+def pidfds_work() -> bool:
+    """Whether this kernel (and its seccomp filter) gives pidfds, which `wait_popen` sleeps on."""
+    try:
+        os.close(os.pidfd_open(os.getpid()))
+    except (AttributeError, OSError):
+        return False
+    return True
+
+
+async def wait_popen(popen: subprocess.Popen[bytes]) -> int:
+    """A subprocess.Popen child's exit code, awaited on the running loop: wakes on its pidfd, never polls (a child
+    started before the loop existed, so asyncio's child watcher does not know it)."""
+    while popen.poll() is None:
+        try:
+            fd = os.pidfd_open(popen.pid)
+        except ProcessLookupError:  # gone meanwhile: wait() has its code (0 if someone else reaped it)
+            break
+        try:
+            await _readable(fd, lambda: popen.poll() is not None)
+        finally:
+            os.close(fd)
+    return popen.wait()
+
+
+async def _readable(fd: int, already: Callable[[], bool]) -> None:
+    """Until `fd` is readable (a pidfd: its process exited), unless `already` says there is nothing to wait for."""
+    import asyncio  # here, not atop: see TYPE_CHECKING above
+
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        if not already():
+            await done
+    finally:
+        loop.remove_reader(fd)
 
 
 def with_pdeathsig(argv: list[str]) -> list[str]:

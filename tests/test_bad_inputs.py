@@ -2,8 +2,9 @@
 
 Each must be exit 2 with one line per problem naming the file or flag, and never a traceback. The part of a
 run that starts processes is replaced, so an entry that slips past the checks fails here rather than booting
-a homeserver. What `run` starts before its checks (the embedded Synapse's interpreter, qa.homeserver.early_synapse)
-is a `sleep` here, and every entry must leave it stopped and reaped.
+a homeserver. What `run` starts before its checks (the embedded Synapse's interpreter, qa.homeserver.early_synapse,
+and the built-in agent's fork server, qa.harness.early_fork_server) is a `sleep` here, and every entry must leave
+it stopped and reaped.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 import yaml
 
 from qa import cli
+from qa.harness import early_fork_server
 from qa.homeserver import early_synapse
 from qa.run import Run
 
@@ -68,6 +70,15 @@ def test_bad_input_is_one_clear_line_and_exit_2(
 
     monkeypatch.setattr(early_synapse, "command", lambda: ["sleep", "600"])
     monkeypatch.setattr(early_synapse, "start", cheap_start)
+    zygotes: list[early_fork_server.EarlyForkServer | None] = []
+    real_zygote = early_fork_server.start
+
+    def cheap_zygote(env: Any) -> early_fork_server.EarlyForkServer | None:  # a sleep in place of the agent's imports
+        zygotes.append(real_zygote(env))
+        return zygotes[-1]
+
+    monkeypatch.setattr(early_fork_server, "command", lambda fd, args: ["sleep", "600"])
+    monkeypatch.setattr(early_fork_server, "start", cheap_zygote)
     monkeypatch.chdir(CORPUS)
     for name, value in (case.get("env") or {}).items():
         monkeypatch.setenv(name, _expand(str(value), places))
@@ -84,6 +95,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     assert not started, "the run started despite the bad input"
     assert all(e is not None and e.returncode is not None for e in early), "a waiting Synapse was left running"
     assert early_synapse.take() is None
+    assert all(z is not None and z.returncode is not None for z in zygotes), "a waiting fork server was left running"
+    assert early_fork_server.take() is None
     lines = _error_lines(err)
     assert len(lines) == case.get("errors", 1), lines
     for fragment in case.get("expect", []):

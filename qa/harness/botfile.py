@@ -38,18 +38,12 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, 
 
 from qa import safe_yaml
 from qa.harness.capabilities import Capability
+from qa.harness.contract_env import CONTRACT_ENV
 from qa.kernel.errors import ConfigError
 from qa.patterns import user_pattern
 from qa.shared.appservice import AS_PREFIX, prefixes_overlap
 
 PLACEHOLDERS = ("config", "state_dir", "trace_file", "python", "bot_dir", "scenario", "as_port")
-# The launch contract's variables (qa.harness.launch): always the harness's values, never a bot file's.
-CONTRACT_ENV = ("MATRIX_QA_HOMESERVER_URL", "MATRIX_QA_USER_ID", "MATRIX_QA_PASSWORD", "MATRIX_QA_ACCESS_TOKEN",
-                "MATRIX_QA_DEVICE_ID", "MATRIX_QA_ROOM_IDS", "MATRIX_QA_STATE_DIR", "MATRIX_QA_TRACE_FILE",
-                "MATRIX_QA_EXEC_DIR", "MATRIX_QA_SCENARIO", "MATRIX_QA_MODEL", "MATRIX_QA_CONFIG", "OPENAI_BASE_URL",
-                "OPENAI_API_KEY", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY", "MATRIX_QA_ACCOUNTS",
-                "MATRIX_QA_REGISTRATION_TOKEN", "MATRIX_QA_MODEL_TIMEOUT_S", "MATRIX_QA_APPSERVICE_REGISTRATION",
-                "MATRIX_QA_AS_TOKEN", "MATRIX_QA_HS_TOKEN")
 _PLACEHOLDER_RE = re.compile(r"\{([a-z_]+)\}")
 DEFAULT_READY_TIMEOUT_S = 20.0
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"

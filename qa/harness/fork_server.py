@@ -31,7 +31,8 @@ from typing import Any
 
 from qa import processes
 from qa.harness.botfile import BotFile, python_module
-from qa.harness.launch import inherited_env
+from qa.harness.contract_env import inherited_env
+from qa.harness.early_fork_server import EarlyForkServer, zygote_args
 from qa.kernel.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
@@ -109,7 +110,7 @@ class ForkServer:
         # Exactly what a bot may inherit: a forked bot's /proc/<pid>/environ is the one we start the zygote with,
         # whatever its Python view is changed to after the fork.
         self._env = inherited_env(os.environ)
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: asyncio.subprocess.Process | EarlyForkServer | None = None
         self._sock: socket.socket | None = None
         self._reader: asyncio.Task[None] | None = None
         self._pending: dict[int, asyncio.Future[dict[str, Any]]] = {}
@@ -123,22 +124,16 @@ class ForkServer:
     def serves(self, argv: list[str], env: Mapping[str, str]) -> bool:
         return self.alive and serves(argv, env, self._env, self.commands)
 
-    async def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    async def start(self, timeout_s: float = START_TIMEOUT_S, early: EarlyForkServer | None = None) -> None:
+        """Start the zygote and wait until its imports are done; `early`, one `matrix-qa run` started before it
+        checked its plan (qa.harness.early_fork_server), is adopted instead when it is the very zygote this one
+        would start, else stopped."""
         self.cwd.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with self.log_path.open("ab") as log, processes.spawning():
-                self._proc = await asyncio.create_subprocess_exec(
-                    *self._zygote_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
-                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
-                    start_new_session=True)
-                processes.own(self._proc.pid)
-        except OSError as exc:
-            ours.close()
-            raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None
-        finally:
-            theirs.close()
+        ours = self._adopt(early) if early is not None else None
+        if ours is None:
+            ours = await self._spawn()
+        assert self._proc is not None
         _LIVE_SERVERS.add(self._proc.pid)
         ours.setblocking(False)
         self._sock = ours
@@ -155,10 +150,33 @@ class ForkServer:
         self.pid = self._proc.pid
         self._reader = asyncio.create_task(self._read(), name="fork-server")
 
+    def _adopt(self, early: EarlyForkServer) -> socket.socket | None:
+        """`early`'s socket once it has its orders (it is then our process), or None (it is stopped then)."""
+        if early.fits(zygote_args(self.commands, self.preload), self._env) and early.go(self.cwd, self.log_path):
+            self._proc = early
+            return early.sock
+        early.kill()
+        return None
+
+    async def _spawn(self) -> socket.socket:
+        """The zygote started the ordinary way: our end of its socket."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with self.log_path.open("ab") as log, processes.spawning():
+                self._proc = await asyncio.create_subprocess_exec(
+                    *self._zygote_argv(theirs.fileno()), pass_fds=(theirs.fileno(),),
+                    stdin=asyncio.subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.cwd, env=self._env,
+                    start_new_session=True)
+                processes.own(self._proc.pid)
+        except OSError as exc:
+            ours.close()
+            raise InfraError(f"fork server could not be started: {exc.strerror or exc}") from None
+        finally:
+            theirs.close()
+        return ours
+
     def _zygote_argv(self, fd: int) -> list[str]:
-        modules = sorted({argv[2] for argv in self.commands})
-        return [sys.executable, "-m", "qa.harness.zygote", str(fd), *(a for m in modules for a in ("--serve", m)),
-                *(a for entry in self.preload for a in ("--preload", entry))]
+        return [sys.executable, "-m", "qa.harness.zygote", str(fd), *zygote_args(self.commands, self.preload)]
 
     async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float = SPAWN_TIMEOUT_S,
                     stdin_fd: int | None = None, stderr_fd: int | None = None) -> ForkedProcess:

@@ -31,7 +31,8 @@ import jinja2
 import yaml
 
 from qa import processes
-from qa.harness.botfile import CONTRACT_ENV, BotFile
+from qa.harness.botfile import BotFile
+from qa.harness.contract_env import inherited_env
 from qa.kernel.dotted import set_dotted as dotted_set
 from qa.kernel.errors import ConfigError
 
@@ -39,15 +40,6 @@ from qa.kernel.errors import ConfigError
 WITHHELD_ENV_PREFIXES = processes.WITHHELD_ENV_PREFIXES
 # The scenario's exec directory, beside the bot's state dir (MATRIX_QA_EXEC_DIR).
 EXEC_DIR_NAME = "exec"
-
-
-def inherited_env(base_env: Mapping[str, str]) -> dict[str, str]:
-    """Pure: what a bot may inherit from the harness: never a withheld variable, never a contract name (each launch
-    sets its own, so a value the harness inherited for one, such as the user's own OPENAI_API_KEY that record mode
-    keeps from the bot, is never one a bot may see). Also the whole environment of the fork server, which outlives
-    every launch: /proc/<pid>/environ of each bot it forks shows what it was started with."""
-    return {k: v for k, v in base_env.items()
-            if not k.startswith(WITHHELD_ENV_PREFIXES) and k not in CONTRACT_ENV}
 
 
 @dataclass

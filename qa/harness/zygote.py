@@ -9,6 +9,7 @@ and nothing else), killable with SIGKILL, restarted for real by forking again, a
 else: after the fork it shares no state with its siblings.
 
 Wire, over the SOCK_SEQPACKET socket the harness handed us as FD (one JSON object per message):
+  harness → us   {"orders": {"cwd": "..."}} with the log's fd    first, only with --await-orders (started early)
   us → harness   {"ready": pid}                              once, after the imports
   harness → us   {"id": n, "argv": [...], "env": {...}, "cwd": "..."}   with fds attached: [stdout] (stdout and
                  stderr both, stdin /dev/null) or [stdout, stdin, stderr]
@@ -193,15 +194,54 @@ def _close(fds: list[int]) -> None:
             os.close(fd)
 
 
+def hold_output() -> int:
+    """Started early (`--await-orders`), we have no log yet: what the imports print is kept in memory (no file,
+    nothing on disk) until the orders name the log, then written there."""
+    held = os.memfd_create("zygote-output")
+    os.dup2(held, 1)
+    os.dup2(held, 2)
+    return held
+
+
+def take_orders(sock: socket.socket, held: int) -> None:
+    """Wait for the orders (`{"orders": {"cwd": …}}` with the log's fd attached): the log becomes our stdout and
+    stderr, with what the imports printed first, and we move to our own directory. End of file instead: the run
+    never got that far, so we leave, unused and silently."""
+    message, fds, _, _ = socket.recv_fds(sock, MAX_MESSAGE, 1)
+    try:
+        orders = json.loads(message).get("orders") if message else None
+    except (ValueError, AttributeError):
+        orders = None
+    if not isinstance(orders, dict) or len(fds) != 1 or not isinstance(orders.get("cwd"), str):
+        _close(fds)
+        raise SystemExit(0 if not message else "bad orders")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.lseek(held, 0, os.SEEK_SET)
+    while chunk := os.read(held, 1 << 16):
+        os.write(fds[0], chunk)
+    os.dup2(fds[0], 1)
+    os.dup2(fds[0], 2)
+    _close([fds[0], held])
+    os.chdir(orders["cwd"])
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m qa.harness.zygote",
                                      description="a Python bot's fork server (started by the matrix-qa harness)")
     parser.add_argument("fd", type=int)
     parser.add_argument("--serve", action="append", default=[], metavar="MODULE")
     parser.add_argument("--preload", action="append", default=[], metavar="MODULE[:FUNCTION]")
+    # Started before the run knows its directories (qa.harness.early_fork_server): the log and cwd come as orders.
+    parser.add_argument("--await-orders", action="store_true")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
-    preload(args.preload)
+    held = hold_output() if args.await_orders else None
+    try:
+        preload(args.preload)
+    finally:
+        if held is not None:  # a failed import's traceback, too, goes to the log it is handed
+            take_orders(sock, held)
     # Objects made by the imports are never freed; freezing them keeps the collector from touching (and so
     # copying) their pages in every forked bot.
     gc.collect()

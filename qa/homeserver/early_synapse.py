@@ -13,7 +13,6 @@ stdin closes or (PR_SET_PDEATHSIG) the harness dies. One per process at most.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import importlib.util
@@ -22,11 +21,12 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from qa import processes
 from qa.homeserver.seeded_boot import AWAIT_FLAG, TEMPLATE_ENV
+from qa.processes import pidfds_work
 
 APP = "synapse.app.homeserver"
 REAP_TIMEOUT_S = 5.0
@@ -49,16 +49,7 @@ class EarlySynapse:
 
     async def wait(self) -> int:
         """Its exit code, once it exits; wakes on its pidfd, never polls."""
-        while self._popen.poll() is None:
-            try:
-                fd = os.pidfd_open(self.pid)
-            except ProcessLookupError:  # gone meanwhile: wait() has its code (0 if someone else reaped it)
-                break
-            try:
-                await _readable(fd, lambda: self._popen.poll() is not None)
-            finally:
-                os.close(fd)
-        return self._popen.wait()
+        return await processes.wait_popen(self._popen)
 
     def go(self, synapse_argv: list[str], cwd: Path, stdout_path: Path, template: dict[str, str] | None) -> bool:
         """Boot with this config: its output from now on to `stdout_path`. False when it can no longer (it died
@@ -85,18 +76,6 @@ class EarlySynapse:
             with contextlib.suppress(OSError):
                 self._popen.stdin.close()
         processes.disown(self.pid)
-
-
-async def _readable(fd: int, already: Callable[[], bool]) -> None:
-    """Until `fd` is readable (a pidfd: its process exited), unless `already` says there is nothing to wait for."""
-    loop = asyncio.get_running_loop()
-    done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
-    try:
-        if not already():
-            await done
-    finally:
-        loop.remove_reader(fd)
 
 
 def hand_over(early: EarlySynapse, argv: list[str], env: Mapping[str, str] | None, cwd: Path,
@@ -139,15 +118,6 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
         _atexit_registered = True
     _pending = EarlySynapse(popen)
     return _pending
-
-
-def pidfds_work() -> bool:
-    """Whether this kernel (and its seccomp filter) gives pidfds, which EarlySynapse.wait sleeps on."""
-    try:
-        os.close(os.pidfd_open(os.getpid()))
-    except (AttributeError, OSError):
-        return False
-    return True
 
 
 def take() -> EarlySynapse | None:

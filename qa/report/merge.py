@@ -151,6 +151,7 @@ def _merge_timings(summaries: Sequence[Summary], results: Sequence[ScenarioResul
     return Timings(
         homeserverBootMs=_longest([x.homeserverBootMs for x in t]),
         providerBootMs=_longest([x.providerBootMs for x in t]),
+        forkServerWaitMs=_longest([x.forkServerWaitMs for x in t]),
         botBootMs=round(statistics.median(boots), 1) if boots else None,
         scenariosMs=_longest([x.scenariosMs for x in t]),
         reportMs=_longest([x.reportMs for x in t]),

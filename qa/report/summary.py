@@ -184,6 +184,9 @@ class ScenarioResult(_Model):
 class Timings(_Model):
     homeserverBootMs: float | None = None
     providerBootMs: float | None = None
+    # After the homeserver was ready, how long the run still waited for the fork server's imports (0: it was ready
+    # first; None: no fork server, or the homeserver never got ready).
+    forkServerWaitMs: float | None = None
     botBootMs: float | None = None  # median over scenarios
     scenariosMs: float | None = None
     reportMs: float | None = None

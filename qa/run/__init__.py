@@ -158,8 +158,9 @@ class Run:
         hs = self.homeserver = create_homeserver(self.options, work, self.dir / "homeserver", appservice=hosts)
         if (adopt := getattr(hs, "adopt_early", None)) is not None:  # `matrix-qa run` started its Synapse early
             adopt(early_synapse.take())
-        await boot(hs, self._start_fork_server(work), self.out, self.secrets)
+        waited = await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
+        self.timings.forkServerWaitMs = waited if self.fork_server is not None else None
 
     def _keep_provider(self, provider: Any) -> None:
         self.provider = self.scheduler.provider = provider

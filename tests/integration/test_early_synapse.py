@@ -1,6 +1,7 @@
-"""The embedded Synapse started early (qa.homeserver.early_synapse), with the real Synapse interpreter: a run that
-ends before handing it its config leaves no process and says what it said before; a Ctrl-C or SIGTERM while the
-plan is being checked too; and the server that boots is that very process."""
+"""The embedded Synapse and the built-in agent's fork server started early (qa.homeserver.early_synapse,
+qa.harness.early_fork_server), with the real Synapse interpreter and the agent's real imports: a run that ends before
+handing them their orders leaves no process and says what it said before; a Ctrl-C or SIGTERM while the plan is
+being checked too; and the server that boots is that very process."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from qa import cli
+from qa.harness import early_fork_server
 from qa.homeserver import early_synapse
 from qa.homeserver.synapse import SynapseHomeserver
 
@@ -44,31 +46,36 @@ def _until(check: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.02)
 
 
-def _waiting_interpreters(mark: str) -> list[int]:
+def _waiting_interpreters(mark: str, flag: str = early_synapse.AWAIT_FLAG) -> list[int]:
     found = []
     for pid in _marked(mark):
         try:
-            if early_synapse.AWAIT_FLAG.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+            if flag.encode() in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0"):
                 found.append(pid)
         except OSError:
             continue
     return found
 
 
-@pytest.mark.parametrize(("flags", "message"), [
-    (["--scenario", "no-such-scenario"], "matrix-qa: unknown scenario id(s): no-such-scenario; known ids: canary"),
+@pytest.mark.parametrize(("flags", "message", "forked"), [
+    (["--scenario", "no-such-scenario"], "matrix-qa: unknown scenario id(s): no-such-scenario; known ids: canary",
+     True),
     (["--bot", "bad.yaml"],
-     "matrix-qa: bad.yaml:3:1: YAML syntax error: expected the node content, but found '<stream end>'\n"),
+     "matrix-qa: bad.yaml:3:1: YAML syntax error: expected the node content, but found '<stream end>'\n", False),
+    (["--bot-set", "noSuchKey=1"], "matrix-qa: --bot-set noSuchKey: unknown key (known: ", True),
 ])
-def test_a_run_refused_by_its_checks_stops_the_synapse_it_started_early(
+def test_a_run_refused_by_its_checks_stops_what_it_started_early(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        flags: list[str], message: str) -> None:
+        flags: list[str], message: str, forked: bool) -> None:
     (tmp_path / "bad.yaml").write_text("name: x\ncommand: [\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(MARK, str(tmp_path))
     started: list[early_synapse.EarlySynapse | None] = []
     real_start = early_synapse.start
     monkeypatch.setattr(early_synapse, "start", lambda env: started.append(real_start(env)) or started[-1])
+    zygotes: list[early_fork_server.EarlyForkServer | None] = []
+    real_zygote = early_fork_server.start
+    monkeypatch.setattr(early_fork_server, "start", lambda env: zygotes.append(real_zygote(env)) or zygotes[-1])
 
     code = cli.main(["run", *flags, "--output-dir", str(tmp_path / "out")])
 
@@ -77,6 +84,8 @@ def test_a_run_refused_by_its_checks_stops_the_synapse_it_started_early(
     assert "Traceback" not in err and len(err.splitlines()) == 1
     assert len(started) == 1 and started[0] is not None, "no Synapse was started early: the test proves nothing"
     assert started[0].returncode == -signal.SIGKILL  # stopped, and reaped (else returncode would be None)
+    # The fork server only for the built-in agent (a user's bot file's preload is their code: never before the checks).
+    assert len(zygotes) == forked and all(z is not None and z.returncode == -signal.SIGKILL for z in zygotes)
     assert _marked(str(tmp_path)) == []
     assert not (tmp_path / "out").exists()  # nothing written before the checks, as before
 
@@ -92,14 +101,16 @@ def test_a_signal_while_the_plan_is_checked_leaves_no_synapse(tmp_path: Path, si
                             stderr=subprocess.PIPE, text=True)
     try:
         _until(lambda: bool(_waiting_interpreters(str(tmp_path))), 120, "the run never started Synapse early")
+        _until(lambda: bool(_waiting_interpreters(str(tmp_path), early_fork_server.AWAIT_FLAG)), 120,
+               "the run never started the fork server early")
         proc.send_signal(signum)
         err = proc.communicate(timeout=60)[1]
     finally:
         proc.kill()
     assert proc.returncode == code, err
     assert "Traceback" not in err
-    # SIGTERM ends the harness at once: PR_SET_PDEATHSIG (and its stdin closing) take the waiting interpreter.
-    _until(lambda: _marked(str(tmp_path)) == [], 30, "a Synapse outlived the run")
+    # SIGTERM ends the harness at once: PR_SET_PDEATHSIG (and its stdin or socket closing) take what was waiting.
+    _until(lambda: _marked(str(tmp_path)) == [], 30, "a Synapse or fork server outlived the run")
 
 
 @pytest.mark.own_homeserver

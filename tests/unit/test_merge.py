@@ -54,7 +54,8 @@ def summary(run_id: str, results: list[ScenarioResult], *, shard: tuple[int, int
         environment=Environment(homeserver=HomeserverInfo(kind="synapse", version="1.0"),
                                 provider=ProviderInfo(mode="mock", model="mock-model"), profile="fast",
                                 python="3.11", platform="linux", matrixQaVersion="0.1"),
-        counts=counts, timings=Timings(homeserverBootMs=900.0 + total / 100, totalMs=total, scenariosMs=total - 1000),
+        counts=counts, timings=Timings(homeserverBootMs=900.0 + total / 100, totalMs=total, scenariosMs=total - 1000,
+                                       forkServerWaitMs=total / 100),
         scenarios=results, lock=lock_section if lock_section is not None else lock(), errors=errors or [],
         jobs=2, shard=ShardInfo(index=shard[0], count=shard[1]) if shard else None,
     )
@@ -97,7 +98,7 @@ def test_a_canary_that_failed_in_any_shard_is_the_one_kept() -> None:
 def test_timings_are_the_longest_shards_and_latency_is_recomputed() -> None:
     merged = merge_summaries(shards(), run_id="m")
     assert merged.timings.totalMs == 6000.0 and merged.timings.scenariosMs == 5000.0
-    assert merged.timings.homeserverBootMs == 960.0
+    assert merged.timings.homeserverBootMs == 960.0 and merged.timings.forkServerWaitMs == 60.0
     assert merged.timings.botBootMs == 600.0  # median of the four kept results
     assert merged.timings.note and "side by side" in merged.timings.note
     assert merged.latency is not None
