@@ -155,6 +155,9 @@ class MockProvider(ModelServer):
                 entry.hold = decision.hold
                 self._notify()  # a step waiting for the hold sees it now
                 await self._held(request, entry, decision)
+                if entry.hold_end == "client gone":  # the bot gave up on it, as on a hold before the answer
+                    entry.client_disconnected = True
+                    entry.fault = entry.fault or "hang: the connection closed while the request was held"
             await self._pause(seconds, request)
 
         return await self._send(request, entry, api, ctx, decision.reply, chunks, pace, decision.stream_fault,

@@ -176,8 +176,10 @@ class Rule(_Strict):
             raise ValueError("hold: a hold name must not be empty")
         if self.hold_ms is not None and self.hold_name is None:
             raise ValueError("hold_ms bounds a hold, and this rule has no `hold`")
-        if self.stream.hold_after is not None and (self.hold_name is None or not self.stream.delay_ms):
-            raise ValueError("stream.hold_after holds a paced stream (delay_ms) under the rule's `hold`")
+        if self.stream.hold_after is not None and (self.hold_name is None or not self.stream.delay_ms
+                                                   or self.stream.hold_after >= self.stream.pieces):
+            raise ValueError("stream.hold_after holds a paced stream (delay_ms) under the rule's `hold`, before its "
+                             "last piece (hold_after < pieces)")
         known = set(BUILTIN_VARS)
         for pattern in (self.match.latest_user, self.match.any_message):
             if pattern is not None:

@@ -76,6 +76,10 @@ class ScopedProvider:
     def entries_for(self, text: str) -> list[JournalEntry]:
         return [e for e in self.journal if e.is_chat and e.contains(text)]
 
+    def owns(self, entry: JournalEntry) -> bool:
+        """Whether `entry` is one of this client's requests (a wait's predicate tests the entry it is given)."""
+        return entry.path.startswith(self._prefix)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self._provider, name)
 
@@ -192,6 +196,10 @@ class ModelServer:
     def entries_for(self, text: str) -> list[JournalEntry]:
         """Model requests whose messages contain `text` (e.g. a scenario's run token)."""
         return [e for e in self.journal if e.is_chat and e.contains(text)]
+
+    def owns(self, entry: JournalEntry) -> bool:
+        """Every request is the unscoped provider's own (a ScopedProvider answers for its scope)."""
+        return True
 
     def journal_as_json(self) -> list[dict[str, Any]]:
         return [e.to_json() for e in self.journal]

@@ -68,6 +68,12 @@ async def start_fork_server(options: RunOptions, bot_file: BotFile, run_dir: Pat
     except InfraError as exc:
         out.say(f"note: {exc}; bots start the ordinary way")
         return None
+    except BaseException:
+        # Taken from the pending slot but maybe not yet adopted (a mkdir failed, a signal came): nobody else would
+        # stop it now. kill() is idempotent, so an adopted one the server already closed is no harm.
+        if early is not None:
+            early.kill()
+        raise
     out.say(f"fork server ready (pid {server.pid}): the bot's processes are forked from it")
     return server
 

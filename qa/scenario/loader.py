@@ -179,13 +179,17 @@ def _check_rule_files(out: _Loaded, root: Node, cache: dict[str, list[str]] | No
 def _check_hold_names(out: _Loaded, root: Node) -> None:
     """A hold a step releases must be one that a rule of the scenario's own rule files (or a built-in) makes: a
     misspelt name is found here, not by a step that waits for a hold nobody makes. Only once those files load."""
-    from qa.library import rules_root_for
+    from qa.library import confined, rules_root_for
     from qa.provider.rules import RuleFileError, load_default_rules, load_rules
 
     assert out.scenario is not None
     wanted = [(index, step, where, name) for index, step in enumerate(out.scenario.steps)
               for where, name in step.provider_holds()]
     if not wanted:
+        return
+    # Only files _check_rule_files would read: a FIFO or a link out of the library is refused there, unread (read
+    # here, a FIFO would hang `validate` and `run`).
+    if any(confined(rules_root_for(out.path), name)[1] is not None for name in out.scenario.provider.rules):
         return
     try:
         rules = [rule for name in out.scenario.provider.rules for rule in load_rules(rules_root_for(out.path) / name)]

@@ -199,6 +199,24 @@ async def test_a_run_whose_bot_is_not_forked_stops_the_early_one(tmp_path: Path,
     assert server is None and pending.killed and early_fork_server.take() is None
 
 
+async def test_an_early_one_taken_but_not_adopted_is_stopped_when_the_start_fails(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # ForkServer.start makes its directories before it adopts: a full disk there (or a signal) left the early
+    # zygote taken from the pending slot and held by nobody.
+    from qa.harness import fork_server
+
+    pending = _Pending()
+    monkeypatch.setattr(early_fork_server, "_pending", pending)
+
+    async def failing(self: object, timeout_s: float = 1.0, early: object = None) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fork_server.ForkServer, "start", failing)
+    with open(os.devnull, "w") as devnull, pytest.raises(OSError):
+        await start_fork_server(RunOptions(), builtin_bot_file(), tmp_path, tmp_path, Output(devnull))
+    assert pending.killed and early_fork_server.take() is None
+
+
 @pytest.mark.parametrize(("homeserver_s", "fork_server_s", "at_least_ms"), [(0.0, 0.2, 190.0), (0.2, 0.0, 0.0)])
 def test_boot_counts_the_wait_for_the_fork_server_once_the_homeserver_is_ready(
         homeserver_s: float, fork_server_s: float, at_least_ms: float) -> None:

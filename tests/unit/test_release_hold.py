@@ -150,13 +150,43 @@ async def test_a_stream_held_after_some_pieces_says_held_only_there_and_goes_on_
     assert "".join(pieces) == "one two three four five six" and entry.hold_end == "released"
 
 
-@pytest.mark.parametrize("stream", ["{pieces: 3, delay_ms: 10, hold_after: 1}", "{pieces: 3, hold_after: 1}"])
+async def test_a_stream_held_midway_that_the_bot_gives_up_on_is_a_hang(mock: MockProvider) -> None:
+    asking = asyncio.create_task(_stream(mock, "a", "midway", []))
+    entry = await mock.scoped("a").wait_for(lambda e: e.hold == "midway", 5)
+    asking.cancel()  # the client closes its connection while the stream is held
+    await asyncio.gather(asking, return_exceptions=True)
+    await mock.scoped("a").wait_for(lambda e: e.hold_end is not None, 5)
+    assert entry.hold_end == "client gone" and entry.client_disconnected
+    assert entry.fault == "hang: the connection closed while the request was held"
+
+
+@pytest.mark.parametrize("stream", ["{pieces: 3, delay_ms: 10, hold_after: 1}", "{pieces: 3, hold_after: 1}",
+                                    "{pieces: 3, delay_ms: 10, hold_after: 3}"])
 def test_hold_after_needs_a_hold_and_a_paced_stream(tmp_path: Path, stream: str) -> None:
     rules = tmp_path / "bad.yaml"
-    hold = "" if "delay_ms" in stream else "    hold: h\n"
+    hold = "" if stream.endswith("hold_after: 1}") and "delay_ms" in stream else "    hold: h\n"
     rules.write_text(f"rules:\n  - name: r\n    reply: {{text: x}}\n    stream: {stream}\n{hold}", encoding="utf-8")
     with pytest.raises(RuleFileError, match=r"stream\.hold_after holds a paced stream"):
         load_rules(rules)
+
+
+def test_a_rule_file_that_is_a_fifo_is_refused_not_read_when_a_step_releases_a_hold(tmp_path: Path) -> None:
+    # The hold-name check read the scenario's rule files itself; one that is a FIFO hung `validate` (and `run`).
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "fixtures").mkdir()
+    os.mkfifo(tmp_path / "fixtures" / "fifo")
+    (tmp_path / "scenarios").mkdir()
+    scenario = tmp_path / "scenarios" / "s.yaml"
+    scenario.write_text("id: s\ntitle: t\nprovider: {rules: [fixtures/fifo]}\nsteps:\n  - release_hold: {name: x}\n",
+                        encoding="utf-8")
+    done = subprocess.run([sys.executable, "-m", "qa.cli", "validate", str(scenario)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2, done
+    assert "provider.rules[0]" in done.stderr + done.stdout and "not a regular file" in done.stderr + done.stdout
+    assert "Traceback" not in done.stderr
 
 
 def test_hold_ms_needs_a_hold(tmp_path: Path) -> None:

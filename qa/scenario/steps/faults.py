@@ -173,14 +173,15 @@ class ReleaseHold(StepBase):
             ctx.method = "not-checked"  # a live model or a replay holds nothing
             return f"NOT CHECKED: only the mock provider holds requests; nothing held under {self.name!r}"
 
-        def held() -> list[Any]:
-            return [e for e in provider.journal if e.hold == self.name and e.hold_end is None
-                    and e.state == "in_flight"]
+        def held(entry: Any) -> bool:
+            return entry.hold == self.name and entry.hold_end is None and entry.state == "in_flight"
 
         try:
             with contextlib.suppress(WaitTimeout, TimeoutError):
-                await provider.wait_for(lambda _entry: bool(held()), self.wait_s(ctx))
-            waiting = held()
+                # The entry itself is tested: rescanning the shared journal on every change of any entry was
+                # quadratic in a long run, on the loop other scenarios time their waits on.
+                await provider.wait_for(lambda entry: provider.owns(entry) and held(entry), self.wait_s(ctx))
+            waiting = [e for e in provider.journal if held(e)]
         finally:  # released even when nothing was held: a request that comes later must not hang the bot
             provider.release(self.name, getattr(provider, "scope", ""))
         if not waiting:
