@@ -57,6 +57,16 @@ async def watched(run: Awaitable[T]) -> tuple[T, list[Snapshot]]:
     return task.result(), snapshots
 
 
+async def watched_with_parents(run: Awaitable[T]) -> tuple[T, list[tuple[Snapshot, dict[int, int]]]]:
+    """watched(), each look with its pid -> parent pid (with_parents): to tell a bot's own children from strangers."""
+    task = asyncio.ensure_future(run)
+    looks = []
+    while not task.done():
+        looks.append(with_parents())
+        await asyncio.wait({task}, timeout=0.1)
+    return task.result(), looks
+
+
 def bot_processes(snapshots: list[Snapshot], run_id: str) -> dict[int, str]:
     """pid -> command line of every process seen with a bot account of run `run_id` in its environment (the
     launch contract's MATRIX_QA_USER_ID ends with the run's suffix: qa.scenario.runner)."""
