@@ -49,12 +49,8 @@ def started_by(pid: int, parent: dict[int, int], snapshot: Snapshot, mark: str) 
 
 async def watched(run: Awaitable[T]) -> tuple[T, list[Snapshot]]:
     """`run`'s result, and a snapshot of every process every 0.1 s while it ran (bounded by the run itself)."""
-    task = asyncio.ensure_future(run)
-    snapshots = []
-    while not task.done():
-        snapshots.append(environs())
-        await asyncio.wait({task}, timeout=0.1)
-    return task.result(), snapshots
+    result, looks = await watched_with_parents(run)
+    return result, [snapshot for snapshot, _parent in looks]
 
 
 async def watched_with_parents(run: Awaitable[T]) -> tuple[T, list[tuple[Snapshot, dict[int, int]]]]:

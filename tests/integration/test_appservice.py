@@ -9,7 +9,6 @@ forgets the ids it has handled answers the redelivered mention three times, and 
 
 from __future__ import annotations
 
-import asyncio
 import json
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import pytest
 
 from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import MUTANT_STEP_CAP_S
-from tests.integration.proc_watch import started_by, with_parents
+from tests.integration.proc_watch import started_by, watched_with_parents
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +29,8 @@ TOKENS = (b"MATRIX_QA_AS_TOKEN=", b"MATRIX_QA_HS_TOKEN=")
 
 async def test_an_appservice_bot_passes_and_its_tokens_stay_its_own(run_qa, session_synapse) -> None:
     # Four at once, so the push scenario adds no turn of its own to the run.
-    run = asyncio.ensure_future(run_qa(*GENERIC, PUSHED, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=4))
-    snapshots = []
-    while not run.done():  # bounded by the run's own scenario timeouts
-        snapshots.append(with_parents())
-        await asyncio.wait({run}, timeout=0.1)
-    result = run.result()
+    result, snapshots = await watched_with_parents(
+        run_qa(*GENERIC, PUSHED, bot_file=BOTS / "mautrix-appservice-bot.yaml", jobs=4))
     assert result.code == 0, result.report
     for scenario_id in [*GENERIC, PUSHED]:
         scenario = result.scenario(scenario_id)
