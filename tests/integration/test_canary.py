@@ -70,17 +70,27 @@ async def test_wrong_reply_fails_with_expected_and_seen(run_qa) -> None:
     assert "not-the-marker" in result.report and "Expected" in result.report
 
 
-def test_unknown_scenario_id_exits_2_listing_known_ids() -> None:
-    proc = cli("run", "--scenario", "no-such-scenario")
+# The two refusals below come before the run needs a homeserver: they name the session's Synapse by URL
+# (shared_homeserver_cli), so the run does not start importing a Synapse of its own (`matrix-qa run` starts one
+# early, early_synapse.py) only to stop it unused: 2 s of CPU each. The bad-input corpus (tests/bad_inputs) checks
+# that a refused run stops its early Synapse.
+def test_unknown_scenario_id_exits_2_listing_known_ids(shared_homeserver_cli: tuple[list[str], dict[str, str]]
+                                                        ) -> None:
+    flags, env = shared_homeserver_cli
+    proc = cli("run", "--scenario", "no-such-scenario", *flags, env=env)
     assert proc.returncode == 2
     assert "no-such-scenario" in proc.stderr and "canary" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
+def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path,
+                                                         shared_homeserver_cli: tuple[list[str], dict[str, str]]
+                                                         ) -> None:
+    flags, env = shared_homeserver_cli
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: bad\ntitle: Bad\nprofiles: [fast]\nsteps:\n  - send: {as: driver, bdy: hi}\n")
-    proc = cli("run", "--scenarios-dir", str(tmp_path), "--no-builtin-scenarios", "--output-dir", str(tmp_path / "out"))
+    proc = cli("run", "--scenarios-dir", str(tmp_path), "--no-builtin-scenarios", "--output-dir", str(tmp_path / "out"),
+               *flags, env=env)
     assert proc.returncode == 2
     assert f"{bad}:5:" in proc.stderr and "bdy" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -231,13 +231,15 @@ def test_live_provider_over_real_http(tmp_path: Path, live_endpoint: tuple[str, 
 
 
 def test_live_provider_wrong_key_is_exit_2_without_the_key(
-    tmp_path: Path, live_endpoint: tuple[str, str, Path]
+    tmp_path: Path, live_endpoint: tuple[str, str, Path], shared_homeserver_cli: tuple[list[str], dict[str, str]]
 ) -> None:
+    # The provider is what is tested, as in the two tests above: the homeserver is the session's, by URL.
+    flags, hs_env = shared_homeserver_cli
     base_url, _, _ = live_endpoint
     wrong = "sk-wrong-" + secrets.token_hex(12)
     out = tmp_path / "run-wrong-key"
     proc = cli("run", "--provider", "live", "--model", "mock-model", "--base-url", base_url, "--scenario", "canary",
-               "--output-dir", str(out), tmpdir=tmp_path, env={"OPENAI_API_KEY": wrong})
+               *flags, "--output-dir", str(out), tmpdir=tmp_path, env={**hs_env, "OPENAI_API_KEY": wrong})
     assert proc.returncode == 2, proc.stderr
     assert "401" in proc.stderr and "OPENAI_API_KEY" in proc.stderr and "Traceback" not in proc.stderr
     summary = _summary(out)

@@ -109,8 +109,9 @@ async def test_a_bot_tracing_only_its_lock_holds_is_judged_against_the_journal(r
     assert any("taken from the provider journal" in r for r in lock["reasons"]), lock["reasons"]
     assert lock["modelRequests"] >= 3
 
-    held = await run_qa("canary", "matrix-thread-follow-up",
-                        bot_file=BOTS / "nio-reply-bot-lock-trace-lock-across-model.yaml")
+    # The variant holds its lock across every model request: the canary's one shows it (the clean run above needs
+    # the thread's two as well, for its count of requests judged).
+    held = await run_qa("canary", bot_file=BOTS / "nio-reply-bot-lock-trace-lock-across-model.yaml")
     assert held.code == 1, "every scenario passed, but the lock was held across model I/O"
     lock = held.summary["lock"]
     assert lock["verdict"] == "fail", lock

@@ -20,11 +20,11 @@ NIO_BOT = REPO / "tests" / "bots" / "nio_reply_bot.py"
 
 def test_a_wheel_installed_with_pip_user_then_init_then_run_passes_on_an_independent_bot(
         tmp_path: Path, built_wheel: Path) -> None:
-    from tests.integration.test_install_anywhere import _install_user
+    from tests.integration.test_install_anywhere import installed_user
 
-    (tmp_path / "user").mkdir()
-    # This checkout's wheel, built once per session for both wheel tests (tests/integration/wheel_cache.py).
-    exe, env = _install_user(built_wheel, tmp_path / "user")
+    # This checkout's wheel, built and installed with `pip install --user` once per session for both wheel tests
+    # (tests/integration/wheel_cache.py); a HOME of this test's own, as a fresh machine's (no cache in it).
+    _, exe, env = installed_user(built_wheel, tmp_path / "home")
     env["TMPDIR"] = str(tmp_path)
     project = tmp_path / "my-bot-repo"
     project.mkdir()

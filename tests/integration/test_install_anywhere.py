@@ -3,12 +3,12 @@
 directory and finds the scenario library where that layout put it (the user scheme's data dir, the tool's own
 venv), not this checkout.
 
-Everything goes into throwaway prefixes under tmp_path: PYTHONUSERBASE and HOME for `--user`, PIPX_HOME /
-PIPX_BIN_DIR for pipx, UV_TOOL_DIR / UV_TOOL_BIN_DIR for uv. The shared site-packages, where matrix-qa is
-installed editable from the main checkout, is never written (a test checks its record before and after). The
-package caches (pip's, uv's) are left where they are, so a second run downloads nothing. One wheel build (shared
-with test_init's, tests/integration/wheel_cache.py), the three installs side by side: about 30-45 s on the shared
-2-core machine, once per suite run (one test).
+Everything goes into throwaway prefixes: PYTHONUSERBASE for `--user` (the session's one install of the wheel,
+shared with test_init, tests/integration/wheel_cache.py; HOME under tmp_path), PIPX_HOME / PIPX_BIN_DIR for pipx,
+UV_TOOL_DIR / UV_TOOL_BIN_DIR for uv, under tmp_path. The shared site-packages, where matrix-qa is installed
+editable from the main checkout, is never written (a test checks its record before and after). The package caches
+(pip's, uv's) are left where they are, so a second run downloads nothing. One wheel build (shared too), the three
+installs side by side: about 30-45 s on the shared 2-core machine, once per suite run (one test).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration import wheel_cache
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration
@@ -49,37 +50,49 @@ def _install_user(wheel: Path, root: Path) -> tuple[Path, dict[str, str]]:
     return root / "userbase" / "bin" / "matrix-qa", env
 
 
-def _install_pipx(wheel: Path, root: Path) -> tuple[Path, dict[str, str]]:
+def installed_user(wheel: Path, home: Path) -> tuple[Path, Path, dict[str, str]]:
+    """(prefix, command, environment) of the session's one `pip install --user` of `wheel` (shared with test_init,
+    wheel_cache.user_install), run with `home` as HOME."""
+    prefix = wheel_cache.user_install(wheel, _install_user)
+    env = _clean_env(HOME=str(home), PYTHONUSERBASE=str(prefix / "userbase"))
+    return prefix, prefix / "userbase" / "bin" / "matrix-qa", env
+
+
+def _user(wheel: Path, root: Path) -> tuple[Path, Path, dict[str, str]]:
+    return installed_user(wheel, root / "home")
+
+
+def _install_pipx(wheel: Path, root: Path) -> tuple[Path, Path, dict[str, str]]:
     env = _clean_env(PIPX_HOME=str(root / "pipx"), PIPX_BIN_DIR=str(root / "bin"), PIPX_MAN_DIR=str(root / "man"))
     _run([_tool("pipx"), "install", "--python", sys.executable, str(wheel)], env, root)
-    return root / "bin" / "matrix-qa", env
+    return root, root / "bin" / "matrix-qa", env
 
 
-def _install_uv(wheel: Path, root: Path) -> tuple[Path, dict[str, str]]:
+def _install_uv(wheel: Path, root: Path) -> tuple[Path, Path, dict[str, str]]:
     env = _clean_env(UV_TOOL_DIR=str(root / "tools"), UV_TOOL_BIN_DIR=str(root / "bin"))
     _run([_tool("uv"), "tool", "install", "--python", sys.executable, str(wheel)], env, root)
-    return root / "bin" / "matrix-qa", env
+    return root, root / "bin" / "matrix-qa", env
 
 
 def _tool(name: str) -> str:
     return shutil.which(name) or str(Path(sys.executable).parent / name)
 
 
-LAYOUTS = {"pip install --user": ("pip", _install_user), "pipx install": ("pipx", _install_pipx),
+LAYOUTS = {"pip install --user": ("pip", _user), "pipx install": ("pipx", _install_pipx),
            "uv tool install": ("uv", _install_uv)}
 
 
 def _check(layout: str, wheel: Path, root: Path, elsewhere: Path) -> str:
     """Install one layout and run the installed command from `elsewhere`; returns the library dir it found."""
     root.mkdir()
-    exe, env = LAYOUTS[layout][1](wheel, root)
+    prefix, exe, env = LAYOUTS[layout][1](wheel, root)  # prefix: where the layout installed it
     version = _run([str(exe), "--version"], env, elsewhere).stdout
     assert version.startswith("matrix-qa 0."), version
     listed = json.loads(_run([str(exe), "list", "--json"], env, elsewhere).stdout)
     files = [Path(s["file"]) for s in listed["scenarios"]]
     assert {f.name for f in files} == {p.name for p in (REPO / "scenarios").glob("*.yaml")}, layout
     library = files[0].parent
-    assert library.is_relative_to(root) and library.parts[-3:] == ("share", "matrix-qa", "scenarios"), library
+    assert library.is_relative_to(prefix) and library.parts[-3:] == ("share", "matrix-qa", "scenarios"), library
     assert "ok: scenarios are valid" in _run([str(exe), "validate"], env, elsewhere).stdout
     return str(library)
 

@@ -1,7 +1,8 @@
 """Concurrency must not cost correctness: --jobs and --shard against a real Synapse, mock provider and bots.
 
-The fast profile runs once one at a time (the reference) and twice at --jobs 4; seven of its scenarios run in 3
-shards that are then merged. About a minute in all on 2 cores; the reference run is shared by the tests of this module.
+Eleven of the fast profile's scenarios (every kind it has, below) run once one at a time (the reference) and twice
+at --jobs 4; seven of them run in 3 shards that are then merged. About 40 s in all on 2 cores; the reference run is
+shared by the tests of this module.
 """
 
 from __future__ import annotations
@@ -30,6 +31,22 @@ BROKEN = REPO / "fixtures/mock-provider/broken-marker.yaml"
 # fails it at once instead of after the step's 30 s wait for an edit, with the same failure.
 
 
+# What the shards split: the canary and six of the fast profile's scenarios, two a shard (the split and the
+# merge are the same whatever the scenarios do; the fast profile whole ran in 19 scenario runs, this in 9). The
+# unsharded run they must equal is the reference's run of these same scenarios (each scenario runs alone, in
+# fresh rooms, whatever else the run holds).
+SHARDED = [CANARY, "matrix-allowlist-block", "matrix-mention-gating", "matrix-reaction-notification",
+           "matrix-thread-follow-up", "matrix-thread-isolation", "matrix-top-level-reply-shape"]
+
+# What runs side by side: the shards' seven and one scenario of each kind of the fast profile's that they lack (an
+# exec approval with its exec dir, an encrypted room with the bot's crypto store, a bot restart, the session lock
+# under contention). What sharing could break is the same for two scenarios of a kind as for one (each has its
+# own users, rooms, bot, state dir, markers and provider scope), so the kinds' second scenarios (allowbots twice,
+# the chunked approval, two more encrypted rooms) are left out: 33 scenario runs in this module instead of 48.
+SIDE_BY_SIDE = [*SHARDED, "matrix-approval-exec-metadata-single-event", "matrix-e2ee-basic-reply",
+                "matrix-restart-resume", "matrix-session-lock-contention"]
+
+
 def _run(out_dir: Path, **options: Any) -> RunResult:
     """A real run in-process, on its own event loop (so a module-scoped fixture can share one)."""
     return asyncio.run(run_in_process(out_dir, out_dir.parent / f"{out_dir.name}.console.log", **options))
@@ -42,7 +59,7 @@ def one_at_a_time(tmp_path_factory: pytest.TempPathFactory, session_synapse: Ses
     the tests)."""
     own_forks = os.environ.get("MATRIX_QA_TESTS_OWN_FORK_SERVER") == "1"  # as the autouse fixture (conftest)
     with borrowing(session_synapse, None if own_forks else session_fork_servers):
-        return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1)
+        return _run(tmp_path_factory.mktemp("jobs1") / "run", jobs=1, scenario_ids=list(SIDE_BY_SIDE))
 
 
 def outcome(summary: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
@@ -64,7 +81,7 @@ def test_jobs_4_twice_gives_the_results_of_jobs_1(one_at_a_time: RunResult, tmp_
     assert reference.code == 0, reference.report
     assert reference.summary["jobs"] == 1
     for attempt in (1, 2):
-        run = _run(tmp_path / f"jobs4-{attempt}", jobs=4)
+        run = _run(tmp_path / f"jobs4-{attempt}", jobs=4, scenario_ids=list(SIDE_BY_SIDE))
         assert run.code == 0, run.report
         # Same scenarios, same order (the plan's, not the finishing order), same outcome of every step.
         assert outcome(run.summary) == outcome(reference.summary)
@@ -85,14 +102,6 @@ def test_jobs_4_twice_gives_the_results_of_jobs_1(one_at_a_time: RunResult, tmp_
         log = (run.dir / "matrix-qa-output.log").read_text()
         assert "[matrix-thread-follow-up] ✔ matrix-thread-follow-up pass" in log
     assert our_processes(str(tmp_path)) == []
-
-
-# What the shards split: the canary and six of the fast profile's scenarios, two a shard (the split and the
-# merge are the same whatever the scenarios do; the fast profile whole ran in 19 scenario runs, this in 9). The
-# unsharded run they must equal is the reference's run of these same scenarios (each scenario runs alone, in
-# fresh rooms, whatever else the run holds).
-SHARDED = [CANARY, "matrix-allowlist-block", "matrix-mention-gating", "matrix-reaction-notification",
-           "matrix-thread-follow-up", "matrix-thread-isolation", "matrix-top-level-reply-shape"]
 
 
 def test_three_shards_merged_equal_the_unsharded_run(one_at_a_time: RunResult, tmp_path: Path) -> None:

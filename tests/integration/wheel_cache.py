@@ -1,5 +1,6 @@
 """One wheel of this checkout per test session, shared by the tests that install it (test_install_anywhere,
-test_init), the unit test that reads its contents (test_packaging) and the session's xdist workers.
+test_init), the unit test that reads its contents (test_packaging) and the session's xdist workers; and its one
+`pip install --user`, shared by the two tests that run the command it installs.
 
 The wheel is built once into a directory of the session's temporary root (the one the xdist workers' own roots
 sit in), named by a hash of what goes into it (qa/, the scenario library, the fixtures shipped as data, the
@@ -13,9 +14,10 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -62,3 +64,21 @@ def built_wheel(root: Path, env: dict[str, str]) -> Path:
         assert done.returncode == 0, f"pip wheel: exit {done.returncode}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
         [wheel] = staging.glob("matrix_qa-*.whl")
         return wheel.rename(out / wheel.name)  # whole or absent: a reader never sees a half-written wheel
+
+
+def user_install(wheel: Path, install: Callable[[Path, Path], object]) -> Path:
+    """Where `wheel` (built_wheel's) is installed with `pip install --user`, done at most once per session and wheel
+    beside the wheel itself: test_install_anywhere's user layout and test_init both run the command it installed
+    (each with a HOME of its own), and one `pip install` of the two was 4 s of CPU. `install(wheel, where)` does
+    the install into `where` (test_install_anywhere._install_user: its user base is `where / "userbase"`)."""
+    root = wheel.parent.parent  # the session root built_wheel put the wheel's directory in
+    where = root / f"user-{wheel.parent.name}"
+    with open(root / f"{where.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (where / "installed").is_file():
+            return where
+        shutil.rmtree(where, ignore_errors=True)  # a half-done install of a failed attempt
+        where.mkdir()
+        install(wheel, where)
+        (where / "installed").touch()  # last: a reader never takes a half-done install
+        return where
