@@ -13,11 +13,16 @@ loop made before a fork would be shared by every bot (uvloop's libuv state does 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from qa.kernel.errors import ConfigError
+
+# Imported here so the fork server's preload of the agent imports it once for every bot (no loop is made here).
+with contextlib.suppress(ImportError):
+    import uvloop  # noqa: F401
 
 T = TypeVar("T")
 
