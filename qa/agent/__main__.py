@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -29,6 +30,10 @@ from qa.agent.turn_io import TurnIO
 from qa.kernel.errors import QAError
 from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
 from qa.kernel.trace import Trace
+
+# Imported with the agent, so the fork server's preload has it for every bot (qa.agent.event_loop makes the loop).
+with contextlib.suppress(ImportError):
+    import uvloop  # noqa: F401
 
 
 async def _main(config_path: Path) -> int:

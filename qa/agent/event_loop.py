@@ -6,23 +6,20 @@ model request, the send); uvloop's transports and callbacks cost less CPU per tu
 does is the same on either loop: the same signal handlers (SIGTERM, SIGINT, SIGHUP), the same subprocess calls,
 the same timeouts, the same trace. The `start` record names the loop, so a run's evidence says which one it was.
 
-The loop is made in `run`, never at import: the fork server imports this module and forks bots from it, and a
-loop made before a fork would be shared by every bot (uvloop's libuv state does not survive a fork).
+The loop is made in `run`, never at import: the fork server imports the agent and forks bots from it, and a
+loop made before a fork would be shared by every bot (uvloop's libuv state does not survive a fork). uvloop itself
+is imported by qa.agent.__main__ (so the fork server's preload has it); this module stays light, for env_check.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import importlib.util
 import os
 from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
 from qa.kernel.errors import ConfigError
-
-# Imported here so the fork server's preload of the agent imports it once for every bot (no loop is made here).
-with contextlib.suppress(ImportError):
-    import uvloop  # noqa: F401
 
 T = TypeVar("T")
 
@@ -30,11 +27,21 @@ ENV = "MATRIX_QA_AGENT_LOOP"
 CHOICES = ("uvloop", "asyncio")
 
 
+def env_problems(env: Mapping[str, str]) -> list[str]:
+    """bot.yaml's env_check part for the loop: what `loop_factory` would refuse, found without importing uvloop."""
+    asked = env.get(ENV, "").strip().lower()
+    if asked and asked not in CHOICES:
+        return [f"{ENV} must be one of {', '.join(CHOICES)}, got {env.get(ENV)!r}"]
+    if asked == "uvloop" and importlib.util.find_spec("uvloop") is None:
+        return [f"{ENV}=uvloop, but uvloop is not installed"]
+    return []
+
+
 def loop_factory(env: Mapping[str, str] = os.environ) -> tuple[str, Callable[[], asyncio.AbstractEventLoop] | None]:
     """(name, factory for asyncio.Runner): uvloop when importable and not turned off, else asyncio's (None)."""
     asked = env.get(ENV, "").strip().lower()
     if asked and asked not in CHOICES:
-        raise ConfigError(f"{ENV} must be one of {', '.join(CHOICES)}, got {env.get(ENV)!r}")
+        raise ConfigError(env_problems(env)[0])
     if asked != "asyncio":
         try:
             import uvloop

@@ -123,3 +123,36 @@ def test_signals_subprocesses_and_timeouts_alike_on_both_loops(loop: str, sig: s
         proc.wait()
     assert rest.strip() == "stopped cleanly"
     assert proc.returncode == 0
+
+
+def test_env_check_names_a_bad_loop_before_anything_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.agent.overrides import validate_agent_env
+
+    assert validate_agent_env({}) == []
+    assert validate_agent_env({event_loop.ENV: "asyncio"}) == []
+    assert validate_agent_env({event_loop.ENV: "uvloop"}) == []
+    assert validate_agent_env({event_loop.ENV: "trio"}) == [
+        "MATRIX_QA_AGENT_LOOP must be one of uvloop, asyncio, got 'trio'"]
+    # with a bad lock setting too, both are named
+    both = validate_agent_env({event_loop.ENV: "trio", "MATRIX_QA_SESSION_WRITE_LOCK_STALE_MS": "soon"})
+    assert len(both) == 2 and "MATRIX_QA_SESSION_WRITE_LOCK_STALE_MS" in both[0] and event_loop.ENV in both[1]
+    _no_uvloop(monkeypatch)
+    assert validate_agent_env({event_loop.ENV: "uvloop"}) == [
+        "MATRIX_QA_AGENT_LOOP=uvloop, but uvloop is not installed"]
+    assert validate_agent_env({}) == []  # the fallback is no problem
+
+
+def test_the_loop_module_itself_does_not_import_uvloop() -> None:
+    """env_check runs in the harness: it must not pay uvloop's import (the agent's __main__ imports it)."""
+    code = "import sys, qa.agent.overrides; print('uvloop' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_the_agent_preload_imports_uvloop_and_makes_no_loop() -> None:
+    """The fork server preloads qa.agent.__main__ (bot.yaml): uvloop comes with it, so no forked bot imports it,
+    and no event loop exists before the fork."""
+    code = ("import asyncio, sys, qa.agent.__main__; print('uvloop' in sys.modules, "
+            "asyncio.events._get_running_loop() is None and asyncio.get_event_loop_policy()._local._loop is None)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "True"]
