@@ -35,7 +35,7 @@ def test_asyncio_when_uvloop_is_missing(monkeypatch: pytest.MonkeyPatch) -> None
 
 def test_uvloop_asked_but_missing_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     _no_uvloop(monkeypatch)
-    with pytest.raises(ConfigError, match="uvloop is not installed"):
+    with pytest.raises(ConfigError, match=r"^MATRIX_QA_AGENT_LOOP=uvloop, but uvloop is not installed$"):
         event_loop.loop_factory({event_loop.ENV: "uvloop"})
 
 
