@@ -62,17 +62,12 @@ def test_signals_subprocesses_and_timeouts_alike_on_both_loops(loop: str, sig: s
     assert proc.returncode == 0
 
 
-def test_the_loop_module_itself_does_not_import_uvloop() -> None:
-    """env_check runs in the harness: it must not pay uvloop's import (the agent's __main__ imports it)."""
-    code = "import sys, qa.agent.overrides; print('uvloop' in sys.modules)"
+def test_uvloop_comes_with_the_agent_preload_not_with_env_check_and_no_loop_is_made() -> None:
+    """env_check (qa.agent.overrides) runs in the harness: it must not pay uvloop's import. The fork server
+    preloads qa.agent.__main__ (bot.yaml): uvloop comes with it, so no forked bot imports it, and no event loop
+    exists before the fork. One interpreter for both looks."""
+    code = ("import asyncio, sys, qa.agent.overrides; print('uvloop' in sys.modules); import qa.agent.__main__; "
+            "print('uvloop' in sys.modules, asyncio.events._get_running_loop() is None "
+            "and asyncio.get_event_loop_policy()._local._loop is None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.strip() == "False"
-
-
-def test_the_agent_preload_imports_uvloop_and_makes_no_loop() -> None:
-    """The fork server preloads qa.agent.__main__ (bot.yaml): uvloop comes with it, so no forked bot imports it,
-    and no event loop exists before the fork."""
-    code = ("import asyncio, sys, qa.agent.__main__; print('uvloop' in sys.modules, "
-            "asyncio.events._get_running_loop() is None and asyncio.get_event_loop_policy()._local._loop is None)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split() == ["False", "True", "True"]
