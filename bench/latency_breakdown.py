@@ -67,7 +67,9 @@ def breakdown(trace: list[dict[str, Any]], http: list[dict[str, Any]], journal: 
     """Pure: one dict of hop → ms per reply in this bot's trace that can be followed end to end."""
     sends = {h["ev"]: h for h in http if h.get("ev")}
     pids = {r.get("pid") for r in trace if r.get("type") == "start"}
-    bot_syncs = sorted(h["t1"] for h in http if h.get("pid") in pids and h["u"].endswith("/sync"))
+    bot_sync_records = sorted((h for h in http if h.get("pid") in pids and h["u"].endswith("/sync")),
+                              key=lambda h: h["t1"])
+    bot_syncs = [h["t1"] for h in bot_sync_records]
     sdk_sends = [h for h in http if h.get("httpx") and h.get("pid") in pids and "chat/completions" in h["u"]]
     rows = []
     for sent in (r for r in trace if r.get("type") == "reply.sent" and not r.get("local") and not r.get("notice")):
@@ -97,7 +99,11 @@ def breakdown(trace: list[dict[str, Any]], http: list[dict[str, Any]], journal: 
             reply["t1"] - reply["t0"], seen[sent["eventId"]] - reply["t1"],
             seen[sent["eventId"]] - trigger["t0"] - simulated,
         )
-        rows.append(dict(zip((name for name, _ in HOPS), values, strict=True)))
+        row = dict(zip((name for name, _ in HOPS), values, strict=True))
+        woke_sync = bot_sync_records[len(woke) - 1]
+        if "c1" in woke_sync and "c0" in reply:
+            row[BOT_CPU] = reply["c0"] - woke_sync["c1"]
+        rows.append(row)
     return rows
 
 
@@ -120,6 +126,9 @@ def analyze(output_dir: Path, probe_dir: Path) -> list[dict[str, float]]:
 OURS = [name for name, whose in HOPS if whose == "ours" and not name.startswith(" ")]
 SYNAPSES = [name for name, whose in HOPS if whose == "synapse"]
 TOTAL = HOPS[-1][0]
+# The bot process's CPU from its /sync's answer to its send's start (the probe's process_time): our hops' CPU
+# (the mock's handling, in the harness, aside), which a loaded machine's scheduler does not inflate.
+BOT_CPU = "bot CPU, sync returned -> send starts"
 
 
 def _p(values: list[float], q: float) -> float:
@@ -149,6 +158,9 @@ def summary(rows: list[dict[str, float]], floor: list[dict[str, float]]) -> list
     lines = ["per reply (hops summed, then median / p90):",
              f"  {'ours':40s} {statistics.median(ours):7.1f} {_p(ours, 0.9):7.1f}   goal <= 10 ms p50",
              f"  {'Synapse':40s} {statistics.median(synapse):7.1f} {_p(synapse, 0.9):7.1f}"]
+    cpu = [r[BOT_CPU] for r in rows if BOT_CPU in r]
+    if cpu:
+        lines.append(f"  {BOT_CPU:40s} {statistics.median(cpu):7.2f} {_p(cpu, 0.9):7.2f}   ({len(cpu)} replies)")
     if not floor:
         return [*lines, "Synapse floor: not measured (run without --analyze, or no floor.jsonl in the probe dir)"]
     hop = [f["t2"] - f["t0"] for f in floor]

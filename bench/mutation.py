@@ -37,6 +37,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/completion.py": ["tests/unit/test_completion.py"],
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],
+    "qa/agent/event_loop.py": ["tests/unit/test_agent_event_loop.py"],
     "qa/kernel/lockfile.py": ["tests/unit/test_kernel_lockfile.py", "tests/unit/test_doctor.py"],
     "qa/agent/prompt_gate.py": ["tests/unit/test_startup_cleanup.py"],
     "qa/agent/policy.py": ["tests/unit/test_policy.py", "tests/unit/test_message_semantics.py",

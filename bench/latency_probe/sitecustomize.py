@@ -23,6 +23,11 @@ def _now() -> float:
     return time.monotonic_ns() / 1_000_000
 
 
+def _cpu() -> float:
+    """This process's CPU ms (all threads): what it spent between two requests, whatever the scheduler did."""
+    return round(time.process_time_ns() / 1_000_000, 3)
+
+
 def _install(directory: str) -> None:
     handle = open(os.path.join(directory, f"http-{os.getpid()}.jsonl"), "a", encoding="utf-8")  # noqa: SIM115
 
@@ -38,10 +43,10 @@ def _install(directory: str) -> None:
         original = aiohttp.ClientSession._request
 
         async def timed_request(self: Any, method: str, url: Any, *args: Any, **kwargs: Any) -> Any:
-            started = _now()
+            started, cpu = _now(), _cpu()
             resp = await original(self, method, url, *args, **kwargs)
             fields: dict[str, Any] = {"m": method, "u": str(url).split("?")[0], "t0": started, "t1": _now(),
-                                      "status": resp.status}
+                                      "c0": cpu, "c1": _cpu(), "status": resp.status}
             if method == "PUT" and "/send/" in str(url):
                 with contextlib.suppress(Exception):  # the probe must never change what the client sees
                     fields["ev"] = (await resp.json(content_type=None)).get("event_id")

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from qa.agent import reload
+from qa.agent import event_loop, reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.crypto_store import HandedSession
@@ -30,13 +31,17 @@ from qa.kernel.errors import QAError
 from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
 from qa.kernel.trace import Trace
 
+# Imported with the agent, so the fork server's preload has it for every bot (qa.agent.event_loop makes the loop).
+with contextlib.suppress(ImportError):
+    import uvloop  # noqa: F401
+
 
 async def _main(config_path: Path) -> int:
     config = load_agent_config(config_path)
     settings, sources = resolve_lock_settings(config.session.get("writeLock"), os.environ)
     trace_path = config.trace_path or os.environ.get("MATRIX_QA_TRACE_FILE")
     trace = Trace(Path(trace_path) if trace_path else None)
-    trace.emit("start", pid=os.getpid(), userId=config.user_id,
+    trace.emit("start", pid=os.getpid(), userId=config.user_id, loop=event_loop.running_loop_name(),
                lock={"scope": settings.scope, "acquireTimeoutMs": settings.acquire_timeout_ms,
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
     model = ModelClient(config.model, model_api_key(), config.mutations)
@@ -112,7 +117,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
-        return asyncio.run(_main(args.config))
+        return event_loop.run(_main(args.config))
     except (QAError, LockConfigError) as exc:
         print(f"matrix-qa bot: {exc}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from typing import Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from qa.agent import event_loop
 from qa.agent.config import AgentConfig
 from qa.kernel.dotted import set_dotted
 from qa.kernel.lock_settings import LockConfigError, resolve_lock_settings
@@ -140,9 +141,11 @@ def validate_agent_overrides(overrides: dict[str, object]) -> list[str]:
 
 def validate_agent_env(env: dict[str, str]) -> list[str]:
     """bot.yaml's env_check: a bad MATRIX_QA_SESSION_WRITE_LOCK_* value in the environment the bot will inherit,
-    as the bot itself would refuse it at start (the first one, in the lock settings' own words)."""
+    as the bot itself would refuse it at start (the first one, in the lock settings' own words), and a bad
+    MATRIX_QA_AGENT_LOOP (qa.agent.event_loop)."""
+    problems = event_loop.env_problems(env)
     try:
         resolve_lock_settings(None, env)
     except LockConfigError as exc:
-        return [str(exc)]
-    return []
+        return [str(exc), *problems]
+    return problems

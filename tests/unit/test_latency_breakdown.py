@@ -84,3 +84,23 @@ def test_without_a_floor_the_summary_says_it_was_not_measured() -> None:
     [row] = lb.breakdown(*_reply())
     assert lb.summary([row], [])[-1].startswith("Synapse floor: not measured")
     assert "ratio" not in lb.table([row])
+
+
+def test_the_bot_cpu_is_its_process_time_from_the_sync_answer_to_the_send() -> None:
+    trace, http, journal, seen = _reply()
+    # an earlier sync of the bot, and one after the inbound: neither is the sync that brought the message
+    http += [{"pid": 7, "m": "GET", "u": "http://hs/_matrix/client/v3/sync", "t0": 800, "t1": 899, "c0": 1, "c1": 2},
+             {"pid": 7, "m": "GET", "u": "http://hs/_matrix/client/v3/sync", "t0": 1700, "t1": 1900, "c0": 9,
+              "c1": 99}]
+    http[1].update(c0=40.0, c1=41.5)  # the sync that woke the bot
+    http[3].update(c0=47.25, c1=48.0)  # the reply's send
+    [row] = lb.breakdown(trace, http, journal, seen)
+    assert row[lb.BOT_CPU] == 47.25 - 41.5
+    assert any(line.split()[:7] == ["bot", "CPU,", "sync", "returned", "->", "send", "starts"]
+               and line.split()[7:9] == ["5.75", "5.75"] for line in lb.summary([row], []))
+
+
+def test_without_cpu_figures_there_is_no_cpu_row() -> None:
+    [row] = lb.breakdown(*_reply())
+    assert lb.BOT_CPU not in row
+    assert not any("CPU" in line for line in lb.summary([row], []))
