@@ -201,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--worker-boot-cpu", type=float, default=4.5,
                         help="CPU-seconds of a worker's session Synapse and fork server boot (2.9 + 1.6 measured)")
     parser.add_argument("--set", action="append", default=[], metavar="NODEID=WALL[:CPU]",
-                        help="what if this test took WALL seconds (and CPU): the recorded wall and CPU replaced")
+                        help="what if this test took WALL seconds (its CPU unchanged unless given)")
     args = parser.parse_args(argv)
 
     tests, sequences, starts = load(args.cpu)
@@ -216,7 +216,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if t.nodeid == nodeid:
                 scale = float(wall) / t.wall
                 t.need *= scale
-                t.wall, t.cpu = float(wall), float(cpu) if cpu else t.cpu * scale
+                t.wall, t.cpu = float(wall), float(cpu) if cpu else t.cpu
+                t.need = max(t.need, t.cpu / args.cores)
                 break
         else:
             print(f"--set: no test {nodeid!r} in the records", file=sys.stderr)
