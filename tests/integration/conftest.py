@@ -122,7 +122,7 @@ async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunRes
     """One real run in this process (the CLI's code path); progress lines go to `console`. It borrows the
     session's Synapse unless the test is marked `own_homeserver` (see the module notes)."""
     options.setdefault("scenario_paths", [REPO / "scenarios"])
-    # The suite's own concurrency: pytest already runs three workers on two cores, so a run that names no --jobs
+    # The suite's own concurrency: pytest already runs four workers on two cores, so a run that names no --jobs
     # takes 2 (the old default), not the CLI's two per core. More jobs inside a run add no CPU to a suite that
     # is CPU-bound, only more bots contending at once; test_jobs_and_shards runs --jobs 4 on purpose.
     options.setdefault("jobs", 2)

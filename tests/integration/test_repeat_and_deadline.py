@@ -15,8 +15,9 @@ from tests.integration.conftest import cli, our_processes, run_in_process
 
 pytestmark = pytest.mark.integration
 
-# The wrong answer comes at once; a short expect timeout keeps the failing attempts cheap, and 8 s is still
-# far beyond the ~0.2 s a reply takes here.
+# The wrong answer comes at once, and the embedded agent never edits an answer (no streaming here), so
+# `reply_edit_wait_s=0` fails a wrong one at once, with the same failure, instead of waiting out the step's 8 s
+# for an edit (16 of the test's 19 s); 8 s stays the bound for the right answer, far beyond the ~0.2 s it takes.
 FLAKY_SCENARIO = """\
 id: {id}
 title: Echoes the marker ({id})
@@ -55,7 +56,7 @@ async def test_repeat_measures_the_pass_rate_of_a_scenario_flaky_on_purpose(tmp_
     lib, rules = _library(tmp_path, **{"flaky-echo": "reply with only this exact marker"})
     result = await run_in_process(tmp_path / "out", tmp_path / "console.log", scenario_paths=[lib],
                                   scenario_ids=["flaky-echo"], provider_rules=[rules], repeat=4, jobs=1,
-                                  min_pass_rate=0.5)
+                                  min_pass_rate=0.5, reply_edit_wait_s=0)
     record = result.scenario("flaky-echo")
     rate = record["passRate"]
     assert [a["status"] for a in rate["attempts"]] == ["pass", "fail", "pass", "fail"], record["details"]
