@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from qa.agent import boot
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity, HandedSession
 from qa.agent.matrix import FIRST_SYNC_FILTER, SYNC_FILTER, MatrixBot
@@ -108,3 +109,28 @@ def test_ready_once_every_configured_room_is_known(tmp_path: Path, synced: set[s
     bot._joined = set(joined)
     bot._maybe_ready()
     assert [r["type"] for r in trace.records] == (["ready"] if ready else [])
+
+
+def test_a_boot_phase_is_its_wall_time_split_into_cpu_a_core_s_queue_and_io() -> None:
+    marks = [("start", 0.0, 10.0, 5.0), ("setup", 8.0, 14.0, 7.0), ("sync", 108.0, 20.0, 37.0),
+             ("ready", 110.0, 23.0, None)]
+    assert boot.phases(marks) == {
+        "setup": {"wallMs": 8.0, "cpuMs": 4.0, "queueMs": 2.0, "ioMs": 2.0},
+        "sync": {"wallMs": 100.0, "cpuMs": 6.0, "queueMs": 30.0, "ioMs": 64.0},
+        # a kernel that stops telling the queue: counted 0, and the I/O never below 0
+        "ready": {"wallMs": 2.0, "cpuMs": 3.0, "queueMs": 0.0, "ioMs": 0.0}}
+
+
+def test_the_ready_record_says_where_the_start_went_and_later_marks_are_ignored(tmp_path: Path) -> None:
+    trace = FakeTrace()
+    bot = MatrixBot(_config(tmp_path), trace, "pw")  # type: ignore[arg-type]
+    bot.boot = boot.BootMarks()
+    bot.boot.mark("sync")
+    bot.client.rooms = dict.fromkeys({"!a:x", "!b:x"})  # type: ignore[assignment]
+    bot._maybe_ready()
+    bot.boot.mark("sync")  # the next sync: no longer the start's
+    summary = trace.records[0]["boot"]
+    assert list(summary["phases"]) == ["sync", "ready"]
+    assert set(summary["beforeStart"]) == {"cpuMs", "queueMs"} and summary["beforeStart"]["cpuMs"] > 0
+    assert boot.run_queue_ms() is not None  # Linux tells it
+
