@@ -161,3 +161,49 @@ def test_the_fork_server_preloads_what_a_start_s_model_warm_up_would_import() ->
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_the_model_warm_up_sends_what_models_list_sends_and_builds_no_page_type() -> None:
+    import openai
+    from openai.pagination import AsyncPage
+
+    from qa.agent.config import ModelConfig
+    from qa.agent.model import ModelClient
+    from qa.agent.tls import sdk_http_library
+
+    http = sdk_http_library()
+    requests: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        requests.append(request)
+        return http.Response(200, json={"object": "list", "data": [{"id": "m", "object": "model", "created": 0,
+                                                                    "owned_by": "x"}]})
+
+    def sdk_client() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key="k", base_url="http://sdk.invalid/v1", max_retries=0,
+                                  http_client=http.AsyncClient(transport=http.MockTransport(answer)))
+
+    built: list[Any] = []
+    real = AsyncPage.__class_getitem__
+
+    def spy(item: Any) -> Any:  # the pydantic generic the SDK's list() builds for its answer
+        built.append(item)
+        return real(item)
+
+    model = ModelClient(ModelConfig(baseUrl="http://sdk.invalid/v1", model="m"), "k")
+    model._client = sdk_client()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AsyncPage, "__class_getitem__", spy)
+        assert await model.warm_up() is None
+        assert built == []
+        async with sdk_client() as reference:
+            await reference.models.list()
+        assert built, "the spy sees the SDK's page type being built"
+    await model.close()
+    ours, sdk = requests
+    assert (ours.method, str(ours.url), ours.content) == (sdk.method, str(sdk.url), sdk.content) == \
+        ("GET", "http://sdk.invalid/v1/models", b"")
+    skip = {"x-stainless-retry-count", "x-stainless-read-timeout"}  # per-request bookkeeping
+    assert {k: v for k, v in ours.headers.items() if k not in skip} == \
+        {k: v for k, v in sdk.headers.items() if k not in skip}
+    assert ours.headers["authorization"] == "Bearer k"
