@@ -22,6 +22,7 @@ from qa.harness import early_fork_server
 from qa.homeserver import early_synapse, registry
 from qa.kernel.errors import ConfigError, QAError
 from qa.kernel.terminal import safe_print
+from qa.shared.imports import imports_without_gc
 
 EPILOG = """\
 examples:
@@ -441,7 +442,8 @@ def _start_fork_server_early(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | None, applied: dict[str, Any]) -> int:
-    from qa.run import RunOptions, run_sync
+    with imports_without_gc():  # the run's heaviest import, beside the early Synapse's boot (qa.shared.imports)
+        from qa.run import RunOptions, run_sync
 
     _check_combinations(args)
     own = list(args.scenarios_dir or [])

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from qa.agent import event_loop, reload
 from qa.agent.approval_flow import ApprovalFlow, ApprovalSettings
+from qa.agent.boot import BootMarks
 from qa.agent.config import load_agent_config, model_api_key
 from qa.agent.crypto_store import HandedSession
 from qa.agent.lock import release_all_held
@@ -37,7 +38,9 @@ with contextlib.suppress(ImportError):
 
 
 async def _main(config_path: Path) -> int:
+    boot = BootMarks()  # what the start costs, phase by phase, up to `ready` (its `boot` field)
     config = load_agent_config(config_path)
+    boot.mark("config")
     settings, sources = resolve_lock_settings(config.session.get("writeLock"), os.environ)
     trace_path = config.trace_path or os.environ.get("MATRIX_QA_TRACE_FILE")
     trace = Trace(Path(trace_path) if trace_path else None)
@@ -46,6 +49,7 @@ async def _main(config_path: Path) -> int:
                      "staleMs": settings.stale_ms, "maxHoldMs": settings.max_hold_ms, "sources": sources})
     model = ModelClient(config.model, model_api_key(), config.mutations)
     bot = MatrixBot(config, trace, config.password(os.environ), HandedSession.from_env(os.environ))
+    bot.boot = boot
     if config.approvals.enabled:
         a, bug = config.approvals, config.mutated
         bot.approvals = ApprovalFlow(bot.sender.post, bot.sender.react, trace, config.user_id, ApprovalSettings(
@@ -73,9 +77,11 @@ async def _main(config_path: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     reload.install(config_path, bot, trace)
+    boot.mark("setup")
     warming: asyncio.Task[None] | None = None
     try:
         await bot.login()
+        boot.mark("login")
         runner = asyncio.create_task(bot.run(), name="sync")
         # Warm the model client beside the first sync, not before it: the warm-up (a round trip to the provider
         # and the SDK's lazy loading) and the first sync and joins (round trips to the homeserver) need nothing of

@@ -17,6 +17,7 @@ import aiohttp
 from nio import MegolmEvent, RoomKeyEvent, SyncError, SyncResponse
 
 from qa.agent.approval_flow import ApprovalFlow
+from qa.agent.boot import BootMarks
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity, HandedSession
 from qa.agent.membership import Membership, backlog_cutoff
@@ -69,6 +70,7 @@ class MatrixBot:
         # (decrypt.key-after-drop), so a drop tells a key that came too late from one that never came.
         self._dropped_sessions: set[str] = set()
         self._ready = False
+        self.boot = BootMarks()  # the start's marks up to `ready` (qa.agent.boot); __main__ hands in its own
         # Rooms the bot joined from an invite: known to be its own before the next sync shows them.
         self._joined: set[str] = set()
         self._pinned: dict[tuple[str, str], str] = {}  # only for the first-megolm-session-only mutation
@@ -133,6 +135,7 @@ class MatrixBot:
         while True:
             resp = await self._sync_once(token, first,
                                          FIRST_SYNC_FILTER if token is None and history_first else SYNC_FILTER)
+            self.boot.mark("sync")
             if isinstance(resp, SyncError) and await self._relogin_if_deleted(resp):
                 first = True  # a new client knows no room yet: full state again (the position is kept)
                 continue
@@ -153,6 +156,7 @@ class MatrixBot:
                 self._trace.emit("sync.resumed", afterFailures=failures)
             failures = 0
             self._joined |= await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
+            self.boot.mark("invites")
             self.membership.on_leaves(resp.rooms.leave)
             # Before the rooms: a batch's messages are judged with the m.direct written before them.
             self.membership.on_account_data(resp.account_data_events)
@@ -176,6 +180,7 @@ class MatrixBot:
             await maintain_keys(self.client)
             self.e2ee.after_keys(self.client)
             await self._retry_decryption()
+            self.boot.mark("keys")
             # Only once the batch's messages are in their transcripts may the position move past them: a crash
             # before this point redelivers them, and the transcripts' event ids stop a second answer.
             if self.sessions is not None:
@@ -290,7 +295,7 @@ class MatrixBot:
         if all(room_id in joined for room_id in self._config.rooms):
             self._ready = True
             self._trace.emit("ready", userId=self._config.user_id, rooms=sorted(self._config.rooms),
-                             deviceId=self.client.device_id, login=self.identity.login_method)
+                             deviceId=self.client.device_id, login=self.identity.login_method, boot=self.boot.summary())
 
     async def close(self) -> None:
         await self.client.close()

@@ -24,6 +24,7 @@ from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
+from qa.kernel.clock import mono_ms
 from qa.kernel.errors import InfraError
 from qa.patterns import user_pattern
 from qa.shared.redact import redact_lines
@@ -81,6 +82,7 @@ class TraceFollower:
         self._buffer = b""
         self._head = b""
         self._seen: tuple[int, int] = (-1, -1)
+        self.ready_read_at: float | None = None  # when the last `ready` record was read (mono ms): boot timing
 
     async def read(self) -> None:
         """Whatever the bot appended since the last read (nothing, most of the time)."""
@@ -119,6 +121,8 @@ class TraceFollower:
                 continue  # a torn or foreign line: the trace is best effort, the artifact keeps only records
             if isinstance(record, dict):
                 records.append(record)
+                if record.get("type") == "ready":
+                    self.ready_read_at = mono_ms()
         if records:
             self.copy.parent.mkdir(parents=True, exist_ok=True)
             # One JSON line per record (a dump holds no raw newline), redacted as one text: one search per secret.
@@ -174,6 +178,7 @@ class BotUnderTest:
         self._tasks: list[asyncio.Task[None]] = []
         self.trace_reader = TraceFollower(trace_file, trace_copy, secrets, self.trace)
         self._started_at = 0.0
+        self.spawned_at = 0.0
         self._log_mark = 0
         # Readiness `joined` is seen from outside the bot: the scenario hands in how to wait for it.
         self.joined: Callable[[float], Awaitable[None]] | None = None
@@ -210,6 +215,7 @@ class BotUnderTest:
         loop = asyncio.get_running_loop()
         self._started_at = loop.time()
         self.proc = await self._forked() or await self._spawned()
+        self.spawned_at = mono_ms()  # the harness has the pid: where a boot's time goes (the scenario's record)
         processes.tie(self._owner)
         _LIVE.add(self.proc)
         await self.trace.reopen()

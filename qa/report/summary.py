@@ -171,6 +171,10 @@ class ScenarioResult(_Model):
     failure: Failure | None = None
     steps: list[StepResult] = Field(default_factory=list)
     botBootMs: float | None = None
+    # Where the first boot's time went, harness side (bench/boot_pairs.py reads it beside the `ready` record's
+    # `boot` phases): `t` when the harness began starting the bot (mono ms, the trace's clock), then ms after it:
+    # the pid known (`spawnedMs`), the `ready` record read from the trace (`readyReadMs`), readiness seen (`seenMs`).
+    botBootMarks: dict[str, float] | None = None
     replyLatenciesMs: list[float] = Field(default_factory=list)
     latency: Latency | None = None  # over replyLatenciesMs; absent when the scenario expected no reply
     negativeChecks: list[NegativeCheck] = Field(default_factory=list)

@@ -18,6 +18,7 @@ from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import InfraError
 from qa.run.options import RunOptions
+from qa.shared.imports import imports_without_gc
 
 
 def create_homeserver(options: RunOptions, work: Path, log_dir: Path, appservice: bool = False) -> Homeserver:
@@ -34,7 +35,7 @@ async def boot(hs: Homeserver, beside: Awaitable[None], out: Output, secrets: li
     image = getattr(hs, "image", None)
     out.say(f"starting {hs.kind} homeserver{f' from {image} (pulled if absent)' if image else ''} …")
     forks = asyncio.ensure_future(beside)
-    runner = asyncio.ensure_future(asyncio.to_thread(importlib.import_module, "qa.scenario.runner"))
+    runner = asyncio.ensure_future(asyncio.to_thread(_import_runner))
     # The fork server is spawned (or, started early by `matrix-qa run`, handed its orders) before the homeserver
     # writes its config: its imports are the longer wait.
     ready: float | None = None
@@ -51,6 +52,11 @@ async def boot(hs: Homeserver, beside: Awaitable[None], out: Output, secrets: li
     if registered_by := getattr(hs, "registered_by", None):
         out.say(f"test users are registered by {registered_by}")
     return round(waited, 1)
+
+
+def _import_runner() -> None:
+    with imports_without_gc():  # (qa.shared.imports)
+        importlib.import_module("qa.scenario.runner")
 
 
 async def start_fork_server(options: RunOptions, bot_file: BotFile, run_dir: Path, work: Path,

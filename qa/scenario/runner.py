@@ -344,6 +344,10 @@ async def _provision(
     bot.joined = joined_waiter(creator, bot, [bot_user_id, *also_bot], list(bot_rooms.values()))
     await bot.wait_ready(ready_timeout, start)
     result.botBootMs = round(mono_ms() - boot_started, 1)
+    read_at = bot.trace_reader.ready_read_at
+    result.botBootMarks = {"t": round(boot_started, 2), "spawnedMs": round(bot.spawned_at - boot_started, 2),
+                           "seenMs": result.botBootMs,
+                           **({"readyReadMs": round(read_at - boot_started, 2)} if read_at else {})}
     if peer is not None:
         await peer_ready(peer, peer_start, float(scenario.timeout))
     for room_name, spec in scenario.rooms.items():

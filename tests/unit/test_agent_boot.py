@@ -3,11 +3,16 @@ device, logs in with its password once it had to become another one, and is read
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from qa.agent import boot
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity, HandedSession
 from qa.agent.matrix import FIRST_SYNC_FILTER, SYNC_FILTER, MatrixBot
@@ -108,3 +113,97 @@ def test_ready_once_every_configured_room_is_known(tmp_path: Path, synced: set[s
     bot._joined = set(joined)
     bot._maybe_ready()
     assert [r["type"] for r in trace.records] == (["ready"] if ready else [])
+
+
+def test_a_boot_phase_is_its_wall_time_split_into_cpu_a_core_s_queue_and_io() -> None:
+    marks = [("start", 0.0, 10.0, 5.0), ("setup", 8.0, 14.0, 7.0), ("sync", 108.0, 20.0, 37.0),
+             ("ready", 110.0, 23.0, None)]
+    assert boot.phases(marks) == {
+        "setup": {"wallMs": 8.0, "cpuMs": 4.0, "queueMs": 2.0, "ioMs": 2.0},
+        "sync": {"wallMs": 100.0, "cpuMs": 6.0, "queueMs": 30.0, "ioMs": 64.0},
+        # a kernel that stops telling the queue: counted 0, and the I/O never below 0
+        "ready": {"wallMs": 2.0, "cpuMs": 3.0, "queueMs": 0.0, "ioMs": 0.0}}
+
+
+def test_the_ready_record_says_where_the_start_went_and_later_marks_are_ignored(tmp_path: Path) -> None:
+    trace = FakeTrace()
+    bot = MatrixBot(_config(tmp_path), trace, "pw")  # type: ignore[arg-type]
+    bot.boot = boot.BootMarks()
+    bot.boot.mark("sync")
+    bot.client.rooms = dict.fromkeys({"!a:x", "!b:x"})  # type: ignore[assignment]
+    bot._maybe_ready()
+    bot.boot.mark("sync")  # the next sync: no longer the start's
+    summary = trace.records[0]["boot"]
+    assert list(summary["phases"]) == ["sync", "ready"]
+    assert set(summary["beforeStart"]) == {"cpuMs", "queueMs"} and summary["beforeStart"]["cpuMs"] > 0
+    assert boot.run_queue_ms() is not None  # Linux tells it
+
+
+def test_the_fork_server_preloads_what_a_start_s_model_warm_up_would_import() -> None:
+    """The warm-up runs beside every start's first sync: the SDK parts it loads lazily (openai's models resource,
+    anyio's asyncio backend, the executor for the address lookup) cost each forked bot ~40 ms of CPU when the
+    fork server does not import them once for all (a fresh interpreter, since this one has imported them)."""
+    script = textwrap.dedent("""
+        import asyncio, sys
+        from qa.harness.botfile import builtin_bot_file
+        from qa.harness.zygote import preload
+        preload(builtin_bot_file().fork_server.preload)
+        before = set(sys.modules)
+        from qa.agent.config import ModelConfig
+        from qa.agent.model import ModelClient
+        async def warm():
+            client = ModelClient(ModelConfig(baseUrl="http://127.0.0.1:9/v1", model="m"), "k")
+            await client.warm_up()  # refused: the SDK's request path runs all the same
+            await client.close()
+        asyncio.run(warm())
+        print(sorted(set(sys.modules) - before))
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "[]", out.stdout
+
+
+async def test_the_model_warm_up_sends_what_models_list_sends_and_builds_no_page_type() -> None:
+    import openai
+    from openai.pagination import AsyncPage
+
+    from qa.agent.config import ModelConfig
+    from qa.agent.model import ModelClient
+    from qa.agent.tls import sdk_http_library
+
+    http = sdk_http_library()
+    requests: list[Any] = []
+
+    def answer(request: Any) -> Any:
+        requests.append(request)
+        return http.Response(200, json={"object": "list", "data": [{"id": "m", "object": "model", "created": 0,
+                                                                    "owned_by": "x"}]})
+
+    def sdk_client() -> openai.AsyncOpenAI:
+        return openai.AsyncOpenAI(api_key="k", base_url="http://sdk.invalid/v1", max_retries=0,
+                                  http_client=http.AsyncClient(transport=http.MockTransport(answer)))
+
+    built: list[Any] = []
+    real = AsyncPage.__class_getitem__
+
+    def spy(item: Any) -> Any:  # the pydantic generic the SDK's list() builds for its answer
+        built.append(item)
+        return real(item)
+
+    model = ModelClient(ModelConfig(baseUrl="http://sdk.invalid/v1", model="m"), "k")
+    model._client = sdk_client()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(AsyncPage, "__class_getitem__", spy)
+        assert await model.warm_up() is None
+        assert built == []
+        async with sdk_client() as reference:
+            await reference.models.list()
+        assert built, "the spy sees the SDK's page type being built"
+    await model.close()
+    ours, sdk = requests
+    assert (ours.method, str(ours.url), ours.content) == (sdk.method, str(sdk.url), sdk.content) == \
+        ("GET", "http://sdk.invalid/v1/models", b"")
+    skip = {"x-stainless-retry-count", "x-stainless-read-timeout"}  # per-request bookkeeping
+    assert {k: v for k, v in ours.headers.items() if k not in skip} == \
+        {k: v for k, v in sdk.headers.items() if k not in skip}
+    assert ours.headers["authorization"] == "Bearer k"

@@ -64,3 +64,28 @@ def test_a_star_sets_the_key_in_every_room() -> None:
     assert len(config["rooms"]) > 1
     assert all(room["requireMention"] is False for room in config["rooms"].values())
     assert "*" not in config["rooms"]
+
+
+def test_a_run_without_bot_set_never_loads_the_agent_s_config_model() -> None:
+    """The harness loads this module with the built-in bot file's checks (its env_check); the config model and
+    the agent modules under it (~0.1 s of CPU) only when there are --bot-set values to judge (a fresh
+    interpreter: this one has imported them)."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    from pathlib import Path
+
+    script = textwrap.dedent("""
+        import os, sys
+        from qa.harness.botfile import builtin_bot_file, check_overrides, check_runnable
+        bot = builtin_bot_file()
+        check_overrides(bot, {})
+        check_runnable(bot, dict(os.environ))
+        print("qa.agent.overrides" in sys.modules, "qa.agent.config" in sys.modules)
+        check_overrides(bot, {"model.timeoutS": 30})
+        print("qa.agent.config" in sys.modules)
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.split() == ["True", "False", "True"], out.stdout + out.stderr

@@ -25,6 +25,18 @@ def test_version_prints_the_installed_version(capsys: pytest.CaptureFixture[str]
     assert out.startswith("matrix-qa ") and out.strip() != "matrix-qa"
 
 
+def test_the_version_is_looked_up_only_when_asked() -> None:
+    # The package metadata costs every command ~20 ms (a fresh interpreter: this one may have loaded it already).
+    import os
+    import subprocess
+    import sys
+
+    script = "import sys; from qa.cli import build_parser; build_parser(); print('importlib.metadata' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60,
+                         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert out.stdout.strip() == "False", out.stderr
+
+
 def test_list_marks_what_the_profile_leaves_out(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["list", "--profile", "e2ee"]) == 0
     lines = capsys.readouterr().out.splitlines()
