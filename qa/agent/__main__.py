@@ -79,8 +79,18 @@ async def _main(config_path: Path) -> int:
     reload.install(config_path, bot, trace)
     boot.mark("setup")
     warming: asyncio.Task[None] | None = None
+    # Watched from the login on: a homeserver that never answers the login must not make the bot deaf to
+    # SIGTERM (it waited out the harness's whole stop bound, then SIGKILL).
+    stopper = asyncio.create_task(stop.wait(), name="stop")
     try:
-        await bot.login()
+        login = asyncio.create_task(bot.login(), name="login")
+        await asyncio.wait({login, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not login.done():
+            login.cancel()
+            await asyncio.gather(login, return_exceptions=True)
+            trace.emit("stop", reason="signal", during="login")
+            return 0
+        login.result()  # re-raise a failed login
         boot.mark("login")
         runner = asyncio.create_task(bot.run(), name="sync")
         # Warm the model client beside the first sync, not before it: the warm-up (a round trip to the provider
@@ -89,7 +99,6 @@ async def _main(config_path: Path) -> int:
         # so the /sync request leaves before the SDK's loading takes the CPU. The first message, which needs the
         # model, comes a round trip after `ready` at the earliest.
         warming = asyncio.create_task(_warm_up(model, trace), name="model-warm-up")
-        stopper = asyncio.create_task(stop.wait(), name="stop")
         done, _ = await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if runner in done:
             runner.result()  # re-raise a crash of the sync loop
@@ -98,6 +107,7 @@ async def _main(config_path: Path) -> int:
         trace.emit("stop", reason="signal")
         return 0
     finally:
+        stopper.cancel()
         if warming is not None:
             warming.cancel()
             await asyncio.gather(warming, return_exceptions=True)
