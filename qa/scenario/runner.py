@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qa.actors import Actor, login_for_token
+from qa.actors import SETUP_SYNC_FILTER, Actor, login_for_token
 from qa.harness.bot_process import BotUnderTest
 from qa.harness.botfile import USER_REGISTRATION_TOKEN, BotFile, builtin_bot_file
 from qa.harness.capabilities import missing, skip_reason
@@ -294,9 +294,10 @@ async def _provision(
         res.secrets.append(token)
     accounts = await _extra_accounts(res, creds, passwords)
     also_bot = [a["user_id"] for a in accounts.values()]
-    await asyncio.gather(*(a.start_sync() for a in actors.values()))
     peer_ids = [creds[ROLE].user_id] if ROLE in creds else []
     rooms = await _create_rooms(scenario, res.run_id, actors, bot_user_id, [*also_bot, *peer_ids])
+    # Only now, and before the bot starts (its join must come in a sync): see SETUP_SYNC_FILTER.
+    await asyncio.gather(*(a.start_sync(SETUP_SYNC_FILTER) for a in actors.values()))
     # The bot is told only of the rooms it is invited to upfront; the others it learns of from an invite.
     bot_rooms = {n: r for n, r in rooms.items() if scenario.rooms[n].invite_bot}
     creator = actors[scenario.actors[0]]

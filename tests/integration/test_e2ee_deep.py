@@ -43,6 +43,13 @@ async def test_the_deeper_e2ee_scenarios_pass(run_qa) -> None:
     kinds = {r["type"] for r in store}
     assert {"e2ee.store.corrupt", "e2ee.store.reset"} <= kinds
     assert [r for r in store if r.get("reason") == "undecryptable"], "what it could not decrypt is in the trace"
+    # The test users start syncing once the rooms are made and joined (qa.actors.SETUP_SYNC_FILTER), and that first
+    # sync still brings each room whole: every room's observed events begin at its m.room.create (key rotation's
+    # room holds 11 events by then, more than a first sync's default timeline of 10).
+    firsts: dict[tuple[str, str], str] = {}
+    for event in json.loads((result.dir / "matrix-qa-observed-events.json").read_text()):
+        firsts.setdefault((event["scenario"], event["room_id"]), event["type"])
+    assert set(firsts.values()) == {"m.room.create"}, firsts
     # The run's whole output, the report and observed events included, holds no decrypted marker.
     markers = MarkerFactory(result.summary["runId"])
     texts = [markers["token"], markers["token2"]]
