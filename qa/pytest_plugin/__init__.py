@@ -9,6 +9,7 @@ models, the Matrix client, the homeserver) is imported and started then. Docs: d
 from __future__ import annotations
 
 import inspect
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -19,6 +20,12 @@ import pytest
 OPTIONS = (  # (flag, ini name, help)
     ("--matrix-qa-bot", "matrix_qa_bot", "bot file of the bot under test (default: the embedded agent)"),
     ("--matrix-qa-homeserver", "matrix_qa_homeserver", "homeserver backend, as `matrix-qa run --homeserver`"),
+    ("--matrix-qa-homeserver-url", "matrix_qa_homeserver_url",
+     "test on a homeserver you already run, as `matrix-qa run --homeserver-url` (nothing of it is touched but the "
+     "session's own users and rooms)"),
+    ("--matrix-qa-registration", "matrix_qa_registration",
+     "how test users are registered there: open, token or shared-secret, as `matrix-qa run --registration`; the "
+     "secret only from env MATRIX_QA_REGISTRATION_TOKEN / MATRIX_QA_REGISTRATION_SHARED_SECRET"),
     ("--matrix-qa-provider", "matrix_qa_provider", "model provider: mock (default), replay or live"),
     ("--matrix-qa-cassettes", "matrix_qa_cassettes", "cassette directory for --matrix-qa-provider replay"),
     ("--matrix-qa-report", "matrix_qa_report", "write the run's summary, markdown report and JUnit here"),
@@ -45,8 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
 # The options the matrix-qa config file may also set, by its keys (`run`'s flags): the bot, homeserver, provider
 # and cassettes as `run` reads them, and the report directory as run's output dir. Not `scenarios-dir`: a file
 # that adds scenarios to `run` must not add them to every pytest session of the repository (`pytest tests/unit`).
+# Never the registration token or shared secret (run's file may hold them): the session takes them from the
+# environment only, so no committed file and no command line (`ps`) carries them into every pytest session.
 FILE_KEYS = {"matrix_qa_bot": "bot", "matrix_qa_homeserver": "homeserver", "matrix_qa_provider": "provider",
-             "matrix_qa_cassettes": "cassettes", "matrix_qa_report": "output-dir"}
+             "matrix_qa_cassettes": "cassettes", "matrix_qa_report": "output-dir",
+             "matrix_qa_homeserver_url": "homeserver-url", "matrix_qa_registration": "registration"}
 FILE_STASH = pytest.StashKey[Any]()
 
 
@@ -83,6 +93,31 @@ def config_file_settings(config: pytest.Config) -> tuple[Any, dict[str, Any]]:
                             if key in applied})
         config.stash[FILE_STASH] = found
     return found  # type: ignore[no-any-return]
+
+
+def homeserver_settings(config: pytest.Config) -> dict[str, Any]:
+    """An existing homeserver's settings, keyed as run's (RunOptions.homeserver_settings): the URL and the
+    registration mode from the options, the token or shared secret from the environment only. Checked by run's
+    own code (qa.homeserver.external) before anything starts; a bad value ends the session (exit 2) naming the
+    plugin's option."""
+    from qa.homeserver.external import resolve_external_settings
+    from qa.kernel.errors import ConfigError
+
+    url, mode = option(config, "matrix_qa_homeserver_url"), option(config, "matrix_qa_registration")
+    if url is None and mode is None:
+        return {}
+    try:
+        if not url:
+            raise ConfigError("--registration needs --homeserver-url URL (the server to register the users on)")
+        resolve_external_settings(url=url, registration_token=None, shared_secret=None, env=os.environ,
+                                  registration=mode)
+    except ConfigError as exc:
+        pytest.exit("matrix-qa: " + _RUN_FLAG.sub(r"--matrix-qa-\1", str(exc)), returncode=2)
+    return {"homeserver_url": url, "registration": mode}
+
+
+# run's words for the two options, in the plugin's (not --registration-token: the plugin has no secret option).
+_RUN_FLAG = re.compile(r"--(homeserver-url|registration)\b(?!-)")
 
 
 # --- scenario files as items -----------------------------------------------------------------------------------
@@ -176,8 +211,10 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
             used = {FILE_KEYS[ini] for ini in settings}
             options.config_file = file.path
             options.config_settings = {key: value for key, value in file.values.items() if key in used}
-        if option(config, "matrix_qa_homeserver"):
-            options.homeserver = option(config, "matrix_qa_homeserver")
+        from qa.homeserver import registry
+
+        options.homeserver_settings = homeserver_settings(config)
+        options.homeserver = registry.choose(option(config, "matrix_qa_homeserver"), options.homeserver_settings)
         session = QASession(options)
         config.stash[SESSION_KEY] = session
         # Also when the session's end is cut short (a second Ctrl-C, an error in another plugin's teardown).

@@ -90,6 +90,16 @@ def shared_homeserver_cli(session_synapse: SessionSynapse) -> tuple[list[str], d
             {"MATRIX_QA_REGISTRATION_SHARED_SECRET": session_synapse.hs.shared_secret})
 
 
+@pytest.fixture
+def shared_homeserver_pytest(shared_homeserver_cli: tuple[list[str], dict[str, str]]
+                             ) -> tuple[list[str], dict[str, str]]:
+    """`shared_homeserver_cli` for a pytest session of the plugin: the same server, mode and secret, in the
+    plugin's flags (`--matrix-qa-homeserver-url`, `--matrix-qa-registration`); nothing with
+    MATRIX_QA_TESTS_OWN_SYNAPSE=1."""
+    flags, env = shared_homeserver_cli
+    return [flag.replace("--", "--matrix-qa-", 1) if flag.startswith("--") else flag for flag in flags], env
+
+
 @contextlib.contextmanager
 def borrowing(shared: SessionSynapse, forks: SessionForkServers | None = None) -> Iterator[None]:
     """In-process runs inside borrow `shared` (for a fixture wider than a test, which the autouse one is not),

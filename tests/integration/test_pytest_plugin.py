@@ -7,6 +7,7 @@ capability for (skipped with the CLI's reason), all on one homeserver; the sessi
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -64,8 +65,11 @@ def _normal(text: str) -> str:
     return re.sub(r"@mqa-bot-[a-z0-9-]+:localhost", "@bot", text)
 
 
-async def test_a_pytest_session_tests_the_nio_bot_and_fails_its_variant_as_the_cli_does(run_qa, tmp_path: Path
-                                                                                        ) -> None:
+async def test_a_pytest_session_tests_the_nio_bot_and_fails_its_variant_as_the_cli_does(
+        run_qa, tmp_path: Path, shared_homeserver_pytest: tuple[list[str], dict[str, str]]) -> None:
+    # The session's Synapse as the bot author's own server (CI's service container); the count of homeserver
+    # starts below proves the session made none of its own. MATRIX_QA_TESTS_OWN_SYNAPSE=1: it boots one.
+    hs_flags, hs_env = shared_homeserver_pytest
     variant = BOTS / "nio-reply-bot-thread-top-level.yaml"
     lock_variant = BOTS / "nio-reply-bot-lock-trace-lock-across-model.yaml"
     (tmp_path / "test_variant.py").write_text(VARIANT_TESTS.format(variant=variant, lock_variant=lock_variant),
@@ -74,9 +78,9 @@ async def test_a_pytest_session_tests_the_nio_bot_and_fails_its_variant_as_the_c
     inner = subprocess.run(
         [sys.executable, "-m", "pytest", *_plugin_args(), "-o", "addopts=", "-p", "no:cacheprovider",
          "-p", "no:asyncio", "-rfs",
-         "--matrix-qa-bot", str(BOTS / "nio-reply-bot.yaml"), "--matrix-qa-report", str(report),
+         "--matrix-qa-bot", str(BOTS / "nio-reply-bot.yaml"), "--matrix-qa-report", str(report), *hs_flags,
          str(EXAMPLE), str(tmp_path / "test_variant.py"), str(REPO / "scenarios" / "matrix-thread-follow-up.yaml")],
-        cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+        cwd=REPO, env={**os.environ, **hs_env}, capture_output=True, text=True, timeout=300, check=False)
     out = inner.stdout + inner.stderr
     assert "4 passed" in out and "2 failed" in out and "1 skipped" in out, out
     assert "FAILED" in out and "test_thread_reply_of_the_buggy_variant" in out, out
@@ -87,7 +91,7 @@ async def test_a_pytest_session_tests_the_nio_bot_and_fails_its_variant_as_the_c
     summary = json.loads((report / "matrix-qa-summary.json").read_text())
     assert summary["exitCode"] == 1 and summary["counts"]["passed"] == 4, summary["counts"]
     log = (report / "matrix-qa-output.log").read_text()
-    assert log.count("starting synapse homeserver") == 1, "seven tests, one homeserver"
+    assert log.count("starting synapse homeserver") == (0 if hs_flags else 1), "seven tests, one homeserver"
     failed = next(s for s in summary["scenarios"] if s["id"].endswith("buggy-variant"))
     held = next(s for s in summary["scenarios"] if "holding-its-lock" in s["id"])
     assert held["status"] == "fail" and held["details"].startswith("lock evidence: "), held

@@ -1,8 +1,9 @@
 """The pytest plugin's session as a whole, from outside: Ctrl-C in the middle of a test leaves no process and no
 work dir behind and exits as pytest's "interrupted"; `pytest -x` stops at the first failing test and still writes
 the report; under pytest-xdist the workers' records join into one with
-`matrix-qa report --merge DIR`. Each runs a pytest of its own in a subprocess, with homeservers of its own (the
-session's, as a bot author's)."""
+`matrix-qa report --merge DIR`. Each runs a pytest of its own in a subprocess. The Ctrl-C test's session boots
+its own Synapse (that it is stopped is what it checks); the others use the outer session's Synapse as a bot author
+uses the one of their CI (`--matrix-qa-homeserver-url`, `shared_homeserver_pytest`)."""
 
 from __future__ import annotations
 
@@ -139,13 +140,16 @@ async def test_wrong_answer_expected(matrix_qa):
 '''
 
 
-def test_xdist_workers_records_merge_into_the_sessions(tmp_path: Path) -> None:
+def test_xdist_workers_records_merge_into_the_sessions(
+        tmp_path: Path, shared_homeserver_pytest: tuple[list[str], dict[str, str]]) -> None:
+    hs_flags, hs_env = shared_homeserver_pytest  # both workers' sessions on one existing server, as in CI
     (tmp_path / "test_two.py").write_text(TWO_WORKERS.format(), encoding="utf-8")
     report = tmp_path / "report"
     inner = subprocess.run(
         [sys.executable, "-m", "pytest", *_plugin_args(), "-o", "addopts=", "-p", "no:cacheprovider", "-p",
-         "no:asyncio", "-q", "-n", "2", "--matrix-qa-report", str(report), str(tmp_path / "test_two.py")],
-        cwd=REPO, capture_output=True, text=True, timeout=400, check=False)
+         "no:asyncio", "-q", "-n", "2", "--matrix-qa-report", str(report), *hs_flags,
+         str(tmp_path / "test_two.py")],
+        cwd=REPO, env={**os.environ, **hs_env}, capture_output=True, text=True, timeout=400, check=False)
     assert "2 passed" in inner.stdout and "1 failed" in inner.stdout, inner.stdout + inner.stderr
     workers = sorted(p.parent.name for p in report.glob("*/matrix-qa-summary.json"))
     assert workers == ["gw0", "gw1"]
@@ -177,13 +181,16 @@ async def test_after_the_failure(matrix_qa):
 '''
 
 
-def test_exitfirst_stops_at_the_first_failure_and_still_writes_the_report(tmp_path: Path) -> None:
+def test_exitfirst_stops_at_the_first_failure_and_still_writes_the_report(
+        tmp_path: Path, shared_homeserver_pytest: tuple[list[str], dict[str, str]]) -> None:
+    hs_flags, hs_env = shared_homeserver_pytest
     (tmp_path / "test_first_fails.py").write_text(FIRST_FAILS, encoding="utf-8")
     report = tmp_path / "report"
     inner = subprocess.run(
         [sys.executable, "-m", "pytest", *_plugin_args(), "-o", "addopts=", "-p", "no:cacheprovider", "-p",
-         "no:asyncio", "-q", "-x", "--matrix-qa-report", str(report), str(tmp_path / "test_first_fails.py")],
-        cwd=REPO, capture_output=True, text=True, timeout=400, check=False)
+         "no:asyncio", "-q", "-x", "--matrix-qa-report", str(report), *hs_flags,
+         str(tmp_path / "test_first_fails.py")],
+        cwd=REPO, env={**os.environ, **hs_env}, capture_output=True, text=True, timeout=400, check=False)
     out = inner.stdout + inner.stderr
     assert inner.returncode == 1, out
     assert "1 failed" in inner.stdout and "passed" not in inner.stdout, out

@@ -181,8 +181,8 @@ def test_options_are_offered_on_the_command_line_and_in_ini(pytester: pytest.Pyt
                                 "no:cacheprovider")
     result.stdout.fnmatch_lines(["provider=replay bot=b.yaml scenarios=['more']"])
     help_text = pytester.runpytest(*_plugin_args(), "--help").stdout.str()
-    for flag in ("--matrix-qa-bot", "--matrix-qa-homeserver", "--matrix-qa-provider", "--matrix-qa-cassettes",
-                 "--matrix-qa-report", "--matrix-qa-scenarios"):
+    for flag in ("--matrix-qa-bot", "--matrix-qa-homeserver", "--matrix-qa-homeserver-url", "--matrix-qa-registration",
+                 "--matrix-qa-provider", "--matrix-qa-cassettes", "--matrix-qa-report", "--matrix-qa-scenarios"):
         assert flag in help_text
 
 
@@ -214,16 +214,22 @@ def test_options_come_from_flags_then_ini_then_the_matrix_qa_config_file(pyteste
         output-dir = "rep"
         scenarios-dir = ["mine"]
         jobs = 2
+        homeserver-url = "https://file.example.org"
+        registration = "token"
     """))
-    pytester.makeini("[pytest]\nmatrix_qa_provider = mock\n")
+    pytester.makeini("[pytest]\nmatrix_qa_provider = mock\nmatrix_qa_registration = shared-secret\n")
     pytester.makeconftest(OPTIONS_HEADER)
     result = pytester.runpytest(*_plugin_args(), "--collect-only", "-p", "no:cacheprovider",
-                                "--matrix-qa-homeserver", "synapse")
+                                "--matrix-qa-homeserver", "synapse", "--matrix-qa-registration", "open")
     root = pytester.path
     # The file's paths are relative to the file; its scenarios-dir is run's business, not the session's.
     result.stdout.fnmatch_lines([f"matrix_qa_bot={root / 'b.yaml'} matrix_qa_homeserver=synapse "
+                                 "matrix_qa_homeserver_url=https://file.example.org matrix_qa_registration=open "
                                  f"matrix_qa_provider=mock matrix_qa_cassettes={root / 'cas'} "
                                  f"matrix_qa_report={root / 'rep'} matrix_qa_scenarios=None"])
+    # Without the flag, the ini's mode beats the file's.
+    result = pytester.runpytest(*_plugin_args(), "--collect-only", "-p", "no:cacheprovider")
+    result.stdout.fnmatch_lines(["* matrix_qa_registration=shared-secret *"])
 
 
 def test_a_bad_matrix_qa_config_file_ends_the_session_naming_file_and_key(pytester: pytest.Pytester) -> None:
@@ -233,3 +239,48 @@ def test_a_bad_matrix_qa_config_file_ends_the_session_naming_file_and_key(pytest
     assert result.ret == 2
     result.stdout.fnmatch_lines([f"*matrix-qa: {pytester.path / 'pyproject.toml'}: [[]tool.matrix-qa[]] provider: "
                                  "invalid choice: 'magic'*"])
+
+
+USES_THE_FIXTURE = "def test_x(matrix_qa):\n    pass\n"
+
+
+@pytest.mark.parametrize(("args", "env", "line"), [
+    (["--matrix-qa-homeserver-url", "ftp://matrix.example.org", "--matrix-qa-registration", "open"], {},
+     "matrix-qa: --matrix-qa-homeserver-url must be an http(s) URL such as https://matrix.example.org, "
+     "got 'ftp://matrix.example.org'"),
+    (["--matrix-qa-homeserver-url", "https://u:pw@matrix.example.org", "--matrix-qa-registration", "open"], {},
+     "matrix-qa: --matrix-qa-homeserver-url must not contain credentials (user:password@); *"),
+    (["--matrix-qa-registration", "open"], {},
+     "matrix-qa: --matrix-qa-registration needs --matrix-qa-homeserver-url URL *"),
+    (["--matrix-qa-homeserver-url", "https://matrix.example.org", "--matrix-qa-registration", "magic"], {},
+     "matrix-qa: --matrix-qa-registration 'magic' is not a registration mode; use open, shared-secret or token"),
+    # The secret comes from the environment only, checked as run checks it.
+    (["--matrix-qa-homeserver-url", "https://matrix.example.org", "--matrix-qa-registration", "shared-secret"], {},
+     "matrix-qa: --matrix-qa-registration shared-secret needs * MATRIX_QA_REGISTRATION_SHARED_SECRET)"),
+    (["--matrix-qa-homeserver-url", "https://matrix.example.org"], {"MATRIX_QA_REGISTRATION_TOKEN": "short"},
+     "matrix-qa: * shorter than 8 characters*"),
+])
+def test_a_bad_existing_homeserver_ends_the_session_before_anything_starts(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str],
+        line: str) -> None:
+    for name in ("MATRIX_QA_REGISTRATION_TOKEN", "MATRIX_QA_REGISTRATION_SHARED_SECRET"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    pytester.makepyfile(USES_THE_FIXTURE)
+    result = pytester.runpytest(*_plugin_args(), "-p", "no:cacheprovider", *args)
+    assert result.ret == 2
+    result.stdout.fnmatch_lines([f"*{line}*"])  # pytest's "! Exit: …!" line
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+    assert "synapse" not in result.stdout.str().lower(), "nothing may start before the options are checked"
+
+
+def test_a_bad_registration_mode_in_the_config_file_is_refused_naming_file_and_key(pytester: pytest.Pytester
+                                                                                    ) -> None:
+    (pytester.path / "matrix-qa.toml").write_text('homeserver-url = "https://matrix.example.org"\n'
+                                                  'registration = "magic"\n')
+    pytester.makepyfile(USES_THE_FIXTURE)
+    result = pytester.runpytest(*_plugin_args(), "-p", "no:cacheprovider")
+    assert result.ret == 2
+    result.stdout.fnmatch_lines([f"*matrix-qa: {pytester.path / 'matrix-qa.toml'}: registration: invalid choice: "
+                                 "'magic'*"])
