@@ -39,6 +39,27 @@ def test_a_caller_that_had_the_collector_off_keeps_it_off() -> None:
     assert not gc.isenabled()
 
 
+def test_overlapping_users_in_two_threads_leave_the_collector_on() -> None:
+    # The interleaving a check-then-disable lost: A in (on -> off), B in (sees off), A out, B out. The collector is
+    # one switch for the process, so the last one out turns it back on.
+    gc.enable()
+    a, b = imports_without_gc(), imports_without_gc()
+    a.__enter__()
+    b.__enter__()
+    assert not gc.isenabled()
+    a.__exit__(None, None, None)
+    assert not gc.isenabled(), "B is still importing"
+    b.__exit__(None, None, None)
+    assert gc.isenabled()
+
+
+def test_nested_users_restore_an_off_collector_off() -> None:
+    gc.disable()
+    with imports_without_gc(), imports_without_gc():
+        assert not gc.isenabled()
+    assert not gc.isenabled()
+
+
 def test_the_scenario_runner_is_imported_beside_the_homeserver_with_the_collector_off(monkeypatch) -> None:
     seen: list[tuple[str, bool]] = []
     monkeypatch.setattr(backends.importlib, "import_module", lambda name: seen.append((name, gc.isenabled())))
