@@ -91,15 +91,24 @@ class CryptoIdentity:
             self._trace.emit("e2ee.store.corrupt", deviceId=client.device_id, error=f"{type(exc).__name__}: {exc}",
                              keptAt=aside.name)
             await client.close()
-        fresh = self.new_client(None)
-        await self._login(fresh)
+        fresh = await self._logged_in_fresh()
         self._trace.emit("e2ee.store.reset", deviceId=fresh.device_id)
+        return fresh
+
+    async def _logged_in_fresh(self) -> AsyncClient:
+        """A new client, logged in as a new device; closed again when the login fails or is cancelled (a stop
+        during the login: nobody else holds it)."""
+        fresh = self.new_client(None)
+        try:
+            await self._login(fresh)
+        except BaseException:
+            await fresh.close()
+            raise
         return fresh
 
     async def relogin(self, old: AsyncClient) -> AsyncClient:
         """Our device is gone from the server: a new device, a new store file (nio keys it by device id)."""
-        fresh = self.new_client(None)
-        await self._login(fresh)
+        fresh = await self._logged_in_fresh()
         self._trace.emit("device.relogin", oldDeviceId=old.device_id, deviceId=fresh.device_id)
         await old.close()
         return fresh

@@ -63,4 +63,8 @@ async def run_command(command: str, allowed: tuple[str, ...], timeout_s: float =
             proc.kill()
         await proc.wait()
         return ExecResult(True, f"timed out after {timeout_s:g}s", None)
+    except asyncio.CancelledError:  # the turn was cancelled (a stop mid-approval): the command must not outlive it
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        raise
     return ExecResult(True, out.decode("utf-8", "replace")[:MAX_OUTPUT], proc.returncode)

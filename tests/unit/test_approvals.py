@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, get_args
 
@@ -89,6 +90,35 @@ async def test_run_command_without_a_shell() -> None:
     assert result.output == "MQA-1; echo pwned"  # no shell: the semicolon is just text
     refused = await run_command("sh -c 'echo hi'", ("printf",))
     assert not refused.ran and "allowlist" in refused.output
+
+
+async def test_a_cancelled_command_is_killed_not_left_running(tmp_path) -> None:
+    # A stop mid-approval cancels the turn: the command it started must end with it (the bot's process-group kill
+    # and the harness's sweep were the only ones to end it before).
+    import os
+
+    started = tmp_path / "pid"
+    task = asyncio.create_task(run_command(f"sh -c 'echo $$ > {started}; exec sleep 60'", ("sh",)))
+    deadline = asyncio.get_running_loop().time() + 10
+    while not started.exists() or not started.read_text().strip():
+        assert asyncio.get_running_loop().time() < deadline, "the command never started"
+        await asyncio.sleep(0.01)  # polling a file the child writes: bounded above
+    pid = int(started.read_text())
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    for _ in range(500):  # reaped by the kill, bounded: 5 s
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().split(") ")[1].startswith("Z"):
+                break
+        await asyncio.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        raise AssertionError("the cancelled command was left running")
 
 
 @pytest.mark.parametrize(

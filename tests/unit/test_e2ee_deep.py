@@ -357,3 +357,23 @@ async def test_with_the_reset_off_a_damaged_store_is_fatal(tmp_path: Path) -> No
     identity = CryptoIdentity(config, FakeTrace(), "pw")  # type: ignore[arg-type]
     with pytest.raises(peewee.DatabaseError):
         await identity.login(FakeLoginClient("D", peewee.DatabaseError("bad")))  # type: ignore[arg-type]
+
+
+async def test_a_new_device_whose_login_is_cancelled_is_closed_not_left_open(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stop (SIGTERM) during the relogin cancels it: the fresh client, held by nobody else, must be closed.
+    import asyncio
+
+    from qa.agent.crypto_store import CryptoIdentity
+
+    identity = CryptoIdentity(_config(stateDir=str(tmp_path), encryption=True), FakeTrace(), "pw")  # type: ignore[arg-type]
+    made: list[FakeLoginClient] = []
+
+    def new_client(device_id: str | None) -> FakeLoginClient:
+        made.append(FakeLoginClient(device_id, asyncio.CancelledError()))
+        return made[-1]
+
+    monkeypatch.setattr(identity, "new_client", new_client)
+    with pytest.raises(asyncio.CancelledError):
+        await identity.relogin(FakeLoginClient("OLD"))  # type: ignore[arg-type]
+    assert len(made) == 1 and made[0].closed
