@@ -44,9 +44,11 @@ def one_run(tree: Path, jobs: int = 1) -> tuple[float, Path]:
     began = time.monotonic()
     jobs_args = ["--jobs", str(jobs)] if jobs else []
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as .ci/run: bytecode kept
-    subprocess.run([sys.executable, "-m", "qa.cli", "run", "--profile", "fast", *jobs_args, "--output-dir",
-                    str(out), "--progress", "plain"], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    done = subprocess.run([sys.executable, "-m", "qa.cli", "run", "--profile", "fast", *jobs_args, "--output-dir",
+                           str(out), "--progress", "plain"], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False, timeout=900)
+    if done.returncode != 0:  # a failed run's boots are not a figure to compare (its output is kept to look at)
+        raise SystemExit(f"boot_pairs: the run in {tree} ended with exit {done.returncode}; see {out}")
     return time.monotonic() - began, out
 
 

@@ -28,14 +28,19 @@ def run_queue_ms() -> float | None:
 
 def phases(marks: list[tuple[str, float, float, float | None]]) -> dict[str, dict[str, float]]:
     """Pure: per phase (named by the mark that ends it), wall, CPU and run-queue ms since the mark before, and
-    the rest (wall - CPU - queue, never below 0): the wait on I/O."""
+    the rest (wall - CPU - queue, never below 0): the wait on I/O. A phase met again (a start that took more than
+    one sync) is summed, so the phases still add up to the whole."""
     out: dict[str, dict[str, float]] = {}
     for (_, t0, cpu0, queue0), (name, t1, cpu1, queue1) in itertools.pairwise(marks):
         wall, cpu = t1 - t0, cpu1 - cpu0
         queue = queue1 - queue0 if queue0 is not None and queue1 is not None else 0.0
-        out[name] = {"wallMs": round(wall, 2), "cpuMs": round(cpu, 2), "queueMs": round(queue, 2),
-                     "ioMs": round(max(0.0, wall - cpu - queue), 2)}
+        these = {"wallMs": wall, "cpuMs": cpu, "queueMs": queue, "ioMs": max(0.0, wall - cpu - queue)}
+        was = out.get(name, {})
+        out[name] = {k: round(v + was.get(k, 0.0), 2) for k, v in these.items()}
     return out
+
+
+MAX_MARKS = 64  # a bot that never gets ready (a sync failing again and again) marks each try: not without end
 
 
 class BootMarks:
@@ -47,7 +52,7 @@ class BootMarks:
         self.mark("start")
 
     def mark(self, name: str) -> None:
-        if not self.done:
+        if not self.done and (len(self._marks) < MAX_MARKS - 1 or name == "ready"):
             self._marks.append((name, mono_ms(), time.process_time() * 1000, run_queue_ms()))
 
     def summary(self) -> dict[str, Any]:

@@ -125,6 +125,24 @@ def test_a_boot_phase_is_its_wall_time_split_into_cpu_a_core_s_queue_and_io() ->
         "ready": {"wallMs": 2.0, "cpuMs": 3.0, "queueMs": 0.0, "ioMs": 0.0}}
 
 
+def test_a_phase_met_again_is_summed_so_the_phases_add_up_to_the_whole() -> None:
+    # A start that took two syncs: the second must not overwrite the first.
+    marks = [("start", 0.0, 0.0, 0.0), ("sync", 500.0, 5.0, 0.0), ("invites", 510.0, 6.0, 0.0),
+             ("sync", 1000.0, 11.0, 0.0), ("ready", 1011.0, 12.0, 0.0)]
+    got = boot.phases(marks)
+    assert got["sync"] == {"wallMs": 990.0, "cpuMs": 10.0, "queueMs": 0.0, "ioMs": 980.0}
+    assert sum(p["wallMs"] for p in got.values()) == 1011.0
+
+
+def test_a_start_that_never_gets_ready_keeps_a_bounded_list_and_still_marks_ready() -> None:
+    marks = boot.BootMarks()
+    for _ in range(10 * boot.MAX_MARKS):
+        marks.mark("sync")
+    summary = marks.summary()
+    assert len(marks._marks) == boot.MAX_MARKS and marks._marks[-1][0] == "ready"
+    assert set(summary["phases"]) == {"sync", "ready"}
+
+
 def test_the_ready_record_says_where_the_start_went_and_later_marks_are_ignored(tmp_path: Path) -> None:
     trace = FakeTrace()
     bot = MatrixBot(_config(tmp_path), trace, "pw")  # type: ignore[arg-type]
