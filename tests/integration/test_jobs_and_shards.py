@@ -39,11 +39,12 @@ SHARDED = [CANARY, "matrix-allowlist-block", "matrix-mention-gating", "matrix-re
            "matrix-thread-follow-up", "matrix-thread-isolation", "matrix-top-level-reply-shape"]
 
 # What runs side by side: the shards' seven and one scenario of each kind of the fast profile's that they lack (an
-# exec approval with its exec dir, an encrypted room with the bot's crypto store, a bot restart, the session lock
-# under contention). What sharing could break is the same for two scenarios of a kind as for one (each has its
-# own users, rooms, bot, state dir, markers and provider scope), so the kinds' second scenarios (allowbots twice,
-# the chunked approval, two more encrypted rooms) are left out: 33 scenario runs in this module instead of 48.
-SIDE_BY_SIDE = [*SHARDED, "matrix-approval-exec-metadata-single-event", "matrix-e2ee-basic-reply",
+# exec approval with its exec dir, an encrypted direct message with the bot's crypto store and m.direct, a bot
+# restart, the session lock under contention). What sharing could break is the same for two scenarios of a kind as
+# for one (each has its own users, rooms, bot, state dir, markers and provider scope), so the kinds' second
+# scenarios (allowbots twice, the chunked approval, two more encrypted rooms) are left out: 33 scenario runs in this
+# module instead of 48.
+SIDE_BY_SIDE = [*SHARDED, "matrix-approval-exec-metadata-single-event", "matrix-e2ee-dm-reply",
                 "matrix-restart-resume", "matrix-session-lock-contention"]
 
 
