@@ -1,9 +1,11 @@
 """Steps about the devices in an encrypted conversation: login_device (a test user's further device),
 delete_bot_device (the bot loses its device and must log in anew), expect_bot_device (every test user knows
-the bot's current device). The bot's side comes from its trace; a test user's from its own device store."""
+the bot's current device and has an Olm session with it). The bot's side comes from its trace; a test user's
+from its own device and session stores."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -20,6 +22,9 @@ if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
 
 KNOW_DEVICE_TIMEOUT_S = 30.0
+# Between claims of a one-time key the server did not have yet: it stores a device's keys before its one-time
+# keys (one keys/upload request), so the key follows within that request; no sync tells us when.
+CLAIM_RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 E2EE: tuple[str, ...] = ("e2ee",)
 
 
@@ -63,6 +68,32 @@ async def knows_device(actor: Actor, user_id: str, device_id: str, timeout_s: fl
                 raise StepFailed(what, [f"{actor.name} knows devices of {user_id}: " + ", ".join(
                     d.id for d in actor.client.device_store.active_user_devices(user_id))]) from None
     return next(d for d in actor.client.device_store.active_user_devices(user_id) if d.id == device_id)
+
+
+async def has_olm_session(actor: Actor, device: Any, timeout_s: float, what: str) -> None:
+    """Until the actor has an Olm session with the device: its one-time key claimed, the claim retried (bounded).
+
+    Why: nio's room_send shares a new room key only with the devices it has an Olm session with, and skips
+    the others silently (nio/crypto/olm_machine.py share_group_session_parallel: "Missing Olm session ...
+    skipping"), then marks the key shared. A device the test user knows but could not claim a one-time key
+    for yet (its keys/upload half done: Synapse stores device keys before one-time keys) would never get the
+    key of the test user's next message."""
+    olm = actor.client.olm
+    if not olm:
+        return
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    attempt = 0
+    while olm.session_store.get(device.curve25519) is None:
+        resp = await actor.client.keys_claim({device.user_id: [device.id]})
+        if olm.session_store.get(device.curve25519) is not None:
+            return
+        left = deadline - loop.time()
+        if left <= 0:
+            raise StepFailed(what, [f"{actor.name} has no Olm session with device {device.id} of {device.user_id} "
+                                    f"after {attempt + 1} one-time key claims; last answer: {resp}"])
+        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
+        attempt += 1
 
 
 async def bot_knows(ctx: ScenarioContext, actor: Actor, timeout_s: float) -> str:
@@ -147,13 +178,17 @@ async def _everyone_knows_bot_device(ctx: ScenarioContext, timeout_s: float, new
     encrypted = [ctx.rooms[n] for n, spec in ctx.scenario.rooms.items() if spec.encrypted]
     for actor in ctx.actors.values():
         if any(room_id in actor.client.rooms for room_id in encrypted):
-            await knows_device(actor, ctx.bot_user_id, current, timeout_s, f"{actor.name} to know bot device {current}")
-    return f"every test user knows bot device {current}"
+            device = await knows_device(actor, ctx.bot_user_id, current, timeout_s,
+                                        f"{actor.name} to know bot device {current}")
+            await has_olm_session(actor, device, timeout_s, f"{actor.name} to open an Olm session with bot device "
+                                  f"{current}")
+    return f"every test user knows bot device {current} and has an Olm session with it"
 
 
 class DeleteBotDevice(StepBase):
     """The bot's current device is deleted on the server (as from another session of the bot's account); the
-    bot must notice, log in as a new device, and every test user must then know that device."""
+    bot must notice, log in as a new device, and every test user must then know that device and have an Olm
+    session with it (so the room key of its next message reaches the new device)."""
 
     kind: ClassVar[str] = "delete_bot_device"
     does: ClassVar[str] = "the bot's device is deleted on the server and the bot must log in anew as a device " \
@@ -172,7 +207,8 @@ class DeleteBotDevice(StepBase):
 
 
 class ExpectBotDevice(StepBase):
-    """Every test user knows the device the bot's trace last named (`new`: one other than it started with)."""
+    """Every test user knows the device the bot's trace last named (`new`: one other than it started with) and has
+    an Olm session with it."""
 
     kind: ClassVar[str] = "expect_bot_device"
     does: ClassVar[str] = "every test user knows the bot's current device (`new: true`: not the one it started with)"
