@@ -38,6 +38,8 @@ import sys
 import traceback
 from typing import Any
 
+from qa.processes import PR_SET_PDEATHSIG, prctl
+
 MAX_MESSAGE = 1 << 20  # a request is argv + env: far below this
 
 
@@ -93,6 +95,7 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
     if len(fds) not in (1, 3) or argv[1:2] != ["-m"] or argv[2:3] == [] or argv[2] not in modules \
             or not isinstance(env, dict):
         raise ValueError(f"only `python -m {'|'.join(sorted(modules))} …` with 1 or 3 stdio fds is served here")
+    server = os.getpid()
     pid = os.fork()
     if pid:
         return pid
@@ -100,6 +103,7 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
     code = 1
     try:
         os.setsid()
+        _die_with(server)
         signal.set_wakeup_fd(-1)
         for sig in (signal.SIGCHLD, signal.SIGTERM):  # SIGPIPE stays ignored, as Python starts every process
             signal.signal(sig, signal.SIG_DFL)
@@ -129,6 +133,15 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
     finally:
         _exit_like_python(code)
     return 0  # unreachable: _exit_like_python never returns
+
+
+def _die_with(server: int) -> None:
+    """The kernel SIGKILLs this bot when its fork server dies (PR_SET_PDEATHSIG). The server kills its bots itself
+    when the harness's socket closes, but a server SIGKILLed first (with its harness: the early one runs under
+    the same setting) cannot, and its bots ran on as orphans. A server gone before the setting took: go now."""
+    prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != server:
+        os._exit(1)
 
 
 def _stdio(fds: list[int]) -> None:

@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -155,6 +156,29 @@ async def test_when_the_fork_server_dies_its_bots_end_saying_why_and_later_ones_
     pid_after = await _started(after)
     assert not after.forked and _parent(pid_after) == os.getpid()
     await after.stop(timeout_s=10)
+
+
+async def test_a_forked_bot_dies_with_its_fork_server_whoever_else_is_gone(tmp_path: Path, server: ForkServer,
+                                                                         hanging_homeserver: str) -> None:
+    # A harness killed with SIGKILL takes its fork server with it (the early one runs under PR_SET_PDEATHSIG) and
+    # nothing is left to end the bots: the kernel must. Watched synchronously, so this harness's loop (which ends a
+    # dead fork server's bots itself) cannot be the one that ended it.
+    bot = _bot(tmp_path, "kernel", hanging_homeserver, server)
+    pid = await _started(bot)
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _alive_now(pid) and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling the kernel's view, on purpose without yielding to the loop
+    assert not _alive_now(pid), "the bot outlived its fork server"
+    await asyncio.wait_for(bot.died.wait(), 30)
+
+
+def _alive_now(pid: int) -> bool:
+    try:
+        return _alive(pid)
+    except FileNotFoundError:  # gone between the two looks
+        return False
 
 
 async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, hanging_homeserver: str) -> None:
