@@ -38,6 +38,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],
     "qa/agent/event_loop.py": ["tests/unit/test_agent_event_loop.py"],
+    "qa/agent/boot.py": ["tests/unit/test_agent_boot.py"],
+    "qa/shared/imports.py": ["tests/unit/test_imports_without_gc.py"],
     "qa/kernel/lockfile.py": ["tests/unit/test_kernel_lockfile.py", "tests/unit/test_doctor.py"],
     "qa/agent/prompt_gate.py": ["tests/unit/test_startup_cleanup.py"],
     "qa/agent/policy.py": ["tests/unit/test_policy.py", "tests/unit/test_message_semantics.py",

@@ -225,3 +225,32 @@ async def test_the_model_warm_up_sends_what_models_list_sends_and_builds_no_page
     assert {k: v for k, v in ours.headers.items() if k not in skip} == \
         {k: v for k, v in sdk.headers.items() if k not in skip}
     assert ours.headers["authorization"] == "Bearer k"
+
+
+def test_the_run_queue_is_the_second_schedstat_field_in_ms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    stat = tmp_path / "schedstat"
+    stat.write_text("123456789 4567000000 42\n")  # ns on a core, ns waiting for one, timeslices
+    monkeypatch.setattr(boot, "_SCHEDSTAT", str(stat))
+    assert boot.run_queue_ms() == 4567.0
+    stat.write_text("garbage\n")
+    assert boot.run_queue_ms() is None
+    monkeypatch.setattr(boot, "_SCHEDSTAT", str(tmp_path / "missing"))
+    assert boot.run_queue_ms() is None
+
+
+def test_the_summary_is_exact_from_the_clocks_and_closes_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    walls = iter([1000.0, 1012.3456, 1030.0])
+    cpus = iter([0.0071234, 0.0101234, 0.0111234])  # seconds, as time.process_time gives them
+    queues = iter([None, 3.14159, 4.0])  # the kernel said nothing at the first mark
+    monkeypatch.setattr(boot, "mono_ms", lambda: next(walls))
+    monkeypatch.setattr(boot.time, "process_time", lambda: next(cpus))
+    monkeypatch.setattr(boot, "run_queue_ms", lambda: next(queues))
+    marks = boot.BootMarks()
+    marks.mark("sync")
+    summary = marks.summary()
+    assert summary == {
+        "beforeStart": {"cpuMs": 7.12, "queueMs": 0.0},
+        "phases": {"sync": {"wallMs": 12.35, "cpuMs": 3.0, "queueMs": 0.0, "ioMs": 9.35},
+                   "ready": {"wallMs": 17.65, "cpuMs": 1.0, "queueMs": 0.86, "ioMs": 15.8}}}
+    marks.mark("sync")  # after ready: not the start's any more
+    assert len(marks._marks) == 3 and marks.done is True
