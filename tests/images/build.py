@@ -113,7 +113,7 @@ class Built:
 
 def current_inputs(recipe: RootfsRecipe) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(Synapse's version, its closure, the image's settings) from what is installed here."""
-    from qa.homeserver.synapse import build_synapse_config
+    from qa.homeserver.synapse_config import build_synapse_config
 
     try:
         closure = requirement_closure("matrix-synapse")

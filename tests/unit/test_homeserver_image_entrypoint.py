@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from qa.homeserver.synapse import build_synapse_config
+from qa.homeserver.synapse_config import build_synapse_config
 from tests.images import entrypoint as ep
 from tests.images import recipe as rc
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from packaging.utils import canonicalize_name
 
-from qa.homeserver.synapse import build_synapse_config
+from qa.homeserver.synapse_config import build_synapse_config
 from tests.images import entrypoint as ep
 from tests.images import recipe as rc
 from tests.images.build import concatenated_tar

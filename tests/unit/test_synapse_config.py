@@ -27,8 +27,8 @@ from qa.homeserver.registration import (
     register_with_token,
     shared_secret_mac,
 )
-from qa.homeserver.synapse import (
-    SynapseHomeserver,
+from qa.homeserver.synapse import SynapseHomeserver
+from qa.homeserver.synapse_config import (
     build_log_config,
     build_synapse_config,
     deep_merge,
