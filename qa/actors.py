@@ -41,6 +41,9 @@ from qa.shared.olm import sent_bodies
 from qa.waiting import Stream
 
 RETRY_DELAYS_S = (0.05, 0.1, 0.2, 0.5, 1.0)
+# Between claims of a one-time key the server did not have yet: it stores a device's keys before its one-time
+# keys (one keys/upload request), so the key follows within that request; no sync tells us when.
+CLAIM_RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 # A test user's first sync leaves out the server's push rules: nothing here reads them, and nio validated and
 # parsed them (some 70 rules) on the harness's loop for every test user, a stall of tens of ms per scenario's
 # setup that held up the other job's bot boot under --jobs 2. Later syncs carry them only when they change.
@@ -335,6 +338,11 @@ class Actor:
         missing = [u for u in user_ids if not list(self.client.device_store.active_user_devices(u))]
         if missing:
             raise InfraError(f"{self.name} knows no device of {', '.join(missing)} after a key query")
+        devices = [d for u in user_ids for d in self.client.device_store.active_user_devices(u)]
+        lacking = await open_olm_sessions(self.client, devices, timeout_s)
+        if lacking:
+            raise InfraError(f"{self.name} has no Olm session with {lacking} after {timeout_s:g} s of one-time key "
+                             "claims: the device never uploaded one-time keys")
 
     async def send_undecryptable(self, room_id: str) -> str:
         """An encrypted message under a Megolm session nobody else ever receives the key for (as a device that
@@ -375,3 +383,36 @@ class Actor:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._sync_task
         await self.client.close()
+
+
+async def open_olm_sessions(client: AsyncClient, devices: list[Any], timeout_s: float) -> str:
+    """Until the client has an Olm session with each device: its one-time keys claimed (all at once), the
+    claim retried for those the server had none for yet, bounded. Returns what is still missing ("" when
+    nothing), with the server's last answer.
+
+    Why: nio's room_send shares a new room key only with the devices it has an Olm session with and skips
+    the others silently (nio/crypto/olm_machine.py share_group_session_parallel: "Missing Olm session ...
+    skipping"), then marks the key shared. Synapse stores and announces a device's keys before its one-time
+    keys (one keys/upload request, synapse/handlers/e2e_keys.py), so a device learnt in between has no key
+    to claim yet, and would never get the room key of the next message."""
+    olm = client.olm
+    if not olm:
+        return ""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    attempt = 0
+    while lacking := [d for d in devices if olm.session_store.get(d.curve25519) is None]:
+        wanted: dict[str, list[str]] = {}
+        for device in lacking:
+            wanted.setdefault(device.user_id, []).append(device.id)
+        resp = await client.keys_claim(wanted)
+        lacking = [d for d in lacking if olm.session_store.get(d.curve25519) is None]
+        left = deadline - loop.time()
+        if not lacking:
+            return ""
+        if left <= 0:
+            names = ", ".join(f"device {d.id} of {d.user_id}" for d in lacking)
+            return f"{names} ({attempt + 1} one-time key claims; last answer: {resp})"
+        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
+        attempt += 1
+    return ""

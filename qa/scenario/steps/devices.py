@@ -5,7 +5,6 @@ from its own device and session stores."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,9 +21,6 @@ if TYPE_CHECKING:
     from qa.scenario.context import ScenarioContext
 
 KNOW_DEVICE_TIMEOUT_S = 30.0
-# Between claims of a one-time key the server did not have yet: it stores a device's keys before its one-time
-# keys (one keys/upload request), so the key follows within that request; no sync tells us when.
-CLAIM_RETRY_S = (0.05, 0.1, 0.2, 0.5, 1.0)
 E2EE: tuple[str, ...] = ("e2ee",)
 
 
@@ -71,29 +67,12 @@ async def knows_device(actor: Actor, user_id: str, device_id: str, timeout_s: fl
 
 
 async def has_olm_session(actor: Actor, device: Any, timeout_s: float, what: str) -> None:
-    """Until the actor has an Olm session with the device: its one-time key claimed, the claim retried (bounded).
+    """Until the actor has an Olm session with the device (qa.actors.open_olm_sessions says why it matters)."""
+    from qa.actors import open_olm_sessions
 
-    Why: nio's room_send shares a new room key only with the devices it has an Olm session with, and skips
-    the others silently (nio/crypto/olm_machine.py share_group_session_parallel: "Missing Olm session ...
-    skipping"), then marks the key shared. A device the test user knows but could not claim a one-time key
-    for yet (its keys/upload half done: Synapse stores device keys before one-time keys) would never get the
-    key of the test user's next message."""
-    olm = actor.client.olm
-    if not olm:
-        return
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    attempt = 0
-    while olm.session_store.get(device.curve25519) is None:
-        resp = await actor.client.keys_claim({device.user_id: [device.id]})
-        if olm.session_store.get(device.curve25519) is not None:
-            return
-        left = deadline - loop.time()
-        if left <= 0:
-            raise StepFailed(what, [f"{actor.name} has no Olm session with device {device.id} of {device.user_id} "
-                                    f"after {attempt + 1} one-time key claims; last answer: {resp}"])
-        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
-        attempt += 1
+    lacking = await open_olm_sessions(actor.client, [device], timeout_s)
+    if lacking:
+        raise StepFailed(what, [f"{actor.name} has no Olm session with {lacking}"])
 
 
 async def bot_knows(ctx: ScenarioContext, actor: Actor, timeout_s: float) -> str:
