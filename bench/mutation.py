@@ -38,6 +38,8 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/kernel/doctor.py": ["tests/unit/test_doctor.py"],
     "qa/kernel/trace.py": ["tests/unit/test_kernel_trace.py"],
     "qa/agent/event_loop.py": ["tests/unit/test_agent_event_loop.py"],
+    "qa/kernel/event_loop.py": ["tests/unit/test_agent_event_loop.py", "tests/unit/test_harness_event_loop.py"],
+    "qa/harness/pipe_reader.py": ["tests/unit/test_pipe_reader.py"],
     "qa/agent/boot.py": ["tests/unit/test_agent_boot.py"],
     "qa/shared/imports.py": ["tests/unit/test_imports_without_gc.py"],
     "qa/kernel/lockfile.py": ["tests/unit/test_kernel_lockfile.py", "tests/unit/test_doctor.py"],

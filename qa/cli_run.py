@@ -13,13 +13,14 @@ import json
 import os
 import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from qa.config_file import ConfigFile, find_config_file, load_config_file
 from qa.harness import early_fork_server
 from qa.homeserver import early_synapse, registry
+from qa.kernel import event_loop
 from qa.kernel.errors import ConfigError, QAError
 from qa.kernel.terminal import safe_print
 from qa.shared.imports import imports_without_gc
@@ -394,6 +395,7 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     blamed = from_file(config, applied, argv[1:]) if config is not None else {}
     _skip_collection_at_exit()
     try:
+        _check_harness_loop(os.environ)
         _start_synapse_early(args)
         _start_fork_server_early(args)
         return _run(args, argv, config, applied)
@@ -410,6 +412,14 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
                 early_synapse.discard()
             finally:
                 early_fork_server.discard()
+
+
+def _check_harness_loop(env: Mapping[str, str]) -> None:
+    """A bad MATRIX_QA_HARNESS_LOOP is exit 2 before the early Synapse or fork server is started for nothing (the
+    run's own loop would refuse it only after both, qa.run.run_sync)."""
+    problems = event_loop.env_problems(event_loop.HARNESS_ENV, env)
+    if problems:
+        raise ConfigError(problems[0])
 
 
 _exit_hook_registered = False

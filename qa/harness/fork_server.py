@@ -33,6 +33,7 @@ from qa import processes
 from qa.harness.botfile import BotFile, python_module
 from qa.harness.contract_env import inherited_env
 from qa.harness.early_fork_server import EarlyForkServer, zygote_args
+from qa.harness.pipe_reader import PipeReader
 from qa.kernel.errors import InfraError
 
 MAX_MESSAGE = 1 << 16
@@ -289,10 +290,10 @@ class ForkServer:
 
 
 async def attach_stdout(proc: ForkedProcess, read_fd: int) -> ForkedProcess:
-    """The forked process's stdout, read on the running loop."""
+    """The forked process's stdout, read on the running loop; `read_fd` is closed at its end of file (PipeReader,
+    not connect_read_pipe: on uvloop that would hold the pipe open until the run ends, then close it twice)."""
     proc.stdout = asyncio.StreamReader(limit=2**20)
-    loop = asyncio.get_running_loop()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(proc.stdout), os.fdopen(read_fd, "rb", 0))
+    PipeReader(read_fd, proc.stdout)
     return proc
 
 

@@ -215,7 +215,12 @@ def qa_session(config: pytest.Config, items: list[pytest.Item]) -> Any:
 
         options.homeserver_settings = homeserver_settings(config)
         options.homeserver = registry.choose(option(config, "matrix_qa_homeserver"), options.homeserver_settings)
-        session = QASession(options)
+        from qa.kernel.errors import QAError
+
+        try:
+            session = QASession(options)
+        except QAError as exc:  # MATRIX_QA_HARNESS_LOOP names no loop it can make: as `run`, exit 2
+            pytest.exit(f"matrix-qa: {exc}", returncode=2)
         config.stash[SESSION_KEY] = session
         # Also when the session's end is cut short (a second Ctrl-C, an error in another plugin's teardown).
         config.add_cleanup(session.stop)

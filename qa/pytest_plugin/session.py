@@ -22,6 +22,7 @@ from typing import Any
 
 from qa.harness.output import Output
 from qa.harness.work_dir import work_root
+from qa.kernel import event_loop
 from qa.provider.record_replay import after_scenario, load_for_replay
 from qa.report.summary import ScenarioResult, latency_stats
 from qa.run import Run, RunOptions
@@ -38,7 +39,10 @@ class QASession:
 
     def __init__(self, options: RunOptions) -> None:
         self.options = options
-        self.loop = asyncio.new_event_loop()
+        # As `matrix-qa run`'s: uvloop unless MATRIX_QA_HARNESS_LOOP=asyncio (qa.kernel.event_loop; a bad value is a
+        # ConfigError). Made here, in the main thread, and run in the session's thread: uvloop installs no signal
+        # handler off the main thread, and this loop needs none (pytest owns Ctrl-C; `interrupted` records it).
+        _, self.loop = event_loop.new_loop(event_loop.HARNESS_ENV, os.environ)
         self.thread = threading.Thread(target=self._serve, name="matrix-qa loop", daemon=True)
         self.run: Run | None = None
         self.base: Any = None  # RunResources every scenario shares

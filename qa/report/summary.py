@@ -66,6 +66,9 @@ class Environment(_Model):
     python: str
     platform: str
     matrixQaVersion: str
+    # The harness's event loop ("uvloop" or "asyncio", qa.kernel.event_loop); None in summaries written before it
+    # was recorded. The bot's own loop is in its trace's `start` record.
+    eventLoop: str | None = None
     # The config file the run read (qa.config_file) and the settings it gave, keyed as written there.
     configFile: str | None = None
     configSettings: dict[str, Any] = Field(default_factory=dict)

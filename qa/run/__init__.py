@@ -28,6 +28,7 @@ from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
 from qa.homeserver import early_synapse
 from qa.homeserver.base import Homeserver
+from qa.kernel import event_loop
 from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.library import builtin_estimates
 from qa.provider.record_replay import bot_key, load_for_replay
@@ -125,7 +126,7 @@ class Run:
         library_logs = LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
-                     f"{shard}, {self.jobs} at a time")
+                     f"{shard}, {self.jobs} at a time, on {event_loop.running_loop_name()}")
         self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
         assert self.bot_file is not None
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
@@ -239,9 +240,11 @@ async def run_scenario(scenario: Any, resources: RunResources, say: Any) -> Scen
 
 
 def run_sync(options: RunOptions, output: Output | None = None) -> int:
+    """The run on its own loop: uvloop unless MATRIX_QA_HARNESS_LOOP=asyncio (qa.kernel.event_loop); a bad value
+    of it is a ConfigError (exit 2) before anything starts."""
     run = Run(options, output)
     try:
-        return asyncio.run(run.execute())
+        return event_loop.run(run.execute(), event_loop.HARNESS_ENV, os.environ)
     except KeyboardInterrupt:
         # Ctrl-C before the run's own handlers were installed (or after they were removed).
         kill_everything()

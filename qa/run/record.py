@@ -21,6 +21,7 @@ from qa.homeserver import registry
 from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.kernel.errors import ConfigError, InfraError, QAError
+from qa.kernel.event_loop import running_loop_name
 from qa.report.lock_evidence import lock_section
 from qa.report.lock_picture import write_lock_pictures
 from qa.report.lock_timeline import tag_scenarios
@@ -146,10 +147,18 @@ def _environment(run: Run) -> Environment:
         peerBot=BotInfo(name=peer.name, source=peer.source, ready=peer.ready.describe(),
                         capabilities=list(peer.capabilities)) if (peer := getattr(run, "peer_bot", None)) else None,
         profile=run.options.profile, python=platform.python_version(),
-        platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(),
+        platform=f"{sys.platform}-{platform.machine()}", matrixQaVersion=_version(), eventLoop=_loop_name(),
         configFile=str(run.options.config_file) if run.options.config_file else None,
         configSettings=redact_data(run.options.config_settings, run.secrets),
     )
+
+
+def _loop_name() -> str | None:
+    """The loop the record is written on: the run's own (None only for a record written off any loop)."""
+    try:
+        return running_loop_name()
+    except RuntimeError:
+        return None
 
 
 def _redact_artifacts(run_dir: Path, secrets: list[str]) -> None:

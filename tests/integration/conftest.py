@@ -10,6 +10,7 @@ the homeserver.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -23,6 +24,7 @@ from typing import Any
 import pytest
 
 from qa.harness.output import Output
+from qa.kernel import event_loop
 from qa.run import Run, RunOptions
 from tests.integration import shared_fork_server
 from tests.integration.shared_fork_server import SessionForkServers
@@ -186,3 +188,11 @@ def our_processes(marker: str) -> list[str]:
         if marker in line or marker in cwd:
             found.append(f"{line} (cwd {cwd})")
     return found
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Any]:
+    """In-process runs (`run_qa`, `run_in_process`) on the loop `matrix-qa run` runs on: uvloop where installed,
+    asyncio's with MATRIX_QA_HARNESS_LOOP=asyncio (qa.kernel.event_loop), so the suite checks what users run. The
+    name is the test's parameter id (`[uvloop]`)."""
+    name, factory = event_loop.loop_factory(event_loop.HARNESS_ENV, os.environ)
+    return {name: factory or asyncio.new_event_loop}

@@ -33,6 +33,7 @@ from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer, attach_stdout, forkable, serves, uses_fork_server
 from qa.harness.launch import inherited_env
 from qa.harness.output import Output
+from qa.kernel import event_loop
 from qa.kernel.errors import InfraError
 
 T = TypeVar("T")
@@ -52,7 +53,8 @@ class SessionForkServers:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._loop = asyncio.new_event_loop()
+        # The harness's own loop (uvloop unless MATRIX_QA_HARNESS_LOOP=asyncio), as in the runs it serves.
+        _, self._loop = event_loop.new_loop(event_loop.HARNESS_ENV, os.environ)
         self._thread = threading.Thread(target=self._loop.run_forever, name="session-fork-servers", daemon=True)
         self._thread.start()
         self._servers: dict[Key, ForkServer] = {}

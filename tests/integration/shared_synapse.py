@@ -35,6 +35,7 @@ from qa.homeserver import synapse as synapse_module
 from qa.homeserver.base import Homeserver, UserCredentials
 from qa.homeserver.registration import register_with_shared_secret
 from qa.homeserver.synapse import SynapseHomeserver
+from qa.kernel import event_loop
 
 T = TypeVar("T")
 # Boot, restart and stop of the shared server are bounded: a hung one fails the test that waits, not the session.
@@ -46,7 +47,8 @@ class SessionSynapse:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._loop = asyncio.new_event_loop()
+        # The harness's own loop (uvloop unless MATRIX_QA_HARNESS_LOOP=asyncio), as in the runs it serves.
+        _, self._loop = event_loop.new_loop(event_loop.HARNESS_ENV, os.environ)
         self._thread = threading.Thread(target=self._loop.run_forever, name="session-synapse", daemon=True)
         self._thread.start()
         self._generation = 0
