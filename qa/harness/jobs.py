@@ -29,9 +29,9 @@ def usable_cores() -> int | None:
 # Only the embedded Synapse can be booted more than once by the run: an external URL is one server, a Docker
 # image's or Tuwunel's container is one (and Tuwunel is not single-threaded).
 MULTI_BACKENDS = frozenset({"synapse"})
-# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse's boot (~2.5 s of CPU
-# and ~100 MB) is not won back by a short run. Measured on 2 cores (docs/cli.md#--homeservers): the fast profile's
-# 16 scenarios are slower on two, the all profile's 105 are faster.
+# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse is not won back by a
+# short run. Measured on 2 cores (docs/cli.md, --homeservers): the fast profile's 16 scenarios on two cost +29 %
+# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays.
 AUTO_MIN_SCENARIOS = 40
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
