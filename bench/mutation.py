@@ -67,7 +67,7 @@ MODULE_TESTS: dict[str, list[str]] = {
                                 "tests/unit/test_rooms_settings.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],
     "qa/harness/plan.py": ["tests/unit/test_plan.py", "tests/unit/test_start_order.py"],
-    "qa/harness/jobs.py": ["tests/unit/test_start_order.py"],
+    "qa/harness/jobs.py": ["tests/unit/test_start_order.py", "tests/unit/test_homeservers.py"],
     "qa/harness/keywords.py": ["tests/unit/test_keywords.py", "tests/unit/test_plan.py"],
     "qa/report/annotations.py": ["tests/unit/test_action.py"],
     "qa/shared/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],

@@ -1,8 +1,13 @@
-"""A homeserver per job, measured rather than built: one run at --jobs J on one Synapse, against the same plan
-split in two shards run side by side at --jobs J/2, each with its own Synapse (what "a second homeserver per job"
-would do), paired A B A B … so the comparison holds on a machine whose load drifts. Not a test: nothing asserted.
+"""A second homeserver, measured: one run at --jobs J on one Synapse against the same plan on two, paired
+A B A B … so the comparison holds on a machine whose load drifts. Not a test: nothing asserted.
 
-    python bench/second_homeserver.py [--pairs N] [--profile fast] [--jobs 2]
+    python bench/second_homeserver.py [--pairs N] [--profile fast] [--jobs 2] [--mode option|shards|main DIR]
+
+The option now exists (issue 29: `matrix-qa run --homeservers N|auto`, qa.run.homeservers). --mode option (the
+default) compares `--homeservers 1` with `--homeservers 2` in one run of this checkout; --mode main DIR compares
+the checkout at DIR (before the option: one homeserver) with this one at its defaults (`--homeservers auto`);
+--mode shards is what was measured before the option was built: the plan split in two shards run side by side at
+--jobs J/2, each with its own Synapse.
 
 --jobs 4 compares the default --jobs on 2 cores (qa.harness.jobs) with two homeservers of 2 jobs each.
 
@@ -14,6 +19,7 @@ Per side, medians over the pairs: wall time (for B, until both shards are done),
 from __future__ import annotations
 
 import argparse
+import json
 import resource
 import statistics
 import subprocess
@@ -26,12 +32,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from suite_bench import REPO, Sampler
 
 
-def _run(commands: list[list[str]]) -> dict[str, float]:
+def _run(commands: list[list[str]], cwd: Path = REPO) -> dict[str, float]:
     """The commands side by side under one shell, so one sampler follows every process they start."""
     script = " & ".join(" ".join(c) for c in commands) + " & wait"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    proc = subprocess.Popen(["sh", "-c", script], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(["sh", "-c", script], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sampler = Sampler(proc.pid)
     thread = sampler.start()
     proc.wait()
@@ -43,29 +49,56 @@ def _run(commands: list[list[str]]) -> dict[str, float]:
             "peak_pss_mb": sampler.peak_pss_kb / 1024, "peak_synapse_mb": sampler.hwm_mb("synapse")}
 
 
+def _verdicts(tmp: Path, pair: int) -> str:
+    """Each run's status and homeservers as its summary says: a faster run that failed is no figure."""
+    said = []
+    for summary in sorted(tmp.glob(f"[ab]-{pair}*/matrix-qa-summary.json")):
+        data = json.loads(summary.read_text())
+        counts = data["counts"]
+        said.append(f"{summary.parent.name} {data['status']} ({counts['passed']}/{counts['total']} passed, "
+                    f"{len(data.get('homeservers') or [None])} homeserver(s))")
+    return ", ".join(said)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--profile", default="fast")
     parser.add_argument("--jobs", type=int, default=2, help="jobs of the one-homeserver run (even: half per shard)")
+    parser.add_argument("--mode", nargs="+", default=["option"], metavar="MODE",
+                        help="option (default), shards, or main DIR (see the module notes)")
     args = parser.parse_args()
+    mode = args.mode[0]
+    if mode not in ("option", "shards", "main") or (mode == "main") != (len(args.mode) == 2):
+        parser.error("--mode is option, shards or main DIR")
     if args.jobs < 2 or args.jobs % 2:
-        parser.error("--jobs must be even and at least 2 (each shard runs half)")
+        parser.error("--jobs must be even and at least 2 (each homeserver serves half)")
     tmp = Path(tempfile.mkdtemp(prefix="second-hs-"))
-    run = [sys.executable, "-m", "qa.cli", "run", "--profile", args.profile, "--progress", "plain"]
+    run = [sys.executable, "-m", "qa.cli", "run", "--profile", args.profile, "--progress", "plain",
+           "--jobs", str(args.jobs)]
     half = args.jobs // 2
-    results: dict[str, list[dict[str, float]]] = {f"one homeserver, --jobs {args.jobs}": [],
-                                                  f"two homeservers, 2 x --jobs {half}": []}
+    names = {"option": (f"--homeservers 1, --jobs {args.jobs}", f"--homeservers 2, --jobs {args.jobs}"),
+             "shards": (f"one homeserver, --jobs {args.jobs}", f"two shards, 2 x --jobs {half}"),
+             "main": (f"{args.mode[-1]}, --jobs {args.jobs}", f"this checkout (auto), --jobs {args.jobs}")}[mode]
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     for i in range(args.pairs):
-        one = _run([[*run, "--jobs", str(args.jobs), "--output-dir", str(tmp / f"one-{i}")]])
-        two = _run([[*run, "--jobs", str(half), "--shard", f"{k}/2", "--output-dir", str(tmp / f"two-{i}-{k}")]
-                    for k in (1, 2)])
+        a_out, b_out = ["--output-dir", str(tmp / f"a-{i}")], ["--output-dir", str(tmp / f"b-{i}")]
+        if mode == "option":
+            one = _run([[*run, "--homeservers", "1", *a_out]])
+            two = _run([[*run, "--homeservers", "2", *b_out]])
+        elif mode == "main":
+            one = _run([[*run, *a_out]], cwd=Path(args.mode[1]).resolve())
+            two = _run([[*run, *b_out]])
+        else:
+            one = _run([[*run, *a_out]])
+            two = _run([[*run[:-1], str(half), "--shard", f"{k}/2", "--output-dir", str(tmp / f"b-{i}-{k}")]
+                        for k in (1, 2)])
         for name, figures in zip(results, (one, two), strict=True):
             results[name].append(figures)
-        print(f"pair {i + 1}: wall {one['wall_s']:.1f} s vs {two['wall_s']:.1f} s", flush=True)
+        print(f"pair {i + 1}: wall {one['wall_s']:.1f} s vs {two['wall_s']:.1f} s; {_verdicts(tmp, i)}", flush=True)
     for name, rows in results.items():
         medians = {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-        print(f"{name:32s} " + "  ".join(f"{key} {value:.1f}" for key, value in medians.items()))
+        print(f"{name:40s} " + "  ".join(f"{key} {value:.1f}" for key, value in medians.items()))
     return 0
 
 

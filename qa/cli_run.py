@@ -155,6 +155,10 @@ def _speed_group(g: Any) -> None:
                    help=f"scenarios side by side on the one homeserver (default: two per core, at most "
                    f"{JOBS_CAP}; here {default_jobs(usable_cores())}); the canary runs first and alone; --jobs 1 "
                    "runs one at a time")
+    g.add_argument("--homeservers", type=homeserver_count, default=None, metavar="N|auto",
+                   help="spread the job slots over N embedded Synapse homeservers booted side by side, each "
+                   "~100 MB (default auto: one, but a run of 40 or more scenarios gets one a core, 2 job slots "
+                   "each at least); a scenario stays on one for its whole life. Only the embedded Synapse")
     g.add_argument("--fail-fast", action="store_true",
                    help="start no new scenario after the first failure (running ones finish)")
     g.add_argument("--repeat", type=positive_int, default=1, metavar="N",
@@ -189,6 +193,16 @@ def step_timeout_cap(text: str) -> float:
 def edit_wait(text: str) -> float:
     """--reply-edit-wait: 0 (no wait) or a positive duration, read as --step-timeout-cap reads one."""
     return 0.0 if text.strip() in ("0", "0s", "0ms") else step_timeout_cap(text)
+
+
+def homeserver_count(text: str) -> int | None:
+    """--homeservers: auto (None) or N (qa.harness.jobs.parse_homeservers)."""
+    from qa.harness.jobs import parse_homeservers
+
+    try:
+        return parse_homeservers(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -467,7 +481,7 @@ def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | Non
         model_timeout_s=args.model_timeout, model_retries=args.model_retries,
         provider=args.provider, provider_rules=args.provider_rules, output_dir=args.output_dir,
         record_dir=args.record, cassettes_dir=args.cassettes, replay_speed=args.replay_speed,
-        fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs,
+        fail_fast=args.fail_fast, include_bodies=args.include_bodies, jobs=args.jobs, homeservers=args.homeservers,
         fork_server=not args.no_fork_server, shard=_shard(args.shard),
         shard_durations=_shard_durations(args.shard_durations),
         bot_overrides=dict(parse_override(o) for o in args.bot_set), argv=["matrix-qa", *argv],

@@ -1,5 +1,5 @@
-"""How many scenarios run side by side when --jobs is not given (imported by every CLI start for its help text,
-so it imports only os)."""
+"""How many scenarios run side by side when --jobs is not given, and on how many homeservers (--homeservers,
+qa.run.homeservers). Imported by every CLI start for its help text and to read its flags, so it imports only os."""
 
 from __future__ import annotations
 
@@ -24,3 +24,50 @@ def usable_cores() -> int | None:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         return os.cpu_count()
+
+
+# Only the embedded Synapse can be booted more than once by the run: an external URL is one server, a Docker
+# image's or Tuwunel's container is one (and Tuwunel is not single-threaded).
+MULTI_BACKENDS = frozenset({"synapse"})
+# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse is not won back by a
+# short run. Measured on 2 cores (docs/cli.md, --homeservers): the fast profile's 16 scenarios on two cost +29 %
+# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays.
+AUTO_MIN_SCENARIOS = 40
+# Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
+# scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
+AUTO_SLOTS_PER_HOMESERVER = 2
+# An explicit N beyond this is refused: each is a Synapse process of ~100 MB.
+MAX_HOMESERVERS = 8
+
+
+def parse_homeservers(text: str) -> int | None:
+    """`--homeservers`: `auto` (None) or a whole number from 1 to MAX_HOMESERVERS. ValueError says why not."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        value = int(text)
+    except ValueError:
+        raise ValueError(f"expected auto or a whole number, got {text!r}") from None
+    if value < 1:
+        raise ValueError(f"must be at least 1, got {value}")
+    if value > MAX_HOMESERVERS:
+        raise ValueError(f"must be at most {MAX_HOMESERVERS}, got {value}: each is a Synapse process of ~100 MB")
+    return value
+
+
+def homeserver_count(requested: int | None, *, backend: str, jobs: int, scenarios: int, cores: int | None) -> int:
+    """How many homeservers the run boots. Explicit N (checked by qa.run.homeservers.check_count) as given;
+    `auto`: one, unless the embedded Synapse runs a big plan (AUTO_MIN_SCENARIOS or more) with job slots to
+    share, then one a core (each Synapse keeps one core busy at most), each with AUTO_SLOTS_PER_HOMESERVER job
+    slots or more."""
+    if requested is not None:
+        return requested
+    if backend not in MULTI_BACKENDS or scenarios < AUTO_MIN_SCENARIOS:
+        return 1
+    return max(1, min(cores or 1, jobs // AUTO_SLOTS_PER_HOMESERVER))
+
+
+def slot_homeservers(slots: int, count: int) -> list[int]:
+    """Which homeserver (0-based) each job slot serves: round robin, so the slots that start first (they take the
+    longest scenarios, qa.harness.plan.longest_first) are spread over every homeserver."""
+    return [i % count for i in range(slots)]

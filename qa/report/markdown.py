@@ -125,6 +125,10 @@ def _run_facts(summary: Summary) -> list[tuple[str, str]]:
     facts = []
     if summary.jobs is not None:
         facts.append(("Jobs", f"up to {summary.jobs} scenario(s) side by side"))
+    if summary.homeservers and len(summary.homeservers) > 1:  # one homeserver is the Homeserver row above
+        parts = [f"{h.index}: {h.scenarios} scenario(s), boot {human_ms(h.bootMs) if h.bootMs is not None else EMPTY}"
+                 f", log `{h.log}`" for h in summary.homeservers]
+        facts.append(("Homeservers", f"{len(parts)} side by side (--homeservers); " + "; ".join(parts)))
     if summary.shard is not None:
         facts.append(("Shard", f"{summary.shard.index}/{summary.shard.count}"))
     if summary.repeat is not None:

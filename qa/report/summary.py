@@ -186,6 +186,9 @@ class ScenarioResult(_Model):
     passRate: PassRate | None = None  # only with --repeat N > 1
     # Faults served on purpose (fault proxy rules, mock-provider faults), in the order they hit.
     faultHits: list[dict[str, Any]] = Field(default_factory=list)
+    # Which of the run's homeservers it ran on (1-based, as Summary.homeservers counts them); None: it never
+    # started (skipped), or a summary written before --homeservers.
+    homeserver: int | None = None
 
 
 class Timings(_Model):
@@ -199,6 +202,16 @@ class Timings(_Model):
     reportMs: float | None = None
     totalMs: float | None = None
     note: str | None = None  # how to read these numbers when they are not one run's (a merged summary)
+
+
+class HomeserverRun(_Model):
+    """One of the run's homeservers (--homeservers): where it answered, its log, its boot, what it served."""
+
+    index: int  # 1-based: ScenarioResult.homeserver
+    baseUrl: str | None = None
+    log: str | None = None
+    bootMs: float | None = None  # spawn to ready (the first's is Timings.homeserverBootMs)
+    scenarios: int = 0  # how many of the run's scenarios ran on it
 
 
 class RunError(_Model):
@@ -260,6 +273,9 @@ class Summary(_Model):
     repeat: int | None = None
     minPassRate: float | None = None
     deadline: Deadline | None = None
+    # Added with --homeservers: every homeserver the run booted, in order (None in earlier summaries and for a
+    # summary merged from shards).
+    homeservers: list[HomeserverRun] | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

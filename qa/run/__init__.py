@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
-from qa.harness.jobs import default_jobs, usable_cores
+from qa.harness.jobs import default_jobs, homeserver_count, usable_cores
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
@@ -33,6 +33,7 @@ from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.library import builtin_estimates
 from qa.provider.record_replay import bot_key, load_for_replay
 from qa.report.summary import RunError, ScenarioResult, Timings
+from qa.run import homeservers as pool
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
 from qa.run.lifecycle import LibraryLogs, Lifecycle, kill_everything
 from qa.run.options import (
@@ -81,7 +82,9 @@ class Run:
         self.cassettes: dict[str, Any] = {}  # --provider replay: scenario id -> its cassette
         self.live: Any = None  # LiveSettings when --provider live
         self.provider: Any = None
-        self.homeserver: Homeserver | None = None
+        self.homeserver: Homeserver | None = None  # the first of `homeservers`: the canary's
+        self.homeservers: list[Homeserver] = []  # --homeservers (qa.run.homeservers)
+        self.homeserver_boots: list[asyncio.Task[float]] = []  # every homeserver's but the first: booting beside
         self.fork_server: ForkServer | None = None
         self.scheduler = Scheduler(jobs=self.jobs, repeat=options.repeat, fail_fast=options.fail_fast,
                                    run_id=self.run_id, out=self.out, run_scenario=_run_scenario,
@@ -114,7 +117,7 @@ class Run:
                 raise  # not ours to turn into a verdict
             self.out.say(f"interrupted: {self.lifecycle.reason}")
         except Exception as exc:
-            self.errors.append(run_error(exc, self.homeserver, self.out, self.dir))
+            self.errors.append(run_error(exc, self.lifecycle.dead or self.homeserver, self.out, self.dir))
         finally:
             code = await self._finish(work, library_logs)
         return code
@@ -125,8 +128,10 @@ class Run:
         self.out.open_log(self.dir / "matrix-qa-output.log")
         library_logs = LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
+        count = self.homeserver_count()
+        spread = f" on {count} homeservers" if count > 1 else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
-                     f"{shard}, {self.jobs} at a time, on {event_loop.running_loop_name()}")
+                     f"{shard}, {self.jobs} at a time{spread}, on {event_loop.running_loop_name()}")
         self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
         assert self.bot_file is not None
         self.out.say(f"bot under test: {self.bot_file.name} ({self.bot_file.source})")
@@ -137,28 +142,42 @@ class Run:
             self.out.say(f"note: removed the earlier run's {', '.join(removed)} from {self.dir}")
         return library_logs
 
+    def homeserver_count(self) -> int:
+        """--homeservers, or what `auto` makes of this plan (qa.harness.jobs.homeserver_count)."""
+        return homeserver_count(self.options.homeservers, backend=self.options.homeserver, jobs=self.jobs,
+                                 scenarios=len(self.plan), cores=usable_cores())
+
     async def _run_all(self, work: Path) -> None:
-        """The provider, then the homeserver (the fork server boots beside it), then the scenarios."""
+        """The provider, then the homeservers (the fork server boots beside them), then the scenarios."""
         await self.start_components(work)
-        hs = self.homeserver
-        assert hs is not None
+        assert self.homeservers
         scenarios_began = mono_ms()
         try:
-            await self.lifecycle.while_homeserver_lives(hs, self.scheduler.run(self.plan, self.resources(work)))
+            pools = [self.resources(work, hs) for hs in self.homeservers]
+            ready = [None, *self.homeserver_boots]  # each homeserver's slots start once it is ready
+            await self.lifecycle.while_homeservers_live(
+                self.homeservers, self.scheduler.run(self.plan, pools, ready), self.homeserver_boots)
         finally:
             self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
 
     async def start_components(self, work: Path) -> None:
-        """What every scenario shares, started: the provider, then the homeserver with the fork server beside it.
-        Public for a session that feeds its scenarios one at a time (qa.pytest_plugin)."""
+        """What every scenario shares, started: the provider, then the homeservers with the fork server beside
+        them. Public for a session that feeds its scenarios one at a time (qa.pytest_plugin)."""
         began = mono_ms()
         await start_provider(self.options, self.live, self.plan, self.cassettes, self.out, keep=self._keep_provider)
         self.timings.providerBootMs = round(mono_ms() - began, 1)
 
         hosts = self.bot_file is not None and self.bot_file.appservice is not None
-        hs = self.homeserver = create_homeserver(self.options, work, self.dir / "homeserver", appservice=hosts)
+        count = self.homeserver_count()
+        for index in range(count):  # every one is listed before any boots: a stop finds each, started or not
+            where, logs = pool.places(index, work, self.dir)
+            self.homeservers.append(create_homeserver(self.options, where, logs, appservice=hosts,
+                                                      port=self.options.homeserver_port if index == 0 else None))
+        hs = self.homeserver = self.homeservers[0]
         if (adopt := getattr(hs, "adopt_early", None)) is not None:  # `matrix-qa run` started its Synapse early
             adopt(early_synapse.take())
+        # The others boot beside the first and, once it is ready, beside the first scenarios (qa.run.homeservers).
+        self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets)
         waited = await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
         self.timings.forkServerWaitMs = waited if self.fork_server is not None else None
@@ -170,16 +189,16 @@ class Run:
         assert self.bot_file is not None
         self.fork_server = await start_fork_server(self.options, self.bot_file, self.dir, work, self.out)
 
-    def resources(self, work: Path) -> RunResources:
+    def resources(self, work: Path, homeserver: Homeserver | None = None) -> RunResources:
         """What every scenario shares. The bot reaches the model through the launch contract (OPENAI_BASE_URL /
         OPENAI_API_KEY); a live key goes there and nowhere else, and the bot's client gets the same timeout and
-        retry bound as the preflight."""
+        retry bound as the preflight. On `homeserver` (default: the first)."""
         from qa.scenario.runner import RunResources
 
         live, scheduler = self.live, self.scheduler
         assert self.homeserver is not None and self.bot_file is not None
         return RunResources(
-            homeserver=self.homeserver, provider=None if live is not None else self.provider,
+            homeserver=homeserver or self.homeserver, provider=None if live is not None else self.provider,
             model_base_url=self.provider.base_url, model_name=self.provider.model, run_id=self.run_id,
             artifact_dir=self.dir, state_dir=work / "state", markers=MarkerFactory(self.run_id),
             bot_env=dict(self.options.bot_env), bot_overrides=dict(self.options.bot_overrides),
@@ -197,8 +216,11 @@ class Run:
     async def _finish(self, work: Path, library_logs: LibraryLogs) -> int:
         """Every process stopped, the scratch directory (secrets) gone, the record written: whatever happened."""
         try:
-            await self.lifecycle.shutdown(self.homeserver, self.provider, self.fork_server)
+            await pool.cancel_boots(self.homeserver_boots)  # none may start its server after the stops below
+            await self.lifecycle.shutdown(*(self.homeservers or [self.homeserver]), self.provider, self.fork_server)
         finally:
+            for hs in self.homeservers:  # a homeserver stopped mid-boot never said its secrets: they go now
+                add_secrets(self.secrets, getattr(hs, "secrets", []))
             self._dispose(work)
             try:
                 code = self._write()

@@ -20,9 +20,14 @@ from qa.kernel.errors import InfraError
 from qa.run.options import RunOptions
 from qa.shared.imports import imports_without_gc
 
+_OPTIONS_PORT = -1  # create_homeserver's `port` default: the one --homeserver-port asks for (None: a free one)
 
-def create_homeserver(options: RunOptions, work: Path, log_dir: Path, appservice: bool = False) -> Homeserver:
-    request = registry.StartRequest(settings=options.homeserver_settings, port=options.homeserver_port,
+
+def create_homeserver(options: RunOptions, work: Path, log_dir: Path, appservice: bool = False,
+                      port: int | None = _OPTIONS_PORT) -> Homeserver:
+    """The run's homeserver; `port`: for a further one (qa.run.homeservers), None: a free port, never the first's."""
+    chosen = options.homeserver_port if port == _OPTIONS_PORT else port
+    request = registry.StartRequest(settings=options.homeserver_settings, port=chosen,
                                     work_dir=work, log_dir=log_dir, env=os.environ, appservice=appservice)
     return registry.get(options.homeserver).create(request)
 

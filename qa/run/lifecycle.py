@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from qa.homeserver.base import Homeserver
 from qa.kernel.errors import InfraError
 from qa.report.summary import Deadline, ScenarioResult
 from qa.report.verdict import signal_exit_code
+from qa.run.homeservers import death_message, failed_boot, first_trouble, label
 from qa.run.options import parse_timeout
 from qa.waiting import run_unless
 
@@ -48,6 +49,8 @@ class Lifecycle:
         self._work: Path | None = None
         self._signals: _SignalHandlers | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self.dead: Homeserver | None = None  # the homeserver whose death ended the run
+        self._trouble: BaseException | None = None
 
     def begin(self, work: Path, timeout: str | None) -> None:
         """From here on the current task is the run: signals and the deadline cancel it."""
@@ -97,21 +100,36 @@ class Lifecycle:
         self.out.say(f"deadline: {self.reason}; stopping every process")
         self._main.cancel()
 
-    async def while_homeserver_lives(self, hs: Homeserver, work: Awaitable[None]) -> None:
-        """Run `work`, but a homeserver that dies under it ends the run at once as an infrastructure error
-        naming it and its log, instead of every step timing out without a word about why."""
+    async def while_homeservers_live(self, homeservers: Sequence[Homeserver], work: Awaitable[None],
+                                     boots: Sequence[asyncio.Task[float]] = ()) -> None:
+        """Run `work`, but a homeserver that dies under it (any of the run's, qa.run.homeservers), or one that
+        fails to boot (`boots`: those booting beside the scenarios), ends the run at once as an infrastructure
+        error naming it and its log, instead of every step timing out without a word about why. The scenarios of
+        the other homeservers are stopped too: the run's verdict is an error now."""
+        count = len(homeservers)
         # A signal cancels us here; run_unless then cancels the scenarios and lets their own (bounded)
         # teardowns finish before the run writes its record.
-        async def death() -> None:
+        async def trouble() -> None:
+            index, why = await first_trouble(homeservers, boots)
+            self.dead = homeservers[index]
             # Said before the scenarios are cancelled, so each one records why it was cut short.
-            self.reason = f"the homeserver died: {await hs.wait_died()}"
+            name = "the homeserver" if count == 1 else f"the {label(index, count)}"
+            if isinstance(why, BaseException):
+                self.reason = f"{name} failed to boot"
+                self._trouble = why
+            else:
+                self.reason = f"{name} died: {why}"
+                self._trouble = InfraError(death_message(homeservers[index], index, count))
 
-        stopped, task = await run_unless(work, death(), grace_s=SHUTDOWN_TIMEOUT_S)
+        stopped, task = await run_unless(work, trouble(), grace_s=SHUTDOWN_TIMEOUT_S)
         if not stopped:
             task.result()
+            if (failed := failed_boot(boots)) is not None:  # failed as the last scenario ended: still the verdict
+                raise failed
             return
         self.out.say(f"error: {self.reason}")
-        raise InfraError(f"{hs.kind} homeserver died mid-run: {hs.death}; see {hs.log_path}")
+        assert self._trouble is not None
+        raise self._trouble
 
     async def shutdown(self, *components: Any) -> None:
         """Every process this run started is stopped, within a deadline, whatever state the run is in. The

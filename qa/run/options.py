@@ -28,6 +28,7 @@ from qa.homeserver import registry
 from qa.kernel.errors import ConfigError
 from qa.provider.record_replay import record_replay_misplaced
 from qa.report.repeats import attempt_id
+from qa.run.homeservers import check_count
 from qa.scenario.heads import Head
 from qa.scenario.loader import load_chosen, load_scenarios
 
@@ -58,6 +59,9 @@ class RunOptions:
     fail_fast: bool = False
     # How many scenarios run side by side on the one homeserver; None: qa.harness.plan.default_jobs (2 per core).
     jobs: int | None = None
+    # How many homeservers share the job slots (qa.run.homeservers); None: `auto` (one, but a big plan on the
+    # embedded Synapse gets one a core).
+    homeservers: int | None = None
     # Run only this slice of the plan (qa.harness.plan.shard_plan), balanced by these durations (ms per id).
     shard: Shard | None = None
     shard_durations: dict[str, float] | None = None
@@ -117,6 +121,7 @@ def preflight(options: RunOptions, jobs: int, artifact_dir: Path, env: Mapping[s
         raise ConfigError(f"--jobs must be at most {MAX_JOBS}, got {jobs}: each job is a bot process and its test "
                           "users on the one homeserver, and more than that only queues on it")
     check_backend_options(options)
+    check_count(options.homeservers, options.homeserver, jobs)
     if options.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {options.repeat}")
     if options.repeat > MAX_REPEAT:

@@ -11,6 +11,7 @@ import os
 import platform
 import statistics
 import sys
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,7 @@ from qa.report.summary import (
     BotInfo,
     Environment,
     HomeserverInfo,
+    HomeserverRun,
     RunError,
     ScenarioResult,
     ShardInfo,
@@ -39,6 +41,7 @@ from qa.report.summary import (
 )
 from qa.report.verdict import NOTHING_RAN, nothing_ran, run_verdict
 from qa.report.writer import write_reports
+from qa.run.homeservers import boot_times
 from qa.run.provider import journal_intervals, provider_info, write_journal
 from qa.shared.redact import redact_data
 
@@ -56,8 +59,9 @@ def write_record(run: Run) -> int:
     lock = _lock(run)
     write_lock_pictures(lock, run.dir, scheduler.results, scheduler.ran_as)  # issue 18: lock-timeline.svg
     for message in dict.fromkeys(scheduler.infra_errors):
+        hs = _homeserver(run, scheduler.infra_on.get(message, 0))  # the one that gave it: its log explains it
         run.errors.append(RunError(component="homeserver", message=run.out.redact(message),
-                                   log=_rel(run.dir, getattr(run.homeserver, "log_path", None))))
+                                   log=_rel(run.dir, getattr(hs, "log_path", None))))
     for message in dict.fromkeys(scheduler.config_errors):
         run.errors.append(RunError(component="config", message=run.out.redact(message)))
     records = _records(run)
@@ -82,6 +86,7 @@ def write_record(run: Run) -> int:
         shard=ShardInfo(index=options.shard.index, count=options.shard.count) if options.shard else None,
         repeat=options.repeat if options.repeat > 1 else None,
         minPassRate=options.min_pass_rate if options.repeat > 1 else None, deadline=deadline,
+        homeservers=_homeservers(run, scheduler.results),
     )
     run.timings.reportMs = round(mono_ms() - report_began, 1)
     run.timings.totalMs = round(mono_ms() - run.t0, 1)
@@ -129,6 +134,25 @@ def _records(run: Run) -> list[ScenarioResult]:
     return [combine_attempts(s.id, s.title, [by_id[a] for a in ids], [ran_as.get(a, a) for a in ids],
                              options.min_pass_rate)
             for s in run.base_plan if (ids := [attempt_id(s.id, k) for k in range(1, options.repeat + 1)])]
+
+
+def _homeserver(run: Run, index: int) -> Homeserver | None:
+    homeservers = getattr(run, "homeservers", None) or [run.homeserver]
+    return homeservers[index] if index < len(homeservers) else run.homeserver
+
+
+def _homeservers(run: Run, records: list[ScenarioResult]) -> list[HomeserverRun] | None:
+    """Every homeserver the run made (qa.run.homeservers), booted or not, and how many scenario runs (attempts,
+    under --repeat) each served."""
+    homeservers: list[Homeserver] = getattr(run, "homeservers", None) or []
+    if not homeservers:
+        return None
+    served = Counter(r.homeserver for r in records if r.homeserver is not None)
+    boots = boot_times(run.timings.homeserverBootMs, getattr(run, "homeserver_boots", []))
+    return [HomeserverRun(index=i + 1, baseUrl=_safe_base_url(hs), log=_rel(run.dir, hs.log_path),
+                          bootMs=round(boots[i], 1) if i < len(boots) and boots[i] is not None else None,
+                          scenarios=served[i + 1])
+            for i, hs in enumerate(homeservers)]
 
 
 def _environment(run: Run) -> Environment:

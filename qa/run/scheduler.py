@@ -5,7 +5,9 @@ does not end on one long scenario while the other jobs idle; one at a time, in p
 safe because each scenario has its own users, rooms, bot process, state dir, markers and view of the mock
 provider's journal. Three exceptions keep the old guarantees:
 - the canary runs first and alone: it is the gate, and nothing else starts until it has passed;
-- a scenario that touches shared state (a homeserver restart: `runs_alone`) runs after the others, alone;
+- a scenario that touches shared state (a homeserver restart: `runs_alone`) runs after the others, alone on its
+  homeserver: with several (--homeservers, qa.run.homeservers), the first homeserver whose slots run out of
+  scenarios takes it, and scenarios of the other homeservers go on beside it;
 - skips (canary failed, --fail-fast) are decided when a scenario would start, so after a failure no new
   scenario starts while those already running finish.
 A scenario that meets an infrastructure error is tried once more as a scenario of its own. On Ctrl-C the
@@ -17,10 +19,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import traceback
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from qa.harness.jobs import slot_homeservers
 from qa.harness.output import Output
 from qa.harness.plan import longest_first, runs_alone
 from qa.provider.record_replay import after_scenario, bind_scope
@@ -51,33 +54,53 @@ class Scheduler:
         self.infra_errors: list[str] = []  # homeserver failures inside scenarios (qa.kernel.errors.HomeserverError)
         self.config_errors: list[str] = []  # configuration errors found mid-scenario (qa.scenario.runner)
         self.ran_as: dict[str, str] = {}  # an infra retry: id planned → id it last ran as
+        self.ran_on: dict[str, int] = {}  # scenario id → the homeserver (0-based) it ran on
+        self.infra_on: dict[str, int] = {}  # an infra error's message → the homeserver (0-based) that gave it
 
-    async def run(self, plan: list[Any], resources: RunResources) -> None:
-        """Every scenario of the plan, as the module notes say. Results are put back in plan order by
-        `settle`, whatever order they finish in."""
+    async def run(self, plan: list[Any], resources: RunResources | Sequence[RunResources],
+                  ready: Sequence[Awaitable[Any] | None] = ()) -> None:
+        """Every scenario of the plan, as the module notes say. `resources`: one per homeserver (the first is the
+        canary's); `ready`: per homeserver, what its slots wait for before they take a scenario (its boot; None:
+        nothing). Results are put back in plan order by `settle`, whatever order they finish in."""
+        pools = list(resources) if isinstance(resources, Sequence) else [resources]
         plan = list(plan)
         if self.jobs > 1 and plan and plan[0].id == self.gate:
-            await self.run_one(plan.pop(0), resources)
+            await self.run_one(plan.pop(0), pools[0])
         together = [s for s in plan if self.jobs == 1 or not runs_alone(s)]
-        alone = [s for s in plan if self.jobs > 1 and runs_alone(s)]
+        alone = iter([s for s in plan if self.jobs > 1 and runs_alone(s)])
         if self.jobs > 1:
             together = longest_first(together, self.estimates, key=scenario_of)
         pending = iter(together)  # shared by the workers: each takes the next scenario in that order
+        slots = slot_homeservers(min(self.jobs, len(together)), len(pools))
 
-        async def worker() -> None:
+        async def worker(k: int) -> None:
             for scenario in pending:
-                await self.run_one(scenario, resources)
+                await self.run_one(scenario, pools[k], k)
+
+        async def homeserver(k: int) -> None:
+            """Homeserver k's slots; once they find nothing left to take, the scenarios that must run alone on
+            a homeserver, one at a time (shared with the others: whichever is free first)."""
+            if k < len(ready) and (booting := ready[k]) is not None:
+                try:
+                    await booting
+                except Exception:
+                    return  # it failed to boot: the run ends on that (qa.run.lifecycle), nothing starts there
+            async with asyncio.TaskGroup() as group:
+                for _ in range(slots.count(k)):
+                    group.create_task(worker(k))
+            for scenario in alone:
+                await self.run_one(scenario, pools[k], k)
 
         async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.jobs, len(together))):
-                group.create_task(worker())
-        for scenario in alone:
-            await self.run_one(scenario, resources)
+            for k in range(len(pools)):
+                group.create_task(homeserver(k))
 
-    async def run_one(self, scenario: Any, resources: RunResources) -> None:
+    async def run_one(self, scenario: Any, resources: RunResources, homeserver: int = 0) -> None:
+        """One scenario, on `resources`' homeserver (index `homeserver` among the run's) for its whole life."""
         if self._must_skip(scenario):
             return
         self.running.add(scenario.id)
+        self.ran_on[scenario.id] = homeserver
         say = self._say_for(scenario)
         say(f"▶ {scenario.title}" if self.jobs > 1 else f"▶ {scenario.id}: {scenario.title}")
         self.out.scenario_started(scenario.id)
@@ -95,6 +118,7 @@ class Scheduler:
             result.retries.append(InfraRetry(ranAs=scenario.id, error=self.out.redact(first.details),
                                              durationMs=first.durationMs))
         self.infra_errors.extend(infra)  # only a retry that failed the same way makes it the run's error
+        self.infra_on.update(dict.fromkeys(infra, homeserver))
         after_scenario(self.provider, self.ran_as.get(scenario.id, scenario.id), result, say)
         result.latency = latency_stats(result.replyLatenciesMs)
         self.results.append(result)
@@ -119,6 +143,9 @@ class Scheduler:
                                                    details=f"interrupted: {stop_reason or 'the run stopped'}"))
             else:
                 self.results.append(ScenarioResult(id=scenario.id, title=scenario.title, status="skip", details=why))
+        for result in self.results:  # cut short or not, a scenario that started ran on one homeserver
+            if result.homeserver is None and result.id in self.ran_on:
+                result.homeserver = self.ran_on[result.id] + 1
         # Side by side, scenarios finish in any order; the record keeps the plan's.
         order = {s.id: i for i, s in enumerate(plan)}
         self.results.sort(key=lambda r: order.get(r.id, len(order)))

@@ -85,6 +85,26 @@ def test_sigterm_during_homeserver_boot(tmp_path: Path) -> None:
     assert "SIGTERM" in summary["scenarios"][0]["details"]
 
 
+def test_sigterm_during_the_second_homeservers_boot_leaves_no_process(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--homeservers", "2", "--jobs", "2", "--output-dir", str(out))
+    _read_until(proc, "starting homeserver 2 of 2")
+    # Mid-boot: its process is there (importing Synapse takes seconds), and not yet ready.
+    deadline = time.monotonic() + 30
+    while not [p for p in our_processes(str(tmp_path)) if "homeserver-2" in p]:
+        assert time.monotonic() < deadline, "the second homeserver's process never appeared"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 143, rest
+    assert "Traceback" not in rest
+    assert our_processes(str(tmp_path)) == []
+    assert _work_dirs(tmp_path) == []
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == 143
+    assert len(summary["homeservers"]) == 2 and summary["homeservers"][1]["bootMs"] is None, summary["homeservers"]
+
+
 def test_a_homeserver_killed_mid_run_is_an_infrastructure_error_naming_it(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG))

@@ -162,3 +162,45 @@ def test_fail_fast_starts_nothing_new_after_a_failure(tmp_path: Path) -> None:
                for s in result.summary["scenarios"] if s["status"] == "fail")
     skipped = [s for s in result.summary["scenarios"] if s["status"] == "skip"]
     assert all("--fail-fast" in s["details"] for s in skipped)
+
+
+# Short scenarios of the fast profile besides the canary: four, so that the four slots' first picks are two on each
+# homeserver (the slots are dealt round robin, qa.harness.jobs.slot_homeservers).
+ON_TWO = [CANARY, "matrix-allowlist-block", "matrix-mention-gating", "matrix-top-level-reply-shape",
+          "matrix-reaction-notification"]
+
+
+@pytest.mark.own_homeserver
+def test_two_homeservers_both_serve_and_nothing_outlives_the_run(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from qa.run import Run
+
+    start_components = Run.start_components
+
+    async def all_ready_first(self: Run, work: Path) -> None:
+        # The one sync point of this test: scenarios start once every homeserver is ready (a run does not wait
+        # for the second before the canary), so the first picks of the four slots are two on each, whatever the
+        # machine's load makes of the second's boot.
+        await start_components(self, work)
+        await asyncio.gather(*self.homeserver_boots)
+
+    monkeypatch.setattr(Run, "start_components", all_ready_first)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))  # the work dirs, so their processes can be found below
+    run = _run(tmp_path / "run", jobs=4, homeservers=2, scenario_ids=list(ON_TWO))
+    assert run.code == 0, run.report
+    homeservers = run.summary["homeservers"]
+    assert [h["index"] for h in homeservers] == [1, 2]
+    assert [h["log"] for h in homeservers] == ["homeserver/synapse.log", "homeserver-2/synapse.log"]
+    assert all(h["bootMs"] > 0 and h["scenarios"] > 0 for h in homeservers), homeservers
+    assert homeservers[0]["baseUrl"] != homeservers[1]["baseUrl"]
+    on = {s["id"]: s["homeserver"] for s in run.summary["scenarios"]}
+    assert on[CANARY] == 1 and set(on.values()) == {1, 2}, on
+    assert sum(h["scenarios"] for h in homeservers) == len(ON_TWO)
+    # Each scenario's bot account lived on the homeserver the summary names, and only there: its log has it.
+    logs = [(run.dir / h["log"]).read_text(encoding="utf-8", errors="replace") for h in homeservers]
+    for sid, index in on.items():
+        bot = f"@mqa-bot-{sid}-"  # its localpart (qa.scenario.runner._localpart): these ids are short
+        assert [bot in log for log in logs] == [index == 1, index == 2], sid
+    assert "Homeservers | 2 side by side" in run.report
+    assert our_processes(str(tmp_path)) == []
+    assert not list(tmp_path.glob("matrix-qa-*")), "the work dirs (both homeservers' secrets) are gone"

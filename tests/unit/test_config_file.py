@@ -22,7 +22,7 @@ SAMPLES: dict[str, Any] = {
     "timeout": "20m", "shard": "1/2", "bot-set": ["a=1", "b.c=true"], "min-pass-rate": "80%",
     "homeserver-port": 8448, "replay-speed": "fast", "jobs": 3, "repeat": 4, "model-timeout": 2.5,
     "reply-edit-wait": "5s", "model-retries": 5, "homeserver-url": "http://127.0.0.1:8008", "profile": "slow",
-    "step-timeout-cap": "10s",
+    "step-timeout-cap": "10s", "homeservers": 2,
 }
 
 

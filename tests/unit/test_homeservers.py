@@ -1,0 +1,301 @@
+"""--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a small
+plan or another backend, one a core for a big one, each with 2 job slots), which slots each serves, the usage
+checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
+death of any homeserver named with its log, and the summary's count of what each one served."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from qa.harness.jobs import AUTO_MIN_SCENARIOS, homeserver_count, parse_homeservers, slot_homeservers
+from qa.harness.output import Output
+from qa.homeserver.base import Homeserver, UserCredentials
+from qa.kernel.errors import ConfigError, InfraError
+from qa.report.summary import ScenarioResult
+from qa.run.homeservers import check_count, places
+from qa.run.lifecycle import Lifecycle
+from qa.run.scheduler import Scheduler
+from qa.shared.canary import CANARY
+from tests.unit.test_run_retry import Scenario, resources
+from tests.unit.test_start_order import Restarts
+
+
+@pytest.mark.parametrize(("text", "count"), [("auto", None), (" AUTO ", None), ("1", 1), ("2", 2), ("8", 8)])
+def test_the_flag_reads_auto_or_a_count(text: str, count: int | None) -> None:
+    assert parse_homeservers(text) == count
+
+
+@pytest.mark.parametrize(("text", "why"), [
+    ("0", "must be at least 1, got 0"), ("-2", "must be at least 1, got -2"),
+    ("9", "must be at most 8, got 9: each is a Synapse process of ~100 MB"),
+    ("two", "expected auto or a whole number, got 'two'")])
+def test_a_bad_count_says_why(text: str, why: str) -> None:
+    with pytest.raises(ValueError) as raised:
+        parse_homeservers(text)
+    assert str(raised.value) == why
+
+
+@pytest.mark.parametrize(("requested", "backend", "jobs", "scenarios", "cores", "count"), [
+    (None, "synapse", 4, 16, 2, 1),  # the fast profile: a second Synapse's boot is not won back
+    (None, "synapse", 4, AUTO_MIN_SCENARIOS - 1, 2, 1),
+    (None, "synapse", 4, AUTO_MIN_SCENARIOS, 2, 2),
+    (None, "synapse", 4, 39, 2, 1),  # the documented threshold (docs/cli.md): 40 scenarios
+    (None, "synapse", 4, 40, 2, 2),
+    (None, "synapse", 4, 105, 2, 2),  # the all profile at the default --jobs on 2 cores
+    (None, "synapse", 2, 105, 2, 1),  # one slot each would leave each Synapse idle while its scenario waits
+    (None, "synapse", 3, 105, 2, 1),
+    (None, "synapse", 4, 105, 1, 1),  # one core: the second Synapse has no core of its own
+    (None, "synapse", 4, 105, None, 1),
+    (None, "synapse", 8, 105, 4, 4),
+    (None, "synapse", 8, 105, 64, 4),  # bounded by the jobs
+    (None, "external", 8, 105, 4, 1),  # someone's server is one server
+    (None, "image", 8, 105, 4, 1),
+    (None, "tuwunel", 8, 105, 4, 1),
+    (3, "synapse", 4, 5, 2, 3),  # asked for: as asked, whatever the plan
+    (1, "synapse", 4, 105, 2, 1),
+])
+def test_auto_is_one_homeserver_but_for_a_big_plan_on_the_embedded_synapse(
+        requested: int | None, backend: str, jobs: int, scenarios: int, cores: int | None, count: int) -> None:
+    assert homeserver_count(requested, backend=backend, jobs=jobs, scenarios=scenarios, cores=cores) == count
+
+
+@pytest.mark.parametrize(("requested", "backend", "jobs", "message"), [
+    (2, "external", 4, "--homeservers 2 needs the embedded Synapse (--homeserver synapse); --homeserver external is "
+                       "one server"),
+    (3, "tuwunel", 4, "--homeserver tuwunel is one server"),
+    (3, "synapse", 2, "--homeservers 3 is more than --jobs 2: each homeserver serves at least one job slot"),
+])
+def test_an_explicit_count_the_run_cannot_honour_is_one_usage_line(requested: int, backend: str, jobs: int,
+                                                                   message: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        check_count(requested, backend, jobs)
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+    assert raised.value.exit_code == 2
+
+
+@pytest.mark.parametrize(("requested", "backend", "jobs"), [(None, "external", 1), (1, "image", 1), (2, "synapse", 2),
+                                                            (None, "synapse", 1)])
+def test_what_the_run_can_honour_passes(requested: int | None, backend: str, jobs: int) -> None:
+    check_count(requested, backend, jobs)
+
+
+@pytest.mark.parametrize(("slots", "count", "served"), [(4, 2, [0, 1, 0, 1]), (3, 2, [0, 1, 0]), (2, 1, [0, 0]),
+                                                        (5, 3, [0, 1, 2, 0, 1]), (0, 2, [])])
+def test_slots_are_dealt_round_robin(slots: int, count: int, served: list[int]) -> None:
+    assert slot_homeservers(slots, count) == served
+
+
+def test_each_homeserver_has_its_own_places_and_the_first_keeps_the_old_ones(tmp_path: Path) -> None:
+    work, run_dir = tmp_path / "work", tmp_path / "out"
+    assert places(0, work, run_dir) == (work, run_dir / "homeserver")
+    assert places(1, work, run_dir) == (work / "homeserver-2", run_dir / "homeserver-2")
+    assert len({places(i, work, run_dir) for i in range(4)}) == 4
+
+
+# --- the scheduler on several homeservers --------------------------------------------------------------------
+
+
+class Watch:
+    """What a fake run_scenario saw: which homeserver each scenario ran on, and which scenarios were running on a
+    homeserver when a restart started there."""
+
+    def __init__(self) -> None:
+        self.on: dict[str, str] = {}
+        self.running: dict[str, set[str]] = {}
+        self.beside_restart: list[tuple[str, set[str]]] = []
+        self.elsewhere: list[set[str]] = []  # running on the other homeservers as each restart began
+        self.most: dict[str, int] = {}
+
+    async def run(self, scenario: Any, res: Any, say: Any) -> ScenarioResult:
+        hs = res.homeserver
+        self.on[scenario.id] = hs
+        here = self.running.setdefault(hs, set())
+        if isinstance(scenario, Restarts):
+            self.beside_restart.append((scenario.id, set(here)))
+            self.elsewhere.append({s for k, on in self.running.items() if k != hs for s in on})
+        here.add(scenario.id)
+        self.most[hs] = max(self.most.get(hs, 0), len(here))
+        for _ in range(int(scenario.id.rsplit("-", 1)[-1]) if "-" in scenario.id else 3):  # s-<yields>
+            await asyncio.sleep(0)  # a yield, not a wait: lets the other slots take their turns
+        here.discard(scenario.id)
+        return ScenarioResult(id=scenario.id, title=scenario.title, status="pass")
+
+
+def _schedule(tmp_path: Path, plan: list[Any], jobs: int, homeservers: int,
+              ready: Any = lambda watch: ()) -> tuple[Watch, Scheduler]:
+    watch = Watch()
+    scheduler = Scheduler(jobs=jobs, repeat=1, fail_fast=False, run_id="r", out=Output(io.StringIO()),
+                          run_scenario=watch.run, stop_reason=lambda: None)
+    base = resources(tmp_path)
+    pools = [replace(base, homeserver=f"hs{k + 1}") for k in range(homeservers)]  # type: ignore[arg-type]
+
+    async def scheduled() -> None:
+        await scheduler.run(plan, pools, ready(watch))
+
+    asyncio.run(scheduled())
+    scheduler.settle(plan)
+    return watch, scheduler
+
+
+def test_scenarios_spread_over_every_homeserver_each_on_its_own_share_of_slots(tmp_path: Path) -> None:
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (9, 7, 5, 3, 8, 6, 4, 2))]
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2)
+    assert watch.on[CANARY] == "hs1", "the canary gates the run on the first homeserver"
+    assert set(watch.on.values()) == {"hs1", "hs2"}, watch.on
+    assert watch.most == {"hs1": 2, "hs2": 2}, "each homeserver serves its own 2 of the 4 slots"
+    # The record says where each ran, as the scenario's resources said it.
+    assert {r.id: f"hs{r.homeserver}" for r in scheduler.results} == watch.on
+    assert all(r.status == "pass" for r in scheduler.results)
+
+
+def test_a_homeservers_slots_wait_until_it_is_ready_and_the_others_do_not_wait_for_it(tmp_path: Path) -> None:
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (9, 8, 7, 6, 5, 4, 3, 2))]
+    began: list[str] = []
+
+    async def booted_after_three(watch: Watch) -> None:
+        while len(watch.on) < 4:  # the canary and three scenarios started before this homeserver is ready
+            await asyncio.sleep(0)
+        began.extend(watch.on)
+
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2,
+                                 ready=lambda watch: [None, booted_after_three(watch)])
+    assert [watch.on[s] for s in began] == ["hs1"] * 4, "before the second was ready, all ran on the first"
+    assert "hs2" in watch.on.values(), "once ready, the second served its slots"
+    assert all(r.status == "pass" for r in scheduler.results)
+
+
+def test_a_homeserver_that_failed_to_boot_is_given_nothing(tmp_path: Path) -> None:
+    async def fails() -> None:
+        raise InfraError("homeserver 2 of 2: Synapse failed to start (exit code 1)")
+
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (5, 4, 3, 2))]
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2, ready=lambda watch: [None, fails()])
+    assert set(watch.on.values()) == {"hs1"}
+    assert len(scheduler.results) == len(plan)
+
+
+def test_one_homeserver_takes_every_slot(tmp_path: Path) -> None:
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (5, 4, 3, 2))]
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=1)
+    assert set(watch.on.values()) == {"hs1"} and watch.most == {"hs1": 4}
+    assert {r.homeserver for r in scheduler.results} == {1}
+
+
+def test_a_restart_runs_alone_on_its_homeserver_only(tmp_path: Path) -> None:
+    plan = [Scenario(CANARY), Restarts("restart-3"), Restarts("restart-4"),
+            *(Scenario(f"s-{n}") for n in (40, 30, 2, 2, 2, 2))]
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2)
+    assert [(sid, beside) for sid, beside in watch.beside_restart if beside] == [], \
+        "nothing else runs on a homeserver while a scenario restarts it"
+    assert len(watch.beside_restart) == 2
+    assert any(watch.elsewhere), "the other homeserver's scenarios go on meanwhile: exclusive per homeserver only"
+    assert all(r.status == "pass" for r in scheduler.results), [r.details for r in scheduler.results]
+
+
+def test_unrun_and_skipped_scenarios_name_no_homeserver(tmp_path: Path) -> None:
+    scheduler = Scheduler(jobs=2, repeat=1, fail_fast=False, run_id="r", out=Output(io.StringIO()),
+                          run_scenario=Watch().run, stop_reason=lambda: "SIGTERM received")
+    scheduler.running.add("started")
+    scheduler.ran_on["started"] = 1
+    plan = [Scenario("started"), Scenario("never")]
+    scheduler.settle(plan)
+    assert [(r.id, r.status, r.homeserver) for r in scheduler.results] == [("started", "interrupted", 2),
+                                                                         ("never", "skip", None)]
+
+
+# --- a homeserver that dies ----------------------------------------------------------------------------------
+
+
+class Fake(Homeserver):
+    kind = "synapse"
+
+    def __init__(self, log: str) -> None:
+        self.log_path = Path(log)
+
+    @property
+    def base_url(self) -> str:
+        return "http://127.0.0.1:1"
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def restart(self) -> None: ...
+
+    async def register_user(self, localpart: str, password: str, *, admin: bool = False) -> UserCredentials:
+        raise NotImplementedError
+
+
+async def _second_dies() -> tuple[Lifecycle, str]:
+    homeservers = [Fake("out/homeserver/synapse.log"), Fake("out/homeserver-2/synapse.log")]
+    lifecycle = Lifecycle(Output(io.StringIO()), [], lambda: None)
+    forever = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.call_soon(homeservers[1].mark_died, "killed by signal 9")
+    with pytest.raises(InfraError) as raised:
+        await lifecycle.while_homeservers_live(homeservers, forever.wait())
+    assert lifecycle.dead is homeservers[1]
+    return lifecycle, str(raised.value)
+
+
+async def _second_fails_to_boot() -> tuple[Lifecycle, str]:
+    homeservers = [Fake("out/homeserver/synapse.log"), Fake("out/homeserver-2/synapse.log")]
+    lifecycle = Lifecycle(Output(io.StringIO()), [], lambda: None)
+
+    async def boot() -> float:
+        raise InfraError("homeserver 2 of 2: Synapse failed to start (exit code 1); see out/homeserver-2/synapse.log")
+
+    with pytest.raises(InfraError) as raised:
+        await lifecycle.while_homeservers_live(homeservers, asyncio.Event().wait(), [asyncio.ensure_future(boot())])
+    assert lifecycle.dead is homeservers[1]
+    return lifecycle, str(raised.value)
+
+
+def test_a_homeserver_that_fails_to_boot_ends_the_run_naming_which_and_its_log() -> None:
+    lifecycle, message = asyncio.run(_second_fails_to_boot())
+    assert message.startswith("homeserver 2 of 2: Synapse failed to start") and "homeserver-2/synapse.log" in message
+    assert lifecycle.reason == "the homeserver 2 of 2 failed to boot"
+
+
+def test_a_dead_homeserver_ends_the_run_naming_which_and_its_log() -> None:
+    lifecycle, message = asyncio.run(_second_dies())
+    assert message == ("synapse homeserver 2 of 2 died mid-run: killed by signal 9; see "
+                       "out/homeserver-2/synapse.log")
+    assert lifecycle.reason == "the homeserver 2 of 2 died: killed by signal 9"
+
+
+# --- the record ----------------------------------------------------------------------------------------------
+
+
+def test_the_summary_lists_each_homeserver_with_its_boot_and_what_it_served(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from qa.report.summary import Timings
+    from qa.run.record import _homeservers
+
+    async def booted() -> float:
+        return 2400.0
+
+    async def listing() -> Any:
+        homeservers = [Fake(str(tmp_path / f"{name}/synapse.log")) for name in ("homeserver", "homeserver-2",
+                                                                                "homeserver-3")]
+        boots = [asyncio.ensure_future(booted()), asyncio.ensure_future(asyncio.Event().wait())]
+        await asyncio.wait([boots[0]])
+        boots[1].cancel()  # the third never got ready
+        await asyncio.gather(boots[1], return_exceptions=True)
+        run = SimpleNamespace(homeservers=homeservers, homeserver=homeservers[0], homeserver_boots=boots,
+                              timings=Timings(homeserverBootMs=812.3), dir=tmp_path)
+        results = [ScenarioResult(id=i, title=i, status="pass", homeserver=k) for i, k in
+                   (("a", 1), ("b", 2), ("c", 2))] + [ScenarioResult(id="d", title="d", status="skip")]
+        return _homeservers(run, results)  # type: ignore[arg-type]
+
+    listed = asyncio.run(listing())
+    assert [(h.index, h.log, h.bootMs, h.scenarios) for h in listed or []] == [
+        (1, "homeserver/synapse.log", 812.3, 1), (2, "homeserver-2/synapse.log", 2400.0, 2),
+        (3, "homeserver-3/synapse.log", None, 0)]
