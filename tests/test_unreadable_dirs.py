@@ -38,15 +38,20 @@ def place(tmp_path: Path) -> Path:
     return tmp_path
 
 
+# The two `run` cases are refused before a homeserver or a bot is needed. They name a homeserver by URL (never
+# contacted) and ask for no fork server, so the run does not start importing a Synapse and the agent early
+# (early_synapse, early_fork_server) only to stop them unused: ~2 CPU-seconds each. The bad-input corpus
+# (tests/test_bad_inputs.py) checks that a refused run stops what it started early.
+NOTHING_EARLY = ["--homeserver-url", "http://127.0.0.1:9", "--registration", "open", "--no-fork-server"]
 CASES = [
     (["validate", "scenarios-locked"], "scenarios-locked: cannot read this directory: Permission denied"),
-    (["run", "--scenarios-dir", "scenarios-locked", "--output-dir", "out"],
+    (["run", "--scenarios-dir", "scenarios-locked", "--output-dir", "out", *NOTHING_EARLY],
      "scenarios-locked: cannot read this directory: Permission denied"),
     (["validate", "ok"], "ok/locked.yaml: cannot read: Permission denied"),
     (["validate", "--bot", "bot.yaml", "ok/canary.yaml"], "bot.yaml: cannot read bot file: Permission denied"),
     (["report", "summary.json"], "summary.json: cannot read run summary: Permission denied"),
     (["run", "--provider", "replay", "--cassettes", "cassettes-locked", "--scenario", "canary", "--output-dir",
-      "out"], "--cassettes cassettes-locked: cannot read: Permission denied"),
+      "out", *NOTHING_EARLY], "--cassettes cassettes-locked: cannot read: Permission denied"),
     (["doctor", "locks-locked"], "cannot read locks-locked (permission denied)"),
     (["doctor", "locks-open"], "cannot read locks-open/deep (permission denied)"),
 ]

@@ -139,7 +139,11 @@ async def test_a_reused_output_dir_holds_only_the_new_run(run_qa, tmp_path: Path
     assert first.summary["runId"] not in (out / "matrix-qa-output.log").read_text()
 
 
-def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_path: Path) -> None:
+def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(
+        tmp_path: Path, shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+    # The provider's echo is what is tested (as the live-provider runs of test_external_and_live): the homeserver is
+    # the session's, by URL, and never sees the key.
+    hs_flags, hs_env = shared_homeserver_cli
     key = "sk-mqa-echo-" + secrets.token_hex(16)
     rules = tmp_path / "echo.yaml"
     rules.write_text(
@@ -168,7 +172,7 @@ def test_a_key_echoed_back_by_the_provider_is_redacted_in_every_artifact(tmp_pat
         out = tmp_path / "out"
         run = cli("run", "--provider", "live", "--model", "mock-model", "--base-url", base_url,
                   "--model-retries", "0", "--scenarios-dir", str(scenarios), "--no-builtin-scenarios",
-                  "--output-dir", str(out), tmpdir=tmp_path, env={"OPENAI_API_KEY": key})
+                  "--output-dir", str(out), *hs_flags, tmpdir=tmp_path, env={**hs_env, "OPENAI_API_KEY": key})
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=15)

@@ -45,9 +45,13 @@ async def test_whole_turn_lock_fails_the_evidence_and_the_run(run_qa) -> None:
     assert contention["status"] == "fail" and "waitMs" in contention["failure"]["expected"]
 
 
-def test_bad_lock_env_value_is_a_usage_error() -> None:
+# The refusal (the built-in bot file's env_check) comes before the run needs a homeserver: it names the session's
+# Synapse by URL (shared_homeserver_cli, as test_canary's refusals), so `run` does not start importing a Synapse of
+# its own (early_synapse) only to stop it unused.
+def test_bad_lock_env_value_is_a_usage_error(shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+    flags, hs_env = shared_homeserver_cli
     env_name = "MATRIX_QA_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS"
-    proc = cli("run", "--scenario", "canary", env={env_name: "abc"})
+    proc = cli("run", "--scenario", "canary", *flags, env={**hs_env, env_name: "abc"})
     assert proc.returncode == 2
     assert env_name in proc.stderr and "abc" in proc.stderr
     assert "Traceback" not in proc.stderr
