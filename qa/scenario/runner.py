@@ -156,7 +156,11 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
             # teardown, and outside the scenario's timeout, as the teardown's stop always was.
             holder["stopped_at"] = mono_ms()
             await ctx.bot.stop(timeout_s=INTERRUPT_STOP_S if _stopping(res) else None)
-            after = await judge_after_exit(ctx, first_look)
+            fenced = mono_ms()
+            try:
+                after = await judge_after_exit(ctx, first_look)
+            finally:
+                result.fenceMs = round(mono_ms() - fenced, 1)
             # A whole view supersedes what the first look missed; a view still not whole says both.
             unreceived = "; ".join(filter(None, [unreceived, after])) if after else None
         result.status = "pass"

@@ -78,6 +78,7 @@ def test_a_changed_verdict_names_the_first_problem_and_every_late_event() -> Non
     details, seen = late_verdict(["one", "two", "three"], [])
     assert details == "after the bot exited: one (and 2 more)"
     assert seen == ["one", "two", "three"]
+    assert late_verdict(["one", "two"], [])[0] == "after the bot exited: one (and 1 more)"
 
 
 # --- qa.scenario.fence on fake clients -------------------------------------------------------------------------
@@ -131,7 +132,9 @@ async def test_an_edit_persisted_before_the_fence_fails_the_scenario_naming_it()
         await fence.judge_after_exit(ctx_of(observer, [still_says(observer, "$r", "right")]), 0)
     assert failed.value.details == "after the bot exited: the bot later edited its reply $r into 'wrong'"
     assert failed.value.seen[-1].startswith("late: m.room.message from=@bot:hs id=$late")
-    assert observer.sent == [("!a", FENCE_TYPE, observer.sent[0][2])] and observer.sent[0][2]["nonce"]
+    # The type docs/trace-format.md names, so a bot's author can tell it from anything a person sends.
+    assert FENCE_TYPE == "org.matrix_qa.fence"
+    assert observer.sent == [("!a", "org.matrix_qa.fence", observer.sent[0][2])] and observer.sent[0][2]["nonce"]
 
 
 async def test_a_whole_view_that_still_holds_says_nothing() -> None:
