@@ -20,7 +20,15 @@ import asyncio
 import secrets
 from typing import Any
 
-from qa.evidence.fence import FENCE_TYPE, fence_shortfall, late_bot_events, late_verdict, not_checked, unreadable
+from qa.evidence.fence import (
+    FENCE_TYPE,
+    fence_shortfall,
+    late_bot_events,
+    late_verdict,
+    not_checked,
+    rooms_joined,
+    unreadable,
+)
 from qa.kernel.errors import InfraError
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.waiting import WaitTimeout
@@ -45,7 +53,7 @@ async def judge_after_exit(ctx: ScenarioContext, mark: int) -> str | None:
     if ctx.bot.proc is not None and ctx.bot.proc.returncode is None:
         return "the bot had not exited, so no fence could close its output"
     observer = ctx.observer()
-    rooms = [room for room in dict.fromkeys(ctx.rooms.values()) if room in observer.client.rooms]
+    rooms = rooms_joined(observer.events.items, observer.user_id, ctx.rooms.values(), observer.client.rooms)
     missing = await _fences(observer, rooms) if rooms else ["the observer is in none of the scenario's rooms"]
     late = late_bot_events(observer.events.items, mark, ctx.bot_ids)
     problems = [problem for check in ctx.final_checks if (problem := check())]
@@ -58,11 +66,13 @@ async def _fences(observer: Any, rooms: list[str]) -> list[str]:
     """Send one fence per room and wait for all of them; what is missing at the end (empty: the view is whole)."""
     start = observer.events.count
     nonce = secrets.token_hex(8)
-    try:
-        ids = await asyncio.gather(*(observer.send_unencrypted(room, FENCE_TYPE, {"nonce": nonce}) for room in rooms))
-    except InfraError as exc:
-        return [f"no fence could be sent: {exc}"]
-    fences = dict(zip(rooms, ids, strict=True))
+    sent = await asyncio.gather(*(observer.send_unencrypted(room, FENCE_TYPE, {"nonce": nonce}) for room in rooms),
+                                return_exceptions=True)
+    refused = [f"no fence could be sent: {exc}" for exc in sent if isinstance(exc, InfraError)]
+    for exc in sent:
+        if isinstance(exc, BaseException) and not isinstance(exc, InfraError):
+            raise exc  # a harness bug, not a refusal
+    fences = {room: event_id for room, event_id in zip(rooms, sent, strict=True) if isinstance(event_id, str)}
     loop = asyncio.get_running_loop()
     deadline = loop.time() + FENCE_TIMEOUT_S
     for room, event_id in fences.items():
@@ -72,4 +82,4 @@ async def _fences(observer: Any, rooms: list[str]) -> list[str]:
         except WaitTimeout:
             break
     # Any cut since the first sync: the final checks read the whole stream, and one cut anywhere leaves a hole in it.
-    return fence_shortfall(fences, observer.events.items, observer.cut_later)
+    return refused + fence_shortfall(fences, observer.events.items, observer.cut_later)

@@ -11,7 +11,15 @@ from typing import Any
 import pytest
 
 from qa.evidence.events import BotIdentity
-from qa.evidence.fence import FENCE_TYPE, fence_shortfall, late_bot_events, late_verdict, not_checked, unreadable
+from qa.evidence.fence import (
+    FENCE_TYPE,
+    fence_shortfall,
+    late_bot_events,
+    late_verdict,
+    not_checked,
+    rooms_joined,
+    unreadable,
+)
 from qa.kernel.errors import InfraError
 from qa.scenario import fence
 from qa.waiting import Stream
@@ -44,6 +52,19 @@ def test_a_cut_timeline_leaves_a_hole_only_in_a_fenced_room() -> None:
     assert fence_shortfall({"!b": "$fb", "!a": "$fa"}, [event("$fa"), event("$fb")], ["!b", "!a"]) == [
         "a sync of the observer skipped part of !a's timeline (limited)",
         "a sync of the observer skipped part of !b's timeline (limited)"]
+
+
+def member(room: str, membership: str, user: str = "@driver:hs") -> dict[str, Any]:
+    return {"type": "m.room.member", "state_key": user, "room_id": room, "content": {"membership": membership}}
+
+
+def test_the_rooms_to_fence_are_those_the_observer_is_in_by_its_latest_membership() -> None:
+    events = [member("!a", "join"), member("!b", "join"), member("!b", "leave"), member("!c", "invite"),
+              member("!d", "join", user="@alice:hs"), member("!e", "leave"), member("!e", "join")]
+    rooms = ["!a", "!b", "!c", "!d", "!a", "!e", "!f"]
+    assert rooms_joined(events, "@driver:hs", rooms, []) == ["!a", "!e"]
+    # A room with no membership of its own in view: what the client says it is in decides.
+    assert rooms_joined(events, "@driver:hs", rooms, ["!d", "!f", "!b"]) == ["!a", "!d", "!e", "!f"]
 
 
 def test_late_events_are_the_bots_from_the_mark_on() -> None:
@@ -89,6 +110,7 @@ class FakeObserver:
 
     def __init__(self, rooms: list[str], delay_s: float | None = 0.0, refuse: bool = False) -> None:
         self.events: Stream[dict[str, Any]] = Stream()
+        self.user_id = "@driver:hs"
         self.client = SimpleNamespace(rooms={room: object() for room in rooms})
         self.cut_later: list[str] = []
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
@@ -155,6 +177,11 @@ async def test_a_fence_the_homeserver_refuses_or_no_room_to_send_it_in_is_not_ch
     refused = FakeObserver(["!a"], refuse=True)
     assert await fence.judge_after_exit(ctx_of(refused, [lambda: None]), 0) == \
         "no fence could be sent: driver could not send to !a: forbidden"
+    left = FakeObserver(["!a", "!b"])  # the client's own list still holds a room the driver left
+    await left.events.extend([member("!a", "join"), member("!b", "join"), member("!b", "leave")])
+    ctx = ctx_of(left, [lambda: None], rooms={"main": "!a", "dm": "!b"})
+    assert await fence.judge_after_exit(ctx, 0) is None
+    assert [room for room, _, _ in left.sent] == ["!a"]
     outside = FakeObserver(["!elsewhere"])
     assert await fence.judge_after_exit(ctx_of(outside, [lambda: None]), 0) == \
         "the observer is in none of the scenario's rooms"
