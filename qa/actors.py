@@ -229,6 +229,9 @@ class Actor:
         # Joined rooms whose timeline a later sync cut short (`limited`), once per cut: the events before the cut
         # never reach the stream. The look after the bot's exit (qa.scenario.fence) is not whole across one.
         self.cut_later: list[str] = []
+        # Rooms it left (a leave step, or a sync that lists it as left): its own leave reaches no timeline of its
+        # joined rooms, and nio keeps such a room in its room list.
+        self.left_rooms: set[str] = set()
 
     async def login(self) -> None:
         resp = await self.client.login(self._password, device_name=f"matrix-qa {self.name}")
@@ -271,6 +274,8 @@ class Actor:
             for room_id, room in resp.rooms.join.items():
                 for event in room.timeline.events:
                     await self.events.append({**event_view(event, room_id), "_seenMs": mono_ms()})
+            self.left_rooms.difference_update(resp.rooms.join)
+            self.left_rooms.update(resp.rooms.leave)
             for to_device in resp.to_device_events:
                 await self.to_device.append(to_device)
             await maintain_keys(self.client)
@@ -293,11 +298,13 @@ class Actor:
         resp = await self.client.join(room_id)
         if isinstance(resp, JoinError):
             raise HomeserverError(f"{self.name} could not join {room_id}: {resp.message}")
+        self.left_rooms.discard(room_id)
 
     async def leave(self, room_id: str) -> None:
         resp = await self.client.room_leave(room_id)
         if not isinstance(resp, RoomLeaveResponse):
             raise HomeserverError(f"{self.name} could not leave {room_id}: {getattr(resp, 'message', resp)}")
+        self.left_rooms.add(room_id)
 
     async def invite(self, room_id: str, user_id: str) -> None:
         resp = await self.client.room_invite(room_id, user_id)

@@ -27,18 +27,18 @@ def fence_shortfall(fences: Mapping[str, str], events: Sequence[Mapping[str, Any
     return problems
 
 
-def rooms_joined(events: Iterable[Mapping[str, Any]], user_id: str, rooms: Iterable[str], unknown: Iterable[str]
-                 ) -> list[str]:
-    """Which of `rooms` (each once, in order) the user is in by its own latest membership event in the stream (a
-    scenario's leave step leaves one); a room with none seen counts as joined when it is among `unknown` (what the
-    client itself says it is in)."""
+def rooms_joined(events: Iterable[Mapping[str, Any]], user_id: str, rooms: Iterable[str], unknown: Iterable[str],
+                 left: Iterable[str] = ()) -> list[str]:
+    """Which of `rooms` (each once, in order) the user is in: not one it is known to have left (`left`: its own
+    leave never reaches the timelines of the rooms it is in), else by its own latest membership event in the
+    stream; a room with none seen counts as joined when it is among `unknown` (what the client says it is in)."""
     latest: dict[str, Any] = {}
     for e in events:
         if e.get("type") == "m.room.member" and e.get("state_key") == user_id:
             latest[str(e.get("room_id"))] = (e.get("content") or {}).get("membership")
-    fallback = set(unknown)
+    fallback, gone = set(unknown), set(left)
     return [room for room in dict.fromkeys(rooms)
-            if (latest[room] == "join" if room in latest else room in fallback)]
+            if room not in gone and (latest[room] == "join" if room in latest else room in fallback)]
 
 
 def late_bot_events(events: Sequence[Mapping[str, Any]], mark: int, bot: BotIds) -> list[Mapping[str, Any]]:

@@ -53,7 +53,8 @@ async def judge_after_exit(ctx: ScenarioContext, mark: int) -> str | None:
     if ctx.bot.proc is not None and ctx.bot.proc.returncode is None:
         return "the bot had not exited, so no fence could close its output"
     observer = ctx.observer()
-    rooms = rooms_joined(observer.events.items, observer.user_id, ctx.rooms.values(), observer.client.rooms)
+    rooms = rooms_joined(observer.events.items, observer.user_id, ctx.rooms.values(), observer.client.rooms,
+                         observer.left_rooms)
     missing = await _fences(observer, rooms) if rooms else ["the observer is in none of the scenario's rooms"]
     late = late_bot_events(observer.events.items, mark, ctx.bot_ids)
     problems = [problem for check in ctx.final_checks if (problem := check())]

@@ -65,6 +65,8 @@ def test_the_rooms_to_fence_are_those_the_observer_is_in_by_its_latest_membershi
     assert rooms_joined(events, "@driver:hs", rooms, []) == ["!a", "!e"]
     # A room with no membership of its own in view: what the client says it is in decides.
     assert rooms_joined(events, "@driver:hs", rooms, ["!d", "!f", "!b"]) == ["!a", "!d", "!e", "!f"]
+    # Left by a step: its leave never showed in the stream, whose latest says join.
+    assert rooms_joined(events, "@driver:hs", rooms, ["!d", "!f"], ["!a", "!f"]) == ["!d", "!e"]
 
 
 def test_late_events_are_the_bots_from_the_mark_on() -> None:
@@ -112,6 +114,7 @@ class FakeObserver:
         self.events: Stream[dict[str, Any]] = Stream()
         self.user_id = "@driver:hs"
         self.client = SimpleNamespace(rooms={room: object() for room in rooms})
+        self.left_rooms: set[str] = set()
         self.cut_later: list[str] = []
         self.sent: list[tuple[str, str, dict[str, Any]]] = []
         self.delay_s = delay_s
@@ -182,6 +185,10 @@ async def test_a_fence_the_homeserver_refuses_or_no_room_to_send_it_in_is_not_ch
     ctx = ctx_of(left, [lambda: None], rooms={"main": "!a", "dm": "!b"})
     assert await fence.judge_after_exit(ctx, 0) is None
     assert [room for room, _, _ in left.sent] == ["!a"]
+    gone = FakeObserver(["!a", "!b"])  # its own leave never reaches its joined rooms' timelines: a sync lists it
+    gone.left_rooms.add("!b")
+    assert await fence.judge_after_exit(ctx_of(gone, [lambda: None], rooms={"main": "!a", "dm": "!b"}), 0) is None
+    assert [room for room, _, _ in gone.sent] == ["!a"]
     outside = FakeObserver(["!elsewhere"])
     assert await fence.judge_after_exit(ctx_of(outside, [lambda: None]), 0) == \
         "the observer is in none of the scenario's rooms"
