@@ -275,7 +275,7 @@ class Actor:
                 for event in room.timeline.events:
                     await self.events.append({**event_view(event, room_id), "_seenMs": mono_ms()})
             self.left_rooms.difference_update(resp.rooms.join)
-            self.left_rooms.update(resp.rooms.leave)
+            self.left_rooms.update(getattr(resp.rooms, "leave", None) or ())  # a stand-in response may have none
             for to_device in resp.to_device_events:
                 await self.to_device.append(to_device)
             await maintain_keys(self.client)
