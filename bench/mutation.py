@@ -63,6 +63,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/evidence/membership.py": ["tests/unit/test_evidence_turns.py"],
     "qa/evidence/trace.py": ["tests/unit/test_evidence_turns.py", "tests/unit/test_traced_sends.py"],
     "qa/evidence/silence.py": ["tests/unit/test_evidence_turns.py", "tests/unit/test_silence_by_order.py"],
+    "qa/evidence/fence.py": ["tests/unit/test_after_exit.py"],
     "qa/scenario/settings.py": ["tests/unit/test_settings.py", "tests/unit/test_bot_block.py",
                                 "tests/unit/test_rooms_settings.py"],
     "qa/agent/approvals.py": ["tests/unit/test_approvals.py"],

@@ -175,6 +175,7 @@ class BotUnderTest:
         self.died = asyncio.Event()
         self.exit_description: str | None = None
         self._stopping = False
+        self._ended: Proc | None = None  # the process whose stop ran to its end (its sweep included)
         self._tasks: list[asyncio.Task[None]] = []
         self.trace_reader = TraceFollower(trace_file, trace_copy, secrets, self.trace)
         self._started_at = 0.0
@@ -382,6 +383,8 @@ class BotUnderTest:
         proc = self.proc
         if proc is None:
             return None
+        if self._ended is proc:  # stopped and swept already (the runner stops it before the look after its exit)
+            return proc.returncode
         self._stopping = True
         if proc.returncode is None:
             await _last_look_then_signal(proc.pid, self._owner, sig)
@@ -398,6 +401,7 @@ class BotUnderTest:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         _LIVE.discard(proc)
+        self._ended = proc
         return proc.returncode
 
 

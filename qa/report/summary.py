@@ -178,6 +178,9 @@ class ScenarioResult(_Model):
     # `boot` phases): `t` when the harness began starting the bot (mono ms, the trace's clock), then ms after it:
     # the pid known (`spawnedMs`), the `ready` record read from the trace (`readyReadMs`), readiness seen (`seenMs`).
     botBootMarks: dict[str, float] | None = None
+    # The look after the bot's exit (qa.scenario.fence): its fences sent and received and the final checks run
+    # again, in ms; None when the scenario had no final checks or ended before them.
+    fenceMs: float | None = None
     replyLatenciesMs: list[float] = Field(default_factory=list)
     latency: Latency | None = None  # over replyLatenciesMs; absent when the scenario expected no reply
     negativeChecks: list[NegativeCheck] = Field(default_factory=list)

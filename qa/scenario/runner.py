@@ -34,6 +34,7 @@ from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
 from qa.scenario.bot_death import recent_evidence, until_bot_dies
 from qa.scenario.context import ScenarioContext, StepFailed
 from qa.scenario.faults_served import file_fault_hits, start_fault_proxy, uses_fault_proxy
+from qa.scenario.fence import judge_after_exit
 from qa.scenario.loader import located
 from qa.scenario.peer import (
     ROLE,
@@ -84,6 +85,11 @@ class RunResources:
     step_timeout_cap_s: float | None = None  # --step-timeout-cap (qa.scenario.steps.base.StepBase.wait_s)
     fork_server: Any | None = None  # qa.harness.fork_server.ForkServer, when the run has one
     peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer): for the scenarios that name a peer
+
+
+def _stopping(res: RunResources) -> bool:
+    """A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout."""
+    return callable(res.stop_reason) and res.stop_reason() is not None
 
 
 def _localpart(role: str, scenario_id: str, run_id: str) -> str:
@@ -144,6 +150,19 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
             late = [problem for check in ctx.final_checks if (problem := check())]
             if late:
                 raise StepFailed("what the steps checked still holds when the scenario ends", late)
+            first_look = len(ctx.observer().events.items) if ctx.final_checks else 0
+        if ctx.final_checks:
+            # Then once more on the room as the bot left it (qa.scenario.fence): it is stopped now, not in the
+            # teardown, and outside the scenario's timeout, as the teardown's stop always was.
+            holder["stopped_at"] = mono_ms()
+            await ctx.bot.stop(timeout_s=INTERRUPT_STOP_S if _stopping(res) else None)
+            fenced = mono_ms()
+            try:
+                after = await judge_after_exit(ctx, first_look)
+            finally:
+                result.fenceMs = round(mono_ms() - fenced, 1)
+            # A whole view supersedes what the first look missed; a view still not whole says both.
+            unreceived = "; ".join(filter(None, [unreceived, after])) if after else None
         result.status = "pass"
         result.details = f"{len(result.steps)} steps passed"
         not_checked = [s for s in result.steps if "NOT CHECKED" in s.detail]
@@ -156,7 +175,8 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         failed = next((s for s in result.steps if s.status == "fail"), None)
         result.failure = Failure(step=failed.index if failed else None, stepKind=failed.kind if failed else None,
                                  expected=exc.expected, seen=exc.seen, hints=exc.hints)
-        result.details = f"step {failed.index} ({failed.kind}): {exc.expected}" if failed else exc.expected
+        result.details = f"step {failed.index} ({failed.kind}): {exc.expected}" if failed else \
+            getattr(exc, "details", None) or (f"{exc.expected}: {exc.seen[0]}" if exc.seen else exc.expected)
     except TimeoutError:
         running = result.steps[-1] if result.steps else None
         where = f"step {running.index} ({running.kind})" if running else "setup"
@@ -207,10 +227,9 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
                                          seen=[f"bot {bot.name}: {bot.exit_description} (log: {bot.log_path})",
                                                *bot.log_tail()])
                 result.details = f"the bot {bot.exit_description} unexpectedly"
-            # A run that is being stopped (a signal) gives each bot a short grace, not its full stop timeout.
-            stopping = callable(res.stop_reason) and res.stop_reason() is not None
-            stopped_at = mono_ms()  # a request held past this was ended by us, not by the bot (Faults served)
-            await bot.stop(timeout_s=INTERRUPT_STOP_S if stopping else None)
+            # A request held past this was ended by us, not by the bot (Faults served).
+            stopped_at = holder.get("stopped_at") or mono_ms()
+            await bot.stop(timeout_s=INTERRUPT_STOP_S if _stopping(res) else None)  # once: a second is a no-op
         peer_crash = await stop_peer(holder.get("peer"), callable(res.stop_reason) and res.stop_reason() is not None)
         if peer_crash and result.status == "pass":
             result.status, result.details = "fail", "the peer bot exited unexpectedly"

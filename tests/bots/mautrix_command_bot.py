@@ -49,6 +49,12 @@ BUGS = {
     "answer-unmentioned": "answers every command, mentioned or not",
     "thread-top-level": "answers threaded commands at the top level (m.in_reply_to only, no m.thread)",
     "die-on-command": "is SIGKILLed (by itself, as the OOM killer would) on a command it accepted, before answering",
+    # The two below act after their turn's trace says it ended, and trace nothing of it: when the bot is stopped
+    # it flushes what it held back (a queue of pending sends emptied on shutdown), so the harness sees it only if
+    # it looks at the room after the bot has exited.
+    "edit-after-turn": "edits each answer into a wrong text after its turn ended, untraced, as it shuts down",
+    "late-answer-ignored": "answers each command it traced as dropped for mention-required, untraced, as it shuts "
+                           "down",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
 COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?!echo (?P<text>.+)$", re.DOTALL)
@@ -255,6 +261,7 @@ class CommandBot:
         self.answered: list[str] = list(state.get("answered", []))
         self.sent: list[str] = list(state.get("sent", []))  # our own answers, so reactions to them are ours
         self.reactions: dict[str, dict[str, str]] = dict(state.get("reactions", {}))
+        self.held_back: list[tuple[str, dict[str, Any]]] = []  # (room, content): the two late bugs' sends
         self.sync_store = FileSyncStore(settings.state_dir / "sync-token.json")
         self.client = Client(mxid=settings.user_id, device_id=settings.device_id, base_url=settings.homeserver,
                              token=settings.access_token, sync_store=self.sync_store)
@@ -306,6 +313,9 @@ class CommandBot:
                         decision="dropped" if reason else "accepted", reason=reason or "accepted")
         if reason is not None or text is None:
             log.info("not answering %s: %s", trigger, reason)
+            late = command_text(str(content.get("body", "")))
+            if self.bug == "late-answer-ignored" and reason == "mention-required" and late is not None:
+                self.held_back.append((room_id, reply_content(late, event, policy)))
             return
         self.trace.emit("turn.start", session=session, attempt=trigger, eventId=trigger)
         if self.bug == "die-on-command":
@@ -319,6 +329,17 @@ class CommandBot:
         self.trace.emit("turn.end", session=session, attempt=trigger, eventId=trigger,
                         outcome="replied" if answer else "failed")
         log.info("answered %s in %s", trigger, room_id)
+        if self.bug == "edit-after-turn" and answer is not None:
+            wrong = {"msgtype": "m.notice", "body": f"not {text}", "m.mentions": {}}
+            self.held_back.append((room_id, {**wrong, "body": f"* not {text}", "m.new_content": wrong,
+                                             "m.relates_to": {"rel_type": "m.replace", "event_id": answer}}))
+
+    async def send_held_back(self) -> None:
+        """The late bugs: what was held back goes out now, after every turn.end, with no trace record."""
+        for room_id, content in self.held_back:
+            sent = await self.send(room_id, content)
+            log.warning("sent held back %s in %s", sent, room_id)
+        self.held_back.clear()
 
     async def on_reaction(self, evt: Event) -> None:
         """A reaction is never answered; one to our answer is recorded (kept in the state), others ignored."""
@@ -400,6 +421,7 @@ async def main_async(settings: Settings, bug: str | None) -> int:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        await bot.send_held_back()
     stopper.cancel()
     await bot.client.api.session.close()
     return code

@@ -1,0 +1,44 @@
+"""The final checks look at the room as the bot left it (qa.scenario.fence): a bot whose trace says every turn
+ended, and which then edits a checked answer into a wrong one, or answers a message it traced as dropped, without
+a trace record, fails the scenario naming the late event. The buggy command bots send those events as they shut
+down, after every turn.end and after the first look, so only the look after the bot's exit can see them (on main
+both scenarios passed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+BOTS = Path(__file__).resolve().parents[1] / "bots"
+
+
+async def test_an_untraced_edit_after_the_turn_ended_fails_the_scenario(run_qa) -> None:
+    result = await run_qa("canary", bot_file=BOTS / "mautrix-command-bot-edit-after-turn.yaml")
+    assert result.code == 1, result.report
+    canary = result.scenario("canary")
+    assert canary["status"] == "fail", canary
+    assert all(step["status"] == "pass" for step in canary["steps"]), "every step held at its own time"
+    details = canary["details"]
+    assert details.startswith("after the bot exited: the bot later edited its reply "), details
+    assert "into 'not " in details, details
+    seen = canary["failure"]["seen"]
+    late = [line for line in seen if line.startswith("late: m.room.message")]
+    assert late and "'rel_type': 'm.replace'" in late[0], seen
+    assert "after the bot exited" in result.report
+
+
+async def test_an_untraced_late_answer_to_an_ignored_message_fails_the_scenario(run_qa) -> None:
+    result = await run_qa("matrix-mention-gating", bot_file=BOTS / "mautrix-command-bot-late-answer-ignored.yaml")
+    assert result.code == 1, result.report
+    scenario = result.scenario("matrix-mention-gating")
+    assert scenario["status"] == "fail", scenario
+    details = scenario["details"]
+    assert details.startswith("after the bot exited: the bot answered 'unmentioned' after its check had passed: $"), \
+        details
+    check = scenario["negativeChecks"][0]
+    assert check["unwantedReplies"] and check["unwantedReplies"][0] in details, check
+    assert any(line.startswith("late: ") and check["unwantedReplies"][0] in line
+               for line in scenario["failure"]["seen"]), scenario["failure"]
