@@ -11,6 +11,7 @@ still written with what was learned.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import shutil
@@ -35,7 +36,7 @@ from qa.provider.record_replay import bot_key, load_for_replay
 from qa.report.summary import RunError, ScenarioResult, Timings
 from qa.run import homeservers as pool
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
-from qa.run.lifecycle import LibraryLogs, Lifecycle, kill_everything
+from qa.run.lifecycle import SHUTDOWN_TIMEOUT_S, LibraryLogs, Lifecycle, kill_everything
 from qa.run.options import (
     RunOptions,
     check_appservice,
@@ -216,7 +217,12 @@ class Run:
     async def _finish(self, work: Path, library_logs: LibraryLogs) -> int:
         """Every process stopped, the scratch directory (secrets) gone, the record written: whatever happened."""
         try:
-            await pool.cancel_boots(self.homeserver_boots)  # none may start its server after the stops below
+            # Tearing down from here: a signal during the boots' cancellation must not cancel this coroutine (the
+            # stops below would never run); the cancellation is bounded like every stop.
+            self.lifecycle.tearing_down = True
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SHUTDOWN_TIMEOUT_S):
+                    await pool.cancel_boots(self.homeserver_boots)  # none may start its server after the stops
             await self.lifecycle.shutdown(*(self.homeservers or [self.homeserver]), self.provider, self.fork_server)
         finally:
             for hs in self.homeservers:  # a homeserver stopped mid-boot never said its secrets: they go now

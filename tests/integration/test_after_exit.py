@@ -42,3 +42,23 @@ async def test_an_untraced_late_answer_to_an_ignored_message_fails_the_scenario(
     assert check["unwantedReplies"] and check["unwantedReplies"][0] in details, check
     assert any(line.startswith("late: ") and check["unwantedReplies"][0] in line
                for line in scenario["failure"]["seen"]), scenario["failure"]
+
+
+async def test_what_the_first_look_missed_stays_not_checked_after_the_fence(run_qa,
+                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fence covers the observer's rooms and what the homeserver persisted before it, not a traced send still in
+    flight when the bot was stopped: the first look's NOT CHECKED must survive a fence that arrived (the review
+    found it erased: the canary said '2 steps passed')."""
+    from qa.scenario import runner
+
+    real = runner.late_evidence_in
+
+    async def in_flight(ctx):  # the first look as it would read with a send still in flight
+        await real(ctx)
+        return "the bot's trace still shows 1 send(s) in flight (preview.edit.start without its end)"
+
+    monkeypatch.setattr(runner, "late_evidence_in", in_flight)
+    result = await run_qa("canary")
+    canary = result.scenario("canary")
+    assert canary["status"] == "pass" and "NOT CHECKED" in canary["details"], canary["details"]
+    assert "in flight" in canary["details"], canary["details"]

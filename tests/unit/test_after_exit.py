@@ -183,11 +183,12 @@ async def test_a_fence_the_homeserver_refuses_or_no_room_to_send_it_in_is_not_ch
     left = FakeObserver(["!a", "!b"])  # the client's own list still holds a room the driver left
     await left.events.extend([member("!a", "join"), member("!b", "join"), member("!b", "leave")])
     ctx = ctx_of(left, [lambda: None], rooms={"main": "!a", "dm": "!b"})
-    assert await fence.judge_after_exit(ctx, 0) is None
+    unseen = "the observer is no longer in !b: the bot's events there after it left are not seen"
+    assert await fence.judge_after_exit(ctx, 0) == unseen  # a room it left: not a whole view, never a pass
     assert [room for room, _, _ in left.sent] == ["!a"]
     gone = FakeObserver(["!a", "!b"])  # its own leave never reaches its joined rooms' timelines: a sync lists it
     gone.left_rooms.add("!b")
-    assert await fence.judge_after_exit(ctx_of(gone, [lambda: None], rooms={"main": "!a", "dm": "!b"}), 0) is None
+    assert await fence.judge_after_exit(ctx_of(gone, [lambda: None], rooms={"main": "!a", "dm": "!b"}), 0) == unseen
     assert [room for room, _, _ in gone.sent] == ["!a"]
     outside = FakeObserver(["!elsewhere"])
     assert await fence.judge_after_exit(ctx_of(outside, [lambda: None]), 0) == \
@@ -212,3 +213,18 @@ async def test_a_cut_or_an_undecryptable_late_event_is_not_checked() -> None:
     locked.before_fence = [event("$new", kind="m.room.encrypted")]
     assert await fence.judge_after_exit(ctx_of(locked, [lambda: None]), 1) == \
         "1 bot event(s) received after the bot exited could not be decrypted: $new"
+
+
+class HangingObserver(FakeObserver):
+    """A homeserver that never answers the fence's send (nio's client retries a timed-out send without end)."""
+
+    async def send_unencrypted(self, room_id: str, event_type: str, content: dict[str, Any]) -> str:
+        await asyncio.Event().wait()
+        raise AssertionError("never answered")
+
+
+async def test_a_fence_send_that_never_answers_is_bounded_and_not_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look after the exit runs outside the scenario's timeout: an unanswered send must not hang the run."""
+    monkeypatch.setattr(fence, "FENCE_TIMEOUT_S", 0.2)
+    said = await asyncio.wait_for(fence.judge_after_exit(ctx_of(HangingObserver(["!a"]), [lambda: None]), 0), 5)
+    assert said == "the fences were not sent and received within 0.4 s"
