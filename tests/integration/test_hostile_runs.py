@@ -73,14 +73,7 @@ def test_sigterm_during_homeserver_boot(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out))
     _read_until(proc, "starting synapse homeserver")
-    proc.send_signal(signal.SIGTERM)
-    rest = proc.communicate(timeout=90)[1]
-    assert proc.returncode == 143, rest
-    assert "Traceback" not in rest
-    assert our_processes(str(tmp_path)) == []
-    assert _work_dirs(tmp_path) == []
-    summary = _summary(out)
-    assert summary["status"] == "interrupted" and summary["exitCode"] == 143
+    summary = _stopped_by_sigterm(proc, tmp_path, out)
     assert summary["scenarios"][0]["status"] in ("skip", "interrupted")
     assert "SIGTERM" in summary["scenarios"][0]["details"]
 
@@ -94,14 +87,7 @@ def test_sigterm_during_the_second_homeservers_boot_leaves_no_process(tmp_path: 
     while not [p for p in our_processes(str(tmp_path)) if "homeserver-2" in p]:
         assert time.monotonic() < deadline, "the second homeserver's process never appeared"
         time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    rest = proc.communicate(timeout=90)[1]
-    assert proc.returncode == 143, rest
-    assert "Traceback" not in rest
-    assert our_processes(str(tmp_path)) == []
-    assert _work_dirs(tmp_path) == []
-    summary = _summary(out)
-    assert summary["status"] == "interrupted" and summary["exitCode"] == 143
+    summary = _stopped_by_sigterm(proc, tmp_path, out)
     assert len(summary["homeservers"]) == 2 and summary["homeservers"][1]["bootMs"] is None, summary["homeservers"]
 
 
@@ -253,3 +239,16 @@ def _state(pid: int) -> str:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][:1]
     except (OSError, IndexError):
         return "Z"
+
+
+def _stopped_by_sigterm(proc: subprocess.Popen[str], tmp_path: Path, out: Path) -> dict:
+    """SIGTERM the run: exit 143 without a traceback, no process or work dir left, an interrupted record."""
+    proc.send_signal(signal.SIGTERM)
+    rest = proc.communicate(timeout=90)[1]
+    assert proc.returncode == 143, rest
+    assert "Traceback" not in rest
+    assert our_processes(str(tmp_path)) == []
+    assert _work_dirs(tmp_path) == []
+    summary = _summary(out)
+    assert summary["status"] == "interrupted" and summary["exitCode"] == 143
+    return summary
