@@ -25,7 +25,8 @@ class FakeHS:
         self.stopped = True
 
 
-async def test_a_signal_while_boots_are_cancelled_still_stops_every_homeserver(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_signal_while_boots_are_cancelled_still_stops_every_homeserver(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     run = Run.__new__(Run)
     out = SimpleNamespace(say=lambda *_: None, close=lambda: None, secrets=[])
     run.lifecycle = Lifecycle(out, [], lambda: None)  # type: ignore[arg-type]
