@@ -87,7 +87,9 @@ async def _boot_other(hs: Homeserver, index: int, count: int, out: Output, secre
         await hs.start()
     except InfraError as exc:  # the first line names the homeserver; the error's own text names its log
         raise InfraError(f"{name}: {exc}") from None
-    secrets.extend(v for v in getattr(hs, "secrets", []) if v and v not in secrets)  # as backends.add_secrets
+    from qa.run.backends import add_secrets  # here: backends imports options, which imports this module
+
+    add_secrets(secrets, getattr(hs, "secrets", []))
     out.say(f"{name} ({hs.kind} {hs.version}) ready at {hs.base_url} in {hs.boot_ms:.0f} ms; log {hs.log_path}")
     return round(hs.boot_ms or 0.0, 1)
 
