@@ -1,6 +1,10 @@
 """Suite benchmark: a profile, cold, at --jobs 1 and at the default --jobs, with a profile of the run.
 
-    python bench/suite_bench.py [--runs N] [--profile P] [--jobs J]... [--compare-exec]
+    python bench/suite_bench.py [--runs N] [--profile P]... [--jobs J]... [--compare-exec] [--before DIR] [--hops]
+
+Issue 29's figures in one call, before and after on the same day (the same machine, the same hour):
+
+    python bench/suite_bench.py --runs 3 --profile fast --profile all --hops --before /tmp/before
 
 Each run is `matrix-qa run` in a new process (interpreter start, imports, Synapse boot, every scenario, report
 and shutdown all inside the wall time). The fast profile is measured at --jobs 1 and at the default --jobs;
@@ -28,8 +32,15 @@ Memory and per-process CPU come from sampling /proc every 50 ms for the run's pr
 figures are those of its last sample before it exited, so they are lower bounds (a bot lives about a second;
 its memory is reached while it boots, well before its last sample). Total CPU is exact (getrusage of children).
 
-Goals on a 2-core machine (default --jobs, issue 18): fast profile wall <= 7 s; bot boot p50 <= 150 ms; reply
-latency p50 <= 50 ms, p95 <= 120 ms; the all profile <= 60 s.
+--before DIR measures a second checkout (another commit's tree: `git worktree add DIR COMMIT`) the same way,
+its runs alternating with this one's (before, after, before, after, ...) so a drift in the machine's load falls on
+both; each figure is then printed before, after and after/before. --hops adds bench/latency_breakdown.py (one run
+at --jobs 1 per checkout and per --runs): our share of a reply (the bot's hops, p50) and the ratio of the reply
+latency to the Synapse floor measured in the same run.
+
+Goals on a 2-core machine (default --jobs, issue 29): fast profile wall <= 7 s, the all profile <= 40 s; bot boot
+p50 <= 100 ms; our hops <= 10 ms p50 and reply latency <= 1.3 x the Synapse floor (--hops); Pss no worse than
+before (--before). Issue 18's reply latency goals (p50 <= 50 ms, p95 <= 120 ms) are printed too.
 """
 
 from __future__ import annotations
@@ -37,6 +48,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import statistics
 import subprocess
@@ -50,8 +62,10 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.05
-GOAL_WALL_S = {"fast": 7.0, "all": 60.0}
-GOAL_BOOT_MS = 150.0
+GOAL_WALL_S = {"fast": 7.0, "all": 40.0}
+GOAL_BOOT_MS = 100.0
+GOAL_OURS_MS = 10.0
+GOAL_FLOOR_RATIO = 1.3
 GOAL_P50_MS = 50.0
 GOAL_P95_MS = 120.0
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -170,7 +184,13 @@ class Config:
     fork_server: bool = True
 
 
-def one_run(config: Config, profile: str, out: Path) -> dict[str, float]:
+def checkout_env(tree: Path) -> dict[str, str]:
+    """The environment that runs `tree`'s matrix-qa whatever the editable install points at: every process of the
+    run (Synapse's boot helper, the fork server, bots) imports qa from PYTHONPATH first."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+
+
+def one_run(config: Config, profile: str, out: Path, tree: Path = REPO) -> dict[str, float]:
     command = [sys.executable, "-m", "qa.cli", "run", "--profile", profile, "--output-dir", str(out)]
     if config.jobs is not None:
         command += ["--jobs", str(config.jobs)]
@@ -178,7 +198,8 @@ def one_run(config: Config, profile: str, out: Path) -> dict[str, float]:
         command.append("--no-fork-server")
     cpu_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     began = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(command, cwd=tree, env=checkout_env(tree), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     sampler = Sampler(proc.pid)
     thread = sampler.start()
     _, stderr = proc.communicate()
@@ -186,7 +207,7 @@ def one_run(config: Config, profile: str, out: Path) -> dict[str, float]:
     sampler.stop(thread)
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
-        sys.exit(f"run failed (exit {proc.returncode}):\n{stderr[-3000:]}")
+        sys.exit(f"run of {tree} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
     summary: dict[str, Any] = json.loads((out / "matrix-qa-summary.json").read_text())
     t = summary["timings"]
     scenarios = summary["scenarios"]
@@ -263,49 +284,118 @@ def configs_for(profile: str, extra_jobs: list[int], compare_exec: bool) -> list
     return configs
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=1, help="cold runs per configuration (medians are shown)")
-    parser.add_argument("--profile", default="fast", help="the scenario profile to run (fast, all, …)")
-    parser.add_argument("--jobs", type=int, action="append", default=None, metavar="J",
-                        help="extra --jobs values to measure besides the default (repeatable)")
-    parser.add_argument("--compare-exec", action="store_true",
-                        help="also measure the default --jobs with --no-fork-server")
-    args = parser.parse_args()
-    configs = configs_for(args.profile, args.jobs or [], args.compare_exec)
-    results: dict[str, list[dict[str, float]]] = {}
-    with tempfile.TemporaryDirectory(prefix="mqa-suite-bench-") as tmp:
-        for config in configs:
-            results[config.name] = [one_run(config, args.profile, Path(tmp) / f"{config.name}-{i}")
-                                    for i in range(args.runs)]
-    medians = {name: {key: statistics.median(r[key] for r in rows) for key in rows[0]}
-               for name, rows in results.items()}
-    names = list(medians)
-    default = medians["default"]
-    print(f"{args.profile} profile, cold, {args.runs} run(s) per column (medians); default --jobs = "
+_OURS = re.compile(r"^\s*ours\s+([\d.]+)\s+([\d.]+)")
+_RATIO = re.compile(r"^ratio reply latency p50 / floor: .* = ([\d.]+)")
+
+
+def hops_run(tree: Path) -> dict[str, float]:
+    """One bench/latency_breakdown.py run of `tree` (its own copy of the script): ours p50/p90 per reply and the
+    ratio to the Synapse floor; NaN for a figure that script did not print."""
+    done = subprocess.run([sys.executable, str(tree / "bench" / "latency_breakdown.py"), "--runs", "1"], cwd=tree,
+                          env=checkout_env(tree), capture_output=True, text=True, check=False)
+    figures = {"ours_p50_ms": float("nan"), "ours_p90_ms": float("nan"), "floor_ratio": float("nan")}
+    for line in done.stdout.splitlines():
+        if m := _OURS.match(line):
+            figures["ours_p50_ms"], figures["ours_p90_ms"] = float(m[1]), float(m[2])
+        elif m := _RATIO.match(line):
+            figures["floor_ratio"] = float(m[1])
+    if done.returncode != 0:
+        sys.exit(f"latency_breakdown of {tree} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    return figures
+
+
+def _medians(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rows) for key in rows[0]}
+
+
+def _ratio(after: float, before: float) -> str:
+    return f"{after / before:14.3f}" if before and before == before and after == after else f"{'':>14}"
+
+
+def print_profile(profile: str, runs: int, after: dict[str, dict[str, float]],
+                  before: dict[str, dict[str, float]] | None) -> None:
+    default = after["default"]
+    print(f"{profile} profile, cold, {runs} run(s) per column (medians); default --jobs = "
           f"{int(default['jobs'])} on {os.cpu_count()} cores")
-    print(f"  {'':28}" + "".join(f"{n:>14}" for n in names))
-    for key in default:
-        print(f"  {key:28}" + "".join(f"{medians[n][key]:14.2f}" for n in names))
-    if "jobs=1" in medians:
-        one = medians["jobs=1"]
+    if before is None:
+        names = list(after)
+        print(f"  {'':28}" + "".join(f"{n:>14}" for n in names))
+        for key in default:
+            print(f"  {key:28}" + "".join(f"{after[n][key]:14.2f}" for n in names))
+    else:
+        for name in after:
+            print(f"  {name:28}{'before':>14}{'after':>14}{'after/before':>14}")
+            for key in after[name]:
+                b, a = before[name].get(key, float("nan")), after[name][key]
+                print(f"  {key:28}{b:14.2f}{a:14.2f}{_ratio(a, b)}")
+    if "jobs=1" in after:
+        one = after["jobs=1"]
         print(f"ratio wall default / jobs=1: {default['wall_s'] / one['wall_s']:.2f} "
               f"({one['wall_s'] / default['wall_s']:.2f}x faster)")
-    if "no-fork" in medians:
-        exec_ = medians["no-fork"]
+    if "no-fork" in after:
+        exec_ = after["no-fork"]
         print(f"ratio wall default / no-fork: {default['wall_s'] / exec_['wall_s']:.2f}; bot boot p50 "
               f"{default['bot_boot_p50_ms']:.0f} ms vs {exec_['bot_boot_p50_ms']:.0f} ms; bot CPU "
               f"{default['cpu_bots_s'] + default['cpu_fork_server_s']:.1f} s vs {exec_['cpu_bots_s']:.1f} s")
-    goal = GOAL_WALL_S.get(args.profile)
+    goal = GOAL_WALL_S.get(profile)
     print("goals (default --jobs):"
           + (f" wall <= {goal:.0f} s: {default['wall_s']:.2f} s ({default['wall_s'] / goal:.2f} of goal);" if goal
              else "")
           + f" bot boot p50 <= {GOAL_BOOT_MS:.0f} ms: {default['bot_boot_p50_ms']:.0f} ms "
           f"({default['bot_boot_p50_ms'] / GOAL_BOOT_MS:.2f}); reply p50 <= {GOAL_P50_MS:.0f} ms: "
           f"{default['reply_p50_ms']:.0f} ms ({default['reply_p50_ms'] / GOAL_P50_MS:.2f}); reply p95 <= "
-          f"{GOAL_P95_MS:.0f} ms: {default['reply_p95_ms']:.0f} ms ({default['reply_p95_ms'] / GOAL_P95_MS:.2f})")
+          f"{GOAL_P95_MS:.0f} ms: {default['reply_p95_ms']:.0f} ms ({default['reply_p95_ms'] / GOAL_P95_MS:.2f})"
+          + (f"; Pss {default['peak_all_pss_mb']:.0f} MiB against {before['default']['peak_all_pss_mb']:.0f} "
+             f"before ({default['peak_all_pss_mb'] / before['default']['peak_all_pss_mb']:.2f})" if before else ""))
     print("where the wall time went (default --jobs):")
     print("\n".join(where_the_time_went(default)))
+
+
+def print_hops(runs: int, after: dict[str, float], before: dict[str, float] | None) -> None:
+    print(f"our hops (bench/latency_breakdown.py, --jobs 1, {runs} run(s), medians of the runs' figures):")
+    for key, goal in (("ours_p50_ms", f"goal <= {GOAL_OURS_MS:.0f} ms"), ("ours_p90_ms", ""),
+                      ("floor_ratio", f"goal <= {GOAL_FLOOR_RATIO}")):
+        said = f"  {key:28}" + (f"{before[key]:14.2f}" if before else "") + f"{after[key]:14.2f}"
+        print(said + (_ratio(after[key], before[key]) if before else "") + f"   {goal}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=1, help="cold runs per configuration (medians are shown)")
+    parser.add_argument("--profile", action="append", default=None,
+                        help="the scenario profile to run (fast, all, …); repeatable (default: fast)")
+    parser.add_argument("--jobs", type=int, action="append", default=None, metavar="J",
+                        help="extra --jobs values to measure besides the default (repeatable)")
+    parser.add_argument("--compare-exec", action="store_true",
+                        help="also measure the default --jobs with --no-fork-server")
+    parser.add_argument("--before", type=Path, default=None, metavar="DIR",
+                        help="another checkout to measure the same way, its runs alternating with this one's")
+    parser.add_argument("--hops", action="store_true", help="also our hops and the floor ratio (latency_breakdown)")
+    args = parser.parse_args()
+    before_tree = args.before.resolve() if args.before else None
+    if before_tree is not None and not (before_tree / "qa" / "cli.py").is_file():
+        sys.exit(f"--before {args.before}: not a matrix-qa checkout (no qa/cli.py)")
+    trees = [("before", before_tree)] if before_tree else []
+    trees.append(("after", REPO))
+    for profile in args.profile or ["fast"]:
+        configs = configs_for(profile, args.jobs or [], args.compare_exec)
+        results: dict[str, dict[str, list[dict[str, float]]]] = {side: {} for side, _ in trees}
+        with tempfile.TemporaryDirectory(prefix="mqa-suite-bench-") as tmp:
+            for config in configs:
+                for i in range(args.runs):
+                    for side, tree in trees:
+                        out = Path(tmp) / f"{side}-{config.name}-{i}"
+                        results[side].setdefault(config.name, []).append(one_run(config, profile, out, tree))
+        medians = {side: {name: _medians(rows) for name, rows in by_config.items()}
+                   for side, by_config in results.items()}
+        print_profile(profile, args.runs, medians["after"], medians.get("before"))
+        print()
+    if args.hops:
+        hops: dict[str, list[dict[str, float]]] = {side: [] for side, _ in trees}
+        for _ in range(args.runs):
+            for side, tree in trees:
+                hops[side].append(hops_run(tree))
+        print_hops(args.runs, _medians(hops["after"]), _medians(hops["before"]) if before_tree else None)
     print("(sum_* add the scenarios' own times, which overlap under --jobs; the scenario phase above is split in "
           "their proportions; peak_* in MiB, lower bounds: see the docstring)")
 
