@@ -12,7 +12,7 @@ registration). Room ids, event ids, user ids and transaction ids are folded so o
 test users' /sync requests during each scenario's setup (those that ended before its bot's first /sync).
 
 What the log cannot show: work outside a request (the event persistence queue, notifying /sync waiters,
-background jobs) and Synapse's boot; for those, profile Synapse (`py-spy record --pid PID --gil`).
+background jobs) and Synapse's boot; for those, bench/synapse_profile.py (py-spy on a whole run's Synapse).
 """
 
 from __future__ import annotations
