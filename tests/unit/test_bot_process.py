@@ -160,6 +160,10 @@ async def test_the_last_look_at_a_stopping_bot_s_processes_is_taken_while_they_a
         return record(root, owner)
 
     monkeypatch.setattr(bot_process.processes, "record_descendants", looking)
+    # Only the stop's look is under test. The running bot's periodic look (every RECORD_EVERY_S, 0.5 s) calls the
+    # same function: a loaded machine that takes longer than that to start the bot ran it too, and it then waited
+    # here for the freeze the stop brought (['T', 'T']), or gave up first (['S', 'T']). None runs in this test.
+    monkeypatch.setattr(bot_process, "RECORD_EVERY_S", 3600.0)
     # (os.write: the signal may land while print('ready') is still inside stdout's buffer, which print refuses)
     bot = _bot(tmp_path, "import os, signal, sys, time\n"
                          "signal.signal(signal.SIGTERM, lambda *_: (os.write(1, b'bye\\n'), sys.exit(0)))\n"
