@@ -22,8 +22,8 @@ pytestmark = pytest.mark.integration
 HANG = REPO / "fixtures" / "mock-provider" / "hang.yaml"
 
 
-def _start(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def _start(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    env = {**os.environ, **(env or {}), "TMPDIR": str(tmp_path)}
     return subprocess.Popen([sys.executable, "-m", "qa.cli", "run", *args], cwd=REPO, env=env,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
 
@@ -46,12 +46,24 @@ def _work_dirs(tmp_path: Path) -> list[Path]:
     return sorted(tmp_path.glob("matrix-qa-*"))
 
 
-@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130), (signal.SIGHUP, 129)])
-def test_a_signal_mid_turn_ends_the_run_honestly(tmp_path: Path, sig: signal.Signals, code: int) -> None:
+# The three stop signals take one path (qa.run.lifecycle: one handler, on_signal; only the exit code and the name
+# differ). SIGINT's run (Ctrl-C) boots its own Synapse, whose stop is part of what it checks; SIGTERM's and SIGHUP's
+# name the session's Synapse by URL (shared_homeserver_cli) and check the rest of the path (bot, fork server, work
+# dir, the record) without a boot of their own. test_canary's old Ctrl-C run was SIGINT's case again, on its own
+# Synapse too: its one check this lacked (the bot's trace kept among the partial results) is here.
+@pytest.mark.parametrize(("sig", "code", "own_synapse"), [
+    pytest.param(signal.SIGTERM, 143, False, id="15-143"), pytest.param(signal.SIGINT, 130, True, id="2-130"),
+    pytest.param(signal.SIGHUP, 129, False, id="1-129")])
+def test_a_signal_mid_turn_ends_the_run_honestly(tmp_path: Path, sig: signal.Signals, code: int, own_synapse: bool,
+                                                request: pytest.FixtureRequest) -> None:
     out = tmp_path / "out"
-    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG))
+    hs_flags, hs_env = ([], {}) if own_synapse else request.getfixturevalue("shared_homeserver_cli")
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), "--provider-rules", str(HANG),
+                  *hs_flags, env=hs_env)
     _read_until(proc, "1. send:")  # the bot's model call now hangs in the provider
-    assert our_processes(str(tmp_path)), "a live Synapse and bot while the turn hangs"
+    live = our_processes(str(tmp_path))
+    assert live, "a live bot (and Synapse, when the run's own) while the turn hangs"
+    assert any("synapse.app.homeserver" in line for line in live) == (own_synapse or not hs_flags), live
     proc.send_signal(sig)
     rest = proc.communicate(timeout=90)[1]
     assert proc.returncode == code, rest
@@ -64,6 +76,7 @@ def test_a_signal_mid_turn_ends_the_run_honestly(tmp_path: Path, sig: signal.Sig
     assert canary["id"] == "canary" and canary["status"] == "interrupted", canary
     assert f"{sig.name} received" in canary["details"] and "step 2 (expect_reply)" in canary["details"]
     assert canary["steps"][0]["status"] == "pass", "what ran before the signal is kept"
+    assert (out / "scenarios" / "canary" / "bot-trace.jsonl").exists(), "the bot's trace is kept too"
     assert "interrupted" in (out / "matrix-qa-report.md").read_text()
     junit = (out / "junit.xml").read_text()
     assert 'type="Interrupted"' in junit
@@ -188,12 +201,17 @@ def test_sigint_then_sigterm_as_ci_cancels_stops_at_once_and_keeps_the_record(tm
     assert summary["scenarios"][0]["status"] == "interrupted", summary["scenarios"][0]
 
 
-def test_a_second_signal_during_a_slow_teardown_stops_at_once_with_the_record(tmp_path: Path) -> None:
+def test_a_second_signal_during_a_slow_teardown_stops_at_once_with_the_record(
+        tmp_path: Path, shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
     attack = REPO / "tests" / "attack"
     out = tmp_path / "out"
+    # The bot's slow stop is what is tested: the homeserver is the session's, by URL (a second signal stops the
+    # run's own Synapse at once in test_sigint_then_sigterm_as_ci_cancels_stops_at_once_and_keeps_the_record).
+    hs_flags, hs_env = shared_homeserver_cli
     # This bot ignores SIGTERM, so the first signal's teardown waits out its grace before SIGKILL.
     proc = _start(tmp_path, "--bot", str(attack / "t-ignore-term.yaml"), "--scenarios-dir",
-                  str(attack / "scenarios"), "--no-builtin-scenarios", "--output-dir", str(out))
+                  str(attack / "scenarios"), "--no-builtin-scenarios", "--output-dir", str(out), *hs_flags,
+                  env=hs_env)
     _read_until(proc, "1. send:")
     proc.send_signal(signal.SIGINT)
     time.sleep(0.5)  # CI's pace (seconds apart, here less): the second signal lands during the teardown

@@ -1,7 +1,8 @@
 """Bots on the other model APIs, tested through their bot files: the OpenAI Responses bot and the Anthropic bot of
-tests/bots pass the generic scenarios against the mock, and against a replay of cassettes recorded from the
-independent stand-in model (tests/openai_standin.py); their buggy variants fail readably; `expect_model_request`
-and the lock evidence's model I/O come from the journal for both APIs, and fail when the journal loses the entries.
+tests/bots pass the generic scenarios against the mock and the committed cassettes, and two of them against a
+replay of cassettes recorded from the independent stand-in model (tests/openai_standin.py); their buggy variants
+fail readably; `expect_model_request` and the lock evidence's model I/O come from the journal for both APIs, and
+fail when the journal loses the entries.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ GENERIC = ["canary", "matrix-mention-gating", "matrix-thread-follow-up"]
 BOT = {"responses": "responses-reply-bot", "anthropic": "anthropic-reply-bot"}
 PATH = {"responses": "/v1/responses", "anthropic": "/v1/messages"}
 API = pytest.mark.parametrize("api", ["responses", "anthropic"])
+# What the record/replay test records: a first turn and a continued conversation (the thread's follow-up, with
+# `previous_response_id` for the Responses API and the journal's model-request check), which is what the API's
+# recording and replay consist of. matrix-mention-gating is left out there: it records no exchange of another
+# shape (its two answered controls are a first turn and a continued one at the room's top level) and is the longest
+# of GENERIC (its quiet windows grow with the stand-in's reply latency: 52 s of the 142 s test, -n 0 at load 12);
+# the mock and committed-cassette tests still run it on each API.
+RECORDED = ["canary", "matrix-thread-follow-up"]
 
 
 def bot_file(api: str, variant: str = "") -> Path:
@@ -35,9 +43,9 @@ def model_requests(result: RunResult) -> list[dict]:
     return [e for e in journal if e["api"] is not None]
 
 
-def assert_generic_pass(result: RunResult, api: str) -> None:
+def assert_generic_pass(result: RunResult, api: str, scenario_ids: list[str] = GENERIC) -> None:
     assert result.code == 0, result.report
-    for scenario_id in GENERIC:
+    for scenario_id in scenario_ids:
         assert result.scenario(scenario_id)["status"] == "pass", result.scenario(scenario_id)
     follow_up = result.scenario("matrix-thread-follow-up")["steps"][-1]
     assert follow_up["kind"] == "expect_model_request" and follow_up["method"] == "journal", follow_up
@@ -80,7 +88,7 @@ async def test_recorded_from_the_standin_and_replayed_without_it(run_qa, api: st
     await standin.start()
     directory = tmp_path / "cassettes"
     try:
-        recorded = await run_qa(*GENERIC, bot_file=bot_file(api), provider="live", model="standin-1",
+        recorded = await run_qa(*RECORDED, bot_file=bot_file(api), provider="live", model="standin-1",
                                 base_url=standin.base_url, record_dir=directory)
     finally:
         await standin.stop()
@@ -88,14 +96,15 @@ async def test_recorded_from_the_standin_and_replayed_without_it(run_qa, api: st
     assert set(standin.apis_seen) == {api}, "the bot reached the stand-in through the proxy, in its own API"
     signed = f"x-api-key {key}" if api == "anthropic" else f"Bearer {key}"
     assert signed in standin.auth_seen, "the proxy added the key the bot never held"
-    for scenario_id in GENERIC:
+    assert sorted(p.name for p in directory.iterdir()) == sorted(f"{s}.yaml" for s in RECORDED)
+    for scenario_id in RECORDED:
         loaded = cassettes.load(directory / f"{scenario_id}.yaml")
         assert loaded.api == api and loaded.exchanges, scenario_id
     asked = len(standin.prompts)
 
-    replayed = await run_qa(*GENERIC, bot_file=bot_file(api), provider="replay", cassettes_dir=directory)
+    replayed = await run_qa(*RECORDED, bot_file=bot_file(api), provider="replay", cassettes_dir=directory)
     assert len(standin.prompts) == asked
-    assert_generic_pass(replayed, api)
+    assert_generic_pass(replayed, api, RECORDED)
     requests = model_requests(replayed)
     assert {e["api"] for e in requests} == {api} and all(e["rule"] and ".yaml #" in e["rule"] for e in requests)
 
