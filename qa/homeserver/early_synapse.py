@@ -42,6 +42,7 @@ REAP_TIMEOUT_S = 5.0
 
 _pending: EarlySynapse | None = None
 _handed: EarlySynapse | None = None  # taken by the run: still ours to stop at its end
+_forked: set[int] = set()  # pids of Synapses forked for us and not yet reaped: the last resort's to kill and reap
 _atexit_registered = False
 
 
@@ -108,6 +109,7 @@ class EarlySynapse:
                 if not isinstance(pid, int):
                     return None
                 processes.own(pid)
+                _forked.add(pid)
         return ForkedSynapse(pid)
 
     def _abandon(self) -> None:
@@ -202,10 +204,12 @@ class ForkedSynapse:
             except ChildProcessError:  # reaped by someone else: as subprocess.Popen says then
                 self._code = 0
                 processes.disown(self.pid)
+                _forked.discard(self.pid)
                 return self._code
             if pid:
                 self._code = os.waitstatus_to_exitcode(status)
                 processes.disown(self.pid)
+                _forked.discard(self.pid)
         return self._code
 
     async def wait(self) -> int:
@@ -264,10 +268,18 @@ def take() -> EarlySynapse | None:
 
 
 def discard() -> None:
-    """Stop the interpreter, pending or handed to the run. Synchronous, idempotent, safe at exit."""
+    """Stop the interpreter, pending or handed to the run, and any Synapse forked from it that was not reaped (the
+    run is over: its homeservers were stopped, or are now). Synchronous, idempotent, safe at exit."""
     global _pending, _handed
     pending, handed = _pending, _handed
     _pending = _handed = None
     for early in (pending, handed):
         if early is not None:
             early.kill()
+    left = sorted(_forked)
+    _forked.clear()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        processes.disown(pid)
+    processes.reap(left, REAP_TIMEOUT_S)

@@ -151,10 +151,12 @@ def _run_child(orders: dict[str, Any], parent: int, go_r: int, proxy: Any, boot:
         os.setsid()  # its own session and process group: the harness's killpg(pid) reaches it and nothing else
         go = os.read(go_r, 2)  # the zygote reaped the middle: we are the harness's child now (empty: it died)
         os.close(go_r)
-        if go != b"go" or os.getppid() != parent:
-            os._exit(1)  # no harness to be the child of (it is not a subreaper, or it died): never run unowned
+        if go != b"go":
+            os._exit(1)  # the zygote died first: it never said we are the harness's
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the harness died before the setting took
+        # Checked after the setting, so a harness that dies from here on takes us with it: no harness to be the
+        # child of (it is not a subreaper, or it died already), and we never run, unowned.
+        if os.getppid() != parent:
             os._exit(1)
         _fresh_state(proxy)
         boot(orders)
