@@ -40,6 +40,7 @@ if TYPE_CHECKING:  # the --pdeathsig wrapper imports this module: it stays light
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
+PR_GET_CHILD_SUBREAPER = 37
 REAP_TIMEOUT_S = 5.0
 
 # Never in the environment of a process that does not need them: the bot (qa.harness.launch), the homeserver.
@@ -74,6 +75,16 @@ def prctl(option: int, value: int) -> bool:
 def become_subreaper() -> bool:
     """Orphans of every process below us are re-parented to us from now on."""
     return prctl(PR_SET_CHILD_SUBREAPER, 1)
+
+
+def is_subreaper() -> bool:
+    """Whether orphans below us come back to us (become_subreaper was called in this process)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        flag = ctypes.c_int(0)
+        return int(libc.prctl(PR_GET_CHILD_SUBREAPER, ctypes.byref(flag), 0, 0, 0)) == 0 and flag.value != 0
+    except (OSError, AttributeError):
+        return False
 
 
 def own(pid: int) -> None:
@@ -268,11 +279,11 @@ def stop_adopted(owner: str | None = None, force: bool = False) -> list[int]:
             if os.getpgid(pid) == pid:
                 os.killpg(pid, signal.SIGKILL)
             os.kill(pid, signal.SIGKILL)
-    _reap(orphans, REAP_TIMEOUT_S)
+    reap(orphans, REAP_TIMEOUT_S)
     return orphans
 
 
-def _reap(pids: list[int], timeout_s: float) -> None:
+def reap(pids: list[int], timeout_s: float) -> None:
     """waitpid on exactly these pids (never -1: asyncio waits for its own children by pid)."""
     deadline = time.monotonic() + timeout_s
     left = list(pids)
@@ -315,6 +326,27 @@ async def wait_popen(popen: subprocess.Popen[bytes]) -> int:
         finally:
             os.close(fd)
     return popen.wait()
+
+
+async def wait_child(pid: int, poll: Callable[[], int | None]) -> int:
+    """The exit code of a child of ours that asyncio did not start (a Synapse forked by the early interpreter and
+    re-parented to us, qa.homeserver.early_synapse): wakes on its pidfd, never polls. `poll` reaps it once it has
+    exited (waitpid WNOHANG) and returns its code, and keeps returning it."""
+    while (code := poll()) is None:
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:  # reaped meanwhile by `poll` in another waiter: its code is kept there
+            continue
+        try:
+            await _readable(fd, lambda: poll() is not None)
+        finally:
+            os.close(fd)
+    return code
+
+
+async def readable(fd: int) -> None:
+    """Until `fd` is readable, on the running loop."""
+    await _readable(fd, lambda: False)
 
 
 async def _readable(fd: int, already: Callable[[], bool]) -> None:

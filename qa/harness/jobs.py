@@ -31,7 +31,9 @@ def usable_cores() -> int | None:
 MULTI_BACKENDS = frozenset({"synapse"})
 # A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse is not won back by a
 # short run. Measured on 2 cores (docs/cli.md, --homeservers): the fast profile's 16 scenarios on two cost +29 %
-# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays.
+# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays. With every
+# Synapse forked from the early interpreter (hz29) the second costs +58 MB and no import: still +18 % of the fast
+# profile's Pss, so the threshold stays (docs/cli.md).
 AUTO_MIN_SCENARIOS = 40
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.

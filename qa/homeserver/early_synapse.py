@@ -1,12 +1,17 @@
-"""The embedded Synapse's interpreter started before the run knows its config, so its imports overlap the harness's.
+"""The embedded Synapse's interpreter started before the run knows its config, so its imports overlap the harness's;
+every homeserver of the run is then forked from it (issue 29).
 
 `matrix-qa run` asks for it (`start`) as soon as its flags and config file say the homeserver is the embedded
 Synapse, before the harness imports its scenario machinery and checks the plan. The process imports Synapse (most
-of its boot) and then waits, holding no port, file or secret, for one line on its stdin: the config it boots with
-(qa.homeserver.seeded_boot, `AWAIT_FLAG`). SynapseHomeserver.start hands that line over (`go`) and from then on
-treats the process as the one it spawned itself.
+of its boot) and then waits, holding no port, file or secret, for orders on its stdin (qa.homeserver.seeded_boot,
+`AWAIT_FLAG`): it is a zygote (qa.homeserver.synapse_zygote). Each homeserver of the run is handed it
+(SynapseHomeserver.adopt_early, one claim each); its start() sends its config as one order (`fork_from`) and gets
+back a Synapse forked from the zygote, sharing the import's pages and skipping its CPU, which the kernel has made
+the harness's own child (we are a subreaper): from then on it is waited for, killed and reaped like a Synapse the
+harness spawned (ForkedSynapse). Once every homeserver has had its first boot (each claim released) the zygote's
+stdin is closed and it exits; a restart spawns a fresh Synapse, as does any start the zygote cannot serve.
 
-Whatever ends the run before that (a bad flag or file, a failed check, a signal) stops it unused (`discard`: from
+Whatever ends the run before that (a bad flag or file, a failed check, a signal) stops it (`discard`: from
 cmd_run's finally, from the Synapse backend's last resort, from atexit), and it also ends by itself when its
 stdin closes or (PR_SET_PDEATHSIG) the harness dies. One per process at most.
 """
@@ -23,25 +28,33 @@ import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from qa import processes
 from qa.homeserver.seeded_boot import AWAIT_FLAG, TEMPLATE_ENV
 from qa.processes import pidfds_work
 
+if TYPE_CHECKING:  # asyncio only once a run forks: the early start comes before the harness's own imports
+    import asyncio
+
 APP = "synapse.app.homeserver"
 REAP_TIMEOUT_S = 5.0
 
 _pending: EarlySynapse | None = None
+_handed: EarlySynapse | None = None  # taken by the run: still ours to stop at its end
+_forked: set[int] = set()  # pids of Synapses forked for us and not yet reaped: the last resort's to kill and reap
 _atexit_registered = False
 
 
 class EarlySynapse:
-    """One waiting Synapse interpreter; once it has gone, it stands in for asyncio's Process (pid, returncode,
-    wait) in SynapseHomeserver."""
+    """The zygote: Synapse imported, forking one Synapse per order."""
 
     def __init__(self, popen: subprocess.Popen[bytes]) -> None:
         self._popen = popen
         self.pid = popen.pid
+        self._claims = 0
+        self._lock: asyncio.Lock | None = None  # one order and its answer at a time
+        self._said = b""  # what it answered and nobody has read yet
 
     @property
     def returncode(self) -> int | None:
@@ -51,42 +64,166 @@ class EarlySynapse:
         """Its exit code, once it exits; wakes on its pidfd, never polls."""
         return await processes.wait_popen(self._popen)
 
-    def go(self, synapse_argv: list[str], cwd: Path, stdout_path: Path, template: dict[str, str] | None) -> bool:
-        """Boot with this config: its output from now on to `stdout_path`. False when it can no longer (it died
-        while importing, say): the caller then starts Synapse the ordinary way, which says why in its log."""
-        orders = {"argv": synapse_argv, "cwd": str(cwd), "stdout": str(stdout_path), "template": template}
-        stdin = self._popen.stdin
-        if self._popen.poll() is not None or stdin is None:
-            return False
+    def claim(self) -> None:
+        """One more homeserver will ask it for its Synapse."""
+        self._claims += 1
+
+    def release(self) -> None:
+        """A homeserver that had its first boot (or never will): once none is left, the zygote is let go (its stdin
+        closed, so it exits), and its pages are the forked Synapses' alone."""
+        self._claims = max(0, self._claims - 1)
+        if self._claims == 0:
+            self._close_stdin()
+
+    async def fork(self, synapse_argv: list[str], cwd: Path, stdout_path: Path, template: dict[str, str] | None,
+                   timeout_s: float) -> ForkedSynapse | None:
+        """A Synapse booting with this config, forked from the zygote, its output to `stdout_path`: our child (we
+        must be a subreaper for that). None when it cannot be (it died, it refused, it did not answer in time):
+        the caller then starts Synapse the ordinary way, which says why in its log."""
+        if not processes.is_subreaper():
+            return None
+        import asyncio
+
+        self._lock = self._lock or asyncio.Lock()
+        async with self._lock:
+            orders = {"argv": synapse_argv, "cwd": str(cwd), "stdout": str(stdout_path), "template": template,
+                      "parent": os.getpid()}
+            stdin = self._popen.stdin
+            if self.returncode is not None or stdin is None or stdin.closed:
+                return None
+            with processes.spawning():  # from its fork until it is ours, it is a child the sweep does not know
+                try:
+                    stdin.write(json.dumps(orders).encode() + b"\n")
+                    stdin.flush()
+                except OSError:
+                    return None
+                answer = None
+                try:
+                    answer = await self._answer(timeout_s)
+                finally:
+                    if answer is None:  # no answer (cancelled, too late, its end): it must fork nothing after this
+                        self._abandon()
+                if answer is None:
+                    return None
+                pid = answer.get("pid")  # or {"error": …}: this order refused, the zygote still serves
+                if not isinstance(pid, int):
+                    return None
+                processes.own(pid)
+                _forked.add(pid)
+        return ForkedSynapse(pid)
+
+    def _abandon(self) -> None:
+        """An order whose answer we no longer wait for: the zygote is killed, so it forks nothing more, and a Synapse
+        it forked already (its answer is written before the Synapse may run) is killed and reaped too."""
+        self.kill_zygote_only()
+        out = self._popen.stdout
+        if out is None:
+            return
+        with contextlib.suppress(OSError, ValueError):
+            os.set_blocking(out.fileno(), False)
+            self._said += os.read(out.fileno(), 4096)
+        for line in self._said.splitlines():
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                pid = json.loads(line).get("pid")
+                if isinstance(pid, int):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(pid, signal.SIGKILL)
+                    processes.reap([pid], REAP_TIMEOUT_S)
+        self._said = b""
+
+    async def _answer(self, timeout_s: float) -> dict[str, Any] | None:
+        """Its next line on stdout, parsed; None at its end of file, after `timeout_s`, or for junk."""
+        out = self._popen.stdout
+        if out is None:
+            return None
+        import asyncio
+
+        fd = out.fileno()
+        os.set_blocking(fd, False)
         try:
-            stdin.write(json.dumps(orders).encode() + b"\n")
-            stdin.close()
-        except OSError:
-            return False
-        return True
+            async with asyncio.timeout(timeout_s):
+                while b"\n" not in self._said:
+                    await processes.readable(fd)
+                    try:
+                        chunk = os.read(fd, 4096)
+                    except BlockingIOError:
+                        continue
+                    if not chunk:
+                        return None
+                    self._said += chunk
+        except TimeoutError:
+            return None
+        line, _, self._said = self._said.partition(b"\n")
+        try:
+            answer = json.loads(line)
+        except ValueError:
+            return None
+        return answer if isinstance(answer, dict) else None
+
+    def _close_stdin(self) -> None:
+        if self._popen.stdin is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdin.close()
 
     def kill(self) -> None:
-        """SIGKILL its process group and reap it, within a bound. Synchronous and idempotent."""
+        """SIGKILL its process group and reap it, within a bound. Synchronous and idempotent. The Synapses it forked
+        are not in its group: they are the harness's children, stopped as such."""
+        self.kill_zygote_only()
+        if self._popen.stdout is not None:
+            with contextlib.suppress(OSError):
+                self._popen.stdout.close()
+
+    def kill_zygote_only(self) -> None:
+        """SIGKILL the zygote's process group and reap it, within a bound; what it said stays readable."""
         if self._popen.poll() is None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self._popen.wait(REAP_TIMEOUT_S)
-        if self._popen.stdin is not None:
-            with contextlib.suppress(OSError):
-                self._popen.stdin.close()
+        self._close_stdin()
         processes.disown(self.pid)
 
 
-def hand_over(early: EarlySynapse, argv: list[str], env: Mapping[str, str] | None, cwd: Path,
-              stdout_path: Path) -> EarlySynapse | None:
-    """`early` booting as `argv` (SynapseHomeserver's launch command) would have: the process to treat as spawned,
-    or None (it is stopped then) when it can no longer boot."""
+class ForkedSynapse:
+    """A Synapse forked from the zygote, now our child: it stands in for asyncio's Process (pid, returncode, wait)
+    in SynapseHomeserver. Its code comes from our own waitpid, as any child's."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._code: int | None = None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.poll()
+
+    def poll(self) -> int | None:
+        """Its exit code once it has exited (reaping it then), else None."""
+        if self._code is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:  # reaped by someone else: as subprocess.Popen says then
+                self._code = 0
+                processes.disown(self.pid)
+                _forked.discard(self.pid)
+                return self._code
+            if pid:
+                self._code = os.waitstatus_to_exitcode(status)
+                processes.disown(self.pid)
+                _forked.discard(self.pid)
+        return self._code
+
+    async def wait(self) -> int:
+        """Its exit code, once it exits; wakes on its pidfd, never polls."""
+        return await processes.wait_child(self.pid, self.poll)
+
+
+async def fork_from(early: EarlySynapse, argv: list[str], env: Mapping[str, str] | None, cwd: Path,
+                    stdout_path: Path, timeout_s: float) -> ForkedSynapse | None:
+    """A Synapse forked from `early` that boots as `argv` (SynapseHomeserver's launch command) would have, or None
+    when it cannot be (the caller then spawns one)."""
     template = env.get(TEMPLATE_ENV) if env is not None else None
-    if early.go(argv[argv.index(APP) + 1:], cwd, stdout_path, json.loads(template) if template else None):
-        return early
-    early.kill()
-    return None
+    return await early.fork(argv[argv.index(APP) + 1:], cwd, stdout_path, json.loads(template) if template else None,
+                            timeout_s)
 
 
 def command() -> list[str]:
@@ -107,7 +244,7 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
         # cwd "/": `python -m` puts its working directory first on the import path, and the user's (a bot's repo
         # with its own yaml.py or http.py) must not shadow Synapse's imports; the orders move it to the work dir.
         with processes.spawning():
-            popen = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            popen = subprocess.Popen(command(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, env=processes.homeserver_env(env),
                                      start_new_session=True, cwd="/")
             processes.own(popen.pid)
@@ -121,14 +258,28 @@ def start(env: Mapping[str, str]) -> EarlySynapse | None:
 
 
 def take() -> EarlySynapse | None:
-    """The pending interpreter, now the caller's to hand its config to (or to kill); None when there is none."""
-    global _pending
+    """The pending interpreter, now the caller's to hand its homeservers' orders to; None when there is none. Still
+    stopped by `discard` at the run's end, if it has not exited by then."""
+    global _pending, _handed
     early, _pending = _pending, None
+    if early is not None:
+        _handed = early
     return early
 
 
 def discard() -> None:
-    """Stop the pending interpreter, unused. Synchronous, idempotent, safe at exit."""
-    early = take()
-    if early is not None:
-        early.kill()
+    """Stop the interpreter, pending or handed to the run, and any Synapse forked from it that was not reaped (the
+    run is over: its homeservers were stopped, or are now). Synchronous, idempotent, safe at exit."""
+    global _pending, _handed
+    pending, handed = _pending, _handed
+    _pending = _handed = None
+    for early in (pending, handed):
+        if early is not None:
+            early.kill()
+    left = sorted(_forked)
+    _forked.clear()
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(pid, signal.SIGKILL)
+        processes.disown(pid)
+    processes.reap(left, REAP_TIMEOUT_S)

@@ -13,13 +13,15 @@ The app module is named on the command line so that process listings still show 
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver --await-config
 
-imports the app and then waits for its orders on stdin (qa.homeserver.early_synapse): one JSON line with Synapse's
-arguments, the working directory, the file for its output and the template request. End of file: exit, unused.
+imports the app and then serves orders on stdin (qa.homeserver.early_synapse): one JSON line each with Synapse's
+arguments, the working directory, the file for its output and the template request; for each, a Synapse is forked
+from this interpreter (qa.homeserver.synapse_zygote). End of file: exit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib
 import json
 import os
@@ -28,7 +30,10 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from qa.homeserver import synapse_zygote
 from qa.homeserver.schema_checks import remember_schema_checks
+from qa.homeserver.synapse_zygote import orders_from  # noqa: F401  (the orders' parser, here as before)
+from qa.shared.imports import imports_without_gc
 
 TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
 AWAIT_FLAG = "--await-config"
@@ -76,17 +81,6 @@ def _seed(app: Any, argv: list[str], request: dict[str, str]) -> None:
         print(f"matrix-qa: {problem}", file=sys.stderr)
 
 
-def orders_from(line: bytes) -> dict[str, Any] | None:
-    """Pure: the orders in one stdin line; None at end of file (the harness let go of us unused)."""
-    if not line.strip():
-        return None
-    orders = json.loads(line)
-    if not isinstance(orders, dict) or not all(isinstance(orders.get(k), str) for k in ("cwd", "stdout")) \
-            or not isinstance(orders.get("argv"), list) or not all(isinstance(a, str) for a in orders["argv"]):
-        raise SystemExit(f"matrix-qa: bad orders on stdin: {line[:200]!r}")
-    return orders
-
-
 def _obey(orders: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
     """As if started with these arguments, in this directory, output to this file and nothing on stdin."""
     os.chdir(orders["cwd"])
@@ -103,31 +97,47 @@ def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
     app_module, synapse_argv = argv[0], argv[1:]
-    waiting = synapse_argv == [AWAIT_FLAG]
-    failed = None
-    try:
-        app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
-        remember_schema_checks()
-    except Exception:
-        if not waiting:
-            raise
-        # Waiting, our output goes nowhere until the orders name the log: keep the traceback for it, so the run's
-        # "Synapse failed to start; see <log>" has something to show.
-        failed = traceback.format_exc()
+    if synapse_argv == [AWAIT_FLAG]:
+        raise SystemExit(_zygote(app_module))
+    app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
+    remember_schema_checks()
     request = os.environ.pop(TEMPLATE_ENV, None)
-    if waiting:
-        orders = orders_from(sys.stdin.buffer.readline())
-        if orders is None:
-            return  # the harness let go of us unused
-        synapse_argv, template = _obey(orders)
-        if failed is not None:
-            sys.stderr.write(failed)
-            raise SystemExit(1)
-        request = json.dumps(template) if template else None
     if request:
         _seed(app, synapse_argv, json.loads(request))
     sys.argv = [app_module, *synapse_argv]
     app.main()
+
+
+def _zygote(app_module: str) -> int:
+    """Import the app (Twisted's reactor kept out of it), then fork a Synapse per order (qa.homeserver.synapse_zygote).
+    The collector is off for the import and the import's objects are frozen after it: a collection in a forked
+    Synapse then never writes to (and so copies) the pages they share."""
+    os.environ.pop(TEMPLATE_ENV, None)  # the orders carry each Synapse's template request
+    synapse_zygote.answers_apart()
+    proxy = synapse_zygote.install_proxy_reactor()
+    failed = None
+    with imports_without_gc():
+        try:
+            app = importlib.import_module(app_module)  # the import every forked Synapse shares
+            remember_schema_checks()
+        except Exception:
+            # Our output goes nowhere: each forked Synapse writes the traceback to the log its orders name, so the
+            # run's "Synapse failed to start; see <log>" has something to show.
+            app, failed = None, traceback.format_exc()
+    gc.collect()
+    gc.freeze()
+
+    def boot(orders: dict[str, Any]) -> None:
+        synapse_argv, template = _obey(orders)
+        if failed is not None:
+            sys.stderr.write(failed)
+            raise SystemExit(1)
+        if template:
+            _seed(app, synapse_argv, template)
+        sys.argv = [app_module, *synapse_argv]
+        app.main()  # type: ignore[union-attr]
+
+    return synapse_zygote.serve(proxy, boot)
 
 
 if __name__ == "__main__":

@@ -199,8 +199,8 @@ class SynapseHomeserver(Homeserver):
             self.appservice.homeserver_boots()
             await self.appservice.listen()  # Synapse pushes from its first moment
         argv, env = self._launch_command()
-        early, self._early = self._early, None  # Synapse already imported, waiting for this config
-        proc: Any = early_synapse.hand_over(early, argv, env, self.workdir, self.stdout_path) if early else None
+        early, self._early = self._early, None  # the first start's Synapse is forked from the early interpreter
+        proc: Any = await _fork_early(early, self, argv, env, t0) if early is not None else None
         with self.stdout_path.open("ab") as out, processes.spawning():
             proc = proc or await asyncio.create_subprocess_exec(
                 # Through the wrapper: a SIGKILLed harness takes Synapse with it (PR_SET_PDEATHSIG).
@@ -242,13 +242,16 @@ class SynapseHomeserver(Homeserver):
             await self.appservice.close()
 
     def adopt_early(self, early: early_synapse.EarlySynapse | None) -> None:
-        """The first start() hands its config to this waiting interpreter instead of spawning one."""
+        """The first start() asks this waiting interpreter (Synapse imported) for its Synapse, forked from it,
+        instead of spawning one; homeservers of one run share it (qa.homeserver.early_synapse)."""
+        if early is not None:
+            early.claim()
         self._early = early
 
     async def _stop_server(self) -> None:
-        if self._early is not None:  # stopped before it ever started
+        if self._early is not None:  # stopped before it ever started: its claim on the zygote goes
             self._early, early = None, self._early
-            early.kill()
+            early.release()
         http, self._http = self._http, None
         if http is not None:
             await http.close()
@@ -358,6 +361,16 @@ class SynapseHomeserver(Homeserver):
             yaml.safe_dump(config, fh, sort_keys=False)
         self._config = config
         self._seed_database()
+
+
+async def _fork_early(early: early_synapse.EarlySynapse, hs: SynapseHomeserver, argv: list[str],
+                      env: Mapping[str, str] | None, t0: float) -> early_synapse.ForkedSynapse | None:
+    """`hs`'s Synapse forked from the early interpreter, within its start's deadline; None when it cannot be."""
+    try:
+        return await early_synapse.fork_from(early, argv, env, hs.workdir, hs.stdout_path,
+                                             max(0.0, t0 + hs.start_timeout_s - time.monotonic()))
+    finally:
+        early.release()  # its last homeserver has its Synapse: the zygote exits
 
 
 async def fetch_version(http: aiohttp.ClientSession, base_url: str) -> str | None:

@@ -175,8 +175,11 @@ class Run:
             self.homeservers.append(create_homeserver(self.options, where, logs, appservice=hosts,
                                                       port=self.options.homeserver_port if index == 0 else None))
         hs = self.homeserver = self.homeservers[0]
-        if (adopt := getattr(hs, "adopt_early", None)) is not None:  # `matrix-qa run` started its Synapse early
-            adopt(early_synapse.take())
+        # `matrix-qa run` started its Synapse early: every homeserver's is forked from it (qa.homeserver.early_synapse).
+        early = early_synapse.take()
+        for each in self.homeservers:
+            if (adopt := getattr(each, "adopt_early", None)) is not None:
+                adopt(early)
         # The others boot beside the first and, once it is ready, beside the first scenarios (qa.run.homeservers).
         self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets)
         waited = await boot(hs, self._start_fork_server(work), self.out, self.secrets)

@@ -1,11 +1,13 @@
 """The embedded Synapse and the built-in agent's fork server started early (qa.homeserver.early_synapse,
 qa.harness.early_fork_server), with the real Synapse interpreter and the agent's real imports: a run that ends before
 handing them their orders leaves no process and says what it said before; a Ctrl-C or SIGTERM while the plan is
-being checked too; and the server that boots is that very process."""
+being checked too; and every homeserver's Synapse is forked from it, each with a reactor of its own."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -13,16 +15,18 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from qa import cli
+from qa import cli, processes
 from qa.harness import early_fork_server
 from qa.homeserver import early_synapse
 from qa.homeserver.synapse import SynapseHomeserver
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "MATRIX_QA_TEST_EARLY_MARK"
+SYS_KCMP, KCMP_FILE = 312, 0  # x86_64
 
 
 def _marked(mark: str) -> list[int]:
@@ -113,25 +117,78 @@ def test_a_signal_while_the_plan_is_checked_leaves_no_synapse(tmp_path: Path, si
     _until(lambda: _marked(str(tmp_path)) == [], 30, "a Synapse or fork server outlived the run")
 
 
+def _epoll_fds(pid: int) -> list[int]:
+    fds = []
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        with contextlib.suppress(OSError):
+            if os.readlink(f"/proc/{pid}/fd/{fd}") == "anon_inode:[eventpoll]":
+                fds.append(int(fd))
+    return fds
+
+
+def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
+    """kcmp(2) KCMP_FILE: do these two descriptors of two processes name one open file (one epoll instance)?"""
+    libc = ctypes.CDLL(None, use_errno=True)
+    result = libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2)
+    assert result >= 0, os.strerror(ctypes.get_errno())
+    return bool(result == 0)
+
+
+def _parent(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[1])
+
+
+def _pss_rss_kb(pid: int) -> tuple[int, int]:
+    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                  if ":" in line)
+    return int(fields["Pss"].split()[0]), int(fields["Rss"].split()[0])
+
+
 @pytest.mark.own_homeserver
-def test_the_server_that_boots_is_the_interpreter_started_early(tmp_path: Path) -> None:
+def test_every_homeserver_is_forked_from_the_interpreter_started_early(tmp_path: Path) -> None:
+    # Two homeservers share the early interpreter: each Synapse is forked from it (it skips the import, and the two
+    # share its pages), each is our own child (we wait, kill and reap it as one we spawned), each has a reactor of
+    # its own (one epoll instance shared by both would hand one Synapse's events to the other), and the early
+    # interpreter exits once both have their Synapse.
+    assert processes.become_subreaper()
     os.environ[MARK] = str(tmp_path)
     try:
         early = early_synapse.start(os.environ)
     finally:
         del os.environ[MARK]
     assert early is not None and early_synapse.take() is early
-    hs = SynapseHomeserver(tmp_path / "work", tmp_path / "logs", template_dir=None)
-    hs.adopt_early(early)
+    servers = [SynapseHomeserver(tmp_path / f"work{i}", tmp_path / f"logs{i}", template_dir=None) for i in (1, 2)]
+    for hs in servers:
+        hs.adopt_early(early)
 
-    async def boot_and_stop() -> tuple[int | None, str]:
-        await hs.start()
+    async def boot_look_and_stop() -> dict[str, Any]:
+        await asyncio.gather(*(hs.start() for hs in servers))
         try:
-            return hs.pid, os.readlink(f"/proc/{hs.pid}/cwd")
+            pids = [hs.pid for hs in servers]
+            assert None not in pids
+            one, two = pids
+            assert one is not None and two is not None
+            return {"pids": pids, "parents": [_parent(one), _parent(two)],
+                    "cmdlines": [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in (one, two)],
+                    "cwds": [os.readlink(f"/proc/{p}/cwd") for p in (one, two)],
+                    "shared_epoll": [(a, b) for a in _epoll_fds(one) for b in _epoll_fds(two)
+                                     if _same_file(one, a, two, b)],
+                    "epolls": [len(_epoll_fds(one)), len(_epoll_fds(two))],
+                    "pss_rss": [_pss_rss_kb(one), _pss_rss_kb(two)],
+                    "early_code": await asyncio.wait_for(early.wait(), 30)}
         finally:
-            await hs.stop()
+            await asyncio.gather(*(hs.stop() for hs in servers))
 
-    pid, cwd = asyncio.run(boot_and_stop())
-    assert pid == early.pid and cwd == str(tmp_path / "work")
-    assert "STARTING SERVER" in (tmp_path / "logs" / "synapse.stdout.log").read_text()
-    assert early.returncode is not None and _marked(str(tmp_path)) == []
+    seen = asyncio.run(boot_look_and_stop())
+    early_synapse.discard()
+    assert early.pid not in seen["pids"]
+    assert seen["parents"] == [os.getpid(), os.getpid()]  # re-parented to us, not the zygote's
+    assert all(early_synapse.AWAIT_FLAG.encode() in cmdline for cmdline in seen["cmdlines"]), seen  # forked
+    assert seen["cwds"] == [str(tmp_path / "work1"), str(tmp_path / "work2")]
+    assert seen["epolls"][0] >= 1 and seen["epolls"][1] >= 1 and seen["shared_epoll"] == []
+    assert seen["early_code"] == 0  # let go once both had their Synapse
+    # Shared pages: each one's Pss (its share) is well below its Rss; two spawned Synapses share next to nothing.
+    assert all(pss < 0.85 * rss for pss, rss in seen["pss_rss"]), seen["pss_rss"]
+    for i in (1, 2):
+        assert "STARTING SERVER" in (tmp_path / f"logs{i}" / "synapse.stdout.log").read_text()
+    assert all(hs.pid is None for hs in servers) and _marked(str(tmp_path)) == []

@@ -95,13 +95,14 @@ def test_sigterm_during_the_second_homeservers_boot_leaves_no_process(tmp_path: 
     out = tmp_path / "out"
     proc = _start(tmp_path, "--scenario", "canary", "--homeservers", "2", "--jobs", "2", "--output-dir", str(out))
     _read_until(proc, "starting homeserver 2 of 2")
-    # Mid-boot: its process is there (importing Synapse takes seconds), and not yet ready.
-    deadline = time.monotonic() + 30
-    while not [p for p in our_processes(str(tmp_path)) if "homeserver-2" in p]:
-        assert time.monotonic() < deadline, "the second homeserver's process never appeared"
-        time.sleep(0.05)
+    # Mid-boot: its Synapse is being forked from the early interpreter (which may still be importing Synapse) or is
+    # starting. A forked Synapse is ready a second or so after its fork, no longer after a whole import: waiting to
+    # see its process first (as this test did when each homeserver spawned its own) would often see it ready.
     summary = _stopped_by_sigterm(proc, tmp_path, out)
-    assert len(summary["homeservers"]) == 2 and summary["homeservers"][1]["bootMs"] is None, summary["homeservers"]
+    # Which boot the signal cuts is timing (the second, forked, may be ready before the first, whose teardown waits
+    # for the fork server): one of them at least never became ready, and nothing is left.
+    boots = [h["bootMs"] for h in summary["homeservers"]]
+    assert len(boots) == 2 and None in boots, summary["homeservers"]
 
 
 def test_a_homeserver_killed_mid_run_is_an_infrastructure_error_naming_it(tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,25 +34,101 @@ def test_orders_are_one_json_line_and_end_of_file_means_unused() -> None:
             orders_from(json.dumps(bad).encode())
 
 
-def test_the_orders_carry_synapses_own_arguments_its_directory_output_and_template(tmp_path: Path) -> None:
-    early = _early("cat")  # echoes the one line it is handed, then ends at the end of its stdin
+def _fork(early: early_synapse.EarlySynapse, argv: list[str], env: dict[str, str] | None, cwd: Path,
+          out: Path, timeout_s: float = 30) -> early_synapse.ForkedSynapse | None:
+    async def fork() -> early_synapse.ForkedSynapse | None:
+        return await early_synapse.fork_from(early, argv, env, cwd, out, timeout_s)
+    return asyncio.run(fork())
+
+
+@pytest.fixture
+def subreaper(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As in a run (qa.run.Run.execute): a Synapse forked from the zygote comes to us. Not set for real here, so
+    this test process keeps no one else's orphans."""
+    monkeypatch.setattr(early_synapse.processes, "is_subreaper", lambda: True)
+
+
+def test_the_orders_carry_synapses_own_arguments_its_directory_output_template_and_us(
+        tmp_path: Path, subreaper: None) -> None:
+    early = _early("cat")  # echoes each order: an answer without a pid, so nothing was forked
     argv = [sys.executable, "-m", "qa.homeserver.seeded_boot", early_synapse.APP, "-c", str(tmp_path / "hs.yaml")]
     template = {"dir": "/t/k", "key": "k", "db": "/w/homeserver.db"}
     env = {"PATH": "/bin", TEMPLATE_ENV: json.dumps(template)}
-    assert early_synapse.hand_over(early, argv, env, tmp_path, tmp_path / "out.log") is early
-    assert early._popen.stdout is not None
-    echoed = early._popen.stdout.read()
-    assert orders_from(echoed) == {"argv": ["-c", str(tmp_path / "hs.yaml")], "cwd": str(tmp_path),
-                                   "stdout": str(tmp_path / "out.log"), "template": template}
-    assert asyncio.run(early.wait()) == 0
+    seen: list[bytes] = []
+    real = early._answer
+
+    async def recorded(timeout_s: float) -> dict[str, object] | None:
+        answer = await real(timeout_s)
+        seen.append(json.dumps(answer).encode())
+        return answer
+
+    early._answer = recorded  # type: ignore[method-assign]
+    assert _fork(early, argv, env, tmp_path, tmp_path / "out.log") is None
+    assert orders_from(seen[0]) == {"argv": ["-c", str(tmp_path / "hs.yaml")], "cwd": str(tmp_path),
+                                    "stdout": str(tmp_path / "out.log"), "template": template, "parent": os.getpid()}
+    assert early.returncode is None  # an answer came (a refusal): it still serves the next homeserver
+    assert _fork(early, argv, None, tmp_path, tmp_path / "o") is None and json.loads(seen[1])["template"] is None
     early.kill()
-    assert early_synapse.hand_over(_early("cat"), argv, None, tmp_path, tmp_path / "o")
 
 
-def test_one_that_died_before_its_orders_is_not_handed_them(tmp_path: Path) -> None:
+def test_each_order_is_answered_with_the_pid_of_a_child_of_ours(tmp_path: Path, subreaper: None) -> None:
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands in for a Synapse handed to us
+    early = _early(sys.executable, "-c", f"import sys; sys.stdin.readline(); print('{{\"pid\": {child.pid}}}', "
+                   "flush=True); sys.stdin.readline()")
+    try:
+        forked = _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o")
+        assert forked is not None and forked.pid == child.pid and forked.returncode is None
+    finally:
+        child.kill()
+        child.wait()
+        early.kill()
+
+
+def test_no_fork_unless_we_are_a_subreaper(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Not a subreaper, the forked Synapse would be init's child: nobody could reap it or read its exit code.
+    monkeypatch.setattr(early_synapse.processes, "is_subreaper", lambda: False)
+    early = _early("cat")
+    assert _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o") is None
+    assert early._popen.stdout is not None and early.returncode is None
+    early.kill()
+
+
+def test_one_that_died_before_its_orders_is_not_handed_them(tmp_path: Path, subreaper: None) -> None:
     early = _early(sys.executable, "-c", "raise SystemExit(3)")
     assert asyncio.run(early.wait()) == 3 and early.returncode == 3
-    assert early_synapse.hand_over(early, [early_synapse.APP], None, tmp_path, tmp_path / "o") is None
+    assert _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o") is None
+
+
+def test_an_order_given_up_on_kills_the_zygote_and_reaps_a_synapse_it_had_forked(
+        tmp_path: Path, subreaper: None) -> None:
+    # The answer was written (the Synapse may run from then on) but never read: the harness gave up (a signal, the
+    # boot's deadline). The zygote must fork nothing more, and that Synapse must not run on, nor stay a zombie.
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    early = _early(sys.executable, "-c", f"import sys; print('{{\"pid\": {child.pid}}}', flush=True); "
+                   "sys.stdin.readline(); sys.stdin.readline()")
+    assert early._popen.stdout is not None
+    assert select.select([early._popen.stdout], [], [], 30)[0]  # answered, not yet read
+    assert _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o", timeout_s=0) is None
+    assert early.returncode == -9
+    with pytest.raises(ProcessLookupError):  # killed and reaped: not even a zombie is left
+        os.kill(child.pid, 0)
+
+
+def test_a_forked_synapse_is_waited_for_and_reaped_as_our_child() -> None:
+    pid = os.posix_spawn("/bin/sh", ["sh", "-c", "exit 7"], os.environ)  # not asyncio's: nobody else reaps it
+    forked = early_synapse.ForkedSynapse(pid)
+
+    async def waited() -> int:
+        async with asyncio.timeout(30):
+            return await forked.wait()
+
+    assert asyncio.run(waited()) == 7 and forked.returncode == 7
+    with pytest.raises(ChildProcessError):  # reaped by that wait, not left a zombie
+        os.waitpid(pid, os.WNOHANG)
+    killed = early_synapse.ForkedSynapse(os.posix_spawn("/bin/sleep", ["sleep", "60"], os.environ))
+    assert killed.returncode is None
+    os.kill(killed.pid, signal.SIGKILL)
+    assert asyncio.run(killed.wait()) == -signal.SIGKILL
 
 
 def test_wait_wakes_when_it_is_killed_and_kill_is_idempotent() -> None:
@@ -66,9 +144,35 @@ def test_wait_wakes_when_it_is_killed_and_kill_is_idempotent() -> None:
     assert early.returncode == -9 and asyncio.run(early.wait()) == -9
 
 
+def test_the_zygote_is_let_go_once_every_homeserver_has_its_synapse() -> None:
+    early = _early("cat")  # ends at the end of its stdin, as the zygote does
+    early.claim()
+    early.claim()
+    early.release()
+    assert early.returncode is None  # one homeserver still to boot
+    early.release()
+    assert asyncio.run(early.wait()) == 0
+    early.kill()
+
+
+def test_discard_stops_the_one_handed_to_the_run_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    early = _early("sleep", "60")
+    monkeypatch.setattr(early_synapse, "_pending", early)
+    monkeypatch.setattr(early_synapse, "_handed", None)
+    assert early_synapse.take() is early and early_synapse.take() is None
+    left = os.posix_spawn("/bin/sleep", ["sleep", "60"], os.environ, setsid=True)  # a forked Synapse never reaped
+    monkeypatch.setattr(early_synapse, "_forked", {left})
+    early_synapse.discard()
+    assert early.returncode == -9
+    with pytest.raises(ProcessLookupError):  # killed and reaped: not even a zombie is left
+        os.kill(left, 0)
+    early_synapse.discard()
+
+
 def test_discard_stops_the_pending_one_and_take_hands_it_over_once(monkeypatch: pytest.MonkeyPatch) -> None:
     early = _early("sleep", "60")
     monkeypatch.setattr(early_synapse, "_pending", early)
+    monkeypatch.setattr(early_synapse, "_handed", None)
     early_synapse.discard()
     assert early.returncode == -9 and early_synapse.take() is None
     early_synapse.discard()  # nothing pending: nothing to do
@@ -121,19 +225,6 @@ def test_without_pidfds_nothing_starts_early(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(os, "pidfd_open", refused)
     assert not early_synapse.pidfds_work()
     assert early_synapse.start(os.environ) is None and early_synapse.take() is None
-
-
-def test_an_app_that_fails_to_import_writes_its_traceback_to_the_log_it_is_handed(tmp_path: Path) -> None:
-    # Waiting, its output goes nowhere until the orders name the log: the import's traceback must reach that log,
-    # or the run's "Synapse failed to start; see <log>" points at an empty file.
-    (tmp_path / "broken_app.py").write_text("raise ImportError('no module named twisted_but_broken')\n")
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
-    popen = subprocess.Popen([sys.executable, "-m", "qa.homeserver.seeded_boot", "broken_app", AWAIT_FLAG],
-                             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    orders = {"argv": ["-c", "hs.yaml"], "cwd": str(tmp_path), "stdout": str(tmp_path / "out.log"), "template": None}
-    popen.communicate(json.dumps(orders).encode() + b"\n", timeout=60)
-    assert popen.returncode == 1
-    assert "no module named twisted_but_broken" in (tmp_path / "out.log").read_text()
 
 
 def test_the_waiting_interpreter_does_not_start_in_the_users_directory(monkeypatch: pytest.MonkeyPatch,

@@ -292,3 +292,20 @@ def test_tied_orphans_skip_one_gone_meanwhile_and_read_any_name_and_mark(
         assert processes.tied_orphans("/s/b", tmp_path) == []
     finally:
         processes.untie_all()
+
+
+def test_is_subreaper_reads_what_become_subreaper_set() -> None:
+    # In a child of its own: this test process must not keep other tests' orphans.
+    script = "from qa import processes; print(processes.is_subreaper(), processes.become_subreaper(), " \
+             "processes.is_subreaper())"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+                          env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.stdout.split() == ["False", "True", "True"]
+
+
+def test_is_subreaper_without_prctl_is_false(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    def no_libc(*args: object, **kwargs: object) -> None:
+        raise OSError("no libc")
+
+    monkeypatch.setattr(processes.ctypes, "CDLL", no_libc)
+    assert not processes.is_subreaper()
