@@ -5,18 +5,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from qa import cli, cli_run
-from qa.homeserver import early_synapse
+from qa.homeserver import early_synapse, synapse
 from qa.homeserver.seeded_boot import AWAIT_FLAG, TEMPLATE_ENV, orders_from
+from qa.run.lifecycle import LibraryLogs
 
 
 def _early(*argv: str) -> early_synapse.EarlySynapse:
@@ -248,3 +253,77 @@ def test_the_waiting_interpreter_does_not_start_in_the_users_directory(monkeypat
     finally:
         monkeypatch.setattr(early_synapse, "_pending", None)
     assert seen["cwd"] == "/" and seen["cwd"] != str(tmp_path)
+
+
+def test_the_zygote_is_reaped_once_it_exits_after_its_last_release() -> None:
+    # Nothing else waits for it until discard() at the run's end: unreaped, it stays a zombie for the whole run.
+    early = _early("cat")  # ends at the end of its stdin, as the zygote does
+    early.claim()
+
+    async def released() -> None:
+        early.release()
+        async with asyncio.timeout(10):
+            while Path(f"/proc/{early.pid}").exists():  # a zombie keeps its /proc entry until it is reaped
+                await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(released())
+    finally:
+        early.kill()
+    assert early.returncode == 0
+
+
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    """What early_synapse logs (for the run's harness.log), whatever else has been done to the logging tree."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(early_synapse.__name__)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_zygote_that_never_answers_leaves_the_spawned_synapse_most_of_the_start_budget(
+        tmp_path: Path, subreaper: None, said: list[str]) -> None:
+    # It waited its whole budget before: the Synapse spawned in its stead then had ~0 s, and the failure blamed a
+    # synapse.log that did not exist.
+    early = _early("sleep", "60")  # its orders sit in the pipe: never an answer
+    early.claim()
+    hs = SimpleNamespace(workdir=tmp_path, stdout_path=tmp_path / "o", start_timeout_s=4.0)
+
+    async def forked() -> tuple[object, float]:
+        t0 = time.monotonic()
+        got = await synapse._fork_early(early, hs, [early_synapse.APP], None, t0)  # type: ignore[arg-type]
+        return got, t0 + hs.start_timeout_s - time.monotonic()
+
+    got, left = asyncio.run(forked())
+    assert got is None and early.returncode == -signal.SIGKILL  # given up on: it forks nothing after this
+    assert left >= 1.0, left  # it waited half (2 s); the fallback keeps the rest
+    assert said == ["the early Synapse interpreter did not answer within 2.0s; Synapse is started the ordinary way"]
+    assert early_synapse.fork_budget(600) == early_synapse.FORK_WAIT_MAX_S and early_synapse.fork_budget(-1) == 0
+
+
+def test_a_refused_order_is_said_in_the_harness_log(tmp_path: Path, subreaper: None, said: list[str]) -> None:
+    refusal = {"error": "RuntimeError: Twisted's reactor could not be kept out of the import: nothing is forked"}
+    early = _early(sys.executable, "-c", f"import sys; sys.stdin.readline(); print({json.dumps(refusal)!r}, "
+                   "flush=True); sys.stdin.readline()")
+    try:
+        assert _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o") is None
+    finally:
+        early.kill()
+    assert said == [f"the early Synapse interpreter refused to fork Synapse: {refusal['error']}; Synapse is started "
+                    "the ordinary way"]
+
+
+def test_why_a_synapse_was_not_forked_reaches_the_runs_harness_log(tmp_path: Path) -> None:
+    logs = LibraryLogs(tmp_path / "harness.log")
+    try:
+        logging.getLogger(early_synapse.__name__).warning("the early Synapse interpreter did not answer")
+    finally:
+        logs.close()
+    assert "qa.homeserver.early_synapse: the early Synapse interpreter did not answer" \
+           in (tmp_path / "harness.log").read_text()
