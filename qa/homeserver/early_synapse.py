@@ -332,4 +332,24 @@ def discard() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         processes.disown(pid)
+    if pending is not None or handed is not None:
+        left += unannounced_zombies()
     processes.reap(left, REAP_TIMEOUT_S)
+
+
+def unannounced_zombies(proc: Path = Path("/proc")) -> list[int]:
+    """Children the zygote forked for us but never announced (it died mid-order): the Synapse, and the middle process
+    when the zygote died before it, come to us (we are a subreaper) and end at once (no `go`), their pids unknown
+    to us. Dead already, they are only to be reaped: found as zombies adopted by us (not started by us, in another
+    session) with the interpreter's command name (a zombie has no cmdline left), the zygote's and theirs."""
+    comm = Path(sys.executable).name[:15]  # what the kernel names a process exec'd from sys.executable
+    found = []
+    for pid in processes.adopted(proc):
+        try:
+            text = (proc / str(pid) / "stat").read_text(errors="replace")
+        except OSError:
+            continue
+        fields = processes.stat_fields(text)
+        if fields is not None and fields[2] == "Z" and text.partition(" (")[2].rpartition(") ")[0] == comm:
+            found.append(pid)
+    return found

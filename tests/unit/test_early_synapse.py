@@ -4,6 +4,7 @@ Synapse: the orders it is handed, a process that died before them, its exit code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -327,3 +328,33 @@ def test_why_a_synapse_was_not_forked_reaches_the_runs_harness_log(tmp_path: Pat
         logs.close()
     assert "qa.homeserver.early_synapse: the early Synapse interpreter did not answer" \
            in (tmp_path / "harness.log").read_text()
+
+
+def _zombie(argv: list[str]) -> int:
+    """A child of ours in a session of its own that has exited and is not reaped: what the kernel hands a subreaper."""
+    pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True)
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(") ")[2].split()[0] != "Z":  # bounded: it exits at once
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    return pid
+
+
+def test_discard_reaps_a_synapse_the_zygote_forked_but_never_announced(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The zygote died between the fork and its answer: that Synapse (and the middle process) ended at once, ours to
+    # reap though we never learnt its pid; a zombie of anything else is not the zygote's to reap.
+    monkeypatch.setattr(early_synapse, "_pending", _early("sleep", "60"))
+    monkeypatch.setattr(early_synapse, "_handed", None)
+    forked = _zombie([sys.executable, "-c", "pass"])
+    other = _zombie(["/bin/sh", "-c", "exit 0"])
+    try:
+        early_synapse.discard()
+        with pytest.raises(ChildProcessError):  # reaped: not even a zombie is left
+            os.waitpid(forked, os.WNOHANG)
+        assert os.waitpid(other, os.WNOHANG)[0] == other  # still ours, left for us to reap
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(forked, 0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(other, 0)
