@@ -114,6 +114,7 @@ class EarlySynapse:
         import asyncio
 
         self._lock = self._lock or asyncio.Lock()
+        deadline = asyncio.get_running_loop().time() + timeout_s  # waiting for another homeserver's order counts too
         async with self._lock:
             orders = {"argv": synapse_argv, "cwd": str(cwd), "stdout": str(stdout_path), "template": template,
                       "parent": os.getpid()}
@@ -131,7 +132,7 @@ class EarlySynapse:
                     return None
                 answer = None
                 try:
-                    answer = await self._answer(timeout_s)
+                    answer = await self._answer(max(0.0, deadline - asyncio.get_running_loop().time()))
                 finally:
                     if answer is None:  # no answer (cancelled, too late, its end): it must fork nothing after this
                         self._abandon()

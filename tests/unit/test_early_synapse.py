@@ -358,3 +358,33 @@ def test_discard_reaps_a_synapse_the_zygote_forked_but_never_announced(monkeypat
             os.waitpid(forked, 0)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(other, 0)
+
+
+def test_waiting_for_another_homeservers_order_counts_against_the_budget(tmp_path: Path, subreaper: None) -> None:
+    # Two homeservers boot at once: the second's order waits for the first's answer (one at a time), and that wait
+    # is part of its budget, else a slow zygote could make it wait twice its budget before it spawns its own.
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands in for the first's Synapse
+    early = _early(sys.executable, "-c", f"import sys, time; sys.stdin.readline(); time.sleep(1); "
+                   f"print('{{\"pid\": {child.pid}}}', flush=True); sys.stdin.readline(); time.sleep(60)")
+    given: list[float] = []
+    real = early._answer
+
+    async def recorded(timeout_s: float) -> dict[str, object] | None:
+        given.append(timeout_s)
+        return await real(timeout_s)
+
+    early._answer = recorded  # type: ignore[method-assign]
+
+    async def both() -> list[object]:
+        return list(await asyncio.gather(*(early_synapse.fork_from(early, [early_synapse.APP], None, tmp_path,
+                                                                   tmp_path / f"o{i}", 3.0) for i in (1, 2))))
+
+    try:
+        first, second = asyncio.run(both())
+        assert isinstance(first, early_synapse.ForkedSynapse) and second is None
+        assert given[0] <= 3.0 and given[1] <= 2.0, given  # the first's answer took 1 s at least
+    finally:
+        child.kill()
+        child.wait()
+        early.kill()
+        early_synapse._forked.discard(child.pid)
