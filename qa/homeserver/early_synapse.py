@@ -333,16 +333,18 @@ def discard() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         processes.disown(pid)
-    if pending is not None or handed is not None:
-        left += unannounced_zombies()
+    zygotes = {early.pid for early in (pending, handed) if early is not None}
+    if zygotes:
+        left += unannounced_zombies(zygotes)
     processes.reap(left, REAP_TIMEOUT_S)
 
 
-def unannounced_zombies(proc: Path = Path("/proc")) -> list[int]:
+def unannounced_zombies(zygotes: set[int], proc: Path = Path("/proc")) -> list[int]:
     """Children the zygote forked for us but never announced (it died mid-order): the Synapse, and the middle process
     when the zygote died before it, come to us (we are a subreaper) and end at once (no `go`), their pids unknown
     to us. Dead already, they are only to be reaped: found as zombies adopted by us (not started by us, in another
-    session) with the interpreter's command name (a zombie has no cmdline left), the zygote's and theirs."""
+    session) with the interpreter's command name (a zombie has no cmdline left), the zygote's and theirs, in the
+    zygote's session (the middle) or leading their own (the Synapse's setsid, its first act)."""
     comm = Path(sys.executable).name[:15]  # what the kernel names a process exec'd from sys.executable
     found = []
     for pid in processes.adopted(proc):
@@ -351,6 +353,7 @@ def unannounced_zombies(proc: Path = Path("/proc")) -> list[int]:
         except OSError:
             continue
         fields = processes.stat_fields(text)
-        if fields is not None and fields[2] == "Z" and text.partition(" (")[2].rpartition(") ")[0] == comm:
+        if fields is not None and fields[2] == "Z" and fields[1] in zygotes | {pid} \
+                and text.partition(" (")[2].rpartition(") ")[0] == comm:
             found.append(pid)
     return found
