@@ -22,6 +22,7 @@ import atexit
 import contextlib
 import importlib.util
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -39,6 +40,13 @@ if TYPE_CHECKING:  # asyncio only once a run forks: the early start comes before
 
 APP = "synapse.app.homeserver"
 REAP_TIMEOUT_S = 5.0
+# The longest a start waits for the zygote's answer: a zygote that never answers (stuck in its import, stopped) must
+# leave the Synapse spawned in its stead most of the start's budget (fork_budget).
+FORK_WAIT_MAX_S = 20.0
+
+# Why a homeserver's Synapse was not forked (it is spawned instead, a slower boot): a line in the run's harness.log
+# (qa.run.lifecycle.LibraryLogs takes "qa.homeserver"'s records).
+log = logging.getLogger(__name__)
 
 _pending: EarlySynapse | None = None
 _handed: EarlySynapse | None = None  # taken by the run: still ours to stop at its end
@@ -55,6 +63,8 @@ class EarlySynapse:
         self._claims = 0
         self._lock: asyncio.Lock | None = None  # one order and its answer at a time
         self._said = b""  # what it answered and nobody has read yet
+        self._reaper: asyncio.Task[int] | None = None  # reaps it once it exits after its release
+        self._silence = ""  # why _answer had none, for the harness log
 
     @property
     def returncode(self) -> int | None:
@@ -74,39 +84,64 @@ class EarlySynapse:
         self._claims = max(0, self._claims - 1)
         if self._claims == 0:
             self._close_stdin()
+            self._reap_when_it_exits()
+
+    def _reap_when_it_exits(self) -> None:
+        """Its exit (soon: its stdin is closed) reaped then, not left a zombie until `discard` at the run's end."""
+        import asyncio
+
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop to wait on: reaped now if it is gone already, else by `discard`
+            self._popen.poll()
+            return
+        if self._reaper is None and self._popen.poll() is None:
+            self._reaper = loop.create_task(self._reaped(), name="early-synapse-reap")
+
+    async def _reaped(self) -> int:
+        code = await self.wait()
+        processes.disown(self.pid)  # reaped: its pid may be another process's now
+        return code
 
     async def fork(self, synapse_argv: list[str], cwd: Path, stdout_path: Path, template: dict[str, str] | None,
                    timeout_s: float) -> ForkedSynapse | None:
         """A Synapse booting with this config, forked from the zygote, its output to `stdout_path`: our child (we
         must be a subreaper for that). None when it cannot be (it died, it refused, it did not answer in time):
-        the caller then starts Synapse the ordinary way, which says why in its log."""
+        the caller then starts Synapse the ordinary way; why is said in the harness log."""
         if not processes.is_subreaper():
+            _not_forked("the harness is not a subreaper (a Synapse forked from the early interpreter is not ours)")
             return None
         import asyncio
 
         self._lock = self._lock or asyncio.Lock()
+        deadline = asyncio.get_running_loop().time() + timeout_s  # waiting for another homeserver's order counts too
         async with self._lock:
             orders = {"argv": synapse_argv, "cwd": str(cwd), "stdout": str(stdout_path), "template": template,
                       "parent": os.getpid()}
             stdin = self._popen.stdin
             if self.returncode is not None or stdin is None or stdin.closed:
+                _not_forked(f"the early Synapse interpreter has exited (code {self.returncode})"
+                            if self.returncode is not None else "the early Synapse interpreter was let go already")
                 return None
             with processes.spawning():  # from its fork until it is ours, it is a child the sweep does not know
                 try:
                     stdin.write(json.dumps(orders).encode() + b"\n")
                     stdin.flush()
-                except OSError:
+                except OSError as exc:
+                    _not_forked(f"the early Synapse interpreter took no orders ({exc})")
                     return None
                 answer = None
                 try:
-                    answer = await self._answer(timeout_s)
+                    answer = await self._answer(max(0.0, deadline - asyncio.get_running_loop().time()))
                 finally:
                     if answer is None:  # no answer (cancelled, too late, its end): it must fork nothing after this
                         self._abandon()
                 if answer is None:
+                    _not_forked(self._silence)
                     return None
                 pid = answer.get("pid")  # or {"error": …}: this order refused, the zygote still serves
                 if not isinstance(pid, int):
+                    _not_forked(f"the early Synapse interpreter refused to fork Synapse: {answer.get('error', answer)}")
                     return None
                 processes.own(pid)
                 _forked.add(pid)
@@ -149,16 +184,21 @@ class EarlySynapse:
                     except BlockingIOError:
                         continue
                     if not chunk:
+                        self._silence = "the early Synapse interpreter ended before it answered"
                         return None
                     self._said += chunk
         except TimeoutError:
+            self._silence = f"the early Synapse interpreter did not answer within {timeout_s:.1f}s"
             return None
         line, _, self._said = self._said.partition(b"\n")
         try:
             answer = json.loads(line)
         except ValueError:
+            answer = None
+        if not isinstance(answer, dict):
+            self._silence = f"the early Synapse interpreter gave a garbled answer: {line[:200]!r}"
             return None
-        return answer if isinstance(answer, dict) else None
+        return answer
 
     def _close_stdin(self) -> None:
         if self._popen.stdin is not None:
@@ -182,6 +222,11 @@ class EarlySynapse:
                 self._popen.wait(REAP_TIMEOUT_S)
         self._close_stdin()
         processes.disown(self.pid)
+
+
+def _not_forked(why: str) -> None:
+    """Said in the harness log: why this Synapse is spawned (a full import, a slower boot) rather than forked."""
+    log.warning("%s; Synapse is started the ordinary way", why)
 
 
 class ForkedSynapse:
@@ -215,6 +260,12 @@ class ForkedSynapse:
     async def wait(self) -> int:
         """Its exit code, once it exits; wakes on its pidfd, never polls."""
         return await processes.wait_child(self.pid, self.poll)
+
+
+def fork_budget(remaining_s: float) -> float:
+    """Pure: how long a start with `remaining_s` left waits for the zygote's answer; the rest is the budget of the
+    Synapse spawned instead when none comes."""
+    return max(0.0, min(remaining_s / 2, FORK_WAIT_MAX_S))
 
 
 async def fork_from(early: EarlySynapse, argv: list[str], env: Mapping[str, str] | None, cwd: Path,
@@ -282,4 +333,27 @@ def discard() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         processes.disown(pid)
+    zygotes = {early.pid for early in (pending, handed) if early is not None}
+    if zygotes:
+        left += unannounced_zombies(zygotes)
     processes.reap(left, REAP_TIMEOUT_S)
+
+
+def unannounced_zombies(zygotes: set[int], proc: Path = Path("/proc")) -> list[int]:
+    """Children the zygote forked for us but never announced (it died mid-order): the Synapse, and the middle process
+    when the zygote died before it, come to us (we are a subreaper) and end at once (no `go`), their pids unknown
+    to us. Dead already, they are only to be reaped: found as zombies adopted by us (not started by us, in another
+    session) with the interpreter's command name (a zombie has no cmdline left), the zygote's and theirs, in the
+    zygote's session (the middle) or leading their own (the Synapse's setsid, its first act)."""
+    comm = Path(sys.executable).name[:15]  # what the kernel names a process exec'd from sys.executable
+    found = []
+    for pid in processes.adopted(proc):
+        try:
+            text = (proc / str(pid) / "stat").read_text(errors="replace")
+        except OSError:
+            continue
+        fields = processes.stat_fields(text)
+        if fields is not None and fields[2] == "Z" and fields[1] in zygotes | {pid} \
+                and text.partition(" (")[2].rpartition(") ")[0] == comm:
+            found.append(pid)
+    return found

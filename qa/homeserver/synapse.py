@@ -365,10 +365,11 @@ class SynapseHomeserver(Homeserver):
 
 async def _fork_early(early: early_synapse.EarlySynapse, hs: SynapseHomeserver, argv: list[str],
                       env: Mapping[str, str] | None, t0: float) -> early_synapse.ForkedSynapse | None:
-    """`hs`'s Synapse forked from the early interpreter, within its start's deadline; None when it cannot be."""
+    """`hs`'s Synapse forked from the early interpreter, within a share of its start's deadline (a zygote that never
+    answers leaves the Synapse spawned instead the rest); None when it cannot be."""
     try:
         return await early_synapse.fork_from(early, argv, env, hs.workdir, hs.stdout_path,
-                                             max(0.0, t0 + hs.start_timeout_s - time.monotonic()))
+                                             early_synapse.fork_budget(t0 + hs.start_timeout_s - time.monotonic()))
     finally:
         early.release()  # its last homeserver has its Synapse: the zygote exits
 

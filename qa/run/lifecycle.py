@@ -162,9 +162,10 @@ def kill_everything() -> None:
 
 
 class LibraryLogs:
-    """The test users' matrix-nio clients log retries and timeouts; that belongs in a file, not the terminal."""
+    """The test users' matrix-nio clients log retries and timeouts; that belongs in a file, not the terminal. So does
+    why a homeserver's Synapse was spawned rather than forked from the early interpreter (a slower boot)."""
 
-    NAMES = ("nio", "aiohttp", "asyncio")
+    NAMES = ("nio", "aiohttp", "asyncio", "qa.homeserver")
 
     def __init__(self, path: Path) -> None:
         self.handler = logging.FileHandler(path, encoding="utf-8")

@@ -9,11 +9,12 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import platform
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,9 @@ from qa.homeserver.synapse import SynapseHomeserver
 
 REPO = Path(__file__).resolve().parents[2]
 MARK = "MATRIX_QA_TEST_EARLY_MARK"
-SYS_KCMP, KCMP_FILE = 312, 0  # x86_64
+# kcmp(2)'s syscall number by architecture (no libc wrapper); elsewhere the shared-epoll check is NOT CHECKED (skip).
+SYS_KCMP = {"x86_64": 312, "aarch64": 272, "riscv64": 272}
+KCMP_FILE = 0
 
 
 def _marked(mark: str) -> list[int]:
@@ -129,7 +132,7 @@ def _epoll_fds(pid: int) -> list[int]:
 def _same_file(pid1: int, fd1: int, pid2: int, fd2: int) -> bool:
     """kcmp(2) KCMP_FILE: do these two descriptors of two processes name one open file (one epoll instance)?"""
     libc = ctypes.CDLL(None, use_errno=True)
-    result = libc.syscall(SYS_KCMP, pid1, pid2, KCMP_FILE, fd1, fd2)
+    result = libc.syscall(SYS_KCMP[platform.machine()], pid1, pid2, KCMP_FILE, fd1, fd2)
     assert result >= 0, os.strerror(ctypes.get_errno())
     return bool(result == 0)
 
@@ -144,13 +147,27 @@ def _pss_rss_kb(pid: int) -> tuple[int, int]:
     return int(fields["Pss"].split()[0]), int(fields["Rss"].split()[0])
 
 
+@pytest.fixture
+def subreaper_for_this_test_only() -> Iterator[None]:
+    """A subreaper, as in a run, for this test alone: a worker left one inherits every later test's orphans."""
+    was = processes.is_subreaper()
+    assert processes.become_subreaper()
+    try:
+        yield
+    finally:
+        if not was:
+            processes.prctl(processes.PR_SET_CHILD_SUBREAPER, 0)
+        assert processes.is_subreaper() is was
+
+
 @pytest.mark.own_homeserver
-def test_every_homeserver_is_forked_from_the_interpreter_started_early(tmp_path: Path) -> None:
+def test_every_homeserver_is_forked_from_the_interpreter_started_early(
+        tmp_path: Path, subreaper_for_this_test_only: None) -> None:
     # Two homeservers share the early interpreter: each Synapse is forked from it (it skips the import, and the two
     # share its pages), each is our own child (we wait, kill and reap it as one we spawned), each has a reactor of
     # its own (one epoll instance shared by both would hand one Synapse's events to the other), and the early
     # interpreter exits once both have their Synapse.
-    assert processes.become_subreaper()
+    kcmp = platform.machine() in SYS_KCMP
     os.environ[MARK] = str(tmp_path)
     try:
         early = early_synapse.start(os.environ)
@@ -172,7 +189,7 @@ def test_every_homeserver_is_forked_from_the_interpreter_started_early(tmp_path:
                     "cmdlines": [Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0") for p in (one, two)],
                     "cwds": [os.readlink(f"/proc/{p}/cwd") for p in (one, two)],
                     "shared_epoll": [(a, b) for a in _epoll_fds(one) for b in _epoll_fds(two)
-                                     if _same_file(one, a, two, b)],
+                                     if kcmp and _same_file(one, a, two, b)],
                     "epolls": [len(_epoll_fds(one)), len(_epoll_fds(two))],
                     "pss_rss": [_pss_rss_kb(one), _pss_rss_kb(two)],
                     "early_code": await asyncio.wait_for(early.wait(), 30)}
@@ -192,3 +209,6 @@ def test_every_homeserver_is_forked_from_the_interpreter_started_early(tmp_path:
     for i in (1, 2):
         assert "STARTING SERVER" in (tmp_path / f"logs{i}" / "synapse.stdout.log").read_text()
     assert all(hs.pid is None for hs in servers) and _marked(str(tmp_path)) == []
+    if not kcmp:
+        pytest.skip(f"NOT CHECKED: whether the two Synapses share an epoll instance (kcmp(2)'s syscall number is not "
+                    f"known here for {platform.machine()!r}); the rest passed")

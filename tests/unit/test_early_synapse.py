@@ -4,19 +4,25 @@ Synapse: the orders it is handed, a process that died before them, its exit code
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import select
 import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from qa import cli, cli_run
-from qa.homeserver import early_synapse
+from qa.homeserver import early_synapse, synapse
 from qa.homeserver.seeded_boot import AWAIT_FLAG, TEMPLATE_ENV, orders_from
+from qa.run.lifecycle import LibraryLogs
 
 
 def _early(*argv: str) -> early_synapse.EarlySynapse:
@@ -248,3 +254,137 @@ def test_the_waiting_interpreter_does_not_start_in_the_users_directory(monkeypat
     finally:
         monkeypatch.setattr(early_synapse, "_pending", None)
     assert seen["cwd"] == "/" and seen["cwd"] != str(tmp_path)
+
+
+def test_the_zygote_is_reaped_once_it_exits_after_its_last_release() -> None:
+    # Nothing else waits for it until discard() at the run's end: unreaped, it stays a zombie for the whole run.
+    early = _early("cat")  # ends at the end of its stdin, as the zygote does
+    early.claim()
+
+    async def released() -> None:
+        early.release()
+        async with asyncio.timeout(10):
+            while Path(f"/proc/{early.pid}").exists():  # a zombie keeps its /proc entry until it is reaped
+                await asyncio.sleep(0.01)
+
+    try:
+        asyncio.run(released())
+    finally:
+        early.kill()
+    assert early.returncode == 0
+
+
+@pytest.fixture
+def said() -> Iterator[list[str]]:
+    """What early_synapse logs (for the run's harness.log), whatever else has been done to the logging tree."""
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())  # type: ignore[method-assign]
+    logger = logging.getLogger(early_synapse.__name__)
+    logger.addHandler(handler)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_zygote_that_never_answers_leaves_the_spawned_synapse_most_of_the_start_budget(
+        tmp_path: Path, subreaper: None, said: list[str]) -> None:
+    # It waited its whole budget before: the Synapse spawned in its stead then had ~0 s, and the failure blamed a
+    # synapse.log that did not exist.
+    early = _early("sleep", "60")  # its orders sit in the pipe: never an answer
+    early.claim()
+    hs = SimpleNamespace(workdir=tmp_path, stdout_path=tmp_path / "o", start_timeout_s=4.0)
+
+    async def forked() -> tuple[object, float]:
+        t0 = time.monotonic()
+        got = await synapse._fork_early(early, hs, [early_synapse.APP], None, t0)  # type: ignore[arg-type]
+        return got, t0 + hs.start_timeout_s - time.monotonic()
+
+    got, left = asyncio.run(forked())
+    assert got is None and early.returncode == -signal.SIGKILL  # given up on: it forks nothing after this
+    assert left >= 1.0, left  # it waited half (2 s); the fallback keeps the rest
+    assert said == ["the early Synapse interpreter did not answer within 2.0s; Synapse is started the ordinary way"]
+    assert early_synapse.fork_budget(600) == early_synapse.FORK_WAIT_MAX_S and early_synapse.fork_budget(-1) == 0
+
+
+def test_a_refused_order_is_said_in_the_harness_log(tmp_path: Path, subreaper: None, said: list[str]) -> None:
+    refusal = {"error": "RuntimeError: Twisted's reactor could not be kept out of the import: nothing is forked"}
+    early = _early(sys.executable, "-c", f"import sys; sys.stdin.readline(); print({json.dumps(refusal)!r}, "
+                   "flush=True); sys.stdin.readline()")
+    try:
+        assert _fork(early, [early_synapse.APP], None, tmp_path, tmp_path / "o") is None
+    finally:
+        early.kill()
+    assert said == [f"the early Synapse interpreter refused to fork Synapse: {refusal['error']}; Synapse is started "
+                    "the ordinary way"]
+
+
+def test_why_a_synapse_was_not_forked_reaches_the_runs_harness_log(tmp_path: Path) -> None:
+    logs = LibraryLogs(tmp_path / "harness.log")
+    try:
+        logging.getLogger(early_synapse.__name__).warning("the early Synapse interpreter did not answer")
+    finally:
+        logs.close()
+    assert "qa.homeserver.early_synapse: the early Synapse interpreter did not answer" \
+           in (tmp_path / "harness.log").read_text()
+
+
+def _zombie(argv: list[str]) -> int:
+    """A child of ours in a session of its own that has exited and is not reaped: what the kernel hands a subreaper."""
+    pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True)
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 10
+    while stat.read_text().rpartition(") ")[2].split()[0] != "Z":  # bounded: it exits at once
+        assert time.monotonic() < deadline, "the child never exited"
+        time.sleep(0.01)
+    return pid
+
+
+def test_discard_reaps_a_synapse_the_zygote_forked_but_never_announced(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The zygote died between the fork and its answer: that Synapse (and the middle process) ended at once, ours to
+    # reap though we never learnt its pid; a zombie of anything else is not the zygote's to reap.
+    monkeypatch.setattr(early_synapse, "_pending", _early("sleep", "60"))
+    monkeypatch.setattr(early_synapse, "_handed", None)
+    forked = _zombie([sys.executable, "-c", "pass"])
+    other = _zombie(["/bin/sh", "-c", "exit 0"])
+    try:
+        early_synapse.discard()
+        with pytest.raises(ChildProcessError):  # reaped: not even a zombie is left
+            os.waitpid(forked, os.WNOHANG)
+        assert os.waitpid(other, os.WNOHANG)[0] == other  # still ours, left for us to reap
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(forked, 0)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(other, 0)
+
+
+def test_waiting_for_another_homeservers_order_counts_against_the_budget(tmp_path: Path, subreaper: None) -> None:
+    # Two homeservers boot at once: the second's order waits for the first's answer (one at a time), and that wait
+    # is part of its budget, else a slow zygote could make it wait twice its budget before it spawns its own.
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands in for the first's Synapse
+    early = _early(sys.executable, "-c", f"import sys, time; sys.stdin.readline(); time.sleep(1); "
+                   f"print('{{\"pid\": {child.pid}}}', flush=True); sys.stdin.readline(); time.sleep(60)")
+    given: list[float] = []
+    real = early._answer
+
+    async def recorded(timeout_s: float) -> dict[str, object] | None:
+        given.append(timeout_s)
+        return await real(timeout_s)
+
+    early._answer = recorded  # type: ignore[method-assign]
+
+    async def both() -> list[object]:
+        return list(await asyncio.gather(*(early_synapse.fork_from(early, [early_synapse.APP], None, tmp_path,
+                                                                   tmp_path / f"o{i}", 3.0) for i in (1, 2))))
+
+    try:
+        first, second = asyncio.run(both())
+        assert isinstance(first, early_synapse.ForkedSynapse) and second is None
+        assert given[0] <= 3.0 and given[1] <= 2.0, given  # the first's answer took 1 s at least
+    finally:
+        child.kill()
+        child.wait()
+        early.kill()
+        early_synapse._forked.discard(child.pid)
