@@ -1,7 +1,8 @@
 """The room as the bot left it: once the bot's process has exited it can send nothing more, so what a test user's
 client receives up to a fence (an event the test user sends after the exit, in each room) is all the bot ever
 sent there, and the final checks judge that (qa.scenario.fence). Here: whether the fences give that complete
-view, and how a verdict the late events changed is told. Pure."""
+view, how a verdict the late events changed is told, and whether the bot took back (redacted) a reply a check
+passed on. Pure."""
 
 from __future__ import annotations
 
@@ -65,3 +66,40 @@ def late_verdict(problems: Sequence[str], late: Sequence[Mapping[str, Any]]) -> 
     details = f"after the bot exited: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                                          else "")
     return details, [*problems, *(f"late: {describe_event(dict(e))}" for e in late)]
+
+
+def redacted_id(event: Mapping[str, Any]) -> str | None:
+    """What a redaction removes: `content.redacts` (room version 11 on), else the top-level `redacts`."""
+    target = (event.get("content") or {}).get("redacts") or event.get("redacts")
+    return str(target) if target else None
+
+
+def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mapping[str, Any]], bot: BotIds
+                       ) -> list[str]:
+    """The bot's redactions of a checked reply (`reply_ids`: the reply, its parts) or of its own edit of one (the
+    reply then shows an earlier text): each a problem naming the redaction. A redaction by anyone else (a test
+    user's step, a moderator) is the scenario's own doing, not the bot's."""
+    events = list(events)
+    replies = set(reply_ids)
+    edits = {str(e.get("event_id")): target for e in events
+             if is_bot_sender(e.get("sender"), bot) and (target := _replaced(e)) in replies}
+    problems = []
+    for e in events:
+        if e.get("type") != "m.room.redaction" or not is_bot_sender(e.get("sender"), bot):
+            continue
+        target = redacted_id(e)
+        if target in replies:
+            problems.append(f"the bot redacted its reply {target} to '{to}' ({e.get('event_id')}): the answer the "
+                            "check passed on is gone")
+        elif target in edits:
+            problems.append(f"the bot redacted its edit {target} of its reply {edits[target]} to '{to}' "
+                            f"({e.get('event_id')}): the reply shows an earlier text")
+    return problems
+
+
+def _replaced(event: Mapping[str, Any]) -> str | None:
+    """The event an edit (`m.replace`) replaces, else None."""
+    relates = (event.get("content") or {}).get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+        return str(relates.get("event_id"))
+    return None

@@ -1,12 +1,15 @@
 """Whether the bot's own account of a message proves it stayed silent about it. Pure: over the trace records
 and the control message's answer that the expect_no_reply step gathers; how long a step judged by order keeps
 watching after the control's answer; and how long the room must stay quiet before a scenario's final checks when
-no trace says every turn ended."""
+no trace says every turn ended; and which of a traced bot's messages after an ignored one its trace does not
+account for (docs/trace-format.md, "untraced messages")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
+
+from qa.evidence.events import BotIds, is_bot_sender
 
 NOT_ANSWERED = ("dropped", "recorded", "ignored")  # decisions that mean "no reply will come"
 # An out-of-order bot may start its model request for an ignored message only once it has answered the one after
@@ -61,3 +64,42 @@ def control_problems(reply: dict[str, Any], expected: str | None) -> list[str]:
     """The control message's answer must say `expected`, when the step says what it is."""
     got = str((reply.get("content") or {}).get("body", "")).strip()
     return [] if expected is None or got == expected else [f"control reply body {got!r} != expected {expected!r}"]
+
+
+def untraced_plain(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id: str, bot: BotIds,
+                   accounted: Collection[str], start: int = 0) -> list[Mapping[str, Any]]:
+    """The bot's messages in the trigger's room after the trigger (and from `start` on) that name no event they
+    answer (no `m.relates_to` at all: not a reply, a thread message nor an edit) and that no trace record accounts
+    for (`accounted`: the ids the bot's trace says it sent). A trigger the client never saw: from `start` on."""
+    seen = next((n + 1 for n, e in enumerate(events) if e.get("event_id") == trigger_id), 0)
+    return [e for e in events[max(seen, start):]
+            if e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
+            and is_bot_sender(e.get("sender"), bot) and not (e.get("content") or {}).get("m.relates_to")
+            and e.get("event_id") not in accounted]
+
+
+def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str]) -> list[str]:
+    """The ids of the messages whose text is one of `answers` (what the ignored message asked for: its marker, the
+    model's answer to it): an untraced message that says it answers the ignored one, whatever its relation."""
+    wanted = {a.strip() for a in answers if a and a.strip()}
+    return [str(e.get("event_id")) for e in events
+            if str((e.get("content") or {}).get("body", "")).strip() in wanted]
+
+
+def untraced_answer_problem(to: str, ids: Sequence[str]) -> str | None:
+    """A failed silence: untraced messages of the bot that relate to nothing carry the ignored message's answer."""
+    if not ids:
+        return None
+    return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
+            f"for, with the answer '{to}' asked for: {', '.join(ids)}")
+
+
+def untraced_note(to: str, ids: Sequence[str]) -> str | None:
+    """Why the silence about `to` is NOT CHECKED after the bot exited: it sent messages after the first look that
+    relate to nothing and that its trace does not account for, and none says what `to` asked for, so whether one
+    answers it cannot be told."""
+    if not ids:
+        return None
+    return (f"the bot sent {len(ids)} message(s) after the first look that relate to nothing and that its trace "
+            f"does not account for ({', '.join(ids[:5])}): whether one answers '{to}', which it traced as not "
+            "answered, cannot be told")

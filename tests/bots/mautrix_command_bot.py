@@ -55,6 +55,8 @@ BUGS = {
     "edit-after-turn": "edits each answer into a wrong text after its turn ended, untraced, as it shuts down",
     "late-answer-ignored": "answers each command it traced as dropped for mention-required, untraced, as it shuts "
                            "down",
+    "late-plain-answer-ignored": "the same, in a plain message relating to nothing (no reply relation)",
+    "redact-after-turn": "redacts each answer after its turn ended, untraced, as it shuts down",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
 COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?!echo (?P<text>.+)$", re.DOTALL)
@@ -316,6 +318,8 @@ class CommandBot:
             late = command_text(str(content.get("body", "")))
             if self.bug == "late-answer-ignored" and reason == "mention-required" and late is not None:
                 self.held_back.append((room_id, reply_content(late, event, policy)))
+            if self.bug == "late-plain-answer-ignored" and reason == "mention-required" and late is not None:
+                self.held_back.append((room_id, {"msgtype": "m.notice", "body": late, "m.mentions": {}}))
             return
         self.trace.emit("turn.start", session=session, attempt=trigger, eventId=trigger)
         if self.bug == "die-on-command":
@@ -333,11 +337,13 @@ class CommandBot:
             wrong = {"msgtype": "m.notice", "body": f"not {text}", "m.mentions": {}}
             self.held_back.append((room_id, {**wrong, "body": f"* not {text}", "m.new_content": wrong,
                                              "m.relates_to": {"rel_type": "m.replace", "event_id": answer}}))
+        if self.bug == "redact-after-turn" and answer is not None:
+            self.held_back.append((room_id, {"redacts": answer}))
 
     async def send_held_back(self) -> None:
         """The late bugs: what was held back goes out now, after every turn.end, with no trace record."""
         for room_id, content in self.held_back:
-            sent = await self.send(room_id, content)
+            sent = await self.send(room_id, content, "redact" if "redacts" in content else "send")
             log.warning("sent held back %s in %s", sent, room_id)
         self.held_back.clear()
 
@@ -373,11 +379,12 @@ class CommandBot:
             self.trace.emit("reaction.removed", eventId=event.get("event_id"), redacts=redacts, key=removed["key"],
                             target=removed["target"], session=removed["session"], decision="recorded")
 
-    async def send(self, room_id: str, content: dict[str, Any]) -> str | None:
-        """Send one answer under one transaction id; the event id, or None when the homeserver refused it."""
+    async def send(self, room_id: str, content: dict[str, Any], how: str = "send") -> str | None:
+        """Send one answer under one transaction id; the event id, or None when the homeserver refused it. `how`
+        "redact": redact `content["redacts"]` instead (the redact-after-turn bug)."""
         txn = self.client.api.get_txn_id()
-        url = (f"{self.s.homeserver.rstrip('/')}/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}"
-               f"/send/m.room.message/{txn}")
+        what = f"redact/{urllib.parse.quote(content['redacts'])}" if how == "redact" else "send/m.room.message"
+        url = f"{self.s.homeserver.rstrip('/')}/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/{what}/{txn}"
         headers = {"Authorization": f"Bearer {self.s.access_token}"}
         status, body = 0, {}
         for attempt in range(SEND_ATTEMPTS):

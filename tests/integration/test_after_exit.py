@@ -62,3 +62,34 @@ async def test_what_the_first_look_missed_stays_not_checked_after_the_fence(run_
     canary = result.scenario("canary")
     assert canary["status"] == "pass" and "NOT CHECKED" in canary["details"], canary["details"]
     assert "in flight" in canary["details"], canary["details"]
+
+
+async def test_an_untraced_plain_late_answer_to_an_ignored_message_fails_the_scenario(run_qa) -> None:
+    """No reply relation ties the late answer to the ignored command, only its text (the command's marker): on main
+    the scenario passed, since the check of an ignored message counted replies by their relation."""
+    result = await run_qa("matrix-mention-gating",
+                          bot_file=BOTS / "mautrix-command-bot-late-plain-answer-ignored.yaml")
+    assert result.code == 1, result.report
+    scenario = result.scenario("matrix-mention-gating")
+    assert scenario["status"] == "fail", scenario
+    assert all(step["status"] == "pass" for step in scenario["steps"]), "every step held at its own time"
+    details = scenario["details"]
+    assert details.startswith("after the bot exited: the bot answered 'unmentioned' in 1 message(s) relating to "
+                              "nothing that its trace does not account for"), details
+    check = scenario["negativeChecks"][0]
+    assert check["unwantedReplies"] and check["unwantedReplies"][0] in details, check
+    assert any(line.startswith("late: m.room.message") and check["unwantedReplies"][0] in line
+               and "relates_to" not in line for line in scenario["failure"]["seen"]), scenario["failure"]
+
+
+async def test_a_checked_reply_redacted_after_the_turn_fails_the_scenario(run_qa) -> None:
+    """The bot takes back the answer the canary's check passed on, as it shuts down: on main the scenario passed."""
+    result = await run_qa("canary", bot_file=BOTS / "mautrix-command-bot-redact-after-turn.yaml")
+    assert result.code == 1, result.report
+    canary = result.scenario("canary")
+    assert canary["status"] == "fail", canary
+    assert all(step["status"] == "pass" for step in canary["steps"]), "every step held at its own time"
+    details = canary["details"]
+    assert details.startswith("after the bot exited: the bot redacted its reply $"), details
+    assert "to 'ask' ($" in details and "the answer the check passed on is gone" in details, details
+    assert any(line.startswith("late: m.room.redaction") for line in canary["failure"]["seen"]), canary["failure"]

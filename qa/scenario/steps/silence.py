@@ -10,13 +10,19 @@ from pydantic import Field, model_validator
 
 from qa.evidence.events import describe_event
 from qa.evidence.order import Unwanted, unwanted_replies
+from qa.evidence.pairing import answers_in_journal
 from qa.evidence.silence import (
     accepted,
+    answering,
     control_problems,
     decision_problems,
     is_decision,
+    untraced_answer_problem,
+    untraced_note,
+    untraced_plain,
     watch_after_control_s,
 )
+from qa.evidence.trace import traced_sends
 from qa.harness.capabilities import say_marker
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
@@ -142,6 +148,8 @@ class ExpectNoReply(StepBase):
             unwanted = [(u.event_id, u.why) for u in self._unwanted(ctx, trigger, control_reply, control_text)]
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
+        if ctx.bot.has_trace:
+            ctx.after_exit_notes.append(_untraced_after(ctx, trigger, self.to))
         if unwanted:
             problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
         ctx.method = check.method
@@ -246,9 +254,40 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         if late:
             check.unwantedReplies.extend(late)
             return f"the bot answered '{to}' after its check had passed: {', '.join(late)}"
-        return None
+        if not ctx.bot.has_trace:
+            return None
+        # A traced bot's message that relates to nothing is no reply by relation: it answers the ignored message
+        # when it says what that message asked for and the trace does not account for it (docs/trace-format.md).
+        said = answering(_untraced(ctx, trigger), _answers(ctx, trigger, to))
+        check.unwantedReplies.extend(e for e in said if e not in check.unwantedReplies)
+        return untraced_answer_problem(to, said)
 
     return final
+
+
+def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
+    """After the bot's exit: its untraced messages relating to nothing from the first look on, none of them the
+    ignored message's answer (that fails the final check), leave the silence NOT CHECKED."""
+    def note(mark: int) -> str | None:
+        late = _untraced(ctx, trigger, mark)
+        said = set(answering(late, _answers(ctx, trigger, to)))
+        return untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
+
+    return note
+
+
+def _untraced(ctx: ScenarioContext, trigger: Ref, start: int = 0) -> list[Any]:
+    accounted = traced_sends(ctx.bot.trace.items[ctx.trace_start:]).ids
+    return untraced_plain(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids, accounted,
+                          start)
+
+
+def _answers(ctx: ScenarioContext, trigger: Ref, to: str) -> list[str]:
+    """What the ignored message asked for: the marker of a say-able prompt, and whatever the model answered to
+    its text (a bot that asked the model about a message it traced as ignored)."""
+    step = next((s for s in ctx.scenario.steps if s.defined_id() == to), None)
+    marker = say_marker(str(getattr(step, "body", None) or ""))
+    return [*([text(ctx, marker)] if marker else []), *answers_in_journal(trigger.text, journal(ctx))]
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
