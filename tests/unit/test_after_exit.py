@@ -17,6 +17,8 @@ from qa.evidence.fence import (
     late_bot_events,
     late_verdict,
     not_checked,
+    redacted_id,
+    redaction_problems,
     rooms_joined,
     unreadable,
 )
@@ -135,9 +137,10 @@ class FakeObserver:
 
 
 def ctx_of(observer: FakeObserver, checks: list[Any], rooms: dict[str, str] | None = None,
-           returncode: int | None = 0) -> Any:
+           returncode: int | None = 0, notes: list[Any] | None = None) -> Any:
     return SimpleNamespace(observer=lambda: observer, rooms=rooms or {"main": "!a"}, final_checks=checks,
-                           bot_ids=IDS, bot=SimpleNamespace(proc=SimpleNamespace(returncode=returncode)))
+                           bot_ids=IDS, bot=SimpleNamespace(proc=SimpleNamespace(returncode=returncode)),
+                           after_exit_notes=notes or [])
 
 
 def still_says(observer: FakeObserver, reply: str, expected: str) -> Any:
@@ -228,3 +231,59 @@ async def test_a_fence_send_that_never_answers_is_bounded_and_not_checked(monkey
     monkeypatch.setattr(fence, "FENCE_TIMEOUT_S", 0.2)
     said = await asyncio.wait_for(fence.judge_after_exit(ctx_of(HangingObserver(["!a"]), [lambda: None]), 0), 5)
     assert said == "the fences were not sent and received within 0.4 s"
+
+
+def redaction(event_id: str, target: str, sender: str = BOT, in_content: bool = False) -> dict[str, Any]:
+    found = {"event_id": event_id, "sender": sender, "type": "m.room.redaction", "room_id": "!r", "content": {}}
+    if in_content:  # room version 11 on
+        found["content"] = {"redacts": target}
+    else:
+        found["redacts"] = target
+    return found
+
+
+def test_what_a_redaction_removes_by_either_room_version() -> None:
+    assert redacted_id(redaction("$x", "$r")) == "$r"
+    assert redacted_id(redaction("$x", "$r", in_content=True)) == "$r"
+    assert redacted_id({"type": "m.room.redaction", "content": {"redacts": "$new"}, "redacts": "$old"}) == "$new"
+    assert redacted_id({"type": "m.room.redaction"}) is None
+
+
+def test_the_bots_redaction_of_a_checked_reply_its_part_or_its_edit_is_a_problem_naming_it() -> None:
+    edit = event("$e", **{"m.new_content": {"body": "right"}, "m.relates_to": {"rel_type": "m.replace",
+                                                                                "event_id": "$r"}})
+    others_edit = event("$oe", sender="@driver:hs", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$r"}})
+    unrelated_edit = event("$ue", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$other"}})
+    events = [event("$r"), event("$p2"), edit, others_edit, unrelated_edit,
+              redaction("$x1", "$r"), redaction("$x2", "$p2", in_content=True), redaction("$x3", "$e"),
+              redaction("$x4", "$r", sender="@driver:hs"),  # a test user's (a step's) redaction is not the bot's
+              redaction("$x5", "$oe"), redaction("$x6", "$ue"), redaction("$x7", "$unrelated")]
+    assert redaction_problems("ask", ["$r", "$p2"], events, IDS) == [
+        "the bot redacted its reply $r to 'ask' ($x1): the answer the check passed on is gone",
+        "the bot redacted its reply $p2 to 'ask' ($x2): the answer the check passed on is gone",
+        "the bot redacted its edit $e of its reply $r to 'ask' ($x3): the reply shows an earlier text",
+    ]
+    assert redaction_problems("ask", ["$r"], iter(events), BOT)[-1].startswith("the bot redacted its edit $e ")
+    assert redaction_problems("ask", ["$r"], events[:5], IDS) == []
+    # A message that carries a `redacts` field is no redaction.
+    assert redaction_problems("ask", ["$r"], [event("$r"), event("$x", redacts="$r")], IDS) == []
+
+
+async def test_what_the_whole_view_cannot_tell_is_said_not_checked_with_the_first_looks_mark() -> None:
+    observer = FakeObserver(["!a"])
+    marks: list[int] = []
+
+    def note(mark: int) -> str | None:
+        marks.append(mark)
+        return "an untraced message"
+
+    ctx = ctx_of(observer, [lambda: None], notes=[note, lambda _mark: None])
+    assert await fence.judge_after_exit(ctx, 3) == "an untraced message"
+    assert marks == [3]
+    locked = FakeObserver(["!a"])
+    locked.before_fence = [event("$new", kind="m.room.encrypted")]
+    assert await fence.judge_after_exit(ctx_of(locked, [lambda: None], notes=[note]), 0) == \
+        "an untraced message; 1 bot event(s) received after the bot exited could not be decrypted: $new"
+    # A check that fails is a failure whatever a note says.
+    with pytest.raises(fence.LateFailure):
+        await fence.judge_after_exit(ctx_of(FakeObserver(["!a"]), [lambda: "wrong"], notes=[note]), 0)
