@@ -56,6 +56,8 @@ BUGS = {
     "late-answer-ignored": "answers each command it traced as dropped for mention-required, untraced, as it shuts "
                            "down",
     "late-plain-answer-ignored": "the same, in a plain message relating to nothing (no reply relation)",
+    "late-plain-note-ignored": "says something else, untraced, in a plain message as it shuts down, for each "
+                               "command it traced as dropped for mention-required",
     "redact-after-turn": "redacts each answer after its turn ended, untraced, as it shuts down",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
@@ -320,6 +322,8 @@ class CommandBot:
                 self.held_back.append((room_id, reply_content(late, event, policy)))
             if self.bug == "late-plain-answer-ignored" and reason == "mention-required" and late is not None:
                 self.held_back.append((room_id, {"msgtype": "m.notice", "body": late, "m.mentions": {}}))
+            if self.bug == "late-plain-note-ignored" and reason == "mention-required" and late is not None:
+                self.held_back.append((room_id, {"msgtype": "m.notice", "body": "goodbye", "m.mentions": {}}))
             return
         self.trace.emit("turn.start", session=session, attempt=trigger, eventId=trigger)
         if self.bug == "die-on-command":

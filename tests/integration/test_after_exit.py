@@ -93,3 +93,16 @@ async def test_a_checked_reply_redacted_after_the_turn_fails_the_scenario(run_qa
     assert details.startswith("after the bot exited: the bot redacted its reply $"), details
     assert "to 'ask' ($" in details and "the answer the check passed on is gone" in details, details
     assert any(line.startswith("late: m.room.redaction") for line in canary["failure"]["seen"]), canary["failure"]
+
+
+async def test_an_untraced_plain_late_message_that_is_not_the_answer_is_not_checked(run_qa) -> None:
+    """Neither tied to the ignored command nor ruled out: the final checks say NOT CHECKED, naming it (a pass on
+    main said nothing of it)."""
+    result = await run_qa("matrix-mention-gating", bot_file=BOTS / "mautrix-command-bot-late-plain-note-ignored.yaml")
+    assert result.code == 0, result.report
+    scenario = result.scenario("matrix-mention-gating")
+    details = scenario["status"], scenario["details"]
+    assert details[0] == "pass" and "final checks NOT CHECKED: the bot sent 2 message(s) after the first look " \
+        "that relate to nothing and that its trace does not account for ($" in details[1], details
+    assert "whether one answers 'unmentioned'" in details[1] and "whether one answers 'id_in_body'" in details[1], \
+        details
