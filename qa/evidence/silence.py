@@ -91,7 +91,7 @@ def untraced_answer_problem(to: str, ids: Sequence[str]) -> str | None:
     if not ids:
         return None
     return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
-            f"for, with the answer '{to}' asked for: {', '.join(ids)}")
+            f"for, saying what '{to}' asked for: {', '.join(ids)}")
 
 
 def untraced_note(to: str, ids: Sequence[str]) -> str | None:

@@ -66,8 +66,8 @@ def test_a_message_answers_the_ignored_one_when_its_text_is_what_that_one_asked_
 def test_what_the_result_says() -> None:
     assert untraced_answer_problem("quiet", []) is None
     assert untraced_answer_problem("quiet", ["$a", "$b"]) == (
-        "the bot answered 'quiet' in 2 message(s) relating to nothing that its trace does not account for, with "
-        "the answer 'quiet' asked for: $a, $b")
+        "the bot answered 'quiet' in 2 message(s) relating to nothing that its trace does not account for, "
+        "saying what 'quiet' asked for: $a, $b")
     assert untraced_note("quiet", []) is None
     assert untraced_note("quiet", ["$1", "$2", "$3", "$4", "$5", "$6"]) == (
         "the bot sent 6 message(s) after the first look that relate to nothing and that its trace does not account "
@@ -109,7 +109,7 @@ def test_the_final_check_fails_an_untraced_plain_answer_and_the_note_tells_what_
     check = negative()
     final = silence._still_silent(ctx, ref, "quiet", check)
     assert final() == ("the bot answered 'quiet' in 1 message(s) relating to nothing that its trace does not "
-                       "account for, with the answer 'quiet' asked for: $t1")
+                       "account for, saying what 'quiet' asked for: $t1")
     assert check.unwantedReplies == ["$t1"]
     final()
     assert check.unwantedReplies == ["$t1"], "a second look lists it once"
