@@ -61,6 +61,8 @@ def test_a_message_answers_the_ignored_one_when_its_text_is_what_that_one_asked_
     # No answer known (nothing asked for a marker, no model request): nothing is attributed, an empty body least.
     assert answering(events, []) == []
     assert answering(events, ["", "  "]) == []
+    # A message without a body says nothing, whatever text is looked for.
+    assert answering([{"event_id": "$e", "content": {}}, {"event_id": "$f"}], ["XXXX", "None"]) == []
 
 
 def test_what_the_result_says() -> None:
