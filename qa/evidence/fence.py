@@ -74,20 +74,28 @@ def redacted_id(event: Mapping[str, Any]) -> str | None:
     return str(target) if target else None
 
 
-def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mapping[str, Any]], bot: BotIds
-                       ) -> list[str]:
+def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mapping[str, Any]], bot: BotIds,
+                       trigger_id: str | None = None) -> list[str]:
     """The bot's redactions of a checked reply (`reply_ids`: the reply, its parts) or of its own edit of one (the
     reply then shows an earlier text): each a problem naming the redaction. A redaction by anyone else (a test
-    user's step, a moderator) is the scenario's own doing, not the bot's."""
+    user's step, a moderator) is the scenario's own doing, not the bot's; and once someone else has redacted the
+    trigger (`trigger_id`: the question is gone), the bot's later redactions of its answer are its honest
+    clean-up, not a reply taken back."""
     events = list(events)
     replies = set(reply_ids)
     edits = {str(e.get("event_id")): target for e in events
              if is_bot_sender(e.get("sender"), bot) and (target := _replaced(e)) in replies}
     problems = []
+    question_gone = False
     for e in events:
-        if e.get("type") != "m.room.redaction" or not is_bot_sender(e.get("sender"), bot):
+        if e.get("type") != "m.room.redaction":
             continue
         target = redacted_id(e)
+        if not is_bot_sender(e.get("sender"), bot):
+            question_gone = question_gone or (trigger_id is not None and target == trigger_id)
+            continue
+        if question_gone:
+            continue
         if target in replies:
             problems.append(f"the bot redacted its reply {target} to '{to}' ({e.get('event_id')}): the answer the "
                             "check passed on is gone")

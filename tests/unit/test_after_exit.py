@@ -287,3 +287,20 @@ async def test_what_the_whole_view_cannot_tell_is_said_not_checked_with_the_firs
     # A check that fails is a failure whatever a note says.
     with pytest.raises(fence.LateFailure):
         await fence.judge_after_exit(ctx_of(FakeObserver(["!a"]), [lambda: "wrong"], notes=[note]), 0)
+
+
+def test_the_bots_clean_up_after_a_test_user_redacted_the_trigger_is_no_problem() -> None:
+    """An honest bot takes its answer back once the question is gone (matrix-redaction-not-a-trigger): only a
+    redaction of the trigger by someone else, earlier, makes the bot's redaction clean-up."""
+    question = event("$ask", sender="@driver:hs")
+    gone = redaction("$xq", "$ask", sender="@driver:hs")
+    cleanup = redaction("$xr", "$r")
+    assert redaction_problems("ask", ["$r"], [question, event("$r"), gone, cleanup], IDS, "$ask") == []
+    # The bot's redaction before the question was removed, or of a trigger the bot removed itself, is no clean-up.
+    before = redaction_problems("ask", ["$r"], [question, event("$r"), cleanup, gone], IDS, "$ask")
+    assert before == ["the bot redacted its reply $r to 'ask' ($xr): the answer the check passed on is gone"]
+    itself = [question, event("$r"), redaction("$xb", "$ask"), cleanup]
+    assert len(redaction_problems("ask", ["$r"], itself, IDS, "$ask")) == 1
+    # Another event's redaction by a test user excuses nothing.
+    other = [question, event("$r"), redaction("$xo", "$other", sender="@driver:hs"), cleanup]
+    assert len(redaction_problems("ask", ["$r"], other, IDS, "$ask")) == 1

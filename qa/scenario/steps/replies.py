@@ -175,9 +175,9 @@ def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: 
     return check
 
 
-def _not_redacted(ctx: ScenarioContext, reply_ids: list[str], to: str) -> Any:
+def _not_redacted(ctx: ScenarioContext, reply_ids: list[str], to: str, trigger_id: str) -> Any:
     def check() -> str | None:
-        problems = redaction_problems(to, reply_ids, ctx.observer().events.items, ctx.bot_ids)
+        problems = redaction_problems(to, reply_ids, ctx.observer().events.items, ctx.bot_ids, trigger_id)
         return "; ".join(problems) or None
 
     return check
@@ -306,7 +306,7 @@ class ExpectReply(StepBase):
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
         # Whatever it says, the reply the step passed on must still be there when the scenario ends.
         ctx.final_checks.append(_not_redacted(ctx, [event["event_id"], *(p["event_id"] for p in parts if p)],
-                                              self.to))
+                                              self.to, trigger.event_id))
         problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_ids, parts)
         problems += self._sender_problems(ctx, event)
         latency = ctx.reply_latencies_ms[-1]
