@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qa.evidence.events import BotIds, describe_event, is_bot_sender
+from qa.evidence.pairing import latest_body
 
 # A state-less custom type, sent unencrypted even in an encrypted room: no bot answers it, none needs its text.
 FENCE_TYPE = "org.matrix_qa.fence"
@@ -75,17 +76,19 @@ def redacted_id(event: Mapping[str, Any]) -> str | None:
 
 
 def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mapping[str, Any]], bot: BotIds,
-                       trigger_id: str | None = None) -> list[str]:
-    """The bot's redactions of a checked reply (`reply_ids`: the reply, its parts) or of its own edit of one (the
-    reply then shows an earlier text): each a problem naming the redaction. A redaction by anyone else (a test
-    user's step, a moderator) is the scenario's own doing, not the bot's; and once someone else has redacted the
-    trigger (`trigger_id`: the question is gone), the bot's later redactions of its answer are its honest
-    clean-up, not a reply taken back."""
+                       trigger_id: str | None = None, passed: Mapping[str, str] | None = None) -> list[str]:
+    """The bot's redactions of a checked reply (`reply_ids`: the reply, its parts): each a problem naming the
+    redaction; and its redactions of its own edits of one that leave the reply saying something else than the
+    text the check passed on (`passed`: reply id -> that text; else what its latest edit says): one problem per
+    reply naming them. A redaction by anyone else (a test user's step, a moderator) is the scenario's own doing,
+    not the bot's; and once someone else has redacted the trigger (`trigger_id`: the question is gone), the bot's
+    later redactions of its answer are its honest clean-up, not a reply taken back."""
     events = list(events)
     replies = set(reply_ids)
     edits = {str(e.get("event_id")): target for e in events
              if is_bot_sender(e.get("sender"), bot) and (target := _replaced(e)) in replies}
     problems = []
+    taken_back: dict[str, str] = {}  # the bot's edit -> its redaction
     question_gone = False
     for e in events:
         if e.get("type") != "m.room.redaction":
@@ -100,8 +103,20 @@ def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mappi
             problems.append(f"the bot redacted its reply {target} to '{to}' ({e.get('event_id')}): the answer the "
                             "check passed on is gone")
         elif target in edits:
-            problems.append(f"the bot redacted its edit {target} of its reply {edits[target]} to '{to}' "
-                            f"({e.get('event_id')}): the reply shows an earlier text")
+            taken_back[target] = str(e.get("event_id"))
+    for reply in dict.fromkeys(reply_ids):
+        gone = [edit for edit in taken_back if edits[edit] == reply]
+        if not gone:
+            continue
+        # What a client shows: the latest edit still there. Taking back an edit a later one replaced changes nothing.
+        message = next((e for e in events if e.get("event_id") == reply), {"event_id": reply})
+        shown = latest_body(dict(message), [dict(e) for e in events], bot)
+        now = latest_body(dict(message), [dict(e) for e in events if e.get("event_id") not in gone], bot)
+        wanted = (passed or {}).get(reply, shown)
+        if now != shown and now != wanted:
+            problems.append(f"the bot redacted its edit{'s' if len(gone) > 1 else ''} {', '.join(gone)} of its reply "
+                            f"{reply} to '{to}' ({', '.join(taken_back[edit] for edit in gone)}): the reply now says "
+                            f"{now!r}, not the {wanted!r} the check passed on")
     return problems
 
 

@@ -261,7 +261,8 @@ def test_the_bots_redaction_of_a_checked_reply_its_part_or_its_edit_is_a_problem
     assert redaction_problems("ask", ["$r", "$p2"], events, IDS) == [
         "the bot redacted its reply $r to 'ask' ($x1): the answer the check passed on is gone",
         "the bot redacted its reply $p2 to 'ask' ($x2): the answer the check passed on is gone",
-        "the bot redacted its edit $e of its reply $r to 'ask' ($x3): the reply shows an earlier text",
+        "the bot redacted its edit $e of its reply $r to 'ask' ($x3): the reply now says '', not the 'right' the "
+        "check passed on",
     ]
     assert redaction_problems("ask", ["$r"], iter(events), BOT)[-1].startswith("the bot redacted its edit $e ")
     assert redaction_problems("ask", ["$r"], events[:5], IDS) == []
@@ -304,3 +305,25 @@ def test_the_bots_clean_up_after_a_test_user_redacted_the_trigger_is_no_problem(
     # Another event's redaction by a test user excuses nothing.
     other = [question, event("$r"), redaction("$xo", "$other", sender="@driver:hs"), cleanup]
     assert len(redaction_problems("ask", ["$r"], other, IDS, "$ask")) == 1
+
+
+def edit_of(event_id: str, target: str, body: str) -> dict[str, Any]:
+    return event(event_id, body=f"* {body}", **{"m.new_content": {"body": body},
+                                                "m.relates_to": {"rel_type": "m.replace", "event_id": target}})
+
+
+def test_the_bots_redaction_of_an_edit_fails_only_when_the_reply_no_longer_says_what_the_check_passed_on() -> None:
+    """Reply $r, edit $e1 'wrong', edit $e2 'T' (the check passed on 'T'): redacting $e1 leaves 'T' shown."""
+    chain = [event("$r", body="draft"), edit_of("$e1", "$r", "wrong"), edit_of("$e2", "$r", "T")]
+    passed = {"$r": "T"}
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x1", "$e1")], IDS, "$ask", passed) == []
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x2", "$e2")], IDS, "$ask", passed) == [
+        "the bot redacted its edit $e2 of its reply $r to 'ask' ($x2): the reply now says 'wrong', not the 'T' the "
+        "check passed on"]
+    # Both edits gone: the reply's own text.
+    both = [*chain, redaction("$x1", "$e1"), redaction("$x2", "$e2")]
+    assert redaction_problems("ask", ["$r"], both, IDS, "$ask", passed)[0].endswith(
+        "the reply now says 'draft', not the 'T' the check passed on")
+    # An edit the bot took back and sent again (the same text shown): nothing changed.
+    again = [*chain, redaction("$x2", "$e2"), edit_of("$e3", "$r", "T")]
+    assert redaction_problems("ask", ["$r"], again, IDS, "$ask", passed) == []

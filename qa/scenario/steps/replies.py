@@ -175,9 +175,14 @@ def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: 
     return check
 
 
-def _not_redacted(ctx: ScenarioContext, reply_ids: list[str], to: str, trigger_id: str) -> Any:
+def _not_redacted(ctx: ScenarioContext, replies: list[dict[str, Any]], to: str, trigger_id: str) -> Any:
+    # What the check passed on: each message's text by its latest edit now (a later redaction of an edit that
+    # leaves it saying that still is no problem).
+    passed = {str(e["event_id"]): body_now(ctx, e) for e in replies}
+
     def check() -> str | None:
-        problems = redaction_problems(to, reply_ids, ctx.observer().events.items, ctx.bot_ids, trigger_id)
+        problems = redaction_problems(to, list(passed), ctx.observer().events.items, ctx.bot_ids, trigger_id,
+                                      passed)
         return "; ".join(problems) or None
 
     return check
@@ -305,8 +310,7 @@ class ExpectReply(StepBase):
         if expected is not None:
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
         # Whatever it says, the reply the step passed on must still be there when the scenario ends.
-        ctx.final_checks.append(_not_redacted(ctx, [event["event_id"], *(p["event_id"] for p in parts if p)],
-                                              self.to, trigger.event_id))
+        ctx.final_checks.append(_not_redacted(ctx, [event, *(p for p in parts if p)], self.to, trigger.event_id))
         problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_ids, parts)
         problems += self._sender_problems(ctx, event)
         latency = ctx.reply_latencies_ms[-1]
