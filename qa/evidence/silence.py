@@ -86,9 +86,11 @@ def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str]) -> 
             if str((e.get("content") or {}).get("body", "")).strip() in wanted]
 
 
-def untraced_answer_problem(to: str, ids: Sequence[str]) -> str | None:
-    """A failed silence: untraced messages of the bot that relate to nothing carry the ignored message's answer."""
-    if not ids:
+def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+    """A failed silence: untraced messages of the bot that relate to nothing carry the ignored message's answer.
+    None too when `unnamed` of the bot's sends are traced without their event id: one of them may be such a
+    message, so the trace may account for it after all (unnamed_sends_note says so instead)."""
+    if not ids or unnamed:
         return None
     return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
             f"for, saying what '{to}' asked for: {', '.join(ids)}")
@@ -103,3 +105,13 @@ def untraced_note(to: str, ids: Sequence[str]) -> str | None:
     return (f"the bot sent {len(ids)} message(s) after the first look that relate to nothing and that its trace "
             f"does not account for ({', '.join(ids[:5])}): whether one answers '{to}', which it traced as not "
             "answered, cannot be told")
+
+
+def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int) -> str | None:
+    """Why the silence about `to` is NOT CHECKED rather than failed: messages relating to nothing say what `to`
+    asked for and no traced event id names them, but `unnamed` sends were traced without one."""
+    if not ids or not unnamed:
+        return None
+    return (f"the bot sent {len(ids)} message(s) relating to nothing that say what '{to}' asked for "
+            f"({', '.join(ids[:5])}), but {unnamed} of its traced sends name no event id: whether its trace accounts "
+            "for them cannot be told")

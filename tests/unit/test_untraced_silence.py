@@ -7,7 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 from qa.evidence.events import BotIdentity
-from qa.evidence.silence import answering, untraced_answer_problem, untraced_note, untraced_plain
+from qa.evidence.silence import (
+    answering,
+    unnamed_sends_note,
+    untraced_answer_problem,
+    untraced_note,
+    untraced_plain,
+)
 
 BOT = "@bot:hs"
 
@@ -76,6 +82,17 @@ def test_what_the_result_says() -> None:
         "for ($1, $2, $3, $4, $5): whether one answers 'quiet', which it traced as not answered, cannot be told")
 
 
+def test_an_untraced_answer_is_not_checked_when_the_trace_names_not_every_send() -> None:
+    """A `reply.sent` without its eventId may be the very message: the rule cannot fail it, nor pass it."""
+    assert untraced_answer_problem("quiet", ["$a"], unnamed=1) is None
+    assert untraced_answer_problem("quiet", ["$a"], unnamed=0) is not None
+    assert unnamed_sends_note("quiet", ["$a"], 0) is None
+    assert unnamed_sends_note("quiet", [], 2) is None
+    assert unnamed_sends_note("quiet", ["$a", "$b"], 2) == (
+        "the bot sent 2 message(s) relating to nothing that say what 'quiet' asked for ($a, $b), but 2 of its "
+        "traced sends name no event id: whether its trace accounts for them cannot be told")
+
+
 # --- the expect_no_reply step's final check and its note after the exit (qa.scenario.steps.silence) ------------
 
 
@@ -138,3 +155,17 @@ def test_the_models_answer_to_the_ignored_text_counts_and_a_bot_without_a_trace_
     # Without a trace nothing accounts for any message: order evidence judges it (unchanged), not this rule.
     untraced, ref = step_ctx([msg("$trigger", sender="@driver:hs"), msg("$t1", "T1")], [], has_trace=False)
     assert silence._still_silent(untraced, ref, "quiet", negative())() is None
+
+
+def test_a_trace_with_an_unnamed_send_leaves_an_untraced_answer_not_checked_never_failed_nor_passed() -> None:
+    from qa.scenario.steps import silence
+
+    events = [msg("$trigger", sender="@driver:hs"), msg("$t1", "T1")]
+    trace = [{"type": "reply.sent", "inReplyTo": "$control"}]  # no eventId: it may be $t1
+    ctx, ref = step_ctx(events, trace)
+    check = negative()
+    assert silence._still_silent(ctx, ref, "quiet", check)() is None
+    assert check.unwantedReplies == []
+    assert silence._untraced_after(ctx, ref, "quiet")(2) == (
+        "the bot sent 1 message(s) relating to nothing that say what 'quiet' asked for ($t1), but 1 of its traced "
+        "sends name no event id: whether its trace accounts for them cannot be told")

@@ -17,6 +17,7 @@ from qa.evidence.silence import (
     control_problems,
     decision_problems,
     is_decision,
+    unnamed_sends_note,
     untraced_answer_problem,
     untraced_note,
     untraced_plain,
@@ -259,8 +260,10 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         # A traced bot's message that relates to nothing is no reply by relation: it answers the ignored message
         # when it says what that message asked for and the trace does not account for it (docs/trace-format.md).
         said = answering(_untraced(ctx, trigger), _answers(ctx, trigger, to))
-        check.unwantedReplies.extend(e for e in said if e not in check.unwantedReplies)
-        return untraced_answer_problem(to, said)
+        unnamed = _sends(ctx).unnamed
+        if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
+            check.unwantedReplies.extend(e for e in said if e not in check.unwantedReplies)
+        return untraced_answer_problem(to, said, unnamed)
 
     return final
 
@@ -269,15 +272,22 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
     """After the bot's exit: its untraced messages relating to nothing from the first look on, none of them the
     ignored message's answer (that fails the final check), leave the silence NOT CHECKED."""
     def note(mark: int) -> str | None:
+        answers = _answers(ctx, trigger, to)
         late = _untraced(ctx, trigger, mark)
-        said = set(answering(late, _answers(ctx, trigger, to)))
-        return untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
+        said = set(answering(late, answers))
+        unsure = unnamed_sends_note(to, answering(_untraced(ctx, trigger), answers), _sends(ctx).unnamed)
+        other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
+        return "; ".join(filter(None, [unsure, other])) or None
 
     return note
 
 
+def _sends(ctx: ScenarioContext) -> Any:
+    return traced_sends(ctx.bot.trace.items[ctx.trace_start:])
+
+
 def _untraced(ctx: ScenarioContext, trigger: Ref, start: int = 0) -> list[Any]:
-    accounted = traced_sends(ctx.bot.trace.items[ctx.trace_start:]).ids
+    accounted = _sends(ctx).ids
     return untraced_plain(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids, accounted,
                           start)
 
