@@ -78,12 +78,39 @@ def untraced_plain(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id
             and e.get("event_id") not in accounted]
 
 
+def untraced_edits(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id: str, bot: BotIds,
+                   accounted: Collection[str], start: int = 0) -> list[Mapping[str, Any]]:
+    """The bot's edits (`m.replace`) in the trigger's room after the trigger (and from `start` on) that no trace
+    record names: an edit of one of its own messages, even a traced one, can carry the ignored message's answer.
+    Only such an edit is judged (by answering): an edit that says anything else is no message of its own."""
+    seen = next((n + 1 for n, e in enumerate(events) if e.get("event_id") == trigger_id), 0)
+    return [e for e in events[max(seen, start):]
+            if e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
+            and is_bot_sender(e.get("sender"), bot) and _replaces(e) and e.get("event_id") not in accounted]
+
+
+def _replaces(event: Mapping[str, Any]) -> bool:
+    relates = (event.get("content") or {}).get("m.relates_to")
+    return isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
+
+
+def said_text(event: Mapping[str, Any]) -> str:
+    """What a message says: an edit's new text (`m.new_content`, else its body less the '* ' fallback mark)."""
+    content = event.get("content") or {}
+    if _replaces(event):
+        new = content.get("m.new_content")
+        if isinstance(new, dict):
+            return str(new.get("body", "")).strip()
+        return str(content.get("body", "")).strip().removeprefix("* ").strip()
+    return str(content.get("body", "")).strip()
+
+
 def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str]) -> list[str]:
-    """The ids of the messages whose text is one of `answers` (what the ignored message asked for: its marker, the
-    model's answer to it): an untraced message that says it answers the ignored one, whatever its relation."""
+    """The ids of the messages whose text (an edit's new text) is one of `answers` (what the ignored message
+    asked for: its marker, the model's answer to it): an untraced message that says it answers the ignored one,
+    whatever its relation."""
     wanted = {a.strip() for a in answers if a and a.strip()}
-    return [str(e.get("event_id")) for e in events
-            if str((e.get("content") or {}).get("body", "")).strip() in wanted]
+    return [str(e.get("event_id")) for e in events if said_text(e) in wanted]
 
 
 def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
@@ -94,6 +121,15 @@ def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> st
         return None
     return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
             f"for, saying what '{to}' asked for: {', '.join(ids)}")
+
+
+def untraced_edit_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+    """A failed silence: untraced edits of the bot's messages change one into the ignored message's answer (None
+    when `unnamed` sends were traced without an id, as for untraced_answer_problem)."""
+    if not ids or unnamed:
+        return None
+    return (f"the bot answered '{to}' in {len(ids)} edit(s) of its messages that its trace does not account for, "
+            f"their new text saying what '{to}' asked for: {', '.join(ids)}")
 
 
 def untraced_note(to: str, ids: Sequence[str]) -> str | None:

@@ -11,6 +11,8 @@ from qa.evidence.silence import (
     answering,
     unnamed_sends_note,
     untraced_answer_problem,
+    untraced_edit_problem,
+    untraced_edits,
     untraced_note,
     untraced_plain,
 )
@@ -71,11 +73,39 @@ def test_a_message_answers_the_ignored_one_when_its_text_is_what_that_one_asked_
     assert answering([{"event_id": "$e", "content": {}}, {"event_id": "$f"}], ["XXXX", "None"]) == []
 
 
+def edit(event_id: str, target: str, new: Any, sender: str = BOT, room: str = "!r") -> dict[str, Any]:
+    content: dict[str, Any] = {"m.relates_to": {"rel_type": "m.replace", "event_id": target}}
+    if new is not None:
+        content["m.new_content"] = new
+    return msg(event_id, "* stale", sender=sender, room=room, **content)
+
+
+def test_the_bots_untraced_edits_after_the_trigger_are_looked_at_by_their_new_text() -> None:
+    """An edit of the bot's own (traced) message into the ignored message's answer is an answer too."""
+    events = [edit("$old", "$m", {"body": "T1"}), msg("$trigger", sender="@driver:hs"),
+              edit("$e", "$control_answer", {"body": " T1 "}), edit("$traced", "$m", {"body": "T1"}),
+              edit("$person", "$p", {"body": "T1"}, sender="@driver:hs"),
+              edit("$away", "$m", {"body": "T1"}, room="!o"),
+              msg("$plain", "T1"), msg("$reply", "T1", **{"m.relates_to": {"m.in_reply_to": {"event_id": "$x"}}}),
+              edit("$bare", "$m", None), edit("$odd", "$m", "T1")]
+    found = untraced_edits(events, "$trigger", "!r", BOT, {"$traced"})
+    assert ids(found) == ["$e", "$bare", "$odd"]
+    assert ids(untraced_edits(events, "$trigger", "!r", BOT, set(), start=4)) == ["$bare", "$odd"]
+    # Its new text is what counts (the fallback body "* stale" says nothing), else its body without the '* '.
+    assert answering(found, ["T1"]) == ["$e"]
+    assert answering(found, ["stale"]) == ["$bare", "$odd"]
+
+
 def test_what_the_result_says() -> None:
     assert untraced_answer_problem("quiet", []) is None
     assert untraced_answer_problem("quiet", ["$a", "$b"]) == (
         "the bot answered 'quiet' in 2 message(s) relating to nothing that its trace does not account for, "
         "saying what 'quiet' asked for: $a, $b")
+    assert untraced_edit_problem("quiet", []) is None
+    assert untraced_edit_problem("quiet", ["$e"], unnamed=1) is None
+    assert untraced_edit_problem("quiet", ["$e"]) == (
+        "the bot answered 'quiet' in 1 edit(s) of its messages that its trace does not account for, their new text "
+        "saying what 'quiet' asked for: $e")
     assert untraced_note("quiet", []) is None
     assert untraced_note("quiet", ["$1", "$2", "$3", "$4", "$5", "$6"]) == (
         "the bot sent 6 message(s) after the first look that relate to nothing and that its trace does not account "
@@ -169,3 +199,21 @@ def test_a_trace_with_an_unnamed_send_leaves_an_untraced_answer_not_checked_neve
     assert silence._untraced_after(ctx, ref, "quiet")(2) == (
         "the bot sent 1 message(s) relating to nothing that say what 'quiet' asked for ($t1), but 1 of its traced "
         "sends name no event id: whether its trace accounts for them cannot be told")
+
+
+def test_the_final_check_fails_an_untraced_edit_into_the_ignored_messages_answer() -> None:
+    from qa.scenario.steps import silence
+
+    events = [msg("$trigger", sender="@driver:hs"), msg("$traced", "control answer"),
+              edit("$e", "$traced", {"body": "T1"}), edit("$ok", "$traced", {"body": "fixed typo"})]
+    trace = [{"type": "reply.sent", "eventId": "$traced", "inReplyTo": "$control"}]
+    ctx, ref = step_ctx(events, trace)
+    check = negative()
+    assert silence._still_silent(ctx, ref, "quiet", check)() == (
+        "the bot answered 'quiet' in 1 edit(s) of its messages that its trace does not account for, their new text "
+        "saying what 'quiet' asked for: $e")
+    assert check.unwantedReplies == ["$e"]
+    # An untraced edit saying anything else is no message of its own: no note after the exit.
+    assert silence._untraced_after(ctx, ref, "quiet")(1) is None
+    honest, ref = step_ctx([*events[:2], events[3]], trace)
+    assert silence._still_silent(honest, ref, "quiet", negative())() is None

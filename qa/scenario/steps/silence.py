@@ -19,6 +19,8 @@ from qa.evidence.silence import (
     is_decision,
     unnamed_sends_note,
     untraced_answer_problem,
+    untraced_edit_problem,
+    untraced_edits,
     untraced_note,
     untraced_plain,
     watch_after_control_s,
@@ -259,11 +261,15 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
             return None
         # A traced bot's message that relates to nothing is no reply by relation: it answers the ignored message
         # when it says what that message asked for and the trace does not account for it (docs/trace-format.md).
-        said = answering(_untraced(ctx, trigger), _answers(ctx, trigger, to))
+        # An untraced edit of one of its messages into that answer answers it too.
+        answers = _answers(ctx, trigger, to)
+        said = answering(_untraced(ctx, trigger), answers)
+        edited = answering(_untraced_edits(ctx, trigger), answers)
         unnamed = _sends(ctx).unnamed
         if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
-            check.unwantedReplies.extend(e for e in said if e not in check.unwantedReplies)
-        return untraced_answer_problem(to, said, unnamed)
+            check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
+        problems = [untraced_answer_problem(to, said, unnamed), untraced_edit_problem(to, edited, unnamed)]
+        return "; ".join(p for p in problems if p) or None
 
     return final
 
@@ -275,7 +281,8 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         answers = _answers(ctx, trigger, to)
         late = _untraced(ctx, trigger, mark)
         said = set(answering(late, answers))
-        unsure = unnamed_sends_note(to, answering(_untraced(ctx, trigger), answers), _sends(ctx).unnamed)
+        unsure = unnamed_sends_note(to, answering([*_untraced(ctx, trigger), *_untraced_edits(ctx, trigger)],
+                                                  answers), _sends(ctx).unnamed)
         other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
         return "; ".join(filter(None, [unsure, other])) or None
 
@@ -290,6 +297,11 @@ def _untraced(ctx: ScenarioContext, trigger: Ref, start: int = 0) -> list[Any]:
     accounted = _sends(ctx).ids
     return untraced_plain(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids, accounted,
                           start)
+
+
+def _untraced_edits(ctx: ScenarioContext, trigger: Ref) -> list[Any]:
+    return untraced_edits(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids,
+                          _sends(ctx).ids)
 
 
 def _answers(ctx: ScenarioContext, trigger: Ref, to: str) -> list[str]:
