@@ -105,12 +105,22 @@ def said_text(event: Mapping[str, Any]) -> str:
     return str(content.get("body", "")).strip()
 
 
-def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str]) -> list[str]:
-    """The ids of the messages whose text (an edit's new text) is one of `answers` (what the ignored message
-    asked for: its marker, the model's answer to it): an untraced message that says it answers the ignored one,
-    whatever its relation."""
+def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str], markers: Collection[str] = (),
+              prompts: Collection[str] = ()) -> list[str]:
+    """The ids of the messages that say what the ignored message asked for: whose text (an edit's new text) is
+    one of `answers` (the model's answer to it), or contains one of `markers` (a say-able prompt's marker: fixed
+    length and unique, so a message carrying it says it however it is dressed) without quoting one of `prompts`
+    (the ignored message's own text, which carries the marker too): an untraced message that says it answers the
+    ignored one, whatever its relation."""
     wanted = {a.strip() for a in answers if a and a.strip()}
-    return [str(e.get("event_id")) for e in events if said_text(e) in wanted]
+    marks = [m.strip() for m in markers if m and m.strip()]
+    quoted = [p.strip() for p in prompts if p and p.strip()]
+    found = []
+    for e in events:
+        said = said_text(e)
+        if said in wanted or (any(m in said for m in marks) and not any(q in said for q in quoted)):
+            found.append(str(e.get("event_id")))
+    return found
 
 
 def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:

@@ -73,6 +73,20 @@ def test_a_message_answers_the_ignored_one_when_its_text_is_what_that_one_asked_
     assert answering([{"event_id": "$e", "content": {}}, {"event_id": "$f"}], ["XXXX", "None"]) == []
 
 
+def test_a_message_carrying_the_marker_answers_unless_it_quotes_the_prompt() -> None:
+    """Markers are fixed-length and unique (qa.shared.markers): a message containing one says it, however it is
+    dressed; one that quotes the ignored prompt (which carries the marker too) only repeats the question."""
+    prompt = "reply with only this exact marker: MQA-0000abcd"
+    events = [msg("$dressed", "Sure! MQA-0000abcd"), msg("$quote", f'you said "{prompt}", ignored'),
+              msg("$other", "MQA-1111abcd"), msg("$model", "the model said so"), msg("$part", "the model said")]
+    found = answering(events, ["the model said so"], markers=["MQA-0000abcd"], prompts=[prompt])
+    assert found == ["$dressed", "$model"]
+    # No prompt known: a quote is not told apart.
+    assert answering(events, [], markers=["MQA-0000abcd"]) == ["$dressed", "$quote"]
+    assert answering(events, [], markers=["", " "], prompts=[""]) == []
+    assert answering([edit("$e", "$m", {"body": "ok: MQA-0000abcd"})], [], markers=[" MQA-0000abcd "]) == ["$e"]
+
+
 def edit(event_id: str, target: str, new: Any, sender: str = BOT, room: str = "!r") -> dict[str, Any]:
     content: dict[str, Any] = {"m.relates_to": {"rel_type": "m.replace", "event_id": target}}
     if new is not None:

@@ -262,9 +262,8 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         # A traced bot's message that relates to nothing is no reply by relation: it answers the ignored message
         # when it says what that message asked for and the trace does not account for it (docs/trace-format.md).
         # An untraced edit of one of its messages into that answer answers it too.
-        answers = _answers(ctx, trigger, to)
-        said = answering(_untraced(ctx, trigger), answers)
-        edited = answering(_untraced_edits(ctx, trigger), answers)
+        said = _answering(ctx, trigger, to, _untraced(ctx, trigger))
+        edited = _answering(ctx, trigger, to, _untraced_edits(ctx, trigger))
         unnamed = _sends(ctx).unnamed
         if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
             check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
@@ -278,11 +277,11 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
     """After the bot's exit: its untraced messages relating to nothing from the first look on, none of them the
     ignored message's answer (that fails the final check), leave the silence NOT CHECKED."""
     def note(mark: int) -> str | None:
-        answers = _answers(ctx, trigger, to)
         late = _untraced(ctx, trigger, mark)
-        said = set(answering(late, answers))
-        unsure = unnamed_sends_note(to, answering([*_untraced(ctx, trigger), *_untraced_edits(ctx, trigger)],
-                                                  answers), _sends(ctx).unnamed)
+        said = set(_answering(ctx, trigger, to, late))
+        unsure = unnamed_sends_note(to, _answering(ctx, trigger, to, [*_untraced(ctx, trigger),
+                                                                      *_untraced_edits(ctx, trigger)]),
+                                    _sends(ctx).unnamed)
         other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
         return "; ".join(filter(None, [unsure, other])) or None
 
@@ -304,12 +303,14 @@ def _untraced_edits(ctx: ScenarioContext, trigger: Ref) -> list[Any]:
                           _sends(ctx).ids)
 
 
-def _answers(ctx: ScenarioContext, trigger: Ref, to: str) -> list[str]:
-    """What the ignored message asked for: the marker of a say-able prompt, and whatever the model answered to
-    its text (a bot that asked the model about a message it traced as ignored)."""
+def _answering(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -> list[str]:
+    """Which of `events` say what the ignored message asked for: the marker of a say-able prompt (contained, not
+    in a quote of the prompt), or whatever the model answered to its text (a bot that asked the model about a
+    message it traced as ignored)."""
     step = next((s for s in ctx.scenario.steps if s.defined_id() == to), None)
     marker = say_marker(str(getattr(step, "body", None) or ""))
-    return [*([text(ctx, marker)] if marker else []), *answers_in_journal(trigger.text, journal(ctx))]
+    return answering(events, answers_in_journal(trigger.text, journal(ctx)),
+                     [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else [])
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
