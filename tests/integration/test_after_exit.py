@@ -107,3 +107,15 @@ async def test_an_untraced_plain_late_message_that_is_not_the_answer_is_not_chec
         "that relate to nothing and that its trace does not account for ($" in details[1], details
     assert "whether one answers 'unmentioned'" in details[1] and "whether one answers 'id_in_body'" in details[1], \
         details
+
+
+async def test_a_bot_that_cleans_up_its_answer_to_a_redacted_question_passes(run_qa) -> None:
+    """The honest counterpart of redact-after-turn: the bot redacts its answer once the driver redacted the question.
+    Its redaction is clean-up, not a reply taken back (the first version of the redaction rule failed it)."""
+    result = await run_qa("matrix-redaction-not-a-trigger", bot_file=BOTS / "mautrix-command-bot-cleanup.yaml")
+    scenario = result.scenario("matrix-redaction-not-a-trigger")
+    assert result.code == 0 and scenario["status"] == "pass", (scenario["details"], scenario.get("failure"))
+    assert "NOT CHECKED" not in scenario["details"], scenario["details"]
+    logs = "".join(p.read_text(encoding="utf-8", errors="replace") for p in result.dir.rglob("*") if p.is_file()
+                   and p.suffix in (".log", ".txt", ".jsonl"))
+    assert "cleaned up $" in logs, "the bot redacted its answer (its log says so)"
