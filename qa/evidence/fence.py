@@ -109,7 +109,9 @@ def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mappi
         if not gone:
             continue
         # What a client shows: the latest edit still there. Taking back an edit a later one replaced changes nothing.
-        message = next((e for e in events if e.get("event_id") == reply), {"event_id": reply})
+        message = next((e for e in events if e.get("event_id") == reply), None)
+        if message is None:
+            continue  # a reply the client never saw: no text to tell (its redaction, above, is still named)
         shown = latest_body(dict(message), [dict(e) for e in events], bot)
         now = latest_body(dict(message), [dict(e) for e in events if e.get("event_id") not in gone], bot)
         wanted = (passed or {}).get(reply, shown)

@@ -327,3 +327,18 @@ def test_the_bots_redaction_of_an_edit_fails_only_when_the_reply_no_longer_says_
     # An edit the bot took back and sent again (the same text shown): nothing changed.
     again = [*chain, redaction("$x2", "$e2"), edit_of("$e3", "$r", "T")]
     assert redaction_problems("ask", ["$r"], again, IDS, "$ask", passed) == []
+
+
+def test_which_taken_back_edits_change_what_the_reply_says() -> None:
+    chain = [event("$r", body="draft"), edit_of("$e1", "$r", "T"), edit_of("$e2", "$r", "U")]
+    # Back to the text the check passed on ('T', then edited to 'U'): what a reader sees is what was checked.
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x2", "$e2")], IDS, "$ask", {"$r": "T"}) == []
+    # A superseded edit taken back: the reply still says 'U', which a later edit, not the redaction, made so.
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x1", "$e1")], IDS, "$ask", {"$r": "T"}) == []
+    # Both taken back, on the second of two checked messages (the first has none): named together.
+    both = [event("$p1"), *chain, redaction("$x1", "$e1"), redaction("$x2", "$e2")]
+    assert redaction_problems("ask", ["$p1", "$r"], both, IDS, "$ask", {"$p1": "hi", "$r": "U"}) == [
+        "the bot redacted its edits $e1, $e2 of its reply $r to 'ask' ($x1, $x2): the reply now says 'draft', not "
+        "the 'U' the check passed on"]
+    # A reply the client never saw: nothing to tell of its text.
+    assert redaction_problems("ask", ["$r"], [*chain[1:], redaction("$x2", "$e2")], IDS, "$ask", {"$r": "U"}) == []
