@@ -231,3 +231,24 @@ def test_the_final_check_fails_an_untraced_edit_into_the_ignored_messages_answer
     assert silence._untraced_after(ctx, ref, "quiet")(1) is None
     honest, ref = step_ctx([*events[:2], events[3]], trace)
     assert silence._still_silent(honest, ref, "quiet", negative())() is None
+
+
+def test_untraced_edits_edges_and_the_wordings_in_full() -> None:
+    """Cases the mutation run asked for (bench/mutation.py qa/evidence/silence.py)."""
+    early = edit("$early", "$m", {"body": "T1"})
+    events = [early, edit("$before", "$m", {"body": "T1"}), msg("$trigger", sender="@driver:hs"),
+              {**edit("$state", "$m", {"body": "T1"}), "state_key": ""}, edit("$after", "$m", {"body": "T1"})]
+    assert ids(untraced_edits(events, "$trigger", "!r", BOT, set())) == ["$after"]
+    # A trigger the client never saw: every edit from the start (or the mark) on.
+    assert ids(untraced_edits(events, "$unseen", "!r", BOT, set())) == ["$early", "$before", "$after"]
+    # An edit whose new content or whose own content has no body says nothing.
+    bodyless = [edit("$nb", "$m", {"msgtype": "m.text"}),
+                msg("$fb", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$m"}})]
+    del bodyless[1]["content"]["body"]
+    assert answering(bodyless, ["XXXX"]) == []
+    # A blank prompt quotes nothing.
+    dressed = [msg("$d", "ok MQA-0000abcd")]
+    assert answering(dressed, [], markers=["MQA-0000abcd"], prompts=[" "]) == ["$d"]
+    assert (untraced_edit_problem("q", ["$1", "$2"]) or "").endswith("asked for: $1, $2")
+    note = unnamed_sends_note("q", ["$1", "$2", "$3", "$4", "$5", "$6"], 1)
+    assert note is not None and "($1, $2, $3, $4, $5), but" in note
