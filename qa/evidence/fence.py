@@ -1,7 +1,8 @@
 """The room as the bot left it: once the bot's process has exited it can send nothing more, so what a test user's
 client receives up to a fence (an event the test user sends after the exit, in each room) is all the bot ever
 sent there, and the final checks judge that (qa.scenario.fence). Here: whether the fences give that complete
-view, and how a verdict the late events changed is told. Pure."""
+view, how a verdict the late events changed is told, and whether the bot took back (redacted) a reply a check
+passed on. Pure."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from qa.evidence.events import BotIds, describe_event, is_bot_sender
+from qa.evidence.pairing import latest_body
 
 # A state-less custom type, sent unencrypted even in an encrypted room: no bot answers it, none needs its text.
 FENCE_TYPE = "org.matrix_qa.fence"
@@ -65,3 +67,64 @@ def late_verdict(problems: Sequence[str], late: Sequence[Mapping[str, Any]]) -> 
     details = f"after the bot exited: {problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1
                                                          else "")
     return details, [*problems, *(f"late: {describe_event(dict(e))}" for e in late)]
+
+
+def redacted_id(event: Mapping[str, Any]) -> str | None:
+    """What a redaction removes: `content.redacts` (room version 11 on), else the top-level `redacts`."""
+    target = (event.get("content") or {}).get("redacts") or event.get("redacts")
+    return str(target) if target else None
+
+
+def redaction_problems(to: str, reply_ids: Sequence[str], events: Iterable[Mapping[str, Any]], bot: BotIds,
+                       trigger_id: str | None = None, passed: Mapping[str, str] | None = None) -> list[str]:
+    """The bot's redactions of a checked reply (`reply_ids`: the reply, its parts): each a problem naming the
+    redaction; and its redactions of its own edits of one that leave the reply saying something else than the
+    text the check passed on (`passed`: reply id -> that text; else what its latest edit says): one problem per
+    reply naming them. A redaction by anyone else (a test user's step, a moderator) is the scenario's own doing,
+    not the bot's; and once someone else has redacted the trigger (`trigger_id`: the question is gone), the bot's
+    later redactions of its answer are its honest clean-up, not a reply taken back."""
+    events = list(events)
+    replies = set(reply_ids)
+    edits = {str(e.get("event_id")): target for e in events
+             if is_bot_sender(e.get("sender"), bot) and (target := _replaced(e)) in replies}
+    problems = []
+    taken_back: dict[str, str] = {}  # the bot's edit -> its redaction
+    question_gone = False
+    for e in events:
+        if e.get("type") != "m.room.redaction":
+            continue
+        target = redacted_id(e)
+        if not is_bot_sender(e.get("sender"), bot):
+            question_gone = question_gone or (trigger_id is not None and target == trigger_id)
+            continue
+        if question_gone:
+            continue
+        if target in replies:
+            problems.append(f"the bot redacted its reply {target} to '{to}' ({e.get('event_id')}): the answer the "
+                            "check passed on is gone")
+        elif target in edits:
+            taken_back[target] = str(e.get("event_id"))
+    for reply in dict.fromkeys(reply_ids):
+        gone = [edit for edit in taken_back if edits[edit] == reply]
+        if not gone:
+            continue
+        # What a client shows: the latest edit still there. Taking back an edit a later one replaced changes nothing.
+        message = next((e for e in events if e.get("event_id") == reply), None)
+        if message is None:
+            continue  # a reply the client never saw: no text to tell (its redaction, above, is still named)
+        shown = latest_body(dict(message), [dict(e) for e in events], bot)
+        now = latest_body(dict(message), [dict(e) for e in events if e.get("event_id") not in gone], bot)
+        wanted = (passed or {}).get(reply, shown)
+        if now != shown and now != wanted:
+            problems.append(f"the bot redacted its edit{'s' if len(gone) > 1 else ''} {', '.join(gone)} of its reply "
+                            f"{reply} to '{to}' ({', '.join(taken_back[edit] for edit in gone)}): the reply now says "
+                            f"{now!r}, not the {wanted!r} the check passed on")
+    return problems
+
+
+def _replaced(event: Mapping[str, Any]) -> str | None:
+    """The event an edit (`m.replace`) replaces, else None."""
+    relates = (event.get("content") or {}).get("m.relates_to")
+    if isinstance(relates, dict) and relates.get("rel_type") == "m.replace":
+        return str(relates.get("event_id"))
+    return None

@@ -131,10 +131,22 @@ def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: 
     return Pairing(unrelated[0], "order-guess") if unrelated else None
 
 
+def thread_root_only(event: dict[str, Any]) -> str | None:
+    """The root of a thread message that names no event it replies to (no `m.in_reply_to`): a thread the bot
+    started on that root answers the root, whatever its client left out."""
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread" or relates.get("m.in_reply_to"):
+        return None
+    root = relates.get("event_id")
+    return str(root) if root else None
+
+
 def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: BotIds, room_id: str
                         ) -> list[str]:
-    return [str(e.get("event_id")) for e in events
-            if is_bot_message(e, bot_user_id, room_id) and in_reply_to(e) == trigger_id]
+    """The bot's messages that name the trigger as what they answer: `m.in_reply_to`, or a thread rooted at it
+    that replies to nothing else (a thread message replying to another event of the thread answers that one)."""
+    return [str(e.get("event_id")) for e in events if is_bot_message(e, bot_user_id, room_id)
+            and (in_reply_to(e) == trigger_id or thread_root_only(e) == trigger_id)]
 
 
 def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_user_id: BotIds) -> str:

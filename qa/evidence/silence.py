@@ -1,12 +1,15 @@
 """Whether the bot's own account of a message proves it stayed silent about it. Pure: over the trace records
 and the control message's answer that the expect_no_reply step gathers; how long a step judged by order keeps
 watching after the control's answer; and how long the room must stay quiet before a scenario's final checks when
-no trace says every turn ended."""
+no trace says every turn ended; and which of a traced bot's messages after an ignored one its trace does not
+account for (docs/trace-format.md, "untraced messages")."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
+
+from qa.evidence.events import BotIds, is_bot_sender
 
 NOT_ANSWERED = ("dropped", "recorded", "ignored")  # decisions that mean "no reply will come"
 # An out-of-order bot may start its model request for an ignored message only once it has answered the one after
@@ -61,3 +64,100 @@ def control_problems(reply: dict[str, Any], expected: str | None) -> list[str]:
     """The control message's answer must say `expected`, when the step says what it is."""
     got = str((reply.get("content") or {}).get("body", "")).strip()
     return [] if expected is None or got == expected else [f"control reply body {got!r} != expected {expected!r}"]
+
+
+def untraced_plain(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id: str, bot: BotIds,
+                   accounted: Collection[str], start: int = 0) -> list[Mapping[str, Any]]:
+    """The bot's messages in the trigger's room after the trigger (and from `start` on) that name no event they
+    answer (no `m.relates_to` at all: not a reply, a thread message nor an edit) and that no trace record accounts
+    for (`accounted`: the ids the bot's trace says it sent). A trigger the client never saw: from `start` on."""
+    seen = next((n + 1 for n, e in enumerate(events) if e.get("event_id") == trigger_id), 0)
+    return [e for e in events[max(seen, start):]
+            if e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
+            and is_bot_sender(e.get("sender"), bot) and not (e.get("content") or {}).get("m.relates_to")
+            and e.get("event_id") not in accounted]
+
+
+def untraced_edits(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id: str, bot: BotIds,
+                   accounted: Collection[str], start: int = 0) -> list[Mapping[str, Any]]:
+    """The bot's edits (`m.replace`) in the trigger's room after the trigger (and from `start` on) that no trace
+    record names: an edit of one of its own messages, even a traced one, can carry the ignored message's answer.
+    Only such an edit is judged (by answering): an edit that says anything else is no message of its own."""
+    seen = next((n + 1 for n, e in enumerate(events) if e.get("event_id") == trigger_id), 0)
+    return [e for e in events[max(seen, start):]
+            if e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
+            and is_bot_sender(e.get("sender"), bot) and _replaces(e) and e.get("event_id") not in accounted]
+
+
+def _replaces(event: Mapping[str, Any]) -> bool:
+    relates = (event.get("content") or {}).get("m.relates_to")
+    return isinstance(relates, dict) and relates.get("rel_type") == "m.replace"
+
+
+def said_text(event: Mapping[str, Any]) -> str:
+    """What a message says: an edit's new text (`m.new_content`, else its body less the '* ' fallback mark)."""
+    content = event.get("content") or {}
+    if _replaces(event):
+        new = content.get("m.new_content")
+        if isinstance(new, dict):
+            return str(new.get("body", "")).strip()
+        return str(content.get("body", "")).strip().removeprefix("* ").strip()
+    return str(content.get("body", "")).strip()
+
+
+def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str], markers: Collection[str] = (),
+              prompts: Collection[str] = ()) -> list[str]:
+    """The ids of the messages that say what the ignored message asked for: whose text (an edit's new text) is
+    one of `answers` (the model's answer to it), or contains one of `markers` (a say-able prompt's marker: fixed
+    length and unique, so a message carrying it says it however it is dressed) without quoting one of `prompts`
+    (the ignored message's own text, which carries the marker too): an untraced message that says it answers the
+    ignored one, whatever its relation."""
+    wanted = {a.strip() for a in answers if a and a.strip()}
+    marks = [m.strip() for m in markers if m and m.strip()]
+    quoted = [p.strip() for p in prompts if p and p.strip()]
+    found = []
+    for e in events:
+        said = said_text(e)
+        if said in wanted or (any(m in said for m in marks) and not any(q in said for q in quoted)):
+            found.append(str(e.get("event_id")))
+    return found
+
+
+def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+    """A failed silence: untraced messages of the bot that relate to nothing carry the ignored message's answer.
+    None too when `unnamed` of the bot's sends are traced without their event id: one of them may be such a
+    message, so the trace may account for it after all (unnamed_sends_note says so instead)."""
+    if not ids or unnamed:
+        return None
+    return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
+            f"for, saying what '{to}' asked for: {', '.join(ids)}")
+
+
+def untraced_edit_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+    """A failed silence: untraced edits of the bot's messages change one into the ignored message's answer (None
+    when `unnamed` sends were traced without an id, as for untraced_answer_problem)."""
+    if not ids or unnamed:
+        return None
+    return (f"the bot answered '{to}' in {len(ids)} edit(s) of its messages that its trace does not account for, "
+            f"their new text saying what '{to}' asked for: {', '.join(ids)}")
+
+
+def untraced_note(to: str, ids: Sequence[str]) -> str | None:
+    """Why the silence about `to` is NOT CHECKED after the bot exited: it sent messages after the first look that
+    relate to nothing and that its trace does not account for, and none says what `to` asked for, so whether one
+    answers it cannot be told."""
+    if not ids:
+        return None
+    return (f"the bot sent {len(ids)} message(s) after the first look that relate to nothing and that its trace "
+            f"does not account for ({', '.join(ids[:5])}): whether one answers '{to}', which it traced as not "
+            "answered, cannot be told")
+
+
+def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int) -> str | None:
+    """Why the silence about `to` is NOT CHECKED rather than failed: messages relating to nothing say what `to`
+    asked for and no traced event id names them, but `unnamed` sends were traced without one."""
+    if not ids or not unnamed:
+        return None
+    return (f"the bot sent {len(ids)} message(s) relating to nothing that say what '{to}' asked for "
+            f"({', '.join(ids[:5])}), but {unnamed} of its traced sends name no event id: whether its trace accounts "
+            "for them cannot be told")

@@ -68,6 +68,9 @@ class ScenarioContext:
     # Checks that must still hold when the scenario ends (a reply edited later, an unwanted reply that came
     # late): each returns a problem, or None.
     final_checks: list[Any] = field(default_factory=list)
+    # What the look after the bot's exit cannot judge (qa.scenario.fence): each takes the first look's mark in
+    # the observer's stream and returns why its check is NOT CHECKED, or None.
+    after_exit_notes: list[Any] = field(default_factory=list)
     # The scenario's private state dir (crypto stores, the bot's password file) and --include-bodies (E2EE steps).
     state_dir: Path | None = None
     include_bodies: bool = False

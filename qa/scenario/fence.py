@@ -75,6 +75,8 @@ async def judge_after_exit(ctx: ScenarioContext, mark: int) -> str | None:
     problems = [problem for check in ctx.final_checks if (problem := check())]
     if problems:  # a wrong room is wrong whatever else may still be on its way
         raise LateFailure(*late_verdict(problems, late))
+    # What the whole view still cannot tell (an untraced message that may answer an ignored one) is said too.
+    missing += [note for check in ctx.after_exit_notes if (note := check(mark))]
     return not_checked(missing, unreadable(late))
 
 

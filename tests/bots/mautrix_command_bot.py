@@ -55,6 +55,12 @@ BUGS = {
     "edit-after-turn": "edits each answer into a wrong text after its turn ended, untraced, as it shuts down",
     "late-answer-ignored": "answers each command it traced as dropped for mention-required, untraced, as it shuts "
                            "down",
+    "late-plain-answer-ignored": "the same, in a plain message relating to nothing (no reply relation)",
+    "late-plain-note-ignored": "says something else, untraced, in a plain message as it shuts down, for each "
+                               "command it traced as dropped for mention-required",
+    "redact-after-turn": "redacts each answer after its turn ended, untraced, as it shuts down",
+    # No defect: the honest counterpart of redact-after-turn, which the final checks must not fail.
+    "cleanup": "(honest) redacts its answer to a message once someone else has redacted that message",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
 COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?!echo (?P<text>.+)$", re.DOTALL)
@@ -261,6 +267,7 @@ class CommandBot:
         self.answered: list[str] = list(state.get("answered", []))
         self.sent: list[str] = list(state.get("sent", []))  # our own answers, so reactions to them are ours
         self.reactions: dict[str, dict[str, str]] = dict(state.get("reactions", {}))
+        self.answer_of: dict[str, str] = {}  # trigger -> our answer, for the cleanup variant (this process only)
         self.held_back: list[tuple[str, dict[str, Any]]] = []  # (room, content): the two late bugs' sends
         self.sync_store = FileSyncStore(settings.state_dir / "sync-token.json")
         self.client = Client(mxid=settings.user_id, device_id=settings.device_id, base_url=settings.homeserver,
@@ -316,6 +323,10 @@ class CommandBot:
             late = command_text(str(content.get("body", "")))
             if self.bug == "late-answer-ignored" and reason == "mention-required" and late is not None:
                 self.held_back.append((room_id, reply_content(late, event, policy)))
+            if self.bug == "late-plain-answer-ignored" and reason == "mention-required" and late is not None:
+                self.held_back.append((room_id, {"msgtype": "m.notice", "body": late, "m.mentions": {}}))
+            if self.bug == "late-plain-note-ignored" and reason == "mention-required" and late is not None:
+                self.held_back.append((room_id, {"msgtype": "m.notice", "body": "goodbye", "m.mentions": {}}))
             return
         self.trace.emit("turn.start", session=session, attempt=trigger, eventId=trigger)
         if self.bug == "die-on-command":
@@ -323,6 +334,7 @@ class CommandBot:
         answer = await self.send(room_id, reply_content(text, event, policy, bug=self.bug))
         if answer is not None:
             self.sent.append(answer)
+            self.answer_of[trigger] = answer
             self.trace.emit("reply.sent", eventId=answer, inReplyTo=trigger, session=session, attempt=trigger)
         self.answered.append(trigger)
         self.save()
@@ -333,11 +345,13 @@ class CommandBot:
             wrong = {"msgtype": "m.notice", "body": f"not {text}", "m.mentions": {}}
             self.held_back.append((room_id, {**wrong, "body": f"* not {text}", "m.new_content": wrong,
                                              "m.relates_to": {"rel_type": "m.replace", "event_id": answer}}))
+        if self.bug == "redact-after-turn" and answer is not None:
+            self.held_back.append((room_id, {"redacts": answer}))
 
     async def send_held_back(self) -> None:
         """The late bugs: what was held back goes out now, after every turn.end, with no trace record."""
         for room_id, content in self.held_back:
-            sent = await self.send(room_id, content)
+            sent = await self.send(room_id, content, "redact" if "redacts" in content else "send")
             log.warning("sent held back %s in %s", sent, room_id)
         self.held_back.clear()
 
@@ -367,17 +381,23 @@ class CommandBot:
         redacts = str((event.get("content") or {}).get("redacts") or event.get("redacts"))
         self.trace.emit("inbound", eventId=event.get("event_id"), roomId=room_id, sender=sender, session=room_id,
                         decision="dropped", reason="own-message" if sender == self.s.user_id else "redaction")
+        answer = self.answer_of.pop(redacts, None)
+        if self.bug == "cleanup" and answer is not None and sender != self.s.user_id:
+            # The question is gone: take the answer back with it.
+            log.info("cleaned up %s (its question %s was redacted): %s", answer, redacts,
+                     await self.send(room_id, {"redacts": answer}, "redact"))
         removed = self.reactions.pop(redacts, None)
         if removed is not None:
             self.save()
             self.trace.emit("reaction.removed", eventId=event.get("event_id"), redacts=redacts, key=removed["key"],
                             target=removed["target"], session=removed["session"], decision="recorded")
 
-    async def send(self, room_id: str, content: dict[str, Any]) -> str | None:
-        """Send one answer under one transaction id; the event id, or None when the homeserver refused it."""
+    async def send(self, room_id: str, content: dict[str, Any], how: str = "send") -> str | None:
+        """Send one answer under one transaction id; the event id, or None when the homeserver refused it. `how`
+        "redact": redact `content["redacts"]` instead (the redact-after-turn bug, the cleanup variant)."""
         txn = self.client.api.get_txn_id()
-        url = (f"{self.s.homeserver.rstrip('/')}/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}"
-               f"/send/m.room.message/{txn}")
+        what = f"redact/{urllib.parse.quote(content['redacts'])}" if how == "redact" else "send/m.room.message"
+        url = f"{self.s.homeserver.rstrip('/')}/_matrix/client/v3/rooms/{urllib.parse.quote(room_id)}/{what}/{txn}"
         headers = {"Authorization": f"Bearer {self.s.access_token}"}
         status, body = 0, {}
         for attempt in range(SEND_ATTEMPTS):

@@ -17,6 +17,8 @@ from qa.evidence.fence import (
     late_bot_events,
     late_verdict,
     not_checked,
+    redacted_id,
+    redaction_problems,
     rooms_joined,
     unreadable,
 )
@@ -135,9 +137,10 @@ class FakeObserver:
 
 
 def ctx_of(observer: FakeObserver, checks: list[Any], rooms: dict[str, str] | None = None,
-           returncode: int | None = 0) -> Any:
+           returncode: int | None = 0, notes: list[Any] | None = None) -> Any:
     return SimpleNamespace(observer=lambda: observer, rooms=rooms or {"main": "!a"}, final_checks=checks,
-                           bot_ids=IDS, bot=SimpleNamespace(proc=SimpleNamespace(returncode=returncode)))
+                           bot_ids=IDS, bot=SimpleNamespace(proc=SimpleNamespace(returncode=returncode)),
+                           after_exit_notes=notes or [])
 
 
 def still_says(observer: FakeObserver, reply: str, expected: str) -> Any:
@@ -228,3 +231,114 @@ async def test_a_fence_send_that_never_answers_is_bounded_and_not_checked(monkey
     monkeypatch.setattr(fence, "FENCE_TIMEOUT_S", 0.2)
     said = await asyncio.wait_for(fence.judge_after_exit(ctx_of(HangingObserver(["!a"]), [lambda: None]), 0), 5)
     assert said == "the fences were not sent and received within 0.4 s"
+
+
+def redaction(event_id: str, target: str, sender: str = BOT, in_content: bool = False) -> dict[str, Any]:
+    found = {"event_id": event_id, "sender": sender, "type": "m.room.redaction", "room_id": "!r", "content": {}}
+    if in_content:  # room version 11 on
+        found["content"] = {"redacts": target}
+    else:
+        found["redacts"] = target
+    return found
+
+
+def test_what_a_redaction_removes_by_either_room_version() -> None:
+    assert redacted_id(redaction("$x", "$r")) == "$r"
+    assert redacted_id(redaction("$x", "$r", in_content=True)) == "$r"
+    assert redacted_id({"type": "m.room.redaction", "content": {"redacts": "$new"}, "redacts": "$old"}) == "$new"
+    assert redacted_id({"type": "m.room.redaction"}) is None
+
+
+def test_the_bots_redaction_of_a_checked_reply_its_part_or_its_edit_is_a_problem_naming_it() -> None:
+    edit = event("$e", **{"m.new_content": {"body": "right"}, "m.relates_to": {"rel_type": "m.replace",
+                                                                                "event_id": "$r"}})
+    others_edit = event("$oe", sender="@driver:hs", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$r"}})
+    unrelated_edit = event("$ue", **{"m.relates_to": {"rel_type": "m.replace", "event_id": "$other"}})
+    events = [event("$r"), event("$p2"), edit, others_edit, unrelated_edit,
+              redaction("$x1", "$r"), redaction("$x2", "$p2", in_content=True), redaction("$x3", "$e"),
+              redaction("$x4", "$r", sender="@driver:hs"),  # a test user's (a step's) redaction is not the bot's
+              redaction("$x5", "$oe"), redaction("$x6", "$ue"), redaction("$x7", "$unrelated")]
+    assert redaction_problems("ask", ["$r", "$p2"], events, IDS) == [
+        "the bot redacted its reply $r to 'ask' ($x1): the answer the check passed on is gone",
+        "the bot redacted its reply $p2 to 'ask' ($x2): the answer the check passed on is gone",
+        "the bot redacted its edit $e of its reply $r to 'ask' ($x3): the reply now says '', not the 'right' the "
+        "check passed on",
+    ]
+    assert redaction_problems("ask", ["$r"], iter(events), BOT)[-1].startswith("the bot redacted its edit $e ")
+    assert redaction_problems("ask", ["$r"], events[:5], IDS) == []
+    # A message that carries a `redacts` field is no redaction.
+    assert redaction_problems("ask", ["$r"], [event("$r"), event("$x", redacts="$r")], IDS) == []
+
+
+async def test_what_the_whole_view_cannot_tell_is_said_not_checked_with_the_first_looks_mark() -> None:
+    observer = FakeObserver(["!a"])
+    marks: list[int] = []
+
+    def note(mark: int) -> str | None:
+        marks.append(mark)
+        return "an untraced message"
+
+    ctx = ctx_of(observer, [lambda: None], notes=[note, lambda _mark: None])
+    assert await fence.judge_after_exit(ctx, 3) == "an untraced message"
+    assert marks == [3]
+    locked = FakeObserver(["!a"])
+    locked.before_fence = [event("$new", kind="m.room.encrypted")]
+    assert await fence.judge_after_exit(ctx_of(locked, [lambda: None], notes=[note]), 0) == \
+        "an untraced message; 1 bot event(s) received after the bot exited could not be decrypted: $new"
+    # A check that fails is a failure whatever a note says.
+    with pytest.raises(fence.LateFailure):
+        await fence.judge_after_exit(ctx_of(FakeObserver(["!a"]), [lambda: "wrong"], notes=[note]), 0)
+
+
+def test_the_bots_clean_up_after_a_test_user_redacted_the_trigger_is_no_problem() -> None:
+    """An honest bot takes its answer back once the question is gone (matrix-redaction-not-a-trigger): only a
+    redaction of the trigger by someone else, earlier, makes the bot's redaction clean-up."""
+    question = event("$ask", sender="@driver:hs")
+    gone = redaction("$xq", "$ask", sender="@driver:hs")
+    cleanup = redaction("$xr", "$r")
+    assert redaction_problems("ask", ["$r"], [question, event("$r"), gone, cleanup], IDS, "$ask") == []
+    # The bot's redaction before the question was removed, or of a trigger the bot removed itself, is no clean-up.
+    before = redaction_problems("ask", ["$r"], [question, event("$r"), cleanup, gone], IDS, "$ask")
+    assert before == ["the bot redacted its reply $r to 'ask' ($xr): the answer the check passed on is gone"]
+    itself = [question, event("$r"), redaction("$xb", "$ask"), cleanup]
+    assert len(redaction_problems("ask", ["$r"], itself, IDS, "$ask")) == 1
+    # Another event's redaction by a test user excuses nothing.
+    other = [question, event("$r"), redaction("$xo", "$other", sender="@driver:hs"), cleanup]
+    assert len(redaction_problems("ask", ["$r"], other, IDS, "$ask")) == 1
+
+
+def edit_of(event_id: str, target: str, body: str) -> dict[str, Any]:
+    return event(event_id, body=f"* {body}", **{"m.new_content": {"body": body},
+                                                "m.relates_to": {"rel_type": "m.replace", "event_id": target}})
+
+
+def test_the_bots_redaction_of_an_edit_fails_only_when_the_reply_no_longer_says_what_the_check_passed_on() -> None:
+    """Reply $r, edit $e1 'wrong', edit $e2 'T' (the check passed on 'T'): redacting $e1 leaves 'T' shown."""
+    chain = [event("$r", body="draft"), edit_of("$e1", "$r", "wrong"), edit_of("$e2", "$r", "T")]
+    passed = {"$r": "T"}
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x1", "$e1")], IDS, "$ask", passed) == []
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x2", "$e2")], IDS, "$ask", passed) == [
+        "the bot redacted its edit $e2 of its reply $r to 'ask' ($x2): the reply now says 'wrong', not the 'T' the "
+        "check passed on"]
+    # Both edits gone: the reply's own text.
+    both = [*chain, redaction("$x1", "$e1"), redaction("$x2", "$e2")]
+    assert redaction_problems("ask", ["$r"], both, IDS, "$ask", passed)[0].endswith(
+        "the reply now says 'draft', not the 'T' the check passed on")
+    # An edit the bot took back and sent again (the same text shown): nothing changed.
+    again = [*chain, redaction("$x2", "$e2"), edit_of("$e3", "$r", "T")]
+    assert redaction_problems("ask", ["$r"], again, IDS, "$ask", passed) == []
+
+
+def test_which_taken_back_edits_change_what_the_reply_says() -> None:
+    chain = [event("$r", body="draft"), edit_of("$e1", "$r", "T"), edit_of("$e2", "$r", "U")]
+    # Back to the text the check passed on ('T', then edited to 'U'): what a reader sees is what was checked.
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x2", "$e2")], IDS, "$ask", {"$r": "T"}) == []
+    # A superseded edit taken back: the reply still says 'U', which a later edit, not the redaction, made so.
+    assert redaction_problems("ask", ["$r"], [*chain, redaction("$x1", "$e1")], IDS, "$ask", {"$r": "T"}) == []
+    # Both taken back, on the second of two checked messages (the first has none): named together.
+    both = [event("$p1"), *chain, redaction("$x1", "$e1"), redaction("$x2", "$e2")]
+    assert redaction_problems("ask", ["$p1", "$r"], both, IDS, "$ask", {"$p1": "hi", "$r": "U"}) == [
+        "the bot redacted its edits $e1, $e2 of its reply $r to 'ask' ($x1, $x2): the reply now says 'draft', not "
+        "the 'U' the check passed on"]
+    # A reply the client never saw: nothing to tell of its text.
+    assert redaction_problems("ask", ["$r"], [*chain[1:], redaction("$x2", "$e2")], IDS, "$ask", {"$r": "U"}) == []

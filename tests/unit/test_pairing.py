@@ -205,6 +205,22 @@ def test_replies_by_relation_lists_every_bot_reply_to_the_trigger_in_order() -> 
     assert replies_by_relation("$t", events, BOT, ROOM) == ["$a", "$b"]
 
 
+def bare_thread(event_id: str, root: str, reply_to: str | None = None) -> dict[str, Any]:
+    relates: dict[str, Any] = {"rel_type": "m.thread", "event_id": root}
+    if reply_to:
+        relates["m.in_reply_to"] = {"event_id": reply_to}
+    return {**msg(event_id, "in a thread"), "content": {"msgtype": "m.text", "body": "x", "m.relates_to": relates}}
+
+
+def test_a_thread_message_rooted_at_the_trigger_naming_no_other_event_replies_to_it() -> None:
+    """A thread the bot starts on the trigger is its answer to it, m.in_reply_to or not; a thread message that
+    replies to another event in that thread answers that event, not the root."""
+    events = [bare_thread("$bare", "$t"), bare_thread("$deeper", "$t", reply_to="$inside"),
+              bare_thread("$elsewhere", "$other"), bare_thread("$both", "$t", reply_to="$t")]
+    assert replies_by_relation("$t", events, BOT, ROOM) == ["$bare", "$both"]
+    assert replies_by_relation("$inside", events, BOT, ROOM) == ["$deeper"]
+
+
 def test_an_old_message_listed_first_does_not_hide_the_unwanted_ones_after_it() -> None:
     events = [msg("$old", "old", seen=1), msg("$u", "answered", reply_to="$t", seen=6),
               msg("$human", "hi", sender="@h:hs", seen=6.5), msg("$v", "plain", seen=7)]

@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from qa.evidence.edits import ChainRules, Timing, check_chain, describe_chain, edits_of, timing_problems
 from qa.evidence.events import describe_event
 from qa.evidence.exchange import describe_counts, exchange_counts, exchange_problem, in_exchange
+from qa.evidence.fence import redaction_problems
 from qa.evidence.model_requests import journal_knows, marker_origins, rounds_carrying
 from qa.evidence.pairing import Pairing, latest_body, pair_reply, replies_by_journal, replies_by_relation
 from qa.evidence.replies import ReplyWant, answered_dropped_or_failed, delay_problems, judge_reply
@@ -174,6 +175,19 @@ def _still_says(ctx: ScenarioContext, event: dict[str, Any], expected: str, to: 
     return check
 
 
+def _not_redacted(ctx: ScenarioContext, replies: list[dict[str, Any]], to: str, trigger_id: str) -> Any:
+    # What the check passed on: each message's text by its latest edit now (a later redaction of an edit that
+    # leaves it saying that still is no problem).
+    passed = {str(e["event_id"]): body_now(ctx, e) for e in replies}
+
+    def check() -> str | None:
+        problems = redaction_problems(to, list(passed), ctx.observer().events.items, ctx.bot_ids, trigger_id,
+                                      passed)
+        return "; ".join(problems) or None
+
+    return check
+
+
 # --- the steps ----------------------------------------------------------------------------------------------
 
 
@@ -295,6 +309,8 @@ class ExpectReply(StepBase):
                                                       "the reply's final edit")
         if expected is not None:
             ctx.final_checks.append(_still_says(ctx, event, expected, self.to))
+        # Whatever it says, the reply the step passed on must still be there when the scenario ends.
+        ctx.final_checks.append(_not_redacted(ctx, [event, *(p for p in parts if p)], self.to, trigger.event_id))
         problems = judge_reply(event, trigger, want, ctx.observer().events.items, ctx.bot_ids, parts)
         problems += self._sender_problems(ctx, event)
         latency = ctx.reply_latencies_ms[-1]

@@ -10,13 +10,22 @@ from pydantic import Field, model_validator
 
 from qa.evidence.events import describe_event
 from qa.evidence.order import Unwanted, unwanted_replies
+from qa.evidence.pairing import answers_in_journal
 from qa.evidence.silence import (
     accepted,
+    answering,
     control_problems,
     decision_problems,
     is_decision,
+    unnamed_sends_note,
+    untraced_answer_problem,
+    untraced_edit_problem,
+    untraced_edits,
+    untraced_note,
+    untraced_plain,
     watch_after_control_s,
 )
+from qa.evidence.trace import traced_sends
 from qa.harness.capabilities import say_marker
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import Ref, StepFailed
@@ -142,6 +151,8 @@ class ExpectNoReply(StepBase):
             unwanted = [(u.event_id, u.why) for u in self._unwanted(ctx, trigger, control_reply, control_text)]
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
+        if ctx.bot.has_trace:
+            ctx.after_exit_notes.append(_untraced_after(ctx, trigger, self.to))
         if unwanted:
             problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
         ctx.method = check.method
@@ -246,9 +257,60 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         if late:
             check.unwantedReplies.extend(late)
             return f"the bot answered '{to}' after its check had passed: {', '.join(late)}"
-        return None
+        if not ctx.bot.has_trace:
+            return None
+        # A traced bot's message that relates to nothing is no reply by relation: it answers the ignored message
+        # when it says what that message asked for and the trace does not account for it (docs/trace-format.md).
+        # An untraced edit of one of its messages into that answer answers it too.
+        said = _answering(ctx, trigger, to, _untraced(ctx, trigger))
+        edited = _answering(ctx, trigger, to, _untraced_edits(ctx, trigger))
+        unnamed = _sends(ctx).unnamed
+        if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
+            check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
+        problems = [untraced_answer_problem(to, said, unnamed), untraced_edit_problem(to, edited, unnamed)]
+        return "; ".join(p for p in problems if p) or None
 
     return final
+
+
+def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
+    """After the bot's exit: its untraced messages relating to nothing from the first look on, none of them the
+    ignored message's answer (that fails the final check), leave the silence NOT CHECKED."""
+    def note(mark: int) -> str | None:
+        late = _untraced(ctx, trigger, mark)
+        said = set(_answering(ctx, trigger, to, late))
+        unsure = unnamed_sends_note(to, _answering(ctx, trigger, to, [*_untraced(ctx, trigger),
+                                                                      *_untraced_edits(ctx, trigger)]),
+                                    _sends(ctx).unnamed)
+        other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
+        return "; ".join(filter(None, [unsure, other])) or None
+
+    return note
+
+
+def _sends(ctx: ScenarioContext) -> Any:
+    return traced_sends(ctx.bot.trace.items[ctx.trace_start:])
+
+
+def _untraced(ctx: ScenarioContext, trigger: Ref, start: int = 0) -> list[Any]:
+    accounted = _sends(ctx).ids
+    return untraced_plain(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids, accounted,
+                          start)
+
+
+def _untraced_edits(ctx: ScenarioContext, trigger: Ref) -> list[Any]:
+    return untraced_edits(ctx.observer().events.items, trigger.event_id, trigger.room_id, ctx.bot_ids,
+                          _sends(ctx).ids)
+
+
+def _answering(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -> list[str]:
+    """Which of `events` say what the ignored message asked for: the marker of a say-able prompt (contained, not
+    in a quote of the prompt), or whatever the model answered to its text (a bot that asked the model about a
+    message it traced as ignored)."""
+    step = next((s for s in ctx.scenario.steps if s.defined_id() == to), None)
+    marker = say_marker(str(getattr(step, "body", None) or ""))
+    return answering(events, answers_in_journal(trigger.text, journal(ctx)),
+                     [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else [])
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
