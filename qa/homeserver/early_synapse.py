@@ -43,6 +43,10 @@ REAP_TIMEOUT_S = 5.0
 # The longest a start waits for the zygote's answer: a zygote that never answers (stuck in its import, stopped) must
 # leave the Synapse spawned in its stead most of the start's budget (fork_budget).
 FORK_WAIT_MAX_S = 20.0
+# Past that share, the wait goes on in slices of this while the zygote is still burning CPU (its import, slow on a
+# loaded machine: killing it then would only make the Synapse spawned instead import all over again), up to the
+# start's whole budget; a zygote that is stopped or stuck uses none and is given up on at the share.
+FORK_PROGRESS_SLICE_S = 2.0
 
 # Why a homeserver's Synapse was not forked (it is spawned instead, a slower boot): a line in the run's harness.log
 # (qa.run.lifecycle.LibraryLogs takes "qa.homeserver"'s records).
@@ -63,6 +67,7 @@ class EarlySynapse:
         self._claims = 0
         self._lock: asyncio.Lock | None = None  # one order and its answer at a time
         self._said = b""  # what it answered and nobody has read yet
+        self._busy_until = 0.0  # the loop time up to which an answer is still waited for while the zygote works
         self._reaper: asyncio.Task[int] | None = None  # reaps it once it exits after its release
         self._silence = ""  # why _answer had none, for the harness log
 
@@ -104,7 +109,7 @@ class EarlySynapse:
         return code
 
     async def fork(self, synapse_argv: list[str], cwd: Path, stdout_path: Path, template: dict[str, str] | None,
-                   timeout_s: float) -> ForkedSynapse | None:
+                   timeout_s: float, busy_s: float = 0.0) -> ForkedSynapse | None:
         """A Synapse booting with this config, forked from the zygote, its output to `stdout_path`: our child (we
         must be a subreaper for that). None when it cannot be (it died, it refused, it did not answer in time):
         the caller then starts Synapse the ordinary way; why is said in the harness log."""
@@ -115,6 +120,7 @@ class EarlySynapse:
 
         self._lock = self._lock or asyncio.Lock()
         deadline = asyncio.get_running_loop().time() + timeout_s  # waiting for another homeserver's order counts too
+        self._busy_until = asyncio.get_running_loop().time() + max(timeout_s, busy_s)
         async with self._lock:
             orders = {"argv": synapse_argv, "cwd": str(cwd), "stdout": str(stdout_path), "template": template,
                       "parent": os.getpid()}
@@ -175,21 +181,31 @@ class EarlySynapse:
 
         fd = out.fileno()
         os.set_blocking(fd, False)
-        try:
-            async with asyncio.timeout(timeout_s):
-                while b"\n" not in self._said:
-                    await processes.readable(fd)
-                    try:
-                        chunk = os.read(fd, 4096)
-                    except BlockingIOError:
-                        continue
-                    if not chunk:
-                        self._silence = "the early Synapse interpreter ended before it answered"
-                        return None
-                    self._said += chunk
-        except TimeoutError:
-            self._silence = f"the early Synapse interpreter did not answer within {timeout_s:.1f}s"
-            return None
+        loop = asyncio.get_running_loop()
+        end, waited_from, ticks = loop.time() + timeout_s, loop.time(), cpu_ticks(self.pid)
+        first_ticks = ticks
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, end - loop.time())):
+                    while b"\n" not in self._said:
+                        await processes.readable(fd)
+                        try:
+                            chunk = os.read(fd, 4096)
+                        except BlockingIOError:
+                            continue
+                        if not chunk:
+                            self._silence = "the early Synapse interpreter ended before it answered"
+                            return None
+                        self._said += chunk
+                break
+            except TimeoutError:
+                now_ticks = cpu_ticks(self.pid)
+                if still_working(ticks, now_ticks) and loop.time() < self._busy_until:
+                    ticks, end = now_ticks, min(self._busy_until, loop.time() + FORK_PROGRESS_SLICE_S)
+                    continue
+                waited = timeout_s if ticks == first_ticks else loop.time() - waited_from
+                self._silence = f"the early Synapse interpreter did not answer within {waited:.1f}s"
+                return None
         line, _, self._said = self._said.partition(b"\n")
         try:
             answer = json.loads(line)
@@ -262,6 +278,21 @@ class ForkedSynapse:
         return await processes.wait_child(self.pid, self.poll)
 
 
+def cpu_ticks(pid: int) -> int | None:
+    """The CPU time (user + system, in clock ticks) /proc says `pid` has used; None when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15, the 12th and 13th after the name
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def still_working(before: int | None, now: int | None) -> bool:
+    """Pure: whether a process whose CPU ticks went from `before` to `now` used the CPU meanwhile."""
+    return before is not None and now is not None and now > before
+
+
 def fork_budget(remaining_s: float) -> float:
     """Pure: how long a start with `remaining_s` left waits for the zygote's answer; the rest is the budget of the
     Synapse spawned instead when none comes."""
@@ -269,12 +300,12 @@ def fork_budget(remaining_s: float) -> float:
 
 
 async def fork_from(early: EarlySynapse, argv: list[str], env: Mapping[str, str] | None, cwd: Path,
-                    stdout_path: Path, timeout_s: float) -> ForkedSynapse | None:
+                    stdout_path: Path, timeout_s: float, busy_s: float = 0.0) -> ForkedSynapse | None:
     """A Synapse forked from `early` that boots as `argv` (SynapseHomeserver's launch command) would have, or None
     when it cannot be (the caller then spawns one)."""
     template = env.get(TEMPLATE_ENV) if env is not None else None
     return await early.fork(argv[argv.index(APP) + 1:], cwd, stdout_path, json.loads(template) if template else None,
-                            timeout_s)
+                            timeout_s, busy_s)
 
 
 def command() -> list[str]:

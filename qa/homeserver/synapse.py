@@ -367,9 +367,10 @@ async def _fork_early(early: early_synapse.EarlySynapse, hs: SynapseHomeserver, 
                       env: Mapping[str, str] | None, t0: float) -> early_synapse.ForkedSynapse | None:
     """`hs`'s Synapse forked from the early interpreter, within a share of its start's deadline (a zygote that never
     answers leaves the Synapse spawned instead the rest); None when it cannot be."""
+    remaining = t0 + hs.start_timeout_s - time.monotonic()
     try:
         return await early_synapse.fork_from(early, argv, env, hs.workdir, hs.stdout_path,
-                                             early_synapse.fork_budget(t0 + hs.start_timeout_s - time.monotonic()))
+                                             early_synapse.fork_budget(remaining), busy_s=remaining)
     finally:
         early.release()  # its last homeserver has its Synapse: the zygote exits
 

@@ -388,3 +388,36 @@ def test_waiting_for_another_homeservers_order_counts_against_the_budget(tmp_pat
         child.wait()
         early.kill()
         early_synapse._forked.discard(child.pid)
+
+
+def test_a_zygote_still_importing_past_its_share_is_waited_for_not_killed(tmp_path: Path, subreaper: None,
+                                                                       said: list[str]) -> None:
+    # A loaded machine makes Synapse's import slow: given up on at its share (here 3 s of 6), the zygote was killed
+    # and the Synapse spawned instead imported all over again with less time. One that burns CPU is waited for.
+    child = subprocess.Popen(["sleep", "60"], start_new_session=True)  # stands in for its Synapse
+    early = _early(sys.executable, "-c", "import sys, time; sys.stdin.readline(); t = time.monotonic()\n"
+                   "while time.monotonic() - t < 4.5: pass\n"
+                   f"print('{{\"pid\": {child.pid}}}', flush=True); sys.stdin.readline(); time.sleep(60)")
+    early.claim()
+    hs = SimpleNamespace(workdir=tmp_path, stdout_path=tmp_path / "o", start_timeout_s=30.0)
+
+    async def forked() -> object:
+        return await synapse._fork_early(early, hs, [early_synapse.APP], None,  # type: ignore[arg-type]
+                                         time.monotonic() - 24.0)  # 6 s left: its share is 3 s
+
+    try:
+        got = asyncio.run(forked())
+        assert isinstance(got, early_synapse.ForkedSynapse) and got.pid == child.pid, (got, said)
+        assert said == []
+    finally:
+        child.kill()
+        child.wait()
+        early.kill()
+        early_synapse._forked.discard(child.pid)
+
+
+def test_cpu_progress_is_told_from_none() -> None:
+    assert early_synapse.still_working(10, 11) and not early_synapse.still_working(10, 10)
+    assert not early_synapse.still_working(None, 11) and not early_synapse.still_working(10, None)
+    assert not early_synapse.still_working(11, 10)
+    assert (early_synapse.cpu_ticks(os.getpid()) or 0) > 0 and early_synapse.cpu_ticks(2 ** 22 + 1) is None
