@@ -51,6 +51,7 @@ MODEL_KEYS = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY")
 # The environment variable that marks a bot's descendants: unique per bot of a run (qa.harness.launch).
 MARK_ENV = "MATRIX_QA_STATE_DIR"
 STARTTIME_FIELD = 19  # starttime is field 22 of /proc/<pid>/stat, the 20th after the command name
+UTIME_FIELD, STIME_FIELD = 11, 12  # utime and stime: fields 14 and 15, the 12th and 13th after the command name
 
 Identity = tuple[int, int]  # (pid, start time in clock ticks since boot): a recycled pid is another process
 
@@ -196,6 +197,15 @@ def read_whole(path: str) -> bytes:
         return b"".join(chunks)
     finally:
         os.close(fd)
+
+
+def cpu_ticks(pid: int, proc: Path = Path("/proc")) -> int | None:
+    """The CPU time (user + system, in clock ticks) `pid` has used; None when its stat cannot be read."""
+    text = _stat(proc, str(pid))
+    fields = text.rpartition(") ")[2].split() if text else []
+    if len(fields) <= STIME_FIELD or not (fields[UTIME_FIELD].isdigit() and fields[STIME_FIELD].isdigit()):
+        return None
+    return int(fields[UTIME_FIELD]) + int(fields[STIME_FIELD])
 
 
 def _stat(proc: Path, pid: str) -> str | None:

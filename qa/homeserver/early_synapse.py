@@ -182,7 +182,7 @@ class EarlySynapse:
         fd = out.fileno()
         os.set_blocking(fd, False)
         loop = asyncio.get_running_loop()
-        end, waited_from, ticks = loop.time() + timeout_s, loop.time(), cpu_ticks(self.pid)
+        end, waited_from, ticks = loop.time() + timeout_s, loop.time(), processes.cpu_ticks(self.pid)
         first_ticks = ticks
         while True:
             try:
@@ -199,7 +199,7 @@ class EarlySynapse:
                         self._said += chunk
                 break
             except TimeoutError:
-                now_ticks = cpu_ticks(self.pid)
+                now_ticks = processes.cpu_ticks(self.pid)
                 if still_working(ticks, now_ticks) and loop.time() < self._busy_until:
                     ticks, end = now_ticks, min(self._busy_until, loop.time() + FORK_PROGRESS_SLICE_S)
                     continue
@@ -276,16 +276,6 @@ class ForkedSynapse:
     async def wait(self) -> int:
         """Its exit code, once it exits; wakes on its pidfd, never polls."""
         return await processes.wait_child(self.pid, self.poll)
-
-
-def cpu_ticks(pid: int) -> int | None:
-    """The CPU time (user + system, in clock ticks) /proc says `pid` has used; None when it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])  # utime, stime: fields 14 and 15, the 12th and 13th after the name
-    except (OSError, IndexError, ValueError):
-        return None
 
 
 def still_working(before: int | None, now: int | None) -> bool:
