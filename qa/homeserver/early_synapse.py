@@ -70,6 +70,9 @@ class EarlySynapse:
         self._busy_until = 0.0  # the loop time up to which an answer is still waited for while the zygote works
         self._reaper: asyncio.Task[int] | None = None  # reaps it once it exits after its release
         self._silence = ""  # why _answer had none, for the harness log
+        # An order went unanswered: only then can the zygote have forked a child we never learnt of (it answers
+        # after its middle process is reaped), so only then does `discard` look for such children.
+        self.abandoned = False
 
     @property
     def returncode(self) -> int | None:
@@ -156,6 +159,7 @@ class EarlySynapse:
     def _abandon(self) -> None:
         """An order whose answer we no longer wait for: the zygote is killed, so it forks nothing more, and a Synapse
         it forked already (its answer is written before the Synapse may run) is killed and reaped too."""
+        self.abandoned = True
         self.kill_zygote_only()
         out = self._popen.stdout
         if out is None:
@@ -354,7 +358,9 @@ def discard() -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
         processes.disown(pid)
-    zygotes = {early.pid for early in (pending, handed) if early is not None}
+    # Only after an unanswered order: a scan at every discard could take a zombie of the caller's for the zygote's
+    # (an in-process run's caller may have a python child leading its own session, exited and not yet waited for).
+    zygotes = {early.pid for early in (pending, handed) if early is not None and early.abandoned}
     if zygotes:
         left += unannounced_zombies(zygotes)
     processes.reap(left, REAP_TIMEOUT_S)

@@ -344,7 +344,9 @@ def _zombie(argv: list[str]) -> int:
 def test_discard_reaps_a_synapse_the_zygote_forked_but_never_announced(monkeypatch: pytest.MonkeyPatch) -> None:
     # The zygote died between the fork and its answer: that Synapse (and the middle process) ended at once, ours to
     # reap though we never learnt its pid; a zombie of anything else is not the zygote's to reap.
-    monkeypatch.setattr(early_synapse, "_pending", _early("sleep", "60"))
+    zygote = _early("sleep", "60")
+    zygote.abandoned = True  # an order it never answered
+    monkeypatch.setattr(early_synapse, "_pending", zygote)
     monkeypatch.setattr(early_synapse, "_handed", None)
     forked = _zombie([sys.executable, "-c", "pass"])
     other = _zombie(["/bin/sh", "-c", "exit 0"])
@@ -358,6 +360,20 @@ def test_discard_reaps_a_synapse_the_zygote_forked_but_never_announced(monkeypat
             os.waitpid(forked, 0)
         with contextlib.suppress(ChildProcessError):
             os.waitpid(other, 0)
+
+
+def test_discard_after_answered_orders_leaves_the_callers_zombies_alone(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Every order answered: the zygote forked nothing we do not know. A python child of the caller's (an in-process
+    # run inside pytest), leading its own session, exited and not yet waited for, is the caller's exit code to read.
+    monkeypatch.setattr(early_synapse, "_pending", _early("sleep", "60"))
+    monkeypatch.setattr(early_synapse, "_handed", None)
+    callers = _zombie([sys.executable, "-c", "raise SystemExit(3)"])
+    try:
+        early_synapse.discard()
+        assert os.waitpid(callers, os.WNOHANG) == (callers, 3 << 8)  # still there, with its own exit code
+    finally:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(callers, 0)
 
 
 def test_waiting_for_another_homeservers_order_counts_against_the_budget(tmp_path: Path, subreaper: None) -> None:
