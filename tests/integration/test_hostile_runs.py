@@ -38,6 +38,17 @@ def _read_until(proc: subprocess.Popen[str], marker: str) -> list[str]:
     pytest.fail(f"the run ended before printing {marker!r}:\n" + "".join(seen))
 
 
+def _wait_for_path(proc: subprocess.Popen[str], path: Path, deadline_s: float = 90.0) -> None:
+    """Until `path` exists; fails naming what the run's output dir held when the run ends or the deadline passes."""
+    deadline = time.monotonic() + deadline_s
+    while not path.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            seen = sorted(str(p.relative_to(path.parents[1])) for p in path.parents[1].rglob("*")) \
+                if path.parents[1].exists() else []
+            pytest.fail(f"{path} never appeared (run exit code {proc.returncode}); the output dir held {seen}")
+        time.sleep(0.02)  # polling a file the run creates: nothing to wait on but the file system
+
+
 def _summary(out: Path) -> dict:
     return json.loads((out / "matrix-qa-summary.json").read_text())
 
@@ -95,9 +106,11 @@ def test_sigterm_during_the_second_homeservers_boot_leaves_no_process(tmp_path: 
     out = tmp_path / "out"
     proc = _start(tmp_path, "--scenario", "canary", "--homeservers", "2", "--jobs", "2", "--output-dir", str(out))
     _read_until(proc, "starting homeserver 2 of 2")
-    # Mid-boot: its Synapse is being forked from the early interpreter (which may still be importing Synapse) or is
-    # starting. A forked Synapse is ready a second or so after its fork, no longer after a whole import: waiting to
-    # see its process first (as this test did when each homeserver spawned its own) would often see it ready.
+    # Mid-boot: the signal lands once the second Synapse exists (its output file is opened by the forked Synapse
+    # itself, or by the harness just before it spawns one), so its teardown is what this test sees, not a boot
+    # that never began. A forked Synapse is ready a second or so after its fork, no longer after a whole import:
+    # waiting for more (its process, its first log line) would often see it ready.
+    _wait_for_path(proc, out / "homeserver-2" / "synapse.stdout.log")
     summary = _stopped_by_sigterm(proc, tmp_path, out)
     # Which boot the signal cuts is timing (the second, forked, may be ready before the first, whose teardown waits
     # for the fork server): one of them at least never became ready, and nothing is left.
