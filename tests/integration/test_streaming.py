@@ -86,3 +86,12 @@ async def test_a_buffered_answer_burst_out_as_a_preview_is_caught(run_qa) -> Non
     # The burst's edits are one send apart, usually under the interval too ("under the edit interval of 250 ms"),
     # but how long a send takes depends on the machine's load, so only the robust evidence is asserted here; the
     # pacing rule is shown catching bursts in tests/unit/test_edit_chain.py.
+
+
+async def test_a_control_message_is_judged_by_its_final_edit_when_the_bot_streams(run_qa) -> None:
+    # Streaming quiet, the agent answers expect_no_reply's control message, as every message, with a placeholder
+    # draft it then edits into the answer: the control's expected body is the edited text (it was the draft's).
+    result = await run_qa("matrix-mention-gating", bot_overrides={"streaming": "quiet"})
+    assert result.code == 0, result.report
+    [check] = [c for s in result.summary["scenarios"] for c in s.get("negativeChecks", [])][:1]
+    assert check.get("controlReplyEventId"), check

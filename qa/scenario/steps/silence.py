@@ -4,6 +4,7 @@ Each check gathers its evidence here; qa.evidence.silence and qa.evidence.order 
 
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import Field, model_validator
@@ -32,7 +33,7 @@ from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
 from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use
 from qa.scenario.steps.common import bot_messages, journal, mention_of, prompt, text, trace_about
-from qa.scenario.steps.replies import replies_to, wait_for_bot_reply
+from qa.scenario.steps.replies import body_now, edit_wait_s, replies_to, wait_for_bot_reply
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -248,7 +249,16 @@ class ExpectNoReply(StepBase):
         if ctx.method == "order-guess":
             check.notes.append("the control's answer was paired as a guess (first bot message after it)")
         expected = text(ctx, control.expect_body) if control.expect_body is not None else None
-        return {**reply, "_controlSentMs": sent_at}, control_problems(reply, expected)
+        left = edit_wait_s(self.wait_s(ctx) - (mono_ms() - sent_at) / 1000, ctx.reply_edit_wait_s, False)
+        if expected is not None and body_now(ctx, reply) != expected and left > 0:
+            # A bot that streams answers the control with a draft ("Working on it…") and edits it into the answer:
+            # as expect_reply does, wait (within the step's time) for the edit that finishes it, then judge the
+            # text the reply shows by its latest edit, not the draft's.
+            with contextlib.suppress(WaitTimeout):
+                await ctx.observer().events.wait_for(lambda _e: body_now(ctx, reply) == expected, left,
+                                                      "the control reply's final edit")
+        shown = {**reply, "content": {**(reply.get("content") or {}), "body": body_now(ctx, reply)}}
+        return {**reply, "_controlSentMs": sent_at}, control_problems(shown, expected)
 
 
 def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
