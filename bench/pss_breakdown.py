@@ -39,6 +39,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.1
+_ZYGOTE = "qa.harness.zygote"
+_OLD_ZYGOTE = "qa.agent.zygote"  # its name before it moved (issue 29's start tree, 92c3be8)
 KINDS = ("harness", "synapse-zygote", "synapse", "fork-server", "bot", "lock-probe", "state-tool", "other")
 
 
@@ -66,9 +68,9 @@ def kind_of(proc: Seen, root: int, by_pid: dict[int, Seen]) -> str:
         return "synapse" if proc.stdout.endswith(".log") else "synapse-zygote"
     if "synapse.app.homeserver" in proc.cmdline:
         return "synapse"
-    if "qa.harness.zygote" in proc.cmdline:
+    if _ZYGOTE in proc.cmdline or _OLD_ZYGOTE in proc.cmdline:
         parent = by_pid.get(proc.ppid)
-        if parent is None or "qa.harness.zygote" not in parent.cmdline:
+        if parent is None or (_ZYGOTE not in parent.cmdline and _OLD_ZYGOTE not in parent.cmdline):
             return "fork-server"
         return _bot_kind(proc.stdout)
     if "qa.agent.lock_probe" in proc.cmdline:

@@ -48,8 +48,11 @@ def test_spawned_processes_by_their_command_line() -> None:
         (4, 1, f"{PY} -m qa.agent --config c.json", "/o/bot.log"),
         (5, 1, f"{PY} -m qa.agent.lock_probe /state", "/o/lock-probe.log"),
         (6, 1, f"{PY} -m qa.agent.state_tools rewind-sync /state", "/o/bot-mutations.log"),
+        (7, 1, f"{PY} -m qa.agent.zygote 5", "/o/fork-server.log"),  # the fork server's old name (92c3be8)
+        (8, 7, f"{PY} -m qa.agent.zygote 5", "/o/bot.log"),
     )
-    assert kinds == {1: "harness", 2: "synapse", 3: "synapse", 4: "bot", 5: "lock-probe", 6: "state-tool"}
+    assert kinds == {1: "harness", 2: "synapse", 3: "synapse", 4: "bot", 5: "lock-probe", 6: "state-tool",
+                     7: "fork-server", 8: "bot"}
 
 
 def test_the_kinds_of_one_instant_add_up_to_its_total() -> None:
