@@ -14,11 +14,12 @@ of the run's tree and sorts it into a kind:
   writes to (a probe's is lock-probe.log) or their command line when spawned;
 - other: anything else (a middle process between its fork and its exit, a spawned helper).
 
-Printed per tree (medians over runs): the peak Pss sum and, at that instant, each kind's Pss, its private (dirty,
-anonymous) share and how many processes of that kind were alive; then each kind's own peak over the run. Pss of a
-process that shares pages with others (forked bots and their fork server, forked Synapses and their zygote)
-counts each shared page 1/n per process, so the kinds add up to the total. A process's figures are sampled:
-lower bounds for short-lived ones. Not a test: nothing asserted.
+Printed per tree (medians over runs): the peak Pss sum and, at that instant, each kind's Pss, its file-backed
+share (code and libraries), its private dirty share and how many processes of that kind were alive; then each
+kind's own peak over the run and its largest single process. Pss of a process that shares pages with others
+(forked bots and their fork server, forked Synapses and their zygote) counts each shared page 1/n per process, so
+the kinds add up to the total. A process's figures are sampled: lower bounds for short-lived ones.
+Not a test: nothing asserted.
 
 Default tree: this checkout. `--tree /work/main --tree .` compares two (each run with PYTHONPATH set to its
 tree, as suite_bench does); anything after `--` is passed to `matrix-qa run`.
@@ -91,6 +92,7 @@ def _bot_kind(stdout: str) -> str:
 class Instant:
     pss_kb: dict[str, int] = field(default_factory=dict)
     private_kb: dict[str, int] = field(default_factory=dict)
+    file_kb: dict[str, int] = field(default_factory=dict)  # Pss of file-backed pages (code, libraries)
     count: dict[str, int] = field(default_factory=dict)
 
     @property
@@ -137,6 +139,7 @@ class Follower:
             pss = rollup.get("Pss", 0)
             now.pss_kb[kind] = now.pss_kb.get(kind, 0) + pss
             now.private_kb[kind] = now.private_kb.get(kind, 0) + rollup.get("Private_Dirty", 0)
+            now.file_kb[kind] = now.file_kb.get(kind, 0) + rollup.get("Pss_File", 0)
             now.count[kind] = now.count.get(kind, 0) + 1
             self.one_peak_kb[kind] = max(self.one_peak_kb.get(kind, 0), pss)
         for kind, kb in now.pss_kb.items():
@@ -203,11 +206,13 @@ def report(tree: Path, rows: list[tuple[Follower, float, int]]) -> list[str]:
     lines = [f"{tree}: {len(rows)} run(s), exit codes {[code for _, _, code in rows]}, wall "
              f"{med(w for _, w, _ in rows):.1f} s (median)",
              f"  peak Pss sum {med(f.peak.total_kb for f, _, _ in rows) / 1024:7.1f} MiB; at that instant:",
-             f"  {'kind':16}{'Pss MiB':>10}{'dirty MiB':>11}{'procs':>7}   {'own peak MiB':>13}{'largest one':>13}"]
+             f"  {'kind':16}{'Pss MiB':>10}{'of it file':>11}{'dirty MiB':>11}{'procs':>7}   {'own peak MiB':>13}"
+             f"{'largest one':>13}"]
     for kind in KINDS:
         if not any(kind in f.kind_peak_kb for f, _, _ in rows):
             continue
         lines.append(f"  {kind:16}{med(f.peak.pss_kb.get(kind, 0) for f, _, _ in rows) / 1024:10.1f}"
+                     f"{med(f.peak.file_kb.get(kind, 0) for f, _, _ in rows) / 1024:11.1f}"
                      f"{med(f.peak.private_kb.get(kind, 0) for f, _, _ in rows) / 1024:11.1f}"
                      f"{med(f.peak.count.get(kind, 0) for f, _, _ in rows):7.0f}   "
                      f"{med(f.kind_peak_kb.get(kind, 0) for f, _, _ in rows) / 1024:13.1f}"
