@@ -10,8 +10,8 @@ of the run's tree and sorts it into a kind:
 - synapse-zygote: the early Synapse interpreter (qa.homeserver.synapse_zygote) before it is let go;
 - synapse: a homeserver's Synapse, forked from that zygote or spawned;
 - fork-server: the bots' fork server (qa.harness.zygote);
-- bot / lock-probe / state-tool: processes forked from the fork server, told apart by the log their stdout
-  writes to (a probe's is lock-probe.log) or their command line when spawned;
+- bot / lock-probe / state-tool: processes forked from the fork server, told apart by the log their stdout or
+  stderr writes to (a probe's stderr is lock-probe.log) or their command line when spawned;
 - other: anything else (a middle process between its fork and its exit, a spawned helper).
 
 Printed per tree (medians over runs): the peak Pss sum and, at that instant, each kind's Pss, its file-backed
@@ -53,6 +53,7 @@ class Seen:
     ppid: int
     cmdline: str
     stdout: str  # where fd 1 points (a log file, /dev/null, a pipe)
+    stderr: str = ""  # where fd 2 points (a lock probe answers on a pipe and logs to lock-probe.log)
 
 
 def kind_of(proc: Seen, root: int, by_pid: dict[int, Seen]) -> str:
@@ -73,7 +74,7 @@ def kind_of(proc: Seen, root: int, by_pid: dict[int, Seen]) -> str:
         parent = by_pid.get(proc.ppid)
         if parent is None or (_ZYGOTE not in parent.cmdline and _OLD_ZYGOTE not in parent.cmdline):
             return "fork-server"
-        return _bot_kind(proc.stdout)
+        return _bot_kind(proc.stdout, proc.stderr)
     if "qa.agent.lock_probe" in proc.cmdline:
         return "lock-probe"
     if "qa.agent.state_tools" in proc.cmdline:
@@ -81,11 +82,11 @@ def kind_of(proc: Seen, root: int, by_pid: dict[int, Seen]) -> str:
     return "bot" if "qa.agent" in proc.cmdline else "other"
 
 
-def _bot_kind(stdout: str) -> str:
-    name = os.path.basename(stdout)
-    if name == "lock-probe.log":
+def _bot_kind(stdout: str, stderr: str) -> str:
+    names = {os.path.basename(stdout), os.path.basename(stderr)}
+    if "lock-probe.log" in names:
         return "lock-probe"
-    return "state-tool" if name == "bot-mutations.log" else "bot"
+    return "state-tool" if "bot-mutations.log" in names else "bot"
 
 
 @dataclass
@@ -161,14 +162,15 @@ def _tree(root: int) -> dict[int, Seen]:
         children = [pid for pid, ppid in parents.items() if ppid == parent and pid not in tree]
         tree.update(children)
         frontier.extend(children)
-    seen = {}
-    for pid in tree:
-        try:
-            stdout = os.readlink(f"/proc/{pid}/fd/1")
-        except OSError:
-            stdout = ""
-        seen[pid] = Seen(pid, parents.get(pid, 0), _read(f"/proc/{pid}/cmdline").replace("\0", " "), stdout)
-    return seen
+    return {pid: Seen(pid, parents.get(pid, 0), _read(f"/proc/{pid}/cmdline").replace("\0", " "),
+                      _link(f"/proc/{pid}/fd/1"), _link(f"/proc/{pid}/fd/2")) for pid in tree}
+
+
+def _link(path: str) -> str:
+    try:
+        return os.readlink(path)
+    except OSError:  # gone, or not ours to read
+        return ""
 
 
 def _read(path: str) -> str:

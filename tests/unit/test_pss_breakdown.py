@@ -19,8 +19,8 @@ SEEDED = f"{PY} -m qa.homeserver.seeded_boot synapse.app.homeserver --await-conf
 ZYGOTE = f"{PY} -m qa.harness.zygote 5 --serve qa.agent --await-orders --preload qa.agent.__main__"
 
 
-def _kinds(*procs: tuple[int, int, str, str]) -> dict[int, str]:
-    seen = {pid: pb.Seen(pid, ppid, cmd, out) for pid, ppid, cmd, out in procs}
+def _kinds(*procs: tuple[int, int, str, str] | tuple[int, int, str, str, str]) -> dict[int, str]:
+    seen = {p[0]: pb.Seen(*p) for p in procs}
     return {pid: pb.kind_of(proc, 1, seen) for pid, proc in seen.items()}
 
 
@@ -32,7 +32,7 @@ def test_each_kind_of_a_forked_run() -> None:
         (4, 1, SEEDED, "/out/homeserver-1/synapse.stdout.log"),  # a forked Synapse, handed to the harness
         (5, 1, ZYGOTE, "/out/fork-server.log"),
         (6, 5, ZYGOTE, "/out/s1/bot.log"),
-        (7, 5, ZYGOTE, "/out/s1/lock-probe.log"),
+        (7, 5, ZYGOTE, "pipe:[12]", "/out/s1/lock-probe.log"),  # answers on a pipe, logs to its file
         (8, 5, ZYGOTE, "/out/s1/bot-mutations.log"),
         (9, 1, "sh -c true", "/dev/null"),
     )
