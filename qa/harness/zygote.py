@@ -3,9 +3,7 @@ harness (qa.harness.fork_server) for a bot file with a `fork_server` entry (docs
 
 Importing a Python bot (an SDK, matrix-nio, pydantic, crypto bindings) can cost a CPU-second, paid again by every
 bot process of a run. This process pays it once (`--preload`: modules imported, `module:function` entries also
-called), then forks one bot per request and runs `-m MODULE` in it as a fresh interpreter would (runpy; the code
-of a module the preload imported is found and read once, here: main_codes). The collector stays off here and what
-exists is frozen before each fork, so no bot's collection copies a page it shares with us. Each bot
+called), then forks one bot per request and runs `-m MODULE` in it as a fresh interpreter would (runpy). Each bot
 is still a process of its own, with its own pid and its own session (setsid, so the harness's killpg reaches it
 and nothing else), killable with SIGKILL, restarted for real by forking again, and its crash touches nothing
 else: after the fork it shares no state with its siblings.
@@ -30,7 +28,6 @@ import argparse
 import contextlib
 import gc
 import importlib
-import importlib.util
 import json
 import os
 import runpy
@@ -39,9 +36,7 @@ import signal
 import socket
 import sys
 import traceback
-import types
-from importlib.machinery import ModuleSpec
-from typing import Any, NamedTuple
+from typing import Any
 
 from qa.processes import PR_SET_PDEATHSIG, prctl
 
@@ -58,48 +53,7 @@ def preload(entries: list[str]) -> None:
             getattr(module, function)()
 
 
-class MainCode(NamedTuple):
-    """What `python -m MODULE` would run, found and unmarshalled once here: the spec of MODULE (of MODULE.__main__
-    for a package), its code, and its source file's (size, mtime) then. Unmarshalling the code again in every fork
-    interned its names anew, bumping the refcount of each matching string of the preload: ~2.8 MB of the preload's
-    pages copied into every bot, ~1.4 MB into every lock probe (issue 29's Pss)."""
-
-    spec: ModuleSpec
-    code: types.CodeType
-    stamp: tuple[int, int]
-
-
-def main_codes(modules: frozenset[str]) -> dict[str, MainCode]:
-    """The code of each served module whose main module the preload imported (so this server trusts that import
-    already), once. Anything else (a module beside the bot file, found only from the bot's own directory) is left
-    to runpy in the fork, as before; so is anything that cannot be read here."""
-    found = {}
-    for module in modules:
-        loaded = sys.modules.get(module)
-        name = f"{module}.__main__" if loaded is not None and hasattr(loaded, "__path__") else module
-        spec = getattr(sys.modules.get(name), "__spec__", None)
-        get_code = getattr(spec.loader, "get_code", None) if spec is not None else None
-        if spec is None or get_code is None or not spec.has_location or spec.origin is None:
-            continue
-        try:
-            stamp = _stamp(spec.origin)
-            code = get_code(name)
-        except (ImportError, OSError, SyntaxError, ValueError):
-            continue
-        if code is not None and stamp is not None:
-            found[module] = MainCode(spec, code, stamp)
-    return found
-
-
-def _stamp(path: str) -> tuple[int, int] | None:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_size, st.st_mtime_ns
-
-
-def serve(sock: socket.socket, modules: frozenset[str], codes: dict[str, MainCode] | None = None) -> int:
+def serve(sock: socket.socket, modules: frozenset[str]) -> int:
     children: set[int] = set()
     wake_r, wake_w = os.pipe()
     os.set_blocking(wake_w, False)
@@ -120,7 +74,7 @@ def serve(sock: socket.socket, modules: frozenset[str], codes: dict[str, MainCod
                 if not message:
                     return 0
                 try:
-                    pid = _fork(json.loads(message), fds, sock, (wake_r, wake_w), modules, codes or {})
+                    pid = _fork(json.loads(message), fds, sock, (wake_r, wake_w), modules)
                 except (ValueError, KeyError, TypeError, OSError) as exc:
                     _close(fds)
                     _send(sock, {"id": _id(message), "error": f"{type(exc).__name__}: {exc}"})
@@ -136,20 +90,16 @@ def serve(sock: socket.socket, modules: frozenset[str], codes: dict[str, MainCod
 
 
 def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tuple[int, int],
-          modules: frozenset[str], codes: dict[str, MainCode]) -> int:
+          modules: frozenset[str]) -> int:
     argv, env, cwd = request["argv"], request["env"], request["cwd"]
     if len(fds) not in (1, 3) or argv[1:2] != ["-m"] or argv[2:3] == [] or argv[2] not in modules \
             or not isinstance(env, dict):
         raise ValueError(f"only `python -m {'|'.join(sorted(modules))} …` with 1 or 3 stdio fds is served here")
     server = os.getpid()
-    # What the server made since its last fork, frozen too: a collection in the bot then never writes to (and so
-    # copies) a page of it. The server itself runs without the collector (serve_frozen); the bot gets it back.
-    gc.freeze()
     pid = os.fork()
     if pid:
         return pid
     # The bot. Whatever happens from here on ends in os._exit: never back into the server's loop.
-    gc.enable()
     code = 1
     try:
         os.setsid()
@@ -171,7 +121,7 @@ def _fork(request: dict[str, Any], fds: list[int], sock: socket.socket, own: tup
         sys.argv = [argv[0], *argv[3:]]
         # sys.stdout and sys.stderr write to fds 1 and 2, which now are the bot's, buffered as a fresh
         # interpreter's would be (nothing was written to them before the fork).
-        _run_as_main(argv[2], codes.get(argv[2]))
+        _run_as_main(argv[2])
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -204,42 +154,14 @@ def _stdio(fds: list[int]) -> None:
     _close([fd for fd in {null, *fds} if fd > 2])
 
 
-def _run_as_main(module: str, main: MainCode | None = None) -> None:
+def _run_as_main(module: str) -> None:
     """`python -m module`: its code runs as `__main__`. A fresh interpreter has never imported it under its own
-    name; the preload may have, so that entry goes first (else runpy warns, and the bot's log would show it).
-    The code found once in the server is run when `python -m` here would find the same file unchanged (the bot's
-    directory is first on sys.path now: a module of the same name there wins, as it would); else runpy finds it."""
+    name; the preload may have, so that entry goes first (else runpy warns, and the bot's log would show it)."""
     for name in (module, f"{module}.__main__"):
         loaded = sys.modules.get(name)
         if loaded is not None and not hasattr(loaded, "__path__"):
             del sys.modules[name]
-    if main is not None and _same_file(module, main):
-        _exec_as_main(main)
-        return
     runpy.run_module(module, run_name="__main__", alter_sys=True)
-
-
-def _same_file(module: str, main: MainCode) -> bool:
-    try:
-        spec = importlib.util.find_spec(module)
-        if spec is not None and spec.submodule_search_locations is not None:
-            spec = importlib.util.find_spec(f"{module}.__main__")
-    except (ImportError, ValueError):
-        return False
-    return spec is not None and spec.origin == main.spec.origin and _stamp(main.spec.origin or "") == main.stamp
-
-
-def _exec_as_main(main: MainCode) -> None:
-    """What runpy.run_module(…, run_name="__main__", alter_sys=True) does with the code it finds: a fresh module
-    named __main__ in sys.modules, sys.argv[0] its file, the code run in it. Never restored: the bot ends in
-    os._exit."""
-    spec = main.spec
-    module = types.ModuleType("__main__")
-    module.__dict__.update(__file__=spec.origin, __cached__=spec.cached, __doc__=None, __loader__=spec.loader,
-                           __package__=spec.parent, __spec__=spec)
-    sys.modules["__main__"] = module
-    sys.argv[0] = spec.origin or sys.argv[0]
-    exec(main.code, module.__dict__)
 
 
 def _exit_like_python(code: int) -> None:
@@ -330,28 +252,24 @@ def main(argv: list[str]) -> int:
     held = hold_output() if args.await_orders else None
     try:
         preload_frozen(args.preload)
-        codes = main_codes(frozenset(args.serve))
     finally:
         if held is not None:  # a failed import's traceback, too, goes to the log it is handed
             take_orders(sock, held)
-    return serve(sock, frozenset(args.serve), codes)
+    return serve(sock, frozenset(args.serve))
 
 
 def preload_frozen(entries: list[str]) -> None:
     """The preload with the cyclic collector off: the imports make long-lived objects and next to no garbage,
     yet set off a collection every 700 allocations, ~12 % of the preload's CPU (~170 ms, beside Synapse's boot;
     issue 29). Then one collection, and the objects are frozen: never freed, so the collector never touches (and
-    so copies) their pages in a forked bot. The collector stays off in the server, as Python's gc.freeze docs
-    advise for a process that forks: a collection here would free objects and leave holes in shared pages, which
-    each bot's allocations then fill (a copied page per hole and bot); what the server makes in its loop is mostly
-    freed by reference counts, and the rest is frozen before each fork (_fork). Each bot turns it back on, as a
-    fresh interpreter has it."""
+    so copies) their pages in a forked bot. The collector is back on for the bots, as in a fresh interpreter."""
     gc.disable()
     try:
         preload(entries)
     finally:
         gc.collect()
         gc.freeze()
+        gc.enable()
 
 
 if __name__ == "__main__":

@@ -68,7 +68,7 @@ def test_the_scenario_runner_is_imported_beside_the_homeserver_with_the_collecto
     assert seen == [("qa.scenario.runner", False)] and gc.isenabled()
 
 
-def test_the_fork_server_preloads_with_the_collector_off_then_freezes_and_keeps_it_off(monkeypatch) -> None:
+def test_the_fork_server_preloads_with_the_collector_off_then_freezes_and_forks_bots_with_it_on(monkeypatch) -> None:
     seen: list[bool] = []
     module = types.ModuleType("gc_probe_preload")
     module.record = lambda: seen.append(gc.isenabled())  # type: ignore[attr-defined]
@@ -77,20 +77,7 @@ def test_the_fork_server_preloads_with_the_collector_off_then_freezes_and_keeps_
     try:
         zygote.preload_frozen(["gc_probe_preload:record"])
         assert seen == [False]
-        assert not gc.isenabled(), "no collection in the server: it would leave holes the bots' allocations copy"
+        assert gc.isenabled(), "a forked bot collects as a fresh interpreter does"
         assert gc.get_freeze_count() > 0, "what the preload made is frozen"
     finally:
         gc.unfreeze()
-        gc.enable()
-
-
-def test_the_fork_server_freezes_what_it_made_right_before_each_fork(monkeypatch) -> None:
-    """Python's gc.freeze advice for a process that forks: freeze right before fork(), so what the server made
-    since the preload is never touched by a bot's collection (a copied page each). The bot's side (the collector
-    back on) is tests/integration/test_fork_server.py's."""
-    calls: list[str] = []
-    monkeypatch.setattr(zygote.gc, "freeze", lambda: calls.append("freeze"))
-    monkeypatch.setattr(zygote.os, "fork", lambda: calls.append("fork") or 4242)
-    request = {"argv": [sys.executable, "-m", "served_q"], "env": {}, "cwd": "/"}
-    pid = zygote._fork(request, [1], None, (-1, -1), frozenset({"served_q"}), {})  # type: ignore[arg-type]
-    assert pid == 4242 and calls == ["freeze", "fork"]
