@@ -123,6 +123,20 @@ async def _warm_up(model: ModelClient, trace: Trace) -> None:
     trace.emit("model.warmup", ok=warm_error is None, **({"error": warm_error} if warm_error else {}))
 
 
+# Libraries' INFO lines written for every timeline event (nio: "Room … handling event of type …", twice a reply: the
+# message and the bot's own answer coming back) and every HTTP request (the SDK's httpx: "HTTP Request: POST …"):
+# each is a write to the harness's pipe and a wake-up of its reader, inside a reply's path. Their warnings stay, and
+# so do the agent's own INFO lines and nio's rarer ones (rooms joined, E2EE sessions made).
+CHATTY_LOGGERS = ("nio.rooms", "httpx", "httpx2")
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> int:
     if sys.argv[1:2] == ["doctor"]:
         from qa.kernel.doctor import doctor_main
@@ -130,8 +144,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m qa.agent", description="matrix-qa's embedded agent (bot)")
     parser.add_argument("--config", required=True, type=Path)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     try:
         return event_loop.run(_main(args.config))
     except (QAError, LockConfigError) as exc:

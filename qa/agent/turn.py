@@ -114,9 +114,11 @@ class TurnRunner:
             # The attachment is fetched (I/O, no lock of ours) before the model sees the message.
             prepared = await io.attachment(inbound, session.key, attempt) if io else None
             parts = {inbound.event_id: prepared.parts} if prepared and prepared.parts else None
-            # A thread met for the first time: what it said before the bot saw it (I/O, no lock of ours).
+            # A thread met for the first time: what it said before the bot saw it (I/O, no lock of ours). At the top
+            # level there is none, and the transcript is not read (and parsed) for it.
             earlier = await io.thread_history(session.room_id, session.thread_root, session.transcript.read(),
-                                              inbound, session.key, attempt) if io else []
+                                              inbound, session.key, attempt) \
+                if io and session.thread_root is not None else []
             reply = None
             for round_ in range(0 if prepared and prepared.refusal else MAX_TOOL_ROUNDS + 1):
                 tools = [EXEC_TOOL] if self._approvals is not None and round_ < MAX_TOOL_ROUNDS else None

@@ -143,7 +143,8 @@ async def stream(request: web.Request, entry: JournalEntry, writer: StreamWriter
                  pace: Pace, pause: Pause, fault: StreamFault | None = None) -> web.StreamResponse:
     """The writer's events for `chunks`; a fault comes after `fault.after_chunks` events (the API's chunks):
     `cut` closes the connection there, `malformed` puts an event that is not JSON there and goes on. Events go
-    out together up to each pause (`pace`), a fault, and the end; what came before a pause is out before it."""
+    out together up to each pause (`pace`), a fault, and the end (with the body's end); what came before a pause
+    is out before it."""
     response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8",
                                                        "Cache-Control": "no-cache", "x-request-id": entry.id})
     batches = [(None, writer.start()), *((c, writer.feed(c)) for c in chunks), (None, writer.finish())]
@@ -176,8 +177,10 @@ async def stream(request: web.Request, entry: JournalEntry, writer: StreamWriter
                 written += 1
         if writer.trailer:
             pending.append(writer.trailer)
-        await flush()
-        await response.write_eof()
+        # The last events and the end of the body (chunked encoding's last chunk) in one write: written apart, the
+        # SDK's reader, which reads on to that end after the last event to keep the connection, can wake for the
+        # events, find the end not there yet and wait for one more wake-up of its process.
+        await response.write_eof(b"".join(pending))
     except ConnectionError:
         # The bot went away mid-stream (killed, or timed out); that is evidence, not a server fault.
         entry.client_disconnected = True

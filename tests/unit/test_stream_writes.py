@@ -1,5 +1,6 @@
 """The provider's streamed answers (qa.provider.answering.stream): events go out together up to each pause, a
-fault and the end, and what came before a pause is out before the pause; the bytes are the same either way."""
+fault and the end, and what came before a pause is out before the pause; the bytes are the same either way. The
+last events go with the end of the body (`write_eof`), so the client's reader finds both in one read."""
 
 from __future__ import annotations
 
@@ -45,7 +46,15 @@ async def _serve(monkeypatch: pytest.MonkeyPatch, waits: dict[str, float],
         log.append(bytes(data))
         await original(self, data)
 
+    original_eof = web.StreamResponse.write_eof
+
+    async def write_eof(self: web.StreamResponse, data: bytes = b"") -> None:
+        if not self._eof_sent:  # aiohttp's own call after the handler returns finds the end already sent
+            log.append(("eof", bytes(data)))
+        await original_eof(self, data)
+
     monkeypatch.setattr(web.StreamResponse, "write", write)
+    monkeypatch.setattr(web.StreamResponse, "write_eof", write_eof)
 
     async def pause(seconds: float) -> None:
         log.append(("pause", seconds))
@@ -68,14 +77,14 @@ async def _serve(monkeypatch: pytest.MonkeyPatch, waits: dict[str, float],
 async def test_an_unpaced_answer_is_one_write(monkeypatch: pytest.MonkeyPatch) -> None:
     body, log = await _serve(monkeypatch, {})
     assert body == WHOLE
-    assert log == [WHOLE], "one write for the whole answer, the trailer included"
+    assert log == [("eof", WHOLE)], "one write for the whole answer, the trailer and the body's end included"
 
 
 async def test_what_came_before_a_pause_is_written_before_it(monkeypatch: pytest.MonkeyPatch) -> None:
     body, log = await _serve(monkeypatch, {"b": 0.5, "c": -1.0})
     assert body == WHOLE
     assert log == [b"data: start\n\ndata: a\n\n", ("pause", 0.5),
-                   b"data: b\n\ndata: c\n\ndata: finish\n\ndata: [DONE]\n\n"], "a wait of 0 or less is none"
+                   ("eof", b"data: b\n\ndata: c\n\ndata: finish\n\ndata: [DONE]\n\n")], "a wait of 0 or less is none"
 
 
 async def test_a_fault_comes_after_the_intact_part(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -83,4 +92,5 @@ async def test_a_fault_comes_after_the_intact_part(monkeypatch: pytest.MonkeyPat
     assert body == WHOLE.replace(b"data: b", b"data: {not json\n\ndata: b")
     assert log[:2] == [b"data: start\n\ndata: a\n\n", b"data: {not json\n\n"]
     _, log = await _serve(monkeypatch, {}, StreamFault(kind="cut", after_chunks=1))
-    assert log == [b"data: start\n\n", b""], "the intact part, flushed, then the cut"
+    # (aiohttp ends the response itself after the handler, on the closed connection: nothing more is written)
+    assert [e for e in log if e != ("eof", b"")] == [b"data: start\n\n", b""], "the intact part, flushed, then the cut"

@@ -91,3 +91,20 @@ async def test_the_lock_bugs_hold_it_while_the_draft_is_edited(tmp_path: Path, b
         posts, _ = await run_turn(tmp_path, config(tmp_path), LockSettings(scope="attempt"))
     # The draft and every edit while the model speaks go out under the lock; the final edit after its release.
     assert len(posts) >= 3 and all(held for _, held in posts[:-1]) and not posts[-1][1], posts
+
+
+async def test_a_top_level_turn_reads_no_transcript_for_thread_history(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    """The thread's earlier messages are a thread's business: at the top level the turn does not ask for them, so
+    it does not read and parse its transcript once more for an answer that is always empty."""
+    asked: list[str | None] = []
+    original = TurnIO.thread_history
+
+    async def thread_history(self: TurnIO, room_id: str, thread_root: str | None, *args: Any) -> Any:
+        asked.append(thread_root)
+        return await original(self, room_id, thread_root, *args)
+
+    monkeypatch.setattr(TurnIO, "thread_history", thread_history)
+    _, records = await run_turn(tmp_path, config(tmp_path))
+    assert [r["outcome"] for r in records if r["type"] == "turn.end"] == ["replied"]
+    assert asked == []
