@@ -17,6 +17,7 @@ from qa.harness.botfile import (
     account_clashes,
     builtin_bot_file,
     check_overrides,
+    check_preload,
     check_runnable,
     command_bot_file,
     load_bot_file,
@@ -172,6 +173,8 @@ def checked_bot_file(options: RunOptions) -> BotFile:
     bot_file = resolve_bot_file(options)
     check_overrides(bot_file, options.bot_overrides)
     check_runnable(bot_file, {**os.environ, **options.bot_env})
+    if options.fork_server:
+        check_preload(bot_file)
     return bot_file
 
 
