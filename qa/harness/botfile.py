@@ -422,22 +422,6 @@ def check_runnable(bot: BotFile, env: dict[str, str]) -> None:
             raise ConfigError(f"{bot.source}: cwd: {cwd} is not a directory")
 
 
-def check_preload(bot: BotFile) -> None:
-    """Before anything starts, for a run that forks its bots: every `fork_server.preload` entry's module can be
-    found where the fork server will import it (qa.harness.preload), so a typo or a module the preload cannot see
-    is exit 2 naming the entry instead of a fork server that dies beside the homeserver's boot."""
-    from qa.harness.preload import preload_dir, unfound
-
-    if bot.fork_server is None:
-        return
-    directory = preload_dir(bot.cwd, bot.directory)
-    for entry in unfound(list(bot.fork_server.preload), directory):
-        where = f"the bot's folder {directory}" if directory is not None else \
-            "its working directory (cwd depends on the scenario, so the preload sees installed packages only)"
-        raise ConfigError(f"{bot.source}: fork_server.preload: {entry!r}: no module "
-                          f"{entry.partition(':')[0].split('.')[0]!r} in {where} nor on Python's path")
-
-
 def _check_template(bot_path: Path, template: Path) -> None:
     """A template that does not parse is a problem of the bot file, found before anything starts."""
     import jinja2

@@ -15,6 +15,12 @@ from __future__ import annotations
 import importlib.machinery
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from qa.kernel.errors import ConfigError
+
+if TYPE_CHECKING:
+    from qa.harness.botfile import BotFile
 
 # Filled the same for every scenario of a run; any other placeholder makes the directory a scenario's.
 _RUN_LEVEL = {"{python}": sys.executable}
@@ -58,3 +64,17 @@ def _finds(finder: object, name: str) -> bool:
         return find_spec is not None and find_spec(name, None) is not None
     except Exception:  # a third-party import hook's bug must not fail the check: assume it finds the module
         return True
+
+
+def check_preload(bot: BotFile) -> None:
+    """Before anything starts, for a run that forks its bots: every `fork_server.preload` entry's module can be
+    found where the fork server will import it, so a typo or a module the preload cannot see is exit 2 naming the
+    file and the entry instead of a fork server that dies beside the homeserver's boot."""
+    if bot.fork_server is None:
+        return
+    directory = preload_dir(bot.cwd, bot.directory)
+    for entry in unfound(list(bot.fork_server.preload), directory):
+        where = f"the bot's folder {directory}" if directory is not None else \
+            "its working directory (cwd depends on the scenario, so the preload sees installed packages only)"
+        raise ConfigError(f"{bot.source}: fork_server.preload: {entry!r}: no module "
+                          f"{entry.partition(':')[0].split('.')[0]!r} in {where} nor on Python's path")

@@ -17,7 +17,6 @@ from qa.harness.botfile import (
     account_clashes,
     builtin_bot_file,
     check_overrides,
-    check_preload,
     check_runnable,
     command_bot_file,
     load_bot_file,
@@ -25,6 +24,7 @@ from qa.harness.botfile import (
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import Shard, in_profile, select, shard_plan
+from qa.harness.preload import check_preload
 from qa.homeserver import registry
 from qa.kernel.errors import ConfigError
 from qa.provider.record_replay import record_replay_misplaced

@@ -284,7 +284,8 @@ async def test_a_module_beside_the_bot_file_is_preloaded_from_there_as_python_m_
     """docs/bot-file.md's `preload: [..., "mybot.tls:warm_up"]`: the entry is imported in the fork server with the
     bot's working directory first on sys.path (the bot file's folder by default), so its warm-up runs once there
     and every forked bot inherits what it built."""
-    from qa.harness.botfile import check_preload, load_bot_file
+    from qa.harness.botfile import load_bot_file
+    from qa.harness.preload import check_preload
 
     folder = tmp_path / "bots"
     folder.mkdir()

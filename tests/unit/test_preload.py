@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from qa.harness.botfile import BotFile, check_preload, load_bot_file
-from qa.harness.preload import preload_dir, unfound
+from qa.harness.botfile import BotFile, load_bot_file
+from qa.harness.preload import check_preload, preload_dir, unfound
 from qa.kernel.errors import ConfigError
 
 
