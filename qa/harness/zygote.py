@@ -49,7 +49,8 @@ class PreloadFailed(Exception):
 
     def __init__(self, entry: str, error: BaseException) -> None:
         lines = str(error).strip().splitlines()
-        super().__init__(f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__)
+        # One line, bounded: the harness reads one message of at most 64 KiB and prints this in its error.
+        super().__init__((f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__)[:500])
         self.entry = entry
 
 

@@ -312,8 +312,10 @@ async def test_a_preload_entry_that_fails_in_the_fork_server_is_exit_2_naming_th
     from qa.harness.botfile import load_bot_file
     from qa.kernel.errors import ConfigError
 
-    (tmp_path / "coldbot_q.py").write_text("def warm_up():\n    raise RuntimeError('no cache today')\n")
+    (tmp_path / "coldbot_q.py").write_text("def warm_up():\n    raise RuntimeError('no cache today')\n"
+                                           "def shout():\n    raise RuntimeError('x' * 100_000 + '\\nmore')\n")
     for entry, error in (("coldbot_q:warm_up", "RuntimeError: no cache today"),
+                         ("coldbot_q:shout", "RuntimeError: " + "x" * 486),  # one line, bounded
                          ("coldbot_q:warm", "AttributeError: module 'coldbot_q' has no attribute 'warm'"),
                          ("json.nosuch_q", "ModuleNotFoundError: No module named 'json.nosuch_q'")):
         (tmp_path / "bot.yaml").write_text(f'name: cold\ncommand: ["{{python}}", "-m", "coldbot_q"]\n'
@@ -325,7 +327,7 @@ async def test_a_preload_entry_that_fails_in_the_fork_server_is_exit_2_naming_th
             f"{tmp_path / 'bot.yaml'}: fork_server.preload: {entry!r} failed in the fork server: {error} "
             f"(traceback in {tmp_path / 'fork-server.log'}; --no-fork-server runs without it)")
         assert server._proc is not None and server._proc.returncode is not None, "the fork server is gone"
-    assert (tmp_path / "fork-server.log").read_text().count("Traceback") == 3
+    assert (tmp_path / "fork-server.log").read_text().count("Traceback") == 4
 
 
 async def test_nothing_withheld_is_in_proc_environ_of_the_fork_server_or_a_forked_bot(
