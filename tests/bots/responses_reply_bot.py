@@ -175,7 +175,7 @@ def warm_up() -> None:
     """Pay once what the SDK's first answer costs. Optional: for a process that imports this module and then forks
     the bot (a fork server; with matrix-qa, `fork_server: {preload: ["responses_reply_bot:warm_up"]}`), so every
     forked bot starts with it paid. The openai SDK builds its pydantic models' validators on first use, and the first
-    streamed answer needs the big stream-event union: 1-2.5 CPU-seconds, in every bot process otherwise.
+    streamed answer needs the big stream-event union: 1.3-2.2 CPU-seconds, in every bot process otherwise.
 
     One canned answer, streamed and plain, through the SDK's own client and parsers, answered in memory (a mock
     transport: no socket, no thread, no event loop is left behind in the parent)."""
