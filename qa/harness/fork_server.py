@@ -10,9 +10,10 @@ zygote, which is its parent and reaps it). A restart forks again: a new process,
 Only a bot file with a `fork_server` entry is served, and only the launches of its own `{python} -m MODULE`
 commands (its `command`, and its `lock_probe` when that has the same form), and only when the launch would run
 exactly the interpreter and Python environment the zygote runs (same executable, same PYTHON* variables); any
-other launch, or any launch when the zygote is not there or fails, starts the ordinary way. If the zygote dies
-mid-run, the bots it forked are killed (their exits could no longer be known) and say why; later bots start the
-ordinary way.
+other launch, or any launch when the zygote is not there or could not start, starts the ordinary way; but a
+`preload` entry that fails in the zygote (its import or its function raised) is the bot file's error, exit 2
+(ConfigError naming the file and the entry), not a slow run. If the zygote dies mid-run, the bots it forked are
+killed (their exits could no longer be known) and say why; later bots start the ordinary way.
 """
 
 from __future__ import annotations

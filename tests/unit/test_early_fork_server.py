@@ -250,6 +250,33 @@ def test_boot_counts_the_wait_for_the_fork_server_once_the_homeserver_is_ready(
         assert waited < 190.0, "the fork server was ready first: the wait is the await's own instant"
 
 
+def test_boot_awaits_the_runners_imports_when_the_fork_server_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preload entry that fails in the fork server is a ConfigError out of `await forks`: the scenario runner's
+    import beside it is still awaited, never left a pending task when the run stops."""
+    from qa.kernel.errors import ConfigError
+    from qa.run import backends
+
+    imported: list[str] = []
+    monkeypatch.setattr(backends, "_import_runner", lambda: imported.append("runner"))
+
+    class Homeserver:
+        kind, version, base_url, boot_ms = "fake", "1", "http://127.0.0.1:1", 1.0
+
+        async def start(self) -> None:
+            pass
+
+    async def fork_server() -> None:
+        raise ConfigError("bot.yaml: fork_server.preload: 'x' failed in the fork server")
+
+    async def main() -> list[asyncio.Task[object]]:
+        with open(os.devnull, "w") as devnull, pytest.raises(ConfigError, match="failed in the fork server"):
+            await backends.boot(Homeserver(), fork_server(), Output(devnull), [])  # type: ignore[arg-type]
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(main()) == [], "the runner's import task was left pending"
+    assert imported == ["runner"]
+
+
 def test_start_keeps_one_pending_registers_its_discard_at_exit_once_and_never_fails(
         monkeypatch: pytest.MonkeyPatch) -> None:
     launched: list[list[str]] = []
