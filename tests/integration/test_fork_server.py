@@ -305,6 +305,33 @@ async def test_a_module_beside_the_bot_file_is_preloaded_from_there_as_python_m_
         await server.close()
 
 
+async def test_an_entry_an_earlier_one_made_importable_is_preloaded_and_not_refused_before(tmp_path: Path) -> None:
+    """The fork server imports the entries in order: mybot_v's import puts ../vendor on sys.path, where vendored_q
+    is. The check before the run (first entry only) lets the pair through, and the fork server preloads both."""
+    from qa.harness.botfile import load_bot_file
+    from qa.harness.preload import check_preload
+
+    (tmp_path / "bots" / "mybot_v").mkdir(parents=True)
+    (tmp_path / "bots" / "mybot_v" / "__init__.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'vendor'))\n")
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "vendored_q.py").write_text("import os\nPID = os.getpid()\n")
+    (tmp_path / "bots" / "probe_v.py").write_text("import sys\nprint(sys.modules['vendored_q'].PID)\n")
+    (tmp_path / "bots" / "bot.yaml").write_text('name: v\ncommand: ["{python}", "-m", "probe_v"]\n'
+                                                "fork_server: {preload: [mybot_v, vendored_q]}\n")
+    bot = load_bot_file(tmp_path / "bots" / "bot.yaml")
+    check_preload(bot)  # before the fix: ConfigError 'vendored_q': no module 'vendored_q' in the bot's folder
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
+    await server.start()
+    try:
+        proc = await server.spawn([sys.executable, "-m", "probe_v"], dict(os.environ), tmp_path / "bots")
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out == f"{server.pid}\n", out  # imported once, in the fork server
+    finally:
+        await server.close()
+
+
 async def test_a_preload_entry_that_fails_in_the_fork_server_is_exit_2_naming_the_file_and_the_entry(
         tmp_path: Path) -> None:
     """What the check before the run cannot see (a submodule, a function, the import's own error): the fork server
