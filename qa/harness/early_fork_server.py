@@ -30,6 +30,7 @@ from typing import Any
 
 from qa import processes
 from qa.harness.contract_env import inherited_env
+from qa.harness.preload import preload_dir
 
 AWAIT_FLAG = "--await-orders"  # qa.harness.zygote's
 BUILTIN_BOT_FILE = Path(__file__).resolve().parents[1] / "agent" / "bot.yaml"  # as qa.harness.botfile's
@@ -86,10 +87,12 @@ class EarlyForkServer:
         processes.disown(self.pid)
 
 
-def zygote_args(commands: list[list[str]], preload: list[str]) -> list[str]:
-    """Pure: the zygote's arguments after its fd, for these forkable `{python} -m MODULE …` commands and preload."""
+def zygote_args(commands: list[list[str]], preload: list[str], directory: Path | None = None) -> list[str]:
+    """Pure: the zygote's arguments after its fd, for these forkable `{python} -m MODULE …` commands and preload;
+    `directory`: the bot's working directory for the run, where the preload looks first (qa.harness.preload)."""
     modules = sorted({argv[2] for argv in commands})
-    return [*(a for m in modules for a in ("--serve", m)), *(a for entry in preload for a in ("--preload", entry))]
+    return [*(a for m in modules for a in ("--serve", m)), *(a for entry in preload for a in ("--preload", entry)),
+            *(["--path", str(directory)] if directory is not None else [])]
 
 
 def builtin_args(path: Path = BUILTIN_BOT_FILE) -> list[str] | None:
@@ -107,7 +110,9 @@ def builtin_args(path: Path = BUILTIN_BOT_FILE) -> list[str] | None:
         return None
     commands = [argv for argv in (raw.get("command"), raw.get("lock_probe"))
                 if isinstance(argv, list) and len(argv) >= 3 and argv[:2] == ["{python}", "-m"]]
-    return zygote_args(commands, [str(entry) for entry in fork.get("preload", [])])
+    cwd = raw.get("cwd")
+    return zygote_args(commands, [str(entry) for entry in fork.get("preload", [])],
+                       preload_dir(cwd if isinstance(cwd, str) else None, path.parent))
 
 
 def command(fd: int, args: list[str]) -> list[str]:

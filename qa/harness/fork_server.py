@@ -10,9 +10,10 @@ zygote, which is its parent and reaps it). A restart forks again: a new process,
 Only a bot file with a `fork_server` entry is served, and only the launches of its own `{python} -m MODULE`
 commands (its `command`, and its `lock_probe` when that has the same form), and only when the launch would run
 exactly the interpreter and Python environment the zygote runs (same executable, same PYTHON* variables); any
-other launch, or any launch when the zygote is not there or fails, starts the ordinary way. If the zygote dies
-mid-run, the bots it forked are killed (their exits could no longer be known) and say why; later bots start the
-ordinary way.
+other launch, or any launch when the zygote is not there or could not start, starts the ordinary way; but a
+`preload` entry that fails in the zygote (its import or its function raised) is the bot file's error, exit 2
+(ConfigError naming the file and the entry), not a slow run. If the zygote dies mid-run, the bots it forked are
+killed (their exits could no longer be known) and say why; later bots start the ordinary way.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from qa.harness.botfile import BotFile, python_module
 from qa.harness.contract_env import inherited_env
 from qa.harness.early_fork_server import EarlyForkServer, zygote_args
 from qa.harness.pipe_reader import PipeReader
-from qa.kernel.errors import InfraError
+from qa.harness.preload import preload_dir
+from qa.kernel.errors import ConfigError, InfraError
 
 MAX_MESSAGE = 1 << 16
 _PLACEHOLDER = re.compile(r"\{[a-z_]+\}")
@@ -106,6 +108,8 @@ class ForkServer:
         self.cwd = cwd
         self.commands = forkable(bot)
         self.preload = list(bot.fork_server.preload) if bot.fork_server is not None else []
+        self.preload_dir = preload_dir(bot.cwd, bot.directory)
+        self.source = bot.source
         self.pid: int | None = None
         self.failure: str | None = None  # why it is not serving (never started, died): for the run's notes
         # Exactly what a bot may inherit: a forked bot's /proc/<pid>/environ is the one we start the zygote with,
@@ -145,7 +149,12 @@ class ForkServer:
             await self.close()
             raise InfraError(f"fork server did not become ready ({type(exc).__name__}); see {self.log_path}") \
                 from None
-        if not first or "ready" not in _decode(first):
+        answer = _decode(first) if first else {}
+        if "failed" in answer:  # the bot file's entry, not the machine: exit 2, as any bad field of the file
+            await self.close()
+            raise ConfigError(f"{self.source}: fork_server.preload: {answer['failed']!r} failed in the fork server: "
+                              f"{answer.get('error')} (traceback in {self.log_path}; --no-fork-server runs without it)")
+        if "ready" not in answer:
             await self.close()
             raise InfraError(f"fork server exited before it was ready; see {self.log_path}")
         self.pid = self._proc.pid
@@ -153,7 +162,7 @@ class ForkServer:
 
     def _adopt(self, early: EarlyForkServer) -> socket.socket | None:
         """`early`'s socket once it has its orders (it is then our process), or None (it is stopped then)."""
-        if early.fits(zygote_args(self.commands, self.preload), self._env) and early.go(self.cwd, self.log_path):
+        if early.fits(self._args(), self._env) and early.go(self.cwd, self.log_path):
             self._proc = early
             return early.sock
         early.kill()
@@ -177,7 +186,10 @@ class ForkServer:
         return ours
 
     def _zygote_argv(self, fd: int) -> list[str]:
-        return [sys.executable, "-m", "qa.harness.zygote", str(fd), *zygote_args(self.commands, self.preload)]
+        return [sys.executable, "-m", "qa.harness.zygote", str(fd), *self._args()]
+
+    def _args(self) -> list[str]:
+        return zygote_args(self.commands, self.preload, self.preload_dir)
 
     async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path, timeout_s: float = SPAWN_TIMEOUT_S,
                     stdin_fd: int | None = None, stderr_fd: int | None = None) -> ForkedProcess:

@@ -1,5 +1,5 @@
-"""A Python bot's fork server: `python -m qa.harness.zygote FD --serve MODULE… --preload ENTRY…`, started by the
-harness (qa.harness.fork_server) for a bot file with a `fork_server` entry (docs/bot-file.md).
+"""A Python bot's fork server: `python -m qa.harness.zygote FD --serve MODULE… --preload ENTRY… [--path DIR]`,
+started by the harness (qa.harness.fork_server) for a bot file with a `fork_server` entry (docs/bot-file.md).
 
 Importing a Python bot (an SDK, matrix-nio, pydantic, crypto bindings) can cost a CPU-second, paid again by every
 bot process of a run. This process pays it once (`--preload`: modules imported, `module:function` entries also
@@ -11,6 +11,7 @@ else: after the fork it shares no state with its siblings.
 Wire, over the SOCK_SEQPACKET socket the harness handed us as FD (one JSON object per message):
   harness → us   {"orders": {"cwd": "..."}} with the log's fd    first, only with --await-orders (started early)
   us → harness   {"ready": pid}                              once, after the imports
+                 or {"failed": ENTRY, "error": "..."}        instead, when a preload entry failed; then we exit
   harness → us   {"id": n, "argv": [...], "env": {...}, "cwd": "..."}   with fds attached: [stdout] (stdout and
                  stderr both, stdin /dev/null) or [stdout, stdin, stderr]
   us → harness   {"id": n, "pid": p}  or  {"id": n, "error": "..."}
@@ -43,14 +44,32 @@ from qa.processes import PR_SET_PDEATHSIG, prctl
 MAX_MESSAGE = 1 << 20  # a request is argv + env: far below this
 
 
-def preload(entries: list[str]) -> None:
+class PreloadFailed(Exception):
+    """A preload entry did not import (or its function raised): the bot file's fault, told to the harness."""
+
+    def __init__(self, entry: str, error: BaseException) -> None:
+        lines = str(error).strip().splitlines()
+        # One line, bounded: the harness reads one message of at most 64 KiB and prints this in its error.
+        super().__init__((f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__)[:500])
+        self.entry = entry
+
+
+def preload(entries: list[str], directory: str | None = None) -> None:
     """Everything a bot imports, lazily included, so a forked bot imports nothing; `module:function` entries
-    also call the function (a cache built once here is never built again in a forked bot)."""
+    also call the function (a cache built once here is never built again in a forked bot). `directory`, the bot's
+    working directory for the run: first on sys.path, where the bot's own `python -m` puts it, so a module beside
+    the bot file is preloaded from where the bot would import it (qa.harness.preload)."""
+    if directory is not None and not sys.flags.safe_path:
+        sys.path[0] = directory  # ours: the server's own directory, nothing a bot would see
     for entry in entries:
         module_name, _, function = entry.partition(":")
-        module = importlib.import_module(module_name)
-        if function:
-            getattr(module, function)()
+        try:
+            module = importlib.import_module(module_name)
+            if function:
+                getattr(module, function)()
+        except (Exception, SystemExit) as exc:  # the entry's, whatever it raised: its traceback goes to our log
+            traceback.print_exc()
+            raise PreloadFailed(entry, exc) from exc
 
 
 def serve(sock: socket.socket, modules: frozenset[str]) -> int:
@@ -245,27 +264,35 @@ def main(argv: list[str]) -> int:
     parser.add_argument("fd", type=int)
     parser.add_argument("--serve", action="append", default=[], metavar="MODULE")
     parser.add_argument("--preload", action="append", default=[], metavar="MODULE[:FUNCTION]")
+    parser.add_argument("--path", metavar="DIR", help="the bot's working directory: first on sys.path for the preload")
     # Started before the run knows its directories (qa.harness.early_fork_server): the log and cwd come as orders.
     parser.add_argument("--await-orders", action="store_true")
     args = parser.parse_args(argv)
     sock = socket.socket(fileno=args.fd)
     held = hold_output() if args.await_orders else None
+    failed: PreloadFailed | None = None
     try:
-        preload_frozen(args.preload)
+        preload_frozen(args.preload, args.path)
+    except PreloadFailed as exc:
+        failed = exc
     finally:
         if held is not None:  # a failed import's traceback, too, goes to the log it is handed
             take_orders(sock, held)
+    if failed is not None:
+        # Instead of `ready`: the harness names the bot file and the entry (exit 2), the traceback is in our log.
+        _send(sock, {"failed": failed.entry, "error": str(failed)})
+        return 1
     return serve(sock, frozenset(args.serve))
 
 
-def preload_frozen(entries: list[str]) -> None:
+def preload_frozen(entries: list[str], directory: str | None = None) -> None:
     """The preload with the cyclic collector off: the imports make long-lived objects and next to no garbage,
     yet set off a collection every 700 allocations, ~12 % of the preload's CPU (~170 ms, beside Synapse's boot;
     issue 29). Then one collection, and the objects are frozen: never freed, so the collector never touches (and
     so copies) their pages in a forked bot. The collector is back on for the bots, as in a fresh interpreter."""
     gc.disable()
     try:
-        preload(entries)
+        preload(entries, directory)
     finally:
         gc.collect()
         gc.freeze()

@@ -24,6 +24,7 @@ from qa.harness.botfile import (
 from qa.harness.output import Output
 from qa.harness.output_dir import check_output_dir
 from qa.harness.plan import Shard, in_profile, select, shard_plan
+from qa.harness.preload import check_preload
 from qa.homeserver import registry
 from qa.kernel.errors import ConfigError
 from qa.provider.record_replay import record_replay_misplaced
@@ -172,6 +173,8 @@ def checked_bot_file(options: RunOptions) -> BotFile:
     bot_file = resolve_bot_file(options)
     check_overrides(bot_file, options.bot_overrides)
     check_runnable(bot_file, {**os.environ, **options.bot_env})
+    if options.fork_server:
+        check_preload(bot_file)
     return bot_file
 
 

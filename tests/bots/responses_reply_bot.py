@@ -171,6 +171,49 @@ class Bot:
         return response.output_text or None, response.id
 
 
+def warm_up() -> None:
+    """Pay once what the SDK's first answer costs. Optional: for a process that imports this module and then forks
+    the bot (a fork server; with matrix-qa, `fork_server: {preload: ["responses_reply_bot:warm_up"]}`), so every
+    forked bot starts with it paid. The openai SDK builds its pydantic models' validators on first use, and the first
+    streamed answer needs the big stream-event union: 1.3-2.2 CPU-seconds, in every bot process otherwise.
+
+    One canned answer, streamed and plain, through the SDK's own client and parsers, answered in memory (a mock
+    transport: no socket, no thread, no event loop is left behind in the parent)."""
+    import httpx2  # the HTTP client this openai release is built on
+
+    message = {"id": "msg_0", "type": "message", "role": "assistant", "status": "completed",
+               "content": [{"type": "output_text", "text": "ok", "annotations": [], "logprobs": []}]}
+    done = {"id": "resp_0", "object": "response", "created_at": 0, "model": "warm-up", "status": "completed",
+            "output": [message], "parallel_tool_calls": True, "tool_choice": "auto", "tools": []}
+    started = {**done, "status": "in_progress", "output": []}
+    part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+    at = {"output_index": 0, "item_id": "msg_0", "content_index": 0}
+    events = [("response.created", {"response": started}), ("response.in_progress", {"response": started}),
+              ("response.output_item.added", {"output_index": 0, "item": {**message, "status": "in_progress",
+                                                                           "content": []}}),
+              ("response.content_part.added", {**at, "part": part}),
+              ("response.output_text.delta", {**at, "delta": "ok", "logprobs": []}),
+              ("response.output_text.done", {**at, "text": "ok", "logprobs": []}),
+              ("response.content_part.done", {**at, "part": {**part, "text": "ok"}}),
+              ("response.output_item.done", {"output_index": 0, "item": message}),
+              ("response.completed", {"response": done})]
+    sse = "".join(f"event: {kind}\ndata: {json.dumps({'type': kind, **fields, 'sequence_number': n})}\n\n"
+                  for n, (kind, fields) in enumerate(events))
+
+    def answer(request: httpx2.Request) -> httpx2.Response:
+        if json.loads(request.content).get("stream"):
+            return httpx2.Response(200, headers={"content-type": "text/event-stream"}, text=sse)
+        return httpx2.Response(200, json=done)
+
+    http = openai.DefaultHttpxClient(transport=httpx2.MockTransport(answer))
+    with openai.OpenAI(api_key="warm-up", base_url="http://warm-up.invalid/v1", max_retries=0,
+                       http_client=http) as client:
+        request: dict[str, Any] = {"model": "warm-up", "instructions": INSTRUCTIONS, "input": "warm-up"}
+        with client.responses.stream(**request) as events_seen:
+            events_seen.get_final_response()
+        client.responses.create(**request)
+
+
 async def main_async(bug: str | None, stream: bool, trace_locks: bool) -> int:
     model = openai.AsyncOpenAI(max_retries=0, timeout=120)
     bot = Bot(model, bug, stream, os.environ.get("MATRIX_QA_TRACE_FILE") if trace_locks else None)

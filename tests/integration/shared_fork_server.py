@@ -33,19 +33,22 @@ from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer, attach_stdout, forkable, serves, uses_fork_server
 from qa.harness.launch import inherited_env
 from qa.harness.output import Output
+from qa.harness.preload import preload_dir
 from qa.kernel import event_loop
 from qa.kernel.errors import InfraError
 
 T = TypeVar("T")
 CALL_TIMEOUT_S = 120.0
-Key = tuple[tuple[str, ...], tuple[str, ...], frozenset[tuple[str, str]]]
+Key = tuple[tuple[str, ...], tuple[str, ...], str | None, frozenset[tuple[str, str]]]
 
 
 def server_key(bot: BotFile, env: Mapping[str, str]) -> Key:
-    """Pure: what a fork server is to its bots: the modules it serves, what it preloaded, the environment."""
+    """Pure: what a fork server is to its bots: the modules it serves, what it preloaded and from which folder
+    (the same entry beside two bot files is two modules), the environment."""
     modules = tuple(sorted({argv[2] for argv in forkable(bot)}))
     preload = tuple(bot.fork_server.preload) if bot.fork_server is not None else ()
-    return modules, preload, frozenset(inherited_env(env).items())
+    where = preload_dir(bot.cwd, bot.directory)
+    return modules, preload, str(where) if where is not None else None, frozenset(inherited_env(env).items())
 
 
 class SessionForkServers:

@@ -280,6 +280,83 @@ async def test_a_bot_module_beside_its_bot_file_is_found_in_the_fork_as_python_m
         await server.close()
 
 
+async def test_a_module_beside_the_bot_file_is_preloaded_from_there_as_python_m_would_import_it(tmp_path: Path) -> None:
+    """docs/bot-file.md's `preload: [..., "mybot.tls:warm_up"]`: the entry is imported in the fork server with the
+    bot's working directory first on sys.path (the bot file's folder by default), so its warm-up runs once there
+    and every forked bot inherits what it built."""
+    from qa.harness.botfile import load_bot_file
+    from qa.harness.preload import check_preload
+
+    folder = tmp_path / "bots"
+    folder.mkdir()
+    (folder / "warmcache_q.py").write_text("import os\nCACHE = []\ndef warm_up():\n    CACHE.append(os.getpid())\n")
+    (folder / "warmbot_q.py").write_text("import warmcache_q\nprint(warmcache_q.CACHE)\n")
+    (folder / "bot.yaml").write_text('name: warm\ncommand: ["{python}", "-m", "warmbot_q"]\n'
+                                     'fork_server: {preload: ["warmcache_q:warm_up", warmbot_q]}\n')
+    bot = load_bot_file(folder / "bot.yaml")
+    check_preload(bot)
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
+    await server.start()  # main: InfraError, the zygote died on ModuleNotFoundError: No module named 'warmcache_q'
+    try:
+        proc = await server.spawn([sys.executable, "-m", "warmbot_q"], dict(os.environ), folder)
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out == f"[{server.pid}]\n", out  # warmed in the fork server, once; the bot ran fresh as __main__
+    finally:
+        await server.close()
+
+
+async def test_an_entry_an_earlier_one_made_importable_is_preloaded_and_not_refused_before(tmp_path: Path) -> None:
+    """The fork server imports the entries in order: mybot_v's import puts ../vendor on sys.path, where vendored_q
+    is. The check before the run (first entry only) lets the pair through, and the fork server preloads both."""
+    from qa.harness.botfile import load_bot_file
+    from qa.harness.preload import check_preload
+
+    (tmp_path / "bots" / "mybot_v").mkdir(parents=True)
+    (tmp_path / "bots" / "mybot_v" / "__init__.py").write_text(
+        "import sys\nfrom pathlib import Path\n"
+        "sys.path.insert(0, str(Path(__file__).resolve().parents[2] / 'vendor'))\n")
+    (tmp_path / "vendor").mkdir()
+    (tmp_path / "vendor" / "vendored_q.py").write_text("import os\nPID = os.getpid()\n")
+    (tmp_path / "bots" / "probe_v.py").write_text("import sys\nprint(sys.modules['vendored_q'].PID)\n")
+    (tmp_path / "bots" / "bot.yaml").write_text('name: v\ncommand: ["{python}", "-m", "probe_v"]\n'
+                                                "fork_server: {preload: [mybot_v, vendored_q]}\n")
+    bot = load_bot_file(tmp_path / "bots" / "bot.yaml")
+    check_preload(bot)  # before the fix: ConfigError 'vendored_q': no module 'vendored_q' in the bot's folder
+    server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
+    await server.start()
+    try:
+        proc = await server.spawn([sys.executable, "-m", "probe_v"], dict(os.environ), tmp_path / "bots")
+        out = (await asyncio.wait_for(proc.stdout.read(), 30)).decode()
+        assert out == f"{server.pid}\n", out  # imported once, in the fork server
+    finally:
+        await server.close()
+
+
+async def test_a_preload_entry_that_fails_in_the_fork_server_is_exit_2_naming_the_file_and_the_entry(
+        tmp_path: Path) -> None:
+    """What the check before the run cannot see (a submodule, a function, the import's own error): the fork server
+    says which entry, and the run stops with exit 2 in one line instead of starting every bot the slow way."""
+    from qa.harness.botfile import load_bot_file
+    from qa.kernel.errors import ConfigError
+
+    (tmp_path / "coldbot_q.py").write_text("def warm_up():\n    raise RuntimeError('no cache today')\n"
+                                           "def shout():\n    raise RuntimeError('x' * 100_000 + '\\nmore')\n")
+    for entry, error in (("coldbot_q:warm_up", "RuntimeError: no cache today"),
+                         ("coldbot_q:shout", "RuntimeError: " + "x" * 486),  # one line, bounded
+                         ("coldbot_q:warm", "AttributeError: module 'coldbot_q' has no attribute 'warm'"),
+                         ("json.nosuch_q", "ModuleNotFoundError: No module named 'json.nosuch_q'")):
+        (tmp_path / "bot.yaml").write_text(f'name: cold\ncommand: ["{{python}}", "-m", "coldbot_q"]\n'
+                                           f'fork_server: {{preload: [json, "{entry}"]}}\n')
+        server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", load_bot_file(tmp_path / "bot.yaml"))
+        with pytest.raises(ConfigError) as caught:
+            await server.start()
+        assert str(caught.value) == (
+            f"{tmp_path / 'bot.yaml'}: fork_server.preload: {entry!r} failed in the fork server: {error} "
+            f"(traceback in {tmp_path / 'fork-server.log'}; --no-fork-server runs without it)")
+        assert server._proc is not None and server._proc.returncode is not None, "the fork server is gone"
+    assert (tmp_path / "fork-server.log").read_text().count("Traceback") == 4
+
+
 async def test_nothing_withheld_is_in_proc_environ_of_the_fork_server_or_a_forked_bot(
         tmp_path: Path, hanging_homeserver: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """As an attacker on the bot's side would look: /proc/<pid>/environ (the environment the process was exec'd

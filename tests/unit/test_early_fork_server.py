@@ -18,7 +18,7 @@ from qa.harness import early_fork_server
 from qa.harness.botfile import BUILTIN_BOT_FILE, BotFile, builtin_bot_file
 from qa.harness.fork_server import ForkServer
 from qa.harness.output import Output
-from qa.kernel.errors import InfraError
+from qa.kernel.errors import ConfigError
 from qa.run.backends import start_fork_server
 from qa.run.options import RunOptions
 
@@ -40,13 +40,15 @@ def small_bot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> BotFile:
 
 def _args(bot: BotFile, preload: list[str] | None = None) -> list[str]:
     server = ForkServer(Path("/nonexistent/log"), Path("/nonexistent"), bot)
-    return early_fork_server.zygote_args(server.commands, server.preload if preload is None else preload)
+    return early_fork_server.zygote_args(server.commands, server.preload if preload is None else preload,
+                                         server.preload_dir)
 
 
 def test_the_built_in_agents_early_zygote_is_the_one_the_run_would_start() -> None:
     # Else the run never adopts it: it would import the agent twice.
     server = ForkServer(Path("/nonexistent/log"), Path("/nonexistent"), builtin_bot_file())
-    assert early_fork_server.builtin_args() == early_fork_server.zygote_args(server.commands, server.preload)
+    assert early_fork_server.builtin_args() == server._args()
+    assert "--path" not in server._args(), "its cwd is the scenario's state dir: installed modules only"
     assert early_fork_server.BUILTIN_BOT_FILE == BUILTIN_BOT_FILE
     assert "--preload" in (early_fork_server.builtin_args() or [])
 
@@ -57,8 +59,8 @@ def test_read_raw_as_the_checked_file_forks_only_its_python_m_commands(tmp_path:
     (tmp_path / "bot.yaml").write_text("name: x\ncommand: ['{python}', '-m', 'mybot']\n"
                                        "lock_probe: [probe, '{state_dir}']\nfork_server: {preload: [mybot]}\n")
     server = ForkServer(Path("/nonexistent/log"), Path("/nonexistent"), load_bot_file(tmp_path / "bot.yaml"))
-    assert early_fork_server.builtin_args(tmp_path / "bot.yaml") == early_fork_server.zygote_args(
-        server.commands, server.preload) == ["--serve", "mybot", "--preload", "mybot"]
+    assert early_fork_server.builtin_args(tmp_path / "bot.yaml") == server._args() == [
+        "--serve", "mybot", "--preload", "mybot", "--path", str(tmp_path.resolve())]
 
 
 @pytest.mark.parametrize("text", ["name: x\ncommand: [\n", "name: x\ncommand: ['{python}', '-m', 'm']\n",
@@ -158,14 +160,16 @@ async def test_an_early_zygote_started_otherwise_is_stopped_and_one_started_the_
 
 async def test_a_failed_import_before_the_orders_writes_its_traceback_to_the_log_it_is_handed(
         tmp_path: Path, small_bot: BotFile) -> None:
-    # Or the run's "fork server exited before it was ready; see <log>" points at an empty file.
+    # Or the run's message points at an empty file. The entry is the bot file's fault: exit 2 naming it.
     bot = small_bot.model_copy(update={"fork_server": small_bot.fork_server.model_copy(  # type: ignore[union-attr]
         update={"preload": ["efs_bot.noisy", "no_such_module_efs"]})})
     early = early_fork_server.launch(_args(bot), os.environ)
     assert early is not None
     server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", bot)
-    with pytest.raises(InfraError, match="exited before it was ready"):
+    with pytest.raises(ConfigError) as caught:
         await server.start(early=early)
+    assert "fork_server.preload: 'no_such_module_efs' failed in the fork server: ModuleNotFoundError: No module " \
+           "named 'no_such_module_efs'" in str(caught.value)
     assert server.pid is None and early.returncode == 1
     log = (tmp_path / "fork-server.log").read_text()
     assert "imported before the orders" in log and "No module named 'no_such_module_efs'" in log
@@ -244,6 +248,33 @@ def test_boot_counts_the_wait_for_the_fork_server_once_the_homeserver_is_ready(
     assert waited >= at_least_ms
     if not fork_server_s:
         assert waited < 190.0, "the fork server was ready first: the wait is the await's own instant"
+
+
+def test_boot_awaits_the_runners_imports_when_the_fork_server_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A preload entry that fails in the fork server is a ConfigError out of `await forks`: the scenario runner's
+    import beside it is still awaited, never left a pending task when the run stops."""
+    from qa.kernel.errors import ConfigError
+    from qa.run import backends
+
+    imported: list[str] = []
+    monkeypatch.setattr(backends, "_import_runner", lambda: imported.append("runner"))
+
+    class Homeserver:
+        kind, version, base_url, boot_ms = "fake", "1", "http://127.0.0.1:1", 1.0
+
+        async def start(self) -> None:
+            pass
+
+    async def fork_server() -> None:
+        raise ConfigError("bot.yaml: fork_server.preload: 'x' failed in the fork server")
+
+    async def main() -> list[asyncio.Task[object]]:
+        with open(os.devnull, "w") as devnull, pytest.raises(ConfigError, match="failed in the fork server"):
+            await backends.boot(Homeserver(), fork_server(), Output(devnull), [])  # type: ignore[arg-type]
+        return [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+    assert asyncio.run(main()) == [], "the runner's import task was left pending"
+    assert imported == ["runner"]
 
 
 def test_start_keeps_one_pending_registers_its_discard_at_exit_once_and_never_fails(

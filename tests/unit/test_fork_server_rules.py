@@ -4,6 +4,7 @@ agent's, here), only with the zygote's own interpreter set-up."""
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -88,5 +89,11 @@ def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environm
     assert server_key(agent, env) == server_key(agent, {**env, "MATRIX_QA_LIVE_OPENAI_KEY": "k"})
     other = agent.model_copy(update={"fork_server": agent.fork_server.model_copy(update={"preload": ["nio"]})})
     assert server_key(other, env) != server_key(agent, env)
-    modules, preload, _ = server_key(agent, env)
-    assert modules == ("qa.agent", "qa.agent.lock_probe") and "qa.agent.__main__" in preload
+    modules, preload, where, _ = server_key(agent, env)
+    assert modules == ("qa.agent", "qa.agent.lock_probe") and "qa.agent.__main__" in preload and where is None
+    # The same entries beside two bot files are two bots' modules: the preload imported one folder's.
+    here, there = (BotFile(name="b", command=["{python}", "-m", "mybot"], fork_server={"preload": ["mybot"]})
+                   for _ in range(2))
+    there._dir = Path("/elsewhere")
+    assert server_key(here, env) != server_key(there, env)
+    assert server_key(here, env) == server_key(here.model_copy(), env)
