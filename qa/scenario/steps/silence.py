@@ -63,7 +63,9 @@ class ExpectNoReply(StepBase):
     kind: ClassVar[str] = "expect_no_reply"
     does: ClassVar[str] = (
         "silence proved by evidence: the bot traced `to` (a message, an edit, a reaction, a redaction, or the bot's "
-        "own reply) as not answered for `reason`, answered a `control` message, and sent nothing for `to` "
+        "own reply) as not answered for `reason`, answered a `control` message (its `expect_body` judged on the "
+        "answer's latest edit: a streamed draft is waited for, within the step's time, to be edited into it, as in "
+        "`expect_reply`), and sent nothing for `to` "
         "(`quiet_window` is a fallback for bots without a trace)")
 
     to: StepId
