@@ -16,9 +16,11 @@ from qa.evidence.silence import (
     answering,
     control_problems,
     decision_problems,
+    echo_or_answer,
     is_decision,
     unnamed_sends_note,
     untraced_answer_problem,
+    untraced_echo_note,
     untraced_edit_problem,
     untraced_edits,
     untraced_note,
@@ -264,10 +266,11 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         # An untraced edit of one of its messages into that answer answers it too.
         said = _answering(ctx, trigger, to, _untraced(ctx, trigger))
         edited = _answering(ctx, trigger, to, _untraced_edits(ctx, trigger))
-        unnamed = _sends(ctx).unnamed
-        if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
+        unnamed, total = _sends(ctx).unnamed, len(said) + len(edited)
+        if total > unnamed:  # else each may be a send traced without its id: NOT CHECKED after the exit
             check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
-        problems = [untraced_answer_problem(to, said, unnamed), untraced_edit_problem(to, edited, unnamed)]
+        problems = [untraced_answer_problem(to, said, unnamed, total),
+                    untraced_edit_problem(to, edited, unnamed, total)]
         return "; ".join(p for p in problems if p) or None
 
     return final
@@ -282,8 +285,11 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         unsure = unnamed_sends_note(to, _answering(ctx, trigger, to, [*_untraced(ctx, trigger),
                                                                       *_untraced_edits(ctx, trigger)]),
                                     _sends(ctx).unnamed)
-        other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
-        return "; ".join(filter(None, [unsure, other])) or None
+        everything = [*_untraced(ctx, trigger), *_untraced_edits(ctx, trigger)]
+        echoes = _echoes(ctx, trigger, to, everything)
+        other = untraced_note(to, [str(e.get("event_id")) for e in late
+                                   if e.get("event_id") not in said and e.get("event_id") not in echoes])
+        return "; ".join(filter(None, [unsure, untraced_echo_note(to, echoes), other])) or None
 
     return note
 
@@ -307,10 +313,21 @@ def _answering(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -
     """Which of `events` say what the ignored message asked for: the marker of a say-able prompt (contained, not
     in a quote of the prompt), or whatever the model answered to its text (a bot that asked the model about a
     message it traced as ignored)."""
+    markers, prompts = _marker_of(ctx, trigger, to)
+    return answering(events, answers_in_journal(trigger.text, journal(ctx)), markers, prompts)
+
+
+def _echoes(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -> list[str]:
+    """Which of `events` carry the marker that is the whole ignored message beside other words (a bot whose `say`
+    is the bare text): an echo and an answer read alike (qa.evidence.silence.echo_or_answer)."""
+    return echo_or_answer(events, *_marker_of(ctx, trigger, to))
+
+
+def _marker_of(ctx: ScenarioContext, trigger: Ref, to: str) -> tuple[list[str], list[str]]:
+    """The ignored message's marker (when its prompt is say-able) and what its sender typed."""
     step = next((s for s in ctx.scenario.steps if s.defined_id() == to), None)
     marker = say_marker(str(getattr(step, "body", None) or ""))
-    return answering(events, answers_in_journal(trigger.text, journal(ctx)),
-                     [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else [])
+    return [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else []
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
