@@ -120,7 +120,7 @@ def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str], mar
     message asked for): an untraced message that says it answers the ignored one, whatever its relation."""
     wanted = {a.strip() for a in answers if a and a.strip()}
     return [str(e.get("event_id")) for e in events
-            if said_text(e) in wanted or _reading(said_text(e), markers, prompts) == "answer"]
+            if (said := said_text(e)) in wanted or _reading(said, markers, prompts) == "answer"]
 
 
 def echo_or_answer(events: Iterable[Mapping[str, Any]], markers: Collection[str] = (),
