@@ -268,7 +268,7 @@ def test_a_message_quoting_the_prompt_and_then_answering_it_answers() -> None:
     assert answering(events, [], markers=["MQA-0000abcd"], prompts=[prompt]) == ["$both", "$bare"]
     assert echo_or_answer(events, markers=["MQA-0000abcd"], prompts=[prompt]) == []
     # A longer quote is taken out before a shorter one it holds.
-    long, short = "say MQA-0000abcd please", "MQA-0000abcd please"
+    long, short = "reply with only this exact marker: MQA-0000abcd", "exact"
     assert answering([msg("$l", f"you said: {long}")], [], ["MQA-0000abcd"], [short, long]) == []
 
 
