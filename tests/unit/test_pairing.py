@@ -353,5 +353,9 @@ def test_a_bare_thread_message_answers_the_root_only_until_someone_else_writes_i
         "rel_type": "m.replace", "event_id": "$first"}}}
     state = {**follow, "event_id": "$state", "state_key": ""}
     notice = {**follow, "event_id": "$reaction", "type": "m.reaction"}
-    assert replies_by_relation("$t", [bare_thread("$a", "$t"), edit_by_user, state, notice,
+    reference = {**msg("$ref", "x", sender=user), "content": {"body": "x", "m.relates_to": {
+        "rel_type": "m.reference", "event_id": "$t"}}}
+    assert replies_by_relation("$t", [bare_thread("$a", "$t"), edit_by_user, state, notice, reference,
                                       bare_thread("$b", "$t")], BOT, ROOM) == ["$a", "$b"]
+    # Nor is the bot's own message referencing the root (no thread) a reply to it.
+    assert replies_by_relation("$t", [{**reference, "sender": BOT}], BOT, ROOM) == []
