@@ -198,11 +198,13 @@ def untraced_note(to: str, ids: Sequence[str]) -> str | None:
             "answered, cannot be told")
 
 
-def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int) -> str | None:
+def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int, total: int | None = None) -> str | None:
     """Why the silence about `to` is NOT CHECKED rather than failed: messages relating to nothing say what `to`
-    asked for and no traced event id names them, but `unnamed` sends were traced without one, as many as they are
-    or more (more such messages than unnamed sends fail: untraced_answer_problem)."""
-    if not ids or not unnamed or len(ids) > unnamed:
+    asked for and no traced event id names them, but `unnamed` sends were traced without one, as many as the
+    `total` such messages (`ids` alone by default; the scenario's, for every ignored message) or more (more such
+    messages than unnamed sends fail: untraced_answer_problem)."""
+    total = len(ids) if total is None else total
+    if not ids or not unnamed or total > unnamed:
         return None
     return (f"the bot sent {len(ids)} message(s) relating to nothing that say what '{to}' asked for "
             f"({', '.join(ids[:5])}), but {unnamed} of its traced sends name no event id: whether its trace accounts "

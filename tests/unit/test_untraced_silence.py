@@ -161,7 +161,7 @@ def step_ctx(events: list[Any], trace: list[dict[str, Any]], has_trace: bool = T
         observer=lambda: SimpleNamespace(events=SimpleNamespace(items=events)), bot_ids=BotIdentity(frozenset({BOT})),
         scenario=SimpleNamespace(steps=[other, send]), markers={"token": "T1"},
         provider=SimpleNamespace(journal=journal) if journal is not None else None, refs={"quiet": ref}, claimed={},
-        rooms={"main": "!r"}), ref
+        rooms={"main": "!r"}, silenced=[]), ref
 
 
 def test_the_final_check_fails_an_untraced_plain_answer_and_the_note_tells_what_cannot_be_attributed() -> None:
@@ -346,3 +346,50 @@ def test_a_bare_thread_message_after_someone_else_wrote_in_its_thread_is_judged_
               in_thread("$ask", "follow-up", sender="@driver:hs"), in_thread("$then", "T1")]
     assert ids(untraced_plain(events, "$trigger", "!r", BOT, set())) == ["$then"]
     assert ids(untraced_plain(events, "$trigger", "!r", BOT, {"$then"})) == []
+
+
+def test_one_unnamed_send_excuses_one_answer_in_the_whole_scenario_not_one_per_ignored_message() -> None:
+    """The unnamed sends are the scenario's, so they are shared by every ignored message's untraced answers (a
+    union: one message answering two ignored ones is counted once). The last review's Medium: one `reply.sent`
+    without eventId left an untraced answer to each of two ignored messages NOT CHECKED."""
+    from types import SimpleNamespace
+
+    from qa.scenario.context import Ref
+    from qa.scenario.steps import silence
+
+    def ctx_for(events: list[Any], trace: list[dict[str, Any]]) -> tuple[Any, Ref, Ref]:
+        steps = [SimpleNamespace(defined_id=lambda n=n: n, body=f"reply with only this exact marker: {{{m}}}")
+                 for n, m in (("q1", "token"), ("q2", "token2"))]
+        r1 = Ref("!r", "$q1", None, 0.0, actor="driver", text="reply with only this exact marker: T1")
+        r2 = Ref("!r", "$q2", None, 0.0, actor="driver", text="reply with only this exact marker: T2")
+        ctx = SimpleNamespace(
+            bot=SimpleNamespace(has_trace=True, trace=SimpleNamespace(items=trace)), trace_start=0,
+            observer=lambda: SimpleNamespace(events=SimpleNamespace(items=events)),
+            bot_ids=BotIdentity(frozenset({BOT})), scenario=SimpleNamespace(steps=steps),
+            markers={"token": "T1", "token2": "T2"}, provider=None, refs={"q1": r1, "q2": r2}, claimed={},
+            rooms={"main": "!r"}, silenced=[(r1, "q1"), (r2, "q2")])
+        return ctx, r1, r2
+
+    asked = [msg("$q1", "reply with only this exact marker: T1", sender="@driver:hs"),
+             msg("$q2", "reply with only this exact marker: T2", sender="@driver:hs")]
+    unnamed = [{"type": "reply.sent", "inReplyTo": "$control"}]
+    ctx, r1, r2 = ctx_for([*asked, msg("$a1", "T1"), msg("$a2", "T2")], unnamed)
+    first, second = negative(), negative()
+    assert silence._still_silent(ctx, r1, "q1", first)() == (
+        "the bot answered 'q1' in 1 message(s) relating to nothing that its trace does not account for, saying what "
+        "'q1' asked for: $a1 (1 traced send(s) without an event id can account for 1 message(s) at most, not all 2)")
+    assert (silence._still_silent(ctx, r2, "q2", second)() or "").endswith("$a2 (1 traced send(s) without an event "
+                                                                           "id can account for 1 message(s) at "
+                                                                           "most, not all 2)")
+    assert (first.unwantedReplies, second.unwantedReplies) == (["$a1"], ["$a2"])
+    assert silence._untraced_after(ctx, r1, "q1")(4) is None, "failed, not NOT CHECKED"
+    # Two unnamed sends may be both answers: NOT CHECKED, each naming its own.
+    ctx, r1, r2 = ctx_for([*asked, msg("$a1", "T1"), msg("$a2", "T2")], unnamed * 2)
+    assert silence._still_silent(ctx, r1, "q1", negative())() is None
+    assert silence._still_silent(ctx, r2, "q2", negative())() is None
+    assert "($a2), but 2 of its traced sends name no event id" in (silence._untraced_after(ctx, r2, "q2")(4) or "")
+    # One message answering both is one message (a union), which one unnamed send may be.
+    ctx, r1, r2 = ctx_for([*asked, msg("$both", "T1 T2")], unnamed)
+    assert silence._still_silent(ctx, r1, "q1", negative())() is None
+    assert silence._still_silent(ctx, r2, "q2", negative())() is None
+    assert "($both), but 1 of its traced sends" in (silence._untraced_after(ctx, r1, "q1")(3) or "")

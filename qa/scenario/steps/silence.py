@@ -154,6 +154,7 @@ class ExpectNoReply(StepBase):
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
         if ctx.bot.has_trace:
+            ctx.silenced.append((trigger, self.to))
             ctx.after_exit_notes.append(_untraced_after(ctx, trigger, self.to))
         if unwanted:
             problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
@@ -266,7 +267,7 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         # An untraced edit of one of its messages into that answer answers it too.
         said = _answering(ctx, trigger, to, _untraced(ctx, trigger))
         edited = _answering(ctx, trigger, to, _untraced_edits(ctx, trigger))
-        unnamed, total = _sends(ctx).unnamed, len(said) + len(edited)
+        unnamed, total = _sends(ctx).unnamed, _answers_in_scenario(ctx, trigger, to)
         if total > unnamed:  # else each may be a send traced without its id: NOT CHECKED after the exit
             check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
         problems = [untraced_answer_problem(to, said, unnamed, total),
@@ -284,7 +285,7 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         said = set(_answering(ctx, trigger, to, late))
         unsure = unnamed_sends_note(to, _answering(ctx, trigger, to, [*_untraced(ctx, trigger),
                                                                       *_untraced_edits(ctx, trigger)]),
-                                    _sends(ctx).unnamed)
+                                    _sends(ctx).unnamed, _answers_in_scenario(ctx, trigger, to))
         everything = [*_untraced(ctx, trigger), *_untraced_edits(ctx, trigger)]
         echoes = _echoes(ctx, trigger, to, everything)
         other = untraced_note(to, [str(e.get("event_id")) for e in late
@@ -292,6 +293,17 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         return "; ".join(filter(None, [unsure, untraced_echo_note(to, echoes), other])) or None
 
     return note
+
+
+def _answers_in_scenario(ctx: ScenarioContext, trigger: Ref, to: str) -> int:
+    """How many untraced messages and edits answer any message the scenario's expect_no_reply checked with a
+    trace (this one included): the sends traced without an event id are the scenario's, each may be one of them
+    and only one, so they are shared by all, not counted again for each ignored message. A union: a message
+    answering two ignored ones is one message."""
+    found: set[str] = set()
+    for ignored, name in [*ctx.silenced, (trigger, to)]:
+        found.update(_answering(ctx, ignored, name, [*_untraced(ctx, ignored), *_untraced_edits(ctx, ignored)]))
+    return len(found)
 
 
 def _sends(ctx: ScenarioContext) -> Any:
