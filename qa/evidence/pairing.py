@@ -13,7 +13,7 @@ guess is made while the journal shows the model still working on this trigger's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -164,6 +164,16 @@ def unnamed_in_threads(events: Iterable[dict[str, Any]], bot_user_id: BotIds, ro
               and not is_bot_sender(e.get("sender"), bot_user_id) and (root := _thread_of(e)) is not None):
             asked.add(root)
     return found
+
+
+def unsure_in_thread(root_id: str, events: Sequence[dict[str, Any]], bot_user_id: BotIds, room_id: str,
+                     settled: Collection[str] = ()) -> list[str]:
+    """The bot's thread messages rooted at `root_id` that name no event they reply to and came after someone else
+    wrote in that thread (unnamed_in_threads), less the `settled` ones (a trace, a journal or a pairing tied them to
+    a message): each may answer the root or the later message, and nothing tells which."""
+    unsure = unnamed_in_threads(events, bot_user_id, room_id)
+    return [str(e.get("event_id")) for e in events if str(e.get("event_id")) in unsure
+            and thread_root_only(e) == root_id and str(e.get("event_id")) not in settled]
 
 
 def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: BotIds, room_id: str

@@ -103,6 +103,8 @@ async def test_a_quiet_room_after_the_controls_answer_passes_and_says_what_was_w
     assert ctx.final_checks[0]() is None
     await events.append(_message("$later", "late", reply_to="$trigger"))
     assert ctx.final_checks[0]() == "the bot answered 'ignored' after its check had passed: $later"
+    # And looked at after the exit: a bare thread message after a follow-up there may answer it (test_thread_unsure).
+    assert len(ctx.after_exit_notes) == 1 and ctx.after_exit_notes[0](0) is None
 
 
 def test_the_watch_lasts_twice_the_controls_turnaround_counted_from_the_trigger() -> None:

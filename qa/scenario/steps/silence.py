@@ -34,7 +34,7 @@ from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
 from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use
 from qa.scenario.steps.common import bot_messages, journal, mention_of, prompt, text, trace_about
-from qa.scenario.steps.replies import replies_to, wait_for_bot_reply
+from qa.scenario.steps.replies import replies_to, unsure_thread_note, unsure_thread_replies, wait_for_bot_reply
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -156,6 +156,8 @@ class ExpectNoReply(StepBase):
         if ctx.bot.has_trace:
             ctx.silenced.append((trigger, self.to))
             ctx.after_exit_notes.append(_untraced_after(ctx, trigger, self.to))
+        else:
+            ctx.after_exit_notes.append(_thread_unsure_after(ctx, trigger, self.to, check))
         if unwanted:
             problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
         ctx.method = check.method
@@ -291,6 +293,16 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         other = untraced_note(to, [str(e.get("event_id")) for e in late
                                    if e.get("event_id") not in said and e.get("event_id") not in echoes])
         return "; ".join(filter(None, [unsure, untraced_echo_note(to, echoes), other])) or None
+
+    return note
+
+
+def _thread_unsure_after(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
+    """After the bot's exit, for a bot without a trace: its thread messages in the ignored message's thread that
+    name no event they answer, sent after someone else wrote there, may answer it or that later message
+    (replies.unsure_thread_replies): the silence is NOT CHECKED, naming them (those it already failed on aside)."""
+    def note(_mark: int) -> str | None:
+        return unsure_thread_note(to, unsure_thread_replies(ctx, trigger, check.unwantedReplies))
 
     return note
 
