@@ -16,6 +16,7 @@ from qa.evidence.pairing import (
     pair_reply,
     replies_by_relation,
     unnamed_in_threads,
+    unsure_in_thread,
 )
 
 BOT = "@bot:hs"
@@ -359,3 +360,16 @@ def test_a_bare_thread_message_answers_the_root_only_until_someone_else_writes_i
                                       bare_thread("$b", "$t")], BOT, ROOM) == ["$a", "$b"]
     # Nor is the bot's own message referencing the root (no thread) a reply to it.
     assert replies_by_relation("$t", [{**reference, "sender": BOT}], BOT, ROOM) == []
+
+
+def test_the_bare_thread_messages_after_a_follow_up_are_unsure_for_their_root_only_unless_settled() -> None:
+    """unsure_in_thread: what expect_reply_count and the silence on a root name as NOT CHECKED for a bot without a
+    trace (tests/unit/test_thread_unsure.py runs the steps)."""
+    user = "@driver:hs"
+    events = [bare_thread("$first", "$t"), {**bare_thread("$follow", "$t"), "sender": user},
+              bare_thread("$then", "$t"), bare_thread("$named", "$t", reply_to="$follow"),
+              {**bare_thread("$ask", "$u"), "sender": user}, bare_thread("$there", "$u"), bare_thread("$last", "$t")]
+    assert unsure_in_thread("$t", events, BOT, ROOM) == ["$then", "$last"]
+    assert unsure_in_thread("$t", events, BOT, ROOM, settled={"$then"}) == ["$last"]
+    assert unsure_in_thread("$u", events, BOT, ROOM) == ["$there"]
+    assert unsure_in_thread("$t", events[:1], BOT, ROOM) == []
