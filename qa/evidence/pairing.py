@@ -13,7 +13,7 @@ guess is made while the journal shows the model still working on this trigger's 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -133,7 +133,8 @@ def pair_reply(trigger: Trigger, events: Sequence[dict[str, Any]], bot_user_id: 
 
 def thread_root_only(event: dict[str, Any]) -> str | None:
     """The root of a thread message that names no event it replies to (no `m.in_reply_to`): a thread the bot
-    started on that root answers the root, whatever its client left out."""
+    started on that root answers the root, whatever its client left out (replies_by_relation: until someone else
+    has written in that thread)."""
     relates = (event.get("content") or {}).get("m.relates_to") or {}
     if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread" or relates.get("m.in_reply_to"):
         return None
@@ -141,12 +142,50 @@ def thread_root_only(event: dict[str, Any]) -> str | None:
     return str(root) if root else None
 
 
+def _thread_of(event: dict[str, Any]) -> str | None:
+    relates = (event.get("content") or {}).get("m.relates_to") or {}
+    if not isinstance(relates, dict) or relates.get("rel_type") != "m.thread" or not relates.get("event_id"):
+        return None
+    return str(relates["event_id"])
+
+
+def unnamed_in_threads(events: Iterable[dict[str, Any]], bot_user_id: BotIds, room_id: str) -> set[str]:
+    """The bot's thread messages in the room that name no event they reply to (no `m.in_reply_to`) and came after
+    someone else had written in that thread: each may answer that message as well as the root, and its relation
+    no longer says which, so it answers no event by relation (like a message relating to nothing)."""
+    asked: set[str] = set()  # the threads someone other than the bot has written in, so far
+    found: set[str] = set()
+    for e in events:
+        if is_bot_message(e, bot_user_id, room_id):
+            root = thread_root_only(e)
+            if root is not None and root in asked:
+                found.add(str(e.get("event_id")))
+        elif (e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
+              and not is_bot_sender(e.get("sender"), bot_user_id) and (root := _thread_of(e)) is not None):
+            asked.add(root)
+    return found
+
+
+def unsure_in_thread(root_id: str, events: Sequence[dict[str, Any]], bot_user_id: BotIds, room_id: str,
+                     settled: Collection[str] = ()) -> list[str]:
+    """The bot's thread messages rooted at `root_id` that name no event they reply to and came after someone else
+    wrote in that thread (unnamed_in_threads), less the `settled` ones (a trace, a journal or a pairing tied them to
+    a message): each may answer the root or the later message, and nothing tells which."""
+    unsure = unnamed_in_threads(events, bot_user_id, room_id)
+    return [str(e.get("event_id")) for e in events if str(e.get("event_id")) in unsure
+            and thread_root_only(e) == root_id and str(e.get("event_id")) not in settled]
+
+
 def replies_by_relation(trigger_id: str, events: Iterable[dict[str, Any]], bot_user_id: BotIds, room_id: str
                         ) -> list[str]:
     """The bot's messages that name the trigger as what they answer: `m.in_reply_to`, or a thread rooted at it
-    that replies to nothing else (a thread message replying to another event of the thread answers that one)."""
-    return [str(e.get("event_id")) for e in events if is_bot_message(e, bot_user_id, room_id)
-            and (in_reply_to(e) == trigger_id or thread_root_only(e) == trigger_id)]
+    that replies to nothing else (a thread message replying to another event of the thread answers that one)
+    while no one else has written in the thread (unnamed_in_threads: after that it may answer their message)."""
+    seen = list(events)
+    unsure = unnamed_in_threads(seen, bot_user_id, room_id)
+    return [str(e.get("event_id")) for e in seen if is_bot_message(e, bot_user_id, room_id)
+            and (in_reply_to(e) == trigger_id
+                 or (thread_root_only(e) == trigger_id and str(e.get("event_id")) not in unsure))]
 
 
 def latest_body(event: dict[str, Any], events: Iterable[dict[str, Any]], bot_user_id: BotIds) -> str:

@@ -10,6 +10,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from qa.evidence.events import BotIds, is_bot_sender
+from qa.evidence.pairing import unnamed_in_threads
 
 NOT_ANSWERED = ("dropped", "recorded", "ignored")  # decisions that mean "no reply will come"
 # An out-of-order bot may start its model request for an ignored message only once it has answered the one after
@@ -69,12 +70,16 @@ def control_problems(reply: dict[str, Any], expected: str | None) -> list[str]:
 def untraced_plain(events: Sequence[Mapping[str, Any]], trigger_id: str, room_id: str, bot: BotIds,
                    accounted: Collection[str], start: int = 0) -> list[Mapping[str, Any]]:
     """The bot's messages in the trigger's room after the trigger (and from `start` on) that name no event they
-    answer (no `m.relates_to` at all: not a reply, a thread message nor an edit) and that no trace record accounts
-    for (`accounted`: the ids the bot's trace says it sent). A trigger the client never saw: from `start` on."""
+    answer (no `m.relates_to` at all: not a reply, a thread message nor an edit; or a thread message without
+    `m.in_reply_to` after someone else wrote in its thread: qa.evidence.pairing.unnamed_in_threads) and that no
+    trace record accounts for (`accounted`: the ids the bot's trace says it sent). A trigger the client never
+    saw: from `start` on."""
     seen = next((n + 1 for n, e in enumerate(events) if e.get("event_id") == trigger_id), 0)
+    in_threads = unnamed_in_threads([dict(e) for e in events], bot, room_id)
     return [e for e in events[max(seen, start):]
             if e.get("type") == "m.room.message" and e.get("room_id") == room_id and "state_key" not in e
-            and is_bot_sender(e.get("sender"), bot) and not (e.get("content") or {}).get("m.relates_to")
+            and is_bot_sender(e.get("sender"), bot)
+            and (not (e.get("content") or {}).get("m.relates_to") or e.get("event_id") in in_threads)
             and e.get("event_id") not in accounted]
 
 
@@ -108,38 +113,78 @@ def said_text(event: Mapping[str, Any]) -> str:
 def answering(events: Iterable[Mapping[str, Any]], answers: Collection[str], markers: Collection[str] = (),
               prompts: Collection[str] = ()) -> list[str]:
     """The ids of the messages that say what the ignored message asked for: whose text (an edit's new text) is
-    one of `answers` (the model's answer to it), or contains one of `markers` (a say-able prompt's marker: fixed
-    length and unique, so a message carrying it says it however it is dressed) without quoting one of `prompts`
-    (the ignored message's own text, which carries the marker too): an untraced message that says it answers the
-    ignored one, whatever its relation."""
+    one of `answers` (the model's answer to it), or carries one of `markers` (a say-able prompt's marker: fixed
+    length and unique, so a message carrying it says it however it is dressed) outside its quotes of `prompts`
+    (the ignored message's own text, which carries the marker too: quoting it only repeats the question), or is
+    exactly a marker that is itself a prompt (a bot whose `say` is the bare text: that is word for word what the
+    message asked for): an untraced message that says it answers the ignored one, whatever its relation."""
     wanted = {a.strip() for a in answers if a and a.strip()}
+    return [str(e.get("event_id")) for e in events
+            if (said := said_text(e)) in wanted or _reading(said, markers, prompts) == "answer"]
+
+
+def echo_or_answer(events: Iterable[Mapping[str, Any]], markers: Collection[str] = (),
+                   prompts: Collection[str] = ()) -> list[str]:
+    """The ids of the messages whose text carries a marker that is itself the whole ignored message (a bot whose
+    `say` is the bare text) beside other words: whether the marker is the bot quoting the question ("not
+    answering MQA-…") or answering it ("Sure! MQA-…") the text cannot tell, so the silence is NOT CHECKED
+    (untraced_echo_note), neither failed nor passed on it. A text that is exactly the marker answers (answering)."""
+    return [str(e.get("event_id")) for e in events if _reading(said_text(e), markers, prompts) == "unsure"]
+
+
+def _reading(said: str, markers: Collection[str], prompts: Collection[str]) -> str | None:
+    """"answer", "unsure" or None (no marker, or one only inside quotes of a longer prompt): see answering."""
     marks = [m.strip() for m in markers if m and m.strip()]
-    quoted = [p.strip() for p in prompts if p and p.strip()]
-    found = []
-    for e in events:
-        said = said_text(e)
-        if said in wanted or (any(m in said for m in marks) and not any(q in said for q in quoted)):
-            found.append(str(e.get("event_id")))
-    return found
+    quoted = {p.strip() for p in prompts if p and p.strip()}
+    rest = said
+    for prompt in sorted(quoted - set(marks), key=len, reverse=True):  # a longer quote first: it may hold a shorter
+        rest = rest.replace(prompt, " ")
+    found = [m for m in marks if m in rest]
+    if not found:
+        return None
+    if said in found or any(m not in quoted for m in found):
+        return "answer"  # the marker outside any quote, or the bare marker that is the whole of what was asked
+    return "unsure"  # the marker is the whole question too: an echo of it reads as its answer
 
 
-def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+def _surplus(total: int, unnamed: int) -> str:
+    """What a failure adds when sends were traced without an event id: they cannot be all of these messages."""
+    if not unnamed:
+        return ""
+    return (f" ({unnamed} traced send(s) without an event id can account for {unnamed} message(s) at most, not all "
+            f"{total})")
+
+
+def untraced_answer_problem(to: str, ids: Sequence[str], unnamed: int = 0, total: int | None = None) -> str | None:
     """A failed silence: untraced messages of the bot that relate to nothing carry the ignored message's answer.
-    None too when `unnamed` of the bot's sends are traced without their event id: one of them may be such a
-    message, so the trace may account for it after all (unnamed_sends_note says so instead)."""
-    if not ids or unnamed:
+    None when the `unnamed` sends traced without their event id are as many as the `total` such messages (these
+    and the edits, `ids` alone by default): each may be one of them, so the trace may account for them after all
+    (unnamed_sends_note says so instead); more of them than unnamed sends cannot all be accounted for."""
+    total = len(ids) if total is None else total
+    if not ids or (unnamed and total <= unnamed):
         return None
     return (f"the bot answered '{to}' in {len(ids)} message(s) relating to nothing that its trace does not account "
-            f"for, saying what '{to}' asked for: {', '.join(ids)}")
+            f"for, saying what '{to}' asked for: {', '.join(ids)}{_surplus(total, unnamed)}")
 
 
-def untraced_edit_problem(to: str, ids: Sequence[str], unnamed: int = 0) -> str | None:
+def untraced_edit_problem(to: str, ids: Sequence[str], unnamed: int = 0, total: int | None = None) -> str | None:
     """A failed silence: untraced edits of the bot's messages change one into the ignored message's answer (None
-    when `unnamed` sends were traced without an id, as for untraced_answer_problem)."""
-    if not ids or unnamed:
+    when `unnamed` sends traced without an id are as many as the `total`, as for untraced_answer_problem)."""
+    total = len(ids) if total is None else total
+    if not ids or (unnamed and total <= unnamed):
         return None
     return (f"the bot answered '{to}' in {len(ids)} edit(s) of its messages that its trace does not account for, "
-            f"their new text saying what '{to}' asked for: {', '.join(ids)}")
+            f"their new text saying what '{to}' asked for: {', '.join(ids)}{_surplus(total, unnamed)}")
+
+
+def untraced_echo_note(to: str, ids: Sequence[str]) -> str | None:
+    """Why the silence about `to` is NOT CHECKED: untraced messages carry its marker beside other words, and the
+    marker is the whole of `to` (the bot's `say` is the bare text), so quoting `to` and answering it read alike."""
+    if not ids:
+        return None
+    return (f"the bot sent {len(ids)} message(s) that its trace does not account for carrying the marker that is "
+            f"the whole of '{to}' beside other words ({', '.join(ids[:5])}): whether one quotes '{to}' or answers "
+            "it cannot be told")
 
 
 def untraced_note(to: str, ids: Sequence[str]) -> str | None:
@@ -153,10 +198,13 @@ def untraced_note(to: str, ids: Sequence[str]) -> str | None:
             "answered, cannot be told")
 
 
-def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int) -> str | None:
+def unnamed_sends_note(to: str, ids: Sequence[str], unnamed: int, total: int | None = None) -> str | None:
     """Why the silence about `to` is NOT CHECKED rather than failed: messages relating to nothing say what `to`
-    asked for and no traced event id names them, but `unnamed` sends were traced without one."""
-    if not ids or not unnamed:
+    asked for and no traced event id names them, but `unnamed` sends were traced without one, as many as the
+    `total` such messages (`ids` alone by default; the scenario's, for every ignored message) or more (more such
+    messages than unnamed sends fail: untraced_answer_problem)."""
+    total = len(ids) if total is None else total
+    if not ids or not unnamed or total > unnamed:
         return None
     return (f"the bot sent {len(ids)} message(s) relating to nothing that say what '{to}' asked for "
             f"({', '.join(ids[:5])}), but {unnamed} of its traced sends name no event id: whether its trace accounts "

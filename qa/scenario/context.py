@@ -71,6 +71,9 @@ class ScenarioContext:
     # What the look after the bot's exit cannot judge (qa.scenario.fence): each takes the first look's mark in
     # the observer's stream and returns why its check is NOT CHECKED, or None.
     after_exit_notes: list[Any] = field(default_factory=list)
+    # The messages expect_no_reply checked with a trace, with their step ids (Ref, step id): the sends the bot
+    # traced without an event id are the scenario's, so their untraced answers share them (steps/silence.py).
+    silenced: list[tuple[Ref, str]] = field(default_factory=list)
     # The scenario's private state dir (crypto stores, the bot's password file) and --include-bodies (E2EE steps).
     state_dir: Path | None = None
     include_bodies: bool = False

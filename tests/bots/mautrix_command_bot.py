@@ -59,11 +59,21 @@ BUGS = {
     "late-plain-note-ignored": "says something else, untraced, in a plain message as it shuts down, for each "
                                "command it traced as dropped for mention-required",
     "redact-after-turn": "redacts each answer after its turn ended, untraced, as it shuts down",
+    "quoted-answer-ignored": "answers each command it traced as dropped for mention-required right away, untraced, "
+                             "in a plain message that quotes the command before the answer",
+    "late-plain-answers-one-unnamed": "answers each command it traced as dropped for mention-required twice as it "
+                                      "shuts down, in plain messages, tracing one reply.sent without an event id",
     # No defect: the honest counterpart of redact-after-turn, which the final checks must not fail.
     "cleanup": "(honest) redacts its answer to a message once someone else has redacted that message",
+    "thread-no-fallback": "(honest) answers in a thread with no m.in_reply_to, as a client without the reply "
+                          "fallback does",
+    "notice-ignored": "(honest) says right away, untraced, that it did not answer a command it dropped for "
+                      "mention-required, quoting the command",
 }
 # After an optional "Name: " a mention pill leaves in the plain body.
 COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?!echo (?P<text>.+)$", re.DOTALL)
+# `--bare`: every message is its command (an echo bot; its bot file's `say` is "{text}").
+BARE_COMMAND = re.compile(r"^(?:[^\n:]{1,255}:\s+)?(?P<text>.+)$", re.DOTALL)
 SYNC_FILTER = {"room": {"timeline": {"limit": 100}}}  # catch-up after downtime arrives in one batch
 SEND_ATTEMPTS = 8
 SEND_BACKOFF_S = (0.2, 0.5, 1.0, 2.0)
@@ -178,9 +188,9 @@ def retry_delay_s(status: int, body: Mapping[str, Any], attempt: int) -> float |
     return None
 
 
-def command_text(body: str) -> str | None:
-    """TEXT of an `!echo TEXT` command (after a mention's "Name: "), else None."""
-    found = COMMAND.match(body.strip())
+def command_text(body: str, bare: bool = False) -> str | None:
+    """TEXT of an `!echo TEXT` command (after a mention's "Name: "), else None; `bare`: the whole body is TEXT."""
+    found = (BARE_COMMAND if bare else COMMAND).match(body.strip())
     return found.group("text") if found else None
 
 
@@ -198,7 +208,9 @@ def reply_content(text: str, event: Mapping[str, Any], policy: Policy, *, bug: s
     elif policy.thread_replies == "off":
         root = None
     reply: dict[str, Any] = {"m.in_reply_to": {"event_id": trigger}}
-    if root and bug != "thread-top-level":
+    if root and bug == "thread-no-fallback":
+        reply = {"rel_type": "m.thread", "event_id": root}  # the thread only: which message it answers is unsaid
+    elif root and bug != "thread-top-level":
         reply = {"rel_type": "m.thread", "event_id": root, "is_falling_back": True, **reply}
     content["m.relates_to"] = reply
     return content
@@ -258,9 +270,10 @@ class Trace:
 
 
 class CommandBot:
-    def __init__(self, settings: Settings, bug: str | None, trace: Trace) -> None:
+    def __init__(self, settings: Settings, bug: str | None, trace: Trace, bare: bool = False) -> None:
         self.s = settings
         self.bug = bug
+        self.bare = bare
         self.trace = trace
         self.state_path = settings.state_dir / "answered.json"
         state = _read_json(self.state_path) or {}
@@ -311,7 +324,7 @@ class CommandBot:
         trigger = str(event.get("event_id"))
         session = session_of(room_id, content)
         reason = drop_reason(event, self.s.user_id, policy, bug=self.bug)
-        text = command_text(str(content.get("body", ""))) if reason is None else None
+        text = command_text(str(content.get("body", "")), self.bare) if reason is None else None
         if reason is None and text is None:
             reason = "not-a-command"
         if reason is None and trigger in self.answered:
@@ -320,7 +333,9 @@ class CommandBot:
                         decision="dropped" if reason else "accepted", reason=reason or "accepted")
         if reason is not None or text is None:
             log.info("not answering %s: %s", trigger, reason)
-            late = command_text(str(content.get("body", "")))
+            late = command_text(str(content.get("body", "")), self.bare)
+            if reason == "mention-required" and late is not None:
+                await self.on_dropped_command(room_id, late)
             if self.bug == "late-answer-ignored" and reason == "mention-required" and late is not None:
                 self.held_back.append((room_id, reply_content(late, event, policy)))
             if self.bug == "late-plain-answer-ignored" and reason == "mention-required" and late is not None:
@@ -348,11 +363,26 @@ class CommandBot:
         if self.bug == "redact-after-turn" and answer is not None:
             self.held_back.append((room_id, {"redacts": answer}))
 
+    async def on_dropped_command(self, room_id: str, text: str) -> None:
+        """What a variant does about a command it dropped for mention-required, untraced: the quoted-answer-ignored
+        bug answers it after quoting it, late-plain-answers-one-unnamed holds two answers back, notice-ignored (an
+        honest bot) says it did not answer, quoting it."""
+        typed = text if self.bare else f"!echo {text}"
+        plain = {"msgtype": "m.notice", "m.mentions": {}}
+        if self.bug == "quoted-answer-ignored":
+            await self.send(room_id, {**plain, "body": f"> {typed}\n\n{text}"})
+        elif self.bug == "late-plain-answers-one-unnamed":
+            self.held_back += [(room_id, {**plain, "body": text}), (room_id, {**plain, "body": text})]
+        elif self.bug == "notice-ignored":
+            await self.send(room_id, {**plain, "body": f"not answered (mention me to be answered): {typed}"})
+
     async def send_held_back(self) -> None:
         """The late bugs: what was held back goes out now, after every turn.end, with no trace record."""
         for room_id, content in self.held_back:
             sent = await self.send(room_id, content, "redact" if "redacts" in content else "send")
             log.warning("sent held back %s in %s", sent, room_id)
+        if self.bug == "late-plain-answers-one-unnamed" and self.held_back:
+            self.trace.emit("reply.sent", session=self.held_back[0][0])  # one send traced, its event id lost
         self.held_back.clear()
 
     async def on_reaction(self, evt: Event) -> None:
@@ -422,8 +452,8 @@ class CommandBot:
         return None
 
 
-async def main_async(settings: Settings, bug: str | None) -> int:
-    bot = CommandBot(settings, bug, Trace(os.environ.get("MATRIX_QA_TRACE_FILE")))
+async def main_async(settings: Settings, bug: str | None, bare: bool = False) -> int:
+    bot = CommandBot(settings, bug, Trace(os.environ.get("MATRIX_QA_TRACE_FILE")), bare)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -457,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="A minimal Matrix command bot (mautrix): !echo TEXT.")
     parser.add_argument("--bug", choices=sorted(BUGS), help="turn on one deliberate defect")
     parser.add_argument("--config", type=Path, help="JSON with the scenario's bot: settings ({\"bot\": {...}})")
+    parser.add_argument("--bare", action="store_true", help="every message is its command (say: \"{text}\")")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s")
     logging.getLogger("mau").setLevel(logging.WARNING)
@@ -467,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.bug:
         log.warning("deliberate bug enabled: %s (%s)", args.bug, BUGS[args.bug])
-    return asyncio.run(main_async(settings, args.bug))
+    return asyncio.run(main_async(settings, args.bug, args.bare))
 
 
 if __name__ == "__main__":

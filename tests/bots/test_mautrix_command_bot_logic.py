@@ -39,6 +39,8 @@ def test_the_command_after_a_mention_prefix() -> None:
     assert bot.command_text("!echo MQA-1") == "MQA-1"
     assert bot.command_text("Bot: !echo MQA-1") == "MQA-1"
     assert bot.command_text("say !echo MQA-1") is None and bot.command_text("!echo") is None
+    # --bare (say "{text}"): the whole body, after a mention prefix, is the command.
+    assert bot.command_text("MQA-1", bare=True) == "MQA-1" and bot.command_text("Bot: MQA-1", bare=True) == "MQA-1"
 
 
 def test_where_the_answer_goes() -> None:
@@ -47,6 +49,8 @@ def test_where_the_answer_goes() -> None:
         "rel_type": "m.thread", "event_id": "$root", "is_falling_back": True, "m.in_reply_to": {"event_id": "$e"}}
     assert bot.reply_content("x", threaded, bot.Policy(), bug="thread-top-level")["m.relates_to"] == {
         "m.in_reply_to": {"event_id": "$e"}}
+    assert bot.reply_content("x", threaded, bot.Policy(), bug="thread-no-fallback")["m.relates_to"] == {
+        "rel_type": "m.thread", "event_id": "$root"}
     assert "m.relates_to" not in bot.reply_content("x", _event(), bot.Policy(direct=True))
     assert bot.reply_content("x", _event(), bot.Policy(thread_replies="always"))["m.relates_to"]["event_id"] == "$e"
 

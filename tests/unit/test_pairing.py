@@ -8,7 +8,16 @@ from typing import Any, get_args
 import pytest
 
 from qa.evidence.order import Unwanted, unwanted_replies
-from qa.evidence.pairing import Method, Pairing, Trigger, body, pair_reply, replies_by_relation
+from qa.evidence.pairing import (
+    Method,
+    Pairing,
+    Trigger,
+    body,
+    pair_reply,
+    replies_by_relation,
+    unnamed_in_threads,
+    unsure_in_thread,
+)
 
 BOT = "@bot:hs"
 ROOM = "!r:hs"
@@ -324,3 +333,43 @@ def test_every_message_the_journal_ties_to_the_ignored_trigger_is_unwanted_even_
     # A reply to another event after the control's answer is left alone.
     events = [msg("$ctl-answer", "CTL", seen=9), msg("$r", "IGN", seen=10, reply_to="$elsewhere")]
     assert unwanted_replies(IGNORED, "$ctl-answer", events, BOT, journal, "say CTL") == []
+
+
+def test_a_bare_thread_message_answers_the_root_only_until_someone_else_writes_in_the_thread() -> None:
+    """After a test user's message in the thread, a bot thread message without m.in_reply_to may answer that
+    message: it no longer counts as a reply to the root (the last review's Medium/Low: an honest bot answering a
+    follow-up this way was counted twice for the root)."""
+    user = "@driver:hs"
+    follow = {**bare_thread("$follow", "$t"), "sender": user}
+    elsewhere = {**bare_thread("$other_thread", "$u"), "sender": user}
+    away = {**bare_thread("$away", "$t"), "sender": user, "room_id": "!elsewhere:hs"}
+    events = [bare_thread("$first", "$t"), elsewhere, away, bare_thread("$second", "$t"), follow,
+              bare_thread("$third", "$t"), bare_thread("$named", "$t", reply_to="$t"),
+              bare_thread("$in_u", "$u")]
+    assert replies_by_relation("$t", events, BOT, ROOM) == ["$first", "$second", "$named"]
+    assert replies_by_relation("$u", events, BOT, ROOM) == []
+    assert unnamed_in_threads(events, BOT, ROOM) == {"$third", "$in_u"}
+    # The bot's own messages in the thread (and an edit by someone else) do not make it ambiguous.
+    edit_by_user = {**msg("$edit", "x", sender=user), "content": {"body": "x", "m.relates_to": {
+        "rel_type": "m.replace", "event_id": "$first"}}}
+    state = {**follow, "event_id": "$state", "state_key": ""}
+    notice = {**follow, "event_id": "$reaction", "type": "m.reaction"}
+    reference = {**msg("$ref", "x", sender=user), "content": {"body": "x", "m.relates_to": {
+        "rel_type": "m.reference", "event_id": "$t"}}}
+    assert replies_by_relation("$t", [bare_thread("$a", "$t"), edit_by_user, state, notice, reference,
+                                      bare_thread("$b", "$t")], BOT, ROOM) == ["$a", "$b"]
+    # Nor is the bot's own message referencing the root (no thread) a reply to it.
+    assert replies_by_relation("$t", [{**reference, "sender": BOT}], BOT, ROOM) == []
+
+
+def test_the_bare_thread_messages_after_a_follow_up_are_unsure_for_their_root_only_unless_settled() -> None:
+    """unsure_in_thread: what expect_reply_count and the silence on a root name as NOT CHECKED for a bot without a
+    trace (tests/unit/test_thread_unsure.py runs the steps)."""
+    user = "@driver:hs"
+    events = [bare_thread("$first", "$t"), {**bare_thread("$follow", "$t"), "sender": user},
+              bare_thread("$then", "$t"), bare_thread("$named", "$t", reply_to="$follow"),
+              {**bare_thread("$ask", "$u"), "sender": user}, bare_thread("$there", "$u"), bare_thread("$last", "$t")]
+    assert unsure_in_thread("$t", events, BOT, ROOM) == ["$then", "$last"]
+    assert unsure_in_thread("$t", events, BOT, ROOM, settled={"$then"}) == ["$last"]
+    assert unsure_in_thread("$u", events, BOT, ROOM) == ["$there"]
+    assert unsure_in_thread("$t", events[:1], BOT, ROOM) == []

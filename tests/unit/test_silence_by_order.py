@@ -103,6 +103,8 @@ async def test_a_quiet_room_after_the_controls_answer_passes_and_says_what_was_w
     assert ctx.final_checks[0]() is None
     await events.append(_message("$later", "late", reply_to="$trigger"))
     assert ctx.final_checks[0]() == "the bot answered 'ignored' after its check had passed: $later"
+    # And looked at after the exit: a bare thread message after a follow-up there may answer it (test_thread_unsure).
+    assert len(ctx.after_exit_notes) == 1 and ctx.after_exit_notes[0](0) is None
 
 
 def test_the_watch_lasts_twice_the_controls_turnaround_counted_from_the_trigger() -> None:
@@ -117,3 +119,22 @@ def test_the_watch_lasts_twice_the_controls_turnaround_counted_from_the_trigger(
     assert watch_after_control_s(1000.0, 1000.0, 1300.0, cap_s=60.0) == pytest.approx(0.3)
     # An answer seen the instant the control was sent: no turnaround, nothing left to watch.
     assert watch_after_control_s(1000.0, 1000.0, 1000.0, cap_s=60.0) == 0.0
+
+
+async def test_a_traced_check_registers_its_trigger_so_the_unnamed_sends_are_shared(monkeypatch) -> None:
+    """The final checks count the sends traced without an event id against every traced check's untraced answers
+    (test_untraced_silence): each traced expect_no_reply registers its trigger in ctx.silenced; one without a trace
+    does not (its silence is judged by order)."""
+    events: Stream[dict[str, Any]] = Stream()
+    step = _step()
+    ctx = _ctx(step, events)
+    ctx.bot.has_trace = True
+    await ctx.bot.trace.append({"type": "inbound", "eventId": "$trigger", "decision": "dropped", "reason": "r"})
+    _answers_control(monkeypatch, events, None)
+    assert (await step.run(ctx)).startswith("dropped (r)")
+    assert ctx.silenced == [(ctx.refs["ignored"], "ignored")]
+    assert len(ctx.final_checks) == len(ctx.after_exit_notes) == 1
+    untraced = _ctx(step, Stream())
+    _answers_control(monkeypatch, untraced.actors["driver"].events, None)  # type: ignore[attr-defined]
+    await step.run(untraced)
+    assert untraced.silenced == []

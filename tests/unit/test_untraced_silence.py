@@ -9,8 +9,10 @@ from typing import Any
 from qa.evidence.events import BotIdentity
 from qa.evidence.silence import (
     answering,
+    echo_or_answer,
     unnamed_sends_note,
     untraced_answer_problem,
+    untraced_echo_note,
     untraced_edit_problem,
     untraced_edits,
     untraced_note,
@@ -159,7 +161,7 @@ def step_ctx(events: list[Any], trace: list[dict[str, Any]], has_trace: bool = T
         observer=lambda: SimpleNamespace(events=SimpleNamespace(items=events)), bot_ids=BotIdentity(frozenset({BOT})),
         scenario=SimpleNamespace(steps=[other, send]), markers={"token": "T1"},
         provider=SimpleNamespace(journal=journal) if journal is not None else None, refs={"quiet": ref}, claimed={},
-        rooms={"main": "!r"}), ref
+        rooms={"main": "!r"}, silenced=[]), ref
 
 
 def test_the_final_check_fails_an_untraced_plain_answer_and_the_note_tells_what_cannot_be_attributed() -> None:
@@ -250,5 +252,144 @@ def test_untraced_edits_edges_and_the_wordings_in_full() -> None:
     dressed = [msg("$d", "ok MQA-0000abcd")]
     assert answering(dressed, [], markers=["MQA-0000abcd"], prompts=[" "]) == ["$d"]
     assert (untraced_edit_problem("q", ["$1", "$2"]) or "").endswith("asked for: $1, $2")
-    note = unnamed_sends_note("q", ["$1", "$2", "$3", "$4", "$5", "$6"], 1)
+    note = unnamed_sends_note("q", ["$1", "$2", "$3", "$4", "$5", "$6"], 6)
     assert note is not None and "($1, $2, $3, $4, $5), but" in note
+
+
+# --- verdict30: quotes that answer, a prompt that is its own marker, more answers than unnamed sends -------------
+
+
+def test_a_message_quoting_the_prompt_and_then_answering_it_answers() -> None:
+    """The quote of the prompt is taken out first: a marker left outside it is said by the bot itself (the last
+    review's Medium: '> !echo T1\n\nT1' passed as a mere quote)."""
+    prompt = "!echo MQA-0000abcd"
+    events = [msg("$both", f"> {prompt}\n\nMQA-0000abcd"), msg("$quote", f"not answered: {prompt}"),
+              msg("$twice", f"{prompt} / {prompt}"), msg("$bare", "MQA-0000abcd")]
+    assert answering(events, [], markers=["MQA-0000abcd"], prompts=[prompt]) == ["$both", "$bare"]
+    assert echo_or_answer(events, markers=["MQA-0000abcd"], prompts=[prompt]) == []
+    # A longer quote is taken out before a shorter one it holds.
+    long, short = "reply with only this exact marker: MQA-0000abcd", "exact"
+    assert answering([msg("$l", f"you said: {long}")], [], ["MQA-0000abcd"], [short, long]) == []
+
+
+def test_a_prompt_that_is_its_own_marker_answers_when_said_bare_and_is_unsure_beside_other_words() -> None:
+    """A bot whose `say` is "{text}": the ignored message IS the marker. Saying exactly it is the answer it asked
+    for; carrying it beside other words may quote the question or answer it, which the text cannot tell."""
+    marker = "MQA-0000abcd"
+    events = [msg("$exact", f" {marker} "), msg("$notice", f"not answered (mention me): {marker}"),
+              msg("$sure", f"Sure! {marker}"), msg("$other", "MQA-1111abcd"), msg("$none", "hello")]
+    assert answering(events, [], markers=[marker], prompts=[marker]) == ["$exact"]
+    assert echo_or_answer(events, markers=[marker], prompts=[marker]) == ["$notice", "$sure"]
+    # With a longer prompt the same messages are an answer each (the marker is outside every quote).
+    assert answering(events, [], markers=[marker], prompts=[f"!echo {marker}"]) == ["$exact", "$notice", "$sure"]
+    assert echo_or_answer(events, markers=[marker], prompts=[f"!echo {marker}"]) == []
+    assert echo_or_answer(events) == []
+    assert untraced_echo_note("q", []) is None
+    assert untraced_echo_note("q", ["$1", "$2", "$3", "$4", "$5", "$6"]) == (
+        "the bot sent 6 message(s) that its trace does not account for carrying the marker that is the whole of "
+        "'q' beside other words ($1, $2, $3, $4, $5): whether one quotes 'q' or answers it cannot be told")
+
+
+def test_more_untraced_answers_than_unnamed_sends_fail() -> None:
+    """Each send traced without its event id may be one message, not more: the surplus is untraced for sure (the
+    last review's Low: one unnamed send left every untraced answer NOT CHECKED)."""
+    assert untraced_answer_problem("q", ["$a"], unnamed=1) is None
+    assert untraced_answer_problem("q", ["$a", "$b"], unnamed=1) == (
+        "the bot answered 'q' in 2 message(s) relating to nothing that its trace does not account for, saying what "
+        "'q' asked for: $a, $b (1 traced send(s) without an event id can account for 1 message(s) at most, not "
+        "all 2)")
+    # The edits share the unnamed sends: one message and one edit against one unnamed send fail both.
+    assert untraced_answer_problem("q", ["$a"], unnamed=1, total=2) is not None
+    assert untraced_edit_problem("q", ["$e"], unnamed=1, total=2) == (
+        "the bot answered 'q' in 1 edit(s) of its messages that its trace does not account for, their new text "
+        "saying what 'q' asked for: $e (1 traced send(s) without an event id can account for 1 message(s) at "
+        "most, not all 2)")
+    assert untraced_edit_problem("q", ["$e"], unnamed=2, total=2) is None
+    assert untraced_edit_problem("q", [], unnamed=0, total=2) is None
+    assert unnamed_sends_note("q", ["$a", "$b"], 1) is None  # failed instead
+    assert unnamed_sends_note("q", ["$a"], 1) is not None
+
+
+def test_the_step_fails_the_surplus_over_unnamed_sends_and_says_an_echo_is_unsure() -> None:
+    from qa.scenario.steps import silence
+
+    events = [msg("$trigger", sender="@driver:hs"), msg("$t1", "T1"), msg("$again", "T1: done")]
+    trace = [{"type": "reply.sent", "inReplyTo": "$control"}]  # one send without its eventId, two answers
+    ctx, ref = step_ctx(events, trace)
+    check = negative()
+    assert (silence._still_silent(ctx, ref, "quiet", check)() or "").endswith(
+        "$t1, $again (1 traced send(s) without an event id can account for 1 message(s) at most, not all 2)")
+    assert check.unwantedReplies == ["$t1", "$again"]
+    # A bot whose say is the bare text: the ignored message is "T1" itself.
+    bare = [msg("$trigger", sender="@driver:hs"), msg("$notice", "ignored: T1"), msg("$hello", "hello")]
+    ctx, ref = step_ctx(bare, [])
+    ref = type(ref)("!r", "$trigger", None, 0.0, actor="driver", text="T1")
+    assert silence._still_silent(ctx, ref, "quiet", negative())() is None
+    assert silence._untraced_after(ctx, ref, "quiet")(2) == (
+        "the bot sent 1 message(s) that its trace does not account for carrying the marker that is the whole of "
+        "'quiet' beside other words ($notice): whether one quotes 'quiet' or answers it cannot be told; the bot "
+        "sent 1 message(s) after the first look that relate to nothing and that its trace does not account for "
+        "($hello): whether one answers 'quiet', which it traced as not answered, cannot be told")
+    exact = [msg("$trigger", sender="@driver:hs"), msg("$t1", "T1")]
+    ctx, _ = step_ctx(exact, [])
+    assert "$t1" in (silence._still_silent(ctx, ref, "quiet", negative())() or "")
+
+
+def test_a_bare_thread_message_after_someone_else_wrote_in_its_thread_is_judged_as_relating_to_nothing() -> None:
+    """Its relation names the thread, not the message it answers (qa.evidence.pairing.unnamed_in_threads): an
+    untraced one that carries the ignored root's marker answers it; before anyone else wrote there it is a reply
+    to the root by relation (replies_by_relation), not looked at here."""
+    def in_thread(event_id: str, body: str, sender: str = BOT) -> dict[str, Any]:
+        return msg(event_id, body, sender=sender, **{"m.relates_to": {"rel_type": "m.thread", "event_id": "$trigger"}})
+
+    events = [msg("$trigger", sender="@driver:hs"), in_thread("$first", "T1"),
+              in_thread("$ask", "follow-up", sender="@driver:hs"), in_thread("$then", "T1")]
+    assert ids(untraced_plain(events, "$trigger", "!r", BOT, set())) == ["$then"]
+    assert ids(untraced_plain(events, "$trigger", "!r", BOT, {"$then"})) == []
+
+
+def test_one_unnamed_send_excuses_one_answer_in_the_whole_scenario_not_one_per_ignored_message() -> None:
+    """The unnamed sends are the scenario's, so they are shared by every ignored message's untraced answers (a
+    union: one message answering two ignored ones is counted once). The last review's Medium: one `reply.sent`
+    without eventId left an untraced answer to each of two ignored messages NOT CHECKED."""
+    from types import SimpleNamespace
+
+    from qa.scenario.context import Ref
+    from qa.scenario.steps import silence
+
+    def ctx_for(events: list[Any], trace: list[dict[str, Any]]) -> tuple[Any, Ref, Ref]:
+        steps = [SimpleNamespace(defined_id=lambda n=n: n, body=f"reply with only this exact marker: {{{m}}}")
+                 for n, m in (("q1", "token"), ("q2", "token2"))]
+        r1 = Ref("!r", "$q1", None, 0.0, actor="driver", text="reply with only this exact marker: T1")
+        r2 = Ref("!r", "$q2", None, 0.0, actor="driver", text="reply with only this exact marker: T2")
+        ctx = SimpleNamespace(
+            bot=SimpleNamespace(has_trace=True, trace=SimpleNamespace(items=trace)), trace_start=0,
+            observer=lambda: SimpleNamespace(events=SimpleNamespace(items=events)),
+            bot_ids=BotIdentity(frozenset({BOT})), scenario=SimpleNamespace(steps=steps),
+            markers={"token": "T1", "token2": "T2"}, provider=None, refs={"q1": r1, "q2": r2}, claimed={},
+            rooms={"main": "!r"}, silenced=[(r1, "q1"), (r2, "q2")])
+        return ctx, r1, r2
+
+    asked = [msg("$q1", "reply with only this exact marker: T1", sender="@driver:hs"),
+             msg("$q2", "reply with only this exact marker: T2", sender="@driver:hs")]
+    unnamed = [{"type": "reply.sent", "inReplyTo": "$control"}]
+    ctx, r1, r2 = ctx_for([*asked, msg("$a1", "T1"), msg("$a2", "T2")], unnamed)
+    first, second = negative(), negative()
+    assert silence._still_silent(ctx, r1, "q1", first)() == (
+        "the bot answered 'q1' in 1 message(s) relating to nothing that its trace does not account for, saying what "
+        "'q1' asked for: $a1 (1 traced send(s) without an event id can account for 1 message(s) at most, not all 2)")
+    assert (silence._still_silent(ctx, r2, "q2", second)() or "").endswith("$a2 (1 traced send(s) without an event "
+                                                                           "id can account for 1 message(s) at "
+                                                                           "most, not all 2)")
+    assert (first.unwantedReplies, second.unwantedReplies) == (["$a1"], ["$a2"])
+    assert silence._untraced_after(ctx, r1, "q1")(4) is None, "failed, not NOT CHECKED"
+    # Two unnamed sends may be both answers: NOT CHECKED, each naming its own.
+    ctx, r1, r2 = ctx_for([*asked, msg("$a1", "T1"), msg("$a2", "T2")], unnamed * 2)
+    assert silence._still_silent(ctx, r1, "q1", negative())() is None
+    assert silence._still_silent(ctx, r2, "q2", negative())() is None
+    assert "($a2), but 2 of its traced sends name no event id" in (silence._untraced_after(ctx, r2, "q2")(4) or "")
+    # One message answering both is one message (a union), which one unnamed send may be.
+    ctx, r1, r2 = ctx_for([*asked, msg("$both", "T1 T2")], unnamed)
+    assert silence._still_silent(ctx, r1, "q1", negative())() is None
+    assert silence._still_silent(ctx, r2, "q2", negative())() is None
+    assert "($both), but 1 of its traced sends" in (silence._untraced_after(ctx, r1, "q1")(3) or "")

@@ -17,9 +17,11 @@ from qa.evidence.silence import (
     answering,
     control_problems,
     decision_problems,
+    echo_or_answer,
     is_decision,
     unnamed_sends_note,
     untraced_answer_problem,
+    untraced_echo_note,
     untraced_edit_problem,
     untraced_edits,
     untraced_note,
@@ -33,7 +35,14 @@ from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import BOT, ActorName, Duration, MarkedText, Model, Reason, StepId, error
 from qa.scenario.steps.base import MESSAGES, SILENCE_TARGETS, ActorUse, StepBase, StepRef, mention_use
 from qa.scenario.steps.common import bot_messages, journal, mention_of, prompt, text, trace_about
-from qa.scenario.steps.replies import body_now, edit_wait_s, replies_to, wait_for_bot_reply
+from qa.scenario.steps.replies import (
+    body_now,
+    edit_wait_s,
+    replies_to,
+    unsure_thread_note,
+    unsure_thread_replies,
+    wait_for_bot_reply,
+)
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -155,7 +164,10 @@ class ExpectNoReply(StepBase):
         check.unwantedReplies = sorted({e for e, _ in unwanted})
         ctx.final_checks.append(_still_silent(ctx, trigger, self.to, check))
         if ctx.bot.has_trace:
+            ctx.silenced.append((trigger, self.to))
             ctx.after_exit_notes.append(_untraced_after(ctx, trigger, self.to))
+        else:
+            ctx.after_exit_notes.append(_thread_unsure_after(ctx, trigger, self.to, check))
         if unwanted:
             problems.append(f"the bot answered '{self.to}': " + "; ".join(f"{e} ({why})" for e, why in unwanted))
         ctx.method = check.method
@@ -276,10 +288,11 @@ def _still_silent(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCh
         # An untraced edit of one of its messages into that answer answers it too.
         said = _answering(ctx, trigger, to, _untraced(ctx, trigger))
         edited = _answering(ctx, trigger, to, _untraced_edits(ctx, trigger))
-        unnamed = _sends(ctx).unnamed
-        if not unnamed:  # else a send traced without its id may be one of them: NOT CHECKED after the exit
+        unnamed, total = _sends(ctx).unnamed, _answers_in_scenario(ctx, trigger, to)
+        if total > unnamed:  # else each may be a send traced without its id: NOT CHECKED after the exit
             check.unwantedReplies.extend(e for e in [*said, *edited] if e not in check.unwantedReplies)
-        problems = [untraced_answer_problem(to, said, unnamed), untraced_edit_problem(to, edited, unnamed)]
+        problems = [untraced_answer_problem(to, said, unnamed, total),
+                    untraced_edit_problem(to, edited, unnamed, total)]
         return "; ".join(p for p in problems if p) or None
 
     return final
@@ -293,11 +306,35 @@ def _untraced_after(ctx: ScenarioContext, trigger: Ref, to: str) -> Any:
         said = set(_answering(ctx, trigger, to, late))
         unsure = unnamed_sends_note(to, _answering(ctx, trigger, to, [*_untraced(ctx, trigger),
                                                                       *_untraced_edits(ctx, trigger)]),
-                                    _sends(ctx).unnamed)
-        other = untraced_note(to, [str(e.get("event_id")) for e in late if e.get("event_id") not in said])
-        return "; ".join(filter(None, [unsure, other])) or None
+                                    _sends(ctx).unnamed, _answers_in_scenario(ctx, trigger, to))
+        everything = [*_untraced(ctx, trigger), *_untraced_edits(ctx, trigger)]
+        echoes = _echoes(ctx, trigger, to, everything)
+        other = untraced_note(to, [str(e.get("event_id")) for e in late
+                                   if e.get("event_id") not in said and e.get("event_id") not in echoes])
+        return "; ".join(filter(None, [unsure, untraced_echo_note(to, echoes), other])) or None
 
     return note
+
+
+def _thread_unsure_after(ctx: ScenarioContext, trigger: Ref, to: str, check: NegativeCheck) -> Any:
+    """After the bot's exit, for a bot without a trace: its thread messages in the ignored message's thread that
+    name no event they answer, sent after someone else wrote there, may answer it or that later message
+    (replies.unsure_thread_replies): the silence is NOT CHECKED, naming them (those it already failed on aside)."""
+    def note(_mark: int) -> str | None:
+        return unsure_thread_note(to, unsure_thread_replies(ctx, trigger, check.unwantedReplies))
+
+    return note
+
+
+def _answers_in_scenario(ctx: ScenarioContext, trigger: Ref, to: str) -> int:
+    """How many untraced messages and edits answer any message the scenario's expect_no_reply checked with a
+    trace (this one included): the sends traced without an event id are the scenario's, each may be one of them
+    and only one, so they are shared by all, not counted again for each ignored message. A union: a message
+    answering two ignored ones is one message."""
+    found: set[str] = set()
+    for ignored, name in [*ctx.silenced, (trigger, to)]:
+        found.update(_answering(ctx, ignored, name, [*_untraced(ctx, ignored), *_untraced_edits(ctx, ignored)]))
+    return len(found)
 
 
 def _sends(ctx: ScenarioContext) -> Any:
@@ -319,10 +356,21 @@ def _answering(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -
     """Which of `events` say what the ignored message asked for: the marker of a say-able prompt (contained, not
     in a quote of the prompt), or whatever the model answered to its text (a bot that asked the model about a
     message it traced as ignored)."""
+    markers, prompts = _marker_of(ctx, trigger, to)
+    return answering(events, answers_in_journal(trigger.text, journal(ctx)), markers, prompts)
+
+
+def _echoes(ctx: ScenarioContext, trigger: Ref, to: str, events: list[Any]) -> list[str]:
+    """Which of `events` carry the marker that is the whole ignored message beside other words (a bot whose `say`
+    is the bare text): an echo and an answer read alike (qa.evidence.silence.echo_or_answer)."""
+    return echo_or_answer(events, *_marker_of(ctx, trigger, to))
+
+
+def _marker_of(ctx: ScenarioContext, trigger: Ref, to: str) -> tuple[list[str], list[str]]:
+    """The ignored message's marker (when its prompt is say-able) and what its sender typed."""
     step = next((s for s in ctx.scenario.steps if s.defined_id() == to), None)
     marker = say_marker(str(getattr(step, "body", None) or ""))
-    return answering(events, answers_in_journal(trigger.text, journal(ctx)),
-                     [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else [])
+    return [text(ctx, marker)] if marker else [], [trigger.text] if trigger.text else []
 
 
 async def _unwanted_reply_evidence(ctx: ScenarioContext, trigger: Ref, timeout_s: float) -> list[str]:
