@@ -38,6 +38,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from suite_bench import _read, checkout_env, every  # one /proc reader, one checkout environment, one sampling loop
+
 REPO = Path(__file__).resolve().parents[1]
 SAMPLE_S = 0.1
 _ZYGOTE = "qa.harness.zygote"
@@ -113,18 +116,11 @@ class Follower:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def run(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, daemon=True)
-        thread.start()
-        return thread
+        return every(SAMPLE_S, self.sample, self._stop)
 
     def stop(self, thread: threading.Thread) -> None:
         self._stop.set()
         thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self.sample()
-            self._stop.wait(SAMPLE_S)
 
     def sample(self) -> None:
         seen = _tree(self.root)
@@ -173,14 +169,6 @@ def _link(path: str) -> str:
         return ""
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except OSError:  # the process exited between listing and reading
-        return ""
-
-
 def _rollup(pid: int) -> dict[str, int]:
     figures = {}
     for line in _read(f"/proc/{pid}/smaps_rollup").splitlines():
@@ -192,7 +180,7 @@ def _rollup(pid: int) -> dict[str, int]:
 
 
 def one_run(tree: Path, out: Path, run_args: list[str]) -> tuple[Follower, float, int]:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tree), os.environ.get("PYTHONPATH")]))}
+    env = checkout_env(tree)
     command = [sys.executable, "-m", "qa.cli", "run", "--output-dir", str(out), *run_args]
     began = time.perf_counter()
     proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -78,6 +78,18 @@ class _Proc:
     cpu_s: float = 0.0
 
 
+def every(interval_s: float, sample: Any, stop: threading.Event) -> threading.Thread:
+    """`sample()` on a daemon thread every `interval_s` until `stop` is set (the caller joins the thread)."""
+    def loop() -> None:
+        while not stop.is_set():
+            sample()
+            stop.wait(interval_s)
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    return thread
+
+
 @dataclass
 class Sampler:
     """Follows one process tree through /proc: per process its VmHWM and CPU time, per instant the RSS sums."""
@@ -89,18 +101,11 @@ class Sampler:
     _stop: threading.Event = field(default_factory=threading.Event)
 
     def start(self) -> threading.Thread:
-        thread = threading.Thread(target=self._loop, daemon=True)
-        thread.start()
-        return thread
+        return every(SAMPLE_S, self._sample, self._stop)
 
     def stop(self, thread: threading.Thread) -> None:
         self._stop.set()
         thread.join()
-
-    def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._sample()
-            self._stop.wait(SAMPLE_S)
 
     def _sample(self) -> None:
         parents: dict[int, int] = {}
