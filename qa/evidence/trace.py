@@ -24,6 +24,26 @@ def record_matches(record: dict[str, Any], kind: str, fields: Mapping[str, Any],
     return event_id is None or record.get("eventId") == event_id or record.get("attempt") in attempts
 
 
+def arrival_outside(records: Sequence[dict[str, Any]], event_id: str, other_id: str) -> str | None:
+    """Why message `event_id` cannot be said to have reached the bot while message `other_id`'s model request was in
+    flight, or None when it did: the bot's first record about it (its turn's start, in any bot that traces) comes
+    after that request's model.request.start and before its model.request.end (or while no end is traced yet).
+    A bound on what the message waited for (its lock acquire) proves nothing about contention otherwise: on a loaded
+    machine the message can reach the bot after the other turn is over, and then nothing was in its way."""
+    mine, others = attempts_for(records, event_id), attempts_for(records, other_id)
+    first = next((n for n, r in enumerate(records) if r.get("eventId") == event_id or r.get("attempt") in mine), None)
+    start = next((n for n, r in enumerate(records)
+                  if record_matches(r, "model.request.start", {}, other_id, others)), None)
+    end = next((n for n, r in enumerate(records) if record_matches(r, "model.request.end", {}, other_id, others)), None)
+    if first is None:
+        return "left no trace record about it"
+    if start is None or first < start:
+        return "reached the bot before the other message's model request started"
+    if end is not None and first > end:
+        return "reached the bot only after the other message's model request had ended"
+    return None
+
+
 def over_bounds(record: dict[str, Any], bounds: Mapping[str, float]) -> dict[str, Any]:
     """The bounded fields the record exceeds, or does not carry as a number."""
     return {k: record.get(k) for k, limit in bounds.items()

@@ -186,3 +186,26 @@ async def test_what_never_arrived_is_said_for_the_result(monkeypatch: Any) -> No
     ctx = await ctx_with([{"type": "reply.sent", "eventId": "$gone"}, end("r1", None)], [])
     missing, settled = await _late_evidence(monkeypatch, ctx, idle=True)
     assert missing is not None and missing.endswith("within 0.3s: $gone") and settled == [], missing
+
+
+def _arrival_trace(quick_at: str) -> list[dict]:
+    """The slow turn's model call, and the quick message's turn start placed `before`, `during` or `after` it."""
+    slow = [{"type": "turn.start", "eventId": "$slow", "attempt": "a1"},
+            {"type": "model.request.start", "attempt": "a1"},
+            {"type": "model.request.end", "attempt": "a1"}]
+    quick = {"type": "turn.start", "eventId": "$quick", "attempt": "a2"}
+    at = {"before": 1, "during": 2, "after": 3}[quick_at]
+    return [*slow[:at], quick, *slow[at:]]
+
+
+def test_a_contention_bound_counts_only_for_a_message_that_came_mid_model_call() -> None:
+    from qa.evidence.trace import arrival_outside
+
+    assert arrival_outside(_arrival_trace("during"), "$quick", "$slow") is None
+    assert "only after" in arrival_outside(_arrival_trace("after"), "$quick", "$slow")
+    assert "before" in arrival_outside(_arrival_trace("before"), "$quick", "$slow")
+    # Still in flight (no end traced yet): it came mid call.
+    assert arrival_outside(_arrival_trace("during")[:-1], "$quick", "$slow") is None
+    assert "no trace record" in arrival_outside(_arrival_trace("during")[:2], "$quick", "$slow")
+    # The slow turn's records name its attempt, not its event: found through its turn.start all the same.
+    assert "before" in arrival_outside(_arrival_trace("during"), "$quick", "$other")  # no model request of $other

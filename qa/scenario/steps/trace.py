@@ -9,7 +9,14 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 
 from pydantic import Field
 
-from qa.evidence.trace import describe_bounds, over_bounds, record_matches, series_problems, under_bounds
+from qa.evidence.trace import (
+    arrival_outside,
+    describe_bounds,
+    over_bounds,
+    record_matches,
+    series_problems,
+    under_bounds,
+)
 from qa.harness.bot_process import describe_record
 from qa.scenario.context import StepFailed
 from qa.scenario.fields import Duration, StepId, TraceType
@@ -32,7 +39,9 @@ class ExpectTrace(StepBase):
     kind: ClassVar[str] = "expect_trace"
     does: ClassVar[str] = "a bot trace record of `type` with `match` fields, optionally about message `to`, with " \
         "`max` (and `min`) bounds; `at_least: N` waits for N such records and holds every one to them, " \
-        "`growing: FIELD` to a value that never shrinks from one to the next (a backoff)"
+        "`growing: FIELD` to a value that never shrinks from one to the next (a backoff); " \
+        "`arrived_during: STEP`: the bounds count only if `to` reached the bot while that message's model request " \
+        "was in flight (else NOT CHECKED, saying why)"
     capabilities: ClassVar[tuple[str, ...]] = ("trace",)
 
     type: TraceType
@@ -45,17 +54,24 @@ class ExpectTrace(StepBase):
     # A series: wait for this many matching records, then judge all that match (each within `max`).
     at_least: int | None = Field(default=None, ge=2)
     growing: TraceField | None = None  # with at_least: a numeric field that never shrinks along the series
+    # With `to`: the bounds prove something only if `to` reached the bot while this message's model request was in
+    # flight (a contention check); a `to` that came after it ended leaves the step NOT CHECKED, saying so.
+    arrived_during: StepId | None = None
     timeout: Duration | None = None
 
     def check(self, scan: Scan) -> Iterator[Problem]:
         if self.growing is not None and self.at_least is None:
             yield ("growing",), "`growing` judges a series: give `at_least` (how many records make one)", self.growing
+        if self.arrived_during is not None and self.to is None:
+            yield ("arrived_during",), "`arrived_during` is about the message `to` names: give `to`", \
+                self.arrived_during
         for name, floor in self.min.items():
             if name in self.max and floor > self.max[name]:
                 yield ("min", name), f"min {floor:g} is above max {self.max[name]:g}: no record could pass", floor
 
     def refs(self) -> list[StepRef]:
-        return opt_ref("to", self.to, frozenset({SENT}), same_room=False)
+        return opt_ref("to", self.to, frozenset({SENT}), same_room=False) \
+            + opt_ref("arrived_during", self.arrived_during, frozenset({SENT}), same_room=False)
 
     def needs(self) -> list[tuple[str, str | None]]:
         # Lock records come from a bot that keeps its transcripts under a session write lock.
@@ -93,6 +109,12 @@ class ExpectTrace(StepBase):
         if over_bounds(record, self.max) or under_bounds(record, self.min):
             raise StepFailed(describe_bounds(self.type, self.max, self.min),
                              ["bot trace: " + describe_record(record)])
+        if self.arrived_during is not None and event_id is not None:
+            why = arrival_outside(ctx.bot.trace.items[ctx.trace_start:], event_id,
+                                  ctx.refs[self.arrived_during].event_id)
+            if why:
+                return f"{describe_record(record)}; bounds NOT CHECKED: '{self.to}' {why} of " \
+                    f"'{self.arrived_during}': no contention to bound"
         return describe_record(record)
 
     def _judge_series(self, records: list[dict[str, Any]]) -> str:
