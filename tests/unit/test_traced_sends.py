@@ -202,10 +202,16 @@ def test_a_contention_bound_counts_only_for_a_message_that_came_mid_model_call()
     from qa.evidence.trace import arrival_outside
 
     assert arrival_outside(_arrival_trace("during"), "$quick", "$slow") is None
-    assert "only after" in arrival_outside(_arrival_trace("after"), "$quick", "$slow")
-    assert "before" in arrival_outside(_arrival_trace("before"), "$quick", "$slow")
+    assert arrival_outside(_arrival_trace("after"), "$quick", "$slow") == \
+        "reached the bot only after the other message's model request had ended"
+    assert arrival_outside(_arrival_trace("before"), "$quick", "$slow") == \
+        "reached the bot before the other message's model request started"
     # Still in flight (no end traced yet): it came mid call.
     assert arrival_outside(_arrival_trace("during")[:-1], "$quick", "$slow") is None
-    assert "no trace record" in arrival_outside(_arrival_trace("during")[:2], "$quick", "$slow")
+    assert arrival_outside(_arrival_trace("during")[:2], "$quick", "$slow") == "left no trace record about it"
+    # Its first record is what counts, whether it names the event alone or only its turn's attempt (lock records).
+    late = _arrival_trace("after")
+    for first in ({"type": "message.received", "eventId": "$quick"}, {"type": "lock.acquire", "attempt": "a2"}):
+        assert arrival_outside([*late[:2], first, *late[2:]], "$quick", "$slow") is None, first
     # The slow turn's records name its attempt, not its event: found through its turn.start all the same.
     assert "before" in arrival_outside(_arrival_trace("during"), "$quick", "$other")  # no model request of $other
