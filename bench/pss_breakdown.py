@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,14 +112,6 @@ class Follower:
     kind_peak_kb: dict[str, int] = field(default_factory=dict)
     one_peak_kb: dict[str, int] = field(default_factory=dict)  # the largest single process of each kind
     kinds: dict[int, str] = field(default_factory=dict)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> threading.Thread:
-        return every(SAMPLE_S, self.sample, self._stop)
-
-    def stop(self, thread: threading.Thread) -> None:
-        self._stop.set()
-        thread.join()
 
     def sample(self) -> None:
         seen = _tree(self.root)
@@ -185,9 +176,9 @@ def one_run(tree: Path, out: Path, run_args: list[str]) -> tuple[Follower, float
     began = time.perf_counter()
     proc = subprocess.Popen(command, cwd=tree, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     follower = Follower(proc.pid)
-    thread = follower.run()
+    stop_sampling = every(SAMPLE_S, follower.sample)
     code = proc.wait()
-    follower.stop(thread)
+    stop_sampling()
     return follower, time.perf_counter() - began, code
 
 

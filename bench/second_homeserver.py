@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from suite_bench import REPO, Sampler
+from suite_bench import REPO, SAMPLE_S, Sampler, every
 
 
 def _run(commands: list[list[str]], cwd: Path = REPO) -> dict[str, float]:
@@ -39,10 +39,10 @@ def _run(commands: list[list[str]], cwd: Path = REPO) -> dict[str, float]:
     began = time.perf_counter()
     proc = subprocess.Popen(["sh", "-c", script], cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     sampler = Sampler(proc.pid)
-    thread = sampler.start()
+    stop_sampling = every(SAMPLE_S, sampler.sample)
     proc.wait()
     wall = time.perf_counter() - began
-    sampler.stop(thread)
+    stop_sampling()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     return {"wall_s": wall, "cpu_s": cpu, "cpu_synapse_s": sampler.cpu_s("synapse"),

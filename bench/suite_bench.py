@@ -78,8 +78,11 @@ class _Proc:
     cpu_s: float = 0.0
 
 
-def every(interval_s: float, sample: Any, stop: threading.Event) -> threading.Thread:
-    """`sample()` on a daemon thread every `interval_s` until `stop` is set (the caller joins the thread)."""
+def every(interval_s: float, sample: Any) -> Any:
+    """`sample()` on a daemon thread every `interval_s`; returns the function that stops it (after the sample in
+    progress, if any)."""
+    stop = threading.Event()
+
     def loop() -> None:
         while not stop.is_set():
             sample()
@@ -87,7 +90,12 @@ def every(interval_s: float, sample: Any, stop: threading.Event) -> threading.Th
 
     thread = threading.Thread(target=loop, daemon=True)
     thread.start()
-    return thread
+
+    def halt() -> None:
+        stop.set()
+        thread.join()
+
+    return halt
 
 
 @dataclass
@@ -98,16 +106,8 @@ class Sampler:
     procs: dict[int, _Proc] = field(default_factory=dict)
     peak_rss_kb: dict[str, int] = field(default_factory=dict)
     peak_pss_kb: int = 0
-    _stop: threading.Event = field(default_factory=threading.Event)
 
-    def start(self) -> threading.Thread:
-        return every(SAMPLE_S, self._sample, self._stop)
-
-    def stop(self, thread: threading.Thread) -> None:
-        self._stop.set()
-        thread.join()
-
-    def _sample(self) -> None:
+    def sample(self) -> None:
         parents: dict[int, int] = {}
         for entry in os.listdir("/proc"):
             if entry.isdigit():
@@ -206,10 +206,10 @@ def one_run(config: Config, profile: str, out: Path, tree: Path = REPO) -> dict[
     proc = subprocess.Popen(command, cwd=tree, env=checkout_env(tree), stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE, text=True)
     sampler = Sampler(proc.pid)
-    thread = sampler.start()
+    stop_sampling = every(SAMPLE_S, sampler.sample)
     _, stderr = proc.communicate()
     wall = time.perf_counter() - began
-    sampler.stop(thread)
+    stop_sampling()
     cpu_after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         sys.exit(f"run of {tree} failed (exit {proc.returncode}):\n{stderr[-3000:]}")
