@@ -60,6 +60,9 @@ async def test_conversation_scenarios_pass_with_silence_proved_by_evidence(run_q
     assert result.code == 0, result.report
     for scenario_id in CONVERSATION:
         assert result.scenario(scenario_id)["status"] == "pass", scenario_id
+    # The slowest answered message of this run: what one round trip costs on this machine at this moment.
+    round_trip_ms = max(s["durationMs"] for sid in CONVERSATION for s in result.scenario(sid)["steps"]
+                        if s["kind"] == "expect_reply")
     for scenario_id, reasons in NEGATIVE.items():
         scenario = result.scenario(scenario_id)
         checks = scenario["negativeChecks"]
@@ -70,8 +73,10 @@ async def test_conversation_scenarios_pass_with_silence_proved_by_evidence(run_q
             assert check["triggerEventId"] in result.report and check["controlReplyEventId"] in result.report
             step = scenario["steps"][check["step"] - 1]
             assert step["kind"] == "expect_no_reply"
-            # No fixed window hides in here: trace + control round trip take a fraction of the peer's 8 s.
-            assert step["durationMs"] < PEER_QUIET_WINDOW_MS / 4, step
+            # No fixed window hides in here: the step is a trace look-up plus one control round trip, so it takes
+            # about what the run's slowest answered message took, not a window on top (load moves both alike; an
+            # absolute bound failed a CI run at 2.08 s under load).
+            assert step["durationMs"] < min(PEER_QUIET_WINDOW_MS, 2 * round_trip_ms + 250), (step, round_trip_ms)
     assert "## Negative checks" in result.report
     # The reaction is in the session transcript as a notice naming who, which key and which message.
     transcripts = result.dir / "scenarios" / "matrix-reaction-notification" / "transcripts"
