@@ -2,8 +2,10 @@
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver -c homeserver.yaml
 
-Two things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
-Synapse re-checks the same power-levels and mentions schemas on every event), and, only when the harness asks for
+Three things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
+Synapse re-checks the same power-levels and mentions schemas on every event), SQLite's transactions run on the
+reactor thread instead of a one-thread pool (qa.homeserver.inline_db: handing every transaction to that thread and
+back cost ~6 % of Synapse's CPU; MATRIX_QA_SYNAPSE_DB_THREAD=1 keeps the thread), and, only when the harness asks for
 it (no template exists yet for this Synapse, see qa.homeserver.db_template), the database schema is created here
 and a copy kept as the pristine database template. The schema is created
 the way Synapse's own startup does it (same `prepare_database` call, same config), so the server then finds an
@@ -25,12 +27,17 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from qa.homeserver.inline_db import run_sqlite_inline
 from qa.homeserver.schema_checks import remember_schema_checks
 
 TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
+# "1": Synapse keeps its database thread (Twisted's pool), as before qa.homeserver.inline_db. Read from the
+# environment this process started with (a waiting Synapse, --await-config: the harness's, at the run's start).
+DB_THREAD_ENV = "MATRIX_QA_SYNAPSE_DB_THREAD"
 AWAIT_FLAG = "--await-config"
 
 
@@ -99,6 +106,15 @@ def _obey(orders: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
     return list(orders["argv"]), orders.get("template")
 
 
+def load_app(app_module: str, env: Mapping[str, str]) -> Any:
+    """Import the app (the import Synapse pays anyway, once) and install what runs inside it before its main."""
+    app = importlib.import_module(app_module)
+    remember_schema_checks()
+    if env.get(DB_THREAD_ENV) != "1":
+        run_sqlite_inline()
+    return app
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
@@ -106,8 +122,7 @@ def main(argv: list[str]) -> None:
     waiting = synapse_argv == [AWAIT_FLAG]
     failed = None
     try:
-        app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
-        remember_schema_checks()
+        app = load_app(app_module, os.environ)
     except Exception:
         if not waiting:
             raise
