@@ -2,6 +2,7 @@
 
     python bench/synapse_config_pairs.py --variant '{"push": {"enabled": true}}' [--base '{...}'] [--pairs 10]
     python bench/synapse_config_pairs.py --variant '{}' --base-plain-synapse   # what qa's launcher saves
+    python bench/synapse_config_pairs.py --variant '{}' --base-db-thread       # what running SQLite inline saves
 
 A runs qa's test-server config with --variant merged in, B with --base merged in (default: nothing, qa's config as
 it is). Both boot once; then the same scenario-shaped batch runs on A and on B in turn (A B, B A, A B ...: the order
@@ -11,7 +12,8 @@ session, each long-polling /sync, a private_chat createRoom naming the room and 
 and --messages messages; then a short settle for the syncs and background work it caused.
 
 --base-plain-synapse starts B as `python -m synapse.app.homeserver`, without qa.homeserver.seeded_boot (which
-remembers jsonschema's schema checks), on the same config.
+remembers jsonschema's schema checks), on the same config. --base-db-thread starts B through the launcher but with
+MATRIX_QA_SYNAPSE_DB_THREAD=1: Synapse keeps its database thread (qa.homeserver.inline_db).
 
 Printed: each side's median CPU per scenario, the median and quartiles of the per-pair ratio A/B, and the ratio of
 the sums. Not a test: nothing is asserted. Synapse's CPU, not wall time: the wall of a loaded machine drifts more
@@ -25,6 +27,7 @@ import asyncio
 import json
 import os
 import secrets
+import shutil
 import statistics
 import sys
 import tempfile
@@ -35,6 +38,7 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from qa.homeserver.base import UserCredentials
+from qa.homeserver.seeded_boot import DB_THREAD_ENV
 from qa.homeserver.synapse import SynapseHomeserver
 
 CLIENT = "/_matrix/client/v3"
@@ -104,6 +108,14 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.base_plain_synapse:
         b._launch_command = lambda: (  # type: ignore[method-assign]
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(b.config_path)], None)
+    elif args.base_db_thread:
+        launch = b._launch_command
+
+        def with_db_thread() -> tuple[list[str], dict[str, str]]:
+            argv, env = launch()
+            return argv, {**(os.environ if env is None else env), DB_THREAD_ENV: "1"}
+
+        b._launch_command = with_db_thread  # type: ignore[method-assign]
     a_cpu: list[float] = []
     b_cpu: list[float] = []
     try:
@@ -119,9 +131,12 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
                 b_cpu.append(used[id(b)])
     finally:
         await asyncio.gather(a.stop(), b.stop())
+        shutil.rmtree(work, ignore_errors=True)  # two Synapses' databases on /dev/shm: ~8 MiB a call
     ratios = [x / y for x, y in zip(a_cpu, b_cpu, strict=True) if y > 0]
     return {
-        "A (variant)": args.variant, "B (base)": args.base + (" on plain Synapse" if args.base_plain_synapse else ""),
+        "A (variant)": args.variant,
+        "B (base)": args.base + (" on plain Synapse" if args.base_plain_synapse else "")
+        + (" with the database thread" if args.base_db_thread else ""),
         "pairs": len(ratios),
         "A cpu ms/scenario (median)": round(statistics.median(a_cpu) / args.jobs * 1000, 1),
         "B cpu ms/scenario (median)": round(statistics.median(b_cpu) / args.jobs * 1000, 1),
@@ -137,6 +152,8 @@ def main() -> int:
     parser.add_argument("--base", default="{}", help="JSON merged into B's config (default: none)")
     parser.add_argument("--base-plain-synapse", action="store_true",
                         help="B without qa's Synapse launcher (python -m synapse.app.homeserver)")
+    parser.add_argument("--base-db-thread", action="store_true",
+                        help=f"B keeps Synapse's database thread ({DB_THREAD_ENV}=1)")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="scenarios at once in a batch (the run's default)")
     parser.add_argument("--messages", type=int, default=6)

@@ -2,8 +2,10 @@
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver -c homeserver.yaml
 
-Two things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
-Synapse re-checks the same power-levels and mentions schemas on every event), and, only when the harness asks for
+Three things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
+Synapse re-checks the same power-levels and mentions schemas on every event), SQLite's transactions run on the
+reactor thread instead of a one-thread pool (qa.homeserver.inline_db: handing every transaction to that thread and
+back cost ~6 % of Synapse's CPU; MATRIX_QA_SYNAPSE_DB_THREAD=1 keeps the thread), and, only when the harness asks for
 it (no template exists yet for this Synapse, see qa.homeserver.db_template), the database schema is created here
 and a copy kept as the pristine database template. The schema is created
 the way Synapse's own startup does it (same `prepare_database` call, same config), so the server then finds an
@@ -13,9 +15,10 @@ The app module is named on the command line so that process listings still show 
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver --await-config
 
-imports the app and then serves orders on stdin (qa.homeserver.early_synapse): one JSON line each with Synapse's
-arguments, the working directory, the file for its output and the template request; for each, a Synapse is forked
-from this interpreter (qa.homeserver.synapse_zygote). End of file: exit.
+imports the app (and installs the same things before any fork) and then serves orders on stdin
+(qa.homeserver.early_synapse): one JSON line each with Synapse's arguments, the working directory, the file for its
+output and the template request; for each, a Synapse is forked from this interpreter (qa.homeserver.synapse_zygote).
+End of file: exit.
 """
 
 from __future__ import annotations
@@ -27,15 +30,20 @@ import json
 import os
 import sys
 import traceback
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from qa.homeserver import synapse_zygote
+from qa.homeserver.inline_db import run_sqlite_inline
 from qa.homeserver.schema_checks import remember_schema_checks
 from qa.homeserver.synapse_zygote import orders_from  # noqa: F401  (the orders' parser, here as before)
 from qa.shared.imports import imports_without_gc
 
 TEMPLATE_ENV = "MATRIX_QA_SYNAPSE_DB_TEMPLATE"
+# "1": Synapse keeps its database thread (Twisted's pool), as before qa.homeserver.inline_db. Read from the
+# environment this process started with (a waiting Synapse, --await-config: the harness's, at the run's start).
+DB_THREAD_ENV = "MATRIX_QA_SYNAPSE_DB_THREAD"
 AWAIT_FLAG = "--await-config"
 
 
@@ -93,14 +101,27 @@ def _obey(orders: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
     return list(orders["argv"]), orders.get("template")
 
 
+def load_app(app_module: str, env: Mapping[str, str]) -> tuple[Any, str | None]:
+    """Import the app (the import Synapse pays anyway, once) and install what runs inside it before its main. With
+    it, a line for Synapse's log when its SQLite keeps its thread though not asked to (this Synapse has no
+    `make_pool` to wrap): said there rather than silently, since it changes Synapse's CPU."""
+    app = importlib.import_module(app_module)
+    remember_schema_checks()
+    if env.get(DB_THREAD_ENV) == "1" or run_sqlite_inline():
+        return app, None
+    return app, ("matrix-qa: Synapse's SQLite keeps its database thread (qa.homeserver.inline_db found no make_pool "
+                 "in synapse.storage.database to wrap)")
+
+
 def main(argv: list[str]) -> None:
     if not argv:
         raise SystemExit("usage: python -m qa.homeserver.seeded_boot APP_MODULE [synapse arguments]")
     app_module, synapse_argv = argv[0], argv[1:]
     if synapse_argv == [AWAIT_FLAG]:
         raise SystemExit(_zygote(app_module))
-    app = importlib.import_module(app_module)  # the import Synapse pays anyway, once
-    remember_schema_checks()
+    app, note = load_app(app_module, os.environ)
+    if note:
+        print(note, file=sys.stderr)  # our stderr is Synapse's log
     request = os.environ.pop(TEMPLATE_ENV, None)
     if request:
         _seed(app, synapse_argv, json.loads(request))
@@ -115,11 +136,14 @@ def _zygote(app_module: str) -> int:
     os.environ.pop(TEMPLATE_ENV, None)  # the orders carry each Synapse's template request
     synapse_zygote.answers_apart()
     proxy = synapse_zygote.install_proxy_reactor()
-    failed = None
+    failed = note = None
     with imports_without_gc():
         try:
-            app = importlib.import_module(app_module)  # the import every forked Synapse shares
-            remember_schema_checks()
+            # The import every forked Synapse shares, and what runs inside it: installed here, once, before any fork.
+            # The inline database is a module attribute (synapse.storage.database.make_pool) that every child
+            # inherits, chosen from the environment the harness started us with (the one a spawned Synapse gets),
+            # and made before the freeze below: its pages are shared like the import's.
+            app, note = load_app(app_module, os.environ)
         except Exception:
             # Our output goes nowhere: each forked Synapse writes the traceback to the log its orders name, so the
             # run's "Synapse failed to start; see <log>" has something to show.
@@ -132,6 +156,8 @@ def _zygote(app_module: str) -> int:
         if failed is not None:
             sys.stderr.write(failed)
             raise SystemExit(1)
+        if note:
+            print(note, file=sys.stderr)
         if template:
             _seed(app, synapse_argv, template)
         sys.argv = [app_module, *synapse_argv]

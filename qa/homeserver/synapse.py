@@ -309,8 +309,9 @@ class SynapseHomeserver(Homeserver):
         return self._http
 
     def _launch_command(self) -> tuple[list[str], dict[str, str] | None]:
-        """Synapse behind seeded_boot, always (it remembers jsonschema's schema checks); on a fresh server with
-        no template yet, seeded_boot is also asked to create the schema and keep a copy for next time."""
+        """Synapse behind seeded_boot, always (it remembers jsonschema's schema checks and runs SQLite on the reactor
+        thread, qa.homeserver.inline_db); on a fresh server with no template yet, seeded_boot is also asked to create
+        the schema and keep a copy for next time."""
         app = [sys.executable, "-m", "qa.homeserver.seeded_boot", "synapse.app.homeserver", "-c", str(self.config_path)]
         db_path = self._sqlite_path()
         if self.template_dir is None or self._template_key is None or db_path is None or db_path.exists():
