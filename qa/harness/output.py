@@ -7,6 +7,7 @@ above a live block of running and finished scenarios; the log and every line's t
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -28,6 +29,7 @@ class Output:
         self._log: TextIO | None = None
         self._pending: list[str] = []
         self._log_broken = False
+        self._terminal_gone = False
         # Everything appended here is redacted from the next line on; a run shares this list as its own.
         self.secrets: list[str] = []
 
@@ -61,7 +63,7 @@ class Output:
         except Exception as exc:  # a terminal rich cannot drive: the plain lines are all anyone needs
             self._live = None
             self._progress = "plain"
-            print(f"note: live progress is off ({type(exc).__name__}: {exc})", file=self._stream, flush=True)
+            self._to_terminal(f"note: live progress is off ({type(exc).__name__}: {exc})")
 
     def scenario_started(self, scenario: str) -> None:
         if self._live is not None:
@@ -81,9 +83,40 @@ class Output:
     def say(self, message: str) -> None:
         message = terminal_safe(self.redact(message))
         if self._live is not None:
-            self._live.print(message)
+            try:
+                self._live.print(message)
+            except OSError as exc:
+                self._terminal_lost(exc)
         else:
+            self._to_terminal(message)
+        self._to_log(message)
+
+    def _to_terminal(self, message: str) -> None:
+        if self._terminal_gone:
+            return
+        try:
             print(message, file=self._stream, flush=True)
+        except OSError as exc:
+            self._terminal_lost(exc)
+
+    def _terminal_lost(self, exc: OSError) -> None:
+        """The reader of the progress lines went away (`matrix-qa run | head`, a closed terminal, a dead `tee`):
+        the lines are a mirror of matrix-qa-output.log and the reports are the record, so the run goes on to its
+        own verdict and exit code instead of dying of a write error half-way (a run once stopped with every
+        scenario skipped and exited 1 where its summary said 2)."""
+        self._terminal_gone = True
+        self._live = None
+        # Whatever else writes to this stream later (a final line, the interpreter's flush at exit) must not fail
+        # either: nobody reads it any more, so it is pointed at /dev/null.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+            self._stream.flush()
+        self._to_log(f"note: the terminal went away ({exc.strerror or type(exc).__name__}): progress goes on in "
+                     "this log only; the run keeps its verdict and exit code")
+
+    def _to_log(self, message: str) -> None:
         line = f"{utc_now_iso()} {message}\n"
         if self._log is None:
             if not self._log_broken:
@@ -93,7 +126,7 @@ class Output:
             self._log.write(line)
             self._log.flush()
         except OSError as exc:  # e.g. no space left: the terminal still gets every line, the run goes on
-            print(f"warning: matrix-qa-output.log is no longer written: {exc.strerror or exc}", file=self._stream)
+            self._to_terminal(f"warning: matrix-qa-output.log is no longer written: {exc.strerror or exc}")
             with contextlib.suppress(OSError):
                 self._log.close()
             self._log = None

@@ -93,6 +93,25 @@ def test_a_signal_mid_turn_ends_the_run_honestly(tmp_path: Path, sig: signal.Sig
     assert 'type="Interrupted"' in junit
 
 
+def test_a_reader_that_goes_away_leaves_the_run_its_verdict_and_exit_code(
+        tmp_path: Path, shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+    # `matrix-qa run | head -3`: the progress lines' reader leaves after the first line. On the old code the next
+    # write's BrokenPipeError stopped the run (every scenario skipped, summary exit code 2, process exit code 1).
+    hs_flags, hs_env = shared_homeserver_cli
+    out = tmp_path / "out"
+    proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out), *hs_flags, env=hs_env)
+    assert proc.stderr is not None
+    assert "matrix-qa run" in proc.stderr.readline()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 0
+    summary = _summary(out)
+    assert summary["exitCode"] == 0 and summary["status"] == "pass", summary["errors"]
+    assert summary["scenarios"][0]["status"] == "pass"
+    log = (out / "matrix-qa-output.log").read_text()
+    assert "note: the terminal went away (Broken pipe)" in log and "canary pass" in log
+    assert our_processes(str(tmp_path)) == []
+
+
 def test_sigterm_during_homeserver_boot(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = _start(tmp_path, "--scenario", "canary", "--output-dir", str(out))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 
 from qa.harness.output import Output
@@ -56,3 +57,20 @@ def test_a_run_whose_record_cannot_be_written_says_so_in_one_line(tmp_path: Path
     assert code == 2
     assert "error: could not write the run's record to" in terminal.getvalue()
     assert "No space left on device" in terminal.getvalue()
+
+
+def test_a_terminal_that_goes_away_ends_nothing_and_the_log_keeps_every_line(tmp_path: Path) -> None:
+    # A real pipe whose reader has gone (`matrix-qa run | head -3`): writes fail with EPIPE.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    terminal = os.fdopen(write_end, "w")
+    out = Output(terminal)
+    out.open_log(tmp_path / "log")
+    out.say("first")
+    out.say("second")
+    print("a later line from anywhere", file=terminal, flush=True)  # no BrokenPipeError: the fd is /dev/null now
+    out.close()
+    terminal.close()
+    lines = [line.split(" ", 1)[1] for line in (tmp_path / "log").read_text().splitlines()]
+    assert len(lines) == 3 and lines[0].startswith("note: the terminal went away (Broken pipe)"), lines
+    assert lines[1:] == ["first", "second"]
