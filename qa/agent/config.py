@@ -168,8 +168,10 @@ class CompactionConfig(_Model):
 
 
 # Test-only mutations of the session lock's life, each the bug one scenario must catch (none by default).
+# append-behind-turn: a message's inbound append queued until the session's running turn is over (model call
+# included), then a free lock taken at once (waitMs 0): it waits for the turn without waiting on the lock.
 LockLifeBug = Literal["compact-under-model", "hook-under-lock", "skip-fence", "skip-startup-cleanup",
-                      "leak-skipped"]
+                      "leak-skipped", "append-behind-turn"]
 
 
 class SessionLifeConfig(_Model):

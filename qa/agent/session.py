@@ -173,6 +173,8 @@ class SessionManager:
     async def _append_worker(self, session: Session) -> None:
         while True:
             inbound, attempt = await session.appends.get()
+            if "append-behind-turn" in self._life.test_bugs:  # test-only: the queue bug (qa.agent.config)
+                await session.turns.join()
             try:
                 hold = await session.lock.acquire(attempt, "inbound")
             except SessionLockError as exc:
@@ -212,6 +214,8 @@ class SessionManager:
             except Exception as exc:  # one bad turn must not stop the session
                 self._trace.emit("error", where="turn", session=session.key, eventId=inbound.event_id,
                                  error=f"{type(exc).__name__}: {exc}")
+            finally:
+                session.turns.task_done()  # only the test-only append-behind-turn bug waits on it (join)
 
     def _retry_after_takeover(self, session: Session, inbound: Inbound, stale_attempt: str) -> None:
         """The stale attempt did nothing; one fresh attempt answers the message (fence rule (a) still holds)."""

@@ -44,6 +44,30 @@ def arrival_outside(records: Sequence[dict[str, Any]], event_id: str, other_id: 
     return None
 
 
+def queued_behind(records: Sequence[dict[str, Any]], event_id: str, other_id: str, record: dict[str, Any],
+                  slack_ms: float) -> tuple[bool, str] | None:
+    """For a message that reached the bot while `other_id`'s model request was in flight (arrival_outside said
+    None): whether `record` (what a step bounds, e.g. its lock acquire) came only after that request ended, i.e.
+    the message waited for the other turn whatever the record itself says it waited (a bot that queues a message
+    behind a running turn, then takes a free lock, traces `waitMs: 0`). None when the record came in time. Else
+    (failed, why): failed when it came more than `slack_ms` after the message's first record; within the slack the
+    arrival was too close to the request's end to tell a queue from a moment's delay (not failed: NOT CHECKED)."""
+    mine, others = attempts_for(records, event_id), attempts_for(records, other_id)
+    end = next((n for n, r in enumerate(records) if record_matches(r, "model.request.end", {}, other_id, others)), None)
+    at = next((n for n, r in enumerate(records) if r is record), None)
+    first = next((r for r in records if r.get("eventId") == event_id or r.get("attempt") in mine), None)
+    if end is None or at is None or first is None or at < end:
+        return None
+    if not all(isinstance(r.get("t"), int | float) for r in (record, first)):
+        return False, "came after the other message's model request ended, and the trace has no times to tell how long"
+    gap = float(record["t"]) - float(first["t"])
+    if gap > slack_ms:
+        return True, (f"came only after the other message's model request ended, {gap:.0f} ms after it reached the "
+                      "bot mid request: it waited for the other turn")
+    return False, (f"came after the other message's model request ended, {gap:.0f} ms after it reached the bot: "
+                   "too close to the request's end to tell")
+
+
 def over_bounds(record: dict[str, Any], bounds: Mapping[str, float]) -> dict[str, Any]:
     """The bounded fields the record exceeds, or does not carry as a number."""
     return {k: record.get(k) for k, limit in bounds.items()

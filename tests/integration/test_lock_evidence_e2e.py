@@ -52,6 +52,23 @@ async def test_whole_turn_lock_fails_the_evidence_and_the_run(run_qa) -> None:
         assert contention["status"] == "fail" and "waitMs" in contention["failure"]["expected"], contention
 
 
+async def test_an_append_queued_behind_the_running_turn_fails_the_contention_bound(run_qa) -> None:
+    # The bug the lock's own evidence cannot see: the second message's append waits for the first turn's end in a
+    # queue, then takes a free lock (waitMs 0). Its lock.acquire came only after the model call it arrived during;
+    # on the old step that passed the waitMs bound.
+    result = await run_qa("matrix-session-lock-contention",
+                          bot_overrides={"sessionLife.testBugs": ["append-behind-turn"]})
+    contention = result.scenario("matrix-session-lock-contention")
+    if contention["status"] == "pass":  # it reached the bot only after the first call (a loaded machine): unproved
+        assert result.code == 0 and "NOT CHECKED" in contention["details"], contention
+        return
+    assert result.code == 1 and contention["status"] == "fail", contention
+    failure = contention["failure"]
+    assert "while 'slow' is in model I/O" in failure["expected"], failure
+    assert any("waited for the other turn" in line for line in failure["seen"]), failure
+    assert result.summary["lock"]["verdict"] == "pass", "the lock itself was never held across model I/O"
+
+
 # The refusal (the built-in bot file's env_check) comes before the run needs a homeserver: it names the session's
 # Synapse by URL (shared_homeserver_cli, as test_canary's refusals), so `run` does not start importing a Synapse of
 # its own (early_synapse) only to stop it unused.

@@ -215,3 +215,38 @@ def test_a_contention_bound_counts_only_for_a_message_that_came_mid_model_call()
         assert arrival_outside([*late[:2], first, *late[2:]], "$quick", "$slow") is None, first
     # The slow turn's records name its attempt, not its event: found through its turn.start all the same.
     assert "before" in arrival_outside(_arrival_trace("during"), "$quick", "$other")  # no model request of $other
+
+
+def _queued_trace(acquire_at: str, gap_ms: float) -> tuple[list[dict], dict]:
+    """$quick reaches the bot mid $slow's model call (t 100); its lock.acquire comes `gap_ms` later, `before` or
+    `after` $slow's model.request.end."""
+    quick = {"type": "turn.start", "eventId": "$quick", "attempt": "a2", "t": 100.0}
+    acquire = {"type": "lock.acquire", "attempt": "a2", "purpose": "inbound", "waitMs": 0, "t": 100.0 + gap_ms}
+    slow = [{"type": "turn.start", "eventId": "$slow", "attempt": "a1", "t": 0.0},
+            {"type": "model.request.start", "attempt": "a1", "t": 10.0}]
+    end = {"type": "model.request.end", "attempt": "a1", "t": 100.0 + gap_ms / 2}
+    return ([*slow, quick, acquire, end] if acquire_at == "before" else [*slow, quick, end, acquire]), acquire
+
+
+def test_a_bounded_record_that_came_only_after_the_other_turn_waited_for_it() -> None:
+    from qa.evidence.trace import queued_behind
+
+    # Taken mid call: in time, whatever its gap.
+    records, acquire = _queued_trace("before", 900)
+    assert queued_behind(records, "$quick", "$slow", acquire, 250) is None
+    # A bot that queues the message behind the running turn, then takes a free lock (waitMs 0): it waited.
+    records, acquire = _queued_trace("after", 900)
+    failed, why = queued_behind(records, "$quick", "$slow", acquire, 250) or (None, "")
+    assert failed is True and "900 ms after it reached the bot" in why and "waited for the other turn" in why
+    # Within the slack of the request's end: a moment's delay cannot be told from a queue.
+    records, acquire = _queued_trace("after", 250)
+    assert queued_behind(records, "$quick", "$slow", acquire, 250) == (
+        False, "came after the other message's model request ended, 250 ms after it reached the bot: too close to "
+               "the request's end to tell")
+    # No times to measure by: never a fail.
+    untimed = [{k: v for k, v in r.items() if k != "t"} for r in records]
+    assert queued_behind(untimed, "$quick", "$slow", untimed[4], 250)[0] is False  # type: ignore[index]
+    # The other request still in flight: nothing to say.
+    records, acquire = _queued_trace("after", 900)
+    assert queued_behind([r for r in records if r["type"] != "model.request.end"], "$quick", "$slow", acquire, 250) \
+        is None

@@ -13,6 +13,7 @@ from qa.evidence.trace import (
     arrival_outside,
     describe_bounds,
     over_bounds,
+    queued_behind,
     record_matches,
     series_problems,
     under_bounds,
@@ -41,7 +42,8 @@ class ExpectTrace(StepBase):
         "`max` (and `min`) bounds; `at_least: N` waits for N such records and holds every one to them, " \
         "`growing: FIELD` to a value that never shrinks from one to the next (a backoff); " \
         "`arrived_during: STEP`: the bounds count only if `to` reached the bot while that message's model request " \
-        "was in flight (else NOT CHECKED, saying why)"
+        "was in flight (else NOT CHECKED, saying why), and the bounded record must come before that request " \
+        "ended (else it waited for the other turn: a fail, or NOT CHECKED within the `max` ms bounds' slack)"
     capabilities: ClassVar[tuple[str, ...]] = ("trace",)
 
     type: TraceType
@@ -55,7 +57,8 @@ class ExpectTrace(StepBase):
     at_least: int | None = Field(default=None, ge=2)
     growing: TraceField | None = None  # with at_least: a numeric field that never shrinks along the series
     # With `to`: the bounds prove something only if `to` reached the bot while this message's model request was in
-    # flight (a contention check); a `to` that came after it ended leaves the step NOT CHECKED, saying so.
+    # flight (a contention check); a `to` that came after it ended leaves the step NOT CHECKED, saying so. One that
+    # came during it but whose bounded record came only after it ended waited for that turn (a queue): a fail.
     arrived_during: StepId | None = None
     timeout: Duration | None = None
 
@@ -115,6 +118,16 @@ class ExpectTrace(StepBase):
             if why:
                 return f"{describe_record(record)}; bounds NOT CHECKED: '{self.to}' {why} of " \
                     f"'{self.arrived_during}': no contention to bound"
+            # It came mid request; the bounded record must then come mid request too, or within the bounds' slack.
+            queued = queued_behind(ctx.bot.trace.items[ctx.trace_start:], event_id,
+                                   ctx.refs[self.arrived_during].event_id, record,
+                                   max((v for k, v in self.max.items() if k.endswith("Ms")), default=0))
+            if queued is not None and queued[0]:
+                raise StepFailed(f"{describe_bounds(self.type, self.max, self.min)}, while '{self.arrived_during}' "
+                                 "is in model I/O", [f"'{self.to}': its {self.type} {queued[1]}",
+                                                     "bot trace: " + describe_record(record)])
+            if queued is not None:
+                return f"{describe_record(record)}; bounds NOT CHECKED: its {self.type} {queued[1]}"
         return describe_record(record)
 
     def _judge_series(self, records: list[dict[str, Any]]) -> str:
