@@ -74,6 +74,7 @@ TestMutation = Literal[
     "attachment-bypasses-mention",  # any attachment counts as a mention
     "image-not-forwarded",  # images are described in words only, never given to the model
     "encrypted-media-not-decrypted",  # an encrypted attachment's ciphertext is passed on as if it were the file
+    "no-resume",  # a turn a crash interrupted is never answered after the restart
     "run-denied-exec",  # a denied or expired exec command runs anyway, untraced, and is reported as not run
     "anyone-approves",  # the room's allowlist does not limit who may decide an approval
     "approval-top-level",  # an approval asked for in a thread is posted (and resolved) at the top level

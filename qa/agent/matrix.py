@@ -128,7 +128,7 @@ class MatrixBot:
         history_first = token is None and not forget
         first = True
         failures = 0
-        if self.sessions is not None and not forget:
+        if self.sessions is not None and not forget and not self._config.mutated("no-resume"):
             resumed = self.sessions.resume_interrupted()
             if resumed:
                 self._trace.emit("resume", interruptedTurns=resumed)

@@ -80,6 +80,17 @@ async def test_restart_scenarios_pass(run_qa) -> None:
     assert list((result.dir / "scenarios/matrix-crash-mid-turn/transcripts").glob("*.jsonl"))
 
 
+async def test_a_bot_that_never_resumes_the_crashed_turn_fails(run_qa) -> None:
+    # The model call is held until after the restart (fixtures/mock-provider/crash.yaml): the killed process can
+    # never have answered first, however slow the machine (with the old fixed 1.5 s latency it could, and a bot
+    # that never resumes then passed). The restarted bot never asks again, so nothing is held to release.
+    result = await run_qa("matrix-crash-mid-turn", bot_overrides={"testMutations": ["no-resume"]})
+    assert result.code == 1
+    failure = result.scenario("matrix-crash-mid-turn")["failure"]
+    assert (failure["stepKind"], failure["step"]) == ("release_hold", 4), failure
+    assert "held under 'crash'" in failure["expected"], failure
+
+
 async def test_a_bot_that_forgets_its_state_answers_twice_and_fails(run_qa) -> None:
     result = await run_qa("matrix-restart-catchup-dedupe", bot_overrides={"forgetStateOnStart": True})
     assert result.code == 1
