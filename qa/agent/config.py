@@ -91,7 +91,7 @@ TestMutation = Literal[
     "m-direct-any-pair",  # a room m.direct lists for anyone is a direct chat while two are joined, whoever they are
     "no-thread-history",  # a thread older than the bot's first sync is answered without its earlier messages
     "thread-history-first-turn-only",  # such a thread's earlier messages are context for its first turn only
-    "buffered-preview",  # the whole answer is awaited, then a draft and edits are sent in one burst
+    "buffered-preview",  # the whole answer is awaited, then a draft (quiet: the placeholder) and edits in one burst
     "slow-on-blocked",  # each message from a sender not allowed holds the sync loop up (a slow lookup) for 3 s
 ]
 

@@ -137,7 +137,7 @@ class Preview:
         self.edits = 0
 
     async def start(self) -> None:
-        if self.mode == "quiet":
+        if self.mode == "quiet" and not self._buffered:
             await self._draft(QUIET_PLACEHOLDER, "m.notice")
 
     async def on_text(self, text: str) -> None:
@@ -170,6 +170,8 @@ class Preview:
             # The cheat: a draft and a preview edit in one burst after the fact, counted like a real preview.
             await self._draft(final[: max(1, len(final) // 3)], "m.text")
             await self._edit(final[: max(1, len(final) * 2 // 3)], final=False)
+        if self._buffered and self.draft_id is None and self.mode == "quiet":
+            await self._draft(QUIET_PLACEHOLDER, "m.notice")  # the placeholder only once the answer is whole
         if self.draft_id is None:
             # Nothing was previewed (a quick answer in partial mode): the answer is the draft, and final.
             return await self._draft(final, "m.text")

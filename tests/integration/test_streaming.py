@@ -74,10 +74,12 @@ async def test_the_legacy_whole_turn_lock_is_caught_while_streaming(run_qa) -> N
     assert result.summary["lock"]["verdict"] == "fail" and result.summary["lock"]["scope"] == "attempt"
 
 
-async def test_a_buffered_answer_burst_out_as_a_preview_is_caught(run_qa) -> None:
+@pytest.mark.parametrize("scenario", ["matrix-room-partial-streaming-preview", "matrix-room-quiet-streaming-preview"])
+async def test_a_buffered_answer_burst_out_as_a_preview_is_caught(run_qa, scenario: str) -> None:
     """The cheat that passed when only edits were counted (issue 27): the whole answer awaited, then a draft and
-    an edit in one burst, then the final edit. Its count (2) is within bounds; its timing is not."""
-    scenario = "matrix-room-partial-streaming-preview"
+    an edit in one burst, then the final edit. Its count (2) is within bounds; its timing is not. Quiet: the
+    placeholder and its one edit sent after the answer is whole (passed before the quiet scenario's
+    draft_before_stream_end)."""
     result = await run_qa(scenario, bot_overrides={"testMutations": ["buffered-preview"]})
     assert result.code == 1
     failure, text = _failure(result, scenario)
