@@ -1,6 +1,7 @@
 """Where a run's peak Pss goes, per process kind: one `matrix-qa run` per tree at a time, alternating between trees.
 
-    python bench/pss_breakdown.py [--runs N] [--profile P] [--jobs J] [--tree DIR]... [-- RUN-ARGS...]
+    python bench/pss_breakdown.py [--runs N] [--profile P] [--jobs J] [--tree DIR]... [--variant ARGS]...
+                                  [-- RUN-ARGS...]
 
 bench/suite_bench.py prints the largest sum of Pss over a run's processes at one instant (issue 29: "memory (Pss)
 no worse"); this says what that sum is made of. Every SAMPLE_S it reads /proc/PID/smaps_rollup for each process
@@ -16,19 +17,23 @@ of the run's tree and sorts it into a kind:
 
 Printed per tree (medians over runs): the peak Pss sum and, at that instant, each kind's Pss, its file-backed
 share (code and libraries), its private dirty share and how many processes of that kind were alive; then each
-kind's own peak over the run and its largest single process. Pss of a process that shares pages with others
-(forked bots and their fork server, forked Synapses and their zygote) counts each shared page 1/n per process, so
-the kinds add up to the total. A process's figures are sampled: lower bounds for short-lived ones.
-Not a test: nothing asserted.
+kind's own peak over the run, its largest single process, and ("one dirty") the median of its processes' own
+peak private dirty memory: what one more process of that kind costs (its shared pages stay with the others). Pss of
+a process that shares pages with others (forked bots and their fork server, forked Synapses and their zygote)
+counts each shared page 1/n per process, so the kinds add up to the total. A process's figures are sampled: lower
+bounds for short-lived ones. Not a test: nothing asserted.
 
 Default tree: this checkout. `--tree /work/main --tree .` compares two (each run with PYTHONPATH set to its
-tree, as suite_bench does); anything after `--` is passed to `matrix-qa run`.
+tree, as suite_bench does); anything after `--` is passed to `matrix-qa run`. `--variant '--jobs 3'` adds an arm:
+the first tree again with those run arguments too (repeatable), its runs alternating with the others', so a run
+option's memory (a default's --jobs, --homeservers 1) is paired on one load.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import statistics
 import subprocess
 import sys
@@ -112,6 +117,7 @@ class Follower:
     kind_peak_kb: dict[str, int] = field(default_factory=dict)
     one_peak_kb: dict[str, int] = field(default_factory=dict)  # the largest single process of each kind
     kinds: dict[int, str] = field(default_factory=dict)
+    own_dirty_kb: dict[int, int] = field(default_factory=dict)  # each process's own peak private dirty memory
 
     def sample(self) -> None:
         seen = _tree(self.root)
@@ -125,6 +131,7 @@ class Follower:
                 self.kinds[proc.pid] = kind
             kind = self.kinds[proc.pid]
             pss = rollup.get("Pss", 0)
+            self.own_dirty_kb[proc.pid] = max(self.own_dirty_kb.get(proc.pid, 0), rollup.get("Private_Dirty", 0))
             now.pss_kb[kind] = now.pss_kb.get(kind, 0) + pss
             now.private_kb[kind] = now.private_kb.get(kind, 0) + rollup.get("Private_Dirty", 0)
             now.file_kb[kind] = now.file_kb.get(kind, 0) + rollup.get("Pss_File", 0)
@@ -182,13 +189,13 @@ def one_run(tree: Path, out: Path, run_args: list[str]) -> tuple[Follower, float
     return follower, time.perf_counter() - began, code
 
 
-def report(tree: Path, rows: list[tuple[Follower, float, int]]) -> list[str]:
+def report(tree: Path | str, rows: list[tuple[Follower, float, int]]) -> list[str]:
     med = statistics.median
     lines = [f"{tree}: {len(rows)} run(s), exit codes {[code for _, _, code in rows]}, wall "
              f"{med(w for _, w, _ in rows):.1f} s (median)",
              f"  peak Pss sum {med(f.peak.total_kb for f, _, _ in rows) / 1024:7.1f} MiB; at that instant:",
              f"  {'kind':16}{'Pss MiB':>10}{'of it file':>11}{'dirty MiB':>11}{'procs':>7}   {'own peak MiB':>13}"
-             f"{'largest one':>13}"]
+             f"{'largest one':>13}{'one dirty':>13}"]
     for kind in KINDS:
         if not any(kind in f.kind_peak_kb for f, _, _ in rows):
             continue
@@ -197,8 +204,15 @@ def report(tree: Path, rows: list[tuple[Follower, float, int]]) -> list[str]:
                      f"{med(f.peak.private_kb.get(kind, 0) for f, _, _ in rows) / 1024:11.1f}"
                      f"{med(f.peak.count.get(kind, 0) for f, _, _ in rows):7.0f}   "
                      f"{med(f.kind_peak_kb.get(kind, 0) for f, _, _ in rows) / 1024:13.1f}"
-                     f"{med(f.one_peak_kb.get(kind, 0) for f, _, _ in rows) / 1024:13.1f}")
+                     f"{med(f.one_peak_kb.get(kind, 0) for f, _, _ in rows) / 1024:13.1f}"
+                     f"{one_dirty_kb(kind, [f for f, _, _ in rows]) / 1024:13.1f}")
     return lines
+
+
+def one_dirty_kb(kind: str, followers: list[Follower]) -> float:
+    """Pure: the median, over every process of `kind` in these runs, of its own peak private dirty memory (0: none)."""
+    peaks = [kb for f in followers for pid, kb in f.own_dirty_kb.items() if f.kinds.get(pid) == kind]
+    return statistics.median(peaks) if peaks else 0.0
 
 
 def main() -> int:
@@ -211,17 +225,21 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=None, help="the run's --jobs (default: the runner's)")
     parser.add_argument("--tree", type=Path, action="append", default=None,
                         help="a checkout to run (repeatable; default: this one); runs alternate between trees")
+    parser.add_argument("--variant", action="append", default=[], metavar="ARGS",
+                        help="one more arm: the first tree with these run arguments too, e.g. '--jobs 3' (repeatable)")
     args = parser.parse_args(argv)
     trees = [t.resolve() for t in (args.tree or [REPO])]
     run_args = ["--profile", args.profile, *(["--jobs", str(args.jobs)] if args.jobs else []), *run_args]
-    results: dict[Path, list[tuple[Follower, float, int]]] = {t: [] for t in trees}
+    arms = [(str(t), t, run_args) for t in trees] + [(f"{trees[0]} {v}", trees[0], [*run_args, *shlex.split(v)])
+                                                      for v in args.variant]
+    results: dict[str, list[tuple[Follower, float, int]]] = {label: [] for label, _, _ in arms}
     with tempfile.TemporaryDirectory(prefix="mqa-pss-") as tmp:
         for i in range(args.runs):
-            for n, tree in enumerate(trees):
-                results[tree].append(one_run(tree, Path(tmp) / f"{n}-{i}", run_args))
+            for n, (label, tree, arm_args) in enumerate(arms):
+                results[label].append(one_run(tree, Path(tmp) / f"{n}-{i}", arm_args))
     print(f"matrix-qa run {' '.join(run_args)}")
-    for tree, rows in results.items():
-        print("\n".join(report(tree, rows)))
+    for label, rows in results.items():
+        print("\n".join(report(label, rows)))
     return 0
 
 

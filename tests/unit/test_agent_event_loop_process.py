@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -71,3 +72,40 @@ def test_uvloop_comes_with_the_agent_preload_not_with_env_check_and_no_loop_is_m
             "and asyncio.get_event_loop_policy()._local._loop is None)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.split() == ["False", "True", "True"]
+
+
+_FIRST_CONNECTION = """
+import asyncio, sys
+from pathlib import Path
+import aiohttp, yaml
+from qa.agent import event_loop
+from qa.harness.zygote import preload
+
+preload(yaml.safe_load(Path("qa/agent/bot.yaml").read_text())["fork_server"]["preload"])
+before = set(sys.modules)
+
+async def main():
+    server = await asyncio.start_server(lambda reader, writer: writer.close(), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with aiohttp.ClientSession() as http:
+        try:
+            async with http.get(f"http://127.0.0.1:{port}/") as resp:
+                await resp.read()
+        except aiohttp.ClientError:
+            pass
+    server.close()
+
+event_loop.run(main())
+print(" ".join(sorted(set(sys.modules) - before)))
+"""
+
+
+def test_a_forked_agents_first_connection_imports_nothing_the_preload_left_out() -> None:
+    """What every bot does first (its login: an aiohttp connection on its loop) must not import a module after
+    the fork: each bot would pay that import, and hold its own copy, on its login's path. Was: encodings.idna and
+    stringprep (the host name's codec), in every one of a fast run's 17 bots (issue 29)."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    done = subprocess.run([sys.executable, "-c", _FIRST_CONNECTION], capture_output=True, text=True, check=True,
+                          cwd=root, env=env, timeout=120)
+    assert done.stdout.strip() == ""

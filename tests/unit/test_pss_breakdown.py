@@ -58,3 +58,13 @@ def test_spawned_processes_by_their_command_line() -> None:
 def test_the_kinds_of_one_instant_add_up_to_its_total() -> None:
     now = pb.Instant(pss_kb={"harness": 100, "bot": 30}, private_kb={}, count={})
     assert now.total_kb == 130
+
+
+def test_one_more_process_costs_its_own_peak_private_dirty_median_over_runs() -> None:
+    """`one dirty`: per kind, the median over every process of that kind (all runs) of its own peak private dirty;
+    a process counted under another kind is not in it, and a kind with none is 0."""
+    first = pb.Follower(1, kinds={2: "bot", 3: "bot", 4: "lock-probe"}, own_dirty_kb={2: 100, 3: 300, 4: 7})
+    second = pb.Follower(1, kinds={5: "bot", 6: "harness"}, own_dirty_kb={5: 200, 6: 9000})
+    assert pb.one_dirty_kb("bot", [first, second]) == 200
+    assert pb.one_dirty_kb("lock-probe", [first, second]) == 7
+    assert pb.one_dirty_kb("synapse", [first, second]) == 0.0
