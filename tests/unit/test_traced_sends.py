@@ -250,3 +250,21 @@ def test_a_bounded_record_that_came_only_after_the_other_turn_waited_for_it() ->
     records, acquire = _queued_trace("after", 900)
     assert queued_behind([r for r in records if r["type"] != "model.request.end"], "$quick", "$slow", acquire, 250) \
         is None
+
+
+def test_the_wait_behind_the_other_turn_counts_from_the_messages_first_record() -> None:
+    from qa.evidence.trace import queued_behind
+
+    records, acquire = _queued_trace("after", 900)  # turn.start at t 100, acquire at t 1000
+    # The bot's first word about it names the event only (an inbound record), 50 ms before its turn started.
+    inbound = {"type": "inbound", "eventId": "$quick", "t": 50.0}
+    failed, why = queued_behind([*records[:2], inbound, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
+    assert failed is True and "950 ms after it reached the bot" in why, why
+    # Or names its turn's attempt only (a lock record), 30 ms before the turn.start naming both.
+    early = {"type": "lock.acquire", "attempt": "a2", "purpose": "probe", "t": 70.0}
+    failed, why = queued_behind([*records[:2], early, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
+    assert failed is True and "930 ms after it reached the bot" in why, why
+    # Without times: said so, never failed.
+    untimed = [{k: v for k, v in r.items() if k != "t"} for r in records]
+    assert queued_behind(untimed, "$quick", "$slow", untimed[4], 250) == (
+        False, "came after the other message's model request ended, and the trace has no times to tell how long")
