@@ -87,6 +87,9 @@ def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environm
     assert server_key(agent, env) != server_key(agent, {**env, "LANG": "C"})
     # What a bot may never inherit is never part of the key either (the server never has it).
     assert server_key(agent, env) == server_key(agent, {**env, "MATRIX_QA_LIVE_OPENAI_KEY": "k"})
+    # Nor what pytest sets per test: with it, every test started servers of its own and none was shared.
+    assert server_key(agent, {**env, "PYTEST_CURRENT_TEST": "tests/a.py::test_a (call)"}) == \
+        server_key(agent, {**env, "PYTEST_CURRENT_TEST": "tests/b.py::test_b (call)"}) == server_key(agent, env)
     other = agent.model_copy(update={"fork_server": agent.fork_server.model_copy(update={"preload": ["nio"]})})
     assert server_key(other, env) != server_key(agent, env)
     modules, preload, where, _ = server_key(agent, env)
