@@ -44,12 +44,14 @@ Key = tuple[tuple[str, ...], tuple[str, ...], str | None, frozenset[tuple[str, s
 
 # Set by pytest itself to the running test's id and phase, so it differs between every two tests: in the key it made
 # every test start fork servers of its own (each test's first run paid the agent's imports again, ~1.7 CPU-seconds,
-# more for a bot with a warm-up). Neither the server nor a bot it forks is told it (_session_env): only pytest reads it.
+# more for a bot with a warm-up). The server is not started with it (server_env), so its /proc/<pid>/environ, which a
+# forked bot shows too, has none; a forked bot's os.environ is its launch's, which has the running test's.
 PER_TEST_ENV = frozenset({"PYTEST_CURRENT_TEST"})
 
 
-def _session_env(env: Mapping[str, str]) -> dict[str, str]:
-    """Pure: what a session's fork server is started with: what a bot may inherit, less what pytest sets per test."""
+def server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Pure: what a session's fork server is started with, and is keyed by: what a bot may inherit, less what
+    pytest sets per test."""
     return {k: v for k, v in inherited_env(env).items() if k not in PER_TEST_ENV}
 
 
@@ -59,7 +61,17 @@ def server_key(bot: BotFile, env: Mapping[str, str]) -> Key:
     modules = tuple(sorted({argv[2] for argv in forkable(bot)}))
     preload = tuple(bot.fork_server.preload) if bot.fork_server is not None else ()
     where = preload_dir(bot.cwd, bot.directory)
-    return modules, preload, str(where) if where is not None else None, frozenset(_session_env(env).items())
+    return modules, preload, str(where) if where is not None else None, frozenset(server_env(env).items())
+
+
+def unstarted_server(where: Path, bot: BotFile, env: Mapping[str, str]) -> ForkServer:
+    """A session's fork server for this bot file, not yet started, with the environment of its key (server_env)."""
+    server = ForkServer(where / "fork-server.log", where / "work", bot)
+    # Its environment (what its /proc/<pid>/environ and its bots' show) is then the same for every test that shares
+    # it, not the first one's PYTEST_CURRENT_TEST; a bot's own os.environ is its launch's. ForkServer takes no
+    # environment of its own (it starts with inherited_env(os.environ)), so it is set here, before start().
+    server._env = server_env(env)
+    return server
 
 
 class SessionForkServers:
@@ -94,10 +106,7 @@ class SessionForkServers:
                 self.call(server.close())
             self.starts += 1
             where = self.root / f"fork-server-{self.starts}"
-            server = ForkServer(where / "fork-server.log", where / "work", bot)
-            # Its environment (what its /proc/<pid>/environ and its bots' show) is then the same for every test
-            # that shares it, not the first one's PYTEST_CURRENT_TEST; a bot's own os.environ is its launch's.
-            server._env = _session_env(server._env)
+            server = unstarted_server(where, bot, os.environ)
             self.call(server.start())
             # Each run's teardown SIGKILLs every fork server it knows of (kill_all_fork_servers, its last resort):
             # this one is the session's, stopped by close() and atexit instead.

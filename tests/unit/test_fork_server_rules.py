@@ -100,3 +100,16 @@ def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environm
     there._dir = Path("/elsewhere")
     assert server_key(here, env) != server_key(there, env)
     assert server_key(here, env) == server_key(here.model_copy(), env)
+
+
+def test_a_session_fork_server_is_started_with_the_environment_of_its_key(tmp_path: Path) -> None:
+    """Its /proc/<pid>/environ (a forked bot's too) has neither the first test's PYTEST_CURRENT_TEST nor what a bot
+    may never inherit, and is the environment its key names (so the servers it is shared with were started alike)."""
+    from tests.integration.shared_fork_server import server_key, unstarted_server
+
+    agent = builtin_bot_file()
+    env = {"PATH": "/bin", "PYTHONPATH": "/src", "PYTEST_CURRENT_TEST": "tests/a.py::test_a (call)",
+           "MATRIX_QA_LIVE_OPENAI_KEY": "k", "OPENAI_API_KEY": "sk-x"}
+    server = unstarted_server(tmp_path, agent, env)
+    assert server._env == {"PATH": "/bin", "PYTHONPATH": "/src"} == dict(server_key(agent, env)[3])
+    assert server.pid is None and not (tmp_path / "work").exists()  # not started: no process, no folder
