@@ -11,8 +11,8 @@ bot shows, is then the one a per-run server would have had); anything else gets 
 How: the servers live on their own event loop in a thread (their process watcher and socket reader belong to that
 loop), and each run gets a `BorrowedForkServer`: a fork is asked for on the servers' loop, and the bot's stdout is
 read on the run's. The run's own fork-server checks (serves: which launches) use the run's bot file. A server that
-died is replaced at the next borrow. Tests that look at a fork server itself (tests/integration/test_fork_server.py)
-start their own; runs through the CLI always do.
+died, or that a fork failed on (SessionForkServers.drop), is replaced at the next borrow. Tests that look at a
+fork server itself (tests/integration/test_fork_server.py) start their own; runs through the CLI always do.
 """
 
 from __future__ import annotations
@@ -115,6 +115,24 @@ class SessionForkServers:
             self._servers[key] = server
             return server
 
+    def drop(self, server: ForkServer) -> None:
+        """A server a fork failed on (no answer in time, its socket broke, it refused) is closed and forgotten, so
+        the next borrow starts a fresh one: a server that hangs but lives would make every later launch of the
+        worker wait SPAWN_TIMEOUT_S before starting the ordinary way. Its bots go with it, as with a per-run server
+        that dies (each is told why); they are the failing run's, or another's whose exits it could not tell."""
+        with self._lock:
+            keys = [key for key, ours in self._servers.items() if ours is server]
+            for key in keys:
+                del self._servers[key]
+            if not keys:  # another run's failed fork dropped it already
+                return
+            try:
+                self.call(server.close())
+            except Exception:  # the servers' loop did not get to it: the process goes anyway
+                if server.pid is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(server.pid, signal.SIGKILL)
+
     def _kill(self) -> None:
         for server in list(self._servers.values()):
             if server.pid is not None:
@@ -154,7 +172,15 @@ class BorrowedForkServer:
     async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path,
                     timeout_s: float = fork_module.SPAWN_TIMEOUT_S, stdin_fd: int | None = None,
                     stderr_fd: int | None = None) -> ForkedProcess:
-        proc, read_fd = await self.shared.acall(self.server.request(argv, env, cwd, timeout_s, stdin_fd, stderr_fd))
+        try:
+            proc, read_fd = await self.shared.acall(self.server.request(argv, env, cwd, timeout_s, stdin_fd,
+                                                                        stderr_fd))
+        except InfraError:
+            await asyncio.to_thread(self.shared.drop, self.server)
+            raise  # as from a per-run server: the launch starts the ordinary way
+        except TimeoutError:  # the servers' loop itself did not answer
+            await asyncio.to_thread(self.shared.drop, self.server)
+            raise InfraError(f"shared fork server did not answer within {CALL_TIMEOUT_S:g}s") from None
         return await attach_stdout(proc, read_fd)
 
     async def stop(self) -> None:
