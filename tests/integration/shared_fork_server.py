@@ -11,8 +11,8 @@ bot shows, is then the one a per-run server would have had); anything else gets 
 How: the servers live on their own event loop in a thread (their process watcher and socket reader belong to that
 loop), and each run gets a `BorrowedForkServer`: a fork is asked for on the servers' loop, and the bot's stdout is
 read on the run's. The run's own fork-server checks (serves: which launches) use the run's bot file. A server that
-died is replaced at the next borrow. Tests that look at a fork server itself (tests/integration/test_fork_server.py)
-start their own; runs through the CLI always do.
+died, or that a fork failed on (SessionForkServers.drop), is replaced at the next borrow. Tests that look at a
+fork server itself (tests/integration/test_fork_server.py) start their own; runs through the CLI always do.
 """
 
 from __future__ import annotations
@@ -42,13 +42,36 @@ CALL_TIMEOUT_S = 120.0
 Key = tuple[tuple[str, ...], tuple[str, ...], str | None, frozenset[tuple[str, str]]]
 
 
+# Set by pytest itself to the running test's id and phase, so it differs between every two tests: in the key it made
+# every test start fork servers of its own (each test's first run paid the agent's imports again, ~1.7 CPU-seconds,
+# more for a bot with a warm-up). The server is not started with it (server_env), so its /proc/<pid>/environ, which a
+# forked bot shows too, has none; a forked bot's os.environ is its launch's, which has the running test's.
+PER_TEST_ENV = frozenset({"PYTEST_CURRENT_TEST"})
+
+
+def server_env(env: Mapping[str, str]) -> dict[str, str]:
+    """Pure: what a session's fork server is started with, and is keyed by: what a bot may inherit, less what
+    pytest sets per test."""
+    return {k: v for k, v in inherited_env(env).items() if k not in PER_TEST_ENV}
+
+
 def server_key(bot: BotFile, env: Mapping[str, str]) -> Key:
     """Pure: what a fork server is to its bots: the modules it serves, what it preloaded and from which folder
-    (the same entry beside two bot files is two modules), the environment."""
+    (the same entry beside two bot files is two modules), the environment (less pytest's per-test variables)."""
     modules = tuple(sorted({argv[2] for argv in forkable(bot)}))
     preload = tuple(bot.fork_server.preload) if bot.fork_server is not None else ()
     where = preload_dir(bot.cwd, bot.directory)
-    return modules, preload, str(where) if where is not None else None, frozenset(inherited_env(env).items())
+    return modules, preload, str(where) if where is not None else None, frozenset(server_env(env).items())
+
+
+def unstarted_server(where: Path, bot: BotFile, env: Mapping[str, str]) -> ForkServer:
+    """A session's fork server for this bot file, not yet started, with the environment of its key (server_env)."""
+    server = ForkServer(where / "fork-server.log", where / "work", bot)
+    # Its environment (what its /proc/<pid>/environ and its bots' show) is then the same for every test that shares
+    # it, not the first one's PYTEST_CURRENT_TEST; a bot's own os.environ is its launch's. ForkServer takes no
+    # environment of its own (it starts with inherited_env(os.environ)), so it is set here, before start().
+    server._env = server_env(env)
+    return server
 
 
 class SessionForkServers:
@@ -83,7 +106,7 @@ class SessionForkServers:
                 self.call(server.close())
             self.starts += 1
             where = self.root / f"fork-server-{self.starts}"
-            server = ForkServer(where / "fork-server.log", where / "work", bot)
+            server = unstarted_server(where, bot, os.environ)
             self.call(server.start())
             # Each run's teardown SIGKILLs every fork server it knows of (kill_all_fork_servers, its last resort):
             # this one is the session's, stopped by close() and atexit instead.
@@ -91,6 +114,24 @@ class SessionForkServers:
                 fork_module._LIVE_SERVERS.discard(server.pid)
             self._servers[key] = server
             return server
+
+    def drop(self, server: ForkServer) -> None:
+        """A server a fork failed on (no answer in time, its socket broke, it refused) is closed and forgotten, so
+        the next borrow starts a fresh one: a server that hangs but lives would make every later launch of the
+        worker wait SPAWN_TIMEOUT_S before starting the ordinary way. Its bots go with it, as with a per-run server
+        that dies (each is told why); they are the failing run's, or another's whose exits it could not tell."""
+        with self._lock:
+            keys = [key for key, ours in self._servers.items() if ours is server]
+            for key in keys:
+                del self._servers[key]
+            if not keys:  # another run's failed fork dropped it already
+                return
+            try:
+                self.call(server.close())
+            except Exception:  # the servers' loop did not get to it: the process goes anyway
+                if server.pid is not None:
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.killpg(server.pid, signal.SIGKILL)
 
     def _kill(self) -> None:
         for server in list(self._servers.values()):
@@ -131,7 +172,15 @@ class BorrowedForkServer:
     async def spawn(self, argv: list[str], env: Mapping[str, str], cwd: Path,
                     timeout_s: float = fork_module.SPAWN_TIMEOUT_S, stdin_fd: int | None = None,
                     stderr_fd: int | None = None) -> ForkedProcess:
-        proc, read_fd = await self.shared.acall(self.server.request(argv, env, cwd, timeout_s, stdin_fd, stderr_fd))
+        try:
+            proc, read_fd = await self.shared.acall(self.server.request(argv, env, cwd, timeout_s, stdin_fd,
+                                                                        stderr_fd))
+        except InfraError:
+            await asyncio.to_thread(self.shared.drop, self.server)
+            raise  # as from a per-run server: the launch starts the ordinary way
+        except TimeoutError:  # the servers' loop itself did not answer
+            await asyncio.to_thread(self.shared.drop, self.server)
+            raise InfraError(f"shared fork server did not answer within {CALL_TIMEOUT_S:g}s") from None
         return await attach_stdout(proc, read_fd)
 
     async def stop(self) -> None:

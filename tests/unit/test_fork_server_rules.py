@@ -3,14 +3,18 @@ agent's, here), only with the zygote's own interpreter set-up."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
 from qa.harness.botfile import BotFile, builtin_bot_file
 from qa.harness.fork_server import forkable, same_python, serves, uses_fork_server
+from qa.kernel.errors import InfraError
 
 AGENT = [sys.executable, "-m", "qa.agent", "--config", "/tmp/c.json"]
 OURS = {"PATH": "/bin", "PYTHONPATH": "/src"}
@@ -87,6 +91,9 @@ def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environm
     assert server_key(agent, env) != server_key(agent, {**env, "LANG": "C"})
     # What a bot may never inherit is never part of the key either (the server never has it).
     assert server_key(agent, env) == server_key(agent, {**env, "MATRIX_QA_LIVE_OPENAI_KEY": "k"})
+    # Nor what pytest sets per test: with it, every test started servers of its own and none was shared.
+    assert server_key(agent, {**env, "PYTEST_CURRENT_TEST": "tests/a.py::test_a (call)"}) == \
+        server_key(agent, {**env, "PYTEST_CURRENT_TEST": "tests/b.py::test_b (call)"}) == server_key(agent, env)
     other = agent.model_copy(update={"fork_server": agent.fork_server.model_copy(update={"preload": ["nio"]})})
     assert server_key(other, env) != server_key(agent, env)
     modules, preload, where, _ = server_key(agent, env)
@@ -97,3 +104,61 @@ def test_a_session_shares_a_fork_server_only_between_like_bot_files_and_environm
     there._dir = Path("/elsewhere")
     assert server_key(here, env) != server_key(there, env)
     assert server_key(here, env) == server_key(here.model_copy(), env)
+
+
+def test_a_session_fork_server_is_started_with_the_environment_of_its_key(tmp_path: Path) -> None:
+    """Its /proc/<pid>/environ (a forked bot's too) has neither the first test's PYTEST_CURRENT_TEST nor what a bot
+    may never inherit, and is the environment its key names (so the servers it is shared with were started alike)."""
+    from tests.integration.shared_fork_server import server_key, unstarted_server
+
+    agent = builtin_bot_file()
+    env = {"PATH": "/bin", "PYTHONPATH": "/src", "PYTEST_CURRENT_TEST": "tests/a.py::test_a (call)",
+           "MATRIX_QA_LIVE_OPENAI_KEY": "k", "OPENAI_API_KEY": "sk-x"}
+    server = unstarted_server(tmp_path, agent, env)
+    assert server._env == {"PATH": "/bin", "PYTHONPATH": "/src"} == dict(server_key(agent, env)[3])
+    assert server.pid is None and not (tmp_path / "work").exists()  # not started: no process, no folder
+
+
+class FailingServer:
+    """A shared fork server whose forks fail: it says so (InfraError, as when it did not answer within
+    SPAWN_TIMEOUT_S), or never answers at all (the servers' loop stuck)."""
+
+    pid = None
+    log_path = Path("/nonexistent/fork-server.log")
+    alive = True
+
+    def __init__(self, hang: bool) -> None:
+        self.hang = hang
+        self.closed = False
+
+    async def request(self, *_: Any) -> Any:
+        if self.hang:
+            await asyncio.Event().wait()
+        raise InfraError("fork server did not answer within 10s")
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_a_shared_fork_server_a_fork_failed_on_is_closed_and_replaced_at_the_next_borrow(
+        hang: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Kept, a server that hangs but lives made every later launch in the worker wait SPAWN_TIMEOUT_S first. The
+    launch itself still starts the ordinary way (InfraError, whatever the failure was)."""
+    from tests.integration import shared_fork_server
+    from tests.integration.shared_fork_server import BorrowedForkServer, SessionForkServers, server_key
+
+    monkeypatch.setattr(shared_fork_server, "CALL_TIMEOUT_S", 0.2)
+    shared = SessionForkServers(tmp_path)
+    try:
+        agent = builtin_bot_file()
+        failing, other = FailingServer(hang), FailingServer(hang)
+        key = server_key(agent, os.environ)
+        shared._servers.update({key: failing, ("other",): other})  # type: ignore[dict-item]
+        borrowed = BorrowedForkServer(shared, failing, agent)  # type: ignore[arg-type]
+        with pytest.raises(InfraError, match="did not answer within"):
+            asyncio.run(borrowed.spawn(AGENT, {}, tmp_path))
+        assert failing.closed and key not in shared._servers  # server_for starts a fresh one for the next run
+        assert not other.closed and shared._servers == {("other",): other}
+    finally:
+        shared.close()
