@@ -114,7 +114,7 @@ async def test_shared_secret_registration_through_the_image(
     ("exit", r"the container exited (at once|after \d+s) with exit code 3, before answering /_matrix/client/versions"),
     ("no-versions", r"no /_matrix/client/versions: it answered HTTP 404 for (1\d|[2-9]\d|\d{3,})s"),
     ("closed-registration", re.escape("it refuses open registration (registering @mqa-probe-")),
-])
+], ids=["exit", "no-versions", "closed-registration"])
 def test_an_image_that_breaks_the_contract_is_exit_2_naming_it(
         homeserver_image: Built, docker_engine: Engine, tmp_path: Path, variant: str, condition: str) -> None:
     image = homeserver_image.tags[variant]
