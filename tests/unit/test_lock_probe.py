@@ -226,7 +226,8 @@ async def test_a_probe_that_hangs_is_bounded(tmp_path: Path, monkeypatch: pytest
     with pytest.raises(ProbeFailed, match=r"gave no answer within 0.3s; see .*lock-probe.log"):
         await probe.ask("s")
     await probe.close()
-    assert asyncio.get_running_loop().time() - began < 5
+    # The answer's 0.3 s and the close's bounded wait, not the probe's 60 s sleep (loose: a loaded machine is slow).
+    assert asyncio.get_running_loop().time() - began < 30
     assert probe.proc.returncode is not None, "killed when it did not go by itself"
 
 
