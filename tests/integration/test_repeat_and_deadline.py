@@ -49,8 +49,10 @@ def _library(tmp_path: Path, **scenarios: str) -> tuple[Path, Path]:
     lib = tmp_path / "scenarios"
     lib.mkdir()
     for sid, verb in scenarios.items():
-        # A stalled model is waited for as long as the scenario lasts (60 s), so only the run's deadline ends it.
-        limit = "" if verb.startswith("slow") else ", timeout: 30s"
+        # A stalled model is waited for 60 s, as long as the scenario lasts, past the run's 40 s deadline, so only
+        # the deadline ends it (without a timeout of its own the step would get the default 30 s, which ends it
+        # before the deadline whenever its wait starts within 10 s of the run's start, as it does on a quiet machine).
+        limit = ", timeout: 60s" if verb.startswith("slow") else ", timeout: 30s"
         (lib / f"{sid}.yaml").write_text(FLAKY_SCENARIO.format(id=sid, verb=verb, limit=limit), encoding="utf-8")
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
