@@ -154,14 +154,15 @@ async def test_a_container_that_exits_at_start_fails_with_its_code_and_log_and_i
     message = str(failed.value)
     assert "exited with exit code 3" in message and "is locked by another process" in message
     assert str(hs.log_path) in message and hs.registration_token not in message
-    assert clean.ours() == [], "removed on failure"
+    # By its instance label too: the tag-scoped list misses a container the tag never reached.
+    assert clean.ours() == [] and clean.ours(hs.instance) == [], "removed on failure"
 
 
 async def test_never_ready_hits_the_start_deadline_and_is_removed(clean: Scope, tmp_path: Path) -> None:
     hs = TuwunelHomeserver(tmp_path / "hs", image=SLOW, start_timeout_s=2, env=clean.env)
     with pytest.raises(InfraError, match=r"did not answer /_matrix/client/versions within 2s"):
         await hs.start()
-    assert clean.ours() == []
+    assert clean.ours() == [] and clean.ours(hs.instance) == []
 
 
 async def test_a_container_that_dies_mid_run_is_reported_at_once(clean: Scope, tmp_path: Path) -> None:
@@ -173,7 +174,7 @@ async def test_a_container_that_dies_mid_run_is_reported_at_once(clean: Scope, t
         assert hs.container_name in reason and "exited with exit code 137" in reason
     finally:
         await hs.stop()
-    assert clean.ours() == []
+    assert clean.ours() == [] and clean.ours(hs.instance) == []
 
 
 async def test_cleanup_by_label_finds_containers_without_a_handle(clean: Scope, tmp_path: Path) -> None:
@@ -191,7 +192,7 @@ async def test_cleanup_by_label_finds_containers_without_a_handle(clean: Scope, 
     await lost.start()
     lost._container = None
     await asyncio.to_thread(remove_all_containers)
-    assert clean.ours() == []
+    assert clean.ours() == [] and clean.ours(lost.instance) == []
 
 
 def test_an_image_that_cannot_be_pulled_is_exit_2_naming_it(clean: Scope, tmp_path: Path) -> None:
