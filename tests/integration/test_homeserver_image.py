@@ -98,8 +98,10 @@ def test_the_image_is_labelled_with_its_synapse_version_and_inputs(homeserver_im
 
 def test_a_second_build_finds_the_image_by_its_label(homeserver_image: Built, docker_engine) -> None:
     again = ensure_image(docker_engine.client, log=lambda line: None)
-    assert (again.built, again.tags) == (False, homeserver_image.tags)
-    assert again.seconds < 10, f"a cache hit took {again.seconds:.1f}s"
+    assert (again.built, again.tags) == (False, homeserver_image.tags)  # the evidence: found, nothing built
+    # Loose: a hit is a few label look-ups (0.2-1.9 s in whole suites, two suites on one engine included); a build
+    # takes minutes.
+    assert again.seconds < 60, f"a cache hit took {again.seconds:.1f}s"
 
 
 async def test_two_users_talk_and_a_restart_keeps_users_rooms_and_messages(

@@ -15,14 +15,30 @@ from tests.integration.conftest import REPO, RunResult
 SCENARIO = "matrix-bot-loop-guard-peer"
 PEER = REPO / "tests" / "bots" / "nio-reply-bot-peer.yaml"
 MOST = 14  # the scenario's `max`
+# The exchange counts as stopped after `quiet` without a message. One hop (a sync, a model call, a send) takes a
+# fraction of a second on a quiet machine and seconds on a loaded one, where a pause of the library's 4 s between
+# two hops would end the guarded exchange before the bot's 4th answer (`bot == 4` fails) and let the unguarded one
+# stop short of the count: these two tests run a copy waiting 12 s of silence (the guarded run pays the 8 s more once;
+# the unguarded one ends at the count).
+QUIET = "12s"
+
+
+def _patient(tmp_path: Path) -> Path:
+    """The library scenario, alone in a directory, with a longer `quiet`: the same steps and bound otherwise."""
+    text = (REPO / "scenarios" / f"{SCENARIO}.yaml").read_text(encoding="utf-8")
+    assert text.count("quiet: 4s}") == 1, "the library scenario's quiet changed: look at QUIET again"
+    (tmp_path / "scenarios").mkdir()
+    (tmp_path / "scenarios" / f"{SCENARIO}.yaml").write_text(text.replace("quiet: 4s}", f"quiet: {QUIET}}}"),
+                                                            encoding="utf-8")
+    return tmp_path / "scenarios"
 
 
 def _no_secret_in_artifacts(result: RunResult) -> None:
     assert scan_for_secrets(result.dir, result.secrets) == []  # every secret of 8 characters or more
 
 
-async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run_qa) -> None:
-    result = await run_qa(SCENARIO, peer_bot_file=PEER)
+async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run_qa, tmp_path: Path) -> None:
+    result = await run_qa(SCENARIO, peer_bot_file=PEER, scenario_paths=[_patient(tmp_path)])
     assert result.code == 0, result.report
     assert result.summary["environment"]["peerBot"]["name"] == "nio-reply-bot-peer"
     scenario = result.scenario(SCENARIO)
@@ -40,8 +56,9 @@ async def test_the_loop_guard_stops_an_exchange_with_the_independent_nio_bot(run
     _no_secret_in_artifacts(result)
 
 
-async def test_without_the_guard_the_scenario_fails_with_the_count(run_qa) -> None:
-    result = await run_qa(SCENARIO, peer_bot_file=PEER, bot_overrides={"botLoopLimit": None})
+async def test_without_the_guard_the_scenario_fails_with_the_count(run_qa, tmp_path: Path) -> None:
+    result = await run_qa(SCENARIO, peer_bot_file=PEER, bot_overrides={"botLoopLimit": None},
+                          scenario_paths=[_patient(tmp_path)])
     assert result.code == 1
     failure = result.scenario(SCENARIO)["failure"]
     assert failure["step"] == 2 and failure["stepKind"] == "expect_exchange_stops", failure

@@ -16,8 +16,9 @@ from tests.integration.conftest import cli, our_processes, run_in_process
 pytestmark = pytest.mark.integration
 
 # The wrong answer comes at once, and the embedded agent never edits an answer (no streaming here), so
-# `reply_edit_wait_s=0` fails a wrong one at once, with the same failure, instead of waiting out the step's 8 s
-# for an edit (16 of the test's 19 s); 8 s stays the bound for the right answer, far beyond the ~0.2 s it takes.
+# `reply_edit_wait_s=0` fails a wrong one at once, with the same failure, instead of waiting out the step's time
+# for an edit (16 of the test's 19 s with 8 s); the step's 30 s bound the right answer only, which takes ~0.2 s quiet
+# and came later than 6 s in a loaded suite (tests/integration/conftest.py): 8 s was too near.
 FLAKY_SCENARIO = """\
 id: {id}
 title: Echoes the marker ({id})
@@ -27,6 +28,10 @@ steps:
   - send: {{as: driver, mention: bot, body: "{verb}: {{token}}", id: ask}}
   - expect_reply: {{to: ask, body: "{{token}}", top_level: true{limit}}}
 """
+# The run's deadline in the deadline test: long enough for a-quick's whole run (its own Synapse's boot, the bot's,
+# one answer) on a loaded machine, where a bot's boot alone took up to 20 s (test_attack_bots); shorter than b-stalls'
+# 60 s, which it must cut. 20 s left a-quick's finishing to the machine's load.
+DEADLINE = "40s"
 RULES = """\
 rules:
   - name: flaky-marker
@@ -44,8 +49,10 @@ def _library(tmp_path: Path, **scenarios: str) -> tuple[Path, Path]:
     lib = tmp_path / "scenarios"
     lib.mkdir()
     for sid, verb in scenarios.items():
-        # A stalled model is waited for as long as the scenario lasts (60 s), so only the run's deadline ends it.
-        limit = "" if verb.startswith("slow") else ", timeout: 8s"
+        # A stalled model is waited for 60 s, as long as the scenario lasts, past the run's 40 s deadline, so only
+        # the deadline ends it (without a timeout of its own the step would get the default 30 s, which ends it
+        # before the deadline whenever its wait starts within 10 s of the run's start, as it does on a quiet machine).
+        limit = ", timeout: 60s" if verb.startswith("slow") else ", timeout: 30s"
         (lib / f"{sid}.yaml").write_text(FLAKY_SCENARIO.format(id=sid, verb=verb, limit=limit), encoding="utf-8")
     rules = tmp_path / "rules.yaml"
     rules.write_text(RULES, encoding="utf-8")
@@ -89,21 +96,21 @@ def test_a_run_past_its_deadline_stops_everything_and_says_what_finished(
     # a-quick is answered (the first match of the every-other rule falls through to the marker echo), b-stalls
     # waits on a model that never answers, and c-never is still queued when the deadline passes.
     done = cli("run", "--no-builtin-scenarios", "--scenarios-dir", str(lib), "--profile", "test-only", "--jobs", "1",
-               "--provider-rules", str(rules), "--timeout", "20s", "--output-dir", str(out), tmpdir=tmp_path,
+               "--provider-rules", str(rules), "--timeout", DEADLINE, "--output-dir", str(out), tmpdir=tmp_path,
                timeout=150)
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr
-    assert "deadline: the run's --timeout of 20s passed; stopping every process" in done.stderr
+    assert f"deadline: the run's --timeout of {DEADLINE} passed; stopping every process" in done.stderr
     assert our_processes(str(tmp_path)) == []
     summary = json.loads((out / "matrix-qa-summary.json").read_text())
     assert (summary["status"], summary["exitCode"]) == ("error", 2)
     statuses = {s["id"]: s["status"] for s in summary["scenarios"]}
     assert statuses == {"a-quick": "pass", "b-stalls": "interrupted", "c-never": "skip"}
-    assert summary["deadline"] == {"timeout": "20s", "timeoutMs": 20000.0, "reached": True,
+    assert summary["deadline"] == {"timeout": DEADLINE, "timeoutMs": 40000.0, "reached": True,
                                    "finished": ["a-quick"], "unfinished": ["b-stalls", "c-never"]}
     assert [e["component"] for e in summary["errors"]] == ["deadline"]
     report = (out / "matrix-qa-report.md").read_text()
-    assert "--timeout 20s: reached; every process stopped; 1 finished, 2 did not" in report
+    assert f"--timeout {DEADLINE}: reached; every process stopped; 1 finished, 2 did not" in report
     # What the deadline left undone is what --rerun-failed picks up.
     # A refusal before a homeserver is needed: on the session's Synapse by URL, as test_canary's refusals, so it
     # starts importing no Synapse of its own only to stop it (the deadline's run above has its own: it must stop it).

@@ -182,7 +182,9 @@ async def test_start_deadline_kills_a_server_that_is_not_ready_in_time(tmp_path:
     started = time.monotonic()
     with pytest.raises(InfraError, match=r"did not answer /_matrix/client/versions within 0\.2s"):
         await hs.start()
-    assert time.monotonic() - started < 5
+    # Stopped at the deadline by SIGTERM, not left to SIGKILL after STOP_GRACE_S (a fixed 5 s was a wall-clock bound
+    # a loaded machine could break with the kill done right).
+    assert time.monotonic() - started < STOP_GRACE_S
     assert hs.pid is None
     assert _synapse_processes_for(hs.config_path) == []
 
@@ -194,9 +196,14 @@ async def test_port_in_use_fails_fast(tmp_path: Path) -> None:
         port = squatter.getsockname()[1]
         hs = SynapseHomeserver(tmp_path / "hs", tmp_path / "logs", port=port)
         started = time.monotonic()
-        with pytest.raises(InfraError, match=rf"port {port} .*already in use"):
+        with pytest.raises(InfraError, match=rf"port {port} .*already in use") as refused:
             await hs.start()
-        assert time.monotonic() - started < 5
+        # Fast because nothing was launched: the check before the spawn refused. A Synapse that booted and then
+        # failed to bind also ends with "; port N ... already in use", seconds later and with output in its log:
+        # that is the evidence; the wall-clock bound is a loose one (a fixed 5 s could break under load).
+        assert "Synapse was not launched" in str(refused.value), refused.value
+        assert not hs.stdout_path.exists() or hs.stdout_path.stat().st_size == 0
+        assert time.monotonic() - started < STOP_GRACE_S
         await hs.stop()
     assert _synapse_processes_for(hs.config_path) == []
 

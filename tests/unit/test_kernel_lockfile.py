@@ -123,7 +123,9 @@ def test_a_payload_larger_than_a_stat_said_is_read_whole_or_not_at_all(tmp_path:
 def test_age_comes_from_the_monotonic_stamp(tmp_path: Path) -> None:
     seen = read_lock(write(tmp_path / "x.jsonl.lock", {**GOOD, "createdMono": mono_ms() - 5_000}))
     assert seen is not None
-    assert 5_000 <= seen.age_ms() < 6_000
+    # From the stamp (5 s ago), not the file's fresh mtime (~0) nor in the wrong unit (x1000); the upper bound is
+    # loose: a loaded machine may stop this process for a while between the write and the look.
+    assert 5_000 <= seen.age_ms() < 60_000
 
 
 def test_age_of_a_stamp_from_another_boot_or_an_unreadable_lock_comes_from_the_mtime(tmp_path: Path) -> None:
@@ -131,11 +133,11 @@ def test_age_of_a_stamp_from_another_boot_or_an_unreadable_lock_comes_from_the_m
     old = time.time() - 120
     os.utime(path, (old, old))
     seen = read_lock(path)
-    assert seen is not None and 119_000 < seen.age_ms() < 125_000
+    assert seen is not None and 119_000 < seen.age_ms() < 180_000  # loose above, as in the test before
     write(path, "torn")
     os.utime(path, (old, old))
     torn = read_lock(path)
-    assert torn is not None and 119_000 < torn.age_ms() < 125_000
+    assert torn is not None and 119_000 < torn.age_ms() < 180_000
 
 
 def test_a_lock_stamped_this_instant_is_zero_old_not_from_the_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch

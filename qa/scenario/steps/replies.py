@@ -270,7 +270,8 @@ class ExpectReply(StepBase):
     # left out) is at most that of an earlier reply (a baseline measured in the same scenario) plus `slack`.
     no_slower_than: StepId | None = None
     slack: Duration = 2.0
-    timeout: Duration | None = None  # None: whatever is left of the scenario timeout
+    # None: the step default, 30 s (DEFAULT_STEP_TIMEOUT_S), not what is left of the scenario timeout.
+    timeout: Duration | None = None
     id: StepId | None = None
     # Which of the bot's accounts must send the reply: "bot" (its main one), a name of its bot file's `accounts`
     # (issue 33), or the name of one it registered itself (its localpart after `registration_prefix`, up to the
