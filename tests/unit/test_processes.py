@@ -444,7 +444,7 @@ def test_readable_waits_for_the_fd_and_leaves_no_reader_behind() -> None:
         async def waited() -> bool:
             loop = asyncio.get_running_loop()
             loop.call_later(0.05, os.write, w, b"x")
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(10):
                 await processes.readable(r)
             return loop.remove_reader(r)  # False: nothing of readable's is left on the loop
 
@@ -452,7 +452,7 @@ def test_readable_waits_for_the_fd_and_leaves_no_reader_behind() -> None:
         assert select.select([r], [], [], 0)[0] == [r], "it returned before the fd was readable"
 
         async def nothing_to_wait_for() -> bool:
-            async with asyncio.timeout(30):
+            async with asyncio.timeout(10):
                 await processes._readable(r2, lambda: True)  # never written: returns only because it need not wait
             return asyncio.get_running_loop().remove_reader(r2)
 
@@ -481,7 +481,7 @@ def _counting_pidfd_open(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
 # The child answers 3 when the test wrote to it (the loop ran while wait_popen waited), 4 when nothing came within
 # its own bound (the wait blocked the loop).
-BLOCKED_OR_NOT = "import select, sys; sys.exit(3 if select.select([sys.stdin], [], [], 20)[0] else 4)"
+BLOCKED_OR_NOT = "import select, sys; sys.exit(3 if select.select([sys.stdin], [], [], 10)[0] else 4)"
 
 
 def test_wait_popen_sleeps_on_the_pidfd_with_the_loop_free_and_closes_it(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -513,7 +513,7 @@ def test_wait_child_sleeps_on_the_pidfd_and_returns_the_code_its_poll_reaped(mon
 
     opened = _counting_pidfd_open(monkeypatch)
     before = _open_fds()
-    pid = os.posix_spawn("/bin/sleep", ["sleep", "20"], os.environ)  # not asyncio's: only our poll reaps it
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "10"], os.environ)  # not asyncio's: only our poll reaps it
     codes: list[int] = []
 
     def poll() -> int | None:
