@@ -190,9 +190,12 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     # Until the wrapper has exec'd (the setting is made before that). Not "sleep" in the command line: the wrapper's
     # own holds it as an argument, and a parent killed before the wrapper looks at it ends the wrapper by another
     # path (its parent check), which passed this test with PR_SET_PDEATHSIG broken.
-    while "qa.processes" in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
+    # Nor merely "qa.processes" gone from it: a wrapper that cannot run at all leaves a zombie, whose command line is
+    # empty. Until the child is the wrapped command itself.
+    wanted = [sys.executable, "-c", "import time; time.sleep(60)"]
+    while _cmdline(child) != wanted and _running(child) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "qa.processes" not in Path(f"/proc/{child}/cmdline").read_text()
+    assert _cmdline(child) == wanted, _cmdline(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
@@ -202,6 +205,13 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the wrapped child outlived its SIGKILLed parent"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def _running(pid: int) -> bool:
