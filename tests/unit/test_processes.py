@@ -593,3 +593,13 @@ def test_the_wrapper_whose_parent_is_already_gone_runs_nothing() -> None:
     bad = subprocess.run([sys.executable, "-m", "qa.processes", "--pdeathsig", "1", "-", "true"],
                          capture_output=True, text=True, env=env, timeout=60)
     assert (bad.returncode, bad.stderr) == (2, "usage: python -m qa.processes --pdeathsig PARENT_PID -- ARGV...\n")
+
+
+def test_the_wrapper_refuses_a_line_missing_its_flag_or_its_command() -> None:
+    # As a process: a line the check let through would set PR_SET_PDEATHSIG in whatever ran it.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    usage = "usage: python -m qa.processes --pdeathsig PARENT_PID -- ARGV...\n"
+    for args in (["--pdeathsig", "1", "--"], ["--nope", "1", "--", "true"], ["--pdeathsig"], []):
+        done = subprocess.run([sys.executable, "-m", "qa.processes", *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+        assert (done.returncode, done.stderr) == (2, usage), args
