@@ -190,9 +190,12 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     # Until the wrapper has exec'd (the setting is made before that). Not "sleep" in the command line: the wrapper's
     # own holds it as an argument, and a parent killed before the wrapper looks at it ends the wrapper by another
     # path (its parent check), which passed this test with PR_SET_PDEATHSIG broken.
-    while "qa.processes" in Path(f"/proc/{child}/cmdline").read_text() and time.monotonic() < deadline:
+    # Nor merely "qa.processes" gone from it: a wrapper that cannot run at all leaves a zombie, whose command line is
+    # empty. Until the child is the wrapped command itself.
+    wanted = [sys.executable, "-c", "import time; time.sleep(60)"]
+    while _cmdline(child) != wanted and _running(child) and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert "qa.processes" not in Path(f"/proc/{child}/cmdline").read_text()
+    assert _cmdline(child) == wanted, _cmdline(child)
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     deadline = time.monotonic() + 10
@@ -202,6 +205,13 @@ def test_a_wrapped_child_dies_with_its_parent_however_the_parent_dies() -> None:
     if alive:
         os.kill(child, signal.SIGKILL)
     assert not alive, "the wrapped child outlived its SIGKILLed parent"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
 
 
 def _running(pid: int) -> bool:
@@ -309,3 +319,287 @@ def test_is_subreaper_without_prctl_is_false(monkeypatch) -> None:  # type: igno
 
     monkeypatch.setattr(processes.ctypes, "CDLL", no_libc)
     assert not processes.is_subreaper()
+
+
+# --- what the second mutation run of qa/processes.py found untested (its zygote helpers) ----------------------------
+
+
+def _cpu_stat(root: Path, pid: int, after_name: str) -> None:
+    (root / str(pid)).mkdir()
+    (root / str(pid) / "stat").write_text(f"{pid} (a) b) {after_name}\n")
+
+
+def test_cpu_ticks_are_user_plus_system_time_and_none_when_the_stat_cannot_say(tmp_path: Path) -> None:
+    # After the command name: state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime ...
+    _cpu_stat(tmp_path, 1, "S 1 1 1 0 -1 0 0 0 0 0 7 5")  # the line may end at stime
+    _cpu_stat(tmp_path, 2, "S 1 1 1 0 -1 0 0 0 0 0 7 5 3 4 20 0")
+    _cpu_stat(tmp_path, 3, "S 1 1 1 0 -1 0 0 0 0 0 7")  # cut before stime
+    _cpu_stat(tmp_path, 4, "S 1 1 1 0 -1 0 0 0 0 0 x 5")
+    _cpu_stat(tmp_path, 5, "S 1 1 1 0 -1 0 0 0 0 0 7 x")
+    assert processes.cpu_ticks(1, tmp_path) == 12 and processes.cpu_ticks(2, tmp_path) == 12
+    assert [processes.cpu_ticks(pid, tmp_path) for pid in (3, 4, 5, 6)] == [None, None, None, None]
+
+
+def test_pids_are_the_numeric_entries_of_proc_and_none_without_one(tmp_path: Path) -> None:
+    for name in ("1", "22", "self", "x1", "3x"):
+        (tmp_path / name).mkdir()
+    assert sorted(processes.pids(tmp_path)) == ["1", "22"]
+    assert processes.pids(tmp_path / "gone") == []
+
+
+def test_a_long_proc_file_is_read_to_its_end(tmp_path: Path) -> None:
+    environ = b"".join(b"VAR%d=%s\0" % (n, b"v" * 100) for n in range(2000))  # ~210 kB, beyond one read
+    (tmp_path / "environ").write_bytes(environ)
+    assert processes.read_whole(str(tmp_path / "environ")) == environ
+    assert processes.read_whole(str(tmp_path / "environ")) == environ  # its descriptor was closed, not leaked
+
+
+class _Os:
+    """The os module as qa.processes sees it, with some calls replaced (the real module stays untouched)."""
+
+    def __init__(self, **calls: object) -> None:
+        self.__dict__.update(calls)
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(os, name)
+
+
+class _Clock:
+    """time.monotonic and time.sleep for reap: sleeping moves the clock (each look at it too, a little), and a reap
+    that sleeps far past its bound fails at once instead of hanging."""
+
+    def __init__(self, limit_s: float) -> None:
+        self.now, self.slept, self.limit_s = 0.0, 0.0, limit_s
+
+    def monotonic(self) -> float:
+        self.now += 0.0001
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept += seconds
+        self.now += seconds
+        assert self.slept <= self.limit_s, f"reap slept {self.slept:.2f}s past its bound"
+
+
+def test_reap_waits_for_exactly_its_pids_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock(limit_s=10.0)
+    asked: list[tuple[int, int]] = []
+
+    def waitpid(pid: int, options: int) -> tuple[int, int]:
+        asked.append((pid, options))
+        if pid == 11 and clock.now >= 0.03:  # exits after 30 ms
+            return pid, 0
+        if pid == 13:  # not a child of ours (or reaped elsewhere): nothing to wait for
+            raise ChildProcessError(10, "No child processes")
+        return 0, 0  # 12: never exits
+
+    monkeypatch.setattr(processes, "time", clock)
+    monkeypatch.setattr(processes, "os", _Os(waitpid=waitpid))
+    processes.reap([11, 12, 13], 0.1)
+    assert {pid for pid, _ in asked} == {11, 12, 13}, "never -1: asyncio waits for its own children by pid"
+    assert {options for _, options in asked} == {os.WNOHANG}
+    assert [pid for pid, _ in asked].count(13) == 1, "a pid that is no child of ours is done at once"
+    reaped_at = [n for n, (pid, _) in enumerate(asked) if pid == 11][-1]
+    assert all(pid != 11 for pid, _ in asked[reaped_at + 1:]), "a reaped pid is not waited for again"
+    assert 0.08 <= clock.slept <= 0.11, "it polled the one that never exits until its bound, and no longer"
+
+    clock, asked[:] = _Clock(limit_s=10.0), []
+    monkeypatch.setattr(processes, "time", clock)
+    processes.reap([13], 5.0)
+    processes.reap([], 5.0)
+    assert clock.slept == 0 and asked == [(13, os.WNOHANG)]
+
+
+def test_stop_adopted_kills_a_leaders_group_then_itself_and_reaps_them_all(monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL, the group first when the orphan leads one (its own helpers go with it); one that is gone or not
+    ours to signal does not stop the others; every one is then reaped within REAP_TIMEOUT_S."""
+    import signal
+
+    done: list[tuple[object, ...]] = []
+
+    def getpgid(pid: int) -> int:
+        if pid == 23:
+            raise ProcessLookupError(pid)
+        return {21: 21, 22: 1, 24: 24}[pid]
+
+    def kill(pid: int, sig: int) -> None:
+        if pid == 24:
+            raise PermissionError(pid)
+        done.append(("kill", pid, sig))
+
+    killpg = lambda pid, sig: done.append(("killpg", pid, sig))  # noqa: E731
+    monkeypatch.setattr(processes, "os", _Os(getpgid=getpgid, killpg=killpg, kill=kill))
+    monkeypatch.setattr(processes, "tied_orphans", lambda owner: [21, 22, 23, 24] if owner in (None, "/s/a") else [])
+    monkeypatch.setattr(processes, "reap", lambda pids, timeout_s: done.append(("reap", pids, timeout_s)))
+    assert processes.stop_adopted("/s/a") == [21, 22, 23, 24]
+    assert done == [("killpg", 21, signal.SIGKILL), ("kill", 21, signal.SIGKILL), ("kill", 22, signal.SIGKILL),
+                    ("killpg", 24, signal.SIGKILL), ("reap", [21, 22, 23, 24], processes.REAP_TIMEOUT_S)]
+    done.clear()
+    with processes.spawning():
+        assert processes.stop_adopted() == [] and done == []  # a spawn in flight: not yet
+        assert processes.stop_adopted(force=True) == [21, 22, 23, 24]  # the run's end: nothing spawns now
+    assert processes.stop_adopted("/s/b") == [] and done[-1] == ("reap", [], processes.REAP_TIMEOUT_S)
+
+
+def _open_fds() -> set[str]:
+    return set(os.listdir("/proc/self/fd"))
+
+
+def test_readable_waits_for_the_fd_and_leaves_no_reader_behind() -> None:
+    import asyncio
+    import select
+
+    r, w = os.pipe()
+    try:
+        async def waited() -> bool:
+            loop = asyncio.get_running_loop()
+            loop.call_later(0.05, os.write, w, b"x")
+            async with asyncio.timeout(10):
+                await processes.readable(r)
+            return loop.remove_reader(r)  # False: nothing of readable's is left on the loop
+
+        assert asyncio.run(waited()) is False
+        assert select.select([r], [], [], 0)[0] == [r], "it returned before the fd was readable"
+
+        async def nothing_to_wait_for() -> bool:
+            async with asyncio.timeout(10):
+                await processes._readable(r2, lambda: True)  # never written: returns only because it need not wait
+            return asyncio.get_running_loop().remove_reader(r2)
+
+        r2, w2 = os.pipe()
+        try:
+            assert asyncio.run(nothing_to_wait_for()) is False
+        finally:
+            os.close(r2)
+            os.close(w2)
+    finally:
+        os.close(r)
+        os.close(w)
+
+
+def _counting_pidfd_open(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    opened: list[int] = []
+    real = os.pidfd_open
+
+    def pidfd_open(pid: int, flags: int = 0) -> int:
+        opened.append(pid)
+        return real(pid, flags)
+
+    monkeypatch.setattr(processes, "os", _Os(pidfd_open=pidfd_open))
+    return opened
+
+
+# The child answers 3 when the test wrote to it (the loop ran while wait_popen waited), 4 when nothing came within
+# its own bound (the wait blocked the loop).
+BLOCKED_OR_NOT = "import select, sys; sys.exit(3 if select.select([sys.stdin], [], [], 10)[0] else 4)"
+
+
+def test_wait_popen_sleeps_on_the_pidfd_with_the_loop_free_and_closes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+
+    opened = _counting_pidfd_open(monkeypatch)
+    before = _open_fds()
+    child = subprocess.Popen([sys.executable, "-c", BLOCKED_OR_NOT], stdin=subprocess.PIPE)
+    assert child.stdin is not None
+
+    async def waited() -> int:
+        asyncio.get_running_loop().call_later(0.05, child.stdin.close)  # type: ignore[union-attr]
+        async with asyncio.timeout(60):
+            return await processes.wait_popen(child)
+
+    try:
+        assert asyncio.run(waited()) == 3
+    finally:
+        child.kill()
+        child.wait()
+    assert len(opened) <= 2, f"it polled: {len(opened)} pidfds opened"
+    assert _open_fds() <= before, "a pidfd was left open"
+    assert asyncio.run(processes.wait_popen(child)) == child.returncode  # already reaped: its code at once
+
+
+def test_wait_child_sleeps_on_the_pidfd_and_returns_the_code_its_poll_reaped(monkeypatch: pytest.MonkeyPatch) -> None:
+    import asyncio
+    import signal
+
+    opened = _counting_pidfd_open(monkeypatch)
+    before = _open_fds()
+    pid = os.posix_spawn("/bin/sleep", ["sleep", "10"], os.environ)  # not asyncio's: only our poll reaps it
+    codes: list[int] = []
+
+    def poll() -> int | None:
+        if not codes:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                codes.append(os.waitstatus_to_exitcode(status))
+        return codes[0] if codes else None
+
+    async def waited() -> int:
+        asyncio.get_running_loop().call_later(0.05, os.kill, pid, signal.SIGKILL)
+        async with asyncio.timeout(60):
+            return await processes.wait_child(pid, poll)
+
+    try:
+        assert asyncio.run(waited()) == -signal.SIGKILL
+    finally:
+        if not codes:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    assert len(opened) <= 2, f"it polled: {len(opened)} pidfds opened"
+    assert _open_fds() <= before, "a pidfd was left open"
+
+
+def test_wait_child_of_one_reaped_meanwhile_elsewhere_returns_the_code_kept_there() -> None:
+    import asyncio
+
+    answers: list[int | None] = [None, 7]  # another waiter's poll reaped it between our look and our pidfd_open
+    gone = 2 ** 22 + 1  # above any pid_max: pidfd_open says no such process
+
+    async def waited() -> int:
+        async with asyncio.timeout(30):
+            return await processes.wait_child(gone, lambda: answers.pop(0) if len(answers) > 1 else answers[0])
+
+    assert asyncio.run(waited()) == 7
+
+
+PDEATHSIG_PROBE = r"""
+import ctypes, json, os, sys
+signal = ctypes.c_int(0)
+ctypes.CDLL(None, use_errno=True).prctl(2, ctypes.byref(signal), 0, 0, 0)  # PR_GET_PDEATHSIG
+print(json.dumps({"argv": sys.argv, "ppid": os.getppid(), "pdeathsig": signal.value,
+                  "cmdline": open("/proc/self/cmdline", "rb").read().decode().split("\0")[:-1]}))
+"""
+
+
+def test_the_wrapper_execs_exactly_its_command_in_place_with_pdeathsig_set(tmp_path: Path) -> None:
+    """Run as a process: PR_SET_PDEATHSIG(SIGKILL), then exec of exactly the given command (in place: our child is
+    the command itself), a command of one word included."""
+    import json
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    (tmp_path / "probe.py").write_text(PDEATHSIG_PROBE)
+    for argv in ([sys.executable, str(tmp_path / "probe.py"), "an argument"], [sys.executable]):
+        done = subprocess.run(processes.with_pdeathsig(argv), input=PDEATHSIG_PROBE, capture_output=True, text=True,
+                              env=env, timeout=60, check=True)
+        seen = json.loads(done.stdout)
+        assert seen["cmdline"] == argv and seen["ppid"] == os.getpid() and seen["pdeathsig"] == 9, seen
+
+
+def test_the_wrapper_whose_parent_is_already_gone_runs_nothing() -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    # Parent 1 is not this test: as if the harness died before the setting took (the wrapper is re-parented).
+    done = subprocess.run([sys.executable, "-m", "qa.processes", "--pdeathsig", "1", "--", sys.executable, "-c",
+                           "print('ran')"], capture_output=True, text=True, env=env, timeout=60)
+    assert (done.returncode, done.stdout) == (1, "")
+    bad = subprocess.run([sys.executable, "-m", "qa.processes", "--pdeathsig", "1", "-", "true"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert (bad.returncode, bad.stderr) == (2, "usage: python -m qa.processes --pdeathsig PARENT_PID -- ARGV...\n")
+
+
+def test_the_wrapper_refuses_a_line_missing_its_flag_or_its_command() -> None:
+    # As a process: a line the check let through would set PR_SET_PDEATHSIG in whatever ran it.
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    usage = "usage: python -m qa.processes --pdeathsig PARENT_PID -- ARGV...\n"
+    for args in (["--pdeathsig", "1", "--"], ["--nope", "1", "--", "true"], ["--pdeathsig"], []):
+        done = subprocess.run([sys.executable, "-m", "qa.processes", *args], capture_output=True, text=True, env=env,
+                              timeout=60)
+        assert (done.returncode, done.stderr) == (2, usage), args
