@@ -98,8 +98,12 @@ class SessionLockTimeout(SessionLockError):
         age_ms: float,
         lock_path: Path,
         elapsed_ms: float,
+        held_since_mono: float | None = None,
     ) -> None:
         self.timeout_ms = timeout_ms
+        # When the hold last seen was taken, on the shared monotonic clock (None: not known). The contention
+        # probe reports it, so the harness can tell a hold taken after a model request ended from one across it.
+        self.held_since_mono = held_since_mono
         self.owner_pid = owner_pid
         self.owner_alive = owner_alive
         self.age_ms = age_ms
@@ -390,6 +394,7 @@ class SessionWriteLock:
             age_ms=seen.age_ms() if seen is not None else 0.0,
             lock_path=self.lock_path,
             elapsed_ms=round(elapsed, 3),
+            held_since_mono=seen.created_mono() if seen is not None else None,
         )
         self._emit("lock.timeout", attempt=attempt, purpose=purpose, error=str(error))
         return error

@@ -6,7 +6,8 @@ using the bot's own lock code, and answers with one line on stdout. It is a pure
 takes over the bot's lock (huge staleMs and maxHoldMs), it only measures how long the lock keeps it out. `t` and
 the elapsed time are taken here, on the shared monotonic clock, right around the try.
 
-Answers: `{"session", "t", "acquiredElapsedMs"}`, `{"session", "t", "timeoutElapsedMs", "error"}`, or
+Answers: `{"session", "t", "acquiredElapsedMs"}`, `{"session", "t", "timeoutElapsedMs", "error", "heldSinceT"}`
+(heldSinceT: when the hold it last saw was taken, when the lock file says), or
 `{"session", "skipped"}` when there are no transcripts (yet) to probe. End of file on stdin ends it.
 """
 
@@ -35,8 +36,11 @@ def probe_once(sessions_dir: Path, session: str, timeout_ms: int) -> dict[str, A
     try:
         hold = lock.acquire_sync("probe", "probe", timeout_ms=timeout_ms)
     except SessionLockTimeout as exc:
-        return {"session": session, "t": round(started, 3),
-                "timeoutElapsedMs": round(mono_ms() - started, 3), "error": str(exc)}
+        answer: dict[str, Any] = {"session": session, "t": round(started, 3),
+                                  "timeoutElapsedMs": round(mono_ms() - started, 3), "error": str(exc)}
+        if exc.held_since_mono is not None:
+            answer["heldSinceT"] = round(exc.held_since_mono, 3)
+        return answer
     elapsed = mono_ms() - started
     hold.release()
     return {"session": session, "t": round(started, 3), "acquiredElapsedMs": round(elapsed, 3)}

@@ -9,8 +9,9 @@ Only the bot knows where its locks live and how to take one without ever taking 
 the bot's own program (docs/bot-file.md, `lock_probe`): started once per scenario with the bot's environment and
 placeholders (forked from the fork server when the bot file has one), it writes `{"ready": true}`, then reads
 one request per line on stdin, `{"session": S, "timeoutMs": 25}`, and answers each with one line on stdout:
-`{"session", "t", "acquiredElapsedMs"}`, `{"session", "t", "timeoutElapsedMs", "error"}`, or `{"session",
-"skipped": why}` when there is nothing to probe. `t` and the elapsed time are measured inside the probe, on the
+`{"session", "t", "acquiredElapsedMs"}`, `{"session", "t", "timeoutElapsedMs", "error"}` (with an optional
+`heldSinceT`: when the hold that kept it out was taken), or `{"session", "skipped": why}` when there is nothing
+to probe. `t` and the elapsed time are measured inside the probe, on the
 shared monotonic clock, so its start-up and the pipe are not in the figure. End of file on stdin ends it.
 
 A bot that claims capability `lock` but names no `lock_probe` gets one probe entry per scenario saying NOT
@@ -65,6 +66,12 @@ def probe_result(answer: Any, session: str) -> dict[str, Any] | None:
     result: dict[str, Any] = {"session": session, "t": float(t), given[0]: float(answer[given[0]])}
     if given[0] == "timeoutElapsedMs":
         result["error"] = str(answer.get("error") or "timed out")
+        # Optional: when the hold that kept the probe out was taken. Without it the harness cannot tell a hold
+        # taken after a model request ended (a reply write) from one held across it, and says so.
+        if "heldSinceT" in answer:
+            if not _ms(answer["heldSinceT"]):
+                raise ProbeFailed(f"answered {_shown(answer)}: `heldSinceT` must be a number of ms")
+            result["heldSinceT"] = float(answer["heldSinceT"])
     return result
 
 

@@ -72,6 +72,14 @@ class LockFile:
             return (self.inode, self.payload["token"])
         return (self.inode, self.mtime_ns, self.size)
 
+    def created_mono(self) -> float | None:
+        """When the lock was taken on this boot's monotonic clock; None without a payload or when the stamp is from
+        another boot (it lies in the future)."""
+        if self.payload is None:
+            return None
+        created = float(self.payload["createdMono"])
+        return created if created <= mono_ms() else None
+
     def age_ms(self) -> float:
         if self.payload is not None:
             age = mono_ms() - float(self.payload["createdMono"])

@@ -21,8 +21,9 @@ Verdict:
           - a turn's holds overlap that same turn's model I/O (> 0 ms; measured on the union of each side, so
             parallel requests are not counted twice) — the legacy `attempt` scope does exactly this;
           - a hold still open at trace end overlaps model I/O anywhere in its session (a leaked lock);
-          - a contention probe timed out while a model request of its session was in flight, or timed out
-            with no start time given (it cannot be cleared, and probes are fired during model I/O).
+          - a contention probe timed out while a model request of its session was in flight (judged at the
+            end of its window, or over the hold it names with `heldSinceT`: timed_out_during_model_io), or
+            timed out with no start time given (it cannot be cleared, and probes are fired during model I/O).
   pass  no failure and at least one model request was seen.
   none  no failure but no model request either: nothing was proven. The caller decides whether a scenario
         that expected model I/O treats that as a failure.
@@ -96,7 +97,11 @@ class ProbeEvidence(_Model):
     acquired_elapsed_ms: float | None = None
     timeout_elapsed_ms: float | None = None
     error: str | None = None
+    # A timed-out probe's optional word on when the hold that kept it out was taken (docs/bot-file.md).
+    held_since_t: float | None = None
     during_model_io: bool | None = None
+    # Why a timed-out probe could not be judged (NOT CHECKED), when it could not.
+    note: str | None = None
 
 
 class HoldKindEvidence(_Model):
@@ -202,7 +207,7 @@ def analyze_lock_evidence(
 
     probe_evidence = [_probe(p, model) for p in probes]
     for probe in probe_evidence:
-        if probe.timeout_elapsed_ms is None:
+        if probe.timeout_elapsed_ms is None or probe.note is not None:
             continue
         if probe.during_model_io is None:
             reasons.append(f"session {probe.session}: contention probe timed out (start time unknown)")
@@ -450,13 +455,43 @@ def _turn(
 
 def _probe(raw: Mapping[str, Any] | ProbeEvidence, model: Sequence[_IoItem]) -> ProbeEvidence:
     probe = raw if isinstance(raw, ProbeEvidence) else ProbeEvidence.model_validate(raw)
-    elapsed = probe.timeout_elapsed_ms if probe.timeout_elapsed_ms is not None else probe.acquired_elapsed_ms
-    during: bool | None = None
-    if probe.t is not None:
-        end = probe.t + (elapsed or 0.0)
+    if probe.t is None:
+        return probe.model_copy(update={"during_model_io": None, "note": None})
+    requests = [(start, stop) for (s, _), (start, stop), _ in model if s == probe.session]
+    if probe.timeout_elapsed_ms is None:
+        end = probe.t + (probe.acquired_elapsed_ms or 0.0)
         # Closed test: a probe that starts exactly at a request's start is still "during" it.
-        during = any(s == probe.session and start <= end and probe.t <= stop for (s, _), (start, stop), _ in model)
-    return probe.model_copy(update={"during_model_io": during})
+        during = any(start <= end and probe.t <= stop for start, stop in requests)
+        return probe.model_copy(update={"during_model_io": during, "note": None})
+    during, note = timed_out_during_model_io(probe.t, probe.timeout_elapsed_ms, probe.held_since_t, requests)
+    return probe.model_copy(update={"during_model_io": during, "note": note})
+
+
+def timed_out_during_model_io(
+    t: float, elapsed_ms: float, held_since_t: float | None, requests: Sequence[Interval]
+) -> tuple[bool | None, str | None]:
+    """Did the hold that kept a timed-out probe out overlap one of its session's model requests? (True/False,
+    None) and, when None, why it cannot be told.
+
+    A timeout proves only that the lock was held at the probe's last try, at the window's end E: its first try
+    may come late (a probe process waiting for a core), and the lock may change hands inside the window. So
+      - with `heldSinceT` (when the hold seen last was taken): that hold, [heldSinceT, E], overlapping a request
+        is the bug, and a hold taken after every request ended is a reply write, not the bug;
+      - without it: a request in flight at E is the bug; a window that only starts inside a request that ended
+        before E cannot be told from a reply write taken once the request ended: NOT CHECKED (the trace's holds
+        still judge the turn);
+      - a window touching no request is not during model I/O.
+    """
+    end = t + elapsed_ms
+    if held_since_t is not None:
+        return any(held_since_t < stop and start < end for start, stop in requests), None
+    if any(start <= end <= stop for start, stop in requests):
+        return True, None
+    if any(start <= end and t <= stop for start, stop in requests):
+        return None, ("contention probe NOT CHECKED: it timed out after the model request it started in had "
+                      "ended, and gave no heldSinceT, so the hold that kept it out may have been taken after "
+                      "the request (a reply write)")
+    return False, None
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:

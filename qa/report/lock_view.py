@@ -58,6 +58,8 @@ def probe_line(probe: Mapping[str, Any]) -> str:
     parts.append(f"session={short_session(probe.get('session'))}")
     if probe.get("error"):
         parts.append(f"error={json.dumps(shorten_paths(str(probe['error'])), ensure_ascii=False)}")
+    if probe.get("note"):
+        parts.append(f"note={json.dumps(str(probe['note']), ensure_ascii=False)}")
     return "probe " + " ".join(parts)
 
 

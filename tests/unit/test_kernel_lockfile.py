@@ -140,6 +140,17 @@ def test_age_of_a_stamp_from_another_boot_or_an_unreadable_lock_comes_from_the_m
     assert torn is not None and 119_000 < torn.age_ms() < 180_000
 
 
+def test_when_a_lock_was_taken_is_its_monotonic_stamp_or_unknown(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # The contention probe reports it (heldSinceT); a guess from the mtime would be another clock.
+    monkeypatch.setattr(lockfile, "mono_ms", lambda: 100.0)
+    path = tmp_path / "x.jsonl.lock"
+    assert read_lock(write(path, {**GOOD, "createdMono": 60.5})).created_mono() == 60.5
+    assert read_lock(write(path, {**GOOD, "createdMono": 100.0})).created_mono() == 100.0
+    assert read_lock(write(path, {**GOOD, "createdMono": 100.1})).created_mono() is None  # another boot's clock
+    assert read_lock(write(path, "torn")).created_mono() is None
+
+
 def test_a_lock_stamped_this_instant_is_zero_old_not_from_the_mtime(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                                                     ) -> None:
     monkeypatch.setattr(lockfile, "mono_ms", lambda: 100.0)

@@ -490,11 +490,11 @@ def test_a_probes_unset_fields_are_null_in_the_dump() -> None:
                                                                       "timeoutElapsedMs": 25.0}])
     assert evidence.model_dump(mode="json")["probes"] == [
         {"session": "!a", "t": 400.0, "acquiredElapsedMs": None, "timeoutElapsedMs": 25.0, "error": None,
-         "duringModelIo": True}
+         "heldSinceT": None, "duringModelIo": True, "note": None}
     ]
     assert ProbeEvidence(session="!a").model_dump() == {
         "session": "!a", "t": None, "acquiredElapsedMs": None, "timeoutElapsedMs": None, "error": None,
-        "duringModelIo": None,
+        "heldSinceT": None, "duringModelIo": None, "note": None,
     }
 
 
@@ -645,3 +645,70 @@ def test_the_summary_of_a_turn_with_an_open_hold() -> None:
     (turn,) = analyze_lock_evidence(records).turns
     assert turn.acquire == [1.235]  # relative times are rounded to the microsecond too
     assert turn.summary == "acquire=1.2 prompt=2.0 cleanup=- holds=8.8ms overlap=8.0ms open=1"
+
+
+# --- a timed-out probe is judged where the lock was proved held: at its window's end, or over the hold it names ---
+# Seen on main (`--profile all --jobs 3`, matrix-lock-max-hold-takeover, a correct bot): a probe's first try came
+# ~5 ms late, its window started inside an 11 ms model request and timed out 22 ms after the request ended, kept
+# out by the reply write's hold (a stall the scenario injects), taken after the request. Judged on the window's
+# start, that was "a model request in flight": a false fail of a correct bot.
+
+
+def test_a_probe_kept_out_by_a_hold_taken_after_the_request_ended_passes() -> None:
+    # narrow_turn's request runs from 1.3 to 800.0; the reply hold is taken at 801.0.
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 801.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "pass", evidence.reasons
+    assert (evidence.probes[0].during_model_io, evidence.probes[0].note) == (False, None)
+
+
+def test_a_probe_kept_out_by_a_hold_taken_before_the_request_ended_fails() -> None:
+    # The whole-turn lock: taken before the request, the probe's window ending after it.
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 0.5}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert evidence.probes[0].during_model_io is True
+    assert evidence.reasons == [
+        "session !a: contention probe timed out after 26.2ms while a model request was in flight"
+    ]
+
+
+def test_a_hold_taken_exactly_when_the_request_ended_is_not_during_it() -> None:
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 800.0},
+              {"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 799.9}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert [p.during_model_io for p in evidence.probes] == [False, True]
+
+
+def test_a_probe_whose_window_ended_before_the_request_began_is_not_during_it() -> None:
+    # The hold [0.5, 1.0] ends before the request (1.3 to 800.0) begins.
+    probes = [{"session": "!a", "t": 0.0, "timeoutElapsedMs": 1.0, "heldSinceT": 0.5}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.probes[0].during_model_io is False
+
+
+def test_without_held_since_a_window_straddling_the_requests_end_is_not_checked() -> None:
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "error": "session file locked"}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "pass", evidence.reasons
+    (probe,) = evidence.probes
+    assert probe.during_model_io is None
+    assert probe.note is not None and probe.note.startswith("contention probe NOT CHECKED")
+    assert "heldSinceT" in probe.note
+
+
+def test_without_held_since_a_window_ending_inside_a_request_fails() -> None:
+    # Ends exactly at the request's end: the lock was held while it was in flight.
+    probes = [{"session": "!a", "t": 774.0, "timeoutElapsedMs": 26.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert (evidence.probes[0].during_model_io, evidence.probes[0].note) == (True, None)
+
+
+def test_a_not_checked_probe_is_shown_with_its_note() -> None:
+    from qa.report.lock_view import probe_line
+
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [{"session": "!a", "t": 790.0,
+                                                                      "timeoutElapsedMs": 26.2}])
+    line = probe_line(evidence.model_dump(mode="json")["probes"][0])
+    assert 'note="contention probe NOT CHECKED' in line

@@ -56,12 +56,16 @@ def test_an_answer_becomes_the_probe_record_of_the_session_asked() -> None:
     assert probe_result({"t": 1, "timeoutElapsedMs": 25}, "s") == \
         {"session": "s", "t": 1.0, "timeoutElapsedMs": 25.0, "error": "timed out"}
     assert probe_result({"session": "s", "skipped": "no sessions"}, "s") is None
+    # Optional on a timeout: when the hold that kept the probe out was taken (qa.report.lock_evidence judges it).
+    assert probe_result({"t": 5.5, "timeoutElapsedMs": 25, "error": "locked", "heldSinceT": 3}, "s") == \
+        {"session": "s", "t": 5.5, "timeoutElapsedMs": 25.0, "error": "locked", "heldSinceT": 3.0}
 
 
 @pytest.mark.parametrize("answer", [
     [], "ok", None, {}, {"t": 1}, {"acquiredElapsedMs": 1}, {"t": "1", "acquiredElapsedMs": 1},
     {"t": 1, "acquiredElapsedMs": True}, {"t": 1, "acquiredElapsedMs": 1, "timeoutElapsedMs": 2},
     {"t": float("nan"), "acquiredElapsedMs": 1}, {"t": 1, "timeoutElapsedMs": float("inf")}, {"t": None},
+    {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": "0"}, {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": None},
 ])
 def test_anything_else_is_a_probe_failure_that_shows_it(answer: Any) -> None:
     with pytest.raises(ProbeFailed, match="answered"):
@@ -94,10 +98,13 @@ def test_the_agents_probe_acquires_a_free_lock_and_leaves_nothing(tmp_path: Path
 def test_the_agents_probe_times_out_on_a_held_lock_and_never_takes_it_over(tmp_path: Path) -> None:
     transcript = tmp_path / transcript_file_name("!r:x/main")
     # A holder long past any staleMs/maxHoldMs a waiter would honour: the probe still must not take it.
+    hold_started = lock_module.mono_ms()
     hold = SessionWriteLock(transcript, LockSettings(max_hold_ms=1, stale_ms=1)).acquire_sync("bot", "turn")
     result = probe_once(tmp_path, "!r:x/main", 25)
     assert result["timeoutElapsedMs"] >= 25
     assert result["error"].startswith("session file locked (timeout 25ms): pid=")
+    # When the holder took the lock, from its lock file: before the probe's try, on the shared clock.
+    assert hold_started <= result["heldSinceT"] <= result["t"]
     assert hold.still_owned()
     assert not transcript.with_name(transcript.name + ".takeovers.jsonl").exists()
 
