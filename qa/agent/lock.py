@@ -101,8 +101,8 @@ class SessionLockTimeout(SessionLockError):
         held_since_mono: float | None = None,
     ) -> None:
         self.timeout_ms = timeout_ms
-        # When the hold last seen was taken, on the shared monotonic clock (None: not known). The contention
-        # probe reports it, so the harness can tell a hold taken after a model request ended from one across it.
+        # The earliest taking of the holds that kept it out, on the shared monotonic clock (None: not known).
+        # The contention probe reports it: the harness tells a hold taken after a model request from one across it.
         self.held_since_mono = held_since_mono
         self.owner_pid = owner_pid
         self.owner_alive = owner_alive
@@ -258,13 +258,19 @@ class SessionWriteLock:
             raise ValueError(f"timeout_ms must be >= 0, got {timeout}")
         started = mono_ms()
         delay = _FIRST_DELAY_MS
+        # The earliest taking of any hold that kept us out: a timeout names it (heldSinceT of the contention
+        # probe), since the lock may change hands between tries and the first holder is the one that matters.
+        held_since: float | None = None
         while True:
             hold, seen = self._try_once(attempt, purpose, started)
             if hold is not None:
                 return hold
+            created = seen.created_mono() if seen is not None else None
+            if created is not None and (held_since is None or created < held_since):
+                held_since = created
             elapsed = mono_ms() - started
             if elapsed >= timeout:
-                raise self._timeout(attempt, purpose, timeout, seen, elapsed)
+                raise self._timeout(attempt, purpose, timeout, seen, elapsed, held_since)
             # Jitter keeps two waiters from retrying in lockstep.
             yield min(delay * random.uniform(0.5, 1.0), timeout - elapsed)
             delay = min(delay * 2, _MAX_DELAY_MS)
@@ -381,7 +387,8 @@ class SessionWriteLock:
         )
 
     def _timeout(
-        self, attempt: str, purpose: str, timeout: int, seen: LockFile | None, elapsed: float
+        self, attempt: str, purpose: str, timeout: int, seen: LockFile | None, elapsed: float,
+        held_since: float | None = None,
     ) -> SessionLockTimeout:
         pid = seen.pid if seen is not None else None
         alive: bool | None = None
@@ -394,7 +401,7 @@ class SessionWriteLock:
             age_ms=seen.age_ms() if seen is not None else 0.0,
             lock_path=self.lock_path,
             elapsed_ms=round(elapsed, 3),
-            held_since_mono=seen.created_mono() if seen is not None else None,
+            held_since_mono=held_since,
         )
         self._emit("lock.timeout", attempt=attempt, purpose=purpose, error=str(error))
         return error

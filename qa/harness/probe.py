@@ -68,7 +68,7 @@ def probe_result(answer: Any, session: str) -> dict[str, Any] | None:
         result["error"] = str(answer.get("error") or "timed out")
         # Optional: when the hold that kept the probe out was taken. Without it the harness cannot tell a hold
         # taken after a model request ended (a reply write) from one held across it, and says so.
-        if "heldSinceT" in answer:
+        if answer.get("heldSinceT") is not None:  # null: a JSON writer's way of leaving it out
             if not _ms(answer["heldSinceT"]):
                 raise ProbeFailed(f"answered {_shown(answer)}: `heldSinceT` must be a number of ms")
             result["heldSinceT"] = float(answer["heldSinceT"])

@@ -473,25 +473,35 @@ def timed_out_during_model_io(
     """Did the hold that kept a timed-out probe out overlap one of its session's model requests? (True/False,
     None) and, when None, why it cannot be told.
 
-    A timeout proves only that the lock was held at the probe's last try, at the window's end E: its first try
-    may come late (a probe process waiting for a core), and the lock may change hands inside the window. So
-      - with `heldSinceT` (when the hold seen last was taken): that hold, [heldSinceT, E], overlapping a request
-        is the bug, and a hold taken after every request ended is a reply write, not the bug;
-      - without it: a request in flight at E is the bug; a window that only starts inside a request that ended
-        before E cannot be told from a reply write taken once the request ended: NOT CHECKED (the trace's holds
-        still judge the turn);
+    A timeout proves the lock held at the probe's last try, at the window's end E (its first try may come late:
+    a probe process waiting for a core), so
+      - a request in flight at E is the bug, whatever else the probe says;
+      - else, with `heldSinceT` (the earliest taking of the holds the probe saw), the holds [heldSinceT, E]
+        overlapping a request is the bug, and holds taken after every request ended are a reply write, not it;
+        a heldSinceT after E is from another clock and is not used;
+      - else a window that overlaps a request that ended before E cannot be told from a reply write taken
+        once the request ended: NOT CHECKED (the trace's holds still judge the turn);
       - a window touching no request is not during model I/O.
     """
     end = t + elapsed_ms
-    if held_since_t is not None:
-        return any(held_since_t < stop and start < end for start, stop in requests), None
     if any(start <= end <= stop for start, stop in requests):
         return True, None
+    if held_since_t is not None and held_since_t <= end:
+        return any(held_since_t < stop and start < end for start, stop in requests), None
     if any(start <= end and t <= stop for start, stop in requests):
-        return None, ("contention probe NOT CHECKED: it timed out after the model request it started in had "
-                      "ended, and gave no heldSinceT, so the hold that kept it out may have been taken after "
-                      "the request (a reply write)")
+        why = ("gave no heldSinceT" if held_since_t is None
+               else f"its heldSinceT {held_since_t:.1f} is after its window's end {end:.1f} (another clock?)")
+        return None, ("contention probe NOT CHECKED: it timed out after the model request its window overlaps had "
+                      f"ended, and {why}, so the hold that kept it out may have been taken after the request "
+                      "(a reply write)")
     return False, None
+
+
+def probes_not_checked(probes: Iterable[Mapping[str, Any]]) -> int:
+    """How many contention-probe entries (summary JSON) say NOT CHECKED: a probe that could not be judged, or
+    a bot with no probe at all. The run's line and the report's verdict show the count."""
+    return sum(1 for p in probes if isinstance(p, Mapping)
+               and any("contention probe NOT CHECKED" in str(p.get(k) or "") for k in ("note", "error")))
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:

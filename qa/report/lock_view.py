@@ -11,6 +11,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from qa.report.lock_evidence import probes_not_checked
 from qa.report.lock_picture import ARTIFACT as LOCK_PICTURE
 from qa.report.lock_timeline import MAX_TURNS_MERMAID, Timeline, mermaid_gantt, scenario_timelines
 from qa.report.summary import Summary
@@ -32,7 +33,7 @@ _LOCK_COUNTERS = (
     ("startupReclaims", "startup reclaim", "startup reclaims"),
 )
 # A probe's fields, the deciding ones first: how long it took and whether a model call was in flight.
-_PROBE_FIELDS = ("timeoutElapsedMs", "acquiredElapsedMs")
+_PROBE_FIELDS = ("timeoutElapsedMs", "acquiredElapsedMs", "heldSinceT")
 
 
 def _is_number(value: Any) -> bool:
@@ -147,6 +148,7 @@ def lock_view(lock: Mapping[str, Any] | None, order: Sequence[str] = ()) -> dict
         "longestHold": ms_or_empty(lock.get("longestHoldMs")),
         "totalOverlap": ms_or_empty(lock.get("totalOverlapMs")),
         "probes": [probe_line(p) for p in lock.get("probes") or [] if isinstance(p, dict)],
+        "probesNotChecked": probes_not_checked(lock.get("probes") or []),
         "holdKinds": [hold_kind_text(k) for k in lock.get("holdKinds") or [] if isinstance(k, dict)],
         "takeovers": [takeover_line(t) for t in lock.get("takeoverList") or [] if isinstance(t, dict)],
     }

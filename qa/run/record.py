@@ -23,7 +23,7 @@ from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.kernel.errors import ConfigError, InfraError, QAError
 from qa.kernel.event_loop import running_loop_name
-from qa.report.lock_evidence import lock_section
+from qa.report.lock_evidence import lock_section, probes_not_checked
 from qa.report.lock_picture import write_lock_pictures
 from qa.report.lock_timeline import tag_scenarios
 from qa.report.repeats import attempt_id, combine_attempts
@@ -196,6 +196,11 @@ def _redact_artifacts(run_dir: Path, secrets: list[str]) -> None:
                 redact_file(path, secrets)
 
 
+def _not_checked(lock: Mapping[str, Any]) -> str:
+    count = probes_not_checked(lock.get("probes") or [])
+    return f" ({count} contention probe{'s' if count != 1 else ''} NOT CHECKED)" if count else ""
+
+
 def _print_table(out: Output, run_dir: Path, summary: Summary, files: dict[str, str]) -> None:
     out.say("")
     for r in summary.scenarios:
@@ -205,7 +210,7 @@ def _print_table(out: Output, run_dir: Path, summary: Summary, files: dict[str, 
     interrupted = f", {c.interrupted} interrupted" if c.interrupted else ""
     interrupted += f", {c.flaky} flaky" if c.flaky else ""
     out.say(f"{summary.status.upper()}: {c.passed} passed, {c.failed} failed, {c.skipped} skipped{interrupted}"
-            + (f"; lock evidence {lock.get('verdict')}" if lock else ""))
+            + (f"; lock evidence {lock.get('verdict')}{_not_checked(lock)}" if lock else ""))
     if summary.latency is not None:
         out.say(f"reply latency over {summary.latency.count} replies: p50 {summary.latency.p50Ms:.0f} ms, "
                 f"p95 {summary.latency.p95Ms:.0f} ms")

@@ -39,6 +39,11 @@ async def test_whole_turn_lock_fails_the_evidence_and_the_run(run_qa) -> None:
     assert lock["totalOverlapMs"] > 0
     timed_out = [p for p in lock["probes"] if p.get("timeoutElapsedMs") is not None]
     assert timed_out and all("session file locked (timeout 25ms)" in p["error"] for p in timed_out)
+    # The probe on its own (not only the trace's overlap) fails the whole-turn lock: its holder's stamp puts the
+    # hold across the model request.
+    assert any(p["duringModelIo"] is True and p.get("heldSinceT") is not None for p in timed_out), timed_out
+    assert any("contention probe timed out" in r and "while a model request was in flight" in r
+               for r in lock["reasons"]), lock["reasons"]
     assert "session file locked (timeout 25ms)" in result.report
     # The contention scenario sees the second message wait behind the whole first turn, when that message reached
     # the bot mid model call. On a loaded machine it can come only after the first turn: nothing was in its way, and

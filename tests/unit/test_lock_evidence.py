@@ -712,3 +712,36 @@ def test_a_not_checked_probe_is_shown_with_its_note() -> None:
                                                                       "timeoutElapsedMs": 26.2}])
     line = probe_line(evidence.model_dump(mode="json")["probes"][0])
     assert 'note="contention probe NOT CHECKED' in line
+
+
+def test_a_request_in_flight_at_the_windows_end_fails_whatever_held_since_says() -> None:
+    # heldSinceT after the request began cannot clear a window that ends inside it: the lock was held then.
+    probes = [{"session": "!a", "t": 400.0, "timeoutElapsedMs": 26.0, "heldSinceT": 410.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "fail"
+    assert evidence.probes[0].during_model_io is True
+
+
+def test_a_held_since_after_the_windows_end_is_another_clock_and_not_used() -> None:
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 1e12},
+              {"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 816.2}]  # exactly the end
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.verdict == "pass", evidence.reasons
+    unusable, at_end = evidence.probes
+    assert unusable.during_model_io is None
+    assert unusable.note is not None and "after its window's end" in unusable.note
+    assert (at_end.during_model_io, at_end.note) == (False, None)
+
+
+def test_probes_not_checked_counts_notes_and_errors_that_say_so() -> None:
+    from qa.report.lock_evidence import probes_not_checked
+
+    probes = [
+        {"session": "!a", "note": "contention probe NOT CHECKED: it timed out after …"},
+        {"session": "-", "error": "contention probe NOT CHECKED: the bot file names no lock_probe"},
+        {"session": "!a", "error": "session file locked (timeout 25ms)"},
+        {"session": "!a", "note": None},
+        "not a probe",
+    ]
+    assert probes_not_checked(probes) == 2
+    assert probes_not_checked([]) == 0

@@ -59,13 +59,15 @@ def test_an_answer_becomes_the_probe_record_of_the_session_asked() -> None:
     # Optional on a timeout: when the hold that kept the probe out was taken (qa.report.lock_evidence judges it).
     assert probe_result({"t": 5.5, "timeoutElapsedMs": 25, "error": "locked", "heldSinceT": 3}, "s") == \
         {"session": "s", "t": 5.5, "timeoutElapsedMs": 25.0, "error": "locked", "heldSinceT": 3.0}
+    assert probe_result({"t": 5.5, "timeoutElapsedMs": 25, "error": "locked", "heldSinceT": None}, "s") == \
+        {"session": "s", "t": 5.5, "timeoutElapsedMs": 25.0, "error": "locked"}  # null is left out, not a failure
 
 
 @pytest.mark.parametrize("answer", [
     [], "ok", None, {}, {"t": 1}, {"acquiredElapsedMs": 1}, {"t": "1", "acquiredElapsedMs": 1},
     {"t": 1, "acquiredElapsedMs": True}, {"t": 1, "acquiredElapsedMs": 1, "timeoutElapsedMs": 2},
     {"t": float("nan"), "acquiredElapsedMs": 1}, {"t": 1, "timeoutElapsedMs": float("inf")}, {"t": None},
-    {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": "0"}, {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": None},
+    {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": "0"}, {"t": 1, "timeoutElapsedMs": 25, "heldSinceT": True},
 ])
 def test_anything_else_is_a_probe_failure_that_shows_it(answer: Any) -> None:
     with pytest.raises(ProbeFailed, match="answered"):
@@ -319,3 +321,27 @@ async def test_a_stop_at_any_point_leaves_no_task_and_no_process(tmp_path: Path,
     assert [t for t in asyncio.all_tasks() if t is not asyncio.current_task()] == []
     assert await asyncio.wait_for(sleeper.wait(), 10) is not None, "the probe process is stopped"
     os.close(asked)
+
+
+def test_a_timeout_names_the_earliest_hold_it_saw_when_the_lock_changed_hands(tmp_path: Path,
+                                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    # Hold A (taken at 1000) is released during the probe's first wait and hold B taken at once (at ~1003): the
+    # probe was kept out by A first, and A is the one that may have spanned a model request.
+    now = [1000.0]
+    monkeypatch.setattr(lock_module, "mono_ms", lambda: now[0])
+    monkeypatch.setattr(probe_module, "mono_ms", lambda: now[0])
+    transcript = tmp_path / transcript_file_name("!r:x/main")
+    holder = SessionWriteLock(transcript, LockSettings())
+    holds = [holder.acquire_sync("a", "reply")]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds * 1000
+        if len(holds) == 1:
+            holds[0].release()
+            holds.append(holder.acquire_sync("b", "reply"))
+
+    monkeypatch.setattr(lock_module, "time", SimpleNamespace(sleep=sleep))
+    result = probe_once(tmp_path, "!r:x/main", 25)
+    assert result["timeoutElapsedMs"] >= 25
+    assert result["heldSinceT"] == 1000.0
+    assert holds[1].still_owned()

@@ -322,6 +322,16 @@ def test_lock_evidence_section() -> None:
     assert_tables_well_formed(md)
 
 
+def test_probes_not_checked_are_counted_on_the_verdict_line() -> None:
+    run = lock_run()
+    probes = [*run.lock["probes"], {"session": "!short", "t": 1.0, "timeoutElapsedMs": 26.0,
+                                    "note": "contention probe NOT CHECKED: it timed out after …"}]
+    md = render_markdown(run.model_copy(update={"lock": {**run.lock, "probes": probes}}))
+    assert "**Verdict:** ❌ fail · lock scope `attempt` · 1 contention probe NOT CHECKED (see Contention probes)" in md
+    assert 'note="contention probe NOT CHECKED: it timed out after …"' in md
+    assert "NOT CHECKED" not in render_markdown(lock_run())
+
+
 def test_lock_section_tolerates_a_bare_object() -> None:
     md = render_markdown(passing_run().model_copy(update={"lock": {}}))
     assert "**Verdict:** ➖ none" in md
