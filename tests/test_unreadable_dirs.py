@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.nothing_early import NOTHING_EARLY
+
 REPO = Path(__file__).resolve().parents[1]
 DROP = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"]
 
@@ -38,11 +40,7 @@ def place(tmp_path: Path) -> Path:
     return tmp_path
 
 
-# The two `run` cases are refused before a homeserver or a bot is needed. They name a homeserver by URL (never
-# contacted) and ask for no fork server, so the run does not start importing a Synapse and the agent early
-# (early_synapse, early_fork_server) only to stop them unused: ~2 CPU-seconds each. The bad-input corpus
-# (tests/test_bad_inputs.py) checks that a refused run stops what it started early.
-NOTHING_EARLY = ["--homeserver-url", "http://127.0.0.1:9", "--registration", "open", "--no-fork-server"]
+# The two `run` cases are refused before a homeserver or a bot is needed: NOTHING_EARLY (tests/nothing_early.py).
 CASES = [
     (["validate", "scenarios-locked"], "scenarios-locked: cannot read this directory: Permission denied"),
     (["run", "--scenarios-dir", "scenarios-locked", "--output-dir", "out", *NOTHING_EARLY],

@@ -11,8 +11,9 @@ bot shows, is then the one a per-run server would have had); anything else gets 
 How: the servers live on their own event loop in a thread (their process watcher and socket reader belong to that
 loop), and each run gets a `BorrowedForkServer`: a fork is asked for on the servers' loop, and the bot's stdout is
 read on the run's. The run's own fork-server checks (serves: which launches) use the run's bot file. A server that
-died, or that a fork failed on (SessionForkServers.drop), is replaced at the next borrow. Tests that look at a
-fork server itself (tests/integration/test_fork_server.py) start their own; runs through the CLI always do.
+died, or that a fork failed on (SessionForkServers.drop), is replaced at the next borrow. Tests that stop or kill a
+fork server, or start one of another kind (tests/integration/test_fork_server.py), start their own (that file's
+others, which look only at the bots forked from it, borrow the session's); runs through the CLI always do.
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ import pytest
 
 from qa.shared.redact import scan_for_secrets
 from tests.integration.conftest import REPO, cli, our_processes
+from tests.nothing_early import NOTHING_EARLY
 
 pytestmark = pytest.mark.integration
 
@@ -66,27 +67,20 @@ async def test_wrong_reply_fails_with_expected_and_seen(run_qa) -> None:
     assert "not-the-marker" in result.report and "Expected" in result.report
 
 
-# The two refusals below come before the run needs a homeserver: they name the session's Synapse by URL
-# (shared_homeserver_cli), so the run does not start importing a Synapse of its own (`matrix-qa run` starts one
-# early, early_synapse.py) only to stop it unused: 2 s of CPU each. The bad-input corpus (tests/bad_inputs) checks
-# that a refused run stops its early Synapse.
-def test_unknown_scenario_id_exits_2_listing_known_ids(shared_homeserver_cli: tuple[list[str], dict[str, str]]
-                                                        ) -> None:
-    flags, env = shared_homeserver_cli
-    proc = cli("run", "--scenario", "no-such-scenario", *flags, env=env)
+# The two refusals below come before the run needs a homeserver or a bot: NOTHING_EARLY (tests/nothing_early.py),
+# so the run starts importing neither a Synapse nor the agent only to stop them unused.
+def test_unknown_scenario_id_exits_2_listing_known_ids() -> None:
+    proc = cli("run", "--scenario", "no-such-scenario", *NOTHING_EARLY)
     assert proc.returncode == 2
     assert "no-such-scenario" in proc.stderr and "canary" in proc.stderr
     assert "Traceback" not in proc.stderr
 
 
-def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path,
-                                                         shared_homeserver_cli: tuple[list[str], dict[str, str]]
-                                                         ) -> None:
-    flags, env = shared_homeserver_cli
+def test_invalid_scenario_file_exits_2_with_file_and_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("id: bad\ntitle: Bad\nprofiles: [fast]\nsteps:\n  - send: {as: driver, bdy: hi}\n")
     proc = cli("run", "--scenarios-dir", str(tmp_path), "--no-builtin-scenarios", "--output-dir", str(tmp_path / "out"),
-               *flags, env=env)
+               *NOTHING_EARLY)
     assert proc.returncode == 2
     assert f"{bad}:5:" in proc.stderr and "bdy" in proc.stderr
     assert "Traceback" not in proc.stderr

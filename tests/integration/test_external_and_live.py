@@ -170,11 +170,13 @@ async def test_existing_homeserver_by_url(tmp_path: Path, session_synapse: Sessi
     assert our_processes(str(tmp_path)) == []
 
 
-@pytest.fixture
-def live_endpoint(tmp_path: Path) -> Iterator[tuple[str, str, Path]]:
-    """Our mock provider started on its own, as any OpenAI-compatible server would be: (base URL, key, journal)."""
+@pytest.fixture(scope="module")
+def live_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str, Path]]:
+    """Our mock provider started on its own, as any OpenAI-compatible server would be: (base URL, key, journal).
+    One for the module's three tests, as a user's endpoint serves every run: none stops or looks at it, and each
+    run's markers are its own (a process of its own per test was an interpreter and the mock's imports again)."""
     key = "sk-mqa-live-" + secrets.token_hex(16)
-    journal = tmp_path / "endpoint-journal.json"
+    journal = tmp_path_factory.mktemp("live-endpoint") / "endpoint-journal.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "qa.provider.mock", "--port", "0", "--api-key", key, "--journal", str(journal)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,

@@ -24,6 +24,7 @@ from qa.harness.botfile import builtin_bot_file
 from qa.harness.fork_server import ForkServer
 from qa.harness.launch import Launch
 from qa.kernel.errors import InfraError
+from tests.integration.shared_fork_server import BorrowedForkServer, SessionForkServers
 
 pytestmark = pytest.mark.integration
 # SIGTERM's bound for a forked bot stuck logging in (see its use): a bot that exits on SIGTERM does so well within
@@ -31,6 +32,7 @@ pytestmark = pytest.mark.integration
 # A clean SIGTERM stop ends the wait at once; the bound is only where SIGKILL comes (and the bug's exit code, -9, with
 # it). 10 s was near what a loaded machine takes to schedule a bot's stop (test_nio_reply_bot's took > 10 s at load 14).
 STOP_HUNG_LOGIN_S = 30.0
+AnyServer = ForkServer | BorrowedForkServer  # a test's own, or the session's as a run borrows it
 
 
 @pytest.fixture
@@ -44,6 +46,7 @@ def hanging_homeserver() -> Iterator[str]:
 
 @pytest.fixture
 async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
+    """A fork server of the test's own: for the tests that kill it (and the closing test, which starts its own)."""
     fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await fork_server.start()
     try:
@@ -52,7 +55,28 @@ async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
         await fork_server.close()
 
 
-def _bot(tmp_path: Path, name: str, homeserver: str, server: ForkServer | None, env: dict[str, str] | None = None,
+@pytest.fixture
+async def session_server(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[AnyServer]:
+    """The session's fork server for the embedded agent (tests/integration/shared_fork_server.py), as a run borrows
+    it, for the tests that neither stop nor kill it: what they check is the bots forked from it (own pid, group,
+    cwd, environment and exit code; a launch it cannot reproduce) and its refusal, which a server of the test's own
+    and the session's show alike. Each server of its own cost this file the agent's imports again (about 1.7
+    CPU-seconds; the session's is most often already up for the worker's runs). MATRIX_QA_TESTS_OWN_FORK_SERVER=1:
+    one of the test's own, as before the sharing."""
+    if os.environ.get("MATRIX_QA_TESTS_OWN_FORK_SERVER") == "1":
+        own = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
+        await own.start()
+        try:
+            yield own
+        finally:
+            await own.close()
+        return
+    shared: SessionForkServers = request.getfixturevalue("session_fork_servers")
+    bot = builtin_bot_file()
+    yield BorrowedForkServer(shared, await asyncio.to_thread(shared.server_for, bot), bot)
+
+
+def _bot(tmp_path: Path, name: str, homeserver: str, server: AnyServer | None, env: dict[str, str] | None = None,
          config: dict[str, object] | None = None) -> BotUnderTest:
     home = tmp_path / name
     home.mkdir()
@@ -97,16 +121,16 @@ async def _gone(pid: int, timeout_s: float = 10.0) -> bool:
     return not _alive(pid)
 
 
-async def test_a_forked_bot_is_its_own_process_run_in_its_own_environment(tmp_path: Path, server: ForkServer,
-                                                                          hanging_homeserver: str) -> None:
-    one = _bot(tmp_path, "one", hanging_homeserver, server)
-    two = _bot(tmp_path, "two", hanging_homeserver, server)
+async def test_a_forked_bot_is_its_own_process_run_in_its_own_environment(
+        tmp_path: Path, session_server: AnyServer, hanging_homeserver: str) -> None:
+    one = _bot(tmp_path, "one", hanging_homeserver, session_server)
+    two = _bot(tmp_path, "two", hanging_homeserver, session_server)
     pid_one, pid_two = await _started(one), await _started(two)
     assert one.forked and two.forked
     # Each start record is in that bot's own trace file, which only its environment names; the pid it reports
     # is the one the harness holds.
     assert (pid_one, pid_two) == (one.pid, two.pid) and pid_one != pid_two
-    assert _parent(pid_one) == server.pid == _parent(pid_two)
+    assert _parent(pid_one) == session_server.pid == _parent(pid_two)
     assert os.getpgid(pid_one) == pid_one and os.getsid(pid_one) == pid_one, "a session of its own, for killpg"
     assert Path(f"/proc/{pid_one}/cwd").resolve() == (tmp_path / "one").resolve()
 
@@ -127,9 +151,9 @@ async def test_a_forked_bot_is_its_own_process_run_in_its_own_environment(tmp_pa
     assert stops and stops[-1].get("during") == "login", stops
 
 
-async def test_a_forked_bot_that_fails_says_so_in_its_log_with_its_exit_code(tmp_path: Path, server: ForkServer,
-                                                                             hanging_homeserver: str) -> None:
-    bot = _bot(tmp_path, "bad", hanging_homeserver, server, config={"homeserver": 1})
+async def test_a_forked_bot_that_fails_says_so_in_its_log_with_its_exit_code(
+        tmp_path: Path, session_server: AnyServer, hanging_homeserver: str) -> None:
+    bot = _bot(tmp_path, "bad", hanging_homeserver, session_server, config={"homeserver": 1})
     await bot.start()
     assert bot.forked
     await asyncio.wait_for(bot.died.wait(), 30)
@@ -137,9 +161,9 @@ async def test_a_forked_bot_that_fails_says_so_in_its_log_with_its_exit_code(tmp
     await asyncio.wait_for(bot.log.wait_for(lambda line: "matrix-qa bot:" in line, 10, "its message"), 15)
 
 
-async def test_a_launch_the_zygote_could_not_reproduce_starts_the_ordinary_way(tmp_path: Path, server: ForkServer,
-                                                                               hanging_homeserver: str) -> None:
-    bot = _bot(tmp_path, "own-python", hanging_homeserver, server, env={"PYTHONHASHSEED": "7"})
+async def test_a_launch_the_zygote_could_not_reproduce_starts_the_ordinary_way(
+        tmp_path: Path, session_server: AnyServer, hanging_homeserver: str) -> None:
+    bot = _bot(tmp_path, "own-python", hanging_homeserver, session_server, env={"PYTHONHASHSEED": "7"})
     pid = await _started(bot)
     assert not bot.forked and _parent(pid) == os.getpid()
     await bot.stop(timeout_s=10)
@@ -196,10 +220,14 @@ async def test_closing_the_fork_server_leaves_nothing_running(tmp_path: Path, ha
     assert await _gone(pid), "a bot still running when its fork server stops goes with it"
 
 
-async def test_the_zygote_itself_refuses_anything_but_the_agent(tmp_path: Path, server: ForkServer) -> None:
+async def test_the_zygote_itself_refuses_anything_but_the_agent(
+        tmp_path: Path, session_server: AnyServer) -> None:
+    # The zygote is asked directly (a borrow would drop the session's server on the refusal, as a run must).
+    zygote = session_server.server if isinstance(session_server, BorrowedForkServer) else session_server
+    asked = zygote.spawn([sys.executable, "-c", "print(1)"], dict(os.environ), tmp_path)
     with pytest.raises(InfraError, match=r"fork server refused: ValueError: only `python -m qa\.agent"):
-        await server.spawn([sys.executable, "-c", "print(1)"], dict(os.environ), tmp_path)
-    assert server.alive, "a refused request leaves it serving"
+        await (session_server.shared.acall(asked) if isinstance(session_server, BorrowedForkServer) else asked)
+    assert zygote.alive, "a refused request leaves it serving"
 
 
 GENERIC_BOT = '''

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.conftest import cli
+from tests.nothing_early import NOTHING_EARLY
 
 pytestmark = pytest.mark.integration
 
@@ -74,13 +75,12 @@ async def test_an_append_queued_behind_the_running_turn_fails_the_contention_bou
     assert result.summary["lock"]["verdict"] == "pass", "the lock itself was never held across model I/O"
 
 
-# The refusal (the built-in bot file's env_check) comes before the run needs a homeserver: it names the session's
-# Synapse by URL (shared_homeserver_cli, as test_canary's refusals), so `run` does not start importing a Synapse of
-# its own (early_synapse) only to stop it unused.
-def test_bad_lock_env_value_is_a_usage_error(shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
-    flags, hs_env = shared_homeserver_cli
+# The refusal (the built-in bot file's env_check) comes before the run needs a homeserver or a bot: NOTHING_EARLY
+# (tests/nothing_early.py, as test_canary's refusals), so `run` starts importing neither a Synapse nor the agent
+# only to stop them unused.
+def test_bad_lock_env_value_is_a_usage_error() -> None:
     env_name = "MATRIX_QA_SESSION_WRITE_LOCK_ACQUIRE_TIMEOUT_MS"
-    proc = cli("run", "--scenario", "canary", *flags, env={**hs_env, env_name: "abc"})
+    proc = cli("run", "--scenario", "canary", *NOTHING_EARLY, env={env_name: "abc"})
     assert proc.returncode == 2
     assert env_name in proc.stderr and "abc" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import cli, our_processes, run_in_process
+from tests.nothing_early import NOTHING_EARLY
 
 pytestmark = pytest.mark.integration
 
@@ -88,8 +89,7 @@ async def test_repeat_measures_the_pass_rate_of_a_scenario_flaky_on_purpose(tmp_
     assert case is not None and {p.get("name"): p.get("value") for p in case.iter("property")}["flaky"] == "true"
 
 
-def test_a_run_past_its_deadline_stops_everything_and_says_what_finished(
-        tmp_path: Path, shared_homeserver_cli: tuple[list[str], dict[str, str]]) -> None:
+def test_a_run_past_its_deadline_stops_everything_and_says_what_finished(tmp_path: Path) -> None:
     lib, rules = _library(tmp_path, **{"a-quick": "reply with only this exact marker", "b-stalls": "slow reply with "
                                        "marker", "c-never": "reply with only this exact marker"})
     out = tmp_path / "out"
@@ -112,9 +112,9 @@ def test_a_run_past_its_deadline_stops_everything_and_says_what_finished(
     report = (out / "matrix-qa-report.md").read_text()
     assert f"--timeout {DEADLINE}: reached; every process stopped; 1 finished, 2 did not" in report
     # What the deadline left undone is what --rerun-failed picks up.
-    # A refusal before a homeserver is needed: on the session's Synapse by URL, as test_canary's refusals, so it
-    # starts importing no Synapse of its own only to stop it (the deadline's run above has its own: it must stop it).
-    flags, hs_env = shared_homeserver_cli
-    again = cli("run", "--rerun-failed", str(out / "matrix-qa-summary.json"), "--scenario", "a-quick", *flags,
-                env=hs_env)
+    # A refusal before a homeserver or a bot is needed: NOTHING_EARLY (tests/nothing_early.py), as test_canary's
+    # refusals, so it starts importing neither a Synapse nor the agent only to stop them (the deadline's run above
+    # has its own Synapse: it must stop it).
+    again = cli("run", "--rerun-failed", str(out / "matrix-qa-summary.json"), "--scenario", "a-quick",
+                *NOTHING_EARLY)
     assert again.returncode == 2 and "not both" in again.stderr

@@ -21,6 +21,7 @@ from qa.provider.live import (
 from qa.provider.mock import MockProvider
 from qa.run.record import artifact_hint
 from qa.shared.redact import redact, scan_for_secrets
+from tests.nothing_early import NOTHING_EARLY
 
 REPO = Path(__file__).resolve().parents[2]
 KEY = "sk-test-0123456789abcdef"
@@ -93,7 +94,7 @@ def test_base_url_host_records_host_and_port_only() -> None:
 def test_cli_missing_key_exits_2_naming_the_variable(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "qa.cli", "run", "--provider", "live", "--model", "gpt-5.4", "--scenario", "canary",
-         "--output-dir", str(tmp_path / "out")],
+         "--output-dir", str(tmp_path / "out"), *NOTHING_EARLY],  # refused before either is needed
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
         env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
     )
@@ -104,7 +105,7 @@ def test_cli_missing_key_exits_2_naming_the_variable(tmp_path: Path) -> None:
 
 def test_cli_rejects_live_flags_on_a_mock_run(tmp_path: Path) -> None:
     proc = subprocess.run(
-        [sys.executable, "-m", "qa.cli", "run", "--model", "gpt-5.4", "--scenario", "canary"],
+        [sys.executable, "-m", "qa.cli", "run", "--model", "gpt-5.4", "--scenario", "canary", *NOTHING_EARLY],
         cwd=REPO, capture_output=True, text=True, timeout=60, check=False,
     )
     assert proc.returncode == 2 and "--model" in proc.stderr
