@@ -291,8 +291,8 @@ def preload_frozen(entries: list[str], directory: str | None = None) -> None:
     yet set off a collection every 700 allocations, ~12 % of the preload's CPU (~170 ms, beside Synapse's boot;
     issue 29). Then one collection, and the objects are frozen: never freed, so the collector never touches (and
     so copies) their pages in a forked bot. The collector is back on for the bots, as in a fresh interpreter.
-    Last, the free blocks the imports left in the small-object pools are filled (qa.harness.heap_holes), so a bot's
-    new objects do not copy the shared pages around them."""
+    Last, the free blocks the imports left in the small-object pools and the C heap are filled
+    (qa.harness.heap_holes), so a bot's new objects do not copy the shared pages around them."""
     gc.disable()
     try:
         preload(entries, directory)
@@ -301,6 +301,7 @@ def preload_frozen(entries: list[str], directory: str | None = None) -> None:
         gc.freeze()
         gc.enable()
         heap_holes.fill_holes()
+        heap_holes.fill_malloc_holes()
 
 
 if __name__ == "__main__":
