@@ -39,6 +39,7 @@ import sys
 import traceback
 from typing import Any
 
+from qa.harness import heap_holes
 from qa.processes import PR_SET_PDEATHSIG, prctl
 
 MAX_MESSAGE = 1 << 20  # a request is argv + env: far below this
@@ -289,7 +290,9 @@ def preload_frozen(entries: list[str], directory: str | None = None) -> None:
     """The preload with the cyclic collector off: the imports make long-lived objects and next to no garbage,
     yet set off a collection every 700 allocations, ~12 % of the preload's CPU (~170 ms, beside Synapse's boot;
     issue 29). Then one collection, and the objects are frozen: never freed, so the collector never touches (and
-    so copies) their pages in a forked bot. The collector is back on for the bots, as in a fresh interpreter."""
+    so copies) their pages in a forked bot. The collector is back on for the bots, as in a fresh interpreter.
+    Last, the free blocks the imports left in the small-object pools and the C heap are filled
+    (qa.harness.heap_holes), so a bot's new objects do not copy the shared pages around them."""
     gc.disable()
     try:
         preload(entries, directory)
@@ -297,6 +300,8 @@ def preload_frozen(entries: list[str], directory: str | None = None) -> None:
         gc.collect()
         gc.freeze()
         gc.enable()
+        heap_holes.fill_holes()
+        heap_holes.fill_malloc_holes()
 
 
 if __name__ == "__main__":

@@ -99,9 +99,11 @@ def write_reports(
     observed_events: list[dict[str, Any]] | None = None,
     include_bodies: bool = False,
     secrets: Iterable[str] = (),
+    sanitized: bool = False,
 ) -> dict[str, str]:
     """Write the summary, markdown and HTML reports, JUnit XML and (when given) observed events under `out_dir`.
 
+    `sanitized`: the observed events are sanitized already (qa.report.observed_events), so only redacted here.
     Returns artifact name → path relative to `out_dir`. Those names are also added to the written summary's
     `artifacts`, so the record lists its sibling files; the caller's summary object is not modified.
     """
@@ -123,7 +125,8 @@ def write_reports(
     _atomic_write(out_dir / HTML_FILE, redact(render_html(record), secrets))
     _atomic_write(out_dir / JUNIT_FILE, redact(render_junit(record), secrets))
     if observed_events is not None:
-        events = redact_data(sanitize_events(observed_events, include_bodies=include_bodies), secrets)
+        events = redact_data(observed_events if sanitized else sanitize_events(observed_events,
+                                                                                include_bodies=include_bodies), secrets)
         _atomic_write(out_dir / EVENTS_FILE, _json(events))
     return written
 

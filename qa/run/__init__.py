@@ -33,6 +33,7 @@ from qa.kernel import event_loop
 from qa.kernel.clock import mono_ms, utc_now_iso
 from qa.library import builtin_estimates
 from qa.provider.record_replay import bot_key, load_for_replay
+from qa.report.observed_events import ObservedEvents
 from qa.report.summary import RunError, ScenarioResult, Timings
 from qa.run import homeservers as pool
 from qa.run.backends import add_secrets, boot, create_homeserver, start_fork_server
@@ -73,7 +74,7 @@ class Run:
         # One list: scenarios append their users' passwords as they provision, and the output redacts them.
         self.secrets = self.out.secrets
         self.probes: list[dict[str, Any]] = []
-        self.observed: list[dict[str, Any]] = []
+        self.observed = ObservedEvents(options.include_bodies)  # matrix-qa-observed-events.json's, sanitized
         self.jobs = options.jobs if options.jobs is not None else default_jobs(usable_cores())
         self.bot_file: BotFile | None = None
         self.peer_bot: BotFile | None = None  # --peer-bot (qa.harness.peer)

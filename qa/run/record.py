@@ -54,7 +54,6 @@ def write_record(run: Run) -> int:
     scheduler, options = run.scheduler, run.options
     scheduler.settle(run.plan)
     order = {s.id: i for i, s in enumerate(run.plan)}
-    run.observed.sort(key=lambda e: order.get(str(e.get("scenario")), len(order)))
     report_began = mono_ms()
     lock = _lock(run)
     write_lock_pictures(lock, run.dir, scheduler.results, scheduler.ran_as)  # issue 18: lock-timeline.svg
@@ -91,7 +90,7 @@ def write_record(run: Run) -> int:
     run.timings.reportMs = round(mono_ms() - report_began, 1)
     run.timings.totalMs = round(mono_ms() - run.t0, 1)
     write_journal(run.provider, run.dir, run.out)
-    files = write_reports(summary, run.dir, observed_events=run.observed, include_bodies=options.include_bodies,
+    files = write_reports(summary, run.dir, observed_events=run.observed.events(order), sanitized=True,
                           secrets=run.secrets)
     _redact_artifacts(run.dir, run.secrets)
     _print_table(run.out, run.dir, summary, files)

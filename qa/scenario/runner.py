@@ -28,6 +28,7 @@ from qa.homeserver.base import Homeserver
 from qa.kernel.clock import mono_ms
 from qa.kernel.errors import ConfigError, HomeserverError, QAError
 from qa.provider.placeholders import run_localpart_suffix
+from qa.report.observed_events import ObservedEvents
 from qa.report.summary import Failure, ScenarioResult, StepResult
 from qa.scenario.appservice_bot import lease_appservice
 from qa.scenario.artifacts import collect_artifacts, invalid_transcript_lines
@@ -67,7 +68,7 @@ class RunResources:
     bot_overrides: dict[str, Any]
     secrets: list[str]
     probes: list[dict[str, Any]]
-    observed: list[dict[str, Any]]
+    observed: ObservedEvents
     bot_file: BotFile = field(default_factory=builtin_bot_file)
     provider_api_key: str = "mock-key"
     provider_timeout_s: float | None = None
@@ -243,9 +244,7 @@ async def _run_scenario(scenario: Any, res: RunResources, say: Any, steps: Async
         if actors:
             # One witness per scenario is enough: every member sees the same room timeline.
             watcher = next(iter(actors.values()))
-            res.observed.extend(
-                {**e, "scenario": scenario.id, "observedBy": watcher.name} for e in watcher.events.items
-            )
+            res.observed.add(scenario.id, watcher.name, watcher.events.items)
         for actor in actors.values():
             with contextlib.suppress(Exception):
                 await actor.close()

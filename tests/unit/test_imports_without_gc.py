@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from qa.harness import zygote
+from qa.harness import heap_holes, zygote
 from qa.run import backends
 from qa.shared.imports import imports_without_gc
 
@@ -81,3 +81,4 @@ def test_the_fork_server_preloads_with_the_collector_off_then_freezes_and_forks_
         assert gc.get_freeze_count() > 0, "what the preload made is frozen"
     finally:
         gc.unfreeze()
+        heap_holes.release()  # the preload's fillers (qa.harness.heap_holes): this process is no fork server
