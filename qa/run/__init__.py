@@ -163,31 +163,11 @@ class Run:
 
     async def start_components(self, work: Path) -> None:
         """What every scenario shares, started: the provider, then the homeservers with the fork server beside
-        them. Public for a session that feeds its scenarios one at a time (qa.pytest_plugin).
-
-        The provider starts beside the homeservers' boot: neither needs the other (the bots, which need both, start
-        only with the scenarios), and the mock's start (its imports and rule files, ~0.5 s) used to stand on the way
-        to the first homeserver's boot, which is the start's longest wait. Whichever fails first ends both."""
-        provider = asyncio.ensure_future(self._start_provider())
-        homeservers = asyncio.ensure_future(self._boot_homeservers(work))
-        try:
-            await asyncio.wait({provider, homeservers}, return_when=asyncio.FIRST_EXCEPTION)
-            for task in (provider, homeservers):
-                if task.done():
-                    task.result()  # the first failure, as it was raised (a ConfigError stays exit 2)
-            await provider
-            await homeservers
-        finally:
-            for task in (provider, homeservers):
-                task.cancel()  # no-op on a finished task; a stopped run (a signal) cancels both
-            await asyncio.gather(provider, homeservers, return_exceptions=True)
-
-    async def _start_provider(self) -> None:
+        them. Public for a session that feeds its scenarios one at a time (qa.pytest_plugin)."""
         began = mono_ms()
         await start_provider(self.options, self.live, self.plan, self.cassettes, self.out, keep=self._keep_provider)
         self.timings.providerBootMs = round(mono_ms() - began, 1)
 
-    async def _boot_homeservers(self, work: Path) -> None:
         hosts = self.bot_file is not None and self.bot_file.appservice is not None
         count = self.homeserver_count()
         for index in range(count):  # every one is listed before any boots: a stop finds each, started or not
