@@ -5,9 +5,10 @@ samples of it bucketed by what they served.
     python bench/synapse_profile.py --again DIR     # print a kept profile (--out DIR) again
 
 Runs `matrix-qa run --profile P --homeservers 1` from this checkout (PYTHONPATH = the checkout, so it measures
-this tree, not the installed one), attaches `py-spy record --gil --threads` to the run's Synapse as soon as it
-exists (its early interpreter: the import counts as boot), and samples that process's CPU (utime + stime) from
-/proc every 50 ms. Printed:
+this tree, not the installed one), attaches `py-spy record --gil --threads` to each Synapse process of the run as
+soon as it exists: its early interpreter (the import counts as boot), then the Synapse forked from it, which serves
+the scenarios (one recorder each; their samples are read together); and samples those processes' CPU (utime +
+stime, summed) from /proc every 50 ms. Printed:
 
 - Synapse's CPU split at its log's first and last request from a scenario (admin registration or a `mqa-` user):
   boot (imports, config, schema) / scenarios / after;
@@ -128,25 +129,36 @@ def cpu_split(samples: list[tuple[float, int]], log: Path) -> str:
             f"{(total - last) / TICKS:.2f} s")
 
 
-def find_synapse(parent: int) -> int | None:
-    for entry in os.listdir("/proc"):
+def find_synapse(parent: int, seen: set[int], proc: Path = Path("/proc")) -> int | None:
+    """A Synapse process below the run (its child, or reaped by it as subreaper) not already in `seen`: first the early
+    interpreter (qa.homeserver.synapse_zygote), then the Synapse forked from it, which the run adopts once the
+    zygote's middle process exits. Both carry the zygote's command line."""
+    for entry in os.listdir(proc):
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            stat = (proc / entry / "stat").read_text()
+            cmdline = (proc / entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent and b"synapse.app.homeserver" in cmdline:
+        if entry.isdigit() and int(entry) not in seen and int(stat.rsplit(")", 1)[1].split()[1]) == parent \
+                and b"synapse.app.homeserver" in cmdline:
             return int(entry)
     return None
 
 
-def sample_cpu(pid: int, into: list[tuple[float, int]], stop: threading.Event) -> None:
+def sample_cpu(pids: list[int], into: list[tuple[float, int]], stop: threading.Event,
+               proc: Path = Path("/proc")) -> None:
+    """Every 50 ms, the Synapse processes' CPU so far (utime + stime, ticks), summed: a forked Synapse starts at zero,
+    so the zygote's last figure plus the forked one's is the homeserver's whole CPU."""
+    last: dict[int, int] = {}
     while not stop.is_set():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return
-        into.append((time.time(), int(fields[11]) + int(fields[12])))
+        for pid in list(pids):
+            try:
+                fields = (proc / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # exited: its last figure stays
+            last[pid] = int(fields[11]) + int(fields[12])
+        if last:
+            into.append((time.time(), sum(last.values())))
         stop.wait(0.05)
 
 
@@ -171,27 +183,40 @@ def main() -> int:
                             "--output-dir", str(out / "run")], cwd=REPO, env=env, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
-    pid = None
-    while pid is None and run.poll() is None and time.monotonic() < deadline:
-        pid = find_synapse(run.pid)
-        time.sleep(0.02)
-    if pid is None:
-        run.send_signal(signal.SIGTERM)
-        run.wait()
-        print("error: the run started no Synapse within 30 s (is the embedded Synapse the backend?)", file=sys.stderr)
-        return 2
-    folded = out / "synapse.folded"
-    recorder = subprocess.Popen([spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--gil", "--threads",
-                                 "--nonblocking", "--format", "raw", "-o", str(folded)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pids: list[int] = []  # every Synapse of the run, in the order they appeared (the zygote first, when forked)
+    recorders: list[subprocess.Popen[bytes]] = []
     samples: list[tuple[float, int]] = []
     stop = threading.Event()
-    sampler = threading.Thread(target=sample_cpu, args=(pid, samples, stop), daemon=True)
-    sampler.start()
-    code = run.wait()
+    sampler = threading.Thread(target=sample_cpu, args=(pids, samples, stop), daemon=True)
+    # Each Synapse gets its own recorder: since Synapses are forked from an early interpreter (issue 29), the first
+    # one found is that zygote, which exits once it has forked the server; attached to it alone, the profile held
+    # the import and nothing of the scenarios.
+    while run.poll() is None:
+        pid = find_synapse(run.pid, set(pids))
+        if pid is not None:
+            pids.append(pid)
+            recorders.append(subprocess.Popen(
+                [spy, "record", "--pid", str(pid), "--rate", str(args.rate), "--gil", "--threads", "--nonblocking",
+                 "--format", "raw", "-o", str(out / f"synapse-{len(pids)}.folded")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            if len(pids) == 1:
+                sampler.start()
+        elif not pids and time.monotonic() > deadline:
+            run.send_signal(signal.SIGTERM)
+            run.wait()
+            print("error: the run started no Synapse within 30 s (is the embedded Synapse the backend?)",
+                  file=sys.stderr)
+            return 2
+        time.sleep(0.02 if not pids else 0.1)  # the forked Synapse follows its zygote within a moment
+    code = run.returncode
     stop.set()
-    sampler.join()
-    recorder.wait()
+    if sampler.is_alive():
+        sampler.join()
+    for recorder in recorders:
+        recorder.wait()
+    folded = out / "synapse.folded"
+    folded.write_text("".join(part.read_text(errors="replace") for k in range(1, len(pids) + 1)
+                              if (part := out / f"synapse-{k}.folded").exists()))
     (out / "cpu.tsv").write_text("".join(f"{when:.3f}\t{ticks}\n" for when, ticks in samples))
     print(f"run exit {code}; artifacts and profile in {out}")
     report(out, args.top)

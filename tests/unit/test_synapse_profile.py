@@ -4,6 +4,7 @@ and last scenario request of the log."""
 from __future__ import annotations
 
 import importlib.util
+import threading
 import time
 from pathlib import Path
 
@@ -71,3 +72,55 @@ def test_cpu_split_cuts_at_the_users_requests_too(tmp_path: Path) -> None:
     ticks = sp.TICKS
     assert f"boot {300 / ticks:.2f} s, scenarios {600 / ticks:.2f} s over 10.0 s" in split
     assert f"after {100 / ticks:.2f} s" in split
+
+
+def _proc(root: Path, pid: int | str, ppid: int, cmdline: bytes, ticks: tuple[int, int] = (0, 0)) -> None:
+    entry = root / str(pid)
+    entry.mkdir()
+    rest = ["S", str(ppid)] + ["0"] * 9 + [str(ticks[0]), str(ticks[1])] + ["0"] * 10
+    (entry / "stat").write_text(f"{pid} (python) " + " ".join(rest))
+    (entry / "cmdline").write_bytes(cmdline)
+
+
+def test_find_synapse_finds_the_forked_server_after_its_zygote(tmp_path: Path) -> None:
+    """Synapses are forked from an early interpreter that exits once it has forked: both carry its command line and
+    the run (a subreaper) is the parent of both. The profile must follow the second; before, it attached to the
+    first found, the zygote, and profiled only the import ("scenarios 0.00 s")."""
+    line = b"python\0-m\0qa.homeserver.seeded_boot\0synapse.app.homeserver\0-c\0x.yaml"
+    _proc(tmp_path, 100, 1, b"python\0-m\0qa.cli\0run")
+    _proc(tmp_path, 200, 100, line)
+    _proc(tmp_path, 150, 100, b"python\0-m\0qa.harness.zygote")  # the fork server: not a Synapse
+    (tmp_path / "self").symlink_to(tmp_path / "100")  # /proc/self: skipped, not an int() error
+    assert sp.find_synapse(100, set(), tmp_path) == 200
+    assert sp.find_synapse(100, {200}, tmp_path) is None  # not forked yet
+    _proc(tmp_path, 300, 100, line)
+    assert sp.find_synapse(100, {200}, tmp_path) == 300
+    assert sp.find_synapse(999, set(), tmp_path) is None
+
+
+def test_sample_cpu_sums_the_zygote_and_the_forked_server(tmp_path: Path) -> None:
+    """A forked process's CPU counts from zero: the homeserver's CPU is the exited zygote's last figure plus the
+    forked server's."""
+    _proc(tmp_path, 200, 100, b"z", (300, 50))
+    _proc(tmp_path, 300, 100, b"s", (20, 5))
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+    pids = [200, 300]
+    sampler = threading.Thread(target=sp.sample_cpu, args=(pids, samples, stop, tmp_path))
+    sampler.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not samples and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert samples and samples[-1][1] == 375
+        for child in (tmp_path / "200").iterdir():  # the zygote exits: its last figure stays
+            child.unlink()
+        (tmp_path / "200").rmdir()
+        (tmp_path / "300" / "stat").write_text("300 (python) S 100 " + " ".join(["0"] * 9 + ["40", "10"] + ["0"] * 10))
+        seen = len(samples)
+        while len(samples) < seen + 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert samples[-1][1] == 350 + 50
+    finally:
+        stop.set()
+        sampler.join()
