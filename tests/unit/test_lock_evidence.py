@@ -745,3 +745,41 @@ def test_probes_not_checked_counts_notes_and_errors_that_say_so() -> None:
     ]
     assert probes_not_checked(probes) == 2
     assert probes_not_checked([]) == 0
+
+
+# --- mutation survivors of timed_out_during_model_io / _probe, killed (MUTATION.md ⁵⁹ᵃ) ---
+
+
+def test_a_probe_is_judged_again_whatever_it_said_before() -> None:
+    # A ProbeEvidence read back (a merged or re-judged summary) keeps none of its old judgement.
+    stale = {"during_model_io": True, "note": "contention probe NOT CHECKED: old"}
+    unknown_start = ProbeEvidence(session="!a", timeout_elapsed_ms=25.0, **stale)
+    acquired = ProbeEvidence(session="!a", t=5000.0, acquired_elapsed_ms=0.2, **stale)
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), [unknown_start, acquired])
+    assert [(p.during_model_io, p.note) for p in evidence.probes] == [(None, None), (False, None)]
+
+
+def test_a_window_ending_exactly_as_the_request_starts_was_held_while_it_started() -> None:
+    # narrow_turn's request runs from 1.3 to 800.0.
+    probes = [{"session": "!a", "t": 0.0, "timeoutElapsedMs": 1.3},
+              {"session": "!a", "t": 0.0, "timeoutElapsedMs": 1.3, "heldSinceT": 1.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert [p.during_model_io for p in evidence.probes] == [True, True]
+
+
+def test_a_window_starting_exactly_as_the_request_ends_is_not_checked_without_held_since() -> None:
+    probes = [{"session": "!a", "t": 800.0, "timeoutElapsedMs": 26.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    assert evidence.probes[0].during_model_io is None
+
+
+def test_the_not_checked_notes_say_why() -> None:
+    probes = [{"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2},
+              {"session": "!a", "t": 790.0, "timeoutElapsedMs": 26.2, "heldSinceT": 900.0}]
+    evidence = analyze_lock_evidence(narrow_turn("!a", "a1", 0.0), probes)
+    tail = (", so the hold that kept it out may have been taken after the request (a reply write)")
+    head = "contention probe NOT CHECKED: it timed out after the model request its window overlaps had ended, and "
+    assert [p.note for p in evidence.probes] == [
+        head + "gave no heldSinceT" + tail,
+        head + "its heldSinceT 900.0 is after its window's end 816.2 (another clock?)" + tail,
+    ]
