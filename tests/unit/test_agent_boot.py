@@ -3,11 +3,13 @@ device, logs in with its password once it had to become another one, and is read
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -254,3 +256,73 @@ def test_the_summary_is_exact_from_the_clocks_and_closes_the_list(monkeypatch: p
                    "ready": {"wallMs": 17.65, "cpuMs": 1.0, "queueMs": 0.86, "ioMs": 15.8}}}
     marks.mark("sync")  # after ready: not the start's any more
     assert len(marks._marks) == 3 and marks.done is True
+
+
+class UploadingClient:
+    """A new device's first batch: an invite to join, keys never shared. Records the order of the requests."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.olm = object()
+        self.shared = False
+        self.rooms: dict[str, Any] = {}
+        self.device_id = "NEW"
+        self.syncs = 0
+
+    @property
+    def should_upload_keys(self) -> bool:
+        return not self.shared
+
+    should_query_keys = should_claim_keys = False
+
+    async def sync(self, **_: Any) -> Any:
+        self.syncs += 1
+        if self.syncs > 1:
+            raise _Stop
+        invite = SimpleNamespace(invite_state=[SimpleNamespace(state_key="@bot:x", membership="invite",
+                                                               sender="@d:x", content={})])
+        return SimpleNamespace(next_batch="s1", account_data_events=[], to_device_events=[],
+                               rooms=SimpleNamespace(invite={"!a:x": invite}, join={}, leave={}))
+
+    async def join(self, room_id: str) -> Any:
+        self.calls.append("join")
+        for _ in range(3):  # a round trip: the loop runs other tasks meanwhile
+            await asyncio.sleep(0)
+        self.calls.append("joined")
+        return object()
+
+    async def keys_upload(self) -> Any:
+        assert not self.shared, "uploaded twice"
+        self.calls.append("upload")
+        self.shared = True
+        return object()
+
+    async def send_to_device_messages(self) -> list[Any]:
+        return []
+
+
+class _Stop(Exception):
+    pass
+
+
+async def test_a_new_device_uploads_its_keys_beside_the_joins_not_after_them(tmp_path: Path) -> None:
+    trace = FakeTrace()
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), trace, "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    # Before: join, joined, upload (the upload waited for the join's round trip). One upload either way.
+    assert sorted(client.calls) == ["join", "joined", "upload"]
+    assert client.calls.index("upload") < client.calls.index("joined"), client.calls
+    assert [r["type"] for r in trace.records] == ["invite", "ready"]
+
+
+async def test_a_device_whose_keys_are_shared_uploads_nothing_beside_the_joins(tmp_path: Path) -> None:
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    client.shared = True
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    assert client.calls == ["join", "joined"]
