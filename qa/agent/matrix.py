@@ -155,7 +155,8 @@ class MatrixBot:
             if failures:
                 self._trace.emit("sync.resumed", afterFailures=failures)
             failures = 0
-            self._joined |= await self._join_invites(resp.rooms.invite)
+            self._joined |= await join_beside_key_upload(self.client, self.membership, resp.rooms.invite,
+                                                         self._config)
             self.boot.mark("invites")
             self.membership.on_leaves(resp.rooms.leave)
             # Before the rooms: a batch's messages are judged with the m.direct written before them.
@@ -190,30 +191,6 @@ class MatrixBot:
                 self._save_token(token)
             first = False
             self._maybe_ready()
-
-    async def _join_invites(self, invites: dict[str, Any]) -> set[str]:
-        """Join or decline the batch's invites; a new device's first key upload goes out beside the joins.
-
-        A fresh device (never shared its keys) always uploads them in this batch's key upkeep, after the joins;
-        both are round trips to the homeserver that need nothing of each other, and `ready` waits for both (an
-        encrypted bot's start: ~70-100 ms of upload after ~100 ms of join, issue 29). The same request, taken
-        from the same account state (the batch's sync is already handled), so `maintain_keys` then finds nothing
-        to upload and goes on as before; only a device that must upload anyway is concerned, and the trace
-        (the `invite` records, written as the joins come back) is unchanged. One difference: an upload the server
-        refuses is tried again by that same batch's upkeep (before, by the next batch's)."""
-        client = self.client
-        upload = (asyncio.create_task(client.keys_upload(), name="keys-upload")
-                  if invites and client.olm and client.should_upload_keys else None)
-        try:
-            joined = await self.membership.on_invites(client, invites, self._config)
-        except BaseException:
-            if upload is not None:  # the batch failed (or the bot stops): not an upload to leave running
-                upload.cancel()
-                await asyncio.gather(upload, return_exceptions=True)
-            raise
-        if upload is not None:
-            await upload  # as maintain_keys would: an error response is nio's to note, an exception ends the run
-        return joined
 
     async def _sync_once(self, token: str | None, first: bool,
                          sync_filter: dict[str, Any]) -> SyncResponse | SyncError:
@@ -323,6 +300,31 @@ class MatrixBot:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def join_beside_key_upload(client: Any, membership: Membership, invites: dict[str, Any],
+                                 config: AgentConfig) -> set[str]:
+    """Join or decline a batch's invites; a new device's first key upload goes out beside the joins.
+
+    A fresh device (never shared its keys) always uploads them in this batch's key upkeep, after the joins;
+    both are round trips to the homeserver that need nothing of each other, and `ready` waits for both (an
+    encrypted bot's start: ~70-100 ms of upload after ~100 ms of join, issue 29). The same request, taken
+    from the same account state (the batch's sync is already handled), so `maintain_keys` then finds nothing
+    to upload and goes on as before; only a device that must upload anyway is concerned, and the trace
+    (the `invite` records, written as the joins come back) is unchanged. One difference: an upload the server
+    refuses is tried again by that same batch's upkeep (before, by the next batch's)."""
+    upload = (asyncio.create_task(client.keys_upload(), name="keys-upload")
+              if invites and client.olm and client.should_upload_keys else None)
+    try:
+        joined = await membership.on_invites(client, invites, config)
+    except BaseException:
+        if upload is not None:  # the batch failed (or the bot stops): not an upload to leave running
+            upload.cancel()
+            await asyncio.gather(upload, return_exceptions=True)
+        raise
+    if upload is not None:
+        await upload  # as maintain_keys would: an error response is nio's to note, an exception ends the run
+    return joined
 
 
 def _room_members(client: Any, room_id: str) -> tuple[int, set[str]] | None:
