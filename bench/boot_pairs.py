@@ -3,6 +3,7 @@
     python bench/boot_pairs.py --pairs N [--jobs J] BEFORE_TREE AFTER_TREE   two trees' fast profiles in turn
     python bench/boot_pairs.py --runs N [--jobs J] TREE                      one tree, with the breakdown
     python bench/boot_pairs.py --from-dir DIR...                             the breakdown of runs already made
+    ... --scenario ID [--scenario ID ...]                                    those scenarios, not the fast profile
 
 Each tree is a checkout (a worktree, or `git archive REV | tar -x -C DIR`); its runs get PYTHONPATH=TREE, --jobs 1
 unless --jobs J (J 0: the run's default, the cores). Paired: A B A B …, so the comparison holds on a machine whose
@@ -39,10 +40,12 @@ _ACCESS = re.compile(r"\{(?P<user>@[^}]+)\} Processed request: (?P<wall>[\d.]+)s
                      r"ru=\((?P<ucpu>[\d.]+)sec, (?P<scpu>[\d.]+)sec\).*?\"(?P<method>[A-Z]+) (?P<path>\S+)")
 
 
-def one_run(tree: Path, jobs: int = 1) -> tuple[float, Path]:
+def one_run(tree: Path, jobs: int = 1, scenarios: list[str] | None = None) -> tuple[float, Path]:
     out = Path(tempfile.mkdtemp(prefix="boot-pairs-"))
     began = time.monotonic()
     jobs_args = ["--jobs", str(jobs)] if jobs else []
+    # Given scenarios instead of the fast profile (e.g. the encrypted ones, whose boots load a crypto store).
+    jobs_args += [arg for scenario in scenarios or [] for arg in ("--scenario", scenario)]
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}  # as .ci/run: bytecode kept
     done = subprocess.run([sys.executable, "-m", "qa.cli", "run", "--profile", "fast", *jobs_args, "--output-dir",
                            str(out), "--progress", "plain"], cwd=tree, env={**env, "PYTHONPATH": str(tree)},
@@ -145,6 +148,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=0, help="one tree, N runs, with the breakdown")
     parser.add_argument("--jobs", type=int, default=1, help="scenarios at once (0: the run's default, the cores)")
     parser.add_argument("--from-dir", action="store_true", help="the arguments are output dirs of runs made")
+    parser.add_argument("--scenario", action="append", default=[],
+                        help="run these scenarios (repeatable) instead of the whole fast profile")
     parser.add_argument("trees", type=Path, nargs="+")
     ns = parser.parse_args()
     if ns.from_dir:
@@ -158,7 +163,7 @@ def main() -> int:
     for i in range(runs):
         pair_boot: dict[str, float] = {}
         for name, tree in zip(names, ns.trees, strict=True):
-            wall, out = one_run(tree.resolve(), ns.jobs)
+            wall, out = one_run(tree.resolve(), ns.jobs, ns.scenario)
             harness, inner = boots(out)
             results[name][0].append(wall)
             results[name][1].extend(harness)

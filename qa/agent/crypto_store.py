@@ -25,6 +25,7 @@ import peewee
 from nio import AsyncClient, AsyncClientConfig, LoginError
 
 from qa.agent.config import AgentConfig
+from qa.agent.store_binding import STORE
 from qa.kernel.errors import InfraError
 from qa.kernel.trace import Trace
 
@@ -77,7 +78,9 @@ class CryptoIdentity:
                            # bot's are bounded and traced (qa.agent.matrix, qa.agent.sender).
                            config=AsyncClientConfig(encryption_enabled=self._config.encryption,
                                                     request_timeout=REQUEST_TIMEOUT_S,
-                                                    max_limit_exceeded=0, max_timeouts=0))
+                                                    max_limit_exceeded=0, max_timeouts=0,
+                                                    # the same store, its tables bound once (qa.agent.store_binding)
+                                                    **({"store": STORE} if STORE is not None else {})))
 
     async def login(self, client: AsyncClient) -> AsyncClient:
         """Log `client` in; a crypto store that cannot be opened is set aside and a new device logs in."""

@@ -19,7 +19,7 @@ from nio import MegolmEvent, RoomKeyEvent, SyncError, SyncResponse
 from qa.agent.approval_flow import ApprovalFlow
 from qa.agent.boot import BootMarks
 from qa.agent.config import AgentConfig
-from qa.agent.crypto_store import CryptoIdentity, HandedSession
+from qa.agent.crypto_store import REQUEST_TIMEOUT_S, CryptoIdentity, HandedSession
 from qa.agent.membership import Membership, backlog_cutoff
 from qa.agent.policy import UNDECRYPTABLE
 from qa.agent.routing import EventRouter
@@ -37,6 +37,9 @@ SYNC_TIMEOUT_MS = 30_000  # the default; the config's syncTimeoutMs
 # A /sync that has said nothing this long past its own timeout is stalled (a proxy or load balancer holding it
 # open): the bot stops waiting and syncs again from the same position. Half the timeout, within these bounds.
 STALL_GRACE_BOUNDS_S = (2.0, 15.0)
+# How long a failed batch waits for a key upload in flight to come back (join_beside_key_upload): one request's
+# own timeout.
+UPLOAD_SETTLE_S = REQUEST_TIMEOUT_S
 # Catch-up after downtime comes in one batch as long as fewer events than this arrived meanwhile.
 # No push rules: the bot never reads them, and nio validates and parses all ~70 of the server's in a start's
 # first sync, tens of ms of CPU between the bot's start and its ready (issue 29). m.direct still comes.
@@ -155,7 +158,8 @@ class MatrixBot:
             if failures:
                 self._trace.emit("sync.resumed", afterFailures=failures)
             failures = 0
-            self._joined |= await self.membership.on_invites(self.client, resp.rooms.invite, self._config)
+            joined, sent = await join_beside_key_upload(self.client, self.membership, resp.rooms.invite, self._config)
+            self._joined |= joined
             self.boot.mark("invites")
             self.membership.on_leaves(resp.rooms.leave)
             # Before the rooms: a batch's messages are judged with the m.direct written before them.
@@ -177,7 +181,7 @@ class MatrixBot:
                     await self.router.handle(room_id, event_view(event, room_id), history=history)
             await self.e2ee.on_to_device(self.client, resp.to_device_events)
             self._keys_after_drop(resp.to_device_events)
-            await maintain_keys(self.client)
+            await maintain_keys(self.client, upload=not sent)  # one keys/upload a batch, as before the overlap
             self.e2ee.after_keys(self.client)
             await self._retry_decryption()
             self.boot.mark("keys")
@@ -299,6 +303,52 @@ class MatrixBot:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def join_beside_key_upload(client: Any, membership: Membership, invites: dict[str, Any],
+                                 config: AgentConfig) -> tuple[set[str], bool]:
+    """Join or decline a batch's invites; any key upload due in that batch goes out beside the joins.
+
+    Returns the rooms joined and whether a key upload went out (then the batch's `maintain_keys` sends none).
+    A key upload due in a batch with invites (a new device's first, or an existing device's one-time key
+    top-up) was sent by the batch's key upkeep, after the joins; both are round trips to the homeserver that
+    need nothing of each other, and `ready` waits for both (an encrypted bot's start: ~70-100 ms of upload
+    after ~100 ms of join, issue 29). It is the same request, taken from the same account state (the batch's
+    sync is already handled), and still one a batch: the upkeep skips its own upload, so a refused one is
+    tried again by the next batch's upkeep, as before. The trace (the `invite` records, written as the joins
+    come back) is unchanged.
+
+    A join that fails lets an upload in flight come back (bounded by UPLOAD_SETTLE_S) before the error goes
+    on: nio saves the account's one-time keys as published only when the response arrives, and keys the
+    server took but the store does not know are regenerated under the same ids on a restart, which the
+    server refuses ("One time key ... already exists"). A stop (the task cancelled, SIGTERM) cancels the
+    upload at once: that window, an upload the server took whose answer the bot never read, is the one an
+    upload inside maintain_keys always had."""
+    upload = (asyncio.create_task(client.keys_upload(), name="keys-upload")
+              if invites and client.olm and client.should_upload_keys else None)
+    try:
+        joined = await membership.on_invites(client, invites, config)
+    except Exception:
+        if upload is not None:
+            await _settle(upload, UPLOAD_SETTLE_S)
+        raise
+    except BaseException:
+        if upload is not None:  # the bot stops: not an upload to leave running
+            await _settle(upload, 0)
+        raise
+    if upload is not None:
+        await upload  # as maintain_keys would: an error response is nio's to note, an exception ends the run
+    return joined, upload is not None
+
+
+async def _settle(task: asyncio.Task[Any], timeout_s: float) -> None:
+    """Wait up to timeout_s for the task, then cancel it; never leaves it running, never raises its error."""
+    try:
+        if timeout_s > 0:
+            await asyncio.wait({task}, timeout=timeout_s)
+    finally:
+        task.cancel()  # a no-op once it is done
+        await asyncio.gather(task, return_exceptions=True)
 
 
 def _room_members(client: Any, room_id: str) -> tuple[int, set[str]] | None:

@@ -16,10 +16,12 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 ENCRYPTION_STATE = {"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}
 
 
-async def maintain_keys(client: AsyncClient) -> None:
+async def maintain_keys(client: AsyncClient, *, upload: bool = True) -> None:
+    """A batch's key upkeep. upload=False: this batch's key upload already went out (the embedded agent sends it
+    beside its joins), so none is sent again in the same batch, even if the server refused it."""
     if not client.olm:
         return
-    if client.should_upload_keys:
+    if upload and client.should_upload_keys:
         await client.keys_upload()
     if client.should_query_keys:
         await client.keys_query()

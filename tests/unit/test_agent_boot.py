@@ -3,19 +3,22 @@ device, logs in with its password once it had to become another one, and is read
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from nio import KeysUploadError
 
-from qa.agent import boot
+from qa.agent import boot, matrix
 from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import CryptoIdentity, HandedSession
-from qa.agent.matrix import FIRST_SYNC_FILTER, SYNC_FILTER, MatrixBot
+from qa.agent.matrix import FIRST_SYNC_FILTER, SYNC_FILTER, MatrixBot, join_beside_key_upload
 from tests.unit.test_e2ee_deep import FakeTrace
 
 
@@ -254,3 +257,178 @@ def test_the_summary_is_exact_from_the_clocks_and_closes_the_list(monkeypatch: p
                    "ready": {"wallMs": 17.65, "cpuMs": 1.0, "queueMs": 0.86, "ioMs": 15.8}}}
     marks.mark("sync")  # after ready: not the start's any more
     assert len(marks._marks) == 3 and marks.done is True
+
+
+class UploadingClient:
+    """A batch with an invite to join. Records the order of the requests (and of the trace's records) in calls.
+    The upload takes more event-loop steps than the join (or waits for `release` when one is given)."""
+
+    def __init__(self, trace: FakeTrace | None = None) -> None:
+        self.calls: list[str] = []
+        self.olm = object()
+        self.shared = False
+        self.top_up = False  # keys shared long ago, but the one-time keys run low
+        self.refuse = False  # the server answers the upload with an error (429/5xx): the keys stay unshared
+        self.join_error: Exception | None = None
+        self.join_failed = asyncio.Event()
+        self.release: asyncio.Event | None = None
+        self.rooms: dict[str, Any] = {}
+        self.device_id = "NEW"
+        self.syncs = 0
+        if trace is not None:
+            emit = trace.emit
+
+            def recorded(kind: str, **fields: Any) -> None:
+                self.calls.append(f"trace:{kind}")
+                emit(kind, **fields)
+            trace.emit = recorded  # type: ignore[method-assign]
+
+    @property
+    def should_upload_keys(self) -> bool:
+        return not self.shared or self.top_up
+
+    should_query_keys = should_claim_keys = False
+
+    async def sync(self, **_: Any) -> Any:
+        self.syncs += 1
+        if self.syncs > 1:
+            raise _Stop
+        invite = SimpleNamespace(invite_state=[SimpleNamespace(state_key="@bot:x", membership="invite",
+                                                               sender="@d:x", content={})])
+        return SimpleNamespace(next_batch="s1", account_data_events=[], to_device_events=[],
+                               rooms=SimpleNamespace(invite={"!a:x": invite}, join={}, leave={}))
+
+    async def join(self, room_id: str) -> Any:
+        self.calls.append("join")
+        for _ in range(3):  # a round trip: the loop runs other tasks meanwhile
+            await asyncio.sleep(0)
+        if self.join_error is not None:
+            self.join_failed.set()
+            raise self.join_error
+        self.calls.append("joined")
+        return object()
+
+    async def keys_upload(self) -> Any:
+        self.calls.append("upload")
+        if self.release is not None:
+            await self.release.wait()
+        else:
+            for _ in range(10):  # a longer round trip than the join's: the join comes back first
+                await asyncio.sleep(0)
+        self.calls.append("uploaded")
+        if self.refuse:
+            return KeysUploadError("too many requests", "M_LIMIT_EXCEEDED")
+        self.shared, self.top_up = True, False  # as nio: the keys count as published only once the response is in
+        return object()
+
+    async def send_to_device_messages(self) -> list[Any]:
+        return []
+
+
+class _Stop(Exception):
+    pass
+
+
+class _JoinFailed(Exception):
+    pass
+
+
+def _uploads_running() -> list[asyncio.Task[Any]]:
+    return [task for task in asyncio.all_tasks() if task.get_name() == "keys-upload" and not task.done()]
+
+
+async def test_a_new_device_uploads_its_keys_beside_the_joins_and_is_ready_once_both_are_back(
+        tmp_path: Path) -> None:
+    trace = FakeTrace()
+    client = UploadingClient(trace)
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), trace, "pw")  # type: ignore[arg-type]
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    # Before: join, joined, upload (the upload waited for the join's round trip). One upload either way, and
+    # `ready` only once it came back (the upload outlasts the join here, so `ready` must wait for it).
+    assert client.calls == ["upload", "join", "joined", "trace:invite", "uploaded", "trace:ready"], client.calls
+    assert [r["type"] for r in trace.records] == ["invite", "ready"]
+
+
+async def test_a_refused_upload_is_not_sent_again_in_the_same_batch(tmp_path: Path) -> None:
+    client = UploadingClient()
+    client.refuse = True  # keys still unshared after it: should_upload_keys stays true
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    assert client.calls.count("upload") == 1, client.calls  # the next batch's upkeep tries again, as before
+
+
+async def test_an_existing_device_s_key_top_up_in_a_batch_with_invites_also_goes_beside_the_joins(
+        tmp_path: Path) -> None:
+    """Not only a new device's first upload: whatever upload is due (here one-time keys running low on a device
+    that shared its keys long ago) leaves with the joins, once, as the docs say."""
+    client = UploadingClient()
+    client.device_id, client.shared, client.top_up = "OLD", True, True
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    assert client.calls == ["upload", "join", "joined", "uploaded"], client.calls
+
+
+async def test_a_failed_join_lets_the_upload_in_flight_come_back_before_the_error_goes_on(tmp_path: Path) -> None:
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    client.join_error, client.release = _JoinFailed(), asyncio.Event()
+    batch = asyncio.create_task(join_beside_key_upload(client, bot.membership, {"!a:x": SimpleNamespace()},
+                                                       bot._config))
+    await asyncio.wait_for(client.join_failed.wait(), 5)
+    await asyncio.sleep(0)  # the batch's error handling runs
+    assert len(_uploads_running()) == 1, "a failed join cancelled an upload the server may already hold"
+    client.release.set()
+    with pytest.raises(_JoinFailed):
+        await asyncio.wait_for(batch, 5)
+    assert client.calls[-1] == "uploaded" and client.shared
+    assert not _uploads_running()
+
+
+async def test_a_failed_join_waits_for_the_upload_only_so_long(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(matrix, "UPLOAD_SETTLE_S", 0.01)
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    client.join_error, client.release = _JoinFailed(), asyncio.Event()  # never released: the upload hangs
+    with pytest.raises(_JoinFailed):
+        await asyncio.wait_for(join_beside_key_upload(client, bot.membership, {"!a:x": SimpleNamespace()},
+                                                      bot._config), 5)
+    assert "uploaded" not in client.calls and not _uploads_running()
+
+
+async def test_a_stop_during_the_joins_cancels_the_upload_at_once(tmp_path: Path) -> None:
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    client.release = asyncio.Event()  # never released
+    joined = asyncio.Event()
+    join = client.join
+
+    async def held_join(room_id: str) -> Any:
+        client.calls.append("join")
+        joined.set()
+        await asyncio.Event().wait()  # the join is in flight when the bot stops
+        return await join(room_id)
+    client.join = held_join  # type: ignore[method-assign]
+    batch = asyncio.create_task(join_beside_key_upload(client, bot.membership, {"!a:x": SimpleNamespace()},
+                                                       bot._config))
+    await asyncio.wait_for(joined.wait(), 5)
+    batch.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(batch, 5)
+    assert "uploaded" not in client.calls and not _uploads_running()
+
+
+async def test_a_device_whose_keys_are_shared_uploads_nothing_beside_the_joins(tmp_path: Path) -> None:
+    bot = MatrixBot(_config(tmp_path, rooms={"!a:x": {}}), FakeTrace(), "pw")  # type: ignore[arg-type]
+    client = UploadingClient()
+    client.shared = True
+    bot.client = client  # type: ignore[assignment]
+    with pytest.raises(_Stop):
+        await bot.run()
+    assert client.calls == ["join", "joined"]
