@@ -150,6 +150,10 @@ class MatrixBot:
                 if self._config.mutations.give_up_on_sync_error:
                     raise InfraError(f"sync failed: {resp.message} (mutation giveUpOnSyncError)")
                 # The same `since` again: whatever arrived meanwhile comes in the next batch, nothing is skipped.
+                if self._config.mutated("sync-restart-on-error"):
+                    # The test-only bug: start over from nothing, its first batch history (what came meanwhile
+                    # is lost), as a bot that rebuilds its client after a sync error does.
+                    token, first, history_first = None, True, True
                 await asyncio.sleep(delay)
                 continue
             if failures:

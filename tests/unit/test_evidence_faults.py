@@ -134,3 +134,54 @@ def test_a_held_request_says_which_side_ended_it() -> None:
     assert hang_ended_by(closed, 100.0, 50.0, 60.0) == "hang: the bot gave up waiting after 0 ms"
     assert hang_ended_by(closed, 100.0, None, 60.0) == closed
     assert hang_ended_by("HTTP 500", 100.0, 200.0, 150.0) == "HTTP 500"
+
+
+def test_a_message_landed_while_failing_only_before_the_last_hit_ended() -> None:
+    from qa.evidence.faults import landed_while_failing
+
+    hits = [{"endedAt": 100.0}, {"endedAt": 300.0}, {"endedAt": 200.0}]  # the last to end is not the last listed
+    assert landed_while_failing(hits, 50.0, "during") is None
+    assert landed_while_failing(hits, 300.0, "during") is None  # at the very end: still in its way
+    assert landed_while_failing(hits, 250.0, "during") is None  # after some hits, before the last ended
+    assert landed_while_failing(hits, 345.4, "during") == \
+        "'during' reached the homeserver 45 ms after the rule's last hit had ended"
+    # A hit still under way: whatever the others did, the message came while the faults were in its way.
+    assert landed_while_failing([{"endedAt": 100.0}, {"endedAt": None}], 5000.0, "during") is None
+    assert landed_while_failing([], 50.0, "during") == "the rule was never hit"
+    assert landed_while_failing(hits, None, "x") == "'x' has no time it reached the homeserver"
+
+
+class _Proxy:
+    """The fault proxy as expect_faults reads it: its hits and requests, and a wait that finds them all in."""
+
+    def __init__(self, hits: list[dict[str, Any]]) -> None:
+        self.hits, self.requests = hits, []
+
+    async def wait_until(self, condition: Any, timeout_s: float) -> None:
+        assert condition()
+
+
+async def test_expect_faults_says_whether_the_message_landed_while_the_hits_were_under_way() -> None:
+    from types import SimpleNamespace
+
+    from qa.harness.fault_rules import FaultRule
+    from qa.scenario.context import Ref
+    from qa.scenario.steps.faults import ExpectFaults
+
+    rule = FaultRule(name="stalled", path="/sync$", stall_ms=2500)
+    hit = {"rule": "stalled", "method": "GET", "path": "/sync", "action": "stall", "status": None,
+           "startedAt": 1000.0, "endedAt": 3500.0}
+    step = ExpectFaults(rule="stalled", hits=1, landed_during="during")
+
+    def ctx(landed: float) -> Any:
+        return SimpleNamespace(scenario=SimpleNamespace(faults=[rule], steps=[step]), fault_proxy=_Proxy([hit]),
+                               appservice=None, step_timeout_cap_s=None,
+                               refs={"during": Ref("!r", "$during", None, 900.0, landed_mono_ms=landed)})
+
+    assert await step.run(ctx(1200.0)) == \
+        "1 hit(s) of stalled; 'during' reached the homeserver while they were under way"
+    said = await step.run(ctx(3600.0))
+    assert said == ("1 hit(s) of stalled; NOT CHECKED: 'during' reached the homeserver 100 ms after the rule's last "
+                    "hit had ended: the faults were over, not in its way"), said
+    # Without the field: nothing said about any message.
+    assert await ExpectFaults(rule="stalled", hits=1).run(ctx(3600.0)) == "1 hit(s) of stalled"

@@ -17,8 +17,8 @@ from qa.harness.capabilities import Capability
 from qa.harness.fault_rules import FaultRule, check_unique, retry_gaps
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import StepFailed
-from qa.scenario.fields import Duration
-from qa.scenario.steps.base import Problem, StepBase
+from qa.scenario.fields import Duration, StepId
+from qa.scenario.steps.base import SENT, Problem, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import trace_about
 from qa.waiting import WaitTimeout
 
@@ -68,12 +68,15 @@ class ExpectFaults(StepBase):
     fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit the client's next
     matching request came no sooner than this (it waited as long as it was told); retried_within_ms: and no later
     than this (its backoff is bounded). ending: how each held request (`hold_ms`) ended: `client-gave-up` proves
-    the bot noticed a silent request and hung up itself."""
+    the bot noticed a silent request and hung up itself. landed_during: a sent message reached the homeserver
+    before the rule's last hit ended, i.e. while the bot's requests were failing (else NOT CHECKED: what the
+    scenario asks of that message proves nothing about the faults)."""
 
     kind: ClassVar[str] = "expect_faults"
     does: ClassVar[str] = (
-        "a fault `rule` was hit (`hits`, `retried_after_ms`; `source: provider` for mock-provider rules) — see "
-        "\"Faults on purpose\"")
+        "a fault `rule` was hit (`hits`, `retried_after_ms`; `source: provider` for mock-provider rules; "
+        "`landed_during: STEP`: that message reached the homeserver before the rule's last hit ended, else NOT "
+        "CHECKED) — see \"Faults on purpose\"")
 
     rule: str = Field(min_length=1)
     source: Literal["homeserver", "provider"] = "homeserver"
@@ -81,7 +84,12 @@ class ExpectFaults(StepBase):
     retried_after_ms: int | None = Field(default=None, ge=0)
     retried_within_ms: int | None = Field(default=None, ge=0)
     ending: Literal["client-gave-up", "released", "timed-out"] | None = None
+    # A message that must have landed while the hits were under way (the faults were in its way, not over).
+    landed_during: StepId | None = None
     timeout: Duration | None = None
+
+    def refs(self) -> list[StepRef]:
+        return opt_ref("landed_during", self.landed_during, frozenset({SENT}), same_room=False)
 
     def needs(self) -> list[tuple[str, str | None]]:
         return [("model", "source: provider (a mock-provider fault)")] if self.source == "provider" else []
@@ -145,7 +153,13 @@ class ExpectFaults(StepBase):
             raise StepFailed(judge.expectation(self.rule, self.source, self.hits, self.retried_after_ms,
                                                self.retried_within_ms, self.ending),
                              [*problems, *judge.hit_lines(hits, gaps, shown), *trace_about(ctx)[-8:]])
-        return judge.summary(self.rule, hits, gaps, self.retried_after_ms)
+        found = judge.summary(self.rule, hits, gaps, self.retried_after_ms)
+        if self.landed_during is not None:
+            why = judge.landed_while_failing(hits, ctx.refs[self.landed_during].landed_mono_ms, self.landed_during)
+            if why:
+                return f"{found}; NOT CHECKED: {why}: the faults were over, not in its way"
+            return f"{found}; '{self.landed_during}' reached the homeserver while they were under way"
+        return found
 
 
 class ReleaseHold(StepBase):
