@@ -150,10 +150,7 @@ class MatrixBot:
                 if self._config.mutations.give_up_on_sync_error:
                     raise InfraError(f"sync failed: {resp.message} (mutation giveUpOnSyncError)")
                 # The same `since` again: whatever arrived meanwhile comes in the next batch, nothing is skipped.
-                if self._config.mutated("sync-restart-on-error"):
-                    # The test-only bug: start over from nothing, its first batch history (what came meanwhile
-                    # is lost), as a bot that rebuilds its client after a sync error does.
-                    token, first, history_first = None, True, True
+                token, first, history_first = _restarted(self._config, token, first, history_first)
                 await asyncio.sleep(delay)
                 continue
             if failures:
@@ -303,6 +300,13 @@ class MatrixBot:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _restarted(config: AgentConfig, token: str | None, first: bool, history_first: bool
+               ) -> tuple[str | None, bool, bool]:
+    """The sync position after a failed /sync: kept; the test-only bug sync-restart-on-error starts over from
+    nothing (no position, the next batch taken for history), so what came while the syncs failed is lost."""
+    return (None, True, True) if config.mutated("sync-restart-on-error") else (token, first, history_first)
 
 
 def _room_members(client: Any, room_id: str) -> tuple[int, set[str]] | None:
