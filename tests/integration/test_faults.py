@@ -62,8 +62,8 @@ async def test_each_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     assert twice["expected"] == "exactly 1 bot reply to 'ask'" and twice["seen"][0].startswith("2 replies"), twice
     # The bot is gone: the reply to the next message never comes, and the evidence says why. It exits as soon as
     # its sync fails (the faults are set) or its send is refused (the trace record is there): the step that sees
-    # the exit is the driver's next send or the wait for the reply, whichever is running then.
-    for gone, code, steps in (("matrix-sync-errors-reconnect", 2, {4, 5}), ("matrix-send-forbidden", 3, {3, 4, 5})):
+    # the exit is the driver's next send, the wait for a failed sync or for the reply, whichever is running then.
+    for gone, code, steps in (("matrix-sync-errors-reconnect", 2, {4, 5, 6}), ("matrix-send-forbidden", 3, {3, 4, 5})):
         seen = "\n".join(failures[gone]["seen"])
         assert failures[gone]["step"] in steps and f"exited with code {code}" in seen, failures[gone]
     assert "error where=sync error=matrix-qa fault 'sync-bad-gateway'" in \
@@ -115,13 +115,19 @@ RECONNECT = "matrix-sync-errors-reconnect"
 
 
 def _during_sent_late(directory: Path) -> str:
-    """matrix-sync-errors-reconnect with `during` sent only once the bot has synced again after the faults (as on a
-    machine slow enough that the driver's send comes after them): the faults are over by then."""
+    """matrix-sync-errors-reconnect with `during` sent only once the 502s are lifted and the bot has synced again
+    (as a scenario that lifted them on a time, on a machine slow enough that the driver's send came after): the
+    faults are over by then."""
     data = yaml.safe_load((REPO / "scenarios" / f"{RECONNECT}.yaml").read_text())
     data["id"] = f"{RECONNECT}-late"
-    at = next(i for i, step in enumerate(data["steps"]) if step.get("send", {}).get("id") == "during")
-    # The bot's first sync that worked again has come back (its own record of it): `during` can only reach it as new.
-    data["steps"].insert(at, {"expect_trace": {"type": "sync.resumed"}})
+    steps = data["steps"]
+    at = next(i for i, step in enumerate(steps) if step.get("send", {}).get("id") == "during")
+    during, gate = steps.pop(at), steps.pop(at)
+    assert gate["expect_faults"]["landed_during"] == "during", gate
+    lift = next(i for i, step in enumerate(steps) if "set_faults" in step and i >= at)
+    # The 502s were hit (the step before `during`), then lifted; the bot's first sync that worked again has come
+    # back (its own record of it): `during` can only reach it as new.
+    steps[lift:lift + 1] = [steps[lift], {"expect_trace": {"type": "sync.resumed"}}, during, gate]
     (directory / f"{data['id']}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
     return str(data["id"])
 
@@ -142,7 +148,7 @@ async def test_a_bot_that_starts_over_after_a_failed_sync_fails_only_where_the_m
     assert result.code == 1
     lost = result.scenario(RECONNECT)
     assert lost["status"] == "fail", lost
-    assert (lost["failure"]["stepKind"], lost["failure"]["step"]) == ("expect_reply", 5), lost["failure"]
+    assert (lost["failure"]["stepKind"], lost["failure"]["step"]) == ("expect_reply", 8), lost["failure"]
     told = result.scenario(late)
     assert told["status"] == "pass", told
     assert "1 check(s) NOT CHECKED" in told["details"], told["details"]
