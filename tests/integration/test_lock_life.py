@@ -91,14 +91,15 @@ async def test_each_scenario_catches_its_bug(run_qa) -> None:
     assert "lock held during model I/O" in result.report
 
 
-def _leak_bound_only(directory: Path, max_hold_ms: int) -> str:
+def _leak_bound_only(directory: Path, max_hold_ms: int | None) -> str:
     """matrix-skipped-prompt-releases-lock with its one skip and its bound only: no `lockReleased` claim matched,
-    no `!ping` (whose own skip would wait on the leak), at this maxHoldMs. What is left to catch a leaked lock is
-    the next append's waitMs bound."""
+    no `!ping` (whose own skip would wait on the leak), at this maxHoldMs (None: the scenario's own lock settings).
+    What is left to catch a leaked lock is the next append's waitMs bound."""
     data = yaml.safe_load((REPO / "scenarios" / "matrix-skipped-prompt-releases-lock.yaml").read_text())
     steps = data["steps"]
-    data["id"] = f"skipped-leak-bound-{max_hold_ms}"
-    data["bot"] = {"sessionWriteLock": {"maxHoldMs": max_hold_ms}}
+    data["id"] = f"skipped-leak-bound-{max_hold_ms or 'scenario'}"
+    if max_hold_ms is not None:
+        data["bot"] = {"sessionWriteLock": {"maxHoldMs": max_hold_ms}}
     data["steps"] = [steps[0], {"expect_trace": {"type": "turn.skipped", "to": "empty", "match": {"reason": "empty"}}},
                      *steps[5:]]
     assert [next(iter(s)) for s in data["steps"]] == ["send", "expect_trace", "send", "expect_trace", "expect_reply"]
@@ -110,10 +111,11 @@ async def test_the_skipped_prompts_wait_bound_catches_a_leak_whatever_its_age(tm
     """A bot that leaks the skipped turn's lock, judged by the scenario's waitMs bound alone (its own claim
     `lockReleased` taken out). With a maxHoldMs the leak outlives (200 ms here; the default 5 s on a machine slow
     enough between the two messages) the next append takes it over within the bound: it passes, the bug unseen.
-    With the scenario's 20 s (above acquireTimeoutMs) the append can only wait for the leak: the bound fails it."""
+    With the scenario's own settings (maxHoldMs and staleMs above its timeout) the append can only wait for the
+    leak: the bound fails it."""
     scenarios = tmp_path / "scenarios"
     scenarios.mkdir()
-    moot, held = _leak_bound_only(scenarios, 200), _leak_bound_only(scenarios, 20000)
+    moot, held = _leak_bound_only(scenarios, 200), _leak_bound_only(scenarios, None)
     result = await run_in_process(tmp_path / "run", tmp_path / "console.log", scenario_ids=[moot, held],
                                   scenario_paths=[scenarios], bot_overrides={"sessionLife.testBugs": ["leak-skipped"]},
                                   jobs=2, step_timeout_cap_s=MUTANT_STEP_CAP_S)
