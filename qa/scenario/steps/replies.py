@@ -474,7 +474,8 @@ class ExpectReplyCount(StepBase):
     message's answer, fails then."""
 
     kind: ClassVar[str] = "expect_reply_count"
-    does: ClassVar[str] = "the bot has answered `to` exactly `count` times, across restarts"
+    does: ClassVar[str] = ("the bot has answered `to` exactly `count` times, across restarts; judged again when the "
+                           "scenario ends")
 
     to: StepId
     count: int = Field(ge=0, strict=True)  # strict: YAML's `yes` would be read as 1
