@@ -86,6 +86,7 @@ TestMutation = Literal[
     "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
     "no-late-decrypt",  # an encrypted message whose room key has not arrived yet is dropped at once
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff
+    "sync-restart-on-error",  # after a failed /sync it starts over with no position, the new batch taken for history
     "two-members-is-dm",  # a room with two joined members is taken for a direct chat, is_direct or not
     "trust-m-direct",  # a room the bot's m.direct lists is a direct chat, whoever is (still) in it
     "m-direct-any-pair",  # a room m.direct lists for anyone is a direct chat while two are joined, whoever they are

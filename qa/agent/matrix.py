@@ -143,16 +143,13 @@ class MatrixBot:
                 first = True  # a new client knows no room yet: full state again (the position is kept)
                 continue
             if isinstance(resp, SyncError):
-                # Bounded backoff: growing, never past the last step (the test-only mutation retries at once).
-                delay = 0.0 if self._config.mutated("sync-retry-at-once") else \
-                    RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
-                if resp.retry_after_ms and not self._config.mutations.ignore_retry_after:
-                    delay = min(resp.retry_after_ms / 1000, MAX_RETRY_AFTER_S)
+                delay = _retry_delay(self._config, failures, resp.retry_after_ms)
                 failures += 1
                 self._trace.emit("error", where="sync", error=resp.message, retryInS=delay)
                 if self._config.mutations.give_up_on_sync_error:
                     raise InfraError(f"sync failed: {resp.message} (mutation giveUpOnSyncError)")
                 # The same `since` again: whatever arrived meanwhile comes in the next batch, nothing is skipped.
+                token, first, history_first = _restarted(self._config, token, first, history_first)
                 await asyncio.sleep(delay)
                 continue
             if failures:
@@ -349,6 +346,22 @@ async def _settle(task: asyncio.Task[Any], timeout_s: float) -> None:
     finally:
         task.cancel()  # a no-op once it is done
         await asyncio.gather(task, return_exceptions=True)
+
+
+def _retry_delay(config: AgentConfig, failures: int, retry_after_ms: int | None) -> float:
+    """Bounded backoff after a failed /sync: growing, never past the last step (the test-only mutation retries at
+    once); the server's Retry-After wins, capped (unless the test-only mutation ignores it)."""
+    delay = 0.0 if config.mutated("sync-retry-at-once") else RETRY_DELAYS_S[min(failures, len(RETRY_DELAYS_S) - 1)]
+    if retry_after_ms and not config.mutations.ignore_retry_after:
+        delay = min(retry_after_ms / 1000, MAX_RETRY_AFTER_S)
+    return delay
+
+
+def _restarted(config: AgentConfig, token: str | None, first: bool, history_first: bool
+               ) -> tuple[str | None, bool, bool]:
+    """The sync position after a failed /sync: kept; the test-only bug sync-restart-on-error starts over from
+    nothing (no position, the next batch taken for history), so what came while the syncs failed is lost."""
+    return (None, True, True) if config.mutated("sync-restart-on-error") else (token, first, history_first)
 
 
 def _room_members(client: Any, room_id: str) -> tuple[int, set[str]] | None:

@@ -99,3 +99,28 @@ def hang_ended_by(fault: str, started_at: float, finished_at: float | None, stop
         return f"hang: ended by the harness, which stopped the bot after the request was held {held} " \
             "(the bot had not given up)"
     return f"hang: the bot gave up waiting after {held}"
+
+
+def landed_while_failing(hits: Sequence[dict[str, Any]], landed_at: float | None, message: str, *,
+                         began_at: float | None) -> str | None:
+    """Why message `message` (on the homeserver at `landed_at`, monotonic ms) cannot be said to have landed while
+    the rule's hits were under way, or None when it did: not before the rule was installed (`began_at`), and
+    before the last hit ended (one still under way counts as not ended). A message that landed before the rule
+    was installed met no fault: the bot may have had it already. One that landed after the faulty answers were
+    over reached a bot whose requests worked again: its answer proves nothing about what the faults did (a bot
+    that starts over from nothing after a failed /sync, losing what came meanwhile, answers it all the same)."""
+    if landed_at is None:
+        return f"'{message}' has no time it reached the homeserver"
+    if began_at is None:
+        return "the rule has no time it was installed"
+    if landed_at < began_at:
+        return f"'{message}' reached the homeserver {began_at - landed_at:.0f} ms before the rule was installed"
+    if not hits:
+        return "the rule was never hit"
+    ends = [h.get("endedAt") for h in hits]
+    if None in ends:
+        return None
+    last = max(float(end) for end in ends if end is not None)
+    if landed_at > last:
+        return f"'{message}' reached the homeserver {landed_at - last:.0f} ms after the rule's last hit had ended"
+    return None

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 def attempts_for(records: Iterable[dict[str, Any]], event_id: str) -> set[str]:
@@ -24,48 +24,66 @@ def record_matches(record: dict[str, Any], kind: str, fields: Mapping[str, Any],
     return event_id is None or record.get("eventId") == event_id or record.get("attempt") in attempts
 
 
-def arrival_outside(records: Sequence[dict[str, Any]], event_id: str, other_id: str) -> str | None:
-    """Why message `event_id` cannot be said to have reached the bot while message `other_id`'s model request was in
-    flight, or None when it did: the bot's first record about it (its turn's start, in any bot that traces) comes
-    after that request's model.request.start and before its model.request.end (or while no end is traced yet).
-    A bound on what the message waited for (its lock acquire) proves nothing about contention otherwise: on a loaded
-    machine the message can reach the bot after the other turn is over, and then nothing was in its way."""
+def contention_slack_ms(bounds: Mapping[str, float]) -> float:
+    """How long after the other message's model request ended a bounded record may come and still be too close to
+    that end to tell a queue from a moment's delay: the step's largest `max` bound on a duration in milliseconds
+    (a field whose name ends in `Ms`, the trace format's name for one: waitMs, heldMs), 0 when it bounds none. The
+    bound is what the step allows the record to wait, so a record later than that after the message arrived waited
+    for something longer than the bot may: the other turn."""
+    return max((limit for name, limit in bounds.items() if name.endswith("Ms")), default=0)
+
+
+@dataclass(frozen=True)
+class Contention:
+    """Whether a bounded record about a message proves what it waited for while another message's model request
+    was in flight (contention_during). `verdict`: `counts` (it did: the bounds stand), `no-contention` (the message
+    did not reach the bot during that request: nothing to bound, NOT CHECKED), `waited` (the record came only after
+    that request ended, longer than the slack after the message arrived: it waited for the other turn, a fail) or
+    `unsure` (it came after the end, but too close to it, or with no times to tell: NOT CHECKED). `why` says which
+    (empty for `counts`)."""
+
+    verdict: Literal["counts", "no-contention", "waited", "unsure"]
+    why: str = ""
+
+
+def contention_during(records: Sequence[dict[str, Any]], event_id: str, other_id: str, record: dict[str, Any],
+                      slack_ms: float) -> Contention:
+    """Whether `record` (what a step bounds about message `event_id`, e.g. its lock acquire) shows how the message
+    fared against message `other_id`'s turn. Two tests, one pass over the positions they share.
+
+    The message must have reached the bot while the other's model request was in flight: the bot's first record
+    about it (its turn's start, in any bot that traces; or a record naming its turn's attempt) comes after that
+    request's model.request.start and before its model.request.end (or while no end is traced yet). A bound on
+    what the message waited for proves nothing about contention otherwise: on a loaded machine the message can
+    reach the bot after the other turn is over, and then nothing was in its way.
+
+    Then `record` must come before that request ended: a bot that queues the message behind the running turn, then
+    takes a free lock, traces `waitMs: 0` whatever it waited. Past the end by more than `slack_ms` after the
+    message's first record it waited for the other turn; within the slack (or without times) it cannot be told."""
     mine, others = attempts_for(records, event_id), attempts_for(records, other_id)
     first = next((n for n, r in enumerate(records) if r.get("eventId") == event_id or r.get("attempt") in mine), None)
     start = next((n for n, r in enumerate(records)
                   if record_matches(r, "model.request.start", {}, other_id, others)), None)
     end = next((n for n, r in enumerate(records) if record_matches(r, "model.request.end", {}, other_id, others)), None)
     if first is None:
-        return "left no trace record about it"
+        return Contention("no-contention", "left no trace record about it")
     if start is None or first < start:
-        return "reached the bot before the other message's model request started"
+        return Contention("no-contention", "reached the bot before the other message's model request started")
     if end is not None and first > end:
-        return "reached the bot only after the other message's model request had ended"
-    return None
-
-
-def queued_behind(records: Sequence[dict[str, Any]], event_id: str, other_id: str, record: dict[str, Any],
-                  slack_ms: float) -> tuple[bool, str] | None:
-    """For a message that reached the bot while `other_id`'s model request was in flight (arrival_outside said
-    None): whether `record` (what a step bounds, e.g. its lock acquire) came only after that request ended, i.e.
-    the message waited for the other turn whatever the record itself says it waited (a bot that queues a message
-    behind a running turn, then takes a free lock, traces `waitMs: 0`). None when the record came in time. Else
-    (failed, why): failed when it came more than `slack_ms` after the message's first record; within the slack the
-    arrival was too close to the request's end to tell a queue from a moment's delay (not failed: NOT CHECKED)."""
-    mine, others = attempts_for(records, event_id), attempts_for(records, other_id)
-    end = next((n for n, r in enumerate(records) if record_matches(r, "model.request.end", {}, other_id, others)), None)
+        return Contention("no-contention", "reached the bot only after the other message's model request had ended")
     at = next((n for n, r in enumerate(records) if r is record), None)
-    first = next((r for r in records if r.get("eventId") == event_id or r.get("attempt") in mine), None)
-    if end is None or at is None or first is None or at < end:
-        return None
-    if not all(isinstance(r.get("t"), int | float) for r in (record, first)):
-        return False, "came after the other message's model request ended, and the trace has no times to tell how long"
-    gap = float(record["t"]) - float(first["t"])
+    if end is None or at is None or at < end:
+        return Contention("counts")
+    arrived = records[first]
+    if not all(isinstance(r.get("t"), int | float) for r in (record, arrived)):
+        return Contention("unsure", "came after the other message's model request ended, and the trace has no "
+                                    "times to tell how long")
+    gap = float(record["t"]) - float(arrived["t"])
     if gap > slack_ms:
-        return True, (f"came only after the other message's model request ended, {gap:.0f} ms after it reached the "
-                      "bot mid request: it waited for the other turn")
-    return False, (f"came after the other message's model request ended, {gap:.0f} ms after it reached the bot: "
-                   "too close to the request's end to tell")
+        return Contention("waited", f"came only after the other message's model request ended, {gap:.0f} ms after "
+                                    "it reached the bot mid request: it waited for the other turn")
+    return Contention("unsure", f"came after the other message's model request ended, {gap:.0f} ms after it "
+                                "reached the bot: too close to the request's end to tell")
 
 
 def over_bounds(record: dict[str, Any], bounds: Mapping[str, float]) -> dict[str, Any]:

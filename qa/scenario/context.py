@@ -39,6 +39,8 @@ class Ref:
     text: str | None = None  # what the actor typed (markers expanded, no mention prefix): journal evidence
     mentions: tuple[str, ...] = ()  # user ids the message intentionally mentions (an edit says who is new)
     latency_ms: float | None = None  # a bot reply's: trigger sent -> reply seen, less the model's time
+    # A sent message's: when the homeserver had it (its send returned), for a check of what was under way then.
+    landed_mono_ms: float | None = None
 
     def as_trigger(self) -> Trigger:
         return Trigger(self.event_id, self.room_id, self.text, self.sent_mono_ms)

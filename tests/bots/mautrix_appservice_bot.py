@@ -20,6 +20,8 @@ The homeserver lets its as_token act for that user, so only a check of who answe
 `--bug no-txn-dedupe` forgets the transaction ids it has handled (mautrix remembers them, and answers a transaction
 it has seen with 200 and nothing more), so a transaction the homeserver sends again is handled again: a mention
 in it is answered twice.
+`--bug redelivered-late` forgets them too, and handles a message it has already taken only after the next new
+message's answer is sent (a service whose tasks run out of order): its second answer comes after a later answer.
 """
 
 from __future__ import annotations
@@ -42,7 +44,8 @@ from mautrix.types import EventType, RoomID, UserID
 log = logging.getLogger("mautrix_appservice_bot")
 BUGS = {"answer-unmentioned": "answers every message, mentioned or not",
         "answer-outside-namespace": "answers as a user outside the namespace it was given",
-        "no-txn-dedupe": "handles a transaction sent again (the same id) as if it were new"}
+        "no-txn-dedupe": "handles a transaction sent again (the same id) as if it were new",
+        "redelivered-late": "handles a transaction sent again as new, after the next new message is answered"}
 
 
 class ConfigError(Exception):
@@ -158,8 +161,11 @@ class Bot:
         self.histories: dict[tuple[str, str | None], list[dict[str, str]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.appservice.matrix_event_handler(self.on_event)
-        if bug == "no-txn-dedupe":
+        if bug in ("no-txn-dedupe", "redelivered-late"):
             self.appservice.transactions = Forgetful()
+        # redelivered-late: the messages taken before (by event id), and the repeats kept for after the next answer.
+        self.taken: set[str] = set()
+        self.repeats: list[tuple[str, Mapping[str, Any]]] = []
 
     @property
     def me(self) -> Any:
@@ -173,9 +179,16 @@ class Bot:
             log.info("invited to %s; joining", evt.room_id)
             await self.me.join_room(RoomID(evt.room_id))
         elif evt.type == EventType.ROOM_MESSAGE and for_the_bot(event, self.s.user_id, self.bug):
-            task = asyncio.create_task(self.answer(str(evt.room_id), event))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            if self.bug == "redelivered-late" and event.get("event_id") in self.taken:
+                self.repeats.append((str(evt.room_id), event))
+                return
+            self.taken.add(str(event.get("event_id")))
+            self.spawn(self.answer(str(evt.room_id), event))
+
+    def spawn(self, work: Any) -> None:
+        task = asyncio.create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def answer(self, room_id: str, event: Mapping[str, Any]) -> None:
         history = self.histories.setdefault((room_id, thread_root(event)), [])
@@ -192,6 +205,11 @@ class Bot:
             speaker = self.appservice.intent.user(UserID(outsider(self.s.user_id)))
             await speaker.ensure_joined(RoomID(room_id), bot=self.me)  # registers it, and our user invites it
         await speaker.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, reply_content(text, event))
+        # redelivered-late: another message is answered, so now the repeats taken before it, each answered again.
+        due = [(room, e) for room, e in self.repeats if e.get("event_id") != event.get("event_id")]
+        self.repeats = [(room, e) for room, e in self.repeats if e.get("event_id") == event.get("event_id")]
+        for room, repeated in due:
+            self.spawn(self.answer(room, repeated))
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.appservice.start(host="127.0.0.1", port=self.s.port)

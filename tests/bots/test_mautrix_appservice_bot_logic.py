@@ -32,3 +32,7 @@ def test_the_forgetful_set_never_holds_a_transaction_id() -> None:
     seen = bot.Forgetful()
     seen.add("mqa-1")
     assert "mqa-1" not in seen and "no-txn-dedupe" in bot.BUGS
+
+
+def test_the_out_of_order_variant_is_offered() -> None:
+    assert "redelivered-late" in bot.BUGS

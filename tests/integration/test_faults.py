@@ -4,10 +4,12 @@ on the mutation that breaks the behaviour it guards, with the evidence in its re
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
-from tests.integration.conftest import MUTANT_STEP_CAP_S
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -28,6 +30,9 @@ async def test_fault_scenarios_pass_and_record_every_hit(run_qa) -> None:
     # The retried PUTs reuse one transaction id: every send try of the thread reply has the same path.
     tries = {h["path"] for h in artifact["hits"]}
     assert len(tries) == 1, tries
+    # `during` reached the homeserver while the bot's syncs were failing: its answer is about the faults.
+    steps = result.scenario("matrix-sync-errors-reconnect")["steps"]
+    assert any("'during' reached the homeserver while they were under way" in s["detail"] for s in steps), steps
     hung = result.scenario("matrix-provider-hang-timeout")
     assert {h["source"] for h in hung["faultHits"]} == {"provider"}
     # Issue 28: the agent gave up on each held request itself (its 1 s timeout), and Faults served says so.
@@ -57,8 +62,8 @@ async def test_each_fault_scenario_fails_on_its_mutation(run_qa) -> None:
     assert twice["expected"] == "exactly 1 bot reply to 'ask'" and twice["seen"][0].startswith("2 replies"), twice
     # The bot is gone: the reply to the next message never comes, and the evidence says why. It exits as soon as
     # its sync fails (the faults are set) or its send is refused (the trace record is there): the step that sees
-    # the exit is the driver's next send or the wait for the reply, whichever is running then.
-    for gone, code, steps in (("matrix-sync-errors-reconnect", 2, {4, 5}), ("matrix-send-forbidden", 3, {3, 4, 5})):
+    # the exit is the driver's next send, the wait for a failed sync or for the reply, whichever is running then.
+    for gone, code, steps in (("matrix-sync-errors-reconnect", 2, {4, 5, 6}), ("matrix-send-forbidden", 3, {3, 4, 5})):
         seen = "\n".join(failures[gone]["seen"])
         assert failures[gone]["step"] in steps and f"exited with code {code}" in seen, failures[gone]
     assert "error where=sync error=matrix-qa fault 'sync-bad-gateway'" in \
@@ -104,3 +109,48 @@ async def test_a_foreign_bot_meets_the_same_homeserver_faults(run_qa) -> None:
     assert result.code == 0, result.report
     for scenario_id in ("matrix-send-rate-limited", "matrix-sync-errors-reconnect"):
         assert result.scenario(scenario_id)["faultHits"], scenario_id
+
+
+RECONNECT = "matrix-sync-errors-reconnect"
+
+
+def _during_sent_late(directory: Path) -> str:
+    """matrix-sync-errors-reconnect with `during` sent only once the 502s are lifted and the bot has synced again
+    (as a scenario that lifted them on a time, on a machine slow enough that the driver's send came after): the
+    faults are over by then."""
+    data = yaml.safe_load((REPO / "scenarios" / f"{RECONNECT}.yaml").read_text())
+    data["id"] = f"{RECONNECT}-late"
+    steps = data["steps"]
+    at = next(i for i, step in enumerate(steps) if step.get("send", {}).get("id") == "during")
+    during, gate = steps.pop(at), steps.pop(at)
+    assert gate["expect_faults"]["landed_during"] == "during", gate
+    lift = next(i for i, step in enumerate(steps) if "set_faults" in step and i >= at)
+    # The 502s were hit (the step before `during`), then lifted; the bot's first sync that worked again has come
+    # back (its own record of it): `during` can only reach it as new.
+    steps[lift:lift + 1] = [steps[lift], {"expect_trace": {"type": "sync.resumed"}}, during, gate]
+    (directory / f"{data['id']}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(data["id"])
+
+
+async def test_a_bot_that_starts_over_after_a_failed_sync_fails_only_where_the_message_came_meanwhile(
+        tmp_path: Path) -> None:
+    """sync-restart-on-error: after a failed /sync the agent starts over with no position and takes the new batch
+    for history. `during`, sent while its syncs fail, is lost: the scenario fails at its reply. Sent after the
+    faults were over it is answered, and every other check passes that bot too: only `landed_during` tells, NOT
+    CHECKED (before it the scenario passed such a run)."""
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    (scenarios / f"{RECONNECT}.yaml").write_text((REPO / "scenarios" / f"{RECONNECT}.yaml").read_text())
+    late = _during_sent_late(scenarios)
+    result = await run_in_process(tmp_path / "run", tmp_path / "console.log", scenario_ids=[RECONNECT, late],
+                                  scenario_paths=[scenarios], jobs=2, step_timeout_cap_s=MUTANT_STEP_CAP_S,
+                                  bot_overrides={"testMutations": ["sync-restart-on-error"]})
+    assert result.code == 1
+    lost = result.scenario(RECONNECT)
+    assert lost["status"] == "fail", lost
+    assert (lost["failure"]["stepKind"], lost["failure"]["step"]) == ("expect_reply", 8), lost["failure"]
+    told = result.scenario(late)
+    assert told["status"] == "pass", told
+    assert "1 check(s) NOT CHECKED" in told["details"], told["details"]
+    assert "after the rule's last hit had ended" in told["details"] or any(
+        "after the rule's last hit had ended" in str(step) for step in told["steps"]), told

@@ -8,9 +8,12 @@ stalled reply, startup, the skipped prompt), so each scenario's failure is its o
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from tests.integration.conftest import MUTANT_STEP_CAP_S
+import pytest
+import yaml
+
+from tests.integration.conftest import MUTANT_STEP_CAP_S, REPO, run_in_process
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +89,40 @@ async def test_each_scenario_catches_its_bug(run_qa) -> None:
     assert "its hold was taken over (max-hold) but it then wrote the transcript, sent a reply" in reasons
     assert "turn ended (skipped) with its lock still held (skip)" in reasons
     assert "lock held during model I/O" in result.report
+
+
+def _leak_bound_only(directory: Path, max_hold_ms: int | None) -> str:
+    """matrix-skipped-prompt-releases-lock with its one skip and its bound only: no `lockReleased` claim matched,
+    no `!ping` (whose own skip would wait on the leak), at this maxHoldMs (None: the scenario's own lock settings).
+    What is left to catch a leaked lock is the next append's waitMs bound."""
+    data = yaml.safe_load((REPO / "scenarios" / "matrix-skipped-prompt-releases-lock.yaml").read_text())
+    steps = data["steps"]
+    data["id"] = f"skipped-leak-bound-{max_hold_ms or 'scenario'}"
+    if max_hold_ms is not None:
+        data["bot"] = {"sessionWriteLock": {"maxHoldMs": max_hold_ms}}
+    data["steps"] = [steps[0], {"expect_trace": {"type": "turn.skipped", "to": "empty", "match": {"reason": "empty"}}},
+                     *steps[5:]]
+    assert [next(iter(s)) for s in data["steps"]] == ["send", "expect_trace", "send", "expect_trace", "expect_reply"]
+    (directory / f"{data['id']}.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+    return str(data["id"])
+
+
+async def test_the_skipped_prompts_wait_bound_catches_a_leak_whatever_its_age(tmp_path: Path) -> None:
+    """A bot that leaks the skipped turn's lock, judged by the scenario's waitMs bound alone (its own claim
+    `lockReleased` taken out). With a maxHoldMs the leak outlives (200 ms here; the default 5 s on a machine slow
+    enough between the two messages) the next append takes it over within the bound: it passes, the bug unseen.
+    With the scenario's own settings (maxHoldMs and staleMs above its timeout) the append can only wait for the
+    leak: the bound fails it."""
+    scenarios = tmp_path / "scenarios"
+    scenarios.mkdir()
+    moot, held = _leak_bound_only(scenarios, 200), _leak_bound_only(scenarios, None)
+    result = await run_in_process(tmp_path / "run", tmp_path / "console.log", scenario_ids=[moot, held],
+                                  scenario_paths=[scenarios], bot_overrides={"sessionLife.testBugs": ["leak-skipped"]},
+                                  jobs=2, step_timeout_cap_s=MUTANT_STEP_CAP_S)
+    assert result.code == 1
+    by_id = {s["id"]: s for s in result.summary["scenarios"]}
+    assert by_id[moot]["status"] == "pass", by_id[moot]
+    assert by_id[held]["status"] == "fail", by_id[held]
+    failure = by_id[held]["failure"]
+    assert (failure["stepKind"], failure["step"]) == ("expect_trace", 4), failure
+    assert "lock.acquire" in failure["expected"] and "waitMs <= 250" in failure["expected"], failure

@@ -134,3 +134,97 @@ def test_a_held_request_says_which_side_ended_it() -> None:
     assert hang_ended_by(closed, 100.0, 50.0, 60.0) == "hang: the bot gave up waiting after 0 ms"
     assert hang_ended_by(closed, 100.0, None, 60.0) == closed
     assert hang_ended_by("HTTP 500", 100.0, 200.0, 150.0) == "HTTP 500"
+
+
+def test_a_message_landed_while_failing_only_before_the_last_hit_ended() -> None:
+    from qa.evidence.faults import landed_while_failing
+
+    hits = [{"endedAt": 100.0}, {"endedAt": 300.0}, {"endedAt": 200.0}]  # the last to end is not the last listed
+    assert landed_while_failing(hits, 50.0, "during", began_at=0.0) is None
+    assert landed_while_failing(hits, 300.0, "during", began_at=0.0) is None  # at the very end: still in its way
+    assert landed_while_failing(hits, 250.0, "during", began_at=0.0) is None  # after some hits, before the last ended
+    assert landed_while_failing(hits, 345.4, "during", began_at=0.0) == \
+        "'during' reached the homeserver 45 ms after the rule's last hit had ended"
+    # A hit still under way: whatever the others did, the message came while the faults were in its way.
+    assert landed_while_failing([{"endedAt": 100.0}, {"endedAt": None}], 5000.0, "during", began_at=0.0) is None
+    assert landed_while_failing([], 50.0, "during", began_at=0.0) == "the rule was never hit"
+    assert landed_while_failing(hits, None, "x", began_at=0.0) == "'x' has no time it reached the homeserver"
+
+
+def test_a_message_sent_before_the_rule_was_installed_did_not_land_while_it_failed() -> None:
+    """The reviewer's case: a message on the homeserver before set_faults installed the rule met no fault, however
+    long the hits went on after it."""
+    from qa.evidence.faults import landed_while_failing
+
+    hits = [{"startedAt": 5000.0, "endedAt": 7500.0}]
+    assert landed_while_failing(hits, 100.0, "during", began_at=4000.0) == \
+        "'during' reached the homeserver 3900 ms before the rule was installed"
+    assert landed_while_failing(hits, 4000.0, "during", began_at=4000.0) is None  # at the moment it was installed
+    assert landed_while_failing(hits, 6000.0, "during", began_at=4000.0) is None
+    assert landed_while_failing(hits, 6000.0, "during", began_at=None) == "the rule has no time it was installed"
+
+
+class _Proxy:
+    """The fault proxy as expect_faults reads it: its hits and requests, and a wait that finds them all in."""
+
+    def __init__(self, hits: list[dict[str, Any]], installed_at: float = 500.0,
+                 later: list[dict[str, Any]] | None = None) -> None:
+        self.hits, self.requests, self.later = hits, [], list(later or [])
+        self.installed = [{"at": 0.0, "by": "scenario", "rules": []},
+                          {"at": installed_at, "by": "set_faults", "rules": [{"name": "stalled", "what": "stall"}]}]
+
+    async def wait_until(self, condition: Any, timeout_s: float) -> None:
+        while not condition():  # each `later` hit comes while the step waits; then the wait runs out
+            if not self.later:
+                raise TimeoutError
+            self.hits.append(self.later.pop(0))
+
+
+async def test_expect_faults_says_whether_the_message_landed_while_the_hits_were_under_way() -> None:
+    from types import SimpleNamespace
+
+    from qa.harness.fault_rules import FaultRule
+    from qa.scenario.context import Ref
+    from qa.scenario.steps.faults import ExpectFaults
+
+    rule = FaultRule(name="stalled", path="/sync$", stall_ms=2500)
+    hit = {"rule": "stalled", "method": "GET", "path": "/sync", "action": "stall", "status": None,
+           "startedAt": 1000.0, "endedAt": 3500.0}
+    step = ExpectFaults(rule="stalled", hits=1, landed_during="during")
+
+    def ctx(landed: float, installed_at: float = 500.0) -> Any:
+        return SimpleNamespace(scenario=SimpleNamespace(faults=[rule], steps=[step]),
+                               fault_proxy=_Proxy([hit], installed_at),
+                               appservice=None, step_timeout_cap_s=None,
+                               refs={"during": Ref("!r", "$during", None, 900.0, landed_mono_ms=landed)})
+
+    assert await step.run(ctx(1200.0)) == \
+        "1 hit(s) of stalled; 'during' reached the homeserver while they were under way"
+    said = await step.run(ctx(3600.0))
+    assert said == ("1 hit(s) of stalled; NOT CHECKED: 'during' reached the homeserver 100 ms after the rule's last "
+                    "hit had ended: the faults were not in its way"), said
+    # Sent before set_faults installed the rule (at 1300 here): it met no fault, whatever came after.
+    said = await step.run(ctx(1200.0, installed_at=1300.0))
+    assert said == ("1 hit(s) of stalled; NOT CHECKED: 'during' reached the homeserver 100 ms before the rule was "
+                    "installed: the faults were not in its way"), said
+    # Without the field: nothing said about any message.
+    assert await ExpectFaults(rule="stalled", hits=1).run(ctx(3600.0)) == "1 hit(s) of stalled"
+
+
+async def test_expect_faults_with_landed_during_waits_for_a_hit_after_the_message() -> None:
+    """A rule with no end (`count: all`) is a gate: the step waits for a failure after the message landed, instead
+    of judging the hits that came before it (the scenario lifts the rule only after the step)."""
+    from types import SimpleNamespace
+
+    from qa.harness.fault_rules import FaultRule
+    from qa.scenario.context import Ref
+    from qa.scenario.steps.faults import ExpectFaults
+
+    rule = FaultRule(name="stalled", path="/sync$", status=502, count="all")
+    early, later = ({"rule": "stalled", "method": "GET", "path": "/sync", "action": "status", "status": 502,
+                     "startedAt": start, "endedAt": start + 5.0} for start in (1000.0, 2000.0))
+    step = ExpectFaults(rule="stalled", landed_during="during")
+    ctx = SimpleNamespace(scenario=SimpleNamespace(faults=[rule], steps=[step]),
+                          fault_proxy=_Proxy([early], 500.0, later=[later]), appservice=None, step_timeout_cap_s=None,
+                          refs={"during": Ref("!r", "$during", None, 1500.0, landed_mono_ms=1500.0)})
+    assert await step.run(ctx) == "2 hit(s) of stalled; 'during' reached the homeserver while they were under way"

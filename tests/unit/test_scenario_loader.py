@@ -59,6 +59,15 @@ def line_of(path: Path, needle: str) -> int:
 # --- the real canary ---------------------------------------------------------------------------------------
 
 
+def test_the_skipped_prompt_scenario_never_takes_a_leaked_lock_over() -> None:
+    """Its waitMs bound catches a leaked lock only while no append may take the leak over within the scenario:
+    maxHoldMs and staleMs both past its timeout (at maxHoldMs 20000 a leak ~20 s old was taken over at once)."""
+    sc = load_scenario(REPO / "scenarios" / "matrix-skipped-prompt-releases-lock.yaml")
+    lock = sc.bot.session_write_lock
+    assert lock is not None and lock.max_hold_ms is not None and lock.stale_ms is not None, lock
+    assert lock.max_hold_ms > sc.timeout * 1000 and lock.stale_ms > sc.timeout * 1000, lock
+
+
 def test_canary_loads() -> None:
     path = REPO / "scenarios" / "canary.yaml"
     sc = load_scenario(path)

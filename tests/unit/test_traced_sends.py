@@ -198,23 +198,32 @@ def _arrival_trace(quick_at: str) -> list[dict]:
     return [*slow[:at], quick, *slow[at:]]
 
 
-def test_a_contention_bound_counts_only_for_a_message_that_came_mid_model_call() -> None:
-    from qa.evidence.trace import arrival_outside
+def _arrival(records: list[dict], event_id: str = "$quick", other_id: str = "$slow") -> str | None:
+    """Why `event_id` did not reach the bot mid `other_id`'s model call (None when it did), judged on a bounded
+    record the trace does not hold (so only the arrival decides)."""
+    from qa.evidence.trace import contention_during
 
-    assert arrival_outside(_arrival_trace("during"), "$quick", "$slow") is None
-    assert arrival_outside(_arrival_trace("after"), "$quick", "$slow") == \
+    verdict = contention_during(records, event_id, other_id, {"type": "lock.acquire"}, 0)
+    assert (verdict.verdict == "counts") == (verdict.why == ""), verdict
+    assert verdict.verdict in ("counts", "no-contention"), verdict
+    return verdict.why or None
+
+
+def test_a_contention_bound_counts_only_for_a_message_that_came_mid_model_call() -> None:
+    assert _arrival(_arrival_trace("during")) is None
+    assert _arrival(_arrival_trace("after")) == \
         "reached the bot only after the other message's model request had ended"
-    assert arrival_outside(_arrival_trace("before"), "$quick", "$slow") == \
+    assert _arrival(_arrival_trace("before")) == \
         "reached the bot before the other message's model request started"
     # Still in flight (no end traced yet): it came mid call.
-    assert arrival_outside(_arrival_trace("during")[:-1], "$quick", "$slow") is None
-    assert arrival_outside(_arrival_trace("during")[:2], "$quick", "$slow") == "left no trace record about it"
+    assert _arrival(_arrival_trace("during")[:-1]) is None
+    assert _arrival(_arrival_trace("during")[:2]) == "left no trace record about it"
     # Its first record is what counts, whether it names the event alone or only its turn's attempt (lock records).
     late = _arrival_trace("after")
     for first in ({"type": "message.received", "eventId": "$quick"}, {"type": "lock.acquire", "attempt": "a2"}):
-        assert arrival_outside([*late[:2], first, *late[2:]], "$quick", "$slow") is None, first
+        assert _arrival([*late[:2], first, *late[2:]]) is None, first
     # The slow turn's records name its attempt, not its event: found through its turn.start all the same.
-    assert "before" in arrival_outside(_arrival_trace("during"), "$quick", "$other")  # no model request of $other
+    assert "before" in (_arrival(_arrival_trace("during"), other_id="$other") or "")  # no model request of $other
 
 
 def _queued_trace(acquire_at: str, gap_ms: float) -> tuple[list[dict], dict]:
@@ -228,43 +237,73 @@ def _queued_trace(acquire_at: str, gap_ms: float) -> tuple[list[dict], dict]:
     return ([*slow, quick, acquire, end] if acquire_at == "before" else [*slow, quick, end, acquire]), acquire
 
 
+def _queued(records: list[dict], event_id: str, other_id: str, record: dict,
+                  slack_ms: float) -> tuple[bool, str] | None:
+    """contention_during for a message that came mid call, in the shape these cases were written in: None when the
+    bounds stand, (True, why) when it waited for the other turn, (False, why) when that cannot be told."""
+    from qa.evidence.trace import contention_during
+
+    verdict = contention_during(records, event_id, other_id, record, slack_ms)
+    # The step knows these three by name (no-contention is for a message that did not come mid call): any other
+    # word would fall through it to a plain pass.
+    assert verdict.verdict in ("counts", "waited", "unsure"), verdict
+    return None if verdict.verdict == "counts" else (verdict.verdict == "waited", verdict.why)
+
+
 def test_a_bounded_record_that_came_only_after_the_other_turn_waited_for_it() -> None:
-    from qa.evidence.trace import queued_behind
 
     # Taken mid call: in time, whatever its gap.
     records, acquire = _queued_trace("before", 900)
-    assert queued_behind(records, "$quick", "$slow", acquire, 250) is None
+    assert _queued(records, "$quick", "$slow", acquire, 250) is None
     # A bot that queues the message behind the running turn, then takes a free lock (waitMs 0): it waited.
     records, acquire = _queued_trace("after", 900)
-    failed, why = queued_behind(records, "$quick", "$slow", acquire, 250) or (None, "")
+    failed, why = _queued(records, "$quick", "$slow", acquire, 250) or (None, "")
     assert failed is True and "900 ms after it reached the bot" in why and "waited for the other turn" in why
     # Within the slack of the request's end: a moment's delay cannot be told from a queue.
     records, acquire = _queued_trace("after", 250)
-    assert queued_behind(records, "$quick", "$slow", acquire, 250) == (
+    assert _queued(records, "$quick", "$slow", acquire, 250) == (
         False, "came after the other message's model request ended, 250 ms after it reached the bot: too close to "
                "the request's end to tell")
     # No times to measure by: never a fail.
     untimed = [{k: v for k, v in r.items() if k != "t"} for r in records]
-    assert queued_behind(untimed, "$quick", "$slow", untimed[4], 250)[0] is False  # type: ignore[index]
+    assert _queued(untimed, "$quick", "$slow", untimed[4], 250)[0] is False  # type: ignore[index]
     # The other request still in flight: nothing to say.
     records, acquire = _queued_trace("after", 900)
-    assert queued_behind([r for r in records if r["type"] != "model.request.end"], "$quick", "$slow", acquire, 250) \
+    assert _queued([r for r in records if r["type"] != "model.request.end"], "$quick", "$slow", acquire, 250) \
         is None
 
 
 def test_the_wait_behind_the_other_turn_counts_from_the_messages_first_record() -> None:
-    from qa.evidence.trace import queued_behind
 
     records, acquire = _queued_trace("after", 900)  # turn.start at t 100, acquire at t 1000
     # The bot's first word about it names the event only (an inbound record), 50 ms before its turn started.
     inbound = {"type": "inbound", "eventId": "$quick", "t": 50.0}
-    failed, why = queued_behind([*records[:2], inbound, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
+    failed, why = _queued([*records[:2], inbound, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
     assert failed is True and "950 ms after it reached the bot" in why, why
     # Or names its turn's attempt only (a lock record), 30 ms before the turn.start naming both.
     early = {"type": "lock.acquire", "attempt": "a2", "purpose": "probe", "t": 70.0}
-    failed, why = queued_behind([*records[:2], early, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
+    failed, why = _queued([*records[:2], early, *records[2:]], "$quick", "$slow", acquire, 250) or (None, "")
     assert failed is True and "930 ms after it reached the bot" in why, why
     # Without times: said so, never failed.
     untimed = [{k: v for k, v in r.items() if k != "t"} for r in records]
-    assert queued_behind(untimed, "$quick", "$slow", untimed[4], 250) == (
+    assert _queued(untimed, "$quick", "$slow", untimed[4], 250) == (
         False, "came after the other message's model request ended, and the trace has no times to tell how long")
+
+
+def test_a_message_that_did_not_come_mid_call_is_never_judged_as_queued() -> None:
+    from qa.evidence.trace import Contention, contention_during
+
+    # It reached the bot after the other request ended, its acquire long after: no contention, not a queue.
+    records = [*_arrival_trace("after"), {"type": "lock.acquire", "attempt": "a2", "waitMs": 0}]
+    for slack in (0, 10_000):
+        assert contention_during(records, "$quick", "$slow", records[-1], slack) == Contention(
+            "no-contention", "reached the bot only after the other message's model request had ended")
+
+
+def test_the_slack_is_the_largest_millisecond_bound() -> None:
+    from qa.evidence.trace import contention_slack_ms
+
+    assert contention_slack_ms({"waitMs": 250, "heldMs": 900, "count": 5000, "retryInS": 3}) == 900
+    assert contention_slack_ms({"count": 5000, "Ms": 40}) == 40
+    assert contention_slack_ms({"count": 5000, "timeMS": 7}) == 0  # a unit the trace format does not use
+    assert contention_slack_ms({}) == 0

@@ -17,8 +17,8 @@ from qa.harness.capabilities import Capability
 from qa.harness.fault_rules import FaultRule, check_unique, retry_gaps
 from qa.kernel.clock import mono_ms
 from qa.scenario.context import StepFailed
-from qa.scenario.fields import Duration
-from qa.scenario.steps.base import Problem, StepBase
+from qa.scenario.fields import Duration, StepId
+from qa.scenario.steps.base import SENT, Problem, StepBase, StepRef, opt_ref
 from qa.scenario.steps.common import trace_about
 from qa.waiting import WaitTimeout
 
@@ -68,12 +68,16 @@ class ExpectFaults(StepBase):
     fault. hits: exactly that many (at least one by default). retried_after_ms: after each hit the client's next
     matching request came no sooner than this (it waited as long as it was told); retried_within_ms: and no later
     than this (its backoff is bounded). ending: how each held request (`hold_ms`) ended: `client-gave-up` proves
-    the bot noticed a silent request and hung up itself."""
+    the bot noticed a silent request and hung up itself. landed_during: a sent message reached the homeserver
+    after the rule was installed and before its last hit ended, i.e. while the bot's requests were failing; the
+    step waits (bounded) for such a hit, else NOT CHECKED: what the scenario asks of that message proves nothing
+    about the faults."""
 
     kind: ClassVar[str] = "expect_faults"
     does: ClassVar[str] = (
-        "a fault `rule` was hit (`hits`, `retried_after_ms`; `source: provider` for mock-provider rules) — see "
-        "\"Faults on purpose\"")
+        "a fault `rule` was hit (`hits`, `retried_after_ms`; `source: provider` for mock-provider rules; "
+        "`landed_during: STEP`: that message reached the homeserver after the rule was installed and before its "
+        "last hit ended, else NOT CHECKED) — see \"Faults on purpose\"")
 
     rule: str = Field(min_length=1)
     source: Literal["homeserver", "provider"] = "homeserver"
@@ -81,7 +85,12 @@ class ExpectFaults(StepBase):
     retried_after_ms: int | None = Field(default=None, ge=0)
     retried_within_ms: int | None = Field(default=None, ge=0)
     ending: Literal["client-gave-up", "released", "timed-out"] | None = None
+    # A message that must have landed while the hits were under way (the faults were in its way, not over).
+    landed_during: StepId | None = None
     timeout: Duration | None = None
+
+    def refs(self) -> list[StepRef]:
+        return opt_ref("landed_during", self.landed_during, frozenset({SENT}), same_room=False)
 
     def needs(self) -> list[tuple[str, str | None]]:
         return [("model", "source: provider (a mock-provider fault)")] if self.source == "provider" else []
@@ -117,6 +126,25 @@ class ExpectFaults(StepBase):
         requests = judge.provider_requests(ctx.provider.journal) if ctx.provider is not None else []
         return judge.provider_hits(requests, self.rule), requests, None
 
+    def _installed_at(self, ctx: ScenarioContext) -> float | None:
+        """When the fault proxy last installed this rule (the scenario's `faults:` at its start, else the latest
+        set_faults naming it); None for a rule it has no record of (a push or provider rule)."""
+        if self.source != "homeserver" or self._pushed(ctx) or ctx.fault_proxy is None:
+            return None
+        times = [i["at"] for i in ctx.fault_proxy.installed if any(r["name"] == self.rule for r in i["rules"])]
+        return max(times) if times else None
+
+    def _landed_problem(self, ctx: ScenarioContext, hits: list[dict[str, Any]]) -> str | None:
+        assert self.landed_during is not None
+        return judge.landed_while_failing(hits, ctx.refs[self.landed_during].landed_mono_ms, self.landed_during,
+                                          began_at=self._installed_at(ctx))
+
+    def _done(self, ctx: ScenarioContext) -> bool:
+        """Nothing more to wait for: enough hits and, with landed_during, one under way or ended after the
+        message landed (a rule with no count lets a scenario wait here for a failure after its message)."""
+        return judge.complete(*self._gaps(ctx), self.hits, self.ending is not None) and (
+            self.landed_during is None or self._landed_problem(ctx, self._gaps(ctx)[0]) is None)
+
     def _gaps(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[float | None] | None]:
         hits, requests, rule = self._evidence(ctx)
         measured = self.retried_after_ms is not None or self.retried_within_ms is not None
@@ -131,8 +159,7 @@ class ExpectFaults(StepBase):
                     lambda: judge.complete(self._gaps(ctx)[0], None, self.hits)
                     and all(h["endedAt"] is not None for h in self._gaps(ctx)[0]), self.wait_s(ctx))
             elif self.source == "homeserver":
-                await ctx.fault_proxy.wait_until(
-                    lambda: judge.complete(*self._gaps(ctx), self.hits, self.ending is not None), self.wait_s(ctx))
+                await ctx.fault_proxy.wait_until(lambda: self._done(ctx), self.wait_s(ctx))
             elif ctx.provider is not None:
                 await ctx.provider.wait_for(lambda _entry: judge.complete(*self._gaps(ctx), self.hits),
                                             self.wait_s(ctx))
@@ -145,7 +172,13 @@ class ExpectFaults(StepBase):
             raise StepFailed(judge.expectation(self.rule, self.source, self.hits, self.retried_after_ms,
                                                self.retried_within_ms, self.ending),
                              [*problems, *judge.hit_lines(hits, gaps, shown), *trace_about(ctx)[-8:]])
-        return judge.summary(self.rule, hits, gaps, self.retried_after_ms)
+        found = judge.summary(self.rule, hits, gaps, self.retried_after_ms)
+        if self.landed_during is not None:
+            why = self._landed_problem(ctx, hits)
+            if why:
+                return f"{found}; NOT CHECKED: {why}: the faults were not in its way"
+            return f"{found}; '{self.landed_during}' reached the homeserver while they were under way"
+        return found
 
 
 class ReleaseHold(StepBase):

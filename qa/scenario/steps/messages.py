@@ -122,7 +122,8 @@ class Send(InRoom):
         if self.id:
             ctx.refs[self.id] = Ref(room_id, event_id, self._event(ctx, self.thread), sent_at, actor=self.actor,
                                     body=content["body"], text=typed,
-                                    mentions=tuple((content.get("m.mentions") or {}).get("user_ids", [])))
+                                    mentions=tuple((content.get("m.mentions") or {}).get("user_ids", [])),
+                                    landed_mono_ms=mono_ms())
         where = f" in thread {self.thread}" if self.thread else ""
         withheld = " (room key withheld)" if self.withhold_room_key else ""
         return f"{self.actor} sent {event_id}{where}{withheld}"

@@ -222,6 +222,19 @@ def _not_redacted(ctx: ScenarioContext, replies: list[dict[str, Any]], to: str, 
     return check
 
 
+def _still_counted(ctx: ScenarioContext, trigger_id: str, to: str, count: int) -> Any:
+    # A second answer need not come before the step looked: a bot handling each message (or transaction) in its
+    # own task may send it after a later message's answer. The room, settled at the end and seen again after the
+    # bot stopped, must still hold no more than `count`.
+    def check() -> str | None:
+        replies = replies_to(ctx, trigger_id)
+        if len(replies) > count:
+            return f"the bot answered '{to}' {len(replies)} times by the end (expected {count}): {', '.join(replies)}"
+        return None
+
+    return check
+
+
 # --- the steps ----------------------------------------------------------------------------------------------
 
 
@@ -456,10 +469,13 @@ class ExpectReplyCount(StepBase):
     """The bot has answered message `to` exactly `count` times so far (across restarts): no double answers.
 
     Put it after a step that proves the bot is past the point where a duplicate would have been sent (e.g. the
-    reply to a later message in the same session, since a session answers in order)."""
+    reply to a later message in the same session). The count is judged again when the scenario ends (the room
+    settled, then once more after the bot stopped): a bot that answers out of order, a duplicate after a later
+    message's answer, fails then."""
 
     kind: ClassVar[str] = "expect_reply_count"
-    does: ClassVar[str] = "the bot has answered `to` exactly `count` times, across restarts"
+    does: ClassVar[str] = ("the bot has answered `to` exactly `count` times, across restarts; judged again when the "
+                           "scenario ends")
 
     to: StepId
     count: int = Field(ge=0, strict=True)  # strict: YAML's `yes` would be read as 1
@@ -480,6 +496,7 @@ class ExpectReplyCount(StepBase):
             raise StepFailed(f"exactly {self.count} bot repl{'y' if self.count == 1 else 'ies'} to '{self.to}'",
                              [f"{len(replies)} replies: {', '.join(replies) or 'none'}", *filter(None, [unsure]),
                               *trace_about(ctx, trigger.event_id)])
+        ctx.final_checks.append(_still_counted(ctx, trigger.event_id, self.to, self.count))
         found = f"{len(replies)} repl{'y' if len(replies) == 1 else 'ies'} to {trigger.event_id}"
         return f"{found}; NOT CHECKED: {unsure}" if unsure else found
 

@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, ClassVar
 from pydantic import Field
 
 from qa.evidence.trace import (
-    arrival_outside,
+    contention_during,
+    contention_slack_ms,
     describe_bounds,
     over_bounds,
-    queued_behind,
     record_matches,
     series_problems,
     under_bounds,
@@ -113,21 +113,18 @@ class ExpectTrace(StepBase):
             raise StepFailed(describe_bounds(self.type, self.max, self.min),
                              ["bot trace: " + describe_record(record)])
         if self.arrived_during is not None and event_id is not None:
-            why = arrival_outside(ctx.bot.trace.items[ctx.trace_start:], event_id,
-                                  ctx.refs[self.arrived_during].event_id)
-            if why:
-                return f"{describe_record(record)}; bounds NOT CHECKED: '{self.to}' {why} of " \
+            contention = contention_during(ctx.bot.trace.items[ctx.trace_start:], event_id,
+                                           ctx.refs[self.arrived_during].event_id, record,
+                                           contention_slack_ms(self.max))
+            if contention.verdict == "no-contention":
+                return f"{describe_record(record)}; bounds NOT CHECKED: '{self.to}' {contention.why} of " \
                     f"'{self.arrived_during}': no contention to bound"
-            # It came mid request; the bounded record must then come mid request too, or within the bounds' slack.
-            queued = queued_behind(ctx.bot.trace.items[ctx.trace_start:], event_id,
-                                   ctx.refs[self.arrived_during].event_id, record,
-                                   max((v for k, v in self.max.items() if k.endswith("Ms")), default=0))
-            if queued is not None and queued[0]:
+            if contention.verdict == "waited":
                 raise StepFailed(f"{describe_bounds(self.type, self.max, self.min)}, while '{self.arrived_during}' "
-                                 "is in model I/O", [f"'{self.to}': its {self.type} {queued[1]}",
+                                 "is in model I/O", [f"'{self.to}': its {self.type} {contention.why}",
                                                      "bot trace: " + describe_record(record)])
-            if queued is not None:
-                return f"{describe_record(record)}; bounds NOT CHECKED: its {self.type} {queued[1]}"
+            if contention.verdict == "unsure":
+                return f"{describe_record(record)}; bounds NOT CHECKED: its {self.type} {contention.why}"
         return describe_record(record)
 
     def _judge_series(self, records: list[dict[str, Any]]) -> str:
