@@ -142,8 +142,9 @@ class ExpectFaults(StepBase):
     def _done(self, ctx: ScenarioContext) -> bool:
         """Nothing more to wait for: enough hits and, with landed_during, one under way or ended after the
         message landed (a rule with no count lets a scenario wait here for a failure after its message)."""
-        return judge.complete(*self._gaps(ctx), self.hits, self.ending is not None) and (
-            self.landed_during is None or self._landed_problem(ctx, self._gaps(ctx)[0]) is None)
+        hits, gaps = self._gaps(ctx)  # once: it reads the proxy's hits and the provider's journal
+        return judge.complete(hits, gaps, self.hits, self.ending is not None) and (
+            self.landed_during is None or self._landed_problem(ctx, hits) is None)
 
     def _gaps(self, ctx: ScenarioContext) -> tuple[list[dict[str, Any]], list[float | None] | None]:
         hits, requests, rule = self._evidence(ctx)
