@@ -8,6 +8,7 @@ process; and when the fork server itself dies, its bots end saying why and the n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -44,15 +45,22 @@ def hanging_homeserver() -> Iterator[str]:
         yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
-@pytest.fixture
-async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
-    """A fork server of the test's own: for the tests that kill it (and the closing test, which starts its own)."""
+@contextlib.asynccontextmanager
+async def own_fork_server(tmp_path: Path) -> AsyncIterator[ForkServer]:
+    """A fork server of the test's own for the embedded agent, closed at the end."""
     fork_server = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
     await fork_server.start()
     try:
         yield fork_server
     finally:
         await fork_server.close()
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[ForkServer]:
+    """A fork server of the test's own: for the tests that kill it (and the closing test, which starts its own)."""
+    async with own_fork_server(tmp_path) as fork_server:
+        yield fork_server
 
 
 @pytest.fixture
@@ -64,12 +72,8 @@ async def session_server(tmp_path: Path, request: pytest.FixtureRequest) -> Asyn
     CPU-seconds; the session's is most often already up for the worker's runs). MATRIX_QA_TESTS_OWN_FORK_SERVER=1:
     one of the test's own, as before the sharing."""
     if os.environ.get("MATRIX_QA_TESTS_OWN_FORK_SERVER") == "1":
-        own = ForkServer(tmp_path / "fork-server.log", tmp_path / "zygote", builtin_bot_file())
-        await own.start()
-        try:
+        async with own_fork_server(tmp_path) as own:
             yield own
-        finally:
-            await own.close()
         return
     shared: SessionForkServers = request.getfixturevalue("session_fork_servers")
     bot = builtin_bot_file()
