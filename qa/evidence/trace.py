@@ -49,7 +49,8 @@ class Contention:
 def contention_during(records: Sequence[dict[str, Any]], event_id: str, other_id: str, record: dict[str, Any],
                       slack_ms: float) -> Contention:
     """Whether `record` (what a step bounds about message `event_id`, e.g. its lock acquire) shows how the message
-    fared against message `other_id`'s turn. Two tests, one pass over the positions they share.
+    fared against message `other_id`'s turn. Two tests over the same lookups (the first record about the message,
+    the other turn's request), each made once.
 
     The message must have reached the bot while the other's model request was in flight: the bot's first record
     about it (its turn's start, in any bot that traces; or a record naming its turn's attempt) comes after that

@@ -35,6 +35,7 @@ from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import fill
 from qa.kernel.errors import InfraError
 from qa.kernel.trace import MODEL_REQUEST_START
+from qa.report.lock_evidence import PROBE_NOT_CHECKED
 from qa.waiting import WaitTimeout
 
 PROBE_TIMEOUT_MS = 25
@@ -42,7 +43,7 @@ READY_TIMEOUT_S = 30.0  # an interpreter's start on a loaded 2-core machine, whe
 ANSWER_TIMEOUT_S = 10.0  # a 25 ms try: anything near this is a probe that hangs
 CLOSE_TIMEOUT_S = 1.0
 LINE_LIMIT = 1 << 16
-NOT_CHECKED = ("contention probe NOT CHECKED: the bot file names no lock_probe, so no second writer tried the "
+NOT_CHECKED = (f"{PROBE_NOT_CHECKED}: the bot file names no lock_probe, so no second writer tried the "
                "session lock during model I/O (docs/bot-file.md)")
 _ELAPSED = ("acquiredElapsedMs", "timeoutElapsedMs")
 
@@ -202,7 +203,7 @@ async def start_prober(bot: BotUnderTest, results: list[dict[str, Any]],
     try:
         probe = await ProbeProcess.start(bot, fork_server)
     except ProbeFailed as exc:
-        results.append({"session": "-", "error": f"contention probe NOT CHECKED: the lock_probe {exc}"})
+        results.append({"session": "-", "error": f"{PROBE_NOT_CHECKED}: the lock_probe {exc}"})
         return None
     return Prober(asyncio.create_task(follow_and_probe(bot, probe, results), name=f"lock-probe:{bot.name}"), probe)
 

@@ -64,6 +64,9 @@ Interval = tuple[float, float]
 Verdict = Literal["pass", "fail", "none", "n/a"]
 NOT_APPLICABLE = "n/a (the bot reports no lock records)"
 NO_MODEL_REQUEST = "no model request in the trace: nothing to check the lock against"
+# Every contention-probe entry that could not be judged starts with this (the harness's too): the run's last line
+# and the report's lock verdict count them by it.
+PROBE_NOT_CHECKED = "contention probe NOT CHECKED"
 # Hold purpose (the embedded agent's names, which a foreign bot may share) -> the kind the report lists.
 HOLD_KINDS: dict[str, str] = {
     "reply": "turn", "tool": "turn", "tool-check": "turn", "failed": "turn", "turn": "whole-turn",
@@ -491,7 +494,7 @@ def timed_out_during_model_io(
     if any(start <= end and t <= stop for start, stop in requests):
         why = ("gave no heldSinceT" if held_since_t is None
                else f"its heldSinceT {held_since_t:.1f} is after its window's end {end:.1f} (another clock?)")
-        return None, ("contention probe NOT CHECKED: it timed out after the model request its window overlaps had "
+        return None, (f"{PROBE_NOT_CHECKED}: it timed out after the model request its window overlaps had "
                       f"ended, and {why}, so the hold that kept it out may have been taken after the request "
                       "(a reply write)")
     return False, None
@@ -501,7 +504,7 @@ def probes_not_checked(probes: Iterable[Mapping[str, Any]]) -> int:
     """How many contention-probe entries (summary JSON) say NOT CHECKED: a probe that could not be judged, or
     a bot with no probe at all. The run's line and the report's verdict show the count."""
     return sum(1 for p in probes if isinstance(p, Mapping)
-               and any("contention probe NOT CHECKED" in str(p.get(k) or "") for k in ("note", "error")))
+               and any(PROBE_NOT_CHECKED in str(p.get(k) or "") for k in ("note", "error")))
 
 
 def union(intervals: Iterable[Interval]) -> list[Interval]:
