@@ -22,6 +22,8 @@ it has seen with 200 and nothing more), so a transaction the homeserver sends ag
 in it is answered twice.
 `--bug redelivered-late` forgets them too, and handles a message it has already taken only after the next new
 message's answer is sent (a service whose tasks run out of order): its second answer comes after a later answer.
+`--bug redelivered-at-stop` forgets them too, and answers a message it has already taken only when it is told to
+stop (a queue drained on shutdown): no step can see that answer while it runs, only the room as the bot left it.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ log = logging.getLogger("mautrix_appservice_bot")
 BUGS = {"answer-unmentioned": "answers every message, mentioned or not",
         "answer-outside-namespace": "answers as a user outside the namespace it was given",
         "no-txn-dedupe": "handles a transaction sent again (the same id) as if it were new",
-        "redelivered-late": "handles a transaction sent again as new, after the next new message is answered"}
+        "redelivered-late": "handles a transaction sent again as new, after the next new message is answered",
+        "redelivered-at-stop": "handles a transaction sent again as new, when it is told to stop"}
 
 
 class ConfigError(Exception):
@@ -161,9 +164,9 @@ class Bot:
         self.histories: dict[tuple[str, str | None], list[dict[str, str]]] = {}
         self.tasks: set[asyncio.Task[None]] = set()
         self.appservice.matrix_event_handler(self.on_event)
-        if bug in ("no-txn-dedupe", "redelivered-late"):
+        if bug in ("no-txn-dedupe", "redelivered-late", "redelivered-at-stop"):
             self.appservice.transactions = Forgetful()
-        # redelivered-late: the messages taken before (by event id), and the repeats kept for after the next answer.
+        # redelivered-late/-at-stop: the messages taken before (by event id), and the repeats kept for later.
         self.taken: set[str] = set()
         self.repeats: list[tuple[str, Mapping[str, Any]]] = []
 
@@ -179,7 +182,7 @@ class Bot:
             log.info("invited to %s; joining", evt.room_id)
             await self.me.join_room(RoomID(evt.room_id))
         elif evt.type == EventType.ROOM_MESSAGE and for_the_bot(event, self.s.user_id, self.bug):
-            if self.bug == "redelivered-late" and event.get("event_id") in self.taken:
+            if self.bug in ("redelivered-late", "redelivered-at-stop") and event.get("event_id") in self.taken:
                 self.repeats.append((str(evt.room_id), event))
                 return
             self.taken.add(str(event.get("event_id")))
@@ -205,6 +208,8 @@ class Bot:
             speaker = self.appservice.intent.user(UserID(outsider(self.s.user_id)))
             await speaker.ensure_joined(RoomID(room_id), bot=self.me)  # registers it, and our user invites it
         await speaker.send_message_event(RoomID(room_id), EventType.ROOM_MESSAGE, reply_content(text, event))
+        if self.bug != "redelivered-late":
+            return
         # redelivered-late: another message is answered, so now the repeats taken before it, each answered again.
         due = [(room, e) for room, e in self.repeats if e.get("event_id") != event.get("event_id")]
         self.repeats = [(room, e) for room, e in self.repeats if e.get("event_id") == event.get("event_id")]
@@ -216,6 +221,9 @@ class Bot:
         print(f"listening on {self.s.port} as {self.s.user_id}", flush=True)
         try:
             await stop.wait()
+            if self.bug == "redelivered-at-stop":  # the queue drained on shutdown, each repeat answered again
+                await asyncio.gather(*self.tasks, return_exceptions=True)
+                await asyncio.gather(*(self.answer(room, e) for room, e in self.repeats), return_exceptions=True)
         finally:
             await self.appservice.stop()
             await self.model.close()

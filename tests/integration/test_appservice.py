@@ -114,6 +114,20 @@ async def test_an_appservice_bot_handling_a_redelivered_transaction_again_answer
     assert [s["status"] for s in scenario["steps"][:-1]] == ["pass"] * 6, scenario["steps"]
 
 
+async def test_an_appservice_bot_answering_a_redelivery_only_as_it_stops_fails_on_the_room_it_left(run_qa) -> None:
+    """The variant answers the redelivered mention only when told to stop: every step, and the scenario's first
+    final look, see one answer, whatever the machine's timing. Only the count judged again on the room as the bot
+    left it (after its stop, behind the fences) sees the repeats: the run fails there, naming them."""
+    result = await run_qa(PUSHED, bot_file=BOTS / "mautrix-appservice-bot-redelivered-at-stop.yaml")
+    assert result.code == 1, result.report
+    scenario = result.scenario(PUSHED)
+    failure = scenario["failure"]
+    assert failure["stepKind"] is None, failure
+    assert failure["expected"] == "what the steps checked still holds in the room as the bot left it", failure
+    seen = "\n".join(failure["seen"])
+    assert "the bot answered 'again' 3 times by the end (expected 1)" in seen, failure
+    assert [s["status"] for s in scenario["steps"]] == ["pass"] * 7, scenario["steps"]
+
 async def test_an_appservice_bot_answering_a_redelivery_after_a_later_message_fails_at_the_end(run_qa) -> None:
     """The variant forgets the ids too, but answers the redelivered mention only once the held-back message's
     answer is out (its tasks out of order): the count step, right after that answer, may see one reply. The count
@@ -128,5 +142,6 @@ async def test_an_appservice_bot_answering_a_redelivery_after_a_later_message_fa
         assert "the bot answered 'again' 3 times by the end (expected 1)" in seen or \
             "the bot answered 'again' 2 times by the end (expected 1)" in seen, failure
         assert [s["status"] for s in scenario["steps"]] == ["pass"] * 7, scenario["steps"]
-    else:  # the repeats' answers were already in when the count step looked
+    else:  # the repeats' answers were already in when the count step looked (the at-stop variant's test above
+        # proves the judgement on the room as the bot left it, whatever the timing)
         assert failure["stepKind"] == "expect_reply_count", failure
