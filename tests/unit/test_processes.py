@@ -293,7 +293,8 @@ def test_tied_orphans_skip_one_gone_meanwhile_and_read_any_name_and_mark(
     _stat_bytes(tmp_path, 900402, me, 900402, b"\xffname")
     (tmp_path / "900402" / "environ").write_bytes(b"A=\xff\0MATRIX_QA_STATE_DIR=/s/a\0")
     _stat_bytes(tmp_path, 900403, me, 900403)  # no environ file: tied by its record alone
-    monkeypatch.setattr(processes, "adopted", lambda proc: [900401, 900402, 900403])  # 900401 ended meanwhile
+    _stat_bytes(tmp_path, 900404, me, 900404)  # no environ file and no record: not ours, and no error
+    monkeypatch.setattr(processes, "adopted", lambda proc: [900401, 900402, 900403, 900404])  # 900401 ended
     processes.tie("/s/a")
     processes._TIED[(900403, 900408)] = "/s/a"
     try:
@@ -345,6 +346,7 @@ def test_pids_are_the_numeric_entries_of_proc_and_none_without_one(tmp_path: Pat
         (tmp_path / name).mkdir()
     assert sorted(processes.pids(tmp_path)) == ["1", "22"]
     assert processes.pids(tmp_path / "gone") == []
+    assert str(os.getpid()) in processes.pids()  # by default, this machine's /proc
 
 
 def test_a_long_proc_file_is_read_to_its_end(tmp_path: Path) -> None:
