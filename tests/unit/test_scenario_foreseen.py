@@ -1,0 +1,61 @@
+"""A refused plan foreseen from the scenario files' heads (qa.scenario.foreseen), so `matrix-qa run` starts nothing
+early for it; and, as surely, no refusal foreseen for a plan that runs (the early start's overlap is kept)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from qa.library import builtin_scenarios_dir
+from qa.scenario import foreseen
+from qa.scenario.foreseen import refusal
+
+
+@pytest.fixture
+def library(tmp_path: Path) -> Path:
+    (tmp_path / "a.yaml").write_text("id: alpha\nprofiles: [fast]\nsteps: []\n", encoding="utf-8")
+    (tmp_path / "b.yml").write_text("id: beta\nprofiles: [slow]\nsteps: []\n", encoding="utf-8")
+    (tmp_path / "notes.txt").write_text("id: gamma\n", encoding="utf-8")  # not a scenario file of the directory
+    return tmp_path
+
+
+def test_an_unknown_id_or_an_empty_profile_is_foreseen(library: Path) -> None:
+    assert refusal([library], ["alpha", "gamma"], "fast") == "unknown scenario id(s): gamma"
+    assert refusal([library], [], "fsat") == "no scenario is in profile 'fsat'"
+    assert refusal([library / "missing"], [], "fast") == f"{library / 'missing'}: no such file or directory"
+    assert refusal([], ["alpha"], "fast") == "unknown scenario id(s): alpha"
+
+
+def test_a_plan_that_runs_is_not_refused(library: Path) -> None:
+    assert refusal([library], [], "fast") is None
+    assert refusal([library], [], "slow") is None
+    assert refusal([library], [], "all") is None
+    assert refusal([library], ["beta", "alpha"], "nosuch") is None, "ids win over the profile, as in select"
+    assert refusal([library / "b.yml"], ["beta"], "fast") is None, "a file named is read as named"
+
+
+def test_a_file_without_a_plain_head_leaves_it_unforeseen(library: Path) -> None:
+    (library / "c.yaml").write_text("id: 'quoted'\nsteps: []\n", encoding="utf-8")
+    assert refusal([library], ["nosuch"], "fast") is None, "the quoted id might be it: only a parse can tell"
+    (library / "c.yaml").write_bytes(b"id: \xff\n")
+    assert refusal([library], ["nosuch"], "fast") is None
+
+
+def test_a_plan_that_runs_is_told_without_reading_every_head(library: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    read: list[str] = []
+    real = foreseen.head
+    monkeypatch.setattr(foreseen, "head", lambda text: read.append(text) or real(text))
+    assert refusal([library], ["alpha"], "fast") is None
+    assert refusal([library], [], "fast") is None
+    assert len(read) == 2, "each answer came from a.yaml alone"
+
+
+def test_the_built_in_library_is_foreseen_from_its_heads() -> None:
+    """Every built-in file has a plain head, so a mistyped id or profile starts nothing early."""
+    found = builtin_scenarios_dir()
+    assert found is not None
+    assert refusal([found], ["canary", "no-such-scenario"], "fast") == "unknown scenario id(s): no-such-scenario"
+    assert refusal([found], [], "fsat") == "no scenario is in profile 'fsat'"
+    assert refusal([found], [], "fast") is None and refusal([found], ["canary"], "fast") is None
