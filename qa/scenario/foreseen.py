@@ -15,7 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from qa.scenario.heads import SCENARIO_SUFFIXES, Head, head
+from qa.scenario.heads import Head, head
+
+SCENARIO_SUFFIXES = (".yaml", ".yml")  # a directory's scenario files, here and in qa.scenario.loader
 
 
 def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | None:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import yaml
 from yaml.nodes import ScalarNode
 
-SCENARIO_SUFFIXES = (".yaml", ".yml")  # a directory's scenario files (qa.scenario.loader)
 _TOP_KEY = re.compile(r"([A-Za-z_][A-Za-z0-9_-]*):(?:[ ]+(.*?))?[ ]*")
 _COMMENT = re.compile(r"(.*?)(?:[ ]+#.*)?")
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]*")
