@@ -22,6 +22,7 @@ def library(tmp_path: Path) -> Path:
 
 def test_an_unknown_id_or_an_empty_profile_is_foreseen(library: Path) -> None:
     assert refusal([library], ["alpha", "gamma"], "fast") == "unknown scenario id(s): gamma"
+    assert refusal([library], ["delta", "gamma", "delta"], "fast") == "unknown scenario id(s): delta, gamma"
     assert refusal([library], [], "fsat") == "no scenario is in profile 'fsat'"
     assert refusal([library / "missing"], [], "fast") == f"{library / 'missing'}: no such file or directory"
     assert refusal([], ["alpha"], "fast") == "unknown scenario id(s): alpha"
