@@ -86,6 +86,29 @@ class TraceFollower:
         self._head = b""
         self._seen: tuple[int, int] = (-1, -1)
         self.ready_read_at: float | None = None  # when the last `ready` record was read (mono ms): boot timing
+        self._watch: file_watch.DirWatch | None = None  # while `follow` runs (qa.harness.file_watch)
+
+    async def follow(self, proc: Proc) -> None:
+        """Read while the process runs: on each of its writes where inotify is there (and at least every
+        TRACE_WATCH_S), else every TRACE_POLL_S."""
+        # Opened before the first read: a write after any read is an event the next wait sees.
+        watch = self._watch = file_watch.open_watch(self.path.parent)
+        try:
+            while proc.returncode is None:
+                await self.read()
+                if watch is not None:
+                    await watch.changed(TRACE_WATCH_S)  # the bot's next write, or a bounded look anyway
+                else:
+                    await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (TRACE_POLL_S), not a sync point
+        finally:
+            self._watch = None
+            if watch is not None:
+                watch.close()
+
+    def poke(self) -> None:
+        """The followed process has exited: `follow` ends now, not at its next look."""
+        if self._watch is not None:
+            self._watch.poke()
 
     async def read(self) -> None:
         """Whatever the bot appended since the last read (nothing, most of the time)."""
@@ -181,7 +204,6 @@ class BotUnderTest:
         self._ended: Proc | None = None  # the process whose stop ran to its end (its sweep included)
         self._tasks: list[asyncio.Task[None]] = []
         self.trace_reader = TraceFollower(trace_file, trace_copy, secrets, self.trace)
-        self._trace_watch: file_watch.DirWatch | None = None  # the running follower's (qa.harness.file_watch)
         self._started_at = 0.0
         self.spawned_at = 0.0
         self._log_mark = 0
@@ -299,8 +321,7 @@ class BotUnderTest:
                 await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
                 recorded_at = loop.time()
         code = proc.returncode
-        if self._trace_watch is not None:
-            self._trace_watch.poke()  # the follower ends now, not at its next look
+        self.trace_reader.poke()  # the follower ends now, not at its next look
         _LIVE.discard(proc)
         self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
         # What it traced just before it exited is evidence the running step may be waiting for: read it before
@@ -317,19 +338,7 @@ class BotUnderTest:
         await self.log.close(f"bot process {self.exit_description}")
 
     async def _follow_trace(self, proc: Proc) -> None:
-        # Opened before the first read: a write after any read is an event the next wait sees.
-        watch = self._trace_watch = file_watch.open_watch(self.trace_file.parent)
-        try:
-            while proc.returncode is None:
-                await self.trace_reader.read()
-                if watch is not None:
-                    await watch.changed(TRACE_WATCH_S)  # the bot's next write, or a bounded look anyway
-                else:
-                    await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (TRACE_POLL_S), not a sync point
-        finally:
-            self._trace_watch = None
-            if watch is not None:
-                watch.close()
+        await self.trace_reader.follow(proc)
         await self.trace_reader.read()  # what it wrote just before it exited
         await self.trace.close(f"bot process {describe_exit(proc.returncode)}")
 
