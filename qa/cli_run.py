@@ -511,8 +511,11 @@ def foreseen_refusal(args: argparse.Namespace) -> str | None:
     """Why the run's checks will refuse it, when that is sure from cheap looks (a --bot file that is not there, the
     scenario files' heads: qa.scenario.foreseen); then nothing is started early, and the checks refuse it as always.
     None when the run may go ahead (or it is not sure: an earlier summary's ids, --rerun-failed, come later)."""
-    if args.bot is not None and not args.bot.exists():
-        return f"--bot {args.bot}: no such file"
+    try:  # exists() raises on a name too long or a directory not searchable: not sure, so the run's checks speak
+        if args.bot is not None and not args.bot.exists():
+            return f"--bot {args.bot}: no such file"
+    except OSError:
+        return None
     if args.rerun_failed is not None:
         return None
     library = builtin_scenarios_dir()

@@ -26,16 +26,18 @@ def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | No
     A run that will go ahead is told as soon as its heads show it (every id found, one scenario in the profile):
     only a refusal reads every head."""
     paths = list(paths)
-    missing = [path for path in paths if not path.exists() and not path.is_symlink()]
-    if missing:
-        return f"{missing[0]}: no such file or directory"
     unknown = dict.fromkeys(ids)
     wanted = bool(unknown)
-    try:
+    try:  # OSError here too: exists() raises on a name too long or a directory not searchable (the run words it)
+        missing = [path for path in paths if not path.exists() and not path.is_symlink()]
+        if missing:
+            return f"{missing[0]}: no such file or directory"
         for path in paths:
             # qa.scenario.loader's expansion: a directory's *.yaml and *.yml, a file as named.
             files = sorted(c for c in path.iterdir() if c.suffix in SCENARIO_SUFFIXES) if path.is_dir() else [path]
             for file in files:
+                if not file.is_file():  # a FIFO or device would block read_text; a dangling link: the run says why
+                    return None
                 found = head(file.read_text(encoding="utf-8"))
                 if found is None:
                     return None

@@ -3,6 +3,8 @@ early for it; and, as surely, no refusal foreseen for a plan that runs (the earl
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,23 @@ def test_the_built_in_library_is_foreseen_from_its_heads() -> None:
     assert refusal([found], ["canary", "no-such-scenario"], "fast") == "unknown scenario id(s): no-such-scenario"
     assert refusal([found], [], "fsat") == "no scenario is in profile 'fsat'"
     assert refusal([found], [], "fast") is None and refusal([found], ["canary"], "fast") is None
+
+
+def test_a_path_the_system_refuses_to_look_at_leaves_it_unforeseen(library: Path) -> None:
+    """exists() raises on a name too long (or a directory not searchable): the run's own checks word it, exit 2."""
+    assert refusal([library / ("b" * 5000)], [], "fast") is None
+    assert refusal([library / ("b" * 5000)], ["alpha"], "fast") is None
+
+
+def test_a_fifo_named_like_a_scenario_does_not_hang_the_foresight(library: Path) -> None:
+    fifo = library / "z.yaml"  # sorted last, so an unknown id reaches it
+    os.mkfifo(fifo)
+    answers: list[str | None] = []
+    looker = threading.Thread(target=lambda: answers.append(refusal([library], ["nosuch"], "fast")), daemon=True)
+    looker.start()
+    looker.join(10)  # a bound, not a sync: the answer needs no writer at all
+    if looker.is_alive():  # release the blocked reader (EOF) so the thread ends, then fail
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        looker.join(10)
+        pytest.fail("refusal blocked reading a FIFO")
+    assert answers == [None], "a scenario file that is not a regular file: not sure, the loader says why"
