@@ -23,8 +23,6 @@ from qa.homeserver import early_synapse, registry
 from qa.kernel import event_loop
 from qa.kernel.errors import ConfigError, QAError
 from qa.kernel.terminal import safe_print
-from qa.library import builtin_scenarios_dir
-from qa.scenario.foreseen import refusal
 from qa.shared.imports import imports_without_gc
 
 EPILOG = """\
@@ -507,6 +505,11 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
 
 
+# Profiles the built-in library always has scenarios in (tests/unit/test_scenario_foreseen.py checks it), so the
+# default run (no --scenario) is foreseen to go ahead without reading a head.
+_LIBRARY_PROFILES = ("fast", "all")
+
+
 def foreseen_refusal(args: argparse.Namespace) -> str | None:
     """Why the run's checks will refuse it, when that is sure from cheap looks (a --bot file that is not there, the
     scenario files' heads: qa.scenario.foreseen); then nothing is started early, and the checks refuse it as always.
@@ -518,10 +521,23 @@ def foreseen_refusal(args: argparse.Namespace) -> str | None:
         return None
     if args.rerun_failed is not None:
         return None
-    library = builtin_scenarios_dir()
+    # Here, not at module level: its heads import yaml, which `matrix-qa --version` and the rest need not load.
+    from qa.library import builtin_scenarios_dir
+    from qa.scenario import foreseen
+
     own = list(args.scenarios_dir or [])
-    paths = own if args.no_builtin_scenarios else [*([library] if library is not None else []), *own]
-    return refusal(paths, args.scenario, args.profile)
+    if args.no_builtin_scenarios:
+        return foreseen.refusal(own, args.scenario, args.profile)
+    library = builtin_scenarios_dir()
+    if library is None:
+        return foreseen.refusal(own, args.scenario, args.profile)
+    if not args.scenario and args.profile in _LIBRARY_PROFILES:  # the default choice: no head need be read
+        try:
+            return foreseen.missing(own)
+        except OSError:
+            return None
+    # The user's own files first: their ids are found there before the built-in library's heads are read.
+    return foreseen.refusal([*own, library], args.scenario, args.profile)
 
 
 def _check_combinations(args: argparse.Namespace) -> None:

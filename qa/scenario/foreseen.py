@@ -14,8 +14,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from qa.scenario.heads import Head, head
+if TYPE_CHECKING:  # qa.scenario.heads imports yaml: loaded only when a head is read, not with `matrix-qa --version`
+    from qa.scenario.heads import Head
 
 SCENARIO_SUFFIXES = (".yaml", ".yml")  # a directory's scenario files, here and in qa.scenario.loader
 
@@ -29,9 +31,11 @@ def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | No
     unknown = dict.fromkeys(ids)
     wanted = bool(unknown)
     try:  # OSError here too: exists() raises on a name too long or a directory not searchable (the run words it)
-        missing = [path for path in paths if not path.exists() and not path.is_symlink()]
-        if missing:
-            return f"{missing[0]}: no such file or directory"
+        gone = missing(paths)
+        if gone is not None:
+            return gone
+        from qa.scenario.heads import head
+
         for path in paths:
             # qa.scenario.loader's expansion: a directory's *.yaml and *.yml, a file as named.
             files = sorted(c for c in path.iterdir() if c.suffix in SCENARIO_SUFFIXES) if path.is_dir() else [path]
@@ -49,6 +53,15 @@ def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | No
     if wanted:
         return f"unknown scenario id(s): {', '.join(unknown)}"
     return f"no scenario is in profile {profile!r}"
+
+
+def missing(paths: Iterable[Path]) -> str | None:
+    """The first path that is not there, worded as the loader words it; OSError (a name too long, a directory not
+    searchable) is the caller's to treat as not sure."""
+    for path in paths:
+        if not path.exists() and not path.is_symlink():
+            return f"{path}: no such file or directory"
+    return None
 
 
 def _in_profile(found: Head, profile: str) -> bool:

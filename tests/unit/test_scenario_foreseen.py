@@ -4,13 +4,16 @@ early for it; and, as surely, no refusal foreseen for a plan that runs (the earl
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 
+from qa import cli, cli_run
 from qa.library import builtin_scenarios_dir
-from qa.scenario import foreseen
+from qa.scenario import foreseen, heads
 from qa.scenario.foreseen import refusal
 
 
@@ -47,9 +50,7 @@ def test_a_file_without_a_plain_head_leaves_it_unforeseen(library: Path) -> None
 
 def test_a_plan_that_runs_is_told_without_reading_every_head(library: Path,
                                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    read: list[str] = []
-    real = foreseen.head
-    monkeypatch.setattr(foreseen, "head", lambda text: read.append(text) or real(text))
+    read = _reads(monkeypatch)
     assert refusal([library], ["alpha"], "fast") is None
     assert refusal([library], [], "fast") is None
     assert len(read) == 2, "each answer came from a.yaml alone"
@@ -82,3 +83,48 @@ def test_a_fifo_named_like_a_scenario_does_not_hang_the_foresight(library: Path)
         looker.join(10)
         pytest.fail("refusal blocked reading a FIFO")
     assert answers == [None], "a scenario file that is not a regular file: not sure, the loader says why"
+
+
+def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    read: list[str] = []
+    real = heads.head
+    monkeypatch.setattr(heads, "head", lambda text: read.append(text) or real(text))
+    monkeypatch.setattr(foreseen, "head", heads.head, raising=False)  # however foreseen binds it
+    return read
+
+
+def _run_args(*argv: str) -> object:
+    return cli.build_parser().parse_args(["run", *argv])
+
+
+def test_the_default_choice_reads_no_head(library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No --scenario and a profile the built-in library has: it goes ahead; only a missing own path is refused."""
+    read = _reads(monkeypatch)
+    assert cli_run.foreseen_refusal(_run_args()) is None
+    assert cli_run.foreseen_refusal(_run_args("--profile", "all", "--scenarios-dir", str(library))) is None
+    assert read == []
+    gone = library / "gone"
+    assert cli_run.foreseen_refusal(_run_args("--scenarios-dir", str(gone))) == f"{gone}: no such file or directory"
+    assert cli_run.foreseen_refusal(_run_args("--scenarios-dir", str(library / ("b" * 5000)))) is None
+
+
+def test_the_built_in_library_has_the_profiles_the_default_choice_assumes() -> None:
+    found = builtin_scenarios_dir()
+    assert found is not None
+    for profile in cli_run._LIBRARY_PROFILES:
+        assert any(profile == "all" or profile in (h.profiles if h else ()) for h in
+                   (heads.head(f.read_text(encoding="utf-8")) for f in found.glob("*.yaml"))), profile
+
+
+def test_own_ids_are_found_before_the_built_in_heads_are_read(library: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    read = _reads(monkeypatch)
+    assert cli_run.foreseen_refusal(_run_args("--scenarios-dir", str(library), "--scenario", "alpha")) is None
+    assert len(read) == 1, "alpha came from the user's a.yaml alone"
+
+
+def test_importing_the_run_command_loads_no_yaml() -> None:
+    """`matrix-qa --version` and every other command import qa.cli_run: yaml waits until a head is read."""
+    code = "import sys, qa.cli_run; print(sorted(m for m in sys.modules if m == 'yaml' or m.startswith('yaml.')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2]).stdout
+    assert out.strip() == "[]"
