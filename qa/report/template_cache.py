@@ -8,10 +8,10 @@ its per-user directory (`<tmp>/_jinja2-cache-<uid>`, mode 0700, refused when ano
 template's source (a SHA-1 of it) and Jinja's bytecode version before it reuses one; it writes through a temporary file
 and a rename, so runs side by side never read half a file.
 
-What Jinja does not check, and this does: the environment's compile-time options (delimiters, whitespace control,
-autoescaping, optimisation). They are in each entry's key (`flavor`), so a template compiled under other options (a
-later version of this code, a test's environment) is never served. Any failure to read or write the cache is no error:
-the template is compiled as before.
+What Jinja does not check, and this does: its own release and the environment's compile-time options (delimiters,
+whitespace control, autoescaping, optimisation). They are in each entry's key (`flavor`), so a template compiled
+under other options (another Jinja, a later version of this code, a test's environment) is never served. Any failure
+to read or write the cache is no error: the template is compiled as before.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import contextlib
 from hashlib import sha1
 from typing import Any
 
+import jinja2
 from jinja2 import Environment
 from jinja2.bccache import Bucket, FileSystemBytecodeCache
 
@@ -51,6 +52,7 @@ class TemplateCache(FileSystemBytecodeCache):
 def flavor(env: Environment, template: str) -> str:
     """Pure: the options that shape the code `env` compiles `template` to."""
     options: list[Any] = [
+        jinja2.__version__,  # Jinja's own check is its bytecode format and Python's version, not its release
         env.block_start_string, env.block_end_string, env.variable_start_string, env.variable_end_string,
         env.comment_start_string, env.comment_end_string, env.line_statement_prefix, env.line_comment_prefix,
         env.trim_blocks, env.lstrip_blocks, env.newline_sequence, env.keep_trailing_newline, env.optimized,

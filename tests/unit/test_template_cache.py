@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import jinja2
 import pytest
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
@@ -83,3 +84,12 @@ def test_no_safe_directory_is_no_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(TemplateCache, "__init__", unsafe)
     env = Environment()
     assert template_cache.use_cache(env, "x.j2") is env and env.bytecode_cache is None
+
+
+def test_another_jinja_version_is_another_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Jinja checks its bytecode format version and Python's, not its own release: code one release compiled (its
+    runtime helpers, its generated names) is never served to another."""
+    env = _env(None)
+    before = flavor(env, TEMPLATE)
+    monkeypatch.setattr(jinja2, "__version__", "0.0.1")
+    assert flavor(env, TEMPLATE) != before
