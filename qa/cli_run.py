@@ -503,6 +503,8 @@ def _check_flags(args: argparse.Namespace) -> None:
         raise QAError("--min-pass-rate needs --repeat N (N > 1): one attempt passes or fails, it has no rate")
     if args.no_builtin_scenarios and not args.scenarios_dir:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
+    if args.shard is not None:  # pure, and qa.harness.plan is light: a bad I/N starts nothing early
+        _shard(args.shard)
 
 
 # Profiles the built-in library always has scenarios in (tests/unit/test_scenario_foreseen.py checks it), so the
