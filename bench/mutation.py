@@ -74,6 +74,7 @@ MODULE_TESTS: dict[str, list[str]] = {
     "qa/report/annotations.py": ["tests/unit/test_action.py"],
     "qa/shared/redact.py": ["tests/unit/test_redact.py", "tests/unit/test_secrets_input.py"],
     "qa/scenario/heads.py": ["tests/unit/test_scenario_heads.py"],
+    "qa/scenario/foreseen.py": ["tests/unit/test_scenario_foreseen.py"],
     "qa/homeserver/schema_checks.py": ["tests/unit/test_schema_checks.py"],
     "qa/kernel/lock_settings.py": ["tests/unit/test_lock_settings.py"],
     "qa/shared/markers.py": ["tests/unit/test_markers.py"],

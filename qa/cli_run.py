@@ -410,8 +410,10 @@ def cmd_run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     _skip_collection_at_exit()
     try:
         _check_harness_loop(os.environ)
-        _start_synapse_early(args)
-        _start_fork_server_early(args)
+        _check_flags(args)
+        if foreseen_refusal(args) is None:
+            _start_synapse_early(args)
+            _start_fork_server_early(args)
         return _run(args, argv, config, applied)
     except QAError as exc:
         raise blame_file(exc, blamed) from None
@@ -493,15 +495,57 @@ def _run(args: argparse.Namespace, argv: Sequence[str], config: ConfigFile | Non
     return run_sync(options)
 
 
-def _check_combinations(args: argparse.Namespace) -> None:
+def _check_flags(args: argparse.Namespace) -> None:
+    """Flags that cannot go together: refused before the early Synapse or fork server is started for nothing."""
     if args.shard_durations is not None and args.shard is None:
         raise QAError("--shard-durations only balances a --shard I/N run")
     if args.min_pass_rate is not None and args.repeat == 1:
         raise QAError("--min-pass-rate needs --repeat N (N > 1): one attempt passes or fails, it has no rate")
-    if args.rerun_failed is not None:
-        args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
     if args.no_builtin_scenarios and not args.scenarios_dir:
         raise QAError("--no-builtin-scenarios needs --scenarios-dir PATH (otherwise there is nothing to run)")
+    if args.shard is not None:  # pure, and qa.harness.plan is light: a bad I/N starts nothing early
+        _shard(args.shard)
+
+
+# Profiles the built-in library always has scenarios in (tests/unit/test_scenario_foreseen.py checks it), so the
+# default run (no --scenario) is foreseen to go ahead without reading a head.
+_LIBRARY_PROFILES = ("fast", "all")
+
+
+def foreseen_refusal(args: argparse.Namespace) -> str | None:
+    """Why the run's checks will refuse it, when that is sure from cheap looks (a --bot file that is not there, the
+    scenario files' heads: qa.scenario.foreseen); then nothing is started early, and the checks refuse it as always.
+    None when the run may go ahead (or it is not sure: an earlier summary's ids, --rerun-failed, come later)."""
+    try:  # exists() raises on a name too long or a directory not searchable: not sure, so the run's checks speak
+        if args.bot is not None and not args.bot.exists():
+            return f"--bot {args.bot}: no such file"
+    except OSError:
+        return None
+    if args.rerun_failed is not None:
+        return None
+    # Here, not at module level: its heads import yaml, which `matrix-qa --version` and the rest need not load.
+    from qa.library import builtin_scenarios_dir
+    from qa.scenario import foreseen
+
+    own = list(args.scenarios_dir or [])
+    if args.no_builtin_scenarios:
+        return foreseen.refusal(own, args.scenario, args.profile)
+    library = builtin_scenarios_dir()
+    if library is None:
+        return foreseen.refusal(own, args.scenario, args.profile)
+    if not args.scenario and args.profile in _LIBRARY_PROFILES:  # the default choice: no head need be read
+        try:
+            return foreseen.missing(own)
+        except OSError:
+            return None
+    # The user's own files first: their ids are found there before the built-in library's heads are read.
+    return foreseen.refusal([*own, library], args.scenario, args.profile)
+
+
+def _check_combinations(args: argparse.Namespace) -> None:
+    _check_flags(args)
+    if args.rerun_failed is not None:
+        args.scenario = _rerun_ids(args.rerun_failed, args.scenario)
 
 
 def _library() -> list[Path]:

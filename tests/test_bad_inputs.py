@@ -97,6 +97,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(
     assert early_synapse.take() is None
     assert all(z is not None and z.returncode is not None for z in zygotes), "a waiting fork server was left running"
     assert early_fork_server.take() is None
+    if case.get("early") == "none":  # refused on cheap looks: nothing started early to be thrown away
+        assert early == [] and zygotes == [], "the early Synapse or fork server was started for a refused run"
     lines = _error_lines(err)
     assert len(lines) == case.get("errors", 1), lines
     for fragment in case.get("expect", []):

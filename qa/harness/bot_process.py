@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from qa import processes
+from qa.harness import file_watch
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkedProcess, ForkServer
 from qa.harness.launch import Launch
@@ -33,8 +34,10 @@ from qa.waiting import Stream, WaitTimeout
 Proc = asyncio.subprocess.Process | ForkedProcess
 _LIVE: set[Proc] = set()
 # A trace file has no portable change notification in the standard library; reading new bytes this often
-# costs a syscall and keeps trace-based waits within a few ms of the bot's write.
+# costs a syscall and keeps trace-based waits within a few ms of the bot's write. Where inotify is there
+# (qa.harness.file_watch) the follower wakes on the bot's writes instead, and looks anyway after TRACE_WATCH_S.
 TRACE_POLL_S = 0.005
+TRACE_WATCH_S = 0.1
 TRACE_HEAD = 256
 EXIT_POLL_S = 0.02
 RECORD_EVERY_S = 0.5  # how often a live bot's descendants are recorded (a /proc scan, in a thread: ~1 ms)
@@ -83,6 +86,29 @@ class TraceFollower:
         self._head = b""
         self._seen: tuple[int, int] = (-1, -1)
         self.ready_read_at: float | None = None  # when the last `ready` record was read (mono ms): boot timing
+        self._watch: file_watch.DirWatch | None = None  # while `follow` runs (qa.harness.file_watch)
+
+    async def follow(self, proc: Proc) -> None:
+        """Read while the process runs: on each of its writes where inotify is there (and at least every
+        TRACE_WATCH_S), else every TRACE_POLL_S."""
+        # Opened before the first read: a write after any read is an event the next wait sees.
+        watch = self._watch = file_watch.open_watch(self.path.parent)
+        try:
+            while proc.returncode is None:
+                await self.read()
+                if watch is not None:
+                    await watch.changed(TRACE_WATCH_S)  # the bot's next write, or a bounded look anyway
+                else:
+                    await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (TRACE_POLL_S), not a sync point
+        finally:
+            self._watch = None
+            if watch is not None:
+                watch.close()
+
+    def poke(self) -> None:
+        """The followed process has exited: `follow` ends now, not at its next look."""
+        if self._watch is not None:
+            self._watch.poke()
 
     async def read(self) -> None:
         """Whatever the bot appended since the last read (nothing, most of the time)."""
@@ -295,6 +321,7 @@ class BotUnderTest:
                 await asyncio.to_thread(processes.record_descendants, proc.pid, self._owner)
                 recorded_at = loop.time()
         code = proc.returncode
+        self.trace_reader.poke()  # the follower ends now, not at its next look
         _LIVE.discard(proc)
         self.exit_description = getattr(proc, "exit_note", None) or describe_exit(code)
         # What it traced just before it exited is evidence the running step may be waiting for: read it before
@@ -311,9 +338,7 @@ class BotUnderTest:
         await self.log.close(f"bot process {self.exit_description}")
 
     async def _follow_trace(self, proc: Proc) -> None:
-        while proc.returncode is None:
-            await self.trace_reader.read()
-            await asyncio.sleep(TRACE_POLL_S)  # polling a file for new bytes (see TRACE_POLL_S), not a sync point
+        await self.trace_reader.follow(proc)
         await self.trace_reader.read()  # what it wrote just before it exited
         await self.trace.close(f"bot process {describe_exit(proc.returncode)}")
 

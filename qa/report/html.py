@@ -17,6 +17,7 @@ from qa.report.lock_view import ordered_timelines
 from qa.report.markdown import build_view, href
 from qa.report.summary import Summary
 from qa.report.svg import render_svg
+from qa.report.template_cache import use_cache
 from qa.report.text import human_ms, short_id, short_path
 
 TEMPLATE = "report.html.j2"
@@ -33,7 +34,7 @@ def _environment() -> Environment:
         keep_trailing_newline=True,
     )
     env.filters.update(ms=human_ms, href=href, short_id=short_id, short_path=short_path)
-    return env
+    return use_cache(env, TEMPLATE)  # compiled once per machine, not per run (qa.report.template_cache)
 
 
 def inline_svg(svg: str) -> str:

@@ -25,6 +25,7 @@ from qa.report.lock_view import lock_pictures, lock_view
 from qa.report.repeats import percent
 from qa.report.summary import Latency, ScenarioResult, Summary, latency_stats
 from qa.report.summary import percentile as percentile  # re-exported: it lived here first
+from qa.report.template_cache import use_cache
 from qa.report.text import EMPTY, clip, human_ms, short_id, short_path, short_session, wrap
 
 TEMPLATE = "report.md.j2"
@@ -277,7 +278,7 @@ def _environment() -> Environment:
     )
     env.filters.update(cell=cell, inline=inline, code=code, ms=human_ms, fenced=fenced, href=href, id_html=id_html,
                        short_session=short_session, short_path=short_path, wrapped=wrapped)
-    return env
+    return use_cache(env, TEMPLATE)  # compiled once per machine, not per run (qa.report.template_cache)
 
 
 def _scan_fences(lines: list[str]) -> list[tuple[bool, bool]]:

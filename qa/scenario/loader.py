@@ -25,13 +25,11 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from qa import safe_yaml
 from qa.kernel.errors import ConfigError
 from qa.safe_yaml import Loc, field_path
+from qa.scenario.foreseen import SCENARIO_SUFFIXES
 from qa.scenario.heads import Head, head
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
 from qa.shared.canary import CANARY
-
-SCENARIO_SUFFIXES = (".yaml", ".yml")
-
 
 
 class ScenarioError(ConfigError):
