@@ -45,10 +45,10 @@ MEANING: dict[str, str] = {
                      "time\"): an expect_reply `wording` is checked; without it the notice is judged by behaviour",
     "model-timeout": "gives up on a model request after the launch's timeout (bot.modelTimeout: "
                      "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
-    "room-key-trace": "traces `e2ee.room_key` {roomId, sender, sessionId} once it holds a room key sent to it "
-                      "(share_room_key waits for it; without it that wait is NOT CHECKED)",
     "appservice": "is an application service (bot file `appservice:`, never claimed in `capabilities`): the "
                   "homeserver pushes it transactions through the harness, where `target: push` faults act",
+    "room-key-trace": "traces `e2ee.room_key` {roomId, sender, sessionId} once it holds a room key sent to it "
+                      "(share_room_key waits for it; without it that wait is NOT CHECKED)",
 }
 
 # --- bots without a model: the say-able prompt ---------------------------------------------------------------
