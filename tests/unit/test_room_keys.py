@@ -7,14 +7,16 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from nio import RoomKeyEvent, UnknownToDeviceEvent
 
 from qa.agent.config import AgentConfig
 from qa.agent.room_keys import LateCryptoSaves, trace_room_keys
 from qa.agent.verification import BotE2EE
 from qa.harness.capabilities import MEANING, needs
+from qa.scenario.context import StepFailed
 from qa.scenario.loader import load_scenario
-from qa.scenario.steps.encryption import ROOM_KEY_TRACE, ShareRoomKey
+from qa.scenario.steps.encryption import ROOM_KEY_TRACE, ShareRoomKey, _send_key
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -95,3 +97,47 @@ def test_the_hard_kill_scenario_shares_a_key_then_kills_and_needs_no_new_capabil
     assert ROOM_KEY_TRACE in MEANING and ROOM_KEY_TRACE not in {n.capability for n in needs(scenario)}
     assert ShareRoomKey.capabilities == ("e2ee",)
     assert ROOM_KEY_TRACE in (REPO / "qa" / "agent" / "bot.yaml").read_text()
+
+
+class _Session:
+    def __init__(self) -> None:
+        self.users_shared_with: set[tuple[str, str]] = set()
+
+
+class _SharingOlm:
+    """nio's share_group_session_parallel as far as _send_key reads it: one chunk for the devices it knows."""
+
+    def __init__(self, kinds: dict[str, int]) -> None:
+        self.kinds = kinds
+        self.outbound_group_sessions = {"!r:x": _Session()}
+
+    def share_group_session_parallel(self, room_id: str, users: list[str], ignore_unverified_devices: bool) -> Any:
+        assert ignore_unverified_devices and users == ["@bot:x"]
+        messages = {"@bot:x": {d: {"ciphertext": {"c": {"type": t}}} for d, t in self.kinds.items()}}
+        yield {("@bot:x", d) for d in self.kinds}, {"messages": messages}
+
+
+class _Client:
+    def __init__(self, olm: _SharingOlm) -> None:
+        self.olm = olm
+        self.sent: list[Any] = []
+
+    async def to_device(self, message: Any) -> Any:
+        self.sent.append(message)
+        return object()
+
+
+async def test_the_key_goes_to_the_named_devices_alone_as_pre_key_messages() -> None:
+    olm = _SharingOlm({"NEW": 0, "OLD": 0})
+    client = _Client(olm)
+    actor = SimpleNamespace(client=client, name="helper")
+    device = SimpleNamespace(user_id="@bot:x", id="NEW")
+    assert await _send_key(actor, "!r:x", [device], "w") == ["NEW"]  # type: ignore[arg-type]
+    assert [(m.recipient, m.recipient_device, m.type) for m in client.sent] == [("@bot:x", "NEW", "m.room.encrypted")]
+    # Only the device it went to is marked: the next room message shares the key with every other device.
+    assert olm.outbound_group_sessions["!r:x"].users_shared_with == {("@bot:x", "NEW")}
+    # An ordinary Olm message (type 1) is no new session's first: refused, nothing sent.
+    client = _Client(_SharingOlm({"NEW": 1}))
+    with pytest.raises(StepFailed) as failed:
+        await _send_key(SimpleNamespace(client=client, name="helper"), "!r:x", [device], "w")  # type: ignore[arg-type]
+    assert "not a pre-key message" in failed.value.seen[0] and client.sent == []

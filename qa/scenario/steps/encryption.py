@@ -222,8 +222,8 @@ ROOM_KEY_TRACE = "room-key-trace"
 
 
 class ShareRoomKey(InRoom):
-    """The actor starts a new Olm session with each of the bot's devices (its old ones dropped, a fresh one-time
-    key claimed: the key goes as a pre-key message) and a new Megolm session of the room, and sends that
+    """The actor starts a new Olm session with each of the bot's devices (its old ones set aside meanwhile, a fresh
+    one-time key claimed: the key goes as a pre-key message) and a new Megolm session of the room, and sends that
     session's key to the bot's devices alone — no room message. It passes once the bot traces `e2ee.room_key`
     for that session (capability room-key-trace): the moment the bot holds the key, so a kill right after it
     loses whatever the bot had not written. The actor's next message in the room uses that session (its key
@@ -259,11 +259,24 @@ class ShareRoomKey(InRoom):
                    if device_id is None or d.id == device_id]
         if not devices:
             raise StepFailed(what, [f"{self.actor} knows no device of the bot ({ctx.bot_user_id})"])
-        for device in devices:
-            olm.session_store[device.curve25519].clear()  # the next message to it starts a new Olm session
-        lacking = await open_olm_sessions(actor.client, devices, timeout_s)
+        # Set aside while a new Olm session is opened (a fresh one-time key claimed), then kept again: they may
+        # still carry the bot's messages to the actor, and the newest session is the one nio sends over.
+        kept = {d.curve25519: list(olm.session_store[d.curve25519]) for d in devices}
+        for key in kept:
+            olm.session_store[key].clear()
+        try:
+            lacking = await open_olm_sessions(actor.client, devices, timeout_s)
+            fresh = {key: olm.session_store.get(key) for key in kept}
+        finally:
+            for key, sessions in kept.items():
+                for old in sessions:
+                    olm.session_store.add(key, old)
         if lacking:
             raise StepFailed(what, [f"{self.actor} could not open a new Olm session with {lacking}"])
+        reused = [key for key, session in fresh.items() if olm.session_store.get(key) is not session]
+        if reused:
+            raise StepFailed(what, [f"{self.actor}'s newest Olm session with the bot's device (key {k}) is not the "
+                                    f"one just opened" for k in reused])
         olm.create_outbound_group_session(room_id)
         session = olm.outbound_group_sessions[room_id]
         sent = await _send_key(actor, room_id, devices, what)
@@ -296,7 +309,7 @@ async def _send_key(actor: Actor, room_id: str, devices: list[Any], what: str) -
                 kinds = {c.get("type") for c in content.get("ciphertext", {}).values()}
                 if kinds != {0}:
                     raise StepFailed(what, [f"the key to device {device_id} is not a pre-key message (Olm message "
-                                            f"type {sorted(kinds)}): not a new Olm session"])
+                                            f"type {sorted(kinds)}), as a new Olm session's first message is"])
                 resp = await actor.client.to_device(ToDeviceMessage("m.room.encrypted", user_id, device_id, content))
                 if isinstance(resp, ToDeviceError):
                     raise StepFailed(what, [f"to-device to {device_id}: {resp.message}"])
