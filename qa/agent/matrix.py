@@ -191,7 +191,7 @@ class MatrixBot:
             if not forget:
                 self._save_token(token)
             # Only now: the server will not send this batch's room keys again, they live in the crypto store alone.
-            trace_room_keys(self._trace, resp.to_device_events)
+            trace_room_keys(self._trace, self.client.olm, resp.to_device_events)
             first = False
             self._maybe_ready()
 

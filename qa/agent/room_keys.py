@@ -20,10 +20,13 @@ from nio import RoomKeyEvent
 from qa.kernel.trace import Trace
 
 
-def trace_room_keys(trace: Trace, events: list[Any]) -> None:
-    """One `e2ee.room_key` record for each room key of a batch's (decrypted) to-device events."""
+def trace_room_keys(trace: Trace, olm: Any, events: list[Any]) -> None:
+    """One `e2ee.room_key` record for each room key of a batch's (decrypted) to-device events that the Olm
+    machine took in: nio hands back the event even when it refused the key (a session id that does not match the
+    key, an algorithm it does not know), so the record needs the session in its inbound group store."""
     for event in events:
-        if isinstance(event, RoomKeyEvent):
+        if isinstance(event, RoomKeyEvent) and olm is not None \
+                and olm.inbound_group_store.get(event.room_id, event.sender_key, event.session_id) is not None:
             trace.emit("e2ee.room_key", roomId=event.room_id, sender=event.sender, sessionId=event.session_id,
                        algorithm=event.algorithm)
 

@@ -3,6 +3,7 @@ share_room_key step's validation and what it needs of a bot."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -11,12 +12,15 @@ import pytest
 from nio import RoomKeyEvent, UnknownToDeviceEvent
 
 from qa.agent.config import AgentConfig
+from qa.agent.matrix import MatrixBot
 from qa.agent.room_keys import LateCryptoSaves, trace_room_keys
 from qa.agent.verification import BotE2EE
 from qa.harness.capabilities import MEANING, needs
 from qa.scenario.context import StepFailed
 from qa.scenario.loader import load_scenario
 from qa.scenario.steps.encryption import ROOM_KEY_TRACE, ShareRoomKey, _send_key
+from tests.unit.test_agent_boot import UploadingClient, _Stop
+from tests.unit.test_e2ee_deep import FakeTrace
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -46,18 +50,81 @@ def _key(session_id: str) -> RoomKeyEvent:
     return RoomKeyEvent({"sender": "@h:x"}, "@h:x", "curve", "!r:x", session_id, "m.megolm.v1.aes-sha2")
 
 
-def _config(*mutations: str) -> AgentConfig:
-    return AgentConfig.model_validate({"homeserver": "http://h", "userId": "@bot:x", "stateDir": "/s", "rooms": {},
+def _config(*mutations: str, state_dir: str = "/s") -> AgentConfig:
+    return AgentConfig.model_validate({"homeserver": "http://h", "userId": "@bot:x", "stateDir": state_dir, "rooms": {},
                                        "model": {"baseUrl": "http://m", "model": "m"},
                                        "testMutations": list(mutations)})
+
+
+class _Held:
+    """nio's inbound group store as far as the record reads it: which (room, sender key, session) it holds."""
+
+    def __init__(self, *session_ids: str) -> None:
+        self.session_ids = set(session_ids)
+
+    def get(self, room_id: str, sender_key: str, session_id: str) -> Any:
+        return object() if (room_id, sender_key) == ("!r:x", "curve") and session_id in self.session_ids else None
 
 
 def test_each_room_key_of_a_batch_is_traced_and_nothing_else() -> None:
     trace = Trace()
     other = UnknownToDeviceEvent({"sender": "@h:x", "type": "x"}, "@h:x", "x")
-    trace_room_keys(trace, [other, _key("s1"), _key("s2")])  # type: ignore[arg-type]
+    olm = SimpleNamespace(inbound_group_store=_Held("s1", "s2"))
+    trace_room_keys(trace, olm, [other, _key("s1"), _key("s2")])  # type: ignore[arg-type]
     assert trace.records == [{"type": "e2ee.room_key", "roomId": "!r:x", "sender": "@h:x", "sessionId": s,
                               "algorithm": "m.megolm.v1.aes-sha2"} for s in ("s1", "s2")]
+
+
+def test_a_key_the_olm_machine_refused_is_not_traced() -> None:
+    """nio returns the RoomKeyEvent even when it did not take the key in (its session id does not match the key,
+    an unknown algorithm): no record then, or the scenario would kill a bot that holds nothing."""
+    trace = Trace()
+    trace_room_keys(trace, SimpleNamespace(inbound_group_store=_Held("s1")), [_key("s1"), _key("refused")])
+    assert [r["sessionId"] for r in trace.records] == ["s1"]
+    trace_room_keys(trace, None, [_key("s1")])  # no crypto at all: nothing held, nothing traced
+    assert len(trace.records) == 1
+
+
+class _KeyBatchClient(UploadingClient):
+    """One batch that brings a room key (to-device) and no invite; records the key upkeep's last request."""
+
+    def __init__(self, trace: Any) -> None:
+        super().__init__(trace)
+        self.shared = True
+        self.olm = SimpleNamespace(inbound_group_store=_Held("s1"))
+
+    async def sync(self, **_: Any) -> Any:
+        self.syncs += 1
+        if self.syncs > 1:
+            raise _Stop
+        return SimpleNamespace(next_batch="s1-position", account_data_events=[], to_device_events=[_key("s1")],
+                               rooms=SimpleNamespace(invite={}, join={}, leave={}))
+
+    async def send_to_device_messages(self) -> Any:
+        self.calls.append("to-device")  # maintain_keys' last request
+        return []
+
+
+async def test_the_room_key_is_traced_only_once_the_sync_position_is_saved_past_it(tmp_path: Path) -> None:
+    """The record is what a hard-kill scenario kills at: a key traced before the batch's position is saved comes
+    again after the restart (the kill then proves nothing about the crypto store). The trace reads the saved
+    position at the moment of the record."""
+    trace = FakeTrace()
+    client = _KeyBatchClient(trace)
+    bot = MatrixBot(_config(state_dir=str(tmp_path)), trace, "pw")  # type: ignore[arg-type]
+    bot.client = client  # type: ignore[assignment]
+    emit = trace.emit
+    seen: list[tuple[Any, list[str]]] = []
+
+    def reading(kind: str, **fields: Any) -> None:
+        if kind == "e2ee.room_key":
+            saved = bot._token_path.read_text() if bot._token_path.exists() else None
+            seen.append((saved and json.loads(saved)["next_batch"], list(client.calls)))
+        emit(kind, **fields)
+    trace.emit = reading  # type: ignore[method-assign]
+    with pytest.raises(_Stop):
+        await bot.run()
+    assert seen == [("s1-position", ["to-device"])], seen  # saved, and after the batch's key upkeep
 
 
 def test_late_crypto_save_writes_a_batch_late_and_in_order() -> None:
