@@ -4,12 +4,14 @@ share_room_key step's validation and what it needs of a bot."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from nio import RoomKeyEvent, UnknownToDeviceEvent
+from nio.crypto import SessionStore
 
 from qa.agent.config import AgentConfig
 from qa.agent.matrix import MatrixBot
@@ -208,3 +210,91 @@ async def test_the_key_goes_to_the_named_devices_alone_as_pre_key_messages() -> 
     with pytest.raises(StepFailed) as failed:
         await _send_key(SimpleNamespace(client=client, name="helper"), "!r:x", [device], "w")  # type: ignore[arg-type]
     assert "not a pre-key message" in failed.value.seen[0] and client.sent == []
+
+
+class _OlmSession:
+    def __init__(self, name: str, age_s: float) -> None:
+        self.name, self.use_time = name, datetime(2026, 1, 1) + timedelta(seconds=age_s)
+
+
+class _ShareOlm(_SharingOlm):
+    """The actor's Olm machine: a real nio session store, the bot's one device, and the outbound sessions."""
+
+    def __init__(self) -> None:
+        super().__init__({"BOTDEV": 0})
+        self.outbound_group_sessions = {}
+        self.device = SimpleNamespace(user_id="@bot:x", id="BOTDEV", curve25519="curve-bot")
+        self.device_store = SimpleNamespace(active_user_devices=lambda user_id: [self.device])
+        self.session_store = SessionStore()
+        self.session_store.add("curve-bot", _OlmSession("old", 1))
+
+    def create_outbound_group_session(self, room_id: str) -> None:
+        self.outbound_group_sessions[room_id] = SimpleNamespace(id="megolm-new", users_shared_with=set())
+
+
+class _ShareClient(_Client):
+    """keys_claim as nio's: each one-time key claimed opens a new session (_handle_key_claiming); `empty` claims
+    first find the server out of one-time keys."""
+
+    def __init__(self, olm: _ShareOlm, empty: int = 0) -> None:
+        super().__init__(olm)  # type: ignore[arg-type]
+        self.empty = empty
+        self.claims: list[list[str]] = []  # the sessions the store held at each claim
+
+    async def keys_claim(self, wanted: dict[str, list[str]]) -> Any:
+        assert wanted == {"@bot:x": ["BOTDEV"]}, wanted
+        self.claims.append([s.name for s in self.olm.session_store["curve-bot"]])
+        if len(self.claims) > self.empty:
+            self.olm.session_store.add("curve-bot", _OlmSession(f"new{len(self.claims)}", 10 + len(self.claims)))
+        return SimpleNamespace(one_time_keys={})
+
+
+class _BotTrace:
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+
+    async def wait_for(self, predicate: Any, timeout_s: float, what: str, start: int = 0) -> dict[str, Any]:
+        return next(r for r in self.items[start:] if predicate(r))
+
+
+def _share_ctx(client: _ShareClient, *, claims: bool = True, traces: bool = True) -> Any:
+    items = [{"type": "e2ee.room_key", "sessionId": "megolm-new", "roomId": "!r:x", "sender": "@h:x"}]
+    bot = SimpleNamespace(bot=SimpleNamespace(has=lambda c: claims and c == ROOM_KEY_TRACE), has_trace=traces,
+                          name="thebot", trace=_BotTrace(items))
+    return SimpleNamespace(actors={"helper": SimpleNamespace(client=client, name="helper")}, rooms={"main": "!r:x"},
+                           bot=bot, bot_user_id="@bot:x", step_timeout_cap_s=None, trace_start=0,
+                           after_exit_notes=[])
+
+
+async def test_share_room_key_opens_a_new_olm_session_beside_the_old_ones() -> None:
+    """The old sessions stay in the store while the new one is claimed (the actor's client keeps syncing: a bot
+    message it could not decrypt would have nio open, and use, yet another), the claim is retried while the
+    server has no one-time key, and the key goes over the newest, new session."""
+    olm = _ShareOlm()
+    client = _ShareClient(olm, empty=1)
+    detail = await ShareRoomKey.model_validate({"as": "helper"}).run(_share_ctx(client))
+    assert client.claims == [["old"], ["old"]], client.claims
+    assert [s.name for s in olm.session_store["curve-bot"]] == ["new2", "old"]
+    assert "over a new Olm session" in detail and "the bot took it in" in detail
+
+
+async def test_share_room_key_says_why_it_did_not_wait() -> None:
+    for claims, traces, why in ((False, True, "does not claim room-key-trace"), (True, False, "writes no trace")):
+        detail = await ShareRoomKey.model_validate({"as": "helper"}).run(
+            _share_ctx(_ShareClient(_ShareOlm()), claims=claims, traces=traces))
+        assert detail.endswith(f"NOT CHECKED that the bot took it in (bot thebot {why})"), detail
+
+
+async def test_a_key_traced_again_after_the_restart_leaves_the_kill_not_checked() -> None:
+    """A bot that traces the key before its sync position is saved past it is killed before the position moves:
+    the server sends the key again after the restart, and the bot decrypts without its store. The second record
+    for the same session makes the scenario's end say NOT CHECKED, with that reason."""
+    ctx = _share_ctx(_ShareClient(_ShareOlm()))
+    await ShareRoomKey.model_validate({"as": "helper"}).run(ctx)
+    assert len(ctx.after_exit_notes) == 1
+    [note] = ctx.after_exit_notes
+    ctx.bot.trace.items += [{"type": "start"}, {"type": "e2ee.room_key", "sessionId": "other"}]
+    assert note(0) is None  # another session's key: nothing to say
+    ctx.bot.trace.items.append({"type": "e2ee.room_key", "sessionId": "megolm-new"})
+    assert note(0) == ("key sent again after restart: the bot traced the room key of Megolm session megolm-new a "
+                       "second time, so the kill did not test its crypto store")

@@ -10,6 +10,7 @@ existed has arrived by the time the barrier does).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -222,19 +223,22 @@ ROOM_KEY_TRACE = "room-key-trace"
 
 
 class ShareRoomKey(InRoom):
-    """The actor starts a new Olm session with each of the bot's devices (its old ones set aside meanwhile, a fresh
-    one-time key claimed: the key goes as a pre-key message) and a new Megolm session of the room, and sends that
-    session's key to the bot's devices alone — no room message. It passes once the bot traces `e2ee.room_key`
-    for that session (capability room-key-trace): the moment the bot holds the key, so a kill right after it
-    loses whatever the bot had not written. The actor's next message in the room uses that session (its key
+    """The actor starts a new Olm session with each of the bot's devices (a fresh one-time key claimed, its old
+    sessions kept: the key goes as a pre-key message over the new one) and a new Megolm session of the room, and
+    sends that session's key to the bot's devices alone — no room message. It passes once the bot traces
+    `e2ee.room_key` for that session (capability room-key-trace): the bot holds the key and its sync position is
+    saved past it, so the key lives in its crypto store alone and a kill right after it loses whatever the bot
+    had not written. Should the bot trace the key again later (the server sent it again: the bot traced it too
+    early), the scenario's end says NOT CHECKED. The actor's next message in the room uses that session (its key
     then goes to the other members; the bot's devices are marked as having it)."""
 
     kind: ClassVar[str] = "share_room_key"
     does: ClassVar[str] = (
         "`as` sends the key of a new Megolm session of `room` to the bot's devices only, over a new Olm session "
         "(a pre-key message), no room message; passes when the bot traces `e2ee.room_key` for it (capability "
-        "`room-key-trace`; without it: NOT CHECKED, the step ends when the key is sent). The actor's next "
-        "message there uses that session")
+        "`room-key-trace`; without it: NOT CHECKED, the step ends when the key is sent; traced again later, the "
+        "key was sent again and the scenario's end says NOT CHECKED). The actor's next message there uses that "
+        "session")
     capabilities: ClassVar[tuple[str, ...]] = ("e2ee",)
 
     actor: ActorName = Field(alias="as")
@@ -245,8 +249,6 @@ class ShareRoomKey(InRoom):
         return [ActorUse(("as",), self.actor, False, True)]
 
     async def run(self, ctx: ScenarioContext) -> str:
-        from qa.actors import open_olm_sessions
-
         actor, room_id, timeout_s = ctx.actors[self.actor], ctx.rooms[self.room], self.wait_s(ctx)
         olm, what = actor.client.olm, f"{self.actor} shares a new room key with the bot"
         if olm is None:
@@ -259,18 +261,7 @@ class ShareRoomKey(InRoom):
                    if device_id is None or d.id == device_id]
         if not devices:
             raise StepFailed(what, [f"{self.actor} knows no device of the bot ({ctx.bot_user_id})"])
-        # Set aside while a new Olm session is opened (a fresh one-time key claimed), then kept again: they may
-        # still carry the bot's messages to the actor, and the newest session is the one nio sends over.
-        kept = {d.curve25519: list(olm.session_store[d.curve25519]) for d in devices}
-        for key in kept:
-            olm.session_store[key].clear()
-        try:
-            lacking = await open_olm_sessions(actor.client, devices, timeout_s)
-            fresh = {key: olm.session_store.get(key) for key in kept}
-        finally:
-            for key, sessions in kept.items():
-                for old in sessions:
-                    olm.session_store.add(key, old)
+        fresh, lacking = await _new_olm_sessions(actor.client, devices, timeout_s)
         if lacking:
             raise StepFailed(what, [f"{self.actor} could not open a new Olm session with {lacking}"])
         reused = [key for key, session in fresh.items() if olm.session_store.get(key) is not session]
@@ -282,12 +273,63 @@ class ShareRoomKey(InRoom):
         sent = await _send_key(actor, room_id, devices, what)
         line = (f"{self.actor} sent the key of Megolm session {session.id} to the bot's device(s) "
                 f"{', '.join(sorted(sent))} over a new Olm session (pre-key message)")
-        if not ctx.bot.bot.has(ROOM_KEY_TRACE) or not ctx.bot.has_trace:
+        if not ctx.bot.bot.has(ROOM_KEY_TRACE):
             return f"{line}; NOT CHECKED that the bot took it in (bot {ctx.bot.name} does not claim {ROOM_KEY_TRACE})"
+        if not ctx.bot.has_trace:
+            return f"{line}; NOT CHECKED that the bot took it in (bot {ctx.bot.name} writes no trace)"
         record = await bot_trace(ctx, lambda r: r.get("type") == "e2ee.room_key" and r.get("sessionId") == session.id,
                                  timeout_s, f"the bot to take in the room key of session {session.id} (trace "
                                  f"e2ee.room_key)")
+        ctx.after_exit_notes.append(_sent_again(ctx, session.id, record))
         return f"{line}; the bot took it in ({record.get('roomId')} from {record.get('sender')})"
+
+
+def _sent_again(ctx: ScenarioContext, session_id: str, first: dict[str, Any]) -> Any:
+    """Judged once the bot has exited (qa.scenario.fence): a second e2ee.room_key for the session means the
+    server delivered the key again (a bot that traced it before its sync position moved past it, then was
+    killed), so what came after the kill was decrypted with a key sent anew, not one kept in the crypto store."""
+
+    def note(_mark: int) -> str | None:
+        items = ctx.bot.trace.items
+        at = next((i for i, r in enumerate(items) if r is first), len(items))
+        if any(r.get("type") == "e2ee.room_key" and r.get("sessionId") == session_id for r in items[at + 1:]):
+            return (f"key sent again after restart: the bot traced the room key of Megolm session {session_id} a "
+                    f"second time, so the kill did not test its crypto store")
+        return None
+    return note
+
+
+async def _new_olm_sessions(client: Any, devices: list[Any], timeout_s: float) -> tuple[dict[str, Any], str]:
+    """A new Olm session with each device, beside the old ones (never set aside: the actor's client keeps syncing
+    meanwhile, and a bot message it could not decrypt over them would mark the device wedged and have nio open,
+    and use, yet another). nio's _handle_key_claiming opens a session for every one-time key claimed, whether one
+    exists or not, so a claim is all it takes; retried (bounded) while the server has no one-time key left.
+    Returns each device's newest session that was not there before (by curve key), and what is still missing."""
+    from qa.actors import CLAIM_RETRY_S
+
+    olm = client.olm
+    old = {d.curve25519: {id(s) for s in olm.session_store[d.curve25519]} for d in devices}
+
+    def new(device: Any) -> Any:  # the store keeps a device's sessions newest first
+        return next((s for s in olm.session_store[device.curve25519] if id(s) not in old[device.curve25519]), None)
+
+    loop = asyncio.get_running_loop()
+    deadline, attempt = loop.time() + timeout_s, 0
+    while lacking := [d for d in devices if new(d) is None]:
+        wanted: dict[str, list[str]] = {}
+        for device in lacking:
+            wanted.setdefault(device.user_id, []).append(device.id)
+        resp = await client.keys_claim(wanted)
+        lacking = [d for d in lacking if new(d) is None]
+        left = deadline - loop.time()
+        if not lacking:
+            break
+        if left <= 0:
+            names = ", ".join(f"device {d.id} of {d.user_id}" for d in lacking)
+            return {}, f"{names} ({attempt + 1} one-time key claims; last answer: {resp})"
+        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
+        attempt += 1
+    return {d.curve25519: new(d) for d in devices}, ""
 
 
 async def _send_key(actor: Actor, room_id: str, devices: list[Any], what: str) -> list[str]:
