@@ -295,6 +295,8 @@ async def test_a_key_traced_again_after_the_restart_leaves_the_kill_not_checked(
     [note] = ctx.after_exit_notes
     ctx.bot.trace.items += [{"type": "start"}, {"type": "e2ee.room_key", "sessionId": "other"}]
     assert note(0) is None  # another session's key: nothing to say
+    ctx.bot.trace.items.append(dict(ctx.bot.trace.items[0]))
+    assert note(0) is None  # the same line read again (a trace the bot rewrote on its restart): no second key
     ctx.bot.trace.items.append({"type": "e2ee.room_key", "sessionId": "megolm-new"})
     assert note(0) == ("key sent again after restart: the bot traced the room key of Megolm session megolm-new a "
                        "second time, so the kill did not test its crypto store")
