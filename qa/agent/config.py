@@ -83,6 +83,7 @@ TestMutation = Literal[
     "no-legacy-media-fallback",  # a 404 from the authenticated media endpoint is the end of the download
     "media-failure-to-model",  # a failed download is told to the model only; the person hears nothing of it
     "crypto-store-per-process",  # the device id survives a restart, its crypto store (Olm/Megolm keys) does not
+    "late-crypto-save",  # new Olm and Megolm sessions are written to the crypto store a sync batch late
     "first-megolm-session-only",  # a sender's later Megolm sessions in a room are dropped as undecryptable
     "no-late-decrypt",  # an encrypted message whose room key has not arrived yet is dropped at once
     "sync-retry-at-once",  # a failed /sync is retried at once, with no backoff

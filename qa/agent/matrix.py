@@ -22,6 +22,7 @@ from qa.agent.config import AgentConfig
 from qa.agent.crypto_store import REQUEST_TIMEOUT_S, CryptoIdentity, HandedSession
 from qa.agent.membership import Membership, backlog_cutoff
 from qa.agent.policy import UNDECRYPTABLE
+from qa.agent.room_keys import trace_room_keys
 from qa.agent.routing import EventRouter
 from qa.agent.sender import MAX_RETRY_AFTER_S, RETRY_DELAYS_S, Sender
 from qa.agent.session import SessionManager
@@ -189,6 +190,8 @@ class MatrixBot:
             token = resp.next_batch
             if not forget:
                 self._save_token(token)
+            # Only now: the server will not send this batch's room keys again, they live in the crypto store alone.
+            trace_room_keys(self._trace, self.client.olm, resp.to_device_events)
             first = False
             self._maybe_ready()
 

@@ -27,6 +27,7 @@ from nio import (
 )
 
 from qa.agent.config import AgentConfig
+from qa.agent.room_keys import LateCryptoSaves
 from qa.kernel.e2ee import sas_view
 from qa.kernel.trace import Trace
 
@@ -45,6 +46,7 @@ class BotE2EE:
         self._trace = trace
         self._known: set[tuple[str, str]] = set()
         self._done: set[str] = set()  # transaction ids whose outcome is traced
+        self._late_saves: LateCryptoSaves | None = None  # only for the late-crypto-save mutation
 
     def install(self, client: AsyncClient) -> None:
         if self._config.keep_megolm_session:
@@ -52,8 +54,12 @@ class BotE2EE:
             # first one, so whoever left still holds the key to what comes next, and newcomers get none.
             client._invalidate_session_for_member_event = lambda room_id: None  # type: ignore[method-assign]
             client.invalidate_outbound_session = lambda room_id: None  # type: ignore[method-assign]
+        late = self._config.mutated("late-crypto-save") and client.olm is not None
+        self._late_saves = LateCryptoSaves(client.olm) if late else None
 
     async def on_to_device(self, client: AsyncClient, events: list[Any]) -> None:
+        if self._late_saves is not None:
+            self._late_saves.batch_done()
         for event in events:
             if isinstance(event, KeyVerificationEvent):
                 await self._verification(client, event)

@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 Capability = Literal["trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy", "lock", "media",
                      "streaming", "verification", "membership", "hot-reload", "redactions", "markdown",
-                     "exec-dir", "model", "agent-wording", "model-timeout", "appservice"]
+                     "exec-dir", "model", "agent-wording", "model-timeout", "appservice", "room-key-trace"]
 
 MEANING: dict[str, str] = {
     "trace": "writes the matrix-qa trace to $MATRIX_QA_TRACE_FILE (docs/trace-format.md)",
@@ -47,6 +47,9 @@ MEANING: dict[str, str] = {
                      "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
     "appservice": "is an application service (bot file `appservice:`, never claimed in `capabilities`): the "
                   "homeserver pushes it transactions through the harness, where `target: push` faults act",
+    "room-key-trace": "traces `e2ee.room_key` {roomId, sender, sessionId} once it holds a room key sent to it "
+                      "and its sync position is saved past the key, so the server will not send it again "
+                      "(share_room_key waits for it; without it that wait is NOT CHECKED)",
 }
 
 # --- bots without a model: the say-able prompt ---------------------------------------------------------------

@@ -117,7 +117,8 @@ def test_the_embedded_agent_is_a_bot_file_with_every_capability() -> None:
     assert bot.ready.kind == "trace"
     assert set(bot.capabilities) == {"trace", "threads", "restart", "approvals", "e2ee", "reactions", "policy",
                                      "lock", "media", "streaming", "verification", "membership", "hot-reload",
-                                     "redactions", "markdown", "exec-dir", "agent-wording", "model-timeout"}
+                                     "redactions", "markdown", "exec-dir", "agent-wording", "model-timeout",
+                                     "room-key-trace"}
     assert bot.template_path() is not None and bot.template_path().is_file()
     assert bot.config_format == "json"
 

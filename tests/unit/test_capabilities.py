@@ -251,6 +251,9 @@ DESCRIBED = {
                      "$MATRIX_QA_MODEL_TIMEOUT_S, template provider.timeout_s) rather than its own",
     "appservice": "is an application service (bot file `appservice:`, never claimed in `capabilities`): the "
                   "homeserver pushes it transactions through the harness, where `target: push` faults act",
+    "room-key-trace": "traces `e2ee.room_key` {roomId, sender, sessionId} once it holds a room key sent to it "
+                      "and its sync position is saved past the key, so the server will not send it again "
+                      "(share_room_key waits for it; without it that wait is NOT CHECKED)",
 }
 
 

@@ -1,6 +1,7 @@
 """Steps about what end-to-end encryption protects: expect_encrypted (which Megolm session a message used and
 which devices hold its key), expect_artifacts_clean (no decrypted text in what the run writes) and
-rotate_session (a test user starts a new Megolm session of its own, as clients do on a schedule).
+rotate_session (a test user starts a new Megolm session of its own, as clients do on a schedule), and
+share_room_key (a test user hands the bot a new Megolm session's key over a new Olm session, no message yet).
 
 Evidence, not waits: who holds a room key is read from each test device's crypto store after a to-device
 barrier (a message the device sends itself: the inbox is ordered, so a room key sent before the message
@@ -9,6 +10,7 @@ existed has arrived by the time the barrier does).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -21,8 +23,8 @@ from qa.scenario.artifacts import strip_transcript_bodies
 from qa.scenario.context import Ref, StepFailed
 from qa.scenario.fields import ActorName, DeviceRef, Duration, MarkedText, RoomName, StepId, error
 from qa.scenario.steps.base import MESSAGES, ActorUse, InRoom, Problem, Scan, StepBase, StepRef, opt_ref
-from qa.scenario.steps.common import text, trace_lines
-from qa.scenario.steps.devices import named_device_problems
+from qa.scenario.steps.common import bot_trace, text, trace_lines
+from qa.scenario.steps.devices import bot_device_id, knows_device, named_device_problems
 from qa.waiting import WaitTimeout
 
 if TYPE_CHECKING:
@@ -215,3 +217,148 @@ class RotateSession(InRoom):
         client.olm.outbound_group_sessions.pop(room_id, None)
         old = had.id if had is not None else "none yet"
         return f"{self.actor} dropped its Megolm session {old} of {self.room}: the next message starts a new one"
+
+
+ROOM_KEY_TRACE = "room-key-trace"
+
+
+class ShareRoomKey(InRoom):
+    """The actor starts a new Olm session with each of the bot's devices (a fresh one-time key claimed, its old
+    sessions kept: the key goes as a pre-key message over the new one) and a new Megolm session of the room, and
+    sends that session's key to the bot's devices alone — no room message. It passes once the bot traces
+    `e2ee.room_key` for that session (capability room-key-trace): the bot holds the key and its sync position is
+    saved past it, so the key lives in its crypto store alone and a kill right after it loses whatever the bot
+    had not written. Should the bot trace the key again later (the server sent it again: the bot traced it too
+    early), the scenario's end says NOT CHECKED. The actor's next message in the room uses that session (its key
+    then goes to the other members; the bot's devices are marked as having it)."""
+
+    kind: ClassVar[str] = "share_room_key"
+    does: ClassVar[str] = (
+        "`as` sends the key of a new Megolm session of `room` to the bot's devices only, over a new Olm session "
+        "(a pre-key message), no room message; passes when the bot traces `e2ee.room_key` for it (capability "
+        "`room-key-trace`; without it: NOT CHECKED, the step ends when the key is sent; traced again later, the "
+        "key was sent again and the scenario's end says NOT CHECKED). The actor's next message there uses that "
+        "session")
+    capabilities: ClassVar[tuple[str, ...]] = ("e2ee",)
+
+    actor: ActorName = Field(alias="as")
+    room: RoomName = "main"
+    timeout: Duration | None = None
+
+    def actor_uses(self) -> list[ActorUse]:
+        return [ActorUse(("as",), self.actor, False, True)]
+
+    async def run(self, ctx: ScenarioContext) -> str:
+        actor, room_id, timeout_s = ctx.actors[self.actor], ctx.rooms[self.room], self.wait_s(ctx)
+        olm, what = actor.client.olm, f"{self.actor} shares a new room key with the bot"
+        if olm is None:
+            raise StepFailed(what, [f"{self.actor} has no crypto (the room {self.room} is not encrypted)"])
+        device_id = bot_device_id(ctx)
+        if device_id is not None:
+            await knows_device(actor, ctx.bot_user_id, device_id, timeout_s, f"{self.actor} to know the bot's "
+                               f"device {device_id}")
+        devices = [d for d in olm.device_store.active_user_devices(ctx.bot_user_id)
+                   if device_id is None or d.id == device_id]
+        if not devices:
+            raise StepFailed(what, [f"{self.actor} knows no device of the bot ({ctx.bot_user_id})"])
+        fresh, lacking = await _new_olm_sessions(actor.client, devices, timeout_s)
+        if lacking:
+            raise StepFailed(what, [f"{self.actor} could not open a new Olm session with {lacking}"])
+        reused = [key for key, session in fresh.items() if olm.session_store.get(key) is not session]
+        if reused:
+            raise StepFailed(what, [f"{self.actor}'s newest Olm session with the bot's device (key {k}) is not the "
+                                    f"one just opened" for k in reused])
+        olm.create_outbound_group_session(room_id)
+        session = olm.outbound_group_sessions[room_id]
+        sent = await _send_key(actor, room_id, devices, what)
+        line = (f"{self.actor} sent the key of Megolm session {session.id} to the bot's device(s) "
+                f"{', '.join(sorted(sent))} over a new Olm session (pre-key message)")
+        if not ctx.bot.bot.has(ROOM_KEY_TRACE):
+            return f"{line}; NOT CHECKED that the bot took it in (bot {ctx.bot.name} does not claim {ROOM_KEY_TRACE})"
+        if not ctx.bot.has_trace:
+            return f"{line}; NOT CHECKED that the bot took it in (bot {ctx.bot.name} writes no trace)"
+        record = await bot_trace(ctx, lambda r: r.get("type") == "e2ee.room_key" and r.get("sessionId") == session.id,
+                                 timeout_s, f"the bot to take in the room key of session {session.id} (trace "
+                                 f"e2ee.room_key)")
+        ctx.after_exit_notes.append(_sent_again(ctx, session.id, record))
+        return f"{line}; the bot took it in ({record.get('roomId')} from {record.get('sender')})"
+
+
+def _sent_again(ctx: ScenarioContext, session_id: str, first: dict[str, Any]) -> Any:
+    """Judged once the bot has exited (qa.scenario.fence): a second e2ee.room_key for the session means the
+    server delivered the key again (a bot that traced it before its sync position moved past it, then was
+    killed), so what came after the kill was decrypted with a key sent anew, not one kept in the crypto store."""
+
+    def note(_mark: int) -> str | None:
+        items = ctx.bot.trace.items
+        at = next((i for i, r in enumerate(items) if r is first), len(items))
+        # A record equal to the first (its time too) is the same line read again (a trace rewritten on a restart).
+        if any(r.get("type") == "e2ee.room_key" and r.get("sessionId") == session_id and r != first
+               for r in items[at + 1:]):
+            return (f"key sent again after restart: the bot traced the room key of Megolm session {session_id} a "
+                    f"second time, so the kill did not test its crypto store")
+        return None
+    return note
+
+
+async def _new_olm_sessions(client: Any, devices: list[Any], timeout_s: float) -> tuple[dict[str, Any], str]:
+    """A new Olm session with each device, beside the old ones (never set aside: the actor's client keeps syncing
+    meanwhile, and a bot message it could not decrypt over them would mark the device wedged and have nio open,
+    and use, yet another). nio's _handle_key_claiming opens a session for every one-time key claimed, whether one
+    exists or not, so a claim is all it takes; retried (bounded) while the server has no one-time key left.
+    Returns each device's newest session that was not there before (by curve key), and what is still missing."""
+    from qa.actors import CLAIM_RETRY_S
+
+    olm = client.olm
+    old = {d.curve25519: {id(s) for s in olm.session_store[d.curve25519]} for d in devices}
+
+    def new(device: Any) -> Any:  # the store keeps a device's sessions newest first
+        return next((s for s in olm.session_store[device.curve25519] if id(s) not in old[device.curve25519]), None)
+
+    loop = asyncio.get_running_loop()
+    deadline, attempt = loop.time() + timeout_s, 0
+    while lacking := [d for d in devices if new(d) is None]:
+        wanted: dict[str, list[str]] = {}
+        for device in lacking:
+            wanted.setdefault(device.user_id, []).append(device.id)
+        resp = await client.keys_claim(wanted)
+        lacking = [d for d in lacking if new(d) is None]
+        left = deadline - loop.time()
+        if not lacking:
+            break
+        if left <= 0:
+            names = ", ".join(f"device {d.id} of {d.user_id}" for d in lacking)
+            return {}, f"{names} ({attempt + 1} one-time key claims; last answer: {resp})"
+        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
+        attempt += 1
+    return {d.curve25519: new(d) for d in devices}, ""
+
+
+async def _send_key(actor: Actor, room_id: str, devices: list[Any], what: str) -> list[str]:
+    """The room key of the actor's (unshared) outbound session, Olm-encrypted to these devices and sent; they are
+    marked as having it, so the actor's next room message shares it with the room's other devices only."""
+    from nio import ToDeviceError, ToDeviceMessage
+
+    olm = actor.client.olm
+    assert olm is not None
+    session = olm.outbound_group_sessions[room_id]
+    users = sorted({d.user_id for d in devices})
+    wanted = {(d.user_id, d.id) for d in devices}
+    sent: list[str] = []
+    for sharing_with, to_device in olm.share_group_session_parallel(room_id, users, ignore_unverified_devices=True):
+        for user_id, by_device in to_device["messages"].items():
+            for device_id, content in by_device.items():
+                if (user_id, device_id) not in wanted:
+                    continue
+                kinds = {c.get("type") for c in content.get("ciphertext", {}).values()}
+                if kinds != {0}:
+                    raise StepFailed(what, [f"the key to device {device_id} is not a pre-key message (Olm message "
+                                            f"type {sorted(kinds)}), as a new Olm session's first message is"])
+                resp = await actor.client.to_device(ToDeviceMessage("m.room.encrypted", user_id, device_id, content))
+                if isinstance(resp, ToDeviceError):
+                    raise StepFailed(what, [f"to-device to {device_id}: {resp.message}"])
+                sent.append(device_id)
+        session.users_shared_with.update(s for s in sharing_with if s in wanted)
+    if not sent:
+        raise StepFailed(what, [f"{actor.name} had nothing to send: no device of the bot without the key"])
+    return sent
