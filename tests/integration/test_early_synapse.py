@@ -65,15 +65,16 @@ def _waiting_interpreters(mark: str, flag: str = early_synapse.AWAIT_FLAG) -> li
 
 
 @pytest.mark.parametrize(("flags", "message", "forked"), [
+    # Foreseen from the scenario heads (qa.scenario.foreseen): nothing is started at all (forked None).
     (["--scenario", "no-such-scenario"], "matrix-qa: unknown scenario id(s): no-such-scenario; known ids: canary",
-     True),
+     None),
     (["--bot", "bad.yaml"],
      "matrix-qa: bad.yaml:3:1: YAML syntax error: expected the node content, but found '<stream end>'\n", False),
     (["--bot-set", "noSuchKey=1"], "matrix-qa: --bot-set noSuchKey: unknown key (known: ", True),
 ])
 def test_a_run_refused_by_its_checks_stops_what_it_started_early(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-        flags: list[str], message: str, forked: bool) -> None:
+        flags: list[str], message: str, forked: bool | None) -> None:
     (tmp_path / "bad.yaml").write_text("name: x\ncommand: [\n")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(MARK, str(tmp_path))
@@ -89,6 +90,10 @@ def test_a_run_refused_by_its_checks_stops_what_it_started_early(
     err = capsys.readouterr().err
     assert code == 2 and err.startswith(message), err
     assert "Traceback" not in err and len(err.splitlines()) == 1
+    if forked is None:
+        assert started == [] and zygotes == [], "a refusal foreseen from the heads started something early"
+        assert not (tmp_path / "out").exists()
+        return
     assert len(started) == 1 and started[0] is not None, "no Synapse was started early: the test proves nothing"
     assert started[0].returncode == -signal.SIGKILL  # stopped, and reaped (else returncode would be None)
     # The fork server only for the built-in agent (a user's bot file's preload is their code: never before the checks).
