@@ -401,7 +401,8 @@ class Actor:
         await self.client.close()
 
 
-async def open_olm_sessions(client: AsyncClient, devices: list[Any], timeout_s: float) -> str:
+async def open_olm_sessions(client: AsyncClient, devices: list[Any], timeout_s: float,
+                            has: Callable[[Any], bool] | None = None) -> str:
     """Until the client has an Olm session with each device: its one-time keys claimed (all at once), the
     claim retried for those the server had none for yet, bounded. Returns what is still missing ("" when
     nothing), with the server's last answer.
@@ -410,19 +411,26 @@ async def open_olm_sessions(client: AsyncClient, devices: list[Any], timeout_s: 
     the others silently (nio/crypto/olm_machine.py share_group_session_parallel: "Missing Olm session ...
     skipping"), then marks the key shared. Synapse stores and announces a device's keys before its one-time
     keys (one keys/upload request, synapse/handlers/e2e_keys.py), so a device learnt in between has no key
-    to claim yet, and would never get the room key of the next message."""
+    to claim yet, and would never get the room key of the next message.
+
+    `has` says which device already has the session wanted (default: any Olm session with it)."""
     olm = client.olm
     if not olm:
         return ""
+
+    def any_session(device: Any) -> bool:
+        return olm.session_store.get(device.curve25519) is not None
+
+    done = has or any_session
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     attempt = 0
-    while lacking := [d for d in devices if olm.session_store.get(d.curve25519) is None]:
+    while lacking := [d for d in devices if not done(d)]:
         wanted: dict[str, list[str]] = {}
         for device in lacking:
             wanted.setdefault(device.user_id, []).append(device.id)
         resp = await client.keys_claim(wanted)
-        lacking = [d for d in lacking if olm.session_store.get(d.curve25519) is None]
+        lacking = [d for d in lacking if not done(d)]
         left = deadline - loop.time()
         if not lacking:
             return ""

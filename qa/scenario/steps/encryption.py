@@ -10,7 +10,6 @@ existed has arrived by the time the barrier does).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from collections.abc import Iterator
@@ -305,9 +304,10 @@ async def _new_olm_sessions(client: Any, devices: list[Any], timeout_s: float) -
     """A new Olm session with each device, beside the old ones (never set aside: the actor's client keeps syncing
     meanwhile, and a bot message it could not decrypt over them would mark the device wedged and have nio open,
     and use, yet another). nio's _handle_key_claiming opens a session for every one-time key claimed, whether one
-    exists or not, so a claim is all it takes; retried (bounded) while the server has no one-time key left.
-    Returns each device's newest session that was not there before (by curve key), and what is still missing."""
-    from qa.actors import CLAIM_RETRY_S
+    exists or not, so a claim is all it takes (qa.actors.open_olm_sessions: bounded, retried while the server has
+    no one-time key left). Returns each device's newest session that was not there before (by curve key), and
+    what is still missing."""
+    from qa.actors import open_olm_sessions
 
     olm = client.olm
     old = {d.curve25519: {id(s) for s in olm.session_store[d.curve25519]} for d in devices}
@@ -315,22 +315,9 @@ async def _new_olm_sessions(client: Any, devices: list[Any], timeout_s: float) -
     def new(device: Any) -> Any:  # the store keeps a device's sessions newest first
         return next((s for s in olm.session_store[device.curve25519] if id(s) not in old[device.curve25519]), None)
 
-    loop = asyncio.get_running_loop()
-    deadline, attempt = loop.time() + timeout_s, 0
-    while lacking := [d for d in devices if new(d) is None]:
-        wanted: dict[str, list[str]] = {}
-        for device in lacking:
-            wanted.setdefault(device.user_id, []).append(device.id)
-        resp = await client.keys_claim(wanted)
-        lacking = [d for d in lacking if new(d) is None]
-        left = deadline - loop.time()
-        if not lacking:
-            break
-        if left <= 0:
-            names = ", ".join(f"device {d.id} of {d.user_id}" for d in lacking)
-            return {}, f"{names} ({attempt + 1} one-time key claims; last answer: {resp})"
-        await asyncio.sleep(min(CLAIM_RETRY_S[min(attempt, len(CLAIM_RETRY_S) - 1)], left))  # retry backoff
-        attempt += 1
+    lacking = await open_olm_sessions(client, devices, timeout_s, has=lambda d: new(d) is not None)
+    if lacking:
+        return {}, lacking
     return {d.curve25519: new(d) for d in devices}, ""
 
 
