@@ -19,7 +19,14 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # qa.scenario.heads imports yaml: loaded only when a head is read, not with `matrix-qa --version`
     from qa.scenario.heads import Head
 
-SCENARIO_SUFFIXES = (".yaml", ".yml")  # a directory's scenario files, here and in qa.scenario.loader
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+
+def files_in(directory: Path) -> list[Path]:
+    """The scenario files of a directory, for the foresight and for qa.scenario.loader alike (one rule, so the
+    foresight never reads a file the run would not, nor stops at one it would skip: a subdirectory or a FIFO named
+    *.yaml). A symlink that leads nowhere (dangling, looping) is kept, so reading it says why, not dropped."""
+    return sorted(c for c in directory.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
 
 
 def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | None:
@@ -37,8 +44,8 @@ def refusal(paths: Iterable[Path], ids: Iterable[str], profile: str) -> str | No
         from qa.scenario.heads import head
 
         for path in paths:
-            # qa.scenario.loader's expansion: a directory's *.yaml and *.yml, a file as named.
-            files = sorted(c for c in path.iterdir() if c.suffix in SCENARIO_SUFFIXES) if path.is_dir() else [path]
+            # qa.scenario.loader's expansion: a directory's scenario files, a file as named.
+            files = files_in(path) if path.is_dir() else [path]
             for file in files:
                 if not file.is_file():  # a FIFO or device would block read_text; a dangling link: the run says why
                     return None

@@ -25,7 +25,7 @@ from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 from qa import safe_yaml
 from qa.kernel.errors import ConfigError
 from qa.safe_yaml import Loc, field_path
-from qa.scenario.foreseen import SCENARIO_SUFFIXES
+from qa.scenario.foreseen import files_in
 from qa.scenario.heads import Head, head
 from qa.scenario.schema import Scenario, field_keys, model_at
 from qa.scenario.steps.registry import describe_step_problem
@@ -291,19 +291,13 @@ def _load_file(path: Path, rule_cache: dict[str, list[str]] | None = None) -> _L
 # --- many files --------------------------------------------------------------------------------------------
 
 
-def _files_in(directory: Path) -> list[Path]:
-    """The scenario files of a directory. A symlink that leads nowhere (dangling, looping) is kept, so reading it
-    says why, not dropped."""
-    return sorted(c for c in directory.iterdir() if c.suffix in SCENARIO_SUFFIXES and (c.is_file() or c.is_symlink()))
-
-
 def _expand(paths: Iterable[str | Path], errors: list[ScenarioError]) -> list[Path]:
     files: list[Path] = []
     seen: set[Path] = set()
     for raw in paths:
         p = Path(raw)
         try:
-            found = _files_in(p) if p.is_dir() else None
+            found = files_in(p) if p.is_dir() else None
         except OSError as exc:  # a directory we may not list or enter: one line, not a traceback
             errors.append(ScenarioError(f"cannot read this directory: {exc.strerror or exc}", path=p))
             continue

@@ -82,7 +82,17 @@ def test_a_fifo_named_like_a_scenario_does_not_hang_the_foresight(library: Path)
         os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         looker.join(10)
         pytest.fail("refusal blocked reading a FIFO")
-    assert answers == [None], "a scenario file that is not a regular file: not sure, the loader says why"
+    # The loader lists only files and symlinks (qa.scenario.foreseen.files_in): the run skips the FIFO too.
+    assert answers == ["unknown scenario id(s): nosuch"]
+
+
+def test_the_foresight_lists_a_directory_as_the_loader_does(library: Path) -> None:
+    """A subdirectory named like a scenario file is not one (the loader skips it), so it does not leave a refusal
+    unforeseen; a dangling link is kept by both, and reading it is the run's to word."""
+    (library / "sub.yaml").mkdir()
+    assert refusal([library], ["nosuch"], "fast") == "unknown scenario id(s): nosuch"
+    (library / "zz.yaml").symlink_to(library / "nowhere.yaml")
+    assert refusal([library], ["nosuch"], "fast") is None
 
 
 def _reads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
