@@ -115,3 +115,10 @@ def test_every_corpus_file_has_an_entry() -> None:
     files = {str(p.relative_to(CORPUS)) for p in CORPUS.glob("*/*.yaml")}
     assert files - named == set(), "corpus files nobody runs"
 
+
+
+def test_the_corpus_reads_the_same_with_libyaml_and_without() -> None:
+    """CASES is read with libyaml where PyYAML has it: an entry the two loaders read differently (an escape, a
+    control character) would feed the product another argv or environment on a machine without libyaml."""
+    text = (CORPUS / "cases.yaml").read_text(encoding="utf-8")
+    assert yaml.load(text, Loader=yaml.SafeLoader) == CASES
