@@ -19,7 +19,6 @@ from typing import Any
 
 import pytest
 import yaml
-from docker.errors import APIError, ImageNotFound, NotFound
 
 from qa.homeserver import container as shared_docker
 from qa.homeserver import tuwunel
@@ -33,8 +32,12 @@ from qa.homeserver.tuwunel import (
     remove_all_containers,
 )
 from qa.kernel.errors import InfraError
+from tests.lazy_module import LazyModule
 
 REPO = Path(__file__).resolve().parents[2]
+# Imported when a fake first raises one: every xdist worker collects this file, and docker's import (0.3-0.45 s) is
+# then paid only by a worker that runs a test that needs it (tests/lazy_module.py).
+docker_errors = LazyModule("docker.errors")
 
 EXPECTED_ENV = {
     "TUWUNEL_SERVER_NAME": "localhost",
@@ -127,7 +130,7 @@ class FakeContainer:
 
     def reload(self) -> None:
         if self.removed_with is not None:
-            raise NotFound("no such container")
+            raise docker_errors.NotFound("no such container")
 
     def logs(self, **kwargs: Any) -> bytes:
         token = self.spec["environment"]["TUWUNEL_REGISTRATION_TOKEN"]
@@ -162,12 +165,12 @@ class FakeImages:
 
     def get(self, image: str) -> object:
         if image not in self.client.local_images:
-            raise ImageNotFound(f"No such image: {image}")
+            raise docker_errors.ImageNotFound(f"No such image: {image}")
         return object()
 
     def pull(self, image: str) -> object:
         if self.client.pull_error:
-            raise APIError(self.client.pull_error)
+            raise docker_errors.APIError(self.client.pull_error)
         self.client.pulled.append(image)
         self.client.local_images.add(image)
         return object()
