@@ -13,7 +13,8 @@ on every hit: a `remove()` or `clear()` drops it); anything else (a non-str valu
 the original would raise on) goes to prometheus_client's own `labels`. So the metrics hold exactly what they held.
 
 Installed before Synapse starts (qa.homeserver.seeded_boot; once in the zygote), only on the prometheus_client release
-read (`READ_AGAINST`): another keeps its `labels`, and Synapse's log says so. MATRIX_QA_SYNAPSE_METRIC_LABELS=1
+read (`READ_AGAINST`) and only when a throwaway metric shows the attributes the cache relies on: otherwise nothing is
+installed, prometheus_client keeps its `labels`, and Synapse's log says why. MATRIX_QA_SYNAPSE_METRIC_LABELS=1
 keeps it too (for comparing).
 """
 
@@ -62,19 +63,41 @@ def cached(labels: Callable[..., Any]) -> Callable[..., Any]:
     return cached_labels
 
 
-def cache_label_lookups() -> str | None:
+def _relied_on(metric_class: Any, counter: Any) -> str | None:
+    """What the cache relies on, looked at on a throwaway metric (registered nowhere): a callable `labels` on the
+    class, a child that is its metric's `_metrics` entry under its own `_labelvalues` (the hit check). None when all
+    hold; otherwise what is missing."""
+    if not callable(getattr(metric_class, "labels", None)):
+        return "no MetricWrapperBase.labels"
+    probe = counter("matrix_qa_probe", "the label cache's probe", ["value"], registry=None)
+    child = probe.labels("v")
+    if getattr(child, "_labelvalues", None) != ("v",):
+        return "a child without its _labelvalues"
+    if getattr(probe, "_metrics", {}).get(("v",)) is not child:
+        return "a child not kept in its metric's _metrics"
+    return None
+
+
+def cache_label_lookups(release: str | None = None) -> str | None:
     """Install the cache on prometheus_client's metrics (idempotent). None when done; otherwise why not (a line for
-    Synapse's log)."""
+    Synapse's log): not installed, another release than the one read (`release`: the installed one's unless given),
+    or not the layout the cache relies on. Never raises: Synapse boots either way."""
     try:
         from importlib.metadata import version
 
-        from prometheus_client.metrics import MetricWrapperBase
+        from prometheus_client.metrics import Counter, MetricWrapperBase
 
-        release = version("prometheus_client")
+        release = release if release is not None else version("prometheus_client")
     except Exception as exc:  # not installed, or no metadata: leave it be
         return f"matrix-qa: Synapse's metrics keep prometheus_client's labels (not found: {exc})"
     if release not in READ_AGAINST:
         return (f"matrix-qa: Synapse's metrics keep prometheus_client's labels (qa.homeserver.metric_labels was "
                 f"written against prometheus_client {', '.join(sorted(READ_AGAINST))}, this is {release})")
+    try:
+        missing = _relied_on(MetricWrapperBase, Counter)
+    except Exception as exc:  # the probe itself broke: the same answer, nothing installed
+        missing = f"its probe failed: {type(exc).__name__}: {exc}"
+    if missing is not None:
+        return f"matrix-qa: Synapse's metrics keep prometheus_client's labels (prometheus_client {release}: {missing})"
     MetricWrapperBase.labels = cached(MetricWrapperBase.labels)  # type: ignore[method-assign]
     return None

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from qa.homeserver.metric_labels import KEEP_ENV, cached
+from qa.homeserver.metric_labels import KEEP_ENV, READ_AGAINST, cache_label_lookups, cached
 
 prometheus = pytest.importorskip("prometheus_client")
 original = prometheus.metrics.MetricWrapperBase.labels
@@ -31,6 +31,24 @@ def test_the_same_values_find_the_same_child_as_prometheus_client_would() -> Non
     labels(metric, desc="a", server_name="s").inc(2)
     assert metric.labels(desc="a", server_name="s")._value.get() == 2  # counted where prometheus_client reads it
     assert cached(labels) is labels  # wrapping twice changes nothing
+
+
+def test_a_second_identical_lookup_is_answered_by_the_cache_not_by_prometheus_client() -> None:
+    # The point of the cache: were every call passed on, all the tests above would still pass.
+    reached: list[tuple[Any, ...]] = []
+
+    def counting(self: Any, *values: Any, **named: Any) -> Any:
+        reached.append((values, tuple(named.items())))
+        return original(self, *values, **named)
+
+    lookup, metric = cached(counting), _counter()
+    child = lookup(metric, desc="a", server_name="s")
+    assert lookup(metric, desc="a", server_name="s") is child and len(reached) == 1
+    assert lookup(metric, "a", "s") is lookup(metric, "a", "s") is child and len(reached) == 2  # one per call shape
+    lookup(metric, desc="b", server_name="s")
+    assert len(reached) == 3  # other values: prometheus_client's own lookup
+    metric.remove("a", "s")
+    assert lookup(metric, desc="a", server_name="s") is not child and len(reached) == 4  # a removed child: again
 
 
 def test_a_removed_or_cleared_child_is_not_handed_out_again() -> None:
@@ -57,6 +75,44 @@ def test_values_that_are_not_str_go_to_prometheus_client_itself() -> None:
 def test_what_prometheus_client_refuses_is_still_refused(call: Any) -> None:
     with pytest.raises(ValueError):
         call(_counter())
+
+
+def _probe_labels_restored(monkeypatch: pytest.MonkeyPatch) -> type:
+    """prometheus_client's MetricWrapperBase, its `labels` put back after the test (an install is process-wide)."""
+    base = prometheus.metrics.MetricWrapperBase
+    monkeypatch.setattr(base, "labels", base.labels)
+    return base
+
+
+def test_another_prometheus_client_release_keeps_its_labels_and_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _probe_labels_restored(monkeypatch)
+    before = base.labels
+    note = cache_label_lookups(release="0.99.0")
+    assert note is not None and "0.99.0" in note and sorted(READ_AGAINST)[0] in note
+    assert base.labels is before  # nothing installed
+    assert cache_label_lookups(release=sorted(READ_AGAINST)[0]) is None  # the release read: installed
+    assert getattr(base.labels, "_matrix_qa_cached_labels", False)
+
+
+def test_without_the_labels_it_relies_on_nothing_is_installed_and_boot_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    base = _probe_labels_restored(monkeypatch)
+    monkeypatch.delattr(base, "labels")
+    note = cache_label_lookups(release=sorted(READ_AGAINST)[0])  # the release read, another layout: no exception
+    assert note is not None and "no MetricWrapperBase.labels" in note and not hasattr(base, "labels")
+
+
+@pytest.mark.parametrize(("stand_in", "missing"), [
+    (lambda self, *values, **named: object(), "without its _labelvalues"),
+    (lambda self, *values, **named: original(self.__class__("x", "d", ["v"], registry=None), *values, **named),
+     "not kept in its metric's _metrics"),
+    (lambda self, *values, **named: 1 / 0, "probe failed: ZeroDivisionError"),
+])
+def test_a_labels_unlike_the_one_read_keeps_its_own(monkeypatch: pytest.MonkeyPatch, stand_in: Any,
+                                                   missing: str) -> None:
+    base = _probe_labels_restored(monkeypatch)
+    monkeypatch.setattr(base, "labels", stand_in)
+    note = cache_label_lookups(release=sorted(READ_AGAINST)[0])
+    assert note is not None and missing in note and base.labels is stand_in  # not wrapped
 
 
 _SPAWNED = """
