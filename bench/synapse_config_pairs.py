@@ -16,7 +16,8 @@ and --messages messages; then a short settle for the syncs and background work i
 remembers jsonschema's schema checks), on the same config. --base-db-thread starts B through the launcher but with
 MATRIX_QA_SYNAPSE_DB_THREAD=1: Synapse keeps its database thread (qa.homeserver.inline_db). --base-env NAME=VALUE
 (repeatable) starts B through the launcher with those variables set (the launcher's switches back to Synapse as it
-is; MATRIX_QA_SYNAPSE_METRIC_LABELS=1: what the metric label cache saves, qa.homeserver.metric_labels).
+is; MATRIX_QA_SYNAPSE_METRIC_LABELS=1: what the metric label cache saves, qa.homeserver.metric_labels). Neither
+goes with --base-plain-synapse, which has no launcher to switch: that combination is refused.
 
 Printed: each side's median CPU per scenario, the median and quartiles of the per-pair ratio A/B, and the ratio of
 the sums. Not a test: nothing is asserted. Synapse's CPU, not wall time: the wall of a loaded machine drifts more
@@ -152,7 +153,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="JSON merged into A's config (build_synapse_config extra)")
     parser.add_argument("--base", default="{}", help="JSON merged into B's config (default: none)")
@@ -165,7 +166,20 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="scenarios at once in a batch (the run's default)")
     parser.add_argument("--messages", type=int, default=6)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # Plain Synapse is started without the launcher, so without its environment switches: B's label would claim them.
+    if args.base_plain_synapse and (args.base_env or args.base_db_thread):
+        parser.error("--base-plain-synapse starts B without qa's launcher: --base-env and --base-db-thread would be "
+                     "ignored there; give one or the other")
+    for item in args.base_env:
+        name, equals, _ = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--base-env {item!r}: expected NAME=VALUE (e.g. MATRIX_QA_SYNAPSE_METRIC_LABELS=1)")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     for line in json.dumps(asyncio.run(_measure(args)), indent=1, ensure_ascii=False).splitlines():
         print(line)
     return 0
