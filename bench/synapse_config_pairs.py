@@ -3,6 +3,7 @@
     python bench/synapse_config_pairs.py --variant '{"push": {"enabled": true}}' [--base '{...}'] [--pairs 10]
     python bench/synapse_config_pairs.py --variant '{}' --base-plain-synapse   # what qa's launcher saves
     python bench/synapse_config_pairs.py --variant '{}' --base-db-thread       # what running SQLite inline saves
+    python bench/synapse_config_pairs.py --variant '{}' --base-env MATRIX_QA_SYNAPSE_METRIC_LABELS=1  # see below
 
 A runs qa's test-server config with --variant merged in, B with --base merged in (default: nothing, qa's config as
 it is). Both boot once; then the same scenario-shaped batch runs on A and on B in turn (A B, B A, A B ...: the order
@@ -13,7 +14,10 @@ and --messages messages; then a short settle for the syncs and background work i
 
 --base-plain-synapse starts B as `python -m synapse.app.homeserver`, without qa.homeserver.seeded_boot (which
 remembers jsonschema's schema checks), on the same config. --base-db-thread starts B through the launcher but with
-MATRIX_QA_SYNAPSE_DB_THREAD=1: Synapse keeps its database thread (qa.homeserver.inline_db).
+MATRIX_QA_SYNAPSE_DB_THREAD=1: Synapse keeps its database thread (qa.homeserver.inline_db). --base-env NAME=VALUE
+(repeatable) starts B through the launcher with those variables set (the launcher's switches back to Synapse as it
+is; MATRIX_QA_SYNAPSE_METRIC_LABELS=1: what the metric label cache saves, qa.homeserver.metric_labels). Neither
+goes with --base-plain-synapse, which has no launcher to switch: that combination is refused.
 
 Printed: each side's median CPU per scenario, the median and quartiles of the per-pair ratio A/B, and the ratio of
 the sums. Not a test: nothing is asserted. Synapse's CPU, not wall time: the wall of a loaded machine drifts more
@@ -108,14 +112,17 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     if args.base_plain_synapse:
         b._launch_command = lambda: (  # type: ignore[method-assign]
             [sys.executable, "-m", "synapse.app.homeserver", "-c", str(b.config_path)], None)
-    elif args.base_db_thread:
+    elif args.base_db_thread or args.base_env:
         launch = b._launch_command
+        extra = dict(item.split("=", 1) for item in args.base_env)
+        if args.base_db_thread:
+            extra[DB_THREAD_ENV] = "1"
 
-        def with_db_thread() -> tuple[list[str], dict[str, str]]:
+        def with_env() -> tuple[list[str], dict[str, str]]:
             argv, env = launch()
-            return argv, {**(os.environ if env is None else env), DB_THREAD_ENV: "1"}
+            return argv, {**(os.environ if env is None else env), **extra}
 
-        b._launch_command = with_db_thread  # type: ignore[method-assign]
+        b._launch_command = with_env  # type: ignore[method-assign]
     a_cpu: list[float] = []
     b_cpu: list[float] = []
     try:
@@ -136,7 +143,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "A (variant)": args.variant,
         "B (base)": args.base + (" on plain Synapse" if args.base_plain_synapse else "")
-        + (" with the database thread" if args.base_db_thread else ""),
+        + (" with the database thread" if args.base_db_thread else "") + "".join(f" with {e}" for e in args.base_env),
         "pairs": len(ratios),
         "A cpu ms/scenario (median)": round(statistics.median(a_cpu) / args.jobs * 1000, 1),
         "B cpu ms/scenario (median)": round(statistics.median(b_cpu) / args.jobs * 1000, 1),
@@ -146,7 +153,7 @@ async def _measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", required=True, help="JSON merged into A's config (build_synapse_config extra)")
     parser.add_argument("--base", default="{}", help="JSON merged into B's config (default: none)")
@@ -154,10 +161,25 @@ def main() -> int:
                         help="B without qa's Synapse launcher (python -m synapse.app.homeserver)")
     parser.add_argument("--base-db-thread", action="store_true",
                         help=f"B keeps Synapse's database thread ({DB_THREAD_ENV}=1)")
+    parser.add_argument("--base-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="B's launcher started with this variable set (repeatable)")
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--jobs", type=int, default=2, help="scenarios at once in a batch (the run's default)")
     parser.add_argument("--messages", type=int, default=6)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    # Plain Synapse is started without the launcher, so without its environment switches: B's label would claim them.
+    if args.base_plain_synapse and (args.base_env or args.base_db_thread):
+        parser.error("--base-plain-synapse starts B without qa's launcher: --base-env and --base-db-thread would be "
+                     "ignored there; give one or the other")
+    for item in args.base_env:
+        name, equals, _ = item.partition("=")
+        if not equals or not name:
+            parser.error(f"--base-env {item!r}: expected NAME=VALUE (e.g. MATRIX_QA_SYNAPSE_METRIC_LABELS=1)")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     for line in json.dumps(asyncio.run(_measure(args)), indent=1, ensure_ascii=False).splitlines():
         print(line)
     return 0

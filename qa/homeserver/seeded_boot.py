@@ -2,10 +2,12 @@
 
     python -m qa.homeserver.seeded_boot synapse.app.homeserver -c homeserver.yaml
 
-Three things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
+Four things before the app's own main: jsonschema's schema checks are remembered (qa.homeserver.schema_checks:
 Synapse re-checks the same power-levels and mentions schemas on every event), SQLite's transactions run on the
 reactor thread instead of a one-thread pool (qa.homeserver.inline_db: handing every transaction to that thread and
-back cost ~6 % of Synapse's CPU; MATRIX_QA_SYNAPSE_DB_THREAD=1 keeps the thread), and, only when the harness asks for
+back cost ~6 % of Synapse's CPU; MATRIX_QA_SYNAPSE_DB_THREAD=1 keeps the thread), its Prometheus metrics find their
+labelled children through a cache (qa.homeserver.metric_labels; MATRIX_QA_SYNAPSE_METRIC_LABELS=1 keeps
+prometheus_client's own), and, only when the harness asks for
 it (no template exists yet for this Synapse, see qa.homeserver.db_template), the database schema is created here
 and a copy kept as the pristine database template. The schema is created
 the way Synapse's own startup does it (same `prepare_database` call, same config), so the server then finds an
@@ -36,6 +38,8 @@ from typing import Any
 
 from qa.homeserver import synapse_zygote
 from qa.homeserver.inline_db import run_sqlite_inline
+from qa.homeserver.metric_labels import KEEP_ENV as METRIC_LABELS_ENV
+from qa.homeserver.metric_labels import cache_label_lookups
 from qa.homeserver.schema_checks import remember_schema_checks
 from qa.homeserver.synapse_zygote import orders_from  # noqa: F401  (the orders' parser, here as before)
 from qa.shared.imports import imports_without_gc
@@ -103,14 +107,18 @@ def _obey(orders: dict[str, Any]) -> tuple[list[str], dict[str, str] | None]:
 
 def load_app(app_module: str, env: Mapping[str, str]) -> tuple[Any, str | None]:
     """Import the app (the import Synapse pays anyway, once) and install what runs inside it before its main. With
-    it, a line for Synapse's log when its SQLite keeps its thread though not asked to (this Synapse has no
-    `make_pool` to wrap): said there rather than silently, since it changes Synapse's CPU."""
+    it, the lines for Synapse's log when something could not be installed though not declined (its SQLite keeps its
+    thread: no `make_pool` to wrap; the metrics keep their label lookups: another prometheus_client release): said
+    there rather than silently, since each changes Synapse's CPU."""
     app = importlib.import_module(app_module)
     remember_schema_checks()
-    if env.get(DB_THREAD_ENV) == "1" or run_sqlite_inline():
-        return app, None
-    return app, ("matrix-qa: Synapse's SQLite keeps its database thread (qa.homeserver.inline_db found no make_pool "
-                 "in synapse.storage.database to wrap)")
+    notes = []
+    if env.get(DB_THREAD_ENV) != "1" and not run_sqlite_inline():
+        notes.append("matrix-qa: Synapse's SQLite keeps its database thread (qa.homeserver.inline_db found no "
+                     "make_pool in synapse.storage.database to wrap)")
+    if env.get(METRIC_LABELS_ENV) != "1" and (note := cache_label_lookups()):
+        notes.append(note)
+    return app, "\n".join(notes) or None
 
 
 def main(argv: list[str]) -> None:

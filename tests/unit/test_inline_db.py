@@ -147,6 +147,9 @@ def test_a_synapse_without_make_pool_keeps_its_thread_and_its_log_says_so(monkey
                         raising=False)
     assert run_sqlite_inline() is False
     monkeypatch.setattr(seeded_boot, "remember_schema_checks", lambda: None)  # process-wide: not in this test
+    monkeypatch.setattr(seeded_boot, "cache_label_lookups", lambda: None)  # nor this
     app, note = seeded_boot.load_app("json", {})
     assert app.__name__ == "json" and note is not None and "keeps its database thread" in note
-    assert seeded_boot.load_app("json", {seeded_boot.DB_THREAD_ENV: "1"})[1] is None  # asked for the thread
+    # the thread and the label lookups as they are
+    asked = {seeded_boot.DB_THREAD_ENV: "1", seeded_boot.METRIC_LABELS_ENV: "1"}
+    assert seeded_boot.load_app("json", asked)[1] is None
