@@ -29,12 +29,13 @@ def usable_cores() -> int | None:
 # Only the embedded Synapse can be booted more than once by the run: an external URL is one server, a Docker
 # image's or Tuwunel's container is one (and Tuwunel is not single-threaded).
 MULTI_BACKENDS = frozenset({"synapse"})
-# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse is not won back by a
-# short run. Measured on 2 cores (docs/cli.md, --homeservers): the fast profile's 16 scenarios on two cost +29 %
-# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays. With every
-# Synapse forked from the early interpreter (hz29) the second costs +58 MB and no import: still +18 % of the fast
-# profile's Pss, so the threshold stays (docs/cli.md).
-AUTO_MIN_SCENARIOS = 40
+# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse (forked from the early
+# interpreter: no import, ~+58 MB Pss, its boot beside the first's) is won back only once enough scenarios run side
+# by side to keep two Synapses busy. Measured on 2 cores at the default --jobs 4, --homeservers 2 against 1, paired
+# whole runs (docs/cli.md, --homeservers, has the commands): 2 and 4 scenarios: wall 1.01 and 1.00, CPU +9 % and
+# +7 % (a loss); 8: wall 0.89, CPU +10 %; 12: WALL12; the fast profile's 16: wall 0.81, CPU +3 % (load ~1). The
+# old threshold, 40, kept the fast profile on one Synapse for a gain the machine could not resolve at load 14-25.
+AUTO_MIN_SCENARIOS = 8
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
 AUTO_SLOTS_PER_HOMESERVER = 2

@@ -1,5 +1,5 @@
-"""--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a small
-plan or another backend, one a core for a big one, each with 2 job slots), which slots each serves, the usage
+"""--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a short
+plan or another backend, one a core from 8 scenarios on, each with 2 job slots), which slots each serves, the usage
 checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
 death of any homeserver named with its log, and the summary's count of what each one served."""
 
@@ -42,11 +42,16 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(("requested", "backend", "jobs", "scenarios", "cores", "count"), [
-    (None, "synapse", 4, 16, 2, 1),  # the fast profile: a second Synapse's boot is not won back
+    (None, "synapse", 4, 16, 2, 2),  # the fast profile at the default --jobs on 2 cores: wall 0.81 on two
     (None, "synapse", 4, AUTO_MIN_SCENARIOS - 1, 2, 1),
     (None, "synapse", 4, AUTO_MIN_SCENARIOS, 2, 2),
-    (None, "synapse", 4, 39, 2, 1),  # the documented threshold (docs/cli.md): 40 scenarios
-    (None, "synapse", 4, 40, 2, 2),
+    (None, "synapse", 4, 7, 2, 1),  # the documented threshold (docs/cli.md): 8 scenarios
+    (None, "synapse", 4, 8, 2, 2),
+    (None, "synapse", 4, 4, 2, 1),  # a short plan: the second Synapse's boot is not won back (wall 1.00)
+    (None, "synapse", 4, 1, 2, 1),  # the canary alone
+    (None, "synapse", 2, 16, 2, 1),  # the fast profile at --jobs 2 or 3: a Synapse with one slot idles
+    (None, "synapse", 3, 16, 2, 1),
+    (None, "synapse", 2, 16, 1, 1),  # one core (the default --jobs there is 2)
     (None, "synapse", 4, 105, 2, 2),  # the all profile at the default --jobs on 2 cores
     (None, "synapse", 2, 105, 2, 1),  # one slot each would leave each Synapse idle while its scenario waits
     (None, "synapse", 3, 105, 2, 1),
@@ -60,7 +65,7 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
     (3, "synapse", 4, 5, 2, 3),  # asked for: as asked, whatever the plan
     (1, "synapse", 4, 105, 2, 1),
 ])
-def test_auto_is_one_homeserver_but_for_a_big_plan_on_the_embedded_synapse(
+def test_auto_is_one_homeserver_but_for_a_plan_of_8_or_more_on_the_embedded_synapse(
         requested: int | None, backend: str, jobs: int, scenarios: int, cores: int | None, count: int) -> None:
     assert homeserver_count(requested, backend=backend, jobs=jobs, scenarios=scenarios, cores=cores) == count
 
