@@ -32,9 +32,9 @@ MULTI_BACKENDS = frozenset({"synapse"})
 # A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse (forked from the early
 # interpreter: no import, ~+58 MB Pss, its boot beside the first's) is won back only once enough scenarios run side
 # by side to keep two Synapses busy. Measured on 2 cores at the default --jobs 4, --homeservers 2 against 1, paired
-# whole runs (docs/cli.md, --homeservers, has the commands): 2 and 4 scenarios: wall 1.01 and 1.00, CPU +9 % and
-# +7 % (a loss); 8: wall 0.89, CPU +10 %; 12: WALL12; the fast profile's 16: wall 0.81, CPU +3 % (load ~1). The
-# old threshold, 40, kept the fast profile on one Synapse for a gain the machine could not resolve at load 14-25.
+# whole runs (docs/cli.md, --homeservers, has the commands and ranges): 2 and 4 scenarios: wall 1.01 and 1.00, CPU
+# +9 % and +7 % (a loss); 8: wall 0.89, CPU +10 %; 12: wall 0.79, CPU +8 %; the fast profile's 16: wall 0.81, CPU
+# +3 %. The old threshold, 40, kept the fast profile on one Synapse for a gain not resolved at load 14-25.
 AUTO_MIN_SCENARIOS = 8
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
