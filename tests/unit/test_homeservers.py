@@ -1,5 +1,5 @@
 """--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a short
-plan or another backend, one a core from 8 scenarios on, each with 2 job slots), which slots each serves, the usage
+plan or another backend, one a core from 12 scenarios on, each with 2 job slots, one more per 12 scenarios), which slots each serves, the usage
 checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
 death of any homeserver named with its log, and the summary's count of what each one served."""
 
@@ -45,8 +45,9 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
     (None, "synapse", 4, 16, 2, 2),  # the fast profile at the default --jobs on 2 cores: wall 0.81 on two
     (None, "synapse", 4, AUTO_MIN_SCENARIOS - 1, 2, 1),
     (None, "synapse", 4, AUTO_MIN_SCENARIOS, 2, 2),
-    (None, "synapse", 4, 7, 2, 1),  # the documented threshold (docs/cli.md): 8 scenarios
-    (None, "synapse", 4, 8, 2, 2),
+    (None, "synapse", 4, 11, 2, 1),  # the documented threshold (docs/cli.md): 12 scenarios, the first clear gain
+    (None, "synapse", 4, 12, 2, 2),
+    (None, "synapse", 4, 8, 2, 1),  # --profile restart (8): wall 0.885 (0.64-1.23) on two, too wide to call
     (None, "synapse", 4, 4, 2, 1),  # a short plan: the second Synapse's boot is not won back (wall 1.00)
     (None, "synapse", 4, 1, 2, 1),  # the canary alone
     (None, "synapse", 2, 16, 2, 1),  # the fast profile at --jobs 2 or 3: a Synapse with one slot idles
@@ -59,13 +60,20 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
     (None, "synapse", 4, 105, None, 1),
     (None, "synapse", 8, 105, 4, 4),
     (None, "synapse", 8, 105, 64, 4),  # bounded by the jobs
+    (None, "synapse", 8, 16, 4, 2),  # the fast profile on 4 cores (--jobs 8): by the plan, 12 scenarios each
+    (None, "synapse", 8, 23, 4, 2),
+    (None, "synapse", 8, 24, 4, 3),  # a third from 24
+    (None, "synapse", 8, 35, 4, 3),
+    (None, "synapse", 8, 36, 4, 4),
+    (None, "synapse", 8, 11, 4, 1),
+    (None, "synapse", 8, 0, 4, 1),
     (None, "external", 8, 105, 4, 1),  # someone's server is one server
     (None, "image", 8, 105, 4, 1),
     (None, "tuwunel", 8, 105, 4, 1),
     (3, "synapse", 4, 5, 2, 3),  # asked for: as asked, whatever the plan
     (1, "synapse", 4, 105, 2, 1),
 ])
-def test_auto_is_one_homeserver_but_for_a_plan_of_8_or_more_on_the_embedded_synapse(
+def test_auto_is_one_homeserver_but_for_a_plan_of_12_or_more_on_the_embedded_synapse(
         requested: int | None, backend: str, jobs: int, scenarios: int, cores: int | None, count: int) -> None:
     assert homeserver_count(requested, backend=backend, jobs=jobs, scenarios=scenarios, cores=cores) == count
 
