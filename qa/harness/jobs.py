@@ -30,13 +30,14 @@ def usable_cores() -> int | None:
 # image's or Tuwunel's container is one (and Tuwunel is not single-threaded).
 MULTI_BACKENDS = frozenset({"synapse"})
 # A run of fewer scenarios than this stays on one homeserver under `auto`, and each further homeserver needs this
-# many more (12 → two, 24 → three, …: more cores alone do not boot Synapses a short plan never paid for): a second Synapse (forked from the early interpreter: no import, ~+58 MB Pss, its boot beside the
-# first's) is won back only once enough scenarios run side by side to keep two Synapses busy. Measured on 2 cores
-# at the default --jobs 4, --homeservers 2 against 1, paired whole runs (docs/cli.md, --homeservers, has the
-# commands and ranges): 2 and 4 scenarios: wall 1.013 and 1.003, CPU +9 % and +7 % (a loss); 8: wall 0.885
-# (0.64-1.23), CPU +10 %, too wide to call; 12: wall 0.790 (0.67-1.06), CPU +8 %, the first clear gain; the fast
-# profile's 16: wall 0.813, CPU +3 %. 12 also keeps `--profile restart` (8 scenarios) on one. The old threshold,
-# 40, kept the fast profile on one Synapse for a gain not resolved at load 14-25.
+# many more (12 → two, 24 → three, …: more cores alone do not boot Synapses a short plan never paid for). A second
+# Synapse (forked from the early interpreter: no import, ~+58 MB Pss, its boot beside the first's) is won back only
+# once enough scenarios run side by side to keep two Synapses busy. Measured on 2 cores at the default --jobs 4,
+# --homeservers 2 against 1, paired whole runs (docs/cli.md, --homeservers, has the commands and ranges): 2 and 4
+# scenarios: wall 1.013 and 1.003, CPU +9 % and +7 % (a loss); 8: wall 0.885 (0.64-1.23), CPU +10 %, too wide to
+# call; 12: wall 0.790 (0.67-1.06), CPU +8 %, the first clear gain; the fast profile's 16: wall 0.813, CPU +3 %.
+# 12 also keeps `--profile restart` (8 scenarios) on one. The old threshold, 40, kept the fast profile on one
+# Synapse for a gain not resolved at load 14-25.
 AUTO_MIN_SCENARIOS = 12
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.

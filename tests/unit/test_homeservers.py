@@ -1,6 +1,6 @@
 """--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a short
-plan or another backend, one a core from 12 scenarios on, each with 2 job slots, one more per 12 scenarios), which slots each serves, the usage
-checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
+plan or another backend, one a core from 12 scenarios on, each with 2 job slots and one more per 12 scenarios at
+most), which slots each serves, the usage checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
 death of any homeserver named with its log, and the summary's count of what each one served."""
 
 from __future__ import annotations
