@@ -158,8 +158,12 @@ class Run:
         try:
             pools = [self.resources(work, hs) for hs in self.homeservers]
             ready = [None, *self.homeserver_boots]  # each homeserver's slots start once it is ready
+            # `auto` (the user asked for no count): a further homeserver that fails to boot, or is still booting
+            # once the plan is taken, is done without (qa.run.homeservers.boot_others); an explicit N is kept.
+            spare = self.options.homeservers is None
             await self.lifecycle.while_homeservers_live(
-                self.homeservers, self.scheduler.run(self.plan, pools, ready), self.homeserver_boots)
+                self.homeservers, self.scheduler.run(self.plan, pools, ready, needed_only=spare),
+                self.homeserver_boots, spare=spare)
         finally:
             self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
 
@@ -183,7 +187,8 @@ class Run:
             if (adopt := getattr(each, "adopt_early", None)) is not None:
                 adopt(early)
         # The others boot beside the first and, once it is ready, beside the first scenarios (qa.run.homeservers).
-        self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets)
+        self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets,
+                                                 spare=self.options.homeservers is None)
         waited = await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
         self.timings.forkServerWaitMs = waited if self.fork_server is not None else None
