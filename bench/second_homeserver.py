@@ -2,6 +2,7 @@
 A B A B … so the comparison holds on a machine whose load drifts. Not a test: nothing asserted.
 
     python bench/second_homeserver.py [--pairs N] [--profile fast] [--jobs 2] [--mode option|shards|main DIR]
+        [--scenario ID]... [--cpus LIST]
 
 The option now exists (issue 29: `matrix-qa run --homeservers N|auto`, qa.run.homeservers). --mode option (the
 default) compares `--homeservers 1` with `--homeservers 2` in one run of this checkout; --mode main DIR compares
@@ -10,6 +11,9 @@ the checkout at DIR (before the option: one homeserver) with this one at its def
 --jobs J/2, each with its own Synapse.
 
 --jobs 4 compares the default --jobs on 2 cores (qa.harness.jobs) with two homeservers of 2 jobs each.
+--scenario ID (repeatable: give the canary too) runs those instead of the profile: where a second homeserver
+starts to pay is a question of the plan's size (qa.harness.jobs.AUTO_MIN_SCENARIOS). --cpus 0 runs both sides
+under `taskset -c 0`, so the run sees one core (qa.harness.jobs.usable_cores).
 
 Per side, medians over the pairs: wall time (for B, until both shards are done), CPU seconds of every process
 (getrusage of children), Synapse's CPU seconds, and the largest sum of Pss over every process at one instant
@@ -65,17 +69,21 @@ def main() -> int:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--profile", default="fast")
     parser.add_argument("--jobs", type=int, default=2, help="jobs of the one-homeserver run (even: half per shard)")
+    parser.add_argument("--scenario", action="append", default=[], metavar="ID",
+                        help="run these scenarios (repeatable) instead of --profile")
+    parser.add_argument("--cpus", default=None, metavar="LIST", help="run both sides under taskset -c LIST")
     parser.add_argument("--mode", nargs="+", default=["option"], metavar="MODE",
                         help="option (default), shards, or main DIR (see the module notes)")
     args = parser.parse_args()
     mode = args.mode[0]
     if mode not in ("option", "shards", "main") or (mode == "main") != (len(args.mode) == 2):
         parser.error("--mode is option, shards or main DIR")
-    if args.jobs < 2 or args.jobs % 2:
-        parser.error("--jobs must be even and at least 2 (each homeserver serves half)")
+    if args.jobs < 2 or (mode == "shards" and args.jobs % 2):
+        parser.error("--jobs must be at least 2 (each homeserver serves one slot or more), and even with shards")
     tmp = Path(tempfile.mkdtemp(prefix="second-hs-"))
-    run = [sys.executable, "-m", "qa.cli", "run", "--profile", args.profile, "--progress", "plain",
-           "--jobs", str(args.jobs)]
+    chosen = [f for i in args.scenario for f in ("--scenario", i)] or ["--profile", args.profile]
+    pinned = ["taskset", "-c", args.cpus] if args.cpus else []
+    run = [*pinned, sys.executable, "-m", "qa.cli", "run", *chosen, "--progress", "plain", "--jobs", str(args.jobs)]
     half = args.jobs // 2
     names = {"option": (f"--homeservers 1, --jobs {args.jobs}", f"--homeservers 2, --jobs {args.jobs}"),
              "shards": (f"one homeserver, --jobs {args.jobs}", f"two shards, 2 x --jobs {half}"),

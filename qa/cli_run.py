@@ -157,8 +157,9 @@ def _speed_group(g: Any) -> None:
                    "runs one at a time")
     g.add_argument("--homeservers", type=homeserver_count, default=None, metavar="N|auto",
                    help="spread the job slots over N embedded Synapse homeservers booted side by side, each "
-                   "~100 MB (default auto: one, but a run of 40 or more scenarios gets one a core, 2 job slots "
-                   "each at least); a scenario stays on one for its whole life. Only the embedded Synapse")
+                   "~45-60 MB (default auto: one, but a run of 12 or more scenarios gets one a core, 2 job slots "
+                   "and 12 scenarios each at least); a scenario stays on one for its whole life. Only the "
+                   "embedded Synapse")
     g.add_argument("--fail-fast", action="store_true",
                    help="start no new scenario after the first failure (running ones finish)")
     g.add_argument("--repeat", type=positive_int, default=1, metavar="N",

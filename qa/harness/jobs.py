@@ -29,12 +29,16 @@ def usable_cores() -> int | None:
 # Only the embedded Synapse can be booted more than once by the run: an external URL is one server, a Docker
 # image's or Tuwunel's container is one (and Tuwunel is not single-threaded).
 MULTI_BACKENDS = frozenset({"synapse"})
-# A run of fewer scenarios than this stays on one homeserver under `auto`: a second Synapse is not won back by a
-# short run. Measured on 2 cores (docs/cli.md, --homeservers): the fast profile's 16 scenarios on two cost +29 %
-# CPU and +91 MB Pss for a wall time within the machine's noise; the all profile's 105 are where it pays. With every
-# Synapse forked from the early interpreter (hz29) the second costs +58 MB and no import: still +18 % of the fast
-# profile's Pss, so the threshold stays (docs/cli.md).
-AUTO_MIN_SCENARIOS = 40
+# A run of fewer scenarios than this stays on one homeserver under `auto`, and each further homeserver needs this
+# many more (12 → two, 24 → three, …: more cores alone do not boot Synapses a short plan never paid for). A second
+# Synapse (forked from the early interpreter: no import, ~+58 MB Pss, its boot beside the first's) is won back only
+# once enough scenarios run side by side to keep two Synapses busy. Measured on 2 cores at the default --jobs 4,
+# --homeservers 2 against 1, paired whole runs (docs/cli.md, --homeservers, has the commands and ranges): 2 and 4
+# scenarios: wall 1.013 and 1.003, CPU +9 % and +7 % (a loss); 8: wall 0.885 (0.64-1.23), CPU +10 %, too wide to
+# call; 12: wall 0.790 (0.67-1.06), CPU +8 %, the first clear gain; the fast profile's 16: wall 0.813, CPU +3 %.
+# 12 also keeps `--profile restart` (8 scenarios) on one. The old threshold, 40, kept the fast profile on one
+# Synapse for a gain not resolved at load 14-25.
+AUTO_MIN_SCENARIOS = 12
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
 AUTO_SLOTS_PER_HOMESERVER = 2
@@ -59,14 +63,15 @@ def parse_homeservers(text: str) -> int | None:
 
 def homeserver_count(requested: int | None, *, backend: str, jobs: int, scenarios: int, cores: int | None) -> int:
     """How many homeservers the run boots. Explicit N (checked by qa.run.homeservers.check_count) as given;
-    `auto`: one, unless the embedded Synapse runs a big plan (AUTO_MIN_SCENARIOS or more) with job slots to
-    share, then one a core (each Synapse keeps one core busy at most), each with AUTO_SLOTS_PER_HOMESERVER job
-    slots or more."""
+    `auto`: one, unless the embedded Synapse runs a plan of AUTO_MIN_SCENARIOS or more with job slots to share,
+    then one a core (each Synapse keeps one core busy at most), each with AUTO_SLOTS_PER_HOMESERVER job slots or
+    more, and one more per AUTO_MIN_SCENARIOS scenarios of the plan at most (what was measured is two from 12:
+    4 cores do not boot 4 Synapses for the fast profile's 16)."""
     if requested is not None:
         return requested
-    if backend not in MULTI_BACKENDS or scenarios < AUTO_MIN_SCENARIOS:
+    if backend not in MULTI_BACKENDS:
         return 1
-    return max(1, min(cores or 1, jobs // AUTO_SLOTS_PER_HOMESERVER))
+    return max(1, min(cores or 1, jobs // AUTO_SLOTS_PER_HOMESERVER, 1 + scenarios // AUTO_MIN_SCENARIOS))
 
 
 def slot_homeservers(slots: int, count: int) -> list[int]:

@@ -47,6 +47,9 @@ REASONS_OPEN = 10
 # Formatting and escaping (pure; also used as template filters)
 
 
+# Why `--homeservers auto` booted several: qa.harness.jobs.AUTO_MIN_SCENARIOS, which this floor may not import
+# (tests/unit/test_homeservers.py holds the two equal).
+AUTO_HOMESERVERS_RULE = "auto: 12 scenarios or more"
 _TERMINAL_NOISE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|[\x00-\x08\x0b-\x1f\x7f]")
 
 
@@ -128,8 +131,10 @@ def _run_facts(summary: Summary) -> list[tuple[str, str]]:
         facts.append(("Jobs", f"up to {summary.jobs} scenario(s) side by side"))
     if summary.homeservers and len(summary.homeservers) > 1:  # one homeserver is the Homeserver row above
         parts = [f"{h.index}: {h.scenarios} scenario(s), boot {human_ms(h.bootMs) if h.bootMs is not None else EMPTY}"
-                 f", log `{h.log}`" for h in summary.homeservers]
-        facts.append(("Homeservers", f"{len(parts)} side by side (--homeservers); " + "; ".join(parts)))
+                 f"{f' (not booted: {clip(h.notBooted, DETAILS_CHARS)})' if h.notBooted else ''}, log `{h.log}`"
+                 for h in summary.homeservers]
+        why = AUTO_HOMESERVERS_RULE if summary.homeserversAsked == "auto" else "--homeservers"
+        facts.append(("Homeservers", f"{len(parts)} side by side ({why}); " + "; ".join(parts)))
     if summary.shard is not None:
         facts.append(("Shard", f"{summary.shard.index}/{summary.shard.count}"))
     if summary.repeat is not None:

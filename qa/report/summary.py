@@ -215,6 +215,8 @@ class HomeserverRun(_Model):
     log: str | None = None
     bootMs: float | None = None  # spawn to ready (the first's is Timings.homeserverBootMs)
     scenarios: int = 0  # how many of the run's scenarios ran on it
+    # Why it never got ready: its boot failed (under `auto` the run went on without it, qa.run.homeservers).
+    notBooted: str | None = None
 
 
 class RunError(_Model):
@@ -279,6 +281,9 @@ class Summary(_Model):
     # Added with --homeservers: every homeserver the run booted, in order (None in earlier summaries and for a
     # summary merged from shards).
     homeservers: list[HomeserverRun] | None = None
+    # What --homeservers asked for: "auto" (the default: qa.harness.jobs.homeserver_count chose the count) or N;
+    # None in earlier summaries and merged ones. The report says why a run had several.
+    homeserversAsked: Literal["auto"] | int | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

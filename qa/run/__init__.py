@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
-from qa.harness.jobs import default_jobs, homeserver_count, usable_cores
+from qa.harness.jobs import AUTO_MIN_SCENARIOS, default_jobs, homeserver_count, usable_cores
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
@@ -131,7 +131,8 @@ class Run:
         library_logs = LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         count = self.homeserver_count()
-        spread = f" on {count} homeservers" if count > 1 else ""
+        why = f"auto: {AUTO_MIN_SCENARIOS} scenarios or more" if self.options.homeservers is None else "--homeservers"
+        spread = f" on {count} homeservers ({why})" if count > 1 else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time{spread}, on {event_loop.running_loop_name()}")
         self.out.progress_total(len(self.plan))  # issue 18: the live block, at a terminal only
@@ -157,8 +158,12 @@ class Run:
         try:
             pools = [self.resources(work, hs) for hs in self.homeservers]
             ready = [None, *self.homeserver_boots]  # each homeserver's slots start once it is ready
+            # `auto` (the user asked for no count): a further homeserver that fails to boot, or is still booting
+            # once the plan is taken, is done without (qa.run.homeservers.boot_others); an explicit N is kept.
+            spare = self.options.homeservers is None
             await self.lifecycle.while_homeservers_live(
-                self.homeservers, self.scheduler.run(self.plan, pools, ready), self.homeserver_boots)
+                self.homeservers, self.scheduler.run(self.plan, pools, ready, needed_only=spare),
+                self.homeserver_boots, spare=spare)
         finally:
             self.timings.scenariosMs = round(mono_ms() - scenarios_began, 1)
 
@@ -182,7 +187,8 @@ class Run:
             if (adopt := getattr(each, "adopt_early", None)) is not None:
                 adopt(early)
         # The others boot beside the first and, once it is ready, beside the first scenarios (qa.run.homeservers).
-        self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets)
+        self.homeserver_boots = pool.boot_others(self.homeservers, self.out, self.secrets,
+                                                 spare=self.options.homeservers is None)
         waited = await boot(hs, self._start_fork_server(work), self.out, self.secrets)
         self.timings.homeserverBootMs = round(hs.boot_ms or 0, 1)
         self.timings.forkServerWaitMs = waited if self.fork_server is not None else None

@@ -15,6 +15,7 @@ port and its own secrets, so a failure message names the log that explains it.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -49,13 +50,16 @@ def places(index: int, work: Path, run_dir: Path) -> tuple[Path, Path]:
     return work / name, run_dir / name
 
 
-def boot_others(homeservers: Sequence[Homeserver], out: Output, secrets: list[str]) -> list[asyncio.Task[float]]:
+def boot_others(homeservers: Sequence[Homeserver], out: Output, secrets: list[str], *, spare: bool = False
+                ) -> list[asyncio.Task[float]]:
     """Every homeserver but the first starts booting, each in a task of its own, beside the first's boot (which
     the early Synapse has a head start on) and beside the first scenarios: the canary and the first homeserver's
     slots do not wait for them, each homeserver's slots wait for their own (Scheduler.run's `ready`). A task's
-    result is its boot time (ms); a failed boot ends the run (qa.run.lifecycle.Lifecycle.while_homeservers_live).
+    result is its boot time (ms); a failed boot ends the run (qa.run.lifecycle.Lifecycle.while_homeservers_live),
+    unless they are `spare` (`--homeservers auto`: the user asked for no count): then it is a `note:` on the
+    console and in harness.log, its slots end and the others take the plan (nothing had run on it).
     `cancel_boots` ends those still booting, before the homeservers are stopped."""
-    return [asyncio.ensure_future(_boot_other(hs, i + 1, len(homeservers), out, secrets))
+    return [asyncio.ensure_future(_boot_other(hs, i + 1, len(homeservers), out, secrets, spare))
             for i, hs in enumerate(homeservers[1:])]
 
 
@@ -80,12 +84,19 @@ def boot_times(first_ms: float | None, boots: Sequence[asyncio.Task[float]]) -> 
                         for t in boots)]
 
 
-async def _boot_other(hs: Homeserver, index: int, count: int, out: Output, secrets: list[str]) -> float:
+async def _boot_other(hs: Homeserver, index: int, count: int, out: Output, secrets: list[str],
+                      spare: bool = False) -> float:
     name = label(index, count)
     out.say(f"starting {name} ({hs.kind}) …")
     try:
         await hs.start()
     except InfraError as exc:  # the first line names the homeserver; the error's own text names its log
+        if spare:
+            where = "" if str(hs.log_path) in str(exc) else f"; see {hs.log_path}"
+            note = (f"note: {name} failed to boot, so the run goes on without it (--homeservers auto: its job "
+                    f"slots end, the others take the plan): {exc}{where}")
+            out.say(note)
+            logging.getLogger("qa.homeserver.spare").warning(note)  # harness.log (qa.run.lifecycle.LibraryLogs)
         raise InfraError(f"{name}: {exc}") from None
     from qa.run.backends import add_secrets  # here: backends imports options, which imports this module
 

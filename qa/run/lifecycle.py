@@ -101,12 +101,15 @@ class Lifecycle:
         self._main.cancel()
 
     async def while_homeservers_live(self, homeservers: Sequence[Homeserver], work: Awaitable[None],
-                                     boots: Sequence[asyncio.Task[float]] = ()) -> None:
+                                     boots: Sequence[asyncio.Task[float]] = (), *, spare: bool = False) -> None:
         """Run `work`, but a homeserver that dies under it (any of the run's, qa.run.homeservers), or one that
         fails to boot (`boots`: those booting beside the scenarios), ends the run at once as an infrastructure
         error naming it and its log, instead of every step timing out without a word about why. The scenarios of
-        the other homeservers are stopped too: the run's verdict is an error now."""
+        the other homeservers are stopped too: the run's verdict is an error now. `spare` (`--homeservers auto`):
+        a failed boot is no trouble (qa.run.homeservers.boot_others said so; nothing ran there), a death still is."""
         count = len(homeservers)
+        if spare:
+            boots = ()
         # A signal cancels us here; run_unless then cancels the scenarios and lets their own (bounded)
         # teardowns finish before the run writes its record.
         async def trouble() -> None:

@@ -60,8 +60,8 @@ class RunOptions:
     fail_fast: bool = False
     # How many scenarios run side by side on the one homeserver; None: qa.harness.plan.default_jobs (2 per core).
     jobs: int | None = None
-    # How many homeservers share the job slots (qa.run.homeservers); None: `auto` (one, but a big plan on the
-    # embedded Synapse gets one a core).
+    # How many homeservers share the job slots (qa.run.homeservers); None: `auto` (one, but a plan of
+    # qa.harness.jobs.AUTO_MIN_SCENARIOS or more on the embedded Synapse gets one a core).
     homeservers: int | None = None
     # Run only this slice of the plan (qa.harness.plan.shard_plan), balanced by these durations (ms per id).
     shard: Shard | None = None

@@ -41,7 +41,7 @@ from qa.report.summary import (
 )
 from qa.report.verdict import NOTHING_RAN, nothing_ran, run_verdict
 from qa.report.writer import write_reports
-from qa.run.homeservers import boot_times
+from qa.run.homeservers import boot_times, failed_boot
 from qa.run.provider import journal_intervals, provider_info, write_journal
 from qa.shared.redact import redact_data
 
@@ -86,6 +86,7 @@ def write_record(run: Run) -> int:
         repeat=options.repeat if options.repeat > 1 else None,
         minPassRate=options.min_pass_rate if options.repeat > 1 else None, deadline=deadline,
         homeservers=_homeservers(run, scheduler.results),
+        homeserversAsked="auto" if options.homeservers is None else options.homeservers,
     )
     run.timings.reportMs = round(mono_ms() - report_began, 1)
     run.timings.totalMs = round(mono_ms() - run.t0, 1)
@@ -148,9 +149,11 @@ def _homeservers(run: Run, records: list[ScenarioResult]) -> list[HomeserverRun]
         return None
     served = Counter(r.homeserver for r in records if r.homeserver is not None)
     boots = boot_times(run.timings.homeserverBootMs, getattr(run, "homeserver_boots", []))
+    failed = [None, *(failed_boot([t]) for t in getattr(run, "homeserver_boots", []))]
     return [HomeserverRun(index=i + 1, baseUrl=_safe_base_url(hs), log=_rel(run.dir, hs.log_path),
                           bootMs=round(boots[i], 1) if i < len(boots) and boots[i] is not None else None,
-                          scenarios=served[i + 1])
+                          scenarios=served[i + 1],
+                          notBooted=run.out.redact(str(failed[i])) if i < len(failed) and failed[i] else None)
             for i, hs in enumerate(homeservers)]
 
 

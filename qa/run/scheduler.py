@@ -58,10 +58,12 @@ class Scheduler:
         self.infra_on: dict[str, int] = {}  # an infra error's message → the homeserver (0-based) that gave it
 
     async def run(self, plan: list[Any], resources: RunResources | Sequence[RunResources],
-                  ready: Sequence[Awaitable[Any] | None] = ()) -> None:
+                  ready: Sequence[Awaitable[Any] | None] = (), *, needed_only: bool = False) -> None:
         """Every scenario of the plan, as the module notes say. `resources`: one per homeserver (the first is the
         canary's); `ready`: per homeserver, what its slots wait for before they take a scenario (its boot; None:
-        nothing). Results are put back in plan order by `settle`, whatever order they finish in."""
+        nothing). `needed_only` (`--homeservers auto`): a homeserver still booting once the others have taken the
+        whole plan is not waited for (its boot is cancelled with the run's end). Results are put back in plan
+        order by `settle`, whatever order they finish in."""
         pools = list(resources) if isinstance(resources, Sequence) else [resources]
         plan = list(plan)
         if self.jobs > 1 and plan and plan[0].id == self.gate:
@@ -77,11 +79,15 @@ class Scheduler:
             for scenario in pending:
                 await self.run_one(scenario, pools[k], k)
 
+        taken = asyncio.Event()  # the whole plan is taken: nothing is left for a homeserver still booting
+
         async def homeserver(k: int) -> None:
             """Homeserver k's slots; once they find nothing left to take, the scenarios that must run alone on
             a homeserver, one at a time (shared with the others: whichever is free first)."""
             if k < len(ready) and (booting := ready[k]) is not None:
                 try:
+                    if needed_only and (booting := await _ready_unless(booting, taken)) is None:
+                        return  # nothing was left for it
                     await booting
                 except Exception:
                     return  # it failed to boot: the run ends on that (qa.run.lifecycle), nothing starts there
@@ -90,6 +96,8 @@ class Scheduler:
                     group.create_task(worker(k))
             for scenario in alone:
                 await self.run_one(scenario, pools[k], k)
+            if slots.count(k) or not together:  # its workers ended, so `pending` is empty; `alone` too
+                taken.set()
 
         async with asyncio.TaskGroup() as group:
             for k in range(len(pools)):
@@ -203,3 +211,19 @@ class Scheduler:
             self.out.say(f"  - {scenario.id} {reason}")
             self.out.scenario_finished(scenario.id, "skip", 0.0)
         return reason is not None
+
+
+async def _ready_unless(booting: Awaitable[Any], taken: asyncio.Event) -> asyncio.Future[Any] | None:
+    """`booting` as a future once it ended (well or not: the caller awaits it for that), or None if `taken` was
+    set first. A coroutine given here is ours to cancel then; a task is the run's (qa.run.homeservers.cancel_boots)."""
+    boot = asyncio.ensure_future(booting)
+    done = asyncio.ensure_future(taken.wait())
+    try:
+        await asyncio.wait([boot, done], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        done.cancel()
+    if boot.done():
+        return boot
+    if boot is not booting:
+        boot.cancel()
+    return None

@@ -138,6 +138,11 @@ async def run_in_process(out_dir: Path, console: Path, **options: Any) -> RunRes
     # takes 2 (the old default), not the CLI's two per core. More jobs inside a run add no CPU to a suite that
     # is CPU-bound, only more bots contending at once; test_jobs_and_shards runs --jobs 4 on purpose.
     options.setdefault("jobs", 2)
+    if _LENDER:
+        # The lent session Synapse is one server, as --homeserver-url's is; `auto` would lend that same server
+        # once per homeserver it counts (the lent backend is still called "synapse"), and the summary would list
+        # one server twice.
+        options.setdefault("homeservers", 1)
     run = Run(RunOptions(output_dir=out_dir, **options), Output(stream := console.open("a", encoding="utf-8")))
     try:
         with lend_to_runs(_LENDER[-1]) if _LENDER else contextlib.nullcontext(), \

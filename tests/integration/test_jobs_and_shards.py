@@ -205,3 +205,57 @@ def test_two_homeservers_both_serve_and_nothing_outlives_the_run(tmp_path: Path,
     assert "Homeservers | 2 side by side" in run.report
     assert our_processes(str(tmp_path)) == []
     assert not list(tmp_path.glob("matrix-qa-*")), "the work dirs (both homeservers' secrets) are gone"
+
+
+def _second_cannot_boot(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every homeserver but the first fails its boot as a Synapse that exits at once does (an InfraError naming
+    its log), and `auto` makes two of any plan: what a plan of 12 scenarios would, on a run of two."""
+    import qa.run
+    from qa.kernel.errors import InfraError
+
+    made: list[Any] = []
+    create = qa.run.create_homeserver
+
+    def creating(*args: Any, **kwargs: Any) -> Any:
+        hs = create(*args, **kwargs)
+        if made:
+            async def fails() -> None:
+                raise InfraError(f"Synapse failed to start (exit code 1); see {hs.log_path}")
+
+            hs.start = fails
+        made.append(hs)
+        return hs
+
+    monkeypatch.setattr(qa.run, "create_homeserver", creating)
+    monkeypatch.setattr(qa.run, "homeserver_count", lambda requested, **_: requested or 2)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+
+
+@pytest.mark.own_homeserver
+def test_under_auto_a_second_homeserver_that_cannot_boot_is_a_note_not_an_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _second_cannot_boot(monkeypatch, tmp_path)
+    run = _run(tmp_path / "run", jobs=2, scenario_ids=[CANARY, "matrix-mention-gating"])
+    assert run.code == 0, run.report
+    note = "note: homeserver 2 of 2 failed to boot, so the run goes on without it (--homeservers auto"
+    assert note in (tmp_path / "run.console.log").read_text(encoding="utf-8")
+    assert note in (run.dir / "harness.log").read_text(encoding="utf-8")
+    assert "homeserver-2/synapse.log" in (run.dir / "harness.log").read_text(encoding="utf-8")
+    assert run.summary["homeserversAsked"] == "auto"
+    first, second = run.summary["homeservers"]
+    assert first["scenarios"] == 2 and second["scenarios"] == 0 and second["bootMs"] is None
+    assert second["notBooted"].startswith("homeserver 2 of 2: Synapse failed to start"), second
+    assert {s["homeserver"] for s in run.summary["scenarios"]} == {1}
+    assert our_processes(str(tmp_path)) == []
+
+
+@pytest.mark.own_homeserver
+def test_under_an_explicit_count_a_homeserver_that_cannot_boot_ends_the_run(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _second_cannot_boot(monkeypatch, tmp_path)
+    run = _run(tmp_path / "run", jobs=2, homeservers=2, scenario_ids=[CANARY, "matrix-mention-gating"])
+    assert run.code == 2, run.report
+    assert run.summary["homeserversAsked"] == 2
+    assert any("homeserver 2 of 2: Synapse failed to start" in e["message"] for e in run.summary["errors"]), \
+        run.summary["errors"]
+    assert our_processes(str(tmp_path)) == []

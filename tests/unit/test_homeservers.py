@@ -1,7 +1,8 @@
-"""--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a small
-plan or another backend, one a core for a big one, each with 2 job slots), which slots each serves, the usage
-checks, the scheduler keeping a scenario on its slot's homeserver and a restart alone on its own homeserver, a
-death of any homeserver named with its log, and the summary's count of what each one served."""
+"""--homeservers (issue 29): the pure parts of a run on several homeservers. How many `auto` makes (one for a short
+plan or another backend, one a core from 12 scenarios on, each with 2 job slots and one more per 12 scenarios at
+most), which slots each serves, the usage checks, the scheduler keeping a scenario on its slot's homeserver and a
+restart alone on its own homeserver, a death of any homeserver named with its log, and the summary's count of what
+each one served."""
 
 from __future__ import annotations
 
@@ -42,11 +43,17 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
 
 
 @pytest.mark.parametrize(("requested", "backend", "jobs", "scenarios", "cores", "count"), [
-    (None, "synapse", 4, 16, 2, 1),  # the fast profile: a second Synapse's boot is not won back
+    (None, "synapse", 4, 16, 2, 2),  # the fast profile at the default --jobs on 2 cores: wall 0.81 on two
     (None, "synapse", 4, AUTO_MIN_SCENARIOS - 1, 2, 1),
     (None, "synapse", 4, AUTO_MIN_SCENARIOS, 2, 2),
-    (None, "synapse", 4, 39, 2, 1),  # the documented threshold (docs/cli.md): 40 scenarios
-    (None, "synapse", 4, 40, 2, 2),
+    (None, "synapse", 4, 11, 2, 1),  # the documented threshold (docs/cli.md): 12 scenarios, the first clear gain
+    (None, "synapse", 4, 12, 2, 2),
+    (None, "synapse", 4, 8, 2, 1),  # --profile restart (8): wall 0.885 (0.64-1.23) on two, too wide to call
+    (None, "synapse", 4, 4, 2, 1),  # a short plan: the second Synapse's boot is not won back (wall 1.00)
+    (None, "synapse", 4, 1, 2, 1),  # the canary alone
+    (None, "synapse", 2, 16, 2, 1),  # the fast profile at --jobs 2 or 3: a Synapse with one slot idles
+    (None, "synapse", 3, 16, 2, 1),
+    (None, "synapse", 2, 16, 1, 1),  # one core (the default --jobs there is 2)
     (None, "synapse", 4, 105, 2, 2),  # the all profile at the default --jobs on 2 cores
     (None, "synapse", 2, 105, 2, 1),  # one slot each would leave each Synapse idle while its scenario waits
     (None, "synapse", 3, 105, 2, 1),
@@ -54,13 +61,20 @@ def test_a_bad_count_says_why(text: str, why: str) -> None:
     (None, "synapse", 4, 105, None, 1),
     (None, "synapse", 8, 105, 4, 4),
     (None, "synapse", 8, 105, 64, 4),  # bounded by the jobs
+    (None, "synapse", 8, 16, 4, 2),  # the fast profile on 4 cores (--jobs 8): by the plan, 12 scenarios each
+    (None, "synapse", 8, 23, 4, 2),
+    (None, "synapse", 8, 24, 4, 3),  # a third from 24
+    (None, "synapse", 8, 35, 4, 3),
+    (None, "synapse", 8, 36, 4, 4),
+    (None, "synapse", 8, 11, 4, 1),
+    (None, "synapse", 8, 0, 4, 1),
     (None, "external", 8, 105, 4, 1),  # someone's server is one server
     (None, "image", 8, 105, 4, 1),
     (None, "tuwunel", 8, 105, 4, 1),
     (3, "synapse", 4, 5, 2, 3),  # asked for: as asked, whatever the plan
     (1, "synapse", 4, 105, 2, 1),
 ])
-def test_auto_is_one_homeserver_but_for_a_big_plan_on_the_embedded_synapse(
+def test_auto_is_one_homeserver_but_for_a_plan_of_12_or_more_on_the_embedded_synapse(
         requested: int | None, backend: str, jobs: int, scenarios: int, cores: int | None, count: int) -> None:
     assert homeserver_count(requested, backend=backend, jobs=jobs, scenarios=scenarios, cores=cores) == count
 
@@ -128,7 +142,7 @@ class Watch:
 
 
 def _schedule(tmp_path: Path, plan: list[Any], jobs: int, homeservers: int,
-              ready: Any = lambda watch: ()) -> tuple[Watch, Scheduler]:
+              ready: Any = lambda watch: (), needed_only: bool = False) -> tuple[Watch, Scheduler]:
     watch = Watch()
     scheduler = Scheduler(jobs=jobs, repeat=1, fail_fast=False, run_id="r", out=Output(io.StringIO()),
                           run_scenario=watch.run, stop_reason=lambda: None)
@@ -136,7 +150,8 @@ def _schedule(tmp_path: Path, plan: list[Any], jobs: int, homeservers: int,
     pools = [replace(base, homeserver=f"hs{k + 1}") for k in range(homeservers)]  # type: ignore[arg-type]
 
     async def scheduled() -> None:
-        await scheduler.run(plan, pools, ready(watch))
+        async with asyncio.timeout(60):  # a hang guard only: these scenarios yield, they never sleep
+            await scheduler.run(plan, pools, ready(watch), needed_only=needed_only)
 
     asyncio.run(scheduled())
     scheduler.settle(plan)
@@ -178,6 +193,31 @@ def test_a_homeserver_that_failed_to_boot_is_given_nothing(tmp_path: Path) -> No
     watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2, ready=lambda watch: [None, fails()])
     assert set(watch.on.values()) == {"hs1"}
     assert len(scheduler.results) == len(plan)
+
+
+def test_under_auto_a_boot_still_running_once_the_plan_is_taken_is_not_waited_for(tmp_path: Path) -> None:
+    booting = asyncio.Event()  # never set: the second homeserver's boot outlasts the plan
+
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (5, 4, 3, 2))]
+    watch, scheduler = _schedule(tmp_path, plan, jobs=4, homeservers=2, needed_only=True,
+                                 ready=lambda watch: [None, booting.wait()])
+    assert set(watch.on.values()) == {"hs1"} and len(scheduler.results) == len(plan)
+    assert all(r.status == "pass" for r in scheduler.results)
+
+
+def test_an_explicit_count_waits_for_its_homeservers_boot(tmp_path: Path) -> None:
+    """Without `needed_only` (an explicit --homeservers N) the scheduler waits for the boot: its failure, even as
+    the last scenario ends, is the run's verdict (qa.run.lifecycle)."""
+    plan = [Scenario(CANARY), *(Scenario(f"s-{n}") for n in (5, 4, 3, 2))]
+    waited: list[str] = []
+
+    async def boots_after_the_plan(watch: Watch) -> None:
+        while len(watch.on) < len(plan) or watch.running.get("hs1"):
+            await asyncio.sleep(0)
+        waited.append("booted")
+
+    watch, _ = _schedule(tmp_path, plan, jobs=4, homeservers=2, ready=lambda watch: [None, boots_after_the_plan(watch)])
+    assert waited == ["booted"] and set(watch.on.values()) == {"hs1"}
 
 
 def test_one_homeserver_takes_every_slot(tmp_path: Path) -> None:
@@ -257,6 +297,64 @@ async def _second_fails_to_boot() -> tuple[Lifecycle, str]:
     return lifecycle, str(raised.value)
 
 
+async def _spare_fails_to_boot(work: Any) -> Lifecycle:
+    homeservers = [Fake("out/homeserver/synapse.log"), Fake("out/homeserver-2/synapse.log")]
+    lifecycle = Lifecycle(Output(io.StringIO()), [], lambda: None)
+
+    async def boot() -> float:
+        raise InfraError("homeserver 2 of 2: Synapse failed to start (exit code 1); see out/homeserver-2/synapse.log")
+
+    boots = [asyncio.ensure_future(boot())]
+    await asyncio.wait(boots)  # failed before the scenarios ended, and after: both are no trouble under auto
+    assert boots[0].exception() is not None
+    await lifecycle.while_homeservers_live(homeservers, work(homeservers), boots, spare=True)
+    return lifecycle
+
+
+def test_under_auto_a_further_homeserver_that_fails_to_boot_is_done_without() -> None:
+    async def scenarios(homeservers: Any) -> None:
+        await asyncio.sleep(0)
+
+    lifecycle = asyncio.run(_spare_fails_to_boot(scenarios))
+    assert lifecycle.reason is None and lifecycle.dead is None
+
+
+def test_under_auto_a_homeserver_that_dies_mid_run_still_ends_it() -> None:
+    async def second_dies(homeservers: Any) -> None:
+        homeservers[1].mark_died("killed by signal 9")
+        await asyncio.Event().wait()
+
+    with pytest.raises(InfraError, match="homeserver 2 of 2 died mid-run: killed by signal 9"):
+        asyncio.run(_spare_fails_to_boot(second_dies))
+
+
+class _Unbootable(Fake):
+    async def start(self) -> None:
+        raise InfraError("Synapse failed to start (exit code 1)")
+
+
+@pytest.mark.parametrize("spare", [True, False])
+def test_a_failed_spare_boot_is_a_note_naming_it_and_its_log(spare: bool, caplog: pytest.LogCaptureFixture) -> None:
+    from qa.run.homeservers import boot_others
+
+    console = io.StringIO()
+    homeservers = [Fake("out/homeserver/synapse.log"), _Unbootable("out/homeserver-2/synapse.log")]
+
+    async def booting() -> BaseException | None:
+        boots = boot_others(homeservers, Output(console), [], spare=spare)
+        await asyncio.wait(boots)
+        return boots[0].exception()
+
+    with caplog.at_level("WARNING", logger="qa.homeserver.spare"):
+        error = asyncio.run(booting())
+    assert str(error) == "homeserver 2 of 2: Synapse failed to start (exit code 1)", "the record's reason"
+    note = ("note: homeserver 2 of 2 failed to boot, so the run goes on without it (--homeservers auto: its job "
+            "slots end, the others take the plan): Synapse failed to start (exit code 1); see "
+            "out/homeserver-2/synapse.log")
+    assert (note in console.getvalue()) is spare, console.getvalue()
+    assert [r.getMessage() for r in caplog.records] == ([note] if spare else [])
+
+
 def test_a_homeserver_that_fails_to_boot_ends_the_run_naming_which_and_its_log() -> None:
     lifecycle, message = asyncio.run(_second_fails_to_boot())
     assert message.startswith("homeserver 2 of 2: Synapse failed to start") and "homeserver-2/synapse.log" in message
@@ -299,3 +397,42 @@ def test_the_summary_lists_each_homeserver_with_its_boot_and_what_it_served(tmp_
     assert [(h.index, h.log, h.bootMs, h.scenarios) for h in listed or []] == [
         (1, "homeserver/synapse.log", 812.3, 1), (2, "homeserver-2/synapse.log", 2400.0, 2),
         (3, "homeserver-3/synapse.log", None, 0)]
+
+
+def test_the_summary_says_why_a_homeserver_never_booted(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from qa.report.summary import Timings
+    from qa.run.record import _homeservers
+
+    async def fails() -> float:
+        raise InfraError("homeserver 2 of 2: Synapse failed to start (exit code 1)")
+
+    async def listing() -> Any:
+        boots = [asyncio.ensure_future(fails())]
+        await asyncio.wait(boots)
+        homeservers = [Fake(str(tmp_path / f"{name}/synapse.log")) for name in ("homeserver", "homeserver-2")]
+        run = SimpleNamespace(homeservers=homeservers, homeserver=homeservers[0], homeserver_boots=boots,
+                              timings=Timings(homeserverBootMs=812.3), dir=tmp_path, out=Output(io.StringIO()))
+        return _homeservers(run, [ScenarioResult(id="a", title="a", status="pass", homeserver=1)])  # type: ignore[arg-type]
+
+    listed = asyncio.run(listing()) or []
+    assert [(h.index, h.bootMs, h.scenarios, h.notBooted) for h in listed] == [
+        (1, 812.3, 1, None), (2, None, 0, "homeserver 2 of 2: Synapse failed to start (exit code 1)")]
+
+
+@pytest.mark.parametrize(("asked", "why"), [("auto", f"(auto: {AUTO_MIN_SCENARIOS} scenarios or more)"),
+                                            (2, "(--homeservers)")])
+def test_the_report_says_what_chose_several_homeservers(asked: Any, why: str) -> None:
+    from qa.report.markdown import render_markdown
+    from qa.report.summary import HomeserverRun
+    from tests.unit.test_report_render import make_summary
+
+    summary = make_summary([ScenarioResult(id="a", title="a", status="pass", homeserver=1)], homeserversAsked=asked,
+                           homeservers=[HomeserverRun(index=1, log="homeserver/synapse.log", bootMs=800, scenarios=1),
+                                        HomeserverRun(index=2, log="homeserver-2/synapse.log",
+                                                      notBooted="homeserver 2 of 2: Synapse failed to start")])
+    report = render_markdown(summary)
+    assert f"2 side by side {why}; 1: 1 scenario(s)" in report, report
+    assert "2: 0 scenario(s), boot — (not booted: homeserver 2 of 2: Synapse failed to start), log" in report
+    assert summary.to_json_dict()["homeserversAsked"] == asked
