@@ -173,15 +173,22 @@ class LibraryLogs:
     def __init__(self, path: Path) -> None:
         self.handler = logging.FileHandler(path, encoding="utf-8")
         self.handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        # Each logger's level and propagation as the run found them, given back by close(): a process that runs
+        # again (a pytest session, an in-process caller) must not keep these loggers cut off from its own handlers.
+        self._before: dict[str, tuple[int, bool]] = {}
         for name in self.NAMES:
             logger = logging.getLogger(name)
+            self._before[name] = (logger.level, logger.propagate)
             logger.addHandler(self.handler)
             logger.setLevel(logging.INFO)
             logger.propagate = False
 
     def close(self) -> None:
         for name in self.NAMES:
-            logging.getLogger(name).removeHandler(self.handler)
+            logger = logging.getLogger(name)
+            logger.removeHandler(self.handler)
+            level, logger.propagate = self._before[name]
+            logger.setLevel(level)  # through setLevel: it clears logging's cached isEnabledFor answers
         self.handler.close()
 
 

@@ -330,6 +330,19 @@ def test_why_a_synapse_was_not_forked_reaches_the_runs_harness_log(tmp_path: Pat
            in (tmp_path / "harness.log").read_text()
 
 
+def test_the_run_gives_its_library_loggers_back_as_it_found_them(tmp_path: Path,
+                                                                  caplog: pytest.LogCaptureFixture) -> None:
+    """A process that runs again (a pytest session, an in-process caller) keeps its own log handlers: after a run,
+    nio's, aiohttp's, asyncio's and our homeserver notes propagate again at the level they had."""
+    before = {name: (logging.getLogger(name).level, logging.getLogger(name).propagate) for name in LibraryLogs.NAMES}
+    LibraryLogs(tmp_path / "harness.log").close()
+    assert {name: (logging.getLogger(name).level, logging.getLogger(name).propagate)
+            for name in LibraryLogs.NAMES} == before
+    with caplog.at_level("WARNING", logger="qa.homeserver.spare"):
+        logging.getLogger("qa.homeserver.spare").warning("after the run")
+    assert [r.getMessage() for r in caplog.records] == ["after the run"]
+
+
 def _zombie(argv: list[str]) -> int:
     """A child of ours in a session of its own that has exited and is not reaped: what the kernel hands a subreaper."""
     pid = os.posix_spawn(argv[0], argv, os.environ, setsid=True)
