@@ -39,6 +39,9 @@ MULTI_BACKENDS = frozenset({"synapse"})
 # 12 also keeps `--profile restart` (8 scenarios) on one. The old threshold, 40, kept the fast profile on one
 # Synapse for a gain not resolved at load 14-25.
 AUTO_MIN_SCENARIOS = 12
+# Why `auto` booted several, as the run's first line says it (the report, which may not import this, keeps a copy:
+# qa.report.markdown.AUTO_HOMESERVERS_RULE; tests/unit/test_homeservers.py holds them equal).
+AUTO_RULE = f"auto: {AUTO_MIN_SCENARIOS} scenarios or more"
 # Under `auto` each homeserver serves at least this many job slots: fewer and its Synapse idles while its one
 # scenario waits on the model or the bot, which is what the second homeserver was meant to win back.
 AUTO_SLOTS_PER_HOMESERVER = 2

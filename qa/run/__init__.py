@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from qa import processes
 from qa.harness.botfile import BotFile
 from qa.harness.fork_server import ForkServer
-from qa.harness.jobs import AUTO_MIN_SCENARIOS, default_jobs, homeserver_count, usable_cores
+from qa.harness.jobs import AUTO_RULE, default_jobs, homeserver_count, usable_cores
 from qa.harness.output import Output
 from qa.harness.output_dir import prepare_output_dir
 from qa.harness.work_dir import work_root
@@ -131,7 +131,7 @@ class Run:
         library_logs = LibraryLogs(self.dir / "harness.log")
         shard = f", shard {self.options.shard}" if self.options.shard else ""
         count = self.homeserver_count()
-        why = f"auto: {AUTO_MIN_SCENARIOS} scenarios or more" if self.options.homeservers is None else "--homeservers"
+        why = AUTO_RULE if self.options.homeservers is None else "--homeservers"
         spread = f" on {count} homeservers ({why})" if count > 1 else ""
         self.out.say(f"matrix-qa run {self.run_id}: {len(self.plan)} scenario(s), profile {self.options.profile}"
                      f"{shard}, {self.jobs} at a time{spread}, on {event_loop.running_loop_name()}")

@@ -90,7 +90,9 @@ class Scheduler:
                         return  # nothing was left for it
                     await booting
                 except Exception:
-                    return  # it failed to boot: the run ends on that (qa.run.lifecycle), nothing starts there
+                    # It failed to boot: nothing starts there. The run ends on that (qa.run.lifecycle), but under
+                    # `auto` (needed_only) it goes on without it (qa.run.homeservers.boot_others said so).
+                    return
             async with asyncio.TaskGroup() as group:
                 for _ in range(slots.count(k)):
                     group.create_task(worker(k))

@@ -436,3 +436,12 @@ def test_the_report_says_what_chose_several_homeservers(asked: Any, why: str) ->
     assert f"2 side by side {why}; 1: 1 scenario(s)" in report, report
     assert "2: 0 scenario(s), boot — (not booted: homeserver 2 of 2: Synapse failed to start), log" in report
     assert summary.to_json_dict()["homeserversAsked"] == asked
+
+
+def test_the_run_and_the_report_give_auto_the_same_reason() -> None:
+    """The run's first line (qa.harness.jobs.AUTO_RULE) and the report's Homeservers row (its own copy: the report
+    may not import the harness) say the same rule."""
+    from qa.harness.jobs import AUTO_RULE
+    from qa.report.markdown import AUTO_HOMESERVERS_RULE
+
+    assert AUTO_RULE == AUTO_HOMESERVERS_RULE == f"auto: {AUTO_MIN_SCENARIOS} scenarios or more"
