@@ -10,7 +10,7 @@ import math
 from collections.abc import Iterable
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt
 
 from qa.report.verdict import RunStatus
 
@@ -283,7 +283,7 @@ class Summary(_Model):
     homeservers: list[HomeserverRun] | None = None
     # What --homeservers asked for: "auto" (the default: qa.harness.jobs.homeserver_count chose the count) or N;
     # None in earlier summaries and merged ones. The report says why a run had several.
-    homeserversAsked: Literal["auto"] | int | None = None
+    homeserversAsked: Literal["auto"] | PositiveInt | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

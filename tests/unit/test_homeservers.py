@@ -445,3 +445,16 @@ def test_the_run_and_the_report_give_auto_the_same_reason() -> None:
     from qa.report.markdown import AUTO_HOMESERVERS_RULE
 
     assert AUTO_RULE == AUTO_HOMESERVERS_RULE == f"auto: {AUTO_MIN_SCENARIOS} scenarios or more"
+
+
+@pytest.mark.parametrize("asked", ["bogus", 0, -1, [2]])
+def test_a_summary_asking_for_no_sensible_count_is_refused(asked: Any) -> None:
+    """homeserversAsked is "auto" or a count of 1 or more: a summary read again (`matrix-qa report`) with anything
+    else is not a record of a run."""
+    import pydantic
+
+    from tests.unit.test_report_render import make_summary
+
+    data = make_summary([ScenarioResult(id="a", title="a", status="pass")]).to_json_dict()
+    with pytest.raises(pydantic.ValidationError, match="homeserversAsked"):
+        type(make_summary([])).model_validate({**data, "homeserversAsked": asked})
